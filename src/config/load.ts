@@ -1,0 +1,99 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../errors.ts';
+import { configSchema, type Config } from './schema.ts';
+
+export interface LoadConfigOptions {
+  /** YAML file; when absent only defaults and environment overrides apply. */
+  file?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Reads the YAML file, applies environment overrides and validates the result.
+ * Throws ConfigError listing every bad key path, so start-up stops with all of them at once.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const raw = options.file ? readYamlFile(options.file) : {};
+  applyEnvOverrides(raw, env);
+  return parseConfig(raw, options.file ?? 'configuration');
+}
+
+export function parseConfig(raw: unknown, source = 'configuration'): Config {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) throw new ConfigError(describeIssues(result.error), source);
+  const config = result.data;
+  const refused = config.dev_issuer.enabled && (config.mode === 'production' || process.env.NODE_ENV === 'production');
+  if (refused) {
+    throw new ConfigError(
+      [{ path: 'dev_issuer.enabled', message: 'the development issuer is refused in production (mode: production or NODE_ENV=production)' }],
+      source,
+    );
+  }
+  return config;
+}
+
+export function describeIssues(error: z.ZodError): { path: string; message: string }[] {
+  return error.issues.map((issue) => {
+    const path = issue.path.map(String).join('.');
+    if (issue.code === 'unrecognized_keys') {
+      return { path: issue.keys.map((k) => (path ? `${path}.${k}` : k)).join(', '), message: 'unknown key' };
+    }
+    return { path, message: issue.message };
+  });
+}
+
+function readYamlFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError([{ path: '', message: `cannot read ${file}: ${(error as Error).message}` }], file);
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text, { strict: true, uniqueKeys: true });
+  } catch (error) {
+    const where = error instanceof YAMLParseError && error.linePos ? ` (line ${error.linePos[0].line})` : '';
+    throw new ConfigError([{ path: '', message: `not valid YAML${where}: ${(error as Error).message.split('\n')[0]}` }], file);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError([{ path: '', message: 'the top level must be a mapping' }], file);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * `ARBITER_SERVER__PORT=9000` sets server.port: a double underscore separates levels, so
+ * keys that contain single underscores (body_limit_bytes) stay addressable. Values are
+ * read as YAML scalars so numbers and booleans keep their type. `PORT` is honoured for
+ * platforms that inject it.
+ */
+function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
+  const overrides: [string[], string][] = [];
+  if (env.PORT) overrides.push([['server', 'port'], env.PORT]);
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('ARBITER_') || name === 'ARBITER_CONFIG' || value === undefined) continue;
+    if (!name.includes('__')) continue;
+    overrides.push([name.slice('ARBITER_'.length).toLowerCase().split('__'), value]);
+  }
+  for (const [path, value] of overrides) setPath(raw, path, parseYaml(value) as unknown);
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = Object.hasOwn(node, key) ? node[key] : undefined;
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) {
+      const created: Record<string, unknown> = {};
+      Object.defineProperty(node, key, { value: created, enumerable: true, writable: true, configurable: true });
+      node = created;
+    } else {
+      node = next as Record<string, unknown>;
+    }
+  }
+  Object.defineProperty(node, path.at(-1)!, { value, enumerable: true, writable: true, configurable: true });
+}

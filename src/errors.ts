@@ -1,0 +1,38 @@
+/**
+ * Every error Arbiter raises on purpose carries a stable, machine-readable `code`
+ * (as jose does), so callers branch on codes and never on message text.
+ */
+export class ArbiterError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A configuration file or environment override that cannot be used. `issues` name each bad key path. */
+export class ConfigError extends ArbiterError {
+  readonly issues: readonly { path: string; message: string }[];
+
+  constructor(issues: readonly { path: string; message: string }[], source = 'configuration') {
+    super('config_invalid', `${source} is invalid:\n${issues.map((i) => `  ${i.path || '(root)'}: ${i.message}`).join('\n')}`);
+    this.issues = issues;
+  }
+}
+
+/**
+ * A bundle that failed one of the checks before activation. `check` names the check
+ * (e.g. `archive_path_traversal`, `signature_mismatch`, `wasm_abi`) and is what the
+ * admin API reports; the active bundle is untouched when this is thrown.
+ */
+export class BundleRejectedError extends ArbiterError {
+  constructor(check: string, message: string, options?: ErrorOptions) {
+    super(check, message, options);
+  }
+
+  get check(): string {
+    return this.code;
+  }
+}

@@ -1,0 +1,82 @@
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
+import type { IssuerConfig } from '../config/schema.ts';
+import { fromJwks, type TrustedIssuer } from './trusted-issuers.ts';
+
+/**
+ * A local issuer for trying Arbiter out: its key pair is generated on first start into a
+ * git-ignored file, never shipped, and the config loader refuses it in production.
+ */
+export const DEV_ISSUER = 'urn:arbiter:dev-issuer';
+export const DEV_AUDIENCES = ['https://api.example.com', 'https://staging.api.example.com'];
+const DEV_ALGORITHM = 'ES256';
+
+export interface DevIssuerKey {
+  privateJwk: JWK;
+  publicJwk: JWK;
+}
+
+export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerKey> {
+  if (existsSync(file)) {
+    const privateJwk = JSON.parse(readFileSync(file, 'utf8')) as JWK;
+    return { privateJwk, publicJwk: publicPart(privateJwk) };
+  }
+  const { privateKey } = await generateKeyPair(DEV_ALGORITHM, { extractable: true });
+  const privateJwk = await exportJWK(privateKey);
+  privateJwk.alg = DEV_ALGORITHM;
+  privateJwk.use = 'sig';
+  privateJwk.kid = await calculateJwkThumbprint(privateJwk);
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  writeFileSync(file, `${JSON.stringify(privateJwk, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+  return { privateJwk, publicJwk: publicPart(privateJwk) };
+}
+
+export function devIssuerConfig(): IssuerConfig {
+  return {
+    issuer: DEV_ISSUER,
+    jwks_file: '(generated development key)',
+    audiences: DEV_AUDIENCES,
+    algorithms: [DEV_ALGORITHM],
+    required_claims: [],
+    clock_tolerance_s: 30,
+    max_token_age_s: 86_400,
+    max_lifetime_s: 86_400,
+    jwks_cache_max_age_s: 600,
+    jwks_cooldown_s: 30,
+    jwks_timeout_ms: 5000,
+  };
+}
+
+export function devTrustedIssuer(key: DevIssuerKey): TrustedIssuer {
+  return fromJwks(devIssuerConfig(), { keys: [key.publicJwk] });
+}
+
+export interface DevTokenOptions {
+  sub: string;
+  aud?: string;
+  scope?: string;
+  ttlSeconds?: number;
+  /** Seconds to backdate iat, e.g. to try the token-age rules. */
+  ageSeconds?: number;
+  claims?: Record<string, unknown>;
+}
+
+export async function mintDevToken(key: DevIssuerKey, options: DevTokenOptions): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const iat = now - (options.ageSeconds ?? 0);
+  const jwt = new SignJWT({ ...options.claims, ...(options.scope !== undefined && { scope: options.scope }) })
+    .setProtectedHeader({ alg: DEV_ALGORITHM, kid: key.privateJwk.kid!, typ: 'at+jwt' })
+    .setIssuer(DEV_ISSUER)
+    .setSubject(options.sub)
+    .setAudience(options.aud ?? DEV_AUDIENCES[0]!)
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + (options.ttlSeconds ?? 3600))
+    .setJti(crypto.randomUUID());
+  return jwt.sign(await importJWK(key.privateJwk, DEV_ALGORITHM));
+}
+
+function publicPart(jwk: JWK): JWK {
+  const { d: _d, ...publicJwk } = jwk;
+  return publicJwk;
+}

@@ -1,0 +1,94 @@
+import type { JWTPayload } from 'jose';
+import type { VerifiedToken } from './verify.ts';
+
+/** What the policy sees of the caller: `input.subject` (documented in rego/README.md). */
+export interface PolicySubject {
+  authenticated: boolean;
+  iss?: string;
+  sub?: string;
+  aud: string[];
+  scopes: string[];
+  client_id?: string;
+  act: Record<string, unknown>[];
+  claims: Record<string, unknown>;
+  token?: {
+    alg: string;
+    kid?: string;
+    typ?: string;
+    iat: number;
+    exp: number;
+    jti?: string;
+    age_s: number;
+    ttl_s: number;
+    fingerprint: string;
+  };
+  revoked: { revoked: boolean; reason?: string; revocation_id?: string };
+}
+
+/** RFC 8693 chains deeper than this are cut off; the policy bounds depth far below it. */
+const MAX_ACTOR_CHAIN = 32;
+
+export function unauthenticatedSubject(): PolicySubject {
+  return { authenticated: false, aud: [], scopes: [], act: [], claims: {}, revoked: { revoked: false } };
+}
+
+/**
+ * Maps verified claims onto the policy's subject. Claim objects are copied with
+ * define semantics only (never Object.assign), so a `__proto__` claim stays plain data.
+ */
+export function subjectFromToken(verified: VerifiedToken, now: number): PolicySubject {
+  const { payload, header } = verified;
+  const iat = payload.iat!;
+  const exp = payload.exp!;
+  const subject: PolicySubject = {
+    authenticated: true,
+    iss: payload.iss!,
+    sub: payload.sub!,
+    aud: typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []),
+    scopes: scopesOf(payload),
+    act: actorChain(payload.act),
+    claims: payload as Record<string, unknown>,
+    token: {
+      alg: header.alg!,
+      iat,
+      exp,
+      age_s: now - iat,
+      ttl_s: exp - now,
+      fingerprint: verified.fingerprint,
+      ...(header.kid !== undefined && { kid: header.kid }),
+      ...(header.typ !== undefined && { typ: header.typ }),
+      ...(typeof payload.jti === 'string' && { jti: payload.jti }),
+    },
+    revoked: { revoked: false },
+  };
+  const clientId = stringClaim(payload, 'client_id') ?? stringClaim(payload, 'azp');
+  if (clientId !== undefined) subject.client_id = clientId;
+  return subject;
+}
+
+function scopesOf(payload: JWTPayload): string[] {
+  if (typeof payload.scope === 'string') return payload.scope.split(' ').filter(Boolean);
+  if (Array.isArray(payload.scp)) return payload.scp.filter((s): s is string => typeof s === 'string');
+  if (typeof payload.scp === 'string') return payload.scp.split(' ').filter(Boolean);
+  return [];
+}
+
+/** Flattens nested `act` claims into an array, outermost (current) actor first. */
+function actorChain(act: unknown): Record<string, unknown>[] {
+  const chain: Record<string, unknown>[] = [];
+  let current = act;
+  while (isPlainObject(current) && chain.length < MAX_ACTOR_CHAIN) {
+    chain.push(Object.fromEntries(Object.entries(current).filter(([key]) => key !== 'act')));
+    current = current.act;
+  }
+  return chain;
+}
+
+function stringClaim(payload: JWTPayload, name: string): string | undefined {
+  const value = payload[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

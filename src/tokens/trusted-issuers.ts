@@ -1,0 +1,105 @@
+import { readFileSync } from 'node:fs';
+import { createLocalJWKSet, createRemoteJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import type { IssuerConfig } from '../config/schema.ts';
+import { ArbiterError, ConfigError } from '../errors.ts';
+
+/** Keys of one trusted issuer, imported once and reused for every token it signs. */
+export interface TrustedIssuer {
+  readonly config: IssuerConfig;
+  readonly key: JWTVerifyGetKey | Uint8Array;
+  /** Resolves when the issuer's keys can be loaded; readiness probes call it. */
+  checkKeys(): Promise<void>;
+}
+
+const MIN_HMAC_SECRET_BYTES = 32;
+
+/**
+ * Trusted issuers keyed by their exact `iss`. Tokens are routed by their (unverified) `iss`
+ * to that issuer's keys only, so one issuer's keys can never vouch for another's tokens.
+ */
+export class IssuerRegistry {
+  readonly #byIss = new Map<string, TrustedIssuer>();
+
+  constructor(issuers: readonly TrustedIssuer[]) {
+    for (const issuer of issuers) this.#byIss.set(issuer.config.issuer, issuer);
+  }
+
+  static fromConfig(configs: readonly IssuerConfig[], inline: readonly TrustedIssuer[] = []): IssuerRegistry {
+    const seen = new Set<string>();
+    const issuers = [...configs.map((config, index) => createTrustedIssuer(config, index)), ...inline];
+    for (const [index, issuer] of issuers.entries()) {
+      if (seen.has(issuer.config.issuer)) {
+        throw new ConfigError([{ path: `issuers.${index}.issuer`, message: `duplicate issuer ${issuer.config.issuer}` }]);
+      }
+      seen.add(issuer.config.issuer);
+    }
+    return new IssuerRegistry(issuers);
+  }
+
+  get(iss: string): TrustedIssuer | undefined {
+    return this.#byIss.get(iss);
+  }
+
+  all(): TrustedIssuer[] {
+    return [...this.#byIss.values()];
+  }
+}
+
+export function createTrustedIssuer(config: IssuerConfig, index: number): TrustedIssuer {
+  const at = (key: string) => `issuers.${index}.${key}`;
+  if (config.jwks_uri !== undefined) {
+    const remote = createRemoteJWKSet(new URL(config.jwks_uri), {
+      cacheMaxAge: config.jwks_cache_max_age_s * 1000,
+      cooldownDuration: config.jwks_cooldown_s * 1000,
+      timeoutDuration: config.jwks_timeout_ms,
+    });
+    return {
+      config,
+      key: remote,
+      async checkKeys() {
+        if (remote.fresh) return;
+        try {
+          await remote.reload();
+        } catch (error) {
+          throw new ArbiterError('jwks_unavailable', `JWKS of ${config.issuer} cannot be loaded: ${(error as Error).message}`);
+        }
+      },
+    };
+  }
+  if (config.jwks_file !== undefined) {
+    const jwks = readJson(config.jwks_file, at('jwks_file')) as JSONWebKeySet;
+    if (!Array.isArray(jwks?.keys) || jwks.keys.length === 0) {
+      throw new ConfigError([{ path: at('jwks_file'), message: `${config.jwks_file} holds no keys (expected {"keys": [...]})` }]);
+    }
+    return fromJwks(config, jwks);
+  }
+  const secret = readSecret(config.secret_file!, at('secret_file'));
+  return { config, key: secret, checkKeys: async () => {} };
+}
+
+export function fromJwks(config: IssuerConfig, jwks: JSONWebKeySet): TrustedIssuer {
+  return { config, key: createLocalJWKSet(jwks), checkKeys: async () => {} };
+}
+
+function readJson(file: string, path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new ConfigError([{ path, message: `cannot read ${file}: ${(error as Error).message}` }]);
+  }
+}
+
+function readSecret(file: string, path: string): Uint8Array {
+  let secret: Buffer;
+  try {
+    secret = readFileSync(file);
+  } catch (error) {
+    throw new ConfigError([{ path, message: `cannot read ${file}: ${(error as Error).message}` }]);
+  }
+  // A trailing newline from `echo secret > file` is not part of the secret.
+  const trimmed = secret.subarray(0, secret.length - (secret.at(-1) === 0x0a ? 1 : 0));
+  if (trimmed.length < MIN_HMAC_SECRET_BYTES) {
+    throw new ConfigError([{ path, message: `HMAC secret must be at least ${MIN_HMAC_SECRET_BYTES} bytes (got ${trimmed.length})` }]);
+  }
+  return new Uint8Array(trimmed);
+}

@@ -1,0 +1,159 @@
+import { createHash } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
+import type { IssuerRegistry, TrustedIssuer } from './trusted-issuers.ts';
+
+/** Reason codes of a token that was sent but cannot be trusted; each becomes a deny reason. */
+export type TokenFailureCode =
+  | 'token_too_large'
+  | 'token_malformed'
+  | 'token_untrusted_issuer'
+  | 'token_algorithm_not_allowed'
+  | 'token_type_invalid'
+  | 'token_unknown_key'
+  | 'token_keys_unavailable'
+  | 'token_bad_signature'
+  | 'token_expired'
+  | 'token_not_yet_valid'
+  | 'token_too_old'
+  | 'token_lifetime_too_long'
+  | 'token_audience_mismatch'
+  | 'token_claim_missing'
+  | 'token_invalid';
+
+export interface VerifiedToken {
+  readonly ok: true;
+  readonly payload: JWTPayload;
+  readonly header: ProtectedHeaderParameters;
+  readonly issuer: TrustedIssuer;
+  /** base64url SHA-256 of the compact token: identifies it in logs without revealing it. */
+  readonly fingerprint: string;
+}
+
+export interface TokenFailure {
+  readonly ok: false;
+  readonly code: TokenFailureCode;
+  readonly message: string;
+  readonly fingerprint: string;
+  /** The unverified `iss`, when it could be read: useful to auditors, never trusted. */
+  readonly claimedIssuer?: string;
+}
+
+export type TokenVerification = VerifiedToken | TokenFailure;
+
+export interface VerifyOptions {
+  maxTokenBytes: number;
+  /** Seconds since the epoch; injectable so tests and replays are deterministic. */
+  now?: number;
+}
+
+const ALWAYS_REQUIRED_CLAIMS = ['exp', 'iat', 'sub'];
+
+export function tokenFingerprint(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
+}
+
+/**
+ * Verifies a compact JWS access token against the issuer it names, and only that issuer.
+ * Never throws: every failure is a TokenFailure with a stable reason code.
+ */
+export async function verifyAccessToken(
+  token: string,
+  issuers: IssuerRegistry,
+  options: VerifyOptions,
+): Promise<TokenVerification> {
+  const fingerprint = tokenFingerprint(token);
+  const fail = (code: TokenFailureCode, message: string, claimedIssuer?: string): TokenFailure =>
+    claimedIssuer === undefined
+      ? { ok: false, code, message, fingerprint }
+      : { ok: false, code, message, fingerprint, claimedIssuer };
+
+  if (Buffer.byteLength(token) > options.maxTokenBytes) {
+    return fail('token_too_large', `token is larger than ${options.maxTokenBytes} bytes`);
+  }
+
+  let header: ProtectedHeaderParameters;
+  let unverified: JWTPayload;
+  try {
+    header = decodeProtectedHeader(token);
+    unverified = decodeJwt(token);
+  } catch {
+    return fail('token_malformed', 'token is not a compact JWS with a JSON payload');
+  }
+  if (typeof unverified.iss !== 'string') return fail('token_untrusted_issuer', 'token has no iss claim');
+  const iss = unverified.iss;
+  const issuer = issuers.get(iss);
+  if (!issuer) return fail('token_untrusted_issuer', `issuer ${JSON.stringify(iss)} is not trusted`, iss);
+
+  const { config } = issuer;
+  if (typeof header.alg !== 'string' || !(config.algorithms as readonly string[]).includes(header.alg)) {
+    return fail('token_algorithm_not_allowed', `algorithm ${String(header.alg)} is not allowed for this issuer`, iss);
+  }
+
+  let payload: JWTPayload;
+  try {
+    const verifyOptions = {
+      issuer: config.issuer,
+      audience: config.audiences,
+      algorithms: config.algorithms as string[],
+      clockTolerance: config.clock_tolerance_s,
+      maxTokenAge: config.max_token_age_s,
+      requiredClaims: [...ALWAYS_REQUIRED_CLAIMS, ...config.required_claims],
+      ...(config.typ !== undefined && { typ: config.typ }),
+      ...(options.now !== undefined && { currentDate: new Date(options.now * 1000) }),
+    };
+    // jose's overloads differ for a key and a key resolver; both are valid here.
+    payload = (
+      issuer.key instanceof Uint8Array
+        ? await jwtVerify(token, issuer.key, verifyOptions)
+        : await jwtVerify(token, issuer.key, verifyOptions)
+    ).payload;
+  } catch (error) {
+    const { code, message } = classifyJoseError(error);
+    return fail(code, message, iss);
+  }
+
+  // JSON allows 1e400, which parses to Infinity and would never expire.
+  if (!Number.isFinite(payload.exp) || !Number.isFinite(payload.iat)) {
+    return fail('token_malformed', 'exp and iat must be finite numbers', iss);
+  }
+  if (payload.exp! - payload.iat! > config.max_lifetime_s) {
+    return fail('token_lifetime_too_long', `token lifetime exceeds ${config.max_lifetime_s}s`, iss);
+  }
+  return { ok: true, payload, header, issuer, fingerprint };
+}
+
+function classifyJoseError(error: unknown): { code: TokenFailureCode; message: string } {
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof errors.JWTExpired) {
+    // jose reports maxTokenAge as an expired `iat`.
+    return { code: error.claim === 'iat' ? 'token_too_old' : 'token_expired', message };
+  }
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    switch (error.claim) {
+      case 'nbf':
+      case 'iat':
+        return { code: error.reason === 'missing' ? 'token_claim_missing' : 'token_not_yet_valid', message };
+      case 'aud':
+        return { code: error.reason === 'missing' ? 'token_claim_missing' : 'token_audience_mismatch', message };
+      case 'iss':
+        return { code: 'token_untrusted_issuer', message };
+      case 'typ':
+        return { code: 'token_type_invalid', message };
+      default:
+        return { code: error.reason === 'missing' ? 'token_claim_missing' : 'token_invalid', message };
+    }
+  }
+  if (error instanceof errors.JWSSignatureVerificationFailed) return { code: 'token_bad_signature', message };
+  if (error instanceof errors.JOSEAlgNotAllowed) return { code: 'token_algorithm_not_allowed', message };
+  if (error instanceof errors.JWKSNoMatchingKey) return { code: 'token_unknown_key', message };
+  if (error instanceof errors.JWKSMultipleMatchingKeys) return { code: 'token_bad_signature', message };
+  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
+    return { code: 'token_keys_unavailable', message };
+  }
+  if (error instanceof errors.JWSInvalid || error instanceof errors.JWTInvalid) return { code: 'token_malformed', message };
+  if (error instanceof errors.JOSENotSupported) return { code: 'token_algorithm_not_allowed', message };
+  if (error instanceof TypeError || (error instanceof Error && /fetch|ECONNREFUSED|network/i.test(message))) {
+    return { code: 'token_keys_unavailable', message };
+  }
+  return { code: 'token_invalid', message };
+}

@@ -1,0 +1,54 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { OPA_VERSION, opaPath } from './opa.ts';
+
+/**
+ * The wasm optimisation level Arbiter's bundles are built with, chosen by measuring
+ * (bench/eval-micro.ts; figures in the README under "Performance").
+ */
+export const OPTIMIZATION_LEVEL = 0;
+
+/** Directories under `regoDir` that are bundles: they carry a .manifest. */
+export function bundleDirs(regoDir: string): string[] {
+  return readdirSync(regoDir)
+    .filter((name) => existsSync(join(regoDir, name, '.manifest')))
+    .sort();
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((path) => statSync(join(dir, path)).isFile())
+    .filter((path) => !path.endsWith('_test.rego') && !path.endsWith('.md'))
+    .sort();
+}
+
+/** A digest of the bundle's sources and toolchain: the same rego/ always gives the same revision and bytes. */
+export function sourceRevision(dir: string): string {
+  const hash = createHash('sha256');
+  for (const path of sourceFiles(dir)) hash.update(`${path}\0`).update(readFileSync(join(dir, path))).update('\0');
+  hash.update(`opa ${OPA_VERSION} -O=${OPTIMIZATION_LEVEL}`);
+  return hash.digest('hex').slice(0, 16);
+}
+
+export interface BuildOptions {
+  revision?: string;
+  /** Extra `opa build` arguments, e.g. signing flags. */
+  extraArgs?: string[];
+}
+
+/** Runs the pinned `opa build -t wasm` on one bundle directory; tests are not shipped. */
+export function buildBundle(dir: string, out: string, options: BuildOptions = {}): void {
+  execFileSync(
+    opaPath(),
+    [
+      'build', '-t', 'wasm', `-O=${OPTIMIZATION_LEVEL}`,
+      '--ignore', '*_test.rego', '--ignore', '*.md',
+      '--revision', options.revision ?? sourceRevision(dir),
+      ...(options.extraArgs ?? []),
+      '-b', dir, '-o', out,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+}
