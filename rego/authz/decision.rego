@@ -1,0 +1,279 @@
+# METADATA
+# title: Arbiter default authorization policy
+# description: >-
+#   Claims inform, policy decides. Scopes are a coarse envelope, claims are
+#   evidence mapped by explicit rules in data.authz, permissions come from live
+#   entitlements (data.entitlements), and every doubt fails closed. Entrypoints:
+#   authz/decision (may this request proceed?) and authz/issuance (which scopes
+#   may a token service mint now?).
+# scope: package
+package authz
+
+import data.authz.evidence
+
+# METADATA
+# title: Access decision
+# description: >-
+#   Entrypoint answering one request. allow is true only when no check failed
+#   and every piece of positive evidence is present; reasons explain the grant
+#   on an allow and list every failed check on a deny.
+# entrypoint: true
+default decision := {
+	"allow": false,
+	"reasons": [{"code": "policy_error", "message": "the policy could not compute a decision"}],
+	"obligations": [],
+}
+
+decision := {
+	"allow": allow,
+	"reasons": decision_reasons,
+	"obligations": sort(obligations),
+}
+
+# METADATA
+# title: Allow
+# description: No check failed and the grant is backed by evidence on every axis.
+default allow := false
+
+allow if {
+	count(denials) == 0
+	evidence.authenticated
+	count(evidence.trusted_issuer_rule_ids) > 0
+	count(environment_rule_ids) > 0
+	count(tenant_rule_ids) > 0
+	action_spec.scope in token_scopes
+	count(subject_mapping_ids) > 0
+	count(subject_entitlement_ids) > 0
+}
+
+# METADATA
+# title: Decision reasons
+# description: The grant explanation on an allow, every failed check on a deny.
+decision_reasons := sort(grant_reasons) if allow
+
+else := sort(denials)
+
+# --- What the request asks for ------------------------------------------------
+
+# METADATA
+# title: Action name
+# description: input.action.name, or "" (an unknown action) when absent.
+default action_name := ""
+
+action_name := input.action.name if is_string(input.action.name)
+
+# METADATA
+# title: Action specification
+# description: The data.authz.actions entry of the requested action (scope, risk, requirements).
+action_spec := data.authz.actions[action_name]
+
+# METADATA
+# title: Risk policy
+# description: The data.authz.risk_levels entry for the action's risk.
+risk_policy := data.authz.risk_levels[action_spec.risk]
+
+# METADATA
+# title: Resource type
+# description: input.resource.type, or "" when absent.
+default resource_type := ""
+
+resource_type := input.resource.type if is_string(input.resource.type)
+
+# METADATA
+# title: Resource tenant
+# description: input.resource.properties.tenant, or "" when the resource names no tenant.
+default resource_tenant := ""
+
+resource_tenant := input.resource.properties.tenant if is_string(input.resource.properties.tenant)
+
+# METADATA
+# title: Request environment
+# description: input.context.environment, or "" when the caller did not say (which fails closed).
+default request_environment := ""
+
+request_environment := input.context.environment if is_string(input.context.environment)
+
+# METADATA
+# title: Request purpose
+# description: input.context.purpose, or "" when the caller did not say.
+default request_purpose := ""
+
+request_purpose := input.context.purpose if is_string(input.context.purpose)
+
+# --- What the token proves ----------------------------------------------------
+
+# METADATA
+# title: Token scopes
+# description: The scopes the token carries.
+token_scopes contains scope if some scope in input.subject.scopes
+
+# METADATA
+# title: Token environments
+# description: Environments the token's audiences map to (data.authz.audiences).
+token_environments contains rule.environment if {
+	some rule in data.authz.audiences
+	rule.audience in input.subject.aud
+}
+
+# METADATA
+# title: Environment rule ids
+# description: Audience rules that map one of the token's audiences to the request's environment.
+environment_rule_ids contains rule.id if {
+	some rule in data.authz.audiences
+	rule.audience in input.subject.aud
+	rule.environment == request_environment
+}
+
+# METADATA
+# title: Token tenants
+# description: Tenants named by the claim that data.authz.tenant_claims assigns to the token's issuer.
+token_tenants contains tenant if {
+	some rule in data.authz.tenant_claims
+	rule.issuer == evidence.subject_issuer
+	tenant := input.subject.claims[rule.claim]
+	is_string(tenant)
+}
+
+# METADATA
+# title: Tenant rule ids
+# description: Tenant-claim rules whose claim equals the resource's tenant.
+tenant_rule_ids contains rule.id if {
+	some rule in data.authz.tenant_claims
+	rule.issuer == evidence.subject_issuer
+	resource_tenant != ""
+	input.subject.claims[rule.claim] == resource_tenant
+}
+
+# METADATA
+# title: Subject mapping ids
+# description: Mapping rules that cover the token's subject for the action.
+subject_mapping_ids := evidence.mapping_rule_ids(evidence.subject_id, action_name)
+
+# METADATA
+# title: Subject entitlement ids
+# description: Live entitlements of the token's subject for the action in the resource's tenant.
+subject_entitlement_ids := evidence.entitlement_ids(evidence.subject_id, action_name, resource_tenant)
+
+# METADATA
+# title: Permission hints
+# description: >-
+#   Permission-like claims (data.authz.permission_hint_claims) found in the
+#   token. They are reported, never used: permissions come from entitlements.
+permission_hints[claim] := value if {
+	some claim in data.authz.permission_hint_claims
+	value := input.subject.claims[claim]
+}
+
+# --- Delegation -----------------------------------------------------------------
+
+# METADATA
+# title: Actors
+# description: The RFC 8693 delegation chain, current actor first; [] without delegation.
+default actors := []
+
+actors := input.subject.act if is_array(input.subject.act)
+
+# METADATA
+# title: Maximum delegation depth
+# description: data.authz.delegation.max_depth; 0 (no delegation) when the data does not say.
+default max_delegation_depth := 0
+
+max_delegation_depth := data.authz.delegation.max_depth if is_number(data.authz.delegation.max_depth)
+
+# METADATA
+# title: Actor id
+# description: An actor is identified by its sub, else its client_id.
+actor_id(actor) := actor.sub if is_string(actor.sub)
+
+else := actor.client_id if is_string(actor.client_id)
+
+else := ""
+
+# METADATA
+# title: Actor grants
+# description: For each actor in the chain, the mapping rules and live entitlements that cover the action.
+actor_grants[depth] := grant if {
+	some index, actor in actors
+	depth := index + 1
+	id := actor_id(actor)
+	grant := {
+		"actor": id,
+		"depth": depth,
+		"mapping_rule_ids": evidence.mapping_rule_ids(id, action_name),
+		"entitlement_ids": evidence.entitlement_ids(id, action_name, resource_tenant),
+	}
+}
+
+# METADATA
+# title: Missing actor evidence
+# description: What an actor lacks ("mapping", "entitlement") to take part in the request.
+missing_actor_evidence(grant) := {item |
+	some item in ["mapping", "entitlement"]
+	actor_lacks(grant, item)
+}
+
+# METADATA
+# title: Actor lacks
+# description: True when the actor's grant lacks the named kind of evidence.
+actor_lacks(grant, "mapping") if count(grant.mapping_rule_ids) == 0
+
+actor_lacks(grant, "entitlement") if {
+	evidence.entitlements_available
+	count(grant.entitlement_ids) == 0
+}
+
+# METADATA
+# title: Approval needed
+# description: An agent (any actor) asks for an action whose risk level requires a human approval.
+approval_needed if {
+	count(actors) > 0
+	risk_policy.agent_approval_required == true
+}
+
+# METADATA
+# title: Approval id
+# description: The approval reference the caller sent in input.context.approval_id.
+approval_id := input.context.approval_id if is_string(input.context.approval_id)
+
+# METADATA
+# title: Accepted approval
+# description: >-
+#   The referenced live approval (data.approvals[id]) covers this action for this
+#   subject (and resource, when the approval names one) and has not expired.
+accepted_approval := approval if {
+	evidence.approvals_available
+	approval := data.approvals[approval_id]
+	approval.action == action_name
+	approval.subject == evidence.subject_id
+	approval_covers_resource(approval, object.get(input.resource, "id", null))
+	is_number(input.context.now)
+	approval.expires_at > input.context.now
+}
+
+# METADATA
+# title: Approval covers resource
+# description: An approval that names a resource_id covers only that resource.
+approval_covers_resource(approval, _) if not "resource_id" in object.keys(approval)
+
+approval_covers_resource(approval, resource_id) if approval.resource_id == resource_id
+
+# --- Freshness ------------------------------------------------------------------
+
+# METADATA
+# title: Maximum token age
+# description: The freshness limit of the action's risk level, when it has one.
+max_token_age_s := risk_policy.max_token_age_s
+
+# METADATA
+# title: Token fresh
+# description: The token's age (now - iat) does not exceed the risk level's limit.
+token_fresh if input.subject.token.age_s <= max_token_age_s
+
+# METADATA
+# title: Token too old
+# description: The risk level sets a limit and the token is not known to be within it.
+token_too_old if {
+	evidence.authenticated
+	is_number(max_token_age_s)
+	not token_fresh
+}

@@ -1,0 +1,312 @@
+package authz
+
+import data.authz.evidence
+
+# The checks of authz/decision. Each failed check adds one reason to denials;
+# checks about the token only run when there is a verified token, so an
+# anonymous request is told "unauthenticated" plus what is wrong with the
+# request itself, not a list of consequences.
+
+# METADATA
+# title: Denials
+# description: One reason per failed check of authz/decision.
+denials contains reason if some reason in token_denials
+
+denials contains reason if some reason in entitlement_data_denials
+
+denials contains {
+	"code": "unknown_action",
+	"action": action_name,
+	"message": "the action is not in data.authz.actions",
+} if {
+	not action_spec
+}
+
+denials contains {
+	"code": "resource_type_mismatch",
+	"action": action_name,
+	"resource_type": resource_type,
+	"allowed_resource_types": action_spec.resource_types,
+	"message": "the action does not apply to this type of resource",
+} if {
+	is_array(action_spec.resource_types)
+	not resource_type in action_spec.resource_types
+}
+
+denials contains {
+	"code": "purpose_not_allowed",
+	"action": action_name,
+	"purpose": request_purpose,
+	"allowed_purposes": action_spec.purposes,
+	"message": "the action needs input.context.purpose set to one of its purposes",
+} if {
+	is_array(action_spec.purposes)
+	not request_purpose in action_spec.purposes
+}
+
+denials contains {
+	"code": "risk_level_unknown",
+	"action": action_name,
+	"message": "the action's risk level is not in data.authz.risk_levels",
+} if {
+	action_spec
+	not risk_policy
+}
+
+denials contains {
+	"code": "environment_missing",
+	"message": "the request does not say its environment (input.context.environment)",
+} if {
+	request_environment == ""
+}
+
+denials contains {
+	"code": "environment_mismatch",
+	"environment": request_environment,
+	"token_environments": sort(token_environments),
+	"message": "none of the token's audiences belongs to the request's environment",
+} if {
+	evidence.authenticated
+	request_environment != ""
+	count(environment_rule_ids) == 0
+}
+
+denials contains {
+	"code": "tenant_missing",
+	"missing": "resource",
+	"message": "the resource names no tenant (input.resource.properties.tenant)",
+} if {
+	evidence.authenticated
+	resource_tenant == ""
+}
+
+denials contains {
+	"code": "tenant_missing",
+	"missing": "token",
+	"message": "the token carries no tenant in the claim data.authz.tenant_claims names for its issuer",
+} if {
+	evidence.authenticated
+	count(token_tenants) == 0
+}
+
+denials contains {
+	"code": "tenant_mismatch",
+	"resource_tenant": resource_tenant,
+	"token_tenants": sort(token_tenants),
+	"message": "the token's tenant differs from the resource's tenant",
+} if {
+	evidence.authenticated
+	resource_tenant != ""
+	count(token_tenants) > 0
+	count(tenant_rule_ids) == 0
+}
+
+denials contains {
+	"code": "scope_missing",
+	"scope": action_spec.scope,
+	"message": "the token does not carry the scope this action requires",
+} if {
+	evidence.authenticated
+	not action_spec.scope in token_scopes
+}
+
+denials contains {
+	"code": "no_mapping",
+	"subject": evidence.subject_id,
+	"action": action_name,
+	"message": "no subject_mappings rule covers this subject for this action",
+} if {
+	evidence.authenticated
+	action_spec
+	count(subject_mapping_ids) == 0
+}
+
+denials contains {
+	"code": "no_entitlement",
+	"subject": evidence.subject_id,
+	"action": action_name,
+	"tenant": resource_tenant,
+	"ignored_claims": permission_hints,
+	"message": "the subject holds no live entitlement for this action in this tenant; permission claims in the token are ignored",
+} if {
+	evidence.authenticated
+	action_spec
+	evidence.entitlements_available
+	count(subject_entitlement_ids) == 0
+}
+
+denials contains {
+	"code": "token_too_old_for_risk",
+	"risk": action_spec.risk,
+	"max_token_age_s": max_token_age_s,
+	"age_s": object.get(input.subject, ["token", "age_s"], null),
+	"message": "this risk level needs a more recent token",
+} if {
+	token_too_old
+}
+
+denials contains {
+	"code": "delegation_too_deep",
+	"depth": count(actors),
+	"max_depth": max_delegation_depth,
+	"message": "the delegation chain is longer than data.authz.delegation.max_depth",
+} if {
+	evidence.authenticated
+	count(actors) > max_delegation_depth
+}
+
+denials contains {
+	"code": "delegation_not_permitted",
+	"actor": grant.actor,
+	"depth": grant.depth,
+	"missing": sort(missing_actor_evidence(grant)),
+	"message": "an actor in the delegation chain holds no grant for this action",
+} if {
+	evidence.authenticated
+	action_spec
+	some grant in actor_grants
+	count(missing_actor_evidence(grant)) > 0
+}
+
+denials contains {
+	"code": "approval_required",
+	"action": action_name,
+	"approval_id": object.get(input.context, "approval_id", null),
+	"message": "a high-risk action requested through an agent needs an accepted approval reference",
+} if {
+	evidence.authenticated
+	approval_needed
+	not accepted_approval
+}
+
+# METADATA
+# title: Token denials
+# description: >-
+#   Checks of the presented token that both entrypoints share: present,
+#   not revoked, from a trusted issuer.
+token_denials contains {
+	"code": "unauthenticated",
+	"message": "no verified access token was presented",
+} if {
+	not evidence.authenticated
+}
+
+token_denials contains object.union(
+	{"code": "token_revoked", "message": "the token, its session or its client has been revoked"},
+	object.filter(input.subject.revoked, ["reason", "revocation_id"]),
+) if {
+	evidence.authenticated
+	evidence.revoked
+}
+
+token_denials contains {
+	"code": "issuer_not_trusted",
+	"issuer": evidence.subject_issuer,
+	"message": "no trusted_issuers rule trusts the token's issuer",
+} if {
+	evidence.authenticated
+	count(evidence.trusted_issuer_rule_ids) == 0
+}
+
+# METADATA
+# title: Entitlement data denials
+# description: >-
+#   Live entitlements are the source of permissions: when they are missing or
+#   stale nothing can be permitted (fail closed).
+entitlement_data_denials contains {
+	"code": "entitlements_unavailable",
+	"message": "entitlement data is not loaded, so no permission can be established",
+} if {
+	not evidence.entitlements_loaded
+}
+
+entitlement_data_denials contains {
+	"code": "entitlements_unavailable",
+	"status": input.data_status.entitlements,
+	"message": "entitlement data is stale, so no permission can be established",
+} if {
+	evidence.entitlements_loaded
+	not evidence.entitlements_available
+}
+
+# METADATA
+# title: Obligations
+# description: What the caller must do before asking again (step up, get an approval).
+obligations contains {
+	"type": "step_up",
+	"max_token_age_s": max_token_age_s,
+	"message": "authenticate again and retry with a fresh token",
+} if {
+	token_too_old
+}
+
+obligations contains {
+	"type": "approval_required",
+	"action": action_name,
+	"subject": evidence.subject_id,
+	"actor": actor_grants[1].actor,
+	"message": "obtain a human approval and retry with context.approval_id",
+} if {
+	evidence.authenticated
+	approval_needed
+	not accepted_approval
+}
+
+# METADATA
+# title: Grant reasons
+# description: >-
+#   The explanation of an allow: trusted issuer, environment and tenant rules,
+#   the scope, the mapping rule and entitlement of the subject, each actor's
+#   grant, the freshness check and the approval.
+grant_reasons contains {"code": "issuer_trusted", "rule_id": rule_id, "issuer": evidence.subject_issuer} if {
+	some rule_id in evidence.trusted_issuer_rule_ids
+}
+
+grant_reasons contains {"code": "environment_matched", "rule_id": rule_id, "environment": request_environment} if {
+	some rule_id in environment_rule_ids
+}
+
+grant_reasons contains {"code": "tenant_matched", "rule_id": rule_id, "tenant": resource_tenant} if {
+	some rule_id in tenant_rule_ids
+}
+
+grant_reasons contains {"code": "scope_granted", "scope": action_spec.scope}
+
+grant_reasons contains {"code": "mapping_matched", "rule_id": rule_id, "subject": evidence.subject_id} if {
+	some rule_id in subject_mapping_ids
+}
+
+grant_reasons contains {
+	"code": "entitlement_granted",
+	"entitlement_id": entitlement_id,
+	"subject": evidence.subject_id,
+} if {
+	some entitlement_id in subject_entitlement_ids
+}
+
+grant_reasons contains {
+	"code": "actor_granted",
+	"actor": grant.actor,
+	"depth": grant.depth,
+	"mapping_rule_ids": sort(grant.mapping_rule_ids),
+	"entitlement_ids": sort(grant.entitlement_ids),
+} if {
+	some grant in actor_grants
+}
+
+grant_reasons contains {
+	"code": "token_fresh",
+	"age_s": input.subject.token.age_s,
+	"max_token_age_s": max_token_age_s,
+} if {
+	token_fresh
+}
+
+grant_reasons contains {
+	"code": "approval_accepted",
+	"approval_id": approval_id,
+	"approved_by": object.get(accepted_approval, "approved_by", null),
+} if {
+	approval_needed
+	accepted_approval
+}

@@ -1,0 +1,402 @@
+# METADATA
+# title: Tests of authz/decision
+# description: One test per acceptance scenario of issue #3 (named after its number), then edge cases.
+package authz.decision_test
+
+import data.authz
+import data.authz.fixtures_test as fx
+
+# object.union merges nested objects; replace swaps one member as a whole.
+replace(request, key, value) := object.union(object.remove(request, [key]), {key: value})
+
+with_subject(changes) := object.union(fx.read_invoice, {"subject": object.union(fx.alice_subject, changes)})
+
+approve_invoice(subject, context) := object.union(object.remove(fx.read_invoice, ["subject", "context"]), {
+	"subject": subject,
+	"action": {"name": "invoices.approve"},
+	"context": context,
+	"data_status": object.union(fx.fresh_status, {"approvals": {
+		"source": "admin-api",
+		"updated_at": fx.now - 5,
+		"age_s": 5,
+		"stale": false,
+	}}),
+})
+
+test_scenario_01_allow_names_scope_mapping_and_entitlement if {
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+	result.allow == true
+	result.obligations == []
+	{reason | some reason in result.reasons} == {
+		{"code": "issuer_trusted", "rule_id": "issuer-dev", "issuer": fx.dev_issuer},
+		{"code": "environment_matched", "rule_id": "audience-production", "environment": "production"},
+		{"code": "tenant_matched", "rule_id": "tenant-claim-dev", "tenant": "acme"},
+		{"code": "scope_granted", "scope": "invoices.read"},
+		{"code": "mapping_matched", "rule_id": "mapping-acme-employees", "subject": fx.alice},
+		{"code": "entitlement_granted", "entitlement_id": "ent-alice-invoices-read", "subject": fx.alice},
+	}
+}
+
+test_scenario_02_scope_missing if {
+	result := authz.decision with input as with_subject({"scopes": ["expenses.read"]})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"scope_missing"}
+	{"code": "scope_missing", "scope": "invoices.read", "message": "the token does not carry the scope this action requires"} in result.reasons
+}
+
+test_scenario_03_unknown_action if {
+	result := authz.decision with input as object.union(fx.read_invoice, {"action": {"name": "invoices.delete"}})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"unknown_action"}
+}
+
+test_scenario_04_tenant_mismatch if {
+	result := authz.decision with input as with_subject({"claims": {"tenant": "globex"}})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"tenant_mismatch"}
+	some reason in result.reasons
+	reason.token_tenants == ["globex"]
+	reason.resource_tenant == "acme"
+}
+
+test_scenario_05_staging_audience_in_production if {
+	result := authz.decision with input as with_subject({"aud": [fx.staging_audience]})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"environment_mismatch"}
+	some reason in result.reasons
+	reason.token_environments == ["staging"]
+}
+
+test_scenario_06_permissions_claim_is_ignored_without_entitlement if {
+	request := object.union(fx.read_invoice, {
+		"subject": object.union(fx.alice_subject, {"sub": fx.bob, "claims": {"sub": fx.bob, "permissions": ["invoices.read"]}}),
+	})
+	result := authz.decision with input as request
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"no_entitlement"}
+	some reason in result.reasons
+	reason.ignored_claims == {"permissions": ["invoices.read"]}
+}
+
+test_scenario_07_entitlement_data_missing if {
+	result := authz.decision with input as fx.read_invoice
+	result.allow == false
+	fx.codes(result) == {"entitlements_unavailable"}
+}
+
+test_scenario_07_entitlement_status_missing if {
+	result := authz.decision with input as replace(fx.read_invoice, "data_status", {})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"entitlements_unavailable"}
+}
+
+test_scenario_07_entitlement_data_stale if {
+	stale := {"entitlements": object.union(fx.fresh_status.entitlements, {"age_s": 900, "stale": true})}
+	result := authz.decision with input as object.union(fx.read_invoice, {"data_status": stale})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"entitlements_unavailable"}
+	some reason in result.reasons
+	reason.status.age_s == 900
+}
+
+test_scenario_08_high_risk_action_with_old_token_needs_step_up if {
+	subject := object.union(fx.alice_subject, {"scopes": ["invoices.write"], "token": {"age_s": 301}})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject, "action": {"name": "invoices.approve"}})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"token_too_old_for_risk"}
+	some reason in result.reasons
+	reason.age_s == 301
+	reason.max_token_age_s == 300
+	[obligation.type | some obligation in result.obligations] == ["step_up"]
+}
+
+test_scenario_09_permitted_agent_for_permitted_user if {
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": fx.agent_for_alice})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+	{
+		"code": "actor_granted",
+		"actor": fx.expense_assistant,
+		"depth": 1,
+		"mapping_rule_ids": ["mapping-expense-agents"],
+		"entitlement_ids": ["ent-expense-assistant-invoices"],
+	} in result.reasons
+	{"code": "entitlement_granted", "entitlement_id": "ent-alice-invoices-read", "subject": fx.alice} in result.reasons
+}
+
+test_scenario_10_actor_without_grant if {
+	subject := object.union(fx.alice_subject, {"act": [{"sub": "agent:travel-planner", "iss": fx.dev_issuer}]})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"delegation_not_permitted"}
+	some reason in result.reasons
+	reason.actor == "agent:travel-planner"
+	reason.missing == ["entitlement", "mapping"]
+}
+
+test_scenario_10_actor_mapped_but_not_entitled if {
+	subject := object.union(fx.alice_subject, {"act": [{"sub": "agent:expense-auditor"}]})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+		with data.entitlements as fx.entitlements
+	fx.codes(result) == {"delegation_not_permitted"}
+	some reason in result.reasons
+	reason.missing == ["entitlement"]
+}
+
+test_scenario_11_delegation_chain_too_deep if {
+	chain := [fx.agent_actor, fx.agent_actor, fx.agent_actor]
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": object.union(fx.alice_subject, {"act": chain})})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"delegation_too_deep"}
+	some reason in result.reasons
+	reason.depth == 3
+	reason.max_depth == 2
+}
+
+test_scenario_12_high_risk_through_agent_without_approval if {
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == false
+	fx.codes(result) == {"approval_required"}
+	result.obligations == [{
+		"type": "approval_required",
+		"action": "invoices.approve",
+		"subject": fx.alice,
+		"actor": fx.expense_assistant,
+		"message": "obtain a human approval and retry with context.approval_id",
+	}]
+}
+
+test_scenario_12_high_risk_through_agent_with_accepted_approval if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == true
+	result.obligations == []
+	{"code": "approval_accepted", "approval_id": "apr-7f3a", "approved_by": fx.bob} in result.reasons
+	{"code": "token_fresh", "age_s": 30, "max_token_age_s": 300} in result.reasons
+}
+
+test_scenario_13_no_token if {
+	result := authz.decision with input as replace(fx.read_invoice, "subject", fx.anonymous_subject)
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"unauthenticated"}
+}
+
+test_scenario_14_revoked_token if {
+	revoked := {"revoked": true, "reason": "session_logout", "revocation_id": "rev-42"}
+	result := authz.decision with input as with_subject({"revoked": revoked})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	result.reasons == [{
+		"code": "token_revoked",
+		"message": "the token, its session or its client has been revoked",
+		"reason": "session_logout",
+		"revocation_id": "rev-42",
+	}]
+}
+
+test_scenario_15_every_failed_check_is_listed if {
+	subject := object.union(fx.alice_subject, {
+		"aud": [fx.staging_audience],
+		"scopes": [],
+		"claims": {"tenant": "globex"},
+		"token": {"age_s": 3600},
+		"act": [{"sub": "agent:travel-planner"}],
+	})
+	request := object.union(fx.read_invoice, {"subject": subject, "action": {"name": "invoices.approve"}})
+	result := authz.decision with input as request
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {
+		"environment_mismatch",
+		"tenant_mismatch",
+		"scope_missing",
+		"token_too_old_for_risk",
+		"delegation_not_permitted",
+		"approval_required",
+	}
+	{obligation.type | some obligation in result.obligations} == {"step_up", "approval_required"}
+}
+
+# --- Edge cases ---------------------------------------------------------------
+
+test_no_token_reports_request_problems_too if {
+	request := replace(
+		object.union(fx.read_invoice, {"subject": fx.anonymous_subject, "action": {"name": "nope"}}),
+		"context", {"now": fx.now},
+	)
+	result := authz.decision with input as request
+	fx.codes(result) == {"unauthenticated", "unknown_action", "environment_missing", "entitlements_unavailable"}
+}
+
+test_missing_environment_fails_closed if {
+	result := authz.decision with input as object.union(fx.read_invoice, {"context": {"environment": 42}})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"environment_missing"}
+}
+
+test_untrusted_issuer if {
+	result := authz.decision with input as with_subject({"iss": "https://evil.example"})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"issuer_not_trusted", "tenant_missing"}
+}
+
+test_resource_without_tenant_fails_closed if {
+	result := authz.decision with input as replace(fx.read_invoice, "resource", {"type": "invoice", "id": "inv-1"})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"tenant_missing", "no_entitlement"}
+}
+
+test_resource_type_must_fit_the_action if {
+	result := authz.decision with input as object.union(fx.read_invoice, {"resource": {"type": "payment", "properties": {"tenant": "acme"}}})
+		with data.entitlements as fx.entitlements
+	fx.codes(result) == {"resource_type_mismatch"}
+}
+
+test_action_purpose_is_required if {
+	subject := object.union(fx.alice_subject, {"scopes": ["payments.write"]})
+	request := object.union(fx.read_invoice, {
+		"subject": subject,
+		"action": {"name": "payments.send"},
+		"resource": {"type": "payment", "properties": {"tenant": "acme"}},
+	})
+	without_purpose := authz.decision with input as request
+		with data.entitlements as fx.entitlements
+	fx.codes(without_purpose) == {"purpose_not_allowed", "no_entitlement"}
+	with_purpose := authz.decision with input as object.union(request, {"context": {"purpose": "vendor_payment"}})
+		with data.entitlements as fx.entitlements
+	fx.codes(with_purpose) == {"no_entitlement"}
+}
+
+test_unknown_risk_level_fails_closed if {
+	actions := {"invoices.read": {"scope": "invoices.read", "risk": "extreme"}}
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.actions as actions
+	fx.codes(result) == {"risk_level_unknown"}
+}
+
+test_missing_delegation_limit_means_no_delegation if {
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": fx.agent_for_alice})
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as {}
+	fx.codes(result) == {"delegation_too_deep"}
+}
+
+test_expired_entitlement_is_ignored if {
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": fx.agent_for_alice, "context": {"now": 1830297600}})
+		with data.entitlements as fx.entitlements
+	fx.codes(result) == {"delegation_not_permitted"}
+}
+
+test_actor_is_identified_by_client_id_without_sub if {
+	subject := object.union(fx.alice_subject, {"act": [{"client_id": fx.expense_assistant}]})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+}
+
+test_actor_without_identity_is_not_permitted if {
+	subject := object.union(fx.alice_subject, {"act": [{"iss": fx.dev_issuer}]})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+		with data.entitlements as fx.entitlements
+	fx.codes(result) == {"delegation_not_permitted"}
+}
+
+test_high_risk_fresh_token_without_agent_is_allowed if {
+	subject := object.union(fx.alice_subject, {"scopes": ["invoices.write"]})
+	result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+	result.allow == true
+	{"code": "token_fresh", "age_s": 30, "max_token_age_s": 300} in result.reasons
+}
+
+test_high_risk_without_token_age_fails_closed if {
+	subject := json.remove(object.union(fx.alice_subject, {"scopes": ["invoices.write"]}), ["token/age_s"])
+	result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+	fx.codes(result) == {"token_too_old_for_risk"}
+}
+
+test_approval_for_another_resource_is_not_accepted if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	request := object.union(approve_invoice(fx.agent_for_alice, context), {"resource": {"id": "inv-2"}})
+	result := authz.decision with input as request
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	fx.codes(result) == {"approval_required"}
+}
+
+test_expired_approval_is_not_accepted if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a", "now": fx.now + 900})
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	fx.codes(result) == {"approval_required"}
+}
+
+test_approval_without_resource_binding_is_accepted if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	approvals := {"apr-7f3a": json.remove(fx.approvals["apr-7f3a"], ["resource_id"])}
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements with data.approvals as approvals
+	result.allow == true
+}
+
+test_stale_approvals_are_not_accepted if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	request := object.union(approve_invoice(fx.agent_for_alice, context), {"data_status": {"approvals": {"stale": true}}})
+	result := authz.decision with input as request
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	fx.codes(result) == {"approval_required"}
+}
+
+test_policy_error_falls_back_to_a_full_deny if {
+	result := authz.decision with authz.obligations as "not a set" with input as fx.read_invoice
+	result == {
+		"allow": false,
+		"reasons": [{"code": "policy_error", "message": "the policy could not compute a decision"}],
+		"obligations": [],
+	}
+}
+
+test_token_without_identity_fails_closed if {
+	subject := {
+		"authenticated": true,
+		"aud": [fx.production_audience],
+		"scopes": ["invoices.read"],
+		"claims": {},
+		"revoked": {"revoked": false},
+	}
+	result := authz.decision with input as replace(fx.read_invoice, "subject", subject)
+		with data.entitlements as fx.entitlements
+	fx.codes(result) == {"issuer_not_trusted", "tenant_missing", "no_mapping", "no_entitlement"}
+}
+
+test_request_without_action_name_or_resource_type if {
+	unnamed := authz.decision with input as replace(fx.read_invoice, "action", {})
+		with data.entitlements as fx.entitlements
+	fx.codes(unnamed) == {"unknown_action"}
+	untyped := authz.decision with input as replace(fx.read_invoice, "resource", {"properties": {"tenant": "acme"}})
+		with data.entitlements as fx.entitlements
+	fx.codes(untyped) == {"resource_type_mismatch"}
+}

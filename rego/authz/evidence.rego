@@ -1,0 +1,116 @@
+# METADATA
+# title: Evidence shared by the decision and issuance entrypoints
+# description: >-
+#   Turns verified claims and live data into evidence through the explicit,
+#   id-carrying rules of data.authz. Every answer is a set of rule or
+#   entitlement ids so that callers can explain both a grant and its absence.
+# scope: package
+package authz.evidence
+
+# Subjects are SPIFFE IDs, URNs or e-mail-like ids: "/" separates their
+# segments, so "*" stays inside one segment and "**" crosses segments.
+subject_delimiters := ["/"]
+
+# Action names are dotted ("invoices.read"): "invoices.*" covers one level.
+action_delimiters := ["."]
+
+# METADATA
+# title: Authenticated
+# description: True only when Arbiter verified a token; anything else is anonymous.
+authenticated if input.subject.authenticated == true
+
+# METADATA
+# title: Revoked
+# description: The token, its session or its client is on a revocation list.
+revoked if input.subject.revoked.revoked == true
+
+# METADATA
+# title: Subject id
+# description: The token's sub claim, or "" so that reasons stay well-formed without one.
+default subject_id := ""
+
+subject_id := input.subject.sub if is_string(input.subject.sub)
+
+# METADATA
+# title: Subject issuer
+# description: The token's iss claim, or "" when absent.
+default subject_issuer := ""
+
+subject_issuer := input.subject.iss if is_string(input.subject.iss)
+
+# METADATA
+# title: Trusted issuer rule ids
+# description: Ids of the data.authz.trusted_issuers rules that trust the token's issuer.
+trusted_issuer_rule_ids contains rule.id if {
+	some rule in data.authz.trusted_issuers
+	rule.issuer == subject_issuer
+}
+
+# METADATA
+# title: Matches
+# description: True when value matches one of the glob patterns.
+matches(patterns, delimiters, value) if {
+	some pattern in patterns
+	glob.match(pattern, delimiters, value)
+}
+
+# METADATA
+# title: Mapping rule ids
+# description: >-
+#   Ids of the data.authz.subject_mappings rules whose subject patterns match
+#   party_id and whose action patterns cover action.
+mapping_rule_ids(party_id, action) := {rule.id |
+	some rule in data.authz.subject_mappings
+	matches(rule.subjects, subject_delimiters, party_id)
+	matches(rule.actions, action_delimiters, action)
+}
+
+# METADATA
+# title: Entitlement ids
+# description: >-
+#   Ids of the live entitlements (data.entitlements[party_id].grants) that are
+#   active now and cover action in tenant.
+entitlement_ids(party_id, action, tenant) := {grant.id |
+	some grant in data.entitlements[party_id].grants
+	tenant != ""
+	tenant in grant.tenants
+	matches(grant.actions, action_delimiters, action)
+	active(grant, input.context.now)
+}
+
+# METADATA
+# title: Active
+# description: >-
+#   An entitlement without expires_at is active; one with it is active until
+#   now (input.context.now) reaches it; without a clock it is not active.
+active(grant, _) if not "expires_at" in object.keys(grant)
+
+active(grant, now) if {
+	is_number(grant.expires_at)
+	is_number(now)
+	grant.expires_at > now
+}
+
+# METADATA
+# title: Entitlements loaded
+# description: data.entitlements is present and Arbiter reports its freshness.
+entitlements_loaded if {
+	is_object(data.entitlements)
+	is_object(input.data_status.entitlements)
+}
+
+# METADATA
+# title: Entitlements available
+# description: Loaded and explicitly not stale; anything else fails closed.
+entitlements_available if {
+	entitlements_loaded
+	input.data_status.entitlements.stale == false
+}
+
+# METADATA
+# title: Approvals available
+# description: data.approvals is present, reported and explicitly not stale.
+approvals_available if {
+	is_object(data.approvals)
+	input.data_status.approvals.stale == false
+}

@@ -1,0 +1,324 @@
+package authz
+
+import data.authz.evidence
+
+# Governed issuance: a token service asks before it mints a token. Scopes are
+# minimised by default: a requested scope is granted only when the client and
+# the subject (if any) are each mapped to and entitled to an action the scope
+# envelops. Anything beyond that needs an explicit exception rule in
+# data.authz.issuance_rules.exceptions, with an id and a reason.
+
+# METADATA
+# title: Issuance decision
+# description: >-
+#   Entrypoint answering a token service: which requested scopes may be granted
+#   now, which are refused and why, and the longest lifetime the token may have.
+#   allow is true when at least one scope is granted.
+# entrypoint: true
+default issuance := {
+	"allow": false,
+	"reasons": [{"code": "policy_error", "message": "the policy could not compute an issuance decision"}],
+	"obligations": [],
+	"granted_scopes": [],
+	"refused_scopes": [],
+	"max_ttl_s": 0,
+}
+
+issuance := {
+	"allow": count(granted_scopes) > 0,
+	"reasons": sort(issuance_reasons),
+	"obligations": [],
+	"granted_scopes": sort(granted_scopes),
+	"refused_scopes": sort({{"scope": refusal.scope, "code": refusal.code, "message": refusal.message} |
+		some refusal in scope_refusals
+	}),
+	"max_ttl_s": issuance_max_ttl_s,
+}
+
+# --- The request ----------------------------------------------------------------
+
+# METADATA
+# title: Issuance client
+# description: input.issuance.client_id, or "" when absent (which refuses everything).
+default issuance_client := ""
+
+issuance_client := input.issuance.client_id if is_string(input.issuance.client_id)
+
+# METADATA
+# title: Requested scopes
+# description: The distinct scopes the token service asks for.
+requested_scopes contains scope if {
+	some scope in input.issuance.scopes
+	is_string(scope)
+}
+
+# METADATA
+# title: Issuance parties
+# description: >-
+#   Who must be entitled to a scope: the client, and the subject when the token
+#   is minted for one (the client then acts for the subject).
+issuance_parties contains {"party": "client", "id": issuance_client}
+
+issuance_parties contains {"party": "subject", "id": input.issuance.subject} if {
+	is_string(input.issuance.subject)
+	input.issuance.subject != ""
+}
+
+# --- Scopes ---------------------------------------------------------------------
+
+# METADATA
+# title: Scope actions
+# description: The actions of data.authz.actions whose scope is scope.
+scope_actions(scope) := {action |
+	some action, spec in data.authz.actions
+	spec.scope == scope
+}
+
+# METADATA
+# title: Known scopes
+# description: Scopes that envelop an action or that an exception rule names.
+known_scopes contains spec.scope if some spec in data.authz.actions
+
+known_scopes contains scope if {
+	some rule in data.authz.issuance_rules.exceptions
+	some scope in rule.scopes
+}
+
+# METADATA
+# title: Exception rules
+# description: Exception rules that grant scope to this client for this purpose.
+exception_rules(scope) := {rule |
+	some rule in data.authz.issuance_rules.exceptions
+	scope in rule.scopes
+	evidence.matches(rule.clients, evidence.subject_delimiters, issuance_client)
+	exception_purpose_fits(rule, object.get(input.issuance, "purpose", ""))
+}
+
+# METADATA
+# title: Exception purpose fits
+# description: An exception without purposes fits any request; one with purposes needs one of them.
+exception_purpose_fits(rule, _) if not "purposes" in object.keys(rule)
+
+exception_purpose_fits(rule, purpose) if purpose in rule.purposes
+
+# METADATA
+# title: Scope mapping ids
+# description: Mapping rules that cover party_id for some action of scope.
+scope_mapping_ids(party_id, scope) := {rule_id |
+	some action in scope_actions(scope)
+	some rule_id in evidence.mapping_rule_ids(party_id, action)
+}
+
+# METADATA
+# title: Scope entitlement ids
+# description: >-
+#   Live entitlements of party_id for some action of scope, in any tenant: the
+#   tenant is checked by authz/decision on every request.
+scope_entitlement_ids(party_id, scope) := {grant.id |
+	some grant in data.entitlements[party_id].grants
+	evidence.active(grant, input.context.now)
+	some action in scope_actions(scope)
+	evidence.matches(grant.actions, evidence.action_delimiters, action)
+}
+
+# METADATA
+# title: Scope backed by entitlements
+# description: Every party is mapped to and entitled to an action of the scope.
+scope_backed_by_entitlements(scope) if {
+	count(scope_actions(scope)) > 0
+	evidence.entitlements_available
+	every party in issuance_parties {
+		count(scope_mapping_ids(party.id, scope)) > 0
+		count(scope_entitlement_ids(party.id, scope)) > 0
+	}
+}
+
+# METADATA
+# title: Granted scopes
+# description: Requested scopes backed by entitlements or by an exception rule, when the request itself passed.
+granted_scopes contains scope if {
+	count(issuance_denials) == 0
+	some scope in requested_scopes
+	scope_backed_by_entitlements(scope)
+}
+
+granted_scopes contains scope if {
+	count(issuance_denials) == 0
+	some scope in requested_scopes
+	count(exception_rules(scope)) > 0
+}
+
+# --- Lifetime -------------------------------------------------------------------
+
+# METADATA
+# title: Lifetime limits
+# description: >-
+#   The default limit, the max_ttl_s of the risk level of every action a granted
+#   scope envelops, and the max_ttl_s of every exception rule that was applied.
+ttl_limits contains limit if {
+	limit := data.authz.issuance_rules.default_max_ttl_s
+}
+
+ttl_limits contains limit if {
+	some scope in granted_scopes
+	some action in scope_actions(scope)
+	limit := data.authz.risk_levels[data.authz.actions[action].risk].max_ttl_s
+}
+
+ttl_limits contains rule.max_ttl_s if {
+	some scope in granted_scopes
+	some rule in exception_rules(scope)
+}
+
+# METADATA
+# title: Maximum lifetime
+# description: The smallest limit that applies to the granted scopes; 0 when nothing is granted.
+default issuance_max_ttl_s := 0
+
+issuance_max_ttl_s := min(ttl_limits) if count(granted_scopes) > 0
+
+# --- Checks ---------------------------------------------------------------------
+
+# METADATA
+# title: Issuance denials
+# description: Failed checks of the request as a whole; any of them refuses every scope.
+issuance_denials contains reason if some reason in token_denials
+
+issuance_denials contains reason if some reason in entitlement_data_denials
+
+issuance_denials contains {
+	"code": "caller_not_permitted",
+	"caller": evidence.subject_id,
+	"message": "no issuance_rules.callers rule lets this caller ask for issuance decisions",
+} if {
+	evidence.authenticated
+	not caller_permitted
+}
+
+issuance_denials contains {
+	"code": "client_missing",
+	"message": "the issuance request names no client (input.issuance.client_id)",
+} if {
+	issuance_client == ""
+}
+
+issuance_denials contains {
+	"code": "audience_unknown",
+	"audience": object.get(input, ["issuance", "audience"], null),
+	"message": "the audience is not in data.authz.audiences",
+} if {
+	not audience_known
+}
+
+issuance_denials contains {
+	"code": "no_scope_requested",
+	"message": "the issuance request asks for no scope",
+} if {
+	count(requested_scopes) == 0
+}
+
+# METADATA
+# title: Caller permitted
+# description: The authenticated caller matches a data.authz.issuance_rules.callers rule.
+caller_permitted if {
+	some rule in data.authz.issuance_rules.callers
+	evidence.matches(rule.subjects, evidence.subject_delimiters, evidence.subject_id)
+}
+
+# METADATA
+# title: Audience known
+# description: The requested audience is one of data.authz.audiences.
+audience_known if {
+	some rule in data.authz.audiences
+	rule.audience == input.issuance.audience
+}
+
+# METADATA
+# title: Scope refusals
+# description: Why each refused scope was refused, naming the party that lacks evidence.
+scope_refusals contains {
+	"scope": scope,
+	"code": "request_denied",
+	"message": "the issuance request itself was denied; see reasons",
+} if {
+	count(issuance_denials) > 0
+	some scope in requested_scopes
+}
+
+scope_refusals contains {
+	"scope": scope,
+	"code": "scope_unknown",
+	"message": "no action and no exception rule uses this scope",
+} if {
+	some scope in requested_scopes
+	not scope in known_scopes
+}
+
+scope_refusals contains {
+	"scope": scope,
+	"code": "no_mapping",
+	"party": party.party,
+	"subject": party.id,
+	"message": "no subject_mappings rule covers this party for any action of the scope",
+} if {
+	some scope in requested_scopes
+	scope in known_scopes
+	count(exception_rules(scope)) == 0
+	some party in issuance_parties
+	count(scope_mapping_ids(party.id, scope)) == 0
+}
+
+scope_refusals contains {
+	"scope": scope,
+	"code": "no_entitlement",
+	"party": party.party,
+	"subject": party.id,
+	"message": "scopes are minimised: this party holds no live entitlement for any action of the scope",
+} if {
+	evidence.entitlements_available
+	some scope in requested_scopes
+	scope in known_scopes
+	count(exception_rules(scope)) == 0
+	some party in issuance_parties
+	count(scope_entitlement_ids(party.id, scope)) == 0
+}
+
+# METADATA
+# title: Issuance reasons
+# description: >-
+#   Failed request checks, then per scope either the evidence that granted it
+#   (mapping rules and entitlements of each party, or the exception rule and
+#   its reason) or the refusal.
+issuance_reasons contains reason if some reason in issuance_denials
+
+issuance_reasons contains refusal if {
+	some refusal in scope_refusals
+	refusal.code != "request_denied"
+}
+
+issuance_reasons contains {
+	"code": "scope_granted",
+	"scope": scope,
+	"party": party.party,
+	"subject": party.id,
+	"mapping_rule_ids": sort(scope_mapping_ids(party.id, scope)),
+	"entitlement_ids": sort(scope_entitlement_ids(party.id, scope)),
+} if {
+	some scope in granted_scopes
+	scope_backed_by_entitlements(scope)
+	some party in issuance_parties
+}
+
+issuance_reasons contains {
+	"code": "scope_exception",
+	"scope": scope,
+	"rule_id": rule.id,
+	"reason": rule.reason,
+} if {
+	some scope in granted_scopes
+	some rule in exception_rules(scope)
+}
+
+issuance_reasons contains {"code": "ttl_limited", "max_ttl_s": issuance_max_ttl_s} if {
+	count(granted_scopes) > 0
+}

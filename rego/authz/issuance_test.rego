@@ -1,0 +1,168 @@
+# METADATA
+# title: Tests of authz/issuance
+# description: Acceptance scenario 16 of issue #3 and the edge cases of governed issuance.
+package authz.issuance_test
+
+import data.authz
+import data.authz.fixtures_test as fx
+
+# The token service authenticates to Arbiter with its own (development) token.
+token_service_subject := object.union(fx.alice_subject, {
+	"sub": fx.token_service,
+	"scopes": [],
+	"claims": {"sub": fx.token_service},
+})
+
+# Scenario 16: the expense assistant asks for a token acting for Alice.
+agent_request := {
+	"client_id": fx.expense_assistant,
+	"subject": fx.alice,
+	"scopes": ["invoices.read", "expenses.write", "payments.write", "openid", "admin"],
+	"audience": fx.production_audience,
+	"purpose": "expense_filing",
+}
+
+issuance_input(issuance_request) := {
+	"subject": token_service_subject,
+	"action": {"name": "tokens.issue"},
+	"resource": {"type": "token"},
+	"context": {"now": fx.now, "request_id": "req-2"},
+	"data_status": fx.fresh_status,
+	"issuance": issuance_request,
+}
+
+refused(result) := {[refusal.scope, refusal.code] | some refusal in result.refused_scopes}
+
+test_scenario_16_some_scopes_granted_some_refused if {
+	result := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+	result.allow == true
+	result.granted_scopes == ["expenses.write", "invoices.read", "openid"]
+	refused(result) == {
+		["payments.write", "no_mapping"],
+		["payments.write", "no_entitlement"],
+		["admin", "scope_unknown"],
+	}
+	result.max_ttl_s == 1800
+	result.obligations == []
+	{
+		"code": "scope_granted",
+		"scope": "invoices.read",
+		"party": "client",
+		"subject": fx.expense_assistant,
+		"mapping_rule_ids": ["mapping-expense-agents"],
+		"entitlement_ids": ["ent-expense-assistant-invoices"],
+	} in result.reasons
+	{
+		"code": "scope_granted",
+		"scope": "invoices.read",
+		"party": "subject",
+		"subject": fx.alice,
+		"mapping_rule_ids": ["mapping-acme-employees"],
+		"entitlement_ids": ["ent-alice-invoices-read"],
+	} in result.reasons
+	some exception in result.reasons
+	exception.code == "scope_exception"
+	exception.rule_id == "exception-openid-sign-in"
+	exception.reason != ""
+	{
+		"code": "no_mapping",
+		"scope": "payments.write",
+		"party": "client",
+		"subject": fx.expense_assistant,
+		"message": "no subject_mappings rule covers this party for any action of the scope",
+	} in result.reasons
+}
+
+test_high_risk_scope_shortens_the_lifetime if {
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read", "invoices.write"]}))
+		with data.entitlements as fx.entitlements
+	result.granted_scopes == ["invoices.read", "invoices.write"]
+	result.max_ttl_s == 300
+}
+
+test_client_credentials_need_the_client_entitlement if {
+	request := {"client_id": fx.invoice_worker, "scopes": ["invoices.read", "payments.write"], "audience": fx.production_audience}
+	result := authz.issuance with input as issuance_input(request)
+		with data.entitlements as fx.entitlements
+	result.granted_scopes == ["invoices.read"]
+	refused(result) == {["payments.write", "no_entitlement"]}
+	result.max_ttl_s == 3600
+}
+
+test_nothing_granted_is_a_deny if {
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["payments.write"]}))
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	result.granted_scopes == []
+	result.max_ttl_s == 0
+}
+
+test_anonymous_caller_is_refused_everything if {
+	anonymous := object.union(object.remove(issuance_input(agent_request), ["subject"]), {"subject": fx.anonymous_subject})
+	result := authz.issuance with input as anonymous
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"unauthenticated", "scope_unknown", "no_mapping", "no_entitlement"}
+	{refusal.code | some refusal in result.refused_scopes} == {"request_denied", "scope_unknown", "no_mapping", "no_entitlement"}
+}
+
+test_caller_must_be_an_issuance_caller if {
+	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": fx.alice_subject})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	"caller_not_permitted" in fx.codes(result)
+}
+
+test_unknown_audience_and_missing_client_are_refused if {
+	result := authz.issuance with input as issuance_input({"scopes": ["invoices.read"], "audience": "https://elsewhere.example"})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"audience_unknown", "client_missing", "no_mapping", "no_entitlement"}
+}
+
+test_no_scope_requested if {
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": []}))
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"no_scope_requested"}
+}
+
+test_issuance_fails_closed_without_entitlement_data if {
+	result := authz.issuance with input as issuance_input(agent_request)
+	result.allow == false
+	"entitlements_unavailable" in fx.codes(result)
+	result.granted_scopes == []
+}
+
+test_exception_can_be_bound_to_a_purpose if {
+	exceptions := [{
+		"id": "exception-month-end",
+		"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
+		"clients": [fx.invoice_worker],
+		"scopes": ["payments.write"],
+		"purposes": ["month_end_close"],
+	}]
+	request := {"client_id": fx.invoice_worker, "scopes": ["payments.write"], "audience": fx.production_audience}
+	for_month_end := authz.issuance with input as issuance_input(object.union(request, {"purpose": "month_end_close"}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.exceptions as exceptions
+	for_month_end.granted_scopes == ["payments.write"]
+	for_month_end.max_ttl_s == 300
+	for_curiosity := authz.issuance with input as issuance_input(object.union(request, {"purpose": "curiosity"}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.exceptions as exceptions
+	for_curiosity.granted_scopes == []
+}
+
+test_policy_error_falls_back_to_a_full_deny if {
+	result := authz.issuance with authz.issuance_reasons as "not a set" with input as issuance_input(agent_request)
+	result == {
+		"allow": false,
+		"reasons": [{"code": "policy_error", "message": "the policy could not compute an issuance decision"}],
+		"obligations": [],
+		"granted_scopes": [],
+		"refused_scopes": [],
+		"max_ttl_s": 0,
+	}
+}
