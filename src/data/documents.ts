@@ -1,0 +1,302 @@
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { z } from 'zod';
+import { ArbiterError } from '../errors.ts';
+import { formatDataPath } from './data-path.ts';
+import type { DataPath } from './data-path.ts';
+import { applyJsonPatch } from './json-patch.ts';
+import { freezeJson, isJsonObject, ownMember, withMember, withoutMember } from './json-value.ts';
+import type { JsonObject, JsonValue } from './json-value.ts';
+import { transaction } from './persistence.ts';
+
+/** Metadata a writer may attach to a top-level document, e.g. from `Arbiter-Data-*` headers. */
+export const DocumentMetaInputSchema = z.strictObject({
+  /** Who feeds this document (an HR sync, an approvals service), echoed to policy. */
+  source: z.string().min(1).max(256).optional(),
+  /** How old the document may get before policy sees it as stale. */
+  max_age_s: z.number().int().positive().optional(),
+});
+export type DocumentMetaInput = z.infer<typeof DocumentMetaInputSchema>;
+
+export const DocumentMetaSchema = DocumentMetaInputSchema.extend({
+  /** Epoch milliseconds of the last committed write to any part of the document. */
+  updated_at: z.number().int().nonnegative(),
+});
+export type DocumentMeta = z.infer<typeof DocumentMetaSchema>;
+
+/** What policy sees as `input.data_status[name]`. */
+export interface DocumentStatus {
+  source: string | null;
+  /** Epoch seconds. */
+  updated_at: number;
+  age_s: number;
+  max_age_s?: number;
+  /** True once the document is older than its `max_age_s`; never true without one. */
+  stale: boolean;
+}
+
+/** An immutable view of live data: a reader holding one never sees a later or partial update. */
+export interface LiveDataSnapshot {
+  readonly version: number;
+  readonly data: JsonObject;
+  readonly documents: Readonly<Record<string, DocumentMeta>>;
+}
+
+export interface LiveDataLimits {
+  /** Keys from the data root to the deepest value (`data.a.b[0]` is 3). */
+  maxDepth: number;
+  /** Sum of the serialized (UTF-8 JSON) sizes of all documents. */
+  maxTotalBytes: number;
+}
+
+export const DEFAULT_LIVE_DATA_LIMITS: LiveDataLimits = { maxDepth: 32, maxTotalBytes: 64 * 1024 * 1024 };
+
+export interface LiveDataOptions {
+  /** True where an active bundle owns the path (see `ownedByRoots`); writes there fail with `data_path_owned_by_bundle`. */
+  isReadOnly?: (path: DataPath) => boolean;
+  limits?: Partial<LiveDataLimits>;
+  /** Epoch milliseconds; injectable so staleness can be tested without waiting. */
+  now?: () => number;
+  /** Receives an exception thrown by an `onChange` listener; the update itself is already committed. */
+  onListenerError?: (error: unknown) => void;
+}
+
+export type LiveDataListener = (snapshot: LiveDataSnapshot) => void;
+
+interface StoredDocument {
+  name: string;
+  json: string;
+  meta: string;
+}
+
+/**
+ * Live data: the documents under `data` that no bundle owns (entitlements, approvals...).
+ * Every write validates first, commits to SQLite, then swaps in a new snapshot with a
+ * single assignment, so a failed write changes nothing and readers never see half of one.
+ * Writes are synchronous and return only after the commit is durable.
+ */
+export class LiveData {
+  readonly #db: DatabaseSync;
+  readonly #isReadOnly: (path: DataPath) => boolean;
+  readonly #limits: LiveDataLimits;
+  readonly #now: () => number;
+  readonly #onListenerError: (error: unknown) => void;
+  readonly #listeners = new Set<LiveDataListener>();
+  readonly #statements: { upsert: StatementSync; delete: StatementSync; setVersion: StatementSync };
+  #snapshot: LiveDataSnapshot;
+  /** Serialized bytes per document, so the total-size check costs one document, not all data. */
+  readonly #sizes = new Map<string, number>();
+  #totalBytes = 0;
+
+  constructor(db: DatabaseSync, options: LiveDataOptions = {}) {
+    this.#db = db;
+    this.#isReadOnly = options.isReadOnly ?? (() => false);
+    this.#limits = parseLimits(options.limits);
+    this.#now = options.now ?? Date.now;
+    this.#onListenerError = options.onListenerError ?? rethrowLater;
+    this.#statements = {
+      upsert: db.prepare(
+        `INSERT INTO live_documents (name, json, meta, version) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET json = excluded.json, meta = excluded.meta, version = excluded.version`,
+      ),
+      delete: db.prepare('DELETE FROM live_documents WHERE name = ?'),
+      setVersion: db.prepare(
+        'INSERT INTO live_data_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version',
+      ),
+    };
+    this.#snapshot = this.#load();
+  }
+
+  /** The current snapshot; hold on to it for a consistent read across several lookups. */
+  snapshot(): LiveDataSnapshot {
+    return this.#snapshot;
+  }
+
+  /** The value at `path` (the empty path is all live data), or undefined when nothing is there. */
+  get(path: DataPath): JsonValue | undefined {
+    return getIn(this.#snapshot.data, path);
+  }
+
+  /** Creates or replaces the value at `path`, creating missing parent objects. */
+  put(path: DataPath, value: unknown, meta?: DocumentMetaInput): LiveDataSnapshot {
+    const [name, rest] = this.#writable(path);
+    const frozen = freezeJson(value, { maxDepth: this.#limits.maxDepth, depthOffset: path.length, where: formatDataPath(path) });
+    const document = putIn(ownMember(this.#snapshot.data, name), rest, frozen, path);
+    return this.#write(name, document, meta);
+  }
+
+  /** Applies an RFC 6902 patch to the existing value at `path`, all or nothing. */
+  patch(path: DataPath, operations: unknown, meta?: DocumentMetaInput): LiveDataSnapshot {
+    const [name, rest] = this.#writable(path);
+    const target = getIn(this.#snapshot.data, path);
+    if (target === undefined) throw new ArbiterError('data_not_found', `no live data at ${formatDataPath(path)}`);
+    const patched = applyJsonPatch(target, operations, { maxDepth: this.#limits.maxDepth, depthOffset: path.length });
+    const document = putIn(ownMember(this.#snapshot.data, name), rest, patched, path);
+    return this.#write(name, document, meta);
+  }
+
+  /** Removes the value at `path`; removing a whole document also drops its metadata. */
+  delete(path: DataPath): LiveDataSnapshot {
+    const [name, rest] = this.#writable(path);
+    const document = ownMember(this.#snapshot.data, name);
+    if (document === undefined) throw new ArbiterError('data_not_found', `no live data at ${formatDataPath(path)}`);
+    return this.#write(name, rest.length === 0 ? undefined : deleteIn(document, rest, path));
+  }
+
+  /** Freshness of every document at `nowMs`, the shape of `input.data_status`. */
+  status(nowMs: number): Record<string, DocumentStatus> {
+    return Object.fromEntries(
+      Object.entries(this.#snapshot.documents).map(([name, meta]) => {
+        const ageMs = Math.max(0, nowMs - meta.updated_at);
+        const status: DocumentStatus = {
+          source: meta.source ?? null,
+          updated_at: Math.floor(meta.updated_at / 1000),
+          age_s: Math.floor(ageMs / 1000),
+          stale: meta.max_age_s !== undefined && ageMs > meta.max_age_s * 1000,
+        };
+        if (meta.max_age_s !== undefined) status.max_age_s = meta.max_age_s;
+        return [name, status];
+      }),
+    );
+  }
+
+  /** Calls `listener` with each new snapshot after it is committed and visible. Returns an unsubscribe function. */
+  onChange(listener: LiveDataListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #writable(path: DataPath): [name: string, rest: DataPath] {
+    const [name, ...rest] = path;
+    if (name === undefined) throw new ArbiterError('data_path_invalid', 'live data cannot be written at the root; name a document');
+    if (path.some((key) => key === '')) throw new ArbiterError('data_path_invalid', `${formatDataPath(path)} has an empty key`);
+    if (this.#isReadOnly(path)) {
+      throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} belongs to an active bundle and is read-only`);
+    }
+    return [name, rest];
+  }
+
+  /** Commits the new state of one document (undefined: deleted), then publishes the new snapshot. */
+  #write(name: string, document: JsonValue | undefined, metaInput?: DocumentMetaInput): LiveDataSnapshot {
+    const previous = this.#snapshot;
+    const meta = document === undefined ? undefined : this.#nextMeta(previous.documents[name], metaInput);
+    const json = document === undefined ? undefined : JSON.stringify(document);
+    const bytes = json === undefined ? 0 : Buffer.byteLength(json);
+    const totalBytes = this.#totalBytes - (this.#sizes.get(name) ?? 0) + bytes;
+    if (totalBytes > this.#limits.maxTotalBytes) {
+      throw new ArbiterError('data_too_large', `live data would grow to ${totalBytes} bytes, over the limit of ${this.#limits.maxTotalBytes}`);
+    }
+    const version = previous.version + 1;
+
+    transaction(this.#db, () => {
+      if (json === undefined) this.#statements.delete.run(name);
+      else this.#statements.upsert.run(name, json, JSON.stringify(meta), version);
+      this.#statements.setVersion.run(version);
+    });
+
+    const next: LiveDataSnapshot = Object.freeze({
+      version,
+      data: document === undefined ? withoutMember(previous.data, name) : withMember(previous.data, name, document),
+      documents: Object.freeze(
+        meta === undefined ? omit(previous.documents, name) : { ...previous.documents, [name]: meta },
+      ),
+    });
+    this.#snapshot = next;
+    if (json === undefined) this.#sizes.delete(name);
+    else this.#sizes.set(name, bytes);
+    this.#totalBytes = totalBytes;
+    this.#notify(next);
+    return next;
+  }
+
+  #nextMeta(previous: DocumentMeta | undefined, input: DocumentMetaInput | undefined): DocumentMeta {
+    const parsed = DocumentMetaInputSchema.safeParse(input ?? {});
+    if (!parsed.success) {
+      throw new ArbiterError('data_meta_invalid', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    }
+    // Source and max age stick until a writer changes them, so a patch need not repeat them.
+    const source = parsed.data.source ?? previous?.source;
+    const maxAge = parsed.data.max_age_s ?? previous?.max_age_s;
+    return Object.freeze({
+      ...(source === undefined ? {} : { source }),
+      ...(maxAge === undefined ? {} : { max_age_s: maxAge }),
+      updated_at: this.#now(),
+    });
+  }
+
+  #notify(snapshot: LiveDataSnapshot): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(snapshot);
+      } catch (error) {
+        this.#onListenerError(error);
+      }
+    }
+  }
+
+  #load(): LiveDataSnapshot {
+    const rows = this.#db.prepare('SELECT name, json, meta FROM live_documents ORDER BY name').all() as unknown as StoredDocument[];
+    const data: Record<string, JsonValue> = {};
+    const documents: Record<string, DocumentMeta> = {};
+    for (const row of rows) {
+      // Stored data was valid when written; limits lowered since must not drop it on restart.
+      const value = freezeJson(JSON.parse(row.json), { maxDepth: Infinity, depthOffset: 1, where: row.name });
+      Object.defineProperty(data, row.name, { value, enumerable: true, writable: true, configurable: true });
+      const meta = Object.freeze(DocumentMetaSchema.parse(JSON.parse(row.meta)));
+      Object.defineProperty(documents, row.name, { value: meta, enumerable: true, writable: true, configurable: true });
+      const bytes = Buffer.byteLength(row.json);
+      this.#sizes.set(row.name, bytes);
+      this.#totalBytes += bytes;
+    }
+    const stored = this.#db.prepare('SELECT version FROM live_data_version WHERE id = 1').get() as { version: number } | undefined;
+    return Object.freeze({ version: stored?.version ?? 0, data: Object.freeze(data), documents: Object.freeze(documents) });
+  }
+}
+
+function parseLimits(limits: Partial<LiveDataLimits> = {}): LiveDataLimits {
+  const merged = { ...DEFAULT_LIVE_DATA_LIMITS, ...limits };
+  for (const [key, value] of Object.entries(merged)) {
+    if (!Number.isSafeInteger(value) || value <= 0) throw new TypeError(`live data limit ${key} must be a positive integer, got ${value}`);
+  }
+  return merged;
+}
+
+function getIn(root: JsonObject, path: DataPath): JsonValue | undefined {
+  let current: JsonValue | undefined = root;
+  for (const key of path) {
+    if (!isJsonObject(current)) return undefined;
+    current = ownMember(current, key);
+  }
+  return current;
+}
+
+/** Copy-on-write set: copies only the objects along `rest`, sharing every other subtree. */
+function putIn(node: JsonValue | undefined, rest: DataPath, value: JsonValue, path: DataPath): JsonValue {
+  const [key, ...deeper] = rest;
+  if (key === undefined) return value;
+  const parent = node ?? Object.freeze({});
+  if (!isJsonObject(parent)) {
+    throw new ArbiterError('data_path_conflict', `${formatDataPath(path)} goes through a value that is not an object`);
+  }
+  return withMember(parent, key, putIn(ownMember(parent, key), deeper, value, path));
+}
+
+function deleteIn(node: JsonValue, rest: DataPath, path: DataPath): JsonValue {
+  const [key, ...deeper] = rest as [string, ...string[]];
+  const child = isJsonObject(node) ? ownMember(node, key) : undefined;
+  if (child === undefined) throw new ArbiterError('data_not_found', `no live data at ${formatDataPath(path)}`);
+  const parent = node as JsonObject;
+  return deeper.length === 0 ? withoutMember(parent, key) : withMember(parent, key, deleteIn(child, deeper, path));
+}
+
+function omit<T>(record: Readonly<Record<string, T>>, key: string): Record<string, T> {
+  const copy = { ...record };
+  delete copy[key];
+  return copy;
+}
+
+function rethrowLater(error: unknown): void {
+  // Surfaces as an uncaught exception instead of failing a write that already committed.
+  queueMicrotask(() => {
+    throw error;
+  });
+}

@@ -1,0 +1,212 @@
+import { z } from 'zod';
+import { ArbiterError } from '../errors.ts';
+import { parseArrayIndex, parseJsonPointer } from './json-pointer.ts';
+import { escapePointerToken, freezeJson, isJsonObject, jsonDepth, jsonEqual, ownMember, withMember, withoutMember } from './json-value.ts';
+import type { JsonValue } from './json-value.ts';
+
+const pointer = z.string();
+
+/** One RFC 6902 operation. `value` is checked to be JSON (and within limits) when applied. */
+export const JsonPatchOperationSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('add'), path: pointer, value: z.unknown() }),
+  z.object({ op: z.literal('remove'), path: pointer }),
+  z.object({ op: z.literal('replace'), path: pointer, value: z.unknown() }),
+  z.object({ op: z.literal('move'), from: pointer, path: pointer }),
+  z.object({ op: z.literal('copy'), from: pointer, path: pointer }),
+  z.object({ op: z.literal('test'), path: pointer, value: z.unknown() }),
+]);
+export type JsonPatchOperation = z.infer<typeof JsonPatchOperationSchema>;
+
+export const JsonPatchSchema = z.array(JsonPatchOperationSchema);
+
+/**
+ * A patch that cannot be applied. `code` is `json_patch_invalid` (malformed operation or
+ * pointer), `json_patch_path_not_found` (a location the operation needs does not exist) or
+ * `json_patch_test_failed`; `opIndex` is the failing operation (undefined when the patch
+ * itself is not an array). Nothing of the patch is applied when this is thrown.
+ */
+export class JsonPatchError extends ArbiterError {
+  readonly opIndex: number | undefined;
+
+  constructor(code: string, opIndex: number | undefined, reason: string) {
+    super(code, opIndex === undefined ? `JSON Patch: ${reason}` : `JSON Patch op ${opIndex}: ${reason}`);
+    this.opIndex = opIndex;
+  }
+}
+
+export interface ApplyJsonPatchOptions {
+  maxDepth: number;
+  /** Keys from the data root to the patched document, counted against `maxDepth`. */
+  depthOffset: number;
+}
+
+/**
+ * Applies an RFC 6902 patch to `document` without mutating it: every operation copies
+ * only the containers along its path, so the result shares unchanged subtrees with the
+ * input and the input stays a valid snapshot. All or nothing: the first failing
+ * operation throws and no partial result escapes.
+ */
+export function applyJsonPatch(document: JsonValue, patch: unknown, options: ApplyJsonPatchOptions): JsonValue {
+  if (!Array.isArray(patch)) throw new JsonPatchError('json_patch_invalid', undefined, 'the patch must be an array of operations');
+  return patch.reduce<JsonValue>((current, raw, index) => applyOperation(current, parseOperation(raw, index), index, options), document);
+}
+
+function parseOperation(raw: unknown, index: number): JsonPatchOperation {
+  const parsed = JsonPatchOperationSchema.safeParse(raw);
+  if (!parsed.success) {
+    const reason = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(operation)'}: ${issue.message}`).join('; ');
+    throw new JsonPatchError('json_patch_invalid', index, reason);
+  }
+  return parsed.data;
+}
+
+function applyOperation(document: JsonValue, operation: JsonPatchOperation, index: number, options: ApplyJsonPatchOptions): JsonValue {
+  const context = new OperationContext(index, options);
+  const path = context.pointer(operation.path, 'path');
+  switch (operation.op) {
+    case 'add':
+      return add(document, path, context.value(operation.value, path), context);
+    case 'remove':
+      return remove(document, path, context);
+    case 'replace':
+      return replace(document, path, context.value(operation.value, path), context);
+    case 'move': {
+      const from = context.pointer(operation.from, 'from');
+      const value = get(document, from, context);
+      if (from.length === path.length && from.every((token, i) => token === path[i])) return document;
+      if (from.length < path.length && from.every((token, i) => token === path[i])) {
+        throw context.error('json_patch_invalid', `cannot move "${operation.from}" into its own child "${operation.path}"`);
+      }
+      return add(remove(document, from, context), path, context.sharedValue(value, path), context);
+    }
+    case 'copy': {
+      const value = get(document, context.pointer(operation.from, 'from'), context);
+      return add(document, path, context.sharedValue(value, path), context);
+    }
+    case 'test': {
+      const expected = context.value(operation.value, path);
+      if (!jsonEqual(get(document, path, context), expected)) {
+        throw context.error('json_patch_test_failed', `the value at "${operation.path}" is not equal to the expected value`);
+      }
+      return document;
+    }
+  }
+}
+
+/** Per-operation helpers that attach the op index to every error. */
+class OperationContext {
+  readonly index: number;
+  readonly options: ApplyJsonPatchOptions;
+
+  constructor(index: number, options: ApplyJsonPatchOptions) {
+    this.index = index;
+    this.options = options;
+  }
+
+  error(code: string, reason: string): JsonPatchError {
+    return new JsonPatchError(code, this.index, reason);
+  }
+
+  pointer(text: string, member: 'path' | 'from'): string[] {
+    try {
+      return parseJsonPointer(text);
+    } catch (error) {
+      throw this.error('json_patch_invalid', `${member}: ${(error as Error).message}`);
+    }
+  }
+
+  /** Validates and freezes a value supplied in the operation. */
+  value(raw: unknown, path: readonly string[]): JsonValue {
+    return freezeJson(raw, { ...this.options, depthOffset: this.options.depthOffset + path.length, where: `JSON Patch op ${this.index} value` });
+  }
+
+  /** A value already in the document (frozen, so it can be shared) placed at a new depth. */
+  sharedValue(value: JsonValue, path: readonly string[]): JsonValue {
+    if (this.options.depthOffset + path.length + jsonDepth(value) > this.options.maxDepth) {
+      throw new ArbiterError('data_too_deep', `JSON Patch op ${this.index}: the result exceeds the maximum depth of ${this.options.maxDepth}`);
+    }
+    return value;
+  }
+}
+
+function get(document: JsonValue, path: readonly string[], context: OperationContext): JsonValue {
+  let current = document;
+  for (const token of path) {
+    const child = childOf(current, token);
+    if (child === undefined) throw notFound(path, context);
+    current = child;
+  }
+  return current;
+}
+
+function childOf(container: JsonValue, token: string): JsonValue | undefined {
+  if (Array.isArray(container)) {
+    const index = parseArrayIndex(token);
+    return index === undefined ? undefined : container[index];
+  }
+  return isJsonObject(container) ? ownMember(container, token) : undefined;
+}
+
+function add(document: JsonValue, path: readonly string[], value: JsonValue, context: OperationContext): JsonValue {
+  if (path.length === 0) return value;
+  return updateParent(document, path, context, (parent, token) => {
+    if (Array.isArray(parent)) {
+      const index = token === '-' ? parent.length : parseArrayIndex(token);
+      if (index === undefined || index > parent.length) throw notFound(path, context);
+      return Object.freeze(parent.toSpliced(index, 0, value));
+    }
+    if (isJsonObject(parent)) return withMember(parent, token, value);
+    throw notFound(path, context);
+  });
+}
+
+function remove(document: JsonValue, path: readonly string[], context: OperationContext): JsonValue {
+  if (path.length === 0) throw context.error('json_patch_invalid', 'cannot remove the whole document (delete it instead)');
+  return updateParent(document, path, context, (parent, token) => {
+    if (Array.isArray(parent)) {
+      const index = parseArrayIndex(token);
+      if (index === undefined || index >= parent.length) throw notFound(path, context);
+      return Object.freeze(parent.toSpliced(index, 1));
+    }
+    if (isJsonObject(parent) && Object.hasOwn(parent, token)) return withoutMember(parent, token);
+    throw notFound(path, context);
+  });
+}
+
+function replace(document: JsonValue, path: readonly string[], value: JsonValue, context: OperationContext): JsonValue {
+  if (path.length === 0) return value;
+  return updateParent(document, path, context, (parent, token) => {
+    if (Array.isArray(parent)) {
+      const index = parseArrayIndex(token);
+      if (index === undefined || index >= parent.length) throw notFound(path, context);
+      return Object.freeze(parent.with(index, value));
+    }
+    // Set in place (not remove + add) so the member keeps its position.
+    if (isJsonObject(parent) && Object.hasOwn(parent, token)) return withMember(parent, token, value);
+    throw notFound(path, context);
+  });
+}
+
+/** Copies the containers from the root down to the parent of `path`, replacing the parent with `change(parent)`. */
+function updateParent(
+  document: JsonValue,
+  path: readonly string[],
+  context: OperationContext,
+  change: (parent: JsonValue, token: string) => JsonValue,
+): JsonValue {
+  const rebuild = (node: JsonValue, depth: number): JsonValue => {
+    const token = path[depth] as string;
+    if (depth === path.length - 1) return change(node, token);
+    const child = childOf(node, token);
+    if (child === undefined) throw notFound(path, context);
+    const updated = rebuild(child, depth + 1);
+    if (Array.isArray(node)) return Object.freeze(node.with(Number(token), updated));
+    return withMember(node as Record<string, JsonValue>, token, updated);
+  };
+  return rebuild(document, 0);
+}
+
+function notFound(path: readonly string[], context: OperationContext): JsonPatchError {
+  const pointerText = path.map((token) => `/${escapePointerToken(token)}`).join('');
+  return context.error('json_patch_path_not_found', `no value at "${pointerText}"`);
+}

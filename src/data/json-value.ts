@@ -1,0 +1,118 @@
+import { ArbiterError } from '../errors.ts';
+
+export type JsonScalar = string | number | boolean | null;
+export type JsonObject = { readonly [key: string]: JsonValue };
+export type JsonArray = readonly JsonValue[];
+export type JsonValue = JsonScalar | JsonObject | JsonArray;
+
+export function isJsonObject(value: unknown): value is JsonObject {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/**
+ * Reads an own member only: `obj['__proto__']` or `obj['constructor']` must never
+ * resolve to something inherited when the key comes from a request path.
+ */
+export function ownMember(object: JsonObject, key: string): JsonValue | undefined {
+  return Object.hasOwn(object, key) ? object[key] : undefined;
+}
+
+/** A copy of `object` with `key` set, defined as an own property so `__proto__` stays a plain key. */
+export function withMember(object: JsonObject, key: string, value: JsonValue): JsonObject {
+  const copy: Record<string, JsonValue> = { ...object };
+  Object.defineProperty(copy, key, { value, enumerable: true, writable: true, configurable: true });
+  return Object.freeze(copy);
+}
+
+export function withoutMember(object: JsonObject, key: string): JsonObject {
+  const copy: Record<string, JsonValue> = { ...object };
+  delete copy[key];
+  return Object.freeze(copy);
+}
+
+export interface FreezeJsonOptions {
+  /** Nesting allowed below the value, after `depthOffset` levels already used above it. */
+  maxDepth: number;
+  /** How many keys lead from the data root to where the value is stored. */
+  depthOffset: number;
+  /** Names the value in error messages, e.g. `entitlements/alice` or `op 2`. */
+  where: string;
+}
+
+/**
+ * Validates that `value` is plain JSON within the depth limit and returns a deep-frozen
+ * private copy, so neither the caller nor a later update can change what a snapshot holds.
+ * Throws `data_invalid` (not JSON: undefined, functions, NaN, class instances, empty keys)
+ * or `data_too_deep`.
+ */
+export function freezeJson(value: unknown, options: FreezeJsonOptions): JsonValue {
+  if (options.depthOffset > options.maxDepth) {
+    throw new ArbiterError('data_too_deep', `${options.where}: the path exceeds the maximum depth of ${options.maxDepth}`);
+  }
+  return freezeAt(value, options.depthOffset, options, '');
+}
+
+function freezeAt(value: unknown, depth: number, options: FreezeJsonOptions, pointer: string): JsonValue {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value;
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw invalid(options, pointer, `${value} is not a JSON number`);
+    return value;
+  }
+  if (Array.isArray(value)) {
+    if (value.length > 0) checkDepth(depth, options, pointer);
+    // Array.from visits holes as undefined, so a sparse array is rejected rather than compacted.
+    return Object.freeze(Array.from(value, (item: unknown, index) => freezeAt(item, depth + 1, options, `${pointer}/${index}`)));
+  }
+  if (isJsonObject(value)) {
+    const members = Object.entries(value);
+    if (members.length > 0) checkDepth(depth, options, pointer);
+    const entries = members.map(([key, item]): [string, JsonValue] => {
+      if (key === '') throw invalid(options, pointer, 'object keys must be non-empty strings');
+      return [key, freezeAt(item, depth + 1, options, `${pointer}/${escapePointerToken(key)}`)];
+    });
+    // Object.fromEntries defines own properties, so a `__proto__` key stays data.
+    return Object.freeze(Object.fromEntries(entries));
+  }
+  const kind = typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
+  throw invalid(options, pointer, `${kind} is not a JSON value`);
+}
+
+function checkDepth(depth: number, options: FreezeJsonOptions, pointer: string): void {
+  // A non-empty container at `depth` puts its members at depth + 1.
+  if (depth >= options.maxDepth) {
+    throw new ArbiterError('data_too_deep', `${options.where}${pointer}: nesting exceeds the maximum depth of ${options.maxDepth}`);
+  }
+}
+
+function invalid(options: FreezeJsonOptions, pointer: string, reason: string): ArbiterError {
+  return new ArbiterError('data_invalid', `${options.where}${pointer}: ${reason}`);
+}
+
+/** Levels of keys below `value`: 0 for scalars and empty containers. */
+export function jsonDepth(value: JsonValue): number {
+  if (value === null || typeof value !== 'object') return 0;
+  let deepest = 0;
+  for (const item of Object.values(value)) deepest = Math.max(deepest, 1 + jsonDepth(item));
+  return deepest;
+}
+
+/** JSON equality as RFC 6902 `test` defines it: member order is irrelevant, array order is not. */
+export function jsonEqual(a: JsonValue, b: JsonValue): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    return a.every((item, index) => jsonEqual(item, b[index] as JsonValue));
+  }
+  const objectA = a as JsonObject;
+  const objectB = b as JsonObject;
+  const keys = Object.keys(objectA);
+  if (keys.length !== Object.keys(objectB).length) return false;
+  return keys.every((key) => Object.hasOwn(objectB, key) && jsonEqual(objectA[key] as JsonValue, objectB[key] as JsonValue));
+}
+
+export function escapePointerToken(token: string): string {
+  return token.replaceAll('~', '~0').replaceAll('/', '~1');
+}

@@ -1,0 +1,77 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { ArbiterError } from '../errors.ts';
+
+/** Bumped when the tables change shape; a file from a newer Arbiter is refused, not misread. */
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS live_documents (
+    name    TEXT PRIMARY KEY,
+    json    TEXT NOT NULL,
+    meta    TEXT NOT NULL,
+    version INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS live_data_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS revocations (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    value      TEXT,
+    iss        TEXT,
+    before     INTEGER,
+    reason     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    created_by TEXT
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS revocations_by_kind ON revocations (kind, id);
+  CREATE INDEX IF NOT EXISTS revocations_by_expiry ON revocations (expires_at) WHERE expires_at IS NOT NULL;
+`;
+
+/**
+ * Opens (creating if needed) the SQLite file that holds live data documents and
+ * revocations. WAL with `synchronous = FULL` makes every commit durable before it
+ * returns, which is what lets both stores acknowledge a write only after it survives a
+ * crash. Throws `data_store_unavailable` when the file cannot be opened or prepared.
+ */
+export function openDataDatabase(path: string): DatabaseSync {
+  let db: DatabaseSync | undefined;
+  try {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    const opened = new DatabaseSync(path);
+    db = opened;
+    const { journal_mode: journalMode } = opened.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode: string };
+    if (path !== ':memory:' && journalMode !== 'wal') throw new Error(`journal_mode is ${journalMode}, WAL is required`);
+    opened.exec('PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
+    const { user_version: found } = opened.prepare('PRAGMA user_version').get() as { user_version: number };
+    if (found > SCHEMA_VERSION) {
+      throw new ArbiterError('data_store_incompatible', `${path} has schema version ${found}; this Arbiter understands up to ${SCHEMA_VERSION}`);
+    }
+    transaction(opened, () => {
+      opened.exec(SCHEMA);
+      opened.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+    });
+    return opened;
+  } catch (error) {
+    db?.close();
+    if (error instanceof ArbiterError) throw error;
+    throw new ArbiterError('data_store_unavailable', `cannot open the data store at ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Runs `work` in one write transaction: committed (durably) if it returns, rolled back if it throws. */
+export function transaction<T>(db: DatabaseSync, work: () => T): T {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const result = work();
+    db.exec('COMMIT');
+    return result;
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw error;
+  }
+}

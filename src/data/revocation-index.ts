@@ -1,0 +1,121 @@
+import type { Revocation, RevokedTokenClaims, ValueRevocationKind } from './revocation-schema.ts';
+import { VALUE_REVOCATION_KINDS } from './revocation-schema.ts';
+
+export type RevocationMatch = { revoked: false } | { revoked: true; reason: string; revocation_id: string; kind: Revocation['kind'] };
+
+const NOT_REVOKED: RevocationMatch = Object.freeze({ revoked: false });
+
+/**
+ * In-memory lookup of active revocations, answering `match` with a constant number of
+ * hash lookups whatever the number of revocations: one per claim and scope for the
+ * value kinds, and a cached latest cut-off per issuer for `issued_before`.
+ */
+export class RevocationIndex {
+  readonly #byId = new Map<string, Revocation>();
+  readonly #byValue = new Map<ValueRevocationKind, Map<string, Set<Revocation>>>(
+    VALUE_REVOCATION_KINDS.map((kind) => [kind, new Map()]),
+  );
+  readonly #issuedBefore = new Map<string, { entries: Set<Revocation>; latest: Revocation | undefined }>();
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get(id: string): Revocation | undefined {
+    return this.#byId.get(id);
+  }
+
+  add(entry: Revocation): void {
+    this.#byId.set(entry.id, entry);
+    if (entry.kind === 'issued_before') {
+      let group = this.#issuedBefore.get(entry.iss);
+      if (group === undefined) this.#issuedBefore.set(entry.iss, (group = { entries: new Set(), latest: undefined }));
+      group.entries.add(entry);
+      if (group.latest === undefined || cutOff(entry) > cutOff(group.latest)) group.latest = entry;
+      return;
+    }
+    const byKey = this.#byValue.get(entry.kind)!;
+    const key = indexKey(entry.iss, entry.value);
+    let entries = byKey.get(key);
+    if (entries === undefined) byKey.set(key, (entries = new Set()));
+    entries.add(entry);
+  }
+
+  remove(id: string): Revocation | undefined {
+    const entry = this.#byId.get(id);
+    if (entry === undefined) return undefined;
+    this.#byId.delete(id);
+    if (entry.kind === 'issued_before') {
+      const group = this.#issuedBefore.get(entry.iss)!;
+      group.entries.delete(entry);
+      if (group.entries.size === 0) this.#issuedBefore.delete(entry.iss);
+      else if (group.latest === entry) group.latest = latestOf(group.entries);
+      return entry;
+    }
+    const byKey = this.#byValue.get(entry.kind)!;
+    const key = indexKey(entry.iss, entry.value);
+    const entries = byKey.get(key)!;
+    entries.delete(entry);
+    if (entries.size === 0) byKey.delete(key);
+    return entry;
+  }
+
+  /**
+   * The first active revocation that applies to the token. Expired entries met on the way
+   * are dropped from memory (their rows go at the next `prune`). A token without `iat`
+   * is caught by any `issued_before` of its issuer: it cannot show it was issued after.
+   */
+  match(token: RevokedTokenClaims, nowS: number): RevocationMatch {
+    for (const kind of VALUE_REVOCATION_KINDS) {
+      const value = token[kind];
+      if (value === undefined) continue;
+      const hit = this.#firstActive(kind, indexKey(token.iss, value), nowS) ?? this.#firstActive(kind, indexKey(undefined, value), nowS);
+      if (hit !== undefined) return matched(hit);
+    }
+    const latest = this.#latestActiveCutOff(token.iss, nowS);
+    if (latest !== undefined && (token.iat === undefined || token.iat < latest.before)) return matched(latest);
+    return NOT_REVOKED;
+  }
+
+  #firstActive(kind: ValueRevocationKind, key: string, nowS: number): Revocation | undefined {
+    const entries = this.#byValue.get(kind)!.get(key);
+    if (entries === undefined) return undefined;
+    for (const entry of entries) {
+      if (!isExpired(entry, nowS)) return entry;
+      this.remove(entry.id);
+    }
+    return undefined;
+  }
+
+  #latestActiveCutOff(iss: string, nowS: number): Extract<Revocation, { kind: 'issued_before' }> | undefined {
+    for (;;) {
+      const latest = this.#issuedBefore.get(iss)?.latest;
+      if (latest === undefined || !isExpired(latest, nowS)) return latest as Extract<Revocation, { kind: 'issued_before' }> | undefined;
+      this.remove(latest.id);
+    }
+  }
+}
+
+/** Active while `now < expires_at`; no `expires_at` means until removed. */
+export function isExpired(entry: Revocation, nowS: number): boolean {
+  return entry.expires_at !== undefined && entry.expires_at <= nowS;
+}
+
+function matched(entry: Revocation): RevocationMatch {
+  return { revoked: true, reason: entry.reason, revocation_id: entry.id, kind: entry.kind };
+}
+
+/** Length-prefixed so no issuer/value pair can collide with another; `*` (not a digit) marks "any issuer". */
+function indexKey(iss: string | undefined, value: string): string {
+  return iss === undefined ? `*${value}` : `${iss.length}:${iss}${value}`;
+}
+
+function cutOff(entry: Revocation): number {
+  return entry.kind === 'issued_before' ? entry.before : -Infinity;
+}
+
+function latestOf(entries: Set<Revocation>): Revocation | undefined {
+  let latest: Revocation | undefined;
+  for (const entry of entries) if (latest === undefined || cutOff(entry) > cutOff(latest)) latest = entry;
+  return latest;
+}

@@ -1,0 +1,72 @@
+import { z } from 'zod';
+
+/** Kinds that revoke tokens carrying one claim value, optionally only from one issuer. */
+export const VALUE_REVOCATION_KINDS = ['jti', 'sid', 'sub', 'client_id'] as const;
+export type ValueRevocationKind = (typeof VALUE_REVOCATION_KINDS)[number];
+
+export const REVOCATION_KINDS = [...VALUE_REVOCATION_KINDS, 'issued_before'] as const;
+export type RevocationKind = (typeof REVOCATION_KINDS)[number];
+
+const text = z.string().min(1).max(1024);
+const epochSeconds = z.number().int().nonnegative();
+
+const common = {
+  /** Why, for the audit trail and the decision's reasons. */
+  reason: text,
+  /**
+   * Epoch seconds after which the entry no longer applies and is pruned. Omitted: the
+   * entry stays until removed, which is always safe. For `jti`, set it to the token's
+   * `exp`: the token is dead by then anyway.
+   */
+  expires_at: epochSeconds.optional(),
+  created_by: text.optional(),
+};
+
+const valueRevocation = <K extends ValueRevocationKind>(kind: K) =>
+  z.strictObject({
+    kind: z.literal(kind),
+    value: text,
+    /** Limits the revocation to tokens from this issuer; omitted, the value is revoked whoever issued it. */
+    iss: text.optional(),
+    ...common,
+  });
+
+const issuedBeforeRevocation = z.strictObject({
+  kind: z.literal('issued_before'),
+  /** Every token from this issuer with `iat` strictly below `before` is revoked (e.g. after a key compromise). */
+  iss: text,
+  before: epochSeconds,
+  ...common,
+});
+
+/** A revocation as an administrator or feed submits it. */
+export const RevocationInputSchema = z.discriminatedUnion('kind', [
+  valueRevocation('jti'),
+  valueRevocation('sid'),
+  valueRevocation('sub'),
+  valueRevocation('client_id'),
+  issuedBeforeRevocation,
+]);
+export type RevocationInput = z.infer<typeof RevocationInputSchema>;
+
+const stored = { id: z.string(), created_at: epochSeconds };
+
+/** A committed revocation: the input plus its UUIDv7 id and creation time (epoch seconds). */
+export const RevocationSchema = z.discriminatedUnion('kind', [
+  valueRevocation('jti').extend(stored),
+  valueRevocation('sid').extend(stored),
+  valueRevocation('sub').extend(stored),
+  valueRevocation('client_id').extend(stored),
+  issuedBeforeRevocation.extend(stored),
+]);
+export type Revocation = z.infer<typeof RevocationSchema>;
+
+/** The verified claims a revocation check looks at. */
+export interface RevokedTokenClaims {
+  iss: string;
+  sub?: string;
+  jti?: string;
+  sid?: string;
+  client_id?: string;
+  iat?: number;
+}

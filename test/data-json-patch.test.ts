@@ -1,0 +1,208 @@
+import { describe, expect, it } from 'vitest';
+import { JsonPatchError, applyJsonPatch } from '../src/data/json-patch.ts';
+import { parseJsonPointer } from '../src/data/json-pointer.ts';
+import type { JsonValue } from '../src/data/json-value.ts';
+
+const limits = { maxDepth: 32, depthOffset: 0 };
+
+function apply(document: JsonValue, patch: unknown): JsonValue {
+  return applyJsonPatch(document, patch, limits);
+}
+
+function failure(document: JsonValue, patch: unknown): JsonPatchError {
+  try {
+    apply(document, patch);
+  } catch (error) {
+    expect(error).toBeInstanceOf(JsonPatchError);
+    return error as JsonPatchError;
+  }
+  throw new Error('the patch was expected to fail');
+}
+
+describe('RFC 6901 pointers', () => {
+  it('decodes ~1 and ~0 in the right order', () => {
+    expect(parseJsonPointer('')).toEqual([]);
+    expect(parseJsonPointer('/')).toEqual(['']);
+    expect(parseJsonPointer('/a~1b/m~0n/~01')).toEqual(['a/b', 'm~n', '~1']);
+  });
+
+  it('rejects pointers without a leading slash and bad escapes', () => {
+    expect(() => parseJsonPointer('foo')).toThrow(TypeError);
+    expect(() => parseJsonPointer('/a~2')).toThrow(TypeError);
+    expect(() => parseJsonPointer('/a~')).toThrow(TypeError);
+  });
+});
+
+describe('RFC 6902 appendix A examples', () => {
+  it('A.1 adds an object member', () => {
+    expect(apply({ foo: 'bar' }, [{ op: 'add', path: '/baz', value: 'qux' }])).toEqual({ baz: 'qux', foo: 'bar' });
+  });
+
+  it('A.2 adds an array element', () => {
+    expect(apply({ foo: ['bar', 'baz'] }, [{ op: 'add', path: '/foo/1', value: 'qux' }])).toEqual({ foo: ['bar', 'qux', 'baz'] });
+  });
+
+  it('A.3 removes an object member', () => {
+    expect(apply({ baz: 'qux', foo: 'bar' }, [{ op: 'remove', path: '/baz' }])).toEqual({ foo: 'bar' });
+  });
+
+  it('A.4 removes an array element', () => {
+    expect(apply({ foo: ['bar', 'qux', 'baz'] }, [{ op: 'remove', path: '/foo/1' }])).toEqual({ foo: ['bar', 'baz'] });
+  });
+
+  it('A.5 replaces a value, keeping member order', () => {
+    const result = apply({ baz: 'qux', foo: 'bar' }, [{ op: 'replace', path: '/baz', value: 'boo' }]);
+    expect(result).toEqual({ baz: 'boo', foo: 'bar' });
+    expect(Object.keys(result as object)).toEqual(['baz', 'foo']);
+  });
+
+  it('A.6 moves a value', () => {
+    const document = { foo: { bar: 'baz', waldo: 'fred' }, qux: { corge: 'grault' } };
+    expect(apply(document, [{ op: 'move', from: '/foo/waldo', path: '/qux/thud' }])).toEqual({
+      foo: { bar: 'baz' },
+      qux: { corge: 'grault', thud: 'fred' },
+    });
+  });
+
+  it('A.7 moves an array element', () => {
+    const document = { foo: ['all', 'grass', 'cows', 'eat'] };
+    expect(apply(document, [{ op: 'move', from: '/foo/1', path: '/foo/3' }])).toEqual({ foo: ['all', 'cows', 'eat', 'grass'] });
+  });
+
+  it('A.8 passes a test', () => {
+    const document = { baz: 'qux', foo: ['a', 2, 'c'] };
+    const patch = [
+      { op: 'test', path: '/baz', value: 'qux' },
+      { op: 'test', path: '/foo/1', value: 2 },
+    ];
+    expect(apply(document, patch)).toBe(document);
+  });
+
+  it('A.9 fails a test', () => {
+    const error = failure({ baz: 'qux' }, [{ op: 'test', path: '/baz', value: 'bar' }]);
+    expect(error.code).toBe('json_patch_test_failed');
+    expect(error.opIndex).toBe(0);
+  });
+
+  it('A.10 adds a nested member object', () => {
+    expect(apply({ foo: 'bar' }, [{ op: 'add', path: '/child', value: { grandchild: {} } }])).toEqual({
+      foo: 'bar',
+      child: { grandchild: {} },
+    });
+  });
+
+  it('A.11 ignores unrecognized members of an operation', () => {
+    expect(apply({ foo: 'bar' }, [{ op: 'add', path: '/baz', value: 'qux', xyz: 123 }])).toEqual({ foo: 'bar', baz: 'qux' });
+  });
+
+  it('A.12 fails to add to a nonexistent target', () => {
+    const error = failure({ foo: 'bar' }, [{ op: 'add', path: '/baz/bat', value: 'qux' }]);
+    expect(error.code).toBe('json_patch_path_not_found');
+    expect(error.message).toContain('op 0');
+  });
+
+  it('A.14 unescapes ~01 as ~1', () => {
+    const document = { '/': 9, '~1': 10 };
+    expect(apply(document, [{ op: 'test', path: '/~01', value: 10 }])).toBe(document);
+  });
+
+  it('A.15 does not equate a string and a number', () => {
+    expect(failure({ '/': 9, '~1': 10 }, [{ op: 'test', path: '/~01', value: '10' }]).code).toBe('json_patch_test_failed');
+  });
+
+  it('A.16 adds an array value with -', () => {
+    expect(apply({ foo: ['bar'] }, [{ op: 'add', path: '/foo/-', value: ['abc', 'def'] }])).toEqual({ foo: ['bar', ['abc', 'def']] });
+  });
+});
+
+describe('applyJsonPatch', () => {
+  it('copies a value', () => {
+    expect(apply({ a: { b: [1] } }, [{ op: 'copy', from: '/a/b', path: '/c' }])).toEqual({ a: { b: [1] }, c: [1] });
+  });
+
+  it('replaces and adds at the whole-document pointer', () => {
+    expect(apply({ a: 1 }, [{ op: 'replace', path: '', value: [1] }])).toEqual([1]);
+    expect(apply({ a: 1 }, [{ op: 'add', path: '', value: 'x' }])).toBe('x');
+  });
+
+  it('compares objects regardless of member order and arrays by order', () => {
+    const document = { o: { a: 1, b: [1, 2] } };
+    expect(apply(document, [{ op: 'test', path: '/o', value: { b: [1, 2], a: 1 } }])).toBe(document);
+    expect(failure(document, [{ op: 'test', path: '/o/b', value: [2, 1] }]).code).toBe('json_patch_test_failed');
+  });
+
+  it('never mutates the input and shares untouched subtrees', () => {
+    const untouched = Object.freeze({ deep: Object.freeze([1, 2]) });
+    const document = Object.freeze({ keep: untouched, change: Object.freeze({ x: 1 }) });
+    const result = apply(document, [{ op: 'add', path: '/change/y', value: 2 }]) as Record<string, unknown>;
+    expect(document).toEqual({ keep: { deep: [1, 2] }, change: { x: 1 } });
+    expect(result.keep).toBe(untouched);
+    expect(Object.isFrozen(result.change)).toBe(true);
+  });
+
+  it('is all or nothing: a failing later op yields no result', () => {
+    const document = { a: 1 };
+    const error = failure(document, [
+      { op: 'add', path: '/b', value: 2 },
+      { op: 'remove', path: '/missing' },
+    ]);
+    expect(error.code).toBe('json_patch_path_not_found');
+    expect(error.opIndex).toBe(1);
+    expect(document).toEqual({ a: 1 });
+  });
+
+  it('names the failing op and reason for malformed operations', () => {
+    expect(failure({}, { op: 'add' }).code).toBe('json_patch_invalid');
+    const unknownOp = failure({}, [{ op: 'add', path: '/a', value: 1 }, { op: 'frobnicate', path: '/a' }]);
+    expect([unknownOp.code, unknownOp.opIndex]).toEqual(['json_patch_invalid', 1]);
+    const missingValue = failure({}, [{ op: 'add', path: '/a' }]);
+    expect(missingValue.code).toBe('json_patch_invalid');
+    expect(missingValue.message).toMatch(/op 0: value/);
+    const badPointer = failure({}, [{ op: 'add', path: 'a', value: 1 }]);
+    expect(badPointer.code).toBe('json_patch_invalid');
+    expect(badPointer.message).toMatch(/op 0: path: "a" is not a JSON pointer/);
+    expect(failure({}, [{ op: 'copy', from: '/~x', path: '/a' }]).message).toMatch(/from:/);
+  });
+
+  it('rejects array indexes that are out of range, have leading zeros or are -', () => {
+    const document = { list: ['a', 'b'] };
+    expect(failure(document, [{ op: 'add', path: '/list/3', value: 'x' }]).code).toBe('json_patch_path_not_found');
+    expect(failure(document, [{ op: 'replace', path: '/list/2', value: 'x' }]).code).toBe('json_patch_path_not_found');
+    expect(failure(document, [{ op: 'remove', path: '/list/01' }]).code).toBe('json_patch_path_not_found');
+    expect(failure(document, [{ op: 'remove', path: '/list/-' }]).code).toBe('json_patch_path_not_found');
+    expect(apply(document, [{ op: 'add', path: '/list/2', value: 'c' }])).toEqual({ list: ['a', 'b', 'c'] });
+  });
+
+  it('fails replace, remove, move and test on a missing location', () => {
+    expect(failure({}, [{ op: 'replace', path: '/a', value: 1 }]).code).toBe('json_patch_path_not_found');
+    expect(failure({}, [{ op: 'move', from: '/a', path: '/b' }]).code).toBe('json_patch_path_not_found');
+    expect(failure({}, [{ op: 'test', path: '/a', value: null }]).code).toBe('json_patch_path_not_found');
+  });
+
+  it('refuses to move a value into its own child and to remove the whole document', () => {
+    expect(failure({ a: { b: 1 } }, [{ op: 'move', from: '/a', path: '/a/c' }]).code).toBe('json_patch_invalid');
+    expect(failure({ a: 1 }, [{ op: 'remove', path: '' }]).code).toBe('json_patch_invalid');
+  });
+
+  it('does not resolve inherited members such as __proto__ or constructor', () => {
+    expect(failure({}, [{ op: 'test', path: '/constructor', value: {} }]).code).toBe('json_patch_path_not_found');
+    const result = apply({}, [{ op: 'add', path: '/__proto__', value: { polluted: true } }]) as Record<string, unknown>;
+    expect(Object.getPrototypeOf(result)).toBe(Object.prototype);
+    expect(Object.hasOwn(result, '__proto__')).toBe(true);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('rejects values that are not JSON and values that nest too deep', () => {
+    expect(() => apply({}, [{ op: 'add', path: '/a', value: Number.NaN }])).toThrow(expect.objectContaining({ code: 'data_invalid' }));
+    expect(() => apply({}, [{ op: 'add', path: '/a', value: { '': 1 } }])).toThrow(expect.objectContaining({ code: 'data_invalid' }));
+    const shallow = { maxDepth: 2, depthOffset: 1 };
+    expect(applyJsonPatch({}, [{ op: 'add', path: '/a', value: 1 }], shallow)).toEqual({ a: 1 });
+    expect(() => applyJsonPatch({}, [{ op: 'add', path: '/a', value: { b: 1 } }], shallow)).toThrow(
+      expect.objectContaining({ code: 'data_too_deep' }),
+    );
+    expect(() => applyJsonPatch({ a: { b: 1 } }, [{ op: 'copy', from: '/a', path: '/c' }], { maxDepth: 2, depthOffset: 0 })).not.toThrow();
+    expect(() => applyJsonPatch({ a: { b: 1 }, c: {} }, [{ op: 'copy', from: '/a', path: '/c/d' }], { maxDepth: 2, depthOffset: 0 })).toThrow(
+      expect.objectContaining({ code: 'data_too_deep' }),
+    );
+  });
+});

@@ -1,0 +1,234 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { DatabaseSync } from 'node:sqlite';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openDataDatabase } from '../src/data/persistence.ts';
+import { Revocations } from '../src/data/revocations.ts';
+import type { RevokedTokenClaims } from '../src/data/revocation-schema.ts';
+
+let dir: string;
+let databases: DatabaseSync[];
+const start = 1_800_000_000;
+let clockS: number;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'arbiter-revocations-'));
+  databases = [];
+  clockS = start;
+});
+
+afterEach(() => {
+  for (const db of databases) if (db.isOpen) db.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function open(): Revocations {
+  const db = openDataDatabase(join(dir, 'arbiter.db'));
+  databases.push(db);
+  return new Revocations(db, { now: () => clockS * 1000 });
+}
+
+function restart(): Revocations {
+  databases.pop()!.close();
+  return open();
+}
+
+const issuer = 'https://idp.acme.example';
+const otherIssuer = 'https://idp.other.example';
+const token: RevokedTokenClaims = {
+  iss: issuer,
+  sub: 'alice',
+  jti: 'jti-1',
+  sid: 'session-1',
+  client_id: 'web-app',
+  iat: start - 60,
+};
+
+function revoked(revocations: Revocations, claims: Partial<RevokedTokenClaims> = {}): boolean {
+  return revocations.check({ ...token, ...claims }, clockS).revoked;
+}
+
+describe('Revocations.check', () => {
+  it.each(['jti', 'sid', 'sub', 'client_id'] as const)('matches %s scoped to an issuer, and nothing else', async (kind) => {
+    const revocations = open();
+    const entry = await revocations.add({ kind, value: token[kind], iss: issuer, reason: 'compromised' });
+    expect(revocations.check(token, clockS)).toEqual({ revoked: true, reason: 'compromised', revocation_id: entry.id, kind });
+    expect(revoked(revocations, { iss: otherIssuer })).toBe(false);
+    expect(revoked(revocations, { [kind]: `${token[kind]}-other` })).toBe(false);
+    expect(revoked(revocations, { [kind]: undefined })).toBe(false);
+  });
+
+  it.each(['jti', 'sid', 'sub', 'client_id'] as const)('matches %s from any issuer when unscoped', async (kind) => {
+    const revocations = open();
+    await revocations.add({ kind, value: token[kind], reason: 'everywhere' });
+    expect(revoked(revocations)).toBe(true);
+    expect(revoked(revocations, { iss: otherIssuer })).toBe(true);
+    expect(revoked(revocations, { [kind]: 'someone-else' })).toBe(false);
+  });
+
+  it('does not confuse one claim kind with another', async () => {
+    const revocations = open();
+    await revocations.add({ kind: 'sub', value: 'web-app', iss: issuer, reason: 'r' });
+    expect(revoked(revocations)).toBe(false); // client_id is web-app, sub is alice
+    expect(revoked(revocations, { sub: 'web-app' })).toBe(true);
+  });
+
+  it('does not let issuer and value run together', async () => {
+    const revocations = open();
+    await revocations.add({ kind: 'sub', value: 'b', iss: 'issuer-a', reason: 'r' });
+    expect(revocations.check({ iss: 'issuer-ab', sub: '' }, clockS).revoked).toBe(false);
+    expect(revocations.check({ iss: 'issuer-', sub: 'ab' }, clockS).revoked).toBe(false);
+    expect(revocations.check({ iss: 'issuer-a', sub: 'b' }, clockS).revoked).toBe(true);
+  });
+
+  it('revokes tokens of one issuer issued strictly before the cut-off', async () => {
+    const revocations = open();
+    const cutOff = token.iat!;
+    await revocations.add({ kind: 'issued_before', iss: issuer, before: cutOff, reason: 'key rotation' });
+    expect(revoked(revocations, { iat: cutOff - 1 })).toBe(true);
+    expect(revoked(revocations, { iat: cutOff })).toBe(false);
+    expect(revoked(revocations, { iat: cutOff - 1, iss: otherIssuer })).toBe(false);
+    // Without iat a token cannot show it was issued after the cut-off: fail closed.
+    expect(revoked(revocations, { iat: undefined })).toBe(true);
+  });
+
+  it('uses the latest active issued_before cut-off of an issuer', async () => {
+    const revocations = open();
+    const early = await revocations.add({ kind: 'issued_before', iss: issuer, before: 100, reason: 'early' });
+    const late = await revocations.add({ kind: 'issued_before', iss: issuer, before: 200, reason: 'late', expires_at: clockS + 10 });
+    expect(revocations.check({ iss: issuer, iat: 150 }, clockS)).toMatchObject({ revoked: true, revocation_id: late.id });
+    // Once the later one expires, the earlier one still holds.
+    expect(revocations.check({ iss: issuer, iat: 150 }, clockS + 10).revoked).toBe(false);
+    expect(revocations.check({ iss: issuer, iat: 50 }, clockS + 10)).toMatchObject({ revoked: true, revocation_id: early.id });
+    expect(revocations.remove(early.id)).toBe(true);
+    expect(revocations.check({ iss: issuer, iat: 50 }, clockS + 10).revoked).toBe(false);
+  });
+
+  it('stops matching at expires_at and prunes expired entries', async () => {
+    const revocations = open();
+    const entry = await revocations.add({ kind: 'jti', value: 'jti-1', reason: 'logout', expires_at: clockS + 60 });
+    await revocations.add({ kind: 'sub', value: 'bob', reason: 'left', expires_at: clockS + 60 });
+    await revocations.add({ kind: 'sub', value: 'carol', reason: 'left' });
+    expect(revocations.check(token, clockS + 59).revoked).toBe(true);
+    expect(revocations.check(token, clockS + 60).revoked).toBe(false);
+
+    clockS += 60;
+    expect(revocations.get(entry.id)).toBeUndefined();
+    expect(revocations.list().items.map((item) => item.kind === 'sub' && item.value)).toEqual(['carol']);
+    expect(revocations.prune(clockS)).toBe(2);
+    expect(revocations.prune(clockS)).toBe(0);
+    expect(revocations.size).toBe(1);
+    expect(restart().size).toBe(1);
+  });
+
+  it('removes an entry so it no longer matches, also after a restart', async () => {
+    const revocations = open();
+    const entry = await revocations.add({ kind: 'sid', value: 'session-1', reason: 'mistake' });
+    expect(revocations.get(entry.id)).toEqual(entry);
+    expect(revocations.remove(entry.id)).toBe(true);
+    expect(revocations.remove(entry.id)).toBe(false);
+    expect(revoked(revocations)).toBe(false);
+    expect(revoked(restart())).toBe(false);
+  });
+});
+
+describe('Revocations.add', () => {
+  it('returns the stored entry with a UUIDv7 id and creation time', async () => {
+    const revocations = open();
+    const entry = await revocations.add({ kind: 'jti', value: 'j', iss: issuer, reason: 'r', expires_at: clockS + 5, created_by: 'admin' });
+    expect(entry).toEqual({
+      kind: 'jti',
+      value: 'j',
+      iss: issuer,
+      reason: 'r',
+      expires_at: clockS + 5,
+      created_by: 'admin',
+      id: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/),
+      created_at: clockS,
+    });
+  });
+
+  it.each([
+    [{ kind: 'jti', value: 'j' }, /reason/],
+    [{ kind: 'jti', reason: 'r' }, /value/],
+    [{ kind: 'issued_before', before: 1, reason: 'r' }, /iss/],
+    [{ kind: 'issued_before', iss: issuer, reason: 'r' }, /before/],
+    [{ kind: 'issued_before', iss: issuer, before: 1, value: 'x', reason: 'r' }, /value/],
+    [{ kind: 'email', value: 'x', reason: 'r' }, /kind/],
+    [{ kind: 'sub', value: '', reason: 'r' }, /value/],
+    [{ kind: 'sub', value: 'x', reason: 'r', expires_at: 1.5 }, /expires_at/],
+  ])('rejects %j with revocation_invalid', async (input, field) => {
+    const revocations = open();
+    await expect(revocations.add(input)).rejects.toMatchObject({ code: 'revocation_invalid', message: expect.stringMatching(field) });
+    expect(revocations.list().items).toEqual([]);
+  });
+
+  it('adds many in one all-or-nothing batch', async () => {
+    const revocations = open();
+    const batch = Array.from({ length: 50 }, (_, i) => ({ kind: 'jti', value: `j${i}`, reason: 'bulk' }));
+    await expect(revocations.addMany([...batch, { kind: 'jti', reason: 'no value' }])).rejects.toMatchObject({
+      code: 'revocation_invalid',
+      message: expect.stringContaining('revocations[50].value'),
+    });
+    expect(revocations.size).toBe(0);
+    const added = await revocations.addMany(batch);
+    expect(added).toHaveLength(50);
+    expect(revoked(restart(), { jti: 'j49' })).toBe(true);
+  });
+
+  it('commits concurrent adds together and resolves each one after the commit', async () => {
+    const revocations = open();
+    const adds = Array.from({ length: 20 }, (_, i) => revocations.add({ kind: 'sub', value: `user-${i}`, reason: 'r' }));
+    // Not acknowledged yet, so not yet in force either.
+    expect(revocations.size).toBe(0);
+    const entries = await Promise.all(adds);
+    expect(new Set(entries.map((entry) => entry.id)).size).toBe(20);
+    expect(revoked(revocations, { sub: 'user-19' })).toBe(true);
+  });
+
+  it('rejects pending adds when the commit fails, and does not activate them', async () => {
+    const revocations = open();
+    const pending = revocations.add({ kind: 'sub', value: 'alice', reason: 'r' });
+    databases[0]!.close();
+    await expect(pending).rejects.toMatchObject({ code: 'data_store_write_failed' });
+    expect(revoked(revocations)).toBe(false);
+  });
+});
+
+describe('Revocations persistence and listing', () => {
+  it('reloads every kind after a restart', async () => {
+    const revocations = open();
+    await revocations.addMany([
+      { kind: 'jti', value: 'jti-1', iss: issuer, reason: 'a', expires_at: clockS + 3600 },
+      { kind: 'sid', value: 'session-2', reason: 'b' },
+      { kind: 'sub', value: 'bob', iss: issuer, reason: 'c' },
+      { kind: 'client_id', value: 'cli', reason: 'd' },
+      { kind: 'issued_before', iss: otherIssuer, before: 500, reason: 'e' },
+    ]);
+    const before = revocations.list().items;
+    const reloaded = restart();
+    expect(reloaded.list().items).toEqual(before);
+    expect(reloaded.check(token, clockS)).toMatchObject({ revoked: true, reason: 'a' });
+    expect(revoked(reloaded, { jti: 'x', sid: 'session-2' })).toBe(true);
+    expect(revoked(reloaded, { jti: 'x', sub: 'bob' })).toBe(true);
+    expect(revoked(reloaded, { jti: 'x', client_id: 'cli' })).toBe(true);
+    expect(reloaded.check({ iss: otherIssuer, iat: 499 }, clockS).revoked).toBe(true);
+    expect(reloaded.check({ iss: otherIssuer, iat: 500 }, clockS).revoked).toBe(false);
+  });
+
+  it('pages through entries in creation order, optionally by kind', async () => {
+    const revocations = open();
+    const added = await revocations.addMany(
+      Array.from({ length: 5 }, (_, i) => ({ kind: i % 2 === 0 ? 'jti' : 'sub', value: `v${i}`, reason: 'r' })),
+    );
+    const first = revocations.list({ limit: 2 });
+    expect(first.items.map((item) => item.id)).toEqual(added.slice(0, 2).map((item) => item.id));
+    const second = revocations.list({ limit: 2, cursor: first.next_cursor! });
+    const third = revocations.list({ limit: 2, cursor: second.next_cursor! });
+    expect([...first.items, ...second.items, ...third.items].map((item) => item.id)).toEqual(added.map((item) => item.id));
+    expect(third.next_cursor).toBeNull();
+    expect(revocations.list({ kind: 'sub' }).items.map((item) => item.id)).toEqual([added[1]!.id, added[3]!.id]);
+    expect(() => revocations.list({ limit: 0 })).toThrow(expect.objectContaining({ code: 'revocation_invalid' }));
+  });
+});
