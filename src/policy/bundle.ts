@@ -1,0 +1,132 @@
+import { createHash } from 'node:crypto';
+import { BundleRejectedError } from '../errors.ts';
+import { readBundleArchive, type ArchiveLimits } from './archive.ts';
+import { DEFAULT_ENGINE_LIMITS, PolicyEngine, type EngineLimits } from './engine.ts';
+import { parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
+import { checkPolicyWasm } from './wasm-check.ts';
+
+/** A bundle revision that passed every check and can serve decisions. */
+export interface PolicyBundle {
+  readonly name: string;
+  readonly revision: string;
+  /** sha256 of the archive bytes, hex: identifies exactly what was activated. */
+  readonly digest: string;
+  readonly manifest: Manifest;
+  /** data.json content that came with the bundle; owned by the bundle's roots. */
+  readonly data: Record<string, unknown>;
+  readonly engine: PolicyEngine;
+  readonly archive: Uint8Array;
+}
+
+export interface LoadBundleOptions {
+  archiveLimits?: Partial<ArchiveLimits>;
+  engineLimits?: EngineLimits;
+}
+
+export function decisionEntrypoint(bundleName: string): string {
+  return `${bundleName}/decision`;
+}
+
+/**
+ * Reads, validates and instantiates a bundle archive in memory. Throws BundleRejectedError
+ * naming the failed check; nothing here touches what is currently active.
+ */
+export async function loadBundle(name: string, archive: Uint8Array, options: LoadBundleOptions = {}): Promise<PolicyBundle> {
+  const files = await readBundleArchive(archive, options.archiveLimits);
+  const manifest = parseManifest(files);
+  // parseManifest guarantees exactly one wasm module and that its file exists.
+  const wasm = files.get(wasmModulePath(manifest.wasm[0]!.module))!;
+  const entrypoint = decisionEntrypoint(name);
+  if (!manifest.wasm.some((w) => w.entrypoint === entrypoint)) {
+    throw new BundleRejectedError('entrypoint_missing', `bundle ${name} must declare the entrypoint ${entrypoint}`);
+  }
+  checkPolicyWasm(wasm, manifest);
+  const data = bundleData(files);
+
+  let engine: PolicyEngine;
+  try {
+    engine = await PolicyEngine.load(wasm, options.engineLimits ?? DEFAULT_ENGINE_LIMITS);
+    engine.setData(data);
+  } catch (error) {
+    throw new BundleRejectedError('wasm_instantiate', `policy.wasm cannot be instantiated: ${(error as Error).message}`);
+  }
+  const smoke = engine.evaluate(entrypoint, JSON.stringify(SMOKE_INPUT));
+  if (!smoke.ok) {
+    throw new BundleRejectedError('smoke_evaluation', `${entrypoint} failed on an unauthenticated request: ${smoke.code}: ${smoke.message}`);
+  }
+  return {
+    name,
+    revision: manifest.revision ?? '',
+    digest: createHash('sha256').update(archive).digest('hex'),
+    manifest,
+    data,
+    engine,
+    archive,
+  };
+}
+
+/** The least a policy can be asked: nobody asking for anything. It must still answer the contract. */
+const SMOKE_INPUT = {
+  subject: { authenticated: false, aud: [], scopes: [], act: [], claims: {}, revoked: { revoked: false } },
+  action: { name: 'arbiter.smoke_test' },
+  resource: { type: 'arbiter.smoke_test' },
+  context: { now: 0, request_id: 'smoke-test' },
+  data_status: {},
+};
+
+/** Merges every `data.json` in the archive at its directory's path, as OPA does. */
+function bundleData(files: ReadonlyMap<string, Uint8Array>): Record<string, unknown> {
+  const data: Record<string, unknown> = {};
+  for (const [path, bytes] of files) {
+    if (path !== 'data.json' && !path.endsWith('/data.json')) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    } catch (error) {
+      throw new BundleRejectedError('data_invalid', `${path} is not valid JSON: ${(error as Error).message}`);
+    }
+    const segments = path.split('/').slice(0, -1);
+    if (segments.length === 0) {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        throw new BundleRejectedError('data_invalid', 'data.json at the bundle root must be an object');
+      }
+      mergeInto(data, value as Record<string, unknown>, path);
+    } else {
+      let node = data;
+      for (const segment of segments.slice(0, -1)) node = childObject(node, segment, path);
+      mergeInto(node, { [segments.at(-1)!]: value }, path);
+    }
+  }
+  return data;
+}
+
+function childObject(node: Record<string, unknown>, key: string, path: string): Record<string, unknown> {
+  if (!Object.hasOwn(node, key)) defineValue(node, key, {});
+  const child = node[key];
+  if (typeof child !== 'object' || child === null || Array.isArray(child)) {
+    throw new BundleRejectedError('data_conflict', `${path} conflicts with other data at ${key}`);
+  }
+  return child as Record<string, unknown>;
+}
+
+function mergeInto(target: Record<string, unknown>, source: Record<string, unknown>, path: string): void {
+  for (const [key, value] of Object.entries(source)) {
+    const existing = Object.hasOwn(target, key) ? target[key] : undefined;
+    if (existing === undefined) {
+      defineValue(target, key, value);
+    } else if (isObject(existing) && isObject(value)) {
+      mergeInto(existing, value, path);
+    } else {
+      throw new BundleRejectedError('data_conflict', `${path} redefines ${key}`);
+    }
+  }
+}
+
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Define, never assign: a `__proto__` key in data stays a key. */
+export function defineValue(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
+}

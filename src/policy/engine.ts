@@ -1,0 +1,92 @@
+import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
+import { policyResultSchema, type PolicyResult } from './contract.ts';
+
+/** Why an evaluation produced no usable result; each is a deny reason code. */
+export type EvaluationFailureCode = 'policy_error' | 'policy_contract_violation' | 'policy_resource_limit';
+
+export type Evaluation =
+  | { ok: true; result: PolicyResult }
+  | { ok: false; code: EvaluationFailureCode; message: string };
+
+export interface EngineLimits {
+  /** WebAssembly memory ceiling in 64 KiB pages; growth past it fails the evaluation, not the process. */
+  maxMemoryPages: number;
+}
+
+export const DEFAULT_ENGINE_LIMITS: EngineLimits = { maxMemoryPages: 16_384 /* 1 GiB */ };
+
+/**
+ * One WebAssembly instance of one bundle revision. Evaluation is synchronous, so a decision
+ * that started on an instance finishes on it even if another revision is activated meanwhile.
+ */
+export class PolicyEngine {
+  readonly #policy: LoadedPolicy;
+  readonly entrypoints: ReadonlySet<string>;
+
+  private constructor(policy: LoadedPolicy) {
+    this.#policy = policy;
+    this.entrypoints = new Set(Object.keys(policy.entrypoints as Record<string, number>));
+  }
+
+  static async load(wasm: Uint8Array, limits: EngineLimits = DEFAULT_ENGINE_LIMITS): Promise<PolicyEngine> {
+    // opa-wasm wants a BufferSource backed by its own ArrayBuffer.
+    const bytes = wasm.buffer.byteLength === wasm.byteLength ? wasm : wasm.slice();
+    const policy = await loadPolicy(bytes, { initial: 5, maximum: limits.maxMemoryPages });
+    return new PolicyEngine(policy);
+  }
+
+  /** Replaces the data document. Costs a copy of `data` into WASM memory: never per decision. */
+  setData(data: object | ArrayBuffer): void {
+    this.#policy.setData(data);
+  }
+
+  /** Evaluates a decision entrypoint on input given as JSON text and checks the output contract. Never throws. */
+  evaluate(entrypoint: string, inputJson: string): Evaluation {
+    const run = this.evaluateRaw(entrypoint, inputJson);
+    return run.ok ? checkContract(run.resultSet) : run;
+  }
+
+  /** The raw result set, for entrypoints without the decision contract (e.g. search candidates). Never throws. */
+  evaluateRaw(entrypoint: string, inputJson: string): RawEvaluation {
+    try {
+      const input = new TextEncoder().encode(inputJson);
+      return { ok: true, resultSet: this.#policy.evaluate(input.buffer, entrypoint) as unknown };
+    } catch (error) {
+      if (error instanceof RangeError) {
+        return { ok: false, code: 'policy_resource_limit', message: `policy exceeded its memory limit: ${error.message}` };
+      }
+      return { ok: false, code: 'policy_error', message: `policy evaluation failed: ${describe(error)}` };
+    }
+  }
+}
+
+export type RawEvaluation =
+  | { ok: true; resultSet: unknown }
+  | { ok: false; code: EvaluationFailureCode; message: string };
+
+/** The single value of a result set, or undefined when the rule was undefined. */
+export function singleResult(resultSet: unknown): unknown {
+  return Array.isArray(resultSet) && resultSet.length === 1 ? (resultSet[0] as { result?: unknown }).result : undefined;
+}
+
+function checkContract(resultSet: unknown): Evaluation {
+  if (!Array.isArray(resultSet) || resultSet.length !== 1) {
+    return {
+      ok: false,
+      code: 'policy_contract_violation',
+      message: 'entrypoint produced no result (is the decision rule undefined for this input? give it a default)',
+    };
+  }
+  const parsed = policyResultSchema.safeParse(singleResult(resultSet));
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    const at = first.path.length > 0 ? first.path.join('.') : 'result';
+    return { ok: false, code: 'policy_contract_violation', message: `entrypoint result is not {allow, reasons, obligations?}: ${at}: ${first.message}` };
+  }
+  return { ok: true, result: parsed.data };
+}
+
+/** opa-wasm throws strings as well as Errors. */
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,142 @@
+/**
+ * The bundle's `.manifest`: which parts of `data` the bundle owns (roots) and which
+ * wasm entrypoints it provides. OPA falls back to roots `[""]` when a bundle has no
+ * manifest; Arbiter does not, because it must know both before activating a bundle.
+ *
+ * Check codes (BundleRejectedError.check):
+ *   manifest_missing                    the bundle has no `.manifest`
+ *   manifest_invalid                    not UTF-8 JSON, or not the shape OPA writes
+ *   manifest_roots_missing              no `roots`, or an empty list
+ *   manifest_root_invalid               a root with a leading or trailing slash or an empty segment
+ *   manifest_roots_overlap              two roots of this manifest overlap (`a` and `a/b`)
+ *   manifest_wasm_missing               no `wasm` entrypoints
+ *   manifest_wasm_module_missing        a wasm entry names a module file the bundle does not contain
+ *   manifest_multiple_wasm_modules      entries name more than one module: Arbiter evaluates one policy.wasm
+ *   manifest_entrypoint_invalid         an entrypoint that is not a slash-separated path
+ *   manifest_entrypoint_duplicate       the same entrypoint declared twice
+ *   manifest_entrypoint_outside_roots   an entrypoint no root contains
+ */
+import { z } from 'zod';
+import { BundleRejectedError } from '../errors.ts';
+import type { BundleFiles } from './archive.ts';
+
+export const MANIFEST_FILE = '.manifest';
+
+export const wasmResolverSchema = z.looseObject({
+  entrypoint: z.string(),
+  /** As OPA writes it: `/policy.wasm`. */
+  module: z.string(),
+  annotations: z.array(z.unknown()).optional(),
+});
+
+export const bundleManifestSchema = z.looseObject({
+  revision: z.string().default(''),
+  roots: z.array(z.string()).optional(),
+  wasm: z.array(wasmResolverSchema).optional(),
+  rego_version: z.int().optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** A manifest that passed every check: roots and wasm entrypoints are present. */
+export type Manifest = z.infer<typeof bundleManifestSchema> & {
+  roots: string[];
+  wasm: z.infer<typeof wasmResolverSchema>[];
+};
+
+/** Reads and checks `.manifest` against the bundle's files. Throws BundleRejectedError. */
+export function parseManifest(files: BundleFiles): Manifest {
+  const bytes = files.get(MANIFEST_FILE);
+  if (bytes === undefined) {
+    throw new BundleRejectedError('manifest_missing', 'bundle has no .manifest: Arbiter needs its roots and wasm entrypoints');
+  }
+  const manifest = decode(bytes);
+  const roots = checkRoots(manifest.roots);
+  const wasm = checkWasm(manifest.wasm, roots, files);
+  return { ...manifest, roots, wasm };
+}
+
+function decode(bytes: Uint8Array): z.infer<typeof bundleManifestSchema> {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (error) {
+    throw new BundleRejectedError('manifest_invalid', `.manifest is not JSON: ${(error as Error).message}`, { cause: error });
+  }
+  const parsed = bundleManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new BundleRejectedError('manifest_invalid', `.manifest is invalid: ${z.prettifyError(parsed.error)}`);
+  }
+  return parsed.data;
+}
+
+function checkRoots(roots: string[] | undefined): string[] {
+  if (roots === undefined || roots.length === 0) {
+    throw new BundleRejectedError('manifest_roots_missing', '.manifest declares no roots');
+  }
+  for (const root of roots) {
+    // `""` is the whole of `data`: legal on its own, and the overlap check refuses it beside any other root.
+    if (root !== '' && !isSlashPath(root)) {
+      throw new BundleRejectedError('manifest_root_invalid', `root ${JSON.stringify(root)} must be a path without leading, trailing or doubled slashes`);
+    }
+  }
+  for (const [i, a] of roots.entries()) {
+    for (const b of roots.slice(i + 1)) {
+      if (rootsOverlap([a], [b])) {
+        throw new BundleRejectedError('manifest_roots_overlap', `roots ${JSON.stringify(a)} and ${JSON.stringify(b)} overlap`);
+      }
+    }
+  }
+  return roots;
+}
+
+function checkWasm(wasm: Manifest['wasm'] | undefined, roots: string[], files: BundleFiles): Manifest['wasm'] {
+  if (wasm === undefined || wasm.length === 0) {
+    throw new BundleRejectedError('manifest_wasm_missing', '.manifest declares no wasm entrypoints (build with `opa build -t wasm -e ...`)');
+  }
+  const modules = new Set(wasm.map((resolver) => resolver.module));
+  if (modules.size > 1) {
+    throw new BundleRejectedError('manifest_multiple_wasm_modules', `.manifest names ${modules.size} wasm modules, Arbiter evaluates exactly one`);
+  }
+  const entrypoints = new Set<string>();
+  for (const { entrypoint, module } of wasm) {
+    if (!files.has(wasmModulePath(module))) {
+      throw new BundleRejectedError('manifest_wasm_module_missing', `wasm module ${JSON.stringify(module)} is not in the bundle`);
+    }
+    if (!isSlashPath(entrypoint)) {
+      throw new BundleRejectedError('manifest_entrypoint_invalid', `entrypoint ${JSON.stringify(entrypoint)} is not a slash-separated path`);
+    }
+    if (entrypoints.has(entrypoint)) {
+      throw new BundleRejectedError('manifest_entrypoint_duplicate', `entrypoint ${JSON.stringify(entrypoint)} is declared twice`);
+    }
+    entrypoints.add(entrypoint);
+    if (!roots.some((root) => rootContains(root, entrypoint))) {
+      throw new BundleRejectedError('manifest_entrypoint_outside_roots', `entrypoint ${JSON.stringify(entrypoint)} is outside the roots ${JSON.stringify(roots)}`);
+    }
+  }
+  return wasm;
+}
+
+/** The BundleFiles key of a manifest `module` (OPA writes `/policy.wasm`, the archive reader strips the slash). */
+export function wasmModulePath(module: string): string {
+  return module.startsWith('/') ? module.slice(1) : module;
+}
+
+/**
+ * Whether any root in `a` overlaps any root in `b`, as OPA decides it: one contains the
+ * other segment-wise (`a` overlaps `a/b`, not `ab`), and `""` overlaps everything.
+ * Two active bundles must not overlap, or one could shadow the other's data.
+ */
+export function rootsOverlap(a: readonly string[], b: readonly string[]): boolean {
+  return a.some((x) => b.some((y) => rootContains(x, y) || rootContains(y, x)));
+}
+
+function rootContains(root: string, path: string): boolean {
+  if (root === '') return true;
+  const rootSegments = root.split('/');
+  const pathSegments = path.split('/');
+  return rootSegments.length <= pathSegments.length && rootSegments.every((segment, i) => segment === pathSegments[i]);
+}
+
+function isSlashPath(path: string): boolean {
+  return path.split('/').every((segment) => segment !== '');
+}

@@ -1,0 +1,247 @@
+/**
+ * OPA bundle signatures, in OPA's own format (v1/bundle/verify.go, hash.go, sign.go):
+ * `.signatures.json` is `{"signatures": ["<compact JWS>"], "plugin"?: "_default"}`; the
+ * JWS payload lists every file of the bundle with its digest:
+ * `{"files": [{"name": "policy.wasm", "hash": "<hex>", "algorithm": "SHA-256"}], "keyid"?, "scope"?}`.
+ * OPA writes names without a leading slash; a leading slash is tolerated, duplicates are not.
+ * Structured files (data.json, data.yaml, .manifest) are hashed over their canonical JSON
+ * form (see canonical-json.ts), every other file over its raw bytes.
+ *
+ * Stricter than OPA where OPA is lenient: the key id in the header must agree with the
+ * deprecated `keyid` claim, only SHA-256/384/512 digests are accepted, and a name may
+ * appear once. As in OPA, the scope must equal the configured one exactly (no
+ * configured scope means the token must carry none).
+ *
+ * Check codes (BundleRejectedError.check):
+ *   signature_missing          the bundle has no .signatures.json
+ *   signature_file_invalid     .signatures.json is not `{"signatures": [...]}` or names a signing plugin
+ *   signature_count            not exactly one JWS
+ *   signature_invalid          not a compact JWS, or the signature does not verify with the key
+ *   signature_keyid_missing    neither a `kid` header nor a `keyid` claim
+ *   signature_keyid_mismatch   `kid` header and `keyid` claim disagree
+ *   signature_keyid_unknown    no key is configured under that key id
+ *   signature_algorithm        the JWS `alg` is not the algorithm configured for that key
+ *   signature_payload_invalid  the verified payload is not `{"files": [...]}`
+ *   signature_scope_mismatch   the `scope` claim differs from the configured scope
+ *   signature_file_duplicate   the payload lists a file twice
+ *   signature_hash_algorithm   a digest algorithm other than SHA-256, SHA-384, SHA-512
+ *   signature_file_missing     the payload lists a file the bundle does not contain
+ *   signature_file_unsigned    a bundle file the payload does not list (and no exclude pattern matches)
+ *   signature_mismatch         a file's digest differs from the signed one
+ */
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { compactVerify, decodeProtectedHeader, type ProtectedHeaderParameters } from 'jose';
+import { z } from 'zod';
+import { BundleRejectedError, ConfigError } from '../errors.ts';
+import type { BundleFiles } from './archive.ts';
+import { opaCanonicalJson } from './canonical-json.ts';
+
+export const SIGNATURES_FILE = '.signatures.json';
+
+/** JWS algorithms OPA signs bundles with (`opa build --signing-alg`). */
+export const BUNDLE_SIGNING_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'HS256', 'HS384', 'HS512',
+] as const;
+
+export const verificationOptionsSchema = z.object({
+  /** Keys by key id: a PEM public key or certificate, or for HS* the shared secret. */
+  keys: z.record(
+    z.string().min(1),
+    z.object({ key: z.string().min(1), algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS) }),
+  ),
+  /** The `scope` claim the token must carry; none configured means the token must carry none. */
+  scope: z.string().optional(),
+  /** Files exempt from signing, as Go `filepath.Match` patterns limited to `*` and `?`. */
+  exclude: z.array(z.string().regex(/^[^[\\]+$/, 'only * and ? wildcards are supported')).optional(),
+});
+
+export type VerificationOptions = z.input<typeof verificationOptionsSchema>;
+
+export interface VerifiedSignature {
+  /** The key id the bundle was verified with. */
+  keyid: string;
+  /** How many files were checked against their signed digests. */
+  files: number;
+}
+
+/** Whether the bundle carries a signature, for enforcing `require_signatures` before verifying. */
+export function isSignedBundle(files: BundleFiles): boolean {
+  return files.has(SIGNATURES_FILE);
+}
+
+/** Verifies the bundle's signature and every file's digest. Throws BundleRejectedError, or ConfigError for bad options. */
+export async function verifyBundleSignatures(files: BundleFiles, options: VerificationOptions): Promise<VerifiedSignature> {
+  const { keys, scope = '', exclude = [] } = parseOptions(options);
+  const token = readToken(files);
+
+  const { kid, alg } = protectedHeader(token);
+  const keyid = chooseKeyId(kid, unverifiedKeyIdClaim(token));
+  const configured = keys[keyid];
+  if (configured === undefined) throw new BundleRejectedError('signature_keyid_unknown', `no verification key is configured for key id ${JSON.stringify(keyid)}`);
+  if (alg !== configured.algorithm) {
+    throw new BundleRejectedError('signature_algorithm', `signature uses ${String(alg)}, key ${JSON.stringify(keyid)} is configured for ${configured.algorithm}`);
+  }
+
+  const payload = await verifiedPayload(token, importKey(keyid, configured), configured.algorithm);
+  if ((payload.scope ?? '') !== scope) {
+    throw new BundleRejectedError('signature_scope_mismatch', `signature scope ${JSON.stringify(payload.scope ?? '')} is not the configured ${JSON.stringify(scope)}`);
+  }
+  return { keyid, files: checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp)) };
+}
+
+function parseOptions(options: VerificationOptions): z.output<typeof verificationOptionsSchema> {
+  const parsed = verificationOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })), 'bundle signature verification options');
+  }
+  return parsed.data;
+}
+
+const signaturesFileSchema = z.strictObject({
+  signatures: z.array(z.string()),
+  // OPA writes `"plugin": "_default"`; any other plugin is a custom verifier Arbiter does not have.
+  plugin: z.literal('_default').optional(),
+});
+
+function readToken(files: BundleFiles): string {
+  const bytes = files.get(SIGNATURES_FILE);
+  if (bytes === undefined) throw new BundleRejectedError('signature_missing', `bundle has no ${SIGNATURES_FILE}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (error) {
+    throw new BundleRejectedError('signature_file_invalid', `${SIGNATURES_FILE} is not JSON`, { cause: error });
+  }
+  const parsed = signaturesFileSchema.safeParse(json);
+  if (!parsed.success) throw new BundleRejectedError('signature_file_invalid', `${SIGNATURES_FILE} is invalid: ${z.prettifyError(parsed.error)}`);
+  const [token, ...others] = parsed.data.signatures;
+  if (token === undefined || others.length > 0) {
+    throw new BundleRejectedError('signature_count', `${SIGNATURES_FILE} must hold exactly one signature, it holds ${parsed.data.signatures.length}`);
+  }
+  return token;
+}
+
+function protectedHeader(token: string): ProtectedHeaderParameters {
+  try {
+    return decodeProtectedHeader(token);
+  } catch (error) {
+    throw new BundleRejectedError('signature_invalid', 'signature is not a compact JWS', { cause: error });
+  }
+}
+
+/** The deprecated `keyid` claim, read before verification only to pick the key (as OPA does). */
+function unverifiedKeyIdClaim(token: string): unknown {
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
+    return typeof claims === 'object' && claims !== null ? (claims as { keyid?: unknown }).keyid : undefined;
+  } catch (error) {
+    throw new BundleRejectedError('signature_invalid', 'signature payload is not JSON', { cause: error });
+  }
+}
+
+function chooseKeyId(kid: unknown, keyidClaim: unknown): string {
+  const header = typeof kid === 'string' && kid !== '' ? kid : undefined;
+  const claim = typeof keyidClaim === 'string' && keyidClaim !== '' ? keyidClaim : undefined;
+  if (header !== undefined && claim !== undefined && header !== claim) {
+    throw new BundleRejectedError('signature_keyid_mismatch', `kid header ${JSON.stringify(header)} and keyid claim ${JSON.stringify(claim)} differ`);
+  }
+  const keyid = header ?? claim;
+  if (keyid === undefined) throw new BundleRejectedError('signature_keyid_missing', 'signature names no key id (kid header or keyid claim)');
+  return keyid;
+}
+
+function importKey(keyid: string, { key, algorithm }: { key: string; algorithm: string }): KeyObject | Uint8Array {
+  // OPA uses an HMAC secret as its raw bytes.
+  if (algorithm.startsWith('HS')) return new TextEncoder().encode(key);
+  try {
+    return createPublicKey(key);
+  } catch (error) {
+    throw new ConfigError([{ path: `keys.${keyid}.key`, message: `not a PEM public key or certificate: ${(error as Error).message}` }], 'bundle signature verification options');
+  }
+}
+
+const signedFileSchema = z.object({ name: z.string().min(1), hash: z.string(), algorithm: z.string() });
+
+const payloadSchema = z.looseObject({
+  files: z.array(signedFileSchema),
+  keyid: z.string().optional(),
+  scope: z.string().optional(),
+});
+
+async function verifiedPayload(token: string, key: KeyObject | Uint8Array, algorithm: string): Promise<z.infer<typeof payloadSchema>> {
+  let payload: Uint8Array;
+  try {
+    ({ payload } = await compactVerify(token, key, { algorithms: [algorithm] }));
+  } catch (error) {
+    throw new BundleRejectedError('signature_invalid', `signature does not verify: ${(error as Error).message}`, { cause: error });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
+  } catch (error) {
+    throw new BundleRejectedError('signature_payload_invalid', 'signature payload is not JSON', { cause: error });
+  }
+  const parsed = payloadSchema.safeParse(json);
+  if (!parsed.success) throw new BundleRejectedError('signature_payload_invalid', `signature payload is invalid: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+const DIGESTS: Readonly<Record<string, string>> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
+
+interface SignedDigest {
+  digest: string;
+  hex: string;
+}
+
+function signedDigests(listed: z.infer<typeof signedFileSchema>[]): Map<string, SignedDigest> {
+  const signed = new Map<string, SignedDigest>();
+  for (const { name, hash, algorithm } of listed) {
+    const path = name.startsWith('/') ? name.slice(1) : name;
+    if (signed.has(path)) throw new BundleRejectedError('signature_file_duplicate', `signature lists ${path} more than once`);
+    const digest = DIGESTS[algorithm];
+    if (digest === undefined) throw new BundleRejectedError('signature_hash_algorithm', `${path} is hashed with ${JSON.stringify(algorithm)}, only SHA-256, SHA-384 and SHA-512 are accepted`);
+    if (!/^(?:[0-9a-f]{2})+$/i.test(hash)) throw new BundleRejectedError('signature_payload_invalid', `digest of ${path} is not hexadecimal`);
+    signed.set(path, { digest, hex: hash.toLowerCase() });
+  }
+  return signed;
+}
+
+function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exclude: RegExp[]): number {
+  for (const path of signed.keys()) {
+    if (!files.has(path) || path === SIGNATURES_FILE) {
+      throw new BundleRejectedError('signature_file_missing', `signature lists ${path}, which is not in the bundle`);
+    }
+  }
+  let checked = 0;
+  for (const [path, bytes] of files) {
+    if (path === SIGNATURES_FILE || exclude.some((pattern) => pattern.test(path))) continue;
+    const expected = signed.get(path);
+    if (expected === undefined) throw new BundleRejectedError('signature_file_unsigned', `${path} is not covered by the signature`);
+    if (fileDigest(path, bytes, expected.digest) !== expected.hex) {
+      throw new BundleRejectedError('signature_mismatch', `${path} does not match its signed digest`);
+    }
+    checked++;
+  }
+  return checked;
+}
+
+// OPA's bundle.IsStructuredDoc, by base name (data.yml is hashed raw there too).
+const STRUCTURED_FILES = new Set(['data.json', 'data.yaml', '.manifest', 'signatures.json']);
+
+function fileDigest(path: string, bytes: Uint8Array, digest: string): string {
+  const hash = createHash(digest);
+  if (!STRUCTURED_FILES.has(path.slice(path.lastIndexOf('/') + 1))) return hash.update(bytes).digest('hex');
+  try {
+    return hash.update(opaCanonicalJson(new TextDecoder().decode(bytes))).digest('hex');
+  } catch (error) {
+    throw new BundleRejectedError('signature_mismatch', `${path} cannot be parsed to compute its digest`, { cause: error });
+  }
+}
+
+/** Go's filepath.Match for `*` (any run of non-slash characters) and `?` (one non-slash character). */
+function globToRegExp(pattern: string): RegExp {
+  const source = [...pattern]
+    .map((c) => (c === '*' ? '[^/]*' : c === '?' ? '[^/]' : c.replace(/[.+^${}()|[\]\\*?]/g, '\\$&')))
+    .join('');
+  return new RegExp(`^${source}$`, 'u');
+}

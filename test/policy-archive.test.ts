@@ -1,0 +1,256 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import tarStream from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BundleRejectedError, ConfigError } from '../src/errors.ts';
+import { DEFAULT_ARCHIVE_LIMITS, readBundleArchive, type ArchiveLimits } from '../src/policy/archive.ts';
+import { opaPath } from '../src/toolchain/opa.ts';
+
+/** One raw ustar entry: a header block written byte by byte, then the body padded to 512. */
+function entry(name: string, options: { type?: string; body?: string | Uint8Array; linkname?: string; size?: number } = {}): Buffer {
+  const body = typeof options.body === 'string' ? Buffer.from(options.body) : Buffer.from(options.body ?? []);
+  const header = Buffer.alloc(512);
+  header.write(name, 0, 100, 'utf8');
+  header.write('0000644\0', 100);
+  header.write('0000000\0', 108);
+  header.write('0000000\0', 116);
+  header.write(`${(options.size ?? body.byteLength).toString(8).padStart(11, '0')}\0`, 124);
+  header.write('00000000000\0', 136);
+  header.write(options.type ?? '0', 156);
+  if (options.linkname) header.write(options.linkname, 157, 100);
+  header.write('ustar\u000000', 257, 'latin1');
+  header.fill(0x20, 148, 156);
+  const checksum = header.reduce((sum, byte) => sum + byte, 0);
+  header.write(`${checksum.toString(8).padStart(6, '0')}\0 `, 148);
+  const padded = Buffer.alloc(Math.ceil(body.byteLength / 512) * 512);
+  body.copy(padded);
+  return Buffer.concat([header, padded]);
+}
+
+/** A pax extended header carrying `records` for the entry that follows it. */
+function pax(records: Record<string, string>): Buffer {
+  const body = Object.entries(records)
+    .map(([key, value]) => {
+      const text = ` ${key}=${value}\n`;
+      // The length counts its own digits.
+      let length = Buffer.byteLength(text);
+      while (String(length).length + Buffer.byteLength(text) !== length) length = String(length).length + Buffer.byteLength(text);
+      return `${length}${text}`;
+    })
+    .join('');
+  return entry('PaxHeaders/x', { type: 'x', body });
+}
+
+function tarGz(...entries: Buffer[]): Buffer {
+  return gzipSync(Buffer.concat([...entries, Buffer.alloc(1024)]));
+}
+
+async function rejection(archive: Uint8Array, limits?: Partial<ArchiveLimits>): Promise<BundleRejectedError> {
+  const error = await readBundleArchive(archive, limits).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(BundleRejectedError);
+  return error as BundleRejectedError;
+}
+
+async function expectCheck(archive: Uint8Array, check: string, limits?: Partial<ArchiveLimits>): Promise<void> {
+  expect((await rejection(archive, limits)).check).toBe(check);
+}
+
+describe('readBundleArchive', () => {
+  let dir: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'arbiter-archive-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('reads a bundle built by opa, keyed by path without the leading slash', async () => {
+    mkdirSync(join(dir, 'src/authz'), { recursive: true });
+    writeFileSync(join(dir, 'src/authz/policy.rego'), 'package authz\n\nallow if input.user == "alice"\n');
+    writeFileSync(join(dir, 'src/data.json'), '{"authz": {"admins": ["alice"]}}');
+    writeFileSync(join(dir, 'src/.manifest'), '{"roots": ["authz"], "revision": "r7"}');
+    execFileSync(opaPath(), ['build', '-b', '.', '-o', join(dir, 'bundle.tar.gz')], { cwd: join(dir, 'src') });
+
+    const files = await readBundleArchive(readFileSync(join(dir, 'bundle.tar.gz')));
+
+    expect([...files.keys()].sort()).toEqual(['.manifest', 'authz/policy.rego', 'data.json']);
+    expect(JSON.parse(Buffer.from(files.get('data.json')!).toString())).toEqual({ authz: { admins: ['alice'] } });
+    expect(JSON.parse(Buffer.from(files.get('.manifest')!).toString())).toMatchObject({ revision: 'r7', roots: ['authz'] });
+  });
+
+  it('accepts the ./ form and directory entries that tar -C dir . writes', async () => {
+    const files = await readBundleArchive(
+      tarGz(entry('./', { type: '5' }), entry('./authz/', { type: '5' }), entry('./authz/policy.rego', { body: 'package authz' }), entry('.manifest', { body: '{}' })),
+    );
+    expect([...files.keys()].sort()).toEqual(['.manifest', 'authz/policy.rego']);
+    expect(Buffer.from(files.get('authz/policy.rego')!).toString()).toBe('package authz');
+  });
+
+  it('reads long names from pax headers, ustar prefixes and GNU long-name entries', async () => {
+    const long = `${'d'.repeat(120)}/${'f'.repeat(120)}.rego`;
+    const pack = tarStream.pack();
+    pack.entry({ name: `/${long}` }, 'from pax');
+    pack.entry({ name: `/${'p'.repeat(90)}/${'q'.repeat(90)}.rego` }, 'from prefix');
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const chunk of pack) chunks.push(chunk as Buffer);
+    const gnu = Buffer.concat([entry('././@LongLink', { type: 'L', body: `${'g'.repeat(150)}.rego\0` }), entry('truncated', { body: 'from gnu' })]);
+
+    const files = await readBundleArchive(tarGz(Buffer.concat(chunks).subarray(0, -1024), gnu));
+
+    expect(Buffer.from(files.get(long)!).toString()).toBe('from pax');
+    expect(Buffer.from(files.get(`${'p'.repeat(90)}/${'q'.repeat(90)}.rego`)!).toString()).toBe('from prefix');
+    expect(Buffer.from(files.get(`${'g'.repeat(150)}.rego`)!).toString()).toBe('from gnu');
+    expect(files.size).toBe(3);
+  });
+
+  it('applies a pax size override to the entry that follows', async () => {
+    const files = await readBundleArchive(tarGz(pax({ size: '3' }), entry('a.rego', { body: 'abcdef', size: 6 })));
+    expect(Buffer.from(files.get('a.rego')!).toString()).toBe('abc');
+  });
+
+  describe('rejects hostile names', () => {
+    it.each([
+      ['../evil.rego', 'archive_path_traversal'],
+      ['authz/../../evil.rego', 'archive_path_traversal'],
+      ['/../evil.rego', 'archive_path_traversal'],
+      ['./../evil.rego', 'archive_path_traversal'],
+      ['//etc/passwd', 'archive_path_absolute'],
+      ['.//etc/passwd', 'archive_path_absolute'],
+      ['a//b.rego', 'archive_path_invalid'],
+      ['a/./b.rego', 'archive_path_invalid'],
+      ['././a.rego', 'archive_path_invalid'],
+      ['a/', 'archive_path_invalid'],
+      ['a\\..\\b.rego', 'archive_path_invalid'],
+      ['a\nb.rego', 'archive_path_invalid'],
+      ['a\u0001b.rego', 'archive_path_invalid'],
+      ['a\u007fb.rego', 'archive_path_invalid'],
+      ['a\u0085b.rego', 'archive_path_invalid'],
+    ])('%j -> %s', async (name, check) => {
+      await expectCheck(tarGz(entry(name, { body: 'x' })), check);
+    });
+
+    it('checks directory names too', async () => {
+      await expectCheck(tarGz(entry('../outside/', { type: '5' })), 'archive_path_traversal');
+    });
+
+    it('an empty name', async () => {
+      await expectCheck(tarGz(pax({ path: '' }), entry('ignored', { body: 'x' })), 'archive_path_invalid');
+    });
+
+    it('a NUL byte smuggled in through a pax path', async () => {
+      await expectCheck(tarGz(pax({ path: 'a\u0000b.rego' }), entry('ignored', { body: 'x' })), 'archive_path_invalid');
+    });
+
+    it('traversal smuggled in through a pax path', async () => {
+      await expectCheck(tarGz(pax({ path: '/../../etc/passwd' }), entry('innocent.rego', { body: 'x' })), 'archive_path_traversal');
+    });
+
+    it('names that are not UTF-8', async () => {
+      const header = entry('placeholder', { body: 'x' });
+      const archive = Buffer.concat([header, Buffer.alloc(1024)]);
+      archive[0] = 0xff;
+      const sum = archive.subarray(0, 512).reduce((s, b, i) => s + (i >= 148 && i < 156 ? 0x20 : b), 0);
+      archive.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+      await expectCheck(gzipSync(archive), 'archive_path_invalid');
+    });
+
+    it('names longer than maxPathLength', async () => {
+      await expectCheck(tarGz(entry(`${'a'.repeat(40)}.rego`, { body: 'x' })), 'archive_path_too_long', { maxPathLength: 32 });
+    });
+  });
+
+  describe('rejects entry types other than files and directories', () => {
+    it.each([
+      ['symlink', '2'],
+      ['hard link', '1'],
+      ['character device', '3'],
+      ['block device', '4'],
+      ['fifo', '6'],
+      ['contiguous file', '7'],
+      ['GNU sparse file', 'S'],
+    ])('%s', async (_kind, type) => {
+      const error = await rejection(tarGz(entry('policy.wasm', { type, linkname: '/etc/passwd' })));
+      expect(error.check).toBe('archive_entry_type');
+      expect(error.message).toContain('policy.wasm');
+    });
+  });
+
+  describe('rejects duplicates after normalization', () => {
+    it.each([
+      ['a.rego', 'a.rego'],
+      ['./a.rego', 'a.rego'],
+      ['/a.rego', 'a.rego'],
+      ['/a.rego', './a.rego'],
+    ])('%j beside %j', async (first, second) => {
+      await expectCheck(tarGz(entry(first, { body: '1' }), entry(second, { body: '2' })), 'archive_duplicate_entry');
+    });
+  });
+
+  describe('enforces limits', () => {
+    it('cuts off a gzip bomb at the default decompressed limit', async () => {
+      const bombSize = DEFAULT_ARCHIVE_LIMITS.maxDecompressedBytes + 16 * 1024 * 1024;
+      const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size: bombSize }), Buffer.alloc(bombSize)]), { level: 1 });
+      expect(bomb.byteLength).toBeLessThan(DEFAULT_ARCHIVE_LIMITS.maxCompressedBytes);
+      await expectCheck(bomb, 'archive_decompressed_too_large');
+    });
+
+    it('rejects a compressed archive over the limit before inflating it', async () => {
+      await expectCheck(tarGz(entry('a.rego', { body: 'x'.repeat(4096) })), 'archive_compressed_too_large', { maxCompressedBytes: 10 });
+    });
+
+    it('rejects a file over the per-file limit', async () => {
+      await expectCheck(tarGz(entry('policy.wasm', { body: Buffer.alloc(2048) })), 'archive_entry_too_large', { maxFileBytes: 1024 });
+    });
+
+    it('accepts a file at the per-file limit', async () => {
+      const files = await readBundleArchive(tarGz(entry('policy.wasm', { body: Buffer.alloc(1024, 7) })), { maxFileBytes: 1024 });
+      expect(files.get('policy.wasm')?.byteLength).toBe(1024);
+    });
+
+    it('rejects too many entries, directories included', async () => {
+      const entries = [entry('d/', { type: '5' }), ...Array.from({ length: 5 }, (_, i) => entry(`d/${i}.rego`, { body: 'x' }))];
+      await expectCheck(tarGz(...entries), 'archive_too_many_entries', { maxEntries: 5 });
+      expect((await readBundleArchive(tarGz(...entries), { maxEntries: 6 })).size).toBe(5);
+    });
+
+    it('refuses limits that are not positive integers', async () => {
+      await expect(readBundleArchive(tarGz(), { maxEntries: 0 })).rejects.toBeInstanceOf(ConfigError);
+    });
+  });
+
+  describe('rejects what is not a gzip-compressed tar', () => {
+    it('an uncompressed tar', async () => {
+      await expectCheck(Buffer.concat([entry('a.rego', { body: 'x' }), Buffer.alloc(1024)]), 'archive_not_gzip');
+    });
+
+    it('a truncated gzip stream', async () => {
+      const archive = tarGz(entry('a.rego', { body: 'x'.repeat(10_000) }));
+      await expectCheck(archive.subarray(0, archive.byteLength / 2), 'archive_not_gzip');
+    });
+
+    it('gzip of something that is not a tar', async () => {
+      await expectCheck(gzipSync(Buffer.from('{"this": "is json, not a tar archive"}'.repeat(40))), 'archive_not_tar');
+    });
+
+    it('a header with a wrong checksum', async () => {
+      const archive = Buffer.concat([entry('a.rego', { body: 'x' }), Buffer.alloc(1024)]);
+      archive[0] = 'b'.charCodeAt(0);
+      await expectCheck(gzipSync(archive), 'archive_not_tar');
+    });
+
+    it('an entry whose data is cut short', async () => {
+      const whole = entry('a.rego', { body: 'x'.repeat(2000) });
+      await expectCheck(gzipSync(whole.subarray(0, 1024)), 'archive_not_tar');
+    });
+
+    it('a malformed pax record', async () => {
+      await expectCheck(tarGz(entry('PaxHeaders/x', { type: 'x', body: '99 path=a\n' }), entry('a.rego', { body: 'x' })), 'archive_not_tar');
+    });
+  });
+});
