@@ -8,45 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BundleRejectedError, ConfigError } from '../src/errors.ts';
 import { DEFAULT_ARCHIVE_LIMITS, readBundleArchive, type ArchiveLimits } from '../src/policy/archive.ts';
 import { opaPath } from '../src/toolchain/opa.ts';
-
-/** One raw ustar entry: a header block written byte by byte, then the body padded to 512. */
-function entry(name: string, options: { type?: string; body?: string | Uint8Array; linkname?: string; size?: number } = {}): Buffer {
-  const body = typeof options.body === 'string' ? Buffer.from(options.body) : Buffer.from(options.body ?? []);
-  const header = Buffer.alloc(512);
-  header.write(name, 0, 100, 'utf8');
-  header.write('0000644\0', 100);
-  header.write('0000000\0', 108);
-  header.write('0000000\0', 116);
-  header.write(`${(options.size ?? body.byteLength).toString(8).padStart(11, '0')}\0`, 124);
-  header.write('00000000000\0', 136);
-  header.write(options.type ?? '0', 156);
-  if (options.linkname) header.write(options.linkname, 157, 100);
-  header.write('ustar\u000000', 257, 'latin1');
-  header.fill(0x20, 148, 156);
-  const checksum = header.reduce((sum, byte) => sum + byte, 0);
-  header.write(`${checksum.toString(8).padStart(6, '0')}\0 `, 148);
-  const padded = Buffer.alloc(Math.ceil(body.byteLength / 512) * 512);
-  body.copy(padded);
-  return Buffer.concat([header, padded]);
-}
-
-/** A pax extended header carrying `records` for the entry that follows it. */
-function pax(records: Record<string, string>): Buffer {
-  const body = Object.entries(records)
-    .map(([key, value]) => {
-      const text = ` ${key}=${value}\n`;
-      // The length counts its own digits.
-      let length = Buffer.byteLength(text);
-      while (String(length).length + Buffer.byteLength(text) !== length) length = String(length).length + Buffer.byteLength(text);
-      return `${length}${text}`;
-    })
-    .join('');
-  return entry('PaxHeaders/x', { type: 'x', body });
-}
-
-function tarGz(...entries: Buffer[]): Buffer {
-  return gzipSync(Buffer.concat([...entries, Buffer.alloc(1024)]));
-}
+import { entry, pax, tarGz } from './support/hostile-archives.ts';
 
 async function rejection(archive: Uint8Array, limits?: Partial<ArchiveLimits>): Promise<BundleRejectedError> {
   const error = await readBundleArchive(archive, limits).then(

@@ -24,15 +24,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 export function parseConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw);
   if (!result.success) throw new ConfigError(describeIssues(result.error), source);
-  const config = result.data;
-  const refused = config.dev_issuer.enabled && (config.mode === 'production' || process.env.NODE_ENV === 'production');
-  if (refused) {
-    throw new ConfigError(
-      [{ path: 'dev_issuer.enabled', message: 'the development issuer is refused in production (mode: production or NODE_ENV=production)' }],
-      source,
-    );
-  }
-  return config;
+  return result.data;
 }
 
 export function describeIssues(error: z.ZodError): { path: string; message: string }[] {

@@ -1,4 +1,7 @@
 import { z } from 'zod';
+import { gatewaySchema, tlsSchema } from './gateway.ts';
+import { BUNDLE_NAME_PATTERN } from '../policy/bundle-name.ts';
+import { BUNDLE_SIGNING_ALGORITHMS } from '../policy/signatures.ts';
 
 /**
  * The one schema for Arbiter's configuration (YAML file + ARBITER_* overrides).
@@ -7,7 +10,7 @@ import { z } from 'zod';
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
-function isLoopbackHost(hostname: string): boolean {
+export function isLoopbackHost(hostname: string): boolean {
   return LOOPBACK_HOSTS.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
@@ -62,7 +65,79 @@ export const issuerSchema = z
 
 export type IssuerConfig = z.infer<typeof issuerSchema>;
 
-export const configSchema = z.strictObject({
+const bundleNameSchema = z.string().regex(BUNDLE_NAME_PATTERN, 'must be 1-64 lowercase letters, digits, _ or - (not starting with _ or -)');
+
+const signingKeySchema = z
+  .strictObject({
+    key: nonEmpty.optional().describe('PEM public key or certificate; for HS* the shared secret.'),
+    key_file: nonEmpty.optional().describe('File holding the key.'),
+    algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS),
+  })
+  .refine((k) => (k.key === undefined) !== (k.key_file === undefined), 'exactly one of key, key_file is required');
+
+const signatureVerificationSchema = z.strictObject({
+  keys: z.record(nonEmpty, signingKeySchema).default({}).describe('Verification keys by key id (`kid`).'),
+  scope: nonEmpty.optional().describe('The `scope` claim signed bundles must carry; none means they must carry none.'),
+  exclude: z.array(nonEmpty).default([]).describe('Files exempt from signing (`*` and `?` wildcards).'),
+});
+
+const bundleSourceSchema = z.strictObject({
+  name: bundleNameSchema,
+  url: z
+    .url({ message: 'must be an absolute URL' })
+    .refine((value) => {
+      const url = new URL(value);
+      return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
+    }, 'must use https (plain http is allowed only for loopback hosts)')
+    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match).'),
+  poll_interval_s: z.number().positive().default(60),
+  timeout_ms: z.number().int().positive().default(10_000),
+});
+
+const MiB = 1024 * 1024;
+
+const bundlesSchema = z
+  .strictObject({
+    dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name.'),
+    default: nonEmpty.default('authz'),
+    store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart.'),
+    require_signatures: z
+      .boolean()
+      .optional()
+      .describe('Refuse unsigned bundles on PUT and pull; unset means true unless mode is development.'),
+    signing: signatureVerificationSchema
+      .extend({
+        bundles: z
+          .record(bundleNameSchema, signatureVerificationSchema)
+          .default({})
+          .describe('Per-bundle keys, scope and exclude: replace the shared ones for that bundle.'),
+      })
+      .prefault({}),
+    sources: z.array(bundleSourceSchema).default([]).describe('Bundles pulled from a bundle server, one source per bundle name.'),
+    limits: z
+      .strictObject({
+        max_compressed_bytes: z.number().int().positive().default(16 * MiB),
+        max_decompressed_bytes: z.number().int().positive().default(64 * MiB),
+        max_file_bytes: z.number().int().positive().default(32 * MiB),
+        max_entries: z.number().int().positive().default(1000),
+        max_path_length: z.number().int().positive().default(512),
+        max_data_depth: z.number().int().min(2).max(256).default(32).describe('Nesting depth of the data the bundle carries.'),
+        max_data_bytes: z.number().int().positive().default(16 * MiB).describe('Serialized size of the data the bundle carries.'),
+      })
+      .prefault({}),
+  })
+  .superRefine((bundles, ctx) => {
+    const seen = new Set<string>();
+    for (const [i, source] of bundles.sources.entries()) {
+      if (seen.has(source.name)) ctx.addIssue({ code: 'custom', path: ['sources', i, 'name'], message: `${source.name} has more than one source` });
+      seen.add(source.name);
+    }
+  })
+  .prefault({});
+
+export type BundlesConfig = z.infer<typeof bundlesSchema>;
+
+const configShape = z.strictObject({
   mode: z
     .enum(['development', 'production'])
     .default(process.env.NODE_ENV === 'production' ? 'production' : 'development')
@@ -72,6 +147,18 @@ export const configSchema = z.strictObject({
       host: nonEmpty.default('127.0.0.1'),
       port: z.number().int().min(0).max(65_535).default(8181),
       body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024),
+      shutdown_timeout_s: z.number().positive().max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
+      tls: tlsSchema.optional().describe('Serve HTTPS; needed for gateway mTLS.'),
+    })
+    .prefault({}),
+  gateway: gatewaySchema.prefault({}),
+  engine: z
+    .strictObject({
+      workers: z
+        .number().int().min(0).max(64).default(1)
+        .describe('Worker threads evaluating policies; 0 evaluates on the main thread (no deadline: for benchmarks and debugging only).'),
+      deadline_ms: z.number().int().positive().max(60_000).default(100).describe('An evaluation still running after this is stopped: deny policy_timeout.'),
+      max_memory_mb: z.number().int().min(2).max(4096).default(256).describe('WebAssembly memory ceiling per policy instance: beyond it, deny policy_resource_limit.'),
     })
     .prefault({}),
   logging: z
@@ -82,29 +169,97 @@ export const configSchema = z.strictObject({
   tokens: z
     .strictObject({
       max_token_bytes: z.number().int().positive().max(64 * 1024).default(8192),
+      verification_cache_size: z
+        .number().int().min(0).default(10_000)
+        .describe('Verified tokens remembered until they expire (0 disables); revocation is still checked every decision.'),
     })
     .prefault({}),
   issuers: z.array(issuerSchema).default([]),
+  admin: z
+    .strictObject({
+      issuers: z.array(issuerSchema).default([]).describe('Issuers of admin bearer tokens (same shape as issuers).'),
+      allow_dev_issuer: z.boolean().default(false).describe('Accept development issuer tokens on admin endpoints (development only).'),
+    })
+    .prefault({}),
   dev_issuer: z
     .strictObject({
       enabled: z.boolean().default(false).describe('Local development issuer; refused in production mode or NODE_ENV=production.'),
       key_file: nonEmpty.default('.arbiter/dev-issuer.jwk.json').describe('Private key, generated on first start (git-ignored).'),
     })
     .prefault({}),
-  bundles: z
+  bundles: bundlesSchema,
+  authzen: z
     .strictObject({
-      dir: nonEmpty.default('bundles'),
-      default: nonEmpty.default('authz'),
+      default_bundle: nonEmpty
+        .optional()
+        .describe('Bundle that answers AuthZEN requests naming no tenant; without it such requests get 503.'),
+      tenants: z
+        .record(nonEmpty, nonEmpty)
+        .default({})
+        .describe('Tenant name -> bundle, the tenant read from the X-Tenant header or else context.tenant.'),
+      public_url: z
+        .url({ message: 'must be an absolute URL' })
+        .refine((value) => {
+          const url = new URL(value);
+          return (url.protocol === 'https:' || url.protocol === 'http:') && url.search === '' && url.hash === '';
+        }, 'must be an http(s) URL without query or fragment')
+        .optional()
+        .describe('Base URL advertised as policy_decision_point; the origin the request was sent to when absent.'),
     })
     .prefault({}),
   data: z
     .strictObject({
+      path: nonEmpty.default('.arbiter/data.db').describe('SQLite file for live data and revocations.'),
+      max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024),
+      max_depth: z.number().int().min(2).max(256).default(32),
+      max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data.'),
+      revocation_prune_interval_s: z.number().int().positive().default(60),
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()
-        .describe('Top-level live data documents loaded from JSON files at start, e.g. {entitlements: examples/entitlements.json}.'),
+        .describe('Documents loaded from JSON files at start when the store does not have them yet, e.g. {entitlements: examples/entitlements.json}.'),
+    })
+    .prefault({}),
+  opa_compat: z
+    .strictObject({
+      enabled: z
+        .boolean()
+        .default(false)
+        .describe('POST /v1/data/{bundle}/{rule}: OPA data API on caller-supplied input, claims unverified. Only behind a trusted caller.'),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe('GET /metrics: Prometheus metrics, unauthenticated; turn off or keep the port internal.'),
     })
     .prefault({}),
 });
 
+export const configSchema = configShape.superRefine(crossFieldChecks);
+
 export type Config = z.infer<typeof configSchema>;
+export type AuthzenConfig = Config['authzen'];
+
+/** Rules that span sections; each issue names the key to change. */
+function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.RefinementCtx): void {
+  const production = config.mode === 'production' || process.env.NODE_ENV === 'production';
+  if (production && config.dev_issuer.enabled) {
+    ctx.addIssue({ code: 'custom', path: ['dev_issuer', 'enabled'], message: 'the development issuer is refused in production (mode: production or NODE_ENV=production)' });
+  }
+  if (production && config.admin.allow_dev_issuer) {
+    ctx.addIssue({ code: 'custom', path: ['admin', 'allow_dev_issuer'], message: 'the development issuer is refused in production (mode: production or NODE_ENV=production)' });
+  }
+  if (config.admin.allow_dev_issuer && !config.dev_issuer.enabled) {
+    ctx.addIssue({ code: 'custom', path: ['admin', 'allow_dev_issuer'], message: 'needs dev_issuer.enabled' });
+  }
+  if (config.gateway.authentication === 'none' && !isLoopbackHost(config.server.host)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['gateway', 'authentication'],
+      message: `none is only allowed on a loopback host (server.host is ${config.server.host}): use api_key or mtls`,
+    });
+  }
+  if (config.gateway.authentication === 'mtls' && config.server.tls?.ca_file === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['server', 'tls', 'ca_file'], message: 'gateway mtls needs server.tls with a ca_file for client certificates' });
+  }
+}

@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
 import { BundleRejectedError } from '../errors.ts';
-import { readBundleArchive, type ArchiveLimits } from './archive.ts';
-import { DEFAULT_ENGINE_LIMITS, PolicyEngine, type EngineLimits } from './engine.ts';
+import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
+import { policyResultSchema } from './contract.ts';
+import { singleResult } from './engine.ts';
+import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
+import { defineValue, isObject } from './overlay.ts';
 import { checkPolicyWasm } from './wasm-check.ts';
 
 /** A bundle revision that passed every check and can serve decisions. */
@@ -14,13 +17,18 @@ export interface PolicyBundle {
   readonly manifest: Manifest;
   /** data.json content that came with the bundle; owned by the bundle's roots. */
   readonly data: Record<string, unknown>;
-  readonly engine: PolicyEngine;
+  readonly wasm: Uint8Array;
+  /** Entrypoints compiled into the module, e.g. `authz/decision`. */
+  readonly entrypoints: ReadonlySet<string>;
   readonly archive: Uint8Array;
 }
 
 export interface LoadBundleOptions {
+  /** Runs the smoke evaluation, under the same deadline and memory ceiling as decisions. */
+  evaluator: PolicyEvaluator;
   archiveLimits?: Partial<ArchiveLimits>;
-  engineLimits?: EngineLimits;
+  /** The archive's files when the caller has read them already (e.g. to verify signatures). */
+  files?: BundleFiles;
 }
 
 export function decisionEntrypoint(bundleName: string): string {
@@ -31,8 +39,8 @@ export function decisionEntrypoint(bundleName: string): string {
  * Reads, validates and instantiates a bundle archive in memory. Throws BundleRejectedError
  * naming the failed check; nothing here touches what is currently active.
  */
-export async function loadBundle(name: string, archive: Uint8Array, options: LoadBundleOptions = {}): Promise<PolicyBundle> {
-  const files = await readBundleArchive(archive, options.archiveLimits);
+export async function loadBundle(name: string, archive: Uint8Array, options: LoadBundleOptions): Promise<PolicyBundle> {
+  const files = options.files ?? (await readBundleArchive(archive, options.archiveLimits));
   const manifest = parseManifest(files);
   // parseManifest guarantees exactly one wasm module and that its file exists.
   const wasm = files.get(wasmModulePath(manifest.wasm[0]!.module))!;
@@ -40,29 +48,25 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
   if (!manifest.wasm.some((w) => w.entrypoint === entrypoint)) {
     throw new BundleRejectedError('entrypoint_missing', `bundle ${name} must declare the entrypoint ${entrypoint}`);
   }
-  checkPolicyWasm(wasm, manifest);
-  const data = bundleData(files);
-
-  let engine: PolicyEngine;
-  try {
-    engine = await PolicyEngine.load(wasm, options.engineLimits ?? DEFAULT_ENGINE_LIMITS);
-    engine.setData(data);
-  } catch (error) {
-    throw new BundleRejectedError('wasm_instantiate', `policy.wasm cannot be instantiated: ${(error as Error).message}`);
-  }
-  const smoke = engine.evaluate(entrypoint, JSON.stringify(SMOKE_INPUT));
-  if (!smoke.ok) {
-    throw new BundleRejectedError('smoke_evaluation', `${entrypoint} failed on an unauthenticated request: ${smoke.code}: ${smoke.message}`);
-  }
-  return {
+  const { entrypoints } = checkPolicyWasm(wasm, manifest);
+  const bundle: PolicyBundle = {
     name,
     revision: manifest.revision ?? '',
     digest: createHash('sha256').update(archive).digest('hex'),
     manifest,
-    data,
-    engine,
+    data: bundleData(files),
+    wasm,
+    entrypoints: new Set(Object.keys(entrypoints)),
     archive,
   };
+  const smoke = await options.evaluator.evaluate(bundle, entrypoint, JSON.stringify(SMOKE_INPUT));
+  const contract = smoke.ok ? policyResultSchema.safeParse(singleResult(smoke.resultSet)) : undefined;
+  if (!smoke.ok || !contract?.success) {
+    options.evaluator.release(bundle.digest);
+    const why = smoke.ok ? 'the result is not {allow, reasons, obligations?}' : `${smoke.code}: ${smoke.message}`;
+    throw new BundleRejectedError('smoke_evaluation', `${entrypoint} failed on an unauthenticated request: ${why}`);
+  }
+  return bundle;
 }
 
 /** The least a policy can be asked: nobody asking for anything. It must still answer the contract. */
@@ -120,13 +124,4 @@ function mergeInto(target: Record<string, unknown>, source: Record<string, unkno
       throw new BundleRejectedError('data_conflict', `${path} redefines ${key}`);
     }
   }
-}
-
-export function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Define, never assign: a `__proto__` key in data stays a key. */
-export function defineValue(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }

@@ -2,7 +2,7 @@ import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { policyResultSchema, type PolicyResult } from './contract.ts';
 
 /** Why an evaluation produced no usable result; each is a deny reason code. */
-export type EvaluationFailureCode = 'policy_error' | 'policy_contract_violation' | 'policy_resource_limit';
+export type EvaluationFailureCode = 'policy_error' | 'policy_contract_violation' | 'policy_resource_limit' | 'policy_timeout';
 
 export type Evaluation =
   | { ok: true; result: PolicyResult }
@@ -52,8 +52,10 @@ export class PolicyEngine {
       const input = new TextEncoder().encode(inputJson);
       return { ok: true, resultSet: this.#policy.evaluate(input.buffer, entrypoint) as unknown };
     } catch (error) {
-      if (error instanceof RangeError) {
-        return { ok: false, code: 'policy_resource_limit', message: `policy exceeded its memory limit: ${error.message}` };
+      // WebAssembly memory growth past its maximum: a RangeError from the host, or the
+      // policy's own allocator giving up.
+      if (error instanceof RangeError || /opa_malloc: failed/.test(describe(error))) {
+        return { ok: false, code: 'policy_resource_limit', message: `policy exceeded its memory limit: ${describe(error)}` };
       }
       return { ok: false, code: 'policy_error', message: `policy evaluation failed: ${describe(error)}` };
     }
@@ -69,7 +71,8 @@ export function singleResult(resultSet: unknown): unknown {
   return Array.isArray(resultSet) && resultSet.length === 1 ? (resultSet[0] as { result?: unknown }).result : undefined;
 }
 
-function checkContract(resultSet: unknown): Evaluation {
+/** Checks an entrypoint's result set against the decision contract. */
+export function checkContract(resultSet: unknown): Evaluation {
   if (!Array.isArray(resultSet) || resultSet.length !== 1) {
     return {
       ok: false,

@@ -1,5 +1,5 @@
 import { ownedByRoots, type DataPath } from '../data/data-path.ts';
-import { defineValue, isObject, type PolicyBundle } from './bundle.ts';
+import type { PolicyBundle } from './bundle.ts';
 
 /**
  * Owns which revision of each bundle is active. Activation is a single map assignment:
@@ -7,8 +7,12 @@ import { defineValue, isObject, type PolicyBundle } from './bundle.ts';
  */
 export class BundleRegistry {
   readonly #active = new Map<string, PolicyBundle>();
-  #liveData: Record<string, unknown> = {};
-  #dataVersion = 0;
+  readonly #onRetire: (bundle: PolicyBundle) => void;
+
+  /** `onRetire` hears of each revision no bundle serves any more (to free its instances). */
+  constructor(options: { onRetire?: (bundle: PolicyBundle) => void } = {}) {
+    this.#onRetire = options.onRetire ?? (() => {});
+  }
 
   get(name: string): PolicyBundle | undefined {
     return this.#active.get(name);
@@ -23,43 +27,25 @@ export class BundleRegistry {
   }
 
   activate(bundle: PolicyBundle): PolicyBundle | undefined {
-    bundle.engine.setData(overlay(this.#liveData, bundle.data));
     const previous = this.#active.get(bundle.name);
     this.#active.set(bundle.name, bundle);
+    if (previous && previous.digest !== bundle.digest) this.#retire(previous);
     return previous;
   }
 
   deactivate(name: string): PolicyBundle | undefined {
     const previous = this.#active.get(name);
     this.#active.delete(name);
+    if (previous) this.#retire(previous);
     return previous;
-  }
-
-  /** Version of the live data every active bundle currently evaluates against. */
-  get dataVersion(): number {
-    return this.#dataVersion;
-  }
-
-  /** New live data for every active bundle. Copying data into WASM happens here, once per change. */
-  setLiveData(data: Record<string, unknown>, version: number): void {
-    this.#liveData = data;
-    this.#dataVersion = version;
-    for (const bundle of this.#active.values()) bundle.engine.setData(overlay(data, bundle.data));
   }
 
   /** The active bundle whose roots cover `path` (inside or above a root), if any: its data there is read-only. */
   ownerOf(path: DataPath): PolicyBundle | undefined {
     return this.list().find((bundle) => ownedByRoots(bundle.manifest.roots)(path));
   }
-}
 
-/** Live data with the bundle's own data laid over it: inside its roots the bundle always wins. */
-export function overlay(live: Record<string, unknown>, bundleData: Record<string, unknown>): Record<string, unknown> {
-  const merged: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(live)) defineValue(merged, key, value);
-  for (const [key, value] of Object.entries(bundleData)) {
-    const existing = Object.hasOwn(merged, key) ? merged[key] : undefined;
-    defineValue(merged, key, isObject(existing) && isObject(value) ? overlay(existing, value) : value);
+  #retire(bundle: PolicyBundle): void {
+    if (!this.list().some((active) => active.digest === bundle.digest)) this.#onRetire(bundle);
   }
-  return merged;
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
 
@@ -13,6 +13,11 @@ export interface TrustedIssuer {
 
 const MIN_HMAC_SECRET_BYTES = 32;
 
+export interface TrustedIssuerOptions {
+  /** The fetch a remote JWKS of `issuer` is loaded with (metrics count fetches through it); global fetch otherwise. */
+  jwksFetch?: (issuer: string) => FetchImplementation;
+}
+
 /**
  * Trusted issuers keyed by their exact `iss`. Tokens are routed by their (unverified) `iss`
  * to that issuer's keys only, so one issuer's keys can never vouch for another's tokens.
@@ -24,9 +29,9 @@ export class IssuerRegistry {
     for (const issuer of issuers) this.#byIss.set(issuer.config.issuer, issuer);
   }
 
-  static fromConfig(configs: readonly IssuerConfig[], inline: readonly TrustedIssuer[] = []): IssuerRegistry {
+  static fromConfig(configs: readonly IssuerConfig[], inline: readonly TrustedIssuer[] = [], options: TrustedIssuerOptions = {}): IssuerRegistry {
     const seen = new Set<string>();
-    const issuers = [...configs.map((config, index) => createTrustedIssuer(config, index)), ...inline];
+    const issuers = [...configs.map((config, index) => createTrustedIssuer(config, index, options)), ...inline];
     for (const [index, issuer] of issuers.entries()) {
       if (seen.has(issuer.config.issuer)) {
         throw new ConfigError([{ path: `issuers.${index}.issuer`, message: `duplicate issuer ${issuer.config.issuer}` }]);
@@ -45,13 +50,14 @@ export class IssuerRegistry {
   }
 }
 
-export function createTrustedIssuer(config: IssuerConfig, index: number): TrustedIssuer {
+export function createTrustedIssuer(config: IssuerConfig, index: number, options: TrustedIssuerOptions = {}): TrustedIssuer {
   const at = (key: string) => `issuers.${index}.${key}`;
   if (config.jwks_uri !== undefined) {
     const remote = createRemoteJWKSet(new URL(config.jwks_uri), {
       cacheMaxAge: config.jwks_cache_max_age_s * 1000,
       cooldownDuration: config.jwks_cooldown_s * 1000,
       timeoutDuration: config.jwks_timeout_ms,
+      ...(options.jwksFetch && { [customFetch]: options.jwksFetch(config.issuer) }),
     });
     return {
       config,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import type { IssuerRegistry, TrustedIssuer } from './trusted-issuers.ts';
+import type { VerificationCache } from './verification-cache.ts';
 
 /** Reason codes of a token that was sent but cannot be trusted; each becomes a deny reason. */
 export type TokenFailureCode =
@@ -42,6 +43,8 @@ export type TokenVerification = VerifiedToken | TokenFailure;
 
 export interface VerifyOptions {
   maxTokenBytes: number;
+  /** Successful verifications are reused from here until the token would expire. */
+  cache?: VerificationCache | undefined;
   /** Seconds since the epoch; injectable so tests and replays are deterministic. */
   now?: number;
 }
@@ -61,15 +64,23 @@ export async function verifyAccessToken(
   issuers: IssuerRegistry,
   options: VerifyOptions,
 ): Promise<TokenVerification> {
+  if (Buffer.byteLength(token) > options.maxTokenBytes) {
+    return { ok: false, code: 'token_too_large', message: `token is larger than ${options.maxTokenBytes} bytes`, fingerprint: tokenFingerprint(token) };
+  }
   const fingerprint = tokenFingerprint(token);
+  const now = options.now ?? Math.floor(Date.now() / 1000);
+  const cached = options.cache?.get(fingerprint, now);
+  if (cached) return cached;
+  const verification = await verifyUncached(token, fingerprint, issuers, now);
+  if (verification.ok) options.cache?.set(verification);
+  return verification;
+}
+
+async function verifyUncached(token: string, fingerprint: string, issuers: IssuerRegistry, now: number): Promise<TokenVerification> {
   const fail = (code: TokenFailureCode, message: string, claimedIssuer?: string): TokenFailure =>
     claimedIssuer === undefined
       ? { ok: false, code, message, fingerprint }
       : { ok: false, code, message, fingerprint, claimedIssuer };
-
-  if (Buffer.byteLength(token) > options.maxTokenBytes) {
-    return fail('token_too_large', `token is larger than ${options.maxTokenBytes} bytes`);
-  }
 
   let header: ProtectedHeaderParameters;
   let unverified: JWTPayload;
@@ -99,7 +110,7 @@ export async function verifyAccessToken(
       maxTokenAge: config.max_token_age_s,
       requiredClaims: [...ALWAYS_REQUIRED_CLAIMS, ...config.required_claims],
       ...(config.typ !== undefined && { typ: config.typ }),
-      ...(options.now !== undefined && { currentDate: new Date(options.now * 1000) }),
+      currentDate: new Date(now * 1000),
     };
     // jose's overloads differ for a key and a key resolver; both are valid here.
     payload = (

@@ -1,0 +1,175 @@
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ArbiterError } from '../errors.ts';
+import { buildBundle } from '../toolchain/build.ts';
+
+const HELP = `Usage: arbiter bundle <subcommand> [options]
+
+Subcommands:
+  build <dir>                  compile a bundle directory with the pinned opa (opa build -t wasm)
+  push <file|dir>              upload a bundle .tar.gz and activate it (a directory is built first)
+  list                         each bundle's active revision and stored revisions
+  activate <name> <revision>   activate a stored revision: roll back or forward
+
+Options:
+  --out <file>        build: output file (default <dir name>.tar.gz)
+  --revision <rev>    build, push of a directory: bundle revision (default: digest of the sources)
+  --name <name>       push: bundle name (default the file or directory name)
+  --url <url>         Arbiter base URL (default $ARBITER_URL or http://127.0.0.1:8181)
+  --token <token>     admin token with arbiter.bundles.write / .read (default $ARBITER_TOKEN)
+  --json              print the server's JSON answer
+  -h, --help
+
+Exit codes: 0 ok, 1 failure (build failed, server unreachable or refused), 2 usage.`;
+
+const DEFAULT_URL = 'http://127.0.0.1:8181';
+
+type Options = { out?: string; revision?: string; name?: string; url?: string; token?: string; json?: boolean };
+
+export async function bundleCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      out: { type: 'string' },
+      revision: { type: 'string' },
+      name: { type: 'string' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const [subcommand, ...args] = positionals;
+  const expect = (count: number) => {
+    if (args.length !== count) throw new ArbiterError('usage', `bundle ${subcommand} takes ${count} argument${count === 1 ? '' : 's'}\n\n${HELP}`);
+  };
+  switch (subcommand) {
+    case 'build':
+      expect(1);
+      return build(args[0]!, values);
+    case 'push':
+      expect(1);
+      return push(args[0]!, values);
+    case 'list':
+      expect(0);
+      return list(values);
+    case 'activate':
+      expect(2);
+      return activate(args[0]!, args[1]!, values);
+    default:
+      throw new ArbiterError('usage', `${subcommand ? `unknown subcommand ${JSON.stringify(subcommand)}` : 'a subcommand is required'}\n\n${HELP}`);
+  }
+}
+
+function build(dir: string, options: Options): number {
+  const out = options.out ?? `${basename(resolve(dir))}.tar.gz`;
+  if (!runBuild(dir, out, options.revision)) return 1;
+  console.log(options.json ? JSON.stringify({ out }) : `built ${out}`);
+  return 0;
+}
+
+function runBuild(dir: string, out: string, revision: string | undefined): boolean {
+  try {
+    buildBundle(dir, out, revision === undefined ? {} : { revision });
+    return true;
+  } catch (error) {
+    const stderr = (error as { stderr?: Buffer }).stderr?.toString().trim();
+    console.error(`arbiter: opa build failed for ${dir}${stderr ? `:\n${stderr}` : `: ${(error as Error).message}`}`);
+    return false;
+  }
+}
+
+async function push(path: string, options: Options): Promise<number> {
+  let isDir: boolean;
+  try {
+    isDir = statSync(path).isDirectory();
+  } catch {
+    throw new ArbiterError('usage', `${path} does not exist`);
+  }
+  const name = options.name ?? basename(resolve(path)).replace(/\.tar\.gz$/, '');
+  let archive: Buffer;
+  if (isDir) {
+    const temp = mkdtempSync(join(tmpdir(), 'arbiter-push-'));
+    try {
+      if (!runBuild(path, join(temp, 'bundle.tar.gz'), options.revision)) return 1;
+      archive = readFileSync(join(temp, 'bundle.tar.gz'));
+    } finally {
+      rmSync(temp, { recursive: true, force: true });
+    }
+  } else {
+    archive = readFileSync(path);
+  }
+  const answer = await request(options, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive);
+  if (answer === undefined) return 1;
+  if (!options.json) {
+    const body = answer as { outcome: string; revision: string; digest: string };
+    console.log(`${name}: revision ${body.revision} ${body.outcome === 'activated' ? 'activated' : 'already active'} (sha256 ${body.digest})`);
+  }
+  return 0;
+}
+
+interface Status {
+  name: string;
+  active: { revision: string; activated_at: string; activated_by: string; source: string } | null;
+  revisions: { revision: string; digest: string; stored_at: string }[];
+}
+
+async function list(options: Options): Promise<number> {
+  const answer = (await request(options, 'GET', '/v1/bundles')) as { bundles: Status[] } | undefined;
+  if (answer === undefined) return 1;
+  if (!options.json) {
+    for (const status of answer.bundles) console.log(describe(status));
+    if (answer.bundles.length === 0) console.log('no bundles');
+  }
+  return 0;
+}
+
+async function activate(name: string, revision: string, options: Options): Promise<number> {
+  const body = Buffer.from(JSON.stringify({ revision }));
+  const answer = (await request(options, 'POST', `/v1/bundles/${encodeURIComponent(name)}/activate`, { 'content-type': 'application/json' }, body)) as Status | undefined;
+  if (answer === undefined) return 1;
+  if (!options.json) console.log(describe(answer));
+  return 0;
+}
+
+function describe({ name, active, revisions }: Status): string {
+  const activeText = active ? `active ${active.revision} (${active.source}, by ${active.activated_by} at ${active.activated_at})` : 'not active';
+  const stored = revisions.map((r) => `\n  stored ${r.revision}  sha256:${r.digest.slice(0, 12)}  ${r.stored_at}`).join('');
+  return `${name}: ${activeText}${stored}`;
+}
+
+/** Sends one admin request; prints the JSON answer with --json, the problem on failure. Undefined means failure. */
+async function request(options: Options, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<unknown> {
+  const base = options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;
+  const token = options.token ?? process.env.ARBITER_TOKEN;
+  if (!token) throw new ArbiterError('usage', 'an admin token is required: --token or $ARBITER_TOKEN');
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
+  } catch (error) {
+    console.error(`arbiter: ${base} is unreachable: ${(error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message}`);
+    return undefined;
+  }
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  if (!response.ok) {
+    const problem = json as { code?: string; detail?: string } | undefined;
+    if (options.json && json !== undefined) console.log(text);
+    console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${problem?.code ?? 'error'}${problem?.detail ? `: ${problem.detail}` : ''}`);
+    return undefined;
+  }
+  if (options.json) console.log(text);
+  return json;
+}

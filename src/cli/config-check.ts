@@ -1,0 +1,31 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.ts';
+import { ConfigError } from '../errors.ts';
+
+const HELP = `Usage: arbiter config check <file> [--json]
+
+Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path.
+Exit codes: 0 valid, 2 invalid.`;
+
+export async function configCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  });
+  if (values.help || positionals[0] !== 'check' || positionals.length !== 2) {
+    (values.help ? console.log : console.error)(HELP);
+    return values.help ? 0 : 2;
+  }
+  const file = positionals[1]!;
+  try {
+    loadConfig({ file });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues }));
+    else console.error(error.message);
+    return 2;
+  }
+  console.log(values.json ? JSON.stringify({ valid: true, file, problems: [] }) : `${file}: valid`);
+  return 0;
+}

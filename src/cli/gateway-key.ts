@@ -1,0 +1,26 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { ArbiterError } from '../errors.ts';
+
+const HELP = `Usage: arbiter gateway-key --id <caller-id> [--json]
+
+Generates a random API key for a gateway and prints it with the gateway.api_keys entry to
+put in the configuration. Arbiter stores only the SHA-256 of the key; give the key itself
+to the gateway (Authorization: ApiKey <key>, or X-API-Key).`;
+
+export async function gatewayKeyCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { id: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!values.id) throw new ArbiterError('usage', `--id is required\n\n${HELP}`);
+  const key = `arb_${randomBytes(32).toString('base64url')}`;
+  const entry = { id: values.id, sha256: createHash('sha256').update(key).digest('hex') };
+  if (values.json) {
+    console.log(JSON.stringify({ key, api_key: entry }));
+  } else {
+    console.log(`key (give it to the gateway, it is not stored): ${key}\n\nconfiguration entry:\ngateway:\n  authentication: api_key\n  api_keys:\n    - id: ${entry.id}\n      sha256: ${entry.sha256}`);
+  }
+  return 0;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ArbiterError, ConfigError } from '../errors.ts';
+
+/** Exit codes scripts can rely on. */
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+// Commands load their modules on demand: `arbiter token` need not import the server.
+const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
+  serve: { summary: 'run the decision server', run: async (argv) => (await import('./serve.ts')).serveCommand(argv) },
+  token: { summary: 'mint a token from the local development issuer', run: async (argv) => (await import('./token.ts')).tokenCommand(argv) },
+  bundle: {
+    summary: 'bundle build|push|list|activate: build and manage policy bundles',
+    run: async (argv) => (await import('./bundle.ts')).bundleCommand(argv),
+  },
+  config: { summary: 'config check <file>: validate a configuration file', run: async (argv) => (await import('./config-check.ts')).configCommand(argv) },
+  'gateway-key': {
+    summary: 'generate a gateway API key and its configuration entry',
+    run: async (argv) => (await import('./gateway-key.ts')).gatewayKeyCommand(argv),
+  },
+};
+
+export function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, { summary }]) => `  ${name.padEnd(12)} ${summary}`);
+  return `Usage: arbiter <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nRun \`arbiter <command> --help\` for a command's options.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({ args: argv.slice(0, 1), options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: false });
+  const name = positionals[0];
+  if (!name || values.help) {
+    console.log(usage());
+    return name || values.help ? EXIT.ok : EXIT.usage;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`arbiter: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
+    return EXIT.usage;
+  }
+  return command.run(argv.slice(1));
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (error) {
+  if (error instanceof ConfigError) {
+    console.error(`arbiter: ${error.message}`);
+    process.exitCode = EXIT.usage;
+  } else if (error instanceof ArbiterError || (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
+    console.error(`arbiter: ${error.message}`);
+    process.exitCode = EXIT.usage;
+  } else {
+    console.error(error);
+    process.exitCode = EXIT.failure;
+  }
+}

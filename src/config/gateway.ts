@@ -1,0 +1,47 @@
+import { z } from 'zod';
+
+/**
+ * How gateways authenticate to the decision endpoints, and how much each may ask.
+ * `none` is for loopback development only; production uses API keys or mTLS.
+ */
+export const gatewaySchema = z
+  .strictObject({
+    authentication: z
+      .enum(['none', 'api_key', 'mtls'])
+      .default('none')
+      .describe('none (loopback only), api_key (Authorization: ApiKey <key> or X-API-Key) or mtls (server.tls with client certificates).'),
+    api_keys: z
+      .array(
+        z.strictObject({
+          id: z.string().trim().min(1).max(128).describe('Caller identity recorded with every decision.'),
+          sha256: z
+            .string()
+            .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)'),
+        }),
+      )
+      .default([]),
+    rate_limit: z
+      .strictObject({
+        requests_per_second: z.number().positive().optional().describe('Sustained rate per caller; unset: no rate limit.'),
+        burst: z.number().int().positive().default(200),
+      })
+      .prefault({}),
+    max_concurrent: z.number().int().positive().default(4096).describe('Decisions in flight at once; beyond it: 429.'),
+  })
+  .superRefine((gateway, ctx) => {
+    if (gateway.authentication === 'api_key' && gateway.api_keys.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['api_keys'], message: 'api_key authentication needs at least one key' });
+    }
+    const ids = gateway.api_keys.map((k) => k.id);
+    const duplicate = ids.find((id, index) => ids.indexOf(id) !== index);
+    if (duplicate !== undefined) ctx.addIssue({ code: 'custom', path: ['api_keys'], message: `duplicate id ${duplicate}` });
+  });
+
+export const tlsSchema = z.strictObject({
+  cert_file: z.string().min(1),
+  key_file: z.string().min(1),
+  ca_file: z.string().min(1).optional().describe('CA bundle for client certificates (required for gateway.authentication: mtls).'),
+});
+
+export type GatewayConfig = z.infer<typeof gatewaySchema>;
+export type TlsConfig = z.infer<typeof tlsSchema>;

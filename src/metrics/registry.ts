@@ -1,0 +1,148 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Decision } from '../decisions/pipeline.ts';
+import type { TokenFailureCode } from '../tokens/verify.ts';
+
+/** Reason codes come from policies: only short, plain codes become label values, and only so many. */
+const REASON_LABEL = /^[a-z0-9_.-]{1,64}$/;
+const MAX_REASON_LABELS = 200;
+const OTHER = 'other';
+
+/** Decisions take microseconds to a few milliseconds; the top buckets catch JWKS fetches on a cold cache. */
+const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2];
+const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+export interface ArbiterMetricsOptions {
+  /** The active bundles, read at each scrape for arbiter_bundle_info. */
+  activeBundles: () => readonly { name: string; revision: string }[];
+}
+
+/**
+ * Prometheus metrics of one Arbiter instance, on its own registry (never prom-client's global
+ * one, so several servers can run in one process). Components receive the handles they update;
+ * the decision path calls `decided` and `tokenRejected` only.
+ */
+export class ArbiterMetrics {
+  readonly registry = new Registry();
+
+  readonly decisions = new Counter({
+    name: 'arbiter_decisions_total',
+    help: 'Decisions by endpoint, outcome and first reason code (codes outside [a-z0-9_.-]{1,64} or past the first 200 distinct count as "other").',
+    labelNames: ['endpoint', 'allow', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly decisionSeconds = new Histogram({
+    name: 'arbiter_decision_duration_seconds',
+    help: 'Time to decide, token verification and policy evaluation included.',
+    labelNames: ['endpoint'] as const,
+    buckets: DECISION_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly tokenFailures = new Counter({
+    name: 'arbiter_token_verification_failures_total',
+    help: 'Tokens sent with a decision request that failed verification, by reason code.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly jwksFetches = new Counter({
+    name: 'arbiter_jwks_fetches_total',
+    help: 'HTTP fetches of a trusted issuer\'s JWKS.',
+    labelNames: ['issuer'] as const,
+    registers: [this.registry],
+  });
+
+  readonly jwksFetchFailures = new Counter({
+    name: 'arbiter_jwks_fetch_failures_total',
+    help: 'JWKS fetches that failed (network error, timeout or a status other than 200).',
+    labelNames: ['issuer'] as const,
+    registers: [this.registry],
+  });
+
+  readonly bundleActivations = new Counter({
+    name: 'arbiter_bundle_activations_total',
+    help: 'Bundle revisions activated.',
+    labelNames: ['bundle'] as const,
+    registers: [this.registry],
+  });
+
+  readonly bundleRejections = new Counter({
+    name: 'arbiter_bundle_rejections_total',
+    help: 'Bundles refused at activation, by the check that refused them.',
+    labelNames: ['bundle', 'check'] as const,
+    registers: [this.registry],
+  });
+
+  readonly decisionLogQueueDepth = new Gauge({
+    name: 'arbiter_decision_log_queue_depth',
+    help: 'Decision records waiting to be committed.',
+    registers: [this.registry],
+  });
+
+  readonly decisionLogCommitSeconds = new Histogram({
+    name: 'arbiter_decision_log_commit_seconds',
+    help: 'Time to commit one batch of decision records.',
+    buckets: COMMIT_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly #reasons = new Set<string>();
+
+  constructor(options: ArbiterMetricsOptions) {
+    new Gauge({
+      name: 'arbiter_bundle_info',
+      help: 'The active revision of each bundle (always 1).',
+      labelNames: ['bundle', 'revision'] as const,
+      registers: [this.registry],
+      // Read from the registry at scrape time, so every activation path, and deactivation, shows without a call.
+      collect() {
+        this.reset();
+        for (const bundle of options.activeBundles()) this.set({ bundle: bundle.name, revision: bundle.revision }, 1);
+      },
+    });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Counts a finished decision; on the decision path, so a label lookup and two increments. */
+  decided(decision: Decision, endpoint: string): void {
+    this.decisions.inc({ endpoint, allow: decision.allow ? 'true' : 'false', reason: this.#reasonLabel(decision.reasons[0]?.code) });
+    this.decisionSeconds.observe({ endpoint }, decision.latency_us / 1e6);
+  }
+
+  tokenRejected(reason: TokenFailureCode): void {
+    this.tokenFailures.inc({ reason });
+  }
+
+  /** A fetch for jose's createRemoteJWKSet that counts each JWKS fetch of `issuer` and its failures. */
+  jwksFetch(issuer: string): typeof fetch {
+    return async (input, init) => {
+      this.jwksFetches.inc({ issuer });
+      try {
+        const response = await fetch(input, init);
+        if (response.status !== 200) this.jwksFetchFailures.inc({ issuer });
+        return response;
+      } catch (error) {
+        this.jwksFetchFailures.inc({ issuer });
+        throw error;
+      }
+    };
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  scrape(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  #reasonLabel(code: string | undefined): string {
+    if (code === undefined) return 'none';
+    if (this.#reasons.has(code)) return code;
+    if (this.#reasons.size >= MAX_REASON_LABELS || !REASON_LABEL.test(code)) return OTHER;
+    this.#reasons.add(code);
+    return code;
+  }
+}

@@ -1,0 +1,25 @@
+import type { RawEvaluation } from '../engine.ts';
+
+/** A bundle revision as evaluators need it: its module, its own data, and a key to cache instances by. */
+export interface EvaluableBundle {
+  readonly digest: string;
+  readonly wasm: Uint8Array;
+  readonly data: Record<string, unknown>;
+}
+
+export type PolicyEvaluation = RawEvaluation & {
+  /** Version of the live data the evaluation saw. */
+  dataVersion: number;
+};
+
+/**
+ * Runs entrypoints of bundle revisions on JSON input, against bundle data overlaid on the
+ * current live data. Never rejects: every failure is an evaluation with a reason code.
+ */
+export interface PolicyEvaluator {
+  evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation>;
+  setLiveData(data: Record<string, unknown>, version: number): void;
+  /** The revision will not be asked for again: free its instances. */
+  release(digest: string): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,227 @@
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator } from './evaluator.ts';
+import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
+
+export interface EvaluationPoolOptions {
+  workers: number;
+  /** An evaluation still running after this long is stopped: deny with policy_timeout. */
+  deadlineMs: number;
+  maxMemoryPages: number;
+  /** Evaluations sent to one worker before waiting for answers: hides the message round trip. */
+  maxInFlightPerWorker?: number;
+  logger: Logger;
+}
+
+interface Job {
+  id: number;
+  bundle: EvaluableBundle;
+  entrypoint: string;
+  input: string;
+  resolve(evaluation: PolicyEvaluation): void;
+  timer?: NodeJS.Timeout;
+  /** A job that was in flight on a worker stopped for another job's sake runs once more. */
+  requeued: boolean;
+}
+
+type ModuleState = 'loading' | 'loaded' | 'failed';
+
+interface Slot {
+  worker: Worker;
+  ready: boolean;
+  modules: Map<string, ModuleState>;
+  /** Sent to the worker, deadline running. */
+  inFlight: Map<number, Job>;
+  /** Assigned to this worker, waiting until it has started and loaded the job's module. */
+  waiting: Job[];
+}
+
+/**
+ * Evaluates policies on worker threads. The main thread keeps serving HTTP and verifying
+ * tokens; a policy that loops is stopped at its deadline by terminating its worker, which is
+ * replaced at once, so one bad input costs one deny, not the server. The deadline covers
+ * evaluation only: starting a worker and compiling a module happen before it begins.
+ */
+export class EvaluationPool implements PolicyEvaluator {
+  readonly #options: Required<EvaluationPoolOptions>;
+  readonly #slots: Slot[] = [];
+  readonly #queue: Job[] = [];
+  readonly #retired = new Set<string>();
+  #nextId = 1;
+  #data = { json: '{}', version: 0 };
+  #closed = false;
+
+  constructor(options: EvaluationPoolOptions) {
+    this.#options = { maxInFlightPerWorker: 16, ...options };
+    for (let i = 0; i < options.workers; i++) this.#slots.push(this.#spawn());
+  }
+
+  evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
+    if (this.#closed) return Promise.resolve(this.#failure('policy_error', 'the evaluation pool is closed'));
+    this.#retired.delete(bundle.digest);
+    return new Promise((resolve) => {
+      this.#queue.push({ id: this.#nextId++, bundle, entrypoint, input, resolve, requeued: false });
+      this.#dispatch();
+    });
+  }
+
+  setLiveData(data: Record<string, unknown>, version: number): void {
+    this.#data = { json: JSON.stringify(data), version };
+    for (const slot of this.#slots) this.#post(slot, { type: 'data', json: this.#data.json, version });
+  }
+
+  /** Frees the revision's instances once no queued or running evaluation needs them. */
+  release(digest: string): void {
+    this.#retired.add(digest);
+    this.#unloadRetired();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const pending = [...this.#queue.splice(0), ...this.#slots.flatMap((slot) => [...slot.waiting.splice(0), ...slot.inFlight.values()])];
+    for (const job of pending) {
+      clearTimeout(job.timer);
+      job.resolve(this.#failure('policy_error', 'the evaluation pool is closed'));
+    }
+    await Promise.all(this.#slots.map((slot) => slot.worker.terminate()));
+  }
+
+  #spawn(): Slot {
+    const settings: WorkerSettings = { maxMemoryPages: this.#options.maxMemoryPages };
+    const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: settings });
+    const slot: Slot = { worker, ready: false, modules: new Map(), inFlight: new Map(), waiting: [] };
+    worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
+    worker.on('error', (error) => this.#onCrash(slot, error));
+    worker.on('exit', (code) => {
+      if (!this.#closed && this.#slots.includes(slot)) this.#onCrash(slot, new Error(`evaluation worker exited with code ${code}`));
+    });
+    this.#post(slot, { type: 'data', json: this.#data.json, version: this.#data.version });
+    return slot;
+  }
+
+  #post(slot: Slot, message: ToWorker): void {
+    slot.worker.postMessage(message);
+  }
+
+  #dispatch(): void {
+    while (this.#queue.length > 0) {
+      const slot = this.#leastBusy();
+      if (!slot) return;
+      this.#assign(slot, this.#queue.shift()!);
+    }
+  }
+
+  #assign(slot: Slot, job: Job): void {
+    const { digest } = job.bundle;
+    const state = slot.modules.get(digest);
+    if (state === 'failed') {
+      job.resolve(this.#failure('policy_error', `policy module ${digest} cannot be loaded`));
+      return;
+    }
+    if (state === undefined) {
+      this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, bundleData: job.bundle.data });
+      slot.modules.set(digest, 'loading');
+    }
+    if (!slot.ready || slot.modules.get(digest) !== 'loaded') {
+      slot.waiting.push(job);
+      return;
+    }
+    slot.inFlight.set(job.id, job);
+    job.timer = setTimeout(() => this.#onDeadline(slot, job), this.#options.deadlineMs);
+    this.#post(slot, { type: 'evaluate', id: job.id, digest, entrypoint: job.entrypoint, input: job.input });
+  }
+
+  #leastBusy(): Slot | undefined {
+    let best: Slot | undefined;
+    for (const slot of this.#slots) {
+      const busy = slot.inFlight.size + slot.waiting.length;
+      if (busy >= this.#options.maxInFlightPerWorker) continue;
+      if (!best || busy < best.inFlight.size + best.waiting.length) best = slot;
+    }
+    return best;
+  }
+
+  #onMessage(slot: Slot, message: FromWorker): void {
+    switch (message.type) {
+      case 'ready':
+        slot.ready = true;
+        return this.#resume(slot);
+      case 'loaded':
+        slot.modules.set(message.digest, 'loaded');
+        return this.#resume(slot);
+      case 'load_failed':
+        this.#options.logger.error({ digest: message.digest, err: message.message }, 'policy module failed to load in an evaluation worker');
+        slot.modules.set(message.digest, 'failed');
+        return this.#resume(slot);
+      case 'result': {
+        const job = slot.inFlight.get(message.id);
+        if (!job) return;
+        slot.inFlight.delete(message.id);
+        clearTimeout(job.timer);
+        job.resolve({ ...message.evaluation, dataVersion: message.dataVersion });
+        this.#unloadRetired();
+        return this.#dispatch();
+      }
+    }
+  }
+
+  /** Sends the jobs a worker was waiting to be able to run. */
+  #resume(slot: Slot): void {
+    const waiting = slot.waiting.splice(0);
+    for (const job of waiting) this.#assign(slot, job);
+  }
+
+  /** The worker runs jobs in order, so the job whose deadline passes first is the one running. */
+  #onDeadline(slot: Slot, job: Job): void {
+    this.#options.logger.warn(
+      { entrypoint: job.entrypoint, digest: job.bundle.digest, deadline_ms: this.#options.deadlineMs },
+      'policy evaluation exceeded its deadline; restarting its worker',
+    );
+    slot.inFlight.delete(job.id);
+    job.resolve(this.#failure('policy_timeout', `evaluation did not finish within ${this.#options.deadlineMs} ms`));
+    this.#replace(slot);
+  }
+
+  #onCrash(slot: Slot, error: Error): void {
+    if (!this.#slots.includes(slot)) return;
+    this.#options.logger.error({ err: error }, 'evaluation worker failed; replacing it');
+    this.#replace(slot);
+  }
+
+  #replace(slot: Slot): void {
+    const index = this.#slots.indexOf(slot);
+    if (index === -1) return;
+    this.#slots[index] = this.#spawn();
+    void slot.worker.terminate();
+    // Jobs sent to or waiting for the stopped worker did nothing wrong: run them again, once.
+    const survivors = [...slot.inFlight.values(), ...slot.waiting];
+    slot.inFlight.clear();
+    slot.waiting.length = 0;
+    for (const job of survivors.reverse()) {
+      clearTimeout(job.timer);
+      if (job.requeued) {
+        job.resolve(this.#failure('policy_error', 'evaluation worker stopped twice while this evaluation waited'));
+      } else {
+        job.requeued = true;
+        this.#queue.unshift(job);
+      }
+    }
+    this.#dispatch();
+  }
+
+  #unloadRetired(): void {
+    for (const digest of this.#retired) {
+      const needed = (job: Job) => job.bundle.digest === digest;
+      const busy = this.#queue.some(needed) || this.#slots.some((slot) => slot.waiting.some(needed) || [...slot.inFlight.values()].some(needed));
+      if (busy) continue;
+      this.#retired.delete(digest);
+      for (const slot of this.#slots) {
+        if (slot.modules.delete(digest)) this.#post(slot, { type: 'unload', digest });
+      }
+    }
+  }
+
+  #failure(code: 'policy_error' | 'policy_timeout', message: string): PolicyEvaluation {
+    return { ok: false, code, message, dataVersion: this.#data.version };
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Evaluation worker: runs policy WebAssembly off the main thread so a runaway policy can be
+ * stopped (the pool terminates this thread) without stopping the server.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { PolicyEngine, type RawEvaluation } from '../engine.ts';
+import { overlay } from '../overlay.ts';
+import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
+
+const settings = workerData as WorkerSettings;
+const port = parentPort!;
+const engines = new Map<string, { engine: PolicyEngine; bundleData: Record<string, unknown> }>();
+let liveData: Record<string, unknown> = {};
+let dataVersion = 0;
+// Loads are asynchronous (WebAssembly compilation): one promise chain keeps every message,
+// evaluations included, in arrival order behind the load they need.
+let queue: Promise<void> = Promise.resolve();
+
+function send(message: FromWorker): void {
+  port.postMessage(message);
+}
+
+async function load(digest: string, wasm: Uint8Array, bundleData: Record<string, unknown>): Promise<void> {
+  try {
+    const engine = await PolicyEngine.load(wasm, { maxMemoryPages: settings.maxMemoryPages });
+    engine.setData(overlay(liveData, bundleData));
+    engines.set(digest, { engine, bundleData });
+    send({ type: 'loaded', digest });
+  } catch (error) {
+    send({ type: 'load_failed', digest, message: error instanceof Error ? error.message : String(error) });
+  }
+}
+
+function evaluate(digest: string, entrypoint: string, input: string): RawEvaluation {
+  const loaded = engines.get(digest);
+  if (!loaded) return { ok: false, code: 'policy_error', message: `bundle revision ${digest} could not be loaded` };
+  return loaded.engine.evaluateRaw(entrypoint, input);
+}
+
+send({ type: 'ready' });
+
+port.on('message', (message: ToWorker) => {
+  queue = queue.then(() => handle(message));
+});
+
+async function handle(message: ToWorker): Promise<void> {
+  switch (message.type) {
+    case 'load':
+      return load(message.digest, message.wasm, message.bundleData);
+    case 'unload':
+      engines.delete(message.digest);
+      return;
+    case 'data':
+      liveData = JSON.parse(message.json) as Record<string, unknown>;
+      dataVersion = message.version;
+      for (const { engine, bundleData } of engines.values()) engine.setData(overlay(liveData, bundleData));
+      return;
+    case 'evaluate':
+      send({ type: 'result', id: message.id, evaluation: evaluate(message.digest, message.entrypoint, message.input), dataVersion });
+      return;
+  }
+}

@@ -1,0 +1,357 @@
+/**
+ * The life of a bundle from upload to retirement: every way a bundle becomes active (admin
+ * PUT, pull, explicit activation of a stored revision, restart) goes through `#validate`,
+ * then the store, then one registry assignment. Changes are serialized, so the roots
+ * overlap check and the index always see the outcome of the change before.
+ *
+ * Replay rule for signed bundles: a signed bundle is refused (`bundle_replayed`) when its
+ * archive is already stored, or when the active revision's signature carries an `iat` and
+ * its own `iat` is absent or not greater. Rolling back to a stored revision is still
+ * possible, explicitly, with `activate(name, revision)`. A revision names one archive:
+ * another archive under a stored revision is refused (`bundle_revision_conflict`).
+ *
+ * Error codes besides the BundleRejectedError checks of the checks it runs:
+ *   bundle_name_invalid         the name is not a BUNDLE_NAME_PATTERN
+ *   bundle_not_found            no such bundle, active or stored
+ *   bundle_revision_not_found   no such stored revision
+ *   bundle_in_use               removing a bundle decisions target by configuration
+ * Checks (BundleRejectedError.check) added here:
+ *   signature_keys_missing      a bundle must be verified but no key is configured for it
+ *   manifest_revision_missing   the manifest has no revision to store it under
+ *   bundle_roots_overlap        its roots overlap another active bundle's
+ *   bundle_data_too_deep        its data nests deeper than the limit
+ *   bundle_data_too_large       its data serializes larger than the limit
+ *   bundle_replayed             see the replay rule above
+ *   bundle_revision_conflict    see the replay rule above
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { decodeJwt } from 'jose';
+import type { Logger } from 'pino';
+import { ArbiterError, BundleRejectedError } from '../errors.ts';
+import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
+import { loadBundle, type PolicyBundle } from './bundle.ts';
+import { isBundleName } from './bundle-name.ts';
+import type { PolicyEvaluator } from './evaluation/evaluator.ts';
+import { parseManifest, rootsOverlap } from './manifest.ts';
+import type { BundleRegistry } from './registry.ts';
+import { isSignedBundle, SIGNATURES_FILE, verifyBundleSignatures, type VerificationOptions } from './signatures.ts';
+import { sha256Hex, type BundleIndex, type BundleStore, type StoredRevision } from './store.ts';
+
+export interface DataLimits {
+  maxDepth: number;
+  maxBytes: number;
+}
+
+export interface BundleLifecycleOptions {
+  registry: BundleRegistry;
+  store: BundleStore;
+  logger: Logger;
+  /** Refuse unsigned bundles from PUT, pull and the store (not from the embedded directory). */
+  requireSignatures: boolean;
+  /** Keys and scope a bundle's signature is verified with; undefined when none are configured. */
+  verification: (name: string) => VerificationOptions | undefined;
+  archiveLimits: ArchiveLimits;
+  dataLimits: DataLimits;
+  /** Runs each candidate's smoke evaluation under the decision deadline and memory ceiling. */
+  evaluator: PolicyEvaluator;
+  /** Bundles decisions target by configuration: they cannot be removed. */
+  protectedBundles: ReadonlySet<string>;
+}
+
+/** When and by whom the active revision was activated, and where it came from. */
+export interface Activation {
+  revision: string;
+  digest: string;
+  activated_at: string;
+  activated_by: string;
+  /** `store`: accepted through the API or a pull; `embedded`: the default from bundles.dir. */
+  source: 'store' | 'embedded';
+}
+
+export interface BundleStatus {
+  name: string;
+  active: Activation | null;
+  revisions: StoredRevision[];
+}
+
+export interface AcceptResult {
+  /** `unchanged` when the archive is the active one already. */
+  outcome: 'activated' | 'unchanged';
+  revision: string;
+  digest: string;
+  bundle: BundleStatus;
+}
+
+/** The actor recorded for bundles activated from `bundles.dir` at start. */
+export const EMBEDDED_ACTOR = 'arbiter:bundles.dir';
+
+interface Validated {
+  bundle: PolicyBundle;
+  signature?: { keyid: string; iat?: number };
+}
+
+export class BundleLifecycle {
+  readonly #options: BundleLifecycleOptions;
+  /** Owned here: the activation record of every bundle the registry serves. */
+  readonly #activations = new Map<string, Activation>();
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: BundleLifecycleOptions) {
+    this.#options = options;
+  }
+
+  /** Validates, stores and activates an archive. Throws BundleRejectedError (the active revision keeps serving). */
+  accept(name: string, archive: Uint8Array, actor: string): Promise<AcceptResult> {
+    return this.#serialized(async () => {
+      checkName(name);
+      const digest = sha256Hex(archive);
+      const current = this.#options.registry.get(name);
+      if (current?.digest === digest) {
+        return { outcome: 'unchanged', revision: current.revision, digest, bundle: await this.#status(name) };
+      }
+      const index = (await this.#options.store.readIndex(name)) ?? { name, revisions: [], active: null };
+      const { bundle, signature } = await this.#validateLogged(name, archive, actor, { trusted: false });
+      try {
+        checkReplay(index, bundle.revision, digest, signature);
+      } catch (error) {
+        this.#logRejection(name, actor, error);
+        throw error;
+      }
+      await this.#options.store.writeArchive(name, archive);
+      const now = new Date().toISOString();
+      if (!index.revisions.some((r) => r.digest === digest)) {
+        index.revisions.push({ revision: bundle.revision, digest, stored_at: now, stored_by: actor, ...(signature && { signature }) });
+      }
+      await this.#commit(index, bundle, actor, now);
+      return { outcome: 'activated', revision: bundle.revision, digest, bundle: await this.#status(name) };
+    });
+  }
+
+  /** Activates a stored revision: how an admin rolls back or forward, replay rule aside. */
+  activate(name: string, revision: string, actor: string): Promise<BundleStatus> {
+    return this.#serialized(async () => {
+      checkName(name);
+      const index = await this.#options.store.readIndex(name);
+      if (index === undefined) throw new ArbiterError('bundle_not_found', `no stored revisions of bundle ${name}`);
+      const entry = index.revisions.find((r) => r.revision === revision);
+      if (entry === undefined) throw new ArbiterError('bundle_revision_not_found', `bundle ${name} has no stored revision ${JSON.stringify(revision)}`);
+      if (this.#options.registry.get(name)?.digest !== entry.digest) {
+        const archive = await this.#options.store.readArchive(name, entry.digest);
+        const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false });
+        await this.#commit(index, bundle, actor, new Date().toISOString());
+      }
+      return this.#status(name);
+    });
+  }
+
+  /** Deactivates a bundle and forgets its stored revisions. An embedded bundle comes back at the next start. */
+  remove(name: string, actor: string): Promise<void> {
+    return this.#serialized(async () => {
+      checkName(name);
+      if (this.#options.protectedBundles.has(name)) {
+        throw new ArbiterError('bundle_in_use', `bundle ${name} is targeted by the configuration (bundles.default or authzen) and cannot be removed`);
+      }
+      const index = await this.#options.store.readIndex(name);
+      const active = this.#options.registry.get(name);
+      if (index === undefined && active === undefined) throw new ArbiterError('bundle_not_found', `no bundle named ${name}`);
+      await this.#options.store.remove(name);
+      this.#options.registry.deactivate(name);
+      this.#activations.delete(name);
+      this.#options.logger.info({ bundle: name, revision: active?.revision, actor }, 'bundle removed');
+    });
+  }
+
+  status(name: string): Promise<BundleStatus | undefined> {
+    return this.#serialized(async () => {
+      const status = isBundleName(name) ? await this.#status(name) : undefined;
+      return status && (status.active !== null || status.revisions.length > 0) ? status : undefined;
+    });
+  }
+
+  list(): Promise<BundleStatus[]> {
+    return this.#serialized(async () => {
+      const names = new Set([...(await this.#options.store.names()), ...this.#options.registry.list().map((b) => b.name)]);
+      return Promise.all([...names].sort().map((name) => this.#status(name)));
+    });
+  }
+
+  /**
+   * At start: the active revision of each stored bundle, then `<name>.tar.gz` from the
+   * embedded directory for names the store has nothing active for. A stored bundle that
+   * fails (digest, signature, any check) is logged and not served, and its embedded
+   * default does not stand in for it: serving an older policy silently is worse than none.
+   */
+  restore(embeddedDir: string): Promise<void> {
+    return this.#serialized(async () => {
+      const claimed = new Set<string>();
+      for (const name of await this.#options.store.names()) {
+        try {
+          const index = await this.#options.store.readIndex(name);
+          if (!index?.active) continue;
+          claimed.add(name);
+          const { revision, digest, activated_at, activated_by } = index.active;
+          const archive = await this.#options.store.readArchive(name, digest);
+          const { bundle } = await this.#validate(name, archive, { trusted: false });
+          this.#activateInRegistry(bundle, { revision, digest, activated_at, activated_by, source: 'store' });
+        } catch (error) {
+          claimed.add(name);
+          this.#options.logger.error(
+            { bundle: name, check: (error as ArbiterError).code ?? 'bundle_unreadable', err: error },
+            'stored bundle refused: it is not served until a revision is activated or pushed',
+          );
+        }
+      }
+      for (const [name, archive] of await readEmbedded(embeddedDir, this.#options.logger)) {
+        if (claimed.has(name)) continue;
+        try {
+          checkName(name);
+          const { bundle } = await this.#validate(name, archive, { trusted: true });
+          const activation = { revision: bundle.revision, digest: bundle.digest, activated_at: new Date().toISOString(), activated_by: EMBEDDED_ACTOR };
+          this.#activateInRegistry(bundle, { ...activation, source: 'embedded' });
+        } catch (error) {
+          this.#options.logger.error({ bundle: name, dir: embeddedDir, check: (error as ArbiterError).code ?? 'bundle_unreadable', err: error }, 'embedded bundle rejected');
+        }
+      }
+    });
+  }
+
+  #serialized<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task, task);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #commit(index: BundleIndex, bundle: PolicyBundle, actor: string, now: string): Promise<void> {
+    index.active = { revision: bundle.revision, digest: bundle.digest, activated_at: now, activated_by: actor };
+    await this.#options.store.writeIndex(index);
+    this.#activateInRegistry(bundle, { ...index.active, source: 'store' });
+  }
+
+  #activateInRegistry(bundle: PolicyBundle, activation: Activation): void {
+    const previous = this.#options.registry.activate(bundle);
+    this.#activations.set(bundle.name, activation);
+    this.#options.logger.info(
+      { bundle: bundle.name, revision: bundle.revision, digest: bundle.digest, previous_revision: previous?.revision, actor: activation.activated_by, source: activation.source },
+      'bundle activated',
+    );
+  }
+
+  async #status(name: string): Promise<BundleStatus> {
+    const index = await this.#options.store.readIndex(name);
+    const active = this.#options.registry.get(name) ? (this.#activations.get(name) ?? null) : null;
+    return { name, active, revisions: index?.revisions ?? [] };
+  }
+
+  async #validateLogged(name: string, archive: Uint8Array, actor: string, options: { trusted: boolean }): Promise<Validated> {
+    try {
+      return await this.#validate(name, archive, options);
+    } catch (error) {
+      this.#logRejection(name, actor, error);
+      throw error;
+    }
+  }
+
+  #logRejection(name: string, actor: string, error: unknown): void {
+    if (error instanceof BundleRejectedError) {
+      this.#options.logger.warn({ bundle: name, actor, check: error.check, reason: error.message }, 'bundle rejected');
+    }
+  }
+
+  /**
+   * Every check before a bundle may serve. The signature is verified before anything
+   * instantiates the module; `trusted` (the embedded directory, part of the deployment
+   * like the config file) skips only the signature.
+   */
+  async #validate(name: string, archive: Uint8Array, { trusted }: { trusted: boolean }): Promise<Validated> {
+    const files = await readBundleArchive(archive, this.#options.archiveLimits);
+    const signature = trusted ? undefined : await this.#verifySignature(name, files);
+    const manifest = parseManifest(files);
+    if (manifest.revision === '') {
+      throw new BundleRejectedError('manifest_revision_missing', 'the bundle has no revision (opa build --revision): Arbiter stores and activates bundles by revision');
+    }
+    for (const other of this.#options.registry.list()) {
+      if (other.name !== name && rootsOverlap(manifest.roots, other.manifest.roots)) {
+        throw new BundleRejectedError('bundle_roots_overlap', `roots ${JSON.stringify(manifest.roots)} overlap the roots ${JSON.stringify(other.manifest.roots)} of active bundle ${other.name}`);
+      }
+    }
+    const bundle = await loadBundle(name, archive, { evaluator: this.#options.evaluator, files });
+    checkDataLimits(bundle.data, this.#options.dataLimits);
+    return { bundle, ...(signature && { signature }) };
+  }
+
+  async #verifySignature(name: string, files: BundleFiles): Promise<Validated['signature']> {
+    const signed = isSignedBundle(files);
+    if (!signed && !this.#options.requireSignatures) return undefined;
+    if (!signed) throw new BundleRejectedError('signature_missing', `bundle has no ${SIGNATURES_FILE} and bundles.require_signatures is on`);
+    const options = this.#options.verification(name);
+    if (options === undefined) {
+      throw new BundleRejectedError('signature_keys_missing', `bundle ${name} is signed but no verification key is configured for it (bundles.signing)`);
+    }
+    const { keyid } = await verifyBundleSignatures(files, options);
+    const iat = signedIssuedAt(files);
+    return { keyid, ...(iat !== undefined && { iat }) };
+  }
+}
+
+function checkName(name: string): void {
+  if (!isBundleName(name)) throw new ArbiterError('bundle_name_invalid', `${JSON.stringify(name)} is not a bundle name: 1-64 lowercase letters, digits, _ or -`);
+}
+
+function checkReplay(index: BundleIndex, revision: string, digest: string, signature: Validated['signature']): void {
+  const sameRevision = index.revisions.find((r) => r.revision === revision);
+  if (sameRevision !== undefined && sameRevision.digest !== digest) {
+    throw new BundleRejectedError('bundle_revision_conflict', `revision ${JSON.stringify(revision)} of bundle ${index.name} is stored with another digest: give the new build a new revision`);
+  }
+  if (signature === undefined) return;
+  if (sameRevision !== undefined) {
+    throw new BundleRejectedError('bundle_replayed', `signed revision ${JSON.stringify(revision)} is already stored: activate it explicitly by revision to roll back`);
+  }
+  const activeIat = index.revisions.find((r) => r.digest === index.active?.digest)?.signature?.iat;
+  if (activeIat !== undefined && !(signature.iat !== undefined && signature.iat > activeIat)) {
+    throw new BundleRejectedError('bundle_replayed', `the signature's iat (${signature.iat ?? 'absent'}) is not newer than the active revision's (${activeIat})`);
+  }
+}
+
+/** The JWS `iat` of a signature that verified already, so its payload can be trusted. */
+function signedIssuedAt(files: BundleFiles): number | undefined {
+  const { signatures } = JSON.parse(Buffer.from(files.get(SIGNATURES_FILE)!).toString('utf8')) as { signatures: [string] };
+  const { iat } = decodeJwt(signatures[0]);
+  return typeof iat === 'number' ? iat : undefined;
+}
+
+function checkDataLimits(data: Record<string, unknown>, limits: DataLimits): void {
+  if (depthExceeds(data, limits.maxDepth)) {
+    throw new BundleRejectedError('bundle_data_too_deep', `the bundle's data nests deeper than ${limits.maxDepth} levels`);
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(data));
+  if (bytes > limits.maxBytes) {
+    throw new BundleRejectedError('bundle_data_too_large', `the bundle's data is ${bytes} bytes serialized, the limit is ${limits.maxBytes}`);
+  }
+}
+
+/** Stops descending at the limit, so hostile nesting costs no more than `maxDepth` frames. */
+function depthExceeds(value: unknown, maxDepth: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (maxDepth === 0) return true;
+  return Object.values(value).some((child) => depthExceeds(child, maxDepth - 1));
+}
+
+async function readEmbedded(dir: string, logger: Logger): Promise<[string, Uint8Array][]> {
+  let files: string[];
+  try {
+    files = (await readdir(dir)).filter((file) => file.endsWith('.tar.gz')).sort();
+  } catch (error) {
+    logger.error({ dir, err: error }, 'bundle directory cannot be read');
+    return [];
+  }
+  const bundles: [string, Uint8Array][] = [];
+  for (const file of files) {
+    try {
+      bundles.push([file.slice(0, -'.tar.gz'.length), new Uint8Array(await readFile(join(dir, file)))]);
+    } catch (error) {
+      logger.error({ dir, file, err: error }, 'embedded bundle cannot be read');
+    }
+  }
+  return bundles;
+}

@@ -1,0 +1,120 @@
+/**
+ * Pull mode, for fleets: each configured source is polled like OPA polls a bundle
+ * service (GET of the .tar.gz, `If-None-Match` with the last ETag, 304 keeps the current
+ * bundle), and what it serves goes through the same checks and activation as an admin
+ * PUT. Replicas polling the same source converge on what it serves.
+ *
+ * Polls are jittered so replicas spread out; after a failure the delay doubles up to
+ * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
+ */
+import type { Logger } from 'pino';
+import type { BundlesConfig } from '../config/schema.ts';
+import { ArbiterError, BundleRejectedError } from '../errors.ts';
+import type { BundleLifecycle } from './lifecycle.ts';
+
+export type BundleSource = BundlesConfig['sources'][number];
+
+export interface BundlePullerOptions {
+  lifecycle: Pick<BundleLifecycle, 'accept'>;
+  logger: Logger;
+  /** Largest archive accepted from the source (bundles.limits.max_compressed_bytes). */
+  maxBytes: number;
+}
+
+const MAX_BACKOFF_MS = 10 * 60 * 1000;
+
+export class BundlePuller {
+  readonly source: BundleSource;
+  readonly #options: BundlePullerOptions;
+  readonly #stop = new AbortController();
+  #etag: string | undefined;
+  #failures = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #polling: Promise<void> | undefined;
+
+  constructor(source: BundleSource, options: BundlePullerOptions) {
+    this.source = source;
+    this.#options = options;
+  }
+
+  /** Polls now, then on schedule until stopped. */
+  start(): void {
+    this.#schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    clearTimeout(this.#timer);
+    await this.#polling;
+  }
+
+  /** One poll: fetch, and accept what changed. Never throws; failures are logged and back off. */
+  async poll(): Promise<void> {
+    const { name, url } = this.source;
+    try {
+      const response = await fetch(url, {
+        headers: { accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) },
+        signal: AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.source.timeout_ms)]),
+        redirect: 'error',
+      });
+      if (response.status === 304) {
+        await response.body?.cancel();
+        this.#failures = 0;
+        return;
+      }
+      if (response.status !== 200) {
+        await response.body?.cancel();
+        throw new ArbiterError('bundle_pull_failed', `${url} answered ${response.status}`);
+      }
+      const etag = response.headers.get('etag') ?? undefined;
+      const archive = await readLimited(response, this.#options.maxBytes, url);
+      try {
+        const result = await this.#options.lifecycle.accept(name, archive, `pull:${url}`);
+        if (result.outcome === 'activated') this.#options.logger.info({ bundle: name, url, revision: result.revision, etag }, 'bundle pulled');
+      } catch (error) {
+        // A rejected archive stays rejected: remember its ETag so it is not fetched and checked again.
+        if (error instanceof BundleRejectedError) this.#etag = etag;
+        throw error;
+      }
+      this.#etag = etag;
+      this.#failures = 0;
+    } catch (error) {
+      if (this.#stop.signal.aborted) return;
+      this.#failures += 1;
+      const check = error instanceof ArbiterError ? error.code : 'bundle_pull_failed';
+      this.#options.logger.error({ bundle: name, url, check, failures: this.#failures, err: error }, 'bundle pull failed: the active revision keeps serving');
+    }
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stop.signal.aborted) return;
+    this.#timer = setTimeout(() => {
+      this.#polling = this.poll().then(() => this.#schedule(this.#nextDelayMs()));
+    }, delayMs);
+    this.#timer.unref();
+  }
+
+  #nextDelayMs(): number {
+    const interval = this.source.poll_interval_s * 1000;
+    if (this.#failures === 0) return interval * (0.9 + Math.random() * 0.2);
+    const backoff = Math.min(interval * 2 ** this.#failures, Math.max(MAX_BACKOFF_MS, interval));
+    return backoff * (0.5 + Math.random() * 0.5);
+  }
+}
+
+async function readLimited(response: Response, limit: number, url: string): Promise<Uint8Array> {
+  const declared = Number(response.headers.get('content-length'));
+  const tooLarge = () => new BundleRejectedError('archive_compressed_too_large', `${url} serves more than ${limit} bytes`);
+  if (Number.isFinite(declared) && declared > limit) {
+    await response.body?.cancel();
+    throw tooLarge();
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of response.body ?? []) {
+    size += chunk.byteLength;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
+}

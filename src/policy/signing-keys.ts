@@ -1,0 +1,38 @@
+import { readFileSync } from 'node:fs';
+import type { BundlesConfig } from '../config/schema.ts';
+import { ConfigError } from '../errors.ts';
+import type { VerificationOptions } from './signatures.ts';
+
+type SigningConfig = BundlesConfig['signing'];
+type VerificationConfig = Omit<SigningConfig, 'bundles'>;
+
+/**
+ * Resolves `bundles.signing` into the verification options of each bundle: its entry under
+ * `signing.bundles.<name>` when there is one, the shared keys otherwise. Key files are read
+ * once, here, so a missing file stops start-up instead of the first push.
+ * Returns undefined for a bundle that has no key at all.
+ */
+export function bundleVerificationOptions(signing: SigningConfig): (name: string) => VerificationOptions | undefined {
+  const shared = resolve(signing, 'bundles.signing');
+  const perBundle = new Map(Object.entries(signing.bundles).map(([name, config]) => [name, resolve(config, `bundles.signing.bundles.${name}`)]));
+  return (name) => {
+    const options = perBundle.get(name) ?? shared;
+    return Object.keys(options.keys).length > 0 ? options : undefined;
+  };
+}
+
+function resolve(config: VerificationConfig, path: string): VerificationOptions {
+  const keys: VerificationOptions['keys'] = {};
+  for (const [keyid, { key, key_file, algorithm }] of Object.entries(config.keys)) {
+    keys[keyid] = { key: key ?? readKeyFile(key_file!, `${path}.keys.${keyid}.key_file`), algorithm };
+  }
+  return { keys, ...(config.scope !== undefined && { scope: config.scope }), exclude: config.exclude };
+}
+
+function readKeyFile(file: string, path: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError([{ path, message: `cannot read ${file}: ${(error as Error).message}` }]);
+  }
+}

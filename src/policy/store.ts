@@ -1,0 +1,150 @@
+/**
+ * Accepted bundle revisions on disk, so a restart serves what was last activated:
+ *
+ *   <dir>/<name>/<sha256>.tar.gz   each accepted archive, named by its digest
+ *   <dir>/<name>/index.json        the revisions stored and the active one (BundleIndex)
+ *
+ * Every file is written to a temporary file, fsynced and renamed over its target, then
+ * the directory is fsynced: a crash leaves the old file or the new one, never half of one.
+ * An archive is verified against its digest each time it is read back.
+ *
+ * Error codes (ArbiterError.code):
+ *   bundle_store_digest_mismatch   a stored archive no longer hashes to the digest it is stored under
+ *   bundle_store_unreadable        an archive or index cannot be read, or the index is not a BundleIndex
+ *   bundle_store_write_failed      writing or removing a file failed
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { ArbiterError } from '../errors.ts';
+import { isBundleName } from './bundle-name.ts';
+
+export const storedRevisionSchema = z.object({
+  revision: z.string(),
+  /** sha256 of the archive, hex. */
+  digest: z.string().regex(/^[0-9a-f]{64}$/),
+  stored_at: z.string(),
+  stored_by: z.string(),
+  /** Key id and JWS `iat` of a signed revision; what the replay rule compares. */
+  signature: z.object({ keyid: z.string(), iat: z.number().optional() }).optional(),
+});
+
+export const bundleIndexSchema = z.object({
+  name: z.string(),
+  revisions: z.array(storedRevisionSchema),
+  active: z
+    .object({ revision: z.string(), digest: z.string(), activated_at: z.string(), activated_by: z.string() })
+    .nullable(),
+});
+
+export type StoredRevision = z.infer<typeof storedRevisionSchema>;
+export type BundleIndex = z.infer<typeof bundleIndexSchema>;
+
+const INDEX_FILE = 'index.json';
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+export class BundleStore {
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Names of the bundles that have a directory in the store. */
+  async names(): Promise<string[]> {
+    try {
+      const entries = await readdir(this.dir, { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory() && isBundleName(e.name)).map((e) => e.name).sort();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw new ArbiterError('bundle_store_unreadable', `bundle store ${this.dir} cannot be read: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async readIndex(name: string): Promise<BundleIndex | undefined> {
+    let text: string;
+    try {
+      text = await readFile(join(this.dir, name, INDEX_FILE), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new ArbiterError('bundle_store_unreadable', `index of bundle ${name} cannot be read: ${(error as Error).message}`, { cause: error });
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (error) {
+      throw new ArbiterError('bundle_store_unreadable', `index of bundle ${name} is not JSON`, { cause: error });
+    }
+    const parsed = bundleIndexSchema.safeParse(json);
+    if (!parsed.success || parsed.data.name !== name) {
+      throw new ArbiterError('bundle_store_unreadable', `index of bundle ${name} is not a bundle index`);
+    }
+    return parsed.data;
+  }
+
+  async writeIndex(index: BundleIndex): Promise<void> {
+    await this.#writeAtomically(index.name, INDEX_FILE, Buffer.from(`${JSON.stringify(index, null, 2)}\n`));
+  }
+
+  /** Stores an archive under its digest (a no-op when that digest is already stored). */
+  async writeArchive(name: string, archive: Uint8Array): Promise<string> {
+    const digest = sha256Hex(archive);
+    await this.#writeAtomically(name, `${digest}.tar.gz`, archive);
+    return digest;
+  }
+
+  /** Reads an archive back, refusing it unless it still hashes to `digest`. */
+  async readArchive(name: string, digest: string): Promise<Uint8Array> {
+    const file = join(this.dir, name, `${digest}.tar.gz`);
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(await readFile(file));
+    } catch (error) {
+      throw new ArbiterError('bundle_store_unreadable', `stored archive ${file} cannot be read: ${(error as Error).message}`, { cause: error });
+    }
+    const actual = sha256Hex(bytes);
+    if (actual !== digest) {
+      throw new ArbiterError('bundle_store_digest_mismatch', `stored archive ${file} has digest ${actual}, not ${digest}: it was modified outside Arbiter`);
+    }
+    return bytes;
+  }
+
+  /** Removes the bundle's archives and index. */
+  async remove(name: string): Promise<void> {
+    try {
+      await rm(join(this.dir, name), { recursive: true, force: true });
+    } catch (error) {
+      throw new ArbiterError('bundle_store_write_failed', `bundle ${name} cannot be removed from the store: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async #writeAtomically(name: string, file: string, bytes: Uint8Array): Promise<void> {
+    const dir = join(this.dir, name);
+    const temp = join(dir, `.${file}.${randomUUID()}.tmp`);
+    try {
+      await mkdir(dir, { recursive: true });
+      const handle = await open(temp, 'wx', 0o600);
+      try {
+        await handle.writeFile(bytes);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, join(dir, file));
+      // The rename is durable only once the directory entry is.
+      const directory = await open(dir, 'r');
+      try {
+        await directory.sync();
+      } finally {
+        await directory.close();
+      }
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw new ArbiterError('bundle_store_write_failed', `cannot write ${join(dir, file)}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+}

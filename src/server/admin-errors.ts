@@ -1,0 +1,43 @@
+import type { Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { ArbiterError, BundleRejectedError } from '../errors.ts';
+import { problem } from './problem.ts';
+
+/** HTTP status of each error code an admin operation can raise; unknown codes are server faults. */
+const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
+  data_path_invalid: 400,
+  data_invalid: 400,
+  data_too_deep: 400,
+  data_too_large: 400,
+  data_meta_invalid: 400,
+  json_patch_invalid: 400,
+  revocation_invalid: 400,
+  data_not_found: 404,
+  revocation_not_found: 404,
+  data_path_owned_by_bundle: 409,
+  data_path_conflict: 409,
+  json_patch_path_not_found: 409,
+  json_patch_test_failed: 409,
+  data_store_write_failed: 503,
+  data_store_unavailable: 503,
+  bundle_name_invalid: 400,
+  bundle_not_found: 404,
+  bundle_revision_not_found: 404,
+  bundle_in_use: 409,
+  bundle_roots_overlap: 409,
+  bundle_replayed: 409,
+  bundle_revision_conflict: 409,
+  archive_compressed_too_large: 413,
+  bundle_store_digest_mismatch: 500,
+  bundle_store_unreadable: 503,
+  bundle_store_write_failed: 503,
+};
+
+/** Turns an ArbiterError from a store into the problem response its code calls for. */
+export function adminProblem(c: Context, error: unknown): Response {
+  if (!(error instanceof ArbiterError)) throw error;
+  // A bundle that fails a check is well-formed HTTP the server cannot use: 422, naming the check.
+  const status = STATUS_BY_CODE[error.code] ?? (error instanceof BundleRejectedError ? 422 : 500);
+  const check = error instanceof BundleRejectedError ? { check: error.check } : {};
+  return problem(c, status, { code: error.code, title: error.code.replaceAll('_', ' '), detail: error.message, ...check });
+}

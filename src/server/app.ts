@@ -1,0 +1,89 @@
+import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { Logger } from 'pino';
+import type { LiveData } from '../data/documents.ts';
+import type { Revocations } from '../data/revocations.ts';
+import type { DecisionPipeline } from '../decisions/pipeline.ts';
+import type { ArbiterMetrics } from '../metrics/registry.ts';
+import type { BundleLifecycle } from '../policy/lifecycle.ts';
+import type { BundleRegistry } from '../policy/registry.ts';
+import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
+import type { GatewayConfig } from '../config/gateway.ts';
+import type { AdminAuthDeps } from './middleware/admin-auth.ts';
+import { admission } from './middleware/admission.ts';
+import { gatewayAuth } from './middleware/gateway-auth.ts';
+import { requestId, type RequestIdVariables } from './middleware/request-id.ts';
+import { arbiterCatalogue } from './openapi/catalogue.ts';
+import { buildOpenApiDocument } from './openapi/document.ts';
+import { problem } from './problem.ts';
+import { dataRoutes } from './routes/data.ts';
+import { authzenRoutes, type AuthzenRouteDeps } from './routes/authzen.ts';
+import { bundleRoutes } from './routes/bundles.ts';
+import { decideRoutes } from './routes/decide.ts';
+import { healthRoutes } from './routes/health.ts';
+import { issuanceRoutes } from './routes/issuance.ts';
+import { metricsRoutes } from './routes/metrics.ts';
+import { openApiRoutes } from './routes/openapi.ts';
+import { revocationRoutes } from './routes/revocations.ts';
+import { opaCompatRoutes } from './routes/opa-compat.ts';
+
+export interface AppDeps {
+  pipeline: DecisionPipeline;
+  bundles: BundleRegistry;
+  /** Bundle admin API: PUT/GET/activate/DELETE (config bundles). */
+  bundleLifecycle: { lifecycle: BundleLifecycle; maxBundleBytes: number };
+  issuers: IssuerRegistry;
+  liveData: LiveData;
+  revocations: Revocations;
+  admin: AdminAuthDeps;
+  defaultBundle: string;
+  bodyLimitBytes: number;
+  dataBodyLimitBytes: number;
+  logger: Logger;
+  gateway: GatewayConfig;
+  /** True once shutdown began: /readyz answers 503 so traffic moves elsewhere. */
+  draining: { readonly value: boolean };
+  /** Serves the OPA data API on unverified input (config opa_compat.enabled). */
+  opaCompat?: boolean;
+  /** AuthZEN bundle selection and public URL (config authzen). */
+  authzen: AuthzenRouteDeps['authzen'];
+  /** Served at /metrics when set (config metrics.enabled). */
+  metrics?: ArbiterMetrics | undefined;
+}
+
+/** Paths whose requests are decisions asked by gateways (admin endpoints authenticate separately). */
+const DECISION_PATHS = ['/v1/decide', '/v1/issuance', '/access/v1/*'];
+
+export function createApp(deps: AppDeps) {
+  const app = new Hono<{ Variables: RequestIdVariables }>();
+  app.use(requestId());
+  app.use(async (c, next) => {
+    await next();
+    // While draining, answer and close: keep-alive clients reconnect to another replica.
+    if (deps.draining.value) c.header('Connection', 'close');
+  });
+  // Decision endpoints: the gateway is authenticated and admitted before any body is read.
+  const gateway = [gatewayAuth(deps.gateway), admission(deps.gateway)] as const;
+  for (const path of DECISION_PATHS) app.use(path, ...gateway);
+  if (deps.opaCompat) app.on('POST', '/v1/data/*', ...gateway);
+  app.route('/', healthRoutes(deps));
+  app.route('/', decideRoutes(deps.pipeline, deps.bodyLimitBytes));
+  app.route('/', issuanceRoutes(deps.pipeline, deps.bodyLimitBytes));
+  app.route('/', authzenRoutes(deps));
+  app.route('/', dataRoutes({ liveData: deps.liveData, bundles: deps.bundles, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes }));
+  app.route('/', revocationRoutes({ revocations: deps.revocations, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
+  app.route('/', bundleRoutes({ ...deps.bundleLifecycle, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
+  if (deps.opaCompat) app.route('/', opaCompatRoutes(deps.pipeline, deps.bodyLimitBytes));
+  if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
+  app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined }))));
+
+  app.notFound((c) => problem(c, 404, { code: 'not_found', title: 'Not found', detail: `no route for ${c.req.method} ${c.req.path}` }));
+  app.onError((error, c) => {
+    if (error instanceof HTTPException) {
+      return problem(c, error.status, { code: 'http_error', title: error.message || 'Request failed' });
+    }
+    deps.logger.error({ err: error, path: c.req.path, request_id: c.get('requestId') }, 'unhandled error');
+    return problem(c, 500, { code: 'internal_error', title: 'Internal error', detail: 'see the server log for this request id' });
+  });
+  return app;
+}

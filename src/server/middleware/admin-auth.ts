@@ -1,0 +1,63 @@
+import type { MiddlewareHandler } from 'hono';
+import type { Logger } from 'pino';
+import { subjectFromToken } from '../../tokens/subject.ts';
+import type { IssuerRegistry } from '../../tokens/trusted-issuers.ts';
+import { verifyAccessToken } from '../../tokens/verify.ts';
+import { problem } from '../problem.ts';
+
+/** Scopes of the admin API, one pair per endpoint family. */
+export type AdminScope =
+  | 'arbiter.bundles.read'
+  | 'arbiter.bundles.write'
+  | 'arbiter.data.read'
+  | 'arbiter.data.write'
+  | 'arbiter.revocations.read'
+  | 'arbiter.revocations.write'
+  | 'arbiter.decisions.read';
+
+/** Who called an admin endpoint: recorded with what they did. */
+export interface AdminPrincipal {
+  iss: string;
+  sub: string;
+  client_id?: string;
+}
+
+export type AdminVariables = { admin: AdminPrincipal };
+
+export interface AdminAuthDeps {
+  issuers: IssuerRegistry;
+  maxTokenBytes: number;
+  logger: Logger;
+}
+
+/**
+ * Admin endpoints take a bearer token from an `admin.issuers` issuer, verified like any
+ * token, that carries the endpoint family's scope: 401 without a valid token, 403 without the scope.
+ */
+export function requireScope(deps: AdminAuthDeps, scope: AdminScope): MiddlewareHandler<{ Variables: AdminVariables }> {
+  return async (c, next) => {
+    const header = c.req.header('authorization') ?? '';
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    const challenge = (error?: string) => ({
+      'WWW-Authenticate': `Bearer realm="arbiter-admin", scope="${scope}"${error ? `, error="${error}"` : ''}`,
+    });
+    if (!match) {
+      return problem(c, 401, { code: 'unauthorized', title: 'Authentication required', detail: `send an admin bearer token with scope ${scope}` }, challenge());
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const verification = await verifyAccessToken(match[1]!, deps.issuers, { maxTokenBytes: deps.maxTokenBytes, now });
+    if (!verification.ok) {
+      deps.logger.warn({ path: c.req.path, reason: verification.code, iss: verification.claimedIssuer }, 'admin token rejected');
+      return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: verification.code }, challenge('invalid_token'));
+    }
+    const subject = subjectFromToken(verification, now);
+    const principal: AdminPrincipal = { iss: subject.iss!, sub: subject.sub!, ...(subject.client_id !== undefined && { client_id: subject.client_id }) };
+    if (!subject.scopes.includes(scope)) {
+      deps.logger.warn({ path: c.req.path, method: c.req.method, admin: principal, required_scope: scope }, 'admin request forbidden');
+      return problem(c, 403, { code: 'forbidden', title: 'Missing scope', detail: `this endpoint requires the scope ${scope}` }, challenge('insufficient_scope'));
+    }
+    c.set('admin', principal);
+    await next();
+    deps.logger.info({ path: c.req.path, method: c.req.method, status: c.res.status, admin: principal }, 'admin request');
+  };
+}

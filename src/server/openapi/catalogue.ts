@@ -1,0 +1,369 @@
+import { z } from 'zod';
+import { evaluationRequestSchema, evaluationsRequestSchema, actionSearchRequestSchema, resourceSearchRequestSchema, subjectSearchRequestSchema } from '../../authzen/schema.ts';
+import { AUTHZEN_PATHS, METADATA_PATH } from '../../authzen/metadata.ts';
+import { JsonPatchSchema } from '../../data/json-patch.ts';
+import { activateRequestSchema } from '../routes/bundles.ts';
+import { decideRequestSchema } from '../routes/decide.ts';
+import { issuanceRequestSchema } from '../routes/issuance.ts';
+import { opaDataRequestSchema } from '../routes/opa-compat.ts';
+import { listQuerySchema as revocationListQuerySchema, revocationRequestSchema } from '../routes/revocations.ts';
+import { PROBLEM_CONTENT_TYPE } from '../problem.ts';
+import type { ApiOperation, ProblemUse, RouteCatalogue } from './operation.ts';
+import {
+  authzenDecisionSchema,
+  authzenEvaluationsResponseSchema,
+  authzenMetadataSchema,
+  authzenSearchResponseSchema,
+  dataReadResponseSchema,
+  dataVersionResponseSchema,
+  decisionResponseSchema,
+  healthResponseSchema,
+  issuanceResponseSchema,
+  opaDataResponseSchema,
+  problemSchema,
+  readinessResponseSchema,
+  revocationCreatedSchema,
+  revocationPageSchema,
+  revocationSchema,
+} from './schemas.ts';
+import packageJson from '../../../package.json' with { type: 'json' };
+
+/** Routes mounted only when configured: the catalogue lists exactly what the app serves. */
+export interface CatalogueFeatures {
+  opaCompat: boolean;
+  metrics: boolean;
+}
+
+const BODY: readonly ProblemUse[] = ['unsupported_media_type', 'body_too_large', 'malformed_json', 'invalid_request'];
+/** Decision endpoints authenticate and admit the gateway before reading the body. */
+const GATEWAY: readonly ProblemUse[] = ['gateway_unauthenticated', 'rate_limited', 'overloaded'];
+// AuthZEN answers every malformed request with 400 (json-body's unsupportedMediaTypeStatus).
+const AUTHZEN_BODY: readonly ProblemUse[] = [...GATEWAY, { code: 'unsupported_media_type', status: 400 }, 'body_too_large', 'malformed_json', 'invalid_request'];
+const SEARCH: readonly ProblemUse[] = [
+  ...AUTHZEN_BODY,
+  'invalid_page_token',
+  'search_unsupported',
+  'authzen_unavailable',
+  'policy_error',
+  'policy_resource_limit',
+  'policy_contract_violation',
+];
+const DATA_WRITE: readonly ProblemUse[] = [
+  'data_path_invalid',
+  'data_meta_invalid',
+  'data_invalid',
+  'data_too_deep',
+  'data_too_large',
+  'data_path_owned_by_bundle',
+  'data_path_conflict',
+  'data_store_write_failed',
+];
+const DATA_META_HEADERS = {
+  'Arbiter-Data-Source': 'Where the document came from (1-256 characters), reported in input.data_status.',
+  'Arbiter-Data-Max-Age': 'Seconds after which the document counts as stale in input.data_status.',
+};
+const TENANT_HEADER = { 'X-Tenant': 'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle).' };
+const BUNDLE_NAME = { name: 'Bundle name: lowercase letters, digits, _ and - (at most 64)' };
+const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions`';
+const DATA_PATH = { path: 'Slash-separated keys below /v1/data; a key may contain an encoded %2F.' };
+
+/**
+ * Every operation of the HTTP API. To document a new route, add an entry next to its family:
+ * method, OpenAPI path, operationId, summary, tags, the admin `scope` if any, the zod `body`
+ * (and `query`) schema the route validates with, its responses and the problem codes it answers.
+ * test/openapi.test.ts fails while a mounted route has no entry, or an entry no route.
+ */
+export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
+  const operations: ApiOperation[] = [
+    // operations
+    { method: 'get', path: '/healthz', operationId: 'getHealth', summary: 'Liveness: the process answers', tags: ['operations'], responses: { 200: { description: 'Alive', schema: healthResponseSchema } } },
+    {
+      method: 'get',
+      path: '/readyz',
+      operationId: 'getReadiness',
+      summary: 'Readiness: the default bundle is active and every issuer\'s keys load',
+      tags: ['operations'],
+      responses: { 200: { description: 'Ready', schema: readinessResponseSchema }, 503: { description: 'Not ready; `problems` says why', schema: readinessResponseSchema } },
+    },
+    { method: 'get', path: '/openapi.json', operationId: 'getOpenApiDocument', summary: 'This OpenAPI 3.1 document', tags: ['operations'], responses: { 200: { description: 'The document', contentType: 'application/json' } } },
+    { method: 'get', path: '/docs', operationId: 'getApiDocs', summary: 'Browsable API documentation (self-contained HTML)', tags: ['operations'], responses: { 200: { description: 'HTML page', contentType: 'text/html' } } },
+    ...(features.metrics
+      ? [{ method: 'get', path: '/metrics', operationId: 'getMetrics', summary: 'Prometheus metrics (text exposition format)', tags: ['operations'], responses: { 200: { description: 'Metrics', contentType: 'text/plain' } } } satisfies ApiOperation]
+      : []),
+
+    // decisions
+    {
+      method: 'post',
+      path: '/v1/decide',
+      operationId: 'decide',
+      summary: 'Decide whether the token\'s subject may perform an action on a resource',
+      description: 'A deny is a 200 with `allow: false` and reason codes. Every doubt (bad token, policy error) is a deny.',
+      tags: ['decisions'],
+      headers: { 'X-Request-ID': 'Echoed back and recorded with the decision (1-128 printable characters; minted otherwise).' },
+      body: decideRequestSchema,
+      responses: { 200: { description: 'The decision', schema: decisionResponseSchema }, 503: { description: 'No active bundle could answer: a deny with reason no_active_bundle', schema: decisionResponseSchema } },
+      problems: [...GATEWAY, ...BODY],
+    },
+    {
+      method: 'post',
+      path: '/v1/issuance',
+      operationId: 'decideIssuance',
+      summary: 'Decide which scopes a token about to be issued may carry',
+      tags: ['decisions'],
+      body: issuanceRequestSchema,
+      responses: { 200: { description: 'The decision with granted and refused scopes', schema: issuanceResponseSchema }, 503: { description: 'No active bundle could answer', schema: issuanceResponseSchema } },
+      problems: [...GATEWAY, ...BODY],
+    },
+
+    // AuthZEN
+    { method: 'get', path: METADATA_PATH, operationId: 'getAuthzenMetadata', summary: 'AuthZEN PDP metadata', tags: ['authzen'], headers: TENANT_HEADER, responses: { 200: { description: 'Endpoints this PDP supports', schema: authzenMetadataSchema } } },
+    {
+      method: 'post',
+      path: AUTHZEN_PATHS.evaluation,
+      operationId: 'authzenEvaluation',
+      summary: 'AuthZEN access evaluation',
+      tags: ['authzen'],
+      headers: TENANT_HEADER,
+      body: evaluationRequestSchema,
+      responses: { 200: { description: 'The decision (a deny is `{"decision": false}`)', schema: authzenDecisionSchema } },
+      problems: [...AUTHZEN_BODY, 'authzen_unavailable'],
+    },
+    {
+      method: 'post',
+      path: AUTHZEN_PATHS.evaluations,
+      operationId: 'authzenEvaluations',
+      summary: 'AuthZEN access evaluations (batch)',
+      tags: ['authzen'],
+      headers: TENANT_HEADER,
+      body: evaluationsRequestSchema,
+      responses: { 200: { description: 'One decision per item, or a single decision without items', schema: z.union([authzenEvaluationsResponseSchema, authzenDecisionSchema]) } },
+      problems: [...AUTHZEN_BODY, 'authzen_unavailable'],
+    },
+    ...(['subject', 'resource', 'action'] as const).map(
+      (kind): ApiOperation => ({
+        method: 'post',
+        path: AUTHZEN_PATHS[kind],
+        operationId: `authzenSearch${kind[0]!.toUpperCase()}${kind.slice(1)}`,
+        summary: `AuthZEN ${kind} search`,
+        tags: ['authzen'],
+        headers: TENANT_HEADER,
+        body: { subject: subjectSearchRequestSchema, resource: resourceSearchRequestSchema, action: actionSearchRequestSchema }[kind],
+        responses: { 200: { description: `Permitted ${kind}s, paged`, schema: authzenSearchResponseSchema } },
+        problems: SEARCH,
+      }),
+    ),
+
+    // live data
+    {
+      method: 'get',
+      path: '/v1/data/{path}',
+      operationId: 'getData',
+      summary: 'Read live data (or an active bundle\'s data under its roots)',
+      tags: ['data'],
+      scope: 'arbiter.data.read',
+      params: DATA_PATH,
+      responses: { 200: { description: 'The value and the live data version', schema: dataReadResponseSchema } },
+      problems: ['data_path_invalid', 'data_not_found'],
+    },
+    {
+      method: 'put',
+      path: '/v1/data/{path}',
+      operationId: 'putData',
+      summary: 'Replace the document at a path',
+      tags: ['data'],
+      scope: 'arbiter.data.write',
+      params: DATA_PATH,
+      headers: DATA_META_HEADERS,
+      body: z.unknown().describe('Any JSON value'),
+      responses: { 200: { description: 'Committed; the new live data version', schema: dataVersionResponseSchema } },
+      problems: [...BODY, ...DATA_WRITE],
+    },
+    {
+      method: 'patch',
+      path: '/v1/data/{path}',
+      operationId: 'patchData',
+      summary: 'Apply a JSON Patch (RFC 6902) atomically',
+      tags: ['data'],
+      scope: 'arbiter.data.write',
+      params: DATA_PATH,
+      headers: DATA_META_HEADERS,
+      body: JsonPatchSchema,
+      responses: { 200: { description: 'Committed; the new live data version', schema: dataVersionResponseSchema } },
+      problems: [...BODY, ...DATA_WRITE, 'json_patch_invalid', 'json_patch_path_not_found', 'json_patch_test_failed'],
+    },
+    {
+      method: 'delete',
+      path: '/v1/data/{path}',
+      operationId: 'deleteData',
+      summary: 'Delete the document at a path',
+      tags: ['data'],
+      scope: 'arbiter.data.write',
+      params: DATA_PATH,
+      responses: { 204: { description: 'Deleted' } },
+      problems: ['data_path_invalid', 'data_not_found', 'data_path_owned_by_bundle', 'data_store_write_failed'],
+    },
+
+    // revocations
+    {
+      method: 'post',
+      path: '/v1/revocations',
+      operationId: 'createRevocations',
+      summary: 'Revoke tokens: one entry, or many in one transaction',
+      description: 'Takes effect on the next decision after the 2xx, including for cached token verifications.',
+      tags: ['revocations'],
+      scope: 'arbiter.revocations.write',
+      body: revocationRequestSchema,
+      responses: { 201: { description: 'Committed', schema: revocationCreatedSchema } },
+      problems: [...BODY, 'revocation_invalid', 'data_store_write_failed'],
+    },
+    {
+      method: 'get',
+      path: '/v1/revocations',
+      operationId: 'listRevocations',
+      summary: 'List revocations in force, paged',
+      tags: ['revocations'],
+      scope: 'arbiter.revocations.read',
+      query: revocationListQuerySchema,
+      responses: { 200: { description: 'A page of revocations', schema: revocationPageSchema } },
+      problems: ['revocation_invalid'],
+    },
+    {
+      method: 'get',
+      path: '/v1/revocations/{id}',
+      operationId: 'getRevocation',
+      summary: 'Read one revocation',
+      tags: ['revocations'],
+      scope: 'arbiter.revocations.read',
+      responses: { 200: { description: 'The revocation', schema: revocationSchema } },
+      problems: ['revocation_not_found'],
+    },
+    {
+      method: 'delete',
+      path: '/v1/revocations/{id}',
+      operationId: 'deleteRevocation',
+      summary: 'Lift a revocation',
+      tags: ['revocations'],
+      scope: 'arbiter.revocations.write',
+      responses: { 204: { description: 'Removed' } },
+      problems: ['revocation_not_found'],
+    },
+
+    // bundles
+    {
+      method: 'get',
+      path: '/v1/bundles',
+      operationId: 'listBundles',
+      summary: 'List bundles with their active and stored revisions',
+      tags: ['bundles'],
+      scope: 'arbiter.bundles.read',
+      responses: { 200: { description: '`{"bundles": [...]}`, each as GET /v1/bundles/{name} answers', contentType: 'application/json' } },
+      problems: ['bundle_store_unreadable'],
+    },
+    {
+      method: 'get',
+      path: '/v1/bundles/{name}',
+      operationId: 'getBundle',
+      summary: 'Read one bundle\'s status',
+      tags: ['bundles'],
+      scope: 'arbiter.bundles.read',
+      params: BUNDLE_NAME,
+      responses: { 200: { description: BUNDLE_STATUS, contentType: 'application/json' } },
+      problems: ['bundle_not_found', 'bundle_store_unreadable'],
+    },
+    {
+      method: 'put',
+      path: '/v1/bundles/{name}',
+      operationId: 'putBundle',
+      summary: 'Push a bundle archive (opa build output): validate, store and activate it',
+      description: 'The body is the .tar.gz (application/gzip). A refused bundle leaves the active revision serving.',
+      tags: ['bundles'],
+      scope: 'arbiter.bundles.write',
+      params: BUNDLE_NAME,
+      responses: {
+        201: { description: 'Activated: `{outcome, revision, digest, bundle}`', contentType: 'application/json' },
+        200: { description: 'Unchanged: this archive is the active revision already', contentType: 'application/json' },
+        422: { description: 'Refused by a check: `code` and `check` name it (archive_*, manifest_*, signature_*, wasm_*, smoke_evaluation, ...)', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
+      },
+      problems: [
+        'unsupported_media_type',
+        'archive_compressed_too_large',
+        'bundle_name_invalid',
+        'bundle_roots_overlap',
+        'bundle_replayed',
+        'bundle_revision_conflict',
+        'bundle_store_write_failed',
+      ],
+    },
+    {
+      method: 'post',
+      path: '/v1/bundles/{name}/activate',
+      operationId: 'activateBundle',
+      summary: 'Activate a stored revision (roll back or forward)',
+      tags: ['bundles'],
+      scope: 'arbiter.bundles.write',
+      params: BUNDLE_NAME,
+      body: activateRequestSchema,
+      responses: {
+        200: { description: BUNDLE_STATUS, contentType: 'application/json' },
+        422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
+      },
+      problems: [...BODY, 'bundle_not_found', 'bundle_revision_not_found', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_write_failed'],
+    },
+    {
+      method: 'delete',
+      path: '/v1/bundles/{name}',
+      operationId: 'deleteBundle',
+      summary: 'Deactivate a bundle and forget its stored revisions',
+      tags: ['bundles'],
+      scope: 'arbiter.bundles.write',
+      params: BUNDLE_NAME,
+      responses: { 204: { description: 'Removed' } },
+      problems: ['bundle_not_found', 'bundle_in_use', 'bundle_store_write_failed'],
+    },
+
+    ...(features.opaCompat
+      ? [
+          {
+            method: 'post',
+            path: '/v1/data/{bundle}/{rule}',
+            operationId: 'opaEvaluate',
+            summary: 'OPA data API: evaluate an entrypoint on caller-supplied input (opa_compat.enabled)',
+            description: 'Nothing in `input` is verified: only a trusted caller may reach this route.',
+            tags: ['opa-compat'],
+            params: { bundle: 'Bundle name', rule: 'Entrypoint path below the bundle, e.g. `decision` or `a/b`' },
+            body: opaDataRequestSchema,
+            responses: { 200: { description: 'The entrypoint value, as OPA answers', schema: opaDataResponseSchema } },
+            problems: [...GATEWAY, ...BODY, 'entrypoint_not_found', 'policy_error', 'policy_resource_limit', 'policy_contract_violation'],
+          } satisfies ApiOperation,
+        ]
+      : []),
+  ];
+
+  return {
+    info: {
+      title: 'Arbiter',
+      version: packageJson.version,
+      description: 'Policy decision point: verifies access tokens, evaluates Rego compiled to WebAssembly, answers allow/deny with reasons.',
+    },
+    tags: [
+      { name: 'decisions', description: 'Decisions for gateways and token issuers' },
+      { name: 'authzen', description: 'OpenID AuthZEN Authorization API 1.0' },
+      { name: 'data', description: 'Live data the policies evaluate against (admin)' },
+      { name: 'revocations', description: 'Token revocations checked on every decision (admin)' },
+      { name: 'bundles', description: 'Policy bundle lifecycle: push, activate, roll back, remove (admin)' },
+      { name: 'opa-compat', description: 'OPA-compatible data API (off by default)' },
+      { name: 'operations', description: 'Health, metrics and this documentation' },
+    ],
+    schemas: {
+      DecideRequest: decideRequestSchema,
+      Decision: decisionResponseSchema,
+      IssuanceRequest: issuanceRequestSchema,
+      IssuanceDecision: issuanceResponseSchema,
+      AuthzenEvaluationRequest: evaluationRequestSchema,
+      AuthzenDecision: authzenDecisionSchema,
+      Revocation: revocationSchema,
+      JsonPatch: JsonPatchSchema,
+    },
+    operations,
+  };
+}

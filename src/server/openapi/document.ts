@@ -1,0 +1,147 @@
+import { z } from 'zod';
+import { PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE } from '../problem.ts';
+import type { ApiOperation, ApiResponse, RouteCatalogue } from './operation.ts';
+import { PROBLEM_TYPES, type ProblemCode } from './problem-types.ts';
+import { problemSchema } from './schemas.ts';
+
+export type JsonSchema = Record<string, unknown>;
+export type OpenApiDocument = Record<string, unknown> & { openapi: string; paths: Record<string, Record<string, JsonSchema>> };
+
+/** How a schema is read: request bodies before defaults apply, responses as written. */
+type Io = 'input' | 'output';
+
+const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
+
+/** Every operation may fail unexpectedly; documenting it once here keeps the catalogue about each route's own failures. */
+const ALWAYS: readonly ProblemCode[] = ['internal_error'];
+const ADMIN: readonly ProblemCode[] = ['unauthorized', 'forbidden'];
+
+/** The OpenAPI 3.1 document for a catalogue: schemas converted by zod, problems grouped by status. */
+export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument {
+  const nameOf = new Map<z.ZodType, string>(Object.entries(catalogue.schemas).map(([name, schema]) => [schema, name]));
+  const used = new Map<string, Io>();
+  const schemaOf = (schema: z.ZodType, io: Io): JsonSchema => {
+    const name = nameOf.get(schema);
+    if (name === undefined) return jsonSchema(schema, io);
+    used.set(name, used.get(name) ?? io);
+    return { $ref: `#/components/schemas/${name}` };
+  };
+
+  const paths: OpenApiDocument['paths'] = {};
+  for (const operation of catalogue.operations) {
+    const item = (paths[operation.path] ??= {});
+    if (item[operation.method]) throw new Error(`${operation.method.toUpperCase()} ${operation.path} is in the catalogue twice`);
+    item[operation.method] = operationObject(operation, schemaOf);
+  }
+
+  const schemas: Record<string, JsonSchema> = { Problem: { ...jsonSchema(problemSchema, 'output'), description: problemTable() } };
+  for (const [name, io] of [...used].sort(([a], [b]) => a.localeCompare(b))) schemas[name] = jsonSchema(catalogue.schemas[name]!, io);
+
+  return {
+    openapi: '3.1.1',
+    info: { ...catalogue.info, license: { name: 'Apache-2.0', identifier: 'Apache-2.0' } },
+    tags: catalogue.tags.map((tag) => ({ ...tag })),
+    paths,
+    components: {
+      schemas,
+      securitySchemes: {
+        adminBearer: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'JWT',
+          description:
+            'An access token from an `admin.issuers` issuer, verified like any token, carrying the scope each operation lists ' +
+            '(arbiter.bundles.read/write, arbiter.data.read/write, arbiter.revocations.read/write, arbiter.decisions.read). ' +
+            'Without a valid token: 401 unauthorized; without the scope: 403 forbidden.',
+        },
+      },
+    },
+    'x-problem-types': Object.entries(PROBLEM_TYPES).map(([code, type]) => ({ code, type: `${PROBLEM_TYPE_BASE}${code}`, status: type.status, meaning: type.meaning })),
+  };
+}
+
+function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema): JsonSchema {
+  const parameters = [...pathParameters(operation), ...queryParameters(operation), ...headerParameters(operation)];
+  const responses: Record<string, JsonSchema> = {};
+  for (const [status, response] of Object.entries(operation.responses)) responses[status] = responseObject(response, schemaOf);
+  for (const [status, codes] of problemsByStatus(operation)) {
+    if (responses[status]) throw new Error(`${operation.operationId}: status ${status} is both a response and a problem`);
+    responses[status] = {
+      description: `Problem: ${codes.join(', ')}`,
+      content: { [PROBLEM_CONTENT_TYPE]: { schema: { allOf: [PROBLEM_REF, { properties: { code: { enum: codes } } }] } } },
+    };
+  }
+  return {
+    operationId: operation.operationId,
+    summary: operation.summary,
+    ...(operation.description !== undefined && { description: operation.description }),
+    tags: [...operation.tags],
+    security: operation.scope ? [{ adminBearer: [operation.scope] }] : [],
+    ...(parameters.length > 0 && { parameters }),
+    ...(operation.body && { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(operation.body, 'input') } } } }),
+    responses,
+  };
+}
+
+function responseObject(response: ApiResponse, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema): JsonSchema {
+  if (response.schema) return { description: response.description, content: { [response.contentType ?? 'application/json']: { schema: schemaOf(response.schema, 'output') } } };
+  // Without a schema a text body is a string; a JSON one is left unconstrained.
+  if (response.contentType) return { description: response.description, content: { [response.contentType]: { schema: response.contentType.startsWith('text/') ? { type: 'string' } : {} } } };
+  return { description: response.description };
+}
+
+function pathParameters(operation: ApiOperation): JsonSchema[] {
+  return [...operation.path.matchAll(/\{(\w+)\}/g)].map(([, name]) => ({
+    name,
+    in: 'path',
+    required: true,
+    schema: { type: 'string' },
+    ...(operation.params?.[name!] !== undefined && { description: operation.params[name!] }),
+  }));
+}
+
+function queryParameters(operation: ApiOperation): JsonSchema[] {
+  if (!operation.query) return [];
+  const schema = jsonSchema(operation.query, 'input') as { properties?: Record<string, JsonSchema>; required?: string[] };
+  return Object.entries(schema.properties ?? {}).map(([name, property]) => ({
+    name,
+    in: 'query',
+    required: schema.required?.includes(name) ?? false,
+    schema: property,
+  }));
+}
+
+function headerParameters(operation: ApiOperation): JsonSchema[] {
+  return Object.entries(operation.headers ?? {}).map(([name, description]) => ({ name, in: 'header', required: false, description, schema: { type: 'string' } }));
+}
+
+function problemsByStatus(operation: ApiOperation): Map<string, ProblemCode[]> {
+  const uses = [...ALWAYS, ...(operation.scope ? ADMIN : []), ...(operation.problems ?? [])];
+  const byStatus = new Map<string, ProblemCode[]>();
+  for (const use of uses) {
+    const code = typeof use === 'string' ? use : use.code;
+    const status = String(typeof use === 'string' ? PROBLEM_TYPES[code].status[0] : use.status);
+    const codes = byStatus.get(status) ?? [];
+    if (!codes.includes(code)) codes.push(code);
+    byStatus.set(status, codes);
+  }
+  return new Map([...byStatus].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** A zod schema as a JSON Schema 2020-12 object, without `$schema` (the document's dialect applies). */
+function jsonSchema(schema: z.ZodType, io: Io): JsonSchema {
+  // Refinements and transforms cannot be expressed; the route still enforces them, the document describes the shape.
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { target: 'draft-2020-12', io, unrepresentable: 'any' }) as JsonSchema;
+  return rest;
+}
+
+function problemTable(): string {
+  const rows = Object.entries(PROBLEM_TYPES).map(([code, type]) => `| \`${code}\` | ${type.status.join(', ')} | ${type.meaning} |`);
+  return [
+    'RFC 9457 problem details. `type` is `urn:arbiter:problem:<code>`; `code` is stable and machine-readable.',
+    '',
+    '| code | status | meaning |',
+    '| --- | --- | --- |',
+    ...rows,
+  ].join('\n');
+}

@@ -1,0 +1,47 @@
+import type { z } from 'zod';
+import type { AdminScope } from '../middleware/admin-auth.ts';
+import type { ProblemCode } from './problem-types.ts';
+
+export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
+
+/** A non-problem response: JSON when `schema` is set, else `contentType` text, else no body (204). */
+export interface ApiResponse {
+  description: string;
+  schema?: z.ZodType;
+  /** Defaults to application/json with a schema. */
+  contentType?: string;
+}
+
+/** A problem code the operation can answer with, at its usual status or at the one given. */
+export type ProblemUse = ProblemCode | { code: ProblemCode; status: number };
+
+/** One operation of the HTTP API, described from the same zod schemas the route validates with. */
+export interface ApiOperation {
+  method: HttpMethod;
+  /** OpenAPI style: `/v1/revocations/{id}`. Every `{name}` becomes a required path parameter. */
+  path: string;
+  operationId: string;
+  summary: string;
+  description?: string;
+  tags: readonly string[];
+  /** Admin bearer token scope; absent means unauthenticated. Adds the 401/403 problems. */
+  scope?: AdminScope;
+  /** Descriptions of path parameters, by name. */
+  params?: Record<string, string>;
+  /** Query parameters: the properties of the schema the route parses `c.req.query()` with. */
+  query?: z.ZodObject;
+  /** Request headers the operation reads, name -> description. */
+  headers?: Record<string, string>;
+  /** JSON request body: the schema passed to jsonBody(). */
+  body?: z.ZodType;
+  responses: Record<number, ApiResponse>;
+  problems?: readonly ProblemUse[];
+}
+
+export interface RouteCatalogue {
+  info: { title: string; version: string; description: string };
+  tags: readonly { name: string; description: string }[];
+  /** Named schemas: an operation using one of these (by identity) refers to it in components.schemas. */
+  schemas: Record<string, z.ZodType>;
+  operations: readonly ApiOperation[];
+}

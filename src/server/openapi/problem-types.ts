@@ -1,0 +1,67 @@
+/**
+ * Every problem `code` the HTTP API answers with (RFC 9457; `type` is urn:arbiter:problem:<code>),
+ * with the statuses it comes with and what it means. Operations in the catalogue name the codes
+ * they can answer; a new code goes here first, so clients can rely on the list being complete.
+ */
+export interface ProblemType {
+  readonly status: readonly number[];
+  readonly meaning: string;
+}
+
+export const PROBLEM_TYPES = {
+  // Request shape (json-body middleware)
+  unsupported_media_type: { status: [415, 400], meaning: 'The body is not application/json (400 on AuthZEN endpoints, which answer every malformed request with 400).' },
+  body_too_large: { status: [413], meaning: 'The body exceeds the configured size limit.' },
+  malformed_json: { status: [400], meaning: 'The body is empty or not valid UTF-8 JSON.' },
+  invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer.' },
+  // Admin authentication (admin-auth middleware)
+  unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.' },
+  forbidden: { status: [403], meaning: 'The admin token lacks the scope the operation requires.' },
+  // Gateway authentication and admission (decision endpoints)
+  gateway_unauthenticated: { status: [401], meaning: 'The gateway did not authenticate (API key or client certificate, per config gateway).' },
+  rate_limited: { status: [429], meaning: 'The caller is over its request rate; Retry-After says when to retry.' },
+  overloaded: { status: [429], meaning: 'Too many decisions in flight; retry after a second.' },
+  // Routing and faults (app)
+  not_found: { status: [404], meaning: 'No route for this method and path.' },
+  http_error: { status: [400, 500], meaning: 'The HTTP layer refused the request before a handler ran.' },
+  internal_error: { status: [500], meaning: 'An unexpected fault; the server log has the request id.' },
+  // Policy evaluation (OPA data API, AuthZEN search)
+  entrypoint_not_found: { status: [404], meaning: 'No active bundle has this entrypoint.' },
+  policy_error: { status: [500], meaning: 'The policy failed while evaluating (e.g. a conflict between rule values).' },
+  policy_resource_limit: { status: [500], meaning: 'The policy exceeded its memory limit.' },
+  policy_contract_violation: { status: [500], meaning: 'The entrypoint returned a result of the wrong shape.' },
+  // AuthZEN
+  authzen_unavailable: { status: [503], meaning: 'No bundle answers this AuthZEN request (no default bundle or tenant mapping, or it is not active).' },
+  search_unsupported: { status: [501], meaning: 'The answering bundle does not implement this search.' },
+  invalid_page_token: { status: [400], meaning: 'page.token was not issued by this PDP for this same search.' },
+  // Live data and revocations (admin-errors)
+  data_path_invalid: { status: [400], meaning: 'The data path is not a sequence of valid keys.' },
+  data_invalid: { status: [400], meaning: 'The document is not plain JSON data.' },
+  data_too_deep: { status: [400], meaning: 'The document nests deeper than data.max_depth.' },
+  data_too_large: { status: [400], meaning: 'The write would take live data past data.max_size_bytes.' },
+  data_meta_invalid: { status: [400], meaning: 'Arbiter-Data-Source or Arbiter-Data-Max-Age is malformed.' },
+  json_patch_invalid: { status: [400], meaning: 'The body is not a valid JSON Patch (RFC 6902).' },
+  revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed.' },
+  data_not_found: { status: [404], meaning: 'No data at this path.' },
+  revocation_not_found: { status: [404], meaning: 'No revocation with this id.' },
+  data_path_owned_by_bundle: { status: [409], meaning: 'The path is inside an active bundle\'s roots and read-only.' },
+  data_path_conflict: { status: [409], meaning: 'The path runs through a value that is not an object.' },
+  json_patch_path_not_found: { status: [409], meaning: 'A patch operation names a path that does not exist.' },
+  json_patch_test_failed: { status: [409], meaning: 'A patch `test` operation did not match; nothing was applied.' },
+  data_store_write_failed: { status: [503], meaning: 'The SQLite store could not commit the write; nothing changed.' },
+  data_store_unavailable: { status: [503], meaning: 'The SQLite store cannot be read or written.' },
+  // Bundles (admin-errors; a bundle refused by a check answers 422 with `code` and `check` naming the check)
+  bundle_name_invalid: { status: [400], meaning: 'The bundle name is not lowercase letters, digits, _ and - (at most 64).' },
+  bundle_not_found: { status: [404], meaning: 'No bundle with this name.' },
+  bundle_revision_not_found: { status: [404], meaning: 'The bundle has no stored revision with this name.' },
+  bundle_in_use: { status: [409], meaning: 'The bundle is targeted by configuration and cannot be removed.' },
+  bundle_roots_overlap: { status: [409], meaning: 'The bundle\'s roots overlap another active bundle\'s.' },
+  bundle_replayed: { status: [409], meaning: 'This signed revision is stored already: activate it explicitly to roll back.' },
+  bundle_revision_conflict: { status: [409], meaning: 'A different archive is stored under this revision.' },
+  archive_compressed_too_large: { status: [413], meaning: 'The archive exceeds bundles.limits.max_compressed_bytes.' },
+  bundle_store_digest_mismatch: { status: [500], meaning: 'A stored archive no longer matches its digest.' },
+  bundle_store_unreadable: { status: [503], meaning: 'The bundle store cannot be read.' },
+  bundle_store_write_failed: { status: [503], meaning: 'The bundle store could not write; nothing changed.' },
+} as const satisfies Record<string, ProblemType>;
+
+export type ProblemCode = keyof typeof PROBLEM_TYPES;

@@ -1,0 +1,76 @@
+import { z } from 'zod';
+import { RevocationSchema } from '../../data/revocation-schema.ts';
+import { obligationSchema, reasonSchema } from '../../policy/contract.ts';
+
+/**
+ * Response shapes, described for the OpenAPI document. Requests are validated with the route
+ * modules' own schemas; these describe what the handlers write, and test/openapi.test.ts parses
+ * real responses with them so a handler cannot drift from its documentation unnoticed.
+ */
+
+const bundleRevision = z.strictObject({ bundle: z.string(), revision: z.string() });
+
+export const decisionResponseSchema = z.strictObject({
+  decision_id: z.string().describe('UUIDv7 of the decision, as recorded in the decision log.'),
+  allow: z.boolean(),
+  reasons: z.array(reasonSchema).describe('Why: stable reason codes from the policy (or token_* / no_active_bundle from Arbiter).'),
+  obligations: z.array(obligationSchema).describe('What the caller must do when it acts on an allow.'),
+  policy: bundleRevision.nullable().describe('Bundle and revision that decided; null when no bundle could answer.'),
+  data_version: z.number().int().describe('Version of the live data the policy evaluated against.'),
+});
+
+export const issuanceResponseSchema = decisionResponseSchema.extend({
+  granted_scopes: z.array(z.string()),
+  refused_scopes: z.array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() })),
+  max_ttl_s: z.number().int().min(0),
+});
+
+export const healthResponseSchema = z.strictObject({ status: z.literal('ok') });
+
+export const readinessResponseSchema = z.strictObject({
+  status: z.enum(['ready', 'not_ready']),
+  bundles: z.array(z.strictObject({ name: z.string(), revision: z.string() })),
+  problems: z.array(z.string()),
+});
+
+export const dataReadResponseSchema = z.strictObject({
+  result: z.unknown(),
+  version: z.number().int(),
+  bundle: z.string().optional().describe('Present when the path is owned (read-only) by this active bundle.'),
+});
+
+export const dataVersionResponseSchema = z.strictObject({ version: z.number().int() });
+
+export const revocationSchema = RevocationSchema;
+/** One revocation answers with the committed entry, a batch with all of them. */
+export const revocationCreatedSchema = z.union([RevocationSchema, z.strictObject({ revocations: z.array(RevocationSchema) })]);
+export const revocationPageSchema = z.strictObject({
+  items: z.array(RevocationSchema),
+  next_cursor: z.string().nullable().describe('Pass as `cursor` for the next page; null on the last page.'),
+});
+
+export const authzenDecisionSchema = z.strictObject({
+  decision: z.boolean(),
+  context: z.record(z.string(), z.unknown()).optional(),
+});
+export const authzenEvaluationsResponseSchema = z.strictObject({ evaluations: z.array(authzenDecisionSchema) });
+export const authzenSearchResponseSchema = z.strictObject({
+  results: z.array(z.record(z.string(), z.unknown())),
+  page: z.strictObject({ next_token: z.string().describe('Empty on the last page.') }),
+});
+export const authzenMetadataSchema = z.record(z.string(), z.string());
+
+export const opaDataResponseSchema = z.strictObject({
+  decision_id: z.string(),
+  result: z.unknown().optional().describe('Absent when the rule is undefined for this input, as in OPA.'),
+});
+
+export const problemSchema = z.looseObject({
+  type: z.string().describe('urn:arbiter:problem:<code>'),
+  status: z.number().int(),
+  code: z.string().describe('Stable, machine-readable; see x-problem-types at the top of this document.'),
+  title: z.string(),
+  detail: z.string().optional(),
+  errors: z.array(z.strictObject({ pointer: z.string().describe('JSON pointer into the request body'), detail: z.string() })).optional(),
+  instance: z.string().describe('Request path'),
+});

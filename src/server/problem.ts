@@ -1,0 +1,27 @@
+import type { Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+
+/** One offending field of a request, as a JSON pointer into the body, plus what is wrong with it. */
+export interface FieldError {
+  pointer: string;
+  detail: string;
+}
+
+export interface Problem {
+  /** Stable, machine-readable: also the last segment of `type`. */
+  code: string;
+  title: string;
+  detail?: string;
+  errors?: FieldError[];
+  [extension: string]: unknown;
+}
+
+export const PROBLEM_TYPE_BASE = 'urn:arbiter:problem:';
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** An RFC 9457 problem details response. */
+export function problem(c: Context, status: ContentfulStatusCode, body: Problem, headers: Record<string, string> = {}): Response {
+  const { code, ...rest } = body;
+  const payload = { type: `${PROBLEM_TYPE_BASE}${code}`, status, code, ...rest, instance: c.req.path };
+  return c.body(JSON.stringify(payload), status, { 'Content-Type': PROBLEM_CONTENT_TYPE, ...headers });
+}

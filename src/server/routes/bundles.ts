@@ -1,0 +1,93 @@
+import type { Context } from 'hono';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { ArbiterError } from '../../errors.ts';
+import type { BundleLifecycle } from '../../policy/lifecycle.ts';
+import { adminProblem } from '../admin-errors.ts';
+import { requireScope, type AdminPrincipal, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
+import { jsonBody } from '../middleware/json-body.ts';
+import { problem } from '../problem.ts';
+
+export interface BundleRouteDeps {
+  lifecycle: BundleLifecycle;
+  admin: AdminAuthDeps;
+  /** Largest bundle archive a PUT may carry (bundles.limits.max_compressed_bytes). */
+  maxBundleBytes: number;
+  bodyLimitBytes: number;
+}
+
+export const activateRequestSchema = z.strictObject({ revision: z.string().min(1) });
+
+/** What `opa build` writes and bundle servers send; anything else is not a bundle. */
+const BUNDLE_MEDIA_TYPES = new Set(['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/vnd.openpolicyagent.bundle']);
+
+/**
+ * The bundle lifecycle over HTTP. A rejected bundle answers 4xx naming the failed check
+ * (`check`), and the active revision keeps serving.
+ */
+export function bundleRoutes(deps: BundleRouteDeps) {
+  const read = requireScope(deps.admin, 'arbiter.bundles.read');
+  const write = requireScope(deps.admin, 'arbiter.bundles.write');
+
+  return new Hono<{ Variables: AdminVariables }>()
+    .get('/v1/bundles', read, async (c) => c.json({ bundles: await deps.lifecycle.list() }))
+    .get('/v1/bundles/:name', read, async (c) => {
+      const status = await deps.lifecycle.status(c.req.param('name'));
+      return status ? c.json(status) : adminProblem(c, new ArbiterError('bundle_not_found', `no bundle named ${c.req.param('name')}`));
+    })
+    .put('/v1/bundles/:name', write, async (c) => {
+      const mediaType = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+      if (!BUNDLE_MEDIA_TYPES.has(mediaType)) {
+        return problem(c, 415, {
+          code: 'unsupported_media_type',
+          title: 'Unsupported media type',
+          detail: `send the bundle .tar.gz as application/gzip (got ${mediaType ? JSON.stringify(mediaType) : 'no Content-Type'})`,
+        });
+      }
+      const archive = await readLimited(c, deps.maxBundleBytes);
+      if (archive === undefined) {
+        return problem(c, 413, { code: 'archive_compressed_too_large', check: 'archive_compressed_too_large', title: 'Bundle too large', detail: `the bundle exceeds ${deps.maxBundleBytes} bytes` });
+      }
+      try {
+        const result = await deps.lifecycle.accept(c.req.param('name'), archive, actor(c.get('admin')));
+        c.header('Location', `/v1/bundles/${c.req.param('name')}`);
+        return c.json(result, result.outcome === 'activated' ? 201 : 200);
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .post('/v1/bundles/:name/activate', write, jsonBody(activateRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+      try {
+        return c.json(await deps.lifecycle.activate(c.req.param('name'), c.get('body').revision, actor(c.get('admin'))));
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .delete('/v1/bundles/:name', write, async (c) => {
+      try {
+        await deps.lifecycle.remove(c.req.param('name'), actor(c.get('admin')));
+        return c.body(null, 204);
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    });
+}
+
+/** Recorded as stored_by / activated_by, the same form revocations record as created_by. */
+function actor(admin: AdminPrincipal): string {
+  return `${admin.iss}#${admin.sub}`;
+}
+
+/** The body, or undefined once it passes the limit (checked while streaming, not after). */
+async function readLimited(c: Context, limit: number): Promise<Uint8Array | undefined> {
+  const declared = Number(c.req.header('content-length'));
+  if (Number.isFinite(declared) && declared > limit) return undefined;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of c.req.raw.body ?? []) {
+    size += chunk.byteLength;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
+}

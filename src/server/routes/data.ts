@@ -1,0 +1,93 @@
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { parseDataPath, type DataPath } from '../../data/data-path.ts';
+import { DocumentMetaInputSchema, type LiveData } from '../../data/documents.ts';
+import { JsonPatchSchema } from '../../data/json-patch.ts';
+import { ArbiterError } from '../../errors.ts';
+import type { BundleRegistry } from '../../policy/registry.ts';
+import { adminProblem } from '../admin-errors.ts';
+import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
+import { jsonBody } from '../middleware/json-body.ts';
+
+export interface DataRouteDeps {
+  liveData: LiveData;
+  bundles: BundleRegistry;
+  admin: AdminAuthDeps;
+  bodyLimitBytes: number;
+}
+
+const PREFIX = '/v1/data';
+
+/**
+ * Live data: GET/PUT/PATCH/DELETE /v1/data/{path}. Document metadata travels in the
+ * `Arbiter-Data-Source` and `Arbiter-Data-Max-Age` headers. Paths under an active bundle's
+ * roots are read from the bundle and cannot be written (409).
+ */
+export function dataRoutes(deps: DataRouteDeps) {
+  const read = requireScope(deps.admin, 'arbiter.data.read');
+  const write = requireScope(deps.admin, 'arbiter.data.write');
+  const limit = { limitBytes: deps.bodyLimitBytes };
+
+  return new Hono<{ Variables: AdminVariables }>()
+    .get(`${PREFIX}/*`, read, (c) => {
+      try {
+        const path = dataPathOf(c.req.url);
+        const owner = deps.bundles.ownerOf(path);
+        const value = owner ? valueAt(owner.data, path) : deps.liveData.get(path);
+        if (value === undefined) throw new ArbiterError('data_not_found', `no data at ${path.join('/') || '(root)'}`);
+        return c.json({ result: value, version: deps.liveData.snapshot().version, ...(owner && { bundle: owner.name }) });
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .put(`${PREFIX}/*`, write, jsonBody(z.unknown(), limit), (c) => {
+      try {
+        const snapshot = deps.liveData.put(dataPathOf(c.req.url), c.get('body'), metaOf(c.req.header()));
+        return c.json({ version: snapshot.version });
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .patch(`${PREFIX}/*`, write, jsonBody(JsonPatchSchema, limit), (c) => {
+      try {
+        const snapshot = deps.liveData.patch(dataPathOf(c.req.url), c.get('body'), metaOf(c.req.header()));
+        return c.json({ version: snapshot.version });
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .delete(`${PREFIX}/*`, write, (c) => {
+      try {
+        deps.liveData.delete(dataPathOf(c.req.url));
+        return c.body(null, 204);
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    });
+}
+
+/** Keys from the raw URL, so an encoded `%2F` stays inside its key. */
+function dataPathOf(url: string): DataPath {
+  return parseDataPath(new URL(url).pathname.slice(PREFIX.length));
+}
+
+function metaOf(headers: Record<string, string>) {
+  const raw: Record<string, unknown> = {};
+  if (headers['arbiter-data-source'] !== undefined) raw.source = headers['arbiter-data-source'];
+  if (headers['arbiter-data-max-age'] !== undefined) raw.max_age_s = Number(headers['arbiter-data-max-age']);
+  if (Object.keys(raw).length === 0) return undefined;
+  const parsed = DocumentMetaInputSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new ArbiterError('data_meta_invalid', 'Arbiter-Data-Source must be 1-256 characters and Arbiter-Data-Max-Age a whole number of seconds > 0');
+  }
+  return parsed.data;
+}
+
+function valueAt(data: unknown, path: DataPath): unknown {
+  let node = data;
+  for (const key of path) {
+    if (typeof node !== 'object' || node === null || Array.isArray(node) || !Object.hasOwn(node, key)) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node;
+}

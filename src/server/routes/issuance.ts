@@ -1,0 +1,61 @@
+import { Hono } from 'hono';
+import { z } from 'zod';
+import type { DecisionPipeline } from '../../decisions/pipeline.ts';
+import { jsonBody } from '../middleware/json-body.ts';
+import type { GatewayVariables } from '../middleware/gateway-auth.ts';
+import type { RequestIdVariables } from '../middleware/request-id.ts';
+import { bundleName, decisionBody } from './decide.ts';
+
+export const issuanceRequestSchema = z.strictObject({
+  token: z.string().min(1).optional().describe('A token the request builds on (e.g. the subject token of an RFC 8693 exchange).'),
+  client_id: z.string().min(1).max(256),
+  subject: z.string().min(1).max(1024).optional(),
+  scopes: z.array(z.string().min(1).max(256)).max(256),
+  audience: z.string().min(1).max(1024),
+  purpose: z.string().max(1024).optional(),
+  context: z.record(z.string(), z.unknown()).optional(),
+  policy: bundleName.optional(),
+});
+
+/** The extra output `<bundle>/issuance` owes besides the decision contract. */
+const issuanceResultSchema = z.looseObject({
+  granted_scopes: z.array(z.string()),
+  refused_scopes: z.array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() })),
+  max_ttl_s: z.number().int().min(0),
+});
+
+export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: number) {
+  return new Hono<{ Variables: RequestIdVariables & GatewayVariables }>().post(
+    '/v1/issuance',
+    jsonBody(issuanceRequestSchema, { limitBytes: bodyLimitBytes }),
+    async (c) => {
+      const body = c.get('body');
+      const { token, policy, context, ...issuance } = body;
+      const decision = await pipeline.decide({
+        endpoint: '/v1/issuance',
+        requestId: c.get('requestId'),
+        caller: c.get('caller'),
+        bundle: policy,
+        rule: 'issuance',
+        token,
+        action: { name: 'tokens.issue' },
+        resource: { type: 'token', properties: { audience: body.audience } },
+        context,
+        extraInput: { issuance },
+        outputSchema: issuanceResultSchema,
+      });
+      // The pipeline already checked the result against issuanceResultSchema; without one nothing is granted.
+      const outcome = decision.result ? issuanceResultSchema.parse(decision.result) : undefined;
+      const refusedByDenial = body.scopes.map((scope) => ({ scope, code: decision.reasons[0]?.code ?? 'not_granted' }));
+      return c.json(
+        {
+          ...decisionBody(decision),
+          granted_scopes: decision.allow && outcome ? outcome.granted_scopes : [],
+          refused_scopes: outcome?.refused_scopes ?? refusedByDenial,
+          max_ttl_s: decision.allow && outcome ? outcome.max_ttl_s : 0,
+        },
+        decision.answered ? 200 : 503,
+      );
+    },
+  );
+}

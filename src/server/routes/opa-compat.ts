@@ -1,0 +1,49 @@
+import { Hono } from 'hono';
+import { z } from 'zod';
+import type { DecisionPipeline } from '../../decisions/pipeline.ts';
+import { jsonBody } from '../middleware/json-body.ts';
+import type { RequestIdVariables } from '../middleware/request-id.ts';
+import { problem } from '../problem.ts';
+import { bundleName } from './decide.ts';
+
+/** OPA's data API request body; `input` is evaluated exactly as sent. */
+export const opaDataRequestSchema = z.strictObject({
+  input: z.record(z.string(), z.unknown()).describe('The whole policy input, claims included: nothing is verified or added.'),
+});
+
+const rulePath = /^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/;
+
+/**
+ * `POST /v1/data/{bundle}/{rule...}` answering like OPA's server (`{"result": ..., "decision_id": ...}`),
+ * so OPA clients and side-by-side benchmarks can call Arbiter unchanged. The caller supplies the
+ * subject's claims, so the route is off unless `opa_compat.enabled` and belongs behind a trusted caller.
+ */
+export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: number) {
+  return new Hono<{ Variables: RequestIdVariables }>().post(
+    '/v1/data/:bundle/:rule{.+}',
+    jsonBody(opaDataRequestSchema, { limitBytes: bodyLimitBytes }),
+    async (c) => {
+      const bundle = c.req.param('bundle');
+      const rule = c.req.param('rule');
+      if (!bundleName.safeParse(bundle).success || !rulePath.test(rule)) {
+        return problem(c, 404, { code: 'entrypoint_not_found', title: 'Entrypoint not found', detail: `${bundle}/${rule} is not an entrypoint name` });
+      }
+      const evaluation = await pipeline.evaluateInput({
+        endpoint: '/v1/data',
+        requestId: c.get('requestId'),
+        bundle,
+        rule,
+        input: c.get('body').input,
+      });
+      switch (evaluation.outcome) {
+        case 'not_found':
+          return problem(c, 404, { code: 'entrypoint_not_found', title: 'Entrypoint not found', detail: evaluation.message });
+        case 'error':
+          return problem(c, 500, { code: evaluation.code, title: 'Policy evaluation failed', detail: evaluation.message, decision_id: evaluation.decision_id });
+        case 'evaluated':
+          // Like OPA, an undefined rule answers 200 without a `result` key.
+          return c.json(evaluation.result === undefined ? { decision_id: evaluation.decision_id } : { decision_id: evaluation.decision_id, result: evaluation.result });
+      }
+    },
+  );
+}

@@ -1,0 +1,61 @@
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { REVOCATION_KINDS, RevocationInputSchema } from '../../data/revocation-schema.ts';
+import type { Revocations } from '../../data/revocations.ts';
+import { ArbiterError } from '../../errors.ts';
+import { adminProblem } from '../admin-errors.ts';
+import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
+import { jsonBody } from '../middleware/json-body.ts';
+
+export interface RevocationRouteDeps {
+  revocations: Revocations;
+  admin: AdminAuthDeps;
+  bodyLimitBytes: number;
+}
+
+/** One revocation, or many at once (committed in one transaction). */
+export const revocationRequestSchema = z.union([
+  RevocationInputSchema,
+  z.strictObject({ revocations: z.array(RevocationInputSchema).min(1).max(10_000) }),
+]);
+
+export const listQuerySchema = z.strictObject({
+  kind: z.enum(REVOCATION_KINDS).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  cursor: z.string().optional(),
+});
+
+/** Revocations take effect on the next decision after the 2xx, including for cached token verifications. */
+export function revocationRoutes(deps: RevocationRouteDeps) {
+  const read = requireScope(deps.admin, 'arbiter.revocations.read');
+  const write = requireScope(deps.admin, 'arbiter.revocations.write');
+
+  return new Hono<{ Variables: AdminVariables }>()
+    .post('/v1/revocations', write, jsonBody(revocationRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+      const body = c.get('body');
+      const createdBy = `${c.get('admin').iss}#${c.get('admin').sub}`;
+      try {
+        if ('revocations' in body) {
+          const entries = await deps.revocations.addMany(body.revocations.map((r) => ({ created_by: createdBy, ...r })));
+          return c.json({ revocations: entries }, 201);
+        }
+        return c.json(await deps.revocations.add({ created_by: createdBy, ...body }), 201);
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .get('/v1/revocations', read, (c) => {
+      const query = listQuerySchema.safeParse(c.req.query());
+      if (!query.success) return adminProblem(c, new ArbiterError('revocation_invalid', query.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')));
+      return c.json(deps.revocations.list(query.data));
+    })
+    .get('/v1/revocations/:id', read, (c) => {
+      const entry = deps.revocations.get(c.req.param('id'));
+      return entry ? c.json(entry) : adminProblem(c, new ArbiterError('revocation_not_found', `no revocation ${c.req.param('id')}`));
+    })
+    .delete('/v1/revocations/:id', write, (c) =>
+      deps.revocations.remove(c.req.param('id'))
+        ? c.body(null, 204)
+        : adminProblem(c, new ArbiterError('revocation_not_found', `no revocation ${c.req.param('id')}`)),
+    );
+}

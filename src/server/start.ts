@@ -1,0 +1,213 @@
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import pino, { type Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import { LiveData } from '../data/documents.ts';
+import { openDataDatabase } from '../data/persistence.ts';
+import { Revocations } from '../data/revocations.ts';
+import { DecisionPipeline } from '../decisions/pipeline.ts';
+import { ConfigError } from '../errors.ts';
+import { ArbiterMetrics } from '../metrics/registry.ts';
+import { BundleLifecycle } from '../policy/lifecycle.ts';
+import { BundlePuller } from '../policy/pull.ts';
+import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
+import { InProcessEvaluator } from '../policy/evaluation/in-process.ts';
+import { EvaluationPool } from '../policy/evaluation/pool.ts';
+import { BundleRegistry } from '../policy/registry.ts';
+import { bundleVerificationOptions } from '../policy/signing-keys.ts';
+import { BundleStore } from '../policy/store.ts';
+import { devTrustedIssuer, loadOrCreateDevIssuerKey } from '../tokens/dev-issuer.ts';
+import { IssuerRegistry, type TrustedIssuer } from '../tokens/trusted-issuers.ts';
+import { VerificationCache } from '../tokens/verification-cache.ts';
+import { createApp } from './app.ts';
+import { drainServer } from './shutdown.ts';
+
+export interface Arbiter {
+  readonly url: string;
+  readonly port: number;
+  readonly bundles: BundleRegistry;
+  readonly bundleLifecycle: BundleLifecycle;
+  readonly pipeline: DecisionPipeline;
+  readonly liveData: LiveData;
+  readonly revocations: Revocations;
+  readonly logger: Logger;
+  /** The HTTP application (its routes are what /openapi.json must describe). */
+  readonly app: ReturnType<typeof createApp>;
+  /** Counters and gauges other components update (decision log, bundle lifecycle). */
+  readonly metrics: ArbiterMetrics;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+}
+
+/** Builds every part from a validated config and starts listening. */
+export async function startArbiter(config: Config, options: StartOptions = {}): Promise<Arbiter> {
+  const logger = options.logger ?? pino({ level: config.logging.level, timestamp: pino.stdTimeFunctions.isoTime });
+
+  const devIssuers: TrustedIssuer[] = [];
+  if (config.dev_issuer.enabled) {
+    const key = await loadOrCreateDevIssuerKey(config.dev_issuer.key_file);
+    devIssuers.push(devTrustedIssuer(key));
+    logger.warn({ key_file: config.dev_issuer.key_file }, 'development issuer enabled: never use it in production');
+  }
+  const evaluator = createEvaluator(config.engine, logger);
+  const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest) });
+  const metrics = new ArbiterMetrics({ activeBundles: () => bundles.list() });
+  const jwksFetch = { jwksFetch: (issuer: string) => metrics.jwksFetch(issuer) };
+  const issuers = IssuerRegistry.fromConfig(config.issuers, devIssuers, jwksFetch);
+  const adminIssuers = IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], jwksFetch);
+
+  const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, logger);
+  await bundleLifecycle.restore(config.bundles.dir);
+
+  const db = openDataDatabase(config.data.path);
+  const liveData = new LiveData(db, {
+    isReadOnly: (path) => bundles.ownerOf(path) !== undefined,
+    limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
+    onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
+  });
+  const revocations = new Revocations(db);
+  seedLiveData(liveData, config.data.seed ?? {}, logger);
+  evaluator.setLiveData(liveData.snapshot().data, liveData.snapshot().version);
+  liveData.onChange((snapshot) => evaluator.setLiveData(snapshot.data, snapshot.version));
+  const pruneTimer = setInterval(() => revocations.prune(Math.floor(Date.now() / 1000)), config.data.revocation_prune_interval_s * 1000);
+  pruneTimer.unref();
+
+  const pipeline = new DecisionPipeline({
+    issuers,
+    bundles,
+    evaluator,
+    defaultBundle: config.bundles.default,
+    maxTokenBytes: config.tokens.max_token_bytes,
+    logger,
+    verificationCache: new VerificationCache(config.tokens.verification_cache_size),
+    revocations,
+    dataStatus: (nowMs) => liveData.status(nowMs),
+    observer: metrics,
+  });
+  // Set when shutdown starts, so /readyz tells load balancers to stop sending traffic.
+  const draining = { value: false };
+  const app = createApp({
+    bundleLifecycle: { lifecycle: bundleLifecycle, maxBundleBytes: config.bundles.limits.max_compressed_bytes },
+    draining,
+    pipeline,
+    bundles,
+    issuers,
+    liveData,
+    revocations,
+    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger },
+    defaultBundle: config.bundles.default,
+    bodyLimitBytes: config.server.body_limit_bytes,
+    authzen: config.authzen,
+    dataBodyLimitBytes: config.data.max_body_bytes,
+    logger,
+    opaCompat: config.opa_compat.enabled,
+    metrics: config.metrics.enabled ? metrics : undefined,
+    gateway: config.gateway,
+  });
+
+  const server = await listen(app.fetch, config.server);
+  const { port } = server.address() as AddressInfo;
+  const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+  const url = `${config.server.tls ? 'https' : 'http'}://${host}:${port}`;
+  logger.info({ url, bundles: bundles.list().map((b) => `${b.name}@${b.revision}`) }, 'arbiter listening');
+  const pullers = config.bundles.sources.map(
+    (source) => new BundlePuller(source, { lifecycle: bundleLifecycle, logger, maxBytes: config.bundles.limits.max_compressed_bytes }),
+  );
+  for (const puller of pullers) puller.start();
+
+  return {
+    url,
+    port,
+    bundles,
+    bundleLifecycle,
+    pipeline,
+    liveData,
+    revocations,
+    logger,
+    app,
+    metrics,
+    async close() {
+      draining.value = true;
+      clearInterval(pruneTimer);
+      await Promise.all(pullers.map((puller) => puller.stop()));
+      const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
+      if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
+      revocations.flush();
+      db.close();
+      await evaluator.close();
+    },
+  };
+}
+
+function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server']): Promise<ServerType> {
+  const tls = options.tls && {
+    createServer: createHttpsServer,
+    serverOptions: {
+      cert: readFileSync(options.tls.cert_file),
+      key: readFileSync(options.tls.key_file),
+      // Client certificates are requested, and checked by the gateway middleware so a
+      // missing one gets a problem response instead of a failed handshake.
+      ...(options.tls.ca_file !== undefined && { ca: readFileSync(options.tls.ca_file), requestCert: true, rejectUnauthorized: false }),
+    },
+  };
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, hostname: options.host, port: options.port, ...tls }, () => resolve(server));
+    server.once('error', reject);
+  });
+}
+
+/** The lifecycle of bundles as configured in `bundles`, protecting the bundles other sections target. */
+function createEvaluator(engine: Config['engine'], logger: Logger): PolicyEvaluator {
+  const maxMemoryPages = (engine.max_memory_mb * 1024 * 1024) / WASM_PAGE_BYTES;
+  if (engine.workers === 0) {
+    logger.warn('engine.workers is 0: policies run on the main thread without a deadline');
+    return new InProcessEvaluator({ maxMemoryPages });
+  }
+  return new EvaluationPool({ workers: engine.workers, deadlineMs: engine.deadline_ms, maxMemoryPages, logger });
+}
+
+const WASM_PAGE_BYTES = 64 * 1024;
+
+function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluator: PolicyEvaluator, logger: Logger): BundleLifecycle {
+  const { limits } = config.bundles;
+  const requireSignatures = config.bundles.require_signatures ?? config.mode !== 'development';
+  if (requireSignatures) logger.info('bundle signatures required: unsigned bundles are refused on push and pull');
+  return new BundleLifecycle({
+    registry,
+    evaluator,
+    store: new BundleStore(config.bundles.store),
+    logger,
+    requireSignatures,
+    verification: bundleVerificationOptions(config.bundles.signing),
+    archiveLimits: {
+      maxCompressedBytes: limits.max_compressed_bytes,
+      maxDecompressedBytes: limits.max_decompressed_bytes,
+      maxFileBytes: limits.max_file_bytes,
+      maxEntries: limits.max_entries,
+      maxPathLength: limits.max_path_length,
+    },
+    dataLimits: { maxDepth: limits.max_data_depth, maxBytes: limits.max_data_bytes },
+    protectedBundles: new Set([config.bundles.default, ...(config.authzen.default_bundle ? [config.authzen.default_bundle] : []), ...Object.values(config.authzen.tenants)]),
+  });
+}
+
+/** Seeds documents the store does not have yet (development); acknowledged live data always wins. */
+function seedLiveData(liveData: LiveData, seeds: Record<string, string>, logger: Logger): void {
+  for (const [document, file] of Object.entries(seeds)) {
+    if (liveData.get([document]) !== undefined) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (error) {
+      throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot read ${file}: ${(error as Error).message}` }]);
+    }
+    liveData.put([document], value, { source: `seed:${file}` });
+    logger.info({ document, file }, 'live data seeded');
+  }
+}

@@ -1,0 +1,43 @@
+import type { VerifiedToken } from './verify.ts';
+
+/**
+ * Remembers successful verifications by token fingerprint until the token would fail
+ * verification by time (exp or max age), so a gateway resending the same token skips the
+ * signature check. Only successes are cached. Revocation is not cached: it is checked on
+ * every decision. A key removed from a JWKS does not evict entries: revoke with
+ * `issued_before` after a key compromise.
+ */
+export class VerificationCache {
+  readonly #entries = new Map<string, { verified: VerifiedToken; validUntil: number }>();
+  readonly #maxEntries: number;
+
+  constructor(maxEntries: number) {
+    this.#maxEntries = maxEntries;
+  }
+
+  get(fingerprint: string, now: number): VerifiedToken | undefined {
+    const entry = this.#entries.get(fingerprint);
+    if (entry === undefined) return undefined;
+    if (now >= entry.validUntil) {
+      this.#entries.delete(fingerprint);
+      return undefined;
+    }
+    return entry.verified;
+  }
+
+  set(verified: VerifiedToken): void {
+    if (this.#maxEntries === 0) return;
+    const { exp, iat } = verified.payload as { exp: number; iat: number };
+    const { clock_tolerance_s, max_token_age_s } = verified.issuer.config;
+    const validUntil = Math.min(exp, iat + max_token_age_s) + clock_tolerance_s;
+    if (this.#entries.size >= this.#maxEntries) {
+      // Oldest insertion first: Map keeps insertion order.
+      this.#entries.delete(this.#entries.keys().next().value!);
+    }
+    this.#entries.set(verified.fingerprint, { verified, validUntil });
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+}

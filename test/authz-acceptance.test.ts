@@ -1,0 +1,193 @@
+/**
+ * The default policy's acceptance scenarios (issue #3) over HTTP: real dev-issuer tokens,
+ * the bundle built from rego/authz, the example entitlements seeded as live data.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Arbiter } from '../src/server/start.ts';
+import { loadOrCreateDevIssuerKey, mintDevToken, type DevIssuerKey, type DevTokenOptions } from '../src/tokens/dev-issuer.ts';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+
+const ALICE = 'user:alice@acme.example';
+const AGENT = 'agent:expense-assistant';
+const STAGING = 'https://staging.api.example.com';
+
+let key: DevIssuerKey;
+let keyFile: string;
+let arbiter: Arbiter;
+
+async function start(): Promise<Arbiter> {
+  return startTestArbiter({
+    dev_issuer: { enabled: true, key_file: keyFile },
+    admin: { allow_dev_issuer: true },
+    bundles: { default: 'authz' },
+    data: { path: join(tempDir(), 'data.db'), seed: { entitlements: 'examples/entitlements.json' } },
+  });
+}
+
+const token = (options: Partial<DevTokenOptions> = {}) =>
+  mintDevToken(key, { sub: ALICE, scope: 'invoices.read', ...options, claims: { tenant: 'acme', ...options.claims } });
+
+const invoice = { type: 'invoice', id: 'inv-1', properties: { tenant: 'acme' } };
+
+async function decide(server: Arbiter, body: Record<string, unknown>) {
+  const res = await postJson(`${server.url}/v1/decide`, { action: 'invoices.read', resource: invoice, context: { environment: 'production' }, ...body });
+  expect(res.status).toBe(200);
+  return res.body as { allow: boolean; reasons: { code: string; [k: string]: unknown }[]; obligations: { type: string }[] };
+}
+
+const codes = (decision: { reasons: { code: string }[] }) => decision.reasons.map((r) => r.code);
+
+async function admin(server: Arbiter, method: string, path: string, body: unknown, headers: Record<string, string> = {}) {
+  const adminToken = await mintDevToken(key, { sub: 'admin@acme.example', scope: 'arbiter.data.write arbiter.revocations.write' });
+  const response = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  expect(response.status).toBeLessThan(300);
+  return response.status === 204 ? undefined : ((await response.json()) as Record<string, any>);
+}
+
+beforeAll(async () => {
+  keyFile = join(tempDir(), 'dev-issuer.jwk.json');
+  key = await loadOrCreateDevIssuerKey(keyFile);
+  arbiter = await start();
+});
+
+afterAll(async () => {
+  await arbiter?.close();
+});
+
+describe('default policy over /v1/decide', () => {
+  it('1: scope, mapping and entitlement present, same tenant, production audience: allow, explained', async () => {
+    const decision = await decide(arbiter, { token: await token() });
+    expect(decision.allow).toBe(true);
+    expect(decision.reasons).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ code: 'scope_granted' }),
+        expect.objectContaining({ code: 'mapping_matched', rule_id: 'mapping-acme-employees' }),
+        expect.objectContaining({ code: 'entitlement_granted' }),
+      ]),
+    );
+    expect(JSON.stringify(decision.reasons)).toContain('ent-alice-invoices-read');
+  });
+
+  it('2: scope missing', async () => {
+    expect(codes(await decide(arbiter, { token: await token({ scope: 'expenses.read' }) }))).toEqual(['scope_missing']);
+  });
+
+  it('3: unknown action', async () => {
+    expect(codes(await decide(arbiter, { token: await token(), action: 'invoices.shred' }))).toContain('unknown_action');
+  });
+
+  it('4: token tenant differs from resource tenant', async () => {
+    expect(codes(await decide(arbiter, { token: await token({ claims: { tenant: 'globex' } }) }))).toEqual(['tenant_mismatch']);
+  });
+
+  it('5: non-production audience used in production', async () => {
+    expect(codes(await decide(arbiter, { token: await token({ aud: STAGING }) }))).toEqual(['environment_mismatch']);
+  });
+
+  it('6: a permissions claim without an entitlement is not enough', async () => {
+    const decision = await decide(arbiter, { token: await token({ sub: 'user:bob@acme.example', claims: { permissions: ['invoices.read'] } }) });
+    expect(decision.allow).toBe(false);
+    expect(codes(decision)).toContain('no_entitlement');
+  });
+
+  it('8: high-risk action with a token older than the limit: step-up', async () => {
+    const decision = await decide(arbiter, { token: await token({ scope: 'invoices.write', ageSeconds: 400 }), action: 'invoices.approve' });
+    expect(codes(decision)).toEqual(['token_too_old_for_risk']);
+    expect(decision.obligations).toEqual([expect.objectContaining({ type: 'step_up' })]);
+  });
+
+  it('9: a permitted agent acting for a permitted user, low risk: allow with each actor grant', async () => {
+    const decision = await decide(arbiter, { token: await token({ claims: { act: { sub: AGENT } } }) });
+    expect(decision.allow).toBe(true);
+    expect(JSON.stringify(decision.reasons)).toContain('ent-expense-assistant-invoices');
+  });
+
+  it('10: an actor in the chain lacks the grant', async () => {
+    expect(codes(await decide(arbiter, { token: await token({ claims: { act: { sub: 'agent:unknown-bot' } } }) }))).toContain('delegation_not_permitted');
+  });
+
+  it('11: a chain deeper than the limit', async () => {
+    const act = { sub: AGENT, act: { sub: AGENT, act: { sub: AGENT } } };
+    expect(codes(await decide(arbiter, { token: await token({ claims: { act } }) }))).toContain('delegation_too_deep');
+  });
+
+  it('12: high-risk action through an agent: approval required, then allowed with an accepted approval', async () => {
+    const agentToken = await token({ scope: 'invoices.write', claims: { act: { sub: AGENT } } });
+    const without = await decide(arbiter, { token: agentToken, action: 'invoices.approve' });
+    expect(codes(without)).toEqual(['approval_required']);
+    expect(without.obligations).toEqual([expect.objectContaining({ type: 'approval_required' })]);
+
+    const expiresAt = Math.floor(Date.now() / 1000) + 600;
+    await admin(arbiter, 'PUT', '/v1/data/approvals', { 'apr-1': { action: 'invoices.approve', subject: ALICE, resource_id: 'inv-1', approved_by: 'user:carol@acme.example', expires_at: expiresAt } });
+    const withApproval = await decide(arbiter, { token: agentToken, action: 'invoices.approve', context: { environment: 'production', approval_id: 'apr-1' } });
+    expect(withApproval.allow).toBe(true);
+    expect(JSON.stringify(withApproval.reasons)).toContain('apr-1');
+  });
+
+  it('13: no token', async () => {
+    expect(codes(await decide(arbiter, {}))).toEqual(['unauthenticated']);
+  });
+
+  it('14: revoked token', async () => {
+    const revoked = await token();
+    expect((await decide(arbiter, { token: revoked })).allow).toBe(true);
+    const { jti } = JSON.parse(Buffer.from(revoked.split('.')[1]!, 'base64url').toString()) as { jti: string };
+    await admin(arbiter, 'POST', '/v1/revocations', { kind: 'jti', value: jti, reason: 'laptop stolen' });
+    expect(codes(await decide(arbiter, { token: revoked }))).toEqual(['token_revoked']);
+  });
+
+  it('15: several failures at once: every applicable code', async () => {
+    const decision = await decide(arbiter, { token: await token({ aud: STAGING, scope: 'expenses.read', claims: { tenant: 'globex' } }) });
+    expect(codes(decision)).toEqual(expect.arrayContaining(['environment_mismatch', 'scope_missing', 'tenant_mismatch']));
+  });
+});
+
+describe('default policy when entitlements are unavailable', () => {
+  it('7: entitlement data missing or stale: entitlements_unavailable', async () => {
+    const server = await start();
+    try {
+      await admin(server, 'PUT', '/v1/data/entitlements', { [ALICE]: { grants: [{ id: 'g', actions: ['invoices.read'], tenants: ['acme'] }] } }, { 'arbiter-data-max-age': '1' });
+      expect((await decide(server, { token: await token() })).allow).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 2100));
+      expect(codes(await decide(server, { token: await token() }))).toEqual(['entitlements_unavailable']);
+      await admin(server, 'DELETE', '/v1/data/entitlements', undefined);
+      expect(codes(await decide(server, { token: await token() }))).toEqual(['entitlements_unavailable']);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('governed issuance over /v1/issuance', () => {
+  it('16: some requested scopes granted, some refused with reasons, a maximum TTL', async () => {
+    const caller = await mintDevToken(key, { sub: 'spiffe://acme.example/ns/identity/sa/token-service' });
+    const res = await postJson(`${arbiter.url}/v1/issuance`, {
+      token: caller,
+      client_id: AGENT,
+      subject: ALICE,
+      scopes: ['invoices.read', 'expenses.write', 'payments.write', 'openid', 'admin'],
+      audience: 'https://api.example.com',
+      purpose: 'expense_filing',
+    });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ allow: true, granted_scopes: ['expenses.write', 'invoices.read', 'openid'], max_ttl_s: 1800 });
+    const refused = (res.body!.refused_scopes as { scope: string; code: string }[]).map((r) => `${r.scope}:${r.code}`);
+    expect(refused).toEqual(expect.arrayContaining(['payments.write:no_mapping', 'admin:scope_unknown']));
+  });
+
+  it('grants nothing to a caller the policy does not know', async () => {
+    const res = await postJson(`${arbiter.url}/v1/issuance`, {
+      token: await token(),
+      client_id: AGENT,
+      scopes: ['invoices.read'],
+      audience: 'https://api.example.com',
+    });
+    expect(res.body).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0 });
+    expect(codes(res.body as { reasons: { code: string }[] })).toContain('caller_not_permitted');
+  });
+});

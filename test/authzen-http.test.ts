@@ -1,0 +1,391 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Arbiter } from '../src/server/start.ts';
+import { postJson, startTestArbiter } from './support/arbiter.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+// Opaque subject ids of the Todo scenario (rego/todo/README.md).
+const rick = 'CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs';
+const morty = 'CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs';
+const summer = 'CiRmZDI2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs';
+const beth = 'CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs';
+
+const user = (id: string, properties?: Record<string, unknown>) => ({ type: 'user', id, ...(properties && { properties }) });
+const todoOwnedBy = (email: string, id = 't1') => ({ type: 'todo', id, properties: { ownerID: email } });
+
+let idp: TestIssuer;
+let arbiter: Arbiter;
+const url = (path: string) => `${arbiter.url}${path}`;
+
+beforeAll(async () => {
+  idp = await TestIssuer.create('https://idp.test.example');
+  await idp.serve();
+  arbiter = await startTestArbiter({
+    issuers: [{ issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+    authzen: { default_bundle: 'todo', tenants: { echo: 'azecho', plain: 'simple', ghost: 'no_such_bundle' } },
+  });
+});
+
+afterAll(async () => {
+  await arbiter?.close();
+  await idp?.close();
+});
+
+interface PolicyInput {
+  subject: Record<string, unknown>;
+  action: unknown;
+  resource: unknown;
+  context: Record<string, unknown>;
+}
+
+/** The policy input the azecho bundle saw, from its one reason. */
+function echoedInput(body: unknown): PolicyInput {
+  const [reason] = (body as { context: { reasons: { id: string; reason_admin: { en: string } }[] } }).context.reasons;
+  expect(reason!.id).toBe('echo');
+  return JSON.parse(reason!.reason_admin.en) as PolicyInput;
+}
+
+describe('POST /access/v1/evaluation', () => {
+  it('answers with the decision and the reasons as reason objects in context', async () => {
+    const res = await postJson(url('/access/v1/evaluation'), { subject: user(rick), action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(res.body).toEqual({
+      decision: true,
+      context: {
+        decision_id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+        reasons: [{ id: 'granted_by_role', reason_admin: { en: 'role admin may can_create_todo' } }],
+      },
+    });
+  });
+
+  it('denies with the policy reason', async () => {
+    const res = await postJson(url('/access/v1/evaluation'), { subject: user(beth), action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ decision: false, context: { reasons: [{ id: 'not_permitted', reason_admin: { en: expect.any(String) } }] } });
+  });
+
+  it('echoes X-Request-ID and gives it to the policy', async () => {
+    const res = await postJson(
+      url('/access/v1/evaluation'),
+      { subject: user(rick), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } },
+      { 'X-Request-ID': 'pep-req-42', 'X-Tenant': 'echo' },
+    );
+    expect(res.headers.get('x-request-id')).toBe('pep-req-42');
+    expect(echoedInput(res.body!).context.request_id).toBe('pep-req-42');
+    const bad = await postJson(url('/access/v1/evaluation'), '{', { 'X-Request-ID': 'pep-req-43' });
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get('x-request-id')).toBe('pep-req-43');
+  });
+
+  it('ignores unknown fields at every level', async () => {
+    const res = await postJson(url('/access/v1/evaluation'), {
+      subject: { ...user(morty), nickname: 'morty' },
+      action: { name: 'can_update_todo', verb: 'PUT' },
+      resource: { ...todoOwnedBy('morty@the-citadel.com'), owner: 'x' },
+      context: { time: '2026-01-01T00:00:00Z' },
+      future_extension: { anything: [1, 2] },
+    });
+    expect(res.status).toBe(200);
+    expect(res.body!.decision).toBe(true);
+  });
+
+  it('maps the entities onto the policy input', async () => {
+    const res = await postJson(
+      url('/access/v1/evaluation'),
+      { subject: user('u1', { department: 'Sales' }), action: { name: 'can_read' }, resource: { type: 'doc', id: 'd1' }, context: { ip: '10.0.0.1' } },
+      { 'X-Tenant': 'echo' },
+    );
+    const input = echoedInput(res.body!);
+    expect(input.subject).toMatchObject({ authenticated: false, asserted: true, type: 'user', id: 'u1', properties: { department: 'Sales' } });
+    expect(input.action).toEqual({ name: 'can_read', properties: {} });
+    expect(input.resource).toEqual({ type: 'doc', id: 'd1', properties: {} });
+    expect(input.context).toMatchObject({ ip: '10.0.0.1', now: expect.any(Number), request_id: expect.any(String) });
+  });
+
+  const problemOf = async (init: RequestInit) => {
+    const response = await fetch(url('/access/v1/evaluation'), { method: 'POST', ...init });
+    return { status: response.status, type: response.headers.get('content-type'), body: (await response.json()) as { code: string; errors?: { pointer: string }[] } };
+  };
+  const valid = { subject: user(rick), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } };
+
+  it.each([
+    ['malformed JSON', { headers: { 'content-type': 'application/json' }, body: '{"subject": ' }, 'malformed_json'],
+    ['an empty body', { headers: { 'content-type': 'application/json' }, body: '' }, 'malformed_json'],
+    ['another content type', { headers: { 'content-type': 'text/plain' }, body: JSON.stringify(valid) }, 'unsupported_media_type'],
+    ['no content type', { body: new Blob([JSON.stringify(valid)]) }, 'unsupported_media_type'],
+    ['a JSON array', { headers: { 'content-type': 'application/json' }, body: '[]' }, 'invalid_request'],
+  ] as const)('answers 400 for %s', async (_, init, code) => {
+    const res = await problemOf(init);
+    expect(res.status).toBe(400);
+    expect(res.type).toBe('application/problem+json');
+    expect(res.body.code).toBe(code);
+  });
+
+  it.each([
+    ['subject.id a number', { ...valid, subject: { type: 'user', id: 7 } }, '/subject/id'],
+    ['action missing', { subject: valid.subject, resource: valid.resource }, '/action'],
+    ['resource.id missing', { ...valid, resource: { type: 'todo' } }, '/resource/id'],
+    ['resource.properties an array', { ...valid, resource: { type: 'todo', id: 't1', properties: [] } }, '/resource/properties'],
+    ['context a string', { ...valid, context: 'now' }, '/context'],
+    ['access_token a number', { ...valid, subject: user(rick, { access_token: 1 }) }, '/subject/properties/access_token'],
+  ])('answers 400 for %s, naming the field', async (_, body, pointer) => {
+    const res = await problemOf({ headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ code: 'invalid_request', errors: [expect.objectContaining({ pointer })] });
+  });
+});
+
+describe('bundle selection', () => {
+  const request = { subject: user(rick), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } };
+
+  it('picks the tenant bundle from X-Tenant, or else from context.tenant', async () => {
+    const byHeader = await postJson(url('/access/v1/evaluation'), request, { 'X-Tenant': 'echo' });
+    expect(echoedInput(byHeader.body!).subject.id).toBe(rick);
+    const byContext = await postJson(url('/access/v1/evaluation'), { ...request, context: { tenant: 'echo' } });
+    expect(echoedInput(byContext.body!).context.tenant).toBe('echo');
+    const headerWins = await postJson(url('/access/v1/evaluation'), { ...request, context: { tenant: 'echo' } }, { 'X-Tenant': 'ghost' });
+    expect(headerWins.status).toBe(503);
+  });
+
+  it.each([
+    ['a bundle without authzen metadata', 'plain', /does not declare authzen/],
+    ['a bundle that is not active', 'ghost', /no active bundle named no_such_bundle/],
+    ['an unknown tenant', 'nobody', /no AuthZEN bundle is configured for tenant "nobody"/],
+    ['a tenant named like an Object member', 'constructor', /no AuthZEN bundle is configured for tenant "constructor"/],
+  ])('answers 503 for %s', async (_, tenant, detail) => {
+    const res = await postJson(url('/access/v1/evaluation'), request, { 'X-Tenant': tenant });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('content-type')).toBe('application/problem+json');
+    expect(res.body).toMatchObject({ code: 'authzen_unavailable', detail: expect.stringMatching(detail) });
+  });
+});
+
+describe('subject access tokens', () => {
+  const request = (token: string, tenant = 'echo') =>
+    postJson(url('/access/v1/evaluation'), { subject: user(rick, { access_token: token, department: 'R&D' }), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } }, { 'X-Tenant': tenant });
+
+  it('verifies subject.properties.access_token like /v1/decide and keeps it out of the input', async () => {
+    const token = await idp.sign({ sub: 'rick', scope: 'todo' });
+    const res = await request(token);
+    expect(res.body!.decision).toBe(true);
+    const input = echoedInput(res.body!);
+    expect(input.subject).toMatchObject({ authenticated: true, asserted: true, iss: idp.issuer, sub: 'rick', scopes: ['todo'], type: 'user', id: rick });
+    expect(input.subject.properties).toEqual({ department: 'R&D' });
+    expect(JSON.stringify(res.body)).not.toContain(token);
+  });
+
+  it('denies a token that cannot be trusted, with the token reason', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await idp.sign({ sub: 'rick' }, { iat: now - 300, exp: now - 100 });
+    const echo = await request(expired);
+    expect(echo.status).toBe(200);
+    expect(echo.body).toMatchObject({ decision: false, context: { reasons: [{ id: 'token_expired' }] } });
+    // The Todo policy would allow Rick without a token: a bad token still denies.
+    const todo = await postJson(url('/access/v1/evaluation'), { subject: user(rick, { access_token: expired }), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } });
+    expect(todo.body).toMatchObject({ decision: false, context: { reasons: [{ id: 'token_expired' }] } });
+    const garbage = await request('not-a-jwt');
+    expect(garbage.body).toMatchObject({ decision: false, context: { reasons: [{ id: 'token_malformed' }] } });
+  });
+});
+
+describe('POST /access/v1/evaluations', () => {
+  const evaluations = (body: Record<string, unknown>, headers: Record<string, string> = {}) => postJson(url('/access/v1/evaluations'), body, headers);
+  // allow, deny, allow for morty
+  const mixed = {
+    subject: user(morty),
+    action: { name: 'can_update_todo' },
+    evaluations: [
+      { resource: todoOwnedBy('morty@the-citadel.com') },
+      { resource: todoOwnedBy('rick@the-citadel.com') },
+      { resource: todoOwnedBy('morty@the-citadel.com', 't2') },
+    ],
+  };
+
+  it('replaces a default entity whole with the item one', async () => {
+    const res = await evaluations({
+      subject: user(morty),
+      action: { name: 'can_update_todo' },
+      resource: todoOwnedBy('morty@the-citadel.com'),
+      evaluations: [{}, { resource: { type: 'todo', id: 't2' } }, { subject: user(beth) }, { action: { name: 'can_read_todos' } }],
+    });
+    expect(res.status).toBe(200);
+    expect(JSON.stringify(res.body!.evaluations)).toBe('[{"decision":true},{"decision":false},{"decision":false},{"decision":true}]');
+  });
+
+  it.each([
+    ['execute_all', mixed.evaluations, '[{"decision":true},{"decision":false},{"decision":true}]'],
+    ['deny_on_first_deny', mixed.evaluations, '[{"decision":true},{"decision":false}]'],
+    ['permit_on_first_permit', [mixed.evaluations[1], mixed.evaluations[0], mixed.evaluations[1]], '[{"decision":false},{"decision":true}]'],
+  ])('%s returns the evaluations it ran, in order', async (semantic, items, expected) => {
+    const res = await evaluations({ ...mixed, evaluations: items, options: { evaluations_semantic: semantic } });
+    expect(JSON.stringify(res.body)).toBe(`{"evaluations":${expected}}`);
+  });
+
+  it('defaults to execute_all and refuses an unknown semantic', async () => {
+    const res = await evaluations(mixed);
+    expect(res.body!.evaluations).toHaveLength(3);
+    const bad = await evaluations({ ...mixed, options: { evaluations_semantic: 'majority' } });
+    expect(bad.status).toBe(400);
+    expect(bad.body!.errors[0].pointer).toBe('/options/evaluations_semantic');
+  });
+
+  it('denies a bad item without failing the batch', async () => {
+    const items = [mixed.evaluations[0], 42, { action: { name: 5 } }, { resource: { type: 'todo' } }, mixed.evaluations[0]];
+    const res = await evaluations({ ...mixed, evaluations: items });
+    expect(res.status).toBe(200);
+    expect(JSON.stringify(res.body!.evaluations)).toBe('[{"decision":true},{"decision":false},{"decision":false},{"decision":false},{"decision":true}]');
+  });
+
+  it('counts a bad item as a deny for deny_on_first_deny', async () => {
+    const res = await evaluations({ ...mixed, evaluations: [mixed.evaluations[0], 'x', mixed.evaluations[0]], options: { evaluations_semantic: 'deny_on_first_deny' } });
+    expect(JSON.stringify(res.body!.evaluations)).toBe('[{"decision":true},{"decision":false}]');
+  });
+
+  it('adds reasons to items only when include_reasons is set', async () => {
+    const res = await evaluations({ ...mixed, evaluations: [mixed.evaluations[0], { action: { name: 5 } }], options: { include_reasons: true } });
+    expect(res.body!.evaluations).toEqual([
+      { decision: true, context: { decision_id: expect.any(String), reasons: [{ id: 'granted_to_owner', reason_admin: { en: expect.any(String) } }] } },
+      { decision: false, context: { reasons: [{ id: 'invalid_evaluation', reason_admin: { en: expect.stringContaining('evaluations[1]: /action/name') } }] } },
+    ]);
+  });
+
+  it('keeps obligations in item context even without reasons', async () => {
+    const res = await evaluations(
+      { subject: user('u1'), resource: { type: 'doc', id: 'd1' }, evaluations: [{ action: { name: 'with_obligation' } }, { action: { name: 'deny_me' } }] },
+      { 'X-Tenant': 'echo' },
+    );
+    expect(JSON.stringify(res.body!.evaluations)).toBe('[{"decision":true,"context":{"obligations":[{"type":"audit"}]}},{"decision":false}]');
+  });
+
+  it.each([['missing', undefined], ['empty', []]])('behaves as a single evaluation when evaluations is %s', async (_, items) => {
+    const res = await evaluations({ subject: user(rick), action: { name: 'can_delete_todo' }, resource: todoOwnedBy('morty@the-citadel.com'), evaluations: items });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ decision: true, context: { decision_id: expect.any(String), reasons: [{ id: 'granted_by_role', reason_admin: { en: expect.any(String) } }] } });
+    const incomplete = await evaluations({ subject: user(rick), action: { name: 'can_delete_todo' }, evaluations: items });
+    expect(incomplete.status).toBe(400);
+    expect(incomplete.body!.errors[0].pointer).toBe('/resource');
+  });
+
+  it('answers 400 for wrong types at the top level', async () => {
+    for (const body of [{ ...mixed, subject: 'morty' }, { ...mixed, evaluations: {} }, { ...mixed, options: { include_reasons: 'yes' } }]) {
+      const res = await evaluations(body);
+      expect(res.status).toBe(400);
+      expect(res.body!.code).toBe('invalid_request');
+    }
+  });
+});
+
+describe('search', () => {
+  type Page = { page: { next_token: string }; results: Record<string, unknown>[] };
+
+  /** Follows next_token to the end, asserting every page but the last is full. */
+  async function walk(path: string, body: Record<string, unknown>, limit: number): Promise<Page[]> {
+    const pages: Page[] = [];
+    let token: string | undefined;
+    do {
+      const res = await postJson(url(path), { ...body, page: { limit, ...(token !== undefined && { token }) } });
+      expect(res.status).toBe(200);
+      pages.push(res.body as Page);
+      token = res.body!.page.next_token;
+      expect(pages.length).toBeLessThan(20);
+    } while (token !== '');
+    for (const page of pages.slice(0, -1)) expect(page.results).toHaveLength(limit);
+    return pages;
+  }
+
+  const subjectQuery = { subject: { type: 'user' }, action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } };
+
+  it('finds the subjects allowed, in candidate order', async () => {
+    const res = await postJson(url('/access/v1/search/subject'), subjectQuery);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ page: { next_token: '' }, results: [user(rick), user(morty), user(summer)] });
+  });
+
+  it('walks every page with limit 1 and ends with an empty next_token', async () => {
+    const pages = await walk('/access/v1/search/subject', subjectQuery, 1);
+    expect(pages.map((p) => p.results)).toEqual([[user(rick)], [user(morty)], [user(summer)]]);
+    expect(pages.at(-1)!.page.next_token).toBe('');
+  });
+
+  it('ignores a subject id in a subject search', async () => {
+    const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, subject: user(beth) });
+    expect(res.body!.results).toEqual([user(rick), user(morty), user(summer)]);
+  });
+
+  it('finds resources, paginated', async () => {
+    const pages = await walk('/access/v1/search/resource', { subject: user(beth), action: { name: 'can_read_user' }, resource: { type: 'user' } }, 2);
+    expect(pages.map((p) => p.results.length)).toEqual([2, 2, 1]);
+    expect(pages.flatMap((p) => p.results).map((r) => r.id)).toEqual([
+      'beth@the-smiths.com', 'jerry@the-smiths.com', 'morty@the-citadel.com', 'rick@the-citadel.com', 'summer@the-smiths.com',
+    ]);
+  });
+
+  it('returns an empty page when the bundle lists no candidates', async () => {
+    const res = await postJson(url('/access/v1/search/resource'), { subject: user(beth), action: { name: 'can_read_todos' }, resource: { type: 'todo' } });
+    expect(res.body).toEqual({ page: { next_token: '' }, results: [] });
+  });
+
+  it('finds actions', async () => {
+    const res = await postJson(url('/access/v1/search/action'), { subject: user(morty), resource: todoOwnedBy('morty@the-citadel.com') });
+    expect(res.body!.results).toEqual([{ name: 'can_create_todo' }, { name: 'can_delete_todo' }, { name: 'can_read_todos' }, { name: 'can_update_todo' }]);
+  });
+
+  it('refuses a tampered token, or a token replayed against another query', async () => {
+    const first = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1 } });
+    const token = first.body!.page.next_token as string;
+    expect(token).not.toBe('');
+    const [offset, digest] = Buffer.from(token, 'base64url').toString().split('.');
+    const tampered = Buffer.from(`${offset}.${digest!.slice(0, -1)}${digest!.endsWith('A') ? 'B' : 'A'}`).toString('base64url');
+    const attempts = [
+      { ...subjectQuery, page: { limit: 1, token: tampered } },
+      { ...subjectQuery, page: { limit: 1, token: `${token}x` } },
+      { ...subjectQuery, page: { limit: 1, token: 'bm90IGEgdG9rZW4' } },
+      { ...subjectQuery, page: { limit: 2, token } },
+      { ...subjectQuery, action: { name: 'can_read_todos' }, page: { limit: 1, token } },
+      { ...subjectQuery, context: { tenant_hint: 'x' }, page: { limit: 1, token } },
+    ];
+    for (const body of attempts) {
+      const res = await postJson(url('/access/v1/search/subject'), body);
+      expect(res.status).toBe(400);
+      expect(res.body!.code).toBe('invalid_page_token');
+    }
+    const honest = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1, token } });
+    expect(honest.body!.results).toEqual([user(morty)]);
+  });
+
+  it('answers 400 for a bad page and 501 for a search the bundle does not support', async () => {
+    for (const page of [{ limit: 0 }, { limit: 1.5 }, { limit: '10' }, { token: 5 }]) {
+      const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page });
+      expect(res.status).toBe(400);
+    }
+    const unsupported = await postJson(url('/access/v1/search/action'), { subject: user('u1'), resource: { type: 'doc', id: 'd1' } }, { 'X-Tenant': 'echo' });
+    expect(unsupported.status).toBe(501);
+    expect(unsupported.body!.code).toBe('search_unsupported');
+  });
+
+  it('echoes X-Request-ID', async () => {
+    const res = await postJson(url('/access/v1/search/subject'), subjectQuery, { 'X-Request-ID': 'search-1' });
+    expect(res.headers.get('x-request-id')).toBe('search-1');
+  });
+});
+
+describe('GET /.well-known/authzen-configuration', () => {
+  it('describes the endpoints of the default bundle', async () => {
+    const response = await fetch(url('/.well-known/authzen-configuration'), { headers: { 'X-Request-ID': 'meta-1' } });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('x-request-id')).toBe('meta-1');
+    expect(await response.json()).toEqual({
+      policy_decision_point: arbiter.url,
+      access_evaluation_endpoint: `${arbiter.url}/access/v1/evaluation`,
+      access_evaluations_endpoint: `${arbiter.url}/access/v1/evaluations`,
+      search_subject_endpoint: `${arbiter.url}/access/v1/search/subject`,
+      search_resource_endpoint: `${arbiter.url}/access/v1/search/resource`,
+      search_action_endpoint: `${arbiter.url}/access/v1/search/action`,
+    });
+  });
+
+  it('leaves out the searches a tenant bundle does not support', async () => {
+    const response = await fetch(url('/.well-known/authzen-configuration'), { headers: { 'X-Tenant': 'echo' } });
+    expect(Object.keys((await response.json()) as object).sort()).toEqual(['access_evaluation_endpoint', 'access_evaluations_endpoint', 'policy_decision_point']);
+  });
+});

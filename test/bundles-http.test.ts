@@ -1,0 +1,223 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readBundleArchive } from '../src/policy/archive.ts';
+import type { Arbiter } from '../src/server/start.ts';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
+import { assemble, entry, packFiles, tarGz } from './support/hostile-archives.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+/** Response bodies are asserted field by field, so they stay loosely typed. */
+ 
+type Json = Record<string, any>;
+
+let admins: TestIssuer;
+let dir: string;
+let key: SigningKey;
+/** Requires signatures (key `default`, scope `write`). */
+let signed: Arbiter;
+/** Development defaults: unsigned bundles accepted. */
+let open: Arbiter;
+let writeToken: string;
+let readToken: string;
+const archives: Record<string, Buffer> = {};
+
+const adminConfig = () => ({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+
+async function call(arbiter: Arbiter, method: string, path: string, body?: Uint8Array | object, token = writeToken) {
+  const raw = body instanceof Uint8Array;
+  const response = await fetch(`${arbiter.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': raw ? 'application/gzip' : 'application/json' }) },
+    ...(body !== undefined && { body: raw ? new Uint8Array(body) : JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  return { status: response.status, contentType: response.headers.get('content-type'), body: text ? (JSON.parse(text) as Json) : undefined };
+}
+
+const put = (arbiter: Arbiter, name: string, archive: Uint8Array, token?: string) => call(arbiter, 'PUT', `/v1/bundles/${name}`, archive, token);
+
+async function decide(arbiter: Arbiter, policy: string) {
+  return (await postJson(`${arbiter.url}/v1/decide`, { policy, action: 'read', resource: { type: 'doc' } })).body!;
+}
+
+beforeAll(async () => {
+  admins = await TestIssuer.create('https://admins.test.example');
+  await admins.serve();
+  dir = tempDir('arbiter-bundles-http-');
+  key = signingKey(dir);
+  const lc = writeBundleSource(dir, 'lc');
+  archives.r1 = build(lc, join(dir, 'r1.tar.gz'), 'r1', signingArgs(dir, key, 1000));
+  archives.r2 = build(lc, join(dir, 'r2.tar.gz'), 'r2', signingArgs(dir, key, 2000));
+  archives.old = build(lc, join(dir, 'old.tar.gz'), 'r0', signingArgs(dir, key, 500));
+  archives.unsigned = build(lc, join(dir, 'unsigned.tar.gz'), 'u1');
+  archives.overlap = build(writeBundleSource(dir, 'ovl', { extraRoots: ['simple'] }), join(dir, 'ovl.tar.gz'), 'o1');
+  archives.badSmoke = build(writeBundleSource(dir, 'bad', { decision: '{"allow": "yes"}' }), join(dir, 'bad.tar.gz'), 'b1');
+  archives.junk = build('test/fixtures/rego/junk', join(dir, 'junk.tar.gz'), 'junk-2');
+
+  signed = await startTestArbiter({
+    ...adminConfig(),
+    bundles: { require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' } },
+  });
+  open = await startTestArbiter(adminConfig());
+  writeToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read arbiter.bundles.write' });
+  readToken = await admins.sign({ sub: 'viewer@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read' });
+}, 60_000);
+
+afterAll(async () => {
+  await signed?.close();
+  await open?.close();
+  await admins?.close();
+});
+
+describe('admin authorization', () => {
+  it('401 without a token, 403 without the write scope, reads with the read scope', async () => {
+    const none = await fetch(`${signed.url}/v1/bundles`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toContain('scope="arbiter.bundles.read"');
+    expect(await put(signed, 'lc', archives.r1!, readToken)).toMatchObject({ status: 403, body: { code: 'forbidden' } });
+    expect((await call(signed, 'GET', '/v1/bundles', undefined, readToken)).status).toBe(200);
+  });
+});
+
+describe('signed bundles', () => {
+  it('accepts a bundle signed by opa, records who stored it, and serves it', async () => {
+    const response = await put(signed, 'lc', archives.r1!);
+    expect(response).toMatchObject({ status: 201, body: { outcome: 'activated', revision: 'r1' } });
+    const status = (await call(signed, 'GET', '/v1/bundles/lc', undefined, readToken)).body!;
+    expect(status.active).toMatchObject({ revision: 'r1', activated_by: 'https://admins.test.example#ops@example', source: 'store' });
+    expect(status.revisions).toEqual([expect.objectContaining({ revision: 'r1', digest: response.body!.digest, stored_by: 'https://admins.test.example#ops@example', signature: { keyid: 'default', iat: 1000 } })]);
+    expect((await decide(signed, 'lc')).policy).toEqual({ bundle: 'lc', revision: 'r1' });
+  });
+
+  it('answers the same archive again with 200 unchanged', async () => {
+    expect(await put(signed, 'lc', archives.r1!)).toMatchObject({ status: 200, body: { outcome: 'unchanged', revision: 'r1' } });
+  });
+
+  it('refuses an unsigned bundle, a tampered wasm and an unsigned extra file, and keeps serving r1', async () => {
+    expect(await put(signed, 'lc', archives.unsigned!)).toMatchObject({ status: 422, body: { check: 'signature_missing' } });
+
+    const files = new Map(await readBundleArchive(archives.r2!));
+    const wasm = new Uint8Array(files.get('policy.wasm')!);
+    wasm[wasm.length - 1] = wasm.at(-1)! ^ 1;
+    const tampered = packFiles(new Map(files).set('policy.wasm', wasm));
+    expect(await put(signed, 'lc', tampered)).toMatchObject({ status: 422, body: { check: 'signature_mismatch' } });
+
+    const extra = packFiles(new Map(files).set('lc/backdoor.rego', new Uint8Array(Buffer.from('package lc\n'))));
+    const response = await put(signed, 'lc', extra);
+    expect(response).toMatchObject({ status: 422, body: { code: 'signature_file_unsigned', check: 'signature_file_unsigned' } });
+    expect(response.contentType).toBe('application/problem+json');
+    expect((await decide(signed, 'lc')).policy.revision).toBe('r1');
+  });
+
+  it('refuses a replayed or older signed bundle, but rolls back on explicit activation', async () => {
+    expect(await put(signed, 'lc', archives.r2!)).toMatchObject({ status: 201, body: { revision: 'r2' } });
+    expect(await put(signed, 'lc', archives.r1!)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+    expect(await put(signed, 'lc', archives.old!)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+    expect((await decide(signed, 'lc')).policy.revision).toBe('r2');
+
+    const rollback = await call(signed, 'POST', '/v1/bundles/lc/activate', { revision: 'r1' });
+    expect(rollback).toMatchObject({ status: 200, body: { active: { revision: 'r1' } } });
+    expect(rollback.body!.revisions.map((r: { revision: string }) => r.revision)).toEqual(['r1', 'r2']);
+    expect((await decide(signed, 'lc')).policy.revision).toBe('r1');
+    expect(await call(signed, 'POST', '/v1/bundles/lc/activate', { revision: 'r2' })).toMatchObject({ status: 200, body: { active: { revision: 'r2' } } });
+    expect(await call(signed, 'POST', '/v1/bundles/lc/activate', { revision: 'nope' })).toMatchObject({ status: 404, body: { code: 'bundle_revision_not_found' } });
+  });
+});
+
+describe('hostile archives through PUT', () => {
+  const manifest = (name: string) => JSON.stringify({ revision: 'h1', roots: [name], wasm: [{ entrypoint: `${name}/decision`, module: '/policy.wasm' }] });
+
+  it.each([
+    ['path traversal', () => tarGz(entry('../evil.rego', { body: 'x' })), 'archive_path_traversal'],
+    ['a symlink', () => tarGz(entry('policy.wasm', { type: '2', linkname: '/etc/passwd' })), 'archive_entry_type'],
+    ['a duplicate entry', () => tarGz(entry('/a.rego', { body: '1' }), entry('./a.rego', { body: '2' })), 'archive_duplicate_entry'],
+    ['not gzip', () => Buffer.from('plain text'), 'archive_not_gzip'],
+    ['no manifest', () => tarGz(entry('/policy.rego', { body: 'package h' })), 'manifest_missing'],
+    ['a wasm with a wrong ABI', () => tarGz(entry('/.manifest', { body: manifest('h') }), entry('/policy.wasm', { body: assemble({ globals: { opa_wasm_abi_version: 1, opa_wasm_abi_minor_version: 1 } }) })), 'wasm_abi'],
+  ])('%s -> %s', async (_label, archive, check) => {
+    const response = await put(open, 'h', archive());
+    expect(response.status).toBe(422);
+    expect(response.body).toMatchObject({ code: check, check });
+    expect(response.contentType).toBe('application/problem+json');
+  });
+
+  it('a gzip bomb stops at the decompressed limit', async () => {
+    const size = 80 * 1024 * 1024;
+    const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });
+    expect(await put(open, 'h', bomb)).toMatchObject({ status: 422, body: { check: 'archive_decompressed_too_large' } });
+  });
+
+  it('an archive over the compressed limit is refused while it streams in', async () => {
+    const small = await startTestArbiter({ ...adminConfig(), bundles: { limits: { max_compressed_bytes: 1024 } } });
+    try {
+      expect(await put(small, 'lc', archives.unsigned!)).toMatchObject({ status: 413, body: { code: 'archive_compressed_too_large' } });
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('roots overlapping an active bundle, a smoke test that breaks the contract, and a bad name', async () => {
+    expect(await put(open, 'ovl', archives.overlap!)).toMatchObject({ status: 409, body: { check: 'bundle_roots_overlap' } });
+    expect(await put(open, 'bad', archives.badSmoke!)).toMatchObject({ status: 422, body: { check: 'smoke_evaluation' } });
+    expect(await put(open, 'Bad..name', archives.badSmoke!)).toMatchObject({ status: 400, body: { code: 'bundle_name_invalid' } });
+    expect(await put(open, 'lc', archives.r1!.subarray(0, 100))).toMatchObject({ status: 422 });
+  });
+
+  it('an entrypoint returning junk passes the smoke test but every decision on it is a deny', async () => {
+    expect(await put(open, 'junk', archives.junk!)).toMatchObject({ status: 201, body: { revision: 'junk-2' } });
+    const decision = await decide(open, 'junk');
+    expect(decision).toMatchObject({ allow: false, policy: { bundle: 'junk', revision: 'junk-2' } });
+    expect(decision.reasons[0].code).toBe('policy_contract_violation');
+  });
+});
+
+describe('DELETE', () => {
+  it('is refused for the default bundle and removes any other', async () => {
+    expect(await call(open, 'DELETE', '/v1/bundles/simple')).toMatchObject({ status: 409, body: { code: 'bundle_in_use' } });
+    expect((await decide(open, 'simple')).policy).toMatchObject({ bundle: 'simple' });
+    expect((await put(open, 'lc', archives.unsigned!)).status).toBe(201);
+    expect((await call(open, 'DELETE', '/v1/bundles/lc')).status).toBe(204);
+    expect((await call(open, 'GET', '/v1/bundles/lc')).status).toBe(404);
+    expect((await decide(open, 'lc')).reasons[0].code).toBe('no_active_bundle');
+    expect((await call(open, 'DELETE', '/v1/bundles/lc')).status).toBe(404);
+  });
+});
+
+describe('arbiter bundle (CLI)', () => {
+  const cli = promisify(execFile);
+  const run = (...args: string[]) =>
+    cli(process.execPath, ['src/cli/main.ts', 'bundle', ...args], { env: { ...process.env, ARBITER_TOKEN: writeToken, ARBITER_URL: open.url } }).then(
+      ({ stdout }) => ({ code: 0, stdout, stderr: '' }),
+      (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+    );
+
+  it('builds, pushes a directory, lists and activates, with exit codes 0/1/2', async () => {
+    const src = writeBundleSource(dir, 'cli');
+    const out = join(dir, 'cli-built.tar.gz');
+    expect(await run('build', src, '--out', out, '--revision', 'c1')).toMatchObject({ code: 0 });
+    expect((await readBundleArchive(readFileSync(out))).has('policy.wasm')).toBe(true);
+
+    const pushed = await run('push', out, '--name', 'cli', '--json');
+    expect(pushed.code).toBe(0);
+    expect(JSON.parse(pushed.stdout)).toMatchObject({ outcome: 'activated', revision: 'c1' });
+    expect(await run('push', src, '--name', 'cli', '--revision', 'c2')).toMatchObject({ code: 0, stdout: expect.stringContaining('revision c2 activated') });
+
+    const listed = await run('list', '--json');
+    const cliStatus = (JSON.parse(listed.stdout) as { bundles: { name: string; active: { revision: string }; revisions: unknown[] }[] }).bundles.find((b) => b.name === 'cli')!;
+    expect(cliStatus.active.revision).toBe('c2');
+    expect(cliStatus.revisions).toHaveLength(2);
+
+    expect(await run('activate', 'cli', 'c1')).toMatchObject({ code: 0, stdout: expect.stringContaining('active c1') });
+    expect((await decide(open, 'cli')).policy.revision).toBe('c1');
+
+    expect(await run('activate', 'cli', 'nope')).toMatchObject({ code: 1, stderr: expect.stringContaining('bundle_revision_not_found') });
+    expect(await run('activate', 'cli')).toMatchObject({ code: 2 });
+    expect(await run('frobnicate')).toMatchObject({ code: 2 });
+    expect(await run('--help')).toMatchObject({ code: 0, stdout: expect.stringContaining('Usage: arbiter bundle') });
+  });
+});

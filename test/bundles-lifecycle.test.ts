@@ -1,0 +1,175 @@
+import { appendFileSync, readdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { parseConfig } from '../src/config/load.ts';
+import { startArbiter, type Arbiter } from '../src/server/start.ts';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+/** Response bodies are asserted field by field, so they stay loosely typed. */
+ 
+type Json = Record<string, any>;
+
+let admins: TestIssuer;
+let dir: string;
+let token: string;
+const archives: Record<string, Buffer> = {};
+
+const adminConfig = () => ({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+
+async function put(arbiter: Arbiter, name: string, archive: Uint8Array) {
+  const response = await fetch(`${arbiter.url}/v1/bundles/${name}`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archive) });
+  return { status: response.status, body: (await response.json()) as Json };
+}
+
+async function waitFor(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+beforeAll(async () => {
+  admins = await TestIssuer.create('https://admins.test.example');
+  await admins.serve();
+  token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read arbiter.bundles.write' });
+  dir = tempDir('arbiter-bundles-lifecycle-');
+  const lc = writeBundleSource(dir, 'lc');
+  for (const revision of ['u1', 'u2', 'p1', 'p2']) archives[revision] = build(lc, join(dir, `${revision}.tar.gz`), revision);
+  archives.echo2 = build('test/fixtures/rego/echo', join(dir, 'echo2.tar.gz'), 'echo-2');
+}, 60_000);
+
+afterAll(async () => {
+  await admins?.close();
+});
+
+describe('restart', () => {
+  /** Starts a server on `store` whose log lines are kept in `lines`. */
+  async function start(store: string, lines: string[]): Promise<Arbiter> {
+    const config = parseConfig({
+      mode: 'development',
+      ...adminConfig(),
+      server: { host: '127.0.0.1', port: 0 },
+      bundles: { dir: inject('bundlesDir'), default: 'simple', store },
+      data: { path: join(tempDir(), 'data.db') },
+    });
+    return startArbiter(config, { logger: pino({ level: 'info' }, { write: (line: string) => lines.push(line) }) });
+  }
+
+  it('serves the last active revisions from the store, over the embedded ones, and refuses a tampered file', async () => {
+    const store = join(tempDir(), 'bundles');
+    const lines: string[] = [];
+    const first = await start(store, lines);
+    expect(first.bundles.get('echo')?.revision).not.toBe('echo-2');
+    expect((await put(first, 'lc', archives.u1!)).status).toBe(201);
+    expect((await put(first, 'echo', archives.echo2!)).status).toBe(201);
+    await first.close();
+
+    const second = await start(store, lines);
+    expect(second.bundles.get('lc')?.revision).toBe('u1');
+    expect(second.bundles.get('echo')?.revision).toBe('echo-2');
+    expect((await second.bundleLifecycle.status('lc'))?.active).toMatchObject({ revision: 'u1', source: 'store', activated_by: 'https://admins.test.example#ops@example' });
+    await second.close();
+
+    const [stored] = readdirSync(join(store, 'lc')).filter((file) => file.endsWith('.tar.gz'));
+    appendFileSync(join(store, 'lc', stored!), 'tampered');
+    lines.length = 0;
+    const third = await start(store, lines);
+    try {
+      expect(third.bundles.get('lc')).toBeUndefined();
+      expect(third.bundles.get('echo')?.revision).toBe('echo-2');
+      const refusal = lines.map((line) => JSON.parse(line) as Record<string, unknown>).find((entry) => entry.bundle === 'lc' && entry.level === 50);
+      expect(refusal).toMatchObject({ check: 'bundle_store_digest_mismatch', msg: expect.stringContaining('stored bundle refused') });
+      const decision = (await postJson(`${third.url}/v1/decide`, { policy: 'lc', action: 'read', resource: { type: 'doc' } })).body!;
+      expect(decision).toMatchObject({ allow: false, reasons: [{ code: 'no_active_bundle' }] });
+    } finally {
+      await third.close();
+    }
+  });
+});
+
+describe('swapping revisions under load', () => {
+  it('loses or fails no decision, and each reports one of the two revisions', async () => {
+    const arbiter = await startTestArbiter(adminConfig());
+    try {
+      expect((await put(arbiter, 'lc', archives.u1!)).status).toBe(201);
+      let swapping = true;
+      const revisions = new Set<string>();
+      const statuses = new Set<number>();
+      const decide = async () => {
+        while (swapping) {
+          const response = await postJson(`${arbiter.url}/v1/decide`, { policy: 'lc', action: 'read', resource: { type: 'doc' } });
+          statuses.add(response.status);
+          revisions.add(response.body?.policy?.revision);
+        }
+      };
+      const deciders = Array.from({ length: 4 }, decide);
+      for (let i = 0; i < 12; i++) {
+        const response = await put(arbiter, 'lc', i % 2 === 0 ? archives.u2! : archives.u1!);
+        expect(response.status).toBe(201);
+      }
+      swapping = false;
+      await Promise.all(deciders);
+      expect([...statuses]).toEqual([200]);
+      expect([...revisions].sort()).toEqual(['u1', 'u2']);
+    } finally {
+      await arbiter.close();
+    }
+  });
+});
+
+describe('pull mode', () => {
+  let server: Server;
+  let url: string;
+  let current: Buffer;
+  let served = 0;
+  let notModified = 0;
+
+  beforeAll(async () => {
+    current = archives.p1!;
+    server = createServer((req, res) => {
+      const etag = `"${current.byteLength}-${current.subarray(-16).toString('hex')}"`;
+      if (req.headers['if-none-match'] === etag) {
+        notModified += 1;
+        res.writeHead(304, { etag }).end();
+        return;
+      }
+      served += 1;
+      res.writeHead(200, { 'content-type': 'application/gzip', etag }).end(current);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/bundles/lc.tar.gz`;
+  });
+
+  afterAll(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('activates what the source serves, keeps it on 304, follows a change, and replicas converge', async () => {
+    const source = { name: 'lc', url, poll_interval_s: 0.05, timeout_ms: 2000 };
+    const replicas = [await startTestArbiter({ bundles: { sources: [source] } }), await startTestArbiter({ bundles: { sources: [source] } })];
+    try {
+      await waitFor(() => replicas.every((r) => r.bundles.get('lc')?.revision === 'p1'), 'p1 on every replica');
+      await waitFor(() => notModified >= 4, 'conditional polls answered 304');
+      expect(served).toBe(2);
+      expect(replicas.every((r) => r.bundles.get('lc')?.revision === 'p1')).toBe(true);
+
+      current = archives.p2!;
+      await waitFor(() => replicas.every((r) => r.bundles.get('lc')?.revision === 'p2'), 'p2 on every replica');
+      expect(served).toBe(4);
+      expect((await replicas[0]!.bundleLifecycle.status('lc'))?.active).toMatchObject({ revision: 'p2', activated_by: `pull:${url}` });
+    } finally {
+      await Promise.all(replicas.map((r) => r.close()));
+    }
+  });
+
+  it('refuses a source that is not https unless it is loopback', () => {
+    expect(() => parseConfig({ bundles: { sources: [{ name: 'lc', url: 'http://bundles.example.com/lc.tar.gz' }] } })).toThrow(/https/);
+    expect(parseConfig({ bundles: { sources: [{ name: 'lc', url: 'https://bundles.example.com/lc.tar.gz' }] } }).bundles.sources[0]).toMatchObject({ poll_interval_s: 60 });
+  });
+});

@@ -1,0 +1,117 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig } from '../src/config/load.ts';
+import { ConfigError } from '../src/errors.ts';
+import { IssuerRegistry } from '../src/tokens/trusted-issuers.ts';
+
+const run = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), 'arbiter-config-'));
+const issuer = { issuer: 'https://idp.example', jwks_uri: 'https://idp.example/jwks', audiences: ['api'], algorithms: ['ES256'] };
+
+function issuesOf(fn: () => unknown): { path: string; message: string }[] {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof ConfigError) return [...error.issues];
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  it('has sane defaults', () => {
+    const config = parseConfig({});
+    expect(config.server).toEqual({ host: '127.0.0.1', port: 8181, body_limit_bytes: 65_536, shutdown_timeout_s: 25 });
+    expect(config.gateway).toMatchObject({ authentication: 'none', max_concurrent: 4096 });
+    expect(config.bundles).toMatchObject({ dir: 'bundles', default: 'authz' });
+    expect(config.dev_issuer.enabled).toBe(false);
+  });
+
+  it.each([
+    ['issuers.0.issuer', { ...issuer, issuer: '' }],
+    ['issuers.0.audiences.0', { ...issuer, audiences: [''] }],
+    ['issuers.0.audiences', { ...issuer, audiences: [] }],
+    ['issuers.0.max_token_age_s', { ...issuer, max_token_age_s: 0 }],
+    ['issuers.0.algorithms.0', { ...issuer, algorithms: ['none'] }],
+    ['issuers.0.jwks_uri', { ...issuer, jwks_uri: 'http://idp.example/jwks' }],
+    ['issuers.0', { ...issuer, jwks_file: 'x.json' }],
+    ['issuers.0.algorithms', { ...issuer, jwks_uri: undefined, secret_file: 's', algorithms: ['RS256'] }],
+    ['issuers.0.typo', { ...issuer, typo: 1 }],
+  ])('names %s when it is wrong', (path, bad) => {
+    expect(issuesOf(() => parseConfig({ issuers: [bad] })).map((i) => i.path)).toContain(path);
+  });
+
+  it('allows plain http JWKS on loopback only', () => {
+    expect(parseConfig({ issuers: [{ ...issuer, jwks_uri: 'http://127.0.0.1:9999/jwks' }] }).issuers[0]!.jwks_uri).toBe('http://127.0.0.1:9999/jwks');
+  });
+
+  it('reports every bad key at once, unknown keys included', () => {
+    const paths = issuesOf(() => parseConfig({ server: { port: 'x', colour: 'blue' }, bundles: { default: '' } })).map((i) => i.path);
+    expect(paths).toEqual(expect.arrayContaining(['server.port', 'server.colour', 'bundles.default']));
+  });
+
+  it('refuses an HMAC secret under 32 bytes at start-up', () => {
+    const secretFile = join(dir, 'short.secret');
+    writeFileSync(secretFile, 'too-short-secret\n');
+    const config = parseConfig({ issuers: [{ ...issuer, jwks_uri: undefined, secret_file: secretFile, algorithms: ['HS256'] }] });
+    expect(issuesOf(() => IssuerRegistry.fromConfig(config.issuers))).toEqual([
+      expect.objectContaining({ path: 'issuers.0.secret_file', message: expect.stringContaining('at least 32 bytes') }),
+    ]);
+  });
+
+  it('refuses the development issuer in production', () => {
+    expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
+  });
+
+  it('reads YAML and applies ARBITER_* and PORT overrides', () => {
+    const file = join(dir, 'arbiter.yaml');
+    writeFileSync(file, 'server:\n  port: 9000\nlogging:\n  level: warn\n');
+    expect(loadConfig({ file, env: {} }).server.port).toBe(9000);
+    expect(loadConfig({ file, env: { PORT: '9100' } }).server.port).toBe(9100);
+    const overridden = loadConfig({ file, env: { ARBITER_SERVER__BODY_LIMIT_BYTES: '1024', ARBITER_LOGGING__LEVEL: 'debug' } });
+    expect(overridden.server.body_limit_bytes).toBe(1024);
+    expect(overridden.logging.level).toBe('debug');
+    expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__PORT: 'eighty' } }))[0]!.path).toBe('server.port');
+  });
+
+  it('rejects YAML that is not valid, naming the line', () => {
+    const file = join(dir, 'broken.yaml');
+    writeFileSync(file, 'server:\n  port: 1\n  port: 2\n');
+    expect(issuesOf(() => loadConfig({ file, env: {} }))[0]!.message).toMatch(/line 3/);
+  });
+});
+
+describe('arbiter config check', () => {
+  const cli = join(process.cwd(), 'src/cli/main.ts');
+
+  it('prints every problem with its key path and exits 2', async () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, `issuers:\n  - issuer: ""\n    jwks_uri: https://idp.example/jwks\n    audiences: [api]\n    algorithms: [ES256]\n    max_token_age_s: 0\n`);
+    const failure = await run(process.execPath, [cli, 'config', 'check', file, '--json']).catch((error: { code: number; stdout: string }) => error);
+    expect(failure).toMatchObject({ code: 2 });
+    const report = JSON.parse((failure as { stdout: string }).stdout) as { valid: boolean; problems: { path: string }[] };
+    expect(report.valid).toBe(false);
+    expect(report.problems.map((p) => p.path)).toEqual(['issuers.0.issuer', 'issuers.0.max_token_age_s']);
+  });
+
+  it('exits 0 for a valid file', async () => {
+    const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
+    expect(stdout).toContain('valid');
+  });
+});
+
+describe('development issuer key', () => {
+  it('is generated once, private to the user', async () => {
+    const { loadOrCreateDevIssuerKey } = await import('../src/tokens/dev-issuer.ts');
+    const file = join(dir, 'dev', 'key.jwk.json');
+    const first = await loadOrCreateDevIssuerKey(file);
+    const second = await loadOrCreateDevIssuerKey(file);
+    expect(second.publicJwk).toEqual(first.publicJwk);
+    expect(first.publicJwk).not.toHaveProperty('d');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+  });
+});

@@ -1,0 +1,238 @@
+import { CompactSign } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestArbiter, postJson } from './support/arbiter.ts';
+import { TestIssuer } from './support/issuer.ts';
+import type { Arbiter } from '../src/server/start.ts';
+
+let idp: TestIssuer;
+let other: TestIssuer;
+let arbiter: Arbiter;
+let decide: string;
+
+beforeAll(async () => {
+  idp = await TestIssuer.create('https://idp.test.example');
+  other = await TestIssuer.create('https://other.test.example');
+  await idp.serve();
+  await other.serve();
+  arbiter = await startTestArbiter({
+    issuers: [
+      { issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], max_token_age_s: 3600, max_lifetime_s: 7200, jwks_cooldown_s: 0 },
+      { issuer: other.issuer, jwks_uri: other.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], typ: 'at+jwt', required_claims: ['client_id'] },
+    ],
+  });
+  decide = `${arbiter.url}/v1/decide`;
+});
+
+afterAll(async () => {
+  await arbiter?.close();
+  await idp?.close();
+  await other?.close();
+});
+
+const request = (token?: string, extra: Record<string, unknown> = {}) => ({
+  ...(token !== undefined && { token }),
+  action: 'read',
+  resource: { type: 'document', id: 'doc-1' },
+  ...extra,
+});
+
+/** Signs an exact JSON payload text, for claims no JWT library would write (1e400, __proto__). */
+async function signRaw(issuer: TestIssuer, payloadJson: string): Promise<string> {
+  const key = issuer.keys[0]!;
+  return new CompactSign(new TextEncoder().encode(payloadJson)).setProtectedHeader({ alg: 'ES256', kid: key.kid }).sign(key.privateKey);
+}
+
+describe('POST /v1/decide with a verified token', () => {
+  it('allows, explains, names the revision and echoes the request id', async () => {
+    const token = await idp.sign({ scope: 'read write', sub: 'user:alice' });
+    const res = await postJson(decide, request(token, { context: { environment: 'production', now: 1 } }), { 'X-Request-ID': 'req-123' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-request-id')).toBe('req-123');
+    expect(res.body).toMatchObject({ allow: true, obligations: [], policy: { bundle: 'simple', revision: expect.any(String) } });
+    expect(res.body!.decision_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const [granted] = res.body!.reasons;
+    expect(granted).toMatchObject({ code: 'granted', sub: 'user:alice', greeting: 'hello' });
+    // Server-set context fields win over the caller's.
+    expect(granted.context.now).toBeGreaterThan(1_700_000_000);
+    expect(granted.context).toMatchObject({ environment: 'production', request_id: 'req-123' });
+    expect(granted.token).toMatchObject({ alg: 'ES256', kid: 'key-1', typ: 'at+jwt', age_s: expect.any(Number), ttl_s: expect.any(Number) });
+    expect(granted.token.fingerprint).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(JSON.stringify(res.body)).not.toContain(token);
+  });
+
+  it('gives time-sortable, unique decision ids', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await postJson(decide, request()))!.body!.decision_id);
+    expect(new Set(ids).size).toBe(5);
+    expect([...ids].sort()).toEqual(ids);
+  });
+
+  it('lets the policy decide for a request without a token', async () => {
+    const res = await postJson(decide, request());
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'unauthenticated' }] });
+  });
+
+  it('flattens the RFC 8693 actor chain, outermost first', async () => {
+    const token = await idp.sign({ scope: 'read', act: { sub: 'agent:assistant', client_id: 'agent-1', act: { sub: 'svc:orchestrator' } } });
+    const res = await postJson(decide, request(token));
+    expect(res.body!.reasons[0].act).toEqual([{ sub: 'agent:assistant', client_id: 'agent-1' }, { sub: 'svc:orchestrator' }]);
+  });
+
+  it('keeps a __proto__ claim as plain data', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const token = await signRaw(
+      idp,
+      `{"iss":"${idp.issuer}","sub":"user:proto","aud":"https://api.example.com","iat":${now},"exp":${now + 60},"scope":"read","__proto__":{"polluted":true}}`,
+    );
+    const res = await postJson(decide, request(token));
+    expect(res.body!.allow).toBe(true);
+    expect(res.body!.reasons[0].claims.__proto__).toEqual({ polluted: true });
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe('POST /v1/decide with a token that cannot be trusted', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const cases: [string, () => Promise<string>][] = [
+    ['token_expired', () => idp.sign({ scope: 'read' }, { iat: now() - 300, exp: now() - 100 })],
+    ['token_not_yet_valid', () => idp.sign({ scope: 'read', nbf: now() + 600 })],
+    ['token_not_yet_valid', () => idp.sign({ scope: 'read' }, { iat: now() + 600, exp: now() + 900 })],
+    ['token_untrusted_issuer', () => idp.sign({ iss: 'https://evil.example' })],
+    ['token_untrusted_issuer', () => signRaw(idp, `{"sub":"x","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60}}`)],
+    ['token_audience_mismatch', () => idp.sign({ aud: 'https://other-api.example.com' })],
+    // Signed by the other issuer's key under idp's kid: routing by iss must never try other keys.
+    ['token_bad_signature', () => idp.sign({}, { key: other.keys[0]!.privateKey })],
+    ['token_algorithm_not_allowed', async () => {
+      const secret = new TextEncoder().encode('x'.repeat(32));
+      return new CompactSign(new TextEncoder().encode(JSON.stringify({ iss: idp.issuer, sub: 'a', aud: 'https://api.example.com', iat: now(), exp: now() + 60 })))
+        .setProtectedHeader({ alg: 'HS256', kid: 'key-1' })
+        .sign(secret);
+    }],
+    ['token_algorithm_not_allowed', async () => {
+      const header = Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url');
+      const body = Buffer.from(JSON.stringify({ iss: idp.issuer, sub: 'a', aud: 'https://api.example.com', iat: now(), exp: now() + 60 })).toString('base64url');
+      return `${header}.${body}.`;
+    }],
+    ['token_malformed', async () => 'not-a-jwt'],
+    ['token_malformed', async () => `e30.${Buffer.from('not json').toString('base64url')}.c2ln`],
+    ['token_too_large', () => idp.sign({ padding: 'x'.repeat(9000) })],
+    ['token_unknown_key', () => idp.sign({}, { kid: 'no-such-kid' })],
+    ['token_type_invalid', () => other.sign({ client_id: 'c' }, { typ: 'JWT' })],
+    ['token_claim_missing', () => other.sign({})],
+    ['token_claim_missing', () => signRaw(idp, `{"iss":"${idp.issuer}","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60}}`)],
+    ['token_too_old', () => idp.sign({}, { iat: now() - 4000, exp: now() + 60 })],
+    ['token_lifetime_too_long', () => idp.sign({}, { iat: now(), exp: now() + 7201 })],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":1e400}`)],
+  ];
+
+  it.each(cases)('denies with %s', async (code, mint) => {
+    const token = await mint();
+    const res = await postJson(decide, request(token));
+    expect(res.status).toBe(200);
+    expect(res.body!.allow).toBe(false);
+    expect(res.body!.reasons).toEqual([expect.objectContaining({ code })]);
+    expect(res.body!.policy).toMatchObject({ bundle: 'simple' });
+  });
+
+  it('picks up a rotated key after an unknown kid (JWKS refetch)', async () => {
+    const kid = await idp.addKey('rotated');
+    const before = idp.jwksFetches;
+    const res = await postJson(decide, request(await idp.sign({ scope: 'read' }, { kid })));
+    expect(res.body).toMatchObject({ allow: true });
+    expect(idp.jwksFetches).toBeGreaterThan(before);
+  });
+});
+
+describe('POST /v1/decide with a bad request', () => {
+  const problemOf = async (init: RequestInit) => {
+    const response = await fetch(decide, { method: 'POST', ...init });
+    return { status: response.status, type: response.headers.get('content-type'), body: (await response.json()) as Record<string, any> };
+  };
+
+  it('415 for a non-JSON content type', async () => {
+    const res = await problemOf({ headers: { 'content-type': 'text/plain' }, body: '{}' });
+    expect(res).toMatchObject({ status: 415, type: 'application/problem+json', body: { code: 'unsupported_media_type', status: 415 } });
+  });
+
+  it('400 for malformed JSON and for an empty body', async () => {
+    for (const body of ['{"action":', '']) {
+      const res = await problemOf({ headers: { 'content-type': 'application/json' }, body });
+      expect(res).toMatchObject({ status: 400, type: 'application/problem+json', body: { code: 'malformed_json' } });
+    }
+  });
+
+  it('400 naming an unknown top-level key', async () => {
+    const res = await postJson(decide, { ...request(), subject: 'alice' });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toBe('application/problem+json');
+    expect(res.body).toMatchObject({ code: 'invalid_request', errors: [{ pointer: '/subject', detail: 'unknown field' }] });
+  });
+
+  it('400 naming a missing or mistyped field', async () => {
+    const missing = await postJson(decide, { resource: { type: 'x' } });
+    expect(missing.body!.errors).toEqual([expect.objectContaining({ pointer: '/action' })]);
+    const mistyped = await postJson(decide, { action: 'read', resource: { type: 7 } });
+    expect(mistyped.body!.errors).toEqual([expect.objectContaining({ pointer: '/resource/type' })]);
+  });
+
+  it('413 over the 64 KiB body limit', async () => {
+    const res = await postJson(decide, request(undefined, { context: { blob: 'x'.repeat(70 * 1024) } }));
+    expect(res.status).toBe(413);
+    expect(res.body).toMatchObject({ code: 'body_too_large' });
+  });
+
+  it('404 problem for an unknown route', async () => {
+    const res = await postJson(`${arbiter.url}/v1/nope`, {});
+    expect(res).toMatchObject({ status: 404, body: { code: 'not_found' } });
+  });
+});
+
+describe('policy failures fail closed', () => {
+  it('denies with policy_contract_violation when the entrypoint returns junk', async () => {
+    const res = await postJson(decide, request(undefined, { policy: 'junk' }));
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'policy_contract_violation' }], policy: { bundle: 'junk' } });
+  });
+
+  it('denies with policy_error when evaluation fails', async () => {
+    const res = await postJson(decide, request(undefined, { policy: 'conflict', context: { first: true, second: true } }));
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'policy_error' }] });
+  });
+
+  it('503 with a deny body when the bundle is not active', async () => {
+    const res = await postJson(decide, request(undefined, { policy: 'absent' }));
+    expect(res.status).toBe(503);
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'no_active_bundle' }], policy: null });
+  });
+});
+
+describe('health', () => {
+  it('/healthz answers and /readyz reports bundles and issuer keys', async () => {
+    expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${arbiter.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'ready', bundles: expect.arrayContaining([expect.objectContaining({ name: 'simple' })]) });
+  });
+
+  it('/readyz is 503 when an issuer JWKS cannot be loaded or the default bundle is missing', async () => {
+    const down = await TestIssuer.create('https://down.test.example');
+    await down.serve();
+    const uri = down.jwksUri;
+    await down.close();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: down.issuer, jwks_uri: uri, audiences: ['a'], algorithms: ['ES256'], jwks_timeout_ms: 500 }],
+      bundles: { default: 'absent' },
+    });
+    try {
+      const ready = await fetch(`${server.url}/readyz`);
+      expect(ready.status).toBe(503);
+      const body = (await ready.json()) as { problems: string[] };
+      expect(body.problems).toHaveLength(2);
+      const res = await postJson(`${server.url}/v1/decide`, request());
+      expect(res).toMatchObject({ status: 503, body: { allow: false, reasons: [{ code: 'no_active_bundle' }] } });
+    } finally {
+      await server.close();
+    }
+  });
+});

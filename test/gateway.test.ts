@@ -1,0 +1,101 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Arbiter } from '../src/server/start.ts';
+import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+
+const body = { action: 'read', resource: { type: 'doc' }, policy: 'echo' };
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+let arbiter: Arbiter | undefined;
+
+afterEach(async () => {
+  await arbiter?.close();
+  arbiter = undefined;
+});
+
+describe('gateway API keys', () => {
+  it('401 without or with a wrong key; the key id is the caller recorded with the decision', async () => {
+    const { logger, lines } = capturingLogger();
+    arbiter = await startTestArbiter(
+      { gateway: { authentication: 'api_key', api_keys: [{ id: 'kong-eu', sha256: sha256('s3cret-gateway-key') }] } },
+      { logger },
+    );
+    const url = `${arbiter.url}/v1/decide`;
+    const missing = await postJson(url, body);
+    expect(missing).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
+    expect((await postJson(url, body, { 'x-api-key': 'guess' })).status).toBe(401);
+    const ok = await postJson(url, body, { authorization: 'ApiKey s3cret-gateway-key' });
+    expect(ok.status).toBe(200);
+    const line = lines.find((l) => l.decision_id === ok.body!.decision_id);
+    expect(line).toMatchObject({ caller: 'kong-eu', endpoint: '/v1/decide' });
+    // Health and readiness stay open for probes.
+    expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+  });
+
+  it('refuses unauthenticated gateways on a non-loopback host at start-up', async () => {
+    await expect(startTestArbiter({ server: { host: '0.0.0.0' } })).rejects.toThrow(/gateway\.authentication/);
+  });
+});
+
+describe('admission limits', () => {
+  it('429 with Retry-After once a caller exceeds its rate', async () => {
+    arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 1, burst: 2 } } });
+    const url = `${arbiter.url}/v1/decide`;
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push(await postJson(url, body));
+    expect(statuses.map((s) => s.status)).toEqual([200, 200, 429]);
+    expect(statuses[2]!.headers.get('retry-after')).toBe('1');
+    expect(statuses[2]!.body).toMatchObject({ code: 'rate_limited' });
+  });
+});
+
+describe('gateway mTLS', () => {
+  it('identifies the gateway by its certificate and refuses a connection without one', async () => {
+    const dir = tempDir();
+    const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=test-ca', '-days', '1');
+    const issue = (name: string, subject: string, san: string) => {
+      writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
+      openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject);
+      openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+    };
+    issue('server', '/CN=127.0.0.1', 'IP:127.0.0.1');
+    issue('client', '/CN=envoy', 'URI:spiffe://acme.example/ns/edge/sa/envoy');
+    const { logger, lines } = capturingLogger();
+    arbiter = await startTestArbiter(
+      {
+        server: { tls: { cert_file: join(dir, 'server.pem'), key_file: join(dir, 'server.key'), ca_file: join(dir, 'ca.pem') } },
+        gateway: { authentication: 'mtls' },
+      },
+      { logger },
+    );
+    const ca = readFileSync(join(dir, 'ca.pem'));
+    const post = (clientCert: boolean) =>
+      new Promise<{ status: number; body: Record<string, any> }>((resolve, reject) => {
+        const req = request(
+          `${arbiter!.url}/v1/decide`,
+          {
+            method: 'POST',
+            ca,
+            headers: { 'content-type': 'application/json' },
+            ...(clientCert && { cert: readFileSync(join(dir, 'client.pem')), key: readFileSync(join(dir, 'client.key')) }),
+          },
+          (res) => {
+            let text = '';
+            res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+            res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) as Record<string, any> }));
+          },
+        );
+        req.on('error', reject);
+        req.end(JSON.stringify(body));
+      });
+    expect(arbiter.url).toMatch(/^https:/);
+    expect(await post(false)).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
+    const ok = await post(true);
+    expect(ok.status).toBe(200);
+    expect(lines.find((l) => l.decision_id === ok.body.decision_id)).toMatchObject({ caller: 'spiffe://acme.example/ns/edge/sa/envoy' });
+  });
+});

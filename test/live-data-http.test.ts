@@ -1,0 +1,201 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Arbiter } from '../src/server/start.ts';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+let idp: TestIssuer;
+let admins: TestIssuer;
+let arbiter: Arbiter;
+let dataPath: string;
+let adminToken: string;
+
+const config = () => ({
+  issuers: [{ issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+  admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+  bundles: { default: 'echo' },
+  data: { path: dataPath },
+});
+
+async function admin(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, token = adminToken) {
+  const response = await fetch(`${arbiter.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': 'application/json' }), ...headers },
+    ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? (JSON.parse(text) as Record<string, any>) : undefined };
+}
+
+const decideWith = async (token?: string) =>
+  (await postJson(`${arbiter.url}/v1/decide`, { ...(token && { token }), action: 'read', resource: { type: 'doc' } })).body!;
+
+beforeAll(async () => {
+  idp = await TestIssuer.create('https://idp.test.example');
+  admins = await TestIssuer.create('https://admins.test.example');
+  await idp.serve();
+  await admins.serve();
+  dataPath = join(tempDir(), 'data.db');
+  arbiter = await startTestArbiter(config());
+  adminToken = await admins.sign({
+    sub: 'ops@example',
+    aud: 'arbiter-admin',
+    scope: 'arbiter.data.read arbiter.data.write arbiter.revocations.read arbiter.revocations.write',
+  });
+});
+
+afterAll(async () => {
+  await arbiter?.close();
+  await idp?.close();
+  await admins?.close();
+});
+
+describe('admin authorization', () => {
+  it('401 without a token or with a token from a non-admin issuer, 403 without the scope', async () => {
+    const none = await fetch(`${arbiter.url}/v1/data/pair`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toContain('scope="arbiter.data.read"');
+    const foreign = await admin('GET', '/v1/data/pair', undefined, {}, await idp.sign({ scope: 'arbiter.data.read' }));
+    expect(foreign).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_untrusted_issuer' } });
+    const readOnly = await admins.sign({ aud: 'arbiter-admin', scope: 'arbiter.data.read' });
+    expect(await admin('PUT', '/v1/data/pair', { a: 1 }, {}, readOnly)).toMatchObject({ status: 403, body: { code: 'forbidden' } });
+  });
+});
+
+describe('live data', () => {
+  it('writes, reads, patches and deletes, each visible to the next decision', async () => {
+    const put = await admin('PUT', '/v1/data/pair', { a: 1, b: 1 }, { 'arbiter-data-source': 'test-feed', 'arbiter-data-max-age': '3600' });
+    expect(put.status).toBe(200);
+    let decision = await decideWith();
+    expect(decision.reasons[0].pair).toEqual({ a: 1, b: 1 });
+    expect(decision.data_version).toBe(put.body!.version);
+    expect(decision.reasons[0].data_status.pair).toMatchObject({ source: 'test-feed', max_age_s: 3600, stale: false });
+
+    const patched = await admin('PATCH', '/v1/data/pair', [{ op: 'replace', path: '/a', value: 2 }, { op: 'add', path: '/c', value: [1] }], {
+      'content-type': 'application/json-patch+json',
+    });
+    expect(patched.status).toBe(200);
+    expect((await admin('GET', '/v1/data/pair')).body).toMatchObject({ result: { a: 2, b: 1, c: [1] } });
+    decision = await decideWith();
+    expect(decision.reasons[0].pair).toEqual({ a: 2, b: 1, c: [1] });
+
+    expect((await admin('DELETE', '/v1/data/pair/c')).status).toBe(204);
+    expect((await admin('GET', '/v1/data/pair/c')).status).toBe(404);
+  });
+
+  it('rejects bad updates with the reason and changes nothing', async () => {
+    await admin('PUT', '/v1/data/pair', { a: 1, b: 1 });
+    const before = (await admin('GET', '/v1/data/pair')).body!;
+    const failedTest = await admin('PATCH', '/v1/data/pair', [{ op: 'replace', path: '/a', value: 9 }, { op: 'test', path: '/b', value: 2 }]);
+    expect(failedTest).toMatchObject({ status: 409, body: { code: 'json_patch_test_failed' } });
+    const badOp = await admin('PATCH', '/v1/data/pair', [{ op: 'frobnicate', path: '/a' }]);
+    expect(badOp).toMatchObject({ status: 400, body: { code: 'invalid_request' } });
+    const missing = await admin('PATCH', '/v1/data/pair', [{ op: 'remove', path: '/nope' }]);
+    expect(missing).toMatchObject({ status: 409, body: { code: 'json_patch_path_not_found' } });
+    const notJson = await admin('PUT', '/v1/data/pair', '{"a":');
+    expect(notJson).toMatchObject({ status: 400, body: { code: 'malformed_json' } });
+    const badMeta = await admin('PUT', '/v1/data/pair', { a: 5 }, { 'arbiter-data-max-age': 'soon' });
+    expect(badMeta).toMatchObject({ status: 400, body: { code: 'data_meta_invalid' } });
+    const deep = await admin('PUT', '/v1/data/deep', JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40)));
+    expect(deep).toMatchObject({ status: 400, body: { code: 'data_too_deep' } });
+    expect((await admin('GET', '/v1/data/pair')).body).toEqual(before);
+  });
+
+  it('refuses writes under an active bundle root with 409, and reads the bundle data there', async () => {
+    expect(await admin('PUT', '/v1/data/echo/x', 1)).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
+    expect(await admin('PUT', '/v1/data/simple', {})).toMatchObject({ status: 409 });
+    expect((await admin('GET', '/v1/data/simple/greeting')).body).toMatchObject({ result: 'hello', bundle: 'simple' });
+  });
+
+  it('marks a document stale once it is older than its max age', async () => {
+    await admin('PUT', '/v1/data/short', { v: 1 }, { 'arbiter-data-max-age': '1' });
+    expect((await decideWith()).reasons[0].data_status.short.stale).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    expect((await decideWith()).reasons[0].data_status.short.stale).toBe(true);
+  });
+
+  it('never lets a decision see half an update while updates race decisions', async () => {
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; i < 150; i++) await admin('PUT', '/v1/data/pair', { a: i, b: i });
+      writing = false;
+    })();
+    const seen: { a: number; b: number }[] = [];
+    const readers = Array.from({ length: 4 }, async () => {
+      while (writing) seen.push((await decideWith()).reasons[0].pair);
+    });
+    await Promise.all([writer, ...readers]);
+    expect(seen.length).toBeGreaterThan(50);
+    expect(seen.filter((pair) => pair.a !== pair.b)).toEqual([]);
+  });
+});
+
+describe('revocations', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+
+  it.each([
+    ['jti', { jti: 'token-1' }, { kind: 'jti', value: 'token-1' }, { jti: 'token-2' }],
+    ['sub', { sub: 'user:mallory' }, { kind: 'sub', value: 'user:mallory' }, { sub: 'user:bob' }],
+    ['sid', { sid: 'session-9' }, { kind: 'sid', value: 'session-9' }, { sid: 'session-8' }],
+    ['client_id', { client_id: 'leaky-app' }, { kind: 'client_id', value: 'leaky-app' }, { client_id: 'good-app' }],
+  ])('revokes by %s on the next decision, cached verification included, and nothing else', async (_kind, claims, revocation, otherClaims) => {
+    const token = await idp.sign(claims);
+    const other = await idp.sign(otherClaims);
+    expect((await decideWith(token)).allow).toBe(true); // now in the verification cache
+    const created = await admin('POST', '/v1/revocations', { ...revocation, iss: idp.issuer, reason: 'stolen', expires_at: now() + 600 });
+    expect(created.status).toBe(201);
+    const decision = await decideWith(token);
+    expect(decision.allow).toBe(false);
+    expect(decision.reasons[0].revoked).toEqual({ revoked: true, reason: 'stolen', revocation_id: created.body!.id });
+    expect((await decideWith(other)).allow).toBe(true);
+  });
+
+  it('revokes everything an issuer issued before a time', async () => {
+    const old = await idp.sign({ sub: 'user:old' }, { iat: now() - 120 });
+    const fresh = await idp.sign({ sub: 'user:fresh' }, { iat: now() + 1 });
+    await admin('POST', '/v1/revocations', { kind: 'issued_before', iss: idp.issuer, before: now() - 60, reason: 'key rotated' });
+    expect((await decideWith(old)).allow).toBe(false);
+    expect((await decideWith(fresh)).allow).toBe(true);
+  });
+
+  it('lists, reads and deletes entries; rejects a bad one naming the field', async () => {
+    const bad = await admin('POST', '/v1/revocations', { kind: 'jti', reason: 'x' });
+    expect(bad.status).toBe(400);
+    expect(bad.body!.errors[0].pointer).toBe('/value');
+    const batch = await admin('POST', '/v1/revocations', { revocations: [{ kind: 'sub', value: 'a', reason: 'r' }, { kind: 'sub', value: 'b', reason: 'r' }] });
+    expect(batch.status).toBe(201);
+    const id = batch.body!.revocations[0].id as string;
+    expect((await admin('GET', `/v1/revocations/${id}`)).body).toMatchObject({ kind: 'sub', value: 'a', created_by: `${admins.issuer}#ops@example` });
+    expect((await admin('GET', '/v1/revocations?kind=sub&limit=1')).body!.items).toHaveLength(1);
+    expect((await admin('DELETE', `/v1/revocations/${id}`)).status).toBe(204);
+    expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(404);
+  });
+
+  it('is visible to the very next decision under concurrent load', async () => {
+    const token = await idp.sign({ sub: 'user:under-load', jti: 'load-1' });
+    let running = true;
+    const load = Array.from({ length: 4 }, async () => {
+      while (running) await decideWith(await idp.sign({ sub: 'user:background' }));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const created = await admin('POST', '/v1/revocations', { kind: 'jti', value: 'load-1', iss: idp.issuer, reason: 'incident' });
+    expect(created.status).toBe(201);
+    const decision = await decideWith(token);
+    running = false;
+    await Promise.all(load);
+    expect(decision.allow).toBe(false);
+  });
+});
+
+describe('restart', () => {
+  it('keeps acknowledged data and revocations: a restart never resurrects a revoked token', async () => {
+    const token = await idp.sign({ sub: 'user:restart', jti: 'restart-1' });
+    await admin('PUT', '/v1/data/pair', { a: 42, b: 42 });
+    await admin('POST', '/v1/revocations', { kind: 'jti', value: 'restart-1', reason: 'gone' });
+    await arbiter.close();
+    arbiter = await startTestArbiter(config());
+    const decision = await decideWith(token);
+    expect(decision.reasons[0].pair).toEqual({ a: 42, b: 42 });
+    expect(decision.allow).toBe(false);
+  });
+});

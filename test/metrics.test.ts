@@ -1,0 +1,130 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Decision } from '../src/decisions/pipeline.ts';
+import { ArbiterMetrics } from '../src/metrics/registry.ts';
+import type { Arbiter } from '../src/server/start.ts';
+import { postJson, startTestArbiter } from './support/arbiter.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+let idp: TestIssuer;
+let offline: TestIssuer;
+let arbiter: Arbiter;
+
+beforeAll(async () => {
+  idp = await TestIssuer.create('https://idp.test.example');
+  await idp.serve();
+  // Trusted, but its JWKS URL has nothing listening: every fetch fails.
+  offline = await TestIssuer.create('https://offline.test.example');
+  arbiter = await startTestArbiter({
+    issuers: [
+      { issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] },
+      { issuer: offline.issuer, jwks_uri: 'http://127.0.0.1:9/jwks.json', audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_timeout_ms: 2000 },
+    ],
+  });
+});
+
+afterAll(async () => {
+  await arbiter?.close();
+  await idp?.close();
+});
+
+/** Sample values by series (`name{labels}` exactly as exposed). */
+async function scrape(url: string): Promise<Map<string, number>> {
+  const res = await fetch(`${url}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+  const samples = new Map<string, number>();
+  for (const line of (await res.text()).split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const split = line.lastIndexOf(' ');
+    samples.set(line.slice(0, split), Number(line.slice(split + 1)));
+  }
+  return samples;
+}
+
+const decide = (body: Record<string, unknown>) => postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, ...body });
+
+describe('GET /metrics', () => {
+  it('counts decisions, their latency and token failures by reason', async () => {
+    const allow = await decide({ token: await idp.sign({ scope: 'read' }) });
+    const deny = await decide({});
+    const malformed = await decide({ token: 'not-a-jwt' });
+    const unreachable = await decide({ token: await offline.sign({ scope: 'read' }) });
+    expect([allow.body!.allow, deny.body!.reasons[0].code, malformed.body!.reasons[0].code, unreachable.body!.reasons[0].code]).toEqual([
+      true,
+      'unauthenticated',
+      'token_malformed',
+      'token_keys_unavailable',
+    ]);
+
+    const samples = await scrape(arbiter.url);
+    expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="true",reason="granted"}')).toBe(1);
+    expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="unauthenticated"}')).toBe(1);
+    expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="token_malformed"}')).toBe(1);
+    expect(samples.get('arbiter_token_verification_failures_total{reason="token_malformed"}')).toBe(1);
+    expect(samples.get('arbiter_token_verification_failures_total{reason="token_keys_unavailable"}')).toBe(1);
+    expect(samples.get('arbiter_decision_duration_seconds_count{endpoint="/v1/decide"}')).toBe(4);
+    expect(samples.get('arbiter_decision_duration_seconds_sum{endpoint="/v1/decide"}')).toBeGreaterThan(0);
+    expect(samples.get('arbiter_decision_duration_seconds_bucket{le="+Inf",endpoint="/v1/decide"}')).toBe(4);
+
+    expect(idp.jwksFetches).toBeGreaterThan(0);
+    expect(samples.get(`arbiter_jwks_fetches_total{issuer="${idp.issuer}"}`)).toBe(idp.jwksFetches);
+    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${idp.issuer}"}`)).toBeUndefined();
+    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${offline.issuer}"}`)).toBeGreaterThan(0);
+
+    const simple = arbiter.bundles.get('simple')!;
+    expect(samples.get(`arbiter_bundle_info{bundle="simple",revision="${simple.revision}"}`)).toBe(1);
+    expect(samples.has('process_cpu_seconds_total')).toBe(true);
+    expect(samples.get('arbiter_decision_log_queue_depth')).toBe(0);
+  });
+
+  it('exposes the handles other components update', async () => {
+    arbiter.metrics.decisionLogQueueDepth.set(7);
+    arbiter.metrics.decisionLogCommitSeconds.observe(0.002);
+    arbiter.metrics.bundleRejections.inc({ bundle: 'simple', check: 'signature_missing' });
+    const samples = await scrape(arbiter.url);
+    expect(samples.get('arbiter_decision_log_queue_depth')).toBe(7);
+    expect(samples.get('arbiter_decision_log_commit_seconds_count')).toBe(1);
+    expect(samples.get('arbiter_bundle_rejections_total{bundle="simple",check="signature_missing"}')).toBe(1);
+  });
+
+  it('is not served when metrics.enabled is false', async () => {
+    const quiet = await startTestArbiter({ metrics: { enabled: false } });
+    try {
+      const res = await fetch(`${quiet.url}/metrics`);
+      expect(res.status).toBe(404);
+    } finally {
+      await quiet.close();
+    }
+  });
+});
+
+describe('reason labels', () => {
+  const decision = (code: string): Decision => ({
+    decision_id: 'id',
+    allow: false,
+    reasons: [{ code }],
+    obligations: [],
+    policy: null,
+    data_version: 0,
+    result: null,
+    answered: true,
+    latency_us: 10,
+  });
+
+  it('keeps policy reason codes to a bounded set of plain labels', async () => {
+    const metrics = new ArbiterMetrics({ activeBundles: () => [] });
+    for (let i = 0; i < 250; i++) metrics.decided(decision(`code_${i}`), '/v1/decide');
+    metrics.decided(decision('code_0'), '/v1/decide');
+    metrics.decided(decision('Has Spaces'), '/v1/decide');
+    metrics.decided(decision('x'.repeat(65)), '/v1/decide');
+
+    const values = (await metrics.decisions.get()).values;
+    const byReason = new Map(values.map((v) => [v.labels.reason, v.value]));
+    expect(byReason.size).toBe(201);
+    expect(byReason.get('code_0')).toBe(2);
+    expect(byReason.get('code_199')).toBe(1);
+    expect(byReason.has('code_200')).toBe(false);
+    // 50 codes past the cap, and two that are not plain codes.
+    expect(byReason.get('other')).toBe(52);
+  });
+});

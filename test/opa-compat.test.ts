@@ -1,0 +1,82 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { opaPath } from '../src/toolchain/opa.ts';
+import type { Arbiter } from '../src/server/start.ts';
+import { postJson, startTestArbiter } from './support/arbiter.ts';
+
+let enabled: Arbiter;
+let disabled: Arbiter;
+
+beforeAll(async () => {
+  enabled = await startTestArbiter({ opa_compat: { enabled: true } });
+  disabled = await startTestArbiter();
+});
+
+afterAll(async () => {
+  await enabled?.close();
+  await disabled?.close();
+});
+
+/** What the real OPA answers for the same query on the same sources. */
+function opaEval(query: string, input: unknown): unknown {
+  const output = execFileSync(opaPath(), ['eval', '--format', 'json', '--stdin-input', '-d', 'test/fixtures/rego/simple', query], {
+    input: JSON.stringify(input),
+  });
+  return (JSON.parse(output.toString()) as { result: { expressions: { value: unknown }[] }[] }).result[0]!.expressions[0]!.value;
+}
+
+const allowedInput = {
+  subject: { authenticated: true, sub: 'user:alice', scopes: ['read'], act: [], claims: { tenant: 'acme' }, token: { age_s: 3 } },
+  action: { name: 'read' },
+  resource: { type: 'document', id: 'doc-1' },
+  context: { environment: 'production', now: 1_800_000_000 },
+};
+
+describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
+  it('answers with OPA\'s result for the same input, as OPA shapes it', async () => {
+    const res = await postJson(`${enabled.url}/v1/data/simple/decision`, { input: allowedInput });
+    expect(res.status).toBe(200);
+    expect(Object.keys(res.body!).sort()).toEqual(['decision_id', 'result']);
+    expect(res.body!.decision_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(res.body!.result).toEqual(opaEval('data.simple.decision', allowedInput));
+    expect(res.body!.result.allow).toBe(true);
+  });
+
+  it('evaluates the input as sent: an unverified subject is not turned anonymous', async () => {
+    const input = { ...allowedInput, subject: { ...allowedInput.subject, scopes: [] }, action: { name: 'write' } };
+    const res = await postJson(`${enabled.url}/v1/data/simple/decision`, { input });
+    expect(res.status).toBe(200);
+    expect(res.body!.result).toEqual(opaEval('data.simple.decision', input));
+    expect(res.body!.result.reasons.map((r: { code: string }) => r.code).sort()).toEqual(['scope_missing', 'wrong_action']);
+  });
+
+  it('answers 404 for a bundle or entrypoint that is not active', async () => {
+    for (const path of ['nosuch/decision', 'simple/nosuch', 'simple/decision/deeper']) {
+      const res = await postJson(`${enabled.url}/v1/data/${path}`, { input: allowedInput });
+      expect(res.status, path).toBe(404);
+      expect(res.body!.code).toBe('entrypoint_not_found');
+    }
+  });
+
+  it('answers 400 problems for malformed bodies', async () => {
+    const url = `${enabled.url}/v1/data/simple/decision`;
+    const malformed = await postJson(url, '{"input": ');
+    expect(malformed.status).toBe(400);
+    expect(malformed.headers.get('content-type')).toBe('application/problem+json');
+    expect(malformed.body!.code).toBe('malformed_json');
+
+    for (const body of [{}, { input: [1, 2] }, { input: 'x' }, { input: {}, extra: true }]) {
+      const res = await postJson(url, body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body!.code).toBe('invalid_request');
+    }
+  });
+});
+
+describe('POST /v1/data/{bundle}/{rule} by default', () => {
+  it('does not exist: caller-supplied claims are never evaluated unless enabled', async () => {
+    const res = await postJson(`${disabled.url}/v1/data/simple/decision`, { input: allowedInput });
+    expect(res.status).toBe(404);
+    expect(res.body!.code).toBe('not_found');
+  });
+});

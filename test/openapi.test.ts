@@ -1,0 +1,190 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { inspectRoutes } from 'hono/dev';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROBLEM_TYPES } from '../src/server/openapi/problem-types.ts';
+import { decisionResponseSchema, problemSchema } from '../src/server/openapi/schemas.ts';
+import { decideRequestSchema } from '../src/server/routes/decide.ts';
+import type { Arbiter } from '../src/server/start.ts';
+import { postJson, startTestArbiter } from './support/arbiter.ts';
+
+// The document is plain JSON read by path; typing each level would only repeat the spec.
+ 
+type Json = Record<string, any>;
+const METHODS = ['get', 'post', 'put', 'patch', 'delete'];
+
+let arbiter: Arbiter;
+let spec: Json;
+
+beforeAll(async () => {
+  // Every optional route mounted, so the comparison covers them too.
+  arbiter = await startTestArbiter({ opa_compat: { enabled: true }, metrics: { enabled: true } });
+  const res = await fetch(`${arbiter.url}/openapi.json`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+  spec = (await res.json()) as Json;
+});
+
+afterAll(async () => {
+  await arbiter?.close();
+});
+
+/** Hono's `:id`, `:rule{.+}` and trailing `*` as OpenAPI templates. */
+function openApiPath(honoPath: string): string {
+  return honoPath.replace(/:(\w+)(\{[^}]*\})?/g, '{$1}').replace(/\/\*$/, '/{path}');
+}
+
+function routesOf(app: Arbiter['app']): Set<string> {
+  return new Set(
+    inspectRoutes(app)
+      .filter((route) => !route.isMiddleware && route.method !== 'ALL')
+      .map((route) => `${route.method} ${openApiPath(route.path)}`),
+  );
+}
+
+function operationsOf(document: Json): Set<string> {
+  const operations = new Set<string>();
+  for (const [path, item] of Object.entries<Json>(document.paths)) {
+    for (const method of Object.keys(item)) operations.add(`${method.toUpperCase()} ${path}`);
+  }
+  return operations;
+}
+
+function* walk(node: unknown): Generator<Json> {
+  if (typeof node !== 'object' || node === null) return;
+  yield node as Json;
+  for (const value of Object.values(node)) yield* walk(value);
+}
+
+function resolvePointer(document: Json, ref: string): unknown {
+  return ref
+    .slice(2)
+    .split('/')
+    .reduce<unknown>((node, key) => (node as Json | undefined)?.[key.replaceAll('~1', '/').replaceAll('~0', '~')], document);
+}
+
+/** The two checks the test needs of a JSON Schema object: required members and no unknown ones. */
+function fitsTopLevel(schema: Json, body: Json): boolean {
+  const required: string[] = schema.required ?? [];
+  if (!required.every((key) => Object.hasOwn(body, key))) return false;
+  if (schema.additionalProperties === false && !Object.keys(body).every((key) => Object.hasOwn(schema.properties ?? {}, key))) return false;
+  return true;
+}
+
+describe('GET /openapi.json', () => {
+  it('documents exactly the routes the app serves', () => {
+    const served = routesOf(arbiter.app);
+    expect(served.size).toBeGreaterThan(20);
+    expect([...operationsOf(spec)].sort()).toEqual([...served].sort());
+  });
+
+  it('leaves out routes that are not mounted', async () => {
+    const minimal = await startTestArbiter({ metrics: { enabled: false } });
+    try {
+      const document = (await (await fetch(`${minimal.url}/openapi.json`)).json()) as Json;
+      expect([...operationsOf(document)].sort()).toEqual([...routesOf(minimal.app)].sort());
+      expect(document.paths['/metrics']).toBeUndefined();
+      expect(document.paths['/v1/data/{bundle}/{rule}']).toBeUndefined();
+    } finally {
+      await minimal.close();
+    }
+  });
+
+  it('is a well-formed OpenAPI 3.1 document', () => {
+    expect(spec.openapi).toMatch(/^3\.1\.\d+$/);
+    expect(spec.info).toMatchObject({ title: 'Arbiter', version: expect.any(String) });
+    const operationIds: string[] = [];
+    for (const item of Object.values<Json>(spec.paths)) {
+      for (const [method, operation] of Object.entries<Json>(item)) {
+        expect(METHODS).toContain(method);
+        expect(Object.keys(operation.responses).length, operation.operationId).toBeGreaterThan(0);
+        expect(operation.tags.every((tag: string) => spec.tags.some((t: Json) => t.name === tag)), operation.operationId).toBe(true);
+        operationIds.push(operation.operationId);
+      }
+    }
+    expect(new Set(operationIds).size).toBe(operationIds.length);
+    const refs = [...walk(spec)].map((node) => node.$ref).filter((ref): ref is string => typeof ref === 'string');
+    expect(refs.length).toBeGreaterThan(10);
+    for (const ref of refs) expect(resolvePointer(spec, ref), ref).toBeDefined();
+  });
+
+  it('marks admin operations with their scope and public ones with none', () => {
+    expect(spec.paths['/v1/revocations'].post.security).toEqual([{ adminBearer: ['arbiter.revocations.write'] }]);
+    expect(spec.paths['/v1/revocations'].post.responses['403'].content['application/problem+json'].schema.allOf[1].properties.code.enum).toContain('forbidden');
+    expect(spec.paths['/v1/decide'].post.security).toEqual([]);
+    expect(spec.components.securitySchemes.adminBearer).toMatchObject({ type: 'http', scheme: 'bearer' });
+  });
+
+  it('describes /v1/decide with the schema the route validates with', () => {
+    const body = spec.paths['/v1/decide'].post.requestBody.content['application/json'].schema;
+    const schema = resolvePointer(spec, body.$ref) as Json;
+    const examples: Json[] = [
+      { action: 'read', resource: { type: 'document' } },
+      { token: 'a.b.c', action: 'read', resource: { type: 'document', id: '1' }, context: {}, policy: 'simple' },
+      { resource: { type: 'document' } },
+      { action: 'read' },
+      { action: 'read', resource: { type: 'document' }, subject: 'alice' },
+      {},
+    ];
+    for (const example of examples) {
+      expect(fitsTopLevel(schema, example), JSON.stringify(example)).toBe(decideRequestSchema.safeParse(example).success);
+    }
+    expect(schema.properties.action.description).toBe(decideRequestSchema.shape.action.description);
+  });
+
+  it('describes what the handlers answer', async () => {
+    const allowDeny = await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'document' } });
+    expect(allowDeny.status).toBe(200);
+    expect(decisionResponseSchema.safeParse(allowDeny.body).success).toBe(true);
+
+    const invalid = await postJson(`${arbiter.url}/v1/decide`, { action: 'read' });
+    expect(invalid.status).toBe(400);
+    expect(problemSchema.safeParse(invalid.body).success).toBe(true);
+    const documented = spec.paths['/v1/decide'].post.responses['400'].content['application/problem+json'].schema.allOf[1].properties.code.enum;
+    expect(documented).toContain(invalid.body!.code);
+  });
+
+  it('lists every problem code with its status', () => {
+    const listed = new Map<string, number[]>(spec['x-problem-types'].map((p: Json) => [p.code, p.status]));
+    for (const [code, status] of problemCodesInSource()) {
+      expect(listed.get(code), `problem code ${code} (${status}) is not in PROBLEM_TYPES`).toContain(status);
+    }
+    expect(spec.components.schemas.Problem.description).toContain('| `invalid_request` | 400 |');
+    expect(listed.size).toBe(Object.keys(PROBLEM_TYPES).length);
+  });
+});
+
+/**
+ * Codes the server answers with, read from its source: literal `problem(c, <status>, { code: '<code>'`
+ * calls and the admin status table. A code added there without documentation fails the test above.
+ */
+function problemCodesInSource(): [string, number][] {
+  const found: [string, number][] = [];
+  for (const file of sourceFiles('src/server')) {
+    const text = readFileSync(file, 'utf8');
+    for (const match of text.matchAll(/problem\(c, (\d{3}), \{\s*code: '([a-z_]+)'/g)) found.push([match[2]!, Number(match[1])]);
+  }
+  const admin = readFileSync('src/server/admin-errors.ts', 'utf8');
+  const table = /STATUS_BY_CODE[^{]*\{([^}]*)\}/.exec(admin)![1]!;
+  for (const match of table.matchAll(/(\w+): (\d{3})/g)) found.push([match[1]!, Number(match[2])]);
+  expect(found.length).toBeGreaterThan(20);
+  return found;
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory() ? sourceFiles(join(dir, entry.name)) : entry.name.endsWith('.ts') ? [join(dir, entry.name)] : [],
+  );
+}
+
+describe('GET /docs', () => {
+  it('is a self-contained page that renders the document', async () => {
+    const res = await fetch(`${arbiter.url}/docs`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    const html = await res.text();
+    expect(html).toContain("fetch('openapi.json')");
+    // Nothing loaded from elsewhere: it must work offline.
+    expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+href=|https?:\/\//);
+  });
+});

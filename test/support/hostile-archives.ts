@@ -1,0 +1,122 @@
+/**
+ * Generators of hostile bundle parts, shared by the unit tests of the checks and the HTTP
+ * tests of the bundle API: raw tar entries written byte by byte (so nothing a tar library
+ * refuses to write is out of reach) and a tiny WebAssembly assembler.
+ */
+import { gzipSync } from 'node:zlib';
+
+/** One raw ustar entry: a header block written byte by byte, then the body padded to 512. */
+export function entry(name: string, options: { type?: string; body?: string | Uint8Array; linkname?: string; size?: number } = {}): Buffer {
+  const body = typeof options.body === 'string' ? Buffer.from(options.body) : Buffer.from(options.body ?? []);
+  const header = Buffer.alloc(512);
+  header.write(name, 0, 100, 'utf8');
+  header.write('0000644\0', 100);
+  header.write('0000000\0', 108);
+  header.write('0000000\0', 116);
+  header.write(`${(options.size ?? body.byteLength).toString(8).padStart(11, '0')}\0`, 124);
+  header.write('00000000000\0', 136);
+  header.write(options.type ?? '0', 156);
+  if (options.linkname) header.write(options.linkname, 157, 100);
+  header.write('ustar\u000000', 257, 'latin1');
+  header.fill(0x20, 148, 156);
+  const checksum = header.reduce((sum, byte) => sum + byte, 0);
+  header.write(`${checksum.toString(8).padStart(6, '0')}\0 `, 148);
+  const padded = Buffer.alloc(Math.ceil(body.byteLength / 512) * 512);
+  body.copy(padded);
+  return Buffer.concat([header, padded]);
+}
+
+/** A pax extended header carrying `records` for the entry that follows it. */
+export function pax(records: Record<string, string>): Buffer {
+  const body = Object.entries(records)
+    .map(([key, value]) => {
+      const text = ` ${key}=${value}\n`;
+      // The length counts its own digits.
+      let length = Buffer.byteLength(text);
+      while (String(length).length + Buffer.byteLength(text) !== length) length = String(length).length + Buffer.byteLength(text);
+      return `${length}${text}`;
+    })
+    .join('');
+  return entry('PaxHeaders/x', { type: 'x', body });
+}
+
+export function tarGz(...entries: Buffer[]): Buffer {
+  return gzipSync(Buffer.concat([...entries, Buffer.alloc(1024)]));
+}
+
+// --- A tiny WebAssembly assembler: just enough sections to shape imports, exports and ABI globals.
+
+export const REQUIRED_FUNCTIONS = [
+  'opa_eval', 'opa_malloc', 'opa_heap_ptr_get', 'opa_heap_ptr_set', 'opa_json_parse', 'opa_json_dump', 'opa_value_dump',
+  'entrypoints', 'builtins', 'eval', 'opa_eval_ctx_new', 'opa_eval_ctx_set_input', 'opa_eval_ctx_set_data',
+  'opa_eval_ctx_set_entrypoint', 'opa_eval_ctx_get_result',
+];
+
+export interface ModuleShape {
+  /** Function imports as [module, name]; all take one i32. */
+  functionImports?: [string, string][];
+  /** `env.memory` limits, or null to define the memory inside the module instead. */
+  memory?: { min: number; max?: number } | null;
+  functions?: string[];
+  globals?: Record<string, number>;
+  /** A start function that traps. */
+  trappingStart?: boolean;
+}
+
+const u32 = (n: number): number[] => {
+  const out: number[] = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (n !== 0);
+  return out;
+};
+const s32 = (n: number): number[] => {
+  const out: number[] = [];
+  for (;;) {
+    const byte = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0)) return [...out, byte];
+    out.push(byte | 0x80);
+  }
+};
+const name = (text: string): number[] => [...u32(Buffer.byteLength(text)), ...Buffer.from(text)];
+const vector = (items: number[][]): number[] => [...u32(items.length), ...items.flat()];
+const section = (id: number, body: number[]): number[] => [id, ...u32(body.length), ...body];
+const limits = ({ min, max }: { min: number; max?: number }): number[] => (max === undefined ? [0x00, ...u32(min)] : [0x01, ...u32(min), ...u32(max)]);
+
+export function assemble(shape: ModuleShape): Uint8Array<ArrayBuffer> {
+  const { functionImports = [], memory = { min: 2 }, functions = REQUIRED_FUNCTIONS, globals = { opa_wasm_abi_version: 1, opa_wasm_abi_minor_version: 3 } } = shape;
+  // Types: 0 = () -> i32 for exports, 1 = (i32) -> () for imports, 2 = () -> () for start.
+  const types = vector([[0x60, 0, 1, 0x7f], [0x60, 1, 0x7f, 0], [0x60, 0, 0]]);
+  const imports = [
+    ...functionImports.map(([module, field]) => [...name(module), ...name(field), 0x00, 1]),
+    ...(memory ? [[...name('env'), ...name('memory'), 0x02, ...limits(memory)]] : []),
+  ];
+  const defined = [...functions.map(() => 0), ...(shape.trappingStart ? [2] : [])];
+  const bodies = [...functions.map(() => [0x00, 0x41, 0x00, 0x0b]), ...(shape.trappingStart ? [[0x00, 0x00, 0x0b]] : [])];
+  const globalNames = Object.keys(globals);
+  const exports = [
+    ...functions.map((fn, i) => [...name(fn), 0x00, ...u32(functionImports.length + i)]),
+    ...globalNames.map((g, i) => [...name(g), 0x03, ...u32(i)]),
+  ];
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, types),
+    ...section(2, vector(imports)),
+    ...section(3, vector(defined.map(u32))),
+    ...(memory ? [] : section(5, vector([limits({ min: 2 })]))),
+    ...section(6, vector(globalNames.map((g) => [0x7f, 0x00, 0x41, ...s32(globals[g]!), 0x0b]))),
+    ...section(7, vector(exports)),
+    ...(shape.trappingStart ? section(8, u32(functionImports.length + functions.length)) : []),
+    ...section(10, vector(bodies.map((body) => [...u32(body.length), ...body]))),
+  ]);
+}
+
+
+/** Packs bundle files (as readBundleArchive returns them) back into a .tar.gz, names with OPA's leading slash. */
+export function packFiles(files: ReadonlyMap<string, Uint8Array>): Buffer {
+  return tarGz(...[...files].map(([path, bytes]) => entry(`/${path}`, { body: bytes })));
+}

@@ -1,0 +1,74 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose';
+
+/**
+ * A real identity provider for tests: key pairs generated at test time and a JWKS endpoint
+ * served over HTTP on loopback, counting its fetches.
+ */
+export class TestIssuer {
+  readonly issuer: string;
+  readonly alg: string;
+  readonly keys: { kid: string; privateKey: CryptoKey; publicJwk: JWK }[] = [];
+  jwksFetches = 0;
+  #server: Server | undefined;
+  #url = '';
+
+  private constructor(issuer: string, alg: string) {
+    this.issuer = issuer;
+    this.alg = alg;
+  }
+
+  static async create(issuer = 'https://idp.test.example', alg = 'ES256'): Promise<TestIssuer> {
+    const testIssuer = new TestIssuer(issuer, alg);
+    await testIssuer.addKey();
+    return testIssuer;
+  }
+
+  async addKey(kid = `key-${this.keys.length + 1}`): Promise<string> {
+    const { privateKey, publicKey } = await generateKeyPair(this.alg, { extractable: true });
+    const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: this.alg, use: 'sig' };
+    this.keys.push({ kid, privateKey, publicJwk });
+    return kid;
+  }
+
+  jwks(): { keys: JWK[] } {
+    return { keys: this.keys.map((k) => k.publicJwk) };
+  }
+
+  /** Serves the JWKS at http://127.0.0.1:<port>/jwks.json. */
+  async serve(): Promise<string> {
+    this.#server = createServer((req, res) => {
+      if (req.url !== '/jwks.json') {
+        res.writeHead(404).end();
+        return;
+      }
+      this.jwksFetches += 1;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.jwks()));
+    });
+    await new Promise<void>((resolve) => this.#server!.listen(0, '127.0.0.1', resolve));
+    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}/jwks.json`;
+    return this.#url;
+  }
+
+  get jwksUri(): string {
+    return this.#url;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+  }
+
+  /** Signs claims; defaults give a valid token for audience `https://api.example.com`. */
+  async sign(
+    claims: JWTPayload & Record<string, unknown> = {},
+    options: { kid?: string; alg?: string; typ?: string; key?: CryptoKey; iat?: number; exp?: number } = {},
+  ): Promise<string> {
+    const key = this.keys.find((k) => k.kid === (options.kid ?? this.keys[0]!.kid)) ?? this.keys[0]!;
+    const now = Math.floor(Date.now() / 1000);
+    const iat = options.iat ?? now;
+    return new SignJWT({ iss: this.issuer, sub: 'user:alice', aud: 'https://api.example.com', iat, exp: options.exp ?? iat + 600, ...claims })
+      .setProtectedHeader({ alg: options.alg ?? this.alg, kid: options.kid ?? key.kid, typ: options.typ ?? 'at+jwt' })
+      .sign(options.key ?? key.privateKey);
+  }
+}
