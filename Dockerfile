@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# Arbiter: policy decision point. Multi-stage: dependencies are installed in a build stage,
+# the runtime image carries only production dependencies, the sources (run directly by
+# Node 24's type stripping) and the compiled bundles from bundles/.
+
+ARG NODE_IMAGE=node:24-bookworm-slim
+
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production \
+    ARBITER_CONFIG=/etc/arbiter/arbiter.yaml
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json ./
+COPY src ./src
+COPY bundles ./bundles
+COPY deploy/docker/arbiter.yaml /etc/arbiter/arbiter.yaml
+# State (live data, revocations, stored bundles, decision log) lives on a volume owned by the
+# unprivileged user; the image itself stays read-only at run time.
+RUN mkdir -p /var/lib/arbiter && chown 1000:1000 /var/lib/arbiter
+VOLUME ["/var/lib/arbiter"]
+# uid 1000 is the unprivileged `node` user of the official Node.js images.
+USER 1000:1000
+EXPOSE 8181
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:8181/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+ENTRYPOINT ["node", "src/cli/main.ts"]
+CMD ["serve"]

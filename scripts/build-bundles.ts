@@ -1,0 +1,43 @@
+/**
+ * `npm run build:bundles`: compiles each bundle directory under rego/ into bundles/<name>.tar.gz.
+ * `--check` rebuilds into a temporary directory and fails when a committed bundle differs.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildBundle, bundleDirs, sourceRevision } from '../src/toolchain/build.ts';
+
+const { values } = parseArgs({
+  options: { check: { type: 'boolean' }, rego: { type: 'string', default: 'rego' }, out: { type: 'string', default: 'bundles' } },
+});
+
+function check(names: string[]): number {
+  const tmp = mkdtempSync(join(tmpdir(), 'arbiter-bundles-'));
+  try {
+    const stale = names.filter((name) => {
+      const built = join(tmp, `${name}.tar.gz`);
+      buildBundle(join(values.rego, name), built);
+      const committed = join(values.out, `${name}.tar.gz`);
+      return !existsSync(committed) || !readFileSync(committed).equals(readFileSync(built));
+    });
+    if (stale.length > 0) {
+      console.error(`stale bundles: ${stale.join(', ')}: run \`npm run build:bundles\` and commit bundles/`);
+      return 1;
+    }
+    console.log(`bundles match rego/: ${names.join(', ')}`);
+    return 0;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const names = bundleDirs(values.rego);
+if (values.check) {
+  process.exitCode = check(names);
+} else {
+  for (const name of names) {
+    buildBundle(join(values.rego, name), join(values.out, `${name}.tar.gz`));
+    console.log(`built ${values.out}/${name}.tar.gz (revision ${sourceRevision(join(values.rego, name))})`);
+  }
+}
