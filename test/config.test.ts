@@ -115,3 +115,15 @@ describe('development issuer key', () => {
     expect(statSync(file).mode & 0o777).toBe(0o600);
   });
 });
+
+describe('configuration reference', () => {
+  it('docs/configuration.md is generated from the schema and documents every key (npm run docs:config)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { configReference } = await import('../src/config/reference.ts');
+    const reference = configReference();
+    expect(readFileSync('docs/configuration.md', 'utf8')).toBe(`${reference}\n`);
+    for (const key of ['server.port', 'issuers[].jwks_uri', 'gateway.api_keys[].sha256', 'engine.deadline_ms', 'bundles.sources[].url', 'data.path']) {
+      expect(reference).toContain(`\`${key}\``);
+    }
+  });
+});

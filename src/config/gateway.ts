@@ -16,14 +16,16 @@ export const gatewaySchema = z
           id: z.string().trim().min(1).max(128).describe('Caller identity recorded with every decision.'),
           sha256: z
             .string()
-            .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)'),
+            .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)')
+            .describe('Lowercase hex SHA-256 of the key: the key itself is never stored.'),
         }),
       )
-      .default([]),
+      .default([])
+      .describe('Gateways allowed to ask for decisions with api_key authentication.'),
     rate_limit: z
       .strictObject({
         requests_per_second: z.number().positive().optional().describe('Sustained rate per caller; unset: no rate limit.'),
-        burst: z.number().int().positive().default(200),
+        burst: z.number().int().positive().default(200).describe('Requests a caller may send at once above its rate.'),
       })
       .prefault({}),
     max_concurrent: z.number().int().positive().default(4096).describe('Decisions in flight at once; beyond it: 429.'),
@@ -38,8 +40,8 @@ export const gatewaySchema = z
   });
 
 export const tlsSchema = z.strictObject({
-  cert_file: z.string().min(1),
-  key_file: z.string().min(1),
+  cert_file: z.string().min(1).describe('PEM certificate chain of the server.'),
+  key_file: z.string().min(1).describe('PEM private key of the server.'),
   ca_file: z.string().min(1).optional().describe('CA bundle for client certificates (required for gateway.authentication: mtls).'),
 });
 

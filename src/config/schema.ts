@@ -38,16 +38,16 @@ export const issuerSchema = z
     secret_file: nonEmpty
       .optional()
       .describe('File holding the shared secret for HS* algorithms (at least 32 bytes).'),
-    audiences: z.array(nonEmpty).min(1, 'at least one audience is required'),
-    algorithms: z.array(z.enum(SUPPORTED_ALGORITHMS)).min(1, 'at least one algorithm is required'),
+    audiences: z.array(nonEmpty).min(1, 'at least one audience is required').describe('Accepted `aud` values; a token must carry one of them.'),
+    algorithms: z.array(z.enum(SUPPORTED_ALGORITHMS)).min(1, 'at least one algorithm is required').describe('JWS algorithms accepted from this issuer (`none` never is).'),
     typ: nonEmpty.optional().describe('Required JWT `typ` header, e.g. at+jwt (RFC 9068).'),
     required_claims: z.array(nonEmpty).default([]).describe('Claims required besides exp, iat and sub.'),
-    clock_tolerance_s: z.number().int().min(0).max(300).default(30),
-    max_token_age_s: z.number().int().positive('must be greater than 0').default(3600),
-    max_lifetime_s: z.number().int().positive('must be greater than 0').default(86_400),
-    jwks_cache_max_age_s: z.number().int().positive().default(600),
-    jwks_cooldown_s: z.number().int().min(0).default(30),
-    jwks_timeout_ms: z.number().int().positive().default(5000),
+    clock_tolerance_s: z.number().int().min(0).max(300).default(30).describe('Leeway for exp, nbf and iat.'),
+    max_token_age_s: z.number().int().positive('must be greater than 0').default(3600).describe('Oldest `iat` accepted: token_too_old beyond it.'),
+    max_lifetime_s: z.number().int().positive('must be greater than 0').default(86_400).describe('Longest exp - iat accepted: token_lifetime_too_long beyond it.'),
+    jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long.'),
+    jwks_cooldown_s: z.number().int().min(0).default(30).describe('Least time between refetches triggered by an unknown kid.'),
+    jwks_timeout_ms: z.number().int().positive().default(5000).describe('Timeout of one JWKS fetch.'),
   })
   .superRefine((issuer, ctx) => {
     const sources = [issuer.jwks_uri, issuer.jwks_file, issuer.secret_file].filter((s) => s !== undefined);
@@ -71,7 +71,7 @@ const signingKeySchema = z
   .strictObject({
     key: nonEmpty.optional().describe('PEM public key or certificate; for HS* the shared secret.'),
     key_file: nonEmpty.optional().describe('File holding the key.'),
-    algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS),
+    algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS).describe('The only algorithm accepted for this key.'),
   })
   .refine((k) => (k.key === undefined) !== (k.key_file === undefined), 'exactly one of key, key_file is required');
 
@@ -82,7 +82,7 @@ const signatureVerificationSchema = z.strictObject({
 });
 
 const bundleSourceSchema = z.strictObject({
-  name: bundleNameSchema,
+  name: bundleNameSchema.describe('Bundle this source provides.'),
   url: z
     .url({ message: 'must be an absolute URL' })
     .refine((value) => {
@@ -90,8 +90,8 @@ const bundleSourceSchema = z.strictObject({
       return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
     }, 'must use https (plain http is allowed only for loopback hosts)')
     .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match).'),
-  poll_interval_s: z.number().positive().default(60),
-  timeout_ms: z.number().int().positive().default(10_000),
+  poll_interval_s: z.number().positive().default(60).describe('Time between polls (jittered; backs off after errors).'),
+  timeout_ms: z.number().int().positive().default(10_000).describe('Timeout of one download.'),
 });
 
 const MiB = 1024 * 1024;
@@ -99,7 +99,7 @@ const MiB = 1024 * 1024;
 const bundlesSchema = z
   .strictObject({
     dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name.'),
-    default: nonEmpty.default('authz'),
+    default: nonEmpty.default('authz').describe('Bundle that answers when a request names none.'),
     store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart.'),
     require_signatures: z
       .boolean()
@@ -116,11 +116,11 @@ const bundlesSchema = z
     sources: z.array(bundleSourceSchema).default([]).describe('Bundles pulled from a bundle server, one source per bundle name.'),
     limits: z
       .strictObject({
-        max_compressed_bytes: z.number().int().positive().default(16 * MiB),
-        max_decompressed_bytes: z.number().int().positive().default(64 * MiB),
-        max_file_bytes: z.number().int().positive().default(32 * MiB),
-        max_entries: z.number().int().positive().default(1000),
-        max_path_length: z.number().int().positive().default(512),
+        max_compressed_bytes: z.number().int().positive().default(16 * MiB).describe('Largest archive accepted (also the PUT body limit).'),
+        max_decompressed_bytes: z.number().int().positive().default(64 * MiB).describe('Largest total inflated size; inflation stops there.'),
+        max_file_bytes: z.number().int().positive().default(32 * MiB).describe('Largest single file in the archive.'),
+        max_entries: z.number().int().positive().default(1000).describe('Most entries in the archive.'),
+        max_path_length: z.number().int().positive().default(512).describe('Longest path of an entry.'),
         max_data_depth: z.number().int().min(2).max(256).default(32).describe('Nesting depth of the data the bundle carries.'),
         max_data_bytes: z.number().int().positive().default(16 * MiB).describe('Serialized size of the data the bundle carries.'),
       })
@@ -144,9 +144,9 @@ const configShape = z.strictObject({
     .describe('development enables the local dev issuer; production refuses it.'),
   server: z
     .strictObject({
-      host: nonEmpty.default('127.0.0.1'),
-      port: z.number().int().min(0).max(65_535).default(8181),
-      body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024),
+      host: nonEmpty.default('127.0.0.1').describe('Listen address; anything but loopback needs gateway authentication.'),
+      port: z.number().int().min(0).max(65_535).default(8181).describe('Listen port (0: any free port); PORT overrides.'),
+      body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024).describe('Largest decision request body: 413 beyond it.'),
       shutdown_timeout_s: z.number().positive().max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
       tls: tlsSchema.optional().describe('Serve HTTPS; needed for gateway mTLS.'),
     })
@@ -163,18 +163,18 @@ const configShape = z.strictObject({
     .prefault({}),
   logging: z
     .strictObject({
-      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Process log level (pino, JSON on stdout); `info` includes one line per decision.'),
     })
     .prefault({}),
   tokens: z
     .strictObject({
-      max_token_bytes: z.number().int().positive().max(64 * 1024).default(8192),
+      max_token_bytes: z.number().int().positive().max(64 * 1024).default(8192).describe('Tokens larger than this are refused before parsing: token_too_large.'),
       verification_cache_size: z
         .number().int().min(0).default(10_000)
         .describe('Verified tokens remembered until they expire (0 disables); revocation is still checked every decision.'),
     })
     .prefault({}),
-  issuers: z.array(issuerSchema).default([]),
+  issuers: z.array(issuerSchema).default([]).describe('Trusted issuers of the access tokens sent to decision endpoints; each token is verified with its own issuer\'s keys only.'),
   admin: z
     .strictObject({
       issuers: z.array(issuerSchema).default([]).describe('Issuers of admin bearer tokens (same shape as issuers).'),
@@ -210,10 +210,10 @@ const configShape = z.strictObject({
   data: z
     .strictObject({
       path: nonEmpty.default('.arbiter/data.db').describe('SQLite file for live data and revocations.'),
-      max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024),
-      max_depth: z.number().int().min(2).max(256).default(32),
+      max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024).describe('Largest PUT/PATCH body on /v1/data: 413 beyond it.'),
+      max_depth: z.number().int().min(2).max(256).default(32).describe('Deepest nesting of live data: data_too_deep beyond it.'),
       max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data.'),
-      revocation_prune_interval_s: z.number().int().positive().default(60),
+      revocation_prune_interval_s: z.number().int().positive().default(60).describe('How often expired revocations are deleted.'),
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()
