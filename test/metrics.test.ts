@@ -1,8 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Decision } from '../src/decisions/pipeline.ts';
 import { ArbiterMetrics } from '../src/metrics/registry.ts';
 import type { Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter } from './support/arbiter.ts';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 
 let idp: TestIssuer;
@@ -77,14 +79,18 @@ describe('GET /metrics', () => {
     expect(samples.get('arbiter_decision_log_queue_depth')).toBe(0);
   });
 
-  it('exposes the handles other components update', async () => {
-    arbiter.metrics.decisionLogQueueDepth.set(7);
-    arbiter.metrics.decisionLogCommitSeconds.observe(0.002);
-    arbiter.metrics.bundleRejections.inc({ bundle: 'simple', check: 'signature_missing' });
-    const samples = await scrape(arbiter.url);
-    expect(samples.get('arbiter_decision_log_queue_depth')).toBe(7);
-    expect(samples.get('arbiter_decision_log_commit_seconds_count')).toBe(1);
-    expect(samples.get('arbiter_bundle_rejections_total{bundle="simple",check="signature_missing"}')).toBe(1);
+  it('counts bundle activations and rejections by check', async () => {
+    const dir = tempDir();
+    copyFileSync(join(inject('bundlesDir'), 'simple.tar.gz'), join(dir, 'simple.tar.gz'));
+    writeFileSync(join(dir, 'broken.tar.gz'), 'not a bundle');
+    const server = await startTestArbiter({ bundles: { dir } });
+    try {
+      const samples = await scrape(server.url);
+      expect(samples.get('arbiter_bundle_activations_total{bundle="simple"}')).toBe(1);
+      expect(samples.get('arbiter_bundle_rejections_total{bundle="broken",check="archive_not_gzip"}')).toBe(1);
+    } finally {
+      await server.close();
+    }
   });
 
   it('is not served when metrics.enabled is false', async () => {

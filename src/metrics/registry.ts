@@ -110,6 +110,14 @@ export class ArbiterMetrics {
     this.decisionSeconds.observe({ endpoint }, decision.latency_us / 1e6);
   }
 
+  bundleActivated(bundle: string): void {
+    this.bundleActivations.inc({ bundle });
+  }
+
+  bundleRejected(bundle: string, check: string): void {
+    this.bundleRejections.inc({ bundle, check });
+  }
+
   tokenRejected(reason: TokenFailureCode): void {
     this.tokenFailures.inc({ reason });
   }

@@ -57,6 +57,13 @@ export interface BundleLifecycleOptions {
   evaluator: PolicyEvaluator;
   /** Bundles decisions target by configuration: they cannot be removed. */
   protectedBundles: ReadonlySet<string>;
+  /** Hears of every activation and rejection (metrics). */
+  observer?: BundleObserver;
+}
+
+export interface BundleObserver {
+  bundleActivated(bundle: string): void;
+  bundleRejected(bundle: string, check: string): void;
 }
 
 /** When and by whom the active revision was activated, and where it came from. */
@@ -196,6 +203,7 @@ export class BundleLifecycle {
           this.#activateInRegistry(bundle, { revision, digest, activated_at, activated_by, source: 'store' });
         } catch (error) {
           claimed.add(name);
+          this.#options.observer?.bundleRejected(name, (error as ArbiterError).code ?? 'bundle_unreadable');
           this.#options.logger.error(
             { bundle: name, check: (error as ArbiterError).code ?? 'bundle_unreadable', err: error },
             'stored bundle refused: it is not served until a revision is activated or pushed',
@@ -210,6 +218,7 @@ export class BundleLifecycle {
           const activation = { revision: bundle.revision, digest: bundle.digest, activated_at: new Date().toISOString(), activated_by: EMBEDDED_ACTOR };
           this.#activateInRegistry(bundle, { ...activation, source: 'embedded' });
         } catch (error) {
+          this.#options.observer?.bundleRejected(name, (error as ArbiterError).code ?? 'bundle_unreadable');
           this.#options.logger.error({ bundle: name, dir: embeddedDir, check: (error as ArbiterError).code ?? 'bundle_unreadable', err: error }, 'embedded bundle rejected');
         }
       }
@@ -231,6 +240,7 @@ export class BundleLifecycle {
   #activateInRegistry(bundle: PolicyBundle, activation: Activation): void {
     const previous = this.#options.registry.activate(bundle);
     this.#activations.set(bundle.name, activation);
+    this.#options.observer?.bundleActivated(bundle.name);
     this.#options.logger.info(
       { bundle: bundle.name, revision: bundle.revision, digest: bundle.digest, previous_revision: previous?.revision, actor: activation.activated_by, source: activation.source },
       'bundle activated',
@@ -254,6 +264,7 @@ export class BundleLifecycle {
 
   #logRejection(name: string, actor: string, error: unknown): void {
     if (error instanceof BundleRejectedError) {
+      this.#options.observer?.bundleRejected(name, error.check);
       this.#options.logger.warn({ bundle: name, actor, check: error.check, reason: error.message }, 'bundle rejected');
     }
   }

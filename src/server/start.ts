@@ -11,7 +11,7 @@ import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline } from '../decisions/pipeline.ts';
 import { ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
-import { BundleLifecycle } from '../policy/lifecycle.ts';
+import { BundleLifecycle, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
 import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../policy/evaluation/in-process.ts';
@@ -62,7 +62,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
   const issuers = IssuerRegistry.fromConfig(config.issuers, devIssuers, jwksFetch);
   const adminIssuers = IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], jwksFetch);
 
-  const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, logger);
+  const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
   await bundleLifecycle.restore(config.bundles.dir);
 
   const db = openDataDatabase(config.data.path);
@@ -174,13 +174,14 @@ function createEvaluator(engine: Config['engine'], logger: Logger): PolicyEvalua
 
 const WASM_PAGE_BYTES = 64 * 1024;
 
-function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluator: PolicyEvaluator, logger: Logger): BundleLifecycle {
+function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluator: PolicyEvaluator, observer: BundleObserver, logger: Logger): BundleLifecycle {
   const { limits } = config.bundles;
   const requireSignatures = config.bundles.require_signatures ?? config.mode !== 'development';
   if (requireSignatures) logger.info('bundle signatures required: unsigned bundles are refused on push and pull');
   return new BundleLifecycle({
     registry,
     evaluator,
+    observer,
     store: new BundleStore(config.bundles.store),
     logger,
     requireSignatures,
