@@ -58,7 +58,8 @@ describe('graceful shutdown', () => {
       }
     };
     const clients = Array.from({ length: 8 }, client);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Signal once the server is visibly under load (however slow the machine is).
+    while (answered.size < 50) await new Promise((resolve) => setTimeout(resolve, 10));
     child.kill('SIGTERM');
     const [exitCode] = (await once(child, 'exit')) as [number];
     stop = true;
@@ -66,7 +67,6 @@ describe('graceful shutdown', () => {
 
     expect(exitCode).toBe(0);
     expect(failedMidRequest).toBe(0);
-    expect(answered.size).toBeGreaterThan(20);
     const decided = new Set(logged.filter((l) => l.msg === 'decision').map((l) => l.decision_id as string));
     // Every answer the clients received was decided and logged before the process exited...
     for (const id of answered) expect(decided.has(id)).toBe(true);
