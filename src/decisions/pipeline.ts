@@ -1,19 +1,19 @@
 import type { Logger } from 'pino';
-import { v7 as uuidv7 } from 'uuid';
 import type { z } from 'zod';
-import type { Obligation, PolicyResult, Reason } from '../policy/contract.ts';
-import type { PolicyBundle } from '../policy/bundle.ts';
-import { checkContract, singleResult } from '../policy/engine.ts';
-import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
-import { isObject as isRecord } from '../policy/overlay.ts';
-import type { BundleRegistry } from '../policy/registry.ts';
-import { subjectFromToken, unauthenticatedSubject, type PolicySubject } from '../tokens/subject.ts';
 import type { DocumentStatus } from '../data/documents.ts';
 import type { RevokedTokenClaims } from '../data/revocation-schema.ts';
 import type { RevocationMatch } from '../data/revocations.ts';
+import type { PolicyBundle } from '../policy/bundle.ts';
+import type { Obligation, PolicyResult, Reason } from '../policy/contract.ts';
+import { checkContract, singleResult } from '../policy/engine.ts';
+import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
+import { isObject } from '../policy/overlay.ts';
+import type { BundleRegistry } from '../policy/registry.ts';
+import { subjectFromToken, unauthenticatedSubject, type PolicySubject } from '../tokens/subject.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../tokens/verification-cache.ts';
-import { verifyAccessToken, type TokenFailureCode } from '../tokens/verify.ts';
+import { verifyAccessToken, type TokenFailure, type TokenFailureCode } from '../tokens/verify.ts';
+import { newDecisionId, type DecisionRecord } from './record.ts';
 
 export interface DecisionRequest {
   /** Route that asked, e.g. "/v1/decide"; recorded with the decision. */
@@ -52,9 +52,12 @@ export interface Decision {
   latency_us: number;
 }
 
+type Outcome = Omit<Decision, 'decision_id' | 'latency_us'>;
+
 export interface InputEvaluationRequest {
   endpoint: string;
   requestId: string;
+  caller?: string | null | undefined;
   bundle: string;
   /** Entrypoint below the bundle, e.g. "decision". */
   rule: string;
@@ -65,6 +68,11 @@ export type InputEvaluation =
   | { decision_id: string; outcome: 'evaluated'; result: unknown }
   | { decision_id: string; outcome: 'not_found'; message: string }
   | { decision_id: string; outcome: 'error'; code: string; message: string };
+
+/** Where decisions are recorded; in strict durability `append` resolves once the record is durable. */
+export interface DecisionRecorder {
+  append(record: DecisionRecord): Promise<void>;
+}
 
 export interface PipelineDeps {
   issuers: IssuerRegistry;
@@ -78,6 +86,8 @@ export interface PipelineDeps {
   revocations?: { check(token: RevokedTokenClaims, nowS: number): RevocationMatch };
   /** Freshness of live data documents: `input.data_status`. */
   dataStatus?: (nowMs: number) => Record<string, DocumentStatus>;
+  /** The decision log; a decision that cannot be recorded is a deny (audit_unavailable). */
+  recorder?: DecisionRecorder;
   /** Sees every finished decision and token failure (metrics). */
   observer?: DecisionObserver;
 }
@@ -88,8 +98,20 @@ export interface DecisionObserver {
   tokenRejected(reason: TokenFailureCode): void;
 }
 
+/** What one decision saw and did, before it is recorded and logged. */
+interface Trace {
+  decisionId: string;
+  nowMs: number;
+  started: bigint;
+  endpoint: string;
+  requestId: string;
+  caller: string | null;
+  input: Record<string, unknown>;
+  claimNames: string[];
+}
+
 /**
- * The decision path: verify the token, build the policy input, evaluate, log.
+ * The decision path: verify the token, build the policy input, evaluate, record, log.
  * Every failure on the way is a deny with a reason code; nothing here throws to the caller.
  */
 export class DecisionPipeline {
@@ -100,97 +122,100 @@ export class DecisionPipeline {
   }
 
   async decide(request: DecisionRequest): Promise<Decision> {
-    const started = process.hrtime.bigint();
-    const decisionId = uuidv7();
     const nowMs = Date.now();
     const now = Math.floor(nowMs / 1000);
+    const input: Record<string, unknown> = {
+      ...request.extraInput,
+      subject: null,
+      action: request.action,
+      resource: request.resource,
+      // Server-set fields win over the caller's: a decision is replayable at its own time.
+      context: { ...request.context, now, request_id: request.requestId },
+    };
+    const trace = this.#trace(request, input, nowMs);
     const bundleName = request.bundle ?? this.#deps.defaultBundle;
     const bundle = this.#deps.bundles.get(bundleName);
 
-    let subject: PolicySubject | undefined;
-    let decision: Omit<Decision, 'decision_id' | 'latency_us'>;
+    let outcome: Outcome;
     try {
       if (!bundle) {
-        decision = denial(null, 'no_active_bundle', `no active bundle named ${bundleName}`, false);
+        outcome = denial(null, 'no_active_bundle', `no active bundle named ${bundleName}`, false);
       } else {
-        const subjectOrDeny = await this.#subject(request, now);
-        if ('code' in subjectOrDeny) {
-          decision = denial(bundle, subjectOrDeny.code, subjectOrDeny.message);
+        const subject = await this.#subject(request, now);
+        if ('code' in subject) {
+          input.subject = rejectedSubject(subject);
+          outcome = denial(bundle, subject.code, subject.message);
         } else {
-          subject = subjectOrDeny;
-          decision = await this.#evaluate(bundle, request, subject, nowMs);
+          input.subject = subject;
+          trace.claimNames = Object.keys(subject.claims);
+          input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
+          outcome = await this.#evaluate(bundle, request, input);
         }
       }
     } catch (error) {
       // Defence in depth: the steps above do not throw by contract, but if one does, deny.
-      this.#deps.logger.error({ err: error, decision_id: decisionId }, 'decision path failed');
-      decision = denial(bundle ?? null, 'internal_error', 'the decision could not be computed', bundle !== undefined);
+      this.#deps.logger.error({ err: error, decision_id: trace.decisionId }, 'decision path failed');
+      outcome = denial(bundle ?? null, 'internal_error', 'the decision could not be computed', bundle !== undefined);
     }
-
-    const result: Decision = {
-      decision_id: decisionId,
-      ...decision,
-      latency_us: Number(process.hrtime.bigint() - started) / 1000,
-    };
-    this.#deps.observer?.decided(result, request.endpoint);
-    this.#logDecision(result, request, subject, nowMs);
-    return result;
+    return this.#finish(trace, outcome);
   }
 
   /**
    * Evaluates an entrypoint on caller-supplied input exactly as given (the OPA data API):
    * no token is verified and nothing is added, so only trusted callers may reach it.
-   * Returns the raw entrypoint value (undefined when the rule is undefined) and logs it like any decision.
+   * Returns the raw entrypoint value (undefined when the rule is undefined); recorded and
+   * logged like any decision.
    */
   async evaluateInput(request: InputEvaluationRequest): Promise<InputEvaluation> {
-    const started = process.hrtime.bigint();
-    const decisionId = uuidv7();
-    const nowMs = Date.now();
     const bundle = this.#deps.bundles.get(request.bundle);
     const entrypoint = `${request.bundle}/${request.rule}`;
+    const input = request.input;
+    const trace = this.#trace(request, input, Date.now());
     if (!bundle || !bundle.entrypoints.has(entrypoint)) {
-      return { decision_id: decisionId, outcome: 'not_found', message: bundle ? `bundle ${bundle.name} has no entrypoint ${entrypoint}` : `no active bundle named ${request.bundle}` };
+      const message = bundle ? `bundle ${bundle.name} has no entrypoint ${entrypoint}` : `no active bundle named ${request.bundle}`;
+      return { decision_id: trace.decisionId, outcome: 'not_found', message };
     }
-    const run = await this.#deps.evaluator.evaluate(bundle, entrypoint, JSON.stringify(request.input));
-    const result = run.ok ? singleResult(run.resultSet) : undefined;
-    const outcome = isRecord(result) ? result : {};
-    const denied = run.ok ? [] : [{ code: run.code, message: run.message }];
-    const decision: Decision = {
-      decision_id: decisionId,
-      allow: outcome.allow === true,
-      reasons: Array.isArray(outcome.reasons) ? (outcome.reasons as Reason[]) : denied,
-      obligations: [],
+    const subject = isObject(input.subject) ? input.subject : {};
+    trace.claimNames = isObject(subject.claims) ? Object.keys(subject.claims) : [];
+
+    const run = await this.#deps.evaluator.evaluate(bundle, entrypoint, JSON.stringify(input));
+    const value = run.ok ? singleResult(run.resultSet) : undefined;
+    const result = isObject(value) ? value : {};
+    const decision = await this.#finish(trace, {
+      allow: result.allow === true,
+      reasons: run.ok ? (Array.isArray(result.reasons) ? (result.reasons as Reason[]) : []) : [{ code: run.code, message: run.message }],
+      obligations: Array.isArray(result.obligations) ? (result.obligations as Obligation[]) : [],
       policy: { bundle: bundle.name, revision: bundle.revision },
       data_version: run.dataVersion,
       result: null,
       answered: run.ok,
-      latency_us: Number(process.hrtime.bigint() - started) / 1000,
-    };
-    this.#deps.observer?.decided(decision, request.endpoint);
-    const input = request.input;
-    const subject = isRecord(input.subject) ? input.subject : {};
-    this.#logDecision(
-      decision,
-      {
-        endpoint: request.endpoint,
-        requestId: request.requestId,
-        rule: request.rule,
-        action: { name: isRecord(input.action) && typeof input.action.name === 'string' ? input.action.name : '' },
-        resource: isRecord(input.resource) ? (input.resource as DecisionRequest['resource']) : { type: '' },
-      },
-      { ...unauthenticatedSubject(), ...subject, claims: isRecord(subject.claims) ? subject.claims : {} } as PolicySubject,
-      nowMs,
-    );
-    if (!run.ok) return { decision_id: decisionId, outcome: 'error', code: run.code, message: run.message };
-    return { decision_id: decisionId, outcome: 'evaluated', result };
+    });
+    if (decision.reasons[0]?.code === 'audit_unavailable') {
+      return { decision_id: trace.decisionId, outcome: 'error', code: 'audit_unavailable', message: decision.reasons[0].message ?? '' };
+    }
+    if (!run.ok) return { decision_id: trace.decisionId, outcome: 'error', code: run.code, message: run.message };
+    return { decision_id: trace.decisionId, outcome: 'evaluated', result: value };
   }
 
-  /** Runs an entrypoint without the decision contract or a log line (e.g. AuthZEN search candidates). */
+  /** Runs an entrypoint without the decision contract, a record or a log line (e.g. AuthZEN search candidates). */
   evaluateRaw(bundle: PolicyBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
     return this.#deps.evaluator.evaluate(bundle, entrypoint, input);
   }
 
-  async #subject(request: DecisionRequest, now: number): Promise<PolicySubject | { code: string; message: string }> {
+  #trace(request: { endpoint: string; requestId: string; caller?: string | null | undefined }, input: Record<string, unknown>, nowMs: number): Trace {
+    return {
+      decisionId: newDecisionId(),
+      nowMs,
+      started: process.hrtime.bigint(),
+      endpoint: request.endpoint,
+      requestId: request.requestId,
+      caller: request.caller ?? null,
+      input,
+      claimNames: [],
+    };
+  }
+
+  async #subject(request: DecisionRequest, now: number): Promise<PolicySubject | TokenFailure> {
     const asserted = request.assertedSubject ?? {};
     if (request.token === undefined) return { ...unauthenticatedSubject(), ...asserted };
     const verification = await verifyAccessToken(request.token, this.#deps.issuers, {
@@ -200,7 +225,7 @@ export class DecisionPipeline {
     });
     if (!verification.ok) {
       this.#deps.observer?.tokenRejected(verification.code);
-      return { code: verification.code, message: verification.message };
+      return verification;
     }
     const subject = { ...asserted, ...subjectFromToken(verification, now) };
     subject.revoked = this.#revocationOf(subject, now);
@@ -213,15 +238,7 @@ export class DecisionPipeline {
     return { revoked: true, reason: match.reason, revocation_id: match.revocation_id };
   }
 
-  async #evaluate(bundle: PolicyBundle, request: DecisionRequest, subject: PolicySubject, nowMs: number): Promise<Omit<Decision, 'decision_id' | 'latency_us'>> {
-    const input = {
-      ...request.extraInput,
-      subject,
-      action: request.action,
-      resource: request.resource,
-      context: { ...request.context, now: Math.floor(nowMs / 1000), request_id: request.requestId },
-      data_status: this.#deps.dataStatus?.(nowMs) ?? {},
-    };
+  async #evaluate(bundle: PolicyBundle, request: DecisionRequest, input: Record<string, unknown>): Promise<Outcome> {
     const entrypoint = `${bundle.name}/${request.rule}`;
     if (!bundle.entrypoints.has(entrypoint)) {
       return denial(bundle, 'entrypoint_missing', `bundle ${bundle.name} has no entrypoint ${entrypoint}`);
@@ -233,7 +250,8 @@ export class DecisionPipeline {
     const extra = request.outputSchema?.safeParse(result);
     if (extra && !extra.success) {
       const first = extra.error.issues[0]!;
-      return { ...denial(bundle, 'policy_contract_violation', `${entrypoint} result: ${first.path.join('.') || 'result'}: ${first.message}`), data_version: run.dataVersion };
+      const message = `${entrypoint} result: ${first.path.join('.') || 'result'}: ${first.message}`;
+      return { ...denial(bundle, 'policy_contract_violation', message), data_version: run.dataVersion };
     }
     return {
       allow: result.allow,
@@ -246,20 +264,63 @@ export class DecisionPipeline {
     };
   }
 
-  #logDecision(decision: Decision, request: DecisionRequest, subject: PolicySubject | undefined, nowMs: number): void {
+  /** Records the decision (strict: durably, before anyone acts on it), then observes and logs it. */
+  async #finish(trace: Trace, outcome: Outcome): Promise<Decision> {
+    let decision: Decision = {
+      decision_id: trace.decisionId,
+      ...outcome,
+      latency_us: Number(process.hrtime.bigint() - trace.started) / 1000,
+    };
+    if (this.#deps.recorder) {
+      try {
+        await this.#deps.recorder.append(this.#record(trace, decision));
+      } catch (error) {
+        this.#deps.logger.error({ err: error, decision_id: trace.decisionId }, 'decision could not be recorded: denied');
+        decision = {
+          ...decision,
+          ...denial(outcome.policy && { name: outcome.policy.bundle, revision: outcome.policy.revision }, 'audit_unavailable', 'the decision could not be recorded in the decision log'),
+          data_version: decision.data_version,
+        };
+      }
+    }
+    this.#deps.observer?.decided(decision, trace.endpoint);
+    this.#logDecision(trace, decision);
+    return decision;
+  }
+
+  #record(trace: Trace, decision: Decision): DecisionRecord {
+    return {
+      decision_id: trace.decisionId,
+      timestamp: trace.nowMs,
+      caller: trace.caller,
+      endpoint: trace.endpoint,
+      bundle: decision.policy?.bundle ?? null,
+      revision: decision.policy?.revision ?? null,
+      input: trace.input,
+      claim_names: trace.claimNames,
+      result: { allow: decision.allow, reasons: decision.reasons, obligations: decision.obligations },
+      latency_us: decision.latency_us,
+    };
+  }
+
+  /** One process log line per decision; the decision log, not this line, is the audit record. */
+  #logDecision(trace: Trace, decision: Decision): void {
+    const subject = isObject(trace.input.subject) ? trace.input.subject : {};
+    const action = isObject(trace.input.action) ? trace.input.action : {};
+    const resource = isObject(trace.input.resource) ? trace.input.resource : {};
     this.#deps.logger.info(
       {
         decision_id: decision.decision_id,
-        decided_at: new Date(nowMs).toISOString(),
-        endpoint: request.endpoint,
-        request_id: request.requestId,
-        caller: request.caller ?? null,
+        decided_at: new Date(trace.nowMs).toISOString(),
+        endpoint: trace.endpoint,
+        request_id: trace.requestId,
+        caller: trace.caller,
         bundle: decision.policy?.bundle,
         revision: decision.policy?.revision,
-        subject: subject && { iss: subject.iss, sub: subject.sub, client_id: subject.client_id },
-        claims_present: subject ? Object.keys(subject.claims) : [],
-        action: request.action.name,
-        resource: { type: request.resource.type, id: request.resource.id },
+        subject: { iss: subject.iss, sub: subject.sub, client_id: subject.client_id },
+        claims_present: trace.claimNames,
+        action: action.name,
+        resource: { type: resource.type, id: resource.id },
         allow: decision.allow,
         reasons: decision.reasons.map((r) => r.code),
         latency_us: Math.round(decision.latency_us),
@@ -267,6 +328,14 @@ export class DecisionPipeline {
       'decision',
     );
   }
+}
+
+/** What the record keeps of a token that failed verification: never the token, only its fingerprint. */
+function rejectedSubject(failure: TokenFailure): Record<string, unknown> {
+  return {
+    authenticated: false,
+    rejected_token: { code: failure.code, fingerprint: failure.fingerprint, claimed_iss: failure.claimedIssuer ?? null },
+  };
 }
 
 function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
@@ -281,7 +350,7 @@ function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
   };
 }
 
-function denial(bundle: PolicyBundle | null, code: string, message: string, answered = true): Omit<Decision, 'decision_id' | 'latency_us'> {
+function denial(bundle: Pick<PolicyBundle, 'name' | 'revision'> | null, code: string, message: string, answered = true): Outcome {
   return {
     allow: false,
     reasons: [{ code, message }],

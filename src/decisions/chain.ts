@@ -1,0 +1,85 @@
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+import type { JsonWebKey, KeyObject } from 'node:crypto';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { ArbiterError } from '../errors.ts';
+import { canonicalJson, sha256Hex } from './canonical-json.ts';
+
+/** prev_hash of the first record ever appended. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/**
+ * hash = hex(SHA-256(prev_hash "\n" seq "\n" body)), body being the canonical JSON of the
+ * stored record. The seq is part of it so rows cannot be renumbered to hide a deletion.
+ */
+export function chainHash(prevHash: string, seq: number, body: string): string {
+  return sha256Hex(`${prevHash}\n${seq}\n${body}`);
+}
+
+/**
+ * A signed statement "the record at `seq` has `hash`". A checkpoint states it for a
+ * record still in the log (so truncating or rewriting the log behind it shows); an
+ * anchor states it for the last record pruned by retention (so the chain may start
+ * after it). `kind` is signed too: one cannot be passed off as the other.
+ */
+export interface SignedMark {
+  kind: 'checkpoint' | 'anchor';
+  seq: number;
+  hash: string;
+  /** checkpoint: records appended up to seq; anchor: records pruned up to seq. */
+  record_count: number;
+  created_at: number;
+  key_id: string;
+  signature: string;
+}
+
+export type UnsignedMark = Omit<SignedMark, 'signature' | 'key_id'>;
+
+export interface CheckpointKey {
+  /** RFC 7638 thumbprint of the public key, stored with each signature. */
+  id: string;
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+}
+
+export function signMark(mark: UnsignedMark, key: CheckpointKey): SignedMark {
+  const signed = { ...mark, key_id: key.id };
+  const signature = sign(null, Buffer.from(canonicalJson(signed)), key.privateKey).toString('base64url');
+  return { ...signed, signature };
+}
+
+export function markSignatureValid(mark: SignedMark, key: CheckpointKey): boolean {
+  if (mark.key_id !== key.id) return false;
+  const { signature, ...signed } = mark;
+  return verify(null, Buffer.from(canonicalJson(signed)), key.publicKey, Buffer.from(signature, 'base64url'));
+}
+
+/**
+ * Loads the Ed25519 checkpoint key (a private JWK) or, when the file does not exist,
+ * generates one there with mode 0600. A key file others can read is refused: whoever
+ * holds the key can re-sign a rewritten log.
+ */
+export function loadOrCreateCheckpointKey(path: string): CheckpointKey {
+  let jwk: JsonWebKey;
+  try {
+    const mode = statSync(path).mode;
+    if ((mode & 0o077) !== 0) {
+      throw new ArbiterError('checkpoint_key_insecure', `checkpoint key ${path} is readable by group or others (chmod 600 it)`);
+    }
+    jwk = JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
+    // 'wx': if another process created the key in the meantime, fail rather than replace it.
+    writeFileSync(path, JSON.stringify(jwk) + '\n', { mode: 0o600, flag: 'wx' });
+  }
+  if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.d !== 'string' || typeof jwk.x !== 'string') {
+    throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not a private Ed25519 JWK`);
+  }
+  const privateKey = createPrivateKey({ key: jwk, format: 'jwk' });
+  const thumbprintInput = canonicalJson({ crv: jwk.crv, kty: jwk.kty, x: jwk.x });
+  return {
+    id: createHash('sha256').update(thumbprintInput).digest('base64url'),
+    privateKey,
+    publicKey: createPublicKey(privateKey),
+  };
+}

@@ -1,0 +1,148 @@
+import { z } from 'zod';
+import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import { ArbiterError } from '../errors.ts';
+import type { DecisionRecord, StoredDecision } from './record.ts';
+
+/** Every filter is optional; given filters are ANDed. Times are ms since the epoch. */
+export const decisionFiltersSchema = z.strictObject({
+  /** Inclusive lower bound on timestamp. */
+  from: z.number().int().nonnegative().optional(),
+  /** Exclusive upper bound on timestamp. */
+  to: z.number().int().nonnegative().optional(),
+  iss: z.string().optional(),
+  sub: z.string().optional(),
+  client_id: z.string().optional(),
+  action: z.string().optional(),
+  resource_type: z.string().optional(),
+  resource_id: z.string().optional(),
+  allow: z.boolean().optional(),
+  /** A reason code the decision carries. */
+  reason: z.string().optional(),
+  bundle: z.string().optional(),
+  revision: z.string().optional(),
+});
+
+export type DecisionFilters = z.infer<typeof decisionFiltersSchema>;
+
+export const MAX_PAGE_SIZE = 1_000;
+
+export const pageRequestSchema = z.strictObject({
+  limit: z.number().int().min(1).max(MAX_PAGE_SIZE).default(50),
+  /** `next_cursor` of the previous page; absent for the first page. */
+  cursor: z.string().optional(),
+});
+
+export type PageRequest = z.input<typeof pageRequestSchema>;
+
+export interface DecisionPage {
+  decisions: StoredDecision[];
+  /** Pass back as `cursor` for the next (older) page; null on the last page. */
+  next_cursor: string | null;
+}
+
+/** Columns matched by equality: a filter name maps to the column of the same name. */
+const EQUALITY_FILTERS = ['iss', 'sub', 'client_id', 'action', 'resource_type', 'resource_id', 'bundle', 'revision'] as const;
+
+/**
+ * Newest first, by (timestamp, seq). The cursor is the position of the last row returned,
+ * and the next page is everything strictly before it: rows committed meanwhile are newer
+ * or land before the cursor's position in the order, they never shift the page boundaries.
+ */
+export function queryDecisions(db: DatabaseSync, filters: DecisionFilters, page: PageRequest): DecisionPage {
+  const parsed = pageRequestSchema.safeParse(page);
+  if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
+  const { limit, cursor } = parsed.data;
+  const after = cursor === undefined ? undefined : decodeCursor(cursor);
+  const { sql, params } = buildQuery(filters, after, limit + 1);
+  const rows = db.prepare(sql).all(...params) as unknown as StoredRow[];
+  const decisions = rows.slice(0, limit).map(toStoredDecision);
+  const last = decisions.at(-1);
+  return {
+    decisions,
+    next_cursor: rows.length > limit && last ? encodeCursor({ timestamp: last.timestamp, seq: last.seq }) : null,
+  };
+}
+
+/** Every matching decision, newest first, read a page at a time so no read transaction stays open. */
+export function* exportDecisions(db: DatabaseSync, filters: DecisionFilters): Generator<StoredDecision> {
+  let cursor: string | undefined;
+  do {
+    const page = queryDecisions(db, filters, { limit: MAX_PAGE_SIZE, cursor });
+    yield* page.decisions;
+    cursor = page.next_cursor ?? undefined;
+  } while (cursor !== undefined);
+}
+
+export interface StoredRow {
+  seq: number;
+  body: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export function toStoredDecision(row: StoredRow): StoredDecision {
+  return { ...(JSON.parse(row.body) as DecisionRecord), seq: row.seq, prev_hash: row.prev_hash, hash: row.hash };
+}
+
+interface Position {
+  timestamp: number;
+  seq: number;
+}
+
+function buildQuery(filters: DecisionFilters, after: Position | undefined, limit: number): { sql: string; params: SQLInputValue[] } {
+  // With a reason filter the reasons table drives the scan: its (code, timestamp, seq)
+  // index yields the matching rows already in page order.
+  const order = filters.reason === undefined ? 'd' : 'r';
+  const conditions: string[] = [];
+  const params: SQLInputValue[] = [];
+
+  if (filters.reason !== undefined) {
+    conditions.push('r.code = ?');
+    params.push(filters.reason);
+  }
+  for (const name of EQUALITY_FILTERS) {
+    const value = filters[name];
+    if (value === undefined) continue;
+    conditions.push(`d.${name} = ?`);
+    params.push(value);
+  }
+  if (filters.allow !== undefined) {
+    conditions.push('d.allow = ?');
+    params.push(filters.allow ? 1 : 0);
+  }
+  if (filters.from !== undefined) {
+    conditions.push(`${order}.timestamp >= ?`);
+    params.push(filters.from);
+  }
+  if (filters.to !== undefined) {
+    conditions.push(`${order}.timestamp < ?`);
+    params.push(filters.to);
+  }
+  if (after !== undefined) {
+    conditions.push(`(${order}.timestamp, ${order}.seq) < (?, ?)`);
+    params.push(after.timestamp, after.seq);
+  }
+
+  const from = order === 'r' ? 'decision_reasons r JOIN decisions d ON d.seq = r.seq' : 'decisions d';
+  const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
+  params.push(limit);
+  return {
+    sql: `SELECT d.seq, d.body, d.prev_hash, d.hash FROM ${from} ${where} ORDER BY ${order}.timestamp DESC, ${order}.seq DESC LIMIT ?`,
+    params,
+  };
+}
+
+const cursorSchema = z.tuple([z.number().int().nonnegative(), z.number().int().positive()]);
+
+function encodeCursor(position: Position): string {
+  return Buffer.from(JSON.stringify([position.timestamp, position.seq])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): Position {
+  try {
+    const [timestamp, seq] = cursorSchema.parse(JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')));
+    return { timestamp, seq };
+  } catch (error) {
+    throw new ArbiterError('decision_cursor_invalid', 'cursor is not one this server returned', { cause: error });
+  }
+}

@@ -1,0 +1,84 @@
+import type { DatabaseSync } from 'node:sqlite';
+import { signMark } from './chain.ts';
+import type { CheckpointKey } from './chain.ts';
+
+export interface RetentionPolicy {
+  maxAgeDays?: number | undefined;
+  maxRecords?: number | undefined;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * The highest seq retention wants gone, or 0 for none. Only a prefix of the chain is
+ * ever pruned, so what remains still verifies from an anchor: by age, the prefix before
+ * the oldest record young enough to keep (a record committed a moment before an older
+ * one is kept with it).
+ */
+export function pruneTarget(db: DatabaseSync, policy: RetentionPolicy, now: number): number {
+  let target = 0;
+  if (policy.maxAgeDays !== undefined) {
+    const cutoff = now - policy.maxAgeDays * DAY_MS;
+    const young = db.prepare('SELECT min(seq) AS seq FROM decisions WHERE timestamp >= ?').get(cutoff) as { seq: number | null };
+    const head = db.prepare('SELECT max(seq) AS seq FROM decisions').get() as { seq: number | null };
+    target = Math.max(target, young.seq !== null ? young.seq - 1 : (head.seq ?? 0));
+  }
+  if (policy.maxRecords !== undefined) {
+    const oldestKept = db
+      .prepare('SELECT seq FROM decisions ORDER BY seq DESC LIMIT 1 OFFSET ?')
+      .get(policy.maxRecords - 1) as { seq: number } | undefined;
+    if (oldestKept) target = Math.max(target, oldestKept.seq - 1);
+  }
+  return target;
+}
+
+/**
+ * Deletes records up to `throughSeq` (at most `maxRecords` of them, oldest first, so a
+ * large backlog is pruned in short transactions) and replaces the anchor with a signed
+ * one for the last record deleted. Returns how many records were deleted.
+ */
+export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: number, maxRecords: number, now: number): number {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const range = db
+      .prepare(
+        `SELECT seq, hash FROM decisions WHERE seq <= ? ORDER BY seq LIMIT 1 OFFSET ?`,
+      )
+      .get(throughSeq, maxRecords - 1) as { seq: number; hash: string } | undefined;
+    const last = (range ??
+      db.prepare('SELECT seq, hash FROM decisions WHERE seq <= ? ORDER BY seq DESC LIMIT 1').get(throughSeq)) as
+      | { seq: number; hash: string }
+      | undefined;
+    if (!last) {
+      db.exec('COMMIT');
+      return 0;
+    }
+    const previous = db.prepare('SELECT record_count FROM anchors ORDER BY seq DESC LIMIT 1').get() as
+      | { record_count: number }
+      | undefined;
+    db.prepare('DELETE FROM decision_reasons WHERE seq <= ?').run(last.seq);
+    const { changes } = db.prepare('DELETE FROM decisions WHERE seq <= ?').run(last.seq);
+    // Checkpoints over pruned records can no longer be checked against them; the anchor
+    // now vouches for that part of the chain.
+    db.prepare('DELETE FROM checkpoints WHERE seq <= ?').run(last.seq);
+    db.prepare('DELETE FROM anchors').run();
+    const anchor = signMark(
+      {
+        kind: 'anchor',
+        seq: last.seq,
+        hash: last.hash,
+        record_count: (previous?.record_count ?? 0) + Number(changes),
+        created_at: now,
+      },
+      key,
+    );
+    db.prepare(
+      'INSERT INTO anchors (seq, hash, record_count, created_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
+    ).run(anchor.seq, anchor.hash, anchor.record_count, anchor.created_at, anchor.key_id, anchor.signature);
+    db.exec('COMMIT');
+    return Number(changes);
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw error;
+  }
+}

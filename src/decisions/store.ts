@@ -1,0 +1,339 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import type { StatementSync } from 'node:sqlite';
+import { z } from 'zod';
+import { ArbiterError, ConfigError } from '../errors.ts';
+import { canonicalJson } from './canonical-json.ts';
+import { loadOrCreateCheckpointKey } from './chain.ts';
+import type { CheckpointKey } from './chain.ts';
+import { decisionLogConfigSchema } from './config.ts';
+import type { DecisionLogConfig, DecisionLogConfigInput } from './config.ts';
+import { applyMask } from './mask.ts';
+import { decisionFiltersSchema, exportDecisions, queryDecisions, toStoredDecision } from './query.ts';
+import type { DecisionFilters, DecisionPage, PageRequest, StoredRow } from './query.ts';
+import { decisionRecordSchema, deriveIndexColumns } from './record.ts';
+import type { DecisionRecord, StoredDecision } from './record.ts';
+import { verifyChain } from './verify.ts';
+import type { VerifyReport } from './verify.ts';
+import type { PreparedDecision } from './writer.ts';
+import { WriterThread } from './writer-thread.ts';
+import type { CommitOutcome } from './writer-thread.ts';
+
+export type CommittedListener = (decisions: readonly StoredDecision[]) => void;
+export type ErrorListener = (error: Error) => void;
+
+export interface DecisionLogStats {
+  /** Accepted by append but not yet committed: in relaxed mode, what a crash now would lose. */
+  pending: number;
+  committed: number;
+  /** relaxed only: accepted records whose commit failed (each failure is also sent to onError). */
+  failed: number;
+}
+
+interface Queued {
+  /** The masked record, handed to onCommitted listeners once chained. */
+  record: DecisionRecord;
+  prepared: PreparedDecision;
+  /** Present in strict mode, where the caller waits for the commit. */
+  settle?: { resolve: () => void; reject: (error: Error) => void };
+}
+
+/** Records deleted per retention transaction, so pruning a backlog never holds the writer long. */
+const PRUNE_STEP_RECORDS = 10_000;
+
+/**
+ * The decision log: an append-only, hash-chained, signed-checkpointed SQLite table of
+ * every decision, with indexed queries for auditors.
+ *
+ * Writes happen on a writer thread (hashing, inserts and fsync would otherwise take
+ * the event loop from requests). Appends are group-committed: while one transaction is
+ * being committed, every append made meanwhile queues, and the whole queue (up to
+ * max_batch) goes into the next one, so the cost of a commit and its fsync is shared by
+ * all decisions made during the previous. In strict mode append's promise settles after
+ * that commit; in relaxed mode at once.
+ */
+export class DecisionStore {
+  readonly #config: DecisionLogConfig;
+  readonly #key: CheckpointKey;
+  readonly #writer: WriterThread;
+  readonly #readerDb: DatabaseSync;
+  readonly #getById: StatementSync;
+  readonly #timers: NodeJS.Timeout[] = [];
+  readonly #committedListeners = new Set<CommittedListener>();
+  readonly #errorListeners = new Set<ErrorListener>();
+  #queue: Queued[] = [];
+  /** The commit the writer thread is working on; only one at a time, the next group queues. */
+  #inFlight: Promise<void> | undefined;
+  #committing = 0;
+  #flushImmediate: NodeJS.Immediate | undefined;
+  #flushTimer: NodeJS.Timeout | undefined;
+  /** The latest retention run, so the next one starts after it. */
+  #pruning: Promise<number> | undefined;
+  #closed = false;
+  #committed = 0;
+  #failed = 0;
+
+  /** Opens (creating if needed) the log at `config.path`; throws ConfigError on invalid options. */
+  static async open(config: DecisionLogConfigInput): Promise<DecisionStore> {
+    const parsed = decisionLogConfigSchema.safeParse(config);
+    if (!parsed.success) {
+      throw new ConfigError(
+        parsed.error.issues.map((issue) => ({ path: ['decision_log', ...issue.path].join('.'), message: issue.message })),
+        'decision_log',
+      );
+    }
+    const options = parsed.data;
+    mkdirSync(dirname(options.path), { recursive: true });
+    const key = loadOrCreateCheckpointKey(options.checkpoint.key_path ?? `${options.path}.checkpoint-key.jwk`);
+    const writer = await WriterThread.start({
+      path: options.path,
+      // WAL + FULL fsyncs the WAL at every commit: a strict append is then durable across
+      // power loss, not only across a crash of this process; the group commit is what
+      // makes that affordable. Relaxed mode has already accepted a loss window, so NORMAL
+      // (commits survive kill -9; the last ones may not survive power loss) is enough.
+      synchronous: options.durability === 'strict' ? 'FULL' : 'NORMAL',
+      busyTimeoutMs: options.busy_timeout_ms,
+      key,
+      checkpoint: { everyRecords: options.checkpoint.every_records, intervalMs: options.checkpoint.interval_s * 1000 },
+    });
+    try {
+      // Opened once the writer has created the schema. WAL lets reads proceed during commits.
+      const reader = new DatabaseSync(options.path, { readOnly: true, timeout: options.busy_timeout_ms });
+      return new DecisionStore(options, key, writer, reader);
+    } catch (error) {
+      await writer.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private constructor(config: DecisionLogConfig, key: CheckpointKey, writer: WriterThread, reader: DatabaseSync) {
+    this.#config = config;
+    this.#key = key;
+    this.#writer = writer;
+    this.#readerDb = reader;
+    this.#getById = reader.prepare('SELECT seq, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
+
+    this.#every(config.checkpoint.interval_s * 1000, () => this.#writer.checkpoint(false));
+    const { max_age_days, max_records, check_interval_s } = config.retention;
+    if (max_age_days !== undefined || max_records !== undefined) {
+      this.#every(check_interval_s * 1000, () => this.prune());
+      // A server restarted more often than check_interval_s must still prune.
+      this.#after(0, () => this.prune());
+    }
+  }
+
+  /**
+   * Adds a decision. strict: resolves once it is committed and fsynced, rejects with
+   * `decision_log_write_failed` / `decision_log_unavailable` if it cannot be (the caller
+   * must then not act on the decision). relaxed: resolves at once; rejects only with
+   * `decision_log_backlog` when max_pending records are already waiting.
+   * Both reject `decision_record_invalid` and, after close(), `decision_log_closed`.
+   */
+  append(record: DecisionRecord): Promise<void> {
+    if (this.#closed) return Promise.reject(new ArbiterError('decision_log_closed', 'the decision log is closed'));
+    let queued: Queued;
+    try {
+      queued = this.#prepare(record);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+
+    if (this.#config.durability === 'strict') {
+      return new Promise((resolve, reject) => {
+        this.#queue.push({ ...queued, settle: { resolve, reject } });
+        this.#scheduleFlush();
+      });
+    }
+    if (this.stats.pending >= this.#config.max_pending) {
+      return Promise.reject(
+        new ArbiterError('decision_log_backlog', `${this.stats.pending} decisions are already waiting to be committed`),
+      );
+    }
+    this.#queue.push(queued);
+    this.#scheduleFlush();
+    return Promise.resolve();
+  }
+
+  get(decisionId: string): StoredDecision | undefined {
+    const row = this.#getById.get(decisionId) as StoredRow | undefined;
+    return row && toStoredDecision(row);
+  }
+
+  /** One page of matching decisions, newest first; throws `decision_query_invalid` or `decision_cursor_invalid`. */
+  query(filters: DecisionFilters = {}, page: PageRequest = {}): DecisionPage {
+    return queryDecisions(this.#readerDb, parseFilters(filters), page);
+  }
+
+  /** Every matching decision, newest first, streamed (e.g. as NDJSON) without loading them all. */
+  export(filters: DecisionFilters = {}): Iterable<StoredDecision> {
+    return exportDecisions(this.#readerDb, parseFilters(filters));
+  }
+
+  /** Checks the whole chain, its checkpoints and retention anchor; yields to the event loop as it goes. */
+  verify(): Promise<VerifyReport> {
+    return verifyChain(this.#config.path, this.#key);
+  }
+
+  /**
+   * Applies `retention` now (it also runs every check_interval_s) and resolves with the
+   * number of records deleted. Runs one after another: a call made during a run starts
+   * its own once that one ends, so it sees everything appended before the call.
+   */
+  prune(now = Date.now()): Promise<number> {
+    const { max_age_days: maxAgeDays, max_records: maxRecords } = this.#config.retention;
+    const run = (this.#pruning ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.#writer.prune({ maxAgeDays, maxRecords }, now, PRUNE_STEP_RECORDS));
+    this.#pruning = run;
+    return run;
+  }
+
+  /** Called with each committed batch, in chain order (e.g. to ship records to a log pipeline). */
+  onCommitted(listener: CommittedListener): () => void {
+    this.#committedListeners.add(listener);
+    return () => this.#committedListeners.delete(listener);
+  }
+
+  /** Failures nobody awaits: relaxed-mode commits, background checkpoints and pruning, throwing listeners. */
+  onError(listener: ErrorListener): () => void {
+    this.#errorListeners.add(listener);
+    return () => this.#errorListeners.delete(listener);
+  }
+
+  get stats(): DecisionLogStats {
+    return { pending: this.#queue.length + this.#committing, committed: this.#committed, failed: this.#failed };
+  }
+
+  /** Commits everything accepted, signs a final checkpoint and closes the database. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const timer of this.#timers) clearTimeout(timer);
+    while (this.#inFlight || this.#queue.length > 0) {
+      if (!this.#inFlight) this.#flush();
+      await this.#inFlight;
+    }
+    try {
+      await this.#writer.close();
+    } finally {
+      this.#readerDb.close();
+    }
+  }
+
+  #prepare(record: DecisionRecord): Queued {
+    const parsed = decisionRecordSchema.safeParse(record);
+    if (!parsed.success) throw new ArbiterError('decision_record_invalid', z.prettifyError(parsed.error));
+    const masked = applyMask(parsed.data, this.#config.mask);
+    const { decision_id, timestamp, endpoint, caller, bundle, revision } = masked;
+    return {
+      record: masked,
+      prepared: {
+        decision_id, timestamp, endpoint, caller, bundle, revision,
+        columns: deriveIndexColumns(masked),
+        body: canonicalJson(masked),
+      },
+    };
+  }
+
+  /**
+   * strict: the queue goes to the writer once the current turn's appends are in (or,
+   * with a commit in progress, when it completes). relaxed: after flush_interval_ms, or
+   * sooner once a full batch is waiting.
+   */
+  #scheduleFlush(): void {
+    if (this.#inFlight || this.#flushImmediate) return;
+    if (this.#config.durability === 'strict' || this.#queue.length >= this.#config.max_batch) {
+      clearTimeout(this.#flushTimer);
+      this.#flushTimer = undefined;
+      this.#flushImmediate = setImmediate(() => this.#flush());
+    } else {
+      this.#flushTimer ??= setTimeout(() => this.#flush(), this.#config.flush_interval_ms);
+    }
+  }
+
+  #flush(): void {
+    clearImmediate(this.#flushImmediate);
+    clearTimeout(this.#flushTimer);
+    this.#flushImmediate = undefined;
+    this.#flushTimer = undefined;
+    if (this.#inFlight || this.#queue.length === 0) return;
+    const { max_batch } = this.#config;
+    const batch = this.#queue.length <= max_batch ? this.#queue : this.#queue.slice(0, max_batch);
+    this.#queue = this.#queue.length <= max_batch ? [] : this.#queue.slice(max_batch);
+    this.#inFlight = this.#commit(batch).finally(() => {
+      this.#inFlight = undefined;
+      if (this.#queue.length === 0 || this.#closed) return;
+      // What queued during the commit is the next group; strict sends it straight away.
+      if (this.#config.durability === 'strict') this.#flush();
+      else this.#scheduleFlush();
+    });
+  }
+
+  async #commit(batch: Queued[]): Promise<void> {
+    let outcomes: CommitOutcome[];
+    this.#committing = batch.length;
+    try {
+      outcomes = await this.#writer.commit(batch.map((queued) => queued.prepared));
+    } catch (error) {
+      outcomes = batch.map(() => ({ ok: false, message: (error as Error).message }));
+    }
+    this.#committing = 0;
+    // Copies for listeners are made only when someone listens: this runs per decision.
+    const stored: StoredDecision[] | undefined = this.#committedListeners.size > 0 ? [] : undefined;
+    let committed = 0;
+    let failure: ArbiterError | undefined;
+    outcomes.forEach((outcome, i) => {
+      const queued = batch[i] as Queued;
+      if (outcome.ok) {
+        committed += 1;
+        stored?.push({ ...queued.record, ...outcome.link });
+        queued.settle?.resolve();
+        return;
+      }
+      failure = new ArbiterError('decision_log_write_failed', `decision log commit failed: ${outcome.message}`);
+      queued.settle?.reject(failure);
+    });
+    this.#committed += committed;
+    if (failure && this.#config.durability === 'relaxed') {
+      this.#failed += batch.length - committed;
+      this.#emitError(failure);
+    }
+    if (!stored || stored.length === 0) return;
+    for (const listener of this.#committedListeners) {
+      try {
+        listener(stored);
+      } catch (error) {
+        this.#emitError(error as Error);
+      }
+    }
+  }
+
+  #every(ms: number, task: () => Promise<unknown>): void {
+    const timer = setInterval(() => this.#background(task), ms);
+    timer.unref();
+    this.#timers.push(timer);
+  }
+
+  #after(ms: number, task: () => Promise<unknown>): void {
+    const timer = setTimeout(() => this.#background(task), ms);
+    timer.unref();
+    this.#timers.push(timer);
+  }
+
+  #background(task: () => Promise<unknown>): void {
+    task().catch((error: Error) => {
+      if (!this.#closed) this.#emitError(error);
+    });
+  }
+
+  #emitError(error: Error): void {
+    for (const listener of this.#errorListeners) listener(error);
+  }
+}
+
+function parseFilters(filters: DecisionFilters): DecisionFilters {
+  const parsed = decisionFiltersSchema.safeParse(filters);
+  if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
+  return parsed.data;
+}

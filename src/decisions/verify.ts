@@ -1,0 +1,151 @@
+import { DatabaseSync } from 'node:sqlite';
+import { chainHash, GENESIS_HASH, markSignatureValid } from './chain.ts';
+import type { CheckpointKey, SignedMark } from './chain.ts';
+import { deriveIndexColumns } from './record.ts';
+import type { DecisionRecord } from './record.ts';
+
+export type MismatchReason =
+  /** The anchor left by retention is not signed by the checkpoint key. */
+  | 'anchor_signature_invalid'
+  /** seq skips: records before this one were deleted (other than by retention). */
+  | 'record_missing'
+  /** prev_hash is not the hash of the record before. */
+  | 'prev_hash_mismatch'
+  /** The stored record (or its hash) was changed after it was chained. */
+  | 'hash_mismatch'
+  /** An index column says something the stored record does not (edited to mislead queries). */
+  | 'index_mismatch'
+  /** A checkpoint's signature is invalid (or made with another key). */
+  | 'checkpoint_signature_invalid'
+  /** A signed checkpoint names another hash for this record: the chain was rewritten. */
+  | 'checkpoint_mismatch'
+  /** A signed checkpoint covers records that are no longer there: the log was truncated. */
+  | 'records_missing_at_end';
+
+export interface VerifyReport {
+  ok: boolean;
+  /** Records whose chain link was checked before the first mismatch (all of them when ok). */
+  checked: number;
+  checkpoints_verified: number;
+  first_mismatch?: {
+    /** The record at fault, or null when it no longer exists (a truncated tail, a bad anchor). */
+    decision_id: string | null;
+    seq: number;
+    reason: MismatchReason;
+  };
+}
+
+interface ChainRow {
+  seq: number;
+  decision_id: string;
+  timestamp: number;
+  endpoint: string;
+  caller: string | null;
+  bundle: string | null;
+  revision: string | null;
+  iss: string | null;
+  sub: string | null;
+  client_id: string | null;
+  action: string | null;
+  resource_type: string | null;
+  resource_id: string | null;
+  allow: number;
+  body: string;
+  prev_hash: string;
+  hash: string;
+  reasons: string | null;
+}
+
+/** Rows handled between two yields to the event loop, so a long walk does not stall requests. */
+const ROWS_PER_TURN = 2_000;
+
+/**
+ * Walks the whole chain in seq order, from the retention anchor (or genesis), on its own
+ * connection inside one read transaction: a consistent snapshot even while appends and
+ * pruning go on, streamed row by row rather than loaded.
+ */
+export async function verifyChain(path: string, key: CheckpointKey): Promise<VerifyReport> {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    db.exec('BEGIN');
+    const anchor = db.prepare('SELECT * FROM anchors ORDER BY seq DESC LIMIT 1').get() as SignedMark | undefined;
+    if (anchor && !markSignatureValid({ ...anchor, kind: 'anchor' }, key)) {
+      return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: anchor.seq, reason: 'anchor_signature_invalid' } };
+    }
+    const start = anchor?.seq ?? 0;
+    const checkpoints = db
+      .prepare('SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq')
+      .iterate(start) as Iterator<SignedMark, undefined>;
+    const rows = db
+      .prepare(
+        `SELECT d.*, (SELECT group_concat(r.code || char(30) || r.timestamp, char(31)) FROM decision_reasons r WHERE r.seq = d.seq) AS reasons
+         FROM decisions d WHERE d.seq > ? ORDER BY d.seq`,
+      )
+      .iterate(start) as Iterable<ChainRow>;
+
+    let expectedSeq = start + 1;
+    let expectedPrev = anchor?.hash ?? GENESIS_HASH;
+    let checked = 0;
+    let checkpointsVerified = 0;
+    let checkpoint = checkpoints.next().value;
+    const fail = (decisionId: string | null, seq: number, reason: MismatchReason): VerifyReport => ({
+      ok: false,
+      checked,
+      checkpoints_verified: checkpointsVerified,
+      first_mismatch: { decision_id: decisionId, seq, reason },
+    });
+
+    for (const row of rows) {
+      if (row.seq !== expectedSeq) return fail(row.decision_id, row.seq, 'record_missing');
+      if (row.prev_hash !== expectedPrev) return fail(row.decision_id, row.seq, 'prev_hash_mismatch');
+      if (chainHash(row.prev_hash, row.seq, row.body) !== row.hash) return fail(row.decision_id, row.seq, 'hash_mismatch');
+      if (!indexColumnsMatch(row)) return fail(row.decision_id, row.seq, 'index_mismatch');
+      if (checkpoint && checkpoint.seq === row.seq) {
+        if (!markSignatureValid({ ...checkpoint, kind: 'checkpoint' }, key)) {
+          return fail(row.decision_id, row.seq, 'checkpoint_signature_invalid');
+        }
+        if (checkpoint.hash !== row.hash || checkpoint.record_count !== row.seq) {
+          return fail(row.decision_id, row.seq, 'checkpoint_mismatch');
+        }
+        checkpointsVerified += 1;
+        checkpoint = checkpoints.next().value;
+      }
+      checked += 1;
+      expectedSeq += 1;
+      expectedPrev = row.hash;
+      if (checked % ROWS_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    if (checkpoint) return fail(null, checkpoint.seq, 'records_missing_at_end');
+    return { ok: true, checked, checkpoints_verified: checkpointsVerified };
+  } finally {
+    db.close();
+  }
+}
+
+function indexColumnsMatch(row: ChainRow): boolean {
+  let record: DecisionRecord;
+  try {
+    record = JSON.parse(row.body) as DecisionRecord;
+  } catch {
+    return false;
+  }
+  const columns = deriveIndexColumns(record);
+  const storedReasons = (row.reasons ?? '').split('\u001f').filter((entry) => entry !== '').sort();
+  const expectedReasons = columns.reason_codes.map((code) => `${code}\u001e${record.timestamp}`).sort();
+  return (
+    row.decision_id === record.decision_id &&
+    row.timestamp === record.timestamp &&
+    row.endpoint === record.endpoint &&
+    row.caller === record.caller &&
+    row.bundle === record.bundle &&
+    row.revision === record.revision &&
+    row.iss === columns.iss &&
+    row.sub === columns.sub &&
+    row.client_id === columns.client_id &&
+    row.action === columns.action &&
+    row.resource_type === columns.resource_type &&
+    row.resource_id === columns.resource_id &&
+    row.allow === columns.allow &&
+    storedReasons.join('\u001f') === expectedReasons.join('\u001f')
+  );
+}

@@ -1,0 +1,88 @@
+/**
+ * Entry point of the decision log's writer thread. It owns the only write connection:
+ * hashing, inserting, fsyncing and pruning happen here, so the event loop that serves
+ * requests only prepares records and settles promises.
+ */
+import { DatabaseSync } from 'node:sqlite';
+import { parentPort, workerData } from 'node:worker_threads';
+import { pruneStep, pruneTarget } from './retention.ts';
+import { migrate } from './schema.ts';
+import { ChainWriter } from './writer.ts';
+import type { ChainLink, PreparedDecision } from './writer.ts';
+import type { CommitOutcome, WriterReply, WriterRequest, WriterSetup } from './writer-thread.ts';
+
+const SQLITE_CONSTRAINT = 19;
+
+const setup = workerData as WriterSetup;
+const port = parentPort;
+if (!port) throw new Error('writer-worker.ts runs as a worker thread only');
+
+const db = new DatabaseSync(setup.path, { timeout: setup.busyTimeoutMs });
+db.exec('PRAGMA journal_mode = WAL');
+db.exec(`PRAGMA synchronous = ${setup.synchronous}`);
+// Ten indexes take inserts all over their b-trees; the default 2 MB page cache would
+// re-read index pages from the OS for almost every insert once the log is large.
+db.exec('PRAGMA cache_size = -65536');
+migrate(db);
+// Keeps the planner's statistics current, so a query with several filters is driven by
+// its most selective index (SQLite's recommendation for long-lived connections).
+db.exec('PRAGMA optimize = 0x10002');
+const writer = new ChainWriter(db, setup.key, setup.checkpoint);
+let closing = false;
+
+port.on('message', (request: WriterRequest) => {
+  void handle(request).then(
+    (result) => reply({ id: request.id, ok: true, result }),
+    (error: Error) => reply({ id: request.id, ok: false, error: { message: error.message } }),
+  );
+});
+reply({ id: 0, ok: true, result: 'ready' });
+
+function reply(message: WriterReply): void {
+  port?.postMessage(message);
+}
+
+async function handle(request: WriterRequest): Promise<unknown> {
+  switch (request.op) {
+    case 'commit':
+      return commit(request.batch);
+    case 'checkpoint':
+      return writer.checkpoint(Date.now(), request.force);
+    case 'prune':
+      return prune(request);
+    case 'close':
+      closing = true;
+      writer.checkpoint(Date.now(), true);
+      db.exec('PRAGMA optimize');
+      db.close();
+      return undefined;
+  }
+}
+
+function commit(batch: readonly PreparedDecision[]): CommitOutcome[] {
+  try {
+    return writer.commit(batch).map((link: ChainLink) => ({ ok: true, link }));
+  } catch (error) {
+    // A constraint (a decision_id logged twice) fails one record, not its batch-mates:
+    // retry them one by one. Anything else (I/O, lock, full disk) fails them all alike.
+    if (batch.length > 1 && ((error as { errcode?: number }).errcode ?? 0) % 256 === SQLITE_CONSTRAINT) {
+      return batch.flatMap((prepared) => commit([prepared]));
+    }
+    const message = (error as Error).message;
+    return batch.map(() => ({ ok: false, message }));
+  }
+}
+
+/** Deletes in short transactions and lets commits in between, so pruning never stalls decisions. */
+async function prune(request: WriterRequest & { op: 'prune' }): Promise<number> {
+  const target = pruneTarget(db, request.policy, request.now);
+  let pruned = 0;
+  while (!closing) {
+    const deleted = pruneStep(db, setup.key, target, request.stepRecords, request.now);
+    if (deleted === 0) break;
+    pruned += deleted;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  if (pruned > 0 && !closing) db.exec('PRAGMA optimize');
+  return pruned;
+}

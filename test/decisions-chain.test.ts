@@ -1,0 +1,187 @@
+import { statSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { chainHash } from '../src/decisions/chain.ts';
+import { DecisionStore } from '../src/decisions/store.ts';
+import type { DecisionRecord } from '../src/decisions/record.ts';
+import { decision, tempDir } from './support/decisions.ts';
+
+let temp: ReturnType<typeof tempDir>;
+let store: DecisionStore | undefined;
+
+beforeEach(() => {
+  temp = tempDir();
+});
+
+afterEach(async () => {
+  await store?.close();
+  store = undefined;
+  temp.cleanup();
+});
+
+async function open(options: Record<string, unknown> = {}): Promise<DecisionStore> {
+  store = await DecisionStore.open({ path: temp.path, checkpoint: { every_records: 10 }, ...options });
+  return store;
+}
+
+/** Appends one at a time so every record is its own commit (checkpoints land every 10). */
+async function fill(log: DecisionStore, count: number, shape: Parameters<typeof decision>[0] = {}): Promise<DecisionRecord[]> {
+  const records: DecisionRecord[] = [];
+  for (let i = 0; i < count; i++) {
+    const record = decision(shape);
+    await log.append(record);
+    records.push(record);
+  }
+  return records;
+}
+
+/** What an attacker with write access to the file does: a separate connection. */
+function tamper(sql: string, ...params: (string | number)[]): void {
+  const db = new DatabaseSync(temp.path);
+  db.prepare(sql).run(...params);
+  db.close();
+}
+
+describe('verify', () => {
+  it('reports a clean chain with its checkpoints', async () => {
+    const log = await open();
+    await fill(log, 25);
+    expect(await log.verify()).toEqual({ ok: true, checked: 25, checkpoints_verified: 2 });
+  });
+
+  it('creates the checkpoint key next to the database, readable by the owner only', async () => {
+    await open();
+    expect(statSync(`${temp.path}.checkpoint-key.jwk`).mode & 0o777).toBe(0o600);
+  });
+
+  it('finds a record whose stored body was edited', async () => {
+    const log = await open();
+    const records = await fill(log, 15);
+    const target = records[6]!;
+    tamper("UPDATE decisions SET body = replace(body, '\"allow\":true', '\"allow\":false') WHERE decision_id = ?", target.decision_id);
+    expect(await log.verify()).toMatchObject({
+      ok: false,
+      checked: 6,
+      first_mismatch: { decision_id: target.decision_id, seq: 7, reason: 'hash_mismatch' },
+    });
+  });
+
+  it('finds an index column edited to mislead queries', async () => {
+    const log = await open();
+    const records = await fill(log, 5);
+    tamper('UPDATE decisions SET sub = ? WHERE decision_id = ?', 'someone-else', records[2]!.decision_id);
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[2]!.decision_id, seq: 3, reason: 'index_mismatch' });
+  });
+
+  it('finds a reason code removed from the index', async () => {
+    const log = await open();
+    const records = await fill(log, 3, { allow: false, reasons: ['revoked'] });
+    tamper("DELETE FROM decision_reasons WHERE seq = 2 AND code = 'revoked'");
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[1]!.decision_id, seq: 2, reason: 'index_mismatch' });
+  });
+
+  it('finds a record deleted from the middle', async () => {
+    const log = await open();
+    const records = await fill(log, 15);
+    tamper('DELETE FROM decisions WHERE decision_id = ?', records[4]!.decision_id);
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[5]!.decision_id, seq: 6, reason: 'record_missing' });
+  });
+
+  it('finds a rewritten chain through the signed checkpoint', async () => {
+    const log = await open();
+    const records = await fill(log, 15);
+    // Edit record 3 and recompute every hash after it, as an attacker without the key would.
+    const db = new DatabaseSync(temp.path);
+    db.prepare("UPDATE decisions SET body = replace(body, '\"alice\"', '\"mallory\"'), sub = 'mallory' WHERE seq = 3").run();
+    let prev = (db.prepare('SELECT hash FROM decisions WHERE seq = 2').get() as { hash: string }).hash;
+    for (const row of db.prepare('SELECT seq, body FROM decisions WHERE seq >= 3 ORDER BY seq').all() as { seq: number; body: string }[]) {
+      const hash = chainHash(prev, row.seq, row.body);
+      db.prepare('UPDATE decisions SET prev_hash = ?, hash = ? WHERE seq = ?').run(prev, hash, row.seq);
+      prev = hash;
+    }
+    db.close();
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_mismatch' });
+  });
+
+  it('finds a forged checkpoint signature', async () => {
+    const log = await open();
+    const records = await fill(log, 12);
+    tamper("UPDATE checkpoints SET signature = 'AAAA' || substr(signature, 5) WHERE seq = 10");
+    expect((await log.verify()).first_mismatch).toEqual({
+      decision_id: records[9]!.decision_id,
+      seq: 10,
+      reason: 'checkpoint_signature_invalid',
+    });
+  });
+
+  it('finds records truncated from the end behind a checkpoint', async () => {
+    const log = await open();
+    await fill(log, 20);
+    tamper('DELETE FROM decisions WHERE seq > 15');
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: null, seq: 20, reason: 'records_missing_at_end' });
+  });
+
+  it('signs the tail on close, so truncation after a clean shutdown shows', async () => {
+    let log = await open();
+    await fill(log, 13);
+    await log.close();
+    tamper('DELETE FROM decisions WHERE seq = 13');
+    log = await open();
+    expect((await log.verify()).first_mismatch).toMatchObject({ seq: 13, reason: 'records_missing_at_end' });
+  });
+});
+
+describe('retention', () => {
+  it('prunes the oldest beyond max_records and the rest still verifies, also after reopen', async () => {
+    let log = await open({ retention: { max_records: 20, check_interval_s: 3_600 } });
+    const records = await fill(log, 45);
+    expect(await log.prune()).toBe(25);
+
+    const remaining = [...log.export()];
+    expect(remaining.map((d) => d.decision_id)).toEqual(records.slice(25).reverse().map((r) => r.decision_id));
+    expect(log.get(records[24]!.decision_id)).toBeUndefined();
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 20 });
+
+    await log.close();
+    log = await open({ retention: { max_records: 20, check_interval_s: 3_600 } });
+    const next = decision();
+    await log.append(next);
+    expect(log.get(next.decision_id)?.seq).toBe(46);
+    expect(await log.verify()).toMatchObject({ ok: true });
+  });
+
+  it('prunes by age, keeping everything younger than max_age_days', async () => {
+    const log = await open({ retention: { max_age_days: 30 } });
+    const day = 86_400_000;
+    const old = await fill(log, 5, { timestamp: Date.now() - 40 * day });
+    const young = await fill(log, 5, { timestamp: Date.now() - 2 * day });
+    // (The run at open may already have pruned some of them: check the state, not the count.)
+    await log.prune();
+    for (const record of old) expect(log.get(record.decision_id)).toBeUndefined();
+    for (const record of young) expect(log.get(record.decision_id)).toBeDefined();
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 5 });
+  });
+
+  it('continues the chain from the anchor when everything was pruned', async () => {
+    const log = await open({ retention: { max_age_days: 1 } });
+    const old = await fill(log, 3, { timestamp: Date.now() - 10 * 86_400_000 });
+    await log.prune();
+    for (const record of old) expect(log.get(record.decision_id)).toBeUndefined();
+    const next = decision();
+    await log.append(next);
+    expect(log.get(next.decision_id)?.seq).toBe(4);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it('still finds the first kept record deleted, and a forged anchor', async () => {
+    const log = await open({ retention: { max_records: 5 } });
+    const records = await fill(log, 12);
+    await log.prune();
+    tamper('DELETE FROM decisions WHERE seq = 8');
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[8]!.decision_id, seq: 9, reason: 'record_missing' });
+
+    // Pretending more was pruned needs a new anchor, which needs the key.
+    tamper("UPDATE anchors SET seq = 8, hash = (SELECT hash FROM decisions WHERE seq = 9)");
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: null, seq: 8, reason: 'anchor_signature_invalid' });
+  });
+});

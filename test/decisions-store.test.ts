@@ -1,0 +1,249 @@
+import { DatabaseSync } from 'node:sqlite';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DecisionStore } from '../src/decisions/store.ts';
+import type { DecisionFilters } from '../src/decisions/query.ts';
+import type { DecisionRecord, StoredDecision } from '../src/decisions/record.ts';
+import { GENESIS_HASH } from '../src/decisions/chain.ts';
+import { decision, tempDir } from './support/decisions.ts';
+
+let temp: ReturnType<typeof tempDir>;
+let store: DecisionStore | undefined;
+
+beforeEach(() => {
+  temp = tempDir();
+});
+
+afterEach(async () => {
+  await store?.close();
+  store = undefined;
+  temp.cleanup();
+});
+
+async function open(options: Record<string, unknown> = {}): Promise<DecisionStore> {
+  store = await DecisionStore.open({ path: temp.path, ...options });
+  return store;
+}
+
+function ids(decisions: readonly StoredDecision[]): string[] {
+  return decisions.map((d) => d.decision_id);
+}
+
+describe('append and get', () => {
+  it('stores the record as given, chained from genesis', async () => {
+    const log = await open();
+    const record = decision({ sub: 'alice', reasons: ['granted', 'mfa_seen'] });
+    await log.append(record);
+
+    const stored = log.get(record.decision_id);
+    expect(stored).toMatchObject({ ...record, seq: 1, prev_hash: GENESIS_HASH });
+    expect(stored?.hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(log.get('0190e0a0-0000-7000-8000-000000000000')).toBeUndefined();
+  });
+
+  it('group-commits 1,000 concurrent appends: all stored, far fewer transactions, chain intact', async () => {
+    const log = await open();
+    const batches: number[] = [];
+    log.onCommitted((committed) => batches.push(committed.length));
+    const records = Array.from({ length: 1_000 }, (_, i) => decision({ sub: `user-${i}` }));
+
+    await Promise.all(records.map((record) => log.append(record)));
+
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(1_000);
+    expect(batches.length).toBeLessThanOrEqual(10);
+    for (const record of records) expect(log.get(record.decision_id)?.decision_id).toBe(record.decision_id);
+    expect(log.stats).toEqual({ pending: 0, committed: 1_000, failed: 0 });
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 1_000 });
+  });
+
+  it('hands committed records to listeners in chain order', async () => {
+    const log = await open();
+    const seen: StoredDecision[] = [];
+    const unsubscribe = log.onCommitted((committed) => seen.push(...committed));
+    const records = Array.from({ length: 5 }, () => decision());
+    await Promise.all(records.map((record) => log.append(record)));
+    unsubscribe();
+    await log.append(decision());
+
+    expect(ids(seen)).toEqual(ids(records as StoredDecision[]));
+    expect(seen.map((d) => d.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(seen[1]?.prev_hash).toBe(seen[0]?.hash);
+  });
+
+  it('refuses an invalid record, and a duplicate id without failing its batch-mates', async () => {
+    const log = await open();
+    const bad = { ...decision(), decision_id: 'not-a-uuid' };
+    await expect(log.append(bad)).rejects.toMatchObject({ code: 'decision_record_invalid' });
+    await expect(log.append({ ...decision(), extra: 1 } as DecisionRecord)).rejects.toMatchObject({
+      code: 'decision_record_invalid',
+    });
+
+    const first = decision();
+    const other = decision();
+    const results = await Promise.allSettled([log.append(first), log.append({ ...first }), log.append(other)]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(log.get(other.decision_id)).toBeDefined();
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 2 });
+  });
+
+  it('continues the chain after close and reopen', async () => {
+    let log = await open();
+    await Promise.all([log.append(decision()), log.append(decision())]);
+    await log.close();
+
+    log = await open();
+    const third = decision();
+    await log.append(third);
+    expect(log.get(third.decision_id)?.seq).toBe(3);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
+  });
+
+  it('rejects appends after close', async () => {
+    const log = await open();
+    await log.close();
+    await expect(log.append(decision())).rejects.toMatchObject({ code: 'decision_log_closed' });
+  });
+
+  it('refuses invalid options with a ConfigError naming the key', async () => {
+    await expect(DecisionStore.open({ path: temp.path, mask: [{ pointer: '/result/allow', mode: 'erase' }] })).rejects.toMatchObject({
+      code: 'config_invalid',
+      issues: [expect.objectContaining({ path: 'decision_log.mask.0' })],
+    });
+  });
+});
+
+describe('durability', () => {
+  it('strict: rejects while the database cannot be written, and recovers after', async () => {
+    const log = await open({ busy_timeout_ms: 50 });
+    await log.append(decision());
+
+    // Another process holding the write lock (a backup, a shell) makes the log unwritable.
+    const blocker = new DatabaseSync(temp.path);
+    blocker.exec('BEGIN EXCLUSIVE');
+    const blocked = decision();
+    await expect(log.append(blocked)).rejects.toMatchObject({ code: 'decision_log_write_failed' });
+    blocker.exec('ROLLBACK');
+    blocker.close();
+
+    const after = decision();
+    await log.append(after);
+    expect(log.get(blocked.decision_id)).toBeUndefined();
+    expect(log.get(after.decision_id)?.seq).toBe(2);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 2 });
+  });
+
+  it('relaxed: resolves at once, reports the loss window, commits within flush_interval_ms', async () => {
+    const log = await open({ durability: 'relaxed', flush_interval_ms: 20 });
+    const records = Array.from({ length: 10 }, () => decision());
+    await Promise.all(records.map((record) => log.append(record)));
+    expect(log.stats.pending).toBe(10);
+    expect(log.get(records[0]!.decision_id)).toBeUndefined();
+
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(log.stats.pending).toBe(0);
+    for (const record of records) expect(log.get(record.decision_id)).toBeDefined();
+  });
+
+  it('relaxed: close() commits what is still pending', async () => {
+    let log = await open({ durability: 'relaxed', flush_interval_ms: 60_000 });
+    const record = decision();
+    await log.append(record);
+    await log.close();
+    log = await open();
+    expect(log.get(record.decision_id)).toBeDefined();
+  });
+
+  it('relaxed: refuses appends beyond max_pending', async () => {
+    const log = await open({ durability: 'relaxed', flush_interval_ms: 60_000, max_pending: 2, max_batch: 10 });
+    await log.append(decision());
+    await log.append(decision());
+    await expect(log.append(decision())).rejects.toMatchObject({ code: 'decision_log_backlog' });
+  });
+});
+
+describe('query', () => {
+  const T = 1_700_000_000_000;
+  const fixtures = {
+    a: decision({ timestamp: T + 1, iss: 'https://idp.a', sub: 'alice', client_id: 'web', action: 'read', resource_type: 'document', resource_id: 'd1', allow: true, reasons: ['granted'], revision: 'r1' }),
+    b: decision({ timestamp: T + 2, iss: 'https://idp.a', sub: 'bob', client_id: 'cli', action: 'write', resource_type: 'document', resource_id: 'd2', allow: false, reasons: ['scope_missing'], revision: 'r1' }),
+    c: decision({ timestamp: T + 3, iss: 'https://idp.b', sub: 'alice', client_id: 'cli', action: 'delete', resource_type: 'invoice', resource_id: 'i1', allow: false, reasons: ['scope_missing', 'revoked'], revision: 'r2', bundle: 'billing' }),
+    d: decision({ timestamp: T + 4, iss: 'https://idp.b', sub: 'carol', client_id: 'web', action: 'read', resource_type: 'invoice', resource_id: 'd1', allow: true, reasons: ['granted'], revision: 'r2' }),
+  };
+
+  const cases: [string, DecisionFilters, (keyof typeof fixtures)[]][] = [
+    ['no filter (newest first)', {}, ['d', 'c', 'b', 'a']],
+    ['from (inclusive)', { from: T + 2 }, ['d', 'c', 'b']],
+    ['to (exclusive)', { to: T + 3 }, ['b', 'a']],
+    ['from + to', { from: T + 2, to: T + 4 }, ['c', 'b']],
+    ['iss', { iss: 'https://idp.b' }, ['d', 'c']],
+    ['sub', { sub: 'alice' }, ['c', 'a']],
+    ['client_id', { client_id: 'cli' }, ['c', 'b']],
+    ['action', { action: 'read' }, ['d', 'a']],
+    ['resource_type', { resource_type: 'invoice' }, ['d', 'c']],
+    ['resource_id', { resource_id: 'd1' }, ['d', 'a']],
+    ['allow=true', { allow: true }, ['d', 'a']],
+    ['allow=false', { allow: false }, ['c', 'b']],
+    ['reason', { reason: 'scope_missing' }, ['c', 'b']],
+    ['reason (second of several)', { reason: 'revoked' }, ['c']],
+    ['reason + other filters', { reason: 'scope_missing', sub: 'alice', to: T + 10 }, ['c']],
+    ['bundle', { bundle: 'billing' }, ['c']],
+    ['revision', { revision: 'r2' }, ['d', 'c']],
+    ['combined', { sub: 'alice', allow: false }, ['c']],
+    ['nothing matches', { sub: 'mallory' }, []],
+  ];
+
+  it.each(cases)('filters by %s', async (_name, filters, expected) => {
+    const log = await open();
+    await Promise.all(Object.values(fixtures).map((record) => log.append(record)));
+    const page = log.query(filters);
+    expect(ids(page.decisions)).toEqual(expected.map((key) => fixtures[key].decision_id));
+    expect(page.next_cursor).toBeNull();
+  });
+
+  it('pages with a cursor, unaffected by appends between pages', async () => {
+    const log = await open();
+    const base = Date.now() - 100_000;
+    const records = Array.from({ length: 60 }, (_, i) => decision({ timestamp: base + i * 10 }));
+    // Two decisions made in the same millisecond: the seq breaks the tie.
+    records.push(decision({ timestamp: base + 590 }));
+    await Promise.all(records.map((record) => log.append(record)));
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = log.query({ to: base + 100_000 }, { limit: 7, cursor });
+      seen.push(...ids(page.decisions));
+      cursor = page.next_cursor ?? undefined;
+      pages += 1;
+      // Decisions keep arriving while the auditor pages.
+      await Promise.all([log.append(decision({ timestamp: base + 50_000 })), log.append(decision())]);
+    } while (cursor);
+
+    // Exactly the records present at the first page, newest first; for the two with equal
+    // timestamps, the later seq (the one appended last) first.
+    expect(seen).toEqual([...records].reverse().map((r) => r.decision_id));
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(pages).toBe(Math.ceil(61 / 7));
+  });
+
+  it('refuses a cursor it did not issue and invalid filters', async () => {
+    const log = await open();
+    expect(() => log.query({}, { cursor: 'garbage' })).toThrow(expect.objectContaining({ code: 'decision_cursor_invalid' }));
+    expect(() => log.query({}, { limit: 0 })).toThrow(expect.objectContaining({ code: 'decision_query_invalid' }));
+    expect(() => log.query({ allow: 'yes' } as unknown as DecisionFilters)).toThrow(
+      expect.objectContaining({ code: 'decision_query_invalid' }),
+    );
+  });
+
+  it('exports every match, across internal pages, newest first', async () => {
+    const log = await open({ max_batch: 5_000 });
+    const base = 1_600_000_000_000;
+    const records = Array.from({ length: 2_300 }, (_, i) => decision({ timestamp: base + i, allow: i % 2 === 0 }));
+    await Promise.all(records.map((record) => log.append(record)));
+
+    const exported = [...log.export({ allow: true })];
+    const expected = records.filter((_, i) => i % 2 === 0).reverse();
+    expect(exported.length).toBe(1_150);
+    expect(ids(exported)).toEqual(expected.map((r) => r.decision_id));
+  });
+});
