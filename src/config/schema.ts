@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { decisionLogConfigSchema } from '../decisions/config.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
 import { BUNDLE_NAME_PATTERN } from '../policy/bundle-name.ts';
 import { BUNDLE_SIGNING_ALGORITHMS } from '../policy/signatures.ts';
@@ -218,6 +219,22 @@ const configShape = z.strictObject({
         .record(nonEmpty, nonEmpty)
         .optional()
         .describe('Documents loaded from JSON files at start when the store does not have them yet, e.g. {entitlements: examples/entitlements.json}.'),
+    })
+    .prefault({}),
+  decision_log: decisionLogConfigSchema
+    .extend({
+      enabled: z
+        .boolean()
+        .default(true)
+        .describe('Record every decision durably (the audit record). false leaves only the process log line: for benchmarks against systems that log to the console.'),
+      path: nonEmpty.default('.arbiter/decisions.db').describe('SQLite file of the decision log; WAL and the checkpoint key live next to it.'),
+      transport: z
+        .strictObject({
+          target: nonEmpty.describe('pino transport module, e.g. pino/file or a log shipper.'),
+          options: z.record(z.string(), z.unknown()).default({}),
+        })
+        .optional()
+        .describe('Also stream every committed record to this pino transport (separate from the process log).'),
     })
     .prefault({}),
   opa_compat: z

@@ -8,7 +8,8 @@ import type { Config } from '../config/schema.ts';
 import { LiveData } from '../data/documents.ts';
 import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
-import { DecisionPipeline } from '../decisions/pipeline.ts';
+import { DecisionPipeline, type DecisionRecorder } from '../decisions/pipeline.ts';
+import { DecisionStore } from '../decisions/store.ts';
 import { ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
 import { BundleLifecycle, type BundleObserver } from '../policy/lifecycle.ts';
@@ -33,6 +34,8 @@ export interface Arbiter {
   readonly pipeline: DecisionPipeline;
   readonly liveData: LiveData;
   readonly revocations: Revocations;
+  /** The durable decision log; undefined when decision_log.enabled is false. */
+  readonly decisionLog: DecisionStore | undefined;
   readonly logger: Logger;
   /** The HTTP application (its routes are what /openapi.json must describe). */
   readonly app: ReturnType<typeof createApp>;
@@ -78,6 +81,9 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
   const pruneTimer = setInterval(() => revocations.prune(Math.floor(Date.now() / 1000)), config.data.revocation_prune_interval_s * 1000);
   pruneTimer.unref();
 
+  const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, metrics, logger) : undefined;
+  if (!decisionLog) logger.warn('decision_log.enabled is false: decisions are not recorded durably');
+
   const pipeline = new DecisionPipeline({
     issuers,
     bundles,
@@ -88,6 +94,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
     verificationCache: new VerificationCache(config.tokens.verification_cache_size),
     revocations,
     dataStatus: (nowMs) => liveData.status(nowMs),
+    recorder: decisionLog && measuredRecorder(decisionLog, metrics),
     observer: metrics,
   });
   // Set when shutdown starts, so /readyz tells load balancers to stop sending traffic.
@@ -129,6 +136,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
     pipeline,
     liveData,
     revocations,
+    decisionLog,
     logger,
     app,
     metrics,
@@ -140,6 +148,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
       if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
       revocations.flush();
       db.close();
+      await decisionLog?.close();
       await evaluator.close();
     },
   };
@@ -163,6 +172,38 @@ function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['se
 }
 
 /** The lifecycle of bundles as configured in `bundles`, protecting the bundles other sections target. */
+/** Opens the decision log and, when configured, ships every committed record to a pino transport. */
+async function openDecisionLog(config: Config['decision_log'], metrics: ArbiterMetrics, logger: Logger): Promise<DecisionStore> {
+  const { enabled: _enabled, transport, ...storeConfig } = config;
+  const store = await DecisionStore.open(storeConfig);
+  store.onError((error) => logger.error({ err: error }, 'decision log commit failed'));
+  store.onCommitted(() => metrics.decisionLogQueueDepth.set(store.stats.pending));
+  if (transport) {
+    // A logger of its own: shipped decision records never mix with process logs.
+    const shipper = pino({ base: null, timestamp: false }, pino.transport({ target: transport.target, options: transport.options }));
+    store.onCommitted((decisions) => {
+      for (const decision of decisions) shipper.info(decision);
+    });
+  }
+  logger.info({ path: config.path, durability: config.durability }, 'decision log open');
+  return store;
+}
+
+/** The decision log as the pipeline sees it, timing each append for /metrics. */
+function measuredRecorder(store: DecisionStore, metrics: ArbiterMetrics): DecisionRecorder {
+  return {
+    async append(record) {
+      const started = performance.now();
+      try {
+        await store.append(record);
+      } finally {
+        metrics.decisionLogCommitSeconds.observe((performance.now() - started) / 1000);
+        metrics.decisionLogQueueDepth.set(store.stats.pending);
+      }
+    },
+  };
+}
+
 function createEvaluator(engine: Config['engine'], logger: Logger): PolicyEvaluator {
   const maxMemoryPages = (engine.max_memory_mb * 1024 * 1024) / WASM_PAGE_BYTES;
   if (engine.workers === 0) {

@@ -22,6 +22,7 @@ export async function startTestArbiter(raw: Record<string, unknown> = {}, option
     server: { host: '127.0.0.1', port: 0, ...(raw.server as object) },
     bundles: { dir: inject('bundlesDir'), default: 'simple', store: join(tempDir(), 'bundles'), ...(raw.bundles as object) },
     data: { path: join(tempDir(), 'data.db'), ...(raw.data as object) },
+    decision_log: { path: join(tempDir(), 'decisions.db'), ...(raw.decision_log as object) },
     // Two test files share two cores with their servers' workers: a scheduling stall must not
     // read as a runaway policy. The deadline itself is tested with its own setting.
     engine: { deadline_ms: 5000, ...(raw.engine as object) },
