@@ -171,6 +171,13 @@ describe('revocations', () => {
     expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(404);
   });
 
+  it('applies to admin tokens too: a revoked admin token is refused', async () => {
+    const stolen = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', jti: 'admin-token-7', scope: 'arbiter.data.read' });
+    expect((await admin('GET', '/v1/data/pair', undefined, {}, stolen)).status).toBe(200);
+    await admin('POST', '/v1/revocations', { kind: 'jti', value: 'admin-token-7', iss: admins.issuer, reason: 'leaked in a ticket' });
+    expect(await admin('GET', '/v1/data/pair', undefined, {}, stolen)).toMatchObject({ status: 401, body: { detail: 'token_revoked' } });
+  });
+
   it('is visible to the very next decision under concurrent load', async () => {
     const token = await idp.sign({ sub: 'user:under-load', jti: 'load-1' });
     let running = true;

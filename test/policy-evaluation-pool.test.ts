@@ -51,6 +51,18 @@ describe('evaluation pool (worker threads)', () => {
     expect(await pool.evaluate(spin, 'spin/decision', input({ quick: true }))).toMatchObject({ ok: true });
   });
 
+  it('holds evaluations while a large data update is applied, so the update does not eat their deadline', async () => {
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 100, maxMemoryPages: 16_384, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const echo = await bundle('echo');
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 0 });
+    // About 8 MB of live data: applying it takes far longer than the 100 ms deadline.
+    const big = Object.fromEntries(Array.from({ length: 100_000 }, (_, i) => [`user:${i}@acme.example`, { grants: [{ id: `g-${i}`, actions: ['invoices.read'] }] }]));
+    pool.setLiveData({ entitlements: big, pair: { a: 9 } }, 2);
+    const results = await Promise.all(Array.from({ length: 5 }, () => pool.evaluate(echo, 'echo/decision', input({}))));
+    for (const result of results) expect(result).toMatchObject({ ok: true, dataVersion: 2, resultSet: [{ result: { reasons: [{ pair: { a: 9 } }] } }] });
+  });
+
   it('answers policy_error for a module that cannot be instantiated', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 256, logger: pino({ level: 'silent' }) });
     evaluator = pool;

@@ -1,5 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { v7 as uuidv7 } from 'uuid';
+import { uuidv7 } from '../ids.ts';
 import { ArbiterError } from '../errors.ts';
 import { RevocationIndex, isExpired } from './revocation-index.ts';
 import type { RevocationMatch } from './revocation-index.ts';

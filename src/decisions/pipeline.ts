@@ -9,7 +9,7 @@ import { checkContract, singleResult } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
-import { subjectFromToken, unauthenticatedSubject, type PolicySubject } from '../tokens/subject.ts';
+import { revocationClaims, subjectFromToken, unauthenticatedSubject, type PolicySubject } from '../tokens/subject.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../tokens/verification-cache.ts';
 import { verifyAccessToken, type TokenFailure, type TokenFailureCode } from '../tokens/verify.ts';
@@ -104,6 +104,7 @@ interface Trace {
   nowMs: number;
   started: bigint;
   endpoint: string;
+  rule: string;
   requestId: string;
   caller: string | null;
   input: Record<string, unknown>;
@@ -202,12 +203,13 @@ export class DecisionPipeline {
     return this.#deps.evaluator.evaluate(bundle, entrypoint, input);
   }
 
-  #trace(request: { endpoint: string; requestId: string; caller?: string | null | undefined }, input: Record<string, unknown>, nowMs: number): Trace {
+  #trace(request: { endpoint: string; rule: string; requestId: string; caller?: string | null | undefined }, input: Record<string, unknown>, nowMs: number): Trace {
     return {
       decisionId: newDecisionId(),
       nowMs,
       started: process.hrtime.bigint(),
       endpoint: request.endpoint,
+      rule: request.rule,
       requestId: request.requestId,
       caller: request.caller ?? null,
       input,
@@ -294,6 +296,7 @@ export class DecisionPipeline {
       timestamp: trace.nowMs,
       caller: trace.caller,
       endpoint: trace.endpoint,
+      rule: trace.rule,
       bundle: decision.policy?.bundle ?? null,
       revision: decision.policy?.revision ?? null,
       input: trace.input,
@@ -335,18 +338,6 @@ function rejectedSubject(failure: TokenFailure): Record<string, unknown> {
   return {
     authenticated: false,
     rejected_token: { code: failure.code, fingerprint: failure.fingerprint, claimed_iss: failure.claimedIssuer ?? null },
-  };
-}
-
-function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
-  const sid = subject.claims.sid;
-  return {
-    iss: subject.iss!,
-    sub: subject.sub,
-    jti: subject.token?.jti,
-    sid: typeof sid === 'string' ? sid : undefined,
-    client_id: subject.client_id,
-    iat: subject.token?.iat,
   };
 }
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { v7 as uuidv7 } from 'uuid';
+import { uuidv7 } from '../ids.ts';
 
 /** One reason of a decision; `code` is stable and indexed, any other member is kept as given. */
 export const decisionReasonSchema = z.looseObject({ code: z.string().min(1) });
@@ -23,6 +23,11 @@ export const decisionRecordSchema = z.strictObject({
   /** Identity of the gateway that asked, or null when the caller is not authenticated. */
   caller: z.string().nullable(),
   endpoint: z.string().min(1),
+  /**
+   * Entrypoint below the bundle that was (or would have been) evaluated, e.g. "decision":
+   * what replay evaluates again. Optional so records written before it existed still parse.
+   */
+  rule: z.string().min(1).optional(),
   bundle: z.string().nullable(),
   revision: z.string().nullable(),
   input: z.record(z.string(), z.unknown()),

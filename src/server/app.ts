@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { LiveData } from '../data/documents.ts';
 import type { Revocations } from '../data/revocations.ts';
 import type { DecisionPipeline } from '../decisions/pipeline.ts';
+import type { DecisionStore } from '../decisions/store.ts';
 import type { ArbiterMetrics } from '../metrics/registry.ts';
 import type { BundleLifecycle } from '../policy/lifecycle.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
@@ -20,6 +21,7 @@ import { dataRoutes } from './routes/data.ts';
 import { authzenRoutes, type AuthzenRouteDeps } from './routes/authzen.ts';
 import { bundleRoutes } from './routes/bundles.ts';
 import { decideRoutes } from './routes/decide.ts';
+import { decisionRoutes } from './routes/decisions.ts';
 import { healthRoutes } from './routes/health.ts';
 import { issuanceRoutes } from './routes/issuance.ts';
 import { metricsRoutes } from './routes/metrics.ts';
@@ -47,6 +49,8 @@ export interface AppDeps {
   opaCompat?: boolean;
   /** AuthZEN bundle selection and public URL (config authzen). */
   authzen: AuthzenRouteDeps['authzen'];
+  /** The auditor API's decision log; undefined when decision_log.enabled is false. `masked`: decision_log.mask is not empty. */
+  decisionLog?: { store: DecisionStore; masked: boolean } | undefined;
   /** Served at /metrics when set (config metrics.enabled). */
   metrics?: ArbiterMetrics | undefined;
 }
@@ -71,8 +75,10 @@ export function createApp(deps: AppDeps) {
   app.route('/', issuanceRoutes(deps.pipeline, deps.bodyLimitBytes));
   app.route('/', authzenRoutes(deps));
   app.route('/', dataRoutes({ liveData: deps.liveData, bundles: deps.bundles, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes }));
-  app.route('/', revocationRoutes({ revocations: deps.revocations, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
+  // A batch of revocations is bulk data like a live data document, not a decision request.
+  app.route('/', revocationRoutes({ revocations: deps.revocations, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes }));
   app.route('/', bundleRoutes({ ...deps.bundleLifecycle, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
+  app.route('/', decisionRoutes({ log: deps.decisionLog, bundles: deps.bundles, lifecycle: deps.bundleLifecycle.lifecycle, pipeline: deps.pipeline, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
   if (deps.opaCompat) app.route('/', opaCompatRoutes(deps.pipeline, deps.bodyLimitBytes));
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
   app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined }))));

@@ -107,7 +107,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
     issuers,
     liveData,
     revocations,
-    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger },
+    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: new VerificationCache(1000), revocations },
     defaultBundle: config.bundles.default,
     bodyLimitBytes: config.server.body_limit_bytes,
     authzen: config.authzen,
@@ -116,6 +116,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
     opaCompat: config.opa_compat.enabled,
     metrics: config.metrics.enabled ? metrics : undefined,
     gateway: config.gateway,
+    decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
   });
 
   const server = await listen(app.fetch, config.server);

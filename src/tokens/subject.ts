@@ -1,4 +1,5 @@
 import type { JWTPayload } from 'jose';
+import type { RevokedTokenClaims } from '../data/revocation-schema.ts';
 import type { VerifiedToken } from './verify.ts';
 
 /** What the policy sees of the caller: `input.subject` (documented in rego/README.md). */
@@ -64,6 +65,19 @@ export function subjectFromToken(verified: VerifiedToken, now: number): PolicySu
   const clientId = stringClaim(payload, 'client_id') ?? stringClaim(payload, 'azp');
   if (clientId !== undefined) subject.client_id = clientId;
   return subject;
+}
+
+/** The claims a revocation can name, as the revocation index looks them up. */
+export function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
+  const sid = subject.claims.sid;
+  return {
+    iss: subject.iss!,
+    sub: subject.sub,
+    jti: subject.token?.jti,
+    sid: typeof sid === 'string' ? sid : undefined,
+    client_id: subject.client_id,
+    iat: subject.token?.iat,
+  };
 }
 
 function scopesOf(payload: JWTPayload): string[] {

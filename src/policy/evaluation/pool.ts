@@ -29,6 +29,8 @@ type ModuleState = 'loading' | 'loaded' | 'failed';
 interface Slot {
   worker: Worker;
   ready: boolean;
+  /** Live data updates sent but not yet applied: evaluations wait, so the update does not eat their deadline. */
+  dataPending: number;
   modules: Map<string, ModuleState>;
   /** Sent to the worker, deadline running. */
   inFlight: Map<number, Job>;
@@ -67,7 +69,7 @@ export class EvaluationPool implements PolicyEvaluator {
 
   setLiveData(data: Record<string, unknown>, version: number): void {
     this.#data = { json: JSON.stringify(data), version };
-    for (const slot of this.#slots) this.#post(slot, { type: 'data', json: this.#data.json, version });
+    for (const slot of this.#slots) this.#sendData(slot);
   }
 
   /** Frees the revision's instances once no queued or running evaluation needs them. */
@@ -89,14 +91,19 @@ export class EvaluationPool implements PolicyEvaluator {
   #spawn(): Slot {
     const settings: WorkerSettings = { maxMemoryPages: this.#options.maxMemoryPages };
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: settings });
-    const slot: Slot = { worker, ready: false, modules: new Map(), inFlight: new Map(), waiting: [] };
+    const slot: Slot = { worker, ready: false, dataPending: 0, modules: new Map(), inFlight: new Map(), waiting: [] };
     worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
     worker.on('error', (error) => this.#onCrash(slot, error));
     worker.on('exit', (code) => {
       if (!this.#closed && this.#slots.includes(slot)) this.#onCrash(slot, new Error(`evaluation worker exited with code ${code}`));
     });
-    this.#post(slot, { type: 'data', json: this.#data.json, version: this.#data.version });
+    this.#sendData(slot);
     return slot;
+  }
+
+  #sendData(slot: Slot): void {
+    slot.dataPending += 1;
+    this.#post(slot, { type: 'data', json: this.#data.json, version: this.#data.version });
   }
 
   #post(slot: Slot, message: ToWorker): void {
@@ -122,7 +129,7 @@ export class EvaluationPool implements PolicyEvaluator {
       this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, bundleData: job.bundle.data });
       slot.modules.set(digest, 'loading');
     }
-    if (!slot.ready || slot.modules.get(digest) !== 'loaded') {
+    if (!slot.ready || slot.dataPending > 0 || slot.modules.get(digest) !== 'loaded') {
       slot.waiting.push(job);
       return;
     }
@@ -149,6 +156,12 @@ export class EvaluationPool implements PolicyEvaluator {
       case 'loaded':
         slot.modules.set(message.digest, 'loaded');
         return this.#resume(slot);
+      case 'data_applied':
+        slot.dataPending -= 1;
+        return this.#resume(slot);
+      case 'worker_error':
+        this.#options.logger.error({ err: message.message }, 'evaluation worker error');
+        return;
       case 'load_failed':
         this.#options.logger.error({ digest: message.digest, err: message.message }, 'policy module failed to load in an evaluation worker');
         slot.modules.set(message.digest, 'failed');

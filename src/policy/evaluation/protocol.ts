@@ -14,6 +14,8 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'loaded'; digest: string }
+  | { type: 'data_applied'; version: number }
+  | { type: 'worker_error'; message: string }
   | { type: 'load_failed'; digest: string; message: string }
   | { type: 'result'; id: number; evaluation: RawEvaluation; dataVersion: number };
 

@@ -1,7 +1,10 @@
 import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
-import { subjectFromToken } from '../../tokens/subject.ts';
+import { revocationClaims, subjectFromToken } from '../../tokens/subject.ts';
 import type { IssuerRegistry } from '../../tokens/trusted-issuers.ts';
+import type { VerificationCache } from '../../tokens/verification-cache.ts';
+import type { RevokedTokenClaims } from '../../data/revocation-schema.ts';
+import type { RevocationMatch } from '../../data/revocations.ts';
 import { verifyAccessToken } from '../../tokens/verify.ts';
 import { problem } from '../problem.ts';
 
@@ -28,6 +31,10 @@ export interface AdminAuthDeps {
   issuers: IssuerRegistry;
   maxTokenBytes: number;
   logger: Logger;
+  /** Admin tools resend the same token for a batch of calls: verify it once until it expires. */
+  cache?: VerificationCache;
+  /** A stolen admin token is revoked like any other: checked on every call. */
+  revocations?: { check(token: RevokedTokenClaims, nowS: number): RevocationMatch };
 }
 
 /**
@@ -45,12 +52,17 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       return problem(c, 401, { code: 'unauthorized', title: 'Authentication required', detail: `send an admin bearer token with scope ${scope}` }, challenge());
     }
     const now = Math.floor(Date.now() / 1000);
-    const verification = await verifyAccessToken(match[1]!, deps.issuers, { maxTokenBytes: deps.maxTokenBytes, now });
+    const verification = await verifyAccessToken(match[1]!, deps.issuers, { maxTokenBytes: deps.maxTokenBytes, now, cache: deps.cache });
     if (!verification.ok) {
       deps.logger.warn({ path: c.req.path, reason: verification.code, iss: verification.claimedIssuer }, 'admin token rejected');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: verification.code }, challenge('invalid_token'));
     }
     const subject = subjectFromToken(verification, now);
+    const revoked = deps.revocations?.check(revocationClaims(subject), now);
+    if (revoked?.revoked) {
+      deps.logger.warn({ path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id }, 'revoked admin token refused');
+      return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: 'token_revoked' }, challenge('invalid_token'));
+    }
     const principal: AdminPrincipal = { iss: subject.iss!, sub: subject.sub!, ...(subject.client_id !== undefined && { client_id: subject.client_id }) };
     if (!subject.scopes.includes(scope)) {
       deps.logger.warn({ path: c.req.path, method: c.req.method, admin: principal, required_scope: scope }, 'admin request forbidden');

@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from 'hono';
-import { v7 as uuidv7 } from 'uuid';
+import { randomUUID } from 'node:crypto';
 
 export type RequestIdVariables = { requestId: string };
 
@@ -10,7 +10,7 @@ const ACCEPTABLE_REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 export function requestId(): MiddlewareHandler<{ Variables: RequestIdVariables }> {
   return async (c, next) => {
     const offered = c.req.header('x-request-id');
-    const id = offered !== undefined && ACCEPTABLE_REQUEST_ID.test(offered) ? offered : uuidv7();
+    const id = offered !== undefined && ACCEPTABLE_REQUEST_ID.test(offered) ? offered : randomUUID();
     c.set('requestId', id);
     c.header('X-Request-ID', id);
     await next();
