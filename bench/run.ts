@@ -2,7 +2,7 @@
  * Arbiter against the OPA server on the same policy, side by side (`npm run bench`).
  *
  *   node bench/run.ts [--rounds 4] [--duration 10] [--warmup 5] [--connections 32] [--tokens 1000]
- *                     [--workload verified_claims|jwt] [--quick] [--profile]
+ *                     [--workload verified_claims|jwt] [--decision-log off|relaxed|strict] [--workers N] [--quick] [--profile]
  *
  * Both servers run on loopback at once; one autocannon drives one of them at a time,
  * alternating Arbiter, OPA, Arbiter, OPA after a warm-up. See bench/README.md.
@@ -29,6 +29,9 @@ const { values: flags } = parseArgs({
     workload: { type: 'string', multiple: true },
     quick: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    // Like OPA's console decision log by default; `strict`/`relaxed` add Arbiter's durable audit log.
+    'decision-log': { type: 'string', default: 'off' },
+    workers: { type: 'string' },
   },
 });
 
@@ -39,7 +42,14 @@ const settings = {
   connections: positiveInt(flags.connections, 'connections'),
   tokens: positiveInt(flags.tokens, 'tokens'),
   pipelining: 1,
+  arbiter_decision_log: decisionLogMode(flags['decision-log']),
+  arbiter_engine_workers: flags.workers === undefined ? 'default' : Number(flags.workers),
 };
+function decisionLogMode(value: string | undefined): 'off' | 'relaxed' | 'strict' {
+  if (value === 'off' || value === 'relaxed' || value === 'strict') return value;
+  return usage(`--decision-log must be off, relaxed or strict (got ${String(value)})`);
+}
+
 const WORKLOADS: WorkloadName[] = ['verified_claims', 'jwt'];
 const workloads = (flags.workload as WorkloadName[] | undefined) ?? WORKLOADS;
 for (const name of workloads) if (!WORKLOADS.includes(name)) usage(`unknown workload ${name}`);
@@ -61,6 +71,8 @@ try {
   servers.arbiter = await startArbiterServer(workload, workDir, {
     jwksUri: jwks.url,
     nodeFlags: flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    decisionLog: settings.arbiter_decision_log,
+    ...(typeof settings.arbiter_engine_workers === 'number' && { workers: settings.arbiter_engine_workers }),
   });
   const running = servers as Record<SystemName, ServerProcess>;
   console.log(`machine: ${JSON.stringify(machineInfo())}`);
@@ -169,6 +181,6 @@ function positiveInt(value: string | undefined, name: string): number {
 }
 
 function usage(message: string): never {
-  console.error(`bench: ${message}\nUsage: node bench/run.ts [--rounds N] [--duration S] [--warmup S] [--connections N] [--tokens N] [--workload verified_claims|jwt] [--quick] [--profile]`);
+  console.error(`bench: ${message}\nUsage: node bench/run.ts [--rounds N] [--duration S] [--warmup S] [--connections N] [--tokens N] [--workload verified_claims|jwt] [--decision-log off|relaxed|strict] [--workers N] [--quick] [--profile]`);
   process.exit(2);
 }

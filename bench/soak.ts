@@ -42,7 +42,8 @@ const TOLERANCE = 0.1;
 const workDir = mkdtempSync(join(tmpdir(), 'arbiter-soak-'));
 const workload = await createWorkload(1000);
 const jwks = await serveJwks(workload.jwks);
-const arbiter = await startArbiterServer(workload, workDir, { jwksUri: jwks.url });
+// The production default: every decision recorded durably before it is answered.
+const arbiter = await startArbiterServer(workload, workDir, { jwksUri: jwks.url, decisionLog: 'strict' });
 const target = targetFor(workload, workloadName, 'arbiter');
 try {
   if (warmupS > 0) await measure(arbiter, target, { connections, durationS: warmupS, overallRate: rate });

@@ -21,6 +21,10 @@ export interface ArbiterOptions {
   jwksUri: string;
   /** Node flags for the server process, e.g. ["--cpu-prof", "--cpu-prof-dir=..."]. */
   nodeFlags?: string[];
+  /** off: decision lines on stdout only, like OPA's console decision log; strict/relaxed: the durable audit log too. */
+  decisionLog: 'off' | 'relaxed' | 'strict';
+  /** engine.workers; the configured default when absent. */
+  workers?: number;
 }
 
 /**
@@ -48,8 +52,13 @@ export async function startArbiterServer(workload: Workload, dir: string, option
         max_lifetime_s: 86_400,
       },
     ],
-    bundles: { dir: bundles, default: 'authz' },
+    bundles: { dir: bundles, default: 'authz', store: join(dir, 'bundle-store') },
     data: { path: join(dir, 'data.db'), seed: { entitlements } },
+    decision_log:
+      options.decisionLog === 'off'
+        ? { enabled: false }
+        : { enabled: true, durability: options.decisionLog, path: join(dir, 'decisions.db') },
+    ...(options.workers !== undefined && { engine: { workers: options.workers } }),
     opa_compat: { enabled: true },
   };
   const configFile = join(dir, 'arbiter.yaml');
