@@ -1,3 +1,4 @@
+import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { problem, type FieldError } from '../problem.ts';
@@ -78,11 +79,16 @@ function issueErrors(issue: z.core.$ZodIssue, prefix: PropertyKey[]): FieldError
   return [{ pointer: base, detail: issue.message }];
 }
 
-/** The body as text, or undefined once it passes the limit (checked while streaming, not after). */
+/**
+ * The body, or undefined once it passes the limit (checked while reading, not after). On
+ * Node the request stream is read directly: the web-stream adapter costs more than the
+ * parse on small bodies.
+ */
 async function readLimited(c: Context, limit: number): Promise<Uint8Array | undefined> {
   const declared = Number(c.req.header('content-length'));
   if (Number.isFinite(declared) && declared > limit) return undefined;
-  const body = c.req.raw.body;
+  const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
+  const body: AsyncIterable<Uint8Array> | null = incoming && !incoming.readableDidRead ? incoming : c.req.raw.body;
   if (!body) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -91,5 +97,5 @@ async function readLimited(c: Context, limit: number): Promise<Uint8Array | unde
     if (size > limit) return undefined;
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
