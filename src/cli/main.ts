@@ -13,6 +13,10 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
     summary: 'bundle build|push|list|activate: build and manage policy bundles',
     run: async (argv) => (await import('./bundle.ts')).bundleCommand(argv),
   },
+  decisions: {
+    summary: 'decisions get|query|export|verify|replay: audit the decision log',
+    run: async (argv) => (await import('./decisions.ts')).decisionsCommand(argv),
+  },
   config: { summary: 'config check <file>: validate a configuration file', run: async (argv) => (await import('./config-check.ts')).configCommand(argv) },
   'gateway-key': {
     summary: 'generate a gateway API key and its configuration entry',
@@ -43,14 +47,18 @@ async function main(argv: string[]): Promise<number> {
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (error) {
-  if (error instanceof ConfigError) {
-    console.error(`arbiter: ${error.message}`);
-    process.exitCode = EXIT.usage;
-  } else if (error instanceof ArbiterError || (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
-    console.error(`arbiter: ${error.message}`);
-    process.exitCode = EXIT.usage;
+  const usageError =
+    error instanceof ConfigError ||
+    (error instanceof ArbiterError && error.code === 'usage') ||
+    (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'));
+  if (usageError || error instanceof ArbiterError) {
+    // Expected failures say what is wrong and what to do, without a stack trace.
+    console.error(`arbiter: ${(error as Error).message}`);
+    process.exitCode = usageError ? EXIT.usage : EXIT.failure;
   } else {
     console.error(error);
     process.exitCode = EXIT.failure;
   }
+  // A command that failed half-way may leave worker threads or timers behind: do not wait for them.
+  process.exit();
 }

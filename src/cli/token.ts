@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
-import { ArbiterError } from '../errors.ts';
+import { ArbiterError, ConfigError } from '../errors.ts';
 import { DEV_ISSUER, loadOrCreateDevIssuerKey, mintDevToken } from '../tokens/dev-issuer.ts';
 
 const HELP = `Usage: arbiter token --sub <subject> [options]
@@ -39,7 +39,7 @@ export async function tokenCommand(argv: string[]): Promise<number> {
   if (!values.sub) throw new ArbiterError('usage', `--sub is required\n\n${HELP}`);
   const config = loadConfig({ file: values.config ?? process.env.ARBITER_CONFIG });
   if (!config.dev_issuer.enabled) {
-    throw new ArbiterError('dev_issuer_disabled', 'the development issuer is not enabled in this configuration (dev_issuer.enabled)');
+    throw new ConfigError([{ path: 'dev_issuer.enabled', message: 'the development issuer is not enabled in this configuration' }]);
   }
   const key = await loadOrCreateDevIssuerKey(config.dev_issuer.key_file);
   const claims: Record<string, unknown> = {};

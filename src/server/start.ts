@@ -10,7 +10,7 @@ import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline, type DecisionRecorder } from '../decisions/pipeline.ts';
 import { DecisionStore } from '../decisions/store.ts';
-import { ConfigError } from '../errors.ts';
+import { ArbiterError, ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
 import { BundleLifecycle, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
@@ -168,11 +168,13 @@ function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['se
   };
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, hostname: options.host, port: options.port, ...tls }, () => resolve(server));
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      const hint = error.code === 'EADDRINUSE' ? ': another process uses it; stop it or set server.port (or PORT)' : '';
+      reject(new ArbiterError('listen_failed', `cannot listen on ${options.host}:${options.port}${hint} (${error.code ?? error.message})`, { cause: error }));
+    });
   });
 }
 
-/** The lifecycle of bundles as configured in `bundles`, protecting the bundles other sections target. */
 /** Opens the decision log and, when configured, ships every committed record to a pino transport. */
 async function openDecisionLog(config: Config['decision_log'], metrics: ArbiterMetrics, logger: Logger): Promise<DecisionStore> {
   const { enabled: _enabled, transport, ...storeConfig } = config;
@@ -205,6 +207,7 @@ function measuredRecorder(store: DecisionStore, metrics: ArbiterMetrics): Decisi
   };
 }
 
+/** Worker threads for policy evaluation (deadline, memory ceiling), or the main thread when engine.workers is 0. */
 function createEvaluator(engine: Config['engine'], logger: Logger): PolicyEvaluator {
   const maxMemoryPages = (engine.max_memory_mb * 1024 * 1024) / WASM_PAGE_BYTES;
   if (engine.workers === 0) {
@@ -216,6 +219,7 @@ function createEvaluator(engine: Config['engine'], logger: Logger): PolicyEvalua
 
 const WASM_PAGE_BYTES = 64 * 1024;
 
+/** The lifecycle of bundles as configured in `bundles`, protecting the bundles other sections target. */
 function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluator: PolicyEvaluator, observer: BundleObserver, logger: Logger): BundleLifecycle {
   const { limits } = config.bundles;
   const requireSignatures = config.bundles.require_signatures ?? config.mode !== 'development';
