@@ -57,3 +57,24 @@ test_every_exception_gives_a_reason if {
 		rule.reason != ""
 	}
 }
+
+test_every_pattern_has_at_most_one_wildcard if {
+	patterns := {pattern |
+		some table in [
+			[rule.subjects | some rule in data.authz.subject_mappings],
+			[rule.actions | some rule in data.authz.subject_mappings],
+			[rule.subjects | some rule in data.authz.issuance_rules.callers],
+			[rule.clients | some rule in data.authz.issuance_rules.exceptions],
+		]
+		some list in table
+		some pattern in list
+	}
+	count(patterns) > 0
+	every pattern in patterns {
+		one_wildcard_at_most(split(pattern, "*"))
+	}
+}
+
+one_wildcard_at_most(parts) if count(parts) <= 2
+
+one_wildcard_at_most([_, "", _])
