@@ -152,6 +152,28 @@ export class BundleLifecycle {
     });
   }
 
+  /**
+   * Lends `use` a revision without activating it (decision replay): the active bundle when
+   * it is that revision, else the stored archive, put through every check activation runs
+   * and released from the evaluator afterwards unless it has become active meanwhile.
+   */
+  async withRevision<T>(name: string, revision: string, use: (bundle: PolicyBundle) => Promise<T>): Promise<T> {
+    const active = this.#options.registry.get(name);
+    if (active?.revision === revision) return use(active);
+    const bundle = await this.#serialized(async () => {
+      checkName(name);
+      const entry = (await this.#options.store.readIndex(name))?.revisions.find((r) => r.revision === revision);
+      if (entry === undefined) throw new ArbiterError('bundle_revision_not_found', `bundle ${name} has no stored revision ${JSON.stringify(revision)}`);
+      const archive = await this.#options.store.readArchive(name, entry.digest);
+      return (await this.#validate(name, archive, { trusted: false })).bundle;
+    });
+    try {
+      return await use(bundle);
+    } finally {
+      if (!this.#options.registry.list().some((b) => b.digest === bundle.digest)) this.#options.evaluator.release(bundle.digest);
+    }
+  }
+
   /** Deactivates a bundle and forgets its stored revisions. An embedded bundle comes back at the next start. */
   remove(name: string, actor: string): Promise<void> {
     return this.#serialized(async () => {

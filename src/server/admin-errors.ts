@@ -31,6 +31,10 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   bundle_store_digest_mismatch: 500,
   bundle_store_unreadable: 503,
   bundle_store_write_failed: 503,
+  decision_query_invalid: 400,
+  decision_cursor_invalid: 400,
+  decision_not_found: 404,
+  decision_not_replayable: 409,
 };
 
 /** Turns an ArbiterError from a store into the problem response its code calls for. */

@@ -4,6 +4,7 @@ import { AUTHZEN_PATHS, METADATA_PATH } from '../../authzen/metadata.ts';
 import { JsonPatchSchema } from '../../data/json-patch.ts';
 import { activateRequestSchema } from '../routes/bundles.ts';
 import { decideRequestSchema } from '../routes/decide.ts';
+import { decisionFiltersQuerySchema, decisionsQuerySchema, replayRequestSchema } from '../routes/decisions.ts';
 import { issuanceRequestSchema } from '../routes/issuance.ts';
 import { opaDataRequestSchema } from '../routes/opa-compat.ts';
 import { listQuerySchema as revocationListQuerySchema, revocationRequestSchema } from '../routes/revocations.ts';
@@ -16,15 +17,19 @@ import {
   authzenSearchResponseSchema,
   dataReadResponseSchema,
   dataVersionResponseSchema,
+  decisionPageSchema,
   decisionResponseSchema,
   healthResponseSchema,
   issuanceResponseSchema,
   opaDataResponseSchema,
   problemSchema,
   readinessResponseSchema,
+  replayReportSchema,
   revocationCreatedSchema,
   revocationPageSchema,
   revocationSchema,
+  storedDecisionSchema,
+  verifyReportSchema,
 } from './schemas.ts';
 import packageJson from '../../../package.json' with { type: 'json' };
 
@@ -65,6 +70,8 @@ const DATA_META_HEADERS = {
 const TENANT_HEADER = { 'X-Tenant': 'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle).' };
 const BUNDLE_NAME = { name: 'Bundle name: lowercase letters, digits, _ and - (at most 64)' };
 const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions`';
+const DECISION_ID = { id: 'decision_id (UUIDv7) as the decision endpoint answered it' };
+const DECISION_LOG: readonly ProblemUse[] = ['decision_log_disabled'];
 const DATA_PATH = { path: 'Slash-separated keys below /v1/data; a key may contain an encoded %2F.' };
 
 /**
@@ -321,6 +328,69 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       problems: ['bundle_not_found', 'bundle_in_use', 'bundle_store_write_failed'],
     },
 
+    // decision log (auditors)
+    {
+      method: 'get',
+      path: '/v1/decisions',
+      operationId: 'queryDecisions',
+      summary: 'Query recorded decisions, newest first, paged',
+      description: 'Filters are ANDed. Pages are stable under concurrent writes: the cursor is a position, so decisions committed meanwhile never shift or repeat rows.',
+      tags: ['decision-log'],
+      scope: 'arbiter.decisions.read',
+      query: decisionsQuerySchema,
+      responses: { 200: { description: 'A page of decisions', schema: decisionPageSchema } },
+      problems: [...DECISION_LOG, 'decision_query_invalid', 'decision_cursor_invalid'],
+    },
+    {
+      method: 'get',
+      path: '/v1/decisions/export',
+      operationId: 'exportDecisions',
+      summary: 'Stream every matching decision as NDJSON (for SIEMs)',
+      description: 'One stored decision per line, newest first, streamed as it is read.',
+      tags: ['decision-log'],
+      scope: 'arbiter.decisions.read',
+      query: decisionFiltersQuerySchema,
+      responses: { 200: { description: 'Newline-delimited JSON, one decision per line', contentType: 'application/x-ndjson' } },
+      problems: [...DECISION_LOG, 'decision_query_invalid'],
+    },
+    {
+      method: 'get',
+      path: '/v1/decisions/verify',
+      operationId: 'verifyDecisionLog',
+      summary: 'Walk the hash chain and signed checkpoints; report the first record that does not match',
+      tags: ['decision-log'],
+      scope: 'arbiter.decisions.read',
+      responses: { 200: { description: '`ok` true, or false with `first_mismatch`', schema: verifyReportSchema } },
+      problems: DECISION_LOG,
+    },
+    {
+      method: 'get',
+      path: '/v1/decisions/{id}',
+      operationId: 'getDecision',
+      summary: 'Read one recorded decision',
+      tags: ['decision-log'],
+      scope: 'arbiter.decisions.read',
+      params: DECISION_ID,
+      responses: { 200: { description: 'The decision as stored', schema: storedDecisionSchema } },
+      problems: [...DECISION_LOG, 'decision_not_found'],
+    },
+    {
+      method: 'post',
+      path: '/v1/decisions/{id}/replay',
+      operationId: 'replayDecision',
+      summary: 'Re-evaluate a recorded decision against the active or a stored revision',
+      description: 'The recorded input (with its recorded time; masked fields stay masked) is evaluated again against today\'s live data. The body may be `{}`.',
+      tags: ['decision-log'],
+      scope: 'arbiter.decisions.read',
+      params: DECISION_ID,
+      body: replayRequestSchema,
+      responses: {
+        200: { description: 'The recorded and the replayed result side by side', schema: replayReportSchema },
+        422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
+      },
+      problems: [...BODY, ...DECISION_LOG, 'decision_not_found', 'decision_not_replayable', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_store_digest_mismatch', 'bundle_store_unreadable'],
+    },
+
     ...(features.opaCompat
       ? [
           {
@@ -351,6 +421,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       { name: 'data', description: 'Live data the policies evaluate against (admin)' },
       { name: 'revocations', description: 'Token revocations checked on every decision (admin)' },
       { name: 'bundles', description: 'Policy bundle lifecycle: push, activate, roll back, remove (admin)' },
+      { name: 'decision-log', description: 'The audit record of every decision: read, query, export, verify, replay (admin)' },
       { name: 'opa-compat', description: 'OPA-compatible data API (off by default)' },
       { name: 'operations', description: 'Health, metrics and this documentation' },
     ],

@@ -62,6 +62,12 @@ export const PROBLEM_TYPES = {
   bundle_store_digest_mismatch: { status: [500], meaning: 'A stored archive no longer matches its digest.' },
   bundle_store_unreadable: { status: [503], meaning: 'The bundle store cannot be read.' },
   bundle_store_write_failed: { status: [503], meaning: 'The bundle store could not write; nothing changed.' },
+  // Decision log (auditor API)
+  decision_query_invalid: { status: [400], meaning: 'A query parameter is malformed; `detail` names it.' },
+  decision_cursor_invalid: { status: [400], meaning: '`cursor` is not one this server returned.' },
+  decision_not_found: { status: [404], meaning: 'No decision with this id (unknown, or pruned by retention).' },
+  decision_not_replayable: { status: [409], meaning: 'No policy ran for this decision (no bundle answered, or its token was refused first).' },
+  decision_log_disabled: { status: [503], meaning: 'decision_log.enabled is false: there is no decision log to read.' },
 } as const satisfies Record<string, ProblemType>;
 
 export type ProblemCode = keyof typeof PROBLEM_TYPES;

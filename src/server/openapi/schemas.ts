@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { RevocationSchema } from '../../data/revocation-schema.ts';
+import { decisionRecordSchema, decisionResultSchema } from '../../decisions/record.ts';
 import { obligationSchema, reasonSchema } from '../../policy/contract.ts';
 
 /**
@@ -73,4 +74,42 @@ export const problemSchema = z.looseObject({
   detail: z.string().optional(),
   errors: z.array(z.strictObject({ pointer: z.string().describe('JSON pointer into the request body'), detail: z.string() })).optional(),
   instance: z.string().describe('Request path'),
+});
+
+export const storedDecisionSchema = decisionRecordSchema
+  .extend({
+    seq: z.number().int().positive().describe('Position in the hash chain.'),
+    prev_hash: z.string().describe('hash of the record before (hex sha256).'),
+    hash: z.string().describe('sha256 over prev_hash, seq and the canonical JSON of the record.'),
+  })
+  .describe('A recorded decision: masked input without the raw token, result, bundle revision, chain link.');
+
+export const decisionPageSchema = z.strictObject({
+  decisions: z.array(storedDecisionSchema).describe('Newest first.'),
+  next_cursor: z.string().nullable().describe('Pass as `cursor` for the next (older) page; null on the last page.'),
+});
+
+export const verifyReportSchema = z.strictObject({
+  ok: z.boolean(),
+  checked: z.number().int().describe('Records whose chain link was checked before the first mismatch.'),
+  checkpoints_verified: z.number().int(),
+  first_mismatch: z
+    .strictObject({
+      decision_id: z.string().nullable().describe('The record at fault; null when it no longer exists (truncated tail, bad anchor).'),
+      seq: z.number().int(),
+      reason: z.enum(['anchor_signature_invalid', 'record_missing', 'prev_hash_mismatch', 'hash_mismatch', 'index_mismatch', 'checkpoint_signature_invalid', 'checkpoint_mismatch', 'records_missing_at_end']),
+    })
+    .optional(),
+});
+
+const replayedResultSchema = decisionResultSchema.extend({ revision: z.string().nullable() });
+
+export const replayReportSchema = z.strictObject({
+  decision_id: z.string(),
+  bundle: z.string(),
+  entrypoint: z.string().describe('`<bundle>/<rule>` evaluated, as at decision time.'),
+  recorded: replayedResultSchema,
+  replayed: replayedResultSchema.extend({ data_version: z.number().int().describe('Live data version the replay evaluated against (today\'s, not the recorded one).') }),
+  same: z.boolean().describe('allow, reasons and obligations are equal.'),
+  masked: z.boolean().describe('decision_log.mask is configured: masked input fields were replayed masked.'),
 });

@@ -1,0 +1,274 @@
+import { createWriteStream } from 'node:fs';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import { ArbiterError } from '../errors.ts';
+
+const HELP = `Usage: arbiter decisions <subcommand> [options]
+
+Subcommands:
+  get <decision_id>            one recorded decision, as JSON
+  query [filters]              a page of decisions, newest first
+  export [filters]             every matching decision as NDJSON (for a SIEM)
+  verify                       walk the hash chain; exit 1 if a record does not match
+  replay <decision_id>         re-evaluate a recorded decision; shows recorded and new result
+
+Filters (query, export):
+  --from <time> --to <time>    RFC 3339 (2025-01-31T12:00:00Z) or epoch ms; from inclusive, to exclusive
+  --iss --sub --client-id --action --resource-type --resource-id --reason --bundle --revision <value>
+  --allow <true|false>
+
+Options:
+  --limit <n>         query: page size, 1-1000 (default 50)
+  --cursor <cursor>   query: the next page, as printed after the previous one
+  --out <file>        export: write to a file instead of stdout
+  --revision <rev>    replay: stored revision to replay against (default: the active one)
+  --url <url>         Arbiter base URL (default $ARBITER_URL or http://127.0.0.1:8181)
+  --token <token>     admin token with arbiter.decisions.read (default $ARBITER_TOKEN)
+  --json              print the server's JSON answer
+  -h, --help
+
+Exit codes: 0 ok, 1 failure (server unreachable or refused, verify found a mismatch), 2 usage.`;
+
+const DEFAULT_URL = 'http://127.0.0.1:8181';
+/** Export progress is reported on stderr after this many records. */
+const PROGRESS_EVERY = 10_000;
+
+/** CLI option -> query parameter of GET /v1/decisions. */
+const FILTERS = {
+  from: 'from',
+  to: 'to',
+  iss: 'iss',
+  sub: 'sub',
+  'client-id': 'client_id',
+  action: 'action',
+  'resource-type': 'resource_type',
+  'resource-id': 'resource_id',
+  allow: 'allow',
+  reason: 'reason',
+  bundle: 'bundle',
+  revision: 'revision',
+} as const;
+
+type Values = Partial<Record<keyof typeof FILTERS | 'limit' | 'cursor' | 'out' | 'url' | 'token', string>> & { json?: boolean };
+
+interface Recorded {
+  decision_id: string;
+  timestamp: number;
+  endpoint: string;
+  bundle: string | null;
+  revision: string | null;
+  input: { subject?: { sub?: string; iss?: string }; action?: { name?: string }; resource?: { type?: string; id?: string } };
+  result: { allow: boolean; reasons: { code: string }[] };
+}
+
+export async function decisionsCommand(argv: string[]): Promise<number> {
+  const stringOptions = Object.fromEntries(
+    [...Object.keys(FILTERS), 'limit', 'cursor', 'out', 'url', 'token'].map((name) => [name, { type: 'string' as const }]),
+  );
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { ...stringOptions, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const options = values as Values;
+  const [subcommand, ...args] = positionals;
+  const expect = (count: number) => {
+    if (args.length !== count) throw new ArbiterError('usage', `decisions ${subcommand} takes ${count === 0 ? 'no' : count} argument${count === 1 ? '' : 's'}\n\n${HELP}`);
+  };
+  switch (subcommand) {
+    case 'get':
+      expect(1);
+      return get(args[0]!, options);
+    case 'query':
+      expect(0);
+      return query(options);
+    case 'export':
+      expect(0);
+      return exportDecisions(options);
+    case 'verify':
+      expect(0);
+      return verify(options);
+    case 'replay':
+      expect(1);
+      return replay(args[0]!, options);
+    default:
+      throw new ArbiterError('usage', `${subcommand ? `unknown subcommand ${JSON.stringify(subcommand)}` : 'a subcommand is required'}\n\n${HELP}`);
+  }
+}
+
+async function get(id: string, options: Values): Promise<number> {
+  const answer = await request(options, 'GET', `/v1/decisions/${encodeURIComponent(id)}`);
+  if (answer === undefined) return 1;
+  // A record is JSON either way; without --json it is indented for reading.
+  if (!options.json) console.log(JSON.stringify(answer, null, 2));
+  return 0;
+}
+
+async function query(options: Values): Promise<number> {
+  const params = filterParams(options);
+  if (options.limit !== undefined) params.set('limit', options.limit);
+  if (options.cursor !== undefined) params.set('cursor', options.cursor);
+  const answer = (await request(options, 'GET', `/v1/decisions?${params}`)) as { decisions: Recorded[]; next_cursor: string | null } | undefined;
+  if (answer === undefined) return 1;
+  if (options.json) return 0;
+  for (const decision of answer.decisions) console.log(describe(decision));
+  if (answer.decisions.length === 0) console.log('no matching decisions');
+  if (answer.next_cursor !== null) console.log(`more: add --cursor ${answer.next_cursor}`);
+  return 0;
+}
+
+async function exportDecisions(options: Values): Promise<number> {
+  const path = `/v1/decisions/export?${filterParams(options)}`;
+  const response = await send(options, 'GET', path);
+  if (response === undefined) return 1;
+  if (!response.ok) return reportFailure(options, 'GET', path, response, await response.text());
+  const destination = options.out === undefined ? stdout() : createWriteStream(options.out);
+  let records = 0;
+  const counted = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      for (const byte of chunk) if (byte === 0x0a && ++records % PROGRESS_EVERY === 0) process.stderr.write(`exported ${records} decisions...\n`);
+      controller.enqueue(chunk);
+    },
+  });
+  try {
+    await pipeline(response.body!.pipeThrough(counted), destination);
+  } catch (error) {
+    console.error(`arbiter: the export stopped after ${records} decisions: ${(error as Error).message}; run it again (narrow it with --from/--to to resume)`);
+    return 1;
+  }
+  process.stderr.write(`exported ${records} decisions${options.out === undefined ? '' : ` to ${options.out}`}\n`);
+  return 0;
+}
+
+async function verify(options: Values): Promise<number> {
+  process.stderr.write(`verifying the decision log at ${baseUrl(options)} (the server walks the whole chain)...\n`);
+  const report = (await request(options, 'GET', '/v1/decisions/verify')) as
+    | { ok: boolean; checked: number; checkpoints_verified: number; first_mismatch?: { decision_id: string | null; seq: number; reason: string } }
+    | undefined;
+  if (report === undefined) return 1;
+  if (report.ok) {
+    if (!options.json) console.log(`decision log intact: ${report.checked} records, ${report.checkpoints_verified} signed checkpoints verified`);
+    return 0;
+  }
+  const mismatch = report.first_mismatch!;
+  if (!options.json) {
+    console.log(`decision log NOT intact: ${mismatch.reason} at seq ${mismatch.seq}${mismatch.decision_id ? ` (decision ${mismatch.decision_id})` : ''}, after ${report.checked} good records`);
+  }
+  console.error('arbiter: the chain does not match from that record on: keep the database file as evidence and compare it with your backups or shipped records');
+  return 1;
+}
+
+interface Side {
+  revision: string | null;
+  allow: boolean;
+  reasons: { code: string }[];
+  obligations: unknown[];
+}
+
+async function replay(id: string, options: Values): Promise<number> {
+  const body = Buffer.from(JSON.stringify(options.revision === undefined ? {} : { revision: options.revision }));
+  const answer = (await request(options, 'POST', `/v1/decisions/${encodeURIComponent(id)}/replay`, { 'content-type': 'application/json' }, body)) as
+    | { entrypoint: string; recorded: Side; replayed: Side; same: boolean; masked: boolean }
+    | undefined;
+  if (answer === undefined) return 1;
+  if (options.json) return 0;
+  const side = (label: string, result: Side) =>
+    `${label} ${result.revision ?? '-'}: ${result.allow ? 'allow' : 'deny'} [${result.reasons.map((r) => r.code).join(', ')}]${result.obligations.length ? ` +${result.obligations.length} obligations` : ''}`;
+  console.log(`${answer.entrypoint}`);
+  console.log(side('recorded', answer.recorded));
+  console.log(side('replayed', answer.replayed));
+  console.log(answer.same ? 'same result' : 'DIFFERENT result');
+  if (answer.masked) console.log('note: decision_log.mask is configured; masked input fields were replayed masked');
+  return 0;
+}
+
+function describe(decision: Recorded): string {
+  const { subject, action, resource } = decision.input;
+  const target = `${resource?.type ?? '-'}${resource?.id === undefined ? '' : `/${resource.id}`}`;
+  return [
+    new Date(decision.timestamp).toISOString(),
+    decision.decision_id,
+    decision.result.allow ? 'allow' : 'deny ',
+    subject?.sub ?? '-',
+    action?.name ?? '-',
+    target,
+    `${decision.bundle ?? '-'}@${decision.revision ?? '-'}`,
+    `[${decision.result.reasons.map((r) => r.code).join(', ')}]`,
+  ].join('  ');
+}
+
+function filterParams(options: Values): URLSearchParams {
+  const params = new URLSearchParams();
+  for (const [option, parameter] of Object.entries(FILTERS)) {
+    const value = options[option as keyof typeof FILTERS];
+    if (value !== undefined) params.set(parameter, value);
+  }
+  return params;
+}
+
+function stdout(): Writable {
+  // pipeline() would end process.stdout; this forwards the bytes and leaves it open.
+  return new Writable({ write: (chunk, _encoding, callback) => void process.stdout.write(chunk, callback) });
+}
+
+function baseUrl(options: Values): string {
+  return options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;
+}
+
+/** The response, or undefined (reported) when the server cannot be reached. */
+async function send(options: Values, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<Response | undefined> {
+  const base = baseUrl(options);
+  const token = options.token ?? process.env.ARBITER_TOKEN;
+  if (!token) throw new ArbiterError('usage', 'an admin token with arbiter.decisions.read is required: --token or $ARBITER_TOKEN');
+  try {
+    return await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
+  } catch (error) {
+    const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
+    console.error(`arbiter: ${base} is unreachable: ${cause}; is the server running? (--url or $ARBITER_URL)`);
+    return undefined;
+  }
+}
+
+/** Sends one admin request; prints the JSON answer with --json, the problem on failure. Undefined means failure. */
+async function request(options: Values, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<unknown> {
+  const response = await send(options, method, path, headers, body);
+  if (response === undefined) return undefined;
+  if (!response.ok) {
+    reportFailure(options, method, path, response, await response.text());
+    return undefined;
+  }
+  const text = await response.text();
+  if (options.json) console.log(text);
+  return JSON.parse(text) as unknown;
+}
+
+/** What to do next, for the failures an operator can fix. */
+const NEXT_STEP: Record<string, string> = {
+  unauthorized: 'pass a valid admin token (--token or $ARBITER_TOKEN) from an admin.issuers issuer',
+  forbidden: 'the token needs the scope arbiter.decisions.read',
+  decision_log_disabled: 'set decision_log.enabled: true in the server configuration',
+  decision_not_found: 'check the id; records older than decision_log.retention are pruned',
+  decision_query_invalid: 'see arbiter decisions --help for the filter formats',
+  decision_cursor_invalid: 'start again without --cursor',
+  bundle_not_found: 'name a stored revision with --revision (arbiter bundle list shows them)',
+  bundle_revision_not_found: 'arbiter bundle list shows the stored revisions',
+};
+
+function reportFailure(options: Values, method: string, path: string, response: Response, text: string): number {
+  let problem: { code?: string; detail?: string } | undefined;
+  try {
+    problem = JSON.parse(text) as { code?: string; detail?: string };
+  } catch {
+    problem = undefined;
+  }
+  if (options.json && problem !== undefined) console.log(text);
+  const code = problem?.code ?? 'error';
+  const next = NEXT_STEP[code];
+  console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${code}${problem?.detail ? `: ${problem.detail}` : ''}${next ? `\n  ${next}` : ''}`);
+  return 1;
+}

@@ -1,0 +1,178 @@
+import { Hono, type Context } from 'hono';
+import { z } from 'zod';
+import type { DecisionPipeline } from '../../decisions/pipeline.ts';
+import { MAX_PAGE_SIZE } from '../../decisions/query.ts';
+import type { StoredDecision } from '../../decisions/record.ts';
+import { replayDecision, type ReplayDeps } from '../../decisions/replay.ts';
+import type { DecisionStore } from '../../decisions/store.ts';
+import { ArbiterError } from '../../errors.ts';
+import type { BundleLifecycle } from '../../policy/lifecycle.ts';
+import type { BundleRegistry } from '../../policy/registry.ts';
+import { adminProblem } from '../admin-errors.ts';
+import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
+import { jsonBody } from '../middleware/json-body.ts';
+import { problem } from '../problem.ts';
+
+export interface DecisionRouteDeps {
+  /** Undefined when decision_log.enabled is false: every route answers 503 decision_log_disabled. */
+  log: { store: DecisionStore; masked: boolean } | undefined;
+  /** Replay evaluates through the decision path's evaluator, on active or stored revisions. */
+  bundles: BundleRegistry;
+  lifecycle: BundleLifecycle;
+  pipeline: DecisionPipeline;
+  admin: AdminAuthDeps;
+  bodyLimitBytes: number;
+}
+
+const EPOCH_MS = /^(0|[1-9][0-9]{0,15})$/;
+const RFC_3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** A point in time as a query parameter: RFC 3339 with an offset, or milliseconds since the epoch. */
+const instant = z
+  .string()
+  .describe('RFC 3339 date-time with offset (2025-01-31T12:00:00Z) or milliseconds since the epoch')
+  .transform((text, ctx) => {
+    const ms = EPOCH_MS.test(text) ? Number(text) : RFC_3339.test(text) ? Date.parse(text) : Number.NaN;
+    if (Number.isSafeInteger(ms) && ms >= 0) return ms;
+    ctx.addIssue({ code: 'custom', message: 'must be an RFC 3339 date-time with offset or epoch milliseconds' });
+    return z.NEVER;
+  });
+
+/** The filters of GET /v1/decisions and /v1/decisions/export, as query parameters; given filters are ANDed. */
+export const decisionFiltersQuerySchema = z.strictObject({
+  from: instant.optional().describe('Decisions at or after this time'),
+  to: instant.optional().describe('Decisions before this time'),
+  iss: z.string().optional().describe('Token issuer'),
+  sub: z.string().optional().describe('Subject (a hashed value when decision_log.mask hashes it: sha256:<hex>)'),
+  client_id: z.string().optional(),
+  action: z.string().optional().describe('Action name'),
+  resource_type: z.string().optional(),
+  resource_id: z.string().optional(),
+  allow: z.enum(['true', 'false']).transform((value) => value === 'true').optional(),
+  reason: z.string().optional().describe('A reason code the decision carries'),
+  bundle: z.string().optional(),
+  revision: z.string().optional().describe('Bundle revision that decided'),
+});
+
+export const decisionsQuerySchema = decisionFiltersQuerySchema.extend({
+  limit: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).optional().describe(`Page size, 1-${MAX_PAGE_SIZE} (default 50)`),
+  cursor: z.string().optional().describe('`next_cursor` of the previous page'),
+});
+
+export const replayRequestSchema = z.strictObject({
+  revision: z.string().min(1).optional().describe('Stored revision of the recorded bundle to replay against; the active revision when absent.'),
+});
+
+/** Records written per chunk of an export before yielding to the event loop. */
+const EXPORT_CHUNK_RECORDS = 500;
+
+/**
+ * The auditor API (scope arbiter.decisions.read): read, query, export and verify the
+ * decision log, and replay a recorded decision against the active or a stored revision.
+ */
+export function decisionRoutes(deps: DecisionRouteDeps) {
+  const read = requireScope(deps.admin, 'arbiter.decisions.read');
+  const log = deps.log;
+  const app = new Hono<{ Variables: AdminVariables }>();
+  if (log === undefined) {
+    return app
+      .get('/v1/decisions/verify', read, disabled)
+      .get('/v1/decisions/export', read, disabled)
+      .get('/v1/decisions', read, disabled)
+      .get('/v1/decisions/:id', read, disabled)
+      .post('/v1/decisions/:id/replay', read, disabled);
+  }
+  const replayDeps: ReplayDeps = {
+    get: (id) => log.store.get(id),
+    activeBundle: (name) => deps.bundles.get(name),
+    withRevision: (name, revision, use) => deps.lifecycle.withRevision(name, revision, use),
+    evaluate: (bundle, entrypoint, input) => deps.pipeline.evaluateRaw(bundle, entrypoint, input),
+  };
+
+  // Static paths first: /v1/decisions/:id would otherwise take "verify" and "export" for ids.
+  return app
+    .get('/v1/decisions/verify', read, async (c) => c.json(await log.store.verify()))
+    .get('/v1/decisions/export', read, (c) => {
+      const query = decisionFiltersQuerySchema.safeParse(c.req.query());
+      if (!query.success) return adminProblem(c, queryError(query.error));
+      try {
+        return c.body(ndjson(log.store.export(query.data)), 200, { 'Content-Type': 'application/x-ndjson' });
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .get('/v1/decisions', read, (c) => {
+      const query = decisionsQuerySchema.safeParse(c.req.query());
+      if (!query.success) return adminProblem(c, queryError(query.error));
+      const { limit, cursor, ...filters } = query.data;
+      try {
+        return c.json(log.store.query(filters, { ...(limit !== undefined && { limit }), ...(cursor !== undefined && { cursor }) }));
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
+    .get('/v1/decisions/:id', read, (c) => {
+      const decision = log.store.get(c.req.param('id'));
+      return decision ? c.json(decision) : adminProblem(c, notFound(c.req.param('id')));
+    })
+    .post('/v1/decisions/:id/replay', read, jsonBody(replayRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+      try {
+        const report = await replayDecision(replayDeps, c.req.param('id'), c.get('body').revision);
+        // Masked input is replayed as stored: a policy reading a masked field sees the mask.
+        return c.json({ ...report, masked: log.masked });
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    });
+}
+
+function disabled(c: Context): Response {
+  return problem(c, 503, {
+    code: 'decision_log_disabled',
+    title: 'Decision log disabled',
+    detail: 'decision_log.enabled is false on this server: decisions are not recorded',
+  });
+}
+
+function notFound(id: string): ArbiterError {
+  return new ArbiterError('decision_not_found', `no decision ${id} in the decision log (unknown, or pruned by retention)`);
+}
+
+/** Names each bad parameter: `from: must be ...; allow: ...`. */
+function queryError(error: z.ZodError): ArbiterError {
+  const detail = error.issues
+    .flatMap((issue) => (issue.code === 'unrecognized_keys' ? issue.keys.map((key) => `${key}: unknown parameter`) : [`${issue.path.join('.')}: ${issue.message}`]))
+    .join('; ');
+  return new ArbiterError('decision_query_invalid', detail);
+}
+
+/**
+ * One JSON line per record, produced as the client reads: each pull writes a chunk and
+ * the next waits for the event loop, so a long export neither buffers nor starves requests.
+ */
+function ndjson(records: Iterable<StoredDecision>): ReadableStream<Uint8Array> {
+  const iterator = records[Symbol.iterator]();
+  const encoder = new TextEncoder();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        let text = '';
+        for (let i = 0; i < EXPORT_CHUNK_RECORDS; i++) {
+          const next = iterator.next();
+          if (next.done) {
+            if (text) controller.enqueue(encoder.encode(text));
+            controller.close();
+            return;
+          }
+          text += `${JSON.stringify(next.value)}\n`;
+        }
+        controller.enqueue(encoder.encode(text));
+      },
+      cancel() {
+        iterator.return?.();
+      },
+    },
+    { highWaterMark: 1 },
+  );
+}

@@ -1,0 +1,500 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashValue } from '../src/decisions/mask.ts';
+import { decisionPageSchema, replayReportSchema, storedDecisionSchema, verifyReportSchema } from '../src/server/openapi/schemas.ts';
+import type { Arbiter } from '../src/server/start.ts';
+import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build } from './support/bundle-sources.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+/** Response bodies are asserted field by field, so they stay loosely typed. */
+type Json = Record<string, any>;
+
+const run = promisify(execFile);
+
+let admins: TestIssuer;
+let idp: TestIssuer;
+let partner: TestIssuer;
+let arbiter: Arbiter;
+let disabled: Arbiter;
+let dir: string;
+let logPath: string;
+let shippedPath: string;
+let readToken: string;
+let processLog: Record<string, any>[];
+const archives: Record<string, Buffer> = {};
+
+const AUDIENCE = 'https://api.example.com';
+const issuerConfig = (issuer: TestIssuer) => ({ issuer: issuer.issuer, jwks_uri: issuer.jwksUri, audiences: [AUDIENCE], algorithms: ['ES256'] });
+const adminConfig = () => ({ admin: { issuers: [{ ...issuerConfig(admins), audiences: ['arbiter-admin'] }] } });
+
+/**
+ * The `audit` test bundle. r1 allows authenticated reads and denies anything else; r2 denies
+ * everything: replaying an r1 decision against r2 must show the difference.
+ */
+const AUDIT_POLICIES = {
+  r1: `package audit
+
+# METADATA
+# entrypoint: true
+decision := {"allow": true, "reasons": [{"code": "granted"}], "obligations": []} if {
+	input.subject.authenticated
+	input.action.name == "read"
+} else := {"allow": false, "reasons": [{"code": "denied"}], "obligations": []}
+`,
+  r2: `package audit
+
+# METADATA
+# entrypoint: true
+decision := {"allow": false, "reasons": [{"code": "frozen"}], "obligations": []}
+`,
+};
+
+async function call(arbiterUnderTest: Arbiter, method: string, path: string, options: { token?: string | null; body?: object } = {}) {
+  const token = options.token === undefined ? readToken : options.token;
+  const response = await fetch(`${arbiterUnderTest.url}${path}`, {
+    method,
+    headers: {
+      ...(token !== null && { authorization: `Bearer ${token}` }),
+      ...(options.body !== undefined && { 'content-type': 'application/json' }),
+    },
+    ...(options.body !== undefined && { body: JSON.stringify(options.body) }),
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, text, body: text && /^application\/(problem\+)?json/.test(response.headers.get('content-type') ?? '') ? (JSON.parse(text) as Json) : undefined };
+}
+
+const get = (path: string, token?: string | null) => call(arbiter, 'GET', path, { token });
+
+interface Made {
+  id: string;
+  iss: string;
+  sub: string;
+  client_id: string;
+  action: string;
+  resource_type: string;
+  resource_id: string;
+  allow: boolean;
+  reason: string;
+}
+
+/** One decision by `who` through /v1/decide on the audit bundle; returns what the test expects to find recorded. */
+async function decide(who: { issuer: TestIssuer; sub: string; client_id: string }, action: string, resource: { type: string; id: string }, context: Json = {}): Promise<Made> {
+  const token = await who.issuer.sign({ sub: who.sub, client_id: who.client_id, scope: 'read' });
+  const res = await postJson(`${arbiter.url}/v1/decide`, { token, action, resource, context, policy: 'audit' });
+  expect(res.status).toBe(200);
+  return {
+    id: res.body!.decision_id as string,
+    iss: who.issuer.issuer,
+    sub: who.sub,
+    client_id: who.client_id,
+    action,
+    resource_type: resource.type,
+    resource_id: resource.id,
+    allow: res.body!.allow as boolean,
+    reason: res.body!.reasons[0].code as string,
+  };
+}
+
+/** Every page of GET /v1/decisions for `params`, as decision ids in the order served. */
+async function allIds(params: Record<string, string>, limit = 1000): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const query = new URLSearchParams({ ...params, limit: String(limit), ...(cursor !== null && { cursor }) });
+    const page = await get(`/v1/decisions?${query}`);
+    expect(page.status, page.text).toBe(200);
+    ids.push(...(page.body!.decisions as Json[]).map((d) => d.decision_id as string));
+    cursor = page.body!.next_cursor as string | null;
+  } while (cursor !== null);
+  return ids;
+}
+
+function storedBodies(): string[] {
+  const db = new DatabaseSync(logPath, { readOnly: true });
+  try {
+    return (db.prepare('SELECT body FROM decisions').all() as { body: string }[]).map((row) => row.body);
+  } finally {
+    db.close();
+  }
+}
+
+function cli(...args: string[]) {
+  return run(process.execPath, ['src/cli/main.ts', 'decisions', ...args, '--url', arbiter.url, '--token', readToken]).then(
+    (result) => ({ code: 0, ...result }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+}
+
+beforeAll(async () => {
+  [admins, idp, partner] = await Promise.all([
+    TestIssuer.create('https://admins.test.example'),
+    TestIssuer.create('https://idp.test.example'),
+    TestIssuer.create('https://partner.test.example'),
+  ]);
+  await Promise.all([admins.serve(), idp.serve(), partner.serve()]);
+  dir = tempDir('arbiter-decisions-http-');
+  for (const [revision, policy] of Object.entries(AUDIT_POLICIES)) {
+    const src = join(dir, `audit-${revision}`);
+    mkdirSync(src);
+    writeFileSync(join(src, 'policy.rego'), policy);
+    writeFileSync(join(src, '.manifest'), JSON.stringify({ roots: ['audit'] }));
+    archives[revision] = build(src, join(dir, `audit-${revision}.tar.gz`), revision);
+  }
+  logPath = join(dir, 'decisions.db');
+  shippedPath = join(dir, 'shipped.ndjson');
+  const captured = capturingLogger();
+  processLog = captured.lines;
+  arbiter = await startTestArbiter(
+    {
+      ...adminConfig(),
+      issuers: [issuerConfig(idp), issuerConfig(partner)],
+      decision_log: {
+        path: logPath,
+        busy_timeout_ms: 200,
+        mask: [
+          { pointer: '/input/context/client_ip', mode: 'erase' },
+          { pointer: '/input/subject/sub', mode: 'hash' },
+          // The verified payload is kept under claims too: masking a claim means masking both.
+          { pointer: '/input/subject/claims/sub', mode: 'hash' },
+        ],
+        transport: { target: 'pino/file', options: { destination: shippedPath } },
+      },
+    },
+    { logger: captured.logger },
+  );
+  disabled = await startTestArbiter({ ...adminConfig(), decision_log: { enabled: false } });
+  readToken = await admins.sign({ sub: 'auditor@example', aud: 'arbiter-admin', scope: 'arbiter.decisions.read' });
+  const pushToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
+  const pushed = await fetch(`${arbiter.url}/v1/bundles/audit`, { method: 'PUT', headers: { authorization: `Bearer ${pushToken}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archives.r1!) });
+  expect(pushed.status).toBe(201);
+}, 60_000);
+
+afterAll(async () => {
+  await arbiter?.close();
+  await disabled?.close();
+  await Promise.all([admins?.close(), idp?.close(), partner?.close()]);
+});
+
+const alice = () => ({ issuer: idp, sub: 'user:alice', client_id: 'web' });
+const bob = () => ({ issuer: idp, sub: 'user:bob', client_id: 'cli' });
+const carol = () => ({ issuer: partner, sub: 'user:carol', client_id: 'web' });
+
+describe('admin authorization', () => {
+  it('401 without a token, 403 without arbiter.decisions.read', async () => {
+    const none = await get('/v1/decisions', null);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toContain('scope="arbiter.decisions.read"');
+    const bundlesOnly = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read' });
+    for (const path of ['/v1/decisions', '/v1/decisions/verify', '/v1/decisions/export', '/v1/decisions/0190b8c4-0000-7000-8000-000000000000']) {
+      expect((await get(path, bundlesOnly)).body).toMatchObject({ status: 403, code: 'forbidden' });
+    }
+    expect((await call(arbiter, 'POST', '/v1/decisions/x/replay', { token: null, body: {} })).status).toBe(401);
+  });
+
+  it('answers 503 decision_log_disabled when the log is off (after authentication)', async () => {
+    expect((await call(disabled, 'GET', '/v1/decisions', { token: null })).status).toBe(401);
+    for (const path of ['/v1/decisions', '/v1/decisions/verify', '/v1/decisions/export', '/v1/decisions/some-id']) {
+      expect((await call(disabled, 'GET', path)).body).toMatchObject({ status: 503, code: 'decision_log_disabled' });
+    }
+    expect((await call(disabled, 'POST', '/v1/decisions/some-id/replay', { body: {} })).body).toMatchObject({ status: 503, code: 'decision_log_disabled' });
+  });
+});
+
+describe('recording', () => {
+  it('stores every one of many concurrent decisions, retrievable by id', async () => {
+    const made = await Promise.all(Array.from({ length: 40 }, (_, i) => decide(i % 2 ? alice() : bob(), i % 3 ? 'read' : 'write', { type: 'doc', id: `d-${i}` })));
+    expect(new Set(made.map((m) => m.id)).size).toBe(40);
+    for (const m of made) {
+      const res = await get(`/v1/decisions/${m.id}`);
+      expect(res.status).toBe(200);
+      expect(storedDecisionSchema.safeParse(res.body).success).toBe(true);
+      expect(res.body).toMatchObject({
+        decision_id: m.id,
+        endpoint: '/v1/decide',
+        rule: 'decision',
+        bundle: 'audit',
+        revision: 'r1',
+        result: { allow: m.allow, reasons: [{ code: m.reason }] },
+        input: { action: { name: m.action }, resource: { type: 'doc', id: m.resource_id } },
+      });
+    }
+  });
+
+  it('keeps the token fingerprint and the claim names, never the raw token', async () => {
+    const token = await idp.sign({ sub: 'user:dave', client_id: 'web', scope: 'read', department: 'audit' });
+    const res = await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc', id: 'x' }, policy: 'audit' });
+    const record = (await get(`/v1/decisions/${res.body!.decision_id}`)).body!;
+    expect(record.input.subject.token.fingerprint).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(record.claim_names).toEqual(expect.arrayContaining(['iss', 'sub', 'client_id', 'scope', 'department']));
+    expect(JSON.stringify(record)).not.toContain(token);
+    // Nor any part of it: the signature is what would let someone replay the token.
+    const signature = token.split('.')[2]!;
+    const body = storedBodies().find((text) => text.includes(res.body!.decision_id as string))!;
+    expect(body).toContain(record.input.subject.token.fingerprint);
+    expect(body).not.toContain(signature);
+    expect(storedBodies().some((text) => text.includes(token))).toBe(false);
+  });
+
+  it('masks what decision_log.mask says: client_ip erased, sub hashed', async () => {
+    const m = await decide(alice(), 'read', { type: 'doc', id: 'masked' }, { client_ip: '203.0.113.9', purpose: 'review' });
+    const record = (await get(`/v1/decisions/${m.id}`)).body!;
+    expect(record.input.context).toMatchObject({ purpose: 'review' });
+    expect(record.input.context).not.toHaveProperty('client_ip');
+    expect(record.input.subject.sub).toBe(hashValue('user:alice'));
+    expect(record.input.subject.claims.sub).toBe(hashValue('user:alice'));
+    const body = storedBodies().find((text) => text.includes(m.id))!;
+    expect(body).not.toContain('203.0.113.9');
+    expect(body).not.toContain('user:alice');
+  });
+
+  it('ships committed records to the pino transport, and keeps them out of the process log', async () => {
+    const made = await Promise.all([decide(alice(), 'read', { type: 'doc', id: 's1' }), decide(bob(), 'write', { type: 'doc', id: 's2' })]);
+    let shipped: Json[] = [];
+    for (let i = 0; i < 100 && !made.every((m) => shipped.some((s) => s.decision_id === m.id)); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      shipped = readFileSync(shippedPath, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Json);
+    }
+    for (const m of made) {
+      const line = shipped.find((s) => s.decision_id === m.id);
+      expect(line).toMatchObject({ decision_id: m.id, hash: expect.stringMatching(/^[0-9a-f]{64}$/), result: { allow: m.allow } });
+      // Shipped records are masked like stored ones.
+      expect(line!.input.subject.sub).toBe(hashValue(m.sub));
+    }
+    // The transport carries records only, and the process log has a line per decision, never the record.
+    expect(shipped.every((s) => s.msg === undefined && s.seq !== undefined)).toBe(true);
+    const processLines = processLog.filter((line) => made.some((m) => line.decision_id === m.id));
+    expect(processLines.map((line) => line.msg)).toEqual(['decision', 'decision']);
+    expect(processLog.some((line) => line.hash !== undefined || line.prev_hash !== undefined || line.input !== undefined)).toBe(false);
+  });
+});
+
+describe('GET /v1/decisions', () => {
+  let made: Made[];
+  let timestamps: Map<string, number>;
+  let since: string;
+
+  beforeAll(async () => {
+    since = String(Date.now());
+    made = [];
+    // Sequential in small groups, so timestamps spread over several milliseconds.
+    const people = [alice(), bob(), carol()];
+    for (let i = 0; i < 18; i += 3) {
+      made.push(
+        ...(await Promise.all(
+          people.map((who, j) => decide(who, (i + j) % 4 === 0 ? 'write' : 'read', { type: j === 2 ? 'photo' : 'doc', id: `q-${(i + j) % 5}` })),
+        )),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 3));
+    }
+    timestamps = new Map();
+    for (const m of made) timestamps.set(m.id, (await get(`/v1/decisions/${m.id}`)).body!.timestamp as number);
+  });
+
+  const expectIds = async (params: Record<string, string>, predicate: (m: Made) => boolean) => {
+    const expected = made.filter(predicate).map((m) => m.id).sort();
+    expect(expected.length, JSON.stringify(params)).toBeGreaterThan(0);
+    expect((await allIds({ from: since, ...params })).sort(), JSON.stringify(params)).toEqual(expected);
+  };
+
+  it('filters by each field', async () => {
+    await expectIds({}, () => true);
+    await expectIds({ iss: partner.issuer }, (m) => m.iss === partner.issuer);
+    // The subject is masked by hashing: it is found by its hash, not by its value.
+    await expectIds({ sub: hashValue('user:bob') }, (m) => m.sub === 'user:bob');
+    expect(await allIds({ from: since, sub: 'user:bob' })).toEqual([]);
+    await expectIds({ client_id: 'cli' }, (m) => m.client_id === 'cli');
+    await expectIds({ action: 'write' }, (m) => m.action === 'write');
+    await expectIds({ resource_type: 'photo' }, (m) => m.resource_type === 'photo');
+    await expectIds({ resource_id: 'q-3' }, (m) => m.resource_id === 'q-3');
+    await expectIds({ allow: 'true' }, (m) => m.allow);
+    await expectIds({ allow: 'false' }, (m) => !m.allow);
+    await expectIds({ reason: 'denied' }, (m) => m.reason === 'denied');
+    await expectIds({ bundle: 'audit', revision: 'r1' }, () => true);
+    expect(await allIds({ from: since, revision: 'r9' })).toEqual([]);
+    await expectIds({ action: 'read', resource_type: 'doc', client_id: 'web' }, (m) => m.action === 'read' && m.resource_type === 'doc' && m.client_id === 'web');
+  });
+
+  it('filters by time range, from inclusive and to exclusive, in epoch ms or RFC 3339', async () => {
+    const sorted = [...new Set(timestamps.values())].sort((a, b) => a - b);
+    expect(sorted.length).toBeGreaterThan(2);
+    const [from, to] = [sorted[1]!, sorted.at(-1)!];
+    const inRange = (m: Made) => timestamps.get(m.id)! >= from && timestamps.get(m.id)! < to;
+    await expectIds({ from: String(from), to: String(to) }, inRange);
+    await expectIds({ from: new Date(from).toISOString(), to: new Date(to).toISOString() }, inRange);
+    await expectIds({ from: new Date(from).toISOString().replace('Z', '+00:00') }, (m) => timestamps.get(m.id)! >= from);
+  });
+
+  it('answers newest first and names a bad parameter with 400', async () => {
+    const page = await get(`/v1/decisions?from=${since}&limit=5`);
+    expect(decisionPageSchema.safeParse(page.body).success).toBe(true);
+    const seen = (page.body!.decisions as Json[]).map((d) => [d.timestamp, d.seq] as [number, number]);
+    expect(seen).toEqual([...seen].sort((a, b) => b[0] - a[0] || b[1] - a[1]));
+
+    for (const [query, parameter] of [
+      ['allow=maybe', 'allow'],
+      ['from=yesterday', 'from'],
+      ['to=2025-01-01', 'to'],
+      ['limit=0', 'limit'],
+      ['limit=5000', 'limit'],
+      ['colour=red', 'colour'],
+    ] as const) {
+      const res = await get(`/v1/decisions?${query}`);
+      expect(res.status, query).toBe(400);
+      expect(res.body, query).toMatchObject({ code: 'decision_query_invalid', detail: expect.stringContaining(parameter) });
+    }
+    expect((await get('/v1/decisions?cursor=bm9wZQ')).body).toMatchObject({ status: 400, code: 'decision_cursor_invalid' });
+    expect((await get('/v1/decisions/0190b8c4-0000-7000-8000-000000000000')).body).toMatchObject({ status: 404, code: 'decision_not_found' });
+  });
+
+  it('pages without duplicates or gaps while decisions keep being written', async () => {
+    const before = await allIds({ from: since });
+    const paged: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const query = new URLSearchParams({ from: since, limit: '4', ...(cursor !== null && { cursor }) });
+      const page = await get(`/v1/decisions?${query}`);
+      paged.push(...(page.body!.decisions as Json[]).map((d) => d.decision_id as string));
+      cursor = page.body!.next_cursor as string | null;
+      pages += 1;
+      // New decisions between pages: newer than every cursor, so they never enter this walk.
+      await Promise.all([decide(alice(), 'read', { type: 'doc', id: `p-${pages}` }), decide(carol(), 'write', { type: 'doc', id: `p-${pages}` })]);
+    } while (cursor !== null);
+    expect(pages).toBeGreaterThan(3);
+    expect(new Set(paged).size).toBe(paged.length);
+    expect(paged).toEqual(before);
+  });
+
+  it('exports the same decisions as NDJSON, streamed', async () => {
+    const params = new URLSearchParams({ from: since, allow: 'false' });
+    const res = await get(`/v1/decisions/export?${params}`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/x-ndjson');
+    const lines = res.text.split('\n');
+    expect(lines.pop()).toBe('');
+    const exported = lines.map((line) => JSON.parse(line) as Json);
+    expect(exported.every((d) => d.result.allow === false)).toBe(true);
+    expect(exported.map((d) => d.decision_id)).toEqual(await allIds(Object.fromEntries(params), 3));
+    expect((await get('/v1/decisions/export?allow=no')).body).toMatchObject({ status: 400, code: 'decision_query_invalid' });
+  });
+});
+
+describe('audit_unavailable', () => {
+  it('denies when the log cannot be written, and allows again once it can', async () => {
+    const lock = new DatabaseSync(logPath);
+    let denied: Json;
+    try {
+      lock.exec('BEGIN EXCLUSIVE');
+      const token = await idp.sign({ sub: 'user:alice', scope: 'read' });
+      denied = (await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' }, policy: 'audit' })).body!;
+      expect(denied).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
+    } finally {
+      if (lock.isTransaction) lock.exec('ROLLBACK');
+      lock.close();
+    }
+    // It was not recorded: that is why it was denied.
+    expect((await get(`/v1/decisions/${denied.decision_id}`)).status).toBe(404);
+    const allowed = await decide(alice(), 'read', { type: 'doc', id: 'after-lock' });
+    expect(allowed).toMatchObject({ allow: true, reason: 'granted' });
+    expect((await get(`/v1/decisions/${allowed.id}`)).status).toBe(200);
+  });
+});
+
+describe('POST /v1/decisions/{id}/replay', () => {
+  it('shows the recorded and the new result side by side, against the active or a stored revision', async () => {
+    const recorded = await decide(alice(), 'read', { type: 'doc', id: 'replayed' });
+    expect(recorded.allow).toBe(true);
+    const pushToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
+    const pushed = await fetch(`${arbiter.url}/v1/bundles/audit`, { method: 'PUT', headers: { authorization: `Bearer ${pushToken}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archives.r2!) });
+    expect(pushed.status).toBe(201);
+
+    const againstActive = await call(arbiter, 'POST', `/v1/decisions/${recorded.id}/replay`, { body: {} });
+    expect(againstActive.status, againstActive.text).toBe(200);
+    expect(replayReportSchema.safeParse(againstActive.body).success).toBe(true);
+    expect(againstActive.body).toMatchObject({
+      decision_id: recorded.id,
+      entrypoint: 'audit/decision',
+      recorded: { revision: 'r1', allow: true, reasons: [{ code: 'granted' }] },
+      replayed: { revision: 'r2', allow: false, reasons: [{ code: 'frozen' }] },
+      same: false,
+      masked: true,
+    });
+
+    // The older revision comes from the store without being activated.
+    const againstOlder = await call(arbiter, 'POST', `/v1/decisions/${recorded.id}/replay`, { body: { revision: 'r1' } });
+    expect(againstOlder.body).toMatchObject({ replayed: { revision: 'r1', allow: true, reasons: [{ code: 'granted' }] }, same: true });
+    expect(arbiter.bundles.get('audit')?.revision).toBe('r2');
+    expect((await postJson(`${arbiter.url}/v1/decide`, { token: await idp.sign({ scope: 'read' }), action: 'read', resource: { type: 'doc' }, policy: 'audit' })).body).toMatchObject({ reasons: [{ code: 'frozen' }] });
+  });
+
+  it('answers 404 for an unknown decision or revision, 409 when no policy ran', async () => {
+    const some = await decide(bob(), 'read', { type: 'doc', id: 'r' });
+    expect((await call(arbiter, 'POST', '/v1/decisions/0190b8c4-0000-7000-8000-000000000000/replay', { body: {} })).body).toMatchObject({ status: 404, code: 'decision_not_found' });
+    expect((await call(arbiter, 'POST', `/v1/decisions/${some.id}/replay`, { body: { revision: 'r7' } })).body).toMatchObject({ status: 404, code: 'bundle_revision_not_found' });
+    expect((await call(arbiter, 'POST', `/v1/decisions/${some.id}/replay`, { body: { version: 'r1' } })).body).toMatchObject({ status: 400, code: 'invalid_request' });
+    const refused = await postJson(`${arbiter.url}/v1/decide`, { token: 'not.a.token', action: 'read', resource: { type: 'doc' }, policy: 'audit' });
+    expect(refused.body!.reasons[0].code).toMatch(/^token_/);
+    expect((await call(arbiter, 'POST', `/v1/decisions/${refused.body!.decision_id}/replay`, { body: {} })).body).toMatchObject({ status: 409, code: 'decision_not_replayable' });
+  });
+});
+
+describe('arbiter decisions (CLI)', () => {
+  it('gets, queries, exports and replays over HTTP', async () => {
+    const m = await decide(carol(), 'write', { type: 'photo', id: 'cli' });
+    const got = await cli('get', m.id);
+    expect(got.code).toBe(0);
+    expect(JSON.parse(got.stdout)).toMatchObject({ decision_id: m.id, result: { allow: false } });
+
+    const queried = await cli('query', '--iss', partner.issuer, '--resource-id', 'cli', '--allow', 'false', '--json');
+    expect(JSON.parse(queried.stdout).decisions.map((d: Json) => d.decision_id)).toEqual([m.id]);
+    const human = await cli('query', '--resource-id', 'cli');
+    expect(human.stdout).toContain(m.id);
+
+    const out = join(dir, 'export.ndjson');
+    const exported = await cli('export', '--iss', partner.issuer, '--out', out);
+    expect(exported.code).toBe(0);
+    const count = (await allIds({ iss: partner.issuer })).length;
+    expect(readFileSync(out, 'utf8').trim().split('\n')).toHaveLength(count);
+    expect(exported.stderr).toContain(`exported ${count} decisions`);
+
+    expect((await cli('replay', m.id)).stdout).toContain('same result');
+    const replayed = await cli('replay', m.id, '--revision', 'r1');
+    expect(replayed.stdout).toMatch(/recorded r2: deny \[frozen\]\nreplayed r1: deny \[denied\]\nDIFFERENT result/);
+
+    const bad = await cli('query', '--allow', 'maybe');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('decision_query_invalid');
+    const usage = await cli('get');
+    expect(usage.code).toBe(2);
+  });
+});
+
+describe('GET /v1/decisions/verify', () => {
+  it('reports ok, then the first record whose stored row was tampered with', async () => {
+    const intact = await get('/v1/decisions/verify');
+    expect(verifyReportSchema.safeParse(intact.body).success).toBe(true);
+    expect(intact.body).toMatchObject({ ok: true, checked: expect.any(Number) });
+    expect(intact.body!.checked).toBeGreaterThan(50);
+    expect((await cli('verify')).code).toBe(0);
+
+    const victim = await decide(bob(), 'write', { type: 'doc', id: 'tampered' });
+    await decide(bob(), 'read', { type: 'doc', id: 'after-tampered' });
+    const db = new DatabaseSync(logPath);
+    try {
+      db.prepare("UPDATE decisions SET body = replace(body, '\"allow\":false', '\"allow\":true') WHERE decision_id = ?").run(victim.id);
+      expect((db.prepare('SELECT changes() AS n').get() as { n: number }).n).toBe(1);
+    } finally {
+      db.close();
+    }
+    const broken = await get('/v1/decisions/verify');
+    expect(broken.body).toMatchObject({ ok: false, first_mismatch: { decision_id: victim.id, reason: 'hash_mismatch' } });
+    const verified = await cli('verify');
+    expect(verified.code).toBe(1);
+    expect(verified.stdout).toContain(victim.id);
+  });
+});
