@@ -4,6 +4,7 @@ import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
 import { buildBundle } from '../toolchain/build.ts';
+import { adminRequest } from './admin-client.ts';
 
 const HELP = `Usage: arbiter bundle <subcommand> [options]
 
@@ -24,7 +25,6 @@ Options:
 
 Exit codes: 0 ok, 1 failure (build failed, server unreachable or refused), 2 usage.`;
 
-const DEFAULT_URL = 'http://127.0.0.1:8181';
 
 type Options = { out?: string; revision?: string; name?: string; url?: string; token?: string; json?: boolean };
 
@@ -106,7 +106,7 @@ async function push(path: string, options: Options): Promise<number> {
   } else {
     archive = readFileSync(path);
   }
-  const answer = await request(options, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive);
+  const answer = await adminRequest(options, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive);
   if (answer === undefined) return 1;
   if (!options.json) {
     const body = answer as { outcome: string; revision: string; digest: string };
@@ -122,7 +122,7 @@ interface Status {
 }
 
 async function list(options: Options): Promise<number> {
-  const answer = (await request(options, 'GET', '/v1/bundles')) as { bundles: Status[] } | undefined;
+  const answer = (await adminRequest(options, 'GET', '/v1/bundles')) as { bundles: Status[] } | undefined;
   if (answer === undefined) return 1;
   if (!options.json) {
     for (const status of answer.bundles) console.log(describe(status));
@@ -133,7 +133,7 @@ async function list(options: Options): Promise<number> {
 
 async function activate(name: string, revision: string, options: Options): Promise<number> {
   const body = Buffer.from(JSON.stringify({ revision }));
-  const answer = (await request(options, 'POST', `/v1/bundles/${encodeURIComponent(name)}/activate`, { 'content-type': 'application/json' }, body)) as Status | undefined;
+  const answer = (await adminRequest(options, 'POST', `/v1/bundles/${encodeURIComponent(name)}/activate`, { 'content-type': 'application/json' }, body)) as Status | undefined;
   if (answer === undefined) return 1;
   if (!options.json) console.log(describe(answer));
   return 0;
@@ -145,31 +145,3 @@ function describe({ name, active, revisions }: Status): string {
   return `${name}: ${activeText}${stored}`;
 }
 
-/** Sends one admin request; prints the JSON answer with --json, the problem on failure. Undefined means failure. */
-async function request(options: Options, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<unknown> {
-  const base = options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;
-  const token = options.token ?? process.env.ARBITER_TOKEN;
-  if (!token) throw new ArbiterError('usage', 'an admin token is required: --token or $ARBITER_TOKEN');
-  let response: Response;
-  try {
-    response = await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
-  } catch (error) {
-    console.error(`arbiter: ${base} is unreachable: ${(error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message}`);
-    return undefined;
-  }
-  const text = await response.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  if (!response.ok) {
-    const problem = json as { code?: string; detail?: string } | undefined;
-    if (options.json && json !== undefined) console.log(text);
-    console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${problem?.code ?? 'error'}${problem?.detail ? `: ${problem.detail}` : ''}`);
-    return undefined;
-  }
-  if (options.json) console.log(text);
-  return json;
-}

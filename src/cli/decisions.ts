@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
+import { adminBaseUrl, adminRequest, adminSend, reportFailure } from './admin-client.ts';
 
 const HELP = `Usage: arbiter decisions <subcommand> [options]
 
@@ -30,7 +31,6 @@ Options:
 
 Exit codes: 0 ok, 1 failure (server unreachable or refused, verify found a mismatch), 2 usage.`;
 
-const DEFAULT_URL = 'http://127.0.0.1:8181';
 /** Export progress is reported on stderr after this many records. */
 const PROGRESS_EVERY = 10_000;
 
@@ -102,7 +102,7 @@ export async function decisionsCommand(argv: string[]): Promise<number> {
 }
 
 async function get(id: string, options: Values): Promise<number> {
-  const answer = await request(options, 'GET', `/v1/decisions/${encodeURIComponent(id)}`);
+  const answer = await adminRequest(options, 'GET', `/v1/decisions/${encodeURIComponent(id)}`);
   if (answer === undefined) return 1;
   // A record is JSON either way; without --json it is indented for reading.
   if (!options.json) console.log(JSON.stringify(answer, null, 2));
@@ -113,7 +113,7 @@ async function query(options: Values): Promise<number> {
   const params = filterParams(options);
   if (options.limit !== undefined) params.set('limit', options.limit);
   if (options.cursor !== undefined) params.set('cursor', options.cursor);
-  const answer = (await request(options, 'GET', `/v1/decisions?${params}`)) as { decisions: Recorded[]; next_cursor: string | null } | undefined;
+  const answer = (await adminRequest(options, 'GET', `/v1/decisions?${params}`)) as { decisions: Recorded[]; next_cursor: string | null } | undefined;
   if (answer === undefined) return 1;
   if (options.json) return 0;
   for (const decision of answer.decisions) console.log(describe(decision));
@@ -124,7 +124,7 @@ async function query(options: Values): Promise<number> {
 
 async function exportDecisions(options: Values): Promise<number> {
   const path = `/v1/decisions/export?${filterParams(options)}`;
-  const response = await send(options, 'GET', path);
+  const response = await adminSend(options, 'GET', path);
   if (response === undefined) return 1;
   if (!response.ok) return reportFailure(options, 'GET', path, response, await response.text());
   const destination = options.out === undefined ? stdout() : createWriteStream(options.out);
@@ -146,8 +146,8 @@ async function exportDecisions(options: Values): Promise<number> {
 }
 
 async function verify(options: Values): Promise<number> {
-  process.stderr.write(`verifying the decision log at ${baseUrl(options)} (the server walks the whole chain)...\n`);
-  const report = (await request(options, 'GET', '/v1/decisions/verify')) as
+  process.stderr.write(`verifying the decision log at ${adminBaseUrl(options)} (the server walks the whole chain)...\n`);
+  const report = (await adminRequest(options, 'GET', '/v1/decisions/verify')) as
     | { ok: boolean; checked: number; checkpoints_verified: number; first_mismatch?: { decision_id: string | null; seq: number; reason: string } }
     | undefined;
   if (report === undefined) return 1;
@@ -172,7 +172,7 @@ interface Side {
 
 async function replay(id: string, options: Values): Promise<number> {
   const body = Buffer.from(JSON.stringify(options.revision === undefined ? {} : { revision: options.revision }));
-  const answer = (await request(options, 'POST', `/v1/decisions/${encodeURIComponent(id)}/replay`, { 'content-type': 'application/json' }, body)) as
+  const answer = (await adminRequest(options, 'POST', `/v1/decisions/${encodeURIComponent(id)}/replay`, { 'content-type': 'application/json' }, body)) as
     | { entrypoint: string; recorded: Side; replayed: Side; same: boolean; masked: boolean }
     | undefined;
   if (answer === undefined) return 1;
@@ -216,59 +216,3 @@ function stdout(): Writable {
   return new Writable({ write: (chunk, _encoding, callback) => void process.stdout.write(chunk, callback) });
 }
 
-function baseUrl(options: Values): string {
-  return options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;
-}
-
-/** The response, or undefined (reported) when the server cannot be reached. */
-async function send(options: Values, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<Response | undefined> {
-  const base = baseUrl(options);
-  const token = options.token ?? process.env.ARBITER_TOKEN;
-  if (!token) throw new ArbiterError('usage', 'an admin token with arbiter.decisions.read is required: --token or $ARBITER_TOKEN');
-  try {
-    return await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
-  } catch (error) {
-    const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
-    console.error(`arbiter: ${base} is unreachable: ${cause}; is the server running? (--url or $ARBITER_URL)`);
-    return undefined;
-  }
-}
-
-/** Sends one admin request; prints the JSON answer with --json, the problem on failure. Undefined means failure. */
-async function request(options: Values, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<unknown> {
-  const response = await send(options, method, path, headers, body);
-  if (response === undefined) return undefined;
-  if (!response.ok) {
-    reportFailure(options, method, path, response, await response.text());
-    return undefined;
-  }
-  const text = await response.text();
-  if (options.json) console.log(text);
-  return JSON.parse(text) as unknown;
-}
-
-/** What to do next, for the failures an operator can fix. */
-const NEXT_STEP: Record<string, string> = {
-  unauthorized: 'pass a valid admin token (--token or $ARBITER_TOKEN) from an admin.issuers issuer',
-  forbidden: 'the token needs the scope arbiter.decisions.read',
-  decision_log_disabled: 'set decision_log.enabled: true in the server configuration',
-  decision_not_found: 'check the id; records older than decision_log.retention are pruned',
-  decision_query_invalid: 'see arbiter decisions --help for the filter formats',
-  decision_cursor_invalid: 'start again without --cursor',
-  bundle_not_found: 'name a stored revision with --revision (arbiter bundle list shows them)',
-  bundle_revision_not_found: 'arbiter bundle list shows the stored revisions',
-};
-
-function reportFailure(options: Values, method: string, path: string, response: Response, text: string): number {
-  let problem: { code?: string; detail?: string } | undefined;
-  try {
-    problem = JSON.parse(text) as { code?: string; detail?: string };
-  } catch {
-    problem = undefined;
-  }
-  if (options.json && problem !== undefined) console.log(text);
-  const code = problem?.code ?? 'error';
-  const next = NEXT_STEP[code];
-  console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${code}${problem?.detail ? `: ${problem.detail}` : ''}${next ? `\n  ${next}` : ''}`);
-  return 1;
-}

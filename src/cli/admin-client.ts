@@ -1,0 +1,83 @@
+import { ArbiterError } from '../errors.ts';
+
+/** How CLI commands reach a running Arbiter's admin API: --url / $ARBITER_URL, --token / $ARBITER_TOKEN. */
+export interface AdminClientOptions {
+  url?: string | undefined;
+  token?: string | undefined;
+  /** Print answers (and problems) as JSON on stdout, for scripts. */
+  json?: boolean | undefined;
+}
+
+const DEFAULT_URL = 'http://127.0.0.1:8181';
+
+/** What to do next, for the failures an operator can fix, by problem code. */
+const NEXT_STEP: Record<string, string> = {
+  unauthorized: 'pass a valid admin token (--token or $ARBITER_TOKEN) from an admin.issuers issuer',
+  forbidden: 'the token lacks the scope this endpoint needs (see the problem detail)',
+  decision_log_disabled: 'set decision_log.enabled: true in the server configuration',
+  decision_not_found: 'check the id; records older than decision_log.retention are pruned',
+  decision_query_invalid: 'see arbiter decisions --help for the filter formats',
+  decision_cursor_invalid: 'start again without --cursor',
+  bundle_not_found: 'arbiter bundle list shows the bundles and their stored revisions',
+  bundle_revision_not_found: 'arbiter bundle list shows the stored revisions',
+  signature_missing: 'sign the bundle (opa build --signing-key ... or opa sign) or set bundles.require_signatures: false',
+  bundle_replayed: 'push a newer revision, or activate an older one explicitly with arbiter bundle activate',
+};
+
+export function adminBaseUrl(options: AdminClientOptions): string {
+  return options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;
+}
+
+/** The response, or undefined (reported on stderr) when the server cannot be reached. */
+export async function adminSend(
+  options: AdminClientOptions,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: Uint8Array,
+): Promise<Response | undefined> {
+  const base = adminBaseUrl(options);
+  const token = options.token ?? process.env.ARBITER_TOKEN;
+  if (!token) throw new ArbiterError('usage', 'an admin token is required: --token or $ARBITER_TOKEN');
+  try {
+    return await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
+  } catch (error) {
+    const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
+    console.error(`arbiter: ${base} is unreachable: ${cause}; is the server running? (--url or $ARBITER_URL)`);
+    return undefined;
+  }
+}
+
+/** Sends one admin request; prints the JSON answer with --json, the problem on failure. Undefined means failure. */
+export async function adminRequest(
+  options: AdminClientOptions,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: Uint8Array,
+): Promise<unknown> {
+  const response = await adminSend(options, method, path, headers, body);
+  if (response === undefined) return undefined;
+  const text = await response.text();
+  if (!response.ok) {
+    reportFailure(options, method, path, response, text);
+    return undefined;
+  }
+  if (options.json) console.log(text);
+  return JSON.parse(text) as unknown;
+}
+
+/** Says on stderr what failed and what to do next; echoes the problem on stdout with --json. Returns exit code 1. */
+export function reportFailure(options: AdminClientOptions, method: string, path: string, response: Response, text: string): number {
+  let problem: { code?: string; detail?: string } | undefined;
+  try {
+    problem = JSON.parse(text) as { code?: string; detail?: string };
+  } catch {
+    problem = undefined;
+  }
+  if (options.json && problem !== undefined) console.log(text);
+  const code = problem?.code ?? 'error';
+  const next = NEXT_STEP[code];
+  console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${code}${problem?.detail ? `: ${problem.detail}` : ''}${next ? `\n  ${next}` : ''}`);
+  return 1;
+}
