@@ -4,7 +4,8 @@ import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
 import { buildBundle } from '../toolchain/build.ts';
-import { adminRequest } from './admin-client.ts';
+import { opaPath } from '../toolchain/opa.ts';
+import { adminBaseUrl, adminRequest } from './admin-client.ts';
 
 const HELP = `Usage: arbiter bundle <subcommand> [options]
 
@@ -70,12 +71,13 @@ export async function bundleCommand(argv: string[]): Promise<number> {
 
 function build(dir: string, options: Options): number {
   const out = options.out ?? `${basename(resolve(dir))}.tar.gz`;
-  if (!runBuild(dir, out, options.revision)) return 1;
+  if (!runBuild(dir, out, options.revision, options)) return 1;
   console.log(options.json ? JSON.stringify({ out }) : `built ${out}`);
   return 0;
 }
 
-function runBuild(dir: string, out: string, revision: string | undefined): boolean {
+function runBuild(dir: string, out: string, revision: string | undefined, options: Options): boolean {
+  progress(options, `building ${dir} with ${opaPath()} (opa build -t wasm)...`);
   try {
     buildBundle(dir, out, revision === undefined ? {} : { revision });
     return true;
@@ -98,7 +100,7 @@ async function push(path: string, options: Options): Promise<number> {
   if (isDir) {
     const temp = mkdtempSync(join(tmpdir(), 'arbiter-push-'));
     try {
-      if (!runBuild(path, join(temp, 'bundle.tar.gz'), options.revision)) return 1;
+      if (!runBuild(path, join(temp, 'bundle.tar.gz'), options.revision, options)) return 1;
       archive = readFileSync(join(temp, 'bundle.tar.gz'));
     } finally {
       rmSync(temp, { recursive: true, force: true });
@@ -106,6 +108,7 @@ async function push(path: string, options: Options): Promise<number> {
   } else {
     archive = readFileSync(path);
   }
+  progress(options, `pushing ${name} (${archive.byteLength} bytes) to ${adminBaseUrl(options)}: the server verifies, validates and smoke-tests it before activating...`);
   const answer = await adminRequest(options, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive);
   if (answer === undefined) return 1;
   if (!options.json) {
@@ -113,6 +116,11 @@ async function push(path: string, options: Options): Promise<number> {
     console.log(`${name}: revision ${body.revision} ${body.outcome === 'activated' ? 'activated' : 'already active'} (sha256 ${body.digest})`);
   }
   return 0;
+}
+
+/** Progress goes to stderr, and not at all with --json, so stdout stays the answer. */
+function progress(options: Options, message: string): void {
+  if (!options.json) process.stderr.write(`${message}\n`);
 }
 
 interface Status {
