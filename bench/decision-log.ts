@@ -1,17 +1,25 @@
 /**
  * Decision log benchmarks (not part of the test suite; no assertions).
  *
- *   node bench/decision-log.ts ingest [records=200000] [rate=20000]
+ *   node bench/decision-log.ts ingest [records=200000] [rate=20000] [http_rate=0]
  *   node bench/decision-log.ts query [records=1000000] [queries=200]
  *
  * ingest: strict appends offered at `rate` per second (open loop); reports the rate
  * achieved, append latency (until durable) and the main-thread CPU spent per decision.
+ * With http_rate > 0, the same process also serves POST requests at that rate (autocannon
+ * in a child process), each parsing a JSON body, appending one decision (strict) and
+ * answering: `http_rate` of the offered `rate` then arrives over HTTP, `records` more in
+ * process at the rest of it.
  * query: fills a log with `records` decisions, then reports p50/p95 of a first page
  * (limit 50) and of a page deep in the results for each indexed filter.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DecisionStore } from '../src/decisions/store.ts';
 import { newDecisionId } from '../src/decisions/record.ts';
 import type { DecisionRecord } from '../src/decisions/record.ts';
@@ -52,7 +60,7 @@ function sampleDecision(i: number, timestamp: number): DecisionRecord {
  * Open loop, as requests arrive at a server: every millisecond the decisions due by then
  * are appended, whether or not earlier ones are durable yet.
  */
-async function ingest(records: number, rate: number): Promise<void> {
+async function ingest(records: number, rate: number, httpRate: number): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'arbiter-bench-'));
   const store = await DecisionStore.open({
     path: join(dir, 'decisions.db'),
@@ -66,8 +74,10 @@ async function ingest(records: number, rate: number): Promise<void> {
   const cpuStart = process.threadCpuUsage();
   const processCpuStart = process.cpuUsage();
   let issued = 0;
+  const inProcessRate = rate - httpRate;
+  const http = httpRate > 0 ? await serveDecisions(store, httpRate, records / inProcessRate) : undefined;
   while (issued < records) {
-    const due = Math.min(records, Math.floor(((performance.now() - start) * rate) / 1000));
+    const due = Math.min(records, Math.floor(((performance.now() - start) * inProcessRate) / 1000));
     for (; issued < due; issued++) {
       const t = performance.now();
       appends.push(store.append(sampleDecision(issued, Date.now())).then(() => void latencies.push(performance.now() - t)));
@@ -75,11 +85,14 @@ async function ingest(records: number, rate: number): Promise<void> {
     await new Promise<void>((resolve) => setTimeout(resolve, 1));
   }
   await Promise.all(appends);
+  const served = await http?.done;
   const seconds = (performance.now() - start) / 1000;
   const cpu = process.threadCpuUsage(cpuStart);
   const processCpu = process.cpuUsage(processCpuStart);
   await store.close();
   const mainUs = (cpu.user + cpu.system) / records;
+  // What is left of the main thread (which also serves HTTP in a server) at this rate.
+  const mainBusy = (cpu.user + cpu.system) / 1e6 / seconds;
   // The rest of the process's CPU is the writer thread's (and V8/libuv helpers').
   const writerUs = (processCpu.user + processCpu.system) / records - mainUs;
   latencies.sort((a, b) => a - b);
@@ -87,9 +100,61 @@ async function ingest(records: number, rate: number): Promise<void> {
     `ingest strict, offered ${rate}/s: ${records} decisions durable in ${seconds.toFixed(2)} s = ${Math.round(records / seconds)}/s, ` +
       `${commits} commits (avg ${Math.round(records / commits)}/commit), append latency p50 ${percentile(latencies, 50).toFixed(1)} ms ` +
       `p99 ${percentile(latencies, 99).toFixed(1)} ms; CPU per decision: main thread ${mainUs.toFixed(1)} µs ` +
-      `(including building the sample decision), other threads ${writerUs.toFixed(1)} µs`,
+      `(including building the sample decision; the main thread was busy ${(mainBusy * 100).toFixed(0)}% of the run), ` +
+      `other threads (the writer, GC helpers) ${writerUs.toFixed(1)} µs; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
   );
+  if (served) {
+    console.log(
+      `  while serving HTTP: ${served.requests} requests (${Math.round(served.requests / seconds)}/s, ${served.non2xx} non-2xx), ` +
+        `latency p50 ${served.p50} ms p99 ${served.p99} ms (autocannon, whole ms); total durable ${Math.round((records + served.requests) / seconds)}/s`,
+    );
+  }
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * A stand-in for the decide endpoint on the main thread: parse the request, log a decision
+ * (strict, so the answer waits for its commit), answer. Load comes from autocannon in a
+ * child process at `rate` requests/s for `seconds`.
+ */
+async function serveDecisions(
+  store: DecisionStore,
+  rate: number,
+  seconds: number,
+): Promise<{ done: Promise<{ requests: number; non2xx: number; p50: number; p99: number }> }> {
+  let n = 0;
+  const server = createServer((request, response) => {
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk: string) => (body += chunk));
+    request.on('end', () => {
+      const { input } = JSON.parse(body) as { input: DecisionRecord['input'] };
+      const decision = sampleDecision(n++, Date.now());
+      store.append({ ...decision, input: { ...decision.input, ...input } }).then(
+        () => response.writeHead(200, { 'content-type': 'application/json' }).end(`{"decision_id":"${decision.decision_id}","allow":${decision.result.allow}}`),
+        () => response.writeHead(503).end(),
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const body = JSON.stringify({ input: sampleDecision(1, Date.now()).input });
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url)), '-j', '-c', '32', '-R', String(rate),
+      '-d', String(Math.max(1, Math.round(seconds))), '-m', 'POST', '-H', 'content-type=application/json', '-b', body, `http://127.0.0.1:${port}/`],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  const done = new Promise<{ requests: number; non2xx: number; p50: number; p99: number }>((resolve) => {
+    child.on('close', () => {
+      server.close();
+      const result = JSON.parse(output) as { requests: { total: number }; non2xx: number; latency: { p50: number; p99: number } };
+      resolve({ requests: result.requests.total, non2xx: result.non2xx, p50: result.latency.p50, p99: result.latency.p99 });
+    });
+  });
+  return { done };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -161,7 +226,7 @@ async function query(records: number, queries: number): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
 }
 
-const [mode = 'ingest', a, b] = process.argv.slice(2);
-if (mode === 'ingest') await ingest(Number(a ?? 200_000), Number(b ?? 20_000));
+const [mode = 'ingest', a, b, c] = process.argv.slice(2);
+if (mode === 'ingest') await ingest(Number(a ?? 200_000), Number(b ?? 20_000), Number(c ?? 0));
 else if (mode === 'query') await query(Number(a ?? 1_000_000), Number(b ?? 200));
 else throw new Error(`unknown mode ${mode}: use ingest or query`);

@@ -11,6 +11,14 @@ describe('canonicalJson', () => {
       '{"a":{"c":null,"d":[3,{"x":"é","z":1}]},"b":1}',
     );
   });
+
+  it('orders keys by UTF-16 code units, integer-like keys included, however often it sees them', () => {
+    // Object.keys lists integer-like keys first, in numeric order: that order is not the canonical one.
+    const value = { z: 1, é: 2, '10': 3, '9': 4, A: { '\u{1F600}': 5, '\uFFFF': 6 }, sorted: { a: 1, b: '\n"' } };
+    const expected = '{"10":3,"9":4,"A":{"\u{1F600}":5,"\uFFFF":6},"sorted":{"a":1,"b":"\\n\\""},"z":1,"é":2}';
+    expect(canonicalJson(value)).toBe(expected);
+    expect(canonicalJson(value)).toBe(expected);
+  });
 });
 
 describe('applyMask', () => {

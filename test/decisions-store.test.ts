@@ -77,11 +77,16 @@ describe('append and get', () => {
       code: 'decision_record_invalid',
     });
 
+    const seen: StoredDecision[] = [];
+    log.onCommitted((committed) => seen.push(...committed));
     const first = decision();
     const other = decision();
     const results = await Promise.allSettled([log.append(first), log.append({ ...first }), log.append(other)]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect(log.get(other.decision_id)).toBeDefined();
+    // Listeners learn the links as stored, the failed record skipped without a gap in seq.
+    expect(seen).toEqual([log.get(first.decision_id), log.get(other.decision_id)]);
+    expect(seen.map((d) => d.seq)).toEqual([1, 2]);
     expect(await log.verify()).toMatchObject({ ok: true, checked: 2 });
   });
 

@@ -17,8 +17,8 @@ import type { DecisionRecord, StoredDecision } from './record.ts';
 import { verifyChain } from './verify.ts';
 import type { VerifyReport } from './verify.ts';
 import type { PreparedDecision } from './writer.ts';
-import { WriterThread } from './writer-thread.ts';
-import type { CommitOutcome } from './writer-thread.ts';
+import { committedLink, WriterThread } from './writer-thread.ts';
+import type { CommitResult } from './writer-thread.ts';
 
 export type CommittedListener = (decisions: readonly StoredDecision[]) => void;
 export type ErrorListener = (error: Error) => void;
@@ -141,7 +141,8 @@ export class DecisionStore {
 
     if (this.#config.durability === 'strict') {
       return new Promise((resolve, reject) => {
-        this.#queue.push({ ...queued, settle: { resolve, reject } });
+        queued.settle = { resolve, reject };
+        this.#queue.push(queued);
         this.#scheduleFlush();
       });
     }
@@ -271,28 +272,31 @@ export class DecisionStore {
   }
 
   async #commit(batch: Queued[]): Promise<void> {
-    let outcomes: CommitOutcome[];
+    let result: CommitResult;
     this.#committing = batch.length;
     try {
-      outcomes = await this.#writer.commit(batch.map((queued) => queued.prepared));
+      result = await this.#writer.commit(batch.map((queued) => queued.prepared));
     } catch (error) {
-      outcomes = batch.map(() => ({ ok: false, message: (error as Error).message }));
+      const message = (error as Error).message;
+      result = { firstSeq: 0, prevHash: '', hashes: '', failures: batch.map((_, index) => ({ index, message })) };
     }
     this.#committing = 0;
     // Copies for listeners are made only when someone listens: this runs per decision.
     const stored: StoredDecision[] | undefined = this.#committedListeners.size > 0 ? [] : undefined;
     let committed = 0;
     let failure: ArbiterError | undefined;
-    outcomes.forEach((outcome, i) => {
-      const queued = batch[i] as Queued;
-      if (outcome.ok) {
-        committed += 1;
-        stored?.push({ ...queued.record, ...outcome.link });
-        queued.settle?.resolve();
+    let nextFailure = 0;
+    batch.forEach((queued, index) => {
+      const failed = result.failures[nextFailure];
+      if (failed?.index === index) {
+        nextFailure += 1;
+        failure = new ArbiterError('decision_log_write_failed', `decision log commit failed: ${failed.message}`);
+        queued.settle?.reject(failure);
         return;
       }
-      failure = new ArbiterError('decision_log_write_failed', `decision log commit failed: ${outcome.message}`);
-      queued.settle?.reject(failure);
+      stored?.push({ ...queued.record, ...committedLink(result, committed) });
+      committed += 1;
+      queued.settle?.resolve();
     });
     this.#committed += committed;
     if (failure && this.#config.durability === 'relaxed') {

@@ -25,7 +25,7 @@ export interface CheckpointPolicy {
   intervalMs: number;
 }
 
-interface ChainHead {
+export interface ChainHead {
   seq: number;
   hash: string;
 }
@@ -65,10 +65,18 @@ export class ChainWriter {
     this.#lastCheckpoint = checkpoint ? { seq: checkpoint.seq, at: checkpoint.created_at } : { seq: 0, at: Date.now() };
   }
 
-  /** Appends `batch` in one transaction; throws (having rolled back) if it cannot be committed. */
-  commit(batch: readonly PreparedDecision[], now = Date.now()): ChainLink[] {
+  /** The last record chained (or the anchor / genesis it continues from). */
+  get head(): Readonly<ChainHead> {
+    return this.#head;
+  }
+
+  /**
+   * Appends `batch` in one transaction, numbered on from the head; returns the records'
+   * hashes. Throws (having rolled back) if it cannot be committed.
+   */
+  commit(batch: readonly PreparedDecision[], now = Date.now()): string[] {
     let { seq, hash } = this.#head;
-    const links: ChainLink[] = [];
+    const hashes: string[] = [];
     this.#db.exec('BEGIN IMMEDIATE');
     try {
       for (const { body, columns, ...record } of batch) {
@@ -81,14 +89,14 @@ export class ChainWriter {
           columns.allow, body, prevHash, hash,
         );
         for (const code of columns.reason_codes) this.#insertReason.run(seq, code, record.timestamp);
-        links.push({ seq, prev_hash: prevHash, hash });
+        hashes.push(hash);
       }
       const head = { seq, hash };
       const checkpointed = this.#checkpointIfDue(head, now, false);
       this.#db.exec('COMMIT');
       this.#head = head;
       if (checkpointed) this.#lastCheckpoint = { seq, at: now };
-      return links;
+      return hashes;
     } catch (error) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       throw error;
