@@ -81,7 +81,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
   const pruneTimer = setInterval(() => revocations.prune(Math.floor(Date.now() / 1000)), config.data.revocation_prune_interval_s * 1000);
   pruneTimer.unref();
 
-  const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, metrics, logger) : undefined;
+  const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, logger) : undefined;
   if (!decisionLog) logger.warn('decision_log.enabled is false: decisions are not recorded durably');
 
   const pipeline = new DecisionPipeline({
@@ -176,11 +176,10 @@ function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['se
 }
 
 /** Opens the decision log and, when configured, ships every committed record to a pino transport. */
-async function openDecisionLog(config: Config['decision_log'], metrics: ArbiterMetrics, logger: Logger): Promise<DecisionStore> {
+async function openDecisionLog(config: Config['decision_log'], logger: Logger): Promise<DecisionStore> {
   const { enabled: _enabled, transport, ...storeConfig } = config;
   const store = await DecisionStore.open(storeConfig);
   store.onError((error) => logger.error({ err: error }, 'decision log commit failed'));
-  store.onCommitted(() => metrics.decisionLogQueueDepth.set(store.stats.pending));
   if (transport) {
     // A logger of its own: shipped decision records never mix with process logs.
     const shipper = pino({ base: null, timestamp: false }, pino.transport({ target: transport.target, options: transport.options }));
@@ -192,7 +191,10 @@ async function openDecisionLog(config: Config['decision_log'], metrics: ArbiterM
   return store;
 }
 
-/** The decision log as the pipeline sees it, timing each append for /metrics. */
+/**
+ * The decision log as the pipeline sees it, timing each append and sampling the queue for
+ * /metrics (a committed-records listener would cost a copy of every record).
+ */
 function measuredRecorder(store: DecisionStore, metrics: ArbiterMetrics): DecisionRecorder {
   return {
     async append(record) {
