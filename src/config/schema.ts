@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { decisionLogConfigSchema } from '../decisions/config.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
-import { BUNDLE_NAME_PATTERN } from '../policy/bundle-name.ts';
+import { bundleNameSchema } from '../policy/bundle-name.ts';
 import { BUNDLE_SIGNING_ALGORITHMS } from '../policy/signatures.ts';
 
 /**
@@ -66,7 +66,6 @@ export const issuerSchema = z
 
 export type IssuerConfig = z.infer<typeof issuerSchema>;
 
-const bundleNameSchema = z.string().regex(BUNDLE_NAME_PATTERN, 'must be 1-64 lowercase letters, digits, _ or - (not starting with _ or -)');
 
 const signingKeySchema = z
   .strictObject({

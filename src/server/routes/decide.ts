@@ -1,12 +1,12 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { bundleNameSchema } from '../../policy/bundle-name.ts';
 import type { Decision, DecisionPipeline } from '../../decisions/pipeline.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 
 const properties = z.record(z.string(), z.unknown());
-export const bundleName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'must be a bundle name (lowercase letters, digits, _ and -)');
 
 export const decideRequestSchema = z.strictObject({
   token: z.string().min(1).optional().describe("Compact JWS access token of the caller; omitted for anonymous requests."),
@@ -17,7 +17,7 @@ export const decideRequestSchema = z.strictObject({
     properties: properties.optional(),
   }),
   context: properties.optional().describe('Environment, purpose, client IP, approval references, ...'),
-  policy: bundleName.optional().describe('Bundle to ask; the configured default when absent.'),
+  policy: bundleNameSchema.optional().describe('Bundle to ask; the configured default when absent.'),
 });
 
 export type DecideRequest = z.infer<typeof decideRequestSchema>;

@@ -4,7 +4,8 @@ import type { DecisionPipeline } from '../../decisions/pipeline.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
-import { bundleName, decisionBody } from './decide.ts';
+import { bundleNameSchema } from '../../policy/bundle-name.ts';
+import { decisionBody } from './decide.ts';
 
 export const issuanceRequestSchema = z.strictObject({
   token: z.string().min(1).optional().describe('A token the request builds on (e.g. the subject token of an RFC 8693 exchange).'),
@@ -14,7 +15,7 @@ export const issuanceRequestSchema = z.strictObject({
   audience: z.string().min(1).max(1024),
   purpose: z.string().max(1024).optional(),
   context: z.record(z.string(), z.unknown()).optional(),
-  policy: bundleName.optional(),
+  policy: bundleNameSchema.optional(),
 });
 
 /** The extra output `<bundle>/issuance` owes besides the decision contract. */

@@ -4,7 +4,7 @@ import type { DecisionPipeline } from '../../decisions/pipeline.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 import { problem } from '../problem.ts';
-import { bundleName } from './decide.ts';
+import { bundleNameSchema } from '../../policy/bundle-name.ts';
 
 /** OPA's data API request body; `input` is evaluated exactly as sent. */
 export const opaDataRequestSchema = z.strictObject({
@@ -25,7 +25,7 @@ export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numb
     async (c) => {
       const bundle = c.req.param('bundle');
       const rule = c.req.param('rule');
-      if (!bundleName.safeParse(bundle).success || !rulePath.test(rule)) {
+      if (!bundleNameSchema.safeParse(bundle).success || !rulePath.test(rule)) {
         return problem(c, 404, { code: 'entrypoint_not_found', title: 'Entrypoint not found', detail: `${bundle}/${rule} is not an entrypoint name` });
       }
       const evaluation = await pipeline.evaluateInput({
