@@ -5,7 +5,7 @@ import type { RevokedTokenClaims } from '../data/revocation-schema.ts';
 import type { RevocationMatch } from '../data/revocations.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
 import type { Obligation, PolicyResult, Reason } from '../policy/contract.ts';
-import { checkContract, singleResult } from '../policy/engine.ts';
+import { checkContract, lenientDecision, singleResult } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
@@ -180,12 +180,8 @@ export class DecisionPipeline {
     trace.claimNames = isObject(subject.claims) ? Object.keys(subject.claims) : [];
 
     const run = await this.#deps.evaluator.evaluate(bundle, entrypoint, JSON.stringify(input));
-    const value = run.ok ? singleResult(run.resultSet) : undefined;
-    const result = isObject(value) ? value : {};
     const decision = await this.#finish(trace, {
-      allow: result.allow === true,
-      reasons: run.ok ? (Array.isArray(result.reasons) ? (result.reasons as Reason[]) : []) : [{ code: run.code, message: run.message }],
-      obligations: Array.isArray(result.obligations) ? (result.obligations as Obligation[]) : [],
+      ...lenientDecision(run),
       policy: { bundle: bundle.name, revision: bundle.revision },
       data_version: run.dataVersion,
       result: null,
@@ -195,7 +191,7 @@ export class DecisionPipeline {
       return { decision_id: trace.decisionId, outcome: 'error', code: 'audit_unavailable', message: decision.reasons[0].message ?? '' };
     }
     if (!run.ok) return { decision_id: trace.decisionId, outcome: 'error', code: run.code, message: run.message };
-    return { decision_id: trace.decisionId, outcome: 'evaluated', result: value };
+    return { decision_id: trace.decisionId, outcome: 'evaluated', result: singleResult(run.resultSet) };
   }
 
   /** Runs an entrypoint without the decision contract, a record or a log line (e.g. AuthZEN search candidates). */

@@ -1,6 +1,6 @@
 import { ArbiterError } from '../errors.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
-import { checkContract, singleResult } from '../policy/engine.ts';
+import { checkContract, lenientDecision } from '../policy/engine.ts';
 import type { PolicyEvaluation } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
 import { canonicalJson } from './canonical-json.ts';
@@ -80,17 +80,7 @@ async function evaluate(deps: ReplayDeps, bundle: PolicyBundle, entrypoint: stri
   }
   const run = await deps.evaluate(bundle, entrypoint, JSON.stringify(record.input));
   const data_version = run.dataVersion;
-  if (record.endpoint === RAW_INPUT_ENDPOINT) {
-    const value = run.ok ? singleResult(run.resultSet) : undefined;
-    const result = isObject(value) ? value : {};
-    return {
-      revision,
-      allow: result.allow === true,
-      reasons: run.ok ? (Array.isArray(result.reasons) ? result.reasons : []) : [{ code: run.code, message: run.message }],
-      obligations: Array.isArray(result.obligations) ? result.obligations : [],
-      data_version,
-    };
-  }
+  if (record.endpoint === RAW_INPUT_ENDPOINT) return { revision, ...lenientDecision(run), data_version };
   const evaluation = run.ok ? checkContract(run.resultSet) : run;
   if (!evaluation.ok) return { revision, allow: false, reasons: [{ code: evaluation.code, message: evaluation.message }], obligations: [], data_version };
   const { allow, reasons, obligations = [] } = evaluation.result;

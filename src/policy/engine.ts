@@ -1,5 +1,5 @@
 import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
-import { policyResultSchema, type PolicyResult } from './contract.ts';
+import { policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
 
 /** Why an evaluation produced no usable result; each is a deny reason code. */
 export type EvaluationFailureCode = 'policy_error' | 'policy_contract_violation' | 'policy_resource_limit' | 'policy_timeout';
@@ -121,6 +121,21 @@ export type RawEvaluation =
 /** The single value of a result set, or undefined when the rule was undefined. */
 export function singleResult(resultSet: unknown): unknown {
   return Array.isArray(resultSet) && resultSet.length === 1 ? (resultSet[0] as { result?: unknown }).result : undefined;
+}
+
+/**
+ * Reads allow, reasons and obligations out of any entrypoint value, without the contract:
+ * the OPA data API records (and replays) whatever its rules return, read this way.
+ */
+export function lenientDecision(run: RawEvaluation): { allow: boolean; reasons: Reason[]; obligations: Obligation[] } {
+  if (!run.ok) return { allow: false, reasons: [{ code: run.code, message: run.message }], obligations: [] };
+  const value = singleResult(run.resultSet);
+  const result: Record<string, unknown> = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+  return {
+    allow: result.allow === true,
+    reasons: Array.isArray(result.reasons) ? (result.reasons as Reason[]) : [],
+    obligations: Array.isArray(result.obligations) ? (result.obligations as Obligation[]) : [],
+  };
 }
 
 /** Checks an entrypoint's result set against the decision contract. */
