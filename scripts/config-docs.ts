@@ -1,6 +1,6 @@
-/** `npm run docs:config`: writes docs/configuration.md from the config schema. */
-import { writeFileSync } from 'node:fs';
-import { configReference } from '../src/config/reference.ts';
+/** `npm run docs:config`: rewrites the README's configuration reference from the config schema. */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { withReference } from '../src/config/reference.ts';
 
-writeFileSync('docs/configuration.md', `${configReference()}\n`);
-console.log('wrote docs/configuration.md');
+writeFileSync('README.md', withReference(readFileSync('README.md', 'utf8')));
+console.log('updated the configuration reference in README.md');

@@ -117,12 +117,13 @@ describe('development issuer key', () => {
 });
 
 describe('configuration reference', () => {
-  it('docs/configuration.md is generated from the schema and documents every key (npm run docs:config)', async () => {
+  it("is the README's last section, generated from the schema, with every key (npm run docs:config)", async () => {
     const { readFileSync } = await import('node:fs');
-    const { configReference } = await import('../src/config/reference.ts');
+    const { configReference, withReference } = await import('../src/config/reference.ts');
+    const readme = readFileSync('README.md', 'utf8');
+    expect(withReference(readme)).toBe(readme);
     const reference = configReference();
-    expect(readFileSync('docs/configuration.md', 'utf8')).toBe(`${reference}\n`);
-    for (const key of ['server.port', 'issuers[].jwks_uri', 'gateway.api_keys[].sha256', 'engine.deadline_ms', 'bundles.sources[].url', 'data.path']) {
+    for (const key of ['server.port', 'issuers[].jwks_uri', 'gateway.api_keys[].sha256', 'engine.deadline_ms', 'bundles.sources[].url', 'data.path', 'decision_log.durability']) {
       expect(reference).toContain(`\`${key}\``);
     }
   });

@@ -17,8 +17,8 @@ const jsonPointerSchema = z
  * across records without the value itself being stored.
  */
 export const maskRuleSchema = z.object({
-  pointer: jsonPointerSchema,
-  mode: z.enum(['erase', 'hash']),
+  pointer: jsonPointerSchema.describe('RFC 6901 JSON pointer into the record, e.g. /input/context/client_ip.'),
+  mode: z.enum(['erase', 'hash']).describe('erase removes the value; hash replaces it by sha256:<hex> of its canonical JSON.'),
 });
 
 export type MaskRule = z.infer<typeof maskRuleSchema>;
