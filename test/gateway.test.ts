@@ -52,6 +52,21 @@ describe('admission limits', () => {
   });
 });
 
+describe('concurrency ceiling', () => {
+  it('429 overloaded while max_concurrent decisions are in flight, and serves again after', async () => {
+    arbiter = await startTestArbiter({ gateway: { max_concurrent: 1 }, engine: { deadline_ms: 800, max_memory_mb: 2048 } });
+    const url = `${arbiter.url}/v1/decide`;
+    // A runaway evaluation holds the only slot until its deadline.
+    const slow = postJson(url, { action: 'read', resource: { type: 'doc' }, policy: 'spin', context: { spin: true } });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const refused = await postJson(url, body);
+    expect(refused).toMatchObject({ status: 429, body: { code: 'overloaded' } });
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect((await slow).body).toMatchObject({ allow: false, reasons: [{ code: 'policy_timeout' }] });
+    expect((await postJson(url, body)).status).toBe(200);
+  });
+});
+
 describe('gateway mTLS', () => {
   it('identifies the gateway by its certificate and refuses a connection without one', async () => {
     const dir = tempDir();
