@@ -22,10 +22,6 @@ export class BundleRegistry {
     return [...this.#active.values()];
   }
 
-  get size(): number {
-    return this.#active.size;
-  }
-
   activate(bundle: PolicyBundle): PolicyBundle | undefined {
     const previous = this.#active.get(bundle.name);
     this.#active.set(bundle.name, bundle);
