@@ -49,7 +49,7 @@ allow if {
 # METADATA
 # title: Decision reasons
 # description: The grant explanation on an allow, every failed check on a deny.
-decision_reasons := sort(grant_reasons) if allow
+decision_reasons := grant_reasons if allow
 
 else := sort(denials)
 

@@ -255,58 +255,42 @@ obligations contains {
 # METADATA
 # title: Grant reasons
 # description: >-
-#   The explanation of an allow: trusted issuer, environment and tenant rules,
-#   the scope, the mapping rule and entitlement of the subject, each actor's
-#   grant, the freshness check and the approval.
-grant_reasons contains {"code": "issuer_trusted", "rule_id": rule_id, "issuer": evidence.subject_issuer} if {
-	some rule_id in evidence.trusted_issuer_rule_ids
-}
+#   The explanation of an allow, in the order the checks build on each other:
+#   trusted issuer, environment and tenant rules, the scope, the mapping rule
+#   and entitlement of the subject, each actor's grant, the freshness check
+#   and the approval. An array built in order: no set to hash, nothing to sort.
+grant_reasons := array.concat(
+	array.concat(
+		array.concat(
+			[{"code": "issuer_trusted", "rule_id": id, "issuer": evidence.subject_issuer} | some id in sort(evidence.trusted_issuer_rule_ids)],
+			[{"code": "environment_matched", "rule_id": id, "environment": request_environment} | some id in sort(environment_rule_ids)],
+		),
+		array.concat(
+			[{"code": "tenant_matched", "rule_id": id, "tenant": resource_tenant} | some id in sort(tenant_rule_ids)],
+			[{"code": "scope_granted", "scope": action_spec.scope}],
+		),
+	),
+	array.concat(
+		array.concat(
+			[{"code": "mapping_matched", "rule_id": id, "subject": evidence.subject_id} | some id in sort(subject_mapping_ids)],
+			[{"code": "entitlement_granted", "entitlement_id": id, "subject": evidence.subject_id} | some id in sort(subject_entitlement_ids)],
+		),
+		array.concat(actor_reasons, freshness_reasons),
+	),
+)
 
-grant_reasons contains {"code": "environment_matched", "rule_id": rule_id, "environment": request_environment} if {
-	some rule_id in environment_rule_ids
-}
-
-grant_reasons contains {"code": "tenant_matched", "rule_id": rule_id, "tenant": resource_tenant} if {
-	some rule_id in tenant_rule_ids
-}
-
-grant_reasons contains {"code": "scope_granted", "scope": action_spec.scope}
-
-grant_reasons contains {"code": "mapping_matched", "rule_id": rule_id, "subject": evidence.subject_id} if {
-	some rule_id in subject_mapping_ids
-}
-
-grant_reasons contains {
-	"code": "entitlement_granted",
-	"entitlement_id": entitlement_id,
-	"subject": evidence.subject_id,
-} if {
-	some entitlement_id in subject_entitlement_ids
-}
-
-grant_reasons contains {
+actor_reasons := [{
 	"code": "actor_granted",
 	"actor": grant.actor,
 	"depth": grant.depth,
 	"mapping_rule_ids": sort(grant.mapping_rule_ids),
 	"entitlement_ids": sort(grant.entitlement_ids),
-} if {
-	some grant in actor_grants
-}
+} |
+	some depth in sort(object.keys(actor_grants))
+	grant := actor_grants[depth]
+]
 
-grant_reasons contains {
-	"code": "token_fresh",
-	"age_s": input.subject.token.age_s,
-	"max_token_age_s": max_token_age_s,
-} if {
-	token_fresh
-}
-
-grant_reasons contains {
-	"code": "approval_accepted",
-	"approval_id": approval_id,
-	"approved_by": object.get(accepted_approval, "approved_by", null),
-} if {
-	approval_needed
-	accepted_approval
-}
+freshness_reasons := array.concat(
+	[{"code": "token_fresh", "age_s": input.subject.token.age_s, "max_token_age_s": max_token_age_s} | token_fresh],
+	[{"code": "approval_accepted", "approval_id": approval_id, "approved_by": object.get(accepted_approval, "approved_by", null)} | approval_needed; accepted_approval],
+)
