@@ -16,3 +16,36 @@ export const policyResultSchema = z.looseObject({
 export type Reason = z.infer<typeof reasonSchema>;
 export type Obligation = z.infer<typeof obligationSchema>;
 export type PolicyResult = z.infer<typeof policyResultSchema>;
+
+/**
+ * True when `value` satisfies policyResultSchema. Runs on every decision, where a zod
+ * parse cost a microsecond of the evaluation budget; the schema stays the definition
+ * (and explains a failure), and a test holds the two to the same answers.
+ */
+export function isPolicyResult(value: unknown): value is PolicyResult {
+  if (!isRecord(value) || typeof value.allow !== 'boolean') return false;
+  if (!everyItem(value.reasons, isReason)) return false;
+  return value.obligations === undefined || everyItem(value.obligations, isObligation);
+}
+
+function isReason(value: unknown): boolean {
+  return isRecord(value) && isNonEmptyString(value.code) && (value.message === undefined || typeof value.message === 'string');
+}
+
+function isObligation(value: unknown): boolean {
+  return isRecord(value) && isNonEmptyString(value.type);
+}
+
+function everyItem(value: unknown, check: (item: unknown) => boolean): boolean {
+  if (!Array.isArray(value)) return false;
+  for (const item of value) if (!check(item)) return false;
+  return true;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isNonEmptyString(value: unknown): boolean {
+  return typeof value === 'string' && value.length > 0;
+}

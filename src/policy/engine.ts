@@ -1,5 +1,5 @@
 import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
-import { policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
+import { isPolicyResult, policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
 
 /** Why an evaluation produced no usable result; each is a deny reason code. */
 export type EvaluationFailureCode = 'policy_error' | 'policy_contract_violation' | 'policy_resource_limit' | 'policy_timeout';
@@ -147,7 +147,9 @@ export function checkContract(resultSet: unknown): Evaluation {
       message: 'entrypoint produced no result (is the decision rule undefined for this input? give it a default)',
     };
   }
-  const parsed = policyResultSchema.safeParse(singleResult(resultSet));
+  const value = singleResult(resultSet);
+  if (isPolicyResult(value)) return { ok: true, result: value };
+  const parsed = policyResultSchema.safeParse(value);
   if (!parsed.success) {
     const first = parsed.error.issues[0]!;
     const at = first.path.length > 0 ? first.path.join('.') : 'result';
