@@ -51,8 +51,20 @@ describe('append and get', () => {
     expect(batches.reduce((a, b) => a + b, 0)).toBe(1_000);
     expect(batches.length).toBeLessThanOrEqual(10);
     for (const record of records) expect(log.get(record.decision_id)?.decision_id).toBe(record.decision_id);
-    expect(log.stats).toEqual({ pending: 0, committed: 1_000, failed: 0 });
+    expect(log.stats).toMatchObject({ pending: 0, committed: 1_000, failed: 0 });
+    expect(log.stats.commits).toBe(batches.length);
     expect(await log.verify()).toMatchObject({ ok: true, checked: 1_000 });
+  });
+
+  it('stores values with newlines, quotes and non-ASCII text exactly', async () => {
+    const log = await open();
+    const record = decision({ sub: 'line one\nline two "quoted" \u2028 é 🚀\r\n' });
+    const other = decision({ sub: '\n' });
+    await Promise.all([log.append(record), log.append(other)]);
+    expect(log.get(record.decision_id)).toMatchObject(record);
+    expect(log.get(other.decision_id)).toMatchObject(other);
+    expect(log.query({ sub: (record.input.subject as { sub: string }).sub }).decisions.map((d) => d.decision_id)).toEqual([record.decision_id]);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 2 });
   });
 
   it('hands committed records to listeners in chain order', async () => {

@@ -12,7 +12,7 @@ import type { DecisionLogConfig, DecisionLogConfigInput } from './config.ts';
 import { applyMask } from './mask.ts';
 import { decisionFiltersSchema, exportDecisions, queryDecisions, toStoredDecision } from './query.ts';
 import type { DecisionFilters, DecisionPage, PageRequest, StoredRow } from './query.ts';
-import { decisionRecordSchema, deriveIndexColumns } from './record.ts';
+import { decisionRecordSchema, deriveIndexColumns, isDecisionRecord } from './record.ts';
 import type { DecisionRecord, StoredDecision } from './record.ts';
 import { verifyChain } from './verify.ts';
 import type { VerifyReport } from './verify.ts';
@@ -29,11 +29,16 @@ export interface DecisionLogStats {
   committed: number;
   /** relaxed only: accepted records whose commit failed (each failure is also sent to onError). */
   failed: number;
+  /** Transactions committed: committed / commits is the size of a group commit. */
+  commits: number;
 }
 
 interface Queued {
-  /** The masked record, handed to onCommitted listeners once chained. */
-  record: DecisionRecord;
+  /**
+   * The masked record, handed to onCommitted listeners once chained; kept only while
+   * someone listens, so a backlog holds the compact prepared form alone.
+   */
+  record: DecisionRecord | undefined;
   prepared: PreparedDecision;
   /** Present in strict mode, where the caller waits for the commit. */
   settle?: { resolve: () => void; reject: (error: Error) => void };
@@ -73,6 +78,7 @@ export class DecisionStore {
   #closed = false;
   #committed = 0;
   #failed = 0;
+  #commits = 0;
 
   /** Opens (creating if needed) the log at `config.path`; throws ConfigError on invalid options. */
   static async open(config: DecisionLogConfigInput): Promise<DecisionStore> {
@@ -203,7 +209,7 @@ export class DecisionStore {
   }
 
   get stats(): DecisionLogStats {
-    return { pending: this.#queue.length + this.#committing, committed: this.#committed, failed: this.#failed };
+    return { pending: this.#queue.length + this.#committing, committed: this.#committed, failed: this.#failed, commits: this.#commits };
   }
 
   /** Commits everything accepted, signs a final checkpoint and closes the database. */
@@ -223,12 +229,10 @@ export class DecisionStore {
   }
 
   #prepare(record: DecisionRecord): Queued {
-    const parsed = decisionRecordSchema.safeParse(record);
-    if (!parsed.success) throw new ArbiterError('decision_record_invalid', z.prettifyError(parsed.error));
-    const masked = applyMask(parsed.data, this.#config.mask);
+    const masked = applyMask(validRecord(record), this.#config.mask);
     const { decision_id, timestamp, endpoint, caller, bundle, revision } = masked;
     return {
-      record: masked,
+      record: this.#committedListeners.size > 0 ? masked : undefined,
       prepared: {
         decision_id, timestamp, endpoint, caller, bundle, revision,
         columns: deriveIndexColumns(masked),
@@ -294,11 +298,13 @@ export class DecisionStore {
         queued.settle?.reject(failure);
         return;
       }
-      stored?.push({ ...queued.record, ...committedLink(result, committed) });
+      // A record queued before the first listener was added is not shipped to it.
+      if (queued.record) stored?.push({ ...queued.record, ...committedLink(result, committed) });
       committed += 1;
       queued.settle?.resolve();
     });
     this.#committed += committed;
+    if (committed > 0) this.#commits += 1;
     if (failure && this.#config.durability === 'relaxed') {
       this.#failed += batch.length - committed;
       this.#emitError(failure);
@@ -334,6 +340,14 @@ export class DecisionStore {
   #emitError(error: Error): void {
     for (const listener of this.#errorListeners) listener(error);
   }
+}
+
+/** `record` when it is valid (the common case, checked cheaply), else zod's parse of it, which names what is wrong. */
+function validRecord(record: DecisionRecord): DecisionRecord {
+  if (isDecisionRecord(record)) return record;
+  const parsed = decisionRecordSchema.safeParse(record);
+  if (!parsed.success) throw new ArbiterError('decision_record_invalid', z.prettifyError(parsed.error));
+  return parsed.data;
 }
 
 function parseFilters(filters: DecisionFilters): DecisionFilters {
