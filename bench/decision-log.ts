@@ -5,7 +5,8 @@
  *   node bench/decision-log.ts query [records=1000000] [queries=200]
  *
  * ingest: strict appends offered at `rate` per second (open loop); reports the rate
- * achieved, append latency (until durable) and the main-thread CPU spent per decision.
+ * achieved, append latency (until durable) and the main-thread CPU spent per decision, and
+ * appends the run to bench/results/decision-log-ingest.jsonl.
  * With http_rate > 0, the same process also serves POST requests at that rate (autocannon
  * in a child process), each parsing a JSON body, appending one decision (strict) and
  * answering: `http_rate` of the offered `rate` then arrives over HTTP, `records` more in
@@ -14,7 +15,7 @@
  * (limit 50) and of a page deep in the results for each indexed filter.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -24,10 +25,20 @@ import { DecisionStore } from '../src/decisions/store.ts';
 import { newDecisionId } from '../src/decisions/record.ts';
 import type { DecisionRecord } from '../src/decisions/record.ts';
 import type { DecisionFilters } from '../src/decisions/query.ts';
+import { machineInfo, versions } from './lib/machine.ts';
 
 const ACTIONS = ['read', 'write', 'delete', 'approve', 'list', 'export', 'share', 'comment'];
 const RESOURCE_TYPES = ['document', 'invoice', 'account', 'report', 'project'];
-const REASONS = ['scope_missing', 'entitlement_missing', 'revoked', 'mfa_required', 'outside_hours'];
+const REASONS = ['scope_missing', 'no_entitlement', 'token_revoked', 'tenant_mismatch', 'token_too_old_for_risk'];
+/** What an allow of the default policy (rego/authz) explains itself with: six reasons, each indexed by its code. */
+const GRANT_REASONS = [
+  { code: 'issuer_trusted', rule_id: 'issuer-acme-idp', issuer: 'https://idp.example.com' },
+  { code: 'environment_matched', rule_id: 'audience-production', environment: 'production' },
+  { code: 'tenant_matched', rule_id: 'tenant-claim-acme-idp', tenant: 'acme' },
+  { code: 'scope_granted', scope: 'documents.read' },
+  { code: 'mapping_matched', rule_id: 'mapping-acme-employees', subject: 'user-1' },
+  { code: 'entitlement_granted', entitlement_id: 'ent-1', subject: 'user-1' },
+];
 const ISSUERS = ['https://idp.example.com', 'https://login.partner.test', 'https://sso.internal'];
 
 function sampleDecision(i: number, timestamp: number): DecisionRecord {
@@ -49,7 +60,7 @@ function sampleDecision(i: number, timestamp: number): DecisionRecord {
     claim_names: ['iss', 'sub', 'aud', 'exp', 'iat', 'scope', 'client_id', 'amr', 'acr', 'tenant'],
     result: {
       allow,
-      reasons: allow ? [{ code: 'granted' }] : [{ code: REASONS[i % REASONS.length] as string, detail: 'see policy' }],
+      reasons: allow ? GRANT_REASONS : [{ code: REASONS[i % REASONS.length] as string, message: 'see policy' }],
       obligations: allow ? [{ type: 'log_access' }] : [],
     },
     latency_us: 150 + (i % 400),
@@ -108,6 +119,26 @@ async function ingest(records: number, rate: number, httpRate: number): Promise<
         `latency p50 ${served.p50} ms p99 ${served.p99} ms (autocannon, whole ms); total durable ${Math.round((records + served.requests) / seconds)}/s`,
     );
   }
+  const round1 = (value: number) => Math.round(value * 10) / 10;
+  const run = {
+    measured_at: new Date().toISOString(),
+    machine: machineInfo(),
+    versions: versions(),
+    offered_per_s: rate,
+    offered_http_per_s: httpRate,
+    in_process_records: records,
+    reasons_per_allow: GRANT_REASONS.length,
+    seconds: round1(seconds),
+    in_process_durable_per_s: Math.round(records / seconds),
+    http_requests: served?.requests ?? 0,
+    http_non_2xx: served?.non2xx ?? 0,
+    total_durable_per_s: Math.round((records + (served?.requests ?? 0)) / seconds),
+    commits,
+    append_latency_ms: { p50: round1(percentile(latencies, 50)), p99: round1(percentile(latencies, 99)) },
+    cpu_us_per_decision: { main_thread: round1(mainUs), other_threads: round1(writerUs) },
+  };
+  mkdirSync('bench/results', { recursive: true });
+  appendFileSync('bench/results/decision-log-ingest.jsonl', `${JSON.stringify(run)}\n`);
   rmSync(dir, { recursive: true, force: true });
 }
 

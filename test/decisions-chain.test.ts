@@ -73,11 +73,23 @@ describe('verify', () => {
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[2]!.decision_id, seq: 3, reason: 'index_mismatch' });
   });
 
-  it('finds a reason code removed from the index', async () => {
+  it('finds a record filed under another set of reason codes', async () => {
     const log = await open();
+    await log.append(decision({ allow: true, reasons: ['granted'] }));
     const records = await fill(log, 3, { allow: false, reasons: ['revoked'] });
-    tamper("DELETE FROM decision_reasons WHERE seq = 2 AND code = 'revoked'");
-    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[1]!.decision_id, seq: 2, reason: 'index_mismatch' });
+    tamper("UPDATE decisions SET reason_set = (SELECT id FROM reason_sets WHERE codes = '[\"granted\"]') WHERE seq = 3");
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[1]!.decision_id, seq: 3, reason: 'index_mismatch' });
+  });
+
+  it('finds a reason code removed from the index, or added to it', async () => {
+    const log = await open();
+    const records = await fill(log, 3, { allow: false, reasons: ['revoked', 'scope_missing'] });
+    tamper("DELETE FROM reason_set_codes WHERE code = 'revoked'");
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[0]!.decision_id, seq: 1, reason: 'index_mismatch' });
+    tamper("INSERT INTO reason_set_codes (code, reason_set) SELECT 'revoked', reason_set FROM reason_set_codes WHERE code = 'scope_missing'");
+    expect(await log.verify()).toMatchObject({ ok: true });
+    tamper("INSERT INTO reason_set_codes (code, reason_set) SELECT 'granted', reason_set FROM reason_set_codes WHERE code = 'scope_missing'");
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[0]!.decision_id, seq: 1, reason: 'index_mismatch' });
   });
 
   it('finds a record deleted from the middle', async () => {

@@ -264,3 +264,74 @@ describe('query', () => {
     expect(ids(exported)).toEqual(expected.map((r) => r.decision_id));
   });
 });
+
+describe('schema', () => {
+  /** Turns a current log back into the version 1 layout: a row per reason code per decision. */
+  function downgradeToVersion1(path: string): void {
+    const db = new DatabaseSync(path);
+    db.exec(`
+      CREATE TABLE decision_reasons (seq INTEGER NOT NULL, code TEXT NOT NULL, timestamp INTEGER NOT NULL, PRIMARY KEY (seq, code)) WITHOUT ROWID;
+      CREATE INDEX decision_reasons_by_code ON decision_reasons (code, timestamp, seq);
+      INSERT INTO decision_reasons (seq, code, timestamp)
+        SELECT d.seq, c.code, d.timestamp FROM decisions d JOIN reason_set_codes c ON c.reason_set = d.reason_set;
+      DROP INDEX decisions_by_reason_set;
+      ALTER TABLE decisions DROP COLUMN reason_set;
+      DROP TABLE reason_sets;
+      DROP TABLE reason_set_codes;
+      PRAGMA user_version = 1;
+    `);
+    db.close();
+  }
+
+  it('upgrades a version 1 log: reason filters, verify and appends keep working', async () => {
+    let log = await open();
+    const denied = decision({ allow: false, reasons: ['scope_missing', 'revoked'] });
+    const granted = decision({ allow: true, reasons: ['granted'] });
+    await log.append(denied);
+    await log.append(granted);
+    await log.close();
+    store = undefined;
+    downgradeToVersion1(temp.path);
+
+    log = await open();
+    expect(ids(log.query({ reason: 'revoked' }).decisions)).toEqual([denied.decision_id]);
+    expect(ids(log.query({ reason: 'granted' }).decisions)).toEqual([granted.decision_id]);
+    const later = decision({ allow: false, reasons: ['revoked'] });
+    await log.append(later);
+    expect(ids(log.query({ reason: 'revoked' }).decisions)).toEqual([later.decision_id, denied.decision_id]);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
+  });
+
+  it('refuses a log written by a newer version', async () => {
+    const log = await open();
+    await log.close();
+    store = undefined;
+    const db = new DatabaseSync(temp.path);
+    db.exec('PRAGMA user_version = 99');
+    db.close();
+    await expect(open()).rejects.toThrow(/schema version 99 is newer/);
+  });
+});
+
+describe('reason filters over several sets of codes', () => {
+  it('merges the sets containing a code, newest first, across pages', async () => {
+    const log = await open();
+    const T = Date.UTC(2025, 0, 1);
+    const combos = [['revoked'], ['revoked', 'scope_missing'], ['scope_missing'], ['revoked', 'tenant_mismatch']];
+    const all: DecisionRecord[] = [];
+    for (let i = 0; i < 40; i++) all.push(decision({ timestamp: T + i, allow: false, reasons: combos[i % combos.length]! }));
+    for (const record of all) await log.append(record);
+
+    const expected = all.filter((record) => record.result.reasons.some((reason) => reason.code === 'revoked')).reverse();
+    const seen: StoredDecision[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = log.query({ reason: 'revoked' }, { limit: 7, cursor });
+      seen.push(...page.decisions);
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+    expect(ids(seen)).toEqual(ids(expected as StoredDecision[]));
+    expect(log.query({ reason: 'unknown_code' }).decisions).toEqual([]);
+    expect(ids(log.query({ reason: 'revoked', to: T + 4 }).decisions)).toEqual([all[3]!, all[1]!, all[0]!].map((r) => r.decision_id));
+  });
+});

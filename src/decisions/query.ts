@@ -53,8 +53,7 @@ export function queryDecisions(db: DatabaseSync, filters: DecisionFilters, page:
   if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
   const { limit, cursor } = parsed.data;
   const after = cursor === undefined ? undefined : decodeCursor(cursor);
-  const { sql, params } = buildQuery(filters, after, limit + 1);
-  const rows = db.prepare(sql).all(...params) as unknown as StoredRow[];
+  const rows = matchingRows(db, filters, after, limit + 1);
   const decisions = rows.slice(0, limit).map(toStoredDecision);
   const last = decisions.at(-1);
   return {
@@ -75,6 +74,7 @@ export function* exportDecisions(db: DatabaseSync, filters: DecisionFilters): Ge
 
 export interface StoredRow {
   seq: number;
+  timestamp: number;
   body: string;
   prev_hash: string;
   hash: string;
@@ -89,16 +89,42 @@ interface Position {
   seq: number;
 }
 
-function buildQuery(filters: DecisionFilters, after: Position | undefined, limit: number): { sql: string; params: SQLInputValue[] } {
-  // With a reason filter the reasons table drives the scan: its (code, timestamp, seq)
-  // index yields the matching rows already in page order.
-  const order = filters.reason === undefined ? 'd' : 'r';
+/**
+ * The first `limit` matching rows in page order. A reason filter becomes one index range
+ * scan per reason set containing the code (decisions repeat few combinations of codes),
+ * each already in page order and cut at `limit`, merged here.
+ */
+function matchingRows(db: DatabaseSync, filters: DecisionFilters, after: Position | undefined, limit: number): StoredRow[] {
+  if (filters.reason === undefined) {
+    const { sql, params } = buildQuery(filters, undefined, after, limit);
+    return db.prepare(sql).all(...params) as unknown as StoredRow[];
+  }
+  const sets = db.prepare('SELECT reason_set FROM reason_set_codes WHERE code = ?').all(filters.reason) as { reason_set: number }[];
+  if (sets.length === 0) return [];
+  const { sql, params } = buildQuery(filters, 0, after, limit);
+  const statement = db.prepare(sql);
+  const rows: StoredRow[] = [];
+  for (const { reason_set } of sets) {
+    params[0] = reason_set;
+    rows.push(...(statement.all(...params) as unknown as StoredRow[]));
+  }
+  if (sets.length === 1) return rows;
+  return rows.sort((a, b) => b.timestamp - a.timestamp || b.seq - a.seq).slice(0, limit);
+}
+
+/** The query of a page; with `reasonSet` given, its first parameter is the reason set (to be set by the caller). */
+function buildQuery(
+  filters: DecisionFilters,
+  reasonSet: number | undefined,
+  after: Position | undefined,
+  limit: number,
+): { sql: string; params: SQLInputValue[] } {
   const conditions: string[] = [];
   const params: SQLInputValue[] = [];
 
-  if (filters.reason !== undefined) {
-    conditions.push('r.code = ?');
-    params.push(filters.reason);
+  if (reasonSet !== undefined) {
+    conditions.push('d.reason_set = ?');
+    params.push(reasonSet);
   }
   for (const name of EQUALITY_FILTERS) {
     const value = filters[name];
@@ -111,23 +137,22 @@ function buildQuery(filters: DecisionFilters, after: Position | undefined, limit
     params.push(filters.allow ? 1 : 0);
   }
   if (filters.from !== undefined) {
-    conditions.push(`${order}.timestamp >= ?`);
+    conditions.push('d.timestamp >= ?');
     params.push(filters.from);
   }
   if (filters.to !== undefined) {
-    conditions.push(`${order}.timestamp < ?`);
+    conditions.push('d.timestamp < ?');
     params.push(filters.to);
   }
   if (after !== undefined) {
-    conditions.push(`(${order}.timestamp, ${order}.seq) < (?, ?)`);
+    conditions.push('(d.timestamp, d.seq) < (?, ?)');
     params.push(after.timestamp, after.seq);
   }
 
-  const from = order === 'r' ? 'decision_reasons r JOIN decisions d ON d.seq = r.seq' : 'decisions d';
   const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
   params.push(limit);
   return {
-    sql: `SELECT d.seq, d.body, d.prev_hash, d.hash FROM ${from} ${where} ORDER BY ${order}.timestamp DESC, ${order}.seq DESC LIMIT ?`,
+    sql: `SELECT d.seq, d.timestamp, d.body, d.prev_hash, d.hash FROM decisions d ${where} ORDER BY d.timestamp DESC, d.seq DESC LIMIT ?`,
     params,
   };
 }

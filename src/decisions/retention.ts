@@ -56,7 +56,6 @@ export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: numb
     const previous = db.prepare('SELECT record_count FROM anchors ORDER BY seq DESC LIMIT 1').get() as
       | { record_count: number }
       | undefined;
-    db.prepare('DELETE FROM decision_reasons WHERE seq <= ?').run(last.seq);
     const { changes } = db.prepare('DELETE FROM decisions WHERE seq <= ?').run(last.seq);
     // Checkpoints over pruned records can no longer be checked against them; the anchor
     // now vouches for that part of the chain.

@@ -1,13 +1,19 @@
 import type { DatabaseSync } from 'node:sqlite';
 import { ArbiterError } from '../errors.ts';
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 /**
  * Filterable columns are indexed together with timestamp (seq, the rowid, is appended to
  * every index by SQLite): a filter plus "newest first" plus the keyset cursor is then one
- * index range scan. Reason codes live in their own table, with the timestamp copied in,
- * so `reason = X` is an index range too.
+ * index range scan.
+ *
+ * Reason codes are indexed through the set of codes a decision carries. Decisions repeat
+ * a few combinations (an allow of the default policy always explains itself with the same
+ * six codes), so each distinct set is stored once in reason_sets, reason_set_codes says
+ * which sets contain a code, and a decision carries the id of its set: one index entry per
+ * decision instead of two per reason (which cost the writer ~18 µs per allow). A filter on
+ * a code scans the decisions of each set containing it, newest first, and merges them.
  */
 const DDL = `
 CREATE TABLE IF NOT EXISTS decisions (
@@ -25,6 +31,7 @@ CREATE TABLE IF NOT EXISTS decisions (
   resource_type TEXT,
   resource_id TEXT,
   allow INTEGER NOT NULL,
+  reason_set INTEGER NOT NULL,
   body TEXT NOT NULL,
   prev_hash TEXT NOT NULL,
   hash TEXT NOT NULL
@@ -39,14 +46,18 @@ CREATE INDEX IF NOT EXISTS decisions_by_resource_id ON decisions (resource_id, t
 CREATE INDEX IF NOT EXISTS decisions_by_allow ON decisions (allow, timestamp);
 CREATE INDEX IF NOT EXISTS decisions_by_bundle ON decisions (bundle, timestamp);
 CREATE INDEX IF NOT EXISTS decisions_by_revision ON decisions (revision, timestamp);
+CREATE INDEX IF NOT EXISTS decisions_by_reason_set ON decisions (reason_set, timestamp);
 
-CREATE TABLE IF NOT EXISTS decision_reasons (
-  seq INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS reason_sets (
+  id INTEGER PRIMARY KEY,
+  -- JSON array of the set's distinct codes, sorted
+  codes TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS reason_set_codes (
   code TEXT NOT NULL,
-  timestamp INTEGER NOT NULL,
-  PRIMARY KEY (seq, code)
+  reason_set INTEGER NOT NULL,
+  PRIMARY KEY (code, reason_set)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS decision_reasons_by_code ON decision_reasons (code, timestamp, seq);
 
 CREATE TABLE IF NOT EXISTS checkpoints (
   seq INTEGER PRIMARY KEY,
@@ -67,7 +78,15 @@ CREATE TABLE IF NOT EXISTS anchors (
 );
 `;
 
-/** Creates the tables on a new database and refuses one written by a newer Arbiter. */
+/** The key a set of reason codes is stored and looked up by: its distinct codes, sorted, as JSON. */
+export function reasonSetKey(codes: readonly string[]): string {
+  return JSON.stringify([...new Set(codes)].sort());
+}
+
+/**
+ * Creates the tables on a new database, upgrades one written by an older Arbiter (in one
+ * transaction: a failed upgrade leaves it as it was) and refuses one written by a newer.
+ */
 export function migrate(db: DatabaseSync): void {
   const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
   if (version > SCHEMA_VERSION) {
@@ -78,6 +97,7 @@ export function migrate(db: DatabaseSync): void {
   }
   db.exec('BEGIN IMMEDIATE');
   try {
+    if (version === 1) upgradeFromVersion1(db);
     db.exec(DDL);
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     db.exec('COMMIT');
@@ -85,4 +105,36 @@ export function migrate(db: DatabaseSync): void {
     db.exec('ROLLBACK');
     throw error;
   }
+}
+
+/**
+ * Version 1 indexed reason codes in a decision_reasons table (a row per code per decision).
+ * Each decision gets the id of its set of codes instead; the table is then dropped.
+ */
+function upgradeFromVersion1(db: DatabaseSync): void {
+  db.exec(`
+    ALTER TABLE decisions ADD COLUMN reason_set INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE reason_sets (id INTEGER PRIMARY KEY, codes TEXT NOT NULL UNIQUE);
+    CREATE TABLE reason_set_codes (code TEXT NOT NULL, reason_set INTEGER NOT NULL, PRIMARY KEY (code, reason_set)) WITHOUT ROWID;
+  `);
+  const sets = new Map<string, number>();
+  const insertSet = db.prepare('INSERT INTO reason_sets (id, codes) VALUES (?, ?)');
+  const insertCode = db.prepare('INSERT INTO reason_set_codes (code, reason_set) VALUES (?, ?)');
+  const assign = db.prepare('UPDATE decisions SET reason_set = ? WHERE seq = ?');
+  const rows = db
+    .prepare(`SELECT d.seq, (SELECT json_group_array(r.code) FROM decision_reasons r WHERE r.seq = d.seq) AS codes FROM decisions d`)
+    .all() as { seq: number; codes: string }[];
+  for (const { seq, codes } of rows) {
+    const list = JSON.parse(codes) as string[];
+    const key = reasonSetKey(list);
+    let id = sets.get(key);
+    if (id === undefined) {
+      id = sets.size + 1;
+      sets.set(key, id);
+      insertSet.run(id, key);
+      for (const code of new Set(list)) insertCode.run(code, id);
+    }
+    assign.run(id, seq);
+  }
+  db.exec('DROP TABLE decision_reasons');
 }

@@ -118,7 +118,7 @@ export class DecisionStore {
     this.#key = key;
     this.#writer = writer;
     this.#readerDb = reader;
-    this.#getById = reader.prepare('SELECT seq, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
+    this.#getById = reader.prepare('SELECT seq, timestamp, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
 
     this.#every(config.checkpoint.interval_s * 1000, () => this.#writer.checkpoint(false));
     const { max_age_days, max_records, check_interval_s } = config.retention;

@@ -3,6 +3,7 @@ import { chainHash, GENESIS_HASH, markSignatureValid } from './chain.ts';
 import type { CheckpointKey, SignedMark } from './chain.ts';
 import { deriveIndexColumns } from './record.ts';
 import type { DecisionRecord } from './record.ts';
+import { reasonSetKey } from './schema.ts';
 
 export type MismatchReason =
   /** The anchor left by retention is not signed by the checkpoint key. */
@@ -50,10 +51,17 @@ interface ChainRow {
   resource_type: string | null;
   resource_id: string | null;
   allow: number;
+  reason_set: number;
   body: string;
   prev_hash: string;
   hash: string;
-  reasons: string | null;
+}
+
+/** The reason sets a record's reason_set can point to, with those whose code index was edited. */
+interface ReasonSets {
+  keys: Map<number, string>;
+  /** Sets that reason_set_codes files under other codes than their own: their records would be misfiled. */
+  misfiled: Set<number>;
 }
 
 /** Rows handled between two yields to the event loop, so a long walk does not stall requests. */
@@ -76,12 +84,8 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
     const checkpoints = db
       .prepare('SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq')
       .iterate(start) as Iterator<SignedMark, undefined>;
-    const rows = db
-      .prepare(
-        `SELECT d.*, (SELECT group_concat(r.code || char(30) || r.timestamp, char(31)) FROM decision_reasons r WHERE r.seq = d.seq) AS reasons
-         FROM decisions d WHERE d.seq > ? ORDER BY d.seq`,
-      )
-      .iterate(start) as Iterable<ChainRow>;
+    const reasonSets = readReasonSets(db);
+    const rows = db.prepare('SELECT * FROM decisions WHERE seq > ? ORDER BY seq').iterate(start) as Iterable<ChainRow>;
 
     let expectedSeq = start + 1;
     let expectedPrev = anchor?.hash ?? GENESIS_HASH;
@@ -99,7 +103,7 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
       if (row.seq !== expectedSeq) return fail(row.decision_id, row.seq, 'record_missing');
       if (row.prev_hash !== expectedPrev) return fail(row.decision_id, row.seq, 'prev_hash_mismatch');
       if (chainHash(row.prev_hash, row.seq, row.body) !== row.hash) return fail(row.decision_id, row.seq, 'hash_mismatch');
-      if (!indexColumnsMatch(row)) return fail(row.decision_id, row.seq, 'index_mismatch');
+      if (!indexColumnsMatch(row, reasonSets)) return fail(row.decision_id, row.seq, 'index_mismatch');
       if (checkpoint && checkpoint.seq === row.seq) {
         if (!markSignatureValid({ ...checkpoint, kind: 'checkpoint' }, key)) {
           return fail(row.decision_id, row.seq, 'checkpoint_signature_invalid');
@@ -122,7 +126,22 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
   }
 }
 
-function indexColumnsMatch(row: ChainRow): boolean {
+function readReasonSets(db: DatabaseSync): ReasonSets {
+  const keys = new Map<number, string>();
+  for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets').all() as { id: number; codes: string }[]) keys.set(id, codes);
+  const filed = new Map<number, string[]>();
+  for (const { code, reason_set } of db.prepare('SELECT code, reason_set FROM reason_set_codes').all() as { code: string; reason_set: number }[]) {
+    filed.set(reason_set, [...(filed.get(reason_set) ?? []), code]);
+  }
+  const misfiled = new Set<number>();
+  for (const [id, key] of keys) {
+    // A set's key is its codes sorted; the codes it is filed under must be exactly those.
+    if (reasonSetKey(filed.get(id) ?? []) !== key) misfiled.add(id);
+  }
+  return { keys, misfiled };
+}
+
+function indexColumnsMatch(row: ChainRow, reasonSets: ReasonSets): boolean {
   let record: DecisionRecord;
   try {
     record = JSON.parse(row.body) as DecisionRecord;
@@ -130,8 +149,6 @@ function indexColumnsMatch(row: ChainRow): boolean {
     return false;
   }
   const columns = deriveIndexColumns(record);
-  const storedReasons = (row.reasons ?? '').split('\u001f').filter((entry) => entry !== '').sort();
-  const expectedReasons = columns.reason_codes.map((code) => `${code}\u001e${record.timestamp}`).sort();
   return (
     row.decision_id === record.decision_id &&
     row.timestamp === record.timestamp &&
@@ -146,6 +163,7 @@ function indexColumnsMatch(row: ChainRow): boolean {
     row.resource_type === columns.resource_type &&
     row.resource_id === columns.resource_id &&
     row.allow === columns.allow &&
-    storedReasons.join('\u001f') === expectedReasons.join('\u001f')
+    reasonSets.keys.get(row.reason_set) === reasonSetKey(columns.reason_codes) &&
+    !reasonSets.misfiled.has(row.reason_set)
   );
 }

@@ -2,6 +2,7 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { chainHash, GENESIS_HASH, signMark } from './chain.ts';
 import type { CheckpointKey, SignedMark } from './chain.ts';
 import type { DecisionRecord, IndexColumns } from './record.ts';
+import { reasonSetKey } from './schema.ts';
 
 /**
  * A (masked) record made ready for the chain at append time, so a commit only numbers,
@@ -40,8 +41,12 @@ export class ChainWriter {
   readonly #key: CheckpointKey;
   readonly #policy: CheckpointPolicy;
   readonly #insertDecision: StatementSync;
-  readonly #insertReason: StatementSync;
+  readonly #insertReasonSet: StatementSync;
+  readonly #insertReasonSetCode: StatementSync;
   readonly #insertCheckpoint: StatementSync;
+  /** Every reason set in the log, by key (reasonSetKey): read once, then kept current by commits. */
+  readonly #reasonSets = new Map<string, number>();
+  #nextReasonSetId = 1;
   #head: ChainHead;
   #lastCheckpoint: { seq: number; at: number };
 
@@ -51,10 +56,15 @@ export class ChainWriter {
     this.#policy = policy;
     this.#insertDecision = db.prepare(
       `INSERT INTO decisions (seq, decision_id, timestamp, endpoint, caller, bundle, revision, iss, sub, client_id,
-         action, resource_type, resource_id, allow, body, prev_hash, hash)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         action, resource_type, resource_id, allow, reason_set, body, prev_hash, hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#insertReason = db.prepare('INSERT INTO decision_reasons (seq, code, timestamp) VALUES (?, ?, ?)');
+    this.#insertReasonSet = db.prepare('INSERT INTO reason_sets (id, codes) VALUES (?, ?)');
+    this.#insertReasonSetCode = db.prepare('INSERT INTO reason_set_codes (code, reason_set) VALUES (?, ?)');
+    for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets').all() as { id: number; codes: string }[]) {
+      this.#reasonSets.set(codes, id);
+      this.#nextReasonSetId = Math.max(this.#nextReasonSetId, id + 1);
+    }
     this.#insertCheckpoint = db.prepare(
       'INSERT INTO checkpoints (seq, hash, record_count, created_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
     );
@@ -77,6 +87,8 @@ export class ChainWriter {
   commit(batch: readonly PreparedDecision[], now = Date.now()): string[] {
     let { seq, hash } = this.#head;
     const hashes: string[] = [];
+    // Sets first seen in this batch join #reasonSets only once it is committed.
+    const newSets = new Map<string, number>();
     this.#db.exec('BEGIN IMMEDIATE');
     try {
       for (const { body, columns, ...record } of batch) {
@@ -86,14 +98,15 @@ export class ChainWriter {
         this.#insertDecision.run(
           seq, record.decision_id, record.timestamp, record.endpoint, record.caller, record.bundle, record.revision,
           columns.iss, columns.sub, columns.client_id, columns.action, columns.resource_type, columns.resource_id,
-          columns.allow, body, prevHash, hash,
+          columns.allow, this.#reasonSetId(columns.reason_codes, newSets), body, prevHash, hash,
         );
-        for (const code of columns.reason_codes) this.#insertReason.run(seq, code, record.timestamp);
         hashes.push(hash);
       }
       const head = { seq, hash };
       const checkpointed = this.#checkpointIfDue(head, now, false);
       this.#db.exec('COMMIT');
+      for (const [key, id] of newSets) this.#reasonSets.set(key, id);
+      this.#nextReasonSetId += newSets.size;
       this.#head = head;
       if (checkpointed) this.#lastCheckpoint = { seq, at: now };
       return hashes;
@@ -101,6 +114,19 @@ export class ChainWriter {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       throw error;
     }
+  }
+
+  /** The id of the set of `codes`, inserting the set (into this transaction, noted in `newSets`) the first time it is seen. */
+  #reasonSetId(codes: readonly string[], newSets: Map<string, number>): number {
+    const key = reasonSetKey(codes);
+    let id = this.#reasonSets.get(key) ?? newSets.get(key);
+    if (id === undefined) {
+      id = this.#nextReasonSetId + newSets.size;
+      this.#insertReasonSet.run(id, key);
+      for (const code of new Set(codes)) this.#insertReasonSetCode.run(code, id);
+      newSets.set(key, id);
+    }
+    return id;
   }
 
   /**
