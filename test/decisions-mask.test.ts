@@ -21,6 +21,56 @@ describe('canonicalJson', () => {
   });
 });
 
+/** The definition, written plainly: keys sorted by UTF-16 code units at every depth. */
+function reference(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : reference(item))).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.keys(value)
+      .sort()
+      .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
+      .map((key) => `${JSON.stringify(key)}:${reference((value as Record<string, unknown>)[key])}`);
+    return `{${entries.join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+describe('canonicalJson on any JSON-like value', () => {
+  it('matches the plain definition on random documents, sorted or not', () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const KEYS = ['a', 'b', 'z', 'A', 'é', '10', '9', '0', '__proto__', 'toJSON', 'sub', 'x-y', '\u{1F600}', '-1', '01'];
+    const make = (depth: number): unknown => {
+      const kind = Math.floor(random() * (depth > 3 ? 5 : 7));
+      if (kind === 0) return null;
+      if (kind === 1) return random() < 0.5;
+      if (kind === 2) return [0, -0, 1.5, 1e21, -7, NaN][Math.floor(random() * 6)];
+      if (kind === 3) return ['', 'é', '\n"', '\u2028', '\uD800'][Math.floor(random() * 5)];
+      if (kind === 4) return undefined;
+      if (kind === 5) return Array.from({ length: Math.floor(random() * 4) }, () => make(depth + 1));
+      const json: string[] = [];
+      const object: Record<string, unknown> = {};
+      for (let i = Math.floor(random() * 6); i > 0; i--) {
+        const key = KEYS[Math.floor(random() * KEYS.length)]!;
+        const member = make(depth + 1);
+        if (key === '__proto__') json.push(`${JSON.stringify(key)}:${JSON.stringify(member) ?? 'null'}`);
+        else object[key] = member;
+      }
+      // "__proto__" as an own member, as JSON.parse makes it.
+      return json.length > 0 ? { ...object, ...(JSON.parse(`{${json.join(',')}}`) as object) } : object;
+    };
+    for (let i = 0; i < 2_000; i++) {
+      const value = make(0);
+      expect(canonicalJson(value)).toBe(reference(value));
+    }
+  });
+
+  it('writes other objects as their own enumerable members, as it always did', () => {
+    const nullProto = Object.assign(Object.create(null) as object, { b: 1, a: 2 });
+    expect(canonicalJson({ when: new Date(0), map: new Map([[1, 2]]), nullProto })).toBe('{"map":{},"nullProto":{"a":2,"b":1},"when":{}}');
+    expect(canonicalJson({ b: { toJSON: () => 'x', a: 1 } })).toBe('{"b":{"a":1,"toJSON":null}}');
+  });
+});
+
 describe('applyMask', () => {
   const record = {
     input: {
