@@ -41,7 +41,7 @@ allow if {
 	count(evidence.trusted_issuer_rule_ids) > 0
 	count(environment_rule_ids) > 0
 	count(tenant_rule_ids) > 0
-	action_spec.scope in token_scopes
+	scope_granted
 	count(subject_mapping_ids) > 0
 	count(subject_entitlement_ids) > 0
 }
@@ -103,9 +103,9 @@ request_purpose := input.context.purpose if is_string(input.context.purpose)
 # --- What the token proves ----------------------------------------------------
 
 # METADATA
-# title: Token scopes
-# description: The scopes the token carries.
-token_scopes contains scope if some scope in input.subject.scopes
+# title: Scope granted
+# description: The token carries the scope the action requires.
+scope_granted if action_spec.scope in input.subject.scopes
 
 # METADATA
 # title: Token environments

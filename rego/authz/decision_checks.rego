@@ -85,8 +85,9 @@ denials contains {
 	"missing": "token",
 	"message": "the token carries no tenant in the claim data.authz.tenant_claims names for its issuer",
 } if {
-	evidence.authenticated
+	count(tenant_rule_ids) == 0
 	count(token_tenants) == 0
+	evidence.authenticated
 }
 
 denials contains {
@@ -95,10 +96,10 @@ denials contains {
 	"token_tenants": sort(token_tenants),
 	"message": "the token's tenant differs from the resource's tenant",
 } if {
+	count(tenant_rule_ids) == 0
 	evidence.authenticated
 	resource_tenant != ""
 	count(token_tenants) > 0
-	count(tenant_rule_ids) == 0
 }
 
 denials contains {
@@ -107,7 +108,7 @@ denials contains {
 	"message": "the token does not carry the scope this action requires",
 } if {
 	evidence.authenticated
-	not action_spec.scope in token_scopes
+	not scope_granted
 }
 
 denials contains {
