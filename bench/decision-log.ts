@@ -132,6 +132,7 @@ async function ingest(records: number, rate: number, httpRate: number): Promise<
     in_process_durable_per_s: Math.round(records / seconds),
     http_requests: served?.requests ?? 0,
     http_non_2xx: served?.non2xx ?? 0,
+    http_latency_ms: served && { p50: served.p50, p99: served.p99 },
     total_durable_per_s: Math.round((records + (served?.requests ?? 0)) / seconds),
     commits,
     append_latency_ms: { p50: round1(percentile(latencies, 50)), p99: round1(percentile(latencies, 99)) },
