@@ -3,7 +3,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../src/decisions/store.ts';
 import type { DecisionFilters } from '../src/decisions/query.ts';
 import type { DecisionRecord, StoredDecision } from '../src/decisions/record.ts';
-import { GENESIS_HASH } from '../src/decisions/chain.ts';
+import { GENESIS_HASH, loadOrCreateCheckpointKey } from '../src/decisions/chain.ts';
+import { canonicalJson } from '../src/decisions/canonical-json.ts';
+import { deriveIndexColumns } from '../src/decisions/record.ts';
+import { migrate } from '../src/decisions/schema.ts';
+import { ChainWriter } from '../src/decisions/writer.ts';
 import { decision, tempDir } from './support/decisions.ts';
 
 let temp: ReturnType<typeof tempDir>;
@@ -333,5 +337,48 @@ describe('reason filters over several sets of codes', () => {
     expect(ids(seen)).toEqual(ids(expected as StoredDecision[]));
     expect(log.query({ reason: 'unknown_code' }).decisions).toEqual([]);
     expect(ids(log.query({ reason: 'revoked', to: T + 4 }).decisions)).toEqual([all[3]!, all[1]!, all[0]!].map((r) => r.decision_id));
+  });
+});
+
+describe('reason sets at scale', () => {
+  it('answers a code held by more sets than it merges with one query, in page order', async () => {
+    const log = await open();
+    const T = Date.UTC(2025, 0, 1);
+    const all = Array.from({ length: 70 }, (_, i) => decision({ timestamp: T + i, allow: false, reasons: ['common', `unique-${i}`] }));
+    await Promise.all(all.map((record) => log.append(record)));
+    const seen: StoredDecision[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = log.query({ reason: 'common' }, { limit: 9, cursor });
+      seen.push(...page.decisions);
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+    expect(ids(seen)).toEqual(ids([...all].reverse() as StoredDecision[]));
+    expect(ids(log.query({ reason: 'unique-5' }).decisions)).toEqual([all[5]!.decision_id]);
+  });
+
+  it('a writer that remembers few sets finds the others in the database', () => {
+    const dir = tempDir();
+    const db = new DatabaseSync(dir.path);
+    try {
+      migrate(db);
+      const writer = new ChainWriter(db, loadOrCreateCheckpointKey(`${dir.path}.key.jwk`), { everyRecords: 1_000, intervalMs: 60_000 }, 2);
+      const prepare = (codes: string[]) => {
+        const record = decision({ allow: false, reasons: codes });
+        const { decision_id, timestamp, endpoint, caller, bundle, revision } = record;
+        return { decision_id, timestamp, endpoint, caller, bundle, revision, columns: deriveIndexColumns(record), body: canonicalJson(record) };
+      };
+      const combos = [['a'], ['b'], ['c'], ['a', 'b'], ['d']];
+      for (const codes of combos) writer.commit([prepare(codes)]);
+      // Sets seen before, whether remembered or not, and a batch repeating a new one.
+      writer.commit([prepare(['d']), prepare(['c']), prepare(['a']), prepare(['e']), prepare(['e'])]);
+      const sets = db.prepare('SELECT id, codes FROM reason_sets ORDER BY id').all() as { id: number; codes: string }[];
+      expect(sets.map((set) => set.codes)).toEqual(['["a"]', '["b"]', '["c"]', '["a","b"]', '["d"]', '["e"]']);
+      const used = db.prepare('SELECT reason_set FROM decisions ORDER BY seq').all() as { reason_set: number }[];
+      expect(used.map((row) => row.reason_set)).toEqual([1, 2, 3, 4, 5, 5, 3, 1, 6, 6]);
+    } finally {
+      db.close();
+      dir.cleanup();
+    }
   });
 });

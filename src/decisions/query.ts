@@ -90,6 +90,13 @@ interface Position {
 }
 
 /**
+ * Past this many reason sets holding one code, a reason filter is left to SQLite as one
+ * query (which then sorts every match): codes are meant to be stable, so only a policy
+ * that mints codes per request gets there.
+ */
+const MAX_MERGED_REASON_SETS = 64;
+
+/**
  * The first `limit` matching rows in page order. A reason filter becomes one index range
  * scan per reason set containing the code (decisions repeat few combinations of codes),
  * each already in page order and cut at `limit`, merged here.
@@ -99,8 +106,14 @@ function matchingRows(db: DatabaseSync, filters: DecisionFilters, after: Positio
     const { sql, params } = buildQuery(filters, undefined, after, limit);
     return db.prepare(sql).all(...params) as unknown as StoredRow[];
   }
-  const sets = db.prepare('SELECT reason_set FROM reason_set_codes WHERE code = ?').all(filters.reason) as { reason_set: number }[];
+  const sets = db.prepare('SELECT reason_set FROM reason_set_codes WHERE code = ? LIMIT ?').all(filters.reason, MAX_MERGED_REASON_SETS + 1) as {
+    reason_set: number;
+  }[];
   if (sets.length === 0) return [];
+  if (sets.length > MAX_MERGED_REASON_SETS) {
+    const { sql, params } = buildQuery(filters, filters.reason, after, limit);
+    return db.prepare(sql).all(...params) as unknown as StoredRow[];
+  }
   const { sql, params } = buildQuery(filters, 0, after, limit);
   const statement = db.prepare(sql);
   const rows: StoredRow[] = [];
@@ -112,19 +125,26 @@ function matchingRows(db: DatabaseSync, filters: DecisionFilters, after: Positio
   return rows.sort((a, b) => b.timestamp - a.timestamp || b.seq - a.seq).slice(0, limit);
 }
 
-/** The query of a page; with `reasonSet` given, its first parameter is the reason set (to be set by the caller). */
+/**
+ * The query of a page. `reason` narrows it to one reason set (a number: the first
+ * parameter, which the caller may replace to run it for another set) or to every set
+ * holding a code (a string).
+ */
 function buildQuery(
   filters: DecisionFilters,
-  reasonSet: number | undefined,
+  reason: number | string | undefined,
   after: Position | undefined,
   limit: number,
 ): { sql: string; params: SQLInputValue[] } {
   const conditions: string[] = [];
   const params: SQLInputValue[] = [];
 
-  if (reasonSet !== undefined) {
+  if (typeof reason === 'number') {
     conditions.push('d.reason_set = ?');
-    params.push(reasonSet);
+    params.push(reason);
+  } else if (reason !== undefined) {
+    conditions.push('d.reason_set IN (SELECT reason_set FROM reason_set_codes WHERE code = ?)');
+    params.push(reason);
   }
   for (const name of EQUALITY_FILTERS) {
     const value = filters[name];

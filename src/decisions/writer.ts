@@ -31,6 +31,9 @@ export interface ChainHead {
   hash: string;
 }
 
+/** Reason sets the writer remembers; a log normally has a few dozen. */
+const CACHED_REASON_SETS = 10_000;
+
 /**
  * The only writer of a decision log. Each commit is one transaction that extends the
  * chain and, when one is due, adds a signed checkpoint. The head in memory moves only
@@ -44,13 +47,19 @@ export class ChainWriter {
   readonly #insertReasonSet: StatementSync;
   readonly #insertReasonSetCode: StatementSync;
   readonly #insertCheckpoint: StatementSync;
-  /** Every reason set in the log, by key (reasonSetKey): read once, then kept current by commits. */
+  /**
+   * Reason sets by key (reasonSetKey), read once, then kept current by commits. Bounded:
+   * a policy minting codes per request must not grow it for ever; sets past the bound are
+   * looked up in the database instead.
+   */
   readonly #reasonSets = new Map<string, number>();
+  readonly #findReasonSet: StatementSync;
+  readonly #cachedReasonSets: number;
   #nextReasonSetId = 1;
   #head: ChainHead;
   #lastCheckpoint: { seq: number; at: number };
 
-  constructor(db: DatabaseSync, key: CheckpointKey, policy: CheckpointPolicy) {
+  constructor(db: DatabaseSync, key: CheckpointKey, policy: CheckpointPolicy, cachedReasonSets = CACHED_REASON_SETS) {
     this.#db = db;
     this.#key = key;
     this.#policy = policy;
@@ -61,9 +70,11 @@ export class ChainWriter {
     );
     this.#insertReasonSet = db.prepare('INSERT INTO reason_sets (id, codes) VALUES (?, ?)');
     this.#insertReasonSetCode = db.prepare('INSERT INTO reason_set_codes (code, reason_set) VALUES (?, ?)');
-    for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets').all() as { id: number; codes: string }[]) {
-      this.#reasonSets.set(codes, id);
-      this.#nextReasonSetId = Math.max(this.#nextReasonSetId, id + 1);
+    this.#findReasonSet = db.prepare('SELECT id FROM reason_sets WHERE codes = ?');
+    this.#cachedReasonSets = cachedReasonSets;
+    for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets ORDER BY id').all() as { id: number; codes: string }[]) {
+      if (this.#reasonSets.size < this.#cachedReasonSets) this.#reasonSets.set(codes, id);
+      this.#nextReasonSetId = id + 1;
     }
     this.#insertCheckpoint = db.prepare(
       'INSERT INTO checkpoints (seq, hash, record_count, created_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
@@ -105,7 +116,7 @@ export class ChainWriter {
       const head = { seq, hash };
       const checkpointed = this.#checkpointIfDue(head, now, false);
       this.#db.exec('COMMIT');
-      for (const [key, id] of newSets) this.#reasonSets.set(key, id);
+      for (const [key, id] of newSets) if (this.#reasonSets.size < this.#cachedReasonSets) this.#reasonSets.set(key, id);
       this.#nextReasonSetId += newSets.size;
       this.#head = head;
       if (checkpointed) this.#lastCheckpoint = { seq, at: now };
@@ -120,6 +131,9 @@ export class ChainWriter {
   #reasonSetId(codes: readonly string[], newSets: Map<string, number>): number {
     const key = reasonSetKey(codes);
     let id = this.#reasonSets.get(key) ?? newSets.get(key);
+    if (id === undefined && this.#reasonSets.size >= this.#cachedReasonSets) {
+      id = (this.#findReasonSet.get(key) as { id: number } | undefined)?.id;
+    }
     if (id === undefined) {
       id = this.#nextReasonSetId + newSets.size;
       this.#insertReasonSet.run(id, key);
