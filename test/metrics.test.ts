@@ -77,6 +77,13 @@ describe('GET /metrics', () => {
     expect(samples.get(`arbiter_bundle_info{bundle="simple",revision="${simple.revision}"}`)).toBe(1);
     expect(samples.has('process_cpu_seconds_total')).toBe(true);
     expect(samples.get('arbiter_decision_log_queue_depth')).toBe(0);
+    // Worker threads' heaps, which the nodejs_heap_* metrics (main thread only) do not cover.
+    for (const thread of ['evaluator-0', 'decision-log-writer']) {
+      const used = samples.get(`arbiter_thread_heap_bytes{thread="${thread}",kind="used"}`)!;
+      const total = samples.get(`arbiter_thread_heap_bytes{thread="${thread}",kind="total"}`)!;
+      expect(used).toBeGreaterThan(100_000);
+      expect(total).toBeGreaterThanOrEqual(used);
+    }
   });
 
   it('counts bundle activations and rejections by check', async () => {

@@ -4,6 +4,7 @@ import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
 import { z } from 'zod';
 import { ArbiterError, ConfigError } from '../errors.ts';
+import type { ThreadHeap } from '../metrics/registry.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { loadOrCreateCheckpointKey } from './chain.ts';
 import type { CheckpointKey } from './chain.ts';
@@ -210,6 +211,11 @@ export class DecisionStore {
 
   get stats(): DecisionLogStats {
     return { pending: this.#queue.length + this.#committing, committed: this.#committed, failed: this.#failed, commits: this.#commits };
+  }
+
+  /** The writer thread's V8 heap, for /metrics. */
+  writerHeap(): Promise<ThreadHeap> {
+    return this.#writer.heapStatistics();
   }
 
   /** Commits everything accepted, signs a final checkpoint and closes the database. */

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { ArbiterError } from '../errors.ts';
+import type { ThreadHeap } from '../metrics/registry.ts';
 import type { CheckpointKey } from './chain.ts';
 import type { RetentionPolicy } from './retention.ts';
 import type { ChainLink, CheckpointPolicy, PreparedDecision } from './writer.ts';
@@ -139,6 +140,12 @@ export class WriterThread {
 
   prune(policy: RetentionPolicy, now: number, stepRecords: number): Promise<number> {
     return this.#request({ op: 'prune', policy, now, stepRecords }) as Promise<number>;
+  }
+
+  /** The writer thread's V8 heap. */
+  async heapStatistics(): Promise<ThreadHeap> {
+    const heap = await this.#worker.getHeapStatistics();
+    return { thread: 'decision-log-writer', usedBytes: heap.used_heap_size, totalBytes: heap.total_heap_size };
   }
 
   /** Signs a final checkpoint, closes the database and ends the thread. */

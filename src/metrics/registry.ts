@@ -11,9 +11,18 @@ const OTHER = 'other';
 const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2];
 const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
+/** The V8 heap of one worker thread (evaluation workers, the decision log writer). */
+export interface ThreadHeap {
+  thread: string;
+  usedBytes: number;
+  totalBytes: number;
+}
+
 export interface ArbiterMetricsOptions {
   /** The active bundles, read at each scrape for arbiter_bundle_info. */
   activeBundles: () => readonly { name: string; revision: string }[];
+  /** The heaps of Arbiter's worker threads, read at each scrape (the default metrics cover the main thread's). */
+  threadHeaps?: () => Promise<readonly ThreadHeap[]>;
 }
 
 /**
@@ -101,6 +110,22 @@ export class ArbiterMetrics {
         for (const bundle of options.activeBundles()) this.set({ bundle: bundle.name, revision: bundle.revision }, 1);
       },
     });
+    const threadHeaps = options.threadHeaps;
+    if (threadHeaps) {
+      new Gauge({
+        name: 'arbiter_thread_heap_bytes',
+        help: 'V8 heap of each worker thread (used and total), beside the nodejs_heap_* metrics of the main thread.',
+        labelNames: ['thread', 'kind'] as const,
+        registers: [this.registry],
+        async collect() {
+          this.reset();
+          for (const heap of await threadHeaps()) {
+            this.set({ thread: heap.thread, kind: 'used' }, heap.usedBytes);
+            this.set({ thread: heap.thread, kind: 'total' }, heap.totalBytes);
+          }
+        },
+      });
+    }
     collectDefaultMetrics({ register: this.registry });
   }
 

@@ -11,7 +11,7 @@ import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline, type DecisionRecorder } from '../decisions/pipeline.ts';
 import { DecisionStore } from '../decisions/store.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
-import { ArbiterMetrics } from '../metrics/registry.ts';
+import { ArbiterMetrics, type ThreadHeap } from '../metrics/registry.ts';
 import { BundleLifecycle, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
 import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
@@ -60,7 +60,15 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
   }
   const evaluator = createEvaluator(config.engine, logger);
   const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest) });
-  const metrics = new ArbiterMetrics({ activeBundles: () => bundles.list() });
+  // The decision log opens further down; the scrape reads whichever threads exist by then.
+  const heapOf: { decisionLogWriter?: () => Promise<ThreadHeap> } = {};
+  const metrics = new ArbiterMetrics({
+    activeBundles: () => bundles.list(),
+    threadHeaps: async () => {
+      const writer = await heapOf.decisionLogWriter?.().catch(() => undefined);
+      return [...((await evaluator.heapStatistics?.()) ?? []), ...(writer ? [writer] : [])];
+    },
+  });
   const jwksFetch = { jwksFetch: (issuer: string) => metrics.jwksFetch(issuer) };
   const issuers = IssuerRegistry.fromConfig(config.issuers, devIssuers, jwksFetch);
   const adminIssuers = IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], jwksFetch);
@@ -83,6 +91,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
 
   const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, logger) : undefined;
   if (!decisionLog) logger.warn('decision_log.enabled is false: decisions are not recorded durably');
+  if (decisionLog) heapOf.decisionLogWriter = () => decisionLog.writerHeap();
 
   const pipeline = new DecisionPipeline({
     issuers,

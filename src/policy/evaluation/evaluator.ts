@@ -1,4 +1,5 @@
 import type { RawEvaluation } from '../engine.ts';
+import type { ThreadHeap } from '../../metrics/registry.ts';
 
 /** A bundle revision as evaluators need it: its module, its own data, and a key to cache instances by. */
 export interface EvaluableBundle {
@@ -21,5 +22,7 @@ export interface PolicyEvaluator {
   setLiveData(data: Record<string, unknown>, version: number): void;
   /** The revision will not be asked for again: free its instances. */
   release(digest: string): void;
+  /** The V8 heaps of the evaluator's own threads, if it has any. */
+  heapStatistics?(): Promise<ThreadHeap[]>;
   close(): Promise<void>;
 }

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import type { ThreadHeap } from '../../metrics/registry.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
@@ -76,6 +77,21 @@ export class EvaluationPool implements PolicyEvaluator {
   release(digest: string): void {
     this.#retired.add(digest);
     this.#unloadRetired();
+  }
+
+  /** The V8 heap of each worker; a worker being replaced is left out. */
+  async heapStatistics(): Promise<ThreadHeap[]> {
+    const heaps = await Promise.all(
+      this.#slots.map(async (slot, index) => {
+        try {
+          const heap = await slot.worker.getHeapStatistics();
+          return { thread: `evaluator-${index}`, usedBytes: heap.used_heap_size, totalBytes: heap.total_heap_size };
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+    return heaps.filter((heap) => heap !== undefined);
   }
 
   async close(): Promise<void> {
