@@ -317,6 +317,18 @@ describe('schema', () => {
   });
 });
 
+/** Every match, page by page through the cursors. */
+function everyPage(log: DecisionStore, filters: DecisionFilters, limit: number): StoredDecision[] {
+  const seen: StoredDecision[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = log.query(filters, { limit, cursor });
+    seen.push(...page.decisions);
+    cursor = page.next_cursor ?? undefined;
+  } while (cursor);
+  return seen;
+}
+
 describe('reason filters over several sets of codes', () => {
   it('merges the sets containing a code, newest first, across pages', async () => {
     const log = await open();
@@ -327,14 +339,7 @@ describe('reason filters over several sets of codes', () => {
     for (const record of all) await log.append(record);
 
     const expected = all.filter((record) => record.result.reasons.some((reason) => reason.code === 'revoked')).reverse();
-    const seen: StoredDecision[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = log.query({ reason: 'revoked' }, { limit: 7, cursor });
-      seen.push(...page.decisions);
-      cursor = page.next_cursor ?? undefined;
-    } while (cursor);
-    expect(ids(seen)).toEqual(ids(expected as StoredDecision[]));
+    expect(ids(everyPage(log, { reason: 'revoked' }, 7))).toEqual(ids(expected as StoredDecision[]));
     expect(log.query({ reason: 'unknown_code' }).decisions).toEqual([]);
     expect(ids(log.query({ reason: 'revoked', to: T + 4 }).decisions)).toEqual([all[3]!, all[1]!, all[0]!].map((r) => r.decision_id));
   });
@@ -346,14 +351,7 @@ describe('reason sets at scale', () => {
     const T = Date.UTC(2025, 0, 1);
     const all = Array.from({ length: 70 }, (_, i) => decision({ timestamp: T + i, allow: false, reasons: ['common', `unique-${i}`] }));
     await Promise.all(all.map((record) => log.append(record)));
-    const seen: StoredDecision[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = log.query({ reason: 'common' }, { limit: 9, cursor });
-      seen.push(...page.decisions);
-      cursor = page.next_cursor ?? undefined;
-    } while (cursor);
-    expect(ids(seen)).toEqual(ids([...all].reverse() as StoredDecision[]));
+    expect(ids(everyPage(log, { reason: 'common' }, 9))).toEqual(ids([...all].reverse() as StoredDecision[]));
     expect(ids(log.query({ reason: 'unique-5' }).decisions)).toEqual([all[5]!.decision_id]);
   });
 
