@@ -131,7 +131,9 @@ function readReasonSets(db: DatabaseSync): ReasonSets {
   for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets').all() as { id: number; codes: string }[]) keys.set(id, codes);
   const filed = new Map<number, string[]>();
   for (const { code, reason_set } of db.prepare('SELECT code, reason_set FROM reason_set_codes').all() as { code: string; reason_set: number }[]) {
-    filed.set(reason_set, [...(filed.get(reason_set) ?? []), code]);
+    const codes = filed.get(reason_set);
+    if (codes) codes.push(code);
+    else filed.set(reason_set, [code]);
   }
   const misfiled = new Set<number>();
   for (const [id, key] of keys) {
