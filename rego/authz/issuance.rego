@@ -90,7 +90,7 @@ known_scopes contains scope if {
 exception_rules(scope) := {rule |
 	some rule in data.authz.issuance_rules.exceptions
 	scope in rule.scopes
-	evidence.matches(rule.clients, evidence.subject_delimiter, issuance_client)
+	evidence.matches(rule.clients, "/", issuance_client)
 	exception_purpose_fits(rule, object.get(input.issuance, "purpose", ""))
 }
 
@@ -118,7 +118,7 @@ scope_entitlement_ids(party_id, scope) := {grant.id |
 	some grant in data.entitlements[party_id].grants
 	evidence.active(grant, input.context.now)
 	some action in scope_actions(scope)
-	evidence.matches(grant.actions, evidence.action_delimiter, action)
+	evidence.matches(grant.actions, ".", action)
 }
 
 # METADATA
@@ -222,7 +222,7 @@ issuance_denials contains {
 # description: The authenticated caller matches a data.authz.issuance_rules.callers rule.
 caller_permitted if {
 	some rule in data.authz.issuance_rules.callers
-	evidence.matches(rule.subjects, evidence.subject_delimiter, evidence.subject_id)
+	evidence.matches(rule.subjects, "/", evidence.subject_id)
 }
 
 # METADATA
