@@ -8,6 +8,12 @@
  * encoding, opa_eval, result decoding, contract check) on prepared JSON inputs: an allowed and
  * a denied request. The faster level is the one to set as OPTIMIZATION_LEVEL.
  *
+ * Three stand-in policies, built and timed the same way at OPTIMIZATION_LEVEL, split an allowed
+ * decision's time: a constant deny on the empty input (the fixed cost of a call), the same on the
+ * real input (plus parsing it inside WebAssembly), and a constant holding the allowed decision's
+ * exact output (plus building, writing and decoding it). What the full policy takes beyond that
+ * last one is its rules.
+ *
  * Levels and inputs take turns in chunks of `chunk` evaluations for `rounds` rounds: on a
  * shared VM, memory-bound code runs up to 1.8x slower for seconds at a time while plain
  * arithmetic does not, and interleaving lets every variant see those periods alike. Besides the
@@ -47,6 +53,8 @@ const inputs = {
 const policyData = JSON.parse(readFileSync('rego/authz/data.json', 'utf8')) as Record<string, unknown>;
 
 interface Variant {
+  /** O0 or O1 for the default policy at that level; stand_in for the breakdown's policies. */
+  group: string;
   name: string;
   level: number;
   input: string;
@@ -67,8 +75,20 @@ try {
     for (const [name, input] of Object.entries(inputs)) {
       const first = engine.evaluate(ENTRYPOINT, input);
       if (!first.ok || first.result.allow !== (name === 'allow')) throw new Error(`-O=${level} ${name}: unexpected result ${JSON.stringify(first)}`);
-      variants.push({ name, level, input, evaluate: () => engine.evaluate(ENTRYPOINT, input), samples: [], chunkMedians: [] });
+      variants.push({ group: `O${level}`, name, level, input, evaluate: () => engine.evaluate(ENTRYPOINT, input), samples: [], chunkMedians: [] });
     }
+  }
+  const fullPolicy = variants.find((v) => v.group === `O${OPTIMIZATION_LEVEL}` && v.name === 'allow')!;
+  const allowedOutput = JSON.stringify((fullPolicy.evaluate() as { result: unknown }).result);
+  const emptyDeny = '{"allow": false, "reasons": [], "obligations": []}';
+  const standIns: [name: string, decision: string, input: string][] = [
+    ['call', emptyDeny, '{}'],
+    ['call_and_input', emptyDeny, inputs.allow],
+    ['call_input_and_output', allowedOutput, inputs.allow],
+  ];
+  for (const [name, decision, input] of standIns) {
+    const engine = await standInEngine(dir, name, decision);
+    variants.push({ group: 'stand_in', name, level: OPTIMIZATION_LEVEL, input, evaluate: () => engine.evaluate(ENTRYPOINT, input), samples: [], chunkMedians: [] });
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
@@ -94,7 +114,7 @@ const results: Record<string, Record<string, object>> = {};
 for (const variant of variants) {
   const sorted = variant.samples.sort((a, b) => a - b);
   const chunks = [...variant.chunkMedians].sort((a, b) => a - b);
-  (results[`O${variant.level}`] ??= {})[variant.name] = {
+  (results[variant.group] ??= {})[variant.name] = {
     p50_us: round1(percentile(sorted, 0.5)),
     p99_us: round1(percentile(sorted, 0.99)),
     mean_us: round1(sorted.reduce((a, b) => a + b, 0) / sorted.length),
@@ -102,8 +122,17 @@ for (const variant of variants) {
   };
 }
 
-const p50 = (level: number) => median(variants.filter((v) => v.level === level).map((v) => percentile([...v.samples], 0.5)));
-const current = variants.filter((v) => v.level === OPTIMIZATION_LEVEL).map((v) => percentile([...v.samples], 0.5));
+const variantP50 = (group: string, name: string) => percentile([...variants.find((v) => v.group === group && v.name === name)!.samples], 0.5);
+const p50 = (level: number) => median(variants.filter((v) => v.group === `O${level}`).map((v) => percentile([...v.samples], 0.5)));
+const current = variants.filter((v) => v.group === `O${OPTIMIZATION_LEVEL}`).map((v) => percentile([...v.samples], 0.5));
+// Differences of p50s: an estimate of each part's typical cost, not of its distribution.
+const standIn = (name: string) => variantP50('stand_in', name);
+const breakdown = {
+  call_us: round1(standIn('call')),
+  input_parse_us: round1(standIn('call_and_input') - standIn('call')),
+  output_us: round1(standIn('call_input_and_output') - standIn('call_and_input')),
+  rules_us: round1(variantP50(`O${OPTIMIZATION_LEVEL}`, 'allow') - standIn('call_input_and_output')),
+};
 const report = {
   measured_at: new Date().toISOString(),
   machine: machineInfo(),
@@ -114,11 +143,36 @@ const report = {
   optimization_level: OPTIMIZATION_LEVEL,
   target_p50_us: TARGET_P50_US,
   results,
+  allowed_breakdown_p50_us: breakdown,
 };
 mkdirSync('bench/results', { recursive: true });
 writeFileSync('bench/results/eval-micro-latest.json', `${JSON.stringify(report, null, 2)}\n`);
 console.log(JSON.stringify(results, null, 2));
 const faster = p50(1) < p50(0) ? 1 : 0;
 console.log(`faster: -O=${faster} (median p50 ${p50(faster).toFixed(1)} µs vs ${p50(1 - faster).toFixed(1)} µs); OPTIMIZATION_LEVEL is ${OPTIMIZATION_LEVEL}`);
+console.log(
+  `allowed decision at -O=${OPTIMIZATION_LEVEL}, p50 by part: call ${breakdown.call_us} µs, input parse ${breakdown.input_parse_us} µs, ` +
+    `output ${breakdown.output_us} µs, rules ${breakdown.rules_us} µs (${inputs.allow.length} B in, ${Buffer.byteLength(JSON.stringify(fullPolicyOutput()))} B out)`,
+);
 console.log(`target p50 < ${TARGET_P50_US} µs (allowed and denied) at -O=${OPTIMIZATION_LEVEL}: ${Math.max(...current) < TARGET_P50_US ? 'met' : 'NOT met'}`);
 console.log('written to bench/results/eval-micro-latest.json');
+
+/** The default policy's allowed decision, as the engine returns it (for the report's sizes). */
+function fullPolicyOutput(): unknown {
+  return (variants.find((v) => v.group === `O${OPTIMIZATION_LEVEL}` && v.name === 'allow')!.evaluate() as { result: unknown }).result;
+}
+
+/** A bundle whose authz/decision is the constant `decision` (Rego accepts JSON as a term), built like the policy. */
+async function standInEngine(dir: string, name: string, decision: string): Promise<PolicyEngine> {
+  const src = join(dir, `stand-in-${name}`);
+  mkdirSync(src);
+  writeFileSync(join(src, 'policy.rego'), `package authz\n\n# METADATA\n# entrypoint: true\ndecision := ${decision}\n`);
+  const archive = join(dir, `stand-in-${name}.tar.gz`);
+  execFileSync(opaPath(), ['build', '-t', 'wasm', `-O=${OPTIMIZATION_LEVEL}`, '-b', src, '-o', archive]);
+  const files = await readBundleArchive(new Uint8Array(readFileSync(archive)));
+  const engine = await PolicyEngine.load(files.get('policy.wasm') ?? files.get('/policy.wasm')!);
+  engine.setData({ ...policyData, entitlements: workload.entitlements });
+  const first = engine.evaluate(ENTRYPOINT, '{}');
+  if (!first.ok) throw new Error(`stand-in ${name}: ${JSON.stringify(first)}`);
+  return engine;
+}
