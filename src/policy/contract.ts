@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isObject } from './overlay.ts';
 
 /**
  * What every decision entrypoint must return. Extra fields are kept (policies may add
@@ -23,27 +24,23 @@ export type PolicyResult = z.infer<typeof policyResultSchema>;
  * (and explains a failure), and a test holds the two to the same answers.
  */
 export function isPolicyResult(value: unknown): value is PolicyResult {
-  if (!isRecord(value) || typeof value.allow !== 'boolean') return false;
+  if (!isObject(value) || typeof value.allow !== 'boolean') return false;
   if (!everyItem(value.reasons, isReason)) return false;
   return value.obligations === undefined || everyItem(value.obligations, isObligation);
 }
 
 function isReason(value: unknown): boolean {
-  return isRecord(value) && isNonEmptyString(value.code) && (value.message === undefined || typeof value.message === 'string');
+  return isObject(value) && isNonEmptyString(value.code) && (value.message === undefined || typeof value.message === 'string');
 }
 
 function isObligation(value: unknown): boolean {
-  return isRecord(value) && isNonEmptyString(value.type);
+  return isObject(value) && isNonEmptyString(value.type);
 }
 
 function everyItem(value: unknown, check: (item: unknown) => boolean): boolean {
   if (!Array.isArray(value)) return false;
   for (const item of value) if (!check(item)) return false;
   return true;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function isNonEmptyString(value: unknown): boolean {
