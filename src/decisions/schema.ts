@@ -98,7 +98,7 @@ export function migrate(db: DatabaseSync): void {
   db.exec('BEGIN IMMEDIATE');
   try {
     if (version === 1) upgradeFromVersion1(db);
-    db.exec(DDL);
+    else db.exec(DDL);
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     db.exec('COMMIT');
   } catch (error) {
@@ -109,14 +109,12 @@ export function migrate(db: DatabaseSync): void {
 
 /**
  * Version 1 indexed reason codes in a decision_reasons table (a row per code per decision).
- * Each decision gets the id of its set of codes instead; the table is then dropped.
+ * Each decision gets the id of its set of codes instead; the table is then dropped. Once the
+ * column exists, DDL creates what version 2 adds (its IF NOT EXISTS keeps the rest as it is).
  */
 function upgradeFromVersion1(db: DatabaseSync): void {
-  db.exec(`
-    ALTER TABLE decisions ADD COLUMN reason_set INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE reason_sets (id INTEGER PRIMARY KEY, codes TEXT NOT NULL UNIQUE);
-    CREATE TABLE reason_set_codes (code TEXT NOT NULL, reason_set INTEGER NOT NULL, PRIMARY KEY (code, reason_set)) WITHOUT ROWID;
-  `);
+  db.exec('ALTER TABLE decisions ADD COLUMN reason_set INTEGER NOT NULL DEFAULT 0');
+  db.exec(DDL);
   const sets = new Map<string, number>();
   const insertSet = db.prepare('INSERT INTO reason_sets (id, codes) VALUES (?, ?)');
   const insertCode = db.prepare('INSERT INTO reason_set_codes (code, reason_set) VALUES (?, ?)');
