@@ -4,7 +4,7 @@ import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
 import { z } from 'zod';
 import { ArbiterError, ConfigError } from '../errors.ts';
-import type { ThreadHeap } from '../metrics/registry.ts';
+import type { ThreadHeap } from '../metrics/thread-heap.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { loadOrCreateCheckpointKey } from './chain.ts';
 import type { CheckpointKey } from './chain.ts';

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { ArbiterError } from '../errors.ts';
-import type { ThreadHeap } from '../metrics/registry.ts';
+import { workerHeap, type ThreadHeap } from '../metrics/thread-heap.ts';
 import type { CheckpointKey } from './chain.ts';
 import type { RetentionPolicy } from './retention.ts';
 import type { ChainLink, CheckpointPolicy, PreparedDecision } from './writer.ts';
@@ -152,9 +152,8 @@ export class WriterThread {
   }
 
   /** The writer thread's V8 heap. */
-  async heapStatistics(): Promise<ThreadHeap> {
-    const heap = await this.#worker.getHeapStatistics();
-    return { thread: 'decision-log-writer', usedBytes: heap.used_heap_size, totalBytes: heap.total_heap_size };
+  heapStatistics(): Promise<ThreadHeap> {
+    return workerHeap('decision-log-writer', this.#worker);
   }
 
   /** Signs a final checkpoint, closes the database and ends the thread. */

@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Decision } from '../decisions/pipeline.ts';
 import type { TokenFailureCode } from '../tokens/verify.ts';
+import type { ThreadHeap } from './thread-heap.ts';
 
 /** Reason codes come from policies: only short, plain codes become label values, and only so many. */
 const REASON_LABEL = /^[a-z0-9_.-]{1,64}$/;
@@ -11,12 +12,6 @@ const OTHER = 'other';
 const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2];
 const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
-/** The V8 heap of one worker thread (evaluation workers, the decision log writer). */
-export interface ThreadHeap {
-  thread: string;
-  usedBytes: number;
-  totalBytes: number;
-}
 
 export interface ArbiterMetricsOptions {
   /** The active bundles, read at each scrape for arbiter_bundle_info. */

@@ -1,5 +1,5 @@
 import type { RawEvaluation } from '../engine.ts';
-import type { ThreadHeap } from '../../metrics/registry.ts';
+import type { ThreadHeap } from '../../metrics/thread-heap.ts';
 
 /** A bundle revision as evaluators need it: its module, its own data, and a key to cache instances by. */
 export interface EvaluableBundle {

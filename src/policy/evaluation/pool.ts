@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { ThreadHeap } from '../../metrics/registry.ts';
+import { workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
@@ -84,8 +84,7 @@ export class EvaluationPool implements PolicyEvaluator {
     const heaps = await Promise.all(
       this.#slots.map(async (slot, index) => {
         try {
-          const heap = await slot.worker.getHeapStatistics();
-          return { thread: `evaluator-${index}`, usedBytes: heap.used_heap_size, totalBytes: heap.total_heap_size };
+          return await workerHeap(`evaluator-${index}`, slot.worker);
         } catch {
           return undefined;
         }
