@@ -1,15 +1,15 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../src/config/load.ts';
 import { ConfigError } from '../src/errors.ts';
 import { IssuerRegistry } from '../src/tokens/trusted-issuers.ts';
+import { tempDir } from './support/arbiter.ts';
 
 const run = promisify(execFile);
-const dir = mkdtempSync(join(tmpdir(), 'arbiter-config-'));
+const dir = tempDir('arbiter-config-');
 const issuer = { issuer: 'https://idp.example', jwks_uri: 'https://idp.example/jwks', audiences: ['api'], algorithms: ['ES256'] };
 
 function issuesOf(fn: () => unknown): { path: string; message: string }[] {

@@ -1,14 +1,13 @@
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { inject } from 'vitest';
 import { parseConfig } from '../../src/config/load.ts';
 import { startArbiter, type Arbiter } from '../../src/server/start.ts';
 
-/** A fresh directory for one test's state (SQLite files, keys). */
+/** A fresh directory for one test's state (SQLite files, keys), inside the run's scratch directory. */
 export function tempDir(prefix = 'arbiter-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return mkdtempSync(join(inject('tempRoot'), prefix));
 }
 
 /**
