@@ -166,6 +166,10 @@ describe('revocations', () => {
     expect(batch.status).toBe(201);
     const id = batch.body!.revocations[0].id as string;
     expect((await admin('GET', `/v1/revocations/${id}`)).body).toMatchObject({ kind: 'sub', value: 'a', created_by: `${admins.issuer}#ops@example` });
+    // Who revoked is Arbiter's to record: a request naming someone else is refused, not believed.
+    const forged = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'c', reason: 'r', created_by: 'someone-else' });
+    expect(forged.status).toBe(400);
+    expect(forged.body!.errors[0].pointer).toBe('/created_by');
     expect((await admin('GET', '/v1/revocations?kind=sub&limit=1')).body!.items).toHaveLength(1);
     expect((await admin('DELETE', `/v1/revocations/${id}`)).status).toBe(204);
     expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(404);

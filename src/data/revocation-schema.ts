@@ -19,8 +19,10 @@ const common = {
    * `exp`: the token is dead by then anyway.
    */
   expires_at: epochSeconds.optional(),
-  created_by: text.optional(),
 };
+
+/** Who added the entry: set by Arbiter from the authenticated admin, never taken from a request. */
+const author = { created_by: text.optional() };
 
 const valueRevocation = <K extends ValueRevocationKind>(kind: K) =>
   z.strictObject({
@@ -39,13 +41,22 @@ const issuedBeforeRevocation = z.strictObject({
   ...common,
 });
 
-/** A revocation as an administrator or feed submits it. */
-export const RevocationInputSchema = z.discriminatedUnion('kind', [
+/** A revocation as an administrator submits it over HTTP: without `created_by`, which Arbiter sets. */
+export const RevocationRequestSchema = z.discriminatedUnion('kind', [
   valueRevocation('jti'),
   valueRevocation('sid'),
   valueRevocation('sub'),
   valueRevocation('client_id'),
   issuedBeforeRevocation,
+]);
+
+/** A revocation as the store takes it: the request plus who made it. */
+export const RevocationInputSchema = z.discriminatedUnion('kind', [
+  valueRevocation('jti').extend(author),
+  valueRevocation('sid').extend(author),
+  valueRevocation('sub').extend(author),
+  valueRevocation('client_id').extend(author),
+  issuedBeforeRevocation.extend(author),
 ]);
 export type RevocationInput = z.infer<typeof RevocationInputSchema>;
 
@@ -53,11 +64,11 @@ const stored = { id: z.string(), created_at: epochSeconds };
 
 /** A committed revocation: the input plus its UUIDv7 id and creation time (epoch seconds). */
 export const RevocationSchema = z.discriminatedUnion('kind', [
-  valueRevocation('jti').extend(stored),
-  valueRevocation('sid').extend(stored),
-  valueRevocation('sub').extend(stored),
-  valueRevocation('client_id').extend(stored),
-  issuedBeforeRevocation.extend(stored),
+  valueRevocation('jti').extend(author).extend(stored),
+  valueRevocation('sid').extend(author).extend(stored),
+  valueRevocation('sub').extend(author).extend(stored),
+  valueRevocation('client_id').extend(author).extend(stored),
+  issuedBeforeRevocation.extend(author).extend(stored),
 ]);
 export type Revocation = z.infer<typeof RevocationSchema>;
 

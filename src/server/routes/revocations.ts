@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { REVOCATION_KINDS, RevocationInputSchema } from '../../data/revocation-schema.ts';
+import { REVOCATION_KINDS, RevocationRequestSchema } from '../../data/revocation-schema.ts';
 import type { Revocations } from '../../data/revocations.ts';
 import { ArbiterError } from '../../errors.ts';
 import { adminProblem } from '../admin-errors.ts';
@@ -15,8 +15,8 @@ export interface RevocationRouteDeps {
 
 /** One revocation, or many at once (committed in one transaction). */
 export const revocationRequestSchema = z.union([
-  RevocationInputSchema,
-  z.strictObject({ revocations: z.array(RevocationInputSchema).min(1).max(10_000) }),
+  RevocationRequestSchema,
+  z.strictObject({ revocations: z.array(RevocationRequestSchema).min(1).max(10_000) }),
 ]);
 
 export const listQuerySchema = z.strictObject({
@@ -36,10 +36,10 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
       const createdBy = `${c.get('admin').iss}#${c.get('admin').sub}`;
       try {
         if ('revocations' in body) {
-          const entries = await deps.revocations.addMany(body.revocations.map((r) => ({ created_by: createdBy, ...r })));
+          const entries = await deps.revocations.addMany(body.revocations.map((r) => ({ ...r, created_by: createdBy })));
           return c.json({ revocations: entries }, 201);
         }
-        return c.json(await deps.revocations.add({ created_by: createdBy, ...body }), 201);
+        return c.json(await deps.revocations.add({ ...body, created_by: createdBy }), 201);
       } catch (error) {
         return adminProblem(c, error);
       }
