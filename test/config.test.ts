@@ -78,6 +78,21 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__PORT: 'eighty' } }))[0]!.path).toBe('server.port');
   });
 
+  it('overrides top-level keys with ARBITER_<KEY>, leaving the CLI\'s variables alone', () => {
+    const config = loadConfig({ env: { ARBITER_MODE: 'production', ARBITER_TOKEN: 'x', ARBITER_URL: 'http://127.0.0.1:1', ARBITER_CONFIG: 'a.yaml' } });
+    expect(config.mode).toBe('production');
+    const issuers = loadConfig({ env: { ARBITER_ISSUERS: JSON.stringify([issuer]) } }).issuers;
+    expect(issuers.map((i) => i.issuer)).toEqual([issuer.issuer]);
+    // A top-level key is checked like any other.
+    expect(issuesOf(() => loadConfig({ env: { ARBITER_MODE: 'prod' } }))[0]!.path).toBe('mode');
+  });
+
+  it('names the variable and key of an override that is not valid YAML', () => {
+    const [problem] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: 'a: b: c' } }));
+    expect(problem!.path).toBe('server.host');
+    expect(problem!.message).toMatch(/^ARBITER_SERVER__HOST is not valid YAML/);
+  });
+
   it('rejects YAML that is not valid, naming the line', () => {
     const file = join(dir, 'broken.yaml');
     writeFileSync(file, 'server:\n  port: 1\n  port: 2\n');

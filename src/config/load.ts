@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
-import { configSchema, type Config } from './schema.ts';
+import { CONFIG_TOP_LEVEL_KEYS, configSchema, type Config } from './schema.ts';
 
 export interface LoadConfigOptions {
   /** YAML file; when absent only defaults and environment overrides apply. */
@@ -60,19 +60,30 @@ function readYamlFile(file: string): Record<string, unknown> {
 
 /**
  * `ARBITER_SERVER__PORT=9000` sets server.port: a double underscore separates levels, so
- * keys that contain single underscores (body_limit_bytes) stay addressable. Values are
- * read as YAML scalars so numbers and booleans keep their type. `PORT` is honoured for
+ * keys that contain single underscores (body_limit_bytes) stay addressable, and
+ * `ARBITER_MODE=production` sets a top-level key. Other `ARBITER_*` names without a double
+ * underscore (ARBITER_CONFIG, the CLI's ARBITER_URL and ARBITER_TOKEN) are not configuration.
+ * Values are read as YAML so numbers and booleans keep their type. `PORT` is honoured for
  * platforms that inject it.
  */
 function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
-  const overrides: [string[], string][] = [];
-  if (env.PORT) overrides.push([['server', 'port'], env.PORT]);
-  for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith('ARBITER_') || name === 'ARBITER_CONFIG' || value === undefined) continue;
-    if (!name.includes('__')) continue;
-    overrides.push([name.slice('ARBITER_'.length).toLowerCase().split('__'), value]);
+  const overrides: { variable: string; path: string[]; value: string }[] = [];
+  if (env.PORT) overrides.push({ variable: 'PORT', path: ['server', 'port'], value: env.PORT });
+  for (const [variable, value] of Object.entries(env)) {
+    if (!variable.startsWith('ARBITER_') || value === undefined) continue;
+    const path = variable.slice('ARBITER_'.length).toLowerCase().split('__');
+    if (path.length === 1 && !CONFIG_TOP_LEVEL_KEYS.has(path[0]!)) continue;
+    overrides.push({ variable, path, value });
   }
-  for (const [path, value] of overrides) setPath(raw, path, parseYaml(value) as unknown);
+  const problems: { path: string; message: string }[] = [];
+  for (const { variable, path, value } of overrides) {
+    try {
+      setPath(raw, path, parseYaml(value) as unknown);
+    } catch (error) {
+      problems.push({ path: path.join('.'), message: `${variable} is not valid YAML: ${(error as Error).message.split('\n')[0]}` });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems, 'environment');
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {

@@ -253,6 +253,9 @@ const configShape = z.strictObject({
 
 export const configSchema = configShape.superRefine(crossFieldChecks);
 
+/** The top-level keys, which `ARBITER_<KEY>` overrides (e.g. ARBITER_MODE=production). */
+export const CONFIG_TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(Object.keys(configShape.shape));
+
 export type Config = z.infer<typeof configSchema>;
 export type AuthzenConfig = Config['authzen'];
 
