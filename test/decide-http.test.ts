@@ -207,6 +207,32 @@ describe('policy failures fail closed', () => {
   });
 });
 
+describe('issuer keys that cannot be loaded', () => {
+  it.each([
+    ['an error status', { status: 503, body: '{"error":"maintenance"}' }],
+    ['a body that is not JSON', { status: 200, body: '<html>sign in</html>' }],
+  ])('deny with token_keys_unavailable when the JWKS endpoint answers %s', async (_, failure) => {
+    const troubled = await TestIssuer.create('https://troubled.test.example');
+    await troubled.serve();
+    troubled.jwksFailure = failure;
+    const server = await startTestArbiter({
+      issuers: [{ issuer: troubled.issuer, jwks_uri: troubled.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 0 }],
+    });
+    try {
+      const res = await postJson(`${server.url}/v1/decide`, request(await troubled.sign()));
+      expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
+      expect(troubled.jwksFetches).toBeGreaterThan(0);
+      // Once the endpoint recovers, the same kind of token verifies: nothing was cached from the failure.
+      troubled.jwksFailure = undefined;
+      const recovered = await postJson(`${server.url}/v1/decide`, request(await troubled.sign()));
+      expect(recovered.body!.reasons[0].code).not.toMatch(/^token_/);
+    } finally {
+      await server.close();
+      await troubled.close();
+    }
+  });
+});
+
 describe('health', () => {
   it('/healthz answers and /readyz reports bundles and issuer keys', async () => {
     expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);

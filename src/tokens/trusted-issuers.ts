@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, customFetch, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
 
@@ -61,7 +61,7 @@ export function createTrustedIssuer(config: IssuerConfig, index: number, options
     });
     return {
       config,
-      key: remote,
+      key: keysUnavailableOnFetchFailure(remote, config.issuer),
       async checkKeys() {
         if (remote.fresh) return;
         try {
@@ -81,6 +81,35 @@ export function createTrustedIssuer(config: IssuerConfig, index: number, options
   }
   const secret = readSecret(config.secret_file!, at('secret_file'));
   return { config, key: secret, checkKeys: async () => {} };
+}
+
+/**
+ * Raised when an issuer's remote key set cannot be had: its endpoint answers an error
+ * status or something that is not a key set, or cannot be reached. Tokens then deny with
+ * token_keys_unavailable, not as if they were invalid.
+ */
+export class KeysUnavailableError extends ArbiterError {
+  constructor(issuer: string, cause: unknown) {
+    super('jwks_unavailable', `JWKS of ${issuer} cannot be loaded: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}
+
+/** Errors of choosing a key from a key set that was loaded; anything else the getter throws is about loading it. */
+const KEY_SELECTION_ERRORS = [errors.JWKSNoMatchingKey, errors.JWKSMultipleMatchingKeys, errors.JOSEAlgNotAllowed, errors.JOSENotSupported];
+
+/**
+ * jose reports a non-200 answer or an unparsable body with a plain JOSEError whose message
+ * is all that tells it apart; the getter is wrapped so the failure to load keys has a type.
+ */
+function keysUnavailableOnFetchFailure(remote: JWTVerifyGetKey, issuer: string): JWTVerifyGetKey {
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (error) {
+      if (KEY_SELECTION_ERRORS.some((type) => error instanceof type)) throw error;
+      throw new KeysUnavailableError(issuer, error);
+    }
+  };
 }
 
 export function fromJwks(config: IssuerConfig, jwks: JSONWebKeySet): TrustedIssuer {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
-import type { IssuerRegistry, TrustedIssuer } from './trusted-issuers.ts';
+import { KeysUnavailableError, type IssuerRegistry, type TrustedIssuer } from './trusted-issuers.ts';
 import type { VerificationCache } from './verification-cache.ts';
 
 /** Reason codes of a token that was sent but cannot be trusted; each becomes a deny reason. */
@@ -158,7 +158,7 @@ function classifyJoseError(error: unknown): { code: TokenFailureCode; message: s
   if (error instanceof errors.JOSEAlgNotAllowed) return { code: 'token_algorithm_not_allowed', message };
   if (error instanceof errors.JWKSNoMatchingKey) return { code: 'token_unknown_key', message };
   if (error instanceof errors.JWKSMultipleMatchingKeys) return { code: 'token_bad_signature', message };
-  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
+  if (error instanceof KeysUnavailableError || error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
     return { code: 'token_keys_unavailable', message };
   }
   if (error instanceof errors.JWSInvalid || error instanceof errors.JWTInvalid) return { code: 'token_malformed', message };

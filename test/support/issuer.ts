@@ -11,6 +11,8 @@ export class TestIssuer {
   readonly alg: string;
   readonly keys: { kid: string; privateKey: CryptoKey; publicJwk: JWK }[] = [];
   jwksFetches = 0;
+  /** When set, the JWKS endpoint answers this instead of the keys (an identity provider in trouble). */
+  jwksFailure: { status: number; body: string } | undefined;
   #server: Server | undefined;
   #url = '';
 
@@ -44,6 +46,10 @@ export class TestIssuer {
         return;
       }
       this.jwksFetches += 1;
+      if (this.jwksFailure) {
+        res.writeHead(this.jwksFailure.status, { 'content-type': 'application/json' }).end(this.jwksFailure.body);
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.jwks()));
     });
     await new Promise<void>((resolve) => this.#server!.listen(0, '127.0.0.1', resolve));
