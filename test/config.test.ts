@@ -113,6 +113,16 @@ describe('arbiter config check', () => {
     expect(report.problems.map((p) => p.path)).toEqual(['issuers.0.issuer', 'issuers.0.max_token_age_s']);
   });
 
+  it('reads the key files a valid schema names, reporting them under their own key', async () => {
+    const file = join(dir, 'missing-keys.yaml');
+    const missing = join(dir, 'no-such-jwks.json');
+    writeFileSync(file, `admin:\n  issuers:\n    - issuer: https://ops.example\n      jwks_file: ${missing}\n      audiences: [arbiter-admin]\n      algorithms: [ES256]\n`);
+    const failure = await run(process.execPath, [cli, 'config', 'check', file, '--json']).catch((error: { code: number; stdout: string }) => error);
+    expect(failure).toMatchObject({ code: 2 });
+    const report = JSON.parse((failure as { stdout: string }).stdout) as { problems: { path: string; message: string }[] };
+    expect(report.problems).toEqual([{ path: 'admin.issuers.0.jwks_file', message: expect.stringContaining(missing) }]);
+  });
+
   it('exits 0 for a valid file', async () => {
     const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
     expect(stdout).toContain('valid');

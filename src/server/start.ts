@@ -70,9 +70,9 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
       return [...((await evaluator.heapStatistics?.()) ?? []), ...(writer ? [writer] : [])];
     },
   });
-  const jwksFetch = { jwksFetch: (issuer: string) => metrics.jwksFetch(issuer) };
-  const issuers = IssuerRegistry.fromConfig(config.issuers, devIssuers, jwksFetch);
-  const adminIssuers = IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], jwksFetch);
+  const jwksFetch = (issuer: string) => metrics.jwksFetch(issuer);
+  const issuers = IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
+  const adminIssuers = IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch, configPath: 'admin.issuers' });
 
   const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
   await bundleLifecycle.restore(config.bundles.dir);

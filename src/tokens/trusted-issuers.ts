@@ -16,6 +16,8 @@ const MIN_HMAC_SECRET_BYTES = 32;
 export interface TrustedIssuerOptions {
   /** The fetch a remote JWKS of `issuer` is loaded with (metrics count fetches through it); global fetch otherwise. */
   jwksFetch?: (issuer: string) => FetchImplementation;
+  /** Where these issuers are configured, for errors that name the key: `issuers` (default) or `admin.issuers`. */
+  configPath?: string;
 }
 
 /**
@@ -34,7 +36,7 @@ export class IssuerRegistry {
     const issuers = [...configs.map((config, index) => createTrustedIssuer(config, index, options)), ...inline];
     for (const [index, issuer] of issuers.entries()) {
       if (seen.has(issuer.config.issuer)) {
-        throw new ConfigError([{ path: `issuers.${index}.issuer`, message: `duplicate issuer ${issuer.config.issuer}` }]);
+        throw new ConfigError([{ path: `${options.configPath ?? 'issuers'}.${index}.issuer`, message: `duplicate issuer ${issuer.config.issuer}` }]);
       }
       seen.add(issuer.config.issuer);
     }
@@ -51,7 +53,7 @@ export class IssuerRegistry {
 }
 
 export function createTrustedIssuer(config: IssuerConfig, index: number, options: TrustedIssuerOptions = {}): TrustedIssuer {
-  const at = (key: string) => `issuers.${index}.${key}`;
+  const at = (key: string) => `${options.configPath ?? 'issuers'}.${index}.${key}`;
   if (config.jwks_uri !== undefined) {
     const remote = createRemoteJWKSet(new URL(config.jwks_uri), {
       cacheMaxAge: config.jwks_cache_max_age_s * 1000,
