@@ -50,6 +50,14 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
     expect(res.body!.result.reasons.map((r: { code: string }) => r.code).sort()).toEqual(['scope_missing', 'wrong_action']);
   });
 
+  it('records rules whose reasons are not {code} objects instead of failing as audit_unavailable', async () => {
+    const res = await postJson(`${enabled.url}/v1/data/echo/string_reasons`, { input: allowedInput });
+    expect(res.status).toBe(200);
+    expect(res.body!.result).toEqual({ allow: true, reasons: ['because', 7] });
+    const record = enabled.decisionLog!.get(res.body!.decision_id as string);
+    expect(record?.result.reasons).toEqual([{ code: 'because' }, { code: 'unrecognised_reason', value: 7 }]);
+  });
+
   it('answers 404 for a bundle or entrypoint that is not active', async () => {
     for (const path of ['nosuch/decision', 'simple/nosuch', 'simple/decision/deeper']) {
       const res = await postJson(`${enabled.url}/v1/data/${path}`, { input: allowedInput });

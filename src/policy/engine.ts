@@ -1,5 +1,6 @@
 import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { isPolicyResult, policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
+import { isObject } from './overlay.ts';
 
 /** Why an evaluation produced no usable result; each is a deny reason code. */
 export type EvaluationFailureCode = 'policy_error' | 'policy_contract_violation' | 'policy_resource_limit' | 'policy_timeout';
@@ -133,9 +134,20 @@ export function lenientDecision(run: RawEvaluation): { allow: boolean; reasons: 
   const result: Record<string, unknown> = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
   return {
     allow: result.allow === true,
-    reasons: Array.isArray(result.reasons) ? (result.reasons as Reason[]) : [],
+    reasons: Array.isArray(result.reasons) ? result.reasons.map(asReason) : [],
     obligations: Array.isArray(result.obligations) ? (result.obligations as Obligation[]) : [],
   };
+}
+
+/**
+ * A reason as the decision log indexes it ({code, ...}). OPA policies often give reasons
+ * as plain strings: the string is the code. Anything else is kept whole under `value`, so
+ * the record stays valid (an invalid one would deny with audit_unavailable) and loses nothing.
+ */
+function asReason(reason: unknown): Reason {
+  if (typeof reason === 'string' && reason !== '') return { code: reason };
+  if (isObject(reason) && typeof reason.code === 'string' && reason.code !== '') return reason as Reason;
+  return { code: 'unrecognised_reason', value: reason };
 }
 
 /** Checks an entrypoint's result set against the decision contract. */
