@@ -250,6 +250,10 @@ describe('recording', () => {
     const body = storedBodies().find((text) => text.includes(m.id))!;
     expect(body).not.toContain('203.0.113.9');
     expect(body).not.toContain('user:alice');
+    // The process log line of the same decision is masked by the same rules.
+    const line = processLog.find((entry) => entry.decision_id === m.id)!;
+    expect(line.subject).toMatchObject({ iss: idp.issuer, sub: hashValue('user:alice') });
+    expect(JSON.stringify(line)).not.toContain('user:alice');
   });
 
   it('ships committed records to the pino transport, and keeps them out of the process log', async () => {

@@ -13,6 +13,7 @@ import { revocationClaims, subjectFromToken, unauthenticatedSubject, type Policy
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../tokens/verification-cache.ts';
 import { verifyAccessToken, type TokenFailure, type TokenFailureCode } from '../tokens/verify.ts';
+import { applyMask, type MaskRule } from './mask.ts';
 import { newDecisionId, type DecisionRecord } from './record.ts';
 
 export interface DecisionRequest {
@@ -90,6 +91,8 @@ export interface PipelineDeps {
   recorder?: DecisionRecorder;
   /** Sees every finished decision and token failure (metrics). */
   observer?: DecisionObserver;
+  /** decision_log.mask: what must not be written in clear applies to the process log line too. */
+  logMask?: readonly MaskRule[];
 }
 
 /** Called on the decision path: implementations must be cheap and must not throw. */
@@ -304,9 +307,7 @@ export class DecisionPipeline {
 
   /** One process log line per decision; the decision log, not this line, is the audit record. */
   #logDecision(trace: Trace, decision: Decision): void {
-    const subject = isObject(trace.input.subject) ? trace.input.subject : {};
-    const action = isObject(trace.input.action) ? trace.input.action : {};
-    const resource = isObject(trace.input.resource) ? trace.input.resource : {};
+    const { subject, action, resource } = this.#loggedInput(trace.input);
     this.#deps.logger.info(
       {
         decision_id: decision.decision_id,
@@ -316,10 +317,10 @@ export class DecisionPipeline {
         caller: trace.caller,
         bundle: decision.policy?.bundle,
         revision: decision.policy?.revision,
-        subject: { iss: subject.iss, sub: subject.sub, client_id: subject.client_id },
+        subject,
         claims_present: trace.claimNames,
-        action: action.name,
-        resource: { type: resource.type, id: resource.id },
+        action: action?.name,
+        resource,
         allow: decision.allow,
         reasons: decision.reasons.map((r) => r.code),
         latency_us: Math.round(decision.latency_us),
@@ -327,6 +328,31 @@ export class DecisionPipeline {
       'decision',
     );
   }
+
+  /**
+   * The few input fields the log line shows, masked by the decision log's rules: a pointer
+   * such as /input/subject/sub or /input/resource masks them here as in the record.
+   */
+  #loggedInput(input: Record<string, unknown>): LoggedInput {
+    const subject = isObject(input.subject) ? input.subject : {};
+    const action = isObject(input.action) ? input.action : {};
+    const resource = isObject(input.resource) ? input.resource : {};
+    const shown: { input: LoggedInput } = {
+      input: {
+        subject: { iss: subject.iss, sub: subject.sub, client_id: subject.client_id },
+        action: { name: action.name },
+        resource: { type: resource.type, id: resource.id },
+      },
+    };
+    const rules = this.#deps.logMask ?? [];
+    return rules.length === 0 ? shown.input : applyMask(shown, rules).input;
+  }
+}
+
+interface LoggedInput {
+  subject?: { iss?: unknown; sub?: unknown; client_id?: unknown };
+  action?: { name?: unknown };
+  resource?: { type?: unknown; id?: unknown };
 }
 
 /** What the record keeps of a token that failed verification: never the token, only its fingerprint. */

@@ -106,6 +106,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
     dataStatus: (nowMs) => liveData.status(nowMs),
     recorder: decisionLog && measuredRecorder(decisionLog, metrics),
     observer: metrics,
+    logMask: config.decision_log.mask,
   });
   // Set when shutdown starts, so /readyz tells load balancers to stop sending traffic.
   const draining = { value: false };
