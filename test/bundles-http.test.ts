@@ -146,6 +146,14 @@ describe('hostile archives through PUT', () => {
     expect(response.contentType).toBe('application/problem+json');
   });
 
+  it('data outside the manifest roots -> bundle_data_outside_roots (it would shadow live data)', async () => {
+    const files = new Map(await readBundleArchive(archives.unsigned!));
+    const shadow = packFiles(new Map(files).set('entitlements/data.json', new Uint8Array(Buffer.from('{"alice": {"grants": []}}'))));
+    const response = await put(open, 'lc', shadow);
+    expect(response).toMatchObject({ status: 422, body: { check: 'bundle_data_outside_roots' } });
+    expect(response.body!.detail).toContain('entitlements');
+  });
+
   it('a gzip bomb stops at the decompressed limit', async () => {
     const size = 80 * 1024 * 1024;
     const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });

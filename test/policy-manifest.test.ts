@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BundleRejectedError } from '../src/errors.ts';
 import type { BundleFiles } from '../src/policy/archive.ts';
-import { parseManifest, rootsOverlap } from '../src/policy/manifest.ts';
+import { dataOutsideRoots, parseManifest, rootsOverlap } from '../src/policy/manifest.ts';
 
 const WASM = new Uint8Array([0x00, 0x61, 0x73, 0x6d]);
 
@@ -125,5 +125,21 @@ describe('rootsOverlap', () => {
     [[], ['a'], false],
   ])('%j and %j -> %s', (a, b, expected) => {
     expect(rootsOverlap(a, b)).toBe(expected);
+  });
+});
+
+describe('dataOutsideRoots', () => {
+  it('accepts data under the roots and objects on the way to them', () => {
+    expect(dataOutsideRoots({ authz: { actions: {} }, tenants: { acme: { plan: 'gold' } } }, ['authz', 'tenants/acme'])).toBeUndefined();
+    expect(dataOutsideRoots({ anything: 1 }, [''])).toBeUndefined();
+  });
+
+  it('names the first path no root contains', () => {
+    expect(dataOutsideRoots({ authz: {}, entitlements: { alice: {} } }, ['authz'])).toBe('entitlements');
+    expect(dataOutsideRoots({ tenants: { acme: {}, globex: { plan: 'x' } } }, ['tenants/acme'])).toBe('tenants/globex');
+    // A value that is not an object cannot lead to a root: it replaces the whole path.
+    expect(dataOutsideRoots({ tenants: 'all' }, ['tenants/acme'])).toBe('tenants');
+    // Roots are compared segment-wise: "authz" does not own "authzx".
+    expect(dataOutsideRoots({ authzx: {} }, ['authz'])).toBe('authzx');
   });
 });

@@ -4,7 +4,7 @@ import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archi
 import { policyResultSchema } from './contract.ts';
 import { singleResult } from './engine.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
-import { parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
+import { dataOutsideRoots, parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
 import { defineValue, isObject } from './overlay.ts';
 import { checkPolicyWasm } from './wasm-check.ts';
 
@@ -49,12 +49,19 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
     throw new BundleRejectedError('entrypoint_missing', `bundle ${name} must declare the entrypoint ${entrypoint}`);
   }
   const { entrypoints } = checkPolicyWasm(wasm, manifest);
+  const data = bundleData(files);
+  // Bundle data overrides live data under the bundle's roots and nowhere else: data outside
+  // them would shadow documents (entitlements, approvals) that live updates could no longer change.
+  const outside = dataOutsideRoots(data, manifest.roots);
+  if (outside !== undefined) {
+    throw new BundleRejectedError('bundle_data_outside_roots', `data at ${JSON.stringify(outside)} is outside the roots ${JSON.stringify(manifest.roots)}`);
+  }
   const bundle: PolicyBundle = {
     name,
     revision: manifest.revision ?? '',
     digest: createHash('sha256').update(archive).digest('hex'),
     manifest,
-    data: bundleData(files),
+    data,
     wasm,
     entrypoints: new Set(Object.keys(entrypoints)),
     archive,

@@ -130,6 +130,35 @@ export function rootsOverlap(a: readonly string[], b: readonly string[]): boolea
   return a.some((x) => b.some((y) => rootContains(x, y) || rootContains(y, x)));
 }
 
+/**
+ * The first data path (slash-joined) that no root contains, or undefined when every
+ * value sits under a root. Objects on the way to a root (`tenants` for the root
+ * `tenants/acme`) are walked into; anything else beside the roots is outside. OPA
+ * refuses such a bundle at build time ("manifest roots do not permit data at path").
+ */
+export function dataOutsideRoots(data: Record<string, unknown>, roots: readonly string[]): string | undefined {
+  const rootSegments = roots.map((root) => (root === '' ? [] : root.split('/')));
+  const walk = (node: Record<string, unknown>, path: string[]): string | undefined => {
+    for (const [key, value] of Object.entries(node)) {
+      const at = [...path, key];
+      if (rootSegments.some((root) => isPrefix(root, at))) continue;
+      const leadsToRoot = rootSegments.some((root) => isPrefix(at, root));
+      const outside = leadsToRoot && isPlainObject(value) ? walk(value, at) : at.join('/');
+      if (outside !== undefined) return outside;
+    }
+    return undefined;
+  };
+  return walk(data, []);
+}
+
+function isPrefix(prefix: readonly string[], path: readonly string[]): boolean {
+  return prefix.length <= path.length && prefix.every((segment, i) => segment === path[i]);
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 function rootContains(root: string, path: string): boolean {
   if (root === '') return true;
   const rootSegments = root.split('/');
