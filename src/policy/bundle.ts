@@ -29,6 +29,8 @@ export interface LoadBundleOptions {
   archiveLimits?: Partial<ArchiveLimits>;
   /** The archive's files when the caller has read them already (e.g. to verify signatures). */
   files?: BundleFiles;
+  /** Further checks of the bundle's data (e.g. size limits), run before the module is instantiated. */
+  checkData?: (data: Record<string, unknown>) => void;
 }
 
 export function decisionEntrypoint(bundleName: string): string {
@@ -56,6 +58,7 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
   if (outside !== undefined) {
     throw new BundleRejectedError('bundle_data_outside_roots', `data at ${JSON.stringify(outside)} is outside the roots ${JSON.stringify(manifest.roots)}`);
   }
+  options.checkData?.(data);
   const bundle: PolicyBundle = {
     name,
     revision: manifest.revision ?? '',

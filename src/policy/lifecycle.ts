@@ -93,6 +93,13 @@ export interface AcceptResult {
 /** The actor recorded for bundles activated from `bundles.dir` at start. */
 export const EMBEDDED_ACTOR = 'arbiter:bundles.dir';
 
+interface ValidateOptions {
+  /** Skip the signature: the embedded directory is part of the deployment, like the config file. */
+  trusted: boolean;
+  /** A check of the revision and signature that must pass before the module is loaded (the replay rule). */
+  beforeLoad?: (revision: string, signature: Validated['signature']) => void;
+}
+
 interface Validated {
   bundle: PolicyBundle;
   signature?: { keyid: string; iat?: number };
@@ -118,19 +125,18 @@ export class BundleLifecycle {
         return { outcome: 'unchanged', revision: current.revision, digest, bundle: await this.#status(name) };
       }
       const index = (await this.#options.store.readIndex(name)) ?? { name, revisions: [], active: null };
-      const { bundle, signature } = await this.#validateLogged(name, archive, actor, { trusted: false });
-      try {
-        checkReplay(index, bundle.revision, digest, signature);
-      } catch (error) {
-        this.#logRejection(name, actor, error);
-        throw error;
-      }
-      await this.#options.store.writeArchive(name, archive);
-      const now = new Date().toISOString();
-      if (!index.revisions.some((r) => r.digest === digest)) {
-        index.revisions.push({ revision: bundle.revision, digest, stored_at: now, stored_by: actor, ...(signature && { signature }) });
-      }
-      await this.#commit(index, bundle, actor, now);
+      const { bundle, signature } = await this.#validateLogged(name, archive, actor, {
+        trusted: false,
+        beforeLoad: (revision, signature) => checkReplay(index, revision, digest, signature),
+      });
+      await this.#releasedOnFailure(bundle, async () => {
+        await this.#options.store.writeArchive(name, archive);
+        const now = new Date().toISOString();
+        if (!index.revisions.some((r) => r.digest === digest)) {
+          index.revisions.push({ revision: bundle.revision, digest, stored_at: now, stored_by: actor, ...(signature && { signature }) });
+        }
+        await this.#commit(index, bundle, actor, now);
+      });
       return { outcome: 'activated', revision: bundle.revision, digest, bundle: await this.#status(name) };
     });
   }
@@ -146,7 +152,7 @@ export class BundleLifecycle {
       if (this.#options.registry.get(name)?.digest !== entry.digest) {
         const archive = await this.#options.store.readArchive(name, entry.digest);
         const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false });
-        await this.#commit(index, bundle, actor, new Date().toISOString());
+        await this.#releasedOnFailure(bundle, () => this.#commit(index, bundle, actor, new Date().toISOString()));
       }
       return this.#status(name);
     });
@@ -170,8 +176,22 @@ export class BundleLifecycle {
     try {
       return await use(bundle);
     } finally {
-      if (!this.#options.registry.list().some((b) => b.digest === bundle.digest)) this.#options.evaluator.release(bundle.digest);
+      this.#releaseUnlessActive(bundle);
     }
+  }
+
+  /** Runs the steps that activate a validated candidate; if one fails, its loaded instances are freed. */
+  async #releasedOnFailure(bundle: PolicyBundle, activate: () => Promise<void>): Promise<void> {
+    try {
+      await activate();
+    } catch (error) {
+      this.#releaseUnlessActive(bundle);
+      throw error;
+    }
+  }
+
+  #releaseUnlessActive(bundle: PolicyBundle): void {
+    if (!this.#options.registry.list().some((b) => b.digest === bundle.digest)) this.#options.evaluator.release(bundle.digest);
   }
 
   /** Deactivates a bundle and forgets its stored revisions. An embedded bundle comes back at the next start. */
@@ -275,7 +295,7 @@ export class BundleLifecycle {
     return { name, active, revisions: index?.revisions ?? [] };
   }
 
-  async #validateLogged(name: string, archive: Uint8Array, actor: string, options: { trusted: boolean }): Promise<Validated> {
+  async #validateLogged(name: string, archive: Uint8Array, actor: string, options: ValidateOptions): Promise<Validated> {
     try {
       return await this.#validate(name, archive, options);
     } catch (error) {
@@ -294,9 +314,10 @@ export class BundleLifecycle {
   /**
    * Every check before a bundle may serve. The signature is verified before anything
    * instantiates the module; `trusted` (the embedded directory, part of the deployment
-   * like the config file) skips only the signature.
+   * like the config file) skips only the signature. Checks that need no instance run before
+   * the module is loaded, so a refused candidate never occupies an evaluator.
    */
-  async #validate(name: string, archive: Uint8Array, { trusted }: { trusted: boolean }): Promise<Validated> {
+  async #validate(name: string, archive: Uint8Array, { trusted, beforeLoad }: ValidateOptions): Promise<Validated> {
     const files = await readBundleArchive(archive, this.#options.archiveLimits);
     const signature = trusted ? undefined : await this.#verifySignature(name, files);
     const manifest = parseManifest(files);
@@ -308,8 +329,12 @@ export class BundleLifecycle {
         throw new BundleRejectedError('bundle_roots_overlap', `roots ${JSON.stringify(manifest.roots)} overlap the roots ${JSON.stringify(other.manifest.roots)} of active bundle ${other.name}`);
       }
     }
-    const bundle = await loadBundle(name, archive, { evaluator: this.#options.evaluator, files });
-    checkDataLimits(bundle.data, this.#options.dataLimits);
+    beforeLoad?.(manifest.revision, signature);
+    const bundle = await loadBundle(name, archive, {
+      evaluator: this.#options.evaluator,
+      files,
+      checkData: (data) => checkDataLimits(data, this.#options.dataLimits),
+    });
     return { bundle, ...(signature && { signature }) };
   }
 
