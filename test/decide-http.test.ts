@@ -124,6 +124,12 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_too_old', () => idp.sign({}, { iat: now() - 4000, exp: now() + 60 })],
     ['token_lifetime_too_long', () => idp.sign({}, { iat: now(), exp: now() + 7201 })],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":1e400}`)],
+    // Claims revocations and the policy match as strings must be strings, or a token could slip past both.
+    ['token_malformed', () => idp.sign({ sub: 42 as unknown as string })],
+    ['token_malformed', () => idp.sign({ jti: { id: 'j' } as unknown as string })],
+    ['token_malformed', () => idp.sign({ sid: ['s1'] })],
+    ['token_malformed', () => idp.sign({ client_id: '' })],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":"yesterday","exp":${now() + 60}}`)],
   ];
 
   it.each(cases)('denies with %s', async (code, mint) => {

@@ -51,6 +51,13 @@ export interface VerifyOptions {
 
 const ALWAYS_REQUIRED_CLAIMS = ['exp', 'iat', 'sub'];
 
+/**
+ * Claims that are strings by their specifications (RFC 7519, RFC 9068, OpenID Connect)
+ * and that revocations and policies compare as strings: a token carrying one of another
+ * type is refused, or `"jti": {"id": ...}` would never match a jti revocation.
+ */
+const STRING_CLAIMS = ['sub', 'jti', 'sid', 'client_id'] as const;
+
 export function tokenFingerprint(token: string): string {
   return createHash('sha256').update(token).digest('base64url');
 }
@@ -127,6 +134,10 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   if (!Number.isFinite(payload.exp) || !Number.isFinite(payload.iat)) {
     return fail('token_malformed', 'exp and iat must be finite numbers', iss);
   }
+  const notAString = STRING_CLAIMS.find((name) => payload[name] !== undefined && (typeof payload[name] !== 'string' || payload[name] === ''));
+  if (notAString !== undefined) {
+    return fail('token_malformed', `${notAString} must be a non-empty string`, iss);
+  }
   if (payload.exp! - payload.iat! > config.max_lifetime_s) {
     return fail('token_lifetime_too_long', `token lifetime exceeds ${config.max_lifetime_s}s`, iss);
   }
@@ -143,6 +154,7 @@ function classifyJoseError(error: unknown): { code: TokenFailureCode; message: s
     switch (error.claim) {
       case 'nbf':
       case 'iat':
+        if (error.reason === 'invalid') return { code: 'token_malformed', message };
         return { code: error.reason === 'missing' ? 'token_claim_missing' : 'token_not_yet_valid', message };
       case 'aud':
         return { code: error.reason === 'missing' ? 'token_claim_missing' : 'token_audience_mismatch', message };
