@@ -133,6 +133,21 @@ describe('Revocations.check', () => {
   });
 });
 
+describe('Revocations.checkParty', () => {
+  it('matches an actor by sub or client_id, scoped or not, and ignores token-level kinds', async () => {
+    const revocations = open();
+    await revocations.add({ kind: 'sub', value: 'agent:a', iss: issuer, reason: 'r' });
+    await revocations.add({ kind: 'client_id', value: 'bot', reason: 'r' });
+    // A cut-off or a jti names tokens, not parties: an actor (which has no iat or jti of its own) is not caught by them.
+    await revocations.add({ kind: 'issued_before', iss: issuer, before: clockS + 100, reason: 'r' });
+    await revocations.add({ kind: 'jti', value: 'agent:b', reason: 'r' });
+    expect(revocations.checkParty({ iss: issuer, sub: 'agent:a' }, clockS).revoked).toBe(true);
+    expect(revocations.checkParty({ iss: otherIssuer, sub: 'agent:a' }, clockS).revoked).toBe(false);
+    expect(revocations.checkParty({ iss: otherIssuer, client_id: 'bot' }, clockS).revoked).toBe(true);
+    expect(revocations.checkParty({ iss: issuer, sub: 'agent:b' }, clockS).revoked).toBe(false);
+  });
+});
+
 describe('Revocations.add', () => {
   it('returns the stored entry with a UUIDv7 id and creation time', async () => {
     const revocations = open();

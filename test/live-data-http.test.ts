@@ -150,6 +150,18 @@ describe('revocations', () => {
     expect((await decideWith(other)).allow).toBe(true);
   });
 
+  it('revokes an actor of the delegation chain by sub or client_id, whoever holds the token', async () => {
+    const delegated = await idp.sign({ sub: 'user:carol', act: { sub: 'agent:helper', act: { client_id: 'rogue-orchestrator' } } });
+    const direct = await idp.sign({ sub: 'user:carol' });
+    expect((await decideWith(delegated)).allow).toBe(true);
+    const created = await admin('POST', '/v1/revocations', { kind: 'client_id', value: 'rogue-orchestrator', iss: idp.issuer, reason: 'compromised agent', expires_at: now() + 600 });
+    const decision = await decideWith(delegated);
+    expect(decision.allow).toBe(false);
+    expect(decision.reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: created.body!.id, actor_depth: 2 });
+    // The holder herself is not revoked: only tokens the revoked agent acts through are.
+    expect((await decideWith(direct)).allow).toBe(true);
+  });
+
   it('revokes everything an issuer issued before a time', async () => {
     const old = await idp.sign({ sub: 'user:old' }, { iat: now() - 120 });
     const fresh = await idp.sign({ sub: 'user:fresh' }, { iat: now() + 1 });

@@ -5,6 +5,9 @@ export type RevocationMatch = { revoked: false } | { revoked: true; reason: stri
 
 const NOT_REVOKED: RevocationMatch = Object.freeze({ revoked: false });
 
+/** The kinds that name a party (who), as opposed to one token or session. */
+const PARTY_REVOCATION_KINDS = ['sub', 'client_id'] as const;
+
 /**
  * In-memory lookup of active revocations, answering `match` with a constant number of
  * hash lookups whatever the number of revocations: one per claim and scope for the
@@ -74,6 +77,22 @@ export class RevocationIndex {
     }
     const latest = this.#latestActiveCutOff(token.iss, nowS);
     if (latest !== undefined && (token.iat === undefined || token.iat < latest.before)) return matched(latest);
+    return NOT_REVOKED;
+  }
+
+  /**
+   * The first active `sub` or `client_id` revocation of a party that is not the token's
+   * holder, such as an actor in its delegation chain: a revoked agent is stopped even when
+   * it acts through someone else's token. Token-level kinds (jti, sid, issued_before) do
+   * not apply to it.
+   */
+  matchParty(party: { iss: string; sub?: string | undefined; client_id?: string | undefined }, nowS: number): RevocationMatch {
+    for (const kind of PARTY_REVOCATION_KINDS) {
+      const value = party[kind];
+      if (value === undefined) continue;
+      const hit = this.#firstActive(kind, indexKey(party.iss, value), nowS) ?? this.#firstActive(kind, indexKey(undefined, value), nowS);
+      if (hit !== undefined) return matched(hit);
+    }
     return NOT_REVOKED;
   }
 

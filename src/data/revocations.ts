@@ -151,6 +151,11 @@ export class Revocations {
     return this.#index.match(token, nowS);
   }
 
+  /** Whether a `sub` or `client_id` revocation applies to a party other than the holder (an actor). */
+  checkParty(party: { iss: string; sub?: string | undefined; client_id?: string | undefined }, nowS: number): RevocationMatch {
+    return this.#index.matchParty(party, nowS);
+  }
+
   /** Deletes every revocation expired at `nowS`; returns how many. Call periodically. */
   prune(nowS: number): number {
     const rows = this.#statements.prune.all(nowS) as unknown as { id: string }[];

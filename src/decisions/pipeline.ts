@@ -1,15 +1,14 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { DocumentStatus } from '../data/documents.ts';
-import type { RevokedTokenClaims } from '../data/revocation-schema.ts';
-import type { RevocationMatch } from '../data/revocations.ts';
+import type { Revocations } from '../data/revocations.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
 import type { Obligation, PolicyResult, Reason } from '../policy/contract.ts';
 import { checkContract, lenientDecision, singleResult } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
-import { revocationClaims, subjectFromToken, unauthenticatedSubject, type PolicySubject } from '../tokens/subject.ts';
+import { actorClaims, revocationClaims, subjectFromToken, unauthenticatedSubject, type PolicySubject } from '../tokens/subject.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../tokens/verification-cache.ts';
 import { verifyAccessToken, type TokenFailure, type TokenFailureCode } from '../tokens/verify.ts';
@@ -84,7 +83,7 @@ export interface PipelineDeps {
   logger: Logger;
   verificationCache?: VerificationCache;
   /** Checked on every decision, cached verification or not. */
-  revocations?: { check(token: RevokedTokenClaims, nowS: number): RevocationMatch };
+  revocations?: Pick<Revocations, 'check' | 'checkParty'>;
   /** Freshness of live data documents: `input.data_status`. */
   dataStatus?: (nowMs: number) => Record<string, DocumentStatus>;
   /** The decision log; a decision that cannot be recorded is a deny (audit_unavailable). */
@@ -233,10 +232,17 @@ export class DecisionPipeline {
     return subject;
   }
 
+  /** The token's own revocation, else that of the first revoked actor in its delegation chain. */
   #revocationOf(subject: PolicySubject, now: number): PolicySubject['revoked'] {
-    const match = this.#deps.revocations?.check(revocationClaims(subject), now);
-    if (!match?.revoked) return { revoked: false };
-    return { revoked: true, reason: match.reason, revocation_id: match.revocation_id };
+    const revocations = this.#deps.revocations;
+    if (!revocations) return { revoked: false };
+    const match = revocations.check(revocationClaims(subject), now);
+    if (match.revoked) return { revoked: true, reason: match.reason, revocation_id: match.revocation_id };
+    for (const [index, actor] of subject.act.entries()) {
+      const hit = revocations.checkParty(actorClaims(actor, subject.iss!), now);
+      if (hit.revoked) return { revoked: true, reason: hit.reason, revocation_id: hit.revocation_id, actor_depth: index + 1 };
+    }
+    return { revoked: false };
   }
 
   async #evaluate(bundle: PolicyBundle, request: DecisionRequest, input: Record<string, unknown>): Promise<Outcome> {

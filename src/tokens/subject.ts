@@ -23,7 +23,8 @@ export interface PolicySubject {
     ttl_s: number;
     fingerprint: string;
   };
-  revoked: { revoked: boolean; reason?: string; revocation_id?: string };
+  /** actor_depth: set when the revoked party is an actor of the delegation chain (1 = current actor). */
+  revoked: { revoked: boolean; reason?: string; revocation_id?: string; actor_depth?: number };
 }
 
 /** RFC 8693 chains deeper than this are cut off; the policy bounds depth far below it. */
@@ -77,6 +78,18 @@ export function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
     sid: typeof sid === 'string' ? sid : undefined,
     client_id: subject.client_id,
     iat: subject.token?.iat,
+  };
+}
+
+/**
+ * What a revocation can name of an actor: its sub and client_id, under its own iss when the
+ * act claim gives one (RFC 8693 allows it), else under the token's issuer.
+ */
+export function actorClaims(actor: Record<string, unknown>, tokenIss: string): { iss: string; sub?: string; client_id?: string } {
+  return {
+    iss: typeof actor.iss === 'string' ? actor.iss : tokenIss,
+    ...(typeof actor.sub === 'string' && { sub: actor.sub }),
+    ...(typeof actor.client_id === 'string' && { client_id: actor.client_id }),
   };
 }
 
