@@ -173,6 +173,9 @@ describe('POST /v1/decide with a bad request', () => {
     expect(res.status).toBe(400);
     expect(res.headers.get('content-type')).toBe('application/problem+json');
     expect(res.body).toMatchObject({ code: 'invalid_request', errors: [{ pointer: '/subject', detail: 'unknown field' }] });
+    // RFC 6901: "/" and "~" in a key are escaped, so the pointer names that key and no other.
+    const odd = await postJson(decide, { ...request(), 'a/b~c': 1 });
+    expect(odd.body!.errors).toEqual([{ pointer: '/a~1b~0c', detail: 'unknown field' }]);
   });
 
   it('400 naming a missing or mistyped field', async () => {

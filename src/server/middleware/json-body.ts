@@ -72,11 +72,16 @@ function issueErrors(issue: z.core.$ZodIssue, prefix: PropertyKey[]): FieldError
     const closest = issue.errors.reduce((best, branch) => (branch.length < best.length ? branch : best));
     return closest.flatMap((inner) => issueErrors(inner, path));
   }
-  const base = path.map((segment) => `/${String(segment).replaceAll('~', '~0').replaceAll('/', '~1')}`).join('');
+  const base = path.map((segment) => `/${pointerToken(segment)}`).join('');
   if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((key) => ({ pointer: `${base}/${key}`, detail: 'unknown field' }));
+    return issue.keys.map((key) => ({ pointer: `${base}/${pointerToken(key)}`, detail: 'unknown field' }));
   }
   return [{ pointer: base, detail: issue.message }];
+}
+
+/** One RFC 6901 reference token: `~` and `/` escaped, so a key holding them still points at itself. */
+function pointerToken(segment: PropertyKey): string {
+  return String(segment).replaceAll('~', '~0').replaceAll('/', '~1');
 }
 
 /**
