@@ -63,6 +63,16 @@ describe('configuration', () => {
     ]);
   });
 
+  it('reads an HMAC secret without its trailing line ending, LF or CRLF', () => {
+    const secret = 's'.repeat(32);
+    for (const [name, text] of [['lf', `${secret}\n`], ['crlf', `${secret}\r\n`], ['none', secret]]) {
+      const secretFile = join(dir, `${name}.secret`);
+      writeFileSync(secretFile, text!);
+      const config = parseConfig({ issuers: [{ ...issuer, jwks_uri: undefined, secret_file: secretFile, algorithms: ['HS256'] }] });
+      expect(Buffer.from(IssuerRegistry.fromConfig(config.issuers).get(issuer.issuer)!.key as Uint8Array).toString(), name).toBe(secret);
+    }
+  });
+
   it('refuses the development issuer in production', () => {
     expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
   });

@@ -133,8 +133,9 @@ function readSecret(file: string, path: string): Uint8Array {
   } catch (error) {
     throw new ConfigError([{ path, message: `cannot read ${file}: ${(error as Error).message}` }]);
   }
-  // A trailing newline from `echo secret > file` is not part of the secret.
-  const trimmed = secret.subarray(0, secret.length - (secret.at(-1) === 0x0a ? 1 : 0));
+  // A trailing line ending from `echo secret > file` (LF, or CRLF from a Windows editor) is not part of the secret.
+  const lineEnding = secret.at(-1) === 0x0a ? (secret.at(-2) === 0x0d ? 2 : 1) : 0;
+  const trimmed = secret.subarray(0, secret.length - lineEnding);
   if (trimmed.length < MIN_HMAC_SECRET_BYTES) {
     throw new ConfigError([{ path, message: `HMAC secret must be at least ${MIN_HMAC_SECRET_BYTES} bytes (got ${trimmed.length})` }]);
   }
