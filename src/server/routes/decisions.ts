@@ -27,12 +27,18 @@ export interface DecisionRouteDeps {
 const EPOCH_MS = /^(0|[1-9][0-9]{0,15})$/;
 const RFC_3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 
+/** Date.parse rolls 2025-02-30 over to March 2nd; an auditor's typo must be an error, not another day. */
+function isCalendarDate(text: string): boolean {
+  const [year, month, day] = [Number(text.slice(0, 4)), Number(text.slice(5, 7)), Number(text.slice(8, 10))];
+  return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
 /** A point in time as a query parameter: RFC 3339 with an offset, or milliseconds since the epoch. */
 const instant = z
   .string()
   .describe('RFC 3339 date-time with offset (2025-01-31T12:00:00Z) or milliseconds since the epoch')
   .transform((text, ctx) => {
-    const ms = EPOCH_MS.test(text) ? Number(text) : RFC_3339.test(text) ? Date.parse(text) : Number.NaN;
+    const ms = EPOCH_MS.test(text) ? Number(text) : RFC_3339.test(text) && isCalendarDate(text) ? Date.parse(text) : Number.NaN;
     if (Number.isSafeInteger(ms) && ms >= 0) return ms;
     ctx.addIssue({ code: 'custom', message: 'must be an RFC 3339 date-time with offset or epoch milliseconds' });
     return z.NEVER;
