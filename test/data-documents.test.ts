@@ -40,6 +40,24 @@ function codeOf(action: () => unknown): string | undefined {
 
 const alice = ['entitlements', 'user:alice@acme.example'];
 
+describe('LiveData write failures', () => {
+  it('a write SQLite cannot commit is data_store_write_failed and changes nothing', async () => {
+    const live = open();
+    live.put(alice, { roles: ['viewer'] });
+    const before = live.snapshot();
+    databases[0]!.exec('PRAGMA busy_timeout = 0');
+    const { DatabaseSync: Database } = await import('node:sqlite');
+    const blocker = new Database(join(dir, 'arbiter.db'));
+    databases.push(blocker);
+    blocker.exec('BEGIN EXCLUSIVE');
+    expect(codeOf(() => live.put(alice, { roles: ['admin'] }))).toBe('data_store_write_failed');
+    expect(live.snapshot()).toBe(before);
+    blocker.exec('ROLLBACK');
+    live.put(alice, { roles: ['admin'] });
+    expect(live.get(alice)).toEqual({ roles: ['admin'] });
+  });
+});
+
 describe('LiveData writes', () => {
   it('puts, reads, patches and deletes values by path', () => {
     const live = open();

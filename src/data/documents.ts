@@ -187,11 +187,16 @@ export class LiveData {
     }
     const version = previous.version + 1;
 
-    transaction(this.#db, () => {
-      if (json === undefined) this.#statements.delete.run(name);
-      else this.#statements.upsert.run(name, json, JSON.stringify(meta), version);
-      this.#statements.setVersion.run(version);
-    });
+    try {
+      transaction(this.#db, () => {
+        if (json === undefined) this.#statements.delete.run(name);
+        else this.#statements.upsert.run(name, json, JSON.stringify(meta), version);
+        this.#statements.setVersion.run(version);
+      });
+    } catch (error) {
+      // Rolled back: the snapshot below is not published, so nothing changed anywhere.
+      throw new ArbiterError('data_store_write_failed', `live data was not stored: ${(error as Error).message}`, { cause: error });
+    }
 
     const next: LiveDataSnapshot = Object.freeze({
       version,
