@@ -168,6 +168,32 @@ describe('pull mode', () => {
     }
   });
 
+  it('fetches a bundle refused for this server\'s state again, and activates it once that state changes', async () => {
+    // Its roots overlap the embedded echo bundle: a refusal about this server, not about the archive.
+    const overlapping = build(writeBundleSource(dir, 'pl', { extraRoots: ['echo'] }), join(dir, 'pl1.tar.gz'), 'pl1');
+    let fetched = 0;
+    const source = createServer((req, res) => {
+      if (req.headers['if-none-match'] === '"pl1"') {
+        res.writeHead(304, { etag: '"pl1"' }).end();
+        return;
+      }
+      fetched += 1;
+      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"pl1"' }).end(overlapping);
+    });
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const plUrl = `http://127.0.0.1:${(source.address() as AddressInfo).port}/pl.tar.gz`;
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'pl', url: plUrl, poll_interval_s: 0.05, timeout_ms: 2000 }] } });
+    try {
+      await waitFor(() => fetched >= 2, 'a second full fetch after the refusal');
+      expect(arbiter.bundles.get('pl')).toBeUndefined();
+      await arbiter.bundleLifecycle.remove('echo', 'test');
+      await waitFor(() => arbiter.bundles.get('pl')?.revision === 'pl1', 'pl1 once echo is gone');
+    } finally {
+      await arbiter.close();
+      await new Promise<void>((resolve) => source.close(() => resolve()));
+    }
+  });
+
   it('refuses a source that is not https unless it is loopback', () => {
     expect(() => parseConfig({ bundles: { sources: [{ name: 'lc', url: 'http://bundles.example.com/lc.tar.gz' }] } })).toThrow(/https/);
     expect(parseConfig({ bundles: { sources: [{ name: 'lc', url: 'https://bundles.example.com/lc.tar.gz' }] } }).bundles.sources[0]).toMatchObject({ poll_interval_s: 60 });

@@ -23,6 +23,9 @@ export interface BundlePullerOptions {
 
 const MAX_BACKOFF_MS = 10 * 60 * 1000;
 
+/** Refusals that depend on this server rather than on the archive: the same archive may pass later. */
+const STATE_DEPENDENT_CHECKS: ReadonlySet<string> = new Set(['bundle_roots_overlap', 'smoke_evaluation', 'signature_keys_missing']);
+
 export class BundlePuller {
   readonly source: BundleSource;
   readonly #options: BundlePullerOptions;
@@ -72,8 +75,10 @@ export class BundlePuller {
         const result = await this.#options.lifecycle.accept(name, archive, `pull:${url}`);
         if (result.outcome === 'activated') this.#options.logger.info({ bundle: name, url, revision: result.revision, etag }, 'bundle pulled');
       } catch (error) {
-        // A rejected archive stays rejected: remember its ETag so it is not fetched and checked again.
-        if (error instanceof BundleRejectedError) this.#etag = etag;
+        // An archive refused for what it is stays refused: remember its ETag so it is not fetched and
+        // checked again. One refused for this server's state (another bundle's roots, a smoke run
+        // that timed out under load, a key not configured yet) is fetched again at the next poll.
+        if (error instanceof BundleRejectedError && !STATE_DEPENDENT_CHECKS.has(error.check)) this.#etag = etag;
         throw error;
       }
       this.#etag = etag;
