@@ -250,6 +250,26 @@ describe('health', () => {
     expect(await ready.json()).toMatchObject({ status: 'ready', bundles: expect.arrayContaining([expect.objectContaining({ name: 'simple' })]) });
   });
 
+  it('/readyz reloads an unloadable key set at most once per cooldown, however often it is probed', async () => {
+    const troubled = await TestIssuer.create('https://probed.test.example');
+    await troubled.serve();
+    troubled.jwksFailure = { status: 503, body: '{}' };
+    const server = await startTestArbiter({
+      issuers: [{ issuer: troubled.issuer, jwks_uri: troubled.jwksUri, audiences: ['a'], algorithms: ['ES256'], jwks_cooldown_s: 30 }],
+    });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const ready = await fetch(`${server.url}/readyz`);
+        expect(ready.status).toBe(503);
+        expect(((await ready.json()) as { problems: string[] }).problems).toEqual([expect.stringContaining(troubled.issuer)]);
+      }
+      expect(troubled.jwksFetches).toBe(1);
+    } finally {
+      await server.close();
+      await troubled.close();
+    }
+  });
+
   it('/readyz is 503 when an issuer JWKS cannot be loaded or the default bundle is missing', async () => {
     const down = await TestIssuer.create('https://down.test.example');
     await down.serve();

@@ -61,15 +61,26 @@ export function createTrustedIssuer(config: IssuerConfig, index: number, options
       timeoutDuration: config.jwks_timeout_ms,
       ...(options.jwksFetch && { [customFetch]: options.jwksFetch(config.issuer) }),
     });
+    // Readiness probes are unauthenticated and frequent: a stale key set is reloaded at most
+    // once per cooldown on their behalf, and a failed reload is reported until the next try,
+    // so probes cannot turn into a stream of requests to the identity provider.
+    let lastReload: { at: number; failure?: ArbiterError } | undefined;
     return {
       config,
       key: keysUnavailableOnFetchFailure(remote, config.issuer),
       async checkKeys() {
         if (remote.fresh) return;
+        const now = Date.now();
+        if (lastReload !== undefined && now - lastReload.at < config.jwks_cooldown_s * 1000) {
+          if (lastReload.failure) throw lastReload.failure;
+          return;
+        }
+        lastReload = { at: now };
         try {
           await remote.reload();
         } catch (error) {
-          throw new ArbiterError('jwks_unavailable', `JWKS of ${config.issuer} cannot be loaded: ${(error as Error).message}`);
+          lastReload.failure = new ArbiterError('jwks_unavailable', `JWKS of ${config.issuer} cannot be loaded: ${(error as Error).message}`);
+          throw lastReload.failure;
         }
       },
     };
