@@ -2,9 +2,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { describe, expect, inject, it } from 'vitest';
-import { tempDir } from './support/arbiter.ts';
+import { startTestArbiter, tempDir } from './support/arbiter.ts';
 
 /**
  * SIGTERM under load, against the real CLI process: every request the server accepted is
@@ -73,5 +74,26 @@ describe('graceful shutdown', () => {
     // ...and every decision the server made reached a client (none was dropped on the way out).
     expect([...decided].filter((id) => !answered.has(id))).toEqual([]);
     expect(logged.some((l) => l.msg === 'shutting down')).toBe(true);
+  });
+});
+
+describe('a start that fails', () => {
+  it('leaves no worker thread, database or timer behind (the port is taken)', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
+    const before = workerPorts();
+    try {
+      const failure = await startTestArbiter({ server: { port: (taken.address() as AddressInfo).port } }).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(failure).toMatchObject({ code: 'listen_failed' });
+      // Worker threads (evaluation pool, decision-log writer) hold a MessagePort each until closed.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(workerPorts()).toBe(before);
+    } finally {
+      taken.close();
+    }
   });
 });

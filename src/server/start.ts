@@ -51,6 +51,18 @@ export interface StartOptions {
 
 /** Builds every part from a validated config and starts listening. */
 export async function startArbiter(config: Config, options: StartOptions = {}): Promise<Arbiter> {
+  const opened: (() => unknown)[] = [];
+  try {
+    return await assemble(config, options, opened);
+  } catch (error) {
+    // A failed start (the port taken, a bad key file) leaves no worker thread, database or timer behind.
+    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Builds and starts every part; `opened` collects how to close what exists so far. */
+async function assemble(config: Config, options: StartOptions, opened: (() => unknown)[]): Promise<Arbiter> {
   const logger = options.logger ?? pino({ level: config.logging.level, timestamp: pino.stdTimeFunctions.isoTime });
 
   const devIssuers: TrustedIssuer[] = [];
@@ -60,6 +72,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
     logger.warn({ key_file: config.dev_issuer.key_file }, 'development issuer enabled: never use it in production');
   }
   const evaluator = createEvaluator(config.engine, logger);
+  opened.push(() => evaluator.close());
   const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest) });
   // The decision log opens further down; the scrape reads whichever threads exist by then.
   const heapOf: { decisionLogWriter?: () => Promise<ThreadHeap> } = {};
@@ -78,6 +91,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
   await bundleLifecycle.restore(config.bundles.dir);
 
   const db = openDataDatabase(config.data.path);
+  opened.push(() => db.close());
   const liveData = new LiveData(db, {
     isReadOnly: (path) => bundles.ownerOf(path) !== undefined,
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
@@ -89,10 +103,14 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
   liveData.onChange((snapshot) => evaluator.setLiveData(snapshot.data, snapshot.version));
   const pruneTimer = setInterval(() => revocations.prune(Math.floor(Date.now() / 1000)), config.data.revocation_prune_interval_s * 1000);
   pruneTimer.unref();
+  opened.push(() => clearInterval(pruneTimer));
 
   const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, logger) : undefined;
   if (!decisionLog) logger.warn('decision_log.enabled is false: decisions are not recorded durably');
-  if (decisionLog) heapOf.decisionLogWriter = () => decisionLog.writerHeap();
+  if (decisionLog) {
+    heapOf.decisionLogWriter = () => decisionLog.writerHeap();
+    opened.push(() => decisionLog.close());
+  }
 
   const pipeline = new DecisionPipeline({
     issuers,
