@@ -164,6 +164,26 @@ describe('durability', () => {
     for (const record of records) expect(log.get(record.decision_id)).toBeDefined();
   });
 
+  it('relaxed: a record queued during a slow commit is due flush_interval_ms after it arrived, not after that commit', async () => {
+    const log = await open({ durability: 'relaxed', flush_interval_ms: 1000, busy_timeout_ms: 20_000 });
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    // Another connection holds the write lock: the first group's commit waits for it.
+    const blocker = new DatabaseSync(temp.path);
+    blocker.exec('BEGIN EXCLUSIVE');
+    await log.append(decision());
+    await sleep(1100); // the first group is being committed (and waits)
+    const queuedMeanwhile = decision();
+    await log.append(queuedMeanwhile); // due 1,000 ms from now
+    await sleep(1500);
+    blocker.exec('ROLLBACK');
+    blocker.close();
+    const released = performance.now();
+    while (log.get(queuedMeanwhile.decision_id) === undefined) await sleep(10);
+    // Its deadline passed while the lock was held: committed right after the first group, not a
+    // whole interval (1,000 ms) later.
+    expect(performance.now() - released).toBeLessThan(600);
+  });
+
   it('relaxed: close() commits what is still pending', async () => {
     let log = await open({ durability: 'relaxed', flush_interval_ms: 60_000 });
     const record = decision();

@@ -74,6 +74,8 @@ export class DecisionStore {
   #committing = 0;
   #flushImmediate: NodeJS.Immediate | undefined;
   #flushTimer: NodeJS.Timeout | undefined;
+  /** relaxed: when the oldest record still queued arrived (performance.now()); its commit is due flush_interval_ms later. */
+  #queuedSince: number | undefined;
   /** The latest retention run, so the next one starts after it. */
   #pruning: Promise<number> | undefined;
   #closed = false;
@@ -149,8 +151,7 @@ export class DecisionStore {
     if (this.#config.durability === 'strict') {
       return new Promise((resolve, reject) => {
         queued.settle = { resolve, reject };
-        this.#queue.push(queued);
-        this.#scheduleFlush();
+        this.#enqueue(queued);
       });
     }
     if (this.stats.pending >= this.#config.max_pending) {
@@ -158,9 +159,14 @@ export class DecisionStore {
         new ArbiterError('decision_log_backlog', `${this.stats.pending} decisions are already waiting to be committed`),
       );
     }
+    this.#enqueue(queued);
+    return Promise.resolve();
+  }
+
+  #enqueue(queued: Queued): void {
+    if (this.#queue.length === 0) this.#queuedSince = performance.now();
     this.#queue.push(queued);
     this.#scheduleFlush();
-    return Promise.resolve();
   }
 
   get(decisionId: string): StoredDecision | undefined {
@@ -259,7 +265,11 @@ export class DecisionStore {
       this.#flushTimer = undefined;
       this.#flushImmediate = setImmediate(() => this.#flush());
     } else {
-      this.#flushTimer ??= setTimeout(() => this.#flush(), this.#config.flush_interval_ms);
+      // Due flush_interval_ms after the oldest queued record arrived, not after this call: records
+      // that queued during a slow commit must not wait for that commit plus a whole interval.
+      const since = this.#queuedSince ?? performance.now();
+      const due = Math.max(0, since + this.#config.flush_interval_ms - performance.now());
+      this.#flushTimer ??= setTimeout(() => this.#flush(), due);
     }
   }
 
@@ -272,6 +282,8 @@ export class DecisionStore {
     const { max_batch } = this.#config;
     const batch = this.#queue.length <= max_batch ? this.#queue : this.#queue.slice(0, max_batch);
     this.#queue = this.#queue.length <= max_batch ? [] : this.#queue.slice(max_batch);
+    // A backlog left behind keeps its (older) arrival time; an empty queue starts afresh.
+    if (this.#queue.length === 0) this.#queuedSince = undefined;
     this.#inFlight = this.#commit(batch).finally(() => {
       this.#inFlight = undefined;
       if (this.#queue.length === 0 || this.#closed) return;
