@@ -149,6 +149,27 @@ describe('development issuer key', () => {
     expect(first.publicJwk).not.toHaveProperty('d');
     expect(statSync(file).mode & 0o777).toBe(0o600);
   });
+
+  it('a key file that is not a private key stops start-up naming dev_issuer.key_file', async () => {
+    const { loadOrCreateDevIssuerKey } = await import('../src/tokens/dev-issuer.ts');
+    for (const [name, text] of [['truncated', '{"kty": "EC", "d": '], ['public', '{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}']]) {
+      const file = join(dir, `dev-${name}.jwk.json`);
+      writeFileSync(file, text!);
+      await expect(loadOrCreateDevIssuerKey(file), name).rejects.toMatchObject({ issues: [expect.objectContaining({ path: 'dev_issuer.key_file' })] });
+    }
+  });
+});
+
+describe('live data seeds', () => {
+  it('a seed the live data refuses (under a bundle root) stops start-up naming data.seed.<document>', async () => {
+    const seed = join(dir, 'authz-seed.json');
+    writeFileSync(seed, '{"actions": {}}');
+    const { startTestArbiter } = await import('./support/arbiter.ts');
+    // The simple test bundle owns data.simple: a seed there would be shadowed, so it is refused.
+    await expect(startTestArbiter({ data: { seed: { simple: seed } } })).rejects.toMatchObject({
+      issues: [expect.objectContaining({ path: 'data.seed.simple' })],
+    });
+  });
 });
 
 describe('configuration reference', () => {

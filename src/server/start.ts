@@ -285,7 +285,12 @@ function seedLiveData(liveData: LiveData, seeds: Record<string, string>, logger:
     } catch (error) {
       throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot read ${file}: ${(error as Error).message}` }]);
     }
-    liveData.put([document], value, { source: `seed:${file}` });
+    try {
+      liveData.put([document], value, { source: `seed:${file}` });
+    } catch (error) {
+      // e.g. a document under a bundle's roots (read-only), or over the data limits.
+      throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${(error as Error).message}` }]);
+    }
     logger.info({ document, file }, 'live data seeded');
   }
 }

@@ -2,6 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
+import { ConfigError } from '../errors.ts';
 import { fromJwks, type TrustedIssuer } from './trusted-issuers.ts';
 
 /**
@@ -19,8 +20,14 @@ export interface DevIssuerKey {
 
 export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerKey> {
   if (existsSync(file)) {
-    const privateJwk = JSON.parse(readFileSync(file, 'utf8')) as JWK;
-    return { privateJwk, publicJwk: publicPart(privateJwk) };
+    let privateJwk: JWK;
+    try {
+      privateJwk = JSON.parse(readFileSync(file, 'utf8')) as JWK;
+      if (privateJwk.kty !== 'EC' || typeof privateJwk.d !== 'string') throw new Error('not a private EC JWK');
+      return { privateJwk, publicJwk: publicPart(privateJwk) };
+    } catch (error) {
+      throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file}: ${(error as Error).message} (delete it to generate a new development key)` }]);
+    }
   }
   const { privateKey } = await generateKeyPair(DEV_ALGORITHM, { extractable: true });
   const privateJwk = await exportJWK(privateKey);
