@@ -84,6 +84,8 @@ describe('GET /metrics', () => {
       expect(used).toBeGreaterThan(100_000);
       expect(total).toBeGreaterThanOrEqual(used);
     }
+    // One instance per active revision, counted by the worker that holds them.
+    expect(samples.get('arbiter_policy_instances{thread="evaluator-0"}')).toBe(arbiter.bundles.list().length);
   });
 
   it('counts bundle activations and rejections by check', async () => {

@@ -63,6 +63,16 @@ describe('evaluation pool (worker threads)', () => {
     for (const result of results) expect(result).toMatchObject({ ok: true, dataVersion: 2, resultSet: [{ result: { reasons: [{ pair: { a: 9 } }] } }] });
   });
 
+  it('reports the instances each worker holds and frees a released revision', async () => {
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    await pool.evaluate(await bundle('echo'), 'echo/decision', input({}));
+    await pool.evaluate(await bundle('spin'), 'spin/decision', input({ quick: true }));
+    expect(await pool.policyInstances()).toEqual([{ thread: 'evaluator-0', digests: ['echo', 'spin'] }]);
+    pool.release('spin');
+    expect(await pool.policyInstances()).toEqual([{ thread: 'evaluator-0', digests: ['echo'] }]);
+  });
+
   it('answers policy_error for a module that cannot be instantiated', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 256, logger: pino({ level: 'silent' }) });
     evaluator = pool;

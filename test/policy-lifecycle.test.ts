@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BundleRejectedError } from '../src/errors.ts';
 import { DEFAULT_ARCHIVE_LIMITS } from '../src/policy/archive.ts';
-import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator } from '../src/policy/evaluation/evaluator.ts';
+import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from '../src/policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../src/policy/evaluation/in-process.ts';
 import { BundleLifecycle } from '../src/policy/lifecycle.ts';
 import { BundleRegistry } from '../src/policy/registry.ts';
@@ -30,6 +30,10 @@ class InstanceTrackingEvaluator implements PolicyEvaluator {
   release(digest: string): void {
     this.holding.delete(digest);
     this.#inner.release(digest);
+  }
+
+  policyInstances(): Promise<PolicyInstances[]> {
+    return this.#inner.policyInstances();
   }
 
   close(): Promise<void> {

@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Decision } from '../decisions/pipeline.ts';
+import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
 import type { TokenFailureCode } from '../tokens/verify.ts';
 import type { ThreadHeap } from './thread-heap.ts';
 
@@ -18,6 +19,8 @@ export interface ArbiterMetricsOptions {
   activeBundles: () => readonly { name: string; revision: string }[];
   /** The heaps of Arbiter's worker threads, read at each scrape (the default metrics cover the main thread's). */
   threadHeaps?: () => Promise<readonly ThreadHeap[]>;
+  /** The policy instances each evaluation thread holds, read at each scrape. */
+  policyInstances?: () => Promise<readonly PolicyInstances[]>;
 }
 
 /**
@@ -118,6 +121,19 @@ export class ArbiterMetrics {
             this.set({ thread: heap.thread, kind: 'used' }, heap.usedBytes);
             this.set({ thread: heap.thread, kind: 'total' }, heap.totalBytes);
           }
+        },
+      });
+    }
+    const policyInstances = options.policyInstances;
+    if (policyInstances) {
+      new Gauge({
+        name: 'arbiter_policy_instances',
+        help: 'WebAssembly policy instances each evaluation thread holds: one per bundle revision in use, each with a copy of the live data.',
+        labelNames: ['thread'] as const,
+        registers: [this.registry],
+        async collect() {
+          this.reset();
+          for (const { thread, digests } of await policyInstances()) this.set({ thread }, digests.length);
         },
       });
     }

@@ -82,6 +82,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
       const writer = await heapOf.decisionLogWriter?.().catch(() => undefined);
       return [...((await evaluator.heapStatistics?.()) ?? []), ...(writer ? [writer] : [])];
     },
+    policyInstances: () => evaluator.policyInstances(),
   });
   const jwksFetch = (issuer: string) => metrics.jwksFetch(issuer);
   const issuers = IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });

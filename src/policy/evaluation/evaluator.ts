@@ -13,6 +13,12 @@ export type PolicyEvaluation = RawEvaluation & {
   dataVersion: number;
 };
 
+/** The bundle revisions one evaluation thread holds a WebAssembly instance of (each a copy of the live data). */
+export interface PolicyInstances {
+  thread: string;
+  digests: string[];
+}
+
 /**
  * Runs entrypoints of bundle revisions on JSON input, against bundle data overlaid on the
  * current live data. Never rejects: every failure is an evaluation with a reason code.
@@ -22,6 +28,8 @@ export interface PolicyEvaluator {
   setLiveData(data: Record<string, unknown>, version: number): void;
   /** The revision will not be asked for again: free its instances. */
   release(digest: string): void;
+  /** The instances each evaluation thread holds, so a revision kept past its use shows. */
+  policyInstances(): Promise<PolicyInstances[]>;
   /** The V8 heaps of the evaluator's own threads, if it has any. */
   heapStatistics?(): Promise<ThreadHeap[]>;
   close(): Promise<void>;

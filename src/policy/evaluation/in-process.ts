@@ -1,6 +1,6 @@
 import { PolicyEngine } from '../engine.ts';
 import { overlay } from '../overlay.ts';
-import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator } from './evaluator.ts';
+import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
 
 /**
  * Evaluates on the main thread: no message round trip, but no deadline either (a looping
@@ -42,6 +42,10 @@ export class InProcessEvaluator implements PolicyEvaluator {
 
   release(digest: string): void {
     this.#engines.delete(digest);
+  }
+
+  async policyInstances(): Promise<PolicyInstances[]> {
+    return [{ thread: 'main', digests: [...this.#engines.keys()] }];
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
-import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator } from './evaluator.ts';
+import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
 export interface EvaluationPoolOptions {
@@ -37,6 +37,8 @@ interface Slot {
   inFlight: Map<number, Job>;
   /** Assigned to this worker, waiting until it has started and loaded the job's module. */
   waiting: Job[];
+  /** Callers of policyInstances waiting for this worker's answer; it answers in the order asked. */
+  instanceQueries: ((digests: string[] | undefined) => void)[];
 }
 
 /**
@@ -79,6 +81,21 @@ export class EvaluationPool implements PolicyEvaluator {
     this.#unloadRetired();
   }
 
+  /** What each worker itself holds (not what the pool believes it holds); a worker being replaced is left out. */
+  async policyInstances(): Promise<PolicyInstances[]> {
+    if (this.#closed) return [];
+    const answers = await Promise.all(
+      this.#slots.map(
+        (slot, index) =>
+          new Promise<PolicyInstances | undefined>((resolve) => {
+            slot.instanceQueries.push((digests) => resolve(digests && { thread: `evaluator-${index}`, digests }));
+            this.#post(slot, { type: 'instances' });
+          }),
+      ),
+    );
+    return answers.filter((answer) => answer !== undefined);
+  }
+
   /** The V8 heap of each worker; a worker being replaced is left out. */
   async heapStatistics(): Promise<ThreadHeap[]> {
     const heaps = await Promise.all(
@@ -100,13 +117,14 @@ export class EvaluationPool implements PolicyEvaluator {
       clearTimeout(job.timer);
       job.resolve(this.#failure('policy_error', 'the evaluation pool is closed'));
     }
+    for (const slot of this.#slots) this.#forgetQueries(slot);
     await Promise.all(this.#slots.map((slot) => slot.worker.terminate()));
   }
 
   #spawn(): Slot {
     const settings: WorkerSettings = { maxMemoryPages: this.#options.maxMemoryPages };
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: settings });
-    const slot: Slot = { worker, ready: false, dataPending: 0, modules: new Map(), inFlight: new Map(), waiting: [] };
+    const slot: Slot = { worker, ready: false, dataPending: 0, modules: new Map(), inFlight: new Map(), waiting: [], instanceQueries: [] };
     worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
     worker.on('error', (error) => this.#onCrash(slot, error));
     worker.on('exit', (code) => {
@@ -190,7 +208,15 @@ export class EvaluationPool implements PolicyEvaluator {
         this.#unloadRetired();
         return this.#dispatch();
       }
+      case 'instances':
+        slot.instanceQueries.shift()?.(message.digests);
+        return;
     }
+  }
+
+  /** A stopped worker answers no more queries: their callers get no answer from it rather than wait forever. */
+  #forgetQueries(slot: Slot): void {
+    for (const answer of slot.instanceQueries.splice(0)) answer(undefined);
   }
 
   /** Sends the jobs a worker was waiting to be able to run. */
@@ -221,6 +247,7 @@ export class EvaluationPool implements PolicyEvaluator {
     if (index === -1) return;
     this.#slots[index] = this.#spawn();
     void slot.worker.terminate();
+    this.#forgetQueries(slot);
     // Jobs sent to or waiting for the stopped worker did nothing wrong: run them again, once.
     const survivors = [...slot.inFlight.values(), ...slot.waiting];
     slot.inFlight.clear();

@@ -76,6 +76,9 @@ async function handle(message: ToWorker): Promise<void> {
     case 'evaluate':
       send({ type: 'result', id: message.id, evaluation: evaluate(message.digest, message.entrypoint, message.input), dataVersion });
       return;
+    case 'instances':
+      send({ type: 'instances', digests: [...engines.keys()] });
+      return;
   }
 }
 
