@@ -117,6 +117,11 @@ describe('swapping revisions under load', () => {
       await Promise.all(deciders);
       expect([...statuses]).toEqual([200]);
       expect([...revisions].sort()).toEqual(['u1', 'u2']);
+      // The worker holds each active revision once, u1 included though it was swapped out and back
+      // in five times, and not u2, though decisions that picked it before its last swap ran after.
+      expect((await postJson(`${arbiter.url}/v1/decide`, { policy: 'lc', action: 'read', resource: { type: 'doc' } })).body?.policy?.revision).toBe('u1');
+      const instances = await arbiter.metrics.registry.getSingleMetric('arbiter_policy_instances')!.get();
+      expect(instances.values).toEqual([{ labels: { thread: 'evaluator-0' }, value: arbiter.bundles.list().length }]);
     } finally {
       await arbiter.close();
     }

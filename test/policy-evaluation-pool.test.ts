@@ -3,14 +3,25 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { readBundleArchive } from '../src/policy/archive.ts';
+import type { PolicyBundle } from '../src/policy/bundle.ts';
 import type { EvaluableBundle, PolicyEvaluator } from '../src/policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../src/policy/evaluation/in-process.ts';
 import { EvaluationPool } from '../src/policy/evaluation/pool.ts';
+import { parseManifest } from '../src/policy/manifest.ts';
+import { BundleRegistry } from '../src/policy/registry.ts';
 
 async function bundle(name: string): Promise<EvaluableBundle> {
   const archive = new Uint8Array(readFileSync(join(inject('bundlesDir'), `${name}.tar.gz`)));
   const files = await readBundleArchive(archive);
   return { digest: name, wasm: files.get('policy.wasm')!, data: JSON.parse(new TextDecoder().decode(files.get('data.json') ?? new TextEncoder().encode('{}'))) as Record<string, unknown> };
+}
+
+/** Revision `revision` of the echo bundle, as the registry holds it; its digest is the revision. */
+async function echoRevision(revision: string): Promise<PolicyBundle> {
+  const archive = new Uint8Array(readFileSync(join(inject('bundlesDir'), 'echo.tar.gz')));
+  const files = await readBundleArchive(archive);
+  const { wasm, data } = await bundle('echo');
+  return { name: 'echo', revision, digest: revision, manifest: parseManifest(files), data, wasm, entrypoints: new Set(['echo/decision']), archive };
 }
 
 const input = (context: Record<string, unknown>) => JSON.stringify({ action: { name: 'read' }, context, subject: { revoked: { revoked: false } }, data_status: {} });
@@ -73,6 +84,48 @@ describe('evaluation pool (worker threads)', () => {
     expect(await pool.policyInstances()).toEqual([{ thread: 'evaluator-0', digests: ['echo'] }]);
   });
 
+  it('loads a released revision for a decision that picked it before its release, and frees it again after', async () => {
+    const pool = new EvaluationPool({ workers: 2, deadlineMs: 10_000, maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const echo = await bundle('echo');
+    const held = async () => (await pool.policyInstances()).flatMap((thread) => thread.digests);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    // A newer revision was activated while decisions that had picked echo were verifying their tokens.
+    pool.release('echo');
+    expect(await held()).toEqual([]);
+    const late = await Promise.all(Array.from({ length: 6 }, () => pool.evaluate(echo, 'echo/decision', input({}))));
+    for (const result of late) expect(result).toMatchObject({ ok: true });
+    expect(await held()).toEqual([]);
+    // Still retired: a data update (a full copy into every instance) finds nothing of it, nor does the next late decision keep it.
+    pool.setLiveData({ pair: { a: 1 } }, 2);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 2 });
+    expect(await held()).toEqual([]);
+    // Activated again (a rollback): it stays loaded between decisions.
+    pool.retain('echo');
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    expect(await held()).toEqual(['echo']);
+  });
+
+  it('frees each revision the registry retires, though decisions that picked it before evaluate after (pull mode)', async () => {
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const registry = new BundleRegistry({ onRetire: (retired) => pool.release(retired.digest), onActivate: (active) => pool.retain(active.digest) });
+    const held = async () => (await pool.policyInstances()).flatMap((thread) => thread.digests);
+    registry.activate(await echoRevision('r0'));
+    for (let n = 1; n <= 5; n++) {
+      const picked = registry.get('echo')!; // a decision picks the active revision, then verifies its token ...
+      const next = await echoRevision(`r${n}`);
+      expect(await pool.evaluate(next, 'echo/decision', input({}))).toMatchObject({ ok: true }); // ... the next revision passes its smoke test ...
+      registry.activate(next);
+      expect(await pool.evaluate(picked, 'echo/decision', input({}))).toMatchObject({ ok: true }); // ... and the decision evaluates on its pick.
+    }
+    expect(await held()).toEqual(['r5']);
+    // A rollback to a retired revision keeps it loaded between decisions.
+    registry.activate(await echoRevision('r2'));
+    for (let i = 0; i < 2; i++) expect(await pool.evaluate(registry.get('echo')!, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    expect(await held()).toEqual(['r2']);
+  });
+
   it('answers policy_error for a module that cannot be instantiated', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 256, logger: pino({ level: 'silent' }) });
     evaluator = pool;
@@ -82,6 +135,20 @@ describe('evaluation pool (worker threads)', () => {
 });
 
 describe('in-process evaluator', () => {
+  it('loads a released revision for a late decision without keeping it, and keeps it once retained', async () => {
+    const inProcess = new InProcessEvaluator({ maxMemoryPages: 1024 });
+    evaluator = inProcess;
+    const echo = await bundle('echo');
+    const held = async () => (await inProcess.policyInstances()).flatMap((thread) => thread.digests);
+    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    inProcess.release('echo');
+    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    expect(await held()).toEqual([]);
+    inProcess.retain('echo');
+    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    expect(await held()).toEqual(['echo']);
+  });
+
   it('gives the same answers as the pool', async () => {
     evaluator = new InProcessEvaluator({ maxMemoryPages: 1024 });
     evaluator.setLiveData({ pair: { a: 2 } }, 3);

@@ -32,6 +32,10 @@ class InstanceTrackingEvaluator implements PolicyEvaluator {
     this.#inner.release(digest);
   }
 
+  retain(digest: string): void {
+    this.#inner.retain(digest);
+  }
+
   policyInstances(): Promise<PolicyInstances[]> {
     return this.#inner.policyInstances();
   }
@@ -59,7 +63,7 @@ beforeAll(() => {
 }, 60_000);
 
 function lifecycle(evaluator: PolicyEvaluator): BundleLifecycle {
-  const registry = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest) });
+  const registry = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest), onActivate: (bundle) => evaluator.retain(bundle.digest) });
   return new BundleLifecycle({
     registry,
     store: new BundleStore(join(tempDir('arbiter-lifecycle-store-'), 'bundles')),

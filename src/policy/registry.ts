@@ -8,10 +8,15 @@ import type { PolicyBundle } from './bundle.ts';
 export class BundleRegistry {
   readonly #active = new Map<string, PolicyBundle>();
   readonly #onRetire: (bundle: PolicyBundle) => void;
+  readonly #onActivate: (bundle: PolicyBundle) => void;
 
-  /** `onRetire` hears of each revision no bundle serves any more (to free its instances). */
-  constructor(options: { onRetire?: (bundle: PolicyBundle) => void } = {}) {
+  /**
+   * `onRetire` hears of each revision no bundle serves any more (to free its instances),
+   * `onActivate` of each revision that serves, a retired one included (a rollback: keep its instances).
+   */
+  constructor(options: { onRetire?: (bundle: PolicyBundle) => void; onActivate?: (bundle: PolicyBundle) => void } = {}) {
     this.#onRetire = options.onRetire ?? (() => {});
+    this.#onActivate = options.onActivate ?? (() => {});
   }
 
   get(name: string): PolicyBundle | undefined {
@@ -25,6 +30,7 @@ export class BundleRegistry {
   activate(bundle: PolicyBundle): PolicyBundle | undefined {
     const previous = this.#active.get(bundle.name);
     this.#active.set(bundle.name, bundle);
+    this.#onActivate(bundle);
     if (previous && previous.digest !== bundle.digest) this.#retire(previous);
     return previous;
   }

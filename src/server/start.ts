@@ -73,7 +73,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   }
   const evaluator = createEvaluator(config.engine, logger);
   opened.push(() => evaluator.close());
-  const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest) });
+  const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest), onActivate: (bundle) => evaluator.retain(bundle.digest) });
   // The decision log opens further down; the scrape reads whichever threads exist by then.
   const heapOf: { decisionLogWriter?: () => Promise<ThreadHeap> } = {};
   const metrics = new ArbiterMetrics({

@@ -26,8 +26,13 @@ export interface PolicyInstances {
 export interface PolicyEvaluator {
   evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation>;
   setLiveData(data: Record<string, unknown>, version: number): void;
-  /** The revision will not be asked for again: free its instances. */
+  /**
+   * The revision no longer serves: free its instances once its evaluations are done. A decision
+   * that picked it before may still ask for it; it gets an instance for that evaluation only.
+   */
   release(digest: string): void;
+  /** The revision serves (again, after a release): keep its instances between evaluations. */
+  retain(digest: string): void;
   /** The instances each evaluation thread holds, so a revision kept past its use shows. */
   policyInstances(): Promise<PolicyInstances[]>;
   /** The V8 heaps of the evaluator's own threads, if it has any. */

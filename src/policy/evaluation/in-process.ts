@@ -2,6 +2,9 @@ import { PolicyEngine } from '../engine.ts';
 import { overlay } from '../overlay.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
 
+/** Retired revisions remembered: far more than decisions can be holding at once. */
+const MAX_RETIRED = 1024;
+
 /**
  * Evaluates on the main thread: no message round trip, but no deadline either (a looping
  * policy blocks the server). For benchmarks and debugging: `engine.workers: 0`.
@@ -9,6 +12,8 @@ import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstance
 export class InProcessEvaluator implements PolicyEvaluator {
   readonly #maxMemoryPages: number;
   readonly #engines = new Map<string, { engine: Promise<PolicyEngine>; data: Record<string, unknown> }>();
+  /** Revisions that no longer serve, oldest first: one asked for late gets an instance it does not keep. */
+  readonly #retired = new Set<string>();
   #liveData: Record<string, unknown> = {};
   #version = 0;
 
@@ -17,19 +22,12 @@ export class InProcessEvaluator implements PolicyEvaluator {
   }
 
   async evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
-    let loaded = this.#engines.get(bundle.digest);
-    if (!loaded) {
-      const engine = PolicyEngine.load(bundle.wasm, { maxMemoryPages: this.#maxMemoryPages }).then((e) => {
-        e.setData(overlay(this.#liveData, bundle.data));
-        return e;
-      });
-      loaded = { engine, data: bundle.data };
-      this.#engines.set(bundle.digest, loaded);
-    }
+    // A decision that picked a revision before its release may still ask for it: load it for this evaluation only.
+    const engine = this.#retired.has(bundle.digest) ? this.#load(bundle) : this.#instance(bundle);
     try {
-      return { ...(await loaded.engine).evaluateRaw(entrypoint, input), dataVersion: this.#version };
+      return { ...(await engine).evaluateRaw(entrypoint, input), dataVersion: this.#version };
     } catch (error) {
-      this.#engines.delete(bundle.digest);
+      if (this.#engines.get(bundle.digest)?.engine === engine) this.#engines.delete(bundle.digest);
       return { ok: false, code: 'policy_error', message: `policy module cannot be loaded: ${(error as Error).message}`, dataVersion: this.#version };
     }
   }
@@ -42,6 +40,31 @@ export class InProcessEvaluator implements PolicyEvaluator {
 
   release(digest: string): void {
     this.#engines.delete(digest);
+    this.#retired.delete(digest);
+    this.#retired.add(digest);
+    // Remembered long enough for any decision still holding the revision, not forever (pull mode retires one per change).
+    if (this.#retired.size > MAX_RETIRED) this.#retired.delete(this.#retired.values().next().value!);
+  }
+
+  retain(digest: string): void {
+    this.#retired.delete(digest);
+  }
+
+  /** The cached instance of a serving revision. */
+  #instance(bundle: EvaluableBundle): Promise<PolicyEngine> {
+    let loaded = this.#engines.get(bundle.digest);
+    if (!loaded) {
+      loaded = { engine: this.#load(bundle), data: bundle.data };
+      this.#engines.set(bundle.digest, loaded);
+    }
+    return loaded.engine;
+  }
+
+  #load(bundle: EvaluableBundle): Promise<PolicyEngine> {
+    return PolicyEngine.load(bundle.wasm, { maxMemoryPages: this.#maxMemoryPages }).then((engine) => {
+      engine.setData(overlay(this.#liveData, bundle.data));
+      return engine;
+    });
   }
 
   async policyInstances(): Promise<PolicyInstances[]> {

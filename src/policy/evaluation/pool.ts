@@ -4,6 +4,9 @@ import { workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
+/** Retired revisions remembered: far more than decisions can be holding at once. */
+const MAX_RETIRED = 1024;
+
 export interface EvaluationPoolOptions {
   workers: number;
   /** An evaluation still running after this long is stopped: deny with policy_timeout. */
@@ -51,6 +54,7 @@ export class EvaluationPool implements PolicyEvaluator {
   readonly #options: Required<EvaluationPoolOptions>;
   readonly #slots: Slot[] = [];
   readonly #queue: Job[] = [];
+  /** Revisions that no longer serve, oldest first: an instance of one lives only while its evaluations do. */
   readonly #retired = new Set<string>();
   #nextId = 1;
   #data = { json: '{}', version: 0 };
@@ -63,7 +67,6 @@ export class EvaluationPool implements PolicyEvaluator {
 
   evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
     if (this.#closed) return Promise.resolve(this.#failure('policy_error', 'the evaluation pool is closed'));
-    this.#retired.delete(bundle.digest);
     return new Promise((resolve) => {
       this.#queue.push({ id: this.#nextId++, bundle, entrypoint, input, resolve, requeued: false });
       this.#dispatch();
@@ -75,10 +78,22 @@ export class EvaluationPool implements PolicyEvaluator {
     for (const slot of this.#slots) this.#sendData(slot);
   }
 
-  /** Frees the revision's instances once no queued or running evaluation needs them. */
+  /**
+   * Frees the revision's instances once no queued or running evaluation needs them. A decision
+   * that picked the revision before its release may still ask for it: it is loaded for that
+   * evaluation and freed again after, until the revision is retained again.
+   */
   release(digest: string): void {
+    this.#retired.delete(digest);
     this.#retired.add(digest);
-    this.#unloadRetired();
+    // Remembered long enough for any decision still holding the revision, not forever (pull mode retires one per change).
+    if (this.#retired.size > MAX_RETIRED) this.#retired.delete(this.#retired.values().next().value!);
+    this.#unloadIfUnused(digest);
+  }
+
+  /** The revision serves again (a rollback): its instances stay between evaluations. */
+  retain(digest: string): void {
+    this.#retired.delete(digest);
   }
 
   /** What each worker itself holds (not what the pool believes it holds); a worker being replaced is left out. */
@@ -155,7 +170,7 @@ export class EvaluationPool implements PolicyEvaluator {
     const { digest } = job.bundle;
     const state = slot.modules.get(digest);
     if (state === 'failed') {
-      job.resolve(this.#failure('policy_error', `policy module ${digest} cannot be loaded`));
+      this.#settle(job, this.#failure('policy_error', `policy module ${digest} cannot be loaded`));
       return;
     }
     if (state === undefined) {
@@ -204,8 +219,7 @@ export class EvaluationPool implements PolicyEvaluator {
         if (!job) return;
         slot.inFlight.delete(message.id);
         clearTimeout(job.timer);
-        job.resolve({ ...message.evaluation, dataVersion: message.dataVersion });
-        this.#unloadRetired();
+        this.#settle(job, { ...message.evaluation, dataVersion: message.dataVersion });
         return this.#dispatch();
       }
       case 'instances':
@@ -232,7 +246,7 @@ export class EvaluationPool implements PolicyEvaluator {
       'policy evaluation exceeded its deadline; restarting its worker',
     );
     slot.inFlight.delete(job.id);
-    job.resolve(this.#failure('policy_timeout', `evaluation did not finish within ${this.#options.deadlineMs} ms`));
+    this.#settle(job, this.#failure('policy_timeout', `evaluation did not finish within ${this.#options.deadlineMs} ms`));
     this.#replace(slot);
   }
 
@@ -255,7 +269,7 @@ export class EvaluationPool implements PolicyEvaluator {
     for (const job of survivors.reverse()) {
       clearTimeout(job.timer);
       if (job.requeued) {
-        job.resolve(this.#failure('policy_error', 'evaluation worker stopped twice while this evaluation waited'));
+        this.#settle(job, this.#failure('policy_error', 'evaluation worker stopped twice while this evaluation waited'));
       } else {
         job.requeued = true;
         this.#queue.unshift(job);
@@ -264,15 +278,20 @@ export class EvaluationPool implements PolicyEvaluator {
     this.#dispatch();
   }
 
-  #unloadRetired(): void {
-    for (const digest of this.#retired) {
-      const needed = (job: Job) => job.bundle.digest === digest;
-      const busy = this.#queue.some(needed) || this.#slots.some((slot) => slot.waiting.some(needed) || [...slot.inFlight.values()].some(needed));
-      if (busy) continue;
-      this.#retired.delete(digest);
-      for (const slot of this.#slots) {
-        if (slot.modules.delete(digest)) this.#post(slot, { type: 'unload', digest });
-      }
+  /** Answers a job; a retired revision it was the last to need is unloaded. */
+  #settle(job: Job, evaluation: PolicyEvaluation): void {
+    job.resolve(evaluation);
+    this.#unloadIfUnused(job.bundle.digest);
+  }
+
+  /** Unloads a retired revision from every worker once no job needs it; an active one stays. */
+  #unloadIfUnused(digest: string): void {
+    if (!this.#retired.has(digest)) return;
+    const needed = (job: Job) => job.bundle.digest === digest;
+    const busy = this.#queue.some(needed) || this.#slots.some((slot) => slot.waiting.some(needed) || [...slot.inFlight.values()].some(needed));
+    if (busy) return;
+    for (const slot of this.#slots) {
+      if (slot.modules.delete(digest)) this.#post(slot, { type: 'unload', digest });
     }
   }
 
