@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { afterEach, describe, expect, inject, it, vi } from 'vitest';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import type { PolicyBundle } from '../src/policy/bundle.ts';
-import type { EvaluableBundle, PolicyEvaluator } from '../src/policy/evaluation/evaluator.ts';
+import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator } from '../src/policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../src/policy/evaluation/in-process.ts';
 import { EvaluationPool } from '../src/policy/evaluation/pool.ts';
 import { parseManifest } from '../src/policy/manifest.ts';
@@ -52,6 +52,31 @@ describe('evaluation pool (worker threads)', () => {
     expect(looping).toMatchObject({ ok: false, code: 'policy_timeout' });
     expect(quick).toMatchObject({ ok: true, resultSet: [{ result: { reasons: [{ code: 'quick' }] } }] });
     expect(await pool.evaluate(spin, 'spin/decision', input({ quick: true }))).toMatchObject({ ok: true });
+  });
+
+  it('starts an evaluation\'s deadline when the worker gets to it, not while it waits behind others', async () => {
+    // The pool's clock is a fake one the test moves: evaluations take real time, deadlines pass only when told.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 16_384, logger: pino({ level: 'silent' }) });
+    try {
+      const spin = await bundle('spin');
+      expect(await pool.evaluate(spin, 'spin/decision', input({ quick: true }))).toMatchObject({ ok: true });
+      // Both sent to the one worker at once: the runaway waits for the quick one.
+      const quick = pool.evaluate(spin, 'spin/decision', input({ quick: true }));
+      let looping: PolicyEvaluation | undefined;
+      const loopingDone = pool.evaluate(spin, 'spin/decision', input({ spin: true })).then((result) => (looping = result));
+      vi.advanceTimersByTime(600); // the quick one takes 600 ms
+      expect(await quick).toMatchObject({ ok: true });
+      vi.advanceTimersByTime(600); // 1,200 ms since both were sent, 600 ms since the runaway started
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(looping).toBeUndefined();
+      vi.advanceTimersByTime(500); // now past its own deadline: stopped, fail closed
+      expect(await loopingDone).toMatchObject({ ok: false, code: 'policy_timeout' });
+      expect(await pool.evaluate(spin, 'spin/decision', input({ quick: true }))).toMatchObject({ ok: true });
+    } finally {
+      await pool.close();
+      vi.useRealTimers();
+    }
   });
 
   it('denies with policy_resource_limit when a policy outgrows its memory ceiling', async () => {

@@ -23,7 +23,8 @@ interface Job {
   entrypoint: string;
   input: string;
   resolve(evaluation: PolicyEvaluation): void;
-  timer?: NodeJS.Timeout;
+  /** The deadline, running only while the worker executes this job. */
+  timer?: NodeJS.Timeout | undefined;
   /** A job that was in flight on a worker stopped for another job's sake runs once more. */
   requeued: boolean;
 }
@@ -36,9 +37,12 @@ interface Slot {
   /** Live data updates sent but not yet applied: evaluations wait, so the update does not eat their deadline. */
   dataPending: number;
   modules: Map<string, ModuleState>;
-  /** Sent to the worker, deadline running. */
+  /** Sent to the worker, in the order it runs them: the first is running, on its deadline; the others queue. */
   inFlight: Map<number, Job>;
-  /** Assigned to this worker, waiting until it has started and loaded the job's module. */
+  /**
+   * Assigned to this worker, waiting until it has started, applied the live data and loaded
+   * every module sent (not just the job's), so only evaluations are ever queued ahead of one sent.
+   */
   waiting: Job[];
   /** Callers of policyInstances waiting for this worker's answer; it answers in the order asked. */
   instanceQueries: ((digests: string[] | undefined) => void)[];
@@ -48,7 +52,9 @@ interface Slot {
  * Evaluates policies on worker threads. The main thread keeps serving HTTP and verifying
  * tokens; a policy that loops is stopped at its deadline by terminating its worker, which is
  * replaced at once, so one bad input costs one deny, not the server. The deadline covers
- * evaluation only: starting a worker and compiling a module happen before it begins.
+ * evaluation only: starting a worker, applying live data and compiling a module happen before
+ * it begins, and so do the evaluations sent ahead of it (up to maxInFlightPerWorker, to hide
+ * the message round trip): its clock starts when the one before it has answered.
  */
 export class EvaluationPool implements PolicyEvaluator {
   readonly #options: Required<EvaluationPoolOptions>;
@@ -177,13 +183,18 @@ export class EvaluationPool implements PolicyEvaluator {
       this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, bundleData: job.bundle.data });
       slot.modules.set(digest, 'loading');
     }
-    if (!slot.ready || slot.dataPending > 0 || slot.modules.get(digest) !== 'loaded') {
+    if (!slot.ready || slot.dataPending > 0 || slot.modules.get(digest) !== 'loaded' || loading(slot)) {
       slot.waiting.push(job);
       return;
     }
     slot.inFlight.set(job.id, job);
-    job.timer = setTimeout(() => this.#onDeadline(slot, job), this.#options.deadlineMs);
     this.#post(slot, { type: 'evaluate', id: job.id, digest, entrypoint: job.entrypoint, input: job.input });
+    if (slot.inFlight.size === 1) this.#startDeadline(slot, job);
+  }
+
+  /** The worker runs one evaluation at a time, in order: only the one it is running is on the clock. */
+  #startDeadline(slot: Slot, job: Job): void {
+    job.timer = setTimeout(() => this.#onDeadline(slot, job), this.#options.deadlineMs);
   }
 
   #leastBusy(): Slot | undefined {
@@ -202,7 +213,7 @@ export class EvaluationPool implements PolicyEvaluator {
         slot.ready = true;
         return this.#resume(slot);
       case 'loaded':
-        slot.modules.set(message.digest, 'loaded');
+        if (slot.modules.get(message.digest) === 'loading') slot.modules.set(message.digest, 'loaded');
         return this.#resume(slot);
       case 'data_applied':
         slot.dataPending -= 1;
@@ -212,13 +223,16 @@ export class EvaluationPool implements PolicyEvaluator {
         return;
       case 'load_failed':
         this.#options.logger.error({ digest: message.digest, err: message.message }, 'policy module failed to load in an evaluation worker');
-        slot.modules.set(message.digest, 'failed');
+        if (slot.modules.get(message.digest) === 'loading') slot.modules.set(message.digest, 'failed');
         return this.#resume(slot);
       case 'result': {
         const job = slot.inFlight.get(message.id);
         if (!job) return;
         slot.inFlight.delete(message.id);
         clearTimeout(job.timer);
+        // The worker moves on to the next evaluation sent: its clock starts now.
+        const next = slot.inFlight.values().next().value;
+        if (next && next.timer === undefined) this.#startDeadline(slot, next);
         this.#settle(job, { ...message.evaluation, dataVersion: message.dataVersion });
         return this.#dispatch();
       }
@@ -239,7 +253,7 @@ export class EvaluationPool implements PolicyEvaluator {
     for (const job of waiting) this.#assign(slot, job);
   }
 
-  /** The worker runs jobs in order, so the job whose deadline passes first is the one running. */
+  /** Only the job the worker is running has a deadline: it is the one stuck. */
   #onDeadline(slot: Slot, job: Job): void {
     this.#options.logger.warn(
       { entrypoint: job.entrypoint, digest: job.bundle.digest, deadline_ms: this.#options.deadlineMs },
@@ -268,6 +282,7 @@ export class EvaluationPool implements PolicyEvaluator {
     slot.waiting.length = 0;
     for (const job of survivors.reverse()) {
       clearTimeout(job.timer);
+      job.timer = undefined;
       if (job.requeued) {
         this.#settle(job, this.#failure('policy_error', 'evaluation worker stopped twice while this evaluation waited'));
       } else {
@@ -298,4 +313,10 @@ export class EvaluationPool implements PolicyEvaluator {
   #failure(code: 'policy_error' | 'policy_timeout', message: string): PolicyEvaluation {
     return { ok: false, code, message, dataVersion: this.#data.version };
   }
+}
+
+/** Whether a module load is under way: an evaluation sent now would wait behind it, on its deadline. */
+function loading(slot: Slot): boolean {
+  for (const state of slot.modules.values()) if (state === 'loading') return true;
+  return false;
 }
