@@ -151,6 +151,28 @@ describe('evaluation pool (worker threads)', () => {
     expect(await held()).toEqual(['r2']);
   });
 
+  it('denies policy_resource_limit while live data does not fit, and serves again once it does', async () => {
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 64 /* 4 MiB */, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const [echo, spin] = [await bundle('echo'), await bundle('spin')];
+    const held = async () => (await pool.policyInstances()).flatMap((thread) => thread.digests);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    // About 700 kB of JSON: parsed, more than 4 MiB of WebAssembly memory.
+    const big = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: 'x'.repeat(20) }]));
+    pool.setLiveData({ big, pair: { a: 2 } }, 2);
+    // The loaded instance could not take the update (it is dropped, not left on old data); a new one cannot load with it.
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: false, code: 'policy_resource_limit', dataVersion: 2 });
+    expect(await pool.evaluate(spin, 'spin/decision', input({ quick: true }))).toMatchObject({ ok: false, code: 'policy_resource_limit', dataVersion: 2 });
+    expect(await held()).toEqual([]);
+    pool.setLiveData({ pair: { a: 3 } }, 3);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 3, resultSet: [{ result: { reasons: [{ pair: { a: 3 } }] } }] });
+    expect(await pool.evaluate(spin, 'spin/decision', input({ quick: true }))).toMatchObject({ ok: true, dataVersion: 3 });
+    // A version that does not fit, followed at once by one that does: the worker's report on the first arrives after the second was sent.
+    pool.setLiveData({ big, pair: { a: 4 } }, 4);
+    pool.setLiveData({ pair: { a: 5 } }, 5);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 5, resultSet: [{ result: { reasons: [{ pair: { a: 5 } }] } }] });
+  });
+
   it('answers policy_error for a module that cannot be instantiated', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 256, logger: pino({ level: 'silent' }) });
     evaluator = pool;

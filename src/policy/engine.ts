@@ -105,14 +105,26 @@ export class PolicyEngine {
     try {
       return { ok: true, resultSet: this.#evaluateFast(entrypoint, inputJson) };
     } catch (error) {
-      // WebAssembly memory growth past its maximum: a RangeError from the host, or the
-      // policy's own allocator giving up.
-      if (error instanceof RangeError || /opa_malloc: failed/.test(describe(error))) {
-        return { ok: false, code: 'policy_resource_limit', message: `policy exceeded its memory limit: ${describe(error)}` };
-      }
+      if (outOfMemory(error)) return { ok: false, code: 'policy_resource_limit', message: `policy exceeded its memory limit: ${describe(error)}` };
       return { ok: false, code: 'policy_error', message: `policy evaluation failed: ${describe(error)}` };
     }
   }
+}
+
+/**
+ * Whether an error out of an instance (evaluating, or taking data) means its memory ceiling was
+ * reached: WebAssembly memory growth past its maximum is a RangeError from the host, or the
+ * policy's own allocator giving up.
+ */
+export function outOfMemory(error: unknown): boolean {
+  return error instanceof RangeError || /opa_malloc: failed/.test(describe(error));
+}
+
+/** Why live data could not be set in an instance, as a deny reason: past the memory ceiling, policy_resource_limit. */
+export function dataFailure(error: unknown, version: number): { code: EvaluationFailureCode; message: string } {
+  return outOfMemory(error)
+    ? { code: 'policy_resource_limit', message: `live data version ${version} does not fit within the policy memory limit: ${describe(error)}` }
+    : { code: 'policy_error', message: `live data version ${version} could not be applied: ${describe(error)}` };
 }
 
 export type RawEvaluation =

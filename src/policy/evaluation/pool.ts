@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
+import type { EvaluationFailureCode } from '../engine.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
@@ -29,7 +30,13 @@ interface Job {
   requeued: boolean;
 }
 
-type ModuleState = 'loading' | 'loaded' | 'failed';
+/** Why a module cannot serve on a worker: evaluations on it deny with this until the next live data version. */
+interface ModuleFailure {
+  code: EvaluationFailureCode;
+  message: string;
+}
+
+type ModuleState = 'loading' | 'loaded' | ModuleFailure;
 
 interface Slot {
   worker: Worker;
@@ -81,7 +88,11 @@ export class EvaluationPool implements PolicyEvaluator {
 
   setLiveData(data: Record<string, unknown>, version: number): void {
     this.#data = { json: JSON.stringify(data), version };
-    for (const slot of this.#slots) this.#sendData(slot);
+    for (const slot of this.#slots) {
+      // A module that failed to load, or to take the previous data, gets another chance with this version.
+      for (const [digest, state] of slot.modules) if (typeof state === 'object') slot.modules.delete(digest);
+      this.#sendData(slot);
+    }
   }
 
   /**
@@ -175,8 +186,8 @@ export class EvaluationPool implements PolicyEvaluator {
   #assign(slot: Slot, job: Job): void {
     const { digest } = job.bundle;
     const state = slot.modules.get(digest);
-    if (state === 'failed') {
-      this.#settle(job, this.#failure('policy_error', `policy module ${digest} cannot be loaded`));
+    if (typeof state === 'object') {
+      this.#settle(job, this.#failure(state.code, state.message));
       return;
     }
     if (state === undefined) {
@@ -223,8 +234,15 @@ export class EvaluationPool implements PolicyEvaluator {
         return;
       case 'load_failed':
         this.#options.logger.error({ digest: message.digest, err: message.message }, 'policy module failed to load in an evaluation worker');
-        if (slot.modules.get(message.digest) === 'loading') slot.modules.set(message.digest, 'failed');
+        if (slot.modules.get(message.digest) === 'loading') {
+          this.#failed(slot, message.digest, { code: message.code, message: `policy module ${message.digest} cannot be loaded: ${message.message}` }, message.dataVersion);
+        }
         return this.#resume(slot);
+      case 'dropped':
+        this.#options.logger.error({ digest: message.digest, err: message.message }, 'live data could not be set in a policy instance; its evaluations deny until the next data version');
+        // Only the instance the worker had: one loading now was sent after that data, and takes what came since.
+        if (slot.modules.get(message.digest) === 'loaded') this.#failed(slot, message.digest, { code: message.code, message: message.message }, message.dataVersion);
+        return;
       case 'result': {
         const job = slot.inFlight.get(message.id);
         if (!job) return;
@@ -240,6 +258,12 @@ export class EvaluationPool implements PolicyEvaluator {
         slot.instanceQueries.shift()?.(message.digests);
         return;
     }
+  }
+
+  /** Records why a module cannot serve, until the next data version: if one was sent since the failure, the next job loads it afresh. */
+  #failed(slot: Slot, digest: string, failure: ModuleFailure, dataVersion: number): void {
+    if (dataVersion < this.#data.version) slot.modules.delete(digest);
+    else slot.modules.set(digest, failure);
   }
 
   /** A stopped worker answers no more queries: their callers get no answer from it rather than wait forever. */
@@ -310,7 +334,7 @@ export class EvaluationPool implements PolicyEvaluator {
     }
   }
 
-  #failure(code: 'policy_error' | 'policy_timeout', message: string): PolicyEvaluation {
+  #failure(code: EvaluationFailureCode, message: string): PolicyEvaluation {
     return { ok: false, code, message, dataVersion: this.#data.version };
   }
 }

@@ -1,4 +1,4 @@
-import type { RawEvaluation } from '../engine.ts';
+import type { EvaluationFailureCode, RawEvaluation } from '../engine.ts';
 
 /**
  * Messages between the evaluation pool (main thread) and its workers. Each worker holds
@@ -17,7 +17,10 @@ export type FromWorker =
   | { type: 'loaded'; digest: string }
   | { type: 'data_applied'; version: number }
   | { type: 'worker_error'; message: string }
-  | { type: 'load_failed'; digest: string; message: string }
+  /** `dataVersion`: the live data the worker had (a module may fail to take it, and take the next). */
+  | { type: 'load_failed'; digest: string; code: EvaluationFailureCode; message: string; dataVersion: number }
+  /** Live data version `dataVersion` could not be set in this instance: the worker discarded it rather than answer on old data. */
+  | { type: 'dropped'; digest: string; code: EvaluationFailureCode; message: string; dataVersion: number }
   | { type: 'result'; id: number; evaluation: RawEvaluation; dataVersion: number }
   /** The digests the worker holds an instance of, once every message sent before the query is handled. */
   | { type: 'instances'; digests: string[] };

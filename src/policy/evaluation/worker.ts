@@ -3,7 +3,7 @@
  * stopped (the pool terminates this thread) without stopping the server.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { PolicyEngine, type RawEvaluation } from '../engine.ts';
+import { dataFailure, PolicyEngine, type EvaluationFailureCode, type RawEvaluation } from '../engine.ts';
 import { overlay } from '../overlay.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
@@ -11,7 +11,7 @@ const settings = workerData as WorkerSettings;
 const port = parentPort!;
 const engines = new Map<string, { engine: PolicyEngine; bundleData: Record<string, unknown> }>();
 /** Why an instance is gone: evaluations on it deny with this reason until it is loaded again. */
-const failed = new Map<string, string>();
+const failed = new Map<string, { code: EvaluationFailureCode; message: string }>();
 let liveData: Record<string, unknown> = {};
 let dataVersion = 0;
 // Loads are asynchronous (WebAssembly compilation): one promise chain keeps every message,
@@ -23,20 +23,37 @@ function send(message: FromWorker): void {
 }
 
 async function load(digest: string, wasm: Uint8Array, bundleData: Record<string, unknown>): Promise<void> {
+  let engine: PolicyEngine;
   try {
-    const engine = await PolicyEngine.load(wasm, { maxMemoryPages: settings.maxMemoryPages });
-    engine.setData(overlay(liveData, bundleData));
-    engines.set(digest, { engine, bundleData });
-    failed.delete(digest);
-    send({ type: 'loaded', digest });
+    engine = await PolicyEngine.load(wasm, { maxMemoryPages: settings.maxMemoryPages });
   } catch (error) {
-    send({ type: 'load_failed', digest, message: describe(error) });
+    send({ type: 'load_failed', digest, code: 'policy_error', message: describe(error), dataVersion });
+    return;
+  }
+  // A module that compiles but cannot take today's live data (too big for its memory ceiling) may take the next version.
+  const failure = setData(engine, bundleData);
+  if (failure) {
+    send({ type: 'load_failed', digest, ...failure, dataVersion });
+    return;
+  }
+  engines.set(digest, { engine, bundleData });
+  failed.delete(digest);
+  send({ type: 'loaded', digest });
+}
+
+/** Sets the live data, overlaid with the bundle's own, in an instance; why it could not, if it could not. */
+function setData(engine: PolicyEngine, bundleData: Record<string, unknown>): { code: EvaluationFailureCode; message: string } | undefined {
+  try {
+    engine.setData(overlay(liveData, bundleData));
+    return undefined;
+  } catch (error) {
+    return dataFailure(error, dataVersion);
   }
 }
 
 function evaluate(digest: string, entrypoint: string, input: string): RawEvaluation {
   const loaded = engines.get(digest);
-  if (!loaded) return { ok: false, code: 'policy_error', message: failed.get(digest) ?? `bundle revision ${digest} could not be loaded` };
+  if (!loaded) return { ok: false, ...(failed.get(digest) ?? { code: 'policy_error', message: `bundle revision ${digest} could not be loaded` }) };
   return loaded.engine.evaluateRaw(entrypoint, input);
 }
 
@@ -61,15 +78,14 @@ async function handle(message: ToWorker): Promise<void> {
       liveData = JSON.parse(message.json) as Record<string, unknown>;
       dataVersion = message.version;
       for (const [digest, { engine, bundleData }] of engines) {
-        try {
-          engine.setData(overlay(liveData, bundleData));
-        } catch (error) {
-          // An instance whose data could not be set must not answer on stale or half data.
-          engines.delete(digest);
-          const reason = `live data version ${message.version} could not be applied: ${describe(error)}`;
-          failed.set(digest, reason);
-          send({ type: 'worker_error', message: `${digest}: ${reason}` });
-        }
+        const failure = setData(engine, bundleData);
+        if (!failure) continue;
+        // An instance whose data could not be set must not answer on stale or half data. The
+        // pool hears of it before data_applied, so it answers with the reason and loads the
+        // revision afresh with the next data version.
+        engines.delete(digest);
+        failed.set(digest, failure);
+        send({ type: 'dropped', digest, ...failure, dataVersion });
       }
       send({ type: 'data_applied', version: message.version });
       return;
