@@ -183,7 +183,7 @@ describe('evaluation pool (worker threads)', () => {
 
 describe('in-process evaluator', () => {
   it('loads a released revision for a late decision without keeping it, and keeps it once retained', async () => {
-    const inProcess = new InProcessEvaluator({ maxMemoryPages: 1024 });
+    const inProcess = new InProcessEvaluator({ maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
     evaluator = inProcess;
     const echo = await bundle('echo');
     const held = async () => (await inProcess.policyInstances()).flatMap((thread) => thread.digests);
@@ -196,8 +196,23 @@ describe('in-process evaluator', () => {
     expect(await held()).toEqual(['echo']);
   });
 
+  it('survives live data that does not fit: denies policy_resource_limit on the bundle until data that fits comes', async () => {
+    const errors: string[] = [];
+    const inProcess = new InProcessEvaluator({ maxMemoryPages: 64 /* 4 MiB */, logger: pino({ level: 'error' }, { write: (line: string) => errors.push(line) }) });
+    evaluator = inProcess;
+    const echo = await bundle('echo');
+    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    const big = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: 'x'.repeat(20) }]));
+    inProcess.setLiveData({ big, pair: { a: 2 } }, 2);
+    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: false, code: 'policy_resource_limit', dataVersion: 2 });
+    expect(await inProcess.policyInstances()).toEqual([{ thread: 'main', digests: [] }]);
+    expect(errors.map((line) => JSON.parse(line) as { digest: string; msg: string })).toMatchObject([{ digest: 'echo', msg: expect.stringMatching(/live data/) }]);
+    inProcess.setLiveData({ pair: { a: 3 } }, 3);
+    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 3, resultSet: [{ result: { reasons: [{ pair: { a: 3 } }] } }] });
+  });
+
   it('gives the same answers as the pool', async () => {
-    evaluator = new InProcessEvaluator({ maxMemoryPages: 1024 });
+    evaluator = new InProcessEvaluator({ maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
     evaluator.setLiveData({ pair: { a: 2 } }, 3);
     expect(await evaluator.evaluate(await bundle('echo'), 'echo/decision', input({}))).toMatchObject({
       ok: true,

@@ -16,7 +16,7 @@ import { build, writeBundleSource } from './support/bundle-sources.ts';
 /** A real in-process evaluator that also tells which revisions hold an instance (evaluated, not yet released). */
 class InstanceTrackingEvaluator implements PolicyEvaluator {
   readonly holding = new Set<string>();
-  readonly #inner = new InProcessEvaluator({ maxMemoryPages: 1024 });
+  readonly #inner = new InProcessEvaluator({ maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
 
   evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
     this.holding.add(bundle.digest);

@@ -244,7 +244,7 @@ function createEvaluator(engine: Config['engine'], logger: Logger): PolicyEvalua
   const maxMemoryPages = (engine.max_memory_mb * 1024 * 1024) / WASM_PAGE_BYTES;
   if (engine.workers === 0) {
     logger.warn('engine.workers is 0: policies run on the main thread without a deadline');
-    return new InProcessEvaluator({ maxMemoryPages });
+    return new InProcessEvaluator({ maxMemoryPages, logger });
   }
   return new EvaluationPool({ workers: engine.workers, deadlineMs: engine.deadline_ms, maxMemoryPages, logger });
 }

@@ -1,4 +1,5 @@
-import { PolicyEngine } from '../engine.ts';
+import type { Logger } from 'pino';
+import { dataFailure, PolicyEngine, type EvaluationFailureCode } from '../engine.ts';
 import { overlay } from '../overlay.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
 
@@ -11,31 +12,49 @@ const MAX_RETIRED = 1024;
  */
 export class InProcessEvaluator implements PolicyEvaluator {
   readonly #maxMemoryPages: number;
+  readonly #logger: Logger;
   readonly #engines = new Map<string, { engine: Promise<PolicyEngine>; data: Record<string, unknown> }>();
   /** Revisions that no longer serve, oldest first: one asked for late gets an instance it does not keep. */
   readonly #retired = new Set<string>();
+  /** Revisions whose instance could not take the live data: dropped, they deny with the reason until the next data version. */
+  readonly #failed = new Map<string, { code: EvaluationFailureCode; message: string }>();
   #liveData: Record<string, unknown> = {};
   #version = 0;
 
-  constructor(options: { maxMemoryPages: number }) {
+  constructor(options: { maxMemoryPages: number; logger: Logger }) {
     this.#maxMemoryPages = options.maxMemoryPages;
+    this.#logger = options.logger;
   }
 
   async evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
-    // A decision that picked a revision before its release may still ask for it: load it for this evaluation only.
-    const engine = this.#retired.has(bundle.digest) ? this.#load(bundle) : this.#instance(bundle);
-    try {
-      return { ...(await engine).evaluateRaw(entrypoint, input), dataVersion: this.#version };
-    } catch (error) {
-      if (this.#engines.get(bundle.digest)?.engine === engine) this.#engines.delete(bundle.digest);
-      return { ok: false, code: 'policy_error', message: `policy module cannot be loaded: ${(error as Error).message}`, dataVersion: this.#version };
+    const { digest } = bundle;
+    if (!this.#failed.has(digest)) {
+      // A decision that picked a revision before its release may still ask for it: load it for this evaluation only.
+      const pending = this.#retired.has(digest) ? this.#load(bundle) : this.#instance(bundle);
+      let engine: PolicyEngine;
+      try {
+        engine = await pending;
+      } catch (error) {
+        if (this.#engines.get(digest)?.engine === pending) this.#engines.delete(digest);
+        return { ok: false, code: 'policy_error', message: `policy module cannot be loaded: ${(error as Error).message}`, dataVersion: this.#version };
+      }
+      // Checked again after the wait: live data that does not fit may have dropped the instance meanwhile.
+      if (!this.#failed.has(digest)) return { ...engine.evaluateRaw(entrypoint, input), dataVersion: this.#version };
     }
+    return { ok: false, ...this.#failed.get(digest)!, dataVersion: this.#version };
   }
 
   setLiveData(data: Record<string, unknown>, version: number): void {
     this.#liveData = data;
     this.#version = version;
-    for (const { engine, data: bundleData } of this.#engines.values()) void engine.then((e) => e.setData(overlay(data, bundleData)), () => {});
+    // A revision whose instance could not take the previous data gets a fresh one with this version.
+    this.#failed.clear();
+    for (const [digest, { engine, data: bundleData }] of this.#engines) {
+      // Applied in order; a version already replaced by a newer one is skipped, the newer one is applied after.
+      void engine.then((e) => {
+        if (this.#version === version) this.#setData(digest, e, bundleData);
+      }, () => {});
+    }
   }
 
   release(digest: string): void {
@@ -62,9 +81,25 @@ export class InProcessEvaluator implements PolicyEvaluator {
 
   #load(bundle: EvaluableBundle): Promise<PolicyEngine> {
     return PolicyEngine.load(bundle.wasm, { maxMemoryPages: this.#maxMemoryPages }).then((engine) => {
-      engine.setData(overlay(this.#liveData, bundle.data));
+      this.#setData(bundle.digest, engine, bundle.data);
       return engine;
     });
+  }
+
+  /**
+   * Sets the current live data, overlaid with the bundle's own, in an instance. One that cannot
+   * take it (past its memory ceiling) must not answer on old or half-set data: it is dropped,
+   * and evaluations of its revision deny with the reason until the next data version.
+   */
+  #setData(digest: string, engine: PolicyEngine, bundleData: Record<string, unknown>): void {
+    try {
+      engine.setData(overlay(this.#liveData, bundleData));
+    } catch (error) {
+      const failure = dataFailure(error, this.#version);
+      this.#failed.set(digest, failure);
+      this.#engines.delete(digest);
+      this.#logger.error({ digest, err: failure.message }, 'live data could not be set in a policy instance; its evaluations deny until the next data version');
+    }
   }
 
   async policyInstances(): Promise<PolicyInstances[]> {
