@@ -3,6 +3,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chainHash } from '../src/decisions/chain.ts';
 import { DecisionStore } from '../src/decisions/store.ts';
+import { newDecisionId } from '../src/decisions/record.ts';
 import type { DecisionRecord } from '../src/decisions/record.ts';
 import { decision, tempDir } from './support/decisions.ts';
 
@@ -40,6 +41,23 @@ function tamper(sql: string, ...params: (string | number)[]): void {
   const db = new DatabaseSync(temp.path);
   db.prepare(sql).run(...params);
   db.close();
+}
+
+/**
+ * Plants a forged decision at `seq` without the key: a copy of the oldest record under a
+ * new id, turned into an allow, with made-up chain columns. Returns the forged id.
+ */
+function plant(seq: number): string {
+  const forgedId = newDecisionId();
+  tamper(
+    `INSERT INTO decisions (seq, decision_id, timestamp, endpoint, caller, bundle, revision, iss, sub, client_id, action,
+       resource_type, resource_id, allow, reason_set, body, prev_hash, hash)
+     SELECT ?, ?, timestamp, endpoint, caller, bundle, revision, iss, 'mallory', client_id, action, resource_type, resource_id, 1,
+       reason_set, replace(replace(replace(body, decision_id, ?), '"alice"', '"mallory"'), '"allow":false', '"allow":true'), 'x', 'y'
+     FROM decisions ORDER BY seq LIMIT 1`,
+    seq, forgedId, forgedId,
+  );
+  return forgedId;
 }
 
 describe('verify', () => {
@@ -133,6 +151,20 @@ describe('verify', () => {
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: null, seq: 20, reason: 'records_missing_at_end' });
   });
 
+  it('finds a record planted at seq 0, before the chain starts, that get and query would serve', async () => {
+    const log = await open();
+    await fill(log, 12, { allow: false });
+    const forged = plant(0);
+    expect(log.get(forged)).toMatchObject({ seq: 0, result: { allow: true } });
+    expect(log.query({ sub: 'mallory' }).decisions.map((d) => d.decision_id)).toEqual([forged]);
+    expect(await log.verify()).toEqual({
+      ok: false,
+      checked: 0,
+      checkpoints_verified: 0,
+      first_mismatch: { decision_id: forged, seq: 0, reason: 'record_before_start' },
+    });
+  });
+
   it('signs the tail on close, so truncation after a clean shutdown shows', async () => {
     let log = await open();
     await fill(log, 13);
@@ -183,6 +215,19 @@ describe('retention', () => {
     await log.append(next);
     expect(log.get(next.decision_id)?.seq).toBe(4);
     expect(await log.verify()).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it('finds a record planted among the pruned seqs, below the anchor', async () => {
+    const log = await open({ retention: { max_records: 5 } });
+    await fill(log, 12, { allow: false });
+    expect(await log.prune()).toBe(7);
+    const forged = plant(3);
+    expect(log.get(forged)).toMatchObject({ seq: 3, result: { allow: true } });
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: forged, seq: 3, reason: 'record_before_start' });
+    // The anchor's own seq is below the start too: nothing chains a record there either.
+    tamper('DELETE FROM decisions WHERE seq = 3');
+    const atAnchor = plant(7);
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: atAnchor, seq: 7, reason: 'record_before_start' });
   });
 
   it('still finds the first kept record deleted, and a forged anchor', async () => {

@@ -8,6 +8,11 @@ import { reasonSetKey } from './schema.ts';
 export type MismatchReason =
   /** The anchor left by retention is not signed by the checkpoint key. */
   | 'anchor_signature_invalid'
+  /**
+   * A record at or below the seq the chain starts from (the retention anchor's, or 0):
+   * planted where nothing chains or signs it, yet get and queries would serve it.
+   */
+  | 'record_before_start'
   /** seq skips: records before this one were deleted (other than by retention). */
   | 'record_missing'
   /** prev_hash is not the hash of the record before. */
@@ -81,6 +86,13 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
       return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: anchor.seq, reason: 'anchor_signature_invalid' } };
     }
     const start = anchor?.seq ?? 0;
+    // The walk below starts after `start`: a row at or below it would never be looked at.
+    const planted = db.prepare('SELECT seq, decision_id FROM decisions WHERE seq <= ? ORDER BY seq LIMIT 1').get(start) as
+      | { seq: number; decision_id: string }
+      | undefined;
+    if (planted) {
+      return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: planted.decision_id, seq: planted.seq, reason: 'record_before_start' } };
+    }
     const checkpoints = db
       .prepare('SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq')
       .iterate(start) as Iterator<SignedMark, undefined>;

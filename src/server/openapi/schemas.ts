@@ -97,7 +97,7 @@ export const verifyReportSchema = z.strictObject({
     .strictObject({
       decision_id: z.string().nullable().describe('The record at fault; null when it no longer exists (truncated tail, bad anchor).'),
       seq: z.number().int(),
-      reason: z.enum(['anchor_signature_invalid', 'record_missing', 'prev_hash_mismatch', 'hash_mismatch', 'index_mismatch', 'checkpoint_signature_invalid', 'checkpoint_mismatch', 'records_missing_at_end']),
+      reason: z.enum(['anchor_signature_invalid', 'record_before_start', 'record_missing', 'prev_hash_mismatch', 'hash_mismatch', 'index_mismatch', 'checkpoint_signature_invalid', 'checkpoint_mismatch', 'records_missing_at_end']),
     })
     .optional(),
 });
