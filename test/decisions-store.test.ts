@@ -290,8 +290,29 @@ describe('query', () => {
 });
 
 describe('schema', () => {
+  function userVersion(path: string): number {
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Turns a current log back into the version 2 layout: checkpoints and anchors without next_by. */
+  function downgradeToVersion2(path: string): void {
+    const db = new DatabaseSync(path);
+    db.exec(`
+      ALTER TABLE checkpoints DROP COLUMN next_by;
+      ALTER TABLE anchors DROP COLUMN next_by;
+      PRAGMA user_version = 2;
+    `);
+    db.close();
+  }
+
   /** Turns a current log back into the version 1 layout: a row per reason code per decision. */
   function downgradeToVersion1(path: string): void {
+    downgradeToVersion2(path);
     const db = new DatabaseSync(path);
     db.exec(`
       CREATE TABLE decision_reasons (seq INTEGER NOT NULL, code TEXT NOT NULL, timestamp INTEGER NOT NULL, PRIMARY KEY (seq, code)) WITHOUT ROWID;
@@ -306,6 +327,21 @@ describe('schema', () => {
     `);
     db.close();
   }
+
+  it('upgrades a version 2 log to version 3: records, verify and appends keep working', async () => {
+    let log = await open({ checkpoint: { every_records: 10 } });
+    const records = Array.from({ length: 25 }, () => decision());
+    for (const record of records) await log.append(record);
+    await log.close();
+    store = undefined;
+    downgradeToVersion2(temp.path);
+
+    log = await open({ checkpoint: { every_records: 10 } });
+    expect(userVersion(temp.path)).toBe(3);
+    expect(log.get(records[24]!.decision_id)?.seq).toBe(25);
+    await log.append(decision());
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 26 });
+  });
 
   it('upgrades a version 1 log: reason filters, verify and appends keep working', async () => {
     let log = await open();
@@ -324,6 +360,7 @@ describe('schema', () => {
     await log.append(later);
     expect(ids(log.query({ reason: 'revoked' }).decisions)).toEqual([later.decision_id, denied.decision_id]);
     expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
+    expect(userVersion(temp.path)).toBe(3);
   });
 
   it('refuses a log written by a newer version', async () => {

@@ -27,12 +27,28 @@ export interface SignedMark {
   hash: string;
   /** checkpoint: records appended up to seq; anchor: records pruned up to seq. */
   record_count: number;
+  /** Not signed before schema version 3. */
+  next_by?: number;
   created_at: number;
   key_id: string;
   signature: string;
 }
 
 export type UnsignedMark = Omit<SignedMark, 'signature' | 'key_id'>;
+
+/** A row of the checkpoints or anchors table. */
+export type MarkRow = Omit<SignedMark, 'kind' | 'next_by'> & { next_by: number | null };
+
+/**
+ * The mark a stored row states. next_by is NULL in marks signed before schema version 3,
+ * whose signatures do not cover it: it is then left out, as it was when they were signed.
+ */
+export function markFromRow(row: MarkRow, kind: SignedMark['kind']): SignedMark {
+  const { seq, hash, record_count, created_at, key_id, signature, next_by } = row;
+  const mark: SignedMark = { kind, seq, hash, record_count, created_at, key_id, signature };
+  if (next_by !== null) mark.next_by = next_by;
+  return mark;
+}
 
 export interface CheckpointKey {
   /** RFC 7638 thumbprint of the public key, stored with each signature. */

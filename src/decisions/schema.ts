@@ -1,7 +1,7 @@
 import type { DatabaseSync } from 'node:sqlite';
 import { ArbiterError } from '../errors.ts';
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * Filterable columns are indexed together with timestamp (seq, the rowid, is appended to
@@ -59,13 +59,16 @@ CREATE TABLE IF NOT EXISTS reason_set_codes (
   PRIMARY KEY (code, reason_set)
 ) WITHOUT ROWID;
 
+-- next_by (signed, see SignedMark): the seq by which the next checkpoint follows; NULL in
+-- marks signed before version 3, which did not sign one.
 CREATE TABLE IF NOT EXISTS checkpoints (
   seq INTEGER PRIMARY KEY,
   hash TEXT NOT NULL,
   record_count INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
   key_id TEXT NOT NULL,
-  signature TEXT NOT NULL
+  signature TEXT NOT NULL,
+  next_by INTEGER
 );
 
 CREATE TABLE IF NOT EXISTS anchors (
@@ -74,7 +77,8 @@ CREATE TABLE IF NOT EXISTS anchors (
   record_count INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
   key_id TEXT NOT NULL,
-  signature TEXT NOT NULL
+  signature TEXT NOT NULL,
+  next_by INTEGER
 );
 `;
 
@@ -86,8 +90,12 @@ export function reasonSetKey(codes: readonly string[]): string {
 /**
  * Creates the tables on a new database, upgrades one written by an older Arbiter (in one
  * transaction: a failed upgrade leaves it as it was) and refuses one written by a newer.
+ *
+ * `seal` runs inside that transaction when the log is created or upgraded from before
+ * version 3: it signs what version 3 verifies from (sealChainStart), so no crash can leave
+ * a version 3 log without it.
  */
-export function migrate(db: DatabaseSync): void {
+export function migrate(db: DatabaseSync, seal?: (db: DatabaseSync) => void): void {
   const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
   if (version > SCHEMA_VERSION) {
     throw new ArbiterError(
@@ -97,8 +105,13 @@ export function migrate(db: DatabaseSync): void {
   }
   db.exec('BEGIN IMMEDIATE');
   try {
-    if (version === 1) upgradeFromVersion1(db);
-    else db.exec(DDL);
+    if (version === 0 || version === SCHEMA_VERSION) {
+      db.exec(DDL);
+    } else {
+      if (version === 1) upgradeFromVersion1(db);
+      upgradeFromVersion2(db);
+    }
+    if (version < SCHEMA_VERSION) seal?.(db);
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     db.exec('COMMIT');
   } catch (error) {
@@ -110,7 +123,8 @@ export function migrate(db: DatabaseSync): void {
 /**
  * Version 1 indexed reason codes in a decision_reasons table (a row per code per decision).
  * Each decision gets the id of its set of codes instead; the table is then dropped. Once the
- * column exists, DDL creates what version 2 adds (its IF NOT EXISTS keeps the rest as it is).
+ * column exists, DDL creates the tables version 2 adds (its IF NOT EXISTS keeps the rest as
+ * it is); the version 2 upgrade follows.
  */
 function upgradeFromVersion1(db: DatabaseSync): void {
   db.exec('ALTER TABLE decisions ADD COLUMN reason_set INTEGER NOT NULL DEFAULT 0');
@@ -135,4 +149,14 @@ function upgradeFromVersion1(db: DatabaseSync): void {
     assign.run(id, seq);
   }
   db.exec('DROP TABLE decision_reasons');
+}
+
+/**
+ * Version 2 signed checkpoints and anchors without the bound on the next checkpoint.
+ * Their rows keep next_by NULL (their signatures do not cover one); the seal run after
+ * the upgrade signs the bound the log is verified from.
+ */
+function upgradeFromVersion2(db: DatabaseSync): void {
+  db.exec('ALTER TABLE checkpoints ADD COLUMN next_by INTEGER');
+  db.exec('ALTER TABLE anchors ADD COLUMN next_by INTEGER');
 }

@@ -1,6 +1,6 @@
 import { DatabaseSync } from 'node:sqlite';
-import { chainHash, GENESIS_HASH, markSignatureValid } from './chain.ts';
-import type { CheckpointKey, SignedMark } from './chain.ts';
+import { chainHash, GENESIS_HASH, markFromRow, markSignatureValid } from './chain.ts';
+import type { CheckpointKey, MarkRow, SignedMark } from './chain.ts';
 import { deriveIndexColumns } from './record.ts';
 import type { DecisionRecord } from './record.ts';
 import { reasonSetKey } from './schema.ts';
@@ -81,8 +81,9 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
   const db = new DatabaseSync(path, { readOnly: true });
   try {
     db.exec('BEGIN');
-    const anchor = db.prepare('SELECT * FROM anchors ORDER BY seq DESC LIMIT 1').get() as SignedMark | undefined;
-    if (anchor && !markSignatureValid({ ...anchor, kind: 'anchor' }, key)) {
+    const anchorRow = db.prepare('SELECT * FROM anchors ORDER BY seq DESC LIMIT 1').get() as MarkRow | undefined;
+    const anchor = anchorRow && markFromRow(anchorRow, 'anchor');
+    if (anchor && !markSignatureValid(anchor, key)) {
       return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: anchor.seq, reason: 'anchor_signature_invalid' } };
     }
     const start = anchor?.seq ?? 0;
@@ -93,9 +94,7 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
     if (planted) {
       return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: planted.decision_id, seq: planted.seq, reason: 'record_before_start' } };
     }
-    const checkpoints = db
-      .prepare('SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq')
-      .iterate(start) as Iterator<SignedMark, undefined>;
+    const checkpoints = checkpointMarks(db.prepare('SELECT * FROM checkpoints WHERE seq > ? ORDER BY seq').iterate(start) as Iterable<MarkRow>);
     const reasonSets = readReasonSets(db);
     const rows = db.prepare('SELECT * FROM decisions WHERE seq > ? ORDER BY seq').iterate(start) as Iterable<ChainRow>;
 
@@ -117,7 +116,7 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
       if (chainHash(row.prev_hash, row.seq, row.body) !== row.hash) return fail(row.decision_id, row.seq, 'hash_mismatch');
       if (!indexColumnsMatch(row, reasonSets)) return fail(row.decision_id, row.seq, 'index_mismatch');
       if (checkpoint && checkpoint.seq === row.seq) {
-        if (!markSignatureValid({ ...checkpoint, kind: 'checkpoint' }, key)) {
+        if (!markSignatureValid(checkpoint, key)) {
           return fail(row.decision_id, row.seq, 'checkpoint_signature_invalid');
         }
         if (checkpoint.hash !== row.hash || checkpoint.record_count !== row.seq) {
@@ -136,6 +135,10 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
   } finally {
     db.close();
   }
+}
+
+function* checkpointMarks(rows: Iterable<MarkRow>): Generator<SignedMark, undefined> {
+  for (const row of rows) yield markFromRow(row, 'checkpoint');
 }
 
 function readReasonSets(db: DatabaseSync): ReasonSets {
