@@ -1,10 +1,15 @@
 import { statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chainHash } from '../src/decisions/chain.ts';
-import { DecisionStore } from '../src/decisions/store.ts';
-import { newDecisionId } from '../src/decisions/record.ts';
+import { canonicalJson } from '../src/decisions/canonical-json.ts';
+import { chainHash, loadOrCreateCheckpointKey } from '../src/decisions/chain.ts';
+import { deriveIndexColumns, newDecisionId } from '../src/decisions/record.ts';
 import type { DecisionRecord } from '../src/decisions/record.ts';
+import { migrate } from '../src/decisions/schema.ts';
+import { DecisionStore } from '../src/decisions/store.ts';
+import { verifyChain } from '../src/decisions/verify.ts';
+import { ChainWriter, sealChainStart } from '../src/decisions/writer.ts';
+import type { PreparedDecision } from '../src/decisions/writer.ts';
 import { decision, tempDir } from './support/decisions.ts';
 
 let temp: ReturnType<typeof tempDir>;
@@ -34,6 +39,12 @@ async function fill(log: DecisionStore, count: number, shape: Parameters<typeof 
     records.push(record);
   }
   return records;
+}
+
+/** A record as the store hands it to the writer. */
+function prepared(record: DecisionRecord): PreparedDecision {
+  const { decision_id, timestamp, endpoint, caller, bundle, revision } = record;
+  return { decision_id, timestamp, endpoint, caller, bundle, revision, columns: deriveIndexColumns(record), body: canonicalJson(record) };
 }
 
 /** What an attacker with write access to the file does: a separate connection. */
@@ -240,5 +251,64 @@ describe('retention', () => {
     // Pretending more was pruned needs a new anchor, which needs the key.
     tamper("UPDATE anchors SET seq = 8, hash = (SELECT hash FROM decisions WHERE seq = 9)");
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: null, seq: 8, reason: 'anchor_signature_invalid' });
+  });
+});
+
+/** The seqs the log has signed checkpoints for. */
+function checkpointSeqs(): number[] {
+  const db = new DatabaseSync(temp.path, { readOnly: true });
+  try {
+    return (db.prepare('SELECT seq FROM checkpoints ORDER BY seq').all() as { seq: number }[]).map((row) => row.seq);
+  } finally {
+    db.close();
+  }
+}
+
+describe('checkpoint cadence', () => {
+  it('signs a checkpoint every every_records records, also inside one large group commit', async () => {
+    const log = await open();
+    const committed: number[] = [];
+    log.onCommitted((batch) => committed.push(batch.length));
+    await Promise.all(Array.from({ length: 95 }, () => log.append(decision())));
+    expect(Math.max(...committed)).toBeGreaterThan(10);
+    expect(checkpointSeqs()).toEqual([10, 20, 30, 40, 50, 60, 70, 80, 90]);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 95, checkpoints_verified: 9 });
+  });
+
+  it('keeps the bound the last checkpoint signed when restarted with a larger every_records', async () => {
+    let log = await open();
+    await fill(log, 5);
+    await log.close();
+    // The checkpoint signed at close promised the next one by seq 15.
+    log = await open({ checkpoint: { every_records: 1_000 } });
+    await fill(log, 20);
+    expect(checkpointSeqs()).toEqual([5, 15]);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 25 });
+  });
+
+  it('applies a smaller every_records from the restart on', async () => {
+    let log = await open({ checkpoint: { every_records: 1_000 } });
+    await fill(log, 15);
+    await log.close();
+    log = await open({ checkpoint: { every_records: 4 } });
+    await fill(log, 10);
+    expect(checkpointSeqs()).toEqual([15, 19, 23]);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 25 });
+  });
+
+  it('leaves an unsigned tail shorter than every_records when the writer dies, which verifies', async () => {
+    const key = loadOrCreateCheckpointKey(`${temp.path}.checkpoint-key.jwk`);
+    const db = new DatabaseSync(temp.path);
+    try {
+      migrate(db, (migrating) => sealChainStart(migrating, key, 10));
+      const writer = new ChainWriter(db, key, { everyRecords: 10, intervalMs: 3_600_000 });
+      writer.commit(Array.from({ length: 35 }, () => prepared(decision())));
+      writer.commit([prepared(decision())]);
+      // No close(): no final checkpoint, as after kill -9.
+    } finally {
+      db.close();
+    }
+    expect(checkpointSeqs()).toEqual([10, 20, 30]);
+    expect(await verifyChain(temp.path, key)).toEqual({ ok: true, checked: 36, checkpoints_verified: 3 });
   });
 });

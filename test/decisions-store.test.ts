@@ -3,7 +3,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../src/decisions/store.ts';
 import type { DecisionFilters } from '../src/decisions/query.ts';
 import type { DecisionRecord, StoredDecision } from '../src/decisions/record.ts';
-import { GENESIS_HASH, loadOrCreateCheckpointKey } from '../src/decisions/chain.ts';
+import { GENESIS_HASH, loadOrCreateCheckpointKey, signMark } from '../src/decisions/chain.ts';
+import type { MarkRow } from '../src/decisions/chain.ts';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
 import { deriveIndexColumns } from '../src/decisions/record.ts';
 import { migrate } from '../src/decisions/schema.ts';
@@ -299,9 +300,22 @@ describe('schema', () => {
     }
   }
 
-  /** Turns a current log back into the version 2 layout: checkpoints and anchors without next_by. */
+  /**
+   * Turns a current log back into what version 2 wrote: checkpoints and anchors signed
+   * without next_by and no column for it, no anchor before anything was pruned.
+   */
   function downgradeToVersion2(path: string): void {
+    const key = loadOrCreateCheckpointKey(`${path}.checkpoint-key.jwk`);
     const db = new DatabaseSync(path);
+    db.exec('DELETE FROM anchors WHERE seq = 0');
+    for (const kind of ['checkpoint', 'anchor'] as const) {
+      const table = `${kind}s`;
+      for (const row of db.prepare(`SELECT * FROM ${table}`).all() as unknown as MarkRow[]) {
+        const { seq, hash, record_count, created_at } = row;
+        const { signature } = signMark({ kind, seq, hash, record_count, created_at }, key);
+        db.prepare(`UPDATE ${table} SET signature = ? WHERE seq = ?`).run(signature, seq);
+      }
+    }
     db.exec(`
       ALTER TABLE checkpoints DROP COLUMN next_by;
       ALTER TABLE anchors DROP COLUMN next_by;
@@ -341,6 +355,31 @@ describe('schema', () => {
     expect(log.get(records[24]!.decision_id)?.seq).toBe(25);
     await log.append(decision());
     expect(await log.verify()).toMatchObject({ ok: true, checked: 26 });
+  });
+
+  it('upgrades a version 2 log with an unsigned tail or a retention anchor: the head is signed as found', async () => {
+    const checkpoint = { every_records: 10 };
+    const retention = { max_records: 15, check_interval_s: 3_600 };
+    let log = await open({ checkpoint, retention });
+    for (let i = 0; i < 28; i++) await log.append(decision());
+    expect(await log.prune()).toBe(13);
+    await log.close();
+    store = undefined;
+    // Version 2 wrote no checkpoint for the last records when killed before one was due.
+    const db = new DatabaseSync(temp.path);
+    db.exec('DELETE FROM checkpoints WHERE seq > 20');
+    db.close();
+    downgradeToVersion2(temp.path);
+
+    log = await open({ checkpoint });
+    // The checkpoint at 20 (from version 2) and the one signed at 28 on upgrade.
+    expect(await log.verify()).toEqual({ ok: true, checked: 15, checkpoints_verified: 2 });
+    for (let i = 0; i < 12; i++) await log.append(decision());
+    expect(await log.verify()).toEqual({ ok: true, checked: 27, checkpoints_verified: 3 });
+    await log.close();
+    log = await open({ checkpoint, retention });
+    await log.prune();
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 15 });
   });
 
   it('upgrades a version 1 log: reason filters, verify and appends keep working', async () => {

@@ -1,6 +1,7 @@
 import type { DatabaseSync } from 'node:sqlite';
 import { signMark } from './chain.ts';
 import type { CheckpointKey } from './chain.ts';
+import { insertAnchor, readNextBy } from './writer.ts';
 
 export interface RetentionPolicy {
   maxAgeDays?: number | undefined;
@@ -56,6 +57,9 @@ export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: numb
     const previous = db.prepare('SELECT record_count FROM anchors ORDER BY seq DESC LIMIT 1').get() as
       | { record_count: number }
       | undefined;
+    // The anchor carries on the bound in force where it stands (the next checkpoint
+    // after it, or the end of the log, lies within it), read before its source is pruned.
+    const nextBy = readNextBy(db, last.seq);
     const { changes } = db.prepare('DELETE FROM decisions WHERE seq <= ?').run(last.seq);
     // Checkpoints over pruned records can no longer be checked against them; the anchor
     // now vouches for that part of the chain.
@@ -68,12 +72,11 @@ export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: numb
         hash: last.hash,
         record_count: (previous?.record_count ?? 0) + Number(changes),
         created_at: now,
+        next_by: nextBy,
       },
       key,
     );
-    db.prepare(
-      'INSERT INTO anchors (seq, hash, record_count, created_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
-    ).run(anchor.seq, anchor.hash, anchor.record_count, anchor.created_at, anchor.key_id, anchor.signature);
+    insertAnchor(db, anchor);
     db.exec('COMMIT');
     return Number(changes);
   } catch (error) {

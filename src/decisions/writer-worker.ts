@@ -7,7 +7,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { parentPort, workerData } from 'node:worker_threads';
 import { pruneStep, pruneTarget } from './retention.ts';
 import { migrate } from './schema.ts';
-import { ChainWriter } from './writer.ts';
+import { ChainWriter, sealChainStart } from './writer.ts';
 import type { PreparedDecision } from './writer.ts';
 import { decodeBatch } from './writer-thread.ts';
 import type { CommitResult, WriterReply, WriterRequest, WriterSetup } from './writer-thread.ts';
@@ -31,7 +31,7 @@ db.exec('PRAGMA cache_size = -65536');
 // then cut back to 64 MB, so one burst does not leave a large file behind.
 db.exec('PRAGMA wal_autocheckpoint = 10000');
 db.exec('PRAGMA journal_size_limit = 67108864');
-migrate(db);
+migrate(db, (migrating) => sealChainStart(migrating, setup.key, setup.checkpoint.everyRecords));
 // Keeps the planner's statistics current, so a query with several filters is driven by
 // its most selective index (SQLite's recommendation for long-lived connections).
 db.exec('PRAGMA optimize = 0x10002');

@@ -22,6 +22,7 @@ export interface ChainLink {
 }
 
 export interface CheckpointPolicy {
+  /** A checkpoint is signed at the latest with the everyRecords-th record after the last one. */
   everyRecords: number;
   intervalMs: number;
 }
@@ -38,6 +39,15 @@ const CACHED_REASON_SETS = 10_000;
  * The only writer of a decision log. Each commit is one transaction that extends the
  * chain and, when one is due, adds a signed checkpoint. The head in memory moves only
  * after COMMIT succeeds, so a failed batch leaves nothing half-chained behind.
+ *
+ * Each checkpoint signs next_by = its seq + everyRecords, and the record at next_by is
+ * committed with the next checkpoint (unless one came sooner), in the middle of a group
+ * commit if that is where it falls. No commit leaves more than everyRecords - 1 records
+ * after a checkpoint without the next, even one killed before it could sign at shutdown,
+ * so verify can report a longer run as checkpoints deleted. A writer started with a
+ * larger everyRecords keeps the next_by the last mark signed until its next checkpoint.
+ * Signing inside the loop costs one comparison per record, and a signature per
+ * everyRecords records (one per group commit or fewer at the default 10,000).
  */
 export class ChainWriter {
   readonly #db: DatabaseSync;
@@ -57,7 +67,10 @@ export class ChainWriter {
   readonly #cachedReasonSets: number;
   #nextReasonSetId = 1;
   #head: ChainHead;
+  /** The newest checkpoint (or anchor) and when it was signed, for the interval. */
   #lastCheckpoint: { seq: number; at: number };
+  /** The seq whose record must be committed with a checkpoint (unless one comes sooner). */
+  #nextBy: number;
 
   constructor(db: DatabaseSync, key: CheckpointKey, policy: CheckpointPolicy, cachedReasonSets = CACHED_REASON_SETS) {
     this.#db = db;
@@ -77,13 +90,19 @@ export class ChainWriter {
       this.#nextReasonSetId = id + 1;
     }
     this.#insertCheckpoint = db.prepare(
-      'INSERT INTO checkpoints (seq, hash, record_count, created_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT INTO checkpoints (seq, hash, record_count, created_at, key_id, signature, next_by) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.#head = readHead(db);
+    // The count goes on from the newest mark, and never past the bound it signed, which
+    // an earlier run may have set closer than everyRecords does now.
     const checkpoint = db.prepare('SELECT seq, created_at FROM checkpoints ORDER BY seq DESC LIMIT 1').get() as
       | { seq: number; created_at: number }
       | undefined;
-    this.#lastCheckpoint = checkpoint ? { seq: checkpoint.seq, at: checkpoint.created_at } : { seq: 0, at: Date.now() };
+    const anchorSeq = (db.prepare('SELECT max(seq) AS seq FROM anchors').get() as { seq: number | null }).seq ?? 0;
+    this.#lastCheckpoint =
+      checkpoint && checkpoint.seq >= anchorSeq ? { seq: checkpoint.seq, at: checkpoint.created_at } : { seq: anchorSeq, at: Date.now() };
+    const signed = readNextBy(db);
+    this.#nextBy = Math.min(this.#lastCheckpoint.seq + policy.everyRecords, signed ?? Infinity);
   }
 
   /** The last record chained (or the anchor / genesis it continues from). */
@@ -98,8 +117,11 @@ export class ChainWriter {
   commit(batch: readonly PreparedDecision[], now = Date.now()): string[] {
     let { seq, hash } = this.#head;
     const hashes: string[] = [];
-    // Sets first seen in this batch join #reasonSets only once it is committed.
+    // Sets first seen in this batch join #reasonSets only once it is committed; likewise
+    // checkpoints signed in it move #lastCheckpoint and #nextBy.
     const newSets = new Map<string, number>();
+    let lastCheckpoint = this.#lastCheckpoint;
+    let nextBy = this.#nextBy;
     this.#db.exec('BEGIN IMMEDIATE');
     try {
       for (const { body, columns, ...record } of batch) {
@@ -112,14 +134,21 @@ export class ChainWriter {
           columns.allow, this.#reasonSetId(columns.reason_codes, newSets), body, prevHash, hash,
         );
         hashes.push(hash);
+        if (seq >= nextBy) {
+          nextBy = this.#signCheckpoint(seq, hash, now);
+          lastCheckpoint = { seq, at: now };
+        }
       }
-      const head = { seq, hash };
-      const checkpointed = this.#checkpointIfDue(head, now, false);
+      if (seq !== lastCheckpoint.seq && now - lastCheckpoint.at >= this.#policy.intervalMs) {
+        nextBy = this.#signCheckpoint(seq, hash, now);
+        lastCheckpoint = { seq, at: now };
+      }
       this.#db.exec('COMMIT');
       for (const [key, id] of newSets) if (this.#reasonSets.size < this.#cachedReasonSets) this.#reasonSets.set(key, id);
       this.#nextReasonSetId += newSets.size;
-      this.#head = head;
-      if (checkpointed) this.#lastCheckpoint = { seq, at: now };
+      this.#head = { seq, hash };
+      this.#lastCheckpoint = lastCheckpoint;
+      this.#nextBy = nextBy;
       return hashes;
     } catch (error) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
@@ -149,31 +178,79 @@ export class ChainWriter {
    * no unsigned tail). Returns whether a checkpoint was written.
    */
   checkpoint(now = Date.now(), force = false): boolean {
+    const head = this.#head;
+    if (head.seq === this.#lastCheckpoint.seq) return false;
+    if (!force && now - this.#lastCheckpoint.at < this.#policy.intervalMs) return false;
     this.#db.exec('BEGIN IMMEDIATE');
     try {
-      const written = this.#checkpointIfDue(this.#head, now, force);
+      const nextBy = this.#signCheckpoint(head.seq, head.hash, now);
       this.#db.exec('COMMIT');
-      if (written) this.#lastCheckpoint = { seq: this.#head.seq, at: now };
-      return written;
+      this.#lastCheckpoint = { seq: head.seq, at: now };
+      this.#nextBy = nextBy;
+      return true;
     } catch (error) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       throw error;
     }
   }
 
-  #checkpointIfDue(head: ChainHead, now: number, force: boolean): boolean {
-    const since = this.#lastCheckpoint;
-    if (head.seq === since.seq) return false;
-    const due =
-      force || head.seq - since.seq >= this.#policy.everyRecords || now - since.at >= this.#policy.intervalMs;
-    if (!due) return false;
-    const mark: SignedMark = signMark(
-      { kind: 'checkpoint', seq: head.seq, hash: head.hash, record_count: head.seq, created_at: now },
-      this.#key,
-    );
-    this.#insertCheckpoint.run(mark.seq, mark.hash, mark.record_count, mark.created_at, mark.key_id, mark.signature);
-    return true;
+  /** Inserts a signed checkpoint of the record at `seq` (in the open transaction); returns its next_by. */
+  #signCheckpoint(seq: number, hash: string, now: number): number {
+    const nextBy = seq + this.#policy.everyRecords;
+    const mark: SignedMark = signMark({ kind: 'checkpoint', seq, hash, record_count: seq, created_at: now, next_by: nextBy }, this.#key);
+    this.#insertCheckpoint.run(mark.seq, mark.hash, mark.record_count, mark.created_at, mark.key_id, mark.signature, nextBy);
+    return nextBy;
   }
+}
+
+/**
+ * The next_by in force: that of the newest checkpoint that signed one, else the anchor's
+ * (checkpoints at or below the anchor are pruned with the records). Checkpoints signed
+ * before schema version 3 carry none and leave it as it was. Undefined when nothing signed
+ * one (a log never sealed, or whose anchor was deleted).
+ */
+export function readNextBy(db: DatabaseSync, atOrBelow = Number.MAX_SAFE_INTEGER): number | undefined {
+  const row = (db
+    .prepare('SELECT next_by FROM checkpoints WHERE seq <= ? AND next_by IS NOT NULL ORDER BY seq DESC LIMIT 1')
+    .get(atOrBelow) ?? db.prepare('SELECT next_by FROM anchors ORDER BY seq DESC LIMIT 1').get()) as { next_by: number | null } | undefined;
+  return row?.next_by ?? undefined;
+}
+
+/**
+ * Signs, when a log is created or upgraded to schema version 3 (inside that transaction,
+ * see migrate), the anchor the chain is verified from, with the next_by of its first
+ * stretch. A new log gets an anchor at seq 0 (genesis; nothing pruned) whose next_by is
+ * everyRecords. A log written before version 3 has no signed next_by anywhere: its head
+ * is signed as found (a checkpoint, replacing one already there) and the anchor (its
+ * retention anchor, re-signed, or one at genesis) gets next_by = that head. Its records
+ * are vouched for no further than before: its old checkpoints are checked as before, and
+ * the new checkpoint signs the hash the chain already ends with.
+ */
+export function sealChainStart(db: DatabaseSync, key: CheckpointKey, everyRecords: number, now = Date.now()): void {
+  const head = readHead(db);
+  const anchor = db.prepare('SELECT seq, hash, record_count, created_at FROM anchors ORDER BY seq DESC LIMIT 1').get() as
+    | { seq: number; hash: string; record_count: number; created_at: number }
+    | undefined;
+  const start = anchor ?? { seq: 0, hash: GENESIS_HASH, record_count: 0, created_at: now };
+  let nextBy = start.seq + everyRecords;
+  if (head.seq > start.seq) {
+    const checkpoint = signMark(
+      { kind: 'checkpoint', seq: head.seq, hash: head.hash, record_count: head.seq, created_at: now, next_by: head.seq + everyRecords },
+      key,
+    );
+    db.prepare(
+      'INSERT OR REPLACE INTO checkpoints (seq, hash, record_count, created_at, key_id, signature, next_by) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    ).run(checkpoint.seq, checkpoint.hash, checkpoint.record_count, checkpoint.created_at, checkpoint.key_id, checkpoint.signature, head.seq + everyRecords);
+    nextBy = head.seq;
+  }
+  db.prepare('DELETE FROM anchors').run();
+  insertAnchor(db, signMark({ kind: 'anchor', ...start, next_by: nextBy }, key));
+}
+
+export function insertAnchor(db: DatabaseSync, anchor: SignedMark): void {
+  db.prepare(
+    'INSERT INTO anchors (seq, hash, record_count, created_at, key_id, signature, next_by) VALUES (?, ?, ?, ?, ?, ?, ?)',
+  ).run(anchor.seq, anchor.hash, anchor.record_count, anchor.created_at, anchor.key_id, anchor.signature, anchor.next_by ?? null);
 }
 
 /**
