@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
-import { chainHash, loadOrCreateCheckpointKey } from '../src/decisions/chain.ts';
+import { chainHash, GENESIS_HASH, loadOrCreateCheckpointKey } from '../src/decisions/chain.ts';
 import { deriveIndexColumns, newDecisionId } from '../src/decisions/record.ts';
 import type { DecisionRecord } from '../src/decisions/record.ts';
 import { migrate } from '../src/decisions/schema.ts';
@@ -144,6 +144,48 @@ describe('verify', () => {
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_mismatch' });
   });
 
+  it('finds a chain rewritten behind deleted checkpoints', async () => {
+    let log = await open();
+    const records = await fill(log, 25, { allow: false });
+    await log.close();
+    log = await open();
+    // Without the key: flip record 7 to an allow, recompute every hash, drop the checkpoints.
+    const db = new DatabaseSync(temp.path);
+    let prev = GENESIS_HASH;
+    for (const row of db.prepare('SELECT seq, body FROM decisions ORDER BY seq').all() as { seq: number; body: string }[]) {
+      const body = row.seq === 7 ? row.body.replace('"allow":false', '"allow":true') : row.body;
+      const hash = chainHash(prev, row.seq, body);
+      db.prepare('UPDATE decisions SET body = ?, allow = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(body, row.seq === 7 ? 1 : 0, prev, hash, row.seq);
+      prev = hash;
+    }
+    db.exec('DELETE FROM checkpoints');
+    db.close();
+    expect(await log.verify()).toEqual({
+      ok: false,
+      checked: 9,
+      checkpoints_verified: 0,
+      first_mismatch: { decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_missing' },
+    });
+  });
+
+  it('finds a checkpoint deleted from the middle, and one whose bound was edited', async () => {
+    const log = await open();
+    const records = await fill(log, 25);
+    tamper('DELETE FROM checkpoints WHERE seq = 20');
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[19]!.decision_id, seq: 20, reason: 'checkpoint_missing' });
+    tamper('UPDATE checkpoints SET next_by = 30 WHERE seq = 10');
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_signature_invalid' });
+    tamper('UPDATE checkpoints SET next_by = NULL WHERE seq = 10');
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_signature_invalid' });
+  });
+
+  it('finds the anchor the chain starts from deleted', async () => {
+    const log = await open();
+    await fill(log, 5);
+    tamper('DELETE FROM anchors');
+    expect(await log.verify()).toEqual({ ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: 0, reason: 'anchor_missing' } });
+  });
+
   it('finds a forged checkpoint signature', async () => {
     const log = await open();
     const records = await fill(log, 12);
@@ -239,6 +281,15 @@ describe('retention', () => {
     tamper('DELETE FROM decisions WHERE seq = 3');
     const atAnchor = plant(7);
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: atAnchor, seq: 7, reason: 'record_before_start' });
+  });
+
+  it('still finds checkpoints deleted after pruning, from the bound the anchor carries on', async () => {
+    const log = await open({ retention: { max_records: 5 } });
+    const records = await fill(log, 14);
+    expect(await log.prune()).toBe(9);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 5, checkpoints_verified: 1 });
+    tamper('DELETE FROM checkpoints');
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_missing' });
   });
 
   it('still finds the first kept record deleted, and a forged anchor', async () => {

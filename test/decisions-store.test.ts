@@ -355,6 +355,12 @@ describe('schema', () => {
     expect(log.get(records[24]!.decision_id)?.seq).toBe(25);
     await log.append(decision());
     expect(await log.verify()).toMatchObject({ ok: true, checked: 26 });
+
+    // From the upgrade on, the signed bounds tell deleted checkpoints.
+    const db = new DatabaseSync(temp.path);
+    db.exec('DELETE FROM checkpoints');
+    db.close();
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[24]!.decision_id, seq: 25, reason: 'checkpoint_missing' });
   });
 
   it('upgrades a version 2 log with an unsigned tail or a retention anchor: the head is signed as found', async () => {

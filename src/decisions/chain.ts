@@ -18,8 +18,9 @@ export function chainHash(prevHash: string, seq: number, body: string): string {
 /**
  * A signed statement "the record at `seq` has `hash`". A checkpoint states it for a
  * record still in the log (so truncating or rewriting the log behind it shows); an
- * anchor states it for the last record pruned by retention (so the chain may start
- * after it). `kind` is signed too: one cannot be passed off as the other.
+ * anchor states it for the last record pruned by retention, or for genesis (seq 0) in a
+ * log nothing was pruned from (so the chain starts after it). `kind` is signed too: one
+ * cannot be passed off as the other.
  */
 export interface SignedMark {
   kind: 'checkpoint' | 'anchor';
@@ -27,7 +28,11 @@ export interface SignedMark {
   hash: string;
   /** checkpoint: records appended up to seq; anchor: records pruned up to seq. */
   record_count: number;
-  /** Not signed before schema version 3. */
+  /**
+   * The seq whose record the writer commits with the next checkpoint at the latest, so
+   * that a record at or past it without one shows deleted checkpoints. Not signed before
+   * schema version 3.
+   */
   next_by?: number;
   created_at: number;
   key_id: string;

@@ -6,8 +6,10 @@ import type { DecisionRecord } from './record.ts';
 import { reasonSetKey } from './schema.ts';
 
 export type MismatchReason =
-  /** The anchor left by retention is not signed by the checkpoint key. */
+  /** The anchor the chain starts from (at genesis, or left by retention) is not signed by the checkpoint key. */
   | 'anchor_signature_invalid'
+  /** There are records but no anchor to start from: it was deleted (with the checkpoint bound it signs). */
+  | 'anchor_missing'
   /**
    * A record at or below the seq the chain starts from (the retention anchor's, or 0):
    * planted where nothing chains or signs it, yet get and queries would serve it.
@@ -26,7 +28,13 @@ export type MismatchReason =
   /** A signed checkpoint names another hash for this record: the chain was rewritten. */
   | 'checkpoint_mismatch'
   /** A signed checkpoint covers records that are no longer there: the log was truncated. */
-  | 'records_missing_at_end';
+  | 'records_missing_at_end'
+  /**
+   * This record is at or past the next_by signed by the checkpoint (or anchor) before it,
+   * and no checkpoint was signed with it: the writer never leaves one so, checkpoints
+   * were deleted (as a rewrite without the key must).
+   */
+  | 'checkpoint_missing';
 
 export interface VerifyReport {
   ok: boolean;
@@ -73,9 +81,14 @@ interface ReasonSets {
 const ROWS_PER_TURN = 2_000;
 
 /**
- * Walks the whole chain in seq order, from the retention anchor (or genesis), on its own
- * connection inside one read transaction: a consistent snapshot even while appends and
- * pruning go on, streamed row by row rather than loaded.
+ * Walks the whole chain in seq order, from the anchor (at genesis, or left by retention),
+ * on its own connection inside one read transaction: a consistent snapshot even while
+ * appends and pruning go on, streamed row by row rather than loaded.
+ *
+ * Besides each link, it checks the checkpoints are all there: the anchor and each
+ * checkpoint sign next_by, the seq whose record the writer commits with the next
+ * checkpoint at the latest (see ChainWriter). Checkpoints signed before schema version 3
+ * carry none and leave the bound in force as it was.
  */
 export async function verifyChain(path: string, key: CheckpointKey): Promise<VerifyReport> {
   const db = new DatabaseSync(path, { readOnly: true });
@@ -83,7 +96,13 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
     db.exec('BEGIN');
     const anchorRow = db.prepare('SELECT * FROM anchors ORDER BY seq DESC LIMIT 1').get() as MarkRow | undefined;
     const anchor = anchorRow && markFromRow(anchorRow, 'anchor');
-    if (anchor && !markSignatureValid(anchor, key)) {
+    if (!anchor) {
+      // Every log has one from its creation (or upgrade to schema version 3) on. Without
+      // it the first stretch has no signed bound: deleting it with the checkpoints must show.
+      if (db.prepare('SELECT 1 FROM decisions LIMIT 1').get()) {
+        return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: 0, reason: 'anchor_missing' } };
+      }
+    } else if (!markSignatureValid(anchor, key)) {
       return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: anchor.seq, reason: 'anchor_signature_invalid' } };
     }
     const start = anchor?.seq ?? 0;
@@ -103,6 +122,9 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
     let checked = 0;
     let checkpointsVerified = 0;
     let checkpoint = checkpoints.next().value;
+    // The record at this seq must come with a checkpoint, if none came sooner. An anchor
+    // signed before version 3 (never the case once the log is opened) bounds nothing.
+    let nextBy = anchor?.next_by ?? start;
     const fail = (decisionId: string | null, seq: number, reason: MismatchReason): VerifyReport => ({
       ok: false,
       checked,
@@ -115,15 +137,18 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
       if (row.prev_hash !== expectedPrev) return fail(row.decision_id, row.seq, 'prev_hash_mismatch');
       if (chainHash(row.prev_hash, row.seq, row.body) !== row.hash) return fail(row.decision_id, row.seq, 'hash_mismatch');
       if (!indexColumnsMatch(row, reasonSets)) return fail(row.decision_id, row.seq, 'index_mismatch');
-      if (checkpoint && checkpoint.seq === row.seq) {
+      if (checkpoint?.seq === row.seq) {
         if (!markSignatureValid(checkpoint, key)) {
           return fail(row.decision_id, row.seq, 'checkpoint_signature_invalid');
         }
         if (checkpoint.hash !== row.hash || checkpoint.record_count !== row.seq) {
           return fail(row.decision_id, row.seq, 'checkpoint_mismatch');
         }
+        if (checkpoint.next_by !== undefined) nextBy = checkpoint.next_by;
         checkpointsVerified += 1;
         checkpoint = checkpoints.next().value;
+      } else if (row.seq >= nextBy) {
+        return fail(row.decision_id, row.seq, 'checkpoint_missing');
       }
       checked += 1;
       expectedSeq += 1;
