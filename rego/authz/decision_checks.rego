@@ -193,8 +193,8 @@ token_denials contains {
 }
 
 token_denials contains object.union(
-	{"code": "token_revoked", "message": "the token, its session or its client has been revoked"},
-	object.filter(input.subject.revoked, ["reason", "revocation_id"]),
+	{"code": "token_revoked", "message": "the token, its session, its client or an actor in its delegation chain has been revoked"},
+	object.filter(input.subject.revoked, ["reason", "revocation_id", "actor_depth"]),
 ) if {
 	evidence.authenticated
 	evidence.revoked

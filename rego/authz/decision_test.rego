@@ -190,6 +190,20 @@ test_scenario_12_high_risk_through_agent_with_accepted_approval if {
 	{"code": "token_fresh", "age_s": 30, "max_token_age_s": 300} in result.reasons
 }
 
+test_revoked_actor_is_named_by_its_depth if {
+	revoked := {"revoked": true, "reason": "compromised agent", "revocation_id": "rev-7", "actor_depth": 2}
+	result := authz.decision with input as with_subject({"revoked": revoked})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	result.reasons == [{
+		"code": "token_revoked",
+		"message": "the token, its session, its client or an actor in its delegation chain has been revoked",
+		"reason": "compromised agent",
+		"revocation_id": "rev-7",
+		"actor_depth": 2,
+	}]
+}
+
 test_scenario_13_no_token if {
 	result := authz.decision with input as replace(fx.read_invoice, "subject", fx.anonymous_subject)
 		with data.entitlements as fx.entitlements
@@ -204,7 +218,7 @@ test_scenario_14_revoked_token if {
 	result.allow == false
 	result.reasons == [{
 		"code": "token_revoked",
-		"message": "the token, its session or its client has been revoked",
+		"message": "the token, its session, its client or an actor in its delegation chain has been revoked",
 		"reason": "session_logout",
 		"revocation_id": "rev-42",
 	}]

@@ -23,7 +23,7 @@ authenticated if input.subject.authenticated == true
 
 # METADATA
 # title: Revoked
-# description: The token, its session or its client is on a revocation list.
+# description: The token, its session, its client or an actor in its delegation chain is on a revocation list.
 revoked if input.subject.revoked.revoked == true
 
 # METADATA
