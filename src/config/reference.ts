@@ -30,7 +30,9 @@ export function configReference(): string {
     'Generated from `src/config/schema.ts` by `npm run docs:config`; a test fails when it is stale.',
     'Set keys in the YAML file given by `--config` or `ARBITER_CONFIG`, or override one with',
     '`ARBITER_<SECTION>__<KEY>=<yaml value>` (double underscore between levels, e.g. `ARBITER_SERVER__PORT=9000`;',
-    'a top-level key is `ARBITER_<KEY>`, e.g. `ARBITER_MODE=production`);',
+    'a top-level key is `ARBITER_<KEY>`, e.g. `ARBITER_MODE=production`). Variable names are read in lower case,',
+    'so a map key with capitals (a signing key id) or a list item is set by giving its whole parent as YAML,',
+    'e.g. `ARBITER_ISSUERS=\'[{issuer: ..., jwks_uri: ...}]\'`;',
     '`PORT` sets `server.port`. Relative paths are relative to the working directory.',
     '',
   ];
