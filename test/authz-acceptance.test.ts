@@ -189,5 +189,7 @@ describe('governed issuance over /v1/issuance', () => {
     });
     expect(res.body).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0 });
     expect(codes(res.body as { reasons: { code: string }[] })).toContain('caller_not_permitted');
+    // A token service reads every requested scope's fate: none is left out of both lists.
+    expect((res.body!.refused_scopes as { scope: string }[]).map((r) => r.scope)).toEqual(['invoices.read']);
   });
 });

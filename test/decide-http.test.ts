@@ -242,6 +242,19 @@ describe('issuer keys that cannot be loaded', () => {
   });
 });
 
+describe('POST /v1/issuance', () => {
+  it('accounts for every requested scope: on a deny, those the policy did not refuse are refused too', async () => {
+    const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'c', scopes: ['a', 'b', 'c'], audience: 'https://api.example.com' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0 });
+    expect(res.body!.refused_scopes).toEqual([
+      { scope: 'b', code: 'nope' },
+      { scope: 'a', code: 'closed' },
+      { scope: 'c', code: 'closed' },
+    ]);
+  });
+});
+
 describe('health', () => {
   it('/healthz answers and /readyz reports bundles and issuer keys', async () => {
     expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);

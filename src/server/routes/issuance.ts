@@ -25,6 +25,8 @@ const issuanceResultSchema = z.looseObject({
   max_ttl_s: z.number().int().min(0),
 });
 
+type RefusedScope = z.infer<typeof issuanceResultSchema>['refused_scopes'][number];
+
 export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: number) {
   return new Hono<{ Variables: RequestIdVariables & GatewayVariables }>().post(
     '/v1/issuance',
@@ -47,16 +49,25 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
       });
       // The pipeline already checked the result against issuanceResultSchema; without one nothing is granted.
       const outcome = decision.result ? issuanceResultSchema.parse(decision.result) : undefined;
-      const refusedByDenial = body.scopes.map((scope) => ({ scope, code: decision.reasons[0]?.code ?? 'not_granted' }));
+      const granted = decision.allow && outcome ? outcome.granted_scopes : [];
       return c.json(
         {
           ...decisionBody(decision),
-          granted_scopes: decision.allow && outcome ? outcome.granted_scopes : [],
-          refused_scopes: outcome?.refused_scopes ?? refusedByDenial,
+          granted_scopes: granted,
+          refused_scopes: refusedScopes(body.scopes, granted, outcome?.refused_scopes ?? [], decision.reasons[0]?.code ?? 'not_granted'),
           max_ttl_s: decision.allow && outcome ? outcome.max_ttl_s : 0,
         },
         decision.answered ? 200 : 503,
       );
     },
   );
+}
+
+/**
+ * Every requested scope is either granted or refused: the policy's refusals with their codes,
+ * and any other scope not granted (all of them on a deny) under the decision's first reason.
+ */
+function refusedScopes(requested: readonly string[], granted: readonly string[], refusedByPolicy: readonly RefusedScope[], code: string): RefusedScope[] {
+  const accounted = new Set([...granted, ...refusedByPolicy.map((refusal) => refusal.scope)]);
+  return [...refusedByPolicy, ...requested.filter((scope) => !accounted.has(scope)).map((scope) => ({ scope, code }))];
 }
