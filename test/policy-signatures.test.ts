@@ -265,11 +265,13 @@ describe('verifyBundleSignatures rejects', () => {
     await expectCheck(withToken(rsBundle, jws), rsKeys(), 'signature_keyid_mismatch');
   });
 
-  it('a token naming no key at all', async () => {
+  it('a token naming no key is verified with the key "default", as OPA does, and refused without one', async () => {
     const claims = payloadOf(rsBundle);
     delete claims.keyid;
     const jws = await resign(claims, { alg: 'RS256' });
-    await expectCheck(withToken(rsBundle, jws), rsKeys(), 'signature_keyid_missing');
+    expect(await verifyBundleSignatures(withToken(rsBundle, jws), rsKeys())).toEqual({ keyid: 'default', files: 4 });
+    const otherName: VerificationOptions = { keys: { k1: { key: rsa.publicPem, algorithm: 'RS256' } }, scope: 'write' };
+    await expectCheck(withToken(rsBundle, jws), otherName, 'signature_keyid_unknown');
   });
 
   it('digests other than SHA-256/384/512', async () => {

@@ -17,9 +17,8 @@
  *   signature_file_invalid     .signatures.json is not `{"signatures": [...]}` or names a signing plugin
  *   signature_count            not exactly one JWS
  *   signature_invalid          not a compact JWS, or the signature does not verify with the key
- *   signature_keyid_missing    neither a `kid` header nor a `keyid` claim
  *   signature_keyid_mismatch   `kid` header and `keyid` claim disagree
- *   signature_keyid_unknown    no key is configured under that key id
+ *   signature_keyid_unknown    no key is configured under that key id ("default" when the JWS names none, as in OPA)
  *   signature_algorithm        the JWS `alg` is not the algorithm configured for that key
  *   signature_payload_invalid  the verified payload is not `{"files": [...]}`
  *   signature_scope_mismatch   the `scope` claim differs from the configured scope
@@ -77,7 +76,11 @@ export async function verifyBundleSignatures(files: BundleFiles, options: Verifi
   const { kid, alg } = protectedHeader(token);
   const keyid = chooseKeyId(kid, unverifiedKeyIdClaim(token));
   const configured = keys[keyid];
-  if (configured === undefined) throw new BundleRejectedError('signature_keyid_unknown', `no verification key is configured for key id ${JSON.stringify(keyid)}`);
+  if (configured === undefined) {
+    const named = kid !== undefined || unverifiedKeyIdClaim(token) !== undefined;
+    const why = named ? '' : ' (the signature names no key id, so the key id "default" applies, as in OPA)';
+    throw new BundleRejectedError('signature_keyid_unknown', `no verification key is configured for key id ${JSON.stringify(keyid)}${why}`);
+  }
   if (alg !== configured.algorithm) {
     throw new BundleRejectedError('signature_algorithm', `signature uses ${String(alg)}, key ${JSON.stringify(keyid)} is configured for ${configured.algorithm}`);
   }
@@ -145,10 +148,13 @@ function chooseKeyId(kid: unknown, keyidClaim: unknown): string {
   if (header !== undefined && claim !== undefined && header !== claim) {
     throw new BundleRejectedError('signature_keyid_mismatch', `kid header ${JSON.stringify(header)} and keyid claim ${JSON.stringify(claim)} differ`);
   }
-  const keyid = header ?? claim;
-  if (keyid === undefined) throw new BundleRejectedError('signature_keyid_missing', 'signature names no key id (kid header or keyid claim)');
-  return keyid;
+  // Like OPA, whose verification key id is "default" unless configured: `opa build --signing-key`
+  // without a keyid claim signs for that key.
+  return header ?? claim ?? DEFAULT_KEY_ID;
 }
+
+/** The key id a signature naming none is verified with, as OPA does. */
+const DEFAULT_KEY_ID = 'default';
 
 function importKey(keyid: string, { key, algorithm }: { key: string; algorithm: string }): KeyObject | Uint8Array {
   // OPA uses an HMAC secret as its raw bytes.
