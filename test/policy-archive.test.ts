@@ -71,6 +71,18 @@ describe('readBundleArchive', () => {
     expect(files.size).toBe(3);
   });
 
+  it('does not read the atime and ctime of a GNU header as a name prefix', async () => {
+    const gnu = entry('policy.rego', { body: 'package gnu' });
+    gnu.write('ustar  \0', 257, 'latin1');
+    gnu.write('14712345670\0', 345, 'latin1'); // atime, where ustar keeps its prefix
+    gnu.write('14712345671\0', 357, 'latin1'); // ctime
+    gnu.fill(0x20, 148, 156);
+    const checksum = gnu.subarray(0, 512).reduce((sum, byte) => sum + byte, 0);
+    gnu.write(`${checksum.toString(8).padStart(6, '0')}\0 `, 148);
+    const files = await readBundleArchive(tarGz(gnu));
+    expect([...files.keys()]).toEqual(['policy.rego']);
+  });
+
   it('applies a pax size override to the entry that follows', async () => {
     const files = await readBundleArchive(tarGz(pax({ size: '3' }), entry('a.rego', { body: 'abcdef', size: 6 })));
     expect(Buffer.from(files.get('a.rego')!).toString()).toBe('abc');

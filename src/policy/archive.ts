@@ -195,6 +195,8 @@ function decodeName(bytes: Uint8Array): string {
 
 function headerName(header: Uint8Array): string {
   const name = decodeName(cString(header, 0, 100));
+  // Only POSIX ustar has a name prefix at 345; GNU headers keep atime and ctime there.
+  if (header[262] !== 0) return name;
   const prefix = decodeName(cString(header, 345, 155));
   return prefix === '' ? name : `${prefix}/${name}`;
 }
