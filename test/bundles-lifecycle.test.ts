@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseConfig } from '../src/config/load.ts';
 import { startArbiter, type Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { readBundleArchive } from '../src/policy/archive.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { packFiles } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
@@ -193,6 +195,27 @@ describe('pull mode', () => {
       expect(arbiter.bundles.get('pl')).toBeUndefined();
       await arbiter.bundleLifecycle.remove('echo', 'test');
       await waitFor(() => arbiter.bundles.get('pl')?.revision === 'pl1', 'pl1 once echo is gone');
+    } finally {
+      await arbiter.close();
+      await new Promise<void>((resolve) => source.close(() => resolve()));
+    }
+  });
+
+  it('does not check again an archive refused for itself that a source without ETags keeps serving', async () => {
+    const files = new Map(await readBundleArchive(archives.p1!));
+    const refused = packFiles(files.set('entitlements/data.json', new Uint8Array(Buffer.from('{}'))));
+    let fetched = 0;
+    const source = createServer((_req, res) => {
+      fetched += 1;
+      res.writeHead(200, { 'content-type': 'application/gzip' }).end(refused);
+    });
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const noEtagUrl = `http://127.0.0.1:${(source.address() as AddressInfo).port}/lc.tar.gz`;
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: noEtagUrl, poll_interval_s: 0.01, timeout_ms: 2000 }] } });
+    try {
+      await waitFor(() => fetched >= 3, 'three fetches');
+      const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
+      expect(metrics).toContain('arbiter_bundle_rejections_total{bundle="lc",check="bundle_data_outside_roots"} 1\n');
     } finally {
       await arbiter.close();
       await new Promise<void>((resolve) => source.close(() => resolve()));

@@ -7,6 +7,7 @@
  * Polls are jittered so replicas spread out; after a failure the delay doubles up to
  * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BundlesConfig } from '../config/schema.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
@@ -31,6 +32,8 @@ export class BundlePuller {
   readonly #options: BundlePullerOptions;
   readonly #stop = new AbortController();
   #etag: string | undefined;
+  /** The last archive refused for what it is, and why. */
+  #refused: { digest: string; error: BundleRejectedError } | undefined;
   #failures = 0;
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
@@ -71,16 +74,24 @@ export class BundlePuller {
       }
       const etag = response.headers.get('etag') ?? undefined;
       const archive = await readLimited(response, this.#options.maxBytes, url);
+      const digest = createHash('sha256').update(archive).digest('hex');
+      // A source without ETags serves the same refused archive again: not worth compiling again.
+      if (digest === this.#refused?.digest) throw this.#refused.error;
       try {
         const result = await this.#options.lifecycle.accept(name, archive, `pull:${url}`);
         if (result.outcome === 'activated') this.#options.logger.info({ bundle: name, url, revision: result.revision, etag }, 'bundle pulled');
       } catch (error) {
-        // An archive refused for what it is stays refused: remember its ETag so it is not fetched and
-        // checked again. One refused for this server's state (another bundle's roots, a smoke run
-        // that timed out under load, a key not configured yet) is fetched again at the next poll.
-        if (error instanceof BundleRejectedError && !STATE_DEPENDENT_CHECKS.has(error.check)) this.#etag = etag;
+        // An archive refused for what it is stays refused: remember its ETag (and digest) so it is
+        // not fetched and checked again. One refused for this server's state (another bundle's
+        // roots, a smoke run that timed out under load, a key not configured yet) is fetched and
+        // checked again at the next poll.
+        if (error instanceof BundleRejectedError && !STATE_DEPENDENT_CHECKS.has(error.check)) {
+          this.#etag = etag;
+          this.#refused = { digest, error };
+        }
         throw error;
       }
+      this.#refused = undefined;
       this.#etag = etag;
       this.#failures = 0;
     } catch (error) {
