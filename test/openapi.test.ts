@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspectRoutes } from 'hono/dev';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EVALUATION_FAILURE_CODES } from '../src/policy/engine.ts';
 import { PROBLEM_TYPES } from '../src/server/openapi/problem-types.ts';
 import { decisionResponseSchema, problemSchema } from '../src/server/openapi/schemas.ts';
 import { decideRequestSchema } from '../src/server/routes/decide.ts';
@@ -148,6 +149,10 @@ describe('GET /openapi.json', () => {
     const listed = new Map<string, number[]>(spec['x-problem-types'].map((p: Json) => [p.code, p.status]));
     for (const [code, status] of problemCodesInSource()) {
       expect(listed.get(code), `problem code ${code} (${status}) is not in PROBLEM_TYPES`).toContain(status);
+    }
+    // Routes that answer a failed evaluation as a problem pass its code through (a variable, not a literal).
+    for (const code of [...EVALUATION_FAILURE_CODES, 'audit_unavailable']) {
+      expect(listed.get(code), `evaluation failure ${code} is not in PROBLEM_TYPES`).toContain(500);
     }
     expect(spec.components.schemas.Problem.description).toContain('| `invalid_request` | 400 |');
     expect(listed.size).toBe(Object.keys(PROBLEM_TYPES).length);

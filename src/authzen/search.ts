@@ -7,7 +7,7 @@
 import type { z } from 'zod';
 import type { Decision, DecisionRequest } from '../decisions/pipeline.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
-import { singleResult } from '../policy/engine.ts';
+import { singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
 import type { PolicyEvaluation } from '../policy/evaluation/evaluator.ts';
 import type { AuthzenBundle } from './bundles.ts';
 import { assertedSubject, decisionRequest, policyAction, policyResource } from './mapping.ts';
@@ -148,7 +148,7 @@ async function listCandidates<K extends SearchKind>(
   plan: SearchPlan<K>,
   entrypoint: string,
   target: SearchTarget,
-): Promise<{ ok: true; list: Candidate<K>[] } | { ok: false; status: 500; code: string; message: string }> {
+): Promise<{ ok: true; list: Candidate<K>[] } | { ok: false; status: 500; code: EvaluationFailureCode; message: string }> {
   const context = { ...plan.context, now: Math.floor(Date.now() / 1000), request_id: target.requestId };
   const input = { ...plan.candidateInput, context };
   const run = await target.evaluateRaw(target.authzen.bundle, entrypoint, JSON.stringify(input));

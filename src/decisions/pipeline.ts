@@ -4,7 +4,7 @@ import type { DocumentStatus } from '../data/documents.ts';
 import type { Revocations } from '../data/revocations.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
 import type { Obligation, PolicyResult, Reason } from '../policy/contract.ts';
-import { checkContract, lenientDecision, singleResult } from '../policy/engine.ts';
+import { checkContract, lenientDecision, singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
@@ -67,7 +67,7 @@ export interface InputEvaluationRequest {
 export type InputEvaluation =
   | { decision_id: string; outcome: 'evaluated'; result: unknown }
   | { decision_id: string; outcome: 'not_found'; message: string }
-  | { decision_id: string; outcome: 'error'; code: string; message: string };
+  | { decision_id: string; outcome: 'error'; code: EvaluationFailureCode | 'audit_unavailable'; message: string };
 
 /** Where decisions are recorded; in strict durability `append` resolves once the record is durable. */
 export interface DecisionRecorder {

@@ -2,8 +2,9 @@ import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { isPolicyResult, policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
 import { isObject } from './overlay.ts';
 
-/** Why an evaluation produced no usable result; each is a deny reason code. */
-export type EvaluationFailureCode = 'policy_error' | 'policy_contract_violation' | 'policy_resource_limit' | 'policy_timeout';
+/** Why an evaluation produced no usable result; each is a deny reason code (and a problem code where one is answered). */
+export const EVALUATION_FAILURE_CODES = ['policy_error', 'policy_contract_violation', 'policy_resource_limit', 'policy_timeout'] as const;
+export type EvaluationFailureCode = (typeof EVALUATION_FAILURE_CODES)[number];
 
 export type Evaluation =
   | { ok: true; result: PolicyResult }

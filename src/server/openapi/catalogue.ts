@@ -9,6 +9,7 @@ import { issuanceRequestSchema } from '../routes/issuance.ts';
 import { opaDataRequestSchema } from '../routes/opa-compat.ts';
 import { listQuerySchema as revocationListQuerySchema, revocationRequestSchema } from '../routes/revocations.ts';
 import { PROBLEM_CONTENT_TYPE } from '../problem.ts';
+import { EVALUATION_FAILURE_CODES } from '../../policy/engine.ts';
 import type { ApiOperation, ProblemUse, RouteCatalogue } from './operation.ts';
 import {
   authzenDecisionSchema,
@@ -49,9 +50,7 @@ const SEARCH: readonly ProblemUse[] = [
   'invalid_page_token',
   'search_unsupported',
   'authzen_unavailable',
-  'policy_error',
-  'policy_resource_limit',
-  'policy_contract_violation',
+  ...EVALUATION_FAILURE_CODES,
 ];
 const DATA_WRITE: readonly ProblemUse[] = [
   'data_path_invalid',
@@ -403,7 +402,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
             params: { bundle: 'Bundle name', rule: 'Entrypoint path below the bundle, e.g. `decision` or `a/b`' },
             body: opaDataRequestSchema,
             responses: { 200: { description: 'The entrypoint value, as OPA answers', schema: opaDataResponseSchema } },
-            problems: [...GATEWAY, ...BODY, 'entrypoint_not_found', 'policy_error', 'policy_resource_limit', 'policy_contract_violation'],
+            problems: [...GATEWAY, ...BODY, 'entrypoint_not_found', ...EVALUATION_FAILURE_CODES, 'audit_unavailable'],
           } satisfies ApiOperation,
         ]
       : []),

@@ -30,6 +30,8 @@ export const PROBLEM_TYPES = {
   policy_error: { status: [500], meaning: 'The policy failed while evaluating (e.g. a conflict between rule values).' },
   policy_resource_limit: { status: [500], meaning: 'The policy exceeded its memory limit.' },
   policy_contract_violation: { status: [500], meaning: 'The entrypoint returned a result of the wrong shape.' },
+  policy_timeout: { status: [500], meaning: 'The policy ran past engine.deadline_ms and was stopped.' },
+  audit_unavailable: { status: [500], meaning: 'The evaluation could not be recorded in the decision log, so its result is withheld.' },
   // AuthZEN
   authzen_unavailable: { status: [503], meaning: 'No bundle answers this AuthZEN request (no default bundle or tenant mapping, or it is not active).' },
   search_unsupported: { status: [501], meaning: 'The answering bundle does not implement this search.' },
