@@ -3,7 +3,7 @@
 # the runtime image carries only production dependencies, the sources (run directly by
 # Node 24's type stripping) and the compiled bundles from bundles/.
 
-ARG NODE_IMAGE=node:24-bookworm-slim
+ARG NODE_IMAGE=node:24.21.0-bookworm-slim
 
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
