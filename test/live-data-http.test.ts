@@ -192,6 +192,12 @@ describe('revocations', () => {
     expect((await admin('GET', '/v1/data/pair', undefined, {}, stolen)).status).toBe(200);
     await admin('POST', '/v1/revocations', { kind: 'jti', value: 'admin-token-7', iss: admins.issuer, reason: 'leaked in a ticket' });
     expect(await admin('GET', '/v1/data/pair', undefined, {}, stolen)).toMatchObject({ status: 401, body: { detail: 'token_revoked' } });
+
+    // An admin action delegated to an agent stops once the agent is revoked, as decisions do.
+    const delegated = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.data.read', act: { sub: 'agent:ops-bot' } });
+    expect((await admin('GET', '/v1/data/pair', undefined, {}, delegated)).status).toBe(200);
+    await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:ops-bot', reason: 'retired agent' });
+    expect(await admin('GET', '/v1/data/pair', undefined, {}, delegated)).toMatchObject({ status: 401, body: { detail: 'token_revoked' } });
   });
 
   it('is visible to the very next decision under concurrent load', async () => {

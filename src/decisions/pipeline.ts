@@ -1,14 +1,13 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { DocumentStatus } from '../data/documents.ts';
-import type { Revocations } from '../data/revocations.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
 import type { Obligation, PolicyResult, Reason } from '../policy/contract.ts';
 import { checkContract, lenientDecision, singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
-import { actorClaims, revocationClaims, subjectFromToken, unauthenticatedSubject, type PolicySubject } from '../tokens/subject.ts';
+import { subjectFromToken, subjectRevocation, unauthenticatedSubject, type PolicySubject, type RevocationLookup } from '../tokens/subject.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../tokens/verification-cache.ts';
 import { verifyAccessToken, type TokenFailure, type TokenFailureCode } from '../tokens/verify.ts';
@@ -83,7 +82,7 @@ export interface PipelineDeps {
   logger: Logger;
   verificationCache?: VerificationCache;
   /** Checked on every decision, cached verification or not. */
-  revocations?: Pick<Revocations, 'check' | 'checkParty'>;
+  revocations?: RevocationLookup;
   /** Freshness of live data documents: `input.data_status`. */
   dataStatus?: (nowMs: number) => Record<string, DocumentStatus>;
   /** The decision log; a decision that cannot be recorded is a deny (audit_unavailable). */
@@ -232,17 +231,8 @@ export class DecisionPipeline {
     return subject;
   }
 
-  /** The token's own revocation, else that of the first revoked actor in its delegation chain. */
   #revocationOf(subject: PolicySubject, now: number): PolicySubject['revoked'] {
-    const revocations = this.#deps.revocations;
-    if (!revocations) return { revoked: false };
-    const match = revocations.check(revocationClaims(subject), now);
-    if (match.revoked) return { revoked: true, reason: match.reason, revocation_id: match.revocation_id };
-    for (const [index, actor] of subject.act.entries()) {
-      const hit = revocations.checkParty(actorClaims(actor, subject.iss!), now);
-      if (hit.revoked) return { revoked: true, reason: hit.reason, revocation_id: hit.revocation_id, actor_depth: index + 1 };
-    }
-    return { revoked: false };
+    return this.#deps.revocations ? subjectRevocation(this.#deps.revocations, subject, now) : { revoked: false };
   }
 
   async #evaluate(bundle: PolicyBundle, request: DecisionRequest, input: Record<string, unknown>): Promise<Outcome> {

@@ -1,5 +1,6 @@
 import type { JWTPayload } from 'jose';
 import type { RevokedTokenClaims } from '../data/revocation-schema.ts';
+import type { RevocationMatch } from '../data/revocation-index.ts';
 import type { VerifiedToken } from './verify.ts';
 
 /** What the policy sees of the caller: `input.subject` (documented in rego/README.md). */
@@ -79,6 +80,26 @@ export function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
     client_id: subject.client_id,
     iat: subject.token?.iat,
   };
+}
+
+/** The revocation lookups a subject is checked against (src/data/revocations.ts). */
+export interface RevocationLookup {
+  check(token: RevokedTokenClaims, nowS: number): RevocationMatch;
+  checkParty(party: { iss: string; sub?: string | undefined; client_id?: string | undefined }, nowS: number): RevocationMatch;
+}
+
+/**
+ * The token's own revocation, else that of the first revoked actor of its delegation chain
+ * (its depth, 1 = current actor). Decisions and admin requests are checked alike.
+ */
+export function subjectRevocation(revocations: RevocationLookup, subject: PolicySubject, nowS: number): PolicySubject['revoked'] {
+  const match = revocations.check(revocationClaims(subject), nowS);
+  if (match.revoked) return { revoked: true, reason: match.reason, revocation_id: match.revocation_id };
+  for (const [index, actor] of subject.act.entries()) {
+    const hit = revocations.checkParty(actorClaims(actor, subject.iss!), nowS);
+    if (hit.revoked) return { revoked: true, reason: hit.reason, revocation_id: hit.revocation_id, actor_depth: index + 1 };
+  }
+  return { revoked: false };
 }
 
 /**

@@ -1,10 +1,8 @@
 import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
-import { revocationClaims, subjectFromToken } from '../../tokens/subject.ts';
+import { subjectFromToken, subjectRevocation, type RevocationLookup } from '../../tokens/subject.ts';
 import type { IssuerRegistry } from '../../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../../tokens/verification-cache.ts';
-import type { RevokedTokenClaims } from '../../data/revocation-schema.ts';
-import type { RevocationMatch } from '../../data/revocations.ts';
 import { verifyAccessToken } from '../../tokens/verify.ts';
 import { problem } from '../problem.ts';
 
@@ -34,7 +32,7 @@ export interface AdminAuthDeps {
   /** Admin tools resend the same token for a batch of calls: verify it once until it expires. */
   cache?: VerificationCache;
   /** A stolen admin token is revoked like any other: checked on every call. */
-  revocations?: { check(token: RevokedTokenClaims, nowS: number): RevocationMatch };
+  revocations?: RevocationLookup;
 }
 
 /**
@@ -58,9 +56,9 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: verification.code }, challenge('invalid_token'));
     }
     const subject = subjectFromToken(verification, now);
-    const revoked = deps.revocations?.check(revocationClaims(subject), now);
+    const revoked = deps.revocations && subjectRevocation(deps.revocations, subject, now);
     if (revoked?.revoked) {
-      deps.logger.warn({ path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id }, 'revoked admin token refused');
+      deps.logger.warn({ path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id, actor_depth: revoked.actor_depth }, 'revoked admin token refused');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: 'token_revoked' }, challenge('invalid_token'));
     }
     const principal: AdminPrincipal = { iss: subject.iss!, sub: subject.sub!, ...(subject.client_id !== undefined && { client_id: subject.client_id }) };
