@@ -133,6 +133,20 @@ describe('arbiter config check', () => {
     expect(report.problems).toEqual([{ path: 'admin.issuers.0.jwks_file', message: expect.stringContaining(missing) }]);
   });
 
+  it.each([
+    ['a bundle signing key that is not PEM', 'bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: "not a pem"}\n', 'bundles.signing.keys.default.key'],
+    ['a TLS certificate file that is missing', 'server:\n  tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}\n', 'server.tls.cert_file'],
+  ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
+    const file = join(dir, `check-${path}.yaml`);
+    writeFileSync(file, yaml);
+    const failure = await run(process.execPath, [cli, 'config', 'check', file, '--json']).catch((error: { code: number; stdout: string }) => error);
+    expect(failure).toMatchObject({ code: 2 });
+    expect((JSON.parse((failure as { stdout: string }).stdout) as { problems: { path: string }[] }).problems.map((p) => p.path)).toEqual([path]);
+    const { startTestArbiter } = await import('./support/arbiter.ts');
+    const { parse } = await import('yaml');
+    await expect(startTestArbiter(parse(yaml) as Record<string, unknown>)).rejects.toMatchObject({ issues: [expect.objectContaining({ path })] });
+  });
+
   it('exits 0 for a valid file', async () => {
     const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
     expect(stdout).toContain('valid');

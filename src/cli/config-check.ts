@@ -2,12 +2,13 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import { ConfigError } from '../errors.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
+import { readTlsMaterial } from '../server/tls.ts';
 import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 
 const HELP = `Usage: arbiter config check <file> [--json]
 
 Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path:
-the schema first, then the files it names (issuer key sets and secrets, bundle signing keys) as start-up reads them.
+the schema first, then the files it names (issuer key sets and secrets, bundle signing keys, TLS files) as start-up reads them.
 Remote key sets are not fetched. Exit codes: 0 valid, 2 invalid.`;
 
 export async function configCommand(argv: string[]): Promise<number> {
@@ -27,6 +28,7 @@ export async function configCommand(argv: string[]): Promise<number> {
     IssuerRegistry.fromConfig(config.issuers);
     IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' });
     bundleVerificationOptions(config.bundles.signing);
+    if (config.server.tls) readTlsMaterial(config.server.tls);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues }));

@@ -162,8 +162,23 @@ function importKey(keyid: string, { key, algorithm }: { key: string; algorithm: 
   try {
     return createPublicKey(key);
   } catch (error) {
-    throw new ConfigError([{ path: `keys.${keyid}.key`, message: `not a PEM public key or certificate: ${(error as Error).message}` }], 'bundle signature verification options');
+    throw new ConfigError([{ path: `keys.${keyid}.key`, message: verificationKeyProblem(error) }], 'bundle signature verification options');
   }
+}
+
+/** Why `key` cannot verify signatures of `algorithm`, or undefined when it can: configuration checks it up front. */
+export function verificationKeyError(key: string, algorithm: string): string | undefined {
+  if (algorithm.startsWith('HS')) return undefined;
+  try {
+    createPublicKey(key);
+    return undefined;
+  } catch (error) {
+    return verificationKeyProblem(error);
+  }
+}
+
+function verificationKeyProblem(error: unknown): string {
+  return `not a PEM public key or certificate: ${(error as Error).message}`;
 }
 
 const signedFileSchema = z.object({ name: z.string().min(1), hash: z.string(), algorithm: z.string() });

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { BundlesConfig } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
-import type { VerificationOptions } from './signatures.ts';
+import { verificationKeyError, type VerificationOptions } from './signatures.ts';
 
 type SigningConfig = BundlesConfig['signing'];
 type VerificationConfig = Omit<SigningConfig, 'bundles'>;
@@ -24,7 +24,12 @@ export function bundleVerificationOptions(signing: SigningConfig): (name: string
 function resolve(config: VerificationConfig, path: string): VerificationOptions {
   const keys: VerificationOptions['keys'] = {};
   for (const [keyid, { key, key_file, algorithm }] of Object.entries(config.keys)) {
-    keys[keyid] = { key: key ?? readKeyFile(key_file!, `${path}.keys.${keyid}.key_file`), algorithm };
+    const at = `${path}.keys.${keyid}.${key === undefined ? 'key_file' : 'key'}`;
+    const material = key ?? readKeyFile(key_file!, at);
+    // Parsed now, so a bad key stops start-up (and config check) instead of the first signed push.
+    const problem = verificationKeyError(material, algorithm);
+    if (problem !== undefined) throw new ConfigError([{ path: at, message: problem }]);
+    keys[keyid] = { key: material, algorithm };
   }
   return { keys, ...(config.scope !== undefined && { scope: config.scope }), exclude: config.exclude };
 }

@@ -25,6 +25,7 @@ import { devTrustedIssuer, loadOrCreateDevIssuerKey } from '../tokens/dev-issuer
 import { IssuerRegistry, type TrustedIssuer } from '../tokens/trusted-issuers.ts';
 import { VerificationCache } from '../tokens/verification-cache.ts';
 import { createApp } from './app.ts';
+import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
 
 export interface Arbiter {
@@ -64,6 +65,8 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
 /** Builds and starts every part; `opened` collects how to close what exists so far. */
 async function assemble(config: Config, options: StartOptions, opened: (() => unknown)[]): Promise<Arbiter> {
   const logger = options.logger ?? pino({ level: config.logging.level, timestamp: pino.stdTimeFunctions.isoTime });
+  // Read first: a bad certificate stops start-up before anything is opened.
+  const tlsMaterial = config.server.tls && readTlsMaterial(config.server.tls);
 
   const devIssuers: TrustedIssuer[] = [];
   if (config.dev_issuer.enabled) {
@@ -149,7 +152,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
   });
 
-  const server = await listen(app.fetch, config.server);
+  const server = await listen(app.fetch, config.server, tlsMaterial);
   const { port } = server.address() as AddressInfo;
   const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
   const url = `${config.server.tls ? 'https' : 'http'}://${host}:${port}`;
@@ -185,15 +188,15 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   };
 }
 
-function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server']): Promise<ServerType> {
-  const tls = options.tls && {
+function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server'], material: TlsMaterial | undefined): Promise<ServerType> {
+  const tls = material && {
     createServer: createHttpsServer,
     serverOptions: {
-      cert: readFileSync(options.tls.cert_file),
-      key: readFileSync(options.tls.key_file),
+      cert: material.cert,
+      key: material.key,
       // Client certificates are requested, and checked by the gateway middleware so a
       // missing one gets a problem response instead of a failed handshake.
-      ...(options.tls.ca_file !== undefined && { ca: readFileSync(options.tls.ca_file), requestCert: true, rejectUnauthorized: false }),
+      ...(material.ca !== undefined && { ca: material.ca, requestCert: true, rejectUnauthorized: false }),
     },
   };
   return new Promise((resolve, reject) => {
