@@ -22,6 +22,22 @@ describe('arbiter CLI', () => {
     const unknown = await cli('frobnicate');
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown command');
+    const none = await cli();
+    expect(none).toMatchObject({ code: 2, stdout: '' });
+    expect(none.stderr).toContain('Usage: arbiter <command>');
+  });
+
+  it('refuses a malformed admin token or URL as a usage error, without echoing the token', async () => {
+    const env = { ...process.env, ARBITER_URL: 'http://127.0.0.1:9', ARBITER_TOKEN: 'eyJhbGciOi.secret-part\nsecond-line' };
+    const token = await run(process.execPath, ['src/cli/main.ts', 'bundle', 'list'], { env }).catch((error: { code: number; stderr: string }) => error);
+    expect(token).toMatchObject({ code: 2 });
+    expect((token as { stderr: string }).stderr).toContain('admin token');
+    expect((token as { stderr: string }).stderr).not.toContain('secret-part');
+    const url = await run(process.execPath, ['src/cli/main.ts', 'bundle', 'list'], { env: { ...env, ARBITER_TOKEN: 'a.b.c', ARBITER_URL: 'not a url' } }).catch(
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(url).toMatchObject({ code: 2 });
+    expect((url as { stderr: string }).stderr).toContain('is not a URL');
   });
 
   it('mints a development token, and says what is missing when it cannot', async () => {

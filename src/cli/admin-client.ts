@@ -39,8 +39,18 @@ export async function adminSend(
   const base = adminBaseUrl(options);
   const token = options.token ?? process.env.ARBITER_TOKEN;
   if (!token) throw new ArbiterError('usage', 'an admin token is required: --token or $ARBITER_TOKEN');
+  // Checked here, never echoed: fetch's own error for a bad header value quotes the whole token.
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    throw new ArbiterError('usage', 'the admin token (--token or $ARBITER_TOKEN) holds spaces, line breaks or non-ASCII characters: pass the token alone, on one line');
+  }
+  let url: URL;
   try {
-    return await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
+    url = new URL(path, base);
+  } catch {
+    throw new ArbiterError('usage', `${JSON.stringify(base)} is not a URL (--url or $ARBITER_URL)`);
+  }
+  try {
+    return await fetch(url, { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
   } catch (error) {
     const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
     console.error(`arbiter: ${base} is unreachable: ${cause}; is the server running? (--url or $ARBITER_URL)`);
@@ -64,7 +74,13 @@ export async function adminRequest(
     return undefined;
   }
   if (options.json) console.log(text);
-  return JSON.parse(text) as unknown;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    // A proxy's page, not Arbiter: say so instead of a parser's stack trace.
+    console.error(`arbiter: ${method} ${path} answered ${response.status} with something that is not JSON; is ${adminBaseUrl(options)} an Arbiter server?`);
+    return undefined;
+  }
 }
 
 /** Says on stderr what failed and what to do next; echoes the problem on stdout with --json. Returns exit code 1. */

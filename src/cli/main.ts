@@ -33,8 +33,9 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({ args: argv.slice(0, 1), options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: false });
   const name = positionals[0];
   if (!name || values.help) {
-    console.log(usage());
-    return name || values.help ? EXIT.ok : EXIT.usage;
+    // Asked for, usage is the answer (stdout, 0); without a command it is the error (stderr, 2).
+    (values.help ? console.log : console.error)(usage());
+    return values.help ? EXIT.ok : EXIT.usage;
   }
   const command = COMMANDS[name];
   if (!command) {
