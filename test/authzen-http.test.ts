@@ -358,9 +358,15 @@ describe('search', () => {
       const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page });
       expect(res.status).toBe(400);
     }
-    const unsupported = await postJson(url('/access/v1/search/action'), { subject: user('u1'), resource: { type: 'doc', id: 'd1' } }, { 'X-Tenant': 'echo' });
+    const unsupported = await postJson(url('/access/v1/search/resource'), { subject: user('u1'), action: { name: 'read' }, resource: { type: 'doc' } }, { 'X-Tenant': 'echo' });
     expect(unsupported.status).toBe(501);
     expect(unsupported.body!.code).toBe('search_unsupported');
+  });
+
+  it('returns only candidates allowed without conditions: an allow with obligations is left out', async () => {
+    const res = await postJson(url('/access/v1/search/action'), { subject: user('u1'), resource: { type: 'doc', id: 'd1' } }, { 'X-Tenant': 'echo' });
+    expect(res.status).toBe(200);
+    expect(res.body!.results).toEqual([{ name: 'plain' }]);
   });
 
   it('echoes X-Request-ID', async () => {
@@ -386,6 +392,12 @@ describe('GET /.well-known/authzen-configuration', () => {
 
   it('leaves out the searches a tenant bundle does not support', async () => {
     const response = await fetch(url('/.well-known/authzen-configuration'), { headers: { 'X-Tenant': 'echo' } });
-    expect(Object.keys((await response.json()) as object).sort()).toEqual(['access_evaluation_endpoint', 'access_evaluations_endpoint', 'policy_decision_point']);
+    // azecho lists action candidates only.
+    expect(Object.keys((await response.json()) as object).sort()).toEqual([
+      'access_evaluation_endpoint',
+      'access_evaluations_endpoint',
+      'policy_decision_point',
+      'search_action_endpoint',
+    ]);
   });
 });

@@ -2,7 +2,7 @@
  * AuthZEN search: the bundle lists candidates for the searched entity, each candidate is
  * evaluated with the bundle's ordinary evaluation entrypoint, and the allowed ones are
  * returned in candidate order, a page at a time. A search can therefore never return an
- * entity an evaluation would deny.
+ * entity an evaluation would deny, nor one it would allow only with obligations.
  */
 import type { z } from 'zod';
 import type { Decision, DecisionRequest } from '../decisions/pipeline.ts';
@@ -137,7 +137,8 @@ export async function runSearch<K extends SearchKind>(plan: SearchPlan<K>, targe
     const candidate = candidates.list[index]!;
     const decision = await target.decide(decisionRequest(plan.evaluation(candidate), target));
     if (!decision.answered) return { ok: false, status: 503, code: 'authzen_unavailable', message: decision.reasons[0]?.message ?? 'no bundle answered' };
-    if (!decision.allow) continue;
+    // A result is an unconditional yes: a search cannot carry the obligations an allow came with.
+    if (!decision.allow || decision.obligations.length > 0) continue;
     if (results.length === limit) return { ok: true, response: { page: { next_token: encodePageToken(index, digest) }, results } };
     results.push(candidate);
   }
