@@ -301,6 +301,14 @@ describe('search', () => {
     expect(res.body).toEqual({ page: { next_token: '' }, results: [user(rick), user(morty), user(summer)] });
   });
 
+  it('lowers a page limit above the maximum, however large, instead of refusing it', async () => {
+    for (const limit of [5000, 2 ** 60]) {
+      const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit } });
+      expect(res.status, String(limit)).toBe(200);
+      expect(res.body!.results).toEqual([user(rick), user(morty), user(summer)]);
+    }
+  });
+
   it('walks every page with limit 1 and ends with an empty next_token', async () => {
     const pages = await walk('/access/v1/search/subject', subjectQuery, 1);
     expect(pages.map((p) => p.results)).toEqual([[user(rick)], [user(morty)], [user(summer)]]);

@@ -67,9 +67,11 @@ export type EvaluationsRequest = z.infer<typeof evaluationsRequestSchema>;
 const pageSchema = z
   .object({
     token: z.string().optional(),
+    // Any whole number from 1, however large (z.int() stops at 2^53): what is above the maximum is lowered to it.
     limit: z
-      .int()
+      .number()
       .min(1)
+      .refine(Number.isInteger, 'Invalid input: expected int, received number')
       .transform((limit) => Math.min(limit, MAX_PAGE_LIMIT))
       .optional(),
   })
