@@ -173,6 +173,17 @@ describe('evaluation pool (worker threads)', () => {
     expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 5, resultSet: [{ result: { reasons: [{ pair: { a: 5 } }] } }] });
   });
 
+  it('answers every evaluation when more than a worker takes at once are denied on the spot', async () => {
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 64, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const echo = await bundle('echo');
+    const big = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: 'x'.repeat(20) }]));
+    pool.setLiveData({ big }, 2);
+    // More than the worker's in-flight window: those queued beyond it must be answered too, not wait for the next call.
+    const results = await Promise.all(Array.from({ length: 40 }, () => pool.evaluate(echo, 'echo/decision', input({}))));
+    expect(results.every((r) => !r.ok && r.code === 'policy_resource_limit')).toBe(true);
+  });
+
   it('answers policy_error for a module that cannot be instantiated', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 256, logger: pino({ level: 'silent' }) });
     evaluator = pool;

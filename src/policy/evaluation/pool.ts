@@ -275,6 +275,8 @@ export class EvaluationPool implements PolicyEvaluator {
   #resume(slot: Slot): void {
     const waiting = slot.waiting.splice(0);
     for (const job of waiting) this.#assign(slot, job);
+    // Jobs denied on the spot (a module that failed) free room on the worker for queued ones.
+    this.#dispatch();
   }
 
   /** Only the job the worker is running has a deadline: it is the one stuck. */
