@@ -229,6 +229,30 @@ describe('verify', () => {
 });
 
 describe('retention', () => {
+  it.each([
+    ['an edited anchor bound', 'UPDATE anchors SET next_by = 1000000000'],
+    ['a forged checkpoint below the prune point', "INSERT INTO checkpoints (seq, hash, record_count, created_at, key_id, signature, next_by) VALUES (5, 'x', 5, 0, 'x', 'x', 1000000000)"],
+  ])('refuses to sign over %s, so the rewrite it covers stays visible to verify', async (_label, forge) => {
+    let log = await open();
+    await fill(log, 25, { allow: false });
+    await log.close();
+    // Without the key: flip a record that retention keeps, re-chain after it, drop the checkpoints, forge a bound.
+    const db = new DatabaseSync(temp.path);
+    let prev = (db.prepare('SELECT hash FROM decisions WHERE seq = 17').get() as { hash: string }).hash;
+    for (const row of db.prepare('SELECT seq, body FROM decisions WHERE seq >= 18 ORDER BY seq').all() as { seq: number; body: string }[]) {
+      const body = row.seq === 18 ? row.body.replace('"allow":false', '"allow":true') : row.body;
+      const hash = chainHash(prev, row.seq, body);
+      db.prepare('UPDATE decisions SET body = ?, allow = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(body, row.seq === 18 ? 1 : 0, prev, hash, row.seq);
+      prev = hash;
+    }
+    db.exec('DELETE FROM checkpoints');
+    db.exec(forge);
+    db.close();
+    log = await open({ retention: { max_records: 10, check_interval_s: 3_600 } });
+    await expect(log.prune()).rejects.toThrow(/not signed by the checkpoint key/);
+    expect((await log.verify()).ok).toBe(false);
+  });
+
   it('prunes the oldest beyond max_records and the rest still verifies, also after reopen', async () => {
     let log = await open({ retention: { max_records: 20, check_interval_s: 3_600 } });
     const records = await fill(log, 45);

@@ -1,7 +1,8 @@
 import type { DatabaseSync } from 'node:sqlite';
-import { signMark } from './chain.ts';
-import type { CheckpointKey } from './chain.ts';
-import { insertAnchor, readNextBy } from './writer.ts';
+import { ArbiterError } from '../errors.ts';
+import { markFromRow, markSignatureValid, signMark } from './chain.ts';
+import type { CheckpointKey, MarkRow, SignedMark } from './chain.ts';
+import { insertAnchor } from './writer.ts';
 
 export interface RetentionPolicy {
   maxAgeDays?: number | undefined;
@@ -34,6 +35,20 @@ export function pruneTarget(db: DatabaseSync, policy: RetentionPolicy, now: numb
 }
 
 /**
+ * The mark the query finds, or undefined when there is none; throws when its signature does
+ * not hold, so that retention stops (and verify keeps reporting it) instead of signing over it.
+ */
+function signedMark(db: DatabaseSync, key: CheckpointKey, sql: string, params: number[], kind: SignedMark['kind']): SignedMark | undefined {
+  const row = db.prepare(sql).get(...params) as MarkRow | undefined;
+  if (row === undefined) return undefined;
+  const mark = markFromRow(row, kind);
+  if (!markSignatureValid(mark, key)) {
+    throw new ArbiterError('decision_log_tampered', `retention stopped: the ${kind} at seq ${mark.seq} is not signed by the checkpoint key (run verify)`);
+  }
+  return mark;
+}
+
+/**
  * Deletes records up to `throughSeq` (at most `maxRecords` of them, oldest first, so a
  * large backlog is pruned in short transactions) and replaces the anchor with a signed
  * one for the last record deleted. Returns how many records were deleted.
@@ -54,12 +69,15 @@ export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: numb
       db.exec('COMMIT');
       return 0;
     }
-    const previous = db.prepare('SELECT record_count FROM anchors ORDER BY seq DESC LIMIT 1').get() as
-      | { record_count: number }
-      | undefined;
+    const previous = signedMark(db, key, 'SELECT * FROM anchors ORDER BY seq DESC LIMIT 1', [], 'anchor');
     // The anchor carries on the bound in force where it stands (the next checkpoint
-    // after it, or the end of the log, lies within it), read before its source is pruned.
-    const nextBy = readNextBy(db, last.seq);
+    // after it, or the end of the log, lies within it), read before its source is pruned,
+    // and only from a mark whose signature holds: re-signing an edited bound (or a forged
+    // anchor) would launder a rewrite of the chain that verify reports today.
+    const source =
+      signedMark(db, key, 'SELECT * FROM checkpoints WHERE seq <= ? AND next_by IS NOT NULL ORDER BY seq DESC LIMIT 1', [last.seq], 'checkpoint') ??
+      previous;
+    const nextBy = source?.next_by;
     const { changes } = db.prepare('DELETE FROM decisions WHERE seq <= ?').run(last.seq);
     // Checkpoints over pruned records can no longer be checked against them; the anchor
     // now vouches for that part of the chain.
