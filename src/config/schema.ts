@@ -157,7 +157,7 @@ const configShape = z.strictObject({
       workers: z
         .number().int().min(0).max(64).default(1)
         .describe('Worker threads evaluating policies; 0 evaluates on the main thread (no deadline: for benchmarks and debugging only).'),
-      deadline_ms: z.number().int().positive().max(60_000).default(100).describe('An evaluation still running after this is stopped: deny policy_timeout.'),
+      deadline_ms: z.number().int().positive().max(60_000).default(100).describe('An evaluation still running after this much of its own running time is stopped: deny policy_timeout. Time spent queued behind other evaluations on the same worker (up to 16 in flight) does not count, so a decision can take longer in total.'),
       max_memory_mb: z.number().int().min(2).max(4096).default(256).describe('WebAssembly memory ceiling per policy instance: beyond it, deny policy_resource_limit.'),
     })
     .prefault({}),
