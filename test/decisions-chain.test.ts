@@ -54,6 +54,19 @@ function tamper(sql: string, ...params: (string | number)[]): void {
   db.close();
 }
 
+/** Recomputes prev_hash and hash from `seq` on over the bodies as they now are: what an attacker without the key does after an edit. */
+function rechainFrom(db: DatabaseSync, seq: number): void {
+  let prev = seq === 1 ? GENESIS_HASH : (db.prepare('SELECT hash FROM decisions WHERE seq = ?').get(seq - 1) as { hash: string }).hash;
+  for (const row of db.prepare('SELECT seq, body FROM decisions WHERE seq >= ? ORDER BY seq').all(seq) as { seq: number; body: string }[]) {
+    const hash = chainHash(prev, row.seq, row.body);
+    db.prepare('UPDATE decisions SET prev_hash = ?, hash = ? WHERE seq = ?').run(prev, hash, row.seq);
+    prev = hash;
+  }
+}
+
+/** Turns the deny at `seq` into an allow, body and index column. */
+const FLIP_TO_ALLOW = `UPDATE decisions SET body = replace(body, '"allow":false', '"allow":true'), allow = 1 WHERE seq = ?`;
+
 /**
  * Plants a forged decision at `seq` without the key: a copy of the oldest record under a
  * new id, turned into an allow, with made-up chain columns. Returns the forged id.
@@ -134,12 +147,7 @@ describe('verify', () => {
     // Edit record 3 and recompute every hash after it, as an attacker without the key would.
     const db = new DatabaseSync(temp.path);
     db.prepare("UPDATE decisions SET body = replace(body, '\"alice\"', '\"mallory\"'), sub = 'mallory' WHERE seq = 3").run();
-    let prev = (db.prepare('SELECT hash FROM decisions WHERE seq = 2').get() as { hash: string }).hash;
-    for (const row of db.prepare('SELECT seq, body FROM decisions WHERE seq >= 3 ORDER BY seq').all() as { seq: number; body: string }[]) {
-      const hash = chainHash(prev, row.seq, row.body);
-      db.prepare('UPDATE decisions SET prev_hash = ?, hash = ? WHERE seq = ?').run(prev, hash, row.seq);
-      prev = hash;
-    }
+    rechainFrom(db, 3);
     db.close();
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_mismatch' });
   });
@@ -151,13 +159,8 @@ describe('verify', () => {
     log = await open();
     // Without the key: flip record 7 to an allow, recompute every hash, drop the checkpoints.
     const db = new DatabaseSync(temp.path);
-    let prev = GENESIS_HASH;
-    for (const row of db.prepare('SELECT seq, body FROM decisions ORDER BY seq').all() as { seq: number; body: string }[]) {
-      const body = row.seq === 7 ? row.body.replace('"allow":false', '"allow":true') : row.body;
-      const hash = chainHash(prev, row.seq, body);
-      db.prepare('UPDATE decisions SET body = ?, allow = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(body, row.seq === 7 ? 1 : 0, prev, hash, row.seq);
-      prev = hash;
-    }
+    db.prepare(FLIP_TO_ALLOW).run(7);
+    rechainFrom(db, 7);
     db.exec('DELETE FROM checkpoints');
     db.close();
     expect(await log.verify()).toEqual({
@@ -238,13 +241,8 @@ describe('retention', () => {
     await log.close();
     // Without the key: flip a record that retention keeps, re-chain after it, drop the checkpoints, forge a bound.
     const db = new DatabaseSync(temp.path);
-    let prev = (db.prepare('SELECT hash FROM decisions WHERE seq = 17').get() as { hash: string }).hash;
-    for (const row of db.prepare('SELECT seq, body FROM decisions WHERE seq >= 18 ORDER BY seq').all() as { seq: number; body: string }[]) {
-      const body = row.seq === 18 ? row.body.replace('"allow":false', '"allow":true') : row.body;
-      const hash = chainHash(prev, row.seq, body);
-      db.prepare('UPDATE decisions SET body = ?, allow = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(body, row.seq === 18 ? 1 : 0, prev, hash, row.seq);
-      prev = hash;
-    }
+    db.prepare(FLIP_TO_ALLOW).run(18);
+    rechainFrom(db, 18);
     db.exec('DELETE FROM checkpoints');
     db.exec(forge);
     db.close();
