@@ -123,7 +123,8 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
     let checkpointsVerified = 0;
     let checkpoint = checkpoints.next().value;
     // The record at this seq must come with a checkpoint, if none came sooner. An anchor
-    // signed before version 3 (never the case once the log is opened) bounds nothing.
+    // without one (signed before version 3, which the upgrade re-signs: only an edited log
+    // has one) leaves no room, failing closed: the first record must come with a checkpoint.
     let nextBy = anchor?.next_by ?? start;
     const fail = (decisionId: string | null, seq: number, reason: MismatchReason): VerifyReport => ({
       ok: false,
