@@ -388,6 +388,20 @@ describe('schema', () => {
     expect(await log.verify()).toMatchObject({ ok: true, checked: 15 });
   });
 
+  it('does not upgrade (and sign) a version 2 log whose retention anchor is not signed by the key', async () => {
+    const log = await open({ checkpoint: { every_records: 10 }, retention: { max_records: 5, check_interval_s: 3_600 } });
+    for (let i = 0; i < 12; i++) await log.append(decision());
+    await log.prune();
+    await log.close();
+    store = undefined;
+    downgradeToVersion2(temp.path);
+    const db = new DatabaseSync(temp.path);
+    db.exec("UPDATE anchors SET hash = '" + 'f'.repeat(64) + "'");
+    db.close();
+    await expect(open({ checkpoint: { every_records: 10 } })).rejects.toThrow(/anchor at seq 7 is not signed/);
+    expect(userVersion(temp.path)).toBe(2);
+  });
+
   it('upgrades a version 1 log: reason filters, verify and appends keep working', async () => {
     let log = await open();
     const denied = decision({ allow: false, reasons: ['scope_missing', 'revoked'] });

@@ -1,6 +1,7 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { chainHash, GENESIS_HASH, signMark } from './chain.ts';
-import type { CheckpointKey, SignedMark } from './chain.ts';
+import { ArbiterError } from '../errors.ts';
+import { chainHash, GENESIS_HASH, markFromRow, markSignatureValid, signMark } from './chain.ts';
+import type { CheckpointKey, MarkRow, SignedMark } from './chain.ts';
 import type { DecisionRecord, IndexColumns } from './record.ts';
 import { reasonSetKey } from './schema.ts';
 
@@ -228,10 +229,12 @@ export function readNextBy(db: DatabaseSync, atOrBelow = Number.MAX_SAFE_INTEGER
  */
 export function sealChainStart(db: DatabaseSync, key: CheckpointKey, everyRecords: number, now = Date.now()): void {
   const head = readHead(db);
-  const anchor = db.prepare('SELECT seq, hash, record_count, created_at FROM anchors ORDER BY seq DESC LIMIT 1').get() as
-    | { seq: number; hash: string; record_count: number; created_at: number }
-    | undefined;
-  const start = anchor ?? { seq: 0, hash: GENESIS_HASH, record_count: 0, created_at: now };
+  const row = db.prepare('SELECT * FROM anchors ORDER BY seq DESC LIMIT 1').get() as MarkRow | undefined;
+  // Re-signed below with a bound: never an anchor the key did not sign (the upgrade stops instead).
+  if (row !== undefined && !markSignatureValid(markFromRow(row, 'anchor'), key)) {
+    throw new ArbiterError('decision_log_tampered', `the decision log's anchor at seq ${row.seq} is not signed by the checkpoint key: it is not upgraded (run arbiter decisions verify with the previous version)`);
+  }
+  const start = row === undefined ? { seq: 0, hash: GENESIS_HASH, record_count: 0, created_at: now } : { seq: row.seq, hash: row.hash, record_count: row.record_count, created_at: row.created_at };
   let nextBy = start.seq + everyRecords;
   if (head.seq > start.seq) {
     const checkpoint = signMark(
