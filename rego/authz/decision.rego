@@ -168,10 +168,15 @@ permission_hints[claim] := value if {
 
 # METADATA
 # title: Actors
-# description: The RFC 8693 delegation chain, current actor first; [] without delegation.
+# description: >-
+#   The RFC 8693 delegation chain, current actor first; [] without delegation. A chain
+#   that is present but not a list counts as one actor nobody can identify, so it is
+#   denied rather than ignored.
 default actors := []
 
 actors := input.subject.act if is_array(input.subject.act)
+
+else := [{}] if not is_null(object.get(input.subject, "act", null))
 
 # METADATA
 # title: Maximum delegation depth
@@ -247,6 +252,7 @@ accepted_approval := approval if {
 	approval.subject == evidence.subject_id
 	approval_covers_resource(approval, object.get(input.resource, "id", null))
 	is_number(input.context.now)
+	is_number(approval.expires_at)
 	approval.expires_at > input.context.now
 }
 
@@ -266,8 +272,11 @@ max_token_age_s := risk_policy.max_token_age_s
 
 # METADATA
 # title: Token fresh
-# description: The token's age (now - iat) does not exceed the risk level's limit.
-token_fresh if input.subject.token.age_s <= max_token_age_s
+# description: The token's age (now - iat), a number, does not exceed the risk level's limit.
+token_fresh if {
+	is_number(input.subject.token.age_s)
+	input.subject.token.age_s <= max_token_age_s
+}
 
 # METADATA
 # title: Token too old

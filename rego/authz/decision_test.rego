@@ -350,6 +350,37 @@ test_high_risk_without_token_age_fails_closed if {
 	fx.codes(result) == {"token_too_old_for_risk"}
 }
 
+test_high_risk_with_token_age_not_a_number_fails_closed if {
+	# null or false would otherwise compare as at most the limit.
+	every age in [null, false, "30"] {
+		token := object.union(fx.alice_subject.token, {"age_s": age})
+		subject := object.union(fx.alice_subject, {"scopes": ["invoices.write"], "token": token})
+		result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
+			with data.entitlements as fx.entitlements
+		fx.codes(result) == {"token_too_old_for_risk"}
+	}
+}
+
+test_approval_with_expiry_not_a_number_is_not_accepted if {
+	# A date string orders above every number in Rego: it would never expire.
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	approvals := {"apr-7f3a": object.union(fx.approvals["apr-7f3a"], {"expires_at": "2026-01-01T00:15:00Z"})}
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements with data.approvals as approvals
+	fx.codes(result) == {"approval_required"}
+}
+
+test_delegation_chain_that_is_not_a_list_is_not_ignored if {
+	every act in [{"sub": fx.expense_assistant}, "agent", true] {
+		subject := object.union(fx.alice_subject, {"scopes": ["invoices.write"], "act": act})
+		result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
+			with data.entitlements as fx.entitlements
+			with data.approvals as fx.approvals
+		result.allow == false
+		"delegation_not_permitted" in fx.codes(result)
+	}
+}
+
 test_approval_for_another_resource_is_not_accepted if {
 	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
 	request := object.union(approve_invoice(fx.agent_for_alice, context), {"resource": {"id": "inv-2"}})
