@@ -129,6 +129,9 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_malformed', () => idp.sign({ jti: { id: 'j' } as unknown as string })],
     ['token_malformed', () => idp.sign({ sid: ['s1'] })],
     ['token_malformed', () => idp.sign({ client_id: '' })],
+    // A delegation chain the subject could not read would be dropped, and the agent with it.
+    ['token_malformed', () => idp.sign({ act: [{ sub: 'agent:planner' }] })],
+    ['token_malformed', () => idp.sign({ act: { sub: 'agent:planner', act: 'agent:orchestrator' } })],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":"yesterday","exp":${now() + 60}}`)],
   ];
 

@@ -138,10 +138,22 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   if (notAString !== undefined) {
     return fail('token_malformed', `${notAString} must be a non-empty string`, iss);
   }
+  if (!delegationWellFormed(payload.act)) {
+    // An act the subject could not read would drop the delegation, and the agent with it.
+    return fail('token_malformed', 'act must be a JSON object, and so must every act nested in it (RFC 8693)', iss);
+  }
   if (payload.exp! - payload.iat! > config.max_lifetime_s) {
     return fail('token_lifetime_too_long', `token lifetime exceeds ${config.max_lifetime_s}s`, iss);
   }
   return { ok: true, payload, header, issuer, fingerprint };
+}
+
+/** An absent act, or an object whose nested acts are objects down the chain. */
+function delegationWellFormed(act: unknown): boolean {
+  for (let current = act; current !== undefined; current = (current as { act?: unknown }).act) {
+    if (typeof current !== 'object' || current === null || Array.isArray(current)) return false;
+  }
+  return true;
 }
 
 function classifyJoseError(error: unknown): { code: TokenFailureCode; message: string } {
