@@ -116,6 +116,14 @@ describe('RFC 6902 appendix A examples', () => {
 });
 
 describe('applyJsonPatch', () => {
+  it('refuses an empty object key, by add, copy or move, as every other live data write does', () => {
+    for (const operation of [{ op: 'add', path: '/', value: 1 }, { op: 'copy', from: '/a', path: '/' }, { op: 'move', from: '/a', path: '/' }]) {
+      expect(failure({ a: 1 }, [operation]).code, operation.op).toBe('json_patch_invalid');
+    }
+    // In an array, "" is not an index either.
+    expect(failure({ list: [] }, [{ op: 'add', path: '/list/', value: 1 }]).code).toBe('json_patch_path_not_found');
+  });
+
   it('copies a value', () => {
     expect(apply({ a: { b: [1] } }, [{ op: 'copy', from: '/a/b', path: '/c' }])).toEqual({ a: { b: [1] }, c: [1] });
   });

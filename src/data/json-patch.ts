@@ -155,7 +155,11 @@ function add(document: JsonValue, path: readonly string[], value: JsonValue, con
       if (index === undefined || index > parent.length) throw notFound(path, context);
       return Object.freeze(parent.toSpliced(index, 0, value));
     }
-    if (isJsonObject(parent)) return withMember(parent, token, value);
+    if (isJsonObject(parent)) {
+      // Live data keys are non-empty everywhere else (a document with "" would not load again).
+      if (token === '') throw context.error('json_patch_invalid', `"${pointerOf(path)}" names an empty object key: live data keys must be non-empty`);
+      return withMember(parent, token, value);
+    }
     throw notFound(path, context);
   });
 }
@@ -206,7 +210,10 @@ function updateParent(
   return rebuild(document, 0);
 }
 
+function pointerOf(path: readonly string[]): string {
+  return path.map((token) => `/${escapePointerToken(token)}`).join('');
+}
+
 function notFound(path: readonly string[], context: OperationContext): JsonPatchError {
-  const pointerText = path.map((token) => `/${escapePointerToken(token)}`).join('');
-  return context.error('json_patch_path_not_found', `no value at "${pointerText}"`);
+  return context.error('json_patch_path_not_found', `no value at "${pointerOf(path)}"`);
 }
