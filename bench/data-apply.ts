@@ -145,7 +145,7 @@ function measureStore(document: object, runs: number) {
  * directly so the instance's memory can be read and, for the second figure, sized up front.
  */
 async function measureSetData(document: object, runs: number) {
-  const data = overlay({ entitlements: document }, bundleData);
+  const data = overlay({ entitlements: document }, { data: bundleData, roots: ['authz'] });
   const maximum = (maxMemoryMb * 1024 * 1024) / WASM_PAGE;
   const setData: number[] = [];
   let pages = 0;

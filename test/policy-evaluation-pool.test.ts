@@ -13,7 +13,8 @@ import { BundleRegistry } from '../src/policy/registry.ts';
 async function bundle(name: string): Promise<EvaluableBundle> {
   const archive = new Uint8Array(readFileSync(join(inject('bundlesDir'), `${name}.tar.gz`)));
   const files = await readBundleArchive(archive);
-  return { digest: name, wasm: files.get('policy.wasm')!, data: JSON.parse(new TextDecoder().decode(files.get('data.json') ?? new TextEncoder().encode('{}'))) as Record<string, unknown> };
+  const data = JSON.parse(new TextDecoder().decode(files.get('data.json') ?? new TextEncoder().encode('{}'))) as Record<string, unknown>;
+  return { digest: name, wasm: files.get('policy.wasm')!, data, roots: parseManifest(files).roots };
 }
 
 /** Revision `revision` of the echo bundle, as the registry holds it; its digest is the revision. */
@@ -21,7 +22,8 @@ async function echoRevision(revision: string): Promise<PolicyBundle> {
   const archive = new Uint8Array(readFileSync(join(inject('bundlesDir'), 'echo.tar.gz')));
   const files = await readBundleArchive(archive);
   const { wasm, data } = await bundle('echo');
-  return { name: 'echo', revision, digest: revision, manifest: parseManifest(files), data, wasm, entrypoints: new Set(['echo/decision']), archive };
+  const manifest = parseManifest(files);
+  return { name: 'echo', revision, digest: revision, manifest, data, roots: manifest.roots, wasm, entrypoints: new Set(['echo/decision']), archive };
 }
 
 const input = (context: Record<string, unknown>) => JSON.stringify({ action: { name: 'read' }, context, subject: { revoked: { revoked: false } }, data_status: {} });
@@ -187,7 +189,7 @@ describe('evaluation pool (worker threads)', () => {
   it('answers policy_error for a module that cannot be instantiated', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 256, logger: pino({ level: 'silent' }) });
     evaluator = pool;
-    const broken = { digest: 'broken', wasm: new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1]), data: {} };
+    const broken = { digest: 'broken', wasm: new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1]), data: {}, roots: ['x'] };
     expect(await pool.evaluate(broken, 'x/decision', '{}')).toMatchObject({ ok: false, code: 'policy_error' });
   });
 });

@@ -17,6 +17,8 @@ export interface PolicyBundle {
   readonly manifest: Manifest;
   /** data.json content that came with the bundle; owned by the bundle's roots. */
   readonly data: Record<string, unknown>;
+  /** The manifest's roots (also in `manifest`), as evaluators read them. */
+  readonly roots: readonly string[];
   readonly wasm: Uint8Array;
   /** Entrypoints compiled into the module, e.g. `authz/decision`. */
   readonly entrypoints: ReadonlySet<string>;
@@ -65,6 +67,7 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
     digest: createHash('sha256').update(archive).digest('hex'),
     manifest,
     data,
+    roots: manifest.roots,
     wasm,
     entrypoints: new Set(Object.keys(entrypoints)),
     archive,

@@ -1,11 +1,13 @@
 import type { RawEvaluation } from '../engine.ts';
 import type { ThreadHeap } from '../../metrics/thread-heap.ts';
 
-/** A bundle revision as evaluators need it: its module, its own data, and a key to cache instances by. */
+/** A bundle revision as evaluators need it: its module, its own data and roots, and a key to cache instances by. */
 export interface EvaluableBundle {
   readonly digest: string;
   readonly wasm: Uint8Array;
   readonly data: Record<string, unknown>;
+  /** The manifest's roots: inside them, policies read the bundle's data only (see overlay). */
+  readonly roots: readonly string[];
 }
 
 export type PolicyEvaluation = RawEvaluation & {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode } from '../engine.ts';
-import { overlay } from '../overlay.ts';
+import { overlay, type BundleLayer } from '../overlay.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
 
 /** Retired revisions remembered: far more than decisions can be holding at once. */
@@ -13,7 +13,7 @@ const MAX_RETIRED = 1024;
 export class InProcessEvaluator implements PolicyEvaluator {
   readonly #maxMemoryPages: number;
   readonly #logger: Logger;
-  readonly #engines = new Map<string, { engine: Promise<PolicyEngine>; data: Record<string, unknown> }>();
+  readonly #engines = new Map<string, { engine: Promise<PolicyEngine>; layer: BundleLayer }>();
   /** Revisions that no longer serve, oldest first: one asked for late gets an instance it does not keep. */
   readonly #retired = new Set<string>();
   /** Revisions whose instance could not take the live data: dropped, they deny with the reason until the next data version. */
@@ -49,10 +49,10 @@ export class InProcessEvaluator implements PolicyEvaluator {
     this.#version = version;
     // A revision whose instance could not take the previous data gets a fresh one with this version.
     this.#failed.clear();
-    for (const [digest, { engine, data: bundleData }] of this.#engines) {
+    for (const [digest, { engine, layer }] of this.#engines) {
       // Applied in order; a version already replaced by a newer one is skipped, the newer one is applied after.
       void engine.then((e) => {
-        if (this.#version === version) this.#setData(digest, e, bundleData);
+        if (this.#version === version) this.#setData(digest, e, layer);
       }, () => {});
     }
   }
@@ -73,7 +73,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
   #instance(bundle: EvaluableBundle): Promise<PolicyEngine> {
     let loaded = this.#engines.get(bundle.digest);
     if (!loaded) {
-      loaded = { engine: this.#load(bundle), data: bundle.data };
+      loaded = { engine: this.#load(bundle), layer: layerOf(bundle) };
       this.#engines.set(bundle.digest, loaded);
     }
     return loaded.engine;
@@ -81,7 +81,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
 
   #load(bundle: EvaluableBundle): Promise<PolicyEngine> {
     return PolicyEngine.load(bundle.wasm, { maxMemoryPages: this.#maxMemoryPages }).then((engine) => {
-      this.#setData(bundle.digest, engine, bundle.data);
+      this.#setData(bundle.digest, engine, layerOf(bundle));
       return engine;
     });
   }
@@ -91,9 +91,9 @@ export class InProcessEvaluator implements PolicyEvaluator {
    * take it (past its memory ceiling) must not answer on old or half-set data: it is dropped,
    * and evaluations of its revision deny with the reason until the next data version.
    */
-  #setData(digest: string, engine: PolicyEngine, bundleData: Record<string, unknown>): void {
+  #setData(digest: string, engine: PolicyEngine, layer: BundleLayer): void {
     try {
-      engine.setData(overlay(this.#liveData, bundleData));
+      engine.setData(overlay(this.#liveData, layer));
     } catch (error) {
       const failure = dataFailure(error, this.#version);
       this.#failed.set(digest, failure);
@@ -109,4 +109,8 @@ export class InProcessEvaluator implements PolicyEvaluator {
   async close(): Promise<void> {
     this.#engines.clear();
   }
+}
+
+function layerOf(bundle: EvaluableBundle): BundleLayer {
+  return { data: bundle.data, roots: bundle.roots };
 }

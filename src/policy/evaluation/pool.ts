@@ -191,7 +191,7 @@ export class EvaluationPool implements PolicyEvaluator {
       return;
     }
     if (state === undefined) {
-      this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, bundleData: job.bundle.data });
+      this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, layer: { data: job.bundle.data, roots: job.bundle.roots } });
       slot.modules.set(digest, 'loading');
     }
     if (!slot.ready || slot.dataPending > 0 || slot.modules.get(digest) !== 'loaded' || loading(slot)) {

@@ -1,4 +1,5 @@
 import type { EvaluationFailureCode, RawEvaluation } from '../engine.ts';
+import type { BundleLayer } from '../overlay.ts';
 
 /**
  * Messages between the evaluation pool (main thread) and its workers. Each worker holds
@@ -6,7 +7,7 @@ import type { EvaluationFailureCode, RawEvaluation } from '../engine.ts';
  * messages are handled in order, so a `data` message lands between two evaluations.
  */
 export type ToWorker =
-  | { type: 'load'; digest: string; wasm: Uint8Array; bundleData: Record<string, unknown> }
+  | { type: 'load'; digest: string; wasm: Uint8Array; layer: BundleLayer }
   | { type: 'unload'; digest: string }
   | { type: 'data'; json: string; version: number }
   | { type: 'evaluate'; id: number; digest: string; entrypoint: string; input: string }

@@ -4,12 +4,12 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode, type RawEvaluation } from '../engine.ts';
-import { overlay } from '../overlay.ts';
+import { overlay, type BundleLayer } from '../overlay.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
 const settings = workerData as WorkerSettings;
 const port = parentPort!;
-const engines = new Map<string, { engine: PolicyEngine; bundleData: Record<string, unknown> }>();
+const engines = new Map<string, { engine: PolicyEngine; layer: BundleLayer }>();
 /** Why an instance is gone: evaluations on it deny with this reason until it is loaded again. */
 const failed = new Map<string, { code: EvaluationFailureCode; message: string }>();
 let liveData: Record<string, unknown> = {};
@@ -22,7 +22,7 @@ function send(message: FromWorker): void {
   port.postMessage(message);
 }
 
-async function load(digest: string, wasm: Uint8Array, bundleData: Record<string, unknown>): Promise<void> {
+async function load(digest: string, wasm: Uint8Array, layer: BundleLayer): Promise<void> {
   let engine: PolicyEngine;
   try {
     engine = await PolicyEngine.load(wasm, { maxMemoryPages: settings.maxMemoryPages });
@@ -31,20 +31,20 @@ async function load(digest: string, wasm: Uint8Array, bundleData: Record<string,
     return;
   }
   // A module that compiles but cannot take today's live data (too big for its memory ceiling) may take the next version.
-  const failure = setData(engine, bundleData);
+  const failure = setData(engine, layer);
   if (failure) {
     send({ type: 'load_failed', digest, ...failure, dataVersion });
     return;
   }
-  engines.set(digest, { engine, bundleData });
+  engines.set(digest, { engine, layer });
   failed.delete(digest);
   send({ type: 'loaded', digest });
 }
 
 /** Sets the live data, overlaid with the bundle's own, in an instance; why it could not, if it could not. */
-function setData(engine: PolicyEngine, bundleData: Record<string, unknown>): { code: EvaluationFailureCode; message: string } | undefined {
+function setData(engine: PolicyEngine, layer: BundleLayer): { code: EvaluationFailureCode; message: string } | undefined {
   try {
-    engine.setData(overlay(liveData, bundleData));
+    engine.setData(overlay(liveData, layer));
     return undefined;
   } catch (error) {
     return dataFailure(error, dataVersion);
@@ -69,7 +69,7 @@ port.on('message', (message: ToWorker) => {
 async function handle(message: ToWorker): Promise<void> {
   switch (message.type) {
     case 'load':
-      return load(message.digest, message.wasm, message.bundleData);
+      return load(message.digest, message.wasm, message.layer);
     case 'unload':
       engines.delete(message.digest);
       failed.delete(message.digest);
@@ -77,8 +77,8 @@ async function handle(message: ToWorker): Promise<void> {
     case 'data':
       liveData = JSON.parse(message.json) as Record<string, unknown>;
       dataVersion = message.version;
-      for (const [digest, { engine, bundleData }] of engines) {
-        const failure = setData(engine, bundleData);
+      for (const [digest, { engine, layer }] of engines) {
+        const failure = setData(engine, layer);
         if (!failure) continue;
         // An instance whose data could not be set must not answer on stale or half data. The
         // pool hears of it before data_applied, so it answers with the reason and loads the
