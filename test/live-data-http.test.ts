@@ -105,6 +105,11 @@ describe('live data', () => {
     expect(await admin('PUT', '/v1/data/echo/x', 1)).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
     expect(await admin('PUT', '/v1/data/simple', {})).toMatchObject({ status: 409 });
     expect((await admin('GET', '/v1/data/simple/greeting')).body).toMatchObject({ result: 'hello', bundle: 'simple' });
+    // Above the roots: live documents and every bundle's data together, attributed to none.
+    await admin('PUT', '/v1/data/pair', { a: 9 });
+    const all = (await admin('GET', '/v1/data')).body!;
+    expect(all.result).toMatchObject({ pair: { a: 9 }, simple: { greeting: 'hello' } });
+    expect(all.bundle).toBeUndefined();
   });
 
   it('marks a document stale once it is older than its max age', async () => {

@@ -4,6 +4,7 @@ import { parseDataPath, type DataPath } from '../../data/data-path.ts';
 import { DocumentMetaInputSchema, type LiveData } from '../../data/documents.ts';
 import { JsonPatchSchema } from '../../data/json-patch.ts';
 import { ArbiterError } from '../../errors.ts';
+import { overlay } from '../../policy/overlay.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
@@ -32,10 +33,16 @@ export function dataRoutes(deps: DataRouteDeps) {
     .get(`${PREFIX}/*`, read, (c) => {
       try {
         const path = dataPathOf(c.req.url);
-        const owner = deps.bundles.ownerOf(path);
-        const value = owner ? valueAt(owner.data, path) : deps.liveData.get(path);
+        // What policies read: live data with every active bundle's data over its roots, so a
+        // path above several roots (the root itself) shows live documents and bundles alike.
+        const active = deps.bundles.list();
+        const snapshot = deps.liveData.snapshot();
+        const view = active.reduce<Record<string, unknown>>((data, bundle) => overlay(data, { data: bundle.data, roots: bundle.roots }), snapshot.data);
+        const value = valueAt(view, path);
         if (value === undefined) throw new ArbiterError('data_not_found', `no data at ${path.join('/') || '(root)'}`);
-        return c.json({ result: value, version: deps.liveData.snapshot().version, ...(owner && { bundle: owner.name }) });
+        // Attributed to a bundle only at or below one of its roots (an ancestor mixes several sources).
+        const owner = active.find((bundle) => bundle.roots.some((root) => isWithin(path, root)));
+        return c.json({ result: value, version: snapshot.version, ...(owner && { bundle: owner.name }) });
       } catch (error) {
         return adminProblem(c, error);
       }
@@ -81,6 +88,11 @@ function metaOf(headers: Record<string, string>) {
     throw new ArbiterError('data_meta_invalid', 'Arbiter-Data-Source must be 1-256 characters and Arbiter-Data-Max-Age a whole number of seconds > 0');
   }
   return parsed.data;
+}
+
+function isWithin(path: DataPath, root: string): boolean {
+  const segments = root === '' ? [] : root.split('/');
+  return segments.length <= path.length && segments.every((segment, i) => segment === path[i]);
 }
 
 function valueAt(data: unknown, path: DataPath): unknown {
