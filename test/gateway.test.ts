@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { request } from 'node:https';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
@@ -64,6 +66,23 @@ describe('concurrency ceiling', () => {
     expect(refused.headers.get('retry-after')).toBe('1');
     expect((await slow).body).toMatchObject({ allow: false, reasons: [{ code: 'policy_timeout' }] });
     expect((await postJson(url, body)).status).toBe(200);
+  });
+
+  it('a client that stalls while sending its body loses the slot after server.request_timeout_s', async () => {
+    arbiter = await startTestArbiter({ gateway: { max_concurrent: 1 }, server: { request_timeout_s: 1 } });
+    const url = new URL(`${arbiter.url}/v1/decide`);
+    const stalled = connect(Number(url.port), '127.0.0.1');
+    await once(stalled, 'connect');
+    stalled.write(`POST /v1/decide HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"action":`);
+    let answer = '';
+    stalled.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    const closed = once(stalled, 'close');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await postJson(url.href, body)).toMatchObject({ status: 429, body: { code: 'overloaded' } });
+    // Within the timeout plus Node's check interval (1 s here), the connection is closed and the slot freed.
+    await closed;
+    expect(answer).toMatch(/^HTTP\/1.1 408 /);
+    expect((await postJson(url.href, body)).status).toBe(200);
   });
 });
 

@@ -148,6 +148,9 @@ const configShape = z.strictObject({
       port: z.number().int().min(0).max(65_535).default(8181).describe('Listen port (0: any free port); PORT overrides.'),
       body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024).describe('Largest decision request body: 413 beyond it.'),
       shutdown_timeout_s: z.number().positive().max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
+      request_timeout_s: z
+        .number().positive().max(600).default(30)
+        .describe('Longest a client may take to send a whole request (headers and body); the connection is closed after it, so a stalled upload cannot hold a decision slot (gateway.max_concurrent) for long.'),
       tls: tlsSchema.optional().describe('Serve HTTPS; needed for gateway mTLS.'),
     })
     .prefault({}),

@@ -189,18 +189,25 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
 }
 
 function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server'], material: TlsMaterial | undefined): Promise<ServerType> {
-  const tls = material && {
-    createServer: createHttpsServer,
-    serverOptions: {
-      cert: material.cert,
-      key: material.key,
-      // Client certificates are requested, and checked by the gateway middleware so a
-      // missing one gets a problem response instead of a failed handshake.
-      ...(material.ca !== undefined && { ca: material.ca, requestCert: true, rejectUnauthorized: false }),
-    },
-  };
+  // Node's default lets a request trickle in for 5 minutes while it holds a decision slot;
+  // timeouts are checked every second instead of every 30.
+  const timeoutMs = options.request_timeout_s * 1000;
+  const timeouts = { requestTimeout: timeoutMs, headersTimeout: Math.min(timeoutMs, 60_000), connectionsCheckingInterval: 1000 };
+  const serverOptions = material
+    ? {
+        createServer: createHttpsServer,
+        serverOptions: {
+          ...timeouts,
+          cert: material.cert,
+          key: material.key,
+          // Client certificates are requested, and checked by the gateway middleware so a
+          // missing one gets a problem response instead of a failed handshake.
+          ...(material.ca !== undefined && { ca: material.ca, requestCert: true, rejectUnauthorized: false }),
+        },
+      }
+    : { serverOptions: timeouts };
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname: options.host, port: options.port, ...tls }, () => resolve(server));
+    const server = serve({ fetch, hostname: options.host, port: options.port, ...serverOptions }, () => resolve(server));
     server.once('error', (error: NodeJS.ErrnoException) => {
       const hint = error.code === 'EADDRINUSE' ? ': another process uses it; stop it or set server.port (or PORT)' : '';
       reject(new ArbiterError('listen_failed', `cannot listen on ${options.host}:${options.port}${hint} (${error.code ?? error.message})`, { cause: error }));
