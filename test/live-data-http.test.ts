@@ -94,8 +94,10 @@ describe('live data', () => {
     expect(missing).toMatchObject({ status: 409, body: { code: 'json_patch_path_not_found' } });
     const notJson = await admin('PUT', '/v1/data/pair', '{"a":');
     expect(notJson).toMatchObject({ status: 400, body: { code: 'malformed_json' } });
-    const badMeta = await admin('PUT', '/v1/data/pair', { a: 5 }, { 'arbiter-data-max-age': 'soon' });
-    expect(badMeta).toMatchObject({ status: 400, body: { code: 'data_meta_invalid' } });
+    for (const maxAge of ['soon', '1e3', '0x10', '1.5', '-1']) {
+      const badMeta = await admin('PUT', '/v1/data/pair', { a: 5 }, { 'arbiter-data-max-age': maxAge });
+      expect(badMeta, maxAge).toMatchObject({ status: 400, body: { code: 'data_meta_invalid' } });
+    }
     const deep = await admin('PUT', '/v1/data/deep', JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40)));
     expect(deep).toMatchObject({ status: 400, body: { code: 'data_too_deep' } });
     expect((await admin('GET', '/v1/data/pair')).body).toEqual(before);

@@ -81,7 +81,9 @@ function dataPathOf(url: string): DataPath {
 function metaOf(headers: Record<string, string>) {
   const raw: Record<string, unknown> = {};
   if (headers['arbiter-data-source'] !== undefined) raw.source = headers['arbiter-data-source'];
-  if (headers['arbiter-data-max-age'] !== undefined) raw.max_age_s = Number(headers['arbiter-data-max-age']);
+  const maxAge = headers['arbiter-data-max-age'];
+  // Digits only, as HTTP's own max-age: Number() would also take "1e3" or "0x10".
+  if (maxAge !== undefined) raw.max_age_s = /^[0-9]+$/.test(maxAge.trim()) ? Number(maxAge.trim()) : Number.NaN;
   if (Object.keys(raw).length === 0) return undefined;
   const parsed = DocumentMetaInputSchema.safeParse(raw);
   if (!parsed.success) {
