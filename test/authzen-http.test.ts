@@ -236,6 +236,17 @@ describe('POST /access/v1/evaluations', () => {
     expect(JSON.stringify(res.body!.evaluations)).toBe('[{"decision":true},{"decision":false},{"decision":false},{"decision":false},{"decision":true}]');
   });
 
+  it('takes an item member given as null for the item\'s (a deny), not the default', async () => {
+    const res = await evaluations({ ...mixed, evaluations: [{ subject: null, resource: todoOwnedBy('morty@the-citadel.com') }] });
+    expect(JSON.stringify(res.body!.evaluations)).toBe('[{"decision":false}]');
+  });
+
+  it('does not let the batch\'s bundle answer an item that names another tenant', async () => {
+    const res = await evaluations({ ...mixed, evaluations: [mixed.evaluations[0], { ...mixed.evaluations[0], context: { tenant: 'echo' } }], options: { include_reasons: true } });
+    expect(res.body!.evaluations[0].decision).toBe(true);
+    expect(res.body!.evaluations[1]).toMatchObject({ decision: false, context: { reasons: [{ id: 'invalid_evaluation', reason_admin: { en: expect.stringContaining('/context/tenant') } }] } });
+  });
+
   it('counts a bad item as a deny for deny_on_first_deny', async () => {
     const res = await evaluations({ ...mixed, evaluations: [mixed.evaluations[0], 'x', mixed.evaluations[0]], options: { evaluations_semantic: 'deny_on_first_deny' } });
     expect(JSON.stringify(res.body!.evaluations)).toBe('[{"decision":true},{"decision":false}]');

@@ -17,12 +17,14 @@ export type BatchOutcome =
 export async function evaluateBatch(
   request: EvaluationsRequest & { evaluations: unknown[] },
   decide: (evaluation: EvaluationRequest) => Promise<Decision>,
+  /** The tenant whose bundle answers the batch (X-Tenant or the top-level context.tenant). */
+  tenant?: string,
 ): Promise<BatchOutcome> {
   const semantic = request.options.evaluations_semantic;
   const explain = request.options.include_reasons;
   const evaluations: AuthzenDecision[] = [];
   for (const [index, item] of request.evaluations.entries()) {
-    const merged = withDefaults(request, item);
+    const merged = withDefaults(request, item, tenant);
     let result: AuthzenDecision;
     if (merged.success) {
       const decision = await decide(merged.data);
@@ -44,14 +46,20 @@ function stops(semantic: EvaluationsSemantic, decision: boolean): boolean {
   return false;
 }
 
-function withDefaults(defaults: EvaluationsRequest, item: unknown): { success: true; data: EvaluationRequest } | { success: false; message: string } {
+function withDefaults(
+  defaults: EvaluationsRequest,
+  item: unknown,
+  tenant: string | undefined,
+): { success: true; data: EvaluationRequest } | { success: false; message: string } {
   if (!isObject(item)) return { success: false, message: 'an evaluation must be an object' };
-  const merged = {
-    subject: item.subject ?? defaults.subject,
-    action: item.action ?? defaults.action,
-    resource: item.resource ?? defaults.resource,
-    context: item.context ?? defaults.context,
-  };
+  // A member the item gives, null included, is the item's: only an absent one is the default's.
+  const own = (key: 'subject' | 'action' | 'resource' | 'context') => (Object.hasOwn(item, key) ? item[key] : defaults[key]);
+  const merged = { subject: own('subject'), action: own('action'), resource: own('resource'), context: own('context') };
+  // One bundle answers the batch: an item that names another tenant is not evaluated by it.
+  const itemTenant = Object.hasOwn(item, 'context') && isObject(item.context) ? item.context.tenant : undefined;
+  if (typeof itemTenant === 'string' && itemTenant !== tenant) {
+    return { success: false, message: `/context/tenant: ${JSON.stringify(itemTenant)} is not the tenant answering this batch (X-Tenant or the top-level context.tenant)` };
+  }
   const parsed = evaluationRequestSchema.safeParse(merged);
   if (parsed.success) return parsed;
   return { success: false, message: fieldErrors(parsed.error).map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; ') };

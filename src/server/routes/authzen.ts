@@ -92,7 +92,8 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
       }
       const resolution = resolve(asked(c), request.context);
       if (!resolution.ok) return unavailable(c, resolution.message);
-      const outcome = await evaluateBatch({ ...request, evaluations }, decide(asked(c), AUTHZEN_PATHS.evaluations, resolution.authzen));
+      const tenant = tenantOf(c.req.header(TENANT_HEADER), request.context);
+      const outcome = await evaluateBatch({ ...request, evaluations }, decide(asked(c), AUTHZEN_PATHS.evaluations, resolution.authzen), tenant);
       if (!outcome.ok) return unavailable(c, firstReason(outcome.decision));
       return c.json({ evaluations: outcome.evaluations });
     })
