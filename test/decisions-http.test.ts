@@ -51,6 +51,10 @@ decision := {"allow": true, "reasons": [{"code": "granted"}], "obligations": []}
 # METADATA
 # entrypoint: true
 decision := {"allow": false, "reasons": [{"code": "frozen"}], "obligations": []}
+
+# METADATA
+# entrypoint: true
+issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": []}
 `,
 };
 
@@ -436,6 +440,16 @@ describe('POST /v1/decisions/{id}/replay', () => {
     expect(againstOlder.body).toMatchObject({ replayed: { revision: 'r1', allow: true, reasons: [{ code: 'granted' }] }, same: true });
     expect(arbiter.bundles.get('audit')?.revision).toBe('r2');
     expect((await postJson(`${arbiter.url}/v1/decide`, { token: await idp.sign({ scope: 'read' }), action: 'read', resource: { type: 'doc' }, policy: 'audit' })).body).toMatchObject({ reasons: [{ code: 'frozen' }] });
+  });
+
+  it('judges a replayed issuance by the output /v1/issuance asks for, as when it decided', async () => {
+    const pushToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
+    await fetch(`${arbiter.url}/v1/bundles/audit`, { method: 'PUT', headers: { authorization: `Bearer ${pushToken}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archives.r2!) });
+    // r2's issuance allows without granted_scopes: the endpoint refuses that as a contract violation.
+    const issued = await postJson(`${arbiter.url}/v1/issuance`, { client_id: 'c', scopes: ['read'], audience: 'https://api.example.com', policy: 'audit' });
+    expect(issued.body).toMatchObject({ allow: false, reasons: [{ code: 'policy_contract_violation' }] });
+    const replay = await call(arbiter, 'POST', `/v1/decisions/${issued.body!.decision_id}/replay`, { body: {} });
+    expect(replay.body).toMatchObject({ replayed: { revision: 'r2', allow: false, reasons: [{ code: 'policy_contract_violation' }] }, same: true });
   });
 
   it('answers 404 for an unknown decision or revision, 409 when no policy ran', async () => {

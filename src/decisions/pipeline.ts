@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { DocumentStatus } from '../data/documents.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
-import type { Obligation, PolicyResult, Reason } from '../policy/contract.ts';
+import { extraOutputProblem, type Obligation, type PolicyResult, type Reason } from '../policy/contract.ts';
 import { checkContract, lenientDecision, singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
@@ -244,12 +244,8 @@ export class DecisionPipeline {
     const evaluation = run.ok ? checkContract(run.resultSet) : run;
     if (!evaluation.ok) return { ...denial(bundle, evaluation.code, evaluation.message), data_version: run.dataVersion };
     const { result } = evaluation;
-    const extra = request.outputSchema?.safeParse(result);
-    if (extra && !extra.success) {
-      const first = extra.error.issues[0]!;
-      const message = `${entrypoint} result: ${first.path.join('.') || 'result'}: ${first.message}`;
-      return { ...denial(bundle, 'policy_contract_violation', message), data_version: run.dataVersion };
-    }
+    const problem = request.outputSchema && extraOutputProblem(request.outputSchema, result, entrypoint);
+    if (problem !== undefined) return { ...denial(bundle, 'policy_contract_violation', problem), data_version: run.dataVersion };
     return {
       allow: result.allow,
       reasons: result.reasons,

@@ -1,5 +1,7 @@
+import type { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
+import { extraOutputProblem, issuanceResultSchema } from '../policy/contract.ts';
 import { checkContract, lenientDecision } from '../policy/engine.ts';
 import type { PolicyEvaluation } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
@@ -49,6 +51,9 @@ export interface ReplayReport {
  */
 const RAW_INPUT_ENDPOINT = '/v1/data';
 
+/** Output an endpoint asks of its entrypoint beyond the decision contract, checked on replay as when it decided. */
+const EXTRA_OUTPUT: Readonly<Record<string, z.ZodType>> = { '/v1/issuance': issuanceResultSchema };
+
 export async function replayDecision(deps: ReplayDeps, decisionId: string, revision?: string): Promise<ReplayReport> {
   const record = deps.get(decisionId);
   if (record === undefined) throw new ArbiterError('decision_not_found', `no decision ${decisionId} in the decision log`);
@@ -83,6 +88,9 @@ async function evaluate(deps: ReplayDeps, bundle: PolicyBundle, entrypoint: stri
   if (record.endpoint === RAW_INPUT_ENDPOINT) return { revision, ...lenientDecision(run), data_version };
   const evaluation = run.ok ? checkContract(run.resultSet) : run;
   if (!evaluation.ok) return { revision, allow: false, reasons: [{ code: evaluation.code, message: evaluation.message }], obligations: [], data_version };
+  const extra = EXTRA_OUTPUT[record.endpoint];
+  const problem = extra && extraOutputProblem(extra, evaluation.result, entrypoint);
+  if (problem !== undefined) return { revision, allow: false, reasons: [{ code: 'policy_contract_violation', message: problem }], obligations: [], data_version };
   const { allow, reasons, obligations = [] } = evaluation.result;
   return { revision, allow, reasons, obligations, data_version };
 }

@@ -14,6 +14,24 @@ export const policyResultSchema = z.looseObject({
   obligations: z.array(obligationSchema).optional(),
 });
 
+/** The extra output the `issuance` entrypoint owes besides the decision contract (/v1/issuance). */
+export const issuanceResultSchema = z.looseObject({
+  granted_scopes: z.array(z.string()),
+  refused_scopes: z.array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() })),
+  max_ttl_s: z.number().int().min(0),
+});
+
+/**
+ * Why `result` lacks the extra output `schema` asks of `entrypoint`, as a contract-violation
+ * message, or undefined when it has it. The decision path and replay judge a result alike.
+ */
+export function extraOutputProblem(schema: z.ZodType, result: PolicyResult, entrypoint: string): string | undefined {
+  const parsed = schema.safeParse(result);
+  if (parsed.success) return undefined;
+  const first = parsed.error.issues[0]!;
+  return `${entrypoint} result: ${first.path.join('.') || 'result'}: ${first.message}`;
+}
+
 export type Reason = z.infer<typeof reasonSchema>;
 export type Obligation = z.infer<typeof obligationSchema>;
 export type PolicyResult = z.infer<typeof policyResultSchema>;

@@ -5,6 +5,7 @@ import { jsonBody } from '../middleware/json-body.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 import { bundleNameSchema } from '../../policy/bundle-name.ts';
+import { issuanceResultSchema } from '../../policy/contract.ts';
 import { decisionBody } from './decide.ts';
 
 export const issuanceRequestSchema = z.strictObject({
@@ -16,13 +17,6 @@ export const issuanceRequestSchema = z.strictObject({
   purpose: z.string().max(1024).optional(),
   context: z.record(z.string(), z.unknown()).optional(),
   policy: bundleNameSchema.optional(),
-});
-
-/** The extra output `<bundle>/issuance` owes besides the decision contract. */
-const issuanceResultSchema = z.looseObject({
-  granted_scopes: z.array(z.string()),
-  refused_scopes: z.array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() })),
-  max_ttl_s: z.number().int().min(0),
 });
 
 type RefusedScope = z.infer<typeof issuanceResultSchema>['refused_scopes'][number];
