@@ -349,6 +349,7 @@ describe('GET /v1/decisions', () => {
       ['to=2025-01-01', 'to'],
       ['from=2025-02-30T00:00:00Z', 'from'],
       ['to=2025-13-01T00:00:00Z', 'to'],
+      ['from=2025-01-31T24:00:00Z', 'from'],
       ['limit=0', 'limit'],
       ['limit=5000', 'limit'],
       ['colour=red', 'colour'],
