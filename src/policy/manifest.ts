@@ -19,6 +19,7 @@
 import { z } from 'zod';
 import { BundleRejectedError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
+import { isObject } from './overlay.ts';
 
 export const MANIFEST_FILE = '.manifest';
 
@@ -137,13 +138,13 @@ export function rootsOverlap(a: readonly string[], b: readonly string[]): boolea
  * refuses such a bundle at build time ("manifest roots do not permit data at path").
  */
 export function dataOutsideRoots(data: Record<string, unknown>, roots: readonly string[]): string | undefined {
-  const rootSegments = roots.map((root) => (root === '' ? [] : root.split('/')));
+  const rootSegments = roots.map(segmentsOf);
   const walk = (node: Record<string, unknown>, path: string[]): string | undefined => {
     for (const [key, value] of Object.entries(node)) {
       const at = [...path, key];
       if (rootSegments.some((root) => isPrefix(root, at))) continue;
       const leadsToRoot = rootSegments.some((root) => isPrefix(at, root));
-      const outside = leadsToRoot && isPlainObject(value) ? walk(value, at) : at.join('/');
+      const outside = leadsToRoot && isObject(value) ? walk(value, at) : at.join('/');
       if (outside !== undefined) return outside;
     }
     return undefined;
@@ -151,19 +152,21 @@ export function dataOutsideRoots(data: Record<string, unknown>, roots: readonly 
   return walk(data, []);
 }
 
+/** Whether the data path (its keys) lies at or below `root`; `""` contains everything. */
+export function withinRoot(path: readonly string[], root: string): boolean {
+  return isPrefix(segmentsOf(root), path);
+}
+
+function segmentsOf(root: string): string[] {
+  return root === '' ? [] : root.split('/');
+}
+
 function isPrefix(prefix: readonly string[], path: readonly string[]): boolean {
   return prefix.length <= path.length && prefix.every((segment, i) => segment === path[i]);
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 function rootContains(root: string, path: string): boolean {
-  if (root === '') return true;
-  const rootSegments = root.split('/');
-  const pathSegments = path.split('/');
-  return rootSegments.length <= pathSegments.length && rootSegments.every((segment, i) => segment === pathSegments[i]);
+  return withinRoot(path.split('/'), root);
 }
 
 function isSlashPath(path: string): boolean {

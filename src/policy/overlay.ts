@@ -19,7 +19,8 @@ export function overlay(live: Record<string, unknown>, layer: BundleLayer): Reco
   return merged;
 }
 
-function valueAt(node: unknown, path: readonly string[]): unknown {
+/** The value at `path` (object keys), or undefined when something on the way is missing or not an object. */
+export function valueAt(node: unknown, path: readonly string[]): unknown {
   let value = node;
   for (const key of path) value = isObject(value) && Object.hasOwn(value, key) ? value[key] : undefined;
   return value;

@@ -7,11 +7,11 @@
  * Polls are jittered so replicas spread out; after a failure the delay doubles up to
  * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
  */
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BundlesConfig } from '../config/schema.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
+import { sha256Hex } from './store.ts';
 
 export type BundleSource = BundlesConfig['sources'][number];
 
@@ -74,7 +74,7 @@ export class BundlePuller {
       }
       const etag = response.headers.get('etag') ?? undefined;
       const archive = await readLimited(response, this.#options.maxBytes, url);
-      const digest = createHash('sha256').update(archive).digest('hex');
+      const digest = sha256Hex(archive);
       // A source without ETags serves the same refused archive again: not worth compiling again.
       if (digest === this.#refused?.digest) throw this.#refused.error;
       try {

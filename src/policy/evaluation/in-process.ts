@@ -73,7 +73,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
   #instance(bundle: EvaluableBundle): Promise<PolicyEngine> {
     let loaded = this.#engines.get(bundle.digest);
     if (!loaded) {
-      loaded = { engine: this.#load(bundle), layer: layerOf(bundle) };
+      loaded = { engine: this.#load(bundle), layer: bundle };
       this.#engines.set(bundle.digest, loaded);
     }
     return loaded.engine;
@@ -81,7 +81,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
 
   #load(bundle: EvaluableBundle): Promise<PolicyEngine> {
     return PolicyEngine.load(bundle.wasm, { maxMemoryPages: this.#maxMemoryPages }).then((engine) => {
-      this.#setData(bundle.digest, engine, layerOf(bundle));
+      this.#setData(bundle.digest, engine, bundle);
       return engine;
     });
   }
@@ -109,8 +109,4 @@ export class InProcessEvaluator implements PolicyEvaluator {
   async close(): Promise<void> {
     this.#engines.clear();
   }
-}
-
-function layerOf(bundle: EvaluableBundle): BundleLayer {
-  return { data: bundle.data, roots: bundle.roots };
 }

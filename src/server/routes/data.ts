@@ -4,7 +4,8 @@ import { parseDataPath, type DataPath } from '../../data/data-path.ts';
 import { DocumentMetaInputSchema, type LiveData } from '../../data/documents.ts';
 import { JsonPatchSchema } from '../../data/json-patch.ts';
 import { ArbiterError } from '../../errors.ts';
-import { overlay } from '../../policy/overlay.ts';
+import { withinRoot } from '../../policy/manifest.ts';
+import { overlay, valueAt } from '../../policy/overlay.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
@@ -37,11 +38,11 @@ export function dataRoutes(deps: DataRouteDeps) {
         // path above several roots (the root itself) shows live documents and bundles alike.
         const active = deps.bundles.list();
         const snapshot = deps.liveData.snapshot();
-        const view = active.reduce<Record<string, unknown>>((data, bundle) => overlay(data, { data: bundle.data, roots: bundle.roots }), snapshot.data);
+        const view = active.reduce<Record<string, unknown>>((data, bundle) => overlay(data, bundle), snapshot.data);
         const value = valueAt(view, path);
         if (value === undefined) throw new ArbiterError('data_not_found', `no data at ${path.join('/') || '(root)'}`);
         // Attributed to a bundle only at or below one of its roots (an ancestor mixes several sources).
-        const owner = active.find((bundle) => bundle.roots.some((root) => isWithin(path, root)));
+        const owner = active.find((bundle) => bundle.roots.some((root) => withinRoot(path, root)));
         return c.json({ result: value, version: snapshot.version, ...(owner && { bundle: owner.name }) });
       } catch (error) {
         return adminProblem(c, error);
@@ -90,18 +91,4 @@ function metaOf(headers: Record<string, string>) {
     throw new ArbiterError('data_meta_invalid', 'Arbiter-Data-Source must be 1-256 characters and Arbiter-Data-Max-Age a whole number of seconds > 0');
   }
   return parsed.data;
-}
-
-function isWithin(path: DataPath, root: string): boolean {
-  const segments = root === '' ? [] : root.split('/');
-  return segments.length <= path.length && segments.every((segment, i) => segment === path[i]);
-}
-
-function valueAt(data: unknown, path: DataPath): unknown {
-  let node = data;
-  for (const key of path) {
-    if (typeof node !== 'object' || node === null || Array.isArray(node) || !Object.hasOwn(node, key)) return undefined;
-    node = (node as Record<string, unknown>)[key];
-  }
-  return node;
 }
