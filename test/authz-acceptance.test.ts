@@ -120,7 +120,7 @@ describe('default policy over /v1/decide', () => {
     const agentToken = await token({ scope: 'invoices.write', claims: { act: { sub: AGENT } } });
     const without = await decide(arbiter, { token: agentToken, action: 'invoices.approve' });
     expect(codes(without)).toEqual(['approval_required']);
-    expect(without.obligations).toEqual([expect.objectContaining({ type: 'approval_required' })]);
+    expect(without.obligations).toEqual([expect.objectContaining({ type: 'approval_required', actor: AGENT, tenant: 'acme' })]);
 
     const expiresAt = Math.floor(Date.now() / 1000) + 600;
     await admin(arbiter, 'PUT', '/v1/data/approvals', { 'apr-1': { action: 'invoices.approve', subject: ALICE, resource_id: 'inv-1', approved_by: 'user:carol@acme.example', expires_at: expiresAt } });

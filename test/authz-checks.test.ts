@@ -92,7 +92,7 @@ const MUTATIONS: [path: string, values: unknown[]][] = [
   ['context.environment', ['production', 'staging', '', undefined]],
   ['context.now', [NOW, NOW + 2000, undefined]],
   ['context.purpose', ['vendor_payment', 'payroll', 'marketing', undefined]],
-  ['context.approval_id', ['apr-1', 'apr-2', 'apr-other', undefined]],
+  ['context.approval_id', ['apr-1', 'apr-2', 'apr-bound', 'apr-other-actor', 'apr-other-tenant', 'apr-other', undefined]],
   ['data_status.entitlements', [{ stale: false }, { stale: true }, {}, undefined]],
   ['data_status.approvals', [{ stale: false }, { stale: true }, undefined]],
 ];
@@ -142,6 +142,10 @@ beforeAll(async () => {
     approvals: {
       'apr-1': { action: 'invoices.approve', subject: ALICE, resource_id: 'inv-1', approved_by: 'user:bob@acme.example', expires_at: NOW + 900 },
       'apr-2': { action: 'invoices.approve', subject: ALICE, approved_by: 'user:bob@acme.example', expires_at: NOW + 900 },
+      // Approvals bound to the agent and tenant of the starting request, and to others.
+      'apr-bound': { action: 'invoices.approve', subject: ALICE, actor: EXPENSE_ASSISTANT, tenant: 'acme', approved_by: 'user:bob@acme.example', expires_at: NOW + 900 },
+      'apr-other-actor': { action: 'invoices.approve', subject: ALICE, actor: INVOICE_WORKER, approved_by: 'user:bob@acme.example', expires_at: NOW + 900 },
+      'apr-other-tenant': { action: 'invoices.approve', subject: ALICE, tenant: 'globex', approved_by: 'user:bob@acme.example', expires_at: NOW + 900 },
     },
   });
 });

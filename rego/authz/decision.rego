@@ -241,27 +241,37 @@ approval_needed if {
 approval_id := input.context.approval_id if is_string(input.context.approval_id)
 
 # METADATA
+# title: Current actor
+# description: The id of the actor that makes the request (the first of the chain), or null without one.
+current_actor := object.get(actor_grants, [1, "actor"], null)
+
+# METADATA
 # title: Accepted approval
 # description: >-
 #   The referenced live approval (data.approvals[id]) covers this action for this
-#   subject (and resource, when the approval names one) and has not expired.
+#   subject, has not expired, and, for each of resource_id, actor and tenant that
+#   it names, was given for this request's resource, current actor and tenant.
 accepted_approval := approval if {
 	evidence.approvals_available
 	approval := data.approvals[approval_id]
 	approval.action == action_name
 	approval.subject == evidence.subject_id
-	approval_covers_resource(approval, object.get(input.resource, "id", null))
+	approval_binds(approval, "resource_id", object.get(input.resource, "id", null))
+	approval_binds(approval, "actor", current_actor)
+	approval_binds(approval, "tenant", resource_tenant)
 	is_number(input.context.now)
 	is_number(approval.expires_at)
 	approval.expires_at > input.context.now
 }
 
 # METADATA
-# title: Approval covers resource
-# description: An approval that names a resource_id covers only that resource.
-approval_covers_resource(approval, _) if not "resource_id" in object.keys(approval)
+# title: Approval binds
+# description: >-
+#   An approval that names a property (resource_id, actor, tenant) covers only
+#   requests with that value; one that does not name it covers any.
+approval_binds(approval, property, _) if not property in object.keys(approval)
 
-approval_covers_resource(approval, resource_id) if approval.resource_id == resource_id
+approval_binds(approval, property, value) if approval[property] == value
 
 # --- Freshness ------------------------------------------------------------------
 

@@ -245,7 +245,8 @@ obligations contains {
 	"type": "approval_required",
 	"action": action_name,
 	"subject": evidence.subject_id,
-	"actor": actor_grants[1].actor,
+	"actor": current_actor,
+	"tenant": resource_tenant,
 	"message": "obtain a human approval and retry with context.approval_id",
 } if {
 	evidence.authenticated

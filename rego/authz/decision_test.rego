@@ -175,6 +175,7 @@ test_scenario_12_high_risk_through_agent_without_approval if {
 		"action": "invoices.approve",
 		"subject": fx.alice,
 		"actor": fx.expense_assistant,
+		"tenant": "acme",
 		"message": "obtain a human approval and retry with context.approval_id",
 	}]
 }
@@ -404,6 +405,31 @@ test_approval_without_resource_binding_is_accepted if {
 	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
 		with data.entitlements as fx.entitlements with data.approvals as approvals
 	result.allow == true
+}
+
+test_approval_bound_to_the_current_actor_and_tenant_is_accepted if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	approvals := {"apr-7f3a": object.union(fx.approvals["apr-7f3a"], {"actor": fx.expense_assistant, "tenant": "acme"})}
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements with data.approvals as approvals
+	result.allow == true
+}
+
+test_approval_bound_to_another_actor_is_not_accepted if {
+	# Approved for one agent: another agent acting for the same subject cannot use it.
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	approvals := {"apr-7f3a": object.union(fx.approvals["apr-7f3a"], {"actor": "agent:payments-bot"})}
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements with data.approvals as approvals
+	fx.codes(result) == {"approval_required"}
+}
+
+test_approval_bound_to_another_tenant_is_not_accepted if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	approvals := {"apr-7f3a": object.union(fx.approvals["apr-7f3a"], {"tenant": "globex"})}
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements with data.approvals as approvals
+	fx.codes(result) == {"approval_required"}
 }
 
 test_stale_approvals_are_not_accepted if {
