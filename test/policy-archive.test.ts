@@ -117,6 +117,11 @@ describe('readBundleArchive', () => {
       await expectCheck(tarGz(pax({ path: '' }), entry('ignored', { body: 'x' })), 'archive_path_invalid');
     });
 
+    it('a pax record whose length runs on for 200,000 digits', async () => {
+      const body = `${'1'.repeat(200_000)} path=a\n`;
+      await expectCheck(tarGz(entry('PaxHeaders/x', { type: 'x', body }), entry('a', { body: 'x' })), 'archive_not_tar');
+    });
+
     it('a NUL byte smuggled in through a pax path', async () => {
       await expectCheck(tarGz(pax({ path: 'a\u0000b.rego' }), entry('ignored', { body: 'x' })), 'archive_path_invalid');
     });

@@ -207,7 +207,8 @@ function parsePax(data: Uint8Array): PendingMetadata {
   let offset = 0;
   while (offset < data.byteLength) {
     const space = data.indexOf(0x20, offset);
-    const lengthText = space === -1 ? '' : String.fromCharCode(...data.subarray(offset, space));
+    // A record's length has at most 16 digits (9 PB): never spread a longer run into a call.
+    const lengthText = space === -1 || space - offset > 16 ? '' : String.fromCharCode(...data.subarray(offset, space));
     if (!/^[1-9][0-9]*$/.test(lengthText)) throw notTar('malformed pax record');
     const end = offset + Number.parseInt(lengthText, 10);
     if (end > data.byteLength || data[end - 1] !== 0x0a) throw notTar('malformed pax record');
