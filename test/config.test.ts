@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -9,6 +10,7 @@ import { IssuerRegistry } from '../src/tokens/trusted-issuers.ts';
 import { tempDir } from './support/arbiter.ts';
 
 const run = promisify(execFile);
+const EC_PUBLIC_PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
 const dir = tempDir('arbiter-config-');
 const issuer = { issuer: 'https://idp.example', jwks_uri: 'https://idp.example/jwks', audiences: ['api'], algorithms: ['ES256'] };
 
@@ -134,6 +136,7 @@ describe('arbiter config check', () => {
   });
 
   it.each([
+    ['a bundle signing key of another type than its algorithm', `bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: ${JSON.stringify(EC_PUBLIC_PEM)}}\n`, 'bundles.signing.keys.default.key'],
     ['a bundle signing key that is not PEM', 'bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: "not a pem"}\n', 'bundles.signing.keys.default.key'],
     ['a TLS certificate file that is missing', 'server:\n  tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}\n', 'server.tls.cert_file'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {

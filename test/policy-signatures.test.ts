@@ -274,6 +274,13 @@ describe('verifyBundleSignatures rejects', () => {
     await expectCheck(withToken(rsBundle, jws), otherName, 'signature_keyid_unknown');
   });
 
+  it('a key id naming a member of Object.prototype', async () => {
+    for (const kid of ['constructor', 'toString', '__proto__']) {
+      const jws = await resign({ ...payloadOf(rsBundle), keyid: kid }, { alg: 'RS256', kid });
+      await expectCheck(withToken(rsBundle, jws), rsKeys(), 'signature_keyid_unknown');
+    }
+  });
+
   it('digests other than SHA-256/384/512', async () => {
     const claims = payloadOf(rsBundle) as { files: { algorithm: string }[] };
     claims.files[0]!.algorithm = 'SHA-1';
@@ -303,6 +310,23 @@ describe('verifyBundleSignatures rejects', () => {
 describe('verifyBundleSignatures validates its options', () => {
   it('refuses unknown algorithms, alg none included', async () => {
     await expect(verifyBundleSignatures(rsBundle, { keys: { default: { key: rsa.publicPem, algorithm: 'none' as 'RS256' } } })).rejects.toBeInstanceOf(ConfigError);
+  });
+
+  it('refuses a key of another type or curve than its algorithm, and a PEM as an HMAC secret', async () => {
+    const ecPem = (namedCurve: string) => generateKeyPairSync('ec', { namedCurve }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const pem = (key: KeyObject) => key.export({ type: 'spki', format: 'pem' }).toString();
+    const mismatched: [string, VerificationOptions['keys'][string]['algorithm'], RegExp][] = [
+      [ecPem('P-256'), 'RS256', /RS256 needs an RSA key, this is an ec prime256v1 key/],
+      [ecPem('P-384'), 'ES256', /ES256 needs an EC P-256 key/],
+      [pem(generateKeyPairSync('ed448').publicKey), 'EdDSA', /EdDSA needs an Ed25519 key, this is an ed448 key/],
+      [pem(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey), 'RS256', /at least 2048 bits/],
+      [rsa.publicPem, 'HS256', /shared secret, not a PEM key/],
+    ];
+    for (const [key, algorithm, message] of mismatched) {
+      const error = await verifyBundleSignatures(rsBundle, { keys: { default: { key, algorithm } }, scope: 'write' }).catch((caught: unknown) => caught);
+      expect(error, algorithm).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).message, algorithm).toMatch(message);
+    }
   });
 
   it('refuses a key that is not PEM', async () => {

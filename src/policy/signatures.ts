@@ -75,7 +75,8 @@ export async function verifyBundleSignatures(files: BundleFiles, options: Verifi
 
   const { kid, alg } = protectedHeader(token);
   const keyid = chooseKeyId(kid, unverifiedKeyIdClaim(token));
-  const configured = keys[keyid];
+  // Own keys only: a key id such as "constructor" must not find Object.prototype's.
+  const configured = Object.hasOwn(keys, keyid) ? keys[keyid] : undefined;
   if (configured === undefined) {
     const named = kid !== undefined || unverifiedKeyIdClaim(token) !== undefined;
     const why = named ? '' : ' (the signature names no key id, so the key id "default" applies, as in OPA)';
@@ -85,19 +86,24 @@ export async function verifyBundleSignatures(files: BundleFiles, options: Verifi
     throw new BundleRejectedError('signature_algorithm', `signature uses ${String(alg)}, key ${JSON.stringify(keyid)} is configured for ${configured.algorithm}`);
   }
 
-  const payload = await verifiedPayload(token, importKey(keyid, configured), configured.algorithm);
+  const payload = await verifiedPayload(token, importKey(configured), configured.algorithm);
   if ((payload.scope ?? '') !== scope) {
     throw new BundleRejectedError('signature_scope_mismatch', `signature scope ${JSON.stringify(payload.scope ?? '')} is not the configured ${JSON.stringify(scope)}`);
   }
   return { keyid, files: checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp)) };
 }
 
+/** Options are checked whole before any bundle is looked at: a key unfit for its algorithm is a ConfigError. */
 function parseOptions(options: VerificationOptions): z.output<typeof verificationOptionsSchema> {
   const parsed = verificationOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })), 'bundle signature verification options');
-  }
-  return parsed.data;
+  const issues = parsed.success
+    ? Object.entries(parsed.data.keys).flatMap(([keyid, { key, algorithm }]) => {
+        const message = verificationKeyError(key, algorithm);
+        return message === undefined ? [] : [{ path: `keys.${keyid}.key`, message }];
+      })
+    : parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+  if (issues.length > 0) throw new ConfigError(issues, 'bundle signature verification options');
+  return parsed.data!;
 }
 
 const signaturesFileSchema = z.strictObject({
@@ -156,25 +162,47 @@ function chooseKeyId(kid: unknown, keyidClaim: unknown): string {
 /** The key id a signature naming none is verified with, as OPA does. */
 const DEFAULT_KEY_ID = 'default';
 
-function importKey(keyid: string, { key, algorithm }: { key: string; algorithm: string }): KeyObject | Uint8Array {
-  // OPA uses an HMAC secret as its raw bytes.
-  if (algorithm.startsWith('HS')) return new TextEncoder().encode(key);
-  try {
-    return createPublicKey(key);
-  } catch (error) {
-    throw new ConfigError([{ path: `keys.${keyid}.key`, message: verificationKeyProblem(error) }], 'bundle signature verification options');
-  }
+/** A key parseOptions has checked. OPA uses an HMAC secret as its raw bytes. */
+function importKey({ key, algorithm }: { key: string; algorithm: string }): KeyObject | Uint8Array {
+  return algorithm.startsWith('HS') ? new TextEncoder().encode(key) : createPublicKey(key);
 }
 
 /** Why `key` cannot verify signatures of `algorithm`, or undefined when it can: configuration checks it up front. */
 export function verificationKeyError(key: string, algorithm: string): string | undefined {
-  if (algorithm.startsWith('HS')) return undefined;
+  if (algorithm.startsWith('HS')) {
+    // A PEM is public material: as an HMAC secret, anyone holding it could sign bundles.
+    return /-----BEGIN [A-Z ]+-----/.test(key) ? `${algorithm} takes a shared secret, not a PEM key: configure the key's own algorithm instead` : undefined;
+  }
+  let publicKey: KeyObject;
   try {
-    createPublicKey(key);
-    return undefined;
+    publicKey = createPublicKey(key);
   } catch (error) {
     return verificationKeyProblem(error);
   }
+  return keyAlgorithmMismatch(publicKey, algorithm);
+}
+
+/** The key type (and curve) each asymmetric algorithm verifies with, as jose requires it. */
+const KEY_TYPES: Readonly<Record<string, { types: readonly string[]; curve?: string; description: string }>> = {
+  RS: { types: ['rsa'], description: 'an RSA key' },
+  PS: { types: ['rsa', 'rsa-pss'], description: 'an RSA key' },
+  ES256: { types: ['ec'], curve: 'prime256v1', description: 'an EC P-256 key' },
+  ES384: { types: ['ec'], curve: 'secp384r1', description: 'an EC P-384 key' },
+  ES512: { types: ['ec'], curve: 'secp521r1', description: 'an EC P-521 key' },
+  EdDSA: { types: ['ed25519'], description: 'an Ed25519 key' },
+};
+
+/** Why a parsed key cannot verify `algorithm` (jose would refuse every signature), or undefined. */
+function keyAlgorithmMismatch(key: KeyObject, algorithm: string): string | undefined {
+  const wanted = KEY_TYPES[algorithm] ?? KEY_TYPES[algorithm.slice(0, 2)]!;
+  const type = key.asymmetricKeyType ?? 'unknown';
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  if (!wanted.types.includes(type) || (wanted.curve !== undefined && curve !== wanted.curve)) {
+    return `${algorithm} needs ${wanted.description}, this is ${curve === undefined ? `an ${type} key` : `an ${type} ${curve} key`}`;
+  }
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  if (bits !== undefined && bits < 2048) return `${algorithm} needs an RSA key of at least 2048 bits, this one has ${bits}`;
+  return undefined;
 }
 
 function verificationKeyProblem(error: unknown): string {
