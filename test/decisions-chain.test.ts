@@ -91,6 +91,17 @@ describe('verify', () => {
     expect(await log.verify()).toEqual({ ok: true, checked: 25, checkpoints_verified: 2 });
   });
 
+  it('reports a clean chain whose records hold strings that are not well-formed Unicode', async () => {
+    // SQLite stores text as UTF-8, where a lone surrogate becomes U+FFFD: the index columns
+    // must be compared as stored, or any caller could make a clean log fail verify.
+    const log = await open();
+    const record = decision({ resource_id: 'doc-\ud800', sub: 'user:\udc00', reasons: ['granted', 'odd-\ud83d'] });
+    await log.append(record);
+    await fill(log, 2);
+    expect(await log.verify()).toEqual({ ok: true, checked: 3, checkpoints_verified: expect.any(Number) });
+    expect(log.query({ resource_id: 'doc-\ufffd' }).decisions.map((stored) => stored.decision_id)).toEqual([record.decision_id]);
+  });
+
   it('creates the checkpoint key next to the database, readable by the owner only', async () => {
     await open();
     expect(statSync(`${temp.path}.checkpoint-key.jwk`).mode & 0o777).toBe(0o600);

@@ -135,7 +135,7 @@ export function deriveIndexColumns(record: DecisionRecord): IndexColumns {
     resource_id: text(member(resource, 'id')),
     allow: record.result.allow ? 1 : 0,
     // A code given twice by a policy is one fact for filtering.
-    reason_codes: [...new Set(record.result.reasons.map((reason) => reason.code))],
+    reason_codes: [...new Set(record.result.reasons.map((reason) => reason.code.toWellFormed()))],
   };
 }
 
@@ -145,8 +145,12 @@ function member(value: unknown, key: string): unknown {
     : undefined;
 }
 
+/**
+ * A column value as SQLite stores it: text is UTF-8 there, so a lone surrogate (valid in a
+ * JSON string) is stored as U+FFFD; deriving it so keeps verify's comparison exact.
+ */
 function text(value: unknown): string | null {
-  if (typeof value === 'string') return value;
+  if (typeof value === 'string') return value.toWellFormed();
   if (typeof value === 'number' && Number.isFinite(value)) return String(value);
   return null;
 }

@@ -193,12 +193,12 @@ function indexColumnsMatch(row: ChainRow, reasonSets: ReasonSets): boolean {
   }
   const columns = deriveIndexColumns(record);
   return (
-    row.decision_id === record.decision_id &&
+    row.decision_id === stored(record.decision_id) &&
     row.timestamp === record.timestamp &&
-    row.endpoint === record.endpoint &&
-    row.caller === record.caller &&
-    row.bundle === record.bundle &&
-    row.revision === record.revision &&
+    row.endpoint === stored(record.endpoint) &&
+    row.caller === stored(record.caller) &&
+    row.bundle === stored(record.bundle) &&
+    row.revision === stored(record.revision) &&
     row.iss === columns.iss &&
     row.sub === columns.sub &&
     row.client_id === columns.client_id &&
@@ -209,4 +209,9 @@ function indexColumnsMatch(row: ChainRow, reasonSets: ReasonSets): boolean {
     reasonSets.keys.get(row.reason_set) === reasonSetKey(columns.reason_codes) &&
     !reasonSets.misfiled.has(row.reason_set)
   );
+}
+
+/** A text column as SQLite keeps it (UTF-8: a lone surrogate reads back as U+FFFD). */
+function stored(value: unknown): unknown {
+  return typeof value === 'string' ? value.toWellFormed() : value;
 }
