@@ -188,6 +188,23 @@ describe('POST /v1/decide with a bad request', () => {
     expect(mistyped.body!.errors).toEqual([expect.objectContaining({ pointer: '/resource/type' })]);
   });
 
+  it('400 naming a field nested too deep or holding a lone surrogate, neither reaching the policy or the log', async () => {
+    const json = { headers: { 'content-type': 'application/json' } };
+    const base = JSON.stringify(request()).slice(0, -1);
+    // 4,000 levels in 8 KB: recording such a request overflowed the stack (an unrecorded deny).
+    const deep = await problemOf({ ...json, body: `${base},"context":{"x":${'['.repeat(4000)}${']'.repeat(4000)}}}` });
+    expect(deep).toMatchObject({ status: 400, type: 'application/problem+json', body: { code: 'invalid_request' } });
+    expect(deep.body.errors).toEqual([{ pointer: `/context/x${'/0'.repeat(62)}`, detail: 'nested deeper than 64 levels of objects and arrays' }]);
+    // Valid JSON, not Unicode text: the policy's parser refused it (a policy_error deny).
+    const lone = await problemOf({ ...json, body: `${base},"context":{"note":"a\\ud800b"}}` });
+    expect(lone).toMatchObject({ status: 400, body: { code: 'invalid_request', errors: [{ pointer: '/context/note' }] } });
+    const loneKey = await problemOf({ ...json, body: `${base},"resource":{"type":"doc","properties":{"\\udc00":1}}}` });
+    expect(loneKey.body.errors).toEqual([{ pointer: '/resource/properties/\udc00', detail: 'key is not well-formed Unicode (it holds a lone surrogate)' }]);
+    // A pair is text: allowed.
+    const pair = await problemOf({ ...json, body: `${base},"context":{"note":"\\ud83d\\ude00"}}` });
+    expect(pair.status).toBe(200);
+  });
+
   it('413 over the 64 KiB body limit', async () => {
     const res = await postJson(decide, request(undefined, { context: { blob: 'x'.repeat(70 * 1024) } }));
     expect(res.status).toBe(413);

@@ -100,6 +100,12 @@ describe('live data', () => {
     }
     const deep = await admin('PUT', '/v1/data/deep', JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40)));
     expect(deep).toMatchObject({ status: 400, body: { code: 'data_too_deep' } });
+    // Deeper than request bodies may nest: still the store's own limit that answers.
+    const deeper = await admin('PUT', '/v1/data/deep', '{"x":'.repeat(100) + '1' + '}'.repeat(100));
+    expect(deeper).toMatchObject({ status: 400, body: { code: 'data_too_deep' } });
+    // A lone surrogate would stop the policy parsing live data: refused, naming where.
+    const lone = await admin('PUT', '/v1/data/pair', '{"a":{"b":"\\udfff"}}');
+    expect(lone).toMatchObject({ status: 400, body: { code: 'invalid_request', errors: [{ pointer: '/a/b' }] } });
     expect((await admin('GET', '/v1/data/pair')).body).toEqual(before);
   });
 

@@ -5,10 +5,24 @@ import { problem, type FieldError } from '../problem.ts';
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
+/** Default for JsonBodyOptions.maxDepth: request shapes nest a few levels, caller properties a few more. */
+export const DEFAULT_MAX_BODY_DEPTH = 64;
+
+/**
+ * After a fatal UTF-8 decode, the only way a string can hold a lone surrogate is the escape
+ * \uD800-\uDFFF: bodies without one skip the walk for it.
+ */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
 export type JsonBodyVariables<T> = { body: T };
 
 export interface JsonBodyOptions {
   limitBytes: number;
+  /**
+   * Deepest nesting of objects and arrays accepted (the body itself is level 1), so that no
+   * request can exhaust the stack of what walks it later (recording, masking, policy input).
+   */
+  maxDepth?: number;
   /** Status for a body that is not JSON: 415 by default; AuthZEN answers every malformed request with 400. */
   unsupportedMediaTypeStatus?: 400 | 415;
 }
@@ -37,14 +51,20 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
       });
     }
     let parsed: unknown;
+    let text = '';
     try {
-      parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      parsed = JSON.parse(text);
     } catch (error) {
       return problem(c, 400, {
         code: 'malformed_json',
         title: 'Malformed JSON',
         detail: bytes.byteLength === 0 ? 'the request body is empty' : `the body is not valid JSON: ${(error as Error).message}`,
       });
+    }
+    const defect = bodyDefect(parsed, text, options.maxDepth ?? DEFAULT_MAX_BODY_DEPTH);
+    if (defect !== undefined) {
+      return problem(c, 400, { code: 'invalid_request', title: 'Invalid request', detail: `${defect.pointer || '/'}: ${defect.detail}`, errors: [defect] });
     }
     const result = schema.safeParse(parsed);
     if (!result.success) {
@@ -59,6 +79,44 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
     c.set('body', result.data);
     await next();
   };
+}
+
+/**
+ * What JSON.parse accepts but nothing after it should get: nesting deeper than `maxDepth`,
+ * and strings (keys included) with a lone surrogate, which are not Unicode text: the policy's
+ * WebAssembly JSON parser refuses them (a deny blaming the policy) and SQLite stores them
+ * altered. The first such place, as a field error; undefined for a sound body.
+ */
+function bodyDefect(body: unknown, text: string, maxDepth: number): FieldError | undefined {
+  const checkText = SURROGATE_ESCAPE.test(text);
+  if (!checkText && !mayNestDeeperThan(text, maxDepth)) return undefined;
+  // Iterative, so that a hostile depth cannot exhaust the stack here either.
+  const stack: { value: unknown; pointer: string; depth: number }[] = [{ value: body, pointer: '', depth: 0 }];
+  while (stack.length > 0) {
+    const { value, pointer, depth } = stack.pop()!;
+    if (typeof value === 'string') {
+      if (checkText && !value.isWellFormed()) return { pointer, detail: 'string is not well-formed Unicode (it holds a lone surrogate)' };
+      continue;
+    }
+    if (value === null || typeof value !== 'object') continue;
+    if (depth + 1 > maxDepth) return { pointer, detail: `nested deeper than ${maxDepth} levels of objects and arrays` };
+    for (const [key, child] of Object.entries(value)) {
+      const at = `${pointer}/${pointerToken(key)}`;
+      if (checkText && !key.isWellFormed()) return { pointer: at, detail: 'key is not well-formed Unicode (it holds a lone surrogate)' };
+      stack.push({ value: child, pointer: at, depth: depth + 1 });
+    }
+  }
+  return undefined;
+}
+
+/** False when the text has no more than `maxDepth` opening brackets at all, so it cannot nest deeper. */
+function mayNestDeeperThan(text: string, maxDepth: number): boolean {
+  let brackets = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if ((code === 0x7b || code === 0x5b) && ++brackets > maxDepth) return true;
+  }
+  return false;
 }
 
 export function fieldErrors(error: z.ZodError): FieldError[] {

@@ -28,7 +28,8 @@ const PREFIX = '/v1/data';
 export function dataRoutes(deps: DataRouteDeps) {
   const read = requireScope(deps.admin, 'arbiter.data.read');
   const write = requireScope(deps.admin, 'arbiter.data.write');
-  const limit = { limitBytes: deps.bodyLimitBytes };
+  // Depth is the live data store's to judge (data.max_depth, counted from the data root: data_too_deep).
+  const limit = { limitBytes: deps.bodyLimitBytes, maxDepth: Number.POSITIVE_INFINITY };
 
   return new Hono<{ Variables: AdminVariables }>()
     .get(`${PREFIX}/*`, read, (c) => {
