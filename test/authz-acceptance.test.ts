@@ -180,6 +180,30 @@ describe('governed issuance over /v1/issuance', () => {
     expect(refused).toEqual(expect.arrayContaining(['payments.write:no_mapping', 'admin:scope_unknown']));
   });
 
+  it('grants nothing for a revoked client or subject, whichever issuer the revocation names', async () => {
+    const server = await start();
+    try {
+      const caller = await mintDevToken(key, { sub: 'spiffe://acme.example/ns/identity/sa/token-service' });
+      const issue = async (request: Record<string, unknown> = {}) =>
+        (await postJson(`${server.url}/v1/issuance`, { token: caller, client_id: AGENT, subject: ALICE, scopes: ['invoices.read'], audience: 'https://api.example.com', ...request })).body!;
+      expect(await issue()).toMatchObject({ allow: true, granted_scopes: ['invoices.read'] });
+
+      // The agent, revoked by its sub under another issuer than the token service's.
+      const agentRevocation = await admin(server, 'POST', '/v1/revocations', { kind: 'sub', value: AGENT, iss: 'https://idp.acme.example', reason: 'agent compromised' });
+      const refusedClient = await issue();
+      expect(refusedClient).toMatchObject({ allow: false, granted_scopes: [], refused_scopes: [{ scope: 'invoices.read', code: 'request_denied' }] });
+      expect(refusedClient.reasons).toContainEqual(expect.objectContaining({ code: 'party_revoked', party: 'client', revocation_id: agentRevocation!.id }));
+
+      // Alice, revoked by sub: no token for her through any client.
+      await admin(server, 'POST', '/v1/revocations', { kind: 'sub', value: ALICE, reason: 'offboarded' });
+      const refusedSubject = await issue({ client_id: 'acme-finance-portal' });
+      expect(refusedSubject).toMatchObject({ allow: false, granted_scopes: [] });
+      expect(refusedSubject.reasons).toContainEqual(expect.objectContaining({ code: 'party_revoked', party: 'subject', reason: 'offboarded' }));
+    } finally {
+      await server.close();
+    }
+  });
+
   it('grants nothing to a caller the policy does not know', async () => {
     const res = await postJson(`${arbiter.url}/v1/issuance`, {
       token: await token(),

@@ -148,6 +148,22 @@ describe('Revocations.checkParty', () => {
   });
 });
 
+describe('Revocations.checkPartyAnyIssuer', () => {
+  it('matches a party by sub or client_id under any issuer, until removed or expired', async () => {
+    const revocations = open();
+    const scoped = await revocations.add({ kind: 'sub', value: 'user:alice', iss: issuer, reason: 'offboarded' });
+    await revocations.add({ kind: 'client_id', value: 'bot', reason: 'r', expires_at: clockS + 10 });
+    await revocations.add({ kind: 'jti', value: 'user:bob', reason: 'r' });
+    expect(revocations.checkPartyAnyIssuer({ sub: 'user:alice' }, clockS)).toMatchObject({ revoked: true, revocation_id: scoped.id });
+    expect(revocations.checkPartyAnyIssuer({ client_id: 'user:alice' }, clockS).revoked).toBe(false);
+    expect(revocations.checkPartyAnyIssuer({ client_id: 'bot' }, clockS).revoked).toBe(true);
+    expect(revocations.checkPartyAnyIssuer({ client_id: 'bot' }, clockS + 10).revoked).toBe(false);
+    expect(revocations.checkPartyAnyIssuer({ sub: 'user:bob' }, clockS).revoked).toBe(false);
+    revocations.remove(scoped.id);
+    expect(revocations.checkPartyAnyIssuer({ sub: 'user:alice' }, clockS).revoked).toBe(false);
+  });
+});
+
 describe('Revocations.add', () => {
   it('returns the stored entry with a UUIDv7 id and creation time', async () => {
     const revocations = open();

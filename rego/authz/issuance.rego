@@ -202,6 +202,18 @@ issuance_denials contains {
 	issuance_client == ""
 }
 
+issuance_denials contains object.union(
+	{
+		"code": "party_revoked",
+		"party": party,
+		"message": "the client or subject of the token to mint has been revoked",
+	},
+	object.filter(input.issuance.revoked[party], ["reason", "revocation_id"]),
+) if {
+	some party in ["client", "subject"]
+	input.issuance.revoked[party].revoked == true
+}
+
 issuance_denials contains {
 	"code": "audience_unknown",
 	"audience": object.get(input, ["issuance", "audience"], null),

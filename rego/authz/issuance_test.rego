@@ -166,3 +166,22 @@ test_policy_error_falls_back_to_a_full_deny if {
 		"max_ttl_s": 0,
 	}
 }
+
+test_revoked_client_or_subject_is_refused_everything if {
+	revoked := {"revoked": true, "reason": "offboarded", "revocation_id": "rev-9"}
+	every party in ["client", "subject"] {
+		request := object.union(agent_request, {"revoked": {party: revoked}})
+		result := authz.issuance with input as issuance_input(request)
+			with data.entitlements as fx.entitlements
+		result.allow == false
+		result.granted_scopes == []
+		{"code": "party_revoked", "party": party, "reason": "offboarded", "revocation_id": "rev-9", "message": "the client or subject of the token to mint has been revoked"} in result.reasons
+	}
+}
+
+test_parties_reported_not_revoked_are_granted if {
+	request := object.union(agent_request, {"revoked": {"client": {"revoked": false}, "subject": {"revoked": false}}})
+	result := authz.issuance with input as issuance_input(request)
+		with data.entitlements as fx.entitlements
+	result.allow == true
+}

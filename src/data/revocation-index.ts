@@ -19,6 +19,8 @@ export class RevocationIndex {
     VALUE_REVOCATION_KINDS.map((kind) => [kind, new Map()]),
   );
   readonly #issuedBefore = new Map<string, { entries: Set<Revocation>; latest: Revocation | undefined }>();
+  /** sub and client_id revocations by value alone, whatever their issuer: see matchPartyAnyIssuer. */
+  readonly #partyByValue = new Map<string, Set<Revocation>>();
 
   get size(): number {
     return this.#byId.size;
@@ -42,6 +44,12 @@ export class RevocationIndex {
     let entries = byKey.get(key);
     if (entries === undefined) byKey.set(key, (entries = new Set()));
     entries.add(entry);
+    if (isPartyKind(entry.kind)) {
+      const partyKey = `${entry.kind}:${entry.value}`;
+      let parties = this.#partyByValue.get(partyKey);
+      if (parties === undefined) this.#partyByValue.set(partyKey, (parties = new Set()));
+      parties.add(entry);
+    }
   }
 
   remove(id: string): Revocation | undefined {
@@ -60,6 +68,12 @@ export class RevocationIndex {
     const entries = byKey.get(key)!;
     entries.delete(entry);
     if (entries.size === 0) byKey.delete(key);
+    if (isPartyKind(entry.kind)) {
+      const partyKey = `${entry.kind}:${entry.value}`;
+      const parties = this.#partyByValue.get(partyKey)!;
+      parties.delete(entry);
+      if (parties.size === 0) this.#partyByValue.delete(partyKey);
+    }
     return entry;
   }
 
@@ -96,6 +110,23 @@ export class RevocationIndex {
     return NOT_REVOKED;
   }
 
+  /**
+   * The first active `sub` or `client_id` revocation of a party under any issuer. For a
+   * party known by name only, such as the subject and client a token service asks to mint a
+   * token for: the issuer of that token is not known here, so a revocation under any issuer
+   * stops it (fail closed).
+   */
+  matchPartyAnyIssuer(party: { sub?: string | undefined; client_id?: string | undefined }, nowS: number): RevocationMatch {
+    for (const kind of PARTY_REVOCATION_KINDS) {
+      const value = party[kind];
+      if (value === undefined) continue;
+      for (const entry of this.#partyByValue.get(`${kind}:${value}`) ?? []) {
+        if (!isExpired(entry, nowS)) return matched(entry);
+      }
+    }
+    return NOT_REVOKED;
+  }
+
   #firstActive(kind: ValueRevocationKind, key: string, nowS: number): Revocation | undefined {
     const entries = this.#byValue.get(kind)!.get(key);
     if (entries === undefined) return undefined;
@@ -113,6 +144,10 @@ export class RevocationIndex {
       this.remove(latest.id);
     }
   }
+}
+
+function isPartyKind(kind: Revocation['kind']): kind is (typeof PARTY_REVOCATION_KINDS)[number] {
+  return (PARTY_REVOCATION_KINDS as readonly string[]).includes(kind);
 }
 
 /** Active while `now < expires_at`; no `expires_at` means until removed. */

@@ -156,6 +156,11 @@ export class Revocations {
     return this.#index.matchParty(party, nowS);
   }
 
+  /** Whether a `sub` or `client_id` revocation under any issuer applies to a party known by name only. */
+  checkPartyAnyIssuer(party: { sub?: string | undefined; client_id?: string | undefined }, nowS: number): RevocationMatch {
+    return this.#index.matchPartyAnyIssuer(party, nowS);
+  }
+
   /** Deletes every revocation expired at `nowS`; returns how many. Call periodically. */
   prune(nowS: number): number {
     const rows = this.#statements.prune.all(nowS) as unknown as { id: string }[];

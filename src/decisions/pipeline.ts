@@ -231,6 +231,16 @@ export class DecisionPipeline {
     return subject;
   }
 
+  /**
+   * Whether a party known by name only (not by a token it holds) is revoked by sub or
+   * client_id under any issuer, as policy input: e.g. the subject and client a token service
+   * asks to mint a token for (/v1/issuance).
+   */
+  partyRevocation(party: { sub?: string | undefined; client_id?: string | undefined }, nowS: number): PolicySubject['revoked'] {
+    const match = this.#deps.revocations?.checkPartyAnyIssuer(party, nowS);
+    return match?.revoked ? { revoked: true, reason: match.reason, revocation_id: match.revocation_id } : { revoked: false };
+  }
+
   #revocationOf(subject: PolicySubject, now: number): PolicySubject['revoked'] {
     return this.#deps.revocations ? subjectRevocation(this.#deps.revocations, subject, now) : { revoked: false };
   }

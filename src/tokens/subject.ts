@@ -86,6 +86,7 @@ export function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
 export interface RevocationLookup {
   check(token: RevokedTokenClaims, nowS: number): RevocationMatch;
   checkParty(party: { iss: string; sub?: string | undefined; client_id?: string | undefined }, nowS: number): RevocationMatch;
+  checkPartyAnyIssuer(party: { sub?: string | undefined; client_id?: string | undefined }, nowS: number): RevocationMatch;
 }
 
 /**

@@ -27,7 +27,17 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
     jsonBody(issuanceRequestSchema, { limitBytes: bodyLimitBytes }),
     async (c) => {
       const body = c.get('body');
-      const { token, policy, context, ...issuance } = body;
+      const { token, policy, context, ...requested } = body;
+      // The parties of the token to mint are named, not presented: their revocations are looked up here.
+      const nowS = Math.floor(Date.now() / 1000);
+      const issuance = {
+        ...requested,
+        revoked: {
+          // A client may be revoked by its client_id or, as an agent with tokens of its own, by its sub.
+          client: pipeline.partyRevocation({ client_id: requested.client_id, sub: requested.client_id }, nowS),
+          ...(requested.subject !== undefined && { subject: pipeline.partyRevocation({ sub: requested.subject }, nowS) }),
+        },
+      };
       const decision = await pipeline.decide({
         endpoint: '/v1/issuance',
         requestId: c.get('requestId'),
