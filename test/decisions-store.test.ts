@@ -1,4 +1,5 @@
 import { DatabaseSync } from 'node:sqlite';
+import type { Worker } from 'node:worker_threads';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../src/decisions/store.ts';
 import type { DecisionFilters } from '../src/decisions/query.ts';
@@ -192,6 +193,66 @@ describe('durability', () => {
     await log.close();
     log = await open();
     expect(log.get(record.decision_id)).toBeDefined();
+  });
+
+  it('relaxed: keeps records whose commit failed, refuses more until they commit, in order', async () => {
+    const log = await open({ durability: 'relaxed', flush_interval_ms: 10, busy_timeout_ms: 20, max_pending: 5 });
+    const errors: Error[] = [];
+    log.onError((error) => errors.push(error));
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    // Another process holds the write lock for longer than busy_timeout_ms: every commit fails.
+    const blocker = new DatabaseSync(temp.path);
+    blocker.exec('BEGIN EXCLUSIVE');
+    const accepted: DecisionRecord[] = [];
+    const refusals: string[] = [];
+    for (let round = 0; round < 10; round += 1) {
+      for (let i = 0; i < 5; i += 1) {
+        const record = decision();
+        await log.append(record).then(
+          () => accepted.push(record),
+          (error: { code: string }) => refusals.push(error.code),
+        );
+      }
+      await sleep(80);
+    }
+    // Nothing was committed, nothing accepted was dropped, and the log stopped accepting.
+    expect(log.stats).toMatchObject({ committed: 0, failed: 0 });
+    expect(log.stats.pending).toBe(accepted.length);
+    expect(accepted.length).toBeLessThanOrEqual(5);
+    expect(refusals.length).toBe(50 - accepted.length);
+    expect(new Set(refusals)).toEqual(new Set(['decision_log_unavailable']));
+    expect(errors.length).toBeGreaterThan(0);
+
+    blocker.exec('ROLLBACK');
+    blocker.close();
+    await sleep(300);
+    expect(log.stats).toMatchObject({ pending: 0, committed: accepted.length, failed: 0 });
+    // Committed in the order they were accepted, chained correctly, and the log accepts again.
+    expect(accepted.map((record) => log.get(record.decision_id)?.seq)).toEqual(accepted.map((_, i) => i + 1));
+    const after = decision();
+    await log.append(after);
+    await sleep(100);
+    expect(log.get(after.decision_id)?.seq).toBe(accepted.length + 1);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: accepted.length + 1 });
+  });
+
+  it('relaxed: refuses appends once the writer thread is gone, and still closes', async () => {
+    const writers: Worker[] = [];
+    const onWorker = (worker: Worker) => writers.push(worker);
+    process.on('worker', onWorker);
+    const log = await open({ durability: 'relaxed', flush_interval_ms: 50 }).finally(() => process.off('worker', onWorker));
+    const errors: Error[] = [];
+    log.onError((error) => errors.push(error));
+    await log.append(decision());
+    expect(writers).toHaveLength(1);
+    await writers[0]!.terminate(); // as if the thread had crashed
+
+    await expect(log.append(decision())).rejects.toMatchObject({ code: 'decision_log_unavailable' });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The record it held cannot be committed any more: counted and reported, not queued for ever.
+    expect(log.stats).toMatchObject({ pending: 0, failed: 1 });
+    expect(errors.map((error) => (error as { code?: string }).code)).toContain('decision_log_unavailable');
+    await expect(log.close()).rejects.toMatchObject({ code: 'decision_log_unavailable' });
   });
 
   it('relaxed: refuses appends beyond max_pending', async () => {

@@ -28,7 +28,11 @@ export interface DecisionLogStats {
   /** Accepted by append but not yet committed: in relaxed mode, what a crash now would lose. */
   pending: number;
   committed: number;
-  /** relaxed only: accepted records whose commit failed (each failure is also sent to onError). */
+  /**
+   * relaxed only: accepted records that were never committed: refused by the database (a
+   * decision_id logged twice), or still waiting when the writer thread stopped or the log
+   * was closed (each is also sent to onError). A commit that fails otherwise is retried.
+   */
   failed: number;
   /** Transactions committed: committed / commits is the size of a group commit. */
   commits: number;
@@ -76,6 +80,12 @@ export class DecisionStore {
   #flushTimer: NodeJS.Timeout | undefined;
   /** relaxed: when the oldest record still queued arrived (performance.now()); its commit is due flush_interval_ms later. */
   #queuedSince: number | undefined;
+  /**
+   * relaxed: why the last commit failed (a lock, a full disk), while its records wait at the
+   * head of the queue to be tried again. Appends are refused meanwhile, so the decisions
+   * answered without a record stay those of the loss window. Cleared by a commit that goes through.
+   */
+  #outage: ArbiterError | undefined;
   /** The latest retention run, so the next one starts after it. */
   #pruning: Promise<number> | undefined;
   #closed = false;
@@ -135,8 +145,10 @@ export class DecisionStore {
   /**
    * Adds a decision. strict: resolves once it is committed and fsynced, rejects with
    * `decision_log_write_failed` / `decision_log_unavailable` if it cannot be (the caller
-   * must then not act on the decision). relaxed: resolves at once; rejects only with
-   * `decision_log_backlog` when max_pending records are already waiting.
+   * must then not act on the decision). relaxed: resolves at once; rejects with
+   * `decision_log_backlog` when max_pending records are already waiting, and with
+   * `decision_log_unavailable` while records whose commit failed wait to be retried or
+   * once the writer thread has stopped.
    * Both reject `decision_record_invalid` and, after close(), `decision_log_closed`.
    */
   append(record: DecisionRecord): Promise<void> {
@@ -154,6 +166,8 @@ export class DecisionStore {
         this.#enqueue(queued);
       });
     }
+    const unavailable = this.#writer.failure ?? this.#outage;
+    if (unavailable) return Promise.reject(unavailable);
     if (this.stats.pending >= this.#config.max_pending) {
       return Promise.reject(
         new ArbiterError('decision_log_backlog', `${this.stats.pending} decisions are already waiting to be committed`),
@@ -256,11 +270,11 @@ export class DecisionStore {
   /**
    * strict: the queue goes to the writer once the current turn's appends are in (or,
    * with a commit in progress, when it completes). relaxed: after flush_interval_ms, or
-   * sooner once a full batch is waiting.
+   * sooner once a full batch is waiting (but not while a failed commit waits to be retried).
    */
   #scheduleFlush(): void {
     if (this.#inFlight || this.#flushImmediate) return;
-    if (this.#config.durability === 'strict' || this.#queue.length >= this.#config.max_batch) {
+    if (this.#config.durability === 'strict' || (this.#queue.length >= this.#config.max_batch && !this.#outage)) {
       clearTimeout(this.#flushTimer);
       this.#flushTimer = undefined;
       this.#flushImmediate = setImmediate(() => this.#flush());
@@ -299,16 +313,35 @@ export class DecisionStore {
     try {
       result = await this.#writer.commit(batch.map((queued) => queued.prepared));
     } catch (error) {
-      const message = (error as Error).message;
-      result = { firstSeq: 0, prevHash: '', hashes: '', failures: batch.map((_, index) => ({ index, message })) };
+      // The thread did not take the batch (it stopped, or failed to read it): nothing was committed.
+      result = { firstSeq: 0, prevHash: '', hashes: '', failures: [], unfinished: { from: 0, message: (error as Error).message } };
     }
     this.#committing = 0;
+    const attempted = result.unfinished ? batch.slice(0, result.unfinished.from) : batch;
+    const stored = this.#settle(attempted, result);
+    if (result.unfinished) this.#notCommitted(batch.slice(result.unfinished.from), result.unfinished.message);
+    else this.#outage = undefined;
+    if (!stored || stored.length === 0) return;
+    for (const listener of this.#committedListeners) {
+      try {
+        listener(stored);
+      } catch (error) {
+        this.#emitError(error as Error);
+      }
+    }
+  }
+
+  /**
+   * Settles the records the writer committed or refused (`result.failures`), in batch order;
+   * returns the committed ones with their chain links when someone listens.
+   */
+  #settle(attempted: readonly Queued[], result: CommitResult): StoredDecision[] | undefined {
     // Copies for listeners are made only when someone listens: this runs per decision.
     const stored: StoredDecision[] | undefined = this.#committedListeners.size > 0 ? [] : undefined;
     let committed = 0;
     let failure: ArbiterError | undefined;
     let nextFailure = 0;
-    batch.forEach((queued, index) => {
+    attempted.forEach((queued, index) => {
       const failed = result.failures[nextFailure];
       if (failed?.index === index) {
         nextFailure += 1;
@@ -324,17 +357,43 @@ export class DecisionStore {
     this.#committed += committed;
     if (committed > 0) this.#commits += 1;
     if (failure && this.#config.durability === 'relaxed') {
-      this.#failed += batch.length - committed;
+      this.#failed += attempted.length - committed;
       this.#emitError(failure);
     }
-    if (!stored || stored.length === 0) return;
-    for (const listener of this.#committedListeners) {
-      try {
-        listener(stored);
-      } catch (error) {
-        this.#emitError(error as Error);
-      }
+    return stored;
+  }
+
+  /**
+   * Records the writer could not commit through no fault of their own (a lock held past
+   * busy_timeout_ms, a full disk, a stopped thread). strict: their callers are waiting and
+   * get the error, so the decisions are denied. relaxed: they were answered already, so
+   * they go back to the head of the queue, in order, to be tried again flush_interval_ms
+   * later, and appends are refused until they commit. They are given up (counted in
+   * `failed`) only when no attempt can succeed any more: the writer thread has stopped, or
+   * the log is closing.
+   */
+  #notCommitted(records: Queued[], message: string): void {
+    if (this.#config.durability === 'strict') {
+      const failure = new ArbiterError('decision_log_write_failed', `decision log commit failed: ${message}`);
+      for (const queued of records) queued.settle?.reject(failure);
+      return;
     }
+    const stopped = this.#writer.failure;
+    if (stopped || this.#closed) {
+      this.#failed += records.length;
+      this.#emitError(
+        stopped ?? new ArbiterError('decision_log_write_failed', `decision log commit failed on close, ${records.length} decisions not recorded: ${message}`),
+      );
+      return;
+    }
+    const first = this.#outage === undefined;
+    this.#queue = records.concat(this.#queue);
+    this.#queuedSince = performance.now();
+    this.#outage = new ArbiterError(
+      'decision_log_unavailable',
+      `decision log commit failed, ${this.#queue.length} decisions wait to be retried and new ones are refused: ${message}`,
+    );
+    if (first) this.#emitError(this.#outage);
   }
 
   #every(ms: number, task: () => Promise<unknown>): void {

@@ -34,8 +34,14 @@ export interface CommitResult {
   prevHash: string;
   /** The hashes of the records committed, in order, concatenated (64 hex digits each). */
   hashes: string;
-  /** Records not committed, by their index in the batch, with the reason. */
+  /** Records refused for what they are (a decision_id logged twice), by their index in the batch: never retried. */
   failures: { index: number; message: string }[];
+  /**
+   * Set when the commit failed for a reason that is not the records' own (a lock held past
+   * busy_timeout_ms, a full disk, an I/O error): the records from index `from` on were not
+   * committed, and the chain's head has not moved past them, so they can be tried again.
+   */
+  unfinished?: { from: number; message: string };
 }
 
 /** Where the `n`th record committed by `result` landed in the chain. */
@@ -149,6 +155,11 @@ export class WriterThread {
 
   prune(policy: RetentionPolicy, now: number, stepRecords: number): Promise<number> {
     return this.#request({ op: 'prune', policy, now, stepRecords }) as Promise<number>;
+  }
+
+  /** Why the thread is gone, once it is: every request then fails with this. */
+  get failure(): Error | undefined {
+    return this.#failure;
   }
 
   /** The writer thread's V8 heap. */

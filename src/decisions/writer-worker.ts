@@ -12,6 +12,8 @@ import type { PreparedDecision } from './writer.ts';
 import { decodeBatch } from './writer-thread.ts';
 import type { CommitResult, WriterReply, WriterRequest, WriterSetup } from './writer-thread.ts';
 
+/** SQLite primary result codes a record causes by itself (a duplicate decision_id, a body too big): retrying it cannot help. */
+const SQLITE_TOOBIG = 18;
 const SQLITE_CONSTRAINT = 19;
 
 const setup = workerData as WriterSetup;
@@ -72,28 +74,37 @@ function commit(batch: readonly PreparedDecision[]): CommitResult {
   try {
     return { firstSeq: head.seq + 1, prevHash: head.hash, hashes: writer.commit(batch).join(''), failures: [] };
   } catch (error) {
-    // A constraint (a decision_id logged twice) fails one record, not its batch-mates:
-    // retry them one by one. Anything else (I/O, lock, full disk) fails them all alike.
-    const message = (error as Error).message;
-    if (batch.length > 1 && ((error as { errcode?: number }).errcode ?? 0) % 256 === SQLITE_CONSTRAINT) {
-      return commitOneByOne(batch);
-    }
-    return { firstSeq: head.seq + 1, prevHash: head.hash, hashes: '', failures: batch.map((_, index) => ({ index, message })) };
+    // A record the database refuses fails alone, not its batch-mates: retry them one by one.
+    // Anything else (I/O, lock, full disk) leaves the whole batch to be tried again.
+    if (refusesRecord(error)) return commitOneByOne(batch);
+    return { firstSeq: head.seq + 1, prevHash: head.hash, hashes: '', failures: [], unfinished: { from: 0, message: (error as Error).message } };
   }
 }
 
 function commitOneByOne(batch: readonly PreparedDecision[]): CommitResult {
   const head = writer.head;
   const hashes: string[] = [];
-  const failures: CommitResult['failures'] = [];
-  batch.forEach((prepared, index) => {
+  const result: CommitResult = { firstSeq: head.seq + 1, prevHash: head.hash, hashes: '', failures: [] };
+  for (const [index, prepared] of batch.entries()) {
     try {
       hashes.push(...writer.commit([prepared]));
     } catch (error) {
-      failures.push({ index, message: (error as Error).message });
+      const message = (error as Error).message;
+      if (!refusesRecord(error)) {
+        // The rest stays in order for the next attempt, chained on from what did commit.
+        result.unfinished = { from: index, message };
+        break;
+      }
+      result.failures.push({ index, message });
     }
-  });
-  return { firstSeq: head.seq + 1, prevHash: head.hash, hashes: hashes.join(''), failures };
+  }
+  result.hashes = hashes.join('');
+  return result;
+}
+
+function refusesRecord(error: unknown): boolean {
+  const code = ((error as { errcode?: number }).errcode ?? 0) % 256;
+  return code === SQLITE_CONSTRAINT || code === SQLITE_TOOBIG;
 }
 
 /** Deletes in short transactions and lets commits in between, so pruning never stalls decisions. */
