@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { existsSync, renameSync, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
@@ -105,6 +105,43 @@ describe('verify', () => {
   it('creates the checkpoint key next to the database, readable by the owner only', async () => {
     await open();
     expect(statSync(`${temp.path}.checkpoint-key.jwk`).mode & 0o777).toBe(0o600);
+  });
+
+  it('creates a key at checkpoint.key_path for a new log', async () => {
+    const keyPath = `${temp.dir}/elsewhere.jwk`;
+    const log = await open({ checkpoint: { every_records: 10, key_path: keyPath } });
+    await fill(log, 3);
+    expect(statSync(keyPath).mode & 0o777).toBe(0o600);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
+  });
+
+  it('refuses to open a signed log whose key file is missing or another key, naming checkpoint.key_path', async () => {
+    const log = await open();
+    await fill(log, 3);
+    await log.close();
+    store = undefined;
+    const keyPath = `${temp.path}.checkpoint-key.jwk`;
+    const refusal = {
+      code: 'config_invalid',
+      issues: [{ path: 'decision_log.checkpoint.key_path', message: expect.stringMatching(/restore the key file/) }],
+    };
+
+    // Moved: key_path names a file that does not exist. No key is generated in its place.
+    const moved = `${temp.dir}/moved.jwk`;
+    await expect(DecisionStore.open({ path: temp.path, checkpoint: { key_path: moved } })).rejects.toMatchObject(refusal);
+    expect(existsSync(moved)).toBe(false);
+    // Another key: it did not sign the anchor.
+    const other = `${temp.dir}/other.jwk`;
+    loadOrCreateCheckpointKey(other);
+    await expect(DecisionStore.open({ path: temp.path, checkpoint: { key_path: other } })).rejects.toMatchObject(refusal);
+    // Deleted from its default place.
+    renameSync(keyPath, `${keyPath}.bak`);
+    await expect(DecisionStore.open({ path: temp.path })).rejects.toMatchObject(refusal);
+    expect(existsSync(keyPath)).toBe(false);
+
+    // Restored: the untouched log opens and verifies.
+    renameSync(`${keyPath}.bak`, keyPath);
+    expect(await (await open()).verify()).toMatchObject({ ok: true, checked: 3 });
   });
 
   it('finds a record whose stored body was edited', async () => {

@@ -76,23 +76,40 @@ export function markSignatureValid(mark: SignedMark, key: CheckpointKey): boolea
 
 /**
  * Loads the Ed25519 checkpoint key (a private JWK) or, when the file does not exist,
- * generates one there with mode 0600. A key file others can read is refused: whoever
- * holds the key can re-sign a rewritten log.
+ * generates one there with mode 0600. For a log that already holds signed marks, use
+ * loadCheckpointKey: a key generated in place of a missing one cannot verify them.
  */
 export function loadOrCreateCheckpointKey(path: string): CheckpointKey {
-  let jwk: JsonWebKey;
+  return loadCheckpointKey(path) ?? createCheckpointKey(path);
+}
+
+/**
+ * Loads the checkpoint key (a private Ed25519 JWK); undefined when the file does not exist.
+ * A key file others can read is refused: whoever holds the key can re-sign a rewritten log.
+ */
+export function loadCheckpointKey(path: string): CheckpointKey | undefined {
+  let mode: number;
   try {
-    const mode = statSync(path).mode;
-    if ((mode & 0o077) !== 0) {
-      throw new ArbiterError('checkpoint_key_insecure', `checkpoint key ${path} is readable by group or others (chmod 600 it)`);
-    }
-    jwk = JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey;
+    mode = statSync(path).mode;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
-    // 'wx': if another process created the key in the meantime, fail rather than replace it.
-    writeFileSync(path, JSON.stringify(jwk) + '\n', { mode: 0o600, flag: 'wx' });
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
   }
+  if ((mode & 0o077) !== 0) {
+    throw new ArbiterError('checkpoint_key_insecure', `checkpoint key ${path} is readable by group or others (chmod 600 it)`);
+  }
+  return checkpointKeyFromJwk(JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey, path);
+}
+
+/** Generates a checkpoint key at `path` with mode 0600. */
+export function createCheckpointKey(path: string): CheckpointKey {
+  const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
+  // 'wx': if another process created the key in the meantime, fail rather than replace it.
+  writeFileSync(path, JSON.stringify(jwk) + '\n', { mode: 0o600, flag: 'wx' });
+  return checkpointKeyFromJwk(jwk, path);
+}
+
+function checkpointKeyFromJwk(jwk: JsonWebKey, path: string): CheckpointKey {
   if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.d !== 'string' || typeof jwk.x !== 'string') {
     throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not a private Ed25519 JWK`);
   }

@@ -41,8 +41,11 @@ export const decisionLogConfigSchema = z.strictObject({
     .strictObject({
       every_records: z.number().int().positive().default(10_000).describe('Sign a checkpoint of the hash chain after this many records...'),
       interval_s: z.number().positive().default(60).describe('...or after this long, whichever comes first.'),
-      /** Private Ed25519 JWK; default `<path>.checkpoint-key.jwk`, generated on first open. */
-      key_path: z.string().min(1).optional().describe('Private Ed25519 JWK signing checkpoints; default <path>.checkpoint-key.jwk, generated on first open (mode 0600).'),
+      /**
+       * Private Ed25519 JWK; default `<path>.checkpoint-key.jwk`, generated with a new log. A
+       * log already signed is not opened without the key that signed it.
+       */
+      key_path: z.string().min(1).optional().describe('Private Ed25519 JWK signing checkpoints; default <path>.checkpoint-key.jwk, generated with a new log (mode 0600). A log already signed does not open without the key that signed it.'),
     })
     .prefault({}),
 });

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { ArbiterError, ConfigError } from '../errors.ts';
 import type { ThreadHeap } from '../metrics/thread-heap.ts';
 import { canonicalJson } from './canonical-json.ts';
-import { loadOrCreateCheckpointKey } from './chain.ts';
+import { createCheckpointKey, loadCheckpointKey } from './chain.ts';
 import type { CheckpointKey } from './chain.ts';
 import { decisionLogConfigSchema } from './config.ts';
 import type { DecisionLogConfig, DecisionLogConfigInput } from './config.ts';
@@ -104,7 +104,7 @@ export class DecisionStore {
     }
     const options = parsed.data;
     mkdirSync(dirname(options.path), { recursive: true });
-    const key = loadOrCreateCheckpointKey(options.checkpoint.key_path ?? `${options.path}.checkpoint-key.jwk`);
+    const key = checkpointKeyFor(options, options.checkpoint.key_path ?? `${options.path}.checkpoint-key.jwk`);
     const writer = await WriterThread.start({
       path: options.path,
       // WAL + FULL fsyncs the WAL at every commit: a strict append is then durable across
@@ -416,6 +416,46 @@ export class DecisionStore {
 
   #emitError(error: Error): void {
     for (const listener of this.#errorListeners) listener(error);
+  }
+}
+
+/**
+ * The key that signs the log at `path`. A log that already holds signed marks keeps the key
+ * that signed them: a key generated in place of a missing file, or another key, would sign
+ * on from marks it cannot verify, so verify would report the untouched log as tampered
+ * with, and retention would stop for good. Only a log with nothing signed yet gets a new key.
+ */
+function checkpointKeyFor({ path, busy_timeout_ms }: DecisionLogConfig, keyPath: string): CheckpointKey {
+  const signer = signingKeyId(path, busy_timeout_ms);
+  const key = loadCheckpointKey(keyPath);
+  if (signer === undefined) return key ?? createCheckpointKey(keyPath);
+  const restore = 'restore the key file that signed it (a new key cannot verify what it signed)';
+  if (!key) {
+    throw new ConfigError(
+      [{ path: 'decision_log.checkpoint.key_path', message: `${keyPath} does not exist, but the decision log ${path} is signed by checkpoint key ${signer}: ${restore}` }],
+      'decision_log',
+    );
+  }
+  if (key.id !== signer) {
+    throw new ConfigError(
+      [{ path: 'decision_log.checkpoint.key_path', message: `${keyPath} holds checkpoint key ${key.id}, but the decision log ${path} is signed by key ${signer}: ${restore}` }],
+      'decision_log',
+    );
+  }
+  return key;
+}
+
+/** The id of the key that signed the log's anchor (else its newest checkpoint); undefined for a log with nothing signed yet. */
+function signingKeyId(path: string, busyTimeoutMs: number): string | undefined {
+  if (!existsSync(path)) return undefined;
+  const db = new DatabaseSync(path, { readOnly: true, timeout: busyTimeoutMs });
+  try {
+    const tables = new Set((db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((row) => row.name));
+    const newest = (table: string) =>
+      tables.has(table) ? (db.prepare(`SELECT key_id FROM ${table} ORDER BY seq DESC LIMIT 1`).get() as { key_id: string } | undefined) : undefined;
+    return (newest('anchors') ?? newest('checkpoints'))?.key_id;
+  } finally {
+    db.close();
   }
 }
 
