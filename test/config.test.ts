@@ -47,6 +47,22 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig({ issuers: [bad] })).map((i) => i.path)).toContain(path);
   });
 
+  // Node runs a timer set for longer than 2^31 - 1 ms (~24.8 days) after 1 ms instead.
+  const source = { name: 'authz', url: 'https://bundles.example/authz.tar.gz' };
+  it.each([
+    ['data.revocation_prune_interval_s', 2_147_483, (v: number) => ({ data: { revocation_prune_interval_s: v } })],
+    ['decision_log.retention.check_interval_s', 2_147_483, (v: number) => ({ decision_log: { retention: { max_records: 10, check_interval_s: v } } })],
+    ['decision_log.checkpoint.interval_s', 2_147_483, (v: number) => ({ decision_log: { checkpoint: { interval_s: v } } })],
+    ['bundles.sources.0.poll_interval_s', 2_147_483, (v: number) => ({ bundles: { sources: [{ ...source, poll_interval_s: v }] } })],
+    ['bundles.sources.0.timeout_ms', 2_147_483_647, (v: number) => ({ bundles: { sources: [{ ...source, timeout_ms: v }] } })],
+    ['issuers.0.jwks_timeout_ms', 2_147_483_647, (v: number) => ({ issuers: [{ ...issuer, jwks_timeout_ms: v }] })],
+    ['admin.issuers.0.jwks_timeout_ms', 2_147_483_647, (v: number) => ({ admin: { issuers: [{ ...issuer, jwks_timeout_ms: v }] } })],
+  ])('refuses %s beyond the longest timer delay, naming the maximum', (path, max, config) => {
+    expect(() => parseConfig(config(max))).not.toThrow();
+    expect(issuesOf(() => parseConfig(config(max + 1)))).toEqual([{ path, message: expect.stringContaining(`at most ${max}`) }]);
+    expect(issuesOf(() => parseConfig(config(2_592_000_000)))).toEqual([{ path, message: expect.stringContaining(`at most ${max}`) }]);
+  });
+
   it('allows plain http JWKS on loopback only', () => {
     expect(parseConfig({ issuers: [{ ...issuer, jwks_uri: 'http://127.0.0.1:9999/jwks' }] }).issuers[0]!.jwks_uri).toBe('http://127.0.0.1:9999/jwks');
   });

@@ -131,6 +131,11 @@ describe('append and get', () => {
       code: 'config_invalid',
       issues: [expect.objectContaining({ path: 'decision_log.mask.0' })],
     });
+    // 30 days: longer than a Node timer runs (it would prune every millisecond).
+    await expect(DecisionStore.open({ path: temp.path, retention: { max_records: 10, check_interval_s: 2_592_000 } })).rejects.toMatchObject({
+      code: 'config_invalid',
+      issues: [{ path: 'decision_log.retention.check_interval_s', message: expect.stringContaining('at most 2147483') }],
+    });
   });
 });
 

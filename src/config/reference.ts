@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { configSchema } from './schema.ts';
+import { MAX_TIMER_DELAY_MS, MAX_TIMER_DELAY_S } from './timer-delay.ts';
 
 /**
  * Renders the configuration reference (the README's last section) from the config schema itself,
@@ -34,6 +35,8 @@ export function configReference(): string {
     'so a map key with capitals (a signing key id) or a list item is set by giving its whole parent as YAML,',
     'e.g. `ARBITER_ISSUERS=\'[{issuer: ..., jwks_uri: ...}]\'`;',
     '`PORT` sets `server.port`. Relative paths are relative to the working directory.',
+    `Keys a timer waits for (intervals and timeouts) take at most ${MAX_TIMER_DELAY_S} s or ${MAX_TIMER_DELAY_MS} ms`,
+    '(about 24.8 days), the longest delay a Node.js timer honours.',
     '',
   ];
   for (const [section, sectionRows] of sections) {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { decisionLogConfigSchema } from '../decisions/config.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
+import { timerDelayMs, timerDelaySeconds } from './timer-delay.ts';
 import { bundleNameSchema } from '../policy/bundle-name.ts';
 import { BUNDLE_SIGNING_ALGORITHMS } from '../policy/signatures.ts';
 
@@ -48,7 +49,7 @@ export const issuerSchema = z
     max_lifetime_s: z.number().int().positive('must be greater than 0').default(86_400).describe('Longest exp - iat accepted: token_lifetime_too_long beyond it.'),
     jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long.'),
     jwks_cooldown_s: z.number().int().min(0).default(30).describe('Least time between refetches triggered by an unknown kid.'),
-    jwks_timeout_ms: z.number().int().positive().default(5000).describe('Timeout of one JWKS fetch.'),
+    jwks_timeout_ms: timerDelayMs().default(5000).describe('Timeout of one JWKS fetch.'),
   })
   .superRefine((issuer, ctx) => {
     const sources = [issuer.jwks_uri, issuer.jwks_file, issuer.secret_file].filter((s) => s !== undefined);
@@ -90,8 +91,8 @@ const bundleSourceSchema = z.strictObject({
       return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
     }, 'must use https (plain http is allowed only for loopback hosts)')
     .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match).'),
-  poll_interval_s: z.number().positive().default(60).describe('Time between polls (jittered; backs off after errors).'),
-  timeout_ms: z.number().int().positive().default(10_000).describe('Timeout of one download.'),
+  poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
+  timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
 });
 
 const MiB = 1024 * 1024;
@@ -216,7 +217,7 @@ const configShape = z.strictObject({
       max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024).describe('Largest PUT/PATCH body on /v1/data: 413 beyond it.'),
       max_depth: z.number().int().min(2).max(256).default(32).describe('Deepest nesting of live data: data_too_deep beyond it.'),
       max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data.'),
-      revocation_prune_interval_s: z.number().int().positive().default(60).describe('How often expired revocations are deleted.'),
+      revocation_prune_interval_s: timerDelaySeconds().int().default(60).describe('How often expired revocations are deleted.'),
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()

@@ -9,6 +9,7 @@
  */
 import type { Logger } from 'pino';
 import type { BundlesConfig } from '../config/schema.ts';
+import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
 import { sha256Hex } from './store.ts';
@@ -112,7 +113,8 @@ export class BundlePuller {
 
   #nextDelayMs(): number {
     const interval = this.source.poll_interval_s * 1000;
-    if (this.#failures === 0) return interval * (0.9 + Math.random() * 0.2);
+    // The jitter may take an interval at the schema's limit past what a timer can wait.
+    if (this.#failures === 0) return Math.min(interval * (0.9 + Math.random() * 0.2), MAX_TIMER_DELAY_MS);
     const backoff = Math.min(interval * 2 ** this.#failures, Math.max(MAX_BACKOFF_MS, interval));
     return backoff * (0.5 + Math.random() * 0.5);
   }
