@@ -153,6 +153,47 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
   });
 });
 
+describe('a token without kid, from an issuer with several keys of its algorithm', () => {
+  let several: TestIssuer;
+  let server: Arbiter;
+  let url: string;
+
+  beforeAll(async () => {
+    several = await TestIssuer.create('https://several-keys.test.example');
+    // Twelve matching keys: more than the ten candidates a kid-less token is tried against.
+    while (several.keys.length < 12) await several.addKey();
+    await several.serve();
+    server = await startTestArbiter({
+      issuers: [{ issuer: several.issuer, jwks_uri: several.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+    });
+    url = `${server.url}/v1/decide`;
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await several?.close();
+  });
+
+  const codeOf = async (token: string) => (await postJson(url, request(token))).body!.reasons[0].code as string;
+
+  it('verifies with whichever candidate key signed it', async () => {
+    for (const kid of ['key-1', 'key-2', 'key-10']) {
+      const res = await postJson(url, request(await several.sign({ scope: 'read' }, { kid, withoutKid: true })));
+      expect(res.body, kid).toMatchObject({ allow: true, reasons: [{ code: 'granted' }] });
+    }
+  });
+
+  it('reports the claims of the key that verified it, not a bad signature', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    expect(await codeOf(await several.sign({}, { kid: 'key-2', withoutKid: true, iat: now - 300, exp: now - 100 }))).toBe('token_expired');
+  });
+
+  it('denies token_bad_signature when no candidate verifies it, or only one past the tenth', async () => {
+    expect(await codeOf(await several.sign({}, { withoutKid: true, key: idp.keys[0]!.privateKey }))).toBe('token_bad_signature');
+    expect(await codeOf(await several.sign({ scope: 'read' }, { kid: 'key-11', withoutKid: true }))).toBe('token_bad_signature');
+  });
+});
+
 describe('POST /v1/decide with a bad request', () => {
   const problemOf = async (init: RequestInit) => {
     const response = await fetch(decide, { method: 'POST', ...init });

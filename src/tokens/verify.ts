@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions, type ProtectedHeaderParameters } from 'jose';
 import { KeysUnavailableError, type IssuerRegistry, type TrustedIssuer } from './trusted-issuers.ts';
 import type { VerificationCache } from './verification-cache.ts';
 
@@ -119,12 +119,7 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
       ...(config.typ !== undefined && { typ: config.typ }),
       currentDate: new Date(now * 1000),
     };
-    // jose's overloads differ for a key and a key resolver; both are valid here.
-    payload = (
-      issuer.key instanceof Uint8Array
-        ? await jwtVerify(token, issuer.key, verifyOptions)
-        : await jwtVerify(token, issuer.key, verifyOptions)
-    ).payload;
+    payload = await verifyWithIssuerKeys(token, issuer, verifyOptions);
   } catch (error) {
     const { code, message } = classifyJoseError(error);
     return fail(code, message, iss);
@@ -146,6 +141,47 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
     return fail('token_lifetime_too_long', `token lifetime exceeds ${config.max_lifetime_s}s`, iss);
   }
   return { ok: true, payload, header, issuer, fingerprint };
+}
+
+/**
+ * A token without `kid` matches every key of its algorithm in the issuer's key set. jose
+ * then throws JWKSMultipleMatchingKeys, which iterates over those candidates: each is tried
+ * in key-set order, up to this many, so a key set with many keys cannot make one forged
+ * token cost unbounded signature checks. A token signed by a later key is refused as
+ * token_bad_signature; an issuer with more keys per algorithm must put `kid` in its tokens.
+ */
+export const MAX_CANDIDATE_KEYS = 10;
+
+async function verifyWithIssuerKeys(token: string, issuer: TrustedIssuer, options: JWTVerifyOptions): Promise<JWTPayload> {
+  // jose's overloads differ for a key and a key resolver; both are valid here.
+  if (issuer.key instanceof Uint8Array) return (await jwtVerify(token, issuer.key, options)).payload;
+  try {
+    return (await jwtVerify(token, issuer.key, options)).payload;
+  } catch (error) {
+    if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
+    return verifyWithCandidates(token, error as errors.JWKSMultipleMatchingKeys & AsyncIterable<CryptoKey>, options);
+  }
+}
+
+async function verifyWithCandidates(token: string, candidates: AsyncIterable<CryptoKey>, options: JWTVerifyOptions): Promise<JWTPayload> {
+  let tried = 0;
+  for await (const key of candidates) {
+    try {
+      return (await jwtVerify(token, key, options)).payload;
+    } catch (error) {
+      // Another key's signature, or a key unfit to verify with (an RSA key under 2048 bits):
+      // try the next. Any other failure (claims, a malformed token) holds whichever key signed.
+      if (!(error instanceof errors.JWSSignatureVerificationFailed || error instanceof TypeError)) throw error;
+    }
+    tried += 1;
+    // Counted before asking for the next candidate: jose imports each key as it is asked for.
+    if (tried === MAX_CANDIDATE_KEYS) break;
+  }
+  throw new errors.JWSSignatureVerificationFailed(
+    tried === MAX_CANDIDATE_KEYS
+      ? `signature verification failed with the first ${MAX_CANDIDATE_KEYS} keys that match a token without kid`
+      : 'signature verification failed with every key that matches a token without kid',
+  );
 }
 
 /** An absent act, or an object whose nested acts are objects down the chain. */
@@ -181,7 +217,6 @@ function classifyJoseError(error: unknown): { code: TokenFailureCode; message: s
   if (error instanceof errors.JWSSignatureVerificationFailed) return { code: 'token_bad_signature', message };
   if (error instanceof errors.JOSEAlgNotAllowed) return { code: 'token_algorithm_not_allowed', message };
   if (error instanceof errors.JWKSNoMatchingKey) return { code: 'token_unknown_key', message };
-  if (error instanceof errors.JWKSMultipleMatchingKeys) return { code: 'token_bad_signature', message };
   if (error instanceof KeysUnavailableError || error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
     return { code: 'token_keys_unavailable', message };
   }

@@ -65,16 +65,19 @@ export class TestIssuer {
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
   }
 
-  /** Signs claims; defaults give a valid token for audience `https://api.example.com`. */
+  /**
+   * Signs claims; defaults give a valid token for audience `https://api.example.com`.
+   * `kid` picks the signing key; `withoutKid` leaves it out of the header (verifiers must then try the candidates).
+   */
   async sign(
     claims: JWTPayload & Record<string, unknown> = {},
-    options: { kid?: string; alg?: string; typ?: string; key?: CryptoKey; iat?: number; exp?: number } = {},
+    options: { kid?: string; alg?: string; typ?: string; key?: CryptoKey; iat?: number; exp?: number; withoutKid?: boolean } = {},
   ): Promise<string> {
     const key = this.keys.find((k) => k.kid === (options.kid ?? this.keys[0]!.kid)) ?? this.keys[0]!;
     const now = Math.floor(Date.now() / 1000);
     const iat = options.iat ?? now;
     return new SignJWT({ iss: this.issuer, sub: 'user:alice', aud: 'https://api.example.com', iat, exp: options.exp ?? iat + 600, ...claims })
-      .setProtectedHeader({ alg: options.alg ?? this.alg, kid: options.kid ?? key.kid, typ: options.typ ?? 'at+jwt' })
+      .setProtectedHeader({ alg: options.alg ?? this.alg, ...(!options.withoutKid && { kid: options.kid ?? key.kid }), typ: options.typ ?? 'at+jwt' })
       .sign(options.key ?? key.privateKey);
   }
 }
