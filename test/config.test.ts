@@ -11,12 +11,40 @@ import { tempDir } from './support/arbiter.ts';
 
 const run = promisify(execFile);
 const EC_PUBLIC_PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const EC_PAIR = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const EC_PUBLIC_JWK = { ...EC_PAIR.publicKey.export({ format: 'jwk' }), kid: 'good', use: 'sig' };
+const EC_PRIVATE_JWK = { ...EC_PAIR.privateKey.export({ format: 'jwk' }), kid: 'leaked' };
 const dir = tempDir('arbiter-config-');
+
+/** Writes a key set file; its path goes into a config under issuers or admin.issuers. */
+function jwksFile(name: string, keys: unknown[]): string {
+  const file = join(dir, `${name}.jwks.json`);
+  writeFileSync(file, JSON.stringify({ keys }));
+  return file;
+}
+
+const UNUSABLE_JWKS = {
+  private: jwksFile('private', [EC_PUBLIC_JWK, EC_PRIVATE_JWK]),
+  symmetric: jwksFile('symmetric', [EC_PUBLIC_JWK, { kty: 'oct', k: 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA' }]),
+  'bad-point': jwksFile('bad-point', [{ kty: 'EC', crv: 'P-256', x: 'zz', y: 'zz' }]),
+  'rsa-without-modulus': jwksFile('rsa-without-modulus', [EC_PUBLIC_JWK, { kty: 'RSA' }]),
+  'no-key-for-the-algorithm': jwksFile('no-key-for-the-algorithm', [{ ...EC_PUBLIC_JWK, use: 'enc' }]),
+};
 const issuer = { issuer: 'https://idp.example', jwks_uri: 'https://idp.example/jwks', audiences: ['api'], algorithms: ['ES256'] };
 
 function issuesOf(fn: () => unknown): { path: string; message: string }[] {
   try {
     fn();
+  } catch (error) {
+    if (error instanceof ConfigError) return [...error.issues];
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+async function issuesOfAsync(fn: () => Promise<unknown>): Promise<{ path: string; message: string }[]> {
+  try {
+    await fn();
   } catch (error) {
     if (error instanceof ConfigError) return [...error.issues];
     throw error;
@@ -72,23 +100,42 @@ describe('configuration', () => {
     expect(paths).toEqual(expect.arrayContaining(['server.port', 'server.colour', 'bundles.default']));
   });
 
-  it('refuses an HMAC secret under 32 bytes at start-up', () => {
+  it('refuses an HMAC secret under 32 bytes at start-up', async () => {
     const secretFile = join(dir, 'short.secret');
     writeFileSync(secretFile, 'too-short-secret\n');
     const config = parseConfig({ issuers: [{ ...issuer, jwks_uri: undefined, secret_file: secretFile, algorithms: ['HS256'] }] });
-    expect(issuesOf(() => IssuerRegistry.fromConfig(config.issuers))).toEqual([
+    expect(await issuesOfAsync(() => IssuerRegistry.fromConfig(config.issuers))).toEqual([
       expect.objectContaining({ path: 'issuers.0.secret_file', message: expect.stringContaining('at least 32 bytes') }),
     ]);
   });
 
-  it('reads an HMAC secret without its trailing line ending, LF or CRLF', () => {
+  it('reads an HMAC secret without its trailing line ending, LF or CRLF', async () => {
     const secret = 's'.repeat(32);
     for (const [name, text] of [['lf', `${secret}\n`], ['crlf', `${secret}\r\n`], ['none', secret]]) {
       const secretFile = join(dir, `${name}.secret`);
       writeFileSync(secretFile, text!);
       const config = parseConfig({ issuers: [{ ...issuer, jwks_uri: undefined, secret_file: secretFile, algorithms: ['HS256'] }] });
-      expect(Buffer.from(IssuerRegistry.fromConfig(config.issuers).get(issuer.issuer)!.key as Uint8Array).toString(), name).toBe(secret);
+      expect(Buffer.from((await IssuerRegistry.fromConfig(config.issuers)).get(issuer.issuer)!.key as Uint8Array).toString(), name).toBe(secret);
     }
+  });
+
+  it.each([
+    ['a private key', 'private', 'private key'],
+    ['a symmetric key', 'symmetric', 'private key'],
+    ['an EC key whose point is not on its curve', 'bad-point', 'cannot be used for'],
+    ['an RSA key without its modulus', 'rsa-without-modulus', 'cannot be used for'],
+    ['no key usable with its algorithms', 'no-key-for-the-algorithm', 'no key usable with ES256 or RS256'],
+  ] as const)('refuses a jwks_file holding %s at start-up', async (_label, name, message) => {
+    const config = parseConfig({ issuers: [{ ...issuer, jwks_uri: undefined, jwks_file: UNUSABLE_JWKS[name], algorithms: ['ES256', 'RS256'] }] });
+    expect(await issuesOfAsync(() => IssuerRegistry.fromConfig(config.issuers))).toEqual([
+      { path: 'issuers.0.jwks_file', message: expect.stringContaining(message) },
+    ]);
+  });
+
+  it('accepts a jwks_file with one usable key among keys for other algorithms', async () => {
+    const file = jwksFile('mixed', [{ ...EC_PUBLIC_JWK, kid: 'enc', use: 'enc' }, EC_PUBLIC_JWK, { kty: 'OKP', crv: 'Ed25519', x: 'zz' }]);
+    const config = parseConfig({ issuers: [{ ...issuer, jwks_uri: undefined, jwks_file: file }] });
+    expect((await IssuerRegistry.fromConfig(config.issuers)).get(issuer.issuer)).toBeDefined();
   });
 
   it('refuses the development issuer in production', () => {
@@ -154,6 +201,8 @@ describe('arbiter config check', () => {
   it.each([
     ['a bundle signing key of another type than its algorithm', `bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: ${JSON.stringify(EC_PUBLIC_PEM)}}\n`, 'bundles.signing.keys.default.key'],
     ['a bundle signing key that is not PEM', 'bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: "not a pem"}\n', 'bundles.signing.keys.default.key'],
+    ['an issuer key set holding a private key', `issuers:\n  - {issuer: https://idp.example, jwks_file: ${UNUSABLE_JWKS.private}, audiences: [api], algorithms: [ES256]}\n`, 'issuers.0.jwks_file'],
+    ['an admin issuer key set without a usable key', `admin:\n  issuers:\n    - {issuer: https://ops.example, jwks_file: ${UNUSABLE_JWKS['bad-point']}, audiences: [arbiter-admin], algorithms: [ES256]}\n`, 'admin.issuers.0.jwks_file'],
     ['a TLS certificate file that is missing', 'server:\n  tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}\n', 'server.tls.cert_file'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
     const file = join(dir, `check-${path}.yaml`);

@@ -303,6 +303,33 @@ describe('issuer keys that cannot be loaded', () => {
   });
 });
 
+describe('a remote key set that publishes private key material', () => {
+  it('is refused whole: tokens deny with token_keys_unavailable and /readyz is 503 naming the issuer', async () => {
+    const leaky = await TestIssuer.create('https://leaky.test.example');
+    await leaky.serve();
+    const { exportJWK } = await import('jose');
+    // A broken identity provider: its signing key's private half, next to the public key that still verifies.
+    const leaked = { ...(await exportJWK(leaky.keys[0]!.privateKey)), kid: 'leaked' };
+    leaky.jwksFailure = { status: 200, body: JSON.stringify({ keys: [...leaky.jwks().keys, leaked] }) };
+    const server = await startTestArbiter({
+      issuers: [{ issuer: leaky.issuer, jwks_uri: leaky.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 0 }],
+    });
+    try {
+      const res = await postJson(`${server.url}/v1/decide`, request(await leaky.sign({ scope: 'read' })));
+      expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable', message: expect.stringContaining('private key') }] });
+      const ready = await fetch(`${server.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(((await ready.json()) as { problems: string[] }).problems).toEqual([expect.stringMatching(/leaky\.test\.example.*private key/)]);
+      // Once the identity provider publishes public keys only, its tokens verify again.
+      leaky.jwksFailure = undefined;
+      expect((await postJson(`${server.url}/v1/decide`, request(await leaky.sign({ scope: 'read' })))).body).toMatchObject({ allow: true });
+    } finally {
+      await server.close();
+      await leaky.close();
+    }
+  });
+});
+
 describe('POST /v1/issuance', () => {
   it('accounts for every requested scope: on a deny, those the policy did not refuse are refused too', async () => {
     const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'c', scopes: ['a', 'b', 'c'], audience: 'https://api.example.com' });

@@ -25,8 +25,8 @@ export async function configCommand(argv: string[]): Promise<number> {
   try {
     const config = loadConfig({ file });
     // The files start-up reads, read the same way, so their errors name the same keys.
-    IssuerRegistry.fromConfig(config.issuers);
-    IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' });
+    await IssuerRegistry.fromConfig(config.issuers);
+    await IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' });
     bundleVerificationOptions(config.bundles.signing);
     if (config.server.tls) readTlsMaterial(config.server.tls);
   } catch (error) {

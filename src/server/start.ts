@@ -88,8 +88,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     policyInstances: () => evaluator.policyInstances(),
   });
   const jwksFetch = (issuer: string) => metrics.jwksFetch(issuer);
-  const issuers = IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
-  const adminIssuers = IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch, configPath: 'admin.issuers' });
+  const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
+  const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch, configPath: 'admin.issuers' });
 
   const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
   await bundleLifecycle.restore(config.bundles.dir);

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
+import { keySetFileProblem, refusingPrivateKeys } from './key-set.ts';
 
 /** Keys of one trusted issuer, imported once and reused for every token it signs. */
 export interface TrustedIssuer {
@@ -31,9 +32,13 @@ export class IssuerRegistry {
     for (const issuer of issuers) this.#byIss.set(issuer.config.issuer, issuer);
   }
 
-  static fromConfig(configs: readonly IssuerConfig[], inline: readonly TrustedIssuer[] = [], options: TrustedIssuerOptions = {}): IssuerRegistry {
+  /** Reads and checks every issuer's keys: a key file that cannot verify tokens stops start-up. */
+  static async fromConfig(configs: readonly IssuerConfig[], inline: readonly TrustedIssuer[] = [], options: TrustedIssuerOptions = {}): Promise<IssuerRegistry> {
     const seen = new Set<string>();
-    const issuers = [...configs.map((config, index) => createTrustedIssuer(config, index, options)), ...inline];
+    const configured: TrustedIssuer[] = [];
+    // One after another, so the first bad issuer in the file is the one reported.
+    for (const [index, config] of configs.entries()) configured.push(await createTrustedIssuer(config, index, options));
+    const issuers = [...configured, ...inline];
     for (const [index, issuer] of issuers.entries()) {
       if (seen.has(issuer.config.issuer)) {
         throw new ConfigError([{ path: `${options.configPath ?? 'issuers'}.${index}.issuer`, message: `duplicate issuer ${issuer.config.issuer}` }]);
@@ -52,14 +57,14 @@ export class IssuerRegistry {
   }
 }
 
-export function createTrustedIssuer(config: IssuerConfig, index: number, options: TrustedIssuerOptions = {}): TrustedIssuer {
+export async function createTrustedIssuer(config: IssuerConfig, index: number, options: TrustedIssuerOptions = {}): Promise<TrustedIssuer> {
   const at = (key: string) => `${options.configPath ?? 'issuers'}.${index}.${key}`;
   if (config.jwks_uri !== undefined) {
     const remote = createRemoteJWKSet(new URL(config.jwks_uri), {
       cacheMaxAge: config.jwks_cache_max_age_s * 1000,
       cooldownDuration: config.jwks_cooldown_s * 1000,
       timeoutDuration: config.jwks_timeout_ms,
-      ...(options.jwksFetch && { [customFetch]: options.jwksFetch(config.issuer) }),
+      [customFetch]: refusingPrivateKeys(options.jwksFetch?.(config.issuer) ?? fetch),
     });
     // Readiness probes are unauthenticated and frequent: a stale key set is reloaded at most
     // once per cooldown on their behalf, and a failed reload is reported until the next try,
@@ -90,6 +95,8 @@ export function createTrustedIssuer(config: IssuerConfig, index: number, options
     if (!Array.isArray(jwks?.keys) || jwks.keys.length === 0) {
       throw new ConfigError([{ path: at('jwks_file'), message: `${config.jwks_file} holds no keys (expected {"keys": [...]})` }]);
     }
+    const problem = await keySetFileProblem(jwks, config.algorithms);
+    if (problem !== undefined) throw new ConfigError([{ path: at('jwks_file'), message: `${config.jwks_file}: ${problem}` }]);
     return fromJwks(config, jwks);
   }
   const secret = readSecret(config.secret_file!, at('secret_file'));

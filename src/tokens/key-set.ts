@@ -1,0 +1,109 @@
+import { importJWK, type FetchImplementation, type JWK } from 'jose';
+
+/**
+ * Members that hold private or secret key material (RFC 7518 §6.2.2, §6.3.2, §6.4; ML-DSA's
+ * `priv`). A JWKS an issuer publishes must carry none: one that does is a broken identity
+ * provider, and a symmetric key in it would be a secret anyone can read.
+ */
+const PRIVATE_KEY_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'] as const;
+
+/** The key type (and curve) each JWKS algorithm selects, as jose's key set selection does. */
+const KEY_TYPE_OF: Readonly<Record<string, { kty: string; crv?: string }>> = {
+  RS256: { kty: 'RSA' }, RS384: { kty: 'RSA' }, RS512: { kty: 'RSA' },
+  PS256: { kty: 'RSA' }, PS384: { kty: 'RSA' }, PS512: { kty: 'RSA' },
+  ES256: { kty: 'EC', crv: 'P-256' }, ES384: { kty: 'EC', crv: 'P-384' }, ES512: { kty: 'EC', crv: 'P-521' },
+  EdDSA: { kty: 'OKP', crv: 'Ed25519' }, Ed25519: { kty: 'OKP', crv: 'Ed25519' },
+};
+
+/** jose refuses to verify with a shorter RSA key. */
+const MIN_RSA_BITS = 2048;
+
+/** Why a key set must not be used (it holds private key material), or undefined. */
+export function privateKeyProblem(jwks: { keys: readonly unknown[] }): string | undefined {
+  for (const [index, key] of jwks.keys.entries()) {
+    if (typeof key !== 'object' || key === null) continue;
+    const member = PRIVATE_KEY_MEMBERS.find((name) => Object.hasOwn(key, name));
+    if (member !== undefined) {
+      return `key ${describeKey(key as JWK, index)} is private key material (it has "${member}"): a key set must hold public keys only`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Why a key set read from a file cannot verify tokens of `algorithms`, or undefined. Each key
+ * jose could pick for one of the algorithms is imported once, as jose will import it, so a
+ * key that cannot be (a point off its curve, an RSA key without its modulus) stops start-up
+ * instead of denying every token it signed; keys for other algorithms or uses are left alone.
+ */
+export async function keySetFileProblem(jwks: { keys: readonly unknown[] }, algorithms: readonly string[]): Promise<string | undefined> {
+  const privateKey = privateKeyProblem(jwks);
+  if (privateKey !== undefined) return privateKey;
+  let usable = 0;
+  for (const [index, key] of jwks.keys.entries()) {
+    if (typeof key !== 'object' || key === null || Array.isArray(key)) return `key ${index} is not a JSON object`;
+    const algorithm = algorithms.find((alg) => selectableFor(key as JWK, alg));
+    if (algorithm === undefined) continue;
+    const problem = await importProblem(key as JWK, algorithm);
+    if (problem !== undefined) return `key ${describeKey(key as JWK, index)} cannot be used for ${algorithm}: ${problem}`;
+    usable += 1;
+  }
+  return usable === 0 ? `no key usable with ${algorithms.join(' or ')} (by its kty, crv, alg, use and key_ops)` : undefined;
+}
+
+/** Whether jose's key set selection would consider `jwk` for a token signed with `alg`. */
+function selectableFor(jwk: JWK, alg: string): boolean {
+  const wanted = KEY_TYPE_OF[alg];
+  return (
+    wanted !== undefined &&
+    jwk.kty === wanted.kty &&
+    (wanted.crv === undefined || jwk.crv === wanted.crv) &&
+    (jwk.alg === undefined || jwk.alg === alg) &&
+    (jwk.use === undefined || jwk.use === 'sig') &&
+    (jwk.key_ops === undefined || (Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify')))
+  );
+}
+
+async function importProblem(jwk: JWK, algorithm: string): Promise<string | undefined> {
+  let key: CryptoKey;
+  try {
+    key = (await importJWK(jwk, algorithm)) as CryptoKey;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+  const bits = (key.algorithm as Partial<RsaHashedKeyAlgorithm>).modulusLength;
+  if (bits !== undefined && bits < MIN_RSA_BITS) return `an RSA key needs at least ${MIN_RSA_BITS} bits, this one has ${bits}`;
+  return undefined;
+}
+
+function describeKey(jwk: JWK, index: number): string {
+  return typeof jwk.kid === 'string' ? `${index} (kid ${JSON.stringify(jwk.kid)})` : String(index);
+}
+
+/**
+ * Wraps the fetch a remote JWKS is loaded with so that a key set publishing private key
+ * material is refused whole, as a failure to load it: tokens deny with
+ * token_keys_unavailable and readiness reports it until the identity provider is fixed.
+ * Checked once per fetch, not per token. Anything else is left for jose to judge.
+ */
+export function refusingPrivateKeys(fetchJwks: FetchImplementation): FetchImplementation {
+  return async (url, options) => {
+    const response = await fetchJwks(url, options);
+    if (response.status !== 200) return response;
+    const text = await response.text();
+    const problem = privateKeyProblemOfText(text);
+    if (problem !== undefined) throw new Error(problem);
+    return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers });
+  };
+}
+
+function privateKeyProblemOfText(text: string): string | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return undefined; // jose reports a body that is not JSON.
+  }
+  const keys = (json as { keys?: unknown } | null)?.keys;
+  return Array.isArray(keys) ? privateKeyProblem({ keys }) : undefined;
+}
