@@ -133,6 +133,9 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_malformed', () => idp.sign({ act: [{ sub: 'agent:planner' }] })],
     ['token_malformed', () => idp.sign({ act: { sub: 'agent:planner', act: 'agent:orchestrator' } })],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":"yesterday","exp":${now() + 60}}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":"1800000000"}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":null}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"nbf":"now"}`)],
   ];
 
   it.each(cases)('denies with %s', async (code, mint) => {

@@ -199,10 +199,11 @@ function classifyJoseError(error: unknown): { code: TokenFailureCode; message: s
     return { code: error.claim === 'iat' ? 'token_too_old' : 'token_expired', message };
   }
   if (error instanceof errors.JWTClaimValidationFailed) {
+    // jose's "invalid" is a claim of the wrong type (exp, iat or nbf that is not a number).
+    if (error.reason === 'invalid') return { code: 'token_malformed', message };
     switch (error.claim) {
       case 'nbf':
       case 'iat':
-        if (error.reason === 'invalid') return { code: 'token_malformed', message };
         return { code: error.reason === 'missing' ? 'token_claim_missing' : 'token_not_yet_valid', message };
       case 'aud':
         return { code: error.reason === 'missing' ? 'token_claim_missing' : 'token_audience_mismatch', message };
@@ -225,5 +226,7 @@ function classifyJoseError(error: unknown): { code: TokenFailureCode; message: s
   if (error instanceof TypeError || (error instanceof Error && /fetch|ECONNREFUSED|network/i.test(message))) {
     return { code: 'token_keys_unavailable', message };
   }
+  // A failure none of the above describes (a check a later jose adds): denied all the same,
+  // under a code of its own rather than one that would misdescribe it.
   return { code: 'token_invalid', message };
 }
