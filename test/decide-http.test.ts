@@ -129,6 +129,10 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_malformed', () => idp.sign({ jti: { id: 'j' } as unknown as string })],
     ['token_malformed', () => idp.sign({ sid: ['s1'] })],
     ['token_malformed', () => idp.sign({ client_id: '' })],
+    // The policy sees aud as input.subject.aud, a list of strings.
+    ['token_malformed', () => idp.sign({ aud: ['https://api.example.com', { admin: true }] as unknown as string[] })],
+    ['token_malformed', () => idp.sign({ aud: ['https://api.example.com', 7] as unknown as string[] })],
+    ['token_malformed', () => idp.sign({ aud: ['https://api.example.com', ''] })],
     // A delegation chain the subject could not read would be dropped, and the agent with it.
     ['token_malformed', () => idp.sign({ act: [{ sub: 'agent:planner' }] })],
     ['token_malformed', () => idp.sign({ act: { sub: 'agent:planner', act: 'agent:orchestrator' } })],

@@ -133,6 +133,10 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   if (notAString !== undefined) {
     return fail('token_malformed', `${notAString} must be a non-empty string`, iss);
   }
+  if (!audienceWellFormed(payload.aud)) {
+    // jose only needs one member to match; the policy sees every member as input.subject.aud.
+    return fail('token_malformed', 'aud must be a non-empty string or an array of non-empty strings', iss);
+  }
   if (!delegationWellFormed(payload.act)) {
     // An act the subject could not read would drop the delegation, and the agent with it.
     return fail('token_malformed', 'act must be a JSON object, and so must every act nested in it (RFC 8693)', iss);
@@ -182,6 +186,12 @@ async function verifyWithCandidates(token: string, candidates: AsyncIterable<Cry
       ? `signature verification failed with the first ${MAX_CANDIDATE_KEYS} keys that match a token without kid`
       : 'signature verification failed with every key that matches a token without kid',
   );
+}
+
+/** A non-empty string, or an array of them (RFC 7519 §4.1.3); jose has checked it is present. */
+function audienceWellFormed(aud: unknown): boolean {
+  const nonEmptyString = (value: unknown) => typeof value === 'string' && value !== '';
+  return nonEmptyString(aud) || (Array.isArray(aud) && aud.every(nonEmptyString));
 }
 
 /** An absent act, or an object whose nested acts are objects down the chain. */
