@@ -151,6 +151,19 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     expect(res.body!.policy).toMatchObject({ bundle: 'simple' });
   });
 
+  it.each([
+    ['in a claim value', { name: 'Al\ud800ice' }, undefined],
+    ['in a nested claim name', { profile: { '\udc00': 1 } }, undefined],
+    ['deep in an array', { groups: [['admins', 'x\ud83d']] }, undefined],
+    ['in the typ header', {}, 'at+jwt\ud800'],
+  ])('denies with token_malformed a token with a string that is not well-formed Unicode (a lone surrogate) %s', async (_label, claims, typ) => {
+    const token = await idp.sign({ scope: 'read', ...claims }, typ === undefined ? {} : { typ });
+    // A JSON escape such as \ud800 is all the token holds: the policy's JSON parser would refuse it.
+    expect(Buffer.from(token.split('.')[typ === undefined ? 1 : 0]!, 'base64url').toString()).toMatch(/\\u(d8|dc)/);
+    const res = await postJson(decide, request(token));
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: expect.stringContaining('Unicode') }] });
+  });
+
   it('picks up a rotated key after an unknown kid (JWKS refetch)', async () => {
     const kid = await idp.addKey('rotated');
     const before = idp.jwksFetches;

@@ -137,6 +137,11 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
     // jose only needs one member to match; the policy sees every member as input.subject.aud.
     return fail('token_malformed', 'aud must be a non-empty string or an array of non-empty strings', iss);
   }
+  if (!wellFormedUnicode(payload) || !wellFormedUnicode(header)) {
+    // JSON escapes can spell a lone surrogate ("\ud800"), which no UTF-8 text can hold: the
+    // policy's JSON parser would refuse the input and the deny would blame the policy.
+    return fail('token_malformed', 'token holds a string that is not well-formed Unicode (a lone surrogate)', iss);
+  }
   if (!delegationWellFormed(payload.act)) {
     // An act the subject could not read would drop the delegation, and the agent with it.
     return fail('token_malformed', 'act must be a JSON object, and so must every act nested in it (RFC 8693)', iss);
@@ -192,6 +197,30 @@ async function verifyWithCandidates(token: string, candidates: AsyncIterable<Cry
 function audienceWellFormed(aud: unknown): boolean {
   const nonEmptyString = (value: unknown) => typeof value === 'string' && value !== '';
   return nonEmptyString(aud) || (Array.isArray(aud) && aud.every(nonEmptyString));
+}
+
+/**
+ * Whether every string of a parsed JSON value, keys included, at any depth, is well-formed
+ * UTF-16. Iterative, since the token size bound still allows thousands of nesting levels.
+ * Runs once per verification: verified tokens are cached, decisions do not repeat it.
+ */
+function wellFormedUnicode(value: unknown): boolean {
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const current = pending.pop();
+    if (typeof current === 'string') {
+      if (!current.isWellFormed()) return false;
+    } else if (Array.isArray(current)) {
+      // Not push(...current): a large max_token_bytes allows arrays past the argument limit.
+      for (const member of current) pending.push(member);
+    } else if (typeof current === 'object' && current !== null) {
+      for (const [key, member] of Object.entries(current)) {
+        if (!key.isWellFormed()) return false;
+        pending.push(member);
+      }
+    }
+  }
+  return true;
 }
 
 /** An absent act, or an object whose nested acts are objects down the chain. */
