@@ -122,6 +122,30 @@ describe('Revocations.check', () => {
     expect(restart().size).toBe(1);
   });
 
+  it('keeps matching past expires_at for the clock tolerance, while the token still verifies', async () => {
+    const db = openDataDatabase(join(dir, 'arbiter.db'));
+    databases.push(db);
+    const withTolerance = () => new Revocations(db, { now: () => clockS * 1000, clockToleranceS: 30 });
+    const revocations = withTolerance();
+    // The advice for jti: expires_at = the token's exp. The token verifies until exp + 30 s.
+    const exp = clockS + 60;
+    const stolen = await revocations.add({ kind: 'jti', value: 'jti-1', reason: 'stolen', expires_at: exp });
+    await revocations.add({ kind: 'issued_before', iss: issuer, before: token.iat! + 1, reason: 'key leak', expires_at: exp });
+    expect(revocations.check(token, exp + 29)).toMatchObject({ revoked: true, revocation_id: stolen.id });
+    expect(revocations.check({ iss: issuer, iat: token.iat! }, exp + 29)).toMatchObject({ revoked: true, kind: 'issued_before' });
+
+    clockS = exp + 29;
+    expect(revocations.prune(clockS)).toBe(0);
+    expect(revocations.get(stolen.id)).toEqual(stolen);
+    expect(revocations.list().items).toHaveLength(2);
+    expect(withTolerance().check(token, clockS).revoked).toBe(true);
+
+    clockS = exp + 30;
+    expect(revocations.check(token, clockS).revoked).toBe(false);
+    expect(revocations.get(stolen.id)).toBeUndefined();
+    expect(revocations.prune(clockS)).toBe(2);
+  });
+
   it('removes an entry so it no longer matches, also after a restart', async () => {
     const revocations = open();
     const entry = await revocations.add({ kind: 'sid', value: 'session-1', reason: 'mistake' });

@@ -163,6 +163,19 @@ describe('revocations', () => {
     expect((await decideWith(other)).allow).toBe(true);
   });
 
+  it('keeps a jti revocation with expires_at = exp while the token is inside its clock tolerance', async () => {
+    // Past exp but within the issuer's 30 s tolerance: the token still verifies.
+    const exp = now() - 1;
+    const token = await idp.sign({ sub: 'user:thief', jti: 'late-1' }, { iat: exp - 300, exp });
+    expect((await decideWith(token)).allow).toBe(true);
+    const created = await admin('POST', '/v1/revocations', { kind: 'jti', value: 'late-1', iss: idp.issuer, reason: 'stolen', expires_at: exp });
+    expect(created.status).toBe(201);
+    const decision = await decideWith(token);
+    expect(decision.allow).toBe(false);
+    expect(decision.reasons[0].revoked).toMatchObject({ revoked: true, revocation_id: created.body!.id });
+    expect((await admin('GET', `/v1/revocations/${created.body!.id}`)).status).toBe(200);
+  });
+
   it('revokes an actor of the delegation chain by sub or client_id, whoever holds the token', async () => {
     const delegated = await idp.sign({ sub: 'user:carol', act: { sub: 'agent:helper', act: { client_id: 'rogue-orchestrator' } } });
     const direct = await idp.sign({ sub: 'user:carol' });

@@ -21,6 +21,12 @@ export class RevocationIndex {
   readonly #issuedBefore = new Map<string, { entries: Set<Revocation>; latest: Revocation | undefined }>();
   /** sub and client_id revocations by value alone, whatever their issuer: see matchPartyAnyIssuer. */
   readonly #partyByValue = new Map<string, Set<Revocation>>();
+  readonly #clockToleranceS: number;
+
+  /** `clockToleranceS`: how long past `expires_at` an entry still applies (see `isExpired`). */
+  constructor(clockToleranceS = 0) {
+    this.#clockToleranceS = clockToleranceS;
+  }
 
   get size(): number {
     return this.#byId.size;
@@ -121,7 +127,7 @@ export class RevocationIndex {
       const value = party[kind];
       if (value === undefined) continue;
       for (const entry of this.#partyByValue.get(`${kind}:${value}`) ?? []) {
-        if (!isExpired(entry, nowS)) return matched(entry);
+        if (!isExpired(entry, nowS, this.#clockToleranceS)) return matched(entry);
       }
     }
     return NOT_REVOKED;
@@ -131,7 +137,7 @@ export class RevocationIndex {
     const entries = this.#byValue.get(kind)!.get(key);
     if (entries === undefined) return undefined;
     for (const entry of entries) {
-      if (!isExpired(entry, nowS)) return entry;
+      if (!isExpired(entry, nowS, this.#clockToleranceS)) return entry;
       this.remove(entry.id);
     }
     return undefined;
@@ -140,7 +146,7 @@ export class RevocationIndex {
   #latestActiveCutOff(iss: string, nowS: number): Extract<Revocation, { kind: 'issued_before' }> | undefined {
     for (;;) {
       const latest = this.#issuedBefore.get(iss)?.latest;
-      if (latest === undefined || !isExpired(latest, nowS)) return latest as Extract<Revocation, { kind: 'issued_before' }> | undefined;
+      if (latest === undefined || !isExpired(latest, nowS, this.#clockToleranceS)) return latest as Extract<Revocation, { kind: 'issued_before' }> | undefined;
       this.remove(latest.id);
     }
   }
@@ -150,9 +156,14 @@ function isPartyKind(kind: Revocation['kind']): kind is (typeof PARTY_REVOCATION
   return (PARTY_REVOCATION_KINDS as readonly string[]).includes(kind);
 }
 
-/** Active while `now < expires_at`; no `expires_at` means until removed. */
-export function isExpired(entry: Revocation, nowS: number): boolean {
-  return entry.expires_at !== undefined && entry.expires_at <= nowS;
+/**
+ * Active while `now < expires_at + clockToleranceS`; no `expires_at` means until removed.
+ * A token is accepted until `exp` plus its issuer's clock tolerance, so an entry whose
+ * `expires_at` is the token's `exp` must outlive it by the largest tolerance: otherwise
+ * the revoked token would pass again in that window.
+ */
+export function isExpired(entry: Revocation, nowS: number, clockToleranceS: number): boolean {
+  return entry.expires_at !== undefined && entry.expires_at + clockToleranceS <= nowS;
 }
 
 function matched(entry: Revocation): RevocationMatch {

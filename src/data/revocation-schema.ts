@@ -14,9 +14,10 @@ const common = {
   /** Why, for the audit trail and the decision's reasons. */
   reason: text,
   /**
-   * Epoch seconds after which the entry no longer applies and is pruned. Omitted: the
-   * entry stays until removed, which is always safe. For `jti`, set it to the token's
-   * `exp`: the token is dead by then anyway.
+   * Epoch seconds after which the entry no longer applies and is pruned, extended by the
+   * largest issuer `clock_tolerance_s` because a token still verifies until `exp` plus that
+   * tolerance. Omitted: the entry stays until removed, which is always safe. For `jti`,
+   * the token's `exp` is enough: Arbiter adds the tolerance.
    */
   expires_at: epochSeconds.optional(),
 };

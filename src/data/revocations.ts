@@ -12,6 +12,12 @@ export type { RevocationMatch } from './revocation-index.ts';
 export interface RevocationsOptions {
   /** Epoch milliseconds; injectable so expiry can be tested without waiting. */
   now?: () => number;
+  /**
+   * The largest clock tolerance (seconds) of any issuer whose tokens are checked against
+   * revocations, default 0. Such a token still verifies until `exp` plus that tolerance,
+   * so every entry keeps applying, and is kept, that long past its `expires_at`.
+   */
+  clockToleranceS?: number;
 }
 
 export interface ListRevocationsOptions {
@@ -57,7 +63,8 @@ const MAX_PAGE = 1000;
 export class Revocations {
   readonly #db: DatabaseSync;
   readonly #now: () => number;
-  readonly #index = new RevocationIndex();
+  readonly #clockToleranceS: number;
+  readonly #index: RevocationIndex;
   readonly #statements: { insert: StatementSync; delete: StatementSync; prune: StatementSync; list: StatementSync };
   #pending: PendingWrite[] = [];
   #flushScheduled = false;
@@ -65,6 +72,11 @@ export class Revocations {
   constructor(db: DatabaseSync, options: RevocationsOptions = {}) {
     this.#db = db;
     this.#now = options.now ?? Date.now;
+    this.#clockToleranceS = options.clockToleranceS ?? 0;
+    if (!Number.isSafeInteger(this.#clockToleranceS) || this.#clockToleranceS < 0) {
+      throw new TypeError(`clockToleranceS must be a non-negative integer, got ${this.#clockToleranceS}`);
+    }
+    this.#index = new RevocationIndex(this.#clockToleranceS);
     this.#statements = {
       insert: db.prepare(
         `INSERT INTO revocations (id, kind, value, iss, before, reason, created_at, expires_at, created_by)
@@ -78,7 +90,7 @@ export class Revocations {
          ORDER BY id LIMIT ?`,
       ),
     };
-    const rows = db.prepare('SELECT * FROM revocations WHERE expires_at IS NULL OR expires_at > ?').all(this.#nowS());
+    const rows = db.prepare('SELECT * FROM revocations WHERE expires_at IS NULL OR expires_at > ?').all(this.#lapsedUpTo(this.#nowS()));
     for (const row of rows as unknown as RevocationRow[]) this.#index.add(fromRow(row));
   }
 
@@ -122,7 +134,7 @@ export class Revocations {
   /** The active revocation with this id, if any. */
   get(id: string): Revocation | undefined {
     const entry = this.#index.get(id);
-    return entry === undefined || isExpired(entry, this.#nowS()) ? undefined : entry;
+    return entry === undefined || isExpired(entry, this.#nowS(), this.#clockToleranceS) ? undefined : entry;
   }
 
   /** Active revocations in creation (UUIDv7) order, optionally of one kind. */
@@ -134,7 +146,7 @@ export class Revocations {
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) {
       throw new ArbiterError('revocation_invalid', `limit must be an integer from 1 to ${MAX_PAGE}`);
     }
-    const rows = this.#statements.list.all(cursor, kind ?? null, kind ?? null, this.#nowS(), limit + 1) as unknown as RevocationRow[];
+    const rows = this.#statements.list.all(cursor, kind ?? null, kind ?? null, this.#lapsedUpTo(this.#nowS()), limit + 1) as unknown as RevocationRow[];
     const items = rows.slice(0, limit).map(fromRow);
     return { items, next_cursor: rows.length > limit ? items.at(-1)!.id : null };
   }
@@ -161,9 +173,9 @@ export class Revocations {
     return this.#index.matchPartyAnyIssuer(party, nowS);
   }
 
-  /** Deletes every revocation expired at `nowS`; returns how many. Call periodically. */
+  /** Deletes every revocation expired at `nowS` (clock tolerance included); returns how many. Call periodically. */
   prune(nowS: number): number {
-    const rows = this.#statements.prune.all(nowS) as unknown as { id: string }[];
+    const rows = this.#statements.prune.all(this.#lapsedUpTo(nowS)) as unknown as { id: string }[];
     for (const { id } of rows) this.#index.remove(id);
     return rows.length;
   }
@@ -189,6 +201,11 @@ export class Revocations {
       });
     }
     return promise;
+  }
+
+  /** Entries with `expires_at` at or below this no longer apply at `nowS` (the SQL side of `isExpired`). */
+  #lapsedUpTo(nowS: number): number {
+    return nowS - this.#clockToleranceS;
   }
 
   #nowS(): number {

@@ -101,7 +101,9 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
   });
-  const revocations = new Revocations(db);
+  // Revoked tokens must stay revoked for as long as any issuer would still accept them.
+  const clockToleranceS = Math.max(0, ...[...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.clock_tolerance_s));
+  const revocations = new Revocations(db, { clockToleranceS });
   seedLiveData(liveData, config.data.seed ?? {}, logger);
   evaluator.setLiveData(liveData.snapshot().data, liveData.snapshot().version);
   liveData.onChange((snapshot) => evaluator.setLiveData(snapshot.data, snapshot.version));
