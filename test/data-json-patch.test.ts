@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { JsonPatchError, applyJsonPatch } from '../src/data/json-patch.ts';
 import { parseJsonPointer } from '../src/data/json-pointer.ts';
+import { jsonByteSize } from '../src/data/json-value.ts';
 import type { JsonValue } from '../src/data/json-value.ts';
 
 const limits = { maxDepth: 32, depthOffset: 0 };
@@ -212,5 +213,47 @@ describe('applyJsonPatch', () => {
     expect(() => applyJsonPatch({ a: { b: 1 }, c: {} }, [{ op: 'copy', from: '/a', path: '/c/d' }], { maxDepth: 2, depthOffset: 0 })).toThrow(
       expect.objectContaining({ code: 'data_too_deep' }),
     );
+  });
+});
+
+describe('added bytes limit', () => {
+  const budget = (maxAddedBytes: number) => ({ ...limits, maxAddedBytes });
+
+  it('counts what add, replace and copy add, and not what test or move carry', () => {
+    const document = { s: 'x'.repeat(10), n: 1 }; // "xxxxxxxxxx" is 12 bytes
+    const copies = [{ op: 'copy', from: '/s', path: '/a' }, { op: 'copy', from: '/s', path: '/b' }];
+    const free = [{ op: 'test', path: '/n', value: 1 }, { op: 'move', from: '/s', path: '/moved' }, { op: 'test', path: '/a', value: 'x'.repeat(10) }];
+    expect(applyJsonPatch(document, [...copies, ...free], budget(24))).toMatchObject({ a: 'x'.repeat(10), moved: 'x'.repeat(10) });
+    const over = [...copies, { op: 'add', path: '/c', value: 'y' }];
+    expect(() => applyJsonPatch(document, over, budget(24))).toThrow(expect.objectContaining({ code: 'data_too_large', opIndex: 2 }));
+    const replaced = [{ op: 'replace', path: '/n', value: 'x'.repeat(30) }];
+    expect(() => applyJsonPatch(document, replaced, budget(24))).toThrow(expect.objectContaining({ code: 'data_too_large', opIndex: 0 }));
+  });
+
+  it('refuses copies that double a shared subtree long before its serialization is built', () => {
+    // Each op copies the array into itself: 1 KB doubles 20 times, 1 GB once serialized.
+    const doublings = Array.from({ length: 20 }, () => ({ op: 'copy', from: '/a', path: '/a/-' }));
+    const started = performance.now();
+    expect(() => applyJsonPatch({ a: ['x'.repeat(1000)] }, doublings, budget(1024 * 1024))).toThrow(
+      expect.objectContaining({ code: 'data_too_large', opIndex: 10 }),
+    );
+    expect(performance.now() - started).toBeLessThan(500);
+  });
+});
+
+describe('jsonByteSize', () => {
+  it('is the UTF-8 size of JSON.stringify for values without escapes', () => {
+    const values: JsonValue[] = [null, true, false, 0, -1.5, 1e21, '', 'héllo ✓ 😀', [], {}, [1, [2, {}]], { a: 1, 'ключ': ['x', null], b: { c: false } }];
+    for (const value of values) expect(jsonByteSize(value), JSON.stringify(value)).toBe(Buffer.byteLength(JSON.stringify(value)));
+  });
+
+  it('never counts more than the real size, and stops once past the limit', () => {
+    expect(jsonByteSize('a"b\\n')).toBeLessThanOrEqual(Buffer.byteLength(JSON.stringify('a"b\\n')));
+    const leaf = ['x'.repeat(100)];
+    let shared: JsonValue = leaf;
+    for (let i = 0; i < 60; i++) shared = [shared, shared];
+    const measured = jsonByteSize(shared, 10_000);
+    expect(measured).toBeGreaterThan(10_000);
+    expect(measured).toBeLessThan(20_000);
   });
 });

@@ -14,7 +14,7 @@ const config = () => ({
   issuers: [{ issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
   admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
   bundles: { default: 'echo' },
-  data: { path: dataPath },
+  data: { path: dataPath, max_size_bytes: 1024 * 1024 },
 });
 
 async function admin(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, token = adminToken) {
@@ -107,6 +107,25 @@ describe('live data', () => {
     const lone = await admin('PUT', '/v1/data/pair', '{"a":{"b":"\\udfff"}}');
     expect(lone).toMatchObject({ status: 400, body: { code: 'invalid_request', errors: [{ pointer: '/a/b' }] } });
     expect((await admin('GET', '/v1/data/pair')).body).toEqual(before);
+  });
+
+  it('refuses a small patch whose copies would multiply the data past the size limit, quickly', async () => {
+    const big = { s: 'x'.repeat(100_000) };
+    expect((await admin('PUT', '/v1/data/bomb', big)).status).toBe(200);
+    // 3 KB of copies sharing subtrees: 20 x 20 x 20 x 100 KB = 800 MB once serialized.
+    const copies = (from: string, to: string) => Array.from({ length: 20 }, () => ({ op: 'copy', from, path: `${to}/-` }));
+    const patch = [
+      { op: 'add', path: '/t', value: { a: [], b: [], c: [] } },
+      ...copies('/s', '/t/a'),
+      ...copies('/t/a', '/t/b'),
+      ...copies('/t/b', '/t/c'),
+    ];
+    const started = performance.now();
+    const refused = await admin('PATCH', '/v1/data/bomb', patch);
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(refused).toMatchObject({ status: 400, body: { code: 'data_too_large' } });
+    expect((await admin('GET', '/v1/data/bomb')).body).toMatchObject({ result: big });
+    expect((await admin('DELETE', '/v1/data/bomb')).status).toBe(204);
   });
 
   it('refuses writes under an active bundle root with 409, and reads the bundle data there', async () => {

@@ -129,7 +129,11 @@ export class LiveData {
     const [name, rest] = this.#writable(path);
     const target = getIn(this.#snapshot.data, path);
     if (target === undefined) throw new ArbiterError('data_not_found', `no live data at ${formatDataPath(path)}`);
-    const patched = applyJsonPatch(target, operations, { maxDepth: this.#limits.maxDepth, depthOffset: path.length });
+    const patched = applyJsonPatch(target, operations, {
+      maxDepth: this.#limits.maxDepth,
+      depthOffset: path.length,
+      maxAddedBytes: this.#limits.maxTotalBytes,
+    });
     const document = putIn(ownMember(this.#snapshot.data, name), rest, patched, path);
     return this.#write(name, document, meta);
   }
@@ -179,7 +183,7 @@ export class LiveData {
   #write(name: string, document: JsonValue | undefined, metaInput?: DocumentMetaInput): LiveDataSnapshot {
     const previous = this.#snapshot;
     const meta = document === undefined ? undefined : this.#nextMeta(previous.documents[name], metaInput);
-    const json = document === undefined ? undefined : JSON.stringify(document);
+    const json = document === undefined ? undefined : this.#serialize(document);
     const bytes = json === undefined ? 0 : Buffer.byteLength(json);
     const totalBytes = this.#totalBytes - (this.#sizes.get(name) ?? 0) + bytes;
     if (totalBytes > this.#limits.maxTotalBytes) {
@@ -211,6 +215,16 @@ export class LiveData {
     this.#totalBytes = totalBytes;
     this.#notify(next);
     return next;
+  }
+
+  #serialize(document: JsonValue): string {
+    try {
+      return JSON.stringify(document);
+    } catch (error) {
+      // V8 cannot build a string this long: a size problem of the request, not a server fault.
+      if (!(error instanceof RangeError)) throw error;
+      throw new ArbiterError('data_too_large', `live data is too large to serialize, over the limit of ${this.#limits.maxTotalBytes} bytes`, { cause: error });
+    }
   }
 
   #nextMeta(previous: DocumentMeta | undefined, input: DocumentMetaInput | undefined): DocumentMeta {

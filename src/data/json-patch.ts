@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
 import { parseArrayIndex, parseJsonPointer } from './json-pointer.ts';
-import { escapePointerToken, freezeJson, isJsonObject, jsonDepth, jsonEqual, ownMember, withMember, withoutMember } from './json-value.ts';
+import { escapePointerToken, freezeJson, isJsonObject, jsonByteSize, jsonDepth, jsonEqual, ownMember, withMember, withoutMember } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
 
 const pointer = z.string();
@@ -38,6 +38,12 @@ export interface ApplyJsonPatchOptions {
   maxDepth: number;
   /** Keys from the data root to the patched document, counted against `maxDepth`. */
   depthOffset: number;
+  /**
+   * Most serialized bytes the operations may add in all (the values of add, replace and
+   * copy; default unlimited), else `data_too_large`. `copy` shares the copied subtree, so a
+   * few operations can otherwise build a value whose serialization is gigabytes.
+   */
+  maxAddedBytes?: number;
 }
 
 /**
@@ -48,7 +54,11 @@ export interface ApplyJsonPatchOptions {
  */
 export function applyJsonPatch(document: JsonValue, patch: unknown, options: ApplyJsonPatchOptions): JsonValue {
   if (!Array.isArray(patch)) throw new JsonPatchError('json_patch_invalid', undefined, 'the patch must be an array of operations');
-  return patch.reduce<JsonValue>((current, raw, index) => applyOperation(current, parseOperation(raw, index), index, options), document);
+  const budget = { maxBytes: options.maxAddedBytes ?? Infinity, addedBytes: 0 };
+  return patch.reduce<JsonValue>(
+    (current, raw, index) => applyOperation(current, parseOperation(raw, index), new OperationContext(index, options, budget)),
+    document,
+  );
 }
 
 function parseOperation(raw: unknown, index: number): JsonPatchOperation {
@@ -60,16 +70,15 @@ function parseOperation(raw: unknown, index: number): JsonPatchOperation {
   return parsed.data;
 }
 
-function applyOperation(document: JsonValue, operation: JsonPatchOperation, index: number, options: ApplyJsonPatchOptions): JsonValue {
-  const context = new OperationContext(index, options);
+function applyOperation(document: JsonValue, operation: JsonPatchOperation, context: OperationContext): JsonValue {
   const path = context.pointer(operation.path, 'path');
   switch (operation.op) {
     case 'add':
-      return add(document, path, context.value(operation.value, path), context);
+      return add(document, path, context.added(context.value(operation.value, path)), context);
     case 'remove':
       return remove(document, path, context);
     case 'replace':
-      return replace(document, path, context.value(operation.value, path), context);
+      return replace(document, path, context.added(context.value(operation.value, path)), context);
     case 'move': {
       const from = context.pointer(operation.from, 'from');
       const value = get(document, from, context);
@@ -77,11 +86,12 @@ function applyOperation(document: JsonValue, operation: JsonPatchOperation, inde
       if (from.length < path.length && from.every((token, i) => token === path[i])) {
         throw context.error('json_patch_invalid', `cannot move "${operation.from}" into its own child "${operation.path}"`);
       }
+      // Not counted as added bytes: the value leaves its old place, so the data does not grow.
       return add(remove(document, from, context), path, context.sharedValue(value, path), context);
     }
     case 'copy': {
       const value = get(document, context.pointer(operation.from, 'from'), context);
-      return add(document, path, context.sharedValue(value, path), context);
+      return add(document, path, context.sharedValue(context.added(value), path), context);
     }
     case 'test': {
       const expected = context.value(operation.value, path);
@@ -93,14 +103,22 @@ function applyOperation(document: JsonValue, operation: JsonPatchOperation, inde
   }
 }
 
+/** Bytes added so far by the operations of one patch, against its limit. */
+interface AddedBytesBudget {
+  readonly maxBytes: number;
+  addedBytes: number;
+}
+
 /** Per-operation helpers that attach the op index to every error. */
 class OperationContext {
   readonly index: number;
   readonly options: ApplyJsonPatchOptions;
+  readonly #budget: AddedBytesBudget;
 
-  constructor(index: number, options: ApplyJsonPatchOptions) {
+  constructor(index: number, options: ApplyJsonPatchOptions, budget: AddedBytesBudget) {
     this.index = index;
     this.options = options;
+    this.#budget = budget;
   }
 
   error(code: string, reason: string): JsonPatchError {
@@ -117,10 +135,28 @@ class OperationContext {
 
   /** Validates and freezes a value supplied in the operation. */
   value(raw: unknown, path: readonly string[]): JsonValue {
-    return freezeJson(raw, { ...this.options, depthOffset: this.options.depthOffset + path.length, where: `JSON Patch op ${this.index} value` });
+    const where = `JSON Patch op ${this.index} value`;
+    return freezeJson(raw, { maxDepth: this.options.maxDepth, depthOffset: this.options.depthOffset + path.length, where });
   }
 
-  /** A value already in the document (frozen, so it can be shared) placed at a new depth. */
+  /**
+   * Counts `value` against the patch's added-bytes limit, measuring no further than the
+   * bytes left: a copy of a widely shared subtree costs at most that much to refuse.
+   */
+  added(value: JsonValue): JsonValue {
+    const left = this.#budget.maxBytes - this.#budget.addedBytes;
+    const bytes = jsonByteSize(value, left);
+    if (bytes > left) {
+      throw this.error('data_too_large', `the patch would add more than ${this.#budget.maxBytes} bytes, the live data size limit`);
+    }
+    this.#budget.addedBytes += bytes;
+    return value;
+  }
+
+  /**
+   * A value already in the document (frozen, so it can be shared) placed at a new depth.
+   * A copy is counted (`added`) first: that bounds this walk over its shared subtrees.
+   */
   sharedValue(value: JsonValue, path: readonly string[]): JsonValue {
     if (this.options.depthOffset + path.length + jsonDepth(value) > this.options.maxDepth) {
       throw new ArbiterError('data_too_deep', `JSON Patch op ${this.index}: the result exceeds the maximum depth of ${this.options.maxDepth}`);

@@ -90,6 +90,40 @@ function invalid(options: FreezeJsonOptions, pointer: string, reason: string): A
   return new ArbiterError('data_invalid', `${options.where}${pointer}: ${reason}`);
 }
 
+/**
+ * The UTF-8 size of `value` serialized as JSON, counted without serializing it: exact but
+ * for the escapes inside strings, so never more than the real size. Stops walking once the
+ * count passes `stopAbove` and returns the count so far (then above `stopAbove`): the
+ * work is bounded by `stopAbove` even for a value that shares one subtree many times over,
+ * whose serialization would be exponentially larger than the value in memory.
+ */
+export function jsonByteSize(value: JsonValue, stopAbove = Infinity): number {
+  let total = 0;
+  const visit = (node: JsonValue): void => {
+    if (typeof node === 'string') {
+      total += Buffer.byteLength(node) + 2;
+    } else if (node === null || typeof node !== 'object') {
+      total += String(node).length;
+    } else if (Array.isArray(node)) {
+      total += 2 + Math.max(0, node.length - 1);
+      for (const item of node) {
+        if (total > stopAbove) return;
+        visit(item);
+      }
+    } else {
+      const keys = Object.keys(node);
+      total += 2 + Math.max(0, keys.length - 1);
+      for (const key of keys) {
+        if (total > stopAbove) return;
+        total += Buffer.byteLength(key) + 3;
+        visit((node as JsonObject)[key] as JsonValue);
+      }
+    }
+  };
+  visit(value);
+  return total;
+}
+
 /** Levels of keys below `value`: 0 for scalars and empty containers. */
 export function jsonDepth(value: JsonValue): number {
   if (value === null || typeof value !== 'object') return 0;
