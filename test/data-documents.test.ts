@@ -291,6 +291,31 @@ describe('LiveData persistence', () => {
     expect(second.put(['next'], 1).version).toBe(committed.version + 1);
   });
 
+  it('after the size limit is lowered below what is stored, accepts writes that do not grow the total', () => {
+    const first = open({ limits: { maxTotalBytes: 1_000_000 } });
+    first.put(['entitlements'], { 'user:mallory': { roles: ['admin'] }, 'user:bob': { roles: ['viewer'] } });
+    first.put(['catalogue'], { blob: 'x'.repeat(200_000) });
+    databases.pop()!.close();
+
+    const live = open({ limits: { maxTotalBytes: 100_000 } });
+    // Removing access must not be blocked by data stored under the old limit.
+    live.delete(['entitlements', 'user:mallory']);
+    expect(live.get(['entitlements', 'user:mallory'])).toBeUndefined();
+    live.patch(['entitlements'], [{ op: 'replace', path: '/user:bob/roles/0', value: 'banned' }]); // same size
+    live.put(['catalogue'], { blob: 'x'.repeat(150_000) });
+    // Still refused: anything that grows the total while it is over the limit.
+    expect(codeOf(() => live.put(['entitlements', 'user:eve'], { roles: ['viewer'] }))).toBe('data_too_large');
+    try {
+      live.patch(['entitlements'], [{ op: 'add', path: '/user:bob/roles/-', value: 'x' }]);
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toMatchObject({ code: 'data_too_large', message: expect.stringMatching(/would grow from \d+ to \d+ bytes, over the limit of 100000/) });
+    }
+    expect(live.get(['entitlements'])).toEqual({ 'user:bob': { roles: ['banned'] } });
+    live.delete(['catalogue']);
+    live.put(['entitlements', 'user:eve'], { roles: ['viewer'] });
+  });
+
   it('does not change memory when the commit fails', () => {
     const live = open();
     live.put(['doc'], 1);

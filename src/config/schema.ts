@@ -216,7 +216,7 @@ const configShape = z.strictObject({
       path: nonEmpty.default('.arbiter/data.db').describe('SQLite file for live data and revocations.'),
       max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024).describe('Largest PUT/PATCH body on /v1/data: 413 beyond it.'),
       max_depth: z.number().int().min(2).max(256).default(32).describe('Deepest nesting of live data: data_too_deep beyond it.'),
-      max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data.'),
+      max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data: a write growing it past this, or a JSON Patch adding more than this, is refused (data_too_large). Data stored under a higher limit stays and can still shrink.'),
       revocation_prune_interval_s: timerDelaySeconds().int().default(60).describe('How often expired revocations are deleted.'),
       seed: z
         .record(nonEmpty, nonEmpty)

@@ -44,7 +44,11 @@ export interface LiveDataSnapshot {
 export interface LiveDataLimits {
   /** Keys from the data root to the deepest value (`data.a.b[0]` is 3). */
   maxDepth: number;
-  /** Sum of the serialized (UTF-8 JSON) sizes of all documents. */
+  /**
+   * Sum of the serialized (UTF-8 JSON) sizes of all documents: a write that would grow it
+   * past this is refused, and so is a JSON Patch adding more than this. Data already over
+   * it (stored under a higher limit) is kept and can still shrink.
+   */
   maxTotalBytes: number;
 }
 
@@ -186,8 +190,13 @@ export class LiveData {
     const json = document === undefined ? undefined : this.#serialize(document);
     const bytes = json === undefined ? 0 : Buffer.byteLength(json);
     const totalBytes = this.#totalBytes - (this.#sizes.get(name) ?? 0) + bytes;
-    if (totalBytes > this.#limits.maxTotalBytes) {
-      throw new ArbiterError('data_too_large', `live data would grow to ${totalBytes} bytes, over the limit of ${this.#limits.maxTotalBytes}`);
+    // Only growth is refused: data stored under a higher limit stays (see #load), and a
+    // write that shrinks it, such as removing someone's access, must still go through.
+    if (totalBytes > this.#limits.maxTotalBytes && totalBytes > this.#totalBytes) {
+      throw new ArbiterError(
+        'data_too_large',
+        `live data would grow from ${this.#totalBytes} to ${totalBytes} bytes, over the limit of ${this.#limits.maxTotalBytes}`,
+      );
     }
     const version = previous.version + 1;
 

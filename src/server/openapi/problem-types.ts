@@ -40,7 +40,7 @@ export const PROBLEM_TYPES = {
   data_path_invalid: { status: [400], meaning: 'The data path is not a sequence of valid keys.' },
   data_invalid: { status: [400], meaning: 'The document is not plain JSON data.' },
   data_too_deep: { status: [400], meaning: 'The document nests deeper than data.max_depth.' },
-  data_too_large: { status: [400], meaning: 'The write would take live data past data.max_size_bytes, or one JSON Patch would add more than that many bytes.' },
+  data_too_large: { status: [400], meaning: 'The write would grow live data past data.max_size_bytes, or one JSON Patch would add more than that many bytes.' },
   data_meta_invalid: { status: [400], meaning: 'Arbiter-Data-Source or Arbiter-Data-Max-Age is malformed.' },
   json_patch_invalid: { status: [400], meaning: 'The body is not a valid JSON Patch (RFC 6902).' },
   revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed.' },
