@@ -20,6 +20,11 @@ export class InProcessEvaluator implements PolicyEvaluator {
   readonly #failed = new Map<string, { code: EvaluationFailureCode; message: string }>();
   #liveData: Record<string, unknown> = {};
   #version = 0;
+  /**
+   * The live data version each instance holds: it takes a new one a turn after setLiveData,
+   * so an evaluation already waiting for its instance runs on the one before, and says so.
+   */
+  readonly #applied = new WeakMap<PolicyEngine, number>();
 
   constructor(options: { maxMemoryPages: number; logger: Logger }) {
     this.#maxMemoryPages = options.maxMemoryPages;
@@ -39,7 +44,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
         return { ok: false, code: 'policy_error', message: `policy module cannot be loaded: ${(error as Error).message}`, dataVersion: this.#version };
       }
       // Checked again after the wait: live data that does not fit may have dropped the instance meanwhile.
-      if (!this.#failed.has(digest)) return { ...engine.evaluateRaw(entrypoint, input), dataVersion: this.#version };
+      if (!this.#failed.has(digest)) return { ...engine.evaluateRaw(entrypoint, input), dataVersion: this.#applied.get(engine) ?? this.#version };
     }
     return { ok: false, ...this.#failed.get(digest)!, dataVersion: this.#version };
   }
@@ -94,6 +99,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
   #setData(digest: string, engine: PolicyEngine, layer: BundleLayer): void {
     try {
       engine.setData(overlay(this.#liveData, layer));
+      this.#applied.set(engine, this.#version);
     } catch (error) {
       const failure = dataFailure(error, this.#version);
       this.#failed.set(digest, failure);
