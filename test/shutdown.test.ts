@@ -1,11 +1,37 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
+import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, inject, it } from 'vitest';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
+
+/** The real CLI serving the echo bundle, with its JSON log lines collected as they come. */
+async function spawnArbiter(extraConfig: string[] = []): Promise<{ child: ChildProcess; logged: Record<string, any>[]; url: string; dir: string }> {
+  const dir = tempDir();
+  const configFile = join(dir, 'arbiter.yaml');
+  writeFileSync(
+    configFile,
+    [
+      'server: {host: 127.0.0.1, port: 0, shutdown_timeout_s: 10}',
+      `bundles: {dir: ${JSON.stringify(inject('bundlesDir'))}, default: echo, store: ${JSON.stringify(join(dir, 'store'))}}`,
+      `data: {path: ${JSON.stringify(join(dir, 'data.db'))}}`,
+      ...extraConfig,
+    ].join('\n'),
+  );
+  const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const logged: Record<string, any>[] = [];
+  const url = await new Promise<string>((resolve) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const entry = JSON.parse(line) as Record<string, any>;
+      logged.push(entry);
+      if (entry.msg === 'arbiter listening') resolve(entry.url as string);
+    });
+  });
+  return { child, logged, url, dir };
+}
 
 /**
  * SIGTERM under load, against the real CLI process: every request the server accepted is
@@ -14,28 +40,7 @@ import { startTestArbiter, tempDir } from './support/arbiter.ts';
  */
 describe('graceful shutdown', () => {
   it('answers every accepted request and exits 0 on SIGTERM', async () => {
-    const dir = tempDir();
-    const configFile = join(dir, 'arbiter.yaml');
-    writeFileSync(
-      configFile,
-      [
-        'server: {host: 127.0.0.1, port: 0, shutdown_timeout_s: 10}',
-        `bundles: {dir: ${JSON.stringify(inject('bundlesDir'))}, default: echo, store: ${JSON.stringify(join(dir, 'store'))}}`,
-        `data: {path: ${JSON.stringify(join(dir, 'data.db'))}}`,
-      ].join('\n'),
-    );
-    const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const logged: Record<string, any>[] = [];
-    const lines = createInterface({ input: child.stdout! });
-    let resolveUrl!: (url: string) => void;
-    const url = new Promise<string>((resolve) => (resolveUrl = resolve));
-    lines.on('line', (line) => {
-      const entry = JSON.parse(line) as Record<string, any>;
-      logged.push(entry);
-      if (entry.msg === 'arbiter listening') resolveUrl(entry.url as string);
-    });
-    const base = await url;
-
+    const { child, logged, url: base } = await spawnArbiter();
     const answered = new Set<string>();
     let failedMidRequest = 0;
     let stop = false;
@@ -75,6 +80,44 @@ describe('graceful shutdown', () => {
     expect([...decided].filter((id) => !answered.has(id))).toEqual([]);
     expect(logged.some((l) => l.msg === 'shutting down')).toBe(true);
   });
+
+  it.each([['SIGTERM', 'SIGINT'], ['SIGTERM', 'SIGTERM']] as NodeJS.Signals[][])(
+    'a second signal (%s, then %s) waits for the first shutdown: the request in flight is answered, every record written, exit 0',
+    async (first, second) => {
+      // relaxed, with records written only at close: a cut-short shutdown loses them all.
+      const decisions = join(tempDir(), 'decisions.db');
+      const { child, logged, url } = await spawnArbiter([`decision_log: {path: ${JSON.stringify(decisions)}, durability: relaxed, flush_interval_ms: 30000}`]);
+      const body = JSON.stringify({ action: 'read', resource: { type: 'doc' } });
+      const answered: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const res = await fetch(`${url}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body });
+        answered.push(((await res.json()) as { decision_id: string }).decision_id);
+      }
+      // A request still arriving while both signals come.
+      const socket = connect(Number(new URL(url).port), '127.0.0.1');
+      await once(socket, 'connect');
+      let response = '';
+      socket.on('data', (chunk) => (response += chunk));
+      socket.write(`POST /v1/decide HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body.slice(0, 5)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      child.kill(first);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      child.kill(second);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      socket.write(body.slice(5));
+      await once(socket, 'close');
+      expect(await exited).toEqual([0, null]);
+      expect(response).toMatch(/^HTTP\/1\.1 200/);
+      answered.push(/"decision_id":"([^"]+)"/.exec(response)![1]!);
+      const db = new DatabaseSync(decisions, { readOnly: true });
+      const recorded = new Set((db.prepare('SELECT decision_id FROM decisions').all() as { decision_id: string }[]).map((row) => row.decision_id));
+      db.close();
+      expect(answered.filter((id) => !recorded.has(id))).toEqual([]);
+      expect(logged.filter((line) => line.level >= 50)).toEqual([]);
+      expect(logged.some((line) => line.msg?.startsWith('already shutting down'))).toBe(true);
+    },
+  );
 });
 
 describe('a start that fails', () => {

@@ -19,7 +19,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }
   const config = loadConfig({ file: values.config ?? process.env.ARBITER_CONFIG });
   const arbiter = await startArbiter(config);
+  let stopping = false;
   const stop = (signal: string) => {
+    // A second signal (Ctrl-C while draining) must not cut the drain short: records of
+    // decisions already answered are still being written.
+    if (stopping) {
+      arbiter.logger.warn({ signal }, 'already shutting down: waiting for requests to finish and the decision log to flush');
+      return;
+    }
+    stopping = true;
     arbiter.logger.info({ signal }, 'shutting down');
     arbiter.close().then(
       () => process.exit(0),
@@ -29,7 +37,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       },
     );
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
   return new Promise<number>(() => {});
 }

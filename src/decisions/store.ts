@@ -89,6 +89,7 @@ export class DecisionStore {
   /** The latest retention run, so the next one starts after it. */
   #pruning: Promise<number> | undefined;
   #closed = false;
+  #closing: Promise<void> | undefined;
   #committed = 0;
   #failed = 0;
   #commits = 0;
@@ -239,8 +240,12 @@ export class DecisionStore {
   }
 
   /** Commits everything accepted, signs a final checkpoint and closes the database. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /** Commits what is queued and stops the writer; a second call waits for the first. */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#closeOnce());
+  }
+
+  async #closeOnce(): Promise<void> {
     this.#closed = true;
     for (const timer of this.#timers) clearTimeout(timer);
     while (this.#inFlight || this.#queue.length > 0) {

@@ -164,6 +164,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   );
   for (const puller of pullers) puller.start();
 
+  let closing: Promise<void> | undefined;
   return {
     url,
     port,
@@ -176,18 +177,23 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     logger,
     app,
     metrics,
-    async close() {
-      draining.value = true;
-      clearInterval(pruneTimer);
-      await Promise.all(pullers.map((puller) => puller.stop()));
-      const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
-      if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
-      revocations.flush();
-      db.close();
-      await decisionLog?.close();
-      await evaluator.close();
+    close() {
+      // Once: a second call waits for the first instead of closing the databases under it.
+      return (closing ??= closeAll());
     },
   };
+
+  async function closeAll(): Promise<void> {
+    draining.value = true;
+    clearInterval(pruneTimer);
+    await Promise.all(pullers.map((puller) => puller.stop()));
+    const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
+    if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
+    revocations.flush();
+    db.close();
+    await decisionLog?.close();
+    await evaluator.close();
+  }
 }
 
 function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server'], material: TlsMaterial | undefined): Promise<ServerType> {
