@@ -23,6 +23,25 @@ export class ConfigError extends ArbiterError {
 }
 
 /**
+ * Runs a start-up step on a file or directory the configuration names at `key`: its own
+ * failure (a directory that cannot be created, a read-only volume, a file that is not a
+ * database) becomes a ConfigError naming the key, so start-up stops with the key to fix and
+ * no stack trace. Arbiter's own errors pass through as they are.
+ */
+export function atConfigKey<T>(key: string, step: () => T): T {
+  const named = (error: unknown): never => {
+    if (error instanceof ArbiterError) throw error;
+    throw new ConfigError([{ path: key, message: error instanceof Error ? error.message : String(error) }]);
+  };
+  try {
+    const result = step();
+    return (result instanceof Promise ? result.catch(named) : result) as T;
+  } catch (error) {
+    return named(error);
+  }
+}
+
+/**
  * A bundle that failed one of the checks before activation. `check` names the check
  * (e.g. `archive_path_traversal`, `signature_mismatch`, `wasm_abi`) and is what the
  * admin API reports; the active bundle is untouched when this is thrown.

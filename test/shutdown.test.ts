@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,6 +6,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, inject, it } from 'vitest';
+import { ConfigError } from '../src/errors.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
 
 /** The real CLI serving the echo bundle, with its JSON log lines collected as they come. */
@@ -121,10 +122,50 @@ describe('graceful shutdown', () => {
 });
 
 describe('a start that fails', () => {
+  const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
+
+  it('names the key of a file it cannot create or load, and leaves nothing running', async () => {
+    const dir = tempDir();
+    const aFile = join(dir, 'a-file');
+    writeFileSync(aFile, 'not a directory');
+    const cases: [Record<string, unknown>, string][] = [
+      [{ decision_log: { path: join(aFile, 'decisions.db') } }, 'decision_log.path'],
+      [{ decision_log: { path: join(dir, 'd1.db'), checkpoint: { key_path: join(aFile, 'key.jwk') } } }, 'decision_log.checkpoint.key_path'],
+      [{ decision_log: { path: join(dir, 'd2.db'), transport: { target: 'no-such-transport-module' } } }, 'decision_log.transport.target'],
+      [{ dev_issuer: { enabled: true, key_file: join(aFile, 'dev.jwk.json') } }, 'dev_issuer.key_file'],
+    ];
+    const before = workerPorts();
+    for (const [config, key] of cases) {
+      const failure = await startTestArbiter(config).then(() => undefined, (error: unknown) => error);
+      expect(failure, key).toBeInstanceOf(ConfigError);
+      expect((failure as ConfigError).issues.map((issue) => issue.path), key).toEqual([key]);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(workerPorts()).toBe(before);
+  });
+
+  it('tells the CLI user the key, without a stack trace, and exits 2', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'a-file'), '');
+    const configFile = join(dir, 'arbiter.yaml');
+    writeFileSync(
+      configFile,
+      [
+        'server: {host: 127.0.0.1, port: 0}',
+        `bundles: {dir: ${JSON.stringify(inject('bundlesDir'))}, default: echo, store: ${JSON.stringify(join(dir, 'store'))}}`,
+        `data: {path: ${JSON.stringify(join(dir, 'data.db'))}}`,
+        `decision_log: {path: ${JSON.stringify(join(dir, 'a-file', 'decisions.db'))}}`,
+      ].join('\n'),
+    );
+    const run = spawnSync(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { encoding: 'utf8', timeout: 20_000 });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain('decision_log.path');
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('leaves no worker thread, database or timer behind (the port is taken)', async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
-    const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
     const before = workerPorts();
     try {
       const failure = await startTestArbiter({ server: { port: (taken.address() as AddressInfo).port } }).then(

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
 import { z } from 'zod';
-import { ArbiterError, ConfigError } from '../errors.ts';
+import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import type { ThreadHeap } from '../metrics/thread-heap.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { createCheckpointKey, loadCheckpointKey } from './chain.ts';
@@ -104,9 +104,9 @@ export class DecisionStore {
       );
     }
     const options = parsed.data;
-    mkdirSync(dirname(options.path), { recursive: true });
+    atConfigKey('decision_log.path', () => mkdirSync(dirname(options.path), { recursive: true }));
     const key = checkpointKeyFor(options, options.checkpoint.key_path ?? `${options.path}.checkpoint-key.jwk`);
-    const writer = await WriterThread.start({
+    const writer = await atConfigKey('decision_log.path', () => WriterThread.start({
       path: options.path,
       // WAL + FULL fsyncs the WAL at every commit: a strict append is then durable across
       // power loss, not only across a crash of this process; the group commit is what
@@ -116,7 +116,7 @@ export class DecisionStore {
       busyTimeoutMs: options.busy_timeout_ms,
       key,
       checkpoint: { everyRecords: options.checkpoint.every_records, intervalMs: options.checkpoint.interval_s * 1000 },
-    });
+    }));
     try {
       // Opened once the writer has created the schema. WAL lets reads proceed during commits.
       const reader = new DatabaseSync(options.path, { readOnly: true, timeout: options.busy_timeout_ms });
@@ -431,9 +431,9 @@ export class DecisionStore {
  * with, and retention would stop for good. Only a log with nothing signed yet gets a new key.
  */
 function checkpointKeyFor({ path, busy_timeout_ms }: DecisionLogConfig, keyPath: string): CheckpointKey {
-  const signer = signingKeyId(path, busy_timeout_ms);
-  const key = loadCheckpointKey(keyPath);
-  if (signer === undefined) return key ?? createCheckpointKey(keyPath);
+  const signer = atConfigKey('decision_log.path', () => signingKeyId(path, busy_timeout_ms));
+  const key = atConfigKey('decision_log.checkpoint.key_path', () => loadCheckpointKey(keyPath));
+  if (signer === undefined) return key ?? atConfigKey('decision_log.checkpoint.key_path', () => createCheckpointKey(keyPath));
   const restore = 'restore the key file that signed it (a new key cannot verify what it signed)';
   if (!key) {
     throw new ConfigError(

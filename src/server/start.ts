@@ -10,7 +10,7 @@ import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline, type DecisionRecorder } from '../decisions/pipeline.ts';
 import { DecisionStore } from '../decisions/store.ts';
-import { ArbiterError, ConfigError } from '../errors.ts';
+import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
 import type { ThreadHeap } from '../metrics/thread-heap.ts';
 import { BundleLifecycle, type BundleObserver } from '../policy/lifecycle.ts';
@@ -230,7 +230,15 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger): 
   store.onError((error) => logger.error({ err: error }, 'decision log commit failed'));
   if (transport) {
     // A logger of its own: shipped decision records never mix with process logs.
-    const shipper = pino({ base: null, timestamp: false }, pino.transport({ target: transport.target, options: transport.options }));
+    let destination: ReturnType<typeof pino.transport>;
+    try {
+      destination = atConfigKey('decision_log.transport.target', () => pino.transport({ target: transport.target, options: transport.options }));
+    } catch (error) {
+      // Not yet among what a failed start closes: close it here, or its writer thread lingers.
+      await store.close();
+      throw error;
+    }
+    const shipper = pino({ base: null, timestamp: false }, destination);
     store.onCommitted((decisions) => {
       for (const decision of decisions) shipper.info(decision);
     });

@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
-import { ConfigError } from '../errors.ts';
+import { atConfigKey, ConfigError } from '../errors.ts';
 import { fromJwks, type TrustedIssuer } from './trusted-issuers.ts';
 
 /**
@@ -34,8 +34,10 @@ export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerK
   privateJwk.alg = DEV_ALGORITHM;
   privateJwk.use = 'sig';
   privateJwk.kid = await calculateJwkThumbprint(privateJwk);
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  writeFileSync(file, `${JSON.stringify(privateJwk, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+  atConfigKey('dev_issuer.key_file', () => {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    writeFileSync(file, `${JSON.stringify(privateJwk, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+  });
   return { privateJwk, publicJwk: publicPart(privateJwk) };
 }
 
