@@ -176,6 +176,21 @@ describe('hostile archives through PUT', () => {
     expect(await put(open, 'lc', archives.r1!.subarray(0, 100))).toMatchObject({ status: 422 });
   });
 
+  it('a bad name on every bundle route is a 400 bundle_name_invalid its OpenAPI operation documents', async () => {
+    const spec = (await (await fetch(`${open.url}/openapi.json`)).json()) as Json;
+    const routes: [method: string, path: string, template: string, body?: object][] = [
+      ['PUT', '/v1/bundles/Bad..name', '/v1/bundles/{name}', archives.r1!],
+      ['DELETE', '/v1/bundles/Bad..name', '/v1/bundles/{name}'],
+      ['POST', '/v1/bundles/Bad..name/activate', '/v1/bundles/{name}/activate', { revision: 'r1' }],
+    ];
+    for (const [method, path, template, body] of routes) {
+      const answer = await call(open, method, path, body);
+      expect(answer, `${method} ${path}`).toMatchObject({ status: 400, body: { code: 'bundle_name_invalid' } });
+      const documented = spec.paths[template][method.toLowerCase()].responses['400']?.content['application/problem+json'].schema.allOf[1].properties.code.enum;
+      expect(documented, `${method} ${template}`).toContain('bundle_name_invalid');
+    }
+  });
+
   it('an entrypoint returning junk passes the smoke test but every decision on it is a deny', async () => {
     expect(await put(open, 'junk', archives.junk!)).toMatchObject({ status: 201, body: { revision: 'junk-2' } });
     const decision = await decide(open, 'junk');

@@ -313,7 +313,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         200: { description: BUNDLE_STATUS, contentType: 'application/json' },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
-      problems: [...BODY, 'bundle_not_found', 'bundle_revision_not_found', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_write_failed'],
+      problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_write_failed'],
     },
     {
       method: 'delete',
@@ -324,7 +324,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       scope: 'arbiter.bundles.write',
       params: BUNDLE_NAME,
       responses: { 204: { description: 'Removed' } },
-      problems: ['bundle_not_found', 'bundle_in_use', 'bundle_store_write_failed'],
+      problems: ['bundle_name_invalid', 'bundle_not_found', 'bundle_in_use', 'bundle_store_write_failed'],
     },
 
     // decision log (auditors)
