@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -166,6 +166,20 @@ describe('hostile archives through PUT', () => {
       expect(await put(small, 'lc', archives.unsigned!)).toMatchObject({ status: 413, body: { code: 'archive_compressed_too_large' } });
     } finally {
       await small.close();
+    }
+  });
+
+  it('a bundle store whose index is corrupt answers 503 bundle_store_unreadable, as documented', async () => {
+    const store = join(tempDir(), 'bundles');
+    const damaged = await startTestArbiter({ ...adminConfig(), bundles: { store } });
+    try {
+      expect(await put(damaged, 'lc', archives.unsigned!)).toMatchObject({ status: 201 });
+      writeFileSync(join(store, 'lc', 'index.json'), '{"not": ');
+      for (const path of ['/v1/bundles', '/v1/bundles/lc']) {
+        expect(await call(damaged, 'GET', path, undefined, readToken), path).toMatchObject({ status: 503, body: { code: 'bundle_store_unreadable' } });
+      }
+    } finally {
+      await damaged.close();
     }
   });
 

@@ -30,10 +30,20 @@ export function bundleRoutes(deps: BundleRouteDeps) {
   const write = requireScope(deps.admin, 'arbiter.bundles.write');
 
   return new Hono<{ Variables: AdminVariables }>()
-    .get('/v1/bundles', read, async (c) => c.json({ bundles: await deps.lifecycle.list() }))
+    .get('/v1/bundles', read, async (c) => {
+      try {
+        return c.json({ bundles: await deps.lifecycle.list() });
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    })
     .get('/v1/bundles/:name', read, async (c) => {
-      const status = await deps.lifecycle.status(c.req.param('name'));
-      return status ? c.json(status) : adminProblem(c, new ArbiterError('bundle_not_found', `no bundle named ${c.req.param('name')}`));
+      try {
+        const status = await deps.lifecycle.status(c.req.param('name'));
+        return status ? c.json(status) : adminProblem(c, new ArbiterError('bundle_not_found', `no bundle named ${c.req.param('name')}`));
+      } catch (error) {
+        return adminProblem(c, error);
+      }
     })
     .put('/v1/bundles/:name', write, async (c) => {
       const mediaType = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
