@@ -240,9 +240,10 @@ export class DecisionStore {
   }
 
   /** Commits everything accepted, signs a final checkpoint and closes the database. */
-  /** Commits what is queued and stops the writer; a second call waits for the first. */
+  /** Commits what is queued and stops the writer. A later call waits for the first; only the first reports a failure. */
   close(): Promise<void> {
-    return (this.#closing ??= this.#closeOnce());
+    if (this.#closing) return this.#closing.catch(() => undefined);
+    return (this.#closing = this.#closeOnce());
   }
 
   async #closeOnce(): Promise<void> {

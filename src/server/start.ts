@@ -178,8 +178,10 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     app,
     metrics,
     close() {
-      // Once: a second call waits for the first instead of closing the databases under it.
-      return (closing ??= closeAll());
+      // Once: a later call waits for the first instead of closing the databases under it
+      // (only the first reports a failure).
+      if (closing) return closing.catch(() => undefined);
+      return (closing = closeAll());
     },
   };
 
