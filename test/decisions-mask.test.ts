@@ -1,9 +1,13 @@
 import { createHash } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
 import { applyMask, hashValue, maskRuleSchema } from '../src/decisions/mask.ts';
 import { DecisionStore } from '../src/decisions/store.ts';
 import { decision, tempDir } from './support/decisions.ts';
+
+setFlagsFromString('--expose-gc');
 
 describe('canonicalJson', () => {
   it('sorts keys at every depth, drops undefined members and keeps array order', () => {
@@ -18,6 +22,19 @@ describe('canonicalJson', () => {
     const expected = '{"10":3,"9":4,"A":{"\u{1F600}":5,"\uFFFF":6},"sorted":{"a":1,"b":"\\n\\""},"z":1,"é":2}';
     expect(canonicalJson(value)).toBe(expected);
     expect(canonicalJson(value)).toBe(expected);
+  });
+
+  it('does not keep the long keys callers send after it has written them', () => {
+    // An integer-like key takes the piecewise path, whose key cache once kept every key it met.
+    const v8gc = runInNewContext('gc') as () => void;
+    // Twice: one pass can leave freed large strings to the next.
+    const gc = () => (v8gc(), v8gc());
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 300; i++) canonicalJson({ context: { '0': true, [`${i}-`.padEnd(60_000, 'k')]: 1 } });
+    gc();
+    // 300 keys of 60 KB, kept with their encoded form, would hold about 35 MB.
+    expect((process.memoryUsage().heapUsed - before) / 2 ** 20).toBeLessThan(10);
   });
 });
 

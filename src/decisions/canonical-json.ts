@@ -107,15 +107,20 @@ export function sha256Hex(text: string): string {
   return hash('sha256', text, 'hex');
 }
 
-/** Keys are remembered up to this many, so records with ever-new keys cannot grow it without bound. */
+/**
+ * Keys are remembered up to this many, and only short ones: the field names records repeat.
+ * Callers choose keys too (context, resource properties), and a 60 KB key kept for the life of
+ * the process per request would let any of them pin memory at will.
+ */
 const ENCODED_KEYS_LIMIT = 4_096;
+const ENCODED_KEY_MAX_LENGTH = 64;
 const encodedKeys = new Map<string, string>();
 
 function encodedKey(key: string): string {
   let encoded = encodedKeys.get(key);
   if (encoded === undefined) {
     encoded = JSON.stringify(key) + ':';
-    if (encodedKeys.size < ENCODED_KEYS_LIMIT) encodedKeys.set(key, encoded);
+    if (key.length <= ENCODED_KEY_MAX_LENGTH && encodedKeys.size < ENCODED_KEYS_LIMIT) encodedKeys.set(key, encoded);
   }
   return encoded;
 }
