@@ -317,6 +317,25 @@ describe('retention', () => {
     expect(await log.verify()).toMatchObject({ ok: true });
   });
 
+  it('deletes the reason codes only pruned records used, and files later records under them afresh', async () => {
+    const log = await open({ retention: { max_records: 10, check_interval_s: 3_600 } });
+    // Codes that carry request data, as OPA-style deny messages do.
+    for (let i = 0; i < 30; i++) await log.append(decision({ allow: false, reasons: ['shared', `user alice-${i}@example.com may not read invoice ${i}`] }));
+    expect(await log.prune()).toBe(20);
+    const db = new DatabaseSync(temp.path, { readOnly: true });
+    const codes = (db.prepare('SELECT code FROM reason_set_codes').all() as { code: string }[]).map((row) => row.code);
+    const sets = (db.prepare('SELECT count(*) AS n FROM reason_sets').get() as { n: number }).n;
+    db.close();
+    expect(codes.filter((code) => code.includes('alice-0@'))).toEqual([]);
+    expect(sets).toBe(10);
+    expect(log.query({ reason: 'shared' }).decisions).toHaveLength(10);
+    // A set the writer had cached and retention deleted is stored again, not pointed at.
+    const again = decision({ allow: false, reasons: ['shared', 'user alice-0@example.com may not read invoice 0'] });
+    await log.append(again);
+    expect(log.query({ reason: 'user alice-0@example.com may not read invoice 0' }).decisions.map((d) => d.decision_id)).toEqual([again.decision_id]);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 11 });
+  });
+
   it('prunes by age, keeping everything younger than max_age_days', async () => {
     const log = await open({ retention: { max_age_days: 30 } });
     const day = 86_400_000;

@@ -48,12 +48,24 @@ function signedMark(db: DatabaseSync, key: CheckpointKey, sql: string, params: n
   return mark;
 }
 
+/** What one prune step removed. */
+export interface PruneStep {
+  /** Records deleted. */
+  deleted: number;
+  /**
+   * Keys (reasonSetKey) of the reason sets no remaining record uses, deleted with them: codes
+   * can carry request data (OPA-style deny messages), which must not outlive retention. The
+   * writer must forget these sets before its next commit.
+   */
+  droppedReasonSets: string[];
+}
+
 /**
  * Deletes records up to `throughSeq` (at most `maxRecords` of them, oldest first, so a
- * large backlog is pruned in short transactions) and replaces the anchor with a signed
- * one for the last record deleted. Returns how many records were deleted.
+ * large backlog is pruned in short transactions), the reason sets only they used, and
+ * replaces the anchor with a signed one for the last record deleted.
  */
-export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: number, maxRecords: number, now: number): number {
+export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: number, maxRecords: number, now: number): PruneStep {
   db.exec('BEGIN IMMEDIATE');
   try {
     const range = db
@@ -67,7 +79,7 @@ export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: numb
       | undefined;
     if (!last) {
       db.exec('COMMIT');
-      return 0;
+      return { deleted: 0, droppedReasonSets: [] };
     }
     const previous = signedMark(db, key, 'SELECT * FROM anchors ORDER BY seq DESC LIMIT 1', [], 'anchor');
     // The anchor carries on the bound in force where it stands (the next checkpoint
@@ -78,7 +90,9 @@ export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: numb
       signedMark(db, key, 'SELECT * FROM checkpoints WHERE seq <= ? AND next_by IS NOT NULL ORDER BY seq DESC LIMIT 1', [last.seq], 'checkpoint') ??
       previous;
     const nextBy = source?.next_by;
+    const usedByPruned = db.prepare('SELECT DISTINCT reason_set FROM decisions WHERE seq <= ?').all(last.seq) as { reason_set: number }[];
     const { changes } = db.prepare('DELETE FROM decisions WHERE seq <= ?').run(last.seq);
+    const droppedReasonSets = dropUnusedReasonSets(db, usedByPruned.map((row) => row.reason_set));
     // Checkpoints over pruned records can no longer be checked against them; the anchor
     // now vouches for that part of the chain.
     db.prepare('DELETE FROM checkpoints WHERE seq <= ?').run(last.seq);
@@ -96,9 +110,26 @@ export function pruneStep(db: DatabaseSync, key: CheckpointKey, throughSeq: numb
     );
     insertAnchor(db, anchor);
     db.exec('COMMIT');
-    return Number(changes);
+    return { deleted: Number(changes), droppedReasonSets };
   } catch (error) {
     if (db.isTransaction) db.exec('ROLLBACK');
     throw error;
   }
+}
+
+/** Deletes those of `candidates` no record uses any more (index decisions_by_reason_set); returns their keys. */
+function dropUnusedReasonSets(db: DatabaseSync, candidates: readonly number[]): string[] {
+  const stillUsed = db.prepare('SELECT 1 FROM decisions WHERE reason_set = ? LIMIT 1');
+  const keyOf = db.prepare('SELECT codes FROM reason_sets WHERE id = ?');
+  const deleteCodes = db.prepare('DELETE FROM reason_set_codes WHERE reason_set = ?');
+  const deleteSet = db.prepare('DELETE FROM reason_sets WHERE id = ?');
+  const dropped: string[] = [];
+  for (const id of candidates) {
+    if (stillUsed.get(id) !== undefined) continue;
+    const row = keyOf.get(id) as { codes: string } | undefined;
+    deleteCodes.run(id);
+    deleteSet.run(id);
+    if (row) dropped.push(row.codes);
+  }
+  return dropped;
 }

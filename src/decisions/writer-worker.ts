@@ -112,7 +112,9 @@ async function prune(request: WriterRequest & { op: 'prune' }): Promise<number> 
   const target = pruneTarget(db, request.policy, request.now);
   let pruned = 0;
   while (!closing) {
-    const deleted = pruneStep(db, setup.key, target, request.stepRecords, request.now);
+    const { deleted, droppedReasonSets } = pruneStep(db, setup.key, target, request.stepRecords, request.now);
+    // Before any commit can run (the next await): a cached id of a deleted set must not be reused.
+    writer.forgetReasonSets(droppedReasonSets);
     if (deleted === 0) break;
     pruned += deleted;
     await new Promise<void>((resolve) => setImmediate(resolve));

@@ -157,6 +157,11 @@ export class ChainWriter {
     }
   }
 
+  /** Forgets reason sets retention deleted, so that no later record points at a set that is gone. */
+  forgetReasonSets(keys: readonly string[]): void {
+    for (const key of keys) this.#reasonSets.delete(key);
+  }
+
   /** The id of the set of `codes`, inserting the set (into this transaction, noted in `newSets`) the first time it is seen. */
   #reasonSetId(codes: readonly string[], newSets: Map<string, number>): number {
     const key = reasonSetKey(codes);
