@@ -561,4 +561,18 @@ describe('reason sets at scale', () => {
       dir.cleanup();
     }
   });
+
+  it('files records under long codes (not remembered, to bound memory) in one set all the same', async () => {
+    const log = await open();
+    const long = `user alice@example.com may not read ${'x'.repeat(2_000)}`;
+    const records = [decision({ allow: false, reasons: [long] }), decision({ allow: false, reasons: [long] })];
+    for (const record of records) await log.append(record);
+    await log.append(decision({ allow: false, reasons: [long, 'other'] }));
+    expect(ids(log.query({ reason: long }).decisions)).toHaveLength(3);
+    const db = new DatabaseSync(temp.path, { readOnly: true });
+    const sets = db.prepare('SELECT count(*) AS n FROM reason_sets').get() as { n: number };
+    db.close();
+    expect(sets.n).toBe(2);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
+  });
 });

@@ -35,6 +35,8 @@ export interface ChainHead {
 
 /** Reason sets the writer remembers; a log normally has a few dozen. */
 const CACHED_REASON_SETS = 10_000;
+/** Longest set key remembered: codes are short names, but a policy may mint long ones from its input. */
+const CACHED_REASON_SET_KEY_LENGTH = 1_024;
 
 /**
  * The only writer of a decision log. Each commit is one transaction that extends the
@@ -87,7 +89,7 @@ export class ChainWriter {
     this.#findReasonSet = db.prepare('SELECT id FROM reason_sets WHERE codes = ?');
     this.#cachedReasonSets = cachedReasonSets;
     for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets ORDER BY id').all() as { id: number; codes: string }[]) {
-      if (this.#reasonSets.size < this.#cachedReasonSets) this.#reasonSets.set(codes, id);
+      this.#remember(codes, id);
       this.#nextReasonSetId = id + 1;
     }
     this.#insertCheckpoint = db.prepare(
@@ -145,7 +147,7 @@ export class ChainWriter {
         lastCheckpoint = { seq, at: now };
       }
       this.#db.exec('COMMIT');
-      for (const [key, id] of newSets) if (this.#reasonSets.size < this.#cachedReasonSets) this.#reasonSets.set(key, id);
+      for (const [key, id] of newSets) this.#remember(key, id);
       this.#nextReasonSetId += newSets.size;
       this.#head = { seq, hash };
       this.#lastCheckpoint = lastCheckpoint;
@@ -157,6 +159,10 @@ export class ChainWriter {
     }
   }
 
+  #remember(key: string, id: number): void {
+    if (key.length <= CACHED_REASON_SET_KEY_LENGTH && this.#reasonSets.size < this.#cachedReasonSets) this.#reasonSets.set(key, id);
+  }
+
   /** Forgets reason sets retention deleted, so that no later record points at a set that is gone. */
   forgetReasonSets(keys: readonly string[]): void {
     for (const key of keys) this.#reasonSets.delete(key);
@@ -166,7 +172,7 @@ export class ChainWriter {
   #reasonSetId(codes: readonly string[], newSets: Map<string, number>): number {
     const key = reasonSetKey(codes);
     let id = this.#reasonSets.get(key) ?? newSets.get(key);
-    if (id === undefined && this.#reasonSets.size >= this.#cachedReasonSets) {
+    if (id === undefined && (this.#reasonSets.size >= this.#cachedReasonSets || key.length > CACHED_REASON_SET_KEY_LENGTH)) {
       id = (this.#findReasonSet.get(key) as { id: number } | undefined)?.id;
     }
     if (id === undefined) {
