@@ -6,7 +6,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseConfig } from '../src/config/load.ts';
 import { startArbiter, type Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
 import { packFiles } from './support/hostile-archives.ts';
@@ -172,6 +172,29 @@ describe('pull mode', () => {
       expect((await replicas[0]!.bundleLifecycle.status('lc'))?.active).toMatchObject({ revision: 'p2', activated_by: `pull:${url}` });
     } finally {
       await Promise.all(replicas.map((r) => r.close()));
+    }
+  });
+
+  it('keeps a credential in the source URL out of logs, errors and the recorded actor', async () => {
+    let answers = 0;
+    const source = createServer((_req, res) => {
+      // First a failure (logged with the URL and the error), then the bundle (activated by the source).
+      answers += 1;
+      if (answers === 1) res.writeHead(503).end();
+      else res.writeHead(200, { 'content-type': 'application/gzip' }).end(archives.p1);
+    });
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(source.address() as AddressInfo).port}/bundles/lc.tar.gz`;
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: `${base}?access_token=s3cr3t-pull-token`, poll_interval_s: 0.05, timeout_ms: 2000 }] } }, { logger });
+    try {
+      await waitFor(() => arbiter.bundles.get('lc')?.revision === 'p1', 'p1 pulled after a failed poll');
+      expect(lines.some((line) => line.msg?.startsWith('bundle pull failed'))).toBe(true);
+      expect(JSON.stringify(lines)).not.toContain('s3cr3t-pull-token');
+      expect((await arbiter.bundleLifecycle.status('lc'))?.active).toMatchObject({ activated_by: `pull:${base}?…` });
+    } finally {
+      await arbiter.close();
+      await new Promise<void>((resolve) => source.close(() => resolve()));
     }
   });
 

@@ -39,9 +39,13 @@ export class BundlePuller {
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
 
+  /** The source as logs, errors and the bundle's actor name it: without its credentials. */
+  readonly #shownUrl: string;
+
   constructor(source: BundleSource, options: BundlePullerOptions) {
     this.source = source;
     this.#options = options;
+    this.#shownUrl = withoutCredentials(source.url);
   }
 
   /** Polls now, then on schedule until stopped. */
@@ -57,9 +61,10 @@ export class BundlePuller {
 
   /** One poll: fetch, and accept what changed. Never throws; failures are logged and back off. */
   async poll(): Promise<void> {
-    const { name, url } = this.source;
+    const { name, url: fetchUrl } = this.source;
+    const url = this.#shownUrl;
     try {
-      const response = await fetch(url, {
+      const response = await fetch(fetchUrl, {
         headers: { accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) },
         signal: AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.source.timeout_ms)]),
         redirect: 'error',
@@ -118,6 +123,15 @@ export class BundlePuller {
     const backoff = Math.min(interval * 2 ** this.#failures, Math.max(MAX_BACKOFF_MS, interval));
     return backoff * (0.5 + Math.random() * 0.5);
   }
+}
+
+/**
+ * A bundle server URL without what may authenticate it: userinfo and the query string (a
+ * token parameter, a signed URL's signature) are left out, the query marked as `?…`.
+ */
+export function withoutCredentials(raw: string): string {
+  const url = new URL(raw);
+  return `${url.protocol}//${url.host}${url.pathname}${url.search === '' ? '' : '?…'}`;
 }
 
 async function readLimited(response: Response, limit: number, url: string): Promise<Uint8Array> {
