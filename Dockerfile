@@ -26,7 +26,8 @@ VOLUME ["/var/lib/arbiter"]
 # uid 1000 is the unprivileged `node` user of the official Node.js images.
 USER 1000:1000
 EXPOSE 8181
+# Probes the port and protocol the configuration gives (PORT, ARBITER_SERVER__PORT, server.tls).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:8181/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "src/cli/main.ts", "health"]
 ENTRYPOINT ["node", "src/cli/main.ts"]
 CMD ["serve"]

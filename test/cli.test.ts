@@ -1,11 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { tempDir } from './support/arbiter.ts';
+import { startTestArbiter, tempDir } from './support/arbiter.ts';
 
 const run = promisify(execFile);
 const cli = (...args: string[]) =>
@@ -59,6 +59,32 @@ describe('arbiter CLI', () => {
     const refused = await cli('token', '--config', disabled, '--sub', 'x');
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('dev_issuer.enabled');
+  });
+
+  it('health probes the port and protocol the configuration gives: 0 when it answers, 1 when not', async () => {
+    const dir = tempDir();
+    const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.pem', '-subj', '/CN=arbiter.example', '-days', '1');
+    const tls = { cert_file: join(dir, 'server.pem'), key_file: join(dir, 'server.key') };
+    const plain = await startTestArbiter({ server: { host: '0.0.0.0', port: 0 }, gateway: { authentication: 'api_key', api_keys: [{ id: 'gw', sha256: 'a'.repeat(64) }] } });
+    const secure = await startTestArbiter({ server: { tls } });
+    try {
+      const health = (env: Record<string, string>) =>
+        run(process.execPath, ['src/cli/main.ts', 'health'], { env: { ...process.env, ARBITER_CONFIG: '', ...env } }).then(
+          () => ({ code: 0, stderr: '' }),
+          (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+        );
+      // A wildcard listen address is probed over loopback; PORT and ARBITER_* overrides are followed.
+      const gateway = { ARBITER_GATEWAY__AUTHENTICATION: 'api_key', ARBITER_GATEWAY__API_KEYS: `[{id: gw, sha256: ${'a'.repeat(64)}}]` };
+      expect(await health({ PORT: String(plain.port), ARBITER_SERVER__HOST: '0.0.0.0', ...gateway })).toEqual({ code: 0, stderr: '' });
+      expect(await health({ ARBITER_SERVER__PORT: String(secure.port), ARBITER_SERVER__TLS: JSON.stringify(tls) })).toEqual({ code: 0, stderr: '' });
+      // Plain HTTP against the TLS port: no answer it can read.
+      const wrongProtocol = await health({ ARBITER_SERVER__PORT: String(secure.port) });
+      expect(wrongProtocol.code).toBe(1);
+      expect(wrongProtocol.stderr).toContain(`http://127.0.0.1:${secure.port}/healthz`);
+    } finally {
+      await Promise.all([plain.close(), secure.close()]);
+    }
   });
 
   it('generates a gateway key whose hash is the configuration entry', async () => {

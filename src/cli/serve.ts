@@ -17,7 +17,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const config = loadConfig({ file: values.config ?? process.env.ARBITER_CONFIG });
+  const config = loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) });
   const arbiter = await startArbiter(config);
   let stopping = false;
   const stop = (signal: string) => {

@@ -37,7 +37,7 @@ export async function tokenCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (!values.sub) throw new ArbiterError('usage', `--sub is required\n\n${HELP}`);
-  const config = loadConfig({ file: values.config ?? process.env.ARBITER_CONFIG });
+  const config = loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) });
   if (!config.dev_issuer.enabled) {
     throw new ConfigError([{ path: 'dev_issuer.enabled', message: 'the development issuer is not enabled in this configuration' }]);
   }

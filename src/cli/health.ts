@@ -1,0 +1,55 @@
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
+import { ArbiterError } from '../errors.ts';
+
+const HELP = `Usage: arbiter health [--config <file>] [--timeout-ms <ms>]
+
+Asks the server this configuration describes for GET /healthz, on the configured port and
+protocol (PORT and ARBITER_* overrides included), and exits 0 when it answers 200, 1 otherwise.
+For container health checks: it follows server.port and server.tls wherever they are set.
+  -c, --config <file>   YAML configuration (default: $ARBITER_CONFIG; without either, built-in defaults)
+  --timeout-ms <ms>     give up after this long (default 2000)`;
+
+export async function healthCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string', short: 'c' }, 'timeout-ms': { type: 'string', default: '2000' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const timeoutMs = Number(values['timeout-ms']);
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new ArbiterError('usage', `--timeout-ms must be a whole number of milliseconds > 0\n\n${HELP}`);
+  const url = healthUrl(loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) }).server);
+  const status = await probe(url, timeoutMs).catch((error: unknown) => (error as Error).message);
+  if (status === 200) return 0;
+  console.error(`arbiter: ${url} ${typeof status === 'number' ? `answered ${status}` : `failed: ${status}`}`);
+  return 1;
+}
+
+const WILDCARD_TO_LOOPBACK = new Map([['0.0.0.0', '127.0.0.1'], ['::', '::1']]);
+
+/** Where the server answers on this machine: a wildcard listen address is reached over loopback. */
+export function healthUrl(server: Config['server']): string {
+  const host = WILDCARD_TO_LOOPBACK.get(server.host) ?? server.host;
+  return `${server.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${server.port}/healthz`;
+}
+
+function probe(url: string, timeoutMs: number): Promise<number> {
+  const secure = url.startsWith('https:');
+  return new Promise((resolve, reject) => {
+    // The server's own certificate is for the names clients use, not for this loopback probe
+    // of liveness: it is not checked (no credential is sent, nothing is read but the status).
+    const request = (secure ? httpsRequest : httpRequest)(url, { method: 'GET', timeout: timeoutMs, ...(secure && { rejectUnauthorized: false }) }, (response) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    });
+    request.on('timeout', () => request.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    request.on('error', reject);
+    request.end();
+  });
+}
