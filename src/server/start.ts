@@ -90,6 +90,10 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const jwksFetch = (issuer: string) => metrics.jwksFetch(issuer);
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
   const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch, configPath: 'admin.issuers' });
+  if (issuers.all().length === 0) {
+    // Legitimate for AuthZEN-only or OPA-API deployments, a forgotten setting otherwise: say so.
+    logger.warn('no issuers configured: every token sent for a decision is refused (token_untrusted_issuer)');
+  }
 
   const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
   await bundleLifecycle.restore(config.bundles.dir);
