@@ -2,7 +2,7 @@
  * `npm run build:bundles`: compiles each bundle directory under rego/ into bundles/<name>.tar.gz.
  * `--check` rebuilds into a temporary directory and fails when a committed bundle differs.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,6 +23,12 @@ function check(names: string[]): number {
     });
     if (stale.length > 0) {
       console.error(`stale bundles: ${stale.join(', ')}: run \`npm run build:bundles\` and commit bundles/`);
+      return 1;
+    }
+    // The server serves every archive in bundles/: one no rego/ directory builds would ship unchecked.
+    const orphans = readdirSync(values.out).filter((file) => file.endsWith('.tar.gz') && !names.includes(file.slice(0, -'.tar.gz'.length)));
+    if (orphans.length > 0) {
+      console.error(`bundles no rego/ directory builds: ${orphans.join(', ')}: delete them, or add their source under rego/`);
       return 1;
     }
     console.log(`bundles match rego/: ${names.join(', ')}`);

@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -85,6 +85,25 @@ describe('arbiter CLI', () => {
     } finally {
       await Promise.all([plain.close(), secure.close()]);
     }
+  });
+
+  it('check:bundles fails on a stale bundle and on one that no rego/ directory builds', async () => {
+    const dir = tempDir();
+    const rego = join(dir, 'rego');
+    const out = join(dir, 'bundles');
+    cpSync('test/fixtures/rego/simple', join(rego, 'simple'), { recursive: true });
+    mkdirSync(out);
+    const script = (...args: string[]) =>
+      run(process.execPath, ['scripts/build-bundles.ts', '--rego', rego, '--out', out, ...args]).then(
+        ({ stdout }) => ({ code: 0, output: stdout }),
+        (error: { code: number; stderr: string }) => ({ code: error.code, output: error.stderr }),
+      );
+    expect(await script('--check')).toMatchObject({ code: 1, output: expect.stringContaining('stale bundles: simple') });
+    expect((await script()).code).toBe(0);
+    expect(await script('--check')).toMatchObject({ code: 0, output: expect.stringContaining('bundles match rego/: simple') });
+    // The server would serve it: a bundle whose source was deleted must not ship unnoticed.
+    copyFileSync(join(out, 'simple.tar.gz'), join(out, 'legacy.tar.gz'));
+    expect(await script('--check')).toMatchObject({ code: 1, output: expect.stringContaining('legacy.tar.gz') });
   });
 
   it('generates a gateway key whose hash is the configuration entry', async () => {
