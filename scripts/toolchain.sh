@@ -30,10 +30,17 @@ else
   if [ ! -x "$prefix/node_modules/node/bin/node" ]; then
     log "installing Node.js $NODE_VERSION from the npm registry (machine node: $(node --version 2>/dev/null || echo none))"
     mkdir -p "$prefix"
-    (cd "$prefix" && echo '{"private":true}' > package.json && npm install --no-audit --no-fund --loglevel=error "node@$NODE_VERSION" >&2)
+    # The node package installs its binary from an install script: approve that one script,
+    # or a stricter npm (ignore-scripts, npm 12) installs the package without the binary.
+    (cd "$prefix" && printf '{"private":true,"allowScripts":{"node@%s":true}}\n' "$NODE_VERSION" > package.json &&
+      npm install --no-audit --no-fund --loglevel=error --ignore-scripts=false "node@$NODE_VERSION" >&2)
   fi
   node_bin_dir="$prefix/node_modules/node/bin"
-  log "using Node.js $("$node_bin_dir/node" --version)"
+  if ! installed=$("$node_bin_dir/node" --version 2>/dev/null); then
+    echo "toolchain: Node.js $NODE_VERSION did not install into $prefix (no node binary); remove $prefix and retry" >&2
+    exit 1
+  fi
+  log "using Node.js $installed"
 fi
 
 # Compare captured output: `opa version | grep -q` under pipefail fails when grep exits first.
@@ -61,6 +68,6 @@ fi
 
 # Regal (the Rego linter) would come the same way, but the Go module proxy refuses every
 # version of github.com/open-policy-agent/regal from this network (403). Rego is linted with
-# `opa check --strict` instead; see README "Toolchain".
+# `opa check --strict` instead; see README "Quick start" and .ci/run.
 
 echo "${node_bin_dir:+$node_bin_dir:}$TOOLS/bin"
