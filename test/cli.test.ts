@@ -87,6 +87,16 @@ describe('arbiter CLI', () => {
     }
   });
 
+  it('bundle build shows why opa refused the policy: file, line and error', async () => {
+    const dir = tempDir();
+    cpSync('test/fixtures/rego/simple', join(dir, 'simple'), { recursive: true });
+    writeFileSync(join(dir, 'simple', 'broken.rego'), 'package simple\n\nbroken := input.x +\n');
+    const result = await cli('bundle', 'build', join(dir, 'simple'), '--out', join(dir, 'simple.tar.gz'));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('rego_parse_error');
+    expect(result.stderr).toMatch(/broken\.rego:\d+/);
+  });
+
   it('check:bundles fails on a stale bundle and on one that no rego/ directory builds', async () => {
     const dir = tempDir();
     const rego = join(dir, 'rego');

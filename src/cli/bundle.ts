@@ -82,8 +82,7 @@ function runBuild(dir: string, out: string, revision: string | undefined, option
     buildBundle(dir, out, revision === undefined ? {} : { revision });
     return true;
   } catch (error) {
-    const stderr = (error as { stderr?: Buffer }).stderr?.toString().trim();
-    console.error(`arbiter: opa build failed for ${dir}${stderr ? `:\n${stderr}` : `: ${(error as Error).message}`}`);
+    console.error(`arbiter: ${(error as Error).message}`);
     return false;
   }
 }

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { ArbiterError } from '../errors.ts';
 import { OPA_VERSION, opaPath } from './opa.ts';
 
 /**
@@ -38,17 +39,26 @@ export interface BuildOptions {
   extraArgs?: string[];
 }
 
-/** Runs the pinned `opa build -t wasm` on one bundle directory; tests are not shipped. */
+/**
+ * Runs the pinned `opa build -t wasm` on one bundle directory; tests are not shipped. Throws
+ * `opa_build_failed` with what opa said (it prints compile errors on stdout, not stderr).
+ */
 export function buildBundle(dir: string, out: string, options: BuildOptions = {}): void {
-  execFileSync(
-    opaPath(),
-    [
-      'build', '-t', 'wasm', `-O=${OPTIMIZATION_LEVEL}`,
-      '--ignore', '*_test.rego', '--ignore', '*.md',
-      '--revision', options.revision ?? sourceRevision(dir),
-      ...(options.extraArgs ?? []),
-      '-b', dir, '-o', out,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  try {
+    execFileSync(
+      opaPath(),
+      [
+        'build', '-t', 'wasm', `-O=${OPTIMIZATION_LEVEL}`,
+        '--ignore', '*_test.rego', '--ignore', '*.md',
+        '--revision', options.revision ?? sourceRevision(dir),
+        ...(options.extraArgs ?? []),
+        '-b', dir, '-o', out,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+  } catch (error) {
+    const { stdout, stderr } = error as { stdout?: Buffer; stderr?: Buffer };
+    const said = [stdout, stderr].map((output) => output?.toString().trim() ?? '').filter(Boolean).join('\n');
+    throw new ArbiterError('opa_build_failed', `opa build failed for ${dir}:\n${said || (error as Error).message}`, { cause: error });
+  }
 }
