@@ -19,7 +19,6 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadPolicy } from '@open-policy-agent/opa-wasm';
 import { LiveData } from '../src/data/documents.ts';
 import { openDataDatabase } from '../src/data/persistence.ts';
@@ -31,15 +30,14 @@ import { adminToken, decide, invoiceReaderToken, readInvoiceRequest, startLiveSe
 import { median, percentile } from './lib/load.ts';
 import { machineInfo, versions } from './lib/machine.ts';
 import { memoryMiB } from './lib/processes.ts';
+import { scriptArgs } from '../src/toolchain/script-args.ts';
 
-const { values: flags } = parseArgs({
-  options: {
+const { values: flags } = scriptArgs(import.meta.url, {
     sizes: { type: 'string', default: '10KB,100KB,1MB,10MB,50MB' },
     repeats: { type: 'string', default: '3' },
     decisions: { type: 'string', default: '500' },
     'max-memory-mb': { type: 'string', default: '1024' },
-  },
-});
+  });
 const sizes = flags.sizes.split(',').map(parseSize);
 const repeats = Number(flags.repeats);
 const decisionCount = Number(flags.decisions);

@@ -26,6 +26,7 @@ import { newDecisionId } from '../src/decisions/record.ts';
 import type { DecisionRecord } from '../src/decisions/record.ts';
 import type { DecisionFilters } from '../src/decisions/query.ts';
 import { machineInfo, versions } from './lib/machine.ts';
+import { scriptArgs, scriptUsageError } from '../src/toolchain/script-args.ts';
 
 const ACTIONS = ['read', 'write', 'delete', 'approve', 'list', 'export', 'share', 'comment'];
 const RESOURCE_TYPES = ['document', 'invoice', 'account', 'report', 'project'];
@@ -264,7 +265,9 @@ async function query(records: number, queries: number): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
 }
 
-const [mode = 'ingest', a, b, c] = process.argv.slice(2);
+// The mode is asked for, not assumed: an ingest run appends to a committed results file.
+const { positionals } = scriptArgs(import.meta.url, {}, process.argv.slice(2), { positionals: true });
+const [mode, a, b, c] = positionals;
 if (mode === 'ingest') await ingest(Number(a ?? 200_000), Number(b ?? 20_000), Number(c ?? 0));
 else if (mode === 'query') await query(Number(a ?? 1_000_000), Number(b ?? 200));
-else throw new Error(`unknown mode ${mode}: use ingest or query`);
+else scriptUsageError(import.meta.url, mode === undefined ? 'name a mode: ingest or query' : `unknown mode ${mode}: use ingest or query`);

@@ -23,7 +23,6 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import { PolicyEngine } from '../src/policy/engine.ts';
 import { opaPath } from '../src/toolchain/opa.ts';
@@ -31,10 +30,9 @@ import { buildBundle, OPTIMIZATION_LEVEL } from '../src/toolchain/build.ts';
 import { median, percentile } from './lib/load.ts';
 import { machineInfo, versions } from './lib/machine.ts';
 import { createWorkload, verifiedClaimsInput } from './lib/workload.ts';
+import { scriptArgs } from '../src/toolchain/script-args.ts';
 
-const { values: flags } = parseArgs({
-  options: { rounds: { type: 'string', default: '40' }, chunk: { type: 'string', default: '1000' } },
-});
+const { values: flags } = scriptArgs(import.meta.url, { rounds: { type: 'string', default: '40' }, chunk: { type: 'string', default: '1000' } });
 const rounds = Number(flags.rounds);
 const chunk = Number(flags.chunk);
 const LEVELS = [0, 1] as const;

@@ -15,23 +15,21 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { decodeJwt } from 'jose';
 import { invoiceReader, subjectId, type SubjectEntitlements } from './lib/entitlements.ts';
 import { adminToken, decide, invoiceReaderToken, readInvoiceRequest, startLiveServer, type LiveServer } from './lib/live-server.ts';
 import { machineInfo, versions } from './lib/machine.ts';
+import { scriptArgs } from '../src/toolchain/script-args.ts';
 
-const { values: flags } = parseArgs({
-  options: {
+const { values: flags } = scriptArgs(import.meta.url, {
     duration: { type: 'string', default: '5' },
     connections: { type: 'string', default: '32' },
     batch: { type: 'string', default: '1000' },
     'batch-connections': { type: 'string', default: '4' },
     probes: { type: 'string', default: '200' },
     'decision-rate': { type: 'string', default: '300' },
-  },
-});
+  });
 const durationS = Number(flags.duration);
 const connections = Number(flags.connections);
 const batchSize = Number(flags.batch);

@@ -10,7 +10,6 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { compareDecisions } from './lib/agreement.ts';
 import { barChartSvg } from './lib/chart.ts';
 import { measure, median, type LoadOptions, type RunMeasurement } from './lib/load.ts';
@@ -18,9 +17,9 @@ import { machineInfo, versions } from './lib/machine.ts';
 import type { ServerProcess } from './lib/processes.ts';
 import { serveJwks, startArbiterServer, startOpaServer } from './lib/systems.ts';
 import { createWorkload, targetFor, type SystemName, type WorkloadName } from './lib/workload.ts';
+import { scriptArgs } from '../src/toolchain/script-args.ts';
 
-const { values: flags } = parseArgs({
-  options: {
+const { values: flags } = scriptArgs(import.meta.url, {
     rounds: { type: 'string', default: '4' },
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '5' },
@@ -32,8 +31,7 @@ const { values: flags } = parseArgs({
     // Like OPA's console decision log by default; `strict`/`relaxed` add Arbiter's durable audit log.
     'decision-log': { type: 'string', default: 'off' },
     workers: { type: 'string' },
-  },
-});
+  });
 
 const settings = {
   rounds: flags.quick ? 1 : positiveInt(flags.rounds, 'rounds'),

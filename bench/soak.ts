@@ -14,23 +14,21 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { measure, median } from './lib/load.ts';
 import { machineInfo, versions } from './lib/machine.ts';
 import { memoryMiB } from './lib/processes.ts';
 import { serveJwks, startArbiterServer } from './lib/systems.ts';
 import { createWorkload, targetFor, type WorkloadName } from './lib/workload.ts';
+import { scriptArgs } from '../src/toolchain/script-args.ts';
 
-const { values: flags } = parseArgs({
-  options: {
+const { values: flags } = scriptArgs(import.meta.url, {
     minutes: { type: 'string', default: '10' },
     rate: { type: 'string', default: '1000' },
     warmup: { type: 'string', default: '60' },
     connections: { type: 'string', default: '32' },
     workload: { type: 'string', default: 'jwt' },
     'node-flag': { type: 'string', multiple: true, default: [] },
-  },
-});
+  });
 const minutes = Number(flags.minutes);
 const rate = Number(flags.rate);
 const connections = Number(flags.connections);

@@ -5,12 +5,11 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { ArbiterError } from '../src/errors.ts';
 import { buildBundle, bundleDirs, sourceRevision } from '../src/toolchain/build.ts';
+import { scriptArgs } from '../src/toolchain/script-args.ts';
 
-const { values } = parseArgs({
-  options: { check: { type: 'boolean' }, rego: { type: 'string', default: 'rego' }, out: { type: 'string', default: 'bundles' } },
-});
+const { values } = scriptArgs(import.meta.url, { check: { type: 'boolean' }, rego: { type: 'string', default: 'rego' }, out: { type: 'string', default: 'bundles' } });
 
 function check(names: string[]): number {
   const tmp = mkdtempSync(join(tmpdir(), 'arbiter-bundles-'));
@@ -39,11 +38,18 @@ function check(names: string[]): number {
 }
 
 const names = bundleDirs(values.rego);
-if (values.check) {
-  process.exitCode = check(names);
-} else {
-  for (const name of names) {
-    buildBundle(join(values.rego, name), join(values.out, `${name}.tar.gz`));
-    console.log(`built ${values.out}/${name}.tar.gz (revision ${sourceRevision(join(values.rego, name))})`);
+try {
+  if (values.check) {
+    process.exitCode = check(names);
+  } else {
+    for (const name of names) {
+      buildBundle(join(values.rego, name), join(values.out, `${name}.tar.gz`));
+      console.log(`built ${values.out}/${name}.tar.gz (revision ${sourceRevision(join(values.rego, name))})`);
+    }
   }
+} catch (error) {
+  // opa's own words (file, line, error), without a stack trace.
+  if (!(error instanceof ArbiterError)) throw error;
+  console.error(error.message);
+  process.exitCode = 1;
 }
