@@ -54,6 +54,14 @@ describe('arbiter CLI', () => {
     expect(decodeProtectedHeader(token)).toMatchObject({ alg: 'ES256', typ: 'at+jwt' });
     expect(decodeJwt(token)).toMatchObject({ iss: 'urn:arbiter:dev-issuer', sub: 'user:alice@acme.example', tenant: 'acme', act: { sub: 'agent:a', act: { sub: 'agent:b' } } });
 
+    // Claims the options set would silently replace a --claim of the same name: refused instead.
+    for (const args of [['--claim', 'jti=5'], ['--claim', 'exp=1'], ['--scope', 'a', '--claim', 'scope=b']]) {
+      const overwritten = await cli('token', '--config', config, '--sub', 'x', ...args);
+      expect(overwritten, args.join(' ')).toMatchObject({ code: 2, stderr: expect.stringContaining('would be overwritten') });
+    }
+    const malformedActor = await cli('token', '--config', config, '--sub', 'x', '--claim', 'act="agent"', '--json');
+    expect(decodeJwt((JSON.parse(malformedActor.stdout) as { token: string }).token).act).toBe('agent');
+
     const disabled = join(dir, 'prod.yaml');
     writeFileSync(disabled, 'mode: production\n');
     const refused = await cli('token', '--config', disabled, '--sub', 'x');
