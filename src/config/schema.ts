@@ -142,12 +142,12 @@ const configShape = z.strictObject({
   mode: z
     .enum(['development', 'production'])
     .default(process.env.NODE_ENV === 'production' ? 'production' : 'development')
-    .describe('development enables the local dev issuer; production refuses it.'),
+    .describe('development allows the local development issuer (dev_issuer.enabled); production refuses it.'),
   server: z
     .strictObject({
       host: nonEmpty.default('127.0.0.1').describe('Listen address; anything but loopback needs gateway authentication.'),
       port: z.number().int().min(0).max(65_535).default(8181).describe('Listen port (0: any free port); PORT overrides.'),
-      body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024).describe('Largest decision request body: 413 beyond it.'),
+      body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024).describe('Largest request body on the decision, issuance, AuthZEN, OPA data API, replay and activate routes: 413 beyond it.'),
       shutdown_timeout_s: z.number().positive().max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
       request_timeout_s: z
         .number().positive().max(600).default(30)
@@ -187,7 +187,7 @@ const configShape = z.strictObject({
     .prefault({}),
   dev_issuer: z
     .strictObject({
-      enabled: z.boolean().default(false).describe('Local development issuer; refused in production mode or NODE_ENV=production.'),
+      enabled: z.boolean().default(false).describe('Local development issuer (`arbiter token`; fixed: ES256, urn:arbiter:dev-issuer, tokens accepted up to 86400 s old and 86400 s long, 30 s clock tolerance); refused in production mode or NODE_ENV=production.'),
       key_file: nonEmpty.default('.arbiter/dev-issuer.jwk.json').describe('Private key, generated on first start (git-ignored).'),
     })
     .prefault({}),
@@ -214,7 +214,7 @@ const configShape = z.strictObject({
   data: z
     .strictObject({
       path: nonEmpty.default('.arbiter/data.db').describe('SQLite file for live data and revocations.'),
-      max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024).describe('Largest PUT/PATCH body on /v1/data: 413 beyond it.'),
+      max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024).describe('Largest PUT/PATCH body on /v1/data and POST body on /v1/revocations (batches): 413 beyond it.'),
       max_depth: z.number().int().min(2).max(256).default(32).describe('Deepest nesting of live data: data_too_deep beyond it.'),
       max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data: a write growing it past this, or a JSON Patch adding more than this, is refused (data_too_large). Data stored under a higher limit stays and can still shrink.'),
       revocation_prune_interval_s: timerDelaySeconds().int().default(60).describe('How often expired revocations are deleted.'),
