@@ -8,6 +8,7 @@ import { GENESIS_HASH, loadOrCreateCheckpointKey, signMark } from '../src/decisi
 import type { MarkRow } from '../src/decisions/chain.ts';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
 import { deriveIndexColumns } from '../src/decisions/record.ts';
+import { pruneStep } from '../src/decisions/retention.ts';
 import { migrate } from '../src/decisions/schema.ts';
 import { ChainWriter } from '../src/decisions/writer.ts';
 import { decision, tempDir } from './support/decisions.ts';
@@ -556,6 +557,34 @@ describe('reason sets at scale', () => {
       expect(sets.map((set) => set.codes)).toEqual(['["a"]', '["b"]', '["c"]', '["a","b"]', '["d"]', '["e"]']);
       const used = db.prepare('SELECT reason_set FROM decisions ORDER BY seq').all() as { reason_set: number }[];
       expect(used.map((row) => row.reason_set)).toEqual([1, 2, 3, 4, 5, 5, 3, 1, 6, 6]);
+    } finally {
+      db.close();
+      dir.cleanup();
+    }
+  });
+
+  it('finds a stored set it never remembered once retention has freed room in its memory', () => {
+    const dir = tempDir();
+    const db = new DatabaseSync(dir.path);
+    try {
+      migrate(db);
+      const key = loadOrCreateCheckpointKey(`${dir.path}.key.jwk`);
+      const writer = new ChainWriter(db, key, { everyRecords: 1_000, intervalMs: 60_000 }, 2);
+      const prepare = (codes: string[]) => {
+        const record = decision({ allow: false, reasons: codes });
+        const { decision_id, timestamp, endpoint, caller, bundle, revision } = record;
+        return { decision_id, timestamp, endpoint, caller, bundle, revision, columns: deriveIndexColumns(record), body: canonicalJson(record) };
+      };
+      writer.commit([prepare(['a'])]);
+      writer.commit([prepare(['b'])]); // remembered: a, b (the bound is 2)
+      writer.commit([prepare(['c'])]); // stored only
+      const step = pruneStep(db, key, 1, 10, Date.now());
+      writer.forgetReasonSets(step.droppedReasonSets);
+      expect(step.droppedReasonSets).toEqual(['["a"]']);
+      // Room in memory does not make ["c"] new: inserting it again would break the UNIQUE index.
+      expect(() => writer.commit([prepare(['c'])])).not.toThrow();
+      const used = db.prepare('SELECT reason_set FROM decisions ORDER BY seq').all() as { reason_set: number }[];
+      expect(used.map((row) => row.reason_set)).toEqual([2, 3, 3]);
     } finally {
       db.close();
       dir.cleanup();

@@ -172,9 +172,8 @@ export class ChainWriter {
   #reasonSetId(codes: readonly string[], newSets: Map<string, number>): number {
     const key = reasonSetKey(codes);
     let id = this.#reasonSets.get(key) ?? newSets.get(key);
-    if (id === undefined && (this.#reasonSets.size >= this.#cachedReasonSets || key.length > CACHED_REASON_SET_KEY_LENGTH)) {
-      id = (this.#findReasonSet.get(key) as { id: number } | undefined)?.id;
-    }
+    // Not remembered is not new: the cache is bounded, and retention frees slots in it.
+    if (id === undefined) id = (this.#findReasonSet.get(key) as { id: number } | undefined)?.id;
     if (id === undefined) {
       id = this.#nextReasonSetId + newSets.size;
       this.#insertReasonSet.run(id, key);
