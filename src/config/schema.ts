@@ -90,6 +90,10 @@ const bundleSourceSchema = z.strictObject({
       const url = new URL(value);
       return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
     }, 'must use https (plain http is allowed only for loopback hosts)')
+    .refine((value) => {
+      const url = new URL(value);
+      return url.username === '' && url.password === '';
+    }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs)')
     .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match).'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
