@@ -157,6 +157,7 @@ beforeAll(async () => {
     {
       ...adminConfig(),
       issuers: [issuerConfig(idp), issuerConfig(partner)],
+      opa_compat: { enabled: true },
       decision_log: {
         path: logPath,
         busy_timeout_ms: 200,
@@ -451,6 +452,22 @@ describe('POST /v1/decisions/{id}/replay', () => {
     expect(issued.body).toMatchObject({ allow: false, reasons: [{ code: 'policy_contract_violation' }] });
     const replay = await call(arbiter, 'POST', `/v1/decisions/${issued.body!.decision_id}/replay`, { body: {} });
     expect(replay.body).toMatchObject({ replayed: { revision: 'r2', allow: false, reasons: [{ code: 'policy_contract_violation' }] }, same: true });
+  });
+
+  it('records and replays what the OPA data API answered, a bare boolean included', async () => {
+    arbiter.liveData.put(['pair'], { v: 1 });
+    try {
+      const answered = await postJson(`${arbiter.url}/v1/data/echo/pair_is_one`, { input: {} });
+      expect(answered.body).toMatchObject({ result: true });
+      const id = answered.body!.decision_id as string;
+      // `allow := true` answers the boolean itself: an allow, with the value kept as answered.
+      expect(arbiter.decisionLog!.get(id)?.result).toEqual({ allow: true, reasons: [], obligations: [], value: true });
+      arbiter.liveData.put(['pair'], { v: 2 });
+      const replay = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: {} });
+      expect(replay.body).toMatchObject({ recorded: { allow: true, value: true }, replayed: { allow: false, value: false }, same: false });
+    } finally {
+      arbiter.liveData.delete(['pair']);
+    }
   });
 
   it('answers 404 for an unknown decision or revision, 409 when no policy ran', async () => {

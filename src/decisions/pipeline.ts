@@ -46,6 +46,8 @@ export interface Decision {
   data_version: number | null;
   /** The whole entrypoint result, for endpoints with more output than the decision contract. */
   result: PolicyResult | null;
+  /** The OPA data API's answer as the entrypoint gave it (absent: undefined), recorded with the decision. */
+  answer?: { value: unknown };
   /** false when no bundle could answer: the HTTP layer turns that into 503. */
   answered: boolean;
   latency_us: number;
@@ -186,6 +188,7 @@ export class DecisionPipeline {
       policy: { bundle: bundle.name, revision: bundle.revision },
       data_version: run.dataVersion,
       result: null,
+      ...(run.ok && { answer: { value: singleResult(run.resultSet) } }),
       answered: run.ok,
     });
     if (decision.reasons[0]?.code === 'audit_unavailable') {
@@ -302,7 +305,12 @@ export class DecisionPipeline {
       revision: decision.policy?.revision ?? null,
       input: trace.input,
       claim_names: trace.claimNames,
-      result: { allow: decision.allow, reasons: decision.reasons, obligations: decision.obligations },
+      result: {
+        allow: decision.allow,
+        reasons: decision.reasons,
+        obligations: decision.obligations,
+        ...(decision.answer?.value !== undefined && { value: decision.answer.value }),
+      },
       latency_us: decision.latency_us,
     };
   }

@@ -8,6 +8,12 @@ export const decisionResultSchema = z.strictObject({
   allow: z.boolean(),
   reasons: z.array(decisionReasonSchema),
   obligations: z.array(z.unknown()),
+  /**
+   * The value the entrypoint answered, as given, for endpoints that answer it rather than a
+   * decision (the OPA data API: `true`, a set of deny messages, any document); absent when it
+   * was undefined. allow/reasons/obligations are then what Arbiter reads out of it.
+   */
+  value: z.unknown().optional(),
 });
 
 /**
@@ -39,7 +45,7 @@ export const decisionRecordSchema = z.strictObject({
 export type DecisionRecord = z.infer<typeof decisionRecordSchema>;
 
 const RECORD_KEYS = new Set(['decision_id', 'timestamp', 'caller', 'endpoint', 'rule', 'bundle', 'revision', 'input', 'claim_names', 'result', 'latency_us']);
-const RESULT_KEYS = new Set(['allow', 'reasons', 'obligations']);
+const RESULT_KEYS = new Set(['allow', 'reasons', 'obligations', 'value']);
 const UUID_V7 = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$/;
 
 /**

@@ -2,7 +2,7 @@ import type { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
 import { extraOutputProblem, issuanceResultSchema } from '../policy/contract.ts';
-import { checkContract, lenientDecision } from '../policy/engine.ts';
+import { checkContract, lenientDecision, singleResult } from '../policy/engine.ts';
 import type { PolicyEvaluation } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
 import { canonicalJson } from './canonical-json.ts';
@@ -33,6 +33,8 @@ export interface ReplayedResult {
   allow: boolean;
   reasons: unknown[];
   obligations: unknown[];
+  /** The OPA data API's answer, as recorded or replayed (absent: undefined). */
+  value?: unknown;
 }
 
 export interface ReplayReport {
@@ -41,7 +43,7 @@ export interface ReplayReport {
   entrypoint: string;
   recorded: ReplayedResult;
   replayed: ReplayedResult & { data_version: number };
-  /** allow, reasons and obligations are equal (canonically: key order does not count). */
+  /** allow, reasons, obligations and (OPA data API) the answered value are equal (canonically: key order does not count). */
   same: boolean;
 }
 
@@ -85,7 +87,10 @@ async function evaluate(deps: ReplayDeps, bundle: PolicyBundle, entrypoint: stri
   }
   const run = await deps.evaluate(bundle, entrypoint, JSON.stringify(record.input));
   const data_version = run.dataVersion;
-  if (record.endpoint === RAW_INPUT_ENDPOINT) return { revision, ...lenientDecision(run), data_version };
+  if (record.endpoint === RAW_INPUT_ENDPOINT) {
+    const value = run.ok ? singleResult(run.resultSet) : undefined;
+    return { revision, ...lenientDecision(run), ...(value !== undefined && { value }), data_version };
+  }
   const evaluation = run.ok ? checkContract(run.resultSet) : run;
   if (!evaluation.ok) return { revision, allow: false, reasons: [{ code: evaluation.code, message: evaluation.message }], obligations: [], data_version };
   const extra = EXTRA_OUTPUT[record.endpoint];
@@ -96,5 +101,11 @@ async function evaluate(deps: ReplayDeps, bundle: PolicyBundle, entrypoint: stri
 }
 
 function sameResult(a: ReplayedResult, b: ReplayedResult): boolean {
-  return a.allow === b.allow && canonicalJson(a.reasons) === canonicalJson(b.reasons) && canonicalJson(a.obligations) === canonicalJson(b.obligations);
+  return (
+    a.allow === b.allow &&
+    canonicalJson(a.reasons) === canonicalJson(b.reasons) &&
+    canonicalJson(a.obligations) === canonicalJson(b.obligations) &&
+    // The OPA data API's answer itself (undefined on both sides for every other endpoint).
+    canonicalJson(a.value ?? null) === canonicalJson(b.value ?? null)
+  );
 }

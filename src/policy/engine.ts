@@ -146,7 +146,8 @@ export function lenientDecision(run: RawEvaluation): { allow: boolean; reasons: 
   const value = singleResult(run.resultSet);
   const result: Record<string, unknown> = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
   return {
-    allow: result.allow === true,
+    // `allow := true` answers the boolean itself; a decision document answers {allow, ...}.
+    allow: value === true || result.allow === true,
     reasons: Array.isArray(result.reasons) ? result.reasons.map(asReason) : [],
     obligations: Array.isArray(result.obligations) ? (result.obligations as Obligation[]) : [],
   };
