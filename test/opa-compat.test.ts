@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opaPath } from '../src/toolchain/opa.ts';
 import type { Arbiter } from '../src/server/start.ts';
@@ -56,6 +57,21 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
     expect(res.body!.result).toEqual({ allow: true, reasons: ['because', 7] });
     const record = enabled.decisionLog!.get(res.body!.decision_id as string);
     expect(record?.result.reasons).toEqual([{ code: 'because' }, { code: 'unrecognised_reason', value: 7 }]);
+  });
+
+  it('records which authenticated gateway sent the (unverified) input', async () => {
+    const key = 'opa-compat-gateway-key';
+    const gated = await startTestArbiter({
+      opa_compat: { enabled: true },
+      gateway: { authentication: 'api_key', api_keys: [{ id: 'kong-eu', sha256: createHash('sha256').update(key).digest('hex') }] },
+    });
+    try {
+      const res = await postJson(`${gated.url}/v1/data/simple/decision`, { input: allowedInput }, { authorization: `ApiKey ${key}` });
+      expect(res.status).toBe(200);
+      expect(gated.decisionLog!.get(res.body!.decision_id as string)?.caller).toBe('kong-eu');
+    } finally {
+      await gated.close();
+    }
   });
 
   it('answers 404 for a bundle or entrypoint that is not active', async () => {

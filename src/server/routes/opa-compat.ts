@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { DecisionPipeline } from '../../decisions/pipeline.ts';
 import { jsonBody } from '../middleware/json-body.ts';
+import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 import { problem } from '../problem.ts';
 import { bundleNameSchema } from '../../policy/bundle-name.ts';
@@ -15,11 +16,13 @@ const rulePath = /^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/;
 
 /**
  * `POST /v1/data/{bundle}/{rule...}` answering like OPA's server (`{"result": ..., "decision_id": ...}`),
- * so OPA clients and side-by-side benchmarks can call Arbiter unchanged. The caller supplies the
- * subject's claims, so the route is off unless `opa_compat.enabled` and belongs behind a trusted caller.
+ * so OPA clients and side-by-side benchmarks can call Arbiter with OPA's usual request. The caller
+ * supplies the subject's claims, so the route is off unless `opa_compat.enabled` and belongs behind
+ * a trusted caller. Stricter than OPA: the body must be JSON (any media type `application/*json`)
+ * holding an object `input` and nothing else, since the input is what the decision log records.
  */
 export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: number) {
-  return new Hono<{ Variables: RequestIdVariables }>().post(
+  return new Hono<{ Variables: RequestIdVariables & GatewayVariables }>().post(
     '/v1/data/:bundle/:rule{.+}',
     jsonBody(opaDataRequestSchema, { limitBytes: bodyLimitBytes }),
     async (c) => {
@@ -31,6 +34,8 @@ export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numb
       const evaluation = await pipeline.evaluateInput({
         endpoint: '/v1/data',
         requestId: c.get('requestId'),
+        // Who sent these unverified claims is the one thing the record can vouch for.
+        caller: c.get('caller'),
         bundle,
         rule,
         input: c.get('body').input,
