@@ -1,4 +1,4 @@
-import { DatabaseSync } from 'node:sqlite';
+import { DatabaseSync, StatementSync, type SQLInputValue } from 'node:sqlite';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../src/decisions/store.ts';
@@ -536,6 +536,33 @@ describe('reason sets at scale', () => {
     await Promise.all(all.map((record) => log.append(record)));
     expect(ids(everyPage(log, { reason: 'common' }, 9))).toEqual(ids([...all].reverse() as StoredDecision[]));
     expect(ids(log.query({ reason: 'unique-5' }).decisions)).toEqual([all[5]!.decision_id]);
+  });
+
+  it('reads the bodies of one page only, however many reason sets a code is in', async () => {
+    const log = await open({ durability: 'relaxed', max_batch: 5_000, max_pending: 10_000 });
+    const T = Date.UTC(2025, 0, 1);
+    let t = 0;
+    for (let set = 0; set < 20; set++) {
+      for (let i = 0; i < 101; i++) await log.append(decision({ timestamp: T + t++, allow: false, reasons: ['scope_missing', `check_${set}`] }));
+    }
+    await log.close();
+    const reopened = await open();
+    const all = StatementSync.prototype.all;
+    let bodies = 0;
+    // Observed, not replaced: every row node:sqlite hands back is counted when it carries a body.
+    StatementSync.prototype.all = function (this: StatementSync, ...args: unknown[]) {
+      const rows = (all as (...params: unknown[]) => Record<string, SQLInputValue>[]).apply(this, args);
+      bodies += rows.filter((row) => 'body' in row).length;
+      return rows;
+    } as typeof all;
+    try {
+      const page = reopened.query({ reason: 'scope_missing' }, { limit: 100 });
+      expect(page.decisions.map((d) => d.timestamp)).toEqual(Array.from({ length: 100 }, (_, i) => T + 2019 - i));
+    } finally {
+      StatementSync.prototype.all = all;
+    }
+    // 20 sets x 101 positions were merged; only the page's records (and the look-ahead) were read whole.
+    expect(bodies).toBeLessThanOrEqual(101);
   });
 
   it('a writer that remembers few sets finds the others in the database', () => {

@@ -114,16 +114,26 @@ function matchingRows(db: DatabaseSync, filters: DecisionFilters, after: Positio
     const { sql, params } = buildQuery(filters, filters.reason, after, limit);
     return db.prepare(sql).all(...params) as unknown as StoredRow[];
   }
-  const { sql, params } = buildQuery(filters, 0, after, limit);
+  if (sets.length === 1) {
+    const { sql, params } = buildQuery(filters, sets[0]!.reason_set, after, limit);
+    return db.prepare(sql).all(...params) as unknown as StoredRow[];
+  }
+  // Positions only from each set (up to `limit` each), then the bodies of the page alone:
+  // a page never holds more than `limit` records in memory, however many sets it merges.
+  const { sql, params } = buildQuery(filters, 0, after, limit, 'positions');
   const statement = db.prepare(sql);
-  const rows: StoredRow[] = [];
+  const positions: Position[] = [];
   for (const { reason_set } of sets) {
     params[0] = reason_set;
-    rows.push(...(statement.all(...params) as unknown as StoredRow[]));
+    positions.push(...(statement.all(...params) as unknown as Position[]));
   }
-  if (sets.length === 1) return rows;
-  return rows.sort((a, b) => b.timestamp - a.timestamp || b.seq - a.seq).slice(0, limit);
+  const page = positions.sort((a, b) => b.timestamp - a.timestamp || b.seq - a.seq).slice(0, limit);
+  return db
+    .prepare(`SELECT ${ROW_COLUMNS} FROM decisions d WHERE d.seq IN (SELECT value FROM json_each(?)) ORDER BY d.timestamp DESC, d.seq DESC`)
+    .all(JSON.stringify(page.map((position) => position.seq))) as unknown as StoredRow[];
 }
+
+const ROW_COLUMNS = 'd.seq, d.timestamp, d.body, d.prev_hash, d.hash';
 
 /**
  * The query of a page. `reason` narrows it to one reason set (a number: the first
@@ -135,6 +145,7 @@ function buildQuery(
   reason: number | string | undefined,
   after: Position | undefined,
   limit: number,
+  columns: 'rows' | 'positions' = 'rows',
 ): { sql: string; params: SQLInputValue[] } {
   const conditions: string[] = [];
   const params: SQLInputValue[] = [];
@@ -172,7 +183,7 @@ function buildQuery(
   const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
   params.push(limit);
   return {
-    sql: `SELECT d.seq, d.timestamp, d.body, d.prev_hash, d.hash FROM decisions d ${where} ORDER BY d.timestamp DESC, d.seq DESC LIMIT ?`,
+    sql: `SELECT ${columns === 'rows' ? ROW_COLUMNS : 'd.seq, d.timestamp'} FROM decisions d ${where} ORDER BY d.timestamp DESC, d.seq DESC LIMIT ?`,
     params,
   };
 }
