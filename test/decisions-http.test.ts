@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -482,6 +483,16 @@ describe('POST /v1/decisions/{id}/replay', () => {
 });
 
 describe('arbiter decisions (CLI)', () => {
+  it('ends quietly when the reader closes the pipe (export | head)', async () => {
+    await decide(carol(), 'write', { type: 'photo', id: 'pipe' });
+    const child = spawn(process.execPath, ['src/cli/main.ts', 'decisions', 'export', '--url', arbiter.url, '--token', readToken], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout.destroy(); // the reader is gone before the first line is written
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+  });
+
   it('gets, queries, exports and replays over HTTP', async () => {
     const m = await decide(carol(), 'write', { type: 'photo', id: 'cli' });
     const got = await cli('get', m.id);

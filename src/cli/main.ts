@@ -46,6 +46,13 @@ async function main(argv: string[]): Promise<number> {
   return command.run(argv.slice(1));
 }
 
+// A reader that stops early (`arbiter decisions export | head`) closes the pipe: that ends the
+// output, as for any Unix tool, rather than raising an unhandled EPIPE with a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(process.exitCode ?? EXIT.ok);
+});
+
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (error) {
