@@ -224,16 +224,19 @@ describe('in-process evaluator', () => {
     expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 3, resultSet: [{ result: { reasons: [{ pair: { a: 3 } }] } }] });
   });
 
-  it('reports the live data version an evaluation ran on, not one committed while it waited', async () => {
+  it('runs an evaluation on the data version current when it starts, reports it, and builds its input then', async () => {
     const inProcess = new InProcessEvaluator({ maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
     evaluator = inProcess;
     const echo = await bundle('echo');
     inProcess.setLiveData({ pair: { a: 1 } }, 1);
     await inProcess.evaluate(echo, 'echo/decision', input({}));
-    const underWay = inProcess.evaluate(echo, 'echo/decision', input({}));
-    inProcess.setLiveData({ pair: { a: 2 } }, 2);
-    expect(await underWay).toMatchObject({ dataVersion: 1, resultSet: [{ result: { reasons: [{ pair: { a: 1 } }] } }] });
-    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ dataVersion: 2, resultSet: [{ result: { reasons: [{ pair: { a: 2 } }] } }] });
+    let builtAt = 0;
+    let current = 1;
+    const underWay = inProcess.evaluate(echo, 'echo/decision', () => ((builtAt = current), input({})));
+    inProcess.setLiveData({ pair: { a: 2 } }, (current = 2));
+    // Data, reported version and the moment the input was built agree: version 2 throughout.
+    expect(await underWay).toMatchObject({ dataVersion: 2, resultSet: [{ result: { reasons: [{ pair: { a: 2 } }] } }] });
+    expect(builtAt).toBe(2);
   });
 
   it('gives the same answers as the pool', async () => {

@@ -153,7 +153,7 @@ export class DecisionPipeline {
           input.subject = subject;
           trace.claimNames = Object.keys(subject.claims);
           input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
-          outcome = await this.#evaluate(bundle, request, input);
+          outcome = await this.#evaluate(bundle, request, input, nowMs);
         }
       }
     } catch (error) {
@@ -248,12 +248,17 @@ export class DecisionPipeline {
     return this.#deps.revocations ? subjectRevocation(this.#deps.revocations, subject, now) : { revoked: false };
   }
 
-  async #evaluate(bundle: PolicyBundle, request: DecisionRequest, input: Record<string, unknown>): Promise<Outcome> {
+  async #evaluate(bundle: PolicyBundle, request: DecisionRequest, input: Record<string, unknown>, nowMs: number): Promise<Outcome> {
     const entrypoint = `${bundle.name}/${request.rule}`;
     if (!bundle.entrypoints.has(entrypoint)) {
       return denial(bundle, 'entrypoint_missing', `bundle ${bundle.name} has no entrypoint ${entrypoint}`);
     }
-    const run = await this.#deps.evaluator.evaluate(bundle, entrypoint, JSON.stringify(input));
+    // data_status is read again when the evaluation starts on its live data version (a write
+    // may land while it waits for a worker), so the input, and the record, describe that version.
+    const run = await this.#deps.evaluator.evaluate(bundle, entrypoint, () => {
+      input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
+      return JSON.stringify(input);
+    });
     const evaluation = run.ok ? checkContract(run.resultSet) : run;
     if (!evaluation.ok) return { ...denial(bundle, evaluation.code, evaluation.message), data_version: run.dataVersion };
     const { result } = evaluation;

@@ -25,8 +25,20 @@ export interface PolicyInstances {
  * Runs entrypoints of bundle revisions on JSON input, against bundle data overlaid on the
  * current live data. Never rejects: every failure is an evaluation with a reason code.
  */
+/**
+ * Input JSON, or a function that builds it at the moment the evaluation starts to run on live
+ * data: input that describes live data (input.data_status) must describe the version the
+ * evaluation sees, and a write can land while an evaluation waits for a worker. The function
+ * may run more than once (a job run again after its worker was replaced); the last run counts.
+ */
+export type EvaluationInput = string | (() => string);
+
+export function inputJson(input: EvaluationInput): string {
+  return typeof input === 'string' ? input : input();
+}
+
 export interface PolicyEvaluator {
-  evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation>;
+  evaluate(bundle: EvaluableBundle, entrypoint: string, input: EvaluationInput): Promise<PolicyEvaluation>;
   setLiveData(data: Record<string, unknown>, version: number): void;
   /**
    * The revision no longer serves: free its instances once its evaluations are done. A decision

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode } from '../engine.ts';
 import { overlay, type BundleLayer } from '../overlay.ts';
-import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
+import { inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
 
 /** Retired revisions remembered: far more than decisions can be holding at once. */
 const MAX_RETIRED = 1024;
@@ -31,7 +31,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
     this.#logger = options.logger;
   }
 
-  async evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
+  async evaluate(bundle: EvaluableBundle, entrypoint: string, input: EvaluationInput): Promise<PolicyEvaluation> {
     const { digest } = bundle;
     if (!this.#failed.has(digest)) {
       // A decision that picked a revision before its release may still ask for it: load it for this evaluation only.
@@ -43,8 +43,14 @@ export class InProcessEvaluator implements PolicyEvaluator {
         if (this.#engines.get(digest)?.engine === pending) this.#engines.delete(digest);
         return { ok: false, code: 'policy_error', message: `policy module cannot be loaded: ${(error as Error).message}`, dataVersion: this.#version };
       }
-      // Checked again after the wait: live data that does not fit may have dropped the instance meanwhile.
-      if (!this.#failed.has(digest)) return { ...engine.evaluateRaw(entrypoint, input), dataVersion: this.#applied.get(engine) ?? this.#version };
+      // A write that landed while this evaluation waited is applied now, not a turn later:
+      // the input, built now, describes the live data of this moment.
+      if (!this.#failed.has(digest) && this.#applied.get(engine) !== this.#version) this.#setData(digest, engine, bundle);
+      // Checked again: live data that does not fit may have dropped the instance meanwhile.
+      if (!this.#failed.has(digest)) {
+        const json = inputJson(input);
+        return { ...engine.evaluateRaw(entrypoint, json), dataVersion: this.#applied.get(engine) ?? this.#version };
+      }
     }
     return { ok: false, ...this.#failed.get(digest)!, dataVersion: this.#version };
   }
@@ -57,7 +63,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
     for (const [digest, { engine, layer }] of this.#engines) {
       // Applied in order; a version already replaced by a newer one is skipped, the newer one is applied after.
       void engine.then((e) => {
-        if (this.#version === version) this.#setData(digest, e, layer);
+        if (this.#version === version && this.#applied.get(e) !== version) this.#setData(digest, e, layer);
       }, () => {});
     }
   }

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
 import type { EvaluationFailureCode } from '../engine.ts';
-import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from './evaluator.ts';
+import { inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
 /** Retired revisions remembered: far more than decisions can be holding at once. */
@@ -22,7 +22,7 @@ interface Job {
   id: number;
   bundle: EvaluableBundle;
   entrypoint: string;
-  input: string;
+  input: EvaluationInput;
   resolve(evaluation: PolicyEvaluation): void;
   /** The deadline, running only while the worker executes this job. */
   timer?: NodeJS.Timeout | undefined;
@@ -78,7 +78,7 @@ export class EvaluationPool implements PolicyEvaluator {
     for (let i = 0; i < options.workers; i++) this.#slots.push(this.#spawn());
   }
 
-  evaluate(bundle: EvaluableBundle, entrypoint: string, input: string): Promise<PolicyEvaluation> {
+  evaluate(bundle: EvaluableBundle, entrypoint: string, input: EvaluationInput): Promise<PolicyEvaluation> {
     if (this.#closed) return Promise.resolve(this.#failure('policy_error', 'the evaluation pool is closed'));
     return new Promise((resolve) => {
       this.#queue.push({ id: this.#nextId++, bundle, entrypoint, input, resolve, requeued: false });
@@ -199,7 +199,9 @@ export class EvaluationPool implements PolicyEvaluator {
       return;
     }
     slot.inFlight.set(job.id, job);
-    this.#post(slot, { type: 'evaluate', id: job.id, digest, entrypoint: job.entrypoint, input: job.input });
+    // Built now: the worker has every live data version sent so far and takes messages in order,
+    // so the job runs on the data current at this moment, which the input then describes.
+    this.#post(slot, { type: 'evaluate', id: job.id, digest, entrypoint: job.entrypoint, input: inputJson(job.input) });
     if (slot.inFlight.size === 1) this.#startDeadline(slot, job);
   }
 
