@@ -154,6 +154,15 @@ export class DecisionPipeline {
           trace.claimNames = Object.keys(subject.claims);
           input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
           outcome = await this.#evaluate(bundle, request, input, nowMs);
+          // A revocation committed while the policy ran must not be answered with an allow
+          // made before it: look again, and decide again on the revoked subject (rare, cheap).
+          if (!subject.revoked.revoked) {
+            const revoked = this.#revocationOf(subject, now);
+            if (revoked.revoked) {
+              subject.revoked = revoked;
+              outcome = await this.#evaluate(bundle, request, input, nowMs);
+            }
+          }
         }
       }
     } catch (error) {
