@@ -8,7 +8,7 @@ import { parseConfig } from '../src/config/load.ts';
 import { startArbiter, type Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
-import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { build, signingArgs, signingKey, writeBundleSource } from './support/bundle-sources.ts';
 import { packFiles } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 
@@ -218,6 +218,41 @@ describe('pull mode', () => {
       expect(arbiter.bundles.get('pl')).toBeUndefined();
       await arbiter.bundleLifecycle.remove('echo', 'test');
       await waitFor(() => arbiter.bundles.get('pl')?.revision === 'pl1', 'pl1 once echo is gone');
+    } finally {
+      await arbiter.close();
+      await new Promise<void>((resolve) => source.close(() => resolve()));
+    }
+  });
+
+  it('pulls again an archive refused as replayed once the hand-pushed revision that caused it is removed', async () => {
+    const key = signingKey(dir);
+    const pulled = build(writeBundleSource(dir, 'pb'), join(dir, 'pb-v1.tar.gz'), 'v1', signingArgs(dir, key, 1000));
+    const hotfix = build(writeBundleSource(dir, 'pb', { decision: '{"allow": false, "reasons": [{"code": "manual"}]}' }), join(dir, 'pb-hotfix.tar.gz'), 'hotfix', signingArgs(dir, key, 2000));
+    let release!: () => void;
+    const firstPoll = new Promise<void>((resolve) => (release = resolve));
+    let fetched = 0;
+    const source = createServer((req, res) => {
+      void firstPoll.then(() => {
+        if (req.headers['if-none-match'] === '"v1"') return void res.writeHead(304, { etag: '"v1"' }).end();
+        fetched += 1;
+        res.writeHead(200, { 'content-type': 'application/gzip', etag: '"v1"' }).end(pulled);
+      });
+    });
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(source.address() as AddressInfo).port}/pb.tar.gz`;
+    const arbiter = await startTestArbiter({
+      bundles: { require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' }, sources: [{ name: 'pb', url, poll_interval_s: 0.05, timeout_ms: 5000 }] },
+    });
+    try {
+      // A newer signed hotfix pushed by hand: the source's older archive is refused as replayed...
+      await arbiter.bundleLifecycle.accept('pb', hotfix, 'admin');
+      release();
+      await waitFor(() => fetched >= 1, 'the source fetched');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(arbiter.bundles.get('pb')?.revision).toBe('hotfix');
+      // ...and served again once the hotfix is removed, not left out for good.
+      await arbiter.bundleLifecycle.remove('pb', 'admin');
+      await waitFor(() => arbiter.bundles.get('pb')?.revision === 'v1', 'the pulled revision active again');
     } finally {
       await arbiter.close();
       await new Promise<void>((resolve) => source.close(() => resolve()));

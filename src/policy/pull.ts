@@ -25,8 +25,18 @@ export interface BundlePullerOptions {
 
 const MAX_BACKOFF_MS = 10 * 60 * 1000;
 
-/** Refusals that depend on this server rather than on the archive: the same archive may pass later. */
-const STATE_DEPENDENT_CHECKS: ReadonlySet<string> = new Set(['bundle_roots_overlap', 'smoke_evaluation', 'signature_keys_missing']);
+/**
+ * Refusals that depend on this server rather than on the archive: the same archive may pass
+ * later (another bundle's roots move, a key is configured, a hand-pushed revision that made it
+ * look replayed or conflicting is removed).
+ */
+const STATE_DEPENDENT_CHECKS: ReadonlySet<string> = new Set([
+  'bundle_roots_overlap',
+  'smoke_evaluation',
+  'signature_keys_missing',
+  'bundle_replayed',
+  'bundle_revision_conflict',
+]);
 
 export class BundlePuller {
   readonly source: BundleSource;
