@@ -254,6 +254,15 @@ describe('LiveData status', () => {
     expect(live.snapshot().documents.entitlements).toEqual({ source: 'hr-sync', max_age_s: 10, updated_at: clock });
   });
 
+  it('applies data.default_max_age_s to documents written without a max age of their own', () => {
+    const live = open({ defaultMaxAgeS: 3600 });
+    live.put(['entitlements'], {});
+    live.put(['approvals'], {}, { max_age_s: 60 });
+    clock += 3_601_000;
+    expect(live.status(clock)).toMatchObject({ entitlements: { max_age_s: 3600, stale: true }, approvals: { max_age_s: 60, stale: true } });
+    expect(live.status(clock - 2_000).entitlements).toMatchObject({ stale: false });
+  });
+
   it('rejects invalid metadata without writing', () => {
     const live = open();
     expect(codeOf(() => live.put(['doc'], 1, { max_age_s: -1 }))).toBe('data_meta_invalid');

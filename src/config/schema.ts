@@ -222,6 +222,12 @@ const configShape = z.strictObject({
       max_depth: z.number().int().min(2).max(256).default(32).describe('Deepest nesting of live data: data_too_deep beyond it.'),
       max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data: a write growing it past this, or a JSON Patch adding more than this, is refused (data_too_large). Data stored under a higher limit stays and can still shrink.'),
       revocation_prune_interval_s: timerDelaySeconds().int().default(60).describe('How often expired revocations are deleted.'),
+      default_max_age_s: z
+        .number()
+        .int()
+        .positive()
+        .optional()
+        .describe('A document written without Arbiter-Data-Max-Age counts as stale (input.data_status) after this many seconds, so a feed that stops fails decisions closed; unset, such documents never go stale.'),
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()

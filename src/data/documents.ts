@@ -30,7 +30,7 @@ export interface DocumentStatus {
   updated_at: number;
   age_s: number;
   max_age_s?: number;
-  /** True once the document is older than its `max_age_s`; never true without one. */
+  /** True once the document is older than its `max_age_s` (or data.default_max_age_s); never true without either. */
   stale: boolean;
 }
 
@@ -60,6 +60,12 @@ export interface LiveDataOptions {
   limits?: Partial<LiveDataLimits>;
   /** Epoch milliseconds; injectable so staleness can be tested without waiting. */
   now?: () => number;
+  /**
+   * Age in seconds past which a document written without its own max_age_s counts as stale
+   * (data.default_max_age_s): a feed that stops writing then fails decisions closed instead of
+   * serving its last state for ever. Undefined: such documents never go stale.
+   */
+  defaultMaxAgeS?: number | undefined;
   /** Receives an exception thrown by an `onChange` listener; the update itself is already committed. */
   onListenerError?: (error: unknown) => void;
 }
@@ -82,6 +88,7 @@ export class LiveData {
   readonly #db: DatabaseSync;
   readonly #isReadOnly: (path: DataPath) => boolean;
   readonly #limits: LiveDataLimits;
+  readonly #defaultMaxAgeS: number | undefined;
   readonly #now: () => number;
   readonly #onListenerError: (error: unknown) => void;
   readonly #listeners = new Set<LiveDataListener>();
@@ -95,6 +102,7 @@ export class LiveData {
     this.#db = db;
     this.#isReadOnly = options.isReadOnly ?? (() => false);
     this.#limits = parseLimits(options.limits);
+    this.#defaultMaxAgeS = options.defaultMaxAgeS;
     this.#now = options.now ?? Date.now;
     this.#onListenerError = options.onListenerError ?? rethrowLater;
     this.#statements = {
@@ -155,13 +163,14 @@ export class LiveData {
     return Object.fromEntries(
       Object.entries(this.#snapshot.documents).map(([name, meta]) => {
         const ageMs = Math.max(0, nowMs - meta.updated_at);
+        const maxAgeS = meta.max_age_s ?? this.#defaultMaxAgeS;
         const status: DocumentStatus = {
           source: meta.source ?? null,
           updated_at: Math.floor(meta.updated_at / 1000),
           age_s: Math.floor(ageMs / 1000),
-          stale: meta.max_age_s !== undefined && ageMs > meta.max_age_s * 1000,
+          stale: maxAgeS !== undefined && ageMs > maxAgeS * 1000,
         };
-        if (meta.max_age_s !== undefined) status.max_age_s = meta.max_age_s;
+        if (maxAgeS !== undefined) status.max_age_s = maxAgeS;
         return [name, status];
       }),
     );

@@ -103,6 +103,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const liveData = new LiveData(db, {
     isReadOnly: (path) => bundles.ownerOf(path) !== undefined,
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
+    defaultMaxAgeS: config.data.default_max_age_s,
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
   });
   // Revoked tokens must stay revoked for as long as any issuer would still accept them.
