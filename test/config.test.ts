@@ -91,6 +91,14 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(config(2_592_000_000)))).toEqual([{ path, message: expect.stringContaining(`at most ${max}`) }]);
   });
 
+  it.each([
+    ['issuers.0.jwks_uri', { issuers: [{ ...issuer, jwks_uri: 'idp.example/jwks' }] }],
+    ['bundles.sources.0.url', { bundles: { sources: [{ name: 'authz', url: 'bundles.example.com/authz.tar.gz' }] } }],
+    ['authzen.public_url', { authzen: { public_url: 'pdp.example.com' } }],
+  ])('names %s when it is not a URL at all (no TypeError)', (path, config) => {
+    expect(issuesOf(() => parseConfig(config)).map((i) => i.path)).toEqual([path]);
+  });
+
   it('allows plain http JWKS on loopback only', () => {
     expect(parseConfig({ issuers: [{ ...issuer, jwks_uri: 'http://127.0.0.1:9999/jwks' }] }).issuers[0]!.jwks_uri).toBe('http://127.0.0.1:9999/jwks');
   });

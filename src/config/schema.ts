@@ -27,9 +27,10 @@ export const SUPPORTED_ALGORITHMS = [
 
 const jwksUri = z
   .url({ message: 'must be an absolute URL' })
+  // URL.parse: zod runs refinements even after z.url() failed, and new URL() would throw.
   .refine((value) => {
-    const url = new URL(value);
-    return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
+    const url = URL.parse(value);
+    return url === null || url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
   }, 'must use https (plain http is allowed only for loopback hosts)');
 
 export const issuerSchema = z
@@ -87,12 +88,12 @@ const bundleSourceSchema = z.strictObject({
   url: z
     .url({ message: 'must be an absolute URL' })
     .refine((value) => {
-      const url = new URL(value);
-      return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
+      const url = URL.parse(value);
+      return url === null || url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
     }, 'must use https (plain http is allowed only for loopback hosts)')
     .refine((value) => {
-      const url = new URL(value);
-      return url.username === '' && url.password === '';
+      const url = URL.parse(value);
+      return url === null || (url.username === '' && url.password === '');
     }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs)')
     .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match).'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
@@ -208,8 +209,8 @@ const configShape = z.strictObject({
       public_url: z
         .url({ message: 'must be an absolute URL' })
         .refine((value) => {
-          const url = new URL(value);
-          return (url.protocol === 'https:' || url.protocol === 'http:') && url.search === '' && url.hash === '';
+          const url = URL.parse(value);
+          return url === null || ((url.protocol === 'https:' || url.protocol === 'http:') && url.search === '' && url.hash === '');
         }, 'must be an http(s) URL without query or fragment')
         .optional()
         .describe('Base URL advertised as policy_decision_point; the origin the request was sent to when absent.'),
