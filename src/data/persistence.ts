@@ -1,7 +1,7 @@
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { ArbiterError } from '../errors.ts';
+import { ensurePrivateDatabaseFile, makePrivateDirSync } from '../private-files.ts';
 
 /** Bumped when the tables change shape; a file from a newer Arbiter is refused, not misread. */
 const SCHEMA_VERSION = 1;
@@ -41,7 +41,10 @@ const SCHEMA = `
 export function openDataDatabase(path: string): DatabaseSync {
   let db: DatabaseSync | undefined;
   try {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    if (path !== ':memory:') {
+      makePrivateDirSync(dirname(path));
+      ensurePrivateDatabaseFile(path);
+    }
     const opened = new DatabaseSync(path);
     db = opened;
     const { journal_mode: journalMode } = opened.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode: string };

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
@@ -20,6 +20,7 @@ import type { VerifyReport } from './verify.ts';
 import type { PreparedDecision } from './writer.ts';
 import { committedLink, WriterThread } from './writer-thread.ts';
 import type { CommitResult } from './writer-thread.ts';
+import { ensurePrivateDatabaseFile, makePrivateDirSync } from '../private-files.ts';
 
 export type CommittedListener = (decisions: readonly StoredDecision[]) => void;
 export type ErrorListener = (error: Error) => void;
@@ -104,7 +105,10 @@ export class DecisionStore {
       );
     }
     const options = parsed.data;
-    atConfigKey('decision_log.path', () => mkdirSync(dirname(options.path), { recursive: true }));
+    atConfigKey('decision_log.path', () => {
+      makePrivateDirSync(dirname(options.path));
+      ensurePrivateDatabaseFile(options.path);
+    });
     const key = checkpointKeyFor(options, options.checkpoint.key_path ?? `${options.path}.checkpoint-key.jwk`);
     const writer = await atConfigKey('decision_log.path', () => WriterThread.start({
       path: options.path,

@@ -14,7 +14,8 @@
  *   bundle_store_write_failed      writing or removing a file failed
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { makePrivateDir } from '../private-files.ts';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
@@ -126,7 +127,7 @@ export class BundleStore {
     const dir = join(this.dir, name);
     const temp = join(dir, `.${file}.${randomUUID()}.tmp`);
     try {
-      await mkdir(dir, { recursive: true });
+      await makePrivateDir(dir);
       const handle = await open(temp, 'wx', 0o600);
       try {
         await handle.writeFile(bytes);

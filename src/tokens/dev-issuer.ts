@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { makePrivateDirSync } from '../private-files.ts';
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
@@ -19,7 +20,16 @@ export interface DevIssuerKey {
 }
 
 export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerKey> {
+  return readDevIssuerKey(file) ?? createDevIssuerKey(file);
+}
+
+/** The key in `file`, undefined when there is none yet; a ConfigError on dev_issuer.key_file for one that cannot be used. */
+export function readDevIssuerKey(file: string): DevIssuerKey | undefined {
   if (existsSync(file)) {
+    // Whoever can read it mints tokens Arbiter accepts (admin ones too with admin.allow_dev_issuer).
+    if ((statSync(file).mode & 0o077) !== 0) {
+      throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file} is readable or writable by group or others (chmod 600 it, or delete it to generate a new development key)` }]);
+    }
     let privateJwk: JWK;
     try {
       privateJwk = JSON.parse(readFileSync(file, 'utf8')) as JWK;
@@ -29,13 +39,17 @@ export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerK
       throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file}: ${(error as Error).message} (delete it to generate a new development key)` }]);
     }
   }
+  return undefined;
+}
+
+async function createDevIssuerKey(file: string): Promise<DevIssuerKey> {
   const { privateKey } = await generateKeyPair(DEV_ALGORITHM, { extractable: true });
   const privateJwk = await exportJWK(privateKey);
   privateJwk.alg = DEV_ALGORITHM;
   privateJwk.use = 'sig';
   privateJwk.kid = await calculateJwkThumbprint(privateJwk);
   atConfigKey('dev_issuer.key_file', () => {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    makePrivateDirSync(dirname(file));
     writeFileSync(file, `${JSON.stringify(privateJwk, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
   });
   return { privateJwk, publicJwk: publicPart(privateJwk) };

@@ -1,0 +1,32 @@
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+
+/**
+ * Arbiter's state (live data and revocations, the decision log, stored bundles, keys) is for
+ * its own user alone, whatever the umask: a directory others can write lets them delete a
+ * database (and with it the audit trail or every revocation), and a database others can read
+ * shows what decision_log.mask hides. Directories Arbiter creates are 0700; existing ones are
+ * left as they are.
+ */
+export const PRIVATE_DIR_MODE = 0o700;
+
+export function makePrivateDirSync(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
+
+export async function makePrivateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
+
+/**
+ * Creates an empty SQLite database file with mode 0600 unless it exists, before SQLite opens
+ * it: SQLite would create it 0644 (less the umask), and its -wal and -shm files copy the
+ * database file's mode.
+ */
+export function ensurePrivateDatabaseFile(path: string): void {
+  try {
+    closeSync(openSync(path, 'wx', 0o600));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+}

@@ -1,0 +1,53 @@
+import { chmodSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError } from '../src/errors.ts';
+import { BundleStore } from '../src/policy/store.ts';
+import { loadOrCreateDevIssuerKey } from '../src/tokens/dev-issuer.ts';
+import { startTestArbiter, tempDir } from './support/arbiter.ts';
+
+/** What Arbiter writes is for its own user: nothing group or others can read or write, whatever the umask. */
+let savedUmask: number | undefined;
+afterEach(() => {
+  if (savedUmask !== undefined) process.umask(savedUmask);
+  savedUmask = undefined;
+});
+
+function modes(dir: string, found: { path: string; mode: number; dir: boolean }[] = []): { path: string; mode: number; dir: boolean }[] {
+  for (const entry of readdirSync(dir)) {
+    const path = join(dir, entry);
+    const stat = statSync(path);
+    found.push({ path, mode: stat.mode & 0o777, dir: stat.isDirectory() });
+    if (stat.isDirectory()) modes(path, found);
+  }
+  return found;
+}
+
+describe('state on disk', () => {
+  it.each([
+    ['0000', 0o000],
+    ['0022', 0o022],
+  ])('keeps directories and files to the owner under umask %s', async (_label, umask) => {
+    const root = tempDir();
+    savedUmask = process.umask(umask);
+    const arbiter = await startTestArbiter({
+      data: { path: join(root, 'state', 'data.db') },
+      decision_log: { path: join(root, 'audit', 'decisions.db') },
+      bundles: { store: join(root, 'store', 'bundles') },
+    });
+    await new BundleStore(join(root, 'store', 'bundles')).writeIndex({ name: 'x', revisions: [], active: null });
+    await arbiter.close();
+    const written = modes(root);
+    expect(written.map((entry) => entry.path)).toEqual(expect.arrayContaining([join(root, 'audit', 'decisions.db'), join(root, 'state', 'data.db')]));
+    expect(written.filter((entry) => (entry.mode & 0o077) !== 0).map((entry) => `${entry.path} ${entry.mode.toString(8)}`)).toEqual([]);
+  });
+
+  it('refuses a development issuer key that group or others can read', async () => {
+    const file = join(tempDir(), 'dev.jwk.json');
+    await loadOrCreateDevIssuerKey(file);
+    chmodSync(file, 0o644);
+    const error = await loadOrCreateDevIssuerKey(file).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).issues).toEqual([{ path: 'dev_issuer.key_file', message: expect.stringContaining('chmod 600') }]);
+  });
+});
