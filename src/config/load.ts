@@ -75,6 +75,10 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
     if (path.length === 1 && !CONFIG_TOP_LEVEL_KEYS.has(path[0]!)) continue;
     overrides.push({ variable, path, value });
   }
+  // Shallowest first: ARBITER_DECISION_LOG (a whole section) must not wipe ARBITER_DECISION_LOG__MASK
+  // or PORT because the environment happened to list it later. Equal depths keep their order,
+  // so ARBITER_SERVER__PORT still wins over PORT.
+  overrides.sort((a, b) => a.path.length - b.path.length);
   const problems: { path: string; message: string }[] = [];
   for (const { variable, path, value } of overrides) {
     try {
