@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { CompactSign } from 'jose';
 import tarStream from 'tar-stream';
@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BundleRejectedError, ConfigError } from '../src/errors.ts';
 import { readBundleArchive, type BundleFiles } from '../src/policy/archive.ts';
 import { isSignedBundle, verifyBundleSignatures, type VerificationOptions } from '../src/policy/signatures.ts';
+import { bundleVerificationOptions } from '../src/policy/signing-keys.ts';
 import { opaPath } from '../src/toolchain/opa.ts';
 
 interface PemPair {
@@ -148,6 +149,14 @@ describe('verifyBundleSignatures accepts bundles signed by opa', () => {
 
   it('opa build, ES256', async () => {
     expect(await verifyBundleSignatures(esBundle, { keys: { default: { key: ec.publicPem, algorithm: 'ES256' } } })).toEqual({ keyid: 'default', files: 4 });
+  });
+
+  it('opa build, HS256 with a shared secret read from a key_file `echo` wrote (line ending and all)', async () => {
+    const keyFile = join(mkdtempSync(join(tmpdir(), 'arbiter-hs-')), 'hs.key');
+    writeFileSync(keyFile, `${HMAC_SECRET}\n`);
+    const options = bundleVerificationOptions({ keys: { default: { key_file: keyFile, algorithm: 'HS256' } }, exclude: [], bundles: {} })('any')!;
+    expect(await verifyBundleSignatures(hsBundle, options)).toEqual({ keyid: 'default', files: 4 });
+    rmSync(dirname(keyFile), { recursive: true, force: true });
   });
 
   it('opa build, HS256 with a shared secret', async () => {

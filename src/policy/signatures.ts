@@ -34,6 +34,7 @@ import { z } from 'zod';
 import { BundleRejectedError, ConfigError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
 import { opaCanonicalJson } from './canonical-json.ts';
+import { MIN_HMAC_SECRET_BYTES } from '../tokens/trusted-issuers.ts';
 
 export const SIGNATURES_FILE = '.signatures.json';
 
@@ -171,7 +172,9 @@ function importKey({ key, algorithm }: { key: string; algorithm: string }): KeyO
 export function verificationKeyError(key: string, algorithm: string): string | undefined {
   if (algorithm.startsWith('HS')) {
     // A PEM is public material: as an HMAC secret, anyone holding it could sign bundles.
-    return /-----BEGIN [A-Z ]+-----/.test(key) ? `${algorithm} takes a shared secret, not a PEM key: configure the key's own algorithm instead` : undefined;
+    if (/-----BEGIN [A-Z ]+-----/.test(key)) return `${algorithm} takes a shared secret, not a PEM key: configure the key's own algorithm instead`;
+    const bytes = Buffer.byteLength(key);
+    return bytes < MIN_HMAC_SECRET_BYTES ? `an HMAC secret must be at least ${MIN_HMAC_SECRET_BYTES} bytes (got ${bytes})` : undefined;
   }
   let publicKey: KeyObject;
   try {

@@ -36,7 +36,9 @@ function resolve(config: VerificationConfig, path: string): VerificationOptions 
 
 function readKeyFile(file: string, path: string): string {
   try {
-    return readFileSync(file, 'utf8');
+    // As for issuer secret files: the line ending `echo secret > file` leaves is not part of an
+    // HMAC secret (and a PEM reads the same without it).
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch (error) {
     throw new ConfigError([{ path, message: `cannot read ${file}: ${(error as Error).message}` }]);
   }

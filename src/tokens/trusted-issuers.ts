@@ -12,7 +12,8 @@ export interface TrustedIssuer {
   checkKeys(): Promise<void>;
 }
 
-const MIN_HMAC_SECRET_BYTES = 32;
+/** Shortest HMAC secret accepted, for token issuers and bundle signing keys alike (RFC 7518 §3.2: at least the hash size). */
+export const MIN_HMAC_SECRET_BYTES = 32;
 
 export interface TrustedIssuerOptions {
   /** The fetch a remote JWKS of `issuer` is loaded with (metrics count fetches through it); global fetch otherwise. */
