@@ -15,6 +15,10 @@ const EC_PAIR = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const EC_PUBLIC_JWK = { ...EC_PAIR.publicKey.export({ format: 'jwk' }), kid: 'good', use: 'sig' };
 const EC_PRIVATE_JWK = { ...EC_PAIR.privateKey.export({ format: 'jwk' }), kid: 'leaked' };
 const dir = tempDir('arbiter-config-');
+const BROKEN_DEV_KEY = join(dir, 'broken-dev.jwk.json');
+writeFileSync(BROKEN_DEV_KEY, '{"kty": "EC", "d": ', { mode: 0o600 });
+const NEWLINE_KEY = join(dir, 'newline.key');
+writeFileSync(NEWLINE_KEY, '\n');
 
 /** Writes a key set file; its path goes into a config under issuers or admin.issuers. */
 function jwksFile(name: string, keys: unknown[]): string {
@@ -161,6 +165,20 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__PORT: 'eighty' } }))[0]!.path).toBe('server.port');
   });
 
+  it('applies a whole section before the keys inside it, in whatever order the environment lists them', () => {
+    const mask = '[{pointer: /input/context/ssn, mode: erase}]';
+    for (const env of [
+      { ARBITER_DECISION_LOG: '{path: /tmp/x.db}', ARBITER_DECISION_LOG__MASK: mask },
+      { ARBITER_DECISION_LOG__MASK: mask, ARBITER_DECISION_LOG: '{path: /tmp/x.db}' },
+    ]) {
+      const config = loadConfig({ env });
+      expect(config.decision_log).toMatchObject({ path: '/tmp/x.db', mask: [{ pointer: '/input/context/ssn', mode: 'erase' }] });
+    }
+    expect(loadConfig({ env: { PORT: '8080', ARBITER_SERVER: '{host: 127.0.0.2}' } }).server).toMatchObject({ host: '127.0.0.2', port: 8080 });
+    // The explicit variable wins over the platform's PORT.
+    expect(loadConfig({ env: { ARBITER_SERVER__PORT: '9000', PORT: '8080' } }).server.port).toBe(9000);
+  });
+
   it('overrides top-level keys with ARBITER_<KEY>, leaving the CLI\'s variables alone', () => {
     const config = loadConfig({ env: { ARBITER_MODE: 'production', ARBITER_TOKEN: 'x', ARBITER_URL: 'http://127.0.0.1:1', ARBITER_CONFIG: 'a.yaml' } });
     expect(config.mode).toBe('production');
@@ -212,6 +230,9 @@ describe('arbiter config check', () => {
     ['an issuer key set holding a private key', `issuers:\n  - {issuer: https://idp.example, jwks_file: ${UNUSABLE_JWKS.private}, audiences: [api], algorithms: [ES256]}\n`, 'issuers.0.jwks_file'],
     ['an admin issuer key set without a usable key', `admin:\n  issuers:\n    - {issuer: https://ops.example, jwks_file: ${UNUSABLE_JWKS['bad-point']}, audiences: [arbiter-admin], algorithms: [ES256]}\n`, 'admin.issuers.0.jwks_file'],
     ['a TLS certificate file that is missing', 'server:\n  tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}\n', 'server.tls.cert_file'],
+    ['a development issuer key file that is not a key', `dev_issuer: {enabled: true, key_file: ${BROKEN_DEV_KEY}}\n`, 'dev_issuer.key_file'],
+    ['a data seed file that is missing', 'data:\n  seed: {entitlements: /nonexistent/entitlements.json}\n', 'data.seed.entitlements'],
+    ['a bundle HMAC key file holding only a line ending', `bundles:\n  signing:\n    keys:\n      default: {algorithm: HS256, key_file: ${NEWLINE_KEY}}\n`, 'bundles.signing.keys.default.key_file'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
     const file = join(dir, `check-${path}.yaml`);
     writeFileSync(file, yaml);

@@ -3,12 +3,15 @@ import { loadConfig } from '../config/load.ts';
 import { ConfigError } from '../errors.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
+import { readSeedFile } from '../data/seed.ts';
+import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
 import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 
 const HELP = `Usage: arbiter config check <file> [--json]
 
 Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path:
-the schema first, then the files it names (issuer key sets and secrets, bundle signing keys, TLS files) as start-up reads them.
+the schema first, then the files it names (issuer key sets and secrets, bundle signing keys, TLS files, the development
+issuer key, data seeds) as start-up reads them.
 Remote key sets are not fetched. Exit codes: 0 valid, 2 invalid.`;
 
 export async function configCommand(argv: string[]): Promise<number> {
@@ -29,6 +32,9 @@ export async function configCommand(argv: string[]): Promise<number> {
     await IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' });
     bundleVerificationOptions(config.bundles.signing);
     if (config.server.tls) readTlsMaterial(config.server.tls);
+    // Read, never created here: a missing development key is generated at the first start.
+    if (config.dev_issuer.enabled) readDevIssuerKey(config.dev_issuer.key_file);
+    for (const [document, file] of Object.entries(config.data.seed ?? {})) readSeedFile(document, file);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues }));

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -27,6 +26,7 @@ import { VerificationCache } from '../tokens/verification-cache.ts';
 import { createApp } from './app.ts';
 import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
+import { readSeedFile } from '../data/seed.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -313,12 +313,7 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
 function seedLiveData(liveData: LiveData, seeds: Record<string, string>, logger: Logger): void {
   for (const [document, file] of Object.entries(seeds)) {
     if (liveData.get([document]) !== undefined) continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(readFileSync(file, 'utf8'));
-    } catch (error) {
-      throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot read ${file}: ${(error as Error).message}` }]);
-    }
+    const value = readSeedFile(document, file);
     try {
       liveData.put([document], value, { source: `seed:${file}` });
     } catch (error) {
