@@ -204,6 +204,50 @@ describe('governed issuance over /v1/issuance', () => {
     }
   });
 
+  it('refuses a workload revoked by client_id when it is named as the subject', async () => {
+    const server = await start();
+    try {
+      const workload = 'spiffe://acme.example/ns/billing/sa/invoice-worker';
+      const caller = await mintDevToken(key, { sub: 'spiffe://acme.example/ns/identity/sa/token-service' });
+      const issue = async () =>
+        (await postJson(`${server.url}/v1/issuance`, { token: caller, client_id: AGENT, subject: workload, scopes: ['invoices.read'], audience: 'https://api.example.com' })).body!;
+      expect(await issue()).toMatchObject({ allow: true, granted_scopes: ['invoices.read'] });
+      await admin(server, 'POST', '/v1/revocations', { kind: 'client_id', value: workload, reason: 'workload compromised' });
+      const refused = await issue();
+      expect(refused).toMatchObject({ allow: false, granted_scopes: [] });
+      expect(refused.reasons).toContainEqual(expect.objectContaining({ code: 'party_revoked', party: 'subject' }));
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses a client revoked while its issuance waited for the policy', async () => {
+    const server = await startTestArbiter({
+      dev_issuer: { enabled: true, key_file: keyFile },
+      admin: { allow_dev_issuer: true },
+      bundles: { default: 'authz' },
+      data: { path: join(tempDir(), 'data.db'), seed: { entitlements: 'examples/entitlements.json' } },
+      // One worker, held by a spinning decision until its (short) deadline.
+      engine: { workers: 1, deadline_ms: 1000 },
+    });
+    try {
+      const caller = await mintDevToken(key, { sub: 'spiffe://acme.example/ns/identity/sa/token-service' });
+      const issue = () => postJson(`${server.url}/v1/issuance`, { token: caller, client_id: AGENT, subject: ALICE, scopes: ['invoices.read'], audience: 'https://api.example.com' });
+      expect((await issue()).body).toMatchObject({ allow: true, granted_scopes: ['invoices.read'] });
+      const spinning = postJson(`${server.url}/v1/decide`, { policy: 'spin', action: 'read', resource: { type: 'doc' }, context: { spin: true } });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const queued = issue();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await admin(server, 'POST', '/v1/revocations', { kind: 'client_id', value: AGENT, reason: 'agent compromised' });
+      const answer = (await queued).body!;
+      expect(answer).toMatchObject({ allow: false, granted_scopes: [] });
+      expect(answer.reasons).toContainEqual(expect.objectContaining({ code: 'party_revoked', party: 'client', reason: 'agent compromised' }));
+      await spinning;
+    } finally {
+      await server.close();
+    }
+  });
+
   it('grants nothing to a caller the policy does not know', async () => {
     const res = await postJson(`${arbiter.url}/v1/issuance`, {
       token: await token(),

@@ -34,6 +34,19 @@ export interface DecisionRequest {
   extraInput?: Record<string, unknown> | undefined;
   /** Output the entrypoint owes beyond the decision contract; a result without it is a contract violation. */
   outputSchema?: z.ZodType | undefined;
+  /**
+   * Parties the request names rather than presents a token for (issuance: the client and the
+   * subject to mint for), by the extraInput document that describes them: their sub and
+   * client_id revocations under any issuer become `input.<document>.revoked.<party>`, read when
+   * the decision starts and again once the policy has answered, like the token's own.
+   */
+  namedParties?: { document: string; parties: Record<string, NamedParty> } | undefined;
+}
+
+/** A party known by name: a revocation of either identifier applies to it. */
+export interface NamedParty {
+  sub?: string | undefined;
+  client_id?: string | undefined;
 }
 
 export interface Decision {
@@ -153,16 +166,11 @@ export class DecisionPipeline {
           input.subject = subject;
           trace.claimNames = Object.keys(subject.claims);
           input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
+          this.#markNamedParties(request, input, now);
           outcome = await this.#evaluate(bundle, request, input, nowMs);
           // A revocation committed while the policy ran must not be answered with an allow
-          // made before it: look again, and decide again on the revoked subject (rare, cheap).
-          if (!subject.revoked.revoked) {
-            const revoked = this.#revocationOf(subject, now);
-            if (revoked.revoked) {
-              subject.revoked = revoked;
-              outcome = await this.#evaluate(bundle, request, input, nowMs);
-            }
-          }
+          // made before it: look again, and decide again on what is now revoked (rare, cheap).
+          if (this.#newlyRevoked(subject, request, input, now)) outcome = await this.#evaluate(bundle, request, input, nowMs);
         }
       }
     } catch (error) {
@@ -248,9 +256,36 @@ export class DecisionPipeline {
    * client_id under any issuer, as policy input: e.g. the subject and client a token service
    * asks to mint a token for (/v1/issuance).
    */
-  partyRevocation(party: { sub?: string | undefined; client_id?: string | undefined }, nowS: number): PolicySubject['revoked'] {
+  partyRevocation(party: NamedParty, nowS: number): PolicySubject['revoked'] {
     const match = this.#deps.revocations?.checkPartyAnyIssuer(party, nowS);
     return match?.revoked ? { revoked: true, reason: match.reason, revocation_id: match.revocation_id } : { revoked: false };
+  }
+
+  /** Sets `input.<document>.revoked` for the request's named parties; true when one of them is revoked. */
+  #markNamedParties(request: DecisionRequest, input: Record<string, unknown>, now: number): boolean {
+    if (!request.namedParties) return false;
+    const { document, parties } = request.namedParties;
+    const revoked = Object.fromEntries(Object.entries(parties).map(([role, party]) => [role, this.partyRevocation(party, now)]));
+    input[document] = { ...(input[document] as Record<string, unknown>), revoked };
+    return Object.values(revoked).some((revocation) => revocation.revoked);
+  }
+
+  /** Whether the subject or a named party was revoked since the input was built; updates the input if so. */
+  #newlyRevoked(subject: PolicySubject, request: DecisionRequest, input: Record<string, unknown>, now: number): boolean {
+    let changed = false;
+    if (!subject.revoked.revoked) {
+      const revoked = this.#revocationOf(subject, now);
+      if (revoked.revoked) {
+        subject.revoked = revoked;
+        changed = true;
+      }
+    }
+    if (request.namedParties) {
+      const before = (input[request.namedParties.document] as { revoked: Record<string, { revoked: boolean }> }).revoked;
+      const wasRevoked = Object.values(before).some((revocation) => revocation.revoked);
+      if (!wasRevoked && this.#markNamedParties(request, input, now)) changed = true;
+    }
+    return changed;
   }
 
   #revocationOf(subject: PolicySubject, now: number): PolicySubject['revoked'] {

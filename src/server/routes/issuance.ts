@@ -27,15 +27,15 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
     jsonBody(issuanceRequestSchema, { limitBytes: bodyLimitBytes }),
     async (c) => {
       const body = c.get('body');
-      const { token, policy, context, ...requested } = body;
-      // The parties of the token to mint are named, not presented: their revocations are looked up here.
-      const nowS = Math.floor(Date.now() / 1000);
-      const issuance = {
-        ...requested,
-        revoked: {
-          // A client may be revoked by its client_id or, as an agent with tokens of its own, by its sub.
-          client: pipeline.partyRevocation({ client_id: requested.client_id, sub: requested.client_id }, nowS),
-          ...(requested.subject !== undefined && { subject: pipeline.partyRevocation({ sub: requested.subject }, nowS) }),
+      const { token, policy, context, ...issuance } = body;
+      // The parties of the token to mint are named, not presented: the pipeline looks up their
+      // revocations (input.issuance.revoked). Either may be known as a sub or a client_id: an
+      // agent is a client here and holds tokens of its own; a workload may be the subject.
+      const namedParties = {
+        document: 'issuance',
+        parties: {
+          client: { client_id: issuance.client_id, sub: issuance.client_id },
+          ...(issuance.subject !== undefined && { subject: { sub: issuance.subject, client_id: issuance.subject } }),
         },
       };
       const decision = await pipeline.decide({
@@ -49,6 +49,7 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
         resource: { type: 'token', properties: { audience: body.audience } },
         context,
         extraInput: { issuance },
+        namedParties,
         outputSchema: issuanceResultSchema,
       });
       // The pipeline already checked the result against issuanceResultSchema; without one nothing is granted.
