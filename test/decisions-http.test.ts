@@ -6,6 +6,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashValue } from '../src/decisions/mask.ts';
+import { newDecisionId } from '../src/decisions/record.ts';
 import { decisionPageSchema, replayReportSchema, storedDecisionSchema, verifyReportSchema } from '../src/server/openapi/schemas.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -469,6 +470,19 @@ describe('POST /v1/decisions/{id}/replay', () => {
     } finally {
       arbiter.liveData.delete(['pair']);
     }
+  });
+
+  it('replays an OPA data API record from before answers were recorded on allow, reasons and obligations', async () => {
+    const asked = await postJson(`${arbiter.url}/v1/data/echo/string_reasons`, { input: {} });
+    const stored = arbiter.decisionLog!.get(asked.body!.decision_id as string)!;
+    expect(stored.result).toHaveProperty('value');
+    // The record as the previous release wrote it: the same but for result.value.
+    const { seq: _seq, prev_hash: _prev, hash: _hash, ...record } = stored;
+    const { value: _value, ...result } = record.result;
+    const older = { ...record, decision_id: newDecisionId(), result };
+    await arbiter.decisionLog!.append(older);
+    const replay = await call(arbiter, 'POST', `/v1/decisions/${older.decision_id}/replay`, { body: {} });
+    expect(replay.body).toMatchObject({ replayed: { allow: true }, same: true });
   });
 
   it('answers 404 for an unknown decision or revision, 409 when no policy ran', async () => {

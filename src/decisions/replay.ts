@@ -105,7 +105,8 @@ function sameResult(a: ReplayedResult, b: ReplayedResult): boolean {
     a.allow === b.allow &&
     canonicalJson(a.reasons) === canonicalJson(b.reasons) &&
     canonicalJson(a.obligations) === canonicalJson(b.obligations) &&
-    // The OPA data API's answer itself (undefined on both sides for every other endpoint).
-    canonicalJson(a.value ?? null) === canonicalJson(b.value ?? null)
+    // The OPA data API's answer itself, when the record has one (records from before it was
+    // recorded, and undefined answers, have none: allow, reasons and obligations still count).
+    (!('value' in a) || canonicalJson(a.value) === canonicalJson(b.value ?? null))
   );
 }
