@@ -136,6 +136,8 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     // A delegation chain the subject could not read would be dropped, and the agent with it.
     ['token_malformed', () => idp.sign({ act: [{ sub: 'agent:planner' }] })],
     ['token_malformed', () => idp.sign({ act: { sub: 'agent:planner', act: 'agent:orchestrator' } })],
+    // Deeper than 32 actors: cutting the chain short would hide (and never check) the last ones.
+    ['token_malformed', () => idp.sign({ act: Array.from({ length: 33 }, (_, i) => `agent:hop-${i}`).reduceRight<Record<string, unknown> | undefined>((inner, sub) => ({ sub, ...(inner && { act: inner }) }), undefined)! })],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":"yesterday","exp":${now() + 60}}`)],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":"1800000000"}`)],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":null}`)],

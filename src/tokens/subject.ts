@@ -28,8 +28,11 @@ export interface PolicySubject {
   revoked: { revoked: boolean; reason?: string; revocation_id?: string; actor_depth?: number };
 }
 
-/** RFC 8693 chains deeper than this are cut off; the policy bounds depth far below it. */
-const MAX_ACTOR_CHAIN = 32;
+/**
+ * Longest RFC 8693 delegation chain a token may carry: a deeper one is token_malformed
+ * (verify.ts), never cut short, since an actor left out could not be revoked or seen by policy.
+ */
+export const MAX_ACTOR_CHAIN = 32;
 
 export function unauthenticatedSubject(): PolicySubject {
   return { authenticated: false, aud: [], scopes: [], act: [], claims: {}, revoked: { revoked: false } };

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions, type ProtectedHeaderParameters } from 'jose';
+import { MAX_ACTOR_CHAIN } from './subject.ts';
 import { KeysUnavailableError, type IssuerRegistry, type TrustedIssuer } from './trusted-issuers.ts';
 import type { VerificationCache } from './verification-cache.ts';
 
@@ -144,7 +145,7 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   }
   if (!delegationWellFormed(payload.act)) {
     // An act the subject could not read would drop the delegation, and the agent with it.
-    return fail('token_malformed', 'act must be a JSON object, and so must every act nested in it (RFC 8693)', iss);
+    return fail('token_malformed', `act must be a JSON object, and so must every act nested in it (RFC 8693), at most ${MAX_ACTOR_CHAIN} deep`, iss);
   }
   if (payload.exp! - payload.iat! > config.max_lifetime_s) {
     return fail('token_lifetime_too_long', `token lifetime exceeds ${config.max_lifetime_s}s`, iss);
@@ -225,8 +226,10 @@ function wellFormedUnicode(value: unknown): boolean {
 
 /** An absent act, or an object whose nested acts are objects down the chain. */
 function delegationWellFormed(act: unknown): boolean {
+  let depth = 0;
   for (let current = act; current !== undefined; current = (current as { act?: unknown }).act) {
     if (typeof current !== 'object' || current === null || Array.isArray(current)) return false;
+    if (++depth > MAX_ACTOR_CHAIN) return false;
   }
   return true;
 }
