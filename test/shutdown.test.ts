@@ -9,9 +9,8 @@ import { describe, expect, inject, it } from 'vitest';
 import { ConfigError } from '../src/errors.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
 
-/** The real CLI serving the echo bundle, with its JSON log lines collected as they come. */
-async function spawnArbiter(extraConfig: string[] = []): Promise<{ child: ChildProcess; logged: Record<string, any>[]; url: string; dir: string }> {
-  const dir = tempDir();
+/** A CLI configuration serving the echo bundle, with its state in `dir`; returns its path. */
+function writeCliConfig(dir: string, extraConfig: string[]): string {
   const configFile = join(dir, 'arbiter.yaml');
   writeFileSync(
     configFile,
@@ -22,6 +21,13 @@ async function spawnArbiter(extraConfig: string[] = []): Promise<{ child: ChildP
       ...extraConfig,
     ].join('\n'),
   );
+  return configFile;
+}
+
+/** The real CLI serving the echo bundle, with its JSON log lines collected as they come. */
+async function spawnArbiter(extraConfig: string[] = []): Promise<{ child: ChildProcess; logged: Record<string, any>[]; url: string; dir: string }> {
+  const dir = tempDir();
+  const configFile = writeCliConfig(dir, extraConfig);
   const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logged: Record<string, any>[] = [];
   const url = await new Promise<string>((resolve) => {
@@ -147,16 +153,7 @@ describe('a start that fails', () => {
   it('tells the CLI user the key, without a stack trace, and exits 2', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'a-file'), '');
-    const configFile = join(dir, 'arbiter.yaml');
-    writeFileSync(
-      configFile,
-      [
-        'server: {host: 127.0.0.1, port: 0}',
-        `bundles: {dir: ${JSON.stringify(inject('bundlesDir'))}, default: echo, store: ${JSON.stringify(join(dir, 'store'))}}`,
-        `data: {path: ${JSON.stringify(join(dir, 'data.db'))}}`,
-        `decision_log: {path: ${JSON.stringify(join(dir, 'a-file', 'decisions.db'))}}`,
-      ].join('\n'),
-    );
+    const configFile = writeCliConfig(dir, [`decision_log: {path: ${JSON.stringify(join(dir, 'a-file', 'decisions.db'))}}`]);
     const run = spawnSync(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { encoding: 'utf8', timeout: 20_000 });
     expect(run.status).toBe(2);
     expect(run.stderr).toContain('decision_log.path');
