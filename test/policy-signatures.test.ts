@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { CompactSign } from 'jose';
 import tarStream from 'tar-stream';
@@ -119,6 +119,9 @@ beforeAll(async () => {
   build('rs.tar.gz', '--signing-key', join(dir, 'rsa.pem'), '--signing-alg', 'RS256', '--claims-file', join(dir, 'scope-write.json'));
   build('es.tar.gz', '--signing-key', join(dir, 'ec.pem'), '--signing-alg', 'ES256');
   build('hs.tar.gz', '--signing-key', HMAC_SECRET, '--signing-alg', 'HS256');
+  // opa reads a key file's bytes as they are: the secret plus the newline `echo` wrote.
+  writeFileSync(join(dir, 'hs.key'), `${HMAC_SECRET}\n`);
+  build('hs-file.tar.gz', '--signing-key', join(dir, 'hs.key'), '--signing-alg', 'HS256');
   rsBundle = await readBundleArchive(readFileSync(join(dir, 'rs.tar.gz')));
   esBundle = await readBundleArchive(readFileSync(join(dir, 'es.tar.gz')));
   hsBundle = await readBundleArchive(readFileSync(join(dir, 'hs.tar.gz')));
@@ -151,12 +154,10 @@ describe('verifyBundleSignatures accepts bundles signed by opa', () => {
     expect(await verifyBundleSignatures(esBundle, { keys: { default: { key: ec.publicPem, algorithm: 'ES256' } } })).toEqual({ keyid: 'default', files: 4 });
   });
 
-  it('opa build, HS256 with a shared secret read from a key_file `echo` wrote (line ending and all)', async () => {
-    const keyFile = join(mkdtempSync(join(tmpdir(), 'arbiter-hs-')), 'hs.key');
-    writeFileSync(keyFile, `${HMAC_SECRET}\n`);
-    const options = bundleVerificationOptions({ keys: { default: { key_file: keyFile, algorithm: 'HS256' } }, exclude: [], bundles: {} })('any')!;
-    expect(await verifyBundleSignatures(hsBundle, options)).toEqual({ keyid: 'default', files: 4 });
-    rmSync(dirname(keyFile), { recursive: true, force: true });
+  it('opa build, HS256 with the same key file on both sides (its bytes as they are, newline included)', async () => {
+    const files = await readBundleArchive(readFileSync(join(dir, 'hs-file.tar.gz')));
+    const options = bundleVerificationOptions({ keys: { default: { key_file: join(dir, 'hs.key'), algorithm: 'HS256' } }, exclude: [], bundles: {} })('any')!;
+    expect(await verifyBundleSignatures(files, options)).toMatchObject({ keyid: 'default' });
   });
 
   it('opa build, HS256 with a shared secret', async () => {

@@ -36,9 +36,9 @@ function resolve(config: VerificationConfig, path: string): VerificationOptions 
 
 function readKeyFile(file: string, path: string): string {
   try {
-    // As for issuer secret files: the line ending `echo secret > file` leaves is not part of an
-    // HMAC secret (and a PEM reads the same without it).
-    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    // As they are, trailing newline included: `opa build --signing-key <file>` signs with the
+    // file's bytes exactly, and the same file must verify what it signed.
+    return readFileSync(file, 'utf8');
   } catch (error) {
     throw new ConfigError([{ path, message: `cannot read ${file}: ${(error as Error).message}` }]);
   }
