@@ -472,6 +472,20 @@ describe('POST /v1/decisions/{id}/replay', () => {
     }
   });
 
+  it('records an undefined OPA data API answer as null, so replay sees it become defined', async () => {
+    const asked = await postJson(`${arbiter.url}/v1/data/echo/pair_value`, { input: {} });
+    expect(asked.body).not.toHaveProperty('result');
+    const id = asked.body!.decision_id as string;
+    expect(arbiter.decisionLog!.get(id)?.result).toMatchObject({ allow: false, value: null });
+    arbiter.liveData.put(['pair'], { v: 'now defined' });
+    try {
+      const replay = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: {} });
+      expect(replay.body).toMatchObject({ recorded: { value: null }, replayed: { value: 'now defined' }, same: false });
+    } finally {
+      arbiter.liveData.delete(['pair']);
+    }
+  });
+
   it('replays an OPA data API record from before answers were recorded on allow, reasons and obligations', async () => {
     const asked = await postJson(`${arbiter.url}/v1/data/echo/string_reasons`, { input: {} });
     const stored = arbiter.decisionLog!.get(asked.body!.decision_id as string)!;

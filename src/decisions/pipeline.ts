@@ -59,7 +59,7 @@ export interface Decision {
   data_version: number | null;
   /** The whole entrypoint result, for endpoints with more output than the decision contract. */
   result: PolicyResult | null;
-  /** The OPA data API's answer as the entrypoint gave it (absent: undefined), recorded with the decision. */
+  /** The OPA data API's answer as the entrypoint gave it (null: undefined), recorded with the decision. */
   answer?: { value: unknown };
   /** false when no bundle could answer: the HTTP layer turns that into 503. */
   answered: boolean;
@@ -205,7 +205,8 @@ export class DecisionPipeline {
       policy: { bundle: bundle.name, revision: bundle.revision },
       data_version: run.dataVersion,
       result: null,
-      ...(run.ok && { answer: { value: singleResult(run.resultSet) } }),
+      // An undefined answer is recorded as null: a record without value predates recording it.
+      ...(run.ok && { answer: { value: singleResult(run.resultSet) ?? null } }),
       answered: run.ok,
     });
     if (decision.reasons[0]?.code === 'audit_unavailable') {
@@ -358,7 +359,7 @@ export class DecisionPipeline {
         allow: decision.allow,
         reasons: decision.reasons,
         obligations: decision.obligations,
-        ...(decision.answer?.value !== undefined && { value: decision.answer.value }),
+        ...(decision.answer !== undefined && { value: decision.answer.value }),
       },
       latency_us: decision.latency_us,
     };

@@ -10,8 +10,8 @@ export const decisionResultSchema = z.strictObject({
   obligations: z.array(z.unknown()),
   /**
    * The value the entrypoint answered, as given, for endpoints that answer it rather than a
-   * decision (the OPA data API: `true`, a set of deny messages, any document); absent when it
-   * was undefined. allow/reasons/obligations are then what Arbiter reads out of it.
+   * decision (the OPA data API: `true`, a set of deny messages, any document; null when the rule
+   * was undefined). allow/reasons/obligations are then what Arbiter reads out of it.
    */
   value: z.unknown().optional(),
 });

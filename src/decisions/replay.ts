@@ -88,8 +88,7 @@ async function evaluate(deps: ReplayDeps, bundle: PolicyBundle, entrypoint: stri
   const run = await deps.evaluate(bundle, entrypoint, JSON.stringify(record.input));
   const data_version = run.dataVersion;
   if (record.endpoint === RAW_INPUT_ENDPOINT) {
-    const value = run.ok ? singleResult(run.resultSet) : undefined;
-    return { revision, ...lenientDecision(run), ...(value !== undefined && { value }), data_version };
+    return { revision, ...lenientDecision(run), ...(run.ok && { value: singleResult(run.resultSet) ?? null }), data_version };
   }
   const evaluation = run.ok ? checkContract(run.resultSet) : run;
   if (!evaluation.ok) return { revision, allow: false, reasons: [{ code: evaluation.code, message: evaluation.message }], obligations: [], data_version };
@@ -105,8 +104,8 @@ function sameResult(a: ReplayedResult, b: ReplayedResult): boolean {
     a.allow === b.allow &&
     canonicalJson(a.reasons) === canonicalJson(b.reasons) &&
     canonicalJson(a.obligations) === canonicalJson(b.obligations) &&
-    // The OPA data API's answer itself, when the record has one (records from before it was
-    // recorded, and undefined answers, have none: allow, reasons and obligations still count).
+    // The OPA data API's answer itself (null when undefined), when the record has one: records
+    // from before answers were recorded have none, and allow, reasons and obligations still count.
     (!('value' in a) || canonicalJson(a.value) === canonicalJson(b.value ?? null))
   );
 }
