@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { statSync, writeFileSync } from 'node:fs';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -231,7 +231,7 @@ describe('arbiter config check', () => {
     ['an admin issuer key set without a usable key', `admin:\n  issuers:\n    - {issuer: https://ops.example, jwks_file: ${UNUSABLE_JWKS['bad-point']}, audiences: [arbiter-admin], algorithms: [ES256]}\n`, 'admin.issuers.0.jwks_file'],
     ['a TLS certificate file that is missing', 'server:\n  tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}\n', 'server.tls.cert_file'],
     ['a development issuer key file that is not a key', `dev_issuer: {enabled: true, key_file: ${BROKEN_DEV_KEY}}\n`, 'dev_issuer.key_file'],
-    ['a data seed file that is missing', 'data:\n  seed: {entitlements: /nonexistent/entitlements.json}\n', 'data.seed.entitlements'],
+    ['a data seed file that is missing (for a store without the document)', `data:\n  path: ${join(dir, 'unseeded.db')}\n  seed: {entitlements: /nonexistent/entitlements.json}\n`, 'data.seed.entitlements'],
     ['a bundle HMAC key file holding only a line ending', `bundles:\n  signing:\n    keys:\n      default: {algorithm: HS256, key_file: ${NEWLINE_KEY}}\n`, 'bundles.signing.keys.default.key_file'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
     const file = join(dir, `check-${path}.yaml`);
@@ -242,6 +242,20 @@ describe('arbiter config check', () => {
     const { startTestArbiter } = await import('./support/arbiter.ts');
     const { parse } = await import('yaml');
     await expect(startTestArbiter(parse(yaml) as Record<string, unknown>)).rejects.toMatchObject({ issues: [expect.objectContaining({ path })] });
+  });
+
+  it('does not ask for a seed file once its document is stored, as start-up does not', async () => {
+    const seed = join(dir, 'seed-entitlements.json');
+    writeFileSync(seed, '{"users": {}}');
+    const dataPath = join(dir, 'seeded.db');
+    const { startTestArbiter } = await import('./support/arbiter.ts');
+    await (await startTestArbiter({ data: { path: dataPath, seed: { entitlements: seed } } })).close();
+    rmSync(seed);
+    await (await startTestArbiter({ data: { path: dataPath, seed: { entitlements: seed } } })).close();
+    const file = join(dir, 'seeded.yaml');
+    writeFileSync(file, `data:\n  path: ${dataPath}\n  seed: {entitlements: ${seed}}\n`);
+    const { stdout } = await run(process.execPath, [cli, 'config', 'check', file]);
+    expect(stdout).toContain('valid');
   });
 
   it('exits 0 for a valid file', async () => {

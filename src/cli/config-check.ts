@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import { ConfigError } from '../errors.ts';
@@ -34,7 +36,10 @@ export async function configCommand(argv: string[]): Promise<number> {
     if (config.server.tls) readTlsMaterial(config.server.tls);
     // Read, never created here: a missing development key is generated at the first start.
     if (config.dev_issuer.enabled) readDevIssuerKey(config.dev_issuer.key_file);
-    for (const [document, file] of Object.entries(config.data.seed ?? {})) readSeedFile(document, file);
+    // Start-up reads a seed only for a document the store does not hold yet.
+    const seeds = Object.entries(config.data.seed ?? {});
+    const stored = seeds.length > 0 ? storedDocuments(config.data.path) : new Set<string>();
+    for (const [document, file] of seeds) if (!stored.has(document)) readSeedFile(document, file);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues }));
@@ -43,4 +48,17 @@ export async function configCommand(argv: string[]): Promise<number> {
   }
   console.log(values.json ? JSON.stringify({ valid: true, file, problems: [] }) : `${file}: valid`);
   return 0;
+}
+
+/** The live documents a data store already holds (none when it does not exist yet); read only, never created. */
+function storedDocuments(path: string): Set<string> {
+  if (path === ':memory:' || !existsSync(path)) return new Set();
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return new Set((db.prepare('SELECT name FROM live_documents').all() as { name: string }[]).map((row) => row.name));
+  } catch {
+    return new Set(); // not (yet) an Arbiter data store: start-up would seed every document
+  } finally {
+    db.close();
+  }
 }
