@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +122,9 @@ beforeAll(async () => {
   // opa reads a key file's bytes as they are: the secret plus the newline `echo` wrote.
   writeFileSync(join(dir, 'hs.key'), `${HMAC_SECRET}\n`);
   build('hs-file.tar.gz', '--signing-key', join(dir, 'hs.key'), '--signing-alg', 'HS256');
+  // A random binary secret, as `head -c 32 /dev/urandom` makes: bytes that are not UTF-8.
+  writeFileSync(join(dir, 'hs-binary.key'), Buffer.concat([Buffer.from([0xff, 0xfe, 0x80]), randomBytes(32)]));
+  build('hs-binary.tar.gz', '--signing-key', join(dir, 'hs-binary.key'), '--signing-alg', 'HS256');
   rsBundle = await readBundleArchive(readFileSync(join(dir, 'rs.tar.gz')));
   esBundle = await readBundleArchive(readFileSync(join(dir, 'es.tar.gz')));
   hsBundle = await readBundleArchive(readFileSync(join(dir, 'hs.tar.gz')));
@@ -154,9 +157,12 @@ describe('verifyBundleSignatures accepts bundles signed by opa', () => {
     expect(await verifyBundleSignatures(esBundle, { keys: { default: { key: ec.publicPem, algorithm: 'ES256' } } })).toEqual({ keyid: 'default', files: 4 });
   });
 
-  it('opa build, HS256 with the same key file on both sides (its bytes as they are, newline included)', async () => {
-    const files = await readBundleArchive(readFileSync(join(dir, 'hs-file.tar.gz')));
-    const options = bundleVerificationOptions({ keys: { default: { key_file: join(dir, 'hs.key'), algorithm: 'HS256' } }, exclude: [], bundles: {} })('any')!;
+  it.each([
+    ['newline included', 'hs-file.tar.gz', 'hs.key'],
+    ['binary, not UTF-8', 'hs-binary.tar.gz', 'hs-binary.key'],
+  ])('opa build, HS256 with the same key file on both sides: its bytes as they are (%s)', async (_label, archive, keyFile) => {
+    const files = await readBundleArchive(readFileSync(join(dir, archive)));
+    const options = bundleVerificationOptions({ keys: { default: { key_file: join(dir, keyFile), algorithm: 'HS256' } }, exclude: [], bundles: {} })('any')!;
     expect(await verifyBundleSignatures(files, options)).toMatchObject({ keyid: 'default' });
   });
 

@@ -44,10 +44,10 @@ export const BUNDLE_SIGNING_ALGORITHMS = [
 ] as const;
 
 export const verificationOptionsSchema = z.object({
-  /** Keys by key id: a PEM public key or certificate, or for HS* the shared secret. */
+  /** Keys by key id: a PEM public key or certificate, or for HS* the shared secret (text, or a key file's bytes). */
   keys: z.record(
     z.string().min(1),
-    z.object({ key: z.string().min(1), algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS) }),
+    z.object({ key: z.union([z.string().min(1), z.instanceof(Uint8Array)]), algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS) }),
   ),
   /** The `scope` claim the token must carry; none configured means the token must carry none. */
   scope: z.string().optional(),
@@ -164,21 +164,23 @@ function chooseKeyId(kid: unknown, keyidClaim: unknown): string {
 const DEFAULT_KEY_ID = 'default';
 
 /** A key parseOptions has checked. OPA uses an HMAC secret as its raw bytes. */
-function importKey({ key, algorithm }: { key: string; algorithm: string }): KeyObject | Uint8Array {
-  return algorithm.startsWith('HS') ? new TextEncoder().encode(key) : createPublicKey(key);
+function importKey({ key, algorithm }: { key: string | Uint8Array; algorithm: string }): KeyObject | Uint8Array {
+  if (algorithm.startsWith('HS')) return typeof key === 'string' ? new TextEncoder().encode(key) : key;
+  return createPublicKey(typeof key === 'string' ? key : Buffer.from(key).toString('utf8'));
 }
 
 /** Why `key` cannot verify signatures of `algorithm`, or undefined when it can: configuration checks it up front. */
-export function verificationKeyError(key: string, algorithm: string): string | undefined {
+export function verificationKeyError(key: string | Uint8Array, algorithm: string): string | undefined {
+  const text = typeof key === 'string' ? key : Buffer.from(key).toString('latin1');
   if (algorithm.startsWith('HS')) {
     // A PEM is public material: as an HMAC secret, anyone holding it could sign bundles.
-    if (/-----BEGIN [A-Z ]+-----/.test(key)) return `${algorithm} takes a shared secret, not a PEM key: configure the key's own algorithm instead`;
-    const bytes = Buffer.byteLength(key);
+    if (/-----BEGIN [A-Z ]+-----/.test(text)) return `${algorithm} takes a shared secret, not a PEM key: configure the key's own algorithm instead`;
+    const bytes = typeof key === 'string' ? Buffer.byteLength(key) : key.byteLength;
     return bytes < MIN_HMAC_SECRET_BYTES ? `an HMAC secret must be at least ${MIN_HMAC_SECRET_BYTES} bytes (got ${bytes})` : undefined;
   }
   let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey(key);
+    publicKey = createPublicKey(text);
   } catch (error) {
     return verificationKeyProblem(error);
   }

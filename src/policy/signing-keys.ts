@@ -25,7 +25,8 @@ function resolve(config: VerificationConfig, path: string): VerificationOptions 
   const keys: VerificationOptions['keys'] = {};
   for (const [keyid, { key, key_file, algorithm }] of Object.entries(config.keys)) {
     const at = `${path}.keys.${keyid}.${key === undefined ? 'key_file' : 'key'}`;
-    const material = key ?? readKeyFile(key_file!, at);
+    // An HMAC key file is used as opa build --signing-key uses it: its bytes, exactly.
+    const material = key ?? readKeyFile(key_file!, at, algorithm.startsWith('HS'));
     // Parsed now, so a bad key stops start-up (and config check) instead of the first signed push.
     const problem = verificationKeyError(material, algorithm);
     if (problem !== undefined) throw new ConfigError([{ path: at, message: problem }]);
@@ -34,11 +35,11 @@ function resolve(config: VerificationConfig, path: string): VerificationOptions 
   return { keys, ...(config.scope !== undefined && { scope: config.scope }), exclude: config.exclude };
 }
 
-function readKeyFile(file: string, path: string): string {
+function readKeyFile(file: string, path: string, asBytes: boolean): string | Uint8Array<ArrayBuffer> {
   try {
-    // As they are, trailing newline included: `opa build --signing-key <file>` signs with the
-    // file's bytes exactly, and the same file must verify what it signed.
-    return readFileSync(file, 'utf8');
+    // As they are, trailing newline (or any byte) included: `opa build --signing-key <file>`
+    // signs with the file's bytes exactly, and the same file must verify what it signed.
+    return asBytes ? new Uint8Array(readFileSync(file)) : readFileSync(file, 'utf8');
   } catch (error) {
     throw new ConfigError([{ path, message: `cannot read ${file}: ${(error as Error).message}` }]);
   }
