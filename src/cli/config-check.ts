@@ -13,8 +13,8 @@ const HELP = `Usage: arbiter config check <file> [--json]
 
 Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path:
 the schema first, then the files it names (issuer key sets and secrets, bundle signing keys, TLS files, the development
-issuer key, data seeds) as start-up reads them.
-Remote key sets are not fetched. Exit codes: 0 valid, 2 invalid.`;
+issuer key, data seeds) as start-up reads them. Not checked: remote key sets (not fetched) and the decision log's
+own files (its database and checkpoint key, which start-up checks against each other). Exit codes: 0 valid, 2 invalid.`;
 
 export async function configCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({

@@ -72,7 +72,7 @@ export type IssuerConfig = z.infer<typeof issuerSchema>;
 const signingKeySchema = z
   .strictObject({
     key: nonEmpty.optional().describe('PEM public key or certificate; for HS* the shared secret.'),
-    key_file: nonEmpty.optional().describe('File holding the key.'),
+    key_file: nonEmpty.optional().describe('File holding the key; for HS* its bytes exactly, as opa build --signing-key uses them (a trailing newline is part of the secret, unlike issuers[].secret_file), at least 32.'),
     algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS).describe('The only algorithm accepted for this key.'),
   })
   .refine((k) => (k.key === undefined) !== (k.key_file === undefined), 'exactly one of key, key_file is required');
@@ -95,7 +95,7 @@ const bundleSourceSchema = z.strictObject({
       const url = URL.parse(value);
       return url === null || (url.username === '' && url.password === '');
     }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs)')
-    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match).'),
+    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in the query string, which logs and records show as `?…`.'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
 });
@@ -228,7 +228,7 @@ const configShape = z.strictObject({
         .int()
         .positive()
         .optional()
-        .describe('A document written without Arbiter-Data-Max-Age counts as stale (input.data_status) after this many seconds, so a feed that stops fails decisions closed; unset, such documents never go stale.'),
+        .describe('A document whose writes never sent Arbiter-Data-Max-Age (the last one sent sticks until the document is deleted) counts as stale (input.data_status) after this many seconds, so a feed that stops fails decisions closed; unset, such documents never go stale.'),
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()
