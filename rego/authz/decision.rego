@@ -282,17 +282,28 @@ max_token_age_s := risk_policy.max_token_age_s
 
 # METADATA
 # title: Token fresh
-# description: The token's age (now - iat), a number, does not exceed the risk level's limit.
+# description: The token's age (now - iat), a number, does not exceed the risk level's limit, a number.
 token_fresh if {
 	is_number(input.subject.token.age_s)
+	is_number(max_token_age_s)
 	input.subject.token.age_s <= max_token_age_s
 }
 
 # METADATA
 # title: Token too old
-# description: The risk level sets a limit and the token is not known to be within it.
+# description: >-
+#   The risk level sets a limit and the token is not known to be within it. A limit that is
+#   not a number (a data error) is never met: every number orders before every string in Rego,
+#   so comparing with it would call any token fresh.
 token_too_old if {
 	evidence.authenticated
-	is_number(max_token_age_s)
+	"max_token_age_s" in object.keys(risk_policy)
 	not token_fresh
 }
+
+# METADATA
+# title: Approval id asked for
+# description: input.context.approval_id as sent, or null (also when context is missing).
+default requested_approval_id := null
+
+requested_approval_id := input.context.approval_id

@@ -172,7 +172,7 @@ denials contains {
 denials contains {
 	"code": "approval_required",
 	"action": action_name,
-	"approval_id": object.get(input.context, "approval_id", null),
+	"approval_id": requested_approval_id,
 	"message": "a high-risk action requested through an agent needs an accepted approval reference",
 } if {
 	evidence.authenticated

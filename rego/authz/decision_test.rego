@@ -471,3 +471,26 @@ test_request_without_action_name_or_resource_type if {
 		with data.entitlements as fx.entitlements
 	fx.codes(untyped) == {"resource_type_mismatch"}
 }
+
+test_max_token_age_that_is_not_a_number_is_never_met if {
+	# Every number orders before every string: compared as is, "300" would call any token fresh.
+	subject := object.union(fx.agent_for_alice, {"scopes": ["invoices.write"], "token": {"age_s": 86400}})
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	levels := object.union(data.authz.risk_levels, {"high": {"max_token_age_s": "300"}})
+	result := authz.decision with input as approve_invoice(subject, context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+		with data.authz.risk_levels as levels
+	result.allow == false
+	"token_too_old_for_risk" in fx.codes(result)
+	not "token_fresh" in fx.codes(result)
+}
+
+test_approval_required_reason_comes_with_its_obligation_without_context if {
+	request := object.union(object.remove(fx.read_invoice, ["context"]), {"subject": object.union(fx.agent_for_alice, {"scopes": ["invoices.write"]}), "action": {"name": "invoices.approve"}})
+	result := authz.decision with input as request with data.entitlements as fx.entitlements
+	{obligation.type | some obligation in result.obligations} == {"approval_required"}
+	some reason in result.reasons
+	reason.code == "approval_required"
+	reason.approval_id == null
+}

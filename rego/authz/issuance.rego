@@ -215,6 +215,35 @@ issuance_denials contains object.union(
 }
 
 issuance_denials contains {
+	"code": "party_revocation_unknown",
+	"party": party.party,
+	"message": "whether this party is revoked is not known (input.issuance.revoked), so nothing is granted",
+} if {
+	some party in issuance_parties
+	not party_revocation_known(party.party)
+}
+
+# METADATA
+# title: Party revocation known
+# description: Arbiter said whether the party (client, subject) is revoked, as a boolean.
+party_revocation_known(party) if is_boolean(input.issuance.revoked[party].revoked)
+
+issuance_denials contains {
+	"code": "subject_invalid",
+	"message": "input.issuance.subject, when given, must be a non-empty string",
+} if {
+	"subject" in object.keys(input.issuance)
+	not is_string(input.issuance.subject)
+}
+
+issuance_denials contains {
+	"code": "subject_invalid",
+	"message": "input.issuance.subject, when given, must be a non-empty string",
+} if {
+	input.issuance.subject == ""
+}
+
+issuance_denials contains {
 	"code": "audience_unknown",
 	"audience": object.get(input, ["issuance", "audience"], null),
 	"message": "the audience is not in data.authz.audiences",

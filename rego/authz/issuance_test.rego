@@ -22,13 +22,16 @@ agent_request := {
 	"purpose": "expense_filing",
 }
 
+# What Arbiter always adds: whether the client and subject are revoked (here: not).
+not_revoked := {"revoked": {"client": {"revoked": false}, "subject": {"revoked": false}}}
+
 issuance_input(issuance_request) := {
 	"subject": token_service_subject,
 	"action": {"name": "tokens.issue"},
 	"resource": {"type": "token"},
 	"context": {"now": fx.now, "request_id": "req-2"},
 	"data_status": fx.fresh_status,
-	"issuance": issuance_request,
+	"issuance": object.union(not_revoked, issuance_request),
 }
 
 refused(result) := {[refusal.scope, refusal.code] | some refusal in result.refused_scopes}
@@ -184,4 +187,27 @@ test_parties_reported_not_revoked_are_granted if {
 	result := authz.issuance with input as issuance_input(request)
 		with data.entitlements as fx.entitlements
 	result.allow == true
+}
+
+test_unknown_revocation_of_a_party_is_refused_everything if {
+	every revoked in [null, {}, {"client": true}, {"client": {"revoked": "false"}}, {"client": {"revoked": false}}] {
+		# The last one says nothing of the subject Alice: unknown as well.
+		request := object.union(object.remove(agent_request, ["revoked"]), {"revoked": revoked})
+
+		# Replaced, not merged: object.union would merge the fixture's revoked into it.
+		result := authz.issuance with input as object.union(object.remove(issuance_input({}), ["issuance"]), {"issuance": request})
+			with data.entitlements as fx.entitlements
+		result.allow == false
+		result.granted_scopes == []
+		"party_revocation_unknown" in fx.codes(result)
+	}
+}
+
+test_subject_that_is_not_a_non_empty_string_is_refused_everything if {
+	every subject in [{"id": fx.alice}, [fx.alice], null, 0, ""] {
+		result := authz.issuance with input as issuance_input(object.union(agent_request, {"subject": subject}))
+			with data.entitlements as fx.entitlements
+		result.allow == false
+		"subject_invalid" in fx.codes(result)
+	}
 }
