@@ -1,3 +1,4 @@
+import type { HttpBindings } from '@hono/node-server';
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from 'pino';
@@ -87,6 +88,12 @@ export function createApp(deps: AppDeps) {
   app.onError((error, c) => {
     if (error instanceof HTTPException) {
       return problem(c, error.status, { code: 'http_error', title: error.message || 'Request failed' });
+    }
+    const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
+    if (incoming && !incoming.complete && incoming.destroyed) {
+      // The client hung up before its whole request arrived: nobody to answer, and no fault here.
+      deps.logger.info({ path: c.req.path, request_id: c.get('requestId') }, 'client closed the connection before its request was complete');
+      return problem(c, 400, { code: 'request_incomplete', title: 'Request incomplete', detail: 'the connection closed before the whole request arrived' });
     }
     deps.logger.error({ err: error, path: c.req.path, request_id: c.get('requestId') }, 'unhandled error');
     return problem(c, 500, { code: 'internal_error', title: 'Internal error', detail: 'see the server log for this request id' });

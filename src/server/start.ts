@@ -27,6 +27,7 @@ import { createApp } from './app.ts';
 import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
 import { readSeedFile } from '../data/seed.ts';
+import { answerClientError } from './client-errors.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -223,6 +224,7 @@ function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['se
     : { serverOptions: timeouts };
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, hostname: options.host, port: options.port, ...serverOptions }, () => resolve(server));
+    server.on('clientError', answerClientError);
     server.once('error', (error: NodeJS.ErrnoException) => {
       const hint = error.code === 'EADDRINUSE' ? ': another process uses it; stop it or set server.port (or PORT)' : '';
       reject(new ArbiterError('listen_failed', `cannot listen on ${options.host}:${options.port}${hint} (${error.code ?? error.message})`, { cause: error }));

@@ -13,6 +13,11 @@ export const PROBLEM_TYPES = {
   unsupported_media_type: { status: [415, 400], meaning: 'The body is not application/json (400 on AuthZEN endpoints, which answer every malformed request with 400).' },
   body_too_large: { status: [413], meaning: 'The body exceeds the configured size limit.' },
   malformed_json: { status: [400], meaning: 'The body is empty or not valid UTF-8 JSON.' },
+  request_incomplete: { status: [400], meaning: 'The connection closed before the whole request arrived (logged, not answered: the client is gone).' },
+  // Refused by the HTTP parser before any route runs (any path)
+  malformed_request: { status: [400], meaning: 'The request is not valid HTTP, e.g. a raw non-ASCII byte in its target.' },
+  headers_too_large: { status: [431], meaning: 'The request headers exceed the server limit.' },
+  request_timeout: { status: [408], meaning: 'The whole request did not arrive within server.request_timeout_s.' },
   invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer.' },
   // Admin authentication (admin-auth middleware)
   unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.' },

@@ -1,0 +1,28 @@
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE } from './problem.ts';
+
+/** What Node's HTTP parser refuses before any route runs, as the problem the client gets. */
+const CLIENT_ERRORS: Readonly<Record<string, { status: number; code: string; title: string; detail: string }>> = {
+  HPE_HEADER_OVERFLOW: { status: 431, code: 'headers_too_large', title: 'Request headers too large', detail: 'the request headers exceed the server limit (an access token belongs in the body of a decision request)' },
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'request_timeout', title: 'Request timeout', detail: 'the whole request did not arrive within server.request_timeout_s' },
+};
+const MALFORMED = { status: 400, code: 'malformed_request', title: 'Malformed request', detail: 'the request is not valid HTTP (e.g. a raw non-ASCII byte in its target)' };
+
+/**
+ * Node answers a request it cannot parse (or that arrives too slowly) with a bare status line;
+ * Arbiter's errors are problem+json everywhere, so these are too. The connection is closed.
+ */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  // A client that went away, or one already sent part of a response, gets nothing more (as in
+  // Node's own handler, which writes only to a socket nothing was written to).
+  if (error.code === 'ECONNRESET' || !socket.writable || (socket as Duplex & { bytesWritten?: number }).bytesWritten !== 0) {
+    socket.destroy();
+    return;
+  }
+  const { status, code, title, detail } = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED;
+  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code}`, status, code, title, detail });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

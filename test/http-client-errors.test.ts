@@ -1,0 +1,64 @@
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Arbiter } from '../src/server/start.ts';
+import { capturingLogger, startTestArbiter } from './support/arbiter.ts';
+
+/** What reaches the server as bytes, not as a well-formed request: answered as problems, never logged as faults. */
+let arbiter: Arbiter;
+let lines: Record<string, any>[];
+
+beforeAll(async () => {
+  const captured = capturingLogger();
+  lines = captured.lines;
+  arbiter = await startTestArbiter({ server: { request_timeout_s: 1 } }, { logger: captured.logger });
+});
+
+afterAll(async () => {
+  await arbiter?.close();
+});
+
+/** Writes raw bytes, optionally hangs up after `closeAfterMs`, and returns everything the server answered. */
+function raw(data: Buffer | string, closeAfterMs?: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(Number(new URL(arbiter.url).port), '127.0.0.1', () => {
+      socket.write(data);
+      if (closeAfterMs !== undefined) setTimeout(() => socket.destroy(), closeAfterMs);
+    });
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+    socket.on('error', () => undefined);
+    setTimeout(() => socket.destroy(), 5000);
+  });
+}
+
+const bodyOf = (answer: string) => JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+
+describe('requests the HTTP parser refuses', () => {
+  it('a raw non-ASCII byte in the request target: 400 malformed_request as problem+json', async () => {
+    const answer = await raw(Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]));
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toMatch(/content-type: application\/problem\+json/i);
+    expect(bodyOf(answer)).toMatchObject({ status: 400, code: 'malformed_request' });
+  });
+
+  it('headers past the limit: 431 headers_too_large as problem+json', async () => {
+    const answer = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`);
+    expect(answer).toMatch(/^HTTP\/1\.1 431 /);
+    expect(bodyOf(answer)).toMatchObject({ status: 431, code: 'headers_too_large' });
+  });
+
+  it('a body that stalls past server.request_timeout_s: 408 request_timeout as problem+json', async () => {
+    const answer = await raw('POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act');
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(bodyOf(answer)).toMatchObject({ status: 408, code: 'request_timeout' });
+  });
+});
+
+it('a client that hangs up mid-body is not logged as a server fault', async () => {
+  await raw('POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 200);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  expect(lines.filter((line) => line.msg === 'unhandled error')).toEqual([]);
+  expect(lines.some((line) => line.msg === 'client closed the connection before its request was complete')).toBe(true);
+  expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+});
