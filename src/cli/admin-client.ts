@@ -28,6 +28,26 @@ export function adminBaseUrl(options: AdminClientOptions): string {
   return options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;
 }
 
+/** How long a request waits for its answer to begin. */
+const ANSWER_TIMEOUT_MS = 30_000;
+
+/**
+ * `path` below the base URL, path included (an Arbiter behind a proxy at /arbiter gets
+ * /arbiter/v1/...: the admin token must not go to another backend at the root). A base that is
+ * not an http(s) URL without credentials is a usage error, and is never echoed whole.
+ */
+export function adminUrl(base: string, path: string): URL {
+  const parsed = URL.parse(base);
+  if (parsed === null) throw new ArbiterError('usage', 'the server URL (--url or $ARBITER_URL) is not a URL');
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new ArbiterError('usage', `the server URL (--url or $ARBITER_URL) must be an http(s) URL, not ${parsed.protocol}`);
+  }
+  if (parsed.username !== '' || parsed.password !== '') {
+    throw new ArbiterError('usage', 'the server URL (--url or $ARBITER_URL) must not carry user:password@: the admin token authenticates');
+  }
+  return new URL(`${parsed.pathname.replace(/\/+$/, '')}${path}`, parsed.origin);
+}
+
 /** The response, or undefined (reported on stderr) when the server cannot be reached. */
 export async function adminSend(
   options: AdminClientOptions,
@@ -43,18 +63,23 @@ export async function adminSend(
   if (!/^[\x21-\x7e]+$/.test(token)) {
     throw new ArbiterError('usage', 'the admin token (--token or $ARBITER_TOKEN) holds spaces, line breaks or non-ASCII characters: pass the token alone, on one line');
   }
-  let url: URL;
+  const url = adminUrl(base, path);
+  // Until the answer starts, not while it streams (an export runs as long as the log is long):
+  // a server that accepts and never answers must not hang the CLI.
+  const answering = new AbortController();
+  const timer = setTimeout(() => answering.abort(), ANSWER_TIMEOUT_MS);
   try {
-    url = new URL(path, base);
-  } catch {
-    throw new ArbiterError('usage', `${JSON.stringify(base)} is not a URL (--url or $ARBITER_URL)`);
-  }
-  try {
-    return await fetch(url, { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }) });
+    return await fetch(url, { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }), signal: answering.signal });
   } catch (error) {
+    if (answering.signal.aborted) {
+      console.error(`arbiter: ${base} did not answer ${method} ${path} within ${ANSWER_TIMEOUT_MS / 1000} s`);
+      return undefined;
+    }
     const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
     console.error(`arbiter: ${base} is unreachable: ${cause}; is the server running? (--url or $ARBITER_URL)`);
     return undefined;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -65,22 +90,53 @@ export async function adminRequest(
   path: string,
   headers: Record<string, string> = {},
   body?: Uint8Array,
+  expected?: AnswerShape,
 ): Promise<unknown> {
   const response = await adminSend(options, method, path, headers, body);
   if (response === undefined) return undefined;
-  const text = await response.text();
+  let text: string;
+  try {
+    text = await response.text();
+  } catch (error) {
+    const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
+    console.error(`arbiter: ${method} ${path}: the connection closed before the whole answer arrived (${cause})`);
+    return undefined;
+  }
   if (!response.ok) {
     reportFailure(options, method, path, response, text);
     return undefined;
   }
-  if (options.json) console.log(text);
+  let answer: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    answer = JSON.parse(text) as unknown;
   } catch {
     // A proxy's page, not Arbiter: say so instead of a parser's stack trace.
     console.error(`arbiter: ${method} ${path} answered ${response.status} with something that is not JSON; is ${adminBaseUrl(options)} an Arbiter server?`);
     return undefined;
   }
+  if (expected && !expected.check(answer)) {
+    // Another service's JSON ({"status": "ok"}): say so instead of a TypeError further on.
+    console.error(`arbiter: ${method} ${path} answered JSON that is not ${expected.shape}; is ${adminBaseUrl(options)} an Arbiter server?`);
+    return undefined;
+  }
+  if (options.json) console.log(text);
+  return answer;
+}
+
+/** What a command needs of an answer before it reads it: a check and how to name it. */
+export interface AnswerShape {
+  shape: string;
+  check(answer: unknown): boolean;
+}
+
+/** An answer that is an object whose named members pass their checks. */
+export function objectWith(shape: string, members: Record<string, (value: unknown) => boolean>): AnswerShape {
+  return {
+    shape,
+    check: (answer) =>
+      typeof answer === 'object' && answer !== null && !Array.isArray(answer) &&
+      Object.entries(members).every(([name, check]) => check((answer as Record<string, unknown>)[name])),
+  };
 }
 
 /** Says on stderr what failed and what to do next; echoes the problem on stdout with --json. Returns exit code 1. */

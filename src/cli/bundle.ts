@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
 import { buildBundle } from '../toolchain/build.ts';
 import { opaPath } from '../toolchain/opa.ts';
-import { adminBaseUrl, adminRequest } from './admin-client.ts';
+import { adminBaseUrl, adminRequest, objectWith } from './admin-client.ts';
 
 const HELP = `Usage: arbiter bundle <subcommand> [options]
 
@@ -108,7 +108,7 @@ async function push(path: string, options: Options): Promise<number> {
     archive = readFileSync(path);
   }
   progress(options, `pushing ${name} (${archive.byteLength} bytes) to ${adminBaseUrl(options)}: the server verifies, validates and smoke-tests it before activating...`);
-  const answer = await adminRequest(options, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive);
+  const answer = await adminRequest(options, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive, PUSH_ANSWER);
   if (answer === undefined) return 1;
   if (!options.json) {
     const body = answer as { outcome: string; revision: string; digest: string };
@@ -128,8 +128,13 @@ interface Status {
   revisions: { revision: string; digest: string; stored_at: string }[];
 }
 
+const isString = (value: unknown) => typeof value === 'string';
+const STATUS_ANSWER = objectWith('a bundle status', { name: isString, revisions: Array.isArray });
+const LIST_ANSWER = objectWith('a list of bundles', { bundles: (value) => Array.isArray(value) && value.every((status) => STATUS_ANSWER.check(status)) });
+const PUSH_ANSWER = objectWith('a bundle push result', { outcome: isString, revision: isString, digest: isString });
+
 async function list(options: Options): Promise<number> {
-  const answer = (await adminRequest(options, 'GET', '/v1/bundles')) as { bundles: Status[] } | undefined;
+  const answer = (await adminRequest(options, 'GET', '/v1/bundles', {}, undefined, LIST_ANSWER)) as { bundles: Status[] } | undefined;
   if (answer === undefined) return 1;
   if (!options.json) {
     for (const status of answer.bundles) console.log(describe(status));
@@ -140,7 +145,7 @@ async function list(options: Options): Promise<number> {
 
 async function activate(name: string, revision: string, options: Options): Promise<number> {
   const body = Buffer.from(JSON.stringify({ revision }));
-  const answer = (await adminRequest(options, 'POST', `/v1/bundles/${encodeURIComponent(name)}/activate`, { 'content-type': 'application/json' }, body)) as Status | undefined;
+  const answer = (await adminRequest(options, 'POST', `/v1/bundles/${encodeURIComponent(name)}/activate`, { 'content-type': 'application/json' }, body, STATUS_ANSWER)) as Status | undefined;
   if (answer === undefined) return 1;
   if (!options.json) console.log(describe(answer));
   return 0;

@@ -1,9 +1,10 @@
-import { createWriteStream } from 'node:fs';
+import { accessSync, constants, createWriteStream, existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
-import { adminBaseUrl, adminRequest, adminSend, reportFailure } from './admin-client.ts';
+import { adminBaseUrl, adminRequest, adminSend, objectWith, reportFailure, type AnswerShape } from './admin-client.ts';
 
 const HELP = `Usage: arbiter decisions <subcommand> [options]
 
@@ -109,11 +110,21 @@ async function get(id: string, options: Values): Promise<number> {
   return 0;
 }
 
+const isObject = (value: unknown) => typeof value === 'object' && value !== null && !Array.isArray(value);
+const RECORD_ANSWER = objectWith('a decision record', { result: (result) => isObject(result) && Array.isArray((result as { reasons?: unknown }).reasons) });
+const PAGE_ANSWER = objectWith('a page of decisions', { decisions: (value) => Array.isArray(value) && value.every((record) => RECORD_ANSWER.check(record)) });
+const VERIFY_ANSWER: AnswerShape = {
+  shape: 'a verify report',
+  check: (answer) => isObject(answer) && (((answer as { ok?: unknown }).ok === true) || ((answer as { ok?: unknown }).ok === false && isObject((answer as { first_mismatch?: unknown }).first_mismatch))),
+};
+const SIDE = (side: unknown) => isObject(side) && Array.isArray((side as { reasons?: unknown }).reasons) && Array.isArray((side as { obligations?: unknown }).obligations);
+const REPLAY_ANSWER = objectWith('a replay report', { recorded: SIDE, replayed: SIDE });
+
 async function query(options: Values): Promise<number> {
   const params = filterParams(options);
   if (options.limit !== undefined) params.set('limit', options.limit);
   if (options.cursor !== undefined) params.set('cursor', options.cursor);
-  const answer = (await adminRequest(options, 'GET', `/v1/decisions?${params}`)) as { decisions: Recorded[]; next_cursor: string | null } | undefined;
+  const answer = (await adminRequest(options, 'GET', `/v1/decisions?${params}`, {}, undefined, PAGE_ANSWER)) as { decisions: Recorded[]; next_cursor: string | null } | undefined;
   if (answer === undefined) return 1;
   if (options.json) return 0;
   for (const decision of answer.decisions) console.log(describe(decision));
@@ -123,10 +134,24 @@ async function query(options: Values): Promise<number> {
 }
 
 async function exportDecisions(options: Values): Promise<number> {
+  // Checked before asking (without touching an existing file): a file that cannot be written
+  // is that, not an export that stopped.
+  const unwritable = options.out === undefined ? undefined : whyUnwritable(options.out);
+  if (unwritable !== undefined) {
+    console.error(`arbiter: cannot write ${options.out}: ${unwritable}`);
+    return 1;
+  }
   const path = `/v1/decisions/export?${filterParams(options)}`;
   const response = await adminSend(options, 'GET', path);
   if (response === undefined) return 1;
   if (!response.ok) return reportFailure(options, 'GET', path, response, await response.text());
+  // An audit export bound for a SIEM: a proxy's login page is not one, whatever its status.
+  const type = response.headers.get('content-type') ?? '';
+  if (!type.startsWith('application/x-ndjson')) {
+    await response.body?.cancel();
+    console.error(`arbiter: GET ${path} answered ${type || 'no content type'}, not the NDJSON of a decision export; is ${adminBaseUrl(options)} an Arbiter server?`);
+    return 1;
+  }
   const destination = options.out === undefined ? stdout() : createWriteStream(options.out);
   let records = 0;
   const counted = new TransformStream<Uint8Array, Uint8Array>({
@@ -147,7 +172,7 @@ async function exportDecisions(options: Values): Promise<number> {
 
 async function verify(options: Values): Promise<number> {
   process.stderr.write(`verifying the decision log at ${adminBaseUrl(options)} (the server walks the whole chain)...\n`);
-  const report = (await adminRequest(options, 'GET', '/v1/decisions/verify')) as
+  const report = (await adminRequest(options, 'GET', '/v1/decisions/verify', {}, undefined, VERIFY_ANSWER)) as
     | { ok: boolean; checked: number; checkpoints_verified: number; first_mismatch?: { decision_id: string | null; seq: number; reason: string } }
     | undefined;
   if (report === undefined) return 1;
@@ -172,7 +197,7 @@ interface Side {
 
 async function replay(id: string, options: Values): Promise<number> {
   const body = Buffer.from(JSON.stringify(options.revision === undefined ? {} : { revision: options.revision }));
-  const answer = (await adminRequest(options, 'POST', `/v1/decisions/${encodeURIComponent(id)}/replay`, { 'content-type': 'application/json' }, body)) as
+  const answer = (await adminRequest(options, 'POST', `/v1/decisions/${encodeURIComponent(id)}/replay`, { 'content-type': 'application/json' }, body, REPLAY_ANSWER)) as
     | { entrypoint: string; recorded: Side; replayed: Side; same: boolean; masked: boolean }
     | undefined;
   if (answer === undefined) return 1;
@@ -216,3 +241,19 @@ function stdout(): Writable {
   return new Writable({ write: (chunk, _encoding, callback) => void process.stdout.write(chunk, callback) });
 }
 
+/** Why `file` cannot be written (an existing file without write permission, a missing or unwritable directory), or undefined. */
+function whyUnwritable(file: string): string | undefined {
+  try {
+    if (existsSync(file)) {
+      if (statSync(file).isDirectory()) return 'it is a directory';
+      accessSync(file, constants.W_OK);
+    } else {
+      const dir = dirname(file);
+      if (!existsSync(dir) || !statSync(dir).isDirectory()) return `the directory ${dir} does not exist`;
+      accessSync(dir, constants.W_OK);
+    }
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}

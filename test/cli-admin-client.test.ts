@@ -1,0 +1,91 @@
+import { execFile } from 'node:child_process';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { tempDir } from './support/arbiter.ts';
+
+/**
+ * The admin CLI against servers that are not a well-behaved Arbiter (a proxy's pages, another
+ * service, a connection cut mid-answer): one `arbiter:` line and the right exit code, never a
+ * stack trace, never the admin token sent somewhere else.
+ */
+const run = promisify(execFile);
+type Result = { code: number; stdout: string; stderr: string };
+const cli = (args: string[], env: Record<string, string> = {}): Promise<Result> =>
+  run(process.execPath, ['src/cli/main.ts', ...args], { env: { ...process.env, ARBITER_TOKEN: 'a.b.c', ...env } }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: Result) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+const STACK = /\n\s+at /;
+
+async function withServer(handler: RequestListener, test: (url: string) => Promise<void>): Promise<void> {
+  const server: Server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await test(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+}
+
+describe('arbiter admin commands against servers that are not Arbiter', () => {
+  it('an answer cut off mid-body: one line, exit 1', async () => {
+    await withServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+      res.write('{"bundles":[');
+      setTimeout(() => res.socket!.destroy(), 50);
+    }, async (url) => {
+      const result = await cli(['bundle', 'list', '--url', url]);
+      expect(result).toMatchObject({ code: 1, stderr: expect.stringMatching(/^arbiter: GET \/v1\/bundles: the connection closed/) });
+      expect(result.stderr).not.toMatch(STACK);
+    });
+  });
+
+  it('JSON of another shape: one line naming what was expected, exit 1', async () => {
+    await withServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}'), async (url) => {
+      for (const args of [['bundle', 'list'], ['decisions', 'query'], ['decisions', 'verify'], ['decisions', 'replay', 'x']]) {
+        const result = await cli([...args, '--url', url]);
+        expect(result.code, args.join(' ')).toBe(1);
+        expect(result.stderr, args.join(' ')).toMatch(/answered JSON that is not a/);
+        expect(result.stderr, args.join(' ')).not.toMatch(STACK);
+      }
+    });
+  });
+
+  it('keeps the path of the server URL: the token goes to Arbiter behind a proxy path, not to the root', async () => {
+    const seen: string[] = [];
+    await withServer((req, res) => {
+      seen.push(req.url!);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"bundles":[]}');
+    }, async (url) => {
+      expect((await cli(['bundle', 'list', '--url', `${url}/arbiter/`])).code).toBe(0);
+    });
+    expect(seen).toEqual(['/arbiter/v1/bundles']);
+  });
+
+  it('an export answered with something other than NDJSON fails, the file untouched', async () => {
+    await withServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<html>login</html>\n'), async (url) => {
+      const out = join(tempDir(), 'day.ndjson');
+      const result = await cli(['decisions', 'export', '--url', url, '--out', out]);
+      expect(result).toMatchObject({ code: 1, stderr: expect.stringContaining('not the NDJSON of a decision export') });
+    });
+  });
+});
+
+describe('arbiter admin commands given a URL or output they cannot use', () => {
+  it('a URL that is not http(s), or carries a password: a usage error that does not echo it', async () => {
+    const ftp = await cli(['bundle', 'list', '--url', 'ftp://127.0.0.1:8181']);
+    expect(ftp).toMatchObject({ code: 2, stderr: expect.stringContaining('must be an http(s) URL') });
+    const withPassword = await cli(['bundle', 'list', '--url', 'http://ops:hunter2@127.0.0.1:8181']);
+    expect(withPassword.code).toBe(2);
+    expect(withPassword.stderr).not.toContain('hunter2');
+  });
+
+  it('an export into a directory that does not exist says so before asking the server', async () => {
+    const result = await cli(['decisions', 'export', '--url', 'http://127.0.0.1:9', '--out', join(tempDir(), 'missing', 'day.ndjson')]);
+    expect(result).toMatchObject({ code: 1, stderr: expect.stringMatching(/^arbiter: cannot write .*missing.*does not exist/) });
+  });
+});
