@@ -244,6 +244,14 @@ describe('arbiter config check', () => {
     await expect(startTestArbiter(parse(yaml) as Record<string, unknown>)).rejects.toMatchObject({ issues: [expect.objectContaining({ path })] });
   });
 
+  it('names data.path when the data store it must look into for seeds cannot be opened', async () => {
+    const file = join(dir, 'store-is-a-directory.yaml');
+    writeFileSync(file, `data:\n  path: ${JSON.stringify(dir)}\n  seed: {entitlements: ${JSON.stringify(NEWLINE_KEY)}}\n`);
+    const failure = await run(process.execPath, [cli, 'config', 'check', file, '--json']).catch((error: { code: number; stdout: string }) => error);
+    expect(failure).toMatchObject({ code: 2 });
+    expect((JSON.parse((failure as { stdout: string }).stdout) as { problems: { path: string }[] }).problems.map((p) => p.path)).toEqual(['data.path']);
+  });
+
   it('does not ask for a seed file once its document is stored, as start-up does not', async () => {
     const seed = join(dir, 'seed-entitlements.json');
     writeFileSync(seed, '{"users": {}}');

@@ -53,7 +53,12 @@ export async function configCommand(argv: string[]): Promise<number> {
 /** The live documents a data store already holds (none when it does not exist yet); read only, never created. */
 function storedDocuments(path: string): Set<string> {
   if (path === ':memory:' || !existsSync(path)) return new Set();
-  const db = new DatabaseSync(path, { readOnly: true });
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { readOnly: true });
+  } catch (error) {
+    throw new ConfigError([{ path: 'data.path', message: `cannot open the data store ${path}: ${(error as Error).message}` }]);
+  }
   try {
     return new Set((db.prepare('SELECT name FROM live_documents').all() as { name: string }[]).map((row) => row.name));
   } catch {
