@@ -1,4 +1,5 @@
-import { chmodSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/errors.ts';
@@ -49,5 +50,35 @@ describe('state on disk', () => {
     const error = await loadOrCreateDevIssuerKey(file).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).issues).toEqual([{ path: 'dev_issuer.key_file', message: expect.stringContaining('chmod 600') }]);
+  });
+});
+
+describe('bundle store durability', () => {
+  /** Records the path of every FileHandle.sync() while `action` runs (Linux: from /proc/self/fd). */
+  async function syncedDuring(action: () => Promise<void>): Promise<string[]> {
+    const probe = await open(join(tempDir(), 'probe'), 'w');
+    const prototype = Object.getPrototypeOf(probe) as { sync(this: { fd: number }): Promise<void> };
+    await probe.close();
+    const original = prototype.sync;
+    const synced: string[] = [];
+    prototype.sync = function (this: { fd: number }) {
+      synced.push(readlinkSync(`/proc/self/fd/${this.fd}`));
+      return original.call(this);
+    };
+    try {
+      await action();
+    } finally {
+      prototype.sync = original;
+    }
+    return synced;
+  }
+
+  it('makes a new bundle, and a removed one, durable in the store directory itself', async () => {
+    const root = join(tempDir(), 'bundles');
+    const store = new BundleStore(root);
+    // The entry for the new bundle's directory lives in the store directory: power loss must not lose it.
+    expect(await syncedDuring(() => store.writeIndex({ name: 'fresh', revisions: [], active: null }))).toContain(root);
+    // Nor bring back a bundle whose removal was acknowledged.
+    expect(await syncedDuring(() => store.remove('fresh'))).toContain(root);
   });
 });

@@ -14,6 +14,7 @@
  *   bundle_store_write_failed      writing or removing a file failed
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { makePrivateDir } from '../private-files.ts';
 import { join } from 'node:path';
@@ -114,10 +115,12 @@ export class BundleStore {
     return bytes;
   }
 
-  /** Removes the bundle's archives and index. */
+  /** Removes the bundle's archives and index, durably: a removal acknowledged is not undone by a power loss. */
   async remove(name: string): Promise<void> {
     try {
       await rm(join(this.dir, name), { recursive: true, force: true });
+      // A store never written to has no directory, and nothing to make durable.
+      if (existsSync(this.dir)) await syncDirectory(this.dir);
     } catch (error) {
       throw new ArbiterError('bundle_store_write_failed', `bundle ${name} cannot be removed from the store: ${(error as Error).message}`, { cause: error });
     }
@@ -136,16 +139,22 @@ export class BundleStore {
         await handle.close();
       }
       await rename(temp, join(dir, file));
-      // The rename is durable only once the directory entry is.
-      const directory = await open(dir, 'r');
-      try {
-        await directory.sync();
-      } finally {
-        await directory.close();
-      }
+      // The rename is durable only once the directory entry is, and the bundle's directory
+      // only once the store's entry for it is (it may have just been created).
+      await syncDirectory(dir);
+      await syncDirectory(this.dir);
     } catch (error) {
       await rm(temp, { force: true });
       throw new ArbiterError('bundle_store_write_failed', `cannot write ${join(dir, file)}: ${(error as Error).message}`, { cause: error });
     }
+  }
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const directory = await open(dir, 'r');
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
   }
 }
