@@ -1,10 +1,10 @@
-import { chmodSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { chmodSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/errors.ts';
 import { BundleStore } from '../src/policy/store.ts';
-import { loadOrCreateDevIssuerKey } from '../src/tokens/dev-issuer.ts';
+import { loadOrCreateDevIssuerKey, mintDevToken } from '../src/tokens/dev-issuer.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
 
 /** What Arbiter writes is for its own user: nothing group or others can read or write, whatever the umask. */
@@ -80,5 +80,31 @@ describe('bundle store durability', () => {
     expect(await syncedDuring(() => store.writeIndex({ name: 'fresh', revisions: [], active: null }))).toContain(root);
     // Nor bring back a bundle whose removal was acknowledged.
     expect(await syncedDuring(() => store.remove('fresh'))).toContain(root);
+  });
+});
+
+describe('data seeds', () => {
+  it('never bring back a seeded document whose deletion was acknowledged, restart after restart', async () => {
+    const dir = tempDir();
+    const seed = join(dir, 'entitlements.json');
+    writeFileSync(seed, JSON.stringify({ 'user:alice': { grants: [] } }));
+    const keyFile = join(dir, 'dev.jwk.json');
+    const config = {
+      dev_issuer: { enabled: true, key_file: keyFile },
+      admin: { allow_dev_issuer: true },
+      data: { path: join(dir, 'data.db'), seed: { entitlements: seed } },
+    };
+    const admin = await mintDevToken(await loadOrCreateDevIssuerKey(keyFile), { sub: 'ops@example', scope: 'arbiter.data.read arbiter.data.write' });
+    const entitlements = (arbiter: { url: string }, method = 'GET') =>
+      fetch(`${arbiter.url}/v1/data/entitlements`, { method, headers: { authorization: `Bearer ${admin}` } }).then((response) => response.status);
+    const first = await startTestArbiter(config);
+    expect(await entitlements(first)).toBe(200);
+    expect(await entitlements(first, 'DELETE')).toBe(204);
+    await first.close();
+    for (let restart = 0; restart < 2; restart++) {
+      const again = await startTestArbiter(config);
+      expect(await entitlements(again)).toBe(404);
+      await again.close();
+    }
   });
 });

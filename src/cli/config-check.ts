@@ -50,7 +50,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** The live documents a data store already holds (none when it does not exist yet); read only, never created. */
+/** The documents a data store holds or was seeded with once (none when it does not exist yet); read only, never created. */
 function storedDocuments(path: string): Set<string> {
   if (path === ':memory:' || !existsSync(path)) return new Set();
   let db: DatabaseSync;
@@ -60,7 +60,9 @@ function storedDocuments(path: string): Set<string> {
     throw new ConfigError([{ path: 'data.path', message: `cannot open the data store ${path}: ${(error as Error).message}` }]);
   }
   try {
-    return new Set((db.prepare('SELECT name FROM live_documents').all() as { name: string }[]).map((row) => row.name));
+    const names = (table: string) => (db.prepare(`SELECT name FROM ${table}`).all() as { name: string }[]).map((row) => row.name);
+    const seeded = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seeded_documents'").get() ? names('seeded_documents') : [];
+    return new Set([...names('live_documents'), ...seeded]);
   } catch {
     return new Set(); // not (yet) an Arbiter data store: start-up would seed every document
   } finally {

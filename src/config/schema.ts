@@ -232,7 +232,7 @@ const configShape = z.strictObject({
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()
-        .describe('Documents loaded from JSON files at start when the store does not have them yet, e.g. {entitlements: examples/entitlements.json}.'),
+        .describe('Documents loaded from JSON files at start when the store has never had them (once: a seeded document deleted later stays deleted), e.g. {entitlements: examples/entitlements.json}.'),
     })
     .prefault({}),
   decision_log: decisionLogConfigSchema

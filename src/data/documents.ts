@@ -124,6 +124,16 @@ export class LiveData {
   }
 
   /** The value at `path` (the empty path is all live data), or undefined when nothing is there. */
+  /** Whether data.seed has loaded this document before (it may have been deleted since). */
+  wasSeeded(name: string): boolean {
+    return this.#db.prepare('SELECT 1 FROM seeded_documents WHERE name = ?').get(name) !== undefined;
+  }
+
+  /** Notes that data.seed has loaded this document (or found it written): it is never seeded again. */
+  markSeeded(name: string): void {
+    this.#db.prepare('INSERT OR IGNORE INTO seeded_documents (name) VALUES (?)').run(name);
+  }
+
   get(path: DataPath): JsonValue | undefined {
     return getIn(this.#snapshot.data, path);
   }

@@ -28,6 +28,10 @@ const SCHEMA = `
     expires_at INTEGER,
     created_by TEXT
   ) STRICT;
+  -- Documents data.seed has loaded once: a seed never brings back a document deleted since.
+  CREATE TABLE IF NOT EXISTS seeded_documents (
+    name TEXT PRIMARY KEY
+  ) STRICT;
   CREATE INDEX IF NOT EXISTS revocations_by_kind ON revocations (kind, id);
   CREATE INDEX IF NOT EXISTS revocations_by_expiry ON revocations (expires_at) WHERE expires_at IS NOT NULL;
 `;

@@ -311,10 +311,17 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
   });
 }
 
-/** Seeds documents the store does not have yet (development); acknowledged live data always wins. */
+/**
+ * Seeds documents the store has never had (development); acknowledged live data always wins,
+ * a deletion included: a document seeded once is not seeded again.
+ */
 function seedLiveData(liveData: LiveData, seeds: Record<string, string>, logger: Logger): void {
   for (const [document, file] of Object.entries(seeds)) {
-    if (liveData.get([document]) !== undefined) continue;
+    if (liveData.wasSeeded(document)) continue;
+    if (liveData.get([document]) !== undefined) {
+      liveData.markSeeded(document);
+      continue;
+    }
     const value = readSeedFile(document, file);
     try {
       liveData.put([document], value, { source: `seed:${file}` });
@@ -322,6 +329,7 @@ function seedLiveData(liveData: LiveData, seeds: Record<string, string>, logger:
       // e.g. a document under a bundle's roots (read-only), or over the data limits.
       throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${(error as Error).message}` }]);
     }
+    liveData.markSeeded(document);
     logger.info({ document, file }, 'live data seeded');
   }
 }
