@@ -6,6 +6,8 @@ export interface AdminClientOptions {
   token?: string | undefined;
   /** Print answers (and problems) as JSON on stdout, for scripts. */
   json?: boolean | undefined;
+  /** How long to wait for an answer to begin; 0 waits as long as it takes (a verify of a large log). Default 30 s. */
+  answerTimeoutMs?: number | undefined;
 }
 
 const DEFAULT_URL = 'http://127.0.0.1:8181';
@@ -67,12 +69,13 @@ export async function adminSend(
   // Until the answer starts, not while it streams (an export runs as long as the log is long):
   // a server that accepts and never answers must not hang the CLI.
   const answering = new AbortController();
-  const timer = setTimeout(() => answering.abort(), ANSWER_TIMEOUT_MS);
+  const limitMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
+  const timer = limitMs > 0 ? setTimeout(() => answering.abort(), limitMs) : undefined;
   try {
     return await fetch(url, { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }), signal: answering.signal });
   } catch (error) {
     if (answering.signal.aborted) {
-      console.error(`arbiter: ${base} did not answer ${method} ${path} within ${ANSWER_TIMEOUT_MS / 1000} s`);
+      console.error(`arbiter: ${base} did not answer ${method} ${path} within ${limitMs / 1000} s`);
       return undefined;
     }
     const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;

@@ -172,7 +172,8 @@ async function exportDecisions(options: Values): Promise<number> {
 
 async function verify(options: Values): Promise<number> {
   process.stderr.write(`verifying the decision log at ${adminBaseUrl(options)} (the server walks the whole chain)...\n`);
-  const report = (await adminRequest(options, 'GET', '/v1/decisions/verify', {}, undefined, VERIFY_ANSWER)) as
+  // The server walks the whole chain before it answers: as long as the log is long.
+  const report = (await adminRequest({ ...options, answerTimeoutMs: 0 }, 'GET', '/v1/decisions/verify', {}, undefined, VERIFY_ANSWER)) as
     | { ok: boolean; checked: number; checkpoints_verified: number; first_mismatch?: { decision_id: string | null; seq: number; reason: string } }
     | undefined;
   if (report === undefined) return 1;
