@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { adminUrl } from '../src/cli/admin-client.ts';
 import { tempDir } from './support/arbiter.ts';
 
 /**
@@ -76,6 +77,13 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
 });
 
 describe('arbiter admin commands given a URL or output they cannot use', () => {
+  it('keeps the token on the configured host whatever the base path holds (//, .., backslashes)', () => {
+    for (const base of ['http://arbiter.internal:8181//arbiter', 'http://arbiter.internal:8181/x/..//evil', 'http://arbiter.internal:8181/\\evil']) {
+      expect(adminUrl(base, '/v1/bundles?x=1').host, base).toBe('arbiter.internal:8181');
+    }
+    expect(adminUrl('http://h:1/arbiter/', '/v1/decisions?limit=5').href).toBe('http://h:1/arbiter/v1/decisions?limit=5');
+  });
+
   it('a URL that is not http(s), or carries a password: a usage error that does not echo it', async () => {
     const ftp = await cli(['bundle', 'list', '--url', 'ftp://127.0.0.1:8181']);
     expect(ftp).toMatchObject({ code: 2, stderr: expect.stringContaining('must be an http(s) URL') });

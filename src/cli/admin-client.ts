@@ -47,7 +47,14 @@ export function adminUrl(base: string, path: string): URL {
   if (parsed.username !== '' || parsed.password !== '') {
     throw new ArbiterError('usage', 'the server URL (--url or $ARBITER_URL) must not carry user:password@: the admin token authenticates');
   }
-  return new URL(`${parsed.pathname.replace(/\/+$/, '')}${path}`, parsed.origin);
+  // Set piece by piece: a joined string starting with // (a base path of //arbiter) would be
+  // read as another host.
+  const query = path.indexOf('?');
+  const url = new URL(parsed.origin);
+  url.pathname = `${parsed.pathname.replace(/\/+$/, '')}${query === -1 ? path : path.slice(0, query)}`;
+  url.search = query === -1 ? '' : path.slice(query);
+  if (url.origin !== parsed.origin) throw new ArbiterError('usage', 'the server URL (--url or $ARBITER_URL) has a path that would change its host');
+  return url;
 }
 
 /** The response, or undefined (reported on stderr) when the server cannot be reached. */

@@ -108,7 +108,8 @@ async function push(path: string, options: Options): Promise<number> {
     archive = readFileSync(path);
   }
   progress(options, `pushing ${name} (${archive.byteLength} bytes) to ${adminBaseUrl(options)}: the server verifies, validates and smoke-tests it before activating...`);
-  const answer = await adminRequest(options, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive, PUSH_ANSWER);
+  // The upload and the server's checks (signature, validation, smoke test) take as long as the archive is large.
+  const answer = await adminRequest({ ...options, answerTimeoutMs: 0 }, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive, PUSH_ANSWER);
   if (answer === undefined) return 1;
   if (!options.json) {
     const body = answer as { outcome: string; revision: string; digest: string };
