@@ -62,3 +62,33 @@ it('a client that hangs up mid-body is not logged as a server fault', async () =
   expect(lines.some((line) => line.msg === 'client closed the connection before its request was complete')).toBe(true);
   expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
 });
+
+describe('the same on a keep-alive connection that answered a request before', () => {
+  /** Sends a first request, then `second` on the same connection once the first is answered. */
+  function afterAnAnsweredRequest(second: Buffer | string): Promise<string> {
+    return new Promise((resolve) => {
+      const socket = connect(Number(new URL(arbiter.url).port), '127.0.0.1', () => socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
+      const chunks: Buffer[] = [];
+      let sent = false;
+      socket.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        if (!sent) {
+          sent = true;
+          setTimeout(() => socket.write(second), 50);
+        }
+      });
+      socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+      socket.on('error', () => undefined);
+      setTimeout(() => socket.destroy(), 5000);
+    });
+  }
+
+  it.each([
+    ['headers past the limit', `GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`, 'HTTP/1.1 431'],
+    ['a raw non-ASCII byte', Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]), 'HTTP/1.1 400'],
+    ['a stalled body', 'POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 'HTTP/1.1 408'],
+  ])('%s on the second request gets its problem too', async (_label, second, status) => {
+    const answer = await afterAnAnsweredRequest(second);
+    expect(answer.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', status]);
+  });
+});

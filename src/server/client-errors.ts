@@ -14,9 +14,9 @@ const MALFORMED = { status: 400, code: 'malformed_request', title: 'Malformed re
  * Arbiter's errors are problem+json everywhere, so these are too. The connection is closed.
  */
 export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
-  // A client that went away, or one already sent part of a response, gets nothing more (as in
-  // Node's own handler, which writes only to a socket nothing was written to).
-  if (error.code === 'ECONNRESET' || !socket.writable || (socket as Duplex & { bytesWritten?: number }).bytesWritten !== 0) {
+  // A client that went away, or one whose current response has begun, gets nothing more (as in
+  // Node's own handler; a keep-alive connection that answered earlier requests still gets one).
+  if (error.code === 'ECONNRESET' || !socket.writable || (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
     socket.destroy();
     return;
   }
