@@ -147,6 +147,33 @@ export function jsonEqual(a: JsonValue, b: JsonValue): boolean {
   return keys.every((key) => Object.hasOwn(objectB, key) && jsonEqual(objectA[key] as JsonValue, objectB[key] as JsonValue));
 }
 
+/**
+ * The first place a parsed JSON value holds what nothing after the parser should get: a string
+ * (a key or a value) that is not well-formed Unicode (JSON escapes can spell a lone surrogate,
+ * which the policy's parser refuses and SQLite stores altered) when `checkText`, or objects and
+ * arrays nested deeper than `maxDepth` (the value itself is level 1). A JSON pointer and what is
+ * wrong there, or undefined. Iterative, so a hostile depth cannot exhaust the stack here either.
+ */
+export function jsonDefect(value: unknown, options: { maxDepth: number; checkText: boolean }): { pointer: string; detail: string } | undefined {
+  const { maxDepth, checkText } = options;
+  const pending: { value: unknown; pointer: string; depth: number }[] = [{ value, pointer: '', depth: 0 }];
+  while (pending.length > 0) {
+    const current = pending.pop()!;
+    if (typeof current.value === 'string') {
+      if (checkText && !current.value.isWellFormed()) return { pointer: current.pointer, detail: 'string is not well-formed Unicode (it holds a lone surrogate)' };
+      continue;
+    }
+    if (current.value === null || typeof current.value !== 'object') continue;
+    if (current.depth + 1 > maxDepth) return { pointer: current.pointer, detail: `nested deeper than ${maxDepth} levels of objects and arrays` };
+    for (const [key, child] of Object.entries(current.value)) {
+      const pointer = `${current.pointer}/${escapePointerToken(key)}`;
+      if (checkText && !key.isWellFormed()) return { pointer, detail: 'key is not well-formed Unicode (it holds a lone surrogate)' };
+      pending.push({ value: child, pointer, depth: current.depth + 1 });
+    }
+  }
+  return undefined;
+}
+
 export function escapePointerToken(token: string): string {
   return token.replaceAll('~', '~0').replaceAll('/', '~1');
 }

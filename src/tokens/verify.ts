@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions, type ProtectedHeaderParameters } from 'jose';
+import { jsonDefect } from '../data/json-value.ts';
 import { MAX_ACTOR_CHAIN } from './subject.ts';
 import { KeysUnavailableError, type IssuerRegistry, type TrustedIssuer } from './trusted-issuers.ts';
 import type { VerificationCache } from './verification-cache.ts';
@@ -200,28 +201,9 @@ function audienceWellFormed(aud: unknown): boolean {
   return nonEmptyString(aud) || (Array.isArray(aud) && aud.every(nonEmptyString));
 }
 
-/**
- * Whether every string of a parsed JSON value, keys included, at any depth, is well-formed
- * UTF-16. Iterative, since the token size bound still allows thousands of nesting levels.
- * Runs once per verification: verified tokens are cached, decisions do not repeat it.
- */
+/** Whether every string of a token's header or claims, names included, is well-formed Unicode (checked once per verification: verified tokens are cached). */
 function wellFormedUnicode(value: unknown): boolean {
-  const pending: unknown[] = [value];
-  while (pending.length > 0) {
-    const current = pending.pop();
-    if (typeof current === 'string') {
-      if (!current.isWellFormed()) return false;
-    } else if (Array.isArray(current)) {
-      // Not push(...current): a large max_token_bytes allows arrays past the argument limit.
-      for (const member of current) pending.push(member);
-    } else if (typeof current === 'object' && current !== null) {
-      for (const [key, member] of Object.entries(current)) {
-        if (!key.isWellFormed()) return false;
-        pending.push(member);
-      }
-    }
-  }
-  return true;
+  return jsonDefect(value, { maxDepth: Number.POSITIVE_INFINITY, checkText: true }) === undefined;
 }
 
 /** An absent act, or an object whose nested acts are objects down the chain. */

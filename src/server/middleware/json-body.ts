@@ -2,6 +2,7 @@ import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { problem, type FieldError } from '../problem.ts';
+import { escapePointerToken, jsonDefect } from '../../data/json-value.ts';
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
@@ -90,23 +91,7 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
 function bodyDefect(body: unknown, text: string, maxDepth: number): FieldError | undefined {
   const checkText = SURROGATE_ESCAPE.test(text);
   if (!checkText && !mayNestDeeperThan(text, maxDepth)) return undefined;
-  // Iterative, so that a hostile depth cannot exhaust the stack here either.
-  const stack: { value: unknown; pointer: string; depth: number }[] = [{ value: body, pointer: '', depth: 0 }];
-  while (stack.length > 0) {
-    const { value, pointer, depth } = stack.pop()!;
-    if (typeof value === 'string') {
-      if (checkText && !value.isWellFormed()) return { pointer, detail: 'string is not well-formed Unicode (it holds a lone surrogate)' };
-      continue;
-    }
-    if (value === null || typeof value !== 'object') continue;
-    if (depth + 1 > maxDepth) return { pointer, detail: `nested deeper than ${maxDepth} levels of objects and arrays` };
-    for (const [key, child] of Object.entries(value)) {
-      const at = `${pointer}/${pointerToken(key)}`;
-      if (checkText && !key.isWellFormed()) return { pointer: at, detail: 'key is not well-formed Unicode (it holds a lone surrogate)' };
-      stack.push({ value: child, pointer: at, depth: depth + 1 });
-    }
-  }
-  return undefined;
+  return jsonDefect(body, { maxDepth, checkText });
 }
 
 /** False when the text has no more than `maxDepth` opening brackets at all, so it cannot nest deeper. */
@@ -139,7 +124,7 @@ function issueErrors(issue: z.core.$ZodIssue, prefix: PropertyKey[]): FieldError
 
 /** One RFC 6901 reference token: `~` and `/` escaped, so a key holding them still points at itself. */
 function pointerToken(segment: PropertyKey): string {
-  return String(segment).replaceAll('~', '~0').replaceAll('/', '~1');
+  return escapePointerToken(String(segment));
 }
 
 /**
