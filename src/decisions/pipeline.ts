@@ -165,7 +165,6 @@ export class DecisionPipeline {
         } else {
           input.subject = subject;
           trace.claimNames = Object.keys(subject.claims);
-          input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
           this.#markNamedParties(request, input, now);
           outcome = await this.#evaluate(bundle, request, input, nowMs);
           // A revocation committed while the policy ran must not be answered with an allow
@@ -295,13 +294,17 @@ export class DecisionPipeline {
 
   async #evaluate(bundle: PolicyBundle, request: DecisionRequest, input: Record<string, unknown>, nowMs: number): Promise<Outcome> {
     const entrypoint = `${bundle.name}/${request.rule}`;
+    // data_status is read when the evaluation starts on its live data version (a write may land
+    // while it waits for a worker), so the input, and the record, describe that version.
+    const describeLiveData = () => {
+      input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
+    };
     if (!bundle.entrypoints.has(entrypoint)) {
+      describeLiveData(); // for the record: what the policy would have seen
       return denial(bundle, 'entrypoint_missing', `bundle ${bundle.name} has no entrypoint ${entrypoint}`);
     }
-    // data_status is read again when the evaluation starts on its live data version (a write
-    // may land while it waits for a worker), so the input, and the record, describe that version.
     const run = await this.#deps.evaluator.evaluate(bundle, entrypoint, () => {
-      input.data_status = this.#deps.dataStatus?.(nowMs) ?? {};
+      describeLiveData();
       return JSON.stringify(input);
     });
     const evaluation = run.ok ? checkContract(run.resultSet) : run;
