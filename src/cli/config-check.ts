@@ -1,10 +1,9 @@
-import { existsSync } from 'node:fs';
-import { DatabaseSync } from 'node:sqlite';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
-import { ConfigError } from '../errors.ts';
+import { atConfigKey, ConfigError } from '../errors.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
+import { documentsNotToSeed } from '../data/persistence.ts';
 import { readSeedFile } from '../data/seed.ts';
 import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
 import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
@@ -38,7 +37,7 @@ export async function configCommand(argv: string[]): Promise<number> {
     if (config.dev_issuer.enabled) readDevIssuerKey(config.dev_issuer.key_file);
     // Start-up reads a seed only for a document the store does not hold yet.
     const seeds = Object.entries(config.data.seed ?? {});
-    const stored = seeds.length > 0 ? storedDocuments(config.data.path) : new Set<string>();
+    const stored = seeds.length > 0 ? atConfigKey('data.path', () => documentsNotToSeed(config.data.path)) : new Set<string>();
     for (const [document, file] of seeds) if (!stored.has(document)) readSeedFile(document, file);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
@@ -48,24 +47,4 @@ export async function configCommand(argv: string[]): Promise<number> {
   }
   console.log(values.json ? JSON.stringify({ valid: true, file, problems: [] }) : `${file}: valid`);
   return 0;
-}
-
-/** The documents a data store holds or was seeded with once (none when it does not exist yet); read only, never created. */
-function storedDocuments(path: string): Set<string> {
-  if (path === ':memory:' || !existsSync(path)) return new Set();
-  let db: DatabaseSync;
-  try {
-    db = new DatabaseSync(path, { readOnly: true });
-  } catch (error) {
-    throw new ConfigError([{ path: 'data.path', message: `cannot open the data store ${path}: ${(error as Error).message}` }]);
-  }
-  try {
-    const names = (table: string) => (db.prepare(`SELECT name FROM ${table}`).all() as { name: string }[]).map((row) => row.name);
-    const seeded = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seeded_documents'").get() ? names('seeded_documents') : [];
-    return new Set([...names('live_documents'), ...seeded]);
-  } catch {
-    return new Set(); // not (yet) an Arbiter data store: start-up would seed every document
-  } finally {
-    db.close();
-  }
 }

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { ArbiterError } from '../errors.ts';
@@ -67,6 +68,30 @@ export function openDataDatabase(path: string): DatabaseSync {
     db?.close();
     if (error instanceof ArbiterError) throw error;
     throw new ArbiterError('data_store_unavailable', `cannot open the data store at ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * The documents data.seed would not load into the store at `path`: those it holds and those it
+ * was seeded with once (deleted since). Read only, the store never created: `config check`
+ * asks it. None for a store that does not exist yet or is not (yet) an Arbiter data store.
+ */
+export function documentsNotToSeed(path: string): Set<string> {
+  if (path === ':memory:' || !existsSync(path)) return new Set();
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { readOnly: true });
+  } catch (error) {
+    throw new Error(`cannot open the data store ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    const names = (table: string) => (db.prepare(`SELECT name FROM ${table}`).all() as { name: string }[]).map((row) => row.name);
+    const seeded = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seeded_documents'").get() ? names('seeded_documents') : [];
+    return new Set([...names('live_documents'), ...seeded]);
+  } catch {
+    return new Set();
+  } finally {
+    db.close();
   }
 }
 
