@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE } from './problem.ts';
+import { PROBLEM_CONTENT_TYPE, problemDocument } from './problem.ts';
 
 /** What Node's HTTP parser refuses before any route runs, as the problem the client gets. */
 const CLIENT_ERRORS: Readonly<Record<string, { status: number; code: string; title: string; detail: string }>> = {
@@ -20,8 +20,8 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
     socket.destroy();
     return;
   }
-  const { status, code, title, detail } = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED;
-  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code}`, status, code, title, detail });
+  const { status, ...problem } = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED;
+  const body = problemDocument(status, problem);
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );

@@ -21,7 +21,11 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
 /** An RFC 9457 problem details response. */
 export function problem(c: Context, status: ContentfulStatusCode, body: Problem, headers: Record<string, string> = {}): Response {
+  return c.body(problemDocument(status, body, c.req.path), status, { 'Content-Type': PROBLEM_CONTENT_TYPE, ...headers });
+}
+
+/** The problem details document as JSON text; `instance` is the request path when there is one. */
+export function problemDocument(status: number, body: Problem, instance?: string): string {
   const { code, ...rest } = body;
-  const payload = { type: `${PROBLEM_TYPE_BASE}${code}`, status, code, ...rest, instance: c.req.path };
-  return c.body(JSON.stringify(payload), status, { 'Content-Type': PROBLEM_CONTENT_TYPE, ...headers });
+  return JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code}`, status, code, ...rest, ...(instance !== undefined && { instance }) });
 }
