@@ -1,4 +1,5 @@
 import { ArbiterError } from '../errors.ts';
+import { isObject } from '../policy/overlay.ts';
 
 /** How CLI commands reach a running Arbiter's admin API: --url / $ARBITER_URL, --token / $ARBITER_TOKEN. */
 export interface AdminClientOptions {
@@ -143,9 +144,7 @@ export interface AnswerShape {
 export function objectWith(shape: string, members: Record<string, (value: unknown) => boolean>): AnswerShape {
   return {
     shape,
-    check: (answer) =>
-      typeof answer === 'object' && answer !== null && !Array.isArray(answer) &&
-      Object.entries(members).every(([name, check]) => check((answer as Record<string, unknown>)[name])),
+    check: (answer) => isObject(answer) && Object.entries(members).every(([name, check]) => check(answer[name])),
   };
 }
 

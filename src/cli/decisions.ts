@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
+import { isObject } from '../policy/overlay.ts';
 import { adminBaseUrl, adminRequest, adminSend, objectWith, reportFailure, type AnswerShape } from './admin-client.ts';
 
 const HELP = `Usage: arbiter decisions <subcommand> [options]
@@ -110,14 +111,13 @@ async function get(id: string, options: Values): Promise<number> {
   return 0;
 }
 
-const isObject = (value: unknown) => typeof value === 'object' && value !== null && !Array.isArray(value);
-const RECORD_ANSWER = objectWith('a decision record', { result: (result) => isObject(result) && Array.isArray((result as { reasons?: unknown }).reasons) });
+const RECORD_ANSWER = objectWith('a decision record', { result: (result) => isObject(result) && Array.isArray(result.reasons) });
 const PAGE_ANSWER = objectWith('a page of decisions', { decisions: (value) => Array.isArray(value) && value.every((record) => RECORD_ANSWER.check(record)) });
 const VERIFY_ANSWER: AnswerShape = {
   shape: 'a verify report',
-  check: (answer) => isObject(answer) && (((answer as { ok?: unknown }).ok === true) || ((answer as { ok?: unknown }).ok === false && isObject((answer as { first_mismatch?: unknown }).first_mismatch))),
+  check: (answer) => isObject(answer) && (answer.ok === true || (answer.ok === false && isObject(answer.first_mismatch))),
 };
-const SIDE = (side: unknown) => isObject(side) && Array.isArray((side as { reasons?: unknown }).reasons) && Array.isArray((side as { obligations?: unknown }).obligations);
+const SIDE = (side: unknown) => isObject(side) && Array.isArray(side.reasons) && Array.isArray(side.obligations);
 const REPLAY_ANSWER = objectWith('a replay report', { recorded: SIDE, replayed: SIDE });
 
 async function query(options: Values): Promise<number> {
