@@ -1,5 +1,5 @@
 import { appendFileSync, readdirSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -34,6 +34,16 @@ async function waitFor(condition: () => boolean, what: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A bundle server on 127.0.0.1 answering `path` with `handler`: its URL, and how to stop it. */
+async function serveBundles(path: string, handler: RequestListener): Promise<{ url: string; close(): Promise<void> }> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 beforeAll(async () => {
@@ -177,14 +187,13 @@ describe('pull mode', () => {
 
   it('keeps a credential in the source URL out of logs, errors and the recorded actor', async () => {
     let answers = 0;
-    const source = createServer((_req, res) => {
+    const source = await serveBundles('/bundles/lc.tar.gz', (_req, res) => {
       // First a failure (logged with the URL and the error), then the bundle (activated by the source).
       answers += 1;
       if (answers === 1) res.writeHead(503).end();
       else res.writeHead(200, { 'content-type': 'application/gzip' }).end(archives.p1);
     });
-    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
-    const base = `http://127.0.0.1:${(source.address() as AddressInfo).port}/bundles/lc.tar.gz`;
+    const base = source.url;
     const { logger, lines } = capturingLogger();
     const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: `${base}?access_token=s3cr3t-pull-token`, poll_interval_s: 0.05, timeout_ms: 2000 }] } }, { logger });
     try {
@@ -194,7 +203,7 @@ describe('pull mode', () => {
       expect((await arbiter.bundleLifecycle.status('lc'))?.active).toMatchObject({ activated_by: `pull:${base}?…` });
     } finally {
       await arbiter.close();
-      await new Promise<void>((resolve) => source.close(() => resolve()));
+      await source.close();
     }
   });
 
@@ -202,7 +211,7 @@ describe('pull mode', () => {
     // Its roots overlap the embedded echo bundle: a refusal about this server, not about the archive.
     const overlapping = build(writeBundleSource(dir, 'pl', { extraRoots: ['echo'] }), join(dir, 'pl1.tar.gz'), 'pl1');
     let fetched = 0;
-    const source = createServer((req, res) => {
+    const source = await serveBundles('/pl.tar.gz', (req, res) => {
       if (req.headers['if-none-match'] === '"pl1"') {
         res.writeHead(304, { etag: '"pl1"' }).end();
         return;
@@ -210,8 +219,7 @@ describe('pull mode', () => {
       fetched += 1;
       res.writeHead(200, { 'content-type': 'application/gzip', etag: '"pl1"' }).end(overlapping);
     });
-    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
-    const plUrl = `http://127.0.0.1:${(source.address() as AddressInfo).port}/pl.tar.gz`;
+    const plUrl = source.url;
     const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'pl', url: plUrl, poll_interval_s: 0.05, timeout_ms: 2000 }] } });
     try {
       await waitFor(() => fetched >= 2, 'a second full fetch after the refusal');
@@ -220,7 +228,7 @@ describe('pull mode', () => {
       await waitFor(() => arbiter.bundles.get('pl')?.revision === 'pl1', 'pl1 once echo is gone');
     } finally {
       await arbiter.close();
-      await new Promise<void>((resolve) => source.close(() => resolve()));
+      await source.close();
     }
   });
 
@@ -231,15 +239,14 @@ describe('pull mode', () => {
     let release!: () => void;
     const firstPoll = new Promise<void>((resolve) => (release = resolve));
     let fetched = 0;
-    const source = createServer((req, res) => {
+    const source = await serveBundles('/pb.tar.gz', (req, res) => {
       void firstPoll.then(() => {
         if (req.headers['if-none-match'] === '"v1"') return void res.writeHead(304, { etag: '"v1"' }).end();
         fetched += 1;
         res.writeHead(200, { 'content-type': 'application/gzip', etag: '"v1"' }).end(pulled);
       });
     });
-    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(source.address() as AddressInfo).port}/pb.tar.gz`;
+    const url = source.url;
     const arbiter = await startTestArbiter({
       bundles: { require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' }, sources: [{ name: 'pb', url, poll_interval_s: 0.05, timeout_ms: 5000 }] },
     });
@@ -255,7 +262,7 @@ describe('pull mode', () => {
       await waitFor(() => arbiter.bundles.get('pb')?.revision === 'v1', 'the pulled revision active again');
     } finally {
       await arbiter.close();
-      await new Promise<void>((resolve) => source.close(() => resolve()));
+      await source.close();
     }
   });
 
@@ -263,12 +270,11 @@ describe('pull mode', () => {
     const files = new Map(await readBundleArchive(archives.p1!));
     const refused = packFiles(files.set('entitlements/data.json', new Uint8Array(Buffer.from('{}'))));
     let fetched = 0;
-    const source = createServer((_req, res) => {
+    const source = await serveBundles('/lc.tar.gz', (_req, res) => {
       fetched += 1;
       res.writeHead(200, { 'content-type': 'application/gzip' }).end(refused);
     });
-    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
-    const noEtagUrl = `http://127.0.0.1:${(source.address() as AddressInfo).port}/lc.tar.gz`;
+    const noEtagUrl = source.url;
     const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: noEtagUrl, poll_interval_s: 0.01, timeout_ms: 2000 }] } });
     try {
       await waitFor(() => fetched >= 3, 'three fetches');
@@ -276,7 +282,7 @@ describe('pull mode', () => {
       expect(metrics).toContain('arbiter_bundle_rejections_total{bundle="lc",check="bundle_data_outside_roots"} 1\n');
     } finally {
       await arbiter.close();
-      await new Promise<void>((resolve) => source.close(() => resolve()));
+      await source.close();
     }
   });
 
