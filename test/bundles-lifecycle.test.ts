@@ -193,14 +193,13 @@ describe('pull mode', () => {
       if (answers === 1) res.writeHead(503).end();
       else res.writeHead(200, { 'content-type': 'application/gzip' }).end(archives.p1);
     });
-    const base = source.url;
     const { logger, lines } = capturingLogger();
-    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: `${base}?access_token=s3cr3t-pull-token`, poll_interval_s: 0.05, timeout_ms: 2000 }] } }, { logger });
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: `${source.url}?access_token=s3cr3t-pull-token`, poll_interval_s: 0.05, timeout_ms: 2000 }] } }, { logger });
     try {
       await waitFor(() => arbiter.bundles.get('lc')?.revision === 'p1', 'p1 pulled after a failed poll');
       expect(lines.some((line) => line.msg?.startsWith('bundle pull failed'))).toBe(true);
       expect(JSON.stringify(lines)).not.toContain('s3cr3t-pull-token');
-      expect((await arbiter.bundleLifecycle.status('lc'))?.active).toMatchObject({ activated_by: `pull:${base}?…` });
+      expect((await arbiter.bundleLifecycle.status('lc'))?.active).toMatchObject({ activated_by: `pull:${source.url}?…` });
     } finally {
       await arbiter.close();
       await source.close();
@@ -219,8 +218,7 @@ describe('pull mode', () => {
       fetched += 1;
       res.writeHead(200, { 'content-type': 'application/gzip', etag: '"pl1"' }).end(overlapping);
     });
-    const plUrl = source.url;
-    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'pl', url: plUrl, poll_interval_s: 0.05, timeout_ms: 2000 }] } });
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'pl', url: source.url, poll_interval_s: 0.05, timeout_ms: 2000 }] } });
     try {
       await waitFor(() => fetched >= 2, 'a second full fetch after the refusal');
       expect(arbiter.bundles.get('pl')).toBeUndefined();
@@ -246,9 +244,8 @@ describe('pull mode', () => {
         res.writeHead(200, { 'content-type': 'application/gzip', etag: '"v1"' }).end(pulled);
       });
     });
-    const url = source.url;
     const arbiter = await startTestArbiter({
-      bundles: { require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' }, sources: [{ name: 'pb', url, poll_interval_s: 0.05, timeout_ms: 5000 }] },
+      bundles: { require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' }, sources: [{ name: 'pb', url: source.url, poll_interval_s: 0.05, timeout_ms: 5000 }] },
     });
     try {
       // A newer signed hotfix pushed by hand: the source's older archive is refused as replayed...
@@ -274,8 +271,7 @@ describe('pull mode', () => {
       fetched += 1;
       res.writeHead(200, { 'content-type': 'application/gzip' }).end(refused);
     });
-    const noEtagUrl = source.url;
-    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: noEtagUrl, poll_interval_s: 0.01, timeout_ms: 2000 }] } });
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.01, timeout_ms: 2000 }] } });
     try {
       await waitFor(() => fetched >= 3, 'three fetches');
       const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
