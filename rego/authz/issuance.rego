@@ -4,8 +4,8 @@ import data.authz.evidence
 
 # Governed issuance: a token service asks before it mints a token. Scopes are
 # minimised by default: a requested scope is granted only when the client and
-# the subject (if any) are each mapped to and entitled to an action the scope
-# envelops. Anything beyond that needs an explicit exception rule in
+# the subject (if any) each hold a mapping rule and a live entitlement for one
+# same action that the scope envelops. Anything beyond that needs an explicit exception rule in
 # data.authz.issuance_rules.exceptions, with an id and a reason.
 
 # METADATA
@@ -110,20 +110,30 @@ scope_mapping_ids(party_id, scope) := {rule_id |
 }
 
 # METADATA
+# title: Scope mapped actions
+# description: The actions of scope that a mapping rule covers for party_id.
+scope_mapped_actions(party_id, scope) := {action |
+	some action in scope_actions(scope)
+	count(evidence.mapping_rule_ids(party_id, action)) > 0
+}
+
+# METADATA
 # title: Scope entitlement ids
 # description: >-
-#   Live entitlements of party_id for some action of scope, in any tenant: the
-#   tenant is checked by authz/decision on every request.
+#   Live entitlements of party_id, in any tenant, for an action of scope that a
+#   mapping rule also covers for party_id: a mapping of one action and an
+#   entitlement of another add up to nothing. The tenant is checked by
+#   authz/decision on every request.
 scope_entitlement_ids(party_id, scope) := {grant.id |
 	some grant in data.entitlements[party_id].grants
 	evidence.active(grant, input.context.now)
-	some action in scope_actions(scope)
+	some action in scope_mapped_actions(party_id, scope)
 	evidence.matches(grant.actions, ".", action)
 }
 
 # METADATA
 # title: Scope backed by entitlements
-# description: Every party is mapped to and entitled to an action of the scope.
+# description: Every party holds a mapping rule and a live entitlement for one same action of the scope.
 scope_backed_by_entitlements(scope) if {
 	count(scope_actions(scope)) > 0
 	evidence.entitlements_available
@@ -314,7 +324,7 @@ scope_refusals contains {
 	"code": "no_entitlement",
 	"party": party.party,
 	"subject": party.id,
-	"message": "scopes are minimised: this party holds no live entitlement for any action of the scope",
+	"message": "scopes are minimised: this party holds no live entitlement for an action of the scope it is mapped to",
 } if {
 	evidence.entitlements_available
 	some scope in requested_scopes

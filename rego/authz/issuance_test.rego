@@ -211,3 +211,45 @@ test_subject_that_is_not_a_non_empty_string_is_refused_everything if {
 		"subject_invalid" in fx.codes(result)
 	}
 }
+
+# A party must be mapped to and entitled to the same action of a scope: a mapping for
+# invoices.list and an entitlement for invoices.read do not add up to invoices.read.
+test_mapping_and_entitlement_of_different_actions_do_not_grant_the_scope if {
+	mappings := [{"id": "mapping-lists-only", "subjects": [fx.expense_assistant], "actions": ["invoices.list"]}]
+	entitlements := object.union(fx.entitlements, {fx.expense_assistant: {"grants": [
+		{"id": "ent-reads-only", "actions": ["invoices.read"], "tenants": ["acme"]},
+	]}})
+	result := authz.issuance with input as issuance_input({
+		"client_id": fx.expense_assistant,
+		"scopes": ["invoices.read"],
+		"audience": fx.production_audience,
+	})
+		with data.entitlements as entitlements
+		with data.authz.subject_mappings as mappings
+	result.allow == false
+	refused(result) == {["invoices.read", "no_entitlement"]}
+}
+
+test_mapping_and_entitlement_of_the_same_action_grant_the_scope if {
+	mappings := [{"id": "mapping-lists-only", "subjects": [fx.expense_assistant], "actions": ["invoices.list"]}]
+	entitlements := object.union(fx.entitlements, {fx.expense_assistant: {"grants": [
+		{"id": "ent-reads-only", "actions": ["invoices.read"], "tenants": ["acme"]},
+		{"id": "ent-lists", "actions": ["invoices.list"], "tenants": ["acme"]},
+	]}})
+	result := authz.issuance with input as issuance_input({
+		"client_id": fx.expense_assistant,
+		"scopes": ["invoices.read"],
+		"audience": fx.production_audience,
+	})
+		with data.entitlements as entitlements
+		with data.authz.subject_mappings as mappings
+	result.granted_scopes == ["invoices.read"]
+	{
+		"code": "scope_granted",
+		"scope": "invoices.read",
+		"party": "client",
+		"subject": fx.expense_assistant,
+		"mapping_rule_ids": ["mapping-lists-only"],
+		"entitlement_ids": ["ent-lists"],
+	} in result.reasons
+}
