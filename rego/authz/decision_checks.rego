@@ -223,7 +223,7 @@ entitlement_data_denials contains {
 
 entitlement_data_denials contains {
 	"code": "entitlements_unavailable",
-	"status": input.data_status.entitlements,
+	"status": object.filter(input.data_status.entitlements, ["updated_at", "age_s", "max_age_s", "stale"]),
 	"message": "entitlement data is stale, so no permission can be established",
 } if {
 	evidence.entitlements_loaded

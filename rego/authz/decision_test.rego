@@ -104,7 +104,18 @@ test_scenario_07_entitlement_data_stale if {
 	result.allow == false
 	fx.codes(result) == {"entitlements_unavailable"}
 	some reason in result.reasons
-	reason.status.age_s == 900
+	reason.status == {"updated_at": fx.fresh_status.entitlements.updated_at, "age_s": 900, "max_age_s": 300, "stale": true}
+}
+
+# The status told to the caller leaves out where the data comes from (the feed's name is the
+# operator's business): source stays in the decision log's input.
+test_entitlements_unavailable_does_not_name_the_source if {
+	stale := {"entitlements": object.union(fx.fresh_status.entitlements, {"source": "hr-feed", "age_s": 900, "stale": true})}
+	result := authz.decision with input as object.union(fx.read_invoice, {"data_status": stale})
+		with data.entitlements as fx.entitlements
+	some reason in result.reasons
+	reason.code == "entitlements_unavailable"
+	not "source" in object.keys(reason.status)
 }
 
 test_scenario_08_high_risk_action_with_old_token_needs_step_up if {
