@@ -123,7 +123,6 @@ export class LiveData {
     return this.#snapshot;
   }
 
-  /** The value at `path` (the empty path is all live data), or undefined when nothing is there. */
   /** Whether data.seed has loaded this document before (it may have been deleted since). */
   wasSeeded(name: string): boolean {
     return this.#db.prepare('SELECT 1 FROM seeded_documents WHERE name = ?').get(name) !== undefined;
@@ -134,6 +133,7 @@ export class LiveData {
     this.#db.prepare('INSERT OR IGNORE INTO seeded_documents (name) VALUES (?)').run(name);
   }
 
+  /** The value at `path` (the empty path is all live data), or undefined when nothing is there. */
   get(path: DataPath): JsonValue | undefined {
     return getIn(this.#snapshot.data, path);
   }
