@@ -3,7 +3,7 @@ import { decisionLogConfigSchema } from '../decisions/config.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
 import { timerDelayMs, timerDelaySeconds } from './timer-delay.ts';
 import { bundleNameSchema } from '../policy/bundle-name.ts';
-import { BUNDLE_SIGNING_ALGORITHMS } from '../policy/signatures.ts';
+import { BUNDLE_SIGNING_ALGORITHMS, excludePatternSchema } from '../policy/signatures.ts';
 
 /**
  * The one schema for Arbiter's configuration (YAML file + ARBITER_* overrides).
@@ -80,7 +80,8 @@ const signingKeySchema = z
 const signatureVerificationSchema = z.strictObject({
   keys: z.record(nonEmpty, signingKeySchema).default({}).describe('Verification keys by key id (`kid`).'),
   scope: nonEmpty.optional().describe('The `scope` claim signed bundles must carry; none means they must carry none.'),
-  exclude: z.array(nonEmpty).default([]).describe('Files exempt from signing (`*` and `?` wildcards).'),
+  // Checked here, not only when a signed bundle arrives: a pattern verification refuses would refuse every push.
+  exclude: z.array(nonEmpty.pipe(excludePatternSchema)).default([]).describe('Files exempt from signing (`*` and `?` wildcards).'),
 });
 
 const bundleSourceSchema = z.strictObject({

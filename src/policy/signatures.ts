@@ -43,6 +43,9 @@ export const BUNDLE_SIGNING_ALGORITHMS = [
   'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'HS256', 'HS384', 'HS512',
 ] as const;
 
+/** An `exclude` pattern: Go `filepath.Match` limited to `*` and `?` (configuration checks it at start-up too). */
+export const excludePatternSchema = z.string().regex(/^[^[\\]+$/, 'only * and ? wildcards are supported');
+
 export const verificationOptionsSchema = z.object({
   /** Keys by key id: a PEM public key or certificate, or for HS* the shared secret (text, or a key file's bytes). */
   keys: z.record(
@@ -52,7 +55,7 @@ export const verificationOptionsSchema = z.object({
   /** The `scope` claim the token must carry; none configured means the token must carry none. */
   scope: z.string().optional(),
   /** Files exempt from signing, as Go `filepath.Match` patterns limited to `*` and `?`. */
-  exclude: z.array(z.string().regex(/^[^[\\]+$/, 'only * and ? wildcards are supported')).optional(),
+  exclude: z.array(excludePatternSchema).optional(),
 });
 
 export type VerificationOptions = z.input<typeof verificationOptionsSchema>;
