@@ -178,6 +178,17 @@ describe('hostile archives through PUT', () => {
       for (const path of ['/v1/bundles', '/v1/bundles/lc']) {
         expect(await call(damaged, 'GET', path, undefined, readToken), path).toMatchObject({ status: 503, body: { code: 'bundle_store_unreadable' } });
       }
+      const spec = (await (await fetch(`${damaged.url}/openapi.json`)).json()) as Json;
+      const writes: [method: string, path: string, template: string, body?: object][] = [
+        ['PUT', '/v1/bundles/lc', '/v1/bundles/{name}', archives.unsigned!],
+        ['POST', '/v1/bundles/lc/activate', '/v1/bundles/{name}/activate', { revision: 'u1' }],
+        ['DELETE', '/v1/bundles/lc', '/v1/bundles/{name}'],
+      ];
+      for (const [method, path, template, body] of writes) {
+        expect(await call(damaged, method, path, body), `${method} ${path}`).toMatchObject({ status: 503, body: { code: 'bundle_store_unreadable' } });
+        const documented = spec.paths[template][method.toLowerCase()].responses['503']?.content['application/problem+json'].schema.allOf[1].properties.code.enum;
+        expect(documented, `${method} ${template}`).toContain('bundle_store_unreadable');
+      }
     } finally {
       await damaged.close();
     }

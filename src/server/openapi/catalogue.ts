@@ -297,6 +297,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         'bundle_roots_overlap',
         'bundle_replayed',
         'bundle_revision_conflict',
+        'bundle_store_unreadable',
         'bundle_store_write_failed',
       ],
     },
@@ -313,7 +314,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         200: { description: BUNDLE_STATUS, contentType: 'application/json' },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
-      problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_write_failed'],
+      problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'bundle_store_write_failed'],
     },
     {
       method: 'delete',
@@ -324,7 +325,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       scope: 'arbiter.bundles.write',
       params: BUNDLE_NAME,
       responses: { 204: { description: 'Removed' } },
-      problems: ['bundle_name_invalid', 'bundle_not_found', 'bundle_in_use', 'bundle_store_write_failed'],
+      problems: ['bundle_name_invalid', 'bundle_not_found', 'bundle_in_use', 'bundle_store_unreadable', 'bundle_store_write_failed'],
     },
 
     // decision log (auditors)
