@@ -42,6 +42,13 @@ async function signRaw(issuer: TestIssuer, payloadJson: string): Promise<string>
   return new CompactSign(new TextEncoder().encode(payloadJson)).setProtectedHeader({ alg: 'ES256', kid: key.kid }).sign(key.privateKey);
 }
 
+/** An array nested `depth` levels deep around one number. */
+function nested(depth: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < depth; i++) value = [value];
+  return value;
+}
+
 describe('POST /v1/decide with a verified token', () => {
   it('allows, explains, names the revision and echoes the request id', async () => {
     const token = await idp.sign({ scope: 'read write', sub: 'user:alice' });
@@ -172,6 +179,46 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     const res = await postJson(decide, request(await idp.sign({ scope: 'read' }, { kid })));
     expect(res.body).toMatchObject({ allow: true });
     expect(idp.jwksFetches).toBeGreaterThan(before);
+  });
+});
+
+describe('a token whose JSON nests deeper than 64 levels', () => {
+  let server: Arbiter;
+
+  beforeAll(async () => {
+    // The largest max_token_bytes allowed: a claim can then nest tens of thousands deep.
+    server = await startTestArbiter({
+      tokens: { max_token_bytes: 64 * 1024 },
+      issuers: [{ issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  // Written as text: JSON.stringify itself overflows the stack at this depth.
+  const deep = `${'['.repeat(10_000)}1${']'.repeat(10_000)}`;
+
+  it.each([
+    ['a claim', `,"deep":${deep}`, ''],
+    ['the header', '', `,"typ":${deep}`],
+  ])('is denied as token_malformed, and recorded, when %s nests that deep', async (_label, claims, header) => {
+    const now = Math.floor(Date.now() / 1000);
+    const payload = `{"iss":"${idp.issuer}","sub":"user:deep","aud":"https://api.example.com","iat":${now},"exp":${now + 60},"scope":"read"${claims}}`;
+    const signingInput = `${Buffer.from(`{"alg":"ES256","kid":"${idp.keys[0]!.kid}"${header}}`).toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+    const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, idp.keys[0]!.privateKey, new TextEncoder().encode(signingInput));
+    const token = `${signingInput}.${Buffer.from(signature).toString('base64url')}`;
+    const res = await postJson(`${server.url}/v1/decide`, request(token));
+    // Not internal_error or audit_unavailable: what serializes the policy input and the decision
+    // record recurses, and must never be handed such a token.
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: expect.stringContaining('64 levels') }] });
+    expect(server.decisionLog!.get(res.body!.decision_id as string)?.result).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed' }] });
+  });
+
+  it('accepts 64 levels (the claims object is level 1)', async () => {
+    const res = await postJson(`${server.url}/v1/decide`, request(await idp.sign({ scope: 'read', deep: nested(62) })));
+    expect(res.body).toMatchObject({ allow: true });
   });
 });
 

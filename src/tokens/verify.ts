@@ -139,10 +139,13 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
     // jose only needs one member to match; the policy sees every member as input.subject.aud.
     return fail('token_malformed', 'aud must be a non-empty string or an array of non-empty strings', iss);
   }
-  if (!wellFormedUnicode(payload) || !wellFormedUnicode(header)) {
+  const defect = jsonDefectOf(header, 'header') ?? jsonDefectOf(payload, 'claims');
+  if (defect !== undefined) {
     // JSON escapes can spell a lone surrogate ("\ud800"), which no UTF-8 text can hold: the
-    // policy's JSON parser would refuse the input and the deny would blame the policy.
-    return fail('token_malformed', 'token holds a string that is not well-formed Unicode (a lone surrogate)', iss);
+    // policy's JSON parser would refuse the input and the deny would blame the policy. And a
+    // token within max_token_bytes can nest thousands deep, deeper than what serializes the
+    // policy input and the decision record can recurse: the decision would go unrecorded.
+    return fail('token_malformed', `token ${defect}`, iss);
   }
   if (!delegationWellFormed(payload.act)) {
     // An act the subject could not read would drop the delegation, and the agent with it.
@@ -201,9 +204,21 @@ function audienceWellFormed(aud: unknown): boolean {
   return nonEmptyString(aud) || (Array.isArray(aud) && aud.every(nonEmptyString));
 }
 
-/** Whether every string of a token's header or claims, names included, is well-formed Unicode (checked once per verification: verified tokens are cached). */
-function wellFormedUnicode(value: unknown): boolean {
-  return jsonDefect(value, { maxDepth: Number.POSITIVE_INFINITY, checkText: true }) === undefined;
+/**
+ * Deepest nesting of objects and arrays in a token's header or claims (the header or claims
+ * object itself is level 1), as for request bodies: the claims reach the policy and the
+ * decision record as `input.subject.claims`, the header as `input.subject.token`.
+ */
+export const MAX_TOKEN_JSON_DEPTH = 64;
+
+/**
+ * What makes a token's header or claims unfit for the policy input, described, or undefined:
+ * a string, names included, that is not well-formed Unicode, or nesting deeper than
+ * MAX_TOKEN_JSON_DEPTH (checked once per verification: verified tokens are cached).
+ */
+function jsonDefectOf(value: unknown, part: 'header' | 'claims'): string | undefined {
+  const defect = jsonDefect(value, { maxDepth: MAX_TOKEN_JSON_DEPTH, checkText: true });
+  return defect && `${part} at ${JSON.stringify(defect.pointer)}: ${defect.detail}`;
 }
 
 /** An absent act, or an object whose nested acts are objects down the chain. */
