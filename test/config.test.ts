@@ -293,6 +293,22 @@ describe('development issuer key', () => {
       await expect(loadOrCreateDevIssuerKey(file), name).rejects.toMatchObject({ issues: [expect.objectContaining({ path: 'dev_issuer.key_file' })] });
     }
   });
+
+  it.each([
+    ['issuers', 'issuers.1.issuer', {}],
+    ['admin.issuers', 'admin.issuers.1.issuer', { allow_dev_issuer: true }],
+  ])('an entry of %s with its iss stops start-up naming that entry, not one past the list', async (_label, path, admin) => {
+    const { startTestArbiter } = await import('./support/arbiter.ts');
+    const { DEV_ISSUER } = await import('../src/tokens/dev-issuer.ts');
+    const issuers = [
+      { issuer: 'https://idp.example', jwks_file: join(dir, 'idp.jwks.json'), audiences: ['api'], algorithms: ['ES256'] },
+      { issuer: DEV_ISSUER, jwks_file: join(dir, 'idp.jwks.json'), audiences: ['api'], algorithms: ['ES256'] },
+    ];
+    const { generateKeyPair, exportJWK } = await import('jose');
+    writeFileSync(join(dir, 'idp.jwks.json'), JSON.stringify({ keys: [{ ...(await exportJWK((await generateKeyPair('ES256')).publicKey)), alg: 'ES256' }] }));
+    const raw = { dev_issuer: { enabled: true, key_file: join(dir, 'dev-duplicate.jwk.json') }, ...(path.startsWith('admin') ? { admin: { issuers, ...admin } } : { issuers }) };
+    await expect(startTestArbiter(raw)).rejects.toMatchObject({ issues: [expect.objectContaining({ path, message: expect.stringContaining('development issuer') })] });
+  });
 });
 
 describe('live data seeds', () => {

@@ -39,14 +39,18 @@ export class IssuerRegistry {
     const configured: TrustedIssuer[] = [];
     // One after another, so the first bad issuer in the file is the one reported.
     for (const [index, config] of configs.entries()) configured.push(await createTrustedIssuer(config, index, options));
-    const issuers = [...configured, ...inline];
-    for (const [index, issuer] of issuers.entries()) {
+    // Inline issuers (the development issuer) first: an entry of the list that takes their iss is
+    // the one to change, and is named by its own index rather than one past the end of the list.
+    for (const issuer of inline) seen.add(issuer.config.issuer);
+    for (const [index, issuer] of configured.entries()) {
       if (seen.has(issuer.config.issuer)) {
-        throw new ConfigError([{ path: `${options.configPath ?? 'issuers'}.${index}.issuer`, message: `duplicate issuer ${issuer.config.issuer}` }]);
+        const inlined = inline.some((other) => other.config.issuer === issuer.config.issuer);
+        const message = inlined ? `${issuer.config.issuer} is the development issuer's iss (dev_issuer.enabled)` : `duplicate issuer ${issuer.config.issuer}`;
+        throw new ConfigError([{ path: `${options.configPath ?? 'issuers'}.${index}.issuer`, message }]);
       }
       seen.add(issuer.config.issuer);
     }
-    return new IssuerRegistry(issuers);
+    return new IssuerRegistry([...configured, ...inline]);
   }
 
   get(iss: string): TrustedIssuer | undefined {
