@@ -456,6 +456,41 @@ describe('POST /v1/decisions/{id}/replay', () => {
     expect(replay.body).toMatchObject({ replayed: { revision: 'r2', allow: false, reasons: [{ code: 'policy_contract_violation' }] }, same: true });
   });
 
+  it('records the scopes and lifetime an issuance granted, and replay compares them', async () => {
+    // Two revisions that allow alike (same reasons) but mint different tokens.
+    const issuance = (scopes: string, ttl: number) => `package mint
+
+# METADATA
+# entrypoint: true
+decision := {"allow": false, "reasons": [{"code": "denied"}], "obligations": []}
+
+# METADATA
+# entrypoint: true
+issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": [], "granted_scopes": ${scopes}, "refused_scopes": [], "max_ttl_s": ${ttl}}
+`;
+    const pushToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
+    const push = async (revision: string, policy: string) => {
+      const src = join(dir, `mint-${revision}`);
+      mkdirSync(src);
+      writeFileSync(join(src, 'policy.rego'), policy);
+      writeFileSync(join(src, '.manifest'), JSON.stringify({ roots: ['mint'] }));
+      const archive = build(src, join(dir, `mint-${revision}.tar.gz`), revision);
+      const pushed = await fetch(`${arbiter.url}/v1/bundles/mint`, { method: 'PUT', headers: { authorization: `Bearer ${pushToken}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archive) });
+      expect(pushed.status, await pushed.text()).toBe(201);
+    };
+    await push('m1', issuance('["read"]', 300));
+    const issued = await postJson(`${arbiter.url}/v1/issuance`, { client_id: 'c', scopes: ['read', 'write'], audience: 'https://api.example.com', policy: 'mint' });
+    expect(issued.body).toMatchObject({ allow: true, granted_scopes: ['read'], max_ttl_s: 300 });
+    const id = issued.body!.decision_id as string;
+    await push('m2', issuance('["read", "write"]', 3600));
+    // What the token service was told to mint is part of the audit record.
+    expect(arbiter.decisionLog!.get(id)?.result).toMatchObject({ allow: true, value: { granted_scopes: ['read'], max_ttl_s: 300 } });
+    const replay = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: {} });
+    expect(replay.body).toMatchObject({ recorded: { revision: 'm1', allow: true }, replayed: { revision: 'm2', allow: true, value: { granted_scopes: ['read', 'write'] } }, same: false });
+    const again = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: { revision: 'm1' } });
+    expect(again.body).toMatchObject({ same: true });
+  });
+
   it('records and replays what the OPA data API answered, a bare boolean included', async () => {
     arbiter.liveData.put(['pair'], { v: 1 });
     try {

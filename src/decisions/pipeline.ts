@@ -59,7 +59,11 @@ export interface Decision {
   data_version: number | null;
   /** The whole entrypoint result, for endpoints with more output than the decision contract. */
   result: PolicyResult | null;
-  /** The OPA data API's answer as the entrypoint gave it (null: undefined), recorded with the decision. */
+  /**
+   * Recorded with the decision as `result.value`: the OPA data API's answer as the entrypoint
+   * gave it (null: undefined), or the whole result of an entrypoint with more output than the
+   * decision contract (issuance: the scopes and lifetime granted, what the caller acts on).
+   */
   answer?: { value: unknown };
   /** false when no bundle could answer: the HTTP layer turns that into 503. */
   answered: boolean;
@@ -319,6 +323,9 @@ export class DecisionPipeline {
       policy: { bundle: bundle.name, revision: bundle.revision },
       data_version: run.dataVersion,
       result,
+      // The extra output is what the endpoint answers from (granted scopes, lifetime): without
+      // it in the record, an audit could not tell what was granted, nor replay see it change.
+      ...(request.outputSchema && { answer: { value: result } }),
       answered: true,
     };
   }

@@ -11,7 +11,8 @@ export const decisionResultSchema = z.strictObject({
   /**
    * The value the entrypoint answered, as given, for endpoints that answer it rather than a
    * decision (the OPA data API: `true`, a set of deny messages, any document; null when the rule
-   * was undefined). allow/reasons/obligations are then what Arbiter reads out of it.
+   * was undefined; allow/reasons/obligations are then what Arbiter reads out of it), or that
+   * answer more than the decision (/v1/issuance: the whole result, granted scopes included).
    */
   value: z.unknown().optional(),
 });

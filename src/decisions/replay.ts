@@ -33,7 +33,7 @@ export interface ReplayedResult {
   allow: boolean;
   reasons: unknown[];
   obligations: unknown[];
-  /** The OPA data API's answer, as recorded or replayed (absent: undefined). */
+  /** The OPA data API's answer, or an issuance's whole result, as recorded or replayed (absent: undefined). */
   value?: unknown;
 }
 
@@ -43,7 +43,7 @@ export interface ReplayReport {
   entrypoint: string;
   recorded: ReplayedResult;
   replayed: ReplayedResult & { data_version: number };
-  /** allow, reasons, obligations and (OPA data API) the answered value are equal (canonically: key order does not count). */
+  /** allow, reasons, obligations and (OPA data API, issuance) the answered value are equal (canonically: key order does not count). */
   same: boolean;
 }
 
@@ -96,7 +96,8 @@ async function evaluate(deps: ReplayDeps, bundle: PolicyBundle, entrypoint: stri
   const problem = extra && extraOutputProblem(extra, evaluation.result, entrypoint);
   if (problem !== undefined) return { revision, allow: false, reasons: [{ code: 'policy_contract_violation', message: problem }], obligations: [], data_version };
   const { allow, reasons, obligations = [] } = evaluation.result;
-  return { revision, allow, reasons, obligations, data_version };
+  // Recorded as the record's value (pipeline #evaluate): compared like the OPA data API's answer.
+  return { revision, allow, reasons, obligations, ...(extra && { value: evaluation.result }), data_version };
 }
 
 function sameResult(a: ReplayedResult, b: ReplayedResult): boolean {
@@ -104,8 +105,9 @@ function sameResult(a: ReplayedResult, b: ReplayedResult): boolean {
     a.allow === b.allow &&
     canonicalJson(a.reasons) === canonicalJson(b.reasons) &&
     canonicalJson(a.obligations) === canonicalJson(b.obligations) &&
-    // The OPA data API's answer itself (null when undefined), when the record has one: records
-    // from before answers were recorded have none, and allow, reasons and obligations still count.
+    // The OPA data API's answer itself (null when undefined), or an issuance's whole result, when
+    // the record has one: records from before they were recorded have none, and allow, reasons
+    // and obligations still count.
     (!('value' in a) || canonicalJson(a.value) === canonicalJson(b.value ?? null))
   );
 }

@@ -110,6 +110,6 @@ export const replayReportSchema = z.strictObject({
   entrypoint: z.string().describe('`<bundle>/<rule>` evaluated, as at decision time.'),
   recorded: replayedResultSchema,
   replayed: replayedResultSchema.extend({ data_version: z.number().int().describe('Live data version the replay evaluated against (today\'s, not the recorded one).') }),
-  same: z.boolean().describe('allow, reasons, obligations and (OPA data API) the answered value are equal.'),
+  same: z.boolean().describe('allow, reasons, obligations and (OPA data API, issuance) the answered value are equal.'),
   masked: z.boolean().describe('decision_log.mask is configured: masked input fields were replayed masked.'),
 });
