@@ -361,6 +361,15 @@ describe('GET /v1/decisions', () => {
       expect(res.status, query).toBe(400);
       expect(res.body, query).toMatchObject({ code: 'decision_query_invalid', detail: expect.stringContaining(parameter) });
     }
+    // A filter given twice is ambiguous (both? either?): refused, never half applied.
+    for (const query of ['allow=false&allow=true', 'reason=denied&reason=granted', 'limit=5&limit=500']) {
+      for (const path of ['/v1/decisions', '/v1/decisions/export']) {
+        if (path.endsWith('export') && query.startsWith('limit')) continue;
+        const res = await get(`${path}?${query}`);
+        expect(res.status, `${path}?${query}`).toBe(400);
+        expect(res.body, query).toMatchObject({ code: 'decision_query_invalid', detail: expect.stringContaining(query.split('=')[0]!) });
+      }
+    }
     expect((await get('/v1/decisions?cursor=bm9wZQ')).body).toMatchObject({ status: 400, code: 'decision_cursor_invalid' });
     expect((await get('/v1/decisions/0190b8c4-0000-7000-8000-000000000000')).body).toMatchObject({ status: 404, code: 'decision_not_found' });
   });

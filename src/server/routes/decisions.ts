@@ -101,6 +101,8 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
   return app
     .get('/v1/decisions/verify', read, async (c) => c.json(await log.store.verify()))
     .get('/v1/decisions/export', read, (c) => {
+      const repeated = repeatedParameters(c);
+      if (repeated) return adminProblem(c, repeated);
       const query = decisionFiltersQuerySchema.safeParse(c.req.query());
       if (!query.success) return adminProblem(c, queryError(query.error));
       try {
@@ -110,6 +112,8 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
       }
     })
     .get('/v1/decisions', read, (c) => {
+      const repeated = repeatedParameters(c);
+      if (repeated) return adminProblem(c, repeated);
       const query = decisionsQuerySchema.safeParse(c.req.query());
       if (!query.success) return adminProblem(c, queryError(query.error));
       const { limit, cursor, ...filters } = query.data;
@@ -144,6 +148,17 @@ function disabled(c: Context): Response {
 
 function notFound(id: string): ArbiterError {
   return new ArbiterError('decision_not_found', `no decision ${id} in the decision log (unknown, or pruned by retention)`);
+}
+
+/**
+ * Parameters given more than once (`allow=false&allow=true`), named. c.req.query() keeps the
+ * first value of each, so the other would be dropped without a word and the page answer
+ * another question than the one asked: refused instead, like any malformed parameter.
+ */
+function repeatedParameters(c: Context): ArbiterError | undefined {
+  const repeated = Object.entries(c.req.queries()).filter(([, values]) => values.length > 1);
+  if (repeated.length === 0) return undefined;
+  return new ArbiterError('decision_query_invalid', repeated.map(([key]) => `${key}: given more than once`).join('; '));
 }
 
 /** Names each bad parameter: `from: must be ...; allow: ...`. */
