@@ -261,6 +261,26 @@ describe('durability', () => {
     await expect(log.close()).rejects.toMatchObject({ code: 'decision_log_unavailable' });
   });
 
+  it('relaxed: keeps a record whose seq another writer took, as an outage, rather than drop it', async () => {
+    const log = await open({ durability: 'relaxed', flush_interval_ms: 10 });
+    const errors: Error[] = [];
+    log.onError((error) => errors.push(error));
+    // A second Arbiter on the same file (a restart overlapping the old process) chains on first.
+    const other = await DecisionStore.open({ path: temp.path });
+    try {
+      await other.append(decision());
+    } finally {
+      await other.close();
+    }
+    const answered = decision();
+    await log.append(answered);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    // Not this record's fault (its id is new): it waits to be retried, and the log stops accepting.
+    expect(log.stats).toMatchObject({ failed: 0, pending: 1 });
+    await expect(log.append(decision())).rejects.toMatchObject({ code: 'decision_log_unavailable' });
+    expect(errors[0]?.message).toMatch(/another writer/);
+  });
+
   it('relaxed: refuses appends beyond max_pending', async () => {
     const log = await open({ durability: 'relaxed', flush_interval_ms: 60_000, max_pending: 2, max_batch: 10 });
     await log.append(decision());

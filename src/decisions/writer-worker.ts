@@ -38,6 +38,7 @@ migrate(db, (migrating) => sealChainStart(migrating, setup.key, setup.checkpoint
 // its most selective index (SQLite's recommendation for long-lived connections).
 db.exec('PRAGMA optimize = 0x10002');
 const writer = new ChainWriter(db, setup.key, setup.checkpoint);
+const loggedAlready = db.prepare('SELECT 1 FROM decisions WHERE decision_id = ?');
 let closing = false;
 
 port.on('message', (request: WriterRequest) => {
@@ -89,8 +90,13 @@ function commitOneByOne(batch: readonly PreparedDecision[]): CommitResult {
     try {
       hashes.push(...writer.commit([prepared]));
     } catch (error) {
-      const message = (error as Error).message;
-      if (!refusesRecord(error)) {
+      let message = (error as Error).message;
+      // A constraint is the record's own fault only when its decision_id is taken. Otherwise
+      // the log moved under this writer (another process chained on: its seq is taken), and
+      // dropping the record would lose a decision relaxed mode has already answered.
+      const ownFault = isConstraint(error) ? loggedAlready.get(prepared.decision_id) !== undefined : refusesRecord(error);
+      if (!ownFault) {
+        if (isConstraint(error)) message += ': the log was changed by another writer (is another Arbiter process using this decision_log.path?)';
         // The rest stays in order for the next attempt, chained on from what did commit.
         result.unfinished = { from: index, message };
         break;
@@ -105,6 +111,10 @@ function commitOneByOne(batch: readonly PreparedDecision[]): CommitResult {
 function refusesRecord(error: unknown): boolean {
   const code = ((error as { errcode?: number }).errcode ?? 0) % 256;
   return code === SQLITE_CONSTRAINT || code === SQLITE_TOOBIG;
+}
+
+function isConstraint(error: unknown): boolean {
+  return ((error as { errcode?: number }).errcode ?? 0) % 256 === SQLITE_CONSTRAINT;
 }
 
 /** Deletes in short transactions and lets commits in between, so pruning never stalls decisions. */
