@@ -1,6 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readBundleArchive } from '../src/policy/archive.ts';
 import type { Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter } from './support/arbiter.ts';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { LOOP_FOREVER, loopWhenFirstParamOver, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
+import { TestIssuer } from './support/issuer.ts';
 
 /** A runaway policy costs one deny, never the server (issue #7, isolation). */
 let arbiter: Arbiter | undefined;
@@ -27,5 +32,74 @@ describe('evaluation isolation', () => {
     expect((await ask('spin', { hog: true })).body).toMatchObject({ allow: false, reasons: [{ code: 'policy_resource_limit' }] });
     expect((await ask('spin', { quick: true })).body).toMatchObject({ allow: true });
     expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+  });
+});
+
+/**
+ * Hand-patched modules whose own runtime code never returns while Arbiter loads them or sets
+ * live data in them: no `opa build` output does this, but a pushed bundle can. The worker is
+ * replaced after engine.load_deadline_ms, and the revision denies policy_timeout.
+ */
+describe('a module that hangs outside evaluation', () => {
+  let admins: TestIssuer;
+  let token: string;
+  let hangsOnLoad: Buffer;
+  let hangsOnBigData: Buffer;
+
+  beforeAll(async () => {
+    admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write arbiter.data.write' });
+    const dir = tempDir('arbiter-isolation-');
+    const patched = async (name: string, exportName: string, instructions: number[]) => {
+      const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, name), join(dir, `${name}.tar.gz`), `${name}-1`)));
+      return packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, exportName, instructions)));
+    };
+    // opa-wasm reads the heap pointer once it has parsed the (empty) data into a new instance.
+    hangsOnLoad = await patched('hang', 'opa_heap_ptr_get', LOOP_FOREVER);
+    // Allocating room for a data document over 64 KiB never returns: loads, then hangs on a big update.
+    hangsOnBigData = await patched('bigdata', 'opa_malloc', loopWhenFirstParamOver(64 * 1024));
+  }, 60_000);
+
+  afterAll(async () => {
+    await admins?.close();
+  });
+
+  const start = () =>
+    startTestArbiter({
+      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+      engine: { workers: 1, load_deadline_ms: 1000 },
+    });
+  const call = async (method: string, path: string, body: Uint8Array | object) => {
+    const raw = body instanceof Uint8Array;
+    const response = await fetch(`${arbiter!.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': raw ? 'application/gzip' : 'application/json' },
+      body: raw ? new Uint8Array(body) : JSON.stringify(body),
+    });
+    return { status: response.status, body: (await response.json()) as Record<string, any> };
+  };
+
+  it('refuses a pushed bundle whose module never finishes loading, and keeps deciding', async () => {
+    arbiter = await start();
+    const pushed = await call('PUT', '/v1/bundles/hang', hangsOnLoad);
+    expect(pushed).toMatchObject({ status: 422, body: { check: 'smoke_evaluation' } });
+    expect(pushed.body.detail).toContain('policy_timeout');
+    expect((await ask('echo')).body).toMatchObject({ allow: true });
+    // The next push of the same bytes is refused too, not left hanging.
+    expect((await call('PUT', '/v1/bundles/hang', hangsOnLoad)).status).toBe(422);
+    expect((await ask('echo')).body).toMatchObject({ allow: true });
+  });
+
+  it('denies a revision that hangs taking live data with policy_timeout, until the data changes', async () => {
+    arbiter = await start();
+    expect((await call('PUT', '/v1/bundles/bigdata', hangsOnBigData)).status).toBe(201);
+    expect((await ask('bigdata')).body).toMatchObject({ allow: true });
+    expect((await call('PUT', '/v1/data/big', { blob: 'x'.repeat(100 * 1024) })).status).toBe(200);
+    expect((await ask('bigdata')).body).toMatchObject({ allow: false, reasons: [{ code: 'policy_timeout' }] });
+    expect((await ask('echo')).body).toMatchObject({ allow: true });
+    // Smaller data is a new version: the revision is loaded again, and takes it.
+    expect((await call('PUT', '/v1/data/big', { blob: 'small' })).status).toBe(200);
+    expect((await ask('bigdata')).body).toMatchObject({ allow: true });
   });
 });

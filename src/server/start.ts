@@ -281,7 +281,7 @@ function createEvaluator(engine: Config['engine'], logger: Logger): PolicyEvalua
     logger.warn('engine.workers is 0: policies run on the main thread without a deadline');
     return new InProcessEvaluator({ maxMemoryPages, logger });
   }
-  return new EvaluationPool({ workers: engine.workers, deadlineMs: engine.deadline_ms, maxMemoryPages, logger });
+  return new EvaluationPool({ workers: engine.workers, deadlineMs: engine.deadline_ms, loadDeadlineMs: engine.load_deadline_ms, maxMemoryPages, logger });
 }
 
 const WASM_PAGE_BYTES = 64 * 1024;

@@ -3,6 +3,7 @@
  * tests of the bundle API: raw tar entries written byte by byte (so nothing a tar library
  * refuses to write is out of reach) and a tiny WebAssembly assembler.
  */
+import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 
 /** One raw ustar entry: a header block written byte by byte, then the body padded to 512. */
@@ -119,4 +120,100 @@ export function assemble(shape: ModuleShape): Uint8Array<ArrayBuffer> {
 /** Packs bundle files (as readBundleArchive returns them) back into a .tar.gz, names with OPA's leading slash. */
 export function packFiles(files: ReadonlyMap<string, Uint8Array>): Buffer {
   return tarGz(...[...files].map(([path, bytes]) => entry(`/${path}`, { body: bytes })));
+}
+
+// --- Patching a real module: code run before a function's own body.
+
+/** Reads an unsigned LEB128 at `offset`: its value and the offset after it. */
+function readU32(bytes: Uint8Array, offset: number): [value: number, next: number] {
+  let value = 0;
+  let shift = 0;
+  for (;;) {
+    const byte = bytes[offset++]!;
+    value |= (byte & 0x7f) << shift;
+    if ((byte & 0x80) === 0) return [value >>> 0, offset];
+    shift += 7;
+  }
+}
+
+function readName(bytes: Uint8Array, offset: number): [text: string, next: number] {
+  const [length, start] = readU32(bytes, offset);
+  return [Buffer.from(bytes.subarray(start, start + length)).toString('utf8'), start + length];
+}
+
+function skipLimits(bytes: Uint8Array, offset: number): number {
+  const flags = bytes[offset]!;
+  let next = readU32(bytes, offset + 1)[1];
+  if (flags & 1) next = readU32(bytes, next)[1];
+  return next;
+}
+
+/** An infinite loop: `loop br 0 end`. */
+export const LOOP_FOREVER = [0x03, 0x40, 0x0c, 0x00, 0x0b];
+
+/** Loops forever when the function's first i32 parameter exceeds `limit`: `if (p0 > limit) loop br 0 end end`. */
+export const loopWhenFirstParamOver = (limit: number): number[] => [0x20, 0x00, 0x41, ...s32(limit), 0x4b, 0x04, 0x40, ...LOOP_FOREVER, 0x0b];
+
+/**
+ * Puts `instructions` (stack-neutral) in front of the body of the function exported as
+ * `exportName`, e.g. an OPA-built module whose opa_json_parse never returns: what no
+ * `opa build` produces, but a hand-made bundle can.
+ */
+export function prefixExportedFunction(wasm: Uint8Array, exportName: string, instructions: number[]): Uint8Array<ArrayBuffer> {
+  const sections: { id: number; header: number; start: number; end: number }[] = [];
+  for (let offset = 8; offset < wasm.length; ) {
+    const id = wasm[offset]!;
+    const [size, start] = readU32(wasm, offset + 1);
+    sections.push({ id, header: offset, start, end: start + size });
+    offset = start + size;
+  }
+  const body = (id: number) => sections.find((s) => s.id === id) ?? assert.fail(`no section ${id}`);
+
+  let importedFunctions = 0;
+  const imports = sections.find((s) => s.id === 2);
+  if (imports) {
+    let [count, offset] = readU32(wasm, imports.start);
+    for (; count > 0; count--) {
+      offset = readName(wasm, readName(wasm, offset)[1])[1];
+      const kind = wasm[offset++]!;
+      if (kind === 0) {
+        importedFunctions += 1;
+        offset = readU32(wasm, offset)[1];
+      } else if (kind === 1) offset = skipLimits(wasm, offset + 1);
+      else if (kind === 2) offset = skipLimits(wasm, offset);
+      else offset += 2;
+    }
+  }
+
+  let functionIndex: number | undefined;
+  {
+    let [count, offset] = readU32(wasm, body(7).start);
+    for (; count > 0 && functionIndex === undefined; count--) {
+      const [name, next] = readName(wasm, offset);
+      const kind = wasm[next]!;
+      const [index, after] = readU32(wasm, next + 1);
+      if (name === exportName && kind === 0) functionIndex = index;
+      offset = after;
+    }
+  }
+  if (functionIndex === undefined) assert.fail(`no exported function ${exportName}`);
+
+  const code = body(10);
+  const [count, firstBody] = readU32(wasm, code.start);
+  let offset = firstBody;
+  const bodies: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) {
+    const [size, start] = readU32(wasm, offset);
+    let function_ = wasm.subarray(start, start + size);
+    if (i === functionIndex - importedFunctions) {
+      // Locals come first: count, then (n, type) pairs; the instructions go right after them.
+      let [groups, at] = readU32(function_, 0);
+      for (; groups > 0; groups--) at = readU32(function_, at)[1] + 1;
+      function_ = new Uint8Array([...function_.subarray(0, at), ...instructions, ...function_.subarray(at)]);
+    }
+    bodies.push(new Uint8Array([...u32(function_.length), ...function_]));
+    offset = start + size;
+  }
+  const codeBody = new Uint8Array([...u32(count), ...bodies.flatMap((b) => [...b])]);
+  return new Uint8Array([...wasm.subarray(0, code.header), 10, ...u32(codeBody.length), ...codeBody, ...wasm.subarray(code.end)]);
 }

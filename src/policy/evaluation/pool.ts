@@ -12,6 +12,11 @@ export interface EvaluationPoolOptions {
   workers: number;
   /** An evaluation still running after this long is stopped: deny with policy_timeout. */
   deadlineMs: number;
+  /**
+   * Loading a module, or setting live data in one, still running after this long is stopped:
+   * the module's own code (its JSON parser, its allocator) runs then, outside any evaluation.
+   */
+  loadDeadlineMs?: number;
   maxMemoryPages: number;
   /** Evaluations sent to one worker before waiting for answers: hides the message round trip. */
   maxInFlightPerWorker?: number;
@@ -53,6 +58,8 @@ interface Slot {
   waiting: Job[];
   /** Callers of policyInstances waiting for this worker's answer; it answers in the order asked. */
   instanceQueries: ((digests: string[] | undefined) => void)[];
+  /** The module whose own code the worker runs outside an evaluation (loading it, setting data), on the load deadline. */
+  busy?: { digest: string; timer: NodeJS.Timeout } | undefined;
 }
 
 /**
@@ -69,12 +76,17 @@ export class EvaluationPool implements PolicyEvaluator {
   readonly #queue: Job[] = [];
   /** Revisions that no longer serve, oldest first: an instance of one lives only while its evaluations do. */
   readonly #retired = new Set<string>();
+  /**
+   * Modules that did not finish loading or taking live data within the load deadline: their
+   * evaluations deny at once instead of hanging another worker, until the live data changes.
+   */
+  readonly #hung = new Map<string, ModuleFailure>();
   #nextId = 1;
   #data = { json: '{}', version: 0 };
   #closed = false;
 
   constructor(options: EvaluationPoolOptions) {
-    this.#options = { maxInFlightPerWorker: 16, ...options };
+    this.#options = { maxInFlightPerWorker: 16, loadDeadlineMs: 120_000, ...options };
     for (let i = 0; i < options.workers; i++) this.#slots.push(this.#spawn());
   }
 
@@ -88,6 +100,8 @@ export class EvaluationPool implements PolicyEvaluator {
 
   setLiveData(data: Record<string, unknown>, version: number): void {
     this.#data = { json: JSON.stringify(data), version };
+    // As for modules that failed to load: other data may load, so they get another chance.
+    this.#hung.clear();
     for (const slot of this.#slots) {
       // A module that failed to load, or to take the previous data, gets another chance with this version.
       for (const [digest, state] of slot.modules) if (typeof state === 'object') slot.modules.delete(digest);
@@ -149,7 +163,10 @@ export class EvaluationPool implements PolicyEvaluator {
       clearTimeout(job.timer);
       job.resolve(this.#failure('policy_error', 'the evaluation pool is closed'));
     }
-    for (const slot of this.#slots) this.#forgetQueries(slot);
+    for (const slot of this.#slots) {
+      this.#forgetQueries(slot);
+      this.#idle(slot);
+    }
     await Promise.all(this.#slots.map((slot) => slot.worker.terminate()));
   }
 
@@ -185,6 +202,11 @@ export class EvaluationPool implements PolicyEvaluator {
 
   #assign(slot: Slot, job: Job): void {
     const { digest } = job.bundle;
+    const hung = this.#hung.get(digest);
+    if (hung) {
+      this.#settle(job, this.#failure(hung.code, hung.message));
+      return;
+    }
     const state = slot.modules.get(digest);
     if (typeof state === 'object') {
       this.#settle(job, this.#failure(state.code, state.message));
@@ -225,16 +247,22 @@ export class EvaluationPool implements PolicyEvaluator {
       case 'ready':
         slot.ready = true;
         return this.#resume(slot);
+      case 'busy':
+        return this.#onBusy(slot, message.digest);
       case 'loaded':
+        this.#idle(slot);
         if (slot.modules.get(message.digest) === 'loading') slot.modules.set(message.digest, 'loaded');
         return this.#resume(slot);
       case 'data_applied':
+        this.#idle(slot);
         slot.dataPending -= 1;
         return this.#resume(slot);
       case 'worker_error':
+        this.#idle(slot);
         this.#options.logger.error({ err: message.message }, 'evaluation worker error');
         return;
       case 'load_failed':
+        this.#idle(slot);
         this.#options.logger.error({ digest: message.digest, err: message.message }, 'policy module failed to load in an evaluation worker');
         if (slot.modules.get(message.digest) === 'loading') {
           this.#failed(slot, message.digest, { code: message.code, message: `policy module ${message.digest} cannot be loaded: ${message.message}` }, message.dataVersion);
@@ -292,6 +320,34 @@ export class EvaluationPool implements PolicyEvaluator {
     this.#replace(slot);
   }
 
+  /** The worker runs a module's own code outside an evaluation: past the load deadline, it is stuck there. */
+  #onBusy(slot: Slot, digest: string): void {
+    this.#idle(slot);
+    slot.busy = { digest, timer: setTimeout(() => this.#onLoadDeadline(slot, digest), this.#options.loadDeadlineMs) };
+  }
+
+  #idle(slot: Slot): void {
+    clearTimeout(slot.busy?.timer);
+    slot.busy = undefined;
+  }
+
+  /**
+   * Only a hand-made module hangs here (opa build's runtime parses and allocates in bounded
+   * time): its revision denies from now on, and the worker, with whatever waited on it, is replaced.
+   */
+  #onLoadDeadline(slot: Slot, digest: string): void {
+    const ms = this.#options.loadDeadlineMs;
+    this.#options.logger.error(
+      { digest, load_deadline_ms: ms, data_version: this.#data.version },
+      'policy module did not finish loading or taking live data within the load deadline; restarting its worker',
+    );
+    this.#hung.set(digest, {
+      code: 'policy_timeout',
+      message: `policy module ${digest} did not finish loading or taking live data within ${ms} ms; it denies until the live data changes`,
+    });
+    this.#replace(slot);
+  }
+
   #onCrash(slot: Slot, error: Error): void {
     if (!this.#slots.includes(slot)) return;
     this.#options.logger.error({ err: error }, 'evaluation worker failed; replacing it');
@@ -302,6 +358,7 @@ export class EvaluationPool implements PolicyEvaluator {
     const index = this.#slots.indexOf(slot);
     if (index === -1) return;
     this.#slots[index] = this.#spawn();
+    this.#idle(slot);
     void slot.worker.terminate();
     this.#forgetQueries(slot);
     // Jobs sent to or waiting for the stopped worker did nothing wrong: run them again, once.

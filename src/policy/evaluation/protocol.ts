@@ -15,6 +15,11 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: 'ready' }
+  /**
+   * The worker starts running module code outside an evaluation (loading the module, setting
+   * live data in it): until the next busy, loaded, load_failed or data_applied, it is on the load deadline.
+   */
+  | { type: 'busy'; digest: string }
   | { type: 'loaded'; digest: string }
   | { type: 'data_applied'; version: number }
   | { type: 'worker_error'; message: string }

@@ -23,6 +23,7 @@ function send(message: FromWorker): void {
 }
 
 async function load(digest: string, wasm: Uint8Array, layer: BundleLayer): Promise<void> {
+  send({ type: 'busy', digest });
   let engine: PolicyEngine;
   try {
     engine = await PolicyEngine.load(wasm, { maxMemoryPages: settings.maxMemoryPages });
@@ -78,6 +79,7 @@ async function handle(message: ToWorker): Promise<void> {
       liveData = JSON.parse(message.json) as Record<string, unknown>;
       dataVersion = message.version;
       for (const [digest, { engine, layer }] of engines) {
+        send({ type: 'busy', digest });
         const failure = setData(engine, layer);
         if (!failure) continue;
         // An instance whose data could not be set must not answer on stale or half data. The
