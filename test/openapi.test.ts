@@ -143,6 +143,12 @@ describe('GET /openapi.json', () => {
     expect(problemSchema.safeParse(invalid.body).success).toBe(true);
     const documented = spec.paths['/v1/decide'].post.responses['400'].content['application/problem+json'].schema.allOf[1].properties.code.enum;
     expect(documented).toContain(invalid.body!.code);
+
+    // No bundle answers: the documented 503 body is a deny whose data_version is null (no data was read).
+    const unavailable = await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, policy: 'absent' });
+    expect(unavailable.status).toBe(503);
+    expect(spec.paths['/v1/decide'].post.responses['503'].content['application/json'].schema.$ref).toBe('#/components/schemas/Decision');
+    expect(decisionResponseSchema.safeParse(unavailable.body).success).toBe(true);
   });
 
   it('lists every problem code with its status', () => {
