@@ -227,7 +227,15 @@ describe('revocations', () => {
     const forged = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'c', reason: 'r', created_by: 'someone-else' });
     expect(forged.status).toBe(400);
     expect(forged.body!.errors[0].pointer).toBe('/created_by');
-    expect((await admin('GET', '/v1/revocations?kind=sub&limit=1')).body!.items).toHaveLength(1);
+    const first = await admin('GET', '/v1/revocations?kind=sub&limit=1');
+    expect(first.body!.items).toHaveLength(1);
+    const next = await admin('GET', `/v1/revocations?kind=sub&limit=1&cursor=${first.body!.next_cursor}`);
+    expect(next.status).toBe(200);
+    expect(next.body!.items[0].id).not.toBe(first.body!.items[0].id);
+    // A cursor this server never returned is an error, not an empty last page that ends a listing early.
+    const garbled = await admin('GET', '/v1/revocations?cursor=not-a-cursor');
+    expect(garbled).toMatchObject({ status: 400, body: { code: 'revocation_invalid' } });
+    expect(garbled.body!.detail).toContain('cursor');
     expect((await admin('DELETE', `/v1/revocations/${id}`)).status).toBe(204);
     expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(404);
   });

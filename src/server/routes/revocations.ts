@@ -22,7 +22,12 @@ export const revocationRequestSchema = z.union([
 export const listQuerySchema = z.strictObject({
   kind: z.enum(REVOCATION_KINDS).optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
-  cursor: z.string().optional(),
+  // The id of the previous page's last entry (a lowercase UUIDv7, as ids are minted): the store
+  // lists ids after it, so any other string would answer an empty or shifted page, not an error.
+  cursor: z
+    .string()
+    .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'must be the next_cursor of a previous page')
+    .optional(),
 });
 
 /** Revocations take effect on the next decision after the 2xx, including for cached token verifications. */
