@@ -188,6 +188,24 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ env: { ARBITER_MODE: 'prod' } }))[0]!.path).toBe('mode');
   });
 
+  it('names the variable that set a value the schema refuses, not only the file', () => {
+    const file = join(dir, 'arbiter.yaml');
+    writeFileSync(file, 'server:\n  port: 9000\ngateway:\n  api_keys: []\n');
+    // The file is fine; the environment is not: the operator must be sent to the variable.
+    const [port] = issuesOf(() => loadConfig({ file, env: { PORT: '99999' } }));
+    expect(port).toMatchObject({ path: 'server.port' });
+    expect(port!.message).toMatch(/\(set by PORT\)$/);
+    const [key] = issuesOf(() => loadConfig({ file, env: { ARBITER_GATEWAY__API_KEYS: '[{id: edge, sha256: ABC}]' } }));
+    expect(key).toMatchObject({ path: 'gateway.api_keys.0.sha256' });
+    expect(key!.message).toMatch(/\(set by ARBITER_GATEWAY__API_KEYS\)$/);
+    // The deepest variable is the one that set it; a key only the file sets is the file's.
+    const both = issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER: '{port: 1, host: ""}', ARBITER_SERVER__PORT: 'eighty' } }));
+    expect(both.find((i) => i.path === 'server.port')!.message).toMatch(/\(set by ARBITER_SERVER__PORT\)$/);
+    expect(both.find((i) => i.path === 'server.host')!.message).toMatch(/\(set by ARBITER_SERVER\)$/);
+    writeFileSync(file, 'server:\n  port: eighty\n');
+    expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__HOST: '127.0.0.1' } }))[0]!.message).not.toMatch(/set by/);
+  });
+
   it('names the variable and key of an override that is not valid YAML', () => {
     const [problem] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: 'a: b: c' } }));
     expect(problem!.path).toBe('server.host');

@@ -17,8 +17,28 @@ export interface LoadConfigOptions {
 export function loadConfig(options: LoadConfigOptions = {}): Config {
   const env = options.env ?? process.env;
   const raw = options.file ? readYamlFile(options.file) : {};
-  applyEnvOverrides(raw, env);
-  return parseConfig(raw, options.file ?? 'configuration');
+  const overrides = applyEnvOverrides(raw, env);
+  try {
+    return parseConfig(raw, options.file ?? 'configuration');
+  } catch (error) {
+    if (!(error instanceof ConfigError) || overrides.length === 0) throw error;
+    // The report names the file, but a value an ARBITER_* variable (or PORT) set is not in it:
+    // say which variable set it, so the operator does not search the file for a value it lacks.
+    throw new ConfigError(error.issues.map((issue) => {
+      const variable = setBy(overrides, issue.path);
+      return variable === undefined ? issue : { path: issue.path, message: `${issue.message} (set by ${variable})` };
+    }), options.file ?? 'configuration');
+  }
+}
+
+/** The variable that set the value at `path` (dotted): the deepest override at or above it, applied last. */
+function setBy(overrides: readonly { variable: string; path: string[] }[], path: string): string | undefined {
+  let found: { variable: string; depth: number } | undefined;
+  for (const { variable, path: keys } of overrides) {
+    const at = keys.join('.');
+    if ((path === at || path.startsWith(`${at}.`)) && keys.length >= (found?.depth ?? 0)) found = { variable, depth: keys.length };
+  }
+  return found?.variable;
 }
 
 export function parseConfig(raw: unknown, source = 'configuration'): Config {
@@ -66,7 +86,7 @@ function readYamlFile(file: string): Record<string, unknown> {
  * Values are read as YAML so numbers and booleans keep their type. `PORT` is honoured for
  * platforms that inject it.
  */
-function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
+function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): { variable: string; path: string[] }[] {
   const overrides: { variable: string; path: string[]; value: string }[] = [];
   if (env.PORT) overrides.push({ variable: 'PORT', path: ['server', 'port'], value: env.PORT });
   for (const [variable, value] of Object.entries(env)) {
@@ -88,6 +108,7 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
     }
   }
   if (problems.length > 0) throw new ConfigError(problems, 'environment');
+  return overrides;
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
