@@ -150,6 +150,13 @@ describe('configuration', () => {
     expect((await IssuerRegistry.fromConfig(config.issuers)).get(issuer.issuer)).toBeDefined();
   });
 
+  it('takes an IPv6 listen address without URL brackets, which Node cannot listen on', () => {
+    expect(parseConfig({ server: { host: '::1' } }).server.host).toBe('::1');
+    const [problem] = issuesOf(() => parseConfig({ server: { host: '[::1]' } }));
+    expect(problem).toMatchObject({ path: 'server.host' });
+    expect(problem!.message).toContain('::1');
+  });
+
   it('refuses the development issuer in production', () => {
     expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
   });

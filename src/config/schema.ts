@@ -151,7 +151,11 @@ const configShape = z.strictObject({
     .describe('development allows the local development issuer (dev_issuer.enabled); production refuses it.'),
   server: z
     .strictObject({
-      host: nonEmpty.default('127.0.0.1').describe('Listen address; anything but loopback needs gateway authentication.'),
+      host: nonEmpty
+        // [::1] is how a URL writes the address; Node's listen() looks it up as a host name and fails.
+        .refine((host) => !host.startsWith('['), 'an IPv6 address is written without brackets here, e.g. ::1')
+        .default('127.0.0.1')
+        .describe('Listen address; anything but loopback needs gateway authentication.'),
       port: z.number().int().min(0).max(65_535).default(8181).describe('Listen port (0: any free port); PORT overrides.'),
       body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024).describe('Largest request body on the decision, issuance, AuthZEN, OPA data API, replay and activate routes: 413 beyond it.'),
       shutdown_timeout_s: z.number().positive().max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
