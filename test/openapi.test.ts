@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EVALUATION_FAILURE_CODES } from '../src/policy/engine.ts';
 import { PROBLEM_TYPES } from '../src/server/openapi/problem-types.ts';
 import { decisionResponseSchema, problemSchema } from '../src/server/openapi/schemas.ts';
+import { BUNDLE_MEDIA_TYPES } from '../src/server/routes/bundles.ts';
 import { decideRequestSchema } from '../src/server/routes/decide.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter } from './support/arbiter.ts';
@@ -149,6 +150,12 @@ describe('GET /openapi.json', () => {
     expect(unavailable.status).toBe(503);
     expect(spec.paths['/v1/decide'].post.responses['503'].content['application/json'].schema.$ref).toBe('#/components/schemas/Decision');
     expect(decisionResponseSchema.safeParse(unavailable.body).success).toBe(true);
+  });
+
+  it('documents the archive PUT /v1/bundles/{name} takes, in every media type the route accepts', () => {
+    const body = spec.paths['/v1/bundles/{name}'].put.requestBody;
+    expect(body?.required).toBe(true);
+    expect(Object.keys(body.content).sort()).toEqual([...BUNDLE_MEDIA_TYPES].sort());
   });
 
   it('lists every problem code with its status', () => {

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { evaluationRequestSchema, evaluationsRequestSchema, actionSearchRequestSchema, resourceSearchRequestSchema, subjectSearchRequestSchema } from '../../authzen/schema.ts';
 import { AUTHZEN_PATHS, METADATA_PATH } from '../../authzen/metadata.ts';
 import { JsonPatchSchema } from '../../data/json-patch.ts';
-import { activateRequestSchema } from '../routes/bundles.ts';
+import { activateRequestSchema, BUNDLE_MEDIA_TYPES } from '../routes/bundles.ts';
 import { decideRequestSchema } from '../routes/decide.ts';
 import { decisionFiltersQuerySchema, decisionsQuerySchema, replayRequestSchema } from '../routes/decisions.ts';
 import { issuanceRequestSchema } from '../routes/issuance.ts';
@@ -285,6 +285,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['bundles'],
       scope: 'arbiter.bundles.write',
       params: BUNDLE_NAME,
+      binaryBody: { mediaTypes: BUNDLE_MEDIA_TYPES, description: 'The bundle archive as opa build writes it (.tar.gz), at most bundles.limits.max_compressed_bytes' },
       responses: {
         201: { description: 'Activated: `{outcome, revision, digest, bundle}`', contentType: 'application/json' },
         200: { description: 'Unchanged: this archive is the active revision already', contentType: 'application/json' },

@@ -79,6 +79,10 @@ function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, 
     security: operation.scope ? [{ adminBearer: [operation.scope] }] : [],
     ...(parameters.length > 0 && { parameters }),
     ...(operation.body && { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(operation.body, 'input') } } } }),
+    // OpenAPI 3.1: binary content is a media type without a schema.
+    ...(operation.binaryBody && {
+      requestBody: { required: true, description: operation.binaryBody.description, content: Object.fromEntries([...operation.binaryBody.mediaTypes].map((type) => [type, {}])) },
+    }),
     responses,
   };
 }

@@ -34,6 +34,8 @@ export interface ApiOperation {
   headers?: Record<string, string>;
   /** JSON request body: the schema passed to jsonBody(). */
   body?: z.ZodType;
+  /** A body that is not JSON (a bundle archive): the media types the route accepts, and what it is. */
+  binaryBody?: { mediaTypes: Iterable<string>; description: string };
   responses: Record<number, ApiResponse>;
   problems?: readonly ProblemUse[];
 }

@@ -19,7 +19,7 @@ export interface BundleRouteDeps {
 export const activateRequestSchema = z.strictObject({ revision: z.string().min(1) });
 
 /** What `opa build` writes and bundle servers send; anything else is not a bundle. */
-const BUNDLE_MEDIA_TYPES = new Set(['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/vnd.openpolicyagent.bundle']);
+export const BUNDLE_MEDIA_TYPES: ReadonlySet<string> = new Set(['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/vnd.openpolicyagent.bundle']);
 
 /**
  * The bundle lifecycle over HTTP. A rejected bundle answers 4xx naming the failed check
