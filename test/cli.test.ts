@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { parseConfig } from '../src/config/load.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
 
 const run = promisify(execFile);
@@ -129,5 +131,17 @@ describe('arbiter CLI', () => {
     expect(result.code).toBe(0);
     const { key, api_key } = JSON.parse(result.stdout) as { key: string; api_key: { id: string; sha256: string } };
     expect(api_key).toEqual({ id: 'kong-eu', sha256: createHash('sha256').update(key).digest('hex') });
+  });
+
+  it('prints a configuration entry that configures the id it was given, or refuses the id', async () => {
+    // '#' starts a YAML comment: printed bare, the entry would configure the id "edge".
+    const result = await cli('gateway-key', '--id', 'edge #1');
+    expect(result.code).toBe(0);
+    const entry = parseYaml(result.stdout.slice(result.stdout.indexOf('gateway:'))) as Record<string, unknown>;
+    expect(parseConfig(entry).gateway.api_keys[0]!.id).toBe('edge #1');
+    // An id the configuration would refuse is refused here, before the key is handed out.
+    const long = await cli('gateway-key', '--id', 'x'.repeat(129));
+    expect(long.code).toBe(2);
+    expect(long.stderr).toContain('--id');
   });
 });

@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { stringify as stringifyYaml } from 'yaml';
+import { apiKeyIdSchema } from '../config/gateway.ts';
 import { ArbiterError } from '../errors.ts';
 
 const HELP = `Usage: arbiter gateway-key --id <caller-id> [--json]
@@ -15,12 +17,17 @@ export async function gatewayKeyCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (!values.id) throw new ArbiterError('usage', `--id is required\n\n${HELP}`);
+  // Checked as the configuration will check it: a key handed out for an id it refuses is wasted.
+  const id = apiKeyIdSchema.safeParse(values.id);
+  if (!id.success) throw new ArbiterError('usage', '--id must be 1-128 characters (gateway.api_keys[].id)');
   const key = `arb_${randomBytes(32).toString('base64url')}`;
-  const entry = { id: values.id, sha256: createHash('sha256').update(key).digest('hex') };
+  const entry = { id: id.data, sha256: createHash('sha256').update(key).digest('hex') };
   if (values.json) {
     console.log(JSON.stringify({ key, api_key: entry }));
   } else {
-    console.log(`key (give it to the gateway, it is not stored): ${key}\n\nconfiguration entry:\ngateway:\n  authentication: api_key\n  api_keys:\n    - id: ${entry.id}\n      sha256: ${entry.sha256}`);
+    // Written by the YAML library, so an id holding `#`, `: ` or quotes reads back as itself.
+    const configuration = stringifyYaml({ gateway: { authentication: 'api_key', api_keys: [entry] } }).trimEnd();
+    console.log(`key (give it to the gateway, it is not stored): ${key}\n\nconfiguration entry:\n${configuration}`);
   }
   return 0;
 }

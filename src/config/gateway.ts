@@ -1,5 +1,8 @@
 import { z } from 'zod';
 
+/** A gateway's caller id, as `arbiter gateway-key --id` checks it too. */
+export const apiKeyIdSchema = z.string().trim().min(1).max(128);
+
 /**
  * How gateways authenticate to the decision endpoints, and how much each may ask.
  * `none` is for loopback development only; production uses API keys or mTLS.
@@ -13,7 +16,7 @@ export const gatewaySchema = z
     api_keys: z
       .array(
         z.strictObject({
-          id: z.string().trim().min(1).max(128).describe('Caller identity recorded with every decision.'),
+          id: apiKeyIdSchema.describe('Caller identity recorded with every decision.'),
           sha256: z
             .string()
             .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)')
