@@ -157,6 +157,19 @@ describe('configuration', () => {
     expect(problem!.message).toContain('::1');
   });
 
+  it('refuses a bundle that no bundle could ever be named, naming the key', () => {
+    // Such a bundle can never be active: every decision or AuthZEN request would answer 503.
+    for (const [raw, path] of [
+      [{ bundles: { default: 'Authz' } }, 'bundles.default'],
+      [{ authzen: { default_bundle: 'To do' } }, 'authzen.default_bundle'],
+      [{ authzen: { tenants: { acme: 'Acme/Policy' } } }, 'authzen.tenants.acme'],
+    ] as const) {
+      expect(issuesOf(() => parseConfig(raw)).map((i) => i.path), path).toEqual([path]);
+    }
+    // A valid name that is not active yet (pushed or pulled later) stays accepted.
+    expect(parseConfig({ authzen: { default_bundle: 'todo', tenants: { acme: 'acme_policy' } } }).authzen.tenants).toEqual({ acme: 'acme_policy' });
+  });
+
   it('refuses the development issuer in production', () => {
     expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
   });

@@ -106,7 +106,7 @@ const MiB = 1024 * 1024;
 const bundlesSchema = z
   .strictObject({
     dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name.'),
-    default: nonEmpty.default('authz').describe('Bundle that answers when a request names none.'),
+    default: bundleNameSchema.default('authz').describe('Bundle that answers when a request names none.'),
     store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart.'),
     require_signatures: z
       .boolean()
@@ -207,11 +207,12 @@ const configShape = z.strictObject({
   bundles: bundlesSchema,
   authzen: z
     .strictObject({
-      default_bundle: nonEmpty
+      // Bundle names, so a typo that no bundle could ever carry stops start-up rather than answer 503 forever.
+      default_bundle: bundleNameSchema
         .optional()
         .describe('Bundle that answers AuthZEN requests naming no tenant; without it such requests get 503.'),
       tenants: z
-        .record(nonEmpty, nonEmpty)
+        .record(nonEmpty, bundleNameSchema)
         .default({})
         .describe('Tenant name -> bundle, the tenant read from the X-Tenant header or else context.tenant.'),
       public_url: z
