@@ -68,6 +68,12 @@ describe('concurrency ceiling', () => {
     expect((await postJson(url, body)).status).toBe(200);
   });
 
+  it('starts with any server.request_timeout_s the configuration accepts', async () => {
+    // 16.1 s is 16100.000000000002 ms in floating point: Node's server wants whole milliseconds.
+    arbiter = await startTestArbiter({ server: { request_timeout_s: 16.1 } });
+    expect((await postJson(`${arbiter.url}/v1/decide`, body)).status).toBe(200);
+  });
+
   it('a client that stalls while sending its body loses the slot after server.request_timeout_s', async () => {
     arbiter = await startTestArbiter({ gateway: { max_concurrent: 1 }, server: { request_timeout_s: 1 } });
     const url = new URL(`${arbiter.url}/v1/decide`);

@@ -207,7 +207,9 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
 function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server'], material: TlsMaterial | undefined): Promise<ServerType> {
   // Node's default lets a request trickle in for 5 minutes while it holds a decision slot;
   // timeouts are checked every second instead of every 30.
-  const timeoutMs = options.request_timeout_s * 1000;
+  // Whole milliseconds, as Node's server requires (16.1 s is 16100.000000000002 ms), and at
+  // least 1: a value that rounds to 0 would turn the timeout off.
+  const timeoutMs = Math.max(1, Math.round(options.request_timeout_s * 1000));
   const timeouts = { requestTimeout: timeoutMs, headersTimeout: Math.min(timeoutMs, 60_000), connectionsCheckingInterval: 1000 };
   const serverOptions = material
     ? {
