@@ -37,6 +37,21 @@ describe('gateway API keys', () => {
     expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
   });
 
+  it('the OpenAPI document says how decision endpoints authenticate the gateway, and it works as said', async () => {
+    arbiter = await startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [{ id: 'kong-eu', sha256: sha256('s3cret-gateway-key') }] } });
+    const spec = (await (await fetch(`${arbiter.url}/openapi.json`)).json()) as Record<string, any>;
+    for (const [path, method] of [['/v1/decide', 'post'], ['/v1/issuance', 'post'], ['/access/v1/evaluation', 'post']] as const) {
+      expect(spec.paths[path][method].security, path).toEqual([{ gatewayApiKey: [] }]);
+    }
+    // Unauthenticated routes stay so; admin routes keep their bearer token.
+    expect(spec.paths['/healthz'].get.security).toEqual([]);
+    expect(spec.paths['/.well-known/authzen-configuration'].get.security).toEqual([]);
+    expect(spec.paths['/v1/revocations'].post.security).toEqual([{ adminBearer: ['arbiter.revocations.write'] }]);
+    const scheme = spec.components.securitySchemes.gatewayApiKey;
+    expect(scheme).toMatchObject({ type: 'apiKey', in: 'header' });
+    expect((await postJson(`${arbiter.url}/v1/decide`, body, { [scheme.name]: 's3cret-gateway-key' })).status).toBe(200);
+  });
+
   it('refuses unauthenticated gateways on a non-loopback host at start-up', async () => {
     await expect(startTestArbiter({ server: { host: '0.0.0.0' } })).rejects.toThrow(/gateway\.authentication/);
   });
@@ -133,6 +148,15 @@ describe('gateway mTLS', () => {
         req.end(JSON.stringify(body));
       });
     expect(arbiter.url).toMatch(/^https:/);
+    const spec = await new Promise<Record<string, any>>((resolve, reject) => {
+      request(`${arbiter!.url}/openapi.json`, { ca }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () => resolve(JSON.parse(text) as Record<string, any>));
+      }).on('error', reject).end();
+    });
+    expect(spec.paths['/v1/decide'].post.security).toEqual([{ gatewayMutualTls: [] }]);
+    expect(spec.components.securitySchemes.gatewayMutualTls).toMatchObject({ type: 'mutualTLS' });
     expect(await post(false)).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
     const ok = await post(true);
     expect(ok.status).toBe(200);

@@ -82,7 +82,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', decisionRoutes({ log: deps.decisionLog, bundles: deps.bundles, lifecycle: deps.bundleLifecycle.lifecycle, pipeline: deps.pipeline, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
   if (deps.opaCompat) app.route('/', opaCompatRoutes(deps.pipeline, deps.bodyLimitBytes));
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
-  app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined }))));
+  app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined, gatewayAuthentication: deps.gateway.authentication }))));
 
   app.notFound((c) => problem(c, 404, { code: 'not_found', title: 'Not found', detail: `no route for ${c.req.method} ${c.req.path}` }));
   app.onError((error, c) => {

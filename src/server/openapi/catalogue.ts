@@ -38,6 +38,8 @@ import packageJson from '../../../package.json' with { type: 'json' };
 export interface CatalogueFeatures {
   opaCompat: boolean;
   metrics: boolean;
+  /** gateway.authentication: how decision endpoints are called. */
+  gatewayAuthentication: RouteCatalogue['gatewayAuthentication'];
 }
 
 const BODY: readonly ProblemUse[] = ['unsupported_media_type', 'body_too_large', 'malformed_json', 'invalid_request'];
@@ -411,6 +413,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
   ];
 
   return {
+    gatewayAuthentication: features.gatewayAuthentication,
     info: {
       title: 'Arbiter',
       version: packageJson.version,

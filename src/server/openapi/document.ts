@@ -27,11 +27,12 @@ export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument
     return { $ref: `#/components/schemas/${name}` };
   };
 
+  const gateway = GATEWAY_SCHEMES[catalogue.gatewayAuthentication];
   const paths: OpenApiDocument['paths'] = {};
   for (const operation of catalogue.operations) {
     const item = (paths[operation.path] ??= {});
     if (item[operation.method]) throw new Error(`${operation.method.toUpperCase()} ${operation.path} is in the catalogue twice`);
-    item[operation.method] = operationObject(operation, schemaOf);
+    item[operation.method] = operationObject(operation, schemaOf, gateway?.name);
   }
 
   const schemas: Record<string, JsonSchema> = { Problem: { ...jsonSchema(problemSchema, 'output'), description: problemTable() } };
@@ -45,6 +46,7 @@ export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument
     components: {
       schemas,
       securitySchemes: {
+        ...(gateway && { [gateway.name]: gateway.scheme }),
         adminBearer: {
           type: 'http',
           scheme: 'bearer',
@@ -60,7 +62,20 @@ export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument
   };
 }
 
-function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema): JsonSchema {
+/** The security scheme of decision endpoints for each gateway.authentication; `none` has none. */
+const GATEWAY_SCHEMES: Record<RouteCatalogue['gatewayAuthentication'], { name: string; scheme: JsonSchema } | undefined> = {
+  none: undefined,
+  api_key: {
+    name: 'gatewayApiKey',
+    scheme: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'A gateway API key (gateway.api_keys); `Authorization: ApiKey <key>` works too. Without a known key: 401 gateway_unauthenticated.' },
+  },
+  mtls: {
+    name: 'gatewayMutualTls',
+    scheme: { type: 'mutualTLS', description: 'A client certificate signed by server.tls.ca_file. Without one: 401 gateway_unauthenticated.' },
+  },
+};
+
+function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema, gatewayScheme: string | undefined): JsonSchema {
   const parameters = [...pathParameters(operation), ...queryParameters(operation), ...headerParameters(operation)];
   const responses: Record<string, JsonSchema> = {};
   for (const [status, response] of Object.entries(operation.responses)) responses[status] = responseObject(response, schemaOf);
@@ -76,7 +91,7 @@ function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, 
     summary: operation.summary,
     ...(operation.description !== undefined && { description: operation.description }),
     tags: [...operation.tags],
-    security: operation.scope ? [{ adminBearer: [operation.scope] }] : [],
+    security: operation.scope ? [{ adminBearer: [operation.scope] }] : gatewayScheme && isDecisionEndpoint(operation) ? [{ [gatewayScheme]: [] }] : [],
     ...(parameters.length > 0 && { parameters }),
     ...(operation.body && { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(operation.body, 'input') } } } }),
     // OpenAPI 3.1: binary content is a media type without a schema.
@@ -85,6 +100,11 @@ function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, 
     }),
     responses,
   };
+}
+
+/** Decision endpoints are those the gateway middleware guards: they answer gateway_unauthenticated. */
+function isDecisionEndpoint(operation: ApiOperation): boolean {
+  return (operation.problems ?? []).some((use) => (typeof use === 'string' ? use : use.code) === 'gateway_unauthenticated');
 }
 
 function responseObject(response: ApiResponse, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema): JsonSchema {

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { GatewayConfig } from '../../config/gateway.ts';
 import type { AdminScope } from '../middleware/admin-auth.ts';
 import type { ProblemCode } from './problem-types.ts';
 
@@ -42,6 +43,8 @@ export interface ApiOperation {
 
 export interface RouteCatalogue {
   info: { title: string; version: string; description: string };
+  /** How the gateways calling decision endpoints authenticate (config gateway.authentication). */
+  gatewayAuthentication: GatewayConfig['authentication'];
   tags: readonly { name: string; description: string }[];
   /** Named schemas: an operation using one of these (by identity) refers to it in components.schemas. */
   schemas: Record<string, z.ZodType>;
