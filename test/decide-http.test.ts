@@ -372,6 +372,29 @@ describe('issuer keys that cannot be loaded', () => {
   });
 });
 
+describe('a remote key set larger than 1 MiB', () => {
+  it.each([
+    ['with its Content-Length', false],
+    ['chunked, its length unknown until read', true],
+  ])('is refused as the endpoint failing (token_keys_unavailable, naming the issuer and the limit), sent %s', async (_, chunked) => {
+    const bloated = await TestIssuer.create('https://bloated.test.example');
+    await bloated.serve();
+    // A valid key set, padded past the limit: buffered whole, it would verify.
+    const body = JSON.stringify({ ...bloated.jwks(), padding: 'x'.repeat(2 * 1024 * 1024) });
+    bloated.jwksFailure = { status: 200, body, chunked };
+    const server = await startTestArbiter({
+      issuers: [{ issuer: bloated.issuer, jwks_uri: bloated.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+    });
+    try {
+      const res = await postJson(`${server.url}/v1/decide`, request(await bloated.sign({ scope: 'read' })));
+      expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable', message: expect.stringMatching(/bloated\.test\.example.*1048576 bytes/) }] });
+    } finally {
+      await server.close();
+      await bloated.close();
+    }
+  });
+});
+
 describe('a remote key set that publishes private key material', () => {
   it('is refused whole: tokens deny with token_keys_unavailable and /readyz is 503 naming the issuer', async () => {
     const leaky = await TestIssuer.create('https://leaky.test.example');

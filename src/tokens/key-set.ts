@@ -81,20 +81,47 @@ function describeKey(jwk: JWK, index: number): string {
 }
 
 /**
+ * Largest remote JWKS body read. A key set of a hundred RSA-4096 keys is under 100 kB; an
+ * endpoint answering more is broken or hostile, and its answer would otherwise be buffered
+ * whole (for up to jwks_timeout_ms) once per fetch.
+ */
+export const MAX_JWKS_BYTES = 1024 * 1024;
+
+/**
  * Wraps the fetch a remote JWKS is loaded with so that a key set publishing private key
- * material is refused whole, as a failure to load it: tokens deny with
- * token_keys_unavailable and readiness reports it until the identity provider is fixed.
- * Checked once per fetch, not per token. Anything else is left for jose to judge.
+ * material, or a body larger than MAX_JWKS_BYTES, is refused whole, as a failure to load
+ * it: tokens deny with token_keys_unavailable and readiness reports it until the identity
+ * provider is fixed. Checked once per fetch, not per token. Anything else is left for jose
+ * to judge.
  */
 export function refusingPrivateKeys(fetchJwks: FetchImplementation): FetchImplementation {
   return async (url, options) => {
     const response = await fetchJwks(url, options);
     if (response.status !== 200) return response;
-    const text = await response.text();
+    const text = await readLimited(response, url);
     const problem = privateKeyProblemOfText(text);
     if (problem !== undefined) throw new Error(problem);
     return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers });
   };
+}
+
+/** The body as text (UTF-8, as Response.text() decodes it), read no further than MAX_JWKS_BYTES. */
+async function readLimited(response: Response, url: string): Promise<string> {
+  const tooLarge = () => new Error(`${url} answers more than ${MAX_JWKS_BYTES} bytes, the most a key set may take`);
+  const declared = Number(response.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > MAX_JWKS_BYTES) {
+    await response.body?.cancel();
+    throw tooLarge();
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  // Leaving the loop early cancels the body: the rest is never downloaded.
+  for await (const chunk of response.body ?? []) {
+    size += chunk.byteLength;
+    if (size > MAX_JWKS_BYTES) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
 }
 
 function privateKeyProblemOfText(text: string): string | undefined {

@@ -11,8 +11,8 @@ export class TestIssuer {
   readonly alg: string;
   readonly keys: { kid: string; privateKey: CryptoKey; publicJwk: JWK }[] = [];
   jwksFetches = 0;
-  /** When set, the JWKS endpoint answers this instead of the keys (an identity provider in trouble). */
-  jwksFailure: { status: number; body: string } | undefined;
+  /** When set, the JWKS endpoint answers this instead of the keys (an identity provider in trouble); `chunked` sends it without Content-Length. */
+  jwksFailure: { status: number; body: string; chunked?: boolean } | undefined;
   #server: Server | undefined;
   #url = '';
 
@@ -47,7 +47,8 @@ export class TestIssuer {
       }
       this.jwksFetches += 1;
       if (this.jwksFailure) {
-        res.writeHead(this.jwksFailure.status, { 'content-type': 'application/json' }).end(this.jwksFailure.body);
+        const { status, body, chunked } = this.jwksFailure;
+        res.writeHead(status, { 'content-type': 'application/json', ...(!chunked && { 'content-length': Buffer.byteLength(body) }) }).end(body);
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.jwks()));
