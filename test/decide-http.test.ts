@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestArbiter, postJson } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 import type { Arbiter } from '../src/server/start.ts';
+import { JWKS_FAILURE_BACK_OFF_MS } from '../src/tokens/trusted-issuers.ts';
 
 let idp: TestIssuer;
 let other: TestIssuer;
@@ -41,6 +42,8 @@ async function signRaw(issuer: TestIssuer, payloadJson: string): Promise<string>
   const key = issuer.keys[0]!;
   return new CompactSign(new TextEncoder().encode(payloadJson)).setProtectedHeader({ alg: 'ES256', kid: key.kid }).sign(key.privateKey);
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** An array nested `depth` levels deep around one number. */
 function nested(depth: number): unknown {
@@ -361,13 +364,66 @@ describe('issuer keys that cannot be loaded', () => {
       const res = await postJson(`${server.url}/v1/decide`, request(await troubled.sign()));
       expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
       expect(troubled.jwksFetches).toBeGreaterThan(0);
-      // Once the endpoint recovers, the same kind of token verifies: nothing was cached from the failure.
+      // Once the endpoint recovers (and the back-off after the failure is over), the same kind of
+      // token verifies: nothing was cached from the failure.
       troubled.jwksFailure = undefined;
+      await sleep(JWKS_FAILURE_BACK_OFF_MS + 100);
       const recovered = await postJson(`${server.url}/v1/decide`, request(await troubled.sign()));
       expect(recovered.body!.reasons[0].code).not.toMatch(/^token_/);
     } finally {
       await server.close();
       await troubled.close();
+    }
+  });
+});
+
+describe('after a failed JWKS fetch', () => {
+  it('decisions deny token_keys_unavailable at once for a second, and /readyz reports it, without fetching again', async () => {
+    const troubled = await TestIssuer.create('https://backoff.test.example');
+    await troubled.serve();
+    troubled.jwksFailure = { status: 503, body: '{}' };
+    const server = await startTestArbiter({
+      issuers: [{ issuer: troubled.issuer, jwks_uri: troubled.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+    });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await postJson(`${server.url}/v1/decide`, request(await troubled.sign({ scope: 'read' })));
+        expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable', message: expect.stringContaining(troubled.issuer) }] });
+      }
+      const ready = await fetch(`${server.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(((await ready.json()) as { problems: string[] }).problems).toEqual([expect.stringContaining(troubled.issuer)]);
+      expect(troubled.jwksFetches).toBe(1);
+      // Once the back-off is over, the next token fetches again, and verifies if the endpoint has recovered.
+      troubled.jwksFailure = undefined;
+      await sleep(JWKS_FAILURE_BACK_OFF_MS + 100);
+      expect((await postJson(`${server.url}/v1/decide`, request(await troubled.sign({ scope: 'read' })))).body).toMatchObject({ allow: true });
+      expect(troubled.jwksFetches).toBe(2);
+    } finally {
+      await server.close();
+      await troubled.close();
+    }
+  });
+
+  it('tokens with an unknown kid do not fetch again meanwhile, and keys already held keep verifying', async () => {
+    const rotating = await TestIssuer.create('https://rotating.test.example');
+    await rotating.serve();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: rotating.issuer, jwks_uri: rotating.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 1 }],
+    });
+    const decide = async (kid?: string) => (await postJson(`${server.url}/v1/decide`, request(await rotating.sign({ scope: 'read' }, kid === undefined ? {} : { kid })))).body;
+    try {
+      expect(await decide()).toMatchObject({ allow: true });
+      expect(rotating.jwksFetches).toBe(1);
+      await sleep(1100); // past the cooldown: an unknown kid would fetch again
+      const kid = await rotating.addKey('rotated');
+      rotating.jwksFailure = { status: 503, body: '{}' };
+      for (let i = 0; i < 3; i++) expect(await decide(kid)).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
+      expect(await decide()).toMatchObject({ allow: true });
+      expect(rotating.jwksFetches).toBe(2);
+    } finally {
+      await server.close();
+      await rotating.close();
     }
   });
 });
@@ -412,8 +468,9 @@ describe('a remote key set that publishes private key material', () => {
       const ready = await fetch(`${server.url}/readyz`);
       expect(ready.status).toBe(503);
       expect(((await ready.json()) as { problems: string[] }).problems).toEqual([expect.stringMatching(/leaky\.test\.example.*private key/)]);
-      // Once the identity provider publishes public keys only, its tokens verify again.
+      // Once the identity provider publishes public keys only (and the back-off is over), its tokens verify again.
       leaky.jwksFailure = undefined;
+      await sleep(JWKS_FAILURE_BACK_OFF_MS + 100);
       expect((await postJson(`${server.url}/v1/decide`, request(await leaky.sign({ scope: 'read' })))).body).toMatchObject({ allow: true });
     } finally {
       await server.close();

@@ -36,7 +36,7 @@ const jwksUri = z
 export const issuerSchema = z
   .strictObject({
     issuer: nonEmpty.describe('Exact `iss` value of tokens from this issuer.'),
-    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback. A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable).'),
+    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback. A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable). After a failed fetch it is not fetched again for 1 s: tokens that need it deny token_keys_unavailable at once meanwhile.'),
     jwks_file: nonEmpty.optional().describe('Local JWKS file (JSON): public keys only, at least one usable with `algorithms`; checked at start-up.'),
     secret_file: nonEmpty
       .optional()

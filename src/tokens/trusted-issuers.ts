@@ -65,19 +65,21 @@ export class IssuerRegistry {
 export async function createTrustedIssuer(config: IssuerConfig, index: number, options: TrustedIssuerOptions = {}): Promise<TrustedIssuer> {
   const at = (key: string) => `${options.configPath ?? 'issuers'}.${index}.${key}`;
   if (config.jwks_uri !== undefined) {
+    const backOff = new FetchBackOff();
     const remote = createRemoteJWKSet(new URL(config.jwks_uri), {
       cacheMaxAge: config.jwks_cache_max_age_s * 1000,
       cooldownDuration: config.jwks_cooldown_s * 1000,
       timeoutDuration: config.jwks_timeout_ms,
-      [customFetch]: refusingPrivateKeys(options.jwksFetch?.(config.issuer) ?? fetch),
+      [customFetch]: backOff.gate(refusingPrivateKeys(options.jwksFetch?.(config.issuer) ?? fetch)),
     });
     // Readiness probes are unauthenticated and frequent: a stale key set is reloaded at most
     // once per cooldown on their behalf, and a failed reload is reported until the next try,
-    // so probes cannot turn into a stream of requests to the identity provider.
+    // so probes cannot turn into a stream of requests to the identity provider. They share
+    // the back-off after a failure with decisions: neither fetches during it.
     let lastReload: { at: number; failure?: ArbiterError } | undefined;
     return {
       config,
-      key: keysUnavailableOnFetchFailure(remote, config.issuer),
+      key: keysUnavailableOnFetchFailure(remote, config.issuer, backOff),
       async checkKeys() {
         if (remote.fresh) return;
         const now = Date.now();
@@ -89,6 +91,7 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
         try {
           await remote.reload();
         } catch (error) {
+          backOff.failed(error);
           lastReload.failure = new ArbiterError('jwks_unavailable', `JWKS of ${config.issuer} cannot be loaded: ${(error as Error).message}`);
           throw lastReload.failure;
         }
@@ -126,15 +129,55 @@ const KEY_SELECTION_ERRORS = [errors.JWKSNoMatchingKey, errors.JWKSMultipleMatch
  * jose reports a non-200 answer or an unparsable body with a plain JOSEError whose message
  * is all that tells it apart; the getter is wrapped so the failure to load keys has a type.
  */
-function keysUnavailableOnFetchFailure(remote: JWTVerifyGetKey, issuer: string): JWTVerifyGetKey {
+function keysUnavailableOnFetchFailure(remote: JWTVerifyGetKey, issuer: string, backOff: FetchBackOff): JWTVerifyGetKey {
   return async (header, token) => {
     try {
       return await remote(header, token);
     } catch (error) {
       if (KEY_SELECTION_ERRORS.some((type) => error instanceof type)) throw error;
+      backOff.failed(error);
       throw new KeysUnavailableError(issuer, error);
     }
   };
+}
+
+/**
+ * How long an issuer's JWKS endpoint is not asked again after a fetch failed. jose fetches
+ * whenever the key set is stale or a token names a kid it lacks (past the cooldown, which
+ * it counts from the last successful load only), so without this every such token would
+ * fetch again, and wait up to jwks_timeout_ms. Not jwks_cooldown_s: that bounds refetches
+ * after a success and defaults to 30 s, which would keep an issuer's tokens denied for half
+ * a minute after a blip of its endpoint; one second bounds the fetches to one a second.
+ */
+export const JWKS_FAILURE_BACK_OFF_MS = 1000;
+
+/** The failure a fetch during the back-off is refused with; not itself a failure that extends it. */
+class BackingOffError extends Error {
+  constructor(failure: unknown) {
+    const detail = failure instanceof Error ? failure.message : String(failure);
+    super(`${detail} (not fetched again until ${JWKS_FAILURE_BACK_OFF_MS} ms after that failure)`);
+  }
+}
+
+/** The back-off of one issuer's JWKS fetches after a failure, shared by decisions and readiness probes. */
+class FetchBackOff {
+  #failure: unknown;
+  #until = 0;
+
+  /** `fetchJwks`, refused at once while backing off. Keys already loaded are used as before. */
+  gate(fetchJwks: FetchImplementation): FetchImplementation {
+    return async (url, options) => {
+      if (Date.now() < this.#until) throw new BackingOffError(this.#failure);
+      return fetchJwks(url, options);
+    };
+  }
+
+  /** Records that loading the key set failed with `error`. */
+  failed(error: unknown): void {
+    if (error instanceof BackingOffError) return;
+    this.#failure = error;
+    this.#until = Date.now() + JWKS_FAILURE_BACK_OFF_MS;
+  }
 }
 
 export function fromJwks(config: IssuerConfig, jwks: JSONWebKeySet): TrustedIssuer {
