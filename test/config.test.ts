@@ -70,6 +70,8 @@ describe('configuration', () => {
     ['issuers.0.audiences.0', { ...issuer, audiences: [''] }],
     ['issuers.0.audiences', { ...issuer, audiences: [] }],
     ['issuers.0.max_token_age_s', { ...issuer, max_token_age_s: 0 }],
+    // 0 would let every token naming a kid the key set lacks fetch the JWKS again.
+    ['issuers.0.jwks_cooldown_s', { ...issuer, jwks_cooldown_s: 0 }],
     ['issuers.0.algorithms.0', { ...issuer, algorithms: ['none'] }],
     ['issuers.0.jwks_uri', { ...issuer, jwks_uri: 'http://idp.example/jwks' }],
     ['issuers.0', { ...issuer, jwks_file: 'x.json' }],

@@ -17,7 +17,7 @@ beforeAll(async () => {
   await other.serve();
   arbiter = await startTestArbiter({
     issuers: [
-      { issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], max_token_age_s: 3600, max_lifetime_s: 7200, jwks_cooldown_s: 0 },
+      { issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], max_token_age_s: 3600, max_lifetime_s: 7200, jwks_cooldown_s: 1 },
       { issuer: other.issuer, jwks_uri: other.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], typ: 'at+jwt', required_claims: ['client_id'] },
     ],
   });
@@ -177,6 +177,7 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
   });
 
   it('picks up a rotated key after an unknown kid (JWKS refetch)', async () => {
+    await sleep(1100); // past the cooldown since the last fetch (a token with an unknown kid above)
     const kid = await idp.addKey('rotated');
     const before = idp.jwksFetches;
     const res = await postJson(decide, request(await idp.sign({ scope: 'read' }, { kid })));
@@ -358,7 +359,7 @@ describe('issuer keys that cannot be loaded', () => {
     await troubled.serve();
     troubled.jwksFailure = failure;
     const server = await startTestArbiter({
-      issuers: [{ issuer: troubled.issuer, jwks_uri: troubled.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 0 }],
+      issuers: [{ issuer: troubled.issuer, jwks_uri: troubled.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 1 }],
     });
     try {
       const res = await postJson(`${server.url}/v1/decide`, request(await troubled.sign()));
@@ -460,7 +461,7 @@ describe('a remote key set that publishes private key material', () => {
     const leaked = { ...(await exportJWK(leaky.keys[0]!.privateKey)), kid: 'leaked' };
     leaky.jwksFailure = { status: 200, body: JSON.stringify({ keys: [...leaky.jwks().keys, leaked] }) };
     const server = await startTestArbiter({
-      issuers: [{ issuer: leaky.issuer, jwks_uri: leaky.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 0 }],
+      issuers: [{ issuer: leaky.issuer, jwks_uri: leaky.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 1 }],
     });
     try {
       const res = await postJson(`${server.url}/v1/decide`, request(await leaky.sign({ scope: 'read' })));

@@ -49,7 +49,12 @@ export const issuerSchema = z
     max_token_age_s: z.number().int().positive('must be greater than 0').default(3600).describe('Oldest `iat` accepted: token_too_old beyond it.'),
     max_lifetime_s: z.number().int().positive('must be greater than 0').default(86_400).describe('Longest exp - iat accepted: token_lifetime_too_long beyond it.'),
     jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long.'),
-    jwks_cooldown_s: z.number().int().min(0).default(30).describe('Least time between refetches triggered by an unknown kid.'),
+    jwks_cooldown_s: z
+      .number()
+      .int()
+      .min(1, 'must be at least 1 (with 0, every token naming a kid the key set lacks would fetch it again)')
+      .default(30)
+      .describe('Least time between refetches triggered by an unknown kid; at least 1, or every such token would fetch again.'),
     jwks_timeout_ms: timerDelayMs().default(5000).describe('Timeout of one JWKS fetch.'),
   })
   .superRefine((issuer, ctx) => {
