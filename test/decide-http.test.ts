@@ -1,6 +1,8 @@
-import { CompactSign } from 'jose';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CompactSign, type CompactJWSHeaderParameters } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestArbiter, postJson } from './support/arbiter.ts';
+import { startTestArbiter, postJson, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { JWKS_FAILURE_BACK_OFF_MS } from '../src/tokens/trusted-issuers.ts';
@@ -206,7 +208,7 @@ describe('a token whose JSON nests deeper than 64 levels', () => {
 
   it.each([
     ['a claim', `,"deep":${deep}`, ''],
-    ['the header', '', `,"typ":${deep}`],
+    ['the header', '', `,"ext":${deep}`], // not typ: a typ that is not a string is refused before its depth is looked at
   ])('is denied as token_malformed, and recorded, when %s nests that deep', async (_label, claims, header) => {
     const now = Math.floor(Date.now() / 1000);
     const payload = `{"iss":"${idp.issuer}","sub":"user:deep","aud":"https://api.example.com","iat":${now},"exp":${now + 60},"scope":"read"${claims}}`;
@@ -347,6 +349,51 @@ describe('policy failures fail closed', () => {
     const res = await postJson(decide, request(undefined, { policy: 'absent' }));
     expect(res.status).toBe(503);
     expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'no_active_bundle' }], policy: null });
+  });
+});
+
+describe('a token header whose typ or kid is not a string', () => {
+  const secret = new TextEncoder().encode('s'.repeat(32));
+  const shared = 'https://hmac.test.example';
+  let server: Arbiter;
+
+  beforeAll(async () => {
+    const secretFile = join(tempDir(), 'secret');
+    writeFileSync(secretFile, secret);
+    server = await startTestArbiter({
+      issuers: [
+        // Neither sets typ: nothing else looks at the header's typ.
+        { issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] },
+        { issuer: shared, secret_file: secretFile, audiences: ['https://api.example.com'], algorithms: ['HS256'] },
+      ],
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const claims = (iss: string) => {
+    const now = Math.floor(Date.now() / 1000);
+    return new TextEncoder().encode(JSON.stringify({ iss, sub: 'user:alice', aud: 'https://api.example.com', iat: now, exp: now + 60, scope: 'read' }));
+  };
+  const signed = (header: Record<string, unknown>) => new CompactSign(claims(idp.issuer)).setProtectedHeader({ alg: 'ES256', ...header } as CompactJWSHeaderParameters).sign(idp.keys[0]!.privateKey);
+  const hmac = (header: Record<string, unknown>) => new CompactSign(claims(shared)).setProtectedHeader({ alg: 'HS256', ...header } as CompactJWSHeaderParameters).sign(secret);
+
+  it.each([
+    ['typ', 'a number, from a JWKS issuer', () => signed({ kid: idp.keys[0]!.kid, typ: 5 })],
+    ['kid', 'a number, from a JWKS issuer', () => signed({ kid: 1, typ: 'at+jwt' })],
+    ['typ', 'an object, from an HMAC issuer', () => hmac({ typ: { at: 'jwt' } })],
+    ['kid', 'a number, from an HMAC issuer', () => hmac({ kid: 7 })],
+  ])('denies with token_malformed a token whose %s is %s', async (name, _, mint) => {
+    const res = await postJson(`${server.url}/v1/decide`, request(await mint()));
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: expect.stringContaining(name) }] });
+  });
+
+  it('verifies the same tokens with string headers, and without them', async () => {
+    for (const token of [await signed({ kid: idp.keys[0]!.kid, typ: 'at+jwt' }), await hmac({ kid: 'k1', typ: 'at+jwt' }), await hmac({})]) {
+      expect((await postJson(`${server.url}/v1/decide`, request(token))).body).toMatchObject({ allow: true });
+    }
   });
 });
 

@@ -43,7 +43,7 @@ export const issuerSchema = z
       .describe('File holding the shared secret for HS* algorithms (at least 32 bytes).'),
     audiences: z.array(nonEmpty).min(1, 'at least one audience is required').describe('Accepted `aud` values; a token must carry one of them.'),
     algorithms: z.array(z.enum(SUPPORTED_ALGORITHMS)).min(1, 'at least one algorithm is required').describe('JWS algorithms accepted from this issuer (`none` never is).'),
-    typ: nonEmpty.optional().describe('Required JWT `typ` header, e.g. at+jwt (RFC 9068).'),
+    typ: nonEmpty.optional().describe('Required JWT `typ` header, e.g. at+jwt (RFC 9068). Unset, a `typ` that is not a string is still refused (token_malformed).'),
     required_claims: z.array(nonEmpty).default([]).describe('Claims required besides exp, iat and sub.'),
     clock_tolerance_s: z.number().int().min(0).max(300).default(30).describe('Leeway for exp, nbf and iat.'),
     max_token_age_s: z.number().int().positive('must be greater than 0').default(3600).describe('Oldest `iat` accepted: token_too_old beyond it.'),

@@ -60,6 +60,15 @@ const ALWAYS_REQUIRED_CLAIMS = ['exp', 'iat', 'sub'];
  */
 const STRING_CLAIMS = ['sub', 'jti', 'sid', 'client_id'] as const;
 
+/**
+ * Header parameters that are strings by RFC 7515 and RFC 7519 and reach the policy as
+ * `input.subject.token.kid` and `.typ`. jose checks typ only against an issuer's `typ`
+ * setting and compares kid only with a JWKS's keys, so a token carrying another type
+ * would verify (typ from any issuer without `typ`, kid from an HMAC issuer) or, from a
+ * JWKS issuer, name a key that can never be found and fetch the key set again.
+ */
+const STRING_HEADERS = ['typ', 'kid'] as const;
+
 export function tokenFingerprint(token: string): string {
   return createHash('sha256').update(token).digest('base64url');
 }
@@ -107,6 +116,10 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   const { config } = issuer;
   if (typeof header.alg !== 'string' || !(config.algorithms as readonly string[]).includes(header.alg)) {
     return fail('token_algorithm_not_allowed', `algorithm ${String(header.alg)} is not allowed for this issuer`, iss);
+  }
+  const headerNotAString = STRING_HEADERS.find((name) => header[name] !== undefined && typeof header[name] !== 'string');
+  if (headerNotAString !== undefined) {
+    return fail('token_malformed', `header ${headerNotAString} must be a string`, iss);
   }
 
   let payload: JWTPayload;
