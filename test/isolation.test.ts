@@ -45,6 +45,7 @@ describe('a module that hangs outside evaluation', () => {
   let token: string;
   let hangsOnLoad: Buffer;
   let hangsOnBigData: Buffer;
+  let hangsInTables: Buffer;
 
   beforeAll(async () => {
     admins = await TestIssuer.create('https://admins.test.example');
@@ -59,6 +60,8 @@ describe('a module that hangs outside evaluation', () => {
     hangsOnLoad = await patched('hang', 'opa_heap_ptr_get', LOOP_FOREVER);
     // Allocating room for a data document over 64 KiB never returns: loads, then hangs on a big update.
     hangsOnBigData = await patched('bigdata', 'opa_malloc', loopWhenFirstParamOver(64 * 1024));
+    // The static checks of a pushed module read its entrypoint table by calling it.
+    hangsInTables = await patched('tables', 'entrypoints', LOOP_FOREVER);
   }, 60_000);
 
   afterAll(async () => {
@@ -88,6 +91,15 @@ describe('a module that hangs outside evaluation', () => {
     expect((await ask('echo')).body).toMatchObject({ allow: true });
     // The next push of the same bytes is refused too, not left hanging.
     expect((await call('PUT', '/v1/bundles/hang', hangsOnLoad)).status).toBe(422);
+    expect((await ask('echo')).body).toMatchObject({ allow: true });
+  });
+
+  it('refuses a pushed bundle whose entrypoint table never returns, without stopping the server', async () => {
+    arbiter = await start();
+    const pushed = call('PUT', '/v1/bundles/tables', hangsInTables);
+    // The check runs on a worker: the main thread keeps answering while it hangs.
+    expect((await ask('echo')).body).toMatchObject({ allow: true });
+    expect(await pushed).toMatchObject({ status: 422, body: { check: 'wasm_timeout' } });
     expect((await ask('echo')).body).toMatchObject({ allow: true });
   });
 

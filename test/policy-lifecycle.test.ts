@@ -8,6 +8,8 @@ import { DEFAULT_ARCHIVE_LIMITS } from '../src/policy/archive.ts';
 import type { EvaluableBundle, PolicyEvaluation, PolicyEvaluator, PolicyInstances } from '../src/policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../src/policy/evaluation/in-process.ts';
 import { BundleLifecycle } from '../src/policy/lifecycle.ts';
+import type { Manifest } from '../src/policy/manifest.ts';
+import type { PolicyWasmInfo } from '../src/policy/wasm-check.ts';
 import { BundleRegistry } from '../src/policy/registry.ts';
 import { BundleStore } from '../src/policy/store.ts';
 import { tempDir } from './support/arbiter.ts';
@@ -25,6 +27,10 @@ class InstanceTrackingEvaluator implements PolicyEvaluator {
 
   setLiveData(data: Record<string, unknown>, version: number): void {
     this.#inner.setLiveData(data, version);
+  }
+
+  checkModule(wasm: Uint8Array<ArrayBuffer>, manifest: Pick<Manifest, 'wasm'>): Promise<PolicyWasmInfo> {
+    return this.#inner.checkModule(wasm, manifest);
   }
 
   release(digest: string): void {

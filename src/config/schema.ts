@@ -179,7 +179,7 @@ const configShape = z.strictObject({
       deadline_ms: z.number().int().positive().max(60_000).default(100).describe('An evaluation still running after this much of its own running time is stopped: deny policy_timeout. Time spent queued behind other evaluations on the same worker (up to 16 in flight) does not count, so a decision can take longer in total.'),
       load_deadline_ms: z
         .number().int().min(100).max(3_600_000).default(120_000)
-        .describe('Loading a policy module into a worker, or setting live data in one, still running after this long is stopped: the worker is replaced and that bundle revision denies policy_timeout until the live data changes (a pushed bundle is refused: smoke_evaluation). Generous by default: setting 50 MB of live data takes about 12 s on a 2-core VM.'),
+        .describe('Loading a policy module into a worker, or setting live data in one, still running after this long is stopped: the worker is replaced and that bundle revision denies policy_timeout until the live data changes (a pushed bundle is refused: smoke_evaluation; one whose entrypoints()/builtins() do not return while it is checked: wasm_timeout). Generous by default: setting 50 MB of live data takes about 12 s on a 2-core VM.'),
       max_memory_mb: z.number().int().min(2).max(4096).default(256).describe('WebAssembly memory ceiling per policy instance: beyond it, deny policy_resource_limit.'),
     })
     .prefault({}),

@@ -6,7 +6,6 @@ import { singleResult } from './engine.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { dataOutsideRoots, parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
 import { defineValue, isObject } from './overlay.ts';
-import { checkPolicyWasm } from './wasm-check.ts';
 
 /** A bundle revision that passed every check and can serve decisions. */
 export interface PolicyBundle {
@@ -52,7 +51,7 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
   if (!manifest.wasm.some((w) => w.entrypoint === entrypoint)) {
     throw new BundleRejectedError('entrypoint_missing', `bundle ${name} must declare the entrypoint ${entrypoint}`);
   }
-  const { entrypoints } = checkPolicyWasm(wasm, manifest);
+  const { entrypoints } = await options.evaluator.checkModule(wasm, manifest);
   const data = bundleData(files);
   // Bundle data overrides live data under the bundle's roots and nowhere else: data outside
   // them would shadow documents (entitlements, approvals) that live updates could no longer change.

@@ -33,6 +33,8 @@ const MAX_BACKOFF_MS = 10 * 60 * 1000;
 const STATE_DEPENDENT_CHECKS: ReadonlySet<string> = new Set([
   'bundle_roots_overlap',
   'smoke_evaluation',
+  // The module's table functions ran past the load deadline: perhaps only because the machine was busy.
+  'wasm_timeout',
   'signature_keys_missing',
   'bundle_replayed',
   'bundle_revision_conflict',

@@ -6,8 +6,9 @@
  *
  * Reading the entrypoint and builtin tables means running the module (its start
  * function, `entrypoints()`, `builtins()`) in a throwaway instance with its own memory
- * and imports that refuse every call. A module that loops forever would still hang
- * this check: bundles are trusted to that extent (verify their signatures first).
+ * and imports that refuse every call. A module that never returns from them would hang
+ * the thread: Arbiter runs this check on an evaluation worker (PolicyEvaluator.checkModule),
+ * which is replaced past engine.load_deadline_ms (wasm_timeout).
  *
  * Check codes (BundleRejectedError.check):
  *   wasm_invalid               not a WebAssembly module that compiles
@@ -18,6 +19,8 @@
  *   wasm_instantiate           instantiating or calling into the module failed
  *   wasm_entrypoint_missing    an entrypoint of the manifest is not compiled into the module
  *   wasm_unsupported_builtin   the module needs a host builtin Arbiter does not implement
+ *   wasm_timeout               running the module's table functions took past the load deadline
+ *                              (set where the check runs: PolicyEvaluator.checkModule)
  */
 import { z } from 'zod';
 import { BundleRejectedError } from '../errors.ts';

@@ -1,4 +1,6 @@
 import type { RawEvaluation } from '../engine.ts';
+import type { Manifest } from '../manifest.ts';
+import type { PolicyWasmInfo } from '../wasm-check.ts';
 import type { ThreadHeap } from '../../metrics/thread-heap.ts';
 
 /** A bundle revision as evaluators need it: its module, its own data and roots, and a key to cache instances by. */
@@ -40,6 +42,12 @@ export function inputJson(input: EvaluationInput): string {
 export interface PolicyEvaluator {
   evaluate(bundle: EvaluableBundle, entrypoint: string, input: EvaluationInput): Promise<PolicyEvaluation>;
   setLiveData(data: Record<string, unknown>, version: number): void;
+  /**
+   * checkPolicyWasm, run where this evaluator runs module code: the check calls the module's
+   * table functions, and a module that never returns from them must cost that thread, not
+   * the server. Rejects with BundleRejectedError (`wasm_timeout` past the load deadline).
+   */
+  checkModule(wasm: Uint8Array<ArrayBuffer>, manifest: Pick<Manifest, 'wasm'>): Promise<PolicyWasmInfo>;
   /**
    * The revision no longer serves: free its instances once its evaluations are done. A decision
    * that picked it before may still ask for it; it gets an instance for that evaluation only.

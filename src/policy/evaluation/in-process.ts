@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode } from '../engine.ts';
+import type { Manifest } from '../manifest.ts';
 import { overlay, type BundleLayer } from '../overlay.ts';
+import { checkPolicyWasm, type PolicyWasmInfo } from '../wasm-check.ts';
 import { inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
 
 /** Retired revisions remembered: far more than decisions can be holding at once. */
@@ -53,6 +55,15 @@ export class InProcessEvaluator implements PolicyEvaluator {
       }
     }
     return { ok: false, ...this.#failed.get(digest)!, dataVersion: this.#version };
+  }
+
+  /** On the main thread, as evaluations here: no deadline. */
+  checkModule(wasm: Uint8Array<ArrayBuffer>, manifest: Pick<Manifest, 'wasm'>): Promise<PolicyWasmInfo> {
+    try {
+      return Promise.resolve(checkPolicyWasm(wasm, manifest));
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
   }
 
   setLiveData(data: Record<string, unknown>, version: number): void {

@@ -1,7 +1,10 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import { BundleRejectedError } from '../../errors.ts';
 import { workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
 import type { EvaluationFailureCode } from '../engine.ts';
+import type { Manifest } from '../manifest.ts';
+import type { PolicyWasmInfo } from '../wasm-check.ts';
 import { inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
@@ -43,6 +46,19 @@ interface ModuleFailure {
 
 type ModuleState = 'loading' | 'loaded' | ModuleFailure;
 
+/** A module sent to a worker for checkPolicyWasm, and who waits for the answer. */
+interface PendingCheck {
+  wasm: Uint8Array<ArrayBuffer>;
+  manifest: Pick<Manifest, 'wasm'>;
+  resolve(info: PolicyWasmInfo): void;
+  reject(error: Error): void;
+  /** Sent again after its worker stopped: a second stop fails it (the check may be what stops it). */
+  resent?: boolean;
+}
+
+/** What a worker runs outside evaluations, on the load deadline: a module's load or data update, or a check. */
+type BusyWith = { digest: string } | { check: number };
+
 interface Slot {
   worker: Worker;
   ready: boolean;
@@ -58,8 +74,10 @@ interface Slot {
   waiting: Job[];
   /** Callers of policyInstances waiting for this worker's answer; it answers in the order asked. */
   instanceQueries: ((digests: string[] | undefined) => void)[];
-  /** The module whose own code the worker runs outside an evaluation (loading it, setting data), on the load deadline. */
-  busy?: { digest: string; timer: NodeJS.Timeout } | undefined;
+  /** Checks sent to this worker, unanswered. */
+  checks: Map<number, PendingCheck>;
+  /** The module code the worker runs outside an evaluation (loading, setting data, a check), on the load deadline. */
+  busy?: { with: BusyWith; timer: NodeJS.Timeout } | undefined;
 }
 
 /**
@@ -96,6 +114,20 @@ export class EvaluationPool implements PolicyEvaluator {
       this.#queue.push({ id: this.#nextId++, bundle, entrypoint, input, resolve, requeued: false });
       this.#dispatch();
     });
+  }
+
+  checkModule(wasm: Uint8Array<ArrayBuffer>, manifest: Pick<Manifest, 'wasm'>): Promise<PolicyWasmInfo> {
+    if (this.#closed) return Promise.reject(new Error('the evaluation pool is closed'));
+    return new Promise((resolve, reject) => {
+      // On the least busy worker, past the in-flight cap if need be: a push waits behind evaluations, never in the queue.
+      const slot = this.#slots.reduce((best, s) => (s.inFlight.size + s.waiting.length < best.inFlight.size + best.waiting.length ? s : best));
+      this.#sendCheck(slot, this.#nextId++, { wasm, manifest, resolve, reject });
+    });
+  }
+
+  #sendCheck(slot: Slot, id: number, check: PendingCheck): void {
+    slot.checks.set(id, check);
+    this.#post(slot, { type: 'check', id, wasm: check.wasm, manifest: check.manifest });
   }
 
   setLiveData(data: Record<string, unknown>, version: number): void {
@@ -166,6 +198,7 @@ export class EvaluationPool implements PolicyEvaluator {
     for (const slot of this.#slots) {
       this.#forgetQueries(slot);
       this.#idle(slot);
+      for (const check of slot.checks.values()) check.reject(new Error('the evaluation pool is closed'));
     }
     await Promise.all(this.#slots.map((slot) => slot.worker.terminate()));
   }
@@ -173,7 +206,7 @@ export class EvaluationPool implements PolicyEvaluator {
   #spawn(): Slot {
     const settings: WorkerSettings = { maxMemoryPages: this.#options.maxMemoryPages };
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: settings });
-    const slot: Slot = { worker, ready: false, dataPending: 0, modules: new Map(), inFlight: new Map(), waiting: [], instanceQueries: [] };
+    const slot: Slot = { worker, ready: false, dataPending: 0, modules: new Map(), inFlight: new Map(), waiting: [], instanceQueries: [], checks: new Map() };
     worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
     worker.on('error', (error) => this.#onCrash(slot, error));
     worker.on('exit', (code) => {
@@ -248,7 +281,17 @@ export class EvaluationPool implements PolicyEvaluator {
         slot.ready = true;
         return this.#resume(slot);
       case 'busy':
-        return this.#onBusy(slot, message.digest);
+        return this.#onBusy(slot, { digest: message.digest });
+      case 'checking':
+        return this.#onBusy(slot, { check: message.id });
+      case 'checked': {
+        this.#idle(slot);
+        const check = slot.checks.get(message.id);
+        slot.checks.delete(message.id);
+        if ('info' in message) check?.resolve(message.info);
+        else check?.reject(new BundleRejectedError(message.rejected.check, message.rejected.message));
+        return;
+      }
       case 'loaded':
         this.#idle(slot);
         if (slot.modules.get(message.digest) === 'loading') slot.modules.set(message.digest, 'loaded');
@@ -321,9 +364,9 @@ export class EvaluationPool implements PolicyEvaluator {
   }
 
   /** The worker runs a module's own code outside an evaluation: past the load deadline, it is stuck there. */
-  #onBusy(slot: Slot, digest: string): void {
+  #onBusy(slot: Slot, busyWith: BusyWith): void {
     this.#idle(slot);
-    slot.busy = { digest, timer: setTimeout(() => this.#onLoadDeadline(slot, digest), this.#options.loadDeadlineMs) };
+    slot.busy = { with: busyWith, timer: setTimeout(() => this.#onLoadDeadline(slot, busyWith), this.#options.loadDeadlineMs) };
   }
 
   #idle(slot: Slot): void {
@@ -335,16 +378,23 @@ export class EvaluationPool implements PolicyEvaluator {
    * Only a hand-made module hangs here (opa build's runtime parses and allocates in bounded
    * time): its revision denies from now on, and the worker, with whatever waited on it, is replaced.
    */
-  #onLoadDeadline(slot: Slot, digest: string): void {
+  #onLoadDeadline(slot: Slot, busyWith: BusyWith): void {
     const ms = this.#options.loadDeadlineMs;
-    this.#options.logger.error(
-      { digest, load_deadline_ms: ms, data_version: this.#data.version },
-      'policy module did not finish loading or taking live data within the load deadline; restarting its worker',
-    );
-    this.#hung.set(digest, {
-      code: 'policy_timeout',
-      message: `policy module ${digest} did not finish loading or taking live data within ${ms} ms; it denies until the live data changes`,
-    });
+    if ('check' in busyWith) {
+      this.#options.logger.error({ load_deadline_ms: ms }, 'checking a pushed policy module did not finish within the load deadline; restarting its worker');
+      slot.checks.get(busyWith.check)?.reject(new BundleRejectedError('wasm_timeout', `policy.wasm's table functions (entrypoints(), builtins()) did not return within ${ms} ms`));
+      slot.checks.delete(busyWith.check);
+    } else {
+      const { digest } = busyWith;
+      this.#options.logger.error(
+        { digest, load_deadline_ms: ms, data_version: this.#data.version },
+        'policy module did not finish loading or taking live data within the load deadline; restarting its worker',
+      );
+      this.#hung.set(digest, {
+        code: 'policy_timeout',
+        message: `policy module ${digest} did not finish loading or taking live data within ${ms} ms; it denies until the live data changes`,
+      });
+    }
     this.#replace(slot);
   }
 
@@ -357,10 +407,17 @@ export class EvaluationPool implements PolicyEvaluator {
   #replace(slot: Slot): void {
     const index = this.#slots.indexOf(slot);
     if (index === -1) return;
-    this.#slots[index] = this.#spawn();
+    const replacement = this.#spawn();
+    this.#slots[index] = replacement;
     this.#idle(slot);
     void slot.worker.terminate();
     this.#forgetQueries(slot);
+    // Checks waiting behind whatever stopped the worker did nothing wrong either: the new one runs them.
+    for (const [id, check] of slot.checks) {
+      if (check.resent) check.reject(new BundleRejectedError('wasm_instantiate', 'the evaluation worker stopped twice while checking policy.wasm'));
+      else this.#sendCheck(replacement, id, { ...check, resent: true });
+    }
+    slot.checks.clear();
     // Jobs sent to or waiting for the stopped worker did nothing wrong: run them again, once.
     const survivors = [...slot.inFlight.values(), ...slot.waiting];
     slot.inFlight.clear();

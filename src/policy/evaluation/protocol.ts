@@ -1,5 +1,7 @@
 import type { EvaluationFailureCode, RawEvaluation } from '../engine.ts';
+import type { Manifest } from '../manifest.ts';
 import type { BundleLayer } from '../overlay.ts';
+import type { PolicyWasmInfo } from '../wasm-check.ts';
 
 /**
  * Messages between the evaluation pool (main thread) and its workers. Each worker holds
@@ -11,6 +13,8 @@ export type ToWorker =
   | { type: 'unload'; digest: string }
   | { type: 'data'; json: string; version: number }
   | { type: 'evaluate'; id: number; digest: string; entrypoint: string; input: string }
+  /** Run checkPolicyWasm on a pushed module (it calls the module's table functions). */
+  | { type: 'check'; id: number; wasm: Uint8Array<ArrayBuffer>; manifest: Pick<Manifest, 'wasm'> }
   | { type: 'instances' };
 
 export type FromWorker =
@@ -20,6 +24,11 @@ export type FromWorker =
    * live data in it): until the next busy, loaded, load_failed or data_applied, it is on the load deadline.
    */
   | { type: 'busy'; digest: string }
+  /** The same for check `id`: the worker runs the checked module's table functions. */
+  | { type: 'checking'; id: number }
+  /** What check `id` found: the module's ABI tables, or the check it failed (BundleRejectedError). */
+  | { type: 'checked'; id: number; info: PolicyWasmInfo }
+  | { type: 'checked'; id: number; rejected: { check: string; message: string } }
   | { type: 'loaded'; digest: string }
   | { type: 'data_applied'; version: number }
   | { type: 'worker_error'; message: string }

@@ -3,7 +3,9 @@
  * stopped (the pool terminates this thread) without stopping the server.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { BundleRejectedError } from '../../errors.ts';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode, type RawEvaluation } from '../engine.ts';
+import { checkPolicyWasm } from '../wasm-check.ts';
 import { overlay, type BundleLayer } from '../overlay.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
@@ -96,6 +98,15 @@ async function handle(message: ToWorker): Promise<void> {
       return;
     case 'instances':
       send({ type: 'instances', digests: [...engines.keys()] });
+      return;
+    case 'check':
+      send({ type: 'checking', id: message.id });
+      try {
+        send({ type: 'checked', id: message.id, info: checkPolicyWasm(message.wasm, message.manifest) });
+      } catch (error) {
+        const check = error instanceof BundleRejectedError ? error.check : 'wasm_instantiate';
+        send({ type: 'checked', id: message.id, rejected: { check, message: describe(error) } });
+      }
       return;
   }
 }
