@@ -274,6 +274,7 @@ describe('arbiter config check', () => {
     ['a data seed file that is missing (for a store without the document)', `data:\n  path: ${join(dir, 'unseeded.db')}\n  seed: {entitlements: /nonexistent/entitlements.json}\n`, 'data.seed.entitlements'],
     ['a bundle signing exclude pattern with a character class (verification would refuse every signed bundle)', 'bundles:\n  signing:\n    exclude: ["data[0-9].json"]\n', 'bundles.signing.exclude.0'],
     ['a per-bundle exclude pattern with an escape', 'bundles:\n  signing:\n    bundles:\n      authz: {exclude: ["a\\\\*.txt"]}\n', 'bundles.signing.bundles.authz.exclude.0'],
+    ['a bundles directory that does not exist (a typo served no bundle at all)', 'bundles:\n  dir: /nonexistent/bundles\n', 'bundles.dir'],
     ['a bundle HMAC key file holding only a line ending', `bundles:\n  signing:\n    keys:\n      default: {algorithm: HS256, key_file: ${NEWLINE_KEY}}\n`, 'bundles.signing.keys.default.key_file'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
     const file = join(dir, `check-${path}.yaml`);

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import { atConfigKey, ConfigError } from '../errors.ts';
+import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
 import { documentsNotToSeed } from '../data/persistence.ts';
@@ -11,8 +12,8 @@ import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 const HELP = `Usage: arbiter config check <file> [--json]
 
 Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path:
-the schema first, then the files it names (issuer key sets and secrets, bundle signing keys, TLS files, the development
-issuer key, data seeds) as start-up reads them. Not checked: remote key sets (not fetched) and the decision log's
+the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
+keys, TLS files, the development issuer key, data seeds) as start-up reads them. Not checked: remote key sets (not fetched) and the decision log's
 own files (its database and checkpoint key, which start-up checks against each other). Exit codes: 0 valid, 2 invalid.`;
 
 export async function configCommand(argv: string[]): Promise<number> {
@@ -31,6 +32,7 @@ export async function configCommand(argv: string[]): Promise<number> {
     // The files start-up reads, read the same way, so their errors name the same keys.
     await IssuerRegistry.fromConfig(config.issuers);
     await IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' });
+    checkEmbeddedDirectory(config.bundles.dir);
     bundleVerificationOptions(config.bundles.signing);
     if (config.server.tls) readTlsMaterial(config.server.tls);
     // Read, never created here: a missing development key is generated at the first start.

@@ -110,7 +110,7 @@ const MiB = 1024 * 1024;
 
 const bundlesSchema = z
   .strictObject({
-    dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name.'),
+    dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name. Must be a readable directory (may be empty): start-up stops otherwise.'),
     default: bundleNameSchema.default('authz').describe('Bundle that answers when a request names none.'),
     store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart.'),
     require_signatures: z

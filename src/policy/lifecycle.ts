@@ -24,11 +24,12 @@
  *   bundle_replayed             see the replay rule above
  *   bundle_revision_conflict    see the replay rule above
  */
+import { readdirSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import type { Logger } from 'pino';
-import { ArbiterError, BundleRejectedError } from '../errors.ts';
+import { ArbiterError, atConfigKey, BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
 import { loadBundle, type PolicyBundle } from './bundle.ts';
 import { isBundleName } from './bundle-name.ts';
@@ -393,6 +394,15 @@ function depthExceeds(value: unknown, maxDepth: number): boolean {
   if (typeof value !== 'object' || value === null) return false;
   if (maxDepth === 0) return true;
   return Object.values(value).some((child) => depthExceeds(child, maxDepth - 1));
+}
+
+/**
+ * Stops start-up (ConfigError at bundles.dir) when the embedded directory cannot be listed: a
+ * mistyped path would otherwise start a server with no bundle that is never ready. A bundle
+ * in it that fails is only logged: the store's revisions may still serve.
+ */
+export function checkEmbeddedDirectory(dir: string): void {
+  atConfigKey('bundles.dir', () => readdirSync(dir));
 }
 
 async function readEmbedded(dir: string, logger: Logger): Promise<[string, Uint8Array][]> {

@@ -12,7 +12,7 @@ import { DecisionStore } from '../decisions/store.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
 import type { ThreadHeap } from '../metrics/thread-heap.ts';
-import { BundleLifecycle, type BundleObserver } from '../policy/lifecycle.ts';
+import { BundleLifecycle, checkEmbeddedDirectory, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
 import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../policy/evaluation/in-process.ts';
@@ -68,6 +68,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const logger = options.logger ?? pino({ level: config.logging.level, timestamp: pino.stdTimeFunctions.isoTime });
   // Read first: a bad certificate stops start-up before anything is opened.
   const tlsMaterial = config.server.tls && readTlsMaterial(config.server.tls);
+  checkEmbeddedDirectory(config.bundles.dir);
 
   const devIssuers: TrustedIssuer[] = [];
   if (config.dev_issuer.enabled) {
