@@ -73,7 +73,11 @@ const BUNDLE_NAME = { name: 'Bundle name: lowercase letters, digits, _ and - (at
 const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions`';
 const DECISION_ID = { id: 'decision_id (UUIDv7) as the decision endpoint answered it' };
 const DECISION_LOG: readonly ProblemUse[] = ['decision_log_disabled'];
-const DATA_PATH = { path: 'Slash-separated keys below /v1/data; a key may contain an encoded %2F.' };
+const DATA_PATH = {
+  path:
+    'Slash-separated keys below /v1/data, sent as literal slashes (/v1/data/authz/actions); an encoded %2F stays inside its key. ' +
+    'OpenAPI path parameters cannot hold a slash: a generated client that percent-encodes this parameter names one key, so build the URL yourself for nested paths.',
+};
 
 /**
  * Every operation of the HTTP API. To document a new route, add an entry next to its family:
