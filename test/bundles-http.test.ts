@@ -154,6 +154,16 @@ describe('hostile archives through PUT', () => {
     expect(response.body!.detail).toContain('entitlements');
   });
 
+  it.each([
+    ['a value', '{"lc": {"name": "\\ud800"}}', '/lc/name'],
+    ['a key', '{"lc": {"\\udc00": 1}}', '/lc/\udc00'],
+  ])('data.json whose %s holds a lone surrogate -> data_invalid naming the place (the policy could not load it)', async (_label, json, pointer) => {
+    const files = new Map(await readBundleArchive(archives.unsigned!));
+    const response = await put(open, 'lc', packFiles(new Map(files).set('data.json', new Uint8Array(Buffer.from(json)))));
+    expect(response.body).toMatchObject({ code: 'data_invalid', check: 'data_invalid' });
+    expect(response.body!.detail).toContain(`data.json${pointer}`);
+  });
+
   it('a gzip bomb stops at the decompressed limit', async () => {
     const size = 80 * 1024 * 1024;
     const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });

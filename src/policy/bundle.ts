@@ -3,6 +3,7 @@ import { BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
 import { policyResultSchema } from './contract.ts';
 import { singleResult } from './engine.ts';
+import { jsonDefect } from '../data/json-value.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { dataOutsideRoots, parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
 import { defineValue, isObject } from './overlay.ts';
@@ -41,6 +42,14 @@ export function decisionEntrypoint(bundleName: string): string {
 /**
  * Reads, validates and instantiates a bundle archive in memory. Throws BundleRejectedError
  * naming the failed check; nothing here touches what is currently active.
+ *
+ * Check codes (BundleRejectedError.check) besides those of the archive, manifest and wasm checks:
+ *   entrypoint_missing          the manifest does not declare `<name>/decision`
+ *   data_invalid                a data.json that is not UTF-8 JSON, a root data.json that is not
+ *                               an object, or a string or key that is not well-formed Unicode
+ *   data_conflict               two data.json files define the same value
+ *   bundle_data_outside_roots   data outside the manifest's roots
+ *   smoke_evaluation            the decision entrypoint fails or breaks the contract on SMOKE_INPUT
  */
 export async function loadBundle(name: string, archive: Uint8Array, options: LoadBundleOptions): Promise<PolicyBundle> {
   const files = options.files ?? (await readBundleArchive(archive, options.archiveLimits));
@@ -90,17 +99,26 @@ const SMOKE_INPUT = {
   data_status: {},
 };
 
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
 /** Merges every `data.json` in the archive at its directory's path, as OPA does. */
 function bundleData(files: ReadonlyMap<string, Uint8Array>): Record<string, unknown> {
   const data: Record<string, unknown> = {};
   for (const [path, bytes] of files) {
     if (path !== 'data.json' && !path.endsWith('/data.json')) continue;
+    let text: string;
     let value: unknown;
     try {
-      value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      value = JSON.parse(text);
     } catch (error) {
       throw new BundleRejectedError('data_invalid', `${path} is not valid JSON: ${(error as Error).message}`);
     }
+    // JSON escapes can spell a lone surrogate, which the policy's JSON parser refuses: caught
+    // here, the bundle is refused naming the place rather than failing its smoke evaluation.
+    // After a fatal UTF-8 decode only the escape \uD800-\uDFFF can, so text without one skips the walk.
+    const defect = SURROGATE_ESCAPE.test(text) ? jsonDefect(value, { maxDepth: Infinity, checkText: true }) : undefined;
+    if (defect !== undefined) throw new BundleRejectedError('data_invalid', `${path}${defect.pointer}: ${defect.detail}`);
     const segments = path.split('/').slice(0, -1);
     if (segments.length === 0) {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {

@@ -300,6 +300,8 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       problems: [
         'unsupported_media_type',
         'archive_compressed_too_large',
+        // A data.json that is not UTF-8 JSON or holds a lone surrogate: the check keeps the data code's 400.
+        'data_invalid',
         'bundle_name_invalid',
         'bundle_roots_overlap',
         'bundle_replayed',
