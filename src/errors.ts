@@ -55,3 +55,17 @@ export class BundleRejectedError extends ArbiterError {
     return this.code;
   }
 }
+
+/**
+ * A decision log record whose stored body no longer reads as a record (the database was
+ * edited or damaged outside Arbiter): `seq` names it, so reading reports the record to
+ * restore instead of failing without a word. Verify reports the same record as hash_mismatch.
+ */
+export class DecisionLogCorruptError extends ArbiterError {
+  readonly seq: number;
+
+  constructor(seq: number, message: string, options?: ErrorOptions) {
+    super('decision_log_corrupt', message, options);
+    this.seq = seq;
+  }
+}

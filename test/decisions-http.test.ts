@@ -619,3 +619,48 @@ describe('GET /v1/decisions/verify', () => {
     expect(verified.stdout).toContain(victim.id);
   });
 });
+
+describe('a decision log record damaged outside Arbiter', () => {
+  it('is named by seq when read, ends an export with an error record the CLI reports, and fails verify', async () => {
+    const damagedPath = join(dir, 'damaged.db');
+    const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } });
+    try {
+      for (let i = 0; i < 3; i++) expect((await postJson(`${damaged.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: `d-${i}` } })).status).toBe(200);
+      const db = new DatabaseSync(damagedPath);
+      let victim: string;
+      try {
+        victim = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 2').get() as { decision_id: string }).decision_id;
+        db.prepare("UPDATE decisions SET body = '{\"decision_id\": tru' WHERE seq = 2").run();
+      } finally {
+        db.close();
+      }
+
+      for (const path of ['/v1/decisions', `/v1/decisions/${victim}`]) {
+        const answer = await call(damaged, 'GET', path);
+        expect(answer.status, path).toBe(500);
+        expect(answer.headers.get('content-type'), path).toBe('application/problem+json');
+        expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('seq 2') });
+      }
+
+      const exported = await call(damaged, 'GET', '/v1/decisions/export');
+      expect(exported.status).toBe(200);
+      const lines = exported.text.split('\n');
+      expect(lines.pop()).toBe('');
+      expect(lines.map((line) => JSON.parse(line) as Json)).toMatchObject([{ seq: 3 }, { type: 'urn:arbiter:problem:decision_log_corrupt', code: 'decision_log_corrupt', seq: 2 }]);
+
+      const out = join(dir, 'damaged.ndjson');
+      const cliExport = await run(process.execPath, ['src/cli/main.ts', 'decisions', 'export', '--url', damaged.url, '--token', readToken, '--out', out]).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+      );
+      expect(cliExport.code).toBe(1);
+      expect(cliExport.stderr).toContain('decision_log_corrupt');
+      expect(cliExport.stderr).toContain('seq 2');
+      expect(cliExport.stderr).toContain('after 1 decisions');
+
+      expect((await call(damaged, 'GET', '/v1/decisions/verify')).body).toMatchObject({ ok: false, first_mismatch: { seq: 2, reason: 'hash_mismatch' } });
+    } finally {
+      await damaged.close();
+    }
+  });
+});

@@ -21,11 +21,17 @@ const NEXT_STEP: Record<string, string> = {
   decision_not_found: 'check the id; records older than decision_log.retention are pruned',
   decision_query_invalid: 'see arbiter decisions --help for the filter formats',
   decision_cursor_invalid: 'start again without --cursor',
+  decision_log_corrupt: 'keep the database file as evidence and restore that record from a backup or shipped copy (arbiter decisions verify checks the chain)',
   bundle_not_found: 'arbiter bundle list shows the bundles and their stored revisions',
   bundle_revision_not_found: 'arbiter bundle list shows the stored revisions',
   signature_missing: 'sign the bundle (opa build --signing-key ... or opa sign) or set bundles.require_signatures: false',
   bundle_replayed: 'push a newer revision, or activate an older one explicitly with arbiter bundle activate',
 };
+
+/** What to do about a problem `code`, when there is advice for it. */
+export function nextStep(code: string): string | undefined {
+  return Object.hasOwn(NEXT_STEP, code) ? NEXT_STEP[code] : undefined;
+}
 
 export function adminBaseUrl(options: AdminClientOptions): string {
   return options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;

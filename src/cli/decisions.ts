@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
 import { isObject } from '../policy/overlay.ts';
-import { adminBaseUrl, adminRequest, adminSend, objectWith, reportFailure, type AnswerShape } from './admin-client.ts';
+import { PROBLEM_TYPE_BASE } from '../server/problem.ts';
+import { adminBaseUrl, adminRequest, adminSend, nextStep, objectWith, reportFailure, type AnswerShape } from './admin-client.ts';
 
 const HELP = `Usage: arbiter decisions <subcommand> [options]
 
@@ -154,9 +155,12 @@ async function exportDecisions(options: Values): Promise<number> {
   }
   const destination = options.out === undefined ? stdout() : createWriteStream(options.out);
   let records = 0;
+  // The last line so far (with what follows it): an export the server had to stop ends with a problem document.
+  let tail: Buffer = Buffer.alloc(0);
   const counted = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       for (const byte of chunk) if (byte === 0x0a && ++records % PROGRESS_EVERY === 0) process.stderr.write(`exported ${records} decisions...\n`);
+      tail = lastLine(Buffer.concat([tail, chunk]));
       controller.enqueue(chunk);
     },
   });
@@ -164,6 +168,14 @@ async function exportDecisions(options: Values): Promise<number> {
     await pipeline(response.body!.pipeThrough(counted), destination);
   } catch (error) {
     console.error(`arbiter: the export stopped after ${records} decisions: ${(error as Error).message}; run it again (narrow it with --from/--to to resume)`);
+    return 1;
+  }
+  const stopped = problemLine(tail);
+  if (stopped !== undefined) {
+    const next = nextStep(stopped.code);
+    console.error(
+      `arbiter: the export stopped after ${records - 1} decisions: ${stopped.code}: ${stopped.detail ?? ''} (the last line of the output is this error)${next ? `\n  ${next}` : ''}`,
+    );
     return 1;
   }
   process.stderr.write(`exported ${records} decisions${options.out === undefined ? '' : ` to ${options.out}`}\n`);
@@ -226,6 +238,26 @@ function describe(decision: Recorded): string {
     `${decision.bundle ?? '-'}@${decision.revision ?? '-'}`,
     `[${decision.result.reasons.map((r) => r.code).join(', ')}]`,
   ].join('  ');
+}
+
+/** The last line of `bytes`, ignoring a final newline: copied, so the rest can be let go. */
+function lastLine(bytes: Buffer): Buffer {
+  const end = bytes.at(-1) === 0x0a ? bytes.length - 1 : bytes.length;
+  const start = end === 0 ? 0 : bytes.lastIndexOf(0x0a, end - 1) + 1;
+  return Buffer.from(bytes.subarray(start));
+}
+
+/** The problem document a line holds, when it is one rather than a decision record. */
+function problemLine(line: Buffer): { code: string; detail?: string } | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!isObject(parsed) || Object.hasOwn(parsed, 'decision_id') || typeof parsed.code !== 'string') return undefined;
+  if (typeof parsed.type !== 'string' || !parsed.type.startsWith(PROBLEM_TYPE_BASE)) return undefined;
+  return { code: parsed.code, ...(typeof parsed.detail === 'string' && { detail: parsed.detail }) };
 }
 
 function filterParams(options: Values): URLSearchParams {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
-import { ArbiterError } from '../errors.ts';
+import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
 import type { DecisionRecord, StoredDecision } from './record.ts';
 
 /** Every filter is optional; given filters are ANDed. Times are ms since the epoch. */
@@ -49,27 +49,29 @@ const EQUALITY_FILTERS = ['iss', 'sub', 'client_id', 'action', 'resource_type', 
  * or land before the cursor's position in the order, they never shift the page boundaries.
  */
 export function queryDecisions(db: DatabaseSync, filters: DecisionFilters, page: PageRequest): DecisionPage {
-  const parsed = pageRequestSchema.safeParse(page);
-  if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
-  const { limit, cursor } = parsed.data;
-  const after = cursor === undefined ? undefined : decodeCursor(cursor);
-  const rows = matchingRows(db, filters, after, limit + 1);
-  const decisions = rows.slice(0, limit).map(toStoredDecision);
-  const last = decisions.at(-1);
-  return {
-    decisions,
-    next_cursor: rows.length > limit && last ? encodeCursor({ timestamp: last.timestamp, seq: last.seq }) : null,
-  };
+  const { rows, next_cursor } = pageOfRows(db, filters, page);
+  return { decisions: rows.map(toStoredDecision), next_cursor };
 }
 
 /** Every matching decision, newest first, read a page at a time so no read transaction stays open. */
 export function* exportDecisions(db: DatabaseSync, filters: DecisionFilters): Generator<StoredDecision> {
   let cursor: string | undefined;
   do {
-    const page = queryDecisions(db, filters, { limit: MAX_PAGE_SIZE, cursor });
-    yield* page.decisions;
+    const page = pageOfRows(db, filters, { limit: MAX_PAGE_SIZE, cursor });
+    // One record at a time: a damaged one stops the export there, after every record before it.
+    for (const row of page.rows) yield toStoredDecision(row);
     cursor = page.next_cursor ?? undefined;
   } while (cursor !== undefined);
+}
+
+function pageOfRows(db: DatabaseSync, filters: DecisionFilters, page: PageRequest): { rows: StoredRow[]; next_cursor: string | null } {
+  const parsed = pageRequestSchema.safeParse(page);
+  if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
+  const { limit, cursor } = parsed.data;
+  const after = cursor === undefined ? undefined : decodeCursor(cursor);
+  const rows = matchingRows(db, filters, after, limit + 1);
+  const last = rows.length > limit ? rows[limit - 1] : undefined;
+  return { rows: rows.slice(0, limit), next_cursor: last ? encodeCursor({ timestamp: last.timestamp, seq: last.seq }) : null };
 }
 
 export interface StoredRow {
@@ -80,8 +82,20 @@ export interface StoredRow {
   hash: string;
 }
 
+/** Throws DecisionLogCorruptError naming the row when its body is not a JSON object. */
 export function toStoredDecision(row: StoredRow): StoredDecision {
-  return { ...(JSON.parse(row.body) as DecisionRecord), seq: row.seq, prev_hash: row.prev_hash, hash: row.hash };
+  let record: unknown;
+  try {
+    record = JSON.parse(row.body);
+  } catch (error) {
+    throw corrupt(row, `its body is not JSON: ${(error as Error).message}`, error);
+  }
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) throw corrupt(row, 'its body is not a JSON object');
+  return { ...(record as DecisionRecord), seq: row.seq, prev_hash: row.prev_hash, hash: row.hash };
+}
+
+function corrupt(row: StoredRow, why: string, cause?: unknown): DecisionLogCorruptError {
+  return new DecisionLogCorruptError(row.seq, `decision log record seq ${row.seq} was changed outside Arbiter: ${why}`, { cause });
 }
 
 interface Position {

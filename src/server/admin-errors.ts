@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { ArbiterError, BundleRejectedError } from '../errors.ts';
-import { problem } from './problem.ts';
+import { ArbiterError, BundleRejectedError, DecisionLogCorruptError } from '../errors.ts';
+import { problem, problemDocument, type Problem } from './problem.ts';
 
 /** HTTP status of each error code an admin operation can raise; unknown codes are server faults. */
 const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
@@ -35,13 +35,30 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   decision_cursor_invalid: 400,
   decision_not_found: 404,
   decision_not_replayable: 409,
+  // Damaged at rest, like a bundle archive that no longer matches its digest: retrying will not help.
+  decision_log_corrupt: 500,
 };
 
 /** Turns an ArbiterError from a store into the problem response its code calls for. */
 export function adminProblem(c: Context, error: unknown): Response {
   if (!(error instanceof ArbiterError)) throw error;
+  const { status, body } = problemOf(error);
+  return problem(c, status, body);
+}
+
+/**
+ * The problem document adminProblem answers for `error`, as JSON text: how a response
+ * already streaming (a decision export) reports an error, as its last line.
+ */
+export function adminProblemText(error: ArbiterError, instance: string): string {
+  const { status, body } = problemOf(error);
+  return problemDocument(status, body, instance);
+}
+
+function problemOf(error: ArbiterError): { status: ContentfulStatusCode; body: Problem } {
   // A bundle that fails a check is well-formed HTTP the server cannot use: 422, naming the check.
   const status = STATUS_BY_CODE[error.code] ?? (error instanceof BundleRejectedError ? 422 : 500);
   const check = error instanceof BundleRejectedError ? { check: error.check } : {};
-  return problem(c, status, { code: error.code, title: error.code.replaceAll('_', ' '), detail: error.message, ...check });
+  const seq = error instanceof DecisionLogCorruptError ? { seq: error.seq } : {};
+  return { status, body: { code: error.code, title: error.code.replaceAll('_', ' '), detail: error.message, ...check, ...seq } };
 }

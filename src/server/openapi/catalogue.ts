@@ -348,14 +348,15 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       scope: 'arbiter.decisions.read',
       query: decisionsQuerySchema,
       responses: { 200: { description: 'A page of decisions', schema: decisionPageSchema } },
-      problems: [...DECISION_LOG, 'decision_query_invalid', 'decision_cursor_invalid'],
+      problems: [...DECISION_LOG, 'decision_query_invalid', 'decision_cursor_invalid', 'decision_log_corrupt'],
     },
     {
       method: 'get',
       path: '/v1/decisions/export',
       operationId: 'exportDecisions',
       summary: 'Stream every matching decision as NDJSON (for SIEMs)',
-      description: 'One stored decision per line, newest first, streamed as it is read.',
+      description:
+        'One stored decision per line, newest first, streamed as it is read. An export that meets a damaged record stops there: its last line is then a problem document (`decision_log_corrupt`, with `seq`) instead of a decision.',
       tags: ['decision-log'],
       scope: 'arbiter.decisions.read',
       query: decisionFiltersQuerySchema,
@@ -381,7 +382,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       scope: 'arbiter.decisions.read',
       params: DECISION_ID,
       responses: { 200: { description: 'The decision as stored', schema: storedDecisionSchema } },
-      problems: [...DECISION_LOG, 'decision_not_found'],
+      problems: [...DECISION_LOG, 'decision_not_found', 'decision_log_corrupt'],
     },
     {
       method: 'post',
@@ -397,7 +398,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         200: { description: 'The recorded and the replayed result side by side', schema: replayReportSchema },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
-      problems: [...BODY, ...DECISION_LOG, 'decision_not_found', 'decision_not_replayable', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_store_digest_mismatch', 'bundle_store_unreadable'],
+      problems: [...BODY, ...DECISION_LOG, 'decision_not_found', 'decision_log_corrupt', 'decision_not_replayable', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_store_digest_mismatch', 'bundle_store_unreadable'],
     },
 
     ...(features.opaCompat

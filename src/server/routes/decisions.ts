@@ -8,7 +8,7 @@ import type { DecisionStore } from '../../decisions/store.ts';
 import { ArbiterError } from '../../errors.ts';
 import type { BundleLifecycle } from '../../policy/lifecycle.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
-import { adminProblem } from '../admin-errors.ts';
+import { adminProblem, adminProblemText } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import { problem } from '../problem.ts';
@@ -106,7 +106,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
       const query = decisionFiltersQuerySchema.safeParse(c.req.query());
       if (!query.success) return adminProblem(c, queryError(query.error));
       try {
-        return c.body(ndjson(log.store.export(query.data)), 200, { 'Content-Type': 'application/x-ndjson' });
+        return c.body(ndjson(log.store.export(query.data), c.req.path), 200, { 'Content-Type': 'application/x-ndjson' });
       } catch (error) {
         return adminProblem(c, error);
       }
@@ -124,8 +124,12 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
       }
     })
     .get('/v1/decisions/:id', read, (c) => {
-      const decision = log.store.get(c.req.param('id'));
-      return decision ? c.json(decision) : adminProblem(c, notFound(c.req.param('id')));
+      try {
+        const decision = log.store.get(c.req.param('id'));
+        return decision ? c.json(decision) : adminProblem(c, notFound(c.req.param('id')));
+      } catch (error) {
+        return adminProblem(c, error);
+      }
     })
     .post('/v1/decisions/:id/replay', read, jsonBody(replayRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
       try {
@@ -172,8 +176,11 @@ function queryError(error: z.ZodError): ArbiterError {
 /**
  * One JSON line per record, produced as the client reads: each pull writes a chunk and
  * the next waits for the event loop, so a long export neither buffers nor starves requests.
+ * The status went out with the first line: an ArbiterError met on the way (a damaged record)
+ * ends the export with its problem document as the last line, so the file says why it stops
+ * where it does. Any other error still breaks the response off, as a failed read.
  */
-function ndjson(records: Iterable<StoredDecision>): ReadableStream<Uint8Array> {
+function ndjson(records: Iterable<StoredDecision>, instance: string): ReadableStream<Uint8Array> {
   const iterator = records[Symbol.iterator]();
   const encoder = new TextEncoder();
   return new ReadableStream<Uint8Array>(
@@ -182,7 +189,15 @@ function ndjson(records: Iterable<StoredDecision>): ReadableStream<Uint8Array> {
         await new Promise<void>((resolve) => setImmediate(resolve));
         let text = '';
         for (let i = 0; i < EXPORT_CHUNK_RECORDS; i++) {
-          const next = iterator.next();
+          let next: IteratorResult<StoredDecision>;
+          try {
+            next = iterator.next();
+          } catch (error) {
+            if (!(error instanceof ArbiterError)) throw error;
+            controller.enqueue(encoder.encode(`${text}${adminProblemText(error, instance)}\n`));
+            controller.close();
+            return;
+          }
           if (next.done) {
             if (text) controller.enqueue(encoder.encode(text));
             controller.close();
