@@ -1,8 +1,10 @@
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { exportJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Decision } from '../src/decisions/pipeline.ts';
 import { ArbiterMetrics } from '../src/metrics/registry.ts';
+import { MAX_JWKS_BYTES } from '../src/tokens/key-set.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
@@ -99,6 +101,31 @@ describe('GET /metrics', () => {
       expect(samples.get('arbiter_bundle_rejections_total{bundle="broken",check="archive_not_gzip"}')).toBe(1);
     } finally {
       await server.close();
+    }
+  });
+
+  it('counts a JWKS refused for holding private keys or for its size as a failed fetch', async () => {
+    const leaky = await TestIssuer.create('https://leaky.test.example');
+    leaky.jwksFailure = { status: 200, body: JSON.stringify({ keys: [{ ...(await exportJWK(leaky.keys[0]!.privateKey)), kid: leaky.keys[0]!.kid }] }) };
+    const huge = await TestIssuer.create('https://huge.test.example');
+    huge.jwksFailure = { status: 200, body: JSON.stringify({ keys: [], padding: 'x'.repeat(MAX_JWKS_BYTES) }), chunked: true };
+    await Promise.all([leaky.serve(), huge.serve()]);
+    const issuerConfig = (issuer: TestIssuer) => ({ issuer: issuer.issuer, jwks_uri: issuer.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] });
+    const server = await startTestArbiter({ issuers: [issuerConfig(leaky), issuerConfig(huge)] });
+    try {
+      for (const issuer of [leaky, huge]) {
+        const res = await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, token: await issuer.sign({ scope: 'read' }) });
+        expect(res.body!.reasons[0].code).toBe('token_keys_unavailable');
+      }
+      const samples = await scrape(server.url);
+      for (const issuer of [leaky, huge]) {
+        expect(issuer.jwksFetches, issuer.issuer).toBeGreaterThan(0);
+        expect(samples.get(`arbiter_jwks_fetches_total{issuer="${issuer.issuer}"}`), issuer.issuer).toBe(issuer.jwksFetches);
+        expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${issuer.issuer}"}`), issuer.issuer).toBe(issuer.jwksFetches);
+      }
+    } finally {
+      await server.close();
+      await Promise.all([leaky.close(), huge.close()]);
     }
   });
 

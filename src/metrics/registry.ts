@@ -1,3 +1,4 @@
+import type { FetchImplementation } from 'jose';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
@@ -62,7 +63,7 @@ export class ArbiterMetrics {
 
   readonly jwksFetchFailures = new Counter({
     name: 'arbiter_jwks_fetch_failures_total',
-    help: 'JWKS fetches that failed (network error, timeout or a status other than 200).',
+    help: 'JWKS fetches that failed (network error, timeout, a status other than 200, a body over 1 MiB or holding private keys).',
     labelNames: ['issuer'] as const,
     registers: [this.registry],
   });
@@ -158,12 +159,16 @@ export class ArbiterMetrics {
     this.tokenFailures.inc({ reason });
   }
 
-  /** A fetch for jose's createRemoteJWKSet that counts each JWKS fetch of `issuer` and its failures. */
-  jwksFetch(issuer: string): typeof fetch {
-    return async (input, init) => {
+  /**
+   * Wraps `load`, the fetch jose's createRemoteJWKSet loads the JWKS of `issuer` with, counting
+   * each fetch and its failures: what `load` throws (a key set refused for its size or for
+   * private keys, as well as a network error or timeout) and any status but 200.
+   */
+  jwksFetch(issuer: string, load: FetchImplementation): FetchImplementation {
+    return async (url, options) => {
       this.jwksFetches.inc({ issuer });
       try {
-        const response = await fetch(input, init);
+        const response = await load(url, options);
         if (response.status !== 200) this.jwksFetchFailures.inc({ issuer });
         return response;
       } catch (error) {

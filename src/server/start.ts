@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
+import type { FetchImplementation } from 'jose';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { LiveData } from '../data/documents.ts';
@@ -89,7 +90,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     },
     policyInstances: () => evaluator.policyInstances(),
   });
-  const jwksFetch = (issuer: string) => metrics.jwksFetch(issuer);
+  const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, load);
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
   const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch, configPath: 'admin.issuers' });
   if (issuers.all().length === 0) {

@@ -16,8 +16,11 @@ export interface TrustedIssuer {
 export const MIN_HMAC_SECRET_BYTES = 32;
 
 export interface TrustedIssuerOptions {
-  /** The fetch a remote JWKS of `issuer` is loaded with (metrics count fetches through it); global fetch otherwise. */
-  jwksFetch?: (issuer: string) => FetchImplementation;
+  /**
+   * Wraps `load`, the fetch a remote JWKS of `issuer` is loaded with (metrics count fetches and
+   * failures through it). `load` is the checking fetch, so a key set it refuses counts as failed.
+   */
+  jwksFetch?: (issuer: string, load: FetchImplementation) => FetchImplementation;
   /** Where these issuers are configured, for errors that name the key: `issuers` (default) or `admin.issuers`. */
   configPath?: string;
 }
@@ -66,11 +69,12 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
   const at = (key: string) => `${options.configPath ?? 'issuers'}.${index}.${key}`;
   if (config.jwks_uri !== undefined) {
     const backOff = new FetchBackOff();
+    const load = refusingPrivateKeys(fetch);
     const remote = createRemoteJWKSet(new URL(config.jwks_uri), {
       cacheMaxAge: config.jwks_cache_max_age_s * 1000,
       cooldownDuration: config.jwks_cooldown_s * 1000,
       timeoutDuration: config.jwks_timeout_ms,
-      [customFetch]: backOff.gate(refusingPrivateKeys(options.jwksFetch?.(config.issuer) ?? fetch)),
+      [customFetch]: backOff.gate(options.jwksFetch?.(config.issuer, load) ?? load),
     });
     // Readiness probes are unauthenticated and frequent: a stale key set is reloaded at most
     // once per cooldown on their behalf, and a failed reload is reported until the next try,
