@@ -157,10 +157,10 @@ describe('hostile archives through PUT', () => {
   it.each([
     ['a value', '{"lc": {"name": "\\ud800"}}', '/lc/name'],
     ['a key', '{"lc": {"\\udc00": 1}}', '/lc/\udc00'],
-  ])('data.json whose %s holds a lone surrogate -> data_invalid naming the place (the policy could not load it)', async (_label, json, pointer) => {
+  ])('data.json whose %s holds a lone surrogate -> 422 bundle_data_invalid naming the place (the policy could not load it)', async (_label, json, pointer) => {
     const files = new Map(await readBundleArchive(archives.unsigned!));
     const response = await put(open, 'lc', packFiles(new Map(files).set('data.json', new Uint8Array(Buffer.from(json)))));
-    expect(response.body).toMatchObject({ code: 'data_invalid', check: 'data_invalid' });
+    expect(response).toMatchObject({ status: 422, body: { code: 'bundle_data_invalid', check: 'bundle_data_invalid' } });
     expect(response.body!.detail).toContain(`data.json${pointer}`);
   });
 

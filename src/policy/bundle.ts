@@ -45,7 +45,7 @@ export function decisionEntrypoint(bundleName: string): string {
  *
  * Check codes (BundleRejectedError.check) besides those of the archive, manifest and wasm checks:
  *   entrypoint_missing          the manifest does not declare `<name>/decision`
- *   data_invalid                a data.json that is not UTF-8 JSON, a root data.json that is not
+ *   bundle_data_invalid         a data.json that is not UTF-8 JSON, a root data.json that is not
  *                               an object, or a string or key that is not well-formed Unicode
  *   data_conflict               two data.json files define the same value
  *   bundle_data_outside_roots   data outside the manifest's roots
@@ -112,17 +112,17 @@ function bundleData(files: ReadonlyMap<string, Uint8Array>): Record<string, unkn
       text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
       value = JSON.parse(text);
     } catch (error) {
-      throw new BundleRejectedError('data_invalid', `${path} is not valid JSON: ${(error as Error).message}`);
+      throw new BundleRejectedError('bundle_data_invalid', `${path} is not valid JSON: ${(error as Error).message}`);
     }
     // JSON escapes can spell a lone surrogate, which the policy's JSON parser refuses: caught
     // here, the bundle is refused naming the place rather than failing its smoke evaluation.
     // After a fatal UTF-8 decode only the escape \uD800-\uDFFF can, so text without one skips the walk.
     const defect = SURROGATE_ESCAPE.test(text) ? jsonDefect(value, { maxDepth: Infinity, checkText: true }) : undefined;
-    if (defect !== undefined) throw new BundleRejectedError('data_invalid', `${path}${defect.pointer}: ${defect.detail}`);
+    if (defect !== undefined) throw new BundleRejectedError('bundle_data_invalid', `${path}${defect.pointer}: ${defect.detail}`);
     const segments = path.split('/').slice(0, -1);
     if (segments.length === 0) {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-        throw new BundleRejectedError('data_invalid', 'data.json at the bundle root must be an object');
+        throw new BundleRejectedError('bundle_data_invalid', 'data.json at the bundle root must be an object');
       }
       mergeInto(data, value as Record<string, unknown>, path);
     } else {

@@ -295,13 +295,11 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       responses: {
         201: { description: 'Activated: `{outcome, revision, digest, bundle}`', contentType: 'application/json' },
         200: { description: 'Unchanged: this archive is the active revision already', contentType: 'application/json' },
-        422: { description: 'Refused by a check: `code` and `check` name it (archive_*, manifest_*, signature_*, wasm_*, bundle_data_outside_roots, smoke_evaluation, ...)', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
+        422: { description: 'Refused by a check: `code` and `check` name it (archive_*, manifest_*, signature_*, wasm_*, bundle_data_invalid, bundle_data_outside_roots, smoke_evaluation, ...)', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
       problems: [
         'unsupported_media_type',
         'archive_compressed_too_large',
-        // A data.json that is not UTF-8 JSON or holds a lone surrogate: the check keeps the data code's 400.
-        'data_invalid',
         'bundle_name_invalid',
         'bundle_roots_overlap',
         'bundle_replayed',
