@@ -120,15 +120,28 @@ scope_mapped_actions(party_id, scope) := {action |
 # METADATA
 # title: Scope entitlement ids
 # description: >-
-#   Live entitlements of party_id, in any tenant, for an action of scope that a
-#   mapping rule also covers for party_id: a mapping of one action and an
+#   Live entitlements of party_id, in any of their tenants, for an action of scope
+#   that a mapping rule also covers for party_id: a mapping of one action and an
 #   entitlement of another add up to nothing. The tenant is checked by
-#   authz/decision on every request.
+#   authz/decision on every request; a grant that names no tenant entitles
+#   nothing there, so it backs no scope here either.
 scope_entitlement_ids(party_id, scope) := {grant.id |
 	some grant in data.entitlements[party_id].grants
+	names_a_tenant(grant)
 	evidence.active(grant, input.context.now)
 	some action in scope_mapped_actions(party_id, scope)
 	evidence.matches(grant.actions, ".", action)
+}
+
+# METADATA
+# title: Names a tenant
+# description: >-
+#   The grant's tenants hold a tenant name (a non-empty string), the only kind
+#   authz/decision can match against a resource's tenant.
+names_a_tenant(grant) if {
+	some tenant in grant.tenants
+	is_string(tenant)
+	tenant != ""
 }
 
 # METADATA

@@ -253,3 +253,35 @@ test_mapping_and_entitlement_of_the_same_action_grant_the_scope if {
 		"entitlement_ids": ["ent-lists"],
 	} in result.reasons
 }
+
+# A grant that names no tenant entitles nothing in authz/decision, so it backs no scope
+# either: "any tenant" means any of the grant's tenants, not none.
+test_grant_without_a_tenant_does_not_grant_the_scope if {
+	every tenants in [[], [""], [7], "acme", null] {
+		entitlements := object.union(fx.entitlements, {fx.expense_assistant: {"grants": [
+			{"id": "ent-no-tenant", "actions": ["invoices.read"], "tenants": tenants},
+		]}})
+		result := authz.issuance with input as issuance_input({
+			"client_id": fx.expense_assistant,
+			"scopes": ["invoices.read"],
+			"audience": fx.production_audience,
+		})
+			with data.entitlements as entitlements
+		result.allow == false
+		refused(result) == {["invoices.read", "no_entitlement"]}
+	}
+}
+
+test_grant_without_tenants_does_not_grant_the_scope if {
+	entitlements := object.union(fx.entitlements, {fx.expense_assistant: {"grants": [
+		{"id": "ent-no-tenants", "actions": ["invoices.read"]},
+	]}})
+	result := authz.issuance with input as issuance_input({
+		"client_id": fx.expense_assistant,
+		"scopes": ["invoices.read"],
+		"audience": fx.production_audience,
+	})
+		with data.entitlements as entitlements
+	result.allow == false
+	refused(result) == {["invoices.read", "no_entitlement"]}
+}
