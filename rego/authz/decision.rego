@@ -136,13 +136,26 @@ token_tenants contains tenant if {
 
 # METADATA
 # title: Tenant rule ids
-# description: Tenant-claim rules whose claim equals the resource's tenant.
+# description: >-
+#   Tenant-claim rules whose claim equals the resource's tenant, from an issuer the
+#   rule trusts for that tenant.
 tenant_rule_ids contains rule.id if {
 	some rule in data.authz.tenant_claims
 	rule.issuer == evidence.subject_issuer
 	resource_tenant != ""
 	input.subject.claims[rule.claim] == resource_tenant
+	issuer_vouches_for(rule, resource_tenant)
 }
+
+# METADATA
+# title: Issuer vouches for
+# description: >-
+#   A tenant-claim rule that lists tenants trusts its issuer for those only: a trusted
+#   issuer of one tenant cannot claim another (subjects and entitlements are keyed by
+#   sub, whatever the issuer). One without tenants trusts its issuer for any.
+issuer_vouches_for(rule, _) if not "tenants" in object.keys(rule)
+
+issuer_vouches_for(rule, tenant) if tenant in rule.tenants
 
 # METADATA
 # title: Subject mapping ids

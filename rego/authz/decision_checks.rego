@@ -100,6 +100,19 @@ denials contains {
 	evidence.authenticated
 	resource_tenant != ""
 	count(token_tenants) > 0
+	not resource_tenant in token_tenants
+}
+
+denials contains {
+	"code": "tenant_issuer_not_trusted",
+	"issuer": evidence.subject_issuer,
+	"resource_tenant": resource_tenant,
+	"message": "the token claims the resource's tenant, but its tenant_claims rule does not trust its issuer for that tenant",
+} if {
+	count(tenant_rule_ids) == 0
+	evidence.authenticated
+	resource_tenant != ""
+	resource_tenant in token_tenants
 }
 
 denials contains {

@@ -63,6 +63,38 @@ test_scenario_04_tenant_mismatch if {
 	reason.resource_tenant == "acme"
 }
 
+# An issuer vouches only for the tenants its tenant_claims rule lists (when it lists any): a
+# trusted issuer of another tenant cannot mint a token that claims acme and act as Alice there.
+test_issuer_not_trusted_for_the_claimed_tenant if {
+	rules := [{"id": "tenant-claim-dev", "issuer": fx.dev_issuer, "claim": "tenant", "tenants": ["globex"]}]
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.tenant_claims as rules
+	result.allow == false
+	fx.codes(result) == {"tenant_issuer_not_trusted"}
+	some reason in result.reasons
+	reason.issuer == fx.dev_issuer
+	reason.resource_tenant == "acme"
+}
+
+test_issuer_trusted_for_the_claimed_tenant if {
+	rules := [{"id": "tenant-claim-dev", "issuer": fx.dev_issuer, "claim": "tenant", "tenants": ["globex", "acme"]}]
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.tenant_claims as rules
+	result.allow == true
+}
+
+# A tenants member that is not a list fails closed, as other data errors do.
+test_tenant_rule_with_tenants_not_a_list_vouches_for_nothing if {
+	rules := [{"id": "tenant-claim-dev", "issuer": fx.dev_issuer, "claim": "tenant", "tenants": "acme"}]
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.tenant_claims as rules
+	result.allow == false
+	fx.codes(result) == {"tenant_issuer_not_trusted"}
+}
+
 test_scenario_05_staging_audience_in_production if {
 	result := authz.decision with input as with_subject({"aud": [fx.staging_audience]})
 		with data.entitlements as fx.entitlements

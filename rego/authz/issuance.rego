@@ -219,6 +219,17 @@ issuance_denials contains {
 }
 
 issuance_denials contains {
+	"code": "caller_not_permitted",
+	"caller": actor_id(actor),
+	"actor_depth": index + 1,
+	"message": "an actor in the caller's delegation chain (act) matches no issuance_rules.callers rule",
+} if {
+	evidence.authenticated
+	some index, actor in actors
+	not may_call(actor_id(actor))
+}
+
+issuance_denials contains {
 	"code": "client_missing",
 	"message": "the issuance request names no client (input.issuance.client_id)",
 } if {
@@ -284,9 +295,14 @@ issuance_denials contains {
 # METADATA
 # title: Caller permitted
 # description: The authenticated caller matches a data.authz.issuance_rules.callers rule.
-caller_permitted if {
+caller_permitted if may_call(evidence.subject_id)
+
+# METADATA
+# title: May call
+# description: A data.authz.issuance_rules.callers rule covers the party (the caller or an actor of its chain).
+may_call(party_id) if {
 	some rule in data.authz.issuance_rules.callers
-	evidence.matches(rule.subjects, "/", evidence.subject_id)
+	evidence.matches(rule.subjects, "/", party_id)
 }
 
 # METADATA

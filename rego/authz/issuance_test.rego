@@ -117,6 +117,27 @@ test_caller_must_be_an_issuance_caller if {
 	"caller_not_permitted" in fx.codes(result)
 }
 
+# Someone acting through the token service (an act chain in its token) must be a permitted
+# caller too: the chain is checked as authz/decision checks it.
+test_caller_acting_for_an_unpermitted_actor_is_refused if {
+	delegated := object.union(token_service_subject, {"act": [{"sub": "agent:x"}]})
+	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	result.granted_scopes == []
+	some reason in result.reasons
+	reason.code == "caller_not_permitted"
+	reason.caller == "agent:x"
+	reason.actor_depth == 1
+}
+
+test_caller_acting_for_a_permitted_actor_may_ask if {
+	delegated := object.union(token_service_subject, {"act": [{"sub": fx.token_service}]})
+	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+}
+
 test_unknown_audience_and_missing_client_are_refused if {
 	result := authz.issuance with input as issuance_input({"scopes": ["invoices.read"], "audience": "https://elsewhere.example"})
 		with data.entitlements as fx.entitlements
