@@ -129,6 +129,21 @@ describe('GET /metrics', () => {
     }
   });
 
+  it('reports the decision log queue as it is at the scrape, and times each commit of a batch', async () => {
+    // relaxed: appends return before their commit, so a gauge sampled then never reads 0 again.
+    const relaxed = await startTestArbiter({ decision_log: { durability: 'relaxed', flush_interval_ms: 50 } });
+    try {
+      await Promise.all(Array.from({ length: 5 }, () => postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'document' } })));
+      await expect.poll(() => relaxed.decisionLog!.stats.committed, { timeout: 5000 }).toBe(5);
+      const samples = await scrape(relaxed.url);
+      expect(samples.get('arbiter_decision_log_queue_depth')).toBe(0);
+      // One observation per commit (its batch), not per decision.
+      expect(samples.get('arbiter_decision_log_commit_seconds_count')).toBe(relaxed.decisionLog!.stats.commits);
+    } finally {
+      await relaxed.close();
+    }
+  });
+
   it('is not served when metrics.enabled is false', async () => {
     const quiet = await startTestArbiter({ metrics: { enabled: false } });
     try {

@@ -24,6 +24,8 @@ import { ensurePrivateDatabaseFile, makePrivateDirSync } from '../private-files.
 
 export type CommittedListener = (decisions: readonly StoredDecision[]) => void;
 export type ErrorListener = (error: Error) => void;
+/** Seconds the writer took to commit one batch (group commit), for /metrics. */
+export type CommitTimeListener = (seconds: number) => void;
 
 export interface DecisionLogStats {
   /** Accepted by append but not yet committed: in relaxed mode, what a crash now would lose. */
@@ -73,6 +75,7 @@ export class DecisionStore {
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #committedListeners = new Set<CommittedListener>();
   readonly #errorListeners = new Set<ErrorListener>();
+  readonly #commitTimeListeners = new Set<CommitTimeListener>();
   #queue: Queued[] = [];
   /** The commit the writer thread is working on; only one at a time, the next group queues. */
   #inFlight: Promise<void> | undefined;
@@ -234,6 +237,12 @@ export class DecisionStore {
     return () => this.#errorListeners.delete(listener);
   }
 
+  /** Called with the duration of each batch the writer committed (not per record: a batch is one transaction). */
+  onCommitTime(listener: CommitTimeListener): () => void {
+    this.#commitTimeListeners.add(listener);
+    return () => this.#commitTimeListeners.delete(listener);
+  }
+
   get stats(): DecisionLogStats {
     return { pending: this.#queue.length + this.#committing, committed: this.#committed, failed: this.#failed, commits: this.#commits };
   }
@@ -320,6 +329,7 @@ export class DecisionStore {
   async #commit(batch: Queued[]): Promise<void> {
     let result: CommitResult;
     this.#committing = batch.length;
+    const started = performance.now();
     try {
       result = await this.#writer.commit(batch.map((queued) => queued.prepared));
     } catch (error) {
@@ -327,6 +337,10 @@ export class DecisionStore {
       result = { firstSeq: 0, prevHash: '', hashes: '', failures: [], unfinished: { from: 0, message: (error as Error).message } };
     }
     this.#committing = 0;
+    if (!result.unfinished) {
+      const seconds = (performance.now() - started) / 1000;
+      for (const listener of this.#commitTimeListeners) listener(seconds);
+    }
     const attempted = result.unfinished ? batch.slice(0, result.unfinished.from) : batch;
     const stored = this.#settle(attempted, result);
     if (result.unfinished) this.#notCommitted(batch.slice(result.unfinished.from), result.unfinished.message);

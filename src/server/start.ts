@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.ts';
 import { LiveData } from '../data/documents.ts';
 import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
-import { DecisionPipeline, type DecisionRecorder } from '../decisions/pipeline.ts';
+import { DecisionPipeline } from '../decisions/pipeline.ts';
 import { DecisionStore } from '../decisions/store.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
@@ -80,15 +80,16 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const evaluator = createEvaluator(config.engine, logger);
   opened.push(() => evaluator.close());
   const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest), onActivate: (bundle) => evaluator.retain(bundle.digest) });
-  // The decision log opens further down; the scrape reads whichever threads exist by then.
-  const heapOf: { decisionLogWriter?: () => Promise<ThreadHeap> } = {};
+  // The decision log opens further down; the scrape reads its writer thread and queue once it exists.
+  const decisionLogReads: { writerHeap?: () => Promise<ThreadHeap>; pending?: () => number } = {};
   const metrics = new ArbiterMetrics({
     activeBundles: () => bundles.list(),
     threadHeaps: async () => {
-      const writer = await heapOf.decisionLogWriter?.().catch(() => undefined);
+      const writer = await decisionLogReads.writerHeap?.().catch(() => undefined);
       return [...((await evaluator.heapStatistics?.()) ?? []), ...(writer ? [writer] : [])];
     },
     policyInstances: () => evaluator.policyInstances(),
+    decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
   });
   const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, load);
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
@@ -122,7 +123,9 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, logger) : undefined;
   if (!decisionLog) logger.warn('decision_log.enabled is false: decisions are not recorded durably');
   if (decisionLog) {
-    heapOf.decisionLogWriter = () => decisionLog.writerHeap();
+    decisionLogReads.writerHeap = () => decisionLog.writerHeap();
+    decisionLogReads.pending = () => decisionLog.stats.pending;
+    decisionLog.onCommitTime((seconds) => metrics.decisionLogCommitSeconds.observe(seconds));
     opened.push(() => decisionLog.close());
   }
 
@@ -136,7 +139,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     verificationCache: new VerificationCache(config.tokens.verification_cache_size),
     revocations,
     dataStatus: (nowMs) => liveData.status(nowMs),
-    recorder: decisionLog && measuredRecorder(decisionLog, metrics),
+    recorder: decisionLog,
     observer: metrics,
     logMask: config.decision_log.mask,
   });
@@ -258,24 +261,6 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger): 
   }
   logger.info({ path: config.path, durability: config.durability }, 'decision log open');
   return store;
-}
-
-/**
- * The decision log as the pipeline sees it, timing each append and sampling the queue for
- * /metrics (a committed-records listener would cost a copy of every record).
- */
-function measuredRecorder(store: DecisionStore, metrics: ArbiterMetrics): DecisionRecorder {
-  return {
-    async append(record) {
-      const started = performance.now();
-      try {
-        await store.append(record);
-      } finally {
-        metrics.decisionLogCommitSeconds.observe((performance.now() - started) / 1000);
-        metrics.decisionLogQueueDepth.set(store.stats.pending);
-      }
-    },
-  };
 }
 
 /** Worker threads for policy evaluation (deadline, memory ceiling), or the main thread when engine.workers is 0. */
