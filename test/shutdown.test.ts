@@ -25,10 +25,10 @@ function writeCliConfig(dir: string, extraConfig: string[]): string {
 }
 
 /** The real CLI serving the echo bundle, with its JSON log lines collected as they come. */
-async function spawnArbiter(extraConfig: string[] = []): Promise<{ child: ChildProcess; logged: Record<string, any>[]; url: string; dir: string }> {
+async function spawnArbiter(extraConfig: string[] = [], env: Record<string, string> = {}): Promise<{ child: ChildProcess; logged: Record<string, any>[]; url: string; dir: string }> {
   const dir = tempDir();
   const configFile = writeCliConfig(dir, extraConfig);
-  const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   const logged: Record<string, any>[] = [];
   const url = await new Promise<string>((resolve) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -125,6 +125,31 @@ describe('graceful shutdown', () => {
       expect(logged.some((line) => line.msg?.startsWith('already shutting down'))).toBe(true);
     },
   );
+});
+
+describe('a data store that cannot be written', () => {
+  it('keeps serving when pruning expired revocations fails, and logs why', async () => {
+    const { child, logged, url, dir } = await spawnArbiter([], { ARBITER_DATA__REVOCATION_PRUNE_INTERVAL_S: '1' });
+    let exited: number | null = null;
+    child.on('exit', (code) => (exited = code));
+    // Another process holding the write lock past busy_timeout (5 s), as a full disk would fail it too.
+    const lock = new DatabaseSync(join(dir, 'data.db'));
+    lock.exec('BEGIN EXCLUSIVE');
+    try {
+      const failed = () => logged.some((line) => line.msg === 'pruning expired revocations failed');
+      await expect.poll(() => exited !== null || failed(), { timeout: 15_000, interval: 200 }).toBe(true);
+      expect(exited).toBeNull();
+      expect(failed()).toBe(true);
+    } finally {
+      lock.exec('ROLLBACK');
+      lock.close();
+    }
+    expect(exited).toBeNull();
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    const exit = once(child, 'exit') as Promise<[number | null]>;
+    child.kill('SIGTERM');
+    expect((await exit)[0]).toBe(0);
+  });
 });
 
 describe('a start that fails', () => {

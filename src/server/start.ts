@@ -116,7 +116,15 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   seedLiveData(liveData, config.data.seed ?? {}, logger);
   evaluator.setLiveData(liveData.snapshot().data, liveData.snapshot().version);
   liveData.onChange((snapshot) => evaluator.setLiveData(snapshot.data, snapshot.version));
-  const pruneTimer = setInterval(() => revocations.prune(Math.floor(Date.now() / 1000)), config.data.revocation_prune_interval_s * 1000);
+  const pruneTimer = setInterval(() => {
+    try {
+      revocations.prune(Math.floor(Date.now() / 1000));
+    } catch (error) {
+      // A lock held past busy_timeout or a full disk: thrown from a timer, it would end the
+      // process. Expired entries already no longer match; their rows go at a later run.
+      logger.error({ err: error }, 'pruning expired revocations failed');
+    }
+  }, config.data.revocation_prune_interval_s * 1000);
   pruneTimer.unref();
   opened.push(() => clearInterval(pruneTimer));
 
