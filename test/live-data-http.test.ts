@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -238,6 +239,24 @@ describe('revocations', () => {
     expect(garbled.body!.detail).toContain('cursor');
     expect((await admin('DELETE', `/v1/revocations/${id}`)).status).toBe(204);
     expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(404);
+  });
+
+  it('answers 503 data_store_write_failed when a deletion cannot be stored, and the entry still applies', async () => {
+    const created = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:locked', reason: 'r' });
+    const id = created.body!.id as string;
+    // Another process holds the write lock past busy_timeout (5 s), as a full disk would fail the write too.
+    const lock = new DatabaseSync(dataPath);
+    lock.exec('BEGIN EXCLUSIVE');
+    let refused;
+    try {
+      refused = await admin('DELETE', `/v1/revocations/${id}`);
+    } finally {
+      lock.exec('ROLLBACK');
+      lock.close();
+    }
+    expect(refused).toMatchObject({ status: 503, body: { code: 'data_store_write_failed' } });
+    expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(200);
+    expect((await admin('DELETE', `/v1/revocations/${id}`)).status).toBe(204);
   });
 
   it('applies to admin tokens too: a revoked admin token is refused', async () => {

@@ -151,9 +151,17 @@ export class Revocations {
     return { items, next_cursor: rows.length > limit ? items.at(-1)!.id : null };
   }
 
-  /** Deletes a revocation (committed before returning); false when there was none with this id. */
+  /**
+   * Deletes a revocation (committed before returning); false when there was none with this id.
+   * Throws `data_store_write_failed` when the deletion cannot be stored: the entry then still applies.
+   */
   remove(id: string): boolean {
-    const { changes } = this.#statements.delete.run(id);
+    let changes: number | bigint;
+    try {
+      ({ changes } = this.#statements.delete.run(id));
+    } catch (error) {
+      throw new ArbiterError('data_store_write_failed', `the revocation was not deleted: ${(error as Error).message}`, { cause: error });
+    }
     this.#index.remove(id);
     return Number(changes) > 0;
   }

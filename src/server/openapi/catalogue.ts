@@ -257,7 +257,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['revocations'],
       scope: 'arbiter.revocations.write',
       responses: { 204: { description: 'Removed' } },
-      problems: ['revocation_not_found'],
+      problems: ['revocation_not_found', 'data_store_write_failed'],
     },
 
     // bundles

@@ -58,9 +58,13 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
       const entry = deps.revocations.get(c.req.param('id'));
       return entry ? c.json(entry) : adminProblem(c, new ArbiterError('revocation_not_found', `no revocation ${c.req.param('id')}`));
     })
-    .delete('/v1/revocations/:id', write, (c) =>
-      deps.revocations.remove(c.req.param('id'))
-        ? c.body(null, 204)
-        : adminProblem(c, new ArbiterError('revocation_not_found', `no revocation ${c.req.param('id')}`)),
-    );
+    .delete('/v1/revocations/:id', write, (c) => {
+      try {
+        return deps.revocations.remove(c.req.param('id'))
+          ? c.body(null, 204)
+          : adminProblem(c, new ArbiterError('revocation_not_found', `no revocation ${c.req.param('id')}`));
+      } catch (error) {
+        return adminProblem(c, error);
+      }
+    });
 }
