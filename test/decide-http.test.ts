@@ -548,6 +548,27 @@ describe('health', () => {
     expect(await ready.json()).toMatchObject({ status: 'ready', bundles: expect.arrayContaining([expect.objectContaining({ name: 'simple' })]) });
   });
 
+  it('/readyz stays ready, reporting the issuer as degraded, when keys it loaded before cannot be refreshed', async () => {
+    // Every replica shares the identity provider: taking them all out of the load balancer at
+    // once would send no request anywhere better. Its tokens deny token_keys_unavailable meanwhile.
+    const flaky = await TestIssuer.create('https://flaky.test.example');
+    await flaky.serve();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: flaky.issuer, jwks_uri: flaky.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cache_max_age_s: 1, jwks_cooldown_s: 1 }],
+    });
+    try {
+      expect((await postJson(`${server.url}/v1/decide`, request(await flaky.sign({ scope: 'read' })))).body).toMatchObject({ allow: true });
+      flaky.jwksFailure = { status: 503, body: '{}' };
+      await sleep(1100);
+      const ready = await fetch(`${server.url}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toMatchObject({ status: 'ready', problems: [], degraded: [expect.stringContaining(flaky.issuer)] });
+    } finally {
+      await server.close();
+      await flaky.close();
+    }
+  });
+
   it('/readyz reloads an unloadable key set at most once per cooldown, however often it is probed', async () => {
     const troubled = await TestIssuer.create('https://probed.test.example');
     await troubled.serve();

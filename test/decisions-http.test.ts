@@ -428,6 +428,27 @@ describe('audit_unavailable', () => {
   });
 });
 
+describe('readiness and the decision log', () => {
+  it('/readyz is 503 while a relaxed log refuses appends (every decision would deny audit_unavailable), ready again once it commits', async () => {
+    const path = join(tempDir('arbiter-readyz-log-'), 'decisions.db');
+    const relaxed = await startTestArbiter({ decision_log: { path, durability: 'relaxed', flush_interval_ms: 50, busy_timeout_ms: 100 } });
+    const lock = new DatabaseSync(path);
+    try {
+      lock.exec('BEGIN EXCLUSIVE');
+      await postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      await expect.poll(async () => (await fetch(`${relaxed.url}/readyz`)).status, { timeout: 5000 }).toBe(503);
+      const body = (await (await fetch(`${relaxed.url}/readyz`)).json()) as Json;
+      expect(body.problems).toEqual([expect.stringContaining('decision log')]);
+      lock.exec('ROLLBACK');
+      await expect.poll(async () => (await fetch(`${relaxed.url}/readyz`)).status, { timeout: 5000 }).toBe(200);
+    } finally {
+      if (lock.isTransaction) lock.exec('ROLLBACK');
+      lock.close();
+      await relaxed.close();
+    }
+  });
+});
+
 describe('POST /v1/decisions/{id}/replay', () => {
   it('shows the recorded and the new result side by side, against the active or a stored revision', async () => {
     const recorded = await decide(alice(), 'read', { type: 'doc', id: 'replayed' });

@@ -243,6 +243,16 @@ export class DecisionStore {
     return () => this.#commitTimeListeners.delete(listener);
   }
 
+  /**
+   * Why appends are refused right now (the writer thread stopped, or a relaxed log waits to
+   * retry a failed commit), or undefined. Every decision is denied audit_unavailable meanwhile,
+   * so /readyz reports it. A strict log has no such state: each failed commit denies only the
+   * decisions in it, and the next commit tries again.
+   */
+  get unavailable(): Error | undefined {
+    return this.#writer.failure ?? this.#outage;
+  }
+
   get stats(): DecisionLogStats {
     return { pending: this.#queue.length + this.#committing, committed: this.#committed, failed: this.#failed, commits: this.#commits };
   }

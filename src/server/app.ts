@@ -71,7 +71,7 @@ export function createApp(deps: AppDeps) {
   const gateway = [gatewayAuth(deps.gateway), admission(deps.gateway)] as const;
   for (const path of DECISION_PATHS) app.use(path, ...gateway);
   if (deps.opaCompat) app.on('POST', '/v1/data/*', ...gateway);
-  app.route('/', healthRoutes(deps));
+  app.route('/', healthRoutes({ ...deps, decisionLog: deps.decisionLog?.store }));
   app.route('/', decideRoutes(deps.pipeline, deps.bodyLimitBytes));
   app.route('/', issuanceRoutes(deps.pipeline, deps.bodyLimitBytes));
   app.route('/', authzenRoutes(deps));

@@ -8,7 +8,11 @@ import { keySetFileProblem, refusingPrivateKeys } from './key-set.ts';
 export interface TrustedIssuer {
   readonly config: IssuerConfig;
   readonly key: JWTVerifyGetKey | Uint8Array;
-  /** Resolves when the issuer's keys can be loaded; readiness probes call it. */
+  /**
+   * Resolves when the issuer's keys can be loaded; readiness probes call it. Rejects with
+   * `jwks_unavailable` when no key set was ever loaded, `jwks_stale` when one was but cannot
+   * be refreshed now.
+   */
   checkKeys(): Promise<void>;
 }
 
@@ -96,7 +100,10 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
           await remote.reload();
         } catch (error) {
           backOff.failed(error);
-          lastReload.failure = new ArbiterError('jwks_unavailable', `JWKS of ${config.issuer} cannot be loaded: ${(error as Error).message}`);
+          lastReload.failure =
+            remote.jwks() === undefined
+              ? new ArbiterError('jwks_unavailable', `JWKS of ${config.issuer} cannot be loaded: ${(error as Error).message}`)
+              : new ArbiterError('jwks_stale', `JWKS of ${config.issuer} loaded before cannot be refreshed: ${(error as Error).message}`);
           throw lastReload.failure;
         }
       },

@@ -32,6 +32,7 @@ export const readinessResponseSchema = z.strictObject({
   status: z.enum(['ready', 'not_ready']),
   bundles: z.array(z.strictObject({ name: z.string(), revision: z.string() })),
   problems: z.array(z.string()),
+  degraded: z.array(z.string()).describe('Issuers whose keys loaded before but cannot be refreshed now: their tokens deny token_keys_unavailable; the replica stays ready.'),
 });
 
 export const dataReadResponseSchema = z.strictObject({
