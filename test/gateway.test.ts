@@ -69,6 +69,18 @@ describe('admission limits', () => {
   });
 });
 
+describe('admission limits of a batch', () => {
+  it('charges an AuthZEN batch one unit of the caller\'s rate per evaluation, not one per request', async () => {
+    arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 1, burst: 5 } }, authzen: { default_bundle: 'azecho' } });
+    const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'read' }, resource: { type: 'doc', id: '1' } };
+    const batch = await postJson(`${arbiter.url}/access/v1/evaluations`, { evaluations: Array.from({ length: 5 }, () => evaluation) });
+    expect(batch.status).toBe(200);
+    // The five evaluations used the whole burst: the next request waits for the rate to refill it.
+    const next = await postJson(`${arbiter.url}/v1/decide`, body);
+    expect(next).toMatchObject({ status: 429, body: { code: 'rate_limited' } });
+  });
+});
+
 describe('concurrency ceiling', () => {
   it('429 overloaded while max_concurrent decisions are in flight, and serves again after', async () => {
     arbiter = await startTestArbiter({ gateway: { max_concurrent: 1 }, engine: { deadline_ms: 800, max_memory_mb: 2048 } });

@@ -27,11 +27,11 @@ export const gatewaySchema = z
       .describe('Gateways allowed to ask for decisions with api_key authentication.'),
     rate_limit: z
       .strictObject({
-        requests_per_second: z.number().positive().optional().describe('Sustained rate per caller; unset: no rate limit.'),
-        burst: z.number().int().positive().default(200).describe('Requests a caller may send at once above its rate.'),
+        requests_per_second: z.number().positive().optional().describe('Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation; unset: no rate limit.'),
+        burst: z.number().int().positive().default(200).describe('Decisions a caller may ask at once above its rate; a larger batch is answered, and the caller then waits until its rate has paid for it.'),
       })
       .prefault({}),
-    max_concurrent: z.number().int().positive().default(4096).describe('Decisions in flight at once; beyond it: 429.'),
+    max_concurrent: z.number().int().positive().default(4096).describe('Decision requests in flight at once (an AuthZEN batch counts once); beyond it: 429.'),
   })
   .superRefine((gateway, ctx) => {
     if (gateway.authentication === 'api_key' && gateway.api_keys.length === 0) {

@@ -3,12 +3,21 @@ import type { GatewayConfig } from '../../config/gateway.ts';
 import { problem } from '../problem.ts';
 import type { GatewayVariables } from './gateway-auth.ts';
 
+export type AdmissionVariables = {
+  /**
+   * Charges the caller's rate for a request that turned out to ask `decisions` decisions (an
+   * AuthZEN batch): admission took one unit; the rest is taken now, into debt if need be, so
+   * the caller's next requests wait until the rate has paid for the batch.
+   */
+  chargeDecisions: (decisions: number) => void;
+};
+
 /**
  * Admission control for decision endpoints: a token bucket per caller (when a rate is
- * configured) and a ceiling on decisions in flight. Over either: 429 with Retry-After,
+ * configured) and a ceiling on requests in flight. Over either: 429 with Retry-After,
  * so a gateway backs off instead of piling up requests.
  */
-export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables: GatewayVariables }> {
+export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables: GatewayVariables & AdmissionVariables }> {
   const { requests_per_second: rate, burst } = config.rate_limit;
   const buckets = new Map<string, { tokens: number; updatedMs: number }>();
   let inFlight = 0;
@@ -26,9 +35,14 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
         return problem(c, 429, { code: 'rate_limited', title: 'Too many requests', detail: `over ${rate} requests/s for ${who}` }, { 'Retry-After': String(retryAfter) });
       }
       bucket.tokens -= 1;
+      c.set('chargeDecisions', (decisions) => {
+        bucket.tokens -= Math.max(0, decisions - 1);
+      });
+    } else {
+      c.set('chargeDecisions', () => undefined);
     }
     if (inFlight >= config.max_concurrent) {
-      return problem(c, 429, { code: 'overloaded', title: 'Too many concurrent requests', detail: `more than ${config.max_concurrent} decisions in flight` }, { 'Retry-After': '1' });
+      return problem(c, 429, { code: 'overloaded', title: 'Too many concurrent requests', detail: `more than ${config.max_concurrent} requests in flight` }, { 'Retry-After': '1' });
     }
     inFlight += 1;
     try {

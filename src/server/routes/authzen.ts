@@ -18,6 +18,7 @@ import type { AuthzenConfig } from '../../config/schema.ts';
 import type { Decision, DecisionPipeline } from '../../decisions/pipeline.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import { fieldErrors, jsonBody } from '../middleware/json-body.ts';
+import type { AdmissionVariables } from '../middleware/admission.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 import { problem } from '../problem.ts';
@@ -74,7 +75,8 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     return problem(c, outcome.status, { code: outcome.code, title: 'Search failed', detail: outcome.message });
   }
 
-  return new Hono<{ Variables: RequestIdVariables & GatewayVariables }>()
+  // Admission runs before these routes on the server (app.ts); a batch tells it how many decisions it asked.
+  return new Hono<{ Variables: RequestIdVariables & GatewayVariables & Partial<AdmissionVariables> }>()
     .get(METADATA_PATH, (c) => {
       const resolution = bundles.resolve(c.req.header(TENANT_HEADER));
       const baseUrl = deps.authzen.public_url?.replace(/\/+$/, '') ?? new URL(c.req.url).origin;
@@ -90,6 +92,7 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
         if (!evaluation.success) return invalidRequest(c, evaluation.error);
         return single(asked(c), AUTHZEN_PATHS.evaluations, evaluation.data);
       }
+      c.get('chargeDecisions')?.(evaluations.length);
       const resolution = resolve(asked(c), request.context);
       if (!resolution.ok) return unavailable(c, resolution.message);
       const tenant = tenantOf(c.req.header(TENANT_HEADER), request.context);
