@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
+import { jsonDefect } from '../data/json-value.ts';
 import { BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
 import { policyResultSchema } from './contract.ts';
 import { singleResult } from './engine.ts';
-import { jsonDefect } from '../data/json-value.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { dataOutsideRoots, parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
 import { defineValue, isObject } from './overlay.ts';

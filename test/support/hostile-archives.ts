@@ -1,7 +1,8 @@
 /**
  * Generators of hostile bundle parts, shared by the unit tests of the checks and the HTTP
  * tests of the bundle API: raw tar entries written byte by byte (so nothing a tar library
- * refuses to write is out of reach) and a tiny WebAssembly assembler.
+ * refuses to write is out of reach), a tiny WebAssembly assembler, and a patcher that puts
+ * code in front of a function of a real (OPA-built) module.
  */
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
