@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { BundlesConfig } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
+import { readLimited } from '../read-limited.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
 import { sha256Hex } from './store.ts';
 
@@ -91,7 +92,7 @@ export class BundlePuller {
         throw new ArbiterError('bundle_pull_failed', `${url} answered ${response.status}`);
       }
       const etag = response.headers.get('etag') ?? undefined;
-      const archive = await readLimited(response, this.#options.maxBytes, url);
+      const archive = await readArchive(response, this.#options.maxBytes, url);
       const digest = sha256Hex(archive);
       // A source without ETags serves the same refused archive again: not worth compiling again.
       if (digest === this.#refused?.digest) throw this.#refused.error;
@@ -146,19 +147,7 @@ export function withoutCredentials(raw: string): string {
   return `${url.protocol}//${url.host}${url.pathname}${url.search === '' ? '' : '?…'}`;
 }
 
-async function readLimited(response: Response, limit: number, url: string): Promise<Uint8Array> {
-  const declared = Number(response.headers.get('content-length'));
-  const tooLarge = () => new BundleRejectedError('archive_compressed_too_large', `${url} serves more than ${limit} bytes`);
-  if (Number.isFinite(declared) && declared > limit) {
-    await response.body?.cancel();
-    throw tooLarge();
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of response.body ?? []) {
-    size += chunk.byteLength;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
-  }
-  return new Uint8Array(Buffer.concat(chunks));
+async function readArchive(response: Response, limit: number, url: string): Promise<Uint8Array> {
+  const body = await readLimited(response, limit, () => new BundleRejectedError('archive_compressed_too_large', `${url} serves more than ${limit} bytes`));
+  return new Uint8Array(body);
 }

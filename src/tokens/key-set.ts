@@ -1,4 +1,5 @@
 import { importJWK, type FetchImplementation, type JWK } from 'jose';
+import { readLimited } from '../read-limited.ts';
 
 /**
  * Members that hold private or secret key material (RFC 7518 §6.2.2, §6.3.2, §6.4; ML-DSA's
@@ -98,7 +99,7 @@ export function refusingPrivateKeys(fetchJwks: FetchImplementation): FetchImplem
   return async (url, options) => {
     const response = await fetchJwks(url, options);
     if (response.status !== 200) return response;
-    const text = await readLimited(response, url);
+    const text = await readKeySetText(response, url);
     const problem = privateKeyProblemOfText(text);
     if (problem !== undefined) throw new Error(problem);
     return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers });
@@ -106,22 +107,9 @@ export function refusingPrivateKeys(fetchJwks: FetchImplementation): FetchImplem
 }
 
 /** The body as text (UTF-8, as Response.text() decodes it), read no further than MAX_JWKS_BYTES. */
-async function readLimited(response: Response, url: string): Promise<string> {
-  const tooLarge = () => new Error(`${url} answers more than ${MAX_JWKS_BYTES} bytes, the most a key set may take`);
-  const declared = Number(response.headers.get('content-length'));
-  if (Number.isFinite(declared) && declared > MAX_JWKS_BYTES) {
-    await response.body?.cancel();
-    throw tooLarge();
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  // Leaving the loop early cancels the body: the rest is never downloaded.
-  for await (const chunk of response.body ?? []) {
-    size += chunk.byteLength;
-    if (size > MAX_JWKS_BYTES) throw tooLarge();
-    chunks.push(chunk);
-  }
-  return new TextDecoder().decode(Buffer.concat(chunks));
+async function readKeySetText(response: Response, url: string): Promise<string> {
+  const body = await readLimited(response, MAX_JWKS_BYTES, () => new Error(`${url} answers more than ${MAX_JWKS_BYTES} bytes, the most a key set may take`));
+  return new TextDecoder().decode(body);
 }
 
 function privateKeyProblemOfText(text: string): string | undefined {
