@@ -68,10 +68,10 @@ describe('a module that hangs outside evaluation', () => {
     await admins?.close();
   });
 
-  const start = () =>
+  const start = (engine: Record<string, unknown> = {}) =>
     startTestArbiter({
       admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
-      engine: { workers: 1, load_deadline_ms: 1000 },
+      engine: { workers: 1, load_deadline_ms: 1000, ...engine },
     });
   const call = async (method: string, path: string, body: Uint8Array | object) => {
     const raw = body instanceof Uint8Array;
@@ -101,6 +101,17 @@ describe('a module that hangs outside evaluation', () => {
     expect((await ask('echo')).body).toMatchObject({ allow: true });
     expect(await pushed).toMatchObject({ status: 422, body: { check: 'wasm_timeout' } });
     expect((await ask('echo')).body).toMatchObject({ allow: true });
+  });
+
+  it('does not deny a decision queued behind a pushed module hanging in its check', async () => {
+    arbiter = await start({ deadline_ms: 250 });
+    // Warm: the echo module is loaded on the only worker, so an evaluation is sent to it at once.
+    expect((await ask('echo')).body).toMatchObject({ allow: true });
+    const pushed = call('PUT', '/v1/bundles/tables', hangsInTables);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Queued behind the hanging check, an evaluation must not be charged for the check's time.
+    expect((await ask('echo')).body).toMatchObject({ allow: true });
+    expect(await pushed).toMatchObject({ status: 422, body: { check: 'wasm_timeout' } });
   });
 
   it('denies a revision that hangs taking live data with policy_timeout, until the data changes', async () => {

@@ -68,8 +68,9 @@ interface Slot {
   /** Sent to the worker, in the order it runs them: the first is running, on its deadline; the others queue. */
   inFlight: Map<number, Job>;
   /**
-   * Assigned to this worker, waiting until it has started, applied the live data and loaded
-   * every module sent (not just the job's), so only evaluations are ever queued ahead of one sent.
+   * Assigned to this worker, waiting until it has started, applied the live data, loaded
+   * every module sent (not just the job's) and answered every check, so only evaluations are
+   * ever queued ahead of one sent.
    */
   waiting: Job[];
   /** Callers of policyInstances waiting for this worker's answer; it answers in the order asked. */
@@ -249,7 +250,8 @@ export class EvaluationPool implements PolicyEvaluator {
       this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, layer: { data: job.bundle.data, roots: job.bundle.roots } });
       slot.modules.set(digest, 'loading');
     }
-    if (!slot.ready || slot.dataPending > 0 || slot.modules.get(digest) !== 'loaded' || loading(slot)) {
+    // A check runs module code too: an evaluation sent behind one would start its deadline while the check runs.
+    if (!slot.ready || slot.dataPending > 0 || slot.modules.get(digest) !== 'loaded' || loading(slot) || slot.checks.size > 0) {
       slot.waiting.push(job);
       return;
     }
@@ -290,7 +292,7 @@ export class EvaluationPool implements PolicyEvaluator {
         slot.checks.delete(message.id);
         if ('info' in message) check?.resolve(message.info);
         else check?.reject(new BundleRejectedError(message.rejected.check, message.rejected.message));
-        return;
+        return this.#resume(slot);
       }
       case 'loaded':
         this.#idle(slot);
