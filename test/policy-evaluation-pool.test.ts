@@ -101,6 +101,31 @@ describe('evaluation pool (worker threads)', () => {
     for (const result of results) expect(result).toMatchObject({ ok: true, dataVersion: 2, resultSet: [{ result: { reasons: [{ pair: { a: 9 } }] } }] });
   });
 
+  it('ignores a replaced worker\'s late busy: its module is not marked hung on the load deadline', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 100, loadDeadlineMs: 1000, maxMemoryPages: 16_384, logger: pino({ level: 'silent' }) });
+    try {
+      const echo = await bundle('echo');
+      expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+      const late = pool.evaluate(echo, 'echo/decision', input({}));
+      const big = Object.fromEntries(Array.from({ length: 100_000 }, (_, i) => [`user:${i}@acme.example`, { grants: [{ id: `g-${i}`, actions: ['invoices.read'] }] }]));
+      pool.setLiveData({ entitlements: big }, 2);
+      // The main thread is held up (a long synchronous task) while the worker answers and starts
+      // setting the big data (it says busy): the deadline is then seen before those messages are.
+      const until = Date.now() + 1000;
+      while (Date.now() < until);
+      vi.advanceTimersByTime(100);
+      expect(await late).toMatchObject({ ok: false, code: 'policy_timeout' });
+      // Let the replaced worker's last messages arrive, then pass its load deadline.
+      for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+      vi.advanceTimersByTime(1000);
+      expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 2 });
+    } finally {
+      await pool.close();
+      vi.useRealTimers();
+    }
+  });
+
   it('reports the instances each worker holds and frees a released revision', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
     evaluator = pool;

@@ -278,6 +278,9 @@ export class EvaluationPool implements PolicyEvaluator {
   }
 
   #onMessage(slot: Slot, message: FromWorker): void {
+    // A replaced worker's messages still arrive after terminate(): its jobs and checks went to
+    // its replacement, and a late busy would start a load deadline that marks its module hung.
+    if (!this.#slots.includes(slot)) return;
     switch (message.type) {
       case 'ready':
         slot.ready = true;
