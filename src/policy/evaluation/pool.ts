@@ -121,7 +121,7 @@ export class EvaluationPool implements PolicyEvaluator {
     if (this.#closed) return Promise.reject(new Error('the evaluation pool is closed'));
     return new Promise((resolve, reject) => {
       // On the least busy worker, past the in-flight cap if need be: a push waits behind evaluations, never in the queue.
-      const slot = this.#slots.reduce((best, s) => (s.inFlight.size + s.waiting.length < best.inFlight.size + best.waiting.length ? s : best));
+      const slot = this.#slots.reduce((best, s) => (assigned(s) < assigned(best) ? s : best));
       this.#sendCheck(slot, this.#nextId++, { wasm, manifest, resolve, reject });
     });
   }
@@ -270,9 +270,8 @@ export class EvaluationPool implements PolicyEvaluator {
   #leastBusy(): Slot | undefined {
     let best: Slot | undefined;
     for (const slot of this.#slots) {
-      const busy = slot.inFlight.size + slot.waiting.length;
-      if (busy >= this.#options.maxInFlightPerWorker) continue;
-      if (!best || busy < best.inFlight.size + best.waiting.length) best = slot;
+      if (assigned(slot) >= this.#options.maxInFlightPerWorker) continue;
+      if (!best || assigned(slot) < assigned(best)) best = slot;
     }
     return best;
   }
@@ -460,6 +459,11 @@ export class EvaluationPool implements PolicyEvaluator {
   #failure(code: EvaluationFailureCode, message: string): PolicyEvaluation {
     return { ok: false, code, message, dataVersion: this.#data.version };
   }
+}
+
+/** Evaluations a worker has been given and not answered: sent to it, or waiting to be. */
+function assigned(slot: Slot): number {
+  return slot.inFlight.size + slot.waiting.length;
 }
 
 /** Whether a module load is under way: an evaluation sent now would wait behind it, on its deadline. */

@@ -5,8 +5,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { BundleRejectedError } from '../../errors.ts';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode, type RawEvaluation } from '../engine.ts';
-import { checkPolicyWasm } from '../wasm-check.ts';
 import { overlay, type BundleLayer } from '../overlay.ts';
+import { checkPolicyWasm } from '../wasm-check.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
 const settings = workerData as WorkerSettings;
