@@ -79,6 +79,15 @@ describe('admission limits of a batch', () => {
     const next = await postJson(`${arbiter.url}/v1/decide`, body);
     expect(next).toMatchObject({ status: 429, body: { code: 'rate_limited' } });
   });
+
+  it('charges an AuthZEN search one unit per candidate it evaluated', async () => {
+    arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 1, burst: 5 } }, authzen: { default_bundle: 'todo' } });
+    // The Todo bundle lists its five users: the search evaluates each of them.
+    const search = await postJson(`${arbiter.url}/access/v1/search/subject`, { subject: { type: 'user' }, action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
+    expect(search.status).toBe(200);
+    const next = await postJson(`${arbiter.url}/v1/decide`, body);
+    expect(next).toMatchObject({ status: 429, body: { code: 'rate_limited' } });
+  });
 });
 
 describe('concurrency ceiling', () => {

@@ -27,7 +27,7 @@ export const gatewaySchema = z
       .describe('Gateways allowed to ask for decisions with api_key authentication.'),
     rate_limit: z
       .strictObject({
-        requests_per_second: z.number().positive().optional().describe('Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation; unset: no rate limit.'),
+        requests_per_second: z.number().positive().optional().describe('Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation, an AuthZEN search one per candidate evaluated; unset: no rate limit.'),
         burst: z.number().int().positive().default(200).describe('Decisions a caller may ask at once above its rate; a larger batch is answered, and the caller then waits until its rate has paid for it.'),
       })
       .prefault({}),

@@ -59,23 +59,30 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     return decision.answered ? asked.c.json(authzenDecision(decision, true)) : unavailable(asked.c, firstReason(decision));
   }
 
-  async function search<K extends SearchKind>(asked: Asked, plan: SearchPlan<K>) {
+  async function search<K extends SearchKind>(asked: Asked, plan: SearchPlan<K>, charge: ((decisions: number) => void) | undefined) {
     const { c, requestId, caller } = asked;
     const resolution = resolve(asked, plan.context);
     if (!resolution.ok) return unavailable(c, resolution.message);
+    // Each candidate looked at is a decision, as each item of a batch is: the caller's rate pays
+    // for all of them, or one request could ask as many decisions as the bundle has candidates.
+    let decisions = 0;
     const outcome = await runSearch(plan, {
       endpoint: AUTHZEN_PATHS[plan.kind],
       requestId,
       caller,
       authzen: resolution.authzen,
-      decide: (request) => deps.pipeline.decide(request),
+      decide: (request) => {
+        decisions += 1;
+        return deps.pipeline.decide(request);
+      },
       evaluateRaw: (bundle, entrypoint, input) => deps.pipeline.evaluateRaw(bundle, entrypoint, input),
     });
+    charge?.(decisions);
     if (outcome.ok) return c.json(outcome.response);
     return problem(c, outcome.status, { code: outcome.code, title: 'Search failed', detail: outcome.message });
   }
 
-  // Admission runs before these routes on the server (app.ts); a batch tells it how many decisions it asked.
+  // Admission runs before these routes on the server (app.ts); a batch or a search tells it how many decisions it asked.
   return new Hono<{ Variables: RequestIdVariables & GatewayVariables & Partial<AdmissionVariables> }>()
     .get(METADATA_PATH, (c) => {
       const resolution = bundles.resolve(c.req.header(TENANT_HEADER));
@@ -100,9 +107,9 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
       if (!outcome.ok) return unavailable(c, firstReason(outcome.decision));
       return c.json({ evaluations: outcome.evaluations });
     })
-    .post(AUTHZEN_PATHS.subject, body(subjectSearchRequestSchema), (c) => search(asked(c), subjectSearch(c.get('body'))))
-    .post(AUTHZEN_PATHS.resource, body(resourceSearchRequestSchema), (c) => search(asked(c), resourceSearch(c.get('body'))))
-    .post(AUTHZEN_PATHS.action, body(actionSearchRequestSchema), (c) => search(asked(c), actionSearch(c.get('body'))));
+    .post(AUTHZEN_PATHS.subject, body(subjectSearchRequestSchema), (c) => search(asked(c), subjectSearch(c.get('body')), c.get('chargeDecisions')))
+    .post(AUTHZEN_PATHS.resource, body(resourceSearchRequestSchema), (c) => search(asked(c), resourceSearch(c.get('body')), c.get('chargeDecisions')))
+    .post(AUTHZEN_PATHS.action, body(actionSearchRequestSchema), (c) => search(asked(c), actionSearch(c.get('body')), c.get('chargeDecisions')));
 }
 
 function asked<E extends { Variables: RequestIdVariables & GatewayVariables }>(c: Context<E>): Asked {
