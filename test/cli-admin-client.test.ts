@@ -56,6 +56,23 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
     });
   });
 
+  it('JSON of the right outline whose members the command prints are missing or wrong: one line, exit 1', async () => {
+    const answers: [string[], string][] = [
+      [['decisions', 'query'], '{"decisions":[{"result":{"reasons":[]}}],"next_cursor":null}'],
+      [['decisions', 'query'], '{"decisions":[{"timestamp":1e20,"input":{},"result":{"reasons":[]}}],"next_cursor":null}'],
+      [['decisions', 'replay', 'x'], '{"recorded":{"reasons":[null],"obligations":[]},"replayed":{"reasons":[],"obligations":[]}}'],
+      [['bundle', 'list'], '{"bundles":[{"name":"x","revisions":[{}]}]}'],
+    ];
+    for (const [args, answer] of answers) {
+      await withServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(answer), async (url) => {
+        const result = await cli([...args, '--url', url]);
+        expect(result.code, answer).toBe(1);
+        expect(result.stderr, answer).toMatch(/answered JSON that is not a/);
+        expect(result.stderr, answer).not.toMatch(STACK);
+      });
+    }
+  });
+
   it('keeps the path of the server URL: the token goes to Arbiter behind a proxy path, not to the root', async () => {
     const seen: string[] = [];
     await withServer((req, res) => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
+import { isObject } from '../policy/overlay.ts';
 import { buildBundle } from '../toolchain/build.ts';
 import { opaPath } from '../toolchain/opa.ts';
 import { adminBaseUrl, adminRequest, objectWith } from './admin-client.ts';
@@ -130,7 +131,11 @@ interface Status {
 }
 
 const isString = (value: unknown) => typeof value === 'string';
-const STATUS_ANSWER = objectWith('a bundle status', { name: isString, revisions: Array.isArray });
+// describe() reads each stored revision's digest: a revision without one would stop the CLI with a TypeError.
+const STATUS_ANSWER = objectWith('a bundle status', {
+  name: isString,
+  revisions: (value) => Array.isArray(value) && value.every((revision) => isObject(revision) && isString(revision.digest)),
+});
 const LIST_ANSWER = objectWith('a list of bundles', { bundles: (value) => Array.isArray(value) && value.every((status) => STATUS_ANSWER.check(status)) });
 const PUSH_ANSWER = objectWith('a bundle push result', { outcome: isString, revision: isString, digest: isString });
 

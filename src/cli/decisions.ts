@@ -112,13 +112,16 @@ async function get(id: string, options: Values): Promise<number> {
   return 0;
 }
 
-const RECORD_ANSWER = objectWith('a decision record', { result: (result) => isObject(result) && Array.isArray(result.reasons) });
+// What the listings print must be there: a record without them would stop the CLI with a TypeError.
+const REASONS = (value: unknown) => Array.isArray(value) && value.every((reason) => isObject(reason) && typeof reason.code === 'string');
+const TIMESTAMP = (value: unknown) => typeof value === 'number' && !Number.isNaN(new Date(value).getTime());
+const RECORD_ANSWER = objectWith('a decision record', { timestamp: TIMESTAMP, input: isObject, result: (result) => isObject(result) && REASONS(result.reasons) });
 const PAGE_ANSWER = objectWith('a page of decisions', { decisions: (value) => Array.isArray(value) && value.every((record) => RECORD_ANSWER.check(record)) });
 const VERIFY_ANSWER: AnswerShape = {
   shape: 'a verify report',
   check: (answer) => isObject(answer) && (answer.ok === true || (answer.ok === false && isObject(answer.first_mismatch))),
 };
-const SIDE = (side: unknown) => isObject(side) && Array.isArray(side.reasons) && Array.isArray(side.obligations);
+const SIDE = (side: unknown) => isObject(side) && REASONS(side.reasons) && Array.isArray(side.obligations);
 const REPLAY_ANSWER = objectWith('a replay report', { recorded: SIDE, replayed: SIDE });
 
 async function query(options: Values): Promise<number> {
