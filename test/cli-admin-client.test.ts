@@ -73,6 +73,16 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
     }
   });
 
+  it('a refusal whose code names an Object member or is not a string: the code as sent, no advice invented', async () => {
+    for (const [code, shown] of [['"constructor"', 'constructor'], ['{"x":1}', 'error']] as const) {
+      await withServer((_req, res) => res.writeHead(400, { 'content-type': 'application/problem+json' }).end(`{"code":${code},"detail":"d"}`), async (url) => {
+        const result = await cli(['bundle', 'list', '--url', url]);
+        expect(result.code).toBe(1);
+        expect(result.stderr).toBe(`arbiter: GET /v1/bundles failed with 400: ${shown}: d\n`);
+      });
+    }
+  });
+
   it('keeps the path of the server URL: the token goes to Arbiter behind a proxy path, not to the root', async () => {
     const seen: string[] = [];
     await withServer((req, res) => {

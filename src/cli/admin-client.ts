@@ -156,15 +156,16 @@ export function objectWith(shape: string, members: Record<string, (value: unknow
 
 /** Says on stderr what failed and what to do next; echoes the problem on stdout with --json. Returns exit code 1. */
 export function reportFailure(options: AdminClientOptions, method: string, path: string, response: Response, text: string): number {
-  let problem: { code?: string; detail?: string } | undefined;
+  let problem: { code?: unknown; detail?: string } | undefined;
   try {
-    problem = JSON.parse(text) as { code?: string; detail?: string };
+    problem = JSON.parse(text) as { code?: unknown; detail?: string };
   } catch {
     problem = undefined;
   }
   if (options.json && problem !== undefined) console.log(text);
-  const code = problem?.code ?? 'error';
-  const next = NEXT_STEP[code];
+  // Another server's JSON may hold any `code`: only a string is one, and only Arbiter's codes have advice.
+  const code = typeof problem?.code === 'string' ? problem.code : 'error';
+  const next = nextStep(code);
   console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${code}${problem?.detail ? `: ${problem.detail}` : ''}${next ? `\n  ${next}` : ''}`);
   return 1;
 }
