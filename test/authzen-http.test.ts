@@ -1,6 +1,8 @@
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter } from './support/arbiter.ts';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 
 // Opaque subject ids of the Todo scenario (rego/todo/README.md).
@@ -391,6 +393,27 @@ describe('search', () => {
   it('echoes X-Request-ID', async () => {
     const res = await postJson(url('/access/v1/search/subject'), subjectQuery, { 'X-Request-ID': 'search-1' });
     expect(res.headers.get('x-request-id')).toBe('search-1');
+  });
+});
+
+describe('search while the decision log cannot record', () => {
+  it('answers 500 audit_unavailable at the first unrecorded candidate, not a complete-looking empty page', async () => {
+    const logPath = join(tempDir(), 'decisions.db');
+    const locked = await startTestArbiter({ authzen: { default_bundle: 'todo' }, decision_log: { path: logPath, busy_timeout_ms: 200 } });
+    const lock = new DatabaseSync(logPath);
+    try {
+      lock.exec('BEGIN EXCLUSIVE');
+      const started = Date.now();
+      const res = await postJson(`${locked.url}/access/v1/search/subject`, { subject: { type: 'user' }, action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
+      expect(res.status).toBe(500);
+      expect(res.body).toMatchObject({ code: 'audit_unavailable' });
+      // One candidate waited for the lock, not every candidate the bundle lists.
+      expect(Date.now() - started).toBeLessThan(5 * 200);
+    } finally {
+      if (lock.isTransaction) lock.exec('ROLLBACK');
+      lock.close();
+      await locked.close();
+    }
   });
 });
 

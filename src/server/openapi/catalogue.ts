@@ -53,6 +53,7 @@ const SEARCH: readonly ProblemUse[] = [
   'search_unsupported',
   'authzen_unavailable',
   ...EVALUATION_FAILURE_CODES,
+  'audit_unavailable',
 ];
 const DATA_WRITE: readonly ProblemUse[] = [
   'data_path_invalid',
