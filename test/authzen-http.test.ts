@@ -417,6 +417,28 @@ describe('search while the decision log cannot record', () => {
   });
 });
 
+describe('a batch while the decision log cannot record', () => {
+  it('answers 500 audit_unavailable at the first unrecorded item, instead of waiting for the log on every item', async () => {
+    const logPath = join(tempDir(), 'decisions.db');
+    const locked = await startTestArbiter({ authzen: { default_bundle: 'todo' }, decision_log: { path: logPath, busy_timeout_ms: 200 } });
+    const lock = new DatabaseSync(logPath);
+    try {
+      lock.exec('BEGIN EXCLUSIVE');
+      const item = { subject: { type: 'user', id: 'u' }, action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } };
+      const started = Date.now();
+      const res = await postJson(`${locked.url}/access/v1/evaluations`, { evaluations: Array.from({ length: 100 }, () => item) });
+      expect(res.status).toBe(500);
+      expect(res.body).toMatchObject({ code: 'audit_unavailable' });
+      // Not 100 items each waiting busy_timeout_ms (20 s): the batch stopped at the first.
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      if (lock.isTransaction) lock.exec('ROLLBACK');
+      lock.close();
+      await locked.close();
+    }
+  });
+});
+
 describe('GET /.well-known/authzen-configuration', () => {
   it('describes the endpoints of the default bundle', async () => {
     const response = await fetch(url('/.well-known/authzen-configuration'), { headers: { 'X-Request-ID': 'meta-1' } });

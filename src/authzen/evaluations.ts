@@ -6,8 +6,12 @@ import { evaluationRequestSchema, type EvaluationRequest, type EvaluationsReques
 
 export type BatchOutcome =
   | { ok: true; evaluations: AuthzenDecision[] }
-  /** A decision the pipeline could not answer (no active bundle): the whole batch is a 503. */
-  | { ok: false; decision: Decision };
+  /**
+   * A decision the pipeline could not answer (no active bundle: the whole batch is a 503), or
+   * one the decision log could not record (`unrecorded`: a 500 audit_unavailable, as for a
+   * search): the batch stops there rather than wait for the log on every further item.
+   */
+  | { ok: false; decision: Decision; unrecorded?: boolean };
 
 /**
  * Runs the items of a batch in request order. Each item's subject, action, resource and
@@ -29,6 +33,7 @@ export async function evaluateBatch(
     if (merged.success) {
       const decision = await decide(merged.data);
       if (!decision.answered) return { ok: false, decision };
+      if (decision.reasons[0]?.code === 'audit_unavailable') return { ok: false, decision, unrecorded: true };
       result = authzenDecision(decision, explain);
     } else {
       result = invalidItemDecision(`evaluations[${index}]: ${merged.message}`, explain);

@@ -150,7 +150,8 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       headers: TENANT_HEADER,
       body: evaluationsRequestSchema,
       responses: { 200: { description: 'One decision per item, or a single decision without items', schema: z.union([authzenEvaluationsResponseSchema, authzenDecisionSchema]) } },
-      problems: [...AUTHZEN_BODY, 'authzen_unavailable'],
+      // A batch stops at an item the decision log could not record, as a search does.
+      problems: [...AUTHZEN_BODY, 'authzen_unavailable', 'audit_unavailable'],
     },
     ...(['subject', 'resource', 'action'] as const).map(
       (kind): ApiOperation => ({

@@ -99,13 +99,22 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
         if (!evaluation.success) return invalidRequest(c, evaluation.error);
         return single(asked(c), AUTHZEN_PATHS.evaluations, evaluation.data);
       }
-      c.get('chargeDecisions')?.(evaluations.length);
       const resolution = resolve(asked(c), request.context);
       if (!resolution.ok) return unavailable(c, resolution.message);
       const tenant = tenantOf(c.req.header(TENANT_HEADER), request.context);
-      const outcome = await evaluateBatch({ ...request, evaluations }, decide(asked(c), AUTHZEN_PATHS.evaluations, resolution.authzen), tenant);
-      if (!outcome.ok) return unavailable(c, firstReason(outcome.decision));
-      return c.json({ evaluations: outcome.evaluations });
+      // Each item evaluated is a decision: the caller's rate pays for all of them (not for items
+      // a short-circuit or a failure left unevaluated).
+      const decideItem = decide(asked(c), AUTHZEN_PATHS.evaluations, resolution.authzen);
+      let decisions = 0;
+      const countedDecide = (item: EvaluationRequest) => {
+        decisions += 1;
+        return decideItem(item);
+      };
+      const outcome = await evaluateBatch({ ...request, evaluations }, countedDecide, tenant);
+      c.get('chargeDecisions')?.(decisions);
+      if (outcome.ok) return c.json({ evaluations: outcome.evaluations });
+      if (outcome.unrecorded) return problem(c, 500, { code: 'audit_unavailable', title: 'Decision not recorded', detail: firstReason(outcome.decision) });
+      return unavailable(c, firstReason(outcome.decision));
     })
     .post(AUTHZEN_PATHS.subject, body(subjectSearchRequestSchema), (c) => search(asked(c), subjectSearch(c.get('body')), c.get('chargeDecisions')))
     .post(AUTHZEN_PATHS.resource, body(resourceSearchRequestSchema), (c) => search(asked(c), resourceSearch(c.get('body')), c.get('chargeDecisions')))
