@@ -226,7 +226,15 @@ issuance_denials contains {
 } if {
 	evidence.authenticated
 	some index, actor in actors
-	not may_call(actor_id(actor))
+	not actor_may_call(actor)
+}
+
+# METADATA
+# title: Actor may call
+# description: The actor is identified (a sub or client_id) and a callers rule covers it.
+actor_may_call(actor) if {
+	actor_id(actor) != ""
+	may_call(actor_id(actor))
 }
 
 issuance_denials contains {

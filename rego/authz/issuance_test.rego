@@ -131,6 +131,20 @@ test_caller_acting_for_an_unpermitted_actor_is_refused if {
 	reason.actor_depth == 1
 }
 
+# An actor nobody can identify (no sub, no client_id) is never a permitted caller, even for
+# a callers rule that matches any id.
+test_caller_acting_for_an_unidentifiable_actor_is_refused if {
+	delegated := object.union(token_service_subject, {"act": [{}]})
+	callers := [{"id": "any", "subjects": ["**"]}]
+	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == false
+	some reason in result.reasons
+	reason.code == "caller_not_permitted"
+	reason.actor_depth == 1
+}
+
 test_caller_acting_for_a_permitted_actor_may_ask if {
 	delegated := object.union(token_service_subject, {"act": [{"sub": fx.token_service}]})
 	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
