@@ -156,6 +156,19 @@ describe('verify', () => {
     });
   });
 
+  it.each([
+    ['null', 'null'],
+    ['a record whose reasons are not objects', '{"result": {"allow": true, "reasons": [1]}}'],
+  ])('reports a rechained body that is %s as index_mismatch, not a crash', async (_label, body) => {
+    const log = await open();
+    const records = await fill(log, 3);
+    const db = new DatabaseSync(temp.path);
+    db.prepare('UPDATE decisions SET body = ? WHERE seq = 2').run(body);
+    rechainFrom(db, 2);
+    db.close();
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[1]!.decision_id, seq: 2, reason: 'index_mismatch' });
+  });
+
   it('finds an index column edited to mislead queries', async () => {
     const log = await open();
     const records = await fill(log, 5);

@@ -2,7 +2,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { chainHash, GENESIS_HASH, markFromRow, markSignatureValid } from './chain.ts';
 import type { CheckpointKey, MarkRow, SignedMark } from './chain.ts';
 import { deriveIndexColumns } from './record.ts';
-import type { DecisionRecord } from './record.ts';
+import type { DecisionRecord, IndexColumns } from './record.ts';
 import { reasonSetKey } from './schema.ts';
 
 export type MismatchReason =
@@ -186,12 +186,15 @@ function readReasonSets(db: DatabaseSync): ReasonSets {
 
 function indexColumnsMatch(row: ChainRow, reasonSets: ReasonSets): boolean {
   let record: DecisionRecord;
+  let columns: IndexColumns;
   try {
     record = JSON.parse(row.body) as DecisionRecord;
+    // A body rechained by someone without the key need not be a record at all: one whose
+    // columns cannot even be derived matches none (a mismatch to report, not a crash).
+    columns = deriveIndexColumns(record);
   } catch {
     return false;
   }
-  const columns = deriveIndexColumns(record);
   return (
     row.decision_id === stored(record.decision_id) &&
     row.timestamp === record.timestamp &&
