@@ -453,6 +453,28 @@ describe('after a failed JWKS fetch', () => {
     }
   });
 
+  it('a probe refused by the back-off is not remembered for the cooldown: the replica is ready once the endpoint recovers', async () => {
+    const troubled = await TestIssuer.create('https://probed-backoff.test.example');
+    await troubled.serve();
+    troubled.jwksFailure = { status: 503, body: '{}' };
+    const server = await startTestArbiter({
+      issuers: [{ issuer: troubled.issuer, jwks_uri: troubled.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cooldown_s: 30 }],
+    });
+    try {
+      await postJson(`${server.url}/v1/decide`, request(await troubled.sign({ scope: 'read' })));
+      // Within the back-off: refused without a fetch.
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(503);
+      expect(troubled.jwksFetches).toBe(1);
+      troubled.jwksFailure = undefined;
+      await sleep(JWKS_FAILURE_BACK_OFF_MS + 100);
+      // The cooldown (30 s) counts from a fetch that failed, not from a probe the back-off refused.
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+    } finally {
+      await server.close();
+      await troubled.close();
+    }
+  });
+
   it('tokens with an unknown kid do not fetch again meanwhile, and keys already held keep verifying', async () => {
     const rotating = await TestIssuer.create('https://rotating.test.example');
     await rotating.serve();

@@ -100,11 +100,15 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
           await remote.reload();
         } catch (error) {
           backOff.failed(error);
-          lastReload.failure =
+          const failure =
             remote.jwks() === undefined
               ? new ArbiterError('jwks_unavailable', `JWKS of ${config.issuer} cannot be loaded: ${(error as Error).message}`)
               : new ArbiterError('jwks_stale', `JWKS of ${config.issuer} loaded before cannot be refreshed: ${(error as Error).message}`);
-          throw lastReload.failure;
+          // Refused by the back-off, nothing was fetched: remembered for the cooldown, it would
+          // keep the replica unready for that long after the endpoint recovered.
+          if (error instanceof BackingOffError) lastReload = undefined;
+          else lastReload.failure = failure;
+          throw failure;
         }
       },
     };
