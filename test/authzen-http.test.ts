@@ -145,8 +145,17 @@ describe('bundle selection', () => {
     expect(echoedInput(byHeader.body!).subject.id).toBe(rick);
     const byContext = await postJson(url('/access/v1/evaluation'), { ...request, context: { tenant: 'echo' } });
     expect(echoedInput(byContext.body!).context.tenant).toBe('echo');
-    const headerWins = await postJson(url('/access/v1/evaluation'), { ...request, context: { tenant: 'echo' } }, { 'X-Tenant': 'ghost' });
-    expect(headerWins.status).toBe(503);
+    const agreeing = await postJson(url('/access/v1/evaluation'), { ...request, context: { tenant: 'echo' } }, { 'X-Tenant': 'echo' });
+    expect(echoedInput(agreeing.body!).context.tenant).toBe('echo');
+  });
+
+  it.each([
+    ['an evaluation', '/access/v1/evaluation', {}],
+    ['a batch', '/access/v1/evaluations', { evaluations: [{}] }],
+    ['a search', '/access/v1/search/subject', { subject: { type: 'user' } }],
+  ])('refuses %s whose context.tenant names another tenant than X-Tenant (one bundle would answer for the other)', async (_label, path, extra) => {
+    const res = await postJson(url(path), { ...request, ...extra, context: { tenant: 'echo' } }, { 'X-Tenant': 'ghost' });
+    expect(res).toMatchObject({ status: 400, body: { code: 'invalid_request', errors: [{ pointer: '/context/tenant' }] } });
   });
 
   it.each([

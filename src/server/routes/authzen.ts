@@ -53,6 +53,8 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     deps.pipeline.decide(decisionRequest(evaluation, { endpoint, requestId, caller, authzen }));
 
   async function single(asked: Asked, endpoint: string, evaluation: EvaluationRequest) {
+    const conflict = tenantConflict(asked.c, evaluation.context);
+    if (conflict) return conflict;
     const resolution = resolve(asked, evaluation.context);
     if (!resolution.ok) return unavailable(asked.c, resolution.message);
     const decision = await decide(asked, endpoint, resolution.authzen)(evaluation);
@@ -61,6 +63,8 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
 
   async function search<K extends SearchKind>(asked: Asked, plan: SearchPlan<K>, charge: ((decisions: number) => void) | undefined) {
     const { c, requestId, caller } = asked;
+    const conflict = tenantConflict(c, plan.context);
+    if (conflict) return conflict;
     const resolution = resolve(asked, plan.context);
     if (!resolution.ok) return unavailable(c, resolution.message);
     // Each candidate looked at is a decision, as each item of a batch is: the caller's rate pays
@@ -99,6 +103,8 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
         if (!evaluation.success) return invalidRequest(c, evaluation.error);
         return single(asked(c), AUTHZEN_PATHS.evaluations, evaluation.data);
       }
+      const conflict = tenantConflict(c, request.context);
+      if (conflict) return conflict;
       const resolution = resolve(asked(c), request.context);
       if (!resolution.ok) return unavailable(c, resolution.message);
       const tenant = tenantOf(c.req.header(TENANT_HEADER), request.context);
@@ -128,6 +134,19 @@ function asked<E extends { Variables: RequestIdVariables & GatewayVariables }>(c
 function firstReason(decision: Decision): string {
   const [reason] = decision.reasons;
   return reason?.message ?? reason?.code ?? 'no bundle answered';
+}
+
+/**
+ * A 400 when X-Tenant and a string context.tenant name different tenants: the header's bundle
+ * would decide while the policy reads the other tenant in its input (batch items are held to
+ * the batch's tenant the same way, in evaluateBatch).
+ */
+function tenantConflict(c: Context, context: Record<string, unknown> | undefined): Response | undefined {
+  const header = c.req.header(TENANT_HEADER);
+  const fromContext = context?.tenant;
+  if (header === undefined || typeof fromContext !== 'string' || fromContext === header) return undefined;
+  const detail = `${JSON.stringify(fromContext)} is not the tenant the X-Tenant header names (${JSON.stringify(header)})`;
+  return problem(c, 400, { code: 'invalid_request', title: 'Invalid request', detail: `/context/tenant: ${detail}`, errors: [{ pointer: '/context/tenant', detail }] });
 }
 
 /** No bundle can answer: the same condition /v1/decide answers with 503. */
