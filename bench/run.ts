@@ -57,6 +57,8 @@ const SYSTEMS: SystemName[] = ['arbiter', 'opa'];
 const TARGETS = { verified_claims: { throughput_ratio: 1.0 }, jwt: { throughput_ratio: 1.5 } } as const;
 
 const resultsDir = 'bench/results';
+// When the run started (it names the result file), not when the report is written minutes later.
+const startedAt = new Date().toISOString();
 const workDir = mkdtempSync(join(tmpdir(), 'arbiter-bench-'));
 const profileDir = join(resultsDir, 'profiles');
 const workload = await createWorkload(settings.tokens);
@@ -101,7 +103,7 @@ try {
   }
 
   const report: Report = {
-    started_at: new Date().toISOString(),
+    started_at: startedAt,
     machine: machineInfo(),
     versions: versions(),
     settings,
