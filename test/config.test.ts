@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadConfig, parseConfig } from '../src/config/load.ts';
+import type { Config } from '../src/config/schema.ts';
 import { ConfigError } from '../src/errors.ts';
 import { IssuerRegistry } from '../src/tokens/trusted-issuers.ts';
 import { tempDir } from './support/arbiter.ts';
@@ -312,6 +314,33 @@ describe('arbiter config check', () => {
   it('exits 0 for a valid file', async () => {
     const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
     expect(stdout).toContain('valid');
+  });
+});
+
+describe('shipped deployment configurations', () => {
+  // Only config/development.yaml was checked: a schema change could leave the image's or the
+  // Kubernetes example's configuration refusing to start, or writing to the read-only /app,
+  // while every other check passed.
+  const statePaths = (config: Config) => [config.bundles.store, config.data.path, config.decision_log.path];
+
+  it('the container configuration is valid once given a gateway key, and keeps all state on its volume', () => {
+    const config = loadConfig({ file: 'deploy/docker/arbiter.yaml', env: { ARBITER_GATEWAY__API_KEYS: `[{id: edge-gateway, sha256: ${'ab'.repeat(32)}}]` } });
+    expect(config.mode).toBe('production');
+    expect(config.bundles.dir).toBe('/app/bundles');
+    for (const path of statePaths(config)) expect(path).toMatch(/^\/var\/lib\/arbiter\//);
+  });
+
+  it("the Kubernetes example's configuration is valid and names only files its pod mounts", () => {
+    const documents = parseAllDocuments(readFileSync('deploy/kubernetes/arbiter.yaml', 'utf8')).map((document) => document.toJS() as Record<string, any>);
+    const configMap = documents.find((document) => document.kind === 'ConfigMap')!;
+    const deployment = documents.find((document) => document.kind === 'Deployment')!;
+    const config = parseConfig(parseYaml(configMap.data['arbiter.yaml'] as string));
+    const container = deployment.spec.template.spec.containers[0];
+    const mountOf = (name: string) => (container.volumeMounts as { name: string; mountPath: string }[]).find((mount) => mount.name === name)!.mountPath;
+    for (const path of statePaths(config)) expect(path.startsWith(`${mountOf('state')}/`)).toBe(true);
+    for (const key of Object.values(config.bundles.signing.keys)) expect(key.key_file?.startsWith(`${mountOf('signing')}/`)).toBe(true);
+    expect(mountOf('config')).toBe((container.env as { name: string; value: string }[]).find((variable) => variable.name === 'ARBITER_CONFIG')!.value);
+    expect(container.ports[0].containerPort).toBe(config.server.port);
   });
 });
 
