@@ -216,6 +216,44 @@ describe('revocations', () => {
     expect((await decideWith(fresh)).allow).toBe(true);
   });
 
+  it('stops a token dated ahead of the clock once its key is removed and what it issued until now revoked', async () => {
+    // The documented answer to a key compromise: remove the key at the issuer, revoke
+    // issued_before now. A token dated ahead of Arbiter's clock (within clock_tolerance_s)
+    // is not issued before now, so only the removed key can stop it: it must not be remembered.
+    const leaked = await TestIssuer.create('https://leaked.test.example');
+    await leaked.serve();
+    const server = await startTestArbiter({
+      ...config(),
+      issuers: [{ issuer: leaked.issuer, jwks_uri: leaked.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], clock_tolerance_s: 30, jwks_cache_max_age_s: 1, jwks_cooldown_s: 1 }],
+      data: { path: join(tempDir(), 'data.db') },
+    });
+    const decide = async (token: string) =>
+      (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!;
+    try {
+      const ahead = await leaked.sign({ sub: 'user:ahead' }, { iat: now() + 20 });
+      expect((await decide(ahead)).allow).toBe(true);
+
+      const revoked = await fetch(`${server.url}/v1/revocations`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'issued_before', iss: leaked.issuer, before: now(), reason: 'key compromised' }),
+      });
+      expect(revoked.status).toBe(201);
+      const compromised = leaked.keys[0]!;
+      await leaked.addKey('key-2');
+      leaked.keys.splice(leaked.keys.indexOf(compromised), 1);
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // past jwks_cache_max_age_s
+
+      // The removed key stops a token it signs now...
+      expect((await decide(await leaked.sign({ sub: 'user:new' }, { key: compromised.privateKey, kid: compromised.kid }))).reasons[0].code).toBe('token_unknown_key');
+      // ...and the one it signed ahead of time, verified before the key was removed.
+      expect((await decide(ahead)).allow).toBe(false);
+    } finally {
+      await server.close();
+      await leaked.close();
+    }
+  });
+
   it('lists, reads and deletes entries; rejects a bad one naming the field', async () => {
     const bad = await admin('POST', '/v1/revocations', { kind: 'jti', reason: 'x' });
     expect(bad.status).toBe(400);

@@ -25,9 +25,16 @@ export class VerificationCache {
     return entry.verified;
   }
 
-  set(verified: VerifiedToken): void {
+  /**
+   * Remembers `verified`, checked at `now`. A token dated after `now` (an `iat` ahead of this
+   * clock, within clock_tolerance_s) is not remembered: an `issued_before` revocation made now
+   * does not catch it, so after a key compromise only the removed key can stop it, and a
+   * remembered verification would outlive the key.
+   */
+  set(verified: VerifiedToken, now: number): void {
     if (this.#maxEntries === 0) return;
     const { exp, iat } = verified.payload as { exp: number; iat: number };
+    if (iat > now) return;
     const { clock_tolerance_s, max_token_age_s } = verified.issuer.config;
     const validUntil = Math.min(exp, iat + max_token_age_s) + clock_tolerance_s;
     if (this.#entries.size >= this.#maxEntries) {

@@ -90,7 +90,7 @@ export async function verifyAccessToken(
   const cached = options.cache?.get(fingerprint, now);
   if (cached) return cached;
   const verification = await verifyUncached(token, fingerprint, issuers, now);
-  if (verification.ok) options.cache?.set(verification);
+  if (verification.ok) options.cache?.set(verification, now);
   return verification;
 }
 
