@@ -263,6 +263,15 @@ describe('recording', () => {
     expect(JSON.stringify(line)).not.toContain('user:alice');
   });
 
+  it('logs no masked sub for a decision whose record has none', async () => {
+    const res = await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: 'anonymous' }, policy: 'audit' });
+    const record = (await get(`/v1/decisions/${res.body!.decision_id}`)).body!;
+    expect(record.input.subject).not.toHaveProperty('sub');
+    // A hash of nothing would read as a subject that every anonymous decision shares.
+    const line = processLog.find((entry) => entry.decision_id === res.body!.decision_id)!;
+    expect(line.subject).not.toHaveProperty('sub');
+  });
+
   it('ships committed records to the pino transport, and keeps them out of the process log', async () => {
     const made = await Promise.all([decide(alice(), 'read', { type: 'doc', id: 's1' }), decide(bob(), 'write', { type: 'doc', id: 's2' })]);
     let shipped: Json[] = [];

@@ -407,11 +407,12 @@ export class DecisionPipeline {
     const subject = isObject(input.subject) ? input.subject : {};
     const action = isObject(input.action) ? input.action : {};
     const resource = isObject(input.resource) ? input.resource : {};
+    // Only the members the input has: a hash rule would otherwise log the hash of an absent one.
     const shown: { input: LoggedInput } = {
       input: {
-        subject: { iss: subject.iss, sub: subject.sub, client_id: subject.client_id },
-        action: { name: action.name },
-        resource: { type: resource.type, id: resource.id },
+        subject: present({ iss: subject.iss, sub: subject.sub, client_id: subject.client_id }),
+        action: present({ name: action.name }),
+        resource: present({ type: resource.type, id: resource.id }),
       },
     };
     const rules = this.#deps.logMask ?? [];
@@ -423,6 +424,10 @@ interface LoggedInput {
   subject?: { iss?: unknown; sub?: unknown; client_id?: unknown };
   action?: { name?: unknown };
   resource?: { type?: unknown; id?: unknown };
+}
+
+function present<T extends Record<string, unknown>>(members: T): Partial<T> {
+  return Object.fromEntries(Object.entries(members).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
 /** What the record keeps of a token that failed verification: never the token, only its fingerprint. */
