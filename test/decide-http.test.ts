@@ -45,6 +45,16 @@ async function signRaw(issuer: TestIssuer, payloadJson: string): Promise<string>
   return new CompactSign(new TextEncoder().encode(payloadJson)).setProtectedHeader({ alg: 'ES256', kid: key.kid }).sign(key.privateKey);
 }
 
+/** Signs a valid token under extra header parameters, for those jose would refuse to sign (an unknown crit). */
+async function signWithHeader(issuer: TestIssuer, header: Record<string, unknown>): Promise<string> {
+  const key = issuer.keys[0]!;
+  const now = Math.floor(Date.now() / 1000);
+  const payload = { iss: issuer.issuer, sub: 'user:alice', aud: 'https://api.example.com', iat: now, exp: now + 60, scope: 'read' };
+  const signingInput = `${Buffer.from(JSON.stringify({ alg: 'ES256', kid: key.kid, ...header })).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, new TextEncoder().encode(signingInput));
+  return `${signingInput}.${Buffer.from(signature).toString('base64url')}`;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** An array nested `depth` levels deep around one number. */
@@ -154,6 +164,8 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":"1800000000"}`)],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":null}`)],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"nbf":"now"}`)],
+    // A critical header extension Arbiter does not know (RFC 7515 §4.1.11): the algorithm is allowed.
+    ['token_invalid', () => signWithHeader(idp, { crit: ['urn:example:ext'], 'urn:example:ext': true })],
   ];
 
   it.each(cases)('denies with %s', async (code, mint) => {

@@ -274,7 +274,11 @@ function classifyJoseError(error: unknown): { code: TokenFailureCode; message: s
     return { code: 'token_keys_unavailable', message };
   }
   if (error instanceof errors.JWSInvalid || error instanceof errors.JWTInvalid) return { code: 'token_malformed', message };
-  if (error instanceof errors.JOSENotSupported) return { code: 'token_algorithm_not_allowed', message };
+  if (error instanceof errors.JOSENotSupported) {
+    // jose refuses a critical header extension it does not know (RFC 7515 §4.1.11) with the
+    // error of an algorithm it does not support; the algorithm was checked allowed above.
+    return { code: /^Extension Header Parameter/.test(message) ? 'token_invalid' : 'token_algorithm_not_allowed', message };
+  }
   if (error instanceof TypeError || (error instanceof Error && /fetch|ECONNREFUSED|network/i.test(message))) {
     return { code: 'token_keys_unavailable', message };
   }
