@@ -437,6 +437,23 @@ describe('audit_unavailable', () => {
   });
 });
 
+describe('a decision no bundle answers, while the log cannot record it either', () => {
+  it('is still a 503 (no bundle), with the audit failure as its reason', async () => {
+    const path = join(tempDir('arbiter-unanswered-'), 'decisions.db');
+    const server = await startTestArbiter({ bundles: { default: 'absent' }, decision_log: { path, busy_timeout_ms: 100 } });
+    const lock = new DatabaseSync(path);
+    try {
+      lock.exec('BEGIN EXCLUSIVE');
+      const res = await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      expect(res).toMatchObject({ status: 503, body: { allow: false, reasons: [{ code: 'audit_unavailable' }] } });
+    } finally {
+      if (lock.isTransaction) lock.exec('ROLLBACK');
+      lock.close();
+      await server.close();
+    }
+  });
+});
+
 describe('readiness and the decision log', () => {
   it('/readyz is 503 while a relaxed log refuses appends (every decision would deny audit_unavailable), ready again once it commits', async () => {
     const path = join(tempDir('arbiter-readyz-log-'), 'decisions.db');

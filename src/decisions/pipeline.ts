@@ -342,9 +342,11 @@ export class DecisionPipeline {
         await this.#deps.recorder.append(this.#record(trace, decision));
       } catch (error) {
         this.#deps.logger.error({ err: error, decision_id: trace.decisionId }, 'decision could not be recorded: denied');
+        // Still unanswered when no bundle answered: the 503 says the server cannot decide at all.
+        const policy = outcome.policy && { name: outcome.policy.bundle, revision: outcome.policy.revision };
         decision = {
           ...decision,
-          ...denial(outcome.policy && { name: outcome.policy.bundle, revision: outcome.policy.revision }, 'audit_unavailable', 'the decision could not be recorded in the decision log'),
+          ...denial(policy, 'audit_unavailable', 'the decision could not be recorded in the decision log', decision.answered),
           data_version: decision.data_version,
         };
       }
