@@ -1,9 +1,9 @@
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { whileLocked } from './support/sqlite-lock.ts';
 
 // Opaque subject ids of the Todo scenario (rego/todo/README.md).
 const rick = 'CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs';
@@ -409,18 +409,16 @@ describe('search while the decision log cannot record', () => {
   it('answers 500 audit_unavailable at the first unrecorded candidate, not a complete-looking empty page', async () => {
     const logPath = join(tempDir(), 'decisions.db');
     const locked = await startTestArbiter({ authzen: { default_bundle: 'todo' }, decision_log: { path: logPath, busy_timeout_ms: 200 } });
-    const lock = new DatabaseSync(logPath);
     try {
-      lock.exec('BEGIN EXCLUSIVE');
-      const started = Date.now();
-      const res = await postJson(`${locked.url}/access/v1/search/subject`, { subject: { type: 'user' }, action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
-      expect(res.status).toBe(500);
-      expect(res.body).toMatchObject({ code: 'audit_unavailable' });
-      // One candidate waited for the lock, not every candidate the bundle lists.
-      expect(Date.now() - started).toBeLessThan(5 * 200);
+      await whileLocked(logPath, async () => {
+        const started = Date.now();
+        const res = await postJson(`${locked.url}/access/v1/search/subject`, { subject: { type: 'user' }, action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
+        expect(res.status).toBe(500);
+        expect(res.body).toMatchObject({ code: 'audit_unavailable' });
+        // One candidate waited for the lock, not every candidate the bundle lists.
+        expect(Date.now() - started).toBeLessThan(5 * 200);
+      });
     } finally {
-      if (lock.isTransaction) lock.exec('ROLLBACK');
-      lock.close();
       await locked.close();
     }
   });
@@ -430,19 +428,17 @@ describe('a batch while the decision log cannot record', () => {
   it('answers 500 audit_unavailable at the first unrecorded item, instead of waiting for the log on every item', async () => {
     const logPath = join(tempDir(), 'decisions.db');
     const locked = await startTestArbiter({ authzen: { default_bundle: 'todo' }, decision_log: { path: logPath, busy_timeout_ms: 200 } });
-    const lock = new DatabaseSync(logPath);
     try {
-      lock.exec('BEGIN EXCLUSIVE');
-      const item = { subject: { type: 'user', id: 'u' }, action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } };
-      const started = Date.now();
-      const res = await postJson(`${locked.url}/access/v1/evaluations`, { evaluations: Array.from({ length: 100 }, () => item) });
-      expect(res.status).toBe(500);
-      expect(res.body).toMatchObject({ code: 'audit_unavailable' });
-      // Not 100 items each waiting busy_timeout_ms (20 s): the batch stopped at the first.
-      expect(Date.now() - started).toBeLessThan(10_000);
+      await whileLocked(logPath, async () => {
+        const item = { subject: { type: 'user', id: 'u' }, action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } };
+        const started = Date.now();
+        const res = await postJson(`${locked.url}/access/v1/evaluations`, { evaluations: Array.from({ length: 100 }, () => item) });
+        expect(res.status).toBe(500);
+        expect(res.body).toMatchObject({ code: 'audit_unavailable' });
+        // Not 100 items each waiting busy_timeout_ms (20 s): the batch stopped at the first.
+        expect(Date.now() - started).toBeLessThan(10_000);
+      });
     } finally {
-      if (lock.isTransaction) lock.exec('ROLLBACK');
-      lock.close();
       await locked.close();
     }
   });

@@ -12,6 +12,7 @@ import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build } from './support/bundle-sources.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { whileLocked } from './support/sqlite-lock.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
 type Json = Record<string, any>;
@@ -418,17 +419,11 @@ describe('GET /v1/decisions', () => {
 
 describe('audit_unavailable', () => {
   it('denies when the log cannot be written, and allows again once it can', async () => {
-    const lock = new DatabaseSync(logPath);
-    let denied: Json;
-    try {
-      lock.exec('BEGIN EXCLUSIVE');
+    const denied = await whileLocked(logPath, async () => {
       const token = await idp.sign({ sub: 'user:alice', scope: 'read' });
-      denied = (await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' }, policy: 'audit' })).body!;
-      expect(denied).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
-    } finally {
-      if (lock.isTransaction) lock.exec('ROLLBACK');
-      lock.close();
-    }
+      return (await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' }, policy: 'audit' })).body!;
+    });
+    expect(denied).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
     // It was not recorded: that is why it was denied.
     expect((await get(`/v1/decisions/${denied.decision_id}`)).status).toBe(404);
     const allowed = await decide(alice(), 'read', { type: 'doc', id: 'after-lock' });
@@ -441,14 +436,10 @@ describe('a decision no bundle answers, while the log cannot record it either', 
   it('is still a 503 (no bundle), with the audit failure as its reason', async () => {
     const path = join(tempDir('arbiter-unanswered-'), 'decisions.db');
     const server = await startTestArbiter({ bundles: { default: 'absent' }, decision_log: { path, busy_timeout_ms: 100 } });
-    const lock = new DatabaseSync(path);
     try {
-      lock.exec('BEGIN EXCLUSIVE');
-      const res = await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      const res = await whileLocked(path, () => postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } }));
       expect(res).toMatchObject({ status: 503, body: { allow: false, reasons: [{ code: 'audit_unavailable' }] } });
     } finally {
-      if (lock.isTransaction) lock.exec('ROLLBACK');
-      lock.close();
       await server.close();
     }
   });
@@ -458,18 +449,16 @@ describe('readiness and the decision log', () => {
   it('/readyz is 503 while a relaxed log refuses appends (every decision would deny audit_unavailable), ready again once it commits', async () => {
     const path = join(tempDir('arbiter-readyz-log-'), 'decisions.db');
     const relaxed = await startTestArbiter({ decision_log: { path, durability: 'relaxed', flush_interval_ms: 50, busy_timeout_ms: 100 } });
-    const lock = new DatabaseSync(path);
     try {
-      lock.exec('BEGIN EXCLUSIVE');
-      await postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
-      await expect.poll(async () => (await fetch(`${relaxed.url}/readyz`)).status, { timeout: 5000 }).toBe(503);
-      const body = (await (await fetch(`${relaxed.url}/readyz`)).json()) as Json;
-      expect(body.problems).toEqual([expect.stringContaining('decision log')]);
-      lock.exec('ROLLBACK');
-      await expect.poll(async () => (await fetch(`${relaxed.url}/readyz`)).status, { timeout: 5000 }).toBe(200);
+      await whileLocked(path, async (release) => {
+        await postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+        await expect.poll(async () => (await fetch(`${relaxed.url}/readyz`)).status, { timeout: 5000 }).toBe(503);
+        const body = (await (await fetch(`${relaxed.url}/readyz`)).json()) as Json;
+        expect(body.problems).toEqual([expect.stringContaining('decision log')]);
+        release();
+        await expect.poll(async () => (await fetch(`${relaxed.url}/readyz`)).status, { timeout: 5000 }).toBe(200);
+      });
     } finally {
-      if (lock.isTransaction) lock.exec('ROLLBACK');
-      lock.close();
       await relaxed.close();
     }
   });

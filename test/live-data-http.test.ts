@@ -1,9 +1,9 @@
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { whileLocked } from './support/sqlite-lock.ts';
 
 let idp: TestIssuer;
 let admins: TestIssuer;
@@ -283,15 +283,7 @@ describe('revocations', () => {
     const created = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:locked', reason: 'r' });
     const id = created.body!.id as string;
     // Another process holds the write lock past busy_timeout (5 s), as a full disk would fail the write too.
-    const lock = new DatabaseSync(dataPath);
-    lock.exec('BEGIN EXCLUSIVE');
-    let refused;
-    try {
-      refused = await admin('DELETE', `/v1/revocations/${id}`);
-    } finally {
-      lock.exec('ROLLBACK');
-      lock.close();
-    }
+    const refused = await whileLocked(dataPath, () => admin('DELETE', `/v1/revocations/${id}`));
     expect(refused).toMatchObject({ status: 503, body: { code: 'data_store_write_failed' } });
     expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(200);
     expect((await admin('DELETE', `/v1/revocations/${id}`)).status).toBe(204);

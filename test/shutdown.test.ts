@@ -8,6 +8,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, inject, it } from 'vitest';
 import { ConfigError } from '../src/errors.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
+import { whileLocked } from './support/sqlite-lock.ts';
 
 /** A CLI configuration serving the echo bundle, with its state in `dir`; returns its path. */
 function writeCliConfig(dir: string, extraConfig: string[]): string {
@@ -133,17 +134,12 @@ describe('a data store that cannot be written', () => {
     let exited: number | null = null;
     child.on('exit', (code) => (exited = code));
     // Another process holding the write lock past busy_timeout (5 s), as a full disk would fail it too.
-    const lock = new DatabaseSync(join(dir, 'data.db'));
-    lock.exec('BEGIN EXCLUSIVE');
-    try {
+    await whileLocked(join(dir, 'data.db'), async () => {
       const failed = () => logged.some((line) => line.msg === 'pruning expired revocations failed');
       await expect.poll(() => exited !== null || failed(), { timeout: 15_000, interval: 200 }).toBe(true);
       expect(exited).toBeNull();
       expect(failed()).toBe(true);
-    } finally {
-      lock.exec('ROLLBACK');
-      lock.close();
-    }
+    });
     expect(exited).toBeNull();
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     const exit = once(child, 'exit') as Promise<[number | null]>;
