@@ -7,9 +7,9 @@ export type AdmissionVariables = {
   /**
    * Charges the caller's rate for a request that turned out to ask `decisions` decisions (an
    * AuthZEN batch): admission took one unit; the rest is taken now, into debt if need be, so
-   * the caller's next requests wait until the rate has paid for the batch.
+   * the caller's next requests wait until the rate has paid for the batch. Unset without a rate limit.
    */
-  chargeDecisions: (decisions: number) => void;
+  chargeDecisions?: (decisions: number) => void;
 };
 
 /**
@@ -38,8 +38,6 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
       c.set('chargeDecisions', (decisions) => {
         bucket.tokens -= Math.max(0, decisions - 1);
       });
-    } else {
-      c.set('chargeDecisions', () => undefined);
     }
     if (inFlight >= config.max_concurrent) {
       return problem(c, 429, { code: 'overloaded', title: 'Too many concurrent requests', detail: `more than ${config.max_concurrent} requests in flight` }, { 'Retry-After': '1' });

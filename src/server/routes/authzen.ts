@@ -87,7 +87,7 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
   }
 
   // Admission runs before these routes on the server (app.ts); a batch or a search tells it how many decisions it asked.
-  return new Hono<{ Variables: RequestIdVariables & GatewayVariables & Partial<AdmissionVariables> }>()
+  return new Hono<{ Variables: RequestIdVariables & GatewayVariables & AdmissionVariables }>()
     .get(METADATA_PATH, (c) => {
       const resolution = bundles.resolve(c.req.header(TENANT_HEADER));
       const baseUrl = deps.authzen.public_url?.replace(/\/+$/, '') ?? new URL(c.req.url).origin;
