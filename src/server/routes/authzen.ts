@@ -1,6 +1,6 @@
 import { Hono, type Context } from 'hono';
 import type { z } from 'zod';
-import { AuthzenBundles, TENANT_HEADER, tenantOf, type AuthzenBundle, type AuthzenBundleResolution } from '../../authzen/bundles.ts';
+import { AuthzenBundles, TENANT_HEADER, tenantOf, type AuthzenBundle } from '../../authzen/bundles.ts';
 import { evaluateBatch } from '../../authzen/evaluations.ts';
 import { authzenDecision, decisionRequest } from '../../authzen/mapping.ts';
 import { AUTHZEN_PATHS, METADATA_PATH, pdpMetadata } from '../../authzen/metadata.ts';
@@ -15,7 +15,7 @@ import {
 } from '../../authzen/schema.ts';
 import { actionSearch, resourceSearch, runSearch, subjectSearch, type SearchPlan } from '../../authzen/search.ts';
 import type { AuthzenConfig } from '../../config/schema.ts';
-import type { Decision, DecisionPipeline } from '../../decisions/pipeline.ts';
+import type { Decision, DecisionPipeline, DecisionRequest } from '../../decisions/pipeline.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import { fieldErrors, jsonBody } from '../middleware/json-body.ts';
 import type { AdmissionVariables } from '../middleware/admission.ts';
@@ -35,6 +35,9 @@ interface Asked {
   c: Context;
   requestId: string;
   caller: string | null;
+  /** Decisions made for this request so far: what a batch or a search is charged against the caller's rate. */
+  decisions: number;
+  chargeDecisions: AdmissionVariables['chargeDecisions'];
 }
 
 /**
@@ -46,42 +49,52 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
   const bundles = new AuthzenBundles(deps.bundles, deps.authzen);
   const body = <S extends z.ZodType>(schema: S) => jsonBody(schema, { limitBytes: deps.bodyLimitBytes, unsupportedMediaTypeStatus: 400 });
 
-  const resolve = ({ c }: Asked, context: Record<string, unknown> | undefined): AuthzenBundleResolution =>
-    bundles.resolve(tenantOf(c.req.header(TENANT_HEADER), context));
+  /**
+   * The bundle that answers the request (X-Tenant, else context.tenant), or the problem to
+   * answer instead: 400 when the two name different tenants, 503 when no bundle answers.
+   */
+  const resolve = ({ c }: Asked, context: Record<string, unknown> | undefined): { ok: true; authzen: AuthzenBundle } | { ok: false; response: Response } => {
+    const conflict = tenantConflict(c, context);
+    if (conflict) return { ok: false, response: conflict };
+    const resolution = bundles.resolve(tenantOf(c.req.header(TENANT_HEADER), context));
+    return resolution.ok ? resolution : { ok: false, response: unavailable(c, resolution.message) };
+  };
 
-  const decide = ({ requestId, caller }: Asked, endpoint: string, authzen: AuthzenBundle) => (evaluation: EvaluationRequest) =>
-    deps.pipeline.decide(decisionRequest(evaluation, { endpoint, requestId, caller, authzen }));
+  /** Every decision of a request goes through here, so a batch or a search knows how many it made. */
+  const record = (asked: Asked, request: DecisionRequest) => {
+    asked.decisions += 1;
+    return deps.pipeline.decide(request);
+  };
+
+  const decide = (asked: Asked, endpoint: string, authzen: AuthzenBundle) => (evaluation: EvaluationRequest) =>
+    record(asked, decisionRequest(evaluation, { endpoint, requestId: asked.requestId, caller: asked.caller, authzen }));
+
+  /**
+   * Charges the caller's rate for every decision the request made: admission took one unit, and
+   * a batch or a search could otherwise ask as many decisions as it has items or candidates.
+   */
+  const charge = (asked: Asked) => asked.chargeDecisions?.(asked.decisions);
 
   async function single(asked: Asked, endpoint: string, evaluation: EvaluationRequest) {
-    const conflict = tenantConflict(asked.c, evaluation.context);
-    if (conflict) return conflict;
     const resolution = resolve(asked, evaluation.context);
-    if (!resolution.ok) return unavailable(asked.c, resolution.message);
+    if (!resolution.ok) return resolution.response;
     const decision = await decide(asked, endpoint, resolution.authzen)(evaluation);
     return decision.answered ? asked.c.json(authzenDecision(decision, true)) : unavailable(asked.c, firstReason(decision));
   }
 
-  async function search<K extends SearchKind>(asked: Asked, plan: SearchPlan<K>, charge: ((decisions: number) => void) | undefined) {
+  async function search<K extends SearchKind>(asked: Asked, plan: SearchPlan<K>) {
     const { c, requestId, caller } = asked;
-    const conflict = tenantConflict(c, plan.context);
-    if (conflict) return conflict;
     const resolution = resolve(asked, plan.context);
-    if (!resolution.ok) return unavailable(c, resolution.message);
-    // Each candidate looked at is a decision, as each item of a batch is: the caller's rate pays
-    // for all of them, or one request could ask as many decisions as the bundle has candidates.
-    let decisions = 0;
+    if (!resolution.ok) return resolution.response;
     const outcome = await runSearch(plan, {
       endpoint: AUTHZEN_PATHS[plan.kind],
       requestId,
       caller,
       authzen: resolution.authzen,
-      decide: (request) => {
-        decisions += 1;
-        return deps.pipeline.decide(request);
-      },
+      decide: (request) => record(asked, request),
       evaluateRaw: (bundle, entrypoint, input) => deps.pipeline.evaluateRaw(bundle, entrypoint, input),
     });
-    charge?.(decisions);
+    charge(asked);
     if (outcome.ok) return c.json(outcome.response);
     return problem(c, outcome.status, { code: outcome.code, title: 'Search failed', detail: outcome.message });
   }
@@ -103,32 +116,24 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
         if (!evaluation.success) return invalidRequest(c, evaluation.error);
         return single(asked(c), AUTHZEN_PATHS.evaluations, evaluation.data);
       }
-      const conflict = tenantConflict(c, request.context);
-      if (conflict) return conflict;
-      const resolution = resolve(asked(c), request.context);
-      if (!resolution.ok) return unavailable(c, resolution.message);
+      const batch = asked(c);
+      const resolution = resolve(batch, request.context);
+      if (!resolution.ok) return resolution.response;
       const tenant = tenantOf(c.req.header(TENANT_HEADER), request.context);
-      // Each item evaluated is a decision: the caller's rate pays for all of them (not for items
-      // a short-circuit or a failure left unevaluated).
-      const decideItem = decide(asked(c), AUTHZEN_PATHS.evaluations, resolution.authzen);
-      let decisions = 0;
-      const countedDecide = (item: EvaluationRequest) => {
-        decisions += 1;
-        return decideItem(item);
-      };
-      const outcome = await evaluateBatch({ ...request, evaluations }, countedDecide, tenant);
-      c.get('chargeDecisions')?.(decisions);
+      const outcome = await evaluateBatch({ ...request, evaluations }, decide(batch, AUTHZEN_PATHS.evaluations, resolution.authzen), tenant);
+      // Items a short-circuit or a failure left unevaluated made no decision and cost nothing.
+      charge(batch);
       if (outcome.ok) return c.json({ evaluations: outcome.evaluations });
       if (outcome.unrecorded) return problem(c, 500, { code: 'audit_unavailable', title: 'Decision not recorded', detail: firstReason(outcome.decision) });
       return unavailable(c, firstReason(outcome.decision));
     })
-    .post(AUTHZEN_PATHS.subject, body(subjectSearchRequestSchema), (c) => search(asked(c), subjectSearch(c.get('body')), c.get('chargeDecisions')))
-    .post(AUTHZEN_PATHS.resource, body(resourceSearchRequestSchema), (c) => search(asked(c), resourceSearch(c.get('body')), c.get('chargeDecisions')))
-    .post(AUTHZEN_PATHS.action, body(actionSearchRequestSchema), (c) => search(asked(c), actionSearch(c.get('body')), c.get('chargeDecisions')));
+    .post(AUTHZEN_PATHS.subject, body(subjectSearchRequestSchema), (c) => search(asked(c), subjectSearch(c.get('body'))))
+    .post(AUTHZEN_PATHS.resource, body(resourceSearchRequestSchema), (c) => search(asked(c), resourceSearch(c.get('body'))))
+    .post(AUTHZEN_PATHS.action, body(actionSearchRequestSchema), (c) => search(asked(c), actionSearch(c.get('body'))));
 }
 
-function asked<E extends { Variables: RequestIdVariables & GatewayVariables }>(c: Context<E>): Asked {
-  return { c, requestId: c.var.requestId, caller: c.var.caller ?? null };
+function asked<E extends { Variables: RequestIdVariables & GatewayVariables & AdmissionVariables }>(c: Context<E>): Asked {
+  return { c, requestId: c.var.requestId, caller: c.var.caller ?? null, decisions: 0, chargeDecisions: c.var.chargeDecisions };
 }
 
 function firstReason(decision: Decision): string {
