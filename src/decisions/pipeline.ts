@@ -409,16 +409,17 @@ export class DecisionPipeline {
     const subject = isObject(input.subject) ? input.subject : {};
     const action = isObject(input.action) ? input.action : {};
     const resource = isObject(input.resource) ? input.resource : {};
-    // Only the members the input has: a hash rule would otherwise log the hash of an absent one.
-    const shown: { input: LoggedInput } = {
-      input: {
-        subject: present({ iss: subject.iss, sub: subject.sub, client_id: subject.client_id }),
-        action: present({ name: action.name }),
-        resource: present({ type: resource.type, id: resource.id }),
-      },
+    const shown = {
+      subject: { iss: subject.iss, sub: subject.sub, client_id: subject.client_id },
+      action: { name: action.name },
+      resource: { type: resource.type, id: resource.id },
     };
     const rules = this.#deps.logMask ?? [];
-    return rules.length === 0 ? shown.input : applyMask(shown, rules).input;
+    // Unmasked, absent members drop out of the JSON line by themselves. Masked, only the members
+    // the input has: a hash rule would otherwise log the hash of an absent one.
+    if (rules.length === 0) return shown;
+    const present = { subject: definedMembers(shown.subject), action: definedMembers(shown.action), resource: definedMembers(shown.resource) };
+    return applyMask({ input: present }, rules).input;
   }
 }
 
@@ -428,7 +429,7 @@ interface LoggedInput {
   resource?: { type?: unknown; id?: unknown };
 }
 
-function present<T extends Record<string, unknown>>(members: T): Partial<T> {
+function definedMembers<T extends Record<string, unknown>>(members: T): Partial<T> {
   return Object.fromEntries(Object.entries(members).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
