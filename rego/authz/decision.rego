@@ -153,7 +153,7 @@ tenant_rule_ids contains rule.id if {
 #   A tenant-claim rule that lists tenants trusts its issuer for those only: a trusted
 #   issuer of one tenant cannot claim another (subjects and entitlements are keyed by
 #   sub, whatever the issuer). One without tenants trusts its issuer for any.
-issuer_vouches_for(rule, _) if not "tenants" in object.keys(rule)
+issuer_vouches_for(rule, _) if not evidence.has_key(rule, "tenants")
 
 issuer_vouches_for(rule, tenant) if tenant in rule.tenants
 
@@ -282,7 +282,7 @@ accepted_approval := approval if {
 # description: >-
 #   An approval that names a property (resource_id, actor, tenant) covers only
 #   requests with that value; one that does not name it covers any.
-approval_binds(approval, property, _) if not property in object.keys(approval)
+approval_binds(approval, property, _) if not evidence.has_key(approval, property)
 
 approval_binds(approval, property, value) if approval[property] == value
 
@@ -310,7 +310,7 @@ token_fresh if {
 #   so comparing with it would call any token fresh.
 token_too_old if {
 	evidence.authenticated
-	"max_token_age_s" in object.keys(risk_policy)
+	evidence.has_key(risk_policy, "max_token_age_s")
 	not token_fresh
 }
 

@@ -81,3 +81,18 @@ test_other_glob_syntax_is_literal if {
 	not evidence.matches(["invoices.{read,list}"], ".", "invoices.read")
 	evidence.matches(["invoices.[ab]"], ".", "invoices.[ab]")
 }
+
+# has_key replaced "key in object.keys(doc)": it must agree with it on every kind of value.
+test_has_key_agrees_with_object_keys if {
+	docs := [{}, {"k": false}, {"k": null}, {"k": 0}, {"k": ""}, {"k": []}, {"k": {}}, {"other": true}, {"k": true, "other": 1}]
+	with_key := {i | some i, doc in docs; evidence.has_key(doc, "k")}
+	with_key == {i | some i, doc in docs; "k" in object.keys(doc)}
+	count(with_key) == 7
+}
+
+test_has_key_is_false_for_non_objects if {
+	not evidence.has_key(["k"], "k")
+	not evidence.has_key({"k"}, "k")
+	not evidence.has_key("k", "k")
+	not evidence.has_key(null, "k")
+}

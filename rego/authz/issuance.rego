@@ -97,7 +97,7 @@ exception_rules(scope) := {rule |
 # METADATA
 # title: Exception purpose fits
 # description: An exception without purposes fits any request; one with purposes needs one of them.
-exception_purpose_fits(rule, _) if not "purposes" in object.keys(rule)
+exception_purpose_fits(rule, _) if not evidence.has_key(rule, "purposes")
 
 exception_purpose_fits(rule, purpose) if purpose in rule.purposes
 
@@ -274,7 +274,7 @@ issuance_denials contains {
 	"code": "subject_invalid",
 	"message": "input.issuance.subject, when given, must be a non-empty string",
 } if {
-	"subject" in object.keys(input.issuance)
+	evidence.has_key(input.issuance, "subject")
 	not is_string(input.issuance.subject)
 }
 
