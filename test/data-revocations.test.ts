@@ -219,6 +219,25 @@ describe('Revocations.add', () => {
     expect(revocations.list().items).toEqual([]);
   });
 
+  it('refuses an expires_at that has already passed, clock tolerance included (it would never apply)', async () => {
+    const db = openDataDatabase(join(dir, 'arbiter.db'));
+    databases.push(db);
+    const revocations = new Revocations(db, { now: () => clockS * 1000, clockToleranceS: 30 });
+    // A TTL written where a time belongs: accepted, the token would still pass while the admin believes it revoked.
+    await expect(revocations.add({ kind: 'jti', value: 'j', reason: 'r', expires_at: 3600 })).rejects.toMatchObject({
+      code: 'revocation_invalid',
+      message: expect.stringMatching(/^revocation\.expires_at: 3600 has passed .*never apply/),
+    });
+    await expect(revocations.add({ kind: 'jti', value: 'j', reason: 'r', expires_at: clockS - 30 })).rejects.toMatchObject({ code: 'revocation_invalid' });
+    await expect(
+      revocations.addMany([{ kind: 'sub', value: 'x', reason: 'r' }, { kind: 'sub', value: 'y', reason: 'r', expires_at: 1 }]),
+    ).rejects.toMatchObject({ code: 'revocation_invalid', message: expect.stringContaining('revocations[1].expires_at') });
+    expect(revocations.list().items).toEqual([]);
+    // Still inside the tolerance: the token verifies, so the entry applies and is accepted.
+    const late = await revocations.add({ kind: 'jti', value: 'j', reason: 'r', expires_at: clockS - 29 });
+    expect(revocations.check({ ...token, jti: 'j' }, clockS)).toMatchObject({ revoked: true, revocation_id: late.id });
+  });
+
   it('adds many in one all-or-nothing batch', async () => {
     const revocations = open();
     const batch = Array.from({ length: 50 }, (_, i) => ({ kind: 'jti', value: `j${i}`, reason: 'bulk' }));

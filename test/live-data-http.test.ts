@@ -196,6 +196,16 @@ describe('revocations', () => {
     expect((await admin('GET', `/v1/revocations/${created.body!.id}`)).status).toBe(200);
   });
 
+  it('refuses a revocation whose expires_at has passed beyond the clock tolerance, naming the field', async () => {
+    const token = await idp.sign({ sub: 'user:ttl-typo', jti: 'ttl-1' });
+    const refused = await admin('POST', '/v1/revocations', { kind: 'jti', value: 'ttl-1', iss: idp.issuer, reason: 'stolen', expires_at: 3600 });
+    expect(refused.status).toBe(400);
+    expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(refused.body).toMatchObject({ code: 'revocation_invalid', detail: expect.stringContaining('revocation.expires_at: 3600 has passed') });
+    expect((await decideWith(token)).allow).toBe(true);
+    expect((await admin('GET', '/v1/revocations?kind=jti')).body!.items.some((r: { value: string }) => r.value === 'ttl-1')).toBe(false);
+  });
+
   it('revokes an actor of the delegation chain by sub or client_id, whoever holds the token', async () => {
     const delegated = await idp.sign({ sub: 'user:carol', act: { sub: 'agent:helper', act: { client_id: 'rogue-orchestrator' } } });
     const direct = await idp.sign({ sub: 'user:carol' });

@@ -17,7 +17,8 @@ const common = {
    * Epoch seconds after which the entry no longer applies and is pruned, extended by the
    * largest issuer `clock_tolerance_s` because a token still verifies until `exp` plus that
    * tolerance. Omitted: the entry stays until removed, which is always safe. For `jti`,
-   * the token's `exp` is enough: Arbiter adds the tolerance.
+   * the token's `exp` is enough: Arbiter adds the tolerance. A time already past (tolerance
+   * included) is refused: the entry would never apply.
    */
   expires_at: epochSeconds.optional(),
 };

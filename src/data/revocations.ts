@@ -99,7 +99,10 @@ export class Revocations {
     return this.#index.size;
   }
 
-  /** Validates, commits and activates one revocation. Throws `revocation_invalid` before anything is written. */
+  /**
+   * Validates, commits and activates one revocation. Throws `revocation_invalid` before anything
+   * is written, also for an `expires_at` already past (clock tolerance included).
+   */
   async add(input: unknown): Promise<Revocation> {
     const [entry] = await this.#enqueue([this.#create(input, 'revocation')]);
     return entry!;
@@ -194,7 +197,17 @@ export class Revocations {
       const reasons = parsed.error.issues.map((issue) => `${[where, ...issue.path].join('.')}: ${issue.message}`);
       throw new ArbiterError('revocation_invalid', reasons.join('; '));
     }
-    return Object.freeze({ ...parsed.data, id: uuidv7(), created_at: this.#nowS() });
+    const nowS = this.#nowS();
+    const entry = Object.freeze({ ...parsed.data, id: uuidv7(), created_at: nowS });
+    // Accepting it would answer 201 for a revocation that never applies: a TTL written where a
+    // time belongs would leave the token working while its administrator believes it revoked.
+    if (isExpired(entry, nowS, this.#clockToleranceS)) {
+      throw new ArbiterError(
+        'revocation_invalid',
+        `${where}.expires_at: ${entry.expires_at} has passed (now ${nowS}, clock tolerance ${this.#clockToleranceS} s), so the revocation would never apply; give a later time in epoch seconds, or omit expires_at to revoke until removed`,
+      );
+    }
+    return entry;
   }
 
   #enqueue(entries: Revocation[]): Promise<Revocation[]> {
