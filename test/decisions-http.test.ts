@@ -491,6 +491,31 @@ describe('POST /v1/decisions/{id}/replay', () => {
     expect((await postJson(`${arbiter.url}/v1/decide`, { token: await idp.sign({ scope: 'read' }), action: 'read', resource: { type: 'doc' }, policy: 'audit' })).body).toMatchObject({ reasons: [{ code: 'frozen' }] });
   });
 
+  it('records the live data version that decided, and replay shows it beside today\'s', async () => {
+    const token = await idp.sign({ sub: 'user:alice', client_id: 'web', scope: 'read' });
+    const answered = await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc', id: 'versioned' }, policy: 'audit' });
+    const id = answered.body!.decision_id as string;
+    const decidedOn = answered.body!.data_version as number;
+    expect(decidedOn).toEqual(expect.any(Number));
+    const stored = await get(`/v1/decisions/${id}`);
+    expect(storedDecisionSchema.safeParse(stored.body).success).toBe(true);
+    expect(stored.body).toMatchObject({ decision_id: id, data_version: decidedOn });
+
+    const dataToken = await admins.sign({ sub: 'feed@example', aud: 'arbiter-admin', scope: 'arbiter.data.write' });
+    const written = await fetch(`${arbiter.url}/v1/data/replay_marker`, { method: 'PUT', headers: { authorization: `Bearer ${dataToken}`, 'content-type': 'application/json' }, body: '{"written": true}' });
+    expect(written.status, await written.text()).toBeLessThan(300);
+    const replay = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: {} });
+    expect(replayReportSchema.safeParse(replay.body).success).toBe(true);
+    expect(replay.body).toMatchObject({ recorded: { data_version: decidedOn } });
+    expect((replay.body!.replayed as Json).data_version).toBeGreaterThan(decidedOn);
+  });
+
+  it('records a null data version when no policy ran', async () => {
+    const refused = await postJson(`${arbiter.url}/v1/decide`, { token: 'not-a-jwt', action: 'read', resource: { type: 'doc' }, policy: 'audit' });
+    expect(refused.body).toMatchObject({ allow: false, data_version: null });
+    expect((await get(`/v1/decisions/${refused.body!.decision_id}`)).body).toMatchObject({ data_version: null });
+  });
+
   it('judges a replayed issuance by the output /v1/issuance asks for, as when it decided', async () => {
     const pushToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
     await fetch(`${arbiter.url}/v1/bundles/audit`, { method: 'PUT', headers: { authorization: `Bearer ${pushToken}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archives.r2!) });

@@ -365,6 +365,7 @@ export class DecisionPipeline {
       rule: trace.rule,
       bundle: decision.policy?.bundle ?? null,
       revision: decision.policy?.revision ?? null,
+      data_version: decision.data_version,
       input: trace.input,
       claim_names: trace.claimNames,
       result: {

@@ -37,6 +37,12 @@ export const decisionRecordSchema = z.strictObject({
   rule: z.string().min(1).optional(),
   bundle: z.string().nullable(),
   revision: z.string().nullable(),
+  /**
+   * Version of the live data (entitlements, approvals, ...) the policy evaluated against; null
+   * when no evaluation ran. With the revision it names everything that decided. Optional so
+   * records written before it existed still parse.
+   */
+  data_version: z.number().int().nonnegative().nullable().optional(),
   input: z.record(z.string(), z.unknown()),
   claim_names: z.array(z.string()),
   result: decisionResultSchema,
@@ -45,7 +51,7 @@ export const decisionRecordSchema = z.strictObject({
 
 export type DecisionRecord = z.infer<typeof decisionRecordSchema>;
 
-const RECORD_KEYS = new Set(['decision_id', 'timestamp', 'caller', 'endpoint', 'rule', 'bundle', 'revision', 'input', 'claim_names', 'result', 'latency_us']);
+const RECORD_KEYS = new Set(['decision_id', 'timestamp', 'caller', 'endpoint', 'rule', 'bundle', 'revision', 'data_version', 'input', 'claim_names', 'result', 'latency_us']);
 const RESULT_KEYS = new Set(['allow', 'reasons', 'obligations', 'value']);
 const UUID_V7 = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$/;
 
@@ -57,13 +63,14 @@ const UUID_V7 = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA
  */
 export function isDecisionRecord(value: unknown): value is DecisionRecord {
   if (!isPlainRecord(value) || !hasOnlyKeys(value, RECORD_KEYS)) return false;
-  const { decision_id, timestamp, caller, endpoint, rule, bundle, revision, input, claim_names, result, latency_us } = value;
+  const { decision_id, timestamp, caller, endpoint, rule, bundle, revision, data_version, input, claim_names, result, latency_us } = value;
   return (
     typeof decision_id === 'string' && UUID_V7.test(decision_id) &&
     Number.isSafeInteger(timestamp) && (timestamp as number) >= 0 &&
     isStringOrNull(caller) && isNonEmptyString(endpoint) &&
     (rule === undefined || isNonEmptyString(rule)) &&
     isStringOrNull(bundle) && isStringOrNull(revision) &&
+    (data_version === undefined || data_version === null || (Number.isSafeInteger(data_version) && (data_version as number) >= 0)) &&
     isPlainRecord(input) &&
     Array.isArray(claim_names) && claim_names.every((name) => typeof name === 'string') &&
     isDecisionResult(result) &&

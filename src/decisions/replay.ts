@@ -41,7 +41,8 @@ export interface ReplayReport {
   decision_id: string;
   bundle: string;
   entrypoint: string;
-  recorded: ReplayedResult;
+  /** `data_version`: the live data that decided, when the record says (absent in older records). */
+  recorded: ReplayedResult & { data_version?: number | null };
   replayed: ReplayedResult & { data_version: number };
   /** allow, reasons, obligations and (OPA data API, issuance) the answered value are equal (canonically: key order does not count). */
   same: boolean;
@@ -71,7 +72,7 @@ export async function replayDecision(deps: ReplayDeps, decisionId: string, revis
   const replay = async (bundle: PolicyBundle): Promise<ReplayReport> => {
     const entrypoint = `${bundle.name}/${rule}`;
     const replayed = await evaluate(deps, bundle, entrypoint, record);
-    const recorded = { revision: record.revision, ...record.result };
+    const recorded = { revision: record.revision, ...(record.data_version !== undefined && { data_version: record.data_version }), ...record.result };
     return { decision_id: record.decision_id, bundle: name, entrypoint, recorded, replayed, same: sameResult(recorded, replayed) };
   };
   if (revision !== undefined) return deps.withRevision(name, revision, replay);

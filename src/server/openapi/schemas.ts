@@ -109,7 +109,9 @@ export const replayReportSchema = z.strictObject({
   decision_id: z.string(),
   bundle: z.string(),
   entrypoint: z.string().describe('`<bundle>/<rule>` evaluated, as at decision time.'),
-  recorded: replayedResultSchema,
+  recorded: replayedResultSchema.extend({
+    data_version: z.number().int().nullable().optional().describe('Live data version the decision was made against (null: no policy ran; absent: recorded before data versions were).'),
+  }),
   replayed: replayedResultSchema.extend({ data_version: z.number().int().describe('Live data version the replay evaluated against (today\'s, not the recorded one).') }),
   same: z.boolean().describe('allow, reasons, obligations and (OPA data API, issuance) the answered value are equal.'),
   masked: z.boolean().describe('decision_log.mask is configured: masked input fields were replayed masked.'),
