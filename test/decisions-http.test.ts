@@ -626,6 +626,18 @@ describe('arbiter decisions (CLI)', () => {
     expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
   });
 
+  it('shows the verified sub, else the subject an AuthZEN PEP asserted, marked as asserted', async () => {
+    const made = await decide(alice(), 'read', { type: 'doc', id: 'cli-asserted' });
+    const { seq: _seq, prev_hash: _prev, hash: _hash, ...base } = arbiter.decisionLog!.get(made.id)!;
+    const asserted = { authenticated: false, asserted: true, type: 'user', id: 'u1', properties: {} };
+    await arbiter.decisionLog!.append({ ...base, decision_id: newDecisionId(), endpoint: '/access/v1/evaluation', input: { ...base.input, subject: asserted } });
+    const lines = (await cli('query', '--resource-id', 'cli-asserted')).stdout.split('\n').filter((line) => line.includes('cli-asserted'));
+    expect(lines).toHaveLength(2);
+    expect(lines.filter((line) => line.includes('  user:u1(asserted)  '))).toHaveLength(1);
+    // The other is the verified decision: its sub is masked as sha256:<hex> by this server's decision_log.mask.
+    expect(lines.filter((line) => /  sha256:[0-9a-f]+  /.test(line))).toHaveLength(1);
+  });
+
   it('gets, queries, exports and replays over HTTP', async () => {
     const m = await decide(carol(), 'write', { type: 'photo', id: 'cli' });
     const got = await cli('get', m.id);

@@ -61,7 +61,12 @@ interface Recorded {
   endpoint: string;
   bundle: string | null;
   revision: string | null;
-  input: { subject?: { sub?: string; iss?: string }; action?: { name?: string }; resource?: { type?: string; id?: string } };
+  input: {
+    /** AuthZEN requests add the subject the PEP asserted: `asserted`, `type`, `id`. */
+    subject?: { sub?: string; iss?: string; asserted?: boolean; type?: string; id?: string };
+    action?: { name?: string };
+    resource?: { type?: string; id?: string };
+  };
   result: { allow: boolean; reasons: { code: string }[] };
 }
 
@@ -235,12 +240,22 @@ function describe(decision: Recorded): string {
     new Date(decision.timestamp).toISOString(),
     decision.decision_id,
     decision.result.allow ? 'allow' : 'deny ',
-    subject?.sub ?? '-',
+    who(subject),
     action?.name ?? '-',
     target,
     `${decision.bundle ?? '-'}@${decision.revision ?? '-'}`,
     `[${decision.result.reasons.map((r) => r.code).join(', ')}]`,
   ].join('  ');
+}
+
+/**
+ * The verified `sub`; else, for an AuthZEN request without a token, the subject the PEP
+ * asserted, marked as such (nobody verified it); else '-'.
+ */
+function who(subject: Recorded['input']['subject']): string {
+  if (typeof subject?.sub === 'string') return subject.sub;
+  if (subject?.asserted === true && typeof subject.id === 'string') return `${subject.type ?? '?'}:${subject.id}(asserted)`;
+  return '-';
 }
 
 /** The last line of `bytes`, ignoring a final newline: copied, so the rest can be let go. */
