@@ -1,4 +1,4 @@
-import { existsSync, renameSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
@@ -349,6 +349,24 @@ describe('retention', () => {
     expect(await log.verify()).toMatchObject({ ok: true, checked: 11 });
   });
 
+
+  it('leaves nothing a pruned record held readable in the database file', async () => {
+    const log = await open({ retention: { max_records: 5, check_interval_s: 3_600 } });
+    for (let i = 0; i < 60; i++) {
+      await log.append(decision({ sub: `pruned-subject-${i}-end`, allow: false, reasons: [`user pruned-code-${i}-end may not read`], context: { note: 'n'.repeat(200) } }));
+    }
+    expect(await log.prune()).toBe(55);
+    await log.close();
+    store = undefined;
+    // Everything the WAL holds moved into the database file, as SQLite does on its own over time.
+    const db = new DatabaseSync(temp.path);
+    db.prepare('PRAGMA wal_checkpoint(TRUNCATE)').get();
+    db.close();
+    const file = readFileSync(temp.path).toString('latin1');
+    const left = [...file.matchAll(/pruned-(subject|code)-(\d+)-end/g)].filter((match) => Number(match[2]) < 55).map((match) => match[0]);
+    expect(left).toEqual([]);
+    expect(file).toContain('pruned-subject-59-end');
+  });
   it('prunes by age, keeping everything younger than max_age_days', async () => {
     const log = await open({ retention: { max_age_days: 30 } });
     const day = 86_400_000;
