@@ -638,6 +638,21 @@ describe('arbiter decisions (CLI)', () => {
     expect(lines.filter((line) => /  sha256:[0-9a-f]+  /.test(line))).toHaveLength(1);
   });
 
+  it('prints what callers sent with its control characters escaped: a value cannot forge a line or drive the terminal', async () => {
+    const forged = 'cli-forged\n2026-01-01T00:00:00.000Z  01900000-0000-7000-8000-000000000000  allow  user:admin  delete  doc/all';
+    const made = await decide(alice(), 'read', { type: 'doc', id: forged });
+    const { seq: _seq, prev_hash: _prev, hash: _hash, ...base } = arbiter.decisionLog!.get(made.id)!;
+    const asserted = { authenticated: false, asserted: true, type: 'user', id: 'u1\u001b]0;owned\u0007\u009b2J', properties: {} };
+    await arbiter.decisionLog!.append({ ...base, decision_id: newDecisionId(), endpoint: '/access/v1/evaluation', input: { ...base.input, subject: asserted } });
+    const { stdout, code } = await cli('query', '--resource-id', forged);
+    expect(code).toBe(0);
+    const lines = stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    for (const line of lines) expect(line).toContain('doc/cli-forged\\n2026-01-01T00:00:00.000Z');
+    expect(stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(lines.filter((line) => line.includes('  user:u1\\u001b]0;owned\\u0007\\u009b2J(asserted)  '))).toHaveLength(1);
+  });
+
   it('gets, queries, exports and replays over HTTP', async () => {
     const m = await decide(carol(), 'write', { type: 'photo', id: 'cli' });
     const got = await cli('get', m.id);

@@ -203,7 +203,7 @@ async function verify(options: Values): Promise<number> {
   }
   const mismatch = report.first_mismatch!;
   if (!options.json) {
-    console.log(`decision log NOT intact: ${mismatch.reason} at seq ${mismatch.seq}${mismatch.decision_id ? ` (decision ${mismatch.decision_id})` : ''}, after ${report.checked} good records`);
+    console.log(`decision log NOT intact: ${mismatch.reason} at seq ${mismatch.seq}${mismatch.decision_id ? ` (decision ${printable(mismatch.decision_id)})` : ''}, after ${report.checked} good records`);
   }
   console.error('arbiter: the chain does not match from that record on: keep the database file as evidence and compare it with your backups or shipped records');
   return 1;
@@ -224,8 +224,8 @@ async function replay(id: string, options: Values): Promise<number> {
   if (answer === undefined) return 1;
   if (options.json) return 0;
   const side = (label: string, result: Side) =>
-    `${label} ${result.revision ?? '-'}: ${result.allow ? 'allow' : 'deny'} [${result.reasons.map((r) => r.code).join(', ')}]${result.obligations.length ? ` +${result.obligations.length} obligations` : ''}`;
-  console.log(`${answer.entrypoint}`);
+    `${label} ${printable(result.revision ?? '-')}: ${result.allow ? 'allow' : 'deny'} [${printable(result.reasons.map((r) => r.code).join(', '))}]${result.obligations.length ? ` +${result.obligations.length} obligations` : ''}`;
+  console.log(printable(answer.entrypoint));
   console.log(side('recorded', answer.recorded));
   console.log(side('replayed', answer.replayed));
   console.log(answer.same ? 'same result' : 'DIFFERENT result');
@@ -238,14 +238,27 @@ function describe(decision: Recorded): string {
   const target = `${resource?.type ?? '-'}${resource?.id === undefined ? '' : `/${resource.id}`}`;
   return [
     new Date(decision.timestamp).toISOString(),
-    decision.decision_id,
+    printable(decision.decision_id),
     decision.result.allow ? 'allow' : 'deny ',
-    who(subject),
-    action?.name ?? '-',
-    target,
-    `${decision.bundle ?? '-'}@${decision.revision ?? '-'}`,
-    `[${decision.result.reasons.map((r) => r.code).join(', ')}]`,
+    printable(who(subject)),
+    printable(`${action?.name ?? '-'}`),
+    printable(target),
+    printable(`${decision.bundle ?? '-'}@${decision.revision ?? '-'}`),
+    printable(`[${decision.result.reasons.map((r) => r.code).join(', ')}]`),
   ].join('  ');
+}
+
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/g;
+const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * `text` with its control characters escaped as in JSON (\n, \u001b). What a listing prints
+ * comes from callers (an asserted subject, a resource id, an OPA-style deny message as a
+ * reason code): a newline in it would print a forged decision line in an audit listing, an
+ * escape sequence would drive the auditor's terminal.
+ */
+function printable(text: string): string {
+  return text.replace(CONTROL_CHARACTERS, (char) => ESCAPES[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /**
