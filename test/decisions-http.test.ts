@@ -638,6 +638,16 @@ describe('arbiter decisions (CLI)', () => {
     expect(lines.filter((line) => /  sha256:[0-9a-f]+  /.test(line))).toHaveLength(1);
   });
 
+  it('marks the sub of an OPA data API record as unverified: its whole input is the caller\'s', async () => {
+    const made = await decide(alice(), 'read', { type: 'doc', id: 'cli-opa-input' });
+    const { seq: _seq, prev_hash: _prev, hash: _hash, ...base } = arbiter.decisionLog!.get(made.id)!;
+    await arbiter.decisionLog!.append({ ...base, decision_id: newDecisionId(), endpoint: '/v1/data', input: { ...base.input, subject: { sub: 'user:whoever-the-caller-says' } } });
+    const lines = (await cli('query', '--resource-id', 'cli-opa-input')).stdout.split('\n').filter((line) => line.includes('cli-opa-input'));
+    expect(lines).toHaveLength(2);
+    expect(lines.filter((line) => /  sha256:[0-9a-f]+\(unverified\)  /.test(line))).toHaveLength(1);
+    expect(lines.filter((line) => /  sha256:[0-9a-f]+  /.test(line))).toHaveLength(1);
+  });
+
   it('prints what callers sent with its control characters escaped: a value cannot forge a line or drive the terminal', async () => {
     const forged = 'cli-forged\n2026-01-01T00:00:00.000Z  01900000-0000-7000-8000-000000000000  allow  user:admin  delete  doc/all';
     const made = await decide(alice(), 'read', { type: 'doc', id: forged });

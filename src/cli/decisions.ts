@@ -240,7 +240,7 @@ function describe(decision: Recorded): string {
     new Date(decision.timestamp).toISOString(),
     printable(decision.decision_id),
     decision.result.allow ? 'allow' : 'deny ',
-    printable(who(subject)),
+    printable(who(decision.endpoint, subject)),
     printable(`${action?.name ?? '-'}`),
     printable(target),
     printable(`${decision.bundle ?? '-'}@${decision.revision ?? '-'}`),
@@ -261,12 +261,16 @@ function printable(text: string): string {
   return text.replace(CONTROL_CHARACTERS, (char) => ESCAPES[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** The OPA data API's records hold the caller's input as given: no token was verified for it. */
+const RAW_INPUT_ENDPOINT = '/v1/data';
+
 /**
  * The verified `sub`; else, for an AuthZEN request without a token, the subject the PEP
- * asserted, marked as such (nobody verified it); else '-'.
+ * asserted, marked as such (nobody verified it); else '-'. The sub of an OPA data API
+ * record is the caller's word, marked too.
  */
-function who(subject: Recorded['input']['subject']): string {
-  if (typeof subject?.sub === 'string') return subject.sub;
+function who(endpoint: string, subject: Recorded['input']['subject']): string {
+  if (typeof subject?.sub === 'string') return endpoint === RAW_INPUT_ENDPOINT ? `${subject.sub}(unverified)` : subject.sub;
   if (subject?.asserted === true && typeof subject.id === 'string') return `${subject.type ?? '?'}:${subject.id}(asserted)`;
   return '-';
 }
