@@ -424,6 +424,8 @@ describe('audit_unavailable', () => {
       return (await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' }, policy: 'audit' })).body!;
     });
     expect(denied).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
+    // The policy ran before the record failed: the answer names the data it read, as documented.
+    expect(denied.data_version).toEqual(expect.any(Number));
     // It was not recorded: that is why it was denied.
     expect((await get(`/v1/decisions/${denied.decision_id}`)).status).toBe(404);
     const allowed = await decide(alice(), 'read', { type: 'doc', id: 'after-lock' });

@@ -17,7 +17,7 @@ export const decisionResponseSchema = z.strictObject({
   reasons: z.array(reasonSchema).describe('Why: stable reason codes from the policy (or token_* / no_active_bundle from Arbiter).'),
   obligations: z.array(obligationSchema).describe('What the caller must do when it acts on an allow.'),
   policy: bundleRevision.nullable().describe('Bundle and revision that decided; null when no bundle could answer.'),
-  data_version: z.number().int().nullable().describe('Version of the live data the policy evaluated against; null when the deny came before or instead of an evaluation (no active bundle, a refused token, audit_unavailable).'),
+  data_version: z.number().int().nullable().describe('Version of the live data the policy evaluated against; null when the deny came before or instead of an evaluation (no active bundle, a refused token). An audit_unavailable deny keeps the version of the evaluation whose record failed (null when none ran).'),
 });
 
 export const issuanceResponseSchema = decisionResponseSchema.extend({
