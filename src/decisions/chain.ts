@@ -1,6 +1,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import type { JsonWebKey, KeyObject } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { ArbiterError } from '../errors.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
@@ -101,11 +102,27 @@ export function loadCheckpointKey(path: string): CheckpointKey | undefined {
   return checkpointKeyFromJwk(JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey, path);
 }
 
-/** Generates a checkpoint key at `path` with mode 0600. */
+/**
+ * Generates a checkpoint key at `path` with mode 0600, on disk (its bytes and its directory
+ * entry fsynced) before it returns: the log's first commit, fsynced, holds an anchor it signs,
+ * and a key a power loss took back would leave a log that neither opens nor verifies.
+ */
 export function createCheckpointKey(path: string): CheckpointKey {
   const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
   // 'wx': if another process created the key in the meantime, fail rather than replace it.
-  writeFileSync(path, JSON.stringify(jwk) + '\n', { mode: 0o600, flag: 'wx' });
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    writeFileSync(fd, JSON.stringify(jwk) + '\n');
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const dir = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
   return checkpointKeyFromJwk(jwk, path);
 }
 
