@@ -146,6 +146,9 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_too_old', () => idp.sign({}, { iat: now() - 4000, exp: now() + 60 })],
     ['token_lifetime_too_long', () => idp.sign({}, { iat: now(), exp: now() + 7201 })],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":1e400}`)],
+    // Any other number past a double's range would reach the policy as null, not as the issuer signed it.
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","max_amount":1e400}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","limits":{"amount":[-1e999]}}`)],
     // Claims revocations and the policy match as strings must be strings, or a token could slip past both.
     ['token_malformed', () => idp.sign({ sub: 42 as unknown as string })],
     ['token_malformed', () => idp.sign({ jti: { id: 'j' } as unknown as string })],
@@ -331,6 +334,25 @@ describe('POST /v1/decide with a bad request', () => {
     // A pair is text: allowed.
     const pair = await problemOf({ ...json, body: `${base},"context":{"note":"\\ud83d\\ude00"}}` });
     expect(pair.status).toBe(200);
+  });
+
+  it('400 naming a number too large for a double, which the policy would see as null', async () => {
+    const json = { headers: { 'content-type': 'application/json' } };
+    const base = JSON.stringify(request()).slice(0, -1);
+    // JSON.parse reads 1e400 as Infinity, which the policy input serializes as null: a rule such
+    // as `amount <= limit` would then hold (null sorts before numbers), where OPA keeps 1e400.
+    for (const [literal, pointer] of [['1e400', '/resource/properties/amount'], ['-1E+309', '/resource/properties/amount'], [`1${'0'.repeat(400)}`, '/resource/properties/amount']] as const) {
+      const res = await problemOf({ ...json, body: `${base},"resource":{"type":"doc","properties":{"amount":${literal}}}}` });
+      expect(res).toMatchObject({ status: 400, type: 'application/problem+json', body: { code: 'invalid_request' } });
+      expect(res.body.errors).toEqual([{ pointer, detail: expect.stringContaining('finite') }]);
+    }
+    const inArray = await problemOf({ ...json, body: `${base},"context":{"limits":[1,2e308]}}` });
+    expect(inArray.body.errors).toEqual([expect.objectContaining({ pointer: '/context/limits/1' })]);
+    // Large, tiny and underflowing numbers that are finite stay numbers.
+    for (const literal of ['1.7e308', '1e-400', '123456789012345678901234567890', '"1e400"']) {
+      const res = await problemOf({ ...json, body: `${base},"resource":{"type":"doc","properties":{"amount":${literal}}}}` });
+      expect(res.status).toBe(200);
+    }
   });
 
   it('413 over the 64 KiB body limit', async () => {

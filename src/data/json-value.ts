@@ -150,7 +150,9 @@ export function jsonEqual(a: JsonValue, b: JsonValue): boolean {
 /**
  * The first place a parsed JSON value holds what nothing after the parser should get: a string
  * (a key or a value) that is not well-formed Unicode (JSON escapes can spell a lone surrogate,
- * which the policy's parser refuses and SQLite stores altered) when `checkText`, or objects and
+ * which the policy's parser refuses and SQLite stores altered) when `checkText`, a number past
+ * a double's range (JSON.parse reads 1e400 as Infinity, which every serializer after it writes
+ * as null: the policy would compare null where the sender wrote a huge number), or objects and
  * arrays nested deeper than `maxDepth` (the value itself is level 1). A JSON pointer and what is
  * wrong there, or undefined. Iterative, so a hostile depth cannot exhaust the stack here either.
  */
@@ -161,6 +163,10 @@ export function jsonDefect(value: unknown, options: { maxDepth: number; checkTex
     const current = pending.pop()!;
     if (typeof current.value === 'string') {
       if (checkText && !current.value.isWellFormed()) return { pointer: current.pointer, detail: 'string is not well-formed Unicode (it holds a lone surrogate)' };
+      continue;
+    }
+    if (typeof current.value === 'number') {
+      if (!Number.isFinite(current.value)) return { pointer: current.pointer, detail: 'number is not finite (beyond the range of a double)' };
       continue;
     }
     if (current.value === null || typeof current.value !== 'object') continue;

@@ -226,8 +226,9 @@ export const MAX_TOKEN_JSON_DEPTH = 64;
 
 /**
  * What makes a token's header or claims unfit for the policy input, described, or undefined:
- * a string, names included, that is not well-formed Unicode, or nesting deeper than
- * MAX_TOKEN_JSON_DEPTH (checked once per verification: verified tokens are cached).
+ * a string, names included, that is not well-formed Unicode, a number beyond a double's range
+ * (1e400, which the policy would see as null), or nesting deeper than MAX_TOKEN_JSON_DEPTH
+ * (checked once per verification: verified tokens are cached).
  */
 function jsonDefectOf(value: unknown, part: 'header' | 'claims'): string | undefined {
   const defect = jsonDefect(value, { maxDepth: MAX_TOKEN_JSON_DEPTH, checkText: true });

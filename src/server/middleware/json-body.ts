@@ -83,14 +83,22 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
 }
 
 /**
+ * A number JSON.parse reads as ±Infinity has an exponent of three digits or more, or more than
+ * 308 digits before it: bodies without either skip the walk for it.
+ */
+const MAY_OVERFLOW = /[eE][+-]?\d{3}|\d{309}/;
+
+/**
  * What JSON.parse accepts but nothing after it should get: nesting deeper than `maxDepth`,
- * and strings (keys included) with a lone surrogate, which are not Unicode text: the policy's
+ * strings (keys included) with a lone surrogate, which are not Unicode text: the policy's
  * WebAssembly JSON parser refuses them (a deny blaming the policy) and SQLite stores them
- * altered. The first such place, as a field error; undefined for a sound body.
+ * altered, and numbers past a double's range, which would reach the policy as null (where OPA
+ * keeps them: `amount <= limit` would hold for an amount of 1e400). The first such place, as a
+ * field error; undefined for a sound body.
  */
 function bodyDefect(body: unknown, text: string, maxDepth: number): FieldError | undefined {
   const checkText = SURROGATE_ESCAPE.test(text);
-  if (!checkText && !mayNestDeeperThan(text, maxDepth)) return undefined;
+  if (!checkText && !MAY_OVERFLOW.test(text) && !mayNestDeeperThan(text, maxDepth)) return undefined;
   return jsonDefect(body, { maxDepth, checkText });
 }
 
