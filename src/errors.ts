@@ -12,6 +12,20 @@ export class ArbiterError extends Error {
   }
 }
 
+/**
+ * An ArbiterError about fields of a request body that fit its schema but cannot be used (an
+ * `expires_at` already past): the problem answer names them by RFC 6901 JSON pointer in
+ * `errors`, as it names the fields a schema refuses.
+ */
+export class FieldsInvalidError extends ArbiterError {
+  readonly errors: readonly { pointer: string; detail: string }[];
+
+  constructor(code: string, message: string, errors: readonly { pointer: string; detail: string }[]) {
+    super(code, message);
+    this.errors = errors;
+  }
+}
+
 /** A configuration file or environment override that cannot be used. `issues` name each bad key path. */
 export class ConfigError extends ArbiterError {
   readonly issues: readonly { path: string; message: string }[];

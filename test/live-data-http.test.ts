@@ -206,6 +206,18 @@ describe('revocations', () => {
     expect((await admin('GET', '/v1/revocations?kind=jti')).body!.items.some((r: { value: string }) => r.value === 'ttl-1')).toBe(false);
   });
 
+  it('names a passed expires_at by JSON pointer, as a field the schema refuses is named', async () => {
+    const single = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:ttl-typo', reason: 'offboarded', expires_at: 3600 });
+    expect(single).toMatchObject({ status: 400, body: { code: 'revocation_invalid', errors: [{ pointer: '/expires_at', detail: expect.stringContaining('3600 has passed') }] } });
+    const batch = await admin('POST', '/v1/revocations', {
+      revocations: [
+        { kind: 'sub', value: 'user:a', reason: 'offboarded', expires_at: now() + 600 },
+        { kind: 'sub', value: 'user:b', reason: 'offboarded', expires_at: 60 },
+      ],
+    });
+    expect(batch).toMatchObject({ status: 400, body: { code: 'revocation_invalid', errors: [{ pointer: '/revocations/1/expires_at', detail: expect.stringContaining('60 has passed') }] } });
+  });
+
   it('revokes an actor of the delegation chain by sub or client_id, whoever holds the token', async () => {
     const delegated = await idp.sign({ sub: 'user:carol', act: { sub: 'agent:helper', act: { client_id: 'rogue-orchestrator' } } });
     const direct = await idp.sign({ sub: 'user:carol' });

@@ -1,6 +1,6 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { uuidv7 } from '../ids.ts';
-import { ArbiterError } from '../errors.ts';
+import { ArbiterError, FieldsInvalidError } from '../errors.ts';
 import { RevocationIndex, isExpired } from './revocation-index.ts';
 import type { RevocationMatch } from './revocation-index.ts';
 import { REVOCATION_KINDS, RevocationInputSchema } from './revocation-schema.ts';
@@ -101,17 +101,18 @@ export class Revocations {
 
   /**
    * Validates, commits and activates one revocation. Throws `revocation_invalid` before anything
-   * is written, also for an `expires_at` already past (clock tolerance included).
+   * is written, also for an `expires_at` already past (clock tolerance included: a
+   * FieldsInvalidError naming it by pointer into the request body).
    */
   async add(input: unknown): Promise<Revocation> {
-    const [entry] = await this.#enqueue([this.#create(input, 'revocation')]);
+    const [entry] = await this.#enqueue([this.#create(input, 'revocation', '')]);
     return entry!;
   }
 
   /** All or nothing: one invalid entry rejects the whole batch, which commits in one transaction. */
   async addMany(inputs: readonly unknown[]): Promise<Revocation[]> {
     if (!Array.isArray(inputs)) throw new ArbiterError('revocation_invalid', 'revocations must be an array');
-    return this.#enqueue(inputs.map((input, i) => this.#create(input, `revocations[${i}]`)));
+    return this.#enqueue(inputs.map((input, i) => this.#create(input, `revocations[${i}]`, `/revocations/${i}`)));
   }
 
   /** Commits pending adds now instead of at the end of this event-loop turn (e.g. before closing the database). */
@@ -191,7 +192,8 @@ export class Revocations {
     return rows.length;
   }
 
-  #create(input: unknown, where: string): Revocation {
+  /** `where` names the entry in messages, `pointer` in the body of POST /v1/revocations (single or batch). */
+  #create(input: unknown, where: string, pointer: string): Revocation {
     const parsed = RevocationInputSchema.safeParse(input);
     if (!parsed.success) {
       const reasons = parsed.error.issues.map((issue) => `${[where, ...issue.path].join('.')}: ${issue.message}`);
@@ -202,10 +204,8 @@ export class Revocations {
     // Accepting it would answer 201 for a revocation that never applies: a TTL written where a
     // time belongs would leave the token working while its administrator believes it revoked.
     if (isExpired(entry, nowS, this.#clockToleranceS)) {
-      throw new ArbiterError(
-        'revocation_invalid',
-        `${where}.expires_at: ${entry.expires_at} has passed (now ${nowS}, clock tolerance ${this.#clockToleranceS} s), so the revocation would never apply; give a later time in epoch seconds, or omit expires_at to revoke until removed`,
-      );
+      const detail = `${entry.expires_at} has passed (now ${nowS}, clock tolerance ${this.#clockToleranceS} s), so the revocation would never apply; give a later time in epoch seconds, or omit expires_at to revoke until removed`;
+      throw new FieldsInvalidError('revocation_invalid', `${where}.expires_at: ${detail}`, [{ pointer: `${pointer}/expires_at`, detail }]);
     }
     return entry;
   }
