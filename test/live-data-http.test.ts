@@ -276,6 +276,40 @@ describe('revocations', () => {
     }
   });
 
+  it('fetches the issuer\'s key set again on an issued_before revocation: a key removed before it stops verifying at once', async () => {
+    // With the default jwks_cache_max_age_s (600 s), the key set fetched before the compromise
+    // would keep verifying new tokens signed with the removed key for up to ten minutes after
+    // the documented answer (remove the key, revoke issued_before now) had been given.
+    const leaked = await TestIssuer.create('https://leaked-again.test.example');
+    await leaked.serve();
+    const server = await startTestArbiter({
+      ...config(),
+      issuers: [{ issuer: leaked.issuer, jwks_uri: leaked.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+      data: { path: join(tempDir(), 'data.db') },
+    });
+    const decide = async (token: string) =>
+      (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!;
+    try {
+      expect((await decide(await leaked.sign({ sub: 'user:before' }))).allow).toBe(true); // key set loaded
+      const compromised = leaked.keys[0]!;
+      await leaked.addKey('key-2');
+      leaked.keys.splice(leaked.keys.indexOf(compromised), 1);
+      const revoked = await fetch(`${server.url}/v1/revocations`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ revocations: [{ kind: 'issued_before', iss: leaked.issuer, before: now(), reason: 'key compromised' }] }),
+      });
+      expect(revoked.status).toBe(201);
+      // A token the removed key signs now is not issued before the cut-off: only the key set stops it.
+      const forged = await leaked.sign({ sub: 'user:forged' }, { key: compromised.privateKey, kid: compromised.kid, iat: now() + 1 });
+      expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
+      expect((await decide(await leaked.sign({ sub: 'user:after' }, { iat: now() + 1 }))).allow).toBe(true);
+    } finally {
+      await server.close();
+      await leaked.close();
+    }
+  });
+
   it('lists, reads and deletes entries; rejects a bad one naming the field', async () => {
     const bad = await admin('POST', '/v1/revocations', { kind: 'jti', reason: 'x' });
     expect(bad.status).toBe(400);

@@ -48,7 +48,7 @@ export const issuerSchema = z
     clock_tolerance_s: z.number().int().min(0).max(300).default(30).describe('Leeway for exp, nbf and iat.'),
     max_token_age_s: z.number().int().positive('must be greater than 0').default(3600).describe('Oldest `iat` accepted: token_too_old beyond it.'),
     max_lifetime_s: z.number().int().positive('must be greater than 0').default(86_400).describe('Longest exp - iat accepted: token_lifetime_too_long beyond it.'),
-    jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long.'),
+    jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long, and at once when an issued_before revocation of this issuer is committed.'),
     jwks_cooldown_s: z
       .number()
       .int()
@@ -193,7 +193,7 @@ const configShape = z.strictObject({
       max_token_bytes: z.number().int().positive().max(64 * 1024).default(8192).describe('Tokens larger than this are refused before parsing: token_too_large.'),
       verification_cache_size: z
         .number().int().min(0).default(10_000)
-        .describe('Verified tokens remembered until they expire (0 disables); revocation is still checked every decision. A key removed from an issuer stops new tokens, not remembered ones: revoke (issued_before) to stop those at once.'),
+        .describe('Verified tokens remembered until they expire (0 disables); revocation is still checked every decision. A key removed from an issuer stops new tokens once its key set is fetched again (at once after an issued_before revocation of that issuer), not remembered ones: revoke (issued_before) to stop those at once.'),
     })
     .prefault({}),
   issuers: z.array(issuerSchema).default([]).describe('Trusted issuers of the access tokens sent to decision endpoints; each token is verified with its own issuer\'s keys only.'),

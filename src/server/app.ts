@@ -77,7 +77,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', authzenRoutes(deps));
   app.route('/', dataRoutes({ liveData: deps.liveData, bundles: deps.bundles, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes }));
   // A batch of revocations is bulk data like a live data document, not a decision request.
-  app.route('/', revocationRoutes({ revocations: deps.revocations, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes }));
+  app.route('/', revocationRoutes({ revocations: deps.revocations, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes, reloadIssuerKeys: (iss) => reloadIssuerKeys(deps, iss) }));
   app.route('/', bundleRoutes({ ...deps.bundleLifecycle, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
   app.route('/', decisionRoutes({ log: deps.decisionLog, bundles: deps.bundles, lifecycle: deps.bundleLifecycle.lifecycle, pipeline: deps.pipeline, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
   if (deps.opaCompat) app.route('/', opaCompatRoutes(deps.pipeline, deps.bodyLimitBytes));
@@ -99,4 +99,17 @@ export function createApp(deps: AppDeps) {
     return problem(c, 500, { code: 'internal_error', title: 'Internal error', detail: 'see the server log for this request id' });
   });
   return app;
+}
+
+/**
+ * Fetches the key sets of `iss` again, as a decision issuer and as an admin issuer. A failure is
+ * logged, not answered: the revocation is committed, and the keys held stay in use.
+ */
+async function reloadIssuerKeys(deps: Pick<AppDeps, 'issuers' | 'admin' | 'logger'>, iss: string): Promise<void> {
+  const issuers = [deps.issuers.get(iss), deps.admin.issuers.get(iss)].filter((issuer) => issuer !== undefined);
+  await Promise.all(
+    issuers.map((issuer) =>
+      issuer.reloadKeys().catch((error: unknown) => deps.logger.warn({ err: error, iss }, 'key set not fetched again after an issued_before revocation')),
+    ),
+  );
 }

@@ -14,6 +14,13 @@ export interface TrustedIssuer {
    * be refreshed now.
    */
   checkKeys(): Promise<void>;
+  /**
+   * Fetches a remote key set again now, however fresh it is: after a key compromise the key
+   * removed at the issuer must stop verifying at once, not once jwks_cache_max_age_s has run
+   * out. Rejects with `jwks_unavailable` when it cannot be fetched (the keys held stay in use).
+   * Resolves at once for keys from a file or a secret.
+   */
+  reloadKeys(): Promise<void>;
 }
 
 /** Shortest HMAC secret accepted, for token issuers and bundle signing keys alike (RFC 7518 §3.2: at least the hash size). */
@@ -88,6 +95,14 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
     return {
       config,
       key: keysUnavailableOnFetchFailure(remote, config.issuer, backOff),
+      async reloadKeys() {
+        try {
+          await remote.reload();
+        } catch (error) {
+          backOff.failed(error);
+          throw new KeysUnavailableError(config.issuer, error);
+        }
+      },
       async checkKeys() {
         if (remote.fresh) return;
         const now = Date.now();
@@ -123,7 +138,7 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
     return fromJwks(config, jwks);
   }
   const secret = readSecret(config.secret_file!, at('secret_file'));
-  return { config, key: secret, checkKeys: async () => {} };
+  return { config, key: secret, checkKeys: async () => {}, reloadKeys: async () => {} };
 }
 
 /**
@@ -196,7 +211,7 @@ class FetchBackOff {
 }
 
 export function fromJwks(config: IssuerConfig, jwks: JSONWebKeySet): TrustedIssuer {
-  return { config, key: createLocalJWKSet(jwks), checkKeys: async () => {} };
+  return { config, key: createLocalJWKSet(jwks), checkKeys: async () => {}, reloadKeys: async () => {} };
 }
 
 function readJson(file: string, path: string): unknown {

@@ -5,7 +5,7 @@ import type { VerifiedToken } from './verify.ts';
  * verification by time (exp or max age), so a gateway resending the same token skips the
  * signature check. Only successes are cached. Revocation is not cached: it is checked on
  * every decision. A key removed from a JWKS does not evict entries: revoke with
- * `issued_before` after a key compromise.
+ * `issued_before` after a key compromise (which also fetches the issuer's key set again).
  */
 export class VerificationCache {
   readonly #entries = new Map<string, { verified: VerifiedToken; validUntil: number }>();

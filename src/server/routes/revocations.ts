@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { REVOCATION_KINDS, RevocationRequestSchema } from '../../data/revocation-schema.ts';
+import { REVOCATION_KINDS, RevocationRequestSchema, type Revocation } from '../../data/revocation-schema.ts';
 import type { Revocations } from '../../data/revocations.ts';
 import { ArbiterError } from '../../errors.ts';
 import { adminProblem } from '../admin-errors.ts';
@@ -11,6 +11,13 @@ export interface RevocationRouteDeps {
   revocations: Revocations;
   admin: AdminAuthDeps;
   bodyLimitBytes: number;
+  /**
+   * Fetches the key sets of the issuers with this `iss` again (never rejects). Called once an
+   * `issued_before` revocation is committed, before answering: that revocation answers a key
+   * compromise, and the key removed at the issuer must not keep verifying new tokens for as
+   * long as the key set fetched before stays fresh (jwks_cache_max_age_s).
+   */
+  reloadIssuerKeys?: (iss: string) => Promise<void>;
 }
 
 /** One revocation, or many at once (committed in one transaction). */
@@ -39,15 +46,17 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
     .post('/v1/revocations', write, jsonBody(revocationRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
       const body = c.get('body');
       const createdBy = `${c.get('admin').iss}#${c.get('admin').sub}`;
+      let entries: Revocation[];
       try {
-        if ('revocations' in body) {
-          const entries = await deps.revocations.addMany(body.revocations.map((r) => ({ ...r, created_by: createdBy })));
-          return c.json({ revocations: entries }, 201);
-        }
-        return c.json(await deps.revocations.add({ ...body, created_by: createdBy }), 201);
+        entries = 'revocations' in body
+          ? await deps.revocations.addMany(body.revocations.map((r) => ({ ...r, created_by: createdBy })))
+          : [await deps.revocations.add({ ...body, created_by: createdBy })];
       } catch (error) {
         return adminProblem(c, error);
       }
+      const compromised = new Set(entries.flatMap((entry) => (entry.kind === 'issued_before' ? [entry.iss] : [])));
+      if (deps.reloadIssuerKeys) await Promise.all([...compromised].map((iss) => deps.reloadIssuerKeys!(iss)));
+      return 'revocations' in body ? c.json({ revocations: entries }, 201) : c.json(entries[0]!, 201);
     })
     .get('/v1/revocations', read, (c) => {
       const query = listQuerySchema.safeParse(c.req.query());
