@@ -59,6 +59,13 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
     expect(record?.result.reasons).toEqual([{ code: 'because' }, { code: 'unrecognised_reason', value: 7 }]);
   });
 
+  it('answers a policy reason named audit_unavailable as the policy gave it: only the log decides that a record failed', async () => {
+    const res = await postJson(`${enabled.url}/v1/data/echo/caller_reasons`, { input: { reasons: ['audit_unavailable', 'other'] } });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body!.result).toEqual({ allow: false, reasons: ['audit_unavailable', 'other'] });
+    expect(enabled.decisionLog!.get(res.body!.decision_id as string)?.result.reasons).toEqual([{ code: 'audit_unavailable' }, { code: 'other' }]);
+  });
+
   it('records which authenticated gateway sent the (unverified) input', async () => {
     const key = 'opa-compat-gateway-key';
     const gated = await startTestArbiter({

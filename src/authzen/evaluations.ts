@@ -33,7 +33,7 @@ export async function evaluateBatch(
     if (merged.success) {
       const decision = await decide(merged.data);
       if (!decision.answered) return { ok: false, decision };
-      if (decision.reasons[0]?.code === 'audit_unavailable') return { ok: false, decision, unrecorded: true };
+      if (decision.unrecorded) return { ok: false, decision, unrecorded: true };
       result = authzenDecision(decision, explain);
     } else {
       result = invalidItemDecision(`evaluations[${index}]: ${merged.message}`, explain);

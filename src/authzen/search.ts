@@ -139,8 +139,8 @@ export async function runSearch<K extends SearchKind>(plan: SearchPlan<K>, targe
     if (!decision.answered) return { ok: false, status: 503, code: 'authzen_unavailable', message: decision.reasons[0]?.message ?? 'no bundle answered' };
     // A decision the log could not record is withheld, not decided: leaving the candidate out
     // would answer a page that looks complete, and every further candidate would wait for the log.
-    if (decision.reasons[0]?.code === 'audit_unavailable') {
-      return { ok: false, status: 500, code: 'audit_unavailable', message: decision.reasons[0].message ?? 'the decision could not be recorded in the decision log' };
+    if (decision.unrecorded) {
+      return { ok: false, status: 500, code: 'audit_unavailable', message: decision.reasons[0]?.message ?? 'the decision could not be recorded in the decision log' };
     }
     // A result is an unconditional yes: a search cannot carry the obligations an allow came with.
     if (!decision.allow || decision.obligations.length > 0) continue;

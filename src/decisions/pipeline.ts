@@ -67,6 +67,11 @@ export interface Decision {
   answer?: { value: unknown };
   /** false when no bundle could answer: the HTTP layer turns that into 503. */
   answered: boolean;
+  /**
+   * Set when the decision log refused the record: the decision is then the audit_unavailable
+   * deny. A flag rather than the first reason's code, which a policy may give too.
+   */
+  unrecorded?: true;
   latency_us: number;
 }
 
@@ -212,8 +217,8 @@ export class DecisionPipeline {
       ...(run.ok && { answer: { value: singleResult(run.resultSet) ?? null } }),
       answered: run.ok,
     });
-    if (decision.reasons[0]?.code === 'audit_unavailable') {
-      return { decision_id: trace.decisionId, outcome: 'error', code: 'audit_unavailable', message: decision.reasons[0].message ?? '' };
+    if (decision.unrecorded) {
+      return { decision_id: trace.decisionId, outcome: 'error', code: 'audit_unavailable', message: decision.reasons[0]?.message ?? '' };
     }
     if (!run.ok) return { decision_id: trace.decisionId, outcome: 'error', code: run.code, message: run.message };
     return { decision_id: trace.decisionId, outcome: 'evaluated', result: singleResult(run.resultSet) };
@@ -348,6 +353,7 @@ export class DecisionPipeline {
           ...decision,
           ...denial(policy, 'audit_unavailable', 'the decision could not be recorded in the decision log', decision.answered),
           data_version: decision.data_version,
+          unrecorded: true,
         };
       }
     }
