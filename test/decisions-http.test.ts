@@ -763,4 +763,27 @@ describe('a decision log record damaged outside Arbiter', () => {
       await damaged.close();
     }
   });
+
+  it('is named by seq when its body is JSON but no longer a decision record, replay included', async () => {
+    const damagedPath = join(dir, 'not-a-record.db');
+    const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } });
+    try {
+      for (let i = 0; i < 2; i++) expect((await postJson(`${damaged.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: `n-${i}` } })).status).toBe(200);
+      const db = new DatabaseSync(damagedPath);
+      let victim: string;
+      try {
+        victim = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 2').get() as { decision_id: string }).decision_id;
+        db.prepare(`UPDATE decisions SET body = '{"decision_id": "' || decision_id || '", "input": 7}' WHERE seq = 2`).run();
+      } finally {
+        db.close();
+      }
+      for (const [method, path] of [['GET', `/v1/decisions/${victim}`], ['GET', '/v1/decisions'], ['POST', `/v1/decisions/${victim}/replay`]] as const) {
+        const answer = await call(damaged, method, path, method === 'POST' ? { body: {} } : {});
+        expect(answer.status, path).toBe(500);
+        expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('not a decision record') });
+      }
+    } finally {
+      await damaged.close();
+    }
+  });
 });

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
 import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
-import type { DecisionRecord, StoredDecision } from './record.ts';
+import { isDecisionRecord, type StoredDecision } from './record.ts';
 
 /** Every filter is optional; given filters are ANDed. Times are ms since the epoch. */
 export const decisionFiltersSchema = z.strictObject({
@@ -91,7 +91,10 @@ export function toStoredDecision(row: StoredRow): StoredDecision {
     throw corrupt(row, `its body is not JSON: ${(error as Error).message}`, error);
   }
   if (typeof record !== 'object' || record === null || Array.isArray(record)) throw corrupt(row, 'its body is not a JSON object');
-  return { ...(record as DecisionRecord), seq: row.seq, prev_hash: row.prev_hash, hash: row.hash };
+  // Readers (the CLI, replay, auditors' tools) rely on the record's shape: a body edited into
+  // other JSON is as damaged as one that no longer parses.
+  if (!isDecisionRecord(record)) throw corrupt(row, 'its body is JSON but not a decision record');
+  return { ...record, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash };
 }
 
 function corrupt(row: StoredRow, why: string, cause?: unknown): DecisionLogCorruptError {
