@@ -348,6 +348,12 @@ describe('GET /v1/decisions', () => {
     await expectIds({ from: String(from), to: String(to) }, inRange);
     await expectIds({ from: new Date(from).toISOString(), to: new Date(to).toISOString() }, inRange);
     await expectIds({ from: new Date(from).toISOString().replace('Z', '+00:00') }, (m) => timestamps.get(m.id)! >= from);
+    // Finer than a millisecond: a decision at `to` ms is before to + 0.1 ms, one at `from` ms is not at or after from + 0.1 ms.
+    const finer = (ms: number) => new Date(ms).toISOString().replace('Z', '1Z');
+    expect(finer(to)).toMatch(/\.\d{4}Z$/);
+    await expectIds({ from: String(from), to: finer(to) }, (m) => timestamps.get(m.id)! >= from && timestamps.get(m.id)! <= to);
+    await expectIds({ from: finer(from), to: String(to) }, (m) => timestamps.get(m.id)! > from && timestamps.get(m.id)! < to);
+    await expectIds({ from: new Date(from).toISOString().replace('Z', '000Z'), to: new Date(to).toISOString().replace('Z', '000000Z') }, inRange);
   });
 
   it('answers newest first and names a bad parameter with 400', async () => {

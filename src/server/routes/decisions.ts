@@ -35,12 +35,22 @@ function isCalendarDate(text: string): boolean {
   return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate() && hour <= 23 && minute <= 59 && second <= 59;
 }
 
+/**
+ * 1 when an RFC 3339 time has non-zero digits past the millisecond, which Date.parse drops.
+ * Records are stamped in whole milliseconds, so both bounds round up: a decision at .999 is
+ * before `to=...00.9991Z` and not at or after `from=...00.9991Z`.
+ */
+function finerThanMs(text: string): number {
+  const fraction = /\.(\d+)/.exec(text)?.[1] ?? '';
+  return /[1-9]/.test(fraction.slice(3)) ? 1 : 0;
+}
+
 /** A point in time as a query parameter: RFC 3339 with an offset, or milliseconds since the epoch. */
 const instant = z
   .string()
   .describe('RFC 3339 date-time with offset (2025-01-31T12:00:00Z) or milliseconds since the epoch')
   .transform((text, ctx) => {
-    const ms = EPOCH_MS.test(text) ? Number(text) : RFC_3339.test(text) && isCalendarDate(text) ? Date.parse(text) : Number.NaN;
+    const ms = EPOCH_MS.test(text) ? Number(text) : RFC_3339.test(text) && isCalendarDate(text) ? Date.parse(text) + finerThanMs(text) : Number.NaN;
     if (Number.isSafeInteger(ms) && ms >= 0) return ms;
     ctx.addIssue({ code: 'custom', message: 'must be an RFC 3339 date-time with offset or epoch milliseconds' });
     return z.NEVER;
