@@ -104,6 +104,27 @@ describe('POST /access/v1/evaluation', () => {
     expect(input.context).toMatchObject({ ip: '10.0.0.1', now: expect.any(Number), request_id: expect.any(String) });
   });
 
+  it('checks a subject asserted without a token against sub revocations, by its id', async () => {
+    const ask = async (id: string) => echoedInput((await postJson(url('/access/v1/evaluation'), { subject: user(id), action: { name: 'can_read' }, resource: { type: 'doc', id: 'd1' } }, { 'X-Tenant': 'echo' })).body!).subject;
+    expect((await ask('u-revoked')).revoked).toEqual({ revoked: false });
+    const entry = await arbiter.revocations.add({ kind: 'sub', value: 'u-revoked', reason: 'left the company' });
+    try {
+      expect((await ask('u-revoked')).revoked).toEqual({ revoked: true, reason: 'left the company', revocation_id: entry.id });
+      expect((await ask('u-other')).revoked).toEqual({ revoked: false });
+    } finally {
+      arbiter.revocations.remove(entry.id);
+    }
+    // The Todo policy denies on it: rick may create to-dos until his sub is revoked.
+    const create = () => postJson(url('/access/v1/evaluation'), { subject: user(rick), action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
+    expect((await create()).body!.decision).toBe(true);
+    const rickRevoked = await arbiter.revocations.add({ kind: 'sub', value: rick, reason: 'left the citadel' });
+    try {
+      expect((await create()).body).toMatchObject({ decision: false, context: { reasons: [{ id: 'subject_revoked' }] } });
+    } finally {
+      arbiter.revocations.remove(rickRevoked.id);
+    }
+  });
+
   const problemOf = async (init: RequestInit) => {
     const response = await fetch(url('/access/v1/evaluation'), { method: 'POST', ...init });
     return { status: response.status, type: response.headers.get('content-type'), body: (await response.json()) as { code: string; errors?: { pointer: string }[] } };

@@ -34,11 +34,12 @@ user := data.todo.users[user_id_from_subject_id(input.subject.id)] if input.subj
 
 action := actions[input.action.name]
 
-# Arbiter sets input.subject.revoked from its revocation list when the PEP sent
-# an access token; a revoked token taints the whole request, asserted ids included.
+# Arbiter sets input.subject.revoked from its revocation list: for the access token
+# when the PEP sent one (a revoked token taints the whole request, asserted ids
+# included), else for a sub revocation naming the asserted subject id.
 denial := {
 	"code": "subject_revoked",
-	"message": "the access token presented with this request is revoked",
+	"message": "the subject, or the access token presented with this request, is revoked",
 } if {
 	input.subject.revoked.revoked == true
 } else := {

@@ -245,7 +245,11 @@ export class DecisionPipeline {
 
   async #subject(request: DecisionRequest, now: number): Promise<PolicySubject | TokenFailure> {
     const asserted = request.assertedSubject ?? {};
-    if (request.token === undefined) return { ...unauthenticatedSubject(), ...asserted };
+    if (request.token === undefined) {
+      const subject: PolicySubject = { ...unauthenticatedSubject(), ...asserted };
+      subject.revoked = this.#revocationOf(subject, now);
+      return subject;
+    }
     const verification = await verifyAccessToken(request.token, this.#deps.issuers, {
       maxTokenBytes: this.#deps.maxTokenBytes,
       cache: this.#deps.verificationCache,
@@ -297,8 +301,16 @@ export class DecisionPipeline {
     return changed;
   }
 
+  /**
+   * The revocation state of a verified subject (its token, session, client, actors); of one a
+   * PEP asserted without a token (AuthZEN), a `sub` revocation naming its id under any issuer:
+   * revoking a user must reach the PEPs that vouch for them too. Nobody else is identified.
+   */
   #revocationOf(subject: PolicySubject, now: number): PolicySubject['revoked'] {
-    return this.#deps.revocations ? subjectRevocation(this.#deps.revocations, subject, now) : { revoked: false };
+    if (!this.#deps.revocations) return { revoked: false };
+    if (subject.authenticated) return subjectRevocation(this.#deps.revocations, subject, now);
+    const { asserted, id } = subject as PolicySubject & { asserted?: unknown; id?: unknown };
+    return asserted === true && typeof id === 'string' ? this.partyRevocation({ sub: id }, now) : { revoked: false };
   }
 
   async #evaluate(bundle: PolicyBundle, request: DecisionRequest, input: Record<string, unknown>, nowMs: number): Promise<Outcome> {
