@@ -164,6 +164,16 @@ describe('hostile archives through PUT', () => {
     expect(response.body!.detail).toContain(`data.json${pointer}`);
   });
 
+  it.each([
+    ['an exponent', '{"lc": {"limits": {"max_amount": 1e400}}}', '/lc/limits/max_amount'],
+    ['a long integer', `{"lc": {"ids": [1, ${'9'.repeat(400)}]}}`, '/lc/ids/1'],
+  ])('data.json with a number past a double\'s range (%s) -> 422 naming the place (the policy would read null)', async (_label, json, pointer) => {
+    const files = new Map(await readBundleArchive(archives.unsigned!));
+    const response = await put(open, 'lc', packFiles(new Map(files).set('data.json', new Uint8Array(Buffer.from(json)))));
+    expect(response).toMatchObject({ status: 422, body: { code: 'bundle_data_invalid', check: 'bundle_data_invalid' } });
+    expect(response.body!.detail).toContain(`data.json${pointer}`);
+  });
+
   it('a gzip bomb stops at the decompressed limit', async () => {
     const size = 80 * 1024 * 1024;
     const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });

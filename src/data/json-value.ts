@@ -148,6 +148,12 @@ export function jsonEqual(a: JsonValue, b: JsonValue): boolean {
 }
 
 /**
+ * JSON text that may hold a number JSON.parse reads as ±Infinity: one has an exponent of three
+ * digits or more, or more than 308 digits before it. Text without either skips the walk for it.
+ */
+export const MAY_OVERFLOW = /[eE][+-]?\d{3}|\d{309}/;
+
+/**
  * The first place a parsed JSON value holds what nothing after the parser should get: a string
  * (a key or a value) that is not well-formed Unicode (JSON escapes can spell a lone surrogate,
  * which the policy's parser refuses and SQLite stores altered) when `checkText`, a number past

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { jsonDefect } from '../data/json-value.ts';
+import { jsonDefect, MAY_OVERFLOW } from '../data/json-value.ts';
 import { BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
 import { policyResultSchema } from './contract.ts';
@@ -116,8 +116,11 @@ function bundleData(files: ReadonlyMap<string, Uint8Array>): Record<string, unkn
     }
     // JSON escapes can spell a lone surrogate, which the policy's JSON parser refuses: caught
     // here, the bundle is refused naming the place rather than failing its smoke evaluation.
-    // After a fatal UTF-8 decode only the escape \uD800-\uDFFF can, so text without one skips the walk.
-    const defect = SURROGATE_ESCAPE.test(text) ? jsonDefect(value, { maxDepth: Infinity, checkText: true }) : undefined;
+    // After a fatal UTF-8 decode only the escape \uD800-\uDFFF can, so text without one skips
+    // that check. A number past a double's range (1e400) would reach the policy as null, which
+    // orders before every number: refused too.
+    const checkText = SURROGATE_ESCAPE.test(text);
+    const defect = checkText || MAY_OVERFLOW.test(text) ? jsonDefect(value, { maxDepth: Infinity, checkText }) : undefined;
     if (defect !== undefined) throw new BundleRejectedError('bundle_data_invalid', `${path}${defect.pointer}: ${defect.detail}`);
     const segments = path.split('/').slice(0, -1);
     if (segments.length === 0) {

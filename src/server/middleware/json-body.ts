@@ -2,7 +2,7 @@ import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { problem, type FieldError } from '../problem.ts';
-import { escapePointerToken, jsonDefect } from '../../data/json-value.ts';
+import { escapePointerToken, jsonDefect, MAY_OVERFLOW } from '../../data/json-value.ts';
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
@@ -81,12 +81,6 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
     await next();
   };
 }
-
-/**
- * A number JSON.parse reads as ±Infinity has an exponent of three digits or more, or more than
- * 308 digits before it: bodies without either skip the walk for it.
- */
-const MAY_OVERFLOW = /[eE][+-]?\d{3}|\d{309}/;
 
 /**
  * What JSON.parse accepts but nothing after it should get: nesting deeper than `maxDepth`,
