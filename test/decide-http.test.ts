@@ -154,6 +154,9 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_malformed', () => idp.sign({ jti: { id: 'j' } as unknown as string })],
     ['token_malformed', () => idp.sign({ sid: ['s1'] })],
     ['token_malformed', () => idp.sign({ client_id: '' })],
+    // azp stands in for client_id when the token has none: a list or an empty string would make a client_id revocation miss.
+    ['token_malformed', () => idp.sign({ azp: ['web-app'] as unknown as string })],
+    ['token_malformed', () => idp.sign({ azp: '' })],
     // The policy sees aud as input.subject.aud, a list of strings.
     ['token_malformed', () => idp.sign({ aud: ['https://api.example.com', { admin: true }] as unknown as string[] })],
     ['token_malformed', () => idp.sign({ aud: ['https://api.example.com', 7] as unknown as string[] })],

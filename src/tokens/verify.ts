@@ -56,9 +56,10 @@ const ALWAYS_REQUIRED_CLAIMS = ['exp', 'iat', 'sub'];
 /**
  * Claims that are strings by their specifications (RFC 7519, RFC 9068, OpenID Connect)
  * and that revocations and policies compare as strings: a token carrying one of another
- * type is refused, or `"jti": {"id": ...}` would never match a jti revocation.
+ * type is refused, or `"jti": {"id": ...}` would never match a jti revocation. `azp` is
+ * the client_id of a token without one.
  */
-const STRING_CLAIMS = ['sub', 'jti', 'sid', 'client_id'] as const;
+const STRING_CLAIMS = ['sub', 'jti', 'sid', 'client_id', 'azp'] as const;
 
 /**
  * Header parameters that are strings by RFC 7515 and RFC 7519 and reach the policy as
