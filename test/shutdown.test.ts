@@ -10,7 +10,7 @@ import { ConfigError } from '../src/errors.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
 
-/** A CLI configuration serving the echo bundle, with its state in `dir`; returns its path. */
+/** A CLI configuration serving the echo bundle, with all its state in `dir`; returns its path. */
 function writeCliConfig(dir: string, extraConfig: string[]): string {
   const configFile = join(dir, 'arbiter.yaml');
   writeFileSync(
@@ -19,6 +19,8 @@ function writeCliConfig(dir: string, extraConfig: string[]): string {
       'server: {host: 127.0.0.1, port: 0, shutdown_timeout_s: 10}',
       `bundles: {dir: ${JSON.stringify(inject('bundlesDir'))}, default: echo, store: ${JSON.stringify(join(dir, 'store'))}}`,
       `data: {path: ${JSON.stringify(join(dir, 'data.db'))}}`,
+      // In `dir` too: the default (.arbiter/decisions.db) is the repository's own, which `npm start` writes.
+      ...(extraConfig.some((line) => line.startsWith('decision_log:')) ? [] : [`decision_log: {path: ${JSON.stringify(join(dir, 'decisions.db'))}}`]),
       ...extraConfig,
     ].join('\n'),
   );
