@@ -162,6 +162,8 @@ describe('a start that fails', () => {
       [{ decision_log: { path: join(dir, 'd1.db'), checkpoint: { key_path: join(aFile, 'key.jwk') } } }, 'decision_log.checkpoint.key_path'],
       [{ decision_log: { path: join(dir, 'd2.db'), transport: { target: 'no-such-transport-module' } } }, 'decision_log.transport.target'],
       [{ dev_issuer: { enabled: true, key_file: join(aFile, 'dev.jwk.json') } }, 'dev_issuer.key_file'],
+      [{ data: { path: join(aFile, 'data.db') } }, 'data.path'],
+      [{ bundles: { store: join(aFile, 'bundles') } }, 'bundles.store'],
     ];
     const before = workerPorts();
     for (const [config, key] of cases) {

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { ArbiterError } from '../errors.ts';
+import { ArbiterError, ConfigError } from '../errors.ts';
 import { ensurePrivateDatabaseFile, makePrivateDirSync } from '../private-files.ts';
 
 /** Bumped when the tables change shape; a file from a newer Arbiter is refused, not misread. */
@@ -41,7 +41,7 @@ const SCHEMA = `
  * Opens (creating if needed) the SQLite file that holds live data documents and
  * revocations. WAL with `synchronous = FULL` makes every commit durable before it
  * returns, which is what lets both stores acknowledge a write only after it survives a
- * crash. Throws `data_store_unavailable` when the file cannot be opened or prepared.
+ * crash. Throws a ConfigError naming data.path when the file cannot be opened or prepared.
  */
 export function openDataDatabase(path: string): DatabaseSync {
   let db: DatabaseSync | undefined;
@@ -67,7 +67,8 @@ export function openDataDatabase(path: string): DatabaseSync {
   } catch (error) {
     db?.close();
     if (error instanceof ArbiterError) throw error;
-    throw new ArbiterError('data_store_unavailable', `cannot open the data store at ${path}: ${(error as Error).message}`, { cause: error });
+    // Only start-up opens it, from data.path: name the key to fix, as for every other state file.
+    throw new ConfigError([{ path: 'data.path', message: `cannot open the data store at ${path}: ${(error as Error).message}` }]);
   }
 }
 

@@ -100,7 +100,11 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   }
 
   const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
-  await bundleLifecycle.restore(config.bundles.dir);
+  await bundleLifecycle.restore(config.bundles.dir).catch((error: unknown) => {
+    // The store directory itself cannot be listed (a file in its place, no permission): the key to fix.
+    if (error instanceof ArbiterError && error.code === 'bundle_store_unreadable') throw new ConfigError([{ path: 'bundles.store', message: error.message }]);
+    throw error;
+  });
 
   const db = openDataDatabase(config.data.path);
   opened.push(() => db.close());
