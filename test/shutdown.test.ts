@@ -175,6 +175,33 @@ describe('a start that fails', () => {
     expect(workerPorts()).toBe(before);
   });
 
+  it('refuses the data store or decision log of a running server, naming the key, until that server is gone', async () => {
+    // Another process: the running server's in-memory state (revocations, live data, the log's
+    // chain head) would never see this one's writes, and its next commit would fail.
+    const { child, url, dir } = await spawnArbiter();
+    const shared: [Record<string, unknown>, string][] = [
+      [{ data: { path: join(dir, 'data.db') } }, 'data.path'],
+      [{ decision_log: { path: join(dir, 'decisions.db') } }, 'decision_log.path'],
+    ];
+    for (const [config, key] of shared) {
+      const failure = await startTestArbiter(config).then(async (started) => void (await started.close()), (error: unknown) => error);
+      expect(failure, key).toBeInstanceOf(ConfigError);
+      expect((failure as ConfigError).issues, key).toEqual([{ path: key, message: expect.stringContaining('another Arbiter process') }]);
+    }
+    // The running server still decides and records.
+    const answer = await fetch(`${url}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action: 'read', resource: { type: 'doc' } }) });
+    expect(await answer.json()).toMatchObject({ allow: true });
+    // Killed without a chance to clean up, it holds nothing: the next server starts on the same files.
+    const exited = once(child, 'exit');
+    child.kill('SIGKILL');
+    await exited;
+    const next = await startTestArbiter({ data: { path: join(dir, 'data.db') }, decision_log: { path: join(dir, 'decisions.db') } });
+    await next.close();
+    // And one that closed frees them for the next start in the same process.
+    const again = await startTestArbiter({ data: { path: join(dir, 'data.db') }, decision_log: { path: join(dir, 'decisions.db') } });
+    await again.close();
+  });
+
   it('tells the CLI user the key, without a stack trace, and exits 2', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'a-file'), '');

@@ -28,6 +28,7 @@ import { createApp } from './app.ts';
 import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
 import { readSeedFile } from '../data/seed.ts';
+import { lockStateFiles } from '../state-lock.ts';
 import { answerClientError } from './client-errors.ts';
 
 export interface Arbiter {
@@ -70,6 +71,12 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   // Read first: a bad certificate stops start-up before anything is opened.
   const tlsMaterial = config.server.tls && readTlsMaterial(config.server.tls);
   checkEmbeddedDirectory(config.bundles.dir);
+  // Before anything is opened: a second server on the same files must not touch them at all.
+  const releaseStateFiles = lockStateFiles([
+    { path: config.data.path, key: 'data.path' },
+    ...(config.decision_log.enabled ? [{ path: config.decision_log.path, key: 'decision_log.path' }] : []),
+  ]);
+  opened.push(releaseStateFiles);
 
   const devIssuers: TrustedIssuer[] = [];
   if (config.dev_issuer.enabled) {
@@ -209,15 +216,20 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   };
 
   async function closeAll(): Promise<void> {
-    draining.value = true;
-    clearInterval(pruneTimer);
-    await Promise.all(pullers.map((puller) => puller.stop()));
-    const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
-    if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
-    revocations.flush();
-    db.close();
-    await decisionLog?.close();
-    await evaluator.close();
+    try {
+      draining.value = true;
+      clearInterval(pruneTimer);
+      await Promise.all(pullers.map((puller) => puller.stop()));
+      const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
+      if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
+      revocations.flush();
+      db.close();
+      await decisionLog?.close();
+      await evaluator.close();
+    } finally {
+      // Last, once nothing writes the files any more.
+      releaseStateFiles();
+    }
   }
 }
 
