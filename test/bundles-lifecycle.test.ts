@@ -69,6 +69,8 @@ describe('restart', () => {
       server: { host: '127.0.0.1', port: 0 },
       bundles: { dir: inject('bundlesDir'), default: 'simple', store },
       data: { path: join(tempDir(), 'data.db') },
+      // Not the default .arbiter/decisions.db: the repository's own, which `npm start` writes.
+      decision_log: { path: join(tempDir(), 'decisions.db') },
     });
     return startArbiter(config, { logger: pino({ level: 'info' }, { write: (line: string) => lines.push(line) }) });
   }
