@@ -284,6 +284,30 @@ describe('pull mode', () => {
     }
   });
 
+  it('does not serve the embedded bundle of a pulled name: the replica is not ready until its source delivers', async () => {
+    // bundles.dir has an echo bundle too; a source that is down must not leave it deciding.
+    let up = false;
+    let polls = 0;
+    const source = await serveBundles('/echo.tar.gz', (_req, res) => {
+      polls += 1;
+      if (!up) return void res.writeHead(503).end();
+      res.writeHead(200, { 'content-type': 'application/gzip' }).end(archives.echo2);
+    });
+    const arbiter = await startTestArbiter({ bundles: { default: 'echo', sources: [{ name: 'echo', url: source.url, poll_interval_s: 0.05, timeout_ms: 2000 }] } });
+    try {
+      await waitFor(() => polls >= 1, 'a failed poll');
+      expect(arbiter.bundles.get('echo')).toBeUndefined();
+      expect((await fetch(`${arbiter.url}/readyz`)).status).toBe(503);
+      expect(await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } })).toMatchObject({ status: 503, body: { allow: false } });
+      up = true;
+      await waitFor(() => arbiter.bundles.get('echo')?.revision === 'echo-2', 'the revision the source serves');
+      expect((await fetch(`${arbiter.url}/readyz`)).status).toBe(200);
+    } finally {
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
   it('refuses a source that is not https unless it is loopback', () => {
     expect(() => parseConfig({ bundles: { sources: [{ name: 'lc', url: 'http://bundles.example.com/lc.tar.gz' }] } })).toThrow(/https/);
     expect(parseConfig({ bundles: { sources: [{ name: 'lc', url: 'https://bundles.example.com/lc.tar.gz' }] } }).bundles.sources[0]).toMatchObject({ poll_interval_s: 60 });

@@ -110,7 +110,7 @@ const MiB = 1024 * 1024;
 
 const bundlesSchema = z
   .strictObject({
-    dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name. Must be a readable directory (may be empty): start-up stops otherwise.'),
+    dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name, unless a bundles.sources entry provides that name (it is then not active until its source delivers). Must be a readable directory (may be empty): start-up stops otherwise.'),
     default: bundleNameSchema.default('authz').describe('Bundle that answers when a request names none.'),
     store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart.'),
     require_signatures: z
@@ -125,7 +125,7 @@ const bundlesSchema = z
           .describe('Per-bundle keys, scope and exclude: replace the shared ones for that bundle.'),
       })
       .prefault({}),
-    sources: z.array(bundleSourceSchema).default([]).describe('Bundles pulled from a bundle server, one source per bundle name.'),
+    sources: z.array(bundleSourceSchema).default([]).describe('Bundles pulled from a bundle server, one source per bundle name. A pulled name is served from the store or its source only, never from dir: until the first pull succeeds (or after a restart on an empty store) it is not active, and /readyz says so when it is the default bundle.'),
     limits: z
       .strictObject({
         max_compressed_bytes: z.number().int().positive().default(16 * MiB).describe('Largest archive accepted (also the PUT body limit).'),

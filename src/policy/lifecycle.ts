@@ -231,8 +231,10 @@ export class BundleLifecycle {
    * embedded directory for names the store has nothing active for. A stored bundle that
    * fails (digest, signature, any check) is logged and not served, and its embedded
    * default does not stand in for it: serving an older policy silently is worse than none.
+   * Nor does it for a name in `pulled` (bundles.sources): the source is its desired state, so
+   * until it delivers, that name is not active rather than served from the image.
    */
-  restore(embeddedDir: string): Promise<void> {
+  restore(embeddedDir: string, pulled: ReadonlySet<string> = new Set()): Promise<void> {
     return this.#serialized(async () => {
       const claimed = new Set<string>();
       for (const name of await this.#options.store.names()) {
@@ -255,6 +257,10 @@ export class BundleLifecycle {
       }
       for (const [name, archive] of await readEmbedded(embeddedDir, this.#options.logger)) {
         if (claimed.has(name)) continue;
+        if (pulled.has(name)) {
+          this.#options.logger.info({ bundle: name, dir: embeddedDir }, 'embedded bundle not served: this name is pulled from its source (bundles.sources)');
+          continue;
+        }
         try {
           checkName(name);
           const { bundle } = await this.#validate(name, archive, { trusted: true });

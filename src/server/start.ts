@@ -107,7 +107,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   }
 
   const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
-  await bundleLifecycle.restore(config.bundles.dir).catch((error: unknown) => {
+  await bundleLifecycle.restore(config.bundles.dir, new Set(config.bundles.sources.map((source) => source.name))).catch((error: unknown) => {
     // The store directory itself cannot be listed (a file in its place, no permission): the key to fix.
     if (error instanceof ArbiterError && error.code === 'bundle_store_unreadable') throw new ConfigError([{ path: 'bundles.store', message: error.message }]);
     throw error;
