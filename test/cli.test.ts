@@ -29,6 +29,19 @@ describe('arbiter CLI', () => {
     expect(none.stderr).toContain('Usage: arbiter <command>');
   });
 
+  it("names the command and its --help when an option or argument is refused (2)", async () => {
+    for (const [args, said] of [
+      [['serve', '--bogus'], "Unknown option '--bogus'"],
+      [['serve', 'extra'], "Unexpected argument 'extra'"],
+      [['decisions', 'query', '--limit'], "Option '--limit <value>' argument missing"],
+    ] as const) {
+      const refused = await cli(...args);
+      expect(refused, args.join(' ')).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, args.join(' ')).toContain(`arbiter ${args[0]}: ${said}`);
+      expect(refused.stderr, args.join(' ')).toContain(`arbiter ${args[0]} --help`);
+    }
+  });
+
   it('refuses a malformed admin token or URL as a usage error, without echoing the token', async () => {
     const env = { ...process.env, ARBITER_URL: 'http://127.0.0.1:9', ARBITER_TOKEN: 'eyJhbGciOi.secret-part\nsecond-line' };
     const token = await run(process.execPath, ['src/cli/main.ts', 'bundle', 'list'], { env }).catch((error: { code: number; stderr: string }) => error);

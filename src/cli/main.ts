@@ -43,7 +43,16 @@ async function main(argv: string[]): Promise<number> {
     console.error(`arbiter: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
     return EXIT.usage;
   }
-  return command.run(argv.slice(1));
+  return command.run(argv.slice(1)).catch((error: unknown) => {
+    // parseArgs says what it refused but not of which command, nor where the options are listed.
+    if (!isParseArgsError(error)) throw error;
+    console.error(`arbiter ${name}: ${error.message}\n  arbiter ${name} --help lists its options`);
+    return EXIT.usage;
+  });
+}
+
+function isParseArgsError(error: unknown): error is TypeError {
+  return error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS');
 }
 
 // A reader that stops early (`arbiter decisions export | head`) closes the pipe: that ends the
@@ -56,10 +65,7 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (error) {
-  const usageError =
-    error instanceof ConfigError ||
-    (error instanceof ArbiterError && error.code === 'usage') ||
-    (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'));
+  const usageError = error instanceof ConfigError || (error instanceof ArbiterError && error.code === 'usage') || isParseArgsError(error);
   if (usageError || error instanceof ArbiterError) {
     // Expected failures say what is wrong and what to do, without a stack trace.
     console.error(`arbiter: ${(error as Error).message}`);
