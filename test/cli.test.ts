@@ -120,6 +120,19 @@ describe('arbiter CLI', () => {
     expect(result.stderr).toMatch(/broken\.rego:\d+/);
   });
 
+  it('bundle build without opa says how to install it, not spawnSync ENOENT', async () => {
+    const dir = tempDir();
+    const missing = join(dir, 'no-such-opa');
+    const result = await run(process.execPath, ['src/cli/main.ts', 'bundle', 'build', 'test/fixtures/rego/simple', '--out', join(dir, 'simple.tar.gz')], {
+      env: { ...process.env, ARBITER_OPA: missing },
+    }).catch((error: { code: number; stderr: string }) => error);
+    expect(result).toMatchObject({ code: 1 });
+    const { stderr } = result as { stderr: string };
+    expect(stderr).toContain(`${missing} not found`);
+    expect(stderr).toContain('scripts/toolchain.sh opa');
+    expect(stderr).not.toContain('spawnSync');
+  });
+
   it('check:bundles fails on a stale bundle and on one that no rego/ directory builds', async () => {
     const dir = tempDir();
     const rego = join(dir, 'rego');

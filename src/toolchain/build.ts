@@ -57,6 +57,13 @@ export function buildBundle(dir: string, out: string, options: BuildOptions = {}
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ArbiterError(
+        'opa_build_failed',
+        `${opaPath()} not found: install the pinned opa ${OPA_VERSION} with \`bash scripts/toolchain.sh opa\` (needs Go), or set ARBITER_OPA to one`,
+        { cause: error },
+      );
+    }
     const { stdout, stderr } = error as { stdout?: Buffer; stderr?: Buffer };
     const said = [stdout, stderr].map((output) => output?.toString().trim() ?? '').filter(Boolean).join('\n');
     throw new ArbiterError('opa_build_failed', `opa build failed for ${dir}:\n${said || (error as Error).message}`, { cause: error });
