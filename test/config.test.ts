@@ -330,6 +330,14 @@ describe('shipped deployment configurations', () => {
     for (const path of statePaths(config)) expect(path).toMatch(/^\/var\/lib\/arbiter\//);
   });
 
+  it("the README's production example is valid once given a key hash, and keeps all state out of the working directory", () => {
+    const readme = readFileSync('README.md', 'utf8');
+    const example = /```yaml\n# arbiter\.yaml\n([\s\S]*?)```/.exec(readme)![1]!.replace('<hex sha256 of the key>', 'ab'.repeat(32));
+    const config = parseConfig(parseYaml(example));
+    expect(config.mode).toBe('production');
+    for (const path of statePaths(config)) expect(path).toMatch(/^\/var\/lib\/arbiter\//);
+  });
+
   it("the Kubernetes example's configuration is valid and names only files its pod mounts", () => {
     const documents = parseAllDocuments(readFileSync('deploy/kubernetes/arbiter.yaml', 'utf8')).map((document) => document.toJS() as Record<string, any>);
     const configMap = documents.find((document) => document.kind === 'ConfigMap')!;
