@@ -349,6 +349,10 @@ describe('shipped deployment configurations', () => {
     for (const key of Object.values(config.bundles.signing.keys)) expect(key.key_file?.startsWith(`${mountOf('signing')}/`)).toBe(true);
     expect(mountOf('config')).toBe((container.env as { name: string; value: string }[]).find((variable) => variable.name === 'ARBITER_CONFIG')!.value);
     expect(container.ports[0].containerPort).toBe(config.server.port);
+    // Each pod has its own live data and revocations: the feeds need admin tokens and an address per pod.
+    expect(config.admin.issuers.length).toBeGreaterThan(0);
+    const perPod = documents.find((document) => document.kind === 'Service' && document.spec.clusterIP === 'None')!;
+    expect(perPod.spec.selector).toEqual(deployment.spec.selector.matchLabels);
   });
 });
 
