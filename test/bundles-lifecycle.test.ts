@@ -107,6 +107,20 @@ describe('restart', () => {
   });
 });
 
+describe('bundle signatures at start-up', () => {
+  it('warns when unsigned bundles will be accepted (development mode), says when they will not', async () => {
+    const said = async (raw: Record<string, unknown>) => {
+      const { logger, lines } = capturingLogger();
+      const arbiter = await startTestArbiter(raw, { logger });
+      await arbiter.close();
+      return lines.filter((line) => /bundle signatures/.test(line.msg as string)).map((line) => ({ level: line.level as number, msg: line.msg as string }));
+    };
+    expect(await said({})).toEqual([{ level: 40, msg: expect.stringContaining('bundle signatures not required') }]);
+    expect(await said({ mode: 'production' })).toEqual([{ level: 30, msg: expect.stringContaining('bundle signatures required') }]);
+    expect(await said({ mode: 'production', bundles: { require_signatures: false } })).toEqual([{ level: 40, msg: expect.stringContaining('bundles.require_signatures') }]);
+  });
+});
+
 describe('swapping revisions under load', () => {
   it('loses or fails no decision, and each reports one of the two revisions', async () => {
     const arbiter = await startTestArbiter(adminConfig());

@@ -303,7 +303,13 @@ const WASM_PAGE_BYTES = 64 * 1024;
 function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluator: PolicyEvaluator, observer: BundleObserver, logger: Logger): BundleLifecycle {
   const { limits } = config.bundles;
   const requireSignatures = config.bundles.require_signatures ?? config.mode !== 'development';
-  if (requireSignatures) logger.info('bundle signatures required: unsigned bundles are refused on push and pull');
+  if (requireSignatures) {
+    logger.info('bundle signatures required: unsigned bundles are refused on push and pull');
+  } else {
+    // The default outside production mode: an operator who left `mode` out must hear of it.
+    const why = config.bundles.require_signatures === false ? 'bundles.require_signatures is false' : 'mode is development';
+    logger.warn(`bundle signatures not required (${why}): any admin token with arbiter.bundles.write can activate an unsigned policy, and a source can serve one`);
+  }
   return new BundleLifecycle({
     registry,
     evaluator,
