@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
@@ -688,6 +688,8 @@ describe('arbiter decisions (CLI)', () => {
     const count = (await allIds({ iss: partner.issuer })).length;
     expect(readFileSync(out, 'utf8').trim().split('\n')).toHaveLength(count);
     expect(exported.stderr).toContain(`exported ${count} decisions`);
+    // What it holds is what the decision log (0600) keeps from others: so does the file.
+    expect((statSync(out).mode & 0o777).toString(8)).toBe('600');
 
     expect((await cli('replay', m.id)).stdout).toContain('same result');
     const replayed = await cli('replay', m.id, '--revision', 'r1');

@@ -25,7 +25,7 @@ Filters (query, export):
 Options:
   --limit <n>         query: page size, 1-1000 (default 50)
   --cursor <cursor>   query: the next page, as printed after the previous one
-  --out <file>        export: write to a file instead of stdout
+  --out <file>        export: write to a file instead of stdout (a new one is created mode 0600)
   --revision <rev>    replay: stored revision to replay against (default: the active one)
   --url <url>         Arbiter base URL (default $ARBITER_URL or http://127.0.0.1:8181)
   --token <token>     admin token with arbiter.decisions.read (default $ARBITER_TOKEN)
@@ -161,7 +161,8 @@ async function exportDecisions(options: Values): Promise<number> {
     console.error(`arbiter: GET ${path} answered ${type || 'no content type'}, not the NDJSON of a decision export; is ${adminBaseUrl(options)} an Arbiter server?`);
     return 1;
   }
-  const destination = options.out === undefined ? stdout() : createWriteStream(options.out);
+  // Created for its owner alone, like the decision log it copies (an existing file keeps its mode).
+  const destination = options.out === undefined ? stdout() : createWriteStream(options.out, { mode: 0o600 });
   let records = 0;
   // The last line so far (with what follows it): an export the server had to stop ends with a problem document.
   let tail: Buffer = Buffer.alloc(0);
