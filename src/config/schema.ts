@@ -232,7 +232,7 @@ const configShape = z.strictObject({
     .prefault({}),
   data: z
     .strictObject({
-      path: nonEmpty.default('.arbiter/data.db').describe('SQLite file for live data and revocations.'),
+      path: nonEmpty.default('.arbiter/data.db').describe('SQLite file for live data and revocations; one server at a time (it holds <path>.lock while it runs: another one started on it stops).'),
       max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024).describe('Largest PUT/PATCH body on /v1/data and POST body on /v1/revocations (batches): 413 beyond it.'),
       max_depth: z.number().int().min(2).max(256).default(32).describe('Deepest nesting of live data: data_too_deep beyond it.'),
       max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data: a write growing it past this, or a JSON Patch adding more than this, is refused (data_too_large). Data stored under a higher limit stays and can still shrink.'),
@@ -255,7 +255,7 @@ const configShape = z.strictObject({
         .boolean()
         .default(true)
         .describe('Record every decision durably (the audit record). false leaves only the process log line: for benchmarks against systems that log to the console.'),
-      path: nonEmpty.default('.arbiter/decisions.db').describe('SQLite file of the decision log; WAL and the checkpoint key live next to it.'),
+      path: nonEmpty.default('.arbiter/decisions.db').describe('SQLite file of the decision log; WAL and the checkpoint key live next to it. One server at a time, as data.path.'),
       transport: z
         .strictObject({
           target: nonEmpty.describe('pino transport module, e.g. pino/file or a log shipper.'),
