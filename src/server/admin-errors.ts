@@ -19,7 +19,6 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   json_patch_path_not_found: 409,
   json_patch_test_failed: 409,
   data_store_write_failed: 503,
-  data_store_unavailable: 503,
   bundle_name_invalid: 400,
   bundle_not_found: 404,
   bundle_revision_not_found: 404,

@@ -56,7 +56,6 @@ export const PROBLEM_TYPES = {
   json_patch_path_not_found: { status: [409], meaning: 'A patch operation names a path that does not exist.' },
   json_patch_test_failed: { status: [409], meaning: 'A patch `test` operation did not match; nothing was applied.' },
   data_store_write_failed: { status: [503], meaning: 'The SQLite store could not commit the write; nothing changed.' },
-  data_store_unavailable: { status: [503], meaning: 'The SQLite store cannot be read or written.' },
   // Bundles (admin-errors; a bundle refused by a check answers 422 with `code` and `check` naming the check)
   bundle_name_invalid: { status: [400], meaning: 'The bundle name is not lowercase letters, digits, _ and - (at most 64).' },
   bundle_not_found: { status: [404], meaning: 'No bundle with this name.' },
