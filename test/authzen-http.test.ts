@@ -218,6 +218,22 @@ describe('subject access tokens', () => {
     const garbage = await request('not-a-jwt');
     expect(garbage.body).toMatchObject({ decision: false, context: { reasons: [{ id: 'token_malformed' }] } });
   });
+
+  // The policy decides on the asserted id (the Todo policy reads only it): sending a token of
+  // another sub along must not take the asserted subject out of reach of its sub revocation.
+  it('checks the asserted id against sub revocations when the token names another sub', async () => {
+    const token = await idp.sign({ sub: 'pep-service' });
+    const create = () => postJson(url('/access/v1/evaluation'), { subject: user(rick, { access_token: token }), action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } });
+    expect((await create()).body!.decision).toBe(true);
+    const rickRevoked = await arbiter.revocations.add({ kind: 'sub', value: rick, reason: 'left the citadel' });
+    try {
+      expect((await create()).body).toMatchObject({ decision: false, context: { reasons: [{ id: 'subject_revoked' }] } });
+      const input = echoedInput((await request(token)).body!);
+      expect(input.subject).toMatchObject({ authenticated: true, sub: 'pep-service', revoked: { revoked: true, reason: 'left the citadel', revocation_id: rickRevoked.id } });
+    } finally {
+      arbiter.revocations.remove(rickRevoked.id);
+    }
+  });
 });
 
 describe('POST /access/v1/evaluations', () => {

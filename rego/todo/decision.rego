@@ -36,7 +36,7 @@ action := actions[input.action.name]
 
 # Arbiter sets input.subject.revoked from its revocation list: for the access token
 # when the PEP sent one (a revoked token taints the whole request, asserted ids
-# included), else for a sub revocation naming the asserted subject id.
+# included), and for a sub revocation naming the asserted subject id.
 denial := {
 	"code": "subject_revoked",
 	"message": "the subject, or the access token presented with this request, is revoked",

@@ -302,13 +302,22 @@ export class DecisionPipeline {
   }
 
   /**
-   * The revocation state of a verified subject (its token, session, client, actors); of one a
-   * PEP asserted without a token (AuthZEN), a `sub` revocation naming its id under any issuer:
-   * revoking a user must reach the PEPs that vouch for them too. Nobody else is identified.
+   * The revocation state of a verified subject (its token, session, client, actors) and of a
+   * subject a PEP asserted (AuthZEN), with or without a token: a `sub` revocation naming its id
+   * under any issuer. Revoking a user must reach the PEPs that vouch for them too, and a policy
+   * that decides on the asserted id must not lose that because a token of another sub came along.
    */
   #revocationOf(subject: PolicySubject, now: number): PolicySubject['revoked'] {
     if (!this.#deps.revocations) return { revoked: false };
-    if (subject.authenticated) return subjectRevocation(this.#deps.revocations, subject, now);
+    if (subject.authenticated) {
+      const revoked = subjectRevocation(this.#deps.revocations, subject, now);
+      return revoked.revoked ? revoked : this.#assertedRevocation(subject, now);
+    }
+    return this.#assertedRevocation(subject, now);
+  }
+
+  /** A `sub` revocation (any issuer) of the id a PEP asserted; not revoked when nothing was asserted. */
+  #assertedRevocation(subject: PolicySubject, now: number): PolicySubject['revoked'] {
     const { asserted, id } = subject as PolicySubject & { asserted?: unknown; id?: unknown };
     return asserted === true && typeof id === 'string' ? this.partyRevocation({ sub: id }, now) : { revoked: false };
   }
