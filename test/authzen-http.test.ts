@@ -374,6 +374,28 @@ describe('search', () => {
     expect(pages.at(-1)!.page.next_token).toBe('');
   });
 
+  // A PEP (and the AuthZEN certification harness) asks for the next page with page.token alone.
+  it('keeps the page limit of the token when the next request sends the token without a limit', async () => {
+    const pages: Page[] = [];
+    let page: Record<string, unknown> = { limit: 1 };
+    do {
+      const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      pages.push(res.body as Page);
+      page = { token: res.body!.page.next_token };
+      expect(pages.length).toBeLessThan(5);
+    } while (page.token !== '');
+    expect(pages.map((p) => p.results)).toEqual([[user(rick)], [user(morty)], [user(summer)]]);
+    // The limit the token carries is bound by its digest: another one is refused, alone or not.
+    const text = Buffer.from(pages[0]!.page.next_token, 'base64url').toString();
+    const relimited = Buffer.from(text.replace(/\.1$/, '.2')).toString('base64url');
+    for (const body of [{ ...subjectQuery, page: { token: relimited } }, { ...subjectQuery, page: { limit: 2, token: relimited } }]) {
+      const res = await postJson(url('/access/v1/search/subject'), body);
+      expect(res.status).toBe(400);
+      expect(res.body!.code).toBe('invalid_page_token');
+    }
+  });
+
   it('ignores a subject id in a subject search', async () => {
     const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, subject: user(beth) });
     expect(res.body!.results).toEqual([user(rick), user(morty), user(summer)]);

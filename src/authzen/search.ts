@@ -118,16 +118,16 @@ export async function runSearch<K extends SearchKind>(plan: SearchPlan<K>, targe
   if (entrypoint === undefined) {
     return { ok: false, status: 501, code: 'search_unsupported', message: `bundle ${target.authzen.bundle.name} does not support ${plan.kind} search` };
   }
-  const limit = plan.page?.limit ?? DEFAULT_PAGE_LIMIT;
+  const token = plan.page?.token !== undefined && plan.page.token !== '' ? plan.page.token : undefined;
+  const decoded = token === undefined ? undefined : decodePageToken(token);
+  // A next page asked for with the token alone keeps the limit the token was issued for.
+  const limit = plan.page?.limit ?? decoded?.limit ?? DEFAULT_PAGE_LIMIT;
   const digest = queryDigest({ kind: plan.kind, bundle: target.authzen.bundle.name, limit, ...plan.query });
-  let offset = 0;
-  if (plan.page?.token !== undefined && plan.page.token !== '') {
-    const decoded = decodePageToken(plan.page.token, digest);
-    if (decoded === undefined) {
-      return { ok: false, status: 400, code: 'invalid_page_token', message: 'page.token is not a token this PDP issued for this same search (entities, context and limit must not change between pages)' };
-    }
-    offset = decoded;
+  // The token must name this query, and the limit it carries (when it carries one) be the one in force.
+  if (token !== undefined && (decoded === undefined || decoded.digest !== digest || (decoded.limit ?? limit) !== limit)) {
+    return { ok: false, status: 400, code: 'invalid_page_token', message: 'page.token is not a token this PDP issued for this same search (entities, context and limit must not change between pages)' };
   }
+  const offset = decoded?.offset ?? 0;
 
   const candidates = await listCandidates(plan, entrypoint, target);
   if (!candidates.ok) return candidates;
@@ -144,7 +144,7 @@ export async function runSearch<K extends SearchKind>(plan: SearchPlan<K>, targe
     }
     // A result is an unconditional yes: a search cannot carry the obligations an allow came with.
     if (!decision.allow || decision.obligations.length > 0) continue;
-    if (results.length === limit) return { ok: true, response: { page: { next_token: encodePageToken(index, digest) }, results } };
+    if (results.length === limit) return { ok: true, response: { page: { next_token: encodePageToken(index, digest, limit) }, results } };
     results.push(candidate);
   }
   return { ok: true, response: { page: { next_token: '' }, results } };
