@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { loadOrCreateDevIssuerKey, mintDevToken, type DevIssuerKey, type DevTokenOptions } from '../src/tokens/dev-issuer.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { TestIssuer } from './support/issuer.ts';
 
 const ALICE = 'user:alice@acme.example';
 const AGENT = 'agent:expense-assistant';
@@ -144,6 +145,31 @@ describe('default policy over /v1/decide', () => {
   it('15: several failures at once: every applicable code', async () => {
     const decision = await decide(arbiter, { token: await token({ aud: STAGING, scope: 'expenses.read', claims: { tenant: 'globex' } }) });
     expect(codes(decision)).toEqual(expect.arrayContaining(['environment_mismatch', 'scope_missing', 'tenant_mismatch']));
+  });
+});
+
+describe('default policy and the audiences an issuer is configured for', () => {
+  // The staging identity provider is trusted for the staging API only: an audience it adds
+  // beside that one was accepted by no configuration and is no evidence of an environment.
+  it('maps to an environment only the audiences the issuer is accepted for', async () => {
+    const staging = await TestIssuer.create('https://idp.acme.example');
+    await staging.serve();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: staging.issuer, jwks_uri: staging.jwksUri, audiences: [STAGING], algorithms: ['ES256'] }],
+      bundles: { default: 'authz' },
+      data: { path: join(tempDir(), 'data.db'), seed: { entitlements: 'examples/entitlements.json' } },
+    });
+    try {
+      const claims = { sub: ALICE, scope: 'invoices.read', 'https://acme.example/claims/tenant': 'acme' };
+      const both = await staging.sign({ ...claims, aud: [STAGING, 'https://api.example.com'] });
+      expect(await decide(server, { token: both, context: { environment: 'staging' } })).toMatchObject({ allow: true });
+      const production = await decide(server, { token: both });
+      expect(codes(production)).toEqual(['environment_mismatch']);
+      expect(production.reasons[0]).toMatchObject({ token_environments: ['staging'] });
+    } finally {
+      await server.close();
+      await staging.close();
+    }
   });
 });
 

@@ -41,7 +41,7 @@ export const issuerSchema = z
     secret_file: nonEmpty
       .optional()
       .describe('File holding the shared secret for HS* algorithms (at least 32 bytes).'),
-    audiences: z.array(nonEmpty).min(1, 'at least one audience is required').describe('Accepted `aud` values; a token must carry one of them.'),
+    audiences: z.array(nonEmpty).min(1, 'at least one audience is required').describe('Accepted `aud` values; a token must carry one of them, and only these of its audiences reach the policy as `input.subject.aud`.'),
     algorithms: z.array(z.enum(SUPPORTED_ALGORITHMS)).min(1, 'at least one algorithm is required').describe('JWS algorithms accepted from this issuer (`none` never is).'),
     typ: nonEmpty.optional().describe('Required JWT `typ` header, e.g. at+jwt (RFC 9068). Unset, a `typ` that is not a string is still refused (token_malformed).'),
     required_claims: z.array(nonEmpty).default([]).describe('Claims required besides exp, iat and sub.'),

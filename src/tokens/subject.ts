@@ -50,7 +50,7 @@ export function subjectFromToken(verified: VerifiedToken, now: number): PolicySu
     authenticated: true,
     iss: payload.iss!,
     sub: payload.sub!,
-    aud: typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []),
+    aud: acceptedAudiences(payload.aud, verified.issuer.config.audiences),
     scopes: scopesOf(payload),
     act: actorChain(payload.act),
     claims: payload as Record<string, unknown>,
@@ -116,6 +116,17 @@ export function actorClaims(actor: Record<string, unknown>, tokenIss: string): {
     ...(typeof actor.sub === 'string' && { sub: actor.sub }),
     ...(typeof actor.client_id === 'string' && { client_id: actor.client_id }),
   };
+}
+
+/**
+ * The token's audiences that its issuer is configured to be accepted for. jose needs only one
+ * member to match; another member was vouched for by no configuration, and a policy reading
+ * `aud` as evidence (the default one maps it to an environment) must not see it: `claims.aud`
+ * keeps the token's own list.
+ */
+function acceptedAudiences(aud: JWTPayload['aud'], accepted: readonly string[]): string[] {
+  const audiences = typeof aud === 'string' ? [aud] : (aud ?? []);
+  return audiences.filter((audience) => accepted.includes(audience));
 }
 
 function scopesOf(payload: JWTPayload): string[] {

@@ -150,7 +150,7 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
     return fail('token_malformed', `${notAString} must be a non-empty string`, iss);
   }
   if (!audienceWellFormed(payload.aud)) {
-    // jose only needs one member to match; the policy sees every member as input.subject.aud.
+    // jose only needs one member to match; the policy sees the accepted members as input.subject.aud, every member as claims.aud.
     return fail('token_malformed', 'aud must be a non-empty string or an array of non-empty strings', iss);
   }
   const defect = jsonDefectOf(header, 'header') ?? jsonDefectOf(payload, 'claims');
