@@ -152,10 +152,14 @@ tenant_rule_ids contains rule.id if {
 # description: >-
 #   A tenant-claim rule that lists tenants trusts its issuer for those only: a trusted
 #   issuer of one tenant cannot claim another (subjects and entitlements are keyed by
-#   sub, whatever the issuer). One without tenants trusts its issuer for any.
+#   sub, whatever the issuer). One without tenants trusts its issuer for any; tenants
+#   that are not a list (a data error) vouch for nothing: "in" would read an object's values.
 issuer_vouches_for(rule, _) if not evidence.has_key(rule, "tenants")
 
-issuer_vouches_for(rule, tenant) if tenant in rule.tenants
+issuer_vouches_for(rule, tenant) if {
+	is_array(rule.tenants)
+	tenant in rule.tenants
+}
 
 # METADATA
 # title: Subject mapping ids

@@ -95,6 +95,16 @@ test_tenant_rule_with_tenants_not_a_list_vouches_for_nothing if {
 	fx.codes(result) == {"tenant_issuer_not_trusted"}
 }
 
+# Nor does an object, even one whose values name the tenant: "in" would read its values.
+test_tenant_rule_with_tenants_an_object_vouches_for_nothing if {
+	rules := [{"id": "tenant-claim-dev", "issuer": fx.dev_issuer, "claim": "tenant", "tenants": {"primary": "acme"}}]
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.tenant_claims as rules
+	result.allow == false
+	fx.codes(result) == {"tenant_issuer_not_trusted"}
+}
+
 test_scenario_05_staging_audience_in_production if {
 	result := authz.decision with input as with_subject({"aud": [fx.staging_audience]})
 		with data.entitlements as fx.entitlements
