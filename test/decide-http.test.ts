@@ -597,6 +597,13 @@ describe('POST /v1/issuance', () => {
       { scope: 'c', code: 'closed' },
     ]);
   });
+
+  it('grants only scopes that were requested, whatever the policy answers', async () => {
+    const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'overreach', scopes: ['a', 'b'], audience: 'https://api.example.com' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ allow: true, granted_scopes: ['a'], max_ttl_s: 60 });
+    expect(res.body!.refused_scopes).toEqual([{ scope: 'b', code: expect.any(String) }]);
+  });
 });
 
 describe('health', () => {

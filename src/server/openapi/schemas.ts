@@ -21,8 +21,10 @@ export const decisionResponseSchema = z.strictObject({
 });
 
 export const issuanceResponseSchema = decisionResponseSchema.extend({
-  granted_scopes: z.array(z.string()),
-  refused_scopes: z.array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() })),
+  granted_scopes: z.array(z.string()).describe('The requested scopes the policy granted (empty on a deny); a scope that was not requested is never granted.'),
+  refused_scopes: z
+    .array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() }))
+    .describe('Every other requested scope, with the code the policy refused it with, or else the reason the request was not granted it.'),
   max_ttl_s: z.number().int().min(0),
 });
 

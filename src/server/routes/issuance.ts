@@ -54,7 +54,8 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
       });
       // The pipeline already checked the result against issuanceResultSchema; without one nothing is granted.
       const outcome = decision.result ? issuanceResultSchema.parse(decision.result) : undefined;
-      const granted = decision.allow && outcome ? outcome.granted_scopes : [];
+      // Only what the token service asked for can be granted: a scope a policy adds unasked is not.
+      const granted = decision.allow && outcome ? outcome.granted_scopes.filter((scope) => body.scopes.includes(scope)) : [];
       return c.json(
         {
           ...decisionBody(decision),
