@@ -60,7 +60,8 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
         {
           ...decisionBody(decision),
           granted_scopes: granted,
-          refused_scopes: refusedScopes(body.scopes, granted, outcome?.refused_scopes ?? [], decision.reasons[0]?.code ?? 'not_granted'),
+          // On a deny the first reason says why; on an allow reasons explain grants, not a refusal.
+          refused_scopes: refusedScopes(body.scopes, granted, outcome?.refused_scopes ?? [], (!decision.allow && decision.reasons[0]?.code) || 'not_granted'),
           max_ttl_s: decision.allow && outcome ? outcome.max_ttl_s : 0,
         },
         decision.answered ? 200 : 503,
@@ -71,7 +72,7 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
 
 /**
  * Every requested scope is either granted or refused: the policy's refusals with their codes,
- * and any other scope not granted (all of them on a deny) under the decision's first reason.
+ * and any other scope not granted under `code` (a deny's first reason, else not_granted).
  */
 function refusedScopes(requested: readonly string[], granted: readonly string[], refusedByPolicy: readonly RefusedScope[], code: string): RefusedScope[] {
   const accounted = new Set([...granted, ...refusedByPolicy.map((refusal) => refusal.scope)]);
