@@ -93,7 +93,8 @@ function verifiedSubject(token: string, now: number): PolicySubject {
     ok: true,
     payload: decodeJwt(token),
     header: decodeProtectedHeader(token),
-    issuer: undefined as never,
+    // What subjectFromToken reads of the issuer: the audiences Arbiter accepts from it (bench/lib/systems.ts).
+    issuer: { config: { audiences: [BENCH_AUDIENCE] } } as unknown as VerifiedToken['issuer'],
     fingerprint: tokenFingerprint(token),
   } satisfies VerifiedToken;
   return subjectFromToken(verified, now);
