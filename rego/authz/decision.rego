@@ -186,14 +186,41 @@ permission_hints[claim] := value if {
 # METADATA
 # title: Actors
 # description: >-
-#   The RFC 8693 delegation chain, current actor first; [] without delegation. A chain
-#   that is present but not a list counts as one actor nobody can identify, so it is
-#   denied rather than ignored.
+#   The parties acting for the subject, current actor first: the RFC 8693 delegation chain
+#   (act); without one, the token's OAuth client when it is an agent other than the subject
+#   (an agent given a user's token, e.g. by an authorization code flow, acts all the same);
+#   else []. A chain that is present but not a list counts as one actor nobody can identify,
+#   so it is denied rather than ignored.
 default actors := []
 
-actors := input.subject.act if is_array(input.subject.act)
+actors := input.subject.act if {
+	is_array(input.subject.act)
+	count(input.subject.act) > 0
+} else := [{}] if {
+	not is_array(input.subject.act)
+	not is_null(object.get(input.subject, "act", null))
+} else := [{"client_id": acting_agent_client}]
 
-else := [{}] if not is_null(object.get(input.subject, "act", null))
+# METADATA
+# title: Agent patterns
+# description: data.authz.delegation.agents, patterns of the sub or client_id of agents; [] when absent.
+default agent_patterns := []
+
+agent_patterns := data.authz.delegation.agents if is_array(data.authz.delegation.agents)
+
+# METADATA
+# title: Is agent
+# description: The party id (a sub or client_id) is an agent's.
+is_agent(id) if evidence.matches(agent_patterns, "/", id)
+
+# METADATA
+# title: Acting agent client
+# description: The token's client_id, when it names an agent other than the subject.
+acting_agent_client := input.subject.client_id if {
+	is_string(input.subject.client_id)
+	input.subject.client_id != evidence.subject_id
+	is_agent(input.subject.client_id)
+}
 
 # METADATA
 # title: Maximum delegation depth
@@ -246,10 +273,18 @@ actor_lacks(grant, "entitlement") if {
 
 # METADATA
 # title: Approval needed
-# description: An agent (any actor) asks for an action whose risk level requires a human approval.
+# description: >-
+#   An agent asks for an action whose risk level requires a human approval: as an actor
+#   for the subject, or as the subject itself (an agent with a token of its own).
 approval_needed if {
-	count(actors) > 0
 	risk_policy.agent_approval_required == true
+	count(actors) > 0
+}
+
+approval_needed if {
+	risk_policy.agent_approval_required == true
+	evidence.authenticated
+	is_agent(evidence.subject_id)
 }
 
 # METADATA

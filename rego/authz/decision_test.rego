@@ -547,3 +547,86 @@ test_approval_required_reason_comes_with_its_obligation_without_context if {
 	reason.code == "approval_required"
 	reason.approval_id == null
 }
+
+# An agent is known by data.authz.delegation.agents, whether it acts through an act claim, as
+# the OAuth client of a token without one, or with a token of its own.
+agent_client_for_alice := object.union(fx.alice_subject, {
+	"client_id": fx.expense_assistant,
+	"scopes": ["invoices.read", "invoices.write"],
+})
+
+test_agent_client_without_act_is_the_current_actor if {
+	result := authz.decision with input as approve_invoice(agent_client_for_alice, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == false
+	fx.codes(result) == {"approval_required"}
+	[obligation] := result.obligations
+	obligation.actor == fx.expense_assistant
+	obligation.subject == fx.alice
+}
+
+test_agent_client_without_act_with_approval_is_granted_as_an_actor if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	result := authz.decision with input as approve_invoice(agent_client_for_alice, context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == true
+	{
+		"code": "actor_granted",
+		"actor": fx.expense_assistant,
+		"depth": 1,
+		"mapping_rule_ids": ["mapping-expense-agents"],
+		"entitlement_ids": ["ent-expense-assistant-invoices"],
+	} in result.reasons
+}
+
+test_agent_client_without_grant_is_refused if {
+	result := authz.decision with input as with_subject({"client_id": "agent:travel-planner"})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"delegation_not_permitted"}
+	some reason in result.reasons
+	reason.actor == "agent:travel-planner"
+}
+
+test_client_that_is_not_an_agent_is_not_an_actor if {
+	result := authz.decision with input as with_subject({"client_id": "acme-finance-portal"})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+	not "actor_granted" in fx.codes(result)
+}
+
+test_client_that_is_the_subject_is_not_its_own_actor if {
+	subject := object.union(fx.alice_subject, {"sub": fx.expense_assistant, "client_id": fx.expense_assistant})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+	not "actor_granted" in fx.codes(result)
+}
+
+test_agent_with_its_own_token_needs_an_approval_for_high_risk if {
+	subject := object.union(fx.alice_subject, {"sub": fx.expense_assistant, "scopes": ["invoices.write"]})
+	result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == false
+	fx.codes(result) == {"approval_required"}
+	[obligation] := result.obligations
+	obligation.subject == fx.expense_assistant
+	obligation.actor == null
+}
+
+test_agent_with_its_own_token_reads_without_approval if {
+	subject := object.union(fx.alice_subject, {"sub": fx.expense_assistant})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+}
+
+test_without_agent_patterns_a_client_is_not_an_actor if {
+	result := authz.decision with input as with_subject({"client_id": "agent:travel-planner"})
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as {"max_depth": 2}
+	result.allow == true
+}
