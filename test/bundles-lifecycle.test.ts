@@ -1,6 +1,7 @@
 import { appendFileSync, readdirSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -27,6 +28,8 @@ async function put(arbiter: Arbiter, name: string, archive: Uint8Array) {
   const response = await fetch(`${arbiter.url}/v1/bundles/${name}`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archive) });
   return { status: response.status, body: (await response.json()) as Json };
 }
+
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
 async function waitFor(condition: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -277,6 +280,90 @@ describe('pull mode', () => {
       await arbiter.close();
       await source.close();
     }
+  });
+
+  describe('signed, across restarts', () => {
+    let key: ReturnType<typeof signingKey>;
+    const pulled: Record<string, Buffer> = {};
+
+    beforeAll(() => {
+      key = signingKey(dir);
+      const src = writeBundleSource(dir, 'ps');
+      pulled.v1 = build(src, join(dir, 'ps-v1.tar.gz'), 'v1', signingArgs(dir, key, 1000));
+      pulled.v2 = build(src, join(dir, 'ps-v2.tar.gz'), 'v2', signingArgs(dir, key, 2000));
+    }, 60_000);
+
+    /** A source serving `archive()` at each request, with an ETag unless `etags` is false; counts full answers. */
+    async function source(archive: () => Buffer, etags = true) {
+      const counts = { full: 0 };
+      const server = await serveBundles('/ps.tar.gz', (req, res) => {
+        const body = archive();
+        const etag = `"${sha256(body)}"`;
+        if (etags && req.headers['if-none-match'] === etag) return void res.writeHead(304, { etag }).end();
+        counts.full += 1;
+        res.writeHead(200, { 'content-type': 'application/gzip', ...(etags && { etag }) }).end(body);
+      });
+      return { ...server, counts };
+    }
+
+    const start = (store: string, url: string) =>
+      startTestArbiter({
+        bundles: {
+          store,
+          require_signatures: true,
+          signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' },
+          sources: [{ name: 'ps', url, poll_interval_s: 0.05, timeout_ms: 5000 }],
+        },
+      });
+
+    it('a rollback by hand holds while the source serves the same revision, and the source wins again after a restart', async () => {
+      for (const etags of [true, false]) {
+        let served = pulled.v1!;
+        const bundles = await source(() => served, etags);
+        const store = join(tempDir(), 'bundles');
+        const first = await start(store, bundles.url);
+        try {
+          await waitFor(() => first.bundles.get('ps')?.revision === 'v1', 'v1 pulled');
+          served = pulled.v2!;
+          await waitFor(() => first.bundles.get('ps')?.revision === 'v2', 'v2 pulled');
+          await first.bundleLifecycle.activate('ps', 'v1', 'admin');
+          const polled = bundles.counts.full;
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          if (!etags) expect(bundles.counts.full).toBeGreaterThan(polled);
+          expect(first.bundles.get('ps')?.revision).toBe('v1');
+        } finally {
+          await first.close();
+        }
+        // README: the rollback holds "until the source serves a new revision or Arbiter restarts".
+        const second = await start(store, bundles.url);
+        try {
+          await waitFor(() => second.bundles.get('ps')?.revision === 'v2', `v2 from the source after a restart (etags: ${etags})`);
+        } finally {
+          await second.close();
+          await bundles.close();
+        }
+      }
+    });
+
+    it('a stored revision refused at start is taken again from the source that serves it', async () => {
+      const bundles = await source(() => pulled.v1!);
+      const store = join(tempDir(), 'bundles');
+      const first = await start(store, bundles.url);
+      try {
+        await waitFor(() => first.bundles.get('ps')?.revision === 'v1', 'v1 pulled');
+      } finally {
+        await first.close();
+      }
+      const [stored] = readdirSync(join(store, 'ps')).filter((file) => file.endsWith('.tar.gz'));
+      appendFileSync(join(store, 'ps', stored!), 'damaged');
+      const second = await start(store, bundles.url);
+      try {
+        await waitFor(() => second.bundles.get('ps')?.revision === 'v1', 'v1 from the source after its stored archive was refused');
+      } finally {
+        await second.close();
+        await bundles.close();
+      }
+    });
   });
 
   it('does not check again an archive refused for itself that a source without ETags keeps serving', async () => {

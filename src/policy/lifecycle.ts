@@ -5,10 +5,13 @@
  * overlap check and the index always see the outcome of the change before.
  *
  * Replay rule for signed bundles: a signed bundle is refused (`bundle_replayed`) when its
- * archive is already stored, or when the active revision's signature carries an `iat` and
- * its own `iat` is absent or not greater. Rolling back to a stored revision is still
- * possible, explicitly, with `activate(name, revision)`. A revision names one archive:
- * another archive under a stored revision is refused (`bundle_revision_conflict`).
+ * archive is stored already, before the active revision was (an older one), or when the
+ * active revision's signature carries an `iat` and its own `iat` is absent or not greater.
+ * The active revision itself, or one stored after it, is no replay: what a pull source
+ * serves again after a restart when the active one was rolled back by hand or could not be
+ * restored. Rolling back to an older stored revision is still possible, explicitly, with
+ * `activate(name, revision)`. A revision names one archive: another archive under a stored
+ * revision is refused (`bundle_revision_conflict`).
  *
  * Error codes besides the BundleRejectedError checks of the checks it runs:
  *   bundle_name_invalid         the name is not a BUNDLE_NAME_PATTERN
@@ -368,11 +371,14 @@ function checkReplay(index: BundleIndex, revision: string, digest: string, signa
   if (sameRevision !== undefined && sameRevision.digest !== digest) {
     throw new BundleRejectedError('bundle_revision_conflict', `revision ${JSON.stringify(revision)} of bundle ${index.name} is stored with another digest: give the new build a new revision`);
   }
-  if (signature === undefined) return;
-  if (sameRevision !== undefined) {
-    throw new BundleRejectedError('bundle_replayed', `signed revision ${JSON.stringify(revision)} is already stored: activate it explicitly by revision to roll back`);
+  // The revision the store says is active (one that could not be restored, served again) is no step back.
+  if (signature === undefined || digest === index.active?.digest) return;
+  const active = index.revisions.findIndex((r) => r.digest === index.active?.digest);
+  // Stored in the order first accepted: only a revision accepted before the active one is a step back.
+  if (sameRevision !== undefined && !(active !== -1 && index.revisions.indexOf(sameRevision) >= active)) {
+    throw new BundleRejectedError('bundle_replayed', `signed revision ${JSON.stringify(revision)} is stored already, older than the active one: activate it explicitly by revision to roll back`);
   }
-  const activeIat = index.revisions.find((r) => r.digest === index.active?.digest)?.signature?.iat;
+  const activeIat = index.revisions[active]?.signature?.iat;
   if (activeIat !== undefined && !(signature.iat !== undefined && signature.iat > activeIat)) {
     throw new BundleRejectedError('bundle_replayed', `the signature's iat (${signature.iat ?? 'absent'}) is not newer than the active revision's (${activeIat})`);
   }

@@ -48,6 +48,12 @@ export class BundlePuller {
   #etag: string | undefined;
   /** The last archive refused for what it is, and why. */
   #refused: { digest: string; error: BundleRejectedError } | undefined;
+  /**
+   * The digest of the last archive this source got accepted: served again (by a source
+   * without ETags), it is not offered again, so a rollback or removal by hand holds until
+   * the source serves another archive or Arbiter restarts, with or without ETags.
+   */
+  #delivered: string | undefined;
   #failures = 0;
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
@@ -96,6 +102,11 @@ export class BundlePuller {
       const digest = sha256Hex(archive);
       // A source without ETags serves the same refused archive again: not worth compiling again.
       if (digest === this.#refused?.digest) throw this.#refused.error;
+      if (digest === this.#delivered) {
+        this.#etag = etag;
+        this.#failures = 0;
+        return;
+      }
       try {
         const result = await this.#options.lifecycle.accept(name, archive, `pull:${url}`);
         if (result.outcome === 'activated') this.#options.logger.info({ bundle: name, url, revision: result.revision, etag }, 'bundle pulled');
@@ -111,6 +122,7 @@ export class BundlePuller {
         throw error;
       }
       this.#refused = undefined;
+      this.#delivered = digest;
       this.#etag = etag;
       this.#failures = 0;
     } catch (error) {

@@ -62,7 +62,7 @@ export const PROBLEM_TYPES = {
   bundle_revision_not_found: { status: [404], meaning: 'The bundle has no stored revision with this name.' },
   bundle_in_use: { status: [409], meaning: 'The bundle is targeted by configuration and cannot be removed.' },
   bundle_roots_overlap: { status: [409], meaning: 'The bundle\'s roots overlap another active bundle\'s.' },
-  bundle_replayed: { status: [409], meaning: 'This signed revision is stored already: activate it explicitly to roll back.' },
+  bundle_replayed: { status: [409], meaning: 'This signed revision is older than the active one (stored before it, or its iat is not newer): activate it explicitly to roll back.' },
   bundle_revision_conflict: { status: [409], meaning: 'A different archive is stored under this revision.' },
   archive_compressed_too_large: { status: [413], meaning: 'The archive exceeds bundles.limits.max_compressed_bytes.' },
   bundle_store_digest_mismatch: { status: [500], meaning: 'A stored archive no longer matches its digest.' },
