@@ -345,6 +345,26 @@ describe('pull mode', () => {
       }
     });
 
+    it('rolls a fleet back when the source serves the older policy as a new revision, not the older archive', async () => {
+      let served = pulled.v2!;
+      const bundles = await source(() => served);
+      const arbiter = await start(join(tempDir(), 'bundles'), bundles.url);
+      try {
+        await waitFor(() => arbiter.bundles.get('ps')?.revision === 'v2', 'v2 pulled');
+        served = pulled.v1!;
+        await waitFor(() => bundles.counts.full >= 2, 'the older archive fetched');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        expect(arbiter.bundles.get('ps')?.revision).toBe('v2');
+        const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
+        expect(metrics).toContain('arbiter_bundle_rejections_total{bundle="ps",check="bundle_replayed"}');
+        served = build(writeBundleSource(dir, 'ps'), join(dir, 'ps-v3.tar.gz'), 'v3', signingArgs(dir, key, 3000));
+        await waitFor(() => arbiter.bundles.get('ps')?.revision === 'v3', 'v3, the older policy re-signed');
+      } finally {
+        await arbiter.close();
+        await bundles.close();
+      }
+    });
+
     it('a stored revision refused at start is taken again from the source that serves it', async () => {
       const bundles = await source(() => pulled.v1!);
       const store = join(tempDir(), 'bundles');
