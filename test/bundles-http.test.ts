@@ -174,6 +174,14 @@ describe('hostile archives through PUT', () => {
     expect(response.body!.detail).toContain(`data.json${pointer}`);
   });
 
+  it.each(['lc/data.yaml', 'data.yml'])('%s -> 422 bundle_data_unsupported (OPA would load it: its data must not be silently left out)', async (path) => {
+    const files = new Map(await readBundleArchive(archives.unsigned!));
+    const yaml = path === 'data.yml' ? 'lc:\n  blocked: true\n' : 'blocked: true\n';
+    const response = await put(open, 'lc', packFiles(new Map(files).set(path, new Uint8Array(Buffer.from(yaml)))));
+    expect(response).toMatchObject({ status: 422, body: { code: 'bundle_data_unsupported', check: 'bundle_data_unsupported' } });
+    expect(response.body!.detail).toContain(path);
+  });
+
   it('a gzip bomb stops at the decompressed limit', async () => {
     const size = 80 * 1024 * 1024;
     const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });

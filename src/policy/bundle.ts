@@ -47,6 +47,7 @@ export function decisionEntrypoint(bundleName: string): string {
  *   entrypoint_missing          the manifest does not declare `<name>/decision`
  *   bundle_data_invalid         a data.json that is not UTF-8 JSON, a root data.json that is not
  *                               an object, or a string or key that is not well-formed Unicode
+ *   bundle_data_unsupported     a data.yaml or data.yml: OPA would load it, Arbiter reads data.json only
  *   data_conflict               two data.json files define the same value
  *   bundle_data_outside_roots   data outside the manifest's roots
  *   smoke_evaluation            the decision entrypoint fails or breaks the contract on SMOKE_INPUT
@@ -101,10 +102,17 @@ const SMOKE_INPUT = {
 
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
 
+/** OPA's other data files, which `opa build` merges into data.json: only a hand-made bundle carries one. */
+const YAML_DATA_FILES = new Set(['data.yaml', 'data.yml']);
+
 /** Merges every `data.json` in the archive at its directory's path, as OPA does. */
 function bundleData(files: ReadonlyMap<string, Uint8Array>): Record<string, unknown> {
   const data: Record<string, unknown> = {};
   for (const [path, bytes] of files) {
+    // OPA would load it; left out, the policy would decide without data its author gave it (a deny list, say).
+    if (YAML_DATA_FILES.has(path.slice(path.lastIndexOf('/') + 1))) {
+      throw new BundleRejectedError('bundle_data_unsupported', `${path}: Arbiter reads bundle data from data.json files only (opa build merges YAML data into data.json)`);
+    }
     if (path !== 'data.json' && !path.endsWith('/data.json')) continue;
     let text: string;
     let value: unknown;
