@@ -21,6 +21,9 @@ const BROKEN_DEV_KEY = join(dir, 'broken-dev.jwk.json');
 writeFileSync(BROKEN_DEV_KEY, '{"kty": "EC", "d": ', { mode: 0o600 });
 const NEWLINE_KEY = join(dir, 'newline.key');
 writeFileSync(NEWLINE_KEY, '\n');
+/** The private half of a bundle signing key, as `opa build --signing-key` reads it. */
+const SIGNING_PRIVATE_KEY = join(dir, 'signing-private.pem');
+writeFileSync(SIGNING_PRIVATE_KEY, EC_PAIR.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
 
 /** Writes a key set file; its path goes into a config under issuers or admin.issuers. */
 function jwksFile(name: string, keys: unknown[]): string {
@@ -268,6 +271,7 @@ describe('arbiter config check', () => {
 
   it.each([
     ['a bundle signing key of another type than its algorithm', `bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: ${JSON.stringify(EC_PUBLIC_PEM)}}\n`, 'bundles.signing.keys.default.key'],
+    ['a bundle signing key that is the private key (every replica could sign bundles)', `bundles:\n  signing:\n    keys:\n      default: {algorithm: ES256, key_file: ${SIGNING_PRIVATE_KEY}}\n`, 'bundles.signing.keys.default.key_file'],
     ['a bundle signing key that is not PEM', 'bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: "not a pem"}\n', 'bundles.signing.keys.default.key'],
     ['an issuer key set holding a private key', `issuers:\n  - {issuer: https://idp.example, jwks_file: ${UNUSABLE_JWKS.private}, audiences: [api], algorithms: [ES256]}\n`, 'issuers.0.jwks_file'],
     ['an admin issuer key set without a usable key', `admin:\n  issuers:\n    - {issuer: https://ops.example, jwks_file: ${UNUSABLE_JWKS['bad-point']}, audiences: [arbiter-admin], algorithms: [ES256]}\n`, 'admin.issuers.0.jwks_file'],

@@ -76,7 +76,7 @@ export type IssuerConfig = z.infer<typeof issuerSchema>;
 
 const signingKeySchema = z
   .strictObject({
-    key: nonEmpty.optional().describe('PEM public key or certificate; for HS* the shared secret.'),
+    key: nonEmpty.optional().describe('PEM public key or certificate (a private key is refused: only its public half belongs here); for HS* the shared secret.'),
     key_file: nonEmpty.optional().describe('File holding the key; for HS* its bytes exactly, as opa build --signing-key uses them (a trailing newline is part of the secret, unlike issuers[].secret_file), at least 32.'),
     algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS).describe('The only algorithm accepted for this key.'),
   })

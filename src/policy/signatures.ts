@@ -28,7 +28,7 @@
  *   signature_file_unsigned    a bundle file the payload does not list (and no exclude pattern matches)
  *   signature_mismatch         a file's digest differs from the signed one
  */
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { compactVerify, decodeProtectedHeader, type ProtectedHeaderParameters } from 'jose';
 import { z } from 'zod';
 import { BundleRejectedError, ConfigError } from '../errors.ts';
@@ -181,6 +181,9 @@ export function verificationKeyError(key: string | Uint8Array, algorithm: string
     const bytes = typeof key === 'string' ? Buffer.byteLength(key) : key.byteLength;
     return bytes < MIN_HMAC_SECRET_BYTES ? `an HMAC secret must be at least ${MIN_HMAC_SECRET_BYTES} bytes (got ${bytes})` : undefined;
   }
+  // createPublicKey derives the public half of a private key without a word: refused instead, as
+  // key sets holding private keys are, so no replica holds what can sign the fleet's bundles.
+  if (isPrivateKey(text)) return 'this is a private key: configure its public half (openssl pkey -pubout), Arbiter only verifies';
   let publicKey: KeyObject;
   try {
     publicKey = createPublicKey(text);
@@ -188,6 +191,15 @@ export function verificationKeyError(key: string | Uint8Array, algorithm: string
     return verificationKeyProblem(error);
   }
   return keyAlgorithmMismatch(publicKey, algorithm);
+}
+
+function isPrivateKey(text: string): boolean {
+  try {
+    createPrivateKey(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The key type (and curve) each asymmetric algorithm verifies with, as jose requires it. */
