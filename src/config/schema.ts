@@ -101,7 +101,7 @@ const bundleSourceSchema = z.strictObject({
       const url = URL.parse(value);
       return url === null || (url.username === '' && url.password === '');
     }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs)')
-    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in the query string, which logs and records show as `?…`.'),
+    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in the query string, which logs and records show as `?…`. A redirect is not followed (unlike OPA): the poll fails, so name the archive\'s final URL.'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
 });
