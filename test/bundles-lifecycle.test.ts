@@ -429,6 +429,20 @@ describe('pull mode', () => {
     }
   });
 
+  it('a 304 to a request that named no ETag is a failed poll, not a silent success', async () => {
+    const source = await serveBundles('/lc.tar.gz', (_req, res) => void res.writeHead(304).end());
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 2000 }] } }, { logger });
+    try {
+      await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'a failed poll');
+      const failure = lines.find((line) => line.msg?.startsWith('bundle pull failed'))!;
+      expect(failure).toMatchObject({ bundle: 'lc', check: 'bundle_pull_failed', err: { message: expect.stringContaining('304') } });
+    } finally {
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
   it('does not follow a redirect, as documented: the poll fails saying so', async () => {
     const source = await serveBundles('/moved.tar.gz', (req, res) => {
       if (req.url === '/moved.tar.gz') return void res.writeHead(302, { location: '/lc.tar.gz' }).end();

@@ -90,6 +90,9 @@ export class BundlePuller {
       });
       if (response.status === 304) {
         await response.body?.cancel();
+        // Not modified since what? Without an ETag sent there is nothing to keep: a server or proxy
+        // answering so would otherwise leave the bundle unpulled without a word in the logs.
+        if (this.#etag === undefined) throw new ArbiterError('bundle_pull_failed', `${url} answered 304 Not Modified to a request without If-None-Match`);
         this.#failures = 0;
         return;
       }
