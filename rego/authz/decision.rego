@@ -189,17 +189,23 @@ permission_hints[claim] := value if {
 #   The parties acting for the subject, current actor first: the RFC 8693 delegation chain
 #   (act); without one, the token's OAuth client when it is an agent other than the subject
 #   (an agent given a user's token, e.g. by an authorization code flow, acts all the same);
-#   else []. A chain that is present but not a list counts as one actor nobody can identify,
-#   so it is denied rather than ignored.
+#   else [].
 default actors := []
 
-actors := input.subject.act if {
-	is_array(input.subject.act)
-	count(input.subject.act) > 0
-} else := [{}] if {
-	not is_array(input.subject.act)
-	not is_null(object.get(input.subject, "act", null))
-} else := [{"client_id": acting_agent_client}]
+actors := delegation_chain if count(delegation_chain) > 0
+
+else := [{"client_id": acting_agent_client}]
+
+# METADATA
+# title: Delegation chain
+# description: >-
+#   input.subject.act; [] without one. A chain that is present but not a list counts as one
+#   actor nobody can identify, so it is denied rather than ignored.
+default delegation_chain := []
+
+delegation_chain := input.subject.act if is_array(input.subject.act)
+
+else := [{}] if not is_null(object.get(input.subject, "act", null))
 
 # METADATA
 # title: Agent patterns
@@ -278,11 +284,15 @@ actor_lacks(grant, "entitlement") if {
 #   for the subject, or as the subject itself (an agent with a token of its own).
 approval_needed if {
 	risk_policy.agent_approval_required == true
-	count(actors) > 0
+	agent_involved
 }
 
-approval_needed if {
-	risk_policy.agent_approval_required == true
+# METADATA
+# title: Agent involved
+# description: An agent takes part, as an actor for the subject or as the subject (with a token of its own).
+agent_involved if count(actors) > 0
+
+agent_involved if {
 	evidence.authenticated
 	is_agent(evidence.subject_id)
 }
