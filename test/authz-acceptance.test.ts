@@ -102,6 +102,21 @@ describe('default policy over /v1/decide', () => {
     expect(decision.obligations).toEqual([expect.objectContaining({ type: 'step_up' })]);
   });
 
+  it('8: a token refreshed after an old sign-in (auth_time) still needs step-up; a recent sign-in does not', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const refreshed = await decide(arbiter, { token: await token({ scope: 'invoices.write', claims: { auth_time: now - 3600 } }), action: 'invoices.approve' });
+    expect(codes(refreshed)).toEqual(['token_too_old_for_risk']);
+    expect(refreshed.reasons[0]).toMatchObject({ age_from: 'auth_time', max_token_age_s: 300 });
+    expect(refreshed.reasons[0].age_s).toBeGreaterThanOrEqual(3600);
+    const signedInNow = await decide(arbiter, { token: await token({ scope: 'invoices.write', claims: { auth_time: now - 10 } }), action: 'invoices.approve' });
+    expect(signedInNow.allow).toBe(true);
+    expect(signedInNow.reasons).toContainEqual(expect.objectContaining({ code: 'token_fresh', age_from: 'auth_time' }));
+    // An auth_time after iat cannot make a token fresher than its issuance.
+    const future = await decide(arbiter, { token: await token({ scope: 'invoices.write', ageSeconds: 400, claims: { auth_time: now + 60 } }), action: 'invoices.approve' });
+    expect(codes(future)).toEqual(['token_too_old_for_risk']);
+    expect(codes(await decide(arbiter, { token: await token({ scope: 'invoices.write', claims: { auth_time: 'yesterday' } }), action: 'invoices.approve' }))).toEqual(['token_malformed']);
+  });
+
   it('9: a permitted agent acting for a permitted user, low risk: allow with each actor grant', async () => {
     const decision = await decide(arbiter, { token: await token({ claims: { act: { sub: AGENT } } }) });
     expect(decision.allow).toBe(true);

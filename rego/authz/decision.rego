@@ -343,12 +343,31 @@ approval_binds(approval, property, value) if approval[property] == value
 max_token_age_s := risk_policy.max_token_age_s
 
 # METADATA
+# title: Authentication age
+# description: >-
+#   Seconds since the user authenticated: input.subject.token.auth_age_s when the token
+#   carries OpenID Connect's auth_time (a token refreshed without signing in again keeps the
+#   sign-in's age), else the token's own age (now - iat); null without a token.
+default authentication_age_s := null
+
+authentication_age_s := input.subject.token.auth_age_s if is_number(input.subject.token.auth_age_s)
+
+else := input.subject.token.age_s
+
+# METADATA
+# title: Authentication age from
+# description: Which claim the authentication age counts from, "auth_time" or "iat", for reasons.
+authentication_age_from := "auth_time" if is_number(input.subject.token.auth_age_s)
+
+else := "iat"
+
+# METADATA
 # title: Token fresh
-# description: The token's age (now - iat), a number, does not exceed the risk level's limit, a number.
+# description: The authentication age, a number, does not exceed the risk level's limit, a number.
 token_fresh if {
-	is_number(input.subject.token.age_s)
 	is_number(max_token_age_s)
-	input.subject.token.age_s <= max_token_age_s
+	is_number(authentication_age_s)
+	authentication_age_s <= max_token_age_s
 }
 
 # METADATA

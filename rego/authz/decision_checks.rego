@@ -153,7 +153,8 @@ denials contains {
 	"code": "token_too_old_for_risk",
 	"risk": action_spec.risk,
 	"max_token_age_s": max_token_age_s,
-	"age_s": object.get(input.subject, ["token", "age_s"], null),
+	"age_s": authentication_age_s,
+	"age_from": authentication_age_from,
 	"message": "this risk level needs a more recent token",
 } if {
 	token_too_old
@@ -306,6 +307,6 @@ actor_reasons := [{
 ]
 
 freshness_reasons := array.concat(
-	[{"code": "token_fresh", "age_s": input.subject.token.age_s, "max_token_age_s": max_token_age_s} | token_fresh],
+	[{"code": "token_fresh", "age_s": authentication_age_s, "age_from": authentication_age_from, "max_token_age_s": max_token_age_s} | token_fresh],
 	[{"code": "approval_accepted", "approval_id": approval_id, "approved_by": object.get(accepted_approval, "approved_by", null)} | approval_needed; accepted_approval],
 )

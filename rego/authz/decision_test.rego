@@ -241,7 +241,7 @@ test_scenario_12_high_risk_through_agent_with_accepted_approval if {
 	result.allow == true
 	result.obligations == []
 	{"code": "approval_accepted", "approval_id": "apr-7f3a", "approved_by": fx.bob} in result.reasons
-	{"code": "token_fresh", "age_s": 30, "max_token_age_s": 300} in result.reasons
+	{"code": "token_fresh", "age_s": 30, "age_from": "iat", "max_token_age_s": 300} in result.reasons
 }
 
 test_revoked_actor_is_named_by_its_depth if {
@@ -394,7 +394,7 @@ test_high_risk_fresh_token_without_agent_is_allowed if {
 	result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
 		with data.entitlements as fx.entitlements
 	result.allow == true
-	{"code": "token_fresh", "age_s": 30, "max_token_age_s": 300} in result.reasons
+	{"code": "token_fresh", "age_s": 30, "age_from": "iat", "max_token_age_s": 300} in result.reasons
 }
 
 test_high_risk_without_token_age_fails_closed if {
@@ -629,4 +629,42 @@ test_without_agent_patterns_a_client_is_not_an_actor if {
 		with data.entitlements as fx.entitlements
 		with data.authz.delegation as {"max_depth": 2}
 	result.allow == true
+}
+
+# Step-up asks for a recent authentication, not a recent token: with auth_time (OpenID
+# Connect), a token refreshed without the user signing in again is as old as that sign-in.
+with_authentication_age(subject, auth_age_s) := object.union(subject, {"token": {"auth_time": fx.now - auth_age_s, "auth_age_s": auth_age_s}})
+
+test_refreshed_token_of_an_old_sign_in_needs_step_up if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	subject := with_authentication_age(fx.agent_for_alice, 3600)
+	result := authz.decision with input as approve_invoice(subject, context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == false
+	some reason in result.reasons
+	reason.code == "token_too_old_for_risk"
+	reason.age_s == 3600
+	reason.age_from == "auth_time"
+	[obligation] := result.obligations
+	obligation.type == "step_up"
+}
+
+test_recent_sign_in_is_fresh_and_says_so if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	subject := with_authentication_age(fx.agent_for_alice, 60)
+	result := authz.decision with input as approve_invoice(subject, context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == true
+	{"code": "token_fresh", "age_s": 60, "age_from": "auth_time", "max_token_age_s": 300} in result.reasons
+}
+
+test_without_auth_time_the_token_age_is_the_authentication_age if {
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == true
+	{"code": "token_fresh", "age_s": 30, "age_from": "iat", "max_token_age_s": 300} in result.reasons
 }

@@ -21,6 +21,13 @@ export interface PolicySubject {
     exp: number;
     jti?: string;
     age_s: number;
+    /** The OpenID Connect `auth_time` claim, when the token carries one. */
+    auth_time?: number;
+    /**
+     * Seconds since the user last authenticated: now - auth_time, never less than age_s (an
+     * auth_time after iat cannot make a token fresher than its issuance). Set with auth_time.
+     */
+    auth_age_s?: number;
     ttl_s: number;
     fingerprint: string;
   };
@@ -64,6 +71,7 @@ export function subjectFromToken(verified: VerifiedToken, now: number): PolicySu
       ...(header.kid !== undefined && { kid: header.kid }),
       ...(header.typ !== undefined && { typ: header.typ }),
       ...(typeof payload.jti === 'string' && { jti: payload.jti }),
+      ...(typeof payload.auth_time === 'number' && { auth_time: payload.auth_time, auth_age_s: now - Math.min(payload.auth_time, iat) }),
     },
     revoked: { revoked: false },
   };

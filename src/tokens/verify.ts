@@ -145,6 +145,10 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   if (!Number.isFinite(payload.exp) || !Number.isFinite(payload.iat)) {
     return fail('token_malformed', 'exp and iat must be finite numbers', iss);
   }
+  // OpenID Connect's time of the authentication: freshness checks (step-up) read it when present.
+  if (payload.auth_time !== undefined && !Number.isFinite(payload.auth_time)) {
+    return fail('token_malformed', 'auth_time must be a finite number (seconds since the epoch)', iss);
+  }
   const notAString = STRING_CLAIMS.find((name) => payload[name] !== undefined && (typeof payload[name] !== 'string' || payload[name] === ''));
   if (notAString !== undefined) {
     return fail('token_malformed', `${notAString} must be a non-empty string`, iss);
