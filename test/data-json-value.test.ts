@@ -13,6 +13,10 @@ describe('MAY_OVERFLOW, the pre-check before walking a parsed body for numbers p
     '[1,\n  7e999]',
     `{"ids": [${'9'.repeat(400)}]}`,
     `[-${'2'.repeat(309)}.5]`,
+    // A two-digit exponent overflows too, on a long enough integer part (210 + 99 digits > 308).
+    `{"amount": 1${'0'.repeat(250)}e99}`,
+    `[${'9'.repeat(210)}.5E+99]`,
+    `{"amount": -${'1'.repeat(301)}e9}`,
   ])('flags %s, which overflows', (text) => {
     expect(overflows(text)).toBe(true);
     expect(MAY_OVERFLOW.test(text)).toBe(true);

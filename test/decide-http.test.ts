@@ -344,7 +344,9 @@ describe('POST /v1/decide with a bad request', () => {
     const base = JSON.stringify(request()).slice(0, -1);
     // JSON.parse reads 1e400 as Infinity, which the policy input serializes as null: a rule such
     // as `amount <= limit` would then hold (null sorts before numbers), where OPA keeps 1e400.
-    for (const [literal, pointer] of [['1e400', '/resource/properties/amount'], ['-1E+309', '/resource/properties/amount'], [`1${'0'.repeat(400)}`, '/resource/properties/amount']] as const) {
+    for (const [literal, pointer] of [['1e400', '/resource/properties/amount'], ['-1E+309', '/resource/properties/amount'], [`1${'0'.repeat(400)}`, '/resource/properties/amount'],
+      // A two-digit exponent on a long integer part: 1e349, past the range all the same.
+      [`1${'0'.repeat(250)}e99`, '/resource/properties/amount']] as const) {
       const res = await problemOf({ ...json, body: `${base},"resource":{"type":"doc","properties":{"amount":${literal}}}}` });
       expect(res).toMatchObject({ status: 400, type: 'application/problem+json', body: { code: 'invalid_request' } });
       expect(res.body.errors).toEqual([{ pointer, detail: expect.stringContaining('finite') }]);
