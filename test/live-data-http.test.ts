@@ -310,6 +310,39 @@ describe('revocations', () => {
     }
   });
 
+  it('forgets remembered verifications of the issuer on an issued_before revocation: the removed key verifies no token at all', async () => {
+    // A cut-off at the time of the compromise does not catch a token the attacker minted after
+    // it; once the key is gone only verification stops that token, and a verification
+    // remembered from before the revocation would have kept it allowed until it expired.
+    const leaked = await TestIssuer.create('https://leaked-cached.test.example');
+    await leaked.serve();
+    const server = await startTestArbiter({
+      ...config(),
+      issuers: [{ issuer: leaked.issuer, jwks_uri: leaked.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+      data: { path: join(tempDir(), 'data.db') },
+    });
+    const decide = async (token: string) =>
+      (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!;
+    try {
+      const compromised = leaked.keys[0]!;
+      const forged = await leaked.sign({ sub: 'user:forged' }, { iat: now() - 5 });
+      expect((await decide(forged)).allow).toBe(true); // verified, and remembered
+      await leaked.addKey('key-2');
+      leaked.keys.splice(leaked.keys.indexOf(compromised), 1);
+      const revoked = await fetch(`${server.url}/v1/revocations`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'issued_before', iss: leaked.issuer, before: now() - 60, reason: 'key compromised a minute ago' }),
+      });
+      expect(revoked.status).toBe(201);
+      expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
+      expect((await decide(await leaked.sign({ sub: 'user:after' }))).allow).toBe(true);
+    } finally {
+      await server.close();
+      await leaked.close();
+    }
+  });
+
   it('lists, reads and deletes entries; rejects a bad one naming the field', async () => {
     const bad = await admin('POST', '/v1/revocations', { kind: 'jti', reason: 'x' });
     expect(bad.status).toBe(400);

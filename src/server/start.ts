@@ -148,6 +148,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     opened.push(() => decisionLog.close());
   }
 
+  const verificationCache = new VerificationCache(config.tokens.verification_cache_size);
   const pipeline = new DecisionPipeline({
     issuers,
     bundles,
@@ -155,7 +156,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     defaultBundle: config.bundles.default,
     maxTokenBytes: config.tokens.max_token_bytes,
     logger,
-    verificationCache: new VerificationCache(config.tokens.verification_cache_size),
+    verificationCache,
     revocations,
     dataStatus: (nowMs) => liveData.status(nowMs),
     recorder: decisionLog,
@@ -170,6 +171,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     pipeline,
     bundles,
     issuers,
+    verificationCache,
     liveData,
     revocations,
     admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: new VerificationCache(1000), revocations },

@@ -4,8 +4,10 @@ import type { VerifiedToken } from './verify.ts';
  * Remembers successful verifications by token fingerprint until the token would fail
  * verification by time (exp or max age), so a gateway resending the same token skips the
  * signature check. Only successes are cached. Revocation is not cached: it is checked on
- * every decision. A key removed from a JWKS does not evict entries: revoke with
- * `issued_before` after a key compromise (which also fetches the issuer's key set again).
+ * every decision. A key removed from a JWKS does not evict entries by itself: committing an
+ * `issued_before` revocation after a key compromise fetches the issuer's key set again and
+ * forgets the issuer's entries (`forgetIssuer`), so every token is checked against the keys
+ * that remain.
  */
 export class VerificationCache {
   readonly #entries = new Map<string, { verified: VerifiedToken; validUntil: number }>();
@@ -42,6 +44,17 @@ export class VerificationCache {
       this.#entries.delete(this.#entries.keys().next().value!);
     }
     this.#entries.set(verified.fingerprint, { verified, validUntil });
+  }
+
+  /**
+   * Forgets every verification of tokens from `iss`. A cut-off set at the time of a compromise
+   * does not catch a token minted after it with the stolen key; only the key set, fetched again
+   * without that key, stops such a token, and only if its verification is not remembered.
+   */
+  forgetIssuer(iss: string): void {
+    for (const [fingerprint, entry] of this.#entries) {
+      if (entry.verified.issuer.config.issuer === iss) this.#entries.delete(fingerprint);
+    }
   }
 
   get size(): number {
