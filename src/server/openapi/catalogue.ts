@@ -223,7 +223,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       path: '/v1/revocations',
       operationId: 'createRevocations',
       summary: 'Revoke tokens: one entry, or many in one transaction',
-      description: 'Takes effect on the next decision after the 2xx, including for cached token verifications.',
+      description: 'Takes effect on the next decision after the 2xx, including for cached token verifications. An `issued_before` entry also fetches that issuer\'s key set again before the 2xx and forgets the verifications remembered of its tokens (a failed fetch is logged; the keys held stay in use). All or nothing: one invalid entry refuses the batch.',
       tags: ['revocations'],
       scope: 'arbiter.revocations.write',
       body: revocationRequestSchema,
@@ -297,7 +297,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       responses: {
         201: { description: 'Activated: `{outcome, revision, digest, bundle}`', contentType: 'application/json' },
         200: { description: 'Unchanged: this archive is the active revision already', contentType: 'application/json' },
-        422: { description: 'Refused by a check: `code` and `check` name it (archive_*, manifest_*, signature_*, wasm_*, bundle_data_invalid, bundle_data_outside_roots, smoke_evaluation, ...)', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
+        422: { description: 'Refused by a check: `code` and `check` name it (archive_*, manifest_*, signature_*, wasm_*, bundle_data_invalid, bundle_data_unsupported, bundle_data_outside_roots, smoke_evaluation, ...)', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
       problems: [
         'unsupported_media_type',

@@ -48,7 +48,7 @@ export const PROBLEM_TYPES = {
   data_too_large: { status: [400], meaning: 'The write would grow live data past data.max_size_bytes, or one JSON Patch would add more than that many bytes.' },
   data_meta_invalid: { status: [400], meaning: 'Arbiter-Data-Source or Arbiter-Data-Max-Age is malformed.' },
   json_patch_invalid: { status: [400], meaning: 'The body is not a valid JSON Patch (RFC 6902).' },
-  revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed.' },
+  revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed, or an `expires_at` has already passed (clock tolerance included; `errors` names it by JSON pointer, `/expires_at` or `/revocations/<i>/expires_at`).' },
   data_not_found: { status: [404], meaning: 'No data at this path.' },
   revocation_not_found: { status: [404], meaning: 'No revocation with this id.' },
   data_path_owned_by_bundle: { status: [409], meaning: 'The path is inside an active bundle\'s roots and read-only.' },
