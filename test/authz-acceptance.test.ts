@@ -107,7 +107,7 @@ describe('default policy over /v1/decide', () => {
     const refreshed = await decide(arbiter, { token: await token({ scope: 'invoices.write', claims: { auth_time: now - 3600 } }), action: 'invoices.approve' });
     expect(codes(refreshed)).toEqual(['token_too_old_for_risk']);
     expect(refreshed.reasons[0]).toMatchObject({ age_from: 'auth_time', max_token_age_s: 300 });
-    expect(refreshed.reasons[0].age_s).toBeGreaterThanOrEqual(3600);
+    expect(refreshed.reasons[0]!.age_s).toBeGreaterThanOrEqual(3600);
     const signedInNow = await decide(arbiter, { token: await token({ scope: 'invoices.write', claims: { auth_time: now - 10 } }), action: 'invoices.approve' });
     expect(signedInNow.allow).toBe(true);
     expect(signedInNow.reasons).toContainEqual(expect.objectContaining({ code: 'token_fresh', age_from: 'auth_time' }));
