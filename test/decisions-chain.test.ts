@@ -367,6 +367,17 @@ describe('retention', () => {
     expect(left).toEqual([]);
     expect(file).toContain('pruned-subject-59-end');
   });
+  it('leaves nothing a pruned record held in the write-ahead log either, while the log stays open', async () => {
+    const log = await open({ retention: { max_records: 5, check_interval_s: 3_600 } });
+    for (let i = 0; i < 60; i++) await log.append(decision({ sub: `walled-subject-${i}-end`, allow: false }));
+    expect(await log.prune()).toBe(55);
+    // No checkpoint by hand and no close: the files as an attacker with read access finds them now.
+    const files = [temp.path, `${temp.path}-wal`].filter((path) => existsSync(path)).map((path) => readFileSync(path).toString('latin1')).join('');
+    const left = [...files.matchAll(/walled-subject-(\d+)-end/g)].filter((match) => Number(match[1]) < 55).map((match) => match[0]);
+    expect([...new Set(left)]).toEqual([]);
+    expect(files).toContain('walled-subject-59-end');
+  });
+
   it('prunes by age, keeping everything younger than max_age_days', async () => {
     const log = await open({ retention: { max_age_days: 30 } });
     const day = 86_400_000;
