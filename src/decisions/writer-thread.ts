@@ -115,17 +115,25 @@ export class WriterThread {
 
   static async start(setup: WriterSetup): Promise<WriterThread> {
     const worker = new Worker(new URL('./writer-worker.ts', import.meta.url), { workerData: setup, resourceLimits: WRITER_RESOURCE_LIMITS });
-    let onExit: (code: number) => void = () => undefined;
+    let opened = false;
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
     try {
       await new Promise<void>((resolve, reject) => {
         worker.once('message', () => resolve());
         worker.once('error', reject);
-        onExit = (code) => reject(new ArbiterError('decision_log_unavailable', `decision log writer exited (${code}) while opening`));
-        worker.once('exit', onExit);
+        void exited.then((code) => {
+          if (!opened) reject(new ArbiterError('decision_log_unavailable', `decision log writer exited (${code}) while opening`));
+        });
       });
+      opened = true;
+    } catch (error) {
+      // A thread that failed to open (e.g. a refused migration) may still hold the database
+      // open, and locked, until it has exited: whatever opens the file next (a retry, a check
+      // of its version) must find it released.
+      await exited;
+      throw error;
     } finally {
       worker.removeAllListeners('error');
-      worker.removeListener('exit', onExit);
     }
     return new WriterThread(worker);
   }
