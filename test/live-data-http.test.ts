@@ -28,6 +28,55 @@ async function admin(method: string, path: string, body?: unknown, headers: Reco
   return { status: response.status, headers: response.headers, body: text ? (JSON.parse(text) as Record<string, any>) : undefined };
 }
 
+/**
+ * The key-compromise tests: a server of their own trusting one issuer (with `issuerOptions`)
+ * whose first key leaks. `removeLeakedKey` rotates it out at the issuer and returns it;
+ * `revokeIssuedBefore` posts an issued_before revocation of that issuer (as a batch of one when
+ * asked) and answers the status.
+ */
+async function withLeakingIssuer(
+  name: string,
+  issuerOptions: Record<string, unknown>,
+  use: (leak: {
+    leaked: TestIssuer;
+    decide: (token: string) => Promise<Record<string, any>>;
+    removeLeakedKey: () => Promise<TestIssuer['keys'][number]>;
+    revokeIssuedBefore: (revocation: { before: number; reason: string }, options?: { batch?: boolean }) => Promise<number>;
+  }) => Promise<void>,
+): Promise<void> {
+  const leaked = await TestIssuer.create(`https://${name}.test.example`);
+  await leaked.serve();
+  const server = await startTestArbiter({
+    ...config(),
+    issuers: [{ issuer: leaked.issuer, jwks_uri: leaked.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], ...issuerOptions }],
+    data: { path: join(tempDir(), 'data.db') },
+  });
+  try {
+    await use({
+      leaked,
+      decide: async (token) => (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!,
+      removeLeakedKey: async () => {
+        const compromised = leaked.keys[0]!;
+        await leaked.addKey('key-2');
+        leaked.keys.splice(leaked.keys.indexOf(compromised), 1);
+        return compromised;
+      },
+      revokeIssuedBefore: async (revocation, options = {}) => {
+        const entry = { kind: 'issued_before', iss: leaked.issuer, ...revocation };
+        const response = await fetch(`${server.url}/v1/revocations`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify(options.batch ? { revocations: [entry] } : entry),
+        });
+        return response.status;
+      },
+    });
+  } finally {
+    await server.close();
+    await leaked.close();
+  }
+}
+
 const decideWith = async (token?: string) =>
   (await postJson(`${arbiter.url}/v1/decide`, { ...(token && { token }), action: 'read', resource: { type: 'doc' } })).body!;
 
@@ -242,105 +291,48 @@ describe('revocations', () => {
     // The documented answer to a key compromise: remove the key at the issuer, revoke
     // issued_before now. A token dated ahead of Arbiter's clock (within clock_tolerance_s)
     // is not issued before now, so only the removed key can stop it: it must not be remembered.
-    const leaked = await TestIssuer.create('https://leaked.test.example');
-    await leaked.serve();
-    const server = await startTestArbiter({
-      ...config(),
-      issuers: [{ issuer: leaked.issuer, jwks_uri: leaked.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], clock_tolerance_s: 30, jwks_cache_max_age_s: 1, jwks_cooldown_s: 1 }],
-      data: { path: join(tempDir(), 'data.db') },
-    });
-    const decide = async (token: string) =>
-      (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!;
-    try {
+    await withLeakingIssuer('leaked', { clock_tolerance_s: 30, jwks_cache_max_age_s: 1, jwks_cooldown_s: 1 }, async ({ leaked, decide, revokeIssuedBefore, removeLeakedKey }) => {
       const ahead = await leaked.sign({ sub: 'user:ahead' }, { iat: now() + 20 });
       expect((await decide(ahead)).allow).toBe(true);
 
-      const revoked = await fetch(`${server.url}/v1/revocations`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ kind: 'issued_before', iss: leaked.issuer, before: now(), reason: 'key compromised' }),
-      });
-      expect(revoked.status).toBe(201);
-      const compromised = leaked.keys[0]!;
-      await leaked.addKey('key-2');
-      leaked.keys.splice(leaked.keys.indexOf(compromised), 1);
+      expect(await revokeIssuedBefore({ before: now(), reason: 'key compromised' })).toBe(201);
+      const compromised = await removeLeakedKey();
       await new Promise((resolve) => setTimeout(resolve, 1100)); // past jwks_cache_max_age_s
 
       // The removed key stops a token it signs now...
       expect((await decide(await leaked.sign({ sub: 'user:new' }, { key: compromised.privateKey, kid: compromised.kid }))).reasons[0].code).toBe('token_unknown_key');
       // ...and the one it signed ahead of time, verified before the key was removed.
       expect((await decide(ahead)).allow).toBe(false);
-    } finally {
-      await server.close();
-      await leaked.close();
-    }
+    });
   });
 
   it('fetches the issuer\'s key set again on an issued_before revocation: a key removed before it stops verifying at once', async () => {
     // With the default jwks_cache_max_age_s (600 s), the key set fetched before the compromise
     // would keep verifying new tokens signed with the removed key for up to ten minutes after
     // the documented answer (remove the key, revoke issued_before now) had been given.
-    const leaked = await TestIssuer.create('https://leaked-again.test.example');
-    await leaked.serve();
-    const server = await startTestArbiter({
-      ...config(),
-      issuers: [{ issuer: leaked.issuer, jwks_uri: leaked.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
-      data: { path: join(tempDir(), 'data.db') },
-    });
-    const decide = async (token: string) =>
-      (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!;
-    try {
+    await withLeakingIssuer('leaked-again', {}, async ({ leaked, decide, revokeIssuedBefore, removeLeakedKey }) => {
       expect((await decide(await leaked.sign({ sub: 'user:before' }))).allow).toBe(true); // key set loaded
-      const compromised = leaked.keys[0]!;
-      await leaked.addKey('key-2');
-      leaked.keys.splice(leaked.keys.indexOf(compromised), 1);
-      const revoked = await fetch(`${server.url}/v1/revocations`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ revocations: [{ kind: 'issued_before', iss: leaked.issuer, before: now(), reason: 'key compromised' }] }),
-      });
-      expect(revoked.status).toBe(201);
+      const compromised = await removeLeakedKey();
+      expect(await revokeIssuedBefore({ before: now(), reason: 'key compromised' }, { batch: true })).toBe(201);
       // A token the removed key signs now is not issued before the cut-off: only the key set stops it.
       const forged = await leaked.sign({ sub: 'user:forged' }, { key: compromised.privateKey, kid: compromised.kid, iat: now() + 1 });
       expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
       expect((await decide(await leaked.sign({ sub: 'user:after' }, { iat: now() + 1 }))).allow).toBe(true);
-    } finally {
-      await server.close();
-      await leaked.close();
-    }
+    });
   });
 
   it('forgets remembered verifications of the issuer on an issued_before revocation: the removed key verifies no token at all', async () => {
     // A cut-off at the time of the compromise does not catch a token the attacker minted after
     // it; once the key is gone only verification stops that token, and a verification
     // remembered from before the revocation would have kept it allowed until it expired.
-    const leaked = await TestIssuer.create('https://leaked-cached.test.example');
-    await leaked.serve();
-    const server = await startTestArbiter({
-      ...config(),
-      issuers: [{ issuer: leaked.issuer, jwks_uri: leaked.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
-      data: { path: join(tempDir(), 'data.db') },
-    });
-    const decide = async (token: string) =>
-      (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!;
-    try {
-      const compromised = leaked.keys[0]!;
+    await withLeakingIssuer('leaked-cached', {}, async ({ leaked, decide, revokeIssuedBefore, removeLeakedKey }) => {
       const forged = await leaked.sign({ sub: 'user:forged' }, { iat: now() - 5 });
       expect((await decide(forged)).allow).toBe(true); // verified, and remembered
-      await leaked.addKey('key-2');
-      leaked.keys.splice(leaked.keys.indexOf(compromised), 1);
-      const revoked = await fetch(`${server.url}/v1/revocations`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ kind: 'issued_before', iss: leaked.issuer, before: now() - 60, reason: 'key compromised a minute ago' }),
-      });
-      expect(revoked.status).toBe(201);
+      await removeLeakedKey();
+      expect(await revokeIssuedBefore({ before: now() - 60, reason: 'key compromised a minute ago' })).toBe(201);
       expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
       expect((await decide(await leaked.sign({ sub: 'user:after' }))).allow).toBe(true);
-    } finally {
-      await server.close();
-      await leaked.close();
-    }
+    });
   });
 
   it('lists, reads and deletes entries; rejects a bad one naming the field', async () => {
