@@ -728,21 +728,33 @@ describe('GET /v1/decisions/verify', () => {
   });
 });
 
+/**
+ * A server of its own with a decision log of `decisions` records whose seq 2 body is then
+ * rewritten outside Arbiter to `body` (an SQL expression over the row); `use` gets the server
+ * and the damaged record's decision id.
+ */
+async function withDamagedRecord(file: string, decisions: number, body: string, use: (damaged: Arbiter, victim: string) => Promise<void>): Promise<void> {
+  const damagedPath = join(dir, file);
+  const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } });
+  try {
+    for (let i = 0; i < decisions; i++) expect((await postJson(`${damaged.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: `${file}-${i}` } })).status).toBe(200);
+    const db = new DatabaseSync(damagedPath);
+    let victim: string;
+    try {
+      victim = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 2').get() as { decision_id: string }).decision_id;
+      db.prepare(`UPDATE decisions SET body = ${body} WHERE seq = 2`).run();
+    } finally {
+      db.close();
+    }
+    await use(damaged, victim);
+  } finally {
+    await damaged.close();
+  }
+}
+
 describe('a decision log record damaged outside Arbiter', () => {
   it('is named by seq when read, ends an export with an error record the CLI reports, and fails verify', async () => {
-    const damagedPath = join(dir, 'damaged.db');
-    const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } });
-    try {
-      for (let i = 0; i < 3; i++) expect((await postJson(`${damaged.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: `d-${i}` } })).status).toBe(200);
-      const db = new DatabaseSync(damagedPath);
-      let victim: string;
-      try {
-        victim = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 2').get() as { decision_id: string }).decision_id;
-        db.prepare("UPDATE decisions SET body = '{\"decision_id\": tru' WHERE seq = 2").run();
-      } finally {
-        db.close();
-      }
-
+    await withDamagedRecord('damaged.db', 3, `'{"decision_id": tru'`, async (damaged, victim) => {
       for (const path of ['/v1/decisions', `/v1/decisions/${victim}`]) {
         const answer = await call(damaged, 'GET', path);
         expect(answer.status, path).toBe(500);
@@ -767,31 +779,16 @@ describe('a decision log record damaged outside Arbiter', () => {
       expect(cliExport.stderr).toContain('after 1 decisions');
 
       expect((await call(damaged, 'GET', '/v1/decisions/verify')).body).toMatchObject({ ok: false, first_mismatch: { seq: 2, reason: 'hash_mismatch' } });
-    } finally {
-      await damaged.close();
-    }
+    });
   });
 
   it('is named by seq when its body is JSON but no longer a decision record, replay included', async () => {
-    const damagedPath = join(dir, 'not-a-record.db');
-    const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } });
-    try {
-      for (let i = 0; i < 2; i++) expect((await postJson(`${damaged.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: `n-${i}` } })).status).toBe(200);
-      const db = new DatabaseSync(damagedPath);
-      let victim: string;
-      try {
-        victim = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 2').get() as { decision_id: string }).decision_id;
-        db.prepare(`UPDATE decisions SET body = '{"decision_id": "' || decision_id || '", "input": 7}' WHERE seq = 2`).run();
-      } finally {
-        db.close();
-      }
+    await withDamagedRecord('not-a-record.db', 2, `'{"decision_id": "' || decision_id || '", "input": 7}'`, async (damaged, victim) => {
       for (const [method, path] of [['GET', `/v1/decisions/${victim}`], ['GET', '/v1/decisions'], ['POST', `/v1/decisions/${victim}/replay`]] as const) {
         const answer = await call(damaged, method, path, method === 'POST' ? { body: {} } : {});
         expect(answer.status, path).toBe(500);
         expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('not a decision record') });
       }
-    } finally {
-      await damaged.close();
-    }
+    });
   });
 });
