@@ -279,6 +279,25 @@ describe('revocations', () => {
     expect((await decideWith(direct)).allow).toBe(true);
   });
 
+  it("scopes an actor's revocation to the actor's own iss when its act entry names one, else to the token's", async () => {
+    // RFC 8693 §4.1: iss and sub together may be needed to identify an actor. idp (issuer A)
+    // vouches for an actor identified by issuer B: B's revocation of it applies, A's does not.
+    const issuerB = 'https://other-idp.test.example';
+    const viaB = await idp.sign({ sub: 'user:dave', act: { sub: 'agent:scoped', iss: issuerB } });
+    const viaA = await idp.sign({ sub: 'user:dave', act: { sub: 'agent:scoped' } });
+    const revokedAtA = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:scoped', iss: idp.issuer, reason: 'revoked at A', expires_at: now() + 600 });
+    expect(revokedAtA.status).toBe(201);
+    expect((await decideWith(viaB)).allow).toBe(true);
+    expect((await decideWith(viaA)).reasons[0].revoked).toEqual({ revoked: true, reason: 'revoked at A', revocation_id: revokedAtA.body!.id, actor_depth: 1 });
+    expect((await admin('DELETE', `/v1/revocations/${revokedAtA.body!.id}`)).status).toBe(204);
+
+    const revokedAtB = await admin('POST', '/v1/revocations', { kind: 'client_id', value: 'scoped-bot', iss: issuerB, reason: 'revoked at B', expires_at: now() + 600 });
+    const botViaB = await idp.sign({ sub: 'user:dave', act: { client_id: 'scoped-bot', iss: issuerB } });
+    const botViaA = await idp.sign({ sub: 'user:dave', act: { client_id: 'scoped-bot' } });
+    expect((await decideWith(botViaB)).reasons[0].revoked).toEqual({ revoked: true, reason: 'revoked at B', revocation_id: revokedAtB.body!.id, actor_depth: 1 });
+    expect((await decideWith(botViaA)).allow).toBe(true);
+  });
+
   it('revokes everything an issuer issued before a time', async () => {
     const old = await idp.sign({ sub: 'user:old' }, { iat: now() - 120 });
     const fresh = await idp.sign({ sub: 'user:fresh' }, { iat: now() + 1 });

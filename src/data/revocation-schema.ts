@@ -30,7 +30,11 @@ const valueRevocation = <K extends ValueRevocationKind>(kind: K) =>
   z.strictObject({
     kind: z.literal(kind),
     value: text,
-    /** Limits the revocation to tokens from this issuer; omitted, the value is revoked whoever issued it. */
+    /**
+     * Limits the revocation to tokens from this issuer (for a sub or client_id naming an actor of a
+     * delegation chain: to actors this issuer identifies, by the actor's own iss, else the token's);
+     * omitted, the value is revoked whoever issued it.
+     */
     iss: text.optional(),
     ...common,
   });
