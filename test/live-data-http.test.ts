@@ -298,6 +298,14 @@ describe('revocations', () => {
     expect((await decideWith(botViaA)).allow).toBe(true);
   });
 
+  it("holds an actor whose act entry gives an empty iss to the token's issuer's revocations", async () => {
+    // An empty iss identifies the actor at no issuer (no revocation can be scoped to ""): the
+    // token's issuer vouches for it, so that issuer's revocations must reach it.
+    const blank = await idp.sign({ sub: 'user:dave', act: { sub: 'agent:blank-iss', iss: '' } });
+    const revoked = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:blank-iss', iss: idp.issuer, reason: 'revoked at A', expires_at: now() + 600 });
+    expect((await decideWith(blank)).reasons[0].revoked).toEqual({ revoked: true, reason: 'revoked at A', revocation_id: revoked.body!.id, actor_depth: 1 });
+  });
+
   it('revokes everything an issuer issued before a time', async () => {
     const old = await idp.sign({ sub: 'user:old' }, { iat: now() - 120 });
     const fresh = await idp.sign({ sub: 'user:fresh' }, { iat: now() + 1 });

@@ -116,11 +116,12 @@ export function subjectRevocation(revocations: RevocationLookup, subject: Policy
 
 /**
  * What a revocation can name of an actor: its sub and client_id, under its own iss when the
- * act claim gives one (RFC 8693 allows it), else under the token's issuer.
+ * act claim gives one (RFC 8693 allows it), else under the token's issuer. An empty iss names
+ * no issuer (no revocation can be scoped to ""), so the token's issuer vouches for that actor.
  */
 export function actorClaims(actor: Record<string, unknown>, tokenIss: string): { iss: string; sub?: string; client_id?: string } {
   return {
-    iss: typeof actor.iss === 'string' ? actor.iss : tokenIss,
+    iss: typeof actor.iss === 'string' && actor.iss !== '' ? actor.iss : tokenIss,
     ...(typeof actor.sub === 'string' && { sub: actor.sub }),
     ...(typeof actor.client_id === 'string' && { client_id: actor.client_id }),
   };
