@@ -204,6 +204,33 @@ describe('default policy when entitlements are unavailable', () => {
   });
 });
 
+describe('default policy on malformed live entitlements', () => {
+  // A feed that sends grants, actions or tenants as objects: Rego's "in" would read the
+  // object's values, so each of these would entitle Alice (and the agent) to invoices.read.
+  const malformed = [
+    { grants: { first: { id: 'ent-object-grants', actions: ['invoices.read'], tenants: ['acme'] } } },
+    { grants: [{ id: 'ent-object-tenants', actions: ['invoices.read'], tenants: { primary: 'acme' } }] },
+    { grants: [{ id: 'ent-object-actions', actions: { read: 'invoices.read' }, tenants: ['acme'] }] },
+  ];
+
+  it('entitles neither the subject nor a client to be issued a scope: fail closed', async () => {
+    const server = await start();
+    try {
+      const caller = await mintDevToken(key, { sub: 'spiffe://acme.example/ns/identity/sa/token-service' });
+      for (const entry of malformed) {
+        await admin(server, 'PUT', '/v1/data/entitlements', { [ALICE]: entry, [AGENT]: entry });
+        const decision = await decide(server, { token: await token() });
+        expect(decision.allow).toBe(false);
+        expect(codes(decision)).toEqual(['no_entitlement']);
+        const issued = await postJson(`${server.url}/v1/issuance`, { token: caller, client_id: AGENT, scopes: ['invoices.read'], audience: 'https://api.example.com' });
+        expect(issued.body).toMatchObject({ allow: false, granted_scopes: [], refused_scopes: [{ scope: 'invoices.read', code: 'no_entitlement' }] });
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('governed issuance over /v1/issuance', () => {
   it('16: some requested scopes granted, some refused with reasons, a maximum TTL', async () => {
     const caller = await mintDevToken(key, { sub: 'spiffe://acme.example/ns/identity/sa/token-service' });

@@ -105,6 +105,36 @@ test_tenant_rule_with_tenants_an_object_vouches_for_nothing if {
 	fx.codes(result) == {"tenant_issuer_not_trusted"}
 }
 
+# Live entitlements have no schema on the way in: a grant whose grants, actions or tenants
+# are not lists (a malformed feed) entitles nothing. "in" and "some ... in" would read an
+# object's values, so {"tenants": {"primary": "acme"}} would count as tenant acme.
+malformed_alice_grants := [
+	{"grants": {"first": {"id": "ent-object-grants", "actions": ["invoices.read"], "tenants": ["acme"]}}},
+	{"grants": [{"id": "ent-object-tenants", "actions": ["invoices.read"], "tenants": {"primary": "acme"}}]},
+	{"grants": [{"id": "ent-object-actions", "actions": {"read": "invoices.read"}, "tenants": ["acme"]}]},
+	{"grants": [{"id": "ent-string-tenants", "actions": ["invoices.read"], "tenants": "acme"}]},
+	{"grants": [{"id": "ent-string-actions", "actions": "invoices.read", "tenants": ["acme"]}]},
+]
+
+test_malformed_entitlement_grants_entitle_nothing if {
+	every alice in malformed_alice_grants {
+		result := authz.decision with input as fx.read_invoice
+			with data.entitlements as object.union(fx.entitlements, {fx.alice: alice})
+		result.allow == false
+		fx.codes(result) == {"no_entitlement"}
+	}
+}
+
+test_malformed_entitlement_grants_entitle_no_actor if {
+	subject := object.union(fx.alice_subject, {"act": [{"sub": fx.expense_assistant}]})
+	every assistant in malformed_alice_grants {
+		result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+			with data.entitlements as object.union(fx.entitlements, {fx.expense_assistant: assistant})
+		result.allow == false
+		fx.codes(result) == {"delegation_not_permitted"}
+	}
+}
+
 test_scenario_05_staging_audience_in_production if {
 	result := authz.decision with input as with_subject({"aud": [fx.staging_audience]})
 		with data.entitlements as fx.entitlements

@@ -50,8 +50,11 @@ trusted_issuer_rule_ids contains rule.id if {
 
 # METADATA
 # title: Matches
-# description: True when value matches one of the patterns.
+# description: >-
+#   True when value matches one of the patterns, a list. Patterns that are not a
+#   list (a data error) match nothing: "some ... in" would read an object's values.
 matches(patterns, delimiter, value) if {
+	is_array(patterns)
 	some pattern in patterns
 	pattern_matches(split(pattern, "*"), delimiter, value)
 }
@@ -89,13 +92,27 @@ mapping_rule_ids(party_id, action) := {rule.id |
 }
 
 # METADATA
+# title: Party grants
+# description: >-
+#   data.entitlements[party_id].grants when it is a list; undefined otherwise.
+#   Live data has no schema on the way in, so a malformed feed (grants, actions
+#   or tenants that are objects) must entitle nothing: "in" and "some ... in"
+#   would read an object's values, {"tenants": {"t": "acme"}} as tenant acme.
+party_grants(party_id) := grants if {
+	grants := data.entitlements[party_id].grants
+	is_array(grants)
+}
+
+# METADATA
 # title: Entitlement ids
 # description: >-
-#   Ids of the live entitlements (data.entitlements[party_id].grants) that are
-#   active now and cover action in tenant.
+#   Ids of the live entitlements (party_grants(party_id)) that are active now
+#   and cover action in tenant: one of their actions patterns matches it and
+#   their tenants list holds tenant.
 entitlement_ids(party_id, action, tenant) := {grant.id |
-	some grant in data.entitlements[party_id].grants
+	some grant in party_grants(party_id)
 	tenant != ""
+	is_array(grant.tenants)
 	tenant in grant.tenants
 	matches(grant.actions, ".", action)
 	active(grant, input.context.now)

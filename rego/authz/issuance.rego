@@ -126,7 +126,7 @@ scope_mapped_actions(party_id, scope) := {action |
 #   authz/decision on every request; a grant that names no tenant entitles
 #   nothing there, so it backs no scope here either.
 scope_entitlement_ids(party_id, scope) := {grant.id |
-	some grant in data.entitlements[party_id].grants
+	some grant in evidence.party_grants(party_id)
 	names_a_tenant(grant)
 	evidence.active(grant, input.context.now)
 	some action in scope_mapped_actions(party_id, scope)
@@ -136,9 +136,10 @@ scope_entitlement_ids(party_id, scope) := {grant.id |
 # METADATA
 # title: Names a tenant
 # description: >-
-#   The grant's tenants hold a tenant name (a non-empty string), the only kind
-#   authz/decision can match against a resource's tenant.
+#   The grant's tenants, a list, hold a tenant name (a non-empty string), the
+#   only kind authz/decision can match against a resource's tenant.
 names_a_tenant(grant) if {
+	is_array(grant.tenants)
 	some tenant in grant.tenants
 	is_string(tenant)
 	tenant != ""

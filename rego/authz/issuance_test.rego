@@ -320,3 +320,22 @@ test_grant_without_tenants_does_not_grant_the_scope if {
 	result.allow == false
 	refused(result) == {["invoices.read", "no_entitlement"]}
 }
+
+# A malformed grant (grants, actions or tenants not a list) backs no scope either: "in" and
+# "some ... in" would read an object's values.
+test_malformed_grant_does_not_grant_the_scope if {
+	every assistant in [
+		{"grants": {"first": {"id": "ent-object-grants", "actions": ["invoices.read"], "tenants": ["acme"]}}},
+		{"grants": [{"id": "ent-object-tenants", "actions": ["invoices.read"], "tenants": {"primary": "acme"}}]},
+		{"grants": [{"id": "ent-object-actions", "actions": {"read": "invoices.read"}, "tenants": ["acme"]}]},
+	] {
+		result := authz.issuance with input as issuance_input({
+			"client_id": fx.expense_assistant,
+			"scopes": ["invoices.read"],
+			"audience": fx.production_audience,
+		})
+			with data.entitlements as object.union(fx.entitlements, {fx.expense_assistant: assistant})
+		result.allow == false
+		refused(result) == {["invoices.read", "no_entitlement"]}
+	}
+}
