@@ -21,6 +21,8 @@ const BROKEN_DEV_KEY = join(dir, 'broken-dev.jwk.json');
 writeFileSync(BROKEN_DEV_KEY, '{"kty": "EC", "d": ', { mode: 0o600 });
 const NEWLINE_KEY = join(dir, 'newline.key');
 writeFileSync(NEWLINE_KEY, '\n');
+const OBJECT_TENANTS_SEED = join(dir, 'object-tenants.json');
+writeFileSync(OBJECT_TENANTS_SEED, JSON.stringify({ 'user:alice': { grants: [{ id: 'g', actions: ['invoices.read'], tenants: { primary: 'acme' } }] } }));
 /** The private half of a bundle signing key, as `opa build --signing-key` reads it. */
 const SIGNING_PRIVATE_KEY = join(dir, 'signing-private.pem');
 writeFileSync(SIGNING_PRIVATE_KEY, EC_PAIR.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
@@ -278,6 +280,7 @@ describe('arbiter config check', () => {
     ['a TLS certificate file that is missing', 'server:\n  tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}\n', 'server.tls.cert_file'],
     ['a development issuer key file that is not a key', `dev_issuer: {enabled: true, key_file: ${BROKEN_DEV_KEY}}\n`, 'dev_issuer.key_file'],
     ['a data seed file that is missing (for a store without the document)', `data:\n  path: ${join(dir, 'unseeded.db')}\n  seed: {entitlements: /nonexistent/entitlements.json}\n`, 'data.seed.entitlements'],
+    ['an entitlements seed whose tenants are not a list (data.check_entitlements)', `data:\n  path: ${join(dir, 'unseeded-shape.db')}\n  seed: {entitlements: ${OBJECT_TENANTS_SEED}}\n`, 'data.seed.entitlements'],
     ['a bundle signing exclude pattern with a character class (verification would refuse every signed bundle)', 'bundles:\n  signing:\n    exclude: ["data[0-9].json"]\n', 'bundles.signing.exclude.0'],
     ['a per-bundle exclude pattern with an escape', 'bundles:\n  signing:\n    bundles:\n      authz: {exclude: ["a\\\\*.txt"]}\n', 'bundles.signing.bundles.authz.exclude.0'],
     ['a bundles directory that does not exist (a typo served no bundle at all)', 'bundles:\n  dir: /nonexistent/bundles\n', 'bundles.dir'],

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ownedByRoots, parseDataPath } from '../src/data/data-path.ts';
 import { LiveData } from '../src/data/documents.ts';
+import { liveDataChecks } from '../src/data/entitlements-schema.ts';
 import type { LiveDataOptions, LiveDataSnapshot } from '../src/data/documents.ts';
 import { openDataDatabase } from '../src/data/persistence.ts';
 
@@ -96,6 +97,24 @@ describe('LiveData writes', () => {
     expect(codeOf(() => live.put([], {}))).toBe('data_path_invalid');
     expect(codeOf(() => live.patch([], []))).toBe('data_path_invalid');
     expect(codeOf(() => live.delete([]))).toBe('data_path_invalid');
+  });
+
+  it('checks the entries of the entitlements document a write changes, and lets a delete through', () => {
+    const grant = { id: 'g', actions: ['invoices.read'], tenants: ['acme'] };
+    // Stored before the check (or with data.check_entitlements off): kept, and left alone.
+    open().put(['entitlements'], { 'user:bob': { grants: { first: grant } } });
+    databases.pop()!.close();
+    const live = open({ checks: liveDataChecks(true) });
+    live.put(alice, { grants: [grant] });
+    live.patch(alice, [{ op: 'add', path: '/grants/-', value: { ...grant, id: 'g2' } }]);
+    expect(codeOf(() => live.patch(['entitlements'], [{ op: 'add', path: '/user:bob/description', value: 'Bob' }]))).toBe('entitlements_invalid');
+    expect(codeOf(() => live.put(alice, { grants: [{ ...grant, tenants: 'acme' }] }))).toBe('entitlements_invalid');
+    expect(codeOf(() => live.put(['entitlements'], []))).toBe('entitlements_invalid');
+    live.delete([...alice, 'grants']);
+    live.delete(['entitlements', 'user:bob']);
+    expect(live.get(['entitlements'])).toEqual({ 'user:alice@acme.example': {} });
+    // Only the entitlements document is checked.
+    live.put(['approvals'], { a: { grants: 'any' } });
   });
 
   it('refuses writes under, or above, a bundle root with data_path_owned_by_bundle', () => {

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
@@ -209,6 +210,67 @@ describe('live data', () => {
     await Promise.all([writer, ...readers]);
     expect(seen.length).toBeGreaterThan(50);
     expect(seen.filter((pair) => pair.a !== pair.b)).toEqual([]);
+  });
+});
+
+describe('the entitlements document', () => {
+  const grant = { id: 'ent-1', actions: ['invoices.read'], tenants: ['acme'] };
+  const workload = 'spiffe://acme.example/ns/billing/sa/worker';
+
+  it('refuses a write whose grants, actions or tenants are not lists, naming each by JSON pointer', async () => {
+    // The default policy reads an object's values as if they were a list's, so a feed that
+    // sends objects would grant what it never meant to: it is told at once instead.
+    const put = await admin('PUT', '/v1/data/entitlements', {
+      'user:mallory': { grants: [{ ...grant, tenants: { primary: 'acme' } }] },
+      [workload]: { grants: [{ ...grant, actions: { read: 'invoices.read' } }] },
+    });
+    expect(put.status).toBe(400);
+    expect(put.headers.get('content-type')).toContain('application/problem+json');
+    expect(put.body).toMatchObject({ code: 'entitlements_invalid' });
+    expect(put.body!.errors).toEqual([
+      { pointer: '/user:mallory/grants/0/tenants', detail: expect.stringContaining('array') },
+      { pointer: '/spiffe:~1~1acme.example~1ns~1billing~1sa~1worker/grants/0/actions', detail: expect.stringContaining('array') },
+    ]);
+    expect((await admin('GET', '/v1/data/entitlements')).status).toBe(404);
+
+    // Pointers are into the body, wherever the write lands.
+    expect((await admin('PUT', '/v1/data/entitlements', { 'user:carol': { description: 'Carol', grants: [grant] } })).status).toBe(200);
+    const subject = await admin('PUT', `/v1/data/entitlements/${encodeURIComponent('user:mallory')}`, { grants: { first: grant } });
+    expect(subject).toMatchObject({ status: 400, body: { code: 'entitlements_invalid', errors: [{ pointer: '/grants' }] } });
+    // A JSON Patch is named by the location its operations' paths name.
+    const patch = await admin('PATCH', '/v1/data/entitlements', [{ op: 'add', path: '/user:carol/grants/-', value: { ...grant, id: 'ent-2', expires_at: 'soon' } }], {
+      'content-type': 'application/json-patch+json',
+    });
+    expect(patch).toMatchObject({ status: 400, body: { code: 'entitlements_invalid', errors: [{ pointer: '/user:carol/grants/1/expires_at' }] } });
+    const whole = await admin('PUT', '/v1/data/entitlements/user:carol/grants', { first: grant });
+    expect(whole).toMatchObject({ status: 400, body: { code: 'entitlements_invalid', errors: [{ pointer: '' }] } });
+    // Above the body, in a parent the write creates: the body's pointer, the detail says where.
+    const created = await admin('PUT', '/v1/data/entitlements/user:dan/grants/first', grant);
+    expect(created).toMatchObject({ status: 400, body: { code: 'entitlements_invalid', errors: [{ pointer: '', detail: expect.stringMatching(/^entitlements\/user:dan\/grants: .*array/) }] } });
+    expect((await admin('GET', '/v1/data/entitlements')).body!.result).toEqual({ 'user:carol': { description: 'Carol', grants: [grant] } });
+    expect((await admin('DELETE', '/v1/data/entitlements')).status).toBe(204);
+  });
+
+  it('takes any shape when data.check_entitlements is false (a bundle of your own reads it otherwise)', async () => {
+    const server = await startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db'), check_entitlements: false } });
+    try {
+      const response = await fetch(`${server.url}/v1/data/entitlements`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ 'user:alice': ['invoices.read'] }),
+      });
+      expect(response.status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('stops start-up on a seed file of that shape, naming data.seed.entitlements and the pointer', async () => {
+    const seed = join(tempDir(), 'entitlements.json');
+    writeFileSync(seed, JSON.stringify({ 'user:alice': { grants: [{ ...grant, tenants: 'acme' }] } }));
+    await expect(startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db'), seed: { entitlements: seed } } })).rejects.toMatchObject({
+      issues: [{ path: 'data.seed.entitlements', message: expect.stringContaining('/user:alice/grants/0/tenants') }],
+    });
   });
 });
 

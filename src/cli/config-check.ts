@@ -5,7 +5,8 @@ import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
 import { documentsNotToSeed } from '../data/persistence.ts';
-import { readSeedFile } from '../data/seed.ts';
+import { checkSeed, readSeedFile } from '../data/seed.ts';
+import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
 import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 
@@ -40,7 +41,8 @@ export async function configCommand(argv: string[]): Promise<number> {
     // Start-up reads a seed only for a document the store does not hold yet.
     const seeds = Object.entries(config.data.seed ?? {});
     const stored = seeds.length > 0 ? atConfigKey('data.path', () => documentsNotToSeed(config.data.path)) : new Set<string>();
-    for (const [document, file] of seeds) if (!stored.has(document)) readSeedFile(document, file);
+    const checks = liveDataChecks(config.data.check_entitlements);
+    for (const [document, file] of seeds) if (!stored.has(document)) checkSeed(document, file, readSeedFile(document, file), checks.get(document));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues }));

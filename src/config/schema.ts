@@ -243,6 +243,10 @@ const configShape = z.strictObject({
         .positive()
         .optional()
         .describe('A document whose writes never sent Arbiter-Data-Max-Age (the last one sent sticks until the document is deleted) counts as stale (input.data_status) after this many seconds, so a feed that stops fails decisions closed; unset, such documents never go stale.'),
+      check_entitlements: z
+        .boolean()
+        .default(true)
+        .describe('Refuse a PUT or PATCH (or a seed) that leaves the live document entitlements in a shape the default policy cannot read (400 entitlements_invalid, errors naming each field by JSON pointer): grants, actions and tenants must be lists. false for a bundle of your own that reads data.entitlements in another shape.'),
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()

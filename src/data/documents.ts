@@ -1,10 +1,10 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { z } from 'zod';
-import { ArbiterError } from '../errors.ts';
+import { ArbiterError, FieldsInvalidError } from '../errors.ts';
 import { formatDataPath } from './data-path.ts';
 import type { DataPath } from './data-path.ts';
 import { applyJsonPatch } from './json-patch.ts';
-import { freezeJson, isJsonObject, ownMember, withMember, withoutMember } from './json-value.ts';
+import { escapePointerToken, freezeJson, isJsonObject, ownMember, withMember, withoutMember } from './json-value.ts';
 import type { JsonObject, JsonValue } from './json-value.ts';
 import { transaction } from './persistence.ts';
 
@@ -68,9 +68,31 @@ export interface LiveDataOptions {
   defaultMaxAgeS?: number | undefined;
   /** Receives an exception thrown by an `onChange` listener; the update itself is already committed. */
   onListenerError?: (error: unknown) => void;
+  /**
+   * Checks by document name, run on every put and patch of that document (a delete only
+   * takes away, and must go through to remove someone's access).
+   */
+  checks?: ReadonlyMap<string, DocumentCheck>;
 }
 
 export type LiveDataListener = (snapshot: LiveDataSnapshot) => void;
+
+/** One field of a live document that does not fit its schema, by JSON pointer into the document. */
+export interface DocumentIssue {
+  pointer: string;
+  detail: string;
+}
+
+/** A shape a live document must keep (the default policy's entitlements): writes that break it are refused. */
+export interface DocumentCheck {
+  /** The code of the error (a FieldsInvalidError) a refused write throws. */
+  code: string;
+  /**
+   * What does not fit, by pointer into the document as it would be after the write; `total`
+   * counts them all when `issues` lists only the first. `previous` is the document before it.
+   */
+  issues: (document: JsonValue, previous: JsonValue | undefined) => { issues: DocumentIssue[]; total: number };
+}
 
 interface StoredDocument {
   name: string;
@@ -91,6 +113,7 @@ export class LiveData {
   readonly #defaultMaxAgeS: number | undefined;
   readonly #now: () => number;
   readonly #onListenerError: (error: unknown) => void;
+  readonly #checks: ReadonlyMap<string, DocumentCheck>;
   readonly #listeners = new Set<LiveDataListener>();
   readonly #statements: { upsert: StatementSync; delete: StatementSync; setVersion: StatementSync };
   #snapshot: LiveDataSnapshot;
@@ -105,6 +128,7 @@ export class LiveData {
     this.#defaultMaxAgeS = options.defaultMaxAgeS;
     this.#now = options.now ?? Date.now;
     this.#onListenerError = options.onListenerError ?? rethrowLater;
+    this.#checks = options.checks ?? new Map();
     this.#statements = {
       upsert: db.prepare(
         `INSERT INTO live_documents (name, json, meta, version) VALUES (?, ?, ?, ?)
@@ -143,6 +167,7 @@ export class LiveData {
     const [name, rest] = this.#writable(path);
     const frozen = freezeJson(value, { maxDepth: this.#limits.maxDepth, depthOffset: path.length, where: formatDataPath(path) });
     const document = putIn(ownMember(this.#snapshot.data, name), rest, frozen, path);
+    this.#check(name, rest, document);
     return this.#write(name, document, meta);
   }
 
@@ -157,6 +182,7 @@ export class LiveData {
       maxAddedBytes: this.#limits.maxTotalBytes,
     });
     const document = putIn(ownMember(this.#snapshot.data, name), rest, patched, path);
+    this.#check(name, rest, document);
     return this.#write(name, document, meta);
   }
 
@@ -200,6 +226,26 @@ export class LiveData {
       throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} belongs to an active bundle and is read-only`);
     }
     return [name, rest];
+  }
+
+  /**
+   * Refuses a write that leaves a checked document out of shape. Pointers are into the value
+   * the request names (a PUT's body; for a PATCH, what its operations' paths address): an issue
+   * above it, in a parent the write created, is the body's ("") and its detail says where.
+   */
+  #check(name: string, rest: DataPath, document: JsonValue): void {
+    const check = this.#checks.get(name);
+    if (check === undefined) return;
+    const { issues, total } = check.issues(document, ownMember(this.#snapshot.data, name));
+    if (total === 0) return;
+    const base = rest.map((key) => `/${escapePointerToken(key)}`).join('');
+    const errors = issues.map(({ pointer, detail }) =>
+      pointer === base || pointer.startsWith(`${base}/`)
+        ? { pointer: pointer.slice(base.length), detail }
+        : { pointer: '', detail: `${name}${pointer}: ${detail}` },
+    );
+    const listed = issues.map(({ pointer, detail }) => `${name}${pointer}: ${detail}`).join('; ');
+    throw new FieldsInvalidError(check.code, total > issues.length ? `${listed}; and ${total - issues.length} more` : listed, errors);
   }
 
   /** Commits the new state of one document (undefined: deleted), then publishes the new snapshot. */

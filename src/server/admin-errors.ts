@@ -10,6 +10,7 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   data_too_deep: 400,
   data_too_large: 400,
   data_meta_invalid: 400,
+  entitlements_invalid: 400,
   json_patch_invalid: 400,
   revocation_invalid: 400,
   data_not_found: 404,

@@ -6,6 +6,7 @@ import type { FetchImplementation } from 'jose';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { LiveData } from '../data/documents.ts';
+import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline } from '../decisions/pipeline.ts';
@@ -120,6 +121,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
     defaultMaxAgeS: config.data.default_max_age_s,
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
+    checks: liveDataChecks(config.data.check_entitlements),
   });
   // Revoked tokens must stay revoked for as long as any issuer would still accept them.
   const clockToleranceS = Math.max(0, ...[...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.clock_tolerance_s));

@@ -61,6 +61,7 @@ const DATA_WRITE: readonly ProblemUse[] = [
   'data_invalid',
   'data_too_deep',
   'data_too_large',
+  'entitlements_invalid',
   'data_path_owned_by_bundle',
   'data_path_conflict',
   'data_store_write_failed',
