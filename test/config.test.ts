@@ -8,8 +8,10 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadConfig, parseConfig } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
 import { ConfigError } from '../src/errors.ts';
+import { BundleStore } from '../src/policy/store.ts';
 import { IssuerRegistry } from '../src/tokens/trusted-issuers.ts';
-import { tempDir } from './support/arbiter.ts';
+import { startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, writeBundleSource } from './support/bundle-sources.ts';
 
 const run = promisify(execFile);
 const EC_PUBLIC_PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -409,6 +411,73 @@ describe('live data seeds', () => {
     await expect(startTestArbiter({ data: { seed: { simple: seed } } })).rejects.toMatchObject({
       issues: [expect.objectContaining({ path: 'data.seed.simple' })],
     });
+  });
+});
+
+describe('arbiter config check: live data seeds under bundle roots', () => {
+  const cli = join(process.cwd(), 'src/cli/main.ts');
+  interface Report { valid: boolean; problems: { path: string; message: string }[]; notes?: { path: string; message: string }[] }
+
+  /** A bundles directory holding `owner.tar.gz`, whose roots are `owner` plus `extraRoots`. */
+  function bundlesDirWith(extraRoots: string[]): { dir: string; archive: Buffer } {
+    const work = tempDir('arbiter-seed-roots-');
+    const archive = build(writeBundleSource(work, 'owner', { extraRoots }), join(work, 'owner.tar.gz'), `r-${extraRoots.join('-') || 'own'}`);
+    return { dir: work, archive };
+  }
+
+  async function check(yaml: string): Promise<{ code: number; report: Report; stderr: string }> {
+    const file = join(tempDir('arbiter-seed-check-'), 'arbiter.yaml');
+    writeFileSync(file, yaml);
+    const outcome = await run(process.execPath, [cli, 'config', 'check', file, '--json']).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (error: { code: number; stdout: string; stderr: string }) => error,
+    );
+    return { code: outcome.code, report: JSON.parse(outcome.stdout) as Report, stderr: outcome.stderr };
+  }
+
+  const seed = join(dir, 'seed-under-root.json');
+  writeFileSync(seed, '{"acme": {}}');
+
+  it('names the seed and the root of a bundle in bundles.dir that owns it (inside or above a root), as start-up refuses it', async () => {
+    const bundles = bundlesDirWith(['shared/acme']);
+    const data = { path: join(tempDir(), 'data.db'), seed: { shared: seed, owner: seed, free: seed } };
+    const { code, report } = await check(`bundles: {dir: ${bundles.dir}, default: owner}\ndata: ${JSON.stringify(data)}\n`);
+    expect(code).toBe(2);
+    expect(report.problems).toEqual([
+      { path: 'data.seed.shared', message: expect.stringMatching(/bundle owner .*root "shared\/acme"/) },
+      { path: 'data.seed.owner', message: expect.stringMatching(/bundle owner .*root "owner"/) },
+    ]);
+    await expect(startTestArbiter({ bundles: { dir: bundles.dir, default: 'owner' }, data })).rejects.toMatchObject({
+      issues: [expect.objectContaining({ path: 'data.seed.shared' })],
+    });
+  });
+
+  it("checks the store's active revision, which start-up serves instead of bundles.dir's", async () => {
+    const embedded = bundlesDirWith([]);
+    const stored = bundlesDirWith(['shared']);
+    const store = join(tempDir(), 'bundles');
+    const digest = await new BundleStore(store).writeArchive('owner', stored.archive);
+    const activation = { revision: 'r-shared', digest, activated_at: new Date().toISOString(), activated_by: 'test' };
+    await new BundleStore(store).writeIndex({ name: 'owner', revisions: [{ revision: 'r-shared', digest, stored_at: activation.activated_at, stored_by: 'test' }], active: activation });
+    const data = { path: join(tempDir(), 'data.db'), seed: { shared: seed } };
+    const { code, report } = await check(`bundles: {dir: ${embedded.dir}, store: ${store}, default: owner}\ndata: ${JSON.stringify(data)}\n`);
+    expect(code).toBe(2);
+    expect(report.problems).toEqual([{ path: 'data.seed.shared', message: expect.stringMatching(/bundle owner .*root "shared".*bundles\.store/) }]);
+    await expect(startTestArbiter({ bundles: { dir: embedded.dir, store, default: 'owner' }, data })).rejects.toMatchObject({
+      issues: [expect.objectContaining({ path: 'data.seed.shared' })],
+    });
+  });
+
+  it('does not guess the roots of a pulled bundle: valid, with a note saying the seeds were not checked against it', async () => {
+    // The image's owner.tar.gz is never served for a pulled name: its roots say nothing.
+    const bundles = bundlesDirWith(['shared']);
+    const data = { path: join(tempDir(), 'data.db'), seed: { shared: seed } };
+    const sources = [{ name: 'owner', url: 'https://bundles.example/owner.tar.gz' }];
+    const { code, report, stderr } = await check(`bundles: {dir: ${bundles.dir}, default: owner, sources: ${JSON.stringify(sources)}}\ndata: ${JSON.stringify(data)}\n`);
+    expect(code).toBe(0);
+    expect(report).toMatchObject({ valid: true, problems: [] });
+    expect(report.notes).toEqual([{ path: 'data.seed', message: expect.stringMatching(/bundles\.sources\.0 \(owner\)/) }]);
+    expect(stderr).toBe('');
   });
 });
 

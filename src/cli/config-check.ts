@@ -5,8 +5,9 @@ import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
 import { documentsNotToSeed } from '../data/persistence.ts';
-import { checkSeed, readSeedFile } from '../data/seed.ts';
+import { checkSeed, readSeedFile, seedsUnderRoots } from '../data/seed.ts';
 import { liveDataChecks } from '../data/entitlements-schema.ts';
+import { rootsAtStart } from '../policy/start-roots.ts';
 import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
 import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 
@@ -14,8 +15,10 @@ const HELP = `Usage: arbiter config check <file> [--json]
 
 Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path:
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
-keys, TLS files, the development issuer key, data seeds) as start-up reads them. Not checked: remote key sets (not fetched) and the decision log's
-own files (its database and checkpoint key, which start-up checks against each other). Exit codes: 0 valid, 2 invalid.`;
+keys, TLS files, the development issuer key, data seeds) as start-up reads them, and that no data seed lies under the roots of a
+bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not checked: remote key sets (not fetched), the
+roots of pulled bundles (bundles.sources: unknown until their source serves them; a note says so) and the decision log's own files
+(its database and checkpoint key, which start-up checks against each other). Exit codes: 0 valid (notes, if any, on stderr), 2 invalid.`;
 
 export async function configCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -28,6 +31,8 @@ export async function configCommand(argv: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const file = positionals[1]!;
+  // What could not be checked: said, not guessed; not a problem (the exit code stays 0).
+  const notes: { path: string; message: string }[] = [];
   try {
     const config = loadConfig({ file });
     // The files start-up reads, read the same way, so their errors name the same keys.
@@ -43,12 +48,26 @@ export async function configCommand(argv: string[]): Promise<number> {
     const stored = seeds.length > 0 ? atConfigKey('data.path', () => documentsNotToSeed(config.data.path)) : new Set<string>();
     const checks = liveDataChecks(config.data.check_entitlements);
     for (const [document, file] of seeds) if (!stored.has(document)) checkSeed(document, file, readSeedFile(document, file), checks.get(document));
+    if (seeds.length > 0) {
+      // Start-up activates these bundles before it seeds, and refuses a seed one of them owns.
+      // Checked for every seed, stored or not: on a new replica's empty volume it would be refused.
+      const { known, pulled } = await rootsAtStart(config.bundles);
+      const conflicts = seedsUnderRoots(config.data.seed ?? {}, known);
+      if (conflicts.length > 0) throw new ConfigError(conflicts);
+      for (const { name, index } of pulled) {
+        notes.push({
+          path: 'data.seed',
+          message: `bundles.sources.${index} (${name}) is pulled: the roots its source serves are known only once it serves them, so the seeds are not checked against them (a seed under them is hidden, and read-only, from then on)`,
+        });
+      }
+    }
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues }));
+    if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues, notes }));
     else console.error(error.message);
     return 2;
   }
-  console.log(values.json ? JSON.stringify({ valid: true, file, problems: [] }) : `${file}: valid`);
+  if (!values.json) for (const note of notes) console.error(`note: ${note.path}: ${note.message}`);
+  console.log(values.json ? JSON.stringify({ valid: true, file, problems: [], notes }) : `${file}: valid`);
   return 0;
 }

@@ -250,7 +250,7 @@ const configShape = z.strictObject({
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()
-        .describe('Documents loaded from JSON files at start when the store has never had them (once: a seeded document deleted later stays deleted), e.g. {entitlements: examples/entitlements.json}.'),
+        .describe('Documents loaded from JSON files at start when the store has never had them (once: a seeded document deleted later stays deleted), e.g. {entitlements: examples/entitlements.json}. A document an active bundle owns (inside or above one of its roots) is refused: start-up stops, and config check reports it.'),
     })
     .prefault({}),
   decision_log: decisionLogConfigSchema

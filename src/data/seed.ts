@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
 import type { DocumentCheck } from './documents.ts';
 import type { JsonValue } from './json-value.ts';
+import { ownedByRoots } from './data-path.ts';
 
 /** A data.seed file's document, or a ConfigError naming `data.seed.<document>`: start-up and `config check` read it alike. */
 export function readSeedFile(document: string, file: string): unknown {
@@ -22,4 +23,28 @@ export function checkSeed(document: string, file: string, value: unknown, check:
   if (total === 0) return;
   const listed = issues.map(({ pointer, detail }) => `${document}${pointer}: ${detail}`).join('; ');
   throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${listed}${total > issues.length ? `; and ${total - issues.length} more` : ''}` }]);
+}
+
+/**
+ * The seeds a bundle owns (a root inside the document, or the document inside a root): live
+ * data there is read-only while the bundle is active and never read by policies (the
+ * bundle's data is), so start-up refuses to seed it. One issue per seed, naming the root.
+ */
+export function seedsUnderRoots(
+  seeds: Readonly<Record<string, string>>,
+  bundles: readonly { name: string; roots: readonly string[]; from: string }[],
+): { path: string; message: string }[] {
+  const issues: { path: string; message: string }[] = [];
+  for (const document of Object.keys(seeds)) {
+    for (const bundle of bundles) {
+      const root = bundle.roots.find((candidate) => ownedByRoots([candidate])([document]));
+      if (root === undefined) continue;
+      issues.push({
+        path: `data.seed.${document}`,
+        message: `document ${JSON.stringify(document)} is owned by bundle ${bundle.name} (root ${JSON.stringify(root)}, ${bundle.from}): live data there is read-only and hidden by the bundle's own data, so start-up refuses to seed it`,
+      });
+      break;
+    }
+  }
+  return issues;
 }
