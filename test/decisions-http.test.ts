@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashValue } from '../src/decisions/mask.ts';
 import { newDecisionId } from '../src/decisions/record.ts';
+import { STRICT_OUTAGE_AFTER_MS } from '../src/decisions/store.ts';
 import { decisionPageSchema, replayReportSchema, storedDecisionSchema, verifyReportSchema } from '../src/server/openapi/schemas.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -468,6 +469,57 @@ describe('readiness and the decision log', () => {
       });
     } finally {
       await relaxed.close();
+    }
+  });
+});
+
+describe('readiness and a strict decision log whose commits keep failing', () => {
+  // The lock of another connection is what makes commits fail here: it fails them as surely as
+  // a full disk or a read-only file would (SQLITE_BUSY after busy_timeout_ms, the same path
+  // in the writer), also for root, whom chmod does not stop, and it can be lifted to recover.
+  const readiness = async (server: Arbiter) => {
+    const response = await fetch(`${server.url}/readyz`);
+    return { status: response.status, body: (await response.json()) as Json };
+  };
+
+  it('/readyz is 503 naming the decision log once commits have failed for a while, ready again once one succeeds, with no decision needed', async () => {
+    const path = join(tempDir('arbiter-readyz-strict-'), 'decisions.db');
+    const strict = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 100 } });
+    try {
+      await whileLocked(path, async (release) => {
+        const denied = await postJson(`${strict.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+        expect(denied.body).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
+        // One failed commit is not an outage yet.
+        expect((await readiness(strict)).status).toBe(200);
+        await expect.poll(async () => (await readiness(strict)).status, { timeout: STRICT_OUTAGE_AFTER_MS + 10_000, interval: 250 }).toBe(503);
+        expect((await readiness(strict)).body.problems).toEqual([expect.stringMatching(/decision log .*audit_unavailable/)]);
+        release();
+        // No traffic reaches a replica out of the load balancer: it must find out by itself.
+        await expect.poll(async () => (await readiness(strict)).status, { timeout: 5000, interval: 100 }).toBe(200);
+      });
+      const allowed = await postJson(`${strict.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      expect(allowed.body!.reasons).not.toContainEqual(expect.objectContaining({ code: 'audit_unavailable' }));
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('stays ready through one failed commit when the next attempt succeeds', async () => {
+    const path = join(tempDir('arbiter-readyz-transient-'), 'decisions.db');
+    const strict = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 100 } });
+    try {
+      await whileLocked(path, async () => {
+        const denied = await postJson(`${strict.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+        expect(denied.body).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
+      });
+      const statuses: number[] = [];
+      for (const until = Date.now() + STRICT_OUTAGE_AFTER_MS + 1500; Date.now() < until; ) {
+        statuses.push((await readiness(strict)).status);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      expect(new Set(statuses)).toEqual(new Set([200]));
+    } finally {
+      await strict.close();
     }
   });
 });

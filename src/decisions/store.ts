@@ -56,6 +56,21 @@ interface Queued {
 const PRUNE_STEP_RECORDS = 10_000;
 
 /**
+ * strict: how long every commit must have failed (decisions' group commits and the probes
+ * below, none going through) before the log counts as unavailable and /readyz says so. One
+ * failure (a lock held by a backup for a moment) denies the decisions of that commit only and
+ * leaves the replica ready; a disk that stays full or a file that stays read-only takes it
+ * out of the load balancer after this long. Exported for tests.
+ */
+export const STRICT_OUTAGE_AFTER_MS = 5_000;
+/**
+ * strict: while commits fail, a commit that changes nothing is tried this often, so the log
+ * finds out that writes go through again without a decision to try (a replica the load
+ * balancer took out receives none).
+ */
+export const STRICT_PROBE_INTERVAL_MS = 1_000;
+
+/**
  * The decision log: an append-only, hash-chained, signed-checkpointed SQLite table of
  * every decision, with indexed queries for auditors.
  *
@@ -90,6 +105,13 @@ export class DecisionStore {
    * answered without a record stay those of the loss window. Cleared by a commit that goes through.
    */
   #outage: ArbiterError | undefined;
+  /**
+   * strict: since when (performance.now()) every commit has failed, and why the last one did;
+   * undefined once one goes through. Probed every STRICT_PROBE_INTERVAL_MS meanwhile.
+   */
+  #failing: { since: number; message: string } | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  #probing = false;
   /** The latest retention run, so the next one starts after it. */
   #pruning: Promise<number> | undefined;
   #closed = false;
@@ -244,13 +266,21 @@ export class DecisionStore {
   }
 
   /**
-   * Why appends are refused right now (the writer thread stopped, or a relaxed log waits to
-   * retry a failed commit), or undefined. Every decision is denied audit_unavailable meanwhile,
-   * so /readyz reports it. A strict log has no such state: each failed commit denies only the
-   * decisions in it, and the next commit tries again.
+   * Why decisions cannot be recorded right now, or undefined: the writer thread stopped, a
+   * relaxed log waits to retry a failed commit (appends are refused), or every commit of a
+   * strict log has failed for STRICT_OUTAGE_AFTER_MS. Every decision is denied
+   * audit_unavailable meanwhile, so /readyz reports it. A strict log still sends each
+   * decision's record to the writer: one commit that goes through (or a probe) ends it.
    */
   get unavailable(): Error | undefined {
-    return this.#writer.failure ?? this.#outage;
+    const stopped = this.#writer.failure ?? this.#outage;
+    if (stopped || !this.#failing) return stopped;
+    const failingMs = performance.now() - this.#failing.since;
+    if (failingMs < STRICT_OUTAGE_AFTER_MS) return undefined;
+    return new ArbiterError(
+      'decision_log_unavailable',
+      `every commit has failed for ${Math.floor(failingMs / 1000)} s, the last: ${this.#failing.message}`,
+    );
   }
 
   get stats(): DecisionLogStats {
@@ -272,6 +302,7 @@ export class DecisionStore {
   async #closeOnce(): Promise<void> {
     this.#closed = true;
     for (const timer of this.#timers) clearTimeout(timer);
+    clearInterval(this.#probeTimer);
     while (this.#inFlight || this.#queue.length > 0) {
       if (!this.#inFlight) this.#flush();
       await this.#inFlight;
@@ -353,8 +384,12 @@ export class DecisionStore {
     }
     const attempted = result.unfinished ? batch.slice(0, result.unfinished.from) : batch;
     const stored = this.#settle(attempted, result);
-    if (result.unfinished) this.#notCommitted(batch.slice(result.unfinished.from), result.unfinished.message);
-    else this.#outage = undefined;
+    if (result.unfinished) {
+      this.#notCommitted(batch.slice(result.unfinished.from), result.unfinished.message);
+    } else {
+      this.#outage = undefined;
+      this.#commitsGoThrough();
+    }
     if (!stored || stored.length === 0) return;
     for (const listener of this.#committedListeners) {
       try {
@@ -410,6 +445,7 @@ export class DecisionStore {
     if (this.#config.durability === 'strict') {
       const failure = new ArbiterError('decision_log_write_failed', `decision log commit failed: ${message}`);
       for (const queued of records) queued.settle?.reject(failure);
+      this.#commitsFail(message);
       return;
     }
     const stopped = this.#writer.failure;
@@ -428,6 +464,40 @@ export class DecisionStore {
       `decision log commit failed, ${this.#queue.length} decisions wait to be retried and new ones are refused: ${message}`,
     );
     if (first) this.#emitError(this.#outage);
+  }
+
+  /** strict: a commit failed through no fault of its records; from the first such, probe until one goes through. */
+  #commitsFail(message: string): void {
+    if (this.#failing) {
+      this.#failing.message = message;
+      return;
+    }
+    this.#failing = { since: performance.now(), message };
+    if (this.#closed) return;
+    this.#probeTimer = setInterval(() => this.#probe(), STRICT_PROBE_INTERVAL_MS);
+    this.#probeTimer.unref();
+  }
+
+  #commitsGoThrough(): void {
+    this.#failing = undefined;
+    clearInterval(this.#probeTimer);
+    this.#probeTimer = undefined;
+  }
+
+  /** Skipped while a commit is in flight: its outcome says the same. */
+  #probe(): void {
+    if (this.#probing || this.#inFlight || this.#closed || !this.#failing) return;
+    this.#probing = true;
+    this.#writer.probe().then(
+      () => {
+        this.#probing = false;
+        if (!this.#closed) this.#commitsGoThrough();
+      },
+      (error: Error) => {
+        this.#probing = false;
+        if (!this.#closed) this.#commitsFail(error.message);
+      },
+    );
   }
 
   #every(ms: number, task: () => Promise<unknown>): void {

@@ -17,6 +17,7 @@ export interface WriterSetup {
 export type WriterRequest =
   | { id: number; op: 'commit'; batch: string[] }
   | { id: number; op: 'checkpoint'; force: boolean }
+  | { id: number; op: 'probe' }
   | { id: number; op: 'prune'; policy: RetentionPolicy; now: number; stepRecords: number }
   | { id: number; op: 'close' };
 
@@ -159,6 +160,11 @@ export class WriterThread {
 
   checkpoint(force: boolean): Promise<boolean> {
     return this.#request({ op: 'checkpoint', force }) as Promise<boolean>;
+  }
+
+  /** Resolves once a commit that changes nothing went through (see ChainWriter.probe); rejects if it could not. */
+  probe(): Promise<void> {
+    return this.#request({ op: 'probe' }) as Promise<void>;
   }
 
   prune(policy: RetentionPolicy, now: number, stepRecords: number): Promise<number> {

@@ -63,6 +63,8 @@ async function handle(request: WriterRequest): Promise<unknown> {
       return commit(decodeBatch(request.batch));
     case 'checkpoint':
       return writer.checkpoint(Date.now(), request.force);
+    case 'probe':
+      return writer.probe();
     case 'prune':
       return prune(request);
     case 'close':

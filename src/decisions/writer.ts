@@ -159,6 +159,24 @@ export class ChainWriter {
     }
   }
 
+  /**
+   * Commits a transaction that writes one page (the header's user_version, set to what it
+   * is) and changes nothing else: whether a commit can go through now (the write lock taken,
+   * the WAL appended to and fsynced), asked while strict commits keep failing and no decision
+   * may come to try (see DecisionStore.unavailable). Throws (having rolled back) if it cannot.
+   */
+  probe(): void {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const { user_version: version } = this.#db.prepare('PRAGMA user_version').get() as { user_version: number };
+      this.#db.exec(`PRAGMA user_version = ${version}`);
+      this.#db.exec('COMMIT');
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
   #remember(key: string, id: number): void {
     if (key.length <= CACHED_REASON_SET_KEY_LENGTH && this.#reasonSets.size < this.#cachedReasonSets) this.#reasonSets.set(key, id);
   }

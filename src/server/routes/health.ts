@@ -13,7 +13,9 @@ export interface HealthDeps {
 
 /**
  * /healthz: the process answers. /readyz: this replica can decide: not draining, the default
- * bundle active, the decision log taking records, every issuer's keys loaded at least once.
+ * bundle active, the decision log taking records (see DecisionStore.unavailable: a strict log
+ * counts as not taking them once its commits have failed for a while), every issuer's keys
+ * loaded at least once.
  * An issuer whose keys loaded before but cannot be refreshed is `degraded`, not a problem:
  * every replica shares its identity provider, and taking them all out of the load balancer
  * at once would send no request anywhere better (its tokens deny token_keys_unavailable).
