@@ -261,6 +261,30 @@ describe('durability', () => {
     await expect(log.close()).rejects.toMatchObject({ code: 'decision_log_unavailable' });
   });
 
+  it('close() ends the writer thread, and lets the file go, even when its final checkpoint cannot be signed', async () => {
+    const writers: Worker[] = [];
+    const onWorker = (worker: Worker) => writers.push(worker);
+    process.on('worker', onWorker);
+    const log = await open({ busy_timeout_ms: 50 }).finally(() => process.off('worker', onWorker));
+    await log.append(decision()); // not signed yet: close() signs it
+    const exited = new Promise((resolve) => writers[0]!.once('exit', resolve));
+    // Another process holding the write lock at shutdown, as a full disk would fail the checkpoint too.
+    const blocker = new DatabaseSync(temp.path);
+    blocker.exec('BEGIN EXCLUSIVE');
+    try {
+      await expect(log.close()).rejects.toMatchObject({ code: 'decision_log_write_failed' });
+    } finally {
+      blocker.exec('ROLLBACK');
+      blocker.close();
+    }
+    store = undefined;
+    const timeout = new Promise((resolve) => setTimeout(() => resolve('still running'), 2000));
+    expect(await Promise.race([exited, timeout])).not.toBe('still running');
+    // The record it committed is kept; the next writer signs it.
+    const reopened = await open();
+    expect(await reopened.verify()).toMatchObject({ ok: true, checked: 1 });
+  });
+
   it('relaxed: keeps a record whose seq another writer took, as an outage, rather than drop it', async () => {
     const log = await open({ durability: 'relaxed', flush_interval_ms: 10 });
     const errors: Error[] = [];

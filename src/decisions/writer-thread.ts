@@ -181,11 +181,14 @@ export class WriterThread {
     return workerHeap('decision-log-writer', this.#worker);
   }
 
-  /** Signs a final checkpoint, closes the database and ends the thread. */
+  /** Signs a final checkpoint, closes the database and ends the thread; ended even when the checkpoint fails (which it reports). */
   async close(): Promise<void> {
     this.#closing = true;
-    await this.#request({ op: 'close' });
-    await this.#worker.terminate();
+    try {
+      await this.#request({ op: 'close' });
+    } finally {
+      await this.#worker.terminate();
+    }
   }
 
   #request(request: DistributiveOmit<WriterRequest, 'id'>): Promise<unknown> {

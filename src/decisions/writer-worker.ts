@@ -69,9 +69,14 @@ async function handle(request: WriterRequest): Promise<unknown> {
       return prune(request);
     case 'close':
       closing = true;
-      writer.checkpoint(Date.now(), true);
-      db.exec('PRAGMA optimize');
-      db.close();
+      try {
+        writer.checkpoint(Date.now(), true);
+        db.exec('PRAGMA optimize');
+      } finally {
+        // A checkpoint that cannot be signed now (a lock, a full disk) is reported, and the
+        // connection still goes: the next writer signs the records it left unsigned.
+        db.close();
+      }
       return undefined;
   }
 }
