@@ -150,6 +150,43 @@ describe('a data store that cannot be written', () => {
   });
 });
 
+describe('a decision log transport that fails', () => {
+  it('is logged and stops shipping, while the server keeps deciding (it does not take the process down)', async () => {
+    const dir = tempDir();
+    const target = join(dir, 'failing-transport.mjs');
+    writeFileSync(target, "import { Writable } from 'node:stream';\nexport default () => new Writable({ write(chunk, encoding, callback) { callback(new Error('log shipper down')); } });\n");
+    const { child, logged, url } = await spawnArbiter([`decision_log: {path: ${JSON.stringify(join(dir, 'shipped-decisions.db'))}, transport: {target: ${JSON.stringify(target)}}}`]);
+    let exited: number | null = null;
+    child.on('exit', (code) => (exited = code));
+    try {
+      const decide = () => fetch(`${url}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"action": "read", "resource": {"type": "doc"}}' });
+      expect((await decide()).status).toBe(200);
+      await expect.poll(() => exited !== null || logged.some((line) => line.msg === 'decision log transport failed: committed records are no longer shipped'), { timeout: 10_000 }).toBe(true);
+      expect(exited).toBeNull();
+      expect((await decide()).status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(exited).toBeNull();
+      expect(logged.filter((line) => line.msg?.startsWith('decision log transport failed'))).toHaveLength(1);
+    } finally {
+      if (exited === null) {
+        const exit = once(child, 'exit');
+        child.kill('SIGTERM');
+        await exit;
+      }
+    }
+  });
+
+  it('stops start-up naming decision_log.transport.target when its module cannot be loaded', async () => {
+    const dir = tempDir();
+    const configFile = writeCliConfig(dir, [`decision_log: {path: ${JSON.stringify(join(dir, 'decisions.db'))}, transport: {target: ${JSON.stringify(join(dir, 'no-such-transport.mjs'))}}}`]);
+    const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect({ code, stderr }).toMatchObject({ code: 2, stderr: expect.stringContaining('decision_log.transport.target') });
+  });
+});
+
 describe('a start that fails', () => {
   const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
 

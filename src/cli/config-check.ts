@@ -17,8 +17,9 @@ Validates a configuration file (with ARBITER_* overrides applied) and prints eve
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
 keys, TLS files, the development issuer key, data seeds) as start-up reads them, and that no data seed lies under the roots of a
 bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not checked: remote key sets (not fetched), the
-roots of pulled bundles (bundles.sources: unknown until their source serves them; a note says so) and the decision log's own files
-(its database and checkpoint key, which start-up checks against each other). Exit codes: 0 valid (notes, if any, on stderr), 2 invalid.`;
+roots of pulled bundles (bundles.sources: unknown until their source serves them; a note says so), decision_log.transport (its
+module is loaded, in a thread of its own, only by start-up) and the decision log's own files (its database and checkpoint key,
+which start-up checks against each other). Exit codes: 0 valid (notes, if any, on stderr), 2 invalid.`;
 
 export async function configCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({

@@ -266,7 +266,7 @@ const configShape = z.strictObject({
           options: z.record(z.string(), z.unknown()).default({}),
         })
         .optional()
-        .describe('Also stream every committed record to this pino transport (separate from the process log).'),
+        .describe('Also stream every committed record to this pino transport (separate from the process log). A target that cannot be loaded stops start-up; a transport that fails later is logged and gets no more records until a restart, while decisions go on.'),
     })
     .prefault({}),
   opa_compat: z

@@ -282,13 +282,46 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger): 
       await store.close();
       throw error;
     }
+    try {
+      // The module loads in the transport's own thread: a target that cannot be loaded (an
+      // absolute path or file: URL, taken as it is) fails there, later, as an 'error' event.
+      await atConfigKey('decision_log.transport.target', () => transportReady(destination));
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
     const shipper = pino({ base: null, timestamp: false }, destination);
-    store.onCommitted((decisions) => {
+    const stopShipping = store.onCommitted((decisions) => {
       for (const decision of decisions) shipper.info(decision);
+    });
+    // Unhandled, an 'error' of the transport (its module throws, its thread exits) would end the
+    // process: the decision point would stop over a copy of records that are committed already.
+    let failed = false;
+    destination.on('error', (error: Error) => {
+      if (failed) return;
+      failed = true;
+      stopShipping();
+      logger.error({ err: error, target: transport.target }, 'decision log transport failed: committed records are no longer shipped');
     });
   }
   logger.info({ path: config.path, durability: config.durability }, 'decision log open');
   return store;
+}
+
+/** Resolves once the transport's thread has loaded its module; rejects with what kept it from doing so. */
+function transportReady(destination: ReturnType<typeof pino.transport>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const ready = () => {
+      destination.off('error', failed);
+      resolve();
+    };
+    const failed = (error: Error) => {
+      destination.off('ready', ready);
+      reject(error);
+    };
+    destination.once('ready', ready);
+    destination.once('error', failed);
+  });
 }
 
 /** Worker threads for policy evaluation (deadline, memory ceiling), or the main thread when engine.workers is 0. */
