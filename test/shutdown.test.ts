@@ -187,8 +187,26 @@ describe('a decision log transport that fails', () => {
   });
 });
 
+/** Worker threads (evaluation pool, decision-log writer) hold a MessagePort each until closed. */
+const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
+
+describe('a close that fails', () => {
+  it('still ends the evaluation workers and lets the state files go when the decision log cannot close', async () => {
+    const before = workerPorts();
+    const path = join(tempDir(), 'decisions.db');
+    const arbiter = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 50 } });
+    const decided = await fetch(`${arbiter.url}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action: { name: 'read' } }) });
+    expect(decided.status).toBeLessThan(500);
+    // Its final checkpoint cannot be signed while another process holds the write lock.
+    await whileLocked(path, () => expect(arbiter.close()).rejects.toMatchObject({ code: 'decision_log_write_failed' }));
+    await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
+    // The state locks are gone: a new server takes the same files.
+    const next = await startTestArbiter({ decision_log: { path } });
+    await next.close();
+  });
+});
+
 describe('a start that fails', () => {
-  const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
 
   it('names the key of a file it cannot create or load, and leaves nothing running', async () => {
     const dir = tempDir();

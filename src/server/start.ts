@@ -220,21 +220,39 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   };
 
   async function closeAll(): Promise<void> {
-    try {
-      draining.value = true;
-      clearInterval(pruneTimer);
-      await Promise.all(pullers.map((puller) => puller.stop()));
-      const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
-      if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
-      revocations.flush();
-      db.close();
-      await decisionLog?.close();
-      await evaluator.close();
-    } finally {
+    draining.value = true;
+    clearInterval(pruneTimer);
+    await closeInOrder([
+      () => Promise.all(pullers.map((puller) => puller.stop())),
+      async () => {
+        const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
+        if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
+      },
+      () => revocations.flush(),
+      () => db.close(),
+      () => decisionLog?.close(),
+      () => evaluator.close(),
       // Last, once nothing writes the files any more.
-      releaseStateFiles();
+      releaseStateFiles,
+    ]);
+  }
+}
+
+/**
+ * Runs every step in order, each after the one before has settled, then throws the first
+ * failure: a decision log that cannot sign its last checkpoint must not leave the evaluation
+ * workers running or the state files locked.
+ */
+async function closeInOrder(steps: readonly (() => unknown)[]): Promise<void> {
+  let failure: { error: unknown } | undefined;
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (error) {
+      failure ??= { error };
     }
   }
+  if (failure !== undefined) throw failure.error;
 }
 
 function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server'], material: TlsMaterial | undefined): Promise<ServerType> {
