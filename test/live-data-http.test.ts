@@ -40,6 +40,7 @@ async function withLeakingIssuer(
   issuerOptions: Record<string, unknown>,
   use: (leak: {
     leaked: TestIssuer;
+    url: string;
     decide: (token: string) => Promise<Record<string, any>>;
     removeLeakedKey: () => Promise<TestIssuer['keys'][number]>;
     revokeIssuedBefore: (revocation: { before: number; reason: string }, options?: { batch?: boolean }) => Promise<number>;
@@ -55,6 +56,7 @@ async function withLeakingIssuer(
   try {
     await use({
       leaked,
+      url: server.url,
       decide: async (token) => (await postJson(`${server.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc' } })).body!,
       removeLeakedKey: async () => {
         const compromised = leaked.keys[0]!;
@@ -404,6 +406,31 @@ describe('revocations', () => {
       const compromised = await removeLeakedKey();
       expect(await revokeIssuedBefore({ before: now(), reason: 'key compromised' }, { batch: true })).toBe(201);
       // A token the removed key signs now is not issued before the cut-off: only the key set stops it.
+      const forged = await leaked.sign({ sub: 'user:forged' }, { key: compromised.privateKey, kid: compromised.kid, iat: now() + 1 });
+      expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
+      expect((await decide(await leaked.sign({ sub: 'user:after' }, { iat: now() + 1 }))).allow).toBe(true);
+    });
+  });
+
+  it('fetches the key set anew on an issued_before revocation even while a fetch started before it is in flight', async () => {
+    // A fetch started before the key was removed (by a decision, or a readiness probe) answers
+    // the old key set; a revocation joining it instead of fetching again would install the
+    // removed key and leave it verifying until the next refresh (jwks_cache_max_age_s).
+    await withLeakingIssuer('leaked-in-flight', {}, async ({ leaked, url, decide, revokeIssuedBefore, removeLeakedKey }) => {
+      const held = leaked.holdNextFetch();
+      const first = decide(await leaked.sign({ sub: 'user:before' })); // the first fetch: the old key set, slowly
+      await held.arrived;
+      const compromised = await removeLeakedKey();
+      const revoked = revokeIssuedBefore({ before: now(), reason: 'key compromised' });
+      // Committed, so the revocation is waiting for the key set: only then does the old answer arrive.
+      for (;;) {
+        const page = await fetch(`${url}/v1/revocations?kind=issued_before`, { headers: { authorization: `Bearer ${adminToken}` } });
+        if (((await page.json()) as { items: unknown[] }).items.length > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      held.release();
+      expect(await revoked).toBe(201);
+      expect((await first).allow).toBe(true);
       const forged = await leaked.sign({ sub: 'user:forged' }, { key: compromised.privateKey, kid: compromised.kid, iat: now() + 1 });
       expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
       expect((await decide(await leaked.sign({ sub: 'user:after' }, { iat: now() + 1 }))).allow).toBe(true);

@@ -17,7 +17,9 @@ export interface TrustedIssuer {
   /**
    * Fetches a remote key set again now, however fresh it is: after a key compromise the key
    * removed at the issuer must stop verifying at once, not once jwks_cache_max_age_s has run
-   * out. Rejects with `jwks_unavailable` when it cannot be fetched (the keys held stay in use).
+   * out. The key set it installs is always one fetched after the call: a fetch already in flight
+   * is waited for, then another is sent. Rejects with `jwks_unavailable` when it cannot be fetched
+   * (the keys held stay in use).
    * Resolves at once for keys from a file or a secret.
    */
   reloadKeys(): Promise<void>;
@@ -97,6 +99,10 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
       key: keysUnavailableOnFetchFailure(remote, config.issuer, backOff),
       async reloadKeys() {
         try {
+          // jose's reload joins a fetch already in flight, which may have been sent before the
+          // key was removed at the issuer and would install it again: wait for that one (its
+          // failure is the back-off's, as any fetch's), then fetch anew.
+          if (remote.reloading) await remote.reload().catch((error: unknown) => backOff.failed(error));
           await remote.reload();
         } catch (error) {
           backOff.failed(error);

@@ -15,6 +15,7 @@ export class TestIssuer {
   jwksFailure: { status: number; body: string; chunked?: boolean } | undefined;
   #server: Server | undefined;
   #url = '';
+  #held: { arrived: () => void; released: Promise<void> } | undefined;
 
   private constructor(issuer: string, alg: string) {
     this.issuer = issuer;
@@ -51,11 +52,32 @@ export class TestIssuer {
         res.writeHead(status, { 'content-type': 'application/json', ...(!chunked && { 'content-length': Buffer.byteLength(body) }) }).end(body);
         return;
       }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.jwks()));
+      const body = JSON.stringify(this.jwks());
+      const held = this.#held;
+      if (held === undefined) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+        return;
+      }
+      // The key set as it was when the request arrived, answered once the test lets it go.
+      this.#held = undefined;
+      held.arrived();
+      void held.released.then(() => res.writeHead(200, { 'content-type': 'application/json' }).end(body));
     });
     await new Promise<void>((resolve) => this.#server!.listen(0, '127.0.0.1', resolve));
     this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}/jwks.json`;
     return this.#url;
+  }
+
+  /**
+   * Holds the next JWKS fetch: it is answered the key set of the moment it arrives, but only once
+   * `release` is called (a slow identity provider, or a fetch still in flight when the keys change).
+   * `arrived` resolves when that fetch has reached the server.
+   */
+  holdNextFetch(): { arrived: Promise<void>; release: () => void } {
+    const arrived = Promise.withResolvers<void>();
+    const released = Promise.withResolvers<void>();
+    this.#held = { arrived: arrived.resolve, released: released.promise };
+    return { arrived: arrived.promise, release: released.resolve };
   }
 
   get jwksUri(): string {
