@@ -26,6 +26,18 @@ export class FieldsInvalidError extends ArbiterError {
   }
 }
 
+/**
+ * Most field errors a problem answer lists. A batch of thousands of bad entries is named by its
+ * first ones (enough to see the pattern), the rest counted: the answer stays readable and small.
+ */
+export const MAX_FIELD_ERRORS = 100;
+
+/** `reasons` as one line: the first MAX_FIELD_ERRORS, then how many more there are. */
+export function listReasons(reasons: readonly string[]): string {
+  const listed = reasons.slice(0, MAX_FIELD_ERRORS).join('; ');
+  return reasons.length > MAX_FIELD_ERRORS ? `${listed}; and ${reasons.length - MAX_FIELD_ERRORS} more` : listed;
+}
+
 /** A configuration file or environment override that cannot be used. `issues` name each bad key path. */
 export class ConfigError extends ArbiterError {
   readonly issues: readonly { path: string; message: string }[];

@@ -331,6 +331,54 @@ describe('revocations', () => {
     expect(batch).toMatchObject({ status: 400, body: { code: 'revocation_invalid', errors: [{ pointer: '/revocations/1/expires_at', detail: expect.stringContaining('60 has passed') }] } });
   });
 
+  it('names every invalid entry of a batch, not only the first, and nothing is committed', async () => {
+    const passed = await admin('POST', '/v1/revocations', {
+      revocations: [
+        { kind: 'sub', value: 'user:batch-a', reason: 'offboarded', expires_at: now() + 600 },
+        { kind: 'sub', value: 'user:batch-b', reason: 'offboarded', expires_at: 60 },
+        { kind: 'sub', value: 'user:batch-c', reason: 'offboarded' },
+        { kind: 'jti', value: 'batch-d', reason: 'stolen', expires_at: 120 },
+      ],
+    });
+    expect(passed).toMatchObject({ status: 400, body: { code: 'revocation_invalid' } });
+    expect(passed.body!.errors).toEqual([
+      { pointer: '/revocations/1/expires_at', detail: expect.stringContaining('60 has passed') },
+      { pointer: '/revocations/3/expires_at', detail: expect.stringContaining('120 has passed') },
+    ]);
+    expect(passed.body!.detail).toContain('revocations[3].expires_at');
+
+    // Entries the schema refuses are named inside the batch too, not as a single revocation without `kind`.
+    const malformed = await admin('POST', '/v1/revocations', {
+      revocations: [
+        { kind: 'sub', reason: 'no value' },
+        { kind: 'sub', value: 'user:batch-e', reason: 'fine' },
+        { kind: 'email', value: 'x', reason: 'r' },
+        { kind: 'issued_before', iss: idp.issuer, reason: 'no cut-off' },
+      ],
+    });
+    expect(malformed).toMatchObject({ status: 400, body: { code: 'invalid_request' } });
+    expect(malformed.body!.errors.map((e: { pointer: string }) => e.pointer)).toEqual(['/revocations/0/value', '/revocations/2/kind', '/revocations/3/before']);
+    // And a single revocation missing several fields is named as one, not as a batch.
+    const single = await admin('POST', '/v1/revocations', { kind: 'issued_before' });
+    expect(single.body!.errors.map((e: { pointer: string }) => e.pointer)).toEqual(['/iss', '/before', '/reason']);
+    expect((await admin('GET', '/v1/revocations?kind=sub')).body!.items.some((r: { value: string }) => r.value.startsWith('user:batch-'))).toBe(false);
+  });
+
+  it('lists at most 100 invalid entries of a batch and counts the rest', async () => {
+    const entries = (bad: (i: number) => Record<string, unknown>) => ({ revocations: Array.from({ length: 250 }, (_, i) => ({ kind: 'jti', value: `cap-${i}`, reason: 'r', ...bad(i) })) });
+    for (const [body, code] of [
+      [entries(() => ({ expires_at: 60 })), 'revocation_invalid'],
+      [entries(() => ({ reason: '' })), 'invalid_request'],
+    ] as const) {
+      const refused = await admin('POST', '/v1/revocations', body);
+      expect(refused).toMatchObject({ status: 400, body: { code, errors_omitted: 150 } });
+      expect(refused.body!.errors).toHaveLength(100);
+      expect(refused.body!.errors[99].pointer).toMatch(/^\/revocations\/99\//);
+      expect(refused.body!.detail.length).toBeLessThan(20_000);
+      expect(refused.body!.detail).toContain('150 more');
+    }
+  });
+
   it('revokes an actor of the delegation chain by sub or client_id, whoever holds the token', async () => {
     const delegated = await idp.sign({ sub: 'user:carol', act: { sub: 'agent:helper', act: { client_id: 'rogue-orchestrator' } } });
     const direct = await idp.sign({ sub: 'user:carol' });

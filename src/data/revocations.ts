@@ -1,6 +1,7 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { uuidv7 } from '../ids.ts';
-import { ArbiterError, FieldsInvalidError } from '../errors.ts';
+import { ArbiterError, FieldsInvalidError, listReasons } from '../errors.ts';
+import { escapePointerToken } from './json-value.ts';
 import { RevocationIndex, isExpired } from './revocation-index.ts';
 import type { RevocationMatch } from './revocation-index.ts';
 import { REVOCATION_KINDS, RevocationInputSchema } from './revocation-schema.ts';
@@ -38,6 +39,13 @@ interface PendingWrite {
   entries: Revocation[];
   resolve: (entries: Revocation[]) => void;
   reject: (error: unknown) => void;
+}
+
+/** What is wrong with one field of an entry: `reason` for the message, `pointer` and `detail` for the problem's `errors`. */
+interface EntryProblem {
+  reason: string;
+  pointer: string;
+  detail: string;
 }
 
 interface RevocationRow {
@@ -101,18 +109,21 @@ export class Revocations {
 
   /**
    * Validates, commits and activates one revocation. Throws `revocation_invalid` before anything
-   * is written, also for an `expires_at` already past (clock tolerance included: a
-   * FieldsInvalidError naming it by pointer into the request body).
+   * is written, a FieldsInvalidError naming each bad field by pointer into the request body, also
+   * an `expires_at` already past (clock tolerance included).
    */
   async add(input: unknown): Promise<Revocation> {
-    const [entry] = await this.#enqueue([this.#create(input, 'revocation', '')]);
+    const [entry] = await this.#enqueue(this.#createAll([input], () => ({ where: 'revocation', pointer: '' })));
     return entry!;
   }
 
-  /** All or nothing: one invalid entry rejects the whole batch, which commits in one transaction. */
+  /**
+   * All or nothing: invalid entries reject the whole batch, which commits in one transaction.
+   * The FieldsInvalidError names every invalid entry, so a batch is fixed in one round.
+   */
   async addMany(inputs: readonly unknown[]): Promise<Revocation[]> {
     if (!Array.isArray(inputs)) throw new ArbiterError('revocation_invalid', 'revocations must be an array');
-    return this.#enqueue(inputs.map((input, i) => this.#create(input, `revocations[${i}]`, `/revocations/${i}`)));
+    return this.#enqueue(this.#createAll(inputs, (i) => ({ where: `revocations[${i}]`, pointer: `/revocations/${i}` })));
   }
 
   /** Commits pending adds now instead of at the end of this event-loop turn (e.g. before closing the database). */
@@ -192,20 +203,45 @@ export class Revocations {
     return rows.length;
   }
 
-  /** `where` names the entry in messages, `pointer` in the body of POST /v1/revocations (single or batch). */
-  #create(input: unknown, where: string, pointer: string): Revocation {
+  /**
+   * The entries of `inputs`, or a `revocation_invalid` FieldsInvalidError naming what is wrong with
+   * every invalid one: `name(i)` gives the entry's name in messages (`where`) and its JSON pointer
+   * in the body of POST /v1/revocations (single or batch).
+   */
+  #createAll(inputs: readonly unknown[], name: (index: number) => { where: string; pointer: string }): Revocation[] {
+    const nowS = this.#nowS();
+    const entries: Revocation[] = [];
+    const problems: EntryProblem[] = [];
+    for (const [index, input] of inputs.entries()) {
+      const created = this.#create(input, name(index), nowS);
+      if (Array.isArray(created)) problems.push(...created);
+      else entries.push(created);
+    }
+    if (problems.length > 0) {
+      throw new FieldsInvalidError('revocation_invalid', listReasons(problems.map((p) => p.reason)), problems.map(({ pointer, detail }) => ({ pointer, detail })));
+    }
+    return entries;
+  }
+
+  /** The entry, or what is wrong with it. */
+  #create(input: unknown, { where, pointer }: { where: string; pointer: string }, nowS: number): Revocation | EntryProblem[] {
     const parsed = RevocationInputSchema.safeParse(input);
     if (!parsed.success) {
-      const reasons = parsed.error.issues.map((issue) => `${[where, ...issue.path].join('.')}: ${issue.message}`);
-      throw new ArbiterError('revocation_invalid', reasons.join('; '));
+      return parsed.error.issues.flatMap((issue) => {
+        const fields = issue.code === 'unrecognized_keys' ? issue.keys.map((key) => [...issue.path, key]) : [issue.path];
+        return fields.map((path) => ({
+          reason: `${[where, ...path].join('.')}: ${issue.message}`,
+          pointer: pointer + path.map((token) => `/${escapePointerToken(String(token))}`).join(''),
+          detail: issue.message,
+        }));
+      });
     }
-    const nowS = this.#nowS();
     const entry = Object.freeze({ ...parsed.data, id: uuidv7(), created_at: nowS });
     // Accepting it would answer 201 for a revocation that never applies: a TTL written where a
     // time belongs would leave the token working while its administrator believes it revoked.
     if (isExpired(entry, nowS, this.#clockToleranceS)) {
       const detail = `${entry.expires_at} has passed (now ${nowS}, clock tolerance ${this.#clockToleranceS} s), so the revocation would never apply; give a later time in epoch seconds, or omit expires_at to revoke until removed`;
-      throw new FieldsInvalidError('revocation_invalid', `${where}.expires_at: ${detail}`, [{ pointer: `${pointer}/expires_at`, detail }]);
+      return [{ reason: `${where}.expires_at: ${detail}`, pointer: `${pointer}/expires_at`, detail }];
     }
     return entry;
   }

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { ArbiterError, BundleRejectedError, DecisionLogCorruptError, FieldsInvalidError } from '../errors.ts';
-import { problem, problemDocument, type Problem } from './problem.ts';
+import { fieldErrorMembers, problem, problemDocument, type Problem } from './problem.ts';
 
 /** HTTP status of each error code an admin operation can raise; unknown codes are server faults. */
 const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
@@ -60,6 +60,6 @@ function problemOf(error: ArbiterError): { status: ContentfulStatusCode; body: P
   const status = STATUS_BY_CODE[error.code] ?? (error instanceof BundleRejectedError ? 422 : 500);
   const check = error instanceof BundleRejectedError ? { check: error.check } : {};
   const seq = error instanceof DecisionLogCorruptError ? { seq: error.seq } : {};
-  const fields = error instanceof FieldsInvalidError ? { errors: [...error.errors] } : {};
+  const fields = error instanceof FieldsInvalidError ? fieldErrorMembers(error.errors) : {};
   return { status, body: { code: error.code, title: error.code.replaceAll('_', ' '), detail: error.message, ...check, ...seq, ...fields } };
 }

@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { MAX_FIELD_ERRORS } from '../errors.ts';
 
 /** One offending field of a request, as a JSON pointer into the body, plus what is wrong with it. */
 export interface FieldError {
@@ -13,7 +14,16 @@ export interface Problem {
   title: string;
   detail?: string;
   errors?: FieldError[];
+  /** How many offending fields were found beyond the MAX_FIELD_ERRORS `errors` lists. */
+  errors_omitted?: number;
   [extension: string]: unknown;
+}
+
+/** The `errors` members of a problem: at most MAX_FIELD_ERRORS of them, and how many more were found. */
+export function fieldErrorMembers(errors: readonly FieldError[]): Pick<Problem, 'errors' | 'errors_omitted'> {
+  return errors.length > MAX_FIELD_ERRORS
+    ? { errors: errors.slice(0, MAX_FIELD_ERRORS), errors_omitted: errors.length - MAX_FIELD_ERRORS }
+    : { errors: [...errors] };
 }
 
 export const PROBLEM_TYPE_BASE = 'urn:arbiter:problem:';

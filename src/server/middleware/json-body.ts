@@ -1,7 +1,8 @@
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
-import { problem, type FieldError } from '../problem.ts';
+import { fieldErrorMembers, problem, type FieldError } from '../problem.ts';
+import { listReasons } from '../../errors.ts';
 import { escapePointerToken, jsonDefect, MAY_OVERFLOW } from '../../data/json-value.ts';
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
@@ -73,8 +74,8 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
       return problem(c, 400, {
         code: 'invalid_request',
         title: 'Invalid request',
-        detail: errors.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '),
-        errors,
+        detail: listReasons(errors.map((e) => `${e.pointer || '/'}: ${e.detail}`)),
+        ...fieldErrorMembers(errors),
       });
     }
     c.set('body', result.data);
@@ -113,8 +114,14 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
 function issueErrors(issue: z.core.$ZodIssue, prefix: PropertyKey[]): FieldError[] {
   const path = [...prefix, ...issue.path];
   if (issue.code === 'invalid_union' && issue.errors.length > 0) {
-    // Report against the alternative the body came closest to, not "invalid input" at the root.
-    const closest = issue.errors.reduce((best, branch) => (branch.length < best.length ? branch : best));
+    // Report against the alternative the body came closest to, not "invalid input" at the root:
+    // the one that misreads its shape least, then the one with fewest issues. A batch of
+    // revocations with bad entries is not a single revocation without `kind`, nor is a single
+    // one missing fields a batch without `revocations`.
+    const closest = issue.errors.reduce((best, branch) => {
+      const [misread, bestMisread] = [misreadings(branch), misreadings(best)];
+      return misread < bestMisread || (misread === bestMisread && branch.length < best.length) ? branch : best;
+    });
     return closest.flatMap((inner) => issueErrors(inner, path));
   }
   const base = path.map((segment) => `/${pointerToken(segment)}`).join('');
@@ -122,6 +129,20 @@ function issueErrors(issue: z.core.$ZodIssue, prefix: PropertyKey[]): FieldError
     return issue.keys.map((key) => ({ pointer: `${base}/${pointerToken(key)}`, detail: 'unknown field' }));
   }
   return [{ pointer: base, detail: issue.message }];
+}
+
+/**
+ * How badly an alternative of a union misreads the value's shape at the union's own level: keys
+ * of the value it does not know, and a discriminator (`kind`) it matches no option of. Issues
+ * deeper down (a field of the right shape with a bad value) are not misreadings.
+ */
+function misreadings(branch: readonly z.core.$ZodIssue[]): number {
+  let count = 0;
+  for (const inner of branch) {
+    if (inner.code === 'unrecognized_keys' && inner.path.length === 0) count += inner.keys.length;
+    else if (inner.code === 'invalid_union' && inner.errors.length === 0 && inner.path.length === 1) count += 1;
+  }
+  return count;
 }
 
 /** One RFC 6901 reference token: `~` and `/` escaped, so a key holding them still points at itself. */

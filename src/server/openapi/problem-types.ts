@@ -18,7 +18,7 @@ export const PROBLEM_TYPES = {
   malformed_request: { status: [400], meaning: 'The request is not valid HTTP, e.g. a raw non-ASCII byte in its target.' },
   headers_too_large: { status: [431], meaning: 'The request headers exceed the server limit.' },
   request_timeout: { status: [408], meaning: 'The whole request did not arrive within server.request_timeout_s.' },
-  invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer.' },
+  invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer (at most 100; `errors_omitted` counts the rest).' },
   // Admin authentication (admin-auth middleware)
   unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.' },
   forbidden: { status: [403], meaning: 'The admin token lacks the scope the operation requires.' },
@@ -49,7 +49,7 @@ export const PROBLEM_TYPES = {
   data_meta_invalid: { status: [400], meaning: 'Arbiter-Data-Source or Arbiter-Data-Max-Age is malformed.' },
   entitlements_invalid: { status: [400], meaning: 'The write would leave the entitlements document in a shape the default policy cannot read (data.check_entitlements): `errors` names each field by JSON pointer into the body (for a JSON Patch, as its paths address the document).' },
   json_patch_invalid: { status: [400], meaning: 'The body is not a valid JSON Patch (RFC 6902).' },
-  revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed, or an `expires_at` has already passed (clock tolerance included; `errors` names it by JSON pointer, `/expires_at` or `/revocations/<i>/expires_at`).' },
+  revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed, or an `expires_at` has already passed (clock tolerance included; `errors` names it by JSON pointer, `/expires_at` or `/revocations/<i>/expires_at`: every such entry of a batch, at most 100, `errors_omitted` counting the rest).' },
   data_not_found: { status: [404], meaning: 'No data at this path.' },
   revocation_not_found: { status: [404], meaning: 'No revocation with this id.' },
   data_path_owned_by_bundle: { status: [409], meaning: 'The path is inside an active bundle\'s roots and read-only.' },

@@ -75,7 +75,11 @@ export const problemSchema = z.looseObject({
   code: z.string().describe('Stable, machine-readable; see x-problem-types at the top of this document.'),
   title: z.string(),
   detail: z.string().optional(),
-  errors: z.array(z.strictObject({ pointer: z.string().describe('JSON pointer into the request body'), detail: z.string() })).optional(),
+  errors: z
+    .array(z.strictObject({ pointer: z.string().describe('JSON pointer into the request body'), detail: z.string() }))
+    .optional()
+    .describe('Every offending field, at most 100 (a batch names each bad entry: /revocations/3/expires_at).'),
+  errors_omitted: z.number().int().positive().optional().describe('How many more offending fields were found than `errors` lists.'),
   instance: z.string().describe('Request path'),
 });
 

@@ -21,7 +21,8 @@ import { fieldErrors, jsonBody } from '../middleware/json-body.ts';
 import type { AdmissionVariables } from '../middleware/admission.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
-import { problem } from '../problem.ts';
+import { fieldErrorMembers, problem } from '../problem.ts';
+import { listReasons } from '../../errors.ts';
 
 export interface AuthzenRouteDeps {
   pipeline: DecisionPipeline;
@@ -164,7 +165,7 @@ function invalidRequest(c: Context, error: z.ZodError): Response {
   return problem(c, 400, {
     code: 'invalid_request',
     title: 'Invalid request',
-    detail: errors.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '),
-    errors,
+    detail: listReasons(errors.map((e) => `${e.pointer || '/'}: ${e.detail}`)),
+    ...fieldErrorMembers(errors),
   });
 }
