@@ -1,3 +1,4 @@
+import { pbkdf2 } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -482,6 +483,33 @@ describe('revocations', () => {
       const forged = await leaked.sign({ sub: 'user:forged' }, { key: compromised.privateKey, kid: compromised.kid, iat: now() + 1 });
       expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
       expect((await decide(await leaked.sign({ sub: 'user:after' }, { iat: now() + 1 }))).allow).toBe(true);
+    });
+  });
+
+  it('does not remember a verification that was under way with the old keys when the issuer\'s verifications were forgotten', async () => {
+    // A decision that took the removed key from the key set held before the revocation's fetch
+    // completed, and finished verifying only after the issuer's verifications were forgotten,
+    // must not remember its verification: the attacker's token would then verify from memory
+    // until it expired, though the key that signed it is gone.
+    await withLeakingIssuer('leaked-racing', {}, async ({ leaked, decide, revokeIssuedBefore, removeLeakedKey }) => {
+      expect((await decide(await leaked.sign({ sub: 'user:before' }))).allow).toBe(true); // key set loaded
+      const compromised = await removeLeakedKey();
+      // Minted at the cut-off, so not issued before it: only the key set can stop it.
+      const cutOff = now();
+      const forged = await leaked.sign({ sub: 'user:forged' }, { key: compromised.privateKey, kid: compromised.kid, iat: cutOff });
+      const held = leaked.holdNextFetch();
+      const revoked = revokeIssuedBefore({ before: cutOff, reason: 'key compromised' });
+      await held.arrived; // committed; the fetch without the key is on its way
+      // Signature checks run on libuv's thread pool: keep it busy so the decision below takes the
+      // old key now but finishes verifying only after the revocation has answered.
+      const busy = Array.from({ length: 8 }, () => new Promise((resolve) => pbkdf2('x', 'y', 400_000, 32, 'sha256', resolve)));
+      const racing = decide(forged);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      held.release();
+      expect(await revoked).toBe(201);
+      await racing; // verified with the old key set, which it took before the revocation answered
+      await Promise.all(busy);
+      expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
     });
   });
 

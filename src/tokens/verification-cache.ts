@@ -12,6 +12,8 @@ import type { VerifiedToken } from './verify.ts';
 export class VerificationCache {
   readonly #entries = new Map<string, { verified: VerifiedToken; validUntil: number }>();
   readonly #maxEntries: number;
+  /** Counts forgetIssuer calls: a verification begun before one is not remembered (see `set`). */
+  #generation = 0;
 
   constructor(maxEntries: number) {
     this.#maxEntries = maxEntries;
@@ -27,14 +29,22 @@ export class VerificationCache {
     return entry.verified;
   }
 
+  /** To be passed to `set` with the verification begun now. */
+  get generation(): number {
+    return this.#generation;
+  }
+
   /**
-   * Remembers `verified`, checked at `now`. A token dated after `now` (an `iat` ahead of this
+   * Remembers `verified`, checked at `now` by a verification begun at `generation`. One begun
+   * before a `forgetIssuer` may have taken the key removed at the issuer from the key set held
+   * before the reload and finished after it: remembered, it would outlive the key, so it is not.
+   * A token dated after `now` (an `iat` ahead of this
    * clock, within clock_tolerance_s) is not remembered: an `issued_before` revocation made now
    * does not catch it, so after a key compromise only the removed key can stop it, and a
    * remembered verification would outlive the key.
    */
-  set(verified: VerifiedToken, now: number): void {
-    if (this.#maxEntries === 0) return;
+  set(verified: VerifiedToken, now: number, generation: number): void {
+    if (this.#maxEntries === 0 || generation !== this.#generation) return;
     const { exp, iat } = verified.payload as { exp: number; iat: number };
     if (iat > now) return;
     const { clock_tolerance_s, max_token_age_s } = verified.issuer.config;
@@ -52,6 +62,7 @@ export class VerificationCache {
    * without that key, stops such a token, and only if its verification is not remembered.
    */
   forgetIssuer(iss: string): void {
+    this.#generation += 1;
     for (const [fingerprint, entry] of this.#entries) {
       if (entry.verified.issuer.config.issuer === iss) this.#entries.delete(fingerprint);
     }
