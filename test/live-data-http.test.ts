@@ -552,6 +552,15 @@ describe('revocations', () => {
     expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(404);
   });
 
+  it('records the author of a revocation whatever the length of the admin\'s sub', async () => {
+    // created_by is Arbiter's own `iss#sub`, bounded by tokens.max_token_bytes, not by the 1024
+    // characters a request's fields may take: an admin with a long sub must still be able to revoke.
+    const sub = `svc:${'x'.repeat(1100)}`;
+    const token = await admins.sign({ sub, aud: 'arbiter-admin', scope: 'arbiter.revocations.write' });
+    const created = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:long-author', reason: 'offboarded', expires_at: now() + 600 }, {}, token);
+    expect(created).toMatchObject({ status: 201, body: { created_by: `${admins.issuer}#${sub}` } });
+  });
+
   it('answers 503 data_store_write_failed when a deletion cannot be stored, and the entry still applies', async () => {
     const created = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:locked', reason: 'r' });
     const id = created.body!.id as string;

@@ -23,8 +23,12 @@ const common = {
   expires_at: epochSeconds.optional(),
 };
 
-/** Who added the entry: set by Arbiter from the authenticated admin, never taken from a request. */
-const author = { created_by: text.optional() };
+/**
+ * Who added the entry: set by Arbiter from the authenticated admin (`iss#sub`), never taken from a
+ * request. Not bounded like a request's fields: a verified token's iss and sub are bounded by
+ * tokens.max_token_bytes, and an admin whose sub is long must still be able to revoke.
+ */
+const author = { created_by: z.string().min(1).optional() };
 
 const valueRevocation = <K extends ValueRevocationKind>(kind: K) =>
   z.strictObject({
