@@ -513,6 +513,22 @@ describe('revocations', () => {
     });
   });
 
+  it('does not take a published key that cannot be imported for a failed fetch: the key set is still fetched for a new kid', async () => {
+    // A token naming a key of the set that WebCrypto refuses (a point off its curve) is denied; it
+    // says nothing about the JWKS endpoint. Counted as a failed fetch it held every fetch back for
+    // a second, and anyone repeating it kept the issuer's new keys out after a rotation.
+    await withLeakingIssuer('broken-key', { jwks_cooldown_s: 1 }, async ({ leaked, decide }) => {
+      const good = leaked.keys[0]!;
+      leaked.keys.push({ ...good, kid: 'broken', publicJwk: { ...good.publicJwk, kid: 'broken', x: good.publicJwk.y } });
+      expect((await decide(await leaked.sign({ sub: 'user:before' }))).allow).toBe(true); // key set loaded
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // past jwks_cooldown_s
+      expect((await decide(await leaked.sign({ sub: 'user:broken' }, { kid: 'broken' }))).reasons[0].code).toBe('token_invalid');
+      const rotated = await leaked.addKey('key-rotated');
+      const decision = await decide(await leaked.sign({ sub: 'user:rotated' }, { kid: rotated }));
+      expect(decision.reasons[0].code).toBe('echo');
+    });
+  });
+
   it('forgets remembered verifications of the issuer on an issued_before revocation: the removed key verifies no token at all', async () => {
     // A cut-off at the time of the compromise does not catch a token the attacker minted after
     // it; once the key is gone only verification stops that token, and a verification

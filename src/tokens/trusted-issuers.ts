@@ -162,6 +162,15 @@ export class KeysUnavailableError extends ArbiterError {
 const KEY_SELECTION_ERRORS = [errors.JWKSNoMatchingKey, errors.JWKSMultipleMatchingKeys, errors.JOSEAlgNotAllowed, errors.JOSENotSupported];
 
 /**
+ * WebCrypto's refusal to import the key a token chose from a loaded set (a point off its curve):
+ * about that key, not the endpoint. Taken for a failed fetch, it would hold every fetch of the
+ * issuer back, and anyone sending tokens that name the key could keep new keys out after a rotation.
+ */
+function unimportableKey(error: unknown): boolean {
+  return error instanceof DOMException && (error.name === 'DataError' || error.name === 'NotSupportedError');
+}
+
+/**
  * jose reports a non-200 answer or an unparsable body with a plain JOSEError whose message
  * is all that tells it apart; the getter is wrapped so the failure to load keys has a type.
  */
@@ -170,7 +179,7 @@ function keysUnavailableOnFetchFailure(remote: JWTVerifyGetKey, issuer: string, 
     try {
       return await remote(header, token);
     } catch (error) {
-      if (KEY_SELECTION_ERRORS.some((type) => error instanceof type)) throw error;
+      if (KEY_SELECTION_ERRORS.some((type) => error instanceof type) || unimportableKey(error)) throw error;
       backOff.failed(error);
       throw new KeysUnavailableError(issuer, error);
     }
