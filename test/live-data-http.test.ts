@@ -419,6 +419,30 @@ describe('revocations', () => {
     expect((await decideWith(blank)).reasons[0].revoked).toEqual({ revoked: true, reason: 'revoked at A', revocation_id: revoked.body!.id, actor_depth: 1 });
   });
 
+  it('refuses an actor whose sub, client_id or iss is not a string rather than let it slip past its revocation', async () => {
+    // Revocations look an actor up by string sub and client_id, and a policy identifies it by its
+    // sub, else its client_id: a sub in a list would be skipped by both, and the actor taken for
+    // its client. The token is token_malformed, as one whose own sub is not a string.
+    const revoked = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:slippery', reason: 'rogue agent', expires_at: now() + 600 });
+    expect(revoked.status).toBe(201);
+    expect((await decideWith(await idp.sign({ sub: 'user:erin', act: { sub: 'agent:slippery', client_id: 'helper' } }))).allow).toBe(false);
+    const issuerB = 'https://other-idp.test.example';
+    const scopedAtB = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:scoped-b', iss: issuerB, reason: 'revoked at B', expires_at: now() + 600 });
+    expect(scopedAtB.status).toBe(201);
+    for (const act of [
+      { sub: ['agent:slippery'], client_id: 'helper' },
+      { sub: { id: 'agent:slippery' }, client_id: 'helper' },
+      { sub: 'agent:helper', act: { sub: ['agent:slippery'], client_id: 'helper' } },
+      { sub: 'agent:helper', client_id: 7 },
+      { sub: '', client_id: 'helper' },
+      // B's revocation applies to the actor B identifies: an iss it cannot read would hand it to the token's issuer.
+      { sub: 'agent:scoped-b', iss: [issuerB] },
+    ]) {
+      const decision = await decideWith(await idp.sign({ sub: 'user:erin', act }));
+      expect(decision, JSON.stringify(act)).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: expect.stringContaining('act') }] });
+    }
+  });
+
   it('revokes everything an issuer issued before a time', async () => {
     const old = await idp.sign({ sub: 'user:old' }, { iat: now() - 120 });
     const fresh = await idp.sign({ sub: 'user:fresh' }, { iat: now() + 1 });

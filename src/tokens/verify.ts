@@ -170,6 +170,8 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
     // An act the subject could not read would drop the delegation, and the agent with it.
     return fail('token_malformed', `act must be a JSON object, and so must every act nested in it (RFC 8693), at most ${MAX_ACTOR_CHAIN} deep`, iss);
   }
+  const actorDefect = actorMemberDefect(payload.act);
+  if (actorDefect !== undefined) return fail('token_malformed', actorDefect, iss);
   if (payload.exp! - payload.iat! > config.max_lifetime_s) {
     return fail('token_lifetime_too_long', `token lifetime exceeds ${config.max_lifetime_s}s`, iss);
   }
@@ -249,6 +251,33 @@ function delegationWellFormed(act: unknown): boolean {
     if (++depth > MAX_ACTOR_CHAIN) return false;
   }
   return true;
+}
+
+/**
+ * Members of an actor (RFC 8693 §4.1) that revocations and policies compare as strings, as the
+ * token's own: `sub` and `client_id` name the actor (a policy reads its sub, else its
+ * client_id), `iss` the issuer a revocation of it is scoped to. One of another type would be
+ * skipped by both: `{"sub": ["agent:x"], "client_id": "helper"}` would pass a revocation of
+ * agent:x and act as helper. An empty `iss` stays allowed: it names no issuer (actorClaims).
+ */
+const ACTOR_STRING_MEMBERS = [
+  ['sub', true],
+  ['client_id', true],
+  ['iss', false],
+] as const;
+
+/** What is wrong with a member of an actor of a well-formed act chain, described, or undefined. */
+function actorMemberDefect(act: unknown): string | undefined {
+  let depth = 1;
+  for (let actor = act as Record<string, unknown> | undefined; actor !== undefined; actor = actor.act as Record<string, unknown> | undefined, depth++) {
+    for (const [name, nonEmpty] of ACTOR_STRING_MEMBERS) {
+      const value = actor[name];
+      if (value !== undefined && (typeof value !== 'string' || (nonEmpty && value === ''))) {
+        return `${name} of the actor at depth ${depth} of act must be a ${nonEmpty ? 'non-empty ' : ''}string`;
+      }
+    }
+  }
+  return undefined;
 }
 
 function classifyJoseError(error: unknown): { code: TokenFailureCode; message: string } {
