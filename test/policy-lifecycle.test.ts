@@ -80,6 +80,7 @@ function lifecycle(evaluator: PolicyEvaluator): BundleLifecycle {
     dataLimits: { maxDepth: 32, maxBytes: 1024 },
     evaluator,
     protectedBundles: new Set(),
+    maxRevisions: 10,
   });
 }
 

@@ -24,6 +24,7 @@ const NEXT_STEP: Record<string, string> = {
   decision_log_corrupt: 'keep the database file as evidence and restore that record from a backup or shipped copy (arbiter decisions verify checks the chain)',
   bundle_not_found: 'arbiter bundle list shows the bundles and their stored revisions',
   bundle_revision_not_found: 'arbiter bundle list shows the stored revisions',
+  bundle_revision_pruned: 'arbiter bundle list shows the revisions still stored (bundles.retention.max_revisions); push the pruned one again to serve it',
   signature_missing: 'sign the bundle (opa build --signing-key ... or opa sign) or set bundles.require_signatures: false',
   bundle_replayed: 'push a newer revision, or activate an older one explicitly with arbiter bundle activate',
 };

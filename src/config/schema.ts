@@ -3,6 +3,7 @@ import { decisionLogConfigSchema } from '../decisions/config.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
 import { timerDelayMs, timerDelaySeconds } from './timer-delay.ts';
 import { bundleNameSchema } from '../policy/bundle-name.ts';
+import { MAX_PRUNED_RECORDS } from '../policy/store.ts';
 import { BUNDLE_SIGNING_ALGORITHMS, excludePatternSchema } from '../policy/signatures.ts';
 
 /**
@@ -113,6 +114,13 @@ const bundlesSchema = z
     dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name, unless a bundles.sources entry provides that name (it is then not active until its source delivers). Must be a readable directory (may be empty): start-up stops otherwise.'),
     default: bundleNameSchema.default('authz').describe('Bundle that answers when a request names none.'),
     store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart.'),
+    retention: z
+      .strictObject({
+        max_revisions: z
+          .number().int().min(1).default(10)
+          .describe(`Stored revisions kept per bundle name: the ones active most recently (the active one, then the one it replaced, ...). The archives of the others are deleted after each activation and at start-up; their records stay (the last ${MAX_PRUNED_RECORDS} per bundle) so the replay rule still knows them. A pruned revision cannot be activated (410 bundle_revision_pruned).`),
+      })
+      .prefault({}),
     require_signatures: z
       .boolean()
       .optional()

@@ -18,6 +18,7 @@ import type { StoredDecision } from './record.ts';
  *   decision_not_replayable    no policy ran for it (no bundle, or its token was refused first)
  *   bundle_not_found           no revision given and the recorded bundle is not active
  *   bundle_revision_not_found  the revision given is neither active nor stored (from the lifecycle)
+ *   bundle_revision_pruned     the revision given was stored, but retention has deleted its archive
  */
 
 export interface ReplayDeps {

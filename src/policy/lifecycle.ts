@@ -13,10 +13,21 @@
  * `activate(name, revision)`. A revision names one archive: another archive under a stored
  * revision is refused (`bundle_revision_conflict`).
  *
+ * Retention: after each activation, and at start, the archives of the revisions past the
+ * `maxRevisions` active most recently are deleted (the active revision is the most recent, the
+ * one it replaced the next: from 2 on, a rollback to what served before is always there).
+ * Their records stay in the index, marked `pruned_at`, in their place: the replay and conflict
+ * rules above compare positions and revisions, and must not forget a revision because its
+ * archive is gone. Only the oldest records past MAX_PRUNED_RECORDS are forgotten, so the index
+ * is bounded too. The index that marks them is written before any archive is deleted: a crash
+ * in between leaves archives nothing names, deleted at the next start, never an index naming
+ * an archive that is gone.
+ *
  * Error codes besides the BundleRejectedError checks of the checks it runs:
  *   bundle_name_invalid         the name is not a BUNDLE_NAME_PATTERN
  *   bundle_not_found            no such bundle, active or stored
  *   bundle_revision_not_found   no such stored revision
+ *   bundle_revision_pruned      the revision was stored, but retention has deleted its archive
  *   bundle_in_use               removing a bundle decisions target by configuration
  * Checks (BundleRejectedError.check) added here:
  *   signature_keys_missing      a bundle must be verified but no key is configured for it
@@ -40,7 +51,7 @@ import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { parseManifest, rootsOverlap } from './manifest.ts';
 import type { BundleRegistry } from './registry.ts';
 import { isSignedBundle, SIGNATURES_FILE, verifyBundleSignatures, type VerificationOptions } from './signatures.ts';
-import { sha256Hex, type BundleIndex, type BundleStore, type StoredRevision } from './store.ts';
+import { MAX_PRUNED_RECORDS, sha256Hex, type BundleIndex, type BundleStore, type StoredRevision } from './store.ts';
 
 export interface DataLimits {
   maxDepth: number;
@@ -61,6 +72,8 @@ export interface BundleLifecycleOptions {
   evaluator: PolicyEvaluator;
   /** Bundles decisions target by configuration: they cannot be removed. */
   protectedBundles: ReadonlySet<string>;
+  /** Stored revisions kept per bundle (bundles.retention.max_revisions), the active one included; at least 1. */
+  maxRevisions: number;
   /** Hears of every activation and rejection (metrics). */
   observer?: BundleObserver;
 }
@@ -136,8 +149,13 @@ export class BundleLifecycle {
       await this.#releasedOnFailure(bundle, async () => {
         await this.#options.store.writeArchive(name, archive);
         const now = new Date().toISOString();
-        if (!index.revisions.some((r) => r.digest === digest)) {
+        const stored = index.revisions.find((r) => r.digest === digest);
+        if (stored === undefined) {
           index.revisions.push({ revision: bundle.revision, digest, stored_at: now, stored_by: actor, ...(signature && { signature }) });
+        } else {
+          // A pruned revision pushed or pulled again (the replay rule let it through): its archive
+          // is back, in its place in the stored order.
+          delete stored.pruned_at;
         }
         await this.#commit(index, bundle, actor, now);
       });
@@ -151,8 +169,7 @@ export class BundleLifecycle {
       checkName(name);
       const index = await this.#options.store.readIndex(name);
       if (index === undefined) throw new ArbiterError('bundle_not_found', `no stored revisions of bundle ${name}`);
-      const entry = index.revisions.find((r) => r.revision === revision);
-      if (entry === undefined) throw new ArbiterError('bundle_revision_not_found', `bundle ${name} has no stored revision ${JSON.stringify(revision)}`);
+      const entry = this.#storedRevision(index, name, revision);
       if (this.#options.registry.get(name)?.digest !== entry.digest) {
         const archive = await this.#options.store.readArchive(name, entry.digest);
         const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false });
@@ -172,8 +189,7 @@ export class BundleLifecycle {
     if (active?.revision === revision) return use(active);
     const bundle = await this.#serialized(async () => {
       checkName(name);
-      const entry = (await this.#options.store.readIndex(name))?.revisions.find((r) => r.revision === revision);
-      if (entry === undefined) throw new ArbiterError('bundle_revision_not_found', `bundle ${name} has no stored revision ${JSON.stringify(revision)}`);
+      const entry = this.#storedRevision(await this.#options.store.readIndex(name), name, revision);
       const archive = await this.#options.store.readArchive(name, entry.digest);
       return (await this.#validate(name, archive, { trusted: false })).bundle;
     });
@@ -182,6 +198,19 @@ export class BundleLifecycle {
     } finally {
       this.#releaseUnlessActive(bundle);
     }
+  }
+
+  /** The index's record of `revision`, refused unless its archive is still stored. */
+  #storedRevision(index: BundleIndex | undefined, name: string, revision: string): StoredRevision {
+    const entry = index?.revisions.find((r) => r.revision === revision);
+    if (entry === undefined) throw new ArbiterError('bundle_revision_not_found', `bundle ${name} has no stored revision ${JSON.stringify(revision)}`);
+    if (entry.pruned_at !== undefined) {
+      throw new ArbiterError(
+        'bundle_revision_pruned',
+        `revision ${JSON.stringify(revision)} of bundle ${name} was pruned at ${entry.pruned_at}: bundles.retention.max_revisions (${this.#options.maxRevisions}) keeps the revisions active most recently, and its archive is deleted. Push it again to serve it (a signed one older than the active revision rebuilt under a new revision)`,
+      );
+    }
+    return entry;
   }
 
   /** Runs the steps that activate a validated candidate; if one fails, its loaded instances are freed. */
@@ -240,9 +269,11 @@ export class BundleLifecycle {
   restore(embeddedDir: string, pulled: ReadonlySet<string> = new Set()): Promise<void> {
     return this.#serialized(async () => {
       const claimed = new Set<string>();
+      const indexes: BundleIndex[] = [];
       for (const name of await this.#options.store.names()) {
         try {
           const index = await this.#options.store.readIndex(name);
+          if (index !== undefined) indexes.push(index);
           if (!index?.active) continue;
           claimed.add(name);
           const { revision, digest, activated_at, activated_by } = index.active;
@@ -258,6 +289,9 @@ export class BundleLifecycle {
           );
         }
       }
+      // A lowered max_revisions takes effect now, and what a crash left behind goes.
+      const now = new Date().toISOString();
+      for (const index of indexes) await this.#prune(index, now);
       for (const [name, archive] of await readEmbedded(embeddedDir, this.#options.logger)) {
         if (claimed.has(name)) continue;
         if (pulled.has(name)) {
@@ -283,10 +317,61 @@ export class BundleLifecycle {
     return run;
   }
 
+  /**
+   * Makes `bundle` (stored in `index` already) the active revision, durably, then deletes the
+   * archives retention no longer keeps. The index that activates it also marks them pruned: one
+   * write, made before any archive is deleted.
+   */
   async #commit(index: BundleIndex, bundle: PolicyBundle, actor: string, now: string): Promise<void> {
     index.active = { revision: bundle.revision, digest: bundle.digest, activated_at: now, activated_by: actor };
+    const entry = index.revisions.find((r) => r.digest === bundle.digest);
+    if (entry !== undefined) entry.activated_at = now;
+    const pruned = markPruned(index, this.#options.maxRevisions, now);
     await this.#options.store.writeIndex(index);
     this.#activateInRegistry(bundle, { ...index.active, source: 'store' });
+    await this.#deleteArchives(index, pruned);
+  }
+
+  /** Retention outside an activation (at start): marks, writes the index, then deletes. */
+  async #prune(index: BundleIndex, now: string): Promise<void> {
+    const pruned = markPruned(index, this.#options.maxRevisions, now);
+    if (pruned.length > 0) {
+      try {
+        await this.#options.store.writeIndex(index);
+      } catch (error) {
+        // The index on disk still lists them as stored: their archives must stay.
+        this.#options.logger.error({ bundle: index.name, err: error }, 'bundle revisions not pruned: the index cannot be written');
+        return;
+      }
+    }
+    await this.#deleteArchives(index, pruned);
+  }
+
+  /**
+   * Deletes every archive of the bundle the index (durable by now) does not keep: those of
+   * `pruned`, and any a crash left behind. Never throws: the activation it follows succeeded,
+   * and an archive left here is deleted by the next prune.
+   */
+  async #deleteArchives(index: BundleIndex, pruned: StoredRevision[]): Promise<void> {
+    const keep = new Set(index.revisions.filter((r) => r.pruned_at === undefined).map((r) => r.digest));
+    if (index.active) keep.add(index.active.digest);
+    let deleted: string[];
+    try {
+      deleted = await this.#options.store.deleteUnlisted(index.name, keep);
+    } catch (error) {
+      this.#options.logger.error({ bundle: index.name, err: error }, 'pruned bundle archives not deleted: the next activation or start tries again');
+      return;
+    }
+    if (pruned.length > 0) {
+      this.#options.logger.info(
+        { bundle: index.name, max_revisions: this.#options.maxRevisions, pruned: pruned.map(({ revision, digest }) => ({ revision, digest })) },
+        'bundle revisions pruned',
+      );
+    }
+    const unlisted = deleted.filter((digest) => !pruned.some((r) => r.digest === digest));
+    if (unlisted.length > 0) {
+      this.#options.logger.warn({ bundle: index.name, digests: unlisted }, 'deleted bundle archives no stored revision names (left by an interrupted write or prune)');
+    }
   }
 
   #activateInRegistry(bundle: PolicyBundle, activation: Activation): void {
@@ -302,7 +387,8 @@ export class BundleLifecycle {
   async #status(name: string): Promise<BundleStatus> {
     const index = await this.#options.store.readIndex(name);
     const active = this.#options.registry.get(name) ? (this.#activations.get(name) ?? null) : null;
-    return { name, active, revisions: index?.revisions ?? [] };
+    // Pruned records serve the replay rule only: what can be activated is listed.
+    return { name, active, revisions: (index?.revisions ?? []).filter((r) => r.pruned_at === undefined) };
   }
 
   async #validateLogged(name: string, archive: Uint8Array, actor: string, options: ValidateOptions): Promise<Validated> {
@@ -382,6 +468,34 @@ function checkReplay(index: BundleIndex, revision: string, digest: string, signa
   if (activeIat !== undefined && !(signature.iat !== undefined && signature.iat > activeIat)) {
     throw new BundleRejectedError('bundle_replayed', `the signature's iat (${signature.iat ?? 'absent'}) is not newer than the active revision's (${activeIat})`);
   }
+}
+
+/**
+ * Retention: marks `pruned_at` on every stored revision past the `max` active most recently
+ * (the active one first whatever its time says, then by last activation, the later stored
+ * first on a tie), and forgets the oldest pruned records past MAX_PRUNED_RECORDS. Returns the
+ * revisions it marked, in stored order.
+ */
+export function markPruned(index: BundleIndex, max: number, now: string): StoredRevision[] {
+  const lastActive = (r: StoredRevision) => r.activated_at ?? r.stored_at;
+  const isActive = (r: StoredRevision) => r.digest === index.active?.digest;
+  const stored = index.revisions.filter((r) => r.pruned_at === undefined);
+  const kept = new Set(
+    stored
+      .map((revision, order) => ({ revision, order }))
+      .sort((a, b) => Number(isActive(b.revision)) - Number(isActive(a.revision)) || compareText(lastActive(b.revision), lastActive(a.revision)) || b.order - a.order)
+      .slice(0, max)
+      .map(({ revision }) => revision),
+  );
+  const pruned = stored.filter((r) => !kept.has(r));
+  for (const revision of pruned) revision.pruned_at = now;
+  let forget = index.revisions.length - stored.length + pruned.length - MAX_PRUNED_RECORDS;
+  if (forget > 0) index.revisions = index.revisions.filter((r) => r.pruned_at === undefined || forget-- <= 0);
+  return pruned;
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** The JWS `iat` of a signature that verified already, so its payload can be trusted. */

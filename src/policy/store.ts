@@ -1,12 +1,14 @@
 /**
  * Accepted bundle revisions on disk, so a restart serves what was last activated:
  *
- *   <dir>/<name>/<sha256>.tar.gz   each accepted archive, named by its digest
+ *   <dir>/<name>/<sha256>.tar.gz   each accepted archive not pruned, named by its digest
  *   <dir>/<name>/index.json        the revisions stored and the active one (BundleIndex)
  *
  * Every file is written to a temporary file, fsynced and renamed over its target, then
  * the directory is fsynced: a crash leaves the old file or the new one, never half of one.
- * An archive is verified against its digest each time it is read back.
+ * An archive is verified against its digest each time it is read back. Archives are deleted
+ * only after an index that no longer needs them is durable (`deleteUnlisted`), so a crash
+ * never leaves the index naming an archive that is gone, only archives nothing names.
  *
  * Error codes (ArbiterError.code):
  *   bundle_store_digest_mismatch   a stored archive no longer hashes to the digest it is stored under
@@ -30,6 +32,13 @@ export const storedRevisionSchema = z.object({
   stored_by: z.string(),
   /** Key id and JWS `iat` of a signed revision; what the replay rule compares. */
   signature: z.object({ keyid: z.string(), iat: z.number().optional() }).optional(),
+  /** When it last became active (absent in indexes written before retention: stored_at stands in). */
+  activated_at: z.string().optional(),
+  /**
+   * When retention deleted its archive. The record stays, so the replay rule and the one
+   * archive per revision rule still know the revision; it can no longer be activated.
+   */
+  pruned_at: z.string().optional(),
 });
 
 export const bundleIndexSchema = z.object({
@@ -43,7 +52,17 @@ export const bundleIndexSchema = z.object({
 export type StoredRevision = z.infer<typeof storedRevisionSchema>;
 export type BundleIndex = z.infer<typeof bundleIndexSchema>;
 
+/**
+ * Records of pruned revisions an index keeps, the oldest forgotten first: the replay rule's
+ * memory of them, bounded (a few hundred bytes each). A signed archive older than that is
+ * still refused when the active revision's signature carries an `iat`.
+ */
+export const MAX_PRUNED_RECORDS = 1000;
+
 const INDEX_FILE = 'index.json';
+const ARCHIVE_FILE = /^([0-9a-f]{64})\.tar\.gz$/;
+/** What #writeAtomically names its temporary files. */
+const TEMP_FILE = /^\..+\.tmp$/;
 
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
@@ -123,6 +142,38 @@ export class BundleStore {
       if (existsSync(this.dir)) await syncDirectory(this.dir);
     } catch (error) {
       throw new ArbiterError('bundle_store_write_failed', `bundle ${name} cannot be removed from the store: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /**
+   * Deletes from the bundle's directory every archive whose digest is not in `keep`, and the
+   * temporary files of writes a crash cut short, then makes the deletions durable. Returns
+   * the digests of the archives deleted. Only for a store this server owns (bundles.store is
+   * locked), with no write of this bundle in progress: the lifecycle serializes them.
+   */
+  async deleteUnlisted(name: string, keep: ReadonlySet<string>): Promise<string[]> {
+    const dir = join(this.dir, name);
+    const deleted: string[] = [];
+    try {
+      let files: string[];
+      try {
+        files = await readdir(dir);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw error;
+      }
+      let removed = false;
+      for (const file of files) {
+        const archive = ARCHIVE_FILE.exec(file);
+        if (archive !== null && !keep.has(archive[1]!)) deleted.push(archive[1]!);
+        else if (!TEMP_FILE.test(file)) continue;
+        await rm(join(dir, file), { force: true });
+        removed = true;
+      }
+      if (removed) await syncDirectory(dir);
+      return deleted;
+    } catch (error) {
+      throw new ArbiterError('bundle_store_write_failed', `cannot delete the unlisted archives of bundle ${name}: ${(error as Error).message}`, { cause: error });
     }
   }
 

@@ -23,6 +23,8 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   bundle_name_invalid: 400,
   bundle_not_found: 404,
   bundle_revision_not_found: 404,
+  // It existed, and will not come back by retrying: Gone.
+  bundle_revision_pruned: 410,
   bundle_in_use: 409,
   bundle_roots_overlap: 409,
   bundle_replayed: 409,

@@ -382,6 +382,7 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
     },
     dataLimits: { maxDepth: limits.max_data_depth, maxBytes: limits.max_data_bytes },
     protectedBundles: new Set([config.bundles.default, ...(config.authzen.default_bundle ? [config.authzen.default_bundle] : []), ...Object.values(config.authzen.tenants)]),
+    maxRevisions: config.bundles.retention.max_revisions,
   });
 }
 

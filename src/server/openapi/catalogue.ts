@@ -72,7 +72,7 @@ const DATA_META_HEADERS = {
 };
 const TENANT_HEADER = { 'X-Tenant': 'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle).' };
 const BUNDLE_NAME = { name: 'Bundle name: lowercase letters, digits, _ and - (at most 64)' };
-const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions`';
+const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions` (those bundles.retention.max_revisions keeps: a pruned one is not listed)';
 const DECISION_ID = { id: 'decision_id (UUIDv7) as the decision endpoint answered it' };
 const DECISION_LOG: readonly ProblemUse[] = ['decision_log_disabled'];
 const DATA_PATH = {
@@ -324,7 +324,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         200: { description: BUNDLE_STATUS, contentType: 'application/json' },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
-      problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'bundle_store_write_failed'],
+      problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_revision_pruned', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'bundle_store_write_failed'],
     },
     {
       method: 'delete',
@@ -399,7 +399,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         200: { description: 'The recorded and the replayed result side by side', schema: replayReportSchema },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
-      problems: [...BODY, ...DECISION_LOG, 'decision_not_found', 'decision_log_corrupt', 'decision_not_replayable', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_store_digest_mismatch', 'bundle_store_unreadable'],
+      problems: [...BODY, ...DECISION_LOG, 'decision_not_found', 'decision_log_corrupt', 'decision_not_replayable', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_revision_pruned', 'bundle_store_digest_mismatch', 'bundle_store_unreadable'],
     },
 
     ...(features.opaCompat

@@ -61,6 +61,7 @@ export const PROBLEM_TYPES = {
   bundle_name_invalid: { status: [400], meaning: 'The bundle name is not lowercase letters, digits, _ and - (at most 64).' },
   bundle_not_found: { status: [404], meaning: 'No bundle with this name.' },
   bundle_revision_not_found: { status: [404], meaning: 'The bundle has no stored revision with this name.' },
+  bundle_revision_pruned: { status: [410], meaning: 'This revision was stored, but bundles.retention.max_revisions has deleted its archive: push it again to serve it.' },
   bundle_in_use: { status: [409], meaning: 'The bundle is targeted by configuration and cannot be removed.' },
   bundle_roots_overlap: { status: [409], meaning: 'The bundle\'s roots overlap another active bundle\'s.' },
   bundle_replayed: { status: [409], meaning: 'This signed revision is older than the active one (stored before it, or its iat is not newer): activate it explicitly to roll back.' },
