@@ -230,13 +230,16 @@ describe('a start that fails', () => {
     expect(workerPorts()).toBe(before);
   });
 
-  it('refuses the data store or decision log of a running server, naming the key, until that server is gone', async () => {
+  it('refuses the data store, decision log or bundle store of a running server, naming the key, until that server is gone', async () => {
     // Another process: the running server's in-memory state (revocations, live data, the log's
-    // chain head) would never see this one's writes, and its next commit would fail.
+    // chain head) would never see this one's writes, and its next commit would fail. Two on one
+    // bundle store overwrite each other's index, and each deletes the archives the other's
+    // index names but its own does not (retention).
     const { child, url, dir } = await spawnArbiter();
     const shared: [Record<string, unknown>, string][] = [
       [{ data: { path: join(dir, 'data.db') } }, 'data.path'],
       [{ decision_log: { path: join(dir, 'decisions.db') } }, 'decision_log.path'],
+      [{ bundles: { store: join(dir, 'store') } }, 'bundles.store'],
     ];
     for (const [config, key] of shared) {
       const failure = await startTestArbiter(config).then(async (started) => void (await started.close()), (error: unknown) => error);
@@ -250,10 +253,11 @@ describe('a start that fails', () => {
     const exited = once(child, 'exit');
     child.kill('SIGKILL');
     await exited;
-    const next = await startTestArbiter({ data: { path: join(dir, 'data.db') }, decision_log: { path: join(dir, 'decisions.db') } });
+    const files = { data: { path: join(dir, 'data.db') }, decision_log: { path: join(dir, 'decisions.db') }, bundles: { store: join(dir, 'store') } };
+    const next = await startTestArbiter(files);
     await next.close();
     // And one that closed frees them for the next start in the same process.
-    const again = await startTestArbiter({ data: { path: join(dir, 'data.db') }, decision_log: { path: join(dir, 'decisions.db') } });
+    const again = await startTestArbiter(files);
     await again.close();
   });
 

@@ -113,7 +113,7 @@ const bundlesSchema = z
   .strictObject({
     dir: nonEmpty.default('bundles').describe('Embedded default bundles (<name>.tar.gz), used when the store has no active revision of that name, unless a bundles.sources entry provides that name (it is then not active until its source delivers). Must be a readable directory (may be empty): start-up stops otherwise.'),
     default: bundleNameSchema.default('authz').describe('Bundle that answers when a request names none.'),
-    store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart.'),
+    store: nonEmpty.default('.arbiter/bundles').describe('Accepted bundle revisions and which one is active; wins over dir after a restart. One server at a time, as data.path (it holds <path>.lock while it runs).'),
     retention: z
       .strictObject({
         max_revisions: z

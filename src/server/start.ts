@@ -76,6 +76,9 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const releaseStateFiles = lockStateFiles([
     { path: config.data.path, key: 'data.path' },
     ...(config.decision_log.enabled ? [{ path: config.decision_log.path, key: 'decision_log.path' }] : []),
+    // Two servers on one store would overwrite each other's index, and retention in one would
+    // delete archives only the other's index names.
+    { path: config.bundles.store, key: 'bundles.store' },
   ]);
   opened.push(releaseStateFiles);
 
