@@ -1,4 +1,4 @@
-import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -211,6 +211,31 @@ describe('bundles.retention.max_revisions', () => {
       expect(readFileSync(join(store, 'rt', 'index.json'), 'utf8')).toBe(index);
     } finally {
       await third.close();
+    }
+  });
+});
+
+describe('removing a bundle', () => {
+  it('takes its directory away in one step, and a start deletes what a crash left half removed', async () => {
+    const store = join(tempDir(), 'bundles');
+    const first = await start(store);
+    try {
+      expect((await put(first, archives.r1!)).status).toBe(201);
+      expect((await call(first, 'DELETE', '/v1/bundles/rt')).status).toBe(204);
+      // Nothing of it is left behind, renamed or not.
+      expect(readdirSync(store)).toEqual([]);
+      expect((await put(first, archives.r2!)).status).toBe(201);
+    } finally {
+      await first.close();
+    }
+    // A crash after the rename that removes a bundle, before its files were deleted.
+    cpSync(join(store, 'rt'), join(store, '.rt.5d3c0b6f-8e4e-4f7e-9a51-3c1f0e2d9a77.removed'), { recursive: true });
+    const second = await start(store);
+    try {
+      expect(readdirSync(store)).toEqual(['rt']);
+      expect(await decidedBy(second)).toBe('r2');
+    } finally {
+      await second.close();
     }
   });
 });

@@ -270,6 +270,7 @@ export class BundleLifecycle {
     return this.#serialized(async () => {
       const claimed = new Set<string>();
       const indexes: BundleIndex[] = [];
+      await this.#options.store.deleteRemoved();
       for (const name of await this.#options.store.names()) {
         try {
           const index = await this.#options.store.readIndex(name);

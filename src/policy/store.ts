@@ -16,7 +16,6 @@
  *   bundle_store_write_failed      writing or removing a file failed
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { makePrivateDir } from '../private-files.ts';
 import { join } from 'node:path';
@@ -63,6 +62,8 @@ const INDEX_FILE = 'index.json';
 const ARCHIVE_FILE = /^([0-9a-f]{64})\.tar\.gz$/;
 /** What #writeAtomically names its temporary files. */
 const TEMP_FILE = /^\..+\.tmp$/;
+/** A bundle directory `remove` renamed away: never a bundle name (those start with a letter or digit). */
+const REMOVED_DIR = /^\..+\.removed$/;
 
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
@@ -135,13 +136,40 @@ export class BundleStore {
   }
 
   /** Removes the bundle's archives and index, durably: a removal acknowledged is not undone by a power loss. */
+  /**
+   * Forgets a bundle in one durable step: its directory is renamed out of the bundle names
+   * (`.<name>.<uuid>.removed`) and the store's directory fsynced before anything is deleted,
+   * so a crash leaves the bundle whole or gone, never an index naming archives already deleted
+   * (a bundle refused at every start). What a crash leaves renamed, `deleteRemoved` deletes.
+   */
   async remove(name: string): Promise<void> {
+    const removed = join(this.dir, `.${name}.${randomUUID()}.removed`);
     try {
-      await rm(join(this.dir, name), { recursive: true, force: true });
-      // A store never written to has no directory, and nothing to make durable.
-      if (existsSync(this.dir)) await syncDirectory(this.dir);
+      try {
+        await rename(join(this.dir, name), removed);
+      } catch (error) {
+        // A store never written to, or a bundle only served from bundles.dir: nothing stored.
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw error;
+      }
+      await syncDirectory(this.dir);
+      await rm(removed, { recursive: true, force: true });
     } catch (error) {
       throw new ArbiterError('bundle_store_write_failed', `bundle ${name} cannot be removed from the store: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Deletes the directories of removed bundles a crash left behind (see `remove`). At start, before anything else writes. */
+  async deleteRemoved(): Promise<void> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new ArbiterError('bundle_store_unreadable', `bundle store ${this.dir} cannot be read: ${(error as Error).message}`, { cause: error });
+    }
+    for (const entry of entries.filter((e) => REMOVED_DIR.test(e))) {
+      await rm(join(this.dir, entry), { recursive: true, force: true });
     }
   }
 
