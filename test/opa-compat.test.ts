@@ -107,7 +107,9 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
 describe('POST /v1/data/{bundle}/{rule} by default', () => {
   it('does not exist: caller-supplied claims are never evaluated unless enabled', async () => {
     const res = await postJson(`${disabled.url}/v1/data/simple/decision`, { input: allowedInput });
-    expect(res.status).toBe(404);
-    expect(res.body!.code).toBe('not_found');
+    // The path is live data's (GET, PUT, PATCH, DELETE): POST is not served there.
+    expect(res.status).toBe(405);
+    expect(res.body!.code).toBe('method_not_allowed');
+    expect(res.headers.get('allow')).not.toContain('POST');
   });
 });

@@ -195,6 +195,49 @@ function sourceFiles(dir: string): string[] {
   );
 }
 
+describe('methods a path does not serve', () => {
+  /** A concrete URL for an OpenAPI path template. */
+  const concrete = (path: string) => path.replace(/\{(\w+)\}/g, (_match, name: string) => ({ bundle: 'echo', rule: 'decision', name: 'simple' })[name] ?? 'x');
+
+  it('answers 405 problem+json naming the documented methods in Allow, for every documented path', async () => {
+    let checked = 0;
+    for (const [path, item] of Object.entries<Json>(spec.paths)) {
+      // /v1/data/{bundle}/{rule} is also a /v1/data/{path}: its URL serves the union of both.
+      const documented = new Set(
+        Object.entries<Json>(spec.paths)
+          .filter(([other]) => other === path || (path === '/v1/data/{bundle}/{rule}' && other === '/v1/data/{path}'))
+          .flatMap(([, methods]) => Object.keys(methods).map((method) => method.toUpperCase())),
+      );
+      const allow = [...documented, ...(documented.has('GET') ? ['HEAD'] : [])].sort();
+      for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].filter((m) => !documented.has(m))) {
+        const res = await fetch(`${arbiter.url}${concrete(path)}`, { method });
+        expect(res.status, `${method} ${path}`).toBe(405);
+        expect(res.headers.get('content-type'), `${method} ${path}`).toBe('application/problem+json');
+        expect(res.headers.get('allow')?.split(', ').sort(), `${method} ${path}`).toEqual(allow);
+        expect(await res.json(), `${method} ${path}`).toMatchObject({ status: 405, code: 'method_not_allowed' });
+        checked += 1;
+      }
+      expect(item).toBeDefined();
+    }
+    expect(checked).toBeGreaterThan(50);
+    expect(spec['x-problem-types'].find((p: Json) => p.code === 'method_not_allowed')).toMatchObject({ status: [405] });
+  });
+
+  it('HEAD on a path served only by POST: 405 with Allow, no body', async () => {
+    const res = await fetch(`${arbiter.url}/v1/decide`, { method: 'HEAD' });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('allow')).toBe('POST');
+    expect(await res.text()).toBe('');
+  });
+
+  it('a path no route serves stays 404 not_found', async () => {
+    const res = await fetch(`${arbiter.url}/v1/nowhere`, { method: 'POST' });
+    expect(res.status).toBe(404);
+    expect(res.headers.get('allow')).toBeNull();
+    expect(await res.json()).toMatchObject({ code: 'not_found' });
+  });
+});
+
 describe('GET /docs', () => {
   it('is a self-contained page that renders the document', async () => {
     const res = await fetch(`${arbiter.url}/docs`);

@@ -1,6 +1,7 @@
 import type { HttpBindings } from '@hono/node-server';
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { isMiddleware } from 'hono/utils/handler';
 import type { Logger } from 'pino';
 import type { LiveData } from '../data/documents.ts';
 import type { Revocations } from '../data/revocations.ts';
@@ -87,7 +88,15 @@ export function createApp(deps: AppDeps) {
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
   app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined, gatewayAuthentication: deps.gateway.authentication }))));
 
-  app.notFound((c) => problem(c, 404, { code: 'not_found', title: 'Not found', detail: `no route for ${c.req.method} ${c.req.path}` }));
+  app.notFound((c) => {
+    // A path served with other methods: 405 naming them (RFC 9110), so a gateway that sends the
+    // wrong method is not told that the endpoint does not exist.
+    const allowed = allowedMethods(app, c.req.path);
+    if (allowed.length > 0) {
+      return problem(c, 405, { code: 'method_not_allowed', title: 'Method not allowed', detail: `${c.req.method} is not served at ${c.req.path}: use ${allowed.join(', ')}` }, { Allow: allowed.join(', ') });
+    }
+    return problem(c, 404, { code: 'not_found', title: 'Not found', detail: `no route for ${c.req.method} ${c.req.path}` });
+  });
   app.onError((error, c) => {
     if (error instanceof HTTPException) {
       return problem(c, error.status, { code: 'http_error', title: error.message || 'Request failed' });
@@ -102,6 +111,20 @@ export function createApp(deps: AppDeps) {
     return problem(c, 500, { code: 'internal_error', title: 'Internal error', detail: 'see the server log for this request id' });
   });
   return app;
+}
+
+const ROUTE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/**
+ * The methods `app` has a route for at `path` (HEAD with GET, which Hono answers through it).
+ * Middleware does not count: it runs for any method (or, as the gateway checks on /v1/data/*,
+ * for paths no route of that method serves).
+ */
+function allowedMethods(app: Hono<{ Variables: RequestIdVariables }>, path: string): string[] {
+  const allowed: string[] = ROUTE_METHODS.filter((method) =>
+    app.router.match(method, path)[0].some(([[handler, route]]) => route.method === method && !isMiddleware(handler)),
+  );
+  return allowed.includes('GET') ? [...allowed, 'HEAD'] : allowed;
 }
 
 /**

@@ -27,7 +27,8 @@ export const PROBLEM_TYPES = {
   rate_limited: { status: [429], meaning: 'The caller is over its request rate; Retry-After says when to retry.' },
   overloaded: { status: [429], meaning: 'Too many decisions in flight; retry after a second.' },
   // Routing and faults (app)
-  not_found: { status: [404], meaning: 'No route for this method and path.' },
+  not_found: { status: [404], meaning: 'No route for this path.' },
+  method_not_allowed: { status: [405], meaning: 'The path is served, but not with this method: `Allow` lists the methods it is.' },
   http_error: { status: [400, 500], meaning: 'The HTTP layer refused the request before a handler ran.' },
   internal_error: { status: [500], meaning: 'An unexpected fault; the server log has the request id.' },
   // Policy evaluation (OPA data API, AuthZEN search)
