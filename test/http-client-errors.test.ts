@@ -55,6 +55,20 @@ describe('requests the HTTP parser refuses', () => {
   });
 });
 
+describe('request targets the HTTP adapter refuses before the app runs', () => {
+  it.each([
+    ['a backslash in the path', 'GET /v1\\decide HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['the asterisk form', 'OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a target that is not a path', 'GET healthz HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a Host header that is not a host', 'GET /healthz HTTP/1.1\r\nHost: a@b\r\n\r\n'],
+  ])('%s: 400 malformed_request as problem+json', async (_label, request) => {
+    const answer = await raw(request, 1000);
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toMatch(/content-type: application\/problem\+json/i);
+    expect(bodyOf(answer)).toMatchObject({ status: 400, code: 'malformed_request' });
+  });
+});
+
 it('a client that hangs up mid-body is not logged as a server fault', async () => {
   await raw('POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 200);
   await new Promise((resolve) => setTimeout(resolve, 300));

@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { RequestError } from '@hono/node-server';
 import { PROBLEM_CONTENT_TYPE, problemDocument } from './problem.ts';
 
 /** What Node's HTTP parser refuses before any route runs, as the problem the client gets. */
@@ -25,4 +26,18 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
+}
+
+/**
+ * What the HTTP adapter refuses before the app runs, once Node has parsed the request: a
+ * backslash in the path, the asterisk form (`OPTIONS *`), a Host header that is not a host. It
+ * would answer a bare 400 without a body. Anything else it catches was thrown by the app's own
+ * fetch before it could answer (the app answers its errors itself): a 500, as the app's would be.
+ */
+export function adapterErrorResponse(error: unknown): Response {
+  const { status, ...problem } =
+    error instanceof RequestError
+      ? { ...MALFORMED, detail: `the request target or Host header is not valid: ${error.message}` }
+      : { status: 500, code: 'internal_error', title: 'Internal error', detail: 'see the server log' };
+  return new Response(problemDocument(status, problem), { status, headers: { 'Content-Type': PROBLEM_CONTENT_TYPE } });
 }

@@ -1,7 +1,7 @@
-import type { Server } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
+import { getRequestListener, RequestError, type ServerType } from '@hono/node-server';
 import type { FetchImplementation } from 'jose';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
@@ -30,7 +30,7 @@ import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
 import { readSeedFile } from '../data/seed.ts';
 import { lockStateFiles } from '../state-lock.ts';
-import { answerClientError } from './client-errors.ts';
+import { adapterErrorResponse, answerClientError } from './client-errors.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -191,7 +191,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
   });
 
-  const server = await listen(app.fetch, config.server, tlsMaterial);
+  const server = await listen(app.fetch, config.server, tlsMaterial, logger);
   const { port } = server.address() as AddressInfo;
   const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
   const url = `${config.server.tls ? 'https' : 'http'}://${host}:${port}`;
@@ -258,17 +258,24 @@ async function closeInOrder(steps: readonly (() => unknown)[]): Promise<void> {
   if (failure !== undefined) throw failure.error;
 }
 
-function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['server'], material: TlsMaterial | undefined): Promise<ServerType> {
+function listen(fetch: Parameters<typeof getRequestListener>[0], options: Config['server'], material: TlsMaterial | undefined, logger: Logger): Promise<ServerType> {
   // Node's default lets a request trickle in for 5 minutes while it holds a decision slot;
   // timeouts are checked every second instead of every 30.
   // Whole milliseconds, as Node's server requires (16.1 s is 16100.000000000002 ms), and at
   // least 1: a value that rounds to 0 would turn the timeout off.
   const timeoutMs = Math.max(1, Math.round(options.request_timeout_s * 1000));
   const timeouts = { requestTimeout: timeoutMs, headersTimeout: Math.min(timeoutMs, 60_000), connectionsCheckingInterval: 1000 };
-  const serverOptions = material
-    ? {
-        createServer: createHttpsServer,
-        serverOptions: {
+  // The adapter's own refusals (a request target it cannot make a URL of) are problems too.
+  const listener = getRequestListener(fetch, {
+    hostname: options.host,
+    errorHandler: (error) => {
+      if (!(error instanceof RequestError)) logger.error({ err: error }, 'unhandled error before the app answered');
+      return adapterErrorResponse(error);
+    },
+  });
+  const server = material
+    ? createHttpsServer(
+        {
           ...timeouts,
           cert: material.cert,
           key: material.key,
@@ -276,15 +283,16 @@ function listen(fetch: Parameters<typeof serve>[0]['fetch'], options: Config['se
           // missing one gets a problem response instead of a failed handshake.
           ...(material.ca !== undefined && { ca: material.ca, requestCert: true, rejectUnauthorized: false }),
         },
-      }
-    : { serverOptions: timeouts };
+        listener,
+      )
+    : createHttpServer(timeouts, listener);
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname: options.host, port: options.port, ...serverOptions }, () => resolve(server));
     server.on('clientError', answerClientError);
     server.once('error', (error: NodeJS.ErrnoException) => {
       const hint = error.code === 'EADDRINUSE' ? ': another process uses it; stop it or set server.port (or PORT)' : '';
       reject(new ArbiterError('listen_failed', `cannot listen on ${options.host}:${options.port}${hint} (${error.code ?? error.message})`, { cause: error }));
     });
+    server.listen(options.port, options.host, () => resolve(server));
   });
 }
 

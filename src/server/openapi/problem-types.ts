@@ -15,7 +15,7 @@ export const PROBLEM_TYPES = {
   malformed_json: { status: [400], meaning: 'The body is empty or not valid UTF-8 JSON.' },
   request_incomplete: { status: [400], meaning: 'The connection closed before the whole request arrived (logged, not answered: the client is gone).' },
   // Refused by the HTTP parser before any route runs (any path)
-  malformed_request: { status: [400], meaning: 'The request is not valid HTTP, e.g. a raw non-ASCII byte in its target.' },
+  malformed_request: { status: [400], meaning: 'The request is not valid HTTP, e.g. a raw non-ASCII byte or a backslash in its target, the asterisk form, or a Host header that is not a host.' },
   headers_too_large: { status: [431], meaning: 'The request headers exceed the server limit.' },
   request_timeout: { status: [408], meaning: 'The whole request did not arrive within server.request_timeout_s.' },
   invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer (at most 100; `errors_omitted` counts the rest).' },
