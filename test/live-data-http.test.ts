@@ -592,6 +592,19 @@ describe('revocations', () => {
     expect((await admin('GET', `/v1/revocations/${id}`)).status).toBe(404);
   });
 
+  it('refuses a list parameter given twice or unknown, naming it, rather than answer another question', async () => {
+    // c.req.query() keeps the first of repeated values: kind=sub&kind=jti would list only sub.
+    for (const [query, named] of [
+      ['kind=sub&kind=jti', 'kind: given more than once'],
+      ['limit=1&limit=1000', 'limit: given more than once'],
+      ['colour=red', 'colour: unknown parameter'],
+      ['limit=0', 'limit: '],
+    ] as const) {
+      const res = await admin('GET', `/v1/revocations?${query}`);
+      expect(res, query).toMatchObject({ status: 400, body: { code: 'revocation_invalid', detail: expect.stringContaining(named) } });
+    }
+  });
+
   it('records the author of a revocation whatever the length of the admin\'s sub', async () => {
     // created_by is Arbiter's own `iss#sub`, bounded by tokens.max_token_bytes, not by the 1024
     // characters a request's fields may take: an admin with a long sub must still be able to revoke.

@@ -12,6 +12,7 @@ import { adminProblem, adminProblemText } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import { problem } from '../problem.ts';
+import { parseQuery } from '../query-parameters.ts';
 
 export interface DecisionRouteDeps {
   /** Undefined when decision_log.enabled is false: every route answers 503 decision_log_disabled. */
@@ -111,10 +112,8 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
   return app
     .get('/v1/decisions/verify', read, async (c) => c.json(await log.store.verify()))
     .get('/v1/decisions/export', read, (c) => {
-      const repeated = repeatedParameters(c);
-      if (repeated) return adminProblem(c, repeated);
-      const query = decisionFiltersQuerySchema.safeParse(c.req.query());
-      if (!query.success) return adminProblem(c, queryError(query.error));
+      const query = parseQuery(c, decisionFiltersQuerySchema, 'decision_query_invalid');
+      if (!query.ok) return adminProblem(c, query.error);
       try {
         return c.body(ndjson(log.store.export(query.data), c.req.path), 200, { 'Content-Type': 'application/x-ndjson' });
       } catch (error) {
@@ -122,10 +121,8 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
       }
     })
     .get('/v1/decisions', read, (c) => {
-      const repeated = repeatedParameters(c);
-      if (repeated) return adminProblem(c, repeated);
-      const query = decisionsQuerySchema.safeParse(c.req.query());
-      if (!query.success) return adminProblem(c, queryError(query.error));
+      const query = parseQuery(c, decisionsQuerySchema, 'decision_query_invalid');
+      if (!query.ok) return adminProblem(c, query.error);
       const { limit, cursor, ...filters } = query.data;
       try {
         return c.json(log.store.query(filters, { ...(limit !== undefined && { limit }), ...(cursor !== undefined && { cursor }) }));
@@ -162,25 +159,6 @@ function disabled(c: Context): Response {
 
 function notFound(id: string): ArbiterError {
   return new ArbiterError('decision_not_found', `no decision ${id} in the decision log (unknown, or pruned by retention)`);
-}
-
-/**
- * Parameters given more than once (`allow=false&allow=true`), named. c.req.query() keeps the
- * first value of each, so the other would be dropped without a word and the page answer
- * another question than the one asked: refused instead, like any malformed parameter.
- */
-function repeatedParameters(c: Context): ArbiterError | undefined {
-  const repeated = Object.entries(c.req.queries()).filter(([, values]) => values.length > 1);
-  if (repeated.length === 0) return undefined;
-  return new ArbiterError('decision_query_invalid', repeated.map(([key]) => `${key}: given more than once`).join('; '));
-}
-
-/** Names each bad parameter: `from: must be ...; allow: ...`. */
-function queryError(error: z.ZodError): ArbiterError {
-  const detail = error.issues
-    .flatMap((issue) => (issue.code === 'unrecognized_keys' ? issue.keys.map((key) => `${key}: unknown parameter`) : [`${issue.path.join('.')}: ${issue.message}`]))
-    .join('; ');
-  return new ArbiterError('decision_query_invalid', detail);
 }
 
 /**

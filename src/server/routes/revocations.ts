@@ -6,6 +6,7 @@ import { ArbiterError } from '../../errors.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
+import { parseQuery } from '../query-parameters.ts';
 
 export interface RevocationRouteDeps {
   revocations: Revocations;
@@ -59,8 +60,8 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
       return 'revocations' in body ? c.json({ revocations: entries }, 201) : c.json(entries[0]!, 201);
     })
     .get('/v1/revocations', read, (c) => {
-      const query = listQuerySchema.safeParse(c.req.query());
-      if (!query.success) return adminProblem(c, new ArbiterError('revocation_invalid', query.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')));
+      const query = parseQuery(c, listQuerySchema, 'revocation_invalid');
+      if (!query.ok) return adminProblem(c, query.error);
       return c.json(deps.revocations.list(query.data));
     })
     .get('/v1/revocations/:id', read, (c) => {
