@@ -249,6 +249,23 @@ describe('recording', () => {
     expect(storedBodies().some((text) => text.includes(token))).toBe(false);
   });
 
+  it('records `__proto__` and `constructor` members of the request as sent, like any other key', async () => {
+    // JSON.parse makes them own members; a copy by assignment would drop `__proto__` (or set a prototype).
+    const sent = '{"action":"read","resource":{"type":"doc","id":"proto","properties":{"__proto__":{"tenant":"other"},"constructor":"c"}},"context":{"__proto__":{"purpose":"x"},"client_ip":"203.0.113.9"},"policy":"audit"}';
+    const decided = await postJson(`${arbiter.url}/v1/decide`, sent);
+    expect(decided.status).toBe(200);
+    const record = (await get(`/v1/decisions/${decided.body!.decision_id}`)).body!;
+    expect(Object.keys(record.input.resource.properties)).toEqual(['__proto__', 'constructor']);
+    expect(Object.getOwnPropertyDescriptor(record.input.resource.properties, '__proto__')?.value).toEqual({ tenant: 'other' });
+    expect(Object.getOwnPropertyDescriptor(record.input.context, '__proto__')?.value).toEqual({ purpose: 'x' });
+
+    const evaluated = await postJson(`${arbiter.url}/v1/data/audit/decision`, '{"input":{"__proto__":{"a":1},"action":{"name":"read"}}}');
+    expect(evaluated.status).toBe(200);
+    const raw = (await get(`/v1/decisions/${evaluated.body!.decision_id}`)).body!;
+    expect(Object.keys(raw.input).sort()).toEqual(['__proto__', 'action']);
+    expect((await get('/v1/decisions/verify')).body).toMatchObject({ ok: true });
+  });
+
   it('masks what decision_log.mask says: client_ip erased, sub hashed', async () => {
     const m = await decide(alice(), 'read', { type: 'doc', id: 'masked' }, { client_ip: '203.0.113.9', purpose: 'review' });
     const record = (await get(`/v1/decisions/${m.id}`)).body!;

@@ -5,6 +5,7 @@
  * members are refused (400).
  */
 import { z } from 'zod';
+import { requestObjectSchema } from '../data/json-value.ts';
 
 /** Subject property carrying the caller's access token; verified like /v1/decide's `token`, never passed to the policy. */
 export const ACCESS_TOKEN_PROPERTY = 'access_token';
@@ -16,7 +17,7 @@ export const DEFAULT_PAGE_LIMIT = 100;
 /** A larger page.limit is lowered to this: the spec lets a PDP return fewer results than asked. */
 export const MAX_PAGE_LIMIT = 1000;
 
-const properties = z.record(z.string(), z.unknown());
+const properties = requestObjectSchema;
 
 const subjectProperties = properties.refine(
   (value) => value[ACCESS_TOKEN_PROPERTY] === undefined || (typeof value[ACCESS_TOKEN_PROPERTY] === 'string' && value[ACCESS_TOKEN_PROPERTY] !== ''),

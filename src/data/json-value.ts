@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
 
 export type JsonScalar = string | number | boolean | null;
@@ -10,6 +11,16 @@ export function isJsonObject(value: unknown): value is JsonObject {
   const prototype = Object.getPrototypeOf(value);
   return prototype === Object.prototype || prototype === null;
 }
+
+/**
+ * An object of a request body whose members are any JSON values, kept as JSON.parse made it.
+ * z.record copies the members into a new object and leaves a `__proto__` member out (assigned,
+ * it would set the copy's prototype): a key the caller sent would reach neither the policy nor
+ * the decision log, which both take it as the plain key it is.
+ */
+export const requestObjectSchema = z
+  .custom<Record<string, unknown>>(isJsonObject, { message: 'Invalid input: expected object' })
+  .meta({ type: 'object', additionalProperties: {} });
 
 /**
  * Reads an own member only: `obj['__proto__']` or `obj['constructor']` must never

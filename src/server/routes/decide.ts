@@ -1,12 +1,13 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { requestObjectSchema } from '../../data/json-value.ts';
 import { bundleNameSchema } from '../../policy/bundle-name.ts';
 import type { Decision, DecisionPipeline } from '../../decisions/pipeline.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 
-const properties = z.record(z.string(), z.unknown());
+const properties = requestObjectSchema;
 
 export const decideRequestSchema = z.strictObject({
   token: z.string().min(1).optional().describe("Compact JWS access token of the caller; omitted for anonymous requests."),

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { requestObjectSchema } from '../../data/json-value.ts';
 import type { DecisionPipeline } from '../../decisions/pipeline.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
@@ -15,7 +16,7 @@ export const issuanceRequestSchema = z.strictObject({
   scopes: z.array(z.string().min(1).max(256)).max(256),
   audience: z.string().min(1).max(1024),
   purpose: z.string().max(1024).optional(),
-  context: z.record(z.string(), z.unknown()).optional(),
+  context: requestObjectSchema.optional(),
   policy: bundleNameSchema.optional(),
 });
 

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { requestObjectSchema } from '../../data/json-value.ts';
 import type { DecisionPipeline } from '../../decisions/pipeline.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
@@ -9,7 +10,7 @@ import { bundleNameSchema } from '../../policy/bundle-name.ts';
 
 /** OPA's data API request body; `input` is evaluated exactly as sent. */
 export const opaDataRequestSchema = z.strictObject({
-  input: z.record(z.string(), z.unknown()).describe('The whole policy input, claims included: nothing is verified or added.'),
+  input: requestObjectSchema.describe('The whole policy input, claims included: nothing is verified or added.'),
 });
 
 const rulePath = /^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/;
