@@ -104,6 +104,28 @@ describe('GET /metrics', () => {
     }
   });
 
+  it('keeps the bundle label of rejections bounded: pushed names past the first 100 count as "other"', async () => {
+    // Any holder of arbiter.bundles.write can push junk under names of its choosing: one series each would grow without end.
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    const server = await startTestArbiter({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+    try {
+      const token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
+      for (let i = 0; i < 120; i++) {
+        const res = await fetch(`${server.url}/v1/bundles/junk-${i}`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: 'not a bundle' });
+        expect(res.status).toBe(422);
+      }
+      const rejections = [...(await scrape(server.url))].filter(([series]) => series.startsWith('arbiter_bundle_rejections_total{'));
+      const names = new Set(rejections.map(([series]) => /bundle="([^"]*)"/.exec(series)![1]));
+      expect(names.size).toBe(101);
+      expect(names.has('junk-0') && names.has('junk-99') && names.has('other')).toBe(true);
+      expect(rejections.find(([series]) => series.includes('bundle="other"'))![1]).toBe(20);
+    } finally {
+      await server.close();
+      await admins.close();
+    }
+  });
+
   it('counts a JWKS refused for holding private keys or for its size as a failed fetch', async () => {
     const leaky = await TestIssuer.create('https://leaky.test.example');
     leaky.jwksFailure = { status: 200, body: JSON.stringify({ keys: [{ ...(await exportJWK(leaky.keys[0]!.privateKey)), kid: leaky.keys[0]!.kid }] }) };

@@ -8,7 +8,31 @@ import type { ThreadHeap } from './thread-heap.ts';
 /** Reason codes come from policies: only short, plain codes become label values, and only so many. */
 const REASON_LABEL = /^[a-z0-9_.-]{1,64}$/;
 const MAX_REASON_LABELS = 200;
+/** A rejected bundle's name is whatever the push named (any holder of arbiter.bundles.write): only so many. */
+const MAX_REJECTED_BUNDLE_LABELS = 100;
 const OTHER = 'other';
+
+/**
+ * Label values from outside the code (policies, requests): each distinct value is a series kept
+ * for the life of the process, so the first `max` plain ones are kept and the rest count as "other".
+ */
+class BoundedLabel {
+  readonly #seen = new Set<string>();
+  readonly #max: number;
+  readonly #pattern: RegExp;
+
+  constructor(max: number, pattern: RegExp) {
+    this.#max = max;
+    this.#pattern = pattern;
+  }
+
+  of(value: string): string {
+    if (this.#seen.has(value)) return value;
+    if (this.#seen.size >= this.#max || !this.#pattern.test(value)) return OTHER;
+    this.#seen.add(value);
+    return value;
+  }
+}
 
 /** Decisions take microseconds to a few milliseconds; the top buckets catch JWKS fetches on a cold cache. */
 const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2];
@@ -79,7 +103,7 @@ export class ArbiterMetrics {
 
   readonly bundleRejections = new Counter({
     name: 'arbiter_bundle_rejections_total',
-    help: 'Bundles refused at activation, by the check that refused them.',
+    help: `Bundles refused at activation, by the check that refused them (bundle names past the first ${MAX_REJECTED_BUNDLE_LABELS} distinct count as "other").`,
     labelNames: ['bundle', 'check'] as const,
     registers: [this.registry],
   });
@@ -91,7 +115,8 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
-  readonly #reasons = new Set<string>();
+  readonly #reasons = new BoundedLabel(MAX_REASON_LABELS, REASON_LABEL);
+  readonly #rejectedBundles = new BoundedLabel(MAX_REJECTED_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
 
   constructor(options: ArbiterMetricsOptions) {
     const decisionLogPending = options.decisionLogPending;
@@ -159,7 +184,7 @@ export class ArbiterMetrics {
   }
 
   bundleRejected(bundle: string, check: string): void {
-    this.bundleRejections.inc({ bundle, check });
+    this.bundleRejections.inc({ bundle: this.#rejectedBundles.of(bundle), check });
   }
 
   tokenRejected(reason: TokenFailureCode): void {
@@ -195,10 +220,6 @@ export class ArbiterMetrics {
   }
 
   #reasonLabel(code: string | undefined): string {
-    if (code === undefined) return 'none';
-    if (this.#reasons.has(code)) return code;
-    if (this.#reasons.size >= MAX_REASON_LABELS || !REASON_LABEL.test(code)) return OTHER;
-    this.#reasons.add(code);
-    return code;
+    return code === undefined ? 'none' : this.#reasons.of(code);
   }
 }
