@@ -298,6 +298,18 @@ describe('POST /v1/decide with a bad request', () => {
     expect(res).toMatchObject({ status: 415, type: 'application/problem+json', body: { code: 'unsupported_media_type', status: 415 } });
   });
 
+  it('415 for a compressed body, rather than reading it as if it were not', async () => {
+    // Undecoded, a gzip body reads as malformed JSON, and a body labelled gzip that is not would be taken as plain JSON.
+    for (const encoding of ['gzip', 'br', 'identity, gzip']) {
+      const res = await fetch(decide, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': encoding }, body: JSON.stringify(request()) });
+      expect(res.status, encoding).toBe(415);
+      expect(res.headers.get('accept-encoding'), encoding).toBe('identity');
+      expect(await res.json(), encoding).toMatchObject({ code: 'unsupported_media_type', detail: expect.stringContaining(encoding) });
+    }
+    const identity = await fetch(decide, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'identity' }, body: JSON.stringify(request()) });
+    expect(identity.status).toBe(200);
+  });
+
   it('400 for malformed JSON and for an empty body', async () => {
     for (const body of ['{"action":', '']) {
       const res = await problemOf({ headers: { 'content-type': 'application/json' }, body });

@@ -31,7 +31,8 @@ export interface JsonBodyOptions {
 
 /**
  * Reads a JSON request body within a size limit and validates it with a zod schema.
- * Each failure is a problem response naming what is wrong: 415 (or the configured status) for another media type,
+ * Each failure is a problem response naming what is wrong: 415 (or the configured status) for another media type
+ * or a content coding,
  * 413 over the limit, 400 for malformed JSON or a field that does not fit the schema.
  */
 export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOptions): MiddlewareHandler<{ Variables: JsonBodyVariables<z.infer<S>> }> {
@@ -43,6 +44,17 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
         title: 'Unsupported media type',
         detail: `send the body as application/json (got ${mediaType ? JSON.stringify(mediaType) : 'no Content-Type'})`,
       });
+    }
+    // Bodies are read as sent: a compressed one would read as malformed JSON, and one labelled
+    // compressed that is not would be taken for what its label denies (RFC 9110 15.5.16).
+    const encoding = (c.req.header('content-encoding') ?? '').trim();
+    if (encoding !== '' && encoding.toLowerCase() !== 'identity') {
+      return problem(
+        c,
+        options.unsupportedMediaTypeStatus ?? 415,
+        { code: 'unsupported_media_type', title: 'Unsupported media type', detail: `send the body uncompressed (got Content-Encoding ${JSON.stringify(encoding)})` },
+        { 'Accept-Encoding': 'identity' },
+      );
     }
     const bytes = await readLimited(c, options.limitBytes);
     if (bytes === undefined) {

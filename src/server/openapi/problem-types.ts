@@ -10,7 +10,7 @@ export interface ProblemType {
 
 export const PROBLEM_TYPES = {
   // Request shape (json-body middleware)
-  unsupported_media_type: { status: [415, 400], meaning: 'The body is not application/json (400 on AuthZEN endpoints, which answer every malformed request with 400).' },
+  unsupported_media_type: { status: [415, 400], meaning: 'The body is not application/json, or is sent with a Content-Encoding other than identity (400 on AuthZEN endpoints, which answer every malformed request with 400).' },
   body_too_large: { status: [413], meaning: 'The body exceeds the configured size limit.' },
   malformed_json: { status: [400], meaning: 'The body is empty or not valid UTF-8 JSON.' },
   request_incomplete: { status: [400], meaning: 'The connection closed before the whole request arrived (logged, not answered: the client is gone).' },
