@@ -9,6 +9,7 @@ import { BUNDLE_MEDIA_TYPES } from '../src/server/routes/bundles.ts';
 import { decideRequestSchema } from '../src/server/routes/decide.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter } from './support/arbiter.ts';
+import { TestIssuer } from './support/issuer.ts';
 
 // The document is plain JSON read by path; typing each level would only repeat the spec.
  
@@ -235,6 +236,39 @@ describe('methods a path does not serve', () => {
     expect(res.status).toBe(404);
     expect(res.headers.get('allow')).toBeNull();
     expect(await res.json()).toMatchObject({ code: 'not_found' });
+  });
+});
+
+describe('query parameters of admin operations', () => {
+  it('an operation documented without query parameters refuses one before doing anything (400 query_parameter_unknown)', async () => {
+    const admins = await TestIssuer.create('https://admins.openapi.test.example');
+    await admins.serve();
+    const scopes = ['bundles', 'data', 'revocations'].flatMap((family) => [`arbiter.${family}.read`, `arbiter.${family}.write`]);
+    const token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: [...scopes, 'arbiter.decisions.read'].join(' ') });
+    const admin = await startTestArbiter({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+    try {
+      const document = (await (await fetch(`${admin.url}/openapi.json`)).json()) as Json;
+      let checked = 0;
+      for (const [path, item] of Object.entries<Json>(document.paths)) {
+        for (const [method, operation] of Object.entries<Json>(item)) {
+          if (!operation.security?.some((scheme: Json) => 'adminBearer' in scheme)) continue;
+          if ((operation.parameters ?? []).some((parameter: Json) => parameter.in === 'query')) continue;
+          const url = `${admin.url}${path.replace(/\{(\w+)\}/g, (_match, name: string) => ({ name: 'simple', path: 'entitlements' })[name] ?? 'x')}?revision=r1&dry_run=true`;
+          const res = await fetch(url, { method: method.toUpperCase(), headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, ...(method !== 'get' && method !== 'delete' && { body: '{}' }) });
+          expect(res.status, `${method} ${path}`).toBe(400);
+          expect(await res.json(), `${method} ${path}`).toMatchObject({ code: 'query_parameter_unknown', detail: expect.stringContaining('revision: unknown parameter; dry_run: unknown parameter') });
+          const documented: string[] = operation.responses['400']?.content['application/problem+json'].schema.allOf[1].properties.code.enum ?? [];
+          expect(documented, `${method} ${path}`).toContain('query_parameter_unknown');
+          checked += 1;
+        }
+      }
+      expect(checked).toBeGreaterThanOrEqual(15);
+      // What was asked was not done: the bundle is still there.
+      expect((await fetch(`${admin.url}/v1/bundles/simple`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    } finally {
+      await admin.close();
+      await admins.close();
+    }
   });
 });
 

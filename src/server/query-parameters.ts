@@ -1,6 +1,7 @@
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
+import { problem } from './problem.ts';
 
 /**
  * The query string of a request as `schema` reads it, or an ArbiterError with `code` naming each
@@ -18,3 +19,20 @@ export function parseQuery<S extends z.ZodType>(c: Context, schema: S, code: str
     .join('; ');
   return { ok: false, error: new ArbiterError(code, detail) };
 }
+
+/**
+ * For admin operations that take no query parameters (the catalogue gives them no `query`):
+ * one given is refused before anything is done. `DELETE /v1/bundles/x?revision=r1` would
+ * otherwise remove every revision of x, not the one its caller meant.
+ */
+export const noQueryParameters: MiddlewareHandler = async (c, next) => {
+  const url = c.req.url;
+  const start = url.indexOf('?');
+  const names = start === -1 ? [] : [...new Set(new URLSearchParams(url.slice(start + 1)).keys())];
+  if (names.length === 0) return next();
+  return problem(c, 400, {
+    code: 'query_parameter_unknown',
+    title: 'Unknown query parameter',
+    detail: `${c.req.method} ${c.req.path} takes no query parameters: ${names.map((name) => `${name}: unknown parameter`).join('; ')}`,
+  });
+};

@@ -15,6 +15,8 @@ const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
 /** Every operation may fail unexpectedly; documenting it once here keeps the catalogue about each route's own failures. */
 const ALWAYS: readonly ProblemCode[] = ['internal_error'];
 const ADMIN: readonly ProblemCode[] = ['unauthorized', 'forbidden'];
+/** Admin operations without query parameters refuse any (noQueryParameters). */
+const NO_QUERY: readonly ProblemCode[] = ['query_parameter_unknown'];
 
 /** The OpenAPI 3.1 document for a catalogue: schemas converted by zod, problems grouped by status. */
 export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument {
@@ -140,7 +142,7 @@ function headerParameters(operation: ApiOperation): JsonSchema[] {
 }
 
 function problemsByStatus(operation: ApiOperation): Map<string, ProblemCode[]> {
-  const uses = [...ALWAYS, ...(operation.scope ? ADMIN : []), ...(operation.problems ?? [])];
+  const uses = [...ALWAYS, ...(operation.scope ? ADMIN : []), ...(operation.scope && !operation.query ? NO_QUERY : []), ...(operation.problems ?? [])];
   const byStatus = new Map<string, ProblemCode[]>();
   for (const use of uses) {
     const code = typeof use === 'string' ? use : use.code;

@@ -18,6 +18,7 @@ export const PROBLEM_TYPES = {
   malformed_request: { status: [400], meaning: 'The request is not valid HTTP, e.g. a raw non-ASCII byte or a backslash in its target, the asterisk form, or a Host header that is not a host.' },
   headers_too_large: { status: [431], meaning: 'The request headers exceed the server limit.' },
   request_timeout: { status: [408], meaning: 'The whole request did not arrive within server.request_timeout_s.' },
+  query_parameter_unknown: { status: [400], meaning: 'An admin operation that takes no query parameters was given one (`detail` names it): refused before anything is done.' },
   invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer (at most 100; `errors_omitted` counts the rest).' },
   // Admin authentication (admin-auth middleware)
   unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.' },

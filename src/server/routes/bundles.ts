@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+import { noQueryParameters } from '../query-parameters.ts';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { ArbiterError } from '../../errors.ts';
@@ -30,14 +31,14 @@ export function bundleRoutes(deps: BundleRouteDeps) {
   const write = requireScope(deps.admin, 'arbiter.bundles.write');
 
   return new Hono<{ Variables: AdminVariables }>()
-    .get('/v1/bundles', read, async (c) => {
+    .get('/v1/bundles', read, noQueryParameters, async (c) => {
       try {
         return c.json({ bundles: await deps.lifecycle.list() });
       } catch (error) {
         return adminProblem(c, error);
       }
     })
-    .get('/v1/bundles/:name', read, async (c) => {
+    .get('/v1/bundles/:name', read, noQueryParameters, async (c) => {
       try {
         const status = await deps.lifecycle.status(c.req.param('name'));
         return status ? c.json(status) : adminProblem(c, new ArbiterError('bundle_not_found', `no bundle named ${c.req.param('name')}`));
@@ -45,7 +46,7 @@ export function bundleRoutes(deps: BundleRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .put('/v1/bundles/:name', write, async (c) => {
+    .put('/v1/bundles/:name', write, noQueryParameters, async (c) => {
       const mediaType = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
       if (!BUNDLE_MEDIA_TYPES.has(mediaType)) {
         return problem(c, 415, {
@@ -66,14 +67,14 @@ export function bundleRoutes(deps: BundleRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .post('/v1/bundles/:name/activate', write, jsonBody(activateRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+    .post('/v1/bundles/:name/activate', write, noQueryParameters, jsonBody(activateRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
       try {
         return c.json(await deps.lifecycle.activate(c.req.param('name'), c.get('body').revision, actor(c.get('admin'))));
       } catch (error) {
         return adminProblem(c, error);
       }
     })
-    .delete('/v1/bundles/:name', write, async (c) => {
+    .delete('/v1/bundles/:name', write, noQueryParameters, async (c) => {
       try {
         await deps.lifecycle.remove(c.req.param('name'), actor(c.get('admin')));
         return c.body(null, 204);

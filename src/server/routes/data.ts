@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { noQueryParameters } from '../query-parameters.ts';
 import { z } from 'zod';
 import { parseDataPath, type DataPath } from '../../data/data-path.ts';
 import { DocumentMetaInputSchema, type LiveData } from '../../data/documents.ts';
@@ -32,7 +33,7 @@ export function dataRoutes(deps: DataRouteDeps) {
   const limit = { limitBytes: deps.bodyLimitBytes, maxDepth: Number.POSITIVE_INFINITY };
 
   return new Hono<{ Variables: AdminVariables }>()
-    .get(`${PREFIX}/*`, read, (c) => {
+    .get(`${PREFIX}/*`, read, noQueryParameters, (c) => {
       try {
         const path = dataPathOf(c.req.url);
         // What policies read: live data with every active bundle's data over its roots, so a
@@ -49,7 +50,7 @@ export function dataRoutes(deps: DataRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .put(`${PREFIX}/*`, write, jsonBody(z.unknown(), limit), (c) => {
+    .put(`${PREFIX}/*`, write, noQueryParameters, jsonBody(z.unknown(), limit), (c) => {
       try {
         const snapshot = deps.liveData.put(dataPathOf(c.req.url), c.get('body'), metaOf(c.req.header()));
         return c.json({ version: snapshot.version });
@@ -57,7 +58,7 @@ export function dataRoutes(deps: DataRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .patch(`${PREFIX}/*`, write, jsonBody(JsonPatchSchema, limit), (c) => {
+    .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, limit), (c) => {
       try {
         const snapshot = deps.liveData.patch(dataPathOf(c.req.url), c.get('body'), metaOf(c.req.header()));
         return c.json({ version: snapshot.version });
@@ -65,7 +66,7 @@ export function dataRoutes(deps: DataRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .delete(`${PREFIX}/*`, write, (c) => {
+    .delete(`${PREFIX}/*`, write, noQueryParameters, (c) => {
       try {
         deps.liveData.delete(dataPathOf(c.req.url));
         return c.body(null, 204);

@@ -12,7 +12,7 @@ import { adminProblem, adminProblemText } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import { problem } from '../problem.ts';
-import { parseQuery } from '../query-parameters.ts';
+import { noQueryParameters, parseQuery } from '../query-parameters.ts';
 
 export interface DecisionRouteDeps {
   /** Undefined when decision_log.enabled is false: every route answers 503 decision_log_disabled. */
@@ -110,7 +110,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
 
   // Static paths first: /v1/decisions/:id would otherwise take "verify" and "export" for ids.
   return app
-    .get('/v1/decisions/verify', read, async (c) => c.json(await log.store.verify()))
+    .get('/v1/decisions/verify', read, noQueryParameters, async (c) => c.json(await log.store.verify()))
     .get('/v1/decisions/export', read, (c) => {
       const query = parseQuery(c, decisionFiltersQuerySchema, 'decision_query_invalid');
       if (!query.ok) return adminProblem(c, query.error);
@@ -130,7 +130,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .get('/v1/decisions/:id', read, (c) => {
+    .get('/v1/decisions/:id', read, noQueryParameters, (c) => {
       try {
         const decision = log.store.get(c.req.param('id'));
         return decision ? c.json(decision) : adminProblem(c, notFound(c.req.param('id')));
@@ -138,7 +138,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .post('/v1/decisions/:id/replay', read, jsonBody(replayRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+    .post('/v1/decisions/:id/replay', read, noQueryParameters, jsonBody(replayRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
       try {
         const report = await replayDecision(replayDeps, c.req.param('id'), c.get('body').revision);
         // Masked input is replayed as stored: a policy reading a masked field sees the mask.

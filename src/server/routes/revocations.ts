@@ -6,7 +6,7 @@ import { ArbiterError } from '../../errors.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
-import { parseQuery } from '../query-parameters.ts';
+import { noQueryParameters, parseQuery } from '../query-parameters.ts';
 
 export interface RevocationRouteDeps {
   revocations: Revocations;
@@ -44,7 +44,7 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
   const write = requireScope(deps.admin, 'arbiter.revocations.write');
 
   return new Hono<{ Variables: AdminVariables }>()
-    .post('/v1/revocations', write, jsonBody(revocationRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+    .post('/v1/revocations', write, noQueryParameters, jsonBody(revocationRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
       const body = c.get('body');
       const createdBy = `${c.get('admin').iss}#${c.get('admin').sub}`;
       let entries: Revocation[];
@@ -64,11 +64,11 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
       if (!query.ok) return adminProblem(c, query.error);
       return c.json(deps.revocations.list(query.data));
     })
-    .get('/v1/revocations/:id', read, (c) => {
+    .get('/v1/revocations/:id', read, noQueryParameters, (c) => {
       const entry = deps.revocations.get(c.req.param('id'));
       return entry ? c.json(entry) : adminProblem(c, new ArbiterError('revocation_not_found', `no revocation ${c.req.param('id')}`));
     })
-    .delete('/v1/revocations/:id', write, (c) => {
+    .delete('/v1/revocations/:id', write, noQueryParameters, (c) => {
       try {
         return deps.revocations.remove(c.req.param('id'))
           ? c.body(null, 204)
