@@ -182,6 +182,25 @@ describe('hostile archives through PUT', () => {
     expect(response.body!.detail).toContain(path);
   });
 
+  // Nested far past bundles.limits.max_data_depth (32): walking it recursively would exhaust the stack.
+  const nested = (levels: number, leaf = '1') => `${'{"lc":'.repeat(levels)}${leaf}${'}'.repeat(levels)}`;
+
+  it('two data.json files nested deep where they merge -> 422 bundle_data_too_deep, not a 500', async () => {
+    const files = new Map(await readBundleArchive(archives.unsigned!));
+    files.set('data.json', new Uint8Array(Buffer.from(`{"lc": ${nested(20_000, '{"a": 1}')}}`)));
+    files.set('lc/data.json', new Uint8Array(Buffer.from(nested(20_000, '{"b": 1}'))));
+    expect(await put(open, 'lc', packFiles(files))).toMatchObject({ status: 422, body: { code: 'bundle_data_too_deep', check: 'bundle_data_too_deep' } });
+  });
+
+  it('data nested deep along as deep a manifest root -> 422 bundle_data_too_deep, not a 500', async () => {
+    const files = new Map(await readBundleArchive(archives.unsigned!));
+    const manifest = JSON.parse(Buffer.from(files.get('.manifest')!).toString()) as Json;
+    manifest.roots = ['lc', Array(20_000).fill('x').join('/')];
+    files.set('.manifest', new Uint8Array(Buffer.from(JSON.stringify(manifest))));
+    files.set('data.json', new Uint8Array(Buffer.from(nested(19_990).replaceAll('"lc"', '"x"'))));
+    expect(await put(open, 'lc', packFiles(files))).toMatchObject({ status: 422, body: { code: 'bundle_data_too_deep', check: 'bundle_data_too_deep' } });
+  });
+
   it('a gzip bomb stops at the decompressed limit', async () => {
     const size = 80 * 1024 * 1024;
     const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });

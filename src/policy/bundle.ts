@@ -31,7 +31,7 @@ export interface LoadBundleOptions {
   archiveLimits?: Partial<ArchiveLimits>;
   /** The archive's files when the caller has read them already (e.g. to verify signatures). */
   files?: BundleFiles;
-  /** Further checks of the bundle's data (e.g. size limits), run before the module is instantiated. */
+  /** Further checks of the bundle's data (e.g. depth and size limits), run before its roots are checked and the module is instantiated. */
   checkData?: (data: Record<string, unknown>) => void;
 }
 
@@ -63,13 +63,14 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
   }
   const { entrypoints } = await options.evaluator.checkModule(wasm, manifest);
   const data = bundleData(files);
+  // First, so data nested past the depth limit is refused before the roots walk recurses into it.
+  options.checkData?.(data);
   // Bundle data overrides live data under the bundle's roots and nowhere else: data outside
   // them would shadow documents (entitlements, approvals) that live updates could no longer change.
   const outside = dataOutsideRoots(data, manifest.roots);
   if (outside !== undefined) {
     throw new BundleRejectedError('bundle_data_outside_roots', `data at ${JSON.stringify(outside)} is outside the roots ${JSON.stringify(manifest.roots)}`);
   }
-  options.checkData?.(data);
   const bundle: PolicyBundle = {
     name,
     revision: manifest.revision ?? '',
@@ -154,15 +155,20 @@ function childObject(node: Record<string, unknown>, key: string, path: string): 
   return child as Record<string, unknown>;
 }
 
+/** Iterative: two files may nest as deep as they like where they meet (the depth limit is checked on the result). */
 function mergeInto(target: Record<string, unknown>, source: Record<string, unknown>, path: string): void {
-  for (const [key, value] of Object.entries(source)) {
-    const existing = Object.hasOwn(target, key) ? target[key] : undefined;
-    if (existing === undefined) {
-      defineValue(target, key, value);
-    } else if (isObject(existing) && isObject(value)) {
-      mergeInto(existing, value, path);
-    } else {
-      throw new BundleRejectedError('data_conflict', `${path} redefines ${key}`);
+  const pending: [Record<string, unknown>, Record<string, unknown>][] = [[target, source]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [into, from] = next;
+    for (const [key, value] of Object.entries(from)) {
+      const existing = Object.hasOwn(into, key) ? into[key] : undefined;
+      if (existing === undefined) {
+        defineValue(into, key, value);
+      } else if (isObject(existing) && isObject(value)) {
+        pending.push([existing, value]);
+      } else {
+        throw new BundleRejectedError('data_conflict', `${path} redefines ${key}`);
+      }
     }
   }
 }
