@@ -201,6 +201,15 @@ describe('hostile archives through PUT', () => {
     expect(await put(open, 'lc', packFiles(files))).toMatchObject({ status: 422, body: { code: 'bundle_data_too_deep', check: 'bundle_data_too_deep' } });
   });
 
+  it('a .manifest nested deeper than 64 levels -> 422 manifest_invalid naming the place, not a 500', async () => {
+    const files = new Map(await readBundleArchive(archives.unsigned!));
+    const manifest = Buffer.from(files.get('.manifest')!).toString();
+    files.set('.manifest', new Uint8Array(Buffer.from(`${manifest.slice(0, manifest.lastIndexOf('}'))}, "metadata": {"deep": ${nested(50_000)}}}`)));
+    const response = await put(open, 'lc', packFiles(files));
+    expect(response).toMatchObject({ status: 422, body: { code: 'manifest_invalid', check: 'manifest_invalid' } });
+    expect(response.body!.detail).toContain('/metadata/deep/lc');
+  });
+
   it('a gzip bomb stops at the decompressed limit', async () => {
     const size = 80 * 1024 * 1024;
     const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });

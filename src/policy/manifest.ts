@@ -5,7 +5,7 @@
  *
  * Check codes (BundleRejectedError.check):
  *   manifest_missing                    the bundle has no `.manifest`
- *   manifest_invalid                    not UTF-8 JSON, or not the shape OPA writes
+ *   manifest_invalid                    not UTF-8 JSON, nested deeper than 64 levels, or not the shape OPA writes
  *   manifest_roots_missing              no `roots`, or an empty list
  *   manifest_root_invalid               a root with a leading or trailing slash or an empty segment
  *   manifest_roots_overlap              two roots of this manifest overlap (`a` and `a/b`)
@@ -17,11 +17,15 @@
  *   manifest_entrypoint_outside_roots   an entrypoint no root contains
  */
 import { z } from 'zod';
+import { jsonDefect } from '../data/json-value.ts';
 import { BundleRejectedError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
 import { isObject } from './overlay.ts';
 
 export const MANIFEST_FILE = '.manifest';
+
+/** Deepest nesting of objects and arrays in a `.manifest` (the manifest itself is level 1), as for request bodies. */
+const MAX_MANIFEST_DEPTH = 64;
 
 export const wasmResolverSchema = z.looseObject({
   entrypoint: z.string(),
@@ -63,6 +67,10 @@ function decode(bytes: Uint8Array): z.infer<typeof bundleManifestSchema> {
   } catch (error) {
     throw new BundleRejectedError('manifest_invalid', `.manifest is not JSON: ${(error as Error).message}`, { cause: error });
   }
+  // Free-form metadata is walked later (copied to a worker, read by AuthZEN): nesting is
+  // bounded as for request bodies, so no manifest can exhaust the stack of what walks it.
+  const defect = jsonDefect(json, { maxDepth: MAX_MANIFEST_DEPTH, checkText: false });
+  if (defect !== undefined) throw new BundleRejectedError('manifest_invalid', `.manifest${defect.pointer}: ${defect.detail}`);
   const parsed = bundleManifestSchema.safeParse(json);
   if (!parsed.success) {
     throw new BundleRejectedError('manifest_invalid', `.manifest is invalid: ${z.prettifyError(parsed.error)}`);
