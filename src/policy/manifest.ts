@@ -88,14 +88,25 @@ function checkRoots(roots: string[] | undefined): string[] {
       throw new BundleRejectedError('manifest_root_invalid', `root ${JSON.stringify(root)} must be a path without leading, trailing or doubled slashes`);
     }
   }
-  for (const [i, a] of roots.entries()) {
-    for (const b of roots.slice(i + 1)) {
-      if (rootsOverlap([a], [b])) {
-        throw new BundleRejectedError('manifest_roots_overlap', `roots ${JSON.stringify(a)} and ${JSON.stringify(b)} overlap`);
-      }
+  // Sorted segment-wise, a root that contains another is followed by a root it contains (all
+  // between them share it as a prefix): comparing neighbours finds every overlap in n log n,
+  // where comparing every pair let a manifest of a few thousand roots stall the main thread.
+  const sorted = roots.map((root) => ({ root, segments: segmentsOf(root) })).sort((a, b) => compareSegments(a.segments, b.segments));
+  for (const [i, b] of sorted.entries()) {
+    const a = sorted[i - 1];
+    if (a !== undefined && isPrefix(a.segments, b.segments)) {
+      throw new BundleRejectedError('manifest_roots_overlap', `roots ${JSON.stringify(a.root)} and ${JSON.stringify(b.root)} overlap`);
     }
   }
   return roots;
+}
+
+/** Lexicographic order of segment lists, a list before every list it is a prefix of. */
+function compareSegments(a: readonly string[], b: readonly string[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) return a[i]! < b[i]! ? -1 : 1;
+  }
+  return a.length - b.length;
 }
 
 function checkWasm(wasm: Manifest['wasm'] | undefined, roots: string[], files: BundleFiles): Manifest['wasm'] {
@@ -146,18 +157,40 @@ export function rootsOverlap(a: readonly string[], b: readonly string[]): boolea
  * refuses such a bundle at build time ("manifest roots do not permit data at path").
  */
 export function dataOutsideRoots(data: Record<string, unknown>, roots: readonly string[]): string | undefined {
-  const rootSegments = roots.map(segmentsOf);
-  const walk = (node: Record<string, unknown>, path: string[]): string | undefined => {
+  // The roots as a tree of segments, walked beside the data: each key is looked up once,
+  // where testing it against every root let many roots and keys stall the main thread.
+  const tree = rootTree(roots);
+  const walk = (node: Record<string, unknown>, at: RootTree, path: string[]): string | undefined => {
     for (const [key, value] of Object.entries(node)) {
-      const at = [...path, key];
-      if (rootSegments.some((root) => isPrefix(root, at))) continue;
-      const leadsToRoot = rootSegments.some((root) => isPrefix(at, root));
-      const outside = leadsToRoot && isObject(value) ? walk(value, at) : at.join('/');
+      const next = at.children.get(key);
+      // A root ends here: all below is the bundle's. Roots ending above were skipped a level up.
+      if (next?.isRoot) continue;
+      // On the way to a root only objects can lead there; anything else replaces the whole path.
+      const outside = next !== undefined && isObject(value) ? walk(value, next, [...path, key]) : [...path, key].join('/');
       if (outside !== undefined) return outside;
     }
     return undefined;
   };
-  return walk(data, []);
+  return tree.isRoot ? undefined : walk(data, tree, []);
+}
+
+interface RootTree {
+  isRoot: boolean;
+  children: Map<string, RootTree>;
+}
+
+function rootTree(roots: readonly string[]): RootTree {
+  const tree: RootTree = { isRoot: false, children: new Map() };
+  for (const root of roots) {
+    let node = tree;
+    for (const segment of segmentsOf(root)) {
+      let child = node.children.get(segment);
+      if (child === undefined) node.children.set(segment, (child = { isRoot: false, children: new Map() }));
+      node = child;
+    }
+    node.isRoot = true;
+  }
+  return tree;
 }
 
 /** Whether the data path (its keys) lies at or below `root`; `""` contains everything. */
