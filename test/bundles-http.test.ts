@@ -129,6 +129,44 @@ describe('signed bundles', () => {
   });
 });
 
+describe('per-bundle signing keys', () => {
+  it('a key trusted for one bundle, under the same key id, does not sign another; nor does another scope', async () => {
+    const teamKey = signingKey(dir);
+    const teamClaims = (scope: string) => {
+      const claims = join(dir, `team-${scope}.json`);
+      writeFileSync(claims, JSON.stringify({ keyid: 'default', scope }));
+      return ['--signing-key', teamKey.privatePath, '--signing-alg', 'RS256', '--claims-file', claims];
+    };
+    const team = writeBundleSource(dir, 'team');
+    const byShared = build(team, join(dir, 'team-shared.tar.gz'), 't1', signingArgs(dir, key));
+    const byTeam = build(team, join(dir, 'team-own.tar.gz'), 't2', teamClaims('team'));
+    const byTeamWrongScope = build(team, join(dir, 'team-scope.tar.gz'), 't3', teamClaims('write'));
+    const lcByTeam = build(writeBundleSource(dir, 'lc'), join(dir, 'lc-team.tar.gz'), 'l9', teamClaims('write'));
+    const perBundle = await startTestArbiter({
+      ...adminConfig(),
+      bundles: {
+        require_signatures: true,
+        signing: {
+          keys: { default: { key: key.publicPem, algorithm: 'RS256' } },
+          scope: 'write',
+          bundles: { team: { keys: { default: { key: teamKey.publicPem, algorithm: 'RS256' } }, scope: 'team' } },
+        },
+      },
+    });
+    try {
+      expect(await put(perBundle, 'team', byShared)).toMatchObject({ status: 422, body: { check: 'signature_invalid' } });
+      expect(await put(perBundle, 'team', byTeamWrongScope)).toMatchObject({ status: 422, body: { check: 'signature_scope_mismatch' } });
+      expect(await put(perBundle, 'lc', lcByTeam)).toMatchObject({ status: 422, body: { check: 'signature_invalid' } });
+      expect(await put(perBundle, 'team', byTeam)).toMatchObject({ status: 201, body: { revision: 't2' } });
+      expect(await put(perBundle, 'lc', archives.r2!)).toMatchObject({ status: 201, body: { revision: 'r2' } });
+      // Signed for `team`, pushed under another name: that name's keys do not verify it.
+      expect(await put(perBundle, 'other', byTeam)).toMatchObject({ status: 422, body: { check: 'signature_invalid' } });
+    } finally {
+      await perBundle.close();
+    }
+  });
+});
+
 describe('hostile archives through PUT', () => {
   const manifest = (name: string) => JSON.stringify({ revision: 'h1', roots: [name], wasm: [{ entrypoint: `${name}/decision`, module: '/policy.wasm' }] });
 
