@@ -521,6 +521,35 @@ describe('readiness and a strict decision log whose commits keep failing', () =>
     }
   });
 
+  it('is 503 while decisions keep coming and their commits keep failing, even when the probe alone would go through', async () => {
+    // A probe writes one page: a disk with a little room left, or a log another writer has
+    // chained on, lets it through while every decision's commit fails. A trigger refusing every
+    // insert is such a failure: the probe writes no decision. The decisions are what counts.
+    const path = join(tempDir('arbiter-readyz-probe-'), 'decisions.db');
+    const strict = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 100 } });
+    const other = new DatabaseSync(path);
+    try {
+      other.exec("CREATE TRIGGER refuse_decisions BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'no room left'); END");
+      const statuses: number[] = [];
+      for (const until = Date.now() + STRICT_OUTAGE_AFTER_MS + 3000; Date.now() < until && !statuses.includes(503); ) {
+        const denied = await postJson(`${strict.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+        expect(denied.body).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
+        statuses.push((await readiness(strict)).status);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      expect(statuses).toContain(503);
+      // Out of the load balancer, no decision comes: the probe going through makes it ready
+      // again, and the decisions it then receives are what tell.
+      await expect.poll(async () => (await readiness(strict)).status, { timeout: 5000, interval: 100 }).toBe(200);
+      other.exec('DROP TRIGGER refuse_decisions');
+      const allowed = await postJson(`${strict.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      expect(allowed.body!.reasons).not.toContainEqual(expect.objectContaining({ code: 'audit_unavailable' }));
+    } finally {
+      other.close();
+      await strict.close();
+    }
+  });
+
   it('stays ready through one failed commit when the next attempt succeeds', async () => {
     const path = join(tempDir('arbiter-readyz-transient-'), 'decisions.db');
     const strict = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 100 } });

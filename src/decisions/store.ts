@@ -66,7 +66,10 @@ export const STRICT_OUTAGE_AFTER_MS = 5_000;
 /**
  * strict: while commits fail, a commit that changes nothing is tried this often, so the log
  * finds out that writes go through again without a decision to try (a replica the load
- * balancer took out receives none).
+ * balancer took out receives none). Only once no decision's commit has failed for this long:
+ * a probe writes one page, and can go through where every decision's commit fails (a disk
+ * with a little room left, a log another writer has chained on); while decisions come, their
+ * commits are what tell.
  */
 export const STRICT_PROBE_INTERVAL_MS = 1_000;
 
@@ -106,10 +109,11 @@ export class DecisionStore {
    */
   #outage: ArbiterError | undefined;
   /**
-   * strict: since when (performance.now()) every commit has failed, and why the last one did;
-   * undefined once one goes through. Probed every STRICT_PROBE_INTERVAL_MS meanwhile.
+   * strict: since when (performance.now()) every commit has failed, when a decision's commit
+   * last did, and why the last commit or probe did; undefined once one goes through. Probed
+   * every STRICT_PROBE_INTERVAL_MS meanwhile, while no decision's commit fails.
    */
-  #failing: { since: number; message: string } | undefined;
+  #failing: { since: number; lastDecisionFailure: number; message: string } | undefined;
   #probeTimer: NodeJS.Timeout | undefined;
   #probing = false;
   /** The latest retention run, so the next one starts after it. */
@@ -466,13 +470,19 @@ export class DecisionStore {
     if (first) this.#emitError(this.#outage);
   }
 
-  /** strict: a commit failed through no fault of its records; from the first such, probe until one goes through. */
-  #commitsFail(message: string): void {
+  /**
+   * strict: a commit failed through no fault of its records (a decisions' one, or a probe);
+   * from the first such, probe until one goes through.
+   */
+  #commitsFail(message: string, probe = false): void {
+    const now = performance.now();
     if (this.#failing) {
       this.#failing.message = message;
+      if (!probe) this.#failing.lastDecisionFailure = now;
       return;
     }
-    this.#failing = { since: performance.now(), message };
+    // A probe only runs once a decision's commit has failed: `since` is that failure's.
+    this.#failing = { since: now, lastDecisionFailure: now, message };
     if (this.#closed) return;
     this.#probeTimer = setInterval(() => this.#probe(), STRICT_PROBE_INTERVAL_MS);
     this.#probeTimer.unref();
@@ -484,18 +494,25 @@ export class DecisionStore {
     this.#probeTimer = undefined;
   }
 
-  /** Skipped while a commit is in flight: its outcome says the same. */
+  /**
+   * Skipped while a commit is in flight (its outcome says the same), and while decisions'
+   * commits keep failing: a probe going through then would hide an outage they suffer.
+   */
   #probe(): void {
     if (this.#probing || this.#inFlight || this.#closed || !this.#failing) return;
+    const sent = performance.now();
+    if (sent - this.#failing.lastDecisionFailure < STRICT_PROBE_INTERVAL_MS) return;
     this.#probing = true;
     this.#writer.probe().then(
       () => {
         this.#probing = false;
-        if (!this.#closed) this.#commitsGoThrough();
+        // A decision's commit that failed meanwhile outweighs it.
+        if (!this.#closed && this.#failing !== undefined && this.#failing.lastDecisionFailure < sent) this.#commitsGoThrough();
       },
       (error: Error) => {
         this.#probing = false;
-        if (!this.#closed) this.#commitsFail(error.message);
+        // Unless a decision's commit went through meanwhile: that one tells.
+        if (!this.#closed && this.#failing !== undefined) this.#commitsFail(error.message, true);
       },
     );
   }
