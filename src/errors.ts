@@ -19,10 +19,13 @@ export class ArbiterError extends Error {
  */
 export class FieldsInvalidError extends ArbiterError {
   readonly errors: readonly { pointer: string; detail: string }[];
+  /** Offending fields found beyond `errors`, when the check listed only its first ones. */
+  readonly omitted: number;
 
-  constructor(code: string, message: string, errors: readonly { pointer: string; detail: string }[]) {
+  constructor(code: string, message: string, errors: readonly { pointer: string; detail: string }[], omitted = 0) {
     super(code, message);
     this.errors = errors;
+    this.omitted = omitted;
   }
 }
 

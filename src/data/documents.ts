@@ -245,7 +245,7 @@ export class LiveData {
         : { pointer: '', detail: `${name}${pointer}: ${detail}` },
     );
     const listed = issues.map(({ pointer, detail }) => `${name}${pointer}: ${detail}`).join('; ');
-    throw new FieldsInvalidError(check.code, total > issues.length ? `${listed}; and ${total - issues.length} more` : listed, errors);
+    throw new FieldsInvalidError(check.code, total > issues.length ? `${listed}; and ${total - issues.length} more` : listed, errors, total - issues.length);
   }
 
   /** Commits the new state of one document (undefined: deleted), then publishes the new snapshot. */

@@ -62,6 +62,6 @@ function problemOf(error: ArbiterError): { status: ContentfulStatusCode; body: P
   const status = STATUS_BY_CODE[error.code] ?? (error instanceof BundleRejectedError ? 422 : 500);
   const check = error instanceof BundleRejectedError ? { check: error.check } : {};
   const seq = error instanceof DecisionLogCorruptError ? { seq: error.seq } : {};
-  const fields = error instanceof FieldsInvalidError ? fieldErrorMembers(error.errors) : {};
+  const fields = error instanceof FieldsInvalidError ? fieldErrorMembers(error.errors, error.omitted) : {};
   return { status, body: { code: error.code, title: error.code.replaceAll('_', ' '), detail: error.message, ...check, ...seq, ...fields } };
 }

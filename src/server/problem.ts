@@ -19,11 +19,13 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
-/** The `errors` members of a problem: at most MAX_FIELD_ERRORS of them, and how many more were found. */
-export function fieldErrorMembers(errors: readonly FieldError[]): Pick<Problem, 'errors' | 'errors_omitted'> {
-  return errors.length > MAX_FIELD_ERRORS
-    ? { errors: errors.slice(0, MAX_FIELD_ERRORS), errors_omitted: errors.length - MAX_FIELD_ERRORS }
-    : { errors: [...errors] };
+/**
+ * The `errors` members of a problem: at most MAX_FIELD_ERRORS of them, and how many more were
+ * found (`omitted` counts those a check found but did not list).
+ */
+export function fieldErrorMembers(errors: readonly FieldError[], omitted = 0): Pick<Problem, 'errors' | 'errors_omitted'> {
+  const more = Math.max(0, errors.length - MAX_FIELD_ERRORS) + omitted;
+  return { errors: errors.slice(0, MAX_FIELD_ERRORS), ...(more > 0 && { errors_omitted: more }) };
 }
 
 export const PROBLEM_TYPE_BASE = 'urn:arbiter:problem:';
