@@ -15,7 +15,9 @@ import { ensurePrivateDatabaseFile, makePrivateDirSync } from './private-files.t
  * server never leaves a stale lock behind. Returns the release.
  */
 export function lockStateFile(path: string, key: string): () => void {
-  const lockPath = `${path}.lock`;
+  // Resolved, as lockStateFiles compares paths: `store/` must lock the same file as `store`
+  // (not `store/.lock`), or two servers would share a bundles.store spelled two ways.
+  const lockPath = `${resolve(path)}.lock`;
   let lock: DatabaseSync | undefined;
   try {
     makePrivateDirSync(dirname(lockPath));

@@ -240,6 +240,8 @@ describe('a start that fails', () => {
       [{ data: { path: join(dir, 'data.db') } }, 'data.path'],
       [{ decision_log: { path: join(dir, 'decisions.db') } }, 'decision_log.path'],
       [{ bundles: { store: join(dir, 'store') } }, 'bundles.store'],
+      // The same directory spelled with a trailing slash is the same store.
+      [{ bundles: { store: `${join(dir, 'store')}/` } }, 'bundles.store'],
     ];
     for (const [config, key] of shared) {
       const failure = await startTestArbiter(config).then(async (started) => void (await started.close()), (error: unknown) => error);
