@@ -157,7 +157,11 @@ describe('bundles.retention.max_revisions', () => {
       expect((await put(arbiter, s1, 'rs')).status).toBe(201);
       expect((await put(arbiter, s2, 'rs')).status).toBe(201);
       expect(await storedRevisions(arbiter, 'rs')).toEqual(['s2']);
-      expect(await put(arbiter, s1, 'rs')).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      const replayed = await put(arbiter, s1, 'rs');
+      expect(replayed).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      // Not "activate it explicitly": that answers 410 for a pruned revision. What does serve it is said.
+      expect(replayed.body!.detail).not.toContain('activate it explicitly');
+      expect(replayed.body!.detail).toContain('pruned');
       expect(await decidedBy(arbiter, 'rs')).toBe('s2');
       expect((await put(arbiter, s3, 'rs')).status).toBe(201);
     } finally {

@@ -463,7 +463,12 @@ function checkReplay(index: BundleIndex, revision: string, digest: string, signa
   const active = index.revisions.findIndex((r) => r.digest === index.active?.digest);
   // Stored in the order first accepted: only a revision accepted before the active one is a step back.
   if (sameRevision !== undefined && !(active !== -1 && index.revisions.indexOf(sameRevision) >= active)) {
-    throw new BundleRejectedError('bundle_replayed', `signed revision ${JSON.stringify(revision)} is stored already, older than the active one: activate it explicitly by revision to roll back`);
+    // A pruned one cannot be activated either (410): say what does serve it.
+    const next =
+      sameRevision.pruned_at === undefined
+        ? 'activate it explicitly by revision to roll back'
+        : `its archive was pruned (bundles.retention.max_revisions), so it cannot be activated either: rebuild it under a new revision to serve it again`;
+    throw new BundleRejectedError('bundle_replayed', `signed revision ${JSON.stringify(revision)} is stored already, older than the active one: ${next}`);
   }
   const activeIat = index.revisions[active]?.signature?.iat;
   if (activeIat !== undefined && !(signature.iat !== undefined && signature.iat > activeIat)) {
