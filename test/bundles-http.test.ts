@@ -248,6 +248,20 @@ describe('hostile archives through PUT', () => {
     expect(response.body!.detail).toContain('/metadata/deep/lc');
   });
 
+  it('a Content-Encoding on the archive -> 415 naming it (the body is not decoded), and nothing changes', async () => {
+    for (const [encoding, body] of [['gzip', gzipSync(archives.unsigned!)], ['gzip', archives.unsigned!]] as const) {
+      const response = await fetch(`${open.url}/v1/bundles/enc`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${writeToken}`, 'content-type': 'application/gzip', 'content-encoding': encoding },
+        body: new Uint8Array(body),
+      });
+      expect(response.status).toBe(415);
+      expect(response.headers.get('accept-encoding')).toBe('identity');
+      expect(await response.json()).toMatchObject({ code: 'unsupported_media_type', detail: expect.stringContaining('Content-Encoding "gzip"') });
+    }
+    expect((await call(open, 'GET', '/v1/bundles/enc')).status).toBe(404);
+  });
+
   it('a gzip bomb stops at the decompressed limit', async () => {
     const size = 80 * 1024 * 1024;
     const bomb = gzipSync(Buffer.concat([entry('bomb.json', { size }), Buffer.alloc(size)]), { level: 1 });

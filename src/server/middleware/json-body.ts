@@ -45,17 +45,8 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
         detail: `send the body as application/json (got ${mediaType ? JSON.stringify(mediaType) : 'no Content-Type'})`,
       });
     }
-    // Bodies are read as sent: a compressed one would read as malformed JSON, and one labelled
-    // compressed that is not would be taken for what its label denies (RFC 9110 15.5.16).
-    const encoding = (c.req.header('content-encoding') ?? '').trim();
-    if (encoding !== '' && encoding.toLowerCase() !== 'identity') {
-      return problem(
-        c,
-        options.unsupportedMediaTypeStatus ?? 415,
-        { code: 'unsupported_media_type', title: 'Unsupported media type', detail: `send the body uncompressed (got Content-Encoding ${JSON.stringify(encoding)})` },
-        { 'Accept-Encoding': 'identity' },
-      );
-    }
+    const encoded = contentEncodingProblem(c, options.unsupportedMediaTypeStatus ?? 415);
+    if (encoded !== undefined) return encoded;
     const bytes = await readLimited(c, options.limitBytes);
     if (bytes === undefined) {
       return problem(c, 413, {
@@ -181,4 +172,20 @@ async function readLimited(c: Context, limit: number): Promise<Uint8Array | unde
     chunks.push(chunk);
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/**
+ * Bodies are read as sent: a compressed one would read as malformed (JSON, or a bundle archive
+ * gzipped twice), and one labelled compressed that is not would be taken for what its label
+ * denies (RFC 9110 15.5.16). Any Content-Encoding but identity is refused, saying so.
+ */
+export function contentEncodingProblem(c: Context, status: 400 | 415): Response | undefined {
+  const encoding = (c.req.header('content-encoding') ?? '').trim();
+  if (encoding === '' || encoding.toLowerCase() === 'identity') return undefined;
+  return problem(
+    c,
+    status,
+    { code: 'unsupported_media_type', title: 'Unsupported media type', detail: `send the body uncompressed (got Content-Encoding ${JSON.stringify(encoding)})` },
+    { 'Accept-Encoding': 'identity' },
+  );
 }

@@ -1,13 +1,13 @@
 import type { Context } from 'hono';
-import { noQueryParameters } from '../query-parameters.ts';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { ArbiterError } from '../../errors.ts';
 import type { BundleLifecycle } from '../../policy/lifecycle.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminPrincipal, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
-import { jsonBody } from '../middleware/json-body.ts';
+import { contentEncodingProblem, jsonBody } from '../middleware/json-body.ts';
 import { problem } from '../problem.ts';
+import { noQueryParameters } from '../query-parameters.ts';
 
 export interface BundleRouteDeps {
   lifecycle: BundleLifecycle;
@@ -55,6 +55,9 @@ export function bundleRoutes(deps: BundleRouteDeps) {
           detail: `send the bundle .tar.gz as application/gzip (got ${mediaType ? JSON.stringify(mediaType) : 'no Content-Type'})`,
         });
       }
+      // The archive's own gzip is its media type; a Content-Encoding on top is not read.
+      const encoded = contentEncodingProblem(c, 415);
+      if (encoded !== undefined) return encoded;
       const archive = await readLimited(c, deps.maxBundleBytes);
       if (archive === undefined) {
         return problem(c, 413, { code: 'archive_compressed_too_large', check: 'archive_compressed_too_large', title: 'Bundle too large', detail: `the bundle exceeds ${deps.maxBundleBytes} bytes` });

@@ -1,5 +1,4 @@
 import { Hono } from 'hono';
-import { noQueryParameters } from '../query-parameters.ts';
 import { z } from 'zod';
 import { parseDataPath, type DataPath } from '../../data/data-path.ts';
 import { DocumentMetaInputSchema, type LiveData } from '../../data/documents.ts';
@@ -11,6 +10,7 @@ import type { BundleRegistry } from '../../policy/registry.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
+import { noQueryParameters } from '../query-parameters.ts';
 
 export interface DataRouteDeps {
   liveData: LiveData;
