@@ -254,7 +254,7 @@ const configShape = z.strictObject({
       check_entitlements: z
         .boolean()
         .default(true)
-        .describe('Refuse a PUT or PATCH (or a seed) that leaves the live document entitlements in a shape the default policy cannot read (400 entitlements_invalid, errors naming each field by JSON pointer): grants, actions and tenants must be lists. false for a bundle of your own that reads data.entitlements in another shape.'),
+        .describe('Refuse a PUT or PATCH (or a seed) that leaves the live document entitlements in a shape the default policy cannot read (400 entitlements_invalid, errors naming each field by JSON pointer): the grants of each subject a list of objects with a non-empty string id, actions and tenants lists of strings, and expires_at (when present) a number (rego/README.md, Live data). false for a bundle of your own that reads data.entitlements in another shape.'),
       seed: z
         .record(nonEmpty, nonEmpty)
         .optional()
