@@ -1,4 +1,5 @@
 import { pbkdf2 } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -180,6 +181,36 @@ describe('live data', () => {
     expect(refused).toMatchObject({ status: 400, body: { code: 'data_too_large' } });
     expect((await admin('GET', '/v1/data/bomb')).body).toMatchObject({ result: big });
     expect((await admin('DELETE', '/v1/data/bomb')).status).toBe(204);
+  });
+
+  it('refuses a path with a "." or ".." key rather than write or delete the parent it resolves to', async () => {
+    // Sent as is (fetch would resolve the dot segments itself): URL parsing on the server
+    // resolves them, also percent-encoded, so the key ".." under a user would name the document.
+    const sent = (method: string, path: string, body?: unknown) =>
+      new Promise<{ status: number; body: Record<string, any> | undefined }>((resolve, reject) => {
+        const payload = body === undefined ? undefined : JSON.stringify(body);
+        const request = httpRequest(`${arbiter.url}/`, {
+          method,
+          path,
+          headers: { authorization: `Bearer ${adminToken}`, ...(payload !== undefined && { 'content-type': 'application/json' }) },
+        });
+        request.on('error', reject);
+        request.on('response', (response) => {
+          let text = '';
+          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          response.on('end', () => resolve({ status: response.statusCode!, body: text ? JSON.parse(text) : undefined }));
+        });
+        request.end(payload);
+      });
+    expect((await admin('PUT', '/v1/data/dots', { users: { alice: 1 } })).status).toBe(200);
+    for (const path of ['/v1/data/dots/users/..', '/v1/data/dots/users/%2e%2E', '/v1/data/dots/users/.', '/v1/data/dots/users/%2E']) {
+      expect(await sent('PUT', path, { replaced: true }), path).toMatchObject({ status: 400, body: { code: 'data_path_invalid' } });
+      expect(await sent('DELETE', path), path).toMatchObject({ status: 400, body: { code: 'data_path_invalid' } });
+    }
+    expect((await admin('GET', '/v1/data/dots')).body).toMatchObject({ result: { users: { alice: 1 } } });
+    // A key merely holding dots is still a key.
+    expect((await sent('PUT', '/v1/data/dots/users/...', 2)).status).toBe(200);
+    expect((await admin('GET', '/v1/data/dots/users')).body).toMatchObject({ result: { alice: 1, '...': 2 } });
   });
 
   it('refuses writes under an active bundle root with 409, and reads the bundle data there', async () => {

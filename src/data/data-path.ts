@@ -9,9 +9,11 @@ export type DataPath = readonly string[];
 /**
  * Splits the raw (still percent-encoded) URL path after `/v1/data/` into keys, decoding
  * each segment separately so an encoded `%2F` stays inside its key. Throws
- * `data_path_invalid` for empty segments or malformed percent-encoding.
+ * `data_path_invalid` for empty segments, `.` or `..` keys (see `refuseDotSegments`) or
+ * malformed percent-encoding.
  */
 export function parseDataPath(rawPath: string): DataPath {
+  refuseDotSegments(rawPath);
   const trimmed = rawPath.replace(/^\/+|\/+$/g, '');
   if (trimmed === '') return [];
   return trimmed.split('/').map((segment) => {
@@ -22,6 +24,19 @@ export function parseDataPath(rawPath: string): DataPath {
       throw new ArbiterError('data_path_invalid', `"${rawPath}" has a malformed percent-encoded segment "${segment}"`);
     }
   });
+}
+
+/**
+ * Throws `data_path_invalid` when a segment of the URL path as sent is `.` or `..`, also
+ * percent-encoded: URL parsing resolves them (WHATWG treats `%2E` as a dot), so
+ * `/v1/data/entitlements/users/..` would otherwise replace or delete the whole
+ * `entitlements` document instead of the key `..` its sender named.
+ */
+export function refuseDotSegments(sentPath: string): void {
+  const dot = sentPath.split('/').find((segment) => /^(?:\.|%2e){1,2}$/i.test(segment));
+  if (dot !== undefined) {
+    throw new ArbiterError('data_path_invalid', `"${sentPath}" has a "${dot}" segment: keys "." and ".." cannot be addressed in a URL path`);
+  }
 }
 
 /** Human-readable form for messages: keys joined by `/`. */

@@ -1,6 +1,7 @@
-import { Hono } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import { Hono, type Context } from 'hono';
 import { z } from 'zod';
-import { parseDataPath, type DataPath } from '../../data/data-path.ts';
+import { parseDataPath, refuseDotSegments, type DataPath } from '../../data/data-path.ts';
 import { DocumentMetaInputSchema, type LiveData } from '../../data/documents.ts';
 import { JsonPatchSchema } from '../../data/json-patch.ts';
 import { ArbiterError } from '../../errors.ts';
@@ -35,7 +36,7 @@ export function dataRoutes(deps: DataRouteDeps) {
   return new Hono<{ Variables: AdminVariables }>()
     .get(`${PREFIX}/*`, read, noQueryParameters, (c) => {
       try {
-        const path = dataPathOf(c.req.url);
+        const path = dataPathOf(c);
         // What policies read: live data with every active bundle's data over its roots, so a
         // path above several roots (the root itself) shows live documents and bundles alike.
         const active = deps.bundles.list();
@@ -52,7 +53,7 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .put(`${PREFIX}/*`, write, noQueryParameters, jsonBody(z.unknown(), limit), (c) => {
       try {
-        const snapshot = deps.liveData.put(dataPathOf(c.req.url), c.get('body'), metaOf(c.req.header()));
+        const snapshot = deps.liveData.put(dataPathOf(c), c.get('body'), metaOf(c.req.header()));
         return c.json({ version: snapshot.version });
       } catch (error) {
         return adminProblem(c, error);
@@ -60,7 +61,7 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, limit), (c) => {
       try {
-        const snapshot = deps.liveData.patch(dataPathOf(c.req.url), c.get('body'), metaOf(c.req.header()));
+        const snapshot = deps.liveData.patch(dataPathOf(c), c.get('body'), metaOf(c.req.header()));
         return c.json({ version: snapshot.version });
       } catch (error) {
         return adminProblem(c, error);
@@ -68,7 +69,7 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .delete(`${PREFIX}/*`, write, noQueryParameters, (c) => {
       try {
-        deps.liveData.delete(dataPathOf(c.req.url));
+        deps.liveData.delete(dataPathOf(c));
         return c.body(null, 204);
       } catch (error) {
         return adminProblem(c, error);
@@ -76,9 +77,14 @@ export function dataRoutes(deps: DataRouteDeps) {
     });
 }
 
-/** Keys from the raw URL, so an encoded `%2F` stays inside its key. */
-function dataPathOf(url: string): DataPath {
-  return parseDataPath(new URL(url).pathname.slice(PREFIX.length));
+/**
+ * Keys from the raw URL, so an encoded `%2F` stays inside its key. The URL the handler gets
+ * has its dot segments resolved already: they are refused in the request target as sent.
+ */
+function dataPathOf(c: Context): DataPath {
+  const sent = (c.env as Partial<HttpBindings> | undefined)?.incoming?.url;
+  if (sent !== undefined) refuseDotSegments(sent.split('?')[0]!);
+  return parseDataPath(new URL(c.req.url).pathname.slice(PREFIX.length));
 }
 
 function metaOf(headers: Record<string, string>) {
