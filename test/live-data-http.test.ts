@@ -316,6 +316,16 @@ describe('the entitlements document', () => {
   });
 });
 
+describe('data.seed', () => {
+  it('stops start-up on a seed file holding a lone surrogate, which the policy cannot parse, naming the pointer', async () => {
+    const seed = join(tempDir(), 'pair.json');
+    writeFileSync(seed, '{"a": 1, "b": {"c": "\\udfff"}}');
+    await expect(startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db'), seed: { pair: seed } } })).rejects.toMatchObject({
+      issues: [{ path: 'data.seed.pair', message: expect.stringContaining('/b/c') }],
+    });
+  });
+});
+
 describe('revocations', () => {
   const now = () => Math.floor(Date.now() / 1000);
 

@@ -1,16 +1,26 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
 import type { DocumentCheck } from './documents.ts';
+import { jsonDefect } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
 import { ownedByRoots } from './data-path.ts';
 
 /** A data.seed file's document, or a ConfigError naming `data.seed.<document>`: start-up and `config check` read it alike. */
 export function readSeedFile(document: string, file: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(readFileSync(file, 'utf8'));
+    value = JSON.parse(readFileSync(file, 'utf8'));
   } catch (error) {
     throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot read ${file}: ${(error as Error).message}` }]);
   }
+  // What a write's body is refused for, the seed bypasses: a lone surrogate escape would make
+  // every policy fail to take live data, denying every decision (policy_error) until deleted.
+  // Depth is the store's to judge (data_too_deep), as for a PUT.
+  const defect = jsonDefect(value, { maxDepth: Number.POSITIVE_INFINITY, checkText: true });
+  if (defect !== undefined) {
+    throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${document}${defect.pointer}: ${defect.detail}` }]);
+  }
+  return value;
 }
 
 /**
