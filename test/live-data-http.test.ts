@@ -164,6 +164,29 @@ describe('live data', () => {
     expect((await admin('GET', '/v1/data/pair')).body).toEqual(before);
   });
 
+  it('names the field of the body it refuses by JSON pointer, for PUT and PATCH alike', async () => {
+    await admin('PUT', '/v1/data/named', { a: 1, list: [1] });
+    const before = (await admin('GET', '/v1/data/named')).body!;
+    const deep = await admin('PUT', '/v1/data/named', { a: JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40)) });
+    expect(deep).toMatchObject({ status: 400, body: { code: 'data_too_deep', errors: [{ pointer: expect.stringMatching(/^\/a(\/x)+$/) }] } });
+    expect(await admin('PUT', '/v1/data/named', { a: { '': 1 } })).toMatchObject({ status: 400, body: { code: 'data_invalid', errors: [{ pointer: '/a/' }] } });
+    const cases: [unknown[], string, string][] = [
+      [[{ op: 'test', path: '/a', value: 1 }, { op: 'add', path: 'b', value: 1 }], 'json_patch_invalid', '/1/path'],
+      [[{ op: 'copy', from: '/a~2', path: '/b' }], 'json_patch_invalid', '/0/from'],
+      [[{ op: 'move', from: '/list', path: '/list/0' }], 'json_patch_invalid', '/0/path'],
+      [[{ op: 'move', from: '/missing', path: '/b' }], 'json_patch_path_not_found', '/0/from'],
+      [[{ op: 'remove', path: '/missing' }], 'json_patch_path_not_found', '/0/path'],
+      [[{ op: 'test', path: '/a', value: 2 }], 'json_patch_test_failed', '/0/value'],
+      [[{ op: 'add', path: '/b', value: { '': 1 } }], 'data_invalid', '/0/value/'],
+    ];
+    for (const [patch, code, pointer] of cases) {
+      expect(await admin('PATCH', '/v1/data/named', patch), JSON.stringify(patch)).toMatchObject({ status: code === 'json_patch_invalid' || code.startsWith('data') ? 400 : 409, body: { code, errors: [{ pointer }] } });
+    }
+    const deepPatch = await admin('PATCH', '/v1/data/named', [{ op: 'add', path: '/b', value: JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40)) }]);
+    expect(deepPatch).toMatchObject({ status: 400, body: { code: 'data_too_deep', errors: [{ pointer: expect.stringMatching(/^\/0\/value(\/x)+$/) }] } });
+    expect((await admin('GET', '/v1/data/named')).body).toEqual(before);
+  });
+
   it('refuses a small patch whose copies would multiply the data past the size limit, quickly', async () => {
     const big = { s: 'x'.repeat(100_000) };
     expect((await admin('PUT', '/v1/data/bomb', big)).status).toBe(200);

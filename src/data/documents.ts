@@ -165,7 +165,7 @@ export class LiveData {
   /** Creates or replaces the value at `path`, creating missing parent objects. */
   put(path: DataPath, value: unknown, meta?: DocumentMetaInput): LiveDataSnapshot {
     const [name, rest] = this.#writable(path);
-    const frozen = freezeJson(value, { maxDepth: this.#limits.maxDepth, depthOffset: path.length, where: formatDataPath(path) });
+    const frozen = freezeJson(value, { maxDepth: this.#limits.maxDepth, depthOffset: path.length, where: formatDataPath(path), bodyPointer: '' });
     const document = putIn(ownMember(this.#snapshot.data, name), rest, frozen, path);
     this.#check(name, rest, document);
     return this.#write(name, document, meta);

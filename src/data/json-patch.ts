@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ArbiterError } from '../errors.ts';
+import { FieldsInvalidError } from '../errors.ts';
 import { parseArrayIndex, parseJsonPointer } from './json-pointer.ts';
 import { escapePointerToken, freezeJson, isJsonObject, jsonByteSize, jsonDepth, jsonEqual, ownMember, withMember, withoutMember } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
@@ -19,17 +19,23 @@ export type JsonPatchOperation = z.infer<typeof JsonPatchOperationSchema>;
 
 export const JsonPatchSchema = z.array(JsonPatchOperationSchema);
 
+/** The member of an operation an error is about, named in the error's JSON pointer (`/2/from`); `''`: the operation itself. */
+export type OperationMember = 'path' | 'from' | 'value' | '';
+
 /**
  * A patch that cannot be applied. `code` is `json_patch_invalid` (malformed operation or
- * pointer), `json_patch_path_not_found` (a location the operation needs does not exist) or
- * `json_patch_test_failed`; `opIndex` is the failing operation (undefined when the patch
- * itself is not an array). Nothing of the patch is applied when this is thrown.
+ * pointer), `json_patch_path_not_found` (a location the operation needs does not exist),
+ * `json_patch_test_failed`, or a data limit (`data_too_large`, `data_too_deep`); `opIndex` is
+ * the failing operation (undefined when the patch itself is not an array), and `errors` name
+ * the member at fault by pointer into the patch (`/1/from`). Nothing of the patch is applied
+ * when this is thrown.
  */
-export class JsonPatchError extends ArbiterError {
+export class JsonPatchError extends FieldsInvalidError {
   readonly opIndex: number | undefined;
 
-  constructor(code: string, opIndex: number | undefined, reason: string) {
-    super(code, opIndex === undefined ? `JSON Patch: ${reason}` : `JSON Patch op ${opIndex}: ${reason}`);
+  constructor(code: string, opIndex: number | undefined, reason: string, member: OperationMember = 'path') {
+    const pointer = opIndex === undefined ? '' : member === '' ? `/${opIndex}` : `/${opIndex}/${member}`;
+    super(code, opIndex === undefined ? `JSON Patch: ${reason}` : `JSON Patch op ${opIndex}: ${reason}`, [{ pointer, detail: reason }]);
     this.opIndex = opIndex;
   }
 }
@@ -65,7 +71,7 @@ function parseOperation(raw: unknown, index: number): JsonPatchOperation {
   const parsed = JsonPatchOperationSchema.safeParse(raw);
   if (!parsed.success) {
     const reason = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(operation)'}: ${issue.message}`).join('; ');
-    throw new JsonPatchError('json_patch_invalid', index, reason);
+    throw new JsonPatchError('json_patch_invalid', index, reason, '');
   }
   return parsed.data;
 }
@@ -74,14 +80,14 @@ function applyOperation(document: JsonValue, operation: JsonPatchOperation, cont
   const path = context.pointer(operation.path, 'path');
   switch (operation.op) {
     case 'add':
-      return add(document, path, context.added(context.value(operation.value, path)), context);
+      return add(document, path, context.added(context.value(operation.value, path), 'value'), context);
     case 'remove':
       return remove(document, path, context);
     case 'replace':
-      return replace(document, path, context.added(context.value(operation.value, path)), context);
+      return replace(document, path, context.added(context.value(operation.value, path), 'value'), context);
     case 'move': {
       const from = context.pointer(operation.from, 'from');
-      const value = get(document, from, context);
+      const value = get(document, from, context, 'from');
       if (from.length === path.length && from.every((token, i) => token === path[i])) return document;
       if (from.length < path.length && from.every((token, i) => token === path[i])) {
         throw context.error('json_patch_invalid', `cannot move "${operation.from}" into its own child "${operation.path}"`);
@@ -90,13 +96,13 @@ function applyOperation(document: JsonValue, operation: JsonPatchOperation, cont
       return add(remove(document, from, context), path, context.sharedValue(value, path), context);
     }
     case 'copy': {
-      const value = get(document, context.pointer(operation.from, 'from'), context);
-      return add(document, path, context.sharedValue(context.added(value), path), context);
+      const value = get(document, context.pointer(operation.from, 'from'), context, 'from');
+      return add(document, path, context.sharedValue(context.added(value, 'from'), path), context);
     }
     case 'test': {
       const expected = context.value(operation.value, path);
       if (!jsonEqual(get(document, path, context), expected)) {
-        throw context.error('json_patch_test_failed', `the value at "${operation.path}" is not equal to the expected value`);
+        throw context.error('json_patch_test_failed', `the value at "${operation.path}" is not equal to the expected value`, 'value');
       }
       return document;
     }
@@ -121,33 +127,38 @@ class OperationContext {
     this.#budget = budget;
   }
 
-  error(code: string, reason: string): JsonPatchError {
-    return new JsonPatchError(code, this.index, reason);
+  error(code: string, reason: string, member: OperationMember = 'path'): JsonPatchError {
+    return new JsonPatchError(code, this.index, reason, member);
   }
 
   pointer(text: string, member: 'path' | 'from'): string[] {
     try {
       return parseJsonPointer(text);
     } catch (error) {
-      throw this.error('json_patch_invalid', `${member}: ${(error as Error).message}`);
+      throw this.error('json_patch_invalid', `${member}: ${(error as Error).message}`, member);
     }
   }
 
   /** Validates and freezes a value supplied in the operation. */
   value(raw: unknown, path: readonly string[]): JsonValue {
     const where = `JSON Patch op ${this.index} value`;
-    return freezeJson(raw, { maxDepth: this.options.maxDepth, depthOffset: this.options.depthOffset + path.length, where });
+    return freezeJson(raw, {
+      maxDepth: this.options.maxDepth,
+      depthOffset: this.options.depthOffset + path.length,
+      where,
+      bodyPointer: `/${this.index}/value`,
+    });
   }
 
   /**
    * Counts `value` against the patch's added-bytes limit, measuring no further than the
    * bytes left: a copy of a widely shared subtree costs at most that much to refuse.
    */
-  added(value: JsonValue): JsonValue {
+  added(value: JsonValue, member: 'value' | 'from'): JsonValue {
     const left = this.#budget.maxBytes - this.#budget.addedBytes;
     const bytes = jsonByteSize(value, left);
     if (bytes > left) {
-      throw this.error('data_too_large', `the patch would add more than ${this.#budget.maxBytes} bytes, the live data size limit`);
+      throw this.error('data_too_large', `the patch would add more than ${this.#budget.maxBytes} bytes, the live data size limit`, member);
     }
     this.#budget.addedBytes += bytes;
     return value;
@@ -159,17 +170,17 @@ class OperationContext {
    */
   sharedValue(value: JsonValue, path: readonly string[]): JsonValue {
     if (this.options.depthOffset + path.length + jsonDepth(value) > this.options.maxDepth) {
-      throw new ArbiterError('data_too_deep', `JSON Patch op ${this.index}: the result exceeds the maximum depth of ${this.options.maxDepth}`);
+      throw this.error('data_too_deep', `the result exceeds the maximum depth of ${this.options.maxDepth}`);
     }
     return value;
   }
 }
 
-function get(document: JsonValue, path: readonly string[], context: OperationContext): JsonValue {
+function get(document: JsonValue, path: readonly string[], context: OperationContext, member: 'path' | 'from' = 'path'): JsonValue {
   let current = document;
   for (const token of path) {
     const child = childOf(current, token);
-    if (child === undefined) throw notFound(path, context);
+    if (child === undefined) throw notFound(path, context, member);
     current = child;
   }
   return current;
@@ -250,6 +261,6 @@ function pointerOf(path: readonly string[]): string {
   return path.map((token) => `/${escapePointerToken(token)}`).join('');
 }
 
-function notFound(path: readonly string[], context: OperationContext): JsonPatchError {
-  return context.error('json_patch_path_not_found', `no value at "${pointerOf(path)}"`);
+function notFound(path: readonly string[], context: OperationContext, member: 'path' | 'from' = 'path'): JsonPatchError {
+  return context.error('json_patch_path_not_found', `no value at "${pointerOf(path)}"`, member);
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ArbiterError } from '../errors.ts';
+import { ArbiterError, FieldsInvalidError } from '../errors.ts';
 
 export type JsonScalar = string | number | boolean | null;
 export type JsonObject = { readonly [key: string]: JsonValue };
@@ -50,6 +50,12 @@ export interface FreezeJsonOptions {
   depthOffset: number;
   /** Names the value in error messages, e.g. `entitlements/alice` or `op 2`. */
   where: string;
+  /**
+   * Where the value is in a request body, as a JSON pointer (`""`: the body itself, `/2/value`):
+   * its errors then name the offending field by pointer (a FieldsInvalidError), as a problem
+   * answer's `errors` do. Unset for a value that comes from no body.
+   */
+  bodyPointer?: string;
 }
 
 /**
@@ -80,7 +86,8 @@ function freezeAt(value: unknown, depth: number, options: FreezeJsonOptions, poi
     const members = Object.entries(value);
     if (members.length > 0) checkDepth(depth, options, pointer);
     const entries = members.map(([key, item]): [string, JsonValue] => {
-      if (key === '') throw invalid(options, pointer, 'object keys must be non-empty strings');
+      // `${pointer}/` is the pointer to the member whose key is empty.
+      if (key === '') throw invalid(options, `${pointer}/`, 'object keys must be non-empty strings');
       return [key, freezeAt(item, depth + 1, options, `${pointer}/${escapePointerToken(key)}`)];
     });
     // Object.fromEntries defines own properties, so a `__proto__` key stays data.
@@ -92,13 +99,17 @@ function freezeAt(value: unknown, depth: number, options: FreezeJsonOptions, poi
 
 function checkDepth(depth: number, options: FreezeJsonOptions, pointer: string): void {
   // A non-empty container at `depth` puts its members at depth + 1.
-  if (depth >= options.maxDepth) {
-    throw new ArbiterError('data_too_deep', `${options.where}${pointer}: nesting exceeds the maximum depth of ${options.maxDepth}`);
-  }
+  if (depth >= options.maxDepth) throw valueError('data_too_deep', options, pointer, `nesting exceeds the maximum depth of ${options.maxDepth}`);
 }
 
 function invalid(options: FreezeJsonOptions, pointer: string, reason: string): ArbiterError {
-  return new ArbiterError('data_invalid', `${options.where}${pointer}: ${reason}`);
+  return valueError('data_invalid', options, pointer, reason);
+}
+
+function valueError(code: string, options: FreezeJsonOptions, pointer: string, reason: string): ArbiterError {
+  const message = `${options.where}${pointer}: ${reason}`;
+  if (options.bodyPointer === undefined) return new ArbiterError(code, message);
+  return new FieldsInvalidError(code, message, [{ pointer: `${options.bodyPointer}${pointer}`, detail: reason }]);
 }
 
 /**
