@@ -236,6 +236,18 @@ describe('live data', () => {
     expect((await admin('GET', '/v1/data/dots/users')).body).toMatchObject({ result: { alice: 1, '...': 2 } });
   });
 
+  it('refuses a write whose path ends in a slash (an empty last key) rather than write or delete the parent', async () => {
+    // `/v1/data/slash/users/${encodeURIComponent(id)}` with an empty id must not name the whole document.
+    expect((await admin('PUT', '/v1/data/slash', { users: { alice: 1 } })).status).toBe(200);
+    for (const path of ['/v1/data/slash/users/', '/v1/data/slash/', '/v1/data//slash', '/v1/data/slash//users']) {
+      expect(await admin('PUT', path, { replaced: true }), path).toMatchObject({ status: 400, body: { code: 'data_path_invalid' } });
+      expect(await admin('PATCH', path, [{ op: 'remove', path: '/alice' }]), path).toMatchObject({ status: 400, body: { code: 'data_path_invalid' } });
+      expect(await admin('DELETE', path), path).toMatchObject({ status: 400, body: { code: 'data_path_invalid' } });
+    }
+    expect((await admin('GET', '/v1/data/slash')).body).toMatchObject({ result: { users: { alice: 1 } } });
+    expect((await admin('DELETE', '/v1/data/slash')).status).toBe(204);
+  });
+
   it('refuses writes under an active bundle root with 409, and reads the bundle data there', async () => {
     expect(await admin('PUT', '/v1/data/echo/x', 1)).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
     expect(await admin('PUT', '/v1/data/simple', {})).toMatchObject({ status: 409 });

@@ -77,7 +77,7 @@ const DECISION_ID = { id: 'decision_id (UUIDv7) as the decision endpoint answere
 const DECISION_LOG: readonly ProblemUse[] = ['decision_log_disabled'];
 const DATA_PATH = {
   path:
-    'Slash-separated keys below /v1/data, sent as literal slashes (/v1/data/authz/actions); an encoded %2F stays inside its key. Keys "." and ".." cannot be addressed (URL parsing resolves them, also encoded): data_path_invalid. ' +
+    'Slash-separated keys below /v1/data, sent as literal slashes (/v1/data/authz/actions); an encoded %2F stays inside its key. Keys "." and ".." cannot be addressed (URL parsing resolves them, also encoded), nor can a write name an empty key (a leading, trailing or doubled slash): data_path_invalid. ' +
     'OpenAPI path parameters cannot hold a slash: a generated client that percent-encodes this parameter names one key, so build the URL yourself for nested paths.',
 };
 

@@ -53,7 +53,7 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .put(`${PREFIX}/*`, write, noQueryParameters, jsonBody(z.unknown(), limit), (c) => {
       try {
-        const snapshot = deps.liveData.put(dataPathOf(c), c.get('body'), metaOf(c.req.header()));
+        const snapshot = deps.liveData.put(writablePathOf(c), c.get('body'), metaOf(c.req.header()));
         return c.json({ version: snapshot.version });
       } catch (error) {
         return adminProblem(c, error);
@@ -61,7 +61,7 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, limit), (c) => {
       try {
-        const snapshot = deps.liveData.patch(dataPathOf(c), c.get('body'), metaOf(c.req.header()));
+        const snapshot = deps.liveData.patch(writablePathOf(c), c.get('body'), metaOf(c.req.header()));
         return c.json({ version: snapshot.version });
       } catch (error) {
         return adminProblem(c, error);
@@ -69,7 +69,7 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .delete(`${PREFIX}/*`, write, noQueryParameters, (c) => {
       try {
-        deps.liveData.delete(dataPathOf(c));
+        deps.liveData.delete(writablePathOf(c));
         return c.body(null, 204);
       } catch (error) {
         return adminProblem(c, error);
@@ -85,6 +85,21 @@ function dataPathOf(c: Context): DataPath {
   const sent = (c.env as Partial<HttpBindings> | undefined)?.incoming?.url;
   if (sent !== undefined) refuseDotSegments(sent.split('?')[0]!);
   return parseDataPath(new URL(c.req.url).pathname.slice(PREFIX.length));
+}
+
+/**
+ * A write's keys. parseDataPath drops the slashes around the path (`/v1/data/` is the root),
+ * but in a write an extra one is an empty key where a feed meant one (`users/${id}` with an
+ * empty id): dropped, the write would replace or delete the parent, or `//alice` write the
+ * document `alice`. Refused instead.
+ */
+function writablePathOf(c: Context): DataPath {
+  const path = dataPathOf(c);
+  const keys = new URL(c.req.url).pathname.slice(PREFIX.length);
+  if (keys !== '' && keys !== '/' && keys.slice(1).split('/').includes('')) {
+    throw new ArbiterError('data_path_invalid', `"${keys}" has an empty key: a write names each key, with no leading, trailing or doubled slash`);
+  }
+  return path;
 }
 
 function metaOf(headers: Record<string, string>) {
