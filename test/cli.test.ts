@@ -133,6 +133,20 @@ describe('arbiter CLI', () => {
     expect(stderr).not.toContain('spawnSync');
   });
 
+  it('bundle build of a directory that is not there says so (2), not that opa is missing', async () => {
+    const dir = tempDir();
+    const missing = join(dir, 'no-such-policy');
+    const result = await cli('bundle', 'build', missing, '--out', join(dir, 'out.tar.gz'));
+    expect(result).toMatchObject({ code: 2, stdout: '' });
+    expect(result.stderr).toContain(`${missing} does not exist`);
+    expect(result.stderr).not.toContain('not found');
+    // A file is not a bundle directory either.
+    writeFileSync(join(dir, 'policy.rego'), 'package x\n');
+    const file = await cli('bundle', 'build', join(dir, 'policy.rego'), '--out', join(dir, 'out.tar.gz'));
+    expect(file).toMatchObject({ code: 2, stdout: '' });
+    expect(file.stderr).toContain('is not a directory');
+  });
+
   it('check:bundles fails on a stale bundle and on one that no rego/ directory builds', async () => {
     const dir = tempDir();
     const rego = join(dir, 'rego');

@@ -71,6 +71,7 @@ export async function bundleCommand(argv: string[]): Promise<number> {
 }
 
 function build(dir: string, options: Options): number {
+  bundleDirectory(dir);
   const out = options.out ?? `${basename(resolve(dir))}.tar.gz`;
   if (!runBuild(dir, out, options.revision, options)) return 1;
   console.log(options.json ? JSON.stringify({ out }) : `built ${out}`);
@@ -117,6 +118,20 @@ async function push(path: string, options: Options): Promise<number> {
     console.log(`${name}: revision ${body.revision} ${body.outcome === 'activated' ? 'activated' : 'already active'} (sha256 ${body.digest})`);
   }
   return 0;
+}
+
+/**
+ * Refuses a path that is not a directory, before opa is run: the build would read its sources
+ * first, and that failure (ENOENT) would be reported as opa itself missing.
+ */
+function bundleDirectory(dir: string): void {
+  let isDir: boolean;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch {
+    throw new ArbiterError('usage', `${dir} does not exist`);
+  }
+  if (!isDir) throw new ArbiterError('usage', `${dir} is not a directory: bundle build takes the directory of a bundle's .rego files`);
 }
 
 /** Progress goes to stderr, and not at all with --json, so stdout stays the answer. */

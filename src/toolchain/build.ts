@@ -44,13 +44,15 @@ export interface BuildOptions {
  * `opa_build_failed` with what opa said (it prints compile errors on stdout, not stderr).
  */
 export function buildBundle(dir: string, out: string, options: BuildOptions = {}): void {
+  // Outside the try: a source that cannot be read (ENOENT) is not opa missing.
+  const revision = options.revision ?? sourceRevision(dir);
   try {
     execFileSync(
       opaPath(),
       [
         'build', '-t', 'wasm', `-O=${OPTIMIZATION_LEVEL}`,
         '--ignore', '*_test.rego', '--ignore', '*.md',
-        '--revision', options.revision ?? sourceRevision(dir),
+        '--revision', revision,
         ...(options.extraArgs ?? []),
         '-b', dir, '-o', out,
       ],
