@@ -237,6 +237,19 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__HOST: '127.0.0.1' } }))[0]!.message).not.toMatch(/set by/);
   });
 
+  it('names the variable whose misspelt name made an unknown key', () => {
+    const file = join(dir, 'arbiter.yaml');
+    writeFileSync(file, 'server:\n  port: 9000\n');
+    // The file has no `servr`: the report must send the operator to the variable that made it.
+    const [section] = issuesOf(() => loadConfig({ file, env: { ARBITER_SERVR__PORT: '1' } }));
+    expect(section).toMatchObject({ path: 'servr', message: 'unknown key (set by ARBITER_SERVR__PORT)' });
+    const [key] = issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__PORTT: '1' } }));
+    expect(key).toMatchObject({ path: 'server.portt', message: 'unknown key (set by ARBITER_SERVER__PORTT)' });
+    // An unknown key the file holds stays the file's, whatever else the environment sets.
+    writeFileSync(file, 'server:\n  prot: 9000\n');
+    expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__PORT: '1' } }))[0]).toEqual({ path: 'server.prot', message: 'unknown key' });
+  });
+
   it('names the variable and key of an override that is not valid YAML', () => {
     const [problem] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: 'a: b: c' } }));
     expect(problem!.path).toBe('server.host');

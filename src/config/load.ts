@@ -25,7 +25,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     // The report names the file, but a value an ARBITER_* variable (or PORT) set is not in it:
     // say which variable set it, so the operator does not search the file for a value it lacks.
     throw new ConfigError(error.issues.map((issue) => {
-      const variable = setBy(overrides, issue.path);
+      const variable = setBy(overrides, issue.path) ?? (issue.message === UNKNOWN_KEY ? madeBy(overrides, issue.path) : undefined);
       return variable === undefined ? issue : { path: issue.path, message: `${issue.message} (set by ${variable})` };
     }), options.file ?? 'configuration');
   }
@@ -41,6 +41,18 @@ function setBy(overrides: readonly { variable: string; path: string[] }[], path:
   return found?.variable;
 }
 
+/**
+ * For an unknown key (`a.b`, or `a.b, a.c` for several in one object): the variable that set a
+ * value at or below one of them. A misspelt variable (ARBITER_SERVR__PORT) makes the key it
+ * names, so the key is not in the file either.
+ */
+function madeBy(overrides: readonly { variable: string; path: string[] }[], paths: string): string | undefined {
+  const unknown = paths.split(', ');
+  return overrides.findLast(({ path }) => unknown.some((key) => `${path.join('.')}.`.startsWith(`${key}.`)))?.variable;
+}
+
+const UNKNOWN_KEY = 'unknown key';
+
 export function parseConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw);
   if (!result.success) throw new ConfigError(describeIssues(result.error), source);
@@ -51,7 +63,7 @@ export function describeIssues(error: z.ZodError): { path: string; message: stri
   return error.issues.map((issue) => {
     const path = issue.path.map(String).join('.');
     if (issue.code === 'unrecognized_keys') {
-      return { path: issue.keys.map((k) => (path ? `${path}.${k}` : k)).join(', '), message: 'unknown key' };
+      return { path: issue.keys.map((k) => (path ? `${path}.${k}` : k)).join(', '), message: UNKNOWN_KEY };
     }
     return { path, message: issue.message };
   });
