@@ -350,6 +350,9 @@ describe('shipped deployment configurations', () => {
     expect(config.mode).toBe('production');
     expect(config.bundles.dir).toBe('/app/bundles');
     for (const path of statePaths(config)) expect(path).toMatch(/^\/var\/lib\/arbiter\//);
+    // `docker stop` sends SIGKILL 10 s after SIGTERM (its default): the drain must end first,
+    // stores flushed, rather than be killed half-way (records of answered decisions unwritten).
+    expect(config.server.shutdown_timeout_s).toBeLessThan(10);
   });
 
   it("the README's production example is valid once given a key hash, and keeps all state out of the working directory", () => {
