@@ -333,6 +333,25 @@ describe('arbiter config check', () => {
     expect(stdout).toContain('valid');
   });
 
+  it('says what is wrong with the command line before the usage (2)', async () => {
+    const refused = (args: string[]) =>
+      run(process.execPath, [cli, 'config', ...args]).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+      );
+    for (const [args, said] of [
+      [['chek', 'config/development.yaml'], 'unknown subcommand "chek"'],
+      [[], 'a subcommand is required'],
+      [['check'], 'config check takes one file'],
+      [['check', 'a.yaml', 'b.yaml'], 'config check takes one file'],
+    ] as const) {
+      const result = await refused([...args]);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr.split('\n')[0], args.join(' ')).toContain(said);
+      expect(result.stderr, args.join(' ')).toContain('Usage: arbiter config check');
+    }
+  });
+
   it('exits 0 for a valid file', async () => {
     const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
     expect(stdout).toContain('valid');

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
-import { atConfigKey, ConfigError } from '../errors.ts';
+import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
@@ -27,10 +27,16 @@ export async function configCommand(argv: string[]): Promise<number> {
     options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     allowPositionals: true,
   });
-  if (values.help || positionals[0] !== 'check' || positionals.length !== 2) {
-    (values.help ? console.log : console.error)(HELP);
-    return values.help ? 0 : 2;
+  if (values.help) {
+    console.log(HELP);
+    return 0;
   }
+  // Said first, as bundle and decisions do: the usage alone leaves the operator to guess what was wrong.
+  const [subcommand] = positionals;
+  if (subcommand !== 'check') {
+    throw new ArbiterError('usage', `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}`}\n\n${HELP}`);
+  }
+  if (positionals.length !== 2) throw new ArbiterError('usage', `config check takes one file, got ${positionals.length - 1}\n\n${HELP}`);
   const file = positionals[1]!;
   // What could not be checked: said, not guessed; not a problem (the exit code stays 0).
   const notes: { path: string; message: string }[] = [];
