@@ -147,6 +147,16 @@ describe('arbiter CLI', () => {
     expect(file.stderr).toContain('is not a directory');
   });
 
+  it('bundle push of an archive refuses --revision (2), which only a build of a directory can set', async () => {
+    // Ignored, the operator would believe the revision pushed is the one given.
+    const result = await run(process.execPath, ['src/cli/main.ts', 'bundle', 'push', 'bundles/authz.tar.gz', '--revision', 'r9'], {
+      env: { ...process.env, ARBITER_URL: 'http://127.0.0.1:9', ARBITER_TOKEN: 'a.b.c' },
+    }).catch((error: { code: number; stdout: string; stderr: string }) => error);
+    expect(result).toMatchObject({ code: 2, stdout: '' });
+    expect((result as { stderr: string }).stderr).toContain('--revision');
+    expect((result as { stderr: string }).stderr).not.toContain('unreachable');
+  });
+
   it('check:bundles fails on a stale bundle and on one that no rego/ directory builds', async () => {
     const dir = tempDir();
     const rego = join(dir, 'rego');

@@ -96,6 +96,11 @@ async function push(path: string, options: Options): Promise<number> {
   } catch {
     throw new ArbiterError('usage', `${path} does not exist`);
   }
+  // An archive's revision is the one it was built with: ignoring the option would leave the
+  // operator believing another revision was pushed.
+  if (!isDir && options.revision !== undefined) {
+    throw new ArbiterError('usage', `--revision applies to a directory, built before the push: ${path} is an archive, whose revision is the one it was built with (its .manifest)`);
+  }
   const name = options.name ?? basename(resolve(path)).replace(/\.tar\.gz$/, '');
   let archive: Buffer;
   if (isDir) {
