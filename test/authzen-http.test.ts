@@ -396,6 +396,27 @@ describe('search', () => {
     }
   });
 
+  // The AuthZEN drafts, up to the last one before 1.0, send the next page as page.next_token:
+  // ignored, it would answer the first page again, with the same token, for ever.
+  it('takes page.next_token in a request as the page token of the drafts', async () => {
+    const first = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1 } });
+    const token = first.body!.page.next_token as string;
+    const next = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { next_token: token } });
+    expect(next.status, JSON.stringify(next.body)).toBe(200);
+    expect(next.body!.results).toEqual([user(morty)]);
+    for (const next_token of [token, '']) {
+      const same = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { token, next_token } });
+      expect(same.body!.results).toEqual([user(morty)]);
+    }
+    const forged = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { next_token: 'bm90IGEgdG9rZW4' } });
+    expect(forged.status).toBe(400);
+    expect(forged.body!.code).toBe('invalid_page_token');
+    // Two different tokens: which page is meant cannot be told.
+    const both = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { token, next_token: 'bm90IGEgdG9rZW4' } });
+    expect(both.status).toBe(400);
+    expect(both.body!.errors).toEqual([{ pointer: '/page/next_token', detail: expect.any(String) }]);
+  });
+
   it('ignores a subject id in a subject search', async () => {
     const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, subject: user(beth) });
     expect(res.body!.results).toEqual([user(rick), user(morty), user(summer)]);

@@ -75,7 +75,18 @@ const pageSchema = z
       .refine(Number.isInteger, 'Invalid input: expected int, received number')
       .transform((limit) => Math.min(limit, MAX_PAGE_LIMIT))
       .optional(),
+    /**
+     * The drafts before 1.0 send the next page as `page.next_token`: ignoring it would answer
+     * the first page again, with the same token, to a PEP that then never stops paging.
+     */
+    next_token: z.string().optional(),
   })
+  // An empty next_token, like an empty token, names no page: only two different pages conflict.
+  .refine((page) => page.token === undefined || !page.next_token || page.token === page.next_token, {
+    message: 'page.next_token names another page than page.token: send only page.token',
+    path: ['next_token'],
+  })
+  .transform(({ next_token, ...page }) => ({ ...page, token: page.token ?? next_token }))
   .optional();
 
 /** The searched entity: its type only; a subject or resource `id` is ignored, as the spec says. */
