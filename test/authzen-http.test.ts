@@ -541,6 +541,8 @@ describe('GET /.well-known/authzen-configuration', () => {
 
   it('leaves out the searches a tenant bundle does not support', async () => {
     const response = await fetch(url('/.well-known/authzen-configuration'), { headers: { 'X-Tenant': 'echo' } });
+    // The document depends on X-Tenant: a shared cache must not give one tenant's to another.
+    expect(response.headers.get('vary')).toMatch(/(^|,\s*)x-tenant(\s*,|$)/i);
     // azecho lists action candidates only.
     expect(Object.keys((await response.json()) as object).sort()).toEqual([
       'access_evaluation_endpoint',

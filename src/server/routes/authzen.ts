@@ -105,6 +105,8 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     .get(METADATA_PATH, (c) => {
       const resolution = bundles.resolve(c.req.header(TENANT_HEADER));
       const baseUrl = deps.authzen.public_url?.replace(/\/+$/, '') ?? new URL(c.req.url).origin;
+      // The search endpoints listed depend on the tenant: a shared cache must key on it (RFC 9110, 12.5.5).
+      c.header('Vary', TENANT_HEADER, { append: true });
       return c.json(pdpMetadata(baseUrl, resolution.ok ? resolution.authzen : undefined));
     })
     .post(AUTHZEN_PATHS.evaluation, body(evaluationRequestSchema), (c) => single(asked(c), AUTHZEN_PATHS.evaluation, c.get('body')))
