@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import type { Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
 import { assemble, entry, packFiles, tarGz } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
@@ -28,16 +28,7 @@ const archives: Record<string, Buffer> = {};
 
 const adminConfig = () => ({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
 
-async function call(arbiter: Arbiter, method: string, path: string, body?: Uint8Array | object, token = writeToken) {
-  const raw = body instanceof Uint8Array;
-  const response = await fetch(`${arbiter.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': raw ? 'application/gzip' : 'application/json' }) },
-    ...(body !== undefined && { body: raw ? new Uint8Array(body) : JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  return { status: response.status, contentType: response.headers.get('content-type'), body: text ? (JSON.parse(text) as Json) : undefined };
-}
+const call = (arbiter: Arbiter, method: string, path: string, body?: Uint8Array | object, token = writeToken) => adminCall(arbiter.url, token, method, path, body);
 
 const put = (arbiter: Arbiter, name: string, archive: Uint8Array, token?: string) => call(arbiter, 'PUT', `/v1/bundles/${name}`, archive, token);
 

@@ -5,12 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { markPruned } from '../src/policy/lifecycle.ts';
 import { MAX_PRUNED_RECORDS, type BundleIndex } from '../src/policy/store.ts';
 import type { Arbiter } from '../src/server/start.ts';
-import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { adminCall, capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
 import { TestIssuer } from './support/issuer.ts';
-
-/** Response bodies are asserted field by field, so they stay loosely typed. */
-type Json = Record<string, any>;
 
 let admins: TestIssuer;
 let dir: string;
@@ -49,16 +46,7 @@ function start(store: string, options: { maxRevisions?: number; signed?: boolean
   );
 }
 
-async function call(arbiter: Arbiter, method: string, path: string, body?: Uint8Array | object) {
-  const raw = body instanceof Uint8Array;
-  const response = await fetch(`${arbiter.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': raw ? 'application/gzip' : 'application/json' }) },
-    ...(body !== undefined && { body: raw ? new Uint8Array(body) : JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  return { status: response.status, contentType: response.headers.get('content-type'), body: text ? (JSON.parse(text) as Json) : undefined };
-}
+const call = (arbiter: Arbiter, method: string, path: string, body?: Uint8Array | object) => adminCall(arbiter.url, token, method, path, body);
 
 const put = (arbiter: Arbiter, archive: Uint8Array, name = 'rt') => call(arbiter, 'PUT', `/v1/bundles/${name}`, archive);
 const activate = (arbiter: Arbiter, revision: string, name = 'rt') => call(arbiter, 'POST', `/v1/bundles/${name}/activate`, { revision });

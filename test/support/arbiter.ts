@@ -39,6 +39,21 @@ export async function postJson(url: string, body: unknown, headers: Record<strin
   return { status: response.status, headers: response.headers, body: text ? (JSON.parse(text) as Record<string, any>) : undefined };
 }
 
+/**
+ * An admin API call with a bearer token: a Uint8Array body goes as a bundle archive
+ * (application/gzip), any other as JSON. The answer's body is parsed when there is one.
+ */
+export async function adminCall(url: string, token: string, method: string, path: string, body?: Uint8Array | object) {
+  const raw = body instanceof Uint8Array;
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': raw ? 'application/gzip' : 'application/json' }) },
+    ...(body !== undefined && { body: raw ? new Uint8Array(body) : JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  return { status: response.status, contentType: response.headers.get('content-type'), body: text ? (JSON.parse(text) as Record<string, any>) : undefined };
+}
+
 /** A pino logger that keeps every line it writes, parsed, for assertions on logs. */
 export function capturingLogger(): { logger: Logger; lines: Record<string, any>[] } {
   const lines: Record<string, any>[] = [];
