@@ -110,6 +110,88 @@ describe('restart', () => {
   });
 });
 
+describe('the embedded revision, once a push replaces it', () => {
+  /** A bundles.dir of its own holding `emb` at `revision`, and a store: a server on both, with admin access. */
+  function startEmbedded(bundlesDir: string, store: string): Promise<Arbiter> {
+    return startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store } });
+  }
+  const decidedBy = async (arbiter: Arbiter) => (await postJson(`${arbiter.url}/v1/decide`, { policy: 'emb', action: 'read', resource: { type: 'doc' } })).body!.policy?.revision as string | undefined;
+  const activate = (arbiter: Arbiter, revision: string) =>
+    fetch(`${arbiter.url}/v1/bundles/emb/activate`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ revision }) });
+
+  it('is stored then, so it can be rolled back to, after a restart too', async () => {
+    const src = writeBundleSource(dir, 'emb');
+    const bundlesDir = tempDir();
+    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
+    const r2 = build(src, join(dir, 'emb-r2.tar.gz'), 'r2');
+    const store = join(tempDir(), 'bundles');
+    const first = await startEmbedded(bundlesDir, store);
+    try {
+      expect(await decidedBy(first)).toBe('e1');
+      expect((await put(first, 'emb', r2)).status).toBe(201);
+      const status = (await (await fetch(`${first.url}/v1/bundles/emb`, { headers: { authorization: `Bearer ${token}` } })).json()) as Json;
+      expect(status.revisions.map((r: Json) => [r.revision, r.stored_by])).toEqual([['e1', 'arbiter:bundles.dir'], ['r2', expect.stringContaining('ops@example')]]);
+      expect(status.revisions[0].digest).toBe(sha256(e1));
+      expect((await activate(first, 'e1')).status).toBe(200);
+      expect(await decidedBy(first)).toBe('e1');
+      expect((await activate(first, 'r2')).status).toBe(200);
+    } finally {
+      await first.close();
+    }
+    const second = await startEmbedded(bundlesDir, store);
+    try {
+      expect(await decidedBy(second)).toBe('r2');
+      expect((await activate(second, 'e1')).status).toBe(200);
+      expect(await decidedBy(second)).toBe('e1');
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('pushed while it is the active one, is stored as the desired state: a new image does not replace it', async () => {
+    const src = writeBundleSource(dir, 'emb');
+    const bundlesDir = tempDir();
+    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
+    const store = join(tempDir(), 'bundles');
+    const first = await startEmbedded(bundlesDir, store);
+    try {
+      const pushed = await put(first, 'emb', e1);
+      expect(pushed).toMatchObject({ status: 200, body: { outcome: 'unchanged', revision: 'e1' } });
+      expect(pushed.body.bundle.revisions.map((r: Json) => r.revision)).toEqual(['e1']);
+    } finally {
+      await first.close();
+    }
+    // The image is upgraded: bundles.dir now ships e2.
+    build(src, join(bundlesDir, 'emb.tar.gz'), 'e2');
+    const second = await startEmbedded(bundlesDir, store);
+    try {
+      expect(await decidedBy(second)).toBe('e1');
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('pushed while it is the active one where signatures are required, is checked as a push: an unsigned one is refused, and still served', async () => {
+    const src = writeBundleSource(dir, 'emb');
+    const bundlesDir = tempDir();
+    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
+    const key = signingKey(tempDir());
+    const signed = { ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store: join(tempDir(), 'bundles'), require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' } } };
+    for (let start = 0; start < 2; start++) {
+      const arbiter = await startTestArbiter(signed);
+      try {
+        // bundles.dir is trusted at start, as the config file is.
+        expect(await decidedBy(arbiter)).toBe('e1');
+        if (start === 0) expect(await put(arbiter, 'emb', e1)).toMatchObject({ status: 422, body: { code: 'signature_missing' } });
+        const status = (await (await fetch(`${arbiter.url}/v1/bundles/emb`, { headers: { authorization: `Bearer ${token}` } })).json()) as Json;
+        expect(status).toMatchObject({ active: { revision: 'e1', source: 'embedded' }, revisions: [] });
+      } finally {
+        await arbiter.close();
+      }
+    }
+  });
+});
+
 describe('bundle signatures at start-up', () => {
   it('warns when unsigned bundles will be accepted (development mode), says when they will not', async () => {
     const said = async (raw: Record<string, unknown>) => {

@@ -138,10 +138,16 @@ export class BundleLifecycle {
       checkName(name);
       const digest = sha256Hex(archive);
       const current = this.#options.registry.get(name);
+      const index = (await this.#options.store.readIndex(name)) ?? { name, revisions: [], active: null };
+      // The revision served from bundles.dir is not in the store: stored now, it stays something
+      // to roll back (and replay decisions) to once this push replaces it.
+      const activation = this.#activations.get(name);
+      const embedded = current !== undefined && activation?.source === 'embedded' && !index.revisions.some((r) => r.digest === current.digest) ? current : undefined;
       if (current?.digest === digest) {
+        // The same archive pushed: the store now holds it as the desired state, over the image's.
+        if (embedded !== undefined && activation !== undefined) await this.#pinEmbedded(index, embedded, activation, actor);
         return { outcome: 'unchanged', revision: current.revision, digest, bundle: await this.#status(name) };
       }
-      const index = (await this.#options.store.readIndex(name)) ?? { name, revisions: [], active: null };
       const { bundle, signature } = await this.#validateLogged(name, archive, actor, {
         trusted: false,
         beforeLoad: (revision, signature) => checkReplay(index, revision, digest, signature),
@@ -149,6 +155,11 @@ export class BundleLifecycle {
       await this.#releasedOnFailure(bundle, async () => {
         await this.#options.store.writeArchive(name, archive);
         const now = new Date().toISOString();
+        // Under the revision the push reuses, it would be a second archive of one revision: left out.
+        if (embedded !== undefined && activation !== undefined && embedded.revision !== bundle.revision) {
+          await this.#options.store.writeArchive(name, embedded.archive);
+          index.revisions.push({ revision: embedded.revision, digest: embedded.digest, stored_at: now, stored_by: EMBEDDED_ACTOR, activated_at: activation.activated_at });
+        }
         const stored = index.revisions.find((r) => r.digest === digest);
         if (stored === undefined) {
           index.revisions.push({ revision: bundle.revision, digest, stored_at: now, stored_by: actor, ...(signature && { signature }) });
@@ -161,6 +172,22 @@ export class BundleLifecycle {
       });
       return { outcome: 'activated', revision: bundle.revision, digest, bundle: await this.#status(name) };
     });
+  }
+
+  /**
+   * Stores the embedded revision as the active one, as if pushed by `actor` now: it stays active,
+   * from the store. Its signature is checked as a push's is (bundles.dir is trusted at start, a
+   * push is not): refused, nothing is stored, and it keeps serving from bundles.dir.
+   */
+  async #pinEmbedded(index: BundleIndex, embedded: PolicyBundle, activation: Activation, actor: string): Promise<void> {
+    const signature = await this.#verifySignature(index.name, await readBundleArchive(embedded.archive, this.#options.archiveLimits));
+    const now = new Date().toISOString();
+    await this.#options.store.writeArchive(index.name, embedded.archive);
+    index.revisions.push({ revision: embedded.revision, digest: embedded.digest, stored_at: now, stored_by: actor, activated_at: now, ...(signature && { signature }) });
+    index.active = { revision: embedded.revision, digest: embedded.digest, activated_at: now, activated_by: actor };
+    markPruned(index, this.#options.maxRevisions, now);
+    await this.#options.store.writeIndex(index);
+    this.#activations.set(index.name, { ...activation, ...index.active, source: 'store' });
   }
 
   /** Activates a stored revision: how an admin rolls back or forward, replay rule aside. */
