@@ -190,6 +190,28 @@ describe('the embedded revision, once a push replaces it', () => {
       }
     }
   });
+
+  it('stored signed where signatures are required, keeps its signature: rolled back to, an older signed archive is refused as replayed', async () => {
+    const src = writeBundleSource(dir, 'emb');
+    const bundlesDir = tempDir();
+    const key = signingKey(tempDir());
+    build(src, join(bundlesDir, 'emb.tar.gz'), 'e1', signingArgs(dir, key, 2000));
+    const r2 = build(src, join(dir, 'emb-r2-signed.tar.gz'), 'r2', signingArgs(dir, key, 3000));
+    // Signed before e1 and never stored here: what the iat rule refuses while e1 is active.
+    const older = build(src, join(dir, 'emb-older-signed.tar.gz'), 'older', signingArgs(dir, key, 1000));
+    const signing = { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' };
+    const arbiter = await startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store: join(tempDir(), 'bundles'), require_signatures: true, signing } });
+    try {
+      const pushed = await put(arbiter, 'emb', r2);
+      expect(pushed.status).toBe(201);
+      expect(pushed.body.bundle.revisions[0]).toMatchObject({ revision: 'e1', stored_by: 'arbiter:bundles.dir', signature: { keyid: 'default', iat: 2000 } });
+      expect((await activate(arbiter, 'e1')).status).toBe(200);
+      expect(await put(arbiter, 'emb', older)).toMatchObject({ status: 409, body: { code: 'bundle_replayed' } });
+      expect(await decidedBy(arbiter)).toBe('e1');
+    } finally {
+      await arbiter.close();
+    }
+  });
 });
 
 describe('bundle signatures at start-up', () => {

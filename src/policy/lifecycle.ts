@@ -157,8 +157,19 @@ export class BundleLifecycle {
         const now = new Date().toISOString();
         // Under the revision the push reuses, it would be a second archive of one revision: left out.
         if (embedded !== undefined && activation !== undefined && embedded.revision !== bundle.revision) {
+          // Its signature, when it verifies, is recorded as a push's is: rolled back to, the
+          // replay rule then compares with its iat. One that does not is stored unsigned (bundles.dir
+          // was trusted at start), and refused at activate as an unsigned push would be.
+          const embeddedSignature = await this.#embeddedSignature(name, embedded);
           await this.#options.store.writeArchive(name, embedded.archive);
-          index.revisions.push({ revision: embedded.revision, digest: embedded.digest, stored_at: now, stored_by: EMBEDDED_ACTOR, activated_at: activation.activated_at });
+          index.revisions.push({
+            revision: embedded.revision,
+            digest: embedded.digest,
+            stored_at: now,
+            stored_by: EMBEDDED_ACTOR,
+            activated_at: activation.activated_at,
+            ...(embeddedSignature && { signature: embeddedSignature }),
+          });
         }
         const stored = index.revisions.find((r) => r.digest === digest);
         if (stored === undefined) {
@@ -188,6 +199,15 @@ export class BundleLifecycle {
     markPruned(index, this.#options.maxRevisions, now);
     await this.#options.store.writeIndex(index);
     this.#activations.set(index.name, { ...activation, ...index.active, source: 'store' });
+  }
+
+  /** The embedded bundle's signature as a push's would be verified, or undefined when it is unsigned or does not verify. */
+  async #embeddedSignature(name: string, embedded: PolicyBundle): Promise<Validated['signature']> {
+    try {
+      return await this.#verifySignature(name, await readBundleArchive(embedded.archive, this.#options.archiveLimits));
+    } catch {
+      return undefined;
+    }
   }
 
   /** Activates a stored revision: how an admin rolls back or forward, replay rule aside. */
