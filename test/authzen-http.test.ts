@@ -417,6 +417,16 @@ describe('search', () => {
     expect(both.body!.errors).toEqual([{ pointer: '/page/next_token', detail: expect.any(String) }]);
   });
 
+  // An empty page.token names no page (the first), as an empty next_token does: a draft PEP
+  // that sends both, the token empty, means the page its next_token names.
+  it('takes page.next_token beside an empty page.token', async () => {
+    const first = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1 } });
+    const token = first.body!.page.next_token as string;
+    const next = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { token: '', next_token: token } });
+    expect(next.status, JSON.stringify(next.body)).toBe(200);
+    expect(next.body!.results).toEqual([user(morty)]);
+  });
+
   it('ignores a subject id in a subject search', async () => {
     const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, subject: user(beth) });
     expect(res.body!.results).toEqual([user(rick), user(morty), user(summer)]);

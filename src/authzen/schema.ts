@@ -82,11 +82,12 @@ const pageSchema = z
     next_token: z.string().optional(),
   })
   // An empty next_token, like an empty token, names no page: only two different pages conflict.
-  .refine((page) => page.token === undefined || !page.next_token || page.token === page.next_token, {
+  .refine((page) => !page.token || !page.next_token || page.token === page.next_token, {
     message: 'page.next_token names another page than page.token: send only page.token',
     path: ['next_token'],
   })
-  .transform(({ next_token, ...page }) => ({ ...page, token: page.token ?? next_token }))
+  // An empty token beside a next_token gives way to it: the one that names a page is meant.
+  .transform(({ next_token, ...page }) => ({ ...page, token: page.token || next_token || page.token }))
   .optional();
 
 /** The searched entity: its type only; a subject or resource `id` is ignored, as the spec says. */
