@@ -191,6 +191,24 @@ describe('the embedded revision, once a push replaces it', () => {
     }
   });
 
+  it('pushed while it is the active one and refused, is counted and logged as any refused push is', async () => {
+    const src = writeBundleSource(dir, 'emb');
+    const bundlesDir = tempDir();
+    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
+    const key = signingKey(tempDir());
+    const { logger, lines } = capturingLogger();
+    const signing = { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' };
+    const arbiter = await startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store: join(tempDir(), 'bundles'), require_signatures: true, signing } }, { logger });
+    try {
+      expect(await put(arbiter, 'emb', e1)).toMatchObject({ status: 422, body: { code: 'signature_missing' } });
+      const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
+      expect(metrics).toContain('arbiter_bundle_rejections_total{bundle="emb",check="signature_missing"} 1\n');
+      expect(lines.filter((line) => line.msg === 'bundle rejected')).toEqual([expect.objectContaining({ bundle: 'emb', check: 'signature_missing', actor: expect.stringContaining('ops@example') })]);
+    } finally {
+      await arbiter.close();
+    }
+  });
+
   it('stored signed where signatures are required, keeps its signature: rolled back to, an older signed archive is refused as replayed', async () => {
     const src = writeBundleSource(dir, 'emb');
     const bundlesDir = tempDir();

@@ -191,7 +191,14 @@ export class BundleLifecycle {
    * push is not): refused, nothing is stored, and it keeps serving from bundles.dir.
    */
   async #pinEmbedded(index: BundleIndex, embedded: PolicyBundle, activation: Activation, actor: string): Promise<void> {
-    const signature = await this.#verifySignature(index.name, await readBundleArchive(embedded.archive, this.#options.archiveLimits));
+    let signature: Validated['signature'];
+    try {
+      signature = await this.#verifySignature(index.name, await readBundleArchive(embedded.archive, this.#options.archiveLimits));
+    } catch (error) {
+      // Counted and logged as any refused push is: a push refused here is one too.
+      this.#logRejection(index.name, actor, error);
+      throw error;
+    }
     const now = new Date().toISOString();
     await this.#options.store.writeArchive(index.name, embedded.archive);
     index.revisions.push({ revision: embedded.revision, digest: embedded.digest, stored_at: now, stored_by: actor, activated_at: now, ...(signature && { signature }) });
