@@ -142,10 +142,10 @@ export class BundleLifecycle {
       // The revision served from bundles.dir is not in the store: stored now, it stays something
       // to roll back (and replay decisions) to once this push replaces it.
       const activation = this.#activations.get(name);
-      const embedded = current !== undefined && activation?.source === 'embedded' && !index.revisions.some((r) => r.digest === current.digest) ? current : undefined;
+      const embedded = current !== undefined && activation?.source === 'embedded' && !index.revisions.some((r) => r.digest === current.digest) ? { bundle: current, activation } : undefined;
       if (current?.digest === digest) {
         // The same archive pushed: the store now holds it as the desired state, over the image's.
-        if (embedded !== undefined && activation !== undefined) await this.#pinEmbedded(index, embedded, activation, actor);
+        if (embedded !== undefined) await this.#pinEmbedded(index, embedded.bundle, actor);
         return { outcome: 'unchanged', revision: current.revision, digest, bundle: await this.#status(name) };
       }
       const { bundle, signature } = await this.#validateLogged(name, archive, actor, {
@@ -156,20 +156,12 @@ export class BundleLifecycle {
         await this.#options.store.writeArchive(name, archive);
         const now = new Date().toISOString();
         // Under the revision the push reuses, it would be a second archive of one revision: left out.
-        if (embedded !== undefined && activation !== undefined && embedded.revision !== bundle.revision) {
+        if (embedded !== undefined && embedded.bundle.revision !== bundle.revision) {
           // Its signature, when it verifies, is recorded as a push's is: rolled back to, the
           // replay rule then compares with its iat. One that does not is stored unsigned (bundles.dir
           // was trusted at start), and refused at activate as an unsigned push would be.
-          const embeddedSignature = await this.#embeddedSignature(name, embedded);
-          await this.#options.store.writeArchive(name, embedded.archive);
-          index.revisions.push({
-            revision: embedded.revision,
-            digest: embedded.digest,
-            stored_at: now,
-            stored_by: EMBEDDED_ACTOR,
-            activated_at: activation.activated_at,
-            ...(embeddedSignature && { signature: embeddedSignature }),
-          });
+          const embeddedSignature = await this.#signatureOf(name, embedded.bundle.archive).catch(() => undefined);
+          await this.#store(index, embedded.bundle, { stored_at: now, stored_by: EMBEDDED_ACTOR, activated_at: embedded.activation.activated_at }, embeddedSignature);
         }
         const stored = index.revisions.find((r) => r.digest === digest);
         if (stored === undefined) {
@@ -190,31 +182,32 @@ export class BundleLifecycle {
    * from the store. Its signature is checked as a push's is (bundles.dir is trusted at start, a
    * push is not): refused, nothing is stored, and it keeps serving from bundles.dir.
    */
-  async #pinEmbedded(index: BundleIndex, embedded: PolicyBundle, activation: Activation, actor: string): Promise<void> {
+  async #pinEmbedded(index: BundleIndex, embedded: PolicyBundle, actor: string): Promise<void> {
     let signature: Validated['signature'];
     try {
-      signature = await this.#verifySignature(index.name, await readBundleArchive(embedded.archive, this.#options.archiveLimits));
+      signature = await this.#signatureOf(index.name, embedded.archive);
     } catch (error) {
       // Counted and logged as any refused push is: a push refused here is one too.
       this.#logRejection(index.name, actor, error);
       throw error;
     }
     const now = new Date().toISOString();
-    await this.#options.store.writeArchive(index.name, embedded.archive);
-    index.revisions.push({ revision: embedded.revision, digest: embedded.digest, stored_at: now, stored_by: actor, activated_at: now, ...(signature && { signature }) });
-    index.active = { revision: embedded.revision, digest: embedded.digest, activated_at: now, activated_by: actor };
-    markPruned(index, this.#options.maxRevisions, now);
-    await this.#options.store.writeIndex(index);
-    this.#activations.set(index.name, { ...activation, ...index.active, source: 'store' });
+    await this.#store(index, embedded, { stored_at: now, stored_by: actor }, signature);
+    // Serving already: only where it is served from changes, so it is not activated again.
+    const pruned = await this.#writeActive(index, embedded, actor, now);
+    this.#activations.set(index.name, { ...index.active!, source: 'store' });
+    await this.#deleteArchives(index, pruned);
   }
 
-  /** The embedded bundle's signature as a push's would be verified, or undefined when it is unsigned or does not verify. */
-  async #embeddedSignature(name: string, embedded: PolicyBundle): Promise<Validated['signature']> {
-    try {
-      return await this.#verifySignature(name, await readBundleArchive(embedded.archive, this.#options.archiveLimits));
-    } catch {
-      return undefined;
-    }
+  /** Writes the archive of a revision that was never stored, and records it in `index` (not yet written). */
+  async #store(index: BundleIndex, bundle: PolicyBundle, record: Pick<StoredRevision, 'stored_at' | 'stored_by' | 'activated_at'>, signature: Validated['signature']): Promise<void> {
+    await this.#options.store.writeArchive(index.name, bundle.archive);
+    index.revisions.push({ revision: bundle.revision, digest: bundle.digest, ...record, ...(signature && { signature }) });
+  }
+
+  /** An archive's signature verified as a push's is (undefined when unsigned and none is required). */
+  async #signatureOf(name: string, archive: Uint8Array): Promise<Validated['signature']> {
+    return this.#verifySignature(name, await readBundleArchive(archive, this.#options.archiveLimits));
   }
 
   /** Activates a stored revision: how an admin rolls back or forward, replay rule aside. */
@@ -378,13 +371,19 @@ export class BundleLifecycle {
    * write, made before any archive is deleted.
    */
   async #commit(index: BundleIndex, bundle: PolicyBundle, actor: string, now: string): Promise<void> {
+    const pruned = await this.#writeActive(index, bundle, actor, now);
+    this.#activateInRegistry(bundle, { ...index.active!, source: 'store' });
+    await this.#deleteArchives(index, pruned);
+  }
+
+  /** Makes `bundle` the index's active revision, marks what retention no longer keeps, and writes it. Returns the revisions marked. */
+  async #writeActive(index: BundleIndex, bundle: PolicyBundle, actor: string, now: string): Promise<StoredRevision[]> {
     index.active = { revision: bundle.revision, digest: bundle.digest, activated_at: now, activated_by: actor };
     const entry = index.revisions.find((r) => r.digest === bundle.digest);
     if (entry !== undefined) entry.activated_at = now;
     const pruned = markPruned(index, this.#options.maxRevisions, now);
     await this.#options.store.writeIndex(index);
-    this.#activateInRegistry(bundle, { ...index.active, source: 'store' });
-    await this.#deleteArchives(index, pruned);
+    return pruned;
   }
 
   /** Retention outside an activation (at start): marks, writes the index, then deletes. */
