@@ -83,6 +83,12 @@ export interface DocumentIssue {
   detail: string;
 }
 
+/** A check's findings in `document` as one line: each issue by pointer, then how many more there are. */
+export function describeIssues(document: string, { issues, total }: { issues: readonly DocumentIssue[]; total: number }): string {
+  const listed = issues.map(({ pointer, detail }) => `${document}${pointer}: ${detail}`).join('; ');
+  return total > issues.length ? `${listed}; and ${total - issues.length} more` : listed;
+}
+
 /** A shape a live document must keep (the default policy's entitlements): writes that break it are refused. */
 export interface DocumentCheck {
   /** The code of the error (a FieldsInvalidError) a refused write throws. */
@@ -244,8 +250,7 @@ export class LiveData {
         ? { pointer: pointer.slice(base.length), detail }
         : { pointer: '', detail: `${name}${pointer}: ${detail}` },
     );
-    const listed = issues.map(({ pointer, detail }) => `${name}${pointer}: ${detail}`).join('; ');
-    throw new FieldsInvalidError(check.code, total > issues.length ? `${listed}; and ${total - issues.length} more` : listed, errors, total - issues.length);
+    throw new FieldsInvalidError(check.code, describeIssues(name, { issues, total }), errors, total - issues.length);
   }
 
   /** Commits the new state of one document (undefined: deleted), then publishes the new snapshot. */

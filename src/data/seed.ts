@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
-import type { DocumentCheck } from './documents.ts';
+import { describeIssues, type DocumentCheck } from './documents.ts';
 import { jsonDefect } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
 import { ownedByRoots } from './data-path.ts';
@@ -29,10 +29,9 @@ export function readSeedFile(document: string, file: string): unknown {
  */
 export function checkSeed(document: string, file: string, value: unknown, check: DocumentCheck | undefined): void {
   if (check === undefined) return;
-  const { issues, total } = check.issues(value as JsonValue, undefined);
-  if (total === 0) return;
-  const listed = issues.map(({ pointer, detail }) => `${document}${pointer}: ${detail}`).join('; ');
-  throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${listed}${total > issues.length ? `; and ${total - issues.length} more` : ''}` }]);
+  const found = check.issues(value as JsonValue, undefined);
+  if (found.total === 0) return;
+  throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${describeIssues(document, found)}` }]);
 }
 
 /**
