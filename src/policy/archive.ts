@@ -23,6 +23,7 @@
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { z } from 'zod';
+import type { BundlesConfig } from '../config/schema.ts';
 import { BundleRejectedError, ConfigError } from '../errors.ts';
 
 /** Bundle files keyed by normalized path without a leading slash (`policy.wasm`, `.manifest`, `authz/policy.rego`). */
@@ -44,6 +45,17 @@ const archiveLimitsSchema = z.object({
 });
 
 export type ArchiveLimits = z.infer<typeof archiveLimitsSchema>;
+
+/** The archive limits configured under bundles.limits, as the archive reader takes them. */
+export function archiveLimitsOf(limits: BundlesConfig['limits']): ArchiveLimits {
+  return {
+    maxCompressedBytes: limits.max_compressed_bytes,
+    maxDecompressedBytes: limits.max_decompressed_bytes,
+    maxFileBytes: limits.max_file_bytes,
+    maxEntries: limits.max_entries,
+    maxPathLength: limits.max_path_length,
+  };
+}
 
 export const DEFAULT_ARCHIVE_LIMITS: Readonly<ArchiveLimits> = Object.freeze({
   maxCompressedBytes: 16 * MiB,

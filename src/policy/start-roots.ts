@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BundlesConfig } from '../config/schema.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
-import { readBundleArchive, type ArchiveLimits } from './archive.ts';
+import { archiveLimitsOf, readBundleArchive } from './archive.ts';
 import { isBundleName } from './bundle-name.ts';
 import { parseManifest } from './manifest.ts';
 import { BundleStore } from './store.ts';
@@ -25,13 +25,7 @@ export interface RootsAtStart {
  * as start-up does.
  */
 export async function rootsAtStart(bundles: BundlesConfig): Promise<{ known: RootsAtStart[]; pulled: { name: string; index: number }[] }> {
-  const limits: Partial<ArchiveLimits> = {
-    maxCompressedBytes: bundles.limits.max_compressed_bytes,
-    maxDecompressedBytes: bundles.limits.max_decompressed_bytes,
-    maxFileBytes: bundles.limits.max_file_bytes,
-    maxEntries: bundles.limits.max_entries,
-    maxPathLength: bundles.limits.max_path_length,
-  };
+  const limits = archiveLimitsOf(bundles.limits);
   const rootsOf = async (archive: Uint8Array) => parseManifest(await readBundleArchive(archive, limits)).roots;
   const known: RootsAtStart[] = [];
   const claimed = new Set<string>();

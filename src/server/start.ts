@@ -14,6 +14,7 @@ import { DecisionStore } from '../decisions/store.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
 import type { ThreadHeap } from '../metrics/thread-heap.ts';
+import { archiveLimitsOf } from '../policy/archive.ts';
 import { BundleLifecycle, checkEmbeddedDirectory, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
 import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
@@ -384,13 +385,7 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
     logger,
     requireSignatures,
     verification: bundleVerificationOptions(config.bundles.signing),
-    archiveLimits: {
-      maxCompressedBytes: limits.max_compressed_bytes,
-      maxDecompressedBytes: limits.max_decompressed_bytes,
-      maxFileBytes: limits.max_file_bytes,
-      maxEntries: limits.max_entries,
-      maxPathLength: limits.max_path_length,
-    },
+    archiveLimits: archiveLimitsOf(limits),
     dataLimits: { maxDepth: limits.max_data_depth, maxBytes: limits.max_data_bytes },
     protectedBundles: new Set([config.bundles.default, ...(config.authzen.default_bundle ? [config.authzen.default_bundle] : []), ...Object.values(config.authzen.tenants)]),
     maxRevisions: config.bundles.retention.max_revisions,
