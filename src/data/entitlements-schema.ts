@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_FIELD_ERRORS } from '../errors.ts';
 import { escapePointerToken, isJsonObject, ownMember } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
 import type { DocumentCheck, DocumentIssue } from './documents.ts';
@@ -21,9 +22,6 @@ export const EntitlementSubjectSchema = z.looseObject({
   grants: z.array(EntitlementGrantSchema).optional(),
 });
 
-/** Issues past this many are counted, not listed: a whole feed of one mistake needs one example. */
-const MAX_ISSUES = 20;
-
 /**
  * What does not fit EntitlementSubjectSchema in the entitlements document, by pointer into
  * it. Only subjects whose entry differs from `previous` are checked (live data is copied on
@@ -40,7 +38,7 @@ export function entitlementsIssues(document: JsonValue, previous: JsonValue | un
     if (parsed.success) continue;
     for (const issue of parsed.error.issues) {
       total += 1;
-      if (issues.length < MAX_ISSUES) {
+      if (issues.length < MAX_FIELD_ERRORS) {
         const pointer = [subject, ...issue.path].map((token) => `/${escapePointerToken(String(token))}`).join('');
         issues.push({ pointer, detail: issue.message });
       }

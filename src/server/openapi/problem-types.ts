@@ -49,7 +49,7 @@ export const PROBLEM_TYPES = {
   data_too_deep: { status: [400], meaning: 'The document nests deeper than data.max_depth: `errors` names the field by JSON pointer into the body (none when the URL path alone is too deep).' },
   data_too_large: { status: [400], meaning: 'The write would grow live data past data.max_size_bytes, or one JSON Patch would add more than that many bytes.' },
   data_meta_invalid: { status: [400], meaning: 'Arbiter-Data-Source or Arbiter-Data-Max-Age is malformed.' },
-  entitlements_invalid: { status: [400], meaning: 'The write would leave the entitlements document in a shape the default policy cannot read (data.check_entitlements): `errors` names each field by JSON pointer into the body (for a JSON Patch, as its paths address the document): the first 20, `errors_omitted` counting the rest.' },
+  entitlements_invalid: { status: [400], meaning: 'The write would leave the entitlements document in a shape the default policy cannot read (data.check_entitlements): `errors` names each field by JSON pointer into the body (for a JSON Patch, as its paths address the document): at most 100, `errors_omitted` counting the rest.' },
   json_patch_invalid: { status: [400], meaning: 'The body is not a valid JSON Patch (RFC 6902): `errors` names the operation\'s member by JSON pointer (`/1/path`).' },
   revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed, or an `expires_at` has already passed (clock tolerance included; `errors` names it by JSON pointer, `/expires_at` or `/revocations/<i>/expires_at`: every such entry of a batch, at most 100, `errors_omitted` counting the rest).' },
   data_not_found: { status: [404], meaning: 'No data at this path.' },
