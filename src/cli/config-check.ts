@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
@@ -39,7 +40,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   if (positionals.length !== 2) throw new ArbiterError('usage', `config check takes one file, got ${positionals.length - 1}\n\n${HELP}`);
   const file = positionals[1]!;
   // What could not be checked: said, not guessed; not a problem (the exit code stays 0).
-  const notes: { path: string; message: string }[] = [];
+  const notes: Note[] = [];
   try {
     const config = loadConfig({ file });
     // The files start-up reads, read the same way, so their errors name the same keys.
@@ -50,24 +51,7 @@ export async function configCommand(argv: string[]): Promise<number> {
     if (config.server.tls) readTlsMaterial(config.server.tls);
     // Read, never created here: a missing development key is generated at the first start.
     if (config.dev_issuer.enabled) readDevIssuerKey(config.dev_issuer.key_file);
-    // Start-up reads a seed only for a document the store does not hold yet.
-    const seeds = Object.entries(config.data.seed ?? {});
-    const stored = seeds.length > 0 ? atConfigKey('data.path', () => documentsNotToSeed(config.data.path)) : new Set<string>();
-    const checks = liveDataChecks(config.data.check_entitlements);
-    for (const [document, file] of seeds) if (!stored.has(document)) checkSeed(document, file, readSeedFile(document, file), checks.get(document));
-    if (seeds.length > 0) {
-      // Start-up activates these bundles before it seeds, and refuses a seed one of them owns.
-      // Checked for every seed, stored or not: on a new replica's empty volume it would be refused.
-      const { known, pulled } = await rootsAtStart(config.bundles);
-      const conflicts = seedsUnderRoots(config.data.seed ?? {}, known);
-      if (conflicts.length > 0) throw new ConfigError(conflicts);
-      for (const { name, index } of pulled) {
-        notes.push({
-          path: 'data.seed',
-          message: `bundles.sources.${index} (${name}) is pulled: the roots its source serves are known only once it serves them, so the seeds are not checked against them (a seed under them is hidden, and read-only, from then on)`,
-        });
-      }
-    }
+    notes.push(...(await checkSeeds(config)));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues, notes }));
@@ -77,4 +61,30 @@ export async function configCommand(argv: string[]): Promise<number> {
   if (!values.json) for (const note of notes) console.error(`note: ${note.path}: ${note.message}`);
   console.log(values.json ? JSON.stringify({ valid: true, file, problems: [], notes }) : `${file}: valid`);
   return 0;
+}
+
+interface Note {
+  path: string;
+  message: string;
+}
+
+/**
+ * data.seed as start-up takes it: each file read and checked like a write (for a document the
+ * store does not hold yet), and none under the roots of a bundle start-up activates before
+ * seeding. Throws the ConfigError start-up would stop with; returns what could not be checked.
+ */
+async function checkSeeds(config: Config): Promise<Note[]> {
+  const seeds = Object.entries(config.data.seed ?? {});
+  if (seeds.length === 0) return [];
+  const stored = atConfigKey('data.path', () => documentsNotToSeed(config.data.path));
+  const checks = liveDataChecks(config.data.check_entitlements);
+  for (const [document, file] of seeds) if (!stored.has(document)) checkSeed(document, file, readSeedFile(document, file), checks.get(document));
+  // Checked for every seed, stored or not: on a new replica's empty volume it would be refused.
+  const { known, pulled } = await rootsAtStart(config.bundles);
+  const conflicts = seedsUnderRoots(config.data.seed ?? {}, known);
+  if (conflicts.length > 0) throw new ConfigError(conflicts);
+  return pulled.map(({ name, index }) => ({
+    path: 'data.seed',
+    message: `bundles.sources.${index} (${name}) is pulled: the roots its source serves are known only once it serves them, so the seeds are not checked against them (a seed under them is hidden, and read-only, from then on)`,
+  }));
 }
