@@ -3,13 +3,13 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseConfig } from '../src/config/load.ts';
 import { startArbiter, type Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
-import { build, signingArgs, signingKey, writeBundleSource } from './support/bundle-sources.ts';
+import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
 import { packFiles } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 
@@ -111,25 +111,32 @@ describe('restart', () => {
 });
 
 describe('the embedded revision, once a push replaces it', () => {
-  /** A bundles.dir of its own holding `emb` at `revision`, and a store: a server on both, with admin access. */
-  function startEmbedded(bundlesDir: string, store: string): Promise<Arbiter> {
-    return startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store } });
+  /** The image: a bundles.dir of its own shipping `emb` at e1 (signed by `key` at iat 2000 when given), and its sources. */
+  function embeddedImage(key?: SigningKey): { src: string; bundlesDir: string; e1: Buffer } {
+    const src = writeBundleSource(dir, 'emb');
+    const bundlesDir = tempDir();
+    return { src, bundlesDir, e1: build(src, join(bundlesDir, 'emb.tar.gz'), 'e1', key ? signingArgs(dir, key, 2000) : []) };
   }
+  /** A server on `bundlesDir` and `store`, with admin access; signatures required when `key` is given. */
+  function startEmbedded(bundlesDir: string, store: string, options: { key?: SigningKey; logger?: Logger } = {}): Promise<Arbiter> {
+    const signed = options.key && { require_signatures: true, signing: { keys: { default: { key: options.key.publicPem, algorithm: 'RS256' } }, scope: 'write' } };
+    return startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store, ...signed } }, options.logger ? { logger: options.logger } : {});
+  }
+  const newStore = () => join(tempDir(), 'bundles');
   const decidedBy = async (arbiter: Arbiter) => (await postJson(`${arbiter.url}/v1/decide`, { policy: 'emb', action: 'read', resource: { type: 'doc' } })).body!.policy?.revision as string | undefined;
+  const statusOf = async (arbiter: Arbiter) => (await (await fetch(`${arbiter.url}/v1/bundles/emb`, { headers: { authorization: `Bearer ${token}` } })).json()) as Json;
   const activate = (arbiter: Arbiter, revision: string) =>
     fetch(`${arbiter.url}/v1/bundles/emb/activate`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ revision }) });
 
   it('is stored then, so it can be rolled back to, after a restart too', async () => {
-    const src = writeBundleSource(dir, 'emb');
-    const bundlesDir = tempDir();
-    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
+    const { src, bundlesDir, e1 } = embeddedImage();
     const r2 = build(src, join(dir, 'emb-r2.tar.gz'), 'r2');
-    const store = join(tempDir(), 'bundles');
+    const store = newStore();
     const first = await startEmbedded(bundlesDir, store);
     try {
       expect(await decidedBy(first)).toBe('e1');
       expect((await put(first, 'emb', r2)).status).toBe(201);
-      const status = (await (await fetch(`${first.url}/v1/bundles/emb`, { headers: { authorization: `Bearer ${token}` } })).json()) as Json;
+      const status = await statusOf(first);
       expect(status.revisions.map((r: Json) => [r.revision, r.stored_by])).toEqual([['e1', 'arbiter:bundles.dir'], ['r2', expect.stringContaining('ops@example')]]);
       expect(status.revisions[0].digest).toBe(sha256(e1));
       expect((await activate(first, 'e1')).status).toBe(200);
@@ -149,10 +156,8 @@ describe('the embedded revision, once a push replaces it', () => {
   });
 
   it('pushed while it is the active one, is stored as the desired state: a new image does not replace it', async () => {
-    const src = writeBundleSource(dir, 'emb');
-    const bundlesDir = tempDir();
-    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
-    const store = join(tempDir(), 'bundles');
+    const { src, bundlesDir, e1 } = embeddedImage();
+    const store = newStore();
     const first = await startEmbedded(bundlesDir, store);
     try {
       const pushed = await put(first, 'emb', e1);
@@ -172,19 +177,16 @@ describe('the embedded revision, once a push replaces it', () => {
   });
 
   it('pushed while it is the active one where signatures are required, is checked as a push: an unsigned one is refused, and still served', async () => {
-    const src = writeBundleSource(dir, 'emb');
-    const bundlesDir = tempDir();
-    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
+    const { bundlesDir, e1 } = embeddedImage();
     const key = signingKey(tempDir());
-    const signed = { ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store: join(tempDir(), 'bundles'), require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' } } };
+    const store = newStore();
     for (let start = 0; start < 2; start++) {
-      const arbiter = await startTestArbiter(signed);
+      const arbiter = await startEmbedded(bundlesDir, store, { key });
       try {
         // bundles.dir is trusted at start, as the config file is.
         expect(await decidedBy(arbiter)).toBe('e1');
         if (start === 0) expect(await put(arbiter, 'emb', e1)).toMatchObject({ status: 422, body: { code: 'signature_missing' } });
-        const status = (await (await fetch(`${arbiter.url}/v1/bundles/emb`, { headers: { authorization: `Bearer ${token}` } })).json()) as Json;
-        expect(status).toMatchObject({ active: { revision: 'e1', source: 'embedded' }, revisions: [] });
+        expect(await statusOf(arbiter)).toMatchObject({ active: { revision: 'e1', source: 'embedded' }, revisions: [] });
       } finally {
         await arbiter.close();
       }
@@ -192,13 +194,9 @@ describe('the embedded revision, once a push replaces it', () => {
   });
 
   it('pushed while it is the active one and refused, is counted and logged as any refused push is', async () => {
-    const src = writeBundleSource(dir, 'emb');
-    const bundlesDir = tempDir();
-    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1');
-    const key = signingKey(tempDir());
+    const { bundlesDir, e1 } = embeddedImage();
     const { logger, lines } = capturingLogger();
-    const signing = { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' };
-    const arbiter = await startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store: join(tempDir(), 'bundles'), require_signatures: true, signing } }, { logger });
+    const arbiter = await startEmbedded(bundlesDir, newStore(), { key: signingKey(tempDir()), logger });
     try {
       expect(await put(arbiter, 'emb', e1)).toMatchObject({ status: 422, body: { code: 'signature_missing' } });
       const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
@@ -210,15 +208,12 @@ describe('the embedded revision, once a push replaces it', () => {
   });
 
   it('stored signed where signatures are required, keeps its signature: rolled back to, an older signed archive is refused as replayed', async () => {
-    const src = writeBundleSource(dir, 'emb');
-    const bundlesDir = tempDir();
     const key = signingKey(tempDir());
-    build(src, join(bundlesDir, 'emb.tar.gz'), 'e1', signingArgs(dir, key, 2000));
+    const { src, bundlesDir } = embeddedImage(key);
     const r2 = build(src, join(dir, 'emb-r2-signed.tar.gz'), 'r2', signingArgs(dir, key, 3000));
     // Signed before e1 and never stored here: what the iat rule refuses while e1 is active.
     const older = build(src, join(dir, 'emb-older-signed.tar.gz'), 'older', signingArgs(dir, key, 1000));
-    const signing = { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' };
-    const arbiter = await startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'emb', store: join(tempDir(), 'bundles'), require_signatures: true, signing } });
+    const arbiter = await startEmbedded(bundlesDir, newStore(), { key });
     try {
       const pushed = await put(arbiter, 'emb', r2);
       expect(pushed.status).toBe(201);
