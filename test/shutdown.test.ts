@@ -187,6 +187,43 @@ describe('a decision log transport that fails', () => {
   });
 });
 
+/** A pino transport module whose build never finishes (a shipper waiting for a collector that is down). */
+function hangingTransport(dir: string): string {
+  const target = join(dir, 'hanging-transport.mjs');
+  writeFileSync(target, 'export default () => new Promise(() => {});\n');
+  return target;
+}
+
+describe('a decision log transport that never becomes ready', () => {
+  it('stops start-up after decision_log.transport.ready_timeout_s, naming the key, and leaves no thread behind', async () => {
+    const dir = tempDir();
+    const before = workerPorts();
+    const failure = await startTestArbiter({
+      decision_log: { path: join(dir, 'decisions.db'), transport: { target: hangingTransport(dir), ready_timeout_s: 0.5 } },
+    }).then(() => undefined, (error: unknown) => error);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as ConfigError).issues).toEqual([{ path: 'decision_log.transport.target', message: expect.stringContaining('did not become ready within 0.5 s') }]);
+    await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
+  });
+
+  it('lets SIGTERM end a start-up that waits for it: exit 0 promptly, with a log line, never listening', async () => {
+    const dir = tempDir();
+    const configFile = writeCliConfig(dir, [`decision_log: {path: ${JSON.stringify(join(dir, 'decisions.db'))}, transport: {target: ${JSON.stringify(hangingTransport(dir))}, ready_timeout_s: 120}}`]);
+    const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const logged: Record<string, any>[] = [];
+    createInterface({ input: child.stdout! }).on('line', (line) => logged.push(JSON.parse(line) as Record<string, any>));
+    const exit = once(child, 'exit') as Promise<[number | null, string | null]>;
+    // Start-up logs about signatures just before it opens the decision log and waits for the transport.
+    await expect.poll(() => logged.some((line) => String(line.msg).startsWith('bundle signatures')), { timeout: 20_000 }).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.kill('SIGTERM');
+    const [code, signal] = await exit;
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(logged.find((line) => line.msg === 'signal during start-up: stopping before serving')).toMatchObject({ signal: 'SIGTERM' });
+    expect(logged.some((line) => line.msg === 'arbiter listening')).toBe(false);
+  });
+});
+
 /** Worker threads (evaluation pool, decision-log writer) hold a MessagePort each until closed. */
 const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
 

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
-import { startArbiter } from '../server/start.ts';
+import { processLogger, startArbiter, type Arbiter } from '../server/start.ts';
 
 const HELP = `Usage: arbiter serve [--config <file>]
 
@@ -18,26 +18,43 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) });
-  const arbiter = await startArbiter(config);
+  const logger = processLogger(config);
+  let arbiter: Arbiter | undefined;
+  // Handled from the start, not left to the default: as PID 1 in a container the kernel ignores
+  // an unhandled SIGTERM, and a start-up waiting on another party (a log shipper) would then
+  // hold `docker stop` until its SIGKILL.
+  const startUp = new AbortController();
   let stopping = false;
   const stop = (signal: string) => {
+    if (!arbiter) {
+      // Nothing has been answered yet, so there is nothing to drain: stop starting.
+      if (!startUp.signal.aborted) logger.warn({ signal }, 'signal during start-up: stopping before serving');
+      startUp.abort();
+      return;
+    }
     // A second signal (Ctrl-C while draining) must not cut the drain short: records of
     // decisions already answered are still being written.
     if (stopping) {
-      arbiter.logger.warn({ signal }, 'already shutting down: waiting for requests to finish and the decision log to flush');
+      logger.warn({ signal }, 'already shutting down: waiting for requests to finish and the decision log to flush');
       return;
     }
     stopping = true;
-    arbiter.logger.info({ signal }, 'shutting down');
+    logger.info({ signal }, 'shutting down');
     arbiter.close().then(
       () => process.exit(0),
       (error: unknown) => {
-        arbiter.logger.error({ err: error }, 'shutdown failed');
+        logger.error({ err: error }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  try {
+    arbiter = await startArbiter(config, { logger, signal: startUp.signal });
+  } catch (error) {
+    if (!startUp.signal.aborted) throw error;
+    return 0;
+  }
   return new Promise<number>(() => {});
 }

@@ -272,6 +272,12 @@ const configShape = z.strictObject({
         .strictObject({
           target: nonEmpty.describe('pino transport module, e.g. pino/file or a log shipper.'),
           options: z.record(z.string(), z.unknown()).default({}),
+          ready_timeout_s: z
+            .number()
+            .positive()
+            .max(600)
+            .default(30)
+            .describe('How long start-up waits for the transport to load its module (and connect, for shippers that do so first); past it, start-up stops naming decision_log.transport.target.'),
         })
         .optional()
         .describe('Also stream every committed record to this pino transport (separate from the process log). A target that cannot be loaded stops start-up; a transport that fails later is logged and gets no more records until a restart, while decisions go on.'),

@@ -1,6 +1,8 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import type { Worker } from 'node:worker_threads';
 import { getRequestListener, RequestError, type ServerType } from '@hono/node-server';
 import type { FetchImplementation } from 'jose';
 import pino, { type Logger } from 'pino';
@@ -53,6 +55,16 @@ export interface Arbiter {
 
 export interface StartOptions {
   logger?: Logger;
+  /**
+   * Aborting it stops a start-up under way (a signal before the server serves): what waits on
+   * another party stops waiting, the port is never opened, and everything opened is closed.
+   */
+  signal?: AbortSignal;
+}
+
+/** The process log as `logging` configures it. */
+export function processLogger(config: Config): Logger {
+  return pino({ level: config.logging.level, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
 /** Builds every part from a validated config and starts listening. */
@@ -69,7 +81,7 @@ export async function startArbiter(config: Config, options: StartOptions = {}): 
 
 /** Builds and starts every part; `opened` collects how to close what exists so far. */
 async function assemble(config: Config, options: StartOptions, opened: (() => unknown)[]): Promise<Arbiter> {
-  const logger = options.logger ?? pino({ level: config.logging.level, timestamp: pino.stdTimeFunctions.isoTime });
+  const logger = options.logger ?? processLogger(config);
   // Read first: a bad certificate stops start-up before anything is opened.
   const tlsMaterial = config.server.tls && readTlsMaterial(config.server.tls);
   checkEmbeddedDirectory(config.bundles.dir);
@@ -145,7 +157,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   pruneTimer.unref();
   opened.push(() => clearInterval(pruneTimer));
 
-  const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, logger) : undefined;
+  const decisionLog = config.decision_log.enabled ? await openDecisionLog(config.decision_log, logger, options.signal) : undefined;
   if (!decisionLog) logger.warn('decision_log.enabled is false: decisions are not recorded durably');
   if (decisionLog) {
     decisionLogReads.writerHeap = () => decisionLog.writerHeap();
@@ -192,6 +204,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
   });
 
+  options.signal?.throwIfAborted();
   const server = await listen(app.fetch, config.server, tlsMaterial, logger);
   const { port } = server.address() as AddressInfo;
   const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
@@ -298,7 +311,7 @@ function listen(fetch: Parameters<typeof getRequestListener>[0], options: Config
 }
 
 /** Opens the decision log and, when configured, ships every committed record to a pino transport. */
-async function openDecisionLog(config: Config['decision_log'], logger: Logger): Promise<DecisionStore> {
+async function openDecisionLog(config: Config['decision_log'], logger: Logger, signal: AbortSignal | undefined): Promise<DecisionStore> {
   const { enabled: _enabled, transport, ...storeConfig } = config;
   const store = await DecisionStore.open(storeConfig);
   store.onError((error) => logger.error({ err: error }, 'decision log commit failed'));
@@ -315,7 +328,7 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger): 
     try {
       // The module loads in the transport's own thread: a target that cannot be loaded (an
       // absolute path or file: URL, taken as it is) fails there, later, as an 'error' event.
-      await atConfigKey('decision_log.transport.target', () => transportReady(destination));
+      await transportReady(destination, transport.ready_timeout_s, signal);
     } catch (error) {
       await store.close();
       throw error;
@@ -338,20 +351,33 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger): 
   return store;
 }
 
-/** Resolves once the transport's thread has loaded its module; rejects with what kept it from doing so. */
-function transportReady(destination: ReturnType<typeof pino.transport>): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const ready = () => {
-      destination.off('error', failed);
-      resolve();
-    };
-    const failed = (error: Error) => {
-      destination.off('ready', ready);
-      reject(error);
-    };
-    destination.once('ready', ready);
-    destination.once('error', failed);
-  });
+/**
+ * Resolves once the transport's thread has loaded its module; rejects with what kept it from
+ * doing so (naming decision_log.transport.target), when it has not within `timeoutS`, or when
+ * start-up is aborted. A module that never finishes loading (a shipper waiting for a collector
+ * that is down) would otherwise hold start-up forever, the port never open to say why.
+ */
+async function transportReady(destination: ReturnType<typeof pino.transport>, timeoutS: number, signal: AbortSignal | undefined): Promise<void> {
+  const gaveUp = AbortSignal.any([AbortSignal.timeout(timeoutS * 1000), ...(signal ? [signal] : [])]);
+  try {
+    // Rejects with the 'error' that comes before 'ready': the module failing to load.
+    await once(destination, 'ready', { signal: gaveUp });
+  } catch (error) {
+    if (!gaveUp.aborted) throw new ConfigError([{ path: 'decision_log.transport.target', message: (error as Error).message }]);
+    // Stop the thread: it would keep the process alive, and pino's exit hook would wait 10 s for
+    // it to end. Its exit surfaces as an 'error' (handled here) and then a 'close'.
+    destination.on('error', () => undefined);
+    const thread = destination as unknown as { worker: Worker; closed: boolean };
+    if (!thread.closed) {
+      const closed = new Promise((resolve) => destination.once('close', resolve));
+      void thread.worker.terminate();
+      await closed;
+    }
+    signal?.throwIfAborted();
+    throw new ConfigError([
+      { path: 'decision_log.transport.target', message: `the transport did not become ready within ${timeoutS} s (decision_log.transport.ready_timeout_s)` },
+    ]);
+  }
 }
 
 /** Worker threads for policy evaluation (deadline, memory ceiling), or the main thread when engine.workers is 0. */
