@@ -1,4 +1,5 @@
-import { dirname, resolve } from 'node:path';
+import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { ConfigError } from './errors.ts';
 import { ensurePrivateDatabaseFile, makePrivateDirSync } from './private-files.ts';
@@ -15,9 +16,9 @@ import { ensurePrivateDatabaseFile, makePrivateDirSync } from './private-files.t
  * server never leaves a stale lock behind. Returns the release.
  */
 export function lockStateFile(path: string, key: string): () => void {
-  // Resolved, as lockStateFiles compares paths: `store/` must lock the same file as `store`
-  // (not `store/.lock`), or two servers would share a bundles.store spelled two ways.
-  const lockPath = `${resolve(path)}.lock`;
+  // Canonical, as lockStateFiles compares paths: `store/`, `store` and a symlink to it must
+  // lock one file, or two servers would share a state file spelled two ways.
+  const lockPath = `${canonicalPath(path)}.lock`;
   let lock: DatabaseSync | undefined;
   try {
     makePrivateDirSync(dirname(lockPath));
@@ -53,8 +54,8 @@ export function lockStateFiles(files: readonly { path: string; key: string }[]):
   const seen = new Set<string>();
   try {
     for (const { path, key } of files) {
-      if (path === ':memory:' || seen.has(resolve(path))) continue;
-      seen.add(resolve(path));
+      if (path === ':memory:' || seen.has(canonicalPath(path))) continue;
+      seen.add(canonicalPath(path));
       releases.push(lockStateFile(path, key));
     }
   } catch (error) {
@@ -65,3 +66,34 @@ export function lockStateFiles(files: readonly { path: string; key: string }[]):
 }
 
 const SQLITE_BUSY = 5;
+
+/**
+ * The absolute path with every symlink resolved. A state file or directory not created yet is
+ * placed under its nearest existing ancestor, itself resolved (a symlinked state directory);
+ * a symlink to one not created yet is followed to where it points.
+ */
+export function canonicalPath(path: string, hops = 0): string {
+  const absolute = resolve(path);
+  const missing: string[] = [];
+  for (let existing = absolute; ; existing = dirname(existing)) {
+    try {
+      return join(realpathSync(existing), ...missing);
+    } catch {
+      // Not there, or a symlink to what is not there yet (realpath refuses both).
+    }
+    const target = danglingLinkTarget(existing);
+    if (target !== undefined && hops < MAX_LINK_HOPS) return canonicalPath(join(resolve(dirname(existing), target), ...missing), hops + 1);
+    if (dirname(existing) === existing) return absolute;
+    missing.unshift(basename(existing));
+  }
+}
+
+const MAX_LINK_HOPS = 40;
+
+function danglingLinkTarget(path: string): string | undefined {
+  try {
+    return lstatSync(path).isSymbolicLink() ? readlinkSync(path) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -273,16 +273,25 @@ describe('a start that fails', () => {
     // bundle store overwrite each other's index, and each deletes the archives the other's
     // index names but its own does not (retention).
     const { child, url, dir } = await spawnArbiter();
+    const links = tempDir();
+    const storeLink = join(links, 'store-link');
+    symlinkSync(join(dir, 'store'), storeLink);
+    const dirLink = join(links, 'state-link');
+    symlinkSync(dir, dirLink);
     const shared: [Record<string, unknown>, string][] = [
       [{ data: { path: join(dir, 'data.db') } }, 'data.path'],
       [{ decision_log: { path: join(dir, 'decisions.db') } }, 'decision_log.path'],
       [{ bundles: { store: join(dir, 'store') } }, 'bundles.store'],
       // The same directory spelled with a trailing slash is the same store.
       [{ bundles: { store: `${join(dir, 'store')}/` } }, 'bundles.store'],
+      // So are the same files reached through a symlink, to them or to their directory.
+      [{ bundles: { store: storeLink } }, 'bundles.store'],
+      [{ data: { path: join(dirLink, 'data.db') } }, 'data.path'],
+      [{ decision_log: { path: join(dirLink, 'decisions.db') } }, 'decision_log.path'],
     ];
     for (const [config, key] of shared) {
       const failure = await startTestArbiter(config).then(async (started) => void (await started.close()), (error: unknown) => error);
-      expect(failure, key).toBeInstanceOf(ConfigError);
+      expect(failure, `${key} ${JSON.stringify(config)}`).toBeInstanceOf(ConfigError);
       expect((failure as ConfigError).issues, key).toEqual([{ path: key, message: expect.stringContaining('another Arbiter process') }]);
     }
     // The running server still decides and records.
