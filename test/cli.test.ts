@@ -110,6 +110,22 @@ describe('arbiter CLI', () => {
     }
   });
 
+  it('health exits 1, not 2, when the configuration it would probe is invalid (2 is reserved by Docker HEALTHCHECK)', async () => {
+    const dir = tempDir();
+    const config = join(dir, 'bad.yaml');
+    writeFileSync(config, 'server: {port: -1}\n');
+    for (const env of [{ ARBITER_CONFIG: config }, { ARBITER_CONFIG: join(dir, 'missing.yaml') }, { ARBITER_CONFIG: '', ARBITER_SERVER__PORT: 'x' }]) {
+      const result = await run(process.execPath, ['src/cli/main.ts', 'health'], { env: { ...process.env, ...env } }).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+      );
+      expect(result.code, JSON.stringify(env)).toBe(1);
+      expect(result.stderr, JSON.stringify(env)).toMatch(/is invalid:/);
+    }
+    // A wrong option of the health command itself stays a usage error.
+    expect((await cli('health', '--timeout-ms', 'x')).code).toBe(2);
+  });
+
   it('bundle build shows why opa refused the policy: file, line and error', async () => {
     const dir = tempDir();
     cpSync('test/fixtures/rego/simple', join(dir, 'simple'), { recursive: true });

@@ -3,12 +3,13 @@ import { request as httpsRequest } from 'node:https';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
-import { ArbiterError } from '../errors.ts';
+import { ArbiterError, ConfigError } from '../errors.ts';
 
 const HELP = `Usage: arbiter health [--config <file>] [--timeout-ms <ms>]
 
 Asks the server this configuration describes for GET /healthz, on the configured port and
-protocol (PORT and ARBITER_* overrides included), and exits 0 when it answers 200, 1 otherwise.
+protocol (PORT and ARBITER_* overrides included), and exits 0 when it answers 200, 1 otherwise
+(a configuration that does not load included: Docker reserves 2; 2 only for a wrong option).
 For container health checks: it follows server.port and server.tls wherever they are set.
   -c, --config <file>   YAML configuration (default: $ARBITER_CONFIG; without either, built-in defaults)
   --timeout-ms <ms>     give up after this long (default 2000)`;
@@ -24,7 +25,16 @@ export async function healthCommand(argv: string[]): Promise<number> {
   }
   const timeoutMs = Number(values['timeout-ms']);
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new ArbiterError('usage', `--timeout-ms must be a whole number of milliseconds > 0\n\n${HELP}`);
-  const url = healthUrl(loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) }).server);
+  let url: string;
+  try {
+    url = healthUrl(loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) }).server);
+  } catch (error) {
+    // Not a usage error here: Docker reserves a health check's exit code 2, and a configuration
+    // that does not load (a file or ARBITER_* variable of the container) leaves nothing healthy to probe.
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`arbiter: ${error.message}`);
+    return 1;
+  }
   const status = await probe(url, timeoutMs).catch((error: unknown) => (error as Error).message);
   if (status === 200) return 0;
   console.error(`arbiter: ${url} ${typeof status === 'number' ? `answered ${status}` : `failed: ${status}`}`);
