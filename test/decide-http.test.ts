@@ -196,6 +196,21 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: expect.stringContaining('Unicode') }] });
   });
 
+  it('denies with token_malformed a signed token spelled another way than its compact serialization, so one token has one fingerprint', async () => {
+    const token = await idp.sign({ scope: 'read' });
+    const [header, payload, signature] = token.split('.') as [string, string, string];
+    // An ES256 signature is 64 bytes, 86 characters: the last one carries 2 bits and 4 that must be zero.
+    const last = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const trailingBits = `${signature.slice(0, -1)}${last[last.indexOf(signature.at(-1)!) | 1]}`;
+    const spellings = [`${signature}==`, `${signature.slice(0, 40)}\n${signature.slice(40)}`, ` ${signature}`, trailingBits];
+    expect(Buffer.from(trailingBits, 'base64url')).toEqual(Buffer.from(signature, 'base64url'));
+    expect((await postJson(decide, request(token))).body).toMatchObject({ allow: true });
+    for (const spelled of spellings) {
+      const res = await postJson(decide, request(`${header}.${payload}.${spelled}`));
+      expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed' }] });
+    }
+  });
+
   it('picks up a rotated key after an unknown kid (JWKS refetch)', async () => {
     await sleep(1100); // past the cooldown since the last fetch (a token with an unknown kid above)
     const kid = await idp.addKey('rotated');

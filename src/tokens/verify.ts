@@ -102,6 +102,9 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
       ? { ok: false, code, message, fingerprint }
       : { ok: false, code, message, fingerprint, claimedIssuer };
 
+  if (!canonicalParts(token)) {
+    return fail('token_malformed', 'token is not a compact JWS: each part must be unpadded base64url, in its one canonical spelling');
+  }
   let header: ProtectedHeaderParameters;
   let unverified: JWTPayload;
   try {
@@ -217,6 +220,19 @@ async function verifyWithCandidates(token: string, candidates: AsyncIterable<Cry
       ? `signature verification failed with the first ${MAX_CANDIDATE_KEYS} keys that match a token without kid`
       : 'signature verification failed with every key that matches a token without kid',
   );
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
+/**
+ * Whether every part is base64url as RFC 7515 writes it: no padding, no whitespace, unused
+ * trailing bits zero. jose decodes leniently (atob), so `sig==`, a line break in the signature
+ * or any of 16 last characters of an ES256 signature decode to the same bytes: one signed
+ * token would have any number of spellings, each with its own fingerprint (which identifies
+ * the token in the decision log) and its own entry in the verification cache.
+ */
+function canonicalParts(token: string): boolean {
+  return token.split('.').every((part) => BASE64URL.test(part) && Buffer.from(part, 'base64url').toString('base64url') === part);
 }
 
 /** A non-empty string, or an array of them (RFC 7519 §4.1.3); jose has checked it is present. */
