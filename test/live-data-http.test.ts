@@ -651,6 +651,24 @@ describe('revocations', () => {
     });
   });
 
+  it('forgets a remembered verification once a key set fetched without its key is installed, revocation or not', async () => {
+    // The identity provider removes a compromised key on its own; nobody tells Arbiter's operators.
+    // A token the key signed is refused uncached once the key set is fetched again: remembered, it
+    // was allowed until it would have expired (max_token_age_s, an hour by default).
+    await withLeakingIssuer('leaked-quietly', { jwks_cooldown_s: 1 }, async ({ leaked, decide, removeLeakedKey }) => {
+      const forged = await leaked.sign({ sub: 'user:forged' }, { iat: now() - 5 });
+      const kept = await leaked.sign({ sub: 'user:kept' }, { iat: now() - 5, kid: await leaked.addKey('key-kept') });
+      expect((await decide(forged)).allow).toBe(true); // verified, and remembered
+      expect((await decide(kept)).allow).toBe(true);
+      await removeLeakedKey();
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // past jwks_cooldown_s
+      // A token naming the new key fetches the key set again: it no longer holds the leaked key.
+      expect((await decide(await leaked.sign({ sub: 'user:after' }, { kid: 'key-2' }))).allow).toBe(true);
+      expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
+      expect((await decide(kept)).allow).toBe(true);
+    });
+  });
+
   it('lists, reads and deletes entries; rejects a bad one naming the field', async () => {
     const bad = await admin('POST', '/v1/revocations', { kind: 'jti', reason: 'x' });
     expect(bad.status).toBe(400);

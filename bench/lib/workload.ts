@@ -96,6 +96,7 @@ function verifiedSubject(token: string, now: number): PolicySubject {
     // What subjectFromToken reads of the issuer: the audiences Arbiter accepts from it (bench/lib/systems.ts).
     issuer: { config: { audiences: [BENCH_AUDIENCE] } } as unknown as VerifiedToken['issuer'],
     fingerprint: tokenFingerprint(token),
+    keyGeneration: 0,
   } satisfies VerifiedToken;
   return subjectFromToken(verified, now);
 }

@@ -93,17 +93,32 @@ export const MAX_JWKS_BYTES = 1024 * 1024;
  * material, or a body larger than MAX_JWKS_BYTES, is refused whole, as a failure to load
  * it: tokens deny with token_keys_unavailable and readiness reports it until the identity
  * provider is fixed. Checked once per fetch, not per token. Anything else is left for jose
- * to judge.
+ * to judge. `fetched` is told the keys of each key set handed on that jose will install
+ * (a JSON object whose `keys` are JSON objects), before jose installs them.
  */
-export function refusingPrivateKeys(fetchJwks: FetchImplementation): FetchImplementation {
+export function refusingPrivateKeys(fetchJwks: FetchImplementation, fetched?: (keys: readonly Record<string, unknown>[]) => void): FetchImplementation {
   return async (url, options) => {
     const response = await fetchJwks(url, options);
     if (response.status !== 200) return response;
     const text = await readKeySetText(response, url);
-    const problem = privateKeyProblemOfText(text);
+    const keys = keysOfText(text);
+    const problem = keys && privateKeyProblem({ keys });
     if (problem !== undefined) throw new Error(problem);
+    if (keys?.every(isJsonObject)) fetched?.(keys);
     return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers });
   };
+}
+
+/**
+ * What identifies a published key: all its members, whatever their order. A key whose
+ * members changed (another `use`, `alg` or `key_ops`) is another key.
+ */
+export function keyIdentity(key: Record<string, unknown>): string {
+  return JSON.stringify(key, Object.keys(key).sort());
+}
+
+function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** The body as text (UTF-8, as Response.text() decodes it), read no further than MAX_JWKS_BYTES. */
@@ -112,13 +127,14 @@ async function readKeySetText(response: Response, url: string): Promise<string> 
   return new TextDecoder().decode(body);
 }
 
-function privateKeyProblemOfText(text: string): string | undefined {
+/** The `keys` array of a key set's text, or undefined: jose reports a body that is not a key set. */
+function keysOfText(text: string): unknown[] | undefined {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
-    return undefined; // jose reports a body that is not JSON.
+    return undefined;
   }
-  const keys = (json as { keys?: unknown } | null)?.keys;
-  return Array.isArray(keys) ? privateKeyProblem({ keys }) : undefined;
+  const keys = isJsonObject(json) ? json.keys : undefined;
+  return Array.isArray(keys) ? keys : undefined;
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
-import { keySetFileProblem, refusingPrivateKeys } from './key-set.ts';
+import { keyIdentity, keySetFileProblem, refusingPrivateKeys } from './key-set.ts';
 
 /** Keys of one trusted issuer, imported once and reused for every token it signs. */
 export interface TrustedIssuer {
@@ -23,6 +23,13 @@ export interface TrustedIssuer {
    * Resolves at once for keys from a file or a secret.
    */
   reloadKeys(): Promise<void>;
+  /**
+   * Counts the key sets installed without a key the one before held (remote key sets only;
+   * always 0 for a file or a secret). A verification begun under an earlier count may have
+   * used the removed key: the verification cache does not reuse it, as it would otherwise
+   * keep a token the removed key signed allowed until it expired.
+   */
+  readonly keyGeneration: number;
 }
 
 /** Shortest HMAC secret accepted, for token issuers and bundle signing keys alike (RFC 7518 §3.2: at least the hash size). */
@@ -82,7 +89,23 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
   const at = (key: string) => `${options.configPath ?? 'issuers'}.${index}.${key}`;
   if (config.jwks_uri !== undefined) {
     const backOff = new FetchBackOff();
-    const load = refusingPrivateKeys(fetch);
+    let keyGeneration = 0;
+    let held: Set<string> | undefined;
+    const load = refusingPrivateKeys(fetch, (keys) => {
+      const fetched = new Set(keys.map(keyIdentity));
+      const removed = held !== undefined && [...held].some((key) => !fetched.has(key));
+      held = fetched;
+      if (!removed) return;
+      // jose installs the key set once this fetch resolves, and reload() joins the fetch in
+      // flight: counted after that, so a verification that could still take the removed key
+      // from the key set held until then began under the old count.
+      void remote
+        .reload()
+        .catch(() => {}) // the fetch's own failure is reported where it was asked for
+        .finally(() => {
+          keyGeneration += 1;
+        });
+    });
     const remote = createRemoteJWKSet(new URL(config.jwks_uri), {
       cacheMaxAge: config.jwks_cache_max_age_s * 1000,
       cooldownDuration: config.jwks_cooldown_s * 1000,
@@ -97,6 +120,9 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
     return {
       config,
       key: keysUnavailableOnFetchFailure(remote, config.issuer, backOff),
+      get keyGeneration() {
+        return keyGeneration;
+      },
       async reloadKeys() {
         try {
           // jose's reload joins a fetch already in flight, which may have been sent before the
@@ -144,7 +170,7 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
     return fromJwks(config, jwks);
   }
   const secret = readSecret(config.secret_file!, at('secret_file'));
-  return { config, key: secret, checkKeys: async () => {}, reloadKeys: async () => {} };
+  return { config, key: secret, checkKeys: async () => {}, reloadKeys: async () => {}, keyGeneration: 0 };
 }
 
 /**
@@ -226,7 +252,7 @@ class FetchBackOff {
 }
 
 export function fromJwks(config: IssuerConfig, jwks: JSONWebKeySet): TrustedIssuer {
-  return { config, key: createLocalJWKSet(jwks), checkKeys: async () => {}, reloadKeys: async () => {} };
+  return { config, key: createLocalJWKSet(jwks), checkKeys: async () => {}, reloadKeys: async () => {}, keyGeneration: 0 };
 }
 
 function readJson(file: string, path: string): unknown {

@@ -4,10 +4,11 @@ import type { VerifiedToken } from './verify.ts';
  * Remembers successful verifications by token fingerprint until the token would fail
  * verification by time (exp or max age), so a gateway resending the same token skips the
  * signature check. Only successes are cached. Revocation is not cached: it is checked on
- * every decision. A key removed from a JWKS does not evict entries by itself: committing an
- * `issued_before` revocation after a key compromise fetches the issuer's key set again and
- * forgets the issuer's entries (`forgetIssuer`), so every token is checked against the keys
- * that remain.
+ * every decision. Once a key set without one of the issuer's keys is installed (its
+ * `keyGeneration` moved on), the issuer's remembered verifications are not reused: each token
+ * is checked again against the keys that remain. Committing an `issued_before` revocation
+ * after a key compromise fetches the issuer's key set at once and forgets the issuer's
+ * entries (`forgetIssuer`).
  */
 export class VerificationCache {
   readonly #entries = new Map<string, { verified: VerifiedToken; validUntil: number }>();
@@ -22,7 +23,7 @@ export class VerificationCache {
   get(fingerprint: string, now: number): VerifiedToken | undefined {
     const entry = this.#entries.get(fingerprint);
     if (entry === undefined) return undefined;
-    if (now >= entry.validUntil) {
+    if (now >= entry.validUntil || entry.verified.keyGeneration !== entry.verified.issuer.keyGeneration) {
       this.#entries.delete(fingerprint);
       return undefined;
     }

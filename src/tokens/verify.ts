@@ -30,6 +30,8 @@ export interface VerifiedToken {
   readonly issuer: TrustedIssuer;
   /** base64url SHA-256 of the compact token: identifies it in logs without revealing it. */
   readonly fingerprint: string;
+  /** The issuer's keyGeneration when the verification began: the cache reuses it only while that holds. */
+  readonly keyGeneration: number;
 }
 
 export interface TokenFailure {
@@ -127,6 +129,8 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
     return fail('token_malformed', `header ${headerNotAString} must be a string`, iss);
   }
 
+  // Read before the key is taken from the key set: see TrustedIssuer.keyGeneration.
+  const keyGeneration = issuer.keyGeneration;
   let payload: JWTPayload;
   try {
     const verifyOptions = {
@@ -178,7 +182,7 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   if (payload.exp! - payload.iat! > config.max_lifetime_s) {
     return fail('token_lifetime_too_long', `token lifetime exceeds ${config.max_lifetime_s}s`, iss);
   }
-  return { ok: true, payload, header, issuer, fingerprint };
+  return { ok: true, payload, header, issuer, fingerprint, keyGeneration };
 }
 
 /**
