@@ -176,6 +176,23 @@ describe('verify', () => {
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[2]!.decision_id, seq: 3, reason: 'index_mismatch' });
   });
 
+  it('names a row or mark whose integer was edited past 2^53 rather than failing the walk (node:sqlite cannot read it as a number)', async () => {
+    const log = await open();
+    const records = await fill(log, 15);
+    const tooBig = '9223372036854775807';
+    tamper(`UPDATE decisions SET timestamp = ${tooBig} WHERE seq = 3`);
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[2]!.decision_id, seq: 3, reason: 'index_mismatch' });
+    tamper(`UPDATE decisions SET timestamp = ? WHERE seq = 3`, records[2]!.timestamp);
+    tamper(`UPDATE decisions SET reason_set = ${tooBig} WHERE seq = 4`);
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[3]!.decision_id, seq: 4, reason: 'index_mismatch' });
+    tamper(`UPDATE decisions SET reason_set = 1 WHERE seq = 4`);
+    expect(await log.verify()).toMatchObject({ ok: true });
+    tamper(`UPDATE checkpoints SET created_at = ${tooBig} WHERE seq = 10`);
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: records[9]!.decision_id, seq: 10, reason: 'checkpoint_signature_invalid' });
+    tamper(`UPDATE anchors SET record_count = ${tooBig}`);
+    expect((await log.verify()).first_mismatch).toEqual({ decision_id: null, seq: 0, reason: 'anchor_signature_invalid' });
+  });
+
   it('finds a record filed under another set of reason codes', async () => {
     const log = await open();
     await log.append(decision({ allow: true, reasons: ['granted'] }));

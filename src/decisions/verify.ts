@@ -72,9 +72,9 @@ interface ChainRow {
 
 /** The reason sets a record's reason_set can point to, with those whose code index was edited. */
 interface ReasonSets {
-  keys: Map<number, string>;
+  keys: Map<number | bigint, string>;
   /** Sets that reason_set_codes files under other codes than their own: their records would be misfiled. */
-  misfiled: Set<number>;
+  misfiled: Set<number | bigint>;
 }
 
 /** Rows handled between two yields to the event loop, so a long walk does not stall requests. */
@@ -91,10 +91,12 @@ const ROWS_PER_TURN = 2_000;
  * carry none and leave the bound in force as it was.
  */
 export async function verifyChain(path: string, key: CheckpointKey): Promise<VerifyReport> {
-  const db = new DatabaseSync(path, { readOnly: true });
+  // BigInts: node:sqlite throws on an integer past 2^53, and an edited file can hold one in any
+  // integer column; read as integers(), it is a mismatch to report, not a walk that stops.
+  const db = new DatabaseSync(path, { readOnly: true, readBigInts: true });
   try {
     db.exec('BEGIN');
-    const anchorRow = db.prepare('SELECT * FROM anchors ORDER BY seq DESC LIMIT 1').get() as MarkRow | undefined;
+    const anchorRow = integers(db.prepare('SELECT * FROM anchors ORDER BY seq DESC LIMIT 1').get()) as MarkRow | undefined;
     const anchor = anchorRow && markFromRow(anchorRow, 'anchor');
     if (!anchor) {
       // Every log has one from its creation (or upgrade to schema version 3) on. Without
@@ -107,7 +109,7 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
     }
     const start = anchor?.seq ?? 0;
     // The walk below starts after `start`: a row at or below it would never be looked at.
-    const planted = db.prepare('SELECT seq, decision_id FROM decisions WHERE seq <= ? ORDER BY seq LIMIT 1').get(start) as
+    const planted = integers(db.prepare('SELECT seq, decision_id FROM decisions WHERE seq <= ? ORDER BY seq LIMIT 1').get(start)) as
       | { seq: number; decision_id: string }
       | undefined;
     if (planted) {
@@ -133,7 +135,8 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
       first_mismatch: { decision_id: decisionId, seq, reason },
     });
 
-    for (const row of rows) {
+    for (const raw of rows) {
+      const row = integers(raw) as ChainRow;
       if (row.seq !== expectedSeq) return fail(row.decision_id, row.seq, 'record_missing');
       if (row.prev_hash !== expectedPrev) return fail(row.decision_id, row.seq, 'prev_hash_mismatch');
       if (chainHash(row.prev_hash, row.seq, row.body) !== row.hash) return fail(row.decision_id, row.seq, 'hash_mismatch');
@@ -164,24 +167,48 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
 }
 
 function* checkpointMarks(rows: Iterable<MarkRow>): Generator<SignedMark, undefined> {
-  for (const row of rows) yield markFromRow(row, 'checkpoint');
+  for (const row of rows) yield markFromRow(integers(row) as MarkRow, 'checkpoint');
+}
+
+/**
+ * A row read with readBigInts, its integers as numbers again: NaN for one past 2^53, which
+ * equals nothing (an edited column, bound or count fails its comparison or its signature),
+ * but seq as the nearest number, which still names the row in a report.
+ */
+function integers(row: unknown): unknown {
+  if (row === undefined || row === null) return row;
+  const converted: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(row)) {
+    if (typeof value !== 'bigint') converted[name] = value;
+    else if (value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)) converted[name] = Number(value);
+    else converted[name] = name === 'seq' ? Number(value) : Number.NaN;
+  }
+  return converted;
 }
 
 function readReasonSets(db: DatabaseSync): ReasonSets {
-  const keys = new Map<number, string>();
-  for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets').all() as { id: number; codes: string }[]) keys.set(id, codes);
-  const filed = new Map<number, string[]>();
-  for (const { code, reason_set } of db.prepare('SELECT code, reason_set FROM reason_set_codes').all() as { code: string; reason_set: number }[]) {
-    const codes = filed.get(reason_set);
+  const keys = new Map<number | bigint, string>();
+  for (const { id, codes } of db.prepare('SELECT id, codes FROM reason_sets').all() as { id: bigint; codes: string }[]) keys.set(setId(id), codes);
+  const filed = new Map<number | bigint, string[]>();
+  for (const { code, reason_set } of db.prepare('SELECT code, reason_set FROM reason_set_codes').all() as { code: string; reason_set: bigint }[]) {
+    const codes = filed.get(setId(reason_set));
     if (codes) codes.push(code);
-    else filed.set(reason_set, [code]);
+    else filed.set(setId(reason_set), [code]);
   }
-  const misfiled = new Set<number>();
+  const misfiled = new Set<number | bigint>();
   for (const [id, key] of keys) {
     // A set's key is its codes sorted; the codes it is filed under must be exactly those.
     if (reasonSetKey(filed.get(id) ?? []) !== key) misfiled.add(id);
   }
   return { keys, misfiled };
+}
+
+/**
+ * A reason set id as a map key: a number, or the BigInt itself past 2^53, so that no record
+ * (whose reason_set integers() reads as NaN there) is taken to point at it.
+ */
+function setId(id: bigint): number | bigint {
+  return id >= BigInt(Number.MIN_SAFE_INTEGER) && id <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(id) : id;
 }
 
 function indexColumnsMatch(row: ChainRow, reasonSets: ReasonSets): boolean {
