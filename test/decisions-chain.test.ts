@@ -193,6 +193,29 @@ describe('verify', () => {
     expect((await log.verify()).first_mismatch).toEqual({ decision_id: null, seq: 0, reason: 'anchor_signature_invalid' });
   });
 
+  it('finds an index whose entries were edited to hide a record from filtered queries', async () => {
+    const log = await open();
+    await fill(log, 3);
+    const hidden = decision({ sub: 'mallory' });
+    await log.append(hidden);
+    await fill(log, 8);
+    expect(log.query({ sub: 'mallory' }).decisions.map((d) => d.decision_id)).toEqual([hidden.decision_id]);
+    // Rebuilt without mallory's entry, then declared whole again: the rows are untouched, the
+    // chain intact, and SQLite trusts the index, so a query by sub no longer finds the record.
+    const db = new DatabaseSync(temp.path, { defensive: false });
+    const { sql } = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'decisions_by_sub'").get() as { sql: string };
+    db.exec("DROP INDEX decisions_by_sub; CREATE INDEX decisions_by_sub ON decisions (sub, timestamp) WHERE sub <> 'mallory'");
+    db.exec('PRAGMA writable_schema = ON');
+    db.prepare("UPDATE sqlite_master SET sql = ? WHERE name = 'decisions_by_sub'").run(sql);
+    db.exec('PRAGMA writable_schema = OFF');
+    db.close();
+    store = undefined;
+    await log.close();
+    const reopened = await open();
+    expect(reopened.query({ sub: 'mallory' }).decisions).toEqual([]);
+    expect(await reopened.verify()).toMatchObject({ ok: false, first_mismatch: { decision_id: hidden.decision_id, seq: 4, reason: 'index_corrupt' } });
+  });
+
   it('finds a record filed under another set of reason codes', async () => {
     const log = await open();
     await log.append(decision({ allow: true, reasons: ['granted'] }));

@@ -1,6 +1,7 @@
 import { DatabaseSync } from 'node:sqlite';
 import { chainHash, GENESIS_HASH, markFromRow, markSignatureValid } from './chain.ts';
 import type { CheckpointKey, MarkRow, SignedMark } from './chain.ts';
+import { decisionIndexProblems, problemSeq } from './integrity.ts';
 import { deriveIndexColumns } from './record.ts';
 import type { DecisionRecord, IndexColumns } from './record.ts';
 import { reasonSetKey } from './schema.ts';
@@ -23,6 +24,12 @@ export type MismatchReason =
   | 'hash_mismatch'
   /** An index column says something the stored record does not (edited to mislead queries). */
   | 'index_mismatch'
+  /**
+   * An index of the decisions table no longer matches its rows (SQLite's integrity check):
+   * edited in the file, it hides this record from filtered queries or lookups by id, or
+   * serves it for values it does not hold.
+   */
+  | 'index_corrupt'
   /** A checkpoint's signature is invalid (or made with another key). */
   | 'checkpoint_signature_invalid'
   /** A signed checkpoint names another hash for this record: the chain was rewritten. */
@@ -89,8 +96,32 @@ const ROWS_PER_TURN = 2_000;
  * checkpoint sign next_by, the seq whose record the writer commits with the next
  * checkpoint at the latest (see ChainWriter). Checkpoints signed before schema version 3
  * carry none and leave the bound in force as it was.
+ *
+ * The walk reads rows; queries read indexes too, which SQLite trusts without looking at
+ * the rows: a chain that holds is then checked to have indexes that match it.
  */
 export async function verifyChain(path: string, key: CheckpointKey): Promise<VerifyReport> {
+  // On a thread of its own, beside the walk: seconds for a large log.
+  const indexes = decisionIndexProblems(path);
+  // A walk that finds a mismatch answers without it.
+  indexes.catch(() => undefined);
+  const report = await walkChain(path, key);
+  if (!report.ok) return report;
+  const problems = await indexes;
+  if (problems.length === 0) return report;
+  // The message names the row (its seq) when there is one; "wrong # of entries" names none.
+  const seq = problems.map(problemSeq).find((found) => found !== undefined);
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    const row = seq === undefined ? undefined : (db.prepare('SELECT decision_id FROM decisions NOT INDEXED WHERE seq = ?').get(seq) as { decision_id: string } | undefined);
+    return { ...report, ok: false, first_mismatch: { decision_id: row?.decision_id ?? null, seq: seq ?? 0, reason: 'index_corrupt' } };
+  } finally {
+    db.close();
+  }
+}
+
+/** The chain, its checkpoints and anchor, walked from the anchor in one read snapshot. */
+async function walkChain(path: string, key: CheckpointKey): Promise<VerifyReport> {
   // BigInts: node:sqlite throws on an integer past 2^53, and an edited file can hold one in any
   // integer column; read as integers(), it is a mismatch to report, not a walk that stops.
   const db = new DatabaseSync(path, { readOnly: true, readBigInts: true });
