@@ -190,6 +190,16 @@ describe('reason labels', () => {
     latency_us: 10,
   });
 
+  it('keeps the bundle label of activations bounded: names past the first 100 count as "other"', async () => {
+    // Pushed and removed bundles keep their series for the life of the process.
+    const metrics = new ArbiterMetrics({ activeBundles: () => [] });
+    for (let i = 0; i < 120; i++) metrics.bundleActivated(`pushed-${i}`);
+    metrics.bundleActivated('pushed-0');
+    const byBundle = new Map((await metrics.bundleActivations.get()).values.map((v) => [v.labels.bundle, v.value]));
+    expect(byBundle.size).toBe(101);
+    expect([byBundle.get('pushed-0'), byBundle.get('pushed-99'), byBundle.has('pushed-100'), byBundle.get('other')]).toEqual([2, 1, false, 20]);
+  });
+
   it('keeps policy reason codes to a bounded set of plain labels', async () => {
     const metrics = new ArbiterMetrics({ activeBundles: () => [] });
     for (let i = 0; i < 250; i++) metrics.decided(decision(`code_${i}`), '/v1/decide');

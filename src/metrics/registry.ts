@@ -8,8 +8,11 @@ import type { ThreadHeap } from './thread-heap.ts';
 /** Reason codes come from policies: only short, plain codes become label values, and only so many. */
 const REASON_LABEL = /^[a-z0-9_.-]{1,64}$/;
 const MAX_REASON_LABELS = 200;
-/** A rejected bundle's name is whatever the push named (any holder of arbiter.bundles.write): only so many. */
-const MAX_REJECTED_BUNDLE_LABELS = 100;
+/**
+ * A bundle's name is whatever a push named (any holder of arbiter.bundles.write, refused or not,
+ * and a removed bundle's series stays): only so many, for activations and rejections each.
+ */
+const MAX_BUNDLE_LABELS = 100;
 const OTHER = 'other';
 
 /**
@@ -96,14 +99,14 @@ export class ArbiterMetrics {
 
   readonly bundleActivations = new Counter({
     name: 'arbiter_bundle_activations_total',
-    help: 'Bundle revisions activated.',
+    help: `Bundle revisions activated (bundle names past the first ${MAX_BUNDLE_LABELS} distinct count as "other").`,
     labelNames: ['bundle'] as const,
     registers: [this.registry],
   });
 
   readonly bundleRejections = new Counter({
     name: 'arbiter_bundle_rejections_total',
-    help: `Bundles refused at activation, by the check that refused them (bundle names past the first ${MAX_REJECTED_BUNDLE_LABELS} distinct count as "other").`,
+    help: `Bundles refused at activation, by the check that refused them (bundle names past the first ${MAX_BUNDLE_LABELS} distinct count as "other").`,
     labelNames: ['bundle', 'check'] as const,
     registers: [this.registry],
   });
@@ -116,7 +119,8 @@ export class ArbiterMetrics {
   });
 
   readonly #reasons = new BoundedLabel(MAX_REASON_LABELS, REASON_LABEL);
-  readonly #rejectedBundles = new BoundedLabel(MAX_REJECTED_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
+  readonly #activatedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
+  readonly #rejectedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
 
   constructor(options: ArbiterMetricsOptions) {
     const decisionLogPending = options.decisionLogPending;
@@ -180,7 +184,7 @@ export class ArbiterMetrics {
   }
 
   bundleActivated(bundle: string): void {
-    this.bundleActivations.inc({ bundle });
+    this.bundleActivations.inc({ bundle: this.#activatedBundles.of(bundle) });
   }
 
   bundleRejected(bundle: string, check: string): void {
