@@ -1,11 +1,13 @@
 import { chmodSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import fsPromises, { open } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/errors.ts';
 import { BundleStore } from '../src/policy/store.ts';
 import { loadOrCreateDevIssuerKey, mintDevToken } from '../src/tokens/dev-issuer.ts';
-import { startTestArbiter, tempDir } from './support/arbiter.ts';
+import { capturingLogger, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, writeBundleSource } from './support/bundle-sources.ts';
 
 /** What Arbiter writes is for its own user: nothing group or others can read or write, whatever the umask. */
 let savedUmask: number | undefined;
@@ -55,7 +57,7 @@ describe('state on disk', () => {
 
 describe('bundle store durability', () => {
   /** Records the path of every FileHandle.sync() while `action` runs (Linux: from /proc/self/fd). */
-  async function syncedDuring(action: () => Promise<void>): Promise<string[]> {
+  async function syncedDuring(action: () => Promise<unknown>): Promise<string[]> {
     const probe = await open(join(tempDir(), 'probe'), 'w');
     const prototype = Object.getPrototypeOf(probe) as { sync(this: { fd: number }): Promise<void> };
     await probe.close();
@@ -80,6 +82,50 @@ describe('bundle store durability', () => {
     expect(await syncedDuring(() => store.writeIndex({ name: 'fresh', revisions: [], active: null }))).toContain(root);
     // Nor bring back a bundle whose removal was acknowledged.
     expect(await syncedDuring(() => store.remove('fresh'))).toContain(root);
+  });
+});
+
+describe('bundle removal', () => {
+  /** Runs `action` while deleting anything renamed away by a removal fails, as on a disk gone read-only. */
+  async function whileRemovedDirsStick<T>(action: () => Promise<T>): Promise<T> {
+    const original = fsPromises.rm;
+    fsPromises.rm = async (path, options) => {
+      if (String(path).endsWith('.removed')) throw Object.assign(new Error(`EACCES: permission denied, rm '${String(path)}'`), { code: 'EACCES' });
+      return original(path, options);
+    };
+    syncBuiltinESMExports();
+    try {
+      return await action();
+    } finally {
+      fsPromises.rm = original;
+      syncBuiltinESMExports();
+    }
+  }
+
+  it('is done once the bundle is renamed away: a deletion that fails after it is logged, and finished at the next start', async () => {
+    const dir = tempDir();
+    const store = join(dir, 'bundles');
+    const archive = build(writeBundleSource(dir, 'gone'), join(dir, 'gone.tar.gz'), 'v1');
+    const { logger, lines } = capturingLogger();
+    const first = await startTestArbiter({ bundles: { store } }, { logger });
+    try {
+      await first.bundleLifecycle.accept('gone', archive, 'admin');
+      await whileRemovedDirsStick(() => first.bundleLifecycle.remove('gone', 'admin'));
+      // Served no more, as the store (renamed away) says: not left active over a removal that stuck.
+      expect(first.bundles.get('gone')).toBeUndefined();
+      expect(await first.bundleLifecycle.status('gone')).toBeUndefined();
+      expect(lines.find((line) => line.msg === 'removed bundle files left behind')).toMatchObject({ bundle: 'gone', leftover: expect.stringContaining('EACCES') });
+      expect(readdirSync(store).filter((entry) => entry.endsWith('.removed'))).toHaveLength(1);
+    } finally {
+      await first.close();
+    }
+    const again = await startTestArbiter({ bundles: { store } });
+    try {
+      expect(again.bundles.get('gone')).toBeUndefined();
+      expect(readdirSync(store).filter((entry) => entry.endsWith('.removed'))).toEqual([]);
+    } finally {
+      await again.close();
+    }
   });
 });
 

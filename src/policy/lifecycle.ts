@@ -284,10 +284,11 @@ export class BundleLifecycle {
       const index = await this.#options.store.readIndex(name);
       const active = this.#options.registry.get(name);
       if (index === undefined && active === undefined) throw new ArbiterError('bundle_not_found', `no bundle named ${name}`);
-      await this.#options.store.remove(name);
+      const { leftover } = await this.#options.store.remove(name);
       this.#options.registry.deactivate(name);
       this.#activations.delete(name);
       this.#options.logger.info({ bundle: name, revision: active?.revision, actor }, 'bundle removed');
+      if (leftover !== undefined) this.#options.logger.warn({ bundle: name, leftover }, 'removed bundle files left behind');
     });
   }
 

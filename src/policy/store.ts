@@ -135,27 +135,29 @@ export class BundleStore {
     return bytes;
   }
 
-  /** Removes the bundle's archives and index, durably: a removal acknowledged is not undone by a power loss. */
   /**
    * Forgets a bundle in one durable step: its directory is renamed out of the bundle names
    * (`.<name>.<uuid>.removed`) and the store's directory fsynced before anything is deleted,
    * so a crash leaves the bundle whole or gone, never an index naming archives already deleted
-   * (a bundle refused at every start). What a crash leaves renamed, `deleteRemoved` deletes.
+   * (a bundle refused at every start). Once renamed the bundle is gone, whatever happens next:
+   * a deletion that then fails is returned (for the log), not thrown, and `deleteRemoved`
+   * deletes what it left at the next start.
    */
-  async remove(name: string): Promise<void> {
+  async remove(name: string): Promise<{ leftover?: string }> {
     const removed = join(this.dir, `.${name}.${randomUUID()}.removed`);
     try {
-      try {
-        await rename(join(this.dir, name), removed);
-      } catch (error) {
-        // A store never written to, or a bundle only served from bundles.dir: nothing stored.
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-        throw error;
-      }
+      await rename(join(this.dir, name), removed);
       await syncDirectory(this.dir);
-      await rm(removed, { recursive: true, force: true });
     } catch (error) {
+      // A store never written to, or a bundle only served from bundles.dir: nothing stored.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
       throw new ArbiterError('bundle_store_write_failed', `bundle ${name} cannot be removed from the store: ${(error as Error).message}`, { cause: error });
+    }
+    try {
+      await rm(removed, { recursive: true, force: true });
+      return {};
+    } catch (error) {
+      return { leftover: `${removed} could not be deleted (it is deleted at the next start): ${(error as Error).message}` };
     }
   }
 
