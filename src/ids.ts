@@ -28,6 +28,24 @@ export function uuidv7(): string {
   );
 }
 
+/**
+ * Makes every id minted from now on sort after `id` (a UUIDv7 minted before, perhaps by an
+ * earlier run): one whose clock was ahead, or stepped back since, would otherwise mint ids that
+ * sort before ids already handed out, and a reader paging by id would skip them. The ids then
+ * carry the earlier time, counting up, until the clock passes it (RFC 9562, method 1).
+ */
+export function mintAfter(id: string): void {
+  const ms = Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+  const idCounter = Number.parseInt(id.slice(15, 18), 16);
+  // Not one of ours (a hand-edited store): nothing to order after.
+  if (!UUIDV7.test(id)) return;
+  if (ms > lastMs || (ms === lastMs && idCounter > counter)) {
+    lastMs = ms;
+    counter = idCounter;
+  }
+}
+
+const UUIDV7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 let lastMs = -1;
 let counter = 0;
 const pool = new Uint8Array(4096);

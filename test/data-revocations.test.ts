@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openDataDatabase } from '../src/data/persistence.ts';
 import { Revocations } from '../src/data/revocations.ts';
 import type { RevokedTokenClaims } from '../src/data/revocation-schema.ts';
@@ -289,6 +289,36 @@ describe('Revocations persistence and listing', () => {
     expect(revoked(reloaded, { jti: 'x', client_id: 'cli' })).toBe(true);
     expect(reloaded.check({ iss: otherIssuer, iat: 499 }, clockS).revoked).toBe(true);
     expect(reloaded.check({ iss: otherIssuer, iat: 500 }, clockS).revoked).toBe(false);
+  });
+
+  it('mints ids after every id of an earlier run whose clock was ahead, a lifted one included', async () => {
+    const realNow = Date.now();
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      // The earlier run: its clock an hour ahead. Its last revocation was lifted since.
+      vi.setSystemTime(realNow + 3_600_000);
+      const earlier = open();
+      const [kept, lifted] = await earlier.addMany([
+        { kind: 'jti', value: 'kept', reason: 'r' },
+        { kind: 'jti', value: 'lifted', reason: 'r' },
+      ]);
+      expect(earlier.remove(lifted!.id)).toBe(true);
+      databases.pop()!.close();
+      // The next run: the clock stepped back, and a process of its own (ids minted afresh).
+      vi.setSystemTime(realNow);
+      vi.resetModules();
+      const { Revocations: NextRun } = await import('../src/data/revocations.ts');
+      const db = openDataDatabase(join(dir, 'arbiter.db'));
+      databases.push(db);
+      const next = new NextRun(db, { now: () => clockS * 1000 });
+      const added = await next.add({ kind: 'jti', value: 'new', reason: 'r' });
+      expect(added.id > lifted!.id).toBe(true);
+      // A reader that paged up to the lifted one still sees the new one.
+      expect(next.list({ cursor: lifted!.id }).items.map((item) => item.id)).toEqual([added.id]);
+      expect(next.list().items.map((item) => item.id)).toEqual([kept!.id, added.id]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('pages through entries in creation order, optionally by kind', async () => {

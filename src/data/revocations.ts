@@ -1,5 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { uuidv7 } from '../ids.ts';
+import { mintAfter, uuidv7 } from '../ids.ts';
 import { ArbiterError, FieldsInvalidError, listReasons } from '../errors.ts';
 import { escapePointerToken } from './json-value.ts';
 import { RevocationIndex, isExpired } from './revocation-index.ts';
@@ -73,7 +73,7 @@ export class Revocations {
   readonly #now: () => number;
   readonly #clockToleranceS: number;
   readonly #index: RevocationIndex;
-  readonly #statements: { insert: StatementSync; delete: StatementSync; prune: StatementSync; list: StatementSync };
+  readonly #statements: { insert: StatementSync; raiseLastId: StatementSync; delete: StatementSync; prune: StatementSync; list: StatementSync };
   #pending: PendingWrite[] = [];
   #flushScheduled = false;
 
@@ -90,6 +90,7 @@ export class Revocations {
         `INSERT INTO revocations (id, kind, value, iss, before, reason, created_at, expires_at, created_by)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
+      raiseLastId: db.prepare('INSERT INTO revocation_ids (id, last) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET last = max(last, excluded.last)'),
       delete: db.prepare('DELETE FROM revocations WHERE id = ?'),
       prune: db.prepare('DELETE FROM revocations WHERE expires_at <= ? RETURNING id'),
       list: db.prepare(
@@ -98,6 +99,9 @@ export class Revocations {
          ORDER BY id LIMIT ?`,
       ),
     };
+    // Lists page by id: a clock behind the previous run's must not mint ids before its ones.
+    const { last } = db.prepare('SELECT max(last) AS last FROM (SELECT last FROM revocation_ids UNION ALL SELECT max(id) FROM revocations)').get() as { last: string | null };
+    if (last !== null) mintAfter(last);
     const rows = db.prepare('SELECT * FROM revocations WHERE expires_at IS NULL OR expires_at > ?').all(this.#lapsedUpTo(this.#nowS()));
     for (const row of rows as unknown as RevocationRow[]) this.#index.add(fromRow(row));
   }
@@ -133,7 +137,14 @@ export class Revocations {
     if (batch.length === 0) return;
     try {
       transaction(this.#db, () => {
-        for (const { entries } of batch) for (const entry of entries) this.#statements.insert.run(...toRow(entry));
+        let last = '';
+        for (const { entries } of batch) {
+          for (const entry of entries) {
+            this.#statements.insert.run(...toRow(entry));
+            if (entry.id > last) last = entry.id;
+          }
+        }
+        if (last !== '') this.#statements.raiseLastId.run(last);
       });
     } catch (error) {
       const failure = new ArbiterError('data_store_write_failed', `revocations were not stored: ${(error as Error).message}`, { cause: error });
