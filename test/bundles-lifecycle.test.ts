@@ -522,6 +522,33 @@ describe('pull mode', () => {
     }
   });
 
+  it('takes an archive again whose download was cut short, though its ETag is the one it was refused under', async () => {
+    // A body delimited by the connection's close (no Content-Length, not chunked) ends where a
+    // proxy or a reset server cut it: the gzip is truncated. The next download is whole.
+    let answers = 0;
+    const source = await serveBundles('/lc.tar.gz', (req, res) => {
+      answers += 1;
+      if (req.headers['if-none-match'] === '"p1"') return void res.writeHead(304, { etag: '"p1"' }).end();
+      if (answers === 1) {
+        res.useChunkedEncodingByDefault = false;
+        res.writeHead(200, { 'content-type': 'application/gzip', etag: '"p1"', connection: 'close' });
+        res.write(archives.p1!.subarray(0, archives.p1!.byteLength >> 1), () => res.socket?.end());
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"p1"' }).end(archives.p1);
+    });
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 2000 }] } }, { logger });
+    try {
+      await waitFor(() => answers >= 3, 'polls after the cut download');
+      expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))).toMatchObject({ check: 'archive_not_gzip' });
+      await waitFor(() => arbiter.bundles.get('lc')?.revision === 'p1', 'p1 downloaded whole');
+    } finally {
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
   it('does not serve the embedded bundle of a pulled name: the replica is not ready until its source delivers', async () => {
     // bundles.dir has an echo bundle too; a source that is down must not leave it deciding.
     let up = false;

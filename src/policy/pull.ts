@@ -41,6 +41,14 @@ const STATE_DEPENDENT_CHECKS: ReadonlySet<string> = new Set([
   'bundle_revision_conflict',
 ]);
 
+/**
+ * Refusals that may be the download's rather than the archive's: a response without
+ * Content-Length that is not chunked ends where its connection closes, so one cut short (a proxy,
+ * a reset server) arrives as a truncated gzip and nothing else tells it apart. Those bytes stay
+ * refused, but the ETag is not remembered for them: the next download may be whole.
+ */
+const TRANSFER_DEPENDENT_CHECKS: ReadonlySet<string> = new Set(['archive_not_gzip']);
+
 export class BundlePuller {
   readonly source: BundleSource;
   readonly #options: BundlePullerOptions;
@@ -114,12 +122,12 @@ export class BundlePuller {
         const result = await this.#options.lifecycle.accept(name, archive, `pull:${url}`);
         if (result.outcome === 'activated') this.#options.logger.info({ bundle: name, url, revision: result.revision, etag }, 'bundle pulled');
       } catch (error) {
-        // An archive refused for what it is stays refused: remember its ETag (and digest) so it is
-        // not fetched and checked again. One refused for this server's state (another bundle's
+        // An archive refused for what it is stays refused: remember its ETag (unless the download
+        // may be at fault) and digest so it is not fetched and checked again. One refused for this server's state (another bundle's
         // roots, a smoke run that timed out under load, a key not configured yet) is fetched and
         // checked again at the next poll.
         if (error instanceof BundleRejectedError && !STATE_DEPENDENT_CHECKS.has(error.check)) {
-          this.#etag = etag;
+          if (!TRANSFER_DEPENDENT_CHECKS.has(error.check)) this.#etag = etag;
           this.#refused = { digest, error };
         }
         throw error;
