@@ -522,6 +522,32 @@ describe('pull mode', () => {
     }
   });
 
+  it('keeps reporting an archive refused for itself while its source answers 304 to its ETag, without fetching or checking it again', async () => {
+    const files = new Map(await readBundleArchive(archives.p1!));
+    const refused = packFiles(files.set('entitlements/data.json', new Uint8Array(Buffer.from('{}'))));
+    const counts = { full: 0, notModified: 0 };
+    const source = await serveBundles('/lc.tar.gz', (req, res) => {
+      if (req.headers['if-none-match'] === '"bad"') return void (counts.notModified++, res.writeHead(304, { etag: '"bad"' }).end());
+      counts.full += 1;
+      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"bad"' }).end(refused);
+    });
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.01, timeout_ms: 2000 }] } }, { logger });
+    try {
+      await waitFor(() => counts.notModified >= 3, 'three conditional polls');
+      const failures = lines.filter((line) => line.msg?.startsWith('bundle pull failed'));
+      // As when a source without ETags serves it again: each poll fails naming the check.
+      expect(failures.length).toBeGreaterThanOrEqual(3);
+      expect(failures.every((line) => line.check === 'bundle_data_outside_roots')).toBe(true);
+      expect(counts.full).toBe(1);
+      const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
+      expect(metrics).toContain('arbiter_bundle_rejections_total{bundle="lc",check="bundle_data_outside_roots"} 1\n');
+    } finally {
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
   it('takes an archive again whose download was cut short, though its ETag is the one it was refused under', async () => {
     // A body delimited by the connection's close (no Content-Length, not chunked) ends where a
     // proxy or a reset server cut it: the gzip is truncated. The next download is whole.

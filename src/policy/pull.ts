@@ -54,8 +54,8 @@ export class BundlePuller {
   readonly #options: BundlePullerOptions;
   readonly #stop = new AbortController();
   #etag: string | undefined;
-  /** The last archive refused for what it is, and why. */
-  #refused: { digest: string; error: BundleRejectedError } | undefined;
+  /** The last archive refused for what it is, and why (with the ETag remembered for it). */
+  #refused: { digest: string; etag?: string | undefined; error: BundleRejectedError } | undefined;
   /**
    * The digest of the last archive this source got accepted: served again (by a source
    * without ETags), it is not offered again, so a rollback or removal by hand holds until
@@ -101,6 +101,8 @@ export class BundlePuller {
         // Not modified since what? Without an ETag sent there is nothing to keep: a server or proxy
         // answering so would otherwise leave the bundle unpulled without a word in the logs.
         if (this.#etag === undefined) throw new ArbiterError('bundle_pull_failed', `${url} answered 304 Not Modified to a request without If-None-Match`);
+        // Still the archive refused: a failed poll, as when a source without ETags serves it again.
+        if (this.#etag === this.#refused?.etag) throw this.#refused.error;
         this.#failures = 0;
         return;
       }
@@ -123,12 +125,13 @@ export class BundlePuller {
         if (result.outcome === 'activated') this.#options.logger.info({ bundle: name, url, revision: result.revision, etag }, 'bundle pulled');
       } catch (error) {
         // An archive refused for what it is stays refused: remember its ETag (unless the download
-        // may be at fault) and digest so it is not fetched and checked again. One refused for this server's state (another bundle's
-        // roots, a smoke run that timed out under load, a key not configured yet) is fetched and
-        // checked again at the next poll.
+        // may be at fault) and digest so it is not fetched and checked again. One refused for this
+        // server's state (another bundle's roots, a smoke run that timed out under load, a key not
+        // configured yet) is fetched and checked again at the next poll.
         if (error instanceof BundleRejectedError && !STATE_DEPENDENT_CHECKS.has(error.check)) {
-          if (!TRANSFER_DEPENDENT_CHECKS.has(error.check)) this.#etag = etag;
-          this.#refused = { digest, error };
+          const transfer = TRANSFER_DEPENDENT_CHECKS.has(error.check);
+          if (!transfer) this.#etag = etag;
+          this.#refused = { digest, etag: transfer ? undefined : etag, error };
         }
         throw error;
       }
