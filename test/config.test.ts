@@ -185,6 +185,16 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
   });
 
+  it('refuses an admin issuer accepting an audience its decision issuer accepts: a token gateways forward would be an admin token', () => {
+    const admin = (audiences: string[], iss = issuer.issuer) => ({ issuers: [issuer], admin: { issuers: [{ ...issuer, issuer: iss, audiences }] } });
+    expect(issuesOf(() => parseConfig(admin(['arbiter-admin', 'api'])))).toEqual([
+      { path: 'admin.issuers.0.audiences', message: expect.stringContaining('"api" is also accepted from https://idp.example under issuers.0') },
+    ]);
+    // Admin tokens with an audience of their own, or another issuer's tokens for that audience, are distinct.
+    expect(parseConfig(admin(['arbiter-admin'])).admin.issuers).toHaveLength(1);
+    expect(parseConfig(admin(['api'], 'https://admins.example')).admin.issuers).toHaveLength(1);
+  });
+
   it('reads YAML and applies ARBITER_* and PORT overrides', () => {
     const file = join(dir, 'arbiter.yaml');
     writeFileSync(file, 'server:\n  port: 9000\nlogging:\n  level: warn\n');

@@ -207,7 +207,7 @@ const configShape = z.strictObject({
   issuers: z.array(issuerSchema).default([]).describe('Trusted issuers of the access tokens sent to decision endpoints; each token is verified with its own issuer\'s keys only.'),
   admin: z
     .strictObject({
-      issuers: z.array(issuerSchema).default([]).describe('Issuers of admin bearer tokens (same shape as issuers).'),
+      issuers: z.array(issuerSchema).default([]).describe('Issuers of admin bearer tokens (same shape as issuers). One that is also under issuers must accept none of the audiences it accepts there: a decision token would be an admin token.'),
       allow_dev_issuer: z.boolean().default(false).describe('Accept development issuer tokens on admin endpoints (development only).'),
     })
     .prefault({}),
@@ -317,6 +317,22 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
   }
   if (config.admin.allow_dev_issuer && !config.dev_issuer.enabled) {
     ctx.addIssue({ code: 'custom', path: ['admin', 'allow_dev_issuer'], message: 'needs dev_issuer.enabled' });
+  }
+  // Gateways forward every decision token, and resource servers see them: one that an admin
+  // issuer would accept too is an admin token for whoever holds it (a confused deputy), given
+  // only a scope. Admin tokens need an audience of their own. (admin.allow_dev_issuer shares the
+  // development issuer on purpose, in development only.)
+  for (const [index, admin] of config.admin.issuers.entries()) {
+    for (const [decisionIndex, decision] of config.issuers.entries()) {
+      if (decision.issuer !== admin.issuer) continue;
+      const shared = admin.audiences.filter((audience) => decision.audiences.includes(audience));
+      if (shared.length === 0) continue;
+      ctx.addIssue({
+        code: 'custom',
+        path: ['admin', 'issuers', index, 'audiences'],
+        message: `${shared.map((audience) => JSON.stringify(audience)).join(', ')} is also accepted from ${admin.issuer} under issuers.${decisionIndex}: a decision token gateways forward would be an admin token; give admin tokens an audience of their own`,
+      });
+    }
   }
   if (config.gateway.authentication === 'none' && !isLoopbackHost(config.server.host)) {
     ctx.addIssue({
