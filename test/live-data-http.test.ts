@@ -115,6 +115,25 @@ describe('admin authorization', () => {
     const readOnly = await admins.sign({ aud: 'arbiter-admin', scope: 'arbiter.data.read' });
     expect(await admin('PUT', '/v1/data/pair', { a: 1 }, {}, readOnly)).toMatchObject({ status: 403, body: { code: 'forbidden' } });
   });
+
+  it('503 admin_keys_unavailable, not 401, while the admin issuer\'s keys cannot be fetched: the token is not known to be bad', async () => {
+    const troubled = await TestIssuer.create('https://troubled-admins.test.example');
+    await troubled.serve();
+    troubled.jwksFailure = { status: 503, body: '{"error":"maintenance"}' };
+    const server = await startTestArbiter({ admin: { issuers: [{ issuer: troubled.issuer, jwks_uri: troubled.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+    try {
+      const token = await troubled.sign({ aud: 'arbiter-admin', scope: 'arbiter.data.read' });
+      const res = await fetch(`${server.url}/v1/data/pair`, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('content-type')).toBe('application/problem+json');
+      expect(res.headers.get('www-authenticate')).toBeNull();
+      expect(res.headers.get('retry-after')).toMatch(/^[1-9][0-9]*$/);
+      expect(await res.json()).toMatchObject({ code: 'admin_keys_unavailable', detail: expect.stringContaining(troubled.issuer) });
+    } finally {
+      await server.close();
+      await troubled.close();
+    }
+  });
 });
 
 describe('live data', () => {

@@ -17,6 +17,7 @@ const DEFAULT_URL = 'http://127.0.0.1:8181';
 const NEXT_STEP: Record<string, string> = {
   unauthorized: 'pass a valid admin token (--token or $ARBITER_TOKEN) from an admin.issuers issuer',
   forbidden: 'the token lacks the scope this endpoint needs (see the problem detail)',
+  admin_keys_unavailable: 'the server cannot fetch the key set of your token\'s issuer (see the problem detail): retry once the identity provider answers; the token may be fine',
   decision_log_disabled: 'set decision_log.enabled: true in the server configuration',
   decision_not_found: 'check the id; records older than decision_log.retention are pruned',
   decision_query_invalid: 'see arbiter decisions --help for the filter formats',

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
 import { subjectFromToken, subjectRevocation, type RevocationLookup } from '../../tokens/subject.ts';
-import type { IssuerRegistry } from '../../tokens/trusted-issuers.ts';
+import { JWKS_FAILURE_BACK_OFF_MS, type IssuerRegistry } from '../../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../../tokens/verification-cache.ts';
 import { verifyAccessToken } from '../../tokens/verify.ts';
 import { problem } from '../problem.ts';
@@ -37,7 +37,8 @@ export interface AdminAuthDeps {
 
 /**
  * Admin endpoints take a bearer token from an `admin.issuers` issuer, verified like any
- * token, that carries the endpoint family's scope: 401 without a valid token, 403 without the scope.
+ * token, that carries the endpoint family's scope: 401 without a valid token, 403 without the scope,
+ * 503 while the issuer's keys cannot be fetched (admin_keys_unavailable).
  */
 export function requireScope(deps: AdminAuthDeps, scope: AdminScope): MiddlewareHandler<{ Variables: AdminVariables }> {
   return async (c, next) => {
@@ -51,6 +52,13 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
     }
     const now = Math.floor(Date.now() / 1000);
     const verification = await verifyAccessToken(match[1]!, deps.issuers, { maxTokenBytes: deps.maxTokenBytes, now, cache: deps.cache });
+    if (!verification.ok && verification.code === 'token_keys_unavailable') {
+      // The issuer's keys could not be fetched: the token is not known to be bad, and a new one
+      // would fare no better. 503, as an outage, not 401 invalid_token (RFC 6750: get another token).
+      deps.logger.warn({ path: c.req.path, iss: verification.claimedIssuer, detail: verification.message }, 'admin token not verified: issuer keys unavailable');
+      const retryAfter = String(Math.ceil(JWKS_FAILURE_BACK_OFF_MS / 1000));
+      return problem(c, 503, { code: 'admin_keys_unavailable', title: 'Admin token cannot be verified now', detail: verification.message }, { 'Retry-After': retryAfter });
+    }
     if (!verification.ok) {
       deps.logger.warn({ path: c.req.path, reason: verification.code, iss: verification.claimedIssuer }, 'admin token rejected');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: verification.code }, challenge('invalid_token'));

@@ -14,7 +14,7 @@ const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
 
 /** Every operation may fail unexpectedly; documenting it once here keeps the catalogue about each route's own failures. */
 const ALWAYS: readonly ProblemCode[] = ['internal_error'];
-const ADMIN: readonly ProblemCode[] = ['unauthorized', 'forbidden'];
+const ADMIN: readonly ProblemCode[] = ['unauthorized', 'forbidden', 'admin_keys_unavailable'];
 /** Admin operations without query parameters refuse any (noQueryParameters). */
 const NO_QUERY: readonly ProblemCode[] = ['query_parameter_unknown'];
 
@@ -56,7 +56,7 @@ export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument
           description:
             'An access token from an `admin.issuers` issuer, verified like any token, carrying the scope each operation lists ' +
             '(arbiter.bundles.read/write, arbiter.data.read/write, arbiter.revocations.read/write, arbiter.decisions.read). ' +
-            'Without a valid token: 401 unauthorized; without the scope: 403 forbidden.',
+            'Without a valid token: 401 unauthorized; without the scope: 403 forbidden; while its issuer\'s keys cannot be fetched: 503 admin_keys_unavailable.',
         },
       },
     },

@@ -23,6 +23,7 @@ export const PROBLEM_TYPES = {
   // Admin authentication (admin-auth middleware)
   unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.' },
   forbidden: { status: [403], meaning: 'The admin token lacks the scope the operation requires.' },
+  admin_keys_unavailable: { status: [503], meaning: 'The admin token\'s issuer keys cannot be fetched now (its JWKS endpoint fails): the token is not known to be bad; Retry-After says when to retry.' },
   // Gateway authentication and admission (decision endpoints)
   gateway_unauthenticated: { status: [401], meaning: 'The gateway did not authenticate (API key or client certificate, per config gateway).' },
   rate_limited: { status: [429], meaning: 'The caller is over its request rate; Retry-After says when to retry.' },
