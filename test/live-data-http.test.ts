@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
 
@@ -114,6 +114,23 @@ describe('admin authorization', () => {
     expect(foreign).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_untrusted_issuer' } });
     const readOnly = await admins.sign({ aud: 'arbiter-admin', scope: 'arbiter.data.read' });
     expect(await admin('PUT', '/v1/data/pair', { a: 1 }, {}, readOnly)).toMatchObject({ status: 403, body: { code: 'forbidden' } });
+  });
+
+  it('logs the delegation chain of an admin token: an agent acting for an operator is named as the one who acted', async () => {
+    const { logger, lines } = capturingLogger();
+    const server = await startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db') } }, { logger });
+    try {
+      const delegated = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.data.read', act: { sub: 'agent:feed', client_id: 'feed-bot' } });
+      const res = await fetch(`${server.url}/v1/data/`, { headers: { authorization: `Bearer ${delegated}` } });
+      expect(res.status).toBe(200);
+      const line = lines.find((l) => l.msg === 'admin request');
+      expect(line?.admin).toEqual({ iss: admins.issuer, sub: 'ops@example', act: [{ sub: 'agent:feed', client_id: 'feed-bot' }] });
+      const forbidden = await fetch(`${server.url}/v1/revocations`, { headers: { authorization: `Bearer ${delegated}` } });
+      expect(forbidden.status).toBe(403);
+      expect(lines.find((l) => l.msg === 'admin request forbidden')?.admin).toMatchObject({ act: [{ sub: 'agent:feed' }] });
+    } finally {
+      await server.close();
+    }
   });
 
   it('503 admin_keys_unavailable, not 401, while the admin issuer\'s keys cannot be fetched: the token is not known to be bad', async () => {

@@ -21,6 +21,11 @@ export interface AdminPrincipal {
   iss: string;
   sub: string;
   client_id?: string;
+  /**
+   * The token's delegation chain (RFC 8693 `act`), current actor first: an agent acting for
+   * `sub` is who did it. Each actor as a revocation names it: sub, client_id, iss.
+   */
+  act?: { sub?: string; client_id?: string; iss?: string }[];
 }
 
 export type AdminVariables = { admin: AdminPrincipal };
@@ -69,7 +74,12 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       deps.logger.warn({ path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id, actor_depth: revoked.actor_depth }, 'revoked admin token refused');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: 'token_revoked' }, challenge('invalid_token'));
     }
-    const principal: AdminPrincipal = { iss: subject.iss!, sub: subject.sub!, ...(subject.client_id !== undefined && { client_id: subject.client_id }) };
+    const principal: AdminPrincipal = {
+      iss: subject.iss!,
+      sub: subject.sub!,
+      ...(subject.client_id !== undefined && { client_id: subject.client_id }),
+      ...(subject.act.length > 0 && { act: subject.act.map(actorOf) }),
+    };
     if (!subject.scopes.includes(scope)) {
       deps.logger.warn({ path: c.req.path, method: c.req.method, admin: principal, required_scope: scope }, 'admin request forbidden');
       return problem(c, 403, { code: 'forbidden', title: 'Missing scope', detail: `this endpoint requires the scope ${scope}` }, challenge('insufficient_scope'));
@@ -78,4 +88,9 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
     await next();
     deps.logger.info({ path: c.req.path, method: c.req.method, status: c.res.status, admin: principal }, 'admin request');
   };
+}
+
+/** An actor of a verified chain (verify.ts checked these members are strings), without its other claims. */
+function actorOf(actor: Record<string, unknown>): NonNullable<AdminPrincipal['act']>[number] {
+  return Object.fromEntries(['sub', 'client_id', 'iss'].filter((name) => typeof actor[name] === 'string').map((name) => [name, actor[name]]));
 }
