@@ -321,6 +321,32 @@ describe('pull mode', () => {
     }
   });
 
+  it('counts polls by result and keeps the time of the last success, for alerts on a stale replica', async () => {
+    let answers = 0;
+    const source = await serveBundles('/bundles/lc.tar.gz', (req, res) => {
+      // A failure, the bundle, then 304s to its ETag.
+      answers += 1;
+      if (answers === 1) return void res.writeHead(503).end();
+      if (req.headers['if-none-match'] === '"p1"') return void res.writeHead(304, { etag: '"p1"' }).end();
+      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"p1"' }).end(archives.p1);
+    });
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 2000 }] } });
+    const pulls = async () => new Map((await arbiter.metrics.bundlePulls.get()).values.map((v) => [`${v.labels.bundle}/${v.labels.result}`, v.value]));
+    try {
+      const before = Date.now() / 1000;
+      await waitFor(() => answers >= 4, 'a failure, the bundle and two 304s');
+      const counted = await pulls();
+      expect(counted.get('lc/bundle_pull_failed')).toBe(1);
+      expect(counted.get('lc/ok')).toBeGreaterThanOrEqual(2);
+      const [lastSuccess] = (await arbiter.metrics.bundlePullLastSuccess.get()).values;
+      expect(lastSuccess).toMatchObject({ labels: { bundle: 'lc' } });
+      expect(lastSuccess!.value).toBeGreaterThanOrEqual(Math.floor(before));
+    } finally {
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
   it('keeps a credential in the source URL out of logs, errors and the recorded actor', async () => {
     let answers = 0;
     const source = await serveBundles('/bundles/lc.tar.gz', (_req, res) => {

@@ -111,6 +111,20 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly bundlePulls = new Counter({
+    name: 'arbiter_bundle_pulls_total',
+    help: 'Polls of each bundles.sources entry, by result: ok, or the code of what failed (bundle_pull_failed for the transfer, else the check that refused the archive).',
+    labelNames: ['bundle', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly bundlePullLastSuccess = new Gauge({
+    name: 'arbiter_bundle_pull_last_success_timestamp_seconds',
+    help: 'When each bundles.sources entry was last polled successfully (what it serves is active, changed or not): alert on its age.',
+    labelNames: ['bundle'] as const,
+    registers: [this.registry],
+  });
+
   readonly decisionLogCommitSeconds = new Histogram({
     name: 'arbiter_decision_log_commit_seconds',
     help: 'Time to commit one batch of decision records (one observation per group commit).',
@@ -189,6 +203,12 @@ export class ArbiterMetrics {
 
   bundleRejected(bundle: string, check: string): void {
     this.bundleRejections.inc({ bundle: this.#rejectedBundles.of(bundle), check });
+  }
+
+  /** Bundle names and results come from the configuration and the code: bounded as they are. */
+  bundlePolled(bundle: string, result: string): void {
+    this.bundlePulls.inc({ bundle, result });
+    if (result === 'ok') this.bundlePullLastSuccess.set({ bundle }, Date.now() / 1000);
   }
 
   tokenRejected(reason: TokenFailureCode): void {

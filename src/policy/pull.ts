@@ -22,6 +22,12 @@ export interface BundlePullerOptions {
   logger: Logger;
   /** Largest archive accepted from the source (bundles.limits.max_compressed_bytes). */
   maxBytes: number;
+  observer?: BundlePullObserver;
+}
+
+export interface BundlePullObserver {
+  /** A poll ended: `result` is `ok` (what the source serves is active, or refused for this server's state no more), or the code of what failed. */
+  bundlePolled(bundle: string, result: string): void;
 }
 
 const MAX_BACKOFF_MS = 10 * 60 * 1000;
@@ -103,7 +109,7 @@ export class BundlePuller {
         if (this.#etag === undefined) throw new ArbiterError('bundle_pull_failed', `${url} answered 304 Not Modified to a request without If-None-Match`);
         // Still the archive refused: a failed poll, as when a source without ETags serves it again.
         if (this.#etag === this.#refused?.etag) throw this.#refused.error;
-        this.#failures = 0;
+        this.#succeeded();
         return;
       }
       if (response.status !== 200) {
@@ -117,7 +123,7 @@ export class BundlePuller {
       if (digest === this.#refused?.digest) throw this.#refused.error;
       if (digest === this.#delivered) {
         this.#etag = etag;
-        this.#failures = 0;
+        this.#succeeded();
         return;
       }
       try {
@@ -138,13 +144,19 @@ export class BundlePuller {
       this.#refused = undefined;
       this.#delivered = digest;
       this.#etag = etag;
-      this.#failures = 0;
+      this.#succeeded();
     } catch (error) {
       if (this.#stop.signal.aborted) return;
       this.#failures += 1;
       const check = error instanceof ArbiterError ? error.code : 'bundle_pull_failed';
+      this.#options.observer?.bundlePolled(name, check);
       this.#options.logger.error({ bundle: name, url, check, failures: this.#failures, err: error }, 'bundle pull failed: the active revision keeps serving');
     }
+  }
+
+  #succeeded(): void {
+    this.#failures = 0;
+    this.#options.observer?.bundlePolled(this.source.name, 'ok');
   }
 
   #schedule(delayMs: number): void {

@@ -211,7 +211,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const url = `${config.server.tls ? 'https' : 'http'}://${host}:${port}`;
   logger.info({ url, bundles: bundles.list().map((b) => `${b.name}@${b.revision}`) }, 'arbiter listening');
   const pullers = config.bundles.sources.map(
-    (source) => new BundlePuller(source, { lifecycle: bundleLifecycle, logger, maxBytes: config.bundles.limits.max_compressed_bytes }),
+    (source) => new BundlePuller(source, { lifecycle: bundleLifecycle, logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics }),
   );
   for (const puller of pullers) puller.start();
 
