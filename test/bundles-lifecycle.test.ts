@@ -625,6 +625,43 @@ describe('pull mode', () => {
     }
   });
 
+  it('is not ready without the AuthZEN default bundle, and reports a tenant bundle missing as degraded', async () => {
+    const served = build(writeBundleSource(dir, 'az'), join(dir, 'az.tar.gz'), 'a1');
+    let up = false;
+    const source = await serveBundles('/az.tar.gz', (_req, res) => {
+      if (!up) return void res.writeHead(503).end();
+      res.writeHead(200, { 'content-type': 'application/gzip' }).end(served);
+    });
+    const down = await serveBundles('/tz.tar.gz', (_req, res) => void res.writeHead(503).end());
+    const arbiter = await startTestArbiter({
+      authzen: { default_bundle: 'az', tenants: { acme: 'tz' } },
+      bundles: {
+        sources: [
+          { name: 'az', url: source.url, poll_interval_s: 0.05, timeout_ms: 2000 },
+          { name: 'tz', url: down.url, poll_interval_s: 0.05, timeout_ms: 2000 },
+        ],
+      },
+    });
+    const readiness = async () => {
+      const res = await fetch(`${arbiter.url}/readyz`);
+      return { ...((await res.json()) as { problems: string[]; degraded: string[] }), status: res.status };
+    };
+    try {
+      expect(await readiness()).toMatchObject({
+        status: 503,
+        problems: [expect.stringContaining('AuthZEN default bundle az is not active')],
+        degraded: [expect.stringContaining('AuthZEN tenant acme: bundle tz is not active')],
+      });
+      up = true;
+      await waitFor(() => arbiter.bundles.get('az')?.revision === 'a1', 'the AuthZEN default bundle pulled');
+      expect(await readiness()).toMatchObject({ status: 200, problems: [], degraded: [expect.stringContaining('AuthZEN tenant acme')] });
+    } finally {
+      await arbiter.close();
+      await source.close();
+      await down.close();
+    }
+  });
+
   it('a 304 to a request that named no ETag is a failed poll, not a silent success', async () => {
     const source = await serveBundles('/lc.tar.gz', (_req, res) => void res.writeHead(304).end());
     const { logger, lines } = capturingLogger();

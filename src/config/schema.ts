@@ -133,7 +133,7 @@ const bundlesSchema = z
           .describe('Per-bundle keys, scope and exclude: replace the shared ones for that bundle.'),
       })
       .prefault({}),
-    sources: z.array(bundleSourceSchema).default([]).describe('Bundles pulled from a bundle server, one source per bundle name. A pulled name is served from the store or its source only, never from dir: until the first pull succeeds (or after a restart on an empty store) it is not active, and /readyz says so when it is the default bundle.'),
+    sources: z.array(bundleSourceSchema).default([]).describe('Bundles pulled from a bundle server, one source per bundle name. A pulled name is served from the store or its source only, never from dir: until the first pull succeeds (or after a restart on an empty store) it is not active, and /readyz says so when it is a default bundle (bundles.default, authzen.default_bundle).'),
     limits: z
       .strictObject({
         max_compressed_bytes: z.number().int().positive().default(16 * MiB).describe('Largest archive accepted (also the PUT body limit).'),
@@ -223,11 +223,11 @@ const configShape = z.strictObject({
       // Bundle names, so a typo that no bundle could ever carry stops start-up rather than answer 503 forever.
       default_bundle: bundleNameSchema
         .optional()
-        .describe('Bundle that answers AuthZEN requests naming no tenant; without it such requests get 503.'),
+        .describe('Bundle that answers AuthZEN requests naming no tenant; without it such requests get 503. Like bundles.default, /readyz is 503 while it is not active.'),
       tenants: z
         .record(nonEmpty, bundleNameSchema)
         .default({})
-        .describe('Tenant name -> bundle, the tenant read from the X-Tenant header or else context.tenant.'),
+        .describe('Tenant name -> bundle, the tenant read from the X-Tenant header or else context.tenant. A tenant whose bundle is not active is listed under degraded in /readyz (its requests get 503).'),
       public_url: z
         .url({ message: 'must be an absolute URL' })
         .refine((value) => {

@@ -7,15 +7,18 @@ export interface HealthDeps {
   bundles: BundleRegistry;
   issuers: IssuerRegistry;
   defaultBundle: string;
+  /** The bundles AuthZEN answers with (config authzen). */
+  authzen: { readonly default_bundle?: string | undefined; readonly tenants: Readonly<Record<string, string>> };
   draining: { readonly value: boolean };
   decisionLog?: { readonly unavailable: Error | undefined } | undefined;
 }
 
 /**
  * /healthz: the process answers. /readyz: this replica can decide: not draining, the default
- * bundle active, the decision log taking records (see DecisionStore.unavailable: a strict log
- * counts as not taking them once its commits have failed for a while), every issuer's keys
- * loaded at least once.
+ * bundles (bundles.default, authzen.default_bundle) active, the decision log taking records
+ * (see DecisionStore.unavailable: a strict log counts as not taking them once its commits have
+ * failed for a while), every issuer's keys loaded at least once. An AuthZEN tenant's bundle
+ * that is not active is `degraded`.
  * An issuer whose keys loaded before but cannot be refreshed is `degraded`, not a problem:
  * every replica shares its identity provider, and taking them all out of the load balancer
  * at once would send no request anywhere better (its tokens deny token_keys_unavailable).
@@ -28,6 +31,14 @@ export function healthRoutes(deps: HealthDeps) {
       const degraded: string[] = [];
       if (deps.draining.value) problems.push('shutting down');
       if (!deps.bundles.get(deps.defaultBundle)) problems.push(`default bundle ${deps.defaultBundle} is not active`);
+      const authzenDefault = deps.authzen.default_bundle;
+      if (authzenDefault !== undefined && authzenDefault !== deps.defaultBundle && !deps.bundles.get(authzenDefault)) {
+        problems.push(`AuthZEN default bundle ${authzenDefault} is not active (authzen.default_bundle)`);
+      }
+      // One tenant's bundle missing is that tenant's 503, not a reason to take every tenant's traffic away.
+      for (const [tenant, bundle] of Object.entries(deps.authzen.tenants)) {
+        if (!deps.bundles.get(bundle)) degraded.push(`AuthZEN tenant ${tenant}: bundle ${bundle} is not active (its requests answer 503)`);
+      }
       const logProblem = deps.decisionLog?.unavailable;
       if (logProblem) problems.push(`decision log refuses records (decisions deny audit_unavailable): ${logProblem.message}`);
       const checks = await Promise.allSettled(deps.issuers.all().map((issuer) => issuer.checkKeys()));
