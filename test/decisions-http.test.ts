@@ -827,11 +827,11 @@ describe('GET /v1/decisions/verify', () => {
 });
 
 /**
- * A server of its own with a decision log of `decisions` records whose seq 2 body is then
- * rewritten outside Arbiter to `body` (an SQL expression over the row); `use` gets the server
- * and the damaged record's decision id.
+ * A server of its own with a decision log of `decisions` records whose seq 2 row is then
+ * changed outside Arbiter by `set` (the assignments of an SQL UPDATE over the row); `use` gets
+ * the server and the damaged record's decision id.
  */
-async function withDamagedRecord(file: string, decisions: number, body: string, use: (damaged: Arbiter, victim: string) => Promise<void>): Promise<void> {
+async function withDamagedRecord(file: string, decisions: number, set: string, use: (damaged: Arbiter, victim: string) => Promise<void>): Promise<void> {
   const damagedPath = join(dir, file);
   const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } });
   try {
@@ -840,7 +840,7 @@ async function withDamagedRecord(file: string, decisions: number, body: string, 
     let victim: string;
     try {
       victim = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 2').get() as { decision_id: string }).decision_id;
-      db.prepare(`UPDATE decisions SET body = ${body} WHERE seq = 2`).run();
+      db.prepare(`UPDATE decisions SET ${set} WHERE seq = 2`).run();
     } finally {
       db.close();
     }
@@ -851,8 +851,33 @@ async function withDamagedRecord(file: string, decisions: number, body: string, 
 }
 
 describe('a decision log record damaged outside Arbiter', () => {
+  it('is named by seq when an integer column was edited past 2^53 (node:sqlite cannot read it), the CLI included', async () => {
+    await withDamagedRecord('too-big.db', 3, 'timestamp = 9223372036854775807', async (damaged, victim) => {
+      // The row sorts first: every unfiltered first page meets it.
+      for (const path of ['/v1/decisions', '/v1/decisions?action=read', `/v1/decisions/${victim}`]) {
+        const answer = await call(damaged, 'GET', path);
+        expect(answer.status, path).toBe(500);
+        expect(answer.headers.get('content-type'), path).toBe('application/problem+json');
+        expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('seq 2') });
+      }
+      const exported = await call(damaged, 'GET', '/v1/decisions/export');
+      expect(exported.status).toBe(200);
+      expect(exported.text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Json)).toMatchObject([{ code: 'decision_log_corrupt', seq: 2 }]);
+
+      for (const args of [['get', victim], ['query']]) {
+        const answer = await run(process.execPath, ['src/cli/main.ts', 'decisions', ...args, '--url', damaged.url, '--token', readToken]).then(
+          () => ({ code: 0, stderr: '' }),
+          (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+        );
+        expect(answer.code, args[0]).toBe(1);
+        expect(answer.stderr, args[0]).toContain('decision_log_corrupt');
+        expect(answer.stderr, args[0]).toContain('seq 2');
+      }
+    });
+  });
+
   it('is named by seq when read, ends an export with an error record the CLI reports, and fails verify', async () => {
-    await withDamagedRecord('damaged.db', 3, `'{"decision_id": tru'`, async (damaged, victim) => {
+    await withDamagedRecord('damaged.db', 3, `body = '{"decision_id": tru'`, async (damaged, victim) => {
       for (const path of ['/v1/decisions', `/v1/decisions/${victim}`]) {
         const answer = await call(damaged, 'GET', path);
         expect(answer.status, path).toBe(500);
@@ -881,7 +906,7 @@ describe('a decision log record damaged outside Arbiter', () => {
   });
 
   it('is named by seq when its body is JSON but no longer a decision record, replay included', async () => {
-    await withDamagedRecord('not-a-record.db', 2, `'{"decision_id": "' || decision_id || '", "input": 7}'`, async (damaged, victim) => {
+    await withDamagedRecord('not-a-record.db', 2, `body = '{"decision_id": "' || decision_id || '", "input": 7}'`, async (damaged, victim) => {
       for (const [method, path] of [['GET', `/v1/decisions/${victim}`], ['GET', '/v1/decisions'], ['POST', `/v1/decisions/${victim}/replay`]] as const) {
         const answer = await call(damaged, method, path, method === 'POST' ? { body: {} } : {});
         expect(answer.status, path).toBe(500);

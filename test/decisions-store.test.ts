@@ -676,3 +676,46 @@ describe('reason sets at scale', () => {
     expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
   });
 });
+
+describe('a record whose integer column was edited past 2^53 (node:sqlite cannot read it as a number)', () => {
+  const tooBig = '9223372036854775807';
+  function tamper(sql: string): void {
+    const db = new DatabaseSync(temp.path);
+    try {
+      db.exec(sql);
+    } finally {
+      db.close();
+    }
+  }
+  function corruptAt(read: () => unknown, seq: number): void {
+    expect(read).toThrow(expect.objectContaining({ code: 'decision_log_corrupt', seq, message: expect.stringContaining(`seq ${seq}`) }));
+  }
+
+  it('is named by seq wherever it is read: get, every query path and export', async () => {
+    const log = await open();
+    const T = Date.UTC(2025, 0, 1);
+    const combos = [['revoked'], ['revoked', 'scope_missing'], ['scope_missing']];
+    const all = Array.from({ length: 6 }, (_, i) => decision({ timestamp: T + i, allow: false, reasons: combos[i % combos.length]! }));
+    for (const record of all) await log.append(record);
+    tamper(`UPDATE decisions SET timestamp = ${tooBig} WHERE seq = 2`);
+
+    corruptAt(() => log.get(all[1]!.decision_id), 2);
+    // It sorts first: every unfiltered first page meets it.
+    corruptAt(() => log.query(), 2);
+    corruptAt(() => log.query({ reason: 'scope_missing' }), 2); // two sets, merged
+    corruptAt(() => log.query({ reason: 'revoked', from: T }), 2); // two sets, merged
+    corruptAt(() => log.query({ allow: false }), 2);
+    corruptAt(() => [...log.export()], 2);
+    // Records that do not match it still read.
+    expect(ids(log.query({ to: T + 6 }).decisions)).toEqual(ids([...all].reverse().filter((r) => r !== all[1]) as StoredDecision[]));
+  });
+
+  it('a reason set id edited past 2^53 in the code index matches no record rather than failing the query', async () => {
+    const log = await open();
+    const record = decision({ allow: false, reasons: ['revoked'] });
+    await log.append(record);
+    tamper(`UPDATE reason_set_codes SET reason_set = ${tooBig}`);
+    expect(log.query({ reason: 'revoked' }).decisions).toEqual([]);
+    expect(ids(log.query().decisions)).toEqual([record.decision_id]);
+  });
+});

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
 import { isDecisionRecord, type StoredDecision } from './record.ts';
 
@@ -97,6 +97,38 @@ export function toStoredDecision(row: StoredRow): StoredDecision {
   return { ...record, seq: row.seq, prev_hash: row.prev_hash, hash: row.hash };
 }
 
+/**
+ * The rows of a read of the decisions table (seq and other integer columns), read with
+ * BigInts: node:sqlite throws a RangeError for an integer past 2^53, and a file edited outside
+ * Arbiter can hold one in any integer column. Read as a BigInt, it names its row as damaged
+ * (decision_log_corrupt) instead of failing the request as an internal error.
+ */
+export function readRows<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): T[] {
+  statement.setReadBigInts(true);
+  return statement.all(...params).map((row) => numbers(row) as T);
+}
+
+/** The one row a read finds, or undefined; read as readRows does. */
+export function readRow<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): T | undefined {
+  statement.setReadBigInts(true);
+  const row = statement.get(...params);
+  return row && (numbers(row) as T);
+}
+
+function numbers(row: Record<string, unknown>): Record<string, unknown> {
+  const converted: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(row)) {
+    if (typeof value !== 'bigint') converted[name] = value;
+    else if (value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)) converted[name] = Number(value);
+    else {
+      // seq as the nearest number when it is the edited one: it still names the row.
+      const seq = typeof row.seq === 'bigint' ? row.seq : BigInt(row.seq as number);
+      throw new DecisionLogCorruptError(Number(seq), `decision log record seq ${seq} was changed outside Arbiter: its ${name} is ${value}, past any integer Arbiter writes`);
+    }
+  }
+  return converted;
+}
+
 function corrupt(row: StoredRow, why: string, cause?: unknown): DecisionLogCorruptError {
   return new DecisionLogCorruptError(row.seq, `decision log record seq ${row.seq} was changed outside Arbiter: ${why}`, { cause });
 }
@@ -121,45 +153,47 @@ const MAX_MERGED_REASON_SETS = 64;
 function matchingRows(db: DatabaseSync, filters: DecisionFilters, after: Position | undefined, limit: number): StoredRow[] {
   if (filters.reason === undefined) {
     const { sql, params } = buildQuery(filters, undefined, after, limit);
-    return db.prepare(sql).all(...params) as unknown as StoredRow[];
+    return readRows<StoredRow>(db.prepare(sql), ...params);
   }
-  const sets = db.prepare('SELECT reason_set FROM reason_set_codes WHERE code = ? LIMIT ?').all(filters.reason, MAX_MERGED_REASON_SETS + 1) as {
-    reason_set: number;
-  }[];
+  // Set ids as BigInts, bound back as they are: one edited past 2^53 then matches no record.
+  const setsStatement = db.prepare('SELECT reason_set FROM reason_set_codes WHERE code = ? LIMIT ?');
+  setsStatement.setReadBigInts(true);
+  const sets = setsStatement.all(filters.reason, MAX_MERGED_REASON_SETS + 1) as { reason_set: bigint }[];
   if (sets.length === 0) return [];
   if (sets.length > MAX_MERGED_REASON_SETS) {
     const { sql, params } = buildQuery(filters, filters.reason, after, limit);
-    return db.prepare(sql).all(...params) as unknown as StoredRow[];
+    return readRows<StoredRow>(db.prepare(sql), ...params);
   }
   if (sets.length === 1) {
     const { sql, params } = buildQuery(filters, sets[0]!.reason_set, after, limit);
-    return db.prepare(sql).all(...params) as unknown as StoredRow[];
+    return readRows<StoredRow>(db.prepare(sql), ...params);
   }
   // Positions only from each set (up to `limit` each), then the bodies of the page alone:
   // a page never holds more than `limit` records in memory, however many sets it merges.
-  const { sql, params } = buildQuery(filters, 0, after, limit, 'positions');
+  const { sql, params } = buildQuery(filters, 0n, after, limit, 'positions');
   const statement = db.prepare(sql);
   const positions: Position[] = [];
   for (const { reason_set } of sets) {
     params[0] = reason_set;
-    positions.push(...(statement.all(...params) as unknown as Position[]));
+    positions.push(...readRows<Position>(statement, ...params));
   }
   const page = positions.sort((a, b) => b.timestamp - a.timestamp || b.seq - a.seq).slice(0, limit);
-  return db
-    .prepare(`SELECT ${ROW_COLUMNS} FROM decisions d WHERE d.seq IN (SELECT value FROM json_each(?)) ORDER BY d.timestamp DESC, d.seq DESC`)
-    .all(JSON.stringify(page.map((position) => position.seq))) as unknown as StoredRow[];
+  return readRows<StoredRow>(
+    db.prepare(`SELECT ${ROW_COLUMNS} FROM decisions d WHERE d.seq IN (SELECT value FROM json_each(?)) ORDER BY d.timestamp DESC, d.seq DESC`),
+    JSON.stringify(page.map((position) => position.seq)),
+  );
 }
 
 const ROW_COLUMNS = 'd.seq, d.timestamp, d.body, d.prev_hash, d.hash';
 
 /**
- * The query of a page. `reason` narrows it to one reason set (a number: the first
+ * The query of a page. `reason` narrows it to one reason set (a bigint: the first
  * parameter, which the caller may replace to run it for another set) or to every set
  * holding a code (a string).
  */
 function buildQuery(
   filters: DecisionFilters,
-  reason: number | string | undefined,
+  reason: bigint | string | undefined,
   after: Position | undefined,
   limit: number,
   columns: 'rows' | 'positions' = 'rows',
@@ -167,7 +201,7 @@ function buildQuery(
   const conditions: string[] = [];
   const params: SQLInputValue[] = [];
 
-  if (typeof reason === 'number') {
+  if (typeof reason === 'bigint') {
     conditions.push('d.reason_set = ?');
     params.push(reason);
   } else if (reason !== undefined) {

@@ -11,7 +11,7 @@ import type { CheckpointKey } from './chain.ts';
 import { decisionLogConfigSchema } from './config.ts';
 import type { DecisionLogConfig, DecisionLogConfigInput } from './config.ts';
 import { applyMask } from './mask.ts';
-import { decisionFiltersSchema, exportDecisions, queryDecisions, toStoredDecision } from './query.ts';
+import { decisionFiltersSchema, exportDecisions, queryDecisions, readRow, toStoredDecision } from './query.ts';
 import type { DecisionFilters, DecisionPage, PageRequest, StoredRow } from './query.ts';
 import { decisionRecordSchema, deriveIndexColumns, isDecisionRecord } from './record.ts';
 import type { DecisionRecord, StoredDecision } from './record.ts';
@@ -218,7 +218,7 @@ export class DecisionStore {
   }
 
   get(decisionId: string): StoredDecision | undefined {
-    const row = this.#getById.get(decisionId) as StoredRow | undefined;
+    const row = readRow<StoredRow>(this.#getById, decisionId);
     return row && toStoredDecision(row);
   }
 
