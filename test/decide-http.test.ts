@@ -1,4 +1,6 @@
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { CompactSign, type CompactJWSHeaderParameters } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -487,6 +489,34 @@ describe('issuer keys that cannot be loaded', () => {
     } finally {
       await server.close();
       await troubled.close();
+    }
+  });
+});
+
+describe('a JWKS endpoint answering an error status', () => {
+  it('has the body of its answer given up at once, releasing the connection, rather than held until the fetch times out', async () => {
+    const troubled = await TestIssuer.create('https://streaming-error.test.example');
+    // An error page that keeps coming: the connection is free only once the body is cancelled.
+    const closed = Promise.withResolvers<void>();
+    const endpoint = createServer((req, res) => {
+      req.socket.on('close', () => closed.resolve());
+      res.writeHead(500, { 'content-type': 'text/html' });
+      res.write('<html>'.padEnd(64 * 1024, ' '));
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    const jwksUri = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/jwks.json`;
+    const server = await startTestArbiter({
+      issuers: [{ issuer: troubled.issuer, jwks_uri: jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_timeout_ms: 30_000 }],
+    });
+    try {
+      const res = await postJson(`${server.url}/v1/decide`, request(await troubled.sign({ scope: 'read' })));
+      expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
+      const released = await Promise.race([closed.promise.then(() => true), sleep(2_000).then(() => false)]);
+      expect(released).toBe(true);
+    } finally {
+      await server.close();
+      endpoint.closeAllConnections();
+      await new Promise((resolve) => endpoint.close(resolve));
     }
   });
 });

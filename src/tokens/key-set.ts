@@ -99,7 +99,12 @@ export const MAX_JWKS_BYTES = 1024 * 1024;
 export function refusingPrivateKeys(fetchJwks: FetchImplementation, fetched?: (keys: readonly Record<string, unknown>[]) => void): FetchImplementation {
   return async (url, options) => {
     const response = await fetchJwks(url, options);
-    if (response.status !== 200) return response;
+    if (response.status !== 200) {
+      // jose reads nothing of such an answer but its status (a redirect included): left unread,
+      // a body still coming would hold the connection until jwks_timeout_ms aborts the fetch.
+      await response.body?.cancel();
+      return response;
+    }
     const text = await readKeySetText(response, url);
     const keys = keysOfText(text);
     const problem = keys && privateKeyProblem({ keys });
