@@ -493,6 +493,42 @@ describe('issuer keys that cannot be loaded', () => {
   });
 });
 
+describe('a remote key set holding an RSA key shorter than 2048 bits', () => {
+  it('denies its tokens token_invalid, as a key that cannot verify, without holding back the fetches of the key set', async () => {
+    const rsa = await TestIssuer.create('https://short-rsa.test.example', 'RS256');
+    await rsa.serve();
+    // jose generates and signs with no such key: WebCrypto does both.
+    const short = (await crypto.subtle.generateKey(
+      { name: 'RSASSA-PKCS1-v1_5', modulusLength: 1024, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+      true,
+      ['sign', 'verify'],
+    )) as CryptoKeyPair;
+    const { exportJWK } = await import('jose');
+    rsa.keys.push({ kid: 'short', privateKey: short.privateKey, publicJwk: { ...(await exportJWK(short.publicKey)), kid: 'short', alg: 'RS256', use: 'sig' } });
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: rsa.issuer, sub: 'user:alice', aud: 'https://api.example.com', iat: now, exp: now + 60, scope: 'read' };
+    const signingInput = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'short' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+    const signature = await crypto.subtle.sign('RSASSA-PKCS1-v1_5', short.privateKey, new TextEncoder().encode(signingInput));
+    const shortToken = `${signingInput}.${Buffer.from(signature).toString('base64url')}`;
+    const server = await startTestArbiter({
+      issuers: [{ issuer: rsa.issuer, jwks_uri: rsa.jwksUri, audiences: ['https://api.example.com'], algorithms: ['RS256'], jwks_cooldown_s: 1 }],
+    });
+    try {
+      expect((await postJson(`${server.url}/v1/decide`, request(await rsa.sign({ scope: 'read' })))).body).toMatchObject({ allow: true }); // key set loaded
+      await sleep(1100); // past jwks_cooldown_s: a token naming a kid the key set lacks may fetch it again
+      const res = await postJson(`${server.url}/v1/decide`, request(shortToken));
+      expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_invalid', message: expect.stringContaining('2048') }] });
+      // Nothing is wrong with the endpoint: at once, a token naming a key added since fetches it and verifies.
+      const rotated = await rsa.addKey('rotated');
+      expect((await postJson(`${server.url}/v1/decide`, request(await rsa.sign({ scope: 'read' }, { kid: rotated })))).body).toMatchObject({ allow: true });
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+    } finally {
+      await server.close();
+      await rsa.close();
+    }
+  });
+});
+
 describe('a JWKS endpoint answering an error status', () => {
   it('has the body of its answer given up at once, releasing the connection, rather than held until the fetch times out', async () => {
     const troubled = await TestIssuer.create('https://streaming-error.test.example');

@@ -335,7 +335,12 @@ function classifyJoseError(error: unknown): { code: TokenFailureCode; message: s
     // error of an algorithm it does not support; the algorithm was checked allowed above.
     return { code: /^Extension Header Parameter/.test(message) ? 'token_invalid' : 'token_algorithm_not_allowed', message };
   }
-  if (error instanceof TypeError || (error instanceof Error && /fetch|ECONNREFUSED|network/i.test(message))) {
+  if (error instanceof TypeError) {
+    // jose's refusal of the key the token chose (an RSA key under 2048 bits): a key that cannot
+    // verify, as one WebCrypto cannot import. A failed fetch arrives as KeysUnavailableError.
+    return { code: 'token_invalid', message };
+  }
+  if (error instanceof Error && /fetch|ECONNREFUSED|network/i.test(message)) {
     return { code: 'token_keys_unavailable', message };
   }
   // A failure none of the above describes (a check a later jose adds): denied all the same,
