@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { CompactSign, type CompactJWSHeaderParameters } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestArbiter, postJson, tempDir } from './support/arbiter.ts';
+import { adminCall, startTestArbiter, postJson, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { JWKS_FAILURE_BACK_OFF_MS } from '../src/tokens/trusted-issuers.ts';
@@ -525,6 +525,31 @@ describe('a remote key set holding an RSA key shorter than 2048 bits', () => {
     } finally {
       await server.close();
       await rsa.close();
+    }
+  });
+});
+
+describe('the verification cache of admin tokens', () => {
+  it.each([
+    ['0 (disabled)', 0, true],
+    ['left at its default', undefined, false],
+  ])('follows tokens.verification_cache_size %s: a token is verified again, fetching a stale key set, only when disabled', async (_, size, verifiedAgain) => {
+    const admins = await TestIssuer.create(`https://admins-cache-${size ?? 'default'}.test.example`);
+    await admins.serve();
+    const server = await startTestArbiter({
+      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'], jwks_cache_max_age_s: 1 }] },
+      ...(size !== undefined && { tokens: { verification_cache_size: size } }),
+    });
+    try {
+      const token = await admins.sign({ scope: 'arbiter.bundles.read', aud: 'arbiter-admin' });
+      expect((await adminCall(server.url, token, 'GET', '/v1/bundles')).status).toBe(200);
+      const fetches = admins.jwksFetches;
+      await sleep(1100); // past jwks_cache_max_age_s: verifying the token again fetches the key set
+      expect((await adminCall(server.url, token, 'GET', '/v1/bundles')).status).toBe(200);
+      expect(admins.jwksFetches).toBe(fetches + (verifiedAgain ? 1 : 0));
+    } finally {
+      await server.close();
+      await admins.close();
     }
   });
 });

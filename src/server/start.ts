@@ -62,6 +62,9 @@ export interface StartOptions {
   signal?: AbortSignal;
 }
 
+/** Admin tokens are few (operators, deploy pipelines): their verification cache needs no more room. */
+const MAX_ADMIN_VERIFICATION_CACHE = 1000;
+
 /** The process log as `logging` configures it. */
 export function processLogger(config: Config): Logger {
   return pino({ level: config.logging.level, timestamp: pino.stdTimeFunctions.isoTime });
@@ -167,6 +170,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   }
 
   const verificationCache = new VerificationCache(config.tokens.verification_cache_size);
+  // Admin tokens have a cache of their own, as large but at most MAX_ADMIN_VERIFICATION_CACHE,
+  // and none when verification_cache_size is 0: an operator who turns caching off means it everywhere.
   const pipeline = new DecisionPipeline({
     issuers,
     bundles,
@@ -192,7 +197,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     verificationCache,
     liveData,
     revocations,
-    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: new VerificationCache(1000), revocations },
+    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: new VerificationCache(Math.min(config.tokens.verification_cache_size, MAX_ADMIN_VERIFICATION_CACHE)), revocations },
     defaultBundle: config.bundles.default,
     bodyLimitBytes: config.server.body_limit_bytes,
     authzen: config.authzen,
