@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../src/decisions/store.ts';
 import type { DecisionFilters } from '../src/decisions/query.ts';
 import type { DecisionRecord, StoredDecision } from '../src/decisions/record.ts';
-import { GENESIS_HASH, loadOrCreateCheckpointKey, signMark } from '../src/decisions/chain.ts';
+import { chainHash, GENESIS_HASH, loadOrCreateCheckpointKey, signMark } from '../src/decisions/chain.ts';
 import type { MarkRow } from '../src/decisions/chain.ts';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
 import { deriveIndexColumns } from '../src/decisions/record.ts';
@@ -531,6 +531,47 @@ describe('schema', () => {
     expect(ids(log.query({ reason: 'revoked' }).decisions)).toEqual([later.decision_id, denied.decision_id]);
     expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
     expect(userVersion(temp.path)).toBe(3);
+  });
+
+  it.each([0, 1, 2])('refuses, naming decision_log.path, a version 3 log whose schema version was set back to %i', async (version) => {
+    const log = await open();
+    for (let i = 0; i < 3; i++) await log.append(decision());
+    await log.close();
+    store = undefined;
+    const db = new DatabaseSync(temp.path);
+    db.exec(`PRAGMA user_version = ${version}`);
+    db.close();
+    const refused = await open().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    store = undefined;
+    expect(refused).toMatchObject({
+      code: 'config_invalid',
+      issues: [{ path: 'decision_log.path', message: expect.stringMatching(new RegExp(`schema version ${version} does not match its tables.*changed outside Arbiter or written by another version`)) }],
+    });
+    expect(userVersion(temp.path)).toBe(version);
+  });
+
+  it('does not sign a rewritten log whose schema version was set to 0, as if it were new', async () => {
+    // Records rewritten with their hashes recomputed, the checkpoints that would tell deleted:
+    // taken for a new log, its chain start and head were signed again and verify passed.
+    const log = await open({ checkpoint: { every_records: 2 } });
+    const records = Array.from({ length: 5 }, () => decision());
+    for (const record of records) await log.append(record);
+    await log.close();
+    store = undefined;
+    const db = new DatabaseSync(temp.path);
+    db.prepare('UPDATE decisions SET body = ?, allow = 0 WHERE seq = 3').run(JSON.stringify({ ...records[2]!, result: { ...records[2]!.result, allow: false } }));
+    let prev = (db.prepare('SELECT hash FROM decisions WHERE seq = 2').get() as { hash: string }).hash;
+    for (const { seq, body } of db.prepare('SELECT seq, body FROM decisions WHERE seq >= 3 ORDER BY seq').all() as { seq: number; body: string }[]) {
+      prev = chainHash(prev, seq, body);
+      db.prepare('UPDATE decisions SET prev_hash = (SELECT hash FROM decisions WHERE seq = ?), hash = ? WHERE seq = ?').run(seq - 1, prev, seq);
+    }
+    db.exec('DELETE FROM checkpoints; PRAGMA user_version = 0');
+    db.close();
+    await expect(open({ checkpoint: { every_records: 2 } })).rejects.toThrow(/schema version 0 does not match its tables/);
+    store = undefined;
   });
 
   it('refuses a log written by a newer version', async () => {

@@ -105,6 +105,12 @@ export function migrate(db: DatabaseSync, seal?: (db: DatabaseSync) => void): vo
   }
   db.exec('BEGIN IMMEDIATE');
   try {
+    if (!tablesMatchVersion(db, version)) {
+      throw new ArbiterError(
+        'decision_log_schema_mismatch',
+        `the decision log's schema version ${version} does not match its tables: the file was changed outside Arbiter or written by another version (keep it as evidence; arbiter decisions verify checks it)`,
+      );
+    }
     if (version === 0 || version === SCHEMA_VERSION) {
       db.exec(DDL);
     } else {
@@ -117,6 +123,34 @@ export function migrate(db: DatabaseSync, seal?: (db: DatabaseSync) => void): vo
   } catch (error) {
     db.exec('ROLLBACK');
     throw error;
+  }
+}
+
+/** Tables some version of the schema has; a new log (version 0) has none of them. */
+const LOG_TABLES = ['decisions', 'decision_reasons', 'reason_sets', 'reason_set_codes', 'checkpoints', 'anchors'];
+
+/**
+ * Whether the tables are those of `version`, told by what each upgrade changes. Upgraded or
+ * created as another version, they would fail half-way (a column added twice) or worse: a log
+ * taken for a new one (its user_version set to 0) has its chain start and head signed again,
+ * as found, which would vouch for records rewritten with their hashes recomputed.
+ */
+function tablesMatchVersion(db: DatabaseSync, version: number): boolean {
+  const present = new Set(
+    (db.prepare(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (${LOG_TABLES.map(() => '?').join(', ')})`).all(...LOG_TABLES) as { name: string }[]).map(
+      ({ name }) => name,
+    ),
+  );
+  const hasColumn = (table: string, column: string) => db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(table, column) !== undefined;
+  switch (version) {
+    case 0:
+      return present.size === 0;
+    case 1:
+      return present.has('decisions') && present.has('decision_reasons') && !hasColumn('decisions', 'reason_set');
+    case 2:
+      return present.has('decisions') && !present.has('decision_reasons') && hasColumn('decisions', 'reason_set') && !hasColumn('checkpoints', 'next_by') && !hasColumn('anchors', 'next_by');
+    default:
+      return !present.has('decision_reasons') && hasColumn('decisions', 'reason_set') && hasColumn('checkpoints', 'next_by') && hasColumn('anchors', 'next_by');
   }
 }
 
