@@ -231,14 +231,14 @@ describe('durability', () => {
 
     blocker.exec('ROLLBACK');
     blocker.close();
-    await sleep(300);
+    // Polled, not slept for: on a busy machine the retry may take longer than a fixed wait.
+    await expect.poll(() => log.stats.pending, { timeout: 10_000 }).toBe(0);
     expect(log.stats).toMatchObject({ pending: 0, committed: accepted.length, failed: 0 });
     // Committed in the order they were accepted, chained correctly, and the log accepts again.
     expect(accepted.map((record) => log.get(record.decision_id)?.seq)).toEqual(accepted.map((_, i) => i + 1));
     const after = decision();
     await log.append(after);
-    await sleep(100);
-    expect(log.get(after.decision_id)?.seq).toBe(accepted.length + 1);
+    await expect.poll(() => log.get(after.decision_id)?.seq, { timeout: 10_000 }).toBe(accepted.length + 1);
     expect(await log.verify()).toMatchObject({ ok: true, checked: accepted.length + 1 });
   });
 
