@@ -155,6 +155,21 @@ describe('the embedded revision, once a push replaces it', () => {
     }
   });
 
+  it('is not replaced by another archive under its revision: refused as a revision conflict, as a stored one would be', async () => {
+    // Replays find a revision by name: two archives under one name would replay its decisions on the wrong one.
+    const { bundlesDir, e1 } = embeddedImage();
+    const sameName = build(writeBundleSource(dir, 'emb', { decision: '{"allow": false, "reasons": [{"code": "other_build"}]}' }), join(dir, 'emb-e1-other.tar.gz'), 'e1');
+    expect(sha256(sameName)).not.toBe(sha256(e1));
+    const arbiter = await startEmbedded(bundlesDir, newStore());
+    try {
+      expect(await put(arbiter, 'emb', sameName)).toMatchObject({ status: 409, body: { code: 'bundle_revision_conflict' } });
+      expect(await decidedBy(arbiter)).toBe('e1');
+      expect(await statusOf(arbiter)).toMatchObject({ active: { revision: 'e1', digest: sha256(e1), source: 'embedded' }, revisions: [] });
+    } finally {
+      await arbiter.close();
+    }
+  });
+
   it('pushed while it is the active one, is stored as the desired state: a new image does not replace it', async () => {
     const { src, bundlesDir, e1 } = embeddedImage();
     const store = newStore();

@@ -150,13 +150,19 @@ export class BundleLifecycle {
       }
       const { bundle, signature } = await this.#validateLogged(name, archive, actor, {
         trusted: false,
-        beforeLoad: (revision, signature) => checkReplay(index, revision, digest, signature),
+        beforeLoad: (revision, signature) => {
+          // Another archive under the embedded revision's name could not be stored beside it, and
+          // replays, which find a revision by name, would take the one for the other.
+          if (embedded !== undefined && embedded.bundle.revision === revision) {
+            throw new BundleRejectedError('bundle_revision_conflict', `revision ${JSON.stringify(revision)} of bundle ${name} is served from bundles.dir with another digest: give the new build a new revision`);
+          }
+          checkReplay(index, revision, digest, signature);
+        },
       });
       await this.#releasedOnFailure(bundle, async () => {
         await this.#options.store.writeArchive(name, archive);
         const now = new Date().toISOString();
-        // Under the revision the push reuses, it would be a second archive of one revision: left out.
-        if (embedded !== undefined && embedded.bundle.revision !== bundle.revision) {
+        if (embedded !== undefined) {
           // Its signature, when it verifies, is recorded as a push's is: rolled back to, the
           // replay rule then compares with its iat. One that does not is stored unsigned (bundles.dir
           // was trusted at start), and refused at activate as an unsigned push would be.

@@ -68,7 +68,7 @@ export const PROBLEM_TYPES = {
   bundle_in_use: { status: [409], meaning: 'The bundle is targeted by configuration and cannot be removed.' },
   bundle_roots_overlap: { status: [409], meaning: 'The bundle\'s roots overlap another active bundle\'s.' },
   bundle_replayed: { status: [409], meaning: 'This signed revision is older than the active one (stored before it, or its iat is not newer): activate it explicitly to roll back (one retention has pruned: rebuild it under a new revision).' },
-  bundle_revision_conflict: { status: [409], meaning: 'A different archive is stored under this revision.' },
+  bundle_revision_conflict: { status: [409], meaning: 'A different archive is stored, or served from bundles.dir, under this revision.' },
   archive_compressed_too_large: { status: [413], meaning: 'The archive exceeds bundles.limits.max_compressed_bytes.' },
   bundle_store_digest_mismatch: { status: [500], meaning: 'A stored archive no longer matches its digest.' },
   bundle_store_unreadable: { status: [503], meaning: 'The bundle store cannot be read.' },
