@@ -2,10 +2,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, Server, type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it, vi } from 'vitest';
 import { ConfigError } from '../src/errors.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
@@ -221,6 +221,35 @@ describe('a decision log transport that never becomes ready', () => {
     expect({ code, signal }).toEqual({ code: 0, signal: null });
     expect(logged.find((line) => line.msg === 'signal during start-up: stopping before serving')).toMatchObject({ signal: 'SIGTERM' });
     expect(logged.some((line) => line.msg === 'arbiter listening')).toBe(false);
+  });
+});
+
+describe('a signal while the port is being opened', () => {
+  it('stops start-up all the same: the port closed again, nothing left running, the start rejected', async () => {
+    // server.host a name: the port opens after its lookup, a turn of the event loop in which a
+    // SIGTERM's handler runs. Aborted as that handler would, once the port is being opened.
+    const startUp = new AbortController();
+    const opening: Server[] = [];
+    const listen = Server.prototype.listen;
+    const spy = vi.spyOn(Server.prototype, 'listen').mockImplementation(function (this: Server, ...args: unknown[]) {
+      opening.push(this);
+      startUp.abort();
+      return listen.apply(this, args as Parameters<typeof listen>);
+    });
+    const before = workerPorts();
+    let failure: unknown;
+    try {
+      failure = await startTestArbiter({}, { signal: startUp.signal }).then(
+        async (started) => void (await started.close()),
+        (error: unknown) => error,
+      );
+    } finally {
+      spy.mockRestore();
+    }
+    expect(failure).toMatchObject({ name: 'AbortError' });
+    expect(opening).toHaveLength(1);
+    expect(opening[0]!.listening).toBe(false);
+    await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
   });
 });
 

@@ -211,6 +211,10 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
 
   options.signal?.throwIfAborted();
   const server = await listen(app.fetch, config.server, tlsMaterial, logger);
+  opened.push(() => new Promise((resolve) => server.close(resolve)));
+  // Checked again once open: a signal may come while the port opens (a server.host that is a
+  // name is looked up first), and the caller serves whatever start resolves, signal or not.
+  options.signal?.throwIfAborted();
   const { port } = server.address() as AddressInfo;
   const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
   const url = `${config.server.tls ? 'https' : 'http'}://${host}:${port}`;
