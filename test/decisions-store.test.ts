@@ -751,6 +751,22 @@ describe('a record whose integer column was edited past 2^53 (node:sqlite cannot
     expect(ids(log.query({ to: T + 6 }).decisions)).toEqual(ids([...all].reverse().filter((r) => r !== all[1]) as StoredDecision[]));
   });
 
+  it('stops an export at it, after every record before it, and leaves a page that does not show it readable', async () => {
+    const log = await open();
+    const T = Date.UTC(2025, 0, 1);
+    const all = Array.from({ length: 4 }, (_, i) => decision({ timestamp: T + i }));
+    for (const record of all) await log.append(record);
+    // The oldest record's timestamp set below -2^53: it sorts last, after every other record.
+    tamper(`UPDATE decisions SET timestamp = -${tooBig} WHERE seq = 1`);
+    const exported: string[] = [];
+    corruptAt(() => {
+      for (const record of log.export()) exported.push(record.decision_id);
+    }, 1);
+    expect(exported).toEqual(ids([...all].reverse().slice(0, 3) as StoredDecision[]));
+    // A page of the three newest reads, though the read looked one record further to know there are more.
+    expect(ids(log.query({}, { limit: 3 }).decisions)).toEqual(exported);
+  });
+
   it('a reason set id edited past 2^53 in the code index matches no record rather than failing the query', async () => {
     const log = await open();
     const record = decision({ allow: false, reasons: ['revoked'] });

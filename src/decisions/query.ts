@@ -80,10 +80,13 @@ export interface StoredRow {
   body: string;
   prev_hash: string;
   hash: string;
+  /** Set by readRows for a row holding an integer past 2^53: what reading it throws. */
+  damage?: DecisionLogCorruptError;
 }
 
-/** Throws DecisionLogCorruptError naming the row when its body is not a JSON object. */
+/** Throws DecisionLogCorruptError naming the row when it is damaged or its body is not a JSON object. */
 export function toStoredDecision(row: StoredRow): StoredDecision {
+  if (row.damage) throw row.damage;
   let record: unknown;
   try {
     record = JSON.parse(row.body);
@@ -100,21 +103,24 @@ export function toStoredDecision(row: StoredRow): StoredDecision {
 /**
  * The rows of a read of the decisions table (seq and other integer columns), read with
  * BigInts: node:sqlite throws a RangeError for an integer past 2^53, and a file edited outside
- * Arbiter can hold one in any integer column. Read as a BigInt, it names its row as damaged
- * (decision_log_corrupt) instead of failing the request as an internal error.
+ * Arbiter can hold one in any integer column. Such a row keeps its place in the read, marked
+ * with its `damage`: reading it (toStoredDecision) names it (decision_log_corrupt) instead of
+ * failing the request as an internal error, and the rows before it read as usual (an export
+ * stops at it, after them; a page that only looked one row further is served).
  */
-export function readRows<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): T[] {
+export function readRows<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): (T & { damage?: DecisionLogCorruptError })[] {
   statement.setReadBigInts(true);
-  return statement.all(...params).map((row) => numbers(row) as T);
+  return statement.all(...params).map((row) => numbers(row) as T & { damage?: DecisionLogCorruptError });
 }
 
 /** The one row a read finds, or undefined; read as readRows does. */
-export function readRow<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): T | undefined {
+export function readRow<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): (T & { damage?: DecisionLogCorruptError }) | undefined {
   statement.setReadBigInts(true);
   const row = statement.get(...params);
-  return row && (numbers(row) as T);
+  return row && (numbers(row) as T & { damage?: DecisionLogCorruptError });
 }
 
+/** The row with its integers as numbers; one past 2^53 is NaN, and names the row in `damage`. */
 function numbers(row: Record<string, unknown>): Record<string, unknown> {
   const converted: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(row)) {
@@ -123,7 +129,8 @@ function numbers(row: Record<string, unknown>): Record<string, unknown> {
     else {
       // seq as the nearest number when it is the edited one: it still names the row.
       const seq = typeof row.seq === 'bigint' ? row.seq : BigInt(row.seq as number);
-      throw new DecisionLogCorruptError(Number(seq), `decision log record seq ${seq} was changed outside Arbiter: its ${name} is ${value}, past any integer Arbiter writes`);
+      converted[name] = name === 'seq' ? Number(value) : Number.NaN;
+      converted.damage ??= new DecisionLogCorruptError(Number(seq), `decision log record seq ${seq} was changed outside Arbiter: its ${name} is ${value}, past any integer Arbiter writes`);
     }
   }
   return converted;
@@ -175,7 +182,11 @@ function matchingRows(db: DatabaseSync, filters: DecisionFilters, after: Positio
   const positions: Position[] = [];
   for (const { reason_set } of sets) {
     params[0] = reason_set;
-    positions.push(...readRows<Position>(statement, ...params));
+    for (const position of readRows<Position>(statement, ...params)) {
+      // Merged by their numbers: a damaged one has none to sort by.
+      if (position.damage) throw position.damage;
+      positions.push(position);
+    }
   }
   const page = positions.sort((a, b) => b.timestamp - a.timestamp || b.seq - a.seq).slice(0, limit);
   return readRows<StoredRow>(
