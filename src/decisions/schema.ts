@@ -108,7 +108,7 @@ export function migrate(db: DatabaseSync, seal?: (db: DatabaseSync) => void): vo
     if (!tablesMatchVersion(db, version)) {
       throw new ArbiterError(
         'decision_log_schema_mismatch',
-        `the decision log's schema version ${version} does not match its tables: the file was changed outside Arbiter or written by another version (keep it as evidence; arbiter decisions verify checks it)`,
+        `the decision log's schema version ${version} does not match its tables: the file was changed outside Arbiter or written by another version (keep it as evidence and start on another decision_log.path: arbiter decisions verify asks a server, and none opens this file until its user_version is restored)`,
       );
     }
     if (version === 0 || version === SCHEMA_VERSION) {
