@@ -29,12 +29,12 @@ const SCHEMA = `
     expires_at INTEGER,
     created_by TEXT
   ) STRICT;
-  -- Documents data.seed has loaded once: a seed never brings back a document deleted since.
   -- The greatest revocation id ever minted, deleted or not: ids of the next run sort after it.
   CREATE TABLE IF NOT EXISTS revocation_ids (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     last TEXT NOT NULL
   ) STRICT;
+  -- Documents data.seed has loaded once: a seed never brings back a document deleted since.
   CREATE TABLE IF NOT EXISTS seeded_documents (
     name TEXT PRIMARY KEY
   ) STRICT;
