@@ -102,6 +102,33 @@ describe('bundle removal', () => {
     }
   }
 
+  it('is done once the bundle is renamed away, even when the store directory cannot then be synced', async () => {
+    const dir = tempDir();
+    const store = join(dir, 'bundles');
+    const archive = build(writeBundleSource(dir, 'unsynced'), join(dir, 'unsynced.tar.gz'), 'v1');
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ bundles: { store } }, { logger });
+    const probe = await open(join(dir, 'probe'), 'w');
+    const prototype = Object.getPrototypeOf(probe) as { sync(this: { fd: number }): Promise<void> };
+    await probe.close();
+    const original = prototype.sync;
+    try {
+      await arbiter.bundleLifecycle.accept('unsynced', archive, 'admin');
+      // The store directory's sync fails (an I/O error): the rename has happened all the same.
+      prototype.sync = function (this: { fd: number }) {
+        if (readlinkSync(`/proc/self/fd/${this.fd}`) === store) return Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+        return original.call(this);
+      };
+      await arbiter.bundleLifecycle.remove('unsynced', 'admin');
+      prototype.sync = original;
+      expect(arbiter.bundles.get('unsynced')).toBeUndefined();
+      expect(lines.find((line) => line.msg === 'removed bundle files left behind')).toMatchObject({ leftover: expect.stringContaining('power loss') });
+    } finally {
+      prototype.sync = original;
+      await arbiter.close();
+    }
+  });
+
   it('is done once the bundle is renamed away: a deletion that fails after it is logged, and finished at the next start', async () => {
     const dir = tempDir();
     const store = join(dir, 'bundles');

@@ -140,18 +140,23 @@ export class BundleStore {
    * (`.<name>.<uuid>.removed`) and the store's directory fsynced before anything is deleted,
    * so a crash leaves the bundle whole or gone, never an index naming archives already deleted
    * (a bundle refused at every start). Once renamed the bundle is gone, whatever happens next:
-   * a deletion that then fails is returned (for the log), not thrown, and `deleteRemoved`
-   * deletes what it left at the next start.
+   * a sync or deletion that then fails is returned (for the log), not thrown, and
+   * `deleteRemoved` deletes what it left at the next start.
    */
   async remove(name: string): Promise<{ leftover?: string }> {
     const removed = join(this.dir, `.${name}.${randomUUID()}.removed`);
     try {
       await rename(join(this.dir, name), removed);
-      await syncDirectory(this.dir);
     } catch (error) {
       // A store never written to, or a bundle only served from bundles.dir: nothing stored.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
       throw new ArbiterError('bundle_store_write_failed', `bundle ${name} cannot be removed from the store: ${(error as Error).message}`, { cause: error });
+    }
+    try {
+      await syncDirectory(this.dir);
+    } catch (error) {
+      // Renamed all the same: the next start finds it gone, unless a power loss takes the rename back.
+      return { leftover: `${removed}: the store directory could not be synced, so a power loss may bring ${name} back: ${(error as Error).message}` };
     }
     try {
       await rm(removed, { recursive: true, force: true });
