@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
 import { isDecisionRecord, type StoredDecision } from './record.ts';
+import { withNumbers } from './big-integers.ts';
 
 /** Every filter is optional; given filters are ANDed. Times are ms since the epoch. */
 export const decisionFiltersSchema = z.strictObject({
@@ -121,19 +122,13 @@ export function readRow<T extends { seq: number }>(statement: StatementSync, ...
 }
 
 /** The row with its integers as numbers; one past 2^53 is NaN, and names the row in `damage`. */
-function numbers(row: Record<string, unknown>): Record<string, unknown> {
-  const converted: Record<string, unknown> = {};
-  for (const [name, value] of Object.entries(row)) {
-    if (typeof value !== 'bigint') converted[name] = value;
-    else if (value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)) converted[name] = Number(value);
-    else {
-      // seq as the nearest number when it is the edited one: it still names the row.
-      const seq = typeof row.seq === 'bigint' ? row.seq : BigInt(row.seq as number);
-      converted[name] = name === 'seq' ? Number(value) : Number.NaN;
-      converted.damage ??= new DecisionLogCorruptError(Number(seq), `decision log record seq ${seq} was changed outside Arbiter: its ${name} is ${value}, past any integer Arbiter writes`);
-    }
+function numbers(raw: Record<string, unknown>): Record<string, unknown> {
+  const { row, outOfRange } = withNumbers(raw);
+  if (outOfRange !== undefined) {
+    const seq = typeof raw.seq === 'bigint' ? raw.seq : BigInt(raw.seq as number);
+    row.damage = new DecisionLogCorruptError(Number(seq), `decision log record seq ${seq} was changed outside Arbiter: its ${outOfRange.column} is ${outOfRange.value}, past any integer Arbiter writes`);
   }
-  return converted;
+  return row;
 }
 
 function corrupt(row: StoredRow, why: string, cause?: unknown): DecisionLogCorruptError {

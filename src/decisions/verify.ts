@@ -1,4 +1,5 @@
 import { DatabaseSync } from 'node:sqlite';
+import { withNumbers } from './big-integers.ts';
 import { chainHash, GENESIS_HASH, markFromRow, markSignatureValid } from './chain.ts';
 import type { CheckpointKey, MarkRow, SignedMark } from './chain.ts';
 import { decisionIndexProblems, problemSeq } from './integrity.ts';
@@ -201,20 +202,9 @@ function* checkpointMarks(rows: Iterable<MarkRow>): Generator<SignedMark, undefi
   for (const row of rows) yield markFromRow(integers(row) as MarkRow, 'checkpoint');
 }
 
-/**
- * A row read with readBigInts, its integers as numbers again: NaN for one past 2^53, which
- * equals nothing (an edited column, bound or count fails its comparison or its signature),
- * but seq as the nearest number, which still names the row in a report.
- */
+/** A row read with readBigInts, as withNumbers gives it (undefined and null as they are). */
 function integers(row: unknown): unknown {
-  if (row === undefined || row === null) return row;
-  const converted: Record<string, unknown> = {};
-  for (const [name, value] of Object.entries(row)) {
-    if (typeof value !== 'bigint') converted[name] = value;
-    else if (value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)) converted[name] = Number(value);
-    else converted[name] = name === 'seq' ? Number(value) : Number.NaN;
-  }
-  return converted;
+  return row === undefined || row === null ? row : withNumbers(row as Record<string, unknown>).row;
 }
 
 function readReasonSets(db: DatabaseSync): ReasonSets {
