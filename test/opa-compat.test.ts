@@ -89,6 +89,25 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
     }
   });
 
+  it('refuses strict-builtin-errors rather than allow on a builtin error OPA would make fatal', async () => {
+    const url = `${enabled.url}/v1/data/echo/allow_unless_over_five`;
+    // OPA's default: a builtin error (to_number("abc")) leaves the deny undefined, so this allows.
+    const lenient = await postJson(url, { input: { x: 'abc' } });
+    expect(lenient.status).toBe(200);
+    expect(lenient.body!.result).toBe(true);
+    // Asked for strict errors, OPA answers 500; the WebAssembly engine cannot, so it must not answer.
+    for (const query of ['strict-builtin-errors=true', 'strict-builtin-errors', 'strict-builtin-errors=TRUE', 'strict-builtin-errors=false&strict-builtin-errors=true']) {
+      const res = await postJson(`${url}?${query}`, { input: { x: 'abc' } });
+      expect(res.status, query).toBe(400);
+      expect(res.headers.get('content-type'), query).toBe('application/problem+json');
+      expect(res.body!.code, query).toBe('query_parameter_unsupported');
+      expect(res.body!.detail, query).toContain('strict-builtin-errors');
+    }
+    const off = await postJson(`${url}?strict-builtin-errors=false`, { input: { x: 'abc' } });
+    expect(off.status).toBe(200);
+    expect(off.body!.result).toBe(true);
+  });
+
   it('answers 400 problems for malformed bodies', async () => {
     const url = `${enabled.url}/v1/data/simple/decision`;
     const malformed = await postJson(url, '{"input": ');

@@ -414,7 +414,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
             params: { bundle: 'Bundle name', rule: 'Entrypoint path below the bundle, e.g. `decision` or `a/b`' },
             body: opaDataRequestSchema,
             responses: { 200: { description: 'The entrypoint value, as OPA answers', schema: opaDataResponseSchema } },
-            problems: [...GATEWAY, ...BODY, 'entrypoint_not_found', ...EVALUATION_FAILURE_CODES, 'audit_unavailable'],
+            problems: [...GATEWAY, 'query_parameter_unsupported', ...BODY, 'entrypoint_not_found', ...EVALUATION_FAILURE_CODES, 'audit_unavailable'],
           } satisfies ApiOperation,
         ]
       : []),

@@ -19,6 +19,7 @@ export const PROBLEM_TYPES = {
   headers_too_large: { status: [431], meaning: 'The request headers exceed the server limit.' },
   request_timeout: { status: [408], meaning: 'The whole request did not arrive within server.request_timeout_s.' },
   query_parameter_unknown: { status: [400], meaning: 'An admin operation that takes no query parameters was given one (`detail` names it): refused before anything is done.' },
+  query_parameter_unsupported: { status: [400], meaning: 'The OPA data API was given `strict-builtin-errors=true`, which the WebAssembly engine cannot honour (a builtin error is undefined there, as in OPA by default): refused rather than answered with what an ignored error allows.' },
   invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer (at most 100; `errors_omitted` counts the rest).' },
   // Admin authentication (admin-auth middleware)
   unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.' },

@@ -1,4 +1,4 @@
-import { Hono } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import { requestObjectSchema } from '../../data/json-value.ts';
 import type { DecisionPipeline } from '../../decisions/pipeline.ts';
@@ -16,6 +16,22 @@ export const opaDataRequestSchema = z.strictObject({
 const rulePath = /^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/;
 
 /**
+ * OPA's `strict-builtin-errors`, read as OPA reads its boolean parameters: given without a value,
+ * or with `true` (any case) among its values. The WebAssembly engine cannot make a builtin error
+ * fatal (it is undefined, OPA's default), so a caller that asked for it is refused: answered
+ * otherwise, `allow if not deny` would allow where OPA, so asked, answers 500.
+ */
+const refuseStrictBuiltinErrors: MiddlewareHandler = async (c, next) => {
+  const values = c.req.queries('strict-builtin-errors');
+  if (!values || !values.some((value) => value === '' || value.toLowerCase() === 'true')) return next();
+  return problem(c, 400, {
+    code: 'query_parameter_unsupported',
+    title: 'Unsupported query parameter',
+    detail: 'strict-builtin-errors: not supported; a builtin error is undefined, as OPA evaluates without it',
+  });
+};
+
+/**
  * `POST /v1/data/{bundle}/{rule...}` answering like OPA's server (`{"result": ..., "decision_id": ...}`),
  * so OPA clients and side-by-side benchmarks can call Arbiter with OPA's usual request. The caller
  * supplies the subject's claims, so the route is off unless `opa_compat.enabled` and belongs behind
@@ -25,6 +41,7 @@ const rulePath = /^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/;
 export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: number) {
   return new Hono<{ Variables: RequestIdVariables & GatewayVariables }>().post(
     '/v1/data/:bundle/:rule{.+}',
+    refuseStrictBuiltinErrors,
     jsonBody(opaDataRequestSchema, { limitBytes: bodyLimitBytes }),
     async (c) => {
       const bundle = c.req.param('bundle');
