@@ -89,6 +89,16 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
     }
   });
 
+  it('records a request for a bundle or entrypoint that is not active, as a deny the 404 names', async () => {
+    for (const [path, code] of [['nosuch/decision', 'no_active_bundle'], ['simple/nosuch', 'entrypoint_missing']] as const) {
+      const res = await postJson(`${enabled.url}/v1/data/${path}`, { input: allowedInput });
+      expect(res.status, path).toBe(404);
+      expect(res.body!.code, path).toBe('entrypoint_not_found');
+      const record = enabled.decisionLog!.get(res.body!.decision_id as string);
+      expect(record, path).toMatchObject({ endpoint: '/v1/data', rule: path.split('/')[1], input: allowedInput, result: { allow: false, reasons: [{ code }] } });
+    }
+  });
+
   it('refuses strict-builtin-errors rather than allow on a builtin error OPA would make fatal', async () => {
     const url = `${enabled.url}/v1/data/echo/allow_unless_over_five`;
     // OPA's default: a builtin error (to_number("abc")) leaves the deny undefined, so this allows.

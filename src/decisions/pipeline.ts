@@ -201,8 +201,14 @@ export class DecisionPipeline {
     const input = request.input;
     const trace = this.#trace(request, input, Date.now());
     if (!bundle || !bundle.entrypoints.has(entrypoint)) {
-      const message = bundle ? `bundle ${bundle.name} has no entrypoint ${entrypoint}` : `no active bundle named ${request.bundle}`;
-      return { decision_id: trace.decisionId, outcome: 'not_found', message };
+      // Recorded like /v1/decide's: a gateway denied because its policy is not active shows in the log.
+      const missing = bundle
+        ? denial(bundle, 'entrypoint_missing', `bundle ${bundle.name} has no entrypoint ${entrypoint}`)
+        : denial(null, 'no_active_bundle', `no active bundle named ${request.bundle}`, false);
+      const decision = await this.#finish(trace, missing);
+      const reason = decision.reasons[0]!;
+      if (decision.unrecorded) return { decision_id: trace.decisionId, outcome: 'error', code: 'audit_unavailable', message: reason.message ?? '' };
+      return { decision_id: trace.decisionId, outcome: 'not_found', message: reason.message ?? '' };
     }
     const subject = isObject(input.subject) ? input.subject : {};
     trace.claimNames = isObject(subject.claims) ? Object.keys(subject.claims) : [];

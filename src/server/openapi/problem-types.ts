@@ -35,7 +35,7 @@ export const PROBLEM_TYPES = {
   http_error: { status: [400, 500], meaning: 'The HTTP layer refused the request before a handler ran.' },
   internal_error: { status: [500], meaning: 'An unexpected fault; the server log has the request id.' },
   // Policy evaluation (OPA data API, AuthZEN search)
-  entrypoint_not_found: { status: [404], meaning: 'No active bundle has this entrypoint.' },
+  entrypoint_not_found: { status: [404], meaning: 'No active bundle has this entrypoint. On the OPA data API the request is recorded as a deny (no_active_bundle or entrypoint_missing) whose `decision_id` the problem carries.' },
   policy_error: { status: [500], meaning: 'The policy failed while evaluating (e.g. a conflict between rule values).' },
   policy_resource_limit: { status: [500], meaning: 'The policy exceeded its memory limit.' },
   policy_contract_violation: { status: [500], meaning: 'The entrypoint returned a result of the wrong shape.' },

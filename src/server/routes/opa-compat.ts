@@ -60,7 +60,7 @@ export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numb
       });
       switch (evaluation.outcome) {
         case 'not_found':
-          return problem(c, 404, { code: 'entrypoint_not_found', title: 'Entrypoint not found', detail: evaluation.message });
+          return problem(c, 404, { code: 'entrypoint_not_found', title: 'Entrypoint not found', detail: evaluation.message, decision_id: evaluation.decision_id });
         case 'error':
           return problem(c, 500, { code: evaluation.code, title: 'Policy evaluation failed', detail: evaluation.message, decision_id: evaluation.decision_id });
         case 'evaluated':
