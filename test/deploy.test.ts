@@ -28,4 +28,21 @@ describe('the Kubernetes example', () => {
     expect(pod.securityContext.fsGroup).toBeDefined();
     expect(pod.securityContext.fsGroupChangePolicy).toBe('OnRootMismatch');
   });
+
+  it('requests the memory a replica uses once serving, so it is not the first evicted under node pressure', () => {
+    // Measured with the container configuration, the embedded bundles and no live data at all:
+    // about 265 MB resident after a few thousand decisions with one evaluation worker (the
+    // default), 290 MB with two. A request below that is exceeded from the start; live data
+    // (a copy in each worker) only adds to it.
+    const { resources } = kubernetesExample().Deployment!.spec.template.spec.containers[0];
+    expect(bytes(resources.requests.memory)).toBeGreaterThanOrEqual(384 * 2 ** 20);
+    expect(bytes(resources.limits.memory)).toBeGreaterThan(bytes(resources.requests.memory));
+  });
 });
+
+/** A Kubernetes memory quantity (binary suffixes only, as the example uses) in bytes. */
+function bytes(quantity: string): number {
+  const match = /^(\d+)(Ki|Mi|Gi)?$/.exec(quantity);
+  if (!match) throw new Error(`unexpected quantity ${quantity}`);
+  return Number(match[1]) * 2 ** ({ Ki: 10, Mi: 20, Gi: 30 }[match[2] as 'Ki' | 'Mi' | 'Gi'] ?? 0);
+}
