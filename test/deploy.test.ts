@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
@@ -45,4 +45,45 @@ function bytes(quantity: string): number {
   const match = /^(\d+)(Ki|Mi|Gi)?$/.exec(quantity);
   if (!match) throw new Error(`unexpected quantity ${quantity}`);
   return Number(match[1]) * 2 ** ({ Ki: 10, Mi: 20, Gi: 30 }[match[2] as 'Ki' | 'Mi' | 'Gi'] ?? 0);
+}
+
+describe('the container image', () => {
+  // What the Dockerfile copies from the build context (not from another stage).
+  const copied = [...readFileSync('Dockerfile', 'utf8').matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((match) => match[1]!.split(' '));
+  const ignore = readFileSync('.dockerignore', 'utf8').split('\n').map((line) => line.trim()).filter((line) => line !== '' && !line.startsWith('#'));
+
+  it('gets every file it copies: the sources, the embedded bundles and its configuration', () => {
+    expect(copied).toEqual(expect.arrayContaining(['src', 'bundles', 'deploy/docker/arbiter.yaml']));
+    const files = copied.flatMap((source) => (statSync(source).isDirectory() ? readdirSync(source, { recursive: true, encoding: 'utf8' }).map((file) => join(source, file)) : [source]));
+    expect(files).toContain('bundles/authz.tar.gz');
+    for (const file of files) expect(dockerIgnores(ignore, file), file).toBe(false);
+  });
+
+  it('keeps local secrets and state out of the build context', () => {
+    // What the README's bundle-signing steps write in the working directory (the private key
+    // among them), what `npm start` writes, and dependencies built for this machine: the legacy
+    // builder sends the whole context to the daemon, wherever that runs.
+    for (const file of ['key.pem', 'claims.json', 'authz.tar.gz', '.arbiter/dev-issuer.jwk.json', '.arbiter/decisions.db.checkpoint-key.jwk', 'node_modules/jose/package.json']) {
+      expect(dockerIgnores(ignore, file), file).toBe(true);
+    }
+  });
+});
+
+/**
+ * Whether .dockerignore `patterns` exclude `file` (a path relative to the context): as Docker
+ * matches them, against the path and each of its parent directories, `*` and `?` within one
+ * segment, `**` across any number. The file has no `!` exceptions.
+ */
+function dockerIgnores(patterns: readonly string[], file: string): boolean {
+  const segments = file.split('/');
+  const candidates = segments.map((_, index) => segments.slice(0, index + 1).join('/'));
+  return patterns.some((pattern) => {
+    const source = pattern
+      .replace(/^\//, '')
+      .split(/(\*\*\/?|\*|\?)/)
+      .map((part) => (part.startsWith('**') ? '(?:.*/)?' : part === '*' ? '[^/]*' : part === '?' ? '[^/]' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+      .join('');
+    const regex = new RegExp(`^${source}$`);
+    return candidates.some((candidate) => regex.test(candidate));
+  });
 }
