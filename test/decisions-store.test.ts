@@ -226,7 +226,9 @@ describe('durability', () => {
     expect(log.stats.pending).toBe(accepted.length);
     expect(accepted.length).toBeLessThanOrEqual(5);
     expect(refusals.length).toBe(50 - accepted.length);
-    expect(new Set(refusals)).toEqual(new Set(['decision_log_unavailable']));
+    // Refused as unavailable once a commit has failed; as a backlog when the queue filled first
+    // (on a loaded machine the first failing commit can take longer than a round).
+    for (const code of refusals) expect(['decision_log_unavailable', 'decision_log_backlog']).toContain(code);
     expect(errors.length).toBeGreaterThan(0);
 
     blocker.exec('ROLLBACK');
