@@ -172,6 +172,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const verificationCache = new VerificationCache(config.tokens.verification_cache_size);
   // Admin tokens have a cache of their own, as large but at most MAX_ADMIN_VERIFICATION_CACHE,
   // and none when verification_cache_size is 0: an operator who turns caching off means it everywhere.
+  const adminVerificationCache = new VerificationCache(Math.min(config.tokens.verification_cache_size, MAX_ADMIN_VERIFICATION_CACHE));
   const pipeline = new DecisionPipeline({
     issuers,
     bundles,
@@ -197,7 +198,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     verificationCache,
     liveData,
     revocations,
-    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: new VerificationCache(Math.min(config.tokens.verification_cache_size, MAX_ADMIN_VERIFICATION_CACHE)), revocations },
+    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: adminVerificationCache, revocations },
     defaultBundle: config.bundles.default,
     bodyLimitBytes: config.server.body_limit_bytes,
     authzen: config.authzen,
