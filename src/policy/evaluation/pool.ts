@@ -34,7 +34,10 @@ interface Job {
   resolve(evaluation: PolicyEvaluation): void;
   /** The deadline, running only while the worker executes this job. */
   timer?: NodeJS.Timeout | undefined;
-  /** A job that was in flight on a worker stopped for another job's sake runs once more. */
+  /**
+   * Run again once already after its worker crashed: a second crash denies it (it may be the cause).
+   * A worker stopped at another job's deadline does not count: that job was the cause.
+   */
   requeued: boolean;
 }
 
@@ -364,7 +367,7 @@ export class EvaluationPool implements PolicyEvaluator {
     );
     slot.inFlight.delete(job.id);
     this.#settle(job, this.#failure('policy_timeout', `evaluation did not finish within ${this.#options.deadlineMs} ms`));
-    this.#replace(slot);
+    this.#replace(slot, { culpritKnown: true });
   }
 
   /** The worker runs a module's own code outside an evaluation: past the load deadline, it is stuck there. */
@@ -399,16 +402,22 @@ export class EvaluationPool implements PolicyEvaluator {
         message: `policy module ${digest} did not finish loading or taking live data within ${ms} ms; it denies until the live data changes`,
       });
     }
-    this.#replace(slot);
+    this.#replace(slot, { culpritKnown: true });
   }
 
   #onCrash(slot: Slot, error: Error): void {
     if (!this.#slots.includes(slot)) return;
     this.#options.logger.error({ err: error }, 'evaluation worker failed; replacing it');
-    this.#replace(slot);
+    this.#replace(slot, { culpritKnown: false });
   }
 
-  #replace(slot: Slot): void {
+  /**
+   * `culpritKnown`: the worker was stopped for what one job, module or check did (a deadline),
+   * and that one is answered already; the others it held run again as often as it takes (each
+   * stop answers one culprit, so this ends). Otherwise (a crash) any of them may be the cause:
+   * each runs again once.
+   */
+  #replace(slot: Slot, { culpritKnown }: { culpritKnown: boolean }): void {
     const index = this.#slots.indexOf(slot);
     if (index === -1) return;
     const replacement = this.#spawn();
@@ -429,10 +438,10 @@ export class EvaluationPool implements PolicyEvaluator {
     for (const job of survivors.reverse()) {
       clearTimeout(job.timer);
       job.timer = undefined;
-      if (job.requeued) {
+      if (job.requeued && !culpritKnown) {
         this.#settle(job, this.#failure('policy_error', 'evaluation worker stopped twice while this evaluation waited'));
       } else {
-        job.requeued = true;
+        job.requeued ||= !culpritKnown;
         this.#queue.unshift(job);
       }
     }
