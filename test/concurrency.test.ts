@@ -145,13 +145,14 @@ describe('decisions under concurrent load', () => {
   }, 60_000);
 
   it('answers decisions queued for a bundle that is removed meanwhile, and denies the ones after', async () => {
-    arbiter = await start({ engine: { workers: 1, deadline_ms: 500 } });
+    arbiter = await start({ engine: { workers: 1, deadline_ms: 2000 } });
     expect((await admin('PUT', '/v1/bundles/mix', archives.r1!)).status).toBe(201);
     expect((await ask('mix')).body).toMatchObject({ allow: true });
+    // The only worker is held by a runaway, so the decisions below wait for it with revision r1 picked.
     const runaway = ask('spin', { spin: true });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     const queued = Array.from({ length: 20 }, () => ask('mix'));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 300));
     expect((await admin('DELETE', '/v1/bundles/mix')).status).toBe(204);
     const after = await ask('mix');
     for (const answer of await Promise.all(queued)) expect(answer).toMatchObject({ status: 200, body: { policy: { bundle: 'mix', revision: 'r1' } } });
