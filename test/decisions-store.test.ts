@@ -769,6 +769,23 @@ describe('a record whose integer column was edited past 2^53 (node:sqlite cannot
     expect(ids(log.query({}, { limit: 3 }).decisions)).toEqual(exported);
   });
 
+  it('stops an export filtered by a code of several reason sets at it too, and leaves a page that does not show it readable', async () => {
+    const log = await open();
+    const T = Date.UTC(2025, 0, 1);
+    // 'revoked' is in two reason sets: a page of it merges one read per set.
+    const all = Array.from({ length: 4 }, (_, i) => decision({ timestamp: T + i, allow: false, reasons: i % 2 === 0 ? ['revoked'] : ['revoked', 'scope_missing'] }));
+    for (const record of all) await log.append(record);
+    tamper(`UPDATE decisions SET timestamp = -${tooBig} WHERE seq = 1`);
+    const exported: string[] = [];
+    corruptAt(() => {
+      for (const record of log.export({ reason: 'revoked' })) exported.push(record.decision_id);
+    }, 1);
+    expect(exported).toEqual(ids([...all].reverse().slice(0, 3) as StoredDecision[]));
+    const page = log.query({ reason: 'revoked' }, { limit: 3 });
+    expect(ids(page.decisions)).toEqual(exported);
+    corruptAt(() => log.query({ reason: 'revoked' }, { limit: 3, cursor: page.next_cursor! }), 1);
+  });
+
   it('a reason set id edited past 2^53 in the code index matches no record rather than failing the query', async () => {
     const log = await open();
     const record = decision({ allow: false, reasons: ['revoked'] });

@@ -172,22 +172,37 @@ function matchingRows(db: DatabaseSync, filters: DecisionFilters, after: Positio
   }
   // Positions only from each set (up to `limit` each), then the bodies of the page alone:
   // a page never holds more than `limit` records in memory, however many sets it merges.
+  // Merged as the integers SQLite holds (BigInts): one edited past 2^53 sorts where one read
+  // would put it, and only reading its row names it, as on the other paths (an export stops at
+  // it, after every record before it).
   const { sql, params } = buildQuery(filters, 0n, after, limit, 'positions');
   const statement = db.prepare(sql);
-  const positions: Position[] = [];
+  statement.setReadBigInts(true);
+  const positions: StoredPosition[] = [];
   for (const { reason_set } of sets) {
     params[0] = reason_set;
-    for (const position of readRows<Position>(statement, ...params)) {
-      // Merged by their numbers: a damaged one has none to sort by.
-      if (position.damage) throw position.damage;
-      positions.push(position);
-    }
+    positions.push(...(statement.all(...params) as unknown as StoredPosition[]));
   }
-  const page = positions.sort((a, b) => b.timestamp - a.timestamp || b.seq - a.seq).slice(0, limit);
+  const page = positions.sort(newestFirst).slice(0, limit);
   return readRows<StoredRow>(
     db.prepare(`SELECT ${ROW_COLUMNS} FROM decisions d WHERE d.seq IN (SELECT value FROM json_each(?)) ORDER BY d.timestamp DESC, d.seq DESC`),
-    JSON.stringify(page.map((position) => position.seq)),
+    `[${page.map((position) => position.seq).join(',')}]`,
   );
+}
+
+/** A position as SQLite holds it, read with BigInts. */
+interface StoredPosition {
+  timestamp: bigint;
+  seq: bigint;
+}
+
+/** Page order, by comparison (BigInts cannot be subtracted into a sort's number). */
+function newestFirst(a: StoredPosition, b: StoredPosition): number {
+  return descending(a.timestamp, b.timestamp) || descending(a.seq, b.seq);
+}
+
+function descending(a: bigint, b: bigint): number {
+  return a > b ? -1 : a < b ? 1 : 0;
 }
 
 const ROW_COLUMNS = 'd.seq, d.timestamp, d.body, d.prev_hash, d.hash';
