@@ -230,6 +230,9 @@ describe('durability', () => {
     // (on a loaded machine the first failing commit can take longer than a round).
     for (const code of refusals) expect(['decision_log_unavailable', 'decision_log_backlog']).toContain(code);
     expect(errors.length).toBeGreaterThan(0);
+    // Once a commit has failed the log is unavailable, not merely full: it refuses as such
+    // (and the refusal is not accepted, so the counts below stand).
+    await expect(log.append(decision())).rejects.toMatchObject({ code: 'decision_log_unavailable' });
 
     blocker.exec('ROLLBACK');
     blocker.close();
