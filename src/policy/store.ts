@@ -156,6 +156,8 @@ export class BundleStore {
       await syncDirectory(this.dir);
     } catch (error) {
       // Renamed all the same: the next start finds it gone, unless a power loss takes the rename back.
+      // Nothing is deleted meanwhile: deletions that reached the disk before the rename would
+      // bring the bundle back as an index naming archives already gone.
       return { leftover: `${removed}: the store directory could not be synced, so a power loss may bring ${name} back: ${(error as Error).message}` };
     }
     try {
