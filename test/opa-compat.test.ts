@@ -3,7 +3,9 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opaPath } from '../src/toolchain/opa.ts';
 import type { Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter } from './support/arbiter.ts';
+import { join } from 'node:path';
+import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { whileLocked } from './support/sqlite-lock.ts';
 
 let enabled: Arbiter;
 let disabled: Arbiter;
@@ -129,6 +131,23 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
       const res = await postJson(url, body);
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.body!.code).toBe('invalid_request');
+    }
+  });
+});
+
+describe('POST /v1/data/{bundle}/{rule} for a bundle or entrypoint that is not active, while the log cannot record it', () => {
+  it('is 500 audit_unavailable, not a 404 whose decision_id names no record', async () => {
+    const path = join(tempDir('arbiter-opa-unrecorded-'), 'decisions.db');
+    const server = await startTestArbiter({ opa_compat: { enabled: true }, decision_log: { path, busy_timeout_ms: 100 } });
+    try {
+      for (const rule of ['nosuch/decision', 'simple/nosuch']) {
+        const res = await whileLocked(path, () => postJson(`${server.url}/v1/data/${rule}`, { input: allowedInput }));
+        expect(res.status, rule).toBe(500);
+        expect(res.body, rule).toMatchObject({ code: 'audit_unavailable', decision_id: expect.any(String) });
+        expect(server.decisionLog!.get(res.body!.decision_id as string), rule).toBeUndefined();
+      }
+    } finally {
+      await server.close();
     }
   });
 });
