@@ -725,6 +725,17 @@ describe('POST /v1/issuance', () => {
     // b is refused, but not "granted": on an allow the first reason explains a grant.
     expect(res.body!.refused_scopes).toEqual([{ scope: 'b', code: 'not_granted' }]);
   });
+
+  it('denies an allow that breaks the issuance contract, granting nothing', async () => {
+    for (const client of ['scopeless-allow', 'no-lifetime', 'granted-and-refused']) {
+      const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: client, scopes: ['a'], audience: 'https://api.example.com' });
+      expect(res.status).toBe(200);
+      expect(res.body, client).toMatchObject({ allow: false, reasons: [{ code: 'policy_contract_violation' }], granted_scopes: [], max_ttl_s: 0 });
+      expect(res.body!.refused_scopes).toEqual([{ scope: 'a', code: 'policy_contract_violation' }]);
+      // Recorded as the deny it was answered as, and replayed alike.
+      expect(arbiter.decisionLog!.get(res.body!.decision_id as string)?.result).toMatchObject({ allow: false, reasons: [{ code: 'policy_contract_violation' }] });
+    }
+  });
 });
 
 describe('health', () => {

@@ -14,12 +14,31 @@ export const policyResultSchema = z.looseObject({
   obligations: z.array(obligationSchema).optional(),
 });
 
-/** The extra output the `issuance` entrypoint owes besides the decision contract (/v1/issuance). */
-export const issuanceResultSchema = z.looseObject({
-  granted_scopes: z.array(z.string()),
-  refused_scopes: z.array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() })),
-  max_ttl_s: z.number().int().min(0),
-});
+/**
+ * The extra output the `issuance` entrypoint owes besides the decision contract (/v1/issuance).
+ * An allow is what a token service mints from, so it must be coherent: at least one scope
+ * granted (else "allow" would grant nothing it names), a lifetime of at least a second (0 means
+ * "nothing granted", and a token service could read it as "no limit"), and no scope both
+ * granted and refused. A deny grants nothing whatever it lists, so it is not held to this.
+ */
+export const issuanceResultSchema = z
+  .looseObject({
+    allow: z.boolean(),
+    granted_scopes: z.array(z.string()),
+    refused_scopes: z.array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() })),
+    max_ttl_s: z.number().int().min(0),
+  })
+  .superRefine((result, ctx) => {
+    if (!result.allow) return;
+    if (result.granted_scopes.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['granted_scopes'], message: 'an allow must grant at least one scope' });
+    } else if (result.max_ttl_s < 1) {
+      ctx.addIssue({ code: 'custom', path: ['max_ttl_s'], message: 'an allow must give a lifetime of at least 1 second' });
+    }
+    const refused = new Set(result.refused_scopes.map((refusal) => refusal.scope));
+    const both = result.granted_scopes.find((scope) => refused.has(scope));
+    if (both !== undefined) ctx.addIssue({ code: 'custom', path: ['refused_scopes'], message: `scope ${JSON.stringify(both)} is both granted and refused` });
+  });
 
 /**
  * Why `result` lacks the extra output `schema` asks of `entrypoint`, as a contract-violation
