@@ -726,6 +726,19 @@ describe('POST /v1/issuance', () => {
     expect(res.body!.refused_scopes).toEqual([{ scope: 'b', code: 'not_granted' }]);
   });
 
+  it('refuses a requested scope that is not one OAuth scope token, naming it', async () => {
+    // A token service joins granted scopes with spaces into the token's scope claim: a "scope"
+    // holding a space, granted by a policy that matches scopes by prefix, would smuggle in another.
+    const ok = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'by-prefix', scopes: ['public.read'], audience: 'https://api.example.com' });
+    expect(ok.body).toMatchObject({ allow: true, granted_scopes: ['public.read'] });
+    for (const scope of ['public.read payments.write', 'public.read\tpayments.write', 'public.read\npayments.write', 'public."quoted"', 'public.caf\u00e9']) {
+      const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'by-prefix', scopes: ['public.read', scope], audience: 'https://api.example.com' });
+      expect(res.status, scope).toBe(400);
+      expect(res.headers.get('content-type')).toBe('application/problem+json');
+      expect(res.body!.errors).toEqual([expect.objectContaining({ pointer: '/scopes/1' })]);
+    }
+  });
+
   it('denies an allow that breaks the issuance contract, granting nothing', async () => {
     for (const client of ['scopeless-allow', 'no-lifetime', 'granted-and-refused']) {
       const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: client, scopes: ['a'], audience: 'https://api.example.com' });

@@ -9,11 +9,22 @@ import { bundleNameSchema } from '../../policy/bundle-name.ts';
 import { issuanceResultSchema } from '../../policy/contract.ts';
 import { decisionBody } from './decide.ts';
 
+/**
+ * One OAuth scope token (RFC 6749 section 3.3: printable ASCII but space, `"` and `\`). A token
+ * service joins the granted scopes with spaces into the token's `scope` claim, so a "scope"
+ * holding a space (or another separator) would carry scopes the policy never judged.
+ */
+const scopeTokenSchema = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'not an OAuth scope token: printable ASCII without space, " or \\ (RFC 6749 section 3.3)');
+
 export const issuanceRequestSchema = z.strictObject({
   token: z.string().min(1).optional().describe('A token the request builds on (e.g. the subject token of an RFC 8693 exchange).'),
   client_id: z.string().min(1).max(256),
   subject: z.string().min(1).max(1024).optional(),
-  scopes: z.array(z.string().min(1).max(256)).max(256),
+  scopes: z.array(scopeTokenSchema).max(256).describe('The scopes to judge, each one OAuth scope token (RFC 6749 section 3.3).'),
   audience: z.string().min(1).max(1024),
   purpose: z.string().max(1024).optional(),
   context: requestObjectSchema.optional(),
