@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
@@ -142,6 +142,27 @@ describe('verify', () => {
     // Restored: the untouched log opens and verifies.
     renameSync(`${keyPath}.bak`, keyPath);
     expect(await (await open()).verify()).toMatchObject({ ok: true, checked: 3 });
+  });
+
+  it('refuses a checkpoint key others can read, or one that is not a key, naming checkpoint.key_path (start-up stops as for any bad key)', async () => {
+    const log = await open();
+    await fill(log, 3);
+    await log.close();
+    store = undefined;
+    const keyPath = `${temp.path}.checkpoint-key.jwk`;
+    // What a copy with the default umask, or a volume remounted group-readable, leaves.
+    chmodSync(keyPath, 0o644);
+    await expect(DecisionStore.open({ path: temp.path })).rejects.toMatchObject({
+      code: 'config_invalid',
+      issues: [{ path: 'decision_log.checkpoint.key_path', message: expect.stringMatching(/readable by group or others \(chmod 600 it\)/) }],
+    });
+    chmodSync(keyPath, 0o600);
+    const notAKey = `${temp.dir}/not-a-key.jwk`;
+    writeFileSync(notAKey, JSON.stringify({ kty: 'RSA' }), { mode: 0o600 });
+    await expect(DecisionStore.open({ path: `${temp.dir}/other.db`, checkpoint: { key_path: notAKey } })).rejects.toMatchObject({
+      code: 'config_invalid',
+      issues: [{ path: 'decision_log.checkpoint.key_path', message: expect.stringMatching(/not a private Ed25519 JWK/) }],
+    });
   });
 
   it('finds a record whose stored body was edited', async () => {

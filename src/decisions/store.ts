@@ -548,7 +548,18 @@ export class DecisionStore {
  */
 function checkpointKeyFor({ path, busy_timeout_ms }: DecisionLogConfig, keyPath: string): CheckpointKey {
   const signer = atConfigKey('decision_log.path', () => signingKeyId(path, busy_timeout_ms));
-  const key = atConfigKey('decision_log.checkpoint.key_path', () => loadCheckpointKey(keyPath));
+  const key = atConfigKey('decision_log.checkpoint.key_path', () => {
+    try {
+      return loadCheckpointKey(keyPath);
+    } catch (error) {
+      // An insecure or unreadable key is the operator's file to fix: named like any other
+      // configured file (exit 2, the key path), not left as an internal error without it.
+      if (error instanceof ArbiterError && (error.code === 'checkpoint_key_insecure' || error.code === 'checkpoint_key_invalid')) {
+        throw new ConfigError([{ path: 'decision_log.checkpoint.key_path', message: error.message }], 'decision_log');
+      }
+      throw error;
+    }
+  });
   if (signer === undefined) return key ?? atConfigKey('decision_log.checkpoint.key_path', () => createCheckpointKey(keyPath));
   const restore = 'restore the key file that signed it (a new key cannot verify what it signed)';
   if (!key) {
