@@ -286,6 +286,23 @@ describe('arbiter config check', () => {
     expect(report.problems.map((p) => p.path)).toEqual(['issuers.0.issuer', 'issuers.0.max_token_age_s']);
   });
 
+  it('says which ARBITER_* variables it does not read because they name a key with a single underscore between levels', async () => {
+    // ARBITER_SERVER_PORT reads as a top-level key server_port, which does not exist, and was
+    // dropped without a word (as Kubernetes' ARBITER_SERVICE_HOST must be): the server then ran
+    // on the file's port, or in development mode for ARBITER_MOD.
+    const file = join(dir, 'env-typos.yaml');
+    writeFileSync(file, 'server: {port: 8181}\n');
+    const env = { ...process.env, ARBITER_SERVER_PORT: '9000', ARBITER_DECISION_LOG_PATH: '/x', ARBITER_MOD: 'production', ARBITER_SERVICE_HOST: '10.0.0.1', ARBITER_PORT: 'tcp://10.0.0.1:8181' };
+    const { stdout } = await run(process.execPath, [cli, 'config', 'check', file, '--json'], { env });
+    const report = JSON.parse(stdout) as { valid: boolean; notes: { path: string; message: string }[] };
+    expect(report.notes).toEqual([
+      { path: 'server.port', message: expect.stringMatching(/^ARBITER_SERVER_PORT is not read: .*ARBITER_SERVER__PORT/) },
+      { path: 'decision_log.path', message: expect.stringMatching(/^ARBITER_DECISION_LOG_PATH is not read: .*ARBITER_DECISION_LOG__PATH/) },
+      { path: 'mode', message: expect.stringMatching(/^ARBITER_MOD is not read: .*ARBITER_MODE/) },
+    ]);
+    expect(loadConfig({ file, env }).server.port).toBe(8181);
+  });
+
   it('reads the key files a valid schema names, reporting them under their own key', async () => {
     const file = join(dir, 'missing-keys.yaml');
     const missing = join(dir, 'no-such-jwks.json');

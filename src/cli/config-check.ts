@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config/load.ts';
+import { loadConfig, unreadVariables } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
@@ -40,7 +40,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   if (positionals.length !== 2) throw new ArbiterError('usage', `config check takes one file, got ${positionals.length - 1}\n\n${HELP}`);
   const file = positionals[1]!;
   // What could not be checked: said, not guessed; not a problem (the exit code stays 0).
-  const notes: Note[] = [];
+  const notes: Note[] = unreadVariables();
   try {
     const config = loadConfig({ file });
     // The files start-up reads, read the same way, so their errors name the same keys.

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config/load.ts';
+import { loadConfig, unreadVariables } from '../config/load.ts';
 import { processLogger, startArbiter, type Arbiter } from '../server/start.ts';
 
 const HELP = `Usage: arbiter serve [--config <file>]
@@ -19,6 +19,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }
   const config = loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) });
   const logger = processLogger(config);
+  for (const { path, message } of unreadVariables()) logger.warn({ key: path }, message);
   let arbiter: Arbiter | undefined;
   // Handled from the start, not left to the default: as PID 1 in a container the kernel ignores
   // an unhandled SIGTERM, and a start-up waiting on another party (a log shipper) would then

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
-import { CONFIG_TOP_LEVEL_KEYS, configSchema, type Config } from './schema.ts';
+import { CONFIG_SECTION_KEYS, CONFIG_TOP_LEVEL_KEYS, configSchema, type Config } from './schema.ts';
 
 export interface LoadConfigOptions {
   /** YAML file; when absent only defaults and environment overrides apply. */
@@ -121,6 +121,41 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
   }
   if (problems.length > 0) throw new ConfigError(problems, 'environment');
   return overrides;
+}
+
+/**
+ * `ARBITER_*` variables that are not read but look meant as overrides: a section and one of its
+ * keys joined by a single underscore (ARBITER_SERVER_PORT for ARBITER_SERVER__PORT), or a
+ * top-level key one letter off (ARBITER_MOD). Not refused, only reported (config check's notes,
+ * a warning at start-up): other ARBITER_* names are not configuration, among them those
+ * Kubernetes derives from a Service named arbiter (ARBITER_PORT, ARBITER_SERVICE_HOST), and a
+ * Service named arbiter-server would make ARBITER_SERVER_PORT itself.
+ */
+export function unreadVariables(env: NodeJS.ProcessEnv = process.env): { path: string; message: string }[] {
+  const notes: { path: string; message: string }[] = [];
+  for (const variable of Object.keys(env)) {
+    if (!variable.startsWith('ARBITER_')) continue;
+    const name = variable.slice('ARBITER_'.length).toLowerCase();
+    if (name.includes('__') || CONFIG_TOP_LEVEL_KEYS.has(name)) continue;
+    let meant: string[] | undefined;
+    for (const [section, keys] of CONFIG_SECTION_KEYS) {
+      const key = name.startsWith(`${section}_`) ? name.slice(section.length + 1) : undefined;
+      if (key !== undefined && keys.has(key)) meant = [section, key];
+    }
+    meant ??= [...CONFIG_TOP_LEVEL_KEYS].filter((key) => key.length >= 4 && oneEditApart(name, key)).map((key) => [key])[0];
+    if (meant === undefined) continue;
+    const override = `ARBITER_${meant.join('__').toUpperCase()}`;
+    notes.push({ path: meant.join('.'), message: `${variable} is not read: levels are separated by a double underscore and top-level keys are spelt whole; for ${meant.join('.')}, set ${override}` });
+  }
+  return notes;
+}
+
+/** Whether one insertion, deletion or substitution turns a into b. */
+function oneEditApart(a: string, b: string): boolean {
+  if (a === b || Math.abs(a.length - b.length) > 1) return false;
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i += 1;
+  return a.slice(i + (a.length >= b.length ? 1 : 0)) === b.slice(i + (b.length >= a.length ? 1 : 0));
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {

@@ -303,6 +303,21 @@ export const configSchema = configShape.superRefine(crossFieldChecks);
 /** The top-level keys, which `ARBITER_<KEY>` overrides (e.g. ARBITER_MODE=production). */
 export const CONFIG_TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(Object.keys(configShape.shape));
 
+/** The keys of each top-level section (server: host, port, ...), to recognise a misspelt override. */
+export const CONFIG_SECTION_KEYS: ReadonlyMap<string, ReadonlySet<string>> = new Map(
+  Object.entries(configShape.shape).flatMap(([section, schema]) => {
+    const keys = objectKeys(schema);
+    return keys === undefined ? [] : [[section, new Set(keys)] as const];
+  }),
+);
+
+/** The keys of an object schema under its default, prefault and optional wrappers. */
+function objectKeys(schema: z.core.$ZodType): string[] | undefined {
+  let def = schema._zod.def as { type: string; innerType?: z.core.$ZodType; shape?: Record<string, unknown> };
+  while (def.innerType !== undefined) def = def.innerType._zod.def as typeof def;
+  return def.type === 'object' && def.shape !== undefined ? Object.keys(def.shape) : undefined;
+}
+
 export type Config = z.infer<typeof configSchema>;
 export type AuthzenConfig = Config['authzen'];
 
