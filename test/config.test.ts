@@ -247,6 +247,16 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__HOST: '127.0.0.1' } }))[0]!.message).not.toMatch(/set by/);
   });
 
+  it('names the variable that tried to set a list item on its own, and says to give the whole list', () => {
+    const file = join(dir, 'arbiter.yaml');
+    writeFileSync(file, `issuers:\n  - ${JSON.stringify(issuer)}\n`);
+    // ARBITER_ISSUERS__0__AUDIENCES turns the file's list into an object {0: {audiences}}: the
+    // refusal is at `issuers`, above the variable's path, and named no variable at all.
+    const [list] = issuesOf(() => loadConfig({ file, env: { ARBITER_ISSUERS__0__AUDIENCES: '[api2]' } }));
+    expect(list).toMatchObject({ path: 'issuers' });
+    expect(list!.message).toMatch(/\(set by ARBITER_ISSUERS__0__AUDIENCES: .*give the whole issuers as YAML, ARBITER_ISSUERS=/);
+  });
+
   it('names the variable whose misspelt name made an unknown key', () => {
     const file = join(dir, 'arbiter.yaml');
     writeFileSync(file, 'server:\n  port: 9000\n');

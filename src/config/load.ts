@@ -26,7 +26,13 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     // say which variable set it, so the operator does not search the file for a value it lacks.
     throw new ConfigError(error.issues.map((issue) => {
       const variable = setBy(overrides, issue.path) ?? (issue.message === UNKNOWN_KEY ? madeBy(overrides, issue.path) : undefined);
-      return variable === undefined ? issue : { path: issue.path, message: `${issue.message} (set by ${variable})` };
+      if (variable !== undefined) return { path: issue.path, message: `${issue.message} (set by ${variable})` };
+      // A variable below the refused key made it an object: ARBITER_ISSUERS__0__AUDIENCES turns
+      // the list issuers into {0: ...}. Its items (and keys with capitals) are set only whole.
+      const below = issue.message === UNKNOWN_KEY ? undefined : overrides.findLast(({ path }) => issue.path !== '' && path.join('.').startsWith(`${issue.path}.`));
+      if (below === undefined) return issue;
+      const whole = `ARBITER_${issue.path.split('.').join('__').toUpperCase()}`;
+      return { path: issue.path, message: `${issue.message} (set by ${below.variable}: a list item or a key with capitals cannot be set alone; give the whole ${issue.path} as YAML, ${whole}='...')` };
     }), options.file ?? 'configuration');
   }
 }
