@@ -185,6 +185,26 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     expect(res.body!.policy).toMatchObject({ bundle: 'simple' });
   });
 
+  it('says what to fix for the mismatches an operator makes while connecting an issuer: iss spelt otherwise, audience, clock skew', async () => {
+    const deny = async (token: string) => ((await postJson(decide, request(token))).body!.reasons as { code: string; message: string }[])[0]!;
+    // The configured issuer differs from the token's iss only by a trailing slash (or case).
+    expect(await deny(await idp.sign({ iss: `${idp.issuer}/` }))).toMatchObject({
+      code: 'token_untrusted_issuer',
+      message: expect.stringMatching(/the trusted issuer "https:\/\/idp\.test\.example" differs only by a trailing slash or letter case: iss must match it exactly/),
+    });
+    expect(await deny(await idp.sign({ iss: 'https://evil.example' }))).toMatchObject({ message: 'issuer "https://evil.example" is not trusted' });
+    // Which audience the token has and which the issuer's configuration accepts.
+    expect(await deny(await idp.sign({ aud: 'https://other-api.example.com' }))).toMatchObject({
+      code: 'token_audience_mismatch',
+      message: expect.stringMatching(/aud \["https:\/\/other-api\.example\.com"\] is none of the audiences accepted from https:\/\/idp\.test\.example: \["https:\/\/api\.example\.com"\]/),
+    });
+    // Issued in the future beyond the tolerance: the clocks disagree.
+    expect(await deny(await idp.sign({ scope: 'read' }, { iat: now() + 600, exp: now() + 900 }))).toMatchObject({
+      code: 'token_not_yet_valid',
+      message: expect.stringMatching(/iat is (59\d|600) s ahead of this server's clock, past clock_tolerance_s \(30 s\): check the clocks of the issuer and this server/),
+    });
+  });
+
   it.each([
     ['in a claim value', { name: 'Al\ud800ice' }, undefined],
     ['in a nested claim name', { profile: { '\udc00': 1 } }, undefined],

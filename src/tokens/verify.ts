@@ -118,7 +118,7 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   if (typeof unverified.iss !== 'string') return fail('token_untrusted_issuer', 'token has no iss claim');
   const iss = unverified.iss;
   const issuer = issuers.get(iss);
-  if (!issuer) return fail('token_untrusted_issuer', `issuer ${JSON.stringify(iss)} is not trusted`, iss);
+  if (!issuer) return fail('token_untrusted_issuer', untrustedIssuerMessage(iss, issuers), iss);
 
   const { config } = issuer;
   if (typeof header.alg !== 'string' || !(config.algorithms as readonly string[]).includes(header.alg)) {
@@ -146,7 +146,7 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
     payload = await verifyWithIssuerKeys(token, issuer, verifyOptions);
   } catch (error) {
     const { code, message } = classifyJoseError(error);
-    return fail(code, message, iss);
+    return fail(code, explainMismatch(code, error, unverified, config, now) ?? message, iss);
   }
 
   // JSON allows 1e400, which parses to Infinity and would never expire.
@@ -296,6 +296,35 @@ function actorMemberDefect(act: unknown): string | undefined {
         return `${name} of the actor at depth ${depth} of act must be a ${nonEmpty ? 'non-empty ' : ''}string`;
       }
     }
+  }
+  return undefined;
+}
+
+/**
+ * jose's message, where it leaves out what the operator must compare: a configured issuer
+ * spelt otherwise (`https://idp.example/` against `https://idp.example`: iss is compared exactly).
+ */
+function untrustedIssuerMessage(iss: string, issuers: IssuerRegistry): string {
+  const loose = (name: string) => name.replace(/\/+$/, '').toLowerCase();
+  const near = issuers.all().find(({ config }) => loose(config.issuer) === loose(iss));
+  const hint = near === undefined ? '' : `: the trusted issuer ${JSON.stringify(near.config.issuer)} differs only by a trailing slash or letter case: iss must match it exactly`;
+  return `issuer ${JSON.stringify(iss)} is not trusted${hint}`;
+}
+
+/**
+ * For an audience or a time in the future refused by jose (whose messages name only the claim):
+ * what the token says against what the configuration accepts, so whoever reads the deny knows
+ * which side to fix. The signature has been verified when jose checks claims.
+ */
+function explainMismatch(code: TokenFailureCode, error: unknown, claims: JWTPayload, config: TrustedIssuer['config'], now: number): string | undefined {
+  if (code === 'token_audience_mismatch') {
+    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+    return `aud ${JSON.stringify(aud)} is none of the audiences accepted from ${config.issuer}: ${JSON.stringify(config.audiences)}`;
+  }
+  if (code === 'token_not_yet_valid' && error instanceof errors.JWTClaimValidationFailed && (error.claim === 'iat' || error.claim === 'nbf')) {
+    const at = claims[error.claim];
+    if (typeof at !== 'number') return undefined;
+    return `${error.claim} is ${Math.round(at - now)} s ahead of this server's clock, past clock_tolerance_s (${config.clock_tolerance_s} s): check the clocks of the issuer and this server${error.claim === 'nbf' ? ', or wait until the token is valid' : ''}`;
   }
   return undefined;
 }
