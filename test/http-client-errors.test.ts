@@ -69,6 +69,20 @@ describe('request targets the HTTP adapter refuses before the app runs', () => {
   });
 });
 
+describe('CONNECT, which Node hands to no request handler', () => {
+  it.each([
+    ['an authority target', 'CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n'],
+    ['a path target', 'CONNECT /v1/decide HTTP/1.1\r\nHost: x\r\n\r\n'],
+  ])('%s: 405 method_not_allowed as problem+json, not a dropped connection', async (_label, request) => {
+    const answer = await raw(request, 1000);
+    expect(answer).toMatch(/^HTTP\/1\.1 405 /);
+    expect(answer).toMatch(/content-type: application\/problem\+json/i);
+    expect(answer).toMatch(/\r\nallow: ?\r\n/i);
+    expect(bodyOf(answer)).toMatchObject({ status: 405, code: 'method_not_allowed' });
+    expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+  });
+});
+
 it('a client that hangs up mid-body is not logged as a server fault', async () => {
   await raw('POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 200);
   await new Promise((resolve) => setTimeout(resolve, 300));

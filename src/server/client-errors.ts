@@ -22,9 +22,27 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
     return;
   }
   const { status, ...problem } = CLIENT_ERRORS[error.code ?? ''] ?? MALFORMED;
+  endWithProblem(socket, status, problem);
+}
+
+/**
+ * Node hands a CONNECT request to the server's `connect` listeners, never to the request
+ * handler, and without one it drops the connection unanswered. Arbiter is an origin server,
+ * not a proxy: no resource of it allows CONNECT, so 405 with an empty Allow (RFC 9110 10.2.1).
+ */
+export function answerConnect(_request: unknown, socket: Duplex): void {
+  endWithProblem(
+    socket,
+    405,
+    { code: 'method_not_allowed', title: 'Method not allowed', detail: 'CONNECT is not served: Arbiter is not a proxy' },
+    'Allow: \r\n',
+  );
+}
+
+function endWithProblem(socket: Duplex, status: number, problem: { code: string; title: string; detail: string }, extraHeaders = ''): void {
   const body = problemDocument(status, problem);
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extraHeaders}Connection: close\r\n\r\n${body}`,
   );
 }
 

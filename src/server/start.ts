@@ -33,7 +33,7 @@ import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
 import { readSeedFile } from '../data/seed.ts';
 import { lockStateFiles } from '../state-lock.ts';
-import { adapterErrorResponse, answerClientError } from './client-errors.ts';
+import { adapterErrorResponse, answerClientError, answerConnect } from './client-errors.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -312,6 +312,7 @@ function listen(fetch: Parameters<typeof getRequestListener>[0], options: Config
     : createHttpServer(timeouts, listener);
   return new Promise((resolve, reject) => {
     server.on('clientError', answerClientError);
+    server.on('connect', answerConnect);
     server.once('error', (error: NodeJS.ErrnoException) => {
       const hint = error.code === 'EADDRINUSE' ? ': another process uses it; stop it or set server.port (or PORT)' : '';
       reject(new ArbiterError('listen_failed', `cannot listen on ${options.host}:${options.port}${hint} (${error.code ?? error.message})`, { cause: error }));
