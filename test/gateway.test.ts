@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { request } from 'node:https';
 import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
@@ -182,5 +183,29 @@ describe('gateway mTLS', () => {
     const ok = await post(true);
     expect(ok.status).toBe(200);
     expect(lines.find((l) => l.decision_id === ok.body.decision_id)).toMatchObject({ caller: 'spiffe://acme.example/ns/edge/sa/envoy' });
+  });
+});
+
+describe('HTTPS connections that send nothing', () => {
+  /** Starts a server with a self-signed certificate and server.request_timeout_s of 1; its certificate, to trust. */
+  async function startHttps(): Promise<Buffer> {
+    const dir = tempDir();
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.pem', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { cwd: dir, stdio: 'pipe' });
+    arbiter = await startTestArbiter({ server: { request_timeout_s: 1, tls: { cert_file: join(dir, 'server.pem'), key_file: join(dir, 'server.key') } } });
+    return readFileSync(join(dir, 'server.pem'));
+  }
+  /** Milliseconds until the server closes `socket` (Infinity when it has not within 6 s). */
+  const closedWithin = (socket: { once(event: 'close', listener: () => void): unknown; destroy(): void }) =>
+    new Promise<number>((resolve) => {
+      const started = performance.now();
+      const giveUp = setTimeout(() => (socket.destroy(), resolve(Infinity)), 6000);
+      socket.once('close', () => (clearTimeout(giveUp), resolve(performance.now() - started)));
+    });
+
+  it('a connection that finished its handshake and sends no request is closed after server.request_timeout_s', async () => {
+    const ca = await startHttps();
+    const silent = tlsConnect({ port: Number(new URL(arbiter!.url).port), host: '127.0.0.1', ca }).on('error', () => undefined);
+    await once(silent, 'secureConnect');
+    expect(await closedWithin(silent)).toBeLessThan(4000);
   });
 });

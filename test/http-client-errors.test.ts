@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
-import { capturingLogger, startTestArbiter } from './support/arbiter.ts';
+import { capturingLogger, postJson, startTestArbiter } from './support/arbiter.ts';
 
 /** What reaches the server as bytes, not as a well-formed request: answered as problems, never logged as faults. */
 let arbiter: Arbiter;
@@ -80,6 +80,36 @@ describe('CONNECT, which Node hands to no request handler', () => {
     expect(answer).toMatch(/\r\nallow: ?\r\n/i);
     expect(bodyOf(answer)).toMatchObject({ status: 405, code: 'method_not_allowed' });
     expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('connections that send nothing', () => {
+  it('a connection that never sends a byte is closed after server.request_timeout_s, as a stalled request is', async () => {
+    // Node's headersTimeout only starts at a request's first byte: without a timeout of its own,
+    // a connection that sends nothing holds a file descriptor for as long as the client likes,
+    // and enough of them (each costs the client nothing) leave none for the next gateway.
+    const sockets = Array.from({ length: 50 }, () => connect(Number(new URL(arbiter.url).port), '127.0.0.1').on('error', () => undefined));
+    const started = performance.now();
+    const closedAfter = await Promise.all(sockets.map((socket) => new Promise<number>((resolve) => socket.on('close', () => resolve(performance.now() - started)))).map((closed, i) =>
+      Promise.race([closed, new Promise<number>((resolve) => setTimeout(() => (sockets[i]!.destroy(), resolve(Infinity)), 6000))]),
+    ));
+    // request_timeout_s is 1 here; Node checks timeouts every second.
+    expect(Math.max(...closedAfter)).toBeLessThan(4000);
+    expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+  });
+
+  it('the timeout before the first byte does not cut a request that takes its time once it arrived', async () => {
+    // A decision whose evaluation outlasts request_timeout_s (a slow policy within its
+    // deadline) is answered: the connection is idle only while the server works on it.
+    const slow = await startTestArbiter({ server: { request_timeout_s: 1 }, engine: { deadline_ms: 3000, max_memory_mb: 2048 } });
+    try {
+      const started = performance.now();
+      const answer = await postJson(`${slow.url}/v1/decide`, { action: 'read', resource: { type: 'doc' }, policy: 'spin', context: { spin: true } });
+      expect(performance.now() - started).toBeGreaterThan(2500);
+      expect(answer).toMatchObject({ status: 200, body: { allow: false, reasons: [{ code: 'policy_timeout' }] } });
+    } finally {
+      await slow.close();
+    }
   });
 });
 

@@ -174,7 +174,7 @@ const configShape = z.strictObject({
       shutdown_timeout_s: z.number().positive().max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
       request_timeout_s: z
         .number().positive().max(600).default(30)
-        .describe('Longest a client may take to send a whole request (headers and body); the connection is closed after it, so a stalled upload cannot hold a decision slot (gateway.max_concurrent) for long.'),
+        .describe('Longest a client may take to send a whole request (headers and body); the connection is closed after it, so a stalled upload cannot hold a decision slot (gateway.max_concurrent) for long. A new connection that sends nothing is closed after as long (at most 60 s), so idle connections cannot use up file descriptors; between requests on a kept-alive connection, 5 s of silence closes it.'),
       tls: tlsSchema.optional().describe('Serve HTTPS; needed for gateway mTLS.'),
     })
     .prefault({}),

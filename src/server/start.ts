@@ -1,7 +1,7 @@
-import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Worker } from 'node:worker_threads';
 import { getRequestListener, RequestError, type ServerType } from '@hono/node-server';
 import type { FetchImplementation } from 'jose';
@@ -310,6 +310,14 @@ function listen(fetch: Parameters<typeof getRequestListener>[0], options: Config
         listener,
       )
     : createHttpServer(timeouts, listener);
+  // Node's headersTimeout starts at a request's first byte: a connection that sends nothing
+  // would be held for as long as the client likes, each one a file descriptor, and enough of
+  // them leave none for gateways, JWKS fetches or the databases. Until its first request
+  // arrives, a connection is closed after headersTimeout of silence; from then on the request
+  // timeouts and keepAliveTimeout (between requests) govern it, so a request the server takes
+  // long to answer is not cut.
+  server.on(material ? 'secureConnection' : 'connection', (socket: Socket) => socket.setTimeout(timeouts.headersTimeout));
+  server.on('request', (request: IncomingMessage) => request.socket.setTimeout(0));
   return new Promise((resolve, reject) => {
     server.on('clientError', answerClientError);
     server.on('connect', answerConnect);
