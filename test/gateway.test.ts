@@ -208,4 +208,18 @@ describe('HTTPS connections that send nothing', () => {
     await once(silent, 'secureConnect');
     expect(await closedWithin(silent)).toBeLessThan(4000);
   });
+
+  it('a connection that never completes its handshake, or speaks plain HTTP to the TLS port, is closed too', async () => {
+    await startHttps();
+    const port = Number(new URL(arbiter!.url).port);
+    // No ClientHello at all: TLS's own handshake timeout is 120 s by default.
+    const silent = connect(port, '127.0.0.1').on('error', () => undefined);
+    // Plain HTTP to the TLS port (a misconfigured gateway): an HTTP answer cannot be written
+    // on a connection whose handshake failed, so the attempt must not keep it open.
+    const plain = connect(port, '127.0.0.1', () => plain.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')).on('error', () => undefined);
+    plain.resume();
+    const [silentMs, plainMs] = await Promise.all([closedWithin(silent), closedWithin(plain)]);
+    expect(silentMs).toBeLessThan(4000);
+    expect(plainMs).toBeLessThan(4000);
+  });
 });

@@ -17,7 +17,12 @@ const MALFORMED = { status: 400, code: 'malformed_request', title: 'Malformed re
 export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   // A client that went away, or one whose current response has begun, gets nothing more (as in
   // Node's own handler; a keep-alive connection that answered earlier requests still gets one).
-  if (error.code === 'ECONNRESET' || !socket.writable || (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+  // Nor does a connection that never spoke HTTP: an HTTPS server passes its TLS failures here
+  // (a handshake that timed out, plain HTTP sent to the TLS port), and what is written on a
+  // TLS socket whose handshake failed waits for a handshake that never comes, the connection
+  // held open meanwhile.
+  const parserError = error.code !== undefined && (error.code.startsWith('HPE_') || error.code in CLIENT_ERRORS);
+  if (!parserError || !socket.writable || (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
     socket.destroy();
     return;
   }

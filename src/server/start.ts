@@ -301,6 +301,9 @@ function listen(fetch: Parameters<typeof getRequestListener>[0], options: Config
     ? createHttpsServer(
         {
           ...timeouts,
+          // TLS's own default is 120 s: a client silent before its handshake is done is closed
+          // as one silent before its first request.
+          handshakeTimeout: timeouts.headersTimeout,
           cert: material.cert,
           key: material.key,
           // Client certificates are requested, and checked by the gateway middleware so a
