@@ -32,12 +32,18 @@ const jwksUri = z
   .refine((value) => {
     const url = URL.parse(value);
     return url === null || url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
-  }, 'must use https (plain http is allowed only for loopback hosts)');
+  }, 'must use https (plain http is allowed only for loopback hosts)')
+  // fetch refuses such a URL with the whole of it in its error, which every token of the issuer
+  // would then carry to its gateway (the deny's reason), the decision log and /readyz.
+  .refine((value) => {
+    const url = URL.parse(value);
+    return url === null || (url.username === '' && url.password === '');
+  }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs and answers)');
 
 export const issuerSchema = z
   .strictObject({
     issuer: nonEmpty.describe('Exact `iss` value of tokens from this issuer.'),
-    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback. A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable). After a failed fetch it is not fetched again for 1 s: tokens that need it deny token_keys_unavailable at once meanwhile.'),
+    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback, no user:password@ (a credential in the query string is shown as `?…` in errors). A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable). After a failed fetch it is not fetched again for 1 s: tokens that need it deny token_keys_unavailable at once meanwhile.'),
     jwks_file: nonEmpty.optional().describe('Local JWKS file (JSON): public keys only, at least one usable with `algorithms`; checked at start-up.'),
     secret_file: nonEmpty
       .optional()

@@ -12,6 +12,7 @@ import type { BundlesConfig } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
+import { withoutCredentials } from '../shown-url.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
 import { sha256Hex } from './store.ts';
 
@@ -174,15 +175,6 @@ export class BundlePuller {
     const backoff = Math.min(interval * 2 ** this.#failures, Math.max(MAX_BACKOFF_MS, interval));
     return backoff * (0.5 + Math.random() * 0.5);
   }
-}
-
-/**
- * A bundle server URL without what may authenticate it: userinfo and the query string (a
- * token parameter, a signed URL's signature) are left out, the query marked as `?…`.
- */
-export function withoutCredentials(raw: string): string {
-  const url = new URL(raw);
-  return `${url.protocol}//${url.host}${url.pathname}${url.search === '' ? '' : '?…'}`;
 }
 
 async function readArchive(response: Response, limit: number, url: string): Promise<Uint8Array> {

@@ -1,5 +1,6 @@
 import { importJWK, type FetchImplementation, type JWK } from 'jose';
 import { readLimited } from '../read-limited.ts';
+import { withoutCredentials } from '../shown-url.ts';
 
 /**
  * Members that hold private or secret key material (RFC 7518 §6.2.2, §6.3.2, §6.4; ML-DSA's
@@ -128,7 +129,8 @@ function isJsonObject(value: unknown): value is Record<string, unknown> {
 
 /** The body as text (UTF-8, as Response.text() decodes it), read no further than MAX_JWKS_BYTES. */
 async function readKeySetText(response: Response, url: string): Promise<string> {
-  const body = await readLimited(response, MAX_JWKS_BYTES, () => new Error(`${url} answers more than ${MAX_JWKS_BYTES} bytes, the most a key set may take`));
+  // The message reaches gateways (the deny's reason), the decision log and /readyz: no credential of the URL.
+  const body = await readLimited(response, MAX_JWKS_BYTES, () => new Error(`${withoutCredentials(url)} answers more than ${MAX_JWKS_BYTES} bytes, the most a key set may take`));
   return new TextDecoder().decode(body);
 }
 

@@ -1,0 +1,51 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load.ts';
+import type { Arbiter } from '../src/server/start.ts';
+import { capturingLogger, postJson, startTestArbiter } from './support/arbiter.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+/**
+ * What Arbiter writes where others read it (answers to gateways, /readyz, the decision log,
+ * the process log) must not carry the credentials it was configured with.
+ */
+describe('a credential in a jwks_uri', () => {
+  const opened: { close(): Promise<void> | void }[] = [];
+  afterEach(async () => {
+    for (const item of opened.splice(0).reverse()) await item.close();
+  });
+
+  it('refuses user:password@, which fetch refuses with the whole URL (password included) in its error', () => {
+    const issuer = { issuer: 'https://idp.example', jwks_uri: 'https://arbiter:s3cr3t-jwks@idp.example/jwks', audiences: ['api'], algorithms: ['ES256'] };
+    expect(() => parseConfig({ issuers: [issuer] })).toThrow(/issuers\.0\.jwks_uri: must not carry user:password@/);
+    expect(() => parseConfig({ admin: { issuers: [{ ...issuer, audiences: ['admin'] }] } })).toThrow(/admin\.issuers\.0\.jwks_uri: must not carry user:password@/);
+  });
+
+  it('keeps a query-string credential out of denies, the decision log, /readyz and the process log when the key set is refused', async () => {
+    const secret = 'jwks-query-s3cr3t';
+    // An identity provider in trouble: its key set is past the 1 MiB a key set may take.
+    const server: Server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(`{"keys":[${' '.repeat(1024 * 1024)}]}`));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    opened.push({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+    const jwksUri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json?key=${secret}`;
+    const idp = await TestIssuer.create('https://idp.test.example');
+    const { logger, lines } = capturingLogger();
+    const config = { issuer: idp.issuer, jwks_uri: jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] };
+    const arbiter: Arbiter = await startTestArbiter({ issuers: [config], admin: { issuers: [{ ...config, audiences: ['arbiter-admin'] }] } }, { logger });
+    opened.push(arbiter);
+
+    const decided = await postJson(`${arbiter.url}/v1/decide`, { token: await idp.sign({ scope: 'read' }), action: 'read', resource: { type: 'doc' } });
+    expect(decided.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
+    // The message still says what failed, and where: the URL without its query.
+    expect(decided.body!.reasons[0].message).toContain(`/jwks.json?… answers more than`);
+    const admin = await fetch(`${arbiter.url}/v1/bundles`, { headers: { authorization: `Bearer ${await idp.sign({ aud: 'arbiter-admin', scope: 'arbiter.bundles.read' })}` } });
+    expect(admin.status).toBe(503);
+    const ready = await fetch(`${arbiter.url}/readyz`);
+    const record = await arbiter.decisionLog!.get(decided.body!.decision_id as string);
+
+    for (const text of [JSON.stringify(decided.body), await admin.text(), await ready.text(), JSON.stringify(record), JSON.stringify(lines)]) {
+      expect(text).not.toContain(secret);
+    }
+  });
+});
