@@ -1,9 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.ts';
 import type { Arbiter } from '../src/server/start.ts';
-import { capturingLogger, postJson, startTestArbiter } from './support/arbiter.ts';
+import { adminCall, capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 
 /**
@@ -46,6 +48,38 @@ describe('a credential in a jwks_uri', () => {
 
     for (const text of [JSON.stringify(decided.body), await admin.text(), await ready.text(), JSON.stringify(record), JSON.stringify(lines)]) {
       expect(text).not.toContain(secret);
+    }
+  });
+});
+
+describe('a server fault answered by an admin endpoint', () => {
+  it('is an error-level line naming the fault, not only an info access line', async () => {
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    const dir = tempDir('arbiter-logs-');
+    const logPath = join(dir, 'decisions.db');
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter(
+      { admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] }, decision_log: { path: logPath } },
+      { logger },
+    );
+    try {
+      for (let i = 0; i < 3; i++) await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: `d-${i}` } });
+      // Changed outside Arbiter: evidence of tampering, or of a failing disk.
+      const db = new DatabaseSync(logPath);
+      const victim = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 2').get() as { decision_id: string }).decision_id;
+      db.prepare(`UPDATE decisions SET body = '{"decision_id": tru' WHERE seq = 2`).run();
+      db.close();
+      const token = await admins.sign({ sub: 'auditor@example', aud: 'arbiter-admin', scope: 'arbiter.decisions.read' });
+      const answer = await adminCall(arbiter.url, token, 'GET', `/v1/decisions/${victim}`);
+      expect(answer.body).toMatchObject({ status: 500, code: 'decision_log_corrupt' });
+      const faults = lines.filter((line) => line.level >= 50);
+      expect(faults).toEqual([
+        expect.objectContaining({ path: `/v1/decisions/${victim}`, status: 500, code: 'decision_log_corrupt', detail: expect.stringContaining('seq 2'), admin: { iss: admins.issuer, sub: 'auditor@example' } }),
+      ]);
+    } finally {
+      await arbiter.close();
+      await admins.close();
     }
   });
 });

@@ -86,8 +86,23 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
     }
     c.set('admin', principal);
     await next();
-    deps.logger.info({ path: c.req.path, method: c.req.method, status: c.res.status, admin: principal }, 'admin request');
+    const logged = { path: c.req.path, method: c.req.method, status: c.res.status, admin: principal };
+    if (c.res.status < 500) {
+      deps.logger.info(logged, 'admin request');
+      return;
+    }
+    // A server fault (a store that cannot write, an archive or decision record changed outside
+    // Arbiter) is answered as a problem and thrown no further: without this line it would reach
+    // the process log only as an info access line, below the alerts and without what failed.
+    deps.logger.error({ ...logged, ...(await faultOf(c.res)) }, 'admin request failed');
   };
+}
+
+/** The code and detail of a problem answer (read from a copy: the answer itself is still to be sent). */
+async function faultOf(response: Response): Promise<{ code?: unknown; detail?: unknown }> {
+  if (response.headers.get('content-type')?.startsWith('application/problem+json') !== true) return {};
+  const body = (await response.clone().json().catch(() => undefined)) as { code?: unknown; detail?: unknown } | undefined;
+  return { code: body?.code, detail: body?.detail };
 }
 
 /** An actor of a verified chain (verify.ts checked these members are strings), without its other claims. */
