@@ -200,6 +200,14 @@ describe('live data', () => {
     expect((await admin('GET', '/v1/data/pair')).body).toEqual(before);
   });
 
+  it('answers a patch of a path holding nothing 404 data_not_found, as its OpenAPI operation says', async () => {
+    const missing = await admin('PATCH', '/v1/data/never-written', [{ op: 'add', path: '/a', value: 1 }]);
+    expect(missing).toMatchObject({ status: 404, body: { code: 'data_not_found' } });
+    const spec = (await (await fetch(`${arbiter.url}/openapi.json`)).json()) as Record<string, any>;
+    const documented = spec.paths['/v1/data/{path}'].patch.responses['404']?.content['application/problem+json'].schema.allOf[1].properties.code.enum;
+    expect(documented).toContain('data_not_found');
+  });
+
   it('names the field of the body it refuses by JSON pointer, for PUT and PATCH alike', async () => {
     await admin('PUT', '/v1/data/named', { a: 1, list: [1] });
     const before = (await admin('GET', '/v1/data/named')).body!;

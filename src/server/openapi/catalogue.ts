@@ -204,7 +204,8 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       headers: DATA_META_HEADERS,
       body: JsonPatchSchema,
       responses: { 200: { description: 'Committed; the new live data version', schema: dataVersionResponseSchema } },
-      problems: [...BODY, ...DATA_WRITE, 'json_patch_invalid', 'json_patch_path_not_found', 'json_patch_test_failed'],
+      // A patch changes a value that is there: none at the path is 404 (PUT creates it instead).
+      problems: [...BODY, ...DATA_WRITE, 'data_not_found', 'json_patch_invalid', 'json_patch_path_not_found', 'json_patch_test_failed'],
     },
     {
       method: 'delete',
