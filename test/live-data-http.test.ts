@@ -208,6 +208,35 @@ describe('live data', () => {
     expect(documented).toContain('data_not_found');
   });
 
+  it('honours If-Match and If-None-Match on writes against the live data version, so a read-modify-write loses no update', async () => {
+    await admin('PUT', '/v1/data/cas', { n: 1 });
+    const read = await admin('GET', '/v1/data/cas');
+    const etag = `"${read.body!.version}"`;
+    expect(read.headers.get('etag')).toBe(etag);
+    // Another writer lands between this feed's read and its write.
+    const other = await admin('PATCH', '/v1/data/cas', [{ op: 'add', path: '/other', value: true }]);
+    expect(other.headers.get('etag')).toBe(`"${other.body!.version}"`);
+    for (const [method, body] of [['PUT', { n: 2 }], ['PATCH', [{ op: 'replace', path: '/n', value: 2 }]], ['DELETE', undefined]] as const) {
+      const stale = await admin(method, '/v1/data/cas', body, { 'if-match': etag });
+      expect(stale, method).toMatchObject({ status: 412, body: { code: 'precondition_failed' } });
+      expect(stale.headers.get('content-type'), method).toBe('application/problem+json');
+    }
+    expect((await admin('GET', '/v1/data/cas')).body!.result).toEqual({ n: 1, other: true });
+    const current = `"${other.body!.version}"`;
+    const fresh = await admin('PUT', '/v1/data/cas', { n: 2 }, { 'if-match': `"0", ${current}` });
+    expect(fresh.status).toBe(200);
+    expect(fresh.headers.get('etag')).toBe(`"${fresh.body!.version}"`);
+    // A weak tag never matches If-Match (strong comparison); "*" matches while the path holds a value.
+    expect((await admin('PUT', '/v1/data/cas', { n: 3 }, { 'if-match': `W/${fresh.headers.get('etag')}` })).status).toBe(412);
+    expect((await admin('PUT', '/v1/data/cas', { n: 3 }, { 'if-match': '*' })).status).toBe(200);
+    expect((await admin('PUT', '/v1/data/cas-absent', { n: 1 }, { 'if-match': '*' })).status).toBe(412);
+    // If-None-Match: * creates only what is not there yet.
+    expect((await admin('PUT', '/v1/data/cas', { n: 4 }, { 'if-none-match': '*' })).status).toBe(412);
+    expect((await admin('PUT', '/v1/data/cas-new', { n: 1 }, { 'if-none-match': '*' })).status).toBe(200);
+    expect((await admin('GET', '/v1/data/cas')).body!.result).toEqual({ n: 3 });
+    expect((await admin('GET', '/v1/data/cas-absent')).status).toBe(404);
+  });
+
   it('names the field of the body it refuses by JSON pointer, for PUT and PATCH alike', async () => {
     await admin('PUT', '/v1/data/named', { a: 1, list: [1] });
     const before = (await admin('GET', '/v1/data/named')).body!;

@@ -19,6 +19,7 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   data_path_conflict: 409,
   json_patch_path_not_found: 409,
   json_patch_test_failed: 409,
+  precondition_failed: 412,
   data_store_write_failed: 503,
   bundle_name_invalid: 400,
   bundle_not_found: 404,

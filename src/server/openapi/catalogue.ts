@@ -64,8 +64,14 @@ const DATA_WRITE: readonly ProblemUse[] = [
   'entitlements_invalid',
   'data_path_owned_by_bundle',
   'data_path_conflict',
+  'precondition_failed',
   'data_store_write_failed',
 ];
+/** The entity tag of live data is its version, `"<version>"` (ETag of reads and writes; it changes with every write). */
+const DATA_CONDITION_HEADERS = {
+  'If-Match': 'Write only if the live data version is one of these entity tags ("<version>", as the ETag of a read or a write; strong comparison), or with * only if the path holds a value: else 412 precondition_failed.',
+  'If-None-Match': 'Write only if the live data version is none of these entity tags, or with * only if the path holds nothing (create only): else 412 precondition_failed.',
+};
 const DATA_META_HEADERS = {
   'Arbiter-Data-Source': 'Where the document came from (1-256 characters), reported in input.data_status.',
   'Arbiter-Data-Max-Age': 'Seconds after which the document counts as stale in input.data_status.',
@@ -177,7 +183,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['data'],
       scope: 'arbiter.data.read',
       params: DATA_PATH,
-      responses: { 200: { description: 'The value and the live data version', schema: dataReadResponseSchema } },
+      responses: { 200: { description: 'The value and the live data version (also the ETag, where no bundle\'s data is at, in or above the path)', schema: dataReadResponseSchema } },
       problems: ['data_path_invalid', 'data_not_found'],
     },
     {
@@ -188,9 +194,9 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['data'],
       scope: 'arbiter.data.write',
       params: DATA_PATH,
-      headers: DATA_META_HEADERS,
+      headers: { ...DATA_META_HEADERS, ...DATA_CONDITION_HEADERS },
       body: z.unknown().describe('Any JSON value'),
-      responses: { 200: { description: 'Committed; the new live data version', schema: dataVersionResponseSchema } },
+      responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema } },
       problems: [...BODY, ...DATA_WRITE],
     },
     {
@@ -201,9 +207,9 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['data'],
       scope: 'arbiter.data.write',
       params: DATA_PATH,
-      headers: DATA_META_HEADERS,
+      headers: { ...DATA_META_HEADERS, ...DATA_CONDITION_HEADERS },
       body: JsonPatchSchema,
-      responses: { 200: { description: 'Committed; the new live data version', schema: dataVersionResponseSchema } },
+      responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema } },
       // A patch changes a value that is there: none at the path is 404 (PUT creates it instead).
       problems: [...BODY, ...DATA_WRITE, 'data_not_found', 'json_patch_invalid', 'json_patch_path_not_found', 'json_patch_test_failed'],
     },
@@ -215,8 +221,9 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['data'],
       scope: 'arbiter.data.write',
       params: DATA_PATH,
-      responses: { 204: { description: 'Deleted' } },
-      problems: ['data_path_invalid', 'data_not_found', 'data_path_owned_by_bundle', 'data_store_write_failed'],
+      headers: DATA_CONDITION_HEADERS,
+      responses: { 204: { description: 'Deleted; ETag is the new live data version' } },
+      problems: ['data_path_invalid', 'data_not_found', 'data_path_owned_by_bundle', 'precondition_failed', 'data_store_write_failed'],
     },
 
     // revocations

@@ -60,6 +60,7 @@ export const PROBLEM_TYPES = {
   data_path_conflict: { status: [409], meaning: 'The path runs through a value that is not an object.' },
   json_patch_path_not_found: { status: [409], meaning: 'A patch operation names a path that does not exist: `errors` names its `path` or `from` by JSON pointer (`/0/from`).' },
   json_patch_test_failed: { status: [409], meaning: 'A patch `test` operation did not match; nothing was applied. `errors` names its `value` by JSON pointer.' },
+  precondition_failed: { status: [412], meaning: 'The write\'s If-Match or If-None-Match does not hold against the live data version (its entity tag, `"<version>"`) or against whether the path holds a value (`*`); nothing changed.' },
   data_store_write_failed: { status: [503], meaning: 'The SQLite store could not commit the write; nothing changed.' },
   // Bundles (admin-errors; a bundle refused by a check answers 422 with `code` and `check` naming the check)
   bundle_name_invalid: { status: [400], meaning: 'The bundle name is not lowercase letters, digits, _ and - (at most 64).' },

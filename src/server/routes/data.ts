@@ -25,7 +25,8 @@ const PREFIX = '/v1/data';
 /**
  * Live data: GET/PUT/PATCH/DELETE /v1/data/{path}. Document metadata travels in the
  * `Arbiter-Data-Source` and `Arbiter-Data-Max-Age` headers. Paths under an active bundle's
- * roots are read from the bundle and cannot be written (409).
+ * roots are read from the bundle and cannot be written (409). The entity tag of live data is
+ * its version (`"<version>"`): writes honour If-Match and If-None-Match against it (412).
  */
 export function dataRoutes(deps: DataRouteDeps) {
   const read = requireScope(deps.admin, 'arbiter.data.read');
@@ -46,6 +47,8 @@ export function dataRoutes(deps: DataRouteDeps) {
         if (value === undefined) throw new ArbiterError('data_not_found', `no data at ${path.join('/') || '(root)'}`);
         // Attributed to a bundle only at or below one of its roots (an ancestor mixes several sources).
         const owner = active.find((bundle) => bundle.roots.some((root) => withinRoot(path, root)));
+        // Only for live data alone: a bundle's data can change with no new live data version.
+        if (deps.bundles.ownerOf(path) === undefined) c.header('ETag', entityTag(snapshot.version));
         return c.json({ result: value, version: snapshot.version, ...(owner && { bundle: owner.name }) });
       } catch (error) {
         return adminProblem(c, error);
@@ -53,7 +56,10 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .put(`${PREFIX}/*`, write, noQueryParameters, jsonBody(z.unknown(), limit), (c) => {
       try {
-        const snapshot = deps.liveData.put(writablePathOf(c), c.get('body'), metaOf(c.req.header()));
+        const path = writablePathOf(c);
+        checkPreconditions(c, deps.liveData, path);
+        const snapshot = deps.liveData.put(path, c.get('body'), metaOf(c.req.header()));
+        c.header('ETag', entityTag(snapshot.version));
         return c.json({ version: snapshot.version });
       } catch (error) {
         return adminProblem(c, error);
@@ -61,7 +67,10 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, limit), (c) => {
       try {
-        const snapshot = deps.liveData.patch(writablePathOf(c), c.get('body'), metaOf(c.req.header()));
+        const path = writablePathOf(c);
+        checkPreconditions(c, deps.liveData, path);
+        const snapshot = deps.liveData.patch(path, c.get('body'), metaOf(c.req.header()));
+        c.header('ETag', entityTag(snapshot.version));
         return c.json({ version: snapshot.version });
       } catch (error) {
         return adminProblem(c, error);
@@ -69,7 +78,9 @@ export function dataRoutes(deps: DataRouteDeps) {
     })
     .delete(`${PREFIX}/*`, write, noQueryParameters, (c) => {
       try {
-        deps.liveData.delete(writablePathOf(c));
+        const path = writablePathOf(c);
+        checkPreconditions(c, deps.liveData, path);
+        c.header('ETag', entityTag(deps.liveData.delete(path).version));
         return c.body(null, 204);
       } catch (error) {
         return adminProblem(c, error);
@@ -100,6 +111,37 @@ function writablePathOf(c: Context): DataPath {
     throw new ArbiterError('data_path_invalid', `"${keys}" has an empty key: a write names each key, with no leading, trailing or doubled slash`);
   }
   return path;
+}
+
+function entityTag(version: number): string {
+  return `"${version}"`;
+}
+
+/**
+ * RFC 9110 preconditions of a write, against the live data version: it changes with every
+ * write, so a feed's read-modify-write sent with If-Match cannot overwrite a write it has not
+ * seen (ignoring the header would answer 200 and lose that update). Checked in the same
+ * synchronous step as the write itself, so no other write can land in between. `*` asks
+ * whether the path holds a value. Throws `precondition_failed` (412).
+ */
+function checkPreconditions(c: Context, liveData: LiveData, path: DataPath): void {
+  const current = entityTag(liveData.snapshot().version);
+  const exists = liveData.get(path) !== undefined;
+  const ifMatch = c.req.header('if-match');
+  // Strong comparison: a weak tag never matches If-Match.
+  if (ifMatch !== undefined && !matchesAny(ifMatch, exists, (tag) => tag === current)) {
+    throw new ArbiterError('precondition_failed', `If-Match ${ifMatch} does not match the live data version ${current}${exists ? '' : ', and nothing is at this path'}`);
+  }
+  const ifNoneMatch = c.req.header('if-none-match');
+  // Weak comparison: W/"7" is "7".
+  if (ifNoneMatch !== undefined && matchesAny(ifNoneMatch, exists, (tag) => tag.replace(/^W\//, '') === current)) {
+    throw new ArbiterError('precondition_failed', `If-None-Match ${ifNoneMatch} matches: ${ifNoneMatch.trim() === '*' ? 'a value is at this path' : `the live data version is ${current}`}`);
+  }
+}
+
+function matchesAny(header: string, exists: boolean, matches: (tag: string) => boolean): boolean {
+  if (header.trim() === '*') return exists;
+  return header.split(',').some((tag) => matches(tag.trim()));
 }
 
 function metaOf(headers: Record<string, string>) {
