@@ -207,7 +207,7 @@ const configShape = z.strictObject({
       max_token_bytes: z.number().int().positive().max(64 * 1024).default(8192).describe('Tokens larger than this are refused before parsing: token_too_large.'),
       verification_cache_size: z
         .number().int().min(0).default(10_000)
-        .describe('Verified tokens remembered until they expire (0 disables); revocation is still checked every decision. A key removed from an issuer verifies no token, remembered or not, once its key set is fetched again (after jwks_cache_max_age_s, or a kid it lacks); an issued_before revocation of that issuer fetches it at once and forgets the remembered tokens of that issuer. Admin API tokens are remembered apart, up to this many or 1000, whichever is fewer (0 disables that too).'),
+        .describe('Verified tokens remembered until they expire (0 disables); revocation is still checked every decision. A key removed from an issuer verifies no token, remembered or not, once its key set is fetched again (after jwks_cache_max_age_s, or a kid it lacks); an issued_before revocation of that issuer fetches it at once. Admin API tokens are remembered apart, up to this many or 1000, whichever is fewer (0 disables that too).'),
     })
     .prefault({}),
   issuers: z.array(issuerSchema).default([]).describe('Trusted issuers of the access tokens sent to decision endpoints; each token is verified with its own issuer\'s keys only.'),

@@ -11,7 +11,6 @@ import type { ArbiterMetrics } from '../metrics/registry.ts';
 import type { BundleLifecycle } from '../policy/lifecycle.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
-import type { VerificationCache } from '../tokens/verification-cache.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import type { AdminAuthDeps } from './middleware/admin-auth.ts';
 import { admission } from './middleware/admission.ts';
@@ -38,8 +37,6 @@ export interface AppDeps {
   /** Bundle admin API: PUT/GET/activate/DELETE (config bundles). */
   bundleLifecycle: { lifecycle: BundleLifecycle; maxBundleBytes: number };
   issuers: IssuerRegistry;
-  /** The decision pipeline's verified tokens, forgotten for an issuer on an issued_before revocation. */
-  verificationCache?: VerificationCache | undefined;
   liveData: LiveData;
   revocations: Revocations;
   admin: AdminAuthDeps;
@@ -128,19 +125,17 @@ function allowedMethods(app: Hono<{ Variables: RequestIdVariables }>, path: stri
 }
 
 /**
- * Fetches the key sets of `iss` again, as a decision issuer and as an admin issuer, then forgets
- * the verifications remembered for its tokens: a token the removed key signed after the cut-off
- * is stopped by verification alone, which a remembered one would skip until it expired. A failed
- * fetch is logged, not answered: the revocation is committed, and the keys held stay in use.
+ * Fetches the key sets of `iss` again, as a decision issuer and as an admin issuer: a token the
+ * removed key signed after the cut-off is stopped by verification alone, and a key set installed
+ * without a key moves the issuer's key generation on, so no remembered verification of its
+ * tokens is reused (VerificationCache.get). A failed fetch is logged, not answered: the
+ * revocation is committed, and the keys held stay in use.
  */
-async function reloadIssuerKeys(deps: Pick<AppDeps, 'issuers' | 'admin' | 'logger' | 'verificationCache'>, iss: string): Promise<void> {
+async function reloadIssuerKeys(deps: Pick<AppDeps, 'issuers' | 'admin' | 'logger'>, iss: string): Promise<void> {
   const issuers = [deps.issuers.get(iss), deps.admin.issuers.get(iss)].filter((issuer) => issuer !== undefined);
   await Promise.all(
     issuers.map((issuer) =>
       issuer.reloadKeys().catch((error: unknown) => deps.logger.warn({ err: error, iss }, 'key set not fetched again after an issued_before revocation')),
     ),
   );
-  // After the fetch: a verification in the meantime used the keys held before.
-  deps.verificationCache?.forgetIssuer(iss);
-  deps.admin.cache?.forgetIssuer(iss);
 }

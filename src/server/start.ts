@@ -195,7 +195,6 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     pipeline,
     bundles,
     issuers,
-    verificationCache,
     liveData,
     revocations,
     admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: adminVerificationCache, revocations },

@@ -92,9 +92,8 @@ export async function verifyAccessToken(
   const now = options.now ?? Math.floor(Date.now() / 1000);
   const cached = options.cache?.get(fingerprint, now);
   if (cached) return cached;
-  const generation = options.cache?.generation ?? 0;
   const verification = await verifyUncached(token, fingerprint, issuers, now);
-  if (verification.ok) options.cache?.set(verification, now, generation);
+  if (verification.ok) options.cache?.set(verification, now);
   return verification;
 }
 
