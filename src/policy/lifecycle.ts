@@ -160,7 +160,6 @@ export class BundleLifecycle {
         },
       });
       await this.#releasedOnFailure(bundle, async () => {
-        await this.#options.store.writeArchive(name, archive);
         const now = new Date().toISOString();
         if (embedded !== undefined) {
           // Its signature, when it verifies, is recorded as a push's is: rolled back to, the
@@ -171,10 +170,11 @@ export class BundleLifecycle {
         }
         const stored = index.revisions.find((r) => r.digest === digest);
         if (stored === undefined) {
-          index.revisions.push({ revision: bundle.revision, digest, stored_at: now, stored_by: actor, ...(signature && { signature }) });
+          await this.#store(index, bundle, { stored_at: now, stored_by: actor }, signature);
         } else {
-          // A pruned revision pushed or pulled again (the replay rule let it through): its archive
-          // is back, in its place in the stored order.
+          // Stored already (a pruned revision pushed or pulled again, the replay rule letting it
+          // through): its archive is back, in its place in the stored order.
+          await this.#options.store.writeArchive(name, archive);
           delete stored.pruned_at;
         }
         await this.#commit(index, bundle, actor, now);
