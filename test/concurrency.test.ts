@@ -145,7 +145,9 @@ describe('decisions under concurrent load', () => {
   }, 60_000);
 
   it('answers decisions queued for a bundle that is removed meanwhile, and denies the ones after', async () => {
-    arbiter = await start({ engine: { workers: 1, deadline_ms: 2000 } });
+    // The spin policy also grows memory as it loops: over 2 s it can reach the default ceiling
+    // first, so the ceiling is raised for the deadline to be what stops it.
+    arbiter = await start({ engine: { workers: 1, deadline_ms: 2000, max_memory_mb: 2048 } });
     expect((await admin('PUT', '/v1/bundles/mix', archives.r1!)).status).toBe(201);
     expect((await ask('mix')).body).toMatchObject({ allow: true });
     // The only worker is held by a runaway, so the decisions below wait for it with revision r1 picked.
