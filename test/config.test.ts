@@ -68,7 +68,7 @@ async function issuesOfAsync(fn: () => Promise<unknown>): Promise<{ path: string
 describe('configuration', () => {
   it('has sane defaults', () => {
     const config = parseConfig({});
-    expect(config.server).toEqual({ host: '127.0.0.1', port: 8181, body_limit_bytes: 65_536, shutdown_timeout_s: 25, request_timeout_s: 30 });
+    expect(config.server).toEqual({ host: '127.0.0.1', port: 8181, body_limit_bytes: 65_536, shutdown_timeout_s: 25, request_timeout_s: 30, max_connections: 10_000 });
     expect(config.gateway).toMatchObject({ authentication: 'none', max_concurrent: 4096 });
     expect(config.bundles).toMatchObject({ dir: 'bundles', default: 'authz' });
     expect(config.dev_issuer.enabled).toBe(false);

@@ -1,4 +1,4 @@
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter } from './support/arbiter.ts';
@@ -148,5 +148,54 @@ describe('the same on a keep-alive connection that answered a request before', (
   ])('%s on the second request gets its problem too', async (_label, second, status) => {
     const answer = await afterAnAnsweredRequest(second);
     expect(answer.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', status]);
+  });
+});
+
+describe('server.max_connections', () => {
+  it('closes a connection past the cap on arrival, counts and logs it, and accepts again once one closes', async () => {
+    const captured = capturingLogger();
+    const capped = await startTestArbiter({ server: { max_connections: 3 } }, { logger: captured.logger });
+    const port = Number(new URL(capped.url).port);
+    const open = () =>
+      new Promise<Socket>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => resolve(socket)).on('error', () => undefined);
+      });
+    const healthOn = (socket: Socket) =>
+      new Promise<string>((resolve) => {
+        socket.once('data', (chunk: Buffer) => resolve(chunk.toString('latin1')));
+        socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+      });
+    const closedWithin = (socket: Socket, ms: number) =>
+      new Promise<boolean>((resolve) => {
+        socket.on('close', () => resolve(true));
+        setTimeout(() => resolve(false), ms);
+      });
+    try {
+      // Each answers a request: the server has accepted all three.
+      const held = [await open(), await open(), await open()];
+      for (const socket of held) expect(await healthOn(socket)).toMatch(/^HTTP\/1\.1 200 /);
+      const fourth = await open();
+      expect(await closedWithin(fourth, 2000)).toBe(true);
+      expect(await closedWithin(held[0]!, 200)).toBe(false);
+
+      // Once one closes, the next connection is accepted (the server learns of the close a moment later).
+      held[0]!.destroy();
+      let scraped = '';
+      await expect
+        .poll(async () => (scraped = await fetch(`${capped.url}/metrics`).then((res) => res.text(), () => '')), { timeout: 3000 })
+        .toMatch(/^arbiter_connections_dropped_total \d+$/m);
+      // Scrapes tried before the server saw the close were dropped too.
+      const dropped = Number(/^arbiter_connections_dropped_total (\d+)$/m.exec(scraped)![1]);
+      expect(dropped).toBeGreaterThanOrEqual(1);
+      // One line for the burst, however many it covers.
+      expect(captured.lines.filter((line) => line.msg?.startsWith('connections refused'))).toMatchObject([{ level: 40, max_connections: 3, dropped: 1, remote_address: '127.0.0.1' }]);
+      for (const socket of held) socket.destroy();
+    } finally {
+      await capped.close();
+    }
+  });
+
+  it('a bad value stops start-up naming the key', async () => {
+    await expect(startTestArbiter({ server: { max_connections: 0 } })).rejects.toThrow(/server\.max_connections/);
   });
 });

@@ -125,6 +125,12 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly connectionsDropped = new Counter({
+    name: 'arbiter_connections_dropped_total',
+    help: 'Client connections closed on arrival because server.max_connections were open.',
+    registers: [this.registry],
+  });
+
   readonly decisionLogCommitSeconds = new Histogram({
     name: 'arbiter_decision_log_commit_seconds',
     help: 'Time to commit one batch of decision records (one observation per group commit).',

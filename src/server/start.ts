@@ -34,6 +34,7 @@ import { drainServer } from './shutdown.ts';
 import { readSeedFile } from '../data/seed.ts';
 import { lockStateFiles } from '../state-lock.ts';
 import { adapterErrorResponse, answerClientError, answerConnect } from './client-errors.ts';
+import { capConnections } from './connection-cap.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -210,7 +211,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   });
 
   options.signal?.throwIfAborted();
-  const server = await listen(app.fetch, config.server, tlsMaterial, logger);
+  const server = await listen(app.fetch, config.server, tlsMaterial, logger, () => metrics.connectionsDropped.inc());
   opened.push(() => new Promise((resolve) => server.close(resolve)));
   // Checked again once open: a signal may come while the port opens (a server.host that is a
   // name is looked up first), and the caller serves whatever start resolves, signal or not.
@@ -281,7 +282,13 @@ async function closeInOrder(steps: readonly (() => unknown)[]): Promise<void> {
   if (failure !== undefined) throw failure.error;
 }
 
-function listen(fetch: Parameters<typeof getRequestListener>[0], options: Config['server'], material: TlsMaterial | undefined, logger: Logger): Promise<ServerType> {
+function listen(
+  fetch: Parameters<typeof getRequestListener>[0],
+  options: Config['server'],
+  material: TlsMaterial | undefined,
+  logger: Logger,
+  connectionDropped: () => void,
+): Promise<ServerType> {
   // Node's default lets a request trickle in for 5 minutes while it holds a decision slot;
   // timeouts are checked every second instead of every 30.
   // Whole milliseconds, as Node's server requires (16.1 s is 16100.000000000002 ms), and at
@@ -320,6 +327,7 @@ function listen(fetch: Parameters<typeof getRequestListener>[0], options: Config
   // long to answer is not cut.
   server.on(material ? 'secureConnection' : 'connection', (socket: Socket) => socket.setTimeout(timeouts.headersTimeout));
   server.on('request', (request: IncomingMessage) => request.socket.setTimeout(0));
+  capConnections(server, options.max_connections, { logger, dropped: connectionDropped });
   return new Promise((resolve, reject) => {
     server.on('clientError', answerClientError);
     server.on('connect', answerConnect);
