@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Logger } from 'pino';
 import { hashValue } from '../src/decisions/mask.ts';
 import { newDecisionId } from '../src/decisions/record.ts';
 import { STRICT_OUTAGE_AFTER_MS } from '../src/decisions/store.ts';
@@ -831,9 +832,9 @@ describe('GET /v1/decisions/verify', () => {
  * changed outside Arbiter by `set` (the assignments of an SQL UPDATE over the row); `use` gets
  * the server and the damaged record's decision id.
  */
-async function withDamagedRecord(file: string, decisions: number, set: string, use: (damaged: Arbiter, victim: string) => Promise<void>): Promise<void> {
+async function withDamagedRecord(file: string, decisions: number, set: string, use: (damaged: Arbiter, victim: string) => Promise<void>, logger?: Logger): Promise<void> {
   const damagedPath = join(dir, file);
-  const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } });
+  const damaged = await startTestArbiter({ ...adminConfig(), decision_log: { path: damagedPath } }, { ...(logger && { logger }) });
   try {
     for (let i = 0; i < decisions; i++) expect((await postJson(`${damaged.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id: `${file}-${i}` } })).status).toBe(200);
     const db = new DatabaseSync(damagedPath);
@@ -874,6 +875,23 @@ describe('a decision log record damaged outside Arbiter', () => {
         expect(answer.stderr, args[0]).toContain('seq 2');
       }
     });
+  });
+
+  it('stopping an export is logged as a fault: its 200 went out before the record was met', async () => {
+    const captured = capturingLogger();
+    await withDamagedRecord(
+      'damaged-logged.db',
+      3,
+      `body = '{"decision_id": tru'`,
+      async (damaged) => {
+        const exported = await call(damaged, 'GET', '/v1/decisions/export');
+        expect(exported.status).toBe(200);
+        expect(captured.lines.filter((line) => line.msg === 'decision export stopped before its end')).toMatchObject([
+          { level: 50, path: '/v1/decisions/export', seq: 2, err: { code: 'decision_log_corrupt' }, admin: { sub: expect.any(String) } },
+        ]);
+      },
+      captured.logger,
+    );
   });
 
   it('is named by seq when read, ends an export with an error record the CLI reports, and fails verify', async () => {

@@ -5,7 +5,7 @@ import { MAX_PAGE_SIZE } from '../../decisions/query.ts';
 import type { StoredDecision } from '../../decisions/record.ts';
 import { replayDecision, type ReplayDeps } from '../../decisions/replay.ts';
 import type { DecisionStore } from '../../decisions/store.ts';
-import { ArbiterError } from '../../errors.ts';
+import { ArbiterError, DecisionLogCorruptError } from '../../errors.ts';
 import type { BundleLifecycle } from '../../policy/lifecycle.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import { adminProblem, adminProblemText } from '../admin-errors.ts';
@@ -115,7 +115,11 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
       const query = parseQuery(c, decisionFiltersQuerySchema, 'decision_query_invalid');
       if (!query.ok) return adminProblem(c, query.error);
       try {
-        return c.body(ndjson(log.store.export(query.data), c.req.path), 200, { 'Content-Type': 'application/x-ndjson' });
+        // The answer's status (200) went out with its first line: a record that stops the export
+        // midway is a server fault the 5xx log line of admin requests never sees.
+        const stopped = (error: unknown) =>
+          deps.admin.logger.error({ err: error, path: c.req.path, admin: c.get('admin'), ...(error instanceof DecisionLogCorruptError && { seq: error.seq }) }, 'decision export stopped before its end');
+        return c.body(ndjson(log.store.export(query.data), c.req.path, stopped), 200, { 'Content-Type': 'application/x-ndjson' });
       } catch (error) {
         return adminProblem(c, error);
       }
@@ -168,7 +172,7 @@ function notFound(id: string): ArbiterError {
  * ends the export with its problem document as the last line, so the file says why it stops
  * where it does. Any other error still breaks the response off, as a failed read.
  */
-function ndjson(records: Iterable<StoredDecision>, instance: string): ReadableStream<Uint8Array> {
+function ndjson(records: Iterable<StoredDecision>, instance: string, stopped: (error: unknown) => void): ReadableStream<Uint8Array> {
   const iterator = records[Symbol.iterator]();
   const encoder = new TextEncoder();
   return new ReadableStream<Uint8Array>(
@@ -181,6 +185,7 @@ function ndjson(records: Iterable<StoredDecision>, instance: string): ReadableSt
           try {
             next = iterator.next();
           } catch (error) {
+            stopped(error);
             if (!(error instanceof ArbiterError)) throw error;
             controller.enqueue(encoder.encode(`${text}${adminProblemText(error, instance)}\n`));
             controller.close();
