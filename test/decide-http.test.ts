@@ -760,7 +760,7 @@ describe('POST /v1/issuance', () => {
   });
 
   it('denies an allow that breaks the issuance contract, granting nothing', async () => {
-    for (const client of ['scopeless-allow', 'no-lifetime', 'granted-and-refused']) {
+    for (const client of ['scopeless-allow', 'no-lifetime', 'granted-and-refused', 'unasked-only']) {
       const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: client, scopes: ['a'], audience: 'https://api.example.com' });
       expect(res.status).toBe(200);
       expect(res.body, client).toMatchObject({ allow: false, reasons: [{ code: 'policy_contract_violation' }], granted_scopes: [], max_ttl_s: 0 });

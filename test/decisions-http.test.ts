@@ -668,6 +668,45 @@ issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": [],
     expect(again.body).toMatchObject({ same: true });
   });
 
+  it('denies, records and replays as that deny an issuance allow granting only scopes nobody asked for', async () => {
+    // /v1/issuance grants only requested scopes: answering this allow would tell the token
+    // service "allow" with nothing to mint, while the record said the policy granted "admin".
+    const src = join(dir, 'unasked');
+    mkdirSync(src);
+    writeFileSync(
+      join(src, 'policy.rego'),
+      `package unasked
+
+# METADATA
+# entrypoint: true
+decision := {"allow": false, "reasons": [{"code": "denied"}], "obligations": []}
+
+# METADATA
+# entrypoint: true
+issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": [], "granted_scopes": ["admin"], "refused_scopes": [], "max_ttl_s": 300}
+`,
+    );
+    writeFileSync(join(src, '.manifest'), JSON.stringify({ roots: ['unasked'] }));
+    const archive = build(src, join(dir, 'unasked.tar.gz'), 'u1');
+    const pushToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
+    const pushed = await fetch(`${arbiter.url}/v1/bundles/unasked`, { method: 'PUT', headers: { authorization: `Bearer ${pushToken}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archive) });
+    expect(pushed.status, await pushed.text()).toBe(201);
+
+    const issued = await postJson(`${arbiter.url}/v1/issuance`, { client_id: 'c', scopes: ['read', 'write'], audience: AUDIENCE, policy: 'unasked' });
+    expect(issued.status).toBe(200);
+    expect(issued.body).toMatchObject({ allow: false, reasons: [{ code: 'policy_contract_violation', message: expect.stringContaining('"admin"') }], granted_scopes: [], max_ttl_s: 0 });
+    expect(issued.body!.refused_scopes).toEqual([
+      { scope: 'read', code: 'policy_contract_violation' },
+      { scope: 'write', code: 'policy_contract_violation' },
+    ]);
+    // The auditor sees what the token service was told, and why: the same deny, the same reason.
+    const id = issued.body!.decision_id as string;
+    const stored = await get(`/v1/decisions/${id}`);
+    expect(stored.body!.result).toEqual({ allow: false, reasons: issued.body!.reasons, obligations: [] });
+    const replay = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: {} });
+    expect(replay.body).toMatchObject({ replayed: { revision: 'u1', allow: false, reasons: issued.body!.reasons }, same: true });
+  });
+
   it('records and replays what the OPA data API answered, a bare boolean included', async () => {
     arbiter.liveData.put(['pair'], { v: 1 });
     try {

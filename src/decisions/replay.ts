@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
-import { extraOutputProblem, issuanceResultSchema } from '../policy/contract.ts';
+import { extraOutputProblem, issuanceResultFor } from '../policy/contract.ts';
 import { checkContract, lenientDecision, singleResult } from '../policy/engine.ts';
 import type { PolicyEvaluation } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../policy/overlay.ts';
@@ -55,8 +55,19 @@ export interface ReplayReport {
  */
 const RAW_INPUT_ENDPOINT = '/v1/data';
 
-/** Output an endpoint asks of its entrypoint beyond the decision contract, checked on replay as when it decided. */
-const EXTRA_OUTPUT: Readonly<Record<string, z.ZodType>> = { '/v1/issuance': issuanceResultSchema };
+/**
+ * Output an endpoint asks of its entrypoint beyond the decision contract, checked on replay as
+ * when it decided: for /v1/issuance against the scopes the recorded request asked for (none
+ * when a mask erased them, as the policy then sees none either).
+ */
+const EXTRA_OUTPUT: Readonly<Record<string, (input: Record<string, unknown>) => z.ZodType>> = {
+  '/v1/issuance': (input) => issuanceResultFor(requestedScopes(input)),
+};
+
+function requestedScopes(input: Record<string, unknown>): string[] {
+  const scopes = isObject(input.issuance) ? input.issuance.scopes : undefined;
+  return Array.isArray(scopes) ? scopes.filter((scope): scope is string => typeof scope === 'string') : [];
+}
 
 export async function replayDecision(deps: ReplayDeps, decisionId: string, revision?: string): Promise<ReplayReport> {
   const record = deps.get(decisionId);
@@ -94,7 +105,7 @@ async function evaluate(deps: ReplayDeps, bundle: PolicyBundle, entrypoint: stri
   }
   const evaluation = run.ok ? checkContract(run.resultSet) : run;
   if (!evaluation.ok) return { revision, allow: false, reasons: [{ code: evaluation.code, message: evaluation.message }], obligations: [], data_version };
-  const extra = EXTRA_OUTPUT[record.endpoint];
+  const extra = EXTRA_OUTPUT[record.endpoint]?.(record.input);
   const problem = extra && extraOutputProblem(extra, evaluation.result, entrypoint);
   if (problem !== undefined) return { revision, allow: false, reasons: [{ code: 'policy_contract_violation', message: problem }], obligations: [], data_version };
   const { allow, reasons, obligations = [] } = evaluation.result;

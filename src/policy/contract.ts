@@ -41,6 +41,25 @@ export const issuanceResultSchema = z
   });
 
 /**
+ * issuanceResultSchema for one request, whose token service asked for `requested`. /v1/issuance
+ * answers only requested scopes (a scope a policy adds unasked is dropped), so an allow must
+ * also grant at least one of them: one granting only unasked scopes would answer "allow" with
+ * nothing to mint, while its record said the policy granted something. The route and replay
+ * judge a result by the same request (replay: the recorded input.issuance.scopes).
+ */
+export function issuanceResultFor(requested: readonly string[]): z.ZodType {
+  const asked = new Set(requested);
+  return issuanceResultSchema.superRefine((result, ctx) => {
+    if (!result.allow || result.granted_scopes.length === 0 || result.granted_scopes.some((scope) => asked.has(scope))) return;
+    ctx.addIssue({
+      code: 'custom',
+      path: ['granted_scopes'],
+      message: `an allow must grant at least one requested scope; it grants only ${JSON.stringify(result.granted_scopes)}, which the request did not ask for`,
+    });
+  });
+}
+
+/**
  * Why `result` lacks the extra output `schema` asks of `entrypoint`, as a contract-violation
  * message, or undefined when it has it. The decision path and replay judge a result alike.
  */

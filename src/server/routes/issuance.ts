@@ -6,7 +6,7 @@ import { jsonBody } from '../middleware/json-body.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 import { bundleNameSchema } from '../../policy/bundle-name.ts';
-import { issuanceResultSchema } from '../../policy/contract.ts';
+import { issuanceResultFor, issuanceResultSchema } from '../../policy/contract.ts';
 import { decisionBody } from './decide.ts';
 
 /**
@@ -62,11 +62,14 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
         context,
         extraInput: { issuance },
         namedParties,
-        outputSchema: issuanceResultSchema,
+        // Judged against this request's scopes: an allow that grants none of them is a
+        // contract violation, denied and recorded as such, not an allow granting nothing.
+        outputSchema: issuanceResultFor(body.scopes),
       });
-      // The pipeline already checked the result against issuanceResultSchema; without one nothing is granted.
+      // The pipeline already checked the result against that schema; without one nothing is granted.
       const outcome = decision.result ? issuanceResultSchema.parse(decision.result) : undefined;
-      // Only what the token service asked for can be granted: a scope a policy adds unasked is not.
+      // Only what the token service asked for can be granted: a scope a policy adds unasked is not
+      // (the record keeps the policy's result and the request, so the answer follows from it).
       const granted = decision.allow && outcome ? outcome.granted_scopes.filter((scope) => body.scopes.includes(scope)) : [];
       return c.json(
         {
