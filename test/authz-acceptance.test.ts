@@ -251,6 +251,24 @@ describe('governed issuance over /v1/issuance', () => {
     expect(refused).toEqual(expect.arrayContaining(['payments.write:no_mapping', 'admin:scope_unknown']));
   });
 
+  it('matches the caller and each actor of its chain on issuer and sub: the sub under another issuer is not the token service', async () => {
+    const TOKEN_SERVICE = 'spiffe://acme.example/ns/identity/sa/token-service';
+    const issue = async (act: Record<string, unknown>) => {
+      const caller = await mintDevToken(key, { sub: TOKEN_SERVICE, claims: { act } });
+      const res = await postJson(`${arbiter.url}/v1/issuance`, { token: caller, client_id: AGENT, subject: ALICE, scopes: ['invoices.read'], audience: 'https://api.example.com' });
+      expect(res.status).toBe(200);
+      return res.body!;
+    };
+    // An actor the token names without an iss is vouched for by the token's issuer.
+    expect(await issue({ sub: TOKEN_SERVICE })).toMatchObject({ allow: true, granted_scopes: ['invoices.read'] });
+    // The same sub from an issuer no callers rule names is someone else.
+    const partner = await issue({ sub: TOKEN_SERVICE, iss: 'https://partner.example' });
+    expect(partner).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0 });
+    expect(partner.reasons).toEqual(
+      expect.arrayContaining([expect.objectContaining({ code: 'caller_not_permitted', caller: TOKEN_SERVICE, issuer: 'https://partner.example', actor_depth: 1 })]),
+    );
+  });
+
   it('grants nothing for a revoked client or subject, whichever issuer the revocation names', async () => {
     const server = await start();
     try {

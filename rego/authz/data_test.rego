@@ -51,6 +51,19 @@ test_rule_ids_are_unique if {
 	count(ids) == count({id | some id in ids})
 }
 
+# A callers rule without issuers matches no caller; one naming an issuer no
+# trusted_issuers rule trusts would refuse its callers issuer_not_trusted.
+test_every_caller_rule_names_trusted_issuers if {
+	trusted := {rule.issuer | some rule in data.authz.trusted_issuers}
+	every rule in data.authz.issuance_rules.callers {
+		is_array(rule.issuers)
+		count(rule.issuers) > 0
+		every issuer in rule.issuers {
+			issuer in trusted
+		}
+	}
+}
+
 test_every_exception_gives_a_reason if {
 	every rule in data.authz.issuance_rules.exceptions {
 		is_string(rule.id)

@@ -213,7 +213,8 @@ issuance_denials contains reason if some reason in entitlement_data_denials
 issuance_denials contains {
 	"code": "caller_not_permitted",
 	"caller": evidence.subject_id,
-	"message": "no issuance_rules.callers rule lets this caller ask for issuance decisions",
+	"issuer": evidence.subject_issuer,
+	"message": "no issuance_rules.callers rule lets this caller (its issuer and sub) ask for issuance decisions",
 } if {
 	evidence.authenticated
 	not caller_permitted
@@ -222,8 +223,9 @@ issuance_denials contains {
 issuance_denials contains {
 	"code": "caller_not_permitted",
 	"caller": actor_id(actor),
+	"issuer": actor_issuer(actor),
 	"actor_depth": index + 1,
-	"message": "an actor in the caller's delegation chain (act) matches no issuance_rules.callers rule",
+	"message": "an actor in the caller's delegation chain (act) matches no issuance_rules.callers rule (its issuer and id)",
 } if {
 	evidence.authenticated
 	some index, actor in actors
@@ -232,11 +234,22 @@ issuance_denials contains {
 
 # METADATA
 # title: Actor may call
-# description: The actor is identified (a sub or client_id) and a callers rule covers it.
+# description: The actor is identified (a sub or client_id) and a callers rule covers it under its issuer.
 actor_may_call(actor) if {
 	actor_id(actor) != ""
-	may_call(actor_id(actor))
+	may_call(actor_issuer(actor), actor_id(actor))
 }
+
+# METADATA
+# title: Actor issuer
+# description: >-
+#   The issuer an actor's id belongs to: the act claim's iss when it gives one
+#   (RFC 8693), else the token's, whose issuer vouches for the actor (as Arbiter
+#   scopes the revocations of actors).
+actor_issuer(actor) := actor.iss if {
+	is_string(actor.iss)
+	actor.iss != ""
+} else := evidence.subject_issuer
 
 issuance_denials contains {
 	"code": "client_missing",
@@ -303,14 +316,21 @@ issuance_denials contains {
 
 # METADATA
 # title: Caller permitted
-# description: The authenticated caller matches a data.authz.issuance_rules.callers rule.
-caller_permitted if may_call(evidence.subject_id)
+# description: The authenticated caller, by its issuer and sub, matches a data.authz.issuance_rules.callers rule.
+caller_permitted if may_call(evidence.subject_issuer, evidence.subject_id)
 
 # METADATA
 # title: May call
-# description: A data.authz.issuance_rules.callers rule covers the party (the caller or an actor of its chain).
-may_call(party_id) if {
+# description: >-
+#   A data.authz.issuance_rules.callers rule covers the party (the caller or an
+#   actor of its chain): its issuers list names the party's issuer exactly and
+#   one of its subjects patterns matches the party's id. A sub identifies a
+#   party only within its issuer, so a rule without issuers matches nobody
+#   rather than any trusted issuer's party of that sub.
+may_call(issuer, party_id) if {
 	some rule in data.authz.issuance_rules.callers
+	is_array(rule.issuers)
+	issuer in rule.issuers
 	evidence.matches(rule.subjects, "/", party_id)
 }
 

@@ -135,7 +135,7 @@ test_caller_acting_for_an_unpermitted_actor_is_refused if {
 # a callers rule that matches any id.
 test_caller_acting_for_an_unidentifiable_actor_is_refused if {
 	delegated := object.union(token_service_subject, {"act": [{}]})
-	callers := [{"id": "any", "subjects": ["**"]}]
+	callers := [{"id": "any", "issuers": [fx.dev_issuer], "subjects": ["**"]}]
 	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
 		with data.entitlements as fx.entitlements
 		with data.authz.issuance_rules.callers as callers
@@ -143,6 +143,74 @@ test_caller_acting_for_an_unidentifiable_actor_is_refused if {
 	some reason in result.reasons
 	reason.code == "caller_not_permitted"
 	reason.actor_depth == 1
+}
+
+# A callers rule binds the issuer too: a sub is an identity only within its issuer, so the
+# same sub from another trusted issuer is not the token service.
+acme_idp := "https://idp.acme.example"
+
+acme_token_service_only := [{"id": "acme-token-service", "issuers": [acme_idp], "subjects": [fx.token_service]}]
+
+test_caller_from_an_issuer_its_rule_does_not_name_is_refused if {
+	# The token service's sub, signed by the (trusted) development issuer.
+	result := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as acme_token_service_only
+	result.allow == false
+	result.granted_scopes == []
+	some reason in result.reasons
+	reason.code == "caller_not_permitted"
+	reason.caller == fx.token_service
+	reason.issuer == fx.dev_issuer
+}
+
+test_caller_from_an_issuer_its_rule_names_may_ask if {
+	from_acme := object.union(token_service_subject, {"iss": acme_idp})
+	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": from_acme})
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as acme_token_service_only
+	result.allow == true
+}
+
+# A rule that names no issuers (or not as a list) matches no caller: it fails closed rather
+# than trust every issuer with the sub.
+test_callers_rule_without_issuers_matches_no_caller if {
+	every callers in [
+		[{"id": "no-issuers", "subjects": [fx.token_service]}],
+		[{"id": "issuers-not-a-list", "issuers": fx.dev_issuer, "subjects": [fx.token_service]}],
+		[{"id": "issuers-empty", "issuers": [], "subjects": [fx.token_service]}],
+	] {
+		result := authz.issuance with input as issuance_input(agent_request)
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.callers as callers
+		result.allow == false
+		"caller_not_permitted" in fx.codes(result)
+	}
+}
+
+# An actor is matched under its own iss when the act claim gives one, else under the token's.
+test_actor_is_matched_under_its_own_issuer if {
+	callers := [{"id": "dev-token-service", "issuers": [fx.dev_issuer], "subjects": [fx.token_service]}]
+	delegated := object.union(token_service_subject, {"act": [{"sub": fx.token_service, "iss": acme_idp}]})
+	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == false
+	some reason in result.reasons
+	reason.code == "caller_not_permitted"
+	reason.actor_depth == 1
+	reason.issuer == acme_idp
+}
+
+test_actor_without_an_issuer_is_matched_under_the_token_issuer if {
+	callers := [{"id": "dev-token-service", "issuers": [fx.dev_issuer], "subjects": [fx.token_service]}]
+	every actor in [{"sub": fx.token_service}, {"sub": fx.token_service, "iss": ""}] {
+		delegated := object.union(token_service_subject, {"act": [actor]})
+		result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.callers as callers
+		result.allow == true
+	}
 }
 
 test_caller_acting_for_a_permitted_actor_may_ask if {
