@@ -58,6 +58,72 @@ describe('gateway API keys', () => {
   });
 });
 
+/** Sample values by series (`name{labels}` exactly as exposed) of a Prometheus text exposition. */
+function samplesOf(text: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const split = line.lastIndexOf(' ');
+    samples.set(line.slice(0, split), Number(line.slice(split + 1)));
+  }
+  return samples;
+}
+
+const authFailures = (samples: Map<string, number>, reason: string) => samples.get(`arbiter_gateway_auth_failures_total{reason="${reason}"}`);
+const AUTH_FAILED = 'gateway authentication failed';
+
+describe('gateway authentication failures', () => {
+  it('are counted by reason and logged at warn with request id, remote address and reason, never the key or its hash', async () => {
+    const { logger, lines } = capturingLogger();
+    arbiter = await startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [{ id: 'kong-eu', sha256: sha256('s3cret-gateway-key') }] } }, { logger });
+    const url = `${arbiter.url}/v1/decide`;
+    const before = samplesOf(await (await fetch(`${arbiter.url}/metrics`)).text());
+    // Every reason is exposed from the start, so an alert on its increase sees the first failure.
+    for (const reason of ['missing_credentials', 'unknown_api_key', 'client_certificate_required', 'client_certificate_untrusted']) expect(authFailures(before, reason), reason).toBe(0);
+
+    expect((await postJson(url, body, { 'x-request-id': 'probe-missing' })).status).toBe(401);
+    expect((await postJson(url, body, { 'x-api-key': 'guessed-key-1', 'x-request-id': 'probe-guess' })).status).toBe(401);
+    // Another scheme in Authorization presents no API key.
+    expect((await postJson(url, body, { authorization: 'Bearer guessed-key-2' })).status).toBe(401);
+    expect((await postJson(url, body, { authorization: 'ApiKey s3cret-gateway-key' })).status).toBe(200);
+
+    const samples = samplesOf(await (await fetch(`${arbiter.url}/metrics`)).text());
+    expect(authFailures(samples, 'missing_credentials')).toBe(2);
+    expect(authFailures(samples, 'unknown_api_key')).toBe(1);
+    expect(authFailures(samples, 'client_certificate_required')).toBe(0);
+
+    const failed = lines.filter((line) => line.msg === AUTH_FAILED);
+    expect(failed.find((line) => line.reason === 'missing_credentials')).toMatchObject({ level: 40, request_id: 'probe-missing', remote_address: expect.stringMatching(/127\.0\.0\.1$/), path: '/v1/decide' });
+    expect(failed.find((line) => line.reason === 'unknown_api_key')).toMatchObject({ level: 40, request_id: 'probe-guess', remote_address: expect.stringMatching(/127\.0\.0\.1$/) });
+    // The second missing_credentials came within the same second: it is counted in a summary line, not logged alone.
+    await expect.poll(() => lines.find((line) => line.reason === 'missing_credentials' && line.suppressed !== undefined), { timeout: 3000 }).toMatchObject({ level: 40, suppressed: 1 });
+    const logged = JSON.stringify(lines);
+    for (const secret of ['guessed-key-1', 'guessed-key-2', sha256('guessed-key-1'), 's3cret-gateway-key', sha256('s3cret-gateway-key')]) expect(logged).not.toContain(secret);
+  });
+
+  it('log at most one line per reason per second however fast keys are guessed, and account for every failure', async () => {
+    const { logger, lines } = capturingLogger();
+    arbiter = await startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [{ id: 'kong-eu', sha256: sha256('s3cret-gateway-key') }] } }, { logger });
+    const url = `${arbiter.url}/v1/decide`;
+    const guesses = 300;
+    for (let sent = 0; sent < guesses; sent += 30) {
+      const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => postJson(url, body, { 'x-api-key': `guess-${sent + i}` })));
+      expect(answers.every((answer) => answer.status === 401)).toBe(true);
+      // Spread over more than a second, so the limit is seen across windows.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    const ofReason = () => lines.filter((line) => line.reason === 'unknown_api_key');
+    // Each line is one failure logged, or a summary of those that were not.
+    const accounted = () => ofReason().reduce((sum, line) => sum + (line.suppressed ?? 1), 0);
+    await expect.poll(accounted, { timeout: 3000 }).toBe(guesses);
+    const times = ofReason().map((line) => line.time as number);
+    expect(times.length).toBeLessThan(guesses / 10);
+    for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!, `line ${i}`).toBeGreaterThanOrEqual(990);
+    const samples = samplesOf(await (await fetch(`${arbiter.url}/metrics`)).text());
+    expect(authFailures(samples, 'unknown_api_key')).toBe(guesses);
+  });
+});
+
 describe('admission limits', () => {
   it('429 with Retry-After once a caller exceeds its rate', async () => {
     arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 1, burst: 2 } } });
@@ -141,6 +207,8 @@ describe('gateway mTLS', () => {
     };
     issue('server', '/CN=127.0.0.1', 'IP:127.0.0.1');
     issue('client', '/CN=envoy', 'URI:spiffe://acme.example/ns/edge/sa/envoy');
+    // A certificate the configured CA did not sign.
+    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'rogue.key', '-out', 'rogue.pem', '-subj', '/CN=rogue', '-days', '1');
     const { logger, lines } = capturingLogger();
     arbiter = await startTestArbiter(
       {
@@ -150,7 +218,7 @@ describe('gateway mTLS', () => {
       { logger },
     );
     const ca = readFileSync(join(dir, 'ca.pem'));
-    const post = (clientCert: boolean) =>
+    const post = (clientCert: boolean | 'rogue') =>
       new Promise<{ status: number; body: Record<string, any> }>((resolve, reject) => {
         const req = request(
           `${arbiter!.url}/v1/decide`,
@@ -158,7 +226,8 @@ describe('gateway mTLS', () => {
             method: 'POST',
             ca,
             headers: { 'content-type': 'application/json' },
-            ...(clientCert && { cert: readFileSync(join(dir, 'client.pem')), key: readFileSync(join(dir, 'client.key')) }),
+            ...(clientCert === true && { cert: readFileSync(join(dir, 'client.pem')), key: readFileSync(join(dir, 'client.key')) }),
+            ...(clientCert === 'rogue' && { cert: readFileSync(join(dir, 'rogue.pem')), key: readFileSync(join(dir, 'rogue.key')) }),
           },
           (res) => {
             let text = '';
@@ -170,19 +239,28 @@ describe('gateway mTLS', () => {
         req.end(JSON.stringify(body));
       });
     expect(arbiter.url).toMatch(/^https:/);
-    const spec = await new Promise<Record<string, any>>((resolve, reject) => {
-      request(`${arbiter!.url}/openapi.json`, { ca }, (res) => {
-        let text = '';
-        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
-        res.on('end', () => resolve(JSON.parse(text) as Record<string, any>));
-      }).on('error', reject).end();
-    });
+    const get = (path: string) =>
+      new Promise<string>((resolve, reject) => {
+        request(`${arbiter!.url}${path}`, { ca }, (res) => {
+          let text = '';
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          res.on('end', () => resolve(text));
+        }).on('error', reject).end();
+      });
+    const spec = JSON.parse(await get('/openapi.json')) as Record<string, any>;
     expect(spec.paths['/v1/decide'].post.security).toEqual([{ gatewayMutualTls: [] }]);
     expect(spec.components.securitySchemes.gatewayMutualTls).toMatchObject({ type: 'mutualTLS' });
     expect(await post(false)).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
+    expect(await post('rogue')).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
     const ok = await post(true);
     expect(ok.status).toBe(200);
     expect(lines.find((l) => l.decision_id === ok.body.decision_id)).toMatchObject({ caller: 'spiffe://acme.example/ns/edge/sa/envoy' });
+    // Both refusals are counted and logged, by reason.
+    const samples = samplesOf(await get('/metrics'));
+    expect([authFailures(samples, 'client_certificate_required'), authFailures(samples, 'client_certificate_untrusted'), authFailures(samples, 'unknown_api_key')]).toEqual([1, 1, 0]);
+    const failed = lines.filter((l) => l.msg === AUTH_FAILED);
+    expect(failed.map((l) => l.reason)).toEqual(['client_certificate_required', 'client_certificate_untrusted']);
+    expect(failed[1]).toMatchObject({ level: 40, remote_address: expect.stringMatching(/127\.0\.0\.1$/), authorization_error: expect.any(String) });
   });
 });
 

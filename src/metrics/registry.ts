@@ -3,6 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
 import type { TokenFailureCode } from '../tokens/verify.ts';
+import { GATEWAY_AUTH_FAILURES, type GatewayAuthFailure } from '../server/middleware/gateway-auth.ts';
 import type { ThreadHeap } from './thread-heap.ts';
 
 /** Reason codes come from policies: only short, plain codes become label values, and only so many. */
@@ -83,6 +84,13 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly gatewayAuthFailures = new Counter({
+    name: 'arbiter_gateway_auth_failures_total',
+    help: `Decision requests refused because the gateway did not authenticate, by reason: ${GATEWAY_AUTH_FAILURES.join(', ')}.`,
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly jwksFetches = new Counter({
     name: 'arbiter_jwks_fetches_total',
     help: 'HTTP fetches of a trusted issuer\'s JWKS.',
@@ -143,6 +151,8 @@ export class ArbiterMetrics {
   readonly #rejectedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
 
   constructor(options: ArbiterMetricsOptions) {
+    // Exposed at 0 from the start: an alert on increase() would miss the first failure of a series that appears with it.
+    for (const reason of GATEWAY_AUTH_FAILURES) this.gatewayAuthFailures.inc({ reason }, 0);
     const decisionLogPending = options.decisionLogPending;
     new Gauge({
       name: 'arbiter_decision_log_queue_depth',
@@ -215,6 +225,10 @@ export class ArbiterMetrics {
   bundlePolled(bundle: string, result: string): void {
     this.bundlePulls.inc({ bundle, result });
     if (result === 'ok') this.bundlePullLastSuccess.set({ bundle }, Date.now() / 1000);
+  }
+
+  gatewayAuthFailed(reason: GatewayAuthFailure): void {
+    this.gatewayAuthFailures.inc({ reason });
   }
 
   tokenRejected(reason: TokenFailureCode): void {

@@ -16,6 +16,7 @@ import type { AdminAuthDeps } from './middleware/admin-auth.ts';
 import { admission } from './middleware/admission.ts';
 import { gatewayAuth } from './middleware/gateway-auth.ts';
 import { requestId, type RequestIdVariables } from './middleware/request-id.ts';
+import { ThrottledWarnings } from './throttled-log.ts';
 import { arbiterCatalogue } from './openapi/catalogue.ts';
 import { buildOpenApiDocument } from './openapi/document.ts';
 import { problem } from './problem.ts';
@@ -69,7 +70,7 @@ export function createApp(deps: AppDeps) {
     if (deps.draining.value) c.header('Connection', 'close');
   });
   // Decision endpoints: the gateway is authenticated and admitted before any body is read.
-  const gateway = [gatewayAuth(deps.gateway), admission(deps.gateway)] as const;
+  const gateway = [gatewayAuth(deps.gateway, { warnings: new ThrottledWarnings(deps.logger), observer: deps.metrics }), admission(deps.gateway)] as const;
   for (const path of DECISION_PATHS) app.use(path, ...gateway);
   if (deps.opaCompat) app.on('POST', '/v1/data/*', ...gateway);
   app.route('/', healthRoutes({ ...deps, decisionLog: deps.decisionLog?.store }));

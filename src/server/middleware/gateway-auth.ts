@@ -1,19 +1,47 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { HttpBindings } from '@hono/node-server';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import type { GatewayConfig } from '../../config/gateway.ts';
 import { problem } from '../problem.ts';
+import type { ThrottledWarnings } from '../throttled-log.ts';
+import type { RequestIdVariables } from './request-id.ts';
 
 /** The authenticated gateway, recorded with every decision it asks for. */
 export type GatewayVariables = { caller: string | null };
 
 /**
+ * Why a gateway was not authenticated: the only values of the metric's `reason` label, so
+ * nothing a client sends (its key, a hash of it, a certificate's names) becomes a series.
+ */
+export const GATEWAY_AUTH_FAILURES = ['missing_credentials', 'unknown_api_key', 'client_certificate_required', 'client_certificate_untrusted'] as const;
+export type GatewayAuthFailure = (typeof GATEWAY_AUTH_FAILURES)[number];
+
+export interface GatewayAuthDeps {
+  /** Failures are logged at warn, at most one line per reason per second (key guessing costs a request each). */
+  warnings: ThrottledWarnings;
+  /** Counts every failure (arbiter_gateway_auth_failures_total); absent when metrics are off. */
+  observer?: { gatewayAuthFailed(reason: GatewayAuthFailure): void } | undefined;
+}
+
+type GatewayContext = Context<{ Variables: GatewayVariables & RequestIdVariables; Bindings: HttpBindings }>;
+
+/**
  * Authenticates the gateway calling a decision endpoint: nobody (`none`, loopback
  * development), an API key compared by hash in constant time, or a verified client certificate.
  */
-export function gatewayAuth(config: GatewayConfig): MiddlewareHandler<{ Variables: GatewayVariables; Bindings: HttpBindings }> {
+export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): MiddlewareHandler<{ Variables: GatewayVariables & RequestIdVariables; Bindings: HttpBindings }> {
   const keys = config.api_keys.map((key) => ({ id: key.id, hash: Buffer.from(key.sha256, 'hex') }));
+  /** A 401, counted and logged: without these, key guessing would leave no trace. Never the presented key or its hash. */
+  const refuse = (c: GatewayContext, reason: GatewayAuthFailure, detail: string, extra?: Record<string, unknown>): Response => {
+    deps.observer?.gatewayAuthFailed(reason);
+    deps.warnings.warn(
+      reason,
+      { request_id: c.get('requestId'), remote_address: c.env?.incoming?.socket?.remoteAddress, method: c.req.method, path: c.req.path, ...extra },
+      'gateway authentication failed',
+    );
+    return unauthenticated(c, detail);
+  };
   return async (c, next) => {
     if (config.authentication === 'none') {
       c.set('caller', null);
@@ -21,18 +49,26 @@ export function gatewayAuth(config: GatewayConfig): MiddlewareHandler<{ Variable
     }
     if (config.authentication === 'mtls') {
       const socket = c.env?.incoming?.socket as TLSSocket | undefined;
-      const certificate = socket?.authorized ? socket.getPeerCertificate() : undefined;
-      if (!certificate?.subject) return unauthenticated(c, 'a client certificate signed by the configured CA is required');
+      const detail = 'a client certificate signed by the configured CA is required';
+      if (!socket?.authorized) {
+        // Presented but not verified against server.tls.ca_file (requestCert without rejectUnauthorized).
+        const presented = socket?.getPeerCertificate?.()?.subject !== undefined;
+        return presented
+          ? refuse(c, 'client_certificate_untrusted', detail, { authorization_error: String(socket?.authorizationError) })
+          : refuse(c, 'client_certificate_required', detail);
+      }
+      const certificate = socket.getPeerCertificate();
+      if (!certificate?.subject) return refuse(c, 'client_certificate_required', detail);
       c.set('caller', certificateIdentity(certificate.subject, certificate.subjectaltname));
       return next();
     }
     const presented = apiKeyOf(c.req.header('authorization'), c.req.header('x-api-key'));
-    if (presented === undefined) return unauthenticated(c, 'send the gateway API key as `Authorization: ApiKey <key>` or `X-API-Key`');
+    if (presented === undefined) return refuse(c, 'missing_credentials', 'send the gateway API key as `Authorization: ApiKey <key>` or `X-API-Key`');
     const hash = createHash('sha256').update(presented).digest();
     // Compare against every key so timing does not tell which one nearly matched.
     let caller: string | undefined;
     for (const key of keys) if (timingSafeEqual(hash, key.hash)) caller = key.id;
-    if (caller === undefined) return unauthenticated(c, 'unknown API key');
+    if (caller === undefined) return refuse(c, 'unknown_api_key', 'unknown API key');
     c.set('caller', caller);
     return next();
   };
