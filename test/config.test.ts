@@ -181,6 +181,19 @@ describe('configuration', () => {
     expect(parseConfig({ authzen: { default_bundle: 'todo', tenants: { acme: 'acme_policy' } } }).authzen.tenants).toEqual({ acme: 'acme_policy' });
   });
 
+  it('binds a gateway key to tenants only with a list of distinct, non-empty tenant names, and only where keys authenticate', () => {
+    const gateway = (tenants: unknown, authentication = 'api_key') => ({ gateway: { authentication, api_keys: [{ id: 'edge', sha256: 'ab'.repeat(32) }, { id: 'acme-gw', sha256: 'cd'.repeat(32), tenants }] } });
+    expect(parseConfig(gateway(['acme', 'beta'])).gateway.api_keys[1]!.tenants).toEqual(['acme', 'beta']);
+    expect(parseConfig(gateway(undefined)).gateway.api_keys[1]!.tenants).toBeUndefined();
+    expect(issuesOf(() => parseConfig(gateway([])))).toEqual([{ path: 'gateway.api_keys.1.tenants', message: expect.stringContaining('at least one tenant') }]);
+    expect(issuesOf(() => parseConfig(gateway(['acme', ''])))).toEqual([{ path: 'gateway.api_keys.1.tenants.1', message: expect.any(String) }]);
+    expect(issuesOf(() => parseConfig(gateway(['acme', 7]))).map((i) => i.path)).toEqual(['gateway.api_keys.1.tenants.1']);
+    expect(issuesOf(() => parseConfig(gateway('acme'))).map((i) => i.path)).toEqual(['gateway.api_keys.1.tenants']);
+    expect(issuesOf(() => parseConfig(gateway(['acme', 'beta', 'acme'])))).toEqual([{ path: 'gateway.api_keys.1.tenants.2', message: expect.stringContaining('duplicate tenant "acme"') }]);
+    // Keys are not used under another authentication: a binding there would bind nothing.
+    expect(issuesOf(() => parseConfig(gateway(['acme'], 'none')))).toEqual([{ path: 'gateway.api_keys.1.tenants', message: expect.stringContaining('api_key') }]);
+  });
+
   it('refuses the development issuer in production', () => {
     expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
   });

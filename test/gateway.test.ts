@@ -124,6 +124,114 @@ describe('gateway authentication failures', () => {
   });
 });
 
+describe('gateway tenant binding', () => {
+  const ACME_KEY = 'acme-gateway-key';
+  const SHARED_KEY = 'shared-gateway-key';
+  const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'plain' }, resource: { type: 'doc', id: '1' } };
+  const start = (logger?: ReturnType<typeof capturingLogger>['logger']) =>
+    startTestArbiter(
+      {
+        gateway: {
+          authentication: 'api_key',
+          api_keys: [
+            { id: 'acme-gw', sha256: sha256(ACME_KEY), tenants: ['acme'] },
+            { id: 'shared-gw', sha256: sha256(SHARED_KEY) },
+          ],
+        },
+        // globex and the default are answered by bundles of their own: a bound key must reach neither.
+        authzen: { default_bundle: 'azecho', tenants: { acme: 'azecho', globex: 'azecho' } },
+        opa_compat: { enabled: true },
+      },
+      logger ? { logger } : {},
+    );
+  const as = (key: string, headers: Record<string, string> = {}) => ({ 'x-api-key': key, ...headers });
+  const refused = (res: { status: number; headers: Headers; body?: Record<string, any> }, detail: RegExp) => {
+    expect(res.status).toBe(403);
+    expect(res.headers.get('content-type')).toBe('application/problem+json');
+    expect(res.body).toMatchObject({ type: 'urn:arbiter:problem:tenant_not_permitted', code: 'tenant_not_permitted', status: 403, detail: expect.stringMatching(detail) });
+  };
+
+  it('a key with tenants asks AuthZEN decisions in those tenants only: another tenant, or none, is 403 tenant_not_permitted naming the field', async () => {
+    arbiter = await start();
+    const post = (path: string, payload: unknown, headers: Record<string, string> = {}) => postJson(`${arbiter!.url}${path}`, payload, as(ACME_KEY, headers));
+
+    // Its own tenant, by header or by context.tenant.
+    expect((await post('/access/v1/evaluation', evaluation, { 'x-tenant': 'acme' })).body).toMatchObject({ decision: true });
+    expect((await post('/access/v1/evaluation', { ...evaluation, context: { tenant: 'acme' } })).body).toMatchObject({ decision: true });
+
+    refused(await post('/access/v1/evaluation', evaluation, { 'x-tenant': 'globex' }), /^X-Tenant: /);
+    const byContext = await post('/access/v1/evaluation', { ...evaluation, context: { tenant: 'globex' } });
+    refused(byContext, /^\/context\/tenant: /);
+    expect(byContext.body!.errors).toEqual([{ pointer: '/context/tenant', detail: expect.any(String) }]);
+    // Naming none would be decided by authzen.default_bundle, which answers for no tenant in particular.
+    refused(await post('/access/v1/evaluation', evaluation), /no tenant/);
+    // A context.tenant that is not a string names no tenant either.
+    refused(await post('/access/v1/evaluation', { ...evaluation, context: { tenant: ['acme'] } }), /no tenant/);
+
+    // Batches: the header or the top-level context.tenant; without items, a single evaluation.
+    refused(await post('/access/v1/evaluations', { ...evaluation, evaluations: [{}] }, { 'x-tenant': 'globex' }), /^X-Tenant: /);
+    refused(await post('/access/v1/evaluations', { ...evaluation, context: { tenant: 'globex' }, evaluations: [{}] }), /^\/context\/tenant: /);
+    refused(await post('/access/v1/evaluations', { ...evaluation, evaluations: [{}] }), /no tenant/);
+    refused(await post('/access/v1/evaluations', { ...evaluation, context: { tenant: 'globex' } }), /^\/context\/tenant: /);
+    // An item of its own tenant's batch that names another tenant is not decided (as before).
+    const batch = await post('/access/v1/evaluations', { ...evaluation, evaluations: [{}, { context: { tenant: 'globex' } }] }, { 'x-tenant': 'acme' });
+    expect(batch.body).toEqual({ evaluations: [{ decision: true }, { decision: false }] });
+
+    // Searches.
+    const search = { subject: evaluation.subject, resource: evaluation.resource };
+    expect((await post('/access/v1/search/action', search, { 'x-tenant': 'acme' })).status).toBe(200);
+    refused(await post('/access/v1/search/action', search, { 'x-tenant': 'globex' }), /^X-Tenant: /);
+    refused(await post('/access/v1/search/action', search), /no tenant/);
+  });
+
+  it('a key with tenants is refused on the endpoints that name no tenant: /v1/decide, /v1/issuance and the OPA data API', async () => {
+    arbiter = await start();
+    const decide = { action: 'read', resource: { type: 'doc' } };
+    refused(await postJson(`${arbiter.url}/v1/decide`, decide, as(ACME_KEY)), /names no tenant/);
+    refused(await postJson(`${arbiter.url}/v1/decide`, { ...decide, context: { tenant: 'acme' } }, as(ACME_KEY, { 'x-tenant': 'acme' })), /names no tenant/);
+    refused(await postJson(`${arbiter.url}/v1/issuance`, { client_id: 'c', scopes: ['read'], audience: 'a' }, as(ACME_KEY)), /names no tenant/);
+    refused(await postJson(`${arbiter.url}/v1/data/simple/decision`, { input: {} }, as(ACME_KEY)), /names no tenant/);
+    // Other methods are still answered as the path is served.
+    expect((await fetch(`${arbiter.url}/v1/decide`, { headers: as(ACME_KEY) })).status).toBe(405);
+    // The OpenAPI document lists the refusal on every decision endpoint.
+    const spec = (await (await fetch(`${arbiter.url}/openapi.json`)).json()) as Record<string, any>;
+    for (const path of ['/v1/decide', '/v1/issuance', '/v1/data/{bundle}/{rule}', '/access/v1/evaluation', '/access/v1/evaluations', '/access/v1/search/subject']) {
+      expect(spec.paths[path].post.responses['403'].content['application/problem+json'].schema.allOf[1].properties.code.enum, path).toContain('tenant_not_permitted');
+    }
+  });
+
+  it('a key without tenants keeps asking for any tenant, or none, on every decision endpoint', async () => {
+    arbiter = await start();
+    const post = (path: string, payload: unknown, headers: Record<string, string> = {}) => postJson(`${arbiter!.url}${path}`, payload, as(SHARED_KEY, headers));
+    expect((await post('/access/v1/evaluation', evaluation, { 'x-tenant': 'globex' })).status).toBe(200);
+    expect((await post('/access/v1/evaluation', evaluation)).status).toBe(200);
+    expect((await post('/v1/decide', { action: 'read', resource: { type: 'doc' } })).status).toBe(200);
+    expect((await post('/v1/data/simple/decision', { input: {} })).status).toBe(200);
+  });
+
+  it('a refusal is no decision: nothing is recorded, it is counted by caller and logged at warn', async () => {
+    const { logger, lines } = capturingLogger();
+    arbiter = await start(logger);
+    const committed = arbiter.decisionLog!.stats.committed;
+    refused(await postJson(`${arbiter.url}/access/v1/evaluation`, evaluation, as(ACME_KEY, { 'x-tenant': 'globex', 'x-request-id': 'cross-tenant-1' })), /^X-Tenant: /);
+    refused(await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } }, as(ACME_KEY)), /names no tenant/);
+    expect(arbiter.decisionLog!.stats.committed).toBe(committed);
+    expect(lines.some((line) => line.decision_id !== undefined)).toBe(false);
+    const samples = samplesOf(await (await fetch(`${arbiter.url}/metrics`)).text());
+    expect(samples.get('arbiter_gateway_tenant_refusals_total{caller="acme-gw"}')).toBe(2);
+    expect(lines.find((line) => line.msg === 'gateway tenant not permitted')).toMatchObject({
+      level: 40,
+      reason: 'tenant_not_permitted',
+      caller: 'acme-gw',
+      tenant: 'globex',
+      field: 'X-Tenant',
+      request_id: 'cross-tenant-1',
+      path: '/access/v1/evaluation',
+    });
+    expect(JSON.stringify(lines)).not.toContain(ACME_KEY);
+  });
+});
+
 describe('admission limits', () => {
   it('429 with Retry-After once a caller exceeds its rate', async () => {
     arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 1, burst: 2 } } });

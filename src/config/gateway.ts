@@ -21,6 +21,18 @@ export const gatewaySchema = z
             .string()
             .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)')
             .describe('Lowercase hex SHA-256 of the key: the key itself is never stored.'),
+          tenants: z
+            .array(z.string().min(1, 'must be a non-empty tenant name'))
+            .min(1, 'list at least one tenant, or leave tenants out for a key that may ask for any')
+            .superRefine((tenants, ctx) => {
+              tenants.forEach((tenant, index) => {
+                if (tenants.indexOf(tenant) !== index) ctx.addIssue({ code: 'custom', path: [index], message: `duplicate tenant ${JSON.stringify(tenant)}` });
+              });
+            })
+            .optional()
+            .describe(
+              'Tenants this key may ask decisions for (exact names, as authzen.tenants): an AuthZEN request must name one of them (X-Tenant, else context.tenant), and one naming another tenant or none (authzen.default_bundle would answer it) is refused, 403 tenant_not_permitted, as are /v1/decide, /v1/issuance and the OPA data API, which name no tenant. Refusals are not decisions: not recorded in the decision log, counted in arbiter_gateway_tenant_refusals_total and logged. Unset: any tenant or none, on every decision endpoint. api_key authentication only (mtls gateways are not tenant-bound).',
+            ),
         }),
       )
       .default([])
@@ -36,6 +48,12 @@ export const gatewaySchema = z
   .superRefine((gateway, ctx) => {
     if (gateway.authentication === 'api_key' && gateway.api_keys.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['api_keys'], message: 'api_key authentication needs at least one key' });
+    }
+    if (gateway.authentication !== 'api_key') {
+      // Keys authenticate no one then: a binding would bind nothing while it looked in force.
+      gateway.api_keys.forEach((key, index) => {
+        if (key.tenants !== undefined) ctx.addIssue({ code: 'custom', path: ['api_keys', index, 'tenants'], message: `binds nothing with ${gateway.authentication} authentication: tenants apply to api_key authentication only` });
+      });
     }
     const ids = gateway.api_keys.map((k) => k.id);
     const duplicate = ids.find((id, index) => ids.indexOf(id) !== index);

@@ -91,6 +91,13 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly gatewayTenantRefusals = new Counter({
+    name: 'arbiter_gateway_tenant_refusals_total',
+    help: 'Decision requests refused because the gateway\'s key is not bound to the tenant they name, or they name none (gateway.api_keys[].tenants), by caller.',
+    labelNames: ['caller'] as const,
+    registers: [this.registry],
+  });
+
   readonly jwksFetches = new Counter({
     name: 'arbiter_jwks_fetches_total',
     help: 'HTTP fetches of a trusted issuer\'s JWKS.',
@@ -229,6 +236,11 @@ export class ArbiterMetrics {
 
   gatewayAuthFailed(reason: GatewayAuthFailure): void {
     this.gatewayAuthFailures.inc({ reason });
+  }
+
+  /** `caller` is a configured key id (gateway.api_keys[].id): bounded by the configuration. */
+  gatewayTenantRefused(caller: string): void {
+    this.gatewayTenantRefusals.inc({ caller });
   }
 
   tokenRejected(reason: TokenFailureCode): void {

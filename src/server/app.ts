@@ -16,6 +16,7 @@ import type { AdminAuthDeps } from './middleware/admin-auth.ts';
 import { admission } from './middleware/admission.ts';
 import { gatewayAuth } from './middleware/gateway-auth.ts';
 import { requestId, type RequestIdVariables } from './middleware/request-id.ts';
+import { TenantBinding } from './middleware/tenant-binding.ts';
 import { ThrottledWarnings } from './throttled-log.ts';
 import { arbiterCatalogue } from './openapi/catalogue.ts';
 import { buildOpenApiDocument } from './openapi/document.ts';
@@ -60,6 +61,8 @@ export interface AppDeps {
 
 /** Paths whose requests are decisions asked by gateways (admin endpoints authenticate separately). */
 const DECISION_PATHS = ['/v1/decide', '/v1/issuance', '/access/v1/*'];
+/** Decision paths whose requests name no tenant (the OPA data API, when served, is one too). */
+const TENANTLESS_PATHS = ['/v1/decide', '/v1/issuance'];
 
 export function createApp(deps: AppDeps) {
   const app = new Hono<{ Variables: RequestIdVariables }>();
@@ -70,13 +73,20 @@ export function createApp(deps: AppDeps) {
     if (deps.draining.value) c.header('Connection', 'close');
   });
   // Decision endpoints: the gateway is authenticated and admitted before any body is read.
-  const gateway = [gatewayAuth(deps.gateway, { warnings: new ThrottledWarnings(deps.logger), observer: deps.metrics }), admission(deps.gateway)] as const;
+  const warnings = new ThrottledWarnings(deps.logger);
+  const gateway = [gatewayAuth(deps.gateway, { warnings, observer: deps.metrics }), admission(deps.gateway)] as const;
   for (const path of DECISION_PATHS) app.use(path, ...gateway);
   if (deps.opaCompat) app.on('POST', '/v1/data/*', ...gateway);
+  // A key bound to tenants asks AuthZEN requests naming one of them (routes/authzen.ts checks
+  // what they name); these endpoints name no tenant, so such a key is refused there.
+  const tenantBinding = new TenantBinding({ warnings, observer: deps.metrics });
+  if (deps.gateway.api_keys.some((key) => key.tenants !== undefined)) {
+    app.on('POST', [...TENANTLESS_PATHS, ...(deps.opaCompat ? ['/v1/data/*'] : [])], tenantBinding.noTenant);
+  }
   app.route('/', healthRoutes({ ...deps, decisionLog: deps.decisionLog?.store }));
   app.route('/', decideRoutes(deps.pipeline, deps.bodyLimitBytes));
   app.route('/', issuanceRoutes(deps.pipeline, deps.bodyLimitBytes));
-  app.route('/', authzenRoutes(deps));
+  app.route('/', authzenRoutes({ ...deps, tenantBinding }));
   app.route('/', dataRoutes({ liveData: deps.liveData, bundles: deps.bundles, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes }));
   // A batch of revocations is bulk data like a live data document, not a decision request.
   app.route('/', revocationRoutes({ revocations: deps.revocations, admin: deps.admin, bodyLimitBytes: deps.dataBodyLimitBytes, reloadIssuerKeys: (iss) => reloadIssuerKeys(deps, iss) }));

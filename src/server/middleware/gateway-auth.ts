@@ -7,8 +7,11 @@ import { problem } from '../problem.ts';
 import type { ThrottledWarnings } from '../throttled-log.ts';
 import type { RequestIdVariables } from './request-id.ts';
 
-/** The authenticated gateway, recorded with every decision it asks for. */
-export type GatewayVariables = { caller: string | null };
+/**
+ * The authenticated gateway, recorded with every decision it asks for, and the tenants its key is
+ * bound to (gateway.api_keys[].tenants; unset for a key without them, mtls and none).
+ */
+export type GatewayVariables = { caller: string | null; callerTenants?: ReadonlySet<string> };
 
 /**
  * Why a gateway was not authenticated: the only values of the metric's `reason` label, so
@@ -31,7 +34,8 @@ type GatewayContext = Context<{ Variables: GatewayVariables & RequestIdVariables
  * development), an API key compared by hash in constant time, or a verified client certificate.
  */
 export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): MiddlewareHandler<{ Variables: GatewayVariables & RequestIdVariables; Bindings: HttpBindings }> {
-  const keys = config.api_keys.map((key) => ({ id: key.id, hash: Buffer.from(key.sha256, 'hex') }));
+  // Each key's tenants as a Set built once: the request path does one lookup and allocates nothing.
+  const keys = config.api_keys.map((key) => ({ id: key.id, hash: Buffer.from(key.sha256, 'hex'), tenants: key.tenants && new Set(key.tenants) }));
   /** A 401, counted and logged: without these, key guessing would leave no trace. Never the presented key or its hash. */
   const refuse = (c: GatewayContext, reason: GatewayAuthFailure, detail: string, extra?: Record<string, unknown>): Response => {
     deps.observer?.gatewayAuthFailed(reason);
@@ -66,10 +70,11 @@ export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): Middl
     if (presented === undefined) return refuse(c, 'missing_credentials', 'send the gateway API key as `Authorization: ApiKey <key>` or `X-API-Key`');
     const hash = createHash('sha256').update(presented).digest();
     // Compare against every key so timing does not tell which one nearly matched.
-    let caller: string | undefined;
-    for (const key of keys) if (timingSafeEqual(hash, key.hash)) caller = key.id;
+    let caller: (typeof keys)[number] | undefined;
+    for (const key of keys) if (timingSafeEqual(hash, key.hash)) caller = key;
     if (caller === undefined) return refuse(c, 'unknown_api_key', 'unknown API key');
-    c.set('caller', caller);
+    c.set('caller', caller.id);
+    if (caller.tenants !== undefined) c.set('callerTenants', caller.tenants);
     return next();
   };
 }

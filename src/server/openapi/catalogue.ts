@@ -43,8 +43,11 @@ export interface CatalogueFeatures {
 }
 
 const BODY: readonly ProblemUse[] = ['unsupported_media_type', 'body_too_large', 'malformed_json', 'invalid_request'];
-/** Decision endpoints authenticate and admit the gateway before reading the body. */
-const GATEWAY: readonly ProblemUse[] = ['gateway_unauthenticated', 'rate_limited', 'overloaded'];
+/**
+ * Decision endpoints authenticate and admit the gateway before reading the body; a key bound to
+ * tenants is refused on the endpoints that name none, and on AuthZEN for a tenant not its own.
+ */
+const GATEWAY: readonly ProblemUse[] = ['gateway_unauthenticated', 'rate_limited', 'overloaded', 'tenant_not_permitted'];
 // AuthZEN answers every malformed request with 400 (json-body's unsupportedMediaTypeStatus).
 const AUTHZEN_BODY: readonly ProblemUse[] = [...GATEWAY, { code: 'unsupported_media_type', status: 400 }, 'body_too_large', 'malformed_json', 'invalid_request'];
 const SEARCH: readonly ProblemUse[] = [
@@ -76,7 +79,11 @@ const DATA_META_HEADERS = {
   'Arbiter-Data-Source': 'Where the document came from (1-256 characters), reported in input.data_status.',
   'Arbiter-Data-Max-Age': 'Seconds after which the document counts as stale in input.data_status.',
 };
-const TENANT_HEADER = { 'X-Tenant': 'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle).' };
+const METADATA_TENANT_HEADER = { 'X-Tenant': 'Tenant whose bundle would answer (else authzen.default_bundle): its searches are listed.' };
+const TENANT_HEADER = {
+  'X-Tenant':
+    'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle). A gateway whose API key lists tenants (gateway.api_keys[].tenants) must name one of them: another, or none, is 403 tenant_not_permitted.',
+};
 const BUNDLE_NAME = { name: 'Bundle name: lowercase letters, digits, _ and - (at most 64)' };
 const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions` (those bundles.retention.max_revisions keeps: a pruned one is not listed)';
 const DECISION_ID = { id: 'decision_id (UUIDv7) as the decision endpoint answered it' };
@@ -136,7 +143,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
     },
 
     // AuthZEN
-    { method: 'get', path: METADATA_PATH, operationId: 'getAuthzenMetadata', summary: 'AuthZEN PDP metadata', tags: ['authzen'], headers: TENANT_HEADER, responses: { 200: { description: 'Endpoints this PDP supports', schema: authzenMetadataSchema } } },
+    { method: 'get', path: METADATA_PATH, operationId: 'getAuthzenMetadata', summary: 'AuthZEN PDP metadata', tags: ['authzen'], headers: METADATA_TENANT_HEADER, responses: { 200: { description: 'Endpoints this PDP supports', schema: authzenMetadataSchema } } },
     {
       method: 'post',
       path: AUTHZEN_PATHS.evaluation,

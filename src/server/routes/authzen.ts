@@ -20,6 +20,7 @@ import type { BundleRegistry } from '../../policy/registry.ts';
 import { fieldErrors, jsonBody } from '../middleware/json-body.ts';
 import type { AdmissionVariables } from '../middleware/admission.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
+import type { TenantBinding } from '../middleware/tenant-binding.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
 import { fieldErrorMembers, problem } from '../problem.ts';
 import { listReasons } from '../../errors.ts';
@@ -29,6 +30,8 @@ export interface AuthzenRouteDeps {
   bundles: BundleRegistry;
   authzen: AuthzenConfig;
   bodyLimitBytes: number;
+  /** Holds a gateway key bound to tenants to the tenants it names. */
+  tenantBinding: TenantBinding;
 }
 
 /** What the helpers need of a request; handlers narrow the Hono context, so helpers take the plain one. */
@@ -52,12 +55,17 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
 
   /**
    * The bundle that answers the request (X-Tenant, else context.tenant), or the problem to
-   * answer instead: 400 when the two name different tenants, 503 when no bundle answers.
+   * answer instead: 400 when the two name different tenants, 403 when the gateway's key is bound
+   * to other tenants (or the request names none), 503 when no bundle answers.
    */
   const resolve = ({ c }: Asked, context: Record<string, unknown> | undefined): { ok: true; authzen: AuthzenBundle } | { ok: false; response: Response } => {
     const conflict = tenantConflict(c, context);
     if (conflict) return { ok: false, response: conflict };
-    const resolution = bundles.resolve(tenantOf(c.req.header(TENANT_HEADER), context));
+    const header = c.req.header(TENANT_HEADER);
+    const tenant = tenantOf(header, context);
+    const refused = deps.tenantBinding.check(c, tenant, header !== undefined ? 'X-Tenant' : tenant !== undefined ? '/context/tenant' : undefined);
+    if (refused) return { ok: false, response: refused };
+    const resolution = bundles.resolve(tenant);
     return resolution.ok ? resolution : { ok: false, response: unavailable(c, resolution.message) };
   };
 
