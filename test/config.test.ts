@@ -192,6 +192,9 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(gateway(['acme', 'beta', 'acme'])))).toEqual([{ path: 'gateway.api_keys.1.tenants.2', message: expect.stringContaining('duplicate tenant "acme"') }]);
     // Keys are not used under another authentication: a binding there would bind nothing.
     expect(issuesOf(() => parseConfig(gateway(['acme'], 'none')))).toEqual([{ path: 'gateway.api_keys.1.tenants', message: expect.stringContaining('api_key') }]);
+    // One key listed twice would be whichever entry came last: bound under one id, unbound under the other.
+    const twice = { gateway: { authentication: 'api_key', api_keys: [{ id: 'acme-gw', sha256: 'cd'.repeat(32), tenants: ['acme'] }, { id: 'edge', sha256: 'cd'.repeat(32) }] } };
+    expect(issuesOf(() => parseConfig(twice))).toEqual([{ path: 'gateway.api_keys.1.sha256', message: expect.stringContaining('the same key as api_keys.0 (acme-gw)') }]);
   });
 
   it('refuses the development issuer in production', () => {

@@ -20,7 +20,7 @@ export const gatewaySchema = z
           sha256: z
             .string()
             .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)')
-            .describe('Lowercase hex SHA-256 of the key: the key itself is never stored.'),
+            .describe('Lowercase hex SHA-256 of the key: the key itself is never stored. Each key once: a hash listed under two ids stops start-up.'),
           tenants: z
             .array(z.string().min(1, 'must be a non-empty tenant name'))
             .min(1, 'list at least one tenant, or leave tenants out for a key that may ask for any')
@@ -55,6 +55,13 @@ export const gatewaySchema = z
         if (key.tenants !== undefined) ctx.addIssue({ code: 'custom', path: ['api_keys', index, 'tenants'], message: `binds nothing with ${gateway.authentication} authentication: tenants apply to api_key authentication only` });
       });
     }
+    // One key, one caller: with a hash listed twice the last entry would win, and a key bound to
+    // tenants under one id would go unbound under the other.
+    const hashes = gateway.api_keys.map((k) => k.sha256);
+    hashes.forEach((hash, index) => {
+      const first = hashes.indexOf(hash);
+      if (first !== index) ctx.addIssue({ code: 'custom', path: ['api_keys', index, 'sha256'], message: `the same key as api_keys.${first} (${gateway.api_keys[first]!.id}): each key identifies one caller` });
+    });
     const ids = gateway.api_keys.map((k) => k.id);
     const duplicate = ids.find((id, index) => ids.indexOf(id) !== index);
     if (duplicate !== undefined) ctx.addIssue({ code: 'custom', path: ['api_keys'], message: `duplicate id ${duplicate}` });
