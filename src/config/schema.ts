@@ -183,7 +183,7 @@ const configShape = z.strictObject({
         .describe('Longest a client may take to send a whole request (headers and body); the connection is closed after it, so a stalled upload cannot hold a decision slot (gateway.max_concurrent) for long. A new connection that sends nothing is closed after as long (at most 60 s), so idle connections cannot use up file descriptors; between requests on a kept-alive connection, 5 s of silence closes it.'),
       max_connections: z
         .number().int().positive().max(1_000_000).default(10_000)
-        .describe('Open client connections at once; a connection beyond it is closed as soon as it is accepted, counted in arbiter_connections_dropped_total and logged (at most one line per 10 s). Keep it well below the process\'s file-descriptor limit (ulimit -n): the decision log, JWKS and bundle fetches need descriptors too.'),
+        .describe('Open client connections at once; a connection beyond it is closed as soon as it is accepted, counted in arbiter_connections_dropped_total and logged (at most one line a second). Keep it well below the process\'s file-descriptor limit (ulimit -n): the decision log, JWKS and bundle fetches need descriptors too.'),
       tls: tlsSchema.optional().describe('Serve HTTPS; needed for gateway mTLS.'),
     })
     .prefault({}),
