@@ -83,3 +83,25 @@ describe('a server fault answered by an admin endpoint', () => {
     }
   });
 });
+
+describe('admin tokens that prove nobody', () => {
+  it('are logged at most once a second per reason, so a flood of guesses cannot flood the log', async () => {
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } }, { logger });
+    try {
+      const forged = `${(await admins.sign({ aud: 'arbiter-admin', scope: 'arbiter.bundles.read' })).slice(0, -4)}AAAA`;
+      const answers = await Promise.all(Array.from({ length: 50 }, () => fetch(`${arbiter.url}/v1/bundles`, { headers: { authorization: `Bearer ${forged}` } }).then((res) => res.status)));
+      expect(answers).toEqual(Array(50).fill(401));
+      const rejected = () => lines.filter((line) => line.msg?.startsWith('admin token rejected'));
+      // One whole line, then one summary counting the rest once the second is over.
+      await expect.poll(() => rejected().reduce((sum, line) => sum + (line.suppressed ?? 1), 0), { timeout: 3000 }).toBe(50);
+      expect(rejected().length).toBeLessThanOrEqual(3);
+      expect(rejected()[0]).toMatchObject({ level: 40, path: '/v1/bundles', iss: admins.issuer });
+    } finally {
+      await arbiter.close();
+      await admins.close();
+    }
+  });
+});

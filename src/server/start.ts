@@ -35,6 +35,7 @@ import { readSeedFile } from '../data/seed.ts';
 import { lockStateFiles } from '../state-lock.ts';
 import { adapterErrorResponse, answerClientError, answerConnect } from './client-errors.ts';
 import { capConnections } from './connection-cap.ts';
+import { ThrottledWarnings } from './throttled-log.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -198,7 +199,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     issuers,
     liveData,
     revocations,
-    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, cache: adminVerificationCache, revocations },
+    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, warnings: new ThrottledWarnings(logger), cache: adminVerificationCache, revocations },
     defaultBundle: config.bundles.default,
     bodyLimitBytes: config.server.body_limit_bytes,
     authzen: config.authzen,

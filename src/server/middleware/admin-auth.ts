@@ -5,6 +5,7 @@ import { JWKS_FAILURE_BACK_OFF_MS, type IssuerRegistry } from '../../tokens/trus
 import type { VerificationCache } from '../../tokens/verification-cache.ts';
 import { verifyAccessToken } from '../../tokens/verify.ts';
 import { problem } from '../problem.ts';
+import type { ThrottledWarnings } from '../throttled-log.ts';
 
 /** Scopes of the admin API, one pair per endpoint family. */
 export type AdminScope =
@@ -34,6 +35,12 @@ export interface AdminAuthDeps {
   issuers: IssuerRegistry;
   maxTokenBytes: number;
   logger: Logger;
+  /**
+   * Refusals of tokens that prove nobody (bad, expired, unverifiable) cost a request each: they are
+   * logged at most once a second per reason. Refusals of a verified admin (revoked, missing scope)
+   * name who tried, and are logged each time.
+   */
+  warnings: ThrottledWarnings;
   /** Admin tools resend the same token for a batch of calls: verify it once until it expires. */
   cache?: VerificationCache;
   /** A stolen admin token is revoked like any other: checked on every call. */
@@ -60,12 +67,12 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
     if (!verification.ok && verification.code === 'token_keys_unavailable') {
       // The issuer's keys could not be fetched: the token is not known to be bad, and a new one
       // would fare no better. 503, as an outage, not 401 invalid_token (RFC 6750: get another token).
-      deps.logger.warn({ path: c.req.path, iss: verification.claimedIssuer, detail: verification.message }, 'admin token not verified: issuer keys unavailable');
+      deps.warnings.warn('admin_keys_unavailable', { path: c.req.path, iss: verification.claimedIssuer, detail: verification.message }, 'admin token not verified: issuer keys unavailable');
       const retryAfter = String(Math.ceil(JWKS_FAILURE_BACK_OFF_MS / 1000));
       return problem(c, 503, { code: 'admin_keys_unavailable', title: 'Admin token cannot be verified now', detail: verification.message }, { 'Retry-After': retryAfter });
     }
     if (!verification.ok) {
-      deps.logger.warn({ path: c.req.path, reason: verification.code, iss: verification.claimedIssuer }, 'admin token rejected');
+      deps.warnings.warn(verification.code, { path: c.req.path, iss: verification.claimedIssuer }, 'admin token rejected');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: verification.code }, challenge('invalid_token'));
     }
     const subject = subjectFromToken(verification, now);
