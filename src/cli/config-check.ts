@@ -3,6 +3,7 @@ import { loadConfig, unreadVariables } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
+import { sourceCredentials } from '../policy/pull-credentials.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
 import { documentsNotToSeed } from '../data/persistence.ts';
@@ -18,7 +19,8 @@ Validates a configuration file (with ARBITER_* overrides applied) and prints eve
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
 keys, TLS files, the development issuer key, data seeds) as start-up reads them, and that no data seed lies under the roots of a
 bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not checked: remote key sets (not fetched), the
-roots of pulled bundles (bundles.sources: unknown until their source serves them; a note says so), decision_log.transport (its
+roots of pulled bundles (bundles.sources: unknown until their source serves them; a note says so) and the files their
+credentials name (read at each poll; the environment variables they name are checked), decision_log.transport (its
 module is loaded, in a thread of its own, only by start-up) and the decision log's own files (its database and checkpoint key,
 which start-up checks against each other). Exit codes: 0 valid (notes, if any, on stderr), 2 invalid.`;
 
@@ -47,6 +49,7 @@ export async function configCommand(argv: string[]): Promise<number> {
     await IssuerRegistry.fromConfig(config.issuers);
     await IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' });
     checkEmbeddedDirectory(config.bundles.dir);
+    sourceCredentials(config.bundles.sources);
     bundleVerificationOptions(config.bundles.signing);
     if (config.server.tls) readTlsMaterial(config.server.tls);
     // Read, never created here: a missing development key is generated at the first start.

@@ -119,6 +119,12 @@ function typeName(schema: Schema): string {
       return `list of ${typeName(unwrap(def.element as Schema).inner)}`;
     case 'record':
       return `map of ${typeName(unwrap(def.valueType as Schema).inner)}`;
+    case 'union':
+      // Objects among the options are told apart by their keys: `{env}` or `{file}`.
+      return (def.options as Schema[])
+        .map((option) => unwrap(option).inner)
+        .map((option) => (hasShape(option._zod.def) ? `\`{${Object.keys(option._zod.def.shape as object).join(', ')}}\`` : typeName(option)))
+        .join(' \\| ');
     case 'number':
       return (def.checks as { _zod: { def: { check: string; format?: string } } }[] | undefined)?.some((c) => c._zod.def.format === 'safeint') ? 'integer' : 'number';
     default:

@@ -96,6 +96,52 @@ const signatureVerificationSchema = z.strictObject({
   exclude: z.array(nonEmpty.pipe(excludePatternSchema)).default([]).describe('Files exempt from signing (`*` and `?` wildcards).'),
 });
 
+/** An environment variable's name, as POSIX shells spell them. */
+const envVarName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name (letters, digits and _, not starting with a digit)');
+
+/** RFC 9110 token: what a header name and an authentication scheme are made of. */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * Characters a header value may hold (RFC 9110 field-value, less obs-text beyond Latin-1, which
+ * fetch refuses): no line break, so a value cannot add a header of its own. fetch refuses other
+ * values with the value itself in its error, which would carry a secret to the logs.
+ */
+export const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Headers a source may not set: those Arbiter sets (If-None-Match carries the ETag), those of the
+ * connection fetch manages, and those whose values are credentials when written into the file.
+ */
+const RESERVED_SOURCE_HEADERS: ReadonlySet<string> = new Set(['if-none-match', 'accept', 'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect']);
+const CREDENTIAL_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie']);
+
+const secretSourceSchema = z.union([
+  z.strictObject({ env: envVarName.describe('Environment variable holding the value, read at start-up (unset or empty stops it).') }),
+  z.strictObject({ file: nonEmpty.describe('File holding the value, read at each poll (a rotated secret is used at the next one).') }),
+]);
+
+const bundleSourceCredentialsSchema = z.strictObject({
+  bearer: z
+    .strictObject({
+      token_file: nonEmpty.optional().describe('File holding the token, read at each poll so a rotated token is used at the next one; surrounding whitespace (the trailing newline) is not part of it. Missing or empty, the poll fails (bundle_credentials_unavailable) and the active revision keeps serving.'),
+      token_env: envVarName.optional().describe('Environment variable holding the token, read at start-up: unset or empty, start-up stops naming this key.'),
+      scheme: z.string().regex(HTTP_TOKEN, 'must be one word (an HTTP authentication scheme)').default('Bearer').describe('Authorization scheme: the header sent is `<scheme> <token>`.'),
+      // OPA's key for a literal token: refused by name, so the operator learns where the token goes instead.
+      token: z.unknown().optional().describe('Not accepted (OPA\'s literal token): a token written into the configuration goes wherever the file goes (a repository, a ConfigMap, backups). Use token_file or token_env.'),
+    })
+    .superRefine((bearer, ctx) => {
+      if (bearer.token !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['token'], message: 'a literal token is not accepted (it would go wherever the configuration file goes): use token_file or token_env' });
+      } else if ((bearer.token_file === undefined) === (bearer.token_env === undefined)) {
+        ctx.addIssue({ code: 'custom', message: 'exactly one of token_file, token_env is required' });
+      }
+    })
+    .transform(({ token: _token, ...bearer }) => bearer)
+    .optional()
+    .describe('OPA\'s services[].credentials.bearer: each poll sends `Authorization: <scheme> <token>`.'),
+});
+
 const bundleSourceSchema = z.strictObject({
   name: bundleNameSchema.describe('Bundle this source provides.'),
   url: z
@@ -108,9 +154,28 @@ const bundleSourceSchema = z.strictObject({
       const url = URL.parse(value);
       return url === null || (url.username === '' && url.password === '');
     }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs)')
-    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in the query string, which logs and records show as `?…`. A redirect is not followed (unlike OPA): the poll fails, so name the archive\'s final URL.'),
+    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in credentials or headers (or the query string, which logs and records show as `?…`); https unless loopback, so none travels in clear text beyond the machine. A redirect is not followed (unlike OPA): the poll fails, so name the archive\'s final URL.'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
+  credentials: bundleSourceCredentialsSchema.optional().describe('How polls authenticate to the source (OPA\'s services[].credentials), never shown in logs or answers.'),
+  headers: z
+    .record(z.string(), z.union([z.string(), secretSourceSchema]))
+    .default({})
+    .describe('Headers sent with each poll (OPA\'s services[].headers): name -> value, or for a secret {env: NAME} (read at start-up: unset or empty, start-up stops) or {file: PATH} (read at each poll, as token_file). A literal value stays in the configuration file, and goes wherever it goes: not for secrets (refused for Authorization, Proxy-Authorization and Cookie). Headers Arbiter or the connection sets (If-None-Match, Accept, Host, ...) are refused.'),
+}).superRefine((source, ctx) => {
+  const seen = new Map<string, string>();
+  for (const [name, value] of Object.entries(source.headers)) {
+    const lower = name.toLowerCase();
+    const path = ['headers', name];
+    if (!HTTP_TOKEN.test(name)) ctx.addIssue({ code: 'custom', path, message: 'is not a header name (RFC 9110 token characters only)' });
+    else if (RESERVED_SOURCE_HEADERS.has(lower)) ctx.addIssue({ code: 'custom', path, message: 'is set by Arbiter or the connection, not here' });
+    else if (seen.has(lower)) ctx.addIssue({ code: 'custom', path, message: `names the same header as ${seen.get(lower)} (header names are case-insensitive)` });
+    else if (lower === 'authorization' && source.credentials?.bearer !== undefined) ctx.addIssue({ code: 'custom', path, message: 'is what credentials.bearer sends: give one of them' });
+    else if (typeof value === 'string' && CREDENTIAL_HEADERS.has(lower)) {
+      ctx.addIssue({ code: 'custom', path, message: 'carries credentials: give it as {env: NAME} or {file: PATH}, not as a literal that goes wherever the configuration file goes' });
+    } else if (typeof value === 'string' && !HEADER_VALUE.test(value)) ctx.addIssue({ code: 'custom', path, message: 'holds a character a header value cannot (a line break, a control character)' });
+    seen.set(lower, name);
+  }
 });
 
 const MiB = 1024 * 1024;

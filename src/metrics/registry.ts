@@ -128,7 +128,7 @@ export class ArbiterMetrics {
 
   readonly bundlePulls = new Counter({
     name: 'arbiter_bundle_pulls_total',
-    help: 'Polls of each bundles.sources entry, by result: ok, or the code of what failed (bundle_pull_failed for the transfer, else the check that refused the archive).',
+    help: 'Polls of each bundles.sources entry, by result: ok, or the code of what failed (bundle_pull_failed for the transfer, bundle_credentials_unavailable for a credentials file that cannot be used, else the check that refused the archive).',
     labelNames: ['bundle', 'result'] as const,
     registers: [this.registry],
   });

@@ -2,7 +2,8 @@
  * Pull mode, for fleets: each configured source is polled like OPA polls a bundle
  * service (GET of the .tar.gz, `If-None-Match` with the last ETag, 304 keeps the current
  * bundle), and what it serves goes through the same checks and activation as an admin
- * PUT. Replicas polling the same source converge on what it serves.
+ * PUT. Replicas polling the same source converge on what it serves. Polls authenticate with the
+ * source's credentials and headers (pull-credentials.ts), read at each poll.
  *
  * Polls are jittered so replicas spread out; after a failure the delay doubles up to
  * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
@@ -14,12 +15,15 @@ import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
 import { withoutCredentials } from '../shown-url.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
+import type { SourceCredentials } from './pull-credentials.ts';
 import { sha256Hex } from './store.ts';
 
 export type BundleSource = BundlesConfig['sources'][number];
 
 export interface BundlePullerOptions {
   lifecycle: Pick<BundleLifecycle, 'accept'>;
+  /** What the source's polls authenticate with (sourceCredentials); none when absent. */
+  credentials?: SourceCredentials;
   logger: Logger;
   /** Largest archive accepted from the source (bundles.limits.max_compressed_bytes). */
   maxBytes: number;
@@ -98,8 +102,10 @@ export class BundlePuller {
     const { name, url: fetchUrl } = this.source;
     const url = this.#shownUrl;
     try {
+      // Read at each poll (a token file rotates); failing, nothing is sent.
+      const credentials = (await this.#options.credentials?.headers()) ?? {};
       const response = await fetch(fetchUrl, {
-        headers: { accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) },
+        headers: { ...credentials, accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) },
         signal: AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.source.timeout_ms)]),
         redirect: 'error',
       });

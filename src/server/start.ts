@@ -19,6 +19,7 @@ import type { ThreadHeap } from '../metrics/thread-heap.ts';
 import { archiveLimitsOf } from '../policy/archive.ts';
 import { BundleLifecycle, checkEmbeddedDirectory, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
+import { sourceCredentials } from '../policy/pull-credentials.ts';
 import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../policy/evaluation/in-process.ts';
 import { EvaluationPool } from '../policy/evaluation/pool.ts';
@@ -90,6 +91,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   // Read first: a bad certificate stops start-up before anything is opened.
   const tlsMaterial = config.server.tls && readTlsMaterial(config.server.tls);
   checkEmbeddedDirectory(config.bundles.dir);
+  // Environment variables a source's credentials name: one unset stops start-up, naming its key.
+  const pullCredentials = sourceCredentials(config.bundles.sources);
   // Before anything is opened: a second server on the same files must not touch them at all.
   const releaseStateFiles = lockStateFiles([
     { path: config.data.path, key: 'data.path' },
@@ -222,7 +225,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const url = `${config.server.tls ? 'https' : 'http'}://${host}:${port}`;
   logger.info({ url, bundles: bundles.list().map((b) => `${b.name}@${b.revision}`) }, 'arbiter listening');
   const pullers = config.bundles.sources.map(
-    (source) => new BundlePuller(source, { lifecycle: bundleLifecycle, logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics }),
+    (source, index) =>
+      new BundlePuller(source, { lifecycle: bundleLifecycle, credentials: pullCredentials[index], logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics }),
   );
   for (const puller of pullers) puller.start();
 

@@ -1,0 +1,250 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders, type RequestListener } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load.ts';
+import { ConfigError } from '../src/errors.ts';
+import type { Arbiter } from '../src/server/start.ts';
+import { adminCall, capturingLogger, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+/**
+ * Pulled bundles authenticate to their bundle server as OPA's services[].credentials.bearer and
+ * services[].headers do, from a file (read at each poll) or an environment variable, never from
+ * a literal in the configuration; what authenticates never shows in logs or answers.
+ */
+
+let admins: TestIssuer;
+let adminToken: string;
+let dir: string;
+const archives: Record<string, Buffer> = {};
+const opened: { close(): Promise<void> | void }[] = [];
+
+beforeAll(async () => {
+  admins = await TestIssuer.create('https://admins.test.example');
+  await admins.serve();
+  adminToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read' });
+  dir = tempDir('arbiter-pull-credentials-');
+  const src = writeBundleSource(dir, 'pc');
+  for (const revision of ['c1', 'c2', 'c3']) archives[revision] = build(src, join(dir, `${revision}.tar.gz`), revision);
+}, 60_000);
+
+afterAll(async () => {
+  await admins?.close();
+});
+
+afterEach(async () => {
+  for (const item of opened.splice(0).reverse()) await item.close();
+});
+
+async function waitFor(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A bundle server on 127.0.0.1 that records the headers of each request. */
+async function serveBundles(handler: (req: Parameters<RequestListener>[0], res: Parameters<RequestListener>[1]) => void) {
+  const requests: IncomingHttpHeaders[] = [];
+  const server = createServer((req, res) => {
+    requests.push(req.headers);
+    handler(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const source = {
+    origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+  opened.push(source);
+  return source;
+}
+
+/** Answers `archive()` to a request whose `header` is `expected()`, 401 to any other. */
+function guarded(header: string, expected: () => string, archive: () => Buffer) {
+  return (req: Parameters<RequestListener>[0], res: Parameters<RequestListener>[1]) => {
+    if (req.headers[header] !== expected()) return void res.writeHead(401).end();
+    res.writeHead(200, { 'content-type': 'application/gzip' }).end(archive());
+  };
+}
+
+async function start(source: Record<string, unknown>, logger?: ReturnType<typeof capturingLogger>['logger']): Promise<Arbiter> {
+  const arbiter = await startTestArbiter(
+    {
+      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+      bundles: { sources: [{ name: 'pc', poll_interval_s: 0.05, timeout_ms: 2000, ...source }] },
+    },
+    logger && { logger },
+  );
+  opened.push(arbiter);
+  return arbiter;
+}
+
+/** Everything a reader of this server sees: its process log, /readyz, /metrics, the admin API's answers. */
+async function everythingShown(arbiter: Arbiter, lines: unknown[]): Promise<string> {
+  const ready = await (await fetch(`${arbiter.url}/readyz`)).text();
+  const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
+  const list = await adminCall(arbiter.url, adminToken, 'GET', '/v1/bundles');
+  const one = await adminCall(arbiter.url, adminToken, 'GET', '/v1/bundles/pc');
+  return [JSON.stringify(lines), ready, metrics, JSON.stringify(list.body), JSON.stringify(one.body)].join('\n');
+}
+
+describe('bundles.sources[].credentials.bearer', () => {
+  it('sends the token of token_file, read again at each poll so a rotated token is used, and never shows it', async () => {
+    const tokenFile = join(dir, 'rotating.token');
+    let valid = 'pull-token-0ne-s3cr3t';
+    writeFileSync(tokenFile, `${valid}\n`);
+    let served = archives.c1!;
+    const source = await serveBundles(guarded('authorization', () => `Bearer ${valid}`, () => served));
+    const { logger, lines } = capturingLogger();
+    const arbiter = await start({ url: `${source.origin}/pc.tar.gz`, credentials: { bearer: { token_file: tokenFile } } }, logger);
+
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c1', 'c1 pulled with the token');
+    // Rotated: the server takes only the new token, and the file holds it (no trailing newline this time).
+    valid = 'pull-token-tw0-s3cr3t';
+    writeFileSync(tokenFile, valid);
+    served = archives.c2!;
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c2', 'c2 pulled with the rotated token');
+    expect(lines.some((line) => line.msg?.startsWith('bundle pull failed'))).toBe(false);
+
+    const shown = await everythingShown(arbiter, lines);
+    for (const secret of ['pull-token-0ne-s3cr3t', 'pull-token-tw0-s3cr3t', 's3cr3t']) expect(shown).not.toContain(secret);
+  });
+
+  it('fails the poll with a clear error while the token file is missing or empty, the active revision serving, and pulls again once it is back', async () => {
+    const tokenFile = join(dir, 'vanishing.token');
+    writeFileSync(tokenFile, 'vanishing-s3cr3t\n');
+    let served = archives.c1!;
+    const source = await serveBundles(guarded('authorization', () => 'Bearer vanishing-s3cr3t', () => served));
+    const { logger, lines } = capturingLogger();
+    const arbiter = await start({ url: `${source.origin}/pc.tar.gz`, credentials: { bearer: { token_file: tokenFile } } }, logger);
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c1', 'c1 pulled');
+
+    const failures = () => lines.filter((line) => line.msg?.startsWith('bundle pull failed'));
+    served = archives.c2!;
+    rmSync(tokenFile);
+    const asked = source.requests.length;
+    await waitFor(() => failures().length >= 1, 'a poll failed for the missing file');
+    expect(failures()[0]).toMatchObject({ bundle: 'pc', check: 'bundle_credentials_unavailable' });
+    expect(failures()[0]!.err.message).toContain('bundles.sources.0.credentials.bearer.token_file');
+    expect(failures()[0]!.err.message).toContain(tokenFile);
+    // Not sent without its credentials: the source was not asked.
+    expect(source.requests.length).toBe(asked);
+
+    writeFileSync(tokenFile, '\n');
+    await waitFor(() => failures().some((line) => line.err.message.includes('is empty')), 'a poll failed for the empty file');
+    expect(arbiter.bundles.get('pc')?.revision).toBe('c1');
+    expect((await fetch(`${arbiter.url}/readyz`)).status).toBe(200);
+
+    writeFileSync(tokenFile, 'vanishing-s3cr3t');
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c2', 'c2 once the token is back');
+    const pulls = await (await fetch(`${arbiter.url}/metrics`)).text();
+    expect(pulls).toMatch(/arbiter_bundle_pulls_total\{bundle="pc",result="bundle_credentials_unavailable"\} [1-9]/);
+    expect(await everythingShown(arbiter, lines)).not.toContain('vanishing-s3cr3t');
+  });
+
+  it('refuses a token that cannot be a header value (a line break inside), without showing it', async () => {
+    const tokenFile = join(dir, 'split.token');
+    writeFileSync(tokenFile, 'split-s3cr3t\nx-injected: 1\n');
+    const source = await serveBundles((_req, res) => void res.writeHead(200, { 'content-type': 'application/gzip' }).end(archives.c1));
+    const { logger, lines } = capturingLogger();
+    const arbiter = await start({ url: `${source.origin}/pc.tar.gz`, credentials: { bearer: { token_file: tokenFile } } }, logger);
+    await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'a failed poll');
+    expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))).toMatchObject({ check: 'bundle_credentials_unavailable' });
+    expect(source.requests).toEqual([]);
+    const shown = await everythingShown(arbiter, lines);
+    expect(shown).not.toContain('split-s3cr3t');
+    expect(shown).not.toContain('x-injected');
+  });
+
+  it('takes the token from token_env, with the scheme given', async () => {
+    const variable = `ARBITER_TEST_PULL_TOKEN_${process.pid}`;
+    process.env[variable] = ' env-s3cr3t-token \n';
+    opened.push({ close: () => void delete process.env[variable] });
+    const source = await serveBundles(guarded('authorization', () => 'Token env-s3cr3t-token', () => archives.c1!));
+    const { logger, lines } = capturingLogger();
+    const arbiter = await start({ url: `${source.origin}/pc.tar.gz`, credentials: { bearer: { token_env: variable, scheme: 'Token' } } }, logger);
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c1', 'c1 pulled with the token of the variable');
+    expect(await everythingShown(arbiter, lines)).not.toContain('env-s3cr3t-token');
+  });
+
+  it('stops start-up naming the key when token_env names a variable that is unset or empty', async () => {
+    const variable = `ARBITER_TEST_PULL_UNSET_${process.pid}`;
+    const failure = await start({ url: 'http://127.0.0.1:9/pc.tar.gz', credentials: { bearer: { token_env: variable } } }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as ConfigError).issues).toEqual([{ path: 'bundles.sources.0.credentials.bearer.token_env', message: expect.stringContaining(variable) }]);
+  });
+});
+
+describe('bundles.sources[].headers', () => {
+  it('sends each header, from a file (read at each poll), a variable, or a literal', async () => {
+    const keyFile = join(dir, 'api.key');
+    writeFileSync(keyFile, 'api-key-s3cr3t\n');
+    const variable = `ARBITER_TEST_PULL_HEADER_${process.pid}`;
+    process.env[variable] = 'env-header-s3cr3t';
+    opened.push({ close: () => void delete process.env[variable] });
+    const source = await serveBundles((req, res) => {
+      const ok = req.headers['x-api-key'] === 'api-key-s3cr3t' && req.headers['x-signed'] === 'env-header-s3cr3t' && req.headers['x-tenant'] === 'acme';
+      res.writeHead(ok ? 200 : 403, { 'content-type': 'application/gzip' }).end(ok ? archives.c1 : undefined);
+    });
+    const { logger, lines } = capturingLogger();
+    const arbiter = await start(
+      { url: `${source.origin}/pc.tar.gz`, headers: { 'X-Api-Key': { file: keyFile }, 'X-Signed': { env: variable }, 'X-Tenant': 'acme' } },
+      logger,
+    );
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c1', 'c1 pulled with the headers');
+    const shown = await everythingShown(arbiter, lines);
+    for (const secret of ['api-key-s3cr3t', 'env-header-s3cr3t']) expect(shown).not.toContain(secret);
+  });
+});
+
+describe('the configuration of pull credentials', () => {
+  const sourceWith = (extra: Record<string, unknown>) => ({ bundles: { sources: [{ name: 'pc', url: 'https://bundles.example.com/pc.tar.gz', ...extra }] } });
+  const issues = (raw: unknown) => {
+    try {
+      parseConfig(raw);
+    } catch (error) {
+      if (error instanceof ConfigError) return error.issues;
+      throw error;
+    }
+    return [];
+  };
+
+  it('takes token_file or token_env, exactly one, and a scheme that is one word', () => {
+    expect(parseConfig(sourceWith({ credentials: { bearer: { token_file: '/run/secrets/pull' } } })).bundles.sources[0]!.credentials).toEqual({ bearer: { token_file: '/run/secrets/pull', scheme: 'Bearer' } });
+    expect(issues(sourceWith({ credentials: { bearer: { token_file: '/a', token_env: 'B' } } }))).toEqual([{ path: 'bundles.sources.0.credentials.bearer', message: expect.stringContaining('exactly one of token_file, token_env') }]);
+    expect(issues(sourceWith({ credentials: { bearer: {} } }))).toEqual([{ path: 'bundles.sources.0.credentials.bearer', message: expect.stringContaining('exactly one of token_file, token_env') }]);
+    expect(issues(sourceWith({ credentials: { bearer: { token_file: '/a', scheme: 'Bearer x' } } }))).toEqual([{ path: 'bundles.sources.0.credentials.bearer.scheme', message: expect.any(String) }]);
+    expect(issues(sourceWith({ credentials: { bearer: { token_env: 'NOT A NAME' } } }))).toEqual([{ path: 'bundles.sources.0.credentials.bearer.token_env', message: expect.any(String) }]);
+  });
+
+  it('refuses a literal token, OPA\'s credentials.bearer.token, saying where it goes instead, without echoing it', () => {
+    const found = issues(sourceWith({ credentials: { bearer: { token: 'literal-s3cr3t' } } }));
+    expect(found).toContainEqual({ path: 'bundles.sources.0.credentials.bearer.token', message: expect.stringMatching(/token_file or token_env/) });
+    expect(JSON.stringify(found)).not.toContain('literal-s3cr3t');
+  });
+
+  it('refuses a literal value for a header that carries credentials, a header Arbiter sets itself, an invalid name, and a name given twice', () => {
+    const at = (headers: Record<string, unknown>) => issues(sourceWith({ headers }));
+    const literal = at({ Authorization: 'Bearer literal-s3cr3t' });
+    expect(literal).toEqual([{ path: 'bundles.sources.0.headers.Authorization', message: expect.stringMatching(/\{env: NAME\} or \{file: PATH\}/) }]);
+    expect(JSON.stringify(literal)).not.toContain('literal-s3cr3t');
+    expect(at({ Cookie: 'session=1' })).toEqual([{ path: 'bundles.sources.0.headers.Cookie', message: expect.any(String) }]);
+    expect(at({ 'If-None-Match': '"x"' })).toEqual([{ path: 'bundles.sources.0.headers.If-None-Match', message: expect.any(String) }]);
+    expect(at({ Host: 'other.example' })).toEqual([{ path: 'bundles.sources.0.headers.Host', message: expect.any(String) }]);
+    expect(at({ 'X Bad': 'v' })).toEqual([{ path: 'bundles.sources.0.headers.X Bad', message: expect.any(String) }]);
+    expect(at({ 'X-Key': { env: 'A' }, 'x-key': { env: 'B' } })).toEqual([{ path: 'bundles.sources.0.headers.x-key', message: expect.stringContaining('X-Key') }]);
+    expect(at({ 'X-Line': 'a\r\nb' })).toEqual([{ path: 'bundles.sources.0.headers.X-Line', message: expect.any(String) }]);
+    expect(issues(sourceWith({ headers: { Authorization: { env: 'A' } }, credentials: { bearer: { token_env: 'B' } } }))).toEqual([
+      { path: 'bundles.sources.0.headers.Authorization', message: expect.stringContaining('credentials.bearer') },
+    ]);
+    expect(parseConfig(sourceWith({ headers: { Authorization: { file: '/run/secrets/auth' }, 'X-Tenant': 'acme' } })).bundles.sources[0]!.headers).toEqual({
+      Authorization: { file: '/run/secrets/auth' },
+      'X-Tenant': 'acme',
+    });
+  });
+});
