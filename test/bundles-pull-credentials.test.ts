@@ -248,3 +248,78 @@ describe('the configuration of pull credentials', () => {
     });
   });
 });
+
+describe('a redirect from the source', () => {
+  const credentials = (tokenFile: string, keyFile: string) => ({ credentials: { bearer: { token_file: tokenFile } }, headers: { 'X-Api-Key': { file: keyFile }, 'X-Tenant': 'acme' } });
+  const secrets = () => {
+    const tokenFile = join(dir, `redirect-${Math.random().toString(36).slice(2)}.token`);
+    const keyFile = join(dir, `redirect-${Math.random().toString(36).slice(2)}.key`);
+    writeFileSync(tokenFile, 'redirect-token-s3cr3t\n');
+    writeFileSync(keyFile, 'redirect-key-s3cr3t\n');
+    return { tokenFile, keyFile };
+  };
+
+  it('is followed to another origin (another port) without the credentials or headers, which go to the source\'s origin only; ETags still spare downloads', async () => {
+    const { tokenFile, keyFile } = secrets();
+    let full = 0;
+    const storage = await serveBundles((req, res) => {
+      if (req.headers['if-none-match'] === '"c1"') return void res.writeHead(304, { etag: '"c1"' }).end();
+      full += 1;
+      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"c1"' }).end(archives.c1);
+    });
+    const source = await serveBundles((req, res) => {
+      if (req.headers.authorization !== 'Bearer redirect-token-s3cr3t' || req.headers['x-api-key'] !== 'redirect-key-s3cr3t') return void res.writeHead(401).end();
+      res.writeHead(302, { location: `${storage.origin}/blobs/pc.tar.gz?signature=presigned-s3cr3t` }).end();
+    });
+    const { logger, lines } = capturingLogger();
+    const arbiter = await start({ url: `${source.origin}/pc.tar.gz`, ...credentials(tokenFile, keyFile) }, logger);
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c1', 'c1 pulled through the redirect');
+    await waitFor(() => storage.requests.length >= 3, 'two conditional polls through the redirect');
+    expect(full).toBe(1);
+    expect(source.requests.every((headers) => headers.authorization === 'Bearer redirect-token-s3cr3t' && headers['x-tenant'] === 'acme')).toBe(true);
+    for (const headers of storage.requests) {
+      expect(headers.authorization).toBeUndefined();
+      expect(headers['x-api-key']).toBeUndefined();
+      expect(headers['x-tenant']).toBeUndefined();
+    }
+    const shown = await everythingShown(arbiter, lines);
+    for (const secret of ['redirect-token-s3cr3t', 'redirect-key-s3cr3t', 'presigned-s3cr3t']) expect(shown).not.toContain(secret);
+  });
+
+  it('is followed on the source\'s own origin with the credentials', async () => {
+    const { tokenFile, keyFile } = secrets();
+    const source = await serveBundles((req, res) => {
+      if (req.url === '/moved.tar.gz') return void res.writeHead(301, { location: '/pc.tar.gz' }).end();
+      guarded('authorization', () => 'Bearer redirect-token-s3cr3t', () => archives.c1!)(req, res);
+    });
+    const arbiter = await start({ url: `${source.origin}/moved.tar.gz`, ...credentials(tokenFile, keyFile) });
+    await waitFor(() => arbiter.bundles.get('pc')?.revision === 'c1', 'c1 pulled through a redirect on the same origin');
+    expect(source.requests[1]).toMatchObject({ authorization: 'Bearer redirect-token-s3cr3t', 'x-api-key': 'redirect-key-s3cr3t' });
+  });
+
+  it('to plain http on another host, or to a URL with user:password@, fails the poll without following it', async () => {
+    for (const [location, why] of [
+      ['http://bundles.example.com/pc.tar.gz', /https/],
+      ['https://puller:location-s3cr3t@bundles.example.com/pc.tar.gz', /user:password@/],
+    ] as const) {
+      const source = await serveBundles((_req, res) => void res.writeHead(307, { location }).end());
+      const { logger, lines } = capturingLogger();
+      const arbiter = await start({ url: `${source.origin}/pc.tar.gz` }, logger);
+      await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'a failed poll');
+      const failure = lines.find((line) => line.msg?.startsWith('bundle pull failed'))!;
+      expect(failure).toMatchObject({ bundle: 'pc', check: 'bundle_pull_failed' });
+      expect(failure.err.message).toMatch(why);
+      expect(JSON.stringify(lines)).not.toContain('location-s3cr3t');
+      expect(arbiter.bundles.get('pc')).toBeUndefined();
+    }
+  });
+
+  it('that loops fails the poll after 10 hops', async () => {
+    const source = await serveBundles((req, res) => void res.writeHead(302, { location: req.url === '/a' ? '/b' : '/a' }).end());
+    const { logger, lines } = capturingLogger();
+    await start({ url: `${source.origin}/a` }, logger);
+    await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'a failed poll');
+    expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))!.err.message).toMatch(/more than 10 redirects/);
+    expect(source.requests.length).toBeGreaterThanOrEqual(11);
+  });
+});

@@ -139,7 +139,7 @@ const bundleSourceCredentialsSchema = z.strictObject({
     })
     .transform(({ token: _token, ...bearer }) => bearer)
     .optional()
-    .describe('OPA\'s services[].credentials.bearer: each poll sends `Authorization: <scheme> <token>`.'),
+    .describe('OPA\'s services[].credentials.bearer: each poll sends `Authorization: <scheme> <token>` to the source\'s origin (not to another origin a redirect leads to).'),
 });
 
 const bundleSourceSchema = z.strictObject({
@@ -154,14 +154,14 @@ const bundleSourceSchema = z.strictObject({
       const url = URL.parse(value);
       return url === null || (url.username === '' && url.password === '');
     }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs)')
-    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in credentials or headers (or the query string, which logs and records show as `?…`); https unless loopback, so none travels in clear text beyond the machine. A redirect is not followed (unlike OPA): the poll fails, so name the archive\'s final URL.'),
+    .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in credentials or headers (or the query string, which logs and records show as `?…`); https unless loopback, so none travels in clear text beyond the machine. Redirects are followed (at most 10), each held to the same rule (https unless loopback, no user:password@); credentials and headers go to this URL\'s origin only, not to another one a redirect leads to (a storage service\'s presigned URL).'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
   credentials: bundleSourceCredentialsSchema.optional().describe('How polls authenticate to the source (OPA\'s services[].credentials), never shown in logs or answers.'),
   headers: z
     .record(z.string(), z.union([z.string(), secretSourceSchema]))
     .default({})
-    .describe('Headers sent with each poll (OPA\'s services[].headers): name -> value, or for a secret {env: NAME} (read at start-up: unset or empty, start-up stops) or {file: PATH} (read at each poll, as token_file). A literal value stays in the configuration file, and goes wherever it goes: not for secrets (refused for Authorization, Proxy-Authorization and Cookie). Headers Arbiter or the connection sets (If-None-Match, Accept, Host, ...) are refused.'),
+    .describe('Headers sent with each poll to the source\'s origin only, not to another origin a redirect leads to (OPA\'s services[].headers): name -> value, or for a secret {env: NAME} (read at start-up: unset or empty, start-up stops) or {file: PATH} (read at each poll, as token_file). A literal value stays in the configuration file, and goes wherever it goes: not for secrets (refused for Authorization, Proxy-Authorization and Cookie). Headers Arbiter or the connection sets (If-None-Match, Accept, Host, ...) are refused.'),
 }).superRefine((source, ctx) => {
   const seen = new Map<string, string>();
   for (const [name, value] of Object.entries(source.headers)) {

@@ -9,7 +9,7 @@
  * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
  */
 import type { Logger } from 'pino';
-import type { BundlesConfig } from '../config/schema.ts';
+import { isLoopbackHost, type BundlesConfig } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
@@ -36,6 +36,10 @@ export interface BundlePullObserver {
 }
 
 const MAX_BACKOFF_MS = 10 * 60 * 1000;
+
+/** Most redirects one poll follows, as Go's HTTP client (OPA's) does. */
+const MAX_REDIRECTS = 10;
+const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 
 /**
  * Refusals that depend on this server rather than on the archive: the same archive may pass
@@ -99,21 +103,17 @@ export class BundlePuller {
 
   /** One poll: fetch, and accept what changed. Never throws; failures are logged and back off. */
   async poll(): Promise<void> {
-    const { name, url: fetchUrl } = this.source;
+    const { name } = this.source;
     const url = this.#shownUrl;
     try {
       // Read at each poll (a token file rotates); failing, nothing is sent.
       const credentials = (await this.#options.credentials?.headers()) ?? {};
-      const response = await fetch(fetchUrl, {
-        headers: { ...credentials, accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) },
-        signal: AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.source.timeout_ms)]),
-        redirect: 'error',
-      });
+      const { response, answeredBy } = await this.#get(credentials, AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.source.timeout_ms)]));
       if (response.status === 304) {
         await response.body?.cancel();
         // Not modified since what? Without an ETag sent there is nothing to keep: a server or proxy
         // answering so would otherwise leave the bundle unpulled without a word in the logs.
-        if (this.#etag === undefined) throw new ArbiterError('bundle_pull_failed', `${url} answered 304 Not Modified to a request without If-None-Match`);
+        if (this.#etag === undefined) throw new ArbiterError('bundle_pull_failed', `${answeredBy} answered 304 Not Modified to a request without If-None-Match`);
         // Still the archive refused: a failed poll, as when a source without ETags serves it again.
         if (this.#etag === this.#refused?.etag) throw this.#refused.error;
         this.#succeeded();
@@ -121,10 +121,10 @@ export class BundlePuller {
       }
       if (response.status !== 200) {
         await response.body?.cancel();
-        throw new ArbiterError('bundle_pull_failed', `${url} answered ${response.status}`);
+        throw new ArbiterError('bundle_pull_failed', `${answeredBy} answered ${response.status}`);
       }
       const etag = response.headers.get('etag') ?? undefined;
-      const archive = await readArchive(response, this.#options.maxBytes, url);
+      const archive = await readArchive(response, this.#options.maxBytes, answeredBy);
       const digest = sha256Hex(archive);
       // A source without ETags serves the same refused archive again: not worth compiling again.
       if (digest === this.#refused?.digest) throw this.#refused.error;
@@ -158,6 +158,36 @@ export class BundlePuller {
       const check = error instanceof ArbiterError ? error.code : 'bundle_pull_failed';
       this.#options.observer?.bundlePolled(name, check);
       this.#options.logger.error({ bundle: name, url, check, failures: this.#failures, err: error }, 'bundle pull failed: the active revision keeps serving');
+    }
+  }
+
+  /**
+   * GET of the source, following redirects by hand: fetch would send every configured header to
+   * whatever origin a redirect names (it drops Authorization only), and follow one to plain http.
+   * Each hop is held to the rule of the source URL (https, or http to a loopback host; no
+   * user:password@), and only the source's own origin gets the credentials and headers.
+   * `answeredBy`: the URL that answered, as logs show it.
+   */
+  async #get(credentials: Record<string, string>, signal: AbortSignal): Promise<{ response: Response; answeredBy: string }> {
+    const origin = new URL(this.source.url).origin;
+    const common = { accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) };
+    let url = new URL(this.source.url);
+    for (let redirects = 0; ; redirects += 1) {
+      const response = await fetch(url, { headers: { ...(url.origin === origin && credentials), ...common }, signal, redirect: 'manual' });
+      const shown = redirects === 0 ? this.#shownUrl : `${withoutCredentials(url)} (redirected from ${this.#shownUrl})`;
+      if (!REDIRECT_STATUSES.has(response.status)) return { response, answeredBy: shown };
+      await response.body?.cancel();
+      const location = response.headers.get('location');
+      // The Location itself is not shown: it may carry a signature or a password.
+      const next = location === null ? null : URL.parse(location, url);
+      if (next === null) throw new ArbiterError('bundle_pull_failed', `${shown} answered ${response.status} without a Location that is a URL`);
+      if (redirects === MAX_REDIRECTS) throw new ArbiterError('bundle_pull_failed', `${this.#shownUrl} leads through more than ${MAX_REDIRECTS} redirects`);
+      if (next.username !== '' || next.password !== '') throw new ArbiterError('bundle_pull_failed', `${shown} redirects to a URL with user:password@, which is not followed`);
+      if (next.protocol !== 'https:' && !(next.protocol === 'http:' && isLoopbackHost(next.hostname))) {
+        const where = next.protocol === 'http:' ? withoutCredentials(next) : `a ${next.protocol} URL`;
+        throw new ArbiterError('bundle_pull_failed', `${shown} redirects to ${where}, which is not followed: https only (plain http to a loopback host), as the source URL`);
+      }
+      url = next;
     }
   }
 
