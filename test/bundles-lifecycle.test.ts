@@ -1,5 +1,6 @@
 import { appendFileSync, readdirSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
+import type { Worker } from 'node:worker_threads';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { startArbiter, type Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
-import { packFiles } from './support/hostile-archives.ts';
+import { packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
@@ -583,6 +584,84 @@ describe('pull mode', () => {
       expect(counts.full).toBe(1);
       const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
       expect(metrics).toContain('arbiter_bundle_rejections_total{bundle="lc",check="bundle_data_outside_roots"} 1\n');
+    } finally {
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
+  it('checks again at the next poll a module whose check the evaluation worker never finished (it stopped twice), and activates it', async () => {
+    // The evaluation workers are real: as the module's check is sent, the worker is stopped (as a
+    // crash stops it), then its replacement as soon as it is created, so the check is never answered.
+    const workers: Worker[] = [];
+    let stops = 0;
+    const onWorker = (worker: Worker) => {
+      workers.push(worker);
+      if (stops === 1) {
+        stops = 2;
+        void worker.terminate();
+        return;
+      }
+      const post = worker.postMessage.bind(worker);
+      worker.postMessage = (message: { type?: string }, ...rest: never[]) => {
+        // Stopped first, so it cannot answer the check before it stops.
+        if (message?.type === 'check' && stops === 0 && armed) {
+          stops = 1;
+          void worker.terminate();
+        }
+        post(message, ...rest);
+      };
+    };
+    let armed = false;
+    process.on('worker', onWorker);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let full = 0;
+    const source = await serveBundles('/lc.tar.gz', (req, res) => {
+      void released.then(() => {
+        if (req.headers['if-none-match'] === '"p1"') return void res.writeHead(304, { etag: '"p1"' }).end();
+        full += 1;
+        res.writeHead(200, { 'content-type': 'application/gzip', etag: '"p1"' }).end(archives.p1);
+      });
+    });
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ engine: { workers: 1 }, bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 5000 }] } }, { logger });
+    try {
+      armed = true;
+      release();
+      await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'the first activation failed');
+      expect(stops).toBe(2);
+      expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))).toMatchObject({ bundle: 'lc', check: 'wasm_check_interrupted' });
+      // The source serves the same archive under the same ETag: the next poll fetches and checks it again.
+      await waitFor(() => arbiter.bundles.get('lc')?.revision === 'p1', 'p1 activated by a later poll');
+      expect(full).toBe(2);
+      expect((await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc' }, policy: 'lc' })).body).toMatchObject({ allow: true });
+    } finally {
+      process.off('worker', onWorker);
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
+  it('does not download or check again a module that cannot be instantiated: that refusal is the module\'s', async () => {
+    const files = await readBundleArchive(archives.p1!);
+    // `unreachable` first in entrypoints(): every instance traps when asked for its entrypoint table.
+    const trapping = packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, 'entrypoints', [0x00])));
+    const counts = { full: 0, notModified: 0 };
+    const source = await serveBundles('/lc.tar.gz', (req, res) => {
+      if (req.headers['if-none-match'] === '"trap"') return void (counts.notModified++, res.writeHead(304, { etag: '"trap"' }).end());
+      counts.full += 1;
+      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"trap"' }).end(trapping);
+    });
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.01, timeout_ms: 2000 }] } }, { logger });
+    try {
+      await waitFor(() => counts.notModified >= 3, 'three conditional polls');
+      const failures = lines.filter((line) => line.msg?.startsWith('bundle pull failed'));
+      expect(failures.every((line) => line.check === 'wasm_instantiate')).toBe(true);
+      expect(counts.full).toBe(1);
+      const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
+      expect(metrics).toContain('arbiter_bundle_rejections_total{bundle="lc",check="wasm_instantiate"} 1\n');
     } finally {
       await arbiter.close();
       await source.close();

@@ -44,13 +44,18 @@ const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]
 /**
  * Refusals that depend on this server rather than on the archive: the same archive may pass
  * later (another bundle's roots move, a key is configured, a hand-pushed revision that made it
- * look replayed or conflicting is removed).
+ * look replayed or conflicting is removed, an evaluation worker no longer stops). Every other
+ * BundleRejectedError is the archive's own (its format, signature, manifest, data, a module that
+ * does not compile, link or instantiate) and stays refused.
  */
 const STATE_DEPENDENT_CHECKS: ReadonlySet<string> = new Set([
   'bundle_roots_overlap',
   'smoke_evaluation',
   // The module's table functions ran past the load deadline: perhaps only because the machine was busy.
   'wasm_timeout',
+  // The evaluation worker checking the module stopped twice (crashed, or was stopped) before it
+  // answered: the module may have nothing to do with it, unlike a module that cannot be instantiated.
+  'wasm_check_interrupted',
   'signature_keys_missing',
   'bundle_replayed',
   'bundle_revision_conflict',

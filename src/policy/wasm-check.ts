@@ -21,6 +21,8 @@
  *   wasm_unsupported_builtin   the module needs a host builtin Arbiter does not implement
  *   wasm_timeout               running the module's table functions took past the load deadline
  *                              (set where the check runs: PolicyEvaluator.checkModule)
+ *   wasm_check_interrupted     the thread running the check stopped twice before it answered
+ *                              (set where the check runs): says nothing about the module
  */
 import { z } from 'zod';
 import { BundleRejectedError } from '../errors.ts';

@@ -427,7 +427,8 @@ export class EvaluationPool implements PolicyEvaluator {
     this.#forgetQueries(slot);
     // Checks waiting behind whatever stopped the worker did nothing wrong either: the new one runs them.
     for (const [id, check] of slot.checks) {
-      if (check.resent) check.reject(new BundleRejectedError('wasm_instantiate', 'the evaluation worker stopped twice while checking policy.wasm'));
+      // Not wasm_instantiate: nothing was learnt about the module (a crash elsewhere may have stopped both workers), so a pull tries it again.
+      if (check.resent) check.reject(new BundleRejectedError('wasm_check_interrupted', 'the evaluation worker stopped twice before it finished checking policy.wasm: try again'));
       else this.#sendCheck(replacement, id, { ...check, resent: true });
     }
     slot.checks.clear();
