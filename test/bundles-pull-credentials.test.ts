@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.ts';
 import { ConfigError } from '../src/errors.ts';
 import type { Arbiter } from '../src/server/start.ts';
+import { redirectRefusal } from '../src/policy/pull.ts';
 import { adminCall, capturingLogger, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
 import { TestIssuer } from './support/issuer.ts';
@@ -321,5 +322,32 @@ describe('a redirect from the source', () => {
     await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'a failed poll');
     expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))!.err.message).toMatch(/more than 10 redirects/);
     expect(source.requests.length).toBeGreaterThanOrEqual(11);
+  });
+});
+
+describe('which redirects a source may follow', () => {
+  // Sources elsewhere cannot be served on this machine's loopback-only network: the rule is checked as a function.
+  const remote = new URL('https://bundles.example.com/authz.tar.gz');
+  const local = new URL('http://127.0.0.1:8282/authz.tar.gz');
+
+  it.each([
+    ['a remote source to https elsewhere', remote, 'https://storage.example.net/authz.tar.gz?sig=x'],
+    ['a loopback source to loopback http', local, 'http://localhost:9000/authz.tar.gz'],
+    ['a loopback source to https elsewhere', local, 'https://storage.example.net/authz.tar.gz'],
+  ])('follows %s', (_label, source, next) => {
+    expect(redirectRefusal(source, new URL(next))).toBeUndefined();
+  });
+
+  it.each([
+    ['a remote source to loopback https (a service of this machine)', remote, 'https://127.0.0.1:8443/admin', /another host may not lead to this one/],
+    ['a remote source to localhost', remote, 'https://localhost/x', /another host may not lead to this one/],
+    ['a remote source to IPv6 loopback', remote, 'https://[::1]:8443/x', /another host may not lead to this one/],
+    ['a remote source to loopback http', remote, 'http://127.0.0.1:2379/v2/keys', /another host may not lead to this one/],
+    ['any source to plain http elsewhere', local, 'http://169.254.169.254/latest/meta-data/', /https only/],
+    ['any source to an IPv4-mapped loopback over http', remote, 'http://[::ffff:127.0.0.1]/x', /https only/],
+    ['any source to a URL with a password', local, 'https://user:pw@storage.example.net/x', /user:password@/],
+    ['any source to another scheme', local, 'file:///etc/passwd', /a file: URL/],
+  ])('refuses %s', (_label, source, next, why) => {
+    expect(redirectRefusal(source, new URL(next))).toMatch(why);
   });
 });

@@ -187,11 +187,8 @@ export class BundlePuller {
       const next = location === null ? null : URL.parse(location, url);
       if (next === null) throw new ArbiterError('bundle_pull_failed', `${shown} answered ${response.status} without a Location that is a URL`);
       if (redirects === MAX_REDIRECTS) throw new ArbiterError('bundle_pull_failed', `${this.#shownUrl} leads through more than ${MAX_REDIRECTS} redirects`);
-      if (next.username !== '' || next.password !== '') throw new ArbiterError('bundle_pull_failed', `${shown} redirects to a URL with user:password@, which is not followed`);
-      if (next.protocol !== 'https:' && !(next.protocol === 'http:' && isLoopbackHost(next.hostname))) {
-        const where = next.protocol === 'http:' ? withoutCredentials(next) : `a ${next.protocol} URL`;
-        throw new ArbiterError('bundle_pull_failed', `${shown} redirects to ${where}, which is not followed: https only (plain http to a loopback host), as the source URL`);
-      }
+      const refused = redirectRefusal(new URL(this.source.url), next);
+      if (refused !== undefined) throw new ArbiterError('bundle_pull_failed', `${shown} redirects to ${refused}`);
       url = next;
     }
   }
@@ -221,4 +218,23 @@ export class BundlePuller {
 async function readArchive(response: Response, limit: number, url: string): Promise<Uint8Array> {
   const body = await readLimited(response, limit, () => new BundleRejectedError('archive_compressed_too_large', `${url} serves more than ${limit} bytes`));
   return new Uint8Array(body);
+}
+
+/**
+ * Why a redirect of the bundle source `source` to `next` is not followed (as the rest of the
+ * message after "redirects to"), or undefined when it is. A hop is held to the rule of the source
+ * URL (https, or plain http to a loopback host; no user:password@), and a remote source may not
+ * lead to a loopback host: a bundle server elsewhere would otherwise make Arbiter send requests
+ * to services that listen only on this machine.
+ */
+export function redirectRefusal(source: URL, next: URL): string | undefined {
+  if (next.username !== '' || next.password !== '') return 'a URL with user:password@, which is not followed';
+  if (next.protocol !== 'https:' && !(next.protocol === 'http:' && isLoopbackHost(next.hostname))) {
+    const where = next.protocol === 'http:' ? withoutCredentials(next) : `a ${next.protocol} URL`;
+    return `${where}, which is not followed: https only (plain http to a loopback host), as the source URL`;
+  }
+  if (isLoopbackHost(next.hostname) && !isLoopbackHost(source.hostname)) {
+    return `${withoutCredentials(next)}, which is not followed: a source on another host may not lead to this one`;
+  }
+  return undefined;
 }
