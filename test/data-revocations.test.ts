@@ -116,10 +116,12 @@ describe('Revocations.check', () => {
     clockS += 60;
     expect(revocations.get(entry.id)).toBeUndefined();
     expect(revocations.list().items.map((item) => item.kind === 'sub' && item.value)).toEqual(['carol']);
-    expect(revocations.prune(clockS)).toBe(2);
+    // Gone from memory at once; their rows stay until no clock tolerance could accept the token (300 s).
     expect(revocations.prune(clockS)).toBe(0);
     expect(revocations.size).toBe(1);
     expect(restart().size).toBe(1);
+    expect(restart().prune(clockS + 300)).toBe(2);
+    expect(restart().prune(clockS + 300)).toBe(0);
   });
 
   it('keeps matching past expires_at for the clock tolerance, while the token still verifies', async () => {
@@ -143,7 +145,33 @@ describe('Revocations.check', () => {
     clockS = exp + 30;
     expect(revocations.check(token, clockS).revoked).toBe(false);
     expect(revocations.get(stolen.id)).toBeUndefined();
-    expect(revocations.prune(clockS)).toBe(2);
+    expect(revocations.prune(clockS)).toBe(0);
+    expect(revocations.size).toBe(0);
+    expect(revocations.prune(exp + 300)).toBe(2);
+  });
+
+  it('stays in force after a restart that raises the clock tolerance, though it was pruned before it', async () => {
+    const first = openDataDatabase(join(dir, 'arbiter.db'));
+    databases.push(first);
+    const revocations = new Revocations(first, { now: () => clockS * 1000, clockToleranceS: 30 });
+    const exp = clockS + 60;
+    await revocations.add({ kind: 'jti', value: 'jti-1', reason: 'stolen', expires_at: exp });
+    // Past exp + 30 s the token no longer verifies, and the periodic prune runs.
+    clockS = exp + 60;
+    revocations.prune(clockS);
+    expect(revocations.check(token, clockS).revoked).toBe(false);
+    first.close();
+    // Restarted with clock_tolerance_s: 300 (or a new issuer that has it): the stolen token verifies
+    // again until exp + 300 s, so its revocation must still be there.
+    const again = openDataDatabase(join(dir, 'arbiter.db'));
+    databases.push(again);
+    const restarted = new Revocations(again, { now: () => clockS * 1000, clockToleranceS: 300 });
+    expect(restarted.check(token, clockS)).toMatchObject({ revoked: true, reason: 'stolen' });
+    expect(restarted.list().items).toHaveLength(1);
+    clockS = exp + 300;
+    expect(restarted.check(token, clockS).revoked).toBe(false);
+    expect(restarted.prune(clockS)).toBe(1);
+    expect((again.prepare('SELECT count(*) AS n FROM revocations').get() as { n: number }).n).toBe(0);
   });
 
   it('removes an entry so it no longer matches, also after a restart', async () => {

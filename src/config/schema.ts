@@ -19,6 +19,12 @@ export function isLoopbackHost(hostname: string): boolean {
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
 
+/**
+ * The largest clock_tolerance_s an issuer may have. Revocation rows are kept this long past
+ * their expires_at, whatever the tolerance now: a restart with a larger one must find them.
+ */
+export const MAX_CLOCK_TOLERANCE_S = 300;
+
 /** JWS algorithms Arbiter accepts at all; "none" and unknown names are refused up front. */
 export const SUPPORTED_ALGORITHMS = [
   'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
@@ -52,7 +58,7 @@ export const issuerSchema = z
     algorithms: z.array(z.enum(SUPPORTED_ALGORITHMS)).min(1, 'at least one algorithm is required').describe('JWS algorithms accepted from this issuer (`none` never is).'),
     typ: nonEmpty.optional().describe('Required JWT `typ` header, e.g. at+jwt (RFC 9068). Unset, a `typ` that is not a string is still refused (token_malformed).'),
     required_claims: z.array(nonEmpty).default([]).describe('Claims required besides exp, iat and sub.'),
-    clock_tolerance_s: z.number().int().min(0).max(300).default(30).describe('Leeway for exp, nbf and iat.'),
+    clock_tolerance_s: z.number().int().min(0).max(MAX_CLOCK_TOLERANCE_S).default(30).describe('Leeway for exp, nbf and iat.'),
     max_token_age_s: z.number().int().positive('must be greater than 0').default(3600).describe('Oldest `iat` accepted: token_too_old beyond it.'),
     max_lifetime_s: z.number().int().positive('must be greater than 0').default(86_400).describe('Longest exp - iat accepted: token_lifetime_too_long beyond it.'),
     jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long, and at once when an issued_before revocation of this issuer is committed.'),

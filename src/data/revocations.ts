@@ -1,4 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { MAX_CLOCK_TOLERANCE_S } from '../config/schema.ts';
 import { mintAfter, uuidv7 } from '../ids.ts';
 import { ArbiterError, FieldsInvalidError, listReasons } from '../errors.ts';
 import { escapePointerToken } from './json-value.ts';
@@ -73,7 +74,7 @@ export class Revocations {
   readonly #now: () => number;
   readonly #clockToleranceS: number;
   readonly #index: RevocationIndex;
-  readonly #statements: { insert: StatementSync; raiseLastId: StatementSync; delete: StatementSync; prune: StatementSync; list: StatementSync };
+  readonly #statements: { insert: StatementSync; raiseLastId: StatementSync; delete: StatementSync; lapsed: StatementSync; prune: StatementSync; list: StatementSync };
   #pending: PendingWrite[] = [];
   #flushScheduled = false;
 
@@ -92,7 +93,8 @@ export class Revocations {
       ),
       raiseLastId: db.prepare('INSERT INTO revocation_ids (id, last) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET last = max(last, excluded.last)'),
       delete: db.prepare('DELETE FROM revocations WHERE id = ?'),
-      prune: db.prepare('DELETE FROM revocations WHERE expires_at <= ? RETURNING id'),
+      lapsed: db.prepare('SELECT id FROM revocations WHERE expires_at <= ?'),
+      prune: db.prepare('DELETE FROM revocations WHERE expires_at <= ?'),
       list: db.prepare(
         `SELECT * FROM revocations
          WHERE id > ? AND (? IS NULL OR kind = ?) AND (expires_at IS NULL OR expires_at > ?)
@@ -207,11 +209,17 @@ export class Revocations {
     return this.#index.matchPartyAnyIssuer(party, nowS);
   }
 
-  /** Deletes every revocation expired at `nowS` (clock tolerance included); returns how many. Call periodically. */
+  /**
+   * Drops from memory every revocation expired at `nowS` (clock tolerance included); call
+   * periodically. Their rows are deleted only once no configuration could accept the token any
+   * more (MAX_CLOCK_TOLERANCE_S past expires_at): a restart with a larger clock_tolerance_s, or a
+   * new issuer, would otherwise accept again, until exp plus that tolerance, a token whose
+   * revocation is gone. Returns how many rows it deleted.
+   */
   prune(nowS: number): number {
-    const rows = this.#statements.prune.all(this.#lapsedUpTo(nowS)) as unknown as { id: string }[];
-    for (const { id } of rows) this.#index.remove(id);
-    return rows.length;
+    for (const { id } of this.#statements.lapsed.all(this.#lapsedUpTo(nowS)) as unknown as { id: string }[]) this.#index.remove(id);
+    const { changes } = this.#statements.prune.run(nowS - Math.max(MAX_CLOCK_TOLERANCE_S, this.#clockToleranceS));
+    return Number(changes);
   }
 
   /**
