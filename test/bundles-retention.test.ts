@@ -1,4 +1,4 @@
-import { copyFileSync, cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -203,6 +203,36 @@ describe('bundles.retention.max_revisions', () => {
       expect(readFileSync(join(store, 'rt', 'index.json'), 'utf8')).toBe(index);
     } finally {
       await third.close();
+    }
+  });
+});
+
+describe('a crash during the first push of a name', () => {
+  it('leaves its archive and no index: the next start deletes them, and lists no such bundle', async () => {
+    const store = join(tempDir(), 'bundles');
+    const first = await start(store);
+    try {
+      expect((await put(first, archives.r1!)).status).toBe(201);
+    } finally {
+      await first.close();
+    }
+    // Killed after the archive of the first revision of `fresh` was written, before its index
+    // was (or while it was being written).
+    cpSync(join(store, 'rt'), join(store, 'fresh'), { recursive: true });
+    rmSync(join(store, 'fresh', 'index.json'));
+    writeFileSync(join(store, 'fresh', '.index.json.1f0e2d9a-5d3c-4f7e-9a51-0b6f8e4e3c77.tmp'), '{');
+    const { logger, lines } = capturingLogger();
+    const second = await start(store, { logger });
+    try {
+      expect(readdirSync(store)).toEqual(['rt']);
+      expect(lines.find((line) => line.msg === 'deleted bundle archives no stored revision names (left by an interrupted write or prune)')).toMatchObject({
+        bundle: 'fresh',
+        digests: [sha256(archives.r1!)],
+      });
+      expect(((await call(second, 'GET', '/v1/bundles')).body!.bundles as { name: string }[]).map((bundle) => bundle.name)).not.toContain('fresh');
+      expect(await decidedBy(second)).toBe('r1');
+    } finally {
+      await second.close();
     }
   });
 });

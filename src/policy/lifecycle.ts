@@ -328,8 +328,15 @@ export class BundleLifecycle {
       for (const name of await this.#options.store.names()) {
         try {
           const index = await this.#options.store.readIndex(name);
-          if (index !== undefined) indexes.push(index);
-          if (!index?.active) continue;
+          if (index === undefined) {
+            // What a crash during the first push of this name leaves: its archive written, its
+            // index never. Nothing names it, so it goes, and the name with it.
+            await this.#deleteArchives({ name, revisions: [], active: null }, []);
+            await this.#options.store.removeIfEmpty(name);
+            continue;
+          }
+          indexes.push(index);
+          if (!index.active) continue;
           claimed.add(name);
           const { revision, digest, activated_at, activated_by } = index.active;
           const archive = await this.#options.store.readArchive(name, digest);

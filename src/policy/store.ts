@@ -16,7 +16,7 @@
  *   bundle_store_write_failed      writing or removing a file failed
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
 import { makePrivateDir } from '../private-files.ts';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -179,6 +179,20 @@ export class BundleStore {
     }
     for (const entry of entries.filter((e) => REMOVED_DIR.test(e))) {
       await rm(join(this.dir, entry), { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Deletes the bundle's directory if nothing is left in it (a first push cut short, once
+   * `deleteUnlisted` has deleted what it wrote). One that holds anything else is left alone:
+   * the store may share its directory with files that are not Arbiter's. Never throws.
+   */
+  async removeIfEmpty(name: string): Promise<void> {
+    try {
+      await rmdir(join(this.dir, name));
+      await syncDirectory(this.dir);
+    } catch {
+      // Not empty, gone already, or not removable now: listed as a bundle with nothing stored.
     }
   }
 
