@@ -45,17 +45,25 @@ export function lockStateFile(path: string, key: string): () => void {
   };
 }
 
-/** Locks each state file once, whichever keys name it; releases what it took if one is refused. */
+/**
+ * Locks each state file; releases what it took if one is refused. Two keys naming one file
+ * are refused too: the data store and the decision log each take a whole SQLite file (its
+ * user_version included), so sharing one, the second would find the file was changed outside it.
+ */
 export function lockStateFiles(files: readonly { path: string; key: string }[]): () => void {
   const releases: (() => void)[] = [];
   const releaseAll = () => {
     for (const release of releases.splice(0).reverse()) release();
   };
-  const seen = new Set<string>();
+  const seen = new Map<string, string>();
   try {
     for (const { path, key } of files) {
-      if (path === ':memory:' || seen.has(canonicalPath(path))) continue;
-      seen.add(canonicalPath(path));
+      if (path === ':memory:') continue;
+      const other = seen.get(canonicalPath(path));
+      if (other !== undefined) {
+        throw new ConfigError([{ path: key, message: `${path} is also ${other}: each state file belongs to one key, give ${key} a file of its own` }]);
+      }
+      seen.set(canonicalPath(path), key);
       releases.push(lockStateFile(path, key));
     }
   } catch (error) {

@@ -1,4 +1,4 @@
-import { chmodSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import fsPromises, { open } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
@@ -52,6 +52,24 @@ describe('state on disk', () => {
     const error = await loadOrCreateDevIssuerKey(file).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).issues).toEqual([{ path: 'dev_issuer.key_file', message: expect.stringContaining('chmod 600') }]);
+  });
+});
+
+describe('state files named twice', () => {
+  it('refuses data.path and decision_log.path naming one file, saying so, before either is opened', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'state.db');
+    symlinkSync(dir, join(dir, 'link'));
+    for (const decisions of [file, join(dir, 'link', 'state.db')]) {
+      const failure = await startTestArbiter({ data: { path: file }, decision_log: { path: decisions } }).then(
+        async (started) => void (await started.close()),
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(ConfigError);
+      expect((failure as ConfigError).issues).toEqual([{ path: 'decision_log.path', message: expect.stringContaining('data.path') }]);
+      // Neither store was created in it: the data tables would make it a decision log "changed outside Arbiter".
+      expect(existsSync(file)).toBe(false);
+    }
   });
 });
 
