@@ -45,6 +45,17 @@ describe('state on disk', () => {
     expect(written.filter((entry) => (entry.mode & 0o077) !== 0).map((entry) => `${entry.path} ${entry.mode.toString(8)}`)).toEqual([]);
   });
 
+  it('generates one development issuer key when two first starts race (the server and arbiter token)', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'dev.jwk.json');
+    const keys = await Promise.all([loadOrCreateDevIssuerKey(file), loadOrCreateDevIssuerKey(file), loadOrCreateDevIssuerKey(file)]);
+    expect(new Set(keys.map((key) => key.publicJwk.kid)).size).toBe(1);
+    expect((await loadOrCreateDevIssuerKey(file)).publicJwk.kid).toBe(keys[0]!.publicJwk.kid);
+    // Written under another name first: nothing but the key is left beside it.
+    expect(readdirSync(dir)).toEqual(['dev.jwk.json']);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+  });
+
   it('refuses a development issuer key that group or others can read', async () => {
     const file = join(tempDir(), 'dev.jwk.json');
     await loadOrCreateDevIssuerKey(file);

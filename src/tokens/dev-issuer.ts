@@ -1,4 +1,5 @@
-import { readFileSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { makePrivateDirSync } from '../private-files.ts';
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
@@ -48,11 +49,29 @@ async function createDevIssuerKey(file: string): Promise<DevIssuerKey> {
   privateJwk.alg = DEV_ALGORITHM;
   privateJwk.use = 'sig';
   privateJwk.kid = await calculateJwkThumbprint(privateJwk);
-  atConfigKey('dev_issuer.key_file', () => {
+  return atConfigKey('dev_issuer.key_file', () => {
     makePrivateDirSync(dirname(file));
-    writeFileSync(file, `${JSON.stringify(privateJwk, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+    // Written whole under a name of its own, then linked into place: a crash never leaves a key
+    // file cut short (every start would stop on it), and of two first starts at once (the server
+    // and `arbiter token`), the second takes the first's key rather than fail on the file it made.
+    const temp = `${file}.${randomUUID()}.tmp`;
+    const fd = openSync(temp, 'wx', 0o600);
+    try {
+      writeFileSync(fd, `${JSON.stringify(privateJwk, null, 2)}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    try {
+      linkSync(temp, file);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      return readDevIssuerKey(file)!;
+    } finally {
+      rmSync(temp, { force: true });
+    }
+    return { privateJwk, publicJwk: publicPart(privateJwk) };
   });
-  return { privateJwk, publicJwk: publicPart(privateJwk) };
 }
 
 export function devIssuerConfig(): IssuerConfig {
