@@ -1,4 +1,6 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 
 /**
@@ -29,4 +31,36 @@ export function ensurePrivateDatabaseFile(path: string): void {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
+}
+
+/**
+ * Creates `path` holding `content`, mode 0600, whole or not at all, and on disk (its bytes and
+ * its directory entry fsynced) before it returns: written under a name of its own, then linked
+ * into place. A crash never leaves a key file cut short (every start would stop on it), and
+ * when another process created `path` first, its file is kept: `false`, read that one instead.
+ */
+export function createPrivateFileWhole(path: string, content: string): boolean {
+  const temp = `${path}.${randomUUID()}.tmp`;
+  const fd = openSync(temp, 'wx', 0o600);
+  try {
+    writeFileSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(temp, path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  } finally {
+    rmSync(temp, { force: true });
+  }
+  const dir = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
+  return true;
 }

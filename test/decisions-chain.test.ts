@@ -1,8 +1,10 @@
-import { chmodSync, existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/decisions/canonical-json.ts';
-import { chainHash, GENESIS_HASH, loadOrCreateCheckpointKey } from '../src/decisions/chain.ts';
+import { chainHash, createCheckpointKey, GENESIS_HASH, loadOrCreateCheckpointKey } from '../src/decisions/chain.ts';
 import { deriveIndexColumns, newDecisionId } from '../src/decisions/record.ts';
 import type { DecisionRecord } from '../src/decisions/record.ts';
 import { migrate } from '../src/decisions/schema.ts';
@@ -553,5 +555,23 @@ describe('checkpoint cadence', () => {
     }
     expect(checkpointSeqs()).toEqual([10, 20, 30]);
     expect(await verifyChain(temp.path, key)).toEqual({ ok: true, checked: 36, checkpoints_verified: 3 });
+  });
+});
+
+describe('creating the checkpoint key', () => {
+  it('writes it whole under a name of its own and keeps a key another process made meanwhile', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'arbiter-checkpoint-key-'));
+    try {
+      const path = join(dir, 'checkpoint-key.jwk');
+      const made = createCheckpointKey(path);
+      expect(statSync(path).mode & 0o777).toBe(0o600);
+      expect(readdirSync(dir)).toEqual(['checkpoint-key.jwk']);
+      // A second creation (a racing process) neither fails on the file nor replaces it.
+      const again = createCheckpointKey(path);
+      expect(again.id).toBe(made.id);
+      expect(readdirSync(dir)).toEqual(['checkpoint-key.jwk']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

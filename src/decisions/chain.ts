@@ -1,8 +1,8 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import type { JsonWebKey, KeyObject } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
 import { ArbiterError } from '../errors.ts';
+import { createPrivateFileWhole } from '../private-files.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
 /** prev_hash of the first record ever appended. */
@@ -109,20 +109,9 @@ export function loadCheckpointKey(path: string): CheckpointKey | undefined {
  */
 export function createCheckpointKey(path: string): CheckpointKey {
   const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
-  // 'wx': if another process created the key in the meantime, fail rather than replace it.
-  const fd = openSync(path, 'wx', 0o600);
-  try {
-    writeFileSync(fd, JSON.stringify(jwk) + '\n');
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  const dir = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
+  // Whole or not at all: a key cut short by a crash would stop every start. The log's state
+  // lock keeps other processes out, but should one have made the key meanwhile, it is kept.
+  if (!createPrivateFileWhole(path, JSON.stringify(jwk) + '\n')) return loadCheckpointKey(path)!;
   return checkpointKeyFromJwk(jwk, path);
 }
 

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { makePrivateDirSync } from '../private-files.ts';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createPrivateFileWhole, makePrivateDirSync } from '../private-files.ts';
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
@@ -51,25 +50,8 @@ async function createDevIssuerKey(file: string): Promise<DevIssuerKey> {
   privateJwk.kid = await calculateJwkThumbprint(privateJwk);
   return atConfigKey('dev_issuer.key_file', () => {
     makePrivateDirSync(dirname(file));
-    // Written whole under a name of its own, then linked into place: a crash never leaves a key
-    // file cut short (every start would stop on it), and of two first starts at once (the server
-    // and `arbiter token`), the second takes the first's key rather than fail on the file it made.
-    const temp = `${file}.${randomUUID()}.tmp`;
-    const fd = openSync(temp, 'wx', 0o600);
-    try {
-      writeFileSync(fd, `${JSON.stringify(privateJwk, null, 2)}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    try {
-      linkSync(temp, file);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      return readDevIssuerKey(file)!;
-    } finally {
-      rmSync(temp, { force: true });
-    }
+    // Of two first starts at once (the server and `arbiter token`), the second takes the first's key.
+    if (!createPrivateFileWhole(file, `${JSON.stringify(privateJwk, null, 2)}\n`)) return readDevIssuerKey(file)!;
     return { privateJwk, publicJwk: publicPart(privateJwk) };
   });
 }
