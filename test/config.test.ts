@@ -161,6 +161,12 @@ describe('configuration', () => {
     expect((await IssuerRegistry.fromConfig(config.issuers)).get(issuer.issuer)).toBeDefined();
   });
 
+  it('refuses data.path and decision_log.path naming one file, so config check reports it too', () => {
+    expect(() => parseConfig({ data: { path: 'state/arbiter.db' }, decision_log: { path: './state/../state/arbiter.db' } })).toThrow(/decision_log\.path: \.\/state\/\.\.\/state\/arbiter\.db is also data\.path/);
+    // Without a decision log, nothing else takes the file.
+    expect(parseConfig({ data: { path: 'state/arbiter.db' }, decision_log: { enabled: false, path: 'state/arbiter.db' } }).data.path).toBe('state/arbiter.db');
+  });
+
   it('takes an IPv6 listen address without URL brackets, which Node cannot listen on', () => {
     expect(parseConfig({ server: { host: '::1' } }).server.host).toBe('::1');
     const [problem] = issuesOf(() => parseConfig({ server: { host: '[::1]' } }));

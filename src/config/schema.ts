@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { z } from 'zod';
 import { decisionLogConfigSchema } from '../decisions/config.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
@@ -428,6 +429,11 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
         message: `${shared.map((audience) => JSON.stringify(audience)).join(', ')} is also accepted from ${admin.issuer} under issuers.${decisionIndex}: a decision token gateways forward would be an admin token; give admin tokens an audience of their own`,
       });
     }
+  }
+  // The data store and the decision log each take a whole SQLite file. Start-up also catches one
+  // file reached through two spellings (a symlink); this catches the plain case in config check.
+  if (config.decision_log.enabled && config.data.path !== ':memory:' && resolve(config.data.path) === resolve(config.decision_log.path)) {
+    ctx.addIssue({ code: 'custom', path: ['decision_log', 'path'], message: `${config.decision_log.path} is also data.path: each state file belongs to one key, give decision_log.path a file of its own` });
   }
   if (config.gateway.authentication === 'none' && !isLoopbackHost(config.server.host)) {
     ctx.addIssue({
