@@ -10,6 +10,7 @@ import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbite
 import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
 import { assemble, entry, packFiles, tarGz } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { stopWorkersAtNextCheck } from './support/worker-crash.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
  
@@ -320,6 +321,25 @@ describe('hostile archives through PUT', () => {
     const decision = await decide(open, 'junk');
     expect(decision).toMatchObject({ allow: false, policy: { bundle: 'junk', revision: 'junk-2' } });
     expect(decision.reasons[0].code).toBe('policy_contract_violation');
+  });
+});
+
+describe('a push whose check the evaluation worker never finished', () => {
+  it('is 503 wasm_check_interrupted, not a 422 that calls the bundle bad, and the same push then succeeds', async () => {
+    const crashes = stopWorkersAtNextCheck();
+    const arbiter = await startTestArbiter({ ...adminConfig(), engine: { workers: 1 } });
+    try {
+      crashes.arm();
+      const interrupted = await put(arbiter, 'lc', archives.unsigned!);
+      expect(crashes.stops).toBe(2);
+      expect(interrupted).toMatchObject({ status: 503, body: { code: 'wasm_check_interrupted', check: 'wasm_check_interrupted' } });
+      expect(arbiter.bundles.get('lc')).toBeUndefined();
+      // A deploy pipeline that retries on 503 gets it activated.
+      expect(await put(arbiter, 'lc', archives.unsigned!)).toMatchObject({ status: 201, body: { revision: 'u1' } });
+    } finally {
+      crashes.dispose();
+      await arbiter.close();
+    }
   });
 });
 

@@ -1,6 +1,5 @@
 import { appendFileSync, readdirSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
-import type { Worker } from 'node:worker_threads';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -13,6 +12,7 @@ import { readBundleArchive } from '../src/policy/archive.ts';
 import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
 import { packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { stopWorkersAtNextCheck } from './support/worker-crash.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
  
@@ -593,27 +593,7 @@ describe('pull mode', () => {
   it('checks again at the next poll a module whose check the evaluation worker never finished (it stopped twice), and activates it', async () => {
     // The evaluation workers are real: as the module's check is sent, the worker is stopped (as a
     // crash stops it), then its replacement as soon as it is created, so the check is never answered.
-    const workers: Worker[] = [];
-    let stops = 0;
-    const onWorker = (worker: Worker) => {
-      workers.push(worker);
-      if (stops === 1) {
-        stops = 2;
-        void worker.terminate();
-        return;
-      }
-      const post = worker.postMessage.bind(worker);
-      worker.postMessage = (message: { type?: string }, ...rest: never[]) => {
-        // Stopped first, so it cannot answer the check before it stops.
-        if (message?.type === 'check' && stops === 0 && armed) {
-          stops = 1;
-          void worker.terminate();
-        }
-        post(message, ...rest);
-      };
-    };
-    let armed = false;
-    process.on('worker', onWorker);
+    const crashes = stopWorkersAtNextCheck();
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
     let full = 0;
@@ -627,17 +607,17 @@ describe('pull mode', () => {
     const { logger, lines } = capturingLogger();
     const arbiter = await startTestArbiter({ engine: { workers: 1 }, bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 5000 }] } }, { logger });
     try {
-      armed = true;
+      crashes.arm();
       release();
       await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'the first activation failed');
-      expect(stops).toBe(2);
+      expect(crashes.stops).toBe(2);
       expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))).toMatchObject({ bundle: 'lc', check: 'wasm_check_interrupted' });
       // The source serves the same archive under the same ETag: the next poll fetches and checks it again.
       await waitFor(() => arbiter.bundles.get('lc')?.revision === 'p1', 'p1 activated by a later poll');
       expect(full).toBe(2);
       expect((await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc' }, policy: 'lc' })).body).toMatchObject({ allow: true });
     } finally {
-      process.off('worker', onWorker);
+      crashes.dispose();
       await arbiter.close();
       await source.close();
     }

@@ -28,6 +28,7 @@ const NEXT_STEP: Record<string, string> = {
   bundle_revision_pruned: 'arbiter bundle list shows the revisions still stored (bundles.retention.max_revisions); push the pruned one again to serve it',
   signature_missing: 'sign the bundle (opa build --signing-key ... or opa sign) or set bundles.require_signatures: false',
   bundle_replayed: 'push a newer revision, or activate an older one explicitly with arbiter bundle activate',
+  wasm_check_interrupted: 'the evaluation worker crashed while checking the module, which says nothing against it: push again (the server log says why the worker stopped)',
 };
 
 /** What to do about a problem `code`, when there is advice for it. */

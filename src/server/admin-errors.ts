@@ -34,6 +34,8 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   bundle_store_digest_mismatch: 500,
   bundle_store_unreadable: 503,
   bundle_store_write_failed: 503,
+  // The worker checking the module stopped twice (a crash): nothing is known against the bundle, and a retry may pass.
+  wasm_check_interrupted: 503,
   decision_query_invalid: 400,
   decision_cursor_invalid: 400,
   decision_not_found: 404,
