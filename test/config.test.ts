@@ -188,7 +188,10 @@ describe('configuration', () => {
   });
 
   it('binds a gateway key to tenants only with a list of distinct, non-empty tenant names, and only where keys authenticate', () => {
-    const gateway = (tenants: unknown, authentication = 'api_key') => ({ gateway: { authentication, api_keys: [{ id: 'edge', sha256: 'ab'.repeat(32) }, { id: 'acme-gw', sha256: 'cd'.repeat(32), tenants }] } });
+    const gateway = (tenants: unknown, authentication = 'api_key') => ({
+      authzen: { tenants: { acme: 'acme_policy', beta: 'beta_policy' } },
+      gateway: { authentication, api_keys: [{ id: 'edge', sha256: 'ab'.repeat(32) }, { id: 'acme-gw', sha256: 'cd'.repeat(32), tenants }] },
+    });
     expect(parseConfig(gateway(['acme', 'beta'])).gateway.api_keys[1]!.tenants).toEqual(['acme', 'beta']);
     expect(parseConfig(gateway(undefined)).gateway.api_keys[1]!.tenants).toBeUndefined();
     expect(issuesOf(() => parseConfig(gateway([])))).toEqual([{ path: 'gateway.api_keys.1.tenants', message: expect.stringContaining('at least one tenant') }]);
@@ -196,10 +199,12 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(gateway(['acme', 7]))).map((i) => i.path)).toEqual(['gateway.api_keys.1.tenants.1']);
     expect(issuesOf(() => parseConfig(gateway('acme'))).map((i) => i.path)).toEqual(['gateway.api_keys.1.tenants']);
     expect(issuesOf(() => parseConfig(gateway(['acme', 'beta', 'acme'])))).toEqual([{ path: 'gateway.api_keys.1.tenants.2', message: expect.stringContaining('duplicate tenant "acme"') }]);
+    // A tenant no authzen.tenants entry serves could never be answered: a typo.
+    expect(issuesOf(() => parseConfig(gateway(['acme', 'acmee'])))).toEqual([{ path: 'gateway.api_keys.1.tenants.1', message: expect.stringContaining('"acmee" is not a tenant of authzen.tenants') }]);
     // Keys are not used under another authentication: a binding there would bind nothing.
     expect(issuesOf(() => parseConfig(gateway(['acme'], 'none')))).toEqual([{ path: 'gateway.api_keys.1.tenants', message: expect.stringContaining('api_key') }]);
     // One key listed twice would be whichever entry came last: bound under one id, unbound under the other.
-    const twice = { gateway: { authentication: 'api_key', api_keys: [{ id: 'acme-gw', sha256: 'cd'.repeat(32), tenants: ['acme'] }, { id: 'edge', sha256: 'cd'.repeat(32) }] } };
+    const twice = { authzen: { tenants: { acme: 'acme_policy' } }, gateway: { authentication: 'api_key', api_keys: [{ id: 'acme-gw', sha256: 'cd'.repeat(32), tenants: ['acme'] }, { id: 'edge', sha256: 'cd'.repeat(32) }] } };
     expect(issuesOf(() => parseConfig(twice))).toEqual([{ path: 'gateway.api_keys.1.sha256', message: expect.stringContaining('the same key as api_keys.0 (acme-gw)') }]);
   });
 

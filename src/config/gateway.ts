@@ -31,7 +31,7 @@ export const gatewaySchema = z
             })
             .optional()
             .describe(
-              'Tenants this key may ask decisions for (exact names, as authzen.tenants): an AuthZEN request must name one of them (X-Tenant, else context.tenant), and one naming another tenant or none (authzen.default_bundle would answer it) is refused, 403 tenant_not_permitted, as are /v1/decide, /v1/issuance and the OPA data API, which name no tenant. Refusals are not decisions: not recorded in the decision log, counted in arbiter_gateway_tenant_refusals_total and logged. Unset: any tenant or none, on every decision endpoint. api_key authentication only (mtls gateways are not tenant-bound).',
+              'Tenants this key may ask decisions for (exact names, each one of authzen.tenants, or start-up stops): an AuthZEN request must name one of them (X-Tenant, else context.tenant), and one naming another tenant or none (authzen.default_bundle would answer it) is refused, 403 tenant_not_permitted, as are /v1/decide, /v1/issuance and the OPA data API, which name no tenant. Refusals are not decisions: not recorded in the decision log, counted in arbiter_gateway_tenant_refusals_total and logged. Unset: any tenant or none, on every decision endpoint. api_key authentication only (mtls gateways are not tenant-bound).',
             ),
         }),
       )

@@ -435,6 +435,14 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
   if (config.decision_log.enabled && config.data.path !== ':memory:' && resolve(config.data.path) === resolve(config.decision_log.path)) {
     ctx.addIssue({ code: 'custom', path: ['decision_log', 'path'], message: `${config.decision_log.path} is also data.path: each state file belongs to one key, give decision_log.path a file of its own` });
   }
+  // A bound tenant no authzen.tenants entry serves would answer 503 for ever: a typo, caught here.
+  for (const [index, key] of config.gateway.api_keys.entries()) {
+    for (const [tenantIndex, tenant] of (key.tenants ?? []).entries()) {
+      // A name already refused for its own shape gets no second issue.
+      if (typeof tenant !== 'string' || tenant.trim() === '' || Object.hasOwn(config.authzen.tenants, tenant)) continue;
+      ctx.addIssue({ code: 'custom', path: ['gateway', 'api_keys', index, 'tenants', tenantIndex], message: `${JSON.stringify(tenant)} is not a tenant of authzen.tenants, so no request of this key could ever be answered for it` });
+    }
+  }
   if (config.gateway.authentication === 'none' && !isLoopbackHost(config.server.host)) {
     ctx.addIssue({
       code: 'custom',
