@@ -199,6 +199,16 @@ describe('arbiter CLI', () => {
     expect(api_key).toEqual({ id: 'kong-eu', sha256: createHash('sha256').update(key).digest('hex') });
   });
 
+  it('binds the key to the tenants given with --tenant, or refuses them as the configuration would', async () => {
+    const result = await cli('gateway-key', '--id', 'acme-gw', '--tenant', 'acme', '--tenant', 'acme-eu');
+    expect(result.code).toBe(0);
+    const entry = parseYaml(result.stdout.slice(result.stdout.indexOf('gateway:'))) as { gateway: object };
+    const config = parseConfig({ ...entry, authzen: { tenants: { acme: 'acme_policy', 'acme-eu': 'acme_eu_policy' } } });
+    expect(config.gateway.api_keys[0]).toMatchObject({ id: 'acme-gw', tenants: ['acme', 'acme-eu'] });
+    const twice = await cli('gateway-key', '--id', 'acme-gw', '--tenant', 'acme', '--tenant', 'acme');
+    expect(twice).toMatchObject({ code: 2, stderr: expect.stringContaining('--tenant: duplicate tenant "acme"') });
+  });
+
   it('prints a configuration entry that configures the id it was given, or refuses the id', async () => {
     // '#' starts a YAML comment: printed bare, the entry would configure the id "edge".
     const result = await cli('gateway-key', '--id', 'edge #1');

@@ -3,6 +3,16 @@ import { z } from 'zod';
 /** A gateway's caller id, as `arbiter gateway-key --id` checks it too. */
 export const apiKeyIdSchema = z.string().trim().min(1).max(128);
 
+/** The tenants a gateway key is bound to, as `arbiter gateway-key --tenant` checks them too. */
+export const apiKeyTenantsSchema = z
+  .array(z.string().min(1, 'must be a non-empty tenant name'))
+  .min(1, 'list at least one tenant, or leave tenants out for a key that may ask for any')
+  .superRefine((tenants, ctx) => {
+    tenants.forEach((tenant, index) => {
+      if (tenants.indexOf(tenant) !== index) ctx.addIssue({ code: 'custom', path: [index], message: `duplicate tenant ${JSON.stringify(tenant)}` });
+    });
+  });
+
 /**
  * How gateways authenticate to the decision endpoints, and how much each may ask.
  * `none` is for loopback development only; production uses API keys or mTLS.
@@ -21,14 +31,7 @@ export const gatewaySchema = z
             .string()
             .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)')
             .describe('Lowercase hex SHA-256 of the key: the key itself is never stored. Each key once: a hash listed under two ids stops start-up.'),
-          tenants: z
-            .array(z.string().min(1, 'must be a non-empty tenant name'))
-            .min(1, 'list at least one tenant, or leave tenants out for a key that may ask for any')
-            .superRefine((tenants, ctx) => {
-              tenants.forEach((tenant, index) => {
-                if (tenants.indexOf(tenant) !== index) ctx.addIssue({ code: 'custom', path: [index], message: `duplicate tenant ${JSON.stringify(tenant)}` });
-              });
-            })
+          tenants: apiKeyTenantsSchema
             .optional()
             .describe(
               'Tenants this key may ask decisions for (exact names, each one of authzen.tenants, or start-up stops): an AuthZEN request must name one of them (X-Tenant, else context.tenant), and one naming another tenant or none (authzen.default_bundle would answer it) is refused, 403 tenant_not_permitted, as are /v1/decide, /v1/issuance and the OPA data API, which name no tenant. Refusals are not decisions: not recorded in the decision log, counted in arbiter_gateway_tenant_refusals_total and logged. Unset: any tenant or none, on every decision endpoint. api_key authentication only (mtls gateways are not tenant-bound).',
