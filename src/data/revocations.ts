@@ -180,18 +180,19 @@ export class Revocations {
   }
 
   /**
-   * Deletes a revocation (committed before returning); false when there was none with this id.
+   * Deletes a revocation (committed before returning); false when no active one has this id, as
+   * `get` says (a row kept past its expiry for a restart's sake is deleted all the same).
    * Throws `data_store_write_failed` when the deletion cannot be stored: the entry then still applies.
    */
   remove(id: string): boolean {
-    let changes: number | bigint;
+    const active = this.get(id) !== undefined;
     try {
-      ({ changes } = this.#statements.delete.run(id));
+      this.#statements.delete.run(id);
     } catch (error) {
       throw new ArbiterError('data_store_write_failed', `the revocation was not deleted: ${(error as Error).message}`, { cause: error });
     }
     this.#index.remove(id);
-    return Number(changes) > 0;
+    return active;
   }
 
   /** Whether any active revocation applies to the token: a few hash lookups, whatever the number of revocations. */
