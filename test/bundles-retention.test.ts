@@ -283,6 +283,41 @@ describe('the records of pruned revisions', () => {
   });
 });
 
+describe('retention across a clock stepped back', () => {
+  it('keeps the revisions activated last by the order of activations, not by their times', () => {
+    const digest = (i: number) => i.toString(16).padStart(64, '0');
+    // r3 was activated last, but after the clock stepped back an hour; r2 before it, r1 first.
+    const index: BundleIndex = {
+      name: 'rt',
+      revisions: [
+        { revision: 'r1', digest: digest(1), stored_at: '2026-01-01T10:00:00.000Z', stored_by: 'test', activated_at: '2026-01-01T10:00:00.000Z', activation_seq: 1 },
+        { revision: 'r2', digest: digest(2), stored_at: '2026-01-01T10:05:00.000Z', stored_by: 'test', activated_at: '2026-01-01T10:05:00.000Z', activation_seq: 2 },
+        { revision: 'r3', digest: digest(3), stored_at: '2026-01-01T09:10:00.000Z', stored_by: 'test', activated_at: '2026-01-01T09:10:00.000Z', activation_seq: 3 },
+        { revision: 'r4', digest: digest(4), stored_at: '2026-01-01T09:12:00.000Z', stored_by: 'test', activated_at: '2026-01-01T09:12:00.000Z', activation_seq: 4 },
+      ],
+      active: { revision: 'r4', digest: digest(4), activated_at: '2026-01-01T09:12:00.000Z', activated_by: 'test' },
+    };
+    // By time, r2 and r1 looked most recent after the active r4: the rollback target r3 went.
+    expect(markPruned(index, 2, '2026-01-01T09:13:00.000Z').map((r) => r.revision)).toEqual(['r1', 'r2']);
+  });
+
+  it('numbers each activation in the stored index, a rollback included', async () => {
+    const store = join(tempDir('arbiter-retention-seq-'), 'bundles');
+    const arbiter = await start(store);
+    try {
+      for (const revision of ['r1', 'r2']) expect((await put(arbiter, archives[revision]!)).status).toBe(201);
+      expect((await activate(arbiter, 'r1')).status).toBe(200);
+      const index = JSON.parse(readFileSync(join(store, 'rt', 'index.json'), 'utf8')) as BundleIndex;
+      expect(index.revisions.map((r) => [r.revision, r.activation_seq])).toEqual([
+        ['r1', 3],
+        ['r2', 2],
+      ]);
+    } finally {
+      await arbiter.close();
+    }
+  });
+});
+
 describe('retention in pull mode', () => {
   it('a rollback by hand holds, the source wins again after a restart, and an older pruned archive is still refused', async () => {
     const { createServer } = await import('node:http');

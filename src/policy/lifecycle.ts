@@ -208,7 +208,8 @@ export class BundleLifecycle {
   /** Writes the archive of a revision that was never stored, and records it in `index` (not yet written). */
   async #store(index: BundleIndex, bundle: PolicyBundle, record: Pick<StoredRevision, 'stored_at' | 'stored_by' | 'activated_at'>, signature: Validated['signature']): Promise<void> {
     await this.#options.store.writeArchive(index.name, bundle.archive);
-    index.revisions.push({ revision: bundle.revision, digest: bundle.digest, ...record, ...(signature && { signature }) });
+    const activated = record.activated_at !== undefined && { activation_seq: nextActivationSeq(index) };
+    index.revisions.push({ revision: bundle.revision, digest: bundle.digest, ...record, ...activated, ...(signature && { signature }) });
   }
 
   /** An archive's signature verified as a push's is (undefined when unsigned and none is required). */
@@ -394,7 +395,10 @@ export class BundleLifecycle {
   async #writeActive(index: BundleIndex, bundle: PolicyBundle, actor: string, now: string): Promise<StoredRevision[]> {
     index.active = { revision: bundle.revision, digest: bundle.digest, activated_at: now, activated_by: actor };
     const entry = index.revisions.find((r) => r.digest === bundle.digest);
-    if (entry !== undefined) entry.activated_at = now;
+    if (entry !== undefined) {
+      entry.activated_at = now;
+      entry.activation_seq = nextActivationSeq(index);
+    }
     const pruned = markPruned(index, this.#options.maxRevisions, now);
     await this.#options.store.writeIndex(index);
     return pruned;
@@ -543,11 +547,17 @@ function checkReplay(index: BundleIndex, revision: string, digest: string, signa
   }
 }
 
+/** The activation_seq of the bundle's next activation. */
+function nextActivationSeq(index: BundleIndex): number {
+  return index.revisions.reduce((last, r) => Math.max(last, r.activation_seq ?? 0), 0) + 1;
+}
+
 /**
  * Retention: marks `pruned_at` on every stored revision past the `max` active most recently
- * (the active one first whatever its time says, then by last activation, the later stored
- * first on a tie), and forgets the oldest pruned records past MAX_PRUNED_RECORDS. Returns the
- * revisions it marked, in stored order.
+ * (the active one first whatever its time says, then by activation_seq, then, for revisions
+ * activated before indexes had one, by last activation time, the later stored first on a tie),
+ * and forgets the oldest pruned records past MAX_PRUNED_RECORDS. Returns the revisions it
+ * marked, in stored order.
  */
 export function markPruned(index: BundleIndex, max: number, now: string): StoredRevision[] {
   const lastActive = (r: StoredRevision) => r.activated_at ?? r.stored_at;
@@ -556,7 +566,13 @@ export function markPruned(index: BundleIndex, max: number, now: string): Stored
   const kept = new Set(
     stored
       .map((revision, order) => ({ revision, order }))
-      .sort((a, b) => Number(isActive(b.revision)) - Number(isActive(a.revision)) || compareText(lastActive(b.revision), lastActive(a.revision)) || b.order - a.order)
+      .sort(
+        (a, b) =>
+          Number(isActive(b.revision)) - Number(isActive(a.revision)) ||
+          (b.revision.activation_seq ?? 0) - (a.revision.activation_seq ?? 0) ||
+          compareText(lastActive(b.revision), lastActive(a.revision)) ||
+          b.order - a.order,
+      )
       .slice(0, max)
       .map(({ revision }) => revision),
   );

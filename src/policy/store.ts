@@ -34,6 +34,12 @@ export const storedRevisionSchema = z.object({
   /** When it last became active (absent in indexes written before retention: stored_at stands in). */
   activated_at: z.string().optional(),
   /**
+   * Which activation of the bundle that was, counting up: what retention orders by, as a clock
+   * stepped back between two activations would misorder their times (absent in indexes written
+   * before it: such revisions were activated before any that has one, and order by time).
+   */
+  activation_seq: z.number().int().positive().optional(),
+  /**
    * When retention deleted its archive. The record stays, so the replay rule and the one
    * archive per revision rule still know the revision; it can no longer be activated.
    */
