@@ -146,6 +146,15 @@ describe('default policy over /v1/decide', () => {
     expect(JSON.stringify(withApproval.reasons)).toContain('apr-1');
   });
 
+  it('an agent client whose id has a "/" is an actor all the same: judged, and approval required for high risk', async () => {
+    // "*" stays inside one "/" segment: with agents "agent:*" this agent was an ordinary client,
+    // and Alice's token let it approve invoices without its own grant or a human approval.
+    const agentClientToken = await token({ scope: 'invoices.write', claims: { client_id: 'agent:acme/expense-bot' } });
+    const decision = await decide(arbiter, { token: agentClientToken, action: 'invoices.approve' });
+    expect(decision.allow).toBe(false);
+    expect(codes(decision).sort()).toEqual(['approval_required', 'delegation_not_permitted']);
+  });
+
   it('13: no token', async () => {
     expect(codes(await decide(arbiter, {}))).toEqual(['unauthenticated']);
   });

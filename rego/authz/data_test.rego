@@ -78,6 +78,7 @@ test_every_pattern_has_at_most_one_wildcard if {
 			[rule.actions | some rule in data.authz.subject_mappings],
 			[rule.subjects | some rule in data.authz.issuance_rules.callers],
 			[rule.clients | some rule in data.authz.issuance_rules.exceptions],
+			[data.authz.delegation.agents],
 		]
 		some list in table
 		some pattern in list

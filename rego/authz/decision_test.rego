@@ -620,6 +620,31 @@ test_agent_client_without_grant_is_refused if {
 	reason.actor == "agent:travel-planner"
 }
 
+# "*" stays inside one "/" segment, so the default agents pattern must be "agent:**": an agent
+# whose id has a "/" would otherwise act with a user's token as an ordinary client, its own
+# mapping, entitlement and the approval of high-risk actions checked by nobody.
+test_agent_client_with_a_slash_in_its_id_is_an_actor if {
+	subject := object.union(agent_client_for_alice, {"client_id": "agent:acme/expense-bot"})
+	result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+	result.allow == false
+	fx.codes(result) == {"delegation_not_permitted", "approval_required"}
+	some reason in result.reasons
+	reason.actor == "agent:acme/expense-bot"
+}
+
+test_agent_with_a_slash_in_its_id_needs_an_approval_for_high_risk if {
+	agent := "agent:acme/expense-bot"
+	subject := object.union(fx.alice_subject, {"sub": agent, "scopes": ["invoices.write"]})
+	entitlements := object.union(fx.entitlements, {agent: {"grants": [{"id": "ent-bot", "actions": ["invoices.approve"], "tenants": ["acme"]}]}})
+	mappings := array.concat(data.authz.subject_mappings, [{"id": "mapping-every-agent", "subjects": ["agent:**"], "actions": ["invoices.approve"]}])
+	result := authz.decision with input as approve_invoice(subject, fx.read_invoice.context)
+		with data.entitlements as entitlements
+		with data.authz.subject_mappings as mappings
+	fx.codes(result) == {"approval_required"}
+}
+
 test_client_that_is_not_an_agent_is_not_an_actor if {
 	result := authz.decision with input as with_subject({"client_id": "acme-finance-portal"})
 		with data.entitlements as fx.entitlements
