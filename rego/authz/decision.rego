@@ -186,15 +186,29 @@ permission_hints[claim] := value if {
 # METADATA
 # title: Actors
 # description: >-
-#   The parties acting for the subject, current actor first: the RFC 8693 delegation chain
-#   (act); without one, the token's OAuth client when it is an agent other than the subject
-#   (an agent given a user's token, e.g. by an authorization code flow, acts all the same);
-#   else [].
-default actors := []
+#   The parties acting for the subject, current actor first: the token's OAuth client when it
+#   is an agent other than the subject that the RFC 8693 delegation chain (act) does not name
+#   (an agent given a user's token, e.g. by an authorization code flow, acts all the same; one
+#   presenting a token whose chain names others is judged too, not hidden behind them), then
+#   the chain.
+actors := array.concat(unlisted_agent_client, delegation_chain)
 
-actors := delegation_chain if count(delegation_chain) > 0
+# METADATA
+# title: Unlisted agent client
+# description: The acting agent client as an actor, when the delegation chain does not name it; else [].
+default unlisted_agent_client := []
 
-else := [{"client_id": acting_agent_client}]
+unlisted_agent_client := [{"client_id": acting_agent_client}] if not agent_client_in_chain
+
+# METADATA
+# title: Agent client in chain
+# description: >-
+#   An actor of the delegation chain is identified as the acting agent client (actor_id: its
+#   sub, else its client_id), so it is judged as that actor already.
+agent_client_in_chain if {
+	some actor in delegation_chain
+	actor_id(actor) == acting_agent_client
+}
 
 # METADATA
 # title: Delegation chain

@@ -645,6 +645,28 @@ test_agent_with_a_slash_in_its_id_needs_an_approval_for_high_risk if {
 	fx.codes(result) == {"approval_required"}
 }
 
+# An act chain naming others does not hide the agent presenting the token: were it to exchange
+# a user's token naming that user as the actor, it would otherwise act under the user's grants.
+test_agent_client_outside_its_act_chain_is_judged_as_the_current_actor if {
+	subject := object.union(agent_client_for_alice, {"client_id": "agent:travel-planner", "act": [{"sub": fx.alice, "iss": fx.dev_issuer}]})
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	some reason in result.reasons
+	reason.code == "delegation_not_permitted"
+	reason.actor == "agent:travel-planner"
+	reason.depth == 1
+}
+
+test_agent_client_named_by_its_act_chain_is_judged_once if {
+	result := authz.decision with input as object.union(fx.read_invoice, {"subject": fx.agent_for_alice})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+	[grant] := [reason | some reason in result.reasons; reason.code == "actor_granted"]
+	grant.actor == fx.expense_assistant
+	grant.depth == 1
+}
+
 test_client_that_is_not_an_agent_is_not_an_actor if {
 	result := authz.decision with input as with_subject({"client_id": "acme-finance-portal"})
 		with data.entitlements as fx.entitlements
