@@ -21,7 +21,7 @@ const scopeTokenSchema = z
   .regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'not an OAuth scope token: printable ASCII without space, " or \\ (RFC 6749 section 3.3)');
 
 export const issuanceRequestSchema = z.strictObject({
-  token: z.string().min(1).optional().describe('A token the request builds on (e.g. the subject token of an RFC 8693 exchange).'),
+  token: z.string().min(1).optional().describe('The token service\'s own access token, which Arbiter verifies: the caller (input.subject), matched against issuance_rules.callers by the default policy. Not the subject token of an RFC 8693 exchange: name that token\'s parties in subject and client_id.'),
   client_id: z.string().min(1).max(256),
   subject: z.string().min(1).max(1024).optional(),
   scopes: z.array(scopeTokenSchema).max(256).describe('The scopes to judge, each one OAuth scope token (RFC 6749 section 3.3).'),
