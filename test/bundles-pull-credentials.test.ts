@@ -343,11 +343,31 @@ describe('which redirects a source may follow', () => {
     ['a remote source to localhost', remote, 'https://localhost/x', /another host may not lead to this one/],
     ['a remote source to IPv6 loopback', remote, 'https://[::1]:8443/x', /another host may not lead to this one/],
     ['a remote source to loopback http', remote, 'http://127.0.0.1:2379/v2/keys', /another host may not lead to this one/],
+    // Other spellings of this machine: connecting to the unspecified address, or to an
+    // IPv4-mapped loopback address, reaches the services listening on loopback.
+    ['a remote source to the unspecified address 0.0.0.0', remote, 'https://0.0.0.0:8443/admin', /another host may not lead to this one/],
+    ['a remote source to 0 (0.0.0.0)', remote, 'https://0:8443/admin', /another host may not lead to this one/],
+    ['a remote source to the unspecified IPv6 address', remote, 'https://[::]:8443/admin', /another host may not lead to this one/],
+    ['a remote source to an IPv4-mapped loopback over https', remote, 'https://[::ffff:127.0.0.1]:8443/admin', /another host may not lead to this one/],
+    ['a remote source to an IPv4-mapped 0.0.0.0', remote, 'https://[::ffff:0.0.0.0]:8443/admin', /another host may not lead to this one/],
+    ['a remote source to localhost with a trailing dot', remote, 'https://localhost.:8443/admin', /another host may not lead to this one/],
+    ['a remote source to a name under .localhost (RFC 6761)', remote, 'https://etcd.localhost:2379/x', /another host may not lead to this one/],
     ['any source to plain http elsewhere', local, 'http://169.254.169.254/latest/meta-data/', /https only/],
     ['any source to an IPv4-mapped loopback over http', remote, 'http://[::ffff:127.0.0.1]/x', /https only/],
     ['any source to a URL with a password', local, 'https://user:pw@storage.example.net/x', /user:password@/],
     ['any source to another scheme', local, 'file:///etc/passwd', /a file: URL/],
   ])('refuses %s', (_label, source, next, why) => {
     expect(redirectRefusal(source, new URL(next))).toMatch(why);
+  });
+
+  it('refuses them because they do reach a service listening on loopback only', async () => {
+    const service = createServer((_req, res) => res.end('loopback only'));
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = service.address() as AddressInfo;
+      for (const host of ['0.0.0.0', '[::ffff:127.0.0.1]']) expect(await (await fetch(`http://${host}:${port}/`)).text(), host).toBe('loopback only');
+    } finally {
+      await new Promise((resolve) => service.close(resolve));
+    }
   });
 });

@@ -8,6 +8,7 @@
  * Polls are jittered so replicas spread out; after a failure the delay doubles up to
  * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
  */
+import { BlockList, isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { isLoopbackHost, type BundlesConfig } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
@@ -233,8 +234,33 @@ export function redirectRefusal(source: URL, next: URL): string | undefined {
     const where = next.protocol === 'http:' ? withoutCredentials(next) : `a ${next.protocol} URL`;
     return `${where}, which is not followed: https only (plain http to a loopback host), as the source URL`;
   }
-  if (isLoopbackHost(next.hostname) && !isLoopbackHost(source.hostname)) {
+  if (reachesThisMachine(next.hostname) && !reachesThisMachine(source.hostname)) {
     return `${withoutCredentials(next)}, which is not followed: a source on another host may not lead to this one`;
   }
   return undefined;
+}
+
+/**
+ * Addresses a connection to which lands on this machine: loopback, and the unspecified address
+ * (connecting to 0.0.0.0 or :: reaches what listens on loopback). BlockList checks an
+ * IPv4-mapped IPv6 address (::ffff:127.0.0.1) against the IPv4 rules.
+ */
+const THIS_MACHINE = new BlockList();
+THIS_MACHINE.addSubnet('127.0.0.0', 8, 'ipv4');
+THIS_MACHINE.addSubnet('0.0.0.0', 8, 'ipv4');
+THIS_MACHINE.addAddress('::1', 'ipv6');
+THIS_MACHINE.addAddress('::', 'ipv6');
+
+/**
+ * Whether a URL's hostname names this machine, in any spelling the URL parser leaves: an address
+ * of THIS_MACHINE, `localhost` with or without its trailing dot, or a name under `.localhost`
+ * (RFC 6761 has resolvers answer loopback for them). A name that some DNS answers with a
+ * loopback address is not caught here: the hostname is all this rule sees.
+ */
+function reachesThisMachine(hostname: string): boolean {
+  const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
+  const family = isIP(host);
+  if (family !== 0) return THIS_MACHINE.check(host, family === 4 ? 'ipv4' : 'ipv6');
+  const name = host.toLowerCase().replace(/\.$/, '');
+  return name === 'localhost' || name.endsWith('.localhost');
 }
