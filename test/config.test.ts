@@ -201,6 +201,8 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(gateway(['acme', 'beta', 'acme'])))).toEqual([{ path: 'gateway.api_keys.1.tenants.2', message: expect.stringContaining('duplicate tenant "acme"') }]);
     // A tenant no authzen.tenants entry serves could never be answered: a typo.
     expect(issuesOf(() => parseConfig(gateway(['acme', 'acmee'])))).toEqual([{ path: 'gateway.api_keys.1.tenants.1', message: expect.stringContaining('"acmee" is not a tenant of authzen.tenants') }]);
+    // authzen.tenants names are trimmed and never blank: a blank one is no tenant either.
+    expect(issuesOf(() => parseConfig(gateway(['acme', '  '])))).toEqual([{ path: 'gateway.api_keys.1.tenants.1', message: expect.stringContaining('"  " is not a tenant of authzen.tenants') }]);
     // Keys are not used under another authentication: a binding there would bind nothing.
     expect(issuesOf(() => parseConfig(gateway(['acme'], 'none')))).toEqual([{ path: 'gateway.api_keys.1.tenants', message: expect.stringContaining('api_key') }]);
     // One key listed twice would be whichever entry came last: bound under one id, unbound under the other.

@@ -438,8 +438,9 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
   // A bound tenant no authzen.tenants entry serves would answer 503 for ever: a typo, caught here.
   for (const [index, key] of config.gateway.api_keys.entries()) {
     for (const [tenantIndex, tenant] of (key.tenants ?? []).entries()) {
-      // A name already refused for its own shape gets no second issue.
-      if (typeof tenant !== 'string' || tenant.trim() === '' || Object.hasOwn(config.authzen.tenants, tenant)) continue;
+      // An empty name, refused for its own shape, gets no second issue (a blank one is refused here:
+      // authzen.tenants names are trimmed, so it can name none).
+      if (typeof tenant !== 'string' || tenant === '' || Object.hasOwn(config.authzen.tenants, tenant)) continue;
       ctx.addIssue({ code: 'custom', path: ['gateway', 'api_keys', index, 'tenants', tenantIndex], message: `${JSON.stringify(tenant)} is not a tenant of authzen.tenants, so no request of this key could ever be answered for it` });
     }
   }
