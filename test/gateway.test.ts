@@ -184,6 +184,18 @@ describe('gateway tenant binding', () => {
     refused(await post('/access/v1/search/action', search), /no tenant/);
   });
 
+  it('the policy is told the tenant the request was routed to (input.context.tenant), whatever the evaluation\'s own context says', async () => {
+    arbiter = await start();
+    const post = (path: string, payload: unknown, headers: Record<string, string> = {}) => postJson(`${arbiter!.url}${path}`, payload, as(ACME_KEY, headers));
+    // azecho echoes its input in its reason: the context a policy holds the resource's tenant to.
+    const contextOf = (decision: Record<string, any>) => (JSON.parse(decision.context.reasons[0].reason_admin.en as string) as { context: Record<string, unknown> }).context;
+    const single = await post('/access/v1/evaluation', { ...evaluation, context: { purpose: 'audit' } }, { 'x-tenant': 'acme' });
+    expect(contextOf(single.body!)).toMatchObject({ tenant: 'acme', purpose: 'audit' });
+    // A batch item's own context replaces the default whole, and still gets the batch's tenant.
+    const batch = await post('/access/v1/evaluations', { ...evaluation, options: { include_reasons: true }, evaluations: [{ context: { purpose: 'item' } }] }, { 'x-tenant': 'acme' });
+    expect(contextOf(batch.body!.evaluations[0])).toMatchObject({ tenant: 'acme', purpose: 'item' });
+  });
+
   it('a key with tenants is refused on the endpoints that name no tenant: /v1/decide, /v1/issuance and the OPA data API', async () => {
     arbiter = await start();
     const decide = { action: 'read', resource: { type: 'doc' } };

@@ -104,6 +104,16 @@ denials contains {
 }
 
 denials contains {
+	"code": "request_tenant_mismatch",
+	"resource_tenant": resource_tenant,
+	"request_tenant": input.context.tenant,
+	"message": "the resource is not of the tenant the request is made in (input.context.tenant)",
+} if {
+	is_string(input.context.tenant)
+	resource_tenant != input.context.tenant
+}
+
+denials contains {
 	"code": "tenant_issuer_not_trusted",
 	"issuer": evidence.subject_issuer,
 	"resource_tenant": resource_tenant,

@@ -667,6 +667,34 @@ test_agent_client_named_by_its_act_chain_is_judged_once if {
 	grant.depth == 1
 }
 
+# input.context.tenant is the tenant an AuthZEN request was routed to (X-Tenant): a gateway
+# bound to acme must not learn, through acme's route, how requests for another tenant's
+# resources are decided.
+test_resource_of_another_tenant_than_the_request_is_denied if {
+	context := object.union(fx.read_invoice.context, {"tenant": "globex"})
+	result := authz.decision with input as object.union(fx.read_invoice, {"context": context})
+		with data.entitlements as fx.entitlements
+	result.allow == false
+	fx.codes(result) == {"request_tenant_mismatch"}
+	some reason in result.reasons
+	reason.request_tenant == "globex"
+	reason.resource_tenant == "acme"
+}
+
+test_resource_of_the_request_tenant_is_allowed if {
+	context := object.union(fx.read_invoice.context, {"tenant": "acme"})
+	result := authz.decision with input as object.union(fx.read_invoice, {"context": context})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+}
+
+test_request_tenant_that_is_not_a_string_is_ignored if {
+	context := object.union(fx.read_invoice.context, {"tenant": ["globex"]})
+	result := authz.decision with input as object.union(fx.read_invoice, {"context": context})
+		with data.entitlements as fx.entitlements
+	result.allow == true
+}
+
 test_client_that_is_not_an_agent_is_not_an_actor if {
 	result := authz.decision with input as with_subject({"client_id": "acme-finance-portal"})
 		with data.entitlements as fx.entitlements

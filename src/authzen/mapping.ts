@@ -36,10 +36,16 @@ export function policyResource(resource: Resource): DecisionRequest['resource'] 
   return { type: resource.type, id: resource.id, properties: resource.properties ?? {} };
 }
 
-/** One AuthZEN evaluation as a request to the decision pipeline. */
+/**
+ * One AuthZEN evaluation as a request to the decision pipeline. `target.tenant`, the tenant whose
+ * bundle answers (X-Tenant, else context.tenant), is the policy's input.context.tenant, whatever
+ * the evaluation's own context holds: a policy holds the resource to the tenant the request was
+ * routed to (the default policy: request_tenant_mismatch), and a gateway key bound to tenants
+ * cannot ask through its tenant's route about another tenant's resources.
+ */
 export function decisionRequest(
   evaluation: EvaluationRequest,
-  target: { endpoint: string; requestId: string; caller: string | null; authzen: AuthzenBundle },
+  target: { endpoint: string; requestId: string; caller: string | null; authzen: AuthzenBundle; tenant?: string | undefined },
 ): DecisionRequest {
   const token = evaluation.subject.properties?.[ACCESS_TOKEN_PROPERTY];
   return {
@@ -52,7 +58,7 @@ export function decisionRequest(
     assertedSubject: assertedSubject(evaluation.subject),
     action: policyAction(evaluation.action),
     resource: policyResource(evaluation.resource),
-    context: evaluation.context,
+    context: target.tenant === undefined ? evaluation.context : { ...evaluation.context, tenant: target.tenant },
   };
 }
 

@@ -93,6 +93,8 @@ export interface SearchTarget {
   requestId: string;
   caller: string | null;
   authzen: AuthzenBundle;
+  /** The tenant whose bundle answers: input.context.tenant of the candidates entrypoint and of every decision. */
+  tenant?: string | undefined;
   decide(request: DecisionRequest): Promise<Decision>;
   /** Runs the candidates entrypoint: same evaluator and limits as decisions, no decision logged. */
   evaluateRaw(bundle: PolicyBundle, entrypoint: string, input: string): Promise<PolicyEvaluation>;
@@ -155,7 +157,7 @@ async function listCandidates<K extends SearchKind>(
   entrypoint: string,
   target: SearchTarget,
 ): Promise<{ ok: true; list: Candidate<K>[] } | { ok: false; status: 500; code: EvaluationFailureCode; message: string }> {
-  const context = { ...plan.context, now: Math.floor(Date.now() / 1000), request_id: target.requestId };
+  const context = { ...plan.context, ...(target.tenant !== undefined && { tenant: target.tenant }), now: Math.floor(Date.now() / 1000), request_id: target.requestId };
   const input = { ...plan.candidateInput, context };
   const run = await target.evaluateRaw(target.authzen.bundle, entrypoint, JSON.stringify(input));
   if (!run.ok) return { ok: false, status: 500, code: run.code, message: `${entrypoint}: ${run.message}` };

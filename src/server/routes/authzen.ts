@@ -58,7 +58,7 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
    * answer instead: 400 when the two name different tenants, 403 when the gateway's key is bound
    * to other tenants (or the request names none), 503 when no bundle answers.
    */
-  const resolve = ({ c }: Asked, context: Record<string, unknown> | undefined): { ok: true; authzen: AuthzenBundle } | { ok: false; response: Response } => {
+  const resolve = ({ c }: Asked, context: Record<string, unknown> | undefined): { ok: true; authzen: AuthzenBundle; tenant: string | undefined } | { ok: false; response: Response } => {
     const conflict = tenantConflict(c, context);
     if (conflict) return { ok: false, response: conflict };
     const header = c.req.header(TENANT_HEADER);
@@ -66,7 +66,7 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     const refused = deps.tenantBinding.check(c, tenant, header !== undefined ? 'X-Tenant' : tenant !== undefined ? '/context/tenant' : undefined);
     if (refused) return { ok: false, response: refused };
     const resolution = bundles.resolve(tenant);
-    return resolution.ok ? resolution : { ok: false, response: unavailable(c, resolution.message) };
+    return resolution.ok ? { ...resolution, tenant } : { ok: false, response: unavailable(c, resolution.message) };
   };
 
   /** Every decision of a request goes through here, so a batch or a search knows how many it made. */
@@ -75,8 +75,8 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     return deps.pipeline.decide(request);
   };
 
-  const decide = (asked: Asked, endpoint: string, authzen: AuthzenBundle) => (evaluation: EvaluationRequest) =>
-    record(asked, decisionRequest(evaluation, { endpoint, requestId: asked.requestId, caller: asked.caller, authzen }));
+  const decide = (asked: Asked, endpoint: string, authzen: AuthzenBundle, tenant: string | undefined) => (evaluation: EvaluationRequest) =>
+    record(asked, decisionRequest(evaluation, { endpoint, requestId: asked.requestId, caller: asked.caller, authzen, tenant }));
 
   /**
    * Charges the caller's rate for every decision the request made: admission took one unit, and
@@ -87,7 +87,7 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
   async function single(asked: Asked, endpoint: string, evaluation: EvaluationRequest) {
     const resolution = resolve(asked, evaluation.context);
     if (!resolution.ok) return resolution.response;
-    const decision = await decide(asked, endpoint, resolution.authzen)(evaluation);
+    const decision = await decide(asked, endpoint, resolution.authzen, resolution.tenant)(evaluation);
     return decision.answered ? asked.c.json(authzenDecision(decision, true)) : unavailable(asked.c, firstReason(decision));
   }
 
@@ -100,6 +100,7 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
       requestId,
       caller,
       authzen: resolution.authzen,
+      tenant: resolution.tenant,
       decide: (request) => record(asked, request),
       evaluateRaw: (bundle, entrypoint, input) => deps.pipeline.evaluateRaw(bundle, entrypoint, input),
     });
@@ -130,8 +131,7 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
       const batch = asked(c);
       const resolution = resolve(batch, request.context);
       if (!resolution.ok) return resolution.response;
-      const tenant = tenantOf(c.req.header(TENANT_HEADER), request.context);
-      const outcome = await evaluateBatch({ ...request, evaluations }, decide(batch, AUTHZEN_PATHS.evaluations, resolution.authzen), tenant);
+      const outcome = await evaluateBatch({ ...request, evaluations }, decide(batch, AUTHZEN_PATHS.evaluations, resolution.authzen, resolution.tenant), resolution.tenant);
       // Items a short-circuit or a failure left unevaluated made no decision and cost nothing.
       charge(batch);
       if (outcome.ok) return c.json({ evaluations: outcome.evaluations });
