@@ -13,6 +13,7 @@ import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } fr
 import { packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { stopWorkersAtNextCheck } from './support/worker-crash.ts';
+import { MAX_INTERRUPTED_CHECKS } from '../src/policy/pull.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
  
@@ -616,6 +617,36 @@ describe('pull mode', () => {
       await waitFor(() => arbiter.bundles.get('lc')?.revision === 'p1', 'p1 activated by a later poll');
       expect(full).toBe(2);
       expect((await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc' }, policy: 'lc' })).body).toMatchObject({ allow: true });
+    } finally {
+      crashes.dispose();
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
+  it('refuses, until its source changes, a module whose every check stopped the evaluation worker (MAX_INTERRUPTED_CHECKS in a row)', async () => {
+    const crashes = stopWorkersAtNextCheck(MAX_INTERRUPTED_CHECKS);
+    // Served once the server is up, so the checks of start-up (the embedded bundles) are not the ones stopped.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const counts = { full: 0, notModified: 0 };
+    const source = await serveBundles('/lc.tar.gz', (req, res) => {
+      void released.then(() => {
+        if (req.headers['if-none-match'] === '"p1"') return void (counts.notModified++, res.writeHead(304, { etag: '"p1"' }).end());
+        counts.full += 1;
+        res.writeHead(200, { 'content-type': 'application/gzip', etag: '"p1"' }).end(archives.p1);
+      });
+    });
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ engine: { workers: 1 }, bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 5000 }] } }, { logger });
+    try {
+      crashes.arm();
+      release();
+      await waitFor(() => counts.notModified >= 2, 'conditional polls after the module was refused');
+      expect(crashes.stops).toBe(2 * MAX_INTERRUPTED_CHECKS);
+      expect(counts.full).toBe(MAX_INTERRUPTED_CHECKS);
+      expect(lines.filter((line) => line.msg?.startsWith('bundle refused until its source changes'))).toMatchObject([{ bundle: 'lc', checks: MAX_INTERRUPTED_CHECKS }]);
+      expect(arbiter.bundles.get('lc')).toBeUndefined();
     } finally {
       crashes.dispose();
       await arbiter.close();

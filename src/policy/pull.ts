@@ -38,6 +38,9 @@ export interface BundlePullObserver {
 
 const MAX_BACKOFF_MS = 10 * 60 * 1000;
 
+/** Checks of one archive a stopping evaluation worker may interrupt in a row before it is refused as the cause. */
+export const MAX_INTERRUPTED_CHECKS = 3;
+
 /** Most redirects one poll follows, as Go's HTTP client (OPA's) does. */
 const MAX_REDIRECTS = 10;
 const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
@@ -77,6 +80,8 @@ export class BundlePuller {
   #etag: string | undefined;
   /** The last archive refused for what it is, and why (with the ETag remembered for it). */
   #refused: { digest: string; etag?: string | undefined; error: BundleRejectedError } | undefined;
+  /** The archive whose module checks the evaluation worker never finished, and how many times in a row. */
+  #interrupted: { digest: string; count: number } | undefined;
   /**
    * The digest of the last archive this source got accepted: served again (by a source
    * without ETags), it is not offered again, so a rollback or removal by hand holds until
@@ -147,7 +152,7 @@ export class BundlePuller {
         // may be at fault) and digest so it is not fetched and checked again. One refused for this
         // server's state (another bundle's roots, a smoke run that timed out under load, a key not
         // configured yet) is fetched and checked again at the next poll.
-        if (error instanceof BundleRejectedError && !STATE_DEPENDENT_CHECKS.has(error.check)) {
+        if (error instanceof BundleRejectedError && (!STATE_DEPENDENT_CHECKS.has(error.check) || this.#interruptedTooOften(error, digest))) {
           const transfer = TRANSFER_DEPENDENT_CHECKS.has(error.check);
           if (!transfer) this.#etag = etag;
           this.#refused = { digest, etag: transfer ? undefined : etag, error };
@@ -155,6 +160,7 @@ export class BundlePuller {
         throw error;
       }
       this.#refused = undefined;
+      this.#interrupted = undefined;
       this.#delivered = digest;
       this.#etag = etag;
       this.#succeeded();
@@ -192,6 +198,24 @@ export class BundlePuller {
       if (refused !== undefined) throw new ArbiterError('bundle_pull_failed', `${shown} redirects to ${refused}`);
       url = next;
     }
+  }
+
+  /**
+   * Whether a check of `digest` the evaluation worker never finished has now happened
+   * MAX_INTERRUPTED_CHECKS times in a row: a crash is nothing against a module once, but a module
+   * whose check stops the worker every time may be what stops it (each check costs two workers
+   * and the decisions in flight on them), so it is refused until the source serves another.
+   */
+  #interruptedTooOften(error: BundleRejectedError, digest: string): boolean {
+    if (error.check !== 'wasm_check_interrupted') return false;
+    const count = this.#interrupted?.digest === digest ? this.#interrupted.count + 1 : 1;
+    this.#interrupted = { digest, count };
+    if (count < MAX_INTERRUPTED_CHECKS) return false;
+    this.#options.logger.error(
+      { bundle: this.source.name, url: this.#shownUrl, digest, checks: count },
+      'bundle refused until its source changes: every check of its module stopped the evaluation worker',
+    );
+    return true;
   }
 
   #succeeded(): void {
