@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -160,6 +161,18 @@ describe('bundles.sources[].credentials.bearer', () => {
     const shown = await everythingShown(arbiter, lines);
     expect(shown).not.toContain('split-s3cr3t');
     expect(shown).not.toContain('x-injected');
+  });
+
+  it('refuses a token file that is not a regular file (a FIFO would hold the poll, and shutdown, until written)', async () => {
+    const fifo = join(dir, 'pipe.token');
+    execFileSync('mkfifo', [fifo]);
+    const source = await serveBundles((_req, res) => void res.writeHead(200, { 'content-type': 'application/gzip' }).end(archives.c1));
+    const { logger, lines } = capturingLogger();
+    const arbiter = await start({ url: `${source.origin}/pc.tar.gz`, credentials: { bearer: { token_file: fifo } } }, logger);
+    await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'a failed poll');
+    expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))).toMatchObject({ check: 'bundle_credentials_unavailable', err: { message: expect.stringContaining('is not a regular file') } });
+    expect(source.requests).toEqual([]);
+    expect(arbiter.bundles.get('pc')).toBeUndefined();
   });
 
   it('takes the token from token_env, with the scheme given', async () => {

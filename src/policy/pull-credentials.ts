@@ -9,6 +9,7 @@
  *   bundle_credentials_unavailable   a file cannot be read, is empty or too large, or holds
  *                                    what a header value cannot (the poll fails, nothing is sent)
  */
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { HEADER_VALUE, type BundlesConfig } from '../config/schema.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
@@ -72,8 +73,11 @@ async function readSecretFile(file: string, key: string): Promise<string> {
   const unavailable = (why: string) => new ArbiterError('bundle_credentials_unavailable', `${key} ${why}: the poll is not sent`);
   let text: string;
   try {
-    const handle = await open(file, 'r');
+    // Non-blocking: a FIFO (or a device) named by mistake would otherwise hold the poll, which
+    // reads its secrets before its timeout starts, until something writes to it.
+    const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
+      if (!(await handle.stat()).isFile()) throw unavailable('is not a regular file');
       const buffer = Buffer.alloc(MAX_SECRET_FILE_BYTES + 1);
       let length = 0;
       while (length < buffer.length) {
