@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 
 /**
@@ -33,13 +33,22 @@ export function ensurePrivateDatabaseFile(path: string): void {
   }
 }
 
+/** A temporary file of createPrivateFileWhole older than this was left by a crash, not by a start racing this one. */
+const STALE_TEMP_MS = 60_000;
+
+/** Filesystems without hard links (some FUSE and SMB mounts) answer link() with these. */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
 /**
  * Creates `path` holding `content`, mode 0600, whole or not at all, and on disk (its bytes and
  * its directory entry fsynced) before it returns: written under a name of its own, then linked
  * into place. A crash never leaves a key file cut short (every start would stop on it), and
  * when another process created `path` first, its file is kept: `false`, read that one instead.
+ * What a crash left under a temporary name (a private key) is deleted by the next call. On a
+ * filesystem without hard links the file is created in place, as exclusive but not crash-safe.
  */
 export function createPrivateFileWhole(path: string, content: string): boolean {
+  removeStaleTemporaries(path);
   const temp = `${path}.${randomUUID()}.tmp`;
   const fd = openSync(temp, 'wx', 0o600);
   try {
@@ -51,8 +60,10 @@ export function createPrivateFileWhole(path: string, content: string): boolean {
   try {
     linkSync(temp, path);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    if (code === 'EEXIST') return false;
+    if (!NO_HARD_LINKS.has(code)) throw error;
+    if (!createInPlace(path, content)) return false;
   } finally {
     rmSync(temp, { force: true });
   }
@@ -63,4 +74,36 @@ export function createPrivateFileWhole(path: string, content: string): boolean {
     closeSync(dir);
   }
   return true;
+}
+
+/** Exclusive creation without a link: false when `path` exists already. */
+function createInPlace(path: string, content: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx', 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
+  try {
+    writeFileSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+function removeStaleTemporaries(path: string): void {
+  const prefix = `${basename(path)}.`;
+  const dir = dirname(path);
+  for (const name of readdirSync(dir)) {
+    if (!name.startsWith(prefix) || !/^[0-9a-f-]{36}\.tmp$/.test(name.slice(prefix.length))) continue;
+    const temp = join(dir, name);
+    try {
+      if (Date.now() - statSync(temp).mtimeMs > STALE_TEMP_MS) rmSync(temp, { force: true });
+    } catch {
+      // Gone meanwhile: the start that wrote it linked or removed it.
+    }
+  }
 }

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -570,6 +570,22 @@ describe('creating the checkpoint key', () => {
       const again = createCheckpointKey(path);
       expect(again.id).toBe(made.id);
       expect(readdirSync(dir)).toEqual(['checkpoint-key.jwk']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('deletes the temporary file (a private key) a crash left before linking it, not one a racing start is writing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'arbiter-checkpoint-key-'));
+    try {
+      const path = join(dir, 'checkpoint-key.jwk');
+      const crashed = `${path}.0b5e1b6c-6d47-4a4e-9f0e-2c1d5d3c9a11.tmp`;
+      const racing = `${path}.7c9f1e2a-1b3d-4c5e-8f6a-9b0c1d2e3f4a.tmp`;
+      writeFileSync(crashed, '{"kty":"OKP"}', { mode: 0o600 });
+      utimesSync(crashed, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+      writeFileSync(racing, '{"kty":"OKP"}', { mode: 0o600 });
+      createCheckpointKey(path);
+      expect(readdirSync(dir).sort()).toEqual(['checkpoint-key.jwk', 'checkpoint-key.jwk.7c9f1e2a-1b3d-4c5e-8f6a-9b0c1d2e3f4a.tmp']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
