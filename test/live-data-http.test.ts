@@ -549,6 +549,18 @@ describe('revocations', () => {
     expect((await decideWith(direct)).allow).toBe(true);
   });
 
+  it('revokes by sub an agent that acts as the OAuth client of a user\'s token, as it revokes it in act', async () => {
+    // The agent's own tokens have sub agent:courier; a user's token it obtained names it only as client_id.
+    const viaClient = await idp.sign({ sub: 'user:erin', client_id: 'agent:courier' });
+    const own = await idp.sign({ sub: 'user:erin' });
+    expect((await decideWith(viaClient)).allow).toBe(true);
+    const created = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:courier', iss: idp.issuer, reason: 'compromised agent', expires_at: now() + 600 });
+    const decision = await decideWith(viaClient);
+    expect(decision.allow).toBe(false);
+    expect(decision.reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: created.body!.id });
+    expect((await decideWith(own)).allow).toBe(true);
+  });
+
   it("scopes an actor's revocation to the actor's own iss when its act entry names one, else to the token's", async () => {
     // RFC 8693 §4.1: iss and sub together may be needed to identify an actor. idp (issuer A)
     // vouches for an actor identified by issuer B: B's revocation of it applies, A's does not.

@@ -107,6 +107,12 @@ export interface RevocationLookup {
 export function subjectRevocation(revocations: RevocationLookup, subject: PolicySubject, nowS: number): PolicySubject['revoked'] {
   const match = revocations.check(revocationClaims(subject), nowS);
   if (match.revoked) return { revoked: true, reason: match.reason, revocation_id: match.revocation_id };
+  // The OAuth client of someone else's token (an agent given a user's token) acts through it, as
+  // an actor of act does: a party revoked by its sub is stopped there too.
+  if (subject.client_id !== undefined && subject.client_id !== subject.sub) {
+    const client = revocations.checkParty({ iss: subject.iss!, sub: subject.client_id }, nowS);
+    if (client.revoked) return { revoked: true, reason: client.reason, revocation_id: client.revocation_id };
+  }
   for (const [index, actor] of subject.act.entries()) {
     const hit = revocations.checkParty(actorClaims(actor, subject.iss!), nowS);
     if (hit.revoked) return { revoked: true, reason: hit.reason, revocation_id: hit.revocation_id, actor_depth: index + 1 };
