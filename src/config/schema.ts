@@ -131,7 +131,7 @@ const secretSourceSchema = z.union([
 const bundleSourceCredentialsSchema = z.strictObject({
   bearer: z
     .strictObject({
-      token_file: nonEmpty.optional().describe('File holding the token, read at each poll so a rotated token is used at the next one; surrounding whitespace (the trailing newline) is not part of it. Missing or empty, the poll fails (bundle_credentials_unavailable) and the active revision keeps serving.'),
+      token_file: nonEmpty.optional().describe('File holding the token, read at each poll so a rotated token is used at the next one; surrounding whitespace (the trailing newline) is not part of it. Missing, empty, not a regular file, over 16 KiB or holding a line break, the poll fails (bundle_credentials_unavailable, nothing is sent) and the active revision keeps serving.'),
       token_env: envVarName.optional().describe('Environment variable holding the token, read at start-up: unset or empty, start-up stops naming this key.'),
       scheme: z.string().regex(HTTP_TOKEN, 'must be one word (an HTTP authentication scheme)').default('Bearer').describe('Authorization scheme: the header sent is `<scheme> <token>`.'),
       // OPA's key for a literal token: refused by name, so the operator learns where the token goes instead.
