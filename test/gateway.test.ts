@@ -277,6 +277,48 @@ describe('admission limits of a batch', () => {
   });
 });
 
+describe('admission limits of concurrent batches', () => {
+  const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'read' }, resource: { type: 'doc', id: '1' } };
+  const rateLimited = (answer: Awaited<ReturnType<typeof postJson>>) => {
+    expect(answer).toMatchObject({ status: 429, body: { code: 'rate_limited' } });
+    expect(Number(answer.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+  };
+
+  it('batches sent at once cannot each run whole on the one unit admission took: once one has run the caller into debt, the others are refused', async () => {
+    arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 1, burst: 5 } }, authzen: { default_bundle: 'azecho' } });
+    const committed = arbiter.decisionLog!.stats.committed;
+    // Five requests fit the burst, but each asks 50 decisions: the caller may run into debt once, not five times.
+    const answers = await Promise.all(Array.from({ length: 5 }, () => postJson(`${arbiter!.url}/access/v1/evaluations`, { evaluations: Array.from({ length: 50 }, () => evaluation) })));
+    const answered = answers.filter((answer) => answer.status === 200);
+    expect(answered).toHaveLength(1);
+    expect(answered[0]!.body!.evaluations).toHaveLength(50);
+    for (const answer of answers.filter((answer) => answer.status !== 200)) rateLimited(answer);
+    expect(arbiter.decisionLog!.stats.committed - committed).toBe(50);
+  });
+
+  it('a batch that stops short gives back the units of the items it did not evaluate', async () => {
+    arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 0.001, burst: 5 } }, authzen: { default_bundle: 'azecho' } });
+    // deny_on_first_deny stops at the first item: one decision of the five asked for.
+    const deny = { ...evaluation, action: { name: 'deny_me' } };
+    const batch = await postJson(`${arbiter.url}/access/v1/evaluations`, { evaluations: Array.from({ length: 5 }, () => deny), options: { evaluations_semantic: 'deny_on_first_deny' } });
+    expect(batch.body).toEqual({ evaluations: [{ decision: false }] });
+    // Four units are left, as after four single requests.
+    for (let i = 0; i < 4; i++) expect((await postJson(`${arbiter.url}/v1/decide`, body)).status, `request ${i}`).toBe(200);
+    rateLimited(await postJson(`${arbiter.url}/v1/decide`, body));
+  });
+
+  it('searches sent at once cannot each evaluate every candidate on the one unit admission took', async () => {
+    arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 1, burst: 5 } }, authzen: { default_bundle: 'todo' } });
+    const committed = arbiter.decisionLog!.stats.committed;
+    // The Todo bundle lists five users: each search asks five decisions.
+    const search = { subject: { type: 'user' }, action: { name: 'can_create_todo' }, resource: { type: 'todo', id: 't1' } };
+    const answers = await Promise.all(Array.from({ length: 5 }, () => postJson(`${arbiter!.url}/access/v1/search/subject`, search)));
+    expect(answers.filter((answer) => answer.status === 200)).toHaveLength(1);
+    for (const answer of answers.filter((answer) => answer.status !== 200)) rateLimited(answer);
+    expect(arbiter.decisionLog!.stats.committed - committed).toBe(5);
+  });
+});
+
 describe('concurrency ceiling', () => {
   it('429 overloaded while max_concurrent decisions are in flight, and serves again after', async () => {
     arbiter = await startTestArbiter({ gateway: { max_concurrent: 1 }, engine: { deadline_ms: 800, max_memory_mb: 2048 } });

@@ -9,6 +9,7 @@ import type { Decision, DecisionRequest } from '../decisions/pipeline.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
 import { singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
 import type { PolicyEvaluation } from '../policy/evaluation/evaluator.ts';
+import type { RateRefusal } from '../server/middleware/admission.ts';
 import type { AuthzenBundle } from './bundles.ts';
 import { assertedSubject, decisionRequest, policyAction, policyResource } from './mapping.ts';
 import { decodePageToken, encodePageToken, queryDigest } from './page-token.ts';
@@ -98,6 +99,8 @@ export interface SearchTarget {
   decide(request: DecisionRequest): Promise<Decision>;
   /** Runs the candidates entrypoint: same evaluator and limits as decisions, no decision logged. */
   evaluateRaw(bundle: PolicyBundle, entrypoint: string, input: string): Promise<PolicyEvaluation>;
+  /** Reserves against the caller's rate the decisions the search may ask (one per candidate left), before it asks them; a refusal when the rate is spent. */
+  reserve?(decisions: number): RateRefusal | undefined;
 }
 
 export interface SearchResponse {
@@ -107,7 +110,8 @@ export interface SearchResponse {
 
 export type SearchOutcome =
   | { ok: true; response: SearchResponse }
-  | { ok: false; status: 400 | 500 | 501 | 503; code: string; message: string };
+  | { ok: false; status: 400 | 500 | 501 | 503; code: string; message: string }
+  | { ok: false; status: 429; refusal: RateRefusal };
 
 /**
  * One page of a search. Each evaluated candidate goes through the decision pipeline, so it is
@@ -133,6 +137,8 @@ export async function runSearch<K extends SearchKind>(plan: SearchPlan<K>, targe
 
   const candidates = await listCandidates(plan, entrypoint, target);
   if (!candidates.ok) return candidates;
+  const refusal = target.reserve?.(Math.max(0, candidates.list.length - offset));
+  if (refusal) return { ok: false, status: 429, refusal };
 
   const results: Record<string, unknown>[] = [];
   for (let index = offset; index < candidates.list.length; index++) {

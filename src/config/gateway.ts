@@ -43,7 +43,7 @@ export const gatewaySchema = z
     rate_limit: z
       .strictObject({
         requests_per_second: z.number().positive().optional().describe('Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation, an AuthZEN search one per candidate evaluated; unset: no rate limit.'),
-        burst: z.number().int().positive().default(200).describe('Decisions a caller may ask at once above its rate; a larger batch is answered, and the caller then waits until its rate has paid for it.'),
+        burst: z.number().int().positive().default(200).describe('Decisions a caller may ask at once above its rate; a larger batch is answered, and the caller then waits until its rate has paid for it: a batch or search is charged for its items or candidates before it runs, and one that starts while the caller owes for another is refused (429), so requests sent at once cannot each run a batch on one unit.'),
       })
       .prefault({}),
     max_concurrent: z.number().int().positive().default(4096).describe('Decision requests in flight at once (an AuthZEN batch counts once); beyond it: 429.'),

@@ -1,15 +1,27 @@
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import type { GatewayConfig } from '../../config/gateway.ts';
 import { problem } from '../problem.ts';
 import type { GatewayVariables } from './gateway-auth.ts';
 
+/** Why a caller over its rate is refused, and the seconds until it may ask again (Retry-After). */
+export interface RateRefusal {
+  detail: string;
+  retryAfterS: number;
+}
+
 export type AdmissionVariables = {
   /**
-   * Charges the caller's rate for a request that turned out to ask `decisions` decisions (an
-   * AuthZEN batch): admission took one unit; the rest is taken now, into debt if need be, so
-   * the caller's next requests wait until the rate has paid for the batch. Unset without a rate limit.
+   * Reserves the `decisions` a request is about to ask (an AuthZEN batch's items, a search's
+   * candidates) before it asks them: admission took one unit; the rest is taken now, into debt
+   * if need be, so the caller's next requests wait until the rate has paid for them. Refused,
+   * taking nothing, while the caller is in debt already (another of its requests, admitted as
+   * this one was, reserved more than the caller had): otherwise every request admitted at once
+   * on its one unit would run a whole batch. Returns undefined when reserved, else the refusal
+   * to answer (429 rate_limited). Unset without a rate limit.
    */
-  chargeDecisions?: (decisions: number) => void;
+  reserveDecisions?: (decisions: number) => RateRefusal | undefined;
+  /** Gives back units a reservation took for decisions the request did not ask after all (a batch cut short). */
+  releaseDecisions?: (decisions: number) => void;
 };
 
 /**
@@ -21,22 +33,29 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
   const { requests_per_second: rate, burst } = config.rate_limit;
   const buckets = new Map<string, { tokens: number; updatedMs: number }>();
   let inFlight = 0;
+  const refill = (bucket: { tokens: number; updatedMs: number }) => {
+    const nowMs = performance.now();
+    bucket.tokens = Math.min(burst, bucket.tokens + ((nowMs - bucket.updatedMs) / 1000) * rate!);
+    bucket.updatedMs = nowMs;
+  };
+  const retryAfter = (tokens: number) => Math.max(1, Math.ceil((1 - tokens) / rate!));
 
   return async (c, next) => {
     if (rate !== undefined) {
       const who = c.get('caller') ?? 'anonymous';
-      const nowMs = performance.now();
-      const bucket = buckets.get(who) ?? { tokens: burst, updatedMs: nowMs };
-      bucket.tokens = Math.min(burst, bucket.tokens + ((nowMs - bucket.updatedMs) / 1000) * rate);
-      bucket.updatedMs = nowMs;
+      const bucket = buckets.get(who) ?? { tokens: burst, updatedMs: performance.now() };
+      refill(bucket);
       buckets.set(who, bucket);
-      if (bucket.tokens < 1) {
-        const retryAfter = Math.max(1, Math.ceil((1 - bucket.tokens) / rate));
-        return problem(c, 429, { code: 'rate_limited', title: 'Too many requests', detail: `over ${rate} requests/s for ${who}` }, { 'Retry-After': String(retryAfter) });
-      }
+      if (bucket.tokens < 1) return rateLimited(c, { detail: `over ${rate} requests/s for ${who}`, retryAfterS: retryAfter(bucket.tokens) });
       bucket.tokens -= 1;
-      c.set('chargeDecisions', (decisions) => {
+      c.set('reserveDecisions', (decisions) => {
+        refill(bucket);
+        if (bucket.tokens < 0) return { detail: `over ${rate} requests/s for ${who}: decisions it asked already are not paid for yet`, retryAfterS: retryAfter(bucket.tokens) };
         bucket.tokens -= Math.max(0, decisions - 1);
+        return undefined;
+      });
+      c.set('releaseDecisions', (decisions) => {
+        bucket.tokens = Math.min(burst, bucket.tokens + decisions);
       });
     }
     if (inFlight >= config.max_concurrent) {
@@ -49,4 +68,9 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
       inFlight -= 1;
     }
   };
+}
+
+/** The 429 for a caller over its rate. */
+export function rateLimited(c: Context, refusal: RateRefusal): Response {
+  return problem(c, 429, { code: 'rate_limited', title: 'Too many requests', detail: refusal.detail }, { 'Retry-After': String(refusal.retryAfterS) });
 }

@@ -18,7 +18,7 @@ import type { AuthzenConfig } from '../../config/schema.ts';
 import type { Decision, DecisionPipeline, DecisionRequest } from '../../decisions/pipeline.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import { fieldErrors, jsonBody } from '../middleware/json-body.ts';
-import type { AdmissionVariables } from '../middleware/admission.ts';
+import { rateLimited, type AdmissionVariables, type RateRefusal } from '../middleware/admission.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { TenantBinding } from '../middleware/tenant-binding.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
@@ -39,9 +39,12 @@ interface Asked {
   c: Context;
   requestId: string;
   caller: string | null;
-  /** Decisions made for this request so far: what a batch or a search is charged against the caller's rate. */
+  /** Decisions made for this request so far. */
   decisions: number;
-  chargeDecisions: AdmissionVariables['chargeDecisions'];
+  /** Units of the caller's rate this request holds (admission took one): what it did not use is given back. */
+  reserved: number;
+  reserveDecisions: AdmissionVariables['reserveDecisions'];
+  releaseDecisions: AdmissionVariables['releaseDecisions'];
 }
 
 /**
@@ -79,10 +82,19 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     record(asked, decisionRequest(evaluation, { endpoint, requestId: asked.requestId, caller: asked.caller, authzen, tenant }));
 
   /**
-   * Charges the caller's rate for every decision the request made: admission took one unit, and
-   * a batch or a search could otherwise ask as many decisions as it has items or candidates.
+   * Reserves against the caller's rate, before they are asked, the decisions a batch or a search
+   * may ask (its items, its candidates left): admission took one unit, and requests admitted at
+   * once must not each ask as many decisions as they have items or candidates on it. The refusal
+   * to answer when the caller is in debt already.
    */
-  const charge = (asked: Asked) => asked.chargeDecisions?.(asked.decisions);
+  const reserve = (asked: Asked, decisions: number): RateRefusal | undefined => {
+    const refused = asked.reserveDecisions?.(decisions);
+    if (refused === undefined) asked.reserved = Math.max(1, decisions);
+    return refused;
+  };
+
+  /** Gives back the units reserved for decisions not asked (items a short-circuit or a failure left out, candidates not reached). */
+  const settle = (asked: Asked) => asked.releaseDecisions?.(Math.max(0, asked.reserved - Math.max(1, asked.decisions)));
 
   async function single(asked: Asked, endpoint: string, evaluation: EvaluationRequest) {
     const resolution = resolve(asked, evaluation.context);
@@ -103,9 +115,11 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
       tenant: resolution.tenant,
       decide: (request) => record(asked, request),
       evaluateRaw: (bundle, entrypoint, input) => deps.pipeline.evaluateRaw(bundle, entrypoint, input),
+      reserve: (decisions) => reserve(asked, decisions),
     });
-    charge(asked);
+    settle(asked);
     if (outcome.ok) return c.json(outcome.response);
+    if (outcome.status === 429) return rateLimited(c, outcome.refusal);
     return problem(c, outcome.status, { code: outcome.code, title: 'Search failed', detail: outcome.message });
   }
 
@@ -131,9 +145,11 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
       const batch = asked(c);
       const resolution = resolve(batch, request.context);
       if (!resolution.ok) return resolution.response;
+      const refused = reserve(batch, evaluations.length);
+      if (refused) return rateLimited(c, refused);
       const outcome = await evaluateBatch({ ...request, evaluations }, decide(batch, AUTHZEN_PATHS.evaluations, resolution.authzen, resolution.tenant), resolution.tenant);
       // Items a short-circuit or a failure left unevaluated made no decision and cost nothing.
-      charge(batch);
+      settle(batch);
       if (outcome.ok) return c.json({ evaluations: outcome.evaluations });
       if (outcome.unrecorded) return problem(c, 500, { code: 'audit_unavailable', title: 'Decision not recorded', detail: firstReason(outcome.decision) });
       return unavailable(c, firstReason(outcome.decision));
@@ -144,7 +160,15 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
 }
 
 function asked<E extends { Variables: RequestIdVariables & GatewayVariables & AdmissionVariables }>(c: Context<E>): Asked {
-  return { c, requestId: c.var.requestId, caller: c.var.caller ?? null, decisions: 0, chargeDecisions: c.var.chargeDecisions };
+  return {
+    c,
+    requestId: c.var.requestId,
+    caller: c.var.caller ?? null,
+    decisions: 0,
+    reserved: 1,
+    reserveDecisions: c.var.reserveDecisions,
+    releaseDecisions: c.var.releaseDecisions,
+  };
 }
 
 function firstReason(decision: Decision): string {
