@@ -333,6 +333,28 @@ describe('concurrency ceiling', () => {
     expect((await postJson(url, body)).status).toBe(200);
   });
 
+  it('a request refused as overloaded costs its caller nothing of its rate: another gateway filling the slots does not spend it', async () => {
+    arbiter = await startTestArbiter({
+      gateway: {
+        authentication: 'api_key',
+        api_keys: [{ id: 'busy', sha256: sha256('busy-key') }, { id: 'bystander', sha256: sha256('bystander-key') }],
+        // No refill to speak of: what the bystander has left is what the refusals did not take.
+        rate_limit: { requests_per_second: 0.001, burst: 2 },
+        max_concurrent: 1,
+      },
+      engine: { deadline_ms: 800, max_memory_mb: 2048 },
+    });
+    const url = `${arbiter.url}/v1/decide`;
+    const slow = postJson(url, { action: 'read', resource: { type: 'doc' }, policy: 'spin', context: { spin: true } }, { 'x-api-key': 'busy-key' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    for (let i = 0; i < 3; i++) expect((await postJson(url, body, { 'x-api-key': 'bystander-key' })).body, `refusal ${i}`).toMatchObject({ code: 'overloaded' });
+    await slow;
+    // The bystander's burst is whole: two decisions, then its rate.
+    expect((await postJson(url, body, { 'x-api-key': 'bystander-key' })).status).toBe(200);
+    expect((await postJson(url, body, { 'x-api-key': 'bystander-key' })).status).toBe(200);
+    expect((await postJson(url, body, { 'x-api-key': 'bystander-key' })).body).toMatchObject({ code: 'rate_limited' });
+  });
+
   it('starts with any server.request_timeout_s the configuration accepts', async () => {
     // 16.1 s is 16100.000000000002 ms in floating point: Node's server wants whole milliseconds.
     arbiter = await startTestArbiter({ server: { request_timeout_s: 16.1 } });

@@ -41,6 +41,10 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
   const retryAfter = (tokens: number) => Math.max(1, Math.ceil((1 - tokens) / rate!));
 
   return async (c, next) => {
+    // Before the caller's rate is charged: a request refused for what others have in flight asks no decision.
+    if (inFlight >= config.max_concurrent) {
+      return problem(c, 429, { code: 'overloaded', title: 'Too many concurrent requests', detail: `more than ${config.max_concurrent} requests in flight` }, { 'Retry-After': '1' });
+    }
     if (rate !== undefined) {
       const who = c.get('caller') ?? 'anonymous';
       const bucket = buckets.get(who) ?? { tokens: burst, updatedMs: performance.now() };
@@ -57,9 +61,6 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
       c.set('releaseDecisions', (decisions) => {
         bucket.tokens = Math.min(burst, bucket.tokens + decisions);
       });
-    }
-    if (inFlight >= config.max_concurrent) {
-      return problem(c, 429, { code: 'overloaded', title: 'Too many concurrent requests', detail: `more than ${config.max_concurrent} requests in flight` }, { 'Retry-After': '1' });
     }
     inFlight += 1;
     try {
