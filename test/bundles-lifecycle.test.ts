@@ -51,6 +51,40 @@ async function serveBundles(path: string, handler: RequestListener): Promise<{ u
   };
 }
 
+/**
+ * Serves `archive` at /lc.tar.gz under `etag`, answering 304 to a request that names it, and
+ * counts both answers; once `gate` resolves, when given (answers wait for it).
+ */
+async function serveTagged(archive: Uint8Array, etag: string, gate: Promise<void> = Promise.resolve()) {
+  const counts = { full: 0, notModified: 0 };
+  const source = await serveBundles('/lc.tar.gz', (req, res) => {
+    void gate.then(() => {
+      if (req.headers['if-none-match'] === etag) return void (counts.notModified++, res.writeHead(304, { etag }).end());
+      counts.full += 1;
+      res.writeHead(200, { 'content-type': 'application/gzip', etag }).end(archive);
+    });
+  });
+  return { source, counts };
+}
+
+/**
+ * A server on one evaluation worker pulling p1, whose next `times` module checks never finish: as
+ * each check is sent, the real worker is stopped (as a crash stops it), then its replacement as
+ * soon as it is created. Armed and served once the server is up, so the checks of start-up (the
+ * embedded bundles) are not the ones stopped.
+ */
+async function pullWithWorkerCrashes(times: number) {
+  const crashes = stopWorkersAtNextCheck(times);
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const { source, counts } = await serveTagged(archives.p1!, '"p1"', released);
+  const { logger, lines } = capturingLogger();
+  const arbiter = await startTestArbiter({ engine: { workers: 1 }, bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 5000 }] } }, { logger });
+  crashes.arm();
+  release();
+  return { crashes, source, counts, arbiter, lines };
+}
+
 beforeAll(async () => {
   admins = await TestIssuer.create('https://admins.test.example');
   await admins.serve();
@@ -568,12 +602,7 @@ describe('pull mode', () => {
   it('keeps reporting an archive refused for itself while its source answers 304 to its ETag, without fetching or checking it again', async () => {
     const files = new Map(await readBundleArchive(archives.p1!));
     const refused = packFiles(files.set('entitlements/data.json', new Uint8Array(Buffer.from('{}'))));
-    const counts = { full: 0, notModified: 0 };
-    const source = await serveBundles('/lc.tar.gz', (req, res) => {
-      if (req.headers['if-none-match'] === '"bad"') return void (counts.notModified++, res.writeHead(304, { etag: '"bad"' }).end());
-      counts.full += 1;
-      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"bad"' }).end(refused);
-    });
+    const { source, counts } = await serveTagged(refused, '"bad"');
     const { logger, lines } = capturingLogger();
     const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.01, timeout_ms: 2000 }] } }, { logger });
     try {
@@ -592,30 +621,14 @@ describe('pull mode', () => {
   });
 
   it('checks again at the next poll a module whose check the evaluation worker never finished (it stopped twice), and activates it', async () => {
-    // The evaluation workers are real: as the module's check is sent, the worker is stopped (as a
-    // crash stops it), then its replacement as soon as it is created, so the check is never answered.
-    const crashes = stopWorkersAtNextCheck();
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let full = 0;
-    const source = await serveBundles('/lc.tar.gz', (req, res) => {
-      void released.then(() => {
-        if (req.headers['if-none-match'] === '"p1"') return void res.writeHead(304, { etag: '"p1"' }).end();
-        full += 1;
-        res.writeHead(200, { 'content-type': 'application/gzip', etag: '"p1"' }).end(archives.p1);
-      });
-    });
-    const { logger, lines } = capturingLogger();
-    const arbiter = await startTestArbiter({ engine: { workers: 1 }, bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 5000 }] } }, { logger });
+    const { crashes, source, counts, arbiter, lines } = await pullWithWorkerCrashes(1);
     try {
-      crashes.arm();
-      release();
       await waitFor(() => lines.some((line) => line.msg?.startsWith('bundle pull failed')), 'the first activation failed');
       expect(crashes.stops).toBe(2);
       expect(lines.find((line) => line.msg?.startsWith('bundle pull failed'))).toMatchObject({ bundle: 'lc', check: 'wasm_check_interrupted' });
       // The source serves the same archive under the same ETag: the next poll fetches and checks it again.
       await waitFor(() => arbiter.bundles.get('lc')?.revision === 'p1', 'p1 activated by a later poll');
-      expect(full).toBe(2);
+      expect(counts.full).toBe(2);
       expect((await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc' }, policy: 'lc' })).body).toMatchObject({ allow: true });
     } finally {
       crashes.dispose();
@@ -625,23 +638,8 @@ describe('pull mode', () => {
   });
 
   it('refuses, until its source changes, a module whose every check stopped the evaluation worker (MAX_INTERRUPTED_CHECKS in a row)', async () => {
-    const crashes = stopWorkersAtNextCheck(MAX_INTERRUPTED_CHECKS);
-    // Served once the server is up, so the checks of start-up (the embedded bundles) are not the ones stopped.
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    const counts = { full: 0, notModified: 0 };
-    const source = await serveBundles('/lc.tar.gz', (req, res) => {
-      void released.then(() => {
-        if (req.headers['if-none-match'] === '"p1"') return void (counts.notModified++, res.writeHead(304, { etag: '"p1"' }).end());
-        counts.full += 1;
-        res.writeHead(200, { 'content-type': 'application/gzip', etag: '"p1"' }).end(archives.p1);
-      });
-    });
-    const { logger, lines } = capturingLogger();
-    const arbiter = await startTestArbiter({ engine: { workers: 1 }, bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.05, timeout_ms: 5000 }] } }, { logger });
+    const { crashes, source, counts, arbiter, lines } = await pullWithWorkerCrashes(MAX_INTERRUPTED_CHECKS);
     try {
-      crashes.arm();
-      release();
       await waitFor(() => counts.notModified >= 2, 'conditional polls after the module was refused');
       expect(crashes.stops).toBe(2 * MAX_INTERRUPTED_CHECKS);
       expect(counts.full).toBe(MAX_INTERRUPTED_CHECKS);
@@ -658,12 +656,7 @@ describe('pull mode', () => {
     const files = await readBundleArchive(archives.p1!);
     // `unreachable` first in entrypoints(): every instance traps when asked for its entrypoint table.
     const trapping = packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, 'entrypoints', [0x00])));
-    const counts = { full: 0, notModified: 0 };
-    const source = await serveBundles('/lc.tar.gz', (req, res) => {
-      if (req.headers['if-none-match'] === '"trap"') return void (counts.notModified++, res.writeHead(304, { etag: '"trap"' }).end());
-      counts.full += 1;
-      res.writeHead(200, { 'content-type': 'application/gzip', etag: '"trap"' }).end(trapping);
-    });
+    const { source, counts } = await serveTagged(trapping, '"trap"');
     const { logger, lines } = capturingLogger();
     const arbiter = await startTestArbiter({ bundles: { sources: [{ name: 'lc', url: source.url, poll_interval_s: 0.01, timeout_ms: 2000 }] } }, { logger });
     try {
