@@ -105,3 +105,21 @@ describe('admin tokens that prove nobody', () => {
     }
   });
 });
+
+describe('the process log line of a decision', () => {
+  it('shows a prefix of a long input field, while the decision record keeps it whole', async () => {
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({}, { logger });
+    try {
+      const id = `doc-${'x'.repeat(996)}`;
+      const decided = await postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc', id } });
+      expect(decided.status).toBe(200);
+      const line = lines.find((l) => l.msg === 'decision' && l.decision_id === decided.body!.decision_id)!;
+      expect(line.resource).toEqual({ type: 'doc', id: `${id.slice(0, 256)}…(744 more)` });
+      const record = await arbiter.decisionLog!.get(decided.body!.decision_id as string);
+      expect(record?.input).toMatchObject({ resource: { id } });
+    } finally {
+      await arbiter.close();
+    }
+  });
+});

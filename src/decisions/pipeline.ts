@@ -451,10 +451,28 @@ export class DecisionPipeline {
     const rules = this.#deps.logMask ?? [];
     // Unmasked, absent members drop out of the JSON line by themselves. Masked, only the members
     // the input has: a hash rule would otherwise log the hash of an absent one.
-    if (rules.length === 0) return shown;
+    if (rules.length === 0) return clipped(shown);
     const present = { subject: definedMembers(shown.subject), action: definedMembers(shown.action), resource: definedMembers(shown.resource) };
-    return applyMask({ input: present }, rules).input;
+    // Clipped once masked: a hash is of the whole value, as in the record.
+    return clipped(applyMask({ input: present }, rules).input as LoggedInput);
   }
+}
+
+/**
+ * Longest string the decision line shows of an input field. /v1/decide bounds its fields, but
+ * AuthZEN's ids, types and names are as long as a body allows, and a batch writes one line per
+ * item: the record keeps the whole value, the line a prefix and how much it left out.
+ */
+const MAX_LOGGED_FIELD_CHARS = 256;
+
+function clipped(input: LoggedInput): LoggedInput {
+  const clip = (value: unknown) => (typeof value === 'string' && value.length > MAX_LOGGED_FIELD_CHARS ? `${value.slice(0, MAX_LOGGED_FIELD_CHARS)}…(${value.length - MAX_LOGGED_FIELD_CHARS} more)` : value);
+  const { subject, action, resource } = input;
+  return {
+    ...(subject && { subject: { iss: clip(subject.iss), sub: clip(subject.sub), client_id: clip(subject.client_id) } }),
+    ...(action && { action: { name: clip(action.name) } }),
+    ...(resource && { resource: { type: clip(resource.type), id: clip(resource.id) } }),
+  };
 }
 
 interface LoggedInput {
