@@ -17,7 +17,7 @@ import { admission } from './middleware/admission.ts';
 import { gatewayAuth } from './middleware/gateway-auth.ts';
 import { requestId, type RequestIdVariables } from './middleware/request-id.ts';
 import { TenantBinding } from './middleware/tenant-binding.ts';
-import { ThrottledWarnings } from './throttled-log.ts';
+import type { ThrottledWarnings } from './throttled-log.ts';
 import { arbiterCatalogue } from './openapi/catalogue.ts';
 import { buildOpenApiDocument } from './openapi/document.ts';
 import { problem } from './problem.ts';
@@ -46,6 +46,8 @@ export interface AppDeps {
   bodyLimitBytes: number;
   dataBodyLimitBytes: number;
   logger: Logger;
+  /** Warnings clients can cause at will (gateway keys, tenant refusals), at most one a second per reason. */
+  warnings: ThrottledWarnings;
   gateway: GatewayConfig;
   /** True once shutdown began: /readyz answers 503 so traffic moves elsewhere. */
   draining: { readonly value: boolean };
@@ -73,7 +75,7 @@ export function createApp(deps: AppDeps) {
     if (deps.draining.value) c.header('Connection', 'close');
   });
   // Decision endpoints: the gateway is authenticated and admitted before any body is read.
-  const warnings = new ThrottledWarnings(deps.logger);
+  const { warnings } = deps;
   const gateway = [gatewayAuth(deps.gateway, { warnings, observer: deps.metrics }), admission(deps.gateway)] as const;
   for (const path of DECISION_PATHS) app.use(path, ...gateway);
   if (deps.opaCompat) app.on('POST', '/v1/data/*', ...gateway);

@@ -194,6 +194,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   });
   // Set when shutdown starts, so /readyz tells load balancers to stop sending traffic.
   const draining = { value: false };
+  // One throttle for every warning clients can cause at will (bad keys and tokens, tenant refusals, refused connections).
+  const warnings = new ThrottledWarnings(logger);
   const app = createApp({
     bundleLifecycle: { lifecycle: bundleLifecycle, maxBundleBytes: config.bundles.limits.max_compressed_bytes },
     draining,
@@ -202,12 +204,13 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     issuers,
     liveData,
     revocations,
-    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, warnings: new ThrottledWarnings(logger), cache: adminVerificationCache, revocations },
+    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, warnings, cache: adminVerificationCache, revocations },
     defaultBundle: config.bundles.default,
     bodyLimitBytes: config.server.body_limit_bytes,
     authzen: config.authzen,
     dataBodyLimitBytes: config.data.max_body_bytes,
     logger,
+    warnings,
     opaCompat: config.opa_compat.enabled,
     metrics: config.metrics.enabled ? metrics : undefined,
     gateway: config.gateway,
@@ -215,7 +218,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   });
 
   options.signal?.throwIfAborted();
-  const server = await listen(app.fetch, config.server, tlsMaterial, logger, () => metrics.connectionsDropped.inc());
+  const server = await listen(app.fetch, config.server, tlsMaterial, logger, { warnings, dropped: () => metrics.connectionsDropped.inc() });
   opened.push(() => new Promise((resolve) => server.close(resolve)));
   // Checked again once open: a signal may come while the port opens (a server.host that is a
   // name is looked up first), and the caller serves whatever start resolves, signal or not.
@@ -292,7 +295,7 @@ function listen(
   options: Config['server'],
   material: TlsMaterial | undefined,
   logger: Logger,
-  connectionDropped: () => void,
+  refused: Parameters<typeof capConnections>[2],
 ): Promise<ServerType> {
   // Node's default lets a request trickle in for 5 minutes while it holds a decision slot;
   // timeouts are checked every second instead of every 30.
@@ -332,7 +335,7 @@ function listen(
   // long to answer is not cut.
   server.on(material ? 'secureConnection' : 'connection', (socket: Socket) => socket.setTimeout(timeouts.headersTimeout));
   server.on('request', (request: IncomingMessage) => request.socket.setTimeout(0));
-  capConnections(server, options.max_connections, { logger, dropped: connectionDropped });
+  capConnections(server, options.max_connections, refused);
   return new Promise((resolve, reject) => {
     server.on('clientError', answerClientError);
     server.on('connect', answerConnect);
