@@ -465,9 +465,15 @@ export class DecisionPipeline {
  */
 const MAX_LOGGED_FIELD_CHARS = 256;
 
+const tooLong = (value: unknown) => typeof value === 'string' && value.length > MAX_LOGGED_FIELD_CHARS;
+
+/** `input` itself, on every decision whose fields all fit (nearly all): only a long one is copied. */
 function clipped(input: LoggedInput): LoggedInput {
-  const clip = (value: unknown) => (typeof value === 'string' && value.length > MAX_LOGGED_FIELD_CHARS ? `${value.slice(0, MAX_LOGGED_FIELD_CHARS)}…(${value.length - MAX_LOGGED_FIELD_CHARS} more)` : value);
   const { subject, action, resource } = input;
+  const anyTooLong =
+    tooLong(subject?.iss) || tooLong(subject?.sub) || tooLong(subject?.client_id) || tooLong(action?.name) || tooLong(resource?.type) || tooLong(resource?.id);
+  if (!anyTooLong) return input;
+  const clip = (value: unknown) => (tooLong(value) ? `${(value as string).slice(0, MAX_LOGGED_FIELD_CHARS)}…(${(value as string).length - MAX_LOGGED_FIELD_CHARS} more)` : value);
   return {
     ...(subject && { subject: { iss: clip(subject.iss), sub: clip(subject.sub), client_id: clip(subject.client_id) } }),
     ...(action && { action: { name: clip(action.name) } }),
