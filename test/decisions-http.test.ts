@@ -890,16 +890,21 @@ async function withDamagedRecord(file: string, decisions: number, set: string, u
   }
 }
 
+/** Each of `paths` answers 500 decision_log_corrupt naming the damaged record, seq 2. */
+async function expectCorruptAnswers(damaged: Arbiter, paths: string[]): Promise<void> {
+  for (const path of paths) {
+    const answer = await call(damaged, 'GET', path);
+    expect(answer.status, path).toBe(500);
+    expect(answer.headers.get('content-type'), path).toBe('application/problem+json');
+    expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('seq 2') });
+  }
+}
+
 describe('a decision log record damaged outside Arbiter', () => {
   it('is named by seq when an integer column was edited past 2^53 (node:sqlite cannot read it), the CLI included', async () => {
     await withDamagedRecord('too-big.db', 3, 'timestamp = 9223372036854775807', async (damaged, victim) => {
       // The row sorts first: every unfiltered first page meets it.
-      for (const path of ['/v1/decisions', '/v1/decisions?action=read', `/v1/decisions/${victim}`]) {
-        const answer = await call(damaged, 'GET', path);
-        expect(answer.status, path).toBe(500);
-        expect(answer.headers.get('content-type'), path).toBe('application/problem+json');
-        expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('seq 2') });
-      }
+      await expectCorruptAnswers(damaged, ['/v1/decisions', '/v1/decisions?action=read', `/v1/decisions/${victim}`]);
       const exported = await call(damaged, 'GET', '/v1/decisions/export');
       expect(exported.status).toBe(200);
       expect(exported.text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Json)).toMatchObject([{ code: 'decision_log_corrupt', seq: 2 }]);
@@ -935,12 +940,7 @@ describe('a decision log record damaged outside Arbiter', () => {
 
   it('is named by seq when read, ends an export with an error record the CLI reports, and fails verify', async () => {
     await withDamagedRecord('damaged.db', 3, `body = '{"decision_id": tru'`, async (damaged, victim) => {
-      for (const path of ['/v1/decisions', `/v1/decisions/${victim}`]) {
-        const answer = await call(damaged, 'GET', path);
-        expect(answer.status, path).toBe(500);
-        expect(answer.headers.get('content-type'), path).toBe('application/problem+json');
-        expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('seq 2') });
-      }
+      await expectCorruptAnswers(damaged, ['/v1/decisions', `/v1/decisions/${victim}`]);
 
       const exported = await call(damaged, 'GET', '/v1/decisions/export');
       expect(exported.status).toBe(200);

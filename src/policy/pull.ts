@@ -181,11 +181,11 @@ export class BundlePuller {
    * `answeredBy`: the URL that answered, as logs show it.
    */
   async #get(credentials: Record<string, string>, signal: AbortSignal): Promise<{ response: Response; answeredBy: string }> {
-    const origin = new URL(this.source.url).origin;
+    const source = new URL(this.source.url);
     const common = { accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) };
-    let url = new URL(this.source.url);
+    let url = source;
     for (let redirects = 0; ; redirects += 1) {
-      const response = await fetch(url, { headers: { ...(url.origin === origin && credentials), ...common }, signal, redirect: 'manual' });
+      const response = await fetch(url, { headers: { ...(url.origin === source.origin && credentials), ...common }, signal, redirect: 'manual' });
       const shown = redirects === 0 ? this.#shownUrl : `${withoutCredentials(url)} (redirected from ${this.#shownUrl})`;
       if (!REDIRECT_STATUSES.has(response.status)) return { response, answeredBy: shown };
       await response.body?.cancel();
@@ -194,7 +194,7 @@ export class BundlePuller {
       const next = location === null ? null : URL.parse(location, url);
       if (next === null) throw new ArbiterError('bundle_pull_failed', `${shown} answered ${response.status} without a Location that is a URL`);
       if (redirects === MAX_REDIRECTS) throw new ArbiterError('bundle_pull_failed', `${this.#shownUrl} leads through more than ${MAX_REDIRECTS} redirects`);
-      const refused = redirectRefusal(new URL(this.source.url), next);
+      const refused = redirectRefusal(source, next);
       if (refused !== undefined) throw new ArbiterError('bundle_pull_failed', `${shown} redirects to ${refused}`);
       url = next;
     }
