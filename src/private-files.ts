@@ -50,20 +50,20 @@ const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
 export function createPrivateFileWhole(path: string, content: string): boolean {
   removeStaleTemporaries(path);
   const temp = `${path}.${randomUUID()}.tmp`;
-  const fd = openSync(temp, 'wx', 0o600);
-  try {
-    writeFileSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  writeNewFile(temp, content);
   try {
     linkSync(temp, path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? '';
     if (code === 'EEXIST') return false;
     if (!NO_HARD_LINKS.has(code)) throw error;
-    if (!createInPlace(path, content)) return false;
+    // No link: exclusive creation in place, as exclusive but not crash-safe.
+    try {
+      writeNewFile(path, content);
+    } catch (inPlace) {
+      if ((inPlace as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw inPlace;
+    }
   } finally {
     rmSync(temp, { force: true });
   }
@@ -76,22 +76,15 @@ export function createPrivateFileWhole(path: string, content: string): boolean {
   return true;
 }
 
-/** Exclusive creation without a link: false when `path` exists already. */
-function createInPlace(path: string, content: string): boolean {
-  let fd: number;
-  try {
-    fd = openSync(path, 'wx', 0o600);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
-  }
+/** Creates `path` (mode 0600; EEXIST when it exists) holding `content`, fsynced. */
+function writeNewFile(path: string, content: string): void {
+  const fd = openSync(path, 'wx', 0o600);
   try {
     writeFileSync(fd, content);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  return true;
 }
 
 function removeStaleTemporaries(path: string): void {
