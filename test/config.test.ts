@@ -167,6 +167,13 @@ describe('configuration', () => {
     expect(parseConfig({ data: { path: 'state/arbiter.db' }, decision_log: { enabled: false, path: 'state/arbiter.db' } }).data.path).toBe('state/arbiter.db');
   });
 
+  it('refuses a per-caller share of in-flight requests larger than the ceiling, naming the key', () => {
+    expect(parseConfig({ gateway: { max_concurrent: 8, max_concurrent_per_caller: 8 } }).gateway.max_concurrent_per_caller).toBe(8);
+    const [problem] = issuesOf(() => parseConfig({ gateway: { max_concurrent: 8, max_concurrent_per_caller: 9 } }));
+    expect(problem).toMatchObject({ path: 'gateway.max_concurrent_per_caller' });
+    expect(problem!.message).toContain('max_concurrent (8)');
+  });
+
   it('takes an IPv6 listen address without URL brackets, which Node cannot listen on', () => {
     expect(parseConfig({ server: { host: '::1' } }).server.host).toBe('::1');
     const [problem] = issuesOf(() => parseConfig({ server: { host: '[::1]' } }));

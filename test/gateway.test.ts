@@ -355,6 +355,29 @@ describe('concurrency ceiling', () => {
     expect((await postJson(url, body, { 'x-api-key': 'bystander-key' })).body).toMatchObject({ code: 'rate_limited' });
   });
 
+  it('max_concurrent_per_caller: a caller at its share is refused while other callers are served', async () => {
+    arbiter = await startTestArbiter({
+      gateway: {
+        authentication: 'api_key',
+        api_keys: [{ id: 'busy', sha256: sha256('busy-key') }, { id: 'bystander', sha256: sha256('bystander-key') }],
+        max_concurrent: 8,
+        max_concurrent_per_caller: 1,
+      },
+      engine: { deadline_ms: 800, max_memory_mb: 2048 },
+    });
+    const url = `${arbiter.url}/v1/decide`;
+    const slow = postJson(url, { action: 'read', resource: { type: 'doc' }, policy: 'spin', context: { spin: true } }, { 'x-api-key': 'busy-key' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const refused = await postJson(url, body, { 'x-api-key': 'busy-key' });
+    expect(refused).toMatchObject({ status: 429, body: { code: 'overloaded' } });
+    expect(refused.body?.detail).toContain('for busy (gateway.max_concurrent_per_caller)');
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect((await postJson(url, body, { 'x-api-key': 'bystander-key' })).status).toBe(200);
+    await slow;
+    // Its slot is given back once its request is answered.
+    expect((await postJson(url, body, { 'x-api-key': 'busy-key' })).status).toBe(200);
+  });
+
   it('starts with any server.request_timeout_s the configuration accepts', async () => {
     // 16.1 s is 16100.000000000002 ms in floating point: Node's server wants whole milliseconds.
     arbiter = await startTestArbiter({ server: { request_timeout_s: 16.1 } });

@@ -47,8 +47,14 @@ export const gatewaySchema = z
       })
       .prefault({}),
     max_concurrent: z.number().int().positive().default(4096).describe('Decision requests in flight at once (an AuthZEN batch counts once); beyond it: 429.'),
+    max_concurrent_per_caller: z
+      .number().int().positive().optional()
+      .describe('Decision requests one caller (API key id, certificate identity; every caller is one with authentication none) may have in flight at once; beyond it: 429 overloaded for that caller only, so one gateway (e.g. one sending bodies slowly) cannot hold every slot of max_concurrent. At most max_concurrent. Unset: callers share max_concurrent.'),
   })
   .superRefine((gateway, ctx) => {
+    if (gateway.max_concurrent_per_caller !== undefined && gateway.max_concurrent_per_caller > gateway.max_concurrent) {
+      ctx.addIssue({ code: 'custom', path: ['max_concurrent_per_caller'], message: `more than max_concurrent (${gateway.max_concurrent}): it would never apply` });
+    }
     if (gateway.authentication === 'api_key' && gateway.api_keys.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['api_keys'], message: 'api_key authentication needs at least one key' });
     }

@@ -26,12 +26,15 @@ export type AdmissionVariables = {
 
 /**
  * Admission control for decision endpoints: a token bucket per caller (when a rate is
- * configured) and a ceiling on requests in flight. Over either: 429 with Retry-After,
- * so a gateway backs off instead of piling up requests.
+ * configured), a ceiling on requests in flight, and (when configured) a share of it per
+ * caller. Over any: 429 with Retry-After, so a gateway backs off instead of piling up requests.
  */
 export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables: GatewayVariables & AdmissionVariables }> {
   const { requests_per_second: rate, burst } = config.rate_limit;
   const buckets = new Map<string, { tokens: number; updatedMs: number }>();
+  const perCaller = config.max_concurrent_per_caller;
+  /** Requests in flight per caller, with a per-caller share only; a caller with none has no entry. */
+  const inFlightByCaller = new Map<string, number>();
   let inFlight = 0;
   const refill = (bucket: { tokens: number; updatedMs: number }) => {
     const nowMs = performance.now();
@@ -43,10 +46,12 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
   return async (c, next) => {
     // Before the caller's rate is charged: a request refused for what others have in flight asks no decision.
     if (inFlight >= config.max_concurrent) {
-      return problem(c, 429, { code: 'overloaded', title: 'Too many concurrent requests', detail: `more than ${config.max_concurrent} requests in flight` }, { 'Retry-After': '1' });
+      return overloaded(c, `more than ${config.max_concurrent} requests in flight`);
     }
+    const who = c.get('caller') ?? 'anonymous';
+    const callerInFlight = perCaller === undefined ? 0 : (inFlightByCaller.get(who) ?? 0);
+    if (perCaller !== undefined && callerInFlight >= perCaller) return overloaded(c, `more than ${perCaller} requests in flight for ${who} (gateway.max_concurrent_per_caller)`);
     if (rate !== undefined) {
-      const who = c.get('caller') ?? 'anonymous';
       const bucket = buckets.get(who) ?? { tokens: burst, updatedMs: performance.now() };
       refill(bucket);
       buckets.set(who, bucket);
@@ -63,12 +68,22 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
       });
     }
     inFlight += 1;
+    if (perCaller !== undefined) inFlightByCaller.set(who, callerInFlight + 1);
     try {
       await next();
     } finally {
       inFlight -= 1;
+      if (perCaller !== undefined) {
+        const left = inFlightByCaller.get(who)! - 1;
+        if (left === 0) inFlightByCaller.delete(who);
+        else inFlightByCaller.set(who, left);
+      }
     }
   };
+}
+
+function overloaded(c: Context, detail: string): Response {
+  return problem(c, 429, { code: 'overloaded', title: 'Too many concurrent requests', detail }, { 'Retry-After': '1' });
 }
 
 /** The 429 for a caller over its rate. */
