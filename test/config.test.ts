@@ -217,6 +217,21 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(twice))).toEqual([{ path: 'gateway.api_keys.1.sha256', message: expect.stringContaining('the same key as api_keys.0 (acme-gw)') }]);
   });
 
+  it('binds a certificate identity to tenants only under mtls, once, and to tenants authzen.tenants serves', () => {
+    const mtls = (client_certificates: unknown, authentication = 'mtls') => ({
+      server: { tls: { cert_file: 'server.pem', key_file: 'server.key', ca_file: 'ca.pem' } },
+      authzen: { tenants: { acme: 'acme_policy' } },
+      gateway: { authentication, client_certificates, ...(authentication === 'api_key' && { api_keys: [{ id: 'edge', sha256: 'ab'.repeat(32) }] }) },
+    });
+    const envoy = 'spiffe://acme.example/ns/edge/sa/envoy';
+    expect(parseConfig(mtls([{ identity: envoy, tenants: ['acme'] }])).gateway.client_certificates).toEqual([{ identity: envoy, tenants: ['acme'] }]);
+    expect(issuesOf(() => parseConfig(mtls([{ identity: envoy }]))).map((i) => i.path)).toEqual(['gateway.client_certificates.0.tenants']);
+    expect(issuesOf(() => parseConfig(mtls([{ identity: ' ', tenants: ['acme'] }]))).map((i) => i.path)).toEqual(['gateway.client_certificates.0.identity']);
+    expect(issuesOf(() => parseConfig(mtls([{ identity: envoy, tenants: ['acmee'] }])))).toEqual([{ path: 'gateway.client_certificates.0.tenants.0', message: expect.stringContaining('"acmee" is not a tenant of authzen.tenants') }]);
+    expect(issuesOf(() => parseConfig(mtls([{ identity: envoy, tenants: ['acme'] }, { identity: envoy, tenants: ['acme'] }])))).toEqual([{ path: 'gateway.client_certificates.1.identity', message: expect.stringContaining('more than once') }]);
+    expect(issuesOf(() => parseConfig(mtls([{ identity: envoy, tenants: ['acme'] }], 'api_key')))).toEqual([{ path: 'gateway.client_certificates', message: expect.stringContaining('mtls authentication only') }]);
+  });
+
   it('refuses the development issuer in production', () => {
     expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
   });

@@ -403,8 +403,8 @@ describe('concurrency ceiling', () => {
 });
 
 describe('gateway mTLS', () => {
-  it('identifies the gateway by its certificate and refuses a connection without one', async () => {
-    const dir = tempDir();
+  /** A test CA in `dir` (ca.pem, ca.key) with the server's certificate; `issue` signs a client's (<name>.pem, <name>.key). */
+  function testPki(dir: string) {
     const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
     openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=test-ca', '-days', '1');
     const issue = (name: string, subject: string, san: string) => {
@@ -413,38 +413,69 @@ describe('gateway mTLS', () => {
       openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
     };
     issue('server', '/CN=127.0.0.1', 'IP:127.0.0.1');
+    return { openssl, issue, tls: { cert_file: join(dir, 'server.pem'), key_file: join(dir, 'server.key'), ca_file: join(dir, 'ca.pem') } };
+  }
+
+  /** POSTs `payload` to `path` over HTTPS, trusting the test CA, with the client certificate `client` (<client>.pem) if given. */
+  const postTls = (dir: string, url: string, payload: unknown, client?: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status: number; body: Record<string, any> }>((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method: 'POST',
+          ca: readFileSync(join(dir, 'ca.pem')),
+          headers: { 'content-type': 'application/json', ...headers },
+          ...(client !== undefined && { cert: readFileSync(join(dir, `${client}.pem`)), key: readFileSync(join(dir, `${client}.key`)) }),
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) as Record<string, any> }));
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify(payload));
+    });
+
+  it('binds a listed certificate identity to its tenants (gateway.client_certificates), leaving others unbound', async () => {
+    const dir = tempDir();
+    const { issue, tls } = testPki(dir);
+    issue('acme', '/CN=acme-edge', 'URI:spiffe://acme.example/ns/edge/sa/envoy');
+    issue('platform', '/CN=platform-edge', 'URI:spiffe://platform.example/ns/edge/sa/envoy');
+    arbiter = await startTestArbiter({
+      server: { tls },
+      gateway: { authentication: 'mtls', client_certificates: [{ identity: 'spiffe://acme.example/ns/edge/sa/envoy', tenants: ['acme'] }] },
+      authzen: { default_bundle: 'azecho', tenants: { acme: 'azecho', globex: 'azecho' } },
+    });
+    const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'plain' }, resource: { type: 'doc', id: '1' } };
+    const url = `${arbiter.url}/access/v1/evaluation`;
+    expect(await postTls(dir, url, evaluation, 'acme', { 'x-tenant': 'acme' })).toMatchObject({ status: 200, body: { decision: true } });
+    const other = await postTls(dir, url, evaluation, 'acme', { 'x-tenant': 'globex' });
+    expect(other).toMatchObject({ status: 403, body: { code: 'tenant_not_permitted' } });
+    expect(other.body.detail).toContain('gateway.client_certificates[].tenants');
+    expect(await postTls(dir, url, evaluation, 'acme')).toMatchObject({ status: 403, body: { code: 'tenant_not_permitted' } });
+    expect(await postTls(dir, `${arbiter.url}/v1/decide`, body, 'acme')).toMatchObject({ status: 403, body: { code: 'tenant_not_permitted', detail: expect.stringContaining('names no tenant') } });
+    // A certificate that is not listed is bound to nothing, as before.
+    expect(await postTls(dir, url, evaluation, 'platform', { 'x-tenant': 'globex' })).toMatchObject({ status: 200, body: { decision: true } });
+    expect((await postTls(dir, `${arbiter.url}/v1/decide`, body, 'platform')).status).toBe(200);
+  });
+
+  it('identifies the gateway by its certificate and refuses a connection without one', async () => {
+    const dir = tempDir();
+    const { openssl, issue, tls } = testPki(dir);
     issue('client', '/CN=envoy', 'URI:spiffe://acme.example/ns/edge/sa/envoy');
     // A certificate the configured CA did not sign.
     openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'rogue.key', '-out', 'rogue.pem', '-subj', '/CN=rogue', '-days', '1');
     const { logger, lines } = capturingLogger();
     arbiter = await startTestArbiter(
       {
-        server: { tls: { cert_file: join(dir, 'server.pem'), key_file: join(dir, 'server.key'), ca_file: join(dir, 'ca.pem') } },
+        server: { tls },
         gateway: { authentication: 'mtls' },
       },
       { logger },
     );
     const ca = readFileSync(join(dir, 'ca.pem'));
-    const post = (clientCert: boolean | 'rogue') =>
-      new Promise<{ status: number; body: Record<string, any> }>((resolve, reject) => {
-        const req = request(
-          `${arbiter!.url}/v1/decide`,
-          {
-            method: 'POST',
-            ca,
-            headers: { 'content-type': 'application/json' },
-            ...(clientCert === true && { cert: readFileSync(join(dir, 'client.pem')), key: readFileSync(join(dir, 'client.key')) }),
-            ...(clientCert === 'rogue' && { cert: readFileSync(join(dir, 'rogue.pem')), key: readFileSync(join(dir, 'rogue.key')) }),
-          },
-          (res) => {
-            let text = '';
-            res.on('data', (chunk: Buffer) => (text += chunk.toString()));
-            res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) as Record<string, any> }));
-          },
-        );
-        req.on('error', reject);
-        req.end(JSON.stringify(body));
-      });
+    const post = (client?: string) => postTls(dir, `${arbiter!.url}/v1/decide`, body, client);
     expect(arbiter.url).toMatch(/^https:/);
     const get = (path: string) =>
       new Promise<string>((resolve, reject) => {
@@ -457,9 +488,9 @@ describe('gateway mTLS', () => {
     const spec = JSON.parse(await get('/openapi.json')) as Record<string, any>;
     expect(spec.paths['/v1/decide'].post.security).toEqual([{ gatewayMutualTls: [] }]);
     expect(spec.components.securitySchemes.gatewayMutualTls).toMatchObject({ type: 'mutualTLS' });
-    expect(await post(false)).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
+    expect(await post()).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
     expect(await post('rogue')).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated' } });
-    const ok = await post(true);
+    const ok = await post('client');
     expect(ok.status).toBe(200);
     expect(lines.find((l) => l.decision_id === ok.body.decision_id)).toMatchObject({ caller: 'spiffe://acme.example/ns/edge/sa/envoy' });
     // Both refusals are counted and logged, by reason.

@@ -34,12 +34,23 @@ export const gatewaySchema = z
           tenants: apiKeyTenantsSchema
             .optional()
             .describe(
-              'Tenants this key may ask decisions for (exact names, each one of authzen.tenants, or start-up stops): an AuthZEN request must name one of them (X-Tenant, else context.tenant), and one naming another tenant or none (authzen.default_bundle would answer it) is refused, 403 tenant_not_permitted, as are /v1/decide, /v1/issuance and the OPA data API, which name no tenant. Refusals are not decisions: not recorded in the decision log, counted in arbiter_gateway_tenant_refusals_total and logged. Unset: any tenant or none, on every decision endpoint. api_key authentication only (mtls gateways are not tenant-bound).',
+              'Tenants this key may ask decisions for (exact names, each one of authzen.tenants, or start-up stops): an AuthZEN request must name one of them (X-Tenant, else context.tenant), and one naming another tenant or none (authzen.default_bundle would answer it) is refused, 403 tenant_not_permitted, as are /v1/decide, /v1/issuance and the OPA data API, which name no tenant. Refusals are not decisions: not recorded in the decision log, counted in arbiter_gateway_tenant_refusals_total and logged. Unset: any tenant or none, on every decision endpoint. api_key authentication only (mtls gateways: gateway.client_certificates).',
             ),
         }),
       )
       .default([])
       .describe('Gateways allowed to ask for decisions with api_key authentication.'),
+    client_certificates: z
+      .array(
+        z.strictObject({
+          identity: z
+            .string().trim().min(1).max(2048)
+            .describe('The gateway as Arbiter identifies it by its certificate, as recorded with its decisions: the first URI SAN (e.g. a SPIFFE ID), else cn:<common name>.'),
+          tenants: apiKeyTenantsSchema.describe('Tenants this gateway may ask decisions for, as gateway.api_keys[].tenants binds a key (same refusals, same checks against authzen.tenants).'),
+        }),
+      )
+      .default([])
+      .describe('Gateways with mtls authentication bound to tenants, by certificate identity. A certificate the CA signed that is not listed may ask for any tenant, or none. mtls authentication only.'),
     rate_limit: z
       .strictObject({
         requests_per_second: z.number().positive().optional().describe('Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation, an AuthZEN search one per candidate evaluated; unset: no rate limit.'),
@@ -64,6 +75,14 @@ export const gatewaySchema = z
         if (key.tenants !== undefined) ctx.addIssue({ code: 'custom', path: ['api_keys', index, 'tenants'], message: `binds nothing with ${gateway.authentication} authentication: tenants apply to api_key authentication only` });
       });
     }
+    if (gateway.authentication !== 'mtls' && gateway.client_certificates.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['client_certificates'], message: `binds nothing with ${gateway.authentication} authentication: client_certificates apply to mtls authentication only` });
+    }
+    const identities = gateway.client_certificates.map((entry) => entry.identity);
+    identities.forEach((identity, index) => {
+      // Listed twice with other tenants, which list would bind it would depend on the order.
+      if (identities.indexOf(identity) !== index) ctx.addIssue({ code: 'custom', path: ['client_certificates', index, 'identity'], message: `${identity} is listed more than once` });
+    });
     // One key, one caller: with a hash listed twice the last entry would win, and a key bound to
     // tenants under one id would go unbound under the other.
     const hashes = gateway.api_keys.map((k) => k.sha256);

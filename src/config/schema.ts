@@ -436,12 +436,16 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
     ctx.addIssue({ code: 'custom', path: ['decision_log', 'path'], message: `${config.decision_log.path} is also data.path: each state file belongs to one key, give decision_log.path a file of its own` });
   }
   // A bound tenant no authzen.tenants entry serves would answer 503 for ever: a typo, caught here.
-  for (const [index, key] of config.gateway.api_keys.entries()) {
-    for (const [tenantIndex, tenant] of (key.tenants ?? []).entries()) {
+  const bindings = [
+    ...config.gateway.api_keys.map((key, index) => ({ path: ['api_keys', index], tenants: key.tenants, who: 'key' })),
+    ...config.gateway.client_certificates.map((entry, index) => ({ path: ['client_certificates', index], tenants: entry.tenants, who: 'gateway' })),
+  ];
+  for (const { path, tenants, who } of bindings) {
+    for (const [tenantIndex, tenant] of (tenants ?? []).entries()) {
       // An empty name, refused for its own shape, gets no second issue (a blank one is refused here:
       // authzen.tenants names are trimmed, so it can name none).
       if (typeof tenant !== 'string' || tenant === '' || Object.hasOwn(config.authzen.tenants, tenant)) continue;
-      ctx.addIssue({ code: 'custom', path: ['gateway', 'api_keys', index, 'tenants', tenantIndex], message: `${JSON.stringify(tenant)} is not a tenant of authzen.tenants, so no request of this key could ever be answered for it` });
+      ctx.addIssue({ code: 'custom', path: ['gateway', ...path, 'tenants', tenantIndex], message: `${JSON.stringify(tenant)} is not a tenant of authzen.tenants, so no request of this ${who} could ever be answered for it` });
     }
   }
   if (config.gateway.authentication === 'none' && !isLoopbackHost(config.server.host)) {

@@ -93,7 +93,7 @@ export class ArbiterMetrics {
 
   readonly gatewayTenantRefusals = new Counter({
     name: 'arbiter_gateway_tenant_refusals_total',
-    help: 'Decision requests refused because the gateway\'s key is not bound to the tenant they name, or they name none (gateway.api_keys[].tenants), by caller.',
+    help: 'Decision requests refused because the gateway is not bound to the tenant they name, or they name none (gateway.api_keys[].tenants, gateway.client_certificates[].tenants), by caller.',
     labelNames: ['caller'] as const,
     registers: [this.registry],
   });

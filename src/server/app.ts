@@ -79,10 +79,11 @@ export function createApp(deps: AppDeps) {
   const gateway = [gatewayAuth(deps.gateway, { warnings, observer: deps.metrics }), admission(deps.gateway)] as const;
   for (const path of DECISION_PATHS) app.use(path, ...gateway);
   if (deps.opaCompat) app.on('POST', '/v1/data/*', ...gateway);
-  // A key bound to tenants asks AuthZEN requests naming one of them (routes/authzen.ts checks
-  // what they name); these endpoints name no tenant, so such a key is refused there.
-  const tenantBinding = new TenantBinding({ warnings, observer: deps.metrics });
-  if (deps.gateway.api_keys.some((key) => key.tenants !== undefined)) {
+  // A gateway bound to tenants asks AuthZEN requests naming one of them (routes/authzen.ts checks
+  // what they name); these endpoints name no tenant, so such a gateway is refused there.
+  const mtls = deps.gateway.authentication === 'mtls';
+  const tenantBinding = new TenantBinding({ warnings, observer: deps.metrics, setting: mtls ? 'gateway.client_certificates[].tenants' : 'gateway.api_keys[].tenants' });
+  if (mtls ? deps.gateway.client_certificates.length > 0 : deps.gateway.api_keys.some((key) => key.tenants !== undefined)) {
     app.on('POST', [...TENANTLESS_PATHS, ...(deps.opaCompat ? ['/v1/data/*'] : [])], tenantBinding.noTenant);
   }
   app.route('/', healthRoutes({ ...deps, decisionLog: deps.decisionLog?.store }));

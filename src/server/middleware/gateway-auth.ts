@@ -8,8 +8,9 @@ import type { ThrottledWarnings } from '../throttled-log.ts';
 import type { RequestIdVariables } from './request-id.ts';
 
 /**
- * The authenticated gateway, recorded with every decision it asks for, and the tenants its key is
- * bound to (gateway.api_keys[].tenants; unset for a key without them, mtls and none).
+ * The authenticated gateway, recorded with every decision it asks for, and the tenants it is bound
+ * to (gateway.api_keys[].tenants, gateway.client_certificates[].tenants; unset for a gateway
+ * bound to none, and with authentication none).
  */
 export type GatewayVariables = { caller: string | null; callerTenants?: ReadonlySet<string> };
 
@@ -36,6 +37,7 @@ type GatewayContext = Context<{ Variables: GatewayVariables & RequestIdVariables
 export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): MiddlewareHandler<{ Variables: GatewayVariables & RequestIdVariables; Bindings: HttpBindings }> {
   // Each key's tenants as a Set built once: the request path does one lookup and allocates nothing.
   const keys = config.api_keys.map((key) => ({ id: key.id, hash: Buffer.from(key.sha256, 'hex'), tenants: key.tenants && new Set(key.tenants) }));
+  const certificateTenants = new Map(config.client_certificates.map((entry) => [entry.identity, new Set(entry.tenants)]));
   /** A 401, counted and logged: without these, key guessing would leave no trace. Never the presented key or its hash. */
   const refuse = (c: GatewayContext, reason: GatewayAuthFailure, detail: string, extra?: Record<string, unknown>): Response => {
     deps.observer?.gatewayAuthFailed(reason);
@@ -63,7 +65,10 @@ export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): Middl
       }
       const certificate = socket.getPeerCertificate();
       if (!certificate?.subject) return refuse(c, 'client_certificate_required', detail);
-      c.set('caller', certificateIdentity(certificate.subject, certificate.subjectaltname));
+      const identity = certificateIdentity(certificate.subject, certificate.subjectaltname);
+      c.set('caller', identity);
+      const tenants = certificateTenants.get(identity);
+      if (tenants !== undefined) c.set('callerTenants', tenants);
       return next();
     }
     const presented = apiKeyOf(c.req.header('authorization'), c.req.header('x-api-key'));

@@ -9,6 +9,8 @@ import type { RequestIdVariables } from './request-id.ts';
 export type TenantField = 'X-Tenant' | '/context/tenant' | undefined;
 
 export interface TenantBindingDeps {
+  /** The setting that binds gateways, named in refusals: gateway.api_keys[].tenants or gateway.client_certificates[].tenants. */
+  setting: string;
   /** Refusals are logged at warn, at most one line a second (a bound gateway can send them at will). */
   warnings: ThrottledWarnings;
   /** Counts every refusal by caller (arbiter_gateway_tenant_refusals_total); absent when metrics are off. */
@@ -17,7 +19,6 @@ export interface TenantBindingDeps {
 
 type Asking = Context<{ Variables: GatewayVariables & RequestIdVariables; Bindings: HttpBindings }>;
 
-const SETTING = 'gateway.api_keys[].tenants';
 
 /**
  * Holds a gateway key with `tenants` to those tenants (`callerTenants`, set by gatewayAuth): an
@@ -43,16 +44,16 @@ export class TenantBinding {
     if (tenants === undefined || (tenant !== undefined && tenants.has(tenant))) return undefined;
     const caller = asking.var.caller ?? '';
     if (tenant === undefined || field === undefined) {
-      return this.#refuse(asking, `no tenant named: gateway ${caller} is bound to tenants (${SETTING}); name one of them in X-Tenant or context.tenant`);
+      return this.#refuse(asking, `no tenant named: gateway ${caller} is bound to tenants (${this.#deps.setting}); name one of them in X-Tenant or context.tenant`);
     }
-    const detail = `gateway ${caller} may not ask for tenant ${JSON.stringify(tenant)} (${SETTING})`;
+    const detail = `gateway ${caller} may not ask for tenant ${JSON.stringify(tenant)} (${this.#deps.setting})`;
     return this.#refuse(asking, `${field}: ${detail}`, { tenant, field }, field === '/context/tenant' ? [{ pointer: field, detail }] : undefined);
   }
 
   /** For endpoints whose requests name no tenant (/v1/decide, /v1/issuance, the OPA data API): a bound key is refused. */
   readonly noTenant: MiddlewareHandler<{ Variables: GatewayVariables & RequestIdVariables; Bindings: HttpBindings }> = async (c, next) => {
     if (c.var.callerTenants === undefined) return next();
-    return this.#refuse(c, `${c.req.path} names no tenant: gateway ${c.var.caller ?? ''} is bound to tenants (${SETTING}) and may ask only AuthZEN requests naming one of them`);
+    return this.#refuse(c, `${c.req.path} names no tenant: gateway ${c.var.caller ?? ''} is bound to tenants (${this.#deps.setting}) and may ask only AuthZEN requests naming one of them`);
   };
 
   #refuse(c: Asking, detail: string, named?: { tenant: string; field: string }, errors?: { pointer: string; detail: string }[]): Response {

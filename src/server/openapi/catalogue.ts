@@ -82,7 +82,7 @@ const DATA_META_HEADERS = {
 const METADATA_TENANT_HEADER = { 'X-Tenant': 'Tenant whose bundle would answer (else authzen.default_bundle): its searches are listed.' };
 const TENANT_HEADER = {
   'X-Tenant':
-    'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle). A gateway whose API key lists tenants (gateway.api_keys[].tenants) must name one of them: another, or none, is 403 tenant_not_permitted.',
+    'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle). A gateway bound to tenants (gateway.api_keys[].tenants, gateway.client_certificates[].tenants) must name one of them: another, or none, is 403 tenant_not_permitted.',
 };
 const BUNDLE_NAME = { name: 'Bundle name: lowercase letters, digits, _ and - (at most 64)' };
 const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions` (those bundles.retention.max_revisions keeps: a pruned one is not listed)';

@@ -27,7 +27,7 @@ export const PROBLEM_TYPES = {
   admin_keys_unavailable: { status: [503], meaning: 'The admin token\'s issuer keys cannot be fetched now (its JWKS endpoint fails): the token is not known to be bad; Retry-After says when to retry.' },
   // Gateway authentication and admission (decision endpoints)
   gateway_unauthenticated: { status: [401], meaning: 'The gateway did not authenticate (API key or client certificate, per config gateway): counted in arbiter_gateway_auth_failures_total and logged.' },
-  tenant_not_permitted: { status: [403], meaning: 'The gateway\'s API key is bound to tenants (gateway.api_keys[].tenants) and the request names another one (`detail` names the field: X-Tenant, or /context/tenant, also in `errors`), names none, or is to an endpoint that names no tenant (/v1/decide, /v1/issuance, the OPA data API). Not a decision: nothing is recorded in the decision log.' },
+  tenant_not_permitted: { status: [403], meaning: 'The gateway is bound to tenants (gateway.api_keys[].tenants, gateway.client_certificates[].tenants) and the request names another one (`detail` names the field: X-Tenant, or /context/tenant, also in `errors`), names none, or is to an endpoint that names no tenant (/v1/decide, /v1/issuance, the OPA data API). Not a decision: nothing is recorded in the decision log.' },
   rate_limited: { status: [429], meaning: 'The caller is over its request rate; Retry-After says when to retry.' },
   overloaded: { status: [429], meaning: 'Too many decisions in flight; retry after a second.' },
   // Routing and faults (app)
