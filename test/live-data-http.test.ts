@@ -2,6 +2,7 @@ import { pbkdf2 } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -706,13 +707,17 @@ describe('revocations', () => {
     });
   });
 
-  it('does not take a published key that cannot be imported for a failed fetch: the key set is still fetched for a new kid', async () => {
-    // A token naming a key of the set that WebCrypto refuses (a point off its curve) is denied; it
-    // says nothing about the JWKS endpoint. Counted as a failed fetch it held every fetch back for
-    // a second, and anyone repeating it kept the issuer's new keys out after a rotation.
-    await withLeakingIssuer('broken-key', { jwks_cooldown_s: 1 }, async ({ leaked, decide }) => {
+  it.each([
+    ['a point off its curve', 'broken-key', (jwk: JWK): JWK => ({ ...jwk, x: jwk.y })],
+    // WebCrypto refuses a public key with a usage other than verify (SyntaxError, not DataError).
+    ['key_ops that a public key cannot have', 'sign-ops-key', (jwk: JWK): JWK => ({ ...jwk, key_ops: ['sign', 'verify'] })],
+  ])('does not take a published key that cannot be imported (%s) for a failed fetch: the key set is still fetched for a new kid', async (_, name, breakKey) => {
+    // A token naming a key of the set that WebCrypto refuses is denied; it says nothing about the
+    // JWKS endpoint. Counted as a failed fetch it held every fetch back for a second, and anyone
+    // repeating it kept the issuer's new keys out after a rotation.
+    await withLeakingIssuer(name, { jwks_cooldown_s: 1 }, async ({ leaked, decide }) => {
       const good = leaked.keys[0]!;
-      leaked.keys.push({ ...good, kid: 'broken', publicJwk: { ...good.publicJwk, kid: 'broken', x: good.publicJwk.y } });
+      leaked.keys.push({ ...good, kid: 'broken', publicJwk: { ...breakKey(good.publicJwk), kid: 'broken' } });
       expect((await decide(await leaked.sign({ sub: 'user:before' }))).allow).toBe(true); // key set loaded
       await new Promise((resolve) => setTimeout(resolve, 1100)); // past jwks_cooldown_s
       expect((await decide(await leaked.sign({ sub: 'user:broken' }, { kid: 'broken' }))).reasons[0].code).toBe('token_invalid');

@@ -188,12 +188,15 @@ export class KeysUnavailableError extends ArbiterError {
 const KEY_SELECTION_ERRORS = [errors.JWKSNoMatchingKey, errors.JWKSMultipleMatchingKeys, errors.JOSEAlgNotAllowed, errors.JOSENotSupported];
 
 /**
- * WebCrypto's refusal to import the key a token chose from a loaded set (a point off its curve):
+ * WebCrypto's refusal to import the key a token chose from a loaded set (a point off its curve,
+ * DataError; `key_ops` naming a usage a public key cannot have, such as sign, SyntaxError):
  * about that key, not the endpoint. Taken for a failed fetch, it would hold every fetch of the
  * issuer back, and anyone sending tokens that name the key could keep new keys out after a rotation.
  */
+const KEY_IMPORT_ERRORS = new Set(['DataError', 'NotSupportedError', 'SyntaxError']);
+
 function unimportableKey(error: unknown): boolean {
-  return error instanceof DOMException && (error.name === 'DataError' || error.name === 'NotSupportedError');
+  return error instanceof DOMException && KEY_IMPORT_ERRORS.has(error.name);
 }
 
 /**
