@@ -233,6 +233,40 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     }
   });
 
+  it.each([
+    ['ES256', 'ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551'],
+    ['ES384', 'ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973'],
+    ['ES512', '01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409'],
+  ])('gives a %s token one fingerprint, though its signature verifies with s or with n - s', async (alg, orderHex) => {
+    // ECDSA verifies (r, s) and (r, n - s) alike: anyone holding a token can spell its signature
+    // the other way without the key, and would otherwise have it logged and seen by the policy
+    // as another token.
+    const ecdsa = await TestIssuer.create(`https://${alg.toLowerCase()}.test.example`, alg);
+    await ecdsa.serve();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: ecdsa.issuer, jwks_uri: ecdsa.jwksUri, audiences: ['https://api.example.com'], algorithms: [alg] }],
+    });
+    try {
+      const token = await ecdsa.sign({ scope: 'read' });
+      const [header, payload, signature] = token.split('.') as [string, string, string];
+      const bytes = Buffer.from(signature, 'base64url');
+      const half = bytes.length / 2;
+      const s = BigInt(`0x${bytes.subarray(half).toString('hex')}`);
+      const other = (BigInt(`0x${orderHex}`) - s).toString(16).padStart(half * 2, '0');
+      const malleated = `${header}.${payload}.${Buffer.concat([bytes.subarray(0, half), Buffer.from(other, 'hex')]).toString('base64url')}`;
+      const fingerprints: string[] = [];
+      for (const spelled of [token, malleated, malleated, token]) {
+        const res = await postJson(`${server.url}/v1/decide`, request(spelled));
+        expect(res.body).toMatchObject({ allow: true });
+        fingerprints.push(res.body!.reasons[0].token.fingerprint);
+      }
+      expect(new Set(fingerprints).size).toBe(1);
+    } finally {
+      await server.close();
+      await ecdsa.close();
+    }
+  });
+
   it('picks up a rotated key after an unknown kid (JWKS refetch)', async () => {
     await sleep(1100); // past the cooldown since the last fetch (a token with an unknown kid above)
     const kid = await idp.addKey('rotated');

@@ -1,8 +1,9 @@
 import type { VerifiedToken } from './verify.ts';
 
 /**
- * Remembers successful verifications by token fingerprint until the token would fail
- * verification by time (exp or max age), so a gateway resending the same token skips the
+ * Remembers successful verifications by the fingerprint of the token as sent (not the
+ * VerifiedToken's, which both spellings of an ECDSA signature share) until the token would
+ * fail verification by time (exp or max age), so a gateway resending the same token skips the
  * signature check. Only successes are cached. Revocation is not cached: it is checked on
  * every decision. Once a key set without one of the issuer's keys is installed (its
  * `keyGeneration` moved on), the issuer's remembered verifications are not reused: each token
@@ -28,13 +29,14 @@ export class VerificationCache {
   }
 
   /**
-   * Remembers `verified`, checked at `now` (one begun under an earlier key generation of its
-   * issuer is remembered, and not reused: see `get`). A token dated after `now` (an `iat` ahead of this
+   * Remembers `verified`, of the token whose fingerprint as sent is `sentFingerprint`, checked
+   * at `now` (one begun under an earlier key generation of its issuer is remembered, and not
+   * reused: see `get`). A token dated after `now` (an `iat` ahead of this
    * clock, within clock_tolerance_s) is not remembered: an `issued_before` revocation made now
    * does not catch it, so after a key compromise only the removed key can stop it, and a
    * remembered verification would outlive the key.
    */
-  set(verified: VerifiedToken, now: number): void {
+  set(sentFingerprint: string, verified: VerifiedToken, now: number): void {
     if (this.#maxEntries === 0) return;
     const { exp, iat } = verified.payload as { exp: number; iat: number };
     if (iat > now) return;
@@ -44,7 +46,7 @@ export class VerificationCache {
       // Oldest insertion first: Map keeps insertion order.
       this.#entries.delete(this.#entries.keys().next().value!);
     }
-    this.#entries.set(verified.fingerprint, { verified, validUntil });
+    this.#entries.set(sentFingerprint, { verified, validUntil });
   }
 
   get size(): number {

@@ -28,7 +28,10 @@ export interface VerifiedToken {
   readonly payload: JWTPayload;
   readonly header: ProtectedHeaderParameters;
   readonly issuer: TrustedIssuer;
-  /** base64url SHA-256 of the compact token: identifies it in logs without revealing it. */
+  /**
+   * base64url SHA-256 of the compact token: identifies it in logs without revealing it. An ECDSA
+   * token is hashed as spelt with the lower of the two values of s its signature verifies with.
+   */
   readonly fingerprint: string;
   /** The issuer's keyGeneration when the verification began: the cache reuses it only while that holds. */
   readonly keyGeneration: number;
@@ -93,11 +96,13 @@ export async function verifyAccessToken(
   const cached = options.cache?.get(fingerprint, now);
   if (cached) return cached;
   const verification = await verifyUncached(token, fingerprint, issuers, now);
-  if (verification.ok) options.cache?.set(verification, now);
+  // Remembered under the token as sent: only that exact token is the one verified.
+  if (verification.ok) options.cache?.set(fingerprint, verification, now);
   return verification;
 }
 
-async function verifyUncached(token: string, fingerprint: string, issuers: IssuerRegistry, now: number): Promise<TokenVerification> {
+async function verifyUncached(token: string, sentFingerprint: string, issuers: IssuerRegistry, now: number): Promise<TokenVerification> {
+  let fingerprint = sentFingerprint;
   const fail = (code: TokenFailureCode, message: string, claimedIssuer?: string): TokenFailure =>
     claimedIssuer === undefined
       ? { ok: false, code, message, fingerprint }
@@ -123,6 +128,7 @@ async function verifyUncached(token: string, fingerprint: string, issuers: Issue
   if (typeof header.alg !== 'string' || !(config.algorithms as readonly string[]).includes(header.alg)) {
     return fail('token_algorithm_not_allowed', `algorithm ${String(header.alg)} is not allowed for this issuer`, iss);
   }
+  fingerprint = ecdsaFingerprint(token, header.alg, fingerprint);
   const headerNotAString = STRING_HEADERS.find((name) => header[name] !== undefined && typeof header[name] !== 'string');
   if (headerNotAString !== undefined) {
     return fail('token_malformed', `header ${headerNotAString} must be a string`, iss);
@@ -223,6 +229,35 @@ async function verifyWithCandidates(token: string, candidates: AsyncIterable<Cry
       ? `signature verification failed with the first ${MAX_CANDIDATE_KEYS} keys that match a token without kid`
       : 'signature verification failed with every key that matches a token without kid',
   );
+}
+
+/**
+ * The order n of the curve of each ECDSA algorithm, and the bytes of r and of s in its JWS
+ * signature (RFC 7518 §3.4).
+ */
+const ECDSA_CURVES: Readonly<Record<string, { n: bigint; size: number }>> = {
+  ES256: { n: 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n, size: 32 },
+  ES384: { n: 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n, size: 48 },
+  ES512: { n: 0x01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n, size: 66 },
+};
+
+/**
+ * The fingerprint of an ECDSA token as spelt with the lower s. ECDSA verifies (r, s) and
+ * (r, n - s) alike, so whoever holds a token can spell its signature the other way without the
+ * key: hashed as sent, one token would have two fingerprints in the decision log and the policy
+ * input. Both spellings verify or neither does, so they are the same token. `fingerprint` (that
+ * of the token as sent) for another algorithm, a low s, or a signature that cannot verify.
+ */
+function ecdsaFingerprint(token: string, alg: string, fingerprint: string): string {
+  const curve = ECDSA_CURVES[alg];
+  if (curve === undefined) return fingerprint;
+  const dot = token.lastIndexOf('.');
+  const signature = Buffer.from(token.slice(dot + 1), 'base64url');
+  if (signature.length !== 2 * curve.size) return fingerprint;
+  const s = BigInt(`0x${signature.toString('hex', curve.size)}`);
+  if (s <= curve.n >> 1n || s >= curve.n) return fingerprint;
+  signature.write((curve.n - s).toString(16).padStart(2 * curve.size, '0'), curve.size, 'hex');
+  return tokenFingerprint(`${token.slice(0, dot + 1)}${signature.toString('base64url')}`);
 }
 
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
