@@ -680,6 +680,25 @@ describe('revocations', () => {
     });
   });
 
+  it('fetches the key set on an issued_before revocation committed just after a failed fetch, once its back-off is over', async () => {
+    // A fetch that failed a moment before (the endpoint blipped) holds every fetch of the issuer
+    // back for a second. Refused by that back-off, the revocation's fetch never happened, and the
+    // removed key kept verifying until the key set held went stale (jwks_cache_max_age_s).
+    await withLeakingIssuer('leaked-after-blip', { jwks_cooldown_s: 1 }, async ({ leaked, decide, revokeIssuedBefore, removeLeakedKey }) => {
+      expect((await decide(await leaked.sign({ sub: 'user:before' }))).allow).toBe(true); // key set loaded
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // past jwks_cooldown_s: an unknown kid fetches again
+      leaked.jwksFailure = { status: 503, body: '{}' };
+      expect((await decide(await leaked.sign({ sub: 'user:unknown' }, { kid: 'not-yet-published' }))).reasons[0].code).toBe('token_keys_unavailable');
+      leaked.jwksFailure = undefined;
+      const compromised = await removeLeakedKey();
+      const fetches = leaked.jwksFetches;
+      expect(await revokeIssuedBefore({ before: now(), reason: 'key compromised' })).toBe(201);
+      expect(leaked.jwksFetches).toBe(fetches + 1);
+      const forged = await leaked.sign({ sub: 'user:forged' }, { key: compromised.privateKey, kid: compromised.kid, iat: now() + 1 });
+      expect((await decide(forged)).reasons[0].code).toBe('token_unknown_key');
+    });
+  });
+
   it('does not remember a verification that was under way with the old keys when the issuer\'s verifications were forgotten', async () => {
     // A decision that took the removed key from the key set held before the revocation's fetch
     // completed, and finished verifying only after the issuer's verifications were forgotten,

@@ -62,7 +62,7 @@ export const issuerSchema = z
     clock_tolerance_s: z.number().int().min(0).max(MAX_CLOCK_TOLERANCE_S).default(30).describe('Leeway for exp, nbf and iat.'),
     max_token_age_s: z.number().int().positive('must be greater than 0').default(3600).describe('Oldest `iat` accepted: token_too_old beyond it.'),
     max_lifetime_s: z.number().int().positive('must be greater than 0').default(86_400).describe('Longest exp - iat accepted: token_lifetime_too_long beyond it.'),
-    jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long, and at once when an issued_before revocation of this issuer is committed.'),
+    jwks_cache_max_age_s: z.number().int().positive().default(600).describe('Remote JWKS is fetched again after this long, and at once when an issued_before revocation of this issuer is committed (the revocation is answered after that fetch, which waits out the 1 s back-off of a fetch that failed just before).'),
     jwks_cooldown_s: z
       .number()
       .int()

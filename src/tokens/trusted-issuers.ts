@@ -18,8 +18,9 @@ export interface TrustedIssuer {
    * Fetches a remote key set again now, however fresh it is: after a key compromise the key
    * removed at the issuer must stop verifying at once, not once jwks_cache_max_age_s has run
    * out. The key set it installs is always one fetched after the call: a fetch already in flight
-   * is waited for, then another is sent. Rejects with `jwks_unavailable` when it cannot be fetched
-   * (the keys held stay in use).
+   * is waited for, then another is sent, and so is the back-off after a fetch that failed just
+   * before (JWKS_FAILURE_BACK_OFF_MS), which would refuse it unsent. Rejects with `jwks_unavailable`
+   * when it cannot be fetched (the keys held stay in use).
    * Resolves at once for keys from a file or a secret.
    */
   reloadKeys(): Promise<void>;
@@ -129,6 +130,9 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
           // key was removed at the issuer and would install it again: wait for that one (its
           // failure is the back-off's, as any fetch's), then fetch anew.
           if (remote.reloading) await remote.reload().catch((error: unknown) => backOff.failed(error));
+          // Asked for after a key compromise, rarely: refused by the back-off, the removed key
+          // would verify until the key set held went stale (jwks_cache_max_age_s).
+          await backOff.over();
           await remote.reload();
         } catch (error) {
           backOff.failed(error);
@@ -244,6 +248,14 @@ class FetchBackOff {
       if (Date.now() < this.#until) throw new BackingOffError(this.#failure);
       return fetchJwks(url, options);
     };
+  }
+
+  /** Resolves once a fetch would no longer be refused. */
+  async over(): Promise<void> {
+    // A loop: a timer may fire a millisecond early by the wall clock the back-off is kept in.
+    for (let wait = this.#until - Date.now(); wait > 0; wait = this.#until - Date.now()) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
   }
 
   /** Records that loading the key set failed with `error`. */
