@@ -132,6 +132,16 @@ describe('configuration', () => {
     ]);
   });
 
+  it('refuses an HMAC secret shorter than the hash of an algorithm the issuer allows (RFC 7518 §3.2)', async () => {
+    const secretFile = join(dir, 'hs512.secret');
+    writeFileSync(secretFile, 's'.repeat(48));
+    const config = (algorithms: string[]) => parseConfig({ issuers: [{ ...issuer, jwks_uri: undefined, secret_file: secretFile, algorithms }] });
+    expect((await IssuerRegistry.fromConfig(config(['HS256', 'HS384']).issuers)).get(issuer.issuer)).toBeDefined();
+    expect(await issuesOfAsync(() => IssuerRegistry.fromConfig(config(['HS256', 'HS512']).issuers))).toEqual([
+      expect.objectContaining({ path: 'issuers.0.secret_file', message: expect.stringContaining('at least 64 bytes for HS512 (got 48)') }),
+    ]);
+  });
+
   it('reads an HMAC secret without its trailing line ending, LF or CRLF', async () => {
     const secret = 's'.repeat(32);
     for (const [name, text] of [['lf', `${secret}\n`], ['crlf', `${secret}\r\n`], ['none', secret]]) {

@@ -337,6 +337,9 @@ describe('verifyBundleSignatures validates its options', () => {
       [pem(generateKeyPairSync('ed448').publicKey), 'EdDSA', /EdDSA needs an Ed25519 key, this is an ed448 key/],
       [pem(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey), 'RS256', /at least 2048 bits/],
       [rsa.publicPem, 'HS256', /shared secret, not a PEM key/],
+      // RFC 7518 §3.2: at least the hash's size.
+      ['s'.repeat(47), 'HS384', /at least 48 bytes for HS384 \(got 47\)/],
+      ['s'.repeat(63), 'HS512', /at least 64 bytes for HS512 \(got 63\)/],
     ];
     for (const [key, algorithm, message] of mismatched) {
       const error = await verifyBundleSignatures(rsBundle, { keys: { default: { key, algorithm } }, scope: 'write' }).catch((caught: unknown) => caught);

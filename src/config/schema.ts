@@ -54,7 +54,7 @@ export const issuerSchema = z
     jwks_file: nonEmpty.optional().describe('Local JWKS file (JSON): public keys only, at least one usable with `algorithms`; checked at start-up.'),
     secret_file: nonEmpty
       .optional()
-      .describe('File holding the shared secret for HS* algorithms (at least 32 bytes).'),
+      .describe('File holding the shared secret for HS* algorithms: no shorter than the hash (RFC 7518 §3.2), so 32 bytes for HS256, 48 with HS384 allowed, 64 with HS512.'),
     audiences: z.array(nonEmpty).min(1, 'at least one audience is required').describe('Accepted `aud` values; a token must carry one of them, and only these of its audiences reach the policy as `input.subject.aud`.'),
     algorithms: z.array(z.enum(SUPPORTED_ALGORITHMS)).min(1, 'at least one algorithm is required').describe('JWS algorithms accepted from this issuer (`none` never is).'),
     typ: nonEmpty.optional().describe('Required JWT `typ` header, e.g. at+jwt (RFC 9068). Unset, a `typ` that is not a string is still refused (token_malformed).'),
@@ -91,7 +91,7 @@ export type IssuerConfig = z.infer<typeof issuerSchema>;
 const signingKeySchema = z
   .strictObject({
     key: nonEmpty.optional().describe('PEM public key or certificate (a private key is refused: only its public half belongs here); for HS* the shared secret.'),
-    key_file: nonEmpty.optional().describe('File holding the key; for HS* its bytes exactly, as opa build --signing-key uses them (a trailing newline is part of the secret, unlike issuers[].secret_file), at least 32.'),
+    key_file: nonEmpty.optional().describe('File holding the key; for HS* its bytes exactly, as opa build --signing-key uses them (a trailing newline is part of the secret, unlike issuers[].secret_file), no shorter than the hash: 32 bytes for HS256, 48 for HS384, 64 for HS512.'),
     algorithm: z.enum(BUNDLE_SIGNING_ALGORITHMS).describe('The only algorithm accepted for this key.'),
   })
   .refine((k) => (k.key === undefined) !== (k.key_file === undefined), 'exactly one of key, key_file is required');

@@ -34,7 +34,7 @@ import { z } from 'zod';
 import { BundleRejectedError, ConfigError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
 import { opaCanonicalJson } from './canonical-json.ts';
-import { MIN_HMAC_SECRET_BYTES } from '../tokens/trusted-issuers.ts';
+import { hmacSecretTooShort } from '../tokens/trusted-issuers.ts';
 
 export const SIGNATURES_FILE = '.signatures.json';
 
@@ -179,7 +179,7 @@ export function verificationKeyError(key: string | Uint8Array, algorithm: string
     // A PEM is public material: as an HMAC secret, anyone holding it could sign bundles.
     if (/-----BEGIN [A-Z ]+-----/.test(text)) return `${algorithm} takes a shared secret, not a PEM key: configure the key's own algorithm instead`;
     const bytes = typeof key === 'string' ? Buffer.byteLength(key) : key.byteLength;
-    return bytes < MIN_HMAC_SECRET_BYTES ? `an HMAC secret must be at least ${MIN_HMAC_SECRET_BYTES} bytes (got ${bytes})` : undefined;
+    return hmacSecretTooShort(bytes, algorithm);
   }
   // createPublicKey derives the public half of a private key without a word: refused instead, as
   // key sets holding private keys are, so no replica holds what can sign the fleet's bundles.

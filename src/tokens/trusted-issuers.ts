@@ -33,8 +33,19 @@ export interface TrustedIssuer {
   readonly keyGeneration: number;
 }
 
-/** Shortest HMAC secret accepted, for token issuers and bundle signing keys alike (RFC 7518 §3.2: at least the hash size). */
-export const MIN_HMAC_SECRET_BYTES = 32;
+/**
+ * Shortest HMAC secret accepted for `algorithm` (HS256, HS384, HS512), for token issuers and
+ * bundle signing keys alike: RFC 7518 §3.2 asks for at least the hash's size.
+ */
+export function minHmacSecretBytes(algorithm: string): number {
+  return Number(algorithm.slice(2)) / 8;
+}
+
+/** Why `bytes` of secret are too few for HMAC with `algorithm`, or undefined when they are enough. */
+export function hmacSecretTooShort(bytes: number, algorithm: string): string | undefined {
+  const least = minHmacSecretBytes(algorithm);
+  return bytes < least ? `an HMAC secret must be at least ${least} bytes for ${algorithm} (got ${bytes})` : undefined;
+}
 
 export interface TrustedIssuerOptions {
   /**
@@ -173,7 +184,7 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
     if (problem !== undefined) throw new ConfigError([{ path: at('jwks_file'), message: `${config.jwks_file}: ${problem}` }]);
     return fromJwks(config, jwks);
   }
-  const secret = readSecret(config.secret_file!, at('secret_file'));
+  const secret = readSecret(config.secret_file!, at('secret_file'), config.algorithms);
   return { config, key: secret, checkKeys: async () => {}, reloadKeys: async () => {}, keyGeneration: 0 };
 }
 
@@ -278,7 +289,7 @@ function readJson(file: string, path: string): unknown {
   }
 }
 
-function readSecret(file: string, path: string): Uint8Array {
+function readSecret(file: string, path: string, algorithms: readonly string[]): Uint8Array {
   let secret: Buffer;
   try {
     secret = readFileSync(file);
@@ -288,8 +299,9 @@ function readSecret(file: string, path: string): Uint8Array {
   // A trailing line ending from `echo secret > file` (LF, or CRLF from a Windows editor) is not part of the secret.
   const lineEnding = secret.at(-1) === 0x0a ? (secret.at(-2) === 0x0d ? 2 : 1) : 0;
   const trimmed = secret.subarray(0, secret.length - lineEnding);
-  if (trimmed.length < MIN_HMAC_SECRET_BYTES) {
-    throw new ConfigError([{ path, message: `HMAC secret must be at least ${MIN_HMAC_SECRET_BYTES} bytes (got ${trimmed.length})` }]);
-  }
+  // The longest hash the issuer allows sets the length: a secret fit for HS256 alone would sign HS512 tokens too.
+  const strongest = algorithms.reduce((longest, algorithm) => (minHmacSecretBytes(algorithm) > minHmacSecretBytes(longest) ? algorithm : longest));
+  const tooShort = hmacSecretTooShort(trimmed.length, strongest);
+  if (tooShort !== undefined) throw new ConfigError([{ path, message: tooShort }]);
   return new Uint8Array(trimmed);
 }
