@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import { jsonDefect, MAY_OVERFLOW } from '../data/json-value.ts';
 import { BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
-import { policyResultSchema } from './contract.ts';
-import { singleResult } from './engine.ts';
+import { checkContract } from './engine.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { dataOutsideRoots, parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
 import { defineValue, isObject } from './overlay.ts';
@@ -83,11 +82,12 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
     archive,
   };
   const smoke = await options.evaluator.evaluate(bundle, entrypoint, JSON.stringify(SMOKE_INPUT));
-  const contract = smoke.ok ? policyResultSchema.safeParse(singleResult(smoke.resultSet)) : undefined;
-  if (!smoke.ok || !contract?.success) {
+  // Judged as a decision is, and with the same words: the author learns which member is wrong,
+  // or that the rule was undefined (no default), not only that the contract was broken.
+  const verdict = smoke.ok ? checkContract(smoke.resultSet) : smoke;
+  if (!verdict.ok) {
     options.evaluator.release(bundle.digest);
-    const why = smoke.ok ? 'the result is not {allow, reasons, obligations?}' : `${smoke.code}: ${smoke.message}`;
-    throw new BundleRejectedError('smoke_evaluation', `${entrypoint} failed on an unauthenticated request: ${why}`);
+    throw new BundleRejectedError('smoke_evaluation', `${entrypoint} failed on an unauthenticated request: ${verdict.code}: ${verdict.message}`);
   }
   return bundle;
 }

@@ -1,0 +1,80 @@
+/**
+ * What a policy author meets when a bundle of their own is refused: the answer must name the
+ * failed check and say what to change, and the active revision must keep serving.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Arbiter } from '../src/server/start.ts';
+import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
+import { TestIssuer } from './support/issuer.ts';
+
+let admins: TestIssuer;
+let dir: string;
+let key: SigningKey;
+/** Development defaults: unsigned bundles accepted. */
+let open: Arbiter;
+/** Requires signatures (key `default`, scope `write`). */
+let signed: Arbiter;
+let token: string;
+
+const put = (arbiter: Arbiter, name: string, archive: Uint8Array) => adminCall(arbiter.url, token, 'PUT', `/v1/bundles/${name}`, archive);
+
+async function decide(arbiter: Arbiter, policy: string) {
+  return (await postJson(`${arbiter.url}/v1/decide`, { policy, action: 'read', resource: { type: 'doc' } })).body!;
+}
+
+/** A bundle directory holding `rego` as its one module, with roots `roots`. */
+function source(name: string, rego: string, roots: string[]): string {
+  const src = join(dir, `src-${name}-${Math.random().toString(36).slice(2)}`);
+  mkdirSync(src, { recursive: true });
+  writeFileSync(join(src, 'policy.rego'), rego);
+  writeFileSync(join(src, '.manifest'), JSON.stringify({ roots }));
+  return src;
+}
+
+beforeAll(async () => {
+  admins = await TestIssuer.create('https://admins.test.example');
+  await admins.serve();
+  dir = tempDir('arbiter-authoring-');
+  key = signingKey(dir);
+  const admin = { admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } };
+  open = await startTestArbiter(admin);
+  signed = await startTestArbiter({
+    ...admin,
+    bundles: { require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' } },
+  });
+  token = await admins.sign({ sub: 'author@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read arbiter.bundles.write' });
+  expect(await put(open, 'au', build(writeBundleSource(dir, 'au'), join(dir, 'au-good.tar.gz'), 'good'))).toMatchObject({ status: 201 });
+}, 60_000);
+
+afterAll(async () => {
+  await open?.close();
+  await signed?.close();
+  await admins?.close();
+});
+
+describe('a decision that breaks the contract on the smoke request', () => {
+  it.each([
+    ['allow is not a boolean', '{"allow": "yes", "reasons": []}', 'allow'],
+    ['reasons are missing', '{"allow": false}', 'reasons'],
+    ['a reason is a string', '{"allow": false, "reasons": ["nope"]}', 'reasons.0'],
+    ['obligations are an object', '{"allow": false, "reasons": [], "obligations": {"type": "x"}}', 'obligations'],
+    ['an obligation has no type', '{"allow": false, "reasons": [], "obligations": [{"kind": "x"}]}', 'obligations.0.type'],
+  ])('%s -> 422 smoke_evaluation naming the member, and the active revision keeps serving', async (_label, decision, member) => {
+    const archive = build(writeBundleSource(dir, 'au', { decision }), join(dir, `au-${member}.tar.gz`), `bad-${member}`);
+    const response = await put(open, 'au', archive);
+    expect(response).toMatchObject({ status: 422, body: { code: 'smoke_evaluation', check: 'smoke_evaluation' } });
+    expect(response.body!.detail).toContain(`${member}: `);
+    expect((await decide(open, 'au')).policy.revision).toBe('good');
+  });
+
+  it('a decision undefined on it -> the detail says so and to give the rule a default', async () => {
+    const rego = 'package au\n\n# METADATA\n# entrypoint: true\ndecision := {"allow": true, "reasons": []} if input.subject.authenticated\n';
+    const response = await put(open, 'au', build(source('au', rego, ['au']), join(dir, 'au-undefined.tar.gz'), 'undefined'));
+    expect(response).toMatchObject({ status: 422, body: { check: 'smoke_evaluation' } });
+    expect(response.body!.detail).toContain('no result');
+    expect(response.body!.detail).toContain('default');
+  });
+});
