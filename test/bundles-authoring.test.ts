@@ -78,3 +78,20 @@ describe('a decision that breaks the contract on the smoke request', () => {
     expect(response.body!.detail).toContain('default');
   });
 });
+
+describe('the decision entrypoint', () => {
+  it('declared under another name -> entrypoint_missing lists what the bundle declares', async () => {
+    const rego = 'package au\n\n# METADATA\n# entrypoint: true\ndecide := {"allow": true, "reasons": []}\n';
+    const response = await put(open, 'au', build(source('au', rego, ['au']), join(dir, 'au-decide.tar.gz'), 'decide'));
+    expect(response).toMatchObject({ status: 422, body: { check: 'entrypoint_missing' } });
+    expect(response.body!.detail).toContain('au/decide');
+  });
+
+  it('of a bundle whose name is no Rego package name -> entrypoint_missing says the name cannot declare it', async () => {
+    const rego = 'package my_lib\n\n# METADATA\n# entrypoint: true\ndecision := {"allow": true, "reasons": []}\n';
+    const response = await put(open, 'my-lib', build(source('my_lib', rego, ['my_lib']), join(dir, 'my-lib.tar.gz'), 'm1'));
+    expect(response).toMatchObject({ status: 422, body: { check: 'entrypoint_missing' } });
+    expect(response.body!.detail).toContain('my_lib/decision');
+    expect(response.body!.detail).toMatch(/"my-lib".*package/);
+  });
+});

@@ -58,7 +58,7 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
   const wasm = files.get(wasmModulePath(manifest.wasm[0]!.module))!;
   const entrypoint = decisionEntrypoint(name);
   if (!manifest.wasm.some((w) => w.entrypoint === entrypoint)) {
-    throw new BundleRejectedError('entrypoint_missing', `bundle ${name} must declare the entrypoint ${entrypoint}`);
+    throw new BundleRejectedError('entrypoint_missing', entrypointMissing(name, manifest));
   }
   const { entrypoints } = await options.evaluator.checkModule(wasm, manifest);
   const data = bundleData(files);
@@ -90,6 +90,23 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
     throw new BundleRejectedError('smoke_evaluation', `${entrypoint} failed on an unauthenticated request: ${verdict.code}: ${verdict.message}`);
   }
   return bundle;
+}
+
+/** The first segment of a Rego package (and so of an entrypoint) is an identifier. */
+const REGO_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const LISTED_ENTRYPOINTS = 10;
+
+/**
+ * Why the decision entrypoint is missing, in words an author can act on: what the bundle
+ * declares instead (a rule named otherwise, another package), and when the bundle's name
+ * (a `-`, a leading digit) cannot be a package at all, so no build could ever declare it.
+ */
+function entrypointMissing(name: string, manifest: Manifest): string {
+  const declared = manifest.wasm.map((w) => w.entrypoint);
+  const listed = declared.slice(0, LISTED_ENTRYPOINTS).join(', ') + (declared.length > LISTED_ENTRYPOINTS ? ` and ${declared.length - LISTED_ENTRYPOINTS} more` : '');
+  const message = `bundle ${name} must declare the entrypoint ${decisionEntrypoint(name)} (the rule decision of package ${name}, with METADATA entrypoint: true); it declares ${listed}`;
+  if (REGO_IDENTIFIER.test(name)) return message;
+  return `${message}. No Rego package can be named ${JSON.stringify(name)} (letters, digits and _, not starting with a digit): push the bundle under its package's name`;
 }
 
 /** The least a policy can be asked: nobody asking for anything. It must still answer the contract. */
