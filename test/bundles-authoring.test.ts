@@ -5,9 +5,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readBundleArchive } from '../src/policy/archive.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
+import { packFiles } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 
 let admins: TestIssuer;
@@ -93,5 +95,16 @@ describe('the decision entrypoint', () => {
     expect(response).toMatchObject({ status: 422, body: { check: 'entrypoint_missing' } });
     expect(response.body!.detail).toContain('my_lib/decision');
     expect(response.body!.detail).toMatch(/"my-lib".*package/);
+  });
+});
+
+describe('data.json files that conflict', () => {
+  it('-> data_conflict naming the data path both define', async () => {
+    const files = new Map(await readBundleArchive(build(writeBundleSource(dir, 'au'), join(dir, 'au-data.tar.gz'), 'data')));
+    files.set('data.json', new Uint8Array(Buffer.from('{"au": {"members": {"alice": true}}}')));
+    files.set('au/data.json', new Uint8Array(Buffer.from('{"members": {"alice": false}}')));
+    const response = await put(open, 'au', packFiles(files));
+    expect(response).toMatchObject({ status: 422, body: { check: 'data_conflict' } });
+    expect(response.body!.detail).toContain('au/members/alice');
   });
 });
