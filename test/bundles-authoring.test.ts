@@ -2,13 +2,15 @@
  * What a policy author meets when a bundle of their own is refused: the answer must name the
  * failed check and say what to change, and the active revision must keep serving.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createPrivateKey } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CompactSign, decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
-import { build, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
+import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
 import { packFiles } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 
@@ -106,5 +108,35 @@ describe('data.json files that conflict', () => {
     const response = await put(open, 'au', packFiles(files));
     expect(response).toMatchObject({ status: 422, body: { check: 'data_conflict' } });
     expect(response.body!.detail).toContain('au/members/alice');
+  });
+});
+
+describe('the signature\'s iat', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+
+  it('in milliseconds (in the future) -> 422 naming iat, and a revision signed in seconds is accepted after it', async () => {
+    const src = writeBundleSource(dir, 'si');
+    const millis = build(src, join(dir, 'si-ms.tar.gz'), 'ms', signingArgs(dir, key, Date.now()));
+    const response = await put(signed, 'si', millis);
+    expect(response).toMatchObject({ status: 422, body: { code: 'signature_iat_future', check: 'signature_iat_future' } });
+    expect(response.body!.detail).toContain('milliseconds');
+    expect(await put(signed, 'si', build(src, join(dir, 'si-s.tar.gz'), 'seconds', signingArgs(dir, key, now())))).toMatchObject({ status: 201 });
+  });
+
+  it('that is not a number -> 422 (OPA refuses it too), rather than a bundle the replay rule cannot order', async () => {
+    // opa build writes iat as a number whatever the claims file says: another signer can write a string.
+    const files = new Map(await readBundleArchive(build(writeBundleSource(dir, 'st'), join(dir, 'st.tar.gz'), 'st1', signingArgs(dir, key, now()))));
+    const { signatures } = JSON.parse(Buffer.from(files.get('.signatures.json')!).toString()) as { signatures: [string] };
+    const payload = { ...decodeJwt(signatures[0]), iat: String(now()) };
+    const jws = await new CompactSign(Buffer.from(JSON.stringify(payload))).setProtectedHeader({ alg: 'RS256' }).sign(createPrivateKey(readFileSync(key.privatePath)));
+    files.set('.signatures.json', new Uint8Array(Buffer.from(JSON.stringify({ signatures: [jws] }))));
+    const response = await put(signed, 'st', packFiles(files));
+    expect(response).toMatchObject({ status: 422, body: { code: 'signature_iat_invalid', check: 'signature_iat_invalid' } });
+    expect(response.body!.detail).toContain('iat');
+  });
+
+  it('a few seconds ahead of this server\'s clock (another machine signed it) is accepted', async () => {
+    const archive = build(writeBundleSource(dir, 'ah'), join(dir, 'ah.tar.gz'), 'ah1', signingArgs(dir, key, now() + 30));
+    expect(await put(signed, 'ah', archive)).toMatchObject({ status: 201 });
   });
 });

@@ -37,6 +37,10 @@
  *   bundle_data_too_large       its data serializes larger than the limit
  *   bundle_replayed             see the replay rule above
  *   bundle_revision_conflict    see the replay rule above
+ *   signature_iat_invalid       an archive pushed or pulled whose signature's `iat` is not a whole
+ *                               number of seconds (OPA refuses it too)
+ *   signature_iat_future        an archive pushed or pulled whose signature's `iat` is ahead of this
+ *                               server's clock by more than ISSUED_AT_LEEWAY_S (milliseconds, say)
  */
 import { readdirSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -114,7 +118,7 @@ interface ValidateOptions {
   /** Skip the signature: the embedded directory is part of the deployment, like the config file. */
   trusted: boolean;
   /** A check of the revision and signature that must pass before the module is loaded (the replay rule). */
-  beforeLoad?: (revision: string, signature: Validated['signature']) => void;
+  beforeLoad?: (revision: string, signature: Validated['signature'], files: BundleFiles) => void;
 }
 
 interface Validated {
@@ -150,7 +154,10 @@ export class BundleLifecycle {
       }
       const { bundle, signature } = await this.#validateLogged(name, archive, actor, {
         trusted: false,
-        beforeLoad: (revision, signature) => {
+        beforeLoad: (revision, signature, files) => {
+          // Only here, for an archive coming in: a stored revision is not refused at start for an
+          // iat it was accepted with.
+          if (signature !== undefined) checkIssuedAt(files, Date.now() / 1000);
           // Another archive under the embedded revision's name could not be stored beside it, and
           // replays, which find a revision by name, would take the one for the other.
           if (embedded !== undefined && embedded.bundle.revision === revision) {
@@ -497,7 +504,7 @@ export class BundleLifecycle {
         throw new BundleRejectedError('bundle_roots_overlap', `roots ${JSON.stringify(manifest.roots)} overlap the roots ${JSON.stringify(other.manifest.roots)} of active bundle ${other.name}`);
       }
     }
-    beforeLoad?.(manifest.revision, signature);
+    beforeLoad?.(manifest.revision, signature, files);
     const bundle = await loadBundle(name, archive, {
       evaluator: this.#options.evaluator,
       files,
@@ -516,7 +523,7 @@ export class BundleLifecycle {
     }
     const { keyid } = await verifyBundleSignatures(files, options);
     const iat = signedIssuedAt(files);
-    return { keyid, ...(iat !== undefined && { iat }) };
+    return { keyid, ...(typeof iat === 'number' && { iat }) };
   }
 }
 
@@ -587,11 +594,34 @@ function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** The JWS `iat` of a signature that verified already, so its payload can be trusted. */
-function signedIssuedAt(files: BundleFiles): number | undefined {
+/** The JWS `iat` of a signature that verified already, so its payload can be trusted; as signed, whatever its type. */
+function signedIssuedAt(files: BundleFiles): unknown {
   const { signatures } = JSON.parse(Buffer.from(files.get(SIGNATURES_FILE)!).toString('utf8')) as { signatures: [string] };
-  const { iat } = decodeJwt(signatures[0]);
-  return typeof iat === 'number' ? iat : undefined;
+  return (decodeJwt(signatures[0]) as { iat?: unknown }).iat;
+}
+
+/** How far ahead of this server's clock a signature's iat may be: the build machine's clock may run ahead. */
+export const ISSUED_AT_LEEWAY_S = 300;
+
+/**
+ * The replay rule orders signed revisions by `iat`, so an incoming one must be an iat it can
+ * order by. One in milliseconds (`Date.now()` where `date +%s` was meant) would be accepted and
+ * then make every later revision signed in seconds look older (bundle_replayed) for millennia;
+ * one that is not a number (a quoted "1767225600") would turn the rule off for that revision
+ * without a word. OPA refuses a bundle whose iat is not an integer as well.
+ */
+function checkIssuedAt(files: BundleFiles, now: number): void {
+  const iat = signedIssuedAt(files);
+  if (iat === undefined) return;
+  if (typeof iat !== 'number' || !Number.isSafeInteger(iat) || iat < 0) {
+    throw new BundleRejectedError('signature_iat_invalid', `the signature's iat ${JSON.stringify(iat)} is not a whole number of seconds since the epoch (opa build --claims-file with "iat": $(date +%s))`);
+  }
+  if (iat > now + ISSUED_AT_LEEWAY_S) {
+    throw new BundleRejectedError(
+      'signature_iat_future',
+      `the signature's iat (${iat}) is ${Math.round(iat - now)} s ahead of this server's clock (at most ${ISSUED_AT_LEEWAY_S} s allowed): iat is in seconds since the epoch, not milliseconds`,
+    );
+  }
 }
 
 function checkDataLimits(data: Record<string, unknown>, limits: DataLimits): void {

@@ -63,6 +63,8 @@ const STATE_DEPENDENT_CHECKS: ReadonlySet<string> = new Set([
   'signature_keys_missing',
   'bundle_replayed',
   'bundle_revision_conflict',
+  // Signed ahead of this server's clock: passes once the clock catches up (or is set right).
+  'signature_iat_future',
 ]);
 
 /**
