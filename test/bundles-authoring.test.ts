@@ -100,6 +100,19 @@ describe('the decision entrypoint', () => {
   });
 });
 
+describe('a bundle directory without a .manifest', () => {
+  it('-> bundle_roots_overlap saying opa build gave it the root "" (all of data), and to write a .manifest', async () => {
+    const src = join(dir, 'src-nomanifest');
+    mkdirSync(src, { recursive: true });
+    writeFileSync(join(src, 'policy.rego'), 'package au\n\n# METADATA\n# entrypoint: true\ndecision := {"allow": true, "reasons": []}\n');
+    const response = await put(open, 'au', build(src, join(dir, 'au-nomanifest.tar.gz'), 'nomanifest'));
+    expect(response).toMatchObject({ status: 409, body: { check: 'bundle_roots_overlap' } });
+    expect(response.body!.detail).toContain('.manifest');
+    expect(response.body!.detail).toContain('{"roots": ["au"]}');
+    expect((await decide(open, 'au')).policy.revision).toBe('good');
+  });
+});
+
 describe('data.json files that conflict', () => {
   it('-> data_conflict naming the data path both define', async () => {
     const files = new Map(await readBundleArchive(build(writeBundleSource(dir, 'au'), join(dir, 'au-data.tar.gz'), 'data')));

@@ -501,7 +501,11 @@ export class BundleLifecycle {
     }
     for (const other of this.#options.registry.list()) {
       if (other.name !== name && rootsOverlap(manifest.roots, other.manifest.roots)) {
-        throw new BundleRejectedError('bundle_roots_overlap', `roots ${JSON.stringify(manifest.roots)} overlap the roots ${JSON.stringify(other.manifest.roots)} of active bundle ${other.name}`);
+        // The root "" is what opa build writes for a directory without a .manifest: the author never chose it.
+        const whole = manifest.roots.includes('')
+          ? `. The root "" is all of data, what opa build gives a bundle directory without a .manifest: write one, e.g. {"roots": [${JSON.stringify(name)}]}`
+          : '';
+        throw new BundleRejectedError('bundle_roots_overlap', `roots ${JSON.stringify(manifest.roots)} overlap the roots ${JSON.stringify(other.manifest.roots)} of active bundle ${other.name}${whole}`);
       }
     }
     beforeLoad?.(manifest.revision, signature, files);
