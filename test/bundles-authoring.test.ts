@@ -153,3 +153,24 @@ describe('the signature\'s iat', () => {
     expect(await put(signed, 'ah', archive)).toMatchObject({ status: 201 });
   });
 });
+
+describe('roots that cover a live data document', () => {
+  it('-> bundle_roots_overlap naming the document, on push and on activate, until the document is deleted', async () => {
+    const dataToken = await admins.sign({ sub: 'feed@example', aud: 'arbiter-admin', scope: 'arbiter.data.write' });
+    const rego = 'package lg\n\n# METADATA\n# entrypoint: true\ndecision := {"allow": false, "reasons": []}\n';
+    // Revision a owns lg_data; b gives it up, so the feed can write it.
+    expect(await put(open, 'lg', build(source('lg', rego, ['lg', 'lg_data']), join(dir, 'lg-a.tar.gz'), 'a'))).toMatchObject({ status: 201 });
+    expect(await put(open, 'lg', build(source('lg', rego, ['lg']), join(dir, 'lg-b.tar.gz'), 'b'))).toMatchObject({ status: 201 });
+    expect((await adminCall(open.url, dataToken, 'PUT', '/v1/data/lg_data', { grants: ['x'] })).status).toBeLessThan(300);
+    // Taken over, the document would be frozen: the feed's writes refused, decisions reading the bundle's copy.
+    const activate = await adminCall(open.url, token, 'POST', '/v1/bundles/lg/activate', { revision: 'a' });
+    expect(activate).toMatchObject({ status: 409, body: { check: 'bundle_roots_overlap' } });
+    expect(activate.body!.detail).toContain('live data document lg_data');
+    const below = await put(open, 'lg', build(source('lg', rego, ['lg', 'lg_data/x']), join(dir, 'lg-c.tar.gz'), 'c'));
+    expect(below).toMatchObject({ status: 409, body: { check: 'bundle_roots_overlap' } });
+    expect((await decide(open, 'lg')).policy.revision).toBe('b');
+    // Deleted first, the bundle may own it.
+    expect((await adminCall(open.url, dataToken, 'DELETE', '/v1/data/lg_data')).status).toBeLessThan(300);
+    expect(await adminCall(open.url, token, 'POST', '/v1/bundles/lg/activate', { revision: 'a' })).toMatchObject({ status: 200 });
+  });
+});

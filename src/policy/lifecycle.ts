@@ -32,7 +32,7 @@
  * Checks (BundleRejectedError.check) added here:
  *   signature_keys_missing      a bundle must be verified but no key is configured for it
  *   manifest_revision_missing   the manifest has no revision to store it under
- *   bundle_roots_overlap        its roots overlap another active bundle's
+ *   bundle_roots_overlap        its roots overlap another active bundle's, or (pushed, pulled or activated) a live data document written
  *   bundle_data_too_deep        its data nests deeper than the limit
  *   bundle_data_too_large       its data serializes larger than the limit
  *   bundle_replayed             see the replay rule above
@@ -47,6 +47,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import type { Logger } from 'pino';
+import { ownedByRoots } from '../data/data-path.ts';
 import { ArbiterError, atConfigKey, BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
 import { loadBundle, type PolicyBundle } from './bundle.ts';
@@ -118,7 +119,7 @@ interface ValidateOptions {
   /** Skip the signature: the embedded directory is part of the deployment, like the config file. */
   trusted: boolean;
   /** A check of the revision and signature that must pass before the module is loaded (the replay rule). */
-  beforeLoad?: (revision: string, signature: Validated['signature'], files: BundleFiles) => void;
+  beforeLoad?: (manifest: { revision: string; roots: readonly string[] }, signature: Validated['signature'], files: BundleFiles) => void;
 }
 
 interface Validated {
@@ -131,9 +132,37 @@ export class BundleLifecycle {
   /** Owned here: the activation record of every bundle the registry serves. */
   readonly #activations = new Map<string, Activation>();
   #queue: Promise<unknown> = Promise.resolve();
+  /** The live data documents written now (see protectLiveData); none until then. */
+  #liveDocuments: () => readonly string[] = () => [];
 
   constructor(options: BundleLifecycleOptions) {
     this.#options = options;
+  }
+
+  /**
+   * From now on, a push, pull or activation whose roots cover one of `documents()` (the live
+   * data documents written) is refused. Given after restore: live data is opened once bundles
+   * are restored, since its read-only rule asks the registry. A revision restored at start is
+   * not refused for it: it was accepted, and the document was then read-only under it.
+   */
+  protectLiveData(documents: () => readonly string[]): void {
+    this.#liveDocuments = documents;
+  }
+
+  /**
+   * A bundle owning a live document would freeze it: the feed's writes refused
+   * (data_path_owned_by_bundle) and decisions reading the bundle's copy, a removed grant
+   * still granting. The document must be deleted first if the bundle is to own it.
+   */
+  #checkLiveDataRoots(roots: readonly string[]): void {
+    const owned = ownedByRoots(roots);
+    const document = this.#liveDocuments().find((name) => owned([name]));
+    if (document !== undefined) {
+      throw new BundleRejectedError(
+        'bundle_roots_overlap',
+        `roots ${JSON.stringify(roots)} cover the live data document ${document} (/v1/data/${document}): the bundle would freeze it, refusing the feed's writes while decisions read the bundle's copy. Delete the document first if the bundle is to own it`,
+      );
+    }
   }
 
   /** Validates, stores and activates an archive. Throws BundleRejectedError (the active revision keeps serving). */
@@ -154,7 +183,7 @@ export class BundleLifecycle {
       }
       const { bundle, signature } = await this.#validateLogged(name, archive, actor, {
         trusted: false,
-        beforeLoad: (revision, signature, files) => {
+        beforeLoad: ({ revision, roots }, signature, files) => {
           // Only here, for an archive coming in: a stored revision is not refused at start for an
           // iat it was accepted with.
           if (signature !== undefined) checkIssuedAt(files, Date.now() / 1000);
@@ -164,6 +193,7 @@ export class BundleLifecycle {
             throw new BundleRejectedError('bundle_revision_conflict', `revision ${JSON.stringify(revision)} of bundle ${name} is served from bundles.dir with another digest: give the new build a new revision`);
           }
           checkReplay(index, revision, digest, signature);
+          this.#checkLiveDataRoots(roots);
         },
       });
       await this.#releasedOnFailure(bundle, async () => {
@@ -233,7 +263,7 @@ export class BundleLifecycle {
       const entry = this.#storedRevision(index, name, revision);
       if (this.#options.registry.get(name)?.digest !== entry.digest) {
         const archive = await this.#options.store.readArchive(name, entry.digest);
-        const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false });
+        const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false, beforeLoad: ({ roots }) => this.#checkLiveDataRoots(roots) });
         await this.#releasedOnFailure(bundle, () => this.#commit(index, bundle, actor, new Date().toISOString()));
       }
       return this.#status(name);
@@ -508,7 +538,7 @@ export class BundleLifecycle {
         throw new BundleRejectedError('bundle_roots_overlap', `roots ${JSON.stringify(manifest.roots)} overlap the roots ${JSON.stringify(other.manifest.roots)} of active bundle ${other.name}${whole}`);
       }
     }
-    beforeLoad?.(manifest.revision, signature, files);
+    beforeLoad?.(manifest, signature, files);
     const bundle = await loadBundle(name, archive, {
       evaluator: this.#options.evaluator,
       files,

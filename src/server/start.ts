@@ -151,6 +151,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const clockToleranceS = Math.max(0, ...[...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.clock_tolerance_s));
   const revocations = new Revocations(db, { clockToleranceS });
   seedLiveData(liveData, config.data.seed ?? {}, logger);
+  bundleLifecycle.protectLiveData(() => Object.keys(liveData.snapshot().documents));
   evaluator.setLiveData(liveData.snapshot().data, liveData.snapshot().version);
   liveData.onChange((snapshot) => evaluator.setLiveData(snapshot.data, snapshot.version));
   const pruneTimer = setInterval(() => {
