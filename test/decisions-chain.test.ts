@@ -86,6 +86,31 @@ function plant(seq: number): string {
   return forgedId;
 }
 
+/**
+ * Appends a forged allow at the end of the chain without the key: a new record chained on
+ * from the last one, its hash and index columns computed as the writer would. Returns its id.
+ */
+function appendForged(): string {
+  const forged = decision({ sub: 'mallory', allow: true, reasons: ['granted'] });
+  const db = new DatabaseSync(temp.path);
+  try {
+    const head = (db.prepare('SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1').get() ?? db.prepare('SELECT seq, hash FROM anchors').get()) as { seq: number; hash: string };
+    db.prepare("INSERT OR IGNORE INTO reason_sets (id, codes) VALUES (1000, '[\"granted\"]')").run();
+    const set = (db.prepare("SELECT id FROM reason_sets WHERE codes = '[\"granted\"]'").get() as { id: number }).id;
+    db.prepare("INSERT OR IGNORE INTO reason_set_codes (code, reason_set) VALUES ('granted', ?)").run(set);
+    const { columns, body, ...row } = prepared(forged);
+    const seq = head.seq + 1;
+    db.prepare(
+      `INSERT INTO decisions (seq, decision_id, timestamp, endpoint, caller, bundle, revision, iss, sub, client_id, action,
+         resource_type, resource_id, allow, reason_set, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(seq, row.decision_id, row.timestamp, row.endpoint, row.caller, row.bundle, row.revision, columns.iss, columns.sub, columns.client_id,
+      columns.action, columns.resource_type, columns.resource_id, columns.allow, set, body, head.hash, chainHash(head.hash, seq, body));
+  } finally {
+    db.close();
+  }
+  return forged.decision_id;
+}
+
 describe('verify', () => {
   it('reports a clean chain with its checkpoints', async () => {
     const log = await open();
@@ -345,6 +370,39 @@ describe('verify', () => {
     });
   });
 
+  it.each([
+    ['an unsigned tail', 13],
+    ['a head a checkpoint had signed already', 10],
+    ['nothing but the start of the chain', 0],
+  ])('finds a record added after a clean shutdown (%s), also once the next start has signed on from it', async (_label, count) => {
+    let log = await open();
+    await fill(log, count);
+    await log.close();
+    const forged = appendForged();
+    log = await open();
+    const mismatch = { decision_id: forged, seq: count + 1, reason: 'checkpoint_missing' };
+    expect((await log.verify()).first_mismatch).toEqual(mismatch);
+    expect(log.query({ sub: 'mallory' }).decisions.map((d) => d.decision_id)).toEqual([forged]);
+    // The restarted writer chains on from whatever the file ends with, and signs it.
+    await fill(log, 12);
+    await log.close();
+    log = await open();
+    expect((await log.verify()).first_mismatch).toEqual(mismatch);
+  });
+
+  it('verifies a log closed and reopened, with or without records in between', async () => {
+    let log = await open();
+    await fill(log, 10);
+    await log.close();
+    log = await open();
+    await log.close();
+    log = await open();
+    await fill(log, 3);
+    await log.close();
+    log = await open();
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 13 });
+  });
+
   it('signs the tail on close, so truncation after a clean shutdown shows', async () => {
     let log = await open();
     await fill(log, 13);
@@ -521,23 +579,29 @@ describe('checkpoint cadence', () => {
   });
 
   it('keeps the bound the last checkpoint signed when restarted with a larger every_records', async () => {
-    let log = await open();
-    await fill(log, 5);
-    await log.close();
-    // The checkpoint signed at close promised the next one by seq 15.
-    log = await open({ checkpoint: { every_records: 1_000 } });
+    // A writer that died at seq 12 (no close): its checkpoint at 10 promised the next one by seq 20.
+    const key = loadOrCreateCheckpointKey(`${temp.path}.checkpoint-key.jwk`);
+    const db = new DatabaseSync(temp.path);
+    try {
+      migrate(db, (migrating) => sealChainStart(migrating, key, 10));
+      new ChainWriter(db, key, { everyRecords: 10, intervalMs: 3_600_000 }).commit(Array.from({ length: 12 }, () => prepared(decision())));
+    } finally {
+      db.close();
+    }
+    const log = await open({ checkpoint: { every_records: 1_000 } });
     await fill(log, 20);
-    expect(checkpointSeqs()).toEqual([5, 15]);
-    expect(await log.verify()).toMatchObject({ ok: true, checked: 25 });
+    expect(checkpointSeqs()).toEqual([10, 20]);
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 32 });
   });
 
-  it('applies a smaller every_records from the restart on', async () => {
+  it('signs the first record after a clean shutdown, then applies a smaller every_records from there on', async () => {
     let log = await open({ checkpoint: { every_records: 1_000 } });
     await fill(log, 15);
     await log.close();
+    // The checkpoint signed at close lets no record follow without one.
     log = await open({ checkpoint: { every_records: 4 } });
     await fill(log, 10);
-    expect(checkpointSeqs()).toEqual([15, 19, 23]);
+    expect(checkpointSeqs()).toEqual([15, 16, 20, 24]);
     expect(await log.verify()).toMatchObject({ ok: true, checked: 25 });
   });
 

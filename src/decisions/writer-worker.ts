@@ -70,7 +70,7 @@ async function handle(request: WriterRequest): Promise<unknown> {
     case 'close':
       closing = true;
       try {
-        writer.checkpoint(Date.now(), true);
+        writer.seal(Date.now());
         db.exec('PRAGMA optimize');
       } finally {
         // A checkpoint that cannot be signed now (a lock, a full disk) is reported, and the

@@ -203,8 +203,8 @@ export class ChainWriter {
 
   /**
    * Signs the head if records were appended since the last checkpoint and the interval
-   * has passed, or unconditionally with `force` (on close, so a clean shutdown leaves
-   * no unsigned tail). Returns whether a checkpoint was written.
+   * has passed, or unconditionally with `force`. Returns whether a checkpoint was written.
+   * A clean shutdown signs with seal() instead, which leaves no unsigned tail and no room after it.
    */
   checkpoint(now = Date.now(), force = false): boolean {
     const head = this.#head;
@@ -223,9 +223,53 @@ export class ChainWriter {
     }
   }
 
+  /**
+   * Signs the head on shutdown with next_by = head + 1: no record may follow it without a
+   * checkpoint of its own. A record chained onto the file while no server runs (by someone
+   * without the key) then shows as checkpoint_missing, even once the next start has chained
+   * on from it and signed; that start signs the first record it commits. A head signed
+   * already (a checkpoint, or the anchor when no record follows it) has its mark signed again
+   * with the bound, only while the mark holds for that head: re-signing an edited mark would
+   * launder the edit. Returns whether anything was signed.
+   */
+  seal(now = Date.now()): boolean {
+    const head = this.#head;
+    const nextBy = head.seq + 1;
+    if (this.#nextBy <= nextBy) return false;
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      let signed = true;
+      if (head.seq !== this.#lastCheckpoint.seq) this.#signCheckpoint(head.seq, head.hash, now, nextBy);
+      else signed = this.#tightenMark(head, nextBy);
+      this.#db.exec(signed ? 'COMMIT' : 'ROLLBACK');
+      if (!signed) return false;
+      if (head.seq !== this.#lastCheckpoint.seq) this.#lastCheckpoint = { seq: head.seq, at: now };
+      this.#nextBy = nextBy;
+      return true;
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  /** Signs the mark at the head (its checkpoint, else the anchor) again with `nextBy`, if it is signed by the key for this head. */
+  #tightenMark(head: ChainHead, nextBy: number): boolean {
+    for (const kind of ['checkpoint', 'anchor'] as const) {
+      const table = kind === 'checkpoint' ? 'checkpoints' : 'anchors';
+      const row = this.#db.prepare(`SELECT * FROM ${table} WHERE seq = ?`).get(head.seq) as MarkRow | undefined;
+      if (row === undefined) continue;
+      const mark = markFromRow(row, kind);
+      if (mark.hash !== head.hash || !markSignatureValid(mark, this.#key)) return false;
+      const { signature: _signature, key_id: _keyId, ...unsigned } = mark;
+      const tightened = signMark({ ...unsigned, next_by: nextBy }, this.#key);
+      this.#db.prepare(`UPDATE ${table} SET next_by = ?, signature = ? WHERE seq = ?`).run(nextBy, tightened.signature, head.seq);
+      return true;
+    }
+    return false;
+  }
+
   /** Inserts a signed checkpoint of the record at `seq` (in the open transaction); returns its next_by. */
-  #signCheckpoint(seq: number, hash: string, now: number): number {
-    const nextBy = seq + this.#policy.everyRecords;
+  #signCheckpoint(seq: number, hash: string, now: number, nextBy = seq + this.#policy.everyRecords): number {
     const mark: SignedMark = signMark({ kind: 'checkpoint', seq, hash, record_count: seq, created_at: now, next_by: nextBy }, this.#key);
     this.#insertCheckpoint.run(mark.seq, mark.hash, mark.record_count, mark.created_at, mark.key_id, mark.signature, nextBy);
     return nextBy;
