@@ -264,6 +264,32 @@ describe('verify', () => {
     expect(await reopened.verify()).toMatchObject({ ok: false, first_mismatch: { decision_id: hidden.decision_id, seq: 4, reason: 'index_corrupt' } });
   });
 
+  it('finds the reason code index stored out of order, which misleads a reason filter', async () => {
+    const log = await open();
+    const denied = await fill(log, 3, { allow: false, reasons: ['scope_missing'] });
+    const allowed = await fill(log, 3, { allow: true, reasons: ['granted'] });
+    const found = (reader: DecisionStore, code: string) => reader.query({ reason: code }).decisions.map((d) => d.decision_id).sort();
+    const truth = [denied.map((d) => d.decision_id).sort(), allowed.map((d) => d.decision_id).sort()];
+    expect([found(log, 'scope_missing'), found(log, 'granted')]).toEqual(truth);
+    // Rebuilt in descending order, then declared ascending again: every entry is still there
+    // (a scan finds them all, each under its set) but a lookup by code searches the wrong way.
+    const db = new DatabaseSync(temp.path, { defensive: false });
+    const { sql } = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'reason_set_codes'").get() as { sql: string };
+    db.exec(`ALTER TABLE reason_set_codes RENAME TO old_codes;
+      CREATE TABLE reason_set_codes (code TEXT NOT NULL, reason_set INTEGER NOT NULL, PRIMARY KEY (code DESC, reason_set)) WITHOUT ROWID;
+      INSERT INTO reason_set_codes SELECT * FROM old_codes; DROP TABLE old_codes;`);
+    db.exec('PRAGMA writable_schema = ON');
+    db.prepare("UPDATE sqlite_master SET sql = ? WHERE name = 'reason_set_codes'").run(sql);
+    db.exec('PRAGMA writable_schema = OFF');
+    db.close();
+    store = undefined;
+    await log.close();
+    const reopened = await open();
+    expect([found(reopened, 'scope_missing'), found(reopened, 'granted')]).not.toEqual(truth);
+    // The message names no record: the entries are the codes' index, not rows of decisions.
+    expect(await reopened.verify()).toMatchObject({ ok: false, first_mismatch: { decision_id: null, seq: 0, reason: 'index_corrupt' } });
+  });
+
   it('finds a record filed under another set of reason codes', async () => {
     const log = await open();
     await log.append(decision({ allow: true, reasons: ['granted'] }));

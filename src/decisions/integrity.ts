@@ -1,11 +1,12 @@
 import { Worker } from 'node:worker_threads';
 
 /**
- * What SQLite's integrity check finds wrong with the decisions table and its indexes
- * (an empty list when nothing), checked on a thread of its own. The chain walk reads rows;
- * queries, and lookups by decision_id, read the indexes, which SQLite trusts: an index
- * rebuilt without a record's entry hides that record from a filtered query while every row
- * still chains. An error (the file cannot be read at all) rejects.
+ * What SQLite's integrity check finds wrong with the decisions table and its indexes, and
+ * with reason_set_codes (an empty list when nothing), checked on a thread of its own. The
+ * chain walk reads rows; queries, and lookups by decision_id, read the indexes, which SQLite
+ * trusts: an index rebuilt without a record's entry hides that record from a filtered query
+ * while every row still chains, and reason codes stored out of order mislead a reason filter
+ * while a scan of them finds each. An error (the file cannot be read at all) rejects.
  */
 export function decisionIndexProblems(path: string): Promise<string[]> {
   return new Promise((resolve, reject) => {

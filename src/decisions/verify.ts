@@ -26,9 +26,10 @@ export type MismatchReason =
   /** An index column says something the stored record does not (edited to mislead queries). */
   | 'index_mismatch'
   /**
-   * An index of the decisions table no longer matches its rows (SQLite's integrity check):
-   * edited in the file, it hides this record from filtered queries or lookups by id, or
-   * serves it for values it does not hold.
+   * An index of the decisions table no longer matches its rows, or reason_set_codes (the
+   * index of reason codes) is stored out of order (SQLite's integrity check): edited in the
+   * file, it hides this record (seq 0 for reason codes) from filtered queries or lookups by
+   * id, or serves it for values it does not hold.
    */
   | 'index_corrupt'
   /** A checkpoint's signature is invalid (or made with another key). */
