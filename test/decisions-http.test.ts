@@ -235,6 +235,17 @@ describe('recording', () => {
     }
   });
 
+  it('finds a decision by its id in capitals too: a UUID is the same whatever the case of its hex digits', async () => {
+    const made = await decide(alice(), 'read', { type: 'doc', id: 'upper' });
+    const upper = made.id.toUpperCase();
+    const res = await get(`/v1/decisions/${upper}`);
+    expect(res.status, res.text).toBe(200);
+    expect(res.body).toMatchObject({ decision_id: made.id });
+    const replayed = await call(arbiter, 'POST', `/v1/decisions/${upper}/replay`, { body: {} });
+    expect(replayed.status, replayed.text).toBe(200);
+    expect(replayed.body).toMatchObject({ decision_id: made.id, same: true });
+  });
+
   it('keeps the token fingerprint and the claim names, never the raw token', async () => {
     const token = await idp.sign({ sub: 'user:dave', client_id: 'web', scope: 'read', department: 'audit' });
     const res = await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc', id: 'x' }, policy: 'audit' });

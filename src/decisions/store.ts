@@ -217,8 +217,9 @@ export class DecisionStore {
     this.#scheduleFlush();
   }
 
+  /** The record of a decision id, in any case: ids are minted in lower case, and a UUID read back in capitals (a SIEM, a ticket) is the same id. */
   get(decisionId: string): StoredDecision | undefined {
-    const row = readRow<StoredRow>(this.#getById, decisionId);
+    const row = readRow<StoredRow>(this.#getById, decisionId.toLowerCase());
     return row && toStoredDecision(row);
   }
 
