@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
@@ -818,6 +818,23 @@ describe('arbiter decisions (CLI)', () => {
     for (const line of lines) expect(line).toContain('doc/cli-forged\\n2026-01-01T00:00:00.000Z');
     expect(stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
     expect(lines.filter((line) => line.includes('  user:u1\\u001b]0;owned\\u0007\\u009b2J(asserted)  '))).toHaveLength(1);
+  });
+
+  it('refuses an option its subcommand does not read, rather than ignore it (exit 2, nothing asked)', async () => {
+    const out = join(dir, 'not-written.ndjson');
+    for (const [args, option] of [
+      [['export', '--limit', '1'], '--limit'],
+      [['export', '--cursor', 'x'], '--cursor'],
+      [['query', '--out', out], '--out'],
+      [['verify', '--from', '0'], '--from'],
+      [['get', '0190b8c4-0000-7000-8000-000000000000', '--allow', 'true'], '--allow'],
+      [['replay', '0190b8c4-0000-7000-8000-000000000000', '--client-id', 'web'], '--client-id'],
+    ] as const) {
+      const result = await cli(...args);
+      expect({ code: result.code, stdout: result.stdout }, args.join(' ')).toEqual({ code: 2, stdout: '' });
+      expect(result.stderr, args.join(' ')).toContain(`decisions ${args[0]} does not take ${option}`);
+    }
+    expect(existsSync(out)).toBe(false);
   });
 
   it('gets, queries, exports and replays over HTTP', async () => {

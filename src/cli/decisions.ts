@@ -53,6 +53,20 @@ const FILTERS = {
   revision: 'revision',
 } as const;
 
+/**
+ * The options each subcommand reads, besides --url, --token and --json. Another one is refused:
+ * ignored, `export --limit 10` would export everything and `query --out f` write no file,
+ * each answering as if it had done what was asked.
+ */
+const SUBCOMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
+  get: [],
+  query: [...Object.keys(FILTERS), 'limit', 'cursor'],
+  export: [...Object.keys(FILTERS), 'out'],
+  verify: [],
+  replay: ['revision'],
+};
+const COMMON_OPTIONS = new Set(['url', 'token', 'json', 'help']);
+
 type Values = Partial<Record<keyof typeof FILTERS | 'limit' | 'cursor' | 'out' | 'url' | 'token', string>> & { json?: boolean };
 
 interface Recorded {
@@ -87,6 +101,11 @@ export async function decisionsCommand(argv: string[]): Promise<number> {
   const [subcommand, ...args] = positionals;
   const expect = (count: number) => {
     if (args.length !== count) throw new ArbiterError('usage', `decisions ${subcommand} takes ${count === 0 ? 'no' : count} argument${count === 1 ? '' : 's'}\n\n${HELP}`);
+    const read = SUBCOMMAND_OPTIONS[subcommand!] ?? [];
+    const unread = Object.keys(values).filter((name) => !COMMON_OPTIONS.has(name) && !read.includes(name));
+    if (unread.length > 0) {
+      throw new ArbiterError('usage', `decisions ${subcommand} does not take ${unread.map((name) => `--${name}`).join(', ')}\n\n${HELP}`);
+    }
   };
   switch (subcommand) {
     case 'get':
