@@ -32,6 +32,9 @@ async function withServer(handler: RequestListener, test: (url: string) => Promi
   }
 }
 
+/** A decision id, as get and replay take (any other argument is a usage error). */
+const DECISION_ID = '0190b8c4-0000-7000-8000-000000000000';
+
 describe('arbiter admin commands against servers that are not Arbiter', () => {
   it('an answer cut off mid-body: one line, exit 1', async () => {
     await withServer((_req, res) => {
@@ -47,7 +50,7 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
 
   it('JSON of another shape: one line naming what was expected, exit 1', async () => {
     await withServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}'), async (url) => {
-      for (const args of [['bundle', 'list'], ['decisions', 'query'], ['decisions', 'verify'], ['decisions', 'replay', 'x']]) {
+      for (const args of [['bundle', 'list'], ['decisions', 'query'], ['decisions', 'verify'], ['decisions', 'replay', DECISION_ID], ['decisions', 'get', DECISION_ID]]) {
         const result = await cli([...args, '--url', url]);
         expect(result.code, args.join(' ')).toBe(1);
         expect(result.stderr, args.join(' ')).toMatch(/answered JSON that is not a/);
@@ -60,7 +63,7 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
     const answers: [string[], string][] = [
       [['decisions', 'query'], '{"decisions":[{"result":{"reasons":[]}}],"next_cursor":null}'],
       [['decisions', 'query'], '{"decisions":[{"timestamp":1e20,"input":{},"result":{"reasons":[]}}],"next_cursor":null}'],
-      [['decisions', 'replay', 'x'], '{"recorded":{"reasons":[null],"obligations":[]},"replayed":{"reasons":[],"obligations":[]}}'],
+      [['decisions', 'replay', DECISION_ID], '{"recorded":{"reasons":[null],"obligations":[]},"replayed":{"reasons":[],"obligations":[]}}'],
       [['bundle', 'list'], '{"bundles":[{"name":"x","revisions":[{}]}]}'],
     ];
     for (const [args, answer] of answers) {

@@ -837,6 +837,16 @@ describe('arbiter decisions (CLI)', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('takes a decision id for get and replay, never a path the server serves something else at', async () => {
+    for (const args of [['get', 'verify'], ['get', 'export'], ['replay', 'verify'], ['get', '../bundles']]) {
+      const result = await cli(...args);
+      expect({ code: result.code, stdout: result.stdout }, args.join(' ')).toEqual({ code: 2, stdout: '' });
+      expect(result.stderr, args.join(' ')).toContain('is not a decision id');
+    }
+    const made = await decide(alice(), 'read', { type: 'doc', id: 'cli-upper' });
+    expect(JSON.parse((await cli('get', made.id.toUpperCase())).stdout)).toMatchObject({ decision_id: made.id });
+  });
+
   it('gets, queries, exports and replays over HTTP', async () => {
     const m = await decide(carol(), 'write', { type: 'photo', id: 'cli' });
     const got = await cli('get', m.id);

@@ -110,7 +110,7 @@ export async function decisionsCommand(argv: string[]): Promise<number> {
   switch (subcommand) {
     case 'get':
       expect(1);
-      return get(args[0]!, options);
+      return get(decisionId(args[0]!), options);
     case 'query':
       expect(0);
       return query(options);
@@ -122,14 +122,25 @@ export async function decisionsCommand(argv: string[]): Promise<number> {
       return verify(options);
     case 'replay':
       expect(1);
-      return replay(args[0]!, options);
+      return replay(decisionId(args[0]!), options);
     default:
       throw new ArbiterError('usage', `${subcommand ? `unknown subcommand ${JSON.stringify(subcommand)}` : 'a subcommand is required'}\n\n${HELP}`);
   }
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * A decision id as the decision endpoints answer it (a UUID), else a usage error: `get verify`
+ * would otherwise fetch /v1/decisions/verify and print the chain report as if it were a record.
+ */
+function decisionId(text: string): string {
+  if (!UUID.test(text)) throw new ArbiterError('usage', `${JSON.stringify(text)} is not a decision id (a UUID, as the decision endpoint answered it)`);
+  return text;
+}
+
 async function get(id: string, options: Values): Promise<number> {
-  const answer = await adminRequest(options, 'GET', `/v1/decisions/${encodeURIComponent(id)}`);
+  const answer = await adminRequest(options, 'GET', `/v1/decisions/${encodeURIComponent(id)}`, {}, undefined, RECORD_ANSWER);
   if (answer === undefined) return 1;
   // A record is JSON either way; without --json it is indented for reading.
   if (!options.json) console.log(JSON.stringify(answer, null, 2));
