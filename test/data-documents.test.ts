@@ -118,7 +118,8 @@ describe('LiveData writes', () => {
   });
 
   it('refuses writes under, or above, a bundle root with data_path_owned_by_bundle', () => {
-    const live = open({ isReadOnly: ownedByRoots(['authz', 'shared/policy']) });
+    const owned = ownedByRoots(['authz', 'shared/policy']);
+    const live = open({ ownerOf: (path) => (owned(path) ? 'authz' : undefined) });
     for (const path of [['authz'], ['authz', 'x'], ['shared'], ['shared', 'policy', 'y']]) {
       expect(codeOf(() => live.put(path, 1))).toBe('data_path_owned_by_bundle');
     }
@@ -130,7 +131,7 @@ describe('LiveData writes', () => {
   });
 
   it('treats an empty bundle root as owning everything', () => {
-    const live = open({ isReadOnly: ownedByRoots(['']) });
+    const live = open({ ownerOf: () => 'everything' });
     expect(codeOf(() => live.put(['entitlements'], {}))).toBe('data_path_owned_by_bundle');
   });
 

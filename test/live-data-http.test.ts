@@ -323,7 +323,7 @@ describe('live data', () => {
   });
 
   it('refuses writes under an active bundle root with 409, and reads the bundle data there', async () => {
-    expect(await admin('PUT', '/v1/data/echo/x', 1)).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
+    expect(await admin('PUT', '/v1/data/echo/x', 1)).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle', detail: expect.stringContaining('active bundle echo') } });
     expect(await admin('PUT', '/v1/data/simple', {})).toMatchObject({ status: 409 });
     expect((await admin('GET', '/v1/data/simple/greeting')).body).toMatchObject({ result: 'hello', bundle: 'simple' });
     // Above the roots: live documents and every bundle's data together, attributed to none.

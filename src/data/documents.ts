@@ -55,8 +55,8 @@ export interface LiveDataLimits {
 export const DEFAULT_LIVE_DATA_LIMITS: LiveDataLimits = { maxDepth: 32, maxTotalBytes: 64 * 1024 * 1024 };
 
 export interface LiveDataOptions {
-  /** True where an active bundle owns the path (see `ownedByRoots`); writes there fail with `data_path_owned_by_bundle`. */
-  isReadOnly?: (path: DataPath) => boolean;
+  /** The active bundle that owns the path (see `ownedByRoots`), if any; writes there fail with `data_path_owned_by_bundle`, naming it. */
+  ownerOf?: (path: DataPath) => string | undefined;
   limits?: Partial<LiveDataLimits>;
   /** Epoch milliseconds; injectable so staleness can be tested without waiting. */
   now?: () => number;
@@ -114,7 +114,7 @@ interface StoredDocument {
  */
 export class LiveData {
   readonly #db: DatabaseSync;
-  readonly #isReadOnly: (path: DataPath) => boolean;
+  readonly #ownerOf: (path: DataPath) => string | undefined;
   readonly #limits: LiveDataLimits;
   readonly #defaultMaxAgeS: number | undefined;
   readonly #now: () => number;
@@ -129,7 +129,7 @@ export class LiveData {
 
   constructor(db: DatabaseSync, options: LiveDataOptions = {}) {
     this.#db = db;
-    this.#isReadOnly = options.isReadOnly ?? (() => false);
+    this.#ownerOf = options.ownerOf ?? (() => undefined);
     this.#limits = parseLimits(options.limits);
     this.#defaultMaxAgeS = options.defaultMaxAgeS;
     this.#now = options.now ?? Date.now;
@@ -228,8 +228,9 @@ export class LiveData {
     const [name, ...rest] = path;
     if (name === undefined) throw new ArbiterError('data_path_invalid', 'live data cannot be written at the root; name a document');
     if (path.some((key) => key === '')) throw new ArbiterError('data_path_invalid', `${formatDataPath(path)} has an empty key`);
-    if (this.#isReadOnly(path)) {
-      throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} belongs to an active bundle and is read-only`);
+    const owner = this.#ownerOf(path);
+    if (owner !== undefined) {
+      throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} belongs to active bundle ${owner} (inside or above one of its roots) and is read-only`);
     }
     return [name, rest];
   }

@@ -141,7 +141,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const db = openDataDatabase(config.data.path);
   opened.push(() => db.close());
   const liveData = new LiveData(db, {
-    isReadOnly: (path) => bundles.ownerOf(path) !== undefined,
+    ownerOf: (path) => bundles.ownerOf(path)?.name,
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
     defaultMaxAgeS: config.data.default_max_age_s,
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
