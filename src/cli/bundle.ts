@@ -25,6 +25,9 @@ Options:
   --json              print the server's JSON answer
   -h, --help
 
+build and push do not sign: where signatures are required (bundles.require_signatures), build with
+opa build -t wasm --signing-key <key> (README, "Policies and bundles") and push the .tar.gz.
+
 Exit codes: 0 ok, 1 failure (build failed, server unreachable or refused), 2 usage.`;
 
 
