@@ -3,6 +3,7 @@ import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { isMiddleware } from 'hono/utils/handler';
 import type { Logger } from 'pino';
+import { AUTHZEN_PATHS } from '../authzen/metadata.ts';
 import type { LiveData } from '../data/documents.ts';
 import type { Revocations } from '../data/revocations.ts';
 import type { DecisionPipeline } from '../decisions/pipeline.ts';
@@ -31,7 +32,7 @@ import { issuanceRoutes } from './routes/issuance.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { openApiRoutes } from './routes/openapi.ts';
 import { revocationRoutes } from './routes/revocations.ts';
-import { opaCompatRoutes } from './routes/opa-compat.ts';
+import { OPA_DATA_ROUTE, opaCompatRoutes } from './routes/opa-compat.ts';
 
 export interface AppDeps {
   pipeline: DecisionPipeline;
@@ -61,8 +62,8 @@ export interface AppDeps {
   metrics?: ArbiterMetrics | undefined;
 }
 
-/** Paths whose requests are decisions asked by gateways (admin endpoints authenticate separately). */
-const DECISION_PATHS = ['/v1/decide', '/v1/issuance', '/access/v1/*'];
+/** Paths whose POST requests are decisions asked by gateways (admin endpoints authenticate separately). */
+const DECISION_PATHS = ['/v1/decide', '/v1/issuance', ...Object.values(AUTHZEN_PATHS)];
 /** Decision paths whose requests name no tenant (the OPA data API, when served, is one too). */
 const TENANTLESS_PATHS = ['/v1/decide', '/v1/issuance'];
 
@@ -74,17 +75,18 @@ export function createApp(deps: AppDeps) {
     // While draining, answer and close: keep-alive clients reconnect to another replica.
     if (deps.draining.value) c.header('Connection', 'close');
   });
-  // Decision endpoints: the gateway is authenticated and admitted before any body is read.
+  // Decision endpoints: the gateway is authenticated and admitted before any body is read. Only
+  // for the method they are served with: another is 405 naming it, as on every path, not a 401
+  // that sends the caller after a gateway key which would change nothing.
   const { warnings } = deps;
   const gateway = [gatewayAuth(deps.gateway, { warnings, observer: deps.metrics }), admission(deps.gateway)] as const;
-  for (const path of DECISION_PATHS) app.use(path, ...gateway);
-  if (deps.opaCompat) app.on('POST', '/v1/data/*', ...gateway);
+  for (const path of [...DECISION_PATHS, ...(deps.opaCompat ? [OPA_DATA_ROUTE] : [])]) app.on('POST', path, ...gateway);
   // A gateway bound to tenants asks AuthZEN requests naming one of them (routes/authzen.ts checks
   // what they name); these endpoints name no tenant, so such a gateway is refused there.
   const mtls = deps.gateway.authentication === 'mtls';
   const tenantBinding = new TenantBinding({ warnings, observer: deps.metrics, setting: mtls ? 'gateway.client_certificates[].tenants' : 'gateway.api_keys[].tenants' });
   if (mtls ? deps.gateway.client_certificates.length > 0 : deps.gateway.api_keys.some((key) => key.tenants !== undefined)) {
-    app.on('POST', [...TENANTLESS_PATHS, ...(deps.opaCompat ? ['/v1/data/*'] : [])], tenantBinding.noTenant);
+    app.on('POST', [...TENANTLESS_PATHS, ...(deps.opaCompat ? [OPA_DATA_ROUTE] : [])], tenantBinding.noTenant);
   }
   app.route('/', healthRoutes({ ...deps, decisionLog: deps.decisionLog?.store }));
   app.route('/', decideRoutes(deps.pipeline, deps.bodyLimitBytes));
@@ -128,8 +130,7 @@ const ROUTE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 /**
  * The methods `app` has a route for at `path` (HEAD with GET, which Hono answers through it).
- * Middleware does not count: it runs for any method (or, as the gateway checks on /v1/data/*,
- * for paths no route of that method serves).
+ * Middleware does not count: it may run for paths no route of that method serves.
  */
 function allowedMethods(app: Hono<{ Variables: RequestIdVariables }>, path: string): string[] {
   const allowed: string[] = ROUTE_METHODS.filter((method) =>

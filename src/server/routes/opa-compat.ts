@@ -15,6 +15,9 @@ export const opaDataRequestSchema = z.strictObject({
 
 const rulePath = /^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/;
 
+/** The route: `<bundle>/<rule...>` below /v1/data (the gateway checks run on it too, app.ts). */
+export const OPA_DATA_ROUTE = '/v1/data/:bundle/:rule{.+}';
+
 /**
  * OPA's `strict-builtin-errors`, read as OPA reads its boolean parameters: given without a value,
  * or with `true` (any case) among its values. The WebAssembly engine cannot make a builtin error
@@ -40,7 +43,7 @@ const refuseStrictBuiltinErrors: MiddlewareHandler = async (c, next) => {
  */
 export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: number) {
   return new Hono<{ Variables: RequestIdVariables & GatewayVariables }>().post(
-    '/v1/data/:bundle/:rule{.+}',
+    OPA_DATA_ROUTE,
     refuseStrictBuiltinErrors,
     jsonBody(opaDataRequestSchema, { limitBytes: bodyLimitBytes }),
     async (c) => {
