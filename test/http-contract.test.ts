@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -799,6 +800,61 @@ describe('in other configurations', () => {
         found.push(...(await check(operation, [{ base, label: 'log disabled', method, path, headers: adminJson(), ...(method === 'POST' && { body: '{}' }), status: 503, code: 'decision_log_disabled' }])));
       }
       found.push(...(await check('POST /v1/decide', [{ base, label: 'decision without a log', method: 'POST', path: '/v1/decide', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action: 'read', resource: { type: 'd' } }), status: 200 }])));
+      expectConforming(found);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+/** Writes raw bytes and reads the answer the server gives before it closes the connection. */
+function raw(base: string, data: Buffer | string): Promise<Answer> {
+  return new Promise((resolve) => {
+    const url = new URL(base);
+    const socket = connect(Number(url.port), url.hostname, () => socket.write(data));
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const [head = '', body = ''] = text.split('\r\n\r\n', 2);
+      const [statusLine = '', ...lines] = head.split('\r\n');
+      const headers = new Headers(lines.map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1).trim()] as [string, string]));
+      let json: unknown;
+      try {
+        json = JSON.parse(body);
+      } catch {
+        json = undefined;
+      }
+      resolve({ status: Number(statusLine.split(' ')[1]), headers, text: body, json });
+    });
+    setTimeout(() => socket.destroy(), 5000);
+  });
+}
+
+describe('answers of the HTTP layer, before any route runs', () => {
+  it('are problem documents the document describes', async () => {
+    const other = await startTestArbiter({ server: { request_timeout_s: 1 } });
+    try {
+      const problemSchema = { $ref: '#/components/schemas/Problem' };
+      const cases: [string, string | undefined, Buffer | string, number][] = [
+        ['headers too large', 'GET /healthz', `GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`, 431],
+        ['headers too large', 'POST /v1/decide', `POST /v1/decide HTTP/1.1\r\nHost: x\r\nX-Padding: ${'a'.repeat(100_000)}\r\nContent-Length: 2\r\n\r\n{}`, 431],
+        ['body stalled', 'POST /v1/decide', 'POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 408],
+        ['raw non-ASCII byte in the query', 'GET /healthz', Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]), 400],
+        ['a Host header that is not a host', 'GET /readyz', 'GET /readyz HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n', 400],
+        ['backslash in the path', undefined, 'GET /v1\\decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 400],
+        ['CONNECT', undefined, 'CONNECT /v1/decide HTTP/1.1\r\nHost: x\r\n\r\n', 405],
+      ];
+      const found: string[] = [];
+      for (const [label, _operation, request, status] of cases) {
+        const answer = await raw(other.url, request);
+        const problems: string[] = [];
+        if (answer.status !== status) problems.push(`expected ${status}, got ${answer.status}`);
+        if (mediaType(answer.headers.get('content-type')) !== 'application/problem+json') problems.push(`content type ${answer.headers.get('content-type')}`);
+        problems.push(...validate(problemSchema, answer.json, spec));
+        found.push(...problems.map((problem) => `${label}: ${problem}: ${answer.text.slice(0, 200)}`));
+      }
       expectConforming(found);
     } finally {
       await other.close();

@@ -80,7 +80,7 @@ export const problemSchema = z.looseObject({
     .optional()
     .describe('Every offending field, at most 100 (a batch names each bad entry: /revocations/3/expires_at).'),
   errors_omitted: z.number().int().positive().optional().describe('How many more offending fields were found than `errors` lists.'),
-  instance: z.string().describe('Request path'),
+  instance: z.string().optional().describe('Request path; absent when the HTTP layer refused the request before any route ran (malformed_request, headers_too_large, request_timeout, a CONNECT).'),
 });
 
 export const storedDecisionSchema = decisionRecordSchema
