@@ -833,7 +833,7 @@ function raw(base: string, data: Buffer | string): Promise<Answer> {
 }
 
 describe('answers of the HTTP layer, before any route runs', () => {
-  it('are problem documents the document describes', async () => {
+  it('are problem documents the document describes, for every operation they can answer', async () => {
     const other = await startTestArbiter({ server: { request_timeout_s: 1 } });
     try {
       const problemSchema = { $ref: '#/components/schemas/Problem' };
@@ -847,12 +847,18 @@ describe('answers of the HTTP layer, before any route runs', () => {
         ['CONNECT', undefined, 'CONNECT /v1/decide HTTP/1.1\r\nHost: x\r\n\r\n', 405],
       ];
       const found: string[] = [];
-      for (const [label, _operation, request, status] of cases) {
+      for (const [label, operation, request, status] of cases) {
         const answer = await raw(other.url, request);
         const problems: string[] = [];
         if (answer.status !== status) problems.push(`expected ${status}, got ${answer.status}`);
         if (mediaType(answer.headers.get('content-type')) !== 'application/problem+json') problems.push(`content type ${answer.headers.get('content-type')}`);
         problems.push(...validate(problemSchema, answer.json, spec));
+        if (operation !== undefined) {
+          const [method, path] = operation.split(' ') as [string, string];
+          const response = spec.paths[path][method.toLowerCase()].responses[String(answer.status)];
+          if (response === undefined) problems.push(`${operation} does not document ${answer.status}`);
+          else problems.push(...validate(response.content['application/problem+json'].schema, answer.json, spec));
+        }
         found.push(...problems.map((problem) => `${label}: ${problem}: ${answer.text.slice(0, 200)}`));
       }
       expectConforming(found);

@@ -12,8 +12,12 @@ type Io = 'input' | 'output';
 
 const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
 
-/** Every operation may fail unexpectedly; documenting it once here keeps the catalogue about each route's own failures. */
-const ALWAYS: readonly ProblemCode[] = ['internal_error'];
+/**
+ * Every operation may fail unexpectedly, and the HTTP layer refuses a request to any of them
+ * before a route runs (headers too large, too slow, not valid HTTP): documenting these once
+ * here keeps the catalogue about each route's own failures.
+ */
+const ALWAYS: readonly ProblemCode[] = ['internal_error', 'malformed_request', 'request_timeout', 'headers_too_large'];
 const ADMIN: readonly ProblemCode[] = ['unauthorized', 'forbidden', 'admin_keys_unavailable'];
 /** Admin operations without query parameters refuse any (noQueryParameters). */
 const NO_QUERY: readonly ProblemCode[] = ['query_parameter_unknown'];
