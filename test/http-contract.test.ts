@@ -540,6 +540,7 @@ describe('every documented operation answers as documented', () => {
       { label: 'limit not a number', method: 'GET', path: '/v1/revocations?limit=ten', headers: adminJson(), status: 400, names: 'limit' },
       { label: 'limit too large', method: 'GET', path: '/v1/revocations?limit=100000', headers: adminJson(), status: 400, names: 'limit' },
       { label: 'limit empty', method: 'GET', path: '/v1/revocations?limit=', headers: adminJson(), status: 400, names: 'limit' },
+      ...['0x10', '1e1', '+5', '%205'].map((limit): Refusal => ({ label: `limit ${limit}`, method: 'GET', path: `/v1/revocations?limit=${limit}`, headers: adminJson(), status: 400, names: 'limit' })),
       { label: 'bad cursor', method: 'GET', path: '/v1/revocations?cursor=abc', headers: adminJson(), status: 400, names: 'cursor' },
       { label: 'unknown parameter', method: 'GET', path: '/v1/revocations?colour=red', headers: adminJson(), status: 400, names: 'colour' },
       { label: 'repeated parameter', method: 'GET', path: '/v1/revocations?kind=jti&kind=sub', headers: adminJson(), status: 400, names: 'kind' },
@@ -654,6 +655,7 @@ describe('every documented operation answers as documented', () => {
       get('limit not a number', '/v1/decisions?limit=ten', 400, { names: 'limit' }),
       get('limit empty', '/v1/decisions?limit=', 400, { names: 'limit' }),
       get('limit fractional', '/v1/decisions?limit=1.5', 400, { names: 'limit' }),
+      ...['0x10', '1e1', '+5', '%205', '5%20', '05.0'].map((limit) => get(`limit ${limit}`, `/v1/decisions?limit=${limit}`, 400, { names: 'limit' })),
       get('bad cursor', '/v1/decisions?cursor=abc', 400),
     ])));
     found.push(...(await check('GET /v1/decisions/verify', [

@@ -1,5 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { ArbiterError } from '../errors.ts';
 import { problem } from './problem.ts';
 
@@ -36,3 +36,16 @@ export const noQueryParameters: MiddlewareHandler = async (c, next) => {
     detail: `${c.req.method} ${c.req.path} takes no query parameters: ${names.map((name) => `${name}: unknown parameter`).join('; ')}`,
   });
 };
+
+/**
+ * A whole number given as a query parameter, written as a client writes an integer: decimal
+ * digits. z.coerce.number() would read "0x10" as 16, "1e3" as 1000 and " 5" or "" as numbers,
+ * answering another question than the one asked instead of refusing it. The document shows
+ * it as an integer from `min` to `max`.
+ */
+export function queryInteger(min: number, max: number) {
+  return z.preprocess(
+    (value) => (typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value),
+    z.number({ error: 'must be a whole number in decimal digits' }).int().min(min).max(max),
+  );
+}

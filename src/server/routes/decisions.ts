@@ -12,7 +12,7 @@ import { adminProblem, adminProblemText } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import { problem } from '../problem.ts';
-import { noQueryParameters, parseQuery } from '../query-parameters.ts';
+import { noQueryParameters, parseQuery, queryInteger } from '../query-parameters.ts';
 
 export interface DecisionRouteDeps {
   /** Undefined when decision_log.enabled is false: every route answers 503 decision_log_disabled. */
@@ -74,7 +74,7 @@ export const decisionFiltersQuerySchema = z.strictObject({
 });
 
 export const decisionsQuerySchema = decisionFiltersQuerySchema.extend({
-  limit: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).optional().describe(`Page size, 1-${MAX_PAGE_SIZE} (default 50)`),
+  limit: queryInteger(1, MAX_PAGE_SIZE).optional().describe(`Page size, 1-${MAX_PAGE_SIZE} (default 50)`),
   cursor: z.string().optional().describe('`next_cursor` of the previous page'),
 });
 

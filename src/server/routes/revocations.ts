@@ -6,7 +6,7 @@ import { ArbiterError } from '../../errors.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
-import { noQueryParameters, parseQuery } from '../query-parameters.ts';
+import { noQueryParameters, parseQuery, queryInteger } from '../query-parameters.ts';
 
 export interface RevocationRouteDeps {
   revocations: Revocations;
@@ -29,7 +29,7 @@ export const revocationRequestSchema = z.union([
 
 export const listQuerySchema = z.strictObject({
   kind: z.enum(REVOCATION_KINDS).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  limit: queryInteger(1, 1000).optional(),
   // The id of the previous page's last entry (a lowercase UUIDv7, as ids are minted): the store
   // lists ids after it, so any other string would answer an empty or shifted page, not an error.
   cursor: z
