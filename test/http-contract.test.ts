@@ -367,6 +367,22 @@ describe('every documented operation answers as documented', () => {
     expect(documented.sort()).toEqual([...COVERED].sort());
   });
 
+  it('documents the X-Request-ID every operation reads and every answer carries', () => {
+    const missing: string[] = [];
+    for (const [path, item] of Object.entries<Json>(spec.paths)) {
+      for (const [method, operation] of Object.entries<Json>(item)) {
+        const parameter = (operation.parameters ?? []).find((p: Json) => p.in === 'header' && p.name.toLowerCase() === 'x-request-id');
+        if (parameter === undefined) missing.push(`${method.toUpperCase()} ${path}: no X-Request-ID parameter`);
+        for (const [status, response] of Object.entries<Json>(operation.responses)) {
+          const header = Object.entries<Json>(response.headers ?? {}).find(([name]) => name.toLowerCase() === 'x-request-id')?.[1];
+          if (header === undefined) missing.push(`${method.toUpperCase()} ${path} ${status}: no X-Request-ID response header`);
+          else if ((header.$ref ? (resolve(spec, header.$ref) as Json) : header).schema?.type !== 'string') missing.push(`${method.toUpperCase()} ${path} ${status}: X-Request-ID without a string schema`);
+        }
+      }
+    }
+    expectConforming(missing);
+  });
+
   it('GET /healthz, /readyz, /openapi.json, /docs, /metrics', async () => {
     const found: string[] = [];
     for (const path of ['/healthz', '/readyz', '/openapi.json', '/docs', '/metrics']) {

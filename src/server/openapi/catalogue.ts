@@ -126,7 +126,6 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       summary: 'Decide whether the token\'s subject may perform an action on a resource',
       description: 'A deny is a 200 with `allow: false` and reason codes. Every doubt (bad token, policy error) is a deny.',
       tags: ['decisions'],
-      headers: { 'X-Request-ID': 'Echoed back and recorded with the decision (1-128 printable characters; minted otherwise).' },
       body: decideRequestSchema,
       responses: { 200: { description: 'The decision', schema: decisionResponseSchema }, 503: { description: 'No active bundle could answer: a deny with reason no_active_bundle', schema: decisionResponseSchema } },
       problems: [...GATEWAY, ...BODY],

@@ -12,6 +12,18 @@ type Io = 'input' | 'output';
 
 const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
 
+/** Every request may name itself (middleware/request-id.ts), and every answer the app gives carries the name. */
+const REQUEST_ID_PARAMETER: JsonSchema = {
+  name: 'X-Request-ID',
+  in: 'header',
+  required: false,
+  description:
+    'Names the request: echoed in the answer\'s X-Request-ID; /v1/decide, /v1/issuance and the AuthZEN endpoints also give it to the policy (input.context.request_id) and log it with the decision. ' +
+    '1-128 printable ASCII characters without spaces; another value (or none) is replaced by a generated UUID.',
+  schema: { type: 'string' },
+};
+const REQUEST_ID_HEADER = { $ref: '#/components/headers/RequestId' };
+
 /**
  * Every operation may fail unexpectedly, and the HTTP layer refuses a request to any of them
  * before a route runs (headers too large, too slow, not valid HTTP): documenting these once
@@ -51,6 +63,12 @@ export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument
     paths,
     components: {
       schemas,
+      headers: {
+        RequestId: {
+          description: 'The request\'s X-Request-ID, or the UUID generated for it. Absent only on the answers of the HTTP layer, given before any route runs (malformed_request, request_timeout, headers_too_large).',
+          schema: { type: 'string' },
+        },
+      },
       securitySchemes: {
         ...(gateway && { [gateway.name]: gateway.scheme }),
         adminBearer: {
@@ -82,13 +100,14 @@ const GATEWAY_SCHEMES: Record<RouteCatalogue['gatewayAuthentication'], { name: s
 };
 
 function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema, gatewayScheme: string | undefined): JsonSchema {
-  const parameters = [...pathParameters(operation), ...queryParameters(operation), ...headerParameters(operation)];
+  const parameters = [...pathParameters(operation), ...queryParameters(operation), REQUEST_ID_PARAMETER, ...headerParameters(operation)];
   const responses: Record<string, JsonSchema> = {};
   for (const [status, response] of Object.entries(operation.responses)) responses[status] = responseObject(response, schemaOf);
   for (const [status, codes] of problemsByStatus(operation)) {
     if (responses[status]) throw new Error(`${operation.operationId}: status ${status} is both a response and a problem`);
     responses[status] = {
       description: `Problem: ${codes.join(', ')}`,
+      headers: { 'X-Request-ID': REQUEST_ID_HEADER },
       content: { [PROBLEM_CONTENT_TYPE]: { schema: { allOf: [PROBLEM_REF, { properties: { code: { enum: codes } } }] } } },
     };
   }
@@ -98,7 +117,7 @@ function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, 
     ...(operation.description !== undefined && { description: operation.description }),
     tags: [...operation.tags],
     security: operation.scope ? [{ adminBearer: [operation.scope] }] : gatewayScheme && isDecisionEndpoint(operation) ? [{ [gatewayScheme]: [] }] : [],
-    ...(parameters.length > 0 && { parameters }),
+    parameters,
     ...(operation.body && { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(operation.body, 'input') } } } }),
     // OpenAPI 3.1: binary content is a media type without a schema.
     ...(operation.binaryBody && {
@@ -114,10 +133,11 @@ function isDecisionEndpoint(operation: ApiOperation): boolean {
 }
 
 function responseObject(response: ApiResponse, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema): JsonSchema {
-  if (response.schema) return { description: response.description, content: { [response.contentType ?? 'application/json']: { schema: schemaOf(response.schema, 'output') } } };
+  const described = { description: response.description, headers: { 'X-Request-ID': REQUEST_ID_HEADER } };
+  if (response.schema) return { ...described, content: { [response.contentType ?? 'application/json']: { schema: schemaOf(response.schema, 'output') } } };
   // Without a schema a text body is a string; a JSON one is left unconstrained.
-  if (response.contentType) return { description: response.description, content: { [response.contentType]: { schema: response.contentType.startsWith('text/') ? { type: 'string' } : {} } } };
-  return { description: response.description };
+  if (response.contentType) return { ...described, content: { [response.contentType]: { schema: response.contentType.startsWith('text/') ? { type: 'string' } : {} } } };
+  return described;
 }
 
 function pathParameters(operation: ApiOperation): JsonSchema[] {
