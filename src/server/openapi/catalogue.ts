@@ -16,6 +16,9 @@ import {
   authzenEvaluationsResponseSchema,
   authzenMetadataSchema,
   authzenSearchResponseSchema,
+  bundleAcceptedSchema,
+  bundleListSchema,
+  bundleStatusSchema,
   dataReadResponseSchema,
   dataVersionResponseSchema,
   decisionPageSchema,
@@ -285,7 +288,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       summary: 'List bundles with their active and stored revisions',
       tags: ['bundles'],
       scope: 'arbiter.bundles.read',
-      responses: { 200: { description: '`{"bundles": [...]}`, each as GET /v1/bundles/{name} answers', contentType: 'application/json' } },
+      responses: { 200: { description: 'Every bundle, active or stored, by name', schema: bundleListSchema } },
       problems: ['bundle_store_unreadable'],
     },
     {
@@ -296,7 +299,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['bundles'],
       scope: 'arbiter.bundles.read',
       params: BUNDLE_NAME,
-      responses: { 200: { description: BUNDLE_STATUS, contentType: 'application/json' } },
+      responses: { 200: { description: BUNDLE_STATUS, schema: bundleStatusSchema } },
       problems: ['bundle_not_found', 'bundle_store_unreadable'],
     },
     {
@@ -310,8 +313,8 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       params: BUNDLE_NAME,
       binaryBody: { mediaTypes: BUNDLE_MEDIA_TYPES, description: 'The bundle archive as opa build writes it (.tar.gz), at most bundles.limits.max_compressed_bytes' },
       responses: {
-        201: { description: 'Activated: `{outcome, revision, digest, bundle}`', contentType: 'application/json' },
-        200: { description: 'Unchanged: this archive is the active revision already', contentType: 'application/json' },
+        201: { description: 'Activated', schema: bundleAcceptedSchema },
+        200: { description: 'Unchanged: this archive is the active revision already', schema: bundleAcceptedSchema },
         422: { description: 'Refused by a check: `code` and `check` name it (archive_*, manifest_*, signature_*, wasm_*, bundle_data_invalid, bundle_data_unsupported, bundle_data_outside_roots, smoke_evaluation, ...)', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
       problems: [
@@ -336,7 +339,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       params: BUNDLE_NAME,
       body: activateRequestSchema,
       responses: {
-        200: { description: BUNDLE_STATUS, contentType: 'application/json' },
+        200: { description: BUNDLE_STATUS, schema: bundleStatusSchema },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
       problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_revision_pruned', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'bundle_store_write_failed', 'wasm_check_interrupted'],
@@ -460,6 +463,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       AuthzenEvaluationRequest: evaluationRequestSchema,
       AuthzenDecision: authzenDecisionSchema,
       Revocation: revocationSchema,
+      BundleStatus: bundleStatusSchema,
       JsonPatch: JsonPatchSchema,
     },
     operations,

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { RevocationSchema } from '../../data/revocation-schema.ts';
 import { decisionRecordSchema, decisionResultSchema } from '../../decisions/record.ts';
 import { obligationSchema, reasonSchema } from '../../policy/contract.ts';
+import { storedRevisionSchema } from '../../policy/store.ts';
 
 /**
  * Response shapes, described for the OpenAPI document. Requests are validated with the route
@@ -67,6 +68,31 @@ export const authzenMetadataSchema = z.record(z.string(), z.string());
 export const opaDataResponseSchema = z.strictObject({
   decision_id: z.string(),
   result: z.unknown().optional().describe('Absent when the rule is undefined for this input, as in OPA.'),
+});
+
+/** BundleLifecycle's BundleStatus, as the bundle routes answer it. */
+export const bundleStatusSchema = z.strictObject({
+  name: z.string(),
+  active: z
+    .strictObject({
+      revision: z.string(),
+      digest: z.string().describe('sha256 of the archive, hex.'),
+      activated_at: z.string().describe('RFC 3339 time.'),
+      activated_by: z.string().describe('`<iss>#<sub>` of the admin; `pull:<url>` for a pulled bundle; arbiter:bundles.dir for the default from bundles.dir.'),
+      source: z.enum(['store', 'embedded']).describe('store: pushed or pulled; embedded: the default from bundles.dir.'),
+    })
+    .nullable()
+    .describe('The revision serving; null when none is.'),
+  revisions: z.array(storedRevisionSchema).describe('Stored revisions that can be activated (those bundles.retention.max_revisions keeps).'),
+});
+
+export const bundleListSchema = z.strictObject({ bundles: z.array(bundleStatusSchema) });
+
+export const bundleAcceptedSchema = z.strictObject({
+  outcome: z.enum(['activated', 'unchanged']).describe('unchanged: this archive is the active revision already.'),
+  revision: z.string(),
+  digest: z.string().describe('sha256 of the archive, hex.'),
+  bundle: bundleStatusSchema,
 });
 
 export const problemSchema = z.looseObject({
