@@ -137,10 +137,21 @@ function violations(operation: string | undefined, sent: Sent, answer: Answer): 
   if (documented === undefined) return [`${operation} is not in the document`];
   const response: Json | undefined = documented.responses[String(answer.status)];
   if (response === undefined) return [...found, `status ${answer.status} is not documented (${Object.keys(documented.responses).join(', ')}): ${answer.text.slice(0, 300)}`];
+  const documentedHeaders = new Set(Object.keys(response.headers ?? {}).map((name) => name.toLowerCase()));
+  for (const name of MEANINGFUL_HEADERS) {
+    if (answer.headers.has(name) && !documentedHeaders.has(name)) found.push(`${answer.status} answers ${name}, which the document does not list for it`);
+  }
+  for (const [name, header] of Object.entries<Json>(response.headers ?? {})) {
+    const resolved = header.$ref ? (resolve(spec, header.$ref) as Json) : header;
+    if (resolved.required === true && !answer.headers.has(name)) found.push(`${answer.status} lacks the required header ${name}`);
+  }
   if (sent.method === 'HEAD') return found;
   found.push(...bodyViolations(response.content, answer));
   return found;
 }
+
+/** Response headers a client acts on: each one an answer carries must be documented for its status. */
+const MEANINGFUL_HEADERS = ['etag', 'location', 'retry-after', 'www-authenticate', 'accept-encoding', 'vary'];
 
 function bodyViolations(content: Json | undefined, answer: Answer): string[] {
   if (content === undefined) {

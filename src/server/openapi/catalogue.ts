@@ -78,6 +78,8 @@ const DATA_CONDITION_HEADERS = {
   'If-Match': 'Write only if the live data version is one of these entity tags ("<version>", as the ETag of a read or a write; strong comparison), or with * only if the path holds a value: else 412 precondition_failed.',
   'If-None-Match': 'Write only if the live data version is none of these entity tags, or with * only if the path holds nothing (create only): else 412 precondition_failed.',
 };
+/** The entity tag every live data write answers with. */
+const DATA_ETAG = { ETag: { description: 'The new live data version as an entity tag, `"<version>"`: the If-Match of a next write.', required: true } };
 const DATA_META_HEADERS = {
   'Arbiter-Data-Source': 'Where the document came from (1-256 characters), reported in input.data_status.',
   'Arbiter-Data-Max-Age': 'Seconds after which the document counts as stale in input.data_status.',
@@ -87,6 +89,7 @@ const TENANT_HEADER = {
   'X-Tenant':
     'Tenant whose bundle answers (else context.tenant, else authzen.default_bundle). A gateway bound to tenants (gateway.api_keys[].tenants, gateway.client_certificates[].tenants) must name one of them: another, or none, is 403 tenant_not_permitted.',
 };
+const BUNDLE_LOCATION = { Location: { description: 'The bundle: /v1/bundles/{name}.', required: true } };
 const BUNDLE_NAME = { name: 'Bundle name: lowercase letters, digits, _ and - (at most 64)' };
 const BUNDLE_STATUS = 'The bundle: `name`, the `active` activation (revision, digest, activated_at/by, source) or null, and its stored `revisions` (those bundles.retention.max_revisions keeps: a pruned one is not listed)';
 const DECISION_ID = { id: 'decision_id (UUIDv7) as the decision endpoint answered it' };
@@ -145,7 +148,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
     },
 
     // AuthZEN
-    { method: 'get', path: METADATA_PATH, operationId: 'getAuthzenMetadata', summary: 'AuthZEN PDP metadata', tags: ['authzen'], headers: METADATA_TENANT_HEADER, responses: { 200: { description: 'Endpoints this PDP supports', schema: authzenMetadataSchema } } },
+    { method: 'get', path: METADATA_PATH, operationId: 'getAuthzenMetadata', summary: 'AuthZEN PDP metadata', tags: ['authzen'], headers: METADATA_TENANT_HEADER, responses: { 200: { description: 'Endpoints this PDP supports', schema: authzenMetadataSchema, headers: { Vary: { description: 'X-Tenant: the search endpoints listed depend on it.', required: true } } } } },
     {
       method: 'post',
       path: AUTHZEN_PATHS.evaluation,
@@ -192,7 +195,13 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       tags: ['data'],
       scope: 'arbiter.data.read',
       params: DATA_PATH,
-      responses: { 200: { description: 'The value and the live data version (also the ETag, where no bundle\'s data is at, in or above the path)', schema: dataReadResponseSchema } },
+      responses: {
+        200: {
+          description: 'The value and the live data version (also the ETag, where no bundle\'s data is at, in or above the path)',
+          schema: dataReadResponseSchema,
+          headers: { ETag: { description: 'The live data version as an entity tag, `"<version>"`; absent where an active bundle\'s data is at, in or above the path (it changes without a new version).' } },
+        },
+      },
       problems: ['data_path_invalid', 'data_not_found'],
     },
     {
@@ -205,7 +214,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       params: DATA_PATH,
       headers: { ...DATA_META_HEADERS, ...DATA_CONDITION_HEADERS },
       body: z.unknown().describe('Any JSON value'),
-      responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema } },
+      responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema, headers: DATA_ETAG } },
       problems: [...BODY, ...DATA_WRITE],
     },
     {
@@ -218,7 +227,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       params: DATA_PATH,
       headers: { ...DATA_META_HEADERS, ...DATA_CONDITION_HEADERS },
       body: JsonPatchSchema,
-      responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema } },
+      responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema, headers: DATA_ETAG } },
       // A patch changes a value that is there: none at the path is 404 (PUT creates it instead).
       problems: [...BODY, ...DATA_WRITE, 'data_not_found', 'json_patch_invalid', 'json_patch_path_not_found', 'json_patch_test_failed'],
     },
@@ -231,7 +240,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       scope: 'arbiter.data.write',
       params: DATA_PATH,
       headers: DATA_CONDITION_HEADERS,
-      responses: { 204: { description: 'Deleted; ETag is the new live data version' } },
+      responses: { 204: { description: 'Deleted; ETag is the new live data version', headers: DATA_ETAG } },
       problems: ['data_path_invalid', 'data_not_found', 'data_path_owned_by_bundle', 'precondition_failed', 'data_store_write_failed'],
     },
 
@@ -313,8 +322,8 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       params: BUNDLE_NAME,
       binaryBody: { mediaTypes: BUNDLE_MEDIA_TYPES, description: 'The bundle archive as opa build writes it (.tar.gz), at most bundles.limits.max_compressed_bytes' },
       responses: {
-        201: { description: 'Activated', schema: bundleAcceptedSchema },
-        200: { description: 'Unchanged: this archive is the active revision already', schema: bundleAcceptedSchema },
+        201: { description: 'Activated', schema: bundleAcceptedSchema, headers: BUNDLE_LOCATION },
+        200: { description: 'Unchanged: this archive is the active revision already', schema: bundleAcceptedSchema, headers: BUNDLE_LOCATION },
         422: { description: 'Refused by a check: `code` and `check` name it (archive_*, manifest_*, signature_*, wasm_*, bundle_data_invalid, bundle_data_unsupported, bundle_data_outside_roots, smoke_evaluation, ...)', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
       problems: [

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE } from '../problem.ts';
 import type { ApiOperation, ApiResponse, RouteCatalogue } from './operation.ts';
-import { PROBLEM_TYPES, type ProblemCode } from './problem-types.ts';
+import { PROBLEM_TYPES, type ProblemCode, type ProblemType } from './problem-types.ts';
 import { problemSchema } from './schemas.ts';
 
 export type JsonSchema = Record<string, unknown>;
@@ -105,9 +105,11 @@ function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, 
   for (const [status, response] of Object.entries(operation.responses)) responses[status] = responseObject(response, schemaOf);
   for (const [status, codes] of problemsByStatus(operation)) {
     if (responses[status]) throw new Error(`${operation.operationId}: status ${status} is both a response and a problem`);
+    // The headers some of these problems come with: not required, as not every answer of the status carries them.
+    const headers = codes.flatMap((code) => Object.entries((PROBLEM_TYPES[code] as ProblemType).headers ?? {}));
     responses[status] = {
       description: `Problem: ${codes.join(', ')}`,
-      headers: { 'X-Request-ID': REQUEST_ID_HEADER },
+      headers: { 'X-Request-ID': REQUEST_ID_HEADER, ...headerObjects(Object.fromEntries(headers.map(([name, description]) => [name, { description }]))) },
       content: { [PROBLEM_CONTENT_TYPE]: { schema: { allOf: [PROBLEM_REF, { properties: { code: { enum: codes } } }] } } },
     };
   }
@@ -133,11 +135,18 @@ function isDecisionEndpoint(operation: ApiOperation): boolean {
 }
 
 function responseObject(response: ApiResponse, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema): JsonSchema {
-  const described = { description: response.description, headers: { 'X-Request-ID': REQUEST_ID_HEADER } };
+  const described = { description: response.description, headers: { 'X-Request-ID': REQUEST_ID_HEADER, ...headerObjects(response.headers ?? {}) } };
   if (response.schema) return { ...described, content: { [response.contentType ?? 'application/json']: { schema: schemaOf(response.schema, 'output') } } };
   // Without a schema a text body is a string; a JSON one is left unconstrained.
   if (response.contentType) return { ...described, content: { [response.contentType]: { schema: response.contentType.startsWith('text/') ? { type: 'string' } : {} } } };
   return described;
+}
+
+/** OpenAPI header objects: a string each, `required` when every answer of the status carries it. */
+function headerObjects(headers: NonNullable<ApiResponse['headers']>): Record<string, JsonSchema> {
+  return Object.fromEntries(
+    Object.entries(headers).map(([name, { description, required }]) => [name, { description, ...(required && { required: true }), schema: { type: 'string' } }]),
+  );
 }
 
 function pathParameters(operation: ApiOperation): JsonSchema[] {

@@ -11,6 +11,8 @@ export interface ApiResponse {
   schema?: z.ZodType;
   /** Defaults to application/json with a schema. */
   contentType?: string;
+  /** Response headers a client reads (name -> what it says); `required` when every such answer carries it. */
+  headers?: Record<string, { description: string; required?: boolean }>;
 }
 
 /** A problem code the operation can answer with, at its usual status or at the one given. */

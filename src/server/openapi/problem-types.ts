@@ -6,11 +6,20 @@
 export interface ProblemType {
   readonly status: readonly number[];
   readonly meaning: string;
+  /** Response headers that come with it (name -> what it says), documented on every status it is answered with. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
+
+const BEARER_CHALLENGE = { 'WWW-Authenticate': 'Bearer challenge naming the scope the operation requires (RFC 6750), with error="invalid_token" or "insufficient_scope" when a token was sent.' };
+const RETRY_AFTER = { 'Retry-After': 'Seconds to wait before retrying.' };
 
 export const PROBLEM_TYPES = {
   // Request shape (json-body middleware)
-  unsupported_media_type: { status: [415, 400], meaning: 'The body is not application/json, or is sent with a Content-Encoding other than identity (400 on AuthZEN endpoints, which answer every malformed request with 400).' },
+  unsupported_media_type: {
+    status: [415, 400],
+    meaning: 'The body is not application/json, or is sent with a Content-Encoding other than identity (400 on AuthZEN endpoints, which answer every malformed request with 400).',
+    headers: { 'Accept-Encoding': '`identity`, when the refusal is of a Content-Encoding: send the body uncompressed.' },
+  },
   body_too_large: { status: [413], meaning: 'The body exceeds the configured size limit.' },
   malformed_json: { status: [400], meaning: 'The body is empty or not valid UTF-8 JSON.' },
   request_incomplete: { status: [400], meaning: 'The connection closed before the whole request arrived (logged, not answered: the client is gone).' },
@@ -22,14 +31,18 @@ export const PROBLEM_TYPES = {
   query_parameter_unsupported: { status: [400], meaning: 'The OPA data API was given `strict-builtin-errors=true`, which the WebAssembly engine cannot honour (a builtin error is undefined there, as in OPA by default): refused rather than answered with what an ignored error allows.' },
   invalid_request: { status: [400], meaning: 'The body does not fit the operation schema; `errors` lists each offending field as a JSON pointer (at most 100; `errors_omitted` counts the rest).' },
   // Admin authentication (admin-auth middleware)
-  unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.' },
-  forbidden: { status: [403], meaning: 'The admin token lacks the scope the operation requires.' },
-  admin_keys_unavailable: { status: [503], meaning: 'The admin token\'s issuer keys cannot be fetched now (its JWKS endpoint fails): the token is not known to be bad; Retry-After says when to retry.' },
+  unauthorized: { status: [401], meaning: 'No admin bearer token, or one that fails verification.', headers: BEARER_CHALLENGE },
+  forbidden: { status: [403], meaning: 'The admin token lacks the scope the operation requires.', headers: BEARER_CHALLENGE },
+  admin_keys_unavailable: { status: [503], meaning: 'The admin token\'s issuer keys cannot be fetched now (its JWKS endpoint fails): the token is not known to be bad; Retry-After says when to retry.', headers: RETRY_AFTER },
   // Gateway authentication and admission (decision endpoints)
-  gateway_unauthenticated: { status: [401], meaning: 'The gateway did not authenticate (API key or client certificate, per config gateway): counted in arbiter_gateway_auth_failures_total and logged.' },
+  gateway_unauthenticated: {
+    status: [401],
+    meaning: 'The gateway did not authenticate (API key or client certificate, per config gateway): counted in arbiter_gateway_auth_failures_total and logged.',
+    headers: { 'WWW-Authenticate': '`ApiKey realm="arbiter"`.' },
+  },
   tenant_not_permitted: { status: [403], meaning: 'The gateway is bound to tenants (gateway.api_keys[].tenants, gateway.client_certificates[].tenants) and the request names another one (`detail` names the field: X-Tenant, or /context/tenant, also in `errors`), names none, or is to an endpoint that names no tenant (/v1/decide, /v1/issuance, the OPA data API). Not a decision: nothing is recorded in the decision log.' },
-  rate_limited: { status: [429], meaning: 'The caller is over its request rate; Retry-After says when to retry.' },
-  overloaded: { status: [429], meaning: 'Too many decisions in flight; retry after a second.' },
+  rate_limited: { status: [429], meaning: 'The caller is over its request rate; Retry-After says when to retry.', headers: RETRY_AFTER },
+  overloaded: { status: [429], meaning: 'Too many decisions in flight; retry after a second.', headers: RETRY_AFTER },
   // Routing and faults (app)
   not_found: { status: [404], meaning: 'No route for this path.' },
   method_not_allowed: { status: [405], meaning: 'The path is served, but not with this method: `Allow` lists the methods it is.' },
