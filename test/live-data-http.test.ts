@@ -122,13 +122,17 @@ describe('admin authorization', () => {
     const server = await startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db') } }, { logger });
     try {
       const delegated = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.data.read', act: { sub: 'agent:feed', client_id: 'feed-bot' } });
-      const res = await fetch(`${server.url}/v1/data/`, { headers: { authorization: `Bearer ${delegated}` } });
+      const res = await fetch(`${server.url}/v1/data/`, { headers: { authorization: `Bearer ${delegated}`, 'x-request-id': 'ops-read-1' } });
       expect(res.status).toBe(200);
       const line = lines.find((l) => l.msg === 'admin request');
       expect(line?.admin).toEqual({ iss: admins.issuer, sub: 'ops@example', act: [{ sub: 'agent:feed', client_id: 'feed-bot' }] });
-      const forbidden = await fetch(`${server.url}/v1/revocations`, { headers: { authorization: `Bearer ${delegated}` } });
+      // The X-Request-ID the caller sent (and was answered) finds the line.
+      expect(line?.request_id).toBe('ops-read-1');
+      const forbidden = await fetch(`${server.url}/v1/revocations`, { headers: { authorization: `Bearer ${delegated}`, 'x-request-id': 'ops-list-1' } });
       expect(forbidden.status).toBe(403);
-      expect(lines.find((l) => l.msg === 'admin request forbidden')?.admin).toMatchObject({ act: [{ sub: 'agent:feed' }] });
+      expect(lines.find((l) => l.msg === 'admin request forbidden')).toMatchObject({ admin: { act: [{ sub: 'agent:feed' }] }, request_id: 'ops-list-1' });
+      await fetch(`${server.url}/v1/revocations`, { headers: { authorization: 'Bearer not.a.token', 'x-request-id': 'ops-bad-1' } });
+      expect(lines.find((l) => l.msg === 'admin token rejected')).toMatchObject({ request_id: 'ops-bad-1' });
     } finally {
       await server.close();
     }

@@ -6,6 +6,7 @@ import type { VerificationCache } from '../../tokens/verification-cache.ts';
 import { verifyAccessToken } from '../../tokens/verify.ts';
 import { problem } from '../problem.ts';
 import type { ThrottledWarnings } from '../throttled-log.ts';
+import type { RequestIdVariables } from './request-id.ts';
 
 /** Scopes of the admin API, one pair per endpoint family. */
 export type AdminScope =
@@ -52,8 +53,10 @@ export interface AdminAuthDeps {
  * token, that carries the endpoint family's scope: 401 without a valid token, 403 without the scope,
  * 503 while the issuer's keys cannot be fetched (admin_keys_unavailable).
  */
-export function requireScope(deps: AdminAuthDeps, scope: AdminScope): MiddlewareHandler<{ Variables: AdminVariables }> {
+export function requireScope(deps: AdminAuthDeps, scope: AdminScope): MiddlewareHandler<{ Variables: AdminVariables & RequestIdVariables }> {
   return async (c, next) => {
+    // On every line about the request: the X-Request-ID its caller was answered finds them.
+    const request_id = c.get('requestId');
     const header = c.req.header('authorization') ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     const challenge = (error?: string) => ({
@@ -67,18 +70,18 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
     if (!verification.ok && verification.code === 'token_keys_unavailable') {
       // The issuer's keys could not be fetched: the token is not known to be bad, and a new one
       // would fare no better. 503, as an outage, not 401 invalid_token (RFC 6750: get another token).
-      deps.warnings.warn('admin_keys_unavailable', { path: c.req.path, iss: verification.claimedIssuer, detail: verification.message }, 'admin token not verified: issuer keys unavailable');
+      deps.warnings.warn('admin_keys_unavailable', { request_id, path: c.req.path, iss: verification.claimedIssuer, detail: verification.message }, 'admin token not verified: issuer keys unavailable');
       const retryAfter = String(Math.ceil(JWKS_FAILURE_BACK_OFF_MS / 1000));
       return problem(c, 503, { code: 'admin_keys_unavailable', title: 'Admin token cannot be verified now', detail: verification.message }, { 'Retry-After': retryAfter });
     }
     if (!verification.ok) {
-      deps.warnings.warn(verification.code, { path: c.req.path, iss: verification.claimedIssuer }, 'admin token rejected');
+      deps.warnings.warn(verification.code, { request_id, path: c.req.path, iss: verification.claimedIssuer }, 'admin token rejected');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: verification.code }, challenge('invalid_token'));
     }
     const subject = subjectFromToken(verification, now);
     const revoked = deps.revocations && subjectRevocation(deps.revocations, subject, now);
     if (revoked?.revoked) {
-      deps.logger.warn({ path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id, actor_depth: revoked.actor_depth }, 'revoked admin token refused');
+      deps.logger.warn({ request_id, path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id, actor_depth: revoked.actor_depth }, 'revoked admin token refused');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: 'token_revoked' }, challenge('invalid_token'));
     }
     const principal: AdminPrincipal = {
@@ -88,12 +91,12 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       ...(subject.act.length > 0 && { act: subject.act.map(actorOf) }),
     };
     if (!subject.scopes.includes(scope)) {
-      deps.logger.warn({ path: c.req.path, method: c.req.method, admin: principal, required_scope: scope }, 'admin request forbidden');
+      deps.logger.warn({ request_id, path: c.req.path, method: c.req.method, admin: principal, required_scope: scope }, 'admin request forbidden');
       return problem(c, 403, { code: 'forbidden', title: 'Missing scope', detail: `this endpoint requires the scope ${scope}` }, challenge('insufficient_scope'));
     }
     c.set('admin', principal);
     await next();
-    const logged = { path: c.req.path, method: c.req.method, status: c.res.status, admin: principal };
+    const logged = { request_id, path: c.req.path, method: c.req.method, status: c.res.status, admin: principal };
     if (c.res.status < 500) {
       deps.logger.info(logged, 'admin request');
       return;
