@@ -63,7 +63,7 @@ beforeAll(async () => {
   dir = tempDir('arbiter-contract-');
   archive = build(writeBundleSource(dir, 'contract'), `${dir}/contract.tar.gz`, 'r1');
   // Live data and a recorded decision the read operations find.
-  await send({ method: 'PUT', path: '/v1/data/contract/users', headers: adminJson(), body: JSON.stringify({ alice: { roles: ['reader'] } }) });
+  await send({ method: 'PUT', path: '/v1/data/feed/users', headers: adminJson(), body: JSON.stringify({ alice: { roles: ['reader'] } }) });
   const decided = await send({ method: 'POST', path: '/v1/decide', headers: gatewayJson(), body: JSON.stringify({ token: userToken, action: 'read', resource: { type: 'document', id: 'd1' } }) });
   decisionId = (decided.json as Json).decision_id;
 });
@@ -504,7 +504,7 @@ describe('every documented operation answers as documented', () => {
   it('GET/PUT/PATCH/DELETE /v1/data/{path}', async () => {
     const template = '/v1/data/{path}';
     const found: string[] = [];
-    const putOp: JsonOperation = { operation: `PUT ${template}`, path: '/v1/data/contract/put', body: { a: [1, 2], b: { c: 'd' } }, headers: adminJson(), ok: 200, limit: DATA_BODY_LIMIT };
+    const putOp: JsonOperation = { operation: `PUT ${template}`, path: '/v1/data/feed/put', body: { a: [1, 2], b: { c: 'd' } }, headers: adminJson(), ok: 200, limit: DATA_BODY_LIMIT };
     found.push(...(await check(putOp.operation, [
       ...bodyVariants(putOp).filter((variant) => !['nested too deep'].includes(variant.label)),
       ...adminVariants('PUT', putOp.path, { 'content-type': 'application/json' }).map((variant) => ({ ...variant, body: '{}' })),
@@ -512,11 +512,11 @@ describe('every documented operation answers as documented', () => {
       { label: 'bundle root', method: 'PUT', path: '/v1/data/simple', headers: adminJson(), body: '{}', status: 409 },
       { label: 'if-match stale', method: 'PUT', path: putOp.path, headers: adminJson({ 'if-match': '"0"' }), body: '{}', status: 412 },
       { label: 'bad max age', method: 'PUT', path: putOp.path, headers: adminJson({ 'arbiter-data-max-age': 'soon' }), body: '{}', status: 400, code: 'data_meta_invalid' },
-      { label: 'empty key', method: 'PUT', path: '/v1/data/contract//x', headers: adminJson(), body: '{}', status: 400, code: 'data_path_invalid' },
+      { label: 'empty key', method: 'PUT', path: '/v1/data/feed//x', headers: adminJson(), body: '{}', status: 400, code: 'data_path_invalid' },
       { label: 'query parameter', method: 'PUT', path: `${putOp.path}?x=1`, headers: adminJson(), body: '{}', status: 400, code: 'query_parameter_unknown' },
-      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'PUT', path: `/v1/data/contract/${segment}`, headers: adminJson(), body: '{}' })),
+      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'PUT', path: `/v1/data/feed/${segment}`, headers: adminJson(), body: '{}' })),
     ])));
-    const patchOp: JsonOperation = { operation: `PATCH ${template}`, path: '/v1/data/contract/put', body: [{ op: 'replace', path: '/b/c', value: 'e' }], headers: adminJson(), ok: 200, limit: DATA_BODY_LIMIT };
+    const patchOp: JsonOperation = { operation: `PATCH ${template}`, path: '/v1/data/feed/put', body: [{ op: 'replace', path: '/b/c', value: 'e' }], headers: adminJson(), ok: 200, limit: DATA_BODY_LIMIT };
     found.push(...(await check(patchOp.operation, [
       ...bodyVariants(patchOp).filter((variant) => !['nested too deep', 'lone surrogate', 'number out of range'].includes(variant.label)),
       ...adminVariants('PATCH', patchOp.path, { 'content-type': 'application/json' }).map((variant) => ({ ...variant, body: '[]' })),
@@ -526,33 +526,33 @@ describe('every documented operation answers as documented', () => {
       { label: 'missing value', method: 'PATCH', path: patchOp.path, headers: adminJson(), body: '[{"op": "add", "path": "/a"}]', status: 400, names: '/0/value' },
       { label: 'path not found', method: 'PATCH', path: patchOp.path, headers: adminJson(), body: '[{"op": "remove", "path": "/nowhere/x"}]', status: 409 },
       { label: 'test failed', method: 'PATCH', path: patchOp.path, headers: adminJson(), body: '[{"op": "test", "path": "/b/c", "value": "zzz"}]', status: 409 },
-      { label: 'no document', method: 'PATCH', path: '/v1/data/contract/absent', headers: adminJson(), body: '[]', status: 404 },
+      { label: 'no document', method: 'PATCH', path: '/v1/data/feed/absent', headers: adminJson(), body: '[]', status: 404 },
       { label: 'nested too deep', method: 'PATCH', path: patchOp.path, headers: adminJson(), body: `${'['.repeat(70)}${']'.repeat(70)}`, status: 400 },
-      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'PATCH', path: `/v1/data/contract/${segment}`, headers: adminJson(), body: '[]' })),
+      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'PATCH', path: `/v1/data/feed/${segment}`, headers: adminJson(), body: '[]' })),
     ])));
     found.push(...(await check(`GET ${template}`, [
-      { label: 'valid', method: 'GET', path: '/v1/data/contract/users', headers: adminJson(), status: 200 },
+      { label: 'valid', method: 'GET', path: '/v1/data/feed/users', headers: adminJson(), status: 200 },
       { label: 'root', method: 'GET', path: '/v1/data/', headers: adminJson(), status: 200 },
       { label: 'bundle data', method: 'GET', path: '/v1/data/simple', headers: adminJson(), status: [200, 404] },
-      { label: 'HEAD', method: 'HEAD', path: '/v1/data/contract/users', headers: adminJson(), status: 200 },
-      { label: 'absent', method: 'GET', path: '/v1/data/contract/absent', headers: adminJson(), status: 404 },
+      { label: 'HEAD', method: 'HEAD', path: '/v1/data/feed/users', headers: adminJson(), status: 200 },
+      { label: 'absent', method: 'GET', path: '/v1/data/feed/absent', headers: adminJson(), status: 404 },
       { label: 'deep path', method: 'GET', path: `/v1/data/${Array.from({ length: 300 }, () => 'k').join('/')}`, headers: adminJson(), status: [400, 404] },
-      { label: 'query parameter', method: 'GET', path: '/v1/data/contract/users?input=1', headers: adminJson(), status: 400, code: 'query_parameter_unknown' },
-      ...adminVariants('GET', '/v1/data/contract/users'),
-      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'GET', path: `/v1/data/contract/${segment}`, headers: adminJson() })),
+      { label: 'query parameter', method: 'GET', path: '/v1/data/feed/users?input=1', headers: adminJson(), status: 400, code: 'query_parameter_unknown' },
+      ...adminVariants('GET', '/v1/data/feed/users'),
+      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'GET', path: `/v1/data/feed/${segment}`, headers: adminJson() })),
     ])));
     found.push(...(await check(`DELETE ${template}`, [
-      { label: 'valid', method: 'DELETE', path: '/v1/data/contract/put', headers: adminJson(), status: 204 },
-      { label: 'absent', method: 'DELETE', path: '/v1/data/contract/put', headers: adminJson(), status: 404 },
+      { label: 'valid', method: 'DELETE', path: '/v1/data/feed/put', headers: adminJson(), status: 204 },
+      { label: 'absent', method: 'DELETE', path: '/v1/data/feed/put', headers: adminJson(), status: 404 },
       { label: 'bundle root', method: 'DELETE', path: '/v1/data/simple', headers: adminJson(), status: 409 },
       { label: 'deep path', method: 'DELETE', path: `/v1/data/${Array.from({ length: 300 }, () => 'k').join('/')}`, headers: adminJson(), status: [400, 404] },
-      { label: 'if-match stale', method: 'DELETE', path: '/v1/data/contract/users', headers: adminJson({ 'if-match': '"0"' }), status: 412 },
-      ...adminVariants('DELETE', '/v1/data/contract/users'),
-      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'DELETE', path: `/v1/data/contract/${segment}`, headers: adminJson() })),
+      { label: 'if-match stale', method: 'DELETE', path: '/v1/data/feed/users', headers: adminJson({ 'if-match': '"0"' }), status: 412 },
+      ...adminVariants('DELETE', '/v1/data/feed/users'),
+      ...ODD_SEGMENTS.map((segment): Refusal => ({ label: `segment ${segment.slice(0, 10)}`, method: 'DELETE', path: `/v1/data/feed/${segment}`, headers: adminJson() })),
     ])));
     found.push(...(await check(undefined, [
       { label: 'POST on live data', method: 'POST', path: '/v1/data', headers: adminJson(), body: '{}', status: 405 },
-      { label: 'OPTIONS', method: 'OPTIONS', path: '/v1/data/contract/users', status: 405 },
+      { label: 'OPTIONS', method: 'OPTIONS', path: '/v1/data/feed/users', status: 405 },
     ])));
     expectConforming(found);
   });
@@ -807,7 +807,7 @@ describe('in other configurations', () => {
       found.push(...(await check(undefined, [
         ...['/v1/decide', '/v1/issuance', '/access/v1/evaluation', '/access/v1/search/subject', '/v1/data/echo/decision'].flatMap((path) => otherMethods(path, ['POST', ...(path.startsWith('/v1/data/') ? ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE'] : [])]).map((refusal) => ({ ...refusal, base }))),
         { base, label: 'live data itself', method: 'POST', path: '/v1/data', status: 405 },
-        { base, label: 'a live data document', method: 'POST', path: '/v1/data/contract', headers: acme, body: '{}', status: 405 },
+        { base, label: 'a live data document', method: 'POST', path: '/v1/data/feed', headers: acme, body: '{}', status: 405 },
       ])));
       const nowhere = await send({ base, method: 'POST', path: '/access/v1/nowhere', body: '{}' });
       expect([nowhere.status, (nowhere.json as Json).code]).toEqual([404, 'not_found']);
