@@ -123,6 +123,13 @@ describe('configuration', () => {
     expect(paths).toEqual(expect.arrayContaining(['server.port', 'server.colour', 'bundles.default']));
   });
 
+  it('refuses an unknown key inside a decision_log.mask rule, as everywhere else', () => {
+    // A misspelt or misplaced key in a rule was dropped without a word, the rule kept as if it were whole.
+    expect(issuesOf(() => parseConfig({ decision_log: { mask: [{ pointer: '/input/context/client_ip', mode: 'erase', modes: 'hash' }] } }))).toEqual([
+      { path: 'decision_log.mask.0.modes', message: 'unknown key' },
+    ]);
+  });
+
   it('refuses an HMAC secret under 32 bytes at start-up', async () => {
     const secretFile = join(dir, 'short.secret');
     writeFileSync(secretFile, 'too-short-secret\n');

@@ -14,9 +14,10 @@ const jsonPointerSchema = z
  * `erase` removes the member (an array element becomes null so the indexes of its
  * siblings, and any other pointer into them, keep their meaning). `hash` replaces the
  * value with `sha256:<hex>` of its canonical JSON: equal values stay correlatable
- * across records without the value itself being stored.
+ * across records without the value itself being stored. Strict, as every configuration
+ * object: a misspelt key would otherwise be dropped and the rule kept as if it were whole.
  */
-export const maskRuleSchema = z.object({
+export const maskRuleSchema = z.strictObject({
   pointer: jsonPointerSchema.describe('RFC 6901 JSON pointer into the record, e.g. /input/context/client_ip.'),
   mode: z.enum(['erase', 'hash']).describe('erase removes the value; hash replaces it by sha256:<hex> of its canonical JSON.'),
 });
