@@ -405,6 +405,9 @@ describe('arbiter config check', () => {
     ['a per-bundle exclude pattern with an escape', 'bundles:\n  signing:\n    bundles:\n      authz: {exclude: ["a\\\\*.txt"]}\n', 'bundles.signing.bundles.authz.exclude.0'],
     ['a bundles directory that does not exist (a typo served no bundle at all)', 'bundles:\n  dir: /nonexistent/bundles\n', 'bundles.dir'],
     ['a bundle HMAC key file holding only a line ending', `bundles:\n  signing:\n    keys:\n      default: {algorithm: HS256, key_file: ${NEWLINE_KEY}}\n`, 'bundles.signing.keys.default.key_file'],
+    // The development issuer's tokens carry this iss: start-up refused a second issuer for it, config check did not look.
+    ['an issuer taking the development issuer\'s iss', `dev_issuer: {enabled: true, key_file: ${join(dir, 'dev-clash.jwk.json')}}\nissuers:\n  - {issuer: "urn:arbiter:dev-issuer", jwks_uri: https://idp.example/jwks, audiences: [api], algorithms: [ES256]}\n`, 'issuers.0.issuer'],
+    ['an admin issuer taking the development issuer\'s iss', `dev_issuer: {enabled: true, key_file: ${join(dir, 'dev-admin-clash.jwk.json')}}\nadmin:\n  allow_dev_issuer: true\n  issuers:\n    - {issuer: "urn:arbiter:dev-issuer", jwks_uri: https://idp.example/jwks, audiences: [arbiter-admin], algorithms: [ES256]}\n`, 'admin.issuers.0.issuer'],
     ['a pull source whose token_env names a variable that is not set', 'bundles:\n  sources:\n    - {name: pc, url: https://bundles.example.com/pc.tar.gz, credentials: {bearer: {token_env: ARBITER_TEST_NEVER_SET_PULL_TOKEN}}}\n', 'bundles.sources.0.credentials.bearer.token_env'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
     const file = join(dir, `check-${path}.yaml`);

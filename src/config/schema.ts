@@ -6,6 +6,7 @@ import { timerDelayMs, timerDelaySeconds } from './timer-delay.ts';
 import { bundleNameSchema } from '../policy/bundle-name.ts';
 import { MAX_PRUNED_RECORDS } from '../policy/store.ts';
 import { BUNDLE_SIGNING_ALGORITHMS, excludePatternSchema } from '../policy/signatures.ts';
+import { DEV_ISSUER } from '../tokens/dev-issuer.ts';
 
 /**
  * The one schema for Arbiter's configuration (YAML file + ARBITER_* overrides).
@@ -413,6 +414,15 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
   }
   if (config.admin.allow_dev_issuer && !config.dev_issuer.enabled) {
     ctx.addIssue({ code: 'custom', path: ['admin', 'allow_dev_issuer'], message: 'needs dev_issuer.enabled' });
+  }
+  // The development issuer's tokens carry its iss: a listed issuer with the same iss would be a
+  // second issuer of them, which start-up refuses. Checked here so config check refuses it too.
+  for (const [section, listed, shared] of [['issuers', config.issuers, config.dev_issuer.enabled], ['admin.issuers', config.admin.issuers, config.admin.allow_dev_issuer]] as const) {
+    if (!shared) continue;
+    for (const [index, issuer] of listed.entries()) {
+      if (issuer.issuer !== DEV_ISSUER) continue;
+      ctx.addIssue({ code: 'custom', path: [...section.split('.'), index, 'issuer'], message: `${DEV_ISSUER} is the development issuer's iss (dev_issuer.enabled)` });
+    }
   }
   // Gateways forward every decision token, and resource servers see them: one that an admin
   // issuer would accept too is an admin token for whoever holds it (a confused deputy), given
