@@ -348,6 +348,16 @@ describe('a start that fails', () => {
     expect(run.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('names server.host when no interface of this machine has that address, or the name resolves to none', async () => {
+    // It said `cannot listen on 192.0.2.1:8181 (EADDRNOTAVAIL)`, naming no key, and exited 1 as for a fault.
+    const gateway = { authentication: 'api_key', api_keys: [{ id: 'edge', sha256: 'ab'.repeat(32) }] };
+    for (const host of ['192.0.2.1', 'no-such-host.invalid']) {
+      const failure = await startTestArbiter({ server: { host }, gateway }).then(async (started) => void (await started.close()), (error: unknown) => error);
+      expect(failure, host).toBeInstanceOf(ConfigError);
+      expect((failure as ConfigError).issues, host).toEqual([{ path: 'server.host', message: expect.stringContaining(host) }]);
+    }
+  });
+
   it('leaves no worker thread, database or timer behind (the port is taken)', async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));

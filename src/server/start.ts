@@ -341,12 +341,27 @@ function listen(
     server.on('clientError', answerClientError);
     server.on('connect', answerConnect);
     server.once('error', (error: NodeJS.ErrnoException) => {
+      const where = `cannot listen on ${options.host}:${options.port}`;
+      const wrong = LISTEN_CONFIG_ERRORS[error.code ?? ''];
+      // A value no start can listen with: the key to change, as for any other bad value.
+      if (wrong !== undefined) {
+        reject(new ConfigError([{ path: wrong.key, message: `${where}: ${wrong.why(options)} (${error.code})` }]));
+        return;
+      }
       const hint = error.code === 'EADDRINUSE' ? ': another process uses it; stop it or set server.port (or PORT)' : '';
-      reject(new ArbiterError('listen_failed', `cannot listen on ${options.host}:${options.port}${hint} (${error.code ?? error.message})`, { cause: error }));
+      reject(new ArbiterError('listen_failed', `${where}${hint} (${error.code ?? error.message})`, { cause: error }));
     });
     server.listen(options.port, options.host, () => resolve(server));
   });
 }
+
+/** Listen errors that say server.host or server.port is wrong, rather than that the port is busy now. */
+const LISTEN_CONFIG_ERRORS: Record<string, { key: string; why: (server: Config['server']) => string }> = {
+  EADDRNOTAVAIL: { key: 'server.host', why: (server) => `no network interface of this machine has the address ${server.host}` },
+  ENOTFOUND: { key: 'server.host', why: (server) => `${server.host} resolves to no address` },
+  EAI_AGAIN: { key: 'server.host', why: (server) => `${server.host} could not be resolved (the name server did not answer)` },
+  EACCES: { key: 'server.port', why: (server) => `this process may not listen on port ${server.port} (ports below 1024 need privileges): use a higher one` },
+};
 
 /** Opens the decision log and, when configured, ships every committed record to a pino transport. */
 async function openDecisionLog(config: Config['decision_log'], logger: Logger, signal: AbortSignal | undefined): Promise<DecisionStore> {
