@@ -130,6 +130,22 @@ describe('configuration', () => {
     ]);
   });
 
+  it('refuses two names of a map that are one once trimmed, rather than keep the last', () => {
+    // Names are trimmed: `acme` and `"acme "` became one tenant, routed to whichever bundle came last.
+    const key = (algorithm: string) => ({ key: EC_PUBLIC_PEM, algorithm });
+    for (const [raw, path] of [
+      [{ authzen: { tenants: { acme: 'acme_policy', 'acme ': 'beta_policy' } } }, 'authzen.tenants.acme '],
+      [{ bundles: { signing: { keys: { k1: key('ES256'), ' k1': key('RS256') } } } }, 'bundles.signing.keys. k1'],
+      [{ bundles: { signing: { bundles: { authz: { keys: { k1: key('ES256'), 'k1\t': key('RS256') } } } } } }, 'bundles.signing.bundles.authz.keys.k1\t'],
+      [{ data: { seed: { entitlements: 'a.json', ' entitlements ': 'b.json' } } }, 'data.seed. entitlements '],
+    ] as const) {
+      expect(issuesOf(() => parseConfig(raw)), path).toEqual([{ path, message: expect.stringMatching(/same .* as "/) }]);
+    }
+    // One name with surrounding whitespace is still taken, trimmed; a blank one is still refused.
+    expect(parseConfig({ authzen: { tenants: { ' acme ': 'acme_policy' } } }).authzen.tenants).toEqual({ acme: 'acme_policy' });
+    expect(issuesOf(() => parseConfig({ data: { seed: { ' ': 'a.json' } } })).map((i) => i.path)).toEqual(['data.seed. ']);
+  });
+
   it('refuses an HMAC secret under 32 bytes at start-up', async () => {
     const secretFile = join(dir, 'short.secret');
     writeFileSync(secretFile, 'too-short-secret\n');

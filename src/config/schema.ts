@@ -22,6 +22,25 @@ export function isLoopbackHost(hostname: string): boolean {
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
 
 /**
+ * A map keyed by names (signing key ids, tenants, documents), trimmed as nonEmpty trims values.
+ * Two names that differ only by surrounding whitespace would become one, the last silently
+ * replacing the first (another key, another tenant's bundle): refused, naming the second.
+ */
+function nameMap<V extends z.ZodType>(value: V) {
+  return z
+    .record(z.string().refine((name) => name.trim() !== '', 'must not be empty'), value)
+    .superRefine((map, ctx) => {
+      const seen = new Map<string, string>();
+      for (const name of Object.keys(map)) {
+        const other = seen.get(name.trim());
+        if (other !== undefined) ctx.addIssue({ code: 'custom', path: [name], message: `is the same name as ${JSON.stringify(other)} once surrounding whitespace is trimmed` });
+        seen.set(name.trim(), name);
+      }
+    })
+    .transform((map) => Object.fromEntries(Object.entries(map).map(([name, entry]) => [name.trim(), entry])) as Record<string, z.output<V>>);
+}
+
+/**
  * The largest clock_tolerance_s an issuer may have. Revocation rows are kept this long past
  * their expires_at, whatever the tolerance now: a restart with a larger one must find them.
  */
@@ -98,7 +117,7 @@ const signingKeySchema = z
   .refine((k) => (k.key === undefined) !== (k.key_file === undefined), 'exactly one of key, key_file is required');
 
 const signatureVerificationSchema = z.strictObject({
-  keys: z.record(nonEmpty, signingKeySchema).default({}).describe('Verification keys by key id (`kid`).'),
+  keys: nameMap(signingKeySchema).default({}).describe('Verification keys by key id (`kid`).'),
   scope: nonEmpty.optional().describe('The `scope` claim signed bundles must carry; none means they must carry none.'),
   // Checked here, not only when a signed bundle arrives: a pattern verification refuses would refuse every push.
   exclude: z.array(nonEmpty.pipe(excludePatternSchema)).default([]).describe('Files exempt from signing (`*` and `?` wildcards).'),
@@ -306,8 +325,7 @@ const configShape = z.strictObject({
       default_bundle: bundleNameSchema
         .optional()
         .describe('Bundle that answers AuthZEN requests naming no tenant; without it such requests get 503. Like bundles.default, /readyz is 503 while it is not active.'),
-      tenants: z
-        .record(nonEmpty, bundleNameSchema)
+      tenants: nameMap(bundleNameSchema)
         .default({})
         .describe('Tenant name -> bundle, the tenant read from the X-Tenant header or else context.tenant. A tenant whose bundle is not active is listed under degraded in /readyz (its requests get 503).'),
       public_url: z
@@ -337,8 +355,7 @@ const configShape = z.strictObject({
         .boolean()
         .default(true)
         .describe('Refuse a PUT or PATCH (or a seed) that leaves the live document entitlements in a shape the default policy cannot read (400 entitlements_invalid, errors naming each field by JSON pointer): the grants of each subject a list of objects with a non-empty string id, actions and tenants lists of strings, and expires_at (when present) a number (rego/README.md, Live data). false for a bundle of your own that reads data.entitlements in another shape.'),
-      seed: z
-        .record(nonEmpty, nonEmpty)
+      seed: nameMap(nonEmpty)
         .optional()
         .describe('Documents loaded from JSON files at start when the store has never had them (once: a seeded document deleted later stays deleted), e.g. {entitlements: examples/entitlements.json}. A document an active bundle owns (inside or above one of its roots) is refused: start-up stops, and config check reports it.'),
     })
