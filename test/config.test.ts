@@ -265,6 +265,16 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(mtls([{ identity: envoy, tenants: ['acme'] }], 'api_key')))).toEqual([{ path: 'gateway.client_certificates', message: expect.stringContaining('mtls authentication only') }]);
   });
 
+  it('names each gateway key entry whose id an earlier entry has, as for a key hash listed twice', () => {
+    // It named the list (gateway.api_keys: duplicate id edge) and only the first id listed twice.
+    const keys = [['edge', 'ab'], ['other', 'cd'], ['edge ', 'ef'], ['other', '01'], ['edge', '23']].map(([id, hex]) => ({ id, sha256: hex!.repeat(32) }));
+    expect(issuesOf(() => parseConfig({ gateway: { authentication: 'api_key', api_keys: keys } }))).toEqual([
+      { path: 'gateway.api_keys.2.id', message: expect.stringContaining('the same id as api_keys.0') },
+      { path: 'gateway.api_keys.3.id', message: expect.stringContaining('the same id as api_keys.1') },
+      { path: 'gateway.api_keys.4.id', message: expect.stringContaining('the same id as api_keys.0') },
+    ]);
+  });
+
   it('refuses the development issuer in production', () => {
     expect(issuesOf(() => parseConfig({ mode: 'production', dev_issuer: { enabled: true } }))[0]!.path).toBe('dev_issuer.enabled');
   });

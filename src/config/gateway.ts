@@ -90,9 +90,12 @@ export const gatewaySchema = z
       const first = hashes.indexOf(hash);
       if (first !== index) ctx.addIssue({ code: 'custom', path: ['api_keys', index, 'sha256'], message: `the same key as api_keys.${first} (${gateway.api_keys[first]!.id}): each key identifies one caller` });
     });
+    // One caller, one entry: each entry whose id an earlier one has is named, as a hash listed twice is.
     const ids = gateway.api_keys.map((k) => k.id);
-    const duplicate = ids.find((id, index) => ids.indexOf(id) !== index);
-    if (duplicate !== undefined) ctx.addIssue({ code: 'custom', path: ['api_keys'], message: `duplicate id ${duplicate}` });
+    ids.forEach((id, index) => {
+      const first = ids.indexOf(id);
+      if (first !== index) ctx.addIssue({ code: 'custom', path: ['api_keys', index, 'id'], message: `the same id as api_keys.${first} (${id}): each caller has one entry` });
+    });
   });
 
 export const tlsSchema = z.strictObject({
