@@ -662,4 +662,13 @@ describe('configuration reference', () => {
       expect(reference).toContain(`\`${key}\``);
     }
   });
+
+  it('says that the default mode is production under NODE_ENV=production, as in the container image', async () => {
+    // The row read `development` only: the image sets NODE_ENV=production, so a configuration
+    // without `mode` runs in production mode there (bundle signatures required), not as documented.
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', "const { parseConfig } = await import('./src/config/load.ts'); console.log(parseConfig({}).mode)"], { env: { ...process.env, NODE_ENV: 'production' } });
+    expect(stdout.trim()).toBe('production');
+    const { configReference } = await import('../src/config/reference.ts');
+    expect(configReference().split('\n').find((line) => line.startsWith('| `mode` |'))).toContain('production when NODE_ENV=production');
+  });
 });

@@ -259,7 +259,7 @@ const configShape = z.strictObject({
   mode: z
     .enum(['development', 'production'])
     .default(process.env.NODE_ENV === 'production' ? 'production' : 'development')
-    .describe('development allows the local development issuer (dev_issuer.enabled); production refuses it.'),
+    .describe('development allows the local development issuer (dev_issuer.enabled); production refuses it, and requires bundle signatures unless bundles.require_signatures says otherwise. Unset: production when NODE_ENV=production (as in the container image), else development.'),
   server: z
     .strictObject({
       host: nonEmpty
