@@ -6,8 +6,12 @@ import { connect, createServer, Server, type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, inject, it, vi } from 'vitest';
+import { createServer as createHttpServer } from 'node:http';
 import { ConfigError } from '../src/errors.ts';
+import { readBundleArchive } from '../src/policy/archive.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
 
 /** A CLI configuration serving the echo bundle, with all its state in `dir`; returns its path. */
@@ -255,6 +259,44 @@ describe('a signal while the port is being opened', () => {
 
 /** Worker threads (evaluation pool, decision-log writer) hold a MessagePort each until closed. */
 const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
+
+describe('a shutdown while a pulled bundle is being checked', () => {
+  it('stops listening at once and ends within server.shutdown_timeout_s, not when the check ends (up to engine.load_deadline_ms)', async () => {
+    // A module whose entrypoint table never returns: its check runs until load_deadline_ms.
+    const dir = tempDir();
+    const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, 'tables'), join(dir, 'tables.tar.gz'), 'tables-1')));
+    const archive = packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, 'entrypoints', LOOP_FOREVER)));
+    let served!: () => void;
+    const pulled = new Promise<void>((resolve) => (served = resolve));
+    const source = createHttpServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/gzip' }).end(archive);
+      served();
+    });
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const before = workerPorts();
+    try {
+      const arbiter = await startTestArbiter({
+        server: { shutdown_timeout_s: 1 },
+        engine: { workers: 1, load_deadline_ms: 30_000 },
+        bundles: { sources: [{ name: 'tables', url: `http://127.0.0.1:${(source.address() as AddressInfo).port}/tables.tar.gz` }] },
+      });
+      await pulled;
+      // Let the archive arrive and its check start on the worker.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const started = performance.now();
+      const closed = arbiter.close();
+      // The listener closes with the drain, not once the check is over.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const refused = await fetch(`${arbiter.url}/healthz`).then(() => 'answered', (error: { cause?: { code?: string } }) => error.cause?.code);
+      await closed;
+      expect(refused).toBe('ECONNREFUSED');
+      expect(performance.now() - started).toBeLessThan(5000);
+      await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
+    } finally {
+      source.close();
+    }
+  }, 60_000);
+});
 
 describe('a close that fails', () => {
   it('still ends the evaluation workers and lets the state files go when the decision log cannot close', async () => {

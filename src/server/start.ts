@@ -258,20 +258,35 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   async function closeAll(): Promise<void> {
     draining.value = true;
     clearInterval(pruneTimer);
+    const deadlineMs = config.server.shutdown_timeout_s * 1000;
+    const deadline = performance.now() + deadlineMs;
+    // Polls stop beside the drain, not before it: a poll whose archive is being checked ends
+    // with the check, which may run until engine.load_deadline_ms, and the server would go on
+    // listening meanwhile, past the grace period of whatever stops it.
+    const pulling = Promise.all(pullers.map((puller) => puller.stop()));
     await closeInOrder([
-      () => Promise.all(pullers.map((puller) => puller.stop())),
       async () => {
-        const { forced } = await drainServer(server as Server, config.server.shutdown_timeout_s * 1000);
+        const { forced } = await drainServer(server as Server, deadlineMs);
         if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
       },
+      // A check still running at the deadline is cut short by closing the evaluator below.
+      () => settledWithin(pulling, deadline - performance.now()),
       () => revocations.flush(),
       () => db.close(),
       () => decisionLog?.close(),
       () => evaluator.close(),
-      // Last, once nothing writes the files any more.
+      // Last, once nothing writes the files any more (a cut-short check has settled).
+      () => pulling,
       releaseStateFiles,
     ]);
   }
+}
+
+/** Waits for `promise` to settle, at most `ms` (and not at all when `ms` is not positive). */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))]);
+  clearTimeout(timer);
 }
 
 /**
