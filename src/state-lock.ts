@@ -1,6 +1,7 @@
-import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import type { Config } from './config/schema.ts';
 import { ConfigError } from './errors.ts';
 import { ensurePrivateDatabaseFile, makePrivateDirSync } from './private-files.ts';
 
@@ -45,20 +46,68 @@ export function lockStateFile(path: string, key: string): () => void {
   };
 }
 
+/** A state file or directory the configuration names, by its key. */
+export interface StatePath {
+  path: string;
+  key: string;
+  /** SQLite databases are files; the bundle store is a directory. */
+  kind: 'file' | 'directory';
+}
+
+/** The state start-up locks and opens: the data store, the decision log (when enabled) and the bundle store. */
+export function statePaths(config: Config): StatePath[] {
+  return [
+    { path: config.data.path, key: 'data.path', kind: 'file' },
+    ...(config.decision_log.enabled ? [{ path: config.decision_log.path, key: 'decision_log.path', kind: 'file' as const }] : []),
+    // Two servers on one store would overwrite each other's index, and retention in one would
+    // delete archives only the other's index names.
+    { path: config.bundles.store, key: 'bundles.store', kind: 'directory' },
+  ];
+}
+
+/**
+ * Refuses, naming its key, a state path that holds the other kind (a directory where a database
+ * goes: SQLite says only "disk I/O error") or lies under something that is not a directory.
+ * Read-only, so config check asks it too; whether this user may create the path is left to
+ * start-up (config check may run as another user).
+ */
+export function checkStatePath({ path, key, kind }: StatePath): void {
+  if (path === ':memory:') return;
+  for (let at = resolve(path); ; at = dirname(at)) {
+    let isDirectory: boolean;
+    try {
+      isDirectory = statSync(at).isDirectory();
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      // Not there yet (or under a file, which the next step up finds): it is created at start.
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && dirname(at) !== at) continue;
+      return;
+    }
+    const problem =
+      at === resolve(path)
+        ? isDirectory === (kind === 'directory') ? undefined : `${path} is ${isDirectory ? 'a directory' : 'not a directory'}: ${key} names ${kind === 'file' ? 'a database file (created if missing)' : 'a directory (created if missing)'}`
+        : isDirectory ? undefined : `${at} is not a directory, so ${path} cannot be created in it`;
+    if (problem !== undefined) throw new ConfigError([{ path: key, message: problem }]);
+    return;
+  }
+}
+
 /**
  * Locks each state file; releases what it took if one is refused. Two keys naming one file
  * are refused too: the data store and the decision log each take a whole SQLite file (its
  * user_version included), so sharing one, the second would find the file was changed outside it.
  */
-export function lockStateFiles(files: readonly { path: string; key: string }[]): () => void {
+export function lockStateFiles(files: readonly StatePath[]): () => void {
   const releases: (() => void)[] = [];
   const releaseAll = () => {
     for (const release of releases.splice(0).reverse()) release();
   };
   const seen = new Map<string, string>();
   try {
-    for (const { path, key } of files) {
+    for (const file of files) {
+      const { path, key } = file;
       if (path === ':memory:') continue;
+      checkStatePath(file);
       const other = seen.get(canonicalPath(path));
       if (other !== undefined) {
         throw new ConfigError([{ path: key, message: `${path} is also ${other}: each state file belongs to one key, give ${key} a file of its own` }]);

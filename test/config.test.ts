@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -25,6 +25,11 @@ const NEWLINE_KEY = join(dir, 'newline.key');
 writeFileSync(NEWLINE_KEY, '\n');
 const OBJECT_TENANTS_SEED = join(dir, 'object-tenants.json');
 writeFileSync(OBJECT_TENANTS_SEED, JSON.stringify({ 'user:alice': { grants: [{ id: 'g', actions: ['invoices.read'], tenants: { primary: 'acme' } }] } }));
+/** A directory and a file where state paths expect the other. */
+const STATE_DIR = join(dir, 'state-dir');
+mkdirSync(STATE_DIR);
+const STATE_FILE = join(dir, 'state-file');
+writeFileSync(STATE_FILE, 'not a directory');
 /** The private half of a bundle signing key, as `opa build --signing-key` reads it. */
 const SIGNING_PRIVATE_KEY = join(dir, 'signing-private.pem');
 writeFileSync(SIGNING_PRIVATE_KEY, EC_PAIR.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
@@ -434,6 +439,11 @@ describe('arbiter config check', () => {
     // The development issuer's tokens carry this iss: start-up refused a second issuer for it, config check did not look.
     ['an issuer taking the development issuer\'s iss', `dev_issuer: {enabled: true, key_file: ${join(dir, 'dev-clash.jwk.json')}}\nissuers:\n  - {issuer: "urn:arbiter:dev-issuer", jwks_uri: https://idp.example/jwks, audiences: [api], algorithms: [ES256]}\n`, 'issuers.0.issuer'],
     ['an admin issuer taking the development issuer\'s iss', `dev_issuer: {enabled: true, key_file: ${join(dir, 'dev-admin-clash.jwk.json')}}\nadmin:\n  allow_dev_issuer: true\n  issuers:\n    - {issuer: "urn:arbiter:dev-issuer", jwks_uri: https://idp.example/jwks, audiences: [arbiter-admin], algorithms: [ES256]}\n`, 'admin.issuers.0.issuer'],
+    // State paths of the wrong kind: start-up stopped on them, config check called the file valid.
+    ['a data.path that is a directory', `data:\n  path: ${STATE_DIR}\n`, 'data.path'],
+    ['a data.path inside a file', `data:\n  path: ${join(STATE_FILE, 'data.db')}\n`, 'data.path'],
+    ['a decision_log.path that is a directory', `decision_log:\n  path: ${STATE_DIR}\n`, 'decision_log.path'],
+    ['a bundles.store that is a file', `bundles:\n  store: ${STATE_FILE}\n`, 'bundles.store'],
     ['a pull source whose token_env names a variable that is not set', 'bundles:\n  sources:\n    - {name: pc, url: https://bundles.example.com/pc.tar.gz, credentials: {bearer: {token_env: ARBITER_TEST_NEVER_SET_PULL_TOKEN}}}\n', 'bundles.sources.0.credentials.bearer.token_env'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
     const file = join(dir, `check-${path}.yaml`);

@@ -11,18 +11,21 @@ import { checkSeed, readSeedFile, seedsUnderRoots } from '../data/seed.ts';
 import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { rootsAtStart } from '../policy/start-roots.ts';
 import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
+import { checkStatePath, statePaths } from '../state-lock.ts';
 import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 
 const HELP = `Usage: arbiter config check <file> [--json]
 
 Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path:
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
-keys, TLS files, the development issuer key, data seeds) as start-up reads them, and that no data seed lies under the roots of a
-bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not checked: remote key sets (not fetched), the
-roots of pulled bundles (bundles.sources: unknown until their source serves them; a note says so) and the files their
-credentials name (read at each poll; the environment variables they name are checked), decision_log.transport (its
-module is loaded, in a thread of its own, only by start-up) and the decision log's own files (its database and checkpoint key,
-which start-up checks against each other). Exit codes: 0 valid (notes, if any, on stderr), 2 invalid.`;
+keys, TLS files, the development issuer key, data seeds) as start-up reads them, that each state path (data.path,
+decision_log.path, bundles.store) is a file or a directory as it must be, or can be created (under a directory), and that no
+data seed lies under the roots of a bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not
+checked: remote key sets (not fetched), the roots of pulled bundles (bundles.sources: unknown until their source serves them; a
+note says so) and the files their credentials name (read at each poll; the environment variables they name are checked),
+decision_log.transport (its module is loaded, in a thread of its own, only by start-up), whether this user may write the state
+paths (it may not be the server's), and what the decision log's files hold (its database and checkpoint key, which start-up
+checks against each other). Exit codes: 0 valid (notes, if any, on stderr), 2 invalid.`;
 
 export async function configCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -52,6 +55,7 @@ export async function configCommand(argv: string[]): Promise<number> {
     sourceCredentials(config.bundles.sources);
     bundleVerificationOptions(config.bundles.signing);
     if (config.server.tls) readTlsMaterial(config.server.tls);
+    for (const state of statePaths(config)) checkStatePath(state);
     // Read, never created here: a missing development key is generated at the first start.
     if (config.dev_issuer.enabled) readDevIssuerKey(config.dev_issuer.key_file);
     notes.push(...(await checkSeeds(config)));

@@ -33,7 +33,7 @@ import { createApp } from './app.ts';
 import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
 import { readSeedFile } from '../data/seed.ts';
-import { lockStateFiles } from '../state-lock.ts';
+import { lockStateFiles, statePaths } from '../state-lock.ts';
 import { adapterErrorResponse, answerClientError, answerConnect } from './client-errors.ts';
 import { capConnections } from './connection-cap.ts';
 import { ThrottledWarnings } from './throttled-log.ts';
@@ -94,13 +94,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   // Environment variables a source's credentials name: one unset stops start-up, naming its key.
   const pullCredentials = sourceCredentials(config.bundles.sources);
   // Before anything is opened: a second server on the same files must not touch them at all.
-  const releaseStateFiles = lockStateFiles([
-    { path: config.data.path, key: 'data.path' },
-    ...(config.decision_log.enabled ? [{ path: config.decision_log.path, key: 'decision_log.path' }] : []),
-    // Two servers on one store would overwrite each other's index, and retention in one would
-    // delete archives only the other's index names.
-    { path: config.bundles.store, key: 'bundles.store' },
-  ]);
+  const releaseStateFiles = lockStateFiles(statePaths(config));
   opened.push(releaseStateFiles);
 
   const devIssuers: TrustedIssuer[] = [];
