@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
 import { atConfigKey, ConfigError } from '../errors.ts';
+import { checkStatePath } from '../state-lock.ts';
 import { fromJwks, type TrustedIssuer } from './trusted-issuers.ts';
 
 /**
@@ -25,6 +26,9 @@ export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerK
 
 /** The key in `file`, undefined when there is none yet; a ConfigError on dev_issuer.key_file for one that cannot be used. */
 export function readDevIssuerKey(file: string): DevIssuerKey | undefined {
+  // A directory there, or a file where its directory goes: refused as start-up would meet it
+  // when generating the key (config check only reads).
+  checkStatePath({ path: file, key: 'dev_issuer.key_file', kind: 'file' });
   if (existsSync(file)) {
     // Whoever can read it mints tokens Arbiter accepts (admin ones too with admin.allow_dev_issuer).
     if ((statSync(file).mode & 0o077) !== 0) {
