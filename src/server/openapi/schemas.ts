@@ -35,7 +35,9 @@ export const readinessResponseSchema = z.strictObject({
   status: z.enum(['ready', 'not_ready']),
   bundles: z.array(z.strictObject({ name: z.string(), revision: z.string() })),
   problems: z.array(z.string()),
-  degraded: z.array(z.string()).describe('Issuers whose keys loaded before but cannot be refreshed now: their tokens deny token_keys_unavailable; the replica stays ready.'),
+  degraded: z
+    .array(z.string())
+    .describe('What fails some requests while the replica stays ready: an issuer whose keys loaded before but cannot be refreshed now (its tokens deny token_keys_unavailable), an AuthZEN tenant whose bundle is not active (its requests answer 503).'),
 });
 
 export const dataReadResponseSchema = z.strictObject({
