@@ -672,6 +672,9 @@ describe('configuration reference', () => {
     for (const key of ['server.port', 'issuers[].jwks_uri', 'gateway.api_keys[].sha256', 'engine.deadline_ms', 'bundles.sources[].url', 'data.path', 'decision_log.durability']) {
       expect(reference).toContain(`\`${key}\``);
     }
+    // Every key says what it is for (decision_log.transport.options said nothing).
+    const undescribed = reference.split('\n').filter((line) => line.startsWith('| `') && line.endsWith('|  |'));
+    expect(undescribed).toEqual([]);
   });
 
   it('says that the default mode is production under NODE_ENV=production, as in the container image', async () => {

@@ -370,7 +370,10 @@ const configShape = z.strictObject({
       transport: z
         .strictObject({
           target: nonEmpty.describe('pino transport module, e.g. pino/file or a log shipper.'),
-          options: z.record(z.string(), z.unknown()).default({}),
+          options: z
+            .record(z.string(), z.unknown())
+            .default({})
+            .describe('Passed to the transport module as they are, e.g. {destination: /var/log/arbiter/decisions.ndjson} for pino/file; a secret a shipper needs is better read from its own environment or file than written here.'),
           ready_timeout_s: z
             .number()
             .positive()
