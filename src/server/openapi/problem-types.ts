@@ -42,7 +42,7 @@ export const PROBLEM_TYPES = {
   },
   tenant_not_permitted: { status: [403], meaning: 'The gateway is bound to tenants (gateway.api_keys[].tenants, gateway.client_certificates[].tenants) and the request names another one (`detail` names the field: X-Tenant, or /context/tenant, also in `errors`), names none, or is to an endpoint that names no tenant (/v1/decide, /v1/issuance, the OPA data API). Not a decision: nothing is recorded in the decision log.' },
   rate_limited: { status: [429], meaning: 'The caller is over its request rate; Retry-After says when to retry.', headers: RETRY_AFTER },
-  overloaded: { status: [429], meaning: 'Too many decisions in flight; retry after a second.', headers: RETRY_AFTER },
+  overloaded: { status: [429], meaning: 'Too many decisions in flight (gateway.max_concurrent, or this caller\'s gateway.max_concurrent_per_caller); retry after a second.', headers: RETRY_AFTER },
   // Routing and faults (app)
   not_found: { status: [404], meaning: 'No route for this path.' },
   method_not_allowed: { status: [405], meaning: 'The path is served, but not with this method: `Allow` lists the methods it is.' },
