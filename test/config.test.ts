@@ -481,14 +481,14 @@ describe('arbiter config check', () => {
 
   it('says what is wrong with the command line before the usage (2)', async () => {
     const refused = (args: string[]) =>
-      run(process.execPath, [cli, 'config', ...args]).then(
+      run(process.execPath, [cli, 'config', ...args], { env: { ...process.env, ARBITER_CONFIG: '' } }).then(
         () => ({ code: 0, stderr: '' }),
         (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
       );
     for (const [args, said] of [
       [['chek', 'config/development.yaml'], 'unknown subcommand "chek"'],
       [[], 'a subcommand is required'],
-      [['check'], 'config check takes one file'],
+      [['check'], 'config check takes one file (or $ARBITER_CONFIG)'],
       [['check', 'a.yaml', 'b.yaml'], 'config check takes one file'],
     ] as const) {
       const result = await refused([...args]);
@@ -500,6 +500,12 @@ describe('arbiter config check', () => {
 
   it('exits 0 for a valid file', async () => {
     const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
+    expect(stdout).toContain('valid');
+  });
+
+  it('checks $ARBITER_CONFIG without a file, as serve reads it (docker run <image> config check)', async () => {
+    const { stdout } = await run(process.execPath, [cli, 'config', 'check'], { env: { ...process.env, ARBITER_CONFIG: 'config/development.yaml' } });
+    expect(stdout).toContain('config/development.yaml');
     expect(stdout).toContain('valid');
   });
 });

@@ -14,9 +14,9 @@ import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
 import { checkStatePath, statePaths } from '../state-lock.ts';
 import { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 
-const HELP = `Usage: arbiter config check <file> [--json]
+const HELP = `Usage: arbiter config check [<file>] [--json]
 
-Validates a configuration file (with ARBITER_* overrides applied) and prints every problem with its key path:
+Validates a configuration file (default: $ARBITER_CONFIG, as serve reads it; with ARBITER_* overrides applied) and prints every problem with its key path:
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
 keys, TLS files, the development issuer key, data seeds) as start-up reads them, that each state path (data.path,
 decision_log.path, bundles.store) is a file or a directory as it must be, or can be created (under a directory), and that no
@@ -42,8 +42,10 @@ export async function configCommand(argv: string[]): Promise<number> {
   if (subcommand !== 'check') {
     throw new ArbiterError('usage', `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}`}\n\n${HELP}`);
   }
-  if (positionals.length !== 2) throw new ArbiterError('usage', `config check takes one file, got ${positionals.length - 1}\n\n${HELP}`);
-  const file = positionals[1]!;
+  const file = positionals[1] ?? (process.env.ARBITER_CONFIG || undefined);
+  if (positionals.length > 2 || file === undefined) {
+    throw new ArbiterError('usage', `config check takes one file (or $ARBITER_CONFIG), got ${positionals.length - 1}\n\n${HELP}`);
+  }
   // What could not be checked: said, not guessed; not a problem (the exit code stays 0).
   const notes: Note[] = unreadVariables();
   try {
