@@ -723,6 +723,29 @@ describe('pull mode', () => {
     }
   });
 
+  it('says at start-up which configured bundle nothing serves: neither stored, in bundles.dir, nor pulled (a typo)', async () => {
+    const { logger, lines } = capturingLogger();
+    const source = await serveBundles('/pulled.tar.gz', (_req, res) => void res.writeHead(503).end());
+    const arbiter = await startTestArbiter(
+      {
+        bundles: { default: 'simpel', sources: [{ name: 'pulled', url: source.url, poll_interval_s: 60, timeout_ms: 2000 }] },
+        authzen: { default_bundle: 'pulled', tenants: { acme: 'echo', globex: 'ehco' } },
+      },
+      { logger },
+    );
+    try {
+      const said = lines.filter((line) => line.msg?.startsWith('configured bundle not served'));
+      expect(said.map((line) => [line.key, line.bundle])).toEqual([
+        ['bundles.default', 'simpel'],
+        ['authzen.tenants.globex', 'ehco'],
+      ]);
+      expect(said[0]).toMatchObject({ level: 50 });
+    } finally {
+      await arbiter.close();
+      await source.close();
+    }
+  });
+
   it('is not ready without the AuthZEN default bundle, and reports a tenant bundle missing as degraded', async () => {
     const served = build(writeBundleSource(dir, 'az'), join(dir, 'az.tar.gz'), 'a1');
     let up = false;

@@ -126,11 +126,13 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   }
 
   const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
-  await bundleLifecycle.restore(config.bundles.dir, new Set(config.bundles.sources.map((source) => source.name))).catch((error: unknown) => {
+  const pulled = new Set(config.bundles.sources.map((source) => source.name));
+  await bundleLifecycle.restore(config.bundles.dir, pulled).catch((error: unknown) => {
     // The store directory itself cannot be listed (a file in its place, no permission): the key to fix.
     if (error instanceof ArbiterError && error.code === 'bundle_store_unreadable') throw new ConfigError([{ path: 'bundles.store', message: error.message }]);
     throw error;
   });
+  reportUnservedBundles(config, (name) => bundles.get(name) !== undefined || pulled.has(name), logger);
 
   const db = openDataDatabase(config.data.path);
   opened.push(() => db.close());
@@ -478,6 +480,26 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
     protectedBundles: new Set([config.bundles.default, ...(config.authzen.default_bundle ? [config.authzen.default_bundle] : []), ...Object.values(config.authzen.tenants)]),
     maxRevisions: config.bundles.retention.max_revisions,
   });
+}
+
+/**
+ * Names each bundle the configuration routes decisions to that nothing serves after restore:
+ * not stored, not in bundles.dir, not pulled. A typo otherwise showed only as a /readyz 503 (or
+ * an AuthZEN tenant's 503s) that never clears. Not fatal: a push can still provide it.
+ */
+function reportUnservedBundles(config: Config, served: (name: string) => boolean, logger: Logger): void {
+  const routed: [key: string, bundle: string | undefined][] = [
+    ['bundles.default', config.bundles.default],
+    ['authzen.default_bundle', config.authzen.default_bundle],
+    ...Object.entries(config.authzen.tenants).map(([tenant, bundle]): [string, string] => [`authzen.tenants.${tenant}`, bundle]),
+  ];
+  for (const [key, bundle] of routed) {
+    if (bundle === undefined || served(bundle)) continue;
+    logger.error(
+      { key, bundle, dir: config.bundles.dir, store: config.bundles.store },
+      `configured bundle not served: ${key} names ${bundle}, which is neither stored, in bundles.dir, nor pulled (bundles.sources); its decisions answer 503 until a revision is pushed`,
+    );
+  }
 }
 
 /**
