@@ -260,6 +260,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     // with the check, which may run until engine.load_deadline_ms, and the server would go on
     // listening meanwhile, past the grace period of whatever stops it.
     const pulling = Promise.all(pullers.map((puller) => puller.stop()));
+    // Awaited only after the drain: handled now, so a rejection meanwhile is not an unhandled one.
+    pulling.catch(() => undefined);
     await closeInOrder([
       async () => {
         const { forced } = await drainServer(server as Server, deadlineMs);
