@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -259,6 +260,8 @@ interface JsonOperation {
   limit: number;
   /** The status for a body that is not JSON (AuthZEN answers 400). */
   mediaStatus?: number;
+  /** The operation reads `Content-Encoding: gzip` bodies (the OPA data API, as OPA does). */
+  gzip?: boolean;
 }
 
 /**
@@ -281,7 +284,14 @@ function bodyVariants(op: JsonOperation): (Refusal | Accepted)[] {
     { ...base, label: 'no content type', headers: headers(undefined), body: valid, status: media, code: 'unsupported_media_type' },
     { ...base, label: 'text/plain', headers: headers('text/plain'), body: valid, status: media, code: 'unsupported_media_type' },
     { ...base, label: 'form', headers: headers('application/x-www-form-urlencoded'), body: 'a=b', status: media, code: 'unsupported_media_type' },
-    { ...base, label: 'gzip encoded', headers: headers('application/json', { 'content-encoding': 'gzip' }), body: valid, status: media, code: 'unsupported_media_type' },
+    ...(op.gzip
+      ? [
+          { ...base, label: 'gzip encoded', headers: headers('application/json', { 'content-encoding': 'gzip' }), body: new Uint8Array(gzipSync(valid)), status: op.ok },
+          { ...base, label: 'labelled gzip, not gzip', headers: headers('application/json', { 'content-encoding': 'gzip' }), body: valid, status: 400, code: 'malformed_json' },
+          { ...base, label: 'gzip inflating past the limit', headers: headers('application/json', { 'content-encoding': 'gzip' }), body: new Uint8Array(gzipSync(`${' '.repeat(op.limit + 1 - Buffer.byteLength(valid))}${valid}`)), status: 413, code: 'body_too_large' },
+          { ...base, label: 'brotli encoded', headers: headers('application/json', { 'content-encoding': 'br' }), body: valid, status: media, code: 'unsupported_media_type' },
+        ]
+      : [{ ...base, label: 'gzip encoded', headers: headers('application/json', { 'content-encoding': 'gzip' }), body: valid, status: media, code: 'unsupported_media_type' }]),
     { ...base, label: 'empty body', headers: headers('application/json'), body: '', status: 400, code: 'malformed_json' },
     { ...base, label: 'no body', headers: headers('application/json'), status: 400, code: 'malformed_json' },
     { ...base, label: 'not JSON', headers: headers('application/json'), body: 'not json', status: 400, code: 'malformed_json' },
@@ -743,7 +753,7 @@ describe('every documented operation answers as documented', () => {
 
   it('POST /v1/data/{bundle}/{rule} (OPA data API)', async () => {
     const path = '/v1/data/echo/decision';
-    const op: JsonOperation = { operation: 'POST /v1/data/{bundle}/{rule}', path, body: { input: { user: 'alice' } }, headers: gatewayJson(), ok: 200, limit: BODY_LIMIT };
+    const op: JsonOperation = { operation: 'POST /v1/data/{bundle}/{rule}', path, body: { input: { user: 'alice' } }, headers: gatewayJson(), ok: 200, limit: BODY_LIMIT, gzip: true };
     const post = (label: string, to: string, body: string, status: number | number[], extra: Partial<Refusal> = {}): Refusal => ({ label, method: 'POST', path: to, headers: gatewayJson(), body, status, ...extra });
     const found = await check(op.operation, [
       ...bodyVariants(op),

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opaPath } from '../src/toolchain/opa.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
 
@@ -132,6 +133,45 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.body!.code).toBe('invalid_request');
     }
+  });
+});
+
+describe('POST /v1/data/{bundle}/{rule} with a gzip body (Content-Encoding: gzip), as OPA accepts', () => {
+  const url = () => `${enabled.url}/v1/data/simple/decision`;
+  const send = (body: Uint8Array | string, encoding = 'gzip') =>
+    fetch(url(), { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': encoding }, body: typeof body === 'string' ? body : new Uint8Array(body) });
+
+  it('answers it as the same body uncompressed', async () => {
+    const plain = await postJson(url(), { input: allowedInput });
+    for (const encoding of ['gzip', 'GZIP', 'x-gzip']) {
+      const res = await send(gzipSync(JSON.stringify({ input: allowedInput })), encoding);
+      expect(res.status, encoding).toBe(200);
+      const body = (await res.json()) as Record<string, unknown>;
+      expect(body.result, encoding).toEqual(plain.body!.result);
+      expect(enabled.decisionLog!.get(body.decision_id as string)?.input, encoding).toEqual(allowedInput);
+    }
+  });
+
+  it('holds the decompressed body to the body limit: a small gzip that inflates past it is 413', async () => {
+    // 64 KiB of input in a few hundred bytes of gzip.
+    const res = await send(gzipSync(JSON.stringify({ input: { pad: 'a'.repeat(64 * 1024) } })));
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as Record<string, unknown>).code).toBe('body_too_large');
+  });
+
+  it('answers a body that is not gzip with a 400 problem, and still refuses other codings', async () => {
+    const corrupt = await send(JSON.stringify({ input: allowedInput }));
+    expect(corrupt.status).toBe(400);
+    expect(corrupt.headers.get('content-type')).toBe('application/problem+json');
+    expect(((await corrupt.json()) as Record<string, unknown>).code).toBe('malformed_json');
+    const brotli = await send(JSON.stringify({ input: allowedInput }), 'br');
+    expect(brotli.status).toBe(415);
+    expect(brotli.headers.get('accept-encoding')).toBe('gzip, identity');
+  });
+
+  it('is not accepted by the decision endpoints, which read bodies as sent', async () => {
+    const res = await fetch(`${enabled.url}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: new Uint8Array(gzipSync(JSON.stringify({ action: 'read' }))) });
+    expect(res.status).toBe(415);
   });
 });
 

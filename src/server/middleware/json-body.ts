@@ -1,5 +1,7 @@
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
+import { gunzip } from 'node:zlib';
+import { promisify } from 'node:util';
 import type { z } from 'zod';
 import { fieldErrorMembers, problem, type FieldError } from '../problem.ts';
 import { listReasons } from '../../errors.ts';
@@ -27,7 +29,14 @@ export interface JsonBodyOptions {
   maxDepth?: number;
   /** Status for a body that is not JSON: 415 by default; AuthZEN answers every malformed request with 400. */
   unsupportedMediaTypeStatus?: 400 | 415;
+  /**
+   * Accepts `Content-Encoding: gzip` (OPA's data API does, and OPA clients send it): the
+   * decompressed body is held to `limitBytes` as well, so a small archive cannot inflate past it.
+   */
+  gzip?: boolean;
 }
+
+const gunzipAsync = promisify(gunzip);
 
 /**
  * Reads a JSON request body within a size limit and validates it with a zod schema.
@@ -45,14 +54,24 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
         detail: `send the body as application/json (got ${mediaType ? JSON.stringify(mediaType) : 'no Content-Type'})`,
       });
     }
-    const encoded = contentEncodingProblem(c, options.unsupportedMediaTypeStatus ?? 415);
+    const encoded = contentEncodingProblem(c, options.unsupportedMediaTypeStatus ?? 415, options.gzip ? GZIP_CODINGS : NO_CODINGS);
     if (encoded !== undefined) return encoded;
-    const bytes = await readLimited(c, options.limitBytes);
+    let bytes = await readLimited(c, options.limitBytes);
+    if (bytes !== undefined && options.gzip && isGzip(c)) {
+      try {
+        bytes = await gunzipAsync(bytes, { maxOutputLength: options.limitBytes });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') {
+          return problem(c, 400, { code: 'malformed_json', title: 'Malformed JSON', detail: `the body is not valid gzip (Content-Encoding: gzip): ${(error as Error).message}` });
+        }
+        bytes = undefined;
+      }
+    }
     if (bytes === undefined) {
       return problem(c, 413, {
         code: 'body_too_large',
         title: 'Request body too large',
-        detail: `the body exceeds ${options.limitBytes} bytes`,
+        detail: `the body exceeds ${options.limitBytes} bytes${options.gzip && isGzip(c) ? ' (decompressed)' : ''}`,
       });
     }
     let parsed: unknown;
@@ -174,18 +193,32 @@ async function readLimited(c: Context, limit: number): Promise<Uint8Array | unde
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
+/** The spellings of gzip a Content-Encoding may use (RFC 9110 8.4.1.3: x-gzip is an alias). */
+const GZIP_CODINGS: readonly string[] = ['gzip', 'x-gzip'];
+const NO_CODINGS: readonly string[] = [];
+
+function isGzip(c: Context): boolean {
+  return GZIP_CODINGS.includes((c.req.header('content-encoding') ?? '').trim().toLowerCase());
+}
+
 /**
- * Bodies are read as sent: a compressed one would read as malformed (JSON, or a bundle archive
- * gzipped twice), and one labelled compressed that is not would be taken for what its label
- * denies (RFC 9110 15.5.16). Any Content-Encoding but identity is refused, saying so.
+ * Bodies are read as sent unless the route decompresses a coding (`accepted`): a compressed one
+ * would read as malformed (JSON, or a bundle archive gzipped twice), and one labelled compressed
+ * that is not would be taken for what its label denies (RFC 9110 15.5.16). Any other
+ * Content-Encoding but identity is refused, saying so.
  */
-export function contentEncodingProblem(c: Context, status: 400 | 415): Response | undefined {
+export function contentEncodingProblem(c: Context, status: 400 | 415, accepted: readonly string[] = NO_CODINGS): Response | undefined {
   const encoding = (c.req.header('content-encoding') ?? '').trim();
-  if (encoding === '' || encoding.toLowerCase() === 'identity') return undefined;
+  const coding = encoding.toLowerCase();
+  if (encoding === '' || coding === 'identity' || accepted.includes(coding)) return undefined;
   return problem(
     c,
     status,
-    { code: 'unsupported_media_type', title: 'Unsupported media type', detail: `send the body uncompressed (got Content-Encoding ${JSON.stringify(encoding)})` },
-    { 'Accept-Encoding': 'identity' },
+    {
+      code: 'unsupported_media_type',
+      title: 'Unsupported media type',
+      detail: `send the body ${accepted.length > 0 ? 'gzipped or ' : ''}uncompressed (got Content-Encoding ${JSON.stringify(encoding)})`,
+    },
+    { 'Accept-Encoding': accepted.length > 0 ? 'gzip, identity' : 'identity' },
   );
 }

@@ -439,6 +439,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
             description: 'Nothing in `input` is verified: only a trusted caller may reach this route.',
             tags: ['opa-compat'],
             params: { bundle: 'Bundle name', rule: 'Entrypoint path below the bundle, e.g. `decision` or `a/b`' },
+            headers: { 'Content-Encoding': '`gzip` (or `x-gzip`) for a gzipped body, as OPA accepts: server.body_limit_bytes holds for it decompressed too (413). Another coding is 415.' },
             body: opaDataRequestSchema,
             responses: { 200: { description: 'The entrypoint value, as OPA answers', schema: opaDataResponseSchema } },
             problems: [...GATEWAY, 'query_parameter_unsupported', ...BODY, 'entrypoint_not_found', ...EVALUATION_FAILURE_CODES, 'audit_unavailable'],

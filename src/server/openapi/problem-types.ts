@@ -17,11 +17,11 @@ export const PROBLEM_TYPES = {
   // Request shape (json-body middleware)
   unsupported_media_type: {
     status: [415, 400],
-    meaning: 'The body is not application/json, or is sent with a Content-Encoding other than identity (400 on AuthZEN endpoints, which answer every malformed request with 400).',
-    headers: { 'Accept-Encoding': '`identity`, when the refusal is of a Content-Encoding: send the body uncompressed.' },
+    meaning: 'The body is not application/json, or is sent with a Content-Encoding other than identity (the OPA data API also reads gzip, as OPA does; 400 on AuthZEN endpoints, which answer every malformed request with 400).',
+    headers: { 'Accept-Encoding': '`identity` (`gzip, identity` on the OPA data API), when the refusal is of a Content-Encoding: send the body uncompressed.' },
   },
   body_too_large: { status: [413], meaning: 'The body exceeds the configured size limit.' },
-  malformed_json: { status: [400], meaning: 'The body is empty or not valid UTF-8 JSON.' },
+  malformed_json: { status: [400], meaning: 'The body is empty or not valid UTF-8 JSON (on the OPA data API, also a body sent as `Content-Encoding: gzip` that does not decompress).' },
   request_incomplete: { status: [400], meaning: 'The connection closed before the whole request arrived (logged, not answered: the client is gone).' },
   // Refused by the HTTP parser before any route runs (any path)
   malformed_request: { status: [400], meaning: 'The request is not valid HTTP, e.g. a raw non-ASCII byte or a backslash in its target, the asterisk form, or a Host header that is not a host.' },

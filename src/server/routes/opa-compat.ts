@@ -40,12 +40,13 @@ const refuseStrictBuiltinErrors: MiddlewareHandler = async (c, next) => {
  * supplies the subject's claims, so the route is off unless `opa_compat.enabled` and belongs behind
  * a trusted caller. Stricter than OPA: the body must be JSON (any media type `application/*json`)
  * holding an object `input` and nothing else, since the input is what the decision log records.
+ * As in OPA, it may be sent gzipped (`Content-Encoding: gzip`), within the same limit decompressed.
  */
 export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: number) {
   return new Hono<{ Variables: RequestIdVariables & GatewayVariables }>().post(
     OPA_DATA_ROUTE,
     refuseStrictBuiltinErrors,
-    jsonBody(opaDataRequestSchema, { limitBytes: bodyLimitBytes }),
+    jsonBody(opaDataRequestSchema, { limitBytes: bodyLimitBytes, gzip: true }),
     async (c) => {
       const bundle = c.req.param('bundle');
       const rule = c.req.param('rule');
