@@ -38,6 +38,21 @@ describe('gateway API keys', () => {
     expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
   });
 
+  it('takes the key as a bearer token too, as OPA clients and AuthZEN PEPs send a static token (Authorization: Bearer)', async () => {
+    arbiter = await startTestArbiter({
+      opa_compat: { enabled: true },
+      authzen: { default_bundle: 'todo' },
+      gateway: { authentication: 'api_key', api_keys: [{ id: 'pep', sha256: sha256('s3cret-gateway-key') }] },
+    });
+    const evaluation = { subject: { type: 'user', id: 'u' }, action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } };
+    for (const [path, request] of [['/v1/decide', body], ['/access/v1/evaluation', evaluation], ['/v1/data/echo/decision', { input: {} }]] as const) {
+      for (const authorization of ['Bearer s3cret-gateway-key', 'bearer s3cret-gateway-key']) {
+        expect((await postJson(`${arbiter.url}${path}`, request, { authorization })).status, `${path} ${authorization}`).toBe(200);
+      }
+      expect((await postJson(`${arbiter.url}${path}`, request, { authorization: 'Bearer guess' })).body, path).toMatchObject({ code: 'gateway_unauthenticated' });
+    }
+  });
+
   it('the OpenAPI document says how decision endpoints authenticate the gateway, and it works as said', async () => {
     arbiter = await startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [{ id: 'kong-eu', sha256: sha256('s3cret-gateway-key') }] } });
     const spec = (await (await fetch(`${arbiter.url}/openapi.json`)).json()) as Record<string, any>;
@@ -83,8 +98,8 @@ describe('gateway authentication failures', () => {
 
     expect((await postJson(url, body, { 'x-request-id': 'probe-missing' })).status).toBe(401);
     expect((await postJson(url, body, { 'x-api-key': 'guessed-key-1', 'x-request-id': 'probe-guess' })).status).toBe(401);
-    // Another scheme in Authorization presents no API key.
-    expect((await postJson(url, body, { authorization: 'Bearer guessed-key-2' })).status).toBe(401);
+    // Another scheme in Authorization (neither ApiKey nor Bearer) presents no API key.
+    expect((await postJson(url, body, { authorization: 'Basic Z3Vlc3NlZDprZXk=' })).status).toBe(401);
     expect((await postJson(url, body, { authorization: 'ApiKey s3cret-gateway-key' })).status).toBe(200);
 
     const samples = samplesOf(await (await fetch(`${arbiter.url}/metrics`)).text());

@@ -8,7 +8,7 @@ const HELP = `Usage: arbiter gateway-key --id <caller-id> [--tenant <name>]... [
 
 Generates a random API key for a gateway and prints it with the gateway.api_keys entry to
 put in the configuration. Arbiter stores only the SHA-256 of the key; give the key itself
-to the gateway (Authorization: ApiKey <key>, or X-API-Key).
+to the gateway (Authorization: ApiKey <key> or Bearer <key>, or X-API-Key).
 
   --tenant <name>   bind the key to this tenant (repeat for several): it may then ask only
                     AuthZEN requests naming one of them (gateway.api_keys[].tenants; each

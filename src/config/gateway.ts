@@ -22,7 +22,7 @@ export const gatewaySchema = z
     authentication: z
       .enum(['none', 'api_key', 'mtls'])
       .default('none')
-      .describe('none (loopback only), api_key (Authorization: ApiKey <key> or X-API-Key) or mtls (server.tls with client certificates).'),
+      .describe('none (loopback only), api_key (Authorization: ApiKey <key> or Bearer <key>, or X-API-Key) or mtls (server.tls with client certificates).'),
     api_keys: z
       .array(
         z.strictObject({

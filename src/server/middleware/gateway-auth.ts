@@ -72,7 +72,7 @@ export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): Middl
       return next();
     }
     const presented = apiKeyOf(c.req.header('authorization'), c.req.header('x-api-key'));
-    if (presented === undefined) return refuse(c, 'missing_credentials', 'send the gateway API key as `Authorization: ApiKey <key>` or `X-API-Key`');
+    if (presented === undefined) return refuse(c, 'missing_credentials', 'send the gateway API key as `Authorization: ApiKey <key>` (or `Bearer <key>`) or `X-API-Key`');
     const hash = createHash('sha256').update(presented).digest();
     // Compare against every key so timing does not tell which one nearly matched.
     let caller: (typeof keys)[number] | undefined;
@@ -86,7 +86,9 @@ export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): Middl
 
 function apiKeyOf(authorization: string | undefined, header: string | undefined): string | undefined {
   if (header) return header.trim();
-  const match = authorization ? /^ApiKey\s+(\S+)\s*$/i.exec(authorization) : null;
+  // `Bearer` as well: OPA clients (OPA's token authentication) and AuthZEN PEPs (the spec's
+  // examples) send a static PEP credential so, and could not be pointed at Arbiter otherwise.
+  const match = authorization ? /^(?:ApiKey|Bearer)\s+(\S+)\s*$/i.exec(authorization) : null;
   return match?.[1];
 }
 

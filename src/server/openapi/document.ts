@@ -91,7 +91,7 @@ const GATEWAY_SCHEMES: Record<RouteCatalogue['gatewayAuthentication'], { name: s
   none: undefined,
   api_key: {
     name: 'gatewayApiKey',
-    scheme: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'A gateway API key (gateway.api_keys); `Authorization: ApiKey <key>` works too. Without a known key: 401 gateway_unauthenticated.' },
+    scheme: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'A gateway API key (gateway.api_keys); `Authorization: ApiKey <key>` and `Authorization: Bearer <key>` work too. Without a known key: 401 gateway_unauthenticated.' },
   },
   mtls: {
     name: 'gatewayMutualTls',
