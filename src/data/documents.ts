@@ -57,6 +57,11 @@ export const DEFAULT_LIVE_DATA_LIMITS: LiveDataLimits = { maxDepth: 32, maxTotal
 export interface LiveDataOptions {
   /** The active bundle that owns the path (see `ownedByRoots`), if any; writes there fail with `data_path_owned_by_bundle`, naming it. */
   ownerOf?: (path: DataPath) => string | undefined;
+  /**
+   * The bundle being pushed, pulled or activated whose roots cover the path, if any: writes
+   * there fail with `data_path_owned_by_bundle` too, as they will once it is active.
+   */
+  claimantOf?: (path: DataPath) => string | undefined;
   limits?: Partial<LiveDataLimits>;
   /** Epoch milliseconds; injectable so staleness can be tested without waiting. */
   now?: () => number;
@@ -115,6 +120,7 @@ interface StoredDocument {
 export class LiveData {
   readonly #db: DatabaseSync;
   readonly #ownerOf: (path: DataPath) => string | undefined;
+  readonly #claimantOf: (path: DataPath) => string | undefined;
   readonly #limits: LiveDataLimits;
   readonly #defaultMaxAgeS: number | undefined;
   readonly #now: () => number;
@@ -130,6 +136,7 @@ export class LiveData {
   constructor(db: DatabaseSync, options: LiveDataOptions = {}) {
     this.#db = db;
     this.#ownerOf = options.ownerOf ?? (() => undefined);
+    this.#claimantOf = options.claimantOf ?? (() => undefined);
     this.#limits = parseLimits(options.limits);
     this.#defaultMaxAgeS = options.defaultMaxAgeS;
     this.#now = options.now ?? Date.now;
@@ -231,6 +238,10 @@ export class LiveData {
     const owner = this.#ownerOf(path);
     if (owner !== undefined) {
       throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} belongs to active bundle ${owner} (inside or above one of its roots) and is read-only`);
+    }
+    const claimant = this.#claimantOf(path);
+    if (claimant !== undefined) {
+      throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} is inside or above the roots of bundle ${claimant}, which is being activated, and is read-only: retry once its push or activation has answered`);
     }
     return [name, rest];
   }

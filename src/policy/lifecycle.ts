@@ -47,7 +47,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import type { Logger } from 'pino';
-import { ownedByRoots } from '../data/data-path.ts';
+import { ownedByRoots, type DataPath } from '../data/data-path.ts';
 import { ArbiterError, atConfigKey, BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
 import { loadBundle, type PolicyBundle } from './bundle.ts';
@@ -134,6 +134,12 @@ export class BundleLifecycle {
   #queue: Promise<unknown> = Promise.resolve();
   /** The live data documents written now (see protectLiveData); none until then. */
   #liveDocuments: () => readonly string[] = () => [];
+  /**
+   * The candidate whose roots passed the live data check, until its change settles: the check
+   * runs before the module check and smoke evaluation, and a document written in between would
+   * be frozen as one written before (see claimantOf).
+   */
+  #claim: { name: string; owned: (path: DataPath) => boolean } | undefined;
 
   constructor(options: BundleLifecycleOptions) {
     this.#options = options;
@@ -154,15 +160,27 @@ export class BundleLifecycle {
    * (data_path_owned_by_bundle) and decisions reading the bundle's copy, a removed grant
    * still granting. The document must be deleted first if the bundle is to own it.
    */
-  #checkLiveDataRoots(roots: readonly string[]): void {
+  #checkLiveDataRoots(name: string, roots: readonly string[]): void {
     const owned = ownedByRoots(roots);
-    const document = this.#liveDocuments().find((name) => owned([name]));
+    const document = this.#liveDocuments().find((doc) => owned([doc]));
     if (document !== undefined) {
       throw new BundleRejectedError(
         'bundle_roots_overlap',
         `roots ${JSON.stringify(roots)} cover the live data document ${document} (/v1/data/${document}): the bundle would freeze it, refusing the feed's writes while decisions read the bundle's copy. Delete the document first if the bundle is to own it`,
       );
     }
+    this.#claim = { name, owned };
+  }
+
+  /**
+   * The bundle being pushed, pulled or activated whose roots cover `path` (inside or above one),
+   * if any: live data there is read-only until the change settles, as it will be under the
+   * bundle once active. Otherwise a feed's write landing while the candidate is checked would
+   * pass both checks and be frozen by the bundle, its later writes refused.
+   */
+  claimantOf(path: DataPath): string | undefined {
+    const claim = this.#claim;
+    return claim?.owned(path) ? claim.name : undefined;
   }
 
   /** Validates, stores and activates an archive. Throws BundleRejectedError (the active revision keeps serving). */
@@ -193,7 +211,7 @@ export class BundleLifecycle {
             throw new BundleRejectedError('bundle_revision_conflict', `revision ${JSON.stringify(revision)} of bundle ${name} is served from bundles.dir with another digest: give the new build a new revision`);
           }
           checkReplay(index, revision, digest, signature);
-          this.#checkLiveDataRoots(roots);
+          this.#checkLiveDataRoots(name, roots);
         },
       });
       await this.#releasedOnFailure(bundle, async () => {
@@ -263,7 +281,7 @@ export class BundleLifecycle {
       const entry = this.#storedRevision(index, name, revision);
       if (this.#options.registry.get(name)?.digest !== entry.digest) {
         const archive = await this.#options.store.readArchive(name, entry.digest);
-        const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false, beforeLoad: ({ roots }) => this.#checkLiveDataRoots(roots) });
+        const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false, beforeLoad: ({ roots }) => this.#checkLiveDataRoots(name, roots) });
         await this.#releasedOnFailure(bundle, () => this.#commit(index, bundle, actor, new Date().toISOString()));
       }
       return this.#status(name);
@@ -412,7 +430,8 @@ export class BundleLifecycle {
   }
 
   #serialized<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(task, task);
+    // A claim lasts as long as the change that made it: changes run one at a time.
+    const run = this.#queue.then(task, task).finally(() => (this.#claim = undefined));
     this.#queue = run.catch(() => undefined);
     return run;
   }

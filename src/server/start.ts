@@ -138,6 +138,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   opened.push(() => db.close());
   const liveData = new LiveData(db, {
     ownerOf: (path) => bundles.ownerOf(path)?.name,
+    claimantOf: (path) => bundleLifecycle.claimantOf(path),
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
     defaultMaxAgeS: config.data.default_max_age_s,
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
