@@ -200,6 +200,31 @@ describe('evaluation pool (worker threads)', () => {
     expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 5, resultSet: [{ result: { reasons: [{ pair: { a: 5 } }] } }] });
   });
 
+  it('denies policy_resource_limit, not the version before, while live data is too large to hand to the workers', async () => {
+    // Live data within data.max_size_bytes (unbounded) can still be past the longest string V8
+    // builds (about 512 MiB): JSON.stringify then throws a RangeError, simulated here, since
+    // building such a string in a test would take gigabytes. The write was acknowledged already.
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const echo = await bundle('echo');
+    pool.setLiveData({ pair: { grant: true } }, 2);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 2, resultSet: [{ result: { reasons: [{ pair: { grant: true } }] } }] });
+    const stringify = vi.spyOn(JSON, 'stringify').mockImplementationOnce(() => {
+      throw new RangeError('Invalid string length');
+    });
+    try {
+      pool.setLiveData({ pair: { grant: false } }, 3);
+    } catch {
+      // As live data's listener does: the write is committed and answered whatever a listener throws.
+    } finally {
+      stringify.mockRestore();
+    }
+    // Not version 2, where the grant still stands: that answer would outlive its removal.
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: false, code: 'policy_resource_limit', dataVersion: 3 });
+    pool.setLiveData({ pair: { grant: false } }, 4);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 4, resultSet: [{ result: { reasons: [{ pair: { grant: false } }] } }] });
+  });
+
   it('answers every evaluation when more than a worker takes at once are denied on the spot', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 64, logger: pino({ level: 'silent' }) });
     evaluator = pool;

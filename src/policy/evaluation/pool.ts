@@ -105,6 +105,12 @@ export class EvaluationPool implements PolicyEvaluator {
   readonly #hung = new Map<string, ModuleFailure>();
   #nextId = 1;
   #data = { json: '{}', version: 0 };
+  /**
+   * Why the current live data version could not be sent to the workers (too large to serialize):
+   * they hold the version before, on which no evaluation may answer (a grant removed since would
+   * still allow), so every evaluation denies with this until a version that can be sent arrives.
+   */
+  #dataFailure: ModuleFailure | undefined;
   #closed = false;
 
   constructor(options: EvaluationPoolOptions) {
@@ -135,7 +141,18 @@ export class EvaluationPool implements PolicyEvaluator {
   }
 
   setLiveData(data: Record<string, unknown>, version: number): void {
-    this.#data = { json: JSON.stringify(data), version };
+    let json: string;
+    try {
+      json = JSON.stringify(data);
+    } catch (error) {
+      // data.max_size_bytes is unbounded; V8's longest string (about 512 MiB) is not.
+      this.#data = { json: '{}', version };
+      this.#dataFailure = { code: 'policy_resource_limit', message: `live data version ${version} cannot be given to the evaluation workers: ${(error as Error).message}` };
+      this.#options.logger.error({ data_version: version, err: error }, 'live data could not be serialized for the evaluation workers; evaluations deny until the next data version');
+      return;
+    }
+    this.#data = { json, version };
+    this.#dataFailure = undefined;
     // As for modules that failed to load: other data may load, so they get another chance.
     this.#hung.clear();
     for (const slot of this.#slots) {
@@ -238,6 +255,10 @@ export class EvaluationPool implements PolicyEvaluator {
   }
 
   #assign(slot: Slot, job: Job): void {
+    if (this.#dataFailure) {
+      this.#settle(job, this.#failure(this.#dataFailure.code, this.#dataFailure.message));
+      return;
+    }
     const { digest } = job.bundle;
     const hung = this.#hung.get(digest);
     if (hung) {
