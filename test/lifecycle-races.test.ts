@@ -6,6 +6,7 @@ import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { stopWorkersAtNextCheck } from './support/worker-crash.ts';
 
 /**
  * Bundle changes racing live data writes, made deterministic by holding the evaluation worker's
@@ -79,11 +80,28 @@ it('never lets a push own a live document written while the push was being check
     expect(write).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
     expect(write.body!.detail).toContain('bundle gate');
     expect(pushed.status).toBe(201);
-    // Written elsewhere meanwhile, and here once the bundle is gone: the claim ended with the push.
+    // Written elsewhere, and here once the bundle is gone: the claim ended with the push.
     expect((await admin('PUT', '/v1/data/other', { a: 1 })).status).toBe(200);
     expect((await admin('DELETE', '/v1/bundles/gate')).status).toBe(204);
     expect((await admin('PUT', '/v1/data/acl', { users: { alice: true } })).status).toBe(200);
   } finally {
     hold.dispose();
   }
+}, 60_000);
+
+it('lets live data be written under the roots again once a push is refused', async () => {
+  const crash = stopWorkersAtNextCheck();
+  const admin = (method: string, path: string, body?: Uint8Array | object) => adminCall(arbiter!.url, adminToken, method, path, body);
+  try {
+    arbiter = await startTestArbiter({
+      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+      engine: { workers: 1 },
+    });
+    crash.arm();
+    // The worker checking the module stops twice: the push is answered 503, nothing changed.
+    expect(await admin('PUT', '/v1/bundles/gate', archive)).toMatchObject({ status: 503, body: { check: 'wasm_check_interrupted' } });
+  } finally {
+    crash.dispose();
+  }
+  expect((await admin('PUT', '/v1/data/acl', { users: { alice: true } })).status).toBe(200);
 }, 60_000);
