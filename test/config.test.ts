@@ -212,6 +212,13 @@ describe('configuration', () => {
     expect(problem!.message).toContain('max_concurrent (8)');
   });
 
+  it('refuses __proto__ as a name, which a map would otherwise drop without a word', () => {
+    const tenants = JSON.parse('{"__proto__": "todo", "acme": "todo"}') as unknown;
+    expect(issuesOf(() => parseConfig({ authzen: { tenants } }))).toEqual([{ path: 'authzen.tenants.__proto__', message: expect.stringContaining('cannot be a name') }]);
+    // In a strict object it is an unknown key, said once.
+    expect(issuesOf(() => parseConfig({ server: JSON.parse('{"__proto__": {"port": 1}}') as unknown }))).toEqual([{ path: 'server.__proto__', message: 'unknown key' }]);
+  });
+
   it('takes an IPv6 listen address without URL brackets, which Node cannot listen on', () => {
     expect(parseConfig({ server: { host: '::1' } }).server.host).toBe('::1');
     const [problem] = issuesOf(() => parseConfig({ server: { host: '[::1]' } }));

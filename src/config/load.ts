@@ -61,8 +61,22 @@ const UNKNOWN_KEY = 'unknown key';
 
 export function parseConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw);
-  if (!result.success) throw new ConfigError(describeIssues(result.error), source);
-  return result.data;
+  const reserved = reservedNames(raw);
+  if (result.success && reserved.length === 0) return result.data;
+  const issues = result.success ? [] : describeIssues(result.error);
+  // zod reports __proto__ in a strict object as an unknown key, but drops it from a map (a
+  // tenant, a signing key, a seed) without a word: that one would simply not be there.
+  for (const path of reserved) {
+    if (!issues.some((issue) => issue.path.split(', ').includes(path))) issues.push({ path, message: '"__proto__" cannot be a name here (JavaScript objects reserve it): choose another' });
+  }
+  throw new ConfigError(issues, source);
+}
+
+/** The dotted paths of every `__proto__` key the raw configuration holds (YAML and JSON make it an own key). */
+function reservedNames(value: unknown, at: readonly string[] = []): string[] {
+  if (Array.isArray(value)) return value.flatMap((item, index) => reservedNames(item, [...at, String(index)]));
+  if (typeof value !== 'object' || value === null) return [];
+  return Object.keys(value).flatMap((key) => (key === '__proto__' ? [[...at, key].join('.')] : reservedNames((value as Record<string, unknown>)[key], [...at, key])));
 }
 
 export function describeIssues(error: z.ZodError): { path: string; message: string }[] {
