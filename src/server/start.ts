@@ -480,9 +480,18 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
     verification: bundleVerificationOptions(config.bundles.signing),
     archiveLimits: archiveLimitsOf(limits),
     dataLimits: { maxDepth: limits.max_data_depth, maxBytes: limits.max_data_bytes },
-    protectedBundles: new Set([config.bundles.default, ...(config.authzen.default_bundle ? [config.authzen.default_bundle] : []), ...Object.values(config.authzen.tenants)]),
+    protectedBundles: new Set(routedBundles(config).map(([, bundle]) => bundle)),
     maxRevisions: config.bundles.retention.max_revisions,
   });
+}
+
+/** The bundles the configuration routes decisions to, by the key that names each. */
+function routedBundles(config: Config): [key: string, bundle: string][] {
+  return [
+    ['bundles.default', config.bundles.default],
+    ...(config.authzen.default_bundle === undefined ? [] : [['authzen.default_bundle', config.authzen.default_bundle] as [string, string]]),
+    ...Object.entries(config.authzen.tenants).map(([tenant, bundle]): [string, string] => [`authzen.tenants.${tenant}`, bundle]),
+  ];
 }
 
 /**
@@ -491,13 +500,8 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
  * an AuthZEN tenant's 503s) that never clears. Not fatal: a push can still provide it.
  */
 function reportUnservedBundles(config: Config, served: (name: string) => boolean, logger: Logger): void {
-  const routed: [key: string, bundle: string | undefined][] = [
-    ['bundles.default', config.bundles.default],
-    ['authzen.default_bundle', config.authzen.default_bundle],
-    ...Object.entries(config.authzen.tenants).map(([tenant, bundle]): [string, string] => [`authzen.tenants.${tenant}`, bundle]),
-  ];
-  for (const [key, bundle] of routed) {
-    if (bundle === undefined || served(bundle)) continue;
+  for (const [key, bundle] of routedBundles(config)) {
+    if (served(bundle)) continue;
     logger.error(
       { key, bundle, dir: config.bundles.dir, store: config.bundles.store },
       `configured bundle not served: ${key} names ${bundle}, which is neither stored, in bundles.dir, nor pulled (bundles.sources); its decisions answer 503 until a revision is pushed`,
