@@ -56,8 +56,9 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
     }
     const encoded = contentEncodingProblem(c, options.unsupportedMediaTypeStatus ?? 415, options.gzip ? GZIP_CODINGS : NO_CODINGS);
     if (encoded !== undefined) return encoded;
+    const gzipped = options.gzip === true && isGzip(c);
     let bytes = await readLimited(c, options.limitBytes);
-    if (bytes !== undefined && options.gzip && isGzip(c)) {
+    if (bytes !== undefined && gzipped) {
       try {
         bytes = await gunzipAsync(bytes, { maxOutputLength: options.limitBytes });
       } catch (error) {
@@ -71,7 +72,7 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
       return problem(c, 413, {
         code: 'body_too_large',
         title: 'Request body too large',
-        detail: `the body exceeds ${options.limitBytes} bytes${options.gzip && isGzip(c) ? ' (decompressed)' : ''}`,
+        detail: `the body exceeds ${options.limitBytes} bytes${gzipped ? ' (decompressed)' : ''}`,
       });
     }
     let parsed: unknown;
