@@ -173,4 +173,22 @@ describe('roots that cover a live data document', () => {
     expect((await adminCall(open.url, dataToken, 'DELETE', '/v1/data/lg_data')).status).toBeLessThan(300);
     expect(await adminCall(open.url, token, 'POST', '/v1/bundles/lg/activate', { revision: 'a' })).toMatchObject({ status: 200 });
   });
+
+  it('not for roots the active revision owns already: a feed writing beside a nested root does not block the next revision', async () => {
+    const dataToken = await admins.sign({ sub: 'feed@example', aud: 'arbiter-admin', scope: 'arbiter.data.write' });
+    const rego = 'package lh\n\n# METADATA\n# entrypoint: true\ndecision := {"allow": false, "reasons": []}\n';
+    const roots = ['lh', 'lh_shared/policy'];
+    expect(await put(open, 'lh', build(source('lh', rego, roots), join(dir, 'lh-a.tar.gz'), 'a'))).toMatchObject({ status: 201 });
+    // Beside the bundle's root, not in or above it: the feed may write it, and so creates the document lh_shared.
+    expect((await adminCall(open.url, dataToken, 'PUT', '/v1/data/lh_shared/other', { x: 1 })).status).toBe(200);
+    // The same roots freeze nothing more of it: a new revision, and a rollback, go through.
+    expect(await put(open, 'lh', build(source('lh', rego, roots), join(dir, 'lh-b.tar.gz'), 'b'))).toMatchObject({ status: 201 });
+    expect(await adminCall(open.url, token, 'POST', '/v1/bundles/lh/activate', { revision: 'a' })).toMatchObject({ status: 200 });
+    // Taking the whole document would freeze what the feed writes: still refused.
+    const wider = await put(open, 'lh', build(source('lh', rego, ['lh', 'lh_shared']), join(dir, 'lh-c.tar.gz'), 'c'));
+    expect(wider).toMatchObject({ status: 409, body: { check: 'bundle_roots_overlap' } });
+    expect(wider.body!.detail).toContain('live data document lh_shared');
+    expect((await adminCall(open.url, dataToken, 'PUT', '/v1/data/lh_shared/other', { x: 2 })).status).toBe(200);
+    expect((await decide(open, 'lh')).policy.revision).toBe('a');
+  });
 });

@@ -53,7 +53,7 @@ import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archi
 import { loadBundle, type PolicyBundle } from './bundle.ts';
 import { isBundleName } from './bundle-name.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
-import { parseManifest, rootsOverlap } from './manifest.ts';
+import { parseManifest, rootsOverlap, withinRoot } from './manifest.ts';
 import type { BundleRegistry } from './registry.ts';
 import { isSignedBundle, SIGNATURES_FILE, verifyBundleSignatures, type VerificationOptions } from './signatures.ts';
 import { MAX_PRUNED_RECORDS, sha256Hex, type BundleIndex, type BundleStore, type StoredRevision } from './store.ts';
@@ -158,10 +158,14 @@ export class BundleLifecycle {
   /**
    * A bundle owning a live document would freeze it: the feed's writes refused
    * (data_path_owned_by_bundle) and decisions reading the bundle's copy, a removed grant
-   * still granting. The document must be deleted first if the bundle is to own it.
+   * still granting. The document must be deleted first if the bundle is to own it. A root at
+   * or inside one of the active revision's own roots freezes nothing more: what it covers is
+   * read-only already, and a document a feed wrote beside a nested root (`shared/other` beside
+   * `shared/policy`) lies above it, so checking it would refuse every later revision and rollback.
    */
   #checkLiveDataRoots(name: string, roots: readonly string[]): void {
-    const owned = ownedByRoots(roots);
+    const held = this.#options.registry.get(name)?.roots ?? [];
+    const owned = ownedByRoots(roots.filter((root) => !held.some((own) => withinRoot(root === '' ? [] : root.split('/'), own))));
     const document = this.#liveDocuments().find((doc) => owned([doc]));
     if (document !== undefined) {
       throw new BundleRejectedError(
@@ -169,7 +173,7 @@ export class BundleLifecycle {
         `roots ${JSON.stringify(roots)} cover the live data document ${document} (/v1/data/${document}): the bundle would freeze it, refusing the feed's writes while decisions read the bundle's copy. Delete the document first if the bundle is to own it`,
       );
     }
-    this.#claim = { name, owned };
+    this.#claim = { name, owned: ownedByRoots(roots) };
   }
 
   /**
