@@ -191,4 +191,20 @@ describe('roots that cover a live data document', () => {
     expect((await adminCall(open.url, dataToken, 'PUT', '/v1/data/lh_shared/other', { x: 2 })).status).toBe(200);
     expect((await decide(open, 'lh')).policy.revision).toBe('a');
   });
+
+  it('can always be deleted first, also where an active bundle owns the path', async () => {
+    const dataToken = await admins.sign({ sub: 'feed@example', aud: 'arbiter-admin', scope: 'arbiter.data.write' });
+    const rego = (name: string) => `package ${name}\n\n# METADATA\n# entrypoint: true\ndecision := {"allow": false, "reasons": []}\n`;
+    expect(await put(open, 'li', build(source('li', rego('li'), ['li', 'li_shared/policy']), join(dir, 'li-a.tar.gz'), 'a'))).toMatchObject({ status: 201 });
+    expect((await adminCall(open.url, dataToken, 'PUT', '/v1/data/li_shared/other', { x: 1 })).status).toBe(200);
+    // Another bundle taking a root below the document is told to delete it first: it can.
+    const refused = await put(open, 'lj', build(source('lj', rego('lj'), ['lj', 'li_shared/x']), join(dir, 'lj-a.tar.gz'), 'a'));
+    expect(refused).toMatchObject({ status: 409, body: { check: 'bundle_roots_overlap' } });
+    expect(refused.body!.detail).toContain('Delete the document first');
+    expect((await adminCall(open.url, dataToken, 'DELETE', '/v1/data/li_shared')).status).toBe(204);
+    expect(await put(open, 'lj', build(source('lj', rego('lj'), ['lj', 'li_shared/x']), join(dir, 'lj-b.tar.gz'), 'b'))).toMatchObject({ status: 201 });
+    // Only live data goes: where there is none, the path is the bundles' and stays read-only.
+    expect(await adminCall(open.url, dataToken, 'DELETE', '/v1/data/li_shared')).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
+    expect(await adminCall(open.url, dataToken, 'PUT', '/v1/data/li_shared', {})).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
+  });
 });

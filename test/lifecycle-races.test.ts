@@ -76,7 +76,7 @@ it('never lets a push own a live document written while the push was being check
     hold.release();
     const pushed = await push;
     // Refused as it would be a moment later, under the active bundle: never a bundle that
-    // freezes a document a feed has just written (its later writes refused, its removals too).
+    // freezes a document a feed has just written (its later writes refused).
     expect(write).toMatchObject({ status: 409, body: { code: 'data_path_owned_by_bundle' } });
     expect(write.body!.detail).toContain('bundle gate');
     expect(pushed.status).toBe(201);

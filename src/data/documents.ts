@@ -199,9 +199,14 @@ export class LiveData {
     return this.#write(name, document, meta);
   }
 
-  /** Removes the value at `path`; removing a whole document also drops its metadata. */
+  /**
+   * Removes the value at `path`; removing a whole document also drops its metadata. Live data
+   * in or above a bundle's roots goes too: policies read the bundle's data there, not it, and a
+   * push told to delete such a document first must be able to (one written beside a nested root,
+   * `shared/other` beside `shared/policy`, or one a bundle from bundles.dir covered at start).
+   */
   delete(path: DataPath): LiveDataSnapshot {
-    const [name, rest] = this.#writable(path);
+    const [name, rest] = getIn(this.#snapshot.data, path) === undefined ? this.#writable(path) : this.#named(path);
     const document = ownMember(this.#snapshot.data, name);
     if (document === undefined) throw new ArbiterError('data_not_found', `no live data at ${formatDataPath(path)}`);
     return this.#write(name, rest.length === 0 ? undefined : deleteIn(document, rest, path));
@@ -231,10 +236,17 @@ export class LiveData {
     return () => this.#listeners.delete(listener);
   }
 
-  #writable(path: DataPath): [name: string, rest: DataPath] {
+  /** The document a write names and the keys below it; refused at the root or with an empty key. */
+  #named(path: DataPath): [name: string, rest: DataPath] {
     const [name, ...rest] = path;
     if (name === undefined) throw new ArbiterError('data_path_invalid', 'live data cannot be written at the root; name a document');
     if (path.some((key) => key === '')) throw new ArbiterError('data_path_invalid', `${formatDataPath(path)} has an empty key`);
+    return [name, rest];
+  }
+
+  /** As #named, and refused in or above the roots of an active bundle or of one being activated. */
+  #writable(path: DataPath): [name: string, rest: DataPath] {
+    const named = this.#named(path);
     const owner = this.#ownerOf(path);
     if (owner !== undefined) {
       throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} belongs to active bundle ${owner} (inside or above one of its roots) and is read-only`);
@@ -243,7 +255,7 @@ export class LiveData {
     if (claimant !== undefined) {
       throw new ArbiterError('data_path_owned_by_bundle', `${formatDataPath(path)} is inside or above the roots of bundle ${claimant}, which is being activated, and is read-only: retry once its push or activation has answered`);
     }
-    return [name, rest];
+    return named;
   }
 
   /**

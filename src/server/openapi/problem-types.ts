@@ -70,7 +70,7 @@ export const PROBLEM_TYPES = {
   revocation_invalid: { status: [400], meaning: 'The revocation or its list query is malformed, or an `expires_at` has already passed (clock tolerance included; `errors` names it by JSON pointer, `/expires_at` or `/revocations/<i>/expires_at`: every such entry of a batch, at most 100, `errors_omitted` counting the rest).' },
   data_not_found: { status: [404], meaning: 'No data at this path.' },
   revocation_not_found: { status: [404], meaning: 'No revocation with this id.' },
-  data_path_owned_by_bundle: { status: [409], meaning: 'The path is inside or above the roots of an active bundle, or of one being pushed, pulled or activated, and read-only.' },
+  data_path_owned_by_bundle: { status: [409], meaning: 'The path is inside or above the roots of an active bundle, or of one being pushed, pulled or activated, and read-only (a DELETE of live data there goes through).' },
   data_path_conflict: { status: [409], meaning: 'The path runs through a value that is not an object.' },
   json_patch_path_not_found: { status: [409], meaning: 'A patch operation names a path that does not exist: `errors` names its `path` or `from` by JSON pointer (`/0/from`).' },
   json_patch_test_failed: { status: [409], meaning: 'A patch `test` operation did not match; nothing was applied. `errors` names its `value` by JSON pointer.' },

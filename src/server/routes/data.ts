@@ -25,8 +25,9 @@ const PREFIX = '/v1/data';
 /**
  * Live data: GET/PUT/PATCH/DELETE /v1/data/{path}. Document metadata travels in the
  * `Arbiter-Data-Source` and `Arbiter-Data-Max-Age` headers. Paths under an active bundle's
- * roots are read from the bundle and cannot be written (409). The entity tag of live data is
- * its version (`"<version>"`): writes honour If-Match and If-None-Match against it (412).
+ * roots are read from the bundle and cannot be written (409), but live data there can be deleted.
+ * The entity tag of live data is its version (`"<version>"`): writes honour If-Match and
+ * If-None-Match against it (412).
  */
 export function dataRoutes(deps: DataRouteDeps) {
   const read = requireScope(deps.admin, 'arbiter.data.read');
