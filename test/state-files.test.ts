@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import fsPromises, { open } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
@@ -207,6 +207,22 @@ describe('data seeds', () => {
       const again = await startTestArbiter(config);
       expect(await entitlements(again)).toBe(404);
       await again.close();
+    }
+  });
+
+  it('load from a file whose path is longer than a source may be, reporting its end as the source', async () => {
+    const dir = join(tempDir(), 'd'.repeat(200), 'e'.repeat(100));
+    mkdirSync(dir, { recursive: true });
+    const seed = join(dir, 'entitlements.json');
+    writeFileSync(seed, JSON.stringify({ 'user:alice': { grants: [] } }));
+    const arbiter = await startTestArbiter({ data: { seed: { entitlements: seed } } });
+    try {
+      const { source } = arbiter.liveData.status(Date.now()).entitlements!;
+      expect(source!.length).toBeLessThanOrEqual(256);
+      expect(source).toMatch(/^seed:….*\/entitlements\.json$/);
+      expect(seed.endsWith(source!.slice('seed:…'.length))).toBe(true);
+    } finally {
+      await arbiter.close();
     }
   });
 });

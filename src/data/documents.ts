@@ -8,10 +8,13 @@ import { escapePointerToken, freezeJson, isJsonObject, ownMember, withMember, wi
 import type { JsonObject, JsonValue } from './json-value.ts';
 import { transaction } from './persistence.ts';
 
+/** The longest `source` of a document (Arbiter-Data-Source). */
+export const MAX_SOURCE_LENGTH = 256;
+
 /** Metadata a writer may attach to a top-level document, e.g. from `Arbiter-Data-*` headers. */
 export const DocumentMetaInputSchema = z.strictObject({
   /** Who feeds this document (an HR sync, an approvals service), echoed to policy. */
-  source: z.string().min(1).max(256).optional(),
+  source: z.string().min(1).max(MAX_SOURCE_LENGTH).optional(),
   /** How old the document may get before policy sees it as stale. */
   max_age_s: z.number().int().positive().optional(),
 });

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
-import { describeIssues, type DocumentCheck } from './documents.ts';
+import { describeIssues, MAX_SOURCE_LENGTH, type DocumentCheck } from './documents.ts';
 import { jsonDefect } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
 import { ownedByRoots } from './data-path.ts';
@@ -21,6 +21,18 @@ export function readSeedFile(document: string, file: string): unknown {
     throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${document}${defect.pointer}: ${defect.detail}` }]);
   }
   return value;
+}
+
+/**
+ * The source a seeded document reports (input.data_status): `seed:<file>`, or for a path longer
+ * than a source may be, `seed:…` and the path's end, which names the file. Refused for its length,
+ * a valid seed would stop start-up.
+ */
+export function seedSource(file: string): string {
+  if (`seed:${file}`.length <= MAX_SOURCE_LENGTH) return `seed:${file}`;
+  // Not from inside a surrogate pair: half of one would stop the policy parsing its input.
+  const end = file.slice(file.length - (MAX_SOURCE_LENGTH - 'seed:…'.length)).replace(/^[\uDC00-\uDFFF]/, '');
+  return `seed:…${end}`;
 }
 
 /**

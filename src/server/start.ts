@@ -32,7 +32,7 @@ import { VerificationCache } from '../tokens/verification-cache.ts';
 import { createApp } from './app.ts';
 import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
-import { readSeedFile } from '../data/seed.ts';
+import { readSeedFile, seedSource } from '../data/seed.ts';
 import { lockStateFiles, statePaths } from '../state-lock.ts';
 import { adapterErrorResponse, answerClientError, answerConnect } from './client-errors.ts';
 import { capConnections } from './connection-cap.ts';
@@ -522,7 +522,7 @@ function seedLiveData(liveData: LiveData, seeds: Record<string, string>, logger:
     }
     const value = readSeedFile(document, file);
     try {
-      liveData.put([document], value, { source: `seed:${file}` });
+      liveData.put([document], value, { source: seedSource(file) });
     } catch (error) {
       // e.g. a document under a bundle's roots (read-only), or over the data limits.
       throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${(error as Error).message}` }]);
