@@ -459,6 +459,17 @@ describe('revocations', () => {
     expect((await decideWith(other)).allow).toBe(true);
   });
 
+  it.each(['jti', 'sub', 'sid', 'client_id'])('revokes by a %s longer than a revocation reason may be: any value a token carries can be revoked', async (kind) => {
+    // A claim value is bounded by tokens.max_token_bytes only: a token carrying a long one
+    // verifies, so a revocation must be able to name it.
+    const value = `${kind}:${'x'.repeat(1100)}`;
+    const token = await idp.sign({ [kind]: value });
+    expect((await decideWith(token)).allow).toBe(true);
+    const created = await admin('POST', '/v1/revocations', { kind, value, iss: idp.issuer, reason: 'stolen', expires_at: now() + 600 });
+    expect(created.status).toBe(201);
+    expect((await decideWith(token)).reasons[0].revoked).toMatchObject({ revoked: true, revocation_id: created.body!.id });
+  });
+
   it('keeps a jti revocation with expires_at = exp while the token is inside its clock tolerance', async () => {
     // Past exp but within the issuer's 30 s tolerance: the token still verifies.
     const exp = now() - 1;

@@ -46,6 +46,9 @@ function nameMap<V extends z.ZodType>(value: V) {
  */
 export const MAX_CLOCK_TOLERANCE_S = 300;
 
+/** The largest tokens.max_token_bytes: no claim of a token Arbiter accepts is longer. */
+export const MAX_TOKEN_BYTES = 64 * 1024;
+
 /** JWS algorithms Arbiter accepts at all; "none" and unknown names are refused up front. */
 export const SUPPORTED_ALGORITHMS = [
   'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
@@ -299,7 +302,7 @@ const configShape = z.strictObject({
     .prefault({}),
   tokens: z
     .strictObject({
-      max_token_bytes: z.number().int().positive().max(64 * 1024).default(8192).describe('Tokens larger than this are refused before parsing: token_too_large.'),
+      max_token_bytes: z.number().int().positive().max(MAX_TOKEN_BYTES).default(8192).describe('Tokens larger than this are refused before parsing: token_too_large.'),
       verification_cache_size: z
         .number().int().min(0).default(10_000)
         .describe('Verified tokens remembered until they expire (0 disables); revocation is still checked every decision. A key removed from an issuer verifies no token, remembered or not, once its key set is fetched again (after jwks_cache_max_age_s, or a kid it lacks); an issued_before revocation of that issuer fetches it at once. Admin API tokens are remembered apart, up to this many or 1000, whichever is fewer (0 disables that too).'),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_TOKEN_BYTES } from '../config/schema.ts';
 
 /** Kinds that revoke tokens carrying one claim value, optionally only from one issuer. */
 export const VALUE_REVOCATION_KINDS = ['jti', 'sid', 'sub', 'client_id'] as const;
@@ -8,6 +9,11 @@ export const REVOCATION_KINDS = [...VALUE_REVOCATION_KINDS, 'issued_before'] as 
 export type RevocationKind = (typeof REVOCATION_KINDS)[number];
 
 const text = z.string().min(1).max(1024);
+/**
+ * A claim value a revocation names (a jti, sub, sid, client_id, iss): bounded by the token that
+ * carries it (tokens.max_token_bytes), not by `text`, or a token with a longer one could not be revoked.
+ */
+const claimValue = z.string().min(1).max(MAX_TOKEN_BYTES);
 const epochSeconds = z.number().int().nonnegative();
 
 const common = {
@@ -33,20 +39,20 @@ const author = { created_by: z.string().min(1).optional() };
 const valueRevocation = <K extends ValueRevocationKind>(kind: K) =>
   z.strictObject({
     kind: z.literal(kind),
-    value: text,
+    value: claimValue,
     /**
      * Limits the revocation to tokens from this issuer (for a sub or client_id naming an actor of a
      * delegation chain: to actors this issuer identifies, by the actor's own iss, else the token's);
      * omitted, the value is revoked whoever issued it.
      */
-    iss: text.optional(),
+    iss: claimValue.optional(),
     ...common,
   });
 
 const issuedBeforeRevocation = z.strictObject({
   kind: z.literal('issued_before'),
   /** Every token from this issuer with `iat` strictly below `before` is revoked (e.g. after a key compromise). */
-  iss: text,
+  iss: claimValue,
   before: epochSeconds,
   ...common,
 });
