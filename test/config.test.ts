@@ -429,6 +429,33 @@ describe('arbiter config check', () => {
     expect(report.problems).toEqual([{ path: 'admin.issuers.0.jwks_file', message: expect.stringContaining(missing) }]);
   });
 
+  it('reports every file and state path problem at once, not only the first (its --help says every problem)', async () => {
+    // It stopped at the first file it could not read: an operator fixing a configuration for a
+    // new host learnt of each missing file only after fixing the one before.
+    const file = join(dir, 'many-file-problems.yaml');
+    writeFileSync(file, [
+      'issuers:',
+      '  - {issuer: https://idp.example, jwks_file: /nonexistent/jwks.json, audiences: [api], algorithms: [ES256]}',
+      'bundles:',
+      '  dir: /nonexistent/bundles',
+      '  signing: {keys: {k: {algorithm: RS256, key_file: /nonexistent/k.pem}}}',
+      `data: {path: ${join(dir, 'many-problems.db')}, seed: {entitlements: /nonexistent/entitlements.json, approvals: /nonexistent/approvals.json}}`,
+      `decision_log: {path: ${STATE_DIR}}`,
+      '',
+    ].join('\n'));
+    const failure = await run(process.execPath, [cli, 'config', 'check', file, '--json']).catch((error: { code: number; stdout: string }) => error);
+    expect(failure).toMatchObject({ code: 2 });
+    const report = JSON.parse((failure as { stdout: string }).stdout) as { problems: { path: string }[] };
+    expect(report.problems.map((p) => p.path)).toEqual([
+      'issuers.0.jwks_file',
+      'bundles.dir',
+      'bundles.signing.keys.k.key_file',
+      'decision_log.path',
+      'data.seed.entitlements',
+      'data.seed.approvals',
+    ]);
+  });
+
   it.each([
     ['a bundle signing key of another type than its algorithm', `bundles:\n  signing:\n    keys:\n      default: {algorithm: RS256, key: ${JSON.stringify(EC_PUBLIC_PEM)}}\n`, 'bundles.signing.keys.default.key'],
     ['a bundle signing key that is the private key (every replica could sign bundles)', `bundles:\n  signing:\n    keys:\n      default: {algorithm: ES256, key_file: ${SIGNING_PRIVATE_KEY}}\n`, 'bundles.signing.keys.default.key_file'],

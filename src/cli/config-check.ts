@@ -48,23 +48,17 @@ export async function configCommand(argv: string[]): Promise<number> {
   }
   // What could not be checked: said, not guessed; not a problem (the exit code stays 0).
   const notes: Note[] = unreadVariables();
+  let refused: ConfigError | undefined;
   try {
-    const config = loadConfig({ file });
-    // The files start-up reads, read the same way, so their errors name the same keys.
-    await IssuerRegistry.fromConfig(config.issuers);
-    await IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' });
-    checkEmbeddedDirectory(config.bundles.dir);
-    sourceCredentials(config.bundles.sources);
-    bundleVerificationOptions(config.bundles.signing);
-    if (config.server.tls) readTlsMaterial(config.server.tls);
-    for (const state of statePaths(config)) checkStatePath(state);
-    // Read, never created here: a missing development key is generated at the first start.
-    if (config.dev_issuer.enabled) readDevIssuerKey(config.dev_issuer.key_file);
-    notes.push(...(await checkSeeds(config)));
+    const problems = await fileProblems(loadConfig({ file }), notes);
+    if (problems.length > 0) refused = new ConfigError(problems);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    if (values.json) console.log(JSON.stringify({ valid: false, file, problems: error.issues, notes }));
-    else console.error(error.message);
+    refused = error;
+  }
+  if (refused !== undefined) {
+    if (values.json) console.log(JSON.stringify({ valid: false, file, problems: refused.issues, notes }));
+    else console.error(refused.message);
     return 2;
   }
   if (!values.json) for (const note of notes) console.error(`note: ${note.path}: ${note.message}`);
@@ -77,18 +71,55 @@ interface Note {
   message: string;
 }
 
+type Issue = ConfigError['issues'][number];
+
 /**
- * data.seed as start-up takes it: each file read and checked like a write (for a document the
- * store does not hold yet), and none under the roots of a bundle start-up activates before
- * seeding. Throws the ConfigError start-up would stop with; returns what could not be checked.
+ * The files and state paths a valid schema names, read as start-up reads them. Each check runs
+ * whatever the others found, so every problem is reported at once (start-up stops at the first):
+ * fixing a configuration for a new host one missing file per run is slow.
  */
-async function checkSeeds(config: Config): Promise<Note[]> {
+async function fileProblems(config: Config, notes: Note[]): Promise<Issue[]> {
+  const problems: Issue[] = [];
+  const check = async (step: () => unknown): Promise<void> => {
+    try {
+      await step();
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      for (const issue of error.issues) if (!problems.some((p) => p.path === issue.path && p.message === issue.message)) problems.push(issue);
+    }
+  };
+  await check(() => IssuerRegistry.fromConfig(config.issuers));
+  await check(() => IssuerRegistry.fromConfig(config.admin.issuers, [], { configPath: 'admin.issuers' }));
+  await check(() => checkEmbeddedDirectory(config.bundles.dir));
+  await check(() => sourceCredentials(config.bundles.sources));
+  await check(() => bundleVerificationOptions(config.bundles.signing));
+  if (config.server.tls) await check(() => readTlsMaterial(config.server.tls!));
+  for (const state of statePaths(config)) await check(() => checkStatePath(state));
+  // Read, never created here: a missing development key is generated at the first start.
+  if (config.dev_issuer.enabled) await check(() => readDevIssuerKey(config.dev_issuer.key_file));
+  // The seeds: each file read and checked like a write, for a document the store does not hold
+  // yet (so not when the store itself is refused: which ones it holds is unknown), and none
+  // under the roots of a bundle start-up activates (not when the bundles are refused).
+  const refused = (...keys: string[]) => problems.some((problem) => keys.includes(problem.path));
   const seeds = Object.entries(config.data.seed ?? {});
-  if (seeds.length === 0) return [];
-  const stored = atConfigKey('data.path', () => documentsNotToSeed(config.data.path));
-  const checks = liveDataChecks(config.data.check_entitlements);
-  for (const [document, file] of seeds) if (!stored.has(document)) checkSeed(document, file, readSeedFile(document, file), checks.get(document));
-  // Checked for every seed, stored or not: on a new replica's empty volume it would be refused.
+  if (seeds.length > 0 && !refused('data.path')) {
+    let stored: Set<string> | undefined;
+    await check(() => (stored = atConfigKey('data.path', () => documentsNotToSeed(config.data.path))));
+    const checks = liveDataChecks(config.data.check_entitlements);
+    for (const [document, file] of seeds) {
+      if (stored !== undefined && !stored.has(document)) await check(() => checkSeed(document, file, readSeedFile(document, file), checks.get(document)));
+    }
+  }
+  if (seeds.length > 0 && !refused('bundles.dir', 'bundles.store')) await check(async () => notes.push(...(await checkSeedRoots(config))));
+  return problems;
+}
+
+/**
+ * No data.seed document under the roots of a bundle start-up activates before seeding, stored
+ * or not (on a new replica's empty volume it would be refused). Throws the ConfigError start-up
+ * would stop with; returns what could not be checked.
+ */
+async function checkSeedRoots(config: Config): Promise<Note[]> {
   const { known, pulled } = await rootsAtStart(config.bundles);
   const conflicts = seedsUnderRoots(config.data.seed ?? {}, known);
   if (conflicts.length > 0) throw new ConfigError(conflicts);
