@@ -17,7 +17,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
     summary: 'decisions get|query|export|verify|replay: audit the decision log',
     run: async (argv) => (await import('./decisions.ts')).decisionsCommand(argv),
   },
-  config: { summary: 'config check <file>: validate a configuration file', run: async (argv) => (await import('./config-check.ts')).configCommand(argv) },
+  config: { summary: 'config check [<file>]: validate a configuration file (default $ARBITER_CONFIG)', run: async (argv) => (await import('./config-check.ts')).configCommand(argv) },
   health: { summary: 'probe the configured server\'s /healthz (container health checks)', run: async (argv) => (await import('./health.ts')).healthCommand(argv) },
   'gateway-key': {
     summary: 'generate a gateway API key and its configuration entry',

@@ -1,14 +1,15 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
-import { DEV_ISSUER, loadOrCreateDevIssuerKey, mintDevToken } from '../tokens/dev-issuer.ts';
+import { DEV_AUDIENCES, DEV_ISSUER, loadOrCreateDevIssuerKey, mintDevToken } from '../tokens/dev-issuer.ts';
 
 const HELP = `Usage: arbiter token --sub <subject> [options]
 
 Mints an access token from the local development issuer (${DEV_ISSUER}).
   --sub <subject>        sub claim (required)
   --scope <scopes>       space-separated scopes
-  --aud <audience>       audience (default https://api.example.com)
+  --aud <audience>       audience (default ${DEV_AUDIENCES[0]}; the development issuer's tokens are
+                         accepted only for ${DEV_AUDIENCES.join(' and ')})
   --ttl <seconds>        lifetime (default 3600)
   --age <seconds>        backdate iat, e.g. to try token-age rules
   --claim <name=value>   extra claim; value parsed as JSON when it can be (repeatable; not

@@ -6,7 +6,7 @@ import { timerDelayMs, timerDelaySeconds } from './timer-delay.ts';
 import { bundleNameSchema } from '../policy/bundle-name.ts';
 import { MAX_PRUNED_RECORDS } from '../policy/store.ts';
 import { BUNDLE_SIGNING_ALGORITHMS, excludePatternSchema } from '../policy/signatures.ts';
-import { DEV_ISSUER } from '../tokens/dev-issuer.ts';
+import { DEV_AUDIENCES, DEV_ISSUER } from '../tokens/dev-issuer.ts';
 
 /**
  * The one schema for Arbiter's configuration (YAML file + ARBITER_* overrides).
@@ -317,7 +317,7 @@ const configShape = z.strictObject({
     .prefault({}),
   dev_issuer: z
     .strictObject({
-      enabled: z.boolean().default(false).describe('Local development issuer (`arbiter token`; fixed: ES256, urn:arbiter:dev-issuer, tokens accepted up to 86400 s old and 86400 s long, 30 s clock tolerance); refused in production mode or NODE_ENV=production.'),
+      enabled: z.boolean().default(false).describe(`Local development issuer (\`arbiter token\`; fixed: ES256, ${DEV_ISSUER}, audiences ${DEV_AUDIENCES.join(' and ')}, tokens accepted up to 86400 s old and 86400 s long, 30 s clock tolerance); refused in production mode or NODE_ENV=production.`),
       key_file: nonEmpty.default('.arbiter/dev-issuer.jwk.json').describe('Private key, generated on first start (git-ignored).'),
     })
     .prefault({}),
