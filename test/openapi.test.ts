@@ -272,7 +272,73 @@ describe('query parameters of admin operations', () => {
   });
 });
 
+/** A DOM just large enough for the /docs page's script: elements, attributes, text and ids. */
+class FakeElement {
+  readonly children: (FakeElement | string)[] = [];
+  readonly attributes = new Map<string, string>();
+  readonly tag: string;
+  constructor(tag: string) {
+    this.tag = tag;
+  }
+  setAttribute(name: string, value: string) {
+    this.attributes.set(name, value);
+  }
+  append(...nodes: (FakeElement | string)[]) {
+    this.children.push(...nodes);
+  }
+  set textContent(value: string) {
+    this.children.splice(0, this.children.length, value);
+  }
+  get textContent(): string {
+    return this.children.map((child) => (typeof child === 'string' ? child : child.textContent)).join('');
+  }
+  *descendants(): Generator<FakeElement> {
+    for (const child of this.children) {
+      if (typeof child === 'string') continue;
+      yield child;
+      yield* child.descendants();
+    }
+  }
+  querySelector(tag: string): FakeElement | null {
+    for (const node of this.descendants()) if (node.tag === tag) return node;
+    return null;
+  }
+}
+
+/** Runs the /docs page's inline script on `document` (as served) and returns what it rendered. */
+async function renderDocsPage(base: string): Promise<FakeElement> {
+  const html = await (await fetch(`${base}/docs`)).text();
+  const script = /<script>([\s\S]*)<\/script>/.exec(html)![1]!;
+  const page = new Map(['title', 'description', 'api'].map((id) => [id, new FakeElement('div')]));
+  const document = { createElement: (tag: string) => new FakeElement(tag), getElementById: (id: string) => page.get(id) };
+  let rendered!: Promise<unknown>;
+  const fetchRelative = (path: string) => (rendered = fetch(new URL(path, `${base}/docs`)));
+  new Function('document', 'fetch', script)(document, fetchRelative);
+  await rendered;
+  // The page renders in the promise's callbacks: let them run.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return page.get('api')!;
+}
+
 describe('GET /docs', () => {
+  it('says how decision endpoints authenticate, not "No authentication", when gateways must present a key', async () => {
+    // The page read only admin scopes from each operation's security: /v1/decide, which needs
+    // the gateway's API key, was shown as taking no authentication at all.
+    const gated = await startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [{ id: 'edge', sha256: 'ab'.repeat(32) }] } });
+    try {
+      const api = await renderDocsPage(gated.url);
+      const decide = [...api.descendants()].find((node) => node.attributes.get('id') === 'decide')!;
+      expect(decide.textContent).not.toContain('No authentication');
+      expect(decide.textContent).toContain('X-API-Key');
+      const health = [...api.descendants()].find((node) => node.attributes.get('id') === 'getHealth')!;
+      expect(health.textContent).toContain('No authentication');
+      const bundles = [...api.descendants()].find((node) => node.attributes.get('id') === 'listBundles')!;
+      expect(bundles.textContent).toContain('Admin bearer token with scope arbiter.bundles.read');
+    } finally {
+      await gated.close();
+    }
+  });
+
   it('is a self-contained page that renders the document', async () => {
     const res = await fetch(`${arbiter.url}/docs`);
     expect(res.status).toBe(200);

@@ -45,11 +45,25 @@ export const DOCS_PAGE = `<!doctype html>
     })));
   }
 
-  function operation(method, path, op) {
+  // What an operation's security requirements ask of the caller: an admin scope, or the gateway
+  // scheme (which has none: reading only scopes showed decision endpoints as unauthenticated).
+  function authentication(op, schemes) {
+    var said = (op.security || []).flatMap(function (requirement) {
+      return Object.keys(requirement).map(function (name) {
+        if (requirement[name].length) return 'Admin bearer token with scope ' + requirement[name].join(', ');
+        var scheme = schemes[name] || {};
+        var where = scheme.type === 'apiKey' ? ' (' + scheme.name + ' ' + scheme.in + ')' : '';
+        return 'Gateway authentication' + where + ': ' + (scheme.description || scheme.type || name);
+      });
+    });
+    return said.length ? said.join('; or ') : 'No authentication';
+  }
+
+  function operation(method, path, op, schemes) {
     var body = el('div');
     if (op.description) body.append(text('p', op.description));
     var scopes = (op.security || []).flatMap(function (s) { return Object.values(s).flat(); });
-    body.append(text('p', scopes.length ? 'Admin bearer token with scope ' + scopes.join(', ') : 'No authentication'));
+    body.append(text('p', authentication(op, schemes)));
     if (op.parameters) {
       body.append(text('h4', 'Parameters'));
       body.append(table(['name', 'in', 'required', 'description'], op.parameters.map(function (p) {
@@ -84,7 +98,7 @@ export const DOCS_PAGE = `<!doctype html>
       Object.keys(spec.paths).forEach(function (path) {
         Object.keys(spec.paths[path]).forEach(function (method) {
           var op = spec.paths[path][method];
-          if (op.tags.indexOf(tag.name) !== -1) section.append(operation(method, path, op));
+          if (op.tags.indexOf(tag.name) !== -1) section.append(operation(method, path, op, (spec.components || {}).securitySchemes || {}));
         });
       });
       if (section.querySelector('details')) main.append(section);
