@@ -65,7 +65,7 @@ export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument
       schemas,
       headers: {
         RequestId: {
-          description: 'The request\'s X-Request-ID, or the UUID generated for it. Absent only on the answers of the HTTP layer, given before any route runs (malformed_request, request_timeout, headers_too_large).',
+          description: 'The request\'s X-Request-ID, or the UUID generated for it. Absent only on the answers of the HTTP layer, given before any route runs (malformed_request, request_timeout, headers_too_large, the 405 to a CONNECT).',
           schema: { type: 'string' },
         },
       },
