@@ -479,6 +479,9 @@ describe('arbiter config check', () => {
     ['a decision_log.path that is a directory', `decision_log:\n  path: ${STATE_DIR}\n`, 'decision_log.path'],
     ['a bundles.store that is a file', `bundles:\n  store: ${STATE_FILE}\n`, 'bundles.store'],
     ['a development issuer key_file inside a file', `dev_issuer: {enabled: true, key_file: ${join(STATE_FILE, 'dev.jwk.json')}}\n`, 'dev_issuer.key_file'],
+    // Start-up creates the checkpoint key with a new log: config check called such a file valid.
+    ['a decision log checkpoint key_path inside a file', `decision_log:\n  checkpoint: {key_path: ${join(STATE_FILE, 'checkpoint.jwk')}}\n`, 'decision_log.checkpoint.key_path'],
+    ['a decision log checkpoint key_path that is a directory', `decision_log:\n  checkpoint: {key_path: ${STATE_DIR}}\n`, 'decision_log.checkpoint.key_path'],
     ['a pull source whose token_env names a variable that is not set', 'bundles:\n  sources:\n    - {name: pc, url: https://bundles.example.com/pc.tar.gz, credentials: {bearer: {token_env: ARBITER_TEST_NEVER_SET_PULL_TOKEN}}}\n', 'bundles.sources.0.credentials.bearer.token_env'],
   ])('reports %s under its key, as start-up does', async (_label, yaml, path) => {
     const file = join(dir, `check-${path}.yaml`);

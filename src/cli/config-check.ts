@@ -19,7 +19,7 @@ const HELP = `Usage: arbiter config check [<file>] [--json]
 Validates a configuration file (default: $ARBITER_CONFIG, as serve reads it; with ARBITER_* overrides applied) and prints every problem with its key path:
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
 keys, TLS files, the development issuer key, data seeds) as start-up reads them, that each state path (data.path,
-decision_log.path, bundles.store) is a file or a directory as it must be, or can be created (under a directory), and that no
+decision_log.path and its checkpoint.key_path, bundles.store) is a file or a directory as it must be, or can be created (under a directory), and that no
 data seed lies under the roots of a bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not
 checked: remote key sets (not fetched), the roots of pulled bundles (bundles.sources: unknown until their source serves them; a
 note says so) and the files their credentials name (read at each poll; the environment variables they name are checked),
@@ -95,6 +95,11 @@ async function fileProblems(config: Config, notes: Note[]): Promise<Issue[]> {
   await check(() => bundleVerificationOptions(config.bundles.signing));
   if (config.server.tls) await check(() => readTlsMaterial(config.server.tls!));
   for (const state of statePaths(config)) await check(() => checkStatePath(state));
+  // Created with a new log, as the state files are: a path start-up cannot create it at stops it.
+  if (config.decision_log.enabled && !problems.some((problem) => problem.path === 'decision_log.path')) {
+    const keyPath = config.decision_log.checkpoint.key_path ?? `${config.decision_log.path}.checkpoint-key.jwk`;
+    await check(() => checkStatePath({ path: keyPath, key: 'decision_log.checkpoint.key_path', kind: 'file' }));
+  }
   // Read, never created here: a missing development key is generated at the first start.
   if (config.dev_issuer.enabled) await check(() => readDevIssuerKey(config.dev_issuer.key_file));
   // The seeds: each file read and checked like a write, for a document the store does not hold
