@@ -321,7 +321,7 @@ async function renderDocsPage(base: string): Promise<FakeElement> {
 }
 
 describe('GET /docs', () => {
-  it('says how decision endpoints authenticate, not "No authentication", when gateways must present a key', async () => {
+  it('says how decision endpoints authenticate, not "No authentication", when gateways must present a key, and renders binary bodies', async () => {
     // The page read only admin scopes from each operation's security: /v1/decide, which needs
     // the gateway's API key, was shown as taking no authentication at all.
     const gated = await startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [{ id: 'edge', sha256: 'ab'.repeat(32) }] } });
@@ -334,6 +334,10 @@ describe('GET /docs', () => {
       expect(health.textContent).toContain('No authentication');
       const bundles = [...api.descendants()].find((node) => node.attributes.get('id') === 'listBundles')!;
       expect(bundles.textContent).toContain('Admin bearer token with scope arbiter.bundles.read');
+      // The archive PUT takes has no schema (binary): its description, not "undefined", is shown.
+      const put = [...api.descendants()].find((node) => node.attributes.get('id') === 'putBundle')!;
+      expect(put.textContent).not.toContain('undefined');
+      expect(put.textContent).toContain('The bundle archive as opa build writes it');
     } finally {
       await gated.close();
     }

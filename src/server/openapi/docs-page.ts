@@ -72,7 +72,13 @@ export const DOCS_PAGE = `<!doctype html>
     }
     if (op.requestBody) {
       body.append(text('h4', 'Request body'));
-      Object.keys(op.requestBody.content).forEach(function (type) { body.append(text('p', type), json(op.requestBody.content[type].schema)); });
+      if (op.requestBody.description) body.append(text('p', op.requestBody.description));
+      // A binary body (a bundle archive) is a media type without a schema: its name says it all.
+      Object.keys(op.requestBody.content).forEach(function (type) {
+        var schema = op.requestBody.content[type].schema;
+        body.append(text('p', type));
+        if (schema) body.append(json(schema));
+      });
     }
     body.append(text('h4', 'Responses'));
     Object.keys(op.responses).forEach(function (status) {
