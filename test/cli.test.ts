@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -82,6 +82,26 @@ describe('arbiter CLI', () => {
     const refused = await cli('token', '--config', disabled, '--sub', 'x');
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('dev_issuer.enabled');
+  });
+
+  it('token and config check name dev_issuer.key_file for a key whose tokens would be refused (2), and leave it alone', async () => {
+    const dir = tempDir();
+    const keyFile = join(dir, 'key.jwk.json');
+    const config = join(dir, 'dev.yaml');
+    writeFileSync(config, `dev_issuer: {enabled: true, key_file: ${JSON.stringify(keyFile)}}\n`);
+    expect((await cli('token', '--config', config, '--sub', 'x')).code).toBe(0);
+    const jwk = JSON.parse(readFileSync(keyFile, 'utf8')) as Record<string, unknown>;
+    // Another key's private half, pasted over this one's.
+    const other = (await crypto.subtle.exportKey('jwk', (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign'])).privateKey)).d;
+    const broken = JSON.stringify({ ...jwk, d: other });
+    writeFileSync(keyFile, broken);
+    for (const args of [['token', '--config', config, '--sub', 'x'], ['config', 'check', config]]) {
+      const refused = await cli(...args);
+      expect(refused, args[0]).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, args[0]).toContain(`dev_issuer.key_file: ${keyFile}: it cannot sign ES256 tokens`);
+      expect(refused.stderr, args[0]).not.toContain('    at ');
+    }
+    expect(readFileSync(keyFile, 'utf8')).toBe(broken);
   });
 
   it('health probes the port and protocol the configuration gives: 0 when it answers, 1 when not', async () => {

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import fsPromises, { open } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
@@ -63,6 +63,33 @@ describe('state on disk', () => {
     const error = await loadOrCreateDevIssuerKey(file).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).issues).toEqual([{ path: 'dev_issuer.key_file', message: expect.stringContaining('chmod 600') }]);
+  });
+
+  it('stops start-up, naming dev_issuer.key_file, on a key whose tokens the server would not accept', async () => {
+    const dir = tempDir();
+    const good = await loadOrCreateDevIssuerKey(join(dir, 'good.jwk.json'));
+    const other = await loadOrCreateDevIssuerKey(join(dir, 'other.jwk.json'));
+    const { d: _d, ...p384 } = { ...good.privateJwk, crv: 'P-384' };
+    const broken: Record<string, object> = {
+      // A private half that is not the public one's: every token it signs fails its signature.
+      'another key\'s d': { ...good.privateJwk, d: other.privateJwk.d },
+      'a P-384 key': { ...p384, d: good.privateJwk.d },
+      'an alg other than ES256': { ...good.privateJwk, alg: 'RS256' },
+      'a use other than sig': { ...good.privateJwk, use: 'enc' },
+      'a kid that is not a string': { ...good.privateJwk, kid: 7 },
+    };
+    for (const [label, jwk] of Object.entries(broken)) {
+      const keyFile = join(dir, `${label.replaceAll(/\W/g, '-')}.jwk.json`);
+      writeFileSync(keyFile, JSON.stringify(jwk), { mode: 0o600 });
+      const refused = await startTestArbiter({ dev_issuer: { enabled: true, key_file: keyFile } }).then(
+        async (started) => void (await started.close()),
+        (error: unknown) => error,
+      );
+      expect(refused, label).toBeInstanceOf(ConfigError);
+      expect((refused as ConfigError).issues, label).toEqual([{ path: 'dev_issuer.key_file', message: expect.stringContaining(keyFile) }]);
+      // Kept as it is: the operator decides whether to delete it.
+      expect(JSON.parse(readFileSync(keyFile, 'utf8')), label).toEqual(jwk);
+    }
   });
 });
 

@@ -318,7 +318,7 @@ const configShape = z.strictObject({
   dev_issuer: z
     .strictObject({
       enabled: z.boolean().default(false).describe(`Local development issuer (\`arbiter token\`; fixed: ES256, ${DEV_ISSUER}, audiences ${DEV_AUDIENCES.join(' and ')}, tokens accepted up to 86400 s old and 86400 s long, 30 s clock tolerance); refused in production mode or NODE_ENV=production.`),
-      key_file: nonEmpty.default('.arbiter/dev-issuer.jwk.json').describe('Private key, generated on first start (git-ignored).'),
+      key_file: nonEmpty.default('.arbiter/dev-issuer.jwk.json').describe('Private key, generated on first start (git-ignored). Never generated over: one that group or others can read, or that does not sign ES256 tokens the server accepts (edited, another key\'s half), stops start-up naming this key.'),
     })
     .prefault({}),
   bundles: bundlesSchema,

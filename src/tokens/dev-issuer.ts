@@ -5,7 +5,8 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT,
 import type { IssuerConfig } from '../config/schema.ts';
 import { atConfigKey, ConfigError } from '../errors.ts';
 import { checkStatePath } from '../state-lock.ts';
-import { fromJwks, type TrustedIssuer } from './trusted-issuers.ts';
+import { fromJwks, IssuerRegistry, type TrustedIssuer } from './trusted-issuers.ts';
+import { verifyAccessToken } from './verify.ts';
 
 /**
  * A local issuer for trying Arbiter out: its key pair is generated on first start into a
@@ -21,11 +22,11 @@ export interface DevIssuerKey {
 }
 
 export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerKey> {
-  return readDevIssuerKey(file) ?? createDevIssuerKey(file);
+  return (await readDevIssuerKey(file)) ?? createDevIssuerKey(file);
 }
 
 /** The key in `file`, undefined when there is none yet; a ConfigError on dev_issuer.key_file for one that cannot be used. */
-export function readDevIssuerKey(file: string): DevIssuerKey | undefined {
+export async function readDevIssuerKey(file: string): Promise<DevIssuerKey | undefined> {
   // A directory there, or a file where its directory goes: refused as start-up would meet it
   // when generating the key (config check only reads).
   checkStatePath({ path: file, key: 'dev_issuer.key_file', kind: 'file' });
@@ -34,11 +35,12 @@ export function readDevIssuerKey(file: string): DevIssuerKey | undefined {
     if ((statSync(file).mode & 0o077) !== 0) {
       throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file} is readable or writable by group or others (chmod 600 it, or delete it to generate a new development key)` }]);
     }
-    let privateJwk: JWK;
     try {
-      privateJwk = JSON.parse(readFileSync(file, 'utf8')) as JWK;
+      const privateJwk = JSON.parse(readFileSync(file, 'utf8')) as JWK;
       if (privateJwk.kty !== 'EC' || typeof privateJwk.d !== 'string') throw new Error('not a private EC JWK');
-      return { privateJwk, publicJwk: publicPart(privateJwk) };
+      const key = { privateJwk, publicJwk: publicPart(privateJwk) };
+      await checkRoundTrip(key);
+      return key;
     } catch (error) {
       throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file}: ${(error as Error).message} (delete it to generate a new development key)` }]);
     }
@@ -55,9 +57,23 @@ async function createDevIssuerKey(file: string): Promise<DevIssuerKey> {
   return atConfigKey('dev_issuer.key_file', () => {
     makePrivateDirSync(dirname(file));
     // Of two first starts at once (the server and `arbiter token`), the second takes the first's key.
-    if (!createPrivateFileWhole(file, `${JSON.stringify(privateJwk, null, 2)}\n`)) return readDevIssuerKey(file)!;
+    if (!createPrivateFileWhole(file, `${JSON.stringify(privateJwk, null, 2)}\n`)) return readDevIssuerKey(file) as Promise<DevIssuerKey>;
     return { privateJwk, publicJwk: publicPart(privateJwk) };
   });
+}
+
+/**
+ * Mints a token with the key and verifies it as a decision would. A key file edited or copied
+ * by hand (another key's d, another curve, alg or use, a kid that is not a string) is otherwise
+ * read without complaint: the server would deny every development token, and `arbiter token`
+ * fail with a stack trace, instead of start-up saying which file to fix or delete.
+ */
+async function checkRoundTrip(key: DevIssuerKey): Promise<void> {
+  const token = await mintDevToken(key, { sub: 'urn:arbiter:dev-issuer:key-check' }).catch((error: unknown) => {
+    throw new Error(`it cannot sign ${DEV_ALGORITHM} tokens (${(error as Error).message})`);
+  });
+  const verified = await verifyAccessToken(token, new IssuerRegistry([devTrustedIssuer(key)]), { maxTokenBytes: Number.MAX_SAFE_INTEGER });
+  if (!verified.ok) throw new Error(`its tokens would be refused (${verified.code}: ${verified.message})`);
 }
 
 export function devIssuerConfig(): IssuerConfig {
