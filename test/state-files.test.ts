@@ -65,6 +65,23 @@ describe('state on disk', () => {
     expect((error as ConfigError).issues).toEqual([{ path: 'dev_issuer.key_file', message: expect.stringContaining('chmod 600') }]);
   });
 
+  it('stops start-up, naming dev_issuer.key_file, on a key file it cannot read, rather than generate a key or crash', async () => {
+    const dir = tempDir();
+    // A link to a key that is not there (a secret not mounted), and a link to itself.
+    symlinkSync(join(dir, 'unmounted', 'dev.jwk.json'), join(dir, 'dangling.jwk.json'));
+    symlinkSync(join(dir, 'loop.jwk.json'), join(dir, 'loop.jwk.json'));
+    for (const name of ['dangling.jwk.json', 'loop.jwk.json']) {
+      const keyFile = join(dir, name);
+      const refused = await startTestArbiter({ dev_issuer: { enabled: true, key_file: keyFile } }).then(
+        async (started) => void (await started.close()),
+        (error: unknown) => error,
+      );
+      expect(refused, name).toBeInstanceOf(ConfigError);
+      expect((refused as ConfigError).issues, name).toEqual([{ path: 'dev_issuer.key_file', message: expect.stringContaining(keyFile) }]);
+    }
+    expect(readdirSync(dir).sort()).toEqual(['dangling.jwk.json', 'loop.jwk.json']);
+  });
+
   it('stops start-up, naming dev_issuer.key_file, on a key whose tokens the server would not accept', async () => {
     const dir = tempDir();
     const good = await loadOrCreateDevIssuerKey(join(dir, 'good.jwk.json'));

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { createPrivateFileWhole, makePrivateDirSync } from '../private-files.ts';
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
@@ -30,9 +30,10 @@ export async function readDevIssuerKey(file: string): Promise<DevIssuerKey | und
   // A directory there, or a file where its directory goes: refused as start-up would meet it
   // when generating the key (config check only reads).
   checkStatePath({ path: file, key: 'dev_issuer.key_file', kind: 'file' });
-  if (existsSync(file)) {
+  const status = keyFileStatus(file);
+  if (status !== undefined) {
     // Whoever can read it mints tokens Arbiter accepts (admin ones too with admin.allow_dev_issuer).
-    if ((statSync(file).mode & 0o077) !== 0) {
+    if ((status.mode & 0o077) !== 0) {
       throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file} is readable or writable by group or others (chmod 600 it, or delete it to generate a new development key)` }]);
     }
     try {
@@ -46,6 +47,23 @@ export async function readDevIssuerKey(file: string): Promise<DevIssuerKey | und
     }
   }
   return undefined;
+}
+
+/**
+ * The key file's status, undefined when nothing is there (the key is generated). Something there
+ * that cannot be read (a link to nothing, such as a secret not mounted, a link loop, a directory
+ * that may not be searched) is a ConfigError: generating would fail on it, or write a key
+ * where the link leads, and existsSync answers false for all of them.
+ */
+function keyFileStatus(file: string): Stats | undefined {
+  try {
+    return statSync(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && lstatSync(file, { throwIfNoEntry: false }) === undefined) return undefined;
+    const problem = code === 'ENOENT' ? `is a symbolic link to ${readlinkSync(file)}, which does not exist` : `cannot be read: ${(error as Error).message}`;
+    throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file} ${problem}` }]);
+  }
 }
 
 async function createDevIssuerKey(file: string): Promise<DevIssuerKey> {
