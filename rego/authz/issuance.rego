@@ -163,12 +163,14 @@ scope_backed_by_entitlements(scope) if {
 granted_scopes contains scope if {
 	count(issuance_denials) == 0
 	some scope in requested_scopes
+	not max_ttl_unknown(scope)
 	scope_backed_by_entitlements(scope)
 }
 
 granted_scopes contains scope if {
 	count(issuance_denials) == 0
 	some scope in requested_scopes
+	not max_ttl_unknown(scope)
 	count(exception_rules(scope)) > 0
 }
 
@@ -192,6 +194,63 @@ ttl_limits contains limit if {
 ttl_limits contains rule.max_ttl_s if {
 	some scope in granted_scopes
 	some rule in exception_rules(scope)
+}
+
+# METADATA
+# title: Lifetime limit unknown
+# description: >-
+#   A limit that would apply to the scope cannot be read. ttl_limits would leave it
+#   out, granting the scope for default_max_ttl_s: longer than its risk level allows.
+max_ttl_unknown(scope) if {
+	some refusal in max_ttl_refusals
+	refusal.scope == scope
+}
+
+# METADATA
+# title: Lifetime refusals
+# description: >-
+#   Requested scopes with an action whose risk level is not in
+#   data.authz.risk_levels or has no max_ttl_s of at least 1 (authz/decision
+#   denies that action risk_level_unknown), or with an applied exception rule whose
+#   max_ttl_s, given, is not one.
+max_ttl_refusals contains {
+	"scope": scope,
+	"code": "max_ttl_unknown",
+	"action": action,
+	"risk": object.get(data.authz.actions[action], "risk", null),
+	"message": "an action of the scope has no risk level in data.authz.risk_levels with a max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
+} if {
+	some scope in requested_scopes
+	some action in scope_actions(scope)
+	not action_max_ttl_usable(action)
+}
+
+max_ttl_refusals contains {
+	"scope": scope,
+	"code": "max_ttl_unknown",
+	"rule_id": object.get(rule, "id", null),
+	"message": "the exception rule's max_ttl_s, when given, must be a number of at least 1",
+} if {
+	some scope in requested_scopes
+	some rule in exception_rules(scope)
+	evidence.has_key(rule, "max_ttl_s")
+	not usable_max_ttl(rule.max_ttl_s)
+}
+
+# METADATA
+# title: Action lifetime limit usable
+# description: >-
+#   The risk level of the action gives a usable max_ttl_s. A rule of its own: in
+#   "not usable_max_ttl(<ref>)" a ref that is undefined (an unknown risk level)
+#   would make the whole body undefined, not the negation true.
+action_max_ttl_usable(action) if usable_max_ttl(data.authz.risk_levels[data.authz.actions[action].risk].max_ttl_s)
+
+# METADATA
+# title: Usable lifetime limit
+# description: A number of seconds, at least 1.
+usable_max_ttl(limit) if {
+	is_number(limit)
+	limit >= 1
 }
 
 # METADATA
@@ -308,6 +367,14 @@ issuance_denials contains {
 }
 
 issuance_denials contains {
+	"code": "max_ttl_unknown",
+	"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a number of at least 1",
+} if {
+	evidence.has_key(data.authz.issuance_rules, "default_max_ttl_s")
+	not usable_max_ttl(data.authz.issuance_rules.default_max_ttl_s)
+}
+
+issuance_denials contains {
 	"code": "no_scope_requested",
 	"message": "the issuance request asks for no scope",
 } if {
@@ -353,6 +420,8 @@ scope_refusals contains {
 	count(issuance_denials) > 0
 	some scope in requested_scopes
 }
+
+scope_refusals contains refusal if some refusal in max_ttl_refusals
 
 scope_refusals contains {
 	"scope": scope,
