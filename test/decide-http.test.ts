@@ -772,6 +772,14 @@ describe('POST /v1/issuance', () => {
     ]);
   });
 
+  it('lists each requested scope once in refused_scopes, and no scope that was not requested', async () => {
+    // The echo policy's deny refuses b, which this request does not ask for; a is asked for twice.
+    const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'c', scopes: ['a', 'a'], audience: 'https://api.example.com' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0 });
+    expect(res.body!.refused_scopes).toEqual([{ scope: 'a', code: 'closed' }]);
+  });
+
   it('grants only scopes that were requested, whatever the policy answers', async () => {
     const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'overreach', scopes: ['a', 'b'], audience: 'https://api.example.com' });
     expect(res.status).toBe(200);

@@ -87,9 +87,13 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
 
 /**
  * Every requested scope is either granted or refused: the policy's refusals with their codes,
- * and any other scope not granted under `code` (a deny's first reason, else not_granted).
+ * and any other scope not granted under `code` (a deny's first reason, else not_granted). Only
+ * requested scopes, each once however often it was asked for: a refusal of a scope nobody asked
+ * for answers nothing (the record keeps it, in the policy's result).
  */
 function refusedScopes(requested: readonly string[], granted: readonly string[], refusedByPolicy: readonly RefusedScope[], code: string): RefusedScope[] {
-  const accounted = new Set([...granted, ...refusedByPolicy.map((refusal) => refusal.scope)]);
-  return [...refusedByPolicy, ...requested.filter((scope) => !accounted.has(scope)).map((scope) => ({ scope, code }))];
+  const asked = new Set(requested);
+  const refusals = refusedByPolicy.filter((refusal) => asked.has(refusal.scope));
+  const accounted = new Set([...granted, ...refusals.map((refusal) => refusal.scope)]);
+  return [...refusals, ...[...asked].filter((scope) => !accounted.has(scope)).map((scope) => ({ scope, code }))];
 }
