@@ -84,6 +84,17 @@ describe('arbiter CLI', () => {
     expect(refused.stderr).toContain('dev_issuer.enabled');
   });
 
+  it('token takes --ttl and --age as digits: an empty value (--ttl "$UNSET") is not a lifetime of 0 (2)', async () => {
+    const dir = tempDir();
+    const config = join(dir, 'dev.yaml');
+    writeFileSync(config, `dev_issuer: {enabled: true, key_file: ${JSON.stringify(join(dir, 'key.jwk.json'))}}\n`);
+    const odd = [['--ttl', ''], ['--age', ' '], ['--ttl', '0x10'], ['--age', '1e3']] as const;
+    const answers = await Promise.all(odd.map(([flag, value]) => cli('token', '--config', config, '--sub', 'x', `${flag}=${value}`)));
+    for (const [index, [flag, value]] of odd.entries()) {
+      expect(answers[index], `${flag}=${value}`).toMatchObject({ code: 2, stdout: '', stderr: expect.stringContaining(`${flag} expects whole seconds`) });
+    }
+  });
+
   it('token and config check name dev_issuer.key_file for a key whose tokens would be refused (2), and leave it alone', async () => {
     const dir = tempDir();
     const keyFile = join(dir, 'key.jwk.json');

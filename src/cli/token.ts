@@ -87,7 +87,9 @@ function parseValue(text: string): unknown {
 }
 
 function seconds(text: string, flag: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 0) throw new ArbiterError('usage', `${flag} expects whole seconds, got ${JSON.stringify(text)}`);
+  // Digits only: Number() reads "" and " " as 0 (an unset variable would mint a token expired
+  // on arrival), and "0x10" or "1e3" as numbers nobody meant to type.
+  const value = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(value)) throw new ArbiterError('usage', `${flag} expects whole seconds, got ${JSON.stringify(text)}`);
   return value;
 }
