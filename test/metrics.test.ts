@@ -4,9 +4,13 @@ import { exportJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Decision } from '../src/decisions/pipeline.ts';
 import { ArbiterMetrics } from '../src/metrics/registry.ts';
+import { THREAD_READ_TIMEOUT_MS } from '../src/metrics/thread-heap.ts';
+import { readBundleArchive } from '../src/policy/archive.ts';
 import { MAX_JWKS_BYTES } from '../src/tokens/key-set.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 
 let idp: TestIssuer;
@@ -165,6 +169,38 @@ describe('GET /metrics', () => {
       await relaxed.close();
     }
   });
+
+  it('answers while an evaluation worker is busy outside evaluations, leaving out what that worker cannot tell yet', async () => {
+    // A worker checking a pushed module (or loading one, or taking a large live data version)
+    // runs module code until engine.load_deadline_ms (2 minutes by default): a scrape that waited
+    // for it would time out at Prometheus, and every metric would be missing just then.
+    const dir = tempDir('arbiter-metrics-');
+    const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, 'tables'), join(dir, 'tables.tar.gz'), 'tables-1')));
+    const hangsInTables = packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, 'entrypoints', LOOP_FOREVER)));
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    const server = await startTestArbiter({
+      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+      engine: { workers: 1, load_deadline_ms: 6000 },
+    });
+    try {
+      const token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write' });
+      const pushed = fetch(`${server.url}/v1/bundles/tables`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(hangsInTables) });
+      // The check runs on the only worker, past the time a scrape waits for it.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const started = performance.now();
+      const samples = await scrape(server.url);
+      expect(performance.now() - started).toBeLessThan(THREAD_READ_TIMEOUT_MS + 2000);
+      expect(samples.has('arbiter_decision_log_queue_depth')).toBe(true);
+      expect(samples.has('arbiter_policy_instances{thread="evaluator-0"}')).toBe(false);
+      expect((await pushed).status).toBe(422);
+      // Free again, the worker is counted at the next scrape.
+      expect((await scrape(server.url)).has('arbiter_policy_instances{thread="evaluator-0"}')).toBe(true);
+    } finally {
+      await server.close();
+      await admins.close();
+    }
+  }, 30_000);
 
   it('is not served when metrics.enabled is false', async () => {
     const quiet = await startTestArbiter({ metrics: { enabled: false } });

@@ -15,7 +15,7 @@ import { DecisionPipeline } from '../decisions/pipeline.ts';
 import { DecisionStore } from '../decisions/store.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { ArbiterMetrics } from '../metrics/registry.ts';
-import type { ThreadHeap } from '../metrics/thread-heap.ts';
+import { answeredInTime, type ThreadHeap } from '../metrics/thread-heap.ts';
 import { archiveLimitsOf } from '../policy/archive.ts';
 import { BundleLifecycle, checkEmbeddedDirectory, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
@@ -111,10 +111,11 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const metrics = new ArbiterMetrics({
     activeBundles: () => bundles.list(),
     threadHeaps: async () => {
-      const writer = await decisionLogReads.writerHeap?.().catch(() => undefined);
+      // In time or not at all: a writer waiting on a lock or a slow disk must not hold the scrape.
+      const writer = decisionLogReads.writerHeap && (await answeredInTime(decisionLogReads.writerHeap()));
       return [...((await evaluator.heapStatistics?.()) ?? []), ...(writer ? [writer] : [])];
     },
-    policyInstances: () => evaluator.policyInstances(),
+    policyInstances: () => evaluator.policyInstances({ inTime: true }),
     decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
   });
   const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, load);

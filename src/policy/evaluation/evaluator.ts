@@ -55,8 +55,11 @@ export interface PolicyEvaluator {
   release(digest: string): void;
   /** The revision serves (again, after a release): keep its instances between evaluations. */
   retain(digest: string): void;
-  /** The instances each evaluation thread holds, so a revision kept past its use shows. */
-  policyInstances(): Promise<PolicyInstances[]>;
+  /**
+   * The instances each evaluation thread holds, so a revision kept past its use shows.
+   * `inTime`: leave out a thread that does not answer within THREAD_READ_TIMEOUT_MS (a scrape).
+   */
+  policyInstances(options?: { inTime?: boolean }): Promise<PolicyInstances[]>;
   /** The V8 heaps of the evaluator's own threads, if it has any. */
   heapStatistics?(): Promise<ThreadHeap[]>;
   close(): Promise<void>;

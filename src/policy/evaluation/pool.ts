@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { BundleRejectedError } from '../../errors.ts';
-import { workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
+import { answeredInTime, workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
 import type { EvaluationFailureCode } from '../engine.ts';
 import type { Manifest } from '../manifest.ts';
 import type { PolicyWasmInfo } from '../wasm-check.ts';
@@ -180,32 +180,28 @@ export class EvaluationPool implements PolicyEvaluator {
     this.#retired.delete(digest);
   }
 
-  /** What each worker itself holds (not what the pool believes it holds); a worker being replaced is left out. */
-  async policyInstances(): Promise<PolicyInstances[]> {
+  /**
+   * What each worker itself holds (not what the pool believes it holds); a worker being replaced
+   * is left out, and with `inTime` one that does not answer within THREAD_READ_TIMEOUT_MS: it
+   * answers between jobs, and may be running a module's load or check until the load deadline.
+   */
+  async policyInstances(options: { inTime?: boolean } = {}): Promise<PolicyInstances[]> {
     if (this.#closed) return [];
     const answers = await Promise.all(
-      this.#slots.map(
-        (slot, index) =>
-          new Promise<PolicyInstances | undefined>((resolve) => {
-            slot.instanceQueries.push((digests) => resolve(digests && { thread: `evaluator-${index}`, digests }));
-            this.#post(slot, { type: 'instances' });
-          }),
-      ),
+      this.#slots.map((slot, index) => {
+        const answer = new Promise<PolicyInstances | undefined>((resolve) => {
+          slot.instanceQueries.push((digests) => resolve(digests && { thread: `evaluator-${index}`, digests }));
+          this.#post(slot, { type: 'instances' });
+        });
+        return options.inTime ? answeredInTime(answer) : answer;
+      }),
     );
     return answers.filter((answer) => answer !== undefined);
   }
 
-  /** The V8 heap of each worker; a worker being replaced is left out. */
+  /** The V8 heap of each worker; a worker being replaced, or one that does not answer in time, is left out. */
   async heapStatistics(): Promise<ThreadHeap[]> {
-    const heaps = await Promise.all(
-      this.#slots.map(async (slot, index) => {
-        try {
-          return await workerHeap(`evaluator-${index}`, slot.worker);
-        } catch {
-          return undefined;
-        }
-      }),
-    );
+    const heaps = await Promise.all(this.#slots.map((slot, index) => answeredInTime(workerHeap(`evaluator-${index}`, slot.worker))));
     return heaps.filter((heap) => heap !== undefined);
   }
 
