@@ -202,6 +202,18 @@ describe('GET /metrics', () => {
     }
   }, 30_000);
 
+  it('exposes the last successful pull of a source that never succeeded, as 0, so an alert on its age fires', async () => {
+    // A replica restarted while its bundle server is down serves what its store holds, for as
+    // long as the source stays down: an absent series would keep `time() - last_success` silent.
+    const server = await startTestArbiter({ bundles: { sources: [{ name: 'remote', url: 'http://127.0.0.1:9/remote.tar.gz', poll_interval_s: 3600, timeout_ms: 1000 }] } });
+    try {
+      await expect.poll(async () => (await scrape(server.url)).get('arbiter_bundle_pulls_total{bundle="remote",result="bundle_pull_failed"}'), { timeout: 5000 }).toBe(1);
+      expect((await scrape(server.url)).get('arbiter_bundle_pull_last_success_timestamp_seconds{bundle="remote"}')).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('is not served when metrics.enabled is false', async () => {
     const quiet = await startTestArbiter({ metrics: { enabled: false } });
     try {

@@ -52,6 +52,8 @@ export interface ArbiterMetricsOptions {
   policyInstances?: () => Promise<readonly PolicyInstances[]>;
   /** Decision records accepted but not yet committed, read at each scrape (0 without a decision log). */
   decisionLogPending?: () => number;
+  /** The names of bundles.sources, whose last successful pull is exposed from the start. */
+  pulledBundles?: readonly string[];
 }
 
 /**
@@ -135,7 +137,7 @@ export class ArbiterMetrics {
 
   readonly bundlePullLastSuccess = new Gauge({
     name: 'arbiter_bundle_pull_last_success_timestamp_seconds',
-    help: 'When each bundles.sources entry was last polled successfully (what it serves is active, changed or not): alert on its age.',
+    help: 'When each bundles.sources entry was last polled successfully (what it serves is active, changed or not), 0 before the first success: alert on its age.',
     labelNames: ['bundle'] as const,
     registers: [this.registry],
   });
@@ -160,6 +162,9 @@ export class ArbiterMetrics {
   constructor(options: ArbiterMetricsOptions) {
     // Exposed at 0 from the start: an alert on increase() would miss the first failure of a series that appears with it.
     for (const reason of GATEWAY_AUTH_FAILURES) this.gatewayAuthFailures.inc({ reason }, 0);
+    // 0 until a pull succeeds, as "never": absent, a source down since start-up (a replica serving
+    // its stored revision for as long) would keep an alert on the age of the last success silent.
+    for (const bundle of options.pulledBundles ?? []) this.bundlePullLastSuccess.set({ bundle }, 0);
     const decisionLogPending = options.decisionLogPending;
     new Gauge({
       name: 'arbiter_decision_log_queue_depth',

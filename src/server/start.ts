@@ -117,6 +117,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     },
     policyInstances: () => evaluator.policyInstances({ inTime: true }),
     decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
+    pulledBundles: config.bundles.sources.map((source) => source.name),
   });
   const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, load);
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
