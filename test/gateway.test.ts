@@ -269,6 +269,30 @@ describe('admission limits', () => {
     expect(statuses[2]!.headers.get('retry-after')).toBe('1');
     expect(statuses[2]!.body).toMatchObject({ code: 'rate_limited' });
   });
+
+  it('counts and logs each 429, by reason and caller, as the 401s are: a throttled gateway shows on the server side too', async () => {
+    const { logger, lines } = capturingLogger();
+    const key = { id: 'edge', sha256: sha256('edge-gateway-key') };
+    arbiter = await startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [key], rate_limit: { requests_per_second: 0.001, burst: 1 } }, authzen: { default_bundle: 'azecho' } }, { logger });
+    const auth = { authorization: 'ApiKey edge-gateway-key' };
+    expect((await postJson(`${arbiter.url}/v1/decide`, body, auth)).status).toBe(200);
+    const refused = await postJson(`${arbiter.url}/v1/decide`, body, { ...auth, 'x-request-id': 'throttled-1' });
+    expect(refused).toMatchObject({ status: 429, body: { code: 'rate_limited' } });
+    // On every decision endpoint.
+    const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'read' }, resource: { type: 'doc', id: '1' } };
+    expect((await postJson(`${arbiter.url}/access/v1/evaluations`, { evaluations: [evaluation, evaluation] }, auth)).status).toBe(429);
+
+    const metrics = await (await fetch(`${arbiter.url}/metrics`)).text();
+    expect(metrics).toContain('arbiter_gateway_throttled_total{reason="rate_limited",caller="edge"} 2');
+    expect(lines.find((line) => line.msg === 'gateway request throttled')).toMatchObject({
+      level: 40,
+      reason: 'rate_limited',
+      caller: 'edge',
+      request_id: 'throttled-1',
+      path: '/v1/decide',
+    });
+    expect(JSON.stringify(lines)).not.toContain('edge-gateway-key');
+  });
 });
 
 describe('admission limits of a batch', () => {

@@ -3,6 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
 import type { TokenFailureCode } from '../tokens/verify.ts';
+import type { ThrottleReason } from '../server/middleware/admission.ts';
 import { GATEWAY_AUTH_FAILURES, type GatewayAuthFailure } from '../server/middleware/gateway-auth.ts';
 import type { ThreadHeap } from './thread-heap.ts';
 
@@ -14,6 +15,11 @@ const MAX_REASON_LABELS = 200;
  * and a removed bundle's series stays): only so many, for activations and rejections each.
  */
 const MAX_BUNDLE_LABELS = 100;
+/**
+ * A caller is a configured key id or the identity of a certificate the gateway CA signed, listed
+ * or not: bounded by whoever runs that CA, and held to so many here.
+ */
+const MAX_CALLER_LABELS = 100;
 const OTHER = 'other';
 
 /**
@@ -100,6 +106,13 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly gatewayThrottledRequests = new Counter({
+    name: 'arbiter_gateway_throttled_total',
+    help: `Decision requests refused 429 before any policy ran, by reason (rate_limited: over gateway.rate_limit; overloaded: over gateway.max_concurrent or max_concurrent_per_caller) and caller ("anonymous" without gateway authentication; callers past the first ${MAX_CALLER_LABELS} distinct count as "other").`,
+    labelNames: ['reason', 'caller'] as const,
+    registers: [this.registry],
+  });
+
   readonly jwksFetches = new Counter({
     name: 'arbiter_jwks_fetches_total',
     help: 'HTTP fetches of a trusted issuer\'s JWKS.',
@@ -158,6 +171,7 @@ export class ArbiterMetrics {
   readonly #reasons = new BoundedLabel(MAX_REASON_LABELS, REASON_LABEL);
   readonly #activatedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
   readonly #rejectedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
+  readonly #throttledCallers = new BoundedLabel(MAX_CALLER_LABELS, /^[\x20-\x7e]{1,256}$/);
 
   constructor(options: ArbiterMetricsOptions) {
     // Exposed at 0 from the start: an alert on increase() would miss the first failure of a series that appears with it.
@@ -246,6 +260,10 @@ export class ArbiterMetrics {
   /** `caller` is a configured key id (gateway.api_keys[].id): bounded by the configuration. */
   gatewayTenantRefused(caller: string): void {
     this.gatewayTenantRefusals.inc({ caller });
+  }
+
+  gatewayThrottled(reason: ThrottleReason, caller: string): void {
+    this.gatewayThrottledRequests.inc({ reason, caller: this.#throttledCallers.of(caller) });
   }
 
   tokenRejected(reason: TokenFailureCode): void {

@@ -79,7 +79,7 @@ export function createApp(deps: AppDeps) {
   // for the method they are served with: another is 405 naming it, as on every path, not a 401
   // that sends the caller after a gateway key which would change nothing.
   const { warnings } = deps;
-  const gateway = [gatewayAuth(deps.gateway, { warnings, observer: deps.metrics }), admission(deps.gateway)] as const;
+  const gateway = [gatewayAuth(deps.gateway, { warnings, observer: deps.metrics }), admission(deps.gateway, { warnings, observer: deps.metrics })] as const;
   for (const path of [...DECISION_PATHS, ...(deps.opaCompat ? [OPA_DATA_ROUTE] : [])]) app.on('POST', path, ...gateway);
   // A gateway bound to tenants asks AuthZEN requests naming one of them (routes/authzen.ts checks
   // what they name); these endpoints name no tenant, so such a gateway is refused there.

@@ -1,7 +1,19 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import type { GatewayConfig } from '../../config/gateway.ts';
 import { problem } from '../problem.ts';
+import type { ThrottledWarnings } from '../throttled-log.ts';
 import type { GatewayVariables } from './gateway-auth.ts';
+import type { RequestIdVariables } from './request-id.ts';
+
+/** Why a decision request was answered 429: the only values of the metric's `reason` label. */
+export type ThrottleReason = 'rate_limited' | 'overloaded';
+
+export interface AdmissionDeps {
+  /** Refusals are logged at warn, at most one line per reason a second (a gateway over its rate sends them at will). */
+  warnings: ThrottledWarnings;
+  /** Counts every refusal (arbiter_gateway_throttled_total); absent when metrics are off. */
+  observer?: { gatewayThrottled(reason: ThrottleReason, caller: string): void } | undefined;
+}
 
 /** Why a caller over its rate is refused, and the seconds until it may ask again (Retry-After). */
 export interface RateRefusal {
@@ -29,7 +41,7 @@ export type AdmissionVariables = {
  * configured), a ceiling on requests in flight, and (when configured) a share of it per
  * caller. Over any: 429 with Retry-After, so a gateway backs off instead of piling up requests.
  */
-export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables: GatewayVariables & AdmissionVariables }> {
+export function admission(config: GatewayConfig, deps: AdmissionDeps): MiddlewareHandler<{ Variables: GatewayVariables & AdmissionVariables & RequestIdVariables }> {
   const { requests_per_second: rate, burst } = config.rate_limit;
   const buckets = new Map<string, { tokens: number; updatedMs: number }>();
   const perCaller = config.max_concurrent_per_caller;
@@ -42,20 +54,38 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
     bucket.updatedMs = nowMs;
   };
   const retryAfter = (tokens: number) => Math.max(1, Math.ceil((1 - tokens) / rate!));
+  /**
+   * A 429 is not a decision (nothing is recorded): without this, a gateway held back by its
+   * rate or by the ceiling would show only on its own side. Counted and logged as the 401s are.
+   */
+  const throttled = (c: Context<{ Variables: GatewayVariables & RequestIdVariables }>, reason: ThrottleReason, who: string, detail: string) => {
+    deps.observer?.gatewayThrottled(reason, who);
+    deps.warnings.warn(reason, { request_id: c.get('requestId'), caller: who, method: c.req.method, path: c.req.path, detail }, 'gateway request throttled');
+  };
 
   return async (c, next) => {
+    const who = c.get('caller') ?? 'anonymous';
     // Before the caller's rate is charged: a request refused for what others have in flight asks no decision.
     if (inFlight >= config.max_concurrent) {
-      return overloaded(c, `more than ${config.max_concurrent} requests in flight`);
+      const detail = `more than ${config.max_concurrent} requests in flight`;
+      throttled(c, 'overloaded', who, detail);
+      return overloaded(c, detail);
     }
-    const who = c.get('caller') ?? 'anonymous';
     const callerInFlight = perCaller === undefined ? 0 : (inFlightByCaller.get(who) ?? 0);
-    if (perCaller !== undefined && callerInFlight >= perCaller) return overloaded(c, `more than ${perCaller} requests in flight for ${who} (gateway.max_concurrent_per_caller)`);
+    if (perCaller !== undefined && callerInFlight >= perCaller) {
+      const detail = `more than ${perCaller} requests in flight for ${who} (gateway.max_concurrent_per_caller)`;
+      throttled(c, 'overloaded', who, detail);
+      return overloaded(c, detail);
+    }
     if (rate !== undefined) {
       const bucket = buckets.get(who) ?? { tokens: burst, updatedMs: performance.now() };
       refill(bucket);
       buckets.set(who, bucket);
-      if (bucket.tokens < 1) return rateLimited(c, { detail: `over ${rate} requests/s for ${who}`, retryAfterS: retryAfter(bucket.tokens) });
+      if (bucket.tokens < 1) {
+        const refusal = { detail: `over ${rate} requests/s for ${who}`, retryAfterS: retryAfter(bucket.tokens) };
+        throttled(c, 'rate_limited', who, refusal.detail);
+        return rateLimited(c, refusal);
+      }
       bucket.tokens -= 1;
       c.set('reserveDecisions', (decisions) => {
         refill(bucket);
@@ -71,6 +101,8 @@ export function admission(config: GatewayConfig): MiddlewareHandler<{ Variables:
     if (perCaller !== undefined) inFlightByCaller.set(who, callerInFlight + 1);
     try {
       await next();
+      // A batch or search refused by its route for what the caller owes already (reserveDecisions).
+      if (c.res.status === 429) throttled(c, 'rate_limited', who, 'decisions asked already are not paid for yet');
     } finally {
       inFlight -= 1;
       if (perCaller !== undefined) {
