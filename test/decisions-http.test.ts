@@ -969,7 +969,8 @@ describe('a decision log record damaged outside Arbiter', () => {
         const exported = await call(damaged, 'GET', '/v1/decisions/export');
         expect(exported.status).toBe(200);
         expect(captured.lines.filter((line) => line.msg === 'decision export stopped before its end')).toMatchObject([
-          { level: 50, path: '/v1/decisions/export', seq: 2, err: { code: 'decision_log_corrupt' }, admin: { sub: expect.any(String) } },
+          // The request id the auditor was answered with finds this line, as for any admin fault.
+          { level: 50, path: '/v1/decisions/export', request_id: exported.headers.get('x-request-id'), seq: 2, err: { code: 'decision_log_corrupt' }, admin: { sub: expect.any(String) } },
         ]);
       },
       captured.logger,

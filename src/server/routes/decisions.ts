@@ -118,7 +118,10 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
         // The answer's status (200) went out with its first line: a record that stops the export
         // midway is a server fault the 5xx log line of admin requests never sees.
         const stopped = (error: unknown) =>
-          deps.admin.logger.error({ err: error, path: c.req.path, admin: c.get('admin'), ...(error instanceof DecisionLogCorruptError && { seq: error.seq }) }, 'decision export stopped before its end');
+          deps.admin.logger.error(
+            { err: error, request_id: c.get('requestId'), path: c.req.path, admin: c.get('admin'), ...(error instanceof DecisionLogCorruptError && { seq: error.seq }) },
+            'decision export stopped before its end',
+          );
         return c.body(ndjson(log.store.export(query.data), c.req.path, stopped), 200, { 'Content-Type': 'application/x-ndjson' });
       } catch (error) {
         return adminProblem(c, error);
