@@ -7,6 +7,7 @@ import { parseConfig } from '../src/config/load.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { whileLocked } from './support/sqlite-lock.ts';
 
 /**
  * What Arbiter writes where others read it (answers to gateways, /readyz, the decision log,
@@ -118,6 +119,27 @@ describe('the process log line of a decision', () => {
       expect(line.resource).toEqual({ type: 'doc', id: `${id.slice(0, 256)}…(744 more)` });
       const record = await arbiter.decisionLog!.get(decided.body!.decision_id as string);
       expect(record?.input).toMatchObject({ resource: { id } });
+    } finally {
+      await arbiter.close();
+    }
+  });
+});
+
+describe('the error line of a decision the log could not record', () => {
+  it('names the request id and the bundle, as the decision line does: at logging.level error it is the only line', async () => {
+    const path = join(tempDir('arbiter-logs-'), 'decisions.db');
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 100 } }, { logger });
+    try {
+      const denied = await whileLocked(path, () => postJson(`${arbiter.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } }, { 'x-request-id': 'gw-audit-1' }));
+      expect(denied.body).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
+      expect(lines.find((line) => line.msg === 'decision could not be recorded: denied')).toMatchObject({
+        level: 50,
+        decision_id: denied.body!.decision_id,
+        request_id: 'gw-audit-1',
+        endpoint: '/v1/decide',
+        bundle: 'simple',
+      });
     } finally {
       await arbiter.close();
     }

@@ -183,7 +183,7 @@ export class DecisionPipeline {
       }
     } catch (error) {
       // Defence in depth: the steps above do not throw by contract, but if one does, deny.
-      this.#deps.logger.error({ err: error, decision_id: trace.decisionId }, 'decision path failed');
+      this.#deps.logger.error({ err: error, ...traceFields(trace), bundle: bundleName }, 'decision path failed');
       outcome = denial(bundle ?? null, 'internal_error', 'the decision could not be computed', bundle !== undefined);
     }
     return this.#finish(trace, outcome);
@@ -373,7 +373,7 @@ export class DecisionPipeline {
       try {
         await this.#deps.recorder.append(this.#record(trace, decision));
       } catch (error) {
-        this.#deps.logger.error({ err: error, decision_id: trace.decisionId }, 'decision could not be recorded: denied');
+        this.#deps.logger.error({ err: error, ...traceFields(trace), bundle: decision.policy?.bundle }, 'decision could not be recorded: denied');
         // Still unanswered when no bundle answered: the 503 says the server cannot decide at all.
         const policy = outcome.policy && { name: outcome.policy.bundle, revision: outcome.policy.revision };
         decision = {
@@ -489,6 +489,15 @@ interface LoggedInput {
 
 function definedMembers<T extends Record<string, unknown>>(members: T): Partial<T> {
   return Object.fromEntries(Object.entries(members).filter(([, value]) => value !== undefined)) as Partial<T>;
+}
+
+/**
+ * What finds the request an error line is about: below logging.level info (a common choice in
+ * production) the decision line that names them is not written, and the gateway knows its
+ * X-Request-ID, not the decision id.
+ */
+function traceFields(trace: Trace): { decision_id: string; request_id: string; endpoint: string; caller: string | null } {
+  return { decision_id: trace.decisionId, request_id: trace.requestId, endpoint: trace.endpoint, caller: trace.caller };
 }
 
 /** What the record keeps of a token that failed verification: never the token, only its fingerprint. */
