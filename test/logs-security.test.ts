@@ -125,6 +125,37 @@ describe('the process log line of a decision', () => {
   });
 });
 
+describe('the process log line of an AuthZEN decision', () => {
+  const evaluation = (id: string) => ({ subject: { type: 'user', id }, action: { name: 'read' }, resource: { type: 'doc', id: '1' } });
+  const decisionLine = (lines: Record<string, any>[], answer: Awaited<ReturnType<typeof postJson>>) =>
+    lines.find((line) => line.msg === 'decision' && line.decision_id === answer.body!.context.decision_id)!;
+
+  it('names the subject the PEP asked about (its type and id), masked and clipped as the other fields are', async () => {
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ authzen: { default_bundle: 'azecho' } }, { logger });
+    try {
+      const asked = await postJson(`${arbiter.url}/access/v1/evaluation`, evaluation('alice@acme.example'));
+      expect(asked.status).toBe(200);
+      expect(decisionLine(lines, asked)).toMatchObject({ endpoint: '/access/v1/evaluation', subject: { type: 'user', id: 'alice@acme.example' } });
+      const id = `user-${'x'.repeat(995)}`;
+      const long = await postJson(`${arbiter.url}/access/v1/evaluation`, evaluation(id));
+      expect(decisionLine(lines, long).subject).toEqual({ type: 'user', id: `${id.slice(0, 256)}…(744 more)` });
+    } finally {
+      await arbiter.close();
+    }
+    const masked = capturingLogger();
+    const hashing = await startTestArbiter({ authzen: { default_bundle: 'azecho' }, decision_log: { mask: [{ pointer: '/input/subject/id', mode: 'hash' }] } }, { logger: masked.logger });
+    try {
+      const asked = await postJson(`${hashing.url}/access/v1/evaluation`, evaluation('alice@acme.example'));
+      const line = decisionLine(masked.lines, asked);
+      expect(line.subject).toEqual({ type: 'user', id: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) });
+      expect(JSON.stringify(masked.lines)).not.toContain('alice@acme.example');
+    } finally {
+      await hashing.close();
+    }
+  });
+});
+
 describe('the error line of a decision the log could not record', () => {
   it('names the request id and the bundle, as the decision line does: at logging.level error it is the only line', async () => {
     const path = join(tempDir('arbiter-logs-'), 'decisions.db');

@@ -444,7 +444,8 @@ export class DecisionPipeline {
     const action = isObject(input.action) ? input.action : {};
     const resource = isObject(input.resource) ? input.resource : {};
     const shown = {
-      subject: { iss: subject.iss, sub: subject.sub, client_id: subject.client_id },
+      // type and id: the subject an AuthZEN PEP asks about (absent from a token's subject).
+      subject: { iss: subject.iss, sub: subject.sub, client_id: subject.client_id, type: subject.type, id: subject.id },
       action: { name: action.name },
       resource: { type: resource.type, id: resource.id },
     };
@@ -471,18 +472,25 @@ const tooLong = (value: unknown) => typeof value === 'string' && value.length > 
 function clipped(input: LoggedInput): LoggedInput {
   const { subject, action, resource } = input;
   const anyTooLong =
-    tooLong(subject?.iss) || tooLong(subject?.sub) || tooLong(subject?.client_id) || tooLong(action?.name) || tooLong(resource?.type) || tooLong(resource?.id);
+    tooLong(subject?.iss) ||
+    tooLong(subject?.sub) ||
+    tooLong(subject?.client_id) ||
+    tooLong(subject?.type) ||
+    tooLong(subject?.id) ||
+    tooLong(action?.name) ||
+    tooLong(resource?.type) ||
+    tooLong(resource?.id);
   if (!anyTooLong) return input;
   const clip = (value: unknown) => (tooLong(value) ? `${(value as string).slice(0, MAX_LOGGED_FIELD_CHARS)}…(${(value as string).length - MAX_LOGGED_FIELD_CHARS} more)` : value);
   return {
-    ...(subject && { subject: { iss: clip(subject.iss), sub: clip(subject.sub), client_id: clip(subject.client_id) } }),
+    ...(subject && { subject: { iss: clip(subject.iss), sub: clip(subject.sub), client_id: clip(subject.client_id), type: clip(subject.type), id: clip(subject.id) } }),
     ...(action && { action: { name: clip(action.name) } }),
     ...(resource && { resource: { type: clip(resource.type), id: clip(resource.id) } }),
   };
 }
 
 interface LoggedInput {
-  subject?: { iss?: unknown; sub?: unknown; client_id?: unknown };
+  subject?: { iss?: unknown; sub?: unknown; client_id?: unknown; type?: unknown; id?: unknown };
   action?: { name?: unknown };
   resource?: { type?: unknown; id?: unknown };
 }
