@@ -562,6 +562,27 @@ describe('readiness and a strict decision log whose commits keep failing', () =>
     }
   });
 
+  it('is 503 while a commit has hung for as long, decisions waiting on it, ready again once it goes through', async () => {
+    // A disk that stops answering (a stalled network volume) fails no commit: the fsync just
+    // does not return, and every decision waits for it. A lock held past the moment is the same
+    // wait here, with a busy_timeout_ms longer than the outage threshold.
+    const path = join(tempDir('arbiter-readyz-hung-'), 'decisions.db');
+    const strict = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 30_000 } });
+    try {
+      await whileLocked(path, async (release) => {
+        const waiting = postJson(`${strict.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+        expect((await readiness(strict)).status).toBe(200);
+        await expect.poll(async () => (await readiness(strict)).status, { timeout: STRICT_OUTAGE_AFTER_MS + 5000, interval: 250 }).toBe(503);
+        expect((await readiness(strict)).body.problems).toEqual([expect.stringMatching(/decision log .*under way/)]);
+        release();
+        expect((await waiting).body!.reasons).not.toContainEqual(expect.objectContaining({ code: 'audit_unavailable' }));
+        await expect.poll(async () => (await readiness(strict)).status, { timeout: 5000, interval: 100 }).toBe(200);
+      });
+    } finally {
+      await strict.close();
+    }
+  }, 30_000);
+
   it('stays ready through one failed commit when the next attempt succeeds', async () => {
     const path = join(tempDir('arbiter-readyz-transient-'), 'decisions.db');
     const strict = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 100 } });

@@ -60,7 +60,8 @@ const PRUNE_STEP_RECORDS = 10_000;
  * below, none going through) before the log counts as unavailable and /readyz says so. One
  * failure (a lock held by a backup for a moment) denies the decisions of that commit only and
  * leaves the replica ready; a disk that stays full or a file that stays read-only takes it
- * out of the load balancer after this long. Exported for tests.
+ * out of the load balancer after this long, and so does one commit under way for as long (a
+ * disk that stops answering: decisions wait on it instead of failing). Exported for tests.
  */
 export const STRICT_OUTAGE_AFTER_MS = 5_000;
 /**
@@ -116,6 +117,8 @@ export class DecisionStore {
   #failing: { since: number; lastDecisionFailure: number; message: string } | undefined;
   #probeTimer: NodeJS.Timeout | undefined;
   #probing = false;
+  /** Since when (performance.now()) the commit in flight has been under way; undefined between commits. */
+  #commitStarted: number | undefined;
   /** The latest retention run, so the next one starts after it. */
   #pruning: Promise<number> | undefined;
   #closed = false;
@@ -272,14 +275,25 @@ export class DecisionStore {
 
   /**
    * Why decisions cannot be recorded right now, or undefined: the writer thread stopped, a
-   * relaxed log waits to retry a failed commit (appends are refused), or every commit of a
-   * strict log has failed for STRICT_OUTAGE_AFTER_MS. Every decision is denied
-   * audit_unavailable meanwhile, so /readyz reports it. A strict log still sends each
-   * decision's record to the writer: one commit that goes through (or a probe) ends it.
+   * relaxed log waits to retry a failed commit (appends are refused), a commit has been under
+   * way for STRICT_OUTAGE_AFTER_MS, or every commit of a strict log has failed for as long.
+   * Every decision is denied audit_unavailable (or, behind a hung commit, waits) meanwhile, so
+   * /readyz reports it. A strict log still sends each decision's record to the writer: one
+   * commit that goes through (or a probe) ends it.
    */
   get unavailable(): Error | undefined {
     const stopped = this.#writer.failure ?? this.#outage;
-    if (stopped || !this.#failing) return stopped;
+    if (stopped) return stopped;
+    // A disk that stops answering (a stalled network volume) fails no commit: its fsync does not
+    // return, and the decisions of a strict log wait for it with no answer, as long as it hangs.
+    const hungMs = this.#commitStarted === undefined ? 0 : performance.now() - this.#commitStarted;
+    if (hungMs >= STRICT_OUTAGE_AFTER_MS) {
+      return new ArbiterError(
+        'decision_log_unavailable',
+        `a commit of ${this.#committing} decisions has been under way for ${Math.floor(hungMs / 1000)} s (the disk, or a lock held past it, does not answer): the decisions it records wait`,
+      );
+    }
+    if (!this.#failing) return undefined;
     const failingMs = performance.now() - this.#failing.since;
     if (failingMs < STRICT_OUTAGE_AFTER_MS) return undefined;
     return new ArbiterError(
@@ -376,6 +390,7 @@ export class DecisionStore {
     let result: CommitResult;
     this.#committing = batch.length;
     const started = performance.now();
+    this.#commitStarted = started;
     try {
       result = await this.#writer.commit(batch.map((queued) => queued.prepared));
     } catch (error) {
@@ -383,6 +398,7 @@ export class DecisionStore {
       result = { firstSeq: 0, prevHash: '', hashes: '', failures: [], unfinished: { from: 0, message: (error as Error).message } };
     }
     this.#committing = 0;
+    this.#commitStarted = undefined;
     if (!result.unfinished) {
       const seconds = (performance.now() - started) / 1000;
       for (const listener of this.#commitTimeListeners) listener(seconds);
