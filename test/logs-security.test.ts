@@ -156,6 +156,27 @@ describe('the process log line of an AuthZEN decision', () => {
   });
 });
 
+describe('a JWKS fetch that fails', () => {
+  it('is logged at warn, naming the issuer, the URL without its query and why, once per fetch', async () => {
+    const { logger, lines } = capturingLogger();
+    const idp = await TestIssuer.create('https://idp.test.example');
+    // Nothing listens there: every fetch fails, and every token of the issuer denies token_keys_unavailable.
+    const jwksUri = 'http://127.0.0.1:9/jwks.json?key=jwks-s3cr3t';
+    const arbiter = await startTestArbiter({ issuers: [{ issuer: idp.issuer, jwks_uri: jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }] }, { logger });
+    try {
+      const decided = await postJson(`${arbiter.url}/v1/decide`, { token: await idp.sign({ scope: 'read' }), action: 'read', resource: { type: 'doc' } });
+      expect(decided.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
+      const failed = lines.filter((line) => line.msg === 'JWKS fetch failed');
+      expect(failed).toEqual([
+        expect.objectContaining({ level: 40, iss: idp.issuer, jwks_uri: 'http://127.0.0.1:9/jwks.json?…', err: expect.objectContaining({ message: expect.stringContaining('fetch failed') }) }),
+      ]);
+      expect(JSON.stringify(lines)).not.toContain('jwks-s3cr3t');
+    } finally {
+      await arbiter.close();
+    }
+  });
+});
+
 describe('the error line of a decision the log could not record', () => {
   it('names the request id and the bundle, as the decision line does: at logging.level error it is the only line', async () => {
     const path = join(tempDir('arbiter-logs-'), 'decisions.db');

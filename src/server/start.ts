@@ -27,6 +27,7 @@ import { BundleRegistry } from '../policy/registry.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { BundleStore } from '../policy/store.ts';
 import { devTrustedIssuer, loadOrCreateDevIssuerKey } from '../tokens/dev-issuer.ts';
+import { loggingFailures } from '../tokens/key-set.ts';
 import { IssuerRegistry, type TrustedIssuer } from '../tokens/trusted-issuers.ts';
 import { VerificationCache } from '../tokens/verification-cache.ts';
 import { createApp } from './app.ts';
@@ -119,7 +120,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
     pulledBundles: config.bundles.sources.map((source) => source.name),
   });
-  const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, load);
+  const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, loggingFailures(load, issuer, logger));
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
   const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch, configPath: 'admin.issuers' });
   if (issuers.all().length === 0) {

@@ -1,4 +1,5 @@
 import { importJWK, type FetchImplementation, type JWK } from 'jose';
+import type { Logger } from 'pino';
 import { readLimited } from '../read-limited.ts';
 import { withoutCredentials } from '../shown-url.ts';
 
@@ -112,6 +113,26 @@ export function refusingPrivateKeys(fetchJwks: FetchImplementation, fetched?: (k
     if (problem !== undefined) throw new Error(problem);
     if (keys?.every(isJsonObject)) fetched?.(keys);
     return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers });
+  };
+}
+
+/**
+ * Wraps the fetch of `issuer`'s key set so each fetch that fails (it throws: a network error, a
+ * timeout, a key set refused; or answers another status than 200) is logged at warn, with the
+ * URL as logs show it: otherwise an identity provider out of reach shows in no log line, only
+ * as token_keys_unavailable reason codes. Once per fetch: after a failure none is sent for a
+ * second (JWKS_FAILURE_BACK_OFF_MS), so this is at most a line a second per issuer.
+ */
+export function loggingFailures(fetchJwks: FetchImplementation, issuer: string, logger: Logger): FetchImplementation {
+  return async (url, options) => {
+    try {
+      const response = await fetchJwks(url, options);
+      if (response.status !== 200) logger.warn({ iss: issuer, jwks_uri: withoutCredentials(url), status: response.status }, 'JWKS fetch failed');
+      return response;
+    } catch (error) {
+      logger.warn({ iss: issuer, jwks_uri: withoutCredentials(url), err: error }, 'JWKS fetch failed');
+      throw error;
+    }
   };
 }
 
