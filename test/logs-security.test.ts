@@ -1,11 +1,13 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, inject, it } from 'vitest';
 import { parseConfig } from '../src/config/load.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { build } from './support/bundle-sources.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
 
@@ -171,6 +173,38 @@ describe('a JWKS fetch that fails', () => {
         expect.objectContaining({ level: 40, iss: idp.issuer, jwks_uri: 'http://127.0.0.1:9/jwks.json?…', err: expect.objectContaining({ message: expect.stringContaining('fetch failed') }) }),
       ]);
       expect(JSON.stringify(lines)).not.toContain('jwks-s3cr3t');
+    } finally {
+      await arbiter.close();
+    }
+  });
+});
+
+describe('an AuthZEN search whose candidates entrypoint fails', () => {
+  it('answers 500 and logs it at error, with the request id, the bundle and what failed', async () => {
+    // No decision is made when the candidates cannot be listed: without this line the 500 shows nowhere on the server.
+    const dir = tempDir('arbiter-logs-');
+    const src = join(dir, 'src-azbroken');
+    mkdirSync(src);
+    writeFileSync(join(src, 'policy.rego'), 'package azbroken\n\n# METADATA\n# entrypoint: true\ndecision := {"allow": true, "reasons": [{"code": "granted"}]}\n');
+    writeFileSync(join(src, 'candidates.rego'), 'package azbroken.candidates\n\n# METADATA\n# entrypoint: true\nactions := "not a list"\n');
+    writeFileSync(join(src, '.manifest'), JSON.stringify({ roots: ['azbroken'], metadata: { authzen: { evaluation: 'azbroken/decision', search: { action: 'azbroken/candidates/actions' } } } }));
+    const bundles = join(dir, 'bundles');
+    mkdirSync(bundles);
+    build(src, join(bundles, 'azbroken.tar.gz'), 'b1');
+    copyFileSync(join(inject('bundlesDir'), 'simple.tar.gz'), join(bundles, 'simple.tar.gz'));
+    const { logger, lines } = capturingLogger();
+    const arbiter = await startTestArbiter({ bundles: { dir: bundles }, authzen: { default_bundle: 'azbroken' } }, { logger });
+    try {
+      const res = await postJson(`${arbiter.url}/access/v1/search/action`, { subject: { type: 'user', id: 'alice' }, resource: { type: 'doc', id: '1' } }, { 'x-request-id': 'search-1' });
+      expect(res).toMatchObject({ status: 500, body: { code: 'policy_contract_violation' } });
+      expect(lines.find((line) => line.msg === 'AuthZEN search failed')).toMatchObject({
+        level: 50,
+        request_id: 'search-1',
+        endpoint: '/access/v1/search/action',
+        bundle: 'azbroken',
+        code: 'policy_contract_violation',
+        detail: expect.stringContaining('azbroken/candidates/actions'),
+      });
     } finally {
       await arbiter.close();
     }

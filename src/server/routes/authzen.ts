@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AuthzenBundles, TENANT_HEADER, tenantOf, type AuthzenBundle } from '../../authzen/bundles.ts';
 import { evaluateBatch } from '../../authzen/evaluations.ts';
@@ -32,6 +33,7 @@ export interface AuthzenRouteDeps {
   bodyLimitBytes: number;
   /** Holds a gateway key bound to tenants to the tenants it names. */
   tenantBinding: TenantBinding;
+  logger: Logger;
 }
 
 /** What the helpers need of a request; handlers narrow the Hono context, so helpers take the plain one. */
@@ -120,6 +122,13 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     settle(asked);
     if (outcome.ok) return c.json(outcome.response);
     if (outcome.status === 429) return rateLimited(c, outcome.refusal);
+    if (outcome.status === 500) {
+      // The candidates entrypoint failed (or a decision went unrecorded): no decision line says so.
+      deps.logger.error(
+        { request_id: requestId, endpoint: AUTHZEN_PATHS[plan.kind], caller, bundle: resolution.authzen.bundle.name, code: outcome.code, detail: outcome.message },
+        'AuthZEN search failed',
+      );
+    }
     return problem(c, outcome.status, { code: outcome.code, title: 'Search failed', detail: outcome.message });
   }
 
