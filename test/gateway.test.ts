@@ -236,6 +236,19 @@ describe('gateway tenant binding', () => {
     expect((await post('/v1/data/simple/decision', { input: {} })).status).toBe(200);
   });
 
+  it('exposes the refusals and 429s of every configured gateway at 0 from the start, so the first one shows to increase()', async () => {
+    // A series that appears with its first count has no earlier sample: increase() over it is 0,
+    // and an alert on it misses that first refusal (as the 401s' series are exposed at 0 for).
+    arbiter = await start();
+    const samples = samplesOf(await (await fetch(`${arbiter.url}/metrics`)).text());
+    expect(samples.get('arbiter_gateway_tenant_refusals_total{caller="acme-gw"}')).toBe(0);
+    // A key without tenants is never refused for one.
+    expect(samples.has('arbiter_gateway_tenant_refusals_total{caller="shared-gw"}')).toBe(false);
+    for (const caller of ['acme-gw', 'shared-gw']) {
+      for (const reason of ['rate_limited', 'overloaded']) expect(samples.get(`arbiter_gateway_throttled_total{reason="${reason}",caller="${caller}"}`)).toBe(0);
+    }
+  });
+
   it('a refusal is no decision: nothing is recorded, it is counted by caller and logged at warn', async () => {
     const { logger, lines } = capturingLogger();
     arbiter = await start(logger);

@@ -3,7 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
 import type { TokenFailureCode } from '../tokens/verify.ts';
-import type { ThrottleReason } from '../server/middleware/admission.ts';
+import { THROTTLE_REASONS, type ThrottleReason } from '../server/middleware/admission.ts';
 import { GATEWAY_AUTH_FAILURES, type GatewayAuthFailure } from '../server/middleware/gateway-auth.ts';
 import type { ThreadHeap } from './thread-heap.ts';
 
@@ -60,6 +60,12 @@ export interface ArbiterMetricsOptions {
   decisionLogPending?: () => number;
   /** The names of bundles.sources, whose last successful pull is exposed from the start. */
   pulledBundles?: readonly string[];
+  /**
+   * The gateways the configuration names (`callers`: key ids, listed certificate identities, or
+   * "anonymous" without authentication; `bound`: those bound to tenants), whose refusals and
+   * 429s are exposed at 0 from the start.
+   */
+  gateways?: { callers: readonly string[]; bound: readonly string[] };
 }
 
 /**
@@ -179,6 +185,10 @@ export class ArbiterMetrics {
     // 0 until a pull succeeds, as "never": absent, a source down since start-up (a replica serving
     // its stored revision for as long) would keep an alert on the age of the last success silent.
     for (const bundle of options.pulledBundles ?? []) this.bundlePullLastSuccess.set({ bundle }, 0);
+    for (const caller of options.gateways?.bound ?? []) this.gatewayTenantRefusals.inc({ caller }, 0);
+    for (const caller of options.gateways?.callers ?? []) {
+      for (const reason of THROTTLE_REASONS) this.gatewayThrottledRequests.inc({ reason, caller: this.#throttledCallers.of(caller) }, 0);
+    }
     const decisionLogPending = options.decisionLogPending;
     new Gauge({
       name: 'arbiter_decision_log_queue_depth',

@@ -119,6 +119,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     policyInstances: () => evaluator.policyInstances({ inTime: true }),
     decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
     pulledBundles: config.bundles.sources.map((source) => source.name),
+    gateways: configuredGateways(config.gateway),
   });
   const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, loggingFailures(load, issuer, logger));
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
@@ -282,6 +283,16 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
       releaseStateFiles,
     ]);
   }
+}
+
+/** The gateways the configuration names, as /metrics labels them (caller), and those bound to tenants. */
+function configuredGateways(gateway: Config['gateway']): { callers: string[]; bound: string[] } {
+  if (gateway.authentication === 'none') return { callers: ['anonymous'], bound: [] };
+  if (gateway.authentication === 'mtls') {
+    const listed = gateway.client_certificates.map((entry) => entry.identity);
+    return { callers: listed, bound: listed };
+  }
+  return { callers: gateway.api_keys.map((key) => key.id), bound: gateway.api_keys.filter((key) => key.tenants !== undefined).map((key) => key.id) };
 }
 
 /** Waits for `promise` to settle, at most `ms` (and not at all when `ms` is not positive). */

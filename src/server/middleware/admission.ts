@@ -6,7 +6,8 @@ import type { GatewayVariables } from './gateway-auth.ts';
 import type { RequestIdVariables } from './request-id.ts';
 
 /** Why a decision request was answered 429: the only values of the metric's `reason` label. */
-export type ThrottleReason = 'rate_limited' | 'overloaded';
+export const THROTTLE_REASONS = ['rate_limited', 'overloaded'] as const;
+export type ThrottleReason = (typeof THROTTLE_REASONS)[number];
 
 export interface AdmissionDeps {
   /** Refusals are logged at warn, at most one line per reason a second (a gateway over its rate sends them at will). */
