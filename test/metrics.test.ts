@@ -76,7 +76,7 @@ describe('GET /metrics', () => {
 
     expect(idp.jwksFetches).toBeGreaterThan(0);
     expect(samples.get(`arbiter_jwks_fetches_total{issuer="${idp.issuer}"}`)).toBe(idp.jwksFetches);
-    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${idp.issuer}"}`)).toBeUndefined();
+    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${idp.issuer}"}`)).toBe(0);
     expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${offline.issuer}"}`)).toBeGreaterThan(0);
 
     const simple = arbiter.bundles.get('simple')!;
@@ -92,6 +92,27 @@ describe('GET /metrics', () => {
     }
     // One instance per active revision, counted by the worker that holds them.
     expect(samples.get('arbiter_policy_instances{thread="evaluator-0"}')).toBe(arbiter.bundles.list().length);
+  });
+
+  it('exposes every token failure reason and each remote issuer\'s JWKS fetches at 0 from the start, so the first one shows to increase()', async () => {
+    // A series that appears with its first count has no earlier sample: increase() over it is 0.
+    const idle = await TestIssuer.create('https://idle.test.example');
+    const server = await startTestArbiter({
+      issuers: [{ issuer: idle.issuer, jwks_uri: 'http://127.0.0.1:9/jwks.json', audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+      admin: { issuers: [{ issuer: 'https://admins.test.example', jwks_uri: 'http://127.0.0.1:9/admin-jwks.json', audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+    });
+    try {
+      const samples = await scrape(server.url);
+      for (const reason of ['token_bad_signature', 'token_expired', 'token_keys_unavailable', 'token_invalid']) {
+        expect(samples.get(`arbiter_token_verification_failures_total{reason="${reason}"}`), reason).toBe(0);
+      }
+      for (const issuer of [idle.issuer, 'https://admins.test.example']) {
+        expect(samples.get(`arbiter_jwks_fetches_total{issuer="${issuer}"}`), issuer).toBe(0);
+        expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${issuer}"}`), issuer).toBe(0);
+      }
+    } finally {
+      await server.close();
+    }
   });
 
   it('counts bundle activations and rejections by check', async () => {

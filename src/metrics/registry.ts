@@ -2,7 +2,7 @@ import type { FetchImplementation } from 'jose';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
-import type { TokenFailureCode } from '../tokens/verify.ts';
+import { TOKEN_FAILURE_CODES, type TokenFailureCode } from '../tokens/verify.ts';
 import { THROTTLE_REASONS, type ThrottleReason } from '../server/middleware/admission.ts';
 import { GATEWAY_AUTH_FAILURES, type GatewayAuthFailure } from '../server/middleware/gateway-auth.ts';
 import type { ThreadHeap } from './thread-heap.ts';
@@ -66,6 +66,8 @@ export interface ArbiterMetricsOptions {
    * 429s are exposed at 0 from the start.
    */
   gateways?: { callers: readonly string[]; bound: readonly string[] };
+  /** The issuers whose key sets are fetched (jwks_uri), decision and admin ones: their fetches are exposed from the start. */
+  remoteIssuers?: readonly string[];
 }
 
 /**
@@ -182,6 +184,11 @@ export class ArbiterMetrics {
   constructor(options: ArbiterMetricsOptions) {
     // Exposed at 0 from the start: an alert on increase() would miss the first failure of a series that appears with it.
     for (const reason of GATEWAY_AUTH_FAILURES) this.gatewayAuthFailures.inc({ reason }, 0);
+    for (const reason of TOKEN_FAILURE_CODES) this.tokenFailures.inc({ reason }, 0);
+    for (const issuer of options.remoteIssuers ?? []) {
+      this.jwksFetches.inc({ issuer }, 0);
+      this.jwksFetchFailures.inc({ issuer }, 0);
+    }
     // 0 until a pull succeeds, as "never": absent, a source down since start-up (a replica serving
     // its stored revision for as long) would keep an alert on the age of the last success silent.
     for (const bundle of options.pulledBundles ?? []) this.bundlePullLastSuccess.set({ bundle }, 0);

@@ -120,6 +120,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
     pulledBundles: config.bundles.sources.map((source) => source.name),
     gateways: configuredGateways(config.gateway),
+    remoteIssuers: [...config.issuers, ...config.admin.issuers].filter((issuer) => issuer.jwks_uri !== undefined).map((issuer) => issuer.issuer),
   });
   const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, loggingFailures(load, issuer, logger));
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });

@@ -6,22 +6,24 @@ import { KeysUnavailableError, type IssuerRegistry, type TrustedIssuer } from '.
 import type { VerificationCache } from './verification-cache.ts';
 
 /** Reason codes of a token that was sent but cannot be trusted; each becomes a deny reason. */
-export type TokenFailureCode =
-  | 'token_too_large'
-  | 'token_malformed'
-  | 'token_untrusted_issuer'
-  | 'token_algorithm_not_allowed'
-  | 'token_type_invalid'
-  | 'token_unknown_key'
-  | 'token_keys_unavailable'
-  | 'token_bad_signature'
-  | 'token_expired'
-  | 'token_not_yet_valid'
-  | 'token_too_old'
-  | 'token_lifetime_too_long'
-  | 'token_audience_mismatch'
-  | 'token_claim_missing'
-  | 'token_invalid';
+export const TOKEN_FAILURE_CODES = [
+  'token_too_large',
+  'token_malformed',
+  'token_untrusted_issuer',
+  'token_algorithm_not_allowed',
+  'token_type_invalid',
+  'token_unknown_key',
+  'token_keys_unavailable',
+  'token_bad_signature',
+  'token_expired',
+  'token_not_yet_valid',
+  'token_too_old',
+  'token_lifetime_too_long',
+  'token_audience_mismatch',
+  'token_claim_missing',
+  'token_invalid',
+] as const;
+export type TokenFailureCode = (typeof TOKEN_FAILURE_CODES)[number];
 
 export interface VerifiedToken {
   readonly ok: true;
