@@ -502,6 +502,24 @@ describe('readiness and the decision log', () => {
   });
 });
 
+describe('readiness and a relaxed decision log at max_pending', () => {
+  it('/readyz is 503 while the records waiting are max_pending (the next decision would deny audit_unavailable), ready again once they commit', async () => {
+    const path = join(tempDir('arbiter-readyz-backlog-'), 'decisions.db');
+    const relaxed = await startTestArbiter({ decision_log: { path, durability: 'relaxed', flush_interval_ms: 3000, max_pending: 2 } });
+    try {
+      for (let i = 0; i < 2; i++) expect((await postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } })).body!.reasons).not.toContainEqual(expect.objectContaining({ code: 'audit_unavailable' }));
+      const denied = await postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      expect(denied.body).toMatchObject({ allow: false, reasons: [{ code: 'audit_unavailable' }] });
+      const ready = await fetch(`${relaxed.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(((await ready.json()) as Json).problems).toEqual([expect.stringMatching(/decision log .*max_pending/)]);
+      await expect.poll(async () => (await fetch(`${relaxed.url}/readyz`)).status, { timeout: 6000, interval: 200 }).toBe(200);
+    } finally {
+      await relaxed.close();
+    }
+  });
+});
+
 describe('readiness and a strict decision log whose commits keep failing', () => {
   // The lock of another connection is what makes commits fail here: it fails them as surely as
   // a full disk or a read-only file would (SQLITE_BUSY after busy_timeout_ms, the same path

@@ -275,7 +275,8 @@ export class DecisionStore {
 
   /**
    * Why decisions cannot be recorded right now, or undefined: the writer thread stopped, a
-   * relaxed log waits to retry a failed commit (appends are refused), a commit has been under
+   * relaxed log waits to retry a failed commit or holds max_pending records (appends are
+   * refused either way), a commit has been under
    * way for STRICT_OUTAGE_AFTER_MS, or every commit of a strict log has failed for as long.
    * Every decision is denied audit_unavailable (or, behind a hung commit, waits) meanwhile, so
    * /readyz reports it. A strict log still sends each decision's record to the writer: one
@@ -284,6 +285,11 @@ export class DecisionStore {
   get unavailable(): Error | undefined {
     const stopped = this.#writer.failure ?? this.#outage;
     if (stopped) return stopped;
+    // relaxed: append refuses every record past max_pending, as it does during an outage.
+    const { pending } = this.stats;
+    if (this.#config.durability === 'relaxed' && pending >= this.#config.max_pending) {
+      return new ArbiterError('decision_log_backlog', `${pending} decisions wait to be committed (decision_log.max_pending): new ones are refused until they are`);
+    }
     // A disk that stops answering (a stalled network volume) fails no commit: its fsync does not
     // return, and the decisions of a strict log wait for it with no answer, as long as it hangs.
     const hungMs = this.#commitStarted === undefined ? 0 : performance.now() - this.#commitStarted;
