@@ -12,6 +12,7 @@ import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
 import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { whileLocked } from './support/sqlite-lock.ts';
 
 let idp: TestIssuer;
 let offline: TestIssuer;
@@ -230,6 +231,25 @@ describe('GET /metrics', () => {
     try {
       await expect.poll(async () => (await scrape(server.url)).get('arbiter_bundle_pulls_total{bundle="remote",result="bundle_pull_failed"}'), { timeout: 5000 }).toBe(1);
       expect((await scrape(server.url)).get('arbiter_bundle_pull_last_success_timestamp_seconds{bundle="remote"}')).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('tells a commit that waited on a lock for over a second from one that hung: buckets up to past busy_timeout_ms', async () => {
+    // busy_timeout_ms is 2 s by default: a commit waiting on a backup's lock for 1-2 s is what the histogram is for.
+    const path = join(tempDir('arbiter-metrics-'), 'decisions.db');
+    const server = await startTestArbiter({ decision_log: { path, busy_timeout_ms: 5000 } });
+    try {
+      await whileLocked(path, async (release) => {
+        const waiting = postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        release();
+        expect((await waiting).status).toBe(200);
+      });
+      const samples = await scrape(server.url);
+      expect(samples.get('arbiter_decision_log_commit_seconds_bucket{le="1"}')).toBe(0);
+      expect(samples.get('arbiter_decision_log_commit_seconds_bucket{le="2.5"}')).toBe(1);
     } finally {
       await server.close();
     }

@@ -44,9 +44,16 @@ class BoundedLabel {
   }
 }
 
-/** Decisions take microseconds to a few milliseconds; the top buckets catch JWKS fetches on a cold cache. */
-const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2];
-const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+/**
+ * Decisions take microseconds to a few milliseconds; the top buckets catch JWKS fetches on a cold
+ * cache, up to one that times out (jwks_timeout_ms, 5 s by default).
+ */
+const DECISION_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2, 5, 10];
+/**
+ * A group commit takes milliseconds; the top buckets catch one waiting on another process's lock,
+ * up to busy_timeout_ms (2 s by default) and the 5 s after which /readyz counts a commit as hung.
+ */
+const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 5, 10];
 
 
 export interface ArbiterMetricsOptions {
