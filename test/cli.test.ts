@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -202,6 +202,25 @@ describe('arbiter CLI', () => {
     expect(result).toMatchObject({ code: 2, stdout: '' });
     expect((result as { stderr: string }).stderr).toContain('--revision');
     expect((result as { stderr: string }).stderr).not.toContain('unreachable');
+  });
+
+  it('bundle refuses (2) an option its subcommand does not read, before building or asking the server', async () => {
+    // Ignored, each would answer as if it had done what was asked: `list --name` listing every
+    // bundle as if filtered, `push --out` keeping no archive, `activate --revision` activating the positional one.
+    const dir = tempDir();
+    const env = { ...process.env, ARBITER_URL: 'http://127.0.0.1:9', ARBITER_TOKEN: 'a.b.c' };
+    for (const [args, option] of [
+      [['bundle', 'list', '--name', 'authz'], '--name'],
+      [['bundle', 'push', 'test/fixtures/rego/simple', '--out', join(dir, 'simple.tar.gz')], '--out'],
+      [['bundle', 'activate', 'authz', 'r1', '--revision', 'r2'], '--revision'],
+      [['bundle', 'build', 'test/fixtures/rego/simple', '--out', join(dir, 'simple.tar.gz'), '--name', 'other'], '--name'],
+    ] as const) {
+      const refused = await run(process.execPath, ['src/cli/main.ts', ...args], { env }).catch((error: { code: number; stdout: string; stderr: string }) => error);
+      expect(refused, args.join(' ')).toMatchObject({ code: 2, stdout: '' });
+      expect((refused as { stderr: string }).stderr, args.join(' ')).toContain(`bundle ${args[1]} does not take ${option}`);
+      expect((refused as { stderr: string }).stderr, args.join(' ')).not.toContain('is unreachable');
+    }
+    expect(existsSync(join(dir, 'simple.tar.gz'))).toBe(false);
   });
 
   it('check:bundles fails on a stale bundle and on one that no rego/ directory builds', async () => {

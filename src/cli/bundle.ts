@@ -20,10 +20,12 @@ Options:
   --out <file>        build: output file (default <dir name>.tar.gz)
   --revision <rev>    build, push of a directory: bundle revision (default: digest of the sources)
   --name <name>       push: bundle name (default the file or directory name)
-  --url <url>         Arbiter base URL (default $ARBITER_URL or http://127.0.0.1:8181)
-  --token <token>     admin token with arbiter.bundles.write / .read (default $ARBITER_TOKEN)
-  --json              print the server's JSON answer
+  --url <url>         push, list, activate: Arbiter base URL (default $ARBITER_URL or http://127.0.0.1:8181)
+  --token <token>     push, list, activate: admin token with arbiter.bundles.write / .read (default $ARBITER_TOKEN)
+  --json              print the server's JSON answer (build: {"out": <file>})
   -h, --help
+
+An option the subcommand does not read is a usage error rather than ignored.
 
 build and push do not sign: where signatures are required (bundles.require_signatures), build with
 opa build -t wasm --signing-key <key> (README, "Policies and bundles") and push the .tar.gz.
@@ -32,6 +34,18 @@ Exit codes: 0 ok, 1 failure (build failed, server unreachable or refused), 2 usa
 
 
 type Options = { out?: string; revision?: string; name?: string; url?: string; token?: string; json?: boolean };
+
+/**
+ * The options each subcommand reads. Another one is refused, as decisions does: ignored,
+ * `list --name x` would list every bundle as if filtered, `push --out f` keep no archive and
+ * `activate --revision r` activate the revision given as its argument instead.
+ */
+const SUBCOMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
+  build: ['out', 'revision', 'json'],
+  push: ['revision', 'name', 'url', 'token', 'json'],
+  list: ['url', 'token', 'json'],
+  activate: ['url', 'token', 'json'],
+};
 
 export async function bundleCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -54,6 +68,9 @@ export async function bundleCommand(argv: string[]): Promise<number> {
   const [subcommand, ...args] = positionals;
   const expect = (count: number) => {
     if (args.length !== count) throw new ArbiterError('usage', `bundle ${subcommand} takes ${count} argument${count === 1 ? '' : 's'}\n\n${HELP}`);
+    const read = SUBCOMMAND_OPTIONS[subcommand!] ?? [];
+    const unread = Object.keys(values).filter((name) => name !== 'help' && !read.includes(name));
+    if (unread.length > 0) throw new ArbiterError('usage', `bundle ${subcommand} does not take ${unread.map((name) => `--${name}`).join(', ')}\n\n${HELP}`);
   };
   switch (subcommand) {
     case 'build':
