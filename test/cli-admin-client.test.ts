@@ -97,6 +97,28 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
     expect(seen).toEqual(['/arbiter/v1/bundles']);
   });
 
+  it('a redirect is not followed: the answer of a host the operator did not name is no answer (exit 1)', async () => {
+    // fetch drops the token on a redirect to another origin, then trusts whatever answers there:
+    // `decisions verify` would print "intact" from that host, `bundle push` send it the archive.
+    const elsewhere: string[] = [];
+    await withServer((req, res) => {
+      elsewhere.push(`${req.method} ${req.url}`);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(req.url === '/v1/decisions/verify' ? '{"ok":true,"checked":0,"checkpoints_verified":0}' : '{"bundles":[]}');
+    }, async (other) => {
+      for (const status of [301, 307]) {
+        await withServer((req, res) => res.writeHead(status, { location: `${other}${req.url}` }).end(), async (url) => {
+          for (const args of [['bundle', 'list'], ['decisions', 'verify'], ['bundle', 'push', 'bundles/authz.tar.gz']]) {
+            const result = await cli([...args, '--url', url]);
+            expect(result, `${status} ${args.join(' ')}`).toMatchObject({ code: 1, stdout: '' });
+            expect(result.stderr, `${status} ${args.join(' ')}`).toContain(`redirect (${status}) to ${other}/`);
+            expect(result.stderr).not.toMatch(STACK);
+          }
+        });
+      }
+    });
+    expect(elsewhere).toEqual([]);
+  });
+
   it('an export answered with something other than NDJSON fails, the file untouched', async () => {
     await withServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<html>login</html>\n'), async (url) => {
       const out = join(tempDir(), 'day.ndjson');

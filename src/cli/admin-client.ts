@@ -89,7 +89,22 @@ export async function adminSend(
   const limitMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
   const timer = limitMs > 0 ? setTimeout(() => answering.abort(), limitMs) : undefined;
   try {
-    return await fetch(url, { method, headers: { authorization: `Bearer ${token}`, ...headers }, ...(body && { body: new Uint8Array(body) }), signal: answering.signal });
+    // Not followed: Arbiter never redirects, and fetch would drop the token for another host
+    // and then trust whoever answers there (a verify "intact", an export, a push's archive sent on).
+    const response = await fetch(url, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...headers },
+      ...(body && { body: new Uint8Array(body) }),
+      signal: answering.signal,
+      redirect: 'manual',
+    });
+    if (response.status >= 300 && response.status < 400) {
+      await response.body?.cancel();
+      const location = URL.parse(response.headers.get('location') ?? '', url)?.href ?? 'nowhere it says';
+      console.error(`arbiter: ${method} ${path} answered a redirect (${response.status}) to ${location}: Arbiter does not redirect, so that is not its answer; point --url (or $ARBITER_URL) at the server itself`);
+      return undefined;
+    }
+    return response;
   } catch (error) {
     if (answering.signal.aborted) {
       console.error(`arbiter: ${base} did not answer ${method} ${path} within ${limitMs / 1000} s`);
