@@ -1,7 +1,10 @@
-import { execFile } from 'node:child_process';
-import { createServer, type RequestListener, type Server } from 'node:http';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { adminUrl } from '../src/cli/admin-client.ts';
@@ -117,6 +120,54 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
       }
     });
     expect(elsewhere).toEqual([]);
+  });
+
+  it('an export that stops part-way leaves the --out file as it was, and no partial file beside it', async () => {
+    // A file at the path given reads as the export asked for: a SIEM would ingest half of one,
+    // and yesterday's complete export would be gone.
+    const record = (n: number) => `{"decision_id":"0190b8c4-0000-7000-8000-00000000000${n}","seq":${n}}\n`;
+    const stops: [string, (res: ServerResponse) => void][] = [
+      ['a problem line', (res) => res.end(`${record(1)}{"type":"urn:arbiter:problem:decision_log_corrupt","code":"decision_log_corrupt","detail":"seq 2"}\n`)],
+      ['a cut connection', (res) => {
+        res.write(record(1));
+        setTimeout(() => res.socket!.destroy(), 50);
+      }],
+    ];
+    for (const [how, stop] of stops) {
+      const dir = tempDir();
+      const out = join(dir, 'day.ndjson');
+      writeFileSync(out, 'yesterday\n');
+      await withServer((_req, res) => stop(res.writeHead(200, { 'content-type': 'application/x-ndjson' })), async (url) => {
+        const result = await cli(['decisions', 'export', '--url', url, '--out', out]);
+        expect(result.code, how).toBe(1);
+        expect(result.stderr, how).toContain(`${out} was left as it was`);
+      });
+      expect(readFileSync(out, 'utf8'), how).toBe('yesterday\n');
+      expect(readdirSync(dir), how).toEqual(['day.ndjson']);
+    }
+  });
+
+  it('an export interrupted (SIGINT, SIGTERM) leaves no file behind', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const dir = tempDir();
+      const out = join(dir, 'day.ndjson');
+      let sent = Promise.withResolvers<void>();
+      await withServer((_req, res) => {
+        // One record, then the rest of a long export still to come.
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' }).write('{"decision_id":"0190b8c4-0000-7000-8000-000000000001"}\n', () => sent.resolve());
+      }, async (url) => {
+        const child = spawn(process.execPath, ['src/cli/main.ts', 'decisions', 'export', '--url', url, '--out', out], { env: { ...process.env, ARBITER_TOKEN: 'a.b.c' }, stdio: 'ignore' });
+        await sent.promise;
+        // The record reaches the file before the signal does.
+        for (let waited = 0; waited < 5000 && !readdirSync(dir).some((name) => statSync(join(dir, name)).size > 0); waited += 20) await sleep(20);
+        child.kill(signal);
+        // Ended by the signal, as a shell expects of an interrupted command.
+        const [code, killedBy] = (await once(child, 'exit')) as [number | null, string | null];
+        expect({ code, killedBy }, signal).toEqual({ code: null, killedBy: signal });
+      });
+      expect(readdirSync(dir), signal).toEqual([]);
+      sent = Promise.withResolvers<void>();
+    }
   });
 
   it('an export answered with something other than NDJSON fails, the file untouched', async () => {

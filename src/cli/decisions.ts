@@ -1,5 +1,6 @@
-import { accessSync, constants, createWriteStream, existsSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { accessSync, chmodSync, constants, createWriteStream, existsSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
@@ -25,7 +26,8 @@ Filters (query, export):
 Options:
   --limit <n>         query: page size, 1-1000 (default 50)
   --cursor <cursor>   query: the next page, as printed after the previous one
-  --out <file>        export: write to a file instead of stdout (a new one is created mode 0600)
+  --out <file>        export: write to a file instead of stdout (a new one is created mode 0600; it is
+                      replaced only by a complete export: a failed or interrupted one leaves it as it was)
   --revision <rev>    replay: stored revision to replay against (default: the active one)
   --url <url>         Arbiter base URL (default $ARBITER_URL or http://127.0.0.1:8181)
   --token <token>     admin token with arbiter.decisions.read (default $ARBITER_TOKEN)
@@ -191,8 +193,10 @@ async function exportDecisions(options: Values): Promise<number> {
     console.error(`arbiter: GET ${path} answered ${type || 'no content type'}, not the NDJSON of a decision export; is ${adminBaseUrl(options)} an Arbiter server?`);
     return 1;
   }
-  // Created for its owner alone, like the decision log it copies (an existing file keeps its mode).
-  const destination = options.out === undefined ? stdout() : createWriteStream(options.out, { mode: 0o600 });
+  const file = options.out === undefined ? undefined : exportFile(options.out);
+  const destination = file?.stream ?? stdout();
+  // What a failed export leaves: said with every failure, as scripts and SIEMs will read that path.
+  const left = file?.atomic ? `; ${options.out} was left as it was` : '';
   let records = 0;
   // The last line so far (with what follows it): an export the server had to stop ends with a problem document.
   let tail: Buffer = Buffer.alloc(0);
@@ -206,17 +210,20 @@ async function exportDecisions(options: Values): Promise<number> {
   try {
     await pipeline(response.body!.pipeThrough(counted), destination);
   } catch (error) {
-    console.error(`arbiter: the export stopped after ${records} decisions: ${(error as Error).message}; run it again (narrow it with --from/--to to resume)`);
+    file?.discard();
+    console.error(`arbiter: the export stopped after ${records} decisions: ${(error as Error).message}${left}; run it again (narrow it with --from/--to to resume)`);
     return 1;
   }
   const stopped = problemLine(tail);
   if (stopped !== undefined) {
+    file?.discard();
     const next = nextStep(stopped.code);
     console.error(
-      `arbiter: the export stopped after ${records - 1} decisions: ${stopped.code}: ${stopped.detail ?? ''} (the last line of the output is this error)${next ? `\n  ${next}` : ''}`,
+      `arbiter: the export stopped after ${records - 1} decisions: ${stopped.code}: ${stopped.detail ?? ''} (${left ? left.slice(2) : 'the last line of the output is this error'})${next ? `\n  ${next}` : ''}`,
     );
     return 1;
   }
+  file?.commit();
   process.stderr.write(`exported ${records} decisions${options.out === undefined ? '' : ` to ${options.out}`}\n`);
   return 0;
 }
@@ -340,12 +347,62 @@ function stdout(): Writable {
   return new Writable({ write: (chunk, _encoding, callback) => void process.stdout.write(chunk, callback) });
 }
 
-/** Why `file` cannot be written (an existing file without write permission, a missing or unwritable directory), or undefined. */
+interface ExportFile {
+  stream: Writable;
+  /** Whether the export goes to a file of its own until it is complete (else straight into a FIFO or device). */
+  atomic: boolean;
+  /** The complete export takes the path. */
+  commit(): void;
+  /** What was written goes, the path is left as it was. */
+  discard(): void;
+}
+
+/**
+ * Where `--out` is written: a new file beside it, renamed over it once the export is complete,
+ * and removed when it fails or a signal ends the CLI. Written in place, a file at that path
+ * would read as the export asked for while holding part of it (and yesterday's complete export
+ * would be gone). Created for its owner alone, like the decision log it copies; an existing
+ * file keeps its mode. A FIFO or device (`--out /dev/stdout`) is written as it is.
+ */
+function exportFile(out: string): ExportFile {
+  const existing = existsSync(out) ? statSync(out) : undefined;
+  if (existing !== undefined && !existing.isFile()) {
+    return { stream: createWriteStream(out), atomic: false, commit: () => {}, discard: () => {} };
+  }
+  // A symbolic link keeps pointing where it did: its target is replaced.
+  const target = existing === undefined ? out : realpathSync(out);
+  const partial = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.partial`);
+  const fd = openSync(partial, 'wx', 0o600);
+  const onSignal = (signal: NodeJS.Signals) => {
+    settle();
+    // Then ended by the signal, as an interrupted command is.
+    process.kill(process.pid, signal);
+  };
+  const settle = () => {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    rmSync(partial, { force: true });
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  return {
+    stream: createWriteStream(partial, { fd }),
+    atomic: true,
+    commit: () => {
+      if (existing !== undefined) chmodSync(partial, existing.mode & 0o7777);
+      renameSync(partial, target);
+      process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    },
+    discard: settle,
+  };
+}
+
+/** Why `file` cannot be written (an existing file without write permission, a missing or unwritable directory, its own included), or undefined. */
 function whyUnwritable(file: string): string | undefined {
   try {
     if (existsSync(file)) {
       if (statSync(file).isDirectory()) return 'it is a directory';
       accessSync(file, constants.W_OK);
+      // A file is replaced by one written beside it (exportFile).
+      if (statSync(file).isFile()) accessSync(dirname(realpathSync(file)), constants.W_OK);
     } else {
       const dir = dirname(file);
       if (!existsSync(dir) || !statSync(dir).isDirectory()) return `the directory ${dir} does not exist`;
