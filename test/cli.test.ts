@@ -55,6 +55,17 @@ describe('arbiter CLI', () => {
     expect((url as { stderr: string }).stderr).toContain('is not a URL');
   });
 
+  it("does not take the CLI's own variables for misspelt configuration overrides", async () => {
+    // ARBITER_TOKEN, which the README has operators export for the admin commands, is one letter
+    // off the top-level key `tokens`: serve warned at every start to set ARBITER_TOKENS instead.
+    const dir = tempDir();
+    const config = join(dir, 'arbiter.yaml');
+    writeFileSync(config, 'server: {port: 8181}\n');
+    const env = { ...process.env, ARBITER_TOKEN: 'a.b.c', ARBITER_URL: 'http://127.0.0.1:9', ARBITER_OPA: '/usr/bin/opa', ARBITER_CONFIG: config, ARBITER_TOOLS: dir };
+    const { stdout } = await run(process.execPath, ['src/cli/main.ts', 'config', 'check', '--json'], { env });
+    expect(JSON.parse(stdout)).toMatchObject({ valid: true, notes: [] });
+  });
+
   it('mints a development token, and says what is missing when it cannot', async () => {
     const dir = tempDir();
     const config = join(dir, 'dev.yaml');

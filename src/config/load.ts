@@ -144,6 +144,12 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
 }
 
 /**
+ * The CLI's and toolchain's own variables: not configuration, and never a misspelling of it
+ * (ARBITER_TOKEN, which operators export for the admin commands, is one letter off `tokens`).
+ */
+const TOOL_VARIABLES: ReadonlySet<string> = new Set(['ARBITER_CONFIG', 'ARBITER_URL', 'ARBITER_TOKEN', 'ARBITER_OPA', 'ARBITER_TOOLS']);
+
+/**
  * `ARBITER_*` variables that are not read but look meant as overrides: a section and one of its
  * keys joined by a single underscore (ARBITER_SERVER_PORT for ARBITER_SERVER__PORT), or a
  * top-level key one letter off (ARBITER_MOD). Not refused, only reported (config check's notes,
@@ -154,7 +160,7 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
 export function unreadVariables(env: NodeJS.ProcessEnv = process.env): { path: string; message: string }[] {
   const notes: { path: string; message: string }[] = [];
   for (const variable of Object.keys(env)) {
-    if (!variable.startsWith('ARBITER_')) continue;
+    if (!variable.startsWith('ARBITER_') || TOOL_VARIABLES.has(variable)) continue;
     const name = variable.slice('ARBITER_'.length).toLowerCase();
     if (name.includes('__') || CONFIG_TOP_LEVEL_KEYS.has(name)) continue;
     let meant: string[] | undefined;
