@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
-import { adminUrl } from '../src/cli/admin-client.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { adminRequest, adminUrl } from '../src/cli/admin-client.ts';
 import { tempDir } from './support/arbiter.ts';
 
 /**
@@ -175,6 +175,27 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
       const out = join(tempDir(), 'day.ndjson');
       const result = await cli(['decisions', 'export', '--url', url, '--out', out]);
       expect(result).toMatchObject({ code: 1, stderr: expect.stringContaining('not the NDJSON of a decision export') });
+    });
+  });
+});
+
+describe('how long an admin command waits', () => {
+  it('gives up on an answer whose body stalls after its headers, within the answer timeout', async () => {
+    // A proxy that sends headers and then nothing: the CLI hung until undici's body timeout (300 s).
+    await withServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).write('{"bund');
+    }, async (url) => {
+      const said: string[] = [];
+      const spy = vi.spyOn(console, 'error').mockImplementation((line: string) => void said.push(line));
+      try {
+        const started = performance.now();
+        const answer = await adminRequest({ url, token: 'a.b.c', answerTimeoutMs: 300 }, 'GET', '/v1/bundles');
+        expect(answer).toBeUndefined();
+        expect(performance.now() - started).toBeLessThan(5000);
+        expect(said).toEqual([`arbiter: ${url} did not send its whole answer to GET /v1/bundles within 0.3 s`]);
+      } finally {
+        spy.mockRestore();
+      }
     });
   });
 });

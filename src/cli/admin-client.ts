@@ -7,7 +7,10 @@ export interface AdminClientOptions {
   token?: string | undefined;
   /** Print answers (and problems) as JSON on stdout, for scripts. */
   json?: boolean | undefined;
-  /** How long to wait for an answer to begin; 0 waits as long as it takes (a verify of a large log). Default 30 s. */
+  /**
+   * How long to wait for an answer to begin (adminRequest: for the whole of it, read at once);
+   * 0 waits as long as it takes (a verify of a large log). Default 30 s.
+   */
   answerTimeoutMs?: number | undefined;
 }
 
@@ -43,6 +46,10 @@ export function adminBaseUrl(options: AdminClientOptions): string {
 /** How long a request waits for its answer to begin. */
 const ANSWER_TIMEOUT_MS = 30_000;
 
+function answerTimeoutMs(options: AdminClientOptions): number {
+  return options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
+}
+
 /**
  * `path` below the base URL, path included (an Arbiter behind a proxy at /arbiter gets
  * /arbiter/v1/...: the admin token must not go to another backend at the root). A base that is
@@ -74,6 +81,7 @@ export async function adminSend(
   path: string,
   headers: Record<string, string> = {},
   body?: Uint8Array,
+  whole?: AbortSignal,
 ): Promise<Response | undefined> {
   const base = adminBaseUrl(options);
   const token = options.token ?? process.env.ARBITER_TOKEN;
@@ -86,8 +94,10 @@ export async function adminSend(
   // Until the answer starts, not while it streams (an export runs as long as the log is long):
   // a server that accepts and never answers must not hang the CLI.
   const answering = new AbortController();
-  const limitMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
+  const limitMs = answerTimeoutMs(options);
   const timer = limitMs > 0 ? setTimeout(() => answering.abort(), limitMs) : undefined;
+  // `whole` (adminRequest's) goes on limiting the body once this returns.
+  const signal = whole === undefined ? answering.signal : AbortSignal.any([answering.signal, whole]);
   try {
     // Not followed: Arbiter never redirects, and fetch would drop the token for another host
     // and then trust whoever answers there (a verify "intact", an export, a push's archive sent on).
@@ -95,7 +105,7 @@ export async function adminSend(
       method,
       headers: { authorization: `Bearer ${token}`, ...headers },
       ...(body && { body: new Uint8Array(body) }),
-      signal: answering.signal,
+      signal,
       redirect: 'manual',
     });
     if (response.status >= 300 && response.status < 400) {
@@ -106,7 +116,7 @@ export async function adminSend(
     }
     return response;
   } catch (error) {
-    if (answering.signal.aborted) {
+    if (signal.aborted) {
       console.error(`arbiter: ${base} did not answer ${method} ${path} within ${limitMs / 1000} s`);
       return undefined;
     }
@@ -127,16 +137,34 @@ export async function adminRequest(
   body?: Uint8Array,
   expected?: AnswerShape,
 ): Promise<unknown> {
-  const response = await adminSend(options, method, path, headers, body);
-  if (response === undefined) return undefined;
-  let text: string;
+  // The answer is read whole, and is small: a body that stalls after its headers (a proxy in
+  // trouble) must not hang the CLI past the limit either.
+  const limitMs = answerTimeoutMs(options);
+  const whole = new AbortController();
+  const timer = limitMs > 0 ? setTimeout(() => whole.abort(), limitMs) : undefined;
   try {
-    text = await response.text();
-  } catch (error) {
-    const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
-    console.error(`arbiter: ${method} ${path}: the connection closed before the whole answer arrived (${cause})`);
-    return undefined;
+    const response = await adminSend(options, method, path, headers, body, whole.signal);
+    if (response === undefined) return undefined;
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      if (whole.signal.aborted) {
+        console.error(`arbiter: ${adminBaseUrl(options)} did not send its whole answer to ${method} ${path} within ${limitMs / 1000} s`);
+        return undefined;
+      }
+      const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
+      console.error(`arbiter: ${method} ${path}: the connection closed before the whole answer arrived (${cause})`);
+      return undefined;
+    }
+    return readAnswer(options, method, path, response, text, expected);
+  } finally {
+    clearTimeout(timer);
   }
+}
+
+/** The answer, when it is a success in JSON of the expected shape; else says why not (undefined). */
+function readAnswer(options: AdminClientOptions, method: string, path: string, response: Response, text: string, expected: AnswerShape | undefined): unknown {
   if (!response.ok) {
     reportFailure(options, method, path, response, text);
     return undefined;
