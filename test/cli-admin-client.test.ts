@@ -1,7 +1,8 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -176,6 +177,31 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
       const result = await cli(['decisions', 'export', '--url', url, '--out', out]);
       expect(result).toMatchObject({ code: 1, stderr: expect.stringContaining('not the NDJSON of a decision export') });
     });
+  });
+});
+
+describe('an admin command over TLS', () => {
+  it("says a certificate is not trusted, and how to trust a private CA, rather than 'is the server running?'", async () => {
+    const dir = tempDir();
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.pem',
+      '-subj', '/CN=arbiter.test', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { cwd: dir, stdio: 'pipe' });
+    const server = createHttpsServer({ key: readFileSync(join(dir, 'server.key')), cert: readFileSync(join(dir, 'server.pem')) }, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"bundles":[]}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const untrusted = await cli(['bundle', 'list', '--url', url]);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toContain('TLS certificate is not trusted');
+      expect(untrusted.stderr).toContain('NODE_EXTRA_CA_CERTS');
+      expect(untrusted.stderr).not.toContain('is the server running');
+      // What it says to do works.
+      expect(await cli(['bundle', 'list', '--url', url], { NODE_EXTRA_CA_CERTS: join(dir, 'server.pem') })).toMatchObject({ code: 0, stdout: 'no bundles\n' });
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
 

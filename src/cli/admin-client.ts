@@ -43,6 +43,20 @@ export function adminBaseUrl(options: AdminClientOptions): string {
   return options.url ?? process.env.ARBITER_URL ?? DEFAULT_URL;
 }
 
+/** Node's codes for a server certificate that does not verify (OpenSSL's, and the name check's). */
+const TLS_CERTIFICATE_ERRORS: ReadonlySet<string> = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 /** How long a request waits for its answer to begin. */
 const ANSWER_TIMEOUT_MS = 30_000;
 
@@ -120,8 +134,13 @@ export async function adminSend(
       console.error(`arbiter: ${base} did not answer ${method} ${path} within ${limitMs / 1000} s`);
       return undefined;
     }
-    const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
-    console.error(`arbiter: ${base} is unreachable: ${cause}; is the server running? (--url or $ARBITER_URL)`);
+    const cause = (error as Error).cause instanceof Error ? ((error as Error).cause as NodeJS.ErrnoException) : (error as NodeJS.ErrnoException);
+    if (cause.code !== undefined && TLS_CERTIFICATE_ERRORS.has(cause.code)) {
+      // It answered: "is the server running?" would send the operator looking in the wrong place.
+      console.error(`arbiter: ${base}: the server's TLS certificate is not trusted: ${cause.message}\n  for a certificate from a private CA, set NODE_EXTRA_CA_CERTS to the CA's PEM file`);
+      return undefined;
+    }
+    console.error(`arbiter: ${base} is unreachable: ${cause.message}; is the server running? (--url or $ARBITER_URL)`);
     return undefined;
   } finally {
     clearTimeout(timer);
