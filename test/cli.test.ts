@@ -1,6 +1,7 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -64,6 +65,19 @@ describe('arbiter CLI', () => {
     const env = { ...process.env, ARBITER_TOKEN: 'a.b.c', ARBITER_URL: 'http://127.0.0.1:9', ARBITER_OPA: '/usr/bin/opa', ARBITER_CONFIG: config, ARBITER_TOOLS: dir };
     const { stdout } = await run(process.execPath, ['src/cli/main.ts', 'config', 'check', '--json'], { env });
     expect(JSON.parse(stdout)).toMatchObject({ valid: true, notes: [] });
+  });
+
+  it('says it cannot write its output (a full disk) in one line, exit 1, without a stack trace', async () => {
+    const full = openSync('/dev/full', 'w');
+    try {
+      const child = spawn(process.execPath, ['src/cli/main.ts', 'gateway-key', '--id', 'edge'], { stdio: ['ignore', full, 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const [code] = (await once(child, 'exit')) as [number];
+      expect({ code, stderr }).toEqual({ code: 1, stderr: 'arbiter: cannot write the output: ENOSPC: no space left on device, write\n' });
+    } finally {
+      closeSync(full);
+    }
   });
 
   it('mints a development token, and says what is missing when it cannot', async () => {

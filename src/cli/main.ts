@@ -57,9 +57,11 @@ function isParseArgsError(error: unknown): error is TypeError {
 
 // A reader that stops early (`arbiter decisions export | head`) closes the pipe: that ends the
 // output, as for any Unix tool, rather than raising an unhandled EPIPE with a stack trace.
+// Output that cannot be written otherwise (a full disk) is a failure, said in one line.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-  if (error.code !== 'EPIPE') throw error;
-  process.exit(process.exitCode ?? EXIT.ok);
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? EXIT.ok);
+  console.error(`arbiter: cannot write the output: ${error.message}`);
+  process.exit(EXIT.failure);
 });
 
 try {
