@@ -8,6 +8,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { parseConfig } from '../src/config/load.ts';
+import { readBundleArchive } from '../src/policy/archive.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
 
 const run = promisify(execFile);
@@ -190,6 +191,20 @@ describe('arbiter CLI', () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('rego_parse_error');
     expect(result.stderr).toMatch(/broken\.rego:\d+/);
+  });
+
+  it('bundle build gives the same sources the same revision when its archive is written into the bundle directory', async () => {
+    // `cd rego/authz && arbiter bundle build .` writes authz.tar.gz beside the sources (the
+    // default --out): hashed as a source, it gave each build, and each push, a new revision.
+    const dir = join(tempDir(), 'simple');
+    cpSync('test/fixtures/rego/simple', dir, { recursive: true });
+    const revisions: unknown[] = [];
+    for (let build = 0; build < 2; build += 1) {
+      await run(process.execPath, [join(process.cwd(), 'src/cli/main.ts'), 'bundle', 'build', '.'], { cwd: dir });
+      const files = await readBundleArchive(new Uint8Array(readFileSync(join(dir, 'simple.tar.gz'))));
+      revisions.push((JSON.parse(Buffer.from(files.get('.manifest')!).toString()) as { revision: string }).revision);
+    }
+    expect(revisions[1]).toBe(revisions[0]);
   });
 
   it('bundle build without opa says how to install it, not spawnSync ENOENT', async () => {

@@ -18,10 +18,16 @@ export function bundleDirs(regoDir: string): string[] {
     .sort();
 }
 
+/**
+ * What the revision digests: the files opa build may read. Not tests and docs (ignored), nor
+ * archives, which opa does not read from a bundle directory: `cd rego/authz && arbiter bundle
+ * build .` writes authz.tar.gz there, and hashing it gave every build of the same sources a
+ * new revision.
+ */
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' })
     .filter((path) => statSync(join(dir, path)).isFile())
-    .filter((path) => !path.endsWith('_test.rego') && !path.endsWith('.md'))
+    .filter((path) => !path.endsWith('_test.rego') && !path.endsWith('.md') && !path.endsWith('.tar.gz'))
     .sort();
 }
 
