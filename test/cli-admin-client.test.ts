@@ -90,6 +90,30 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
     }
   });
 
+  it('bundle list, activate and push print revisions and actors with their control characters escaped', async () => {
+    // A revision is whatever a bundle's .manifest says (a pulled source's too), an actor whatever
+    // an admin token's sub is: a newline would print a forged line, an escape sequence drive the terminal.
+    const forged = 'r1\n  stored r0  sha256:000000000000  2026-01-01T00:00:00.000Z\u001b[2J';
+    const escaped = 'r1\\n  stored r0  sha256:000000000000  2026-01-01T00:00:00.000Z\\u001b[2J';
+    const status = {
+      name: 'authz',
+      active: { revision: forged, activated_at: '2026-01-01T00:00:00.000Z', activated_by: 'https://idp#ops\u001b]0;x\u0007', source: 'store' },
+      revisions: [{ revision: forged, digest: 'a'.repeat(64), stored_at: '2026-01-01T00:00:00.000Z' }],
+    };
+    await withServer((req, res) => {
+      const answer = req.method === 'GET' ? { bundles: [status] } : req.method === 'PUT' ? { outcome: 'activated', revision: forged, digest: 'a'.repeat(64) } : status;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+    }, async (url) => {
+      for (const args of [['bundle', 'list'], ['bundle', 'activate', 'authz', 'r1'], ['bundle', 'push', 'bundles/authz.tar.gz']]) {
+        const { code, stdout } = await cli([...args, '--url', url]);
+        expect(code, args.join(' ')).toBe(0);
+        expect(stdout, args.join(' ')).toContain(escaped);
+        expect(stdout, args.join(' ')).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
+        expect(stdout.split('\n').filter((line) => line.startsWith('  stored r0')), args.join(' ')).toEqual([]);
+      }
+    });
+  });
+
   it('keeps the path of the server URL: the token goes to Arbiter behind a proxy path, not to the root', async () => {
     const seen: string[] = [];
     await withServer((req, res) => {

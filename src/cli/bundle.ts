@@ -7,6 +7,7 @@ import { isObject } from '../policy/overlay.ts';
 import { buildBundle } from '../toolchain/build.ts';
 import { opaPath } from '../toolchain/opa.ts';
 import { adminBaseUrl, adminRequest, objectWith } from './admin-client.ts';
+import { printable } from './printable.ts';
 
 const HELP = `Usage: arbiter bundle <subcommand> [options]
 
@@ -140,7 +141,7 @@ async function push(path: string, options: Options): Promise<number> {
   if (answer === undefined) return 1;
   if (!options.json) {
     const body = answer as { outcome: string; revision: string; digest: string };
-    console.log(`${name}: revision ${body.revision} ${body.outcome === 'activated' ? 'activated' : 'already active'} (sha256 ${body.digest})`);
+    console.log(`${printable(name)}: revision ${printable(body.revision)} ${body.outcome === 'activated' ? 'activated' : 'already active'} (sha256 ${printable(body.digest)})`);
   }
   return 0;
 }
@@ -197,9 +198,10 @@ async function activate(name: string, revision: string, options: Options): Promi
   return 0;
 }
 
+/** A bundle's status, a line per stored revision; what the server answers is printed escaped (printable). */
 function describe({ name, active, revisions }: Status): string {
   const activeText = active ? `active ${active.revision} (${active.source}, by ${active.activated_by} at ${active.activated_at})` : 'not active';
-  const stored = revisions.map((r) => `\n  stored ${r.revision}  sha256:${r.digest.slice(0, 12)}  ${r.stored_at}`).join('');
-  return `${name}: ${activeText}${stored}`;
+  const stored = revisions.map((r) => `\n  ${printable(`stored ${r.revision}  sha256:${r.digest.slice(0, 12)}  ${r.stored_at}`)}`).join('');
+  return `${printable(`${name}: ${activeText}`)}${stored}`;
 }
 

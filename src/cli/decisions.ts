@@ -8,6 +8,7 @@ import { ArbiterError } from '../errors.ts';
 import { isObject } from '../policy/overlay.ts';
 import { PROBLEM_TYPE_BASE } from '../server/problem.ts';
 import { adminBaseUrl, adminRequest, adminSend, nextStep, objectWith, reportFailure, type AnswerShape } from './admin-client.ts';
+import { printable } from './printable.ts';
 
 const HELP = `Usage: arbiter decisions <subcommand> [options]
 
@@ -286,18 +287,6 @@ function describe(decision: Recorded): string {
   ].join('  ');
 }
 
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/g;
-const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-
-/**
- * `text` with its control characters escaped as in JSON (\n, \u001b). What a listing prints
- * comes from callers (an asserted subject, a resource id, an OPA-style deny message as a
- * reason code): a newline in it would print a forged decision line in an audit listing, an
- * escape sequence would drive the auditor's terminal.
- */
-function printable(text: string): string {
-  return text.replace(CONTROL_CHARACTERS, (char) => ESCAPES[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
 
 /** The OPA data API's records hold the caller's input as given: no token was verified for it. */
 const RAW_INPUT_ENDPOINT = '/v1/data';
