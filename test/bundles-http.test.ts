@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -353,6 +353,60 @@ describe('DELETE', () => {
     expect((await decide(open, 'lc')).reasons[0].code).toBe('no_active_bundle');
     expect((await call(open, 'DELETE', '/v1/bundles/lc')).status).toBe(404);
   });
+
+  it('keeps the replay mark of a signed bundle, across a restart: an older signed archive is refused after it, a newer one accepted', async () => {
+    const store = join(tempDir(), 'bundles');
+    const start = () => startTestArbiter({ ...adminConfig(), bundles: { store, require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' } } });
+    archives.r3 ??= build(writeBundleSource(dir, 'lc'), join(dir, 'r3.tar.gz'), 'r3', signingArgs(dir, key, 3000));
+    let arbiter = await start();
+    try {
+      expect((await put(arbiter, 'lc', archives.r1!)).status).toBe(201);
+      expect((await put(arbiter, 'lc', archives.r2!)).status).toBe(201);
+      expect((await call(arbiter, 'DELETE', '/v1/bundles/lc')).status).toBe(204);
+      expect((await call(arbiter, 'GET', '/v1/bundles/lc')).status).toBe(404);
+      expect((await call(arbiter, 'GET', '/v1/bundles')).body!.bundles.map((b: { name: string }) => b.name)).not.toContain('lc');
+      // Stored before the deleted revision, or signed before it: a replay, deleted or not.
+      expect(await put(arbiter, 'lc', archives.r1!)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      expect(await put(arbiter, 'lc', archives.old!)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      expect((await decide(arbiter, 'lc')).reasons[0].code).toBe('no_active_bundle');
+      expect((await call(arbiter, 'DELETE', '/v1/bundles/lc')).status).toBe(404);
+      expect(await call(arbiter, 'POST', '/v1/bundles/lc/activate', { revision: 'r2' })).toMatchObject({ status: 404, body: { code: 'bundle_not_found' } });
+      // Nor does a decision replay find its revisions: they are gone, not pruned by retention.
+      await expect(arbiter.bundleLifecycle.withRevision('lc', 'r1', async () => undefined)).rejects.toMatchObject({ code: 'bundle_revision_not_found' });
+    } finally {
+      await arbiter.close();
+    }
+    arbiter = await start();
+    try {
+      expect(await put(arbiter, 'lc', archives.r1!)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      expect(await put(arbiter, 'lc', archives.old!)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      expect((await call(arbiter, 'DELETE', '/v1/bundles/lc')).status).toBe(404);
+      // The revision it served when deleted is no step back, nor is a newer one.
+      expect(await put(arbiter, 'lc', archives.r2!)).toMatchObject({ status: 201, body: { revision: 'r2' } });
+      expect((await call(arbiter, 'DELETE', '/v1/bundles/lc')).status).toBe(204);
+      expect(await put(arbiter, 'lc', archives.r3!)).toMatchObject({ status: 201, body: { revision: 'r3' } });
+      expect((await decide(arbiter, 'lc')).policy.revision).toBe('r3');
+      expect((await call(arbiter, 'GET', '/v1/bundles/lc')).body!.revisions.map((r: { revision: string }) => r.revision)).toEqual(['r3']);
+      expect(await put(arbiter, 'lc', archives.r2!)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+    } finally {
+      await arbiter.close();
+    }
+  }, 60_000);
+
+  it('keeps nothing of a bundle that never had a signed revision: its name starts afresh', async () => {
+    const store = join(tempDir(), 'bundles');
+    const arbiter = await startTestArbiter({ ...adminConfig(), bundles: { store } });
+    try {
+      const rebuilt = build(writeBundleSource(dir, 'lc', { decision: '{"allow": false, "reasons": [{"code": "manual"}]}' }), join(dir, 'u1-rebuilt.tar.gz'), 'u1');
+      expect((await put(arbiter, 'lc', archives.unsigned!)).status).toBe(201);
+      expect((await call(arbiter, 'DELETE', '/v1/bundles/lc')).status).toBe(204);
+      expect(readdirSync(store)).toEqual([]);
+      // Another archive under its revision is no conflict once the bundle is gone.
+      expect(await put(arbiter, 'lc', rebuilt)).toMatchObject({ status: 201, body: { revision: 'u1' } });
+    } finally {
+      await arbiter.close();
+    }
+  }, 60_000);
 });
 
 describe('arbiter bundle (CLI)', () => {

@@ -9,7 +9,9 @@
  * active revision's signature carries an `iat` and its own `iat` is absent or not greater.
  * The active revision itself, or one stored after it, is no replay: what a pull source
  * serves again after a restart when the active one was rolled back by hand or could not be
- * restored. Rolling back to an older stored revision is still possible, explicitly, with
+ * restored. A deleted bundle with a signed revision stored keeps its records and the revision
+ * then active as the mark the rule compares with (see `remove`), so a DELETE does not reset
+ * it; only its configured source (bundles.sources) starts the name afresh. Rolling back to an older stored revision is still possible, explicitly, with
  * `activate(name, revision)`. A revision names one archive: another archive under a stored
  * revision is refused (`bundle_revision_conflict`).
  *
@@ -187,13 +189,19 @@ export class BundleLifecycle {
     return claim?.owned(path) ? claim.name : undefined;
   }
 
-  /** Validates, stores and activates an archive. Throws BundleRejectedError (the active revision keeps serving). */
-  accept(name: string, archive: Uint8Array, actor: string): Promise<AcceptResult> {
+  /**
+   * Validates, stores and activates an archive. Throws BundleRejectedError (the active revision
+   * keeps serving). `pulled`: delivered by the name's configured source (bundles.sources), the
+   * desired state a DELETE by hand returns the name to, so a deleted bundle's replay mark does
+   * not hold it (it holds a push).
+   */
+  accept(name: string, archive: Uint8Array, actor: string, { pulled = false }: { pulled?: boolean } = {}): Promise<AcceptResult> {
     return this.#serialized(async () => {
       checkName(name);
       const digest = sha256Hex(archive);
       const current = this.#options.registry.get(name);
-      const index = (await this.#options.store.readIndex(name)) ?? { name, revisions: [], active: null };
+      const stored = await this.#options.store.readIndex(name);
+      const index = stored !== undefined && !(pulled && isDeleted(stored)) ? stored : { name, revisions: [], active: null };
       // The revision served from bundles.dir is not in the store: stored now, it stays something
       // to roll back (and replay decisions) to once this push replaces it.
       const activation = this.#activations.get(name);
@@ -227,14 +235,14 @@ export class BundleLifecycle {
           const embeddedSignature = await this.#signatureOf(name, embedded.bundle.archive).catch(() => undefined);
           await this.#store(index, embedded.bundle, { stored_at: now, stored_by: EMBEDDED_ACTOR, activated_at: embedded.activation.activated_at }, embeddedSignature);
         }
-        const stored = index.revisions.find((r) => r.digest === digest);
-        if (stored === undefined) {
+        const record = index.revisions.find((r) => r.digest === digest);
+        if (record === undefined) {
           await this.#store(index, bundle, { stored_at: now, stored_by: actor }, signature);
         } else {
           // Stored already (a pruned revision pushed or pulled again, the replay rule letting it
           // through): its archive is back, in its place in the stored order.
           await this.#options.store.writeArchive(name, archive);
-          delete stored.pruned_at;
+          delete record.pruned_at;
         }
         await this.#commit(index, bundle, actor, now);
       });
@@ -281,7 +289,7 @@ export class BundleLifecycle {
     return this.#serialized(async () => {
       checkName(name);
       const index = await this.#options.store.readIndex(name);
-      if (index === undefined) throw new ArbiterError('bundle_not_found', `no stored revisions of bundle ${name}`);
+      if (index === undefined || isDeleted(index)) throw new ArbiterError('bundle_not_found', `no stored revisions of bundle ${name}`);
       const entry = this.#storedRevision(index, name, revision);
       if (this.#options.registry.get(name)?.digest !== entry.digest) {
         const archive = await this.#options.store.readArchive(name, entry.digest);
@@ -315,7 +323,8 @@ export class BundleLifecycle {
 
   /** The index's record of `revision`, refused unless its archive is still stored. */
   #storedRevision(index: BundleIndex | undefined, name: string, revision: string): StoredRevision {
-    const entry = index?.revisions.find((r) => r.revision === revision);
+    // A deleted bundle's records are its replay mark, not revisions to serve (nor pruned by retention).
+    const entry = index !== undefined && !isDeleted(index) ? index.revisions.find((r) => r.revision === revision) : undefined;
     if (entry === undefined) throw new ArbiterError('bundle_revision_not_found', `bundle ${name} has no stored revision ${JSON.stringify(revision)}`);
     if (entry.pruned_at !== undefined) {
       throw new ArbiterError(
@@ -340,7 +349,13 @@ export class BundleLifecycle {
     if (!this.#options.registry.list().some((b) => b.digest === bundle.digest)) this.#options.evaluator.release(bundle.digest);
   }
 
-  /** Deactivates a bundle and forgets its stored revisions. An embedded bundle comes back at the next start. */
+  /**
+   * Deactivates a bundle and deletes its stored revisions. An embedded bundle comes back at the
+   * next start. One with a signed revision stored keeps its index, every revision pruned and the
+   * revision active now as the replay mark (`removed`): otherwise a DELETE would reset the replay
+   * rule, and an older signed archive, perhaps one with a known flaw, could be pushed back. An
+   * unsigned bundle has no replay rule to keep, and is forgotten.
+   */
   remove(name: string, actor: string): Promise<void> {
     return this.#serialized(async () => {
       checkName(name);
@@ -349,13 +364,41 @@ export class BundleLifecycle {
       }
       const index = await this.#options.store.readIndex(name);
       const active = this.#options.registry.get(name);
-      if (index === undefined && active === undefined) throw new ArbiterError('bundle_not_found', `no bundle named ${name}`);
-      const { leftover } = await this.#options.store.remove(name);
+      if ((index === undefined || isDeleted(index)) && active === undefined) throw new ArbiterError('bundle_not_found', `no bundle named ${name}`);
+      const mark = index?.active ?? index?.removed;
+      let leftover: string | undefined;
+      if (index !== undefined && mark !== undefined && index.revisions.some((r) => r.signature !== undefined)) {
+        await this.#keepReplayMark(index, mark, actor);
+      } else {
+        ({ leftover } = await this.#options.store.remove(name));
+      }
       this.#options.registry.deactivate(name);
       this.#activations.delete(name);
       this.#options.logger.info({ bundle: name, revision: active?.revision, actor }, 'bundle removed');
       if (leftover !== undefined) this.#options.logger.warn({ bundle: name, leftover }, 'removed bundle files left behind');
     });
+  }
+
+  /**
+   * Writes the index of a deleted bundle: nothing active, every revision pruned, `mark` (the
+   * revision active until now) recorded with its signature's iat. Durable before any archive
+   * is deleted, as retention's index is: a crash in between leaves archives nothing names,
+   * deleted at the next start.
+   */
+  async #keepReplayMark(index: BundleIndex, mark: { revision: string; digest: string }, actor: string): Promise<void> {
+    const now = new Date().toISOString();
+    const iat = index.revisions.find((r) => r.digest === mark.digest)?.signature?.iat ?? index.removed?.iat;
+    for (const revision of index.revisions) revision.pruned_at ??= now;
+    // Bounded as retention's records are: the oldest forgotten first.
+    index.revisions = index.revisions.slice(-MAX_PRUNED_RECORDS);
+    index.active = null;
+    index.removed = { removed_at: now, removed_by: actor, revision: mark.revision, digest: mark.digest, ...(iat !== undefined && { iat }) };
+    await this.#options.store.writeIndex(index);
+    try {
+      await this.#options.store.deleteUnlisted(index.name, new Set());
+    } catch (error) {
+      this.#options.logger.error({ bundle: index.name, err: error }, 'archives of a removed bundle not deleted: the next start deletes them');
+    }
   }
 
   status(name: string): Promise<BundleStatus | undefined> {
@@ -368,7 +411,9 @@ export class BundleLifecycle {
   list(): Promise<BundleStatus[]> {
     return this.#serialized(async () => {
       const names = new Set([...(await this.#options.store.names()), ...this.#options.registry.list().map((b) => b.name)]);
-      return Promise.all([...names].sort().map((name) => this.#status(name)));
+      // A deleted bundle's index (its replay mark) is no bundle.
+      const statuses = await Promise.all([...names].sort().map((name) => this.#status(name)));
+      return statuses.filter((status) => status.active !== null || status.revisions.length > 0);
     });
   }
 
@@ -454,6 +499,8 @@ export class BundleLifecycle {
   /** Makes `bundle` the index's active revision, marks what retention no longer keeps, and writes it. Returns the revisions marked. */
   async #writeActive(index: BundleIndex, bundle: PolicyBundle, actor: string, now: string): Promise<StoredRevision[]> {
     index.active = { revision: bundle.revision, digest: bundle.digest, activated_at: now, activated_by: actor };
+    // The active revision is the replay mark from now on.
+    delete index.removed;
     const entry = index.revisions.find((r) => r.digest === bundle.digest);
     if (entry !== undefined) {
       entry.activated_at = now;
@@ -588,26 +635,34 @@ function checkName(name: string): void {
   if (!isBundleName(name)) throw new ArbiterError('bundle_name_invalid', `${JSON.stringify(name)} is not a bundle name: 1-64 lowercase letters, digits, _ or -`);
 }
 
+/** An index kept only as a deleted bundle's replay mark (see BundleLifecycle.remove). */
+function isDeleted(index: BundleIndex): boolean {
+  return index.active === null && index.removed !== undefined;
+}
+
 function checkReplay(index: BundleIndex, revision: string, digest: string, signature: Validated['signature']): void {
   const sameRevision = index.revisions.find((r) => r.revision === revision);
   if (sameRevision !== undefined && sameRevision.digest !== digest) {
     throw new BundleRejectedError('bundle_revision_conflict', `revision ${JSON.stringify(revision)} of bundle ${index.name} is stored with another digest: give the new build a new revision`);
   }
+  // What later revisions are held to: the active one, or the one active when the bundle was deleted.
+  const mark = index.active ?? index.removed;
+  const which = isDeleted(index) ? `the revision ${JSON.stringify(mark!.revision)} active when the bundle was deleted` : 'the active one';
   // The revision the store says is active (one that could not be restored, served again) is no step back.
-  if (signature === undefined || digest === index.active?.digest) return;
-  const active = index.revisions.findIndex((r) => r.digest === index.active?.digest);
+  if (signature === undefined || digest === mark?.digest) return;
+  const active = index.revisions.findIndex((r) => r.digest === mark?.digest);
   // Stored in the order first accepted: only a revision accepted before the active one is a step back.
   if (sameRevision !== undefined && !(active !== -1 && index.revisions.indexOf(sameRevision) >= active)) {
     // A pruned one cannot be activated either (410): say what does serve it.
     const next =
       sameRevision.pruned_at === undefined
         ? 'activate it explicitly by revision to roll back'
-        : `its archive was pruned (bundles.retention.max_revisions), so it cannot be activated either: rebuild it under a new revision to serve it again`;
-    throw new BundleRejectedError('bundle_replayed', `signed revision ${JSON.stringify(revision)} is stored already, older than the active one: ${next}`);
+        : `its archive was pruned (bundles.retention.max_revisions, or the bundle was deleted), so it cannot be activated either: rebuild it under a new revision to serve it again`;
+    throw new BundleRejectedError('bundle_replayed', `signed revision ${JSON.stringify(revision)} is stored already, older than ${which}: ${next}`);
   }
-  const activeIat = index.revisions[active]?.signature?.iat;
+  const activeIat = index.revisions[active]?.signature?.iat ?? index.removed?.iat;
   if (activeIat !== undefined && !(signature.iat !== undefined && signature.iat > activeIat)) {
-    throw new BundleRejectedError('bundle_replayed', `the signature's iat (${signature.iat ?? 'absent'}) is not newer than the active revision's (${activeIat})`);
+    throw new BundleRejectedError('bundle_replayed', `the signature's iat (${signature.iat ?? 'absent'}) is not newer than that of ${which} (${activeIat})`);
   }
 }
 

@@ -147,7 +147,7 @@ export class BundlePuller {
         return;
       }
       try {
-        const result = await this.#options.lifecycle.accept(name, archive, `pull:${url}`);
+        const result = await this.#options.lifecycle.accept(name, archive, `pull:${url}`, { pulled: true });
         if (result.outcome === 'activated') this.#options.logger.info({ bundle: name, url, revision: result.revision, etag }, 'bundle pulled');
       } catch (error) {
         // An archive refused for what it is stays refused: remember its ETag (unless the download

@@ -2,7 +2,8 @@
  * Accepted bundle revisions on disk, so a restart serves what was last activated:
  *
  *   <dir>/<name>/<sha256>.tar.gz   each accepted archive not pruned, named by its digest
- *   <dir>/<name>/index.json        the revisions stored and the active one (BundleIndex)
+ *   <dir>/<name>/index.json        the revisions stored and the active one (BundleIndex); for a
+ *                                  deleted bundle that had a signed revision, its replay mark
  *
  * Every file is written to a temporary file, fsynced and renamed over its target, then
  * the directory is fsynced: a crash leaves the old file or the new one, never half of one.
@@ -52,6 +53,15 @@ export const bundleIndexSchema = z.object({
   active: z
     .object({ revision: z.string(), digest: z.string(), activated_at: z.string(), activated_by: z.string() })
     .nullable(),
+  /**
+   * Set when the bundle was deleted (DELETE /v1/bundles/{name}) with a signed revision stored:
+   * the revision then active, and its signature's `iat`, the replay rule's mark until another
+   * is activated. The index is kept, its revisions all pruned, so deleting a bundle does not
+   * reset the replay rule and let an older signed archive be pushed again.
+   */
+  removed: z
+    .object({ removed_at: z.string(), removed_by: z.string(), revision: z.string(), digest: z.string(), iat: z.number().optional() })
+    .optional(),
 });
 
 export type StoredRevision = z.infer<typeof storedRevisionSchema>;

@@ -357,7 +357,13 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       method: 'delete',
       path: '/v1/bundles/{name}',
       operationId: 'deleteBundle',
-      summary: 'Deactivate a bundle and forget its stored revisions',
+      summary: 'Deactivate a bundle and delete its stored revisions',
+      description:
+        'Decisions naming the bundle are denied (no_active_bundle) from then on; a bundle served from bundles.dir comes back at the next start. ' +
+        'A bundle with a signed revision stored keeps its replay mark (the store keeps its index, every revision pruned, across restarts): a later push of that name is held to the revision active when it was deleted, ' +
+        'so a signed archive older than it is refused (409 bundle_replayed) and that archive itself or a newer signed revision is accepted. ' +
+        'The mark holds signed archives only, as the replay rule does (an unsigned one is accepted after it while bundles.require_signatures is off). ' +
+        'Its configured source (bundles.sources), if it has one, starts it afresh. A bundle that never had a signed revision stored is forgotten.',
       tags: ['bundles'],
       scope: 'arbiter.bundles.write',
       params: BUNDLE_NAME,

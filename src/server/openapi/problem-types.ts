@@ -83,7 +83,7 @@ export const PROBLEM_TYPES = {
   bundle_revision_pruned: { status: [410], meaning: 'This revision was stored, but bundles.retention.max_revisions has deleted its archive: push it again to serve it.' },
   bundle_in_use: { status: [409], meaning: 'The bundle is targeted by configuration and cannot be removed.' },
   bundle_roots_overlap: { status: [409], meaning: 'The bundle\'s roots overlap another active bundle\'s, or cover a live data document that is written (delete it first if the bundle is to own it).' },
-  bundle_replayed: { status: [409], meaning: 'This signed revision is older than the active one (stored before it, or its iat is not newer): activate it explicitly to roll back (one retention has pruned: rebuild it under a new revision).' },
+  bundle_replayed: { status: [409], meaning: 'This signed revision is older than the active one, or than the one active when the bundle was deleted (stored before it, or its iat is not newer): activate it explicitly to roll back (one retention has pruned, or of a deleted bundle: rebuild it under a new revision).' },
   bundle_revision_conflict: { status: [409], meaning: 'A different archive is stored, or served from bundles.dir, under this revision.' },
   archive_compressed_too_large: { status: [413], meaning: 'The archive exceeds bundles.limits.max_compressed_bytes.' },
   bundle_store_digest_mismatch: { status: [500], meaning: 'A stored archive no longer matches its digest.' },
