@@ -192,6 +192,34 @@ describe('bundle selection', () => {
   });
 });
 
+describe('/readyz', () => {
+  it('lists as degraded a tenant whose bundle is active but declares no AuthZEN support, as one whose bundle is not active', async () => {
+    const res = await fetch(url('/readyz'));
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { status: string; degraded: string[] };
+    expect(body.status).toBe('ready');
+    expect(body.degraded).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^AuthZEN tenant plain: bundle simple does not declare authzen .*503/), expect.stringContaining('AuthZEN tenant ghost: bundle no_such_bundle is not active')]),
+    );
+    expect(body.degraded.some((line) => line.includes('tenant echo'))).toBe(false);
+  });
+
+  it('lists as degraded an AuthZEN default bundle that is active but declares no AuthZEN support', async () => {
+    const plain = await startTestArbiter({ authzen: { default_bundle: 'simple' } });
+    try {
+      expect(await postJson(`${plain.url}/access/v1/evaluation`, { subject: user(rick), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } })).toMatchObject({
+        status: 503,
+        body: { code: 'authzen_unavailable', detail: expect.stringContaining('bundle simple does not declare authzen') },
+      });
+      const res = await fetch(`${plain.url}/readyz`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ status: 'ready', problems: [], degraded: [expect.stringMatching(/^AuthZEN default bundle simple \(authzen.default_bundle\): bundle simple does not declare authzen/)] });
+    } finally {
+      await plain.close();
+    }
+  });
+});
+
 describe('subject access tokens', () => {
   const request = (token: string, tenant = 'echo') =>
     postJson(url('/access/v1/evaluation'), { subject: user(rick, { access_token: token, department: 'R&D' }), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } }, { 'X-Tenant': tenant });

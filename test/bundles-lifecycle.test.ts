@@ -775,7 +775,12 @@ describe('pull mode', () => {
       });
       up = true;
       await waitFor(() => arbiter.bundles.get('az')?.revision === 'a1', 'the AuthZEN default bundle pulled');
-      expect(await readiness()).toMatchObject({ status: 200, problems: [], degraded: [expect.stringContaining('AuthZEN tenant acme')] });
+      // Active, but it declares no AuthZEN support: still ready, and degraded says so.
+      expect(await readiness()).toMatchObject({
+        status: 200,
+        problems: [],
+        degraded: [expect.stringContaining('AuthZEN default bundle az (authzen.default_bundle): bundle az does not declare authzen'), expect.stringContaining('AuthZEN tenant acme')],
+      });
       // The API document says so too: it named issuers alone as degraded, bundles.default alone as required.
       const readyz = ((await (await fetch(`${arbiter.url}/openapi.json`)).json()) as { paths: Record<string, any> }).paths['/readyz'].get;
       expect(readyz.summary).toContain('authzen.default_bundle');

@@ -327,10 +327,10 @@ const configShape = z.strictObject({
       // Bundle names, so a typo that no bundle could ever carry stops start-up rather than answer 503 forever.
       default_bundle: bundleNameSchema
         .optional()
-        .describe('Bundle that answers AuthZEN requests naming no tenant; without it such requests get 503. Like bundles.default, /readyz is 503 while it is not active.'),
+        .describe('Bundle that answers AuthZEN requests naming no tenant; without it such requests get 503. Like bundles.default, /readyz is 503 while it is not active; active but declaring no AuthZEN support (no authzen manifest metadata), it is listed under degraded (its requests get 503).'),
       tenants: nameMap(bundleNameSchema)
         .default({})
-        .describe('Tenant name -> bundle, the tenant read from the X-Tenant header or else context.tenant. A tenant whose bundle is not active is listed under degraded in /readyz (its requests get 503).'),
+        .describe('Tenant name -> bundle, the tenant read from the X-Tenant header or else context.tenant. A tenant whose bundle is not active, or declares no AuthZEN support (no authzen manifest metadata), is listed under degraded in /readyz (its requests get 503).'),
       public_url: z
         .url({ message: 'must be an absolute URL' })
         .refine((value) => {

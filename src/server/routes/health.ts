@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { AuthzenBundles } from '../../authzen/bundles.ts';
 import { ArbiterError } from '../../errors.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import type { IssuerRegistry } from '../../tokens/trusted-issuers.ts';
@@ -18,12 +19,22 @@ export interface HealthDeps {
  * bundles (bundles.default, authzen.default_bundle) active, the decision log taking records
  * (see DecisionStore.unavailable: a strict log counts as not taking them once its commits have
  * failed for a while), every issuer's keys loaded at least once. An AuthZEN tenant's bundle
- * that is not active is `degraded`.
+ * that is not active is `degraded`, as is an AuthZEN bundle (default or tenant) that is active
+ * but cannot answer AuthZEN (no `authzen` manifest metadata, or metadata naming no entrypoint
+ * of it): its requests answer 503 as if it were not active, and nothing else would say why.
+ * It is not a `problem`: the bundle serves /v1/decide, and every replica that took the same
+ * push is alike.
  * An issuer whose keys loaded before but cannot be refreshed is `degraded`, not a problem:
  * every replica shares its identity provider, and taking them all out of the load balancer
  * at once would send no request anywhere better (its tokens deny token_keys_unavailable).
  */
 export function healthRoutes(deps: HealthDeps) {
+  const authzen = new AuthzenBundles(deps.bundles, deps.authzen);
+  /** Why an active bundle AuthZEN routes `tenant` (undefined: no tenant) to cannot answer it, if it cannot. */
+  const unsupported = (tenant: string | undefined): string | undefined => {
+    const resolution = authzen.resolve(tenant);
+    return resolution.ok ? undefined : `${resolution.message} (its AuthZEN requests answer 503)`;
+  };
   return new Hono()
     .get('/healthz', (c) => c.json({ status: 'ok' }))
     .get('/readyz', async (c) => {
@@ -32,12 +43,20 @@ export function healthRoutes(deps: HealthDeps) {
       if (deps.draining.value) problems.push('shutting down');
       if (!deps.bundles.get(deps.defaultBundle)) problems.push(`default bundle ${deps.defaultBundle} is not active`);
       const authzenDefault = deps.authzen.default_bundle;
-      if (authzenDefault !== undefined && authzenDefault !== deps.defaultBundle && !deps.bundles.get(authzenDefault)) {
+      if (authzenDefault !== undefined && deps.bundles.get(authzenDefault)) {
+        const why = unsupported(undefined);
+        if (why !== undefined) degraded.push(`AuthZEN default bundle ${authzenDefault} (authzen.default_bundle): ${why}`);
+      } else if (authzenDefault !== undefined && authzenDefault !== deps.defaultBundle) {
         problems.push(`AuthZEN default bundle ${authzenDefault} is not active (authzen.default_bundle)`);
       }
       // One tenant's bundle missing is that tenant's 503, not a reason to take every tenant's traffic away.
       for (const [tenant, bundle] of Object.entries(deps.authzen.tenants)) {
-        if (!deps.bundles.get(bundle)) degraded.push(`AuthZEN tenant ${tenant}: bundle ${bundle} is not active (its requests answer 503)`);
+        if (!deps.bundles.get(bundle)) {
+          degraded.push(`AuthZEN tenant ${tenant}: bundle ${bundle} is not active (its requests answer 503)`);
+          continue;
+        }
+        const why = unsupported(tenant);
+        if (why !== undefined) degraded.push(`AuthZEN tenant ${tenant}: ${why}`);
       }
       const logProblem = deps.decisionLog?.unavailable;
       if (logProblem) problems.push(`decision log refuses records (decisions deny audit_unavailable): ${logProblem.message}`);
