@@ -159,6 +159,14 @@ describe('GET /openapi.json', () => {
     expect(Object.keys(body.content).sort()).toEqual([...BUNDLE_MEDIA_TYPES].sort());
   });
 
+  it('documents the JSON Patch PATCH /v1/data/{path} takes in both media types the route accepts, with the same schema', () => {
+    const body = spec.paths['/v1/data/{path}'].patch.requestBody;
+    expect(body?.required).toBe(true);
+    expect(Object.keys(body.content).sort()).toEqual(['application/json', 'application/json-patch+json']);
+    expect(body.content['application/json-patch+json'].schema).toEqual(body.content['application/json'].schema);
+    expect(body.content['application/json'].schema.$ref).toBe('#/components/schemas/JsonPatch');
+  });
+
   it('lists every problem code with its status', () => {
     const listed = new Map<string, number[]>(spec['x-problem-types'].map((p: Json) => [p.code, p.status]));
     for (const [code, status] of problemCodesInSource()) {

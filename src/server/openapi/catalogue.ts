@@ -227,6 +227,8 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       params: DATA_PATH,
       headers: { ...DATA_META_HEADERS, ...DATA_CONDITION_HEADERS },
       body: JsonPatchSchema,
+      // RFC 6902's own media type, what JSON Patch clients send; application/json is taken too.
+      bodyMediaTypes: ['application/json', 'application/json-patch+json'],
       responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema, headers: DATA_ETAG } },
       // A patch changes a value that is there: none at the path is 404 (PUT creates it instead).
       problems: [...BODY, ...DATA_WRITE, 'data_not_found', 'json_patch_invalid', 'json_patch_path_not_found', 'json_patch_test_failed'],

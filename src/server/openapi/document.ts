@@ -120,7 +120,9 @@ function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, 
     tags: [...operation.tags],
     security: operation.scope ? [{ adminBearer: [operation.scope] }] : gatewayScheme && isDecisionEndpoint(operation) ? [{ [gatewayScheme]: [] }] : [],
     parameters,
-    ...(operation.body && { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(operation.body, 'input') } } } }),
+    ...(operation.body && {
+      requestBody: { required: true, content: Object.fromEntries((operation.bodyMediaTypes ?? ['application/json']).map((type) => [type, { schema: schemaOf(operation.body!, 'input') }])) },
+    }),
     // OpenAPI 3.1: binary content is a media type without a schema.
     ...(operation.binaryBody && {
       requestBody: { required: true, description: operation.binaryBody.description, content: Object.fromEntries([...operation.binaryBody.mediaTypes].map((type) => [type, {}])) },

@@ -37,6 +37,11 @@ export interface ApiOperation {
   headers?: Record<string, string>;
   /** JSON request body: the schema passed to jsonBody(). */
   body?: z.ZodType;
+  /**
+   * The media types `body` is documented under, when not only application/json: jsonBody()
+   * takes any application/*+json, and some bodies have their own (application/json-patch+json).
+   */
+  bodyMediaTypes?: readonly string[];
   /** A body that is not JSON (a bundle archive): the media types the route accepts, and what it is. */
   binaryBody?: { mediaTypes: Iterable<string>; description: string };
   responses: Record<number, ApiResponse>;
