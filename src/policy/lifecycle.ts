@@ -11,9 +11,10 @@
  * serves again after a restart when the active one was rolled back by hand or could not be
  * restored. A deleted bundle with a signed revision stored keeps its records and the revision
  * then active as the mark the rule compares with (see `remove`), so a DELETE does not reset
- * it; only its configured source (bundles.sources) starts the name afresh. Rolling back to an older stored revision is still possible, explicitly, with
- * `activate(name, revision)`. A revision names one archive: another archive under a stored
- * revision is refused (`bundle_revision_conflict`).
+ * it; only its configured source (bundles.sources) starts the name afresh. Rolling back to an
+ * older stored revision is still possible, explicitly, with `activate(name, revision)`. A
+ * revision names one archive: another archive under a stored revision is refused
+ * (`bundle_revision_conflict`).
  *
  * Retention: after each activation, and at start, the archives of the revisions past the
  * `maxRevisions` active most recently are deleted (the active revision is the most recent, the
