@@ -577,6 +577,25 @@ describe('revocations', () => {
     expect((await decideWith(own)).allow).toBe(true);
   });
 
+  it('revokes a client named by azp in a token whose client_id names another, by client_id and by sub', async () => {
+    // OIDC: azp is the party the token was issued to. A token naming a revoked client in azp must
+    // not pass because its client_id names another (a gateway, a resource server).
+    const viaAzp = await idp.sign({ sub: 'user:frank', client_id: 'gateway-app', azp: 'agent:azp-leaky' });
+    const other = await idp.sign({ sub: 'user:frank', client_id: 'gateway-app', azp: 'agent:azp-good' });
+    expect((await decideWith(viaAzp)).allow).toBe(true);
+    const byClient = await admin('POST', '/v1/revocations', { kind: 'client_id', value: 'agent:azp-leaky', iss: idp.issuer, reason: 'leaked client', expires_at: now() + 600 });
+    expect(byClient.status).toBe(201);
+    const decision = await decideWith(viaAzp);
+    expect(decision.allow).toBe(false);
+    expect(decision.reasons[0].revoked).toEqual({ revoked: true, reason: 'leaked client', revocation_id: byClient.body!.id });
+    expect((await decideWith(other)).allow).toBe(true);
+    expect((await admin('DELETE', `/v1/revocations/${byClient.body!.id}`)).status).toBe(204);
+    // Unscoped, and by sub (the agent's own tokens name it as sub), as for a client named by client_id.
+    const bySub = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:azp-leaky', reason: 'compromised agent', expires_at: now() + 600 });
+    expect((await decideWith(viaAzp)).reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: bySub.body!.id });
+    expect((await decideWith(other)).allow).toBe(true);
+  });
+
   it("scopes an actor's revocation to the actor's own iss when its act entry names one, else to the token's", async () => {
     // RFC 8693 §4.1: iss and sub together may be needed to identify an actor. idp (issuer A)
     // vouches for an actor identified by issuer B: B's revocation of it applies, A's does not.

@@ -113,6 +113,14 @@ export function subjectRevocation(revocations: RevocationLookup, subject: Policy
     const client = revocations.checkParty({ iss: subject.iss!, sub: subject.client_id }, nowS);
     if (client.revoked) return { revoked: true, reason: client.reason, revocation_id: client.revocation_id };
   }
+  // subject.client_id is client_id, else azp. A token carrying both names two clients, and azp is
+  // the one it was issued to (OIDC): a revocation of that client, by client_id or by sub, must
+  // reach it too. One more lookup, only for tokens whose azp differs from their client_id.
+  const azp = subject.claims.azp;
+  if (typeof azp === 'string' && azp !== subject.client_id) {
+    const client = revocations.checkParty({ iss: subject.iss!, client_id: azp, ...(azp !== subject.sub && { sub: azp }) }, nowS);
+    if (client.revoked) return { revoked: true, reason: client.reason, revocation_id: client.revocation_id };
+  }
   for (const [index, actor] of subject.act.entries()) {
     const hit = revocations.checkParty(actorClaims(actor, subject.iss!), nowS);
     if (hit.revoked) return { revoked: true, reason: hit.reason, revocation_id: hit.revocation_id, actor_depth: index + 1 };
