@@ -291,6 +291,37 @@ describe('Revocations.add', () => {
     expect(revoked(revocations, { sub: 'user-19' })).toBe(true);
   });
 
+  it('answers an add identical to an entry in force, pending or earlier in the batch with that entry, reason aside', async () => {
+    const revocations = open();
+    const first = revocations.add({ kind: 'issued_before', iss: issuer, before: 500, reason: 'key leak' });
+    const twin = revocations.add({ kind: 'issued_before', iss: issuer, before: 500, reason: 'replayed' });
+    expect((await twin).id).toBe((await first).id);
+    expect(await restart().submit({ kind: 'issued_before', iss: issuer, before: 500, reason: 'after a restart' })).toEqual({ entries: [await first], created: 0 });
+    const reopened = restart();
+    const batch = await reopened.submitMany([
+      { kind: 'issued_before', iss: issuer, before: 500, reason: 'again' },
+      { kind: 'issued_before', iss: issuer, before: 501, reason: 'another cut-off' },
+      { kind: 'sub', value: 'bob', reason: 'r' },
+      { kind: 'sub', value: 'bob', reason: 'r' },
+      { kind: 'sub', value: 'bob', iss: issuer, reason: 'scoped is another' },
+      { kind: 'client_id', value: 'bob', reason: 'another kind' },
+    ]);
+    expect(batch.created).toBe(4);
+    expect(batch.entries[0]).toEqual(await first);
+    expect(batch.entries[3]).toBe(batch.entries[2]);
+    expect(new Set(batch.entries.map((entry) => entry.id)).size).toBe(5);
+    expect(reopened.size).toBe(5);
+  });
+
+  it('fails an add that restates a pending one when that commit fails', async () => {
+    const revocations = open();
+    const pending = revocations.add({ kind: 'sub', value: 'alice', reason: 'r' });
+    const twin = revocations.add({ kind: 'sub', value: 'alice', reason: 'r' });
+    databases[0]!.close();
+    await expect(pending).rejects.toMatchObject({ code: 'data_store_write_failed' });
+    await expect(twin).rejects.toMatchObject({ code: 'data_store_write_failed' });
+  });
+
   it('rejects pending adds when the commit fails, and does not activate them', async () => {
     const revocations = open();
     const pending = revocations.add({ kind: 'sub', value: 'alice', reason: 'r' });

@@ -553,6 +553,38 @@ describe('revocations', () => {
     }
   });
 
+  it('answers a replayed revocation with the entry in force (200, same id), so lifting it lifts it', async () => {
+    // A feed replays the active revocations to a restarted replica: the ones it already holds
+    // must not gain a twin under a new id that DELETE of the first would leave in force.
+    const token = await idp.sign({ sub: 'user:replayed' });
+    const revocation = { kind: 'sub', value: 'user:replayed', iss: idp.issuer, reason: 'offboarded', expires_at: now() + 600 };
+    const created = await admin('POST', '/v1/revocations', revocation);
+    expect(created.status).toBe(201);
+    // The reason is commentary: a replay that words it otherwise is the same revocation.
+    const replayed = await admin('POST', '/v1/revocations', { ...revocation, reason: 'replayed by the feed' });
+    expect(replayed).toMatchObject({ status: 200, body: { id: created.body!.id, reason: 'offboarded' } });
+    const batch = await admin('POST', '/v1/revocations', { revocations: [revocation, revocation] });
+    expect(batch.status).toBe(200);
+    expect(batch.body!.revocations.map((r: { id: string }) => r.id)).toEqual([created.body!.id, created.body!.id]);
+    // Another expires_at is another revocation.
+    const longer = await admin('POST', '/v1/revocations', { revocations: [revocation, { ...revocation, expires_at: revocation.expires_at + 60 }] });
+    expect(longer.status).toBe(201);
+    expect(longer.body!.revocations[0].id).toBe(created.body!.id);
+    expect(longer.body!.revocations[1].id).not.toBe(created.body!.id);
+    expect((await admin('DELETE', `/v1/revocations/${longer.body!.revocations[1].id}`)).status).toBe(204);
+    expect((await admin('DELETE', `/v1/revocations/${created.body!.id}`)).status).toBe(204);
+    expect((await decideWith(token)).allow).toBe(true);
+  });
+
+  it('commits one entry for identical revocations sent at once', async () => {
+    const revocation = { kind: 'jti', value: 'twin-1', iss: idp.issuer, reason: 'stolen', expires_at: now() + 600 };
+    const answers = await Promise.all([admin('POST', '/v1/revocations', revocation), admin('POST', '/v1/revocations', revocation)]);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 201]);
+    expect(answers[0]!.body!.id).toBe(answers[1]!.body!.id);
+    const listed = (await admin('GET', '/v1/revocations?kind=jti&limit=1000')).body!.items.filter((r: { value: string }) => r.value === 'twin-1');
+    expect(listed).toHaveLength(1);
+  });
+
   it('revokes an actor of the delegation chain by sub or client_id, whoever holds the token', async () => {
     const delegated = await idp.sign({ sub: 'user:carol', act: { sub: 'agent:helper', act: { client_id: 'rogue-orchestrator' } } });
     const direct = await idp.sign({ sub: 'user:carol' });

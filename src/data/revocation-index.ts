@@ -83,6 +83,15 @@ export class RevocationIndex {
     return entry;
   }
 
+  /** The entry in force that revokes what `entry` would (`sameRevocation`), if any: one hash lookup. */
+  findSame(entry: Revocation, nowS: number): Revocation | undefined {
+    const candidates = entry.kind === 'issued_before' ? this.#issuedBefore.get(entry.iss)?.entries : this.#byValue.get(entry.kind)!.get(indexKey(entry.iss, entry.value));
+    for (const candidate of candidates ?? []) {
+      if (sameRevocation(candidate, entry) && !isExpired(candidate, nowS, this.#clockToleranceS)) return candidate;
+    }
+    return undefined;
+  }
+
   /**
    * The first active revocation that applies to the token. Expired entries met on the way
    * are dropped from memory (their rows go at the next `prune`). A token without `iat`
@@ -150,6 +159,21 @@ export class RevocationIndex {
       this.remove(latest.id);
     }
   }
+}
+
+/**
+ * Whether two entries revoke the same tokens for the same time: same kind, value or cut-off, iss
+ * and expires_at. Not `reason` (commentary for the audit trail) nor who made it or when: a feed
+ * replaying a revocation, reworded or sent by another admin, restates the one in force.
+ */
+export function sameRevocation(a: Revocation, b: Revocation): boolean {
+  if (a.kind !== b.kind || a.iss !== b.iss || a.expires_at !== b.expires_at) return false;
+  return a.kind === 'issued_before' ? a.before === (b as typeof a).before : a.value === (b as typeof a).value;
+}
+
+/** A string equal for two entries exactly when `sameRevocation` holds. */
+export function revocationIdentity(entry: Revocation): string {
+  return JSON.stringify([entry.kind, entry.iss ?? null, entry.kind === 'issued_before' ? entry.before : entry.value, entry.expires_at ?? null]);
 }
 
 function isPartyKind(kind: Revocation['kind']): kind is (typeof PARTY_REVOCATION_KINDS)[number] {

@@ -3,7 +3,7 @@ import { MAX_CLOCK_TOLERANCE_S } from '../config/schema.ts';
 import { mintAfter, uuidv7 } from '../ids.ts';
 import { ArbiterError, FieldsInvalidError, listReasons } from '../errors.ts';
 import { escapePointerToken } from './json-value.ts';
-import { RevocationIndex, isExpired } from './revocation-index.ts';
+import { RevocationIndex, isExpired, revocationIdentity } from './revocation-index.ts';
 import type { RevocationMatch } from './revocation-index.ts';
 import { REVOCATION_KINDS, RevocationInputSchema } from './revocation-schema.ts';
 import type { Revocation, RevocationKind, RevokedTokenClaims } from './revocation-schema.ts';
@@ -36,8 +36,15 @@ export interface RevocationPage {
   next_cursor: string | null;
 }
 
+/** What an add answers: each entry asked for (the one in force when it restates one), and how many are new. */
+export interface AddedRevocations {
+  entries: Revocation[];
+  created: number;
+}
+
 interface PendingWrite {
   entries: Revocation[];
+  promise: Promise<Revocation[]>;
   resolve: (entries: Revocation[]) => void;
   reject: (error: unknown) => void;
 }
@@ -76,6 +83,8 @@ export class Revocations {
   readonly #index: RevocationIndex;
   readonly #statements: { insert: StatementSync; raiseLastId: StatementSync; delete: StatementSync; lapsed: StatementSync; prune: StatementSync; list: StatementSync };
   #pending: PendingWrite[] = [];
+  /** The entries of #pending by revocationIdentity, so an identical add joins their write. */
+  #pendingByIdentity = new Map<string, { entry: Revocation; write: PendingWrite }>();
   #flushScheduled = false;
 
   constructor(db: DatabaseSync, options: RevocationsOptions = {}) {
@@ -116,26 +125,39 @@ export class Revocations {
   /**
    * Validates, commits and activates one revocation. Throws `revocation_invalid` before anything
    * is written, a FieldsInvalidError naming each bad field by pointer into the request body, also
-   * an `expires_at` already past (clock tolerance included).
+   * an `expires_at` already past (clock tolerance included). One identical to a revocation in
+   * force or being committed (`sameRevocation`: its reason aside) resolves to that one, once it is
+   * committed, and adds nothing: a feed replaying revocations leaves no twin under another id.
    */
   async add(input: unknown): Promise<Revocation> {
-    const [entry] = await this.#enqueue(this.#createAll([input], () => ({ where: 'revocation', pointer: '' })));
-    return entry!;
+    return (await this.submit(input)).entries[0]!;
   }
 
   /**
    * All or nothing: invalid entries reject the whole batch, which commits in one transaction.
-   * The FieldsInvalidError names every invalid entry, so a batch is fixed in one round.
+   * The FieldsInvalidError names every invalid entry, so a batch is fixed in one round. Entries
+   * identical to one in force, being committed or earlier in the batch resolve to that one, as in `add`.
    */
   async addMany(inputs: readonly unknown[]): Promise<Revocation[]> {
-    if (!Array.isArray(inputs)) throw new ArbiterError('revocation_invalid', 'revocations must be an array');
-    return this.#enqueue(this.#createAll(inputs, (i) => ({ where: `revocations[${i}]`, pointer: `/revocations/${i}` })));
+    return (await this.submitMany(inputs)).entries;
+  }
+
+  /** `add`, also saying whether the entry is new (`created` 1) or restates one (0). */
+  submit(input: unknown): Promise<AddedRevocations> {
+    return this.#submit([input], () => ({ where: 'revocation', pointer: '' }));
+  }
+
+  /** `addMany`, also saying how many of the entries are new. */
+  submitMany(inputs: readonly unknown[]): Promise<AddedRevocations> {
+    if (!Array.isArray(inputs)) return Promise.reject(new ArbiterError('revocation_invalid', 'revocations must be an array'));
+    return this.#submit(inputs, (i) => ({ where: `revocations[${i}]`, pointer: `/revocations/${i}` }));
   }
 
   /** Commits pending adds now instead of at the end of this event-loop turn (e.g. before closing the database). */
   flush(): void {
     const batch = this.#pending;
     this.#pending = [];
+    this.#pendingByIdentity.clear();
     if (batch.length === 0) return;
     try {
       transaction(this.#db, () => {
@@ -224,23 +246,38 @@ export class Revocations {
   }
 
   /**
-   * The entries of `inputs`, or a `revocation_invalid` FieldsInvalidError naming what is wrong with
-   * every invalid one: `name(i)` gives the entry's name in messages (`where`) and its JSON pointer
-   * in the body of POST /v1/revocations (single or batch).
+   * Commits the new entries of `inputs` and resolves once every entry answered is committed (one
+   * restating a pending write waits for that write, and fails with it). Rejects with a
+   * `revocation_invalid` FieldsInvalidError naming what is wrong with every invalid entry, nothing
+   * written: `name(i)` gives the entry's name in messages (`where`) and its JSON pointer in the body
+   * of POST /v1/revocations (single or batch).
    */
-  #createAll(inputs: readonly unknown[], name: (index: number) => { where: string; pointer: string }): Revocation[] {
+  async #submit(inputs: readonly unknown[], name: (index: number) => { where: string; pointer: string }): Promise<AddedRevocations> {
     const nowS = this.#nowS();
     const entries: Revocation[] = [];
+    const fresh = new Map<string, Revocation>();
+    const joined = new Set<PendingWrite>();
     const problems: EntryProblem[] = [];
     for (const [index, input] of inputs.entries()) {
       const created = this.#create(input, name(index), nowS);
-      if (Array.isArray(created)) problems.push(...created);
-      else entries.push(created);
+      if (Array.isArray(created)) {
+        problems.push(...created);
+        continue;
+      }
+      const identity = revocationIdentity(created);
+      const pending = this.#pendingByIdentity.get(identity);
+      if (pending !== undefined) joined.add(pending.write);
+      const entry = this.#index.findSame(created, nowS) ?? pending?.entry ?? fresh.get(identity);
+      if (entry === undefined) fresh.set(identity, created);
+      entries.push(entry ?? created);
     }
     if (problems.length > 0) {
       throw new FieldsInvalidError('revocation_invalid', listReasons(problems.map((p) => p.reason)), problems.map(({ pointer, detail }) => ({ pointer, detail })));
     }
-    return entries;
+    const writes = [...joined].map((write) => write.promise);
+    if (fresh.size > 0) writes.push(this.#enqueue([...fresh.values()], fresh));
+    await Promise.all(writes);
+    return { entries, created: fresh.size };
   }
 
   /** The entry, or what is wrong with it. */
@@ -266,9 +303,11 @@ export class Revocations {
     return entry;
   }
 
-  #enqueue(entries: Revocation[]): Promise<Revocation[]> {
+  #enqueue(entries: Revocation[], byIdentity: ReadonlyMap<string, Revocation>): Promise<Revocation[]> {
     const { promise, resolve, reject } = Promise.withResolvers<Revocation[]>();
-    this.#pending.push({ entries, resolve, reject });
+    const write = { entries, promise, resolve, reject };
+    this.#pending.push(write);
+    for (const [identity, entry] of byIdentity) this.#pendingByIdentity.set(identity, { entry, write });
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       // setImmediate, not a microtask: requests read in the same I/O phase join the batch.

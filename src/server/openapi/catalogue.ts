@@ -252,11 +252,14 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       path: '/v1/revocations',
       operationId: 'createRevocations',
       summary: 'Revoke tokens: one entry, or many in one transaction',
-      description: 'Takes effect on the next decision after the 2xx, including for cached token verifications. An `issued_before` entry also fetches that issuer\'s key set again before the 2xx and forgets the verifications remembered of its tokens (a failed fetch is logged; the keys held stay in use). All or nothing: one invalid entry refuses the batch.',
+      description: 'Takes effect on the next decision after the 2xx, including for cached token verifications. An `issued_before` entry also fetches that issuer\'s key set again before the 2xx and forgets the verifications remembered of its tokens (a failed fetch is logged; the keys held stay in use). All or nothing: one invalid entry refuses the batch. Idempotent: an entry identical to one in force (same `kind`, `value` or `before`, `iss` and `expires_at`; its `reason` aside) adds nothing and is answered with the entry in force, its id included, so a feed may replay its revocations.',
       tags: ['revocations'],
       scope: 'arbiter.revocations.write',
       body: revocationRequestSchema,
-      responses: { 201: { description: 'Committed', schema: revocationCreatedSchema } },
+      responses: {
+        200: { description: 'Nothing added: every entry restates one in force, answered as it stands (a replay)', schema: revocationCreatedSchema },
+        201: { description: 'Committed: at least one entry is new (the others are answered with the entries in force they restate)', schema: revocationCreatedSchema },
+      },
       problems: [...BODY, 'revocation_invalid', 'data_store_write_failed'],
     },
     {

@@ -49,7 +49,7 @@ export const dataReadResponseSchema = z.strictObject({
 export const dataVersionResponseSchema = z.strictObject({ version: z.number().int() });
 
 export const revocationSchema = RevocationSchema;
-/** One revocation answers with the committed entry, a batch with all of them. */
+/** One revocation answers with the committed entry (or the one in force it restates), a batch with all of them. */
 export const revocationCreatedSchema = z.union([RevocationSchema, z.strictObject({ revocations: z.array(RevocationSchema) })]);
 export const revocationPageSchema = z.strictObject({
   items: z.array(RevocationSchema),

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { REVOCATION_KINDS, RevocationRequestSchema, type Revocation } from '../../data/revocation-schema.ts';
-import type { Revocations } from '../../data/revocations.ts';
+import type { AddedRevocations, Revocations } from '../../data/revocations.ts';
 import { ArbiterError } from '../../errors.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
@@ -47,17 +47,20 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
     .post('/v1/revocations', write, noQueryParameters, jsonBody(revocationRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
       const body = c.get('body');
       const createdBy = `${c.get('admin').iss}#${c.get('admin').sub}`;
-      let entries: Revocation[];
+      let added: AddedRevocations;
       try {
-        entries = 'revocations' in body
-          ? await deps.revocations.addMany(body.revocations.map((r) => ({ ...r, created_by: createdBy })))
-          : [await deps.revocations.add({ ...body, created_by: createdBy })];
+        added = 'revocations' in body
+          ? await deps.revocations.submitMany(body.revocations.map((r) => ({ ...r, created_by: createdBy })))
+          : await deps.revocations.submit({ ...body, created_by: createdBy });
       } catch (error) {
         return adminProblem(c, error);
       }
+      const entries: Revocation[] = added.entries;
       const compromised = new Set(entries.flatMap((entry) => (entry.kind === 'issued_before' ? [entry.iss] : [])));
       if (deps.reloadIssuerKeys) await Promise.all([...compromised].map((iss) => deps.reloadIssuerKeys!(iss)));
-      return 'revocations' in body ? c.json({ revocations: entries }, 201) : c.json(entries[0]!, 201);
+      // 200 when nothing was added: every entry restates one in force (a replay), answered as it stands.
+      const status = added.created > 0 ? 201 : 200;
+      return 'revocations' in body ? c.json({ revocations: entries }, status) : c.json(entries[0]!, status);
     })
     .get('/v1/revocations', read, (c) => {
       const query = parseQuery(c, listQuerySchema, 'revocation_invalid');
