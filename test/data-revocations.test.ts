@@ -331,6 +331,56 @@ describe('Revocations.add', () => {
   });
 });
 
+describe('Revocations issuers', () => {
+  function openWith(issuers: readonly string[]): Revocations {
+    const db = openDataDatabase(join(dir, 'arbiter.db'));
+    databases.push(db);
+    return new Revocations(db, { now: () => clockS * 1000, issuers });
+  }
+
+  it('refuses issued_before, jti and sid entries scoped to an issuer not configured, not sub or client_id ones', async () => {
+    const revocations = openWith([issuer]);
+    await expect(
+      revocations.addMany([
+        { kind: 'issued_before', iss: `${issuer}/`, before: 500, reason: 'r' },
+        { kind: 'jti', value: 'j', iss: otherIssuer, reason: 'r' },
+        { kind: 'sid', value: 's', iss: otherIssuer, reason: 'r' },
+        { kind: 'jti', value: 'j', reason: 'unscoped' },
+      ]),
+    ).rejects.toMatchObject({
+      code: 'revocation_invalid',
+      errors: [
+        { pointer: '/revocations/0/iss', detail: expect.stringContaining(`configured: "${issuer}"`) },
+        { pointer: '/revocations/1/iss', detail: expect.stringContaining(otherIssuer) },
+        { pointer: '/revocations/2/iss', detail: expect.stringContaining(otherIssuer) },
+      ],
+    });
+    expect(revocations.size).toBe(0);
+    // Actors are named under the issuer that identifies them, configured or not.
+    await revocations.addMany([
+      { kind: 'sub', value: 'agent', iss: otherIssuer, reason: 'r' },
+      { kind: 'client_id', value: 'bot', iss: otherIssuer, reason: 'r' },
+      { kind: 'issued_before', iss: issuer, before: 500, reason: 'r' },
+    ]);
+    expect(revocations.size).toBe(3);
+  });
+
+  it('loads entries of an issuer no longer configured, and names them', async () => {
+    const before = openWith([issuer, otherIssuer]);
+    await before.addMany([
+      { kind: 'issued_before', iss: otherIssuer, before: 500, reason: 'r' },
+      { kind: 'jti', value: 'j', iss: otherIssuer, reason: 'r' },
+      { kind: 'jti', value: 'k', iss: otherIssuer, reason: 'r' },
+      { kind: 'sub', value: 'agent', iss: otherIssuer, reason: 'r' },
+      { kind: 'jti', value: 'j', iss: issuer, reason: 'r' },
+    ]);
+    databases.pop()!.close();
+    const after = openWith([issuer]);
+    expect(after.size).toBe(5);
+    expect(after.ofOtherIssuers()).toEqual([{ iss: otherIssuer, kinds: { issued_before: 1, jti: 2 } }]);
+  });
+});
+
 describe('Revocations persistence and listing', () => {
   it('reloads every kind after a restart', async () => {
     const revocations = open();

@@ -576,7 +576,8 @@ describe('every documented operation answers as documented', () => {
     found.push(...(await check(op.operation, [
       ...bodyVariants(op),
       ...adminVariants('POST', '/v1/revocations', { 'content-type': 'application/json' }).map((variant) => ({ ...variant, body: JSON.stringify(single) })),
-      post('batch', { revocations: [single, { kind: 'issued_before', iss: 'https://x.example', before: 1, reason: 'r' }] }, { status: 201 }),
+      post('batch', { revocations: [single, { kind: 'issued_before', iss: idp.issuer, before: 1, reason: 'r' }] }, { status: 201 }),
+      post('issuer not configured', { revocations: [single, { kind: 'issued_before', iss: 'https://x.example', before: 1, reason: 'r' }] }, { status: 400, names: '/revocations/1/iss' }),
       post('missing kind', { value: 'x', reason: 'r' }, { status: 400, names: '/kind' }),
       post('unknown kind', { kind: 'email', value: 'x', reason: 'r' }, { status: 400, names: '/kind' }),
       post('missing reason', { kind: 'jti', value: 'x' }, { status: 400, names: '/reason' }),

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
-import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { adminCall, capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
 
@@ -585,6 +585,34 @@ describe('revocations', () => {
     expect(listed).toHaveLength(1);
   });
 
+  it('refuses an issued_before, jti or sid revocation of an issuer not configured, naming iss and the issuers configured', async () => {
+    // A trailing slash typed in an emergency: no token of that issuer is ever verified, so the
+    // revocation would never apply while its author believes the compromised issuer's tokens stopped.
+    const typo = `${idp.issuer}/`;
+    const single = await admin('POST', '/v1/revocations', { kind: 'issued_before', iss: typo, before: now(), reason: 'key leak' });
+    expect(single.status).toBe(400);
+    expect(single.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(single.body).toMatchObject({ code: 'revocation_invalid', errors: [{ pointer: '/iss', detail: expect.stringContaining(JSON.stringify(typo)) }] });
+    expect(single.body!.errors[0].detail).toContain(JSON.stringify(idp.issuer));
+    expect(single.body!.errors[0].detail).toContain(JSON.stringify(admins.issuer));
+    const batch = await admin('POST', '/v1/revocations', {
+      revocations: [
+        { kind: 'issued_before', iss: idp.issuer, before: 1000, reason: 'fine' },
+        { kind: 'jti', value: 'typo-1', iss: typo, reason: 'stolen' },
+        { kind: 'sid', value: 'typo-2', iss: 'https://unknown.example', reason: 'stolen' },
+      ],
+    });
+    expect(batch).toMatchObject({ status: 400, body: { code: 'revocation_invalid' } });
+    expect(batch.body!.errors.map((e: { pointer: string }) => e.pointer)).toEqual(['/revocations/1/iss', '/revocations/2/iss']);
+    expect((await admin('GET', '/v1/revocations?kind=issued_before')).body!.items.some((r: { iss: string }) => r.iss === typo)).toBe(false);
+    // An admin issuer is an issuer whose tokens are checked too.
+    const adminCutOff = await admin('POST', '/v1/revocations', { kind: 'issued_before', iss: admins.issuer, before: 1000, reason: 'old admin tokens' });
+    expect(adminCutOff.status).toBe(201);
+    expect((await admin('DELETE', `/v1/revocations/${adminCutOff.body!.id}`)).status).toBe(204);
+    // sub and client_id name actors under the issuer that identifies them, configured or not (RFC 8693 §4.1).
+    expect((await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:elsewhere', iss: 'https://unknown.example', reason: 'r', expires_at: now() + 600 })).status).toBe(201);
+  });
+
   it('revokes an actor of the delegation chain by sub or client_id, whoever holds the token', async () => {
     const delegated = await idp.sign({ sub: 'user:carol', act: { sub: 'agent:helper', act: { client_id: 'rogue-orchestrator' } } });
     const direct = await idp.sign({ sub: 'user:carol' });
@@ -931,6 +959,29 @@ describe('revocations', () => {
 });
 
 describe('restart', () => {
+  it('starts on revocations of an issuer since removed from the configuration, keeping them and logging them', async () => {
+    const path = join(tempDir(), 'data.db');
+    const gone = await TestIssuer.create('https://gone.test.example');
+    const withGone = await startTestArbiter({ ...config(), issuers: [...config().issuers, { issuer: gone.issuer, jwks_uri: idp.jwksUri, audiences: ['x'], algorithms: ['ES256'] }], data: { path } });
+    let entry: Record<string, any>;
+    try {
+      const created = await adminCall(withGone.url, adminToken, 'POST', '/v1/revocations', { kind: 'issued_before', iss: gone.issuer, before: 1000, reason: 'key leak' });
+      expect(created.status).toBe(201);
+      entry = created.body as Record<string, any>;
+    } finally {
+      await withGone.close();
+    }
+    const { logger, lines } = capturingLogger();
+    const without = await startTestArbiter({ ...config(), data: { path } }, { logger });
+    try {
+      const kept = await adminCall(without.url, adminToken, 'GET', `/v1/revocations/${entry.id}`);
+      expect(kept).toMatchObject({ status: 200, body: { id: entry.id, iss: gone.issuer } });
+      expect(lines).toContainEqual(expect.objectContaining({ level: 40, iss: gone.issuer, kinds: { issued_before: 1 } }));
+    } finally {
+      await without.close();
+    }
+  });
+
   it('keeps acknowledged data and revocations: a restart never resurrects a revoked token', async () => {
     const token = await idp.sign({ sub: 'user:restart', jti: 'restart-1' });
     await admin('PUT', '/v1/data/pair', { a: 42, b: 42 });

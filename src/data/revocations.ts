@@ -20,7 +20,19 @@ export interface RevocationsOptions {
    * so every entry keeps applying, and is kept, that long past its `expires_at`.
    */
   clockToleranceS?: number;
+  /**
+   * The issuers whose tokens are checked against revocations (decision and admin issuers, the dev
+   * issuer when trusted). Given, an add of an `issued_before`, `jti` or `sid` entry scoped to another
+   * `iss` is refused: those match only a verified token's own iss, so it would never apply (a
+   * trailing slash typed during an incident). `sub` and `client_id` are not checked: they also
+   * name actors under the issuer that identifies them, which need not be configured (RFC 8693
+   * §4.1). Stored entries are loaded whatever their iss: see `ofOtherIssuers`.
+   */
+  issuers?: readonly string[];
 }
+
+/** Kinds that match only a verified token's own `iss` (RevocationIndex.match). */
+const TOKEN_ISSUER_KINDS: readonly RevocationKind[] = ['issued_before', 'jti', 'sid'];
 
 export interface ListRevocationsOptions {
   kind?: RevocationKind;
@@ -80,6 +92,7 @@ export class Revocations {
   readonly #db: DatabaseSync;
   readonly #now: () => number;
   readonly #clockToleranceS: number;
+  readonly #issuers: ReadonlySet<string> | undefined;
   readonly #index: RevocationIndex;
   readonly #statements: { insert: StatementSync; raiseLastId: StatementSync; delete: StatementSync; lapsed: StatementSync; prune: StatementSync; list: StatementSync };
   #pending: PendingWrite[] = [];
@@ -94,6 +107,7 @@ export class Revocations {
     if (!Number.isSafeInteger(this.#clockToleranceS) || this.#clockToleranceS < 0) {
       throw new TypeError(`clockToleranceS must be a non-negative integer, got ${this.#clockToleranceS}`);
     }
+    this.#issuers = options.issuers && new Set(options.issuers);
     this.#index = new RevocationIndex(this.#clockToleranceS);
     this.#statements = {
       insert: db.prepare(
@@ -233,6 +247,31 @@ export class Revocations {
   }
 
   /**
+   * Active entries that can never apply as the configuration stands: `issued_before`, `jti` and
+   * `sid` entries scoped to an issuer not among `issuers` (removed from the configuration since, or
+   * stored before issuers were checked), counted by issuer and kind. They are kept, not dropped:
+   * they apply again if that issuer comes back.
+   */
+  ofOtherIssuers(): { iss: string; kinds: Partial<Record<RevocationKind, number>> }[] {
+    if (this.#issuers === undefined) return [];
+    const rows = this.#db
+      .prepare(
+        `SELECT iss, kind, count(*) AS count FROM revocations
+         WHERE iss IS NOT NULL AND kind IN (${TOKEN_ISSUER_KINDS.map(() => '?').join(', ')}) AND (expires_at IS NULL OR expires_at > ?)
+         GROUP BY iss, kind ORDER BY iss, kind`,
+      )
+      .all(...TOKEN_ISSUER_KINDS, this.#lapsedUpTo(this.#nowS())) as unknown as { iss: string; kind: RevocationKind; count: number }[];
+    const byIssuer = new Map<string, Partial<Record<RevocationKind, number>>>();
+    for (const { iss, kind, count } of rows) {
+      if (this.#issuers.has(iss)) continue;
+      let kinds = byIssuer.get(iss);
+      if (kinds === undefined) byIssuer.set(iss, (kinds = {}));
+      kinds[kind] = count;
+    }
+    return [...byIssuer].map(([iss, kinds]) => ({ iss, kinds }));
+  }
+
+  /**
    * Drops from memory every revocation expired at `nowS` (clock tolerance included); call
    * periodically. Their rows are deleted only once no configuration could accept the token any
    * more (MAX_CLOCK_TOLERANCE_S past expires_at): a restart with a larger clock_tolerance_s, or a
@@ -299,6 +338,12 @@ export class Revocations {
     if (isExpired(entry, nowS, this.#clockToleranceS)) {
       const detail = `${entry.expires_at} has passed (now ${nowS}, clock tolerance ${this.#clockToleranceS} s), so the revocation would never apply; give a later time in epoch seconds, or omit expires_at to revoke until removed`;
       return [{ reason: `${where}.expires_at: ${detail}`, pointer: `${pointer}/expires_at`, detail }];
+    }
+    if (this.#issuers !== undefined && entry.iss !== undefined && TOKEN_ISSUER_KINDS.includes(entry.kind) && !this.#issuers.has(entry.iss)) {
+      const detail = `${JSON.stringify(entry.iss)} is not a configured issuer, so the revocation would never apply (iss is compared exactly); configured: ${
+        this.#issuers.size === 0 ? 'none' : [...this.#issuers].map((iss) => JSON.stringify(iss)).join(', ')
+      }`;
+      return [{ reason: `${where}.iss: ${detail}`, pointer: `${pointer}/iss`, detail }];
     }
     return entry;
   }

@@ -151,7 +151,17 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   });
   // Revoked tokens must stay revoked for as long as any issuer would still accept them.
   const clockToleranceS = Math.max(0, ...[...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.clock_tolerance_s));
-  const revocations = new Revocations(db, { clockToleranceS });
+  const revocationIssuers = [...new Set([...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.issuer))];
+  const revocations = new Revocations(db, { clockToleranceS, issuers: revocationIssuers });
+  // Entries of an issuer removed from the configuration are kept (they apply again if it comes
+  // back) and do not stop start-up: said here, since they no longer revoke anything.
+  try {
+    for (const { iss, kinds } of revocations.ofOtherIssuers()) {
+      logger.warn({ iss, kinds }, 'revocations of an issuer that is not configured: they apply to no token until it is');
+    }
+  } catch (error) {
+    logger.warn({ err: error }, 'revocations of issuers that are not configured not listed');
+  }
   seedLiveData(liveData, config.data.seed ?? {}, logger);
   bundleLifecycle.protectLiveData(() => Object.keys(liveData.snapshot().documents));
   evaluator.setLiveData(liveData.snapshot().data, liveData.snapshot().version);
