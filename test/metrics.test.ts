@@ -255,6 +255,26 @@ describe('GET /metrics', () => {
     }
   });
 
+  it('shows how old each live document is and whether it is stale, as policies see it, computed at the scrape', async () => {
+    arbiter.liveData.put(['feed'], { v: 1 }, { source: 'hr-sync', max_age_s: 1 });
+    arbiter.liveData.put(['unbounded'], { v: 1 });
+    const fresh = await scrape(arbiter.url);
+    expect(fresh.get('arbiter_live_data_age_seconds{document="feed"}')).toBe(0);
+    expect(fresh.get('arbiter_live_data_stale{document="feed"}')).toBe(0);
+    // No write and no decision in between: the feed stopping shows at the next scrape by itself.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const later = await scrape(arbiter.url);
+    expect(later.get('arbiter_live_data_age_seconds{document="feed"}')).toBe(1);
+    expect(later.get('arbiter_live_data_stale{document="feed"}')).toBe(1);
+    // Without a max age (nor data.default_max_age_s) a document never goes stale, as in input.data_status.
+    expect(later.get('arbiter_live_data_stale{document="unbounded"}')).toBe(0);
+    expect(arbiter.liveData.status(Date.now()).feed!.stale).toBe(true);
+    // A deleted document's series goes with it.
+    arbiter.liveData.delete(['unbounded']);
+    expect((await scrape(arbiter.url)).has('arbiter_live_data_age_seconds{document="unbounded"}')).toBe(false);
+    arbiter.liveData.delete(['feed']);
+  });
+
   it('is not served when metrics.enabled is false', async () => {
     const quiet = await startTestArbiter({ metrics: { enabled: false } });
     try {
@@ -287,6 +307,20 @@ describe('reason labels', () => {
     const byBundle = new Map((await metrics.bundleActivations.get()).values.map((v) => [v.labels.bundle, v.value]));
     expect(byBundle.size).toBe(101);
     expect([byBundle.get('pushed-0'), byBundle.get('pushed-99'), byBundle.has('pushed-100'), byBundle.get('other')]).toEqual([2, 1, false, 20]);
+  });
+
+  it('keeps the document label of live data freshness bounded: documents past the first 100 count as "other", the oldest of them', async () => {
+    // Anyone with arbiter.data.write names documents, as many as data.max_size_bytes has room for.
+    const statuses: Record<string, { age_s: number; stale: boolean }> = {};
+    for (let i = 0; i < 150; i++) statuses[`doc-${i}`] = { age_s: i, stale: i === 120 };
+    statuses['line\nbreak'] = { age_s: 1, stale: false };
+    const metrics = new ArbiterMetrics({ activeBundles: () => [], liveDataStatus: () => statuses });
+    const read = async (name: string) => new Map((await metrics.registry.getSingleMetric(name)!.get()).values.map((v) => [v.labels.document, v.value]));
+    const ages = await read('arbiter_live_data_age_seconds');
+    const stale = await read('arbiter_live_data_stale');
+    expect([ages.size, stale.size]).toEqual([101, 101]);
+    expect([ages.get('doc-0'), ages.get('doc-99'), ages.has('doc-100'), ages.get('other')]).toEqual([0, 99, false, 149]);
+    expect([stale.get('doc-99'), stale.get('other')]).toEqual([0, 1]);
   });
 
   it('keeps policy reason codes to a bounded set of plain labels', async () => {

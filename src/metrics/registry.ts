@@ -1,5 +1,6 @@
 import type { FetchImplementation } from 'jose';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { DocumentStatus } from '../data/documents.ts';
 import type { Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
 import { TOKEN_FAILURE_CODES, type TokenFailureCode } from '../tokens/verify.ts';
@@ -20,6 +21,11 @@ const MAX_BUNDLE_LABELS = 100;
  * or not: bounded by whoever runs that CA, and held to so many here.
  */
 const MAX_CALLER_LABELS = 100;
+/**
+ * Live documents are named by whoever holds arbiter.data.write, as many as data.max_size_bytes
+ * leaves room for: only so many get series of their own, the rest are reported together.
+ */
+const MAX_DOCUMENT_LABELS = 100;
 const OTHER = 'other';
 
 /**
@@ -42,6 +48,19 @@ class BoundedLabel {
     this.#seen.add(value);
     return value;
   }
+}
+
+/**
+ * `value` of each document by its bounded label; the documents that share a label ("other") get
+ * the largest of their values: the oldest age, stale when any of them is.
+ */
+function perDocument<S>(statuses: Readonly<Record<string, S>>, label: BoundedLabel, value: (status: S) => number): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const [name, status] of Object.entries(statuses)) {
+    const document = label.of(name);
+    values.set(document, Math.max(values.get(document) ?? 0, value(status)));
+  }
+  return values;
 }
 
 /**
@@ -75,6 +94,8 @@ export interface ArbiterMetricsOptions {
   gateways?: { callers: readonly string[]; bound: readonly string[] };
   /** The issuers whose key sets are fetched (jwks_uri), decision and admin ones: their fetches are exposed from the start. */
   remoteIssuers?: readonly string[];
+  /** The freshness of each live document (LiveData.status, what policies see as input.data_status), read at each scrape. */
+  liveDataStatus?: () => Readonly<Record<string, Pick<DocumentStatus, 'age_s' | 'stale'>>>;
 }
 
 /**
@@ -251,6 +272,32 @@ export class ArbiterMetrics {
         async collect() {
           this.reset();
           for (const { thread, digests } of await policyInstances()) this.set({ thread }, digests.length);
+        },
+      });
+    }
+    const liveDataStatus = options.liveDataStatus;
+    if (liveDataStatus) {
+      // One bound for both gauges, so a document has the same label in each.
+      const documents = new BoundedLabel(MAX_DOCUMENT_LABELS, /^[\x20-\x7e]{1,256}$/);
+      new Gauge({
+        name: 'arbiter_live_data_age_seconds',
+        help: `Seconds since each live document was last written, at the scrape (input.data_status.*.age_s); documents past the first ${MAX_DOCUMENT_LABELS} distinct, or with names outside printable ASCII up to 256 characters, count as "other" (the oldest of them).`,
+        labelNames: ['document'] as const,
+        registers: [this.registry],
+        // Read at scrape time: a feed that stopped writing shows as a growing age, with no timer.
+        collect() {
+          this.reset();
+          for (const [document, age] of perDocument(liveDataStatus(), documents, (status) => status.age_s)) this.set({ document }, age);
+        },
+      });
+      new Gauge({
+        name: 'arbiter_live_data_stale',
+        help: 'Whether each live document is stale at the scrape (1) or not (0), as input.data_status.*.stale tells policies: older than its Arbiter-Data-Max-Age or data.default_max_age_s. "other": 1 when any of those documents is.',
+        labelNames: ['document'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [document, stale] of perDocument(liveDataStatus(), documents, (status) => (status.stale ? 1 : 0))) this.set({ document }, stale);
         },
       });
     }

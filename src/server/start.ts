@@ -7,7 +7,7 @@ import { getRequestListener, RequestError, type ServerType } from '@hono/node-se
 import type { FetchImplementation } from 'jose';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
-import { LiveData } from '../data/documents.ts';
+import { LiveData, type DocumentStatus } from '../data/documents.ts';
 import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
@@ -109,6 +109,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest), onActivate: (bundle) => evaluator.retain(bundle.digest) });
   // The decision log opens further down; the scrape reads its writer thread and queue once it exists.
   const decisionLogReads: { writerHeap?: () => Promise<ThreadHeap>; pending?: () => number } = {};
+  // Live data opens further down too: its documents' freshness is read at each scrape once it exists.
+  const liveDataReads: { status?: (nowMs: number) => Record<string, DocumentStatus> } = {};
   const metrics = new ArbiterMetrics({
     activeBundles: () => bundles.list(),
     threadHeaps: async () => {
@@ -121,6 +123,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     pulledBundles: config.bundles.sources.map((source) => source.name),
     gateways: configuredGateways(config.gateway),
     remoteIssuers: [...config.issuers, ...config.admin.issuers].filter((issuer) => issuer.jwks_uri !== undefined).map((issuer) => issuer.issuer),
+    liveDataStatus: () => liveDataReads.status?.(Date.now()) ?? {},
   });
   const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, loggingFailures(load, issuer, logger));
   const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
@@ -149,6 +152,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
     checks: liveDataChecks(config.data.check_entitlements),
   });
+  liveDataReads.status = (nowMs) => liveData.status(nowMs);
   // Revoked tokens must stay revoked for as long as any issuer would still accept them.
   const clockToleranceS = Math.max(0, ...[...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.clock_tolerance_s));
   const revocationIssuers = [...new Set([...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.issuer))];
