@@ -25,8 +25,9 @@ RUN mkdir -p /var/lib/arbiter && chown 1000:1000 /var/lib/arbiter
 VOLUME ["/var/lib/arbiter"]
 # uid 1000 is the unprivileged `node` user of the official Node.js images.
 USER 1000:1000
-EXPOSE 8181
-# Probes the port and protocol the configuration gives (PORT, ARBITER_SERVER__PORT, server.tls).
+EXPOSE 8181 8282
+# Probes the port and protocol the configuration gives (PORT, ARBITER_SERVER__PORT, server.tls), on
+# the diagnostic listener (server.diagnostic, 8282) when there is one.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "src/cli/main.ts", "health"]
 ENTRYPOINT ["node", "src/cli/main.ts"]

@@ -148,6 +148,7 @@ describe('arbiter CLI', () => {
     const tls = { cert_file: join(dir, 'server.pem'), key_file: join(dir, 'server.key') };
     const plain = await startTestArbiter({ server: { host: '0.0.0.0', port: 0 }, gateway: { authentication: 'api_key', api_keys: [{ id: 'gw', sha256: 'a'.repeat(64) }] } });
     const secure = await startTestArbiter({ server: { tls } });
+    const diagnostic = await startTestArbiter({ server: { diagnostic: { port: 0 } } });
     try {
       const health = (env: Record<string, string>) =>
         run(process.execPath, ['src/cli/main.ts', 'health'], { env: { ...process.env, ARBITER_CONFIG: '', ...env } }).then(
@@ -162,8 +163,12 @@ describe('arbiter CLI', () => {
       const wrongProtocol = await health({ ARBITER_SERVER__PORT: String(secure.port) });
       expect(wrongProtocol.code).toBe(1);
       expect(wrongProtocol.stderr).toContain(`http://127.0.0.1:${secure.port}/healthz`);
+      // With a diagnostic listener, that one: the probe is not refused when the decision port is full
+      // (nothing listens on port 9 here, as on a decision port whose every connection slot is taken).
+      const diagnosticPort = new URL(diagnostic.diagnosticUrl!).port;
+      expect(await health({ ARBITER_SERVER__PORT: '9', ARBITER_SERVER__DIAGNOSTIC: `{port: ${diagnosticPort}}` })).toEqual({ code: 0, stderr: '' });
     } finally {
-      await Promise.all([plain.close(), secure.close()]);
+      await Promise.all([plain.close(), secure.close(), diagnostic.close()]);
     }
   });
 

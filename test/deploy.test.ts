@@ -1,7 +1,8 @@
 import { chmodSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
+import { parseConfig } from '../src/config/load.ts';
 import { createCheckpointKey, loadCheckpointKey } from '../src/decisions/chain.ts';
 import { tempDir } from './support/arbiter.ts';
 
@@ -37,6 +38,17 @@ describe('the Kubernetes example', () => {
     const { resources } = kubernetesExample().Deployment!.spec.template.spec.containers[0];
     expect(bytes(resources.requests.memory)).toBeGreaterThanOrEqual(384 * 2 ** 20);
     expect(bytes(resources.limits.memory)).toBeGreaterThan(bytes(resources.requests.memory));
+  });
+
+  it('probes and scrapes the diagnostic listener its configuration opens, not the decision port a flood can fill', () => {
+    const example = kubernetesExample();
+    const config = parseConfig(parse(example.ConfigMap!.data['arbiter.yaml']) as Record<string, unknown>);
+    const pod = example.Deployment!.spec.template;
+    const container = pod.spec.containers[0];
+    const port = (name: string) => container.ports.find((entry: { name: string }) => entry.name === name)?.containerPort;
+    expect(config.server.diagnostic).toMatchObject({ host: '0.0.0.0', port: port('diagnostic') });
+    for (const probe of ['livenessProbe', 'readinessProbe', 'startupProbe']) expect(container[probe].httpGet.port, probe).toBe('diagnostic');
+    expect(Number(pod.metadata.annotations['prometheus.io/port'])).toBe(config.server.diagnostic!.port);
   });
 });
 

@@ -10,7 +10,9 @@ const HELP = `Usage: arbiter health [--config <file>] [--timeout-ms <ms>]
 Asks the server this configuration describes for GET /healthz, on the configured port and
 protocol (PORT and ARBITER_* overrides included), and exits 0 when it answers 200, 1 otherwise
 (a configuration that does not load included: Docker reserves 2; 2 only for a wrong option).
-For container health checks: it follows server.port and server.tls wherever they are set.
+For container health checks: it follows server.port and server.tls wherever they are set, and
+asks the diagnostic listener instead when server.diagnostic is set (it answers while the
+decision port is full).
   -c, --config <file>   YAML configuration (default: $ARBITER_CONFIG; without either, built-in defaults)
   --timeout-ms <ms>     give up after this long (default 2000)`;
 
@@ -43,10 +45,15 @@ export async function healthCommand(argv: string[]): Promise<number> {
 
 const WILDCARD_TO_LOOPBACK = new Map([['0.0.0.0', '127.0.0.1'], ['::', '::1']]);
 
-/** Where the server answers on this machine: a wildcard listen address is reached over loopback. */
+/**
+ * Where the server answers on this machine: the diagnostic listener when there is one (its
+ * connections are not those a flood of the decision port uses up); a wildcard listen address
+ * is reached over loopback.
+ */
 export function healthUrl(server: Config['server']): string {
-  const host = WILDCARD_TO_LOOPBACK.get(server.host) ?? server.host;
-  return `${server.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${server.port}/healthz`;
+  const listener = server.diagnostic === undefined ? server : { host: server.diagnostic.host ?? server.host, port: server.diagnostic.port };
+  const host = WILDCARD_TO_LOOPBACK.get(listener.host) ?? listener.host;
+  return `${server.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${listener.port}/healthz`;
 }
 
 function probe(url: string, timeoutMs: number): Promise<number> {

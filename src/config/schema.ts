@@ -258,6 +258,14 @@ const bundlesSchema = z
 
 export type BundlesConfig = z.infer<typeof bundlesSchema>;
 
+/** A listen address as Node's listen() takes it. */
+const listenHost = nonEmpty
+  // [::1] is how a URL writes the address; Node's listen() looks it up as a host name and fails.
+  .refine((host) => !host.startsWith('['), 'an IPv6 address is written without brackets here, e.g. ::1');
+
+/** Addresses that listen on every interface, and so on whatever port another listener of any address has. */
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::']);
+
 const configShape = z.strictObject({
   mode: z
     .enum(['development', 'production'])
@@ -265,9 +273,7 @@ const configShape = z.strictObject({
     .describe('development allows the local development issuer (dev_issuer.enabled); production refuses it, and requires bundle signatures unless bundles.require_signatures says otherwise. Unset: production when NODE_ENV=production (as in the container image), else development.'),
   server: z
     .strictObject({
-      host: nonEmpty
-        // [::1] is how a URL writes the address; Node's listen() looks it up as a host name and fails.
-        .refine((host) => !host.startsWith('['), 'an IPv6 address is written without brackets here, e.g. ::1')
+      host: listenHost
         .default('127.0.0.1')
         .describe('Listen address; anything but loopback needs gateway authentication.'),
       port: z.number().int().min(0).max(65_535).default(8181).describe('Listen port (0: any free port); PORT overrides.'),
@@ -280,6 +286,16 @@ const configShape = z.strictObject({
         .number().int().positive().max(1_000_000).default(10_000)
         .describe('Open client connections at once; a connection beyond it is closed as soon as it is accepted, counted in arbiter_connections_dropped_total and logged (at most one line a second). Keep it well below the process\'s file-descriptor limit (ulimit -n): the decision log, JWKS and bundle fetches need descriptors too.'),
       tls: tlsSchema.optional().describe('Serve HTTPS; needed for gateway mTLS.'),
+      diagnostic: z
+        .strictObject({
+          host: listenHost.optional().describe('Listen address of the diagnostic listener; unset: server.host.'),
+          port: z.number().int().min(0).max(65_535).describe('Listen port of the diagnostic listener (0: any free port); not server.port.'),
+          max_connections: z
+            .number().int().positive().max(10_000).default(64)
+            .describe('Open connections to the diagnostic listener at once, apart from server.max_connections; one beyond it is closed on arrival and counted in arbiter_diagnostic_connections_dropped_total. Probes and scrapes need few.'),
+        })
+        .optional()
+        .describe('A second listener serving only GET /healthz, /readyz and (with metrics.enabled) /metrics, as OPA\'s --diagnostic-addr: a connection flood on the decision port (server.max_connections reached) then does not fail liveness probes and get healthy replicas restarted. HTTPS with server.tls\'s certificate when that is set, never asking for client certificates (probes carry none). Unset: none; the probes are served on the main port either way.'),
     })
     .prefault({}),
   gateway: gatewaySchema.prefault({}),
@@ -487,6 +503,14 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
       path: ['gateway', 'authentication'],
       message: `none is only allowed on a loopback host (server.host is ${config.server.host}): use api_key or mtls`,
     });
+  }
+  // Two listeners on one address and port: start-up would stop on EADDRINUSE; config check says so first.
+  const { diagnostic } = config.server;
+  if (diagnostic !== undefined && diagnostic.port !== 0 && diagnostic.port === config.server.port) {
+    const host = diagnostic.host ?? config.server.host;
+    if (host === config.server.host || WILDCARD_HOSTS.has(host) || WILDCARD_HOSTS.has(config.server.host)) {
+      ctx.addIssue({ code: 'custom', path: ['server', 'diagnostic', 'port'], message: `${diagnostic.port} is also server.port: the diagnostic listener needs a port of its own` });
+    }
   }
   if (config.gateway.authentication === 'mtls' && config.server.tls?.ca_file === undefined) {
     ctx.addIssue({ code: 'custom', path: ['server', 'tls', 'ca_file'], message: 'gateway mtls needs server.tls with a ca_file for client certificates' });

@@ -197,6 +197,12 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly diagnosticConnectionsDropped = new Counter({
+    name: 'arbiter_diagnostic_connections_dropped_total',
+    help: 'Connections to the diagnostic listener closed on arrival because server.diagnostic.max_connections were open.',
+    registers: [this.registry],
+  });
+
   readonly decisionLogCommitSeconds = new Histogram({
     name: 'arbiter_decision_log_commit_seconds',
     help: 'Time to commit one batch of decision records (one observation per group commit).',

@@ -100,7 +100,25 @@ export function createApp(deps: AppDeps) {
   if (deps.opaCompat) app.route('/', opaCompatRoutes(deps.pipeline, deps.bodyLimitBytes));
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
   app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined, gatewayAuthentication: deps.gateway.authentication }))));
+  answerUnrouted(app, deps.logger);
+  return app;
+}
 
+/**
+ * The diagnostic listener's application (server.diagnostic): /healthz, /readyz and, when metrics
+ * are enabled, /metrics, answered as on the main listener. Nothing here reads a body or decides.
+ */
+export function createDiagnosticApp(deps: Pick<AppDeps, 'bundles' | 'issuers' | 'defaultBundle' | 'authzen' | 'draining' | 'decisionLog' | 'metrics' | 'logger'>) {
+  const app = new Hono<{ Variables: RequestIdVariables }>();
+  app.use(requestId());
+  app.route('/', healthRoutes({ ...deps, decisionLog: deps.decisionLog?.store }));
+  if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
+  answerUnrouted(app, deps.logger);
+  return app;
+}
+
+/** Problems for what no route answers (404, 405 naming the methods served) and for errors the routes throw. */
+function answerUnrouted(app: Hono<{ Variables: RequestIdVariables }>, logger: Logger): void {
   app.notFound((c) => {
     // A path served with other methods: 405 naming them (RFC 9110), so a gateway that sends the
     // wrong method is not told that the endpoint does not exist.
@@ -117,13 +135,12 @@ export function createApp(deps: AppDeps) {
     const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
     if (incoming && !incoming.complete && incoming.destroyed) {
       // The client hung up before its whole request arrived: nobody to answer, and no fault here.
-      deps.logger.info({ path: c.req.path, request_id: c.get('requestId') }, 'client closed the connection before its request was complete');
+      logger.info({ path: c.req.path, request_id: c.get('requestId') }, 'client closed the connection before its request was complete');
       return problem(c, 400, { code: 'request_incomplete', title: 'Request incomplete', detail: 'the connection closed before the whole request arrived' });
     }
-    deps.logger.error({ err: error, path: c.req.path, request_id: c.get('requestId') }, 'unhandled error');
+    logger.error({ err: error, path: c.req.path, request_id: c.get('requestId') }, 'unhandled error');
     return problem(c, 500, { code: 'internal_error', title: 'Internal error', detail: 'see the server log for this request id' });
   });
-  return app;
 }
 
 const ROUTE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;

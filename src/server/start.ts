@@ -30,18 +30,20 @@ import { devTrustedIssuer, loadOrCreateDevIssuerKey } from '../tokens/dev-issuer
 import { loggingFailures } from '../tokens/key-set.ts';
 import { IssuerRegistry, type TrustedIssuer } from '../tokens/trusted-issuers.ts';
 import { VerificationCache } from '../tokens/verification-cache.ts';
-import { createApp } from './app.ts';
+import { createApp, createDiagnosticApp } from './app.ts';
 import { readTlsMaterial, type TlsMaterial } from './tls.ts';
 import { drainServer } from './shutdown.ts';
 import { readSeedFile, seedSource } from '../data/seed.ts';
 import { lockStateFiles, statePaths } from '../state-lock.ts';
 import { adapterErrorResponse, answerClientError, answerConnect } from './client-errors.ts';
-import { capConnections } from './connection-cap.ts';
+import { capConnections, MAIN_CONNECTION_CAP, type ConnectionCapSetting } from './connection-cap.ts';
 import { ThrottledWarnings } from './throttled-log.ts';
 
 export interface Arbiter {
   readonly url: string;
   readonly port: number;
+  /** The diagnostic listener's base URL (server.diagnostic); undefined without one. */
+  readonly diagnosticUrl: string | undefined;
   readonly bundles: BundleRegistry;
   readonly bundleLifecycle: BundleLifecycle;
   readonly pipeline: DecisionPipeline;
@@ -235,15 +237,24 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   });
 
   options.signal?.throwIfAborted();
-  const server = await listen(app.fetch, config.server, tlsMaterial, logger, { warnings, dropped: () => metrics.connectionsDropped.inc() });
+  const mainAddress: ListenAddress = {
+    host: config.server.host,
+    port: config.server.port,
+    maxConnections: config.server.max_connections,
+    keys: { host: 'server.host', port: 'server.port', portAlso: 'PORT', cap: MAIN_CONNECTION_CAP },
+  };
+  const server = await listen(app.fetch, mainAddress, config.server, tlsMaterial, logger, { warnings, dropped: () => metrics.connectionsDropped.inc() });
   opened.push(() => new Promise((resolve) => server.close(resolve)));
+  // Health and metrics on a listener of their own, with its own cap: a flood that fills
+  // server.max_connections does not fail liveness probes and get a busy replica restarted.
+  const diagnosticServer = config.server.diagnostic && (await listenDiagnostic(config.server.diagnostic));
   // Checked again once open: a signal may come while the port opens (a server.host that is a
   // name is looked up first), and the caller serves whatever start resolves, signal or not.
   options.signal?.throwIfAborted();
   const { port } = server.address() as AddressInfo;
-  const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
-  const url = `${config.server.tls ? 'https' : 'http'}://${host}:${port}`;
-  logger.info({ url, bundles: bundles.list().map((b) => `${b.name}@${b.revision}`) }, 'arbiter listening');
+  const url = baseUrl(config.server.host, port, config.server.tls !== undefined);
+  const diagnosticUrl = diagnosticServer && baseUrl(diagnosticServer.host, (diagnosticServer.server.address() as AddressInfo).port, config.server.tls !== undefined);
+  logger.info({ url, ...(diagnosticUrl !== undefined && { diagnostic_url: diagnosticUrl }), bundles: bundles.list().map((b) => `${b.name}@${b.revision}`) }, 'arbiter listening');
   const pullers = config.bundles.sources.map(
     (source, index) =>
       new BundlePuller(source, { lifecycle: bundleLifecycle, credentials: pullCredentials[index], logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics }),
@@ -254,6 +265,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   return {
     url,
     port,
+    diagnosticUrl,
     bundles,
     bundleLifecycle,
     pipeline,
@@ -271,6 +283,31 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     },
   };
 
+  /** Opens the diagnostic listener (server.diagnostic): health and metrics only, with its own connection cap. */
+  async function listenDiagnostic(diagnostic: NonNullable<Config['server']['diagnostic']>): Promise<{ server: ServerType; host: string }> {
+    const address: ListenAddress = {
+      host: diagnostic.host ?? config.server.host,
+      port: diagnostic.port,
+      maxConnections: diagnostic.max_connections,
+      keys: { host: 'server.diagnostic.host', port: 'server.diagnostic.port', cap: { key: 'server.diagnostic.max_connections', reason: 'diagnostic_max_connections' } },
+    };
+    const diagnosticApp = createDiagnosticApp({
+      bundles,
+      issuers,
+      defaultBundle: config.bundles.default,
+      authzen: config.authzen,
+      draining,
+      decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
+      metrics: config.metrics.enabled ? metrics : undefined,
+      logger,
+    });
+    // server.tls's certificate, without asking for client certificates: probes and scrapers carry none.
+    const material = tlsMaterial && { cert: tlsMaterial.cert, key: tlsMaterial.key };
+    const listening = await listen(diagnosticApp.fetch, address, config.server, material, logger, { warnings, dropped: () => metrics.diagnosticConnectionsDropped.inc() });
+    opened.push(() => new Promise((resolve) => listening.close(resolve)));
+    return { server: listening, host: address.host };
+  }
+
   async function closeAll(): Promise<void> {
     draining.value = true;
     clearInterval(pruneTimer);
@@ -287,6 +324,9 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
         const { forced } = await drainServer(server as Server, deadlineMs);
         if (forced) logger.warn({ deadline_s: config.server.shutdown_timeout_s }, 'shutdown deadline reached: open connections were cut');
       },
+      // After the main listener: probes are answered while it drains (/readyz 503, /healthz 200),
+      // so a slow drain is not taken for a dead process.
+      () => diagnosticServer && drainServer(diagnosticServer.server as Server, Math.max(0, deadline - performance.now())),
       // A check still running at the deadline is cut short by closing the evaluator below.
       () => settledWithin(pulling, deadline - performance.now()),
       () => revocations.flush(),
@@ -334,12 +374,27 @@ async function closeInOrder(steps: readonly (() => unknown)[]): Promise<void> {
   if (failure !== undefined) throw failure.error;
 }
 
+/** The base URL of a listener: an IPv6 address in brackets. */
+function baseUrl(host: string, port: number, tls: boolean): string {
+  return `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** Where one listener listens, and the keys that set it, which its listen errors name. */
+interface ListenAddress {
+  host: string;
+  port: number;
+  maxConnections: number;
+  keys: { host: string; port: string; /** Another way to set the port, named beside its key. */ portAlso?: string; cap: ConnectionCapSetting };
+}
+
+/** Opens a listener at `address` with server's timeouts; `options` gives the timeouts only. */
 function listen(
   fetch: Parameters<typeof getRequestListener>[0],
+  address: ListenAddress,
   options: Config['server'],
   material: TlsMaterial | undefined,
   logger: Logger,
-  refused: Parameters<typeof capConnections>[2],
+  refused: Omit<Parameters<typeof capConnections>[2], 'setting'>,
 ): Promise<ServerType> {
   // Node's default lets a request trickle in for 5 minutes while it holds a decision slot;
   // timeouts are checked every second instead of every 30.
@@ -349,7 +404,7 @@ function listen(
   const timeouts = { requestTimeout: timeoutMs, headersTimeout: Math.min(timeoutMs, 60_000), connectionsCheckingInterval: 1000 };
   // The adapter's own refusals (a request target it cannot make a URL of) are problems too.
   const listener = getRequestListener(fetch, {
-    hostname: options.host,
+    hostname: address.host,
     errorHandler: (error) => {
       if (!(error instanceof RequestError)) logger.error({ err: error }, 'unhandled error before the app answered');
       return adapterErrorResponse(error);
@@ -379,31 +434,31 @@ function listen(
   // long to answer is not cut.
   server.on(material ? 'secureConnection' : 'connection', (socket: Socket) => socket.setTimeout(timeouts.headersTimeout));
   server.on('request', (request: IncomingMessage) => request.socket.setTimeout(0));
-  capConnections(server, options.max_connections, refused);
+  capConnections(server, address.maxConnections, { ...refused, setting: address.keys.cap });
   return new Promise((resolve, reject) => {
     server.on('clientError', answerClientError);
     server.on('connect', answerConnect);
     server.once('error', (error: NodeJS.ErrnoException) => {
-      const where = `cannot listen on ${options.host}:${options.port}`;
+      const where = `cannot listen on ${address.host}:${address.port}`;
       const wrong = LISTEN_CONFIG_ERRORS[error.code ?? ''];
       // A value no start can listen with: the key to change, as for any other bad value.
       if (wrong !== undefined) {
-        reject(new ConfigError([{ path: wrong.key, message: `${where}: ${wrong.why(options)} (${error.code})` }]));
+        reject(new ConfigError([{ path: address.keys[wrong.key], message: `${where}: ${wrong.why(address)} (${error.code})` }]));
         return;
       }
-      const hint = error.code === 'EADDRINUSE' ? ': another process uses it; stop it or set server.port (or PORT)' : '';
+      const hint = error.code === 'EADDRINUSE' ? `: another process uses it; stop it or set ${address.keys.port}${address.keys.portAlso === undefined ? '' : ` (or ${address.keys.portAlso})`}` : '';
       reject(new ArbiterError('listen_failed', `${where}${hint} (${error.code ?? error.message})`, { cause: error }));
     });
-    server.listen(options.port, options.host, () => resolve(server));
+    server.listen(address.port, address.host, () => resolve(server));
   });
 }
 
-/** Listen errors that say server.host or server.port is wrong, rather than that the port is busy now. */
-const LISTEN_CONFIG_ERRORS: Record<string, { key: string; why: (server: Config['server']) => string }> = {
-  EADDRNOTAVAIL: { key: 'server.host', why: (server) => `no network interface of this machine has the address ${server.host}` },
-  ENOTFOUND: { key: 'server.host', why: (server) => `${server.host} resolves to no address` },
-  EAI_AGAIN: { key: 'server.host', why: (server) => `${server.host} could not be resolved (the name server did not answer)` },
-  EACCES: { key: 'server.port', why: (server) => `this process may not listen on port ${server.port} (ports below 1024 need privileges): use a higher one` },
+/** Listen errors that say the host or port key is wrong, rather than that the port is busy now. */
+const LISTEN_CONFIG_ERRORS: Record<string, { key: 'host' | 'port'; why: (address: ListenAddress) => string }> = {
+  EADDRNOTAVAIL: { key: 'host', why: (address) => `no network interface of this machine has the address ${address.host}` },
+  ENOTFOUND: { key: 'host', why: (address) => `${address.host} resolves to no address` },
+  EAI_AGAIN: { key: 'host', why: (address) => `${address.host} could not be resolved (the name server did not answer)` },
+  EACCES: { key: 'port', why: (address) => `this process may not listen on port ${address.port} (ports below 1024 need privileges): use a higher one` },
 };
 
 /** Opens the decision log and, when configured, ships every committed record to a pino transport. */
