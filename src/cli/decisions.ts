@@ -4,6 +4,9 @@ import { basename, dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
+import { loadCheckpointPublicKey } from '../decisions/chain.ts';
+import { verifyLogFile, type VerifyReport } from '../decisions/verify.ts';
+import { loadConfig } from '../config/load.ts';
 import { ArbiterError } from '../errors.ts';
 import { isObject } from '../policy/overlay.ts';
 import { PROBLEM_TYPE_BASE } from '../server/problem.ts';
@@ -17,6 +20,8 @@ Subcommands:
   query [filters]              a page of decisions, newest first
   export [filters]             every matching decision as NDJSON (for a SIEM)
   verify                       walk the hash chain; exit 1 if a record does not match
+  verify --db <file>           the same, offline: on a decision log file (a backup copy, or the live
+                               file while the server writes to it), read-only, with no server
   replay <decision_id>         re-evaluate a recorded decision; shows recorded and new result
 
 Filters (query, export):
@@ -30,12 +35,23 @@ Options:
   --out <file>        export: write to a file instead of stdout (a new one is created mode 0600; it is
                       replaced only by a complete export: a failed or interrupted one leaves it as it was)
   --revision <rev>    replay: stored revision to replay against (default: the active one)
+  --db <file>         verify: the SQLite decision log to verify offline (default with --config:
+                      its decision_log.path)
+  --key <file>        verify --db: the checkpoint key JWK (the server's key file, or a copy without
+                      its private "d": the public key is enough); default with --config: its
+                      decision_log.checkpoint.key_path, else <db>.checkpoint-key.jwk. Without one the
+                      signatures cannot be checked: verify says so and exits 1
+  -c, --config <file> verify: offline, on the decision log this server configuration names
   --url <url>         Arbiter base URL (default $ARBITER_URL or http://127.0.0.1:8181)
   --token <token>     admin token with arbiter.decisions.read (default $ARBITER_TOKEN)
-  --json              print the server's JSON answer
+  --json              print the server's JSON answer (verify --db: the same report)
   -h, --help
 
-Exit codes: 0 ok, 1 failure (server unreachable or refused, verify found a mismatch), 2 usage.`;
+Online, verify waits for the server to walk the whole log before it answers, and Node's HTTP
+client gives up after 300 s without an answer: for a log past a few million records use --db.
+
+Exit codes: 0 ok, 1 failure (server unreachable or refused, verify found a mismatch or could not
+check the signatures), 2 usage.`;
 
 /** Export progress is reported on stderr after this many records. */
 const PROGRESS_EVERY = 10_000;
@@ -65,12 +81,12 @@ const SUBCOMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   get: [],
   query: [...Object.keys(FILTERS), 'limit', 'cursor'],
   export: [...Object.keys(FILTERS), 'out'],
-  verify: [],
+  verify: ['db', 'key', 'config'],
   replay: ['revision'],
 };
 const COMMON_OPTIONS = new Set(['url', 'token', 'json', 'help']);
 
-type Values = Partial<Record<keyof typeof FILTERS | 'limit' | 'cursor' | 'out' | 'url' | 'token', string>> & { json?: boolean };
+type Values = Partial<Record<keyof typeof FILTERS | 'limit' | 'cursor' | 'out' | 'url' | 'token' | 'db' | 'key' | 'config', string>> & { json?: boolean };
 
 interface Recorded {
   decision_id: string;
@@ -89,11 +105,11 @@ interface Recorded {
 
 export async function decisionsCommand(argv: string[]): Promise<number> {
   const stringOptions = Object.fromEntries(
-    [...Object.keys(FILTERS), 'limit', 'cursor', 'out', 'url', 'token'].map((name) => [name, { type: 'string' as const }]),
+    [...Object.keys(FILTERS), 'limit', 'cursor', 'out', 'url', 'token', 'db', 'key'].map((name) => [name, { type: 'string' as const }]),
   );
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { ...stringOptions, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { ...stringOptions, config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     allowPositionals: true,
   });
   if (values.help) {
@@ -122,7 +138,7 @@ export async function decisionsCommand(argv: string[]): Promise<number> {
       return exportDecisions(options);
     case 'verify':
       expect(0);
-      return verify(options);
+      return options.db !== undefined || options.config !== undefined || options.key !== undefined ? verifyOffline(options) : verify(options);
     case 'replay':
       expect(1);
       return replay(decisionId(args[0]!), options);
@@ -231,11 +247,69 @@ async function exportDecisions(options: Values): Promise<number> {
 
 async function verify(options: Values): Promise<number> {
   process.stderr.write(`verifying the decision log at ${adminBaseUrl(options)} (the server walks the whole chain)...\n`);
-  // The server walks the whole chain before it answers: as long as the log is long.
-  const report = (await adminRequest({ ...options, answerTimeoutMs: 0 }, 'GET', '/v1/decisions/verify', {}, undefined, VERIFY_ANSWER)) as
-    | { ok: boolean; checked: number; checkpoints_verified: number; first_mismatch?: { decision_id: string | null; seq: number; reason: string } }
-    | undefined;
+  // The server walks the whole chain before it answers: as long as the log is long. Node's
+  // fetch still gives up after 300 s without response headers (undici's headersTimeout),
+  // which --db does not depend on.
+  const report = (await adminRequest({ ...options, answerTimeoutMs: 0 }, 'GET', '/v1/decisions/verify', {}, undefined, VERIFY_ANSWER)) as VerifyReport | undefined;
   if (report === undefined) return 1;
+  return reportVerify(report, options);
+}
+
+/**
+ * verify --db / --config: the server's verification (verifyLogFile) run here, on the file,
+ * read-only and without a server, reported as the online verify reports the server's answer.
+ */
+async function verifyOffline(options: Values): Promise<number> {
+  if (options.url !== undefined || options.token !== undefined) {
+    throw new ArbiterError('usage', `decisions verify --db/--config reads the file itself: --url and --token are for the online verify\n\n${HELP}`);
+  }
+  let path = options.db;
+  let keyPath = options.key;
+  if (options.config !== undefined) {
+    const log = loadConfig({ file: options.config }).decision_log;
+    if (!log.enabled && path === undefined) throw new ArbiterError('usage', `decision_log.enabled is false in ${options.config}: there is no decision log to verify (give --db)`);
+    path ??= log.path;
+    keyPath ??= log.checkpoint.key_path;
+  }
+  if (path === undefined) throw new ArbiterError('usage', `decisions verify --key needs the decision log to verify: --db <file> or --config <file>\n\n${HELP}`);
+  // A key named (--key, key_path) that is not there is a mistake to say; the default one
+  // beside the log (where the server creates it) may just not have been copied with it.
+  const keyNamed = keyPath !== undefined;
+  keyPath ??= `${path}.checkpoint-key.jwk`;
+  let kind: string;
+  try {
+    kind = statSync(path).isFile() ? 'file' : 'not a file';
+  } catch (error) {
+    kind = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+  }
+  if (kind !== 'file') {
+    console.error(`arbiter: cannot verify ${path}: ${kind}`);
+    return 1;
+  }
+  const key = loadCheckpointPublicKey(keyPath);
+  if (key === undefined && keyNamed) {
+    console.error(`arbiter: checkpoint key ${keyPath} does not exist; without it the signatures cannot be checked (omit --key to check the rest anyway)`);
+    return 1;
+  }
+  process.stderr.write(`verifying the decision log ${path} offline (read-only)...\n`);
+  let report: VerifyReport;
+  try {
+    report = await verifyLogFile(path, key);
+  } catch (error) {
+    console.error(`arbiter: cannot verify ${path}: ${(error as Error).message}`);
+    return 1;
+  }
+  if (options.json) console.log(JSON.stringify(report));
+  if (key === undefined && report.first_mismatch === undefined) {
+    if (!options.json) console.log(`decision log chain consistent: ${report.checked} records, but its checkpoint signatures were NOT checked`);
+    console.error(`arbiter: no checkpoint key at ${keyPath}: nothing vouches for this log (a rewrite of all of it would pass); give the key that signs it with --key (its public part is enough)`);
+    return 1;
+  }
+  return reportVerify(report, options);
+}
+
+/** What verify prints and returns for a report, the server's or one made here (--db). */
+function reportVerify(report: VerifyReport, options: Values): number {
   if (report.ok) {
     if (!options.json) console.log(`decision log intact: ${report.checked} records, ${report.checkpoints_verified} signed checkpoints verified`);
     return 0;
@@ -243,6 +317,11 @@ async function verify(options: Values): Promise<number> {
   const mismatch = report.first_mismatch!;
   if (!options.json) {
     console.log(`decision log NOT intact: ${mismatch.reason} at seq ${mismatch.seq}${mismatch.decision_id ? ` (decision ${printable(mismatch.decision_id)})` : ''}, after ${report.checked} good records`);
+  }
+  // Offline, the key is the auditor's to pick (the server's is the one that signs its log).
+  const offline = options.db !== undefined || options.config !== undefined;
+  if (offline && (mismatch.reason === 'anchor_signature_invalid' || mismatch.reason === 'checkpoint_signature_invalid')) {
+    console.error('arbiter: a signature does not verify with the checkpoint key: if this is not the key that signs this log, verify again with that key; else the log was re-signed or forged');
   }
   console.error('arbiter: the chain does not match from that record on: keep the database file as evidence and compare it with your backups or shipped records');
   return 1;

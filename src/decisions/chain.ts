@@ -69,7 +69,10 @@ export function signMark(mark: UnsignedMark, key: CheckpointKey): SignedMark {
   return { ...signed, signature };
 }
 
-export function markSignatureValid(mark: SignedMark, key: CheckpointKey): boolean {
+/** What checking a signature needs: the public half (an auditor verifying a copy of the log need hold no more). */
+export type CheckpointPublicKey = Pick<CheckpointKey, 'id' | 'publicKey'>;
+
+export function markSignatureValid(mark: SignedMark, key: CheckpointPublicKey): boolean {
   if (mark.key_id !== key.id) return false;
   const { signature, ...signed } = mark;
   return verify(null, Buffer.from(canonicalJson(signed)), key.publicKey, Buffer.from(signature, 'base64url'));
@@ -103,6 +106,42 @@ export function loadCheckpointKey(path: string): CheckpointKey | undefined {
 }
 
 /**
+ * The key that checks a log's signatures, from the key file the server signs with or from a
+ * copy of it without its private part `d` (a public JWK, which anyone may read); undefined
+ * when the file does not exist. A private key file others can read is refused, as the server refuses it.
+ */
+export function loadCheckpointPublicKey(path: string): CheckpointPublicKey | undefined {
+  let jwk: JsonWebKey;
+  try {
+    jwk = JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (error instanceof SyntaxError) throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not JSON (an Ed25519 JWK)`);
+    throw error;
+  }
+  if (isObjectJwk(jwk) && jwk.d !== undefined) return loadCheckpointKey(path);
+  if (!isObjectJwk(jwk) || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') {
+    throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not an Ed25519 JWK`);
+  }
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: jwk.x }, format: 'jwk' });
+  } catch {
+    throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not an Ed25519 JWK`);
+  }
+  return { id: keyThumbprint(jwk.x), publicKey };
+}
+
+function isObjectJwk(value: unknown): value is JsonWebKey {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** RFC 7638 thumbprint of an Ed25519 public key, the key_id stored with each signature. */
+function keyThumbprint(x: string): string {
+  return createHash('sha256').update(canonicalJson({ crv: 'Ed25519', kty: 'OKP', x })).digest('base64url');
+}
+
+/**
  * Generates a checkpoint key at `path` with mode 0600, on disk (its bytes and its directory
  * entry fsynced) before it returns: the log's first commit, fsynced, holds an anchor it signs,
  * and a key a power loss took back would leave a log that neither opens nor verifies.
@@ -120,9 +159,8 @@ function checkpointKeyFromJwk(jwk: JsonWebKey, path: string): CheckpointKey {
     throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not a private Ed25519 JWK`);
   }
   const privateKey = createPrivateKey({ key: jwk, format: 'jwk' });
-  const thumbprintInput = canonicalJson({ crv: jwk.crv, kty: jwk.kty, x: jwk.x });
   return {
-    id: createHash('sha256').update(thumbprintInput).digest('base64url'),
+    id: keyThumbprint(jwk.x),
     privateKey,
     publicKey: createPublicKey(privateKey),
   };

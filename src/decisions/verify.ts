@@ -1,7 +1,9 @@
+import { existsSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
+import { pathToFileURL } from 'node:url';
 import { withNumbers } from './big-integers.ts';
 import { chainHash, GENESIS_HASH, markFromRow, markSignatureValid } from './chain.ts';
-import type { CheckpointKey, MarkRow, SignedMark } from './chain.ts';
+import type { CheckpointPublicKey, MarkRow, SignedMark } from './chain.ts';
 import { decisionIndexProblems, problemSeq } from './integrity.ts';
 import { deriveIndexColumns } from './record.ts';
 import type { DecisionRecord, IndexColumns } from './record.ts';
@@ -46,6 +48,7 @@ export type MismatchReason =
   | 'checkpoint_missing';
 
 export interface VerifyReport {
+  /** false when a record does not match, or when the checkpoint signatures could not be checked (not_checked). */
   ok: boolean;
   /** Records whose chain link was checked before the first mismatch (all of them when ok). */
   checked: number;
@@ -56,6 +59,12 @@ export interface VerifyReport {
     seq: number;
     reason: MismatchReason;
   };
+  /**
+   * Offline verify without the checkpoint key only (the server always has it): the chain and
+   * the checkpoints' hashes and bounds were checked, not the signatures, so a log rewritten
+   * whole (hashes recomputed, checkpoints re-made) would pass. ok is false: nothing vouches for it.
+   */
+  not_checked?: 'checkpoint_signatures';
 }
 
 interface ChainRow {
@@ -101,14 +110,17 @@ const ROWS_PER_TURN = 2_000;
  *
  * The walk reads rows; queries read indexes too, which SQLite trusts without looking at
  * the rows: a chain that holds is then checked to have indexes that match it.
+ *
+ * Without a key (offline, none given) the signatures are not checked: see not_checked.
  */
-export async function verifyChain(path: string, key: CheckpointKey): Promise<VerifyReport> {
+export async function verifyChain(path: string, key: CheckpointPublicKey | undefined): Promise<VerifyReport> {
   // On a thread of its own, beside the walk: seconds for a large log.
   const indexes = decisionIndexProblems(path);
   // A walk that finds a mismatch answers without it.
   indexes.catch(() => undefined);
   const report = await walkChain(path, key);
-  if (!report.ok) return report;
+  // Not `ok`: a walk without the key (not_checked) still has its indexes checked.
+  if (report.first_mismatch) return report;
   const problems = await indexes;
   if (problems.length === 0) return report;
   // The message names the row (its seq) when there is one; "wrong # of entries" names none.
@@ -122,8 +134,29 @@ export async function verifyChain(path: string, key: CheckpointKey): Promise<Ver
   }
 }
 
+/**
+ * verifyChain on a log file no server of this process holds open: a backup copy, or the live
+ * file while a server appends to it (`arbiter decisions verify --db`). Read-only either way.
+ *
+ * A log with a -wal file beside it may be in use: it is read as the server reads it, in WAL
+ * mode, whose readers never block the writer. One without (closed cleanly, or copied alone)
+ * holds everything in the file itself: it is read as immutable, taking no lock and leaving no
+ * -wal/-shm files behind, which a read-only connection otherwise creates next to a copy. Should
+ * a server open it meanwhile, its checkpoints may have changed pages under that lock-free walk:
+ * it is then walked again, the WAL way.
+ */
+export async function verifyLogFile(path: string, key: CheckpointPublicKey | undefined): Promise<VerifyReport> {
+  const wal = `${path}-wal`;
+  if (existsSync(wal)) return verifyChain(path, key);
+  const immutable = pathToFileURL(path);
+  immutable.searchParams.set('immutable', '1');
+  // A string: it also goes to the integrity check's worker thread, which a URL cannot.
+  const report = await verifyChain(immutable.href, key);
+  return existsSync(wal) ? verifyChain(path, key) : report;
+}
+
 /** The chain, its checkpoints and anchor, walked from the anchor in one read snapshot. */
-async function walkChain(path: string, key: CheckpointKey): Promise<VerifyReport> {
+async function walkChain(path: string, key: CheckpointPublicKey | undefined): Promise<VerifyReport> {
   // BigInts: node:sqlite throws on an integer past 2^53, and an edited file can hold one in any
   // integer column; read as integers(), it is a mismatch to report, not a walk that stops.
   const db = new DatabaseSync(path, { readOnly: true, readBigInts: true });
@@ -137,7 +170,7 @@ async function walkChain(path: string, key: CheckpointKey): Promise<VerifyReport
       if (db.prepare('SELECT 1 FROM decisions LIMIT 1').get()) {
         return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: 0, reason: 'anchor_missing' } };
       }
-    } else if (!markSignatureValid(anchor, key)) {
+    } else if (key && !markSignatureValid(anchor, key)) {
       return { ok: false, checked: 0, checkpoints_verified: 0, first_mismatch: { decision_id: null, seq: anchor.seq, reason: 'anchor_signature_invalid' } };
     }
     const start = anchor?.seq ?? 0;
@@ -175,14 +208,14 @@ async function walkChain(path: string, key: CheckpointKey): Promise<VerifyReport
       if (chainHash(row.prev_hash, row.seq, row.body) !== row.hash) return fail(row.decision_id, row.seq, 'hash_mismatch');
       if (!indexColumnsMatch(row, reasonSets)) return fail(row.decision_id, row.seq, 'index_mismatch');
       if (checkpoint?.seq === row.seq) {
-        if (!markSignatureValid(checkpoint, key)) {
+        if (key && !markSignatureValid(checkpoint, key)) {
           return fail(row.decision_id, row.seq, 'checkpoint_signature_invalid');
         }
         if (checkpoint.hash !== row.hash || checkpoint.record_count !== row.seq) {
           return fail(row.decision_id, row.seq, 'checkpoint_mismatch');
         }
         if (checkpoint.next_by !== undefined) nextBy = checkpoint.next_by;
-        checkpointsVerified += 1;
+        if (key) checkpointsVerified += 1;
         checkpoint = checkpoints.next().value;
       } else if (row.seq >= nextBy) {
         return fail(row.decision_id, row.seq, 'checkpoint_missing');
@@ -193,6 +226,7 @@ async function walkChain(path: string, key: CheckpointKey): Promise<VerifyReport
       if (checked % ROWS_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     if (checkpoint) return fail(null, checkpoint.seq, 'records_missing_at_end');
+    if (!key) return { ok: false, checked, checkpoints_verified: 0, not_checked: 'checkpoint_signatures' };
     return { ok: true, checked, checkpoints_verified: checkpointsVerified };
   } finally {
     db.close();
