@@ -52,6 +52,8 @@ export interface StatePath {
   key: string;
   /** SQLite databases are files; the bundle store is a directory. */
   kind: 'file' | 'directory';
+  /** What the file is, as a message about one of the wrong kind says it (default: a database file): keys are files too. */
+  file?: string;
 }
 
 /** The state start-up locks and opens: the data store, the decision log (when enabled) and the bundle store. */
@@ -71,7 +73,7 @@ export function statePaths(config: Config): StatePath[] {
  * Read-only, so config check asks it too; whether this user may create the path is left to
  * start-up (config check may run as another user).
  */
-export function checkStatePath({ path, key, kind }: StatePath): void {
+export function checkStatePath({ path, key, kind, file = 'a database file' }: StatePath): void {
   if (path === ':memory:') return;
   for (let at = resolve(path); ; at = dirname(at)) {
     let isDirectory: boolean;
@@ -85,7 +87,7 @@ export function checkStatePath({ path, key, kind }: StatePath): void {
     }
     const problem =
       at === resolve(path)
-        ? isDirectory === (kind === 'directory') ? undefined : `${path} is ${isDirectory ? 'a directory' : 'not a directory'}: ${key} names ${kind === 'file' ? 'a database file (created if missing)' : 'a directory (created if missing)'}`
+        ? isDirectory === (kind === 'directory') ? undefined : `${path} is ${isDirectory ? 'a directory' : 'not a directory'}: ${key} names ${kind === 'file' ? file : 'a directory'} (created if missing)`
         : isDirectory ? undefined : `${at} is not a directory, so ${path} cannot be created in it`;
     if (problem !== undefined) throw new ConfigError([{ path: key, message: problem }]);
     return;

@@ -494,6 +494,21 @@ describe('arbiter config check', () => {
     await expect(startTestArbiter(parse(yaml) as Record<string, unknown>)).rejects.toMatchObject({ issues: [expect.objectContaining({ path })] });
   });
 
+  it('says what a state path of the wrong kind should be: a key file is not called a database file', async () => {
+    for (const [yaml, path, should] of [
+      [`dev_issuer: {enabled: true, key_file: ${STATE_DIR}}\n`, 'dev_issuer.key_file', 'a key file (created if missing)'],
+      [`decision_log:\n  checkpoint: {key_path: ${STATE_DIR}}\n`, 'decision_log.checkpoint.key_path', 'a key file (created if missing)'],
+      [`data:\n  path: ${STATE_DIR}\n`, 'data.path', 'a database file (created if missing)'],
+    ]) {
+      const file = join(dir, `kind-${path}.yaml`);
+      writeFileSync(file, yaml!);
+      const failure = await run(process.execPath, [cli, 'config', 'check', file, '--json']).catch((error: { code: number; stdout: string }) => error);
+      expect(failure, path).toMatchObject({ code: 2 });
+      const { problems } = JSON.parse((failure as { stdout: string }).stdout) as { problems: { path: string; message: string }[] };
+      expect(problems, path).toEqual([{ path, message: `${STATE_DIR} is a directory: ${path} names ${should}` }]);
+    }
+  });
+
   it('names data.path when the data store it must look into for seeds cannot be opened', async () => {
     const file = join(dir, 'store-is-a-directory.yaml');
     writeFileSync(file, `data:\n  path: ${JSON.stringify(dir)}\n  seed: {entitlements: ${JSON.stringify(NEWLINE_KEY)}}\n`);

@@ -98,7 +98,7 @@ async function fileProblems(config: Config, notes: Note[]): Promise<Issue[]> {
   // Created with a new log, as the state files are: a path start-up cannot create it at stops it.
   if (config.decision_log.enabled && !problems.some((problem) => problem.path === 'decision_log.path')) {
     const keyPath = config.decision_log.checkpoint.key_path ?? `${config.decision_log.path}.checkpoint-key.jwk`;
-    await check(() => checkStatePath({ path: keyPath, key: 'decision_log.checkpoint.key_path', kind: 'file' }));
+    await check(() => checkStatePath({ path: keyPath, key: 'decision_log.checkpoint.key_path', kind: 'file', file: 'a key file' }));
   }
   // Read, never created here: a missing development key is generated at the first start.
   if (config.dev_issuer.enabled) await check(() => readDevIssuerKey(config.dev_issuer.key_file));

@@ -29,7 +29,7 @@ export async function loadOrCreateDevIssuerKey(file: string): Promise<DevIssuerK
 export async function readDevIssuerKey(file: string): Promise<DevIssuerKey | undefined> {
   // A directory there, or a file where its directory goes: refused as start-up would meet it
   // when generating the key (config check only reads).
-  checkStatePath({ path: file, key: 'dev_issuer.key_file', kind: 'file' });
+  checkStatePath({ path: file, key: 'dev_issuer.key_file', kind: 'file', file: 'a key file' });
   const status = keyFileStatus(file);
   if (status !== undefined) {
     // Whoever can read it mints tokens Arbiter accepts (admin ones too with admin.allow_dev_issuer).
