@@ -188,6 +188,15 @@ describe('arbiter CLI', () => {
     expect((await cli('health', '--timeout-ms', 'x')).code).toBe(2);
   });
 
+  it('health refuses a --timeout-ms past what a timer holds (2), rather than warn and cut it short', async () => {
+    for (const value of ['2147483648', '1e10', String(Number.MAX_SAFE_INTEGER + 2)]) {
+      const result = await cli('health', '--timeout-ms', value);
+      expect(result.code, value).toBe(2);
+      expect(result.stderr, value).toContain('--timeout-ms must be a whole number of milliseconds from 1 to 2147483647');
+      expect(result.stderr, value).not.toContain('TimeoutOverflowWarning');
+    }
+  });
+
   it('bundle build shows why opa refused the policy: file, line and error', async () => {
     const dir = tempDir();
     cpSync('test/fixtures/rego/simple', join(dir, 'simple'), { recursive: true });

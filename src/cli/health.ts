@@ -3,6 +3,7 @@ import { request as httpsRequest } from 'node:https';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
+import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
 
 const HELP = `Usage: arbiter health [--config <file>] [--timeout-ms <ms>]
@@ -14,7 +15,7 @@ For container health checks: it follows server.port and server.tls wherever they
 asks the diagnostic listener instead when server.diagnostic is set (it answers while the
 decision port is full).
   -c, --config <file>   YAML configuration (default: $ARBITER_CONFIG; without either, built-in defaults)
-  --timeout-ms <ms>     give up after this long (default 2000)`;
+  --timeout-ms <ms>     give up after this long (default 2000, at most 2147483647)`;
 
 export async function healthCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -26,7 +27,10 @@ export async function healthCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const timeoutMs = Number(values['timeout-ms']);
-  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new ArbiterError('usage', `--timeout-ms must be a whole number of milliseconds > 0\n\n${HELP}`);
+  // Past what a timer holds, Node warns and cuts it short (TimeoutOverflowWarning): refused instead.
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_TIMER_DELAY_MS) {
+    throw new ArbiterError('usage', `--timeout-ms must be a whole number of milliseconds from 1 to ${MAX_TIMER_DELAY_MS}\n\n${HELP}`);
+  }
   let url: string;
   try {
     url = healthUrl(loadConfig({ file: values.config ?? (process.env.ARBITER_CONFIG || undefined) }).server);
