@@ -40,10 +40,7 @@ async function closedLog(records: number): Promise<{ dir: string; path: string; 
   return { dir, path, keyPath: `${path}.checkpoint-key.jwk` };
 }
 
-/**
- * A backup of the log, as `sqlite3 decisions.db ".backup backup.db"` makes one: a file alone (a
- * stopped server leaves its last records in the -wal file, which a copy of the .db alone misses).
- */
+/** A backup of the log, as `sqlite3 decisions.db ".backup backup.db"` makes one: a file alone. */
 async function backupCopy(path: string): Promise<{ dir: string; copy: string }> {
   const dir = tempDir('arbiter-verify-copy-');
   const copy = join(dir, 'backup.db');

@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { DatabaseSync, StatementSync, type SQLInputValue } from 'node:sqlite';
+import { pathToFileURL } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../src/decisions/store.ts';
@@ -119,6 +121,20 @@ describe('append and get', () => {
     await log.append(third);
     expect(log.get(third.decision_id)?.seq).toBe(3);
     expect(await log.verify()).toMatchObject({ ok: true, checked: 3 });
+  });
+
+  it('close() leaves every record in the database file itself, no -wal file beside it (a copy of the file is the whole log)', async () => {
+    const log = await open();
+    await Promise.all([log.append(decision()), log.append(decision()), log.append(decision())]);
+    await log.close();
+    expect(existsSync(`${temp.path}-wal`)).toBe(false);
+    // Read as a copy of the file alone is: without a WAL.
+    const db = new DatabaseSync(`${pathToFileURL(temp.path).href}?immutable=1`, { readOnly: true });
+    try {
+      expect(db.prepare('SELECT count(*) AS n FROM decisions').get()).toEqual({ n: 3 });
+    } finally {
+      db.close();
+    }
   });
 
   it('rejects appends after close', async () => {

@@ -332,11 +332,11 @@ export class DecisionStore {
       if (!this.#inFlight) this.#flush();
       await this.#inFlight;
     }
-    try {
-      await this.#writer.close();
-    } finally {
-      this.#readerDb.close();
-    }
+    // The reader goes first: the connection that closes last copies the WAL into the database
+    // file and removes it, which a read-only one cannot do. Left to the reader, the last records
+    // (up to wal_autocheckpoint pages) stay in the -wal file, and a copy of the .db alone lacks them.
+    this.#readerDb.close();
+    await this.#writer.close();
   }
 
   #prepare(record: DecisionRecord): Queued {
