@@ -119,6 +119,8 @@ describe('arbiter decisions verify --db (offline)', () => {
     const config = join(log.dir, 'arbiter.yaml');
     writeFileSync(config, `decision_log:\n  path: ${JSON.stringify(log.path)}\n  checkpoint:\n    key_path: ${JSON.stringify(log.keyPath)}\n`);
     expect(await verify('--config', config)).toMatchObject({ code: 0, stdout: expect.stringContaining('decision log intact: 4 records') });
+    // The server stopped cleanly: the file was read alone, and left so.
+    expect(existsSync(`${log.path}-wal`) || existsSync(`${log.path}-shm`)).toBe(false);
     // A backup copy checked with the key the configuration names.
     const { copy } = await backupCopy(log.path);
     expect(await verify('--config', config, '--db', copy)).toMatchObject({ code: 0, stdout: expect.stringContaining('decision log intact: 4 records') });
