@@ -314,6 +314,38 @@ describe('live data', () => {
     expect((await admin('GET', '/v1/data/dots/users')).body).toMatchObject({ result: { alice: 1, '...': 2 } });
   });
 
+  it('addresses the keys after /v1/data however the request spells those two segments', async () => {
+    // `/v1/dat%61/...` and `/v%31/data/...` are routed here (the router decodes them): the keys
+    // must be those after the second segment, not those after its eighth character, or a write
+    // lands on another document (`61/enc/doc`, `ta/enc/doc`) than the one the URL names.
+    const sent = (method: string, path: string, body?: unknown) =>
+      new Promise<{ status: number; body: Record<string, any> | undefined }>((resolve, reject) => {
+        const payload = body === undefined ? undefined : JSON.stringify(body);
+        const request = httpRequest(`${arbiter.url}/`, {
+          method,
+          path,
+          headers: { authorization: `Bearer ${adminToken}`, ...(payload !== undefined && { 'content-type': 'application/json' }) },
+        });
+        request.on('error', reject);
+        request.on('response', (response) => {
+          let text = '';
+          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          response.on('end', () => resolve({ status: response.statusCode!, body: text ? JSON.parse(text) : undefined }));
+        });
+        request.end(payload);
+      });
+    for (const [index, prefix] of ['/v1/dat%61', '/v%31/data', '/%761/%64ata'].entries()) {
+      expect((await sent('PUT', `${prefix}/enc/doc${index}`, { n: index })).status, prefix).toBe(200);
+      expect((await admin('GET', `/v1/data/enc/doc${index}`)).body, prefix).toMatchObject({ result: { n: index } });
+      expect(await sent('GET', `${prefix}/enc/doc${index}`), prefix).toMatchObject({ status: 200, body: { result: { n: index } } });
+      expect((await sent('DELETE', `${prefix}/enc/doc${index}`)).status, prefix).toBe(204);
+    }
+    const root = (await admin('GET', '/v1/data/')).body!.result as Record<string, unknown>;
+    expect(Object.keys(root).filter((key) => ['61', 'ta', '1', 'ata'].includes(key))).toEqual([]);
+    expect((await admin('GET', '/v1/data/enc')).body).toMatchObject({ result: {} });
+    expect((await admin('DELETE', '/v1/data/enc')).status).toBe(204);
+  });
+
   it('refuses a write whose path ends in a slash (an empty last key) rather than write or delete the parent', async () => {
     // `/v1/data/slash/users/${encodeURIComponent(id)}` with an empty id must not name the whole document.
     expect((await admin('PUT', '/v1/data/slash', { users: { alice: 1 } })).status).toBe(200);

@@ -96,7 +96,19 @@ export function dataRoutes(deps: DataRouteDeps) {
 function dataPathOf(c: Context): DataPath {
   const sent = (c.env as Partial<HttpBindings> | undefined)?.incoming?.url;
   if (sent !== undefined) refuseDotSegments(sent.split('?')[0]!);
-  return parseDataPath(new URL(c.req.url).pathname.slice(PREFIX.length));
+  return parseDataPath(keysOf(c));
+}
+
+/**
+ * The raw path after its first two segments. The router decodes the path before matching, so
+ * `/v1/dat%61/x` and `/v%31/data/x` are served here too: cutting PREFIX.length characters would
+ * leave `61/x` or `ta/x`, another document than the one the URL names. The router's decoding
+ * keeps `%2F`, so the two segments it matched as `v1` and `data` are the first two as sent.
+ */
+function keysOf(c: Context): string {
+  const pathname = new URL(c.req.url).pathname;
+  const afterSecond = pathname.indexOf('/', pathname.indexOf('/', 1) + 1);
+  return afterSecond === -1 ? '' : pathname.slice(afterSecond);
 }
 
 /**
@@ -107,7 +119,7 @@ function dataPathOf(c: Context): DataPath {
  */
 function writablePathOf(c: Context): DataPath {
   const path = dataPathOf(c);
-  const keys = new URL(c.req.url).pathname.slice(PREFIX.length);
+  const keys = keysOf(c);
   if (keys !== '' && keys !== '/' && keys.slice(1).split('/').includes('')) {
     throw new ArbiterError('data_path_invalid', `"${keys}" has an empty key: a write names each key, with no leading, trailing or doubled slash`);
   }
