@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
@@ -177,6 +177,43 @@ describe('live data', () => {
 
     expect((await admin('DELETE', '/v1/data/pair/c')).status).toBe(204);
     expect((await admin('GET', '/v1/data/pair/c')).status).toBe(404);
+  });
+
+  it('/readyz is 503 while live data is too large to hand to the evaluation workers: every decision here denies', async () => {
+    const server = await startTestArbiter({ ...config(), server: { diagnostic: { port: 0 } }, data: { path: join(tempDir(), 'data.db') } });
+    const put = (body: unknown) =>
+      fetch(`${server.url}/v1/data/huge`, { method: 'PUT', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    try {
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+      // Past V8's longest string (about 512 MiB) in truth; simulated, as the pool's own test does:
+      // only the serialization of the whole live data (the root holding "huge") throws.
+      const stringify = JSON.stringify;
+      const spy = vi.spyOn(JSON, 'stringify').mockImplementation((value: unknown, ...rest: any[]) => {
+        if (value !== null && typeof value === 'object' && Object.hasOwn(value, 'huge') && (value as { huge: { big?: unknown } }).huge?.big === true) {
+          throw new RangeError('Invalid string length');
+        }
+        return stringify(value, ...rest);
+      });
+      try {
+        expect((await put({ big: true })).status).toBe(200);
+      } finally {
+        spy.mockRestore();
+      }
+      const decision = (await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } })).body!;
+      expect(decision).toMatchObject({ allow: false, reasons: [{ code: 'policy_resource_limit' }] });
+      // On the main listener and the diagnostic one alike.
+      for (const url of [server.url, server.diagnosticUrl!]) {
+        const ready = await fetch(`${url}/readyz`);
+        expect(ready.status, url).toBe(503);
+        const body = (await ready.json()) as { problems: string[] };
+        expect(body.problems.join('\n')).toMatch(/policy_resource_limit.*live data version \d+ cannot be given to the evaluation workers/);
+      }
+      // A version that fits makes the replica ready again.
+      expect((await put({ big: false })).status).toBe(200);
+      for (const url of [server.url, server.diagnosticUrl!]) expect((await fetch(`${url}/readyz`)).status, url).toBe(200);
+    } finally {
+      await server.close();
+    }
   });
 
   it('rejects bad updates with the reason and changes nothing', async () => {

@@ -10,6 +10,7 @@ import type { DecisionPipeline } from '../decisions/pipeline.ts';
 import type { DecisionStore } from '../decisions/store.ts';
 import type { ArbiterMetrics } from '../metrics/registry.ts';
 import type { BundleLifecycle } from '../policy/lifecycle.ts';
+import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
@@ -58,6 +59,8 @@ export interface AppDeps {
   authzen: AuthzenRouteDeps['authzen'];
   /** The auditor API's decision log; undefined when decision_log.enabled is false. `masked`: decision_log.mask is not empty. */
   decisionLog?: { store: DecisionStore; masked: boolean } | undefined;
+  /** The policy evaluator, which /readyz asks whether live data reaches the policies. */
+  evaluator?: Pick<PolicyEvaluator, 'liveDataFailure'> | undefined;
   /** Served at /metrics when set (config metrics.enabled). */
   metrics?: ArbiterMetrics | undefined;
 }
@@ -108,7 +111,7 @@ export function createApp(deps: AppDeps) {
  * The diagnostic listener's application (server.diagnostic): /healthz, /readyz and, when metrics
  * are enabled, /metrics, answered as on the main listener. Nothing here reads a body or decides.
  */
-export function createDiagnosticApp(deps: Pick<AppDeps, 'bundles' | 'issuers' | 'defaultBundle' | 'authzen' | 'draining' | 'decisionLog' | 'metrics' | 'logger'>) {
+export function createDiagnosticApp(deps: Pick<AppDeps, 'bundles' | 'issuers' | 'defaultBundle' | 'authzen' | 'draining' | 'decisionLog' | 'evaluator' | 'metrics' | 'logger'>) {
   const app = new Hono<{ Variables: RequestIdVariables }>();
   app.use(requestId());
   app.route('/', healthRoutes({ ...deps, decisionLog: deps.decisionLog?.store }));

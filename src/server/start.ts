@@ -234,6 +234,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     metrics: config.metrics.enabled ? metrics : undefined,
     gateway: config.gateway,
     decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
+    evaluator,
   });
 
   options.signal?.throwIfAborted();
@@ -298,6 +299,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
       authzen: config.authzen,
       draining,
       decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
+      evaluator,
       metrics: config.metrics.enabled ? metrics : undefined,
       logger,
     });

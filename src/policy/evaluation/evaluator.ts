@@ -60,6 +60,11 @@ export interface PolicyEvaluator {
    * `inTime`: leave out a thread that does not answer within THREAD_READ_TIMEOUT_MS (a scrape).
    */
   policyInstances(options?: { inTime?: boolean }): Promise<PolicyInstances[]>;
+  /**
+   * Why the current live data version cannot be evaluated on at all, if it cannot (too large to
+   * hand to worker threads): every evaluation denies with it until a version that can arrives.
+   */
+  liveDataFailure?(): string | undefined;
   /** The V8 heaps of the evaluator's own threads, if it has any. */
   heapStatistics?(): Promise<ThreadHeap[]>;
   close(): Promise<void>;

@@ -199,6 +199,10 @@ export class EvaluationPool implements PolicyEvaluator {
     return answers.filter((answer) => answer !== undefined);
   }
 
+  liveDataFailure(): string | undefined {
+    return this.#dataFailure?.message;
+  }
+
   /** The V8 heap of each worker; a worker being replaced, or one that does not answer in time, is left out. */
   async heapStatistics(): Promise<ThreadHeap[]> {
     const heaps = await Promise.all(this.#slots.map((slot, index) => answeredInTime(workerHeap(`evaluator-${index}`, slot.worker))));

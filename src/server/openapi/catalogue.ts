@@ -114,7 +114,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       method: 'get',
       path: '/readyz',
       operationId: 'getReadiness',
-      summary: 'Readiness: not draining, the default bundles active (bundles.default, authzen.default_bundle when set), the decision log taking records, every issuer\'s keys loaded once',
+      summary: 'Readiness: not draining, the default bundles active (bundles.default, authzen.default_bundle when set), the decision log taking records, the live data within what the evaluation workers can be handed, every issuer\'s keys loaded once',
       tags: ['operations'],
       responses: { 200: { description: 'Ready', schema: readinessResponseSchema }, 503: { description: 'Not ready; `problems` says why', schema: readinessResponseSchema } },
     },

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { AuthzenBundles } from '../../authzen/bundles.ts';
 import { ArbiterError } from '../../errors.ts';
+import type { PolicyEvaluator } from '../../policy/evaluation/evaluator.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import type { IssuerRegistry } from '../../tokens/trusted-issuers.ts';
 
@@ -12,13 +13,18 @@ export interface HealthDeps {
   authzen: { readonly default_bundle?: string | undefined; readonly tenants: Readonly<Record<string, string>> };
   draining: { readonly value: boolean };
   decisionLog?: { readonly unavailable: Error | undefined } | undefined;
+  /** Says when the live data cannot reach the policies at all (every decision denies). */
+  evaluator?: Pick<PolicyEvaluator, 'liveDataFailure'> | undefined;
 }
 
 /**
  * /healthz: the process answers. /readyz: this replica can decide: not draining, the default
  * bundles (bundles.default, authzen.default_bundle) active, the decision log taking records
  * (see DecisionStore.unavailable: a strict log counts as not taking them once its commits have
- * failed for a while), every issuer's keys loaded at least once. An AuthZEN tenant's bundle
+ * failed for a while), the live data handed to the evaluation workers (live data too large to
+ * serialize leaves every decision on this replica denying policy_resource_limit, whichever
+ * bundle: a replica whose data is smaller, or that has not taken that write yet, can still
+ * decide), every issuer's keys loaded at least once. An AuthZEN tenant's bundle
  * that is not active is `degraded`, as is an AuthZEN bundle (default or tenant) that is active
  * but cannot answer AuthZEN (no `authzen` manifest metadata, or metadata naming no entrypoint
  * of it): its requests answer 503 as if it were not active, and nothing else would say why.
@@ -60,6 +66,8 @@ export function healthRoutes(deps: HealthDeps) {
       }
       const logProblem = deps.decisionLog?.unavailable;
       if (logProblem) problems.push(`decision log refuses records (decisions deny audit_unavailable): ${logProblem.message}`);
+      const dataProblem = deps.evaluator?.liveDataFailure?.();
+      if (dataProblem !== undefined) problems.push(`live data cannot be evaluated (decisions deny policy_resource_limit): ${dataProblem}`);
       const checks = await Promise.allSettled(deps.issuers.all().map((issuer) => issuer.checkKeys()));
       for (const check of checks) {
         if (check.status === 'fulfilled') continue;
