@@ -76,9 +76,9 @@ describe('GET /metrics', () => {
     expect(samples.get('arbiter_decision_duration_seconds_bucket{le="+Inf",endpoint="/v1/decide"}')).toBe(4);
 
     expect(idp.jwksFetches).toBeGreaterThan(0);
-    expect(samples.get(`arbiter_jwks_fetches_total{issuer="${idp.issuer}"}`)).toBe(idp.jwksFetches);
-    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${idp.issuer}"}`)).toBe(0);
-    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${offline.issuer}"}`)).toBeGreaterThan(0);
+    expect(samples.get(`arbiter_jwks_fetches_total{issuer="${idp.issuer}",use="decision"}`)).toBe(idp.jwksFetches);
+    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${idp.issuer}",use="decision"}`)).toBe(0);
+    expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${offline.issuer}",use="decision"}`)).toBeGreaterThan(0);
 
     const simple = arbiter.bundles.get('simple')!;
     expect(samples.get(`arbiter_bundle_info{bundle="simple",revision="${simple.revision}"}`)).toBe(1);
@@ -107,9 +107,9 @@ describe('GET /metrics', () => {
       for (const reason of ['token_bad_signature', 'token_expired', 'token_keys_unavailable', 'token_invalid']) {
         expect(samples.get(`arbiter_token_verification_failures_total{reason="${reason}"}`), reason).toBe(0);
       }
-      for (const issuer of [idle.issuer, 'https://admins.test.example']) {
-        expect(samples.get(`arbiter_jwks_fetches_total{issuer="${issuer}"}`), issuer).toBe(0);
-        expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${issuer}"}`), issuer).toBe(0);
+      for (const [issuer, use] of [[idle.issuer, 'decision'], ['https://admins.test.example', 'admin']]) {
+        expect(samples.get(`arbiter_jwks_fetches_total{issuer="${issuer}",use="${use}"}`), issuer).toBe(0);
+        expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${issuer}",use="${use}"}`), issuer).toBe(0);
       }
     } finally {
       await server.close();
@@ -152,6 +152,39 @@ describe('GET /metrics', () => {
     }
   });
 
+  it('counts the JWKS fetches of an issuer trusted for decisions and admin tokens alike per use: two key sets, two series', async () => {
+    // As README's example: one identity provider signs both, each list has its own key set (cache, timeouts).
+    const shared = await TestIssuer.create('https://shared.test.example');
+    await shared.serve();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: shared.issuer, jwks_uri: shared.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+      admin: { issuers: [{ issuer: shared.issuer, jwks_uri: shared.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+    });
+    try {
+      const before = await scrape(server.url);
+      const series = (name: string, use: string) => `${name}{issuer="${shared.issuer}",use="${use}"}`;
+      const decisionFetches = before.get(series('arbiter_jwks_fetches_total', 'decision'));
+      const adminFetches = before.get(series('arbiter_jwks_fetches_total', 'admin'));
+      expect([decisionFetches, adminFetches]).toEqual([expect.any(Number), expect.any(Number)]);
+      for (const use of ['decision', 'admin']) expect(before.get(series('arbiter_jwks_fetch_failures_total', use)), use).toBe(0);
+      // A kid neither key set holds makes each fetch again, once: its own series only.
+      await shared.addKey('rotated');
+      const decided = await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, token: await shared.sign({ scope: 'read' }, { kid: 'rotated' }) });
+      expect(decided.body!.allow).toBe(true);
+      const afterDecision = await scrape(server.url);
+      expect(afterDecision.get(series('arbiter_jwks_fetches_total', 'decision'))).toBe(decisionFetches! + 1);
+      expect(afterDecision.get(series('arbiter_jwks_fetches_total', 'admin'))).toBe(adminFetches);
+      const adminToken = await shared.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read' }, { kid: 'rotated' });
+      expect((await fetch(`${server.url}/v1/bundles`, { headers: { authorization: `Bearer ${adminToken}` } })).status).toBe(200);
+      const afterAdmin = await scrape(server.url);
+      expect(afterAdmin.get(series('arbiter_jwks_fetches_total', 'admin'))).toBe(adminFetches! + 1);
+      expect(afterAdmin.get(series('arbiter_jwks_fetches_total', 'decision'))! + afterAdmin.get(series('arbiter_jwks_fetches_total', 'admin'))!).toBe(shared.jwksFetches);
+    } finally {
+      await server.close();
+      await shared.close();
+    }
+  });
+
   it('counts a JWKS refused for holding private keys or for its size as a failed fetch', async () => {
     const leaky = await TestIssuer.create('https://leaky.test.example');
     leaky.jwksFailure = { status: 200, body: JSON.stringify({ keys: [{ ...(await exportJWK(leaky.keys[0]!.privateKey)), kid: leaky.keys[0]!.kid }] }) };
@@ -168,8 +201,8 @@ describe('GET /metrics', () => {
       const samples = await scrape(server.url);
       for (const issuer of [leaky, huge]) {
         expect(issuer.jwksFetches, issuer.issuer).toBeGreaterThan(0);
-        expect(samples.get(`arbiter_jwks_fetches_total{issuer="${issuer.issuer}"}`), issuer.issuer).toBe(issuer.jwksFetches);
-        expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${issuer.issuer}"}`), issuer.issuer).toBe(issuer.jwksFetches);
+        expect(samples.get(`arbiter_jwks_fetches_total{issuer="${issuer.issuer}",use="decision"}`), issuer.issuer).toBe(issuer.jwksFetches);
+        expect(samples.get(`arbiter_jwks_fetch_failures_total{issuer="${issuer.issuer}",use="decision"}`), issuer.issuer).toBe(issuer.jwksFetches);
       }
     } finally {
       await server.close();

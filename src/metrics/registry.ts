@@ -29,6 +29,13 @@ const MAX_DOCUMENT_LABELS = 100;
 const OTHER = 'other';
 
 /**
+ * Which key-set fetcher a JWKS fetch is for: an issuer listed both under issuers and
+ * admin.issuers has one of each (each its own cache and settings), counted apart.
+ */
+export const JWKS_USES = ['decision', 'admin'] as const;
+export type JwksUse = (typeof JWKS_USES)[number];
+
+/**
  * Label values from outside the code (policies, requests): each distinct value is a series kept
  * for the life of the process, so the first `max` plain ones are kept and the rest count as "other".
  */
@@ -93,7 +100,7 @@ export interface ArbiterMetricsOptions {
    */
   gateways?: { callers: readonly string[]; bound: readonly string[] };
   /** The issuers whose key sets are fetched (jwks_uri), decision and admin ones: their fetches are exposed from the start. */
-  remoteIssuers?: readonly string[];
+  remoteIssuers?: readonly { issuer: string; use: JwksUse }[];
   /** The freshness of each live document (LiveData.status, what policies see as input.data_status), read at each scrape. */
   liveDataStatus?: () => Readonly<Record<string, Pick<DocumentStatus, 'age_s' | 'stale'>>>;
 }
@@ -151,15 +158,15 @@ export class ArbiterMetrics {
 
   readonly jwksFetches = new Counter({
     name: 'arbiter_jwks_fetches_total',
-    help: 'HTTP fetches of a trusted issuer\'s JWKS.',
-    labelNames: ['issuer'] as const,
+    help: 'HTTP fetches of a trusted issuer\'s JWKS, by issuer and use (decision: issuers; admin: admin.issuers; an issuer listed under both has a key set, and fetches, for each).',
+    labelNames: ['issuer', 'use'] as const,
     registers: [this.registry],
   });
 
   readonly jwksFetchFailures = new Counter({
     name: 'arbiter_jwks_fetch_failures_total',
-    help: 'JWKS fetches that failed (network error, timeout, a status other than 200, a body over 1 MiB or holding private keys).',
-    labelNames: ['issuer'] as const,
+    help: 'JWKS fetches that failed (network error, timeout, a status other than 200, a body over 1 MiB or holding private keys), by issuer and use, as arbiter_jwks_fetches_total.',
+    labelNames: ['issuer', 'use'] as const,
     registers: [this.registry],
   });
 
@@ -219,9 +226,9 @@ export class ArbiterMetrics {
     // Exposed at 0 from the start: an alert on increase() would miss the first failure of a series that appears with it.
     for (const reason of GATEWAY_AUTH_FAILURES) this.gatewayAuthFailures.inc({ reason }, 0);
     for (const reason of TOKEN_FAILURE_CODES) this.tokenFailures.inc({ reason }, 0);
-    for (const issuer of options.remoteIssuers ?? []) {
-      this.jwksFetches.inc({ issuer }, 0);
-      this.jwksFetchFailures.inc({ issuer }, 0);
+    for (const labels of options.remoteIssuers ?? []) {
+      this.jwksFetches.inc(labels, 0);
+      this.jwksFetchFailures.inc(labels, 0);
     }
     // 0 until a pull succeeds, as "never": absent, a source down since start-up (a replica serving
     // its stored revision for as long) would keep an alert on the age of the last success silent.
@@ -348,19 +355,20 @@ export class ArbiterMetrics {
   }
 
   /**
-   * Wraps `load`, the fetch jose's createRemoteJWKSet loads the JWKS of `issuer` with, counting
-   * each fetch and its failures: what `load` throws (a key set refused for its size or for
-   * private keys, as well as a network error or timeout) and any status but 200.
+   * Wraps `load`, the fetch jose's createRemoteJWKSet loads the JWKS of `issuer` with for `use`,
+   * counting each fetch and its failures: what `load` throws (a key set refused for its size or
+   * for private keys, as well as a network error or timeout) and any status but 200.
    */
-  jwksFetch(issuer: string, load: FetchImplementation): FetchImplementation {
+  jwksFetch(issuer: string, use: JwksUse, load: FetchImplementation): FetchImplementation {
+    const labels = { issuer, use };
     return async (url, options) => {
-      this.jwksFetches.inc({ issuer });
+      this.jwksFetches.inc(labels);
       try {
         const response = await load(url, options);
-        if (response.status !== 200) this.jwksFetchFailures.inc({ issuer });
+        if (response.status !== 200) this.jwksFetchFailures.inc(labels);
         return response;
       } catch (error) {
-        this.jwksFetchFailures.inc({ issuer });
+        this.jwksFetchFailures.inc(labels);
         throw error;
       }
     };

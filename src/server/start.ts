@@ -14,7 +14,7 @@ import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline } from '../decisions/pipeline.ts';
 import { DecisionStore } from '../decisions/store.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
-import { ArbiterMetrics } from '../metrics/registry.ts';
+import { ArbiterMetrics, type JwksUse } from '../metrics/registry.ts';
 import { answeredInTime, type ThreadHeap } from '../metrics/thread-heap.ts';
 import { archiveLimitsOf } from '../policy/archive.ts';
 import { BundleLifecycle, checkEmbeddedDirectory, type BundleObserver } from '../policy/lifecycle.ts';
@@ -124,12 +124,15 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
     pulledBundles: config.bundles.sources.map((source) => source.name),
     gateways: configuredGateways(config.gateway),
-    remoteIssuers: [...config.issuers, ...config.admin.issuers].filter((issuer) => issuer.jwks_uri !== undefined).map((issuer) => issuer.issuer),
+    remoteIssuers: [
+      ...config.issuers.filter((issuer) => issuer.jwks_uri !== undefined).map((issuer) => ({ issuer: issuer.issuer, use: 'decision' as const })),
+      ...config.admin.issuers.filter((issuer) => issuer.jwks_uri !== undefined).map((issuer) => ({ issuer: issuer.issuer, use: 'admin' as const })),
+    ],
     liveDataStatus: () => liveDataReads.status?.(Date.now()) ?? {},
   });
-  const jwksFetch = (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, loggingFailures(load, issuer, logger));
-  const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch });
-  const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch, configPath: 'admin.issuers' });
+  const jwksFetch = (use: JwksUse) => (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, use, loggingFailures(load, issuer, logger));
+  const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch: jwksFetch('decision') });
+  const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch: jwksFetch('admin'), configPath: 'admin.issuers' });
   if (issuers.all().length === 0) {
     // Legitimate for AuthZEN-only or OPA-API deployments, a forgotten setting otherwise: say so.
     logger.warn('no issuers configured: every token sent for a decision is refused (token_untrusted_issuer)');
