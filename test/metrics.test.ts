@@ -185,6 +185,43 @@ describe('GET /metrics', () => {
     }
   });
 
+  it('counts admin token refusals by reason, each at 0 from the start, as gateway refusals are', async () => {
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    const server = await startTestArbiter({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+    const call = (token?: string, path = '/v1/bundles', init: RequestInit = {}) =>
+      fetch(`${server.url}${path}`, { ...init, headers: { ...(token !== undefined && { authorization: `Bearer ${token}` }), ...(init.headers as Record<string, string>) } });
+    const failures = (samples: Map<string, number>, reason: string) => samples.get(`arbiter_admin_auth_failures_total{reason="${reason}"}`);
+    try {
+      const start = await scrape(server.url);
+      for (const reason of ['missing_token', 'token_malformed', 'token_expired', 'token_keys_unavailable', 'token_revoked', 'insufficient_scope']) {
+        expect(failures(start, reason), reason).toBe(0);
+      }
+      expect((await call()).status).toBe(401);
+      expect((await call('not.a.token')).status).toBe(401);
+      expect((await call('not.a.token')).status).toBe(401);
+      const reader = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read arbiter.revocations.write' });
+      expect((await call(reader, '/v1/bundles/x', { method: 'DELETE' })).status).toBe(403);
+      const stolen = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.read', jti: 'stolen-1' });
+      const revoked = await call(reader, '/v1/revocations', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'jti', value: 'stolen-1', iss: admins.issuer, reason: 'leaked' }),
+      });
+      expect(revoked.status).toBe(201);
+      expect((await call(stolen)).status).toBe(401);
+      const samples = await scrape(server.url);
+      expect(failures(samples, 'missing_token')).toBe(1);
+      expect(failures(samples, 'token_malformed')).toBe(2);
+      expect(failures(samples, 'insufficient_scope')).toBe(1);
+      expect(failures(samples, 'token_revoked')).toBe(1);
+      expect(failures(samples, 'token_expired')).toBe(0);
+    } finally {
+      await server.close();
+      await admins.close();
+    }
+  });
+
   it('counts a JWKS refused for holding private keys or for its size as a failed fetch', async () => {
     const leaky = await TestIssuer.create('https://leaky.test.example');
     leaky.jwksFailure = { status: 200, body: JSON.stringify({ keys: [{ ...(await exportJWK(leaky.keys[0]!.privateKey)), kid: leaky.keys[0]!.kid }] }) };

@@ -6,6 +6,7 @@ import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
 import { TOKEN_FAILURE_CODES, type TokenFailureCode } from '../tokens/verify.ts';
 import { THROTTLE_REASONS, type ThrottleReason } from '../server/middleware/admission.ts';
 import { GATEWAY_AUTH_FAILURES, type GatewayAuthFailure } from '../server/middleware/gateway-auth.ts';
+import { ADMIN_AUTH_FAILURES, type AdminAuthFailure } from '../server/middleware/admin-auth.ts';
 import type { ThreadHeap } from './thread-heap.ts';
 
 /** Reason codes come from policies: only short, plain codes become label values, and only so many. */
@@ -142,6 +143,13 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly adminAuthFailures = new Counter({
+    name: 'arbiter_admin_auth_failures_total',
+    help: 'Admin API requests refused before they ran, by reason: missing_token, the token failure code (token_keys_unavailable is the 503 admin_keys_unavailable), token_revoked, insufficient_scope (403).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly gatewayTenantRefusals = new Counter({
     name: 'arbiter_gateway_tenant_refusals_total',
     help: 'Decision requests refused because the gateway is not bound to the tenant they name, or they name none (gateway.api_keys[].tenants, gateway.client_certificates[].tenants), by caller.',
@@ -225,6 +233,7 @@ export class ArbiterMetrics {
   constructor(options: ArbiterMetricsOptions) {
     // Exposed at 0 from the start: an alert on increase() would miss the first failure of a series that appears with it.
     for (const reason of GATEWAY_AUTH_FAILURES) this.gatewayAuthFailures.inc({ reason }, 0);
+    for (const reason of ADMIN_AUTH_FAILURES) this.adminAuthFailures.inc({ reason }, 0);
     for (const reason of TOKEN_FAILURE_CODES) this.tokenFailures.inc({ reason }, 0);
     for (const labels of options.remoteIssuers ?? []) {
       this.jwksFetches.inc(labels, 0);
@@ -339,6 +348,10 @@ export class ArbiterMetrics {
 
   gatewayAuthFailed(reason: GatewayAuthFailure): void {
     this.gatewayAuthFailures.inc({ reason });
+  }
+
+  adminAuthFailed(reason: AdminAuthFailure): void {
+    this.adminAuthFailures.inc({ reason });
   }
 
   /** `caller` is a configured key id (gateway.api_keys[].id): bounded by the configuration. */

@@ -226,7 +226,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     issuers,
     liveData,
     revocations,
-    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, warnings, cache: adminVerificationCache, revocations },
+    admin: { issuers: adminIssuers, maxTokenBytes: config.tokens.max_token_bytes, logger, warnings, cache: adminVerificationCache, revocations, observer: metrics },
     defaultBundle: config.bundles.default,
     bodyLimitBytes: config.server.body_limit_bytes,
     authzen: config.authzen,

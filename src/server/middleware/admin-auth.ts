@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { subjectFromToken, subjectRevocation, type RevocationLookup } from '../../tokens/subject.ts';
 import { JWKS_FAILURE_BACK_OFF_MS, type IssuerRegistry } from '../../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../../tokens/verification-cache.ts';
-import { verifyAccessToken } from '../../tokens/verify.ts';
+import { TOKEN_FAILURE_CODES, verifyAccessToken } from '../../tokens/verify.ts';
 import { problem } from '../problem.ts';
 import type { ThrottledWarnings } from '../throttled-log.ts';
 import type { RequestIdVariables } from './request-id.ts';
@@ -32,6 +32,14 @@ export interface AdminPrincipal {
 
 export type AdminVariables = { admin: AdminPrincipal };
 
+/**
+ * Why an admin request was refused before it ran, as /metrics counts it: no bearer token, a
+ * token that failed verification (its reason code; token_keys_unavailable is the 503), a revoked
+ * token, or a verified token without the endpoint's scope (403).
+ */
+export const ADMIN_AUTH_FAILURES = ['missing_token', ...TOKEN_FAILURE_CODES, 'token_revoked', 'insufficient_scope'] as const;
+export type AdminAuthFailure = (typeof ADMIN_AUTH_FAILURES)[number];
+
 export interface AdminAuthDeps {
   issuers: IssuerRegistry;
   maxTokenBytes: number;
@@ -46,6 +54,8 @@ export interface AdminAuthDeps {
   cache?: VerificationCache;
   /** A stolen admin token is revoked like any other: checked on every call. */
   revocations?: RevocationLookup;
+  /** Counts every refusal, logged or not (the log is throttled). */
+  observer?: { adminAuthFailed(reason: AdminAuthFailure): void } | undefined;
 }
 
 /**
@@ -63,10 +73,12 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       'WWW-Authenticate': `Bearer realm="arbiter-admin", scope="${scope}"${error ? `, error="${error}"` : ''}`,
     });
     if (!match) {
+      deps.observer?.adminAuthFailed('missing_token');
       return problem(c, 401, { code: 'unauthorized', title: 'Authentication required', detail: `send an admin bearer token with scope ${scope}` }, challenge());
     }
     const now = Math.floor(Date.now() / 1000);
     const verification = await verifyAccessToken(match[1]!, deps.issuers, { maxTokenBytes: deps.maxTokenBytes, now, cache: deps.cache });
+    if (!verification.ok) deps.observer?.adminAuthFailed(verification.code);
     if (!verification.ok && verification.code === 'token_keys_unavailable') {
       // The issuer's keys could not be fetched: the token is not known to be bad, and a new one
       // would fare no better. 503, as an outage, not 401 invalid_token (RFC 6750: get another token).
@@ -81,6 +93,7 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
     const subject = subjectFromToken(verification, now);
     const revoked = deps.revocations && subjectRevocation(deps.revocations, subject, now);
     if (revoked?.revoked) {
+      deps.observer?.adminAuthFailed('token_revoked');
       deps.logger.warn({ request_id, path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id, actor_depth: revoked.actor_depth }, 'revoked admin token refused');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: 'token_revoked' }, challenge('invalid_token'));
     }
@@ -91,6 +104,7 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       ...(subject.act.length > 0 && { act: subject.act.map(actorOf) }),
     };
     if (!subject.scopes.includes(scope)) {
+      deps.observer?.adminAuthFailed('insufficient_scope');
       deps.logger.warn({ request_id, path: c.req.path, method: c.req.method, admin: principal, required_scope: scope }, 'admin request forbidden');
       return problem(c, 403, { code: 'forbidden', title: 'Missing scope', detail: `this endpoint requires the scope ${scope}` }, challenge('insufficient_scope'));
     }
