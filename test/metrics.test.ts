@@ -95,6 +95,16 @@ describe('GET /metrics', () => {
     expect(samples.get('arbiter_policy_instances{thread="evaluator-0"}')).toBe(arbiter.bundles.list().length);
   });
 
+  it('says what the decision latency histogram measures: not the decision log commit a strict decision waits for', async () => {
+    // latency_us is taken before the record is appended (it is part of the record), so the
+    // histogram cannot include the commit: its help must not claim the whole time to answer.
+    const text = await (await fetch(`${arbiter.url}/metrics`)).text();
+    const help = text.split('\n').find((line) => line.startsWith('# HELP arbiter_decision_duration_seconds '))!;
+    expect(help).toMatch(/latency_us/);
+    expect(help).toMatch(/not the wait for the decision log/);
+    expect(help).toMatch(/arbiter_decision_log_commit_seconds/);
+  });
+
   it('exposes every token failure reason and each remote issuer\'s JWKS fetches at 0 from the start, so the first one shows to increase()', async () => {
     // A series that appears with its first count has no earlier sample: increase() over it is 0.
     const idle = await TestIssuer.create('https://idle.test.example');

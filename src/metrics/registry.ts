@@ -123,7 +123,9 @@ export class ArbiterMetrics {
 
   readonly decisionSeconds = new Histogram({
     name: 'arbiter_decision_duration_seconds',
-    help: 'Time to decide, token verification and policy evaluation included.',
+    // Taken before the record is appended (it is in the record): a strict decision is answered
+    // only after its commit too, which the commit histogram times per batch.
+    help: 'Time to decide, as each decision record\'s latency_us: token verification, input building and policy evaluation, from the parsed request on; not the wait for the decision log to commit the record, which a strict decision_log answers after (arbiter_decision_log_commit_seconds).',
     labelNames: ['endpoint'] as const,
     buckets: DECISION_BUCKETS,
     registers: [this.registry],
