@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import type { Arbiter } from '../src/server/start.ts';
-import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
 import { LOOP_FOREVER, loopWhenFirstParamOver, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
@@ -25,6 +25,41 @@ describe('evaluation isolation', () => {
     expect((await looping).body).toMatchObject({ allow: false, reasons: [{ code: 'policy_timeout' }], policy: { bundle: 'spin' } });
     for (const other of await Promise.all(others)) expect(other.body).toMatchObject({ allow: true });
     expect((await ask('spin', { quick: true })).body).toMatchObject({ allow: true, reasons: [{ code: 'quick' }] });
+  });
+
+  it('names the bundle and revision, not only the digest, when it logs a runaway evaluation', async () => {
+    const { logger, lines } = capturingLogger();
+    arbiter = await startTestArbiter({ engine: { workers: 1, deadline_ms: 250, max_memory_mb: 2048 } }, { logger });
+    const spin = arbiter.bundles.get('spin')!;
+    expect((await ask('spin', { spin: true })).body).toMatchObject({ reasons: [{ code: 'policy_timeout' }] });
+    expect(lines.find((line) => line.msg === 'policy evaluation exceeded its deadline; restarting its worker')).toMatchObject({
+      digest: spin.digest,
+      bundle: 'spin',
+      revision: spin.revision,
+    });
+  });
+
+  it('names the bundle and revision when an instance cannot take the live data', async () => {
+    const { logger, lines } = capturingLogger();
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    try {
+      arbiter = await startTestArbiter(
+        { admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] }, engine: { workers: 1, max_memory_mb: 4 } },
+        { logger },
+      );
+      const echo = arbiter.bundles.get('echo')!;
+      expect((await ask('echo')).body).toMatchObject({ allow: true });
+      const token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.data.write' });
+      const put = await fetch(`${arbiter.url}/v1/data/big`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ blob: 'x'.repeat(6 * 1024 * 1024) }) });
+      expect(put.status).toBe(200);
+      expect((await ask('echo')).body).toMatchObject({ allow: false, reasons: [{ code: 'policy_resource_limit' }] });
+      const logged = lines.filter((line) => line.level >= 50 && line.digest === echo.digest);
+      expect(logged.length).toBeGreaterThan(0);
+      for (const line of logged) expect(line, line.msg).toMatchObject({ bundle: 'echo', revision: echo.revision });
+    } finally {
+      await admins.close();
+    }
   });
 
   it('denies an evaluation that outgrows its memory ceiling with policy_resource_limit', async () => {

@@ -10,6 +10,14 @@ export interface EvaluableBundle {
   readonly data: Record<string, unknown>;
   /** The manifest's roots: inside them, policies read the bundle's data only (see overlay). */
   readonly roots: readonly string[];
+  /** Which bundle and revision the module is, for the log lines that name it (an active bundle always says). */
+  readonly name?: string;
+  readonly revision?: string;
+}
+
+/** The log fields that name a bundle revision: its digest, and its name and revision when known. */
+export function bundleFields(digest: string, bundle: Pick<EvaluableBundle, 'name' | 'revision'> | undefined): { digest: string; bundle?: string; revision?: string } {
+  return { digest, ...(bundle?.name !== undefined && { bundle: bundle.name }), ...(bundle?.revision !== undefined && { revision: bundle.revision }) };
 }
 
 export type PolicyEvaluation = RawEvaluation & {

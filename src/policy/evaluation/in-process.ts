@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode } from '../engine.ts';
 import type { Manifest } from '../manifest.ts';
-import { overlay, type BundleLayer } from '../overlay.ts';
+import { overlay } from '../overlay.ts';
 import { checkPolicyWasm, type PolicyWasmInfo } from '../wasm-check.ts';
-import { inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
+import { bundleFields, inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
 
 /** Retired revisions remembered: far more than decisions can be holding at once. */
 const MAX_RETIRED = 1024;
@@ -15,7 +15,7 @@ const MAX_RETIRED = 1024;
 export class InProcessEvaluator implements PolicyEvaluator {
   readonly #maxMemoryPages: number;
   readonly #logger: Logger;
-  readonly #engines = new Map<string, { engine: Promise<PolicyEngine>; layer: BundleLayer }>();
+  readonly #engines = new Map<string, { engine: Promise<PolicyEngine>; layer: EvaluableBundle }>();
   /** Revisions that no longer serve, oldest first: one asked for late gets an instance it does not keep. */
   readonly #retired = new Set<string>();
   /** Revisions whose instance could not take the live data: dropped, they deny with the reason until the next data version. */
@@ -113,7 +113,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
    * take it (past its memory ceiling) must not answer on old or half-set data: it is dropped,
    * and evaluations of its revision deny with the reason until the next data version.
    */
-  #setData(digest: string, engine: PolicyEngine, layer: BundleLayer): void {
+  #setData(digest: string, engine: PolicyEngine, layer: EvaluableBundle): void {
     try {
       engine.setData(overlay(this.#liveData, layer));
       this.#applied.set(engine, this.#version);
@@ -121,7 +121,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
       const failure = dataFailure(error, this.#version);
       this.#failed.set(digest, failure);
       this.#engines.delete(digest);
-      this.#logger.error({ digest, err: failure.message }, 'live data could not be set in a policy instance; its evaluations deny until the next data version');
+      this.#logger.error({ ...bundleFields(digest, layer), err: failure.message }, 'live data could not be set in a policy instance; its evaluations deny until the next data version');
     }
   }
 

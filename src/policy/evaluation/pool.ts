@@ -5,7 +5,7 @@ import { answeredInTime, workerHeap, type ThreadHeap } from '../../metrics/threa
 import type { EvaluationFailureCode } from '../engine.ts';
 import type { Manifest } from '../manifest.ts';
 import type { PolicyWasmInfo } from '../wasm-check.ts';
-import { inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
+import { bundleFields, inputJson, type EvaluableBundle, type EvaluationInput, type PolicyEvaluation, type PolicyEvaluator, type PolicyInstances } from './evaluator.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './protocol.ts';
 
 /** Retired revisions remembered: far more than decisions can be holding at once. */
@@ -103,6 +103,11 @@ export class EvaluationPool implements PolicyEvaluator {
    * evaluations deny at once instead of hanging another worker, until the live data changes.
    */
   readonly #hung = new Map<string, ModuleFailure>();
+  /**
+   * The name and revision of each module sent to a worker, for the log lines about it: set when
+   * a module is sent to load (not per evaluation), forgotten when it is unloaded everywhere.
+   */
+  readonly #identities = new Map<string, Pick<EvaluableBundle, 'name' | 'revision'>>();
   #nextId = 1;
   #data = { json: '{}', version: 0 };
   /**
@@ -271,6 +276,7 @@ export class EvaluationPool implements PolicyEvaluator {
       return;
     }
     if (state === undefined) {
+      if (!this.#identities.has(digest)) this.#identities.set(digest, { name: job.bundle.name, revision: job.bundle.revision });
       this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, layer: { data: job.bundle.data, roots: job.bundle.roots } });
       slot.modules.set(digest, 'loading');
     }
@@ -334,13 +340,13 @@ export class EvaluationPool implements PolicyEvaluator {
         return;
       case 'load_failed':
         this.#idle(slot);
-        this.#options.logger.error({ digest: message.digest, err: message.message }, 'policy module failed to load in an evaluation worker');
+        this.#options.logger.error({ ...this.#named(message.digest), err: message.message }, 'policy module failed to load in an evaluation worker');
         if (slot.modules.get(message.digest) === 'loading') {
           this.#failed(slot, message.digest, { code: message.code, message: `policy module ${message.digest} cannot be loaded: ${message.message}` }, message.dataVersion);
         }
         return this.#resume(slot);
       case 'dropped':
-        this.#options.logger.error({ digest: message.digest, err: message.message }, 'live data could not be set in a policy instance; its evaluations deny until the next data version');
+        this.#options.logger.error({ ...this.#named(message.digest), err: message.message }, 'live data could not be set in a policy instance; its evaluations deny until the next data version');
         // Only the instance the worker had: one loading now was sent after that data, and takes what came since.
         if (slot.modules.get(message.digest) === 'loaded') this.#failed(slot, message.digest, { code: message.code, message: message.message }, message.dataVersion);
         return;
@@ -383,7 +389,7 @@ export class EvaluationPool implements PolicyEvaluator {
   /** Only the job the worker is running has a deadline: it is the one stuck. */
   #onDeadline(slot: Slot, job: Job): void {
     this.#options.logger.warn(
-      { entrypoint: job.entrypoint, digest: job.bundle.digest, deadline_ms: this.#options.deadlineMs },
+      { entrypoint: job.entrypoint, ...bundleFields(job.bundle.digest, job.bundle), deadline_ms: this.#options.deadlineMs },
       'policy evaluation exceeded its deadline; restarting its worker',
     );
     slot.inFlight.delete(job.id);
@@ -415,7 +421,7 @@ export class EvaluationPool implements PolicyEvaluator {
     } else {
       const { digest } = busyWith;
       this.#options.logger.error(
-        { digest, load_deadline_ms: ms, data_version: this.#data.version },
+        { ...this.#named(digest), load_deadline_ms: ms, data_version: this.#data.version },
         'policy module did not finish loading or taking live data within the load deadline; restarting its worker',
       );
       this.#hung.set(digest, {
@@ -485,6 +491,12 @@ export class EvaluationPool implements PolicyEvaluator {
     for (const slot of this.#slots) {
       if (slot.modules.delete(digest)) this.#post(slot, { type: 'unload', digest });
     }
+    this.#identities.delete(digest);
+  }
+
+  /** Log fields naming a module by digest, bundle and revision (on failure paths only). */
+  #named(digest: string): ReturnType<typeof bundleFields> {
+    return bundleFields(digest, this.#identities.get(digest));
   }
 
   #failure(code: EvaluationFailureCode, message: string): PolicyEvaluation {
