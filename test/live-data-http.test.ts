@@ -242,6 +242,19 @@ describe('live data', () => {
     expect((await admin('GET', '/v1/data/pair')).body).toEqual(before);
   });
 
+  it('answers a PATCH in another JSON media type 415 naming the ones it takes, rather than a schema error', async () => {
+    await admin('PUT', '/v1/data/pair', { a: 1, b: 1 });
+    const merge = await admin('PATCH', '/v1/data/pair', { a: 2 }, { 'content-type': 'application/merge-patch+json' });
+    expect(merge).toMatchObject({ status: 415, body: { code: 'unsupported_media_type' } });
+    expect(merge.body!.detail).toContain('application/json-patch+json');
+    expect(merge.body!.detail).toContain('application/merge-patch+json');
+    expect((await admin('GET', '/v1/data/pair')).body).toMatchObject({ result: { a: 1, b: 1 } });
+    // Both documented types still go through.
+    for (const type of ['application/json', 'application/json-patch+json; charset=utf-8']) {
+      expect((await admin('PATCH', '/v1/data/pair', [{ op: 'replace', path: '/a', value: 1 }], { 'content-type': type })).status, type).toBe(200);
+    }
+  });
+
   it('answers a patch of a path holding nothing 404 data_not_found, as its OpenAPI operation says', async () => {
     const missing = await admin('PATCH', '/v1/data/never-written', [{ op: 'add', path: '/a', value: 1 }]);
     expect(missing).toMatchObject({ status: 404, body: { code: 'data_not_found' } });

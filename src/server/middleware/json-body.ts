@@ -34,6 +34,12 @@ export interface JsonBodyOptions {
    * decompressed body is held to `limitBytes` as well, so a small archive cannot inflate past it.
    */
   gzip?: boolean;
+  /**
+   * The only media types taken (lowercase, without parameters), when not every JSON one is: a
+   * body of a JSON type that means something else (a merge patch sent to a JSON Patch endpoint)
+   * is refused by its type, naming these, rather than fail the schema as if it were malformed.
+   */
+  mediaTypes?: readonly string[];
 }
 
 const gunzipAsync = promisify(gunzip);
@@ -47,11 +53,12 @@ const gunzipAsync = promisify(gunzip);
 export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOptions): MiddlewareHandler<{ Variables: JsonBodyVariables<z.infer<S>> }> {
   return async (c, next) => {
     const mediaType = (c.req.header('content-type') ?? '').split(';')[0]!.trim();
-    if (!JSON_MEDIA_TYPE.test(mediaType)) {
+    const accepted = options.mediaTypes;
+    if (accepted ? !accepted.includes(mediaType.toLowerCase()) : !JSON_MEDIA_TYPE.test(mediaType)) {
       return problem(c, options.unsupportedMediaTypeStatus ?? 415, {
         code: 'unsupported_media_type',
         title: 'Unsupported media type',
-        detail: `send the body as application/json (got ${mediaType ? JSON.stringify(mediaType) : 'no Content-Type'})`,
+        detail: `send the body as ${accepted ? accepted.join(' or ') : 'application/json'} (got ${mediaType ? JSON.stringify(mediaType) : 'no Content-Type'})`,
       });
     }
     const encoded = contentEncodingProblem(c, options.unsupportedMediaTypeStatus ?? 415, options.gzip ? GZIP_CODINGS : NO_CODINGS);

@@ -21,6 +21,8 @@ export interface DataRouteDeps {
 }
 
 const PREFIX = '/v1/data';
+/** A PATCH body is a JSON Patch (RFC 6902), however labelled: another JSON type (a merge patch, RFC 7396) is another format. */
+const PATCH_MEDIA_TYPES = ['application/json-patch+json', 'application/json'] as const;
 
 /**
  * Live data: GET/PUT/PATCH/DELETE /v1/data/{path}. Document metadata travels in the
@@ -66,7 +68,7 @@ export function dataRoutes(deps: DataRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, limit), (c) => {
+    .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, { ...limit, mediaTypes: PATCH_MEDIA_TYPES }), (c) => {
       try {
         const path = writablePathOf(c);
         checkPreconditions(c, deps.liveData, path);
