@@ -255,6 +255,17 @@ describe('live data', () => {
     }
   });
 
+  it('names only the Arbiter-Data-* header that is wrong', async () => {
+    const badAge = await admin('PUT', '/v1/data/pair', { a: 1 }, { 'arbiter-data-source': 'feed', 'arbiter-data-max-age': 'soon' });
+    expect(badAge).toMatchObject({ status: 400, body: { code: 'data_meta_invalid' } });
+    expect(badAge.body!.detail).toContain('Arbiter-Data-Max-Age');
+    expect(badAge.body!.detail).not.toContain('Arbiter-Data-Source');
+    const badSource = await admin('PUT', '/v1/data/pair', { a: 1 }, { 'arbiter-data-source': 'x'.repeat(300), 'arbiter-data-max-age': '60' });
+    expect(badSource).toMatchObject({ status: 400, body: { code: 'data_meta_invalid' } });
+    expect(badSource.body!.detail).toContain('Arbiter-Data-Source');
+    expect(badSource.body!.detail).not.toContain('Arbiter-Data-Max-Age');
+  });
+
   it('answers a patch of a path holding nothing 404 data_not_found, as its OpenAPI operation says', async () => {
     const missing = await admin('PATCH', '/v1/data/never-written', [{ op: 'add', path: '/a', value: 1 }]);
     expect(missing).toMatchObject({ status: 404, body: { code: 'data_not_found' } });

@@ -2,7 +2,7 @@ import type { HttpBindings } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { parseDataPath, refuseDotSegments, type DataPath } from '../../data/data-path.ts';
-import { DocumentMetaInputSchema, type LiveData } from '../../data/documents.ts';
+import { DocumentMetaInputSchema, MAX_SOURCE_LENGTH, type LiveData } from '../../data/documents.ts';
 import { JsonPatchSchema } from '../../data/json-patch.ts';
 import { ArbiterError } from '../../errors.ts';
 import { withinRoot } from '../../policy/manifest.ts';
@@ -168,7 +168,13 @@ function metaOf(headers: Record<string, string>) {
   if (Object.keys(raw).length === 0) return undefined;
   const parsed = DocumentMetaInputSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new ArbiterError('data_meta_invalid', 'Arbiter-Data-Source must be 1-256 characters and Arbiter-Data-Max-Age a whole number of seconds > 0');
+    // Only the header at fault: a feed told of both would look for a fault in the one that is right.
+    const wrong = new Set(parsed.error.issues.map((issue) => issue.path[0]));
+    const reasons = [
+      ...(wrong.has('source') ? [`Arbiter-Data-Source must be 1-${MAX_SOURCE_LENGTH} characters`] : []),
+      ...(wrong.has('max_age_s') ? ['Arbiter-Data-Max-Age must be a whole number of seconds > 0'] : []),
+    ];
+    throw new ArbiterError('data_meta_invalid', reasons.join('; '));
   }
   return parsed.data;
 }
