@@ -266,6 +266,17 @@ describe('live data', () => {
     expect(badSource.body!.detail).not.toContain('Arbiter-Data-Max-Age');
   });
 
+  it('fails a JSON Patch test whose value live data could not hold (too deep, an empty key) 409, as any unequal value', async () => {
+    // RFC 6902 4.6: test compares. Such a value is JSON all the same; it only equals nothing stored.
+    await admin('PUT', '/v1/data/pair', { a: 1, b: 1 });
+    const deep = JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40));
+    for (const value of [deep, { '': 1 }]) {
+      const tested = await admin('PATCH', '/v1/data/pair', [{ op: 'test', path: '/a', value }]);
+      expect(tested, JSON.stringify(value).slice(0, 40)).toMatchObject({ status: 409, body: { code: 'json_patch_test_failed', errors: [{ pointer: '/0/value' }] } });
+    }
+    expect((await admin('PATCH', '/v1/data/pair', [{ op: 'test', path: '/a', value: 1 }, { op: 'replace', path: '/b', value: 2 }])).status).toBe(200);
+  });
+
   it('answers a patch of a path holding nothing 404 data_not_found, as its OpenAPI operation says', async () => {
     const missing = await admin('PATCH', '/v1/data/never-written', [{ op: 'add', path: '/a', value: 1 }]);
     expect(missing).toMatchObject({ status: 404, body: { code: 'data_not_found' } });
