@@ -8,6 +8,7 @@ import { decisionFiltersQuerySchema, decisionsQuerySchema, replayRequestSchema }
 import { issuanceRequestSchema } from '../routes/issuance.ts';
 import { opaDataRequestSchema } from '../routes/opa-compat.ts';
 import { listQuerySchema as revocationListQuerySchema, revocationRequestSchema } from '../routes/revocations.ts';
+import { PATCH_MEDIA_TYPES } from '../routes/data.ts';
 import { PROBLEM_CONTENT_TYPE } from '../problem.ts';
 import { EVALUATION_FAILURE_CODES } from '../../policy/engine.ts';
 import type { ApiOperation, ProblemUse, RouteCatalogue } from './operation.ts';
@@ -228,7 +229,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       headers: { ...DATA_META_HEADERS, ...DATA_CONDITION_HEADERS },
       body: JsonPatchSchema,
       // RFC 6902's own media type, what JSON Patch clients send; application/json is taken too.
-      bodyMediaTypes: ['application/json', 'application/json-patch+json'],
+      bodyMediaTypes: PATCH_MEDIA_TYPES,
       responses: { 200: { description: 'Committed; the new live data version (also the ETag)', schema: dataVersionResponseSchema, headers: DATA_ETAG } },
       // A patch changes a value that is there: none at the path is 404 (PUT creates it instead).
       problems: [...BODY, ...DATA_WRITE, 'data_not_found', 'json_patch_invalid', 'json_patch_path_not_found', 'json_patch_test_failed'],

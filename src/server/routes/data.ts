@@ -22,7 +22,7 @@ export interface DataRouteDeps {
 
 const PREFIX = '/v1/data';
 /** A PATCH body is a JSON Patch (RFC 6902), however labelled: another JSON type (a merge patch, RFC 7396) is another format. */
-const PATCH_MEDIA_TYPES = ['application/json-patch+json', 'application/json'] as const;
+export const PATCH_MEDIA_TYPES = ['application/json-patch+json', 'application/json'] as const;
 
 /**
  * Live data: GET/PUT/PATCH/DELETE /v1/data/{path}. Document metadata travels in the
