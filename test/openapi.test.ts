@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspectRoutes } from 'hono/dev';
@@ -361,4 +362,39 @@ describe('GET /docs', () => {
     // Nothing loaded from elsewhere: it must work offline.
     expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+href=|https?:\/\//);
   });
+
+  it('is served, as /openapi.json is, with headers against framing, sniffing and referrer leaks, and a CSP that allows its own inline script and style only', async () => {
+    for (const path of ['/docs', '/openapi.json']) {
+      const res = await fetch(`${arbiter.url}${path}`);
+      expect(res.headers.get('x-content-type-options'), path).toBe('nosniff');
+      expect(res.headers.get('x-frame-options'), path).toBe('DENY');
+      expect(res.headers.get('referrer-policy'), path).toBe('no-referrer');
+      const csp = parseCsp(res.headers.get('content-security-policy') ?? '');
+      expect(csp.get('frame-ancestors'), path).toEqual(["'none'"]);
+      expect(csp.get('default-src'), path).toEqual(["'none'"]);
+    }
+    // The page still works under its CSP: the hashes of its inline script and style are allowed,
+    // and nothing else (no 'unsafe-inline'); the script may fetch openapi.json from its origin.
+    const res = await fetch(`${arbiter.url}/docs`);
+    const html = await res.text();
+    const csp = parseCsp(res.headers.get('content-security-policy')!);
+    const hashOf = (tag: string) => `'sha256-${createHash('sha256').update(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(html)![1]!).digest('base64')}'`;
+    expect(html.match(/<script\b/g)).toHaveLength(1);
+    expect(html.match(/<style\b/g)).toHaveLength(1);
+    expect(html).not.toMatch(/\sstyle=|\son[a-z]+=/);
+    expect(csp.get('script-src')).toEqual([hashOf('script')]);
+    expect(csp.get('style-src')).toEqual([hashOf('style')]);
+    expect(csp.get('connect-src')).toEqual(["'self'"]);
+  });
 });
+
+/** A Content-Security-Policy header as its directives and their sources. */
+function parseCsp(header: string): Map<string, string[]> {
+  return new Map(
+    header
+      .split(';')
+      .map((directive) => directive.trim().split(/\s+/))
+      .filter(([name]) => name)
+      .map(([name, ...sources]) => [name!, sources]),
+  );
+}
