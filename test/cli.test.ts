@@ -1,7 +1,7 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -323,5 +323,47 @@ describe('arbiter CLI', () => {
     const long = await cli('gateway-key', '--id', 'x'.repeat(129));
     expect(long.code).toBe(2);
     expect(long.stderr).toContain('--id');
+  });
+});
+
+/**
+ * An opa that has begun writing its -o file and is still at it: a build the CLI is interrupted in.
+ * The signal goes to the CLI's process group, as Ctrl-C or a service manager's stop sends it.
+ */
+describe('a bundle build or push interrupted while opa writes', () => {
+  const slowOpa = (dir: string) => {
+    const opa = join(dir, 'opa');
+    writeFileSync(opa, '#!/bin/sh\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && out=$2; shift; done\nprintf partial > "$out"\nexec sleep 30\n');
+    chmodSync(opa, 0o755);
+    return opa;
+  };
+  const interrupted = async (args: string[], env: NodeJS.ProcessEnv, written: () => boolean, signal: NodeJS.Signals) => {
+    const child = spawn(process.execPath, ['src/cli/main.ts', ...args], { env: { ...process.env, ...env }, stdio: 'ignore', detached: true });
+    for (let waited = 0; waited < 10_000 && !written(); waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(written(), 'opa began writing').toBe(true);
+    process.kill(-child.pid!, signal);
+    const [code, killedBy] = (await once(child, 'exit')) as [number | null, string | null];
+    return { code, killedBy };
+  };
+
+  it.each(['SIGINT', 'SIGTERM'] as const)('push of a directory leaves no /tmp/arbiter-push-* behind on %s, and ends by it', async (signal) => {
+    const tmp = tempDir();
+    const opa = slowOpa(tempDir());
+    const written = () => readdirSync(tmp).some((name) => existsSync(join(tmp, name, 'bundle.tar.gz')));
+    const ended = await interrupted(['bundle', 'push', 'test/fixtures/rego/simple', '--url', 'http://127.0.0.1:9'], { TMPDIR: tmp, ARBITER_OPA: opa, ARBITER_TOKEN: 'a.b.c' }, written, signal);
+    expect(ended).toEqual({ code: null, killedBy: signal });
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+
+  it.each(['SIGINT', 'SIGTERM'] as const)('build leaves no partial --out on %s, and ends by it; a complete build leaves only --out', async (signal) => {
+    const dir = tempDir();
+    const out = join(dir, 'simple.tar.gz');
+    const opa = slowOpa(tempDir());
+    const ended = await interrupted(['bundle', 'build', 'test/fixtures/rego/simple', '--out', out], { ARBITER_OPA: opa }, () => readdirSync(dir).length > 0, signal);
+    expect(ended).toEqual({ code: null, killedBy: signal });
+    expect(readdirSync(dir)).toEqual([]);
+    expect(await cli('bundle', 'build', 'test/fixtures/rego/simple', '--out', out)).toMatchObject({ code: 0 });
+    expect(readdirSync(dir)).toEqual(['simple.tar.gz']);
+    expect((await readBundleArchive(new Uint8Array(readFileSync(out)))).has('.manifest')).toBe(true);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -7,6 +7,7 @@ import { isObject } from '../policy/overlay.ts';
 import { buildBundle } from '../toolchain/build.ts';
 import { opaPath } from '../toolchain/opa.ts';
 import { adminBaseUrl, adminRequest, objectWith } from './admin-client.ts';
+import { cleanUpOnSignal, endBy, interruptingSignal, partialPath } from './interrupt.ts';
 import { printable } from './printable.ts';
 
 const HELP = `Usage: arbiter bundle <subcommand> [options]
@@ -94,7 +95,27 @@ export async function bundleCommand(argv: string[]): Promise<number> {
 function build(dir: string, options: Options): number {
   bundleDirectory(dir);
   const out = options.out ?? `${basename(resolve(dir))}.tar.gz`;
-  if (!runBuild(dir, out, options.revision, options)) return 1;
+  // opa writes -o as it goes: stopped mid-write (a signal, a full disk), it left a partial archive
+  // at the path, in place of the complete one there before. Built beside it and renamed over it
+  // once complete, as the decision export is; a FIFO or device is written as it is.
+  const existing = existsSync(out) ? statSync(out) : undefined;
+  if (existing !== undefined && !existing.isFile()) {
+    if (!runBuild(dir, out, options.revision, options)) return 1;
+  } else {
+    // A symbolic link keeps pointing where it did: its target is replaced.
+    const target = existing === undefined ? out : realpathSync(out);
+    const partial = partialPath(target);
+    const remove = () => rmSync(partial, { force: true });
+    const unwatch = cleanUpOnSignal(remove);
+    try {
+      if (!runBuild(dir, partial, options.revision, options)) return 1;
+      if (existing !== undefined) chmodSync(partial, existing.mode & 0o7777);
+      renameSync(partial, target);
+    } finally {
+      unwatch();
+      remove();
+    }
+  }
   console.log(options.json ? JSON.stringify({ out }) : `built ${out}`);
   return 0;
 }
@@ -105,6 +126,10 @@ function runBuild(dir: string, out: string, revision: string | undefined, option
     buildBundle(dir, out, revision === undefined ? {} : { revision });
     return true;
   } catch (error) {
+    // opa ended by the Ctrl-C or stop that reached the CLI too: what the command leaves is removed
+    // (cleanUpOnSignal) and it ends by that signal, rather than reporting a failed build.
+    const signal = interruptingSignal((error as Error).cause);
+    if (signal !== undefined) endBy(signal);
     console.error(`arbiter: ${(error as Error).message}`);
     return false;
   }
@@ -123,18 +148,31 @@ async function push(path: string, options: Options): Promise<number> {
     throw new ArbiterError('usage', `--revision applies to a directory, built before the push: ${path} is an archive, whose revision is the one it was built with (its .manifest)`);
   }
   const name = options.name ?? basename(resolve(path)).replace(/\.tar\.gz$/, '');
-  let archive: Buffer;
-  if (isDir) {
-    const temp = mkdtempSync(join(tmpdir(), 'arbiter-push-'));
-    try {
-      if (!runBuild(path, join(temp, 'bundle.tar.gz'), options.revision, options)) return 1;
-      archive = readFileSync(join(temp, 'bundle.tar.gz'));
-    } finally {
-      rmSync(temp, { recursive: true, force: true });
+  let unwatch = () => {};
+  try {
+    let archive: Buffer;
+    if (isDir) {
+      const temp = mkdtempSync(join(tmpdir(), 'arbiter-push-'));
+      const remove = () => rmSync(temp, { recursive: true, force: true });
+      // Watched until the push ends, not only the build: a signal sent to the CLI alone while opa
+      // runs reaches its listener only once opa is done, and unwatched by then it would be lost.
+      unwatch = cleanUpOnSignal(remove);
+      try {
+        if (!runBuild(path, join(temp, 'bundle.tar.gz'), options.revision, options)) return 1;
+        archive = readFileSync(join(temp, 'bundle.tar.gz'));
+      } finally {
+        remove();
+      }
+    } else {
+      archive = readFileSync(path);
     }
-  } else {
-    archive = readFileSync(path);
+    return await upload(name, archive, options);
+  } finally {
+    unwatch();
   }
+}
+
+async function upload(name: string, archive: Buffer, options: Options): Promise<number> {
   progress(options, `pushing ${name} (${archive.byteLength} bytes) to ${adminBaseUrl(options)}: the server verifies, validates and smoke-tests it before activating...`);
   // The upload and the server's checks (signature, validation, smoke test) take as long as the archive is large.
   const answer = await adminRequest({ ...options, answerTimeoutMs: 0 }, 'PUT', `/v1/bundles/${encodeURIComponent(name)}`, { 'content-type': 'application/gzip' }, archive, PUSH_ANSWER);

@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import { accessSync, chmodSync, constants, createWriteStream, existsSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
@@ -11,6 +10,7 @@ import { ArbiterError } from '../errors.ts';
 import { isObject } from '../policy/overlay.ts';
 import { PROBLEM_TYPE_BASE } from '../server/problem.ts';
 import { adminBaseUrl, adminRequest, adminSend, nextStep, objectWith, reportFailure, type AnswerShape } from './admin-client.ts';
+import { cleanUpOnSignal, partialPath } from './interrupt.ts';
 import { printable } from './printable.ts';
 
 const HELP = `Usage: arbiter decisions <subcommand> [options]
@@ -439,25 +439,21 @@ function exportFile(out: string): ExportFile {
   }
   // A symbolic link keeps pointing where it did: its target is replaced.
   const target = existing === undefined ? out : realpathSync(out);
-  const partial = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.partial`);
+  const partial = partialPath(target);
   const fd = openSync(partial, 'wx', 0o600);
-  const onSignal = (signal: NodeJS.Signals) => {
-    settle();
-    // Then ended by the signal, as an interrupted command is.
-    process.kill(process.pid, signal);
-  };
+  const remove = () => rmSync(partial, { force: true });
+  const unwatch = cleanUpOnSignal(remove);
   const settle = () => {
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-    rmSync(partial, { force: true });
+    unwatch();
+    remove();
   };
-  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
   return {
     stream: createWriteStream(partial, { fd }),
     atomic: true,
     commit: () => {
       if (existing !== undefined) chmodSync(partial, existing.mode & 0o7777);
       renameSync(partial, target);
-      process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+      unwatch();
     },
     discard: settle,
   };
