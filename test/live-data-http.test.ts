@@ -33,6 +33,28 @@ async function admin(method: string, path: string, body?: unknown, headers: Reco
 }
 
 /**
+ * `admin`, with the path sent exactly as written: fetch would resolve dot segments and
+ * normalize percent-encoding itself, and those spellings are what the server must handle.
+ */
+function sent(method: string, path: string, body?: unknown) {
+  return new Promise<{ status: number; body: Record<string, any> | undefined }>((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const request = httpRequest(`${arbiter.url}/`, {
+      method,
+      path,
+      headers: { authorization: `Bearer ${adminToken}`, ...(payload !== undefined && { 'content-type': 'application/json' }) },
+    });
+    request.on('error', reject);
+    request.on('response', (response) => {
+      let text = '';
+      response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      response.on('end', () => resolve({ status: response.statusCode!, body: text ? JSON.parse(text) : undefined }));
+    });
+    request.end(payload);
+  });
+}
+
+/**
  * The key-compromise tests: a server of their own trusting one issuer (with `issuerOptions`)
  * whose first key leaks. `removeLeakedKey` rotates it out at the issuer and returns it;
  * `revokeIssuedBefore` posts an issued_before revocation of that issuer (as a batch of one when
@@ -357,24 +379,8 @@ describe('live data', () => {
   });
 
   it('refuses a path with a "." or ".." key rather than write or delete the parent it resolves to', async () => {
-    // Sent as is (fetch would resolve the dot segments itself): URL parsing on the server
-    // resolves them, also percent-encoded, so the key ".." under a user would name the document.
-    const sent = (method: string, path: string, body?: unknown) =>
-      new Promise<{ status: number; body: Record<string, any> | undefined }>((resolve, reject) => {
-        const payload = body === undefined ? undefined : JSON.stringify(body);
-        const request = httpRequest(`${arbiter.url}/`, {
-          method,
-          path,
-          headers: { authorization: `Bearer ${adminToken}`, ...(payload !== undefined && { 'content-type': 'application/json' }) },
-        });
-        request.on('error', reject);
-        request.on('response', (response) => {
-          let text = '';
-          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
-          response.on('end', () => resolve({ status: response.statusCode!, body: text ? JSON.parse(text) : undefined }));
-        });
-        request.end(payload);
-      });
+    // URL parsing on the server resolves dot segments, also percent-encoded, so the key ".."
+    // under a user would name the document.
     expect((await admin('PUT', '/v1/data/dots', { users: { alice: 1 } })).status).toBe(200);
     for (const path of ['/v1/data/dots/users/..', '/v1/data/dots/users/%2e%2E', '/v1/data/dots/users/.', '/v1/data/dots/users/%2E']) {
       expect(await sent('PUT', path, { replaced: true }), path).toMatchObject({ status: 400, body: { code: 'data_path_invalid' } });
@@ -390,22 +396,6 @@ describe('live data', () => {
     // `/v1/dat%61/...` and `/v%31/data/...` are routed here (the router decodes them): the keys
     // must be those after the second segment, not those after its eighth character, or a write
     // lands on another document (`61/enc/doc`, `ta/enc/doc`) than the one the URL names.
-    const sent = (method: string, path: string, body?: unknown) =>
-      new Promise<{ status: number; body: Record<string, any> | undefined }>((resolve, reject) => {
-        const payload = body === undefined ? undefined : JSON.stringify(body);
-        const request = httpRequest(`${arbiter.url}/`, {
-          method,
-          path,
-          headers: { authorization: `Bearer ${adminToken}`, ...(payload !== undefined && { 'content-type': 'application/json' }) },
-        });
-        request.on('error', reject);
-        request.on('response', (response) => {
-          let text = '';
-          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
-          response.on('end', () => resolve({ status: response.statusCode!, body: text ? JSON.parse(text) : undefined }));
-        });
-        request.end(payload);
-      });
     for (const [index, prefix] of ['/v1/dat%61', '/v%31/data', '/%761/%64ata'].entries()) {
       expect((await sent('PUT', `${prefix}/enc/doc${index}`, { n: index })).status, prefix).toBe(200);
       expect((await admin('GET', `/v1/data/enc/doc${index}`)).body, prefix).toMatchObject({ result: { n: index } });
