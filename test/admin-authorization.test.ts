@@ -41,7 +41,7 @@ const GATEWAY = ['decide', 'decideIssuance', 'authzenEvaluation', 'authzenEvalua
 const GATEWAY_KEY = 'authorization-test-gateway-key';
 const ADMIN_AUDIENCE = 'arbiter-admin';
 const DECISION_AUDIENCE = 'https://api.example.com';
-const FEATURES = { opaCompat: true, metrics: true, gatewayAuthentication: 'api_key' } as const;
+const FEATURES = { opaCompat: true, metrics: true, gatewayAuthentication: 'api_key', hostCheck: false } as const;
 const scoped = arbiterCatalogue(FEATURES).operations.filter((op) => op.scope !== undefined);
 
 interface Sent {

@@ -97,7 +97,7 @@ describe('server.diagnostic', () => {
     // A request in flight on the main listener: its body has not all arrived, so the drain waits for it.
     const [upload] = await flood(arbiter.url, 1);
     sockets.push(upload!);
-    upload!.write(`POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`);
+    upload!.write(`POST /v1/decide HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`);
     await new Promise((resolve) => setTimeout(resolve, 200));
     const closing = arbiter.close();
     arbiter = undefined;

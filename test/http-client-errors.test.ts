@@ -36,20 +36,20 @@ const bodyOf = (answer: string) => JSON.parse(answer.slice(answer.indexOf('\r\n\
 
 describe('requests the HTTP parser refuses', () => {
   it('a raw non-ASCII byte in the request target: 400 malformed_request as problem+json', async () => {
-    const answer = await raw(Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]));
+    const answer = await raw(Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: localhost\r\n\r\n')]));
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer).toMatch(/content-type: application\/problem\+json/i);
     expect(bodyOf(answer)).toMatchObject({ status: 400, code: 'malformed_request' });
   });
 
   it('headers past the limit: 431 headers_too_large as problem+json', async () => {
-    const answer = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`);
+    const answer = await raw(`GET /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`);
     expect(answer).toMatch(/^HTTP\/1\.1 431 /);
     expect(bodyOf(answer)).toMatchObject({ status: 431, code: 'headers_too_large' });
   });
 
   it('a body that stalls past server.request_timeout_s: 408 request_timeout as problem+json', async () => {
-    const answer = await raw('POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act');
+    const answer = await raw('POST /v1/decide HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act');
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     expect(bodyOf(answer)).toMatchObject({ status: 408, code: 'request_timeout' });
   });
@@ -57,9 +57,9 @@ describe('requests the HTTP parser refuses', () => {
 
 describe('request targets the HTTP adapter refuses before the app runs', () => {
   it.each([
-    ['a backslash in the path', 'GET /v1\\decide HTTP/1.1\r\nHost: x\r\n\r\n'],
-    ['the asterisk form', 'OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n'],
-    ['a target that is not a path', 'GET healthz HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a backslash in the path', 'GET /v1\\decide HTTP/1.1\r\nHost: localhost\r\n\r\n'],
+    ['the asterisk form', 'OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n'],
+    ['a target that is not a path', 'GET healthz HTTP/1.1\r\nHost: localhost\r\n\r\n'],
     ['a Host header that is not a host', 'GET /healthz HTTP/1.1\r\nHost: a@b\r\n\r\n'],
   ])('%s: 400 malformed_request as problem+json', async (_label, request) => {
     const answer = await raw(request, 1000);
@@ -72,7 +72,7 @@ describe('request targets the HTTP adapter refuses before the app runs', () => {
 describe('CONNECT, which Node hands to no request handler', () => {
   it.each([
     ['an authority target', 'CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n'],
-    ['a path target', 'CONNECT /v1/decide HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a path target', 'CONNECT /v1/decide HTTP/1.1\r\nHost: localhost\r\n\r\n'],
   ])('%s: 405 method_not_allowed as problem+json, not a dropped connection', async (_label, request) => {
     const answer = await raw(request, 1000);
     expect(answer).toMatch(/^HTTP\/1\.1 405 /);
@@ -114,7 +114,7 @@ describe('connections that send nothing', () => {
 });
 
 it('a client that hangs up mid-body is not logged as a server fault', async () => {
-  await raw('POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 200);
+  await raw('POST /v1/decide HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 200);
   await new Promise((resolve) => setTimeout(resolve, 300));
   expect(lines.filter((line) => line.msg === 'unhandled error')).toEqual([]);
   expect(lines.some((line) => line.msg === 'client closed the connection before its request was complete')).toBe(true);
@@ -125,7 +125,7 @@ describe('the same on a keep-alive connection that answered a request before', (
   /** Sends a first request, then `second` on the same connection once the first is answered. */
   function afterAnAnsweredRequest(second: Buffer | string): Promise<string> {
     return new Promise((resolve) => {
-      const socket = connect(Number(new URL(arbiter.url).port), '127.0.0.1', () => socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
+      const socket = connect(Number(new URL(arbiter.url).port), '127.0.0.1', () => socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n'));
       const chunks: Buffer[] = [];
       let sent = false;
       socket.on('data', (chunk: Buffer) => {
@@ -142,9 +142,9 @@ describe('the same on a keep-alive connection that answered a request before', (
   }
 
   it.each([
-    ['headers past the limit', `GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`, 'HTTP/1.1 431'],
-    ['a raw non-ASCII byte', Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]), 'HTTP/1.1 400'],
-    ['a stalled body', 'POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 'HTTP/1.1 408'],
+    ['headers past the limit', `GET /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`, 'HTTP/1.1 431'],
+    ['a raw non-ASCII byte', Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: localhost\r\n\r\n')]), 'HTTP/1.1 400'],
+    ['a stalled body', 'POST /v1/decide HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 'HTTP/1.1 408'],
   ])('%s on the second request gets its problem too', async (_label, second, status) => {
     const answer = await afterAnAnsweredRequest(second);
     expect(answer.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', status]);
@@ -163,7 +163,7 @@ describe('server.max_connections', () => {
     const healthOn = (socket: Socket) =>
       new Promise<string>((resolve) => {
         socket.once('data', (chunk: Buffer) => resolve(chunk.toString('latin1')));
-        socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+        socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
       });
     const closedWithin = (socket: Socket, ms: number) =>
       new Promise<boolean>((resolve) => {

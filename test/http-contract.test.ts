@@ -902,13 +902,13 @@ describe('answers of the HTTP layer, before any route runs', () => {
     try {
       const problemSchema = { $ref: '#/components/schemas/Problem' };
       const cases: [string, string | undefined, Buffer | string, number][] = [
-        ['headers too large', 'GET /healthz', `GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`, 431],
-        ['headers too large', 'POST /v1/decide', `POST /v1/decide HTTP/1.1\r\nHost: x\r\nX-Padding: ${'a'.repeat(100_000)}\r\nContent-Length: 2\r\n\r\n{}`, 431],
-        ['body stalled', 'POST /v1/decide', 'POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 408],
-        ['raw non-ASCII byte in the query', 'GET /healthz', Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]), 400],
+        ['headers too large', 'GET /healthz', `GET /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${'a'.repeat(100_000)}\r\n\r\n`, 431],
+        ['headers too large', 'POST /v1/decide', `POST /v1/decide HTTP/1.1\r\nHost: localhost\r\nX-Padding: ${'a'.repeat(100_000)}\r\nContent-Length: 2\r\n\r\n{}`, 431],
+        ['body stalled', 'POST /v1/decide', 'POST /v1/decide HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"act', 408],
+        ['raw non-ASCII byte in the query', 'GET /healthz', Buffer.concat([Buffer.from('GET /healthz?sub='), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: localhost\r\n\r\n')]), 400],
         ['a Host header that is not a host', 'GET /readyz', 'GET /readyz HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n', 400],
-        ['backslash in the path', undefined, 'GET /v1\\decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 400],
-        ['CONNECT', undefined, 'CONNECT /v1/decide HTTP/1.1\r\nHost: x\r\n\r\n', 405],
+        ['backslash in the path', undefined, 'GET /v1\\decide HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', 400],
+        ['CONNECT', undefined, 'CONNECT /v1/decide HTTP/1.1\r\nHost: localhost\r\n\r\n', 405],
       ];
       const found: string[] = [];
       for (const [label, operation, request, status] of cases) {

@@ -112,7 +112,7 @@ describe('graceful shutdown', () => {
       await once(socket, 'connect');
       let response = '';
       socket.on('data', (chunk) => (response += chunk));
-      socket.write(`POST /v1/decide HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body.slice(0, 5)}`);
+      socket.write(`POST /v1/decide HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body.slice(0, 5)}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
       const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
       child.kill(first);

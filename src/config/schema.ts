@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { decisionLogConfigSchema } from '../decisions/config.ts';
+import { allowedHostSchema } from './allowed-hosts.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
 import { timerDelayMs, timerDelaySeconds } from './timer-delay.ts';
 import { bundleNameSchema } from '../policy/bundle-name.ts';
@@ -285,6 +286,10 @@ const configShape = z.strictObject({
       max_connections: z
         .number().int().positive().max(1_000_000).default(10_000)
         .describe('Open client connections at once; a connection beyond it is closed as soon as it is accepted, counted in arbiter_connections_dropped_total and logged (at most one line a second). Keep it well below the process\'s file-descriptor limit (ulimit -n): the decision log, JWKS and bundle fetches need descriptors too.'),
+      allowed_hosts: z
+        .array(allowedHostSchema)
+        .optional()
+        .describe('Host names the main listener answers besides loopback ones (localhost, *.localhost, 127.0.0.0/8, [::1]), on any port: arbiter.test, .arbiter.test for it and its subdomains, 192.0.2.10, [fd00::1]. A request whose Host names another is refused before anything runs (421 host_not_allowed, counted in arbiter_host_refusals_total), so a web page whose name is made to resolve to this machine (DNS rebinding) cannot ask it for decisions. Unset: checked with gateway.authentication none only; set, even to [], checked whatever the authentication, server.host answered too. The diagnostic listener is never checked (probes name the pod address).'),
       tls: tlsSchema.optional().describe('Serve HTTPS; needed for gateway mTLS.'),
       diagnostic: z
         .strictObject({

@@ -208,6 +208,12 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
+  readonly hostRefusals = new Counter({
+    name: 'arbiter_host_refusals_total',
+    help: 'Requests to the main listener refused 421 host_not_allowed because their Host named neither a loopback name nor one of server.allowed_hosts (a DNS-rebinding page, or a name to list). Checked with gateway.authentication none, or whenever server.allowed_hosts is set.',
+    registers: [this.registry],
+  });
+
   readonly connectionsDropped = new Counter({
     name: 'arbiter_connections_dropped_total',
     help: 'Client connections closed on arrival because server.max_connections were open.',
@@ -350,6 +356,10 @@ export class ArbiterMetrics {
 
   gatewayAuthFailed(reason: GatewayAuthFailure): void {
     this.gatewayAuthFailures.inc({ reason });
+  }
+
+  hostRefused(): void {
+    this.hostRefusals.inc();
   }
 
   adminAuthFailed(reason: AdminAuthFailure): void {

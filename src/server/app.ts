@@ -17,6 +17,7 @@ import type { GatewayConfig } from '../config/gateway.ts';
 import type { AdminAuthDeps } from './middleware/admin-auth.ts';
 import { admission } from './middleware/admission.ts';
 import { gatewayAuth } from './middleware/gateway-auth.ts';
+import { hostCheck } from './middleware/host-check.ts';
 import { requestId, type RequestIdVariables } from './middleware/request-id.ts';
 import { TenantBinding } from './middleware/tenant-binding.ts';
 import type { ThrottledWarnings } from './throttled-log.ts';
@@ -51,6 +52,11 @@ export interface AppDeps {
   /** Warnings clients can cause at will (gateway keys, tenant refusals), at most one a second per reason. */
   warnings: ThrottledWarnings;
   gateway: GatewayConfig;
+  /**
+   * The names besides loopback ones a request's Host may name (middleware/host-check.ts,
+   * allowedHostsOf); undefined: Host is not checked, and nothing runs for it.
+   */
+  allowedHosts?: readonly string[] | undefined;
   /** True once shutdown began: /readyz answers 503 so traffic moves elsewhere. */
   draining: { readonly value: boolean };
   /** Serves the OPA data API on unverified input (config opa_compat.enabled). */
@@ -78,10 +84,13 @@ export function createApp(deps: AppDeps) {
     // While draining, answer and close: keep-alive clients reconnect to another replica.
     if (deps.draining.value) c.header('Connection', 'close');
   });
+  // Before every route, admin and health ones included: a request for a name this server does not
+  // answer for (a DNS-rebinding page's) gets nothing from this listener.
+  const { warnings } = deps;
+  if (deps.allowedHosts !== undefined) app.use(hostCheck(deps.allowedHosts, { warnings, observer: deps.metrics }));
   // Decision endpoints: the gateway is authenticated and admitted before any body is read. Only
   // for the method they are served with: another is 405 naming it, as on every path, not a 401
   // that sends the caller after a gateway key which would change nothing.
-  const { warnings } = deps;
   const gateway = [gatewayAuth(deps.gateway, { warnings, observer: deps.metrics }), admission(deps.gateway, { warnings, observer: deps.metrics })] as const;
   for (const path of [...DECISION_PATHS, ...(deps.opaCompat ? [OPA_DATA_ROUTE] : [])]) app.on('POST', path, ...gateway);
   // A gateway bound to tenants asks AuthZEN requests naming one of them (routes/authzen.ts checks
@@ -102,7 +111,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', decisionRoutes({ log: deps.decisionLog, bundles: deps.bundles, lifecycle: deps.bundleLifecycle.lifecycle, pipeline: deps.pipeline, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
   if (deps.opaCompat) app.route('/', opaCompatRoutes(deps.pipeline, deps.bodyLimitBytes));
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
-  app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined, gatewayAuthentication: deps.gateway.authentication }))));
+  app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined, gatewayAuthentication: deps.gateway.authentication, hostCheck: deps.allowedHosts !== undefined }))));
   answerUnrouted(app, deps.logger);
   return app;
 }

@@ -38,6 +38,7 @@ import { lockStateFiles, statePaths } from '../state-lock.ts';
 import { adapterErrorResponse, answerClientError, answerConnect } from './client-errors.ts';
 import { capConnections, MAIN_CONNECTION_CAP, type ConnectionCapSetting } from './connection-cap.ts';
 import { ThrottledWarnings } from './throttled-log.ts';
+import { allowedHostsOf } from './middleware/host-check.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -236,6 +237,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     opaCompat: config.opa_compat.enabled,
     metrics: config.metrics.enabled ? metrics : undefined,
     gateway: config.gateway,
+    allowedHosts: allowedHostsOf(config),
     decisionLog: decisionLog && { store: decisionLog, masked: config.decision_log.mask.length > 0 },
     evaluator,
   });

@@ -44,6 +44,8 @@ export interface CatalogueFeatures {
   metrics: boolean;
   /** gateway.authentication: how decision endpoints are called. */
   gatewayAuthentication: RouteCatalogue['gatewayAuthentication'];
+  /** Whether the main listener checks Host (middleware/host-check.ts): every operation may answer host_not_allowed. */
+  hostCheck: boolean;
 }
 
 const BODY: readonly ProblemUse[] = ['unsupported_media_type', 'body_too_large', 'malformed_json', 'invalid_request'];
@@ -462,6 +464,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
 
   return {
     gatewayAuthentication: features.gatewayAuthentication,
+    hostCheck: features.hostCheck,
     info: {
       title: 'Arbiter',
       version: packageJson.version,

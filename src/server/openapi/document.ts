@@ -33,6 +33,8 @@ const ALWAYS: readonly ProblemCode[] = ['internal_error', 'malformed_request', '
 const ADMIN: readonly ProblemCode[] = ['unauthorized', 'forbidden', 'admin_keys_unavailable'];
 /** Admin operations without query parameters refuse any (noQueryParameters). */
 const NO_QUERY: readonly ProblemCode[] = ['query_parameter_unknown'];
+/** Answered before any route when the listener checks Host (catalogue.hostCheck). */
+const HOST_CHECK: readonly ProblemCode[] = ['host_not_allowed'];
 
 /** The OpenAPI 3.1 document for a catalogue: schemas converted by zod, problems grouped by status. */
 export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument {
@@ -50,7 +52,7 @@ export function buildOpenApiDocument(catalogue: RouteCatalogue): OpenApiDocument
   for (const operation of catalogue.operations) {
     const item = (paths[operation.path] ??= {});
     if (item[operation.method]) throw new Error(`${operation.method.toUpperCase()} ${operation.path} is in the catalogue twice`);
-    item[operation.method] = operationObject(operation, schemaOf, gateway?.name);
+    item[operation.method] = operationObject(operation, schemaOf, gateway?.name, catalogue.hostCheck);
   }
 
   const schemas: Record<string, JsonSchema> = { Problem: { ...jsonSchema(problemSchema, 'output'), description: problemTable() } };
@@ -99,11 +101,11 @@ const GATEWAY_SCHEMES: Record<RouteCatalogue['gatewayAuthentication'], { name: s
   },
 };
 
-function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema, gatewayScheme: string | undefined): JsonSchema {
+function operationObject(operation: ApiOperation, schemaOf: (schema: z.ZodType, io: Io) => JsonSchema, gatewayScheme: string | undefined, hostCheck: boolean): JsonSchema {
   const parameters = [...pathParameters(operation), ...queryParameters(operation), REQUEST_ID_PARAMETER, ...headerParameters(operation)];
   const responses: Record<string, JsonSchema> = {};
   for (const [status, response] of Object.entries(operation.responses)) responses[status] = responseObject(response, schemaOf);
-  for (const [status, codes] of problemsByStatus(operation)) {
+  for (const [status, codes] of problemsByStatus(operation, hostCheck)) {
     if (responses[status]) throw new Error(`${operation.operationId}: status ${status} is both a response and a problem`);
     // The headers some of these problems come with: not required, as not every answer of the status carries them.
     const headers = codes.flatMap((code) => Object.entries((PROBLEM_TYPES[code] as ProblemType).headers ?? {}));
@@ -176,8 +178,8 @@ function headerParameters(operation: ApiOperation): JsonSchema[] {
   return Object.entries(operation.headers ?? {}).map(([name, description]) => ({ name, in: 'header', required: false, description, schema: { type: 'string' } }));
 }
 
-function problemsByStatus(operation: ApiOperation): Map<string, ProblemCode[]> {
-  const uses = [...ALWAYS, ...(operation.scope ? ADMIN : []), ...(operation.scope && !operation.query ? NO_QUERY : []), ...(operation.problems ?? [])];
+function problemsByStatus(operation: ApiOperation, hostCheck: boolean): Map<string, ProblemCode[]> {
+  const uses = [...ALWAYS, ...(hostCheck ? HOST_CHECK : []), ...(operation.scope ? ADMIN : []), ...(operation.scope && !operation.query ? NO_QUERY : []), ...(operation.problems ?? [])];
   const byStatus = new Map<string, ProblemCode[]>();
   for (const use of uses) {
     const code = typeof use === 'string' ? use : use.code;

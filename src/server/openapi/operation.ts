@@ -52,6 +52,8 @@ export interface RouteCatalogue {
   info: { title: string; version: string; description: string };
   /** How the gateways calling decision endpoints authenticate (config gateway.authentication). */
   gatewayAuthentication: GatewayConfig['authentication'];
+  /** Whether Host is checked before every route (server.allowed_hosts, gateway.authentication none). */
+  hostCheck: boolean;
   tags: readonly { name: string; description: string }[];
   /** Named schemas: an operation using one of these (by identity) refers to it in components.schemas. */
   schemas: Record<string, z.ZodType>;

@@ -26,6 +26,8 @@ export const PROBLEM_TYPES = {
   // Refused by the HTTP parser before any route runs (any path)
   malformed_request: { status: [400], meaning: 'The request is not valid HTTP, e.g. a raw non-ASCII byte or a backslash in its target, the asterisk form, or a Host header that is not a host.' },
   headers_too_large: { status: [431], meaning: 'The request headers exceed the server limit.' },
+  // Host check (host-check middleware), before any route when it applies
+  host_not_allowed: { status: [421], meaning: 'The request\'s Host names neither a loopback name (localhost, *.localhost, 127.0.0.0/8, [::1]) nor one of server.allowed_hosts: this server does not answer for it (checked with gateway.authentication none, or whenever server.allowed_hosts is set), so a web page whose name was made to resolve to this machine (DNS rebinding) gets nothing. `host` names it. Not a decision: nothing is recorded in the decision log; counted in arbiter_host_refusals_total and logged.' },
   request_timeout: { status: [408], meaning: 'The whole request did not arrive within server.request_timeout_s.' },
   query_parameter_unknown: { status: [400], meaning: 'An admin operation that takes no query parameters was given one (`detail` names it): refused before anything is done.' },
   query_parameter_unsupported: { status: [400], meaning: 'The OPA data API was given `strict-builtin-errors=true`, which the WebAssembly engine cannot honour (a builtin error is undefined there, as in OPA by default): refused rather than answered with what an ignored error allows.' },
