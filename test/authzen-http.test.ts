@@ -590,3 +590,30 @@ describe('GET /.well-known/authzen-configuration', () => {
     ]);
   });
 });
+
+describe('GET /.well-known/authzen-configuration/<path> for a public_url with a path', () => {
+  // AuthZEN 1.0, PDP metadata: the document is at the well-known string inserted between the host
+  // and the path of the PDP identifier, so a PEP given https://pdp.example.com/authz asks here.
+  it('serves the metadata where a PEP derives it from policy_decision_point, and only there', async () => {
+    const prefixed = await startTestArbiter({ authzen: { default_bundle: 'todo', public_url: 'https://pdp.example.com/authz/' } });
+    try {
+      for (const path of ['/.well-known/authzen-configuration/authz', '/.well-known/authzen-configuration/authz/', '/.well-known/authzen-configuration']) {
+        const response = await fetch(`${prefixed.url}${path}`);
+        expect(response.status, path).toBe(200);
+        expect(response.headers.get('content-type'), path).toMatch(/^application\/json/);
+        expect(await response.json(), path).toMatchObject({
+          policy_decision_point: 'https://pdp.example.com/authz',
+          access_evaluation_endpoint: 'https://pdp.example.com/authz/access/v1/evaluation',
+        });
+      }
+      const other = await fetch(`${prefixed.url}/.well-known/authzen-configuration/other`);
+      expect(other.status).toBe(404);
+      expect(other.headers.get('content-type')).toBe('application/problem+json');
+      // The document lists the route it serves.
+      const spec = (await (await fetch(`${prefixed.url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
+      expect(Object.keys(spec.paths)).toContain('/.well-known/authzen-configuration/{identifier_path}');
+    } finally {
+      await prefixed.close();
+    }
+  });
+});

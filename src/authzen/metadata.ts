@@ -11,6 +11,20 @@ export const AUTHZEN_PATHS = {
 export const METADATA_PATH = '/.well-known/authzen-configuration';
 
 /**
+ * The route serving the metadata of a PDP identifier with a path (`authzen.public_url`
+ * https://pdp.example.com/authz): AuthZEN 1.0 puts the document at the well-known string
+ * inserted between the host and that path, `/.well-known/authzen-configuration/authz`, which is
+ * where a PEP given the identifier looks. A parameter, not the literal path, so that no character
+ * of the configured path is read as route syntax; the handler answers only the configured path.
+ */
+export const IDENTIFIER_METADATA_ROUTE = `${METADATA_PATH}/:identifier_path{.+}`;
+
+/** The path of a PDP identifier (`authzen.public_url`) without trailing slashes: '' for none. */
+export function identifierPath(publicUrl: string | undefined): string {
+  return publicUrl === undefined ? '' : new URL(publicUrl).pathname.replace(/\/+$/, '');
+}
+
+/**
  * The PDP metadata document (AuthZEN 1.0, "Policy Decision Point Metadata"). A search
  * endpoint is listed only when the bundle that would answer supports that search: the spec
  * reads an absent endpoint as "not supported". `capabilities` is omitted because Arbiter

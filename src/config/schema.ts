@@ -359,7 +359,7 @@ const configShape = z.strictObject({
           return url === null || ((url.protocol === 'https:' || url.protocol === 'http:') && url.search === '' && url.hash === '');
         }, 'must be an http(s) URL without query or fragment')
         .optional()
-        .describe('Base URL advertised as policy_decision_point; the origin the request was sent to when absent.'),
+        .describe('Base URL advertised as policy_decision_point; the origin the request was sent to when absent. With a path (https://pdp.example.com/authz) the metadata is also served where AuthZEN places it for that identifier, /.well-known/authzen-configuration/authz.'),
     })
     .prefault({}),
   data: z

@@ -3,7 +3,7 @@ import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { isMiddleware } from 'hono/utils/handler';
 import type { Logger } from 'pino';
-import { AUTHZEN_PATHS } from '../authzen/metadata.ts';
+import { AUTHZEN_PATHS, identifierPath } from '../authzen/metadata.ts';
 import type { LiveData } from '../data/documents.ts';
 import type { Revocations } from '../data/revocations.ts';
 import type { DecisionPipeline } from '../decisions/pipeline.ts';
@@ -111,7 +111,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', decisionRoutes({ log: deps.decisionLog, bundles: deps.bundles, lifecycle: deps.bundleLifecycle.lifecycle, pipeline: deps.pipeline, admin: deps.admin, bodyLimitBytes: deps.bodyLimitBytes }));
   if (deps.opaCompat) app.route('/', opaCompatRoutes(deps.pipeline, deps.bodyLimitBytes));
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
-  app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined, gatewayAuthentication: deps.gateway.authentication, hostCheck: deps.allowedHosts !== undefined }))));
+  app.route('/', openApiRoutes(buildOpenApiDocument(arbiterCatalogue({ opaCompat: Boolean(deps.opaCompat), metrics: deps.metrics !== undefined, gatewayAuthentication: deps.gateway.authentication, hostCheck: deps.allowedHosts !== undefined, authzenIdentifierPath: identifierPath(deps.authzen.public_url) }))));
   answerUnrouted(app, deps.logger);
   return app;
 }

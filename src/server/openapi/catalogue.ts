@@ -46,6 +46,8 @@ export interface CatalogueFeatures {
   gatewayAuthentication: RouteCatalogue['gatewayAuthentication'];
   /** Whether the main listener checks Host (middleware/host-check.ts): every operation may answer host_not_allowed. */
   hostCheck: boolean;
+  /** The path of authzen.public_url ('' or absent for none): its metadata route is served then. */
+  authzenIdentifierPath?: string;
 }
 
 const BODY: readonly ProblemUse[] = ['unsupported_media_type', 'body_too_large', 'malformed_json', 'invalid_request'];
@@ -152,6 +154,22 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
 
     // AuthZEN
     { method: 'get', path: METADATA_PATH, operationId: 'getAuthzenMetadata', summary: 'AuthZEN PDP metadata', tags: ['authzen'], headers: METADATA_TENANT_HEADER, responses: { 200: { description: 'Endpoints this PDP supports', schema: authzenMetadataSchema, headers: { Vary: { description: 'X-Tenant: the search endpoints listed depend on it.', required: true } } } } },
+    ...(features.authzenIdentifierPath
+      ? [
+          {
+            method: 'get',
+            path: `${METADATA_PATH}/{identifier_path}`,
+            operationId: 'getAuthzenMetadataForIdentifier',
+            summary: 'AuthZEN PDP metadata where a PEP looks for a PDP identifier with a path (authzen.public_url)',
+            description: `Served for the path of authzen.public_url only (${METADATA_PATH}${features.authzenIdentifierPath}), as AuthZEN 1.0 places the document: the same answer as ${METADATA_PATH}.`,
+            tags: ['authzen'],
+            params: { identifier_path: 'The path of authzen.public_url, slashes included' },
+            headers: METADATA_TENANT_HEADER,
+            responses: { 200: { description: 'Endpoints this PDP supports', schema: authzenMetadataSchema, headers: { Vary: { description: 'X-Tenant: the search endpoints listed depend on it.', required: true } } } },
+            problems: ['not_found'],
+          } satisfies ApiOperation,
+        ]
+      : []),
     {
       method: 'post',
       path: AUTHZEN_PATHS.evaluation,

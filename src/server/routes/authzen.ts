@@ -4,7 +4,7 @@ import type { z } from 'zod';
 import { AuthzenBundles, TENANT_HEADER, tenantOf, type AuthzenBundle } from '../../authzen/bundles.ts';
 import { evaluateBatch } from '../../authzen/evaluations.ts';
 import { authzenDecision, decisionRequest } from '../../authzen/mapping.ts';
-import { AUTHZEN_PATHS, METADATA_PATH, pdpMetadata } from '../../authzen/metadata.ts';
+import { AUTHZEN_PATHS, IDENTIFIER_METADATA_ROUTE, identifierPath, METADATA_PATH, pdpMetadata } from '../../authzen/metadata.ts';
 import {
   actionSearchRequestSchema,
   evaluationRequestSchema,
@@ -132,15 +132,26 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
     return problem(c, outcome.status, { code: outcome.code, title: 'Search failed', detail: outcome.message });
   }
 
+  const metadata = (c: Context) => {
+    const resolution = bundles.resolve(c.req.header(TENANT_HEADER));
+    const baseUrl = deps.authzen.public_url?.replace(/\/+$/, '') ?? new URL(c.req.url).origin;
+    // The search endpoints listed depend on the tenant: a shared cache must key on it (RFC 9110, 12.5.5).
+    c.header('Vary', TENANT_HEADER, { append: true });
+    return c.json(pdpMetadata(baseUrl, resolution.ok ? resolution.authzen : undefined));
+  };
+
   // Admission runs before these routes on the server (app.ts); a batch or a search tells it how many decisions it asked.
-  return new Hono<{ Variables: RequestIdVariables & GatewayVariables & AdmissionVariables }>()
-    .get(METADATA_PATH, (c) => {
-      const resolution = bundles.resolve(c.req.header(TENANT_HEADER));
-      const baseUrl = deps.authzen.public_url?.replace(/\/+$/, '') ?? new URL(c.req.url).origin;
-      // The search endpoints listed depend on the tenant: a shared cache must key on it (RFC 9110, 12.5.5).
-      c.header('Vary', TENANT_HEADER, { append: true });
-      return c.json(pdpMetadata(baseUrl, resolution.ok ? resolution.authzen : undefined));
-    })
+  const routes = new Hono<{ Variables: RequestIdVariables & GatewayVariables & AdmissionVariables }>().get(METADATA_PATH, metadata);
+  const pdpPath = identifierPath(deps.authzen.public_url);
+  if (pdpPath !== '') {
+    // Compared as the URL spells it (percent-encoded, as URL normalised public_url): any other path is not found.
+    routes.get(IDENTIFIER_METADATA_ROUTE, (c) =>
+      new URL(c.req.url).pathname.replace(/\/+$/, '') === METADATA_PATH + pdpPath
+        ? metadata(c)
+        : problem(c, 404, { code: 'not_found', title: 'Not found', detail: `no AuthZEN metadata at ${c.req.path}: the PDP identifier is ${deps.authzen.public_url}` }),
+    );
+  }
+  return routes
     .post(AUTHZEN_PATHS.evaluation, body(evaluationRequestSchema), (c) => single(asked(c), AUTHZEN_PATHS.evaluation, c.get('body')))
     .post(AUTHZEN_PATHS.evaluations, body(evaluationsRequestSchema), async (c) => {
       const request = c.get('body');
