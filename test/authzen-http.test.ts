@@ -23,7 +23,7 @@ beforeAll(async () => {
   await idp.serve();
   arbiter = await startTestArbiter({
     issuers: [{ issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
-    authzen: { default_bundle: 'todo', tenants: { echo: 'azecho', plain: 'simple', ghost: 'no_such_bundle' } },
+    authzen: { default_bundle: 'todo', tenants: { echo: 'azecho', plain: 'simple', ghost: 'no_such_bundle', 'todo-a': 'todo', 'todo-b': 'todo' } },
   });
 });
 
@@ -499,6 +499,28 @@ describe('search', () => {
     }
     const honest = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1, token } });
     expect(honest.body!.results).toEqual([user(morty)]);
+  });
+
+  // Tenants may share a bundle whose policy reads input.context.tenant: the offsets of one tenant's results say nothing of another's.
+  it('refuses a token replayed for another tenant, even one the same bundle answers', async () => {
+    const tokenFor = async (headers: Record<string, string>) => {
+      const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1 } }, headers);
+      expect(res.status).toBe(200);
+      return res.body!.page.next_token as string;
+    };
+    const issued: [Record<string, string>, string][] = [
+      [{}, await tokenFor({})],
+      [{ 'X-Tenant': 'todo-a' }, await tokenFor({ 'X-Tenant': 'todo-a' })],
+    ];
+    for (const [headers, token] of issued) {
+      for (const other of [{}, { 'X-Tenant': 'todo-a' }, { 'X-Tenant': 'todo-b' }] as Record<string, string>[]) {
+        const res = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { token } }, other);
+        const same = JSON.stringify(other) === JSON.stringify(headers);
+        expect(res.status, `${JSON.stringify(headers)} -> ${JSON.stringify(other)}`).toBe(same ? 200 : 400);
+        if (same) expect(res.body!.results).toEqual([user(morty)]);
+        else expect(res.body!.code).toBe('invalid_page_token');
+      }
+    }
   });
 
   it('answers 400 for a bad page and 501 for a search the bundle does not support', async () => {

@@ -5,7 +5,7 @@ import { MAX_PAGE_LIMIT } from './schema.ts';
 /**
  * Search page tokens: base64url of `<offset>.<query digest>.<limit>`. The digest covers
  * everything the spec requires to stay identical between pages (entities, context, limit)
- * plus the bundle, so a token replayed against another query is refused instead of silently
+ * plus the bundle and the tenant that answer, so a token replayed against another query is refused instead of silently
  * paging through a different result set. The limit rides along because a PEP may ask for the
  * next page with `page.token` alone: the page size it chose first then still holds. The token
  * is a cursor, not a credential: forging one only moves the starting point of a search the

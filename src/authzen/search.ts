@@ -128,7 +128,9 @@ export async function runSearch<K extends SearchKind>(plan: SearchPlan<K>, targe
   const decoded = token === undefined ? undefined : decodePageToken(token);
   // A next page asked for with the token alone keeps the limit the token was issued for.
   const limit = plan.page?.limit ?? decoded?.limit ?? DEFAULT_PAGE_LIMIT;
-  const digest = queryDigest({ kind: plan.kind, bundle: target.authzen.bundle.name, limit, ...plan.query });
+  // The tenant too: tenants may share a bundle whose policy reads input.context.tenant, and the
+  // X-Tenant header that names one is not in the body (absent for none, so such tokens stay as they were).
+  const digest = queryDigest({ kind: plan.kind, bundle: target.authzen.bundle.name, ...(target.tenant !== undefined && { tenant: target.tenant }), limit, ...plan.query });
   // The token must name this query, and the limit it carries (when it carries one) be the one in force.
   if (token !== undefined && (decoded === undefined || decoded.digest !== digest || (decoded.limit ?? limit) !== limit)) {
     return { ok: false, status: 400, code: 'invalid_page_token', message: 'page.token is not a token this PDP issued for this same search (entities, context and limit must not change between pages)' };
