@@ -496,7 +496,12 @@ describe('search', () => {
       const res = await postJson(url('/access/v1/search/subject'), body);
       expect(res.status).toBe(400);
       expect(res.body!.code).toBe('invalid_page_token');
+      // Named like every other bad field: by JSON pointer, to the member the body gave it in.
+      expect(res.body!.errors).toEqual([{ pointer: '/page/token', detail: expect.any(String) }]);
     }
+    const drafts = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1, next_token: tampered } });
+    expect(drafts.status).toBe(400);
+    expect(drafts.body).toMatchObject({ code: 'invalid_page_token', errors: [{ pointer: '/page/next_token' }] });
     const honest = await postJson(url('/access/v1/search/subject'), { ...subjectQuery, page: { limit: 1, token } });
     expect(honest.body!.results).toEqual([user(morty)]);
   });

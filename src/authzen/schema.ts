@@ -87,7 +87,12 @@ const pageSchema = z
     path: ['next_token'],
   })
   // An empty token beside a next_token gives way to it: the one that names a page is meant.
-  .transform(({ next_token, ...page }) => ({ ...page, token: page.token || next_token || page.token }))
+  // Where it was read from is kept, so that a refusal names the member the body gave it in.
+  .transform(({ next_token, ...page }) => ({
+    ...page,
+    token: page.token || next_token || page.token,
+    tokenPointer: !page.token && next_token ? '/page/next_token' : '/page/token',
+  }))
   .optional();
 
 /** The searched entity: its type only; a subject or resource `id` is ignored, as the spec says. */

@@ -30,7 +30,7 @@ export interface SearchPlan<K extends SearchKind> {
   kind: K;
   /** The request without its page token: what must not change between pages. */
   query: Record<string, unknown>;
-  page: { token?: string | undefined; limit?: number | undefined } | undefined;
+  page: { token?: string | undefined; limit?: number | undefined; tokenPointer?: string } | undefined;
   /** Entities of the candidates entrypoint's `input`: mapped as for an evaluation, the searched one reduced to its type. */
   candidateInput: Record<string, unknown>;
   context: Record<string, unknown> | undefined;
@@ -110,7 +110,8 @@ export interface SearchResponse {
 
 export type SearchOutcome =
   | { ok: true; response: SearchResponse }
-  | { ok: false; status: 400 | 500 | 501 | 503; code: string; message: string }
+  /** `pointer`: the request member at fault, for a 400. */
+  | { ok: false; status: 400 | 500 | 501 | 503; code: string; message: string; pointer?: string }
   | { ok: false; status: 429; refusal: RateRefusal };
 
 /**
@@ -133,7 +134,13 @@ export async function runSearch<K extends SearchKind>(plan: SearchPlan<K>, targe
   const digest = queryDigest({ kind: plan.kind, bundle: target.authzen.bundle.name, ...(target.tenant !== undefined && { tenant: target.tenant }), limit, ...plan.query });
   // The token must name this query, and the limit it carries (when it carries one) be the one in force.
   if (token !== undefined && (decoded === undefined || decoded.digest !== digest || (decoded.limit ?? limit) !== limit)) {
-    return { ok: false, status: 400, code: 'invalid_page_token', message: 'page.token is not a token this PDP issued for this same search (entities, context and limit must not change between pages)' };
+    return {
+      ok: false,
+      status: 400,
+      code: 'invalid_page_token',
+      message: 'not a page token this PDP issued for this same search (entities, context, tenant and limit must not change between pages)',
+      pointer: plan.page?.tokenPointer ?? '/page/token',
+    };
   }
   const offset = decoded?.offset ?? 0;
 

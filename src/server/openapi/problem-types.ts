@@ -60,7 +60,7 @@ export const PROBLEM_TYPES = {
   // AuthZEN
   authzen_unavailable: { status: [503], meaning: 'No bundle answers this AuthZEN request (no default bundle or tenant mapping, or it is not active).' },
   search_unsupported: { status: [501], meaning: 'The answering bundle does not implement this search.' },
-  invalid_page_token: { status: [400], meaning: 'page.token was not issued by this PDP for this same search.' },
+  invalid_page_token: { status: [400], meaning: 'page.token was not issued by this PDP for this same search: `errors` names it by JSON pointer (/page/token, or /page/next_token as the drafts before AuthZEN 1.0 send it).' },
   // Live data and revocations (admin-errors)
   data_path_invalid: { status: [400], meaning: 'The data path is not a sequence of valid keys.' },
   data_invalid: { status: [400], meaning: 'The document is not plain JSON data (an empty key): `errors` names the field by JSON pointer into the body.' },

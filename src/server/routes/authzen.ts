@@ -129,7 +129,12 @@ export function authzenRoutes(deps: AuthzenRouteDeps) {
         'AuthZEN search failed',
       );
     }
-    return problem(c, outcome.status, { code: outcome.code, title: 'Search failed', detail: outcome.message });
+    const { pointer } = outcome;
+    return problem(c, outcome.status, {
+      code: outcome.code,
+      title: 'Search failed',
+      ...(pointer === undefined ? { detail: outcome.message } : { detail: `${pointer}: ${outcome.message}`, errors: [{ pointer, detail: outcome.message }] }),
+    });
   }
 
   const metadata = (c: Context) => {
