@@ -16,6 +16,7 @@ import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
 import { withoutCredentials } from '../shown-url.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
+import { addressesOf, getFrom, systemResolver, type HostResolver } from './pull-connection.ts';
 import type { SourceCredentials } from './pull-credentials.ts';
 import { sha256Hex } from './store.ts';
 
@@ -29,6 +30,8 @@ export interface BundlePullerOptions {
   /** Largest archive accepted from the source (bundles.limits.max_compressed_bytes). */
   maxBytes: number;
   observer?: BundlePullObserver;
+  /** How host names are resolved (dns.lookup); a test maps its names to its loopback servers. */
+  resolveHost?: HostResolver;
 }
 
 export interface BundlePullObserver {
@@ -121,7 +124,8 @@ export class BundlePuller {
     try {
       // Read at each poll (a token file rotates); failing, nothing is sent.
       const credentials = (await this.#options.credentials?.headers()) ?? {};
-      const { response, answeredBy } = await this.#get(credentials, AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.source.timeout_ms)]));
+      const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.source.timeout_ms)]);
+      const { response, answeredBy } = await this.#get(credentials, signal);
       if (response.status === 304) {
         await response.body?.cancel();
         // Not modified since what? Without an ETag sent there is nothing to keep: a server or proxy
@@ -137,7 +141,7 @@ export class BundlePuller {
         throw new ArbiterError('bundle_pull_failed', `${answeredBy} answered ${response.status}`);
       }
       const etag = response.headers.get('etag') ?? undefined;
-      const archive = await readArchive(response, this.#options.maxBytes, answeredBy);
+      const archive = await readArchive(response, this.#options.maxBytes, answeredBy, signal);
       const digest = sha256Hex(archive);
       // A source without ETags serves the same refused archive again: not worth compiling again.
       if (digest === this.#refused?.digest) throw this.#refused.error;
@@ -179,16 +183,23 @@ export class BundlePuller {
    * GET of the source, following redirects by hand: fetch would send every configured header to
    * whatever origin a redirect names (it drops Authorization only), and follow one to plain http.
    * Each hop is held to the rule of the source URL (https, or http to a loopback host; no
-   * user:password@), and only the source's own origin gets the credentials and headers.
-   * `answeredBy`: the URL that answered, as logs show it.
+   * user:password@), and only the source's own origin gets the credentials and headers. Each hop
+   * connects only to addresses connectRefusal lets it, resolved once for the check and the
+   * connection both. `answeredBy`: the URL that answered, as logs show it.
    */
   async #get(credentials: Record<string, string>, signal: AbortSignal): Promise<{ response: Response; answeredBy: string }> {
     const source = new URL(this.source.url);
     const common = { accept: 'application/gzip, application/octet-stream', ...(this.#etag !== undefined && { 'if-none-match': this.#etag }) };
     let url = source;
     for (let redirects = 0; ; redirects += 1) {
-      const response = await fetch(url, { headers: { ...(url.origin === source.origin && credentials), ...common }, signal, redirect: 'manual' });
-      const shown = redirects === 0 ? this.#shownUrl : `${withoutCredentials(url)} (redirected from ${this.#shownUrl})`;
+      const redirectedFrom = redirects === 0 ? '' : ` (redirected from ${this.#shownUrl})`;
+      const addresses = await addressesOf(url, this.#options.resolveHost ?? systemResolver);
+      for (const { address } of addresses) {
+        const refused = connectRefusal(source, url, address);
+        if (refused !== undefined) throw new ArbiterError('bundle_pull_failed', `${withoutCredentials(url)} resolves to ${address}, which is not connected to: ${refused}${redirectedFrom}`);
+      }
+      const response = await getFrom(url, addresses, { headers: { ...(url.origin === source.origin && credentials), ...common }, signal });
+      const shown = `${withoutCredentials(url)}${redirectedFrom}`;
       if (!REDIRECT_STATUSES.has(response.status)) return { response, answeredBy: shown };
       await response.body?.cancel();
       const location = response.headers.get('location');
@@ -242,9 +253,15 @@ export class BundlePuller {
   }
 }
 
-async function readArchive(response: Response, limit: number, url: string): Promise<Uint8Array> {
-  const body = await readLimited(response, limit, () => new BundleRejectedError('archive_compressed_too_large', `${url} serves more than ${limit} bytes`));
-  return new Uint8Array(body);
+async function readArchive(response: Response, limit: number, url: string, signal: AbortSignal): Promise<Uint8Array> {
+  try {
+    const body = await readLimited(response, limit, () => new BundleRejectedError('archive_compressed_too_large', `${url} serves more than ${limit} bytes`));
+    return new Uint8Array(body);
+  } catch (error) {
+    // The connection's own word for it is a bare "aborted".
+    if (error instanceof ArbiterError || signal.aborted) throw error;
+    throw new ArbiterError('bundle_pull_failed', `${url} broke off its answer before the whole archive arrived`, { cause: error });
+  }
 }
 
 /**
@@ -267,6 +284,22 @@ export function redirectRefusal(source: URL, next: URL): string | undefined {
 }
 
 /**
+ * Why one hop of a poll of `source` may not connect to `address` (one its host name resolves to),
+ * or undefined when it may. Plain http goes only to this machine, whatever the name says, so
+ * nothing travels in clear text beyond it (nor reaches a link-local metadata service, which
+ * speaks http only). A source on another host may not lead to this machine: a bundle server
+ * elsewhere would otherwise make Arbiter send requests to services that listen only here, through
+ * a name that resolves to loopback. The source's own origin goes wherever its name resolves,
+ * loopback included: that name and its DNS are the operator's choice (a sidecar, /etc/hosts).
+ */
+export function connectRefusal(source: URL, hop: URL, address: string): string | undefined {
+  const local = isThisMachine(address);
+  if (hop.protocol === 'http:' && !local) return 'plain http only to this machine';
+  if (local && hop.origin !== source.origin && !reachesThisMachine(source.hostname)) return 'a source on another host may not lead to this machine';
+  return undefined;
+}
+
+/**
  * Addresses a connection to which lands on this machine: loopback, and the unspecified address
  * (connecting to 0.0.0.0 or :: reaches what listens on loopback). BlockList checks an
  * IPv4-mapped IPv6 address (::ffff:127.0.0.1) against the IPv4 rules.
@@ -277,16 +310,20 @@ THIS_MACHINE.addSubnet('0.0.0.0', 8, 'ipv4');
 THIS_MACHINE.addAddress('::1', 'ipv6');
 THIS_MACHINE.addAddress('::', 'ipv6');
 
+function isThisMachine(address: string): boolean {
+  const family = isIP(address);
+  return family !== 0 && THIS_MACHINE.check(address, family === 4 ? 'ipv4' : 'ipv6');
+}
+
 /**
  * Whether a URL's hostname names this machine, in any spelling the URL parser leaves: an address
  * of THIS_MACHINE, `localhost` with or without its trailing dot, or a name under `.localhost`
- * (RFC 6761 has resolvers answer loopback for them). A name that some DNS answers with a
- * loopback address is not caught here: the hostname is all this rule sees.
+ * (RFC 6761 has resolvers answer loopback for them). A name that DNS answers with a loopback
+ * address is caught once resolved, by connectRefusal: this refuses what needs no resolving.
  */
 function reachesThisMachine(hostname: string): boolean {
   const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
-  const family = isIP(host);
-  if (family !== 0) return THIS_MACHINE.check(host, family === 4 ? 'ipv4' : 'ipv6');
+  if (isIP(host) !== 0) return isThisMachine(host);
   const name = host.toLowerCase().replace(/\.$/, '');
   return name === 'localhost' || name.endsWith('.localhost');
 }

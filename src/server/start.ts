@@ -19,6 +19,7 @@ import { answeredInTime, type ThreadHeap } from '../metrics/thread-heap.ts';
 import { archiveLimitsOf } from '../policy/archive.ts';
 import { BundleLifecycle, checkEmbeddedDirectory, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
+import type { HostResolver } from '../policy/pull-connection.ts';
 import { sourceCredentials } from '../policy/pull-credentials.ts';
 import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../policy/evaluation/in-process.ts';
@@ -67,6 +68,8 @@ export interface StartOptions {
    * another party stops waiting, the port is never opened, and everything opened is closed.
    */
   signal?: AbortSignal;
+  /** How bundle pulls resolve host names (dns.lookup): tests map names of theirs to loopback servers. */
+  resolveHost?: HostResolver;
 }
 
 /** Admin tokens are few (operators, deploy pipelines): their verification cache needs no more room. */
@@ -263,7 +266,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   logger.info({ url, ...(diagnosticUrl !== undefined && { diagnostic_url: diagnosticUrl }), bundles: bundles.list().map((b) => `${b.name}@${b.revision}`) }, 'arbiter listening');
   const pullers = config.bundles.sources.map(
     (source, index) =>
-      new BundlePuller(source, { lifecycle: bundleLifecycle, credentials: pullCredentials[index], logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics }),
+      new BundlePuller(source, { lifecycle: bundleLifecycle, credentials: pullCredentials[index], logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics, ...(options.resolveHost && { resolveHost: options.resolveHost }) }),
   );
   for (const puller of pullers) puller.start();
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { inject } from 'vitest';
 import { parseConfig } from '../../src/config/load.ts';
-import { startArbiter, type Arbiter } from '../../src/server/start.ts';
+import { startArbiter, type Arbiter, type StartOptions } from '../../src/server/start.ts';
 
 /** A fresh directory for one test's state (SQLite files, keys), inside the run's scratch directory. */
 export function tempDir(prefix = 'arbiter-test-'): string {
@@ -14,7 +14,7 @@ export function tempDir(prefix = 'arbiter-test-'): string {
  * Starts the real server on an ephemeral loopback port with a config built from `raw`.
  * State goes to fresh temporary directories unless `raw.data.path` / `raw.bundles.store` name them (restart tests).
  */
-export async function startTestArbiter(raw: Record<string, unknown> = {}, options: { logger?: Logger; signal?: AbortSignal } = {}): Promise<Arbiter> {
+export async function startTestArbiter(raw: Record<string, unknown> = {}, options: Pick<StartOptions, 'logger' | 'signal' | 'resolveHost'> = {}): Promise<Arbiter> {
   const config = parseConfig({
     mode: 'development',
     ...raw,
@@ -26,7 +26,7 @@ export async function startTestArbiter(raw: Record<string, unknown> = {}, option
     // read as a runaway policy. The deadline itself is tested with its own setting.
     engine: { deadline_ms: 5000, ...(raw.engine as object) },
   });
-  return startArbiter(config, { logger: options.logger ?? pino({ level: 'silent' }), ...(options.signal && { signal: options.signal }) });
+  return startArbiter(config, { ...options, logger: options.logger ?? pino({ level: 'silent' }) });
 }
 
 export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}) {
