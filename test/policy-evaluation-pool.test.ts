@@ -9,6 +9,7 @@ import { InProcessEvaluator } from '../src/policy/evaluation/in-process.ts';
 import { EvaluationPool } from '../src/policy/evaluation/pool.ts';
 import { parseManifest } from '../src/policy/manifest.ts';
 import { BundleRegistry } from '../src/policy/registry.ts';
+import { LOOP_FOREVER, prefixExportedFunction } from './support/hostile-archives.ts';
 
 async function bundle(name: string): Promise<EvaluableBundle> {
   const archive = new Uint8Array(readFileSync(join(inject('bundlesDir'), `${name}.tar.gz`)));
@@ -234,6 +235,32 @@ describe('evaluation pool (worker threads)', () => {
     // More than the worker's in-flight window: those queued beyond it must be answered too, not wait for the next call.
     const results = await Promise.all(Array.from({ length: 40 }, () => pool.evaluate(echo, 'echo/decision', input({}))));
     expect(results.every((r) => !r.ok && r.code === 'policy_resource_limit')).toBe(true);
+  });
+
+  it('starts no worker once closed, though a worker\'s last messages arrive after', async () => {
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, loadDeadlineMs: 300, maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const echo = await bundle('echo');
+    // An OPA-built module whose runtime never returns once loaded: the worker says busy, then hangs.
+    const hang = { digest: 'hang', wasm: prefixExportedFunction(echo.wasm, 'opa_heap_ptr_get', LOOP_FOREVER), data: {}, roots: ['hang'] };
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    let started = 0;
+    const onWorker = () => void (started += 1);
+    process.on('worker', onWorker);
+    try {
+      const late = pool.evaluate(hang, 'hang/decision', input({}));
+      // The main thread is held up (shutdown work) while the worker starts the load and says busy:
+      // that message is delivered only after close().
+      const until = Date.now() + 500;
+      while (Date.now() < until);
+      await pool.close();
+      expect(await late).toMatchObject({ ok: false, code: 'policy_error' });
+      // Past the load deadline the busy would have started: nothing is replaced after close.
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      expect(started).toBe(0);
+    } finally {
+      process.off('worker', onWorker);
+    }
   });
 
   it('answers policy_error for a module that cannot be instantiated', async () => {

@@ -222,9 +222,11 @@ export class EvaluationPool implements PolicyEvaluator {
       job.resolve(this.#failure('policy_error', 'the evaluation pool is closed'));
     }
     for (const slot of this.#slots) {
+      slot.inFlight.clear();
       this.#forgetQueries(slot);
       this.#idle(slot);
       for (const check of slot.checks.values()) check.reject(new Error('the evaluation pool is closed'));
+      slot.checks.clear();
     }
     await Promise.all(this.#slots.map((slot) => slot.worker.terminate()));
   }
@@ -309,7 +311,9 @@ export class EvaluationPool implements PolicyEvaluator {
   #onMessage(slot: Slot, message: FromWorker): void {
     // A replaced worker's messages still arrive after terminate(): its jobs and checks went to
     // its replacement, and a late busy would start a load deadline that marks its module hung.
-    if (!this.#slots.includes(slot)) return;
+    // So do a closed pool's: its jobs are answered, and a late busy's deadline would start a
+    // replacement worker that nothing ever stops.
+    if (this.#closed || !this.#slots.includes(slot)) return;
     switch (message.type) {
       case 'ready':
         slot.ready = true;
@@ -433,7 +437,7 @@ export class EvaluationPool implements PolicyEvaluator {
   }
 
   #onCrash(slot: Slot, error: Error): void {
-    if (!this.#slots.includes(slot)) return;
+    if (this.#closed || !this.#slots.includes(slot)) return;
     this.#options.logger.error({ err: error }, 'evaluation worker failed; replacing it');
     this.#replace(slot, { culpritKnown: false });
   }
