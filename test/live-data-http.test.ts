@@ -238,6 +238,40 @@ describe('live data', () => {
     }
   });
 
+  it('/readyz is 503 naming the default bundle while its instances cannot take the live data within engine.max_memory_mb', async () => {
+    const server = await startTestArbiter({ ...config(), engine: { workers: 2, max_memory_mb: 4 }, server: { diagnostic: { port: 0 } }, data: { path: join(tempDir(), 'data.db') } });
+    const put = (body: unknown) =>
+      fetch(`${server.url}/v1/data/big`, { method: 'PUT', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const ready = async (url = server.url) => {
+      const response = await fetch(`${url}/readyz`);
+      return { status: response.status, problems: ((await response.json()) as { problems: string[] }).problems.join('\n') };
+    };
+    // About 700 kB of JSON: parsed, more than the 4 MiB an instance may use.
+    const big = (tag: string) => Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: tag.repeat(20) }]));
+    const echo = server.bundles.get('echo')!;
+    try {
+      expect((await ready()).status).toBe(200);
+      expect((await put(big('x'))).status).toBe(200);
+      // The workers holding the bundle report it: on both listeners, naming bundle, revision and reason.
+      for (const url of [server.url, server.diagnosticUrl!]) {
+        await expect.poll(() => ready(url), { timeout: 15_000 }).toMatchObject({ status: 503 });
+        expect((await ready(url)).problems).toMatch(new RegExp(`default bundle echo \\(revision ${echo.revision}\\).*policy_resource_limit.*does not fit within the policy memory limit`));
+      }
+      const decision = (await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } })).body!;
+      expect(decision).toMatchObject({ allow: false, reasons: [{ code: 'policy_resource_limit' }] });
+      // The next version is tried at once, not at the next decision (a replica out of rotation gets none): still too big.
+      expect((await put(big('y'))).status).toBe(200);
+      const version = server.liveData.snapshot().version;
+      await expect.poll(async () => (await ready()).problems, { timeout: 15_000 }).toContain(`live data version ${version} does not fit`);
+      // A version that fits makes the replica ready again, with no decision needed to find out.
+      expect((await put({ small: true })).status).toBe(200);
+      await expect.poll(() => ready(), { timeout: 15_000 }).toMatchObject({ status: 200 });
+      expect((await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } })).body).toMatchObject({ allow: true });
+    } finally {
+      await server.close();
+    }
+  });
+
   it('rejects bad updates with the reason and changes nothing', async () => {
     await admin('PUT', '/v1/data/pair', { a: 1, b: 1 });
     const before = (await admin('GET', '/v1/data/pair')).body!;

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { afterEach, describe, expect, inject, it, vi } from 'vitest';
 import { readBundleArchive } from '../src/policy/archive.ts';
@@ -201,6 +202,42 @@ describe('evaluation pool (worker threads)', () => {
     expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 5, resultSet: [{ result: { reasons: [{ pair: { a: 5 } }] } }] });
   });
 
+  it('says which revision cannot take the live data, across worker replacements, and tries each new version at once', async () => {
+    const workers: Worker[] = [];
+    const onWorker = (worker: Worker) => void workers.push(worker);
+    process.on('worker', onWorker);
+    try {
+      const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 64 /* 4 MiB */, logger: pino({ level: 'silent' }) });
+      evaluator = pool;
+      const echo = await bundle('echo');
+      expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+      expect(pool.revisionFailure('echo')).toBeUndefined();
+      const big = (tag: string) => Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: tag.repeat(20) }]));
+      pool.setLiveData({ big: big('x') }, 2);
+      await vi.waitFor(() => expect(pool.revisionFailure('echo')).toMatchObject({ code: 'policy_resource_limit', message: expect.stringContaining('live data version 2') }), { timeout: 10_000 });
+      // The worker stops (a crash): its replacement could not take that data either, and it is still said.
+      await workers[0]!.terminate();
+      await vi.waitFor(() => expect(workers).toHaveLength(2));
+      expect(pool.revisionFailure('echo')).toMatchObject({ message: expect.stringContaining('live data version 2') });
+      expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: false, code: 'policy_resource_limit', dataVersion: 2 });
+      // The next version is tried at once, with no evaluation asking for it.
+      pool.setLiveData({ big: big('y') }, 3);
+      await vi.waitFor(() => expect(pool.revisionFailure('echo')).toMatchObject({ message: expect.stringContaining('live data version 3') }), { timeout: 10_000 });
+      pool.setLiveData({ pair: { a: 4 } }, 4);
+      expect(pool.revisionFailure('echo')).toBeUndefined();
+      expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 4 });
+      // A retired revision is not loaded again for the next version: nothing evaluates it.
+      pool.setLiveData({ big: big('z') }, 5);
+      await vi.waitFor(() => expect(pool.revisionFailure('echo')).toMatchObject({ message: expect.stringContaining('live data version 5') }), { timeout: 10_000 });
+      pool.release('echo');
+      pool.setLiveData({ big: big('w') }, 6);
+      expect(await pool.policyInstances()).toEqual([{ thread: 'evaluator-0', digests: [] }]);
+      expect(pool.revisionFailure('echo')).toBeUndefined();
+    } finally {
+      process.off('worker', onWorker);
+    }
+  });
+
   it('denies policy_resource_limit, not the version before, while live data is too large to hand to the workers', async () => {
     // Live data within data.max_size_bytes (unbounded) can still be past the longest string V8
     // builds (about 512 MiB): JSON.stringify then throws a RangeError, simulated here, since
@@ -295,10 +332,15 @@ describe('in-process evaluator', () => {
     const big = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: 'x'.repeat(20) }]));
     inProcess.setLiveData({ big, pair: { a: 2 } }, 2);
     expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: false, code: 'policy_resource_limit', dataVersion: 2 });
+    expect(inProcess.revisionFailure('echo')).toMatchObject({ code: 'policy_resource_limit', message: expect.stringContaining('live data version 2') });
     expect(await inProcess.policyInstances()).toEqual([{ thread: 'main', digests: [] }]);
     expect(errors.map((line) => JSON.parse(line) as { digest: string; msg: string })).toMatchObject([{ digest: 'echo', msg: expect.stringMatching(/live data/) }]);
-    inProcess.setLiveData({ pair: { a: 3 } }, 3);
-    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 3, resultSet: [{ result: { reasons: [{ pair: { a: 3 } }] } }] });
+    // The next version is tried at once, not at the next evaluation (a replica out of rotation gets none).
+    inProcess.setLiveData({ big, pair: { a: 3 } }, 3);
+    await vi.waitFor(() => expect(inProcess.revisionFailure('echo')).toMatchObject({ message: expect.stringContaining('live data version 3') }));
+    inProcess.setLiveData({ pair: { a: 4 } }, 4);
+    expect(inProcess.revisionFailure('echo')).toBeUndefined();
+    expect(await inProcess.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 4, resultSet: [{ result: { reasons: [{ pair: { a: 4 } }] } }] });
   });
 
   it('runs an evaluation on the data version current when it starts, reports it, and builds its input then', async () => {

@@ -65,8 +65,8 @@ export interface AppDeps {
   authzen: AuthzenRouteDeps['authzen'];
   /** The auditor API's decision log; undefined when decision_log.enabled is false. `masked`: decision_log.mask is not empty. */
   decisionLog?: { store: DecisionStore; masked: boolean } | undefined;
-  /** The policy evaluator, which /readyz asks whether live data reaches the policies. */
-  evaluator?: Pick<PolicyEvaluator, 'liveDataFailure'> | undefined;
+  /** The policy evaluator, which /readyz asks whether live data reaches the policies, and the default bundles' instances hold it. */
+  evaluator?: Pick<PolicyEvaluator, 'liveDataFailure' | 'revisionFailure'> | undefined;
   /** Served at /metrics when set (config metrics.enabled). */
   metrics?: ArbiterMetrics | undefined;
 }

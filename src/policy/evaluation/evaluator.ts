@@ -1,4 +1,4 @@
-import type { RawEvaluation } from '../engine.ts';
+import type { EvaluationFailureCode, RawEvaluation } from '../engine.ts';
 import type { Manifest } from '../manifest.ts';
 import type { PolicyWasmInfo } from '../wasm-check.ts';
 import type { ThreadHeap } from '../../metrics/thread-heap.ts';
@@ -73,6 +73,13 @@ export interface PolicyEvaluator {
    * hand to worker threads): every evaluation denies with it until a version that can arrives.
    */
   liveDataFailure?(): string | undefined;
+  /**
+   * Why revision `digest` cannot evaluate on the current live data, as its evaluations deny, if
+   * an instance of it was found unable to (it could not take the data within its memory ceiling,
+   * or hung taking it). Undefined when nothing is known against it: each new data version is
+   * tried again, at once for a revision that serves.
+   */
+  revisionFailure?(digest: string): { code: EvaluationFailureCode; message: string } | undefined;
   /** The V8 heaps of the evaluator's own threads, if it has any. */
   heapStatistics?(): Promise<ThreadHeap[]>;
   close(): Promise<void>;

@@ -19,7 +19,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
   /** Revisions that no longer serve, oldest first: one asked for late gets an instance it does not keep. */
   readonly #retired = new Set<string>();
   /** Revisions whose instance could not take the live data: dropped, they deny with the reason until the next data version. */
-  readonly #failed = new Map<string, { code: EvaluationFailureCode; message: string }>();
+  readonly #failed = new Map<string, { code: EvaluationFailureCode; message: string; bundle: EvaluableBundle }>();
   #liveData: Record<string, unknown> = {};
   #version = 0;
   /**
@@ -54,7 +54,13 @@ export class InProcessEvaluator implements PolicyEvaluator {
         return { ...engine.evaluateRaw(entrypoint, json), dataVersion: this.#applied.get(engine) ?? this.#version };
       }
     }
-    return { ok: false, ...this.#failed.get(digest)!, dataVersion: this.#version };
+    const { code, message } = this.#failed.get(digest)!;
+    return { ok: false, code, message, dataVersion: this.#version };
+  }
+
+  revisionFailure(digest: string): { code: EvaluationFailureCode; message: string } | undefined {
+    const failure = this.#failed.get(digest);
+    return failure && { code: failure.code, message: failure.message };
   }
 
   /** On the main thread, as evaluations here: no deadline. */
@@ -69,7 +75,9 @@ export class InProcessEvaluator implements PolicyEvaluator {
   setLiveData(data: Record<string, unknown>, version: number): void {
     this.#liveData = data;
     this.#version = version;
-    // A revision whose instance could not take the previous data gets a fresh one with this version.
+    // A revision whose instance could not take the previous data gets a fresh one with this
+    // version, at once if it serves, so what revisionFailure says follows the data, not decisions.
+    const failed = [...this.#failed.values()];
     this.#failed.clear();
     for (const [digest, { engine, layer }] of this.#engines) {
       // Applied in order; a version already replaced by a newer one is skipped, the newer one is applied after.
@@ -77,6 +85,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
         if (this.#version === version && this.#applied.get(e) !== version) this.#setData(digest, e, layer);
       }, () => {});
     }
+    for (const { bundle } of failed) if (!this.#retired.has(bundle.digest)) void this.#instance(bundle).catch(() => undefined);
   }
 
   release(digest: string): void {
@@ -119,7 +128,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
       this.#applied.set(engine, this.#version);
     } catch (error) {
       const failure = dataFailure(error, this.#version);
-      this.#failed.set(digest, failure);
+      this.#failed.set(digest, { ...failure, bundle: layer });
       this.#engines.delete(digest);
       this.#logger.error({ ...bundleFields(digest, layer), err: failure.message }, 'live data could not be set in a policy instance; its evaluations deny until the next data version');
     }

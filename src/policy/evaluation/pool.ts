@@ -104,10 +104,11 @@ export class EvaluationPool implements PolicyEvaluator {
    */
   readonly #hung = new Map<string, ModuleFailure>();
   /**
-   * The name and revision of each module sent to a worker, for the log lines about it: set when
-   * a module is sent to load (not per evaluation), forgotten when it is unloaded everywhere.
+   * Each revision sent to a worker, for the log lines naming it and to load it again when a worker
+   * could not hold it: set when a module is sent to load (not per evaluation), forgotten when it
+   * is unloaded everywhere. The registry holds a serving revision's bundle anyway.
    */
-  readonly #identities = new Map<string, Pick<EvaluableBundle, 'name' | 'revision'>>();
+  readonly #bundles = new Map<string, EvaluableBundle>();
   #nextId = 1;
   #data = { json: '{}', version: 0 };
   /**
@@ -161,9 +162,9 @@ export class EvaluationPool implements PolicyEvaluator {
     // As for modules that failed to load: other data may load, so they get another chance.
     this.#hung.clear();
     for (const slot of this.#slots) {
-      // A module that failed to load, or to take the previous data, gets another chance with this version.
-      for (const [digest, state] of slot.modules) if (typeof state === 'object') slot.modules.delete(digest);
       this.#sendData(slot);
+      // A module that failed to load, or to take the previous data, gets another chance with this version.
+      for (const [digest, state] of slot.modules) if (typeof state === 'object') this.#reload(slot, digest);
     }
   }
 
@@ -206,6 +207,17 @@ export class EvaluationPool implements PolicyEvaluator {
 
   liveDataFailure(): string | undefined {
     return this.#dataFailure?.message;
+  }
+
+  /** What a worker last reported of the revision with the current live data (hung, or unable to take it), if it cannot serve. */
+  revisionFailure(digest: string): ModuleFailure | undefined {
+    const hung = this.#hung.get(digest);
+    if (hung) return hung;
+    for (const slot of this.#slots) {
+      const state = slot.modules.get(digest);
+      if (typeof state === 'object') return state;
+    }
+    return undefined;
   }
 
   /** The V8 heap of each worker; a worker being replaced, or one that does not answer in time, is left out. */
@@ -277,11 +289,7 @@ export class EvaluationPool implements PolicyEvaluator {
       this.#settle(job, this.#failure(state.code, state.message));
       return;
     }
-    if (state === undefined) {
-      if (!this.#identities.has(digest)) this.#identities.set(digest, { name: job.bundle.name, revision: job.bundle.revision });
-      this.#post(slot, { type: 'load', digest, wasm: job.bundle.wasm, layer: { data: job.bundle.data, roots: job.bundle.roots } });
-      slot.modules.set(digest, 'loading');
-    }
+    if (state === undefined) this.#load(slot, job.bundle);
     // A check runs module code too: an evaluation sent behind one would start its deadline while the check runs.
     if (!slot.ready || slot.dataPending > 0 || slot.modules.get(digest) !== 'loaded' || loading(slot) || slot.checks.size > 0) {
       slot.waiting.push(job);
@@ -292,6 +300,24 @@ export class EvaluationPool implements PolicyEvaluator {
     // so the job runs on the data current at this moment, which the input then describes.
     this.#post(slot, { type: 'evaluate', id: job.id, digest, entrypoint: job.entrypoint, input: inputJson(job.input) });
     if (slot.inFlight.size === 1) this.#startDeadline(slot, job);
+  }
+
+  #load(slot: Slot, bundle: EvaluableBundle): void {
+    if (!this.#bundles.has(bundle.digest)) this.#bundles.set(bundle.digest, bundle);
+    this.#post(slot, { type: 'load', digest: bundle.digest, wasm: bundle.wasm, layer: { data: bundle.data, roots: bundle.roots } });
+    slot.modules.set(bundle.digest, 'loading');
+  }
+
+  /**
+   * A module the worker no longer holds, after a live data version it could not take: a serving
+   * revision is loaded again at once with the data sent since, so what the worker reports of it
+   * (/readyz) follows the live data without waiting for a decision (one out of rotation gets none).
+   * A retired one is loaded only if an evaluation asks for it.
+   */
+  #reload(slot: Slot, digest: string): void {
+    const bundle = this.#bundles.get(digest);
+    if (bundle && !this.#retired.has(digest)) this.#load(slot, bundle);
+    else slot.modules.delete(digest);
   }
 
   /** The worker runs one evaluation at a time, in order: only the one it is running is on the clock. */
@@ -371,9 +397,9 @@ export class EvaluationPool implements PolicyEvaluator {
     }
   }
 
-  /** Records why a module cannot serve, until the next data version: if one was sent since the failure, the next job loads it afresh. */
+  /** Records why a module cannot serve, until the next data version: if one was sent since the failure, it is loaded afresh. */
   #failed(slot: Slot, digest: string, failure: ModuleFailure, dataVersion: number): void {
-    if (dataVersion < this.#data.version) slot.modules.delete(digest);
+    if (dataVersion < this.#data.version) this.#reload(slot, digest);
     else slot.modules.set(digest, failure);
   }
 
@@ -453,6 +479,8 @@ export class EvaluationPool implements PolicyEvaluator {
     if (index === -1) return;
     const replacement = this.#spawn();
     this.#slots[index] = replacement;
+    // What the stopped worker found a module cannot do with this data version, the new one would find too.
+    for (const [digest, state] of slot.modules) if (typeof state === 'object') replacement.modules.set(digest, state);
     this.#idle(slot);
     void slot.worker.terminate();
     this.#forgetQueries(slot);
@@ -495,12 +523,12 @@ export class EvaluationPool implements PolicyEvaluator {
     for (const slot of this.#slots) {
       if (slot.modules.delete(digest)) this.#post(slot, { type: 'unload', digest });
     }
-    this.#identities.delete(digest);
+    this.#bundles.delete(digest);
   }
 
   /** Log fields naming a module by digest, bundle and revision (on failure paths only). */
   #named(digest: string): ReturnType<typeof bundleFields> {
-    return bundleFields(digest, this.#identities.get(digest));
+    return bundleFields(digest, this.#bundles.get(digest));
   }
 
   #failure(code: EvaluationFailureCode, message: string): PolicyEvaluation {
