@@ -300,6 +300,22 @@ describe('evaluation pool (worker threads)', () => {
     }
   });
 
+  it('denies policy_error, and keeps serving, when an evaluation\'s input cannot be built', async () => {
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
+    evaluator = pool;
+    const echo = await bundle('echo');
+    const unbuildable = () => {
+      throw new RangeError('Invalid string length');
+    };
+    // Built when the worker can take it: after its start and module load, from a worker message.
+    const [failed, good] = await Promise.all([pool.evaluate(echo, 'echo/decision', unbuildable), pool.evaluate(echo, 'echo/decision', input({}))]);
+    expect(failed).toMatchObject({ ok: false, code: 'policy_error', message: expect.stringContaining('Invalid string length') });
+    expect(good).toMatchObject({ ok: true });
+    // And from evaluate itself, on a worker ready for it.
+    expect(await pool.evaluate(echo, 'echo/decision', unbuildable)).toMatchObject({ ok: false, code: 'policy_error' });
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+  });
+
   it('answers policy_error for a module that cannot be instantiated', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 1000, maxMemoryPages: 256, logger: pino({ level: 'silent' }) });
     evaluator = pool;
@@ -356,6 +372,14 @@ describe('in-process evaluator', () => {
     // Data, reported version and the moment the input was built agree: version 2 throughout.
     expect(await underWay).toMatchObject({ dataVersion: 2, resultSet: [{ result: { reasons: [{ pair: { a: 2 } }] } }] });
     expect(builtAt).toBe(2);
+  });
+
+  it('denies policy_error when an evaluation\'s input cannot be built', async () => {
+    evaluator = new InProcessEvaluator({ maxMemoryPages: 1024, logger: pino({ level: 'silent' }) });
+    const unbuildable = () => {
+      throw new RangeError('Invalid string length');
+    };
+    expect(await evaluator.evaluate(await bundle('echo'), 'echo/decision', unbuildable)).toMatchObject({ ok: false, code: 'policy_error' });
   });
 
   it('gives the same answers as the pool', async () => {

@@ -50,7 +50,12 @@ export class InProcessEvaluator implements PolicyEvaluator {
       if (!this.#failed.has(digest) && this.#applied.get(engine) !== this.#version) this.#setData(digest, engine, bundle);
       // Checked again: live data that does not fit may have dropped the instance meanwhile.
       if (!this.#failed.has(digest)) {
-        const json = inputJson(input);
+        let json: string;
+        try {
+          json = inputJson(input);
+        } catch (error) {
+          return { ok: false, code: 'policy_error', message: `the policy input could not be built: ${error instanceof Error ? error.message : String(error)}`, dataVersion: this.#version };
+        }
         return { ...engine.evaluateRaw(entrypoint, json), dataVersion: this.#applied.get(engine) ?? this.#version };
       }
     }

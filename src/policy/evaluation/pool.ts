@@ -295,10 +295,18 @@ export class EvaluationPool implements PolicyEvaluator {
       slot.waiting.push(job);
       return;
     }
-    slot.inFlight.set(job.id, job);
     // Built now: the worker has every live data version sent so far and takes messages in order,
     // so the job runs on the data current at this moment, which the input then describes.
-    this.#post(slot, { type: 'evaluate', id: job.id, digest, entrypoint: job.entrypoint, input: inputJson(job.input) });
+    let input: string;
+    try {
+      input = inputJson(job.input);
+    } catch (error) {
+      // Often called from a worker's message: a throw would be uncaught, and the job never answered.
+      this.#settle(job, this.#failure('policy_error', `the policy input could not be built: ${describe(error)}`));
+      return;
+    }
+    slot.inFlight.set(job.id, job);
+    this.#post(slot, { type: 'evaluate', id: job.id, digest, entrypoint: job.entrypoint, input });
     if (slot.inFlight.size === 1) this.#startDeadline(slot, job);
   }
 
@@ -545,4 +553,8 @@ function assigned(slot: Slot): number {
 function loading(slot: Slot): boolean {
   for (const state of slot.modules.values()) if (state === 'loading') return true;
   return false;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
