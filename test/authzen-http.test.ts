@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
@@ -216,6 +217,32 @@ describe('/readyz', () => {
       expect(await res.json()).toMatchObject({ status: 'ready', problems: [], degraded: [expect.stringMatching(/^AuthZEN default bundle simple \(authzen.default_bundle\): bundle simple does not declare authzen/)] });
     } finally {
       await plain.close();
+    }
+  });
+
+  it('is not ready while the default bundles cannot hold the live data, and lists such a tenant bundle as degraded', async () => {
+    // About 700 kB of JSON seeded at start: parsed, more than the 4 MiB each instance may use.
+    const seed = join(tempDir(), 'big.json');
+    writeFileSync(seed, JSON.stringify(Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: 'x'.repeat(20) }]))));
+    const cramped = await startTestArbiter({
+      bundles: { default: 'simple' },
+      authzen: { default_bundle: 'todo', tenants: { echo: 'azecho' } },
+      engine: { max_memory_mb: 4 },
+      data: { seed: { big: seed } },
+    });
+    try {
+      await expect
+        .poll(async () => (await fetch(`${cramped.url}/readyz`)).json(), { timeout: 15_000 })
+        .toMatchObject({
+          status: 'not_ready',
+          problems: expect.arrayContaining([
+            expect.stringMatching(/^default bundle simple \(revision .*\) cannot evaluate on the live data \(its decisions deny policy_resource_limit\)/),
+            expect.stringMatching(/^AuthZEN default bundle todo \(revision .*\) cannot evaluate on the live data .*\(authzen.default_bundle\)$/),
+          ]),
+          degraded: expect.arrayContaining([expect.stringMatching(/^AuthZEN tenant echo: bundle azecho \(revision .*\) cannot evaluate on the live data/)]),
+        });
+    } finally {
+      await cramped.close();
     }
   });
 });
