@@ -14,6 +14,7 @@ import { packFiles, prefixExportedFunction } from './support/hostile-archives.ts
 import { TestIssuer } from './support/issuer.ts';
 import { stopWorkersAtNextCheck } from './support/worker-crash.ts';
 import { MAX_INTERRUPTED_CHECKS } from '../src/policy/pull.ts';
+import { waitFor } from './support/wait.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
  
@@ -32,14 +33,6 @@ async function put(arbiter: Arbiter, name: string, archive: Uint8Array) {
 }
 
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 /** A bundle server on 127.0.0.1 answering `path` with `handler`: its URL, and how to stop it. */
 async function serveBundles(path: string, handler: RequestListener): Promise<{ url: string; close(): Promise<void> }> {

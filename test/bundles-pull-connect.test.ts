@@ -11,6 +11,7 @@ import { connectRefusal } from '../src/policy/pull.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { waitFor } from './support/wait.ts';
 
 /**
  * A poll is held to where it connects, not to how the URL spells the host: the addresses a hop's
@@ -46,14 +47,6 @@ afterAll(() => {
 afterEach(async () => {
   for (const item of opened.splice(0).reverse()) await item.close();
 });
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 /** A bundle server on 127.0.0.1 (https with the test certificate unless `plain`) counting its requests. */
 async function serve(handler: RequestListener, plain = false) {

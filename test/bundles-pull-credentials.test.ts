@@ -11,6 +11,7 @@ import { redirectRefusal } from '../src/policy/pull.ts';
 import { adminCall, capturingLogger, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { waitFor } from './support/wait.ts';
 
 /**
  * Pulled bundles authenticate to their bundle server as OPA's services[].credentials.bearer and
@@ -40,14 +41,6 @@ afterAll(async () => {
 afterEach(async () => {
   for (const item of opened.splice(0).reverse()) await item.close();
 });
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 /** A bundle server on 127.0.0.1 that records the headers of each request. */
 async function serveBundles(handler: (req: Parameters<RequestListener>[0], res: Parameters<RequestListener>[1]) => void) {
