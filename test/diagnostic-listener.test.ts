@@ -37,6 +37,13 @@ async function scrape(url: string): Promise<Map<string, number>> {
 const sockets: Socket[] = [];
 let arbiter: Arbiter | undefined;
 
+/** Whether this machine has an IPv6 loopback to listen on (some containers have none). */
+const hasIpv6Loopback = await new Promise<boolean>((resolve) => {
+  const probe = createServer();
+  probe.once('error', () => resolve(false));
+  probe.listen(0, '::1', () => probe.close(() => resolve(true)));
+});
+
 afterEach(async () => {
   for (const socket of sockets.splice(0)) socket.destroy();
   await arbiter?.close();
@@ -83,6 +90,17 @@ describe('server.diagnostic', () => {
     const refused = await fetch(`${diagnostic}/v1/decide`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
     expect([refused.status, refused.headers.get('content-type')]).toEqual([404, 'application/problem+json']);
     for (const path of ['/healthz', '/readyz', '/metrics']) expect(await statusOf(`${arbiter.url}${path}`), path).toBe(200);
+  });
+
+  it.skipIf(!hasIpv6Loopback)('answers a probe without a Host on an IPv6 address (server.diagnostic.host ::1)', async () => {
+    arbiter = await startTestArbiter({ server: { diagnostic: { host: '::1', port: 0 } } });
+    expect(arbiter.diagnosticUrl).toMatch(/^http:\/\/\[::1\]:\d+$/);
+    // HTTP/1.0 without Host, as a bare TCP-level probe sends it: the URL falls back to the listen address.
+    const socket = connect(Number(new URL(arbiter.diagnosticUrl!).port), '::1');
+    socket.end('GET /healthz HTTP/1.0\r\n\r\n');
+    let raw = '';
+    for await (const chunk of socket) raw += String(chunk);
+    expect(raw).toMatch(/^HTTP\/1\.[01] 200 /);
   });
 
   it('leaves /metrics off it when metrics.enabled is false', async () => {

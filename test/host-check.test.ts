@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.ts';
 import { ConfigError } from '../src/errors.ts';
@@ -14,6 +14,22 @@ const API_KEY_GATEWAY = { authentication: 'api_key', api_keys: [{ id: 'kong-eu',
 const REFUSED = 'request refused: Host not allowed';
 
 let arbiter: Arbiter | undefined;
+
+/** Whether this machine has an IPv6 loopback to listen on (some containers have none). */
+const hasIpv6Loopback = await new Promise<boolean>((resolve) => {
+  const probe = createServer();
+  probe.once('error', () => resolve(false));
+  probe.listen(0, '::1', () => probe.close(() => resolve(true)));
+});
+
+/** The raw answer to an HTTP/1.0 GET of `path` without Host, as an old client or probe sends it. */
+async function withoutHost(host: string, port: number, path: string): Promise<string> {
+  const socket = connect(port, host);
+  socket.end(`GET ${path} HTTP/1.0\r\n\r\n`);
+  let raw = '';
+  for await (const chunk of socket) raw += String(chunk);
+  return raw;
+}
 
 afterEach(async () => {
   await arbiter?.close();
@@ -95,11 +111,12 @@ describe('Host check with gateway.authentication none (DNS rebinding)', () => {
       expect(answer.body, host).toHaveProperty('decision_id');
     }
     // HTTP/1.0 without Host: the URL falls back to the listen address.
-    const socket = connect(port, '127.0.0.1');
-    socket.end('GET /healthz HTTP/1.0\r\n\r\n');
-    let raw = '';
-    for await (const chunk of socket) raw += String(chunk);
-    expect(raw).toMatch(/^HTTP\/1\.[01] 200 /);
+    expect(await withoutHost('127.0.0.1', port, '/healthz')).toMatch(/^HTTP\/1\.[01] 200 /);
+  });
+
+  it.skipIf(!hasIpv6Loopback)('answers a request without a Host on an IPv6 listen address (server.host ::1)', async () => {
+    arbiter = await startTestArbiter({ server: { host: '::1' } });
+    expect(await withoutHost('::1', arbiter.port, '/healthz')).toMatch(/^HTTP\/1\.[01] 200 /);
   });
 
   it('answers the names listed in server.allowed_hosts, any port; a leading dot lists a name and its subdomains', async () => {

@@ -384,9 +384,14 @@ async function closeInOrder(steps: readonly (() => unknown)[]): Promise<void> {
   if (failure !== undefined) throw failure.error;
 }
 
-/** The base URL of a listener: an IPv6 address in brackets. */
+/** A listen address as a URL's host: an IPv6 address in brackets. */
+function urlHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/** The base URL of a listener. */
 function baseUrl(host: string, port: number, tls: boolean): string {
-  return `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return `${tls ? 'https' : 'http'}://${urlHost(host)}:${port}`;
 }
 
 /** Where one listener listens, and the keys that set it, which its listen errors name. */
@@ -414,7 +419,9 @@ function listen(
   const timeouts = { requestTimeout: timeoutMs, headersTimeout: Math.min(timeoutMs, 60_000), connectionsCheckingInterval: 1000 };
   // The adapter's own refusals (a request target it cannot make a URL of) are problems too.
   const listener = getRequestListener(fetch, {
-    hostname: address.host,
+    // The host of the request URL when a request carries no Host (HTTP/1.0), put in the URL as
+    // it stands: unbracketed, an IPv6 address (::1) makes no URL and every such request a 400.
+    hostname: urlHost(address.host),
     errorHandler: (error) => {
       if (!(error instanceof RequestError)) logger.error({ err: error }, 'unhandled error before the app answered');
       return adapterErrorResponse(error);
