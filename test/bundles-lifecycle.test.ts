@@ -804,7 +804,9 @@ describe('pull mode', () => {
     expect(parseConfig({ bundles: { sources: [{ name: 'lc', url: 'https://bundles.example.com/lc.tar.gz' }] } }).bundles.sources[0]).toMatchObject({ poll_interval_s: 60 });
   });
 
-  it('refuses a source URL with user:password@, which fetch would refuse with the password in its error', () => {
-    expect(() => parseConfig({ bundles: { sources: [{ name: 'lc', url: 'https://puller:s3cr3t@bundles.example.com/lc.tar.gz' }] } })).toThrow(/bundles\.sources\.0\.url: must not carry user:password@/);
+  it('refuses a source URL with user:password@, saying where the credential goes instead', () => {
+    expect(() => parseConfig({ bundles: { sources: [{ name: 'lc', url: 'https://puller:s3cr3t@bundles.example.com/lc.tar.gz' }] } })).toThrow(
+      /bundles\.sources\.0\.url: must not carry user:password@ \(put the credential in credentials or headers;/,
+    );
   });
 });

@@ -184,7 +184,7 @@ const bundleSourceSchema = z.strictObject({
     .refine((value) => {
       const url = URL.parse(value);
       return url === null || (url.username === '' && url.password === '');
-    }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs)')
+    }, 'must not carry user:password@ (put the credential in credentials or headers; a token in the query string is kept out of logs)')
     .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in credentials or headers (or the query string, which logs and records show as `?…`); https unless loopback, so none travels in clear text beyond the machine. Redirects are followed (at most 10), each held to the same rule (https unless loopback, no user:password@); credentials and headers go to this URL\'s origin only, not to another one a redirect leads to (a storage service\'s presigned URL). Checked on the addresses each hop connects to, resolved once for the check and the connection: plain http only to this machine; a source on another host may not lead, on another origin, to this machine (loopback, 0.0.0.0, ::), whatever name resolves there; this URL\'s own origin goes wherever its name resolves (the operator\'s DNS).'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
