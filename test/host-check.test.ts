@@ -175,6 +175,12 @@ describe('Host check with gateway authentication', () => {
     expect((await withHost(arbiter.url, 'pdp.internal', '/v1/decide', asGateway)).status).toBe(421);
     expect((await withHost(arbiter.url, `localhost:${arbiter.port}`, '/v1/decide', asGateway)).status).toBe(200);
   });
+
+  it('answers a request without a Host on a wildcard listen address: no browser sends one, and an old probe may', async () => {
+    arbiter = await startTestArbiter({ gateway: API_KEY_GATEWAY, server: { host: '0.0.0.0', allowed_hosts: ['pdp.internal'] } });
+    expect(await withoutHost('127.0.0.1', arbiter.port, '/healthz')).toMatch(/^HTTP\/1\.[01] 200 /);
+    expect((await withHost(`http://127.0.0.1:${arbiter.port}`, `attacker.example:${arbiter.port}`, '/healthz')).status).toBe(421);
+  });
 });
 
 describe('what the main listener answers (allowedHostsOf)', () => {

@@ -49,8 +49,9 @@ export interface HostCheckDeps {
  * `.name` for a name and its subdomains), 421 Misdirected Request: this server does not answer
  * for that name. Runs before every route, so nothing is decided, recorded or authenticated for
  * it. The host is the request URL's, which is the Host header's (HTTP/2's :authority), or the
- * request target's authority when a client sends the absolute form (RFC 9112 §3.2.2); a request
- * with no Host at all (HTTP/1.0; no browser sends one) is taken to name the listen address.
+ * request target's authority when a client sends the absolute form (RFC 9112 §3.2.2). A request
+ * with no Host at all (HTTP/1.0; HTTP/1.1 requires one) is answered: no browser sends one, so it
+ * is no rebinding page's, and old probes (HAProxy's httpchk) do, to a wildcard listener too.
  * Mounted only when the check applies, so with gateway authentication it costs nothing.
  */
 export function hostCheck(allowed: readonly string[], deps: HostCheckDeps): MiddlewareHandler<{ Variables: RequestIdVariables; Bindings: HttpBindings }> {
@@ -59,6 +60,7 @@ export function hostCheck(allowed: readonly string[], deps: HostCheckDeps): Midd
   const answers = (hostname: string) =>
     isLoopbackHostname(hostname) || exact.has(hostname) || parents.some((parent) => hostname.endsWith(parent) || hostname === parent.slice(1));
   return async (c, next) => {
+    if (c.req.header('host') === undefined) return next();
     const { hostname, host } = new URL(c.req.url);
     if (answers(hostname)) return next();
     deps.observer?.hostRefused();
