@@ -8,15 +8,15 @@
  * Polls are jittered so replicas spread out; after a failure the delay doubles up to
  * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
  */
-import { BlockList, isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { isLoopbackHost, type BundlesConfig } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
+import { addressesOf, getFrom, systemResolver, type HostResolver } from '../net/connection.ts';
+import { isThisMachine, reachesThisMachine } from '../net/this-machine.ts';
 import { withoutCredentials } from '../shown-url.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
-import { addressesOf, getFrom, systemResolver, type HostResolver } from './pull-connection.ts';
 import type { SourceCredentials } from './pull-credentials.ts';
 import { sha256Hex } from './store.ts';
 
@@ -297,33 +297,4 @@ export function connectRefusal(source: URL, hop: URL, address: string): string |
   if (hop.protocol === 'http:' && !local) return 'plain http only to this machine';
   if (local && hop.origin !== source.origin && !reachesThisMachine(source.hostname)) return 'a source on another host may not lead to this machine';
   return undefined;
-}
-
-/**
- * Addresses a connection to which lands on this machine: loopback, and the unspecified address
- * (connecting to 0.0.0.0 or :: reaches what listens on loopback). BlockList checks an
- * IPv4-mapped IPv6 address (::ffff:127.0.0.1) against the IPv4 rules.
- */
-const THIS_MACHINE = new BlockList();
-THIS_MACHINE.addSubnet('127.0.0.0', 8, 'ipv4');
-THIS_MACHINE.addSubnet('0.0.0.0', 8, 'ipv4');
-THIS_MACHINE.addAddress('::1', 'ipv6');
-THIS_MACHINE.addAddress('::', 'ipv6');
-
-function isThisMachine(address: string): boolean {
-  const family = isIP(address);
-  return family !== 0 && THIS_MACHINE.check(address, family === 4 ? 'ipv4' : 'ipv6');
-}
-
-/**
- * Whether a URL's hostname names this machine, in any spelling the URL parser leaves: an address
- * of THIS_MACHINE, `localhost` with or without its trailing dot, or a name under `.localhost`
- * (RFC 6761 has resolvers answer loopback for them). A name that DNS answers with a loopback
- * address is caught once resolved, by connectRefusal: this refuses what needs no resolving.
- */
-function reachesThisMachine(hostname: string): boolean {
-  const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
-  if (isIP(host) !== 0) return isThisMachine(host);
-  const name = host.toLowerCase().replace(/\.$/, '');
-  return name === 'localhost' || name.endsWith('.localhost');
 }

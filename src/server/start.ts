@@ -19,7 +19,7 @@ import { answeredInTime, type ThreadHeap } from '../metrics/thread-heap.ts';
 import { archiveLimitsOf } from '../policy/archive.ts';
 import { BundleLifecycle, checkEmbeddedDirectory, type BundleObserver } from '../policy/lifecycle.ts';
 import { BundlePuller } from '../policy/pull.ts';
-import type { HostResolver } from '../policy/pull-connection.ts';
+import type { HostResolver } from '../net/connection.ts';
 import { sourceCredentials } from '../policy/pull-credentials.ts';
 import type { PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { InProcessEvaluator } from '../policy/evaluation/in-process.ts';

@@ -1,6 +1,7 @@
 /**
- * One GET of a bundle poll, on a connection to addresses resolved beforehand: the caller checks
- * the addresses a name resolves to (pull.ts connectRefusal) and the connection goes to those very
+ * One GET on a connection to addresses resolved beforehand, for fetches whose destination is
+ * checked by address (bundle polls): the caller checks the addresses a name resolves to
+ * (pull.ts connectRefusal) and the connection goes to those very
  * addresses, through a lookup that answers nothing else. fetch would resolve the name again
  * when it connects, and a DNS answer that changed in between (rebinding) would go unchecked.
  */
@@ -10,7 +11,6 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
-import { ArbiterError } from '../errors.ts';
 import { withoutCredentials } from '../shown-url.ts';
 
 /** Resolves a host name to every address a connection may go to (dns.lookup, as fetch would). */
@@ -40,7 +40,7 @@ const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304
  * GET of `url` (http or https, the system's CAs and NODE_EXTRA_CA_CERTS as fetch uses them) on a
  * new connection to one of `addresses`; TLS still verifies the certificate against the URL's host
  * name. Its answer as a fetch Response, body unread and not decoded (no Accept-Encoding is sent,
- * so a server sends the archive as it is). Redirects are not followed.
+ * so a server sends the body as it is stored). Redirects are not followed.
  */
 export function getFrom(url: URL, addresses: readonly LookupAddress[], options: { headers: Record<string, string>; signal: AbortSignal }): Promise<Response> {
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
@@ -48,8 +48,8 @@ export function getFrom(url: URL, addresses: readonly LookupAddress[], options: 
     let answer: IncomingMessage | undefined;
     const req = request(
       url,
-      // No agent: a pooled connection would have been checked for another hop's rule, and polls
-      // are minutes apart. Nor the proxy NODE_USE_ENV_PROXY names: its address is not the one checked.
+      // No agent: a pooled connection would have been checked for another hop's rule, and these
+      // fetches are minutes apart. Nor the proxy NODE_USE_ENV_PROXY names: its address is not the one checked.
       { method: 'GET', headers: options.headers, agent: false, lookup: answering(addresses) },
       (res) => {
         answer = res;
@@ -88,8 +88,8 @@ function answering(addresses: readonly LookupAddress[]): LookupFunction {
 
 function asResponse(url: URL, res: IncomingMessage): Response {
   const status = res.statusCode ?? 0;
-  // What a Response cannot hold; the poll takes nothing but 200, 304 and redirects anyway.
-  if (status < 200 || status > 599) throw new ArbiterError('bundle_pull_failed', `${withoutCredentials(url)} answered ${status}, which is no HTTP status`);
+  // What a Response cannot hold; no caller takes anything but 200, 304 and redirects anyway.
+  if (status < 200 || status > 599) throw new Error(`${withoutCredentials(url)} answered ${status}, which is no HTTP status`);
   const headers = new Headers();
   for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) headers.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!);
   if (NULL_BODY_STATUSES.has(status)) {
