@@ -74,7 +74,7 @@ const jwksUri = z
 export const issuerSchema = z
   .strictObject({
     issuer: nonEmpty.describe('Exact `iss` value of tokens from this issuer.'),
-    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback, no user:password@ (a credential in the query string is shown as `?…` in errors). A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable). After a failed fetch it is not fetched again for 1 s: tokens that need it deny token_keys_unavailable at once meanwhile.'),
+    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback, no user:password@ (a credential in the query string is shown as `?…` in errors). Plain http is judged by address: the host is resolved once, every address must be this machine (a localhost that /etc/hosts or DNS answers otherwise is refused, token_keys_unavailable) and the connection goes to those addresses, directly; https goes wherever its name resolves, its certificate checked against the name. A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable). After a failed fetch it is not fetched again for 1 s: tokens that need it deny token_keys_unavailable at once meanwhile.'),
     jwks_file: nonEmpty.optional().describe('Local JWKS file (JSON): public keys only, at least one usable with `algorithms`; checked at start-up.'),
     secret_file: nonEmpty
       .optional()

@@ -1,7 +1,7 @@
 /**
  * One GET on a connection to addresses resolved beforehand, for fetches whose destination is
- * checked by address (bundle polls): the caller checks the addresses a name resolves to
- * (pull.ts connectRefusal) and the connection goes to those very
+ * checked by address (bundle polls, key sets over plain http): the caller checks the addresses a
+ * name resolves to (pull.ts connectRefusal, tokens/jwks-transport.ts) and the connection goes to those very
  * addresses, through a lookup that answers nothing else. fetch would resolve the name again
  * when it connects, and a DNS answer that changed in between (rebinding) would go unchecked.
  */

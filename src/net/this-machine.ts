@@ -1,6 +1,6 @@
 /**
  * What counts as this machine, for the outbound fetches whose destination is checked (bundle
- * polls): by address once a name is resolved, and by how a URL spells its host before.
+ * polls, key sets over plain http): by address once a name is resolved, and by how a URL spells its host before.
  */
 import { BlockList, isIP } from 'node:net';
 

@@ -68,7 +68,7 @@ export interface StartOptions {
    * another party stops waiting, the port is never opened, and everything opened is closed.
    */
   signal?: AbortSignal;
-  /** How bundle pulls resolve host names (dns.lookup): tests map names of theirs to loopback servers. */
+  /** How bundle pulls and plain-http JWKS fetches resolve host names (dns.lookup): tests map names of theirs to addresses of their choosing. */
   resolveHost?: HostResolver;
 }
 
@@ -135,8 +135,9 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     liveDataStatus: () => liveDataReads.status?.(Date.now()) ?? {},
   });
   const jwksFetch = (use: JwksUse) => (issuer: string, load: FetchImplementation) => metrics.jwksFetch(issuer, use, loggingFailures(load, issuer, logger));
-  const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch: jwksFetch('decision') });
-  const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch: jwksFetch('admin'), configPath: 'admin.issuers' });
+  const resolveHost = options.resolveHost && { resolveHost: options.resolveHost };
+  const issuers = await IssuerRegistry.fromConfig(config.issuers, devIssuers, { jwksFetch: jwksFetch('decision'), ...resolveHost });
+  const adminIssuers = await IssuerRegistry.fromConfig(config.admin.issuers, config.admin.allow_dev_issuer ? devIssuers : [], { jwksFetch: jwksFetch('admin'), configPath: 'admin.issuers', ...resolveHost });
   if (issuers.all().length === 0) {
     // Legitimate for AuthZEN-only or OPA-API deployments, a forgotten setting otherwise: say so.
     logger.warn('no issuers configured: every token sent for a decision is refused (token_untrusted_issuer)');
@@ -266,7 +267,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   logger.info({ url, ...(diagnosticUrl !== undefined && { diagnostic_url: diagnosticUrl }), bundles: bundles.list().map((b) => `${b.name}@${b.revision}`) }, 'arbiter listening');
   const pullers = config.bundles.sources.map(
     (source, index) =>
-      new BundlePuller(source, { lifecycle: bundleLifecycle, credentials: pullCredentials[index], logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics, ...(options.resolveHost && { resolveHost: options.resolveHost }) }),
+      new BundlePuller(source, { lifecycle: bundleLifecycle, credentials: pullCredentials[index], logger, maxBytes: config.bundles.limits.max_compressed_bytes, observer: metrics, ...resolveHost }),
   );
   for (const puller of pullers) puller.start();
 

@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
+import type { HostResolver } from '../net/connection.ts';
+import { jwksTransport } from './jwks-transport.ts';
 import { keyIdentity, keySetFileProblem, refusingPrivateKeys } from './key-set.ts';
 
 /** Keys of one trusted issuer, imported once and reused for every token it signs. */
@@ -55,6 +57,8 @@ export interface TrustedIssuerOptions {
   jwksFetch?: (issuer: string, load: FetchImplementation) => FetchImplementation;
   /** Where these issuers are configured, for errors that name the key: `issuers` (default) or `admin.issuers`. */
   configPath?: string;
+  /** How a plain-http jwks_uri's host is resolved (dns.lookup): a test maps its names to addresses of its choosing. */
+  resolveHost?: HostResolver;
 }
 
 /**
@@ -103,7 +107,7 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
     const backOff = new FetchBackOff();
     let keyGeneration = 0;
     let held: Set<string> | undefined;
-    const load = refusingPrivateKeys(fetch, (keys) => {
+    const load = refusingPrivateKeys(jwksTransport(options.resolveHost), (keys) => {
       const fetched = new Set(keys.map(keyIdentity));
       const removed = held !== undefined && [...held].some((key) => !fetched.has(key));
       held = fetched;
