@@ -1,16 +1,14 @@
-import { execFileSync } from 'node:child_process';
 import type { LookupAddress } from 'node:dns';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectRefusal } from '../src/policy/pull.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { trustedTestCertificate } from './support/test-ca.ts';
 import { waitFor } from './support/wait.ts';
 
 /**
@@ -23,25 +21,17 @@ import { waitFor } from './support/wait.ts';
 
 let dir: string;
 let archive: Buffer;
-let tlsFiles: { key: Buffer; cert: Buffer };
-const defaultCas = getCACertificates('default');
+let tls: ReturnType<typeof trustedTestCertificate>;
 const opened: { close(): Promise<void> | void }[] = [];
 
 beforeAll(() => {
   dir = tempDir('arbiter-pull-connect-');
   archive = build(writeBundleSource(dir, 'pn'), join(dir, 'n1.tar.gz'), 'n1');
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=test-ca', '-days', '1');
-  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=DNS:bundles.example.test,DNS:internal.example.test\n');
-  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=bundles.example.test');
-  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '1', '-extfile', 'server.ext');
-  tlsFiles = { key: readFileSync(join(dir, 'server.key')), cert: readFileSync(join(dir, 'server.pem')) };
-  // As NODE_EXTRA_CA_CERTS would, for this test process only.
-  setDefaultCACertificates([...defaultCas, readFileSync(join(dir, 'ca.pem'), 'utf8')]);
+  tls = trustedTestCertificate(dir, ['DNS:bundles.example.test', 'DNS:internal.example.test']);
 }, 60_000);
 
 afterAll(() => {
-  setDefaultCACertificates([...defaultCas]);
+  tls?.untrust();
 });
 
 afterEach(async () => {
@@ -55,7 +45,7 @@ async function serve(handler: RequestListener, plain = false) {
     paths.push(req.url!);
     handler(req, res);
   };
-  const server = plain ? createHttpServer(listener) : createHttpsServer(tlsFiles, listener);
+  const server = plain ? createHttpServer(listener) : createHttpsServer(tls, listener);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const bundleServer = {
     port: (server.address() as AddressInfo).port,

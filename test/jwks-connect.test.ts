@@ -1,10 +1,12 @@
 import type { LookupAddress } from 'node:dns';
-import { createServer } from 'node:http';
+import { createServer, type RequestListener } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
-import { adminCall, postJson, startTestArbiter } from './support/arbiter.ts';
+import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
+import { trustedTestCertificate } from './support/test-ca.ts';
 
 /**
  * A key set over plain http is held to where it connects, not to how jwks_uri spells the host:
@@ -15,6 +17,15 @@ import { TestIssuer } from './support/issuer.ts';
  */
 
 const opened: { close(): Promise<void> | void }[] = [];
+let tls: ReturnType<typeof trustedTestCertificate>;
+
+beforeAll(() => {
+  tls = trustedTestCertificate(tempDir('arbiter-jwks-connect-'), ['IP:127.0.0.1']);
+}, 60_000);
+
+afterAll(() => {
+  tls?.untrust();
+});
 
 afterEach(async () => {
   for (const item of opened.splice(0).reverse()) await item.close();
@@ -100,5 +111,50 @@ describe('a key set over plain http', () => {
     expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
     expect(Date.now() - started).toBeLessThan(3000);
     await closed.promise;
+  });
+});
+
+/** A JWKS endpoint on 127.0.0.1 (https with the test CA's certificate unless `plain`) answering `handler`, counting its requests. */
+async function endpoint(handler: RequestListener, plain = false) {
+  let requests = 0;
+  const listener: RequestListener = (req, res) => {
+    requests += 1;
+    handler(req, res);
+  };
+  const server = plain ? createServer(listener) : createHttpsServer(tls, listener);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  opened.push({ close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))) });
+  return { url: `${plain ? 'http' : 'https'}://127.0.0.1:${port}/jwks.json`, requests: () => requests };
+}
+
+describe('a key set endpoint that redirects', () => {
+  it('is not followed, to plain http on another host least of all: tokens signed with the keys served there deny token_keys_unavailable saying so', async () => {
+    // The issuer's name, with keys of someone else's: followed, the redirect would verify their tokens.
+    const forger = await TestIssuer.create('https://redirected.test.example');
+    opened.push(forger);
+    const elsewhere = await forger.serve();
+    for (const status of [301, 302, 303, 307, 308]) {
+      const redirecting = await endpoint((_req, res) => void res.writeHead(status, { location: elsewhere.replace('127.0.0.1', 'localhost') }).end());
+      const arbiter = await start({ issuers: [issuerConfig(forger, redirecting.url)] }, resolver(() => ['127.0.0.1']).resolve);
+      const res = await postJson(`${arbiter.url}/v1/decide`, request(await forger.sign({ scope: 'read' })));
+      expect(res.body, String(status)).toMatchObject({
+        allow: false,
+        reasons: [{ code: 'token_keys_unavailable', message: expect.stringContaining(`${redirecting.url} answers a redirect (${status}), which is not followed: jwks_uri must name the key set itself`) }],
+      });
+      expect(redirecting.requests(), String(status)).toBe(1);
+    }
+    expect(forger.jwksFetches).toBe(0);
+  });
+
+  it('is not followed over plain http either, nor round in a loop', async () => {
+    const forger = await TestIssuer.create('https://looping.test.example');
+    let url = '';
+    const looping = await endpoint((_req, res) => void res.writeHead(307, { location: url }).end(), true);
+    url = looping.url;
+    const arbiter = await start({ issuers: [issuerConfig(forger, looping.url)] }, resolver(() => ['127.0.0.1']).resolve);
+    const res = await postJson(`${arbiter.url}/v1/decide`, request(await forger.sign({ scope: 'read' })));
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable', message: expect.stringContaining('answers a redirect (307), which is not followed') }] });
+    expect(looping.requests()).toBe(1);
   });
 });

@@ -74,7 +74,7 @@ const jwksUri = z
 export const issuerSchema = z
   .strictObject({
     issuer: nonEmpty.describe('Exact `iss` value of tokens from this issuer.'),
-    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback, no user:password@ (a credential in the query string is shown as `?…` in errors). Plain http is judged by address: the host is resolved once, every address must be this machine (a localhost that /etc/hosts or DNS answers otherwise is refused, token_keys_unavailable) and the connection goes to those addresses, directly; https goes wherever its name resolves, its certificate checked against the name. A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable). After a failed fetch it is not fetched again for 1 s: tokens that need it deny token_keys_unavailable at once meanwhile.'),
+    jwks_uri: jwksUri.optional().describe('Remote JWKS; https unless loopback, no user:password@ (a credential in the query string is shown as `?…` in errors). Plain http is judged by address: the host is resolved once, every address must be this machine (a localhost that /etc/hosts or DNS answers otherwise is refused, token_keys_unavailable) and the connection goes to those addresses, directly; https goes wherever its name resolves, its certificate checked against the name. A redirect is never followed (the fetch fails saying so, token_keys_unavailable): name the key set itself. A key set holding private key material, or a body over 1 MiB (read no further), is refused whole (token_keys_unavailable). After a failed fetch it is not fetched again for 1 s: tokens that need it deny token_keys_unavailable at once meanwhile.'),
     jwks_file: nonEmpty.optional().describe('Local JWKS file (JSON): public keys only, at least one usable with `algorithms`; checked at start-up.'),
     secret_file: nonEmpty
       .optional()
@@ -93,7 +93,7 @@ export const issuerSchema = z
       .min(1, 'must be at least 1 (with 0, every token naming a kid the key set lacks would fetch it again)')
       .default(30)
       .describe('Least time between refetches triggered by an unknown kid; at least 1, or every such token would fetch again.'),
-    jwks_timeout_ms: timerDelayMs().default(5000).describe('Timeout of one JWKS fetch.'),
+    jwks_timeout_ms: timerDelayMs().default(5000).describe('Timeout of one JWKS fetch, its body included.'),
   })
   .superRefine((issuer, ctx) => {
     const sources = [issuer.jwks_uri, issuer.jwks_file, issuer.secret_file].filter((s) => s !== undefined);

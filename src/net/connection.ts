@@ -33,6 +33,9 @@ function hostOf(url: URL): string {
   return url.hostname.startsWith('[') && url.hostname.endsWith(']') ? url.hostname.slice(1, -1) : url.hostname;
 }
 
+/** Statuses that redirect to their Location. */
+export const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
+
 /** Statuses whose response has no body (the Response constructor refuses one for them). */
 const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
 

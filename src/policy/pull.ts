@@ -13,7 +13,7 @@ import { isLoopbackHost, type BundlesConfig } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
-import { addressesOf, getFrom, systemResolver, type HostResolver } from '../net/connection.ts';
+import { addressesOf, getFrom, REDIRECT_STATUSES, systemResolver, type HostResolver } from '../net/connection.ts';
 import { isThisMachine, reachesThisMachine } from '../net/this-machine.ts';
 import { withoutCredentials } from '../shown-url.ts';
 import type { BundleLifecycle } from './lifecycle.ts';
@@ -46,7 +46,6 @@ export const MAX_INTERRUPTED_CHECKS = 3;
 
 /** Most redirects one poll follows, as Go's HTTP client (OPA's) does. */
 const MAX_REDIRECTS = 10;
-const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 
 /**
  * Refusals that depend on this server rather than on the archive: the same archive may pass

@@ -102,7 +102,7 @@ export function refusingPrivateKeys(fetchJwks: FetchImplementation, fetched?: (k
   return async (url, options) => {
     const response = await fetchJwks(url, options);
     if (response.status !== 200) {
-      // jose reads nothing of such an answer but its status (a redirect included): left unread,
+      // jose reads nothing of such an answer but its status (a redirect never gets here: the transport refuses it): left unread,
       // a body still coming would hold the connection until jwks_timeout_ms aborts the fetch.
       await response.body?.cancel();
       return response;
