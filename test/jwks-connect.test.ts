@@ -2,6 +2,7 @@ import type { LookupAddress } from 'node:dns';
 import { createServer, type RequestListener } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -94,24 +95,6 @@ describe('a key set over plain http', () => {
     expect(idp.jwksFetches).toBe(1);
   });
 
-  it('that stalls mid-body is given up at jwks_timeout_ms, its connection closed', async () => {
-    const idp = await TestIssuer.create('https://stalling.test.example');
-    const closed = Promise.withResolvers<void>();
-    const endpoint = createServer((req, res) => {
-      req.socket.on('close', () => closed.resolve());
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.write('{"keys": [');
-    });
-    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
-    opened.push({ close: () => new Promise<void>((resolve) => (endpoint.closeAllConnections(), endpoint.close(() => resolve()))) });
-    const jwksUri = `http://localhost:${(endpoint.address() as AddressInfo).port}/jwks.json`;
-    const arbiter = await start({ issuers: [issuerConfig(idp, jwksUri, { jwks_timeout_ms: 500 })] }, resolver(() => ['127.0.0.1']).resolve);
-    const started = Date.now();
-    const res = await postJson(`${arbiter.url}/v1/decide`, request(await idp.sign({ scope: 'read' })));
-    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
-    expect(Date.now() - started).toBeLessThan(3000);
-    await closed.promise;
-  });
 });
 
 /** A JWKS endpoint on 127.0.0.1 (https with the test CA's certificate unless `plain`) answering `handler`, counting its requests. */
@@ -127,6 +110,41 @@ async function endpoint(handler: RequestListener, plain = false) {
   opened.push({ close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))) });
   return { url: `${plain ? 'http' : 'https'}://127.0.0.1:${port}/jwks.json`, requests: () => requests };
 }
+
+describe('a key set endpoint that stalls mid-body', () => {
+  it.each([
+    ['plain http', true],
+    ['https', false],
+  ])('is given up at jwks_timeout_ms over %s, its connection closed', async (_, plain) => {
+    const idp = await TestIssuer.create('https://stalling.test.example');
+    const closed = Promise.withResolvers<void>();
+    const stalling = await endpoint((req, res) => {
+      req.socket.on('close', () => closed.resolve());
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"keys": [');
+    }, plain);
+    const jwksUri = plain ? stalling.url.replace('127.0.0.1', 'localhost') : stalling.url;
+    const arbiter = await start({ issuers: [issuerConfig(idp, jwksUri, { jwks_timeout_ms: 500 })] }, resolver(() => ['127.0.0.1']).resolve);
+    const started = Date.now();
+    const res = await postJson(`${arbiter.url}/v1/decide`, request(await idp.sign({ scope: 'read' })));
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable' }] });
+    expect(Date.now() - started).toBeLessThan(3000);
+    await closed.promise;
+    expect(stalling.requests()).toBe(1);
+  });
+});
+
+describe('a key set over https that is compressed', () => {
+  it('is held to 1 MiB as it inflates, not as it travels', async () => {
+    const idp = await TestIssuer.create('https://deflating.test.example');
+    // A valid key set padded past the limit, a few kB once gzipped: buffered whole, it would verify.
+    const body = gzipSync(JSON.stringify({ ...idp.jwks(), padding: 'x'.repeat(4 * 1024 * 1024) }));
+    const deflating = await endpoint((_req, res) => void res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': body.length }).end(body));
+    const arbiter = await start({ issuers: [issuerConfig(idp, deflating.url)] }, resolver(() => []).resolve);
+    const res = await postJson(`${arbiter.url}/v1/decide`, request(await idp.sign({ scope: 'read' })));
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_keys_unavailable', message: expect.stringContaining('answers more than 1048576 bytes') }] });
+  });
+});
 
 describe('a key set endpoint that redirects', () => {
   it('is not followed, to plain http on another host least of all: tokens signed with the keys served there deny token_keys_unavailable saying so', async () => {
