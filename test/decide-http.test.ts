@@ -151,6 +151,12 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     // Any other number past a double's range would reach the policy as null, not as the issuer signed it.
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","max_amount":1e400}`)],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","limits":{"amount":[-1e999]}}`)],
+    // A number a double cannot hold reaches the policy as another: 9007199254740993 as 9007199254740992,
+    // the id of another tenant, 0.1000000000000000055511 as 0.1, 1e-400 as 0.
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","tenant_id":9007199254740993}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","org":{"ids":[1, -12345678901234567891]}}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","limit":0.1000000000000000055511}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","tiny":1e-400}`)],
     // Claims revocations and the policy match as strings must be strings, or a token could slip past both.
     ['token_malformed', () => idp.sign({ sub: 42 as unknown as string })],
     ['token_malformed', () => idp.sign({ jti: { id: 'j' } as unknown as string })],
@@ -183,6 +189,20 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     expect(res.body!.allow).toBe(false);
     expect(res.body!.reasons).toEqual([expect.objectContaining({ code })]);
     expect(res.body!.policy).toMatchObject({ bundle: 'simple' });
+  });
+
+  it('passes numbers to the policy as signed, however many digits they are written with, when a double holds them', async () => {
+    const numbers = '"big":9007199254740992,"neg":-9007199254740993e3,"sum":0.30000000000000004,"huge":1e300,"exact":12.50,"zero":-0,"ms":1763872000123';
+    const token = await signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read",${numbers}}`);
+    const res = await postJson(decide, request(token));
+    expect(res.body).toMatchObject({ allow: true });
+    expect(res.body!.reasons[0].claims).toMatchObject({ big: 9007199254740992, neg: -9007199254740993000, sum: 0.30000000000000004, huge: 1e300, exact: 12.5, zero: 0, ms: 1763872000123 });
+  });
+
+  it('names the number a double cannot hold, and what the policy would have seen instead', async () => {
+    const token = await signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","tenant_id":9007199254740993}`);
+    const res = await postJson(decide, request(token));
+    expect(res.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: expect.stringMatching(/9007199254740993.*9007199254740992/) }] });
   });
 
   it('says what to fix for the mismatches an operator makes while connecting an issuer: iss spelt otherwise, audience, clock skew', async () => {

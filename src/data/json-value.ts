@@ -214,6 +214,52 @@ export function jsonDefect(value: unknown, options: { maxDepth: number; checkTex
   return undefined;
 }
 
+/**
+ * JSON text that may hold a number a double does not hold as written: one of 16 digits or more
+ * (a double holds any 15 significant digits exactly, not every 16: 9007199254740993 is read as
+ * 9007199254740992), or one with an exponent of three digits (past a double's least values,
+ * where it holds fewer digits or none: 1e-400 is read as 0). Anchored on the number's start, as
+ * MAY_OVERFLOW: text without one skips the parse that looks at each number as written.
+ */
+export const MAY_BE_INEXACT = /(?:^|[:[,\s])-?(?:(?:\d\.?){16}|\d+(?:\.\d*)?[eE][+-]?\d{3})/;
+
+/**
+ * The first number of the JSON `text` whose value as JSON.parse reads it, a double, is another
+ * number than the one written, as written and as read; undefined when every number is read as
+ * written (0.1 is: the policy is handed "0.1" again), or the text is not JSON. Whoever signed
+ * or sent 9007199254740993 would otherwise be taken for 9007199254740992: two different values
+ * reach the policy, and the record, as one. A number past a double's range is jsonDefect's.
+ */
+export function inexactNumber(text: string): { written: string; read: number } | undefined {
+  if (!MAY_BE_INEXACT.test(text)) return undefined;
+  let found: { written: string; read: number } | undefined;
+  // The reviver's third argument (ES2025 JSON.parse source text access) is the number as written.
+  const reviver = (_key: string, value: unknown, context?: { source?: string }): unknown => {
+    const written = context?.source;
+    if (found === undefined && typeof value === 'number' && Number.isFinite(value) && written !== undefined && decimal(written) !== decimal(String(value))) {
+      found = { written, read: value };
+    }
+    return value;
+  };
+  try {
+    JSON.parse(text, reviver as (key: string, value: unknown) => unknown);
+  } catch {
+    return undefined;
+  }
+  return found;
+}
+
+/** A JSON number's value as one spelling (digits without leading or trailing zeros, and an exponent), so equal values compare equal. */
+function decimal(number: string): string | undefined {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(number);
+  if (match === null) return undefined;
+  const [, sign, whole, fraction = '', exponent = '0'] = match as unknown as [string, string, string, string | undefined, string | undefined];
+  const digits = `${whole}${fraction}`.replace(/^0+/, '');
+  if (digits === '') return '0'; // -0 is 0, as the policy compares it
+  const significant = digits.replace(/0+$/, '');
+  return `${sign}${significant}e${BigInt(exponent) - BigInt(fraction.length) + BigInt(digits.length - significant.length)}`;
+}
+
 export function escapePointerToken(token: string): string {
   return token.replaceAll('~', '~0').replaceAll('/', '~1');
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions, type ProtectedHeaderParameters } from 'jose';
-import { jsonDefect } from '../data/json-value.ts';
+import { inexactNumber, jsonDefect } from '../data/json-value.ts';
 import { MAX_ACTOR_CHAIN } from './subject.ts';
 import { KeysUnavailableError, type IssuerRegistry, type TrustedIssuer } from './trusted-issuers.ts';
 import type { VerificationCache } from './verification-cache.ts';
@@ -180,6 +180,12 @@ async function verifyUncached(token: string, sentFingerprint: string, issuers: I
     // policy input and the decision record can recurse: the decision would go unrecorded.
     return fail('token_malformed', `token ${defect}`, iss);
   }
+  const inexact = inexactNumber(claimsText(token));
+  if (inexact !== undefined) {
+    // JSON.parse reads numbers as doubles: another value than the issuer signed would reach the
+    // policy and the record, the same for every value that rounds to it (a tenant or account id).
+    return fail('token_malformed', `token claims hold the number ${inexact.written}, which a double cannot hold: the policy would see ${inexact.read}`, iss);
+  }
   if (!delegationWellFormed(payload.act)) {
     // An act the subject could not read would drop the delegation, and the agent with it.
     return fail('token_malformed', `act must be a JSON object, and so must every act nested in it (RFC 8693), at most ${MAX_ACTOR_CHAIN} deep`, iss);
@@ -260,6 +266,11 @@ function ecdsaFingerprint(token: string, alg: string, fingerprint: string): stri
   if (s <= curve.n >> 1n || s >= curve.n) return fingerprint;
   signature.write((curve.n - s).toString(16).padStart(2 * curve.size, '0'), curve.size, 'hex');
   return tokenFingerprint(`${token.slice(0, dot + 1)}${signature.toString('base64url')}`);
+}
+
+/** The claims part of a compact JWS as text, decoded as jose decodes it (UTF-8, a leading BOM dropped). */
+function claimsText(token: string): string {
+  return new TextDecoder().decode(Buffer.from(token.slice(token.indexOf('.') + 1, token.lastIndexOf('.')), 'base64url'));
 }
 
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
