@@ -297,6 +297,118 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
   });
 });
 
+/** Signs `payload` (text or bytes) under `header` with `key` (ES256), for tokens jose would not write. */
+async function signEs256(key: CryptoKey, header: Record<string, unknown>, payload: string | Uint8Array): Promise<string> {
+  const signingInput = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+  const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key, new TextEncoder().encode(signingInput));
+  return `${signingInput}.${Buffer.from(signature).toString('base64url')}`;
+}
+
+describe('a token that names, carries or chooses its own key, algorithm or shape', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const claims = (extra: Record<string, unknown> = {}) => JSON.stringify({ iss: idp.issuer, sub: 'user:mallory', aud: 'https://api.example.com', iat: now(), exp: now() + 60, scope: 'read', ...extra });
+  const decideOn = async (token: string) => (await postJson(decide, request(token))).body!;
+
+  it.each([
+    ['jwk', () => other.keys[0]!.publicJwk],
+    ['jku', () => other.jwksUri],
+    ['x5u', () => other.jwksUri],
+    ['x5c', () => ['MIIBfjCCASOgAwIBAgIUZXhhbXBsZQ==']],
+  ])('verifies with its issuer\'s key set only, whatever key its %s header offers', async (name, value) => {
+    // Signed with another issuer's key, which the header hands over (jwk) or points at (a JWKS
+    // really serving it): with idp's kid, another kid, and none.
+    const fetches = other.jwksFetches;
+    for (const kid of [idp.keys[0]!.kid, 'mallory', undefined]) {
+      const header = { alg: 'ES256', [name]: value(), ...(kid !== undefined && { kid }) };
+      const body = await decideOn(await signEs256(other.keys[0]!.privateKey, header, claims()));
+      expect(body, `kid ${kid}`).toMatchObject({ allow: false, reasons: [{ code: kid === 'mallory' ? 'token_unknown_key' : 'token_bad_signature' }] });
+    }
+    expect(other.jwksFetches).toBe(fetches);
+  });
+
+  it('refuses HS256 signed with the issuer\'s public key as the secret, however it is spelt', async () => {
+    const jwk = idp.keys[0]!.publicJwk;
+    const spki = Buffer.from(await crypto.subtle.exportKey('spki', await crypto.subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify'])));
+    const pem = `-----BEGIN PUBLIC KEY-----\n${spki.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END PUBLIC KEY-----\n`;
+    for (const secret of [JSON.stringify(jwk), pem, spki]) {
+      const token = await new CompactSign(new TextEncoder().encode(claims()))
+        .setProtectedHeader({ alg: 'HS256', kid: idp.keys[0]!.kid })
+        .sign(typeof secret === 'string' ? new TextEncoder().encode(secret) : new Uint8Array(secret));
+      expect(await decideOn(token)).toMatchObject({ allow: false, reasons: [{ code: 'token_algorithm_not_allowed' }] });
+    }
+  });
+
+  it('refuses a JWE (five parts) and a JWS with a part too many or too few as token_malformed', async () => {
+    const token = await idp.sign({ scope: 'read' });
+    const [header, payload, signature] = token.split('.') as [string, string, string];
+    const part = (text: string) => Buffer.from(text).toString('base64url');
+    for (const shape of [
+      `${part('{"alg":"dir","enc":"A256GCM"}')}..${part('iv-iv-iv-iv')}.${part('ciphertext')}.${part('tag')}`,
+      `${header}.${payload}.${signature}.${part('x')}.${part('y')}`,
+      `${header}.${payload}.${signature}.`,
+      `${header}..${payload}.${signature}`,
+      `${header}.${payload}`,
+    ]) {
+      expect(await decideOn(shape), shape).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed' }] });
+    }
+  });
+
+  it('refuses claims that are not UTF-8 rather than read two signed values as one U+FFFD', async () => {
+    for (const byte of [0xfe, 0xff]) {
+      const payload = Buffer.concat([Buffer.from(claims().slice(0, -1)), Buffer.from(',"name":"user:'), Buffer.from([byte]), Buffer.from('"}')]);
+      expect(await decideOn(await signEs256(idp.keys[0]!.privateKey, { alg: 'ES256', kid: idp.keys[0]!.kid }, payload))).toMatchObject({
+        allow: false,
+        reasons: [{ code: 'token_malformed' }],
+      });
+    }
+  });
+
+  it('reads a name given twice as its last value everywhere: to pick the issuer, to verify, and in the policy input', async () => {
+    const key = idp.keys[0]!;
+    const twice = (first: string, last: string) =>
+      signEs256(key.privateKey, { alg: 'ES256', kid: key.kid }, `{"iss":${JSON.stringify(first)},"iss":${JSON.stringify(last)},"sub":"user:first","sub":"user:last","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read"}`);
+    // idp's signature under idp's iss (the last): verified as idp's, and the policy sees the last sub.
+    const verified = await decideOn(await twice(other.issuer, idp.issuer));
+    expect(verified).toMatchObject({ allow: true, reasons: [{ sub: 'user:last', claims: { iss: idp.issuer, sub: 'user:last' } }] });
+    // idp's signature under other's iss (the last): checked against other's keys only.
+    expect(await decideOn(await twice(idp.issuer, other.issuer))).toMatchObject({ allow: false, reasons: [{ code: 'token_bad_signature' }] });
+    // The header alike: the last alg is the one checked against the issuer's algorithms.
+    const header = `${Buffer.from(`{"alg":"ES256","alg":"none","kid":"${key.kid}"}`).toString('base64url')}.${Buffer.from(claims()).toString('base64url')}`;
+    const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, new TextEncoder().encode(header));
+    expect(await decideOn(`${header}.${Buffer.from(signature).toString('base64url')}`)).toMatchObject({ allow: false, reasons: [{ code: 'token_algorithm_not_allowed' }] });
+  });
+});
+
+describe('a remembered verification', () => {
+  let strict: TestIssuer;
+  let server: Arbiter;
+
+  beforeAll(async () => {
+    strict = await TestIssuer.create('https://strict-clock.test.example');
+    await strict.serve();
+    server = await startTestArbiter({
+      issuers: [{ issuer: strict.issuer, jwks_uri: strict.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], clock_tolerance_s: 0, max_token_age_s: 60 }],
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await strict?.close();
+  });
+
+  it('is not reused once the token has expired or grown too old: it is denied as if verified afresh', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expiring = await strict.sign({ scope: 'read' }, { iat: now - 10, exp: now + 2 });
+    const ageing = await strict.sign({ scope: 'read' }, { iat: now - 59, exp: now + 600 });
+    for (const token of [expiring, ageing, expiring, ageing]) {
+      expect((await postJson(`${server.url}/v1/decide`, request(token))).body).toMatchObject({ allow: true }); // verified, then remembered
+    }
+    await sleep((now + 2) * 1000 - Date.now() + 50); // past exp, and past iat + max_token_age_s
+    expect((await postJson(`${server.url}/v1/decide`, request(expiring))).body).toMatchObject({ allow: false, reasons: [{ code: 'token_expired' }] });
+    expect((await postJson(`${server.url}/v1/decide`, request(ageing))).body).toMatchObject({ allow: false, reasons: [{ code: 'token_too_old' }] });
+  });
+});
+
 describe('a token whose JSON nests deeper than 64 levels', () => {
   let server: Arbiter;
 
