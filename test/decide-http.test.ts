@@ -125,6 +125,8 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_untrusted_issuer', () => idp.sign({ iss: 'https://evil.example' })],
     ['token_untrusted_issuer', () => signRaw(idp, `{"sub":"x","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60}}`)],
     ['token_audience_mismatch', () => idp.sign({ aud: 'https://other-api.example.com' })],
+    // An empty list names no audience: none of it is accepted.
+    ['token_audience_mismatch', () => idp.sign({ aud: [] })],
     // Signed by the other issuer's key under idp's kid: routing by iss must never try other keys.
     ['token_bad_signature', () => idp.sign({}, { key: other.keys[0]!.privateKey })],
     ['token_algorithm_not_allowed', async () => {
@@ -733,6 +735,30 @@ describe('the verification cache of admin tokens', () => {
       await sleep(1100); // past jwks_cache_max_age_s: verifying the token again fetches the key set
       expect((await adminCall(server.url, token, 'GET', '/v1/bundles')).status).toBe(200);
       expect(admins.jwksFetches).toBe(fetches + (verifiedAgain ? 1 : 0));
+    } finally {
+      await server.close();
+      await admins.close();
+    }
+  });
+});
+
+describe('the verification caches of decision and admin tokens', () => {
+  it('keep apart: a token remembered on one side is verified against the other side\'s issuers', async () => {
+    const admins = await TestIssuer.create('https://admins-apart.test.example');
+    await admins.serve();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
+      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
+    });
+    try {
+      // A decision token that asks for an admin scope: verified, and remembered, for decisions.
+      const decisionToken = await idp.sign({ scope: 'read arbiter.bundles.read' });
+      expect((await postJson(`${server.url}/v1/decide`, request(decisionToken))).body).toMatchObject({ allow: true });
+      expect(await adminCall(server.url, decisionToken, 'GET', '/v1/bundles')).toMatchObject({ status: 401, body: { detail: 'token_untrusted_issuer' } });
+      // An admin token, remembered by the admin API: no decision issuer vouches for it.
+      const adminToken = await admins.sign({ scope: 'read arbiter.bundles.read', aud: 'arbiter-admin' });
+      expect((await adminCall(server.url, adminToken, 'GET', '/v1/bundles')).status).toBe(200);
+      expect((await postJson(`${server.url}/v1/decide`, request(adminToken))).body).toMatchObject({ allow: false, reasons: [{ code: 'token_untrusted_issuer' }] });
     } finally {
       await server.close();
       await admins.close();
