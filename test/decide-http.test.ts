@@ -150,6 +150,10 @@ describe('POST /v1/decide with a token that cannot be trusted', () => {
     ['token_too_old', () => idp.sign({}, { iat: now() - 4000, exp: now() + 60 })],
     ['token_lifetime_too_long', () => idp.sign({}, { iat: now(), exp: now() + 7201 })],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":1e400}`)],
+    // Not token_not_yet_valid (a PEP may retry it) nor token_expired: no clock makes these valid.
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"nbf":1e400}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":1e400,"exp":${now() + 60}}`)],
+    ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":-1e400}`)],
     // Any other number past a double's range would reach the policy as null, not as the issuer signed it.
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","max_amount":1e400}`)],
     ['token_malformed', () => signRaw(idp, `{"iss":"${idp.issuer}","sub":"a","aud":"https://api.example.com","iat":${now()},"exp":${now() + 60},"scope":"read","limits":{"amount":[-1e999]}}`)],

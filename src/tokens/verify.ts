@@ -152,6 +152,12 @@ async function verifyUncached(token: string, sentFingerprint: string, issuers: I
     };
     payload = await verifyWithIssuerKeys(token, issuer, verifyOptions);
   } catch (error) {
+    // jose compares times as numbers: JSON's 1e400 is Infinity to it, a token not valid yet (or
+    // expired) by its account, which no clock will ever make valid. Malformed, as when it passes.
+    const timeClaim = error instanceof errors.JWTClaimValidationFailed || error instanceof errors.JWTExpired ? unverified[error.claim] : undefined;
+    if (typeof timeClaim === 'number' && !Number.isFinite(timeClaim)) {
+      return fail('token_malformed', `${(error as errors.JWTClaimValidationFailed).claim} must be a finite number`, iss);
+    }
     const { code, message } = classifyJoseError(error);
     return fail(code, explainMismatch(code, error, unverified, config, now) ?? message, iss);
   }
