@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { CompactSign, type CompactJWSHeaderParameters } from 'jose';
+import { CompactSign, exportJWK, importJWK, type CompactJWSHeaderParameters, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminCall, startTestArbiter, postJson, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
@@ -382,6 +382,46 @@ describe('a token that names, carries or chooses its own key, algorithm or shape
     const header = `${Buffer.from(`{"alg":"ES256","alg":"none","kid":"${key.kid}"}`).toString('base64url')}.${Buffer.from(claims()).toString('base64url')}`;
     const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, new TextEncoder().encode(header));
     expect(await decideOn(`${header}.${Buffer.from(signature).toString('base64url')}`)).toMatchObject({ allow: false, reasons: [{ code: 'token_algorithm_not_allowed' }] });
+  });
+});
+
+describe('an RSA issuer allowing RS256 and PS256, whose key is published for RS256 only', () => {
+  let rsa: TestIssuer;
+  let server: Arbiter;
+
+  beforeAll(async () => {
+    rsa = await TestIssuer.create('https://rsa.test.example', 'RS256');
+    await rsa.serve();
+    server = await startTestArbiter({
+      issuers: [{ issuer: rsa.issuer, jwks_uri: rsa.jwksUri, audiences: ['https://api.example.com'], algorithms: ['RS256', 'PS256'] }],
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await rsa?.close();
+  });
+
+  const decideOn = async (token: string) => (await postJson(`${server.url}/v1/decide`, request(token))).body!;
+
+  it('verifies RS256 with it, and no PS256 signature the same key made: the key\'s alg binds it', async () => {
+    expect(await decideOn(await rsa.sign({ scope: 'read' }))).toMatchObject({ allow: true });
+    const key = rsa.keys[0]!;
+    const pss = await importJWK({ ...(await exportJWK(key.privateKey)), alg: 'PS256' }, 'PS256');
+    for (const withoutKid of [false, true]) {
+      const body = await decideOn(await rsa.sign({ scope: 'read' }, { alg: 'PS256', key: pss as CryptoKey, withoutKid }));
+      expect(body, `withoutKid ${withoutKid}`).toMatchObject({ allow: false, reasons: [{ code: 'token_unknown_key' }] });
+    }
+  });
+
+  it('refuses HS256 signed with its public key as the secret', async () => {
+    const spki = Buffer.from(await crypto.subtle.exportKey('spki', await crypto.subtle.importKey('jwk', rsa.keys[0]!.publicJwk, { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, true, ['verify'])));
+    const pem = `-----BEGIN PUBLIC KEY-----\n${spki.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END PUBLIC KEY-----\n`;
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new CompactSign(new TextEncoder().encode(JSON.stringify({ iss: rsa.issuer, sub: 'user:mallory', aud: 'https://api.example.com', iat: now, exp: now + 60, scope: 'read' })))
+      .setProtectedHeader({ alg: 'HS256', kid: rsa.keys[0]!.kid })
+      .sign(new TextEncoder().encode(pem));
+    expect(await decideOn(token)).toMatchObject({ allow: false, reasons: [{ code: 'token_algorithm_not_allowed' }] });
   });
 });
 
