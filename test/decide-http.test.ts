@@ -425,6 +425,46 @@ describe('an RSA issuer allowing RS256 and PS256, whose key is published for RS2
   });
 });
 
+describe('keys shared or named alike', () => {
+  let dup: TestIssuer;
+  let server: Arbiter;
+  const sharing = 'https://tenant-b.test.example';
+
+  beforeAll(async () => {
+    dup = await TestIssuer.create('https://duplicate-kid.test.example');
+    await dup.addKey('key-1'); // a second key under the same kid
+    await dup.serve();
+    server = await startTestArbiter({
+      issuers: [
+        { issuer: dup.issuer, jwks_uri: dup.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] },
+        { issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] },
+        // Another issuer entry on idp's key set, for another audience.
+        { issuer: sharing, jwks_uri: idp.jwksUri, audiences: ['https://b-api.example.com'], algorithms: ['ES256'] },
+      ],
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await dup?.close();
+  });
+
+  const decideOn = async (token: string) => (await postJson(`${server.url}/v1/decide`, request(token))).body!;
+
+  it('tries every key under a kid two keys share, and none of another issuer', async () => {
+    for (const key of dup.keys) {
+      expect(await decideOn(await dup.sign({ scope: 'read' }, { key: key.privateKey }))).toMatchObject({ allow: true });
+    }
+    expect(await decideOn(await dup.sign({ scope: 'read' }, { key: idp.keys[0]!.privateKey }))).toMatchObject({ allow: false, reasons: [{ code: 'token_bad_signature' }] });
+  });
+
+  it('holds each issuer entry on a shared key set to its own audiences', async () => {
+    expect(await decideOn(await idp.sign({ scope: 'read', iss: sharing, aud: 'https://b-api.example.com' }))).toMatchObject({ allow: true, reasons: [{ claims: { iss: sharing } }] });
+    expect(await decideOn(await idp.sign({ scope: 'read', iss: sharing }))).toMatchObject({ allow: false, reasons: [{ code: 'token_audience_mismatch' }] });
+    expect(await decideOn(await idp.sign({ scope: 'read', aud: 'https://b-api.example.com' }))).toMatchObject({ allow: false, reasons: [{ code: 'token_audience_mismatch' }] });
+  });
+});
+
 describe('a remembered verification', () => {
   let strict: TestIssuer;
   let server: Arbiter;
