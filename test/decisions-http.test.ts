@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from 'pino';
 import { hashValue } from '../src/decisions/mask.ts';
 import { newDecisionId } from '../src/decisions/record.ts';
+import { decision as recordOf } from './support/decisions.ts';
 import { STRICT_OUTAGE_AFTER_MS } from '../src/decisions/store.ts';
 import { decisionPageSchema, replayReportSchema, storedDecisionSchema, verifyReportSchema } from '../src/server/openapi/schemas.ts';
 import type { Arbiter } from '../src/server/start.ts';
@@ -976,6 +977,41 @@ async function expectCorruptAnswers(damaged: Arbiter, paths: string[]): Promise<
     expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('seq 2') });
   }
 }
+
+describe('an export that retention prunes under', () => {
+  it('ends with a decision_export_incomplete problem line, not short as if whole', async () => {
+    const captured = capturingLogger();
+    const pruned = await startTestArbiter(
+      { ...adminConfig(), decision_log: { path: join(dir, 'pruned-under-export.db'), max_batch: 5_000, retention: { max_age_days: 1, check_interval_s: 86_400 } } },
+      { logger: captured.logger },
+    );
+    try {
+      const base = Date.now() - 100_000;
+      const padding = 'x'.repeat(1_000);
+      await Promise.all(Array.from({ length: 6_000 }, (_, i) => pruned.decisionLog!.append(recordOf({ timestamp: base + i, context: { padding } }))));
+
+      const response = await fetch(`${pruned.url}/v1/decisions/export`, { headers: { authorization: `Bearer ${readToken}` } });
+      expect(response.status).toBe(200);
+      const reader = response.body!.getReader();
+      let text = new TextDecoder().decode((await reader.read()).value);
+      // Retention deletes the 5,000 oldest, which the export (newest first) has not reached.
+      expect(await pruned.decisionLog!.prune(base + 5_000 + 86_400_000)).toBe(5_000);
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) text += new TextDecoder().decode(chunk.value);
+
+      const lines = text.trimEnd().split('\n').map((line) => JSON.parse(line) as Json);
+      expect(lines.at(-1)).toMatchObject({ code: 'decision_export_incomplete', status: 409 });
+      expect(lines.length - 1).toBeLessThan(6_000);
+      // A race to run again, logged as such rather than as a fault of the log.
+      expect(captured.lines.filter((line) => line.msg === 'decision export stopped before its end')).toMatchObject([{ level: 40, err: { code: 'decision_export_incomplete' } }]);
+
+      // Asked again, what retention kept exports whole.
+      const again = await call(pruned, 'GET', '/v1/decisions/export');
+      expect(again.text.trimEnd().split('\n').map((line) => (JSON.parse(line) as Json).decision_id)).toHaveLength(1_000);
+    } finally {
+      await pruned.close();
+    }
+  });
+});
 
 describe('a decision log record damaged outside Arbiter', () => {
   it('is named by seq when an integer column was edited past 2^53 (node:sqlite cannot read it), the CLI included', async () => {

@@ -420,6 +420,26 @@ describe('query', () => {
     expect(exported.length).toBe(1_150);
     expect(ids(exported)).toEqual(expected.map((r) => r.decision_id));
   });
+
+  it('stops an export that retention pruned under, rather than end it short as if complete', async () => {
+    const log = await open({ max_batch: 5_000, retention: { max_age_days: 1, check_interval_s: 86_400 } });
+    const base = Date.now() - 100_000;
+    await Promise.all(Array.from({ length: 2_300 }, (_, i) => log.append(decision({ timestamp: base + i }))));
+
+    // The export reads the newest records first: retention deletes the oldest, not read yet.
+    const exported: StoredDecision[] = [];
+    const iterator = log.export()[Symbol.iterator]();
+    for (let i = 0; i < 10; i++) exported.push(iterator.next().value as StoredDecision);
+    expect(await log.prune(base + 1_800 + 86_400_000)).toBe(1_800);
+    expect(() => {
+      for (let next = iterator.next(); !next.done; next = iterator.next()) exported.push(next.value);
+    }).toThrow(expect.objectContaining({ code: 'decision_export_incomplete' }));
+    // Everything it did hand out was a record, in order.
+    expect(new Set(exported.map((d) => d.seq)).size).toBe(exported.length);
+
+    // An export that starts after the prune (or that no prune overtakes) is whole.
+    expect([...log.export()]).toHaveLength(500);
+  });
 });
 
 describe('schema', () => {

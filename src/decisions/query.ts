@@ -54,15 +54,39 @@ export function queryDecisions(db: DatabaseSync, filters: DecisionFilters, page:
   return { decisions: rows.map(toStoredDecision), next_cursor };
 }
 
-/** Every matching decision, newest first, read a page at a time so no read transaction stays open. */
+/**
+ * Every matching decision, newest first, read a page at a time so no read transaction stays open.
+ * Retention deletes the oldest records, which such a walk reads last: once it has pruned since
+ * the export began, the pages still to come may lack records that matched, and the export stops
+ * (decision_export_incomplete) rather than end short as if it were whole.
+ */
 export function* exportDecisions(db: DatabaseSync, filters: DecisionFilters): Generator<StoredDecision> {
+  const start = chainStart(db);
   let cursor: string | undefined;
   do {
     const page = pageOfRows(db, filters, { limit: MAX_PAGE_SIZE, cursor });
+    // Read after the page: a prune this page's read saw (or a later one, to be safe) is caught here.
+    const now = chainStart(db);
+    if (now !== start) {
+      throw new ArbiterError(
+        'decision_export_incomplete',
+        `retention deleted the oldest records while this export was read (the log now starts after seq ${now}, it started after seq ${start}): records it matched may be missing from what follows; export again (the records retention deleted are gone)`,
+      );
+    }
     // One record at a time: a damaged one stops the export there, after every record before it.
     for (const row of page.rows) yield toStoredDecision(row);
     cursor = page.next_cursor ?? undefined;
   } while (cursor !== undefined);
+}
+
+/**
+ * The seq the chain starts after: the retention anchor's, which every prune replaces (0 while
+ * nothing was pruned). Read as a BigInt, so an anchor edited past 2^53 still compares.
+ */
+function chainStart(db: DatabaseSync): bigint {
+  const statement = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM anchors');
+  statement.setReadBigInts(true);
+  return (statement.get() as { seq: bigint }).seq;
 }
 
 function pageOfRows(db: DatabaseSync, filters: DecisionFilters, page: PageRequest): { rows: StoredRow[]; next_cursor: string | null } {

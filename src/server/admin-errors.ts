@@ -42,6 +42,8 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   decision_not_replayable: 409,
   // Damaged at rest, like a bundle archive that no longer matches its digest: retrying will not help.
   decision_log_corrupt: 500,
+  // Retention deleted records while an export was read: what is left exports whole if asked again.
+  decision_export_incomplete: 409,
 };
 
 /** Turns an ArbiterError from a store into the problem response its code calls for. */

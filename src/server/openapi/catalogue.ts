@@ -416,7 +416,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
       operationId: 'exportDecisions',
       summary: 'Stream every matching decision as NDJSON (for SIEMs)',
       description:
-        'One stored decision per line, newest first, streamed as it is read. An export that meets a damaged record stops there: its last line is then a problem document (`decision_log_corrupt`, with `seq`) instead of a decision.',
+        'One stored decision per line, newest first, streamed as it is read. An export that meets a damaged record stops there: its last line is then a problem document (`decision_log_corrupt`, with `seq`) instead of a decision. So does one that retention pruned under (`decision_export_incomplete`): the oldest records, read last, may have been deleted before it reached them.',
       tags: ['decision-log'],
       scope: 'arbiter.decisions.read',
       query: decisionFiltersQuerySchema,

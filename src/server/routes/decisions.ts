@@ -117,8 +117,9 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
       try {
         // The answer's status (200) went out with its first line: a record that stops the export
         // midway is a server fault the 5xx log line of admin requests never sees.
+        // An export retention pruned under is a race to run again, not a fault: a warning.
         const stopped = (error: unknown) =>
-          deps.admin.logger.error(
+          deps.admin.logger[error instanceof ArbiterError && error.code === 'decision_export_incomplete' ? 'warn' : 'error'](
             { err: error, request_id: c.get('requestId'), path: c.req.path, admin: c.get('admin'), ...(error instanceof DecisionLogCorruptError && { seq: error.seq }) },
             'decision export stopped before its end',
           );
