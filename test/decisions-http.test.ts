@@ -400,8 +400,10 @@ describe('GET /v1/decisions', () => {
       ['from=2025-02-30T00:00:00Z', 'from'],
       ['to=2025-13-01T00:00:00Z', 'to'],
       ['from=2025-01-31T24:00:00Z', 'from'],
-      ['limit=0', 'limit'],
-      ['limit=5000', 'limit'],
+      // The bound a limit broke, not a claim that 5000 is no whole number.
+      ['limit=0', 'limit: must be at least 1'],
+      ['limit=5000', 'limit: must be at most 1000'],
+      ['limit=5.5', 'limit: must be a whole number'],
       ['colour=red', 'colour'],
     ] as const) {
       const res = await get(`/v1/decisions?${query}`);

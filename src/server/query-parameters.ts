@@ -46,6 +46,12 @@ export const noQueryParameters: MiddlewareHandler = async (c, next) => {
 export function queryInteger(min: number, max: number) {
   return z.preprocess(
     (value) => (typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value),
-    z.number({ error: 'must be a whole number in decimal digits' }).int().min(min).max(max),
+    // Each check says what it wants: the type's message alone would tell a caller who sent
+    // limit=5000 that 5000 is no whole number, leaving the bound to guess.
+    z
+      .number({ error: 'must be a whole number in decimal digits' })
+      .int({ error: 'must be a whole number in decimal digits' })
+      .min(min, { error: `must be at least ${min}` })
+      .max(max, { error: `must be at most ${max}` }),
   );
 }
