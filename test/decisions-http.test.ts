@@ -405,6 +405,9 @@ describe('GET /v1/decisions', () => {
       ['limit=5000', 'limit: must be at most 1000'],
       ['limit=5.5', 'limit: must be a whole number'],
       ['colour=red', 'colour'],
+      // A window given backwards is a typo, not a question whose answer is nothing.
+      ['from=2025-02-01T00:00:00Z&to=2025-01-01T00:00:00Z', 'from: must not be after to'],
+      ['from=1738368000000&to=1738281600000', 'from: must not be after to'],
     ] as const) {
       const res = await get(`/v1/decisions?${query}`);
       expect(res.status, query).toBe(400);
@@ -419,6 +422,11 @@ describe('GET /v1/decisions', () => {
         expect(res.body, query).toMatchObject({ code: 'decision_query_invalid', detail: expect.stringContaining(query.split('=')[0]!) });
       }
     }
+    const backwards = await get('/v1/decisions/export?from=2025-02-01T00:00:00Z&to=2025-01-01T00:00:00Z');
+    expect(backwards.status).toBe(400);
+    expect(backwards.body).toMatchObject({ code: 'decision_query_invalid', detail: expect.stringContaining('from: must not be after to') });
+    // An empty window (to is exclusive) is no typo: nothing matches it.
+    expect((await get('/v1/decisions?from=1738281600000&to=1738281600000')).body).toEqual({ decisions: [], next_cursor: null });
     expect((await get('/v1/decisions?cursor=bm9wZQ')).body).toMatchObject({ status: 400, code: 'decision_cursor_invalid' });
     expect((await get('/v1/decisions/0190b8c4-0000-7000-8000-000000000000')).body).toMatchObject({ status: 404, code: 'decision_not_found' });
   });

@@ -58,7 +58,7 @@ const instant = z
   });
 
 /** The filters of GET /v1/decisions and /v1/decisions/export, as query parameters; given filters are ANDed. */
-export const decisionFiltersQuerySchema = z.strictObject({
+const decisionFilterParameters = z.strictObject({
   from: instant.optional().describe('Decisions at or after this time'),
   to: instant.optional().describe('Decisions before this time'),
   iss: z.string().optional().describe('Token issuer'),
@@ -73,10 +73,25 @@ export const decisionFiltersQuerySchema = z.strictObject({
   revision: z.string().optional().describe('Bundle revision that decided'),
 });
 
-export const decisionsQuerySchema = decisionFiltersQuerySchema.extend({
-  limit: queryInteger(1, MAX_PAGE_SIZE).optional().describe(`Page size, 1-${MAX_PAGE_SIZE} (default 50)`),
-  cursor: z.string().optional().describe('`next_cursor` of the previous page'),
-});
+/**
+ * A window given backwards (from after to) matches nothing, and an export of it is an empty file
+ * that exits 0: a typo (the bounds swapped, a month mistyped) must be an error, not that answer.
+ * An empty window (from = to, to being exclusive) is a question, and answered.
+ */
+function windowInOrder(query: { from?: number | undefined; to?: number | undefined }, ctx: z.RefinementCtx): void {
+  if (query.from !== undefined && query.to !== undefined && query.from > query.to) {
+    ctx.addIssue({ code: 'custom', path: ['from'], message: 'must not be after to' });
+  }
+}
+
+export const decisionFiltersQuerySchema = decisionFilterParameters.superRefine(windowInOrder);
+
+export const decisionsQuerySchema = decisionFilterParameters
+  .extend({
+    limit: queryInteger(1, MAX_PAGE_SIZE).optional().describe(`Page size, 1-${MAX_PAGE_SIZE} (default 50)`),
+    cursor: z.string().optional().describe('`next_cursor` of the previous page'),
+  })
+  .superRefine(windowInOrder);
 
 export const replayRequestSchema = z.strictObject({
   revision: z.string().min(1).optional().describe('Stored revision of the recorded bundle to replay against; the active revision when absent.'),
