@@ -440,6 +440,42 @@ describe('query', () => {
     // An export that starts after the prune (or that no prune overtakes) is whole.
     expect([...log.export()]).toHaveLength(500);
   });
+
+  it('lets an export from a time retention by age has not reached run through a prune', async () => {
+    const log = await open({ max_batch: 5_000, retention: { max_age_days: 1, check_interval_s: 86_400 } });
+    const base = Date.now() - 100_000;
+    await Promise.all(Array.from({ length: 2_300 }, (_, i) => log.append(decision({ timestamp: base + i }))));
+
+    // Age retention deletes only what is older than its cutoff (base + 300): an export from there on lost nothing.
+    const iterator = log.export({ from: base + 300 })[Symbol.iterator]();
+    const exported = [iterator.next().value as StoredDecision];
+    expect(await log.prune(base + 300 + 86_400_000)).toBe(300);
+    for (let next = iterator.next(); !next.done; next = iterator.next()) exported.push(next.value);
+    expect(exported).toHaveLength(2_000);
+
+    // From before the cutoff, it may have: stopped.
+    const older = log.export({ from: base + 299 })[Symbol.iterator]();
+    older.next();
+    expect(await log.prune(base + 400 + 86_400_000)).toBe(100);
+    expect(() => {
+      for (let next = older.next(); !next.done; next = older.next());
+    }).toThrow(expect.objectContaining({ code: 'decision_export_incomplete' }));
+  });
+
+  it('stops an export through a prune by count whatever its from: that deletes records of any age', async () => {
+    const log = await open({ max_batch: 5_000, retention: { max_age_days: 1, max_records: 2_000, check_interval_s: 86_400 } });
+    const base = Date.now() - 100_000;
+    await Promise.all(Array.from({ length: 2_000 }, (_, i) => log.append(decision({ timestamp: base + i }))));
+    const iterator = log.export({ from: base + 500 })[Symbol.iterator]();
+    iterator.next();
+    // 300 more: retention by count now deletes the 300 oldest, older than the export's from, but
+    // nothing bounds the age of what a count deletes.
+    await Promise.all(Array.from({ length: 300 }, (_, i) => log.append(decision({ timestamp: base + 2_000 + i }))));
+    expect(await log.prune(base)).toBe(300);
+    expect(() => {
+      for (let next = iterator.next(); !next.done; next = iterator.next());
+    }).toThrow(expect.objectContaining({ code: 'decision_export_incomplete' }));
+  });
 });
 
 describe('schema', () => {

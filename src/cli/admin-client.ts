@@ -25,7 +25,7 @@ const NEXT_STEP: Record<string, string> = {
   decision_not_found: 'check the id; records older than decision_log.retention are pruned',
   decision_query_invalid: 'see arbiter decisions --help for the filter formats',
   decision_cursor_invalid: 'start again without --cursor',
-  decision_export_incomplete: 'retention deleted records while they were exported: run the export again (what retention deleted is gone; a --from within decision_log.retention avoids the race)',
+  decision_export_incomplete: 'retention deleted records while they were exported: run the export again (what retention deleted is gone); with retention by age alone, an export --from a time younger than max_age_days is not affected',
   decision_log_corrupt: 'keep the database file as evidence and restore that record from a backup or shipped copy (arbiter decisions verify checks the chain)',
   bundle_not_found: 'arbiter bundle list shows the bundles and their stored revisions',
   bundle_revision_not_found: 'arbiter bundle list shows the stored revisions',

@@ -58,16 +58,19 @@ export function queryDecisions(db: DatabaseSync, filters: DecisionFilters, page:
  * Every matching decision, newest first, read a page at a time so no read transaction stays open.
  * Retention deletes the oldest records, which such a walk reads last: once it has pruned since
  * the export began, the pages still to come may lack records that matched, and the export stops
- * (decision_export_incomplete) rather than end short as if it were whole.
+ * (decision_export_incomplete) rather than end short as if it were whole. Unless none of what
+ * it deleted can have matched: `prunedBefore` is a time every record retention has deleted was
+ * made before (+Infinity when that is not known, as for a prune by count), and an export
+ * `from` it or later lost nothing.
  */
-export function* exportDecisions(db: DatabaseSync, filters: DecisionFilters): Generator<StoredDecision> {
+export function* exportDecisions(db: DatabaseSync, filters: DecisionFilters, prunedBefore: () => number = () => Infinity): Generator<StoredDecision> {
   const start = chainStart(db);
   let cursor: string | undefined;
   do {
     const page = pageOfRows(db, filters, { limit: MAX_PAGE_SIZE, cursor });
     // Read after the page: a prune this page's read saw (or a later one, to be safe) is caught here.
     const now = chainStart(db);
-    if (now !== start) {
+    if (now !== start && !(filters.from !== undefined && filters.from >= prunedBefore())) {
       throw new ArbiterError(
         'decision_export_incomplete',
         `retention deleted the oldest records while this export was read (the log now starts after seq ${now}, it started after seq ${start}): records it matched may be missing from what follows; export again (the records retention deleted are gone)`,

@@ -11,6 +11,11 @@ export interface RetentionPolicy {
 
 const DAY_MS = 86_400_000;
 
+/** Retention by age at `now` deletes records made before this time, and only those. */
+export function ageCutoff(now: number, maxAgeDays: number): number {
+  return now - maxAgeDays * DAY_MS;
+}
+
 /**
  * The highest seq retention wants gone, or 0 for none. Only a prefix of the chain is
  * ever pruned, so what remains still verifies from an anchor: by age, the prefix before
@@ -20,7 +25,7 @@ const DAY_MS = 86_400_000;
 export function pruneTarget(db: DatabaseSync, policy: RetentionPolicy, now: number): number {
   let target = 0;
   if (policy.maxAgeDays !== undefined) {
-    const cutoff = now - policy.maxAgeDays * DAY_MS;
+    const cutoff = ageCutoff(now, policy.maxAgeDays);
     const young = db.prepare('SELECT min(seq) AS seq FROM decisions WHERE timestamp >= ?').get(cutoff) as { seq: number | null };
     const head = db.prepare('SELECT max(seq) AS seq FROM decisions').get() as { seq: number | null };
     target = Math.max(target, young.seq !== null ? young.seq - 1 : (head.seq ?? 0));

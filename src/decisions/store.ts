@@ -11,6 +11,7 @@ import type { CheckpointKey } from './chain.ts';
 import { decisionLogConfigSchema } from './config.ts';
 import type { DecisionLogConfig, DecisionLogConfigInput } from './config.ts';
 import { applyMask } from './mask.ts';
+import { ageCutoff } from './retention.ts';
 import { decisionFiltersSchema, exportDecisions, queryDecisions, readRow, toStoredDecision } from './query.ts';
 import type { DecisionFilters, DecisionPage, PageRequest, StoredRow } from './query.ts';
 import { decisionRecordSchema, deriveIndexColumns, isDecisionRecord } from './record.ts';
@@ -121,6 +122,12 @@ export class DecisionStore {
   #commitStarted: number | undefined;
   /** The latest retention run, so the next one starts after it. */
   #pruning: Promise<number> | undefined;
+  /**
+   * Every record retention has deleted (or is deleting) was made before this time: the age
+   * cutoff of the latest run, +Infinity once one ran by count (that deletes records of any age).
+   * Set as a run is asked for, before it deletes: an export that sees its deletions sees this too.
+   */
+  #prunedBefore = -Infinity;
   #closed = false;
   #closing: Promise<void> | undefined;
   #committed = 0;
@@ -233,7 +240,7 @@ export class DecisionStore {
 
   /** Every matching decision, newest first, streamed (e.g. as NDJSON) without loading them all. */
   export(filters: DecisionFilters = {}): Iterable<StoredDecision> {
-    return exportDecisions(this.#readerDb, parseFilters(filters));
+    return exportDecisions(this.#readerDb, parseFilters(filters), () => this.#prunedBefore);
   }
 
   /** Checks the whole chain, its checkpoints and retention anchor; yields to the event loop as it goes. */
@@ -248,6 +255,8 @@ export class DecisionStore {
    */
   prune(now = Date.now()): Promise<number> {
     const { max_age_days: maxAgeDays, max_records: maxRecords } = this.#config.retention;
+    const before = maxRecords !== undefined ? Infinity : maxAgeDays !== undefined ? ageCutoff(now, maxAgeDays) : -Infinity;
+    this.#prunedBefore = Math.max(this.#prunedBefore, before);
     const run = (this.#pruning ?? Promise.resolve())
       .catch(() => undefined)
       .then(() => this.#writer.prune({ maxAgeDays, maxRecords }, now, PRUNE_STEP_RECORDS));
