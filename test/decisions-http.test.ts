@@ -405,6 +405,8 @@ describe('GET /v1/decisions', () => {
       ['limit=5000', 'limit: must be at most 1000'],
       ['limit=5.5', 'limit: must be a whole number'],
       ['colour=red', 'colour'],
+      // A + left unencoded in a URL arrives as a space: the answer says so.
+      ['from=2025-01-31T00:00:00+05:30', 'from: must be an RFC 3339 date-time with offset or epoch milliseconds (a + in a URL query is a space: write it %2B)'],
       // A window given backwards is a typo, not a question whose answer is nothing.
       ['from=2025-02-01T00:00:00Z&to=2025-01-01T00:00:00Z', 'from: must not be after to'],
       ['from=1738368000000&to=1738281600000', 'from: must not be after to'],

@@ -53,7 +53,9 @@ const instant = z
   .transform((text, ctx) => {
     const ms = EPOCH_MS.test(text) ? Number(text) : RFC_3339.test(text) && isCalendarDate(text) ? Date.parse(text) + finerThanMs(text) : Number.NaN;
     if (Number.isSafeInteger(ms) && ms >= 0) return ms;
-    ctx.addIssue({ code: 'custom', message: 'must be an RFC 3339 date-time with offset or epoch milliseconds' });
+    // curl -G 'from=...T00:00:00+05:30' sends the + as it is, and a URL query reads it as a space.
+    const plusAsSpace = RFC_3339.test(text.replace(/ (\d{2}:\d{2})$/, '+$1'));
+    ctx.addIssue({ code: 'custom', message: `must be an RFC 3339 date-time with offset or epoch milliseconds${plusAsSpace ? ' (a + in a URL query is a space: write it %2B)' : ''}` });
     return z.NEVER;
   });
 
