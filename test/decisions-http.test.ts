@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
@@ -16,6 +16,7 @@ import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/
 import { build } from './support/bundle-sources.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
+import { waitFor } from './support/wait.ts';
 
 /** Response bodies are asserted field by field, so they stay loosely typed. */
 type Json = Record<string, any>;
@@ -989,6 +990,59 @@ async function expectCorruptAnswers(damaged: Arbiter, paths: string[]): Promise<
     expect(answer.body, path).toMatchObject({ code: 'decision_log_corrupt', seq: 2, detail: expect.stringContaining('seq 2') });
   }
 }
+
+describe('reads of the decision log', () => {
+  it('run off the thread that serves decisions: decisions and /healthz answer while a query is held, which then answers in full', async () => {
+    const before = await decide(alice(), 'read', { type: 'doc', id: 'held-read' });
+    const release = arbiter.decisionLog!.reader.holdForTests();
+    let settled = false;
+    try {
+      const query = get('/v1/decisions?resource_id=held-read').finally(() => (settled = true));
+      // The query has reached the reader thread, which now blocks as a long read would.
+      await waitFor(() => arbiter.decisionLog!.reader.heldForTests === 1, 'the query to reach the reader thread');
+      // Reads asked meanwhile queue behind it on the one reader thread.
+      const byId = get(`/v1/decisions/${before.id}`);
+      const exported = get('/v1/decisions/export?resource_id=held-read');
+
+      const during = await decide(alice(), 'read', { type: 'doc', id: 'held-read' });
+      expect((await fetch(`${arbiter.url}/healthz`)).status).toBe(200);
+      expect(settled).toBe(false);
+
+      release();
+      const page = await query;
+      expect(page.status, page.text).toBe(200);
+      // Newest first, masked as stored (sub hashed, client_ip erased), the decision made while it was held included.
+      expect((page.body!.decisions as Json[]).map((d) => d.decision_id)).toEqual([during.id, before.id]);
+      expect(page.body!.decisions[0].input.subject.sub).toBe(hashValue('user:alice'));
+      expect((await byId).body).toMatchObject({ decision_id: before.id });
+      expect((await exported).text.trimEnd().split('\n').map((line) => (JSON.parse(line) as Json).decision_id)).toEqual([during.id, before.id]);
+    } finally {
+      release();
+    }
+  });
+
+  it('answer 500 when the reader thread fails, without taking the server down, and the next read starts a new thread', async () => {
+    const path = join(dir, 'reader-fails.db');
+    const captured = capturingLogger();
+    const server = await startTestArbiter({ ...adminConfig(), decision_log: { path } }, { logger: captured.logger });
+    try {
+      // The reader thread opens the file with the first read: moved away, it cannot, and stops.
+      renameSync(path, `${path}.away`);
+      try {
+        const failed = await call(server, 'GET', '/v1/decisions');
+        expect(failed.status).toBe(500);
+        expect(failed.body).toMatchObject({ code: 'internal_error' });
+      } finally {
+        renameSync(`${path}.away`, path);
+      }
+      expect(captured.lines).toContainEqual(expect.objectContaining({ msg: 'unhandled error', err: expect.objectContaining({ message: expect.stringContaining('reader thread stopped') }) }));
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      expect(await call(server, 'GET', '/v1/decisions')).toMatchObject({ status: 200, body: { decisions: [], next_cursor: null } });
+    } finally {
+      await server.close();
+    }
+  });
+});
 
 describe('an export that retention prunes under', () => {
   it('ends with a decision_export_incomplete problem line, not short as if whole', async () => {

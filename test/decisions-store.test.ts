@@ -137,6 +137,18 @@ describe('append and get', () => {
     }
   });
 
+  it('close() after reads on the reader thread answers them first, and still leaves no -wal file: the reader closes before the writer', async () => {
+    const log = await open();
+    const first = decision();
+    await Promise.all([log.append(first), log.append(decision())]);
+    expect(await log.reader.get(first.decision_id)).toMatchObject({ decision_id: first.decision_id, seq: 1 });
+    const queued = log.reader.query({}, { limit: 10 });
+    await log.close();
+    expect((await queued).decisions.map((d) => d.seq)).toEqual([2, 1]);
+    expect(existsSync(`${temp.path}-wal`)).toBe(false);
+    await expect(log.reader.query()).rejects.toMatchObject({ code: 'decision_log_closed' });
+  });
+
   it('rejects appends after close', async () => {
     const log = await open();
     await log.close();

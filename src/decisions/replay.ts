@@ -22,7 +22,7 @@ import type { StoredDecision } from './record.ts';
  */
 
 export interface ReplayDeps {
-  get(decisionId: string): StoredDecision | undefined;
+  get(decisionId: string): StoredDecision | undefined | Promise<StoredDecision | undefined>;
   activeBundle(name: string): PolicyBundle | undefined;
   /** Lends a revision without activating it: BundleLifecycle.withRevision. */
   withRevision<T>(name: string, revision: string, use: (bundle: PolicyBundle) => Promise<T>): Promise<T>;
@@ -70,7 +70,7 @@ function requestedScopes(input: Record<string, unknown>): string[] {
 }
 
 export async function replayDecision(deps: ReplayDeps, decisionId: string, revision?: string): Promise<ReplayReport> {
-  const record = deps.get(decisionId);
+  const record = await deps.get(decisionId);
   if (record === undefined) throw new ArbiterError('decision_not_found', `no decision ${decisionId} in the decision log`);
   const { bundle: name, rule } = record;
   if (name === null || rule === undefined) {

@@ -12,7 +12,8 @@ import { decisionLogConfigSchema } from './config.ts';
 import type { DecisionLogConfig, DecisionLogConfigInput } from './config.ts';
 import { applyMask } from './mask.ts';
 import { ageCutoff } from './retention.ts';
-import { decisionFiltersSchema, exportDecisions, queryDecisions, readRow, toStoredDecision } from './query.ts';
+import { exportDecisions, queryDecisions, readRow, toStoredDecision } from './query.ts';
+import { DecisionReader, validFilters } from './reader-thread.ts';
 import type { DecisionFilters, DecisionPage, PageRequest, StoredRow } from './query.ts';
 import { decisionRecordSchema, deriveIndexColumns, isDecisionRecord } from './record.ts';
 import type { DecisionRecord, StoredDecision } from './record.ts';
@@ -91,6 +92,11 @@ export class DecisionStore {
   readonly #key: CheckpointKey;
   readonly #writer: WriterThread;
   readonly #readerDb: DatabaseSync;
+  /**
+   * The HTTP routes' reads, on a thread of their own (the methods below read on the calling
+   * thread: for tests, tools and one-record lookups).
+   */
+  readonly reader: DecisionReader;
   readonly #getById: StatementSync;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #committedListeners = new Set<CommittedListener>();
@@ -175,6 +181,7 @@ export class DecisionStore {
     this.#key = key;
     this.#writer = writer;
     this.#readerDb = reader;
+    this.reader = new DecisionReader(config.path, config.busy_timeout_ms);
     this.#getById = reader.prepare('SELECT seq, timestamp, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
 
     this.#every(config.checkpoint.interval_s * 1000, () => this.#writer.checkpoint(false));
@@ -235,12 +242,12 @@ export class DecisionStore {
 
   /** One page of matching decisions, newest first; throws `decision_query_invalid` or `decision_cursor_invalid`. */
   query(filters: DecisionFilters = {}, page: PageRequest = {}): DecisionPage {
-    return queryDecisions(this.#readerDb, parseFilters(filters), page);
+    return queryDecisions(this.#readerDb, validFilters(filters), page);
   }
 
   /** Every matching decision, newest first, streamed (e.g. as NDJSON) without loading them all. */
   export(filters: DecisionFilters = {}): Iterable<StoredDecision> {
-    return exportDecisions(this.#readerDb, parseFilters(filters), () => this.#prunedBefore);
+    return exportDecisions(this.#readerDb, validFilters(filters), () => this.#prunedBefore);
   }
 
   /** Checks the whole chain, its checkpoints and retention anchor; yields to the event loop as it goes. */
@@ -257,6 +264,7 @@ export class DecisionStore {
     const { max_age_days: maxAgeDays, max_records: maxRecords } = this.#config.retention;
     const before = maxRecords !== undefined ? Infinity : maxAgeDays !== undefined ? ageCutoff(now, maxAgeDays) : -Infinity;
     this.#prunedBefore = Math.max(this.#prunedBefore, before);
+    this.reader.setPrunedBefore(this.#prunedBefore);
     const run = (this.#pruning ?? Promise.resolve())
       .catch(() => undefined)
       .then(() => this.#writer.prune({ maxAgeDays, maxRecords }, now, PRUNE_STEP_RECORDS));
@@ -344,6 +352,8 @@ export class DecisionStore {
     // The reader goes first: the connection that closes last copies the WAL into the database
     // file and removes it, which a read-only one cannot do. Left to the reader, the last records
     // (up to wal_autocheckpoint pages) stay in the -wal file, and a copy of the .db alone lacks them.
+    // The reader thread answers the reads queued on it first.
+    await this.reader.close();
     this.#readerDb.close();
     await this.#writer.close();
   }
@@ -628,11 +638,5 @@ function validRecord(record: DecisionRecord): DecisionRecord {
   if (isDecisionRecord(record)) return record;
   const parsed = decisionRecordSchema.safeParse(record);
   if (!parsed.success) throw new ArbiterError('decision_record_invalid', z.prettifyError(parsed.error));
-  return parsed.data;
-}
-
-function parseFilters(filters: DecisionFilters): DecisionFilters {
-  const parsed = decisionFiltersSchema.safeParse(filters);
-  if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
   return parsed.data;
 }

@@ -2,7 +2,6 @@ import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import type { DecisionPipeline } from '../../decisions/pipeline.ts';
 import { MAX_PAGE_SIZE } from '../../decisions/query.ts';
-import type { StoredDecision } from '../../decisions/record.ts';
 import { replayDecision, type ReplayDeps } from '../../decisions/replay.ts';
 import type { DecisionStore } from '../../decisions/store.ts';
 import { ArbiterError, DecisionLogCorruptError } from '../../errors.ts';
@@ -99,7 +98,7 @@ export const replayRequestSchema = z.strictObject({
   revision: z.string().min(1).optional().describe('Stored revision of the recorded bundle to replay against; the active revision when absent.'),
 });
 
-/** Records written per chunk of an export before yielding to the event loop. */
+/** Records per chunk of an export: what the reader thread reads and encodes per request. */
 const EXPORT_CHUNK_RECORDS = 500;
 
 /**
@@ -119,7 +118,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
       .post('/v1/decisions/:id/replay', read, disabled);
   }
   const replayDeps: ReplayDeps = {
-    get: (id) => log.store.get(id),
+    get: (id) => log.store.reader.get(id),
     activeBundle: (name) => deps.bundles.get(name),
     withRevision: (name, revision, use) => deps.lifecycle.withRevision(name, revision, use),
     evaluate: (bundle, entrypoint, input) => deps.pipeline.evaluateRaw(bundle, entrypoint, input),
@@ -140,24 +139,25 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
             { err: error, request_id: c.get('requestId'), path: c.req.path, admin: c.get('admin'), ...(error instanceof DecisionLogCorruptError && { seq: error.seq }) },
             'decision export stopped before its end',
           );
-        return c.body(ndjson(log.store.export(query.data), c.req.path, stopped), 200, { 'Content-Type': 'application/x-ndjson' });
+        const chunks = log.store.reader.export(query.data, EXPORT_CHUNK_RECORDS);
+        return c.body(ndjson(chunks, c.req.path, stopped), 200, { 'Content-Type': 'application/x-ndjson' });
       } catch (error) {
         return adminProblem(c, error);
       }
     })
-    .get('/v1/decisions', read, (c) => {
+    .get('/v1/decisions', read, async (c) => {
       const query = parseQuery(c, decisionsQuerySchema, 'decision_query_invalid');
       if (!query.ok) return adminProblem(c, query.error);
       const { limit, cursor, ...filters } = query.data;
       try {
-        return c.json(log.store.query(filters, { ...(limit !== undefined && { limit }), ...(cursor !== undefined && { cursor }) }));
+        return c.json(await log.store.reader.query(filters, { ...(limit !== undefined && { limit }), ...(cursor !== undefined && { cursor }) }));
       } catch (error) {
         return adminProblem(c, error);
       }
     })
-    .get('/v1/decisions/:id', read, noQueryParameters, (c) => {
+    .get('/v1/decisions/:id', read, noQueryParameters, async (c) => {
       try {
-        const decision = log.store.get(c.req.param('id'));
+        const decision = await log.store.reader.get(c.req.param('id'));
         return decision ? c.json(decision) : adminProblem(c, notFound(c.req.param('id')));
       } catch (error) {
         return adminProblem(c, error);
@@ -187,42 +187,33 @@ function notFound(id: string): ArbiterError {
 }
 
 /**
- * One JSON line per record, produced as the client reads: each pull writes a chunk and
- * the next waits for the event loop, so a long export neither buffers nor starves requests.
- * The status went out with the first line: an ArbiterError met on the way (a damaged record)
- * ends the export with its problem document as the last line, so the file says why it stops
- * where it does. Any other error still breaks the response off, as a failed read.
+ * One JSON line per record, produced as the client reads: each pull asks the reader thread for
+ * the next chunk, so a long export neither buffers nor holds the event loop. The status went
+ * out with the first line: an ArbiterError met on the way (a damaged record, retention pruning
+ * under the export) ends the export with its problem document as the last line, so the file
+ * says why it stops where it does. Any other error still breaks the response off, as a failed read.
  */
-function ndjson(records: Iterable<StoredDecision>, instance: string, stopped: (error: unknown) => void): ReadableStream<Uint8Array> {
-  const iterator = records[Symbol.iterator]();
+function ndjson(chunks: AsyncGenerator<string, void, undefined>, instance: string, stopped: (error: unknown) => void): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        let text = '';
-        for (let i = 0; i < EXPORT_CHUNK_RECORDS; i++) {
-          let next: IteratorResult<StoredDecision>;
-          try {
-            next = iterator.next();
-          } catch (error) {
-            stopped(error);
-            if (!(error instanceof ArbiterError)) throw error;
-            controller.enqueue(encoder.encode(`${text}${adminProblemText(error, instance)}\n`));
-            controller.close();
-            return;
-          }
-          if (next.done) {
-            if (text) controller.enqueue(encoder.encode(text));
-            controller.close();
-            return;
-          }
-          text += `${JSON.stringify(next.value)}\n`;
+        let next: IteratorResult<string, void>;
+        try {
+          next = await chunks.next();
+        } catch (error) {
+          stopped(error);
+          if (!(error instanceof ArbiterError)) throw error;
+          controller.enqueue(encoder.encode(`${adminProblemText(error, instance)}\n`));
+          controller.close();
+          return;
         }
-        controller.enqueue(encoder.encode(text));
+        if (next.done) controller.close();
+        else controller.enqueue(encoder.encode(next.value));
       },
-      cancel() {
-        iterator.return?.();
+      async cancel() {
+        // The client went away: the reader thread drops the export.
+        await chunks.return();
       },
     },
     { highWaterMark: 1 },

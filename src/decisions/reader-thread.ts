@@ -1,0 +1,245 @@
+import { Worker } from 'node:worker_threads';
+import { z } from 'zod';
+import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
+import { decisionFiltersSchema } from './query.ts';
+import type { DecisionFilters, DecisionPage, PageRequest } from './query.ts';
+import type { StoredDecision } from './record.ts';
+
+/** What the reader thread is started with. */
+export interface ReaderSetup {
+  path: string;
+  busyTimeoutMs: number;
+  /** One BigInt64: the store's prunedBefore (see encodePrunedBefore), read by exports. */
+  prunedBefore: SharedArrayBuffer;
+  /** Two Int32s: [held (1 while tests hold reads), reads waiting at the hold]. */
+  gate: SharedArrayBuffer;
+}
+
+export type ReaderRequest =
+  | { id: number; op: 'query'; filters: DecisionFilters; page: PageRequest }
+  | { id: number; op: 'get'; decisionId: string }
+  /** The next chunk of export `exportId`, started with `filters` (given on the first request only). */
+  | { id: number; op: 'export'; exportId: number; filters?: DecisionFilters; records: number }
+  /** The export's reader stopped early (the client went away): drop it. */
+  | { id: number; op: 'export_end'; exportId: number }
+  | { id: number; op: 'close' };
+
+/** An error as it crosses threads: structured clone keeps neither its class nor its code. */
+export interface WireError {
+  message: string;
+  code?: string;
+  seq?: number;
+}
+
+export type ReaderReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
+
+/** A chunk of an export: NDJSON lines, and whether it ended (with `error` when a record stopped it). */
+export interface ExportChunk {
+  lines: string;
+  done: boolean;
+  error?: WireError;
+}
+
+export function toWireError(error: unknown): WireError {
+  if (error instanceof DecisionLogCorruptError) return { message: error.message, code: error.code, seq: error.seq };
+  if (error instanceof ArbiterError) return { message: error.message, code: error.code };
+  return { message: error instanceof Error ? error.message : String(error) };
+}
+
+/**
+ * The error the route answers with: an ArbiterError keeps its code (a 400, 404, 409, or a
+ * decision_log_corrupt 500 naming the seq); anything else stays a plain Error, which the
+ * server answers 500 internal_error and logs, as it did when reads ran on the main thread.
+ */
+export function fromWireError(wire: WireError): Error {
+  if (wire.seq !== undefined) return new DecisionLogCorruptError(wire.seq, wire.message);
+  if (wire.code !== undefined) return new ArbiterError(wire.code, wire.message);
+  return new Error(wire.message);
+}
+
+/** prunedBefore as a BigInt64, for Atomics: ±Infinity at the ends of the range, a time rounded up. */
+export function encodePrunedBefore(ms: number): bigint {
+  if (ms === -Infinity) return -(2n ** 63n);
+  if (ms === Infinity) return 2n ** 63n - 1n;
+  // Rounded up: `from >= prunedBefore` for an integer `from` reads the same either way.
+  return BigInt(Math.ceil(ms));
+}
+
+export function decodePrunedBefore(value: bigint): number {
+  if (value === -(2n ** 63n)) return -Infinity;
+  if (value === 2n ** 63n - 1n) return Infinity;
+  return Number(value);
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/**
+ * The auditor API's reads of the decision log (queries, lookups by id, export pages), run on
+ * a thread of their own with its own read-only connection: a query that reads every decision
+ * one filter matches takes ~100 ms per 200,000, and on the main thread it held up every
+ * decision made meanwhile. WAL lets this connection read beside the writer's commits.
+ *
+ * One thread: reads queue on it, in the order asked. It starts with the first read, so a log
+ * nobody reads costs no thread. If it dies (out of memory), the reads waiting fail (500) and the
+ * next read starts a new one.
+ */
+export class DecisionReader {
+  readonly #setup: ReaderSetup;
+  readonly #prunedBefore: BigInt64Array;
+  readonly #gate: Int32Array;
+  readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  #worker: Worker | undefined;
+  #exited: Promise<void> | undefined;
+  #nextId = 1;
+  #nextExportId = 1;
+  #closed = false;
+
+  constructor(path: string, busyTimeoutMs: number) {
+    this.#setup = {
+      path,
+      busyTimeoutMs,
+      prunedBefore: new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT),
+      gate: new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT),
+    };
+    this.#prunedBefore = new BigInt64Array(this.#setup.prunedBefore);
+    this.#gate = new Int32Array(this.#setup.gate);
+    this.setPrunedBefore(-Infinity);
+  }
+
+  /** What exports compare a retention anchor that moved against (see exportDecisions): shared, so it is current when read. */
+  setPrunedBefore(ms: number): void {
+    Atomics.store(this.#prunedBefore, 0, encodePrunedBefore(ms));
+  }
+
+  /** One page of matching decisions, newest first; rejects `decision_query_invalid` or `decision_cursor_invalid`. */
+  query(filters: DecisionFilters = {}, page: PageRequest = {}): Promise<DecisionPage> {
+    let parsed: DecisionFilters;
+    try {
+      parsed = validFilters(filters);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    return this.#request({ op: 'query', filters: parsed, page }) as Promise<DecisionPage>;
+  }
+
+  /** The record of a decision id, in any case (see DecisionStore.get). */
+  get(decisionId: string): Promise<StoredDecision | undefined> {
+    return this.#request({ op: 'get', decisionId }) as Promise<StoredDecision | undefined>;
+  }
+
+  /**
+   * Every matching decision, newest first, as NDJSON text a chunk of up to `recordsPerChunk`
+   * records at a time, read as the caller asks for the next: one chunk in flight, whatever the
+   * log's size. Throws `decision_query_invalid` at once; a record that stops the export (or
+   * retention pruning under it: decision_export_incomplete) is thrown after the chunk of
+   * lines before it. Returning early (a client that went away) lets the thread drop the export.
+   */
+  export(filters: DecisionFilters, recordsPerChunk: number): AsyncGenerator<string, void, undefined> {
+    return this.#exportChunks(validFilters(filters), recordsPerChunk);
+  }
+
+  async *#exportChunks(filters: DecisionFilters, records: number): AsyncGenerator<string, void, undefined> {
+    const exportId = this.#nextExportId++;
+    let ended = false;
+    try {
+      for (let first = true; !ended; first = false) {
+        const chunk = (await this.#request({ op: 'export', exportId, ...(first && { filters }), records })) as ExportChunk;
+        // The thread forgets an export once it ended, or stopped on an error.
+        ended = chunk.done;
+        if (chunk.lines) yield chunk.lines;
+        if (chunk.error) throw fromWireError(chunk.error);
+      }
+    } catch (error) {
+      // A request that failed (the thread stopped) leaves nothing on it to drop.
+      ended = true;
+      throw error;
+    } finally {
+      if (!ended) this.#request({ op: 'export_end', exportId }).catch(() => undefined);
+    }
+  }
+
+  /**
+   * For tests: reads that reach the thread from now on wait there (the thread blocked, as a
+   * long read holds it) until the returned function is called. `held` counts those waiting.
+   */
+  holdForTests(): () => void {
+    Atomics.store(this.#gate, 0, 1);
+    return () => {
+      Atomics.store(this.#gate, 0, 0);
+      Atomics.notify(this.#gate, 0);
+    };
+  }
+
+  /** For tests: how many reads wait at holdForTests' hold. */
+  get heldForTests(): number {
+    return Atomics.load(this.#gate, 1);
+  }
+
+  /**
+   * Closes the thread's connection once the reads queued before it are answered, and ends the
+   * thread. Called before the writer closes: the connection that closes last removes the -wal.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const worker = this.#worker;
+    if (!worker) return;
+    try {
+      await this.#post(worker, { op: 'close' });
+    } catch {
+      // It stopped: nothing left open.
+    } finally {
+      await worker.terminate();
+      await this.#exited;
+    }
+  }
+
+  #request(request: DistributiveOmit<ReaderRequest, 'id'>): Promise<unknown> {
+    if (this.#closed) return Promise.reject(new ArbiterError('decision_log_closed', 'the decision log is closed'));
+    return this.#post(this.#worker ?? this.#start(), request);
+  }
+
+  #post(worker: Worker, request: DistributiveOmit<ReaderRequest, 'id'>): Promise<unknown> {
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      // Keep the process alive while a caller waits for the thread.
+      worker.ref();
+      worker.postMessage({ ...request, id });
+    });
+  }
+
+  #start(): Worker {
+    const worker = new Worker(new URL('./reader-worker.ts', import.meta.url), { workerData: this.#setup });
+    this.#worker = worker;
+    worker.unref();
+    worker.on('message', (reply: ReaderReply) => {
+      const waiter = this.#pending.get(reply.id);
+      if (!waiter) return;
+      this.#pending.delete(reply.id);
+      if (this.#pending.size === 0) worker.unref();
+      if (reply.ok) waiter.resolve(reply.result);
+      else waiter.reject(fromWireError(reply.error));
+    });
+    let failure: Error | undefined;
+    worker.on('error', (error) => (failure = error));
+    this.#exited = new Promise((resolve) => {
+      worker.once('exit', (code) => {
+        // The next read starts a new thread; the reads this one held fail.
+        if (this.#worker === worker) this.#worker = undefined;
+        const stopped = new Error(`the decision log reader thread stopped (exit code ${code})${failure ? `: ${failure.message}` : ''}`, { cause: failure });
+        for (const waiter of this.#pending.values()) waiter.reject(stopped);
+        this.#pending.clear();
+        resolve();
+      });
+    });
+    return worker;
+  }
+}
+
+/** Filters as the store takes them, checked here so a bad one is refused before a read is queued. */
+export function validFilters(filters: DecisionFilters): DecisionFilters {
+  const parsed = decisionFiltersSchema.safeParse(filters);
+  if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
+  return parsed.data;
+}

@@ -1,0 +1,92 @@
+/**
+ * Entry point of the decision log's reader thread: the auditor API's queries, lookups by id
+ * and export pages, read on a read-only connection of its own, so that a read of many
+ * records never holds the event loop that serves decisions. See DecisionReader.
+ */
+import { DatabaseSync } from 'node:sqlite';
+import { parentPort, workerData } from 'node:worker_threads';
+import { exportDecisions, queryDecisions, readRow, toStoredDecision } from './query.ts';
+import type { DecisionFilters, StoredRow } from './query.ts';
+import type { StoredDecision } from './record.ts';
+import { decodePrunedBefore, toWireError } from './reader-thread.ts';
+import type { ExportChunk, ReaderReply, ReaderRequest, ReaderSetup } from './reader-thread.ts';
+
+const setup = workerData as ReaderSetup;
+const port = parentPort;
+if (!port) throw new Error('reader-worker.ts runs as a worker thread only');
+
+const prunedBefore = new BigInt64Array(setup.prunedBefore);
+const gate = new Int32Array(setup.gate);
+const db = new DatabaseSync(setup.path, { readOnly: true, timeout: setup.busyTimeoutMs });
+const getById = db.prepare('SELECT seq, timestamp, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
+/** Exports under way, by id: each holds one page of rows at most (see exportDecisions). */
+const exports = new Map<number, Iterator<StoredDecision>>();
+
+port.on('message', (request: ReaderRequest) => {
+  waitWhileHeld();
+  let reply: ReaderReply;
+  try {
+    reply = { id: request.id, ok: true, result: handle(request) };
+  } catch (error) {
+    reply = { id: request.id, ok: false, error: toWireError(error) };
+  }
+  port.postMessage(reply);
+});
+
+function handle(request: ReaderRequest): unknown {
+  switch (request.op) {
+    case 'query':
+      return queryDecisions(db, request.filters, request.page);
+    case 'get': {
+      // Ids are minted in lower case: a UUID read back in capitals is the same id.
+      const row = readRow<StoredRow>(getById, request.decisionId.toLowerCase());
+      return row && toStoredDecision(row);
+    }
+    case 'export':
+      return exportChunk(request.exportId, request.filters, request.records);
+    case 'export_end':
+      exports.get(request.exportId)?.return?.();
+      exports.delete(request.exportId);
+      return undefined;
+    case 'close':
+      // The main thread ends the thread once it has this answer.
+      for (const iterator of exports.values()) iterator.return?.();
+      exports.clear();
+      db.close();
+      return undefined;
+  }
+}
+
+function exportChunk(exportId: number, filters: DecisionFilters | undefined, records: number): ExportChunk {
+  let iterator = exports.get(exportId);
+  if (!iterator) {
+    if (!filters) throw new Error(`no decision export ${exportId} under way on the reader thread`);
+    // Read from the shared value at each check: a prune asked for after the export began counts.
+    iterator = exportDecisions(db, filters, () => decodePrunedBefore(Atomics.load(prunedBefore, 0)))[Symbol.iterator]();
+    exports.set(exportId, iterator);
+  }
+  let lines = '';
+  for (let i = 0; i < records; i++) {
+    let next: IteratorResult<StoredDecision>;
+    try {
+      next = iterator.next();
+    } catch (error) {
+      exports.delete(exportId);
+      return { lines, done: true, error: toWireError(error) };
+    }
+    if (next.done) {
+      exports.delete(exportId);
+      return { lines, done: true };
+    }
+    lines += `${JSON.stringify(next.value)}\n`;
+  }
+  return { lines, done: false };
+}
+
+/** Test hook (DecisionReader.holdForTests): while held, the thread blocks here, as a long read would hold it. */
+function waitWhileHeld(): void {
+  if (Atomics.load(gate, 0) === 0) return;
+  Atomics.add(gate, 1, 1);
+  Atomics.wait(gate, 0, 1);
+  Atomics.sub(gate, 1, 1);
+}
