@@ -1021,6 +1021,25 @@ describe('reads of the decision log', () => {
     }
   });
 
+  it('verify too: decisions answer while the chain walk waits on the reader thread, which then reports as before', async () => {
+    await decide(alice(), 'read', { type: 'doc', id: 'held-verify' });
+    const release = arbiter.decisionLog!.reader.holdForTests();
+    let settled = false;
+    try {
+      const verify = get('/v1/decisions/verify').finally(() => (settled = true));
+      await waitFor(() => arbiter.decisionLog!.reader.heldForTests === 1, 'verify to reach the reader thread');
+      await decide(alice(), 'read', { type: 'doc', id: 'held-verify' });
+      expect(settled).toBe(false);
+      release();
+      const report = await verify;
+      expect(report.status, report.text).toBe(200);
+      // The report of the walk on the calling thread (an earlier test left this log tampered with).
+      expect(report.body).toEqual(await arbiter.decisionLog!.verify());
+    } finally {
+      release();
+    }
+  });
+
   it('answer 500 when the reader thread fails, without taking the server down, and the next read starts a new thread', async () => {
     const path = join(dir, 'reader-fails.db');
     const captured = capturingLogger();

@@ -149,6 +149,15 @@ describe('append and get', () => {
     await expect(log.reader.query()).rejects.toMatchObject({ code: 'decision_log_closed' });
   });
 
+  it('close() during a verify on the reader thread lets the walk finish and close its connections first: no -wal file', async () => {
+    const log = await open();
+    await Promise.all(Array.from({ length: 50 }, () => log.append(decision())));
+    const verified = log.reader.verify();
+    await log.close();
+    expect(await verified).toMatchObject({ ok: true, checked: 50 });
+    expect(existsSync(`${temp.path}-wal`)).toBe(false);
+  });
+
   it('rejects appends after close', async () => {
     const log = await open();
     await log.close();

@@ -4,11 +4,15 @@ import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
 import { decisionFiltersSchema } from './query.ts';
 import type { DecisionFilters, DecisionPage, PageRequest } from './query.ts';
 import type { StoredDecision } from './record.ts';
+import type { CheckpointPublicKey } from './chain.ts';
+import type { VerifyReport } from './verify.ts';
 
 /** What the reader thread is started with. */
 export interface ReaderSetup {
   path: string;
   busyTimeoutMs: number;
+  /** What verify checks signatures with (the public half only: KeyObjects clone). */
+  key: CheckpointPublicKey;
   /** One BigInt64: the store's prunedBefore (see encodePrunedBefore), read by exports. */
   prunedBefore: SharedArrayBuffer;
   /** Two Int32s: [held (1 while tests hold reads), reads waiting at the hold]. */
@@ -22,6 +26,7 @@ export type ReaderRequest =
   | { id: number; op: 'export'; exportId: number; filters?: DecisionFilters; records: number }
   /** The export's reader stopped early (the client went away): drop it. */
   | { id: number; op: 'export_end'; exportId: number }
+  | { id: number; op: 'verify' }
   | { id: number; op: 'close' };
 
 /** An error as it crosses threads: structured clone keeps neither its class nor its code. */
@@ -74,7 +79,7 @@ export function decodePrunedBefore(value: bigint): number {
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /**
- * The auditor API's reads of the decision log (queries, lookups by id, export pages), run on
+ * The auditor API's reads of the decision log (queries, lookups by id, export pages, verify), run on
  * a thread of their own with its own read-only connection: a query that reads every decision
  * one filter matches takes ~100 ms per 200,000, and on the main thread it held up every
  * decision made meanwhile. WAL lets this connection read beside the writer's commits.
@@ -94,10 +99,11 @@ export class DecisionReader {
   #nextExportId = 1;
   #closed = false;
 
-  constructor(path: string, busyTimeoutMs: number) {
+  constructor(path: string, busyTimeoutMs: number, key: CheckpointPublicKey) {
     this.#setup = {
       path,
       busyTimeoutMs,
+      key: { id: key.id, publicKey: key.publicKey },
       prunedBefore: new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT),
       gate: new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT),
     };
@@ -125,6 +131,15 @@ export class DecisionReader {
   /** The record of a decision id, in any case (see DecisionStore.get). */
   get(decisionId: string): Promise<StoredDecision | undefined> {
     return this.#request({ op: 'get', decisionId }) as Promise<StoredDecision | undefined>;
+  }
+
+  /**
+   * The chain check of DecisionStore.verify, walked on the reader thread (on connections of its
+   * own, in one read snapshot). The walk yields between stretches of rows, so reads asked
+   * meanwhile are answered between them rather than after it.
+   */
+  verify(): Promise<VerifyReport> {
+    return this.#request({ op: 'verify' }) as Promise<VerifyReport>;
   }
 
   /**

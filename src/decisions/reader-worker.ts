@@ -9,6 +9,7 @@ import { exportDecisions, queryDecisions, readRow, toStoredDecision } from './qu
 import type { DecisionFilters, StoredRow } from './query.ts';
 import type { StoredDecision } from './record.ts';
 import { decodePrunedBefore, toWireError } from './reader-thread.ts';
+import { verifyChain } from './verify.ts';
 import type { ExportChunk, ReaderReply, ReaderRequest, ReaderSetup } from './reader-thread.ts';
 
 const setup = workerData as ReaderSetup;
@@ -21,20 +22,41 @@ const db = new DatabaseSync(setup.path, { readOnly: true, timeout: setup.busyTim
 const getById = db.prepare('SELECT seq, timestamp, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
 /** Exports under way, by id: each holds one page of rows at most (see exportDecisions). */
 const exports = new Map<number, Iterator<StoredDecision>>();
+/**
+ * Requests answered later (a verify's walk, which holds connections of its own): close waits
+ * until their answers are sent, before the main thread, having close's, ends the thread.
+ */
+const answering = new Set<Promise<void>>();
 
 port.on('message', (request: ReaderRequest) => {
   waitWhileHeld();
-  let reply: ReaderReply;
+  let result: unknown;
   try {
-    reply = { id: request.id, ok: true, result: handle(request) };
+    result = handle(request);
   } catch (error) {
-    reply = { id: request.id, ok: false, error: toWireError(error) };
+    answer({ id: request.id, ok: false, error: toWireError(error) });
+    return;
   }
-  port.postMessage(reply);
+  if (!(result instanceof Promise)) {
+    answer({ id: request.id, ok: true, result });
+    return;
+  }
+  const answered = result.then(
+    (value: unknown) => answer({ id: request.id, ok: true, result: value }),
+    (error: unknown) => answer({ id: request.id, ok: false, error: toWireError(error) }),
+  );
+  answering.add(answered);
+  void answered.finally(() => answering.delete(answered));
 });
+
+function answer(reply: ReaderReply): void {
+  port?.postMessage(reply);
+}
 
 function handle(request: ReaderRequest): unknown {
   switch (request.op) {
+    case 'verify':
+      return verifyChain(setup.path, setup.key);
     case 'query':
       return queryDecisions(db, request.filters, request.page);
     case 'get': {
@@ -49,11 +71,11 @@ function handle(request: ReaderRequest): unknown {
       exports.delete(request.exportId);
       return undefined;
     case 'close':
-      // The main thread ends the thread once it has this answer.
+      // The main thread ends the thread once it has this answer: every connection must be
+      // closed by then, a verify's too, or the writer closing after it cannot remove the -wal.
       for (const iterator of exports.values()) iterator.return?.();
       exports.clear();
-      db.close();
-      return undefined;
+      return Promise.allSettled(answering).then(() => db.close());
   }
 }
 

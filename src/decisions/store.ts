@@ -181,7 +181,7 @@ export class DecisionStore {
     this.#key = key;
     this.#writer = writer;
     this.#readerDb = reader;
-    this.reader = new DecisionReader(config.path, config.busy_timeout_ms);
+    this.reader = new DecisionReader(config.path, config.busy_timeout_ms, key);
     this.#getById = reader.prepare('SELECT seq, timestamp, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
 
     this.#every(config.checkpoint.interval_s * 1000, () => this.#writer.checkpoint(false));

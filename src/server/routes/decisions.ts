@@ -126,7 +126,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
 
   // Static paths first: /v1/decisions/:id would otherwise take "verify" and "export" for ids.
   return app
-    .get('/v1/decisions/verify', read, noQueryParameters, async (c) => c.json(await log.store.verify()))
+    .get('/v1/decisions/verify', read, noQueryParameters, async (c) => c.json(await log.store.reader.verify()))
     .get('/v1/decisions/export', read, (c) => {
       const query = parseQuery(c, decisionFiltersQuerySchema, 'decision_query_invalid');
       if (!query.ok) return adminProblem(c, query.error);
