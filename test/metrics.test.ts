@@ -13,6 +13,7 @@ import { build, writeBundleSource } from './support/bundle-sources.ts';
 import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
+import { waitFor } from './support/wait.ts';
 
 let idp: TestIssuer;
 let offline: TestIssuer;
@@ -301,6 +302,46 @@ describe('GET /metrics', () => {
     } finally {
       await server.close();
       await admins.close();
+    }
+  }, 30_000);
+
+  it("reports the decision log reader thread's heap only once a read started it, and answers while a read holds it", async () => {
+    // The reader thread starts with the first auditor read: a scrape must neither start it nor
+    // wait on it while a long read holds it.
+    const server = await startTestArbiter();
+    const used = 'arbiter_thread_heap_bytes{thread="decision-log-reader",kind="used"}';
+    const total = 'arbiter_thread_heap_bytes{thread="decision-log-reader",kind="total"}';
+    try {
+      const reader = server.decisionLog!.reader;
+      expect((await scrape(server.url)).has(used)).toBe(false);
+      // Still none: the scrape before did not start the thread.
+      expect((await scrape(server.url)).has(used)).toBe(false);
+
+      expect(await reader.get('00000000-0000-4000-8000-000000000000')).toBeUndefined();
+      const started = await scrape(server.url);
+      expect(started.get(used)).toBeGreaterThan(100_000);
+      expect(started.get(total)).toBeGreaterThanOrEqual(started.get(used)!);
+
+      const release = reader.holdForTests();
+      try {
+        const held = reader.get('00000000-0000-4000-8000-000000000000');
+        await waitFor(() => reader.heldForTests === 1, 'the read to reach the reader thread');
+        const before = performance.now();
+        const during = await scrape(server.url);
+        expect(performance.now() - before).toBeLessThan(THREAD_READ_TIMEOUT_MS + 2000);
+        // Every other thread is there. The held one may be too (V8 answers a heap request while the
+        // thread waits in Atomics.wait, as the hold does, not while it runs SQLite's code in a long
+        // query): either way the scrape did not wait past THREAD_READ_TIMEOUT_MS for it.
+        expect(during.has('arbiter_thread_heap_bytes{thread="decision-log-writer",kind="used"}')).toBe(true);
+        expect(during.has('arbiter_thread_heap_bytes{thread="evaluator-0",kind="used"}')).toBe(true);
+        release();
+        expect(await held).toBeUndefined();
+      } finally {
+        release();
+      }
+      expect((await scrape(server.url)).has(used)).toBe(true);
+    } finally {
+      await server.close();
     }
   }, 30_000);
 

@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { z } from 'zod';
 import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
+import { workerHeap, type ThreadHeap } from '../metrics/thread-heap.ts';
 import { decisionFiltersSchema } from './query.ts';
 import type { DecisionFilters, DecisionPage, PageRequest } from './query.ts';
 import type { StoredDecision } from './record.ts';
@@ -171,6 +172,14 @@ export class DecisionReader {
     } finally {
       if (!ended) this.#request({ op: 'export_end', exportId }).catch(() => undefined);
     }
+  }
+
+  /**
+   * The reader thread's V8 heap, for /metrics; undefined while there is no thread: a scrape
+   * does not start one (it starts with the first read), so a log nobody reads shows none.
+   */
+  heapStatistics(): Promise<ThreadHeap> | undefined {
+    return this.#worker && workerHeap('decision-log-reader', this.#worker);
   }
 
   /**

@@ -334,6 +334,11 @@ export class DecisionStore {
     return this.#writer.heapStatistics();
   }
 
+  /** The reader thread's V8 heap, for /metrics; undefined until a read has started the thread. */
+  readerHeap(): Promise<ThreadHeap> | undefined {
+    return this.reader.heapStatistics();
+  }
+
   /** Commits everything accepted, signs a final checkpoint and closes the database. */
   /** Commits what is queued and stops the writer. A later call waits for the first; only the first reports a failure. */
   close(): Promise<void> {

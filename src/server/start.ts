@@ -113,16 +113,22 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   const evaluator = createEvaluator(config.engine, logger);
   opened.push(() => evaluator.close());
   const bundles = new BundleRegistry({ onRetire: (bundle) => evaluator.release(bundle.digest), onActivate: (bundle) => evaluator.retain(bundle.digest) });
-  // The decision log opens further down; the scrape reads its writer thread and queue once it exists.
-  const decisionLogReads: { writerHeap?: () => Promise<ThreadHeap>; pending?: () => number } = {};
+  // The decision log opens further down; the scrape reads its threads and queue once it exists.
+  const decisionLogReads: { writerHeap?: () => Promise<ThreadHeap>; readerHeap?: () => Promise<ThreadHeap> | undefined; pending?: () => number } = {};
   // Live data opens further down too: its documents' freshness is read at each scrape once it exists.
   const liveDataReads: { status?: (nowMs: number) => Record<string, DocumentStatus> } = {};
   const metrics = new ArbiterMetrics({
     activeBundles: () => bundles.list(),
     threadHeaps: async () => {
-      // In time or not at all: a writer waiting on a lock or a slow disk must not hold the scrape.
-      const writer = decisionLogReads.writerHeap && (await answeredInTime(decisionLogReads.writerHeap()));
-      return [...((await evaluator.heapStatistics?.()) ?? []), ...(writer ? [writer] : [])];
+      // In time or not at all: a writer waiting on a lock or a slow disk, or a reader in a long
+      // read, must not hold the scrape. Asked together, so a scrape waits for the slowest once.
+      const reader = decisionLogReads.readerHeap?.();
+      const [evaluators, writer, read] = await Promise.all([
+        evaluator.heapStatistics?.(),
+        decisionLogReads.writerHeap && answeredInTime(decisionLogReads.writerHeap()),
+        reader && answeredInTime(reader),
+      ]);
+      return [...(evaluators ?? []), ...(writer ? [writer] : []), ...(read ? [read] : [])];
     },
     policyInstances: () => evaluator.policyInstances({ inTime: true }),
     decisionLogPending: () => decisionLogReads.pending?.() ?? 0,
@@ -196,6 +202,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
   if (!decisionLog) logger.warn('decision_log.enabled is false: decisions are not recorded durably');
   if (decisionLog) {
     decisionLogReads.writerHeap = () => decisionLog.writerHeap();
+    decisionLogReads.readerHeap = () => decisionLog.readerHeap();
     decisionLogReads.pending = () => decisionLog.stats.pending;
     decisionLog.onCommitTime((seconds) => metrics.decisionLogCommitSeconds.observe(seconds));
     opened.push(() => decisionLog.close());
