@@ -1,8 +1,10 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { DatabaseSync, StatementSync, type SQLInputValue } from 'node:sqlite';
 import { pathToFileURL } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DecisionReader } from '../src/decisions/reader-thread.ts';
 import { DecisionStore } from '../src/decisions/store.ts';
 import type { DecisionFilters } from '../src/decisions/query.ts';
 import type { DecisionRecord, StoredDecision } from '../src/decisions/record.ts';
@@ -157,6 +159,23 @@ describe('append and get', () => {
     expect(await verified).toMatchObject({ ok: true, checked: 50 });
     expect(existsSync(`${temp.path}-wal`)).toBe(false);
   });
+
+  it("a read past the reader thread's heap cap ends that thread, not the process: that read fails, the next starts a new thread", async () => {
+    const log = await open();
+    const padding = 'x'.repeat(512 * 1024);
+    const records = Array.from({ length: 200 }, () => decision({ context: { padding } }));
+    await Promise.all(records.map((record) => log.append(record)));
+    // One page of 100 MiB of bodies, read and parsed, on a thread capped at 40 MiB (an idle reader
+    // thread uses ~16 MiB, its modules loaded; the one the store starts is capped at 512 MiB).
+    const reader = new DecisionReader(temp.path, 2000, { id: 'unused', publicKey: generateKeyPairSync('ed25519').publicKey }, { maxOldGenerationSizeMb: 40 });
+    try {
+      await expect(reader.query({}, { limit: 1000 })).rejects.toThrow(/reader thread stopped.*memory/);
+      expect(await reader.get(records[0]!.decision_id)).toMatchObject({ decision_id: records[0]!.decision_id, seq: 1 });
+      expect((await reader.query({}, { limit: 2 })).decisions.map((d) => d.seq)).toEqual([200, 199]);
+    } finally {
+      await reader.close();
+    }
+  }, 60_000);
 
   it('rejects appends after close', async () => {
     const log = await open();

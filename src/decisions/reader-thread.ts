@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { z } from 'zod';
 import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
 import { workerHeap, type ThreadHeap } from '../metrics/thread-heap.ts';
@@ -80,6 +80,17 @@ export function decodePrunedBefore(value: bigint): number {
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /**
+ * Without a cap a worker's old generation may grow as large as the main thread's (up to about
+ * 4 GiB): one read of pages of large records (bodies up to server.body_limit_bytes each, 1,000
+ * to a page) could take the process's memory before anything stopped it. Capped, such a read
+ * ends the thread (ERR_WORKER_OUT_OF_MEMORY): the reads on it answer 500 and the next read starts
+ * a new thread, while decisions go on. A full page at the default body limit (1,000 records of
+ * ~64 KiB) reads within a 128 MiB cap (an idle reader thread uses ~16 MiB): 512 MiB leaves room
+ * for larger bodies (a page that needs more is one to ask for with a smaller limit).
+ */
+export const READER_RESOURCE_LIMITS: ResourceLimits = { maxOldGenerationSizeMb: 512 };
+
+/**
  * The auditor API's reads of the decision log (queries, lookups by id, export pages, verify), run on
  * a thread of their own with its own read-only connection: a query that reads every decision
  * one filter matches takes ~100 ms per 200,000, and on the main thread it held up every
@@ -91,6 +102,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
  */
 export class DecisionReader {
   readonly #setup: ReaderSetup;
+  readonly #resourceLimits: ResourceLimits;
   readonly #prunedBefore: BigInt64Array;
   readonly #gate: Int32Array;
   readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
@@ -100,7 +112,9 @@ export class DecisionReader {
   #nextExportId = 1;
   #closed = false;
 
-  constructor(path: string, busyTimeoutMs: number, key: CheckpointPublicKey) {
+  /** `resourceLimits` other than the default for tests only: a smaller cap is reached by a test's log. */
+  constructor(path: string, busyTimeoutMs: number, key: CheckpointPublicKey, resourceLimits: ResourceLimits = READER_RESOURCE_LIMITS) {
+    this.#resourceLimits = resourceLimits;
     this.#setup = {
       path,
       busyTimeoutMs,
@@ -234,7 +248,7 @@ export class DecisionReader {
   }
 
   #start(): Worker {
-    const worker = new Worker(new URL('./reader-worker.ts', import.meta.url), { workerData: this.#setup });
+    const worker = new Worker(new URL('./reader-worker.ts', import.meta.url), { workerData: this.#setup, resourceLimits: this.#resourceLimits });
     this.#worker = worker;
     worker.unref();
     worker.on('message', (reply: ReaderReply) => {
