@@ -31,6 +31,14 @@ describe('arbiter CLI', () => {
     expect(none.stderr).toContain('Usage: arbiter <command>');
   });
 
+  it('says in decisions query --help that --sub takes the hash when the log masks sub with hash', async () => {
+    // A masked log stores sha256:<hex> in sub: the plain value matches nothing, and answers an empty page.
+    const help = await cli('decisions', 'query', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/--sub[^\n]*\n?[^\n]*sha256:<hex>/);
+    expect(help.stdout).toContain('decision_log.mask');
+  });
+
   it("names the command and its --help when an option or argument is refused (2)", async () => {
     for (const [args, said] of [
       [['serve', '--bogus'], "Unknown option '--bogus'"],

@@ -28,6 +28,9 @@ Filters (query, export):
   --from <time> --to <time>    RFC 3339 (2025-01-31T12:00:00Z) or epoch ms; from inclusive, to exclusive
   --iss --sub --client-id --action --resource-type --resource-id --reason --bundle --revision <value>
   --allow <true|false>
+  --sub <value>                as recorded: sha256:<hex> when decision_log.mask hashes sub (the hex of
+                               its JSON, quotes included: printf '%s' '"alice"' | sha256sum); the plain
+                               value then matches nothing
 
 Options:
   --limit <n>         query: page size, 1-1000 (default 50)
