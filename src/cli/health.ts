@@ -5,6 +5,7 @@ import { loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, ConfigError } from '../errors.ts';
+import { urlHost } from '../net/host-literal.ts';
 
 const HELP = `Usage: arbiter health [--config <file>] [--timeout-ms <ms>]
 
@@ -57,7 +58,7 @@ const WILDCARD_TO_LOOPBACK = new Map([['0.0.0.0', '127.0.0.1'], ['::', '::1']]);
 export function healthUrl(server: Config['server']): string {
   const listener = server.diagnostic === undefined ? server : { host: server.diagnostic.host ?? server.host, port: server.diagnostic.port };
   const host = WILDCARD_TO_LOOPBACK.get(listener.host) ?? listener.host;
-  return `${server.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${listener.port}/healthz`;
+  return `${server.tls ? 'https' : 'http'}://${urlHost(host)}:${listener.port}/healthz`;
 }
 
 function probe(url: string, timeoutMs: number): Promise<number> {

@@ -12,6 +12,7 @@ import { request as httpsRequest } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import { withoutCredentials } from '../shown-url.ts';
+import { unbracketed } from './host-literal.ts';
 
 /** Resolves a host name to every address a connection may go to (dns.lookup, as fetch would). */
 export type HostResolver = (hostname: string) => Promise<readonly LookupAddress[]>;
@@ -20,17 +21,12 @@ export const systemResolver: HostResolver = (hostname) => lookup(hostname, { all
 
 /** The addresses a connection to `url` may go to: the host itself when it is an address, else what `resolve` answers. */
 export async function addressesOf(url: URL, resolve: HostResolver): Promise<readonly LookupAddress[]> {
-  const host = hostOf(url);
+  const host = unbracketed(url.hostname);
   const family = isIP(host);
   if (family !== 0) return [{ address: host, family }];
   const addresses = await resolve(host);
   if (addresses.length === 0) throw new Error(`${host} resolves to no address`);
   return addresses;
-}
-
-/** The URL's host as a connection names it: an IPv6 address without its brackets. */
-function hostOf(url: URL): string {
-  return url.hostname.startsWith('[') && url.hostname.endsWith(']') ? url.hostname.slice(1, -1) : url.hostname;
 }
 
 /** Statuses that redirect to their Location. */

@@ -3,6 +3,7 @@
  * polls, key sets over plain http): by address once a name is resolved, and by how a URL spells its host before.
  */
 import { BlockList, isIP } from 'node:net';
+import { unbracketed } from './host-literal.ts';
 
 /**
  * Addresses a connection to which lands on this machine: loopback, and the unspecified address
@@ -28,7 +29,7 @@ export function isThisMachine(address: string): boolean {
  * address is caught once resolved (isThisMachine): this refuses what needs no resolving.
  */
 export function reachesThisMachine(hostname: string): boolean {
-  const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
+  const host = unbracketed(hostname);
   if (isIP(host) !== 0) return isThisMachine(host);
   const name = host.toLowerCase().replace(/\.$/, '');
   return name === 'localhost' || name.endsWith('.localhost');

@@ -40,6 +40,7 @@ import { adapterErrorResponse, answerClientError, answerConnect } from './client
 import { capConnections, MAIN_CONNECTION_CAP, type ConnectionCapSetting } from './connection-cap.ts';
 import { ThrottledWarnings } from './throttled-log.ts';
 import { allowedHostsOf } from './middleware/host-check.ts';
+import { urlHost } from '../net/host-literal.ts';
 
 export interface Arbiter {
   readonly url: string;
@@ -390,11 +391,6 @@ async function closeInOrder(steps: readonly (() => unknown)[]): Promise<void> {
     }
   }
   if (failure !== undefined) throw failure.error;
-}
-
-/** A listen address as a URL's host: an IPv6 address in brackets. */
-function urlHost(host: string): string {
-  return host.includes(':') ? `[${host}]` : host;
 }
 
 /** The base URL of a listener. */

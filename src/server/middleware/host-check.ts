@@ -4,6 +4,7 @@ import type { Config } from '../../config/schema.ts';
 import { problem } from '../problem.ts';
 import type { ThrottledWarnings } from '../throttled-log.ts';
 import type { RequestIdVariables } from './request-id.ts';
+import { urlHost } from '../../net/host-literal.ts';
 
 /** Longest Host shown in a refusal and its log line: a DNS name is at most 253 characters. */
 const MAX_SHOWN_HOST = 260;
@@ -33,7 +34,7 @@ export function allowedHostsOf(config: Pick<Config, 'server' | 'gateway'>): read
   if (allowed === undefined) return config.gateway.authentication === 'none' ? [] : undefined;
   if (WILDCARD_ADDRESSES.has(host)) return allowed;
   // The listen address names this server: `arbiter health` and clients given it are answered.
-  const listening = URL.parse(`http://${host.includes(':') ? `[${host}]` : host}/`)?.hostname;
+  const listening = URL.parse(`http://${urlHost(host)}/`)?.hostname;
   return listening === undefined ? allowed : [...allowed, listening];
 }
 
