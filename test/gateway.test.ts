@@ -68,6 +68,14 @@ describe('gateway API keys', () => {
     expect((await postJson(`${arbiter.url}/v1/decide`, body, { [scheme.name]: 's3cret-gateway-key' })).status).toBe(200);
   });
 
+  it('refuses at start-up the SHA-256 of an empty key, which a header holding only a non-breaking space presented', async () => {
+    // What `printf %s "$KEY" | sha256sum` prints when KEY is unset. Accepted, it let in anyone
+    // sending `X-API-Key: <0xA0>`: HTTP keeps the byte, and the key was trimmed to nothing.
+    const empty = sha256('');
+    const started = startTestArbiter({ gateway: { authentication: 'api_key', api_keys: [{ id: 'edge', sha256: sha256('k') }, { id: 'unset', sha256: empty }] } });
+    await expect(started).rejects.toMatchObject({ issues: [{ path: 'gateway.api_keys.1.sha256', message: expect.stringContaining('empty') }] });
+  });
+
   it('refuses unauthenticated gateways on a non-loopback host at start-up', async () => {
     await expect(startTestArbiter({ server: { host: '0.0.0.0' } })).rejects.toThrow(/gateway\.authentication/);
   });

@@ -1,5 +1,12 @@
 import { z } from 'zod';
 
+/**
+ * The SHA-256 of the empty string: what `printf %s "$KEY" | sha256sum` prints with KEY unset. A
+ * key presented as a header of whitespace only (a non-breaking space, which HTTP keeps and the
+ * gateway check trims) hashes to it, so as a configured key it would let in anyone.
+ */
+const EMPTY_KEY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
 /** A gateway's caller id, as `arbiter gateway-key --id` checks it too. */
 export const apiKeyIdSchema = z.string().trim().min(1).max(128);
 
@@ -30,6 +37,7 @@ export const gatewaySchema = z
           sha256: z
             .string()
             .regex(/^[0-9a-f]{64}$/, 'must be the lowercase hex SHA-256 of the key (`arbiter gateway-key` prints it)')
+            .refine((hash) => hash !== EMPTY_KEY_SHA256, 'is the SHA-256 of an empty key (a variable that was unset when it was hashed?): a header holding only spaces would present it; hash the key itself (`arbiter gateway-key` prints both)')
             .describe('Lowercase hex SHA-256 of the key: the key itself is never stored. Each key once: a hash listed under two ids stops start-up.'),
           tenants: apiKeyTenantsSchema
             .optional()
