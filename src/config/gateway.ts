@@ -109,7 +109,7 @@ export const gatewaySchema = z
 export const tlsSchema = z.strictObject({
   cert_file: z.string().min(1).describe('PEM certificate chain of the server.'),
   key_file: z.string().min(1).describe('PEM private key of the server.'),
-  ca_file: z.string().min(1).optional().describe('CA bundle for client certificates (required for gateway.authentication: mtls).'),
+  ca_file: z.string().min(1).optional().describe('CA bundle for client certificates (required for gateway.authentication: mtls). Every certificate it verifies is a gateway\'s (one not under gateway.client_certificates may ask for any tenant): a CA of the gateways\' own, not one that signs other workloads\' certificates too.'),
 });
 
 export type GatewayConfig = z.infer<typeof gatewaySchema>;
