@@ -520,6 +520,32 @@ describe('gateway mTLS', () => {
     expect((await postTls(dir, `${arbiter.url}/v1/decide`, body, 'platform')).status).toBe(200);
   });
 
+  it('reads a URI SAN holding a comma as the certificate names it, so its binding applies', async () => {
+    // Node writes such a SAN (or one holding a quote or an apostrophe) JSON-quoted,
+    // URI:"https://gw.example/edge\u002ceu": taken as it
+    // stands, the identity was that quoted text, matched no listed identity, and the gateway
+    // went unbound, free to ask for any tenant.
+    const dir = tempDir();
+    const { issue, tls } = testPki(dir);
+    const identity = 'https://gw.example/edge,eu';
+    issue('quoted', '/CN=edge-eu', `@alt\n[alt]\nURI.1 = ${identity}`);
+    const { logger, lines } = capturingLogger();
+    arbiter = await startTestArbiter(
+      {
+        server: { tls },
+        gateway: { authentication: 'mtls', client_certificates: [{ identity, tenants: ['acme'] }] },
+        authzen: { default_bundle: 'azecho', tenants: { acme: 'azecho', globex: 'azecho' } },
+      },
+      { logger },
+    );
+    const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'plain' }, resource: { type: 'doc', id: '1' } };
+    const url = `${arbiter.url}/access/v1/evaluation`;
+    expect(await postTls(dir, url, evaluation, 'quoted', { 'x-tenant': 'globex' })).toMatchObject({ status: 403, body: { code: 'tenant_not_permitted' } });
+    const allowed = await postTls(dir, url, evaluation, 'quoted', { 'x-tenant': 'acme' });
+    expect(allowed).toMatchObject({ status: 200, body: { decision: true } });
+    expect(lines.find((l) => l.decision_id === allowed.body.context.decision_id)).toMatchObject({ caller: identity });
+  });
+
   it('identifies the gateway by its certificate and refuses a connection without one', async () => {
     const dir = tempDir();
     const { openssl, issue, tls } = testPki(dir);

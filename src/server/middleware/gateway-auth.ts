@@ -95,9 +95,25 @@ function apiKeyOf(authorization: string | undefined, header: string | undefined)
 function certificateIdentity(subject: { CN?: string | string[] }, subjectAltName: string | undefined): string {
   // A URI SAN (e.g. a SPIFFE ID) names a workload better than its common name.
   const uri = subjectAltName?.split(', ').find((name) => name.startsWith('URI:'));
-  if (uri) return uri.slice('URI:'.length);
+  if (uri) return altNameValue(uri.slice('URI:'.length));
   const cn = Array.isArray(subject.CN) ? subject.CN[0] : subject.CN;
   return cn ? `cn:${cn}` : 'mtls:unnamed';
+}
+
+/**
+ * A SAN value as the certificate holds it. Node writes one holding a comma, a quote, an apostrophe,
+ * a backslash or a control character as a JSON string (its commas escaped, so the list still
+ * splits on ", "): taken as written, the identity would be that quoted text, which no
+ * client_certificates entry names, and a bound gateway would go unbound.
+ */
+function altNameValue(value: string): string {
+  if (!value.startsWith('"')) return value;
+  try {
+    const parsed: unknown = JSON.parse(value);
+    return typeof parsed === 'string' ? parsed : value;
+  } catch {
+    return value;
+  }
 }
 
 function unauthenticated(c: Parameters<MiddlewareHandler>[0], detail: string): Response {
