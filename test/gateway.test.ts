@@ -546,6 +546,41 @@ describe('gateway mTLS', () => {
     expect(lines.find((l) => l.decision_id === allowed.body.context.decision_id)).toMatchObject({ caller: identity });
   });
 
+  it('refuses a TLS renegotiation: the gateway stays the certificate its connection was authenticated with', async () => {
+    // A gateway whose certificate verified could renegotiate (TLS 1.2) presenting another one,
+    // even self-signed: Node keeps `authorized` true and getPeerCertificate() returns the new
+    // certificate, so the next request on the connection was answered as whatever identity that
+    // named (checked with an OpenSSL client: a gateway bound to acme then asked for globex, 200).
+    const dir = tempDir();
+    const { issue, tls } = testPki(dir);
+    issue('acme', '/CN=acme-edge', 'URI:spiffe://acme.example/ns/edge/sa/envoy');
+    arbiter = await startTestArbiter({
+      server: { tls },
+      gateway: { authentication: 'mtls', client_certificates: [{ identity: 'spiffe://acme.example/ns/edge/sa/envoy', tenants: ['acme'] }] },
+      authzen: { default_bundle: 'azecho', tenants: { acme: 'azecho', globex: 'azecho' } },
+    });
+    const socket = tlsConnect({
+      port: Number(new URL(arbiter.url).port),
+      host: '127.0.0.1',
+      ca: readFileSync(join(dir, 'ca.pem')),
+      cert: readFileSync(join(dir, 'acme.pem')),
+      key: readFileSync(join(dir, 'acme.key')),
+      maxVersion: 'TLSv1.2',
+    }).on('error', () => undefined);
+    await once(socket, 'secureConnect');
+    socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    const [first] = (await once(socket, 'data')) as [Buffer];
+    expect(first.toString()).toMatch(/^HTTP\/1\.1 200 /);
+    const renegotiated = await new Promise<string>((resolve) => {
+      socket.once('close', () => resolve('closed'));
+      socket.renegotiate({}, (error) => resolve(error ? 'refused' : 'renegotiated'));
+    });
+    expect(renegotiated).not.toBe('renegotiated');
+    if (!socket.destroyed) await once(socket, 'close');
+    // Other connections are served as before.
+    expect((await postTls(dir, `${arbiter.url}/access/v1/evaluation`, { subject: { type: 'user', id: 'alice' }, action: { name: 'plain' }, resource: { type: 'doc', id: '1' } }, 'acme', { 'x-tenant': 'acme' })).status).toBe(200);
+  });
+
   it('identifies the gateway by its certificate and refuses a connection without one', async () => {
     const dir = tempDir();
     const { openssl, issue, tls } = testPki(dir);

@@ -2,6 +2,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server } f
 import { createServer as createHttpsServer } from 'node:https';
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Worker } from 'node:worker_threads';
 import { getRequestListener, RequestError, type ServerType } from '@hono/node-server';
 import type { FetchImplementation } from 'jose';
@@ -454,6 +455,11 @@ function listen(
   // timeouts and keepAliveTimeout (between requests) govern it, so a request the server takes
   // long to answer is not cut.
   server.on(material ? 'secureConnection' : 'connection', (socket: Socket) => socket.setTimeout(timeouts.headersTimeout));
+  // No TLS 1.2 renegotiation: in one, a client presents another certificate (even one no CA
+  // signed), and Node keeps `authorized` from the first handshake while getPeerCertificate()
+  // returns the new one, so the gateway check would take whatever identity it names. An
+  // attempt is an error on the socket, which closes it.
+  if (material) server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation());
   server.on('request', (request: IncomingMessage) => request.socket.setTimeout(0));
   capConnections(server, address.maxConnections, { ...refused, setting: address.keys.cap });
   return new Promise((resolve, reject) => {
