@@ -275,6 +275,12 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(mtls([{ identity: envoy, tenants: ['acmee'] }])))).toEqual([{ path: 'gateway.client_certificates.0.tenants.0', message: expect.stringContaining('"acmee" is not a tenant of authzen.tenants') }]);
     expect(issuesOf(() => parseConfig(mtls([{ identity: envoy, tenants: ['acme'] }, { identity: envoy, tenants: ['acme'] }])))).toEqual([{ path: 'gateway.client_certificates.1.identity', message: expect.stringContaining('more than once') }]);
     expect(issuesOf(() => parseConfig(mtls([{ identity: envoy, tenants: ['acme'] }], 'api_key')))).toEqual([{ path: 'gateway.client_certificates', message: expect.stringContaining('mtls authentication only') }]);
+    const unlisted = (setting: string, client_certificates: unknown[] = [], authentication = 'mtls') => ({ ...mtls(client_certificates, authentication), gateway: { ...mtls(client_certificates, authentication).gateway, unlisted_certificates: setting } });
+    expect(parseConfig(unlisted('any_tenant', [{ identity: envoy, tenants: ['acme'] }])).gateway.unlisted_certificates).toBe('any_tenant');
+    expect(parseConfig(mtls([])).gateway.unlisted_certificates).toBeUndefined();
+    expect(issuesOf(() => parseConfig(unlisted('refuse')))).toEqual([{ path: 'gateway.unlisted_certificates', message: expect.stringContaining('would refuse every certificate') }]);
+    expect(issuesOf(() => parseConfig(unlisted('any_tenant', [], 'api_key')))).toContainEqual({ path: 'gateway.unlisted_certificates', message: expect.stringContaining('mtls authentication only') });
+    expect(issuesOf(() => parseConfig(unlisted('deny')))).toEqual([{ path: 'gateway.unlisted_certificates', message: expect.any(String) }]);
   });
 
   it('names each gateway key entry whose id an earlier entry has, as for a key hash listed twice', () => {

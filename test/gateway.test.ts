@@ -102,7 +102,7 @@ describe('gateway authentication failures', () => {
     const url = `${arbiter.url}/v1/decide`;
     const before = samplesOf(await (await fetch(`${arbiter.url}/metrics`)).text());
     // Every reason is exposed from the start, so an alert on its increase sees the first failure.
-    for (const reason of ['missing_credentials', 'unknown_api_key', 'client_certificate_required', 'client_certificate_untrusted']) expect(authFailures(before, reason), reason).toBe(0);
+    for (const reason of ['missing_credentials', 'unknown_api_key', 'client_certificate_required', 'client_certificate_untrusted', 'client_certificate_unlisted']) expect(authFailures(before, reason), reason).toBe(0);
 
     expect((await postJson(url, body, { 'x-request-id': 'probe-missing' })).status).toBe(401);
     expect((await postJson(url, body, { 'x-api-key': 'guessed-key-1', 'x-request-id': 'probe-guess' })).status).toBe(401);
@@ -497,14 +497,14 @@ describe('gateway mTLS', () => {
       req.end(JSON.stringify(payload));
     });
 
-  it('binds a listed certificate identity to its tenants (gateway.client_certificates), leaving others unbound', async () => {
+  it('binds a listed certificate identity to its tenants (gateway.client_certificates), leaving others unbound with unlisted_certificates: any_tenant', async () => {
     const dir = tempDir();
     const { issue, tls } = testPki(dir);
     issue('acme', '/CN=acme-edge', 'URI:spiffe://acme.example/ns/edge/sa/envoy');
     issue('platform', '/CN=platform-edge', 'URI:spiffe://platform.example/ns/edge/sa/envoy');
     arbiter = await startTestArbiter({
       server: { tls },
-      gateway: { authentication: 'mtls', client_certificates: [{ identity: 'spiffe://acme.example/ns/edge/sa/envoy', tenants: ['acme'] }] },
+      gateway: { authentication: 'mtls', client_certificates: [{ identity: 'spiffe://acme.example/ns/edge/sa/envoy', tenants: ['acme'] }], unlisted_certificates: 'any_tenant' },
       authzen: { default_bundle: 'azecho', tenants: { acme: 'azecho', globex: 'azecho' } },
     });
     const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'plain' }, resource: { type: 'doc', id: '1' } };
@@ -515,9 +515,43 @@ describe('gateway mTLS', () => {
     expect(other.body.detail).toContain('gateway.client_certificates[].tenants');
     expect(await postTls(dir, url, evaluation, 'acme')).toMatchObject({ status: 403, body: { code: 'tenant_not_permitted' } });
     expect(await postTls(dir, `${arbiter.url}/v1/decide`, body, 'acme')).toMatchObject({ status: 403, body: { code: 'tenant_not_permitted', detail: expect.stringContaining('names no tenant') } });
-    // A certificate that is not listed is bound to nothing, as before.
+    // A certificate that is not listed is bound to nothing, as the setting says.
     expect(await postTls(dir, url, evaluation, 'platform', { 'x-tenant': 'globex' })).toMatchObject({ status: 200, body: { decision: true } });
     expect((await postTls(dir, `${arbiter.url}/v1/decide`, body, 'platform')).status).toBe(200);
+  });
+
+  it('refuses by default a certificate the CA signed that client_certificates does not list, once it lists any', async () => {
+    // Unlisted used to mean unbound: removing a gateway's entry, or its certificate gaining a
+    // URI SAN (which then names it instead of its listed cn:), gave it every tenant.
+    const dir = tempDir();
+    const { issue, tls } = testPki(dir);
+    issue('acme', '/CN=acme-edge', 'URI:spiffe://acme.example/ns/edge/sa/envoy');
+    issue('platform', '/CN=platform-edge', 'URI:spiffe://platform.example/ns/edge/sa/envoy');
+    issue('renamed', '/CN=legacy-edge', 'URI:spiffe://acme.example/ns/edge/sa/legacy');
+    const { logger, lines } = capturingLogger();
+    arbiter = await startTestArbiter(
+      {
+        server: { tls },
+        gateway: {
+          authentication: 'mtls',
+          client_certificates: [
+            { identity: 'spiffe://acme.example/ns/edge/sa/envoy', tenants: ['acme'] },
+            { identity: 'cn:legacy-edge', tenants: ['acme'] },
+          ],
+        },
+        authzen: { default_bundle: 'azecho', tenants: { acme: 'azecho', globex: 'azecho' } },
+      },
+      { logger },
+    );
+    const evaluation = { subject: { type: 'user', id: 'alice' }, action: { name: 'plain' }, resource: { type: 'doc', id: '1' } };
+    const url = `${arbiter.url}/access/v1/evaluation`;
+    expect(await postTls(dir, url, evaluation, 'acme', { 'x-tenant': 'acme' })).toMatchObject({ status: 200, body: { decision: true } });
+    for (const client of ['platform', 'renamed']) {
+      const refused = await postTls(dir, url, evaluation, client, { 'x-tenant': 'globex' });
+      expect(refused).toMatchObject({ status: 401, body: { code: 'gateway_unauthenticated', detail: expect.stringContaining('gateway.client_certificates') } });
+      expect((await postTls(dir, `${arbiter.url}/v1/decide`, body, client)).status).toBe(401);
+    }
+    expect(lines.find((l) => l.reason === 'client_certificate_unlisted')).toMatchObject({ identity: 'spiffe://platform.example/ns/edge/sa/envoy' });
   });
 
   it('reads a URI SAN holding a comma as the certificate names it, so its binding applies', async () => {

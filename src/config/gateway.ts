@@ -58,7 +58,13 @@ export const gatewaySchema = z
         }),
       )
       .default([])
-      .describe('Gateways with mtls authentication bound to tenants, by certificate identity. A certificate the CA signed that is not listed may ask for any tenant, or none. mtls authentication only.'),
+      .describe('Gateways with mtls authentication bound to tenants, by certificate identity. What a certificate the CA signed that is not listed may do: gateway.unlisted_certificates. mtls authentication only.'),
+    unlisted_certificates: z
+      .enum(['refuse', 'any_tenant'])
+      .optional()
+      .describe(
+        'What a client certificate the CA verified gets when gateway.client_certificates does not list its identity: refuse (401 gateway_unauthenticated) or any_tenant (a gateway bound to no tenant). Default: refuse when client_certificates lists any gateway, so removing an entry, or a certificate that gains a URI SAN, takes access away instead of unbinding it; any_tenant when it lists none (one CA, one tenant). mtls authentication only.',
+      ),
     rate_limit: z
       .strictObject({
         requests_per_second: z.number().positive().optional().describe('Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation, an AuthZEN search one per candidate evaluated; unset: no rate limit.'),
@@ -86,6 +92,12 @@ export const gatewaySchema = z
     if (gateway.authentication !== 'mtls' && gateway.client_certificates.length > 0) {
       ctx.addIssue({ code: 'custom', path: ['client_certificates'], message: `binds nothing with ${gateway.authentication} authentication: client_certificates apply to mtls authentication only` });
     }
+    if (gateway.unlisted_certificates !== undefined && gateway.authentication !== 'mtls') {
+      ctx.addIssue({ code: 'custom', path: ['unlisted_certificates'], message: `applies to mtls authentication only, not ${gateway.authentication}` });
+    }
+    if (gateway.unlisted_certificates === 'refuse' && gateway.authentication === 'mtls' && gateway.client_certificates.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['unlisted_certificates'], message: 'refuse with no gateway.client_certificates would refuse every certificate: list the gateways' });
+    }
     const identities = gateway.client_certificates.map((entry) => entry.identity);
     identities.forEach((identity, index) => {
       // Listed twice with other tenants, which list would bind it would depend on the order.
@@ -109,7 +121,7 @@ export const gatewaySchema = z
 export const tlsSchema = z.strictObject({
   cert_file: z.string().min(1).describe('PEM certificate chain of the server.'),
   key_file: z.string().min(1).describe('PEM private key of the server.'),
-  ca_file: z.string().min(1).optional().describe('CA bundle for client certificates (required for gateway.authentication: mtls). Every certificate it verifies is a gateway\'s (one not under gateway.client_certificates may ask for any tenant): a CA of the gateways\' own, not one that signs other workloads\' certificates too.'),
+  ca_file: z.string().min(1).optional().describe('CA bundle for client certificates (required for gateway.authentication: mtls). Every certificate it verifies is a gateway\'s unless gateway.client_certificates lists the gateways (see gateway.unlisted_certificates): a CA of the gateways\' own, not one that signs other workloads\' certificates too.'),
 });
 
 export type GatewayConfig = z.infer<typeof gatewaySchema>;

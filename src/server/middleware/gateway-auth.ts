@@ -18,7 +18,7 @@ export type GatewayVariables = { caller: string | null; callerTenants?: Readonly
  * Why a gateway was not authenticated: the only values of the metric's `reason` label, so
  * nothing a client sends (its key, a hash of it, a certificate's names) becomes a series.
  */
-export const GATEWAY_AUTH_FAILURES = ['missing_credentials', 'unknown_api_key', 'client_certificate_required', 'client_certificate_untrusted'] as const;
+export const GATEWAY_AUTH_FAILURES = ['missing_credentials', 'unknown_api_key', 'client_certificate_required', 'client_certificate_untrusted', 'client_certificate_unlisted'] as const;
 export type GatewayAuthFailure = (typeof GATEWAY_AUTH_FAILURES)[number];
 
 export interface GatewayAuthDeps {
@@ -38,6 +38,7 @@ export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): Middl
   // Each key's tenants as a Set built once: the request path does one lookup and allocates nothing.
   const keys = config.api_keys.map((key) => ({ id: key.id, hash: Buffer.from(key.sha256, 'hex'), tenants: key.tenants && new Set(key.tenants) }));
   const certificateTenants = new Map(config.client_certificates.map((entry) => [entry.identity, new Set(entry.tenants)]));
+  const unlistedCertificates = config.unlisted_certificates ?? (config.client_certificates.length > 0 ? 'refuse' : 'any_tenant');
   /** A 401, counted and logged: without these, key guessing would leave no trace. Never the presented key or its hash. */
   const refuse = (c: GatewayContext, reason: GatewayAuthFailure, detail: string, extra?: Record<string, unknown>): Response => {
     deps.observer?.gatewayAuthFailed(reason);
@@ -66,8 +67,13 @@ export function gatewayAuth(config: GatewayConfig, deps: GatewayAuthDeps): Middl
       const certificate = socket.getPeerCertificate();
       if (!certificate?.subject) return refuse(c, 'client_certificate_required', detail);
       const identity = certificateIdentity(certificate.subject, certificate.subjectaltname);
-      c.set('caller', identity);
       const tenants = certificateTenants.get(identity);
+      if (tenants === undefined && unlistedCertificates === 'refuse') {
+        // The identity goes to the log (it names a certificate the CA signed, not a secret) so an
+        // operator can see which entry is missing; it never becomes a metric label.
+        return refuse(c, 'client_certificate_unlisted', 'this client certificate is not a gateway listed under gateway.client_certificates', { identity });
+      }
+      c.set('caller', identity);
       if (tenants !== undefined) c.set('callerTenants', tenants);
       return next();
     }
