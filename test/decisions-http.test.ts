@@ -801,6 +801,18 @@ issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": [],
     }
   });
 
+  it('replays an OPA data API decision whatever its input holds: the subject there is the caller\'s, never a token Arbiter refused', async () => {
+    // An input copied from a record of a refused token (to ask the policy about it) is the caller's input as given.
+    const input = { subject: { authenticated: false, rejected_token: { code: 'token_expired', fingerprint: 'x', claimed_iss: null } } };
+    const asked = await postJson(`${arbiter.url}/v1/data/echo/string_reasons`, { input });
+    expect(asked.status).toBe(200);
+    const id = asked.body!.decision_id as string;
+    expect(arbiter.decisionLog!.get(id)?.input).toEqual(input);
+    const replay = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: {} });
+    expect(replay.status).toBe(200);
+    expect(replay.body).toMatchObject({ entrypoint: 'echo/string_reasons', same: true });
+  });
+
   it('replays an OPA data API record from before answers were recorded on allow, reasons and obligations', async () => {
     const asked = await postJson(`${arbiter.url}/v1/data/echo/string_reasons`, { input: {} });
     const stored = arbiter.decisionLog!.get(asked.body!.decision_id as string)!;
