@@ -274,6 +274,25 @@ describe('subject access tokens', () => {
     expect(garbage.body).toMatchObject({ decision: false, context: { reasons: [{ id: 'token_malformed' }] } });
   });
 
+  it('records the subject the PEP asserted beside a token it refused: a bad token does not hide whom the PEP asked about', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await idp.sign({ sub: 'rick' }, { iat: now - 300, exp: now - 100 });
+    const res = await postJson(url('/access/v1/evaluation'), { subject: user(rick, { access_token: expired, department: 'R&D' }), action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } });
+    expect(res.body).toMatchObject({ decision: false, context: { reasons: [{ id: 'token_expired' }] } });
+    const record = arbiter.decisionLog!.get((res.body as { context: { decision_id: string } }).context.decision_id)!;
+    expect(record.input.subject).toEqual({
+      asserted: true,
+      type: 'user',
+      id: rick,
+      properties: { department: 'R&D' },
+      authenticated: false,
+      rejected_token: { code: 'token_expired', fingerprint: expect.any(String), claimed_iss: idp.issuer },
+    });
+    // Still the token's refusal: no policy ran, nothing to replay, and the token is not stored.
+    expect(record.claim_names).toEqual([]);
+    expect(JSON.stringify(record)).not.toContain(expired);
+  });
+
   // The policy decides on the asserted id (the Todo policy reads only it): sending a token of
   // another sub along must not take the asserted subject out of reach of its sub revocation.
   it('checks the asserted id against sub revocations when the token names another sub', async () => {

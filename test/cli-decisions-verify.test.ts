@@ -93,6 +93,33 @@ describe('arbiter decisions verify --db (offline)', () => {
     expect(JSON.parse(json.stdout)).toEqual({ ok: false, checked: 2, checkpoints_verified: expect.any(Number), first_mismatch: { decision_id: victim, seq: 3, reason: 'hash_mismatch' } });
   });
 
+  it('says which records are gone: those before the record it names for a gap, those a checkpoint signs for a cut-off end', async () => {
+    const log = await closedLog(25);
+    const { copy: gap } = await backupCopy(log.path);
+    chmodSync(gap, 0o600);
+    let db = new DatabaseSync(gap);
+    const after = (db.prepare('SELECT decision_id FROM decisions WHERE seq = 4').get() as { decision_id: string }).decision_id;
+    expect(db.prepare('DELETE FROM decisions WHERE seq = 3').run().changes).toBe(1);
+    db.close();
+    const deleted = await verify('--db', gap, '--key', log.keyPath);
+    expect(deleted.code).toBe(1);
+    // Seq 4 is there: it is seq 3 that is not. The JSON report names the record after the gap.
+    expect(deleted.stdout).toBe(`decision log NOT intact: record_missing: records before seq 4 (decision ${after}, the first record after the gap) were deleted, after 2 good records\n`);
+    expect(JSON.parse((await verify('--db', gap, '--key', log.keyPath, '--json')).stdout)).toMatchObject({ first_mismatch: { decision_id: after, seq: 4, reason: 'record_missing' } });
+
+    const { copy: cut } = await backupCopy(log.path);
+    chmodSync(cut, 0o600);
+    db = new DatabaseSync(cut);
+    // The checkpoint signed at seq 20 (every 10 records) vouches for records cut off from the end.
+    expect(db.prepare('SELECT seq FROM checkpoints WHERE seq = 20').get()).toBeDefined();
+    db.prepare('DELETE FROM checkpoints WHERE seq > 20').run();
+    expect(db.prepare('DELETE FROM decisions WHERE seq >= 18').run().changes).toBe(8);
+    db.close();
+    const truncated = await verify('--db', cut, '--key', log.keyPath);
+    expect(truncated.code).toBe(1);
+    expect(truncated.stdout).toBe('decision log NOT intact: records_missing_at_end: the checkpoint at seq 20 signs records the log no longer holds (its end was cut off), after 17 good records\n');
+  });
+
   it('says the signatures were not checked without the key, rather than report ok (exit 1); another key fails them', async () => {
     const log = await closedLog(5);
     const { dir, copy } = await backupCopy(log.path);

@@ -801,6 +801,18 @@ issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": [],
     }
   });
 
+  it('replays an OPA data API decision whatever its input holds: the subject there is the caller\'s, never a token Arbiter refused', async () => {
+    // An input copied from a record of a refused token (to ask the policy about it) is the caller's input as given.
+    const input = { subject: { authenticated: false, rejected_token: { code: 'token_expired', fingerprint: 'x', claimed_iss: null } } };
+    const asked = await postJson(`${arbiter.url}/v1/data/echo/string_reasons`, { input });
+    expect(asked.status).toBe(200);
+    const id = asked.body!.decision_id as string;
+    expect(arbiter.decisionLog!.get(id)?.input).toEqual(input);
+    const replay = await call(arbiter, 'POST', `/v1/decisions/${id}/replay`, { body: {} });
+    expect(replay.status).toBe(200);
+    expect(replay.body).toMatchObject({ entrypoint: 'echo/string_reasons', same: true });
+  });
+
   it('replays an OPA data API record from before answers were recorded on allow, reasons and obligations', async () => {
     const asked = await postJson(`${arbiter.url}/v1/data/echo/string_reasons`, { input: {} });
     const stored = arbiter.decisionLog!.get(asked.body!.decision_id as string)!;
@@ -1063,7 +1075,7 @@ describe('reads of the decision log', () => {
   });
 });
 
-describe('an export that retention prunes under', () => {
+describe('an export or a paged query that retention prunes under', () => {
   it('ends with a decision_export_incomplete problem line, not short as if whole', async () => {
     const captured = capturingLogger();
     const pruned = await startTestArbiter(
@@ -1092,6 +1104,30 @@ describe('an export that retention prunes under', () => {
       // Asked again, what retention kept exports whole.
       const again = await call(pruned, 'GET', '/v1/decisions/export');
       expect(again.text.trimEnd().split('\n').map((line) => (JSON.parse(line) as Json).decision_id)).toHaveLength(1_000);
+    } finally {
+      await pruned.close();
+    }
+  });
+
+  it('answers the next page of a query retention pruned under 409 decision_query_incomplete, which the CLI reports', async () => {
+    const pruned = await startTestArbiter({ ...adminConfig(), decision_log: { path: join(dir, 'pruned-under-query.db'), max_batch: 5_000, retention: { max_age_days: 1, check_interval_s: 86_400 } } });
+    try {
+      const base = Date.now() - 100_000;
+      await Promise.all(Array.from({ length: 300 }, (_, i) => pruned.decisionLog!.append(recordOf({ timestamp: base + i }))));
+      const first = await call(pruned, 'GET', '/v1/decisions?limit=100');
+      const cursor = (first.body as { next_cursor: string }).next_cursor;
+      // Retention deletes the 200 oldest: the next two pages' records.
+      expect(await pruned.decisionLog!.prune(base + 200 + 86_400_000)).toBe(200);
+      const next = await call(pruned, 'GET', `/v1/decisions?limit=100&cursor=${cursor}`);
+      expect(next.status).toBe(409);
+      expect(next.body).toMatchObject({ code: 'decision_query_incomplete', detail: expect.stringContaining('query again from the first page') });
+      const listed = await run(process.execPath, ['src/cli/main.ts', 'decisions', 'query', '--limit', '100', '--cursor', cursor, '--url', pruned.url, '--token', readToken]).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => error,
+      );
+      expect(listed.code).toBe(1);
+      expect(listed.stderr).toContain('decision_query_incomplete');
+      expect(listed.stderr).toContain('run the query again without --cursor');
     } finally {
       await pruned.close();
     }

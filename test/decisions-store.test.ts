@@ -502,6 +502,42 @@ describe('query', () => {
     }).toThrow(expect.objectContaining({ code: 'decision_export_incomplete' }));
   });
 
+  it('refuses the next page of a query that retention pruned under since its first page, rather than serve pages short as if complete', async () => {
+    const log = await open({ max_batch: 5_000, retention: { max_age_days: 1, max_records: 1_000, check_interval_s: 86_400 } });
+    const base = Date.now() - 100_000;
+    await Promise.all(Array.from({ length: 1_000 }, (_, i) => log.append(decision({ timestamp: base + i, allow: i % 2 === 0 }))));
+    // An auditor pages through every allow, newest first: 500 of them, 100 a page.
+    const first = log.query({ allow: true }, { limit: 100 });
+    const second = log.query({ allow: true }, { limit: 100, cursor: first.next_cursor! });
+    expect(second.decisions).toHaveLength(100);
+    // Retention by count deletes the 200 oldest, which the pages still to come would have held.
+    await Promise.all(Array.from({ length: 200 }, (_, i) => log.append(decision({ timestamp: base + 1_000 + i, allow: false }))));
+    expect(await log.prune(base)).toBe(200);
+    expect(() => log.query({ allow: true }, { limit: 100, cursor: second.next_cursor! })).toThrow(expect.objectContaining({ code: 'decision_query_incomplete' }));
+    // Asked again from the first page, the query pages through what is left, whole.
+    const seen: number[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = log.query({ allow: true }, { limit: 100, cursor });
+      seen.push(...page.decisions.map((d) => d.seq));
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+    // 500 allows, less the 100 among the 200 oldest.
+    expect(seen).toHaveLength(400);
+  });
+
+  it('lets a query from a time retention by age has not reached page on through a prune', async () => {
+    const log = await open({ max_batch: 5_000, retention: { max_age_days: 1, check_interval_s: 86_400 } });
+    const base = Date.now() - 100_000;
+    await Promise.all(Array.from({ length: 1_000 }, (_, i) => log.append(decision({ timestamp: base + i }))));
+    const recent = log.query({ from: base + 300 }, { limit: 100 });
+    const older = log.query({ from: base + 299 }, { limit: 100 });
+    expect(await log.prune(base + 300 + 86_400_000)).toBe(300);
+    // Nothing from base + 300 on was deleted: the pages go on.
+    expect(log.query({ from: base + 300 }, { limit: 100, cursor: recent.next_cursor! }).decisions).toHaveLength(100);
+    expect(() => log.query({ from: base + 299 }, { limit: 100, cursor: older.next_cursor! })).toThrow(expect.objectContaining({ code: 'decision_query_incomplete' }));
+  });
+
   it('stops an export through a prune by count whatever its from: that deletes records of any age', async () => {
     const log = await open({ max_batch: 5_000, retention: { max_age_days: 1, max_records: 2_000, check_interval_s: 86_400 } });
     const base = Date.now() - 100_000;

@@ -26,6 +26,7 @@ const NEXT_STEP: Record<string, string> = {
   decision_query_invalid: 'see arbiter decisions --help for the filter formats',
   decision_cursor_invalid: 'start again without --cursor',
   decision_export_incomplete: 'retention deleted records while they were exported: run the export again (what retention deleted is gone); with retention by age alone, an export --from a time younger than max_age_days is not affected',
+  decision_query_incomplete: 'retention deleted records since the first page: run the query again without --cursor (what retention deleted is gone); with retention by age alone, a query --from a time younger than max_age_days is not affected',
   decision_log_corrupt: 'keep the database file as evidence and restore that record from a backup or shipped copy (arbiter decisions verify checks the chain)',
   bundle_not_found: 'arbiter bundle list shows the bundles and their stored revisions',
   bundle_revision_not_found: 'arbiter bundle list shows the stored revisions',

@@ -318,9 +318,7 @@ function reportVerify(report: VerifyReport, options: Values): number {
     return 0;
   }
   const mismatch = report.first_mismatch!;
-  if (!options.json) {
-    console.log(`decision log NOT intact: ${mismatch.reason} at seq ${mismatch.seq}${mismatch.decision_id ? ` (decision ${printable(mismatch.decision_id)})` : ''}, after ${report.checked} good records`);
-  }
+  if (!options.json) console.log(`decision log NOT intact: ${describeMismatch(mismatch)}, after ${report.checked} good records`);
   // Offline, the key is the auditor's to pick (the server's is the one that signs its log).
   const offline = options.db !== undefined || options.config !== undefined;
   if (offline && (mismatch.reason === 'anchor_signature_invalid' || mismatch.reason === 'checkpoint_signature_invalid')) {
@@ -328,6 +326,24 @@ function reportVerify(report: VerifyReport, options: Values): number {
   }
   console.error('arbiter: the chain does not match from that record on: keep the database file as evidence and compare it with your backups or shipped records');
   return 1;
+}
+
+/**
+ * The first mismatch, said as what it is. Two reasons name a seq other than that of a record at
+ * fault: record_missing names the record after the gap (it is there, the ones before it are not),
+ * and records_missing_at_end the checkpoint that signs records the log no longer holds. "at seq N
+ * (decision X)" would send the auditor looking for a missing X that is in the log.
+ */
+function describeMismatch(mismatch: NonNullable<VerifyReport['first_mismatch']>): string {
+  const decision = mismatch.decision_id ? `decision ${printable(mismatch.decision_id)}` : undefined;
+  switch (mismatch.reason) {
+    case 'record_missing':
+      return `record_missing: records before seq ${mismatch.seq}${decision ? ` (${decision}, the first record after the gap)` : ''} were deleted`;
+    case 'records_missing_at_end':
+      return `records_missing_at_end: the checkpoint at seq ${mismatch.seq} signs records the log no longer holds (its end was cut off)`;
+    default:
+      return `${mismatch.reason} at seq ${mismatch.seq}${decision ? ` (${decision})` : ''}`;
+  }
 }
 
 interface Side {

@@ -169,7 +169,7 @@ export class DecisionPipeline {
       } else {
         const subject = await this.#subject(request, now);
         if ('code' in subject) {
-          input.subject = rejectedSubject(subject);
+          input.subject = rejectedSubject(subject, request.assertedSubject);
           outcome = denial(bundle, subject.code, subject.message);
         } else {
           input.subject = subject;
@@ -508,9 +508,14 @@ function traceFields(trace: Trace): { decision_id: string; request_id: string; e
   return { decision_id: trace.decisionId, request_id: trace.requestId, endpoint: trace.endpoint, caller: trace.caller };
 }
 
-/** What the record keeps of a token that failed verification: never the token, only its fingerprint. */
-function rejectedSubject(failure: TokenFailure): Record<string, unknown> {
+/**
+ * What the record keeps of a token that failed verification: never the token, only its
+ * fingerprint. A subject a PEP asserted beside it (AuthZEN) stays, as it does without a token:
+ * a bad token must not hide whom the request was about.
+ */
+function rejectedSubject(failure: TokenFailure, asserted: Record<string, unknown> | undefined): Record<string, unknown> {
   return {
+    ...asserted,
     authenticated: false,
     rejected_token: { code: failure.code, fingerprint: failure.fingerprint, claimed_iss: failure.claimedIssuer ?? null },
   };

@@ -49,9 +49,34 @@ const EQUALITY_FILTERS = ['iss', 'sub', 'client_id', 'action', 'resource_type', 
  * and the next page is everything strictly before it: rows committed meanwhile are newer
  * or land before the cursor's position in the order, they never shift the page boundaries.
  */
-export function queryDecisions(db: DatabaseSync, filters: DecisionFilters, page: PageRequest): DecisionPage {
-  const { rows, next_cursor } = pageOfRows(db, filters, page);
+export function queryDecisions(db: DatabaseSync, filters: DecisionFilters, page: PageRequest, prunedBefore: () => number = () => Infinity): DecisionPage {
+  // Read before the page, and carried by its cursor: the chain start every later page compares with.
+  const start = chainStart(db);
+  const { rows, next_cursor, since } = pageOfRows(db, filters, page, start);
+  // A page past the first is a walk like an export's, one request at a time: retention deleting
+  // the oldest records meanwhile, which the pages still to come would hold, must not leave them
+  // short as if whole (see exportDecisions).
+  if (since !== undefined) {
+    const now = prunedSince(db, since, filters, prunedBefore);
+    if (now !== undefined) {
+      throw new ArbiterError(
+        'decision_query_incomplete',
+        `retention deleted the oldest records since the first page of this query (the log now starts after seq ${now}, it started after seq ${since}): records it matched may be missing from this page and the next; query again from the first page, without the cursor (the records retention deleted are gone)`,
+      );
+    }
+  }
   return { decisions: rows.map(toStoredDecision), next_cursor };
+}
+
+/**
+ * The seq the chain now starts after, when retention has pruned since it started after `start`
+ * and what it deleted may have matched `filters`; undefined when nothing matching was deleted
+ * (no prune, or one by age only, all of it made before a `from` the filters give).
+ */
+function prunedSince(db: DatabaseSync, start: bigint, filters: DecisionFilters, prunedBefore: () => number): bigint | undefined {
+  const now = chainStart(db);
+  if (now === start || (filters.from !== undefined && filters.from >= prunedBefore())) return undefined;
+  return now;
 }
 
 /**
@@ -69,8 +94,8 @@ export function* exportDecisions(db: DatabaseSync, filters: DecisionFilters, pru
   do {
     const page = pageOfRows(db, filters, { limit: MAX_PAGE_SIZE, cursor });
     // Read after the page: a prune this page's read saw (or a later one, to be safe) is caught here.
-    const now = chainStart(db);
-    if (now !== start && !(filters.from !== undefined && filters.from >= prunedBefore())) {
+    const now = prunedSince(db, start, filters, prunedBefore);
+    if (now !== undefined) {
       throw new ArbiterError(
         'decision_export_incomplete',
         `retention deleted the oldest records while this export was read (the log now starts after seq ${now}, it started after seq ${start}): records it matched may be missing from what follows; export again (the records retention deleted are gone)`,
@@ -92,14 +117,25 @@ function chainStart(db: DatabaseSync): bigint {
   return (statement.get() as { seq: bigint }).seq;
 }
 
-function pageOfRows(db: DatabaseSync, filters: DecisionFilters, page: PageRequest): { rows: StoredRow[]; next_cursor: string | null } {
+/**
+ * One page of rows and the cursor of the next. `start`, the chain start read before a first page,
+ * goes into that cursor and every cursor after it; `since` is the one the given cursor carries
+ * (undefined for a first page, an export's internal pages, and a cursor from before it was carried).
+ */
+function pageOfRows(db: DatabaseSync, filters: DecisionFilters, page: PageRequest, start?: bigint): { rows: StoredRow[]; next_cursor: string | null; since?: bigint } {
   const parsed = pageRequestSchema.safeParse(page);
   if (!parsed.success) throw new ArbiterError('decision_query_invalid', z.prettifyError(parsed.error));
   const { limit, cursor } = parsed.data;
   const after = cursor === undefined ? undefined : decodeCursor(cursor);
   const rows = matchingRows(db, filters, after, limit + 1);
   const last = rows.length > limit ? rows[limit - 1] : undefined;
-  return { rows: rows.slice(0, limit), next_cursor: last ? encodeCursor({ timestamp: last.timestamp, seq: last.seq }) : null };
+  const since = after?.start;
+  const carried = since ?? start;
+  return {
+    rows: rows.slice(0, limit),
+    next_cursor: last ? encodeCursor({ timestamp: last.timestamp, seq: last.seq, ...(carried !== undefined && { start: carried }) }) : null,
+    ...(since !== undefined && { since }),
+  };
 }
 
 export interface StoredRow {
@@ -287,16 +323,21 @@ function buildQuery(
   };
 }
 
-const cursorSchema = z.tuple([z.number().int().nonnegative(), z.number().int().positive()]);
+/** [timestamp, seq] of the last row served, then the chain start of the first page (decimal: a seq is read as a BigInt). */
+const cursorSchema = z.union([
+  z.tuple([z.number().int().nonnegative(), z.number().int().positive(), z.string().regex(/^(0|[1-9][0-9]{0,19})$/)]),
+  z.tuple([z.number().int().nonnegative(), z.number().int().positive()]),
+]);
 
-function encodeCursor(position: Position): string {
-  return Buffer.from(JSON.stringify([position.timestamp, position.seq])).toString('base64url');
+function encodeCursor(position: Position & { start?: bigint }): string {
+  const tuple = position.start === undefined ? [position.timestamp, position.seq] : [position.timestamp, position.seq, position.start.toString()];
+  return Buffer.from(JSON.stringify(tuple)).toString('base64url');
 }
 
-function decodeCursor(cursor: string): Position {
+function decodeCursor(cursor: string): Position & { start?: bigint } {
   try {
-    const [timestamp, seq] = cursorSchema.parse(JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')));
-    return { timestamp, seq };
+    const [timestamp, seq, start] = cursorSchema.parse(JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')));
+    return { timestamp, seq, ...(start !== undefined && { start: BigInt(start) }) };
   } catch (error) {
     throw new ArbiterError('decision_cursor_invalid', 'cursor is not one this server returned', { cause: error });
   }

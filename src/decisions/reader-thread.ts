@@ -132,7 +132,7 @@ export class DecisionReader {
     Atomics.store(this.#prunedBefore, 0, encodePrunedBefore(ms));
   }
 
-  /** One page of matching decisions, newest first; rejects `decision_query_invalid` or `decision_cursor_invalid`. */
+  /** One page of matching decisions, newest first; rejects `decision_query_invalid`, `decision_cursor_invalid`, or `decision_query_incomplete` (see DecisionStore.query). */
   query(filters: DecisionFilters = {}, page: PageRequest = {}): Promise<DecisionPage> {
     let parsed: DecisionFilters;
     try {

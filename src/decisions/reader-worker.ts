@@ -20,6 +20,8 @@ const prunedBefore = new BigInt64Array(setup.prunedBefore);
 const gate = new Int32Array(setup.gate);
 const db = new DatabaseSync(setup.path, { readOnly: true, timeout: setup.busyTimeoutMs });
 const getById = db.prepare('SELECT seq, timestamp, body, prev_hash, hash FROM decisions WHERE decision_id = ?');
+/** Read from the shared value at each check: a prune asked for after an export or a paged query began counts. */
+const readPrunedBefore = () => decodePrunedBefore(Atomics.load(prunedBefore, 0));
 /** Exports under way, by id: each holds one page of rows at most (see exportDecisions). */
 const exports = new Map<number, Iterator<StoredDecision>>();
 /**
@@ -58,7 +60,7 @@ function handle(request: ReaderRequest): unknown {
     case 'verify':
       return verifyChain(setup.path, setup.key);
     case 'query':
-      return queryDecisions(db, request.filters, request.page);
+      return queryDecisions(db, request.filters, request.page, readPrunedBefore);
     case 'get': {
       // Ids are minted in lower case: a UUID read back in capitals is the same id.
       const row = readRow<StoredRow>(getById, request.decisionId.toLowerCase());
@@ -83,8 +85,7 @@ function exportChunk(exportId: number, filters: DecisionFilters | undefined, rec
   let iterator = exports.get(exportId);
   if (!iterator) {
     if (!filters) throw new Error(`no decision export ${exportId} under way on the reader thread`);
-    // Read from the shared value at each check: a prune asked for after the export began counts.
-    iterator = exportDecisions(db, filters, () => decodePrunedBefore(Atomics.load(prunedBefore, 0)))[Symbol.iterator]();
+    iterator = exportDecisions(db, filters, readPrunedBefore)[Symbol.iterator]();
     exports.set(exportId, iterator);
   }
   let lines = '';

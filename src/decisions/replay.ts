@@ -76,8 +76,10 @@ export async function replayDecision(deps: ReplayDeps, decisionId: string, revis
   if (name === null || rule === undefined) {
     throw new ArbiterError('decision_not_replayable', `decision ${decisionId} names no bundle entrypoint: no policy answered it`);
   }
+  // Only Arbiter writes rejected_token, when it refuses a token before the policy runs; the OPA
+  // data API verifies no token, and its input (subject included) is the caller's, as given.
   const subject = record.input.subject;
-  if (isObject(subject) && subject.rejected_token !== undefined) {
+  if (record.endpoint !== RAW_INPUT_ENDPOINT && isObject(subject) && subject.rejected_token !== undefined) {
     throw new ArbiterError('decision_not_replayable', `decision ${decisionId} refused its token before any policy ran: there is nothing to re-evaluate`);
   }
 

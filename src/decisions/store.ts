@@ -240,9 +240,9 @@ export class DecisionStore {
     return row && toStoredDecision(row);
   }
 
-  /** One page of matching decisions, newest first; throws `decision_query_invalid` or `decision_cursor_invalid`. */
+  /** One page of matching decisions, newest first; throws `decision_query_invalid`, `decision_cursor_invalid`, or `decision_query_incomplete` for a page after retention pruned since the first. */
   query(filters: DecisionFilters = {}, page: PageRequest = {}): DecisionPage {
-    return queryDecisions(this.#readerDb, validFilters(filters), page);
+    return queryDecisions(this.#readerDb, validFilters(filters), page, () => this.#prunedBefore);
   }
 
   /** Every matching decision, newest first, streamed (e.g. as NDJSON) without loading them all. */

@@ -44,6 +44,8 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   decision_log_corrupt: 500,
   // Retention deleted records while an export was read: what is left exports whole if asked again.
   decision_export_incomplete: 409,
+  // Likewise for the pages of a query after its first: asked again from the first page, it is whole.
+  decision_query_incomplete: 409,
 };
 
 /** Turns an ArbiterError from a store into the problem response its code calls for. */

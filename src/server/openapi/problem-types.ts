@@ -99,6 +99,7 @@ export const PROBLEM_TYPES = {
   decision_not_replayable: { status: [409], meaning: 'No policy ran for this decision (no bundle answered, or its token was refused first).' },
   decision_log_disabled: { status: [503], meaning: 'decision_log.enabled is false: there is no decision log to read.' },
   decision_export_incomplete: { status: [409], meaning: 'Only ever the last line of an export: retention deleted the oldest records while the export was read, so records it matched may be missing (an export `from` a time retention by age had not reached goes on). Export again; the deleted records are gone.' },
+  decision_query_incomplete: { status: [409], meaning: 'A page asked for with a cursor: retention deleted the oldest records since the first page of the query, so this page and the next may lack records it matched (a query `from` a time retention by age had not reached goes on). Query again from the first page; the deleted records are gone.' },
   decision_log_corrupt: { status: [500], meaning: 'A stored record (`seq` names it) no longer reads as a record: the database was changed outside Arbiter. Also the last line of an export that stops there.' },
 } as const satisfies Record<string, ProblemType>;
 

@@ -130,7 +130,7 @@ export const verifyReportSchema = z.strictObject({
   checkpoints_verified: z.number().int(),
   first_mismatch: z
     .strictObject({
-      decision_id: z.string().nullable().describe('The record at fault; null when it no longer exists (truncated tail, bad or missing anchor).'),
+      decision_id: z.string().nullable().describe('The record at fault (for record_missing, the first record after the gap); null when it no longer exists (truncated tail, bad or missing anchor).'),
       seq: z.number().int(),
       reason: z.enum(['anchor_signature_invalid', 'record_before_start', 'record_missing', 'prev_hash_mismatch', 'hash_mismatch', 'index_mismatch', 'index_corrupt', 'checkpoint_signature_invalid', 'checkpoint_mismatch', 'records_missing_at_end', 'checkpoint_missing', 'anchor_missing']),
     })
