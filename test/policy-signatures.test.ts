@@ -210,6 +210,20 @@ describe('verifyBundleSignatures rejects', () => {
     await expectCheck(withFile(rsBundle, 'data.json', '{"authz": {"admins": ["alice"], "ratio": 1}}'), rsKeys(), 'signature_mismatch');
   });
 
+  it('a data.json or .manifest that is not JSON, at once: not read as YAML, which costs seconds per MiB before the digest is compared', async () => {
+    // A signature replayed from any published bundle passes the JWS check; the file it lists is
+    // then the attacker's. Read as YAML, these 2 MiB held the main thread (and every decision)
+    // for seconds, and a file may be 32 MiB (bundles.limits.max_file_bytes).
+    const yaml = `authz: {admins: [${'1,'.repeat(1_000_000)}1]}`;
+    for (const file of ['data.json', '.manifest']) {
+      const started = performance.now();
+      const error = await rejection(withFile(rsBundle, file, yaml), rsKeys());
+      expect(performance.now() - started, file).toBeLessThan(2000);
+      expect(error.check).toBe('signature_mismatch');
+      expect(error.message).toContain(`${file} is not JSON`);
+    }
+  }, 120_000);
+
   it('a modified .manifest', async () => {
     const manifest = JSON.parse(Buffer.from(rsBundle.get('.manifest')!).toString()) as { roots: string[] };
     manifest.roots = [''];

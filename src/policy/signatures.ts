@@ -5,7 +5,8 @@
  * `{"files": [{"name": "policy.wasm", "hash": "<hex>", "algorithm": "SHA-256"}], "keyid"?, "scope"?}`.
  * OPA writes names without a leading slash; a leading slash is tolerated, duplicates are not.
  * Structured files (data.json, data.yaml, .manifest) are hashed over their canonical JSON
- * form (see canonical-json.ts), every other file over its raw bytes.
+ * form (see canonical-json.ts), every other file over its raw bytes; a data.json or .manifest
+ * that is not JSON is refused without reading it as YAML (see JSON_ONLY_FILES).
  *
  * Stricter than OPA where OPA is lenient: the key id in the header must agree with the
  * deprecated `keyid` claim, only SHA-256/384/512 digests are accepted, and a name may
@@ -297,13 +298,25 @@ function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exc
 // OPA's bundle.IsStructuredDoc, by base name (data.yml is hashed raw there too).
 const STRUCTURED_FILES = new Set(['data.json', 'data.yaml', '.manifest', 'signatures.json']);
 
+/**
+ * Structured files (by base name) Arbiter reads as JSON only, wherever it reads them (bundle
+ * data, the manifest): one that is not JSON is refused at once rather than read as YAML as OPA's
+ * hash would (OPA then refuses it too, loading it as JSON). Parsing YAML costs seconds
+ * per MiB on the main thread, and runs before the digest is compared: a signature replayed from
+ * any published bundle, beside a large YAML data.json, would hold every decision that long.
+ */
+const JSON_ONLY_FILES = new Set(['data.json', '.manifest']);
+
 function fileDigest(path: string, bytes: Uint8Array, digest: string): string {
   const hash = createHash(digest);
-  if (!STRUCTURED_FILES.has(path.slice(path.lastIndexOf('/') + 1))) return hash.update(bytes).digest('hex');
+  const base = path.slice(path.lastIndexOf('/') + 1);
+  if (!STRUCTURED_FILES.has(base)) return hash.update(bytes).digest('hex');
+  const jsonOnly = JSON_ONLY_FILES.has(base);
   try {
-    return hash.update(opaCanonicalJson(new TextDecoder().decode(bytes))).digest('hex');
+    return hash.update(opaCanonicalJson(new TextDecoder().decode(bytes), { yaml: !jsonOnly })).digest('hex');
   } catch (error) {
-    throw new BundleRejectedError('signature_mismatch', `${path} cannot be parsed to compute its digest`, { cause: error });
+    const why = jsonOnly ? `${path} is not JSON: Arbiter reads ${base} as JSON only, and does not compute its digest as YAML` : `${path} cannot be parsed to compute its digest`;
+    throw new BundleRejectedError('signature_mismatch', why, { cause: error });
   }
 }
 
