@@ -28,13 +28,15 @@
  *   signature_file_missing     the payload lists a file the bundle does not contain
  *   signature_file_unsigned    a bundle file the payload does not list (and no exclude pattern matches)
  *   signature_mismatch         a file's digest differs from the signed one
+ * Besides the checks, an ArbiterError (not the bundle's fault, so a retry may pass):
+ *   signature_digest_unavailable  the thread hashing a large structured file stopped without an answer
  */
 import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { compactVerify, decodeProtectedHeader, type ProtectedHeaderParameters } from 'jose';
 import { z } from 'zod';
-import { BundleRejectedError, ConfigError } from '../errors.ts';
+import { ArbiterError, BundleRejectedError, ConfigError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
-import { opaCanonicalJson } from './canonical-json.ts';
+import { canonicalDigest } from './canonical-digest.ts';
 import { hmacSecretTooShort } from '../tokens/trusted-issuers.ts';
 
 export const SIGNATURES_FILE = '.signatures.json';
@@ -95,7 +97,7 @@ export async function verifyBundleSignatures(files: BundleFiles, options: Verifi
   if ((payload.scope ?? '') !== scope) {
     throw new BundleRejectedError('signature_scope_mismatch', `signature scope ${JSON.stringify(payload.scope ?? '')} is not the configured ${JSON.stringify(scope)}`);
   }
-  return { keyid, files: checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp)) };
+  return { keyid, files: await checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp)) };
 }
 
 /** Options are checked whole before any bundle is looked at: a key unfit for its algorithm is a ConfigError. */
@@ -276,7 +278,7 @@ function signedDigests(listed: z.infer<typeof signedFileSchema>[]): Map<string, 
   return signed;
 }
 
-function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exclude: RegExp[]): number {
+async function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exclude: RegExp[]): Promise<number> {
   for (const path of signed.keys()) {
     if (!files.has(path) || path === SIGNATURES_FILE) {
       throw new BundleRejectedError('signature_file_missing', `signature lists ${path}, which is not in the bundle`);
@@ -287,7 +289,7 @@ function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exc
     if (path === SIGNATURES_FILE || exclude.some((pattern) => pattern.test(path))) continue;
     const expected = signed.get(path);
     if (expected === undefined) throw new BundleRejectedError('signature_file_unsigned', `${path} is not covered by the signature`);
-    if (fileDigest(path, bytes, expected.digest) !== expected.hex) {
+    if ((await fileDigest(path, bytes, expected.digest)) !== expected.hex) {
       throw new BundleRejectedError('signature_mismatch', `${path} does not match its signed digest`);
     }
     checked++;
@@ -307,14 +309,18 @@ const STRUCTURED_FILES = new Set(['data.json', 'data.yaml', '.manifest', 'signat
  */
 const JSON_ONLY_FILES = new Set(['data.json', '.manifest']);
 
-function fileDigest(path: string, bytes: Uint8Array, digest: string): string {
-  const hash = createHash(digest);
+/** A structured file's digest is computed off the main thread when it is large (see canonicalDigest). */
+async function fileDigest(path: string, bytes: Uint8Array, digest: string): Promise<string> {
   const base = path.slice(path.lastIndexOf('/') + 1);
-  if (!STRUCTURED_FILES.has(base)) return hash.update(bytes).digest('hex');
+  if (!STRUCTURED_FILES.has(base)) return createHash(digest).update(bytes).digest('hex');
   const jsonOnly = JSON_ONLY_FILES.has(base);
   try {
-    return hash.update(opaCanonicalJson(new TextDecoder().decode(bytes), { yaml: !jsonOnly })).digest('hex');
+    return await canonicalDigest({ bytes, algorithm: digest, yaml: !jsonOnly });
   } catch (error) {
+    if (!(error instanceof SyntaxError)) {
+      // The thread hashing it stopped: nothing is known against the bundle, and a retry may pass.
+      throw new ArbiterError('signature_digest_unavailable', `the digest of ${path} could not be computed: ${(error as Error).message}`, { cause: error });
+    }
     const why = jsonOnly ? `${path} is not JSON: Arbiter reads ${base} as JSON only, and does not compute its digest as YAML` : `${path} cannot be parsed to compute its digest`;
     throw new BundleRejectedError('signature_mismatch', why, { cause: error });
   }
