@@ -304,6 +304,20 @@ describe('verifyBundleSignatures rejects', () => {
     await expectCheck(withFile(rsBundle, '.signatures.json', custom), rsKeys(), 'signature_file_invalid');
   });
 
+  it('a .signatures.json larger than a signature listing every file of the bundle could be, before it is parsed', async () => {
+    // Read before any signature is checked: 24 MiB of empty arrays (a few KB gzipped) held the
+    // main thread for seconds, and anyone who can put an archive in front of Arbiter may send it.
+    const padded = `{"signatures": [${JSON.stringify(token(rsBundle))}], "x": [${'[],'.repeat(8 * 1024 * 1024)}[]]}`;
+    const started = performance.now();
+    const error = await rejection(withFile(rsBundle, '.signatures.json', padded), rsKeys());
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(error.check).toBe('signature_file_invalid');
+    expect(error.message).toMatch(/\.signatures\.json is \d+ bytes, more than/);
+    // What opa writes, pretty-printed and with long claims, is far from it.
+    const pretty = JSON.stringify({ signatures: [token(rsBundle)], plugin: '_default' }, null, 8);
+    await expect(verifyBundleSignatures(withFile(rsBundle, '.signatures.json', pretty), rsKeys())).resolves.toMatchObject({ keyid: 'default' });
+  });
+
   it('a scope other than the configured one, including none when one is configured and the reverse', async () => {
     await expectCheck(rsBundle, { ...rsKeys(), scope: 'read' }, 'signature_scope_mismatch');
     await expectCheck(rsBundle, { keys: rsKeys().keys }, 'signature_scope_mismatch');

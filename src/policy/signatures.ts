@@ -15,7 +15,8 @@
  *
  * Check codes (BundleRejectedError.check):
  *   signature_missing          the bundle has no .signatures.json
- *   signature_file_invalid     .signatures.json is not `{"signatures": [...]}` or names a signing plugin
+ *   signature_file_invalid     .signatures.json is not `{"signatures": [...]}`, names a signing plugin, or is
+ *                              larger than a signature listing the bundle's files can be
  *   signature_count            not exactly one JWS
  *   signature_invalid          not a compact JWS, or the signature does not verify with the key
  *   signature_keyid_mismatch   `kid` header and `keyid` claim disagree
@@ -122,6 +123,10 @@ const signaturesFileSchema = z.strictObject({
 function readToken(files: BundleFiles): string {
   const bytes = files.get(SIGNATURES_FILE);
   if (bytes === undefined) throw new BundleRejectedError('signature_missing', `bundle has no ${SIGNATURES_FILE}`);
+  const limit = signaturesFileLimit(files);
+  if (bytes.byteLength > limit) {
+    throw new BundleRejectedError('signature_file_invalid', `${SIGNATURES_FILE} is ${bytes.byteLength} bytes, more than a signature listing the ${files.size - 1} other files of this bundle can take (${limit})`);
+  }
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
@@ -135,6 +140,29 @@ function readToken(files: BundleFiles): string {
     throw new BundleRejectedError('signature_count', `${SIGNATURES_FILE} must hold exactly one signature, it holds ${parsed.data.signatures.length}`);
   }
   return token;
+}
+
+/** Room for the JWS header, the claims besides `files` (keyid, scope, iat, a claims file's own) and the signature. */
+const SIGNATURE_OVERHEAD_BYTES = 64 * 1024;
+/** A listed file's `{"name": ..., "hash": <SHA-512 hex>, "algorithm": ...}` around its name, generously. */
+const LISTED_FILE_BYTES = 256;
+
+/**
+ * The most a .signatures.json listing every file of `files` may take: its token's payload lists
+ * each file once (its name JSON-escaped, generously), base64url adds a third. The
+ * file is read before any signature is checked, and JSON.parse spends seconds on megabytes of
+ * empty arrays: anyone who can put an archive in front of Arbiter could hold the main thread so.
+ */
+function signaturesFileLimit(files: BundleFiles): number {
+  let payload = 0;
+  for (const path of files.keys()) payload += LISTED_FILE_BYTES + escapedLength(path);
+  return SIGNATURE_OVERHEAD_BYTES + Math.ceil((payload * 4) / 3);
+}
+
+/** Bytes of `path` as Go's encoding/json writes it (opa's payload): `"` as `\"`; `<`, `>`, `&`, U+2028, U+2029 as `\uXXXX`. */
+function escapedLength(path: string): number {
+  const count = (pattern: RegExp) => path.match(pattern)?.length ?? 0;
+  return Buffer.byteLength(path) + count(/"/g) + 5 * count(/[<>&]/g) + 3 * count(/[\u2028\u2029]/g);
 }
 
 function protectedHeader(token: string): ProtectedHeaderParameters {
