@@ -254,12 +254,15 @@ export class BundleLifecycle {
   /**
    * Stores the embedded revision as the active one, as if pushed by `actor` now: it stays active,
    * from the store. Its signature is checked as a push's is (bundles.dir is trusted at start, a
-   * push is not): refused, nothing is stored, and it keeps serving from bundles.dir.
+   * push is not), and so is the replay rule: a deleted bundle's embedded revision serves beside
+   * the mark the deletion kept, and stored as active it would take the mark's place, older or
+   * not. Refused, nothing is stored, and it keeps serving from bundles.dir.
    */
   async #pinEmbedded(index: BundleIndex, embedded: PolicyBundle, actor: string): Promise<void> {
     let signature: Validated['signature'];
     try {
       signature = await this.#signatureOf(index.name, embedded.archive);
+      checkReplay(index, embedded.revision, embedded.digest, signature);
     } catch (error) {
       // Counted and logged as any refused push is: a push refused here is one too.
       this.#logRejection(index.name, actor, error);
