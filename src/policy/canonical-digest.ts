@@ -31,9 +31,10 @@ export function canonicalDigestOf({ bytes, algorithm, yaml }: CanonicalDigestReq
  * numbers took ~25 s and 2 GB of heap here, and it runs before the digest is compared, so a file
  * swapped in beside a signature replayed from any published bundle would otherwise hold every
  * decision that long. Rejects with a SyntaxError when the file cannot be parsed, with another
- * error when the thread stops without an answer (out of memory, say), which says nothing of the file.
+ * error when the thread stops without an answer (out of memory, say, or `signal` aborted), which
+ * says nothing of the file.
  */
-export function canonicalDigest(request: CanonicalDigestRequest): Promise<string> {
+export function canonicalDigest(request: CanonicalDigestRequest, signal?: AbortSignal): Promise<string> {
   if (request.bytes.byteLength <= INLINE_BYTES) {
     try {
       return Promise.resolve(canonicalDigestOf(request));
@@ -42,7 +43,14 @@ export function canonicalDigest(request: CanonicalDigestRequest): Promise<string
     }
   }
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new Error('stopped before it started'));
+      return;
+    }
     const worker = new Worker(new URL('./canonical-digest-worker.ts', import.meta.url), { workerData: request });
+    // A shutdown waits for a pull being checked: this thread may run for many seconds past it.
+    const stop = () => void worker.terminate();
+    signal?.addEventListener('abort', stop, { once: true });
     let answer: { digest: string } | { error: string } | undefined;
     worker.once('message', (message: { digest: string } | { error: string }) => {
       answer = message;
@@ -50,6 +58,7 @@ export function canonicalDigest(request: CanonicalDigestRequest): Promise<string
     // Whatever the thread failed with (a SyntaxError loading it, even) says nothing of the file.
     worker.once('error', (error) => reject(new Error(`the thread computing the digest failed: ${error.message}`, { cause: error })));
     worker.once('exit', (code) => {
+      signal?.removeEventListener('abort', stop);
       if (answer === undefined) reject(new Error(`the thread computing the digest stopped (exit code ${code}) without an answer`));
       else if ('digest' in answer) resolve(answer.digest);
       else reject(new SyntaxError(answer.error));

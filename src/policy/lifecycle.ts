@@ -143,9 +143,20 @@ export class BundleLifecycle {
    * be frozen as one written before (see claimantOf).
    */
   #claim: { name: string; owned: (path: DataPath) => boolean } | undefined;
+  /** Aborted at shutdown: stops the threads hashing large files for a signature check. */
+  readonly #stopping = new AbortController();
 
   constructor(options: BundleLifecycleOptions) {
     this.#options = options;
+  }
+
+  /**
+   * For shutdown, which waits for a pull being checked: a signature check hashing a large file
+   * on a thread of its own stops (a push or pull then fails as signature_digest_unavailable),
+   * rather than running for seconds past server.shutdown_timeout_s. Later checks fail the same way.
+   */
+  stopSignatureChecks(): void {
+    this.#stopping.abort();
   }
 
   /**
@@ -629,7 +640,7 @@ export class BundleLifecycle {
     if (options === undefined) {
       throw new BundleRejectedError('signature_keys_missing', `bundle ${name} is signed but no verification key is configured for it (bundles.signing)`);
     }
-    const { keyid } = await verifyBundleSignatures(files, options);
+    const { keyid } = await verifyBundleSignatures(files, options, { signal: this.#stopping.signal });
     const iat = signedIssuedAt(files);
     return { keyid, ...(typeof iat === 'number' && { iat }) };
   }

@@ -76,8 +76,11 @@ export function isSignedBundle(files: BundleFiles): boolean {
   return files.has(SIGNATURES_FILE);
 }
 
-/** Verifies the bundle's signature and every file's digest. Throws BundleRejectedError, or ConfigError for bad options. */
-export async function verifyBundleSignatures(files: BundleFiles, options: VerificationOptions): Promise<VerifiedSignature> {
+/**
+ * Verifies the bundle's signature and every file's digest. Throws BundleRejectedError, or
+ * ConfigError for bad options. `signal` stops a large file's hashing thread (shutdown).
+ */
+export async function verifyBundleSignatures(files: BundleFiles, options: VerificationOptions, { signal }: { signal?: AbortSignal } = {}): Promise<VerifiedSignature> {
   const { keys, scope = '', exclude = [] } = parseOptions(options);
   const token = readToken(files);
 
@@ -98,7 +101,7 @@ export async function verifyBundleSignatures(files: BundleFiles, options: Verifi
   if ((payload.scope ?? '') !== scope) {
     throw new BundleRejectedError('signature_scope_mismatch', `signature scope ${JSON.stringify(payload.scope ?? '')} is not the configured ${JSON.stringify(scope)}`);
   }
-  return { keyid, files: await checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp)) };
+  return { keyid, files: await checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp), signal) };
 }
 
 /** Options are checked whole before any bundle is looked at: a key unfit for its algorithm is a ConfigError. */
@@ -306,7 +309,7 @@ function signedDigests(listed: z.infer<typeof signedFileSchema>[]): Map<string, 
   return signed;
 }
 
-async function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exclude: RegExp[]): Promise<number> {
+async function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exclude: RegExp[], signal: AbortSignal | undefined): Promise<number> {
   for (const path of signed.keys()) {
     if (!files.has(path) || path === SIGNATURES_FILE) {
       throw new BundleRejectedError('signature_file_missing', `signature lists ${path}, which is not in the bundle`);
@@ -317,7 +320,7 @@ async function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest
     if (path === SIGNATURES_FILE || exclude.some((pattern) => pattern.test(path))) continue;
     const expected = signed.get(path);
     if (expected === undefined) throw new BundleRejectedError('signature_file_unsigned', `${path} is not covered by the signature`);
-    if ((await fileDigest(path, bytes, expected.digest)) !== expected.hex) {
+    if ((await fileDigest(path, bytes, expected.digest, signal)) !== expected.hex) {
       throw new BundleRejectedError('signature_mismatch', `${path} does not match its signed digest`);
     }
     checked++;
@@ -338,12 +341,12 @@ const STRUCTURED_FILES = new Set(['data.json', 'data.yaml', '.manifest', 'signat
 const JSON_ONLY_FILES = new Set(['data.json', '.manifest']);
 
 /** A structured file's digest is computed off the main thread when it is large (see canonicalDigest). */
-async function fileDigest(path: string, bytes: Uint8Array, digest: string): Promise<string> {
+async function fileDigest(path: string, bytes: Uint8Array, digest: string, signal: AbortSignal | undefined): Promise<string> {
   const base = path.slice(path.lastIndexOf('/') + 1);
   if (!STRUCTURED_FILES.has(base)) return createHash(digest).update(bytes).digest('hex');
   const jsonOnly = JSON_ONLY_FILES.has(base);
   try {
-    return await canonicalDigest({ bytes, algorithm: digest, yaml: !jsonOnly });
+    return await canonicalDigest({ bytes, algorithm: digest, yaml: !jsonOnly }, signal);
   } catch (error) {
     if (!(error instanceof SyntaxError)) {
       // The thread hashing it stopped: nothing is known against the bundle, and a retry may pass.
