@@ -271,6 +271,41 @@ describe('the embedded revision, once a push replaces it', () => {
   });
 });
 
+describe('the embedded revision of a deleted signed bundle', () => {
+  it('pushed while it serves, is held to the replay mark the deletion kept: signed before it, it is refused, and the mark stays', async () => {
+    const key = signingKey(tempDir());
+    const src = writeBundleSource(dir, 'emb');
+    const r2 = build(src, join(dir, 'emb-mark-r2.tar.gz'), 'r2', signingArgs(dir, key, 3000));
+    // Signed after e1, before r2, never stored here: what the mark refuses.
+    const between = build(src, join(dir, 'emb-mark-between.tar.gz'), 'between', signingArgs(dir, key, 2500));
+    const bundlesDir = tempDir();
+    const store = join(tempDir(), 'bundles');
+    const signing = { require_signatures: true, signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' } };
+    const start = () => startTestArbiter({ ...adminConfig(), bundles: { dir: bundlesDir, default: 'other', store, ...signing } });
+    let arbiter = await start();
+    try {
+      expect((await put(arbiter, 'emb', r2)).status).toBe(201);
+      expect((await fetch(`${arbiter.url}/v1/bundles/emb`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } })).status).toBe(204);
+    } finally {
+      await arbiter.close();
+    }
+    // A later image ships emb at e1, signed before r2: served from bundles.dir, as a deleted bundle's is.
+    const e1 = build(src, join(bundlesDir, 'emb.tar.gz'), 'e1', signingArgs(dir, key, 2000));
+    arbiter = await start();
+    try {
+      expect(arbiter.bundles.get('emb')?.revision).toBe('e1');
+      expect(await put(arbiter, 'emb', between)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      // Pushing the archive it serves would store it as the active revision, in place of the mark.
+      expect(await put(arbiter, 'emb', e1)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      expect(await put(arbiter, 'emb', between)).toMatchObject({ status: 409, body: { check: 'bundle_replayed' } });
+      expect(arbiter.bundles.get('emb')?.revision).toBe('e1');
+      expect(await put(arbiter, 'emb', r2)).toMatchObject({ status: 201, body: { revision: 'r2' } });
+    } finally {
+      await arbiter.close();
+    }
+  }, 60_000);
+});
+
 describe('bundle signatures at start-up', () => {
   it('warns when unsigned bundles will be accepted (development mode), says when they will not', async () => {
     const said = async (raw: Record<string, unknown>) => {

@@ -198,6 +198,30 @@ describe('readBundleArchive', () => {
       expect((await readBundleArchive(tarGz(...entries), { maxEntries: 6 })).size).toBe(5);
     });
 
+    it('bounds pax and GNU long-name headers, which maxEntries does not count: a flood of them is refused before it is read', async () => {
+      // 60 MiB of pax records, 90 KB compressed: read one by one, they held the main thread
+      // (and every decision) for seconds. Empty global headers by the hundred thousand too.
+      const records = entry('PaxHeaders/x', { type: 'x', body: '6 a=b\n'.repeat(10 * 1024 * 1024) });
+      const globals = Array.from({ length: 120_000 }, () => entry('pax_global_header', { type: 'g' }));
+      for (const flood of [[records], globals]) {
+        const started = performance.now();
+        const error = await rejection(tarGz(...flood, entry('a.rego', { body: 'x' })));
+        expect(error.check).toBe('archive_metadata_too_large');
+        expect(performance.now() - started).toBeLessThan(2000);
+      }
+      // One header over Go's limit for one (what OPA reads bundles with) is refused too.
+      await expectCheck(tarGz(entry('././@LongLink', { type: 'L', body: `${'a/'.repeat(600_000)}b` }), entry('x', { body: 'x' })), 'archive_metadata_too_large');
+    });
+
+    it('accepts a pax header in front of each of maxEntries entries, as tar --format=posix writes them', async () => {
+      const times = { mtime: '1767225600.123456789', atime: '1767225600.123456789', ctime: '1767225600.123456789' };
+      const entries = Array.from({ length: DEFAULT_ARCHIVE_LIMITS.maxEntries }, (_, i) => [
+        pax({ path: `authz/${'long-directory-name/'.repeat(10)}${i}.rego`, ...times }),
+        entry(`${i}.rego`, { body: 'x' }),
+      ]).flat();
+      expect((await readBundleArchive(tarGz(...entries))).size).toBe(DEFAULT_ARCHIVE_LIMITS.maxEntries);
+    });
+
     it('refuses limits that are not positive integers', async () => {
       await expect(readBundleArchive(tarGz(), { maxEntries: 0 })).rejects.toBeInstanceOf(ConfigError);
     });

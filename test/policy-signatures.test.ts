@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import type { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { CompactSign } from 'jose';
@@ -43,6 +44,8 @@ let esBundle: BundleFiles;
 let hsBundle: BundleFiles;
 /** A directory signed by `opa sign` (keyid claim `k1`, no kid header), packed here with leading slashes. */
 let signedDir: BundleFiles;
+/** Signed by `opa sign` like signedDir, its data.json over a MiB: hashed on a thread of its own. */
+let largeDir: BundleFiles;
 
 const rsKeys = (): VerificationOptions => ({ keys: { default: { key: rsa.publicPem, algorithm: 'RS256' } }, scope: 'write' });
 
@@ -144,6 +147,16 @@ beforeAll(async () => {
   opa(signed, 'sign', '--bundle', '.', '--signing-key', join(dir, 'rsa.pem'), '--claims-file', join(dir, 'keyid-k1.json'));
   const names = ['.manifest', '.signatures.json', 'authz/policy.rego', 'data.json', 'extra/data.yaml'];
   signedDir = await readBundleArchive(await packTarGz(signed, names));
+
+  // The same, with a data.json large enough to be hashed off the main thread.
+  const large = join(dir, 'large');
+  mkdirSync(join(large, 'authz'), { recursive: true });
+  writeFileSync(join(large, 'authz/policy.rego'), 'package authz\n\nallow if input.user == "alice"\n');
+  const entries = Array.from({ length: 20_000 }, (_, i) => `"k${i}": {"ratio": 1.0, "big": 1E+2, "ü": "<&>\\u2028", "😀": [-0, true, null]}`);
+  writeFileSync(join(large, 'data.json'), `{"authz": {${entries.join(',\n')}}, "é": 1.50}`);
+  writeFileSync(join(large, '.manifest'), '{"roots": ["authz", "é"], "revision": "r1"}');
+  opa(large, 'sign', '--bundle', '.', '--signing-key', join(dir, 'rsa.pem'), '--claims-file', join(dir, 'keyid-k1.json'));
+  largeDir = await readBundleArchive(await packTarGz(large, ['.manifest', '.signatures.json', 'authz/policy.rego', 'data.json']));
 }, 60_000);
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -172,6 +185,27 @@ describe('verifyBundleSignatures accepts bundles signed by opa', () => {
 
   it('opa sign, key chosen by the keyid claim, structured files hashed canonically', async () => {
     expect(await verifyBundleSignatures(signedDir, { keys: { k1: { key: rsa.publicPem, algorithm: 'RS256' } } })).toEqual({ keyid: 'k1', files: 4 });
+  });
+
+  it('opa sign, a data.json large enough to be hashed on a thread of its own', async () => {
+    expect(largeDir.get('data.json')!.byteLength).toBeGreaterThan(1024 * 1024);
+    expect(await verifyBundleSignatures(largeDir, { keys: { k1: { key: rsa.publicPem, algorithm: 'RS256' } } })).toEqual({ keyid: 'k1', files: 3 });
+    const changed = Buffer.from(largeDir.get('data.json')!).toString().replace('"k19999": {"ratio": 1.0', '"k19999": {"ratio": 1');
+    await expectCheck(withFile(largeDir, 'data.json', changed), { keys: { k1: { key: rsa.publicPem, algorithm: 'RS256' } } }, 'signature_mismatch');
+  });
+
+  it('a thread that stops while it hashes a large file says so, not that the bundle is bad', async () => {
+    // Refused as signature_mismatch, a pull would hold the archive refused until its source changes.
+    const stop = (worker: Worker) => void worker.terminate();
+    process.on('worker', stop);
+    try {
+      const error = await verifyBundleSignatures(largeDir, { keys: { k1: { key: rsa.publicPem, algorithm: 'RS256' } } }).catch((e: unknown) => e);
+      expect(error).not.toBeInstanceOf(BundleRejectedError);
+      expect(error).toMatchObject({ code: 'signature_digest_unavailable', message: expect.stringContaining('data.json') });
+    } finally {
+      process.off('worker', stop);
+    }
+    expect(await verifyBundleSignatures(largeDir, { keys: { k1: { key: rsa.publicPem, algorithm: 'RS256' } } })).toMatchObject({ keyid: 'k1' });
   });
 
   it('structured files may be re-serialized without changing their meaning', async () => {
@@ -210,6 +244,38 @@ describe('verifyBundleSignatures rejects', () => {
     await expectCheck(withFile(rsBundle, 'data.json', '{"authz": {"admins": ["alice"], "ratio": 1}}'), rsKeys(), 'signature_mismatch');
   });
 
+  it('a large data.json swapped in beside a replayed signature, without holding the event loop while it is hashed', async () => {
+    // Its canonical form (as OPA hashes it) is read value by value: these 4 MiB of small numbers
+    // held the event loop (and every decision) for seconds before the digest differed; a data.json
+    // may be 32 MiB (bundles.limits.max_file_bytes), which took half a minute and 2 GB.
+    const swapped = withFile(rsBundle, 'data.json', `{"authz": {"admins": [${'1,'.repeat(2 * 1024 * 1024)}1]}}`);
+    let last = performance.now();
+    let longestGap = 0;
+    const ticks = setInterval(() => {
+      longestGap = Math.max(longestGap, performance.now() - last);
+      last = performance.now();
+    }, 10);
+    const error = await rejection(swapped, rsKeys());
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    clearInterval(ticks);
+    expect(error.check).toBe('signature_mismatch');
+    expect(longestGap).toBeLessThan(1000);
+  }, 120_000);
+
+  it('a data.json or .manifest that is not JSON, at once: not read as YAML, which costs seconds per MiB before the digest is compared', async () => {
+    // A signature replayed from any published bundle passes the JWS check; the file it lists is
+    // then the attacker's. Read as YAML, these 2 MiB held the main thread (and every decision)
+    // for seconds, and a file may be 32 MiB (bundles.limits.max_file_bytes).
+    const yaml = `authz: {admins: [${'1,'.repeat(1_000_000)}1]}`;
+    for (const file of ['data.json', '.manifest']) {
+      const started = performance.now();
+      const error = await rejection(withFile(rsBundle, file, yaml), rsKeys());
+      expect(performance.now() - started, file).toBeLessThan(2000);
+      expect(error.check).toBe('signature_mismatch');
+      expect(error.message).toContain(`${file} is not JSON`);
+    }
+  }, 120_000);
+
   it('a modified .manifest', async () => {
     const manifest = JSON.parse(Buffer.from(rsBundle.get('.manifest')!).toString()) as { roots: string[] };
     manifest.roots = [''];
@@ -236,6 +302,20 @@ describe('verifyBundleSignatures rejects', () => {
     await expectCheck(withFile(rsBundle, '.signatures.json', 'not json'), rsKeys(), 'signature_file_invalid');
     const custom = JSON.stringify({ signatures: [token(rsBundle)], plugin: 'my-kms' });
     await expectCheck(withFile(rsBundle, '.signatures.json', custom), rsKeys(), 'signature_file_invalid');
+  });
+
+  it('a .signatures.json larger than a signature listing every file of the bundle could be, before it is parsed', async () => {
+    // Read before any signature is checked: 24 MiB of empty arrays (a few KB gzipped) held the
+    // main thread for seconds, and anyone who can put an archive in front of Arbiter may send it.
+    const padded = `{"signatures": [${JSON.stringify(token(rsBundle))}], "x": [${'[],'.repeat(8 * 1024 * 1024)}[]]}`;
+    const started = performance.now();
+    const error = await rejection(withFile(rsBundle, '.signatures.json', padded), rsKeys());
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(error.check).toBe('signature_file_invalid');
+    expect(error.message).toMatch(/\.signatures\.json is \d+ bytes, more than/);
+    // What opa writes, pretty-printed and with long claims, is far from it.
+    const pretty = JSON.stringify({ signatures: [token(rsBundle)], plugin: '_default' }, null, 8);
+    await expect(verifyBundleSignatures(withFile(rsBundle, '.signatures.json', pretty), rsKeys())).resolves.toMatchObject({ keyid: 'default' });
   });
 
   it('a scope other than the configured one, including none when one is configured and the reverse', async () => {

@@ -10,7 +10,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { ConfigError } from '../src/errors.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
-import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { build, signingArgs, signingKey, writeBundleSource } from './support/bundle-sources.ts';
 import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
 
@@ -290,6 +290,44 @@ describe('a shutdown while a pulled bundle is being checked', () => {
       const refused = await fetch(`${arbiter.url}/healthz`).then(() => 'answered', (error: { cause?: { code?: string } }) => error.cause?.code);
       await closed;
       expect(refused).toBe('ECONNREFUSED');
+      expect(performance.now() - started).toBeLessThan(5000);
+      await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
+    } finally {
+      source.close();
+    }
+  }, 60_000);
+});
+
+describe('a shutdown while a pulled signed bundle\'s large data.json is hashed', () => {
+  it('ends within server.shutdown_timeout_s, not when the hashing thread is done', async () => {
+    // A signature replayed beside 16 MiB of small numbers: the thread hashing data.json for it
+    // (as OPA does, value by value) runs for many seconds.
+    const dir = tempDir();
+    const key = signingKey(dir);
+    const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, 'big'), join(dir, 'big.tar.gz'), 'big-1', signingArgs(dir, key, 1000))));
+    const archive = packFiles(new Map(files).set('data.json', new Uint8Array(Buffer.from(`{"big": {"n": [${'1,'.repeat(8 * 1024 * 1024)}1]}}`))));
+    let served!: () => void;
+    const pulled = new Promise<void>((resolve) => (served = resolve));
+    const source = createHttpServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/gzip' }).end(archive);
+      served();
+    });
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const before = workerPorts();
+    try {
+      const arbiter = await startTestArbiter({
+        server: { shutdown_timeout_s: 1 },
+        bundles: {
+          require_signatures: true,
+          signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' },
+          sources: [{ name: 'big', url: `http://127.0.0.1:${(source.address() as AddressInfo).port}/big.tar.gz` }],
+        },
+      });
+      await pulled;
+      // Let the archive arrive and its hashing start.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const started = performance.now();
+      await arbiter.close();
       expect(performance.now() - started).toBeLessThan(5000);
       await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
     } finally {

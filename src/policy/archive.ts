@@ -12,6 +12,8 @@
  *   archive_decompressed_too_large  the tar stream inflates past maxDecompressedBytes
  *   archive_not_tar                 bad header checksum, unknown format, truncated, malformed pax record
  *   archive_too_many_entries        more file and directory entries than maxEntries
+ *   archive_metadata_too_large      a pax or GNU long-name header over 1 MiB (Go's limit), or more of them
+ *                                   in all than METADATA_BYTES_PER_ENTRY per entry allowed (at least 1 MiB)
  *   archive_entry_too_large         a file larger than maxFileBytes
  *   archive_entry_type              anything but a regular file or directory (symlink, hardlink, device, fifo, ...)
  *   archive_path_too_long           an entry name longer than maxPathLength bytes
@@ -30,6 +32,16 @@ import { BundleRejectedError, ConfigError } from '../errors.ts';
 export type BundleFiles = ReadonlyMap<string, Uint8Array<ArrayBuffer>>;
 
 const MiB = 1024 * 1024;
+
+/** Largest pax or GNU long-name header, as in Go's archive/tar (maxSpecialFileSize), which OPA reads bundles with. */
+const MAX_METADATA_HEADER_BYTES = MiB;
+/**
+ * Metadata headers (pax, GNU long names) are not entries, so maxEntries does not bound them; their
+ * header blocks and data in all are bounded by this much per entry allowed (MiB at least). A
+ * pax header in front of each entry, as tar --format=posix writes, takes under a KiB; records
+ * by the million (a few KB compressed) would hold the main thread for seconds as they are read.
+ */
+const METADATA_BYTES_PER_ENTRY = 1024;
 
 const archiveLimitsSchema = z.object({
   /** Size of the .tar.gz as received. */
@@ -108,6 +120,8 @@ function readTar(tar: Uint8Array, limits: ArchiveLimits): BundleFiles {
   let pending: PendingMetadata = {};
   let entries = 0;
   let offset = 0;
+  const metadataBudget = Math.max(MiB, limits.maxEntries * METADATA_BYTES_PER_ENTRY);
+  let metadataBytes = 0;
 
   // Reaching the end of the buffer on a block boundary is accepted like Go's archive/tar does;
   // a zero block is the regular end-of-archive marker.
@@ -120,6 +134,16 @@ function readTar(tar: Uint8Array, limits: ArchiveLimits): BundleFiles {
     const type = String.fromCharCode(header[156] ?? 0);
     const isMetadata = type === 'x' || type === 'L' || type === 'g';
     const size = (isMetadata ? undefined : pending.size) ?? parseOctal(header, 124, 12, 'size');
+    if (isMetadata) {
+      // Checked before the data is read: the size field alone may claim any length.
+      if (size > MAX_METADATA_HEADER_BYTES) {
+        throw new BundleRejectedError('archive_metadata_too_large', `a pax or GNU long-name header of ${size} bytes, the limit is ${MAX_METADATA_HEADER_BYTES} (as in Go's archive/tar)`);
+      }
+      metadataBytes += BLOCK + size;
+      if (metadataBytes > metadataBudget) {
+        throw new BundleRejectedError('archive_metadata_too_large', `pax and GNU long-name headers take more than ${metadataBudget} bytes in all`);
+      }
+    }
     const dataStart = offset + BLOCK;
     const dataEnd = dataStart + size;
     if (dataEnd > tar.byteLength) throw notTar('entry data is truncated');

@@ -23,18 +23,22 @@ class NumberLiteral {
 
 type Structured = null | boolean | string | NumberLiteral | Structured[] | { [key: string]: Structured };
 
-/** Canonical text of a structured file; throws SyntaxError when it is neither JSON nor YAML. */
-export function opaCanonicalJson(text: string): string {
-  return encode(parseStructured(text));
+/**
+ * Canonical text of a structured file; throws SyntaxError when it is neither JSON nor YAML, or
+ * when it is not JSON and `yaml` is false.
+ */
+export function opaCanonicalJson(text: string, { yaml = true }: { yaml?: boolean } = {}): string {
+  return encode(parseStructured(text, yaml));
 }
 
-function parseStructured(text: string): Structured {
+function parseStructured(text: string, yaml: boolean): Structured {
   try {
     // The reviver's third argument (JSON.parse source text access) exposes number literals.
     return JSON.parse(text, (_key: string, value: unknown, context?: { source?: string }) =>
       typeof value === 'number' ? new NumberLiteral(context?.source ?? JSON.stringify(value)) : value,
     ) as Structured;
-  } catch {
+  } catch (error) {
+    if (!yaml) throw error;
     return fromYaml(parseYaml(text) as unknown);
   }
 }

@@ -143,9 +143,20 @@ export class BundleLifecycle {
    * be frozen as one written before (see claimantOf).
    */
   #claim: { name: string; owned: (path: DataPath) => boolean } | undefined;
+  /** Aborted at shutdown: stops the threads hashing large files for a signature check. */
+  readonly #stopping = new AbortController();
 
   constructor(options: BundleLifecycleOptions) {
     this.#options = options;
+  }
+
+  /**
+   * For shutdown, which waits for a pull being checked: a signature check hashing a large file
+   * on a thread of its own stops (a push or pull then fails as signature_digest_unavailable),
+   * rather than running for seconds past server.shutdown_timeout_s. Later checks fail the same way.
+   */
+  stopSignatureChecks(): void {
+    this.#stopping.abort();
   }
 
   /**
@@ -254,12 +265,15 @@ export class BundleLifecycle {
   /**
    * Stores the embedded revision as the active one, as if pushed by `actor` now: it stays active,
    * from the store. Its signature is checked as a push's is (bundles.dir is trusted at start, a
-   * push is not): refused, nothing is stored, and it keeps serving from bundles.dir.
+   * push is not), and so is the replay rule: a deleted bundle's embedded revision serves beside
+   * the mark the deletion kept, and stored as active it would take the mark's place, older or
+   * not. Refused, nothing is stored, and it keeps serving from bundles.dir.
    */
   async #pinEmbedded(index: BundleIndex, embedded: PolicyBundle, actor: string): Promise<void> {
     let signature: Validated['signature'];
     try {
       signature = await this.#signatureOf(index.name, embedded.archive);
+      checkReplay(index, embedded.revision, embedded.digest, signature);
     } catch (error) {
       // Counted and logged as any refused push is: a push refused here is one too.
       this.#logRejection(index.name, actor, error);
@@ -626,7 +640,7 @@ export class BundleLifecycle {
     if (options === undefined) {
       throw new BundleRejectedError('signature_keys_missing', `bundle ${name} is signed but no verification key is configured for it (bundles.signing)`);
     }
-    const { keyid } = await verifyBundleSignatures(files, options);
+    const { keyid } = await verifyBundleSignatures(files, options, { signal: this.#stopping.signal });
     const iat = signedIssuedAt(files);
     return { keyid, ...(typeof iat === 'number' && { iat }) };
   }

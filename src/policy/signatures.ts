@@ -5,7 +5,8 @@
  * `{"files": [{"name": "policy.wasm", "hash": "<hex>", "algorithm": "SHA-256"}], "keyid"?, "scope"?}`.
  * OPA writes names without a leading slash; a leading slash is tolerated, duplicates are not.
  * Structured files (data.json, data.yaml, .manifest) are hashed over their canonical JSON
- * form (see canonical-json.ts), every other file over its raw bytes.
+ * form (see canonical-json.ts), every other file over its raw bytes; a data.json or .manifest
+ * that is not JSON is refused without reading it as YAML (see JSON_ONLY_FILES).
  *
  * Stricter than OPA where OPA is lenient: the key id in the header must agree with the
  * deprecated `keyid` claim, only SHA-256/384/512 digests are accepted, and a name may
@@ -14,7 +15,8 @@
  *
  * Check codes (BundleRejectedError.check):
  *   signature_missing          the bundle has no .signatures.json
- *   signature_file_invalid     .signatures.json is not `{"signatures": [...]}` or names a signing plugin
+ *   signature_file_invalid     .signatures.json is not `{"signatures": [...]}`, names a signing plugin, or is
+ *                              larger than a signature listing the bundle's files can be
  *   signature_count            not exactly one JWS
  *   signature_invalid          not a compact JWS, or the signature does not verify with the key
  *   signature_keyid_mismatch   `kid` header and `keyid` claim disagree
@@ -27,13 +29,15 @@
  *   signature_file_missing     the payload lists a file the bundle does not contain
  *   signature_file_unsigned    a bundle file the payload does not list (and no exclude pattern matches)
  *   signature_mismatch         a file's digest differs from the signed one
+ * Besides the checks, an ArbiterError (not the bundle's fault, so a retry may pass):
+ *   signature_digest_unavailable  the thread hashing a large structured file stopped without an answer
  */
 import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { compactVerify, decodeProtectedHeader, type ProtectedHeaderParameters } from 'jose';
 import { z } from 'zod';
-import { BundleRejectedError, ConfigError } from '../errors.ts';
+import { ArbiterError, BundleRejectedError, ConfigError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
-import { opaCanonicalJson } from './canonical-json.ts';
+import { canonicalDigest } from './canonical-digest.ts';
 import { hmacSecretTooShort } from '../tokens/trusted-issuers.ts';
 
 export const SIGNATURES_FILE = '.signatures.json';
@@ -72,8 +76,11 @@ export function isSignedBundle(files: BundleFiles): boolean {
   return files.has(SIGNATURES_FILE);
 }
 
-/** Verifies the bundle's signature and every file's digest. Throws BundleRejectedError, or ConfigError for bad options. */
-export async function verifyBundleSignatures(files: BundleFiles, options: VerificationOptions): Promise<VerifiedSignature> {
+/**
+ * Verifies the bundle's signature and every file's digest. Throws BundleRejectedError, or
+ * ConfigError for bad options. `signal` stops a large file's hashing thread (shutdown).
+ */
+export async function verifyBundleSignatures(files: BundleFiles, options: VerificationOptions, { signal }: { signal?: AbortSignal } = {}): Promise<VerifiedSignature> {
   const { keys, scope = '', exclude = [] } = parseOptions(options);
   const token = readToken(files);
 
@@ -94,7 +101,7 @@ export async function verifyBundleSignatures(files: BundleFiles, options: Verifi
   if ((payload.scope ?? '') !== scope) {
     throw new BundleRejectedError('signature_scope_mismatch', `signature scope ${JSON.stringify(payload.scope ?? '')} is not the configured ${JSON.stringify(scope)}`);
   }
-  return { keyid, files: checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp)) };
+  return { keyid, files: await checkDigests(files, signedDigests(payload.files), exclude.map(globToRegExp), signal) };
 }
 
 /** Options are checked whole before any bundle is looked at: a key unfit for its algorithm is a ConfigError. */
@@ -119,6 +126,10 @@ const signaturesFileSchema = z.strictObject({
 function readToken(files: BundleFiles): string {
   const bytes = files.get(SIGNATURES_FILE);
   if (bytes === undefined) throw new BundleRejectedError('signature_missing', `bundle has no ${SIGNATURES_FILE}`);
+  const limit = signaturesFileLimit(files);
+  if (bytes.byteLength > limit) {
+    throw new BundleRejectedError('signature_file_invalid', `${SIGNATURES_FILE} is ${bytes.byteLength} bytes, more than a signature listing the ${files.size - 1} other files of this bundle can take (${limit})`);
+  }
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
@@ -132,6 +143,29 @@ function readToken(files: BundleFiles): string {
     throw new BundleRejectedError('signature_count', `${SIGNATURES_FILE} must hold exactly one signature, it holds ${parsed.data.signatures.length}`);
   }
   return token;
+}
+
+/** Room for the JWS header, the claims besides `files` (keyid, scope, iat, a claims file's own) and the signature. */
+const SIGNATURE_OVERHEAD_BYTES = 64 * 1024;
+/** A listed file's `{"name": ..., "hash": <SHA-512 hex>, "algorithm": ...}` around its name, generously. */
+const LISTED_FILE_BYTES = 256;
+
+/**
+ * The most a .signatures.json listing every file of `files` may take: its token's payload lists
+ * each file once (its name JSON-escaped, generously), base64url adds a third. The
+ * file is read before any signature is checked, and JSON.parse spends seconds on megabytes of
+ * empty arrays: anyone who can put an archive in front of Arbiter could hold the main thread so.
+ */
+function signaturesFileLimit(files: BundleFiles): number {
+  let payload = 0;
+  for (const path of files.keys()) payload += LISTED_FILE_BYTES + escapedLength(path);
+  return SIGNATURE_OVERHEAD_BYTES + Math.ceil((payload * 4) / 3);
+}
+
+/** Bytes of `path` as Go's encoding/json writes it (opa's payload): `"` as `\"`; `<`, `>`, `&`, U+2028, U+2029 as `\uXXXX`. */
+function escapedLength(path: string): number {
+  const count = (pattern: RegExp) => path.match(pattern)?.length ?? 0;
+  return Buffer.byteLength(path) + count(/"/g) + 5 * count(/[<>&]/g) + 3 * count(/[\u2028\u2029]/g);
 }
 
 function protectedHeader(token: string): ProtectedHeaderParameters {
@@ -275,7 +309,7 @@ function signedDigests(listed: z.infer<typeof signedFileSchema>[]): Map<string, 
   return signed;
 }
 
-function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exclude: RegExp[]): number {
+async function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exclude: RegExp[], signal: AbortSignal | undefined): Promise<number> {
   for (const path of signed.keys()) {
     if (!files.has(path) || path === SIGNATURES_FILE) {
       throw new BundleRejectedError('signature_file_missing', `signature lists ${path}, which is not in the bundle`);
@@ -286,7 +320,7 @@ function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exc
     if (path === SIGNATURES_FILE || exclude.some((pattern) => pattern.test(path))) continue;
     const expected = signed.get(path);
     if (expected === undefined) throw new BundleRejectedError('signature_file_unsigned', `${path} is not covered by the signature`);
-    if (fileDigest(path, bytes, expected.digest) !== expected.hex) {
+    if ((await fileDigest(path, bytes, expected.digest, signal)) !== expected.hex) {
       throw new BundleRejectedError('signature_mismatch', `${path} does not match its signed digest`);
     }
     checked++;
@@ -297,13 +331,29 @@ function checkDigests(files: BundleFiles, signed: Map<string, SignedDigest>, exc
 // OPA's bundle.IsStructuredDoc, by base name (data.yml is hashed raw there too).
 const STRUCTURED_FILES = new Set(['data.json', 'data.yaml', '.manifest', 'signatures.json']);
 
-function fileDigest(path: string, bytes: Uint8Array, digest: string): string {
-  const hash = createHash(digest);
-  if (!STRUCTURED_FILES.has(path.slice(path.lastIndexOf('/') + 1))) return hash.update(bytes).digest('hex');
+/**
+ * Structured files (by base name) Arbiter reads as JSON only, wherever it reads them (bundle
+ * data, the manifest): one that is not JSON is refused at once rather than read as YAML as OPA's
+ * hash would (OPA then refuses it too, loading it as JSON). Parsing YAML costs seconds
+ * per MiB on the main thread, and runs before the digest is compared: a signature replayed from
+ * any published bundle, beside a large YAML data.json, would hold every decision that long.
+ */
+const JSON_ONLY_FILES = new Set(['data.json', '.manifest']);
+
+/** A structured file's digest is computed off the main thread when it is large (see canonicalDigest). */
+async function fileDigest(path: string, bytes: Uint8Array, digest: string, signal: AbortSignal | undefined): Promise<string> {
+  const base = path.slice(path.lastIndexOf('/') + 1);
+  if (!STRUCTURED_FILES.has(base)) return createHash(digest).update(bytes).digest('hex');
+  const jsonOnly = JSON_ONLY_FILES.has(base);
   try {
-    return hash.update(opaCanonicalJson(new TextDecoder().decode(bytes))).digest('hex');
+    return await canonicalDigest({ bytes, algorithm: digest, yaml: !jsonOnly }, signal);
   } catch (error) {
-    throw new BundleRejectedError('signature_mismatch', `${path} cannot be parsed to compute its digest`, { cause: error });
+    if (!(error instanceof SyntaxError)) {
+      // The thread hashing it stopped: nothing is known against the bundle, and a retry may pass.
+      throw new ArbiterError('signature_digest_unavailable', `the digest of ${path} could not be computed: ${(error as Error).message}`, { cause: error });
+    }
+    const why = jsonOnly ? `${path} is not JSON: Arbiter reads ${base} as JSON only, and does not compute its digest as YAML` : `${path} cannot be parsed to compute its digest`;
+    throw new BundleRejectedError('signature_mismatch', why, { cause: error });
   }
 }
 

@@ -36,6 +36,8 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   bundle_store_write_failed: 503,
   // The worker checking the module stopped twice (a crash): nothing is known against the bundle, and a retry may pass.
   wasm_check_interrupted: 503,
+  // The thread hashing a large signed file stopped without an answer: nothing is known against the bundle either.
+  signature_digest_unavailable: 503,
   decision_query_invalid: 400,
   decision_cursor_invalid: 400,
   decision_not_found: 404,

@@ -353,6 +353,8 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
       () => db.close(),
       () => decisionLog?.close(),
       () => evaluator.close(),
+      // A pull's signature check may be hashing a large file on a thread of its own: cut short too.
+      () => bundleLifecycle.stopSignatureChecks(),
       // Last, once nothing writes the files any more (a cut-short check has settled).
       () => pulling,
       releaseStateFiles,

@@ -360,6 +360,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         'bundle_replayed',
         'bundle_revision_conflict',
         'wasm_check_interrupted',
+        'signature_digest_unavailable',
         'bundle_store_unreadable',
         'bundle_store_write_failed',
       ],
@@ -377,7 +378,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         200: { description: BUNDLE_STATUS, schema: bundleStatusSchema },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
-      problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_revision_pruned', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'bundle_store_write_failed', 'wasm_check_interrupted'],
+      problems: [...BODY, 'bundle_name_invalid', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_revision_pruned', 'bundle_roots_overlap', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'bundle_store_write_failed', 'wasm_check_interrupted', 'signature_digest_unavailable'],
     },
     {
       method: 'delete',
@@ -458,7 +459,7 @@ export function arbiterCatalogue(features: CatalogueFeatures): RouteCatalogue {
         200: { description: 'The recorded and the replayed result side by side', schema: replayReportSchema },
         422: { description: 'The stored revision fails a check', schema: problemSchema, contentType: PROBLEM_CONTENT_TYPE },
       },
-      problems: [...BODY, ...DECISION_LOG, 'decision_not_found', 'decision_log_corrupt', 'decision_not_replayable', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_revision_pruned', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'wasm_check_interrupted'],
+      problems: [...BODY, ...DECISION_LOG, 'decision_not_found', 'decision_log_corrupt', 'decision_not_replayable', 'bundle_not_found', 'bundle_revision_not_found', 'bundle_revision_pruned', 'bundle_store_digest_mismatch', 'bundle_store_unreadable', 'wasm_check_interrupted', 'signature_digest_unavailable'],
     },
 
     ...(features.opaCompat

@@ -92,6 +92,7 @@ export const PROBLEM_TYPES = {
   bundle_store_unreadable: { status: [503], meaning: 'The bundle store cannot be read.' },
   bundle_store_write_failed: { status: [503], meaning: 'The bundle store could not write; nothing changed.' },
   wasm_check_interrupted: { status: [503], meaning: 'The evaluation worker checking policy.wasm stopped twice before it answered (a crash): nothing is known against the bundle, nothing changed; push it again.' },
+  signature_digest_unavailable: { status: [503], meaning: 'The thread hashing a large data.json or .manifest for the signature check stopped without an answer (out of memory, say): nothing is known against the bundle, nothing changed; push it again.' },
   // Decision log (auditor API)
   decision_query_invalid: { status: [400], meaning: 'A query parameter is malformed; `detail` names it.' },
   decision_cursor_invalid: { status: [400], meaning: '`cursor` is not one this server returned.' },
