@@ -149,6 +149,37 @@ describe('applyJsonPatch', () => {
     expect(Object.isFrozen(result.change)).toBe(true);
   });
 
+  it('applies a patch of many operations in time linear in its size, not in operations times the document', () => {
+    // A feed adding each subject by its own operation: 10,000 of them are 400 kB, a fraction of
+    // data.max_body_bytes. Copying the whole object or array once per operation took 17 s here
+    // (40,000: over 8 minutes) of the main thread, every decision waiting.
+    const count = 10_000;
+    const started = performance.now();
+    const members = apply({}, Array.from({ length: count }, (_, i) => ({ op: 'add', path: `/user:${i}`, value: { grants: [] } }))) as Record<string, unknown>;
+    const items = apply({ list: [] }, Array.from({ length: count }, (_, i) => ({ op: 'add', path: '/list/-', value: i }))) as { list: number[] };
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(Object.keys(members)).toHaveLength(count);
+    expect(members['user:9999']).toEqual({ grants: [] });
+    expect(items.list).toHaveLength(count);
+    expect(items.list[9999]).toBe(9999);
+  });
+
+  it('keeps a value copied within a patch apart from its original, however either changes after', () => {
+    const document = Object.freeze({ a: Object.freeze({ b: Object.freeze({ n: 1 }) }) });
+    const result = apply(document, [
+      { op: 'add', path: '/a/b/m', value: 1 },
+      { op: 'copy', from: '/a', path: '/c' },
+      { op: 'add', path: '/a/b/o', value: 1 },
+      { op: 'remove', path: '/c/b/n' },
+      { op: 'move', from: '/a/b', path: '/d' },
+      { op: 'add', path: '/d/p', value: 1 },
+    ]);
+    expect(result).toEqual({ a: {}, c: { b: { m: 1 } }, d: { n: 1, m: 1, o: 1, p: 1 } });
+    expect(document).toEqual({ a: { b: { n: 1 } } });
+    const frozen = (value: unknown): boolean => value === null || typeof value !== 'object' || (Object.isFrozen(value) && Object.values(value).every(frozen));
+    expect(frozen(result)).toBe(true);
+  });
+
   it('is all or nothing: a failing later op yields no result', () => {
     const document = { a: 1 };
     const error = failure(document, [
