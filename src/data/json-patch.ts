@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { FieldsInvalidError } from '../errors.ts';
 import { parseArrayIndex, parseJsonPointer } from './json-pointer.ts';
-import { escapePointerToken, freezeJson, isJsonObject, jsonByteSize, jsonDepth, jsonEqual, ownMember } from './json-value.ts';
+import { escapePointerToken, freezeJson, isJsonObject, jsonByteSize, jsonEqual, ownMember } from './json-value.ts';
 import type { JsonArray, JsonObject, JsonValue } from './json-value.ts';
 
 const pointer = z.string();
@@ -79,6 +79,8 @@ export function applyJsonPatch(document: JsonValue, patch: unknown, options: App
  */
 class Draft {
   readonly #made = new WeakSet<object>();
+  /** Depths of containers the patch did not make: neither they nor anything below them change. */
+  readonly #depths = new WeakMap<object, number>();
 
   /** `node` itself when this patch made it, else a copy it may change. */
   own(node: JsonArray | JsonObject): JsonArray | JsonObject {
@@ -86,6 +88,20 @@ class Draft {
     const copy: JsonValue[] | Record<string, JsonValue> = Array.isArray(node) ? [...(node as JsonArray)] : { ...(node as JsonObject) };
     this.#made.add(copy);
     return copy;
+  }
+
+  /**
+   * jsonDepth, each container the patch did not make walked once per patch: a value moved back
+   * and forth is not walked whole at every move.
+   */
+  depth(value: JsonValue): number {
+    if (value === null || typeof value !== 'object') return 0;
+    const known = this.#depths.get(value);
+    if (known !== undefined) return known;
+    let deepest = 0;
+    for (const item of Object.values(value)) deepest = Math.max(deepest, 1 + this.depth(item));
+    if (!this.#made.has(value)) this.#depths.set(value, deepest);
+    return deepest;
   }
 
   /**
@@ -204,11 +220,11 @@ class OperationContext {
   }
 
   /**
-   * A value already in the document (frozen, so it can be shared) placed at a new depth.
-   * A copy is counted (`added`) first: that bounds this walk over its shared subtrees.
+   * A value already in the document placed at a new depth. A copy is counted (`added`) first:
+   * that bounds the first walk over its shared subtrees.
    */
   sharedValue(value: JsonValue, path: readonly string[]): JsonValue {
-    if (this.options.depthOffset + path.length + jsonDepth(value) > this.options.maxDepth) {
+    if (this.options.depthOffset + path.length + this.draft.depth(value) > this.options.maxDepth) {
       throw this.error('data_too_deep', `the result exceeds the maximum depth of ${this.options.maxDepth}`);
     }
     return value;
