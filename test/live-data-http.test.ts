@@ -565,6 +565,16 @@ describe('data.seed', () => {
       issues: [{ path: 'data.seed.pair', message: expect.stringContaining('/b/c') }],
     });
   });
+
+  it('stops start-up on a seed file that is not UTF-8, rather than seed U+FFFD where its bytes were', async () => {
+    // An export saved as Latin-1: "josé" would be seeded as "jos\ufffd", a subject no token names,
+    // and a write's body of the same bytes is refused (malformed_json).
+    const seed = join(tempDir(), 'entitlements.json');
+    writeFileSync(seed, Buffer.concat([Buffer.from('{"user:jos'), Buffer.from([0xe9]), Buffer.from('@acme.example": {"grants": []}}')]));
+    await expect(startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db'), seed: { entitlements: seed } } })).rejects.toMatchObject({
+      issues: [{ path: 'data.seed.entitlements', message: expect.stringMatching(/not valid for encoding utf-8/i) }],
+    });
+  });
 });
 
 describe('revocations', () => {
