@@ -390,6 +390,10 @@ describe('live data', () => {
     }
     const deepPatch = await admin('PATCH', '/v1/data/named', [{ op: 'add', path: '/b', value: JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40)) }]);
     expect(deepPatch).toMatchObject({ status: 400, body: { code: 'data_too_deep', errors: [{ pointer: expect.stringMatching(/^\/0\/value(\/x)+$/) }] } });
+    // Live data past data.max_size_bytes (1 MiB here): the body as a whole is at fault.
+    const big = 'x'.repeat(1024 * 1024 - 10); // within what one patch may add, not with the rest of the document
+    expect(await admin('PUT', '/v1/data/named', { a: 1, list: [1], big })).toMatchObject({ status: 400, body: { code: 'data_too_large', errors: [{ pointer: '' }] } });
+    expect(await admin('PATCH', '/v1/data/named', [{ op: 'add', path: '/big', value: big }])).toMatchObject({ status: 400, body: { code: 'data_too_large', errors: [{ pointer: '' }] } });
     expect((await admin('GET', '/v1/data/named')).body).toEqual(before);
   });
 

@@ -290,10 +290,9 @@ export class LiveData {
     // Only growth is refused: data stored under a higher limit stays (see #load), and a
     // write that shrinks it, such as removing someone's access, must still go through.
     if (totalBytes > this.#limits.maxTotalBytes && totalBytes > this.#totalBytes) {
-      throw new ArbiterError(
-        'data_too_large',
-        `live data would grow from ${this.#totalBytes} to ${totalBytes} bytes, over the limit of ${this.#limits.maxTotalBytes}`,
-      );
+      const reason = `live data would grow from ${this.#totalBytes} to ${totalBytes} bytes, over the limit of ${this.#limits.maxTotalBytes}`;
+      // The write as a whole is at fault: the body ("") of a PUT or PATCH.
+      throw new FieldsInvalidError('data_too_large', reason, [{ pointer: '', detail: reason }]);
     }
     const version = previous.version + 1;
 
@@ -329,7 +328,8 @@ export class LiveData {
     } catch (error) {
       // V8 cannot build a string this long: a size problem of the request, not a server fault.
       if (!(error instanceof RangeError)) throw error;
-      throw new ArbiterError('data_too_large', `live data is too large to serialize, over the limit of ${this.#limits.maxTotalBytes} bytes`, { cause: error });
+      const reason = `live data is too large to serialize, over the limit of ${this.#limits.maxTotalBytes} bytes`;
+      throw new FieldsInvalidError('data_too_large', reason, [{ pointer: '', detail: reason }]);
     }
   }
 
