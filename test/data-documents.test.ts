@@ -290,6 +290,22 @@ describe('LiveData status', () => {
     expect(live.get(['doc'])).toBeUndefined();
   });
 
+  it('keeps a document stale across a deletion inside it: taking something away says nothing of the rest', () => {
+    const live = open();
+    live.put(['entitlements'], { 'user:alice': { grants: [] }, 'user:mallory': { grants: [] } }, { source: 'hr-sync', max_age_s: 60 });
+    // The feed stops; past its max age, decisions on the document fail closed.
+    clock += 120_000;
+    expect(live.status(clock).entitlements).toMatchObject({ age_s: 120, stale: true });
+    // An operator removes one subject during the outage: the others' grants are as old as before,
+    // and must not be served as fresh for another max age.
+    live.delete(['entitlements', 'user:mallory']);
+    expect(live.status(clock).entitlements).toMatchObject({ source: 'hr-sync', updated_at: Date.UTC(2026, 0, 1) / 1000, age_s: 120, stale: true });
+    expect(live.snapshot().documents.entitlements!.updated_at).toBe(Date.UTC(2026, 0, 1));
+    // The feed's next write makes it fresh again.
+    live.patch(['entitlements'], [{ op: 'remove', path: '/user:alice' }]);
+    expect(live.status(clock).entitlements).toMatchObject({ age_s: 0, stale: false });
+  });
+
   it('drops the metadata of a deleted document', () => {
     const live = open();
     live.put(['doc'], 1, { source: 's' });

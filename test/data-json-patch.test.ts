@@ -149,6 +149,62 @@ describe('applyJsonPatch', () => {
     expect(Object.isFrozen(result.change)).toBe(true);
   });
 
+  it('applies a patch of many operations in time linear in its size, not in operations times the document', () => {
+    // A feed adding each subject by its own operation: 10,000 of them are 400 kB, a fraction of
+    // data.max_body_bytes. Copying the whole object or array once per operation took 17 s here
+    // (40,000: over 8 minutes) of the main thread, every decision waiting.
+    const count = 10_000;
+    const started = performance.now();
+    const members = apply({}, Array.from({ length: count }, (_, i) => ({ op: 'add', path: `/user:${i}`, value: { grants: [] } }))) as Record<string, unknown>;
+    const items = apply({ list: [] }, Array.from({ length: count }, (_, i) => ({ op: 'add', path: '/list/-', value: i }))) as { list: number[] };
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(Object.keys(members)).toHaveLength(count);
+    expect(members['user:9999']).toEqual({ grants: [] });
+    expect(items.list).toHaveLength(count);
+    expect(items.list[9999]).toBe(9999);
+  });
+
+  it('moves a large value back and forth in time linear in the patch, not in moves times the value', () => {
+    // Each move checks the depth the value reaches at its new place: measured by walking the
+    // whole value every time, 10,000 moves (a 380 kB body) of a list of 60,000 took 10 s.
+    const document = Object.freeze({ a: Object.freeze(Array.from({ length: 60_000 }, (_, i) => i)) });
+    const moves = Array.from({ length: 10_000 }, (_, i) => (i % 2 === 0 ? { op: 'move', from: '/a', path: '/b' } : { op: 'move', from: '/b', path: '/a' }));
+    const started = performance.now();
+    const result = apply(document, moves) as { a: unknown };
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect(result.a).toBe(document.a);
+    const deeper = apply(document, [...moves, { op: 'add', path: '/c', value: {} }, { op: 'move', from: '/a', path: '/c/d' }]) as { c: { d: unknown } };
+    expect(deeper.c.d).toBe(document.a);
+    // The depth limit still holds for a value moved deeper.
+    const nested = { a: { b: { c: 1 } }, x: { y: {} } };
+    expect(applyJsonPatch(nested, [{ op: 'move', from: '/a', path: '/x/y/z' }], { maxDepth: 5, depthOffset: 0 })).toEqual({ x: { y: { z: { b: { c: 1 } } } } });
+    expect(() => applyJsonPatch(nested, [{ op: 'move', from: '/a', path: '/x/y/z' }], { maxDepth: 4, depthOffset: 0 })).toThrow(expect.objectContaining({ code: 'data_too_deep' }));
+    // Also for one grown deeper by the patch after an earlier move measured it.
+    const grown = [
+      { op: 'move', from: '/a', path: '/b' },
+      { op: 'move', from: '/b', path: '/a' },
+      { op: 'add', path: '/a/b/d', value: { e: 1 } },
+      { op: 'move', from: '/a', path: '/x/y/z' },
+    ];
+    expect(() => applyJsonPatch(nested, grown, { maxDepth: 5, depthOffset: 0 })).toThrow(expect.objectContaining({ code: 'data_too_deep', opIndex: 3 }));
+  });
+
+  it('keeps a value copied within a patch apart from its original, however either changes after', () => {
+    const document = Object.freeze({ a: Object.freeze({ b: Object.freeze({ n: 1 }) }) });
+    const result = apply(document, [
+      { op: 'add', path: '/a/b/m', value: 1 },
+      { op: 'copy', from: '/a', path: '/c' },
+      { op: 'add', path: '/a/b/o', value: 1 },
+      { op: 'remove', path: '/c/b/n' },
+      { op: 'move', from: '/a/b', path: '/d' },
+      { op: 'add', path: '/d/p', value: 1 },
+    ]);
+    expect(result).toEqual({ a: {}, c: { b: { m: 1 } }, d: { n: 1, m: 1, o: 1, p: 1 } });
+    expect(document).toEqual({ a: { b: { n: 1 } } });
+    const frozen = (value: unknown): boolean => value === null || typeof value !== 'object' || (Object.isFrozen(value) && Object.values(value).every(frozen));
+    expect(frozen(result)).toBe(true);
+  });
+
   it('is all or nothing: a failing later op yields no result', () => {
     const document = { a: 1 };
     const error = failure(document, [

@@ -390,6 +390,10 @@ describe('live data', () => {
     }
     const deepPatch = await admin('PATCH', '/v1/data/named', [{ op: 'add', path: '/b', value: JSON.parse('{"x":'.repeat(40) + '1' + '}'.repeat(40)) }]);
     expect(deepPatch).toMatchObject({ status: 400, body: { code: 'data_too_deep', errors: [{ pointer: expect.stringMatching(/^\/0\/value(\/x)+$/) }] } });
+    // Live data past data.max_size_bytes (1 MiB here): the body as a whole is at fault.
+    const big = 'x'.repeat(1024 * 1024 - 10); // within what one patch may add, not with the rest of the document
+    expect(await admin('PUT', '/v1/data/named', { a: 1, list: [1], big })).toMatchObject({ status: 400, body: { code: 'data_too_large', errors: [{ pointer: '' }] } });
+    expect(await admin('PATCH', '/v1/data/named', [{ op: 'add', path: '/big', value: big }])).toMatchObject({ status: 400, body: { code: 'data_too_large', errors: [{ pointer: '' }] } });
     expect((await admin('GET', '/v1/data/named')).body).toEqual(before);
   });
 
@@ -563,6 +567,16 @@ describe('data.seed', () => {
     writeFileSync(seed, '{"a": 1, "b": {"c": "\\udfff"}}');
     await expect(startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db'), seed: { pair: seed } } })).rejects.toMatchObject({
       issues: [{ path: 'data.seed.pair', message: expect.stringContaining('/b/c') }],
+    });
+  });
+
+  it('stops start-up on a seed file that is not UTF-8, rather than seed U+FFFD where its bytes were', async () => {
+    // An export saved as Latin-1: "josé" would be seeded as "jos\ufffd", a subject no token names,
+    // and a write's body of the same bytes is refused (malformed_json).
+    const seed = join(tempDir(), 'entitlements.json');
+    writeFileSync(seed, Buffer.concat([Buffer.from('{"user:jos'), Buffer.from([0xe9]), Buffer.from('@acme.example": {"grants": []}}')]));
+    await expect(startTestArbiter({ ...config(), data: { path: join(tempDir(), 'data.db'), seed: { entitlements: seed } } })).rejects.toMatchObject({
+      issues: [{ path: 'data.seed.entitlements', message: expect.stringMatching(/not valid for encoding utf-8/i) }],
     });
   });
 });

@@ -263,6 +263,35 @@ describe('evaluation pool (worker threads)', () => {
     expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 4, resultSet: [{ result: { reasons: [{ pair: { grant: false } }] } }] });
   });
 
+  it('does not load a revision again and again on the version before while the latest cannot be handed to the workers', async () => {
+    // A version the instance cannot take (past its memory ceiling), then at once one too large to
+    // serialize: the worker's report on the first arrives after the second, which never reached it.
+    const failedLoads: string[] = [];
+    const logger = pino({ level: 'error' }, { write: (line: string) => void failedLoads.push(...(line.includes('failed to load') ? [line] : [])) });
+    const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 64 /* 4 MiB */, logger });
+    evaluator = pool;
+    const echo = await bundle('echo');
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true });
+    const big = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, { v: 'x'.repeat(20) }]));
+    pool.setLiveData({ big }, 2);
+    const stringify = vi.spyOn(JSON, 'stringify').mockImplementationOnce(() => {
+      throw new RangeError('Invalid string length');
+    });
+    try {
+      pool.setLiveData({ huge: true }, 3);
+    } finally {
+      stringify.mockRestore();
+    }
+    // Loading it again would hand it version 2 once more, fail once more, and so on for ever: a
+    // worker compiling the module without end, an error logged each time, until the next version.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(failedLoads.length).toBeLessThanOrEqual(1);
+    expect(pool.revisionFailure('echo')).toMatchObject({ code: 'policy_resource_limit' });
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: false, code: 'policy_resource_limit', dataVersion: 3 });
+    pool.setLiveData({ pair: { a: 4 } }, 4);
+    expect(await pool.evaluate(echo, 'echo/decision', input({}))).toMatchObject({ ok: true, dataVersion: 4, resultSet: [{ result: { reasons: [{ pair: { a: 4 } }] } }] });
+  });
+
   it('answers every evaluation when more than a worker takes at once are denied on the spot', async () => {
     const pool = new EvaluationPool({ workers: 1, deadlineMs: 10_000, maxMemoryPages: 64, logger: pino({ level: 'silent' }) });
     evaluator = pool;

@@ -21,7 +21,7 @@ export const DocumentMetaInputSchema = z.strictObject({
 export type DocumentMetaInput = z.infer<typeof DocumentMetaInputSchema>;
 
 export const DocumentMetaSchema = DocumentMetaInputSchema.extend({
-  /** Epoch milliseconds of the last committed write to any part of the document. */
+  /** Epoch milliseconds of the last committed write to any part of the document (a deletion inside it aside). */
   updated_at: z.number().int().nonnegative(),
 });
 export type DocumentMeta = z.infer<typeof DocumentMetaSchema>;
@@ -212,7 +212,9 @@ export class LiveData {
     const [name, rest] = getIn(this.#snapshot.data, path) === undefined ? this.#writable(path) : this.#named(path);
     const document = ownMember(this.#snapshot.data, name);
     if (document === undefined) throw new ArbiterError('data_not_found', `no live data at ${formatDataPath(path)}`);
-    return this.#write(name, rest.length === 0 ? undefined : deleteIn(document, rest, path));
+    // Not a refresh: a deletion inside a document that went stale (its feed stopped) says nothing
+    // of what is left, and must not serve those grants as fresh for another max age.
+    return this.#write(name, rest.length === 0 ? undefined : deleteIn(document, rest, path), undefined, { refresh: false });
   }
 
   /** Freshness of every document at `nowMs`, the shape of `input.data_status`. */
@@ -280,20 +282,22 @@ export class LiveData {
     throw new FieldsInvalidError(check.code, describeIssues(name, { issues, total }), errors, total - issues.length);
   }
 
-  /** Commits the new state of one document (undefined: deleted), then publishes the new snapshot. */
-  #write(name: string, document: JsonValue | undefined, metaInput?: DocumentMetaInput): LiveDataSnapshot {
+  /**
+   * Commits the new state of one document (undefined: deleted), then publishes the new snapshot.
+   * `refresh` false keeps the document's updated_at (a deletion inside it).
+   */
+  #write(name: string, document: JsonValue | undefined, metaInput?: DocumentMetaInput, { refresh = true } = {}): LiveDataSnapshot {
     const previous = this.#snapshot;
-    const meta = document === undefined ? undefined : this.#nextMeta(previous.documents[name], metaInput);
+    const meta = document === undefined ? undefined : this.#nextMeta(previous.documents[name], metaInput, refresh);
     const json = document === undefined ? undefined : this.#serialize(document);
     const bytes = json === undefined ? 0 : Buffer.byteLength(json);
     const totalBytes = this.#totalBytes - (this.#sizes.get(name) ?? 0) + bytes;
     // Only growth is refused: data stored under a higher limit stays (see #load), and a
     // write that shrinks it, such as removing someone's access, must still go through.
     if (totalBytes > this.#limits.maxTotalBytes && totalBytes > this.#totalBytes) {
-      throw new ArbiterError(
-        'data_too_large',
-        `live data would grow from ${this.#totalBytes} to ${totalBytes} bytes, over the limit of ${this.#limits.maxTotalBytes}`,
-      );
+      const reason = `live data would grow from ${this.#totalBytes} to ${totalBytes} bytes, over the limit of ${this.#limits.maxTotalBytes}`;
+      // The write as a whole is at fault: the body ("") of a PUT or PATCH.
+      throw new FieldsInvalidError('data_too_large', reason, [{ pointer: '', detail: reason }]);
     }
     const version = previous.version + 1;
 
@@ -329,11 +333,12 @@ export class LiveData {
     } catch (error) {
       // V8 cannot build a string this long: a size problem of the request, not a server fault.
       if (!(error instanceof RangeError)) throw error;
-      throw new ArbiterError('data_too_large', `live data is too large to serialize, over the limit of ${this.#limits.maxTotalBytes} bytes`, { cause: error });
+      const reason = `live data is too large to serialize, over the limit of ${this.#limits.maxTotalBytes} bytes`;
+      throw new FieldsInvalidError('data_too_large', reason, [{ pointer: '', detail: reason }]);
     }
   }
 
-  #nextMeta(previous: DocumentMeta | undefined, input: DocumentMetaInput | undefined): DocumentMeta {
+  #nextMeta(previous: DocumentMeta | undefined, input: DocumentMetaInput | undefined, refresh: boolean): DocumentMeta {
     const parsed = DocumentMetaInputSchema.safeParse(input ?? {});
     if (!parsed.success) {
       throw new ArbiterError('data_meta_invalid', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
@@ -344,7 +349,7 @@ export class LiveData {
     return Object.freeze({
       ...(source === undefined ? {} : { source }),
       ...(maxAge === undefined ? {} : { max_age_s: maxAge }),
-      updated_at: this.#now(),
+      updated_at: refresh || previous === undefined ? this.#now() : previous.updated_at,
     });
   }
 

@@ -9,7 +9,9 @@ import { ownedByRoots } from './data-path.ts';
 export function readSeedFile(document: string, file: string): unknown {
   let value: unknown;
   try {
-    value = JSON.parse(readFileSync(file, 'utf8'));
+    // Fatal, as a write's body is read: read leniently, bytes that are not UTF-8 (a Latin-1
+    // export) would be seeded as U+FFFD, a subject id or tenant no token names.
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(readFileSync(file)));
   } catch (error) {
     throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot read ${file}: ${(error as Error).message}` }]);
   }

@@ -311,7 +311,7 @@ export class ArbiterMetrics {
       const documents = new BoundedLabel(MAX_DOCUMENT_LABELS, /^[\x20-\x7e]{1,256}$/);
       new Gauge({
         name: 'arbiter_live_data_age_seconds',
-        help: `Seconds since each live document was last written, at the scrape (input.data_status.*.age_s); documents past the first ${MAX_DOCUMENT_LABELS} distinct, or with names outside printable ASCII up to 256 characters, count as "other" (the oldest of them).`,
+        help: `Seconds since each live document was last written (PUT or PATCH; a DELETE inside it does not count), at the scrape (input.data_status.*.age_s); documents past the first ${MAX_DOCUMENT_LABELS} distinct, or with names outside printable ASCII up to 256 characters, count as "other" (the oldest of them).`,
         labelNames: ['document'] as const,
         registers: [this.registry],
         // Read at scrape time: a feed that stopped writing shows as a growing age, with no timer.

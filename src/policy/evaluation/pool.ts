@@ -407,7 +407,9 @@ export class EvaluationPool implements PolicyEvaluator {
 
   /** Records why a module cannot serve, until the next data version: if one was sent since the failure, it is loaded afresh. */
   #failed(slot: Slot, digest: string, failure: ModuleFailure, dataVersion: number): void {
-    if (dataVersion < this.#data.version) this.#reload(slot, digest);
+    // A version that could not be serialized was never sent: loaded again, the module would take
+    // the same data, fail again and be loaded again, without end. The next version sent reloads it.
+    if (dataVersion < this.#data.version && this.#dataFailure === undefined) this.#reload(slot, digest);
     else slot.modules.set(digest, failure);
   }
 
