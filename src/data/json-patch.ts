@@ -91,8 +91,8 @@ class Draft {
   }
 
   /**
-   * jsonDepth, each container the patch did not make walked once per patch: a value moved back
-   * and forth is not walked whole at every move.
+   * Levels of keys below `value` (0 for scalars and empty containers), each container the patch
+   * did not make walked once per patch: a value moved back and forth is not walked whole at every move.
    */
   depth(value: JsonValue): number {
     if (value === null || typeof value !== 'object') return 0;

@@ -146,14 +146,6 @@ export function jsonByteSize(value: JsonValue, stopAbove = Infinity): number {
   return total;
 }
 
-/** Levels of keys below `value`: 0 for scalars and empty containers. */
-export function jsonDepth(value: JsonValue): number {
-  if (value === null || typeof value !== 'object') return 0;
-  let deepest = 0;
-  for (const item of Object.values(value)) deepest = Math.max(deepest, 1 + jsonDepth(item));
-  return deepest;
-}
-
 /** JSON equality as RFC 6902 `test` defines it: member order is irrelevant, array order is not. */
 export function jsonEqual(a: JsonValue, b: JsonValue): boolean {
   if (a === b) return true;
