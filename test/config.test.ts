@@ -382,6 +382,38 @@ describe('configuration', () => {
     expect(problem!.message).toMatch(/^ARBITER_SERVER__HOST is not valid YAML/);
   });
 
+  it('honours YAML merge keys: an admin issuer repeats a decision issuer with an audience of its own', () => {
+    // The YAML 1.2 core schema has no merge keys, so `<<` was read as a key named "<<": an
+    // unknown key in the schema's objects (the operator was told `admin.issuers.0.<<` is unknown
+    // and learnt nothing), and passed on as an option named "<<" to a transport, silently.
+    const file = join(dir, 'merge-keys.yaml');
+    writeFileSync(file, [
+      'issuers:',
+      '  - &idp',
+      '    issuer: https://idp.example',
+      '    jwks_uri: https://idp.example/jwks',
+      '    audiences: [api]',
+      '    algorithms: [ES256]',
+      'admin:',
+      '  issuers:',
+      '    - <<: *idp',
+      '      audiences: [arbiter-admin]',
+      'decision_log:',
+      '  transport:',
+      '    target: pino/file',
+      '    options:',
+      '      <<: {destination: /tmp/decisions.ndjson, mkdir: true}',
+      '      mkdir: false',
+      '',
+    ].join('\n'));
+    const config = loadConfig({ file, env: {} });
+    expect(config.admin.issuers).toEqual([{ ...config.issuers[0], audiences: ['arbiter-admin'] }]);
+    expect(config.decision_log.transport!.options).toEqual({ destination: '/tmp/decisions.ndjson', mkdir: false });
+    // A merge of something that is not a mapping is still refused, saying so.
+    writeFileSync(file, 'server:\n  <<: 8181\n');
+    expect(issuesOf(() => loadConfig({ file, env: {} }))[0]!.message).toMatch(/^not valid YAML: Merge sources must be maps/);
+  });
+
   it('rejects YAML that is not valid, naming the line', () => {
     const file = join(dir, 'broken.yaml');
     writeFileSync(file, 'server:\n  port: 1\n  port: 2\n');

@@ -98,7 +98,10 @@ function readYamlFile(file: string): Record<string, unknown> {
   }
   let parsed: unknown;
   try {
-    parsed = parseYaml(text, { strict: true, uniqueKeys: true });
+    // Merge keys (`<<: *anchor`), as YAML 1.1 and most configuration tools read them: under the
+    // YAML 1.2 core schema `<<` is a plain key, refused as unknown in a section (the operator is
+    // told `admin.issuers.0.<<` is unknown) and passed on as an option named "<<" in a free-form map.
+    parsed = parseYaml(text, { strict: true, uniqueKeys: true, merge: true });
   } catch (error) {
     const where = error instanceof YAMLParseError && error.linePos ? ` (line ${error.linePos[0].line})` : '';
     throw new ConfigError([{ path: '', message: `not valid YAML${where}: ${(error as Error).message.split('\n')[0]}` }], file);
