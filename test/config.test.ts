@@ -205,6 +205,21 @@ describe('configuration', () => {
     expect(parseConfig({ data: { path: 'state/arbiter.db' }, decision_log: { enabled: false, path: 'state/arbiter.db' } }).data.path).toBe('state/arbiter.db');
   });
 
+  it('refuses an in-memory decision log, which start-up could not open: config check said valid, start-up crashed', async () => {
+    // data.path may be :memory:; the decision log's writer and reader threads would each open a
+    // database of their own, so start-up stopped with a stack trace ("no such table: decisions")
+    // after writing a file named :memory: and its checkpoint key into the working directory.
+    const [problem] = issuesOf(() => parseConfig({ decision_log: { path: ':memory:' } }));
+    expect(problem).toMatchObject({ path: 'decision_log.path', message: expect.stringContaining('decision_log.enabled: false') });
+    expect(parseConfig({ decision_log: { enabled: false, path: ':memory:' } }).decision_log.enabled).toBe(false);
+    const cwd = tempDir('arbiter-memory-log-');
+    const file = join(cwd, 'memory-log.yaml');
+    writeFileSync(file, 'decision_log:\n  path: ":memory:"\n');
+    const checked = await run(process.execPath, [join(process.cwd(), 'src/cli/main.ts'), 'config', 'check', file, '--json'], { cwd }).catch((error: { code: number; stdout: string }) => error);
+    expect(checked).toMatchObject({ code: 2 });
+    expect(JSON.parse((checked as { stdout: string }).stdout).problems).toEqual([expect.objectContaining({ path: 'decision_log.path' })]);
+  });
+
   it('refuses a per-caller share of in-flight requests larger than the ceiling, naming the key', () => {
     expect(parseConfig({ gateway: { max_concurrent: 8, max_concurrent_per_caller: 8 } }).gateway.max_concurrent_per_caller).toBe(8);
     const [problem] = issuesOf(() => parseConfig({ gateway: { max_concurrent: 8, max_concurrent_per_caller: 9 } }));
