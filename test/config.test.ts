@@ -429,6 +429,35 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ file, env: {} }))[0]!.message).toMatch(/^not valid YAML: Merge sources must be maps/);
   });
 
+  it('refuses ${VAR} in a value, which is not substituted, naming the key and the variable that would set it', () => {
+    // OPA substitutes ${VAR} in its configuration file; Arbiter reads the file as written. Such a
+    // file was valid: the issuer was the literal "${IDP_ISSUER}" and the key set was fetched from
+    // the host "${idp_host}", so every token denied and /readyz stayed 503 with nothing saying why.
+    const file = join(dir, 'interpolated.yaml');
+    writeFileSync(file, [
+      'server:',
+      '  host: ${LISTEN_HOST}',
+      'issuers:',
+      '  - issuer: ${IDP_ISSUER}',
+      '    jwks_uri: https://${IDP_HOST:-idp.example}/jwks.json',
+      '    audiences: [api]',
+      '    algorithms: [ES256]',
+      'decision_log:',
+      '  transport:',
+      '    target: pino/file',
+      // The transport module's options are its own business, passed on as written.
+      '    options: {destination: "/var/log/${name}.ndjson"}',
+      '',
+    ].join('\n'));
+    const problems = issuesOf(() => loadConfig({ file, env: {} }));
+    expect(problems.map((problem) => problem.path)).toEqual(['server.host', 'issuers.0.issuer', 'issuers.0.jwks_uri']);
+    expect(problems[0]!.message).toMatch(/\$\{LISTEN_HOST\} is not substituted.*ARBITER_SERVER__HOST/);
+    // A list item is set only with its whole list.
+    expect(problems[1]!.message).toMatch(/\$\{IDP_ISSUER\} is not substituted.*ARBITER_ISSUERS/);
+    // Set from the environment instead, it is accepted.
+    expect(loadConfig({ file, env: { ARBITER_SERVER__HOST: '127.0.0.1', ARBITER_ISSUERS: JSON.stringify([issuer]) } }).server.host).toBe('127.0.0.1');
+  });
+
   it('rejects YAML that is not valid, naming the line', () => {
     const file = join(dir, 'broken.yaml');
     writeFileSync(file, 'server:\n  port: 1\n  port: 2\n');

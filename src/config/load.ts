@@ -62,14 +62,47 @@ const UNKNOWN_KEY = 'unknown key';
 export function parseConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw);
   const reserved = reservedNames(raw);
-  if (result.success && reserved.length === 0) return result.data;
-  const issues = result.success ? [] : describeIssues(result.error);
+  const interpolated = interpolations(raw);
+  if (result.success && reserved.length === 0 && interpolated.length === 0) return result.data;
+  // What the schema says of such a value ("must be an absolute URL"), there or elsewhere
+  // ("server.host is ${LISTEN_HOST}"), is beside the point.
+  const consequence = (issue: { path: string; message: string }) => interpolated.some(({ path, reference }) => path === issue.path || issue.message.includes(reference));
+  const issues = [
+    ...(result.success ? [] : describeIssues(result.error)).filter((issue) => !consequence(issue)),
+    ...interpolated.map(({ path, reference }) => ({ path, message: `${reference} is not substituted: the configuration is read as written; give the value itself, or ${setFromEnvironment(path)}` })),
+  ];
   // zod reports __proto__ in a strict object as an unknown key, but drops it from a map (a
   // tenant, a signing key, a seed) without a word: that one would simply not be there.
   for (const path of reserved) {
     if (!issues.some((issue) => issue.path.split(', ').includes(path))) issues.push({ path, message: '"__proto__" cannot be a name here (JavaScript objects reserve it): choose another' });
   }
   throw new ConfigError(issues, source);
+}
+
+/**
+ * `${NAME}` (or `${NAME:-default}`) in a string value: OPA substitutes environment variables in
+ * its configuration file, Arbiter does not, and such a value was taken as written (an issuer
+ * named "${IDP_ISSUER}", a key set fetched from the host "${idp_host}"). Not under
+ * decision_log.transport.options, which go to the transport module as they are.
+ */
+function interpolations(value: unknown, at: readonly string[] = []): { path: string; reference: string }[] {
+  if (at.join('.') === 'decision_log.transport.options') return [];
+  if (typeof value === 'string') {
+    const reference = /\$\{[A-Za-z_][A-Za-z0-9_]*(?:[:?+=-][^}]*)?\}/.exec(value)?.[0];
+    return reference === undefined ? [] : [{ path: at.join('.'), reference }];
+  }
+  if (Array.isArray(value)) return value.flatMap((item, index) => interpolations(item, [...at, String(index)]));
+  if (typeof value !== 'object' || value === null) return [];
+  return Object.entries(value).flatMap(([key, item]) => interpolations(item, [...at, key]));
+}
+
+/** How the environment sets the key at `path`: its own variable, or its list's (or map's) whole value. */
+function setFromEnvironment(path: string): string {
+  const keys = path.split('.');
+  const settable = keys.findIndex((key) => !/^[a-z][a-z0-9_]*$/.test(key));
+  if (settable === -1) return `set it from the environment with ARBITER_${keys.join('__').toUpperCase()}`;
+  const parent = keys.slice(0, settable);
+  return `set the whole ${parent.join('.')} from the environment, as YAML, with ARBITER_${parent.join('__').toUpperCase()}`;
 }
 
 /** The dotted paths of every `__proto__` key the raw configuration holds (YAML and JSON make it an own key). */

@@ -38,6 +38,8 @@ export function configReference(): string {
     '(`ARBITER_SERVER_PORT`, a single underscore; `ARBITER_MOD`) is named by `config check` (a note) and at start-up (a warning).',
     'Relative paths are relative to the working directory. YAML anchors and merge keys are read',
     '(`- <<: *idp` under `admin.issuers` repeats an issuer defined with `- &idp` under `issuers`; keys beside `<<` win).',
+    'Values are read as written: unlike OPA, Arbiter substitutes no `${VAR}` in the file, and refuses a value holding one',
+    '(except in `decision_log.transport.options`), naming its key: set that key from the environment instead.',
     `Keys a timer waits for (intervals and timeouts) take at most ${MAX_TIMER_DELAY_S} s or ${MAX_TIMER_DELAY_MS} ms`,
     '(about 24.8 days), the longest delay a Node.js timer honours.',
     '',
