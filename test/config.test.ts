@@ -25,6 +25,11 @@ const NEWLINE_KEY = join(dir, 'newline.key');
 writeFileSync(NEWLINE_KEY, '\n');
 const OBJECT_TENANTS_SEED = join(dir, 'object-tenants.json');
 writeFileSync(OBJECT_TENANTS_SEED, JSON.stringify({ 'user:alice': { grants: [{ id: 'g', actions: ['invoices.read'], tenants: { primary: 'acme' } }] } }));
+/** Seeds that fit live data's shape but not its limits: deeper than 2 levels, and over 100 bytes. */
+const DEEP_SEED = join(dir, 'deep-seed.json');
+writeFileSync(DEEP_SEED, JSON.stringify({ a: { b: { c: 1 } } }));
+const LARGE_SEED = join(dir, 'large-seed.json');
+writeFileSync(LARGE_SEED, JSON.stringify({ note: 'x'.repeat(100) }));
 /** A directory and a file where state paths expect the other. */
 const STATE_DIR = join(dir, 'state-dir');
 mkdirSync(STATE_DIR);
@@ -542,6 +547,9 @@ describe('arbiter config check', () => {
     ['a development issuer key file that is not a key', `dev_issuer: {enabled: true, key_file: ${BROKEN_DEV_KEY}}\n`, 'dev_issuer.key_file'],
     ['a data seed file that is missing (for a store without the document)', `data:\n  path: ${join(dir, 'unseeded.db')}\n  seed: {entitlements: /nonexistent/entitlements.json}\n`, 'data.seed.entitlements'],
     ['an entitlements seed whose tenants are not a list (data.check_entitlements)', `data:\n  path: ${join(dir, 'unseeded-shape.db')}\n  seed: {entitlements: ${OBJECT_TENANTS_SEED}}\n`, 'data.seed.entitlements'],
+    // Start-up stored them as a PUT is, within data.max_depth and data.max_size_bytes: config check did not look.
+    ['a data seed nested deeper than data.max_depth', `data:\n  path: ${join(dir, 'unseeded-deep.db')}\n  max_depth: 2\n  seed: {approvals: ${DEEP_SEED}}\n`, 'data.seed.approvals'],
+    ['data seeds that together grow live data past data.max_size_bytes', `data:\n  path: ${join(dir, 'unseeded-large.db')}\n  max_size_bytes: 150\n  seed: {approvals: ${LARGE_SEED}, mappings: ${LARGE_SEED}}\n`, 'data.seed.mappings'],
     ['a bundle signing exclude pattern with a character class (verification would refuse every signed bundle)', 'bundles:\n  signing:\n    exclude: ["data[0-9].json"]\n', 'bundles.signing.exclude.0'],
     ['a per-bundle exclude pattern with an escape', 'bundles:\n  signing:\n    bundles:\n      authz: {exclude: ["a\\\\*.txt"]}\n', 'bundles.signing.bundles.authz.exclude.0'],
     ['a bundles directory that does not exist (a typo served no bundle at all)', 'bundles:\n  dir: /nonexistent/bundles\n', 'bundles.dir'],

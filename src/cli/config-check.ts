@@ -6,8 +6,8 @@ import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { sourceCredentials } from '../policy/pull-credentials.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
-import { documentsNotToSeed } from '../data/persistence.ts';
-import { checkSeed, readSeedFile, seedsUnderRoots } from '../data/seed.ts';
+import { documentsNotToSeed, storedLiveDataBytes } from '../data/persistence.ts';
+import { checkSeed, checkSeedLimits, readSeedFile, seedsUnderRoots } from '../data/seed.ts';
 import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { rootsAtStart } from '../policy/start-roots.ts';
 import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
@@ -109,10 +109,21 @@ async function fileProblems(config: Config, notes: Note[]): Promise<Issue[]> {
   const seeds = Object.entries(config.data.seed ?? {});
   if (seeds.length > 0 && !refused('data.path')) {
     let stored: Set<string> | undefined;
-    await check(() => (stored = atConfigKey('data.path', () => documentsNotToSeed(config.data.path))));
+    let totalBytes = 0;
+    await check(() => {
+      stored = atConfigKey('data.path', () => documentsNotToSeed(config.data.path));
+      totalBytes = atConfigKey('data.path', () => storedLiveDataBytes(config.data.path));
+    });
     const checks = liveDataChecks(config.data.check_entitlements);
+    const limits = { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes };
     for (const [document, file] of seeds) {
-      if (stored !== undefined && !stored.has(document)) await check(() => checkSeed(document, file, readSeedFile(document, file), checks.get(document)));
+      if (stored === undefined || stored.has(document)) continue;
+      await check(() => {
+        const value = readSeedFile(document, file);
+        checkSeed(document, file, value, checks.get(document));
+        // In order, as start-up seeds them: the one that would cross the limit is named.
+        totalBytes = checkSeedLimits(document, file, value, limits, totalBytes);
+      });
     }
   }
   if (seeds.length > 0 && !refused('bundles.dir', 'bundles.store')) await check(async () => notes.push(...(await checkSeedRoots(config))));
