@@ -396,6 +396,19 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__PORT: '1' } }))[0]).toEqual({ path: 'server.prot', message: 'unknown key' });
   });
 
+  it('takes an override as the text it is where a string is expected and YAML reads a collection (::, the IPv6 wildcard)', () => {
+    // Values are read as YAML so numbers and booleans keep their type; `::` reads as a mapping and
+    // `[::1]` as a list, so ARBITER_SERVER__HOST=:: was refused as "expected string, received object".
+    const gateway = { ARBITER_GATEWAY__AUTHENTICATION: 'api_key', ARBITER_GATEWAY__API_KEYS: `[{id: edge, sha256: ${'ab'.repeat(32)}}]` };
+    expect(loadConfig({ env: { ...gateway, ARBITER_SERVER__HOST: '::' } }).server.host).toBe('::');
+    expect(loadConfig({ env: { ...gateway, ARBITER_SERVER__DIAGNOSTIC: '{port: 8282, host: "::"}', ARBITER_SERVER__DIAGNOSTIC__HOST: '::' } }).server.diagnostic?.host).toBe('::');
+    // Taken as text, the value meets the key's own rule, which says what is wrong with it.
+    const [bracketed] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: '[::1]' } }));
+    expect(bracketed).toMatchObject({ path: 'server.host', message: expect.stringMatching(/without brackets.*\(set by ARBITER_SERVER__HOST\)$/) });
+    // Where a string is not what the key takes, the collection is refused as before.
+    expect(issuesOf(() => loadConfig({ env: { ARBITER_SERVER__PORT: '::' } }))[0]).toMatchObject({ path: 'server.port', message: expect.stringMatching(/expected number/) });
+  });
+
   it('names the variable and key of an override that is not valid YAML', () => {
     const [problem] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: 'a: b: c' } }));
     expect(problem!.path).toBe('server.host');

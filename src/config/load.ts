@@ -18,6 +18,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const env = options.env ?? process.env;
   const raw = options.file ? readYamlFile(options.file) : {};
   const overrides = applyEnvOverrides(raw, env);
+  takeAsText(raw, overrides);
   try {
     return parseConfig(raw, options.file ?? 'configuration');
   } catch (error) {
@@ -34,6 +35,23 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       const whole = `ARBITER_${issue.path.split('.').join('__').toUpperCase()}`;
       return { path: issue.path, message: `${issue.message} (set by ${below.variable}: a list item or a key with capitals cannot be set alone; give the whole ${issue.path} as YAML, ${whole}='...')` };
     }), options.file ?? 'configuration');
+  }
+}
+
+/**
+ * Sets back to its text each override that YAML read as a collection where the schema expects
+ * a string: `::` (the IPv6 wildcard) reads as a mapping, `[::1]` as a list, and such a host was
+ * refused as "expected string, received object". A collection meant as one is given where the
+ * key takes one (a section, a list), which this leaves alone.
+ */
+function takeAsText(raw: Record<string, unknown>, overrides: readonly Override[]): void {
+  const result = configSchema.safeParse(raw);
+  if (result.success) return;
+  for (const issue of result.error.issues) {
+    if (issue.code !== 'invalid_type' || issue.expected !== 'string') continue;
+    const at = issue.path.map(String).join('.');
+    const override = overrides.findLast(({ path }) => path.join('.') === at);
+    if (override !== undefined && typeof override.parsed === 'object' && override.parsed !== null) setPath(raw, override.path, override.value);
   }
 }
 
@@ -146,6 +164,14 @@ function readYamlFile(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/** An ARBITER_* (or PORT) variable applied: the key it sets, its text and what YAML read it as. */
+interface Override {
+  variable: string;
+  path: string[];
+  value: string;
+  parsed?: unknown;
+}
+
 /**
  * `ARBITER_SERVER__PORT=9000` sets server.port: a double underscore separates levels, so
  * keys that contain single underscores (body_limit_bytes) stay addressable, and
@@ -154,8 +180,8 @@ function readYamlFile(file: string): Record<string, unknown> {
  * Values are read as YAML so numbers and booleans keep their type. `PORT` is honoured for
  * platforms that inject it.
  */
-function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): { variable: string; path: string[] }[] {
-  const overrides: { variable: string; path: string[]; value: string }[] = [];
+function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Override[] {
+  const overrides: Override[] = [];
   if (env.PORT) overrides.push({ variable: 'PORT', path: ['server', 'port'], value: env.PORT });
   for (const [variable, value] of Object.entries(env)) {
     if (!variable.startsWith('ARBITER_') || value === undefined) continue;
@@ -168,9 +194,11 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
   // so ARBITER_SERVER__PORT still wins over PORT.
   overrides.sort((a, b) => a.path.length - b.path.length);
   const problems: { path: string; message: string }[] = [];
-  for (const { variable, path, value } of overrides) {
+  for (const override of overrides) {
+    const { variable, path, value } = override;
     try {
-      setPath(raw, path, parseYaml(value) as unknown);
+      override.parsed = parseYaml(value) as unknown;
+      setPath(raw, path, override.parsed);
     } catch (error) {
       problems.push({ path: path.join('.'), message: `${variable} is not valid YAML: ${(error as Error).message.split('\n')[0]}` });
     }
