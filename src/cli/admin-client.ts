@@ -1,5 +1,6 @@
 import { ArbiterError } from '../errors.ts';
 import { isObject } from '../policy/overlay.ts';
+import { printable } from './printable.ts';
 
 /** How CLI commands reach a running Arbiter's admin API: --url / $ARBITER_URL, --token / $ARBITER_TOKEN. */
 export interface AdminClientOptions {
@@ -232,6 +233,9 @@ export function reportFailure(options: AdminClientOptions, method: string, path:
   // Another server's JSON may hold any `code`: only a string is one, and only Arbiter's codes have advice.
   const code = typeof problem?.code === 'string' ? problem.code : 'error';
   const next = nextStep(code);
-  console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${code}${problem?.detail ? `: ${problem.detail}` : ''}${next ? `\n  ${next}` : ''}`);
+  // Escaped as listings are: a detail quotes what others wrote (a revision, a subject), and the
+  // server answering may not be Arbiter at all.
+  const detail = typeof problem?.detail === 'string' && problem.detail !== '' ? `: ${printable(problem.detail)}` : '';
+  console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${printable(code)}${detail}${next ? `\n  ${next}` : ''}`);
   return 1;
 }
