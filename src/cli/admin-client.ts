@@ -230,6 +230,12 @@ export function reportFailure(options: AdminClientOptions, method: string, path:
     problem = undefined;
   }
   if (options.json && problem !== undefined) console.log(text);
+  // A proxy's page or an empty 404 (a URL missing the path Arbiter is served under): no code to
+  // report, and "error" would send the operator nowhere.
+  if (!isObject(problem)) {
+    console.error(`arbiter: ${method} ${path} failed with ${response.status}, and the answer is not a problem document: is ${adminBaseUrl(options)} an Arbiter server (its host, port and path)?`);
+    return 1;
+  }
   // Another server's JSON may hold any `code`: only a string is one, and only Arbiter's codes have advice.
   const code = typeof problem?.code === 'string' ? problem.code : 'error';
   const next = nextStep(code);
