@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadConfig, parseConfig } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
@@ -474,6 +474,21 @@ describe('configuration', () => {
     expect(problems[1]!.message).toMatch(/\$\{IDP_ISSUER\} is not substituted.*ARBITER_ISSUERS/);
     // Set from the environment instead, it is accepted.
     expect(loadConfig({ file, env: { ARBITER_SERVER__HOST: '127.0.0.1', ARBITER_ISSUERS: JSON.stringify([issuer]) } }).server.host).toBe('127.0.0.1');
+  });
+
+  it('refuses a tag YAML cannot resolve (!ENV, as some loaders substitute variables), naming the line, rather than take the text', () => {
+    // `issuer: !ENV IDP_ISSUER` was read as the issuer "IDP_ISSUER", with only a Node.js warning
+    // on stderr: the configuration was valid and every token of that issuer denied.
+    const file = join(dir, 'env-tag.yaml');
+    writeFileSync(file, `issuers:\n  - issuer: !ENV IDP_ISSUER\n    jwks_uri: ${issuer.jwks_uri}\n    audiences: [api]\n    algorithms: [ES256]\n`);
+    const emitted = vi.spyOn(process, 'emitWarning');
+    try {
+      const [problem] = issuesOf(() => loadConfig({ file, env: {} }));
+      expect(problem!.message).toMatch(/^not valid YAML \(line 2\): .*!ENV/);
+      expect(emitted).not.toHaveBeenCalled();
+    } finally {
+      emitted.mockRestore();
+    }
   });
 
   it('rejects YAML that is not valid, naming the line', () => {

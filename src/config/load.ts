@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { parse as parseYaml, parseDocument, YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { CONFIG_SECTION_KEYS, CONFIG_TOP_LEVEL_KEYS, configSchema, type Config } from './schema.ts';
@@ -152,9 +152,14 @@ function readYamlFile(file: string): Record<string, unknown> {
     // Merge keys (`<<: *anchor`), as YAML 1.1 and most configuration tools read them: under the
     // YAML 1.2 core schema `<<` is a plain key, refused as unknown in a section (the operator is
     // told `admin.issuers.0.<<` is unknown) and passed on as an option named "<<" in a free-form map.
-    parsed = parseYaml(text, { strict: true, uniqueKeys: true, merge: true });
+    const document = parseDocument(text, { strict: true, uniqueKeys: true, merge: true });
+    // Warnings too: a tag YAML cannot resolve (`!ENV IDP_ISSUER`, which some loaders substitute)
+    // leaves its text as the value, and the issuer would be "IDP_ISSUER".
+    const problem = document.errors[0] ?? document.warnings[0];
+    if (problem !== undefined) throw problem;
+    parsed = document.toJS();
   } catch (error) {
-    const where = error instanceof YAMLParseError && error.linePos ? ` (line ${error.linePos[0].line})` : '';
+    const where = error instanceof YAMLError && error.linePos ? ` (line ${error.linePos[0].line})` : '';
     throw new ConfigError([{ path: '', message: `not valid YAML${where}: ${(error as Error).message.split('\n')[0]}` }], file);
   }
   if (parsed === null || parsed === undefined) return {};
