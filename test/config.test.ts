@@ -662,6 +662,15 @@ describe('arbiter config check', () => {
     }
   });
 
+  it('names the file it refuses for the files it names too, not only for its schema', async () => {
+    // Schema problems were reported as "<file> is invalid:", those of the files and state paths
+    // it names as "configuration is invalid:", which file left to guess when checking several.
+    const file = join(dir, 'named-file-problems.yaml');
+    writeFileSync(file, 'bundles:\n  dir: /nonexistent/bundles\n');
+    const failure = await run(process.execPath, [cli, 'config', 'check', file]).catch((error: { code: number; stderr: string }) => error);
+    expect(failure).toMatchObject({ code: 2, stderr: expect.stringMatching(new RegExp(`^${file.replaceAll(/[.*+?^${}()|[\]\\]/g, '\\$&')} is invalid:\n  bundles\.dir: `)) });
+  });
+
   it('exits 0 for a valid file', async () => {
     const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
     expect(stdout).toContain('valid');

@@ -51,7 +51,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   let refused: ConfigError | undefined;
   try {
     const problems = await fileProblems(loadConfig({ file }), notes);
-    if (problems.length > 0) refused = new ConfigError(problems);
+    if (problems.length > 0) refused = new ConfigError(problems, file);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     refused = error;
