@@ -671,6 +671,24 @@ describe('arbiter config check', () => {
     expect(failure).toMatchObject({ code: 2, stderr: expect.stringMatching(new RegExp(`^${file.replaceAll(/[.*+?^${}()|[\]\\]/g, '\\$&')} is invalid:\n  bundles\.dir: `)) });
   });
 
+  it('notes each bundle the configuration routes decisions to that nothing would serve, as start-up logs it', async () => {
+    // `bundles.default: authzz` was valid: the server started, logged an error, and answered every
+    // decision 503 (and /readyz 503) until someone pushed a bundle of that name.
+    const file = join(dir, 'unserved-bundles.yaml');
+    const served = { dir: join(process.cwd(), 'bundles'), store: join(dir, 'unserved-store') };
+    writeFileSync(file, `bundles: ${JSON.stringify({ ...served, default: 'authzz' })}\nauthzen: {tenants: {acme: todo, globex: todoo}}\n`);
+    const { stdout } = await run(process.execPath, [cli, 'config', 'check', file, '--json']);
+    const report = JSON.parse(stdout) as { valid: boolean; notes: { path: string; message: string }[] };
+    expect(report.valid).toBe(true);
+    expect(report.notes).toEqual([
+      { path: 'bundles.default', message: expect.stringMatching(/^authzz is neither stored .*bundles\.dir.*pulled.*503/) },
+      { path: 'authzen.tenants.globex', message: expect.stringMatching(/^todoo is neither stored/) },
+    ]);
+    // Served ones get no note.
+    writeFileSync(file, `bundles: ${JSON.stringify({ ...served, default: 'authz' })}\n`);
+    expect((JSON.parse((await run(process.execPath, [cli, 'config', 'check', file, '--json'])).stdout) as { notes: unknown[] }).notes).toEqual([]);
+  });
+
   it('exits 0 for a valid file', async () => {
     const { stdout } = await run(process.execPath, [cli, 'config', 'check', 'config/development.yaml']);
     expect(stdout).toContain('valid');

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig, unreadVariables } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
+import { routedBundles } from '../config/routed-bundles.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { sourceCredentials } from '../policy/pull-credentials.ts';
@@ -20,7 +21,9 @@ Validates a configuration file (default: $ARBITER_CONFIG, as serve reads it; wit
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
 keys, TLS files, the development issuer key, data seeds) as start-up reads them, that each state path (data.path,
 decision_log.path and its checkpoint.key_path, bundles.store) is a file or a directory as it must be, or can be created (under a directory), and that no
-data seed lies under the roots of a bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not
+data seed lies under the roots of a bundle start-up activates (its active revision in bundles.store, else bundles.dir);
+a bundle decisions are routed to (bundles.default, authzen.default_bundle, authzen.tenants) that none of these serves
+is noted. Not
 checked: remote key sets (not fetched), the roots of pulled bundles (bundles.sources: unknown until their source serves them; a
 note says so) and the files their credentials name (read at each poll; the environment variables they name are checked),
 decision_log.transport (its module is loaded, in a thread of its own, only by start-up), whether this user may write the state
@@ -127,7 +130,25 @@ async function fileProblems(config: Config, notes: Note[]): Promise<Issue[]> {
     }
   }
   if (seeds.length > 0 && !refused('bundles.dir', 'bundles.store')) await check(async () => notes.push(...(await checkSeedRoots(config))));
+  if (!refused('bundles.dir', 'bundles.store')) await check(async () => notes.push(...(await unservedBundles(config))));
   return problems;
+}
+
+/**
+ * A note for each bundle the configuration routes decisions to that start-up would find
+ * nowhere: not active in bundles.store, not in bundles.dir, not pulled. Start-up logs it and
+ * serves (a push can provide it), so it is no problem here either; but a typo otherwise shows
+ * only once the first decision answers 503.
+ */
+async function unservedBundles(config: Config): Promise<Note[]> {
+  const { known, pulled } = await rootsAtStart(config.bundles);
+  const served = new Set([...known, ...pulled].map((bundle) => bundle.name));
+  return routedBundles(config)
+    .filter(([, bundle]) => !served.has(bundle))
+    .map(([key, bundle]) => ({
+      path: key,
+      message: `${bundle} is neither stored (bundles.store), in bundles.dir (${config.bundles.dir}), nor pulled (bundles.sources): its decisions answer 503, and /readyz too for a default bundle, until a revision is pushed`,
+    }));
 }
 
 /**

@@ -8,6 +8,7 @@ import { getRequestListener, RequestError, type ServerType } from '@hono/node-se
 import type { FetchImplementation } from 'jose';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
+import { routedBundles } from '../config/routed-bundles.ts';
 import { LiveData, type DocumentStatus } from '../data/documents.ts';
 import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { openDataDatabase } from '../data/persistence.ts';
@@ -611,15 +612,6 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
     protectedBundles: new Set(routedBundles(config).map(([, bundle]) => bundle)),
     maxRevisions: config.bundles.retention.max_revisions,
   });
-}
-
-/** The bundles the configuration routes decisions to, by the key that names each. */
-function routedBundles(config: Config): [key: string, bundle: string][] {
-  return [
-    ['bundles.default', config.bundles.default],
-    ...(config.authzen.default_bundle === undefined ? [] : [['authzen.default_bundle', config.authzen.default_bundle] as [string, string]]),
-    ...Object.entries(config.authzen.tenants).map(([tenant, bundle]): [string, string] => [`authzen.tenants.${tenant}`, bundle]),
-  ];
 }
 
 /**
