@@ -90,6 +90,28 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
     }
   });
 
+  it('a refusal that is not a problem document (a proxy\'s 404 page): says the server may not be Arbiter, exit 1', async () => {
+    // ARBITER_URL at a proxy's root rather than the path it serves Arbiter under: the answer was
+    // reported as "failed with 404: error", which says nothing of where to look.
+    for (const body of ['', '<html><body>Not Found</body></html>', '"not found"']) {
+      await withServer((_req, res) => res.writeHead(404, { 'content-type': 'text/html' }).end(body), async (url) => {
+        const result = await cli(['bundle', 'list', '--url', url]);
+        expect(result.code, body).toBe(1);
+        expect(result.stderr, body).toBe(`arbiter: GET /v1/bundles failed with 404, and the answer is not a problem document: is ${url} an Arbiter server (its host, port and path)?\n`);
+      });
+    }
+  });
+
+  it('prints the code and detail of a refusal with their control characters escaped, as it prints listings', async () => {
+    // A detail quotes what others wrote (a bundle's revision, a subject), and the server may not be
+    // Arbiter: a newline printed a forged line, an escape sequence drove the operator's terminal.
+    await withServer((_req, res) => res.writeHead(409, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ code: 'x\u001b[31m', detail: 'revision r1\narbiter: bundle list ok\u001b[2J\u009b1m' })), async (url) => {
+      const result = await cli(['bundle', 'list', '--url', url]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe('arbiter: GET /v1/bundles failed with 409: x\\u001b[31m: revision r1\\narbiter: bundle list ok\\u001b[2J\\u009b1m\n');
+    });
+  });
+
   it('bundle list, activate and push print revisions and actors with their control characters escaped', async () => {
     // A revision is whatever a bundle's .manifest says (a pulled source's too), an actor whatever
     // an admin token's sub is: a newline would print a forged line, an escape sequence drive the terminal.

@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadConfig, parseConfig } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
@@ -25,6 +25,11 @@ const NEWLINE_KEY = join(dir, 'newline.key');
 writeFileSync(NEWLINE_KEY, '\n');
 const OBJECT_TENANTS_SEED = join(dir, 'object-tenants.json');
 writeFileSync(OBJECT_TENANTS_SEED, JSON.stringify({ 'user:alice': { grants: [{ id: 'g', actions: ['invoices.read'], tenants: { primary: 'acme' } }] } }));
+/** Seeds that fit live data's shape but not its limits: deeper than 2 levels, and over 100 bytes. */
+const DEEP_SEED = join(dir, 'deep-seed.json');
+writeFileSync(DEEP_SEED, JSON.stringify({ a: { b: { c: 1 } } }));
+const LARGE_SEED = join(dir, 'large-seed.json');
+writeFileSync(LARGE_SEED, JSON.stringify({ note: 'x'.repeat(100) }));
 /** A directory and a file where state paths expect the other. */
 const STATE_DIR = join(dir, 'state-dir');
 mkdirSync(STATE_DIR);
@@ -205,6 +210,21 @@ describe('configuration', () => {
     expect(parseConfig({ data: { path: 'state/arbiter.db' }, decision_log: { enabled: false, path: 'state/arbiter.db' } }).data.path).toBe('state/arbiter.db');
   });
 
+  it('refuses an in-memory decision log, which start-up could not open: config check said valid, start-up crashed', async () => {
+    // data.path may be :memory:; the decision log's writer and reader threads would each open a
+    // database of their own, so start-up stopped with a stack trace ("no such table: decisions")
+    // after writing a file named :memory: and its checkpoint key into the working directory.
+    const [problem] = issuesOf(() => parseConfig({ decision_log: { path: ':memory:' } }));
+    expect(problem).toMatchObject({ path: 'decision_log.path', message: expect.stringContaining('decision_log.enabled: false') });
+    expect(parseConfig({ decision_log: { enabled: false, path: ':memory:' } }).decision_log.enabled).toBe(false);
+    const cwd = tempDir('arbiter-memory-log-');
+    const file = join(cwd, 'memory-log.yaml');
+    writeFileSync(file, 'decision_log:\n  path: ":memory:"\n');
+    const checked = await run(process.execPath, [join(process.cwd(), 'src/cli/main.ts'), 'config', 'check', file, '--json'], { cwd }).catch((error: { code: number; stdout: string }) => error);
+    expect(checked).toMatchObject({ code: 2 });
+    expect(JSON.parse((checked as { stdout: string }).stdout).problems).toEqual([expect.objectContaining({ path: 'decision_log.path' })]);
+  });
+
   it('refuses a per-caller share of in-flight requests larger than the ceiling, naming the key', () => {
     expect(parseConfig({ gateway: { max_concurrent: 8, max_concurrent_per_caller: 8 } }).gateway.max_concurrent_per_caller).toBe(8);
     const [problem] = issuesOf(() => parseConfig({ gateway: { max_concurrent: 8, max_concurrent_per_caller: 9 } }));
@@ -382,10 +402,99 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig({ file, env: { ARBITER_SERVER__PORT: '1' } }))[0]).toEqual({ path: 'server.prot', message: 'unknown key' });
   });
 
+  it('takes an override as the text it is where a string is expected and YAML reads a collection (::, the IPv6 wildcard)', () => {
+    // Values are read as YAML so numbers and booleans keep their type; `::` reads as a mapping and
+    // `[::1]` as a list, so ARBITER_SERVER__HOST=:: was refused as "expected string, received object".
+    const gateway = { ARBITER_GATEWAY__AUTHENTICATION: 'api_key', ARBITER_GATEWAY__API_KEYS: `[{id: edge, sha256: ${'ab'.repeat(32)}}]` };
+    expect(loadConfig({ env: { ...gateway, ARBITER_SERVER__HOST: '::' } }).server.host).toBe('::');
+    expect(loadConfig({ env: { ...gateway, ARBITER_SERVER__DIAGNOSTIC: '{port: 8282, host: "::"}', ARBITER_SERVER__DIAGNOSTIC__HOST: '::' } }).server.diagnostic?.host).toBe('::');
+    // Taken as text, the value meets the key's own rule, which says what is wrong with it.
+    const [bracketed] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: '[::1]' } }));
+    expect(bracketed).toMatchObject({ path: 'server.host', message: expect.stringMatching(/without brackets.*\(set by ARBITER_SERVER__HOST\)$/) });
+    // Where a string is not what the key takes, the collection is refused as before.
+    expect(issuesOf(() => loadConfig({ env: { ARBITER_SERVER__PORT: '::' } }))[0]).toMatchObject({ path: 'server.port', message: expect.stringMatching(/expected number/) });
+  });
+
   it('names the variable and key of an override that is not valid YAML', () => {
     const [problem] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: 'a: b: c' } }));
     expect(problem!.path).toBe('server.host');
     expect(problem!.message).toMatch(/^ARBITER_SERVER__HOST is not valid YAML/);
+  });
+
+  it('honours YAML merge keys: an admin issuer repeats a decision issuer with an audience of its own', () => {
+    // The YAML 1.2 core schema has no merge keys, so `<<` was read as a key named "<<": an
+    // unknown key in the schema's objects (the operator was told `admin.issuers.0.<<` is unknown
+    // and learnt nothing), and passed on as an option named "<<" to a transport, silently.
+    const file = join(dir, 'merge-keys.yaml');
+    writeFileSync(file, [
+      'issuers:',
+      '  - &idp',
+      '    issuer: https://idp.example',
+      '    jwks_uri: https://idp.example/jwks',
+      '    audiences: [api]',
+      '    algorithms: [ES256]',
+      'admin:',
+      '  issuers:',
+      '    - <<: *idp',
+      '      audiences: [arbiter-admin]',
+      'decision_log:',
+      '  transport:',
+      '    target: pino/file',
+      '    options:',
+      '      <<: {destination: /tmp/decisions.ndjson, mkdir: true}',
+      '      mkdir: false',
+      '',
+    ].join('\n'));
+    const config = loadConfig({ file, env: {} });
+    expect(config.admin.issuers).toEqual([{ ...config.issuers[0], audiences: ['arbiter-admin'] }]);
+    expect(config.decision_log.transport!.options).toEqual({ destination: '/tmp/decisions.ndjson', mkdir: false });
+    // A merge of something that is not a mapping is still refused, saying so.
+    writeFileSync(file, 'server:\n  <<: 8181\n');
+    expect(issuesOf(() => loadConfig({ file, env: {} }))[0]!.message).toMatch(/^not valid YAML: Merge sources must be maps/);
+  });
+
+  it('refuses ${VAR} in a value, which is not substituted, naming the key and the variable that would set it', () => {
+    // OPA substitutes ${VAR} in its configuration file; Arbiter reads the file as written. Such a
+    // file was valid: the issuer was the literal "${IDP_ISSUER}" and the key set was fetched from
+    // the host "${idp_host}", so every token denied and /readyz stayed 503 with nothing saying why.
+    const file = join(dir, 'interpolated.yaml');
+    writeFileSync(file, [
+      'server:',
+      '  host: ${LISTEN_HOST}',
+      'issuers:',
+      '  - issuer: ${IDP_ISSUER}',
+      '    jwks_uri: https://${IDP_HOST:-idp.example}/jwks.json',
+      '    audiences: [api]',
+      '    algorithms: [ES256]',
+      'decision_log:',
+      '  transport:',
+      '    target: pino/file',
+      // The transport module's options are its own business, passed on as written.
+      '    options: {destination: "/var/log/${name}.ndjson"}',
+      '',
+    ].join('\n'));
+    const problems = issuesOf(() => loadConfig({ file, env: {} }));
+    expect(problems.map((problem) => problem.path)).toEqual(['server.host', 'issuers.0.issuer', 'issuers.0.jwks_uri']);
+    expect(problems[0]!.message).toMatch(/\$\{LISTEN_HOST\} is not substituted.*ARBITER_SERVER__HOST/);
+    // A list item is set only with its whole list.
+    expect(problems[1]!.message).toMatch(/\$\{IDP_ISSUER\} is not substituted.*ARBITER_ISSUERS/);
+    // Set from the environment instead, it is accepted.
+    expect(loadConfig({ file, env: { ARBITER_SERVER__HOST: '127.0.0.1', ARBITER_ISSUERS: JSON.stringify([issuer]) } }).server.host).toBe('127.0.0.1');
+  });
+
+  it('refuses a tag YAML cannot resolve (!ENV, as some loaders substitute variables), naming the line, rather than take the text', () => {
+    // `issuer: !ENV IDP_ISSUER` was read as the issuer "IDP_ISSUER", with only a Node.js warning
+    // on stderr: the configuration was valid and every token of that issuer denied.
+    const file = join(dir, 'env-tag.yaml');
+    writeFileSync(file, `issuers:\n  - issuer: !ENV IDP_ISSUER\n    jwks_uri: ${issuer.jwks_uri}\n    audiences: [api]\n    algorithms: [ES256]\n`);
+    const emitted = vi.spyOn(process, 'emitWarning');
+    try {
+      const [problem] = issuesOf(() => loadConfig({ file, env: {} }));
+      expect(problem!.message).toMatch(/^not valid YAML \(line 2\): .*!ENV/);
+      expect(emitted).not.toHaveBeenCalled();
+    } finally {
+      emitted.mockRestore();
+    }
   });
 
   it('rejects YAML that is not valid, naming the line', () => {
@@ -472,6 +581,9 @@ describe('arbiter config check', () => {
     ['a development issuer key file that is not a key', `dev_issuer: {enabled: true, key_file: ${BROKEN_DEV_KEY}}\n`, 'dev_issuer.key_file'],
     ['a data seed file that is missing (for a store without the document)', `data:\n  path: ${join(dir, 'unseeded.db')}\n  seed: {entitlements: /nonexistent/entitlements.json}\n`, 'data.seed.entitlements'],
     ['an entitlements seed whose tenants are not a list (data.check_entitlements)', `data:\n  path: ${join(dir, 'unseeded-shape.db')}\n  seed: {entitlements: ${OBJECT_TENANTS_SEED}}\n`, 'data.seed.entitlements'],
+    // Start-up stored them as a PUT is, within data.max_depth and data.max_size_bytes: config check did not look.
+    ['a data seed nested deeper than data.max_depth', `data:\n  path: ${join(dir, 'unseeded-deep.db')}\n  max_depth: 2\n  seed: {approvals: ${DEEP_SEED}}\n`, 'data.seed.approvals'],
+    ['data seeds that together grow live data past data.max_size_bytes', `data:\n  path: ${join(dir, 'unseeded-large.db')}\n  max_size_bytes: 150\n  seed: {approvals: ${LARGE_SEED}, mappings: ${LARGE_SEED}}\n`, 'data.seed.mappings'],
     ['a bundle signing exclude pattern with a character class (verification would refuse every signed bundle)', 'bundles:\n  signing:\n    exclude: ["data[0-9].json"]\n', 'bundles.signing.exclude.0'],
     ['a per-bundle exclude pattern with an escape', 'bundles:\n  signing:\n    bundles:\n      authz: {exclude: ["a\\\\*.txt"]}\n', 'bundles.signing.bundles.authz.exclude.0'],
     ['a bundles directory that does not exist (a typo served no bundle at all)', 'bundles:\n  dir: /nonexistent/bundles\n', 'bundles.dir'],
@@ -554,6 +666,33 @@ describe('arbiter config check', () => {
       expect(result.stderr.split('\n')[0], args.join(' ')).toContain(said);
       expect(result.stderr, args.join(' ')).toContain('Usage: arbiter config check');
     }
+  });
+
+  it('names the file it refuses for the files it names too, not only for its schema', async () => {
+    // Schema problems were reported as "<file> is invalid:", those of the files and state paths
+    // it names as "configuration is invalid:", which file left to guess when checking several.
+    const file = join(dir, 'named-file-problems.yaml');
+    writeFileSync(file, 'bundles:\n  dir: /nonexistent/bundles\n');
+    const failure = await run(process.execPath, [cli, 'config', 'check', file]).catch((error: { code: number; stderr: string }) => error);
+    expect(failure).toMatchObject({ code: 2, stderr: expect.stringMatching(new RegExp(`^${file.replaceAll(/[.*+?^${}()|[\]\\]/g, '\\$&')} is invalid:\n  bundles\.dir: `)) });
+  });
+
+  it('notes each bundle the configuration routes decisions to that nothing would serve, as start-up logs it', async () => {
+    // `bundles.default: authzz` was valid: the server started, logged an error, and answered every
+    // decision 503 (and /readyz 503) until someone pushed a bundle of that name.
+    const file = join(dir, 'unserved-bundles.yaml');
+    const served = { dir: join(process.cwd(), 'bundles'), store: join(dir, 'unserved-store') };
+    writeFileSync(file, `bundles: ${JSON.stringify({ ...served, default: 'authzz' })}\nauthzen: {tenants: {acme: todo, globex: todoo}}\n`);
+    const { stdout } = await run(process.execPath, [cli, 'config', 'check', file, '--json']);
+    const report = JSON.parse(stdout) as { valid: boolean; notes: { path: string; message: string }[] };
+    expect(report.valid).toBe(true);
+    expect(report.notes).toEqual([
+      { path: 'bundles.default', message: expect.stringMatching(/^authzz is neither stored .*bundles\.dir.*pulled.*503/) },
+      { path: 'authzen.tenants.globex', message: expect.stringMatching(/^todoo is neither stored/) },
+    ]);
+    // Served ones get no note.
+    writeFileSync(file, `bundles: ${JSON.stringify({ ...served, default: 'authz' })}\n`);
+    expect((JSON.parse((await run(process.execPath, [cli, 'config', 'check', file, '--json'])).stdout) as { notes: unknown[] }).notes).toEqual([]);
   });
 
   it('exits 0 for a valid file', async () => {

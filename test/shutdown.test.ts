@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, inject, it, vi } from 'vitest';
 import { createServer as createHttpServer } from 'node:http';
+import { lookup } from 'node:dns/promises';
 import { ConfigError } from '../src/errors.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
@@ -436,6 +437,23 @@ describe('a start that fails', () => {
       expect(failure, host).toBeInstanceOf(ConfigError);
       expect((failure as ConfigError).issues, host).toEqual([{ path: 'server.host', message: expect.stringContaining(host) }]);
     }
+  });
+
+  it('names server.diagnostic.port when the main listener holds it under another spelling of its host, not another process', async () => {
+    // localhost and the address it resolves to are two hosts to the configuration check, one
+    // address to listen(): start-up said "another process uses it", and exited 1 as for a fault.
+    const { address } = await lookup('localhost');
+    const free = createServer();
+    await new Promise<void>((resolve) => free.listen(0, address, resolve));
+    const { port } = free.address() as AddressInfo;
+    await new Promise((resolve) => free.close(resolve));
+    const failure = await startTestArbiter({ server: { host: 'localhost', port, diagnostic: { host: address, port } } }).then(
+      async (started) => void (await started.close()),
+      (error: unknown) => error,
+    );
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as ConfigError).issues).toEqual([{ path: 'server.diagnostic.port', message: expect.stringMatching(/server\.port's listener .*holds it/) }]);
+    expect((failure as ConfigError).issues[0]!.message).not.toContain('another process');
   });
 
   it('leaves no worker thread, database or timer behind (the port is taken)', async () => {

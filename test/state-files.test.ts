@@ -110,6 +110,19 @@ describe('state on disk', () => {
   });
 });
 
+describe('the decision log checkpoint key', () => {
+  it('is created with its directory when decision_log.checkpoint.key_path names one not made yet, as the log\'s own is', async () => {
+    // config check called such a key_path valid ("created if missing"); start-up stopped on
+    // "ENOENT: scandir" naming the key, the only state path whose directory was not created.
+    const root = tempDir();
+    const keyPath = join(root, 'keys', 'audit', 'checkpoint.jwk');
+    const arbiter = await startTestArbiter({ decision_log: { path: join(root, 'decisions.db'), checkpoint: { key_path: keyPath } } });
+    await arbiter.close();
+    expect(statSync(keyPath).mode & 0o777).toBe(0o600);
+    expect(statSync(join(root, 'keys', 'audit')).mode & 0o077).toBe(0);
+  });
+});
+
 describe('state files named twice', () => {
   it('refuses data.path and decision_log.path naming one file, saying so, before either is opened', async () => {
     const dir = tempDir();

@@ -1,5 +1,6 @@
 import { ArbiterError } from '../errors.ts';
 import { isObject } from '../policy/overlay.ts';
+import { printable } from './printable.ts';
 
 /** How CLI commands reach a running Arbiter's admin API: --url / $ARBITER_URL, --token / $ARBITER_TOKEN. */
 export interface AdminClientOptions {
@@ -230,9 +231,18 @@ export function reportFailure(options: AdminClientOptions, method: string, path:
     problem = undefined;
   }
   if (options.json && problem !== undefined) console.log(text);
+  // A proxy's page or an empty 404 (a URL missing the path Arbiter is served under): no code to
+  // report, and "error" would send the operator nowhere.
+  if (!isObject(problem)) {
+    console.error(`arbiter: ${method} ${path} failed with ${response.status}, and the answer is not a problem document: is ${adminBaseUrl(options)} an Arbiter server (its host, port and path)?`);
+    return 1;
+  }
   // Another server's JSON may hold any `code`: only a string is one, and only Arbiter's codes have advice.
   const code = typeof problem?.code === 'string' ? problem.code : 'error';
   const next = nextStep(code);
-  console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${code}${problem?.detail ? `: ${problem.detail}` : ''}${next ? `\n  ${next}` : ''}`);
+  // Escaped as listings are: a detail quotes what others wrote (a revision, a subject), and the
+  // server answering may not be Arbiter at all.
+  const detail = typeof problem?.detail === 'string' && problem.detail !== '' ? `: ${printable(problem.detail)}` : '';
+  console.error(`arbiter: ${method} ${path} failed with ${response.status}: ${printable(code)}${detail}${next ? `\n  ${next}` : ''}`);
   return 1;
 }

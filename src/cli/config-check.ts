@@ -1,13 +1,14 @@
 import { parseArgs } from 'node:util';
 import { loadConfig, unreadVariables } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
+import { routedBundles } from '../config/routed-bundles.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { checkEmbeddedDirectory } from '../policy/lifecycle.ts';
 import { sourceCredentials } from '../policy/pull-credentials.ts';
 import { bundleVerificationOptions } from '../policy/signing-keys.ts';
 import { readTlsMaterial } from '../server/tls.ts';
-import { documentsNotToSeed } from '../data/persistence.ts';
-import { checkSeed, readSeedFile, seedsUnderRoots } from '../data/seed.ts';
+import { documentsNotToSeed, storedLiveDataBytes } from '../data/persistence.ts';
+import { checkSeed, checkSeedLimits, readSeedFile, seedsUnderRoots } from '../data/seed.ts';
 import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { rootsAtStart } from '../policy/start-roots.ts';
 import { readDevIssuerKey } from '../tokens/dev-issuer.ts';
@@ -20,7 +21,9 @@ Validates a configuration file (default: $ARBITER_CONFIG, as serve reads it; wit
 the schema first, then the files it names (issuer key sets and secrets, the embedded bundles directory, bundle signing
 keys, TLS files, the development issuer key, data seeds) as start-up reads them, that each state path (data.path,
 decision_log.path and its checkpoint.key_path, bundles.store) is a file or a directory as it must be, or can be created (under a directory), and that no
-data seed lies under the roots of a bundle start-up activates (its active revision in bundles.store, else bundles.dir). Not
+data seed lies under the roots of a bundle start-up activates (its active revision in bundles.store, else bundles.dir);
+a bundle decisions are routed to (bundles.default, authzen.default_bundle, authzen.tenants) that none of these serves
+is noted. Not
 checked: remote key sets (not fetched), the roots of pulled bundles (bundles.sources: unknown until their source serves them; a
 note says so) and the files their credentials name (read at each poll; the environment variables they name are checked),
 decision_log.transport (its module is loaded, in a thread of its own, only by start-up), whether this user may write the state
@@ -51,7 +54,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   let refused: ConfigError | undefined;
   try {
     const problems = await fileProblems(loadConfig({ file }), notes);
-    if (problems.length > 0) refused = new ConfigError(problems);
+    if (problems.length > 0) refused = new ConfigError(problems, file);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     refused = error;
@@ -109,14 +112,43 @@ async function fileProblems(config: Config, notes: Note[]): Promise<Issue[]> {
   const seeds = Object.entries(config.data.seed ?? {});
   if (seeds.length > 0 && !refused('data.path')) {
     let stored: Set<string> | undefined;
-    await check(() => (stored = atConfigKey('data.path', () => documentsNotToSeed(config.data.path))));
+    let totalBytes = 0;
+    await check(() => {
+      stored = atConfigKey('data.path', () => documentsNotToSeed(config.data.path));
+      totalBytes = atConfigKey('data.path', () => storedLiveDataBytes(config.data.path));
+    });
     const checks = liveDataChecks(config.data.check_entitlements);
+    const limits = { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes };
     for (const [document, file] of seeds) {
-      if (stored !== undefined && !stored.has(document)) await check(() => checkSeed(document, file, readSeedFile(document, file), checks.get(document)));
+      if (stored === undefined || stored.has(document)) continue;
+      await check(() => {
+        const value = readSeedFile(document, file);
+        checkSeed(document, file, value, checks.get(document));
+        // In order, as start-up seeds them: the one that would cross the limit is named.
+        totalBytes = checkSeedLimits(document, file, value, limits, totalBytes);
+      });
     }
   }
   if (seeds.length > 0 && !refused('bundles.dir', 'bundles.store')) await check(async () => notes.push(...(await checkSeedRoots(config))));
+  if (!refused('bundles.dir', 'bundles.store')) await check(async () => notes.push(...(await unservedBundles(config))));
   return problems;
+}
+
+/**
+ * A note for each bundle the configuration routes decisions to that start-up would find
+ * nowhere: not active in bundles.store, not in bundles.dir, not pulled. Start-up logs it and
+ * serves (a push can provide it), so it is no problem here either; but a typo otherwise shows
+ * only once the first decision answers 503.
+ */
+async function unservedBundles(config: Config): Promise<Note[]> {
+  const { known, pulled } = await rootsAtStart(config.bundles);
+  const served = new Set([...known, ...pulled].map((bundle) => bundle.name));
+  return routedBundles(config)
+    .filter(([, bundle]) => !served.has(bundle))
+    .map(([key, bundle]) => ({
+      path: key,
+      message: `${bundle} is neither stored (bundles.store), in bundles.dir (${config.bundles.dir}), nor pulled (bundles.sources): its decisions answer 503, and /readyz too for a default bundle, until a revision is pushed`,
+    }));
 }
 
 /**

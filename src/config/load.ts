@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { parse as parseYaml, parseDocument, YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { CONFIG_SECTION_KEYS, CONFIG_TOP_LEVEL_KEYS, configSchema, type Config } from './schema.ts';
@@ -18,6 +18,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const env = options.env ?? process.env;
   const raw = options.file ? readYamlFile(options.file) : {};
   const overrides = applyEnvOverrides(raw, env);
+  takeAsText(raw, overrides);
   try {
     return parseConfig(raw, options.file ?? 'configuration');
   } catch (error) {
@@ -34,6 +35,23 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       const whole = `ARBITER_${issue.path.split('.').join('__').toUpperCase()}`;
       return { path: issue.path, message: `${issue.message} (set by ${below.variable}: a list item or a key with capitals cannot be set alone; give the whole ${issue.path} as YAML, ${whole}='...')` };
     }), options.file ?? 'configuration');
+  }
+}
+
+/**
+ * Sets back to its text each override that YAML read as a collection where the schema expects
+ * a string: `::` (the IPv6 wildcard) reads as a mapping, `[::1]` as a list, and such a host was
+ * refused as "expected string, received object". A collection meant as one is given where the
+ * key takes one (a section, a list), which this leaves alone.
+ */
+function takeAsText(raw: Record<string, unknown>, overrides: readonly Override[]): void {
+  const result = configSchema.safeParse(raw);
+  if (result.success) return;
+  for (const issue of result.error.issues) {
+    if (issue.code !== 'invalid_type' || issue.expected !== 'string') continue;
+    const at = issue.path.map(String).join('.');
+    const override = overrides.findLast(({ path }) => path.join('.') === at);
+    if (override !== undefined && typeof override.parsed === 'object' && override.parsed !== null) setPath(raw, override.path, override.value);
   }
 }
 
@@ -62,14 +80,47 @@ const UNKNOWN_KEY = 'unknown key';
 export function parseConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw);
   const reserved = reservedNames(raw);
-  if (result.success && reserved.length === 0) return result.data;
-  const issues = result.success ? [] : describeIssues(result.error);
+  const interpolated = interpolations(raw);
+  if (result.success && reserved.length === 0 && interpolated.length === 0) return result.data;
+  // What the schema says of such a value ("must be an absolute URL"), there or elsewhere
+  // ("server.host is ${LISTEN_HOST}"), is beside the point.
+  const consequence = (issue: { path: string; message: string }) => interpolated.some(({ path, reference }) => path === issue.path || issue.message.includes(reference));
+  const issues = [
+    ...(result.success ? [] : describeIssues(result.error)).filter((issue) => !consequence(issue)),
+    ...interpolated.map(({ path, reference }) => ({ path, message: `${reference} is not substituted: the configuration is read as written; give the value itself, or ${setFromEnvironment(path)}` })),
+  ];
   // zod reports __proto__ in a strict object as an unknown key, but drops it from a map (a
   // tenant, a signing key, a seed) without a word: that one would simply not be there.
   for (const path of reserved) {
     if (!issues.some((issue) => issue.path.split(', ').includes(path))) issues.push({ path, message: '"__proto__" cannot be a name here (JavaScript objects reserve it): choose another' });
   }
   throw new ConfigError(issues, source);
+}
+
+/**
+ * `${NAME}` (or `${NAME:-default}`) in a string value: OPA substitutes environment variables in
+ * its configuration file, Arbiter does not, and such a value was taken as written (an issuer
+ * named "${IDP_ISSUER}", a key set fetched from the host "${idp_host}"). Not under
+ * decision_log.transport.options, which go to the transport module as they are.
+ */
+function interpolations(value: unknown, at: readonly string[] = []): { path: string; reference: string }[] {
+  if (at.join('.') === 'decision_log.transport.options') return [];
+  if (typeof value === 'string') {
+    const reference = /\$\{[A-Za-z_][A-Za-z0-9_]*(?:[:?+=-][^}]*)?\}/.exec(value)?.[0];
+    return reference === undefined ? [] : [{ path: at.join('.'), reference }];
+  }
+  if (Array.isArray(value)) return value.flatMap((item, index) => interpolations(item, [...at, String(index)]));
+  if (typeof value !== 'object' || value === null) return [];
+  return Object.entries(value).flatMap(([key, item]) => interpolations(item, [...at, key]));
+}
+
+/** How the environment sets the key at `path`: its own variable, or its list's (or map's) whole value. */
+function setFromEnvironment(path: string): string {
+  const keys = path.split('.');
+  const settable = keys.findIndex((key) => !/^[a-z][a-z0-9_]*$/.test(key));
+  if (settable === -1) return `set it from the environment with ARBITER_${keys.join('__').toUpperCase()}`;
+  const parent = keys.slice(0, settable);
+  return `set the whole ${parent.join('.')} from the environment, as YAML, with ARBITER_${parent.join('__').toUpperCase()}`;
 }
 
 /** The dotted paths of every `__proto__` key the raw configuration holds (YAML and JSON make it an own key). */
@@ -98,9 +149,17 @@ function readYamlFile(file: string): Record<string, unknown> {
   }
   let parsed: unknown;
   try {
-    parsed = parseYaml(text, { strict: true, uniqueKeys: true });
+    // Merge keys (`<<: *anchor`), as YAML 1.1 and most configuration tools read them: under the
+    // YAML 1.2 core schema `<<` is a plain key, refused as unknown in a section (the operator is
+    // told `admin.issuers.0.<<` is unknown) and passed on as an option named "<<" in a free-form map.
+    const document = parseDocument(text, { strict: true, uniqueKeys: true, merge: true });
+    // Warnings too: a tag YAML cannot resolve (`!ENV IDP_ISSUER`, which some loaders substitute)
+    // leaves its text as the value, and the issuer would be "IDP_ISSUER".
+    const problem = document.errors[0] ?? document.warnings[0];
+    if (problem !== undefined) throw problem;
+    parsed = document.toJS();
   } catch (error) {
-    const where = error instanceof YAMLParseError && error.linePos ? ` (line ${error.linePos[0].line})` : '';
+    const where = error instanceof YAMLError && error.linePos ? ` (line ${error.linePos[0].line})` : '';
     throw new ConfigError([{ path: '', message: `not valid YAML${where}: ${(error as Error).message.split('\n')[0]}` }], file);
   }
   if (parsed === null || parsed === undefined) return {};
@@ -108,6 +167,14 @@ function readYamlFile(file: string): Record<string, unknown> {
     throw new ConfigError([{ path: '', message: 'the top level must be a mapping' }], file);
   }
   return parsed as Record<string, unknown>;
+}
+
+/** An ARBITER_* (or PORT) variable applied: the key it sets, its text and what YAML read it as. */
+interface Override {
+  variable: string;
+  path: string[];
+  value: string;
+  parsed?: unknown;
 }
 
 /**
@@ -118,8 +185,8 @@ function readYamlFile(file: string): Record<string, unknown> {
  * Values are read as YAML so numbers and booleans keep their type. `PORT` is honoured for
  * platforms that inject it.
  */
-function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): { variable: string; path: string[] }[] {
-  const overrides: { variable: string; path: string[]; value: string }[] = [];
+function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Override[] {
+  const overrides: Override[] = [];
   if (env.PORT) overrides.push({ variable: 'PORT', path: ['server', 'port'], value: env.PORT });
   for (const [variable, value] of Object.entries(env)) {
     if (!variable.startsWith('ARBITER_') || value === undefined) continue;
@@ -132,9 +199,11 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
   // so ARBITER_SERVER__PORT still wins over PORT.
   overrides.sort((a, b) => a.path.length - b.path.length);
   const problems: { path: string; message: string }[] = [];
-  for (const { variable, path, value } of overrides) {
+  for (const override of overrides) {
+    const { variable, path, value } = override;
     try {
-      setPath(raw, path, parseYaml(value) as unknown);
+      override.parsed = parseYaml(value) as unknown;
+      setPath(raw, path, override.parsed);
     } catch (error) {
       problems.push({ path: path.join('.'), message: `${variable} is not valid YAML: ${(error as Error).message.split('\n')[0]}` });
     }

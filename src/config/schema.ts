@@ -390,7 +390,7 @@ const configShape = z.strictObject({
         .boolean()
         .default(true)
         .describe('Record every decision durably (the audit record). false leaves only the process log line: for benchmarks against systems that log to the console.'),
-      path: nonEmpty.default('.arbiter/decisions.db').describe('SQLite file of the decision log; WAL and the checkpoint key live next to it. One server at a time, as data.path.'),
+      path: nonEmpty.default('.arbiter/decisions.db').describe('SQLite file of the decision log (not :memory:); WAL and the checkpoint key live next to it. One server at a time, as data.path.'),
       transport: z
         .strictObject({
           target: nonEmpty.describe('pino transport module, e.g. pino/file or a log shipper.'),
@@ -483,6 +483,11 @@ function crossFieldChecks(config: z.output<typeof configShape>, ctx: z.Refinemen
         message: `${shared.map((audience) => JSON.stringify(audience)).join(', ')} is also accepted from ${admin.issuer} under issuers.${decisionIndex}: a decision token gateways forward would be an admin token; give admin tokens an audience of their own`,
       });
     }
+  }
+  // data.path may be :memory:, the decision log may not: its writer and reader threads would each
+  // open a database of their own, and start-up would crash on the reader's empty one.
+  if (config.decision_log.enabled && config.decision_log.path === ':memory:') {
+    ctx.addIssue({ code: 'custom', path: ['decision_log', 'path'], message: 'cannot be :memory: (the decision log is read from threads of its own, which need the file): to record no decisions, set decision_log.enabled: false' });
   }
   // The data store and the decision log each take a whole SQLite file. Start-up also catches one
   // file reached through two spellings (a symlink); this catches the plain case in config check.

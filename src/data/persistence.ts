@@ -101,6 +101,29 @@ export function documentsNotToSeed(path: string): Set<string> {
   }
 }
 
+/**
+ * The bytes of live data the store at `path` holds, as the store counts them against
+ * data.max_size_bytes. Read only: `config check` asks it. 0 for a store that does not exist yet
+ * or is not (yet) an Arbiter data store.
+ */
+export function storedLiveDataBytes(path: string): number {
+  if (path === ':memory:' || !existsSync(path)) return 0;
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { readOnly: true });
+  } catch (error) {
+    throw new Error(`cannot open the data store ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    const rows = db.prepare('SELECT json FROM live_documents').all() as { json: string }[];
+    return rows.reduce((total, row) => total + Buffer.byteLength(row.json), 0);
+  } catch {
+    return 0;
+  } finally {
+    db.close();
+  }
+}
+
 /** Runs `work` in one write transaction: committed (durably) if it returns, rolled back if it throws. */
 export function transaction<T>(db: DatabaseSync, work: () => T): T {
   db.exec('BEGIN IMMEDIATE');

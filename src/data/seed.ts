@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../errors.ts';
 import { describeIssues, MAX_SOURCE_LENGTH, type DocumentCheck } from './documents.ts';
-import { jsonDefect } from './json-value.ts';
+import { ArbiterError, ConfigError } from '../errors.ts';
+import { freezeJson, jsonDefect } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
-import { ownedByRoots } from './data-path.ts';
+import { formatDataPath, ownedByRoots } from './data-path.ts';
 
 /** A data.seed file's document, or a ConfigError naming `data.seed.<document>`: start-up and `config check` read it alike. */
 export function readSeedFile(document: string, file: string): unknown {
@@ -46,6 +46,26 @@ export function checkSeed(document: string, file: string, value: unknown, check:
   const found = check.issues(value as JsonValue, undefined);
   if (found.total === 0) return;
   throw new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${describeIssues(document, found)}` }]);
+}
+
+/**
+ * For `config check`: what the live data store refuses a seed for, as start-up stores it (a PUT
+ * of the whole document): nesting past data.max_depth, or growing live data past
+ * data.max_size_bytes from `totalBytes` (what is stored, and the seeds before it). Returns the
+ * total once the seed is stored; throws the ConfigError start-up would stop with.
+ */
+export function checkSeedLimits(document: string, file: string, value: unknown, limits: { maxDepth: number; maxTotalBytes: number }, totalBytes: number): number {
+  const refuse = (message: string) => new ConfigError([{ path: `data.seed.${document}`, message: `cannot seed from ${file}: ${message}` }]);
+  let frozen: JsonValue;
+  try {
+    frozen = freezeJson(value, { maxDepth: limits.maxDepth, depthOffset: 1, where: formatDataPath([document]), bodyPointer: '' });
+  } catch (error) {
+    if (error instanceof ArbiterError) throw refuse(error.message);
+    throw error;
+  }
+  const grown = totalBytes + Buffer.byteLength(JSON.stringify(frozen));
+  if (grown > limits.maxTotalBytes) throw refuse(`live data would grow from ${totalBytes} to ${grown} bytes, over the limit of ${limits.maxTotalBytes}`);
+  return grown;
 }
 
 /**

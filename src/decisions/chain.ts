@@ -1,8 +1,9 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { ArbiterError } from '../errors.ts';
-import { createPrivateFileWhole } from '../private-files.ts';
+import { createPrivateFileWhole, makePrivateDirSync } from '../private-files.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
 /** prev_hash of the first record ever appended. */
@@ -148,6 +149,8 @@ function keyThumbprint(x: string): string {
  */
 export function createCheckpointKey(path: string): CheckpointKey {
   const jwk = generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
+  // Its directory too, as for the log itself: a key_path of its own may name one not made yet.
+  makePrivateDirSync(dirname(path));
   // Whole or not at all: a key cut short by a crash would stop every start. The log's state
   // lock keeps other processes out, but should one have made the key meanwhile, it is kept.
   if (!createPrivateFileWhole(path, JSON.stringify(jwk) + '\n')) return loadCheckpointKey(path)!;

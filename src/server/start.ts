@@ -1,5 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { lookup } from 'node:dns/promises';
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -8,6 +9,7 @@ import { getRequestListener, RequestError, type ServerType } from '@hono/node-se
 import type { FetchImplementation } from 'jose';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
+import { routedBundles } from '../config/routed-bundles.ts';
 import { LiveData, type DocumentStatus } from '../data/documents.ts';
 import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { openDataDatabase } from '../data/persistence.ts';
@@ -302,6 +304,12 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
     },
   };
 
+  /** Where the main listener opened: the address server.host resolved to, and the port (server.port, or the system's choice for 0). */
+  function mainBound(): { address: string; port: number } {
+    const { address, port } = server.address() as AddressInfo;
+    return { address, port };
+  }
+
   /** Opens the diagnostic listener (server.diagnostic): health and metrics only, with its own connection cap. */
   async function listenDiagnostic(diagnostic: NonNullable<Config['server']['diagnostic']>): Promise<{ server: ServerType; host: string }> {
     const address: ListenAddress = {
@@ -309,6 +317,7 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
       port: diagnostic.port,
       maxConnections: diagnostic.max_connections,
       keys: { host: 'server.diagnostic.host', port: 'server.diagnostic.port', cap: { key: 'server.diagnostic.max_connections', reason: 'diagnostic_max_connections' } },
+      heldBy: { ...mainBound(), what: `server.port's listener (server.host ${config.server.host}, on ${urlHost(mainBound().address)}:${mainBound().port})` },
     };
     const diagnosticApp = createDiagnosticApp({
       bundles,
@@ -407,6 +416,11 @@ interface ListenAddress {
   port: number;
   maxConnections: number;
   keys: { host: string; port: string; /** Another way to set the port, named beside its key. */ portAlso?: string; cap: ConnectionCapSetting };
+  /**
+   * A listener of this server already open on a port, which the configuration check cannot tell
+   * is this address (localhost beside 127.0.0.1): the port taken there is not another process's.
+   */
+  heldBy?: { address: string; port: number; what: string };
 }
 
 /** Opens a listener at `address` with server's timeouts; `options` gives the timeouts only. */
@@ -467,7 +481,7 @@ function listen(
   return new Promise((resolve, reject) => {
     server.on('clientError', answerClientError);
     server.on('connect', answerConnect);
-    server.once('error', (error: NodeJS.ErrnoException) => {
+    server.once('error', async (error: NodeJS.ErrnoException) => {
       const where = `cannot listen on ${address.host}:${address.port}`;
       const wrong = LISTEN_CONFIG_ERRORS[error.code ?? ''];
       // A value no start can listen with: the key to change, as for any other bad value.
@@ -475,11 +489,21 @@ function listen(
         reject(new ConfigError([{ path: address.keys[wrong.key], message: `${where}: ${wrong.why(address)} (${error.code})` }]));
         return;
       }
+      if (error.code === 'EADDRINUSE' && address.heldBy?.port === address.port && (await resolvesTo(address.host, address.heldBy.address))) {
+        reject(new ConfigError([{ path: address.keys.port, message: `${where}: ${address.heldBy.what} holds it: give this listener a port of its own (${error.code})` }]));
+        return;
+      }
       const hint = error.code === 'EADDRINUSE' ? `: another process uses it; stop it or set ${address.keys.port}${address.keys.portAlso === undefined ? '' : ` (or ${address.keys.portAlso})`}` : '';
       reject(new ArbiterError('listen_failed', `${where}${hint} (${error.code ?? error.message})`, { cause: error }));
     });
     server.listen(address.port, address.host, () => resolve(server));
   });
+}
+
+/** Whether `host` (a name or an address) is, or resolves to, `address`. */
+async function resolvesTo(host: string, address: string): Promise<boolean> {
+  const resolved = await lookup(host, { all: true }).catch(() => []);
+  return resolved.some((entry) => entry.address === address);
 }
 
 /** Listen errors that say the host or port key is wrong, rather than that the port is busy now. */
@@ -596,15 +620,6 @@ function createBundleLifecycle(config: Config, registry: BundleRegistry, evaluat
     protectedBundles: new Set(routedBundles(config).map(([, bundle]) => bundle)),
     maxRevisions: config.bundles.retention.max_revisions,
   });
-}
-
-/** The bundles the configuration routes decisions to, by the key that names each. */
-function routedBundles(config: Config): [key: string, bundle: string][] {
-  return [
-    ['bundles.default', config.bundles.default],
-    ...(config.authzen.default_bundle === undefined ? [] : [['authzen.default_bundle', config.authzen.default_bundle] as [string, string]]),
-    ...Object.entries(config.authzen.tenants).map(([tenant, bundle]): [string, string] => [`authzen.tenants.${tenant}`, bundle]),
-  ];
 }
 
 /**
