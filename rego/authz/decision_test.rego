@@ -773,3 +773,29 @@ test_without_auth_time_the_token_age_is_the_authentication_age if {
 	result.allow == true
 	{"code": "token_fresh", "age_s": 30, "age_from": "iat", "max_token_age_s": 300} in result.reasons
 }
+
+# An action's resource_types and purposes restrict it; given but not a list (a data error,
+# "resource_types": "invoice"), they must allow nothing rather than switch the check off.
+test_resource_types_that_are_not_a_list_allow_no_resource_type if {
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.actions["invoices.read"].resource_types as "invoice"
+	result.allow == false
+	fx.codes(result) == {"resource_type_mismatch"}
+}
+
+test_purposes_that_are_not_a_list_allow_no_purpose if {
+	subject := object.union(fx.alice_subject, {"scopes": ["payments.write"]})
+	request := object.union(fx.read_invoice, {
+		"subject": subject,
+		"action": {"name": "payments.send"},
+		"resource": {"type": "payment", "properties": {"tenant": "acme"}},
+		"context": {"purpose": "payroll"},
+	})
+	entitlements := object.union(fx.entitlements, {fx.alice: {"grants": [{"id": "ent-alice-payments", "actions": ["payments.send"], "tenants": ["acme"]}]}})
+	result := authz.decision with input as request
+		with data.entitlements as entitlements
+		with data.authz.actions["payments.send"].purposes as "payroll"
+	result.allow == false
+	fx.codes(result) == {"purpose_not_allowed"}
+}
