@@ -295,9 +295,12 @@ actor_lacks(grant, "entitlement") if {
 # title: Approval needed
 # description: >-
 #   An agent asks for an action whose risk level requires a human approval: as an actor
-#   for the subject, or as the subject itself (an agent with a token of its own).
+#   for the subject, or as the subject itself (an agent with a token of its own). Only
+#   agent_approval_required: false waives it; "true", 1 or nothing (a data error) does not.
+#   An unknown risk level is denied risk_level_unknown, which no approval would lift.
 approval_needed if {
-	risk_policy.agent_approval_required == true
+	not risk_policy.agent_approval_required == false
+	risk_policy
 	agent_involved
 }
 

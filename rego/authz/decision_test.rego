@@ -799,3 +799,29 @@ test_purposes_that_are_not_a_list_allow_no_purpose if {
 	result.allow == false
 	fx.codes(result) == {"purpose_not_allowed"}
 }
+
+# Only a risk level that says agent_approval_required: false lets an agent act without an
+# approval: one that says "true", 1 or nothing (a data error) must not waive it.
+test_approval_requirement_that_is_not_a_boolean_is_not_waived if {
+	every level in [
+		{"max_ttl_s": 300, "max_token_age_s": 300, "agent_approval_required": "true"},
+		{"max_ttl_s": 300, "max_token_age_s": 300, "agent_approval_required": 1},
+		{"max_ttl_s": 300, "max_token_age_s": 300},
+	] {
+		result := authz.decision with input as approve_invoice(fx.agent_for_alice, fx.read_invoice.context)
+			with data.entitlements as fx.entitlements
+			with data.approvals as fx.approvals
+			with data.authz.risk_levels.high as level
+		result.allow == false
+		fx.codes(result) == {"approval_required"}
+	}
+}
+
+test_unknown_risk_level_asks_for_no_approval if {
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+		with data.authz.actions["invoices.approve"].risk as "extreme"
+	fx.codes(result) == {"risk_level_unknown"}
+	result.obligations == []
+}
