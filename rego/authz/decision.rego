@@ -223,10 +223,15 @@ else := [{}] if not is_null(object.get(input.subject, "act", null))
 
 # METADATA
 # title: Agent patterns
-# description: data.authz.delegation.agents, patterns of the sub or client_id of agents; [] when absent.
+# description: >-
+#   data.authz.delegation.agents, patterns of the sub or client_id of agents; [] when absent.
+#   Given but not a list (a data error), they cannot tell agents apart: every party counts as
+#   one ("**"), since counting none would let agents act unjudged and skip approvals.
 default agent_patterns := []
 
 agent_patterns := data.authz.delegation.agents if is_array(data.authz.delegation.agents)
+
+else := ["**"] if evidence.has_key(data.authz.delegation, "agents")
 
 # METADATA
 # title: Is agent

@@ -825,3 +825,17 @@ test_unknown_risk_level_asks_for_no_approval if {
 	fx.codes(result) == {"risk_level_unknown"}
 	result.obligations == []
 }
+
+# delegation.agents given but not a list (a data error, "agents": "agent:**") cannot tell
+# agents apart: every party counts as one, rather than none (which would let an agent act
+# with a user's token unjudged and without the approvals of high-risk actions).
+test_agent_patterns_that_are_not_a_list_count_every_party_as_an_agent if {
+	result := authz.decision with input as approve_invoice(agent_client_for_alice, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+		with data.authz.delegation.agents as "agent:**"
+	result.allow == false
+	fx.codes(result) == {"approval_required"}
+	[obligation] := result.obligations
+	obligation.actor == fx.expense_assistant
+}
