@@ -138,7 +138,9 @@ denials contains {
 
 denials contains {
 	"code": "scope_missing",
-	"scope": action_spec.scope,
+	# null for an action without a scope (a data error), which no token carries: a reason
+	# holding action_spec.scope would be undefined there, and the deny would give none.
+	"scope": object.get(action_spec, "scope", null),
 	"message": "the token does not carry the scope this action requires",
 } if {
 	evidence.authenticated

@@ -839,3 +839,16 @@ test_agent_patterns_that_are_not_a_list_count_every_party_as_an_agent if {
 	[obligation] := result.obligations
 	obligation.actor == fx.expense_assistant
 }
+
+# An action without a scope (a data error) is granted to no token: the deny must say why.
+test_action_without_a_scope_is_denied_with_a_reason if {
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.actions["invoices.read"] as {"risk": "low", "resource_types": ["invoice"]}
+	result.allow == false
+	result.reasons == [{
+		"code": "scope_missing",
+		"scope": null,
+		"message": "the token does not carry the scope this action requires",
+	}]
+}
