@@ -28,7 +28,8 @@ const DENIAL_CODES = [
   'unauthenticated', 'token_revoked', 'issuer_not_trusted', 'entitlements_unavailable', 'unknown_action',
   'resource_type_mismatch', 'purpose_not_allowed', 'risk_level_unknown', 'environment_missing', 'environment_mismatch',
   'tenant_missing', 'tenant_mismatch', 'scope_missing', 'no_mapping', 'no_entitlement', 'token_too_old_for_risk',
-  'delegation_too_deep', 'delegation_not_permitted', 'approval_required',
+  'delegation_too_deep', 'delegation_not_permitted', 'approval_required', 'request_tenant_mismatch',
+  'tenant_issuer_not_trusted',
 ];
 const GRANT_CODES = new Set([
   'issuer_trusted', 'environment_matched', 'tenant_matched', 'scope_granted', 'mapping_matched',
@@ -95,6 +96,11 @@ const MUTATIONS: [path: string, values: unknown[]][] = [
   ['context.approval_id', ['apr-1', 'apr-2', 'apr-bound', 'apr-other-actor', 'apr-other-tenant', 'apr-other', undefined]],
   ['data_status.entitlements', [{ stale: false }, { stale: true }, {}, undefined]],
   ['data_status.approvals', [{ stale: false }, { stale: true }, undefined]],
+  // The OAuth client: an agent other than the subject is its current actor unless act names it.
+  ['subject.client_id', [EXPENSE_ASSISTANT, 'agent:travel-planner', 'acme-finance-portal', ALICE, undefined]],
+  ['subject.token.auth_age_s', [30, 400, undefined]],
+  // The tenant an AuthZEN request was routed by.
+  ['context.tenant', ['acme', 'globex', 7, undefined]],
 ];
 
 /** mulberry32: a seeded generator, so a failure names a request that can be regenerated. */

@@ -223,10 +223,15 @@ else := [{}] if not is_null(object.get(input.subject, "act", null))
 
 # METADATA
 # title: Agent patterns
-# description: data.authz.delegation.agents, patterns of the sub or client_id of agents; [] when absent.
+# description: >-
+#   data.authz.delegation.agents, patterns of the sub or client_id of agents; [] when absent.
+#   Given but not a list (a data error), they cannot tell agents apart: every party counts as
+#   one ("**"), since counting none would let agents act unjudged and skip approvals.
 default agent_patterns := []
 
 agent_patterns := data.authz.delegation.agents if is_array(data.authz.delegation.agents)
+
+else := ["**"] if evidence.has_key(data.authz.delegation, "agents")
 
 # METADATA
 # title: Is agent
@@ -295,9 +300,12 @@ actor_lacks(grant, "entitlement") if {
 # title: Approval needed
 # description: >-
 #   An agent asks for an action whose risk level requires a human approval: as an actor
-#   for the subject, or as the subject itself (an agent with a token of its own).
+#   for the subject, or as the subject itself (an agent with a token of its own). Only
+#   agent_approval_required: false waives it; "true", 1 or nothing (a data error) does not.
+#   An unknown risk level is denied risk_level_unknown, which no approval would lift.
 approval_needed if {
-	risk_policy.agent_approval_required == true
+	not risk_policy.agent_approval_required == false
+	risk_policy
 	agent_involved
 }
 

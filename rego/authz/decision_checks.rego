@@ -26,22 +26,33 @@ denials contains {
 	"code": "resource_type_mismatch",
 	"action": action_name,
 	"resource_type": resource_type,
-	"allowed_resource_types": action_spec.resource_types,
+	"allowed_resource_types": allowed,
 	"message": "the action does not apply to this type of resource",
 } if {
-	is_array(action_spec.resource_types)
-	not resource_type in action_spec.resource_types
+	allowed := action_spec.resource_types
+	not listed(resource_type, allowed)
 }
 
 denials contains {
 	"code": "purpose_not_allowed",
 	"action": action_name,
 	"purpose": request_purpose,
-	"allowed_purposes": action_spec.purposes,
+	"allowed_purposes": allowed,
 	"message": "the action needs input.context.purpose set to one of its purposes",
 } if {
-	is_array(action_spec.purposes)
-	not request_purpose in action_spec.purposes
+	allowed := action_spec.purposes
+	not listed(request_purpose, allowed)
+}
+
+# METADATA
+# title: Listed
+# description: >-
+#   The value is in the list. A restriction that is given but is not a list (a data error,
+#   "resource_types": "invoice") lists nothing, so it allows nothing rather than switching
+#   its check off; "in" would also read an object's values.
+listed(value, list) if {
+	is_array(list)
+	value in list
 }
 
 denials contains {
@@ -127,7 +138,9 @@ denials contains {
 
 denials contains {
 	"code": "scope_missing",
-	"scope": action_spec.scope,
+	# null for an action without a scope (a data error), which no token carries: a reason
+	# holding action_spec.scope would be undefined there, and the deny would give none.
+	"scope": object.get(action_spec, "scope", null),
 	"message": "the token does not carry the scope this action requires",
 } if {
 	evidence.authenticated

@@ -773,3 +773,82 @@ test_without_auth_time_the_token_age_is_the_authentication_age if {
 	result.allow == true
 	{"code": "token_fresh", "age_s": 30, "age_from": "iat", "max_token_age_s": 300} in result.reasons
 }
+
+# An action's resource_types and purposes restrict it; given but not a list (a data error,
+# "resource_types": "invoice"), they must allow nothing rather than switch the check off.
+test_resource_types_that_are_not_a_list_allow_no_resource_type if {
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.actions["invoices.read"].resource_types as "invoice"
+	result.allow == false
+	fx.codes(result) == {"resource_type_mismatch"}
+}
+
+test_purposes_that_are_not_a_list_allow_no_purpose if {
+	subject := object.union(fx.alice_subject, {"scopes": ["payments.write"]})
+	request := object.union(fx.read_invoice, {
+		"subject": subject,
+		"action": {"name": "payments.send"},
+		"resource": {"type": "payment", "properties": {"tenant": "acme"}},
+		"context": {"purpose": "payroll"},
+	})
+	entitlements := object.union(fx.entitlements, {fx.alice: {"grants": [{"id": "ent-alice-payments", "actions": ["payments.send"], "tenants": ["acme"]}]}})
+	result := authz.decision with input as request
+		with data.entitlements as entitlements
+		with data.authz.actions["payments.send"].purposes as "payroll"
+	result.allow == false
+	fx.codes(result) == {"purpose_not_allowed"}
+}
+
+# Only a risk level that says agent_approval_required: false lets an agent act without an
+# approval: one that says "true", 1 or nothing (a data error) must not waive it.
+test_approval_requirement_that_is_not_a_boolean_is_not_waived if {
+	every level in [
+		{"max_ttl_s": 300, "max_token_age_s": 300, "agent_approval_required": "true"},
+		{"max_ttl_s": 300, "max_token_age_s": 300, "agent_approval_required": 1},
+		{"max_ttl_s": 300, "max_token_age_s": 300},
+	] {
+		result := authz.decision with input as approve_invoice(fx.agent_for_alice, fx.read_invoice.context)
+			with data.entitlements as fx.entitlements
+			with data.approvals as fx.approvals
+			with data.authz.risk_levels.high as level
+		result.allow == false
+		fx.codes(result) == {"approval_required"}
+	}
+}
+
+test_unknown_risk_level_asks_for_no_approval if {
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+		with data.authz.actions["invoices.approve"].risk as "extreme"
+	fx.codes(result) == {"risk_level_unknown"}
+	result.obligations == []
+}
+
+# delegation.agents given but not a list (a data error, "agents": "agent:**") cannot tell
+# agents apart: every party counts as one, rather than none (which would let an agent act
+# with a user's token unjudged and without the approvals of high-risk actions).
+test_agent_patterns_that_are_not_a_list_count_every_party_as_an_agent if {
+	result := authz.decision with input as approve_invoice(agent_client_for_alice, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+		with data.authz.delegation.agents as "agent:**"
+	result.allow == false
+	fx.codes(result) == {"approval_required"}
+	[obligation] := result.obligations
+	obligation.actor == fx.expense_assistant
+}
+
+# An action without a scope (a data error) is granted to no token: the deny must say why.
+test_action_without_a_scope_is_denied_with_a_reason if {
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as fx.entitlements
+		with data.authz.actions["invoices.read"] as {"risk": "low", "resource_types": ["invoice"]}
+	result.allow == false
+	result.reasons == [{
+		"code": "scope_missing",
+		"scope": null,
+		"message": "the token does not carry the scope this action requires",
+	}]
+}
