@@ -5,7 +5,7 @@ import data.authz.evidence
 # Governed issuance: a token service asks before it mints a token. Scopes are
 # minimised by default: a requested scope is granted only when the client and
 # the subject (if any) each hold a mapping rule and a live entitlement for one
-# same action that the scope envelops. Anything beyond that needs an explicit exception rule in
+# same action that the scope envelops, in one same tenant. Anything beyond that needs an explicit exception rule in
 # data.authz.issuance_rules.exceptions, with an id and a reason.
 
 # METADATA
@@ -122,9 +122,10 @@ scope_mapped_actions(party_id, scope) := {action |
 # description: >-
 #   Live entitlements of party_id, in any of their tenants, for an action of scope
 #   that a mapping rule also covers for party_id: a mapping of one action and an
-#   entitlement of another add up to nothing. The tenant is checked by
-#   authz/decision on every request; a grant that names no tenant entitles
-#   nothing there, so it backs no scope here either.
+#   entitlement of another add up to nothing. A grant that names no tenant
+#   entitles nothing in authz/decision, so it backs no scope here either. What
+#   the party holds on its own (no_entitlement); scope_backing asks whether the
+#   parties hold it together.
 scope_entitlement_ids(party_id, scope) := {grant.id |
 	some grant in evidence.party_grants(party_id)
 	names_a_tenant(grant)
@@ -146,15 +147,64 @@ names_a_tenant(grant) if {
 }
 
 # METADATA
+# title: Party backing
+# description: >-
+#   The [action, tenant] pairs of scope that party_id may take: a mapping rule
+#   covers the action for party_id and a live entitlement of party_id covers the
+#   action in the tenant (a non-empty string of its tenants list).
+party_backing(party_id, scope) := {[action, tenant] |
+	some grant in evidence.party_grants(party_id)
+	is_array(grant.tenants)
+	evidence.active(grant, input.context.now)
+	some action in scope_mapped_actions(party_id, scope)
+	evidence.matches(grant.actions, ".", action)
+	some tenant in grant.tenants
+	is_string(tenant)
+	tenant != ""
+}
+
+# METADATA
+# title: Scope backing
+# description: >-
+#   The [action, tenant] pairs of scope that every party may take. The client acts
+#   for the subject: authz/decision needs the subject and an acting agent each
+#   mapped and entitled to the request's one action in the resource's one tenant,
+#   so entitlements of different actions or tenants add up to nothing here either.
+scope_backing(scope) := {pair |
+	some pair in party_backing(issuance_client, scope)
+	every party in issuance_parties {
+		pair in party_backing(party.id, scope)
+	}
+}
+
+# METADATA
 # title: Scope backed by entitlements
-# description: Every party holds a mapping rule and a live entitlement for one same action of the scope.
+# description: Every party holds a mapping rule and a live entitlement for one same action of the scope, in one same tenant.
 scope_backed_by_entitlements(scope) if {
 	count(scope_actions(scope)) > 0
 	evidence.entitlements_available
-	every party in issuance_parties {
-		count(scope_mapping_ids(party.id, scope)) > 0
-		count(scope_entitlement_ids(party.id, scope)) > 0
-	}
+	count(scope_backing(scope)) > 0
+}
+
+# METADATA
+# title: Backing mapping ids
+# description: Mapping rules that cover party_id for an action of the scope's backing.
+backing_mapping_ids(party_id, scope) := {rule_id |
+	some [action, _] in scope_backing(scope)
+	some rule_id in evidence.mapping_rule_ids(party_id, action)
+}
+
+# METADATA
+# title: Backing entitlement ids
+# description: Live entitlements of party_id that cover an [action, tenant] pair of the scope's backing.
+backing_entitlement_ids(party_id, scope) := {grant.id |
+	backing := scope_backing(scope)
+	some grant in evidence.party_grants(party_id)
+	is_array(grant.tenants)
+	evidence.active(grant, input.context.now)
+	some [action, tenant] in backing
+	tenant in grant.tenants
+	evidence.matches(grant.actions, ".", action)
 }
 
 # METADATA
@@ -461,6 +511,21 @@ scope_refusals contains {
 	count(scope_entitlement_ids(party.id, scope)) == 0
 }
 
+scope_refusals contains {
+	"scope": scope,
+	"code": "no_shared_entitlement",
+	"message": "the client and the subject hold no live entitlement for one same action of the scope in one same tenant",
+} if {
+	evidence.entitlements_available
+	some scope in requested_scopes
+	scope in known_scopes
+	count(exception_rules(scope)) == 0
+	every party in issuance_parties {
+		count(scope_entitlement_ids(party.id, scope)) > 0
+	}
+	count(scope_backing(scope)) == 0
+}
+
 # METADATA
 # title: Issuance reasons
 # description: >-
@@ -479,8 +544,8 @@ issuance_reasons contains {
 	"scope": scope,
 	"party": party.party,
 	"subject": party.id,
-	"mapping_rule_ids": sort(scope_mapping_ids(party.id, scope)),
-	"entitlement_ids": sort(scope_entitlement_ids(party.id, scope)),
+	"mapping_rule_ids": sort(backing_mapping_ids(party.id, scope)),
+	"entitlement_ids": sort(backing_entitlement_ids(party.id, scope)),
 } if {
 	some scope in granted_scopes
 	scope_backed_by_entitlements(scope)

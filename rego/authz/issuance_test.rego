@@ -475,3 +475,68 @@ test_malformed_grant_does_not_grant_the_scope if {
 		refused(result) == {["invoices.read", "no_entitlement"]}
 	}
 }
+
+# The client acts for the subject, so a scope is backed only by an action both may take in a
+# tenant both may take it in: authz/decision denies every request of a delegated token whose
+# actor lacks the action in the resource's tenant, and a resource server that trusts the scope
+# alone would let the client do what neither the client nor the subject may do together.
+test_client_and_subject_entitled_to_different_actions_do_not_grant_the_scope if {
+	entitlements := object.union(fx.entitlements, {
+		fx.expense_assistant: {"grants": [{"id": "ent-assistant-lists", "actions": ["invoices.list"], "tenants": ["acme"]}]},
+		fx.alice: {"grants": [{"id": "ent-alice-reads", "actions": ["invoices.read"], "tenants": ["acme"]}]},
+	})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+		with data.entitlements as entitlements
+	result.allow == false
+	result.granted_scopes == []
+	refused(result) == {["invoices.read", "no_shared_entitlement"]}
+}
+
+test_client_and_subject_entitled_in_different_tenants_do_not_grant_the_scope if {
+	entitlements := object.union(fx.entitlements, {
+		fx.expense_assistant: {"grants": [{"id": "ent-assistant-globex", "actions": ["invoices.read"], "tenants": ["globex"]}]},
+		fx.alice: {"grants": [{"id": "ent-alice-acme", "actions": ["invoices.read"], "tenants": ["acme"]}]},
+	})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+		with data.entitlements as entitlements
+	result.allow == false
+	refused(result) == {["invoices.read", "no_shared_entitlement"]}
+	{
+		"scope": "invoices.read",
+		"code": "no_shared_entitlement",
+		"message": "the client and the subject hold no live entitlement for one same action of the scope in one same tenant",
+	} in result.reasons
+}
+
+# The grant explanation names only the entitlements that back the shared action and tenant.
+test_only_shared_entitlements_explain_the_grant if {
+	entitlements := object.union(fx.entitlements, {
+		fx.expense_assistant: {"grants": [
+			{"id": "ent-assistant-globex", "actions": ["invoices.read"], "tenants": ["globex"]},
+			{"id": "ent-assistant-acme", "actions": ["invoices.list"], "tenants": ["acme"]},
+		]},
+		fx.alice: {"grants": [
+			{"id": "ent-alice-reads", "actions": ["invoices.read"], "tenants": ["acme"]},
+			{"id": "ent-alice-lists", "actions": ["invoices.list"], "tenants": ["acme", "globex"]},
+		]},
+	})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+		with data.entitlements as entitlements
+	result.granted_scopes == ["invoices.read"]
+	{
+		"code": "scope_granted",
+		"scope": "invoices.read",
+		"party": "client",
+		"subject": fx.expense_assistant,
+		"mapping_rule_ids": ["mapping-expense-agents"],
+		"entitlement_ids": ["ent-assistant-acme"],
+	} in result.reasons
+	{
+		"code": "scope_granted",
+		"scope": "invoices.read",
+		"party": "subject",
+		"subject": fx.alice,
+		"mapping_rule_ids": ["mapping-acme-employees"],
+		"entitlement_ids": ["ent-alice-lists"],
+	} in result.reasons
+}
