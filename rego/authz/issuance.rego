@@ -89,10 +89,40 @@ known_scopes contains scope if {
 # description: Exception rules that grant scope to this client for this purpose.
 exception_rules(scope) := {rule |
 	some rule in data.authz.issuance_rules.exceptions
+	exception_well_formed(rule)
 	scope in rule.scopes
 	evidence.matches(rule.clients, "/", issuance_client)
 	exception_purpose_fits(rule, object.get(input.issuance, "purpose", ""))
 }
+
+# METADATA
+# title: Exception well formed
+# description: >-
+#   The rule is explicit and explained (an id and a reason, non-empty strings, which
+#   the scope_exception reason repeats: without them a grant would say nothing of
+#   why) and its scopes and purposes, when given, are lists ("in" would read an
+#   object's values). Any other rule applies to nothing.
+exception_well_formed(rule) if {
+	non_empty_string(rule.id)
+	non_empty_string(rule.reason)
+	is_array(rule.scopes)
+	list_if_given(rule, "purposes")
+}
+
+# METADATA
+# title: Non-empty string
+# description: A string with at least one character.
+non_empty_string(value) if {
+	is_string(value)
+	value != ""
+}
+
+# METADATA
+# title: List if given
+# description: The rule has no such key, or its value is a list.
+list_if_given(rule, key) if not evidence.has_key(rule, key)
+
+list_if_given(rule, key) if is_array(rule[key])
 
 # METADATA
 # title: Exception purpose fits

@@ -540,3 +540,48 @@ test_only_shared_entitlements_explain_the_grant if {
 		"entitlement_ids": ["ent-alice-lists"],
 	} in result.reasons
 }
+
+# An exception is granted only as the explicit, explained rule the design asks for: one
+# without an id or a reason would grant with no scope_exception reason to say why, and one
+# whose scopes or purposes are not lists would be read through an object's values.
+test_malformed_exception_grants_nothing if {
+	month_end := {
+		"id": "exception-month-end",
+		"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
+		"clients": [fx.invoice_worker],
+		"scopes": ["payments.write"],
+	}
+	every exception in [
+		object.remove(month_end, ["id"]),
+		object.union(month_end, {"id": ""}),
+		object.union(month_end, {"id": 7}),
+		object.remove(month_end, ["reason"]),
+		object.union(month_end, {"reason": ""}),
+		object.union(month_end, {"reason": ["why"]}),
+		object.union(month_end, {"scopes": {"payment": "payments.write"}}),
+		object.union(month_end, {"purposes": {"close": "month_end_close"}}),
+	] {
+		request := {"client_id": fx.invoice_worker, "scopes": ["payments.write"], "audience": fx.production_audience, "purpose": "month_end_close"}
+		result := authz.issuance with input as issuance_input(request)
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.exceptions as [exception]
+		result.allow == false
+		result.granted_scopes == []
+	}
+}
+
+test_well_formed_exception_grants if {
+	exception := {
+		"id": "exception-month-end",
+		"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
+		"clients": [fx.invoice_worker],
+		"scopes": ["payments.write"],
+		"purposes": ["month_end_close"],
+	}
+	request := {"client_id": fx.invoice_worker, "scopes": ["payments.write"], "audience": fx.production_audience, "purpose": "month_end_close"}
+	result := authz.issuance with input as issuance_input(request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.exceptions as [exception]
+	result.granted_scopes == ["payments.write"]
+	{"code": "scope_exception", "scope": "payments.write", "rule_id": "exception-month-end", "reason": exception.reason} in result.reasons
+}
