@@ -424,6 +424,28 @@ issuance_denials contains {
 party_revocation_known(party) if is_boolean(input.issuance.revoked[party].revoked)
 
 issuance_denials contains {
+	"code": "delegation_too_deep",
+	"depth": 1,
+	"max_depth": max_delegation_depth,
+	"message": "the client is an agent acting for the subject, and data.authz.delegation.max_depth allows no delegation",
+} if {
+	issuance_delegates
+	max_delegation_depth < 1
+}
+
+# METADATA
+# title: Issuance delegates
+# description: >-
+#   The client is an agent (data.authz.delegation.agents) minting for a subject other
+#   than itself: the token's current actor, as authz/decision judges the token's client.
+issuance_delegates if {
+	is_string(input.issuance.subject)
+	input.issuance.subject != ""
+	input.issuance.subject != issuance_client
+	is_agent(issuance_client)
+}
+
+issuance_denials contains {
 	"code": "subject_invalid",
 	"message": "input.issuance.subject, when given, must be a non-empty string",
 } if {

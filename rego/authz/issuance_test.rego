@@ -585,3 +585,40 @@ test_well_formed_exception_grants if {
 	result.granted_scopes == ["payments.write"]
 	{"code": "scope_exception", "scope": "payments.write", "rule_id": "exception-month-end", "reason": exception.reason} in result.reasons
 }
+
+# An agent client minting for a subject acts for it: the token's current actor. Where the
+# data allows no delegation (max_depth 0, or no limit given), authz/decision denies every
+# request of that token delegation_too_deep, so nothing is granted for it either.
+test_agent_client_minting_for_a_subject_needs_delegation if {
+	every delegation in [{"max_depth": 0, "agents": ["agent:**"]}, {"agents": ["agent:**"]}] {
+		result := authz.issuance with input as issuance_input(agent_request)
+			with data.entitlements as fx.entitlements
+			with data.authz.delegation as delegation
+		result.allow == false
+		result.granted_scopes == []
+		{
+			"code": "delegation_too_deep",
+			"depth": 1,
+			"max_depth": object.get(delegation, "max_depth", 0),
+			"message": "the client is an agent acting for the subject, and data.authz.delegation.max_depth allows no delegation",
+		} in result.reasons
+	}
+}
+
+# Without delegation the same data grants: the agent minting for itself, or a client that
+# is not an agent minting for a subject (its token names no actor).
+test_agent_client_without_a_subject_needs_no_delegation if {
+	no_delegation := {"max_depth": 0, "agents": ["agent:**"]}
+	for_itself := authz.issuance with input as issuance_input(object.remove(agent_request, ["subject"]))
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as no_delegation
+	for_itself.allow == true
+	as_itself := authz.issuance with input as issuance_input(object.union(agent_request, {"subject": fx.expense_assistant}))
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as no_delegation
+	as_itself.allow == true
+	not_an_agent := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as {"max_depth": 0, "agents": ["agent:payments-*"]}
+	not_an_agent.allow == true
+}
