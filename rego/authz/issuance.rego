@@ -291,8 +291,10 @@ max_ttl_unknown(scope) if {
 # description: >-
 #   Requested scopes with an action whose risk level is not in
 #   data.authz.risk_levels or has no max_ttl_s of at least 1 (authz/decision
-#   denies that action risk_level_unknown), or with an applied exception rule whose
-#   max_ttl_s, given, is not one.
+#   denies that action risk_level_unknown), with an applied exception rule whose
+#   max_ttl_s, given, is not one, or to which no limit applies at all (no action,
+#   no exception max_ttl_s, no default): min() of no limits would leave an allow
+#   without a lifetime, which the issuance contract refuses as a whole.
 max_ttl_refusals contains {
 	"scope": scope,
 	"code": "max_ttl_unknown",
@@ -315,6 +317,21 @@ max_ttl_refusals contains {
 	some rule in exception_rules(scope)
 	evidence.has_key(rule, "max_ttl_s")
 	not usable_max_ttl(rule.max_ttl_s)
+}
+
+max_ttl_refusals contains {
+	"scope": scope,
+	"code": "max_ttl_unknown",
+	"message": "no lifetime limit applies to the scope: it envelops no action, its exception rules give no max_ttl_s and data.authz.issuance_rules has no default_max_ttl_s",
+} if {
+	not evidence.has_key(data.authz.issuance_rules, "default_max_ttl_s")
+	some scope in requested_scopes
+	count(scope_actions(scope)) == 0
+	rules := exception_rules(scope)
+	count(rules) > 0
+	every rule in rules {
+		not evidence.has_key(rule, "max_ttl_s")
+	}
 }
 
 # METADATA

@@ -622,3 +622,27 @@ test_agent_client_without_a_subject_needs_no_delegation if {
 		with data.authz.delegation as {"max_depth": 0, "agents": ["agent:payments-*"]}
 	not_an_agent.allow == true
 }
+
+# Without default_max_ttl_s, a scope granted by an exception that gives no max_ttl_s and
+# envelops no action has no limit at all: an allow without a lifetime, which Arbiter can
+# only turn into policy_contract_violation. The policy refuses the scope, naming why.
+test_scope_without_any_lifetime_limit_is_refused if {
+	rules := object.remove(data.authz.issuance_rules, ["default_max_ttl_s"])
+	exception := object.remove(data.authz.issuance_rules.exceptions[0], ["max_ttl_s"])
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["openid", "invoices.read"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules as object.union(rules, {"exceptions": [exception]})
+	result.granted_scopes == ["invoices.read"]
+	result.max_ttl_s == 3600
+	refused(result) == {["openid", "max_ttl_unknown"]}
+	{
+		"scope": "openid",
+		"code": "max_ttl_unknown",
+		"message": "no lifetime limit applies to the scope: it envelops no action, its exception rules give no max_ttl_s and data.authz.issuance_rules has no default_max_ttl_s",
+	} in result.reasons
+	alone := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["openid"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules as object.union(rules, {"exceptions": [exception]})
+	alone.allow == false
+	alone.max_ttl_s == 0
+}
