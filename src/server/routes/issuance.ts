@@ -70,7 +70,9 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
       const outcome = decision.result ? issuanceResultSchema.parse(decision.result) : undefined;
       // Only what the token service asked for can be granted: a scope a policy adds unasked is not
       // (the record keeps the policy's result and the request, so the answer follows from it).
-      const granted = decision.allow && outcome ? outcome.granted_scopes.filter((scope) => body.scopes.includes(scope)) : [];
+      // Each once: a policy listing a scope twice (one asked for twice) would have it written
+      // twice into the token's scope claim.
+      const granted = decision.allow && outcome ? [...new Set(outcome.granted_scopes)].filter((scope) => body.scopes.includes(scope)) : [];
       return c.json(
         {
           ...decisionBody(decision),
