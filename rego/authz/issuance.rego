@@ -177,16 +177,14 @@ names_a_tenant(grant) if {
 }
 
 # METADATA
-# title: Party backing
+# title: Action tenants
 # description: >-
-#   The [action, tenant] pairs of scope that party_id may take: a mapping rule
-#   covers the action for party_id and a live entitlement of party_id covers the
-#   action in the tenant (a non-empty string of its tenants list).
-party_backing(party_id, scope) := {[action, tenant] |
+#   The tenants (non-empty strings of an entitlement's tenants list) in which
+#   party_id holds a live entitlement for action.
+action_tenants(party_id, action) := {tenant |
 	some grant in evidence.party_grants(party_id)
 	is_array(grant.tenants)
 	evidence.active(grant, input.context.now)
-	some action in scope_mapped_actions(party_id, scope)
 	evidence.matches(grant.actions, ".", action)
 	some tenant in grant.tenants
 	is_string(tenant)
@@ -194,18 +192,30 @@ party_backing(party_id, scope) := {[action, tenant] |
 }
 
 # METADATA
-# title: Scope backing
+# title: Issuance backing
 # description: >-
-#   The [action, tenant] pairs of scope that every party may take. The client acts
-#   for the subject: authz/decision needs the subject and an acting agent each
-#   mapped and entitled to the request's one action in the resource's one tenant,
-#   so entitlements of different actions or tenants add up to nothing here either.
-scope_backing(scope) := {pair |
-	some pair in party_backing(issuance_client, scope)
+#   For each requested scope, its actions that a mapping rule covers for every
+#   party, each with the tenants in which every party holds a live entitlement
+#   for it (never empty). The client acts for the subject: authz/decision needs
+#   the subject and an acting agent each mapped and entitled to the request's one
+#   action in the resource's one tenant, so entitlements of different actions or
+#   tenants add up to nothing here either. A rule, not a function: computed once
+#   per decision, however often it is read.
+issuance_backing[scope] := {action: tenants |
+	some action in scope_actions(scope)
 	every party in issuance_parties {
-		pair in party_backing(party.id, scope)
+		count(evidence.mapping_rule_ids(party.id, action)) > 0
 	}
+	tenants := intersection({action_tenants(party.id, action) | some party in issuance_parties})
+	count(tenants) > 0
+} if {
+	some scope in requested_scopes
 }
+
+# METADATA
+# title: Scope backing
+# description: The actions of the requested scope every party may take, each with the tenants they share.
+scope_backing(scope) := issuance_backing[scope]
 
 # METADATA
 # title: Scope backed by entitlements
@@ -220,21 +230,22 @@ scope_backed_by_entitlements(scope) if {
 # title: Backing mapping ids
 # description: Mapping rules that cover party_id for an action of the scope's backing.
 backing_mapping_ids(party_id, scope) := {rule_id |
-	some [action, _] in scope_backing(scope)
+	some action, _ in scope_backing(scope)
 	some rule_id in evidence.mapping_rule_ids(party_id, action)
 }
 
 # METADATA
 # title: Backing entitlement ids
-# description: Live entitlements of party_id that cover an [action, tenant] pair of the scope's backing.
+# description: Live entitlements of party_id that cover an action of the scope's backing in one of its shared tenants.
 backing_entitlement_ids(party_id, scope) := {grant.id |
 	backing := scope_backing(scope)
 	some grant in evidence.party_grants(party_id)
 	is_array(grant.tenants)
 	evidence.active(grant, input.context.now)
-	some [action, tenant] in backing
-	tenant in grant.tenants
+	some action, tenants in backing
 	evidence.matches(grant.actions, ".", action)
+	some tenant in grant.tenants
+	tenant in tenants
 }
 
 # METADATA
