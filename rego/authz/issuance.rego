@@ -301,7 +301,7 @@ max_ttl_unknown(scope) if {
 # title: Lifetime refusals
 # description: >-
 #   Requested scopes with an action whose risk level is not in
-#   data.authz.risk_levels or has no max_ttl_s of at least 1 (authz/decision
+#   data.authz.risk_levels or has no whole max_ttl_s of at least 1 (authz/decision
 #   denies that action risk_level_unknown), with an applied exception rule whose
 #   max_ttl_s, given, is not one, or to which no limit applies at all (no action,
 #   no exception max_ttl_s, no default): min() of no limits would leave an allow
@@ -311,7 +311,7 @@ max_ttl_refusals contains {
 	"code": "max_ttl_unknown",
 	"action": action,
 	"risk": object.get(data.authz.actions[action], "risk", null),
-	"message": "an action of the scope has no risk level in data.authz.risk_levels with a max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
+	"message": "an action of the scope has no risk level in data.authz.risk_levels with a whole max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
 } if {
 	some scope in requested_scopes
 	some action in scope_actions(scope)
@@ -322,7 +322,7 @@ max_ttl_refusals contains {
 	"scope": scope,
 	"code": "max_ttl_unknown",
 	"rule_id": object.get(rule, "id", null),
-	"message": "the exception rule's max_ttl_s, when given, must be a number of at least 1",
+	"message": "the exception rule's max_ttl_s, when given, must be a whole number of at least 1",
 } if {
 	some scope in requested_scopes
 	some rule in exception_rules(scope)
@@ -355,10 +355,14 @@ action_max_ttl_usable(action) if usable_max_ttl(data.authz.risk_levels[data.auth
 
 # METADATA
 # title: Usable lifetime limit
-# description: A number of seconds, at least 1.
+# description: >-
+#   A whole number of seconds, at least 1: max_ttl_s is an integer in the
+#   issuance contract, so a fractional limit reaching it would deny the whole
+#   request policy_contract_violation instead of refusing what it limits.
 usable_max_ttl(limit) if {
 	is_number(limit)
 	limit >= 1
+	floor(limit) == limit
 }
 
 # METADATA
@@ -498,7 +502,7 @@ issuance_denials contains {
 
 issuance_denials contains {
 	"code": "max_ttl_unknown",
-	"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a number of at least 1",
+	"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a whole number of at least 1",
 } if {
 	evidence.has_key(data.authz.issuance_rules, "default_max_ttl_s")
 	not usable_max_ttl(data.authz.issuance_rules.default_max_ttl_s)

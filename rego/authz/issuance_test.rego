@@ -100,56 +100,62 @@ test_scope_of_an_action_with_an_unknown_risk_level_is_refused if {
 		"code": "max_ttl_unknown",
 		"action": "invoices.approve",
 		"risk": "High",
-		"message": "an action of the scope has no risk level in data.authz.risk_levels with a max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
+		"message": "an action of the scope has no risk level in data.authz.risk_levels with a whole max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
 	} in result.reasons
 }
 
+# Each value, not some: a fractional limit would reach max_ttl_s, which the issuance contract
+# wants whole, and deny every scope of the request policy_contract_violation.
 test_scope_of_a_risk_level_without_a_usable_max_ttl_is_refused if {
-	some max_ttl in [null, "300", 0]
-	levels := object.union(data.authz.risk_levels, {"high": object.union(data.authz.risk_levels.high, {"max_ttl_s": max_ttl})})
-	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read", "invoices.write"]}))
-		with data.entitlements as fx.entitlements
-		with data.authz.risk_levels as levels
-	result.granted_scopes == ["invoices.read"]
-	refused(result) == {["invoices.write", "max_ttl_unknown"]}
+	every max_ttl in [null, "300", 0, 300.5] {
+		levels := object.union(data.authz.risk_levels, {"high": object.union(data.authz.risk_levels.high, {"max_ttl_s": max_ttl})})
+		result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read", "invoices.write"]}))
+			with data.entitlements as fx.entitlements
+			with data.authz.risk_levels as levels
+		result.granted_scopes == ["invoices.read"]
+		refused(result) == {["invoices.write", "max_ttl_unknown"]}
+	}
 }
 
 test_scope_of_an_exception_without_a_usable_max_ttl_is_refused if {
-	exceptions := [{
-		"id": "exception-month-end",
-		"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
-		"clients": [fx.invoice_worker],
-		"scopes": ["payments.write"],
-		"max_ttl_s": "300",
-	}]
-	request := {"client_id": fx.invoice_worker, "scopes": ["invoices.read", "payments.write"], "audience": fx.production_audience}
-	result := authz.issuance with input as issuance_input(request)
-		with data.entitlements as fx.entitlements
-		with data.authz.issuance_rules.exceptions as exceptions
-	result.granted_scopes == ["invoices.read"]
-	refused(result) == {["payments.write", "max_ttl_unknown"]}
-	{
-		"scope": "payments.write",
-		"code": "max_ttl_unknown",
-		"rule_id": "exception-month-end",
-		"message": "the exception rule's max_ttl_s, when given, must be a number of at least 1",
-	} in result.reasons
+	every max_ttl in ["300", 0, 300.5] {
+		exceptions := [{
+			"id": "exception-month-end",
+			"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
+			"clients": [fx.invoice_worker],
+			"scopes": ["payments.write"],
+			"max_ttl_s": max_ttl,
+		}]
+		request := {"client_id": fx.invoice_worker, "scopes": ["invoices.read", "payments.write"], "audience": fx.production_audience}
+		result := authz.issuance with input as issuance_input(request)
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.exceptions as exceptions
+		result.granted_scopes == ["invoices.read"]
+		refused(result) == {["payments.write", "max_ttl_unknown"]}
+		{
+			"scope": "payments.write",
+			"code": "max_ttl_unknown",
+			"rule_id": "exception-month-end",
+			"message": "the exception rule's max_ttl_s, when given, must be a whole number of at least 1",
+		} in result.reasons
+	}
 }
 
 # A default limit that is given but not a number would lose to any number in
 # min(): the token would get the risk level's (longer) lifetime. Nothing is granted.
 test_unusable_default_max_ttl_refuses_everything if {
-	some default_max_ttl in [null, "60", 0]
-	rules := object.union(data.authz.issuance_rules, {"default_max_ttl_s": default_max_ttl})
-	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
-		with data.entitlements as fx.entitlements
-		with data.authz.issuance_rules as rules
-	result.granted_scopes == []
-	refused(result) == {["invoices.read", "request_denied"]}
-	{
-		"code": "max_ttl_unknown",
-		"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a number of at least 1",
-	} in result.reasons
+	every default_max_ttl in [null, "60", 0, 59.5] {
+		rules := object.union(data.authz.issuance_rules, {"default_max_ttl_s": default_max_ttl})
+		result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules as rules
+		result.granted_scopes == []
+		refused(result) == {["invoices.read", "request_denied"]}
+		{
+			"code": "max_ttl_unknown",
+			"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a whole number of at least 1",
+		} in result.reasons
+	}
 }
 
 test_client_credentials_need_the_client_entitlement if {
