@@ -574,10 +574,21 @@ scope_refusals contains {
 	"message": "no subject_mappings rule covers this party for any action of the scope",
 } if {
 	some scope in requested_scopes
-	scope in known_scopes
+	count(scope_actions(scope)) > 0
 	count(exception_rules(scope)) == 0
 	some party in issuance_parties
 	count(scope_mapping_ids(party.id, scope)) == 0
+}
+
+scope_refusals contains {
+	"scope": scope,
+	"code": "no_exception",
+	"message": "the scope envelops no action, so only an exception rule grants it, and none applies to this client and purpose",
+} if {
+	some scope in requested_scopes
+	scope in known_scopes
+	count(scope_actions(scope)) == 0
+	count(exception_rules(scope)) == 0
 }
 
 scope_refusals contains {
@@ -589,7 +600,7 @@ scope_refusals contains {
 } if {
 	evidence.entitlements_available
 	some scope in requested_scopes
-	scope in known_scopes
+	count(scope_actions(scope)) > 0
 	count(exception_rules(scope)) == 0
 	some party in issuance_parties
 	count(scope_entitlement_ids(party.id, scope)) == 0

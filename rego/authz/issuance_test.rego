@@ -652,3 +652,19 @@ test_scope_without_any_lifetime_limit_is_refused if {
 	alone.allow == false
 	alone.max_ttl_s == 0
 }
+
+# A scope that envelops no action is granted only by an exception: when none applies to this
+# client (or purpose), that is the refusal, not a mapping or entitlement it could never have.
+test_exception_only_scope_without_an_applicable_exception_is_refused_no_exception if {
+	exception := object.union(data.authz.issuance_rules.exceptions[0], {"clients": ["web-*"]})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["openid", "invoices.read"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.exceptions as [exception]
+	result.granted_scopes == ["invoices.read"]
+	refused(result) == {["openid", "no_exception"]}
+	{
+		"scope": "openid",
+		"code": "no_exception",
+		"message": "the scope envelops no action, so only an exception rule grants it, and none applies to this client and purpose",
+	} in result.reasons
+}
