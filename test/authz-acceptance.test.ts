@@ -346,6 +346,27 @@ describe('governed issuance over /v1/issuance', () => {
     }
   });
 
+  it('grants a scope only for an action and a tenant the client and the subject share, as live data says now', async () => {
+    const server = await start();
+    try {
+      const caller = await mintDevToken(key, { sub: 'spiffe://acme.example/ns/identity/sa/token-service' });
+      const issue = async () =>
+        (await postJson(`${server.url}/v1/issuance`, { token: caller, client_id: AGENT, subject: ALICE, scopes: ['invoices.read'], audience: 'https://api.example.com' })).body!;
+      const entitle = (agentTenant: string) =>
+        admin(server, 'PUT', '/v1/data/entitlements', {
+          [ALICE]: { grants: [{ id: 'ent-alice-read', actions: ['invoices.read'], tenants: ['acme'] }] },
+          [AGENT]: { grants: [{ id: 'ent-agent-read', actions: ['invoices.read'], tenants: [agentTenant] }] },
+        });
+      // The agent may read invoices, but only another tenant's: it cannot read Alice's.
+      await entitle('globex');
+      expect(await issue()).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0, refused_scopes: [{ scope: 'invoices.read', code: 'no_shared_entitlement' }] });
+      await entitle('acme');
+      expect(await issue()).toMatchObject({ allow: true, granted_scopes: ['invoices.read'], refused_scopes: [] });
+    } finally {
+      await server.close();
+    }
+  });
+
   it('grants nothing to a caller the policy does not know', async () => {
     const res = await postJson(`${arbiter.url}/v1/issuance`, {
       token: await token(),

@@ -1030,6 +1030,14 @@ describe('POST /v1/issuance', () => {
     expect(res.body!.refused_scopes).toEqual([{ scope: 'b', code: 'not_granted' }]);
   });
 
+  it('grants each scope once, however often it was asked for and granted', async () => {
+    // The by-prefix policy grants every requested "public." scope as listed, duplicates included:
+    // a token service joining the answer into a scope claim would write the scope twice.
+    const res = await postJson(`${arbiter.url}/v1/issuance`, { policy: 'echo', client_id: 'by-prefix', scopes: ['public.read', 'public.write', 'public.read'], audience: 'https://api.example.com' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ allow: true, granted_scopes: ['public.read', 'public.write'], refused_scopes: [] });
+  });
+
   it('refuses a requested scope that is not one OAuth scope token, naming it', async () => {
     // A token service joins granted scopes with spaces into the token's scope claim: a "scope"
     // holding a space, granted by a policy that matches scopes by prefix, would smuggle in another.

@@ -5,7 +5,7 @@ import data.authz.evidence
 # Governed issuance: a token service asks before it mints a token. Scopes are
 # minimised by default: a requested scope is granted only when the client and
 # the subject (if any) each hold a mapping rule and a live entitlement for one
-# same action that the scope envelops. Anything beyond that needs an explicit exception rule in
+# same action that the scope envelops, in one same tenant. Anything beyond that needs an explicit exception rule in
 # data.authz.issuance_rules.exceptions, with an id and a reason.
 
 # METADATA
@@ -89,10 +89,40 @@ known_scopes contains scope if {
 # description: Exception rules that grant scope to this client for this purpose.
 exception_rules(scope) := {rule |
 	some rule in data.authz.issuance_rules.exceptions
+	exception_well_formed(rule)
 	scope in rule.scopes
 	evidence.matches(rule.clients, "/", issuance_client)
 	exception_purpose_fits(rule, object.get(input.issuance, "purpose", ""))
 }
+
+# METADATA
+# title: Exception well formed
+# description: >-
+#   The rule is explicit and explained (an id and a reason, non-empty strings, which
+#   the scope_exception reason repeats: without them a grant would say nothing of
+#   why) and its scopes and purposes, when given, are lists ("in" would read an
+#   object's values). Any other rule applies to nothing.
+exception_well_formed(rule) if {
+	non_empty_string(rule.id)
+	non_empty_string(rule.reason)
+	is_array(rule.scopes)
+	list_if_given(rule, "purposes")
+}
+
+# METADATA
+# title: Non-empty string
+# description: A string with at least one character.
+non_empty_string(value) if {
+	is_string(value)
+	value != ""
+}
+
+# METADATA
+# title: List if given
+# description: The rule has no such key, or its value is a list.
+list_if_given(rule, key) if not evidence.has_key(rule, key)
+
+list_if_given(rule, key) if is_array(rule[key])
 
 # METADATA
 # title: Exception purpose fits
@@ -122,9 +152,10 @@ scope_mapped_actions(party_id, scope) := {action |
 # description: >-
 #   Live entitlements of party_id, in any of their tenants, for an action of scope
 #   that a mapping rule also covers for party_id: a mapping of one action and an
-#   entitlement of another add up to nothing. The tenant is checked by
-#   authz/decision on every request; a grant that names no tenant entitles
-#   nothing there, so it backs no scope here either.
+#   entitlement of another add up to nothing. A grant that names no tenant
+#   entitles nothing in authz/decision, so it backs no scope here either. What
+#   the party holds on its own (no_entitlement); scope_backing asks whether the
+#   parties hold it together.
 scope_entitlement_ids(party_id, scope) := {grant.id |
 	some grant in evidence.party_grants(party_id)
 	names_a_tenant(grant)
@@ -146,15 +177,75 @@ names_a_tenant(grant) if {
 }
 
 # METADATA
+# title: Action tenants
+# description: >-
+#   The tenants (non-empty strings of an entitlement's tenants list) in which
+#   party_id holds a live entitlement for action.
+action_tenants(party_id, action) := {tenant |
+	some grant in evidence.party_grants(party_id)
+	is_array(grant.tenants)
+	evidence.active(grant, input.context.now)
+	evidence.matches(grant.actions, ".", action)
+	some tenant in grant.tenants
+	is_string(tenant)
+	tenant != ""
+}
+
+# METADATA
+# title: Issuance backing
+# description: >-
+#   For each requested scope, its actions that a mapping rule covers for every
+#   party, each with the tenants in which every party holds a live entitlement
+#   for it (never empty). The client acts for the subject: authz/decision needs
+#   the subject and an acting agent each mapped and entitled to the request's one
+#   action in the resource's one tenant, so entitlements of different actions or
+#   tenants add up to nothing here either. A rule, not a function: computed once
+#   per decision, however often it is read.
+issuance_backing[scope] := {action: tenants |
+	some action in scope_actions(scope)
+	every party in issuance_parties {
+		count(evidence.mapping_rule_ids(party.id, action)) > 0
+	}
+	tenants := intersection({action_tenants(party.id, action) | some party in issuance_parties})
+	count(tenants) > 0
+} if {
+	some scope in requested_scopes
+}
+
+# METADATA
+# title: Scope backing
+# description: The actions of the requested scope every party may take, each with the tenants they share.
+scope_backing(scope) := issuance_backing[scope]
+
+# METADATA
 # title: Scope backed by entitlements
-# description: Every party holds a mapping rule and a live entitlement for one same action of the scope.
+# description: Every party holds a mapping rule and a live entitlement for one same action of the scope, in one same tenant.
 scope_backed_by_entitlements(scope) if {
 	count(scope_actions(scope)) > 0
 	evidence.entitlements_available
-	every party in issuance_parties {
-		count(scope_mapping_ids(party.id, scope)) > 0
-		count(scope_entitlement_ids(party.id, scope)) > 0
-	}
+	count(scope_backing(scope)) > 0
+}
+
+# METADATA
+# title: Backing mapping ids
+# description: Mapping rules that cover party_id for an action of the scope's backing.
+backing_mapping_ids(party_id, scope) := {rule_id |
+	some action, _ in scope_backing(scope)
+	some rule_id in evidence.mapping_rule_ids(party_id, action)
+}
+
+# METADATA
+# title: Backing entitlement ids
+# description: Live entitlements of party_id that cover an action of the scope's backing in one of its shared tenants.
+backing_entitlement_ids(party_id, scope) := {grant.id |
+	backing := scope_backing(scope)
+	some grant in evidence.party_grants(party_id)
+	is_array(grant.tenants)
+	evidence.active(grant, input.context.now)
+	some action, tenants in backing
+	evidence.matches(grant.actions, ".", action)
+	some tenant in grant.tenants
+	tenant in tenants
 }
 
 # METADATA
@@ -210,15 +301,17 @@ max_ttl_unknown(scope) if {
 # title: Lifetime refusals
 # description: >-
 #   Requested scopes with an action whose risk level is not in
-#   data.authz.risk_levels or has no max_ttl_s of at least 1 (authz/decision
-#   denies that action risk_level_unknown), or with an applied exception rule whose
-#   max_ttl_s, given, is not one.
+#   data.authz.risk_levels or has no whole max_ttl_s of at least 1 (authz/decision
+#   denies that action risk_level_unknown), with an applied exception rule whose
+#   max_ttl_s, given, is not one, or to which no limit applies at all (no action,
+#   no exception max_ttl_s, no default): min() of no limits would leave an allow
+#   without a lifetime, which the issuance contract refuses as a whole.
 max_ttl_refusals contains {
 	"scope": scope,
 	"code": "max_ttl_unknown",
 	"action": action,
 	"risk": object.get(data.authz.actions[action], "risk", null),
-	"message": "an action of the scope has no risk level in data.authz.risk_levels with a max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
+	"message": "an action of the scope has no risk level in data.authz.risk_levels with a whole max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
 } if {
 	some scope in requested_scopes
 	some action in scope_actions(scope)
@@ -229,12 +322,27 @@ max_ttl_refusals contains {
 	"scope": scope,
 	"code": "max_ttl_unknown",
 	"rule_id": object.get(rule, "id", null),
-	"message": "the exception rule's max_ttl_s, when given, must be a number of at least 1",
+	"message": "the exception rule's max_ttl_s, when given, must be a whole number of at least 1",
 } if {
 	some scope in requested_scopes
 	some rule in exception_rules(scope)
 	evidence.has_key(rule, "max_ttl_s")
 	not usable_max_ttl(rule.max_ttl_s)
+}
+
+max_ttl_refusals contains {
+	"scope": scope,
+	"code": "max_ttl_unknown",
+	"message": "no lifetime limit applies to the scope: it envelops no action, its exception rules give no max_ttl_s and data.authz.issuance_rules has no default_max_ttl_s",
+} if {
+	not evidence.has_key(data.authz.issuance_rules, "default_max_ttl_s")
+	some scope in requested_scopes
+	count(scope_actions(scope)) == 0
+	rules := exception_rules(scope)
+	count(rules) > 0
+	every rule in rules {
+		not evidence.has_key(rule, "max_ttl_s")
+	}
 }
 
 # METADATA
@@ -247,10 +355,14 @@ action_max_ttl_usable(action) if usable_max_ttl(data.authz.risk_levels[data.auth
 
 # METADATA
 # title: Usable lifetime limit
-# description: A number of seconds, at least 1.
+# description: >-
+#   A whole number of seconds, at least 1: max_ttl_s is an integer in the
+#   issuance contract, so a fractional limit reaching it would deny the whole
+#   request policy_contract_violation instead of refusing what it limits.
 usable_max_ttl(limit) if {
 	is_number(limit)
 	limit >= 1
+	floor(limit) == limit
 }
 
 # METADATA
@@ -344,6 +456,28 @@ issuance_denials contains {
 party_revocation_known(party) if is_boolean(input.issuance.revoked[party].revoked)
 
 issuance_denials contains {
+	"code": "delegation_too_deep",
+	"depth": 1,
+	"max_depth": max_delegation_depth,
+	"message": "the client is an agent acting for the subject, and data.authz.delegation.max_depth allows no delegation",
+} if {
+	issuance_delegates
+	max_delegation_depth < 1
+}
+
+# METADATA
+# title: Issuance delegates
+# description: >-
+#   The client is an agent (data.authz.delegation.agents) minting for a subject other
+#   than itself: the token's current actor, as authz/decision judges the token's client.
+issuance_delegates if {
+	is_string(input.issuance.subject)
+	input.issuance.subject != ""
+	input.issuance.subject != issuance_client
+	is_agent(issuance_client)
+}
+
+issuance_denials contains {
 	"code": "subject_invalid",
 	"message": "input.issuance.subject, when given, must be a non-empty string",
 } if {
@@ -368,7 +502,7 @@ issuance_denials contains {
 
 issuance_denials contains {
 	"code": "max_ttl_unknown",
-	"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a number of at least 1",
+	"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a whole number of at least 1",
 } if {
 	evidence.has_key(data.authz.issuance_rules, "default_max_ttl_s")
 	not usable_max_ttl(data.authz.issuance_rules.default_max_ttl_s)
@@ -440,10 +574,21 @@ scope_refusals contains {
 	"message": "no subject_mappings rule covers this party for any action of the scope",
 } if {
 	some scope in requested_scopes
-	scope in known_scopes
+	count(scope_actions(scope)) > 0
 	count(exception_rules(scope)) == 0
 	some party in issuance_parties
 	count(scope_mapping_ids(party.id, scope)) == 0
+}
+
+scope_refusals contains {
+	"scope": scope,
+	"code": "no_exception",
+	"message": "the scope envelops no action, so only an exception rule grants it, and none applies to this client and purpose",
+} if {
+	some scope in requested_scopes
+	scope in known_scopes
+	count(scope_actions(scope)) == 0
+	count(exception_rules(scope)) == 0
 }
 
 scope_refusals contains {
@@ -455,10 +600,25 @@ scope_refusals contains {
 } if {
 	evidence.entitlements_available
 	some scope in requested_scopes
-	scope in known_scopes
+	count(scope_actions(scope)) > 0
 	count(exception_rules(scope)) == 0
 	some party in issuance_parties
 	count(scope_entitlement_ids(party.id, scope)) == 0
+}
+
+scope_refusals contains {
+	"scope": scope,
+	"code": "no_shared_entitlement",
+	"message": "the client and the subject hold no live entitlement for one same action of the scope in one same tenant",
+} if {
+	evidence.entitlements_available
+	some scope in requested_scopes
+	scope in known_scopes
+	count(exception_rules(scope)) == 0
+	every party in issuance_parties {
+		count(scope_entitlement_ids(party.id, scope)) > 0
+	}
+	count(scope_backing(scope)) == 0
 }
 
 # METADATA
@@ -479,8 +639,8 @@ issuance_reasons contains {
 	"scope": scope,
 	"party": party.party,
 	"subject": party.id,
-	"mapping_rule_ids": sort(scope_mapping_ids(party.id, scope)),
-	"entitlement_ids": sort(scope_entitlement_ids(party.id, scope)),
+	"mapping_rule_ids": sort(backing_mapping_ids(party.id, scope)),
+	"entitlement_ids": sort(backing_entitlement_ids(party.id, scope)),
 } if {
 	some scope in granted_scopes
 	scope_backed_by_entitlements(scope)

@@ -100,56 +100,62 @@ test_scope_of_an_action_with_an_unknown_risk_level_is_refused if {
 		"code": "max_ttl_unknown",
 		"action": "invoices.approve",
 		"risk": "High",
-		"message": "an action of the scope has no risk level in data.authz.risk_levels with a max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
+		"message": "an action of the scope has no risk level in data.authz.risk_levels with a whole max_ttl_s of at least 1, so the token's lifetime cannot be bounded",
 	} in result.reasons
 }
 
+# Each value, not some: a fractional limit would reach max_ttl_s, which the issuance contract
+# wants whole, and deny every scope of the request policy_contract_violation.
 test_scope_of_a_risk_level_without_a_usable_max_ttl_is_refused if {
-	some max_ttl in [null, "300", 0]
-	levels := object.union(data.authz.risk_levels, {"high": object.union(data.authz.risk_levels.high, {"max_ttl_s": max_ttl})})
-	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read", "invoices.write"]}))
-		with data.entitlements as fx.entitlements
-		with data.authz.risk_levels as levels
-	result.granted_scopes == ["invoices.read"]
-	refused(result) == {["invoices.write", "max_ttl_unknown"]}
+	every max_ttl in [null, "300", 0, 300.5] {
+		levels := object.union(data.authz.risk_levels, {"high": object.union(data.authz.risk_levels.high, {"max_ttl_s": max_ttl})})
+		result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read", "invoices.write"]}))
+			with data.entitlements as fx.entitlements
+			with data.authz.risk_levels as levels
+		result.granted_scopes == ["invoices.read"]
+		refused(result) == {["invoices.write", "max_ttl_unknown"]}
+	}
 }
 
 test_scope_of_an_exception_without_a_usable_max_ttl_is_refused if {
-	exceptions := [{
-		"id": "exception-month-end",
-		"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
-		"clients": [fx.invoice_worker],
-		"scopes": ["payments.write"],
-		"max_ttl_s": "300",
-	}]
-	request := {"client_id": fx.invoice_worker, "scopes": ["invoices.read", "payments.write"], "audience": fx.production_audience}
-	result := authz.issuance with input as issuance_input(request)
-		with data.entitlements as fx.entitlements
-		with data.authz.issuance_rules.exceptions as exceptions
-	result.granted_scopes == ["invoices.read"]
-	refused(result) == {["payments.write", "max_ttl_unknown"]}
-	{
-		"scope": "payments.write",
-		"code": "max_ttl_unknown",
-		"rule_id": "exception-month-end",
-		"message": "the exception rule's max_ttl_s, when given, must be a number of at least 1",
-	} in result.reasons
+	every max_ttl in ["300", 0, 300.5] {
+		exceptions := [{
+			"id": "exception-month-end",
+			"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
+			"clients": [fx.invoice_worker],
+			"scopes": ["payments.write"],
+			"max_ttl_s": max_ttl,
+		}]
+		request := {"client_id": fx.invoice_worker, "scopes": ["invoices.read", "payments.write"], "audience": fx.production_audience}
+		result := authz.issuance with input as issuance_input(request)
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.exceptions as exceptions
+		result.granted_scopes == ["invoices.read"]
+		refused(result) == {["payments.write", "max_ttl_unknown"]}
+		{
+			"scope": "payments.write",
+			"code": "max_ttl_unknown",
+			"rule_id": "exception-month-end",
+			"message": "the exception rule's max_ttl_s, when given, must be a whole number of at least 1",
+		} in result.reasons
+	}
 }
 
 # A default limit that is given but not a number would lose to any number in
 # min(): the token would get the risk level's (longer) lifetime. Nothing is granted.
 test_unusable_default_max_ttl_refuses_everything if {
-	some default_max_ttl in [null, "60", 0]
-	rules := object.union(data.authz.issuance_rules, {"default_max_ttl_s": default_max_ttl})
-	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
-		with data.entitlements as fx.entitlements
-		with data.authz.issuance_rules as rules
-	result.granted_scopes == []
-	refused(result) == {["invoices.read", "request_denied"]}
-	{
-		"code": "max_ttl_unknown",
-		"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a number of at least 1",
-	} in result.reasons
+	every default_max_ttl in [null, "60", 0, 59.5] {
+		rules := object.union(data.authz.issuance_rules, {"default_max_ttl_s": default_max_ttl})
+		result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules as rules
+		result.granted_scopes == []
+		refused(result) == {["invoices.read", "request_denied"]}
+		{
+			"code": "max_ttl_unknown",
+			"message": "data.authz.issuance_rules.default_max_ttl_s, when given, must be a whole number of at least 1",
+		} in result.reasons
+	}
 }
 
 test_client_credentials_need_the_client_entitlement if {
@@ -474,4 +480,191 @@ test_malformed_grant_does_not_grant_the_scope if {
 		result.allow == false
 		refused(result) == {["invoices.read", "no_entitlement"]}
 	}
+}
+
+# The client acts for the subject, so a scope is backed only by an action both may take in a
+# tenant both may take it in: authz/decision denies every request of a delegated token whose
+# actor lacks the action in the resource's tenant, and a resource server that trusts the scope
+# alone would let the client do what neither the client nor the subject may do together.
+test_client_and_subject_entitled_to_different_actions_do_not_grant_the_scope if {
+	entitlements := object.union(fx.entitlements, {
+		fx.expense_assistant: {"grants": [{"id": "ent-assistant-lists", "actions": ["invoices.list"], "tenants": ["acme"]}]},
+		fx.alice: {"grants": [{"id": "ent-alice-reads", "actions": ["invoices.read"], "tenants": ["acme"]}]},
+	})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+		with data.entitlements as entitlements
+	result.allow == false
+	result.granted_scopes == []
+	refused(result) == {["invoices.read", "no_shared_entitlement"]}
+}
+
+test_client_and_subject_entitled_in_different_tenants_do_not_grant_the_scope if {
+	entitlements := object.union(fx.entitlements, {
+		fx.expense_assistant: {"grants": [{"id": "ent-assistant-globex", "actions": ["invoices.read"], "tenants": ["globex"]}]},
+		fx.alice: {"grants": [{"id": "ent-alice-acme", "actions": ["invoices.read"], "tenants": ["acme"]}]},
+	})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+		with data.entitlements as entitlements
+	result.allow == false
+	refused(result) == {["invoices.read", "no_shared_entitlement"]}
+	{
+		"scope": "invoices.read",
+		"code": "no_shared_entitlement",
+		"message": "the client and the subject hold no live entitlement for one same action of the scope in one same tenant",
+	} in result.reasons
+}
+
+# The grant explanation names only the entitlements that back the shared action and tenant.
+test_only_shared_entitlements_explain_the_grant if {
+	entitlements := object.union(fx.entitlements, {
+		fx.expense_assistant: {"grants": [
+			{"id": "ent-assistant-globex", "actions": ["invoices.read"], "tenants": ["globex"]},
+			{"id": "ent-assistant-acme", "actions": ["invoices.list"], "tenants": ["acme"]},
+		]},
+		fx.alice: {"grants": [
+			{"id": "ent-alice-reads", "actions": ["invoices.read"], "tenants": ["acme"]},
+			{"id": "ent-alice-lists", "actions": ["invoices.list"], "tenants": ["acme", "globex"]},
+		]},
+	})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+		with data.entitlements as entitlements
+	result.granted_scopes == ["invoices.read"]
+	{
+		"code": "scope_granted",
+		"scope": "invoices.read",
+		"party": "client",
+		"subject": fx.expense_assistant,
+		"mapping_rule_ids": ["mapping-expense-agents"],
+		"entitlement_ids": ["ent-assistant-acme"],
+	} in result.reasons
+	{
+		"code": "scope_granted",
+		"scope": "invoices.read",
+		"party": "subject",
+		"subject": fx.alice,
+		"mapping_rule_ids": ["mapping-acme-employees"],
+		"entitlement_ids": ["ent-alice-lists"],
+	} in result.reasons
+}
+
+# An exception is granted only as the explicit, explained rule the design asks for: one
+# without an id or a reason would grant with no scope_exception reason to say why, and one
+# whose scopes or purposes are not lists would be read through an object's values.
+test_malformed_exception_grants_nothing if {
+	month_end := {
+		"id": "exception-month-end",
+		"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
+		"clients": [fx.invoice_worker],
+		"scopes": ["payments.write"],
+	}
+	every exception in [
+		object.remove(month_end, ["id"]),
+		object.union(month_end, {"id": ""}),
+		object.union(month_end, {"id": 7}),
+		object.remove(month_end, ["reason"]),
+		object.union(month_end, {"reason": ""}),
+		object.union(month_end, {"reason": ["why"]}),
+		object.union(month_end, {"scopes": {"payment": "payments.write"}}),
+		object.union(month_end, {"purposes": {"close": "month_end_close"}}),
+	] {
+		request := {"client_id": fx.invoice_worker, "scopes": ["payments.write"], "audience": fx.production_audience, "purpose": "month_end_close"}
+		result := authz.issuance with input as issuance_input(request)
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.exceptions as [exception]
+		result.allow == false
+		result.granted_scopes == []
+	}
+}
+
+test_well_formed_exception_grants if {
+	exception := {
+		"id": "exception-month-end",
+		"reason": "Month-end close needs the payment scope before the entitlement is provisioned.",
+		"clients": [fx.invoice_worker],
+		"scopes": ["payments.write"],
+		"purposes": ["month_end_close"],
+	}
+	request := {"client_id": fx.invoice_worker, "scopes": ["payments.write"], "audience": fx.production_audience, "purpose": "month_end_close"}
+	result := authz.issuance with input as issuance_input(request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.exceptions as [exception]
+	result.granted_scopes == ["payments.write"]
+	{"code": "scope_exception", "scope": "payments.write", "rule_id": "exception-month-end", "reason": exception.reason} in result.reasons
+}
+
+# An agent client minting for a subject acts for it: the token's current actor. Where the
+# data allows no delegation (max_depth 0, or no limit given), authz/decision denies every
+# request of that token delegation_too_deep, so nothing is granted for it either.
+test_agent_client_minting_for_a_subject_needs_delegation if {
+	every delegation in [{"max_depth": 0, "agents": ["agent:**"]}, {"agents": ["agent:**"]}] {
+		result := authz.issuance with input as issuance_input(agent_request)
+			with data.entitlements as fx.entitlements
+			with data.authz.delegation as delegation
+		result.allow == false
+		result.granted_scopes == []
+		{
+			"code": "delegation_too_deep",
+			"depth": 1,
+			"max_depth": object.get(delegation, "max_depth", 0),
+			"message": "the client is an agent acting for the subject, and data.authz.delegation.max_depth allows no delegation",
+		} in result.reasons
+	}
+}
+
+# Without delegation the same data grants: the agent minting for itself, or a client that
+# is not an agent minting for a subject (its token names no actor).
+test_agent_client_without_a_subject_needs_no_delegation if {
+	no_delegation := {"max_depth": 0, "agents": ["agent:**"]}
+	for_itself := authz.issuance with input as issuance_input(object.remove(agent_request, ["subject"]))
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as no_delegation
+	for_itself.allow == true
+	as_itself := authz.issuance with input as issuance_input(object.union(agent_request, {"subject": fx.expense_assistant}))
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as no_delegation
+	as_itself.allow == true
+	not_an_agent := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+		with data.authz.delegation as {"max_depth": 0, "agents": ["agent:payments-*"]}
+	not_an_agent.allow == true
+}
+
+# Without default_max_ttl_s, a scope granted by an exception that gives no max_ttl_s and
+# envelops no action has no limit at all: an allow without a lifetime, which Arbiter can
+# only turn into policy_contract_violation. The policy refuses the scope, naming why.
+test_scope_without_any_lifetime_limit_is_refused if {
+	rules := object.remove(data.authz.issuance_rules, ["default_max_ttl_s"])
+	exception := object.remove(data.authz.issuance_rules.exceptions[0], ["max_ttl_s"])
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["openid", "invoices.read"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules as object.union(rules, {"exceptions": [exception]})
+	result.granted_scopes == ["invoices.read"]
+	result.max_ttl_s == 3600
+	refused(result) == {["openid", "max_ttl_unknown"]}
+	{
+		"scope": "openid",
+		"code": "max_ttl_unknown",
+		"message": "no lifetime limit applies to the scope: it envelops no action, its exception rules give no max_ttl_s and data.authz.issuance_rules has no default_max_ttl_s",
+	} in result.reasons
+	alone := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["openid"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules as object.union(rules, {"exceptions": [exception]})
+	alone.allow == false
+	alone.max_ttl_s == 0
+}
+
+# A scope that envelops no action is granted only by an exception: when none applies to this
+# client (or purpose), that is the refusal, not a mapping or entitlement it could never have.
+test_exception_only_scope_without_an_applicable_exception_is_refused_no_exception if {
+	exception := object.union(data.authz.issuance_rules.exceptions[0], {"clients": ["web-*"]})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["openid", "invoices.read"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.exceptions as [exception]
+	result.granted_scopes == ["invoices.read"]
+	refused(result) == {["openid", "no_exception"]}
+	{
+		"scope": "openid",
+		"code": "no_exception",
+		"message": "the scope envelops no action, so only an exception rule grants it, and none applies to this client and purpose",
+	} in result.reasons
 }

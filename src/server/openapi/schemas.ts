@@ -22,7 +22,7 @@ export const decisionResponseSchema = z.strictObject({
 });
 
 export const issuanceResponseSchema = decisionResponseSchema.extend({
-  granted_scopes: z.array(z.string()).describe('The requested scopes the policy granted: at least one on an allow, none on a deny. A scope that was not requested is never granted (an allow granting only such scopes is a policy_contract_violation deny).'),
+  granted_scopes: z.array(z.string()).describe('The requested scopes the policy granted, each once: at least one on an allow, none on a deny. A scope that was not requested is never granted (an allow granting only such scopes is a policy_contract_violation deny).'),
   refused_scopes: z
     .array(z.looseObject({ scope: z.string(), code: z.string(), message: z.string().optional() }))
     .describe('Every other requested scope, with the code the policy refused it with, or else the reason the request was not granted it.'),

@@ -22,13 +22,13 @@ const scopeTokenSchema = z
 
 export const issuanceRequestSchema = z.strictObject({
   token: z.string().min(1).optional().describe('The token service\'s own access token, which Arbiter verifies: the caller (input.subject), matched against issuance_rules.callers by the default policy. Not the subject token of an RFC 8693 exchange: name that token\'s parties in subject and client_id.'),
-  client_id: z.string().min(1).max(256),
-  subject: z.string().min(1).max(1024).optional(),
+  client_id: z.string().min(1).max(256).describe('The OAuth client the token is minted for (input.issuance.client_id). Arbiter looks up its sub and client_id revocations under any issuer (input.issuance.revoked.client).'),
+  subject: z.string().min(1).max(1024).optional().describe('The subject the client acts for, when the token is minted for one (input.issuance.subject); its revocations are looked up like the client\'s (input.issuance.revoked.subject). Absent: the client acts for itself.'),
   scopes: z.array(scopeTokenSchema).max(256).describe('The scopes to judge, each one OAuth scope token (RFC 6749 section 3.3).'),
-  audience: z.string().min(1).max(1024),
-  purpose: z.string().max(1024).optional(),
-  context: requestObjectSchema.optional(),
-  policy: bundleNameSchema.optional(),
+  audience: z.string().min(1).max(1024).describe('The audience of the token to mint (input.issuance.audience).'),
+  purpose: z.string().max(1024).optional().describe('Why the token is wanted (input.issuance.purpose); the default policy matches it against the purposes of exception rules.'),
+  context: requestObjectSchema.optional().describe('More for the policy (input.context); now and request_id are set by Arbiter.'),
+  policy: bundleNameSchema.optional().describe('Bundle whose issuance entrypoint answers; the configured default when absent.'),
 });
 
 type RefusedScope = z.infer<typeof issuanceResultSchema>['refused_scopes'][number];
@@ -70,7 +70,9 @@ export function issuanceRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numbe
       const outcome = decision.result ? issuanceResultSchema.parse(decision.result) : undefined;
       // Only what the token service asked for can be granted: a scope a policy adds unasked is not
       // (the record keeps the policy's result and the request, so the answer follows from it).
-      const granted = decision.allow && outcome ? outcome.granted_scopes.filter((scope) => body.scopes.includes(scope)) : [];
+      // Each once: a policy listing a scope twice (one asked for twice) would have it written
+      // twice into the token's scope claim.
+      const granted = decision.allow && outcome ? [...new Set(outcome.granted_scopes)].filter((scope) => body.scopes.includes(scope)) : [];
       return c.json(
         {
           ...decisionBody(decision),
