@@ -516,6 +516,45 @@ describe('readiness and the decision log', () => {
   });
 });
 
+describe('a decision log whose last records no checkpoint covers at start-up', () => {
+  it('is logged as a warning and listed under degraded in /readyz, naming the seqs and verify; a clean restart is not', async () => {
+    const path = join(tempDir('arbiter-unsigned-tail-'), 'decisions.db');
+    const first = await startTestArbiter({ decision_log: { path } });
+    try {
+      for (let i = 0; i < 3; i++) await postJson(`${first.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+    } finally {
+      await first.close();
+    }
+    const clean = capturingLogger();
+    const again = await startTestArbiter({ decision_log: { path } }, { logger: clean.logger });
+    try {
+      expect(((await (await fetch(`${again.url}/readyz`)).json()) as Json).degraded).toEqual([]);
+      expect(clean.lines.filter((line) => line.level === 40 && /checkpoint/.test(String(line.msg)))).toEqual([]);
+    } finally {
+      await again.close();
+    }
+    // Behind the stopped server, without the key: the checkpoint its shutdown signed (seq 3) deleted,
+    // which lets records be chained on behind it; verify passes such a log.
+    const db = new DatabaseSync(path);
+    db.exec('DELETE FROM checkpoints');
+    db.close();
+    const captured = capturingLogger();
+    const server = await startTestArbiter({ decision_log: { path } }, { logger: captured.logger });
+    try {
+      const ready = await fetch(`${server.url}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(((await ready.json()) as Json).degraded).toEqual([expect.stringMatching(/decision log: records seq 1 to 3 .*no signed checkpoint.*arbiter decisions verify/)]);
+      expect(captured.lines).toContainEqual(
+        expect.objectContaining({ level: 40, from_seq: 1, to_seq: 3, msg: expect.stringMatching(/no signed checkpoint.*arbiter decisions verify/) }),
+      );
+      // Decisions go on: a warning, not a refusal.
+      expect((await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } })).body!.reasons).not.toContainEqual(expect.objectContaining({ code: 'audit_unavailable' }));
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('readiness and a relaxed decision log at max_pending', () => {
   it('/readyz is 503 while the records waiting are max_pending (the next decision would deny audit_unavailable), ready again once they commit', async () => {
     const path = join(tempDir('arbiter-readyz-backlog-'), 'decisions.db');

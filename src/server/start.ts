@@ -13,7 +13,7 @@ import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline } from '../decisions/pipeline.ts';
-import { DecisionStore } from '../decisions/store.ts';
+import { DecisionStore, unsignedTailWarning } from '../decisions/store.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { ArbiterMetrics, type JwksUse } from '../metrics/registry.ts';
 import { answeredInTime, type ThreadHeap } from '../metrics/thread-heap.ts';
@@ -528,6 +528,8 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger, s
     });
   }
   logger.info({ path: config.path, durability: config.durability }, 'decision log open');
+  const unsigned = store.unsignedAtOpen;
+  if (unsigned) logger.warn({ path: config.path, from_seq: unsigned.from, to_seq: unsigned.to, checkpoint_seq: unsigned.checkpoint }, unsignedTailWarning(unsigned));
   return store;
 }
 
