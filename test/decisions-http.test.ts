@@ -484,6 +484,31 @@ describe('audit_unavailable', () => {
   });
 });
 
+describe('a decision no bundle answers', () => {
+  it('still records whose token it was, verified or refused, and still denies 503', async () => {
+    const token = await idp.sign({ sub: 'user:dave', client_id: 'web', scope: 'read' });
+    const res = await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc', id: 'outage' }, policy: 'absent' });
+    expect(res).toMatchObject({ status: 503, body: { allow: false, reasons: [{ code: 'no_active_bundle' }], policy: null } });
+    const record = (await get(`/v1/decisions/${res.body!.decision_id}`)).body!;
+    expect(record).toMatchObject({ bundle: null, revision: null, data_version: null, result: { allow: false, reasons: [{ code: 'no_active_bundle' }] } });
+    // The verified subject, masked as any: an auditor finds whose requests the outage denied.
+    expect(record.input.subject).toMatchObject({ authenticated: true, iss: idp.issuer, sub: hashValue('user:dave'), client_id: 'web', token: { fingerprint: expect.any(String) } });
+    expect(record.claim_names).toEqual(expect.arrayContaining(['sub', 'client_id']));
+    expect(await allIds({ iss: idp.issuer, resource_id: 'outage' })).toEqual([res.body!.decision_id]);
+    expect(JSON.stringify(record)).not.toContain(token);
+
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await idp.sign({ sub: 'user:dave' }, { iat: now - 300, exp: now - 100 });
+    const refused = await postJson(`${arbiter.url}/v1/decide`, { token: expired, action: 'read', resource: { type: 'doc', id: 'outage' }, policy: 'absent' });
+    expect(refused).toMatchObject({ status: 503, body: { allow: false, reasons: [{ code: 'no_active_bundle' }], policy: null } });
+    const refusedRecord = (await get(`/v1/decisions/${refused.body!.decision_id}`)).body!;
+    expect(refusedRecord.input.subject).toEqual({ authenticated: false, rejected_token: { code: 'token_expired', fingerprint: expect.any(String), claimed_iss: idp.issuer } });
+    expect(JSON.stringify(refusedRecord)).not.toContain(expired);
+    // Neither names a policy that could answer: nothing to replay.
+    expect((await call(arbiter, 'POST', `/v1/decisions/${res.body!.decision_id}/replay`, { body: {} })).body).toMatchObject({ code: 'decision_not_replayable' });
+  });
+});
+
 describe('a decision no bundle answers, while the log cannot record it either', () => {
   it('is still a 503 (no bundle), with the audit failure as its reason', async () => {
     const path = join(tempDir('arbiter-unanswered-'), 'decisions.db');
