@@ -162,14 +162,14 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
 
   const db = openDataDatabase(config.data.path);
   opened.push(() => db.close());
-  const liveData = new LiveData(db, {
+  const liveData = openLiveData(config.data.path, () => new LiveData(db, {
     ownerOf: (path) => bundles.ownerOf(path)?.name,
     claimantOf: (path) => bundleLifecycle.claimantOf(path),
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
     defaultMaxAgeS: config.data.default_max_age_s,
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
     checks: liveDataChecks(config.data.check_entitlements),
-  });
+  }));
   liveDataReads.status = (nowMs) => liveData.status(nowMs);
   // Revoked tokens must stay revoked for as long as any issuer would still accept them.
   const clockToleranceS = Math.max(0, ...[...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.clock_tolerance_s));
@@ -489,6 +489,25 @@ const LISTEN_CONFIG_ERRORS: Record<string, { key: 'host' | 'port'; why: (address
   EAI_AGAIN: { key: 'host', why: (address) => `${address.host} could not be resolved (the name server did not answer)` },
   EACCES: { key: 'port', why: (address) => `this process may not listen on port ${address.port} (ports below 1024 need privileges): use a higher one` },
 };
+
+/**
+ * Loads the live data from the store at data.path. A document changed outside Arbiter stops
+ * start-up naming the key, the file and the document, as any other state file that cannot be
+ * used: serving without it would decide on data that is not what was written.
+ */
+function openLiveData(path: string, open: () => LiveData): LiveData {
+  try {
+    return open();
+  } catch (error) {
+    if (!(error instanceof ArbiterError && error.code === 'data_store_damaged')) throw error;
+    throw new ConfigError([
+      {
+        path: 'data.path',
+        message: `cannot load the live data in ${path}: ${error.message} (restore the file from a backup, or delete that document's row from live_documents and write the document again)`,
+      },
+    ]);
+  }
+}
 
 /** Opens the decision log and, when configured, ships every committed record to a pino transport. */
 async function openDecisionLog(config: Config['decision_log'], logger: Logger, signal: AbortSignal | undefined): Promise<DecisionStore> {
