@@ -901,6 +901,26 @@ issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": [],
   });
 });
 
+describe('a decision looked up before its record commits', () => {
+  it('answers 404 saying it may not be committed yet on a relaxed log, which a strict one never needs to say', async () => {
+    const relaxed = await startTestArbiter({ ...adminConfig(), decision_log: { path: join(dir, 'relaxed-lookup.db'), durability: 'relaxed', flush_interval_ms: 60_000 } });
+    try {
+      const answered = await postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      const id = answered.body!.decision_id as string;
+      for (const lookup of [call(relaxed, 'GET', `/v1/decisions/${id}`), call(relaxed, 'POST', `/v1/decisions/${id}/replay`, { body: {} })]) {
+        expect((await lookup).body).toMatchObject({ status: 404, code: 'decision_not_found', detail: expect.stringMatching(/not committed yet.*relaxed.*60000 ms/) });
+      }
+      const shown = await run(process.execPath, ['src/cli/main.ts', 'decisions', 'get', id, '--url', relaxed.url, '--token', readToken]).catch((error: { stderr: string }) => error);
+      expect(shown.stderr).toMatch(/404: decision_not_found: .*not committed yet/);
+    } finally {
+      await relaxed.close();
+    }
+    const unknown = await get('/v1/decisions/0190b8c4-0000-7000-8000-000000000000');
+    expect(unknown.body).toMatchObject({ status: 404, code: 'decision_not_found' });
+    expect(unknown.body!.detail).not.toMatch(/committed/);
+  });
+});
+
 describe('arbiter decisions (CLI)', () => {
   it('ends quietly when the reader closes the pipe (export | head)', async () => {
     await decide(carol(), 'write', { type: 'photo', id: 'pipe' });

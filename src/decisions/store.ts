@@ -325,6 +325,15 @@ export class DecisionStore {
     );
   }
 
+  /**
+   * relaxed: decisions are answered before their records commit (within flush_interval_ms, and
+   * later while commits fail), so a lookup of one just answered may not find it yet. Undefined
+   * when strict: a decision is answered only once its record is committed.
+   */
+  get answeredBeforeCommit(): { flushIntervalMs: number } | undefined {
+    return this.#config.durability === 'relaxed' ? { flushIntervalMs: this.#config.flush_interval_ms } : undefined;
+  }
+
   /** The records no checkpoint covered when the log was opened (see WriterThread.unsignedAtOpen); undefined when none. */
   get unsignedAtOpen(): UnsignedTail | undefined {
     return this.#writer.unsignedAtOpen;
