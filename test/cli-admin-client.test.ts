@@ -4,6 +4,7 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -223,6 +224,34 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
       const result = await cli(['decisions', 'export', '--url', url, '--out', out]);
       expect(result).toMatchObject({ code: 1, stderr: expect.stringContaining('not the NDJSON of a decision export') });
     });
+  });
+});
+
+/** An address of this machine that is not loopback, as another host would reach it; undefined without one. */
+const lanAddress = Object.values(networkInterfaces())
+  .flat()
+  .find((entry) => entry !== undefined && !entry.internal && entry.family === 'IPv4')?.address;
+
+describe('an admin command over plain http', () => {
+  it.skipIf(lanAddress === undefined)('warns that the token goes in clear to a host that is not this machine, and still asks', async () => {
+    const server: Server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"bundles":[]}'));
+    await new Promise<void>((resolve) => server.listen(0, '0.0.0.0', resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const remote = await cli(['bundle', 'list', '--url', `http://${lanAddress}:${port}`]);
+      expect(remote.code).toBe(0);
+      const warnings = remote.stderr.split('\n').filter((line) => /warning/.test(line));
+      expect(warnings).toEqual([expect.stringMatching(new RegExp(`^arbiter: warning: the admin token goes to ${lanAddress!.replaceAll('.', '\\.')}:${port} over plain http.*https://`))]);
+      expect(remote.stderr).not.toContain('a.b.c');
+      // Loopback, by address or name: the token does not leave this machine (a proxy in front may terminate TLS).
+      for (const host of ['127.0.0.1', 'localhost']) {
+        const local = await cli(['bundle', 'list', '--url', `http://${host}:${port}`]);
+        expect(local, host).toMatchObject({ code: 0, stderr: '' });
+      }
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
 

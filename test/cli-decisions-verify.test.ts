@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { backup, DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { DecisionStore } from '../src/decisions/store.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
+import { decision } from './support/decisions.ts';
 
 /**
  * `arbiter decisions verify --db`: the server's verification run by the CLI on the SQLite file
@@ -118,6 +120,33 @@ describe('arbiter decisions verify --db (offline)', () => {
     const truncated = await verify('--db', cut, '--key', log.keyPath);
     expect(truncated.code).toBe(1);
     expect(truncated.stdout).toBe('decision log NOT intact: records_missing_at_end: the checkpoint at seq 20 signs records the log no longer holds (its end was cut off), after 17 good records\n');
+  });
+
+  it('names no seq for a damaged index that names no record (the reason codes\' index stored out of order)', async () => {
+    const dir = tempDir('arbiter-verify-codes-');
+    const path = join(dir, 'decisions.db');
+    const log = await DecisionStore.open({ path });
+    try {
+      for (const shape of [{ allow: false, reasons: ['scope_missing'] }, { allow: true, reasons: ['granted'] }]) {
+        for (let i = 0; i < 3; i++) await log.append(decision(shape));
+      }
+    } finally {
+      await log.close();
+    }
+    // Rebuilt in descending order, then declared ascending again: a lookup by code searches the wrong way.
+    const db = new DatabaseSync(path, { defensive: false });
+    const { sql } = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'reason_set_codes'").get() as { sql: string };
+    db.exec(`ALTER TABLE reason_set_codes RENAME TO old_codes;
+      CREATE TABLE reason_set_codes (code TEXT NOT NULL, reason_set INTEGER NOT NULL, PRIMARY KEY (code DESC, reason_set)) WITHOUT ROWID;
+      INSERT INTO reason_set_codes SELECT * FROM old_codes; DROP TABLE old_codes;`);
+    db.exec('PRAGMA writable_schema = ON');
+    db.prepare("UPDATE sqlite_master SET sql = ? WHERE name = 'reason_set_codes'").run(sql);
+    db.exec('PRAGMA writable_schema = OFF');
+    db.close();
+    const found = await verify('--db', path, '--key', `${path}.checkpoint-key.jwk`);
+    expect(found.code).toBe(1);
+    expect(found.stdout).toMatch(/^decision log NOT intact: index_corrupt \(.*no record.*\), after 6 good records\n$/);
+    expect(found.stdout).not.toMatch(/seq/);
   });
 
   it('says the signatures were not checked without the key, rather than report ok (exit 1); another key fails them', async () => {

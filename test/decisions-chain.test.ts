@@ -439,6 +439,43 @@ describe('verify', () => {
   });
 });
 
+describe('records no checkpoint covers when the log opens', () => {
+  it('are none after a clean shutdown, nor in a new log', async () => {
+    let log = await open();
+    expect(log.unsignedAtOpen).toBeUndefined();
+    await fill(log, 13);
+    await log.close();
+    log = await open();
+    expect(log.unsignedAtOpen).toBeUndefined();
+  });
+
+  it('are named when the shutdown checkpoint was deleted and a record chained on behind the stopped server, which verify alone passes', async () => {
+    let log = await open();
+    await fill(log, 13);
+    await log.close();
+    // Without the key: the checkpoint the shutdown signed deleted, a forged allow chained on.
+    tamper('DELETE FROM checkpoints WHERE seq = 13');
+    appendForged();
+    log = await open();
+    expect(log.unsignedAtOpen).toEqual({ from: 11, to: 14, checkpoint: 10 });
+    expect(await log.verify()).toMatchObject({ ok: true, checked: 14 });
+  });
+
+  it('are named after a writer died without signing its tail', async () => {
+    const key = loadOrCreateCheckpointKey(`${temp.path}.checkpoint-key.jwk`);
+    const db = new DatabaseSync(temp.path);
+    try {
+      migrate(db, (migrating) => sealChainStart(migrating, key, 10));
+      new ChainWriter(db, key, { everyRecords: 10, intervalMs: 3_600_000 }).commit(Array.from({ length: 7 }, () => prepared(decision())));
+    } finally {
+      db.close();
+    }
+    const log = await open();
+    // Nothing but the anchor at genesis covers them.
+    expect(log.unsignedAtOpen).toEqual({ from: 1, to: 7, checkpoint: 0 });
+  });
+});
+
 describe('retention', () => {
   it.each([
     ['an edited anchor bound', 'UPDATE anchors SET next_by = 1000000000'],

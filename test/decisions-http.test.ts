@@ -484,6 +484,31 @@ describe('audit_unavailable', () => {
   });
 });
 
+describe('a decision no bundle answers', () => {
+  it('still records whose token it was, verified or refused, and still denies 503', async () => {
+    const token = await idp.sign({ sub: 'user:dave', client_id: 'web', scope: 'read' });
+    const res = await postJson(`${arbiter.url}/v1/decide`, { token, action: 'read', resource: { type: 'doc', id: 'outage' }, policy: 'absent' });
+    expect(res).toMatchObject({ status: 503, body: { allow: false, reasons: [{ code: 'no_active_bundle' }], policy: null } });
+    const record = (await get(`/v1/decisions/${res.body!.decision_id}`)).body!;
+    expect(record).toMatchObject({ bundle: null, revision: null, data_version: null, result: { allow: false, reasons: [{ code: 'no_active_bundle' }] } });
+    // The verified subject, masked as any: an auditor finds whose requests the outage denied.
+    expect(record.input.subject).toMatchObject({ authenticated: true, iss: idp.issuer, sub: hashValue('user:dave'), client_id: 'web', token: { fingerprint: expect.any(String) } });
+    expect(record.claim_names).toEqual(expect.arrayContaining(['sub', 'client_id']));
+    expect(await allIds({ iss: idp.issuer, resource_id: 'outage' })).toEqual([res.body!.decision_id]);
+    expect(JSON.stringify(record)).not.toContain(token);
+
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await idp.sign({ sub: 'user:dave' }, { iat: now - 300, exp: now - 100 });
+    const refused = await postJson(`${arbiter.url}/v1/decide`, { token: expired, action: 'read', resource: { type: 'doc', id: 'outage' }, policy: 'absent' });
+    expect(refused).toMatchObject({ status: 503, body: { allow: false, reasons: [{ code: 'no_active_bundle' }], policy: null } });
+    const refusedRecord = (await get(`/v1/decisions/${refused.body!.decision_id}`)).body!;
+    expect(refusedRecord.input.subject).toEqual({ authenticated: false, rejected_token: { code: 'token_expired', fingerprint: expect.any(String), claimed_iss: idp.issuer } });
+    expect(JSON.stringify(refusedRecord)).not.toContain(expired);
+    // Neither names a policy that could answer: nothing to replay.
+    expect((await call(arbiter, 'POST', `/v1/decisions/${res.body!.decision_id}/replay`, { body: {} })).body).toMatchObject({ code: 'decision_not_replayable' });
+  });
+});
+
 describe('a decision no bundle answers, while the log cannot record it either', () => {
   it('is still a 503 (no bundle), with the audit failure as its reason', async () => {
     const path = join(tempDir('arbiter-unanswered-'), 'decisions.db');
@@ -512,6 +537,45 @@ describe('readiness and the decision log', () => {
       });
     } finally {
       await relaxed.close();
+    }
+  });
+});
+
+describe('a decision log whose last records no checkpoint covers at start-up', () => {
+  it('is logged as a warning and listed under degraded in /readyz, naming the seqs and verify; a clean restart is not', async () => {
+    const path = join(tempDir('arbiter-unsigned-tail-'), 'decisions.db');
+    const first = await startTestArbiter({ decision_log: { path } });
+    try {
+      for (let i = 0; i < 3; i++) await postJson(`${first.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+    } finally {
+      await first.close();
+    }
+    const clean = capturingLogger();
+    const again = await startTestArbiter({ decision_log: { path } }, { logger: clean.logger });
+    try {
+      expect(((await (await fetch(`${again.url}/readyz`)).json()) as Json).degraded).toEqual([]);
+      expect(clean.lines.filter((line) => line.level === 40 && /checkpoint/.test(String(line.msg)))).toEqual([]);
+    } finally {
+      await again.close();
+    }
+    // Behind the stopped server, without the key: the checkpoint its shutdown signed (seq 3) deleted,
+    // which lets records be chained on behind it; verify passes such a log.
+    const db = new DatabaseSync(path);
+    db.exec('DELETE FROM checkpoints');
+    db.close();
+    const captured = capturingLogger();
+    const server = await startTestArbiter({ decision_log: { path } }, { logger: captured.logger });
+    try {
+      const ready = await fetch(`${server.url}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(((await ready.json()) as Json).degraded).toEqual([expect.stringMatching(/decision log: records seq 1 to 3 .*no signed checkpoint.*arbiter decisions verify/)]);
+      expect(captured.lines).toContainEqual(
+        expect.objectContaining({ level: 40, from_seq: 1, to_seq: 3, msg: expect.stringMatching(/no signed checkpoint.*arbiter decisions verify/) }),
+      );
+      // Decisions go on: a warning, not a refusal.
+      expect((await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } })).body!.reasons).not.toContainEqual(expect.objectContaining({ code: 'audit_unavailable' }));
+    } finally {
+      await server.close();
     }
   });
 });
@@ -834,6 +898,26 @@ issuance := {"allow": true, "reasons": [{"code": "granted"}], "obligations": [],
     const refused = await postJson(`${arbiter.url}/v1/decide`, { token: 'not.a.token', action: 'read', resource: { type: 'doc' }, policy: 'audit' });
     expect(refused.body!.reasons[0].code).toMatch(/^token_/);
     expect((await call(arbiter, 'POST', `/v1/decisions/${refused.body!.decision_id}/replay`, { body: {} })).body).toMatchObject({ status: 409, code: 'decision_not_replayable' });
+  });
+});
+
+describe('a decision looked up before its record commits', () => {
+  it('answers 404 saying it may not be committed yet on a relaxed log, which a strict one never needs to say', async () => {
+    const relaxed = await startTestArbiter({ ...adminConfig(), decision_log: { path: join(dir, 'relaxed-lookup.db'), durability: 'relaxed', flush_interval_ms: 60_000 } });
+    try {
+      const answered = await postJson(`${relaxed.url}/v1/decide`, { action: 'read', resource: { type: 'doc' } });
+      const id = answered.body!.decision_id as string;
+      for (const lookup of [call(relaxed, 'GET', `/v1/decisions/${id}`), call(relaxed, 'POST', `/v1/decisions/${id}/replay`, { body: {} })]) {
+        expect((await lookup).body).toMatchObject({ status: 404, code: 'decision_not_found', detail: expect.stringMatching(/not committed yet.*relaxed.*60000 ms/) });
+      }
+      const shown = await run(process.execPath, ['src/cli/main.ts', 'decisions', 'get', id, '--url', relaxed.url, '--token', readToken]).catch((error: { stderr: string }) => error);
+      expect(shown.stderr).toMatch(/404: decision_not_found: .*not committed yet/);
+    } finally {
+      await relaxed.close();
+    }
+    const unknown = await get('/v1/decisions/0190b8c4-0000-7000-8000-000000000000');
+    expect(unknown.body).toMatchObject({ status: 404, code: 'decision_not_found' });
+    expect(unknown.body!.detail).not.toMatch(/committed/);
   });
 });
 

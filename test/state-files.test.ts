@@ -2,6 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSy
 import fsPromises, { open } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/errors.ts';
 import { BundleStore } from '../src/policy/store.ts';
@@ -138,6 +139,30 @@ describe('state files named twice', () => {
       // Neither store was created in it: the data tables would make it a decision log "changed outside Arbiter".
       expect(existsSync(file)).toBe(false);
     }
+  });
+});
+
+describe('a live data store changed outside Arbiter', () => {
+  it.each([
+    ['JSON that does not parse', "UPDATE live_documents SET json = '{\"grants\": [' WHERE name = 'approvals'", /approvals.*JSON/],
+    ['JSON that is no live data (an empty key)', "UPDATE live_documents SET json = '{\"\": 1}' WHERE name = 'approvals'", /approvals.*object keys must be non-empty/],
+    ['metadata that does not parse', "UPDATE live_documents SET meta = 'yesterday' WHERE name = 'approvals'", /approvals.*metadata.*JSON/],
+    ['metadata of the wrong shape', "UPDATE live_documents SET meta = '{\"updated_at\": \"yesterday\"}' WHERE name = 'approvals'", /approvals.*metadata.*updated_at/],
+  ])('stops start-up naming data.path, the document and what is wrong: %s', async (_label, damage, why) => {
+    const path = join(tempDir(), 'data.db');
+    const first = await startTestArbiter({ data: { path } });
+    first.liveData.put(['approvals'], { grants: [] }, { source: 'approvals-sync' });
+    await first.close();
+    const db = new DatabaseSync(path);
+    db.exec(damage);
+    db.close();
+    const refused = await startTestArbiter({ data: { path } }).then(
+      async (started) => void (await started.close()),
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as ConfigError).issues).toEqual([{ path: 'data.path', message: expect.stringMatching(why) }]);
+    expect((refused as ConfigError).issues[0]!.message).toContain(path);
   });
 });
 

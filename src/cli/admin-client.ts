@@ -1,4 +1,5 @@
 import { ArbiterError } from '../errors.ts';
+import { reachesThisMachine } from '../net/this-machine.ts';
 import { isObject } from '../policy/overlay.ts';
 import { printable } from './printable.ts';
 
@@ -91,6 +92,23 @@ export function adminUrl(base: string, path: string): URL {
   return url;
 }
 
+let warnedOfPlainHttp = false;
+
+/**
+ * Says (once a process) that the admin token is about to cross the network in clear: plain http
+ * to a host that is not this machine. Not refused: http to a server on a private network, or to a
+ * proxy on that host that forwards it, may be what the operator means; but whoever can watch
+ * that path can read the token and use it until it expires, and nothing else would say so.
+ * Loopback is judged by how the URL spells its host (a name is not resolved for this).
+ */
+function warnOfPlainHttp(url: URL): void {
+  if (warnedOfPlainHttp || url.protocol !== 'http:' || reachesThisMachine(url.hostname)) return;
+  warnedOfPlainHttp = true;
+  console.error(
+    `arbiter: warning: the admin token goes to ${url.host} over plain http, which is not this machine: anyone on the way can read and reuse it; use an https:// URL (--url or $ARBITER_URL), or http:// to a loopback address`,
+  );
+}
+
 /** The response, or undefined (reported on stderr) when the server cannot be reached. */
 export async function adminSend(
   options: AdminClientOptions,
@@ -108,6 +126,7 @@ export async function adminSend(
     throw new ArbiterError('usage', 'the admin token (--token or $ARBITER_TOKEN) holds spaces, line breaks or non-ASCII characters: pass the token alone, on one line');
   }
   const url = adminUrl(base, path);
+  warnOfPlainHttp(url);
   // Until the answer starts, not while it streams (an export runs as long as the log is long):
   // a server that accepts and never answers must not hang the CLI.
   const answering = new AbortController();

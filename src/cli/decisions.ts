@@ -332,7 +332,8 @@ function reportVerify(report: VerifyReport, options: Values): number {
  * The first mismatch, said as what it is. Two reasons name a seq other than that of a record at
  * fault: record_missing names the record after the gap (it is there, the ones before it are not),
  * and records_missing_at_end the checkpoint that signs records the log no longer holds. "at seq N
- * (decision X)" would send the auditor looking for a missing X that is in the log.
+ * (decision X)" would send the auditor looking for a missing X that is in the log. And an
+ * index_corrupt finding may name no record at all (seq 0): "at seq 0" would name one.
  */
 function describeMismatch(mismatch: NonNullable<VerifyReport['first_mismatch']>): string {
   const decision = mismatch.decision_id ? `decision ${printable(mismatch.decision_id)}` : undefined;
@@ -341,6 +342,10 @@ function describeMismatch(mismatch: NonNullable<VerifyReport['first_mismatch']>)
       return `record_missing: records before seq ${mismatch.seq}${decision ? ` (${decision}, the first record after the gap)` : ''} were deleted`;
     case 'records_missing_at_end':
       return `records_missing_at_end: the checkpoint at seq ${mismatch.seq} signs records the log no longer holds (its end was cut off)`;
+    case 'index_corrupt':
+      // seq 0 is no record: SQLite's check named none, or the reason codes' index is at fault.
+      if (mismatch.seq === 0 && decision === undefined) return 'index_corrupt (an index no longer matches what it indexes; SQLite names no record)';
+      return `index_corrupt at seq ${mismatch.seq}${decision ? ` (${decision})` : ''}`;
     default:
       return `${mismatch.reason} at seq ${mismatch.seq}${decision ? ` (${decision})` : ''}`;
   }

@@ -369,9 +369,9 @@ export class LiveData {
     const documents: Record<string, DocumentMeta> = {};
     for (const row of rows) {
       // Stored data was valid when written; limits lowered since must not drop it on restart.
-      const value = freezeJson(JSON.parse(row.json), { maxDepth: Infinity, depthOffset: 1, where: row.name });
+      const value = readStored(row.name, 'document', () => freezeJson(JSON.parse(row.json), { maxDepth: Infinity, depthOffset: 1, where: row.name }));
       Object.defineProperty(data, row.name, { value, enumerable: true, writable: true, configurable: true });
-      const meta = Object.freeze(DocumentMetaSchema.parse(JSON.parse(row.meta)));
+      const meta = readStored(row.name, 'metadata', () => Object.freeze(DocumentMetaSchema.parse(JSON.parse(row.meta))));
       Object.defineProperty(documents, row.name, { value: meta, enumerable: true, writable: true, configurable: true });
       const bytes = Buffer.byteLength(row.json);
       this.#sizes.set(row.name, bytes);
@@ -379,6 +379,26 @@ export class LiveData {
     }
     const stored = this.#db.prepare('SELECT version FROM live_data_version WHERE id = 1').get() as { version: number } | undefined;
     return Object.freeze({ version: stored?.version ?? 0, data: Object.freeze(data), documents: Object.freeze(documents) });
+  }
+}
+
+/**
+ * Reads one column of a stored document. Arbiter stores only what it validated, so a value
+ * that no longer reads was changed outside it (edited by hand, a damaged copy): thrown as
+ * `data_store_damaged` naming the document and what is wrong, for start-up to report against
+ * data.path, rather than a bare SyntaxError or ZodError that names neither.
+ */
+function readStored<T>(document: string, column: 'document' | 'metadata', read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    const why =
+      error instanceof SyntaxError
+        ? `does not parse as JSON (${error.message})`
+        : error instanceof z.ZodError
+          ? `is not document metadata (${error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ')})`
+          : `is not live data (${(error as Error).message})`;
+    throw new ArbiterError('data_store_damaged', `live document ${JSON.stringify(document)} was changed outside Arbiter: its stored ${column} ${why}`, { cause: error });
   }
 }
 

@@ -165,6 +165,16 @@ export class DecisionPipeline {
     let outcome: Outcome;
     try {
       if (!bundle) {
+        // Nothing can allow without a policy: the deny is settled. The token is still looked at,
+        // for the record only, so an audit can tell whose requests an outage denied (the verified
+        // subject, or the refused token's fingerprint and claimed issuer, as on the path below).
+        const subject = await this.#subject(request, now);
+        if ('code' in subject) {
+          input.subject = rejectedSubject(subject, request.assertedSubject);
+        } else {
+          input.subject = subject;
+          trace.claimNames = Object.keys(subject.claims);
+        }
         outcome = denial(null, 'no_active_bundle', `no active bundle named ${bundleName}`, false);
       } else {
         const subject = await this.#subject(request, now);

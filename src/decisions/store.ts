@@ -19,7 +19,7 @@ import { decisionRecordSchema, deriveIndexColumns, isDecisionRecord } from './re
 import type { DecisionRecord, StoredDecision } from './record.ts';
 import { verifyChain } from './verify.ts';
 import type { VerifyReport } from './verify.ts';
-import type { PreparedDecision } from './writer.ts';
+import type { PreparedDecision, UnsignedTail } from './writer.ts';
 import { committedLink, WriterThread } from './writer-thread.ts';
 import type { CommitResult } from './writer-thread.ts';
 import { ensurePrivateDatabaseFile, makePrivateDirSync } from '../private-files.ts';
@@ -323,6 +323,20 @@ export class DecisionStore {
       'decision_log_unavailable',
       `every commit has failed for ${Math.floor(failingMs / 1000)} s, the last: ${this.#failing.message}`,
     );
+  }
+
+  /**
+   * relaxed: decisions are answered before their records commit (within flush_interval_ms, and
+   * later while commits fail), so a lookup of one just answered may not find it yet. Undefined
+   * when strict: a decision is answered only once its record is committed.
+   */
+  get answeredBeforeCommit(): { flushIntervalMs: number } | undefined {
+    return this.#config.durability === 'relaxed' ? { flushIntervalMs: this.#config.flush_interval_ms } : undefined;
+  }
+
+  /** The records no checkpoint covered when the log was opened (see WriterThread.unsignedAtOpen); undefined when none. */
+  get unsignedAtOpen(): UnsignedTail | undefined {
+    return this.#writer.unsignedAtOpen;
   }
 
   get stats(): DecisionLogStats {
@@ -636,6 +650,21 @@ function signingKeyId(path: string, busyTimeoutMs: number): string | undefined {
   } finally {
     db.close();
   }
+}
+
+/**
+ * What to tell operators about records no checkpoint covered when the log opened: the previous
+ * run was killed before it signed them, or they were chained on behind a stopped server whose
+ * shutdown checkpoint was deleted. Verify passes both, and once this server's first checkpoint
+ * signs them as found nothing in the file tells them apart any more.
+ */
+export function unsignedTailWarning({ from, to, checkpoint }: UnsignedTail): string {
+  return (
+    `decision log: records seq ${from} to ${to} follow the last checkpoint (seq ${checkpoint}) and no signed checkpoint covers them: ` +
+    'the previous run was killed before it signed them, or the checkpoint its shutdown signed was deleted and they were added while no server ran. ' +
+    'This server signs them as found with its first checkpoint: run arbiter decisions verify, and check them against the records shipped off the host ' +
+    'or a copy of the last checkpoint kept elsewhere'
+  );
 }
 
 /** `record` when it is valid (the common case, checked cheaply), else zod's parse of it, which names what is wrong. */

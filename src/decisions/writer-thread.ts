@@ -3,7 +3,7 @@ import { ArbiterError } from '../errors.ts';
 import { workerHeap, type ThreadHeap } from '../metrics/thread-heap.ts';
 import type { CheckpointKey } from './chain.ts';
 import type { RetentionPolicy } from './retention.ts';
-import type { ChainLink, CheckpointPolicy, PreparedDecision } from './writer.ts';
+import type { ChainLink, CheckpointPolicy, PreparedDecision, UnsignedTail } from './writer.ts';
 
 /** What the writer thread is started with (cloned into it; KeyObjects clone). */
 export interface WriterSetup {
@@ -20,6 +20,11 @@ export type WriterRequest =
   | { id: number; op: 'probe' }
   | { id: number; op: 'prune'; policy: RetentionPolicy; now: number; stepRecords: number }
   | { id: number; op: 'close' };
+
+/** The writer thread's first message, once the log is open. */
+export interface WriterOpened {
+  unsignedTail: UnsignedTail | undefined;
+}
 
 export type WriterReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: { message: string } };
 
@@ -117,10 +122,14 @@ export class WriterThread {
   static async start(setup: WriterSetup): Promise<WriterThread> {
     const worker = new Worker(new URL('./writer-worker.ts', import.meta.url), { workerData: setup, resourceLimits: WRITER_RESOURCE_LIMITS });
     let opened = false;
+    let openedWith: WriterOpened | undefined;
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
     try {
       await new Promise<void>((resolve, reject) => {
-        worker.once('message', () => resolve());
+        worker.once('message', (reply: WriterReply) => {
+          if (reply.ok) openedWith = reply.result as WriterOpened;
+          resolve();
+        });
         worker.once('error', reject);
         void exited.then((code) => {
           if (!opened) reject(new ArbiterError('decision_log_unavailable', `decision log writer exited (${code}) while opening`));
@@ -136,11 +145,20 @@ export class WriterThread {
     } finally {
       worker.removeAllListeners('error');
     }
-    return new WriterThread(worker);
+    return new WriterThread(worker, openedWith?.unsignedTail);
   }
 
-  private constructor(worker: Worker) {
+  /**
+   * The records the log held after its newest checkpoint when this writer opened it: left
+   * unsigned by a writer that was killed, or chained on behind a stopped server whose shutdown
+   * checkpoint was deleted. This writer signs them as found with its first checkpoint, after
+   * which verify cannot tell the two apart: said at start-up, it is said while it can be.
+   */
+  readonly unsignedAtOpen: UnsignedTail | undefined;
+
+  private constructor(worker: Worker, unsignedAtOpen: UnsignedTail | undefined) {
     this.#worker = worker;
+    this.unsignedAtOpen = unsignedAtOpen;
     worker.unref();
     worker.on('message', (reply: WriterReply) => {
       const waiter = this.#pending.get(reply.id);

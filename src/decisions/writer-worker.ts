@@ -10,7 +10,7 @@ import { migrate } from './schema.ts';
 import { ChainWriter, sealChainStart } from './writer.ts';
 import type { PreparedDecision } from './writer.ts';
 import { decodeBatch } from './writer-thread.ts';
-import type { CommitResult, WriterReply, WriterRequest, WriterSetup } from './writer-thread.ts';
+import type { CommitResult, WriterOpened, WriterReply, WriterRequest, WriterSetup } from './writer-thread.ts';
 
 /** SQLite primary result codes a record causes by itself (a duplicate decision_id, a body too big): retrying it cannot help. */
 const SQLITE_TOOBIG = 18;
@@ -51,7 +51,9 @@ port.on('message', (request: WriterRequest) => {
     (error: Error) => reply({ id: request.id, ok: false, error: { message: error.message } }),
   );
 });
-reply({ id: 0, ok: true, result: 'ready' });
+// What the chain looked like when opened, before this writer signs anything: see WriterThread.unsignedAtOpen.
+const opened: WriterOpened = { unsignedTail: writer.unsignedTail };
+reply({ id: 0, ok: true, result: opened });
 
 function reply(message: WriterReply): void {
   port?.postMessage(message);

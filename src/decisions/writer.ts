@@ -33,6 +33,18 @@ export interface ChainHead {
   hash: string;
 }
 
+/**
+ * Records after the newest checkpoint (or the anchor) that no checkpoint signs: what a writer
+ * killed before it could sign leaves, and what a record chained on behind a stopped server
+ * looks like once the checkpoint its shutdown signed is deleted (which takes no key).
+ */
+export interface UnsignedTail {
+  from: number;
+  to: number;
+  /** The seq of the checkpoint (or anchor) they follow. */
+  checkpoint: number;
+}
+
 /** Reason sets the writer remembers; a log normally has a few dozen. */
 const CACHED_REASON_SETS = 10_000;
 /** Longest set key remembered: codes are short names, but a policy may mint long ones from its input. */
@@ -111,6 +123,13 @@ export class ChainWriter {
   /** The last record chained (or the anchor / genesis it continues from). */
   get head(): Readonly<ChainHead> {
     return this.#head;
+  }
+
+  /** The records after the newest checkpoint (or anchor) that none signs yet, if any. */
+  get unsignedTail(): UnsignedTail | undefined {
+    const { seq } = this.#head;
+    const checkpoint = this.#lastCheckpoint.seq;
+    return seq > checkpoint ? { from: checkpoint + 1, to: seq, checkpoint } : undefined;
   }
 
   /**

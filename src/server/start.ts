@@ -15,7 +15,7 @@ import { liveDataChecks } from '../data/entitlements-schema.ts';
 import { openDataDatabase } from '../data/persistence.ts';
 import { Revocations } from '../data/revocations.ts';
 import { DecisionPipeline } from '../decisions/pipeline.ts';
-import { DecisionStore } from '../decisions/store.ts';
+import { DecisionStore, unsignedTailWarning } from '../decisions/store.ts';
 import { ArbiterError, atConfigKey, ConfigError } from '../errors.ts';
 import { ArbiterMetrics, type JwksUse } from '../metrics/registry.ts';
 import { answeredInTime, type ThreadHeap } from '../metrics/thread-heap.ts';
@@ -164,14 +164,14 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
 
   const db = openDataDatabase(config.data.path);
   opened.push(() => db.close());
-  const liveData = new LiveData(db, {
+  const liveData = openLiveData(config.data.path, () => new LiveData(db, {
     ownerOf: (path) => bundles.ownerOf(path)?.name,
     claimantOf: (path) => bundleLifecycle.claimantOf(path),
     limits: { maxDepth: config.data.max_depth, maxTotalBytes: config.data.max_size_bytes },
     defaultMaxAgeS: config.data.default_max_age_s,
     onListenerError: (error) => logger.error({ err: error }, 'live data listener failed'),
     checks: liveDataChecks(config.data.check_entitlements),
-  });
+  }));
   liveDataReads.status = (nowMs) => liveData.status(nowMs);
   // Revoked tokens must stay revoked for as long as any issuer would still accept them.
   const clockToleranceS = Math.max(0, ...[...issuers.all(), ...adminIssuers.all()].map((issuer) => issuer.config.clock_tolerance_s));
@@ -514,6 +514,25 @@ const LISTEN_CONFIG_ERRORS: Record<string, { key: 'host' | 'port'; why: (address
   EACCES: { key: 'port', why: (address) => `this process may not listen on port ${address.port} (ports below 1024 need privileges): use a higher one` },
 };
 
+/**
+ * Loads the live data from the store at data.path. A document changed outside Arbiter stops
+ * start-up naming the key, the file and the document, as any other state file that cannot be
+ * used: serving without it would decide on data that is not what was written.
+ */
+function openLiveData(path: string, open: () => LiveData): LiveData {
+  try {
+    return open();
+  } catch (error) {
+    if (!(error instanceof ArbiterError && error.code === 'data_store_damaged')) throw error;
+    throw new ConfigError([
+      {
+        path: 'data.path',
+        message: `cannot load the live data in ${path}: ${error.message} (restore the file from a backup, or delete that document's row from live_documents and write the document again)`,
+      },
+    ]);
+  }
+}
+
 /** Opens the decision log and, when configured, ships every committed record to a pino transport. */
 async function openDecisionLog(config: Config['decision_log'], logger: Logger, signal: AbortSignal | undefined): Promise<DecisionStore> {
   const { enabled: _enabled, transport, ...storeConfig } = config;
@@ -552,6 +571,8 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger, s
     });
   }
   logger.info({ path: config.path, durability: config.durability }, 'decision log open');
+  const unsigned = store.unsignedAtOpen;
+  if (unsigned) logger.warn({ path: config.path, from_seq: unsigned.from, to_seq: unsigned.to, checkpoint_seq: unsigned.checkpoint }, unsignedTailWarning(unsigned));
   return store;
 }
 

@@ -96,7 +96,7 @@ export const PROBLEM_TYPES = {
   // Decision log (auditor API)
   decision_query_invalid: { status: [400], meaning: 'A query parameter is malformed; `detail` names it.' },
   decision_cursor_invalid: { status: [400], meaning: '`cursor` is not one this server returned.' },
-  decision_not_found: { status: [404], meaning: 'No decision with this id (unknown, or pruned by retention).' },
+  decision_not_found: { status: [404], meaning: 'No decision with this id: unknown, pruned by retention, or, on a relaxed decision log, answered but not committed yet (the detail says so).' },
   decision_not_replayable: { status: [409], meaning: 'No policy ran for this decision (no bundle answered, or its token was refused first).' },
   decision_log_disabled: { status: [503], meaning: 'decision_log.enabled is false: there is no decision log to read.' },
   decision_export_incomplete: { status: [409], meaning: 'Only ever the last line of an export: retention deleted the oldest records while the export was read, so records it matched may be missing (an export `from` a time retention by age had not reached goes on). Export again; the deleted records are gone.' },

@@ -37,7 +37,7 @@ export const readinessResponseSchema = z.strictObject({
   problems: z.array(z.string()),
   degraded: z
     .array(z.string())
-    .describe('What fails some requests while the replica stays ready: an issuer whose keys loaded before but cannot be refreshed now (its tokens deny token_keys_unavailable), an AuthZEN tenant whose bundle is not active (its requests answer 503), an AuthZEN bundle (authzen.default_bundle or a tenant\'s) that is active but declares no AuthZEN support in its manifest metadata (its requests answer 503).'),
+    .describe('What fails some requests while the replica stays ready: an issuer whose keys loaded before but cannot be refreshed now (its tokens deny token_keys_unavailable), an AuthZEN tenant whose bundle is not active (its requests answer 503), an AuthZEN bundle (authzen.default_bundle or a tenant\'s) that is active but declares no AuthZEN support in its manifest metadata (its requests answer 503); until a restart, decision log records no signed checkpoint covered at start-up (verify them: see the decision log documentation).'),
 });
 
 export const dataReadResponseSchema = z.strictObject({

@@ -158,7 +158,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
     .get('/v1/decisions/:id', read, noQueryParameters, async (c) => {
       try {
         const decision = await log.store.reader.get(c.req.param('id'));
-        return decision ? c.json(decision) : adminProblem(c, notFound(c.req.param('id')));
+        return decision ? c.json(decision) : adminProblem(c, notFound(c.req.param('id'), log.store));
       } catch (error) {
         return adminProblem(c, error);
       }
@@ -169,6 +169,7 @@ export function decisionRoutes(deps: DecisionRouteDeps) {
         // Masked input is replayed as stored: a policy reading a masked field sees the mask.
         return c.json({ ...report, masked: log.masked });
       } catch (error) {
+        if (error instanceof ArbiterError && error.code === 'decision_not_found') return adminProblem(c, notFound(c.req.param('id'), log.store));
         return adminProblem(c, error);
       }
     });
@@ -182,8 +183,17 @@ function disabled(c: Context): Response {
   });
 }
 
-function notFound(id: string): ArbiterError {
-  return new ArbiterError('decision_not_found', `no decision ${id} in the decision log (unknown, or pruned by retention)`);
+/**
+ * A decision the log does not hold. On a relaxed log that includes one answered a moment ago
+ * whose record is still queued: said so, or an auditor checking a decision just made would take
+ * it for unknown (or pruned) rather than ask again.
+ */
+function notFound(id: string, store: Pick<DecisionStore, 'answeredBeforeCommit'>): ArbiterError {
+  const relaxed = store.answeredBeforeCommit;
+  const why = relaxed
+    ? `unknown, pruned by retention, or not committed yet: decision_log.durability is relaxed, so a decision is answered before its record commits, within ${relaxed.flushIntervalMs} ms (flush_interval_ms) or, while commits fail, once they go through again; ask again in a moment`
+    : 'unknown, or pruned by retention';
+  return new ArbiterError('decision_not_found', `no decision ${id} in the decision log (${why})`);
 }
 
 /**

@@ -5,6 +5,8 @@ import type { PolicyEvaluator } from '../../policy/evaluation/evaluator.ts';
 import type { PolicyBundle } from '../../policy/bundle.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import type { IssuerRegistry } from '../../tokens/trusted-issuers.ts';
+import { unsignedTailWarning } from '../../decisions/store.ts';
+import type { UnsignedTail } from '../../decisions/writer.ts';
 
 export interface HealthDeps {
   bundles: BundleRegistry;
@@ -13,7 +15,7 @@ export interface HealthDeps {
   /** The bundles AuthZEN answers with (config authzen). */
   authzen: { readonly default_bundle?: string | undefined; readonly tenants: Readonly<Record<string, string>> };
   draining: { readonly value: boolean };
-  decisionLog?: { readonly unavailable: Error | undefined } | undefined;
+  decisionLog?: { readonly unavailable: Error | undefined; readonly unsignedAtOpen?: UnsignedTail | undefined } | undefined;
   /** Says when the live data cannot reach the policies at all (every decision denies), or a revision cannot take it. */
   evaluator?: Pick<PolicyEvaluator, 'liveDataFailure' | 'revisionFailure'> | undefined;
 }
@@ -34,6 +36,9 @@ export interface HealthDeps {
  * of it): its requests answer 503 as if it were not active, and nothing else would say why.
  * It is not a `problem`: the bundle serves /v1/decide, and every replica that took the same
  * push is alike.
+ * Records the decision log held after its last checkpoint at start-up are `degraded` for the
+ * life of the process: nothing fails, but they may have been added behind the stopped server,
+ * and once signed nothing else will say so (see unsignedTailWarning).
  * An issuer whose keys loaded before but cannot be refreshed is `degraded`, not a problem:
  * every replica shares its identity provider, and taking them all out of the load balancer
  * at once would send no request anywhere better (its tokens deny token_keys_unavailable).
@@ -84,6 +89,8 @@ export function healthRoutes(deps: HealthDeps) {
       }
       const logProblem = deps.decisionLog?.unavailable;
       if (logProblem) problems.push(`decision log refuses records (decisions deny audit_unavailable): ${logProblem.message}`);
+      const unsignedTail = deps.decisionLog?.unsignedAtOpen;
+      if (unsignedTail) degraded.push(unsignedTailWarning(unsignedTail));
       const dataProblem = deps.evaluator?.liveDataFailure?.();
       if (dataProblem !== undefined) problems.push(`live data cannot be evaluated (decisions deny policy_resource_limit): ${dataProblem}`);
       const checks = await Promise.allSettled(deps.issuers.all().map((issuer) => issuer.checkKeys()));
