@@ -897,10 +897,13 @@ describe('revocations', () => {
     // removed key and leave it verifying until the next refresh (jwks_cache_max_age_s).
     await withLeakingIssuer('leaked-in-flight', {}, async ({ leaked, url, decide, revokeIssuedBefore, removeLeakedKey }) => {
       const held = leaked.holdNextFetch();
-      const first = decide(await leaked.sign({ sub: 'user:before' })); // the first fetch: the old key set, slowly
+      // The cut-off is this token's own iat (issued_before is strict), so it stays unrevoked
+      // however many seconds a loaded machine puts between signing it and the revocation.
+      const issuedAt = now();
+      const first = decide(await leaked.sign({ sub: 'user:before' }, { iat: issuedAt })); // the first fetch: the old key set, slowly
       await held.arrived;
       const compromised = await removeLeakedKey();
-      const revoked = revokeIssuedBefore({ before: now(), reason: 'key compromised' });
+      const revoked = revokeIssuedBefore({ before: issuedAt, reason: 'key compromised' });
       // Committed, so the revocation is waiting for the key set: only then does the old answer arrive.
       for (;;) {
         const page = await fetch(`${url}/v1/revocations?kind=issued_before`, { headers: { authorization: `Bearer ${adminToken}` } });
