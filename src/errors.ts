@@ -13,6 +13,15 @@ export class ArbiterError extends Error {
 }
 
 /**
+ * The message of anything thrown. JavaScript throws values of any type, and some libraries
+ * Arbiter calls do (opa-wasm throws strings): an Error gives its message, anything else its
+ * String form, so a reason or log line always reads as text.
+ */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
  * An ArbiterError about fields of a request body that fit its schema but cannot be used (an
  * `expires_at` already past): the problem answer names them by RFC 6901 JSON pointer in
  * `errors`, as it names the fields a schema refuses.
@@ -60,7 +69,7 @@ export class ConfigError extends ArbiterError {
 export function atConfigKey<T>(key: string, step: () => T): T {
   const named = (error: unknown): never => {
     if (error instanceof ArbiterError) throw error;
-    throw new ConfigError([{ path: key, message: error instanceof Error ? error.message : String(error) }]);
+    throw new ConfigError([{ path: key, message: errorMessage(error) }]);
   };
   try {
     const result = step();

@@ -1,6 +1,6 @@
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { z } from 'zod';
-import { ArbiterError, DecisionLogCorruptError } from '../errors.ts';
+import { ArbiterError, DecisionLogCorruptError, errorMessage } from '../errors.ts';
 import { workerHeap, type ThreadHeap } from '../metrics/thread-heap.ts';
 import { decisionFiltersSchema } from './query.ts';
 import type { DecisionFilters, DecisionPage, PageRequest } from './query.ts';
@@ -49,7 +49,7 @@ export interface ExportChunk {
 export function toWireError(error: unknown): WireError {
   if (error instanceof DecisionLogCorruptError) return { message: error.message, code: error.code, seq: error.seq };
   if (error instanceof ArbiterError) return { message: error.message, code: error.code };
-  return { message: error instanceof Error ? error.message : String(error) };
+  return { message: errorMessage(error) };
 }
 
 /**

@@ -1,4 +1,5 @@
 import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
+import { errorMessage } from '../errors.ts';
 import { isPolicyResult, policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
 import { isObject } from './overlay.ts';
 
@@ -106,8 +107,8 @@ export class PolicyEngine {
     try {
       return { ok: true, resultSet: this.#evaluateFast(entrypoint, inputJson) };
     } catch (error) {
-      if (outOfMemory(error)) return { ok: false, code: 'policy_resource_limit', message: `policy exceeded its memory limit: ${describe(error)}` };
-      return { ok: false, code: 'policy_error', message: `policy evaluation failed: ${describe(error)}` };
+      if (outOfMemory(error)) return { ok: false, code: 'policy_resource_limit', message: `policy exceeded its memory limit: ${errorMessage(error)}` };
+      return { ok: false, code: 'policy_error', message: `policy evaluation failed: ${errorMessage(error)}` };
     }
   }
 }
@@ -118,14 +119,14 @@ export class PolicyEngine {
  * policy's own allocator giving up.
  */
 export function outOfMemory(error: unknown): boolean {
-  return error instanceof RangeError || /opa_malloc: failed/.test(describe(error));
+  return error instanceof RangeError || /opa_malloc: failed/.test(errorMessage(error));
 }
 
 /** Why live data could not be set in an instance, as a deny reason: past the memory ceiling, policy_resource_limit. */
 export function dataFailure(error: unknown, version: number): { code: EvaluationFailureCode; message: string } {
   return outOfMemory(error)
-    ? { code: 'policy_resource_limit', message: `live data version ${version} does not fit within the policy memory limit: ${describe(error)}` }
-    : { code: 'policy_error', message: `live data version ${version} could not be applied: ${describe(error)}` };
+    ? { code: 'policy_resource_limit', message: `live data version ${version} does not fit within the policy memory limit: ${errorMessage(error)}` }
+    : { code: 'policy_error', message: `live data version ${version} could not be applied: ${errorMessage(error)}` };
 }
 
 export type RawEvaluation =
@@ -184,7 +185,3 @@ export function checkContract(resultSet: unknown): Evaluation {
   return { ok: true, result: parsed.data };
 }
 
-/** opa-wasm throws strings as well as Errors. */
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

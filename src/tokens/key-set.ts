@@ -1,5 +1,6 @@
 import { importJWK, type FetchImplementation, type JWK } from 'jose';
 import type { Logger } from 'pino';
+import { errorMessage } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
 import { withoutCredentials } from '../shown-url.ts';
 
@@ -72,7 +73,7 @@ async function importProblem(jwk: JWK, algorithm: string): Promise<string | unde
   try {
     key = (await importJWK(jwk, algorithm)) as CryptoKey;
   } catch (error) {
-    return error instanceof Error ? error.message : String(error);
+    return errorMessage(error);
   }
   const bits = (key.algorithm as Partial<RsaHashedKeyAlgorithm>).modulusLength;
   if (bits !== undefined && bits < MIN_RSA_BITS) return `an RSA key needs at least ${MIN_RSA_BITS} bits, this one has ${bits}`;

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
-import { ArbiterError, ConfigError } from '../errors.ts';
+import { ArbiterError, ConfigError, errorMessage } from '../errors.ts';
 import type { HostResolver } from '../net/connection.ts';
 import { jwksTransport } from './jwks-transport.ts';
 import { keyIdentity, keySetFileProblem, refusingPrivateKeys } from './key-set.ts';
@@ -199,7 +199,7 @@ export async function createTrustedIssuer(config: IssuerConfig, index: number, o
  */
 export class KeysUnavailableError extends ArbiterError {
   constructor(issuer: string, cause: unknown) {
-    super('jwks_unavailable', `JWKS of ${issuer} cannot be loaded: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    super('jwks_unavailable', `JWKS of ${issuer} cannot be loaded: ${errorMessage(cause)}`, { cause });
   }
 }
 
@@ -247,8 +247,7 @@ export const JWKS_FAILURE_BACK_OFF_MS = 1000;
 /** The failure a fetch during the back-off is refused with; not itself a failure that extends it. */
 class BackingOffError extends Error {
   constructor(failure: unknown) {
-    const detail = failure instanceof Error ? failure.message : String(failure);
-    super(`${detail} (not fetched again until ${JWKS_FAILURE_BACK_OFF_MS} ms after that failure)`);
+    super(`${errorMessage(failure)} (not fetched again until ${JWKS_FAILURE_BACK_OFF_MS} ms after that failure)`);
   }
 }
 

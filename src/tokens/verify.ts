@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions, type ProtectedHeaderParameters } from 'jose';
 import { inexactNumber, jsonDefect } from '../data/json-value.ts';
+import { errorMessage } from '../errors.ts';
 import { MAX_ACTOR_CHAIN } from './subject.ts';
 import { KeysUnavailableError, type IssuerRegistry, type TrustedIssuer } from './trusted-issuers.ts';
 import type { VerificationCache } from './verification-cache.ts';
@@ -383,7 +384,7 @@ function explainMismatch(code: TokenFailureCode, error: unknown, claims: JWTPayl
 }
 
 function classifyJoseError(error: unknown): { code: TokenFailureCode; message: string } {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   if (error instanceof errors.JWTExpired) {
     // jose reports maxTokenAge as an expired `iat`.
     return { code: error.claim === 'iat' ? 'token_too_old' : 'token_expired', message };
