@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseArrayIndex, parseJsonPointer } from '../data/json-pointer.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
 /**
@@ -29,13 +30,6 @@ export function hashValue(value: unknown): string {
   return `sha256:${sha256Hex(canonicalJson(value))}`;
 }
 
-export function parsePointer(pointer: string): string[] {
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((token) => token.replaceAll('~1', '/').replaceAll('~0', '~'));
-}
-
 /**
  * Returns `record` with every rule applied; the argument is never mutated. Only the
  * containers on a masked path are copied, the rest is shared, so masking costs little
@@ -44,7 +38,8 @@ export function parsePointer(pointer: string): string[] {
 export function applyMask<T extends object>(record: T, rules: readonly MaskRule[]): T {
   let masked = record;
   for (const rule of rules) {
-    masked = maskAt(masked, parsePointer(rule.pointer), 0, rule.mode) as T;
+    // rule.pointer passed jsonPointerSchema, so parseJsonPointer does not throw for it.
+    masked = maskAt(masked, parseJsonPointer(rule.pointer), 0, rule.mode) as T;
   }
   return masked;
 }
@@ -55,9 +50,8 @@ function maskAt(container: unknown, tokens: readonly string[], depth: number, mo
   const last = depth === tokens.length - 1;
 
   if (Array.isArray(container)) {
-    if (!/^(0|[1-9][0-9]*)$/.test(token)) return container;
-    const index = Number(token);
-    if (index >= container.length) return container;
+    const index = parseArrayIndex(token);
+    if (index === undefined || index >= container.length) return container;
     const replacement = last ? (mode === 'hash' ? hashValue(container[index]) : null) : maskAt(container[index], tokens, depth + 1, mode);
     if (replacement === container[index]) return container;
     const copy = container.slice();
