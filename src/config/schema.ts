@@ -16,8 +16,43 @@ import { DEV_AUDIENCES, DEV_ISSUER } from '../tokens/dev-issuer.ts';
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
+/**
+ * Whether a configured host (a URL's hostname, or server.host as written, IPv6 with or without
+ * brackets) spells this machine's loopback: `localhost`, 127.0.0.0/8 or ::1. By spelling only,
+ * before any name is resolved; net/this-machine.ts judges resolved addresses, and
+ * server/middleware/host-check.ts the Host names a browser cannot be pointed elsewhere for.
+ */
 export function isLoopbackHost(hostname: string): boolean {
   return LOOPBACK_HOSTS.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/**
+ * Whether Arbiter may fetch from `url` by its scheme: https, or plain http to a loopback host,
+ * so nothing it fetches (key sets, bundles, the credentials sent for them) crosses the network
+ * in clear text. The rule of jwks_uri, bundle source URLs and every redirect a poll follows.
+ */
+export function isHttpsOrLoopbackHttp(url: URL): boolean {
+  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
+}
+
+/**
+ * An absolute URL Arbiter fetches from: https unless loopback (isHttpsOrLoopbackHttp), and no
+ * user:password@, which fetch refuses with the whole URL in its error (and so in every reason,
+ * log line and /readyz entry that repeats it). `userinfoAdvice` ends the refusal of
+ * user:password@: where the credential goes instead for this key.
+ */
+function fetchedUrl(userinfoAdvice: string) {
+  return z
+    .url({ message: 'must be an absolute URL' })
+    // URL.parse: zod runs refinements even after z.url() failed, and new URL() would throw.
+    .refine((value) => {
+      const url = URL.parse(value);
+      return url === null || isHttpsOrLoopbackHttp(url);
+    }, 'must use https (plain http is allowed only for loopback hosts)')
+    .refine((value) => {
+      const url = URL.parse(value);
+      return url === null || (url.username === '' && url.password === '');
+    }, `must not carry user:password@ (${userinfoAdvice})`);
 }
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
@@ -57,19 +92,9 @@ export const SUPPORTED_ALGORITHMS = [
   'HS256', 'HS384', 'HS512',
 ] as const;
 
-const jwksUri = z
-  .url({ message: 'must be an absolute URL' })
-  // URL.parse: zod runs refinements even after z.url() failed, and new URL() would throw.
-  .refine((value) => {
-    const url = URL.parse(value);
-    return url === null || url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
-  }, 'must use https (plain http is allowed only for loopback hosts)')
-  // fetch refuses such a URL with the whole of it in its error, which every token of the issuer
-  // would then carry to its gateway (the deny's reason), the decision log and /readyz.
-  .refine((value) => {
-    const url = URL.parse(value);
-    return url === null || (url.username === '' && url.password === '');
-  }, 'must not carry user:password@ (fetch refuses such URLs; a token in the query string is kept out of logs and answers)');
+// A refused jwks_uri would reach every token of the issuer: its gateway (the deny's reason),
+// the decision log and /readyz.
+const jwksUri = fetchedUrl('fetch refuses such URLs; a token in the query string is kept out of logs and answers');
 
 export const issuerSchema = z
   .strictObject({
@@ -175,16 +200,7 @@ const bundleSourceCredentialsSchema = z.strictObject({
 
 const bundleSourceSchema = z.strictObject({
   name: bundleNameSchema.describe('Bundle this source provides.'),
-  url: z
-    .url({ message: 'must be an absolute URL' })
-    .refine((value) => {
-      const url = URL.parse(value);
-      return url === null || url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
-    }, 'must use https (plain http is allowed only for loopback hosts)')
-    .refine((value) => {
-      const url = URL.parse(value);
-      return url === null || (url.username === '' && url.password === '');
-    }, 'must not carry user:password@ (put the credential in credentials or headers; a token in the query string is kept out of logs)')
+  url: fetchedUrl('put the credential in credentials or headers; a token in the query string is kept out of logs')
     .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in credentials or headers (or the query string, which logs and records show as `?…`); https unless loopback, so none travels in clear text beyond the machine. Redirects are followed (at most 10), each held to the same rule (https unless loopback, no user:password@); credentials and headers go to this URL\'s origin only, not to another one a redirect leads to (a storage service\'s presigned URL). Checked on the addresses each hop connects to, resolved once for the check and the connection: plain http only to this machine; a source on another host may not lead, on another origin, to this machine (loopback, 0.0.0.0, ::), whatever name resolves there; this URL\'s own origin goes wherever its name resolves (the operator\'s DNS).'),
   poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),

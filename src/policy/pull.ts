@@ -9,7 +9,7 @@
  * MAX_BACKOFF_MS (or the interval, if longer), also jittered.
  */
 import type { Logger } from 'pino';
-import { isLoopbackHost, type BundlesConfig } from '../config/schema.ts';
+import { isHttpsOrLoopbackHttp, type BundlesConfig } from '../config/schema.ts';
 import { MAX_TIMER_DELAY_MS } from '../config/timer-delay.ts';
 import { ArbiterError, BundleRejectedError } from '../errors.ts';
 import { readLimited } from '../read-limited.ts';
@@ -272,7 +272,7 @@ async function readArchive(response: Response, limit: number, url: string, signa
  */
 export function redirectRefusal(source: URL, next: URL): string | undefined {
   if (next.username !== '' || next.password !== '') return 'a URL with user:password@, which is not followed';
-  if (next.protocol !== 'https:' && !(next.protocol === 'http:' && isLoopbackHost(next.hostname))) {
+  if (!isHttpsOrLoopbackHttp(next)) {
     const where = next.protocol === 'http:' ? withoutCredentials(next) : `a ${next.protocol} URL`;
     return `${where}, which is not followed: https only (plain http to a loopback host), as the source URL`;
   }
