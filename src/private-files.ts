@@ -10,7 +10,7 @@ import { mkdir } from 'node:fs/promises';
  * shows what decision_log.mask hides. Directories Arbiter creates are 0700; existing ones are
  * left as they are.
  */
-export const PRIVATE_DIR_MODE = 0o700;
+const PRIVATE_DIR_MODE = 0o700;
 
 export function makePrivateDirSync(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });

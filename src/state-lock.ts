@@ -16,7 +16,7 @@ import { ensurePrivateDatabaseFile, makePrivateDirSync } from './private-files.t
  * the system releases when the process ends, however it ends (kill -9 included), so a crashed
  * server never leaves a stale lock behind. Returns the release.
  */
-export function lockStateFile(path: string, key: string): () => void {
+function lockStateFile(path: string, key: string): () => void {
   // Canonical, as lockStateFiles compares paths: `store/`, `store` and a symlink to it must
   // lock one file, or two servers would share a state file spelled two ways.
   const lockPath = `${canonicalPath(path)}.lock`;
@@ -131,7 +131,7 @@ const SQLITE_BUSY = 5;
  * placed under its nearest existing ancestor, itself resolved (a symlinked state directory);
  * a symlink to one not created yet is followed to where it points.
  */
-export function canonicalPath(path: string, hops = 0): string {
+function canonicalPath(path: string, hops = 0): string {
   const absolute = resolve(path);
   const missing: string[] = [];
   for (let existing = absolute; ; existing = dirname(existing)) {

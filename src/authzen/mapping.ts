@@ -62,7 +62,7 @@ export function decisionRequest(
   };
 }
 
-export function reasonObject(reason: Reason): ReasonObject {
+function reasonObject(reason: Reason): ReasonObject {
   return { id: reason.code, reason_admin: { en: reason.message ?? reason.code } };
 }
 

@@ -11,7 +11,7 @@ import { requestObjectSchema } from '../data/json-value.ts';
 export const ACCESS_TOKEN_PROPERTY = 'access_token';
 
 /** The most evaluations one /access/v1/evaluations request may carry. */
-export const MAX_EVALUATIONS = 1000;
+const MAX_EVALUATIONS = 1000;
 
 export const DEFAULT_PAGE_LIMIT = 100;
 /** A larger page.limit is lowered to this: the spec lets a PDP return fewer results than asked. */
@@ -27,7 +27,7 @@ const subjectProperties = properties.refine(
 export const subjectSchema = z.object({ type: z.string(), id: z.string(), properties: subjectProperties.optional() });
 export const resourceSchema = z.object({ type: z.string(), id: z.string(), properties: properties.optional() });
 export const actionSchema = z.object({ name: z.string(), properties: properties.optional() });
-export const contextSchema = properties;
+const contextSchema = properties;
 
 export type Subject = z.infer<typeof subjectSchema>;
 export type Resource = z.infer<typeof resourceSchema>;

@@ -55,7 +55,7 @@ const WILDCARD_TO_LOOPBACK = new Map([['0.0.0.0', '127.0.0.1'], ['::', '::1']]);
  * connections are not those a flood of the decision port uses up); a wildcard listen address
  * is reached over loopback.
  */
-export function healthUrl(server: Config['server']): string {
+function healthUrl(server: Config['server']): string {
   const listener = server.diagnostic === undefined ? server : { host: server.diagnostic.host ?? server.host, port: server.diagnostic.port };
   const host = WILDCARD_TO_LOOPBACK.get(listener.host) ?? listener.host;
   return `${server.tls ? 'https' : 'http'}://${urlHost(host)}:${listener.port}/healthz`;

@@ -130,7 +130,7 @@ function reservedNames(value: unknown, at: readonly string[] = []): string[] {
   return Object.keys(value).flatMap((key) => (key === '__proto__' ? [[...at, key].join('.')] : reservedNames((value as Record<string, unknown>)[key], [...at, key])));
 }
 
-export function describeIssues(error: z.ZodError): { path: string; message: string }[] {
+function describeIssues(error: z.ZodError): { path: string; message: string }[] {
   return error.issues.map((issue) => {
     const path = issue.path.map(String).join('.');
     if (issue.code === 'unrecognized_keys') {

@@ -86,7 +86,7 @@ export const MAX_CLOCK_TOLERANCE_S = 300;
 export const MAX_TOKEN_BYTES = 64 * 1024;
 
 /** JWS algorithms Arbiter accepts at all; "none" and unknown names are refused up front. */
-export const SUPPORTED_ALGORITHMS = [
+const SUPPORTED_ALGORITHMS = [
   'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
   'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
   'HS256', 'HS384', 'HS512',

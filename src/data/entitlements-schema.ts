@@ -10,7 +10,7 @@ import type { DocumentCheck, DocumentIssue } from './documents.ts';
  * kept (descriptions, a feed's own bookkeeping). Rego's `in` reads an object's values as a
  * list's, so `tenants: {"primary": "acme"}` would grant in tenant acme: such a write is refused.
  */
-export const EntitlementGrantSchema = z.looseObject({
+const EntitlementGrantSchema = z.looseObject({
   id: z.string().min(1),
   actions: z.array(z.string()),
   tenants: z.array(z.string()),
@@ -18,7 +18,7 @@ export const EntitlementGrantSchema = z.looseObject({
   expires_at: z.number().optional(),
 });
 
-export const EntitlementSubjectSchema = z.looseObject({
+const EntitlementSubjectSchema = z.looseObject({
   grants: z.array(EntitlementGrantSchema).optional(),
 });
 
@@ -28,7 +28,7 @@ export const EntitlementSubjectSchema = z.looseObject({
  * write, so an untouched entry is the same object): a write of one subject costs that subject,
  * not the whole feed. `total` counts every issue found, `issues` holds the first of them.
  */
-export function entitlementsIssues(document: JsonValue, previous: JsonValue | undefined): { issues: DocumentIssue[]; total: number } {
+function entitlementsIssues(document: JsonValue, previous: JsonValue | undefined): { issues: DocumentIssue[]; total: number } {
   if (!isJsonObject(document)) return { issues: [{ pointer: '', detail: 'must be an object of subject ids to their entitlements' }], total: 1 };
   const issues: DocumentIssue[] = [];
   let total = 0;
@@ -48,7 +48,7 @@ export function entitlementsIssues(document: JsonValue, previous: JsonValue | un
 }
 
 /** The check of the entitlements document: a write it refuses is 400 entitlements_invalid. */
-export const ENTITLEMENTS_CHECK: DocumentCheck = { code: 'entitlements_invalid', issues: entitlementsIssues };
+const ENTITLEMENTS_CHECK: DocumentCheck = { code: 'entitlements_invalid', issues: entitlementsIssues };
 
 /** The live documents checked on every write, by name: the entitlements one unless data.check_entitlements is false. */
 export function liveDataChecks(checkEntitlements: boolean): ReadonlyMap<string, DocumentCheck> {

@@ -7,7 +7,7 @@ import type { JsonArray, JsonObject, JsonValue } from './json-value.ts';
 const pointer = z.string();
 
 /** One RFC 6902 operation. `value` is checked to be JSON (and within limits) when applied. */
-export const JsonPatchOperationSchema = z.discriminatedUnion('op', [
+const JsonPatchOperationSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('add'), path: pointer, value: z.unknown() }),
   z.object({ op: z.literal('remove'), path: pointer }),
   z.object({ op: z.literal('replace'), path: pointer, value: z.unknown() }),

@@ -213,7 +213,7 @@ export function jsonDefect(value: unknown, options: { maxDepth: number; checkTex
  * where it holds fewer digits or none: 1e-400 is read as 0). Anchored on the number's start, as
  * MAY_OVERFLOW: text without one skips the parse that looks at each number as written.
  */
-export const MAY_BE_INEXACT = /(?:^|[:[,\s])-?(?:(?:\d\.?){16}|\d+(?:\.\d*)?[eE][+-]?\d{3})/;
+const MAY_BE_INEXACT = /(?:^|[:[,\s])-?(?:(?:\d\.?){16}|\d+(?:\.\d*)?[eE][+-]?\d{3})/;
 
 /**
  * The first number of the JSON `text` whose value as JSON.parse reads it, a double, is another

@@ -166,7 +166,7 @@ export class RevocationIndex {
  * and expires_at. Not `reason` (commentary for the audit trail) nor who made it or when: a feed
  * replaying a revocation, reworded or sent by another admin, restates the one in force.
  */
-export function sameRevocation(a: Revocation, b: Revocation): boolean {
+function sameRevocation(a: Revocation, b: Revocation): boolean {
   if (a.kind !== b.kind || a.iss !== b.iss || a.expires_at !== b.expires_at) return false;
   return a.kind === 'issued_before' ? a.before === (b as typeof a).before : a.value === (b as typeof a).value;
 }

@@ -172,7 +172,7 @@ export function toStoredDecision(row: StoredRow): StoredDecision {
  * failing the request as an internal error, and the rows before it read as usual (an export
  * stops at it, after them; a page that only looked one row further is served).
  */
-export function readRows<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): (T & { damage?: DecisionLogCorruptError })[] {
+function readRows<T extends { seq: number }>(statement: StatementSync, ...params: SQLInputValue[]): (T & { damage?: DecisionLogCorruptError })[] {
   statement.setReadBigInts(true);
   return statement.all(...params).map((row) => numbers(row) as T & { damage?: DecisionLogCorruptError });
 }

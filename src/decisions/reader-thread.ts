@@ -57,14 +57,14 @@ export function toWireError(error: unknown): WireError {
  * decision_log_corrupt 500 naming the seq); anything else stays a plain Error, which the
  * server answers 500 internal_error and logs, as it did when reads ran on the main thread.
  */
-export function fromWireError(wire: WireError): Error {
+function fromWireError(wire: WireError): Error {
   if (wire.seq !== undefined) return new DecisionLogCorruptError(wire.seq, wire.message);
   if (wire.code !== undefined) return new ArbiterError(wire.code, wire.message);
   return new Error(wire.message);
 }
 
 /** prunedBefore as a BigInt64, for Atomics: ±Infinity at the ends of the range, a time rounded up. */
-export function encodePrunedBefore(ms: number): bigint {
+function encodePrunedBefore(ms: number): bigint {
   if (ms === -Infinity) return -(2n ** 63n);
   if (ms === Infinity) return 2n ** 63n - 1n;
   // Rounded up: `from >= prunedBefore` for an integer `from` reads the same either way.
@@ -88,7 +88,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
  * ~64 KiB) reads within a 128 MiB cap (an idle reader thread uses ~16 MiB): 512 MiB leaves room
  * for larger bodies (a page that needs more is one to ask for with a smaller limit).
  */
-export const READER_RESOURCE_LIMITS: ResourceLimits = { maxOldGenerationSizeMb: 512 };
+const READER_RESOURCE_LIMITS: ResourceLimits = { maxOldGenerationSizeMb: 512 };
 
 /**
  * The auditor API's reads of the decision log (queries, lookups by id, export pages, verify), run on

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { uuidv7 } from '../ids.ts';
 
 /** One reason of a decision; `code` is stable and indexed, any other member is kept as given. */
-export const decisionReasonSchema = z.looseObject({ code: z.string().min(1) });
+const decisionReasonSchema = z.looseObject({ code: z.string().min(1) });
 
 export const decisionResultSchema = z.strictObject({
   allow: z.boolean(),

@@ -74,7 +74,7 @@ export const STRICT_OUTAGE_AFTER_MS = 5_000;
  * with a little room left, a log another writer has chained on); while decisions come, their
  * commits are what tell.
  */
-export const STRICT_PROBE_INTERVAL_MS = 1_000;
+const STRICT_PROBE_INTERVAL_MS = 1_000;
 
 /**
  * The decision log: an append-only, hash-chained, signed-checkpointed SQLite table of

@@ -70,7 +70,7 @@ type IndexColumnValues = [string | null, string | null, string | null, string | 
  * then its body. Cloning strings costs a fraction of cloning an object per record (which
  * took ~6 µs of the main thread's time per decision).
  */
-export function encodeBatch(batch: readonly PreparedDecision[]): string[] {
+function encodeBatch(batch: readonly PreparedDecision[]): string[] {
   const wire: string[] = [];
   for (const { decision_id, timestamp, endpoint, caller, bundle, revision, columns: c, body } of batch) {
     const values: RowValues = [

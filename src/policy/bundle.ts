@@ -34,7 +34,7 @@ export interface LoadBundleOptions {
   checkData?: (data: Record<string, unknown>) => void;
 }
 
-export function decisionEntrypoint(bundleName: string): string {
+function decisionEntrypoint(bundleName: string): string {
   return `${bundleName}/decision`;
 }
 

@@ -31,7 +31,7 @@ interface OpaInternals {
 /** WebAssembly memory a data document occupies once parsed, per byte of its JSON (bench/data-apply.ts). */
 const PARSED_SIZE_FACTOR = 12;
 
-export const DEFAULT_ENGINE_LIMITS: EngineLimits = { maxMemoryPages: 16_384 /* 1 GiB */ };
+const DEFAULT_ENGINE_LIMITS: EngineLimits = { maxMemoryPages: 16_384 /* 1 GiB */ };
 
 /**
  * One WebAssembly instance of one bundle revision. Evaluation is synchronous, so a decision
@@ -118,7 +118,7 @@ export class PolicyEngine {
  * reached: WebAssembly memory growth past its maximum is a RangeError from the host, or the
  * policy's own allocator giving up.
  */
-export function outOfMemory(error: unknown): boolean {
+function outOfMemory(error: unknown): boolean {
   return error instanceof RangeError || /opa_malloc: failed/.test(errorMessage(error));
 }
 

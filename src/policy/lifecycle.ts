@@ -116,7 +116,7 @@ export interface AcceptResult {
 }
 
 /** The actor recorded for bundles activated from `bundles.dir` at start. */
-export const EMBEDDED_ACTOR = 'arbiter:bundles.dir';
+const EMBEDDED_ACTOR = 'arbiter:bundles.dir';
 
 interface ValidateOptions {
   /** Skip the signature: the embedded directory is part of the deployment, like the config file. */
@@ -728,7 +728,7 @@ function signedIssuedAt(files: BundleFiles): unknown {
 }
 
 /** How far ahead of this server's clock a signature's iat may be: the build machine's clock may run ahead. */
-export const ISSUED_AT_LEEWAY_S = 300;
+const ISSUED_AT_LEEWAY_S = 300;
 
 /**
  * The replay rule orders signed revisions by `iat`, so an incoming one must be an iat it can

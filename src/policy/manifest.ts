@@ -22,7 +22,7 @@ import { BundleRejectedError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
 import { isObject } from './overlay.ts';
 
-export const MANIFEST_FILE = '.manifest';
+const MANIFEST_FILE = '.manifest';
 
 /** Deepest nesting of objects and arrays in a `.manifest` (the manifest itself is level 1), as for request bodies. */
 const MAX_MANIFEST_DEPTH = 64;

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 
 /** At most one line per reason this often. */
-export const THROTTLE_INTERVAL_MS = 1000;
+const THROTTLE_INTERVAL_MS = 1000;
 
 interface Window {
   /** When the last line of this reason was written (performance.now()). */

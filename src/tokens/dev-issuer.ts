@@ -94,7 +94,7 @@ async function checkRoundTrip(key: DevIssuerKey): Promise<void> {
   if (!verified.ok) throw new Error(`its tokens would be refused (${verified.code}: ${verified.message})`);
 }
 
-export function devIssuerConfig(): IssuerConfig {
+function devIssuerConfig(): IssuerConfig {
   return {
     issuer: DEV_ISSUER,
     jwks_file: '(generated development key)',

@@ -23,7 +23,7 @@ const KEY_TYPE_OF: Readonly<Record<string, { kty: string; crv?: string }>> = {
 const MIN_RSA_BITS = 2048;
 
 /** Why a key set must not be used (it holds private key material), or undefined. */
-export function privateKeyProblem(jwks: { keys: readonly unknown[] }): string | undefined {
+function privateKeyProblem(jwks: { keys: readonly unknown[] }): string | undefined {
   for (const [index, key] of jwks.keys.entries()) {
     if (typeof key !== 'object' || key === null) continue;
     const member = PRIVATE_KEY_MEMBERS.find((name) => Object.hasOwn(key, name));

@@ -81,7 +81,7 @@ export function subjectFromToken(verified: VerifiedToken, now: number): PolicySu
 }
 
 /** The claims a revocation can name, as the revocation index looks them up. */
-export function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
+function revocationClaims(subject: PolicySubject): RevokedTokenClaims {
   const sid = subject.claims.sid;
   return {
     iss: subject.iss!,
@@ -133,7 +133,7 @@ export function subjectRevocation(revocations: RevocationLookup, subject: Policy
  * act claim gives one (RFC 8693 allows it), else under the token's issuer. An empty iss names
  * no issuer (no revocation can be scoped to ""), so the token's issuer vouches for that actor.
  */
-export function actorClaims(actor: Record<string, unknown>, tokenIss: string): { iss: string; sub?: string; client_id?: string } {
+function actorClaims(actor: Record<string, unknown>, tokenIss: string): { iss: string; sub?: string; client_id?: string } {
   return {
     iss: typeof actor.iss === 'string' && actor.iss !== '' ? actor.iss : tokenIss,
     ...(typeof actor.sub === 'string' && { sub: actor.sub }),

@@ -39,7 +39,7 @@ export interface TrustedIssuer {
  * Shortest HMAC secret accepted for `algorithm` (HS256, HS384, HS512), for token issuers and
  * bundle signing keys alike: RFC 7518 §3.2 asks for at least the hash's size.
  */
-export function minHmacSecretBytes(algorithm: string): number {
+function minHmacSecretBytes(algorithm: string): number {
   return Number(algorithm.slice(2)) / 8;
 }
 
@@ -101,7 +101,7 @@ export class IssuerRegistry {
   }
 }
 
-export async function createTrustedIssuer(config: IssuerConfig, index: number, options: TrustedIssuerOptions = {}): Promise<TrustedIssuer> {
+async function createTrustedIssuer(config: IssuerConfig, index: number, options: TrustedIssuerOptions = {}): Promise<TrustedIssuer> {
   const at = (key: string) => `${options.configPath ?? 'issuers'}.${index}.${key}`;
   if (config.jwks_uri !== undefined) {
     const backOff = new FetchBackOff();

@@ -212,7 +212,7 @@ async function verifyUncached(token: string, sentFingerprint: string, issuers: I
  * token cost unbounded signature checks. A token signed by a later key is refused as
  * token_bad_signature; an issuer with more keys per algorithm must put `kid` in its tokens.
  */
-export const MAX_CANDIDATE_KEYS = 10;
+const MAX_CANDIDATE_KEYS = 10;
 
 async function verifyWithIssuerKeys(token: string, issuer: TrustedIssuer, options: JWTVerifyOptions): Promise<JWTPayload> {
   // jose's overloads differ for a key and a key resolver; both are valid here.
@@ -304,7 +304,7 @@ function audienceWellFormed(aud: unknown): boolean {
  * object itself is level 1), as for request bodies: the claims reach the policy and the
  * decision record as `input.subject.claims`, the header as `input.subject.token`.
  */
-export const MAX_TOKEN_JSON_DEPTH = 64;
+const MAX_TOKEN_JSON_DEPTH = 64;
 
 /**
  * What makes a token's header or claims unfit for the policy input, described, or undefined:

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 export const OPA_VERSION = 'v1.22.2';
 
 /** Where scripts/toolchain.sh installs pinned tools unless ARBITER_TOOLS says otherwise. */
-export function toolsDir(): string {
+function toolsDir(): string {
   return process.env.ARBITER_TOOLS ?? join(homedir(), '.cache', 'arbiter-tools');
 }
 

@@ -18,7 +18,7 @@ const WILDCARD_ADDRESSES = new Set(['0.0.0.0', '::']);
  * answer them without asking DNS, and no one can register a name under them), 127.0.0.0/8 and
  * [::1]. A DNS-rebinding page needs a name its attacker's DNS answers, so it never has one of these.
  */
-export function isLoopbackHostname(hostname: string): boolean {
+function isLoopbackHostname(hostname: string): boolean {
   return hostname === 'localhost' || hostname.endsWith('.localhost') || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }
 

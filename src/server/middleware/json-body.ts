@@ -10,7 +10,7 @@ import { escapePointerToken, jsonDefect, MAY_OVERFLOW } from '../../data/json-va
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
 /** Default for JsonBodyOptions.maxDepth: request shapes nest a few levels, caller properties a few more. */
-export const DEFAULT_MAX_BODY_DEPTH = 64;
+const DEFAULT_MAX_BODY_DEPTH = 64;
 
 /**
  * After a fatal UTF-8 decode, the only way a string can hold a lone surrogate is the escape

@@ -21,8 +21,6 @@ export const decideRequestSchema = z.strictObject({
   policy: bundleNameSchema.optional().describe('Bundle to ask; the configured default when absent.'),
 });
 
-export type DecideRequest = z.infer<typeof decideRequestSchema>;
-
 /** The decision as gateways see it. */
 export function decisionBody(decision: Decision) {
   return {
