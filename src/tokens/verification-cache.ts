@@ -48,8 +48,4 @@ export class VerificationCache {
     }
     this.#entries.set(sentFingerprint, { verified, validUntil });
   }
-
-  get size(): number {
-    return this.#entries.size;
-  }
 }
