@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { MAX_FIELD_ERRORS } from '../errors.ts';
-import { escapePointerToken, isJsonObject, ownMember } from './json-value.ts';
+import { formatJsonPointer } from './json-pointer.ts';
+import { isJsonObject, ownMember } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
 import type { DocumentCheck, DocumentIssue } from './documents.ts';
 
@@ -39,8 +40,7 @@ function entitlementsIssues(document: JsonValue, previous: JsonValue | undefined
     for (const issue of parsed.error.issues) {
       total += 1;
       if (issues.length < MAX_FIELD_ERRORS) {
-        const pointer = [subject, ...issue.path].map((token) => `/${escapePointerToken(String(token))}`).join('');
-        issues.push({ pointer, detail: issue.message });
+        issues.push({ pointer: formatJsonPointer([subject, ...issue.path]), detail: issue.message });
       }
     }
   }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { FieldsInvalidError } from '../errors.ts';
-import { parseArrayIndex, parseJsonPointer } from './json-pointer.ts';
-import { escapePointerToken, freezeJson, isJsonObject, jsonByteSize, jsonEqual, ownMember } from './json-value.ts';
+import { formatJsonPointer, parseArrayIndex, parseJsonPointer } from './json-pointer.ts';
+import { freezeJson, isJsonObject, jsonByteSize, jsonEqual, ownMember } from './json-value.ts';
 import type { JsonArray, JsonObject, JsonValue } from './json-value.ts';
 
 const pointer = z.string();
@@ -259,7 +259,7 @@ function add(document: JsonValue, path: readonly string[], value: JsonValue, con
     }
     if (isJsonObject(parent)) {
       // Live data keys are non-empty everywhere else (a document with "" would not load again).
-      if (token === '') throw context.error('json_patch_invalid', `"${pointerOf(path)}" names an empty object key: live data keys must be non-empty`);
+      if (token === '') throw context.error('json_patch_invalid', `"${formatJsonPointer(path)}" names an empty object key: live data keys must be non-empty`);
       return (members) => setMember(members, token, value);
     }
     throw notFound(path, context);
@@ -332,10 +332,6 @@ function setMember(object: Record<string, JsonValue>, key: string, value: JsonVa
   Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
-function pointerOf(path: readonly string[]): string {
-  return path.map((token) => `/${escapePointerToken(token)}`).join('');
-}
-
 function notFound(path: readonly string[], context: OperationContext, member: 'path' | 'from' = 'path'): JsonPatchError {
-  return context.error('json_patch_path_not_found', `no value at "${pointerOf(path)}"`, member);
+  return context.error('json_patch_path_not_found', `no value at "${formatJsonPointer(path)}"`, member);
 }

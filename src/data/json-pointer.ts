@@ -1,3 +1,5 @@
+import { escapePointerToken } from './json-value.ts';
+
 /**
  * RFC 6901 JSON Pointer: `""` is the whole document, otherwise `/`-prefixed tokens
  * where `~1` stands for `/` and `~0` for `~`. Returns the decoded tokens, or throws
@@ -14,6 +16,15 @@ export function parseJsonPointer(pointer: string): string[] {
       // ~1 first: "~01" must decode to "~1", not "/".
       return token.replaceAll('~1', '/').replaceAll('~0', '~');
     });
+}
+
+/**
+ * The RFC 6901 JSON pointer to `tokens` (`""` for none): each `/`-prefixed, `~` and `/` escaped,
+ * so a key holding them still points at itself. Tokens may be a schema issue's path segments
+ * (numbers for array indexes), hence PropertyKey.
+ */
+export function formatJsonPointer(tokens: readonly PropertyKey[]): string {
+  return tokens.map((token) => `/${escapePointerToken(String(token))}`).join('');
 }
 
 /**

@@ -5,7 +5,8 @@ import { promisify } from 'node:util';
 import type { z } from 'zod';
 import { fieldErrorMembers, problem, type FieldError } from '../problem.ts';
 import { listReasons } from '../../errors.ts';
-import { escapePointerToken, jsonDefect, MAY_OVERFLOW } from '../../data/json-value.ts';
+import { formatJsonPointer } from '../../data/json-pointer.ts';
+import { jsonDefect, MAY_OVERFLOW } from '../../data/json-value.ts';
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
@@ -154,9 +155,9 @@ function issueErrors(issue: z.core.$ZodIssue, prefix: PropertyKey[]): FieldError
     });
     return closest.flatMap((inner) => issueErrors(inner, path));
   }
-  const base = path.map((segment) => `/${pointerToken(segment)}`).join('');
+  const base = formatJsonPointer(path);
   if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((key) => ({ pointer: `${base}/${pointerToken(key)}`, detail: 'unknown field' }));
+    return issue.keys.map((key) => ({ pointer: `${base}${formatJsonPointer([key])}`, detail: 'unknown field' }));
   }
   return [{ pointer: base, detail: issue.message }];
 }
@@ -173,11 +174,6 @@ function misreadings(branch: readonly z.core.$ZodIssue[]): number {
     else if (inner.code === 'invalid_union' && inner.errors.length === 0 && inner.path.length === 1) count += 1;
   }
   return count;
-}
-
-/** One RFC 6901 reference token: `~` and `/` escaped, so a key holding them still points at itself. */
-function pointerToken(segment: PropertyKey): string {
-  return escapePointerToken(String(segment));
 }
 
 /**
