@@ -6,6 +6,7 @@ import { decisionFiltersSchema } from './query.ts';
 import type { DecisionFilters, DecisionPage, PageRequest } from './query.ts';
 import type { StoredDecision } from './record.ts';
 import type { CheckpointPublicKey } from './chain.ts';
+import { ThreadRequests, type ThreadReply, type Unnumbered } from './thread-requests.ts';
 import type { VerifyReport } from './verify.ts';
 
 /** What the reader thread is started with. */
@@ -37,7 +38,7 @@ export interface WireError {
   seq?: number;
 }
 
-export type ReaderReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
+export type ReaderReply = ThreadReply<WireError>;
 
 /** A chunk of an export: NDJSON lines, and whether it ended (with `error` when a record stopped it). */
 export interface ExportChunk {
@@ -77,8 +78,6 @@ export function decodePrunedBefore(value: bigint): number {
   return Number(value);
 }
 
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
 /**
  * Without a cap a worker's old generation may grow as large as the main thread's (up to about
  * 4 GiB): one read of pages of large records (bodies up to server.body_limit_bytes each, 1,000
@@ -105,10 +104,9 @@ export class DecisionReader {
   readonly #resourceLimits: ResourceLimits;
   readonly #prunedBefore: BigInt64Array;
   readonly #gate: Int32Array;
-  readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  readonly #requests = new ThreadRequests<ReaderRequest>();
   #worker: Worker | undefined;
   #exited: Promise<void> | undefined;
-  #nextId = 1;
   #nextExportId = 1;
   #closed = false;
 
@@ -223,7 +221,7 @@ export class DecisionReader {
     const worker = this.#worker;
     if (!worker) return;
     try {
-      await this.#post(worker, { op: 'close' });
+      await this.#requests.post(worker, { op: 'close' });
     } catch {
       // It stopped: nothing left open.
     } finally {
@@ -232,33 +230,16 @@ export class DecisionReader {
     }
   }
 
-  #request(request: DistributiveOmit<ReaderRequest, 'id'>): Promise<unknown> {
+  #request(request: Unnumbered<ReaderRequest>): Promise<unknown> {
     if (this.#closed) return Promise.reject(new ArbiterError('decision_log_closed', 'the decision log is closed'));
-    return this.#post(this.#worker ?? this.#start(), request);
-  }
-
-  #post(worker: Worker, request: DistributiveOmit<ReaderRequest, 'id'>): Promise<unknown> {
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      // Keep the process alive while a caller waits for the thread.
-      worker.ref();
-      worker.postMessage({ ...request, id });
-    });
+    return this.#requests.post(this.#worker ?? this.#start(), request);
   }
 
   #start(): Worker {
     const worker = new Worker(new URL('./reader-worker.ts', import.meta.url), { workerData: this.#setup, resourceLimits: this.#resourceLimits });
     this.#worker = worker;
     worker.unref();
-    worker.on('message', (reply: ReaderReply) => {
-      const waiter = this.#pending.get(reply.id);
-      if (!waiter) return;
-      this.#pending.delete(reply.id);
-      if (this.#pending.size === 0) worker.unref();
-      if (reply.ok) waiter.resolve(reply.result);
-      else waiter.reject(fromWireError(reply.error));
-    });
+    worker.on('message', (reply: ReaderReply) => this.#requests.settle(worker, reply, fromWireError));
     let failure: Error | undefined;
     worker.on('error', (error) => (failure = error));
     this.#exited = new Promise((resolve) => {
@@ -266,8 +247,7 @@ export class DecisionReader {
         // The next read starts a new thread; the reads this one held fail.
         if (this.#worker === worker) this.#worker = undefined;
         const stopped = new Error(`the decision log reader thread stopped (exit code ${code})${failure ? `: ${failure.message}` : ''}`, { cause: failure });
-        for (const waiter of this.#pending.values()) waiter.reject(stopped);
-        this.#pending.clear();
+        this.#requests.rejectAll(stopped);
         resolve();
       });
     });

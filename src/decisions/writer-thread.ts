@@ -3,6 +3,7 @@ import { ArbiterError } from '../errors.ts';
 import { workerHeap, type ThreadHeap } from '../metrics/thread-heap.ts';
 import type { CheckpointKey } from './chain.ts';
 import type { RetentionPolicy } from './retention.ts';
+import { ThreadRequests, type ThreadReply, type Unnumbered } from './thread-requests.ts';
 import type { ChainLink, CheckpointPolicy, PreparedDecision, UnsignedTail } from './writer.ts';
 
 /** What the writer thread is started with (cloned into it; KeyObjects clone). */
@@ -26,7 +27,7 @@ export interface WriterOpened {
   unsignedTail: UnsignedTail | undefined;
 }
 
-export type WriterReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: { message: string } };
+export type WriterReply = ThreadReply<{ message: string }>;
 
 /**
  * What became of a batch. The records committed are the batch less `failures`, in batch
@@ -96,8 +97,6 @@ export function decodeBatch(wire: readonly string[]): PreparedDecision[] {
   return batch;
 }
 
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
 /**
  * The writer's records live for one group commit, yet under steady load V8 grows the thread's
  * new space from 8 to 32 MiB (16 MiB semi-spaces) and keeps it while the load lasts. In a
@@ -114,8 +113,7 @@ const WRITER_RESOURCE_LIMITS = { maxYoungGenerationSizeMb: 24 };
  */
 export class WriterThread {
   readonly #worker: Worker;
-  readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
-  #nextId = 1;
+  readonly #requests = new ThreadRequests<WriterRequest>();
   #failure: Error | undefined;
   #closing = false;
 
@@ -160,14 +158,7 @@ export class WriterThread {
     this.#worker = worker;
     this.unsignedAtOpen = unsignedAtOpen;
     worker.unref();
-    worker.on('message', (reply: WriterReply) => {
-      const waiter = this.#pending.get(reply.id);
-      if (!waiter) return;
-      this.#pending.delete(reply.id);
-      if (this.#pending.size === 0) worker.unref();
-      if (reply.ok) waiter.resolve(reply.result);
-      else waiter.reject(new ArbiterError('decision_log_write_failed', reply.error.message));
-    });
+    worker.on('message', (reply: WriterReply) => this.#requests.settle(worker, reply, writeFailed));
     worker.on('error', (error) => this.#fail(error));
     worker.on('exit', (code) => this.#fail(new Error(`writer thread exited with code ${code}`)));
   }
@@ -209,22 +200,20 @@ export class WriterThread {
     }
   }
 
-  #request(request: DistributiveOmit<WriterRequest, 'id'>): Promise<unknown> {
+  #request(request: Unnumbered<WriterRequest>): Promise<unknown> {
     if (this.#failure) return Promise.reject(this.#failure);
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      // Keep the process alive while the thread holds work a caller is waiting for.
-      this.#worker.ref();
-      this.#worker.postMessage({ ...request, id });
-    });
+    return this.#requests.post(this.#worker, request);
   }
 
   #fail(cause: Error): void {
     this.#failure ??= this.#closing
       ? new ArbiterError('decision_log_closed', 'the decision log is closed')
       : new ArbiterError('decision_log_unavailable', `decision log writer stopped: ${cause.message}`, { cause });
-    for (const waiter of this.#pending.values()) waiter.reject(this.#failure);
-    this.#pending.clear();
+    this.#requests.rejectAll(this.#failure);
   }
+}
+
+/** How a failure the writer thread answered a request with reaches the caller that asked. */
+function writeFailed(error: { message: string }): ArbiterError {
+  return new ArbiterError('decision_log_write_failed', error.message);
 }
