@@ -3,6 +3,7 @@ import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ArbiterError } from '../errors.ts';
+import { isObject } from '../policy/overlay.ts';
 import { createPrivateFileWhole, makePrivateDirSync } from '../private-files.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
@@ -120,8 +121,8 @@ export function loadCheckpointPublicKey(path: string): CheckpointPublicKey | und
     if (error instanceof SyntaxError) throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not JSON (an Ed25519 JWK)`);
     throw error;
   }
-  if (isObjectJwk(jwk) && jwk.d !== undefined) return loadCheckpointKey(path);
-  if (!isObjectJwk(jwk) || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') {
+  if (isObject(jwk) && jwk.d !== undefined) return loadCheckpointKey(path);
+  if (!isObject(jwk) || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') {
     throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not an Ed25519 JWK`);
   }
   let publicKey: KeyObject;
@@ -131,10 +132,6 @@ export function loadCheckpointPublicKey(path: string): CheckpointPublicKey | und
     throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not an Ed25519 JWK`);
   }
   return { id: keyThumbprint(jwk.x), publicKey };
-}
-
-function isObjectJwk(value: unknown): value is JsonWebKey {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** RFC 7638 thumbprint of an Ed25519 public key, the key_id stored with each signature. */

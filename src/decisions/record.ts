@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { uuidv7 } from '../ids.ts';
+import { isObject } from '../policy/overlay.ts';
 
 /** One reason of a decision; `code` is stable and indexed, any other member is kept as given. */
 const decisionReasonSchema = z.looseObject({ code: z.string().min(1) });
@@ -154,9 +155,7 @@ export function deriveIndexColumns(record: DecisionRecord): IndexColumns {
 }
 
 function member(value: unknown, key: string): unknown {
-  return value !== null && typeof value === 'object' && !Array.isArray(value)
-    ? (value as Record<string, unknown>)[key]
-    : undefined;
+  return isObject(value) ? value[key] : undefined;
 }
 
 /**

@@ -145,7 +145,7 @@ export function singleResult(resultSet: unknown): unknown {
 export function lenientDecision(run: RawEvaluation): { allow: boolean; reasons: Reason[]; obligations: Obligation[] } {
   if (!run.ok) return { allow: false, reasons: [{ code: run.code, message: run.message }], obligations: [] };
   const value = singleResult(run.resultSet);
-  const result: Record<string, unknown> = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+  const result = isObject(value) ? value : {};
   return {
     // `allow := true` answers the boolean itself; a decision document answers {allow, ...}.
     allow: value === true || result.allow === true,

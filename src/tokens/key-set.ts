@@ -1,6 +1,7 @@
 import { importJWK, type FetchImplementation, type JWK } from 'jose';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.ts';
+import { isObject } from '../policy/overlay.ts';
 import { readLimited } from '../read-limited.ts';
 import { withoutCredentials } from '../shown-url.ts';
 
@@ -112,7 +113,7 @@ export function refusingPrivateKeys(fetchJwks: FetchImplementation, fetched?: (k
     const keys = keysOfText(text);
     const problem = keys && privateKeyProblem({ keys });
     if (problem !== undefined) throw new Error(problem);
-    if (keys?.every(isJsonObject)) fetched?.(keys);
+    if (keys?.every(isObject)) fetched?.(keys);
     return new Response(text, { status: response.status, statusText: response.statusText, headers: response.headers });
   };
 }
@@ -145,10 +146,6 @@ export function keyIdentity(key: Record<string, unknown>): string {
   return JSON.stringify(key, Object.keys(key).sort());
 }
 
-function isJsonObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 /** The body as text (UTF-8, as Response.text() decodes it), read no further than MAX_JWKS_BYTES. */
 async function readKeySetText(response: Response, url: string): Promise<string> {
   // The message reaches gateways (the deny's reason), the decision log and /readyz: no credential of the URL.
@@ -164,6 +161,6 @@ function keysOfText(text: string): unknown[] | undefined {
   } catch {
     return undefined;
   }
-  const keys = isJsonObject(json) ? json.keys : undefined;
+  const keys = isObject(json) ? json.keys : undefined;
   return Array.isArray(keys) ? keys : undefined;
 }

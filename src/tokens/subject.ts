@@ -1,6 +1,7 @@
 import type { JWTPayload } from 'jose';
 import type { RevokedTokenClaims } from '../data/revocation-schema.ts';
 import type { RevocationMatch } from '../data/revocation-index.ts';
+import { isObject } from '../policy/overlay.ts';
 import type { VerifiedToken } from './verify.ts';
 
 /** What the policy sees of the caller: `input.subject` (documented in rego/README.md). */
@@ -163,7 +164,7 @@ function scopesOf(payload: JWTPayload): string[] {
 function actorChain(act: unknown): Record<string, unknown>[] {
   const chain: Record<string, unknown>[] = [];
   let current = act;
-  while (isPlainObject(current) && chain.length < MAX_ACTOR_CHAIN) {
+  while (isObject(current) && chain.length < MAX_ACTOR_CHAIN) {
     chain.push(Object.fromEntries(Object.entries(current).filter(([key]) => key !== 'act')));
     current = current.act;
   }
@@ -173,8 +174,4 @@ function actorChain(act: unknown): Record<string, unknown>[] {
 function stringClaim(payload: JWTPayload, name: string): string | undefined {
   const value = payload[name];
   return typeof value === 'string' ? value : undefined;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
