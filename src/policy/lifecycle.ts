@@ -43,7 +43,8 @@
  *   signature_iat_invalid       an archive pushed or pulled whose signature's `iat` is not a whole
  *                               number of seconds (OPA refuses it too)
  *   signature_iat_future        an archive pushed or pulled whose signature's `iat` is ahead of this
- *                               server's clock by more than ISSUED_AT_LEEWAY_S (milliseconds, say)
+ *                               server's clock by more than ISSUED_AT_LEEWAY_S (300 s): an iat
+ *                               written in milliseconds, say
  */
 import { readdirSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
