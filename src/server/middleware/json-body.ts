@@ -65,7 +65,7 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
     const encoded = contentEncodingProblem(c, options.unsupportedMediaTypeStatus ?? 415, options.gzip ? GZIP_CODINGS : NO_CODINGS);
     if (encoded !== undefined) return encoded;
     const gzipped = options.gzip === true && isGzip(c);
-    let bytes = await readLimited(c, options.limitBytes);
+    let bytes = await readRequestBody(c, options.limitBytes);
     if (bytes !== undefined && gzipped) {
       try {
         bytes = await gunzipAsync(bytes, { maxOutputLength: options.limitBytes });
@@ -177,11 +177,12 @@ function misreadings(branch: readonly z.core.$ZodIssue[]): number {
 }
 
 /**
- * The body, or undefined once it passes the limit (checked while reading, not after). On
- * Node the request stream is read directly: the web-stream adapter costs more than the
- * parse on small bodies.
+ * The request body, or undefined once it passes the limit (checked while reading, not after):
+ * what was not read is never taken in. On Node the request stream is read directly: the
+ * web-stream adapter costs more than the parse on small bodies. (src/read-limited.ts is the
+ * same bound for response bodies Arbiter fetches.)
  */
-async function readLimited(c: Context, limit: number): Promise<Uint8Array | undefined> {
+export async function readRequestBody(c: Context, limit: number): Promise<Uint8Array | undefined> {
   const declared = Number(c.req.header('content-length'));
   if (Number.isFinite(declared) && declared > limit) return undefined;
   const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;

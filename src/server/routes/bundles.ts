@@ -1,11 +1,10 @@
-import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { ArbiterError } from '../../errors.ts';
 import type { BundleLifecycle } from '../../policy/lifecycle.ts';
 import { adminProblem } from '../admin-errors.ts';
 import { requireScope, type AdminPrincipal, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
-import { contentEncodingProblem, jsonBody } from '../middleware/json-body.ts';
+import { contentEncodingProblem, jsonBody, readRequestBody } from '../middleware/json-body.ts';
 import { problem } from '../problem.ts';
 import { noQueryParameters } from '../query-parameters.ts';
 
@@ -58,7 +57,7 @@ export function bundleRoutes(deps: BundleRouteDeps) {
       // The archive's own gzip is its media type; a Content-Encoding on top is not read.
       const encoded = contentEncodingProblem(c, 415);
       if (encoded !== undefined) return encoded;
-      const archive = await readLimited(c, deps.maxBundleBytes);
+      const archive = await readRequestBody(c, deps.maxBundleBytes);
       if (archive === undefined) {
         return problem(c, 413, { code: 'archive_compressed_too_large', check: 'archive_compressed_too_large', title: 'Bundle too large', detail: `the bundle exceeds ${deps.maxBundleBytes} bytes` });
       }
@@ -90,18 +89,4 @@ export function bundleRoutes(deps: BundleRouteDeps) {
 /** Recorded as stored_by / activated_by, the same form revocations record as created_by. */
 function actor(admin: AdminPrincipal): string {
   return `${admin.iss}#${admin.sub}`;
-}
-
-/** The body, or undefined once it passes the limit (checked while streaming, not after). */
-async function readLimited(c: Context, limit: number): Promise<Uint8Array | undefined> {
-  const declared = Number(c.req.header('content-length'));
-  if (Number.isFinite(declared) && declared > limit) return undefined;
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of c.req.raw.body ?? []) {
-    size += chunk.byteLength;
-    if (size > limit) return undefined;
-    chunks.push(chunk);
-  }
-  return new Uint8Array(Buffer.concat(chunks));
 }
