@@ -1,5 +1,5 @@
 import type { Decision } from '../decisions/pipeline.ts';
-import { fieldErrors } from '../server/middleware/json-body.ts';
+import { describeFieldError, fieldErrors } from '../server/middleware/json-body.ts';
 import { isObject } from '../policy/overlay.ts';
 import { authzenDecision, invalidItemDecision, type AuthzenDecision } from './mapping.ts';
 import { evaluationRequestSchema, type EvaluationRequest, type EvaluationsRequest, type EvaluationsSemantic } from './schema.ts';
@@ -67,5 +67,5 @@ function withDefaults(
   }
   const parsed = evaluationRequestSchema.safeParse(merged);
   if (parsed.success) return parsed;
-  return { success: false, message: fieldErrors(parsed.error).map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; ') };
+  return { success: false, message: fieldErrors(parsed.error).map(describeFieldError).join('; ') };
 }

@@ -100,15 +100,7 @@ export function jsonBody<S extends z.ZodType>(schema: S, options: JsonBodyOption
       return problem(c, 400, { code: 'invalid_request', title: 'Invalid request', detail: `${defect.pointer || '/'}: ${defect.detail}`, errors: [defect] });
     }
     const result = schema.safeParse(parsed);
-    if (!result.success) {
-      const errors = fieldErrors(result.error);
-      return problem(c, 400, {
-        code: 'invalid_request',
-        title: 'Invalid request',
-        detail: listReasons(errors.map((e) => `${e.pointer || '/'}: ${e.detail}`)),
-        ...fieldErrorMembers(errors),
-      });
-    }
+    if (!result.success) return invalidRequest(c, result.error);
     c.set('body', result.data);
     await next();
   };
@@ -136,6 +128,22 @@ function mayNestDeeperThan(text: string, maxDepth: number): boolean {
     if ((code === 0x7b || code === 0x5b) && ++brackets > maxDepth) return true;
   }
   return false;
+}
+
+/** The 400 invalid_request answer to a value its schema refuses: every field by pointer, in `detail` and `errors`. */
+export function invalidRequest(c: Context, error: z.ZodError): Response {
+  const errors = fieldErrors(error);
+  return problem(c, 400, {
+    code: 'invalid_request',
+    title: 'Invalid request',
+    detail: listReasons(errors.map(describeFieldError)),
+    ...fieldErrorMembers(errors),
+  });
+}
+
+/** A field error as one line of text: its pointer (`/` for the whole body), then what is wrong. */
+export function describeFieldError(error: FieldError): string {
+  return `${error.pointer || '/'}: ${error.detail}`;
 }
 
 export function fieldErrors(error: z.ZodError): FieldError[] {

@@ -18,13 +18,12 @@ import { actionSearch, resourceSearch, runSearch, subjectSearch, type SearchPlan
 import type { AuthzenConfig } from '../../config/schema.ts';
 import type { Decision, DecisionPipeline, DecisionRequest } from '../../decisions/pipeline.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
-import { fieldErrors, jsonBody } from '../middleware/json-body.ts';
+import { invalidRequest, jsonBody } from '../middleware/json-body.ts';
 import { rateLimited, type AdmissionVariables, type RateRefusal } from '../middleware/admission.ts';
 import type { GatewayVariables } from '../middleware/gateway-auth.ts';
 import type { TenantBinding } from '../middleware/tenant-binding.ts';
 import type { RequestIdVariables } from '../middleware/request-id.ts';
-import { fieldErrorMembers, problem } from '../problem.ts';
-import { listReasons } from '../../errors.ts';
+import { problem } from '../problem.ts';
 
 export interface AuthzenRouteDeps {
   pipeline: DecisionPipeline;
@@ -217,14 +216,4 @@ function tenantConflict(c: Context, context: Record<string, unknown> | undefined
 /** No bundle can answer: the same condition /v1/decide answers with 503. */
 function unavailable(c: Context, detail: string): Response {
   return problem(c, 503, { code: 'authzen_unavailable', title: 'No bundle answers this AuthZEN request', detail });
-}
-
-function invalidRequest(c: Context, error: z.ZodError): Response {
-  const errors = fieldErrors(error);
-  return problem(c, 400, {
-    code: 'invalid_request',
-    title: 'Invalid request',
-    detail: listReasons(errors.map((e) => `${e.pointer || '/'}: ${e.detail}`)),
-    ...fieldErrorMembers(errors),
-  });
 }
