@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { jsonDefect, MAY_OVERFLOW } from '../data/json-value.ts';
 import { BundleRejectedError } from '../errors.ts';
 import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archive.ts';
@@ -6,6 +5,7 @@ import { checkContract } from './engine.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { dataOutsideRoots, parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
 import { defineValue, isObject } from './overlay.ts';
+import { sha256Hex } from './store.ts';
 
 /** A bundle revision that passed every check and can serve decisions. */
 export interface PolicyBundle {
@@ -73,7 +73,7 @@ export async function loadBundle(name: string, archive: Uint8Array, options: Loa
   const bundle: PolicyBundle = {
     name,
     revision: manifest.revision ?? '',
-    digest: createHash('sha256').update(archive).digest('hex'),
+    digest: sha256Hex(archive),
     manifest,
     data,
     roots: manifest.roots,

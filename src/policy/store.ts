@@ -81,6 +81,11 @@ const TEMP_FILE = /^\..+\.tmp$/;
 /** A bundle directory `remove` renamed away: never a bundle name (those start with a letter or digit). */
 const REMOVED_DIR = /^\..+\.removed$/;
 
+/**
+ * A bundle archive's digest (`digest` in the index, the status and the push answer): lowercase
+ * hex SHA-256 of the .tar.gz bytes as received. One function, so a pushed, a pulled and a loaded
+ * archive are compared by the same digest.
+ */
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
