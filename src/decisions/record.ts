@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isJsonObject } from '../data/json-value.ts';
 import { uuidv7 } from '../ids.ts';
 import { isObject } from '../policy/overlay.ts';
 
@@ -63,7 +64,7 @@ const UUID_V7 = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA
  * holds the two to the same answers.
  */
 export function isDecisionRecord(value: unknown): value is DecisionRecord {
-  if (!isPlainRecord(value) || !hasOnlyKeys(value, RECORD_KEYS)) return false;
+  if (!isJsonObject(value) || !hasOnlyKeys(value, RECORD_KEYS)) return false;
   const { decision_id, timestamp, caller, endpoint, rule, bundle, revision, data_version, input, claim_names, result, latency_us } = value;
   return (
     typeof decision_id === 'string' && UUID_V7.test(decision_id) &&
@@ -72,7 +73,7 @@ export function isDecisionRecord(value: unknown): value is DecisionRecord {
     (rule === undefined || isNonEmptyString(rule)) &&
     isStringOrNull(bundle) && isStringOrNull(revision) &&
     (data_version === undefined || data_version === null || (Number.isSafeInteger(data_version) && (data_version as number) >= 0)) &&
-    isPlainRecord(input) &&
+    isJsonObject(input) &&
     Array.isArray(claim_names) && claim_names.every((name) => typeof name === 'string') &&
     isDecisionResult(result) &&
     typeof latency_us === 'number' && Number.isFinite(latency_us) && latency_us >= 0
@@ -80,19 +81,13 @@ export function isDecisionRecord(value: unknown): value is DecisionRecord {
 }
 
 function isDecisionResult(value: unknown): boolean {
-  if (!isPlainRecord(value) || !hasOnlyKeys(value, RESULT_KEYS)) return false;
+  if (!isJsonObject(value) || !hasOnlyKeys(value, RESULT_KEYS)) return false;
   const { allow, reasons, obligations } = value;
   return (
     typeof allow === 'boolean' &&
-    Array.isArray(reasons) && reasons.every((reason) => isPlainRecord(reason) && isNonEmptyString(reason.code)) &&
+    Array.isArray(reasons) && reasons.every((reason) => isJsonObject(reason) && isNonEmptyString(reason.code)) &&
     Array.isArray(obligations)
   );
-}
-
-function isPlainRecord(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const prototype = Object.getPrototypeOf(value) as unknown;
-  return prototype === Object.prototype || prototype === null;
 }
 
 function hasOnlyKeys(value: Record<string, unknown>, allowed: ReadonlySet<string>): boolean {
