@@ -280,8 +280,11 @@ const listenHost = nonEmpty
   // [::1] is how a URL writes the address; Node's listen() looks it up as a host name and fails.
   .refine((host) => !host.startsWith('['), 'an IPv6 address is written without brackets here, e.g. ::1');
 
-/** Addresses that listen on every interface, and so on whatever port another listener of any address has. */
-const WILDCARD_HOSTS = new Set(['0.0.0.0', '::']);
+/**
+ * Listen addresses that name every interface rather than one: such a listener takes the port on
+ * every address another listener could have, and it is never a name a request is sent to.
+ */
+export const WILDCARD_HOSTS: ReadonlySet<string> = new Set(['0.0.0.0', '::']);
 
 const configShape = z.strictObject({
   mode: z

@@ -1,6 +1,6 @@
 import type { HttpBindings } from '@hono/node-server';
 import type { MiddlewareHandler } from 'hono';
-import type { Config } from '../../config/schema.ts';
+import { WILDCARD_HOSTS, type Config } from '../../config/schema.ts';
 import { problem } from '../problem.ts';
 import type { ThrottledWarnings } from '../throttled-log.ts';
 import type { RequestIdVariables } from './request-id.ts';
@@ -8,9 +8,6 @@ import { urlHost } from '../../net/host-literal.ts';
 
 /** Longest Host shown in a refusal and its log line: a DNS name is at most 253 characters. */
 const MAX_SHOWN_HOST = 260;
-
-/** Listen addresses that name every interface rather than this server: never a Host it answers. */
-const WILDCARD_ADDRESSES = new Set(['0.0.0.0', '::']);
 
 /**
  * Whether `hostname`, as the URL parser writes it (lowercase, IPv4 dotted, IPv6 in brackets),
@@ -32,7 +29,8 @@ function isLoopbackHostname(hostname: string): boolean {
 export function allowedHostsOf(config: Pick<Config, 'server' | 'gateway'>): readonly string[] | undefined {
   const { allowed_hosts: allowed, host } = config.server;
   if (allowed === undefined) return config.gateway.authentication === 'none' ? [] : undefined;
-  if (WILDCARD_ADDRESSES.has(host)) return allowed;
+  // A wildcard listen address names no server: never a Host it answers.
+  if (WILDCARD_HOSTS.has(host)) return allowed;
   // The listen address names this server: `arbiter health` and clients given it are answered.
   const listening = URL.parse(`http://${urlHost(host)}/`)?.hostname;
   return listening === undefined ? allowed : [...allowed, listening];
