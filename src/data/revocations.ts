@@ -2,7 +2,7 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { MAX_CLOCK_TOLERANCE_S } from '../config/schema.ts';
 import { mintAfter, uuidv7 } from '../ids.ts';
 import { ArbiterError, FieldsInvalidError, listReasons } from '../errors.ts';
-import { escapePointerToken } from './json-value.ts';
+import { formatJsonPointer } from './json-pointer.ts';
 import { RevocationIndex, isExpired, revocationIdentity } from './revocation-index.ts';
 import type { RevocationMatch } from './revocation-index.ts';
 import { REVOCATION_KINDS, RevocationInputSchema } from './revocation-schema.ts';
@@ -327,7 +327,7 @@ export class Revocations {
         const fields = issue.code === 'unrecognized_keys' ? issue.keys.map((key) => [...issue.path, key]) : [issue.path];
         return fields.map((path) => ({
           reason: `${[where, ...path].join('.')}: ${issue.message}`,
-          pointer: pointer + path.map((token) => `/${escapePointerToken(String(token))}`).join(''),
+          pointer: pointer + formatJsonPointer(path),
           detail: issue.message,
         }));
       });
