@@ -1,6 +1,6 @@
 import type { Decision } from '../decisions/pipeline.ts';
 import { describeFieldError, fieldErrors } from '../server/middleware/json-body.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import { authzenDecision, invalidItemDecision, type AuthzenDecision } from './mapping.ts';
 import { evaluationRequestSchema, type EvaluationRequest, type EvaluationsRequest, type EvaluationsSemantic } from './schema.ts';
 

@@ -1,6 +1,6 @@
 import { ArbiterError } from '../errors.ts';
 import { reachesThisMachine } from '../net/this-machine.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import { printable } from './printable.ts';
 
 /** How CLI commands reach a running Arbiter's admin API: --url / $ARBITER_URL, --token / $ARBITER_TOKEN. */

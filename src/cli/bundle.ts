@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ArbiterError } from '../errors.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import { buildBundle } from '../toolchain/build.ts';
 import { opaPath } from '../toolchain/opa.ts';
 import { adminBaseUrl, adminRequest, objectWith } from './admin-client.ts';

@@ -7,7 +7,7 @@ import { loadCheckpointPublicKey } from '../decisions/chain.ts';
 import { verifyLogFile, type VerifyReport } from '../decisions/verify.ts';
 import { loadConfig } from '../config/load.ts';
 import { ArbiterError } from '../errors.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import { PROBLEM_TYPE_BASE } from '../server/problem.ts';
 import { adminBaseUrl, adminRequest, adminSend, nextStep, objectWith, reportFailure, type AnswerShape } from './admin-client.ts';
 import { cleanUpOnSignal, partialPath } from './interrupt.ts';

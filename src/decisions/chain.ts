@@ -3,7 +3,7 @@ import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ArbiterError } from '../errors.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import { createPrivateFileWhole, makePrivateDirSync } from '../private-files.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 

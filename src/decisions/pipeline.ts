@@ -5,7 +5,7 @@ import type { PolicyBundle } from '../policy/bundle.ts';
 import { extraOutputProblem, type Obligation, type PolicyResult, type Reason } from '../policy/contract.ts';
 import { checkContract, lenientDecision, singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
 import { subjectFromToken, subjectRevocation, unauthenticatedSubject, type PolicySubject, type RevocationLookup } from '../tokens/subject.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { isJsonObject } from '../data/json-value.ts';
 import { uuidv7 } from '../ids.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 
 /** One reason of a decision; `code` is stable and indexed, any other member is kept as given. */
 const decisionReasonSchema = z.looseObject({ code: z.string().min(1) });

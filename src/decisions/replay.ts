@@ -4,7 +4,7 @@ import type { PolicyBundle } from '../policy/bundle.ts';
 import { extraOutputProblem, issuanceResultFor } from '../policy/contract.ts';
 import { checkContract, lenientDecision, singleResult } from '../policy/engine.ts';
 import type { PolicyEvaluation } from '../policy/evaluation/evaluator.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import { canonicalJson } from './canonical-json.ts';
 import type { StoredDecision } from './record.ts';
 

@@ -4,7 +4,8 @@ import { readBundleArchive, type ArchiveLimits, type BundleFiles } from './archi
 import { checkContract } from './engine.ts';
 import type { PolicyEvaluator } from './evaluation/evaluator.ts';
 import { dataOutsideRoots, parseManifest, wasmModulePath, type Manifest } from './manifest.ts';
-import { defineValue, isObject } from './overlay.ts';
+import { isObject } from '../is-object.ts';
+import { defineValue } from './overlay.ts';
 import { sha256Hex } from './store.ts';
 
 /** A bundle revision that passed every check and can serve decisions. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isObject } from './overlay.ts';
+import { isObject } from '../is-object.ts';
 
 /**
  * What every decision entrypoint must return. Extra fields are kept (policies may add

@@ -1,7 +1,7 @@
 import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { errorMessage } from '../errors.ts';
 import { isPolicyResult, policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
-import { isObject } from './overlay.ts';
+import { isObject } from '../is-object.ts';
 
 /** Why an evaluation produced no usable result; each is a deny reason code (and a problem code where one is answered). */
 export const EVALUATION_FAILURE_CODES = ['policy_error', 'policy_contract_violation', 'policy_resource_limit', 'policy_timeout'] as const;

@@ -20,7 +20,7 @@ import { z } from 'zod';
 import { jsonDefect } from '../data/json-value.ts';
 import { BundleRejectedError } from '../errors.ts';
 import type { BundleFiles } from './archive.ts';
-import { isObject } from './overlay.ts';
+import { isObject } from '../is-object.ts';
 
 const MANIFEST_FILE = '.manifest';
 

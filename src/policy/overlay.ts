@@ -1,3 +1,5 @@
+import { isObject } from '../is-object.ts';
+
 /** A bundle's own data and the roots it owns (its manifest's). */
 export interface BundleLayer {
   readonly data: Record<string, unknown>;
@@ -39,14 +41,6 @@ function replaceAt(node: Record<string, unknown>, path: readonly string[], value
   return copy;
 }
 
-/**
- * Whether `value` is an object with members to read: not null, not an array. Any prototype
- * passes; data/json-value.ts's isJsonObject is the stricter test for values that must be plain
- * JSON (a plain or null prototype).
- */
-export function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** Define, never assign: a `__proto__` key in data stays a key. */
 export function defineValue(target: Record<string, unknown>, key: string, value: unknown): void {

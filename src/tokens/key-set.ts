@@ -1,7 +1,7 @@
 import { importJWK, type FetchImplementation, type JWK } from 'jose';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import { readLimited } from '../read-limited.ts';
 import { withoutCredentials } from '../shown-url.ts';
 

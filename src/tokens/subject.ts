@@ -1,7 +1,7 @@
 import type { JWTPayload } from 'jose';
 import type { RevokedTokenClaims } from '../data/revocation-schema.ts';
 import type { RevocationMatch } from '../data/revocation-index.ts';
-import { isObject } from '../policy/overlay.ts';
+import { isObject } from '../is-object.ts';
 import type { VerifiedToken } from './verify.ts';
 
 /** What the policy sees of the caller: `input.subject` (documented in rego/README.md). */
