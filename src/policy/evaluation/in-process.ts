@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { errorMessage } from '../../errors.ts';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode } from '../engine.ts';
 import type { Manifest } from '../manifest.ts';
 import { overlay } from '../overlay.ts';
@@ -54,7 +55,7 @@ export class InProcessEvaluator implements PolicyEvaluator {
         try {
           json = inputJson(input);
         } catch (error) {
-          return { ok: false, code: 'policy_error', message: `the policy input could not be built: ${error instanceof Error ? error.message : String(error)}`, dataVersion: this.#version };
+          return { ok: false, code: 'policy_error', message: `the policy input could not be built: ${errorMessage(error)}`, dataVersion: this.#version };
         }
         return { ...engine.evaluateRaw(entrypoint, json), dataVersion: this.#applied.get(engine) ?? this.#version };
       }

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { BundleRejectedError } from '../../errors.ts';
+import { BundleRejectedError, errorMessage } from '../../errors.ts';
 import { answeredInTime, workerHeap, type ThreadHeap } from '../../metrics/thread-heap.ts';
 import type { EvaluationFailureCode } from '../engine.ts';
 import type { Manifest } from '../manifest.ts';
@@ -302,7 +302,7 @@ export class EvaluationPool implements PolicyEvaluator {
       input = inputJson(job.input);
     } catch (error) {
       // Often called from a worker's message: a throw would be uncaught, and the job never answered.
-      this.#settle(job, this.#failure('policy_error', `the policy input could not be built: ${describe(error)}`));
+      this.#settle(job, this.#failure('policy_error', `the policy input could not be built: ${errorMessage(error)}`));
       return;
     }
     slot.inFlight.set(job.id, job);
@@ -555,8 +555,4 @@ function assigned(slot: Slot): number {
 function loading(slot: Slot): boolean {
   for (const state of slot.modules.values()) if (state === 'loading') return true;
   return false;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -3,7 +3,7 @@
  * stopped (the pool terminates this thread) without stopping the server.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { BundleRejectedError } from '../../errors.ts';
+import { BundleRejectedError, errorMessage } from '../../errors.ts';
 import { dataFailure, PolicyEngine, type EvaluationFailureCode, type RawEvaluation } from '../engine.ts';
 import { overlay, type BundleLayer } from '../overlay.ts';
 import { checkPolicyWasm } from '../wasm-check.ts';
@@ -30,7 +30,7 @@ async function load(digest: string, wasm: Uint8Array, layer: BundleLayer): Promi
   try {
     engine = await PolicyEngine.load(wasm, { maxMemoryPages: settings.maxMemoryPages });
   } catch (error) {
-    send({ type: 'load_failed', digest, code: 'policy_error', message: describe(error), dataVersion });
+    send({ type: 'load_failed', digest, code: 'policy_error', message: errorMessage(error), dataVersion });
     return;
   }
   // A module that compiles but cannot take today's live data (too big for its memory ceiling) may take the next version.
@@ -65,7 +65,7 @@ send({ type: 'ready' });
 port.on('message', (message: ToWorker) => {
   // A failed message must not break the chain: every later message still runs, in order.
   queue = queue.then(() => handle(message)).catch((error: unknown) => {
-    send({ type: 'worker_error', message: `${message.type} failed: ${describe(error)}` });
+    send({ type: 'worker_error', message: `${message.type} failed: ${errorMessage(error)}` });
   });
 });
 
@@ -105,12 +105,8 @@ async function handle(message: ToWorker): Promise<void> {
         send({ type: 'checked', id: message.id, info: checkPolicyWasm(message.wasm, message.manifest) });
       } catch (error) {
         const check = error instanceof BundleRejectedError ? error.check : 'wasm_instantiate';
-        send({ type: 'checked', id: message.id, rejected: { check, message: describe(error) } });
+        send({ type: 'checked', id: message.id, rejected: { check, message: errorMessage(error) } });
       }
       return;
   }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
