@@ -203,14 +203,29 @@ action_tenants(party_id, action) := {tenant |
 #   per decision, however often it is read.
 issuance_backing[scope] := {action: tenants |
 	some action in scope_actions(scope)
-	every party in issuance_parties {
-		count(evidence.mapping_rule_ids(party.id, action)) > 0
-	}
-	tenants := intersection({action_tenants(party.id, action) | some party in issuance_parties})
+	mapped_for_every_party(action)
+	tenants := shared_tenants(action)
 	count(tenants) > 0
 } if {
 	some scope in requested_scopes
 }
+
+# METADATA
+# title: Mapped for every party
+# description: >-
+#   A mapping rule covers action for every issuance party. A function of its
+#   own rather than inline: opa build -O=1 refuses an `every` inside the
+#   comprehension above as unsafe.
+mapped_for_every_party(action) if {
+	every party in issuance_parties {
+		count(evidence.mapping_rule_ids(party.id, action)) > 0
+	}
+}
+
+# METADATA
+# title: Shared tenants
+# description: The tenants in which every issuance party holds a live entitlement for action.
+shared_tenants(action) := intersection({action_tenants(party.id, action) | some party in issuance_parties})
 
 # METADATA
 # title: Scope backing
