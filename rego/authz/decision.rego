@@ -69,8 +69,14 @@ action_spec := data.authz.actions[action_name]
 
 # METADATA
 # title: Risk policy
-# description: The data.authz.risk_levels entry for the action's risk.
-risk_policy := data.authz.risk_levels[action_spec.risk]
+# description: >-
+#   The data.authz.risk_levels entry for the action's risk, when it is an object. One that is
+#   not (a data error, "high": "strict") has no limits to read: left undefined, the action is
+#   denied risk_level_unknown instead of skipping its freshness limit.
+risk_policy := policy if {
+	policy := data.authz.risk_levels[action_spec.risk]
+	is_object(policy)
+}
 
 # METADATA
 # title: Resource type

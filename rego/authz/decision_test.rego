@@ -826,6 +826,17 @@ test_unknown_risk_level_asks_for_no_approval if {
 	result.obligations == []
 }
 
+# A risk level that is not an object (a data error, "high": "strict") has no limits to read:
+# it must deny as unknown, not skip the freshness limit and the agent approval it stands for.
+test_risk_level_that_is_not_an_object_is_unknown if {
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, fx.read_invoice.context)
+		with data.entitlements as fx.entitlements
+		with data.approvals as fx.approvals
+		with data.authz.risk_levels.high as "strict"
+	result.allow == false
+	"risk_level_unknown" in fx.codes(result)
+}
+
 # delegation.agents given but not a list (a data error, "agents": "agent:**") cannot tell
 # agents apart: every party counts as one, rather than none (which would let an agent act
 # with a user's token unjudged and without the approvals of high-risk actions).
