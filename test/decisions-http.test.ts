@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -464,6 +465,129 @@ describe('GET /v1/decisions', () => {
     expect(exported.every((d) => d.result.allow === false)).toBe(true);
     expect(exported.map((d) => d.decision_id)).toEqual(await allIds(Object.fromEntries(params), 3));
     expect((await get('/v1/decisions/export?allow=no')).body).toMatchObject({ status: 400, code: 'decision_query_invalid' });
+  });
+});
+
+describe('filters by the gateway that asked (caller) and the endpoint that answered', () => {
+  const KEYS = { 'kong-eu': 'kong-eu-gateway-secret', 'envoy-us': 'envoy-us-gateway-secret' } as const;
+  type Caller = keyof typeof KEYS;
+  let gated: Arbiter;
+  /** What each request sent was: who sent it and which endpoint answered; the records must say the same. */
+  const sent: { caller: Caller; endpoint: string }[] = [];
+  let records: Json[];
+
+  const gatedGet = (path: string) => call(gated, 'GET', path);
+  const gatedCli = (...args: string[]) =>
+    run(process.execPath, ['src/cli/main.ts', 'decisions', ...args, '--url', gated.url, '--token', readToken]).then(
+      (result) => ({ code: 0, ...result }),
+      (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+    );
+  /** The ids a query on the gated server answers, every page of it. */
+  const gatedIds = async (params: Record<string, string>) => {
+    const page = await gatedGet(`/v1/decisions?${new URLSearchParams({ ...params, limit: '1000' })}`);
+    expect(page.status, page.text).toBe(200);
+    expect(page.body!.next_cursor).toBeNull();
+    return (page.body!.decisions as Json[]).map((d) => d.decision_id as string);
+  };
+  const idsWhere = (predicate: (record: Json) => boolean) => records.filter(predicate).map((record) => record.decision_id as string);
+
+  beforeAll(async () => {
+    const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+    gated = await startTestArbiter({
+      ...adminConfig(),
+      opa_compat: { enabled: true },
+      authzen: { default_bundle: 'todo' },
+      gateway: { authentication: 'api_key', api_keys: Object.entries(KEYS).map(([id, key]) => ({ id, sha256: sha256(key) })) },
+    });
+    const requests = {
+      '/v1/decide': ['/v1/decide', { action: 'read', resource: { type: 'doc' }, policy: 'echo' }],
+      '/v1/data': ['/v1/data/echo/decision', { input: { action: 'read' } }],
+      '/access/v1/evaluation': ['/access/v1/evaluation', { subject: { type: 'user', id: 'u' }, action: { name: 'can_read_todos' }, resource: { type: 'todo', id: 't1' } }],
+    } as const;
+    // kong-eu asks every endpoint twice, envoy-us /v1/decide and the OPA data API once each.
+    const plan: [Caller, keyof typeof requests][] = [
+      ['kong-eu', '/v1/decide'], ['kong-eu', '/v1/decide'], ['kong-eu', '/v1/data'], ['kong-eu', '/v1/data'],
+      ['kong-eu', '/access/v1/evaluation'], ['kong-eu', '/access/v1/evaluation'],
+      ['envoy-us', '/v1/decide'], ['envoy-us', '/v1/data'],
+    ];
+    for (const [caller, endpoint] of plan) {
+      const [path, body] = requests[endpoint];
+      const res = await postJson(`${gated.url}${path}`, body, { 'x-api-key': KEYS[caller] });
+      expect(res.status, `${caller} ${path}`).toBe(200);
+      sent.push({ caller, endpoint });
+    }
+    const all = await gatedGet('/v1/decisions?limit=1000');
+    records = all.body!.decisions as Json[];
+    // Every request recorded once, under the key that asked and the endpoint that answered.
+    expect(records.map((r) => `${r.caller} ${r.endpoint}`).sort()).toEqual(sent.map((s) => `${s.caller} ${s.endpoint}`).sort());
+  }, 60_000);
+
+  afterAll(async () => {
+    await gated?.close();
+  });
+
+  it('GET /v1/decisions matches caller and endpoint exactly, alone, together and with other filters', async () => {
+    for (const [params, predicate, count] of [
+      [{ caller: 'kong-eu' }, (r: Json) => r.caller === 'kong-eu', 6],
+      [{ caller: 'envoy-us' }, (r: Json) => r.caller === 'envoy-us', 2],
+      [{ endpoint: '/v1/decide' }, (r: Json) => r.endpoint === '/v1/decide', 3],
+      [{ endpoint: '/v1/data' }, (r: Json) => r.endpoint === '/v1/data', 3],
+      [{ endpoint: '/access/v1/evaluation' }, (r: Json) => r.endpoint === '/access/v1/evaluation', 2],
+      [{ caller: 'envoy-us', endpoint: '/v1/data' }, (r: Json) => r.caller === 'envoy-us' && r.endpoint === '/v1/data', 1],
+      [{ caller: 'kong-eu', endpoint: '/v1/decide', from: '0', allow: 'true' }, (r: Json) => r.caller === 'kong-eu' && r.endpoint === '/v1/decide' && r.result.allow === true, 2],
+    ] as const) {
+      const expected = idsWhere(predicate);
+      expect(expected, JSON.stringify(params)).toHaveLength(count);
+      expect(await gatedIds(params), JSON.stringify(params)).toEqual(expected);
+    }
+    // Exact matches: no prefix, no case folding, no path below the endpoint.
+    for (const params of [{ caller: 'kong' }, { caller: 'KONG-EU' }, { endpoint: '/v1/data/echo/decision' }, { endpoint: '/v1' }, { caller: 'envoy-us', endpoint: '/access/v1/evaluation' }] as Record<string, string>[]) {
+      expect(await gatedIds(params), JSON.stringify(params)).toEqual([]);
+    }
+    // Given twice, refused as every filter is, never half applied.
+    for (const query of ['caller=kong-eu&caller=envoy-us', 'endpoint=/v1/decide&endpoint=/v1/data']) {
+      for (const path of ['/v1/decisions', '/v1/decisions/export']) {
+        const res = await gatedGet(`${path}?${query}`);
+        expect(res.status, `${path}?${query}`).toBe(400);
+        expect(res.body, query).toMatchObject({ code: 'decision_query_invalid', detail: expect.stringContaining(query.split('=')[0]!) });
+      }
+    }
+  });
+
+  it('exports what the same filters match', async () => {
+    const res = await gatedGet(`/v1/decisions/export?${new URLSearchParams({ caller: 'kong-eu', endpoint: '/v1/data' })}`);
+    expect(res.status).toBe(200);
+    const exported = res.text.trimEnd().split('\n').map((line) => JSON.parse(line) as Json);
+    expect(exported.map((d) => d.decision_id)).toEqual(idsWhere((r) => r.caller === 'kong-eu' && r.endpoint === '/v1/data'));
+    expect(exported).toHaveLength(2);
+  });
+
+  it('arbiter decisions query and export take --caller and --endpoint', async () => {
+    const queried = await gatedCli('query', '--caller', 'envoy-us', '--json');
+    expect(queried.code, queried.stderr).toBe(0);
+    expect((JSON.parse(queried.stdout) as Json).decisions.map((d: Json) => d.decision_id)).toEqual(idsWhere((r) => r.caller === 'envoy-us'));
+    const both = await gatedCli('query', '--caller', 'kong-eu', '--endpoint', '/access/v1/evaluation', '--json');
+    expect((JSON.parse(both.stdout) as Json).decisions.map((d: Json) => d.decision_id)).toEqual(idsWhere((r) => r.caller === 'kong-eu' && r.endpoint === '/access/v1/evaluation'));
+
+    const out = join(dir, 'by-endpoint.ndjson');
+    const exported = await gatedCli('export', '--endpoint', '/v1/decide', '--out', out);
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(readFileSync(out, 'utf8').trimEnd().split('\n').map((line) => (JSON.parse(line) as Json).decision_id)).toEqual(idsWhere((r) => r.endpoint === '/v1/decide'));
+    expect(exported.stderr).toContain('exported 3 decisions');
+    // Filters, so refused where filters are (replay reads none).
+    const refused = await gatedCli('replay', '0190b8c4-0000-7000-8000-000000000000', '--caller', 'kong-eu');
+    expect({ code: refused.code, stdout: refused.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(refused.stderr).toContain('decisions replay does not take --caller');
+  });
+
+  it('the OpenAPI document lists both on the query and the export', async () => {
+    const spec = (await (await fetch(`${gated.url}/openapi.json`)).json()) as Json;
+    for (const path of ['/v1/decisions', '/v1/decisions/export']) {
+      const parameters = spec.paths[path].get.parameters as Json[];
+      for (const name of ['caller', 'endpoint']) {
+        expect(parameters.find((p) => p.name === name), `${path} ${name}`).toMatchObject({ in: 'query', required: false, schema: { type: 'string', description: expect.stringContaining('exact match') } });
+      }
+    }
   });
 });
 

@@ -377,10 +377,10 @@ describe('durability', () => {
 describe('query', () => {
   const T = 1_700_000_000_000;
   const fixtures = {
-    a: decision({ timestamp: T + 1, iss: 'https://idp.a', sub: 'alice', client_id: 'web', action: 'read', resource_type: 'document', resource_id: 'd1', allow: true, reasons: ['granted'], revision: 'r1' }),
+    a: decision({ timestamp: T + 1, iss: 'https://idp.a', sub: 'alice', client_id: 'web', action: 'read', resource_type: 'document', resource_id: 'd1', allow: true, reasons: ['granted'], revision: 'r1', caller: 'gateway-b', endpoint: '/v1/data' }),
     b: decision({ timestamp: T + 2, iss: 'https://idp.a', sub: 'bob', client_id: 'cli', action: 'write', resource_type: 'document', resource_id: 'd2', allow: false, reasons: ['scope_missing'], revision: 'r1' }),
-    c: decision({ timestamp: T + 3, iss: 'https://idp.b', sub: 'alice', client_id: 'cli', action: 'delete', resource_type: 'invoice', resource_id: 'i1', allow: false, reasons: ['scope_missing', 'revoked'], revision: 'r2', bundle: 'billing' }),
-    d: decision({ timestamp: T + 4, iss: 'https://idp.b', sub: 'carol', client_id: 'web', action: 'read', resource_type: 'invoice', resource_id: 'd1', allow: true, reasons: ['granted'], revision: 'r2' }),
+    c: decision({ timestamp: T + 3, iss: 'https://idp.b', sub: 'alice', client_id: 'cli', action: 'delete', resource_type: 'invoice', resource_id: 'i1', allow: false, reasons: ['scope_missing', 'revoked'], revision: 'r2', bundle: 'billing', caller: null, endpoint: '/access/v1/evaluation' }),
+    d: decision({ timestamp: T + 4, iss: 'https://idp.b', sub: 'carol', client_id: 'web', action: 'read', resource_type: 'invoice', resource_id: 'd1', allow: true, reasons: ['granted'], revision: 'r2', caller: 'gateway-b', endpoint: '/v1/data' }),
   };
 
   const cases: [string, DecisionFilters, (keyof typeof fixtures)[]][] = [
@@ -401,6 +401,11 @@ describe('query', () => {
     ['reason + other filters', { reason: 'scope_missing', sub: 'alice', to: T + 10 }, ['c']],
     ['bundle', { bundle: 'billing' }, ['c']],
     ['revision', { revision: 'r2' }, ['d', 'c']],
+    ['caller', { caller: 'gateway-b' }, ['d', 'a']],
+    ['caller (exact: no prefix)', { caller: 'gateway' }, []],
+    ['endpoint', { endpoint: '/v1/data' }, ['d', 'a']],
+    ['endpoint (exact: no prefix)', { endpoint: '/v1' }, []],
+    ['caller + endpoint', { caller: 'gateway-a', endpoint: '/v1/decide' }, ['b']],
     ['combined', { sub: 'alice', allow: false }, ['c']],
     ['nothing matches', { sub: 'mallory' }, []],
   ];

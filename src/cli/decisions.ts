@@ -27,6 +27,10 @@ Subcommands:
 Filters (query, export):
   --from <time> --to <time>    RFC 3339 (2025-01-31T12:00:00Z) or epoch ms; from inclusive, to exclusive
   --iss --sub --client-id --action --resource-type --resource-id --reason --bundle --revision <value>
+  --caller <id>                the gateway that asked: its API key id or client certificate identity
+  --endpoint <path>            the endpoint that answered: /v1/decide, /v1/issuance, /v1/data (OPA
+                               data API), /access/v1/evaluation, ... (caller and endpoint are not
+                               indexed: give --from/--to too on a large log)
   --allow <true|false>
   --sub <value>                as recorded: sha256:<hex> when decision_log.mask hashes sub (the hex of
                                its JSON, quotes included: printf '%s' '"alice"' | sha256sum); the plain
@@ -63,6 +67,8 @@ const PROGRESS_EVERY = 10_000;
 const FILTERS = {
   from: 'from',
   to: 'to',
+  caller: 'caller',
+  endpoint: 'endpoint',
   iss: 'iss',
   sub: 'sub',
   'client-id': 'client_id',

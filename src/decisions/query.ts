@@ -10,6 +10,10 @@ export const decisionFiltersSchema = z.strictObject({
   from: z.number().int().nonnegative().optional(),
   /** Exclusive upper bound on timestamp. */
   to: z.number().int().nonnegative().optional(),
+  /** Identity of the gateway that asked (an API key id, a client certificate identity). */
+  caller: z.string().optional(),
+  /** The endpoint that answered, as recorded: /v1/decide, /v1/data, /access/v1/evaluation, ... */
+  endpoint: z.string().optional(),
   iss: z.string().optional(),
   sub: z.string().optional(),
   client_id: z.string().optional(),
@@ -41,8 +45,12 @@ export interface DecisionPage {
   next_cursor: string | null;
 }
 
-/** Columns matched by equality: a filter name maps to the column of the same name. */
-const EQUALITY_FILTERS = ['iss', 'sub', 'client_id', 'action', 'resource_type', 'resource_id', 'bundle', 'revision'] as const;
+/**
+ * Columns matched by equality: a filter name maps to the column of the same name. caller and
+ * endpoint have no index of their own (each would cost every commit an index entry, and a log
+ * holds few distinct values of either): SQLite walks the time index for them, newest first.
+ */
+const EQUALITY_FILTERS = ['caller', 'endpoint', 'iss', 'sub', 'client_id', 'action', 'resource_type', 'resource_id', 'bundle', 'revision'] as const;
 
 /**
  * Newest first, by (timestamp, seq). The cursor is the position of the last row returned,

@@ -6,6 +6,8 @@ import type { DecisionRecord } from '../../src/decisions/record.ts';
 
 export interface DecisionShape {
   timestamp?: number;
+  caller?: string | null;
+  endpoint?: string;
   iss?: string;
   sub?: string;
   client_id?: string;
@@ -25,8 +27,8 @@ export function decision(shape: DecisionShape = {}): DecisionRecord {
   return {
     decision_id: newDecisionId(),
     timestamp: shape.timestamp ?? Date.now(),
-    caller: 'gateway-a',
-    endpoint: '/v1/decide',
+    caller: shape.caller === undefined ? 'gateway-a' : shape.caller,
+    endpoint: shape.endpoint ?? '/v1/decide',
     bundle: shape.bundle ?? 'main',
     revision: shape.revision ?? 'rev-1',
     input: {

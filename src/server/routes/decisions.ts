@@ -62,6 +62,11 @@ const instant = z
 const decisionFilterParameters = z.strictObject({
   from: instant.optional().describe('Decisions at or after this time'),
   to: instant.optional().describe('Decisions before this time'),
+  caller: z.string().optional().describe('Gateway that asked, as recorded: its API key id or client certificate identity (exact match; not indexed, best with from/to)'),
+  endpoint: z
+    .string()
+    .optional()
+    .describe('Endpoint that answered, as recorded: /v1/decide, /v1/issuance, /v1/data (the OPA data API), /access/v1/evaluation, ... (exact match; not indexed, best with from/to)'),
   iss: z.string().optional().describe('Token issuer'),
   sub: z.string().optional().describe('Subject (a hashed value when decision_log.mask hashes it: sha256:<hex>)'),
   client_id: z.string().optional(),
