@@ -2,9 +2,11 @@
  * The default policy's acceptance scenarios (issue #3) over HTTP: real dev-issuer tokens,
  * the bundle built from rego/authz, the example entitlements seeded as live data.
  */
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Arbiter } from '../src/server/start.ts';
+import { buildBundle } from '../src/toolchain/build.ts';
 import { loadOrCreateDevIssuerKey, mintDevToken, type DevIssuerKey, type DevTokenOptions } from '../src/tokens/dev-issuer.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
@@ -362,6 +364,47 @@ describe('governed issuance over /v1/issuance', () => {
       expect(await issue()).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0, refused_scopes: [{ scope: 'invoices.read', code: 'no_shared_entitlement' }] });
       await entitle('acme');
       expect(await issue()).toMatchObject({ allow: true, granted_scopes: ['invoices.read'], refused_scopes: [] });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('holds a token service to the clients, audiences and scopes its callers rule limits it to', async () => {
+    // The default policy built with the development token service's rule limited: its sources,
+    // its data.json with limits, the pinned opa.
+    const sources = join(tempDir(), 'authz');
+    cpSync('rego/authz', sources, { recursive: true });
+    const data = JSON.parse(readFileSync(join(sources, 'data.json'), 'utf8')) as { authz: { issuance_rules: { callers: Record<string, unknown>[] } } };
+    for (const rule of data.authz.issuance_rules.callers) Object.assign(rule, { clients: ['agent:*'], audiences: ['https://api.example.com'], scopes: ['invoices.*', 'openid'] });
+    writeFileSync(join(sources, 'data.json'), JSON.stringify(data));
+    const bundles = join(tempDir(), 'bundles');
+    mkdirSync(bundles);
+    buildBundle(sources, join(bundles, 'authz.tar.gz'));
+    const server = await startTestArbiter({
+      dev_issuer: { enabled: true, key_file: keyFile },
+      bundles: { dir: bundles, default: 'authz' },
+      data: { path: join(tempDir(), 'data.db'), seed: { entitlements: 'examples/entitlements.json' } },
+    });
+    try {
+      const TOKEN_SERVICE = 'spiffe://acme.example/ns/identity/sa/token-service';
+      const caller = await mintDevToken(key, { sub: TOKEN_SERVICE });
+      const issue = async (request: Record<string, unknown> = {}) => {
+        const res = await postJson(`${server.url}/v1/issuance`, { token: caller, client_id: AGENT, subject: ALICE, scopes: ['invoices.read', 'expenses.write'], audience: 'https://api.example.com', ...request });
+        expect(res.status).toBe(200);
+        return res.body!;
+      };
+      // Within its limits: the scopes beyond them are refused by name, the others judged as ever.
+      const within = await issue();
+      expect(within).toMatchObject({ allow: true, granted_scopes: ['invoices.read'], refused_scopes: [{ scope: 'expenses.write', code: 'caller_not_permitted' }] });
+      expect(within.reasons).toContainEqual(expect.objectContaining({ code: 'caller_not_permitted', limit: 'scopes', scope: 'expenses.write', caller: TOKEN_SERVICE }));
+      // Another client, another audience: nothing at all.
+      const workload = 'spiffe://acme.example/ns/billing/sa/invoice-worker';
+      const otherClient = await issue({ client_id: workload, subject: undefined, scopes: ['invoices.read'] });
+      expect(otherClient).toMatchObject({ allow: false, granted_scopes: [], max_ttl_s: 0, refused_scopes: [{ scope: 'invoices.read', code: 'request_denied' }] });
+      expect(otherClient.reasons).toContainEqual(expect.objectContaining({ code: 'caller_not_permitted', limit: 'clients', client_id: workload, caller: TOKEN_SERVICE }));
+      const otherAudience = await issue({ audience: STAGING });
+      expect(otherAudience).toMatchObject({ allow: false, granted_scopes: [] });
+      expect(otherAudience.reasons).toContainEqual(expect.objectContaining({ code: 'caller_not_permitted', limit: 'audiences', audience: STAGING }));
     } finally {
       await server.close();
     }

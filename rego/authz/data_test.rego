@@ -64,6 +64,18 @@ test_every_caller_rule_names_trusted_issuers if {
 	}
 }
 
+caller_limits := ["clients", "audiences", "scopes"]
+
+# A callers rule's limits, when given, are lists: the policy reads any other value as allowing
+# nothing, so a typo would refuse the token service everything.
+test_every_caller_limit_is_a_list if {
+	every rule in data.authz.issuance_rules.callers {
+		every limit in caller_limits {
+			is_array(object.get(rule, limit, []))
+		}
+	}
+}
+
 test_every_exception_gives_a_reason if {
 	every rule in data.authz.issuance_rules.exceptions {
 		is_string(rule.id)
@@ -78,6 +90,7 @@ test_every_pattern_has_at_most_one_wildcard if {
 			[rule.actions | some rule in data.authz.subject_mappings],
 			[rule.subjects | some rule in data.authz.issuance_rules.callers],
 			[rule.clients | some rule in data.authz.issuance_rules.exceptions],
+			[rule[limit] | some rule in data.authz.issuance_rules.callers; some limit in caller_limits; rule[limit]],
 			[data.authz.delegation.agents],
 		]
 		some list in table

@@ -270,6 +270,7 @@ granted_scopes contains scope if {
 	count(issuance_denials) == 0
 	some scope in requested_scopes
 	not max_ttl_unknown(scope)
+	not scope_beyond_caller_limits(scope)
 	scope_backed_by_entitlements(scope)
 }
 
@@ -277,6 +278,7 @@ granted_scopes contains scope if {
 	count(issuance_denials) == 0
 	some scope in requested_scopes
 	not max_ttl_unknown(scope)
+	not scope_beyond_caller_limits(scope)
 	count(exception_rules(scope)) > 0
 }
 
@@ -548,6 +550,118 @@ may_call(issuer, party_id) if {
 	is_array(rule.issuers)
 	issuer in rule.issuers
 	evidence.matches(rule.subjects, "/", party_id)
+}
+
+# --- Caller limits --------------------------------------------------------------
+
+# A callers rule may limit what its callers ask for: clients (patterns of the client_id, "/"
+# delimited), audiences (patterns of the audience, "/" delimited) and scopes (patterns of each
+# requested scope, "." delimited as actions are). Absent: unrestricted. Each rule is one
+# permission, whole: a client one rule allows and an audience another allows add up to nothing.
+
+# METADATA
+# title: Calling parties
+# description: >-
+#   The authenticated caller and each actor of its delegation chain, as caller_not_permitted
+#   names them: every one of them must be permitted, so each is held to its own rules' limits.
+calling_parties contains {"caller": evidence.subject_id, "issuer": evidence.subject_issuer} if evidence.authenticated
+
+calling_parties contains {"caller": actor_id(actor), "issuer": actor_issuer(actor), "actor_depth": index + 1} if {
+	evidence.authenticated
+	some index, actor in actors
+}
+
+# METADATA
+# title: Caller rules
+# description: The data.authz.issuance_rules.callers rules that cover the party (as may_call matches them).
+caller_rules(party) := {rule |
+	some rule in data.authz.issuance_rules.callers
+	is_array(rule.issuers)
+	party.issuer in rule.issuers
+	evidence.matches(rule.subjects, "/", party.caller)
+}
+
+# METADATA
+# title: Within limit
+# description: >-
+#   The rule does not limit key, or one of its patterns (a list) matches value. A limit that
+#   is given but not a list matches nothing (evidence.matches): it fails closed rather than
+#   read as no limit.
+within_limit(rule, key, _, _) if not evidence.has_key(rule, key)
+
+within_limit(rule, key, delimiter, value) if evidence.matches(rule[key], delimiter, value)
+
+# METADATA
+# title: Issuance audience
+# description: input.issuance.audience, or "" when it is not a string (audience_unknown denies it).
+default issuance_audience := ""
+
+issuance_audience := input.issuance.audience if is_string(input.issuance.audience)
+
+# METADATA
+# title: Client rules
+# description: The party's callers rules whose clients limit allows the requested client.
+client_rules(party) := {rule |
+	some rule in caller_rules(party)
+	within_limit(rule, "clients", "/", issuance_client)
+}
+
+# METADATA
+# title: Request rules
+# description: The party's callers rules whose clients and audiences limits allow the request.
+request_rules(party) := {rule |
+	some rule in client_rules(party)
+	within_limit(rule, "audiences", "/", issuance_audience)
+}
+
+# METADATA
+# title: Scope within caller limits
+# description: One of the party's rules that allow the client and audience also allows the scope.
+scope_within_caller_limits(party, scope) if {
+	some rule in request_rules(party)
+	within_limit(rule, "scopes", ".", scope)
+}
+
+# METADATA
+# title: Scope beyond caller limits
+# description: A calling party may not ask for the scope.
+scope_beyond_caller_limits(scope) if {
+	some party in calling_parties
+	not scope_within_caller_limits(party, scope)
+}
+
+issuance_denials contains object.union(party, {
+	"code": "caller_not_permitted",
+	"limit": "clients",
+	"client_id": issuance_client,
+	"message": "no issuance_rules.callers rule that covers this caller lets it ask for this client (its clients patterns)",
+}) if {
+	some party in calling_parties
+	count(caller_rules(party)) > 0
+	count(client_rules(party)) == 0
+}
+
+issuance_denials contains object.union(party, {
+	"code": "caller_not_permitted",
+	"limit": "audiences",
+	"audience": object.get(input, ["issuance", "audience"], null),
+	"message": "no issuance_rules.callers rule that covers this caller and lets it ask for this client lets it ask for this audience (its audiences patterns)",
+}) if {
+	some party in calling_parties
+	count(client_rules(party)) > 0
+	count(request_rules(party)) == 0
+}
+
+scope_refusals contains object.union(party, {
+	"scope": scope,
+	"code": "caller_not_permitted",
+	"limit": "scopes",
+	"message": "no issuance_rules.callers rule that covers this caller and lets it ask for this client and audience lets it ask for this scope (its scopes patterns)",
+}) if {
+	some party in calling_parties
+	count(request_rules(party)) > 0
+	some scope in requested_scopes
+	not scope_within_caller_limits(party, scope)
 }
 
 # METADATA

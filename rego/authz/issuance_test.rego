@@ -668,3 +668,208 @@ test_exception_only_scope_without_an_applicable_exception_is_refused_no_exceptio
 		"message": "the scope envelops no action, so only an exception rule grants it, and none applies to this client and purpose",
 	} in result.reasons
 }
+
+# --- Caller limits --------------------------------------------------------------
+
+# The development token service's callers rule, with the limits of each test laid over it.
+limited_caller(limits) := [object.union(
+	{"id": "dev-token-service", "issuers": [fx.dev_issuer], "subjects": [fx.token_service]},
+	limits,
+)]
+
+# A token service limited to some clients asks for no other: one compromised or misconfigured
+# token service cannot mint for every client.
+test_caller_limited_to_clients_may_not_ask_for_another_client if {
+	callers := limited_caller({"clients": ["agent:*"]})
+	request := {"client_id": fx.invoice_worker, "scopes": ["invoices.read"], "audience": fx.production_audience}
+	result := authz.issuance with input as issuance_input(request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == false
+	result.granted_scopes == []
+	refused(result) == {["invoices.read", "request_denied"]}
+	{
+		"code": "caller_not_permitted",
+		"limit": "clients",
+		"client_id": fx.invoice_worker,
+		"caller": fx.token_service,
+		"issuer": fx.dev_issuer,
+		"message": "no issuance_rules.callers rule that covers this caller lets it ask for this client (its clients patterns)",
+	} in result.reasons
+}
+
+test_caller_limited_to_clients_may_ask_for_them if {
+	callers := limited_caller({"clients": ["agent:*"]})
+	result := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == true
+	result.granted_scopes == ["expenses.write", "invoices.read", "openid"]
+}
+
+test_caller_limited_to_audiences_may_not_ask_for_another_audience if {
+	callers := limited_caller({"audiences": [fx.staging_audience]})
+	result := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == false
+	result.granted_scopes == []
+	{
+		"code": "caller_not_permitted",
+		"limit": "audiences",
+		"audience": fx.production_audience,
+		"caller": fx.token_service,
+		"issuer": fx.dev_issuer,
+		"message": "no issuance_rules.callers rule that covers this caller and lets it ask for this client lets it ask for this audience (its audiences patterns)",
+	} in result.reasons
+}
+
+test_caller_limited_to_audiences_may_ask_for_them if {
+	callers := limited_caller({"audiences": ["https://staging.*"]})
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"audience": fx.staging_audience}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == true
+	result.granted_scopes == ["expenses.write", "invoices.read", "openid"]
+}
+
+# Scopes beyond the caller's are refused one by one, naming them; the others are judged as ever.
+test_caller_limited_to_scopes_is_refused_the_others if {
+	callers := limited_caller({"scopes": ["invoices.*", "openid"]})
+	result := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == true
+	result.granted_scopes == ["invoices.read", "openid"]
+	refused(result) == {
+		["expenses.write", "caller_not_permitted"],
+		["payments.write", "caller_not_permitted"],
+		["payments.write", "no_mapping"],
+		["payments.write", "no_entitlement"],
+		["admin", "caller_not_permitted"],
+		["admin", "scope_unknown"],
+	}
+	{
+		"scope": "expenses.write",
+		"code": "caller_not_permitted",
+		"limit": "scopes",
+		"caller": fx.token_service,
+		"issuer": fx.dev_issuer,
+		"message": "no issuance_rules.callers rule that covers this caller and lets it ask for this client and audience lets it ask for this scope (its scopes patterns)",
+	} in result.reasons
+
+	# The lifetime is that of the scopes granted, not of those refused.
+	result.max_ttl_s == 3600
+}
+
+# Scope patterns are dotted, as actions are: "invoices.*" covers one level.
+test_caller_scope_patterns_use_the_dot_as_delimiter if {
+	callers := limited_caller({"scopes": ["invoices.*"]})
+	exceptions := [{"id": "deep", "reason": "A scope two levels deep.", "clients": ["**"], "scopes": ["invoices.read.all"], "max_ttl_s": 60}]
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read", "invoices.read.all"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+		with data.authz.issuance_rules.exceptions as exceptions
+	result.granted_scopes == ["invoices.read"]
+	refused(result) == {["invoices.read.all", "caller_not_permitted"]}
+}
+
+# A limit that is given but not a list (a data error) allows nothing, as the policy's other
+# data-shape checks do: reading it as "no limit" would let the caller mint for every client.
+test_caller_limit_that_is_not_a_list_allows_nothing if {
+	every limits in [
+		{"clients": "agent:*"},
+		{"clients": {"agent": "agent:*"}},
+		{"clients": null},
+		{"audiences": fx.production_audience},
+		{"audiences": {"production": fx.production_audience}},
+		{"scopes": "invoices.read"},
+		{"scopes": {"read": "invoices.read"}},
+		{"scopes": null},
+	] {
+		result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.callers as limited_caller(limits)
+		result.allow == false
+		result.granted_scopes == []
+		some reason in result.reasons
+		reason.code == "caller_not_permitted"
+	}
+}
+
+# An empty list allows nothing either: the caller may ask for no such value.
+test_caller_limit_that_is_an_empty_list_allows_nothing if {
+	every limits in [{"clients": []}, {"audiences": []}, {"scopes": []}] {
+		result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read"]}))
+			with data.entitlements as fx.entitlements
+			with data.authz.issuance_rules.callers as limited_caller(limits)
+		result.allow == false
+		result.granted_scopes == []
+	}
+}
+
+# Each callers rule is one permission, whole: a client one rule allows and an audience another
+# allows do not add up to a request neither allows.
+test_caller_limits_of_different_rules_do_not_add_up if {
+	callers := array.concat(
+		limited_caller({"id": "agents-in-staging", "clients": [fx.expense_assistant], "audiences": [fx.staging_audience]}),
+		limited_caller({"id": "workers-in-production", "clients": [fx.invoice_worker], "audiences": [fx.production_audience]}),
+	)
+	refused_request := authz.issuance with input as issuance_input(agent_request)
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	refused_request.allow == false
+	some reason in refused_request.reasons
+	reason.code == "caller_not_permitted"
+	reason.limit == "audiences"
+
+	staging := authz.issuance with input as issuance_input(object.union(agent_request, {"audience": fx.staging_audience}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	staging.allow == true
+}
+
+test_caller_scope_limits_of_different_rules_do_not_add_up if {
+	callers := array.concat(
+		limited_caller({"id": "reads-in-production", "audiences": [fx.production_audience], "scopes": ["invoices.read"]}),
+		limited_caller({"id": "expenses-in-staging", "audiences": [fx.staging_audience], "scopes": ["expenses.*"]}),
+	)
+	result := authz.issuance with input as issuance_input(object.union(agent_request, {"scopes": ["invoices.read", "expenses.write"]}))
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.granted_scopes == ["invoices.read"]
+	refused(result) == {["expenses.write", "caller_not_permitted"]}
+}
+
+# An actor acting through the token service is held to its own rules' limits too.
+test_actor_is_held_to_its_callers_rule_limits if {
+	other_service := "spiffe://acme.example/ns/identity/sa/other-token-service"
+	callers := array.concat(
+		limited_caller({}),
+		[{"id": "other", "issuers": [fx.dev_issuer], "subjects": [other_service], "clients": [fx.invoice_worker], "scopes": ["invoices.read"]}],
+	)
+	delegated := object.union(token_service_subject, {"act": [{"sub": other_service}]})
+	result := authz.issuance with input as object.union(issuance_input(agent_request), {"subject": delegated})
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	result.allow == false
+	{
+		"code": "caller_not_permitted",
+		"limit": "clients",
+		"client_id": fx.expense_assistant,
+		"caller": other_service,
+		"issuer": fx.dev_issuer,
+		"actor_depth": 1,
+		"message": "no issuance_rules.callers rule that covers this caller lets it ask for this client (its clients patterns)",
+	} in result.reasons
+
+	worker_request := {"client_id": fx.invoice_worker, "scopes": ["invoices.read", "payments.write"], "audience": fx.production_audience}
+	worker := authz.issuance with input as object.union(issuance_input(worker_request), {"subject": delegated})
+		with data.entitlements as fx.entitlements
+		with data.authz.issuance_rules.callers as callers
+	worker.granted_scopes == ["invoices.read"]
+	some refusal in worker.reasons
+	refusal.code == "caller_not_permitted"
+	refusal.scope == "payments.write"
+	refusal.actor_depth == 1
+}

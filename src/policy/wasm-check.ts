@@ -207,12 +207,21 @@ function memoryImportLimits(bytes: Uint8Array): MemoryLimits {
   throw new BundleRejectedError('wasm_import', 'policy.wasm does not import env.memory');
 }
 
+/**
+ * The pages of memory PolicyEngine gives a module at load. opa's declared minimum can be a page
+ * short of its data segments when they end just past a page boundary (opa 1.x): linked with the
+ * minimum, such a module failed here although the engine runs it.
+ */
+export const ENGINE_INITIAL_MEMORY_PAGES = 5;
+
 function instantiate(module: WebAssembly.Module, limits: MemoryLimits): { exports: WebAssembly.Exports; memory: WebAssembly.Memory } {
   const refuse = (): never => {
     throw new Error('host calls are refused while checking policy.wasm');
   };
   try {
-    const memory = new WebAssembly.Memory(limits);
+    // What the engine links, within the module's own maximum.
+    const initial = Math.min(Math.max(limits.initial, ENGINE_INITIAL_MEMORY_PAGES), limits.maximum ?? Infinity);
+    const memory = new WebAssembly.Memory({ ...limits, initial });
     const env = { memory, opa_abort: refuse, opa_println: refuse, opa_builtin0: refuse, opa_builtin1: refuse, opa_builtin2: refuse, opa_builtin3: refuse, opa_builtin4: refuse };
     return { exports: new WebAssembly.Instance(module, { env }).exports, memory };
   } catch (error) {
