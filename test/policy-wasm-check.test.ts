@@ -32,6 +32,7 @@ let plain: { wasm: Uint8Array<ArrayBuffer>; manifest: Manifest };
 let withSprintf: { wasm: Uint8Array<ArrayBuffer>; manifest: Manifest };
 let withTime: { wasm: Uint8Array<ArrayBuffer>; manifest: Manifest };
 let largeStatic: { wasm: Uint8Array<ArrayBuffer>; manifest: Manifest };
+let pastFivePages: { wasm: Uint8Array<ArrayBuffer>; manifest: Manifest };
 
 async function build(name: string, rego: string, entrypoints: string[]): Promise<{ wasm: Uint8Array<ArrayBuffer>; manifest: Manifest }> {
   const src = join(dir, name);
@@ -52,6 +53,8 @@ beforeAll(async () => {
   // Static data (string constants, file names) that ends a few bytes past two pages: opa (the
   // pinned version) still declares a minimum of two for it, one page short.
   largeStatic = await build('large', `package app\n\nbanner := "${'x'.repeat(11_000)}"\n\nok := count(banner) > 0\n`, ['app/ok']);
+  // Static data past the five pages the engine starts every module with: opa declares a larger minimum.
+  pastFivePages = await build('past-five-pages', `package app\n\nbanner := "${'y'.repeat(400_000)}"\n\nok := count(banner) > 0\n`, ['app/ok']);
 }, 60_000);
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -85,6 +88,15 @@ describe('checkPolicyWasm on wasm built by opa', () => {
     // path, it crossed), and the check refused it wasm_instantiate.
     expect(checkPolicyWasm(largeStatic.wasm, largeStatic.manifest).entrypoints).toHaveProperty('app/ok');
     const engine = await PolicyEngine.load(largeStatic.wasm);
+    engine.setData({});
+    expect(engine.evaluateRaw('app/ok', '{}')).toMatchObject({ ok: true, resultSet: [{ result: true }] });
+  });
+
+  it('loads and runs a module whose static data needs more memory than the engine starts others with', async () => {
+    // Linked with five pages whatever the module declared, such a policy (a large constant, many
+    // rules) passed the check and then failed every load: its decisions all denied policy_error.
+    expect(checkPolicyWasm(pastFivePages.wasm, pastFivePages.manifest).entrypoints).toHaveProperty('app/ok');
+    const engine = await PolicyEngine.load(pastFivePages.wasm);
     engine.setData({});
     expect(engine.evaluateRaw('app/ok', '{}')).toMatchObject({ ok: true, resultSet: [{ result: true }] });
   });

@@ -2,7 +2,7 @@ import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { errorMessage } from '../errors.ts';
 import { isPolicyResult, policyResultSchema, type Obligation, type PolicyResult, type Reason } from './contract.ts';
 import { isObject } from '../is-object.ts';
-import { ENGINE_INITIAL_MEMORY_PAGES } from './wasm-check.ts';
+import { linkedMemoryLimits } from './wasm-check.ts';
 
 /** Why an evaluation produced no usable result; each is a deny reason code (and a problem code where one is answered). */
 export const EVALUATION_FAILURE_CODES = ['policy_error', 'policy_contract_violation', 'policy_resource_limit', 'policy_timeout'] as const;
@@ -50,7 +50,10 @@ export class PolicyEngine {
   static async load(wasm: Uint8Array, limits: EngineLimits = DEFAULT_ENGINE_LIMITS): Promise<PolicyEngine> {
     // opa-wasm wants a BufferSource backed by its own ArrayBuffer.
     const bytes = wasm.buffer.byteLength === wasm.byteLength ? wasm : wasm.slice();
-    const policy = await loadPolicy(bytes, { initial: ENGINE_INITIAL_MEMORY_PAGES, maximum: limits.maxMemoryPages });
+    // The module's own memory limits, read from its import section, decide as much as ours:
+    // linked with fewer pages than it declares, a policy with large static data cannot load.
+    const memory = linkedMemoryLimits(bytes, limits.maxMemoryPages);
+    const policy = await loadPolicy(bytes, { initial: memory.initial, maximum: memory.maximum ?? limits.maxMemoryPages });
     return new PolicyEngine(policy);
   }
 

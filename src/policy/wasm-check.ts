@@ -94,7 +94,7 @@ export function checkPolicyWasm(
   const module = compile(bytes);
   checkImports(module);
   checkExports(module);
-  const { exports, memory } = instantiate(module, memoryImportLimits(bytes));
+  const { exports, memory } = instantiate(module, linkedMemoryLimits(bytes));
 
   // Exported globals reach JS as WebAssembly.Global objects; the ABI numbers are their values.
   const abiVersion = (exports.opa_wasm_abi_version as { value: unknown }).value;
@@ -208,20 +208,30 @@ function memoryImportLimits(bytes: Uint8Array): MemoryLimits {
 }
 
 /**
- * The pages of memory PolicyEngine gives a module at load. opa's declared minimum can be a page
- * short of its data segments when they end just past a page boundary (opa 1.x): linked with the
- * minimum, such a module failed here although the engine runs it.
+ * The fewest pages of memory PolicyEngine gives a module at load. opa's declared minimum can be
+ * a page short of its data segments when they end just past a page boundary (opa 1.x): linked
+ * with the minimum, such a module failed here although the engine runs it.
  */
-export const ENGINE_INITIAL_MEMORY_PAGES = 5;
+const ENGINE_INITIAL_MEMORY_PAGES = 5;
 
-function instantiate(module: WebAssembly.Module, limits: MemoryLimits): { exports: WebAssembly.Exports; memory: WebAssembly.Memory } {
+/**
+ * The memory the engine links a module with, and this check too, so that it accepts exactly
+ * what the engine runs: at least the module's declared minimum (a policy with large static
+ * data declares more than five pages) and at most its declared maximum and `maxPages`.
+ */
+export function linkedMemoryLimits(wasm: Uint8Array, maxPages = Infinity): { initial: number; maximum: number | undefined } {
+  const declared = memoryImportLimits(wasm);
+  const maximum = Math.min(declared.maximum ?? Infinity, maxPages);
+  const initial = Math.min(Math.max(declared.initial, ENGINE_INITIAL_MEMORY_PAGES), maximum);
+  return { initial, maximum: Number.isFinite(maximum) ? maximum : undefined };
+}
+
+function instantiate(module: WebAssembly.Module, limits: { initial: number; maximum: number | undefined }): { exports: WebAssembly.Exports; memory: WebAssembly.Memory } {
   const refuse = (): never => {
     throw new Error('host calls are refused while checking policy.wasm');
   };
   try {
-    // What the engine links, within the module's own maximum.
-    const initial = Math.min(Math.max(limits.initial, ENGINE_INITIAL_MEMORY_PAGES), limits.maximum ?? Infinity);
-    const memory = new WebAssembly.Memory({ ...limits, initial });
+    const memory = new WebAssembly.Memory(limits.maximum === undefined ? { initial: limits.initial } : { initial: limits.initial, maximum: limits.maximum });
     const env = { memory, opa_abort: refuse, opa_println: refuse, opa_builtin0: refuse, opa_builtin1: refuse, opa_builtin2: refuse, opa_builtin3: refuse, opa_builtin4: refuse };
     return { exports: new WebAssembly.Instance(module, { env }).exports, memory };
   } catch (error) {
