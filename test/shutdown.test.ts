@@ -211,6 +211,15 @@ describe('a decision log transport that never becomes ready', () => {
     await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
   });
 
+  it('honours a ready_timeout_s that is not a whole number of milliseconds (no RangeError from the timer)', async () => {
+    const dir = tempDir();
+    const failure = await startTestArbiter({
+      decision_log: { path: join(dir, 'decisions.db'), transport: { target: hangingTransport(dir), ready_timeout_s: 0.2505 } },
+    }).then(() => undefined, (error: unknown) => error);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as ConfigError).issues).toEqual([{ path: 'decision_log.transport.target', message: expect.stringContaining('did not become ready within 0.2505 s') }]);
+  });
+
   it('lets SIGTERM end a start-up that waits for it: exit 0 promptly, with a log line, never listening', async () => {
     const dir = tempDir();
     const configFile = writeCliConfig(dir, [`decision_log: {path: ${JSON.stringify(join(dir, 'decisions.db'))}, transport: {target: ${JSON.stringify(hangingTransport(dir))}, ready_timeout_s: 120}}`]);

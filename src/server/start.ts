@@ -583,7 +583,8 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger, s
  * that is down) would otherwise hold start-up forever, the port never open to say why.
  */
 async function transportReady(destination: ReturnType<typeof pino.transport>, timeoutS: number, signal: AbortSignal | undefined): Promise<void> {
-  const gaveUp = AbortSignal.any([AbortSignal.timeout(timeoutS * 1000), ...(signal ? [signal] : [])]);
+  // AbortSignal.timeout takes whole milliseconds only: 0.2505 s would throw a RangeError naming no key.
+  const gaveUp = AbortSignal.any([AbortSignal.timeout(Math.max(1, Math.round(timeoutS * 1000))), ...(signal ? [signal] : [])]);
   try {
     // Rejects with the 'error' that comes before 'ready': the module failing to load.
     await once(destination, 'ready', { signal: gaveUp });
