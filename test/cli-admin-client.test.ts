@@ -113,6 +113,24 @@ describe('arbiter admin commands against servers that are not Arbiter', () => {
     });
   });
 
+  it('escapes bidirectional controls and line/paragraph separators too (Trojan Source), in refusals and listings', async () => {
+    // U+202E (right-to-left override) and its kin reorder what the terminal shows: "r1\u202egnp.exe"
+    // displays as "r1exe.png"; U+2028/U+2029 break a line in some terminals. All from others.
+    const bidi = 'r1\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029\u200e\u200f\u061c';
+    const escaped = 'r1\\u202a\\u202b\\u202c\\u202d\\u202e\\u2066\\u2067\\u2068\\u2069\\u2028\\u2029\\u200e\\u200f\\u061c';
+    await withServer((_req, res) => res.writeHead(409, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ code: 'conflict', detail: `revision ${bidi}` })), async (url) => {
+      const result = await cli(['bundle', 'list', '--url', url]);
+      expect(result.stderr).toBe(`arbiter: GET /v1/bundles failed with 409: conflict: revision ${escaped}\n`);
+    });
+    const status = { name: 'authz', active: { revision: bidi, activated_at: '2026-01-01T00:00:00.000Z', activated_by: `ops${bidi}`, source: 'store' }, revisions: [] };
+    await withServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ bundles: [status] })), async (url) => {
+      const { code, stdout } = await cli(['bundle', 'list', '--url', url]);
+      expect(code).toBe(0);
+      expect(stdout).toContain(escaped);
+      expect(stdout).not.toMatch(/[\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/);
+    });
+  });
+
   it('bundle list, activate and push print revisions and actors with their control characters escaped', async () => {
     // A revision is whatever a bundle's .manifest says (a pulled source's too), an actor whatever
     // an admin token's sub is: a newline would print a forged line, an escape sequence drive the terminal.

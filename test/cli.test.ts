@@ -196,6 +196,22 @@ describe('arbiter CLI', () => {
     expect((await cli('health', '--timeout-ms', 'x')).code).toBe(2);
   });
 
+  it('health says there is nothing to probe when the port it would ask is 0 (any free port), instead of probing port 0', async () => {
+    for (const [env, key] of [
+      [{ ARBITER_SERVER__PORT: '0' }, 'server.port'],
+      [{ PORT: '0' }, 'server.port'],
+      [{ ARBITER_SERVER__DIAGNOSTIC: '{port: 0}' }, 'server.diagnostic.port'],
+    ] as const) {
+      const result = await run(process.execPath, ['src/cli/main.ts', 'health'], { env: { ...process.env, ARBITER_CONFIG: '', ...env } }).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+      );
+      expect(result.code, JSON.stringify(env)).toBe(1);
+      expect(result.stderr, JSON.stringify(env)).toContain(`${key} is 0 (any free port)`);
+      expect(result.stderr, JSON.stringify(env)).not.toContain(':0/healthz');
+    }
+  });
+
   it('health refuses a --timeout-ms past what a timer holds (2), rather than warn and cut it short', async () => {
     for (const value of ['2147483648', '1e10', String(Number.MAX_SAFE_INTEGER + 2)]) {
       const result = await cli('health', '--timeout-ms', value);

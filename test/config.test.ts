@@ -116,6 +116,20 @@ describe('configuration', () => {
     expect(issuesOf(() => parseConfig(config(2_592_000_000)))).toEqual([{ path, message: expect.stringContaining(`at most ${max}`) }]);
   });
 
+  // A typo (0.001 for 1000) would run periodic work in a tight loop, or ask a timer for less than it can wait.
+  it.each([
+    ['data.revocation_prune_interval_s', 1, 0, (v: number) => ({ data: { revocation_prune_interval_s: v } })],
+    ['decision_log.retention.check_interval_s', 1, 0.001, (v: number) => ({ decision_log: { retention: { max_records: 10, check_interval_s: v } } })],
+    ['decision_log.checkpoint.interval_s', 1, 0.001, (v: number) => ({ decision_log: { checkpoint: { interval_s: v } } })],
+    ['bundles.sources.0.poll_interval_s', 0.01, 0.001, (v: number) => ({ bundles: { sources: [{ ...source, poll_interval_s: v }] } })],
+    ['server.shutdown_timeout_s', 0.001, 0.0001, (v: number) => ({ server: { shutdown_timeout_s: v } })],
+    ['server.request_timeout_s', 0.001, 0.0001, (v: number) => ({ server: { request_timeout_s: v } })],
+    ['decision_log.transport.ready_timeout_s', 0.001, 0.0001, (v: number) => ({ decision_log: { transport: { target: 'pino/file', ready_timeout_s: v } } })],
+  ])('refuses %s below its minimum, naming it', (path, min, tiny, config) => {
+    expect(() => parseConfig(config(min))).not.toThrow();
+    expect(issuesOf(() => parseConfig(config(tiny)))).toEqual([{ path, message: expect.stringContaining(`at least ${min} s`) }]);
+  });
+
   it.each([
     ['issuers.0.jwks_uri', { issuers: [{ ...issuer, jwks_uri: 'idp.example/jwks' }] }],
     ['bundles.sources.0.url', { bundles: { sources: [{ name: 'authz', url: 'bundles.example.com/authz.tar.gz' }] } }],

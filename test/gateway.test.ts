@@ -7,6 +7,8 @@ import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load.ts';
+import { ConfigError } from '../src/errors.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { capturingLogger, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 
@@ -289,6 +291,26 @@ describe('admission limits', () => {
     expect(statuses.map((s) => s.status)).toEqual([200, 200, 429]);
     expect(statuses[2]!.headers.get('retry-after')).toBe('1');
     expect(statuses[2]!.body).toMatchObject({ code: 'rate_limited' });
+  });
+
+  // RFC 9110 delay-seconds is a non-negative integer: a rate so small that the wait reached 1e21 s
+  // made Retry-After "1e+21", which a gateway cannot parse. The slowest rate accepted keeps it an integer.
+  it('refuses a rate too small to mean anything, naming the key, and at the smallest one answers Retry-After in whole seconds', async () => {
+    const refusal = (() => {
+      try {
+        return parseConfig({ gateway: { rate_limit: { requests_per_second: 1e-21 } } });
+      } catch (error) {
+        return error;
+      }
+    })();
+    expect(refusal).toBeInstanceOf(ConfigError);
+    expect((refusal as ConfigError).issues).toEqual([{ path: 'gateway.rate_limit.requests_per_second', message: expect.stringContaining('at least 0.001') }]);
+    arbiter = await startTestArbiter({ gateway: { rate_limit: { requests_per_second: 0.001, burst: 1 } } });
+    const url = `${arbiter.url}/v1/decide`;
+    expect((await postJson(url, body)).status).toBe(200);
+    const refused = await postJson(url, body);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toMatch(/^(999|1000)$/);
   });
 
   it('counts and logs each 429, by reason and caller, as the 401s are: a throttled gateway shows on the server side too', async () => {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, createServer, Server, type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -10,7 +10,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { lookup } from 'node:dns/promises';
 import { ConfigError } from '../src/errors.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
-import { startTestArbiter, tempDir } from './support/arbiter.ts';
+import { capturingLogger, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, signingArgs, signingKey, writeBundleSource } from './support/bundle-sources.ts';
 import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
@@ -211,6 +211,15 @@ describe('a decision log transport that never becomes ready', () => {
     await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
   });
 
+  it('honours a ready_timeout_s that is not a whole number of milliseconds (no RangeError from the timer)', async () => {
+    const dir = tempDir();
+    const failure = await startTestArbiter({
+      decision_log: { path: join(dir, 'decisions.db'), transport: { target: hangingTransport(dir), ready_timeout_s: 0.2505 } },
+    }).then(() => undefined, (error: unknown) => error);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as ConfigError).issues).toEqual([{ path: 'decision_log.transport.target', message: expect.stringContaining('did not become ready within 0.2505 s') }]);
+  });
+
   it('lets SIGTERM end a start-up that waits for it: exit 0 promptly, with a log line, never listening', async () => {
     const dir = tempDir();
     const configFile = writeCliConfig(dir, [`decision_log: {path: ${JSON.stringify(join(dir, 'decisions.db'))}, transport: {target: ${JSON.stringify(hangingTransport(dir))}, ready_timeout_s: 120}}`]);
@@ -256,6 +265,34 @@ describe('a signal while the port is being opened', () => {
     expect(opening[0]!.listening).toBe(false);
     await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
   });
+});
+
+describe('a signal while start-up restores bundles', () => {
+  it('stops start-up at once, not when the check of a slow embedded bundle ends (up to engine.load_deadline_ms)', async () => {
+    // An embedded module whose entrypoint table never returns: its check at restore runs until load_deadline_ms.
+    const dir = tempDir();
+    const bundlesDir = join(dir, 'bundles');
+    mkdirSync(bundlesDir);
+    const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, 'tables'), join(dir, 'tables.tar.gz'), 'tables-1')));
+    writeFileSync(join(bundlesDir, 'tables.tar.gz'), packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, 'entrypoints', LOOP_FOREVER))));
+    const { logger, lines } = capturingLogger();
+    const before = workerPorts();
+    const startUp = new AbortController();
+    const starting = startTestArbiter(
+      { engine: { workers: 1, load_deadline_ms: 30_000 }, bundles: { dir: bundlesDir, default: 'tables' } },
+      { signal: startUp.signal, logger },
+    ).then(async (started) => void (await started.close()), (error: unknown) => error);
+    // Let the restore reach the check on the worker.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const aborted = performance.now();
+    startUp.abort();
+    const failure = await starting;
+    expect(failure).toMatchObject({ name: 'AbortError' });
+    expect(performance.now() - aborted).toBeLessThan(3000);
+    await expect.poll(workerPorts, { timeout: 5000 }).toBe(before);
+    // Stopped, not refused: no bundle is reported rejected for the interruption.
+    expect(lines.filter((line) => line.msg === 'embedded bundle rejected')).toEqual([]);
+  }, 60_000);
 });
 
 /** Worker threads (evaluation pool, decision-log writer) hold a MessagePort each until closed. */

@@ -8,6 +8,9 @@ import { z } from 'zod';
 const EMPTY_KEY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 /** A gateway's caller id, as `arbiter gateway-key --id` checks it too. */
+/** The slowest gateway.rate_limit.requests_per_second: one decision every 1000 s. */
+const MIN_RATE_PER_SECOND = 0.001;
+
 export const apiKeyIdSchema = z.string().trim().min(1).max(128);
 
 /** The tenants a gateway key is bound to, as `arbiter gateway-key --tenant` checks them too. */
@@ -67,7 +70,12 @@ export const gatewaySchema = z
       ),
     rate_limit: z
       .strictObject({
-        requests_per_second: z.number().positive().optional().describe('Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation, an AuthZEN search one per candidate evaluated; unset: no rate limit.'),
+        // A slower rate refuses nearly everything, and its wait overflows Retry-After's whole seconds (1e+21).
+        requests_per_second: z
+          .number()
+          .min(MIN_RATE_PER_SECOND, `must be at least ${MIN_RATE_PER_SECOND} (one decision every ${1 / MIN_RATE_PER_SECOND} s): a slower rate refuses nearly every request; to refuse a caller, remove its key`)
+          .optional()
+          .describe(`Sustained rate per caller, in decisions: a request counts one, an AuthZEN batch one per evaluation, an AuthZEN search one per candidate evaluated; at least ${MIN_RATE_PER_SECOND}; unset: no rate limit.`),
         burst: z.number().int().positive().default(200).describe('Decisions a caller may ask at once above its rate; a larger batch is answered, and the caller then waits until its rate has paid for it: a batch or search is charged for its items or candidates before it runs, and one that starts while the caller owes for another is refused (429), so requests sent at once cannot each run a batch on one unit.'),
       })
       .prefault({}),

@@ -41,7 +41,8 @@ export function configReference(): string {
     'Values are read as written: unlike OPA, Arbiter substitutes no `${VAR}` in the file, and refuses a value holding one',
     '(except in `decision_log.transport.options`), naming its key: set that key from the environment instead.',
     `Keys a timer waits for (intervals and timeouts) take at most ${MAX_TIMER_DELAY_S} s or ${MAX_TIMER_DELAY_MS} ms`,
-    '(about 24.8 days), the longest delay a Node.js timer honours.',
+    '(about 24.8 days), the longest delay a Node.js timer honours, and at least 1 ms (0.001 s), the shortest;',
+    'intervals of periodic work (retention, checkpoints, revocation pruning) at least 1 s, so a typo does not run it in a tight loop.',
     '',
   ];
   for (const [section, sectionRows] of sections) {

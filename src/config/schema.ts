@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { decisionLogConfigSchema } from '../decisions/config.ts';
 import { allowedHostSchema } from './allowed-hosts.ts';
 import { gatewaySchema, tlsSchema } from './gateway.ts';
-import { timerDelayMs, timerDelaySeconds } from './timer-delay.ts';
+import { MIN_TIMER_DELAY_S, timerDelayMs, timerDelaySeconds, timerIntervalSeconds } from './timer-delay.ts';
 import { bundleNameSchema } from '../policy/bundle-name.ts';
 import { MAX_PRUNED_RECORDS } from '../policy/store.ts';
 import { BUNDLE_SIGNING_ALGORITHMS, excludePatternSchema } from '../policy/signatures.ts';
@@ -202,7 +202,7 @@ const bundleSourceSchema = z.strictObject({
   name: bundleNameSchema.describe('Bundle this source provides.'),
   url: fetchedUrl('put the credential in credentials or headers; a token in the query string is kept out of logs')
     .describe('GET returns the bundle .tar.gz (OPA bundle service protocol, ETag / If-None-Match). No user:password@: a credential goes in credentials or headers (or the query string, which logs and records show as `?…`); https unless loopback, so none travels in clear text beyond the machine. Redirects are followed (at most 10), each held to the same rule (https unless loopback, no user:password@); credentials and headers go to this URL\'s origin only, not to another one a redirect leads to (a storage service\'s presigned URL). Checked on the addresses each hop connects to, resolved once for the check and the connection: plain http only to this machine; a source on another host may not lead, on another origin, to this machine (loopback, 0.0.0.0, ::), whatever name resolves there; this URL\'s own origin goes wherever its name resolves (the operator\'s DNS).'),
-  poll_interval_s: timerDelaySeconds().default(60).describe('Time between polls (jittered; backs off after errors).'),
+  poll_interval_s: timerDelaySeconds(0.01, 'a shorter interval would poll the source in a tight loop').default(60).describe('Time between polls (jittered; backs off after errors); at least 0.01 s, which is for tests: a remote source wants seconds.'),
   timeout_ms: timerDelayMs().default(10_000).describe('Timeout of one download.'),
   credentials: bundleSourceCredentialsSchema.optional().describe('How polls authenticate to the source (OPA\'s services[].credentials), never shown in logs or answers.'),
   headers: z
@@ -298,9 +298,9 @@ const configShape = z.strictObject({
         .describe('Listen address; anything but loopback needs gateway authentication.'),
       port: z.number().int().min(0).max(65_535).default(8181).describe('Listen port (0: any free port); PORT overrides.'),
       body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024).describe('Largest request body on the decision, issuance, AuthZEN, OPA data API, replay and activate routes: 413 beyond it.'),
-      shutdown_timeout_s: z.number().positive().max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
+      shutdown_timeout_s: z.number().min(MIN_TIMER_DELAY_S, 'must be at least 0.001 s (1 ms, the shortest a timer waits)').max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
       request_timeout_s: z
-        .number().positive().max(600).default(30)
+        .number().min(MIN_TIMER_DELAY_S, 'must be at least 0.001 s (1 ms, the shortest a timer waits)').max(600).default(30)
         .describe('Longest a client may take to send a whole request (headers and body); the connection is closed after it, so a stalled upload cannot hold a decision slot (gateway.max_concurrent) for long. A new connection that sends nothing is closed after as long (at most 60 s), so idle connections cannot use up file descriptors; between requests on a kept-alive connection, 5 s of silence closes it.'),
       max_connections: z
         .number().int().positive().max(1_000_000).default(10_000)
@@ -387,7 +387,7 @@ const configShape = z.strictObject({
       max_body_bytes: z.number().int().positive().max(256 * 1024 * 1024).default(8 * 1024 * 1024).describe('Largest PUT/PATCH body on /v1/data and POST body on /v1/revocations (batches): 413 beyond it.'),
       max_depth: z.number().int().min(2).max(256).default(32).describe('Deepest nesting of live data: data_too_deep beyond it.'),
       max_size_bytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Total serialized size of all live data: a write growing it past this, or a JSON Patch adding more than this, is refused (data_too_large). Data stored under a higher limit stays and can still shrink.'),
-      revocation_prune_interval_s: timerDelaySeconds().int().default(60).describe('How often expired revocations are deleted.'),
+      revocation_prune_interval_s: timerIntervalSeconds('delete expired revocations').int().default(60).describe('How often expired revocations are deleted.'),
       default_max_age_s: z
         .number()
         .int()
@@ -419,7 +419,7 @@ const configShape = z.strictObject({
             .describe('Passed to the transport module as they are, e.g. {destination: /var/log/arbiter/decisions.ndjson} for pino/file; a secret a shipper needs is better read from its own environment or file than written here.'),
           ready_timeout_s: z
             .number()
-            .positive()
+            .min(MIN_TIMER_DELAY_S, 'must be at least 0.001 s (1 ms, the shortest a timer waits)')
             .max(600)
             .default(30)
             .describe('How long start-up waits for the transport to load its module (and connect, for shippers that do so first); past it, start-up stops naming decision_log.transport.target.'),

@@ -15,9 +15,26 @@ export function timerDelayMs(): z.ZodNumber {
   return z.number().int().positive().max(MAX_TIMER_DELAY_MS, tooLong(MAX_TIMER_DELAY_MS, 'ms'));
 }
 
-/** A key in seconds that a timer waits for: positive, up to MAX_TIMER_DELAY_S. */
-export function timerDelaySeconds(): z.ZodNumber {
-  return z.number().positive().max(MAX_TIMER_DELAY_S, tooLong(MAX_TIMER_DELAY_S, 's'));
+/**
+ * The shortest delay a timer honours, in seconds: Node.js waits at least 1 ms, so a shorter
+ * timeout would silently be a longer one (and AbortSignal.timeout refuses a fraction of a ms).
+ */
+export const MIN_TIMER_DELAY_S = 0.001;
+
+/**
+ * A key in seconds that a timer waits for: at least `min` (1 ms unless a shorter one would do
+ * harm, `why` saying which), up to MAX_TIMER_DELAY_S.
+ */
+export function timerDelaySeconds(min = MIN_TIMER_DELAY_S, why = 'the shortest a timer waits'): z.ZodNumber {
+  return z.number().min(min, `must be at least ${min} s (${why})`).max(MAX_TIMER_DELAY_S, tooLong(MAX_TIMER_DELAY_S, 's'));
+}
+
+/**
+ * A key in seconds between runs of periodic work: at least 1 s, so a typo (0.001) does not run
+ * the work in a tight loop, hammering a disk or a remote server.
+ */
+export function timerIntervalSeconds(what: string): z.ZodNumber {
+  return timerDelaySeconds(1, `a shorter interval would ${what} in a tight loop`);
 }
 
 function tooLong(max: number, unit: string): string {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { timerDelaySeconds } from '../config/timer-delay.ts';
+import { timerIntervalSeconds } from '../config/timer-delay.ts';
 import { maskRuleSchema } from './mask.ts';
 
 /**
@@ -35,13 +35,13 @@ export const decisionLogConfigSchema = z.strictObject({
     .strictObject({
       max_age_days: z.number().positive().optional().describe('Delete records older than this (the remaining chain stays verifiable from a signed anchor).'),
       max_records: z.number().int().positive().optional().describe('Keep at most this many records, deleting the oldest.'),
-      check_interval_s: timerDelaySeconds().default(3_600).describe('How often retention runs.'),
+      check_interval_s: timerIntervalSeconds('delete old records').default(3_600).describe('How often retention runs; at least 1 s.'),
     })
     .prefault({}),
   checkpoint: z
     .strictObject({
       every_records: z.number().int().positive().default(10_000).describe('Sign a checkpoint of the hash chain after this many records...'),
-      interval_s: timerDelaySeconds().default(60).describe('...or after this long, whichever comes first.'),
+      interval_s: timerIntervalSeconds('sign checkpoints').default(60).describe('...or after this long, whichever comes first; at least 1 s.'),
       /**
        * Private Ed25519 JWK; default `<path>.checkpoint-key.jwk`, generated with a new log. A
        * log already signed is not opened without the key that signed it.

@@ -441,12 +441,13 @@ export class BundleLifecycle {
    * Nor does it for a name in `pulled` (bundles.sources): the source is its desired state, so
    * until it delivers, that name is not active rather than served from the image.
    */
-  restore(embeddedDir: string, pulled: ReadonlySet<string> = new Set()): Promise<void> {
+  restore(embeddedDir: string, pulled: ReadonlySet<string> = new Set(), signal?: AbortSignal): Promise<void> {
     return this.#serialized(async () => {
       const claimed = new Set<string>();
       const indexes: BundleIndex[] = [];
       await this.#options.store.deleteRemoved();
       for (const name of await this.#options.store.names()) {
+        signal?.throwIfAborted();
         try {
           const index = await this.#options.store.readIndex(name);
           if (index === undefined) {
@@ -464,6 +465,8 @@ export class BundleLifecycle {
           const { bundle } = await this.#validate(name, archive, { trusted: false });
           this.#activateInRegistry(bundle, { revision, digest, activated_at, activated_by, source: 'store' });
         } catch (error) {
+          // A check cut short because start-up stopped (the evaluator closed under it) refuses nothing.
+          signal?.throwIfAborted();
           claimed.add(name);
           this.#options.observer?.bundleRejected(name, (error as ArbiterError).code ?? 'bundle_unreadable');
           this.#options.logger.error(
@@ -473,9 +476,11 @@ export class BundleLifecycle {
         }
       }
       // A lowered max_revisions takes effect now, and what a crash left behind goes.
+      signal?.throwIfAborted();
       const now = new Date().toISOString();
       for (const index of indexes) await this.#prune(index, now);
       for (const [name, archive] of await readEmbedded(embeddedDir, this.#options.logger)) {
+        signal?.throwIfAborted();
         if (claimed.has(name)) continue;
         if (pulled.has(name)) {
           this.#options.logger.info({ bundle: name, dir: embeddedDir }, 'embedded bundle not served: this name is pulled from its source (bundles.sources)');
@@ -487,6 +492,7 @@ export class BundleLifecycle {
           const activation = { revision: bundle.revision, digest: bundle.digest, activated_at: new Date().toISOString(), activated_by: EMBEDDED_ACTOR };
           this.#activateInRegistry(bundle, { ...activation, source: 'embedded' });
         } catch (error) {
+          signal?.throwIfAborted();
           this.#options.observer?.bundleRejected(name, (error as ArbiterError).code ?? 'bundle_unreadable');
           this.#options.logger.error({ bundle: name, dir: embeddedDir, check: (error as ArbiterError).code ?? 'bundle_unreadable', err: error }, 'embedded bundle rejected');
         }

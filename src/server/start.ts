@@ -155,11 +155,15 @@ async function assemble(config: Config, options: StartOptions, opened: (() => un
 
   const bundleLifecycle = createBundleLifecycle(config, bundles, evaluator, metrics, logger);
   const pulled = new Set(config.bundles.sources.map((source) => source.name));
-  await bundleLifecycle.restore(config.bundles.dir, pulled).catch((error: unknown) => {
+  const restoring = bundleLifecycle.restore(config.bundles.dir, pulled, options.signal).catch((error: unknown) => {
     // The store directory itself cannot be listed (a file in its place, no permission): the key to fix.
     if (error instanceof ArbiterError && error.code === 'bundle_store_unreadable') throw new ConfigError([{ path: 'bundles.store', message: error.message }]);
     throw error;
   });
+  // A bundle's check may run until engine.load_deadline_ms: a signal meanwhile stops start-up now.
+  // Closing what is open (the evaluator's workers among it) ends the check under way, and the
+  // restore, seeing the signal, stops there and refuses nothing.
+  await untilAborted(restoring, options.signal, () => bundleLifecycle.stopSignatureChecks());
   reportUnservedBundles(config, (name) => bundles.get(name) !== undefined || pulled.has(name), logger);
 
   const db = openDataDatabase(config.data.path);
@@ -582,8 +586,34 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger, s
  * start-up is aborted. A module that never finishes loading (a shipper waiting for a collector
  * that is down) would otherwise hold start-up forever, the port never open to say why.
  */
+/**
+ * `work`, or a rejection with the signal's reason as soon as `signal` aborts (`onAbort` run
+ * first), whichever comes first. The work left running is the caller's to stop; a failure of it
+ * after the abort is not an unhandled rejection.
+ */
+async function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined, onAbort: () => void): Promise<T> {
+  if (signal === undefined) return work;
+  work.catch(() => undefined);
+  let stopListening!: () => void;
+  const aborted = new Promise<never>((_resolve, reject) => {
+    const abort = () => {
+      onAbort();
+      reject(signal.reason as Error);
+    };
+    if (signal.aborted) return abort();
+    signal.addEventListener('abort', abort, { once: true });
+    stopListening = () => signal.removeEventListener('abort', abort);
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    stopListening?.();
+  }
+}
+
 async function transportReady(destination: ReturnType<typeof pino.transport>, timeoutS: number, signal: AbortSignal | undefined): Promise<void> {
-  const gaveUp = AbortSignal.any([AbortSignal.timeout(timeoutS * 1000), ...(signal ? [signal] : [])]);
+  // AbortSignal.timeout takes whole milliseconds only: 0.2505 s would throw a RangeError naming no key.
+  const gaveUp = AbortSignal.any([AbortSignal.timeout(Math.max(1, Math.round(timeoutS * 1000))), ...(signal ? [signal] : [])]);
   try {
     // Rejects with the 'error' that comes before 'ready': the module failing to load.
     await once(destination, 'ready', { signal: gaveUp });
