@@ -581,12 +581,6 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger, s
 }
 
 /**
- * Resolves once the transport's thread has loaded its module; rejects with what kept it from
- * doing so (naming decision_log.transport.target), when it has not within `timeoutS`, or when
- * start-up is aborted. A module that never finishes loading (a shipper waiting for a collector
- * that is down) would otherwise hold start-up forever, the port never open to say why.
- */
-/**
  * `work`, or a rejection with the signal's reason as soon as `signal` aborts (`onAbort` run
  * first), whichever comes first. The work left running is the caller's to stop; a failure of it
  * after the abort is not an unhandled rejection.
@@ -594,7 +588,7 @@ async function openDecisionLog(config: Config['decision_log'], logger: Logger, s
 async function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined, onAbort: () => void): Promise<T> {
   if (signal === undefined) return work;
   work.catch(() => undefined);
-  let stopListening!: () => void;
+  let stopListening: (() => void) | undefined;
   const aborted = new Promise<never>((_resolve, reject) => {
     const abort = () => {
       onAbort();
@@ -611,6 +605,12 @@ async function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined
   }
 }
 
+/**
+ * Resolves once the transport's thread has loaded its module; rejects with what kept it from
+ * doing so (naming decision_log.transport.target), when it has not within `timeoutS`, or when
+ * start-up is aborted. A module that never finishes loading (a shipper waiting for a collector
+ * that is down) would otherwise hold start-up forever, the port never open to say why.
+ */
 async function transportReady(destination: ReturnType<typeof pino.transport>, timeoutS: number, signal: AbortSignal | undefined): Promise<void> {
   // AbortSignal.timeout takes whole milliseconds only: 0.2505 s would throw a RangeError naming no key.
   const gaveUp = AbortSignal.any([AbortSignal.timeout(Math.max(1, Math.round(timeoutS * 1000))), ...(signal ? [signal] : [])]);
