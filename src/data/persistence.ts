@@ -79,35 +79,33 @@ export function openDataDatabase(path: string): DatabaseSync {
 
 /**
  * The documents data.seed would not load into the store at `path`: those it holds and those it
- * was seeded with once (deleted since). Read only, the store never created: `config check`
- * asks it. None for a store that does not exist yet or is not (yet) an Arbiter data store.
+ * was seeded with once (deleted since). Read only: `config check` asks it.
  */
 export function documentsNotToSeed(path: string): Set<string> {
-  if (path === ':memory:' || !existsSync(path)) return new Set();
-  let db: DatabaseSync;
-  try {
-    db = new DatabaseSync(path, { readOnly: true });
-  } catch (error) {
-    throw new Error(`cannot open the data store ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  try {
+  return readExistingStore(path, new Set<string>(), (db) => {
     const names = (table: string) => (db.prepare(`SELECT name FROM ${table}`).all() as { name: string }[]).map((row) => row.name);
     const seeded = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seeded_documents'").get() ? names('seeded_documents') : [];
     return new Set([...names('live_documents'), ...seeded]);
-  } catch {
-    return new Set();
-  } finally {
-    db.close();
-  }
+  });
 }
 
 /**
  * The bytes of live data the store at `path` holds, as the store counts them against
- * data.max_size_bytes. Read only: `config check` asks it. 0 for a store that does not exist yet
- * or is not (yet) an Arbiter data store.
+ * data.max_size_bytes. Read only: `config check` asks it.
  */
 export function storedLiveDataBytes(path: string): number {
-  if (path === ':memory:' || !existsSync(path)) return 0;
+  return readExistingStore(path, 0, (db) => {
+    const rows = db.prepare('SELECT json FROM live_documents').all() as { json: string }[];
+    return rows.reduce((total, row) => total + Buffer.byteLength(row.json), 0);
+  });
+}
+
+/**
+ * `read` on the store at `path` opened read only, never creating it: `none` for a store that
+ * does not exist yet or is not (yet) an Arbiter data store. A file that cannot be opened throws.
+ */
+function readExistingStore<T>(path: string, none: T, read: (db: DatabaseSync) => T): T {
+  if (path === ':memory:' || !existsSync(path)) return none;
   let db: DatabaseSync;
   try {
     db = new DatabaseSync(path, { readOnly: true });
@@ -115,10 +113,9 @@ export function storedLiveDataBytes(path: string): number {
     throw new Error(`cannot open the data store ${path}: ${(error as Error).message}`, { cause: error });
   }
   try {
-    const rows = db.prepare('SELECT json FROM live_documents').all() as { json: string }[];
-    return rows.reduce((total, row) => total + Buffer.byteLength(row.json), 0);
+    return read(db);
   } catch {
-    return 0;
+    return none;
   } finally {
     db.close();
   }
