@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { DecisionStore } from '../src/decisions/store.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
-import { decision } from './support/decisions.ts';
+import { corruptReasonCodesIndex, decision } from './support/decisions.ts';
 
 /**
  * `arbiter decisions verify --db`: the server's verification run by the CLI on the SQLite file
@@ -133,16 +133,7 @@ describe('arbiter decisions verify --db (offline)', () => {
     } finally {
       await log.close();
     }
-    // Rebuilt in descending order, then declared ascending again: a lookup by code searches the wrong way.
-    const db = new DatabaseSync(path, { defensive: false });
-    const { sql } = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'reason_set_codes'").get() as { sql: string };
-    db.exec(`ALTER TABLE reason_set_codes RENAME TO old_codes;
-      CREATE TABLE reason_set_codes (code TEXT NOT NULL, reason_set INTEGER NOT NULL, PRIMARY KEY (code DESC, reason_set)) WITHOUT ROWID;
-      INSERT INTO reason_set_codes SELECT * FROM old_codes; DROP TABLE old_codes;`);
-    db.exec('PRAGMA writable_schema = ON');
-    db.prepare("UPDATE sqlite_master SET sql = ? WHERE name = 'reason_set_codes'").run(sql);
-    db.exec('PRAGMA writable_schema = OFF');
-    db.close();
+    corruptReasonCodesIndex(path);
     const found = await verify('--db', path, '--key', `${path}.checkpoint-key.jwk`);
     expect(found.code).toBe(1);
     expect(found.stdout).toMatch(/^decision log NOT intact: index_corrupt \(.*no record.*\), after 6 good records\n$/);

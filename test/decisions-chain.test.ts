@@ -12,7 +12,7 @@ import { DecisionStore } from '../src/decisions/store.ts';
 import { verifyChain } from '../src/decisions/verify.ts';
 import { ChainWriter, sealChainStart } from '../src/decisions/writer.ts';
 import type { PreparedDecision } from '../src/decisions/writer.ts';
-import { decision, tempDir } from './support/decisions.ts';
+import { corruptReasonCodesIndex, decision, tempDir } from './support/decisions.ts';
 
 let temp: ReturnType<typeof tempDir>;
 let store: DecisionStore | undefined;
@@ -271,17 +271,7 @@ describe('verify', () => {
     const found = (reader: DecisionStore, code: string) => reader.query({ reason: code }).decisions.map((d) => d.decision_id).sort();
     const truth = [denied.map((d) => d.decision_id).sort(), allowed.map((d) => d.decision_id).sort()];
     expect([found(log, 'scope_missing'), found(log, 'granted')]).toEqual(truth);
-    // Rebuilt in descending order, then declared ascending again: every entry is still there
-    // (a scan finds them all, each under its set) but a lookup by code searches the wrong way.
-    const db = new DatabaseSync(temp.path, { defensive: false });
-    const { sql } = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'reason_set_codes'").get() as { sql: string };
-    db.exec(`ALTER TABLE reason_set_codes RENAME TO old_codes;
-      CREATE TABLE reason_set_codes (code TEXT NOT NULL, reason_set INTEGER NOT NULL, PRIMARY KEY (code DESC, reason_set)) WITHOUT ROWID;
-      INSERT INTO reason_set_codes SELECT * FROM old_codes; DROP TABLE old_codes;`);
-    db.exec('PRAGMA writable_schema = ON');
-    db.prepare("UPDATE sqlite_master SET sql = ? WHERE name = 'reason_set_codes'").run(sql);
-    db.exec('PRAGMA writable_schema = OFF');
-    db.close();
+    corruptReasonCodesIndex(temp.path);
     store = undefined;
     await log.close();
     const reopened = await open();

@@ -298,27 +298,33 @@ describe('a signal while start-up restores bundles', () => {
 /** Worker threads (evaluation pool, decision-log writer) hold a MessagePort each until closed. */
 const workerPorts = () => process.getActiveResourcesInfo().filter((kind) => kind === 'MessagePort').length;
 
+/** A bundle server on loopback answering every request with `archive`; `pulled` once it has. */
+async function serveArchive(archive: Uint8Array, file: string): Promise<{ url: string; pulled: Promise<void>; close: () => void }> {
+  let served!: () => void;
+  const pulled = new Promise<void>((resolve) => (served = resolve));
+  const server = createHttpServer((_request, response) => {
+    response.writeHead(200, { 'content-type': 'application/gzip' }).end(archive);
+    served();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/${file}`, pulled, close: () => server.close() };
+}
+
 describe('a shutdown while a pulled bundle is being checked', () => {
   it('stops listening at once and ends within server.shutdown_timeout_s, not when the check ends (up to engine.load_deadline_ms)', async () => {
     // A module whose entrypoint table never returns: its check runs until load_deadline_ms.
     const dir = tempDir();
     const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, 'tables'), join(dir, 'tables.tar.gz'), 'tables-1')));
     const archive = packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, 'entrypoints', LOOP_FOREVER)));
-    let served!: () => void;
-    const pulled = new Promise<void>((resolve) => (served = resolve));
-    const source = createHttpServer((_request, response) => {
-      response.writeHead(200, { 'content-type': 'application/gzip' }).end(archive);
-      served();
-    });
-    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const source = await serveArchive(archive, 'tables.tar.gz');
     const before = workerPorts();
     try {
       const arbiter = await startTestArbiter({
         server: { shutdown_timeout_s: 1 },
         engine: { workers: 1, load_deadline_ms: 30_000 },
-        bundles: { sources: [{ name: 'tables', url: `http://127.0.0.1:${(source.address() as AddressInfo).port}/tables.tar.gz` }] },
+        bundles: { sources: [{ name: 'tables', url: source.url }] },
       });
-      await pulled;
+      await source.pulled;
       // Let the archive arrive and its check start on the worker.
       await new Promise((resolve) => setTimeout(resolve, 500));
       const started = performance.now();
@@ -344,13 +350,7 @@ describe('a shutdown while a pulled signed bundle\'s large data.json is hashed',
     const key = signingKey(dir);
     const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, 'big'), join(dir, 'big.tar.gz'), 'big-1', signingArgs(dir, key, 1000))));
     const archive = packFiles(new Map(files).set('data.json', new Uint8Array(Buffer.from(`{"big": {"n": [${'1,'.repeat(8 * 1024 * 1024)}1]}}`))));
-    let served!: () => void;
-    const pulled = new Promise<void>((resolve) => (served = resolve));
-    const source = createHttpServer((_request, response) => {
-      response.writeHead(200, { 'content-type': 'application/gzip' }).end(archive);
-      served();
-    });
-    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const source = await serveArchive(archive, 'big.tar.gz');
     const before = workerPorts();
     try {
       const arbiter = await startTestArbiter({
@@ -358,10 +358,10 @@ describe('a shutdown while a pulled signed bundle\'s large data.json is hashed',
         bundles: {
           require_signatures: true,
           signing: { keys: { default: { key: key.publicPem, algorithm: 'RS256' } }, scope: 'write' },
-          sources: [{ name: 'big', url: `http://127.0.0.1:${(source.address() as AddressInfo).port}/big.tar.gz` }],
+          sources: [{ name: 'big', url: source.url }],
         },
       });
-      await pulled;
+      await source.pulled;
       // Let the archive arrive and its hashing start.
       await new Promise((resolve) => setTimeout(resolve, 1000));
       const started = performance.now();

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newDecisionId } from '../../src/decisions/record.ts';
@@ -51,4 +52,21 @@ export function decision(shape: DecisionShape = {}): DecisionRecord {
 export function tempDir(): { dir: string; path: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'arbiter-decisions-'));
   return { dir, path: join(dir, 'decisions.db'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Damages the reason codes' index of the log at `path` as only an edit of the file can: rebuilt
+ * in descending order, then declared ascending again. Every entry is still there (a scan finds
+ * them all, each under its set) but a lookup by code searches the wrong way.
+ */
+export function corruptReasonCodesIndex(path: string): void {
+  const db = new DatabaseSync(path, { defensive: false });
+  const { sql } = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'reason_set_codes'").get() as { sql: string };
+  db.exec(`ALTER TABLE reason_set_codes RENAME TO old_codes;
+    CREATE TABLE reason_set_codes (code TEXT NOT NULL, reason_set INTEGER NOT NULL, PRIMARY KEY (code DESC, reason_set)) WITHOUT ROWID;
+    INSERT INTO reason_set_codes SELECT * FROM old_codes; DROP TABLE old_codes;`);
+  db.exec('PRAGMA writable_schema = ON');
+  db.prepare("UPDATE sqlite_master SET sql = ? WHERE name = 'reason_set_codes'").run(sql);
+  db.exec('PRAGMA writable_schema = OFF');
+  db.close();
 }
