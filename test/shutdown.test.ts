@@ -133,6 +133,29 @@ describe('graceful shutdown', () => {
       expect(logged.some((line) => line.msg?.startsWith('already shutting down'))).toBe(true);
     },
   );
+
+  it('SIGHUP (a closed terminal, a kill -HUP) shuts down like SIGTERM: every record written, exit 0, not killed by the signal', async () => {
+    // relaxed, with records written only at close: dying of the signal would lose them all.
+    const decisions = join(tempDir(), 'decisions.db');
+    const { child, logged, url } = await spawnArbiter([`decision_log: {path: ${JSON.stringify(decisions)}, durability: relaxed, flush_interval_ms: 30000}`]);
+    const answered: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${url}/v1/decide`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ action: 'read', resource: { type: 'doc' } }),
+      });
+      answered.push(((await res.json()) as { decision_id: string }).decision_id);
+    }
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    child.kill('SIGHUP');
+    expect(await exited).toEqual([0, null]);
+    const db = new DatabaseSync(decisions, { readOnly: true });
+    const recorded = new Set((db.prepare('SELECT decision_id FROM decisions').all() as { decision_id: string }[]).map((row) => row.decision_id));
+    db.close();
+    expect(answered.filter((id) => !recorded.has(id))).toEqual([]);
+    expect(logged.find((line) => line.msg === 'shutting down')).toMatchObject({ signal: 'SIGHUP' });
+  });
 });
 
 describe('a data store that cannot be written', () => {

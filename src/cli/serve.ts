@@ -49,8 +49,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
       },
     );
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  // SIGHUP too (a closed terminal, an operator's kill -HUP): unhandled, it kills the process
+  // on the spot, losing a relaxed log's unwritten records and the shutdown checkpoint. There
+  // is nothing to reload on it: config is read at start-up, bundles and data through the API.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, stop);
   try {
     arbiter = await startArbiter(config, { logger, signal: startUp.signal });
   } catch (error) {

@@ -298,7 +298,7 @@ const configShape = z.strictObject({
         .describe('Listen address; anything but loopback needs gateway authentication.'),
       port: z.number().int().min(0).max(65_535).default(8181).describe('Listen port (0: any free port); PORT overrides.'),
       body_limit_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024).describe('Largest request body on the decision, issuance, AuthZEN, OPA data API, replay and activate routes: 413 beyond it.'),
-      shutdown_timeout_s: z.number().min(MIN_TIMER_DELAY_S, 'must be at least 0.001 s (1 ms, the shortest a timer waits)').max(600).default(25).describe('Grace period for in-flight requests on SIGTERM/SIGINT.'),
+      shutdown_timeout_s: z.number().min(MIN_TIMER_DELAY_S, 'must be at least 0.001 s (1 ms, the shortest a timer waits)').max(600).default(25).describe('Grace period for in-flight requests on SIGTERM, SIGINT or SIGHUP.'),
       request_timeout_s: z
         .number().min(MIN_TIMER_DELAY_S, 'must be at least 0.001 s (1 ms, the shortest a timer waits)').max(600).default(30)
         .describe('Longest a client may take to send a whole request (headers and body); the connection is closed after it, so a stalled upload cannot hold a decision slot (gateway.max_concurrent) for long. A new connection that sends nothing is closed after as long (at most 60 s), so idle connections cannot use up file descriptors; between requests on a kept-alive connection, 5 s of silence closes it.'),
