@@ -762,6 +762,32 @@ describe('a token header whose typ or kid is not a string', () => {
   });
 });
 
+describe('a token whose alg or iss is not a string', () => {
+  // Refused before any signature is checked, so these need none that verifies.
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = (header: unknown, claims: Record<string, unknown>) => `${part(header)}.${part(claims)}.${part('not checked')}`;
+  const claims = () => {
+    const now = Math.floor(Date.now() / 1000);
+    return { iss: idp.issuer, sub: 'user:alice', aud: 'https://api.example.com', iat: now, exp: now + 60, scope: 'read' };
+  };
+
+  it('is token_malformed saying which, not an allowed algorithm called not allowed, nor an iss called missing', async () => {
+    // Was "algorithm ES256 is not allowed for this issuer" (an issuer that allows ES256), and "token has no iss claim".
+    const alg = await postJson(decide, request(unsigned({ alg: ['ES256'], kid: idp.keys[0]!.kid }, claims())));
+    expect(alg.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: 'header alg must be a string' }] });
+    const iss = await postJson(decide, request(unsigned({ alg: 'ES256', kid: idp.keys[0]!.kid }, { ...claims(), iss: [idp.issuer] })));
+    expect(iss.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: 'iss must be a string' }] });
+  });
+
+  it('is still token_untrusted_issuer without iss, and token_algorithm_not_allowed for an algorithm the issuer does not allow', async () => {
+    const { iss: _, ...withoutIss } = claims();
+    const missing = await postJson(decide, request(unsigned({ alg: 'ES256' }, withoutIss)));
+    expect(missing.body).toMatchObject({ allow: false, reasons: [{ code: 'token_untrusted_issuer', message: 'token has no iss claim' }] });
+    const none = await postJson(decide, request(unsigned({ alg: 'none' }, claims())));
+    expect(none.body).toMatchObject({ allow: false, reasons: [{ code: 'token_algorithm_not_allowed', message: 'algorithm "none" is not allowed for this issuer' }] });
+  });
+});
+
 describe('issuer keys that cannot be loaded', () => {
   it.each([
     ['an error status', { status: 503, body: '{"error":"maintenance"}' }],
