@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { CompactSign, exportJWK, importJWK, type CompactJWSHeaderParameters, type CryptoKey } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { adminCall, startTestArbiter, postJson, tempDir } from './support/arbiter.ts';
 import { TestIssuer } from './support/issuer.ts';
 import type { Arbiter } from '../src/server/start.ts';
@@ -495,6 +495,31 @@ describe('a remembered verification', () => {
   });
 });
 
+describe('a remembered verification of a token whose key the issuer has since removed', () => {
+  it('is not reused once the key set held is stale (jwks_cache_max_age_s): the key set is fetched again and the token denied', async () => {
+    const rotating = await TestIssuer.create('https://rotating.test.example');
+    await rotating.serve();
+    const server = await startTestArbiter({
+      issuers: [{ issuer: rotating.issuer, jwks_uri: rotating.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'], jwks_cache_max_age_s: 1 }],
+    });
+    try {
+      const token = await rotating.sign({ scope: 'read' });
+      for (let i = 0; i < 2; i++) expect((await postJson(`${server.url}/v1/decide`, request(token))).body).toMatchObject({ allow: true }); // verified, then remembered
+      // The identity provider rotates: the key that signed the token is no longer published.
+      await rotating.addKey('next');
+      rotating.keys.shift();
+      const fetches = rotating.jwksFetches;
+      await sleep(1100); // the key set held is now stale
+      // Only this token is sent, so only its decision can find the key set stale.
+      expect((await postJson(`${server.url}/v1/decide`, request(token))).body).toMatchObject({ allow: false, reasons: [{ code: 'token_unknown_key' }] });
+      expect(rotating.jwksFetches).toBeGreaterThan(fetches);
+    } finally {
+      await server.close();
+      await rotating.close();
+    }
+  });
+});
+
 describe('a token whose JSON nests deeper than 64 levels', () => {
   let server: Arbiter;
 
@@ -737,6 +762,32 @@ describe('a token header whose typ or kid is not a string', () => {
   });
 });
 
+describe('a token whose alg or iss is not a string', () => {
+  // Refused before any signature is checked, so these need none that verifies.
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = (header: unknown, claims: Record<string, unknown>) => `${part(header)}.${part(claims)}.${part('not checked')}`;
+  const claims = () => {
+    const now = Math.floor(Date.now() / 1000);
+    return { iss: idp.issuer, sub: 'user:alice', aud: 'https://api.example.com', iat: now, exp: now + 60, scope: 'read' };
+  };
+
+  it('is token_malformed saying which, not an allowed algorithm called not allowed, nor an iss called missing', async () => {
+    // Was "algorithm ES256 is not allowed for this issuer" (an issuer that allows ES256), and "token has no iss claim".
+    const alg = await postJson(decide, request(unsigned({ alg: ['ES256'], kid: idp.keys[0]!.kid }, claims())));
+    expect(alg.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: 'header alg must be a string' }] });
+    const iss = await postJson(decide, request(unsigned({ alg: 'ES256', kid: idp.keys[0]!.kid }, { ...claims(), iss: [idp.issuer] })));
+    expect(iss.body).toMatchObject({ allow: false, reasons: [{ code: 'token_malformed', message: 'iss must be a string' }] });
+  });
+
+  it('is still token_untrusted_issuer without iss, and token_algorithm_not_allowed for an algorithm the issuer does not allow', async () => {
+    const { iss: _, ...withoutIss } = claims();
+    const missing = await postJson(decide, request(unsigned({ alg: 'ES256' }, withoutIss)));
+    expect(missing.body).toMatchObject({ allow: false, reasons: [{ code: 'token_untrusted_issuer', message: 'token has no iss claim' }] });
+    const none = await postJson(decide, request(unsigned({ alg: 'none' }, claims())));
+    expect(none.body).toMatchObject({ allow: false, reasons: [{ code: 'token_algorithm_not_allowed', message: 'algorithm "none" is not allowed for this issuer' }] });
+  });
+});
+
 describe('issuer keys that cannot be loaded', () => {
   it.each([
     ['an error status', { status: 503, body: '{"error":"maintenance"}' }],
@@ -805,21 +856,23 @@ describe('the verification cache of admin tokens', () => {
   it.each([
     ['0 (disabled)', 0, true],
     ['left at its default', undefined, false],
-  ])('follows tokens.verification_cache_size %s: a token is verified again, fetching a stale key set, only when disabled', async (_, size, verifiedAgain) => {
+  ])('follows tokens.verification_cache_size %s: a token\'s signature is checked again only when disabled', async (_, size, verifiedAgain) => {
     const admins = await TestIssuer.create(`https://admins-cache-${size ?? 'default'}.test.example`);
     await admins.serve();
     const server = await startTestArbiter({
-      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'], jwks_cache_max_age_s: 1 }] },
+      admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
       ...(size !== undefined && { tokens: { verification_cache_size: size } }),
     });
+    // Counts the signature checks the server (in this process) makes; each still runs as before.
+    const signatureChecks = vi.spyOn(crypto.subtle, 'verify');
     try {
       const token = await admins.sign({ scope: 'arbiter.bundles.read', aud: 'arbiter-admin' });
       expect((await adminCall(server.url, token, 'GET', '/v1/bundles')).status).toBe(200);
-      const fetches = admins.jwksFetches;
-      await sleep(1100); // past jwks_cache_max_age_s: verifying the token again fetches the key set
+      const checks = signatureChecks.mock.calls.length;
       expect((await adminCall(server.url, token, 'GET', '/v1/bundles')).status).toBe(200);
-      expect(admins.jwksFetches).toBe(fetches + (verifiedAgain ? 1 : 0));
+      expect(signatureChecks.mock.calls.length).toBe(checks + (verifiedAgain ? 1 : 0));
     } finally {
+      signatureChecks.mockRestore();
       await server.close();
       await admins.close();
     }

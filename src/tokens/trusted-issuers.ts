@@ -33,6 +33,13 @@ export interface TrustedIssuer {
    * keep a token the removed key signed allowed until it expired.
    */
   readonly keyGeneration: number;
+  /**
+   * Whether the key set held is younger than jwks_cache_max_age_s (always true for a file or a
+   * secret). A remembered verification is reused only while it holds: a cache hit never asks for
+   * the keys, so otherwise a token whose key the issuer removed would stay allowed from the cache
+   * until it expired, however stale the key set it was verified with.
+   */
+  readonly keysFresh: boolean;
 }
 
 /**
@@ -139,6 +146,9 @@ async function createTrustedIssuer(config: IssuerConfig, index: number, options:
       get keyGeneration() {
         return keyGeneration;
       },
+      get keysFresh() {
+        return remote.fresh;
+      },
       async reloadKeys() {
         try {
           // jose's reload joins a fetch already in flight, which may have been sent before the
@@ -189,7 +199,7 @@ async function createTrustedIssuer(config: IssuerConfig, index: number, options:
     return fromJwks(config, jwks);
   }
   const secret = readSecret(config.secret_file!, at('secret_file'), config.algorithms);
-  return { config, key: secret, checkKeys: async () => {}, reloadKeys: async () => {}, keyGeneration: 0 };
+  return { config, key: secret, checkKeys: async () => {}, reloadKeys: async () => {}, keyGeneration: 0, keysFresh: true };
 }
 
 /**
@@ -281,7 +291,7 @@ class FetchBackOff {
 }
 
 export function fromJwks(config: IssuerConfig, jwks: JSONWebKeySet): TrustedIssuer {
-  return { config, key: createLocalJWKSet(jwks), checkKeys: async () => {}, reloadKeys: async () => {}, keyGeneration: 0 };
+  return { config, key: createLocalJWKSet(jwks), checkKeys: async () => {}, reloadKeys: async () => {}, keyGeneration: 0, keysFresh: true };
 }
 
 function readJson(file: string, path: string): unknown {

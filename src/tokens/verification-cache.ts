@@ -7,8 +7,11 @@ import type { VerifiedToken } from './verify.ts';
  * signature check. Only successes are cached. Revocation is not cached: it is checked on
  * every decision. Once a key set without one of the issuer's keys is installed (its
  * `keyGeneration` moved on), the issuer's remembered verifications are not reused: each token
- * is checked again against the keys that remain. Committing an `issued_before` revocation
- * after a key compromise fetches the issuer's key set at once, so that happens then.
+ * is checked again against the keys that remain. Nor are they reused once the key set held
+ * is stale (jwks_cache_max_age_s): the token is verified afresh, which fetches it again, so a
+ * key the issuer removed stops its remembered tokens then, as it stops the others. Committing
+ * an `issued_before` revocation after a key compromise fetches the issuer's key set at once,
+ * so that happens then.
  */
 export class VerificationCache {
   readonly #entries = new Map<string, { verified: VerifiedToken; validUntil: number }>();
@@ -21,7 +24,8 @@ export class VerificationCache {
   get(fingerprint: string, now: number): VerifiedToken | undefined {
     const entry = this.#entries.get(fingerprint);
     if (entry === undefined) return undefined;
-    if (now >= entry.validUntil || entry.verified.keyGeneration !== entry.verified.issuer.keyGeneration) {
+    const { issuer } = entry.verified;
+    if (now >= entry.validUntil || entry.verified.keyGeneration !== issuer.keyGeneration || !issuer.keysFresh) {
       this.#entries.delete(fingerprint);
       return undefined;
     }

@@ -122,14 +122,18 @@ async function verifyUncached(token: string, sentFingerprint: string, issuers: I
   } catch {
     return fail('token_malformed', 'token is not a compact JWS with a JSON payload');
   }
-  if (typeof unverified.iss !== 'string') return fail('token_untrusted_issuer', 'token has no iss claim');
+  if (unverified.iss === undefined) return fail('token_untrusted_issuer', 'token has no iss claim');
+  // An array or a number names no issuer: malformed, as a sub that is not a string, not a missing iss.
+  if (typeof unverified.iss !== 'string') return fail('token_malformed', 'iss must be a string');
   const iss = unverified.iss;
   const issuer = issuers.get(iss);
   if (!issuer) return fail('token_untrusted_issuer', untrustedIssuerMessage(iss, issuers), iss);
 
   const { config } = issuer;
-  if (typeof header.alg !== 'string' || !(config.algorithms as readonly string[]).includes(header.alg)) {
-    return fail('token_algorithm_not_allowed', `algorithm ${String(header.alg)} is not allowed for this issuer`, iss);
+  // Malformed, as a typ or kid that is not a string: spelt by String(), ["ES256"] read as an allowed algorithm refused.
+  if (typeof header.alg !== 'string') return fail('token_malformed', 'header alg must be a string', iss);
+  if (!(config.algorithms as readonly string[]).includes(header.alg)) {
+    return fail('token_algorithm_not_allowed', `algorithm ${JSON.stringify(header.alg)} is not allowed for this issuer`, iss);
   }
   fingerprint = ecdsaFingerprint(token, header.alg, fingerprint);
   const headerNotAString = STRING_HEADERS.find((name) => header[name] !== undefined && typeof header[name] !== 'string');
