@@ -779,6 +779,20 @@ describe('revocations', () => {
     expect((await decideWith(own)).allow).toBe(true);
   });
 
+  it('revokes by sub an actor of act that its entry names by client_id, as it does the token\'s client', async () => {
+    // A policy identifies an actor by its sub, else its client_id (the default one does): an act
+    // entry naming the agent by client_id alone is that agent, whose own tokens name it as sub.
+    const viaAct = await idp.sign({ sub: 'user:erin', act: { client_id: 'agent:act-courier' } });
+    const nested = await idp.sign({ sub: 'user:erin', act: { sub: 'agent:front', act: { sub: 'agent:other', client_id: 'agent:act-courier' } } });
+    const own = await idp.sign({ sub: 'user:erin', act: { sub: 'agent:front' } });
+    expect((await decideWith(viaAct)).allow).toBe(true);
+    const created = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:act-courier', iss: idp.issuer, reason: 'compromised agent', expires_at: now() + 600 });
+    expect(created.status).toBe(201);
+    expect((await decideWith(viaAct)).reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: created.body!.id, actor_depth: 1 });
+    expect((await decideWith(nested)).reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: created.body!.id, actor_depth: 2 });
+    expect((await decideWith(own)).allow).toBe(true);
+  });
+
   it('revokes a client named by azp in a token whose client_id names another, by client_id and by sub', async () => {
     // OIDC: azp is the party the token was issued to. A token naming a revoked client in azp must
     // not pass because its client_id names another (a gateway, a resource server).
