@@ -680,6 +680,24 @@ describe('revocations', () => {
     expect((await admin('GET', '/v1/revocations?kind=sub')).body!.items.some((r: { value: string }) => r.value.startsWith('user:batch-'))).toBe(false);
   });
 
+  it('refuses an expires_at or before in milliseconds, naming the field, rather than revoke for millennia', async () => {
+    // Date.now() where epoch seconds belong: a one-hour suspension would never lapse nor be pruned,
+    // and an issued_before cut-off would refuse every token the issuer ever mints, new keys included.
+    const inAnHourMs = Date.now() + 3_600_000;
+    const single = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:ms-typo', reason: 'suspended', expires_at: inAnHourMs });
+    expect(single.status).toBe(400);
+    expect(single.headers.get('content-type')).toContain('application/problem+json');
+    expect(single.body).toMatchObject({ code: 'invalid_request', errors: [{ pointer: '/expires_at', detail: expect.stringContaining('milliseconds') }] });
+    const cutOff = await admin('POST', '/v1/revocations', { revocations: [{ kind: 'issued_before', iss: idp.issuer, before: Date.now(), reason: 'key leak' }] });
+    expect(cutOff).toMatchObject({ status: 400, body: { code: 'invalid_request', errors: [{ pointer: '/revocations/0/before', detail: expect.stringContaining('milliseconds') }] } });
+    expect((await admin('GET', '/v1/revocations?kind=sub')).body!.items.some((r: { value: string }) => r.value === 'user:ms-typo')).toBe(false);
+    expect((await admin('GET', '/v1/revocations?kind=issued_before')).body!.items).toEqual([]);
+    // The last second epoch seconds can name in a date (9999-12-31T23:59:59Z) is still a time.
+    const farOff = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:far-off', reason: 'suspended', expires_at: 253_402_300_799 });
+    expect(farOff.status).toBe(201);
+    expect((await admin('DELETE', `/v1/revocations/${farOff.body!.id}`)).status).toBe(204);
+  });
+
   it('lists at most 100 invalid entries of a batch and counts the rest', async () => {
     const entries = (bad: (i: number) => Record<string, unknown>) => ({ revocations: Array.from({ length: 250 }, (_, i) => ({ kind: 'jti', value: `cap-${i}`, reason: 'r', ...bad(i) })) });
     for (const [body, code] of [
