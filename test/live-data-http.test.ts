@@ -530,6 +530,21 @@ describe('the entitlements document', () => {
     expect((await admin('DELETE', '/v1/data/entitlements')).status).toBe(204);
   });
 
+  it('refuses a grant whose expires_at is in milliseconds, which would never expire, naming it', async () => {
+    // Date.now() + an hour where epoch seconds belong: compared with input.context.now (seconds),
+    // the grant meant to lapse in an hour would entitle for millennia.
+    const inAnHourMs = Date.now() + 3_600_000;
+    const put = await admin('PUT', '/v1/data/entitlements', { 'user:temp': { grants: [{ ...grant, expires_at: inAnHourMs }] } });
+    expect(put.status).toBe(400);
+    expect(put.headers.get('content-type')).toContain('application/problem+json');
+    expect(put.body).toMatchObject({ code: 'entitlements_invalid', errors: [{ pointer: '/user:temp/grants/0/expires_at', detail: expect.stringContaining('milliseconds') }] });
+    expect((await admin('GET', '/v1/data/entitlements')).status).toBe(404);
+    // In seconds (a fraction included), up to the last second a date can show, it is a time.
+    const inSeconds = await admin('PUT', '/v1/data/entitlements', { 'user:temp': { grants: [{ ...grant, expires_at: inAnHourMs / 1000 }, { ...grant, id: 'ent-2', expires_at: 253_402_300_799 }] } });
+    expect(inSeconds.status).toBe(200);
+    expect((await admin('DELETE', '/v1/data/entitlements')).status).toBe(204);
+  });
+
   it('names the first fields of a feed of one mistake and counts the rest in errors_omitted, as every problem does', async () => {
     const feed = Object.fromEntries(Array.from({ length: 130 }, (_, i) => [`user:u${i}`, { grants: [{ ...grant, tenants: 'acme' }] }]));
     const refused = await admin('PUT', '/v1/data/entitlements', feed);
