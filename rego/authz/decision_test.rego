@@ -473,6 +473,15 @@ test_approval_with_expiry_not_a_number_is_not_accepted if {
 	fx.codes(result) == {"approval_required"}
 }
 
+test_approval_expiring_in_milliseconds_is_not_accepted if {
+	# Date.now() where epoch seconds belong: an approval for fifteen minutes would hold for millennia.
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	approvals := {"apr-7f3a": object.union(fx.approvals["apr-7f3a"], {"expires_at": (fx.now + 900) * 1000})}
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements with data.approvals as approvals
+	fx.codes(result) == {"approval_required"}
+}
+
 test_delegation_chain_that_is_not_a_list_is_not_ignored if {
 	every act in [{"sub": fx.expense_assistant}, "agent", true] {
 		subject := object.union(fx.alice_subject, {"scopes": ["invoices.write"], "act": act})
