@@ -1134,6 +1134,44 @@ describe('revocations', () => {
     expect(await admin('GET', '/v1/data/pair', undefined, {}, delegated)).toMatchObject({ status: 401, body: { detail: 'token_revoked' } });
   });
 
+  it('refuses a write whose body was still arriving when its admin token was revoked', async () => {
+    // A stolen admin token opens writes and holds their bodies back until it is revoked: each was
+    // authorized when its headers came, and must not land after the revocation's 2xx.
+    const stolen = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', jti: 'admin-token-slow', scope: 'arbiter.data.read arbiter.data.write arbiter.bundles.write' });
+    expect((await admin('GET', '/v1/data/pair', undefined, {}, stolen)).status).toBe(200); // verified, remembered
+    const held = (method: string, path: string, body: string, contentType = 'application/json') => {
+      const request = httpRequest(`${arbiter.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${stolen}`, 'content-type': contentType, 'content-length': Buffer.byteLength(body) },
+      });
+      const answered = new Promise<{ status: number; body: Record<string, any> }>((resolve, reject) => {
+        request.on('error', reject);
+        request.on('response', (response) => {
+          let text = '';
+          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          response.on('end', () => resolve({ status: response.statusCode!, body: JSON.parse(text) }));
+        });
+      });
+      request.write(body.slice(0, 1));
+      return { finish: () => request.end(body.slice(1)), answered };
+    };
+    const put = held('PUT', '/v1/data/planted', JSON.stringify({ by: 'attacker' }));
+    const patch = held('PATCH', '/v1/data/pair', JSON.stringify([{ op: 'add', path: '/planted', value: 'attacker' }]), 'application/json-patch+json');
+    // A bundle upload too: refused before its archive is looked at (this one is not even gzip).
+    const upload = held('PUT', '/v1/bundles/planted', 'not an archive', 'application/gzip');
+    await new Promise((resolve) => setTimeout(resolve, 300)); // all past the admin check, reading their bodies
+    const before = (await admin('GET', '/v1/data/pair')).body!.result;
+    expect((await admin('POST', '/v1/revocations', { kind: 'jti', value: 'admin-token-slow', iss: admins.issuer, reason: 'leaked' })).status).toBe(201);
+    put.finish();
+    patch.finish();
+    upload.finish();
+    expect(await upload.answered).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_revoked' } });
+    expect(await put.answered).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_revoked' } });
+    expect(await patch.answered).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_revoked' } });
+    expect((await admin('GET', '/v1/data/planted')).status).toBe(404);
+    expect((await admin('GET', '/v1/data/pair')).body!.result).toEqual(before);
+  });
+
   it('is visible to the very next decision under concurrent load', async () => {
     const token = await idp.sign({ sub: 'user:under-load', jti: 'load-1' });
     let running = true;
