@@ -530,6 +530,21 @@ describe('the entitlements document', () => {
     expect((await admin('DELETE', '/v1/data/entitlements')).status).toBe(204);
   });
 
+  it('refuses a grant whose expires_at is in milliseconds, which would never expire, naming it', async () => {
+    // Date.now() + an hour where epoch seconds belong: compared with input.context.now (seconds),
+    // the grant meant to lapse in an hour would entitle for millennia.
+    const inAnHourMs = Date.now() + 3_600_000;
+    const put = await admin('PUT', '/v1/data/entitlements', { 'user:temp': { grants: [{ ...grant, expires_at: inAnHourMs }] } });
+    expect(put.status).toBe(400);
+    expect(put.headers.get('content-type')).toContain('application/problem+json');
+    expect(put.body).toMatchObject({ code: 'entitlements_invalid', errors: [{ pointer: '/user:temp/grants/0/expires_at', detail: expect.stringContaining('milliseconds') }] });
+    expect((await admin('GET', '/v1/data/entitlements')).status).toBe(404);
+    // In seconds (a fraction included), up to the last second a date can show, it is a time.
+    const inSeconds = await admin('PUT', '/v1/data/entitlements', { 'user:temp': { grants: [{ ...grant, expires_at: inAnHourMs / 1000 }, { ...grant, id: 'ent-2', expires_at: 253_402_300_799 }] } });
+    expect(inSeconds.status).toBe(200);
+    expect((await admin('DELETE', '/v1/data/entitlements')).status).toBe(204);
+  });
+
   it('names the first fields of a feed of one mistake and counts the rest in errors_omitted, as every problem does', async () => {
     const feed = Object.fromEntries(Array.from({ length: 130 }, (_, i) => [`user:u${i}`, { grants: [{ ...grant, tenants: 'acme' }] }]));
     const refused = await admin('PUT', '/v1/data/entitlements', feed);
@@ -680,6 +695,24 @@ describe('revocations', () => {
     expect((await admin('GET', '/v1/revocations?kind=sub')).body!.items.some((r: { value: string }) => r.value.startsWith('user:batch-'))).toBe(false);
   });
 
+  it('refuses an expires_at or before in milliseconds, naming the field, rather than revoke for millennia', async () => {
+    // Date.now() where epoch seconds belong: a one-hour suspension would never lapse nor be pruned,
+    // and an issued_before cut-off would refuse every token the issuer ever mints, new keys included.
+    const inAnHourMs = Date.now() + 3_600_000;
+    const single = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:ms-typo', reason: 'suspended', expires_at: inAnHourMs });
+    expect(single.status).toBe(400);
+    expect(single.headers.get('content-type')).toContain('application/problem+json');
+    expect(single.body).toMatchObject({ code: 'invalid_request', errors: [{ pointer: '/expires_at', detail: expect.stringContaining('milliseconds') }] });
+    const cutOff = await admin('POST', '/v1/revocations', { revocations: [{ kind: 'issued_before', iss: idp.issuer, before: Date.now(), reason: 'key leak' }] });
+    expect(cutOff).toMatchObject({ status: 400, body: { code: 'invalid_request', errors: [{ pointer: '/revocations/0/before', detail: expect.stringContaining('milliseconds') }] } });
+    expect((await admin('GET', '/v1/revocations?kind=sub')).body!.items.some((r: { value: string }) => r.value === 'user:ms-typo')).toBe(false);
+    expect((await admin('GET', '/v1/revocations?kind=issued_before')).body!.items).toEqual([]);
+    // The last second epoch seconds can name in a date (9999-12-31T23:59:59Z) is still a time.
+    const farOff = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'user:far-off', reason: 'suspended', expires_at: 253_402_300_799 });
+    expect(farOff.status).toBe(201);
+    expect((await admin('DELETE', `/v1/revocations/${farOff.body!.id}`)).status).toBe(204);
+  });
+
   it('lists at most 100 invalid entries of a batch and counts the rest', async () => {
     const entries = (bad: (i: number) => Record<string, unknown>) => ({ revocations: Array.from({ length: 250 }, (_, i) => ({ kind: 'jti', value: `cap-${i}`, reason: 'r', ...bad(i) })) });
     for (const [body, code] of [
@@ -776,6 +809,20 @@ describe('revocations', () => {
     const decision = await decideWith(viaClient);
     expect(decision.allow).toBe(false);
     expect(decision.reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: created.body!.id });
+    expect((await decideWith(own)).allow).toBe(true);
+  });
+
+  it('revokes by sub an actor of act that its entry names by client_id, as it does the token\'s client', async () => {
+    // A policy identifies an actor by its sub, else its client_id (the default one does): an act
+    // entry naming the agent by client_id alone is that agent, whose own tokens name it as sub.
+    const viaAct = await idp.sign({ sub: 'user:erin', act: { client_id: 'agent:act-courier' } });
+    const nested = await idp.sign({ sub: 'user:erin', act: { sub: 'agent:front', act: { sub: 'agent:other', client_id: 'agent:act-courier' } } });
+    const own = await idp.sign({ sub: 'user:erin', act: { sub: 'agent:front' } });
+    expect((await decideWith(viaAct)).allow).toBe(true);
+    const created = await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:act-courier', iss: idp.issuer, reason: 'compromised agent', expires_at: now() + 600 });
+    expect(created.status).toBe(201);
+    expect((await decideWith(viaAct)).reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: created.body!.id, actor_depth: 1 });
+    expect((await decideWith(nested)).reasons[0].revoked).toEqual({ revoked: true, reason: 'compromised agent', revocation_id: created.body!.id, actor_depth: 2 });
     expect((await decideWith(own)).allow).toBe(true);
   });
 
@@ -1085,6 +1132,44 @@ describe('revocations', () => {
     expect((await admin('GET', '/v1/data/pair', undefined, {}, delegated)).status).toBe(200);
     await admin('POST', '/v1/revocations', { kind: 'sub', value: 'agent:ops-bot', reason: 'retired agent' });
     expect(await admin('GET', '/v1/data/pair', undefined, {}, delegated)).toMatchObject({ status: 401, body: { detail: 'token_revoked' } });
+  });
+
+  it('refuses a write whose body was still arriving when its admin token was revoked', async () => {
+    // A stolen admin token opens writes and holds their bodies back until it is revoked: each was
+    // authorized when its headers came, and must not land after the revocation's 2xx.
+    const stolen = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', jti: 'admin-token-slow', scope: 'arbiter.data.read arbiter.data.write arbiter.bundles.write' });
+    expect((await admin('GET', '/v1/data/pair', undefined, {}, stolen)).status).toBe(200); // verified, remembered
+    const held = (method: string, path: string, body: string, contentType = 'application/json') => {
+      const request = httpRequest(`${arbiter.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${stolen}`, 'content-type': contentType, 'content-length': Buffer.byteLength(body) },
+      });
+      const answered = new Promise<{ status: number; body: Record<string, any> }>((resolve, reject) => {
+        request.on('error', reject);
+        request.on('response', (response) => {
+          let text = '';
+          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          response.on('end', () => resolve({ status: response.statusCode!, body: JSON.parse(text) }));
+        });
+      });
+      request.write(body.slice(0, 1));
+      return { finish: () => request.end(body.slice(1)), answered };
+    };
+    const put = held('PUT', '/v1/data/planted', JSON.stringify({ by: 'attacker' }));
+    const patch = held('PATCH', '/v1/data/pair', JSON.stringify([{ op: 'add', path: '/planted', value: 'attacker' }]), 'application/json-patch+json');
+    // A bundle upload too: refused before its archive is looked at (this one is not even gzip).
+    const upload = held('PUT', '/v1/bundles/planted', 'not an archive', 'application/gzip');
+    await new Promise((resolve) => setTimeout(resolve, 300)); // all past the admin check, reading their bodies
+    const before = (await admin('GET', '/v1/data/pair')).body!.result;
+    expect((await admin('POST', '/v1/revocations', { kind: 'jti', value: 'admin-token-slow', iss: admins.issuer, reason: 'leaked' })).status).toBe(201);
+    put.finish();
+    patch.finish();
+    upload.finish();
+    expect(await upload.answered).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_revoked' } });
+    expect(await put.answered).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_revoked' } });
+    expect(await patch.answered).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_revoked' } });
+    expect((await admin('GET', '/v1/data/planted')).status).toBe(404);
+    expect((await admin('GET', '/v1/data/pair')).body!.result).toEqual(before);
   });
 
   it('is visible to the very next decision under concurrent load', async () => {

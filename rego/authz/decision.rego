@@ -339,8 +339,9 @@ current_actor := object.get(actor_grants, [1, "actor"], null)
 # title: Accepted approval
 # description: >-
 #   The referenced live approval (data.approvals[id]) covers this action for this
-#   subject, has not expired, and, for each of resource_id, actor and tenant that
-#   it names, was given for this request's resource, current actor and tenant.
+#   subject, has not expired (expires_at in epoch seconds, not milliseconds), and,
+#   for each of resource_id, actor and tenant that it names, was given for this
+#   request's resource, current actor and tenant.
 accepted_approval := approval if {
 	evidence.approvals_available
 	approval := data.approvals[approval_id]
@@ -352,6 +353,7 @@ accepted_approval := approval if {
 	is_number(input.context.now)
 	is_number(approval.expires_at)
 	approval.expires_at > input.context.now
+	approval.expires_at <= evidence.max_epoch_s # past it, milliseconds: it would never expire
 }
 
 # METADATA

@@ -405,6 +405,25 @@ test_expired_entitlement_is_ignored if {
 	fx.codes(result) == {"delegation_not_permitted"}
 }
 
+# A feed that wrote Date.now() where epoch seconds belong (stored before Arbiter refused it,
+# or with data.check_entitlements off): compared with input.context.now in seconds, the grant
+# meant to lapse in an hour would entitle for millennia. It entitles nothing instead.
+test_entitlement_expiring_in_milliseconds_entitles_nothing if {
+	in_an_hour_ms := (fx.now + 3600) * 1000
+	alice := {"grants": [{"id": "ent-ms", "actions": ["invoices.read"], "tenants": ["acme"], "expires_at": in_an_hour_ms}]}
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as object.union(fx.entitlements, {fx.alice: alice})
+	result.allow == false
+	fx.codes(result) == {"no_entitlement"}
+}
+
+test_entitlement_expiring_at_the_last_second_of_year_9999_still_entitles if {
+	alice := {"grants": [{"id": "ent-far", "actions": ["invoices.read"], "tenants": ["acme"], "expires_at": 253402300799}]}
+	result := authz.decision with input as fx.read_invoice
+		with data.entitlements as object.union(fx.entitlements, {fx.alice: alice})
+	result.allow == true
+}
+
 test_actor_is_identified_by_client_id_without_sub if {
 	subject := object.union(fx.alice_subject, {"act": [{"client_id": fx.expense_assistant}]})
 	result := authz.decision with input as object.union(fx.read_invoice, {"subject": subject})
@@ -449,6 +468,15 @@ test_approval_with_expiry_not_a_number_is_not_accepted if {
 	# A date string orders above every number in Rego: it would never expire.
 	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
 	approvals := {"apr-7f3a": object.union(fx.approvals["apr-7f3a"], {"expires_at": "2026-01-01T00:15:00Z"})}
+	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
+		with data.entitlements as fx.entitlements with data.approvals as approvals
+	fx.codes(result) == {"approval_required"}
+}
+
+test_approval_expiring_in_milliseconds_is_not_accepted if {
+	# Date.now() where epoch seconds belong: an approval for fifteen minutes would hold for millennia.
+	context := object.union(fx.read_invoice.context, {"approval_id": "apr-7f3a"})
+	approvals := {"apr-7f3a": object.union(fx.approvals["apr-7f3a"], {"expires_at": (fx.now + 900) * 1000})}
 	result := authz.decision with input as approve_invoice(fx.agent_for_alice, context)
 		with data.entitlements as fx.entitlements with data.approvals as approvals
 	fx.codes(result) == {"approval_required"}

@@ -122,14 +122,24 @@ entitlement_ids(party_id, action, tenant) := {grant.id |
 # title: Active
 # description: >-
 #   An entitlement without expires_at is active; one with it is active until
-#   now (input.context.now) reaches it; without a clock it is not active.
+#   now (input.context.now) reaches it; without a clock it is not active, nor
+#   with an expires_at past the last second of year 9999 (a time in
+#   milliseconds, which now would never reach).
 active(grant, _) if not has_key(grant, "expires_at")
 
 active(grant, now) if {
 	is_number(grant.expires_at)
 	is_number(now)
 	grant.expires_at > now
+	grant.expires_at <= max_epoch_s
 }
+
+# METADATA
+# title: Latest epoch second
+# description: >-
+#   The last second a date can show (9999-12-31T23:59:59Z), as
+#   src/data/epoch-seconds.ts: a larger expires_at is a time in milliseconds.
+max_epoch_s := 253402300799
 
 # METADATA
 # title: Has key

@@ -397,7 +397,7 @@ const configShape = z.strictObject({
       check_entitlements: z
         .boolean()
         .default(true)
-        .describe('Refuse a PUT or PATCH (or a seed) that leaves the live document entitlements in a shape the default policy cannot read (400 entitlements_invalid, errors naming each field by JSON pointer): the grants of each subject a list of objects with a non-empty string id, actions and tenants lists of strings, and expires_at (when present) a number (rego/README.md, Live data). false for a bundle of your own that reads data.entitlements in another shape.'),
+        .describe('Refuse a PUT or PATCH (or a seed) that leaves the live document entitlements in a shape the default policy cannot read (400 entitlements_invalid, errors naming each field by JSON pointer): the grants of each subject a list of objects with a non-empty string id, actions and tenants lists of strings, and expires_at (when present) a number of epoch seconds, at most 253402300799 (a larger one is in milliseconds and would never lapse) (rego/README.md, Live data). false for a bundle of your own that reads data.entitlements in another shape.'),
       seed: nameMap(nonEmpty)
         .optional()
         .describe('Documents loaded from JSON files at start when the store has never had them (once: a seeded document deleted later stays deleted), e.g. {entitlements: examples/entitlements.json}. A document an active bundle owns (inside or above one of its roots) is refused: start-up stops, and config check reports it.'),

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MAX_FIELD_ERRORS } from '../errors.ts';
+import { EPOCH_MILLISECONDS_MESSAGE, MAX_EPOCH_S } from './epoch-seconds.ts';
 import { formatJsonPointer } from './json-pointer.ts';
 import { isJsonObject, ownMember } from './json-value.ts';
 import type { JsonValue } from './json-value.ts';
@@ -15,8 +16,11 @@ const EntitlementGrantSchema = z.looseObject({
   id: z.string().min(1),
   actions: z.array(z.string()),
   tenants: z.array(z.string()),
-  /** Epoch seconds; the grant stops applying once input.context.now reaches it. */
-  expires_at: z.number().optional(),
+  /**
+   * Epoch seconds; the grant stops applying once input.context.now reaches it. Bounded: one in
+   * milliseconds would never be reached, a grant meant to lapse entitling for millennia.
+   */
+  expires_at: z.number().max(MAX_EPOCH_S, EPOCH_MILLISECONDS_MESSAGE).optional(),
 });
 
 const EntitlementSubjectSchema = z.looseObject({

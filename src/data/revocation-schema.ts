@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MAX_TOKEN_BYTES } from '../config/schema.ts';
+import { EPOCH_MILLISECONDS_MESSAGE, MAX_EPOCH_S } from './epoch-seconds.ts';
 
 /** Kinds that revoke tokens carrying one claim value, optionally only from one issuer. */
 export const VALUE_REVOCATION_KINDS = ['jti', 'sid', 'sub', 'client_id'] as const;
@@ -14,7 +15,9 @@ const text = z.string().min(1).max(1024);
  * carries it (tokens.max_token_bytes), not by `text`, or a token with a longer one could not be revoked.
  */
 const claimValue = z.string().min(1).max(MAX_TOKEN_BYTES);
-const epochSeconds = z.number().int().nonnegative();
+// Bounded: a time in milliseconds would keep an entry for millennia (an `issued_before` cut-off
+// refusing every token its issuer will ever mint) while its author believed it would lapse.
+const epochSeconds = z.number().int().nonnegative().max(MAX_EPOCH_S, EPOCH_MILLISECONDS_MESSAGE);
 
 const common = {
   /** Why, for the audit trail and the decision's reasons. */

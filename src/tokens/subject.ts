@@ -123,7 +123,14 @@ export function subjectRevocation(revocations: RevocationLookup, subject: Policy
     if (client.revoked) return { revoked: true, reason: client.reason, revocation_id: client.revocation_id };
   }
   for (const [index, actor] of subject.act.entries()) {
-    const hit = revocations.checkParty(actorClaims(actor, subject.iss!), nowS);
+    const claims = actorClaims(actor, subject.iss!);
+    let hit = revocations.checkParty(claims, nowS);
+    // An actor's client_id names it as the token's client_id names the token's client (a policy
+    // identifies an actor by its sub, else its client_id): a party revoked by its sub is stopped
+    // there too. One more lookup, only for an actor whose client_id is not its sub.
+    if (!hit.revoked && claims.client_id !== undefined && claims.client_id !== claims.sub) {
+      hit = revocations.checkParty({ iss: claims.iss, sub: claims.client_id }, nowS);
+    }
     if (hit.revoked) return { revoked: true, reason: hit.reason, revocation_id: hit.revocation_id, actor_depth: index + 1 };
   }
   return { revoked: false };

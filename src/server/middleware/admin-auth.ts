@@ -30,7 +30,14 @@ export interface AdminPrincipal {
   act?: { sub?: string; client_id?: string; iss?: string }[];
 }
 
-export type AdminVariables = { admin: AdminPrincipal };
+export type AdminVariables = {
+  admin: AdminPrincipal;
+  /**
+   * Looks again whether the admin token let in has been revoked since requireScope checked it:
+   * the refusal to answer if so, else undefined. See `stillUnrevoked`.
+   */
+  adminRevokedSince: () => Response | undefined;
+};
 
 /**
  * Why an admin request was refused before it ran, as /metrics counts it: no bearer token, a
@@ -91,12 +98,15 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: verification.code }, challenge('invalid_token'));
     }
     const subject = subjectFromToken(verification, now);
-    const revoked = deps.revocations && subjectRevocation(deps.revocations, subject, now);
-    if (revoked?.revoked) {
+    const revokedAt = (nowS: number) => {
+      const revoked = deps.revocations && subjectRevocation(deps.revocations, subject, nowS);
+      if (!revoked?.revoked) return undefined;
       deps.observer?.adminAuthFailed('token_revoked');
       deps.logger.warn({ request_id, path: c.req.path, iss: subject.iss, sub: subject.sub, revocation_id: revoked.revocation_id, actor_depth: revoked.actor_depth }, 'revoked admin token refused');
       return problem(c, 401, { code: 'unauthorized', title: 'Invalid admin token', detail: 'token_revoked' }, challenge('invalid_token'));
-    }
+    };
+    const refused = revokedAt(now);
+    if (refused) return refused;
     const principal: AdminPrincipal = {
       iss: subject.iss!,
       sub: subject.sub!,
@@ -109,6 +119,7 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
       return problem(c, 403, { code: 'forbidden', title: 'Missing scope', detail: `this endpoint requires the scope ${scope}` }, challenge('insufficient_scope'));
     }
     c.set('admin', principal);
+    c.set('adminRevokedSince', () => revokedAt(Math.floor(Date.now() / 1000)));
     await next();
     const logged = { request_id, path: c.req.path, method: c.req.method, status: c.res.status, admin: principal };
     if (c.res.status < 500) {
@@ -121,6 +132,18 @@ export function requireScope(deps: AdminAuthDeps, scope: AdminScope): Middleware
     deps.logger.error({ ...logged, ...(await faultOf(c.res)) }, 'admin request failed');
   };
 }
+
+/**
+ * Refuses, as requireScope would now, a request whose admin token was revoked while its body was
+ * arriving (which may take up to server.request_timeout_s): placed after the body is read, so that
+ * what follows acts in the same step, a write a stolen token opened before its revocation cannot
+ * land after the revocation's 2xx.
+ */
+export const stillUnrevoked: MiddlewareHandler<{ Variables: AdminVariables }> = async (c, next) => {
+  const refused = c.get('adminRevokedSince')();
+  if (refused) return refused;
+  await next();
+};
 
 /** The code and detail of a problem answer (read from a copy: the answer itself is still to be sent). */
 async function faultOf(response: Response): Promise<{ code?: unknown; detail?: unknown }> {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { ArbiterError } from '../../errors.ts';
 import type { BundleLifecycle } from '../../policy/lifecycle.ts';
 import { adminProblem } from '../admin-errors.ts';
-import { requireScope, type AdminPrincipal, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
+import { requireScope, stillUnrevoked, type AdminPrincipal, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { contentEncodingProblem, jsonBody, readRequestBody } from '../middleware/json-body.ts';
 import { problem } from '../problem.ts';
 import { noQueryParameters } from '../query-parameters.ts';
@@ -61,6 +61,9 @@ export function bundleRoutes(deps: BundleRouteDeps) {
       if (archive === undefined) {
         return problem(c, 413, { code: 'archive_compressed_too_large', check: 'archive_compressed_too_large', title: 'Bundle too large', detail: `the bundle exceeds ${deps.maxBundleBytes} bytes` });
       }
+      // The upload may have taken a while: a token revoked meanwhile stores nothing (stillUnrevoked).
+      const revoked = c.get('adminRevokedSince')();
+      if (revoked) return revoked;
       try {
         const result = await deps.lifecycle.accept(c.req.param('name'), archive, actor(c.get('admin')));
         c.header('Location', `/v1/bundles/${c.req.param('name')}`);
@@ -69,7 +72,7 @@ export function bundleRoutes(deps: BundleRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .post('/v1/bundles/:name/activate', write, noQueryParameters, jsonBody(activateRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+    .post('/v1/bundles/:name/activate', write, noQueryParameters, jsonBody(activateRequestSchema, { limitBytes: deps.bodyLimitBytes }), stillUnrevoked, async (c) => {
       try {
         return c.json(await deps.lifecycle.activate(c.req.param('name'), c.get('body').revision, actor(c.get('admin'))));
       } catch (error) {

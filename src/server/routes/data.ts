@@ -9,7 +9,7 @@ import { withinRoot } from '../../policy/manifest.ts';
 import { overlay, valueAt } from '../../policy/overlay.ts';
 import type { BundleRegistry } from '../../policy/registry.ts';
 import { adminProblem } from '../admin-errors.ts';
-import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
+import { requireScope, stillUnrevoked, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import { noQueryParameters } from '../query-parameters.ts';
 
@@ -57,7 +57,7 @@ export function dataRoutes(deps: DataRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .put(`${PREFIX}/*`, write, noQueryParameters, jsonBody(z.unknown(), limit), (c) => {
+    .put(`${PREFIX}/*`, write, noQueryParameters, jsonBody(z.unknown(), limit), stillUnrevoked, (c) => {
       try {
         const path = writablePathOf(c);
         checkPreconditions(c, deps.liveData, path);
@@ -68,7 +68,7 @@ export function dataRoutes(deps: DataRouteDeps) {
         return adminProblem(c, error);
       }
     })
-    .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, { ...limit, mediaTypes: PATCH_MEDIA_TYPES }), (c) => {
+    .patch(`${PREFIX}/*`, write, noQueryParameters, jsonBody(JsonPatchSchema, { ...limit, mediaTypes: PATCH_MEDIA_TYPES }), stillUnrevoked, (c) => {
       try {
         const path = writablePathOf(c);
         checkPreconditions(c, deps.liveData, path);

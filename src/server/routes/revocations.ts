@@ -4,7 +4,7 @@ import { REVOCATION_KINDS, RevocationRequestSchema, type Revocation } from '../.
 import type { AddedRevocations, Revocations } from '../../data/revocations.ts';
 import { ArbiterError } from '../../errors.ts';
 import { adminProblem } from '../admin-errors.ts';
-import { requireScope, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
+import { requireScope, stillUnrevoked, type AdminAuthDeps, type AdminVariables } from '../middleware/admin-auth.ts';
 import { jsonBody } from '../middleware/json-body.ts';
 import { noQueryParameters, parseQuery, queryInteger } from '../query-parameters.ts';
 
@@ -44,7 +44,7 @@ export function revocationRoutes(deps: RevocationRouteDeps) {
   const write = requireScope(deps.admin, 'arbiter.revocations.write');
 
   return new Hono<{ Variables: AdminVariables }>()
-    .post('/v1/revocations', write, noQueryParameters, jsonBody(revocationRequestSchema, { limitBytes: deps.bodyLimitBytes }), async (c) => {
+    .post('/v1/revocations', write, noQueryParameters, jsonBody(revocationRequestSchema, { limitBytes: deps.bodyLimitBytes }), stillUnrevoked, async (c) => {
       const body = c.get('body');
       const createdBy = `${c.get('admin').iss}#${c.get('admin').sub}`;
       let added: AddedRevocations;
