@@ -8,7 +8,7 @@ import { readBundleArchive } from '../src/policy/archive.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { adminCall, postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, signingArgs, signingKey, writeBundleSource, type SigningKey } from './support/bundle-sources.ts';
-import { assemble, entry, packFiles, tarGz } from './support/hostile-archives.ts';
+import { assemble, entry, LOOP_FOREVER, packFiles, prefixExportedFunction, tarGz } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { stopWorkersAtNextCheck } from './support/worker-crash.ts';
 
@@ -338,6 +338,43 @@ describe('a push whose check the evaluation worker never finished', () => {
       expect(await put(arbiter, 'lc', archives.unsigned!)).toMatchObject({ status: 201, body: { revision: 'u1' } });
     } finally {
       crashes.dispose();
+      await arbiter.close();
+    }
+  });
+});
+
+describe('an admin token revoked while its change waits behind a slow check', () => {
+  it('changes nothing: a push, an activation and a DELETE queued then are refused 401 token_revoked', async () => {
+    // Changes to bundles take turns, and a candidate's checks may run up to engine.load_deadline_ms:
+    // a change asked for before its token's revocation must not take effect after the revocation's 2xx.
+    const arbiter = await startTestArbiter({ ...adminConfig(), engine: { load_deadline_ms: 1500 } });
+    try {
+      const stolen = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', jti: 'stolen-bundles', scope: 'arbiter.bundles.read arbiter.bundles.write' });
+      const security = await admins.sign({ sub: 'security@example', aud: 'arbiter-admin', scope: 'arbiter.revocations.write' });
+      const lc = writeBundleSource(dir, 'lc');
+      expect((await put(arbiter, 'lc', build(lc, join(dir, 'queued-u1.tar.gz'), 'u1'), stolen)).status).toBe(201);
+      expect((await put(arbiter, 'lc', build(lc, join(dir, 'queued-u2.tar.gz'), 'u2'), stolen)).status).toBe(201);
+      expect((await put(arbiter, 'kept', build(writeBundleSource(dir, 'kept'), join(dir, 'kept.tar.gz'), 'k1'), stolen)).status).toBe(201);
+      const u3 = build(lc, join(dir, 'queued-u3.tar.gz'), 'u3');
+      // A module whose entrypoint table never returns: its check holds the queue until load_deadline_ms.
+      const files = await readBundleArchive(new Uint8Array(build(writeBundleSource(dir, 'slow'), join(dir, 'slow.tar.gz'), 's1')));
+      const slow = put(arbiter, 'slow', packFiles(new Map(files).set('policy.wasm', prefixExportedFunction(files.get('policy.wasm')!, 'entrypoints', LOOP_FOREVER))));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const push = put(arbiter, 'lc', u3, stolen);
+      const activation = call(arbiter, 'POST', '/v1/bundles/lc/activate', { revision: 'u1' }, stolen);
+      const removal = call(arbiter, 'DELETE', '/v1/bundles/kept', undefined, stolen);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // all three read, authorized and queued
+      expect((await adminCall(arbiter.url, security, 'POST', '/v1/revocations', { kind: 'jti', value: 'stolen-bundles', iss: admins.issuer, reason: 'leaked' })).status).toBe(201);
+
+      expect((await slow).status).toBe(422);
+      for (const answer of await Promise.all([push, activation, removal])) {
+        expect(answer).toMatchObject({ status: 401, body: { code: 'unauthorized', detail: 'token_revoked' } });
+      }
+      const status = (await call(arbiter, 'GET', '/v1/bundles/lc')).body as Json;
+      expect(status.active).toMatchObject({ revision: 'u2' });
+      expect((status.revisions as Json[]).map((r) => r.revision)).not.toContain('u3');
+      expect(arbiter.bundles.get('kept')?.revision).toBe('k1');
+    } finally {
       await arbiter.close();
     }
   });

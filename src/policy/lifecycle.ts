@@ -108,6 +108,16 @@ export interface BundleStatus {
   revisions: StoredRevision[];
 }
 
+/**
+ * For a change an admin asked for: `stillAuthorized` is asked at the point of no return, after
+ * the wait for changes ahead of it and the candidate's checks (seconds, up to
+ * engine.load_deadline_ms), so that an admin token revoked meanwhile changes nothing once the
+ * revocation has been answered. False refuses the change: admin_token_revoked, nothing changed.
+ */
+export interface ChangeOptions {
+  stillAuthorized?: () => boolean;
+}
+
 export interface AcceptResult {
   /** `unchanged` when the archive is the active one already. */
   outcome: 'activated' | 'unchanged';
@@ -208,7 +218,7 @@ export class BundleLifecycle {
    * desired state a DELETE by hand returns the name to, so a deleted bundle's replay mark does
    * not hold it (it holds a push).
    */
-  accept(name: string, archive: Uint8Array, actor: string, { pulled = false }: { pulled?: boolean } = {}): Promise<AcceptResult> {
+  accept(name: string, archive: Uint8Array, actor: string, { pulled = false, stillAuthorized }: { pulled?: boolean } & ChangeOptions = {}): Promise<AcceptResult> {
     return this.#serialized(async () => {
       checkName(name);
       const digest = sha256Hex(archive);
@@ -221,7 +231,10 @@ export class BundleLifecycle {
       const embedded = current !== undefined && activation?.source === 'embedded' && !index.revisions.some((r) => r.digest === current.digest) ? { bundle: current, activation } : undefined;
       if (current?.digest === digest) {
         // The same archive pushed: the store now holds it as the desired state, over the image's.
-        if (embedded !== undefined) await this.#pinEmbedded(index, embedded.bundle, actor);
+        if (embedded !== undefined) {
+          checkStillAuthorized(stillAuthorized);
+          await this.#pinEmbedded(index, embedded.bundle, actor);
+        }
         return { outcome: 'unchanged', revision: current.revision, digest, bundle: await this.#status(name) };
       }
       const { bundle, signature } = await this.#validateLogged(name, archive, actor, {
@@ -240,6 +253,7 @@ export class BundleLifecycle {
         },
       });
       await this.#releasedOnFailure(bundle, async () => {
+        checkStillAuthorized(stillAuthorized);
         const now = new Date().toISOString();
         if (embedded !== undefined) {
           // Its signature, when it verifies, is recorded as a push's is: rolled back to, the
@@ -301,7 +315,7 @@ export class BundleLifecycle {
   }
 
   /** Activates a stored revision: how an admin rolls back or forward, replay rule aside. */
-  activate(name: string, revision: string, actor: string): Promise<BundleStatus> {
+  activate(name: string, revision: string, actor: string, { stillAuthorized }: ChangeOptions = {}): Promise<BundleStatus> {
     return this.#serialized(async () => {
       checkName(name);
       const index = await this.#options.store.readIndex(name);
@@ -310,7 +324,10 @@ export class BundleLifecycle {
       if (this.#options.registry.get(name)?.digest !== entry.digest) {
         const archive = await this.#options.store.readArchive(name, entry.digest);
         const { bundle } = await this.#validateLogged(name, archive, actor, { trusted: false, beforeLoad: ({ roots }) => this.#checkLiveDataRoots(name, roots) });
-        await this.#releasedOnFailure(bundle, () => this.#commit(index, bundle, actor, new Date().toISOString()));
+        await this.#releasedOnFailure(bundle, () => {
+          checkStillAuthorized(stillAuthorized);
+          return this.#commit(index, bundle, actor, new Date().toISOString());
+        });
       }
       return this.#status(name);
     });
@@ -372,7 +389,7 @@ export class BundleLifecycle {
    * rule, and an older signed archive, perhaps one with a known flaw, could be pushed back. An
    * unsigned bundle has no replay rule to keep, and is forgotten.
    */
-  remove(name: string, actor: string): Promise<void> {
+  remove(name: string, actor: string, { stillAuthorized }: ChangeOptions = {}): Promise<void> {
     return this.#serialized(async () => {
       checkName(name);
       if (this.#options.protectedBundles.has(name)) {
@@ -381,6 +398,7 @@ export class BundleLifecycle {
       const index = await this.#options.store.readIndex(name);
       const active = this.#options.registry.get(name);
       if ((index === undefined || isDeleted(index)) && active === undefined) throw new ArbiterError('bundle_not_found', `no bundle named ${name}`);
+      checkStillAuthorized(stillAuthorized);
       const mark = index?.active ?? index?.removed;
       let leftover: string | undefined;
       if (index !== undefined && mark !== undefined && index.revisions.some((r) => r.signature !== undefined)) {
@@ -650,6 +668,12 @@ export class BundleLifecycle {
     const { keyid } = await verifyBundleSignatures(files, options, { signal: this.#stopping.signal });
     const iat = signedIssuedAt(files);
     return { keyid, ...(typeof iat === 'number' && { iat }) };
+  }
+}
+
+function checkStillAuthorized(stillAuthorized: (() => boolean) | undefined): void {
+  if (stillAuthorized !== undefined && !stillAuthorized()) {
+    throw new ArbiterError('admin_token_revoked', 'the admin token of this request was revoked before the change took effect: nothing was changed');
   }
 }
 

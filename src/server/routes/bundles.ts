@@ -1,4 +1,4 @@
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { ArbiterError } from '../../errors.ts';
 import type { BundleLifecycle } from '../../policy/lifecycle.ts';
@@ -64,29 +64,46 @@ export function bundleRoutes(deps: BundleRouteDeps) {
       // The upload may have taken a while: a token revoked meanwhile stores nothing (stillUnrevoked).
       const revoked = c.get('adminRevokedSince')();
       if (revoked) return revoked;
+      const watch = revocationWatch(c);
       try {
-        const result = await deps.lifecycle.accept(c.req.param('name'), archive, actor(c.get('admin')));
+        const result = await deps.lifecycle.accept(c.req.param('name'), archive, actor(c.get('admin')), watch);
         c.header('Location', `/v1/bundles/${c.req.param('name')}`);
         return c.json(result, result.outcome === 'activated' ? 201 : 200);
       } catch (error) {
-        return adminProblem(c, error);
+        return watch.refusalOr(error);
       }
     })
     .post('/v1/bundles/:name/activate', write, noQueryParameters, jsonBody(activateRequestSchema, { limitBytes: deps.bodyLimitBytes }), stillUnrevoked, async (c) => {
+      const watch = revocationWatch(c);
       try {
-        return c.json(await deps.lifecycle.activate(c.req.param('name'), c.get('body').revision, actor(c.get('admin'))));
+        return c.json(await deps.lifecycle.activate(c.req.param('name'), c.get('body').revision, actor(c.get('admin')), watch));
       } catch (error) {
-        return adminProblem(c, error);
+        return watch.refusalOr(error);
       }
     })
     .delete('/v1/bundles/:name', write, noQueryParameters, async (c) => {
+      const watch = revocationWatch(c);
       try {
-        await deps.lifecycle.remove(c.req.param('name'), actor(c.get('admin')));
+        await deps.lifecycle.remove(c.req.param('name'), actor(c.get('admin')), watch);
         return c.body(null, 204);
       } catch (error) {
-        return adminProblem(c, error);
+        return watch.refusalOr(error);
       }
     });
+}
+
+/**
+ * The lifecycle's stillAuthorized for this request (see ChangeOptions): a change waits behind
+ * others and is checked before it takes effect, and a revocation of its admin token answered
+ * meanwhile must leave it undone. Refused, the answer is requireScope's own 401 token_revoked,
+ * counted and logged as that is.
+ */
+function revocationWatch<E extends { Variables: AdminVariables }>(c: Context<E>) {
+  let refusal: Response | undefined;
+  return {
+    stillAuthorized: () => (refusal = c.get('adminRevokedSince')()) === undefined,
+    refusalOr: (error: unknown) => refusal ?? adminProblem(c, error),
+  };
 }
 
 /** Recorded as stored_by / activated_by, the same form revocations record as created_by. */
