@@ -447,6 +447,31 @@ describe('npm start', () => {
   });
 });
 
+/**
+ * The first command of the README's quick start on a machine whose Node.js is older than 24 (a
+ * distribution's): npm only warns about `engines` unless told to be strict, so the install went
+ * through and `npm start` then died on a stack trace about the `.ts` extension.
+ */
+describe('npm ci', () => {
+  it('refuses a Node.js older than engines.node, naming the version needed, and installs nothing', async () => {
+    const dir = tempDir();
+    for (const file of ['package.json', 'package-lock.json', '.npmrc']) if (existsSync(file)) copyFileSync(file, join(dir, file));
+    // npm checks engines against the version of the Node running it: that one, made to say 22.
+    const olderNode = join(dir, 'node-22.cjs');
+    writeFileSync(olderNode, "Object.defineProperty(process, 'version', { value: 'v22.12.0' });\n");
+    const install = await run('npm', ['ci', '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund'], {
+      cwd: dir,
+      env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NODE_OPTIONS: `--require ${olderNode}` },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+    );
+    expect(install.stderr).toContain('Required: {"node":">=24');
+    expect(install.code).not.toBe(0);
+    expect(existsSync(join(dir, 'node_modules'))).toBe(false);
+  }, 60_000);
+});
+
 function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
