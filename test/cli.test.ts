@@ -151,6 +151,24 @@ describe('arbiter CLI', () => {
     expect(readFileSync(keyFile, 'utf8')).toBe(broken);
   });
 
+  it('token and config check refuse a development key file that is not JSON without quoting it (part of its private key)', async () => {
+    const dir = tempDir();
+    const keyFile = join(dir, 'key.jwk.json');
+    const config = join(dir, 'dev.yaml');
+    writeFileSync(config, `dev_issuer: {enabled: true, key_file: ${JSON.stringify(keyFile)}}\n`);
+    expect((await cli('token', '--config', config, '--sub', 'x')).code).toBe(0);
+    const text = readFileSync(keyFile, 'utf8');
+    const { d } = JSON.parse(text) as { d: string };
+    // An edit that lost the quote before d: V8's SyntaxError quotes the text that follows the fault.
+    writeFileSync(keyFile, text.replace(`"d": "${d}"`, `"d": x${d}"`));
+    for (const args of [['token', '--config', config, '--sub', 'x'], ['config', 'check', config]]) {
+      const refused = await cli(...args);
+      expect(refused, args[0]).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, args[0]).toContain(`dev_issuer.key_file: ${keyFile}: not JSON`);
+      expect(refused.stderr, args[0]).not.toContain(d.slice(0, 8));
+    }
+  });
+
   it('health probes the port and protocol the configuration gives: 0 when it answers, 1 when not', async () => {
     const dir = tempDir();
     const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
