@@ -2,7 +2,8 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseConfig } from '../src/config/load.ts';
 import { readBundleArchive } from '../src/policy/archive.ts';
 import { startTestArbiter, tempDir } from './support/arbiter.ts';
+import { waitFor } from './support/wait.ts';
 
 const run = promisify(execFile);
 const cli = (...args: string[]) =>
@@ -147,6 +149,24 @@ describe('arbiter CLI', () => {
       expect(refused.stderr, args[0]).not.toContain('    at ');
     }
     expect(readFileSync(keyFile, 'utf8')).toBe(broken);
+  });
+
+  it('token and config check refuse a development key file that is not JSON without quoting it (part of its private key)', async () => {
+    const dir = tempDir();
+    const keyFile = join(dir, 'key.jwk.json');
+    const config = join(dir, 'dev.yaml');
+    writeFileSync(config, `dev_issuer: {enabled: true, key_file: ${JSON.stringify(keyFile)}}\n`);
+    expect((await cli('token', '--config', config, '--sub', 'x')).code).toBe(0);
+    const text = readFileSync(keyFile, 'utf8');
+    const { d } = JSON.parse(text) as { d: string };
+    // An edit that lost the quote before d: V8's SyntaxError quotes the text that follows the fault.
+    writeFileSync(keyFile, text.replace(`"d": "${d}"`, `"d": x${d}"`));
+    for (const args of [['token', '--config', config, '--sub', 'x'], ['config', 'check', config]]) {
+      const refused = await cli(...args);
+      expect(refused, args[0]).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, args[0]).toContain(`dev_issuer.key_file: ${keyFile}: not JSON`);
+      expect(refused.stderr, args[0]).not.toContain(d.slice(0, 8));
+    }
   });
 
   it('health probes the port and protocol the configuration gives: 0 when it answers, 1 when not', async () => {
@@ -391,3 +411,90 @@ describe('a bundle build or push interrupted while opa writes', () => {
     expect((await readBundleArchive(new Uint8Array(readFileSync(out)))).has('.manifest')).toBe(true);
   });
 });
+
+/**
+ * `npm start` (and `npm run arbiter -- serve`) as the README runs it, with its state moved to a
+ * temporary directory. npm runs a script through `sh -c`; when npm alone is told to stop
+ * (`timeout 60 npm start`, a supervisor or an editor stopping the process it started), it passes
+ * the signal to its child only, and a shell in between dies of it without passing it on: the
+ * server would be left running, holding the port and the state locks, so the next `npm start` fails.
+ */
+describe('npm start', () => {
+  it.each([
+    ['npm start', ['start']],
+    ['npm run arbiter -- serve', ['run', 'arbiter', '--', 'serve', '--config', 'config/development.yaml']],
+  ])('%s: stops the server when npm itself is sent SIGTERM, rather than leaving it running', async (_, args) => {
+    const dir = tempDir();
+    const { PORT: _port, ...env } = process.env;
+    const npm = spawn('npm', args, {
+      env: {
+        ...env,
+        // npm's own shebang and the script's `node` both resolve through PATH: the Node running the tests.
+        PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
+        ARBITER_SERVER__PORT: '0',
+        ARBITER_DEV_ISSUER__KEY_FILE: join(dir, 'dev-issuer.jwk.json'),
+        ARBITER_DATA__PATH: join(dir, 'data.db'),
+        ARBITER_DECISION_LOG__PATH: join(dir, 'decisions.db'),
+        ARBITER_BUNDLES__STORE: join(dir, 'bundles'),
+      },
+      stdio: ['ignore', 'pipe', 'ignore'],
+      detached: true,
+    });
+    const logged: Record<string, any>[] = [];
+    let serverPid: number | undefined;
+    try {
+      serverPid = await new Promise<number>((resolve, reject) => {
+        npm.once('exit', (code) => reject(new Error(`npm ${args.join(' ')} exited ${code} before the server listened`)));
+        createInterface({ input: npm.stdout! }).on('line', (line) => {
+          if (!line.startsWith('{')) return;
+          const entry = JSON.parse(line) as Record<string, any>;
+          logged.push(entry);
+          if (entry.msg === 'arbiter listening') resolve(entry.pid as number);
+        });
+      });
+      const npmExited = once(npm, 'exit');
+      process.kill(npm.pid!, 'SIGTERM');
+      await npmExited;
+      await waitFor(() => !isRunning(serverPid!), `the server (pid ${serverPid}) to exit after npm was stopped`);
+      expect(logged.some((line) => line.msg === 'shutting down' && line.signal === 'SIGTERM')).toBe(true);
+    } finally {
+      for (const pid of [-npm.pid!, serverPid]) {
+        if (pid !== undefined && isRunning(pid)) process.kill(pid, 'SIGKILL');
+      }
+    }
+  });
+});
+
+/**
+ * The first command of the README's quick start on a machine whose Node.js is older than 24 (a
+ * distribution's): npm only warns about `engines` unless told to be strict, so the install went
+ * through and `npm start` then died on a stack trace about the `.ts` extension.
+ */
+describe('npm ci', () => {
+  it('refuses a Node.js older than engines.node, naming the version needed, and installs nothing', async () => {
+    const dir = tempDir();
+    for (const file of ['package.json', 'package-lock.json', '.npmrc']) if (existsSync(file)) copyFileSync(file, join(dir, file));
+    // npm checks engines against the version of the Node running it: that one, made to say 22.
+    const olderNode = join(dir, 'node-22.cjs');
+    writeFileSync(olderNode, "Object.defineProperty(process, 'version', { value: 'v22.12.0' });\n");
+    const install = await run('npm', ['ci', '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund'], {
+      cwd: dir,
+      env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NODE_OPTIONS: `--require ${olderNode}` },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+    );
+    expect(install.stderr).toContain('Required: {"node":">=24');
+    expect(install.code).not.toBe(0);
+    expect(existsSync(join(dir, 'node_modules'))).toBe(false);
+  }, 60_000);
+});
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

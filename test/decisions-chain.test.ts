@@ -192,6 +192,24 @@ describe('verify', () => {
     });
   });
 
+  it('refuses a checkpoint key file that is not JSON without quoting it (part of the private key), naming checkpoint.key_path', async () => {
+    const log = await open();
+    await fill(log, 1);
+    await log.close();
+    store = undefined;
+    const keyPath = `${temp.path}.checkpoint-key.jwk`;
+    const text = readFileSync(keyPath, 'utf8');
+    const { d } = JSON.parse(text) as { d: string };
+    // An edit that lost the quote before d: V8's SyntaxError quotes the text that follows the fault.
+    writeFileSync(keyPath, text.replace(`"d":"${d}"`, `"d":x${d}"`), { mode: 0o600 });
+    const refused = await DecisionStore.open({ path: temp.path }).then(
+      () => undefined,
+      (error: unknown) => error as { code: string; issues: { path: string; message: string }[] },
+    );
+    expect(refused).toMatchObject({ code: 'config_invalid', issues: [{ path: 'decision_log.checkpoint.key_path', message: expect.stringMatching(/is not JSON/) }] });
+    expect(JSON.stringify(refused!.issues)).not.toContain(d.slice(0, 8));
+  });
+
   it('finds a record whose stored body was edited', async () => {
     const log = await open();
     const records = await fill(log, 15);

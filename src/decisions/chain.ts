@@ -104,7 +104,16 @@ export function loadCheckpointKey(path: string): CheckpointKey | undefined {
   if ((mode & 0o077) !== 0) {
     throw new ArbiterError('checkpoint_key_insecure', `checkpoint key ${path} is readable by group or others (chmod 600 it)`);
   }
-  return checkpointKeyFromJwk(JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey, path);
+  let jwk: JsonWebKey;
+  try {
+    jwk = JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey;
+  } catch (error) {
+    // Not V8's message: it quotes the text around the fault, part of the private key, into the
+    // error start-up prints and logs.
+    if (error instanceof SyntaxError) throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not JSON (an Ed25519 JWK)`);
+    throw error;
+  }
+  return checkpointKeyFromJwk(jwk, path);
 }
 
 /**
