@@ -20,8 +20,10 @@ beforeAll(async () => {
     issuers: [{ issuer: idp.issuer, jwks_uri: idp.jwksUri, audiences: ['https://api.example.com'], algorithms: ['ES256'] }],
     admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] },
     bundles: { default: 'echo' },
-    // One worker, and a short deadline for the spinning decision that holds it.
-    engine: { workers: 1, deadline_ms: 1000 },
+    // One worker, and a short deadline for the spinning decision that holds it. The spin allocates
+    // as it goes (about 256 MiB in a second here): a memory ceiling well above that keeps the
+    // deadline, not the ceiling, what ends it, however fast the machine.
+    engine: { workers: 1, deadline_ms: 1000, max_memory_mb: 2048 },
   });
   adminToken = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.data.write arbiter.revocations.write' });
 }, 30_000);
