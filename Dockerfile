@@ -10,15 +10,26 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
+# COPY keeps the build context's modes: a clone made under umask 077 (or 027) holds 0600 files,
+# root-owned in the image and unreadable by uid 1000, and the container would fail at start.
+# Gathered here and made world-readable, then copied into the runtime image in one layer each.
+FROM ${NODE_IMAGE} AS app
+WORKDIR /app
+COPY package.json ./
+COPY src ./src
+COPY bundles ./bundles
+COPY deploy/docker/arbiter.yaml ./etc/arbiter.yaml
+RUN chmod -R a+rX /app
+
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \
     ARBITER_CONFIG=/etc/arbiter/arbiter.yaml
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json ./
-COPY src ./src
-COPY bundles ./bundles
-COPY deploy/docker/arbiter.yaml /etc/arbiter/arbiter.yaml
+COPY --from=app /app/package.json ./
+COPY --from=app /app/src ./src
+COPY --from=app /app/bundles ./bundles
+COPY --from=app /app/etc/arbiter.yaml /etc/arbiter/arbiter.yaml
 # State (live data, revocations, stored bundles, decision log) lives on a volume owned by the
 # unprivileged user; the image itself stays read-only at run time.
 RUN mkdir -p /var/lib/arbiter && chown 1000:1000 /var/lib/arbiter
