@@ -112,7 +112,8 @@ export interface BundleStatus {
  * For a change an admin asked for: `stillAuthorized` is asked at the point of no return, after
  * the wait for changes ahead of it and the candidate's checks (seconds, up to
  * engine.load_deadline_ms), so that an admin token revoked meanwhile changes nothing once the
- * revocation has been answered. False refuses the change: admin_token_revoked, nothing changed.
+ * revocation has been answered. False refuses the change: nothing is changed, and the caller,
+ * which said no, answers with its own refusal (the error thrown, admin_token_revoked, is never a response).
  */
 export interface ChangeOptions {
   stillAuthorized?: () => boolean;

@@ -21,8 +21,6 @@ const STATUS_BY_CODE: Record<string, ContentfulStatusCode> = {
   json_patch_test_failed: 409,
   precondition_failed: 412,
   data_store_write_failed: 503,
-  // The route answers with requireScope's own refusal; this only stands behind it.
-  admin_token_revoked: 401,
   bundle_name_invalid: 400,
   bundle_not_found: 404,
   bundle_revision_not_found: 404,
