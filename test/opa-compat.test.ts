@@ -92,6 +92,24 @@ describe('POST /v1/data/{bundle}/{rule} when opa_compat is enabled', () => {
     }
   });
 
+  it('reads an encoded slash as part of its key, as OPA does: the path names no entrypoint', async () => {
+    // azecho/candidates/actions is an entrypoint; OPA reads candidates%2Factions as one key,
+    // "candidates/actions", which no rule is, and answers it undefined instead.
+    const plain = await postJson(`${enabled.url}/v1/data/azecho/candidates/actions`, { input: {} });
+    expect(plain.status).toBe(200);
+    expect(plain.body!.result).toEqual(expect.any(Array));
+    for (const path of ['azecho/candidates%2Factions', 'azecho/candidates%2factions', 'azecho%2Fcandidates/actions']) {
+      const res = await postJson(`${enabled.url}/v1/data/${path}`, { input: {} });
+      expect(res.status, path).toBe(404);
+      expect(res.body, path).not.toHaveProperty('result');
+      expect(res.body!.code, path).toBe('entrypoint_not_found');
+    }
+    // Other encoded characters are the characters they encode, as in OPA.
+    const encoded = await postJson(`${enabled.url}/v1/data/simpl%65/decisio%6E`, { input: allowedInput });
+    expect(encoded.status).toBe(200);
+    expect(encoded.body!.result.allow).toBe(true);
+  });
+
   it('records a request for a bundle or entrypoint that is not active, as a deny the 404 names', async () => {
     for (const [path, code] of [['nosuch/decision', 'no_active_bundle'], ['simple/nosuch', 'entrypoint_missing']] as const) {
       const res = await postJson(`${enabled.url}/v1/data/${path}`, { input: allowedInput });

@@ -1,4 +1,4 @@
-import { Hono, type MiddlewareHandler } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import { requestObjectSchema } from '../../data/json-value.ts';
 import type { DecisionPipeline } from '../../decisions/pipeline.ts';
@@ -13,7 +13,24 @@ export const opaDataRequestSchema = z.strictObject({
   input: requestObjectSchema.describe('The whole policy input, claims included: nothing is verified or added.'),
 });
 
-const rulePath = /^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/;
+/** A Rego identifier: one key of an entrypoint's path below its bundle. */
+const ruleKey = /^[A-Za-z_]\w*$/;
+
+/**
+ * The keys below /v1/data the URL names, each segment decoded on its own as OPA decodes them:
+ * an encoded slash stays inside its key (OPA looks up `candidates%2Factions` as the one key
+ * "candidates/actions", which no rule is, and answers undefined). The router's params are decoded
+ * from the whole path, so they would split it into two keys and name another rule. The first two
+ * segments are the ones the route matched as `v1` and `data` (also when sent encoded: the router
+ * keeps `%2F`). Undefined for a malformed percent-encoding, which names nothing.
+ */
+function entrypointKeys(c: Context): string[] | undefined {
+  try {
+    return new URL(c.req.url).pathname.split('/').slice(3).map((segment) => decodeURIComponent(segment));
+  } catch {
+    return undefined;
+  }
+}
 
 /** The route: `<bundle>/<rule...>` below /v1/data (the gateway checks run on it too, app.ts). */
 export const OPA_DATA_ROUTE = '/v1/data/:bundle/:rule{.+}';
@@ -48,10 +65,10 @@ export function opaCompatRoutes(pipeline: DecisionPipeline, bodyLimitBytes: numb
     refuseStrictBuiltinErrors,
     jsonBody(opaDataRequestSchema, { limitBytes: bodyLimitBytes, gzip: true }),
     async (c) => {
-      const bundle = c.req.param('bundle');
-      const rule = c.req.param('rule');
-      if (!bundleNameSchema.safeParse(bundle).success || !rulePath.test(rule)) {
-        return problem(c, 404, { code: 'entrypoint_not_found', title: 'Entrypoint not found', detail: `${bundle}/${rule} is not an entrypoint name` });
+      const [bundle = '', ...ruleKeys] = entrypointKeys(c) ?? [];
+      const rule = ruleKeys.join('/');
+      if (!bundleNameSchema.safeParse(bundle).success || ruleKeys.length === 0 || !ruleKeys.every((key) => ruleKey.test(key))) {
+        return problem(c, 404, { code: 'entrypoint_not_found', title: 'Entrypoint not found', detail: `${c.req.path.slice('/v1/data/'.length)} is not an entrypoint name` });
       }
       const evaluation = await pipeline.evaluateInput({
         endpoint: '/v1/data',
