@@ -444,6 +444,29 @@ describe('reason labels', () => {
     expect([stale.get('doc-99'), stale.get('other')]).toEqual([0, 1]);
   });
 
+  it("keeps Arbiter's own reason codes as labels of their own when policies have used up the reason label budget", async () => {
+    // A policy whose reason codes carry request data (a user id, or whatever the caller sent) uses
+    // up the first 200 labels: token_*, policy_* and audit_unavailable must not become "other" then.
+    const dir = tempDir();
+    const src = writeBundleSource(tempDir(), 'chatty', { decision: '{"allow": false, "reasons": [{"code": object.get(input, ["context", "code"], "quiet")}]}' });
+    build(src, join(dir, 'chatty.tar.gz'), 'r1');
+    const server = await startTestArbiter({ bundles: { dir, default: 'chatty' } });
+    try {
+      const ask = (body: Record<string, unknown>) => postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, ...body });
+      for (let i = 0; i < 200; i++) expect((await ask({ context: { code: `denied.user-${i}` } })).body!.reasons[0].code).toBe(`denied.user-${i}`);
+      expect((await ask({ token: 'not-a-jwt' })).body!.reasons[0].code).toBe('token_malformed');
+      expect((await ask({ policy: 'nowhere' })).body!.reasons[0].code).toBe('no_active_bundle');
+
+      const samples = await scrape(server.url);
+      expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="denied.user-199"}')).toBe(1);
+      expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="token_malformed"}')).toBe(1);
+      expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="no_active_bundle"}')).toBe(1);
+      expect(samples.has('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="other"}')).toBe(false);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('keeps policy reason codes to a bounded set of plain labels', async () => {
     const metrics = new ArbiterMetrics({ activeBundles: () => [] });
     for (let i = 0; i < 250; i++) metrics.decided(decision(`code_${i}`), '/v1/decide');
