@@ -10,6 +10,7 @@ import { MAX_JWKS_BYTES } from '../src/tokens/key-set.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { strictExposition } from './support/exposition.ts';
 import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
@@ -394,6 +395,36 @@ describe('GET /metrics', () => {
     arbiter.liveData.delete(['unbounded']);
     expect((await scrape(arbiter.url)).has('arbiter_live_data_age_seconds{document="unbounded"}')).toBe(false);
     arbiter.liveData.delete(['feed']);
+  });
+
+  it('is valid Prometheus text exposition, with label values an admin or a policy chose escaped', async () => {
+    // The reader is strict: it finds a quote left unescaped, a repeated HELP and a counter not named _total.
+    expect(strictExposition('# TYPE a counter\na{x="q"q"} 1\n# HELP b x\n# HELP b x\n')).toHaveLength(3);
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    const server = await startTestArbiter({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+    try {
+      const token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write arbiter.data.write' });
+      const dir = tempDir();
+      // A revision is whatever the bundle's manifest says; a document name whatever a writer chose.
+      const archive = build(writeBundleSource(dir, 'hostile'), join(dir, 'hostile.tar.gz'), 'r"1\\x\ny');
+      const pushed = await fetch(`${server.url}/v1/bundles/hostile`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archive) });
+      expect(pushed.status).toBe(201);
+      const written = await fetch(`${server.url}/v1/data/${encodeURIComponent('d"o\\c')}`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"a":1}' });
+      expect(written.status).toBe(200);
+      await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, policy: 'hostile' });
+      await postJson(`${server.url}/v1/decide`, { token: 'not-a-jwt', action: 'read', resource: { type: 'document' } });
+
+      const res = await fetch(`${server.url}/metrics`);
+      expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
+      const text = await res.text();
+      expect(strictExposition(text)).toEqual([]);
+      expect(text).toContain('arbiter_bundle_info{bundle="hostile",revision="r\\"1\\\\x\\ny"} 1\n');
+      expect(text).toContain('arbiter_live_data_stale{document="d\\"o\\\\c"} 0\n');
+    } finally {
+      await server.close();
+      await admins.close();
+    }
   });
 
   it('is not served when metrics.enabled is false', async () => {
