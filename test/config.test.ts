@@ -435,6 +435,23 @@ describe('configuration', () => {
     expect(problem!.message).toMatch(/^ARBITER_SERVER__HOST is not valid YAML/);
   });
 
+  it('refuses a tag YAML cannot resolve in an override too, naming the variable, without a warning that prints its value', () => {
+    // ARBITER_SERVER__HOST='!ENV HOST' was read as the host "HOST", and Node printed a multi-line
+    // YAMLWarning on stderr quoting the value: a secret (an HMAC bundle key) among the process log.
+    const emitted = vi.spyOn(process, 'emitWarning');
+    try {
+      const [problem] = issuesOf(() => loadConfig({ env: { ARBITER_SERVER__HOST: '!ENV HOST' } }));
+      expect(problem).toMatchObject({ path: 'server.host', message: expect.stringMatching(/^ARBITER_SERVER__HOST is not valid YAML: .*!ENV/) });
+      const secret = 'hmac-s3cret-0123456789abcdef0123456789abcdef';
+      const [keyed] = issuesOf(() => loadConfig({ env: { ARBITER_BUNDLES__SIGNING__KEYS: `{default: {key: !secret ${secret}, algorithm: HS256}}` } }));
+      expect(keyed).toMatchObject({ path: 'bundles.signing.keys', message: expect.stringMatching(/^ARBITER_BUNDLES__SIGNING__KEYS is not valid YAML/) });
+      expect(keyed!.message).not.toContain(secret);
+      expect(emitted).not.toHaveBeenCalled();
+    } finally {
+      emitted.mockRestore();
+    }
+  });
+
   it('honours YAML merge keys: an admin issuer repeats a decision issuer with an audience of its own', () => {
     // The YAML 1.2 core schema has no merge keys, so `<<` was read as a key named "<<": an
     // unknown key in the schema's objects (the operator was told `admin.issuers.0.<<` is unknown

@@ -10,6 +10,7 @@ import { MAX_JWKS_BYTES } from '../src/tokens/key-set.ts';
 import type { Arbiter } from '../src/server/start.ts';
 import { postJson, startTestArbiter, tempDir } from './support/arbiter.ts';
 import { build, writeBundleSource } from './support/bundle-sources.ts';
+import { strictExposition } from './support/exposition.ts';
 import { LOOP_FOREVER, packFiles, prefixExportedFunction } from './support/hostile-archives.ts';
 import { TestIssuer } from './support/issuer.ts';
 import { whileLocked } from './support/sqlite-lock.ts';
@@ -396,6 +397,36 @@ describe('GET /metrics', () => {
     arbiter.liveData.delete(['feed']);
   });
 
+  it('is valid Prometheus text exposition, with label values an admin or a policy chose escaped', async () => {
+    // The reader is strict: it finds a quote left unescaped, a repeated HELP and a counter not named _total.
+    expect(strictExposition('# TYPE a counter\na{x="q"q"} 1\n# HELP b x\n# HELP b x\n')).toHaveLength(3);
+    const admins = await TestIssuer.create('https://admins.test.example');
+    await admins.serve();
+    const server = await startTestArbiter({ admin: { issuers: [{ issuer: admins.issuer, jwks_uri: admins.jwksUri, audiences: ['arbiter-admin'], algorithms: ['ES256'] }] } });
+    try {
+      const token = await admins.sign({ sub: 'ops@example', aud: 'arbiter-admin', scope: 'arbiter.bundles.write arbiter.data.write' });
+      const dir = tempDir();
+      // A revision is whatever the bundle's manifest says; a document name whatever a writer chose.
+      const archive = build(writeBundleSource(dir, 'hostile'), join(dir, 'hostile.tar.gz'), 'r"1\\x\ny');
+      const pushed = await fetch(`${server.url}/v1/bundles/hostile`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(archive) });
+      expect(pushed.status).toBe(201);
+      const written = await fetch(`${server.url}/v1/data/${encodeURIComponent('d"o\\c')}`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"a":1}' });
+      expect(written.status).toBe(200);
+      await postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, policy: 'hostile' });
+      await postJson(`${server.url}/v1/decide`, { token: 'not-a-jwt', action: 'read', resource: { type: 'document' } });
+
+      const res = await fetch(`${server.url}/metrics`);
+      expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
+      const text = await res.text();
+      expect(strictExposition(text)).toEqual([]);
+      expect(text).toContain('arbiter_bundle_info{bundle="hostile",revision="r\\"1\\\\x\\ny"} 1\n');
+      expect(text).toContain('arbiter_live_data_stale{document="d\\"o\\\\c"} 0\n');
+    } finally {
+      await server.close();
+      await admins.close();
+    }
+  });
+
   it('is not served when metrics.enabled is false', async () => {
     const quiet = await startTestArbiter({ metrics: { enabled: false } });
     try {
@@ -442,6 +473,29 @@ describe('reason labels', () => {
     expect([ages.size, stale.size]).toEqual([101, 101]);
     expect([ages.get('doc-0'), ages.get('doc-99'), ages.has('doc-100'), ages.get('other')]).toEqual([0, 99, false, 149]);
     expect([stale.get('doc-99'), stale.get('other')]).toEqual([0, 1]);
+  });
+
+  it("keeps Arbiter's own reason codes as labels of their own when policies have used up the reason label budget", async () => {
+    // A policy whose reason codes carry request data (a user id, or whatever the caller sent) uses
+    // up the first 200 labels: token_*, policy_* and audit_unavailable must not become "other" then.
+    const dir = tempDir();
+    const src = writeBundleSource(tempDir(), 'chatty', { decision: '{"allow": false, "reasons": [{"code": object.get(input, ["context", "code"], "quiet")}]}' });
+    build(src, join(dir, 'chatty.tar.gz'), 'r1');
+    const server = await startTestArbiter({ bundles: { dir, default: 'chatty' } });
+    try {
+      const ask = (body: Record<string, unknown>) => postJson(`${server.url}/v1/decide`, { action: 'read', resource: { type: 'document' }, ...body });
+      for (let i = 0; i < 200; i++) expect((await ask({ context: { code: `denied.user-${i}` } })).body!.reasons[0].code).toBe(`denied.user-${i}`);
+      expect((await ask({ token: 'not-a-jwt' })).body!.reasons[0].code).toBe('token_malformed');
+      expect((await ask({ policy: 'nowhere' })).body!.reasons[0].code).toBe('no_active_bundle');
+
+      const samples = await scrape(server.url);
+      expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="denied.user-199"}')).toBe(1);
+      expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="token_malformed"}')).toBe(1);
+      expect(samples.get('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="no_active_bundle"}')).toBe(1);
+      expect(samples.has('arbiter_decisions_total{endpoint="/v1/decide",allow="false",reason="other"}')).toBe(false);
+    } finally {
+      await server.close();
+    }
   });
 
   it('keeps policy reason codes to a bounded set of plain labels', async () => {

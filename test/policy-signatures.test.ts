@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { CompactSign } from 'jose';
 import tarStream from 'tar-stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BundleRejectedError, ConfigError } from '../src/errors.ts';
 import { readBundleArchive, type BundleFiles } from '../src/policy/archive.ts';
 import { isSignedBundle, verifyBundleSignatures, type VerificationOptions } from '../src/policy/signatures.ts';
@@ -275,6 +275,19 @@ describe('verifyBundleSignatures rejects', () => {
       expect(error.message).toContain(`${file} is not JSON`);
     }
   }, 120_000);
+
+  it('a YAML file swapped in with a tag YAML cannot resolve, without a Node warning on stderr quoting it', async () => {
+    // yaml's parse() reports the tag through process.emitWarning: Node printed a multi-line block,
+    // the file's text in it, beside the JSON process log, for anyone who can push or serve a bundle.
+    const emitted = vi.spyOn(process, 'emitWarning');
+    try {
+      const error = await rejection(withFile(signedDir, 'extra/data.yaml', 'k: !secret not-the-signed-value\n'), { keys: { k1: { key: rsa.publicPem, algorithm: 'RS256' } } });
+      expect(error.check).toBe('signature_mismatch');
+      expect(emitted).not.toHaveBeenCalled();
+    } finally {
+      emitted.mockRestore();
+    }
+  });
 
   it('a modified .manifest', async () => {
     const manifest = JSON.parse(Buffer.from(rsBundle.get('.manifest')!).toString()) as { roots: string[] };

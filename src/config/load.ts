@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml, parseDocument, YAMLError } from 'yaml';
+import { parseDocument, YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { CONFIG_SECTION_KEYS, CONFIG_TOP_LEVEL_KEYS, configSchema, type Config } from './schema.ts';
@@ -169,6 +169,18 @@ function readYamlFile(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/**
+ * An override's value as YAML, held to the file's rules: a warning (a tag YAML cannot resolve,
+ * `!ENV NAME`) refuses it rather than take its text, and is not printed by Node on stderr, where
+ * its code frame would quote the value (a secret, perhaps) outside the JSON process log.
+ */
+function parseOverride(value: string): unknown {
+  const document = parseDocument(value, { strict: true, uniqueKeys: true, merge: true });
+  const problem = document.errors[0] ?? document.warnings[0];
+  if (problem !== undefined) throw problem;
+  return document.toJS();
+}
+
 /** An ARBITER_* (or PORT) variable applied: the key it sets, its text and what YAML read it as. */
 interface Override {
   variable: string;
@@ -202,7 +214,7 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
   for (const override of overrides) {
     const { variable, path, value } = override;
     try {
-      override.parsed = parseYaml(value) as unknown;
+      override.parsed = parseOverride(value);
       setPath(raw, path, override.parsed);
     } catch (error) {
       problems.push({ path: path.join('.'), message: `${variable} is not valid YAML: ${(error as Error).message.split('\n')[0]}` });

@@ -3,6 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { DocumentStatus } from '../data/documents.ts';
 import type { Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
+import { EVALUATION_FAILURE_CODES } from '../policy/engine.ts';
 import { TOKEN_FAILURE_CODES, type TokenFailureCode } from '../tokens/verify.ts';
 import { THROTTLE_REASONS, type ThrottleReason } from '../server/middleware/admission.ts';
 import { GATEWAY_AUTH_FAILURES, type GatewayAuthFailure } from '../server/middleware/gateway-auth.ts';
@@ -12,6 +13,12 @@ import type { ThreadHeap } from './thread-heap.ts';
 /** Reason codes come from policies: only short, plain codes become label values, and only so many. */
 const REASON_LABEL = /^[a-z0-9_.-]{1,64}$/;
 const MAX_REASON_LABELS = 200;
+/**
+ * The codes Arbiter itself denies with (DecisionPipeline's denials): what operators alert on, so
+ * always a label of their own. Counted against the policies' budget, a policy whose codes carry
+ * request data would turn them into "other" for the life of the process.
+ */
+const ARBITER_REASON_CODES = [...TOKEN_FAILURE_CODES, ...EVALUATION_FAILURE_CODES, 'no_active_bundle', 'entrypoint_missing', 'internal_error', 'audit_unavailable'];
 /**
  * A bundle's name is whatever a push named (any holder of arbiter.bundles.write, refused or not,
  * and a removed bundle's series stays): only so many, for activations and rejections each.
@@ -44,14 +51,17 @@ class BoundedLabel {
   readonly #seen = new Set<string>();
   readonly #max: number;
   readonly #pattern: RegExp;
+  /** Values from the code, not from outside: always their own label, and not counted against `max`. */
+  readonly #reserved: ReadonlySet<string>;
 
-  constructor(max: number, pattern: RegExp) {
+  constructor(max: number, pattern: RegExp, reserved: readonly string[] = []) {
     this.#max = max;
     this.#pattern = pattern;
+    this.#reserved = new Set(reserved);
   }
 
   of(value: string): string {
-    if (this.#seen.has(value)) return value;
+    if (this.#seen.has(value) || this.#reserved.has(value)) return value;
     if (this.#seen.size >= this.#max || !this.#pattern.test(value)) return OTHER;
     this.#seen.add(value);
     return value;
@@ -116,7 +126,7 @@ export class ArbiterMetrics {
 
   readonly decisions = new Counter({
     name: 'arbiter_decisions_total',
-    help: 'Decisions by endpoint, outcome and first reason code (codes outside [a-z0-9_.-]{1,64} or past the first 200 distinct count as "other").',
+    help: 'Decisions by endpoint, outcome and first reason code (policy codes outside [a-z0-9_.-]{1,64} or past the first 200 distinct count as "other"; Arbiter\'s own codes, token_* and policy_* among them, never do).',
     labelNames: ['endpoint', 'allow', 'reason'] as const,
     registers: [this.registry],
   });
@@ -233,7 +243,7 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
-  readonly #reasons = new BoundedLabel(MAX_REASON_LABELS, REASON_LABEL);
+  readonly #reasons = new BoundedLabel(MAX_REASON_LABELS, REASON_LABEL, ARBITER_REASON_CODES);
   readonly #activatedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
   readonly #rejectedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
   readonly #throttledCallers = new BoundedLabel(MAX_CALLER_LABELS, /^[\x20-\x7e]{1,256}$/);
