@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 
@@ -98,5 +98,20 @@ function removeStaleTemporaries(path: string): void {
     } catch {
       // Gone meanwhile: the start that wrote it linked or removed it.
     }
+  }
+}
+
+/**
+ * A private file's JSON (a key), or undefined when its text is not JSON. Said without V8's
+ * SyntaxError, which quotes the text around the fault: part of the private key, in an error
+ * start-up prints and logs. A file that cannot be read throws as readFileSync does.
+ */
+export function readPrivateJson(path: string): unknown {
+  const text = readFileSync(path, 'utf8');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    if (error instanceof SyntaxError) return undefined;
+    throw error;
   }
 }

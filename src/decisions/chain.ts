@@ -1,10 +1,10 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import type { JsonWebKey, KeyObject } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ArbiterError } from '../errors.ts';
 import { isObject } from '../is-object.ts';
-import { createPrivateFileWhole, makePrivateDirSync } from '../private-files.ts';
+import { createPrivateFileWhole, makePrivateDirSync, readPrivateJson } from '../private-files.ts';
 import { canonicalJson, sha256Hex } from './canonical-json.ts';
 
 /** prev_hash of the first record ever appended. */
@@ -104,16 +104,14 @@ export function loadCheckpointKey(path: string): CheckpointKey | undefined {
   if ((mode & 0o077) !== 0) {
     throw new ArbiterError('checkpoint_key_insecure', `checkpoint key ${path} is readable by group or others (chmod 600 it)`);
   }
-  let jwk: JsonWebKey;
-  try {
-    jwk = JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey;
-  } catch (error) {
-    // Not V8's message: it quotes the text around the fault, part of the private key, into the
-    // error start-up prints and logs.
-    if (error instanceof SyntaxError) throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not JSON (an Ed25519 JWK)`);
-    throw error;
-  }
-  return checkpointKeyFromJwk(jwk, path);
+  return checkpointKeyFromJwk(readCheckpointJwk(path), path);
+}
+
+/** The key file's JSON, refused (checkpoint_key_invalid) without quoting it when it is not JSON. */
+function readCheckpointJwk(path: string): JsonWebKey {
+  const jwk = readPrivateJson(path);
+  if (jwk === undefined) throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not JSON (an Ed25519 JWK)`);
+  return jwk as JsonWebKey;
 }
 
 /**
@@ -124,10 +122,9 @@ export function loadCheckpointKey(path: string): CheckpointKey | undefined {
 export function loadCheckpointPublicKey(path: string): CheckpointPublicKey | undefined {
   let jwk: JsonWebKey;
   try {
-    jwk = JSON.parse(readFileSync(path, 'utf8')) as JsonWebKey;
+    jwk = readCheckpointJwk(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    if (error instanceof SyntaxError) throw new ArbiterError('checkpoint_key_invalid', `checkpoint key ${path} is not JSON (an Ed25519 JWK)`);
     throw error;
   }
   if (isObject(jwk) && jwk.d !== undefined) return loadCheckpointKey(path);

@@ -1,5 +1,5 @@
-import { lstatSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
-import { createPrivateFileWhole, makePrivateDirSync } from '../private-files.ts';
+import { lstatSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { createPrivateFileWhole, makePrivateDirSync, readPrivateJson } from '../private-files.ts';
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import type { IssuerConfig } from '../config/schema.ts';
@@ -37,7 +37,8 @@ export async function readDevIssuerKey(file: string): Promise<DevIssuerKey | und
       throw new ConfigError([{ path: 'dev_issuer.key_file', message: `${file} is readable or writable by group or others (chmod 600 it, or delete it to generate a new development key)` }]);
     }
     try {
-      const privateJwk = parseKeyFile(readFileSync(file, 'utf8'));
+      const privateJwk = readPrivateJson(file) as JWK | undefined;
+      if (privateJwk === undefined) throw new Error('not JSON (a private EC JWK)');
       if (privateJwk.kty !== 'EC' || typeof privateJwk.d !== 'string') throw new Error('not a private EC JWK');
       const key = { privateJwk, publicJwk: publicPart(privateJwk) };
       await checkRoundTrip(key);
@@ -47,19 +48,6 @@ export async function readDevIssuerKey(file: string): Promise<DevIssuerKey | und
     }
   }
   return undefined;
-}
-
-/**
- * The key file's JSON. V8's SyntaxError quotes the text around the fault (`..."d": zAqMgQfixP"...`),
- * which start-up would print: part of the private key. Said without it.
- */
-function parseKeyFile(text: string): JWK {
-  try {
-    return JSON.parse(text) as JWK;
-  } catch (error) {
-    if (error instanceof SyntaxError) throw new Error('not JSON (a private EC JWK)');
-    throw error;
-  }
 }
 
 /**
