@@ -149,15 +149,7 @@ function readYamlFile(file: string): Record<string, unknown> {
   }
   let parsed: unknown;
   try {
-    // Merge keys (`<<: *anchor`), as YAML 1.1 and most configuration tools read them: under the
-    // YAML 1.2 core schema `<<` is a plain key, refused as unknown in a section (the operator is
-    // told `admin.issuers.0.<<` is unknown) and passed on as an option named "<<" in a free-form map.
-    const document = parseDocument(text, { strict: true, uniqueKeys: true, merge: true });
-    // Warnings too: a tag YAML cannot resolve (`!ENV IDP_ISSUER`, which some loaders substitute)
-    // leaves its text as the value, and the issuer would be "IDP_ISSUER".
-    const problem = document.errors[0] ?? document.warnings[0];
-    if (problem !== undefined) throw problem;
-    parsed = document.toJS();
+    parsed = parseConfigYaml(text);
   } catch (error) {
     const where = error instanceof YAMLError && error.linePos ? ` (line ${error.linePos[0].line})` : '';
     throw new ConfigError([{ path: '', message: `not valid YAML${where}: ${(error as Error).message.split('\n')[0]}` }], file);
@@ -170,12 +162,16 @@ function readYamlFile(file: string): Record<string, unknown> {
 }
 
 /**
- * An override's value as YAML, held to the file's rules: a warning (a tag YAML cannot resolve,
- * `!ENV NAME`) refuses it rather than take its text, and is not printed by Node on stderr, where
- * its code frame would quote the value (a secret, perhaps) outside the JSON process log.
+ * Configuration text as YAML, for the file and for ARBITER_* overrides alike. Merge keys
+ * (`<<: *anchor`) are read, as YAML 1.1 and most configuration tools read them: under the YAML
+ * 1.2 core schema `<<` is a plain key, refused as unknown in a section (the operator is told
+ * `admin.issuers.0.<<` is unknown) and passed on as an option named "<<" in a free-form map.
+ * Warnings refuse it too: a tag YAML cannot resolve (`!ENV IDP_ISSUER`, which some loaders
+ * substitute) would leave its text as the value (the issuer "IDP_ISSUER"), and Node would print
+ * the warning on stderr, its code frame quoting the value (a secret, perhaps) outside the JSON log.
  */
-function parseOverride(value: string): unknown {
-  const document = parseDocument(value, { strict: true, uniqueKeys: true, merge: true });
+function parseConfigYaml(text: string): unknown {
+  const document = parseDocument(text, { strict: true, uniqueKeys: true, merge: true });
   const problem = document.errors[0] ?? document.warnings[0];
   if (problem !== undefined) throw problem;
   return document.toJS();
@@ -214,7 +210,7 @@ function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv)
   for (const override of overrides) {
     const { variable, path, value } = override;
     try {
-      override.parsed = parseOverride(value);
+      override.parsed = parseConfigYaml(value);
       setPath(raw, path, override.parsed);
     } catch (error) {
       problems.push({ path: path.join('.'), message: `${variable} is not valid YAML: ${(error as Error).message.split('\n')[0]}` });
