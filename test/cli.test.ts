@@ -132,11 +132,7 @@ describe('arbiter CLI', () => {
   });
 
   it('token and config check name dev_issuer.key_file for a key whose tokens would be refused (2), and leave it alone', async () => {
-    const dir = tempDir();
-    const keyFile = join(dir, 'key.jwk.json');
-    const config = join(dir, 'dev.yaml');
-    writeFileSync(config, `dev_issuer: {enabled: true, key_file: ${JSON.stringify(keyFile)}}\n`);
-    expect((await cli('token', '--config', config, '--sub', 'x')).code).toBe(0);
+    const { keyFile, config } = await devIssuerWithKey();
     const jwk = JSON.parse(readFileSync(keyFile, 'utf8')) as Record<string, unknown>;
     // Another key's private half, pasted over this one's.
     const other = (await crypto.subtle.exportKey('jwk', (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign'])).privateKey)).d;
@@ -152,11 +148,7 @@ describe('arbiter CLI', () => {
   });
 
   it('token and config check refuse a development key file that is not JSON without quoting it (part of its private key)', async () => {
-    const dir = tempDir();
-    const keyFile = join(dir, 'key.jwk.json');
-    const config = join(dir, 'dev.yaml');
-    writeFileSync(config, `dev_issuer: {enabled: true, key_file: ${JSON.stringify(keyFile)}}\n`);
-    expect((await cli('token', '--config', config, '--sub', 'x')).code).toBe(0);
+    const { keyFile, config } = await devIssuerWithKey();
     const text = readFileSync(keyFile, 'utf8');
     const { d } = JSON.parse(text) as { d: string };
     // An edit that lost the quote before d: V8's SyntaxError quotes the text that follows the fault.
@@ -489,6 +481,16 @@ describe('npm ci', () => {
     expect(existsSync(join(dir, 'node_modules'))).toBe(false);
   }, 60_000);
 });
+
+/** A development-issuer config whose key file `arbiter token` has just generated (and signed with). */
+async function devIssuerWithKey(): Promise<{ keyFile: string; config: string }> {
+  const dir = tempDir();
+  const keyFile = join(dir, 'key.jwk.json');
+  const config = join(dir, 'dev.yaml');
+  writeFileSync(config, `dev_issuer: {enabled: true, key_file: ${JSON.stringify(keyFile)}}\n`);
+  expect((await cli('token', '--config', config, '--sub', 'x')).code).toBe(0);
+  return { keyFile, config };
+}
 
 function isRunning(pid: number): boolean {
   try {
