@@ -3,14 +3,14 @@ import type { z } from 'zod';
 import type { DocumentStatus } from '../data/documents.ts';
 import type { PolicyBundle } from '../policy/bundle.ts';
 import { extraOutputProblem, type Obligation, type PolicyResult, type Reason } from '../policy/contract.ts';
-import { checkContract, lenientDecision, singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
+import { checkContract, EVALUATION_FAILURE_CODES, lenientDecision, singleResult, type EvaluationFailureCode } from '../policy/engine.ts';
 import type { PolicyEvaluation, PolicyEvaluator } from '../policy/evaluation/evaluator.ts';
 import { isObject } from '../is-object.ts';
 import type { BundleRegistry } from '../policy/registry.ts';
 import { subjectFromToken, subjectRevocation, unauthenticatedSubject, type PolicySubject, type RevocationLookup } from '../tokens/subject.ts';
 import type { IssuerRegistry } from '../tokens/trusted-issuers.ts';
 import type { VerificationCache } from '../tokens/verification-cache.ts';
-import { verifyAccessToken, type TokenFailure, type TokenFailureCode } from '../tokens/verify.ts';
+import { TOKEN_FAILURE_CODES, verifyAccessToken, type TokenFailure, type TokenFailureCode } from '../tokens/verify.ts';
 import { applyMask, type MaskRule } from './mask.ts';
 import { newDecisionId, type DecisionRecord } from './record.ts';
 
@@ -531,7 +531,14 @@ function rejectedSubject(failure: TokenFailure, asserted: Record<string, unknown
   };
 }
 
-function denial(bundle: Pick<PolicyBundle, 'name' | 'revision'> | null, code: string, message: string, answered = true): Outcome {
+/**
+ * Every code Arbiter denies with itself rather than a policy: a token refused, an evaluation
+ * failed, and the pipeline's own. /metrics always gives these a label of their own.
+ */
+export const ARBITER_DENIAL_CODES = [...TOKEN_FAILURE_CODES, ...EVALUATION_FAILURE_CODES, 'no_active_bundle', 'entrypoint_missing', 'internal_error', 'audit_unavailable'] as const;
+type ArbiterDenialCode = (typeof ARBITER_DENIAL_CODES)[number];
+
+function denial(bundle: Pick<PolicyBundle, 'name' | 'revision'> | null, code: ArbiterDenialCode, message: string, answered = true): Outcome {
   return {
     allow: false,
     reasons: [{ code, message }],

@@ -1,9 +1,8 @@
 import type { FetchImplementation } from 'jose';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DocumentStatus } from '../data/documents.ts';
-import type { Decision } from '../decisions/pipeline.ts';
+import { ARBITER_DENIAL_CODES, type Decision } from '../decisions/pipeline.ts';
 import type { PolicyInstances } from '../policy/evaluation/evaluator.ts';
-import { EVALUATION_FAILURE_CODES } from '../policy/engine.ts';
 import { TOKEN_FAILURE_CODES, type TokenFailureCode } from '../tokens/verify.ts';
 import { THROTTLE_REASONS, type ThrottleReason } from '../server/middleware/admission.ts';
 import { GATEWAY_AUTH_FAILURES, type GatewayAuthFailure } from '../server/middleware/gateway-auth.ts';
@@ -13,12 +12,6 @@ import type { ThreadHeap } from './thread-heap.ts';
 /** Reason codes come from policies: only short, plain codes become label values, and only so many. */
 const REASON_LABEL = /^[a-z0-9_.-]{1,64}$/;
 const MAX_REASON_LABELS = 200;
-/**
- * The codes Arbiter itself denies with (DecisionPipeline's denials): what operators alert on, so
- * always a label of their own. Counted against the policies' budget, a policy whose codes carry
- * request data would turn them into "other" for the life of the process.
- */
-const ARBITER_REASON_CODES = [...TOKEN_FAILURE_CODES, ...EVALUATION_FAILURE_CODES, 'no_active_bundle', 'entrypoint_missing', 'internal_error', 'audit_unavailable'];
 /**
  * A bundle's name is whatever a push named (any holder of arbiter.bundles.write, refused or not,
  * and a removed bundle's series stays): only so many, for activations and rejections each.
@@ -243,7 +236,9 @@ export class ArbiterMetrics {
     registers: [this.registry],
   });
 
-  readonly #reasons = new BoundedLabel(MAX_REASON_LABELS, REASON_LABEL, ARBITER_REASON_CODES);
+  // Arbiter's own denial codes are what operators alert on: counted against the policies' budget,
+  // a policy whose codes carry request data would turn them into "other" for the life of the process.
+  readonly #reasons = new BoundedLabel(MAX_REASON_LABELS, REASON_LABEL, ARBITER_DENIAL_CODES);
   readonly #activatedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
   readonly #rejectedBundles = new BoundedLabel(MAX_BUNDLE_LABELS, /^[\w.-]{1,64}$/);
   readonly #throttledCallers = new BoundedLabel(MAX_CALLER_LABELS, /^[\x20-\x7e]{1,256}$/);
